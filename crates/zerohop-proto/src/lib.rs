@@ -1,0 +1,25 @@
+//! The zerohop wire format, free of I/O.
+//!
+//! Every network transport (UDP, KCP, TCP, Unix sockets) frames a message with the
+//! same fixed [`FrameHeader`]: version, channel, session, sequence, cumulative ack,
+//! fragment fields, payload length and a CRC-32C checksum over header and payload.
+//! This crate only turns bytes into headers and back, so it can be unit-, property-
+//! and fuzz-tested without sockets (the quinn-proto model).
+//!
+//! ```
+//! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
+//!
+//! let payload = b"hello";
+//! let header = FrameHeader { channel: 3, seq: 42, ..FrameHeader::new(payload.len() as u32) };
+//! let mut frame = [0u8; FRAME_HEADER_LEN + 5];
+//! let n = header.encode_frame(payload, &mut frame).unwrap();
+//! let (decoded, body) = FrameHeader::decode_frame(&frame[..n]).unwrap();
+//! assert_eq!(decoded, header);
+//! assert_eq!(body, payload);
+//! ```
+
+mod crc32c;
+mod header;
+
+pub use crc32c::crc32c;
+pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION};

@@ -1,0 +1,200 @@
+//! Where everything lives inside a segment: pure arithmetic, no I/O.
+//!
+//! A segment is one header followed by `capacity` slots. Every field that another
+//! process (or JavaScript, through `Atomics`) touches is a little-endian `u32`, so the
+//! TypeScript side can mirror the protocol with an `Int32Array` over the same memory.
+//! Fields written by different parties sit on different 128-byte lines (x86 prefetches
+//! pairs of 64-byte lines) so that a publisher and its subscribers do not false-share.
+//!
+//! ```text
+//! 0     identity line: magic, layout version, state, header_len, slot_size, capacity,
+//!                      slot_stride, max_subscribers, creator pid
+//! 128   tail line:     tail_lo, tail_hi       next sequence number to publish
+//! 256   lock line:     publisher lock         pid of the publishing process, 0 when free
+//! 384   notify line:   notify, waiters        futex word subscribers park on
+//! 512   space line:    space, space_waiters   futex word blocked publishers park on
+//! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo
+//! ...   slots, each slot_stride bytes: stamp u32, len u32, payload[slot_size]
+//! ```
+//!
+//! A slot's `stamp` says which message it holds: `2 * (seq + 1)` (mod 2^32) once
+//! message `seq` is committed, one less while it is being written. See [`crate::ring`].
+
+/// "ZEROHOP1" as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
+/// Bumped whenever anything in this module changes meaning.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Size of one isolation line.
+pub const LINE: usize = 128;
+
+/// Byte offsets of the header fields.
+pub mod offsets {
+    use super::LINE;
+    pub const MAGIC_LO: usize = 0;
+    pub const MAGIC_HI: usize = 4;
+    pub const LAYOUT_VERSION: usize = 8;
+    /// 0 while the creator initialises the segment, [`super::STATE_READY`] after.
+    pub const STATE: usize = 12;
+    pub const HEADER_LEN: usize = 16;
+    pub const SLOT_SIZE: usize = 20;
+    pub const CAPACITY: usize = 24;
+    pub const SLOT_STRIDE: usize = 28;
+    pub const MAX_SUBSCRIBERS: usize = 32;
+    pub const CREATOR_PID: usize = 36;
+    pub const TAIL_LO: usize = LINE;
+    pub const TAIL_HI: usize = LINE + 4;
+    pub const PUB_LOCK: usize = 2 * LINE;
+    pub const NOTIFY: usize = 3 * LINE;
+    pub const WAITERS: usize = 3 * LINE + 4;
+    pub const SPACE: usize = 4 * LINE;
+    pub const SPACE_WAITERS: usize = 4 * LINE + 4;
+    pub const SUBSCRIBERS: usize = 5 * LINE;
+    /// Within a subscriber entry.
+    pub const SUB_PID: usize = 0;
+    pub const SUB_CURSOR_LO: usize = 4;
+    pub const SUB_ENTRY: usize = LINE;
+    /// Within a slot.
+    pub const SLOT_STAMP: usize = 0;
+    pub const SLOT_LEN: usize = 4;
+    pub const SLOT_PAYLOAD: usize = 8;
+}
+
+/// Value of the state field once the segment is initialised.
+pub const STATE_READY: u32 = 1;
+
+/// Largest payload a slot may hold.
+pub const MAX_SLOT_SIZE: u32 = 16 << 20;
+/// Largest number of slots.
+pub const MAX_CAPACITY: u32 = 1 << 24;
+/// Largest number of subscriber entries.
+pub const MAX_SUBSCRIBERS: u32 = 1024;
+/// Largest segment this crate creates.
+pub const MAX_SEGMENT_LEN: u64 = 4 << 30;
+
+/// The shape of a segment: what creator and openers must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Largest payload of one message, in bytes.
+    pub slot_size: u32,
+    /// Number of slots; a power of two.
+    pub capacity: u32,
+    /// Number of subscriber entries (concurrent subscribers).
+    pub max_subscribers: u32,
+}
+
+/// Why a [`Layout`] is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutError(pub String);
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self { slot_size: 1024, capacity: 4096, max_subscribers: 64 }
+    }
+}
+
+impl Layout {
+    /// Checks the bounds documented on each constant.
+    pub fn validate(&self) -> Result<(), LayoutError> {
+        if self.slot_size == 0 || self.slot_size > MAX_SLOT_SIZE {
+            return Err(LayoutError(format!("slotSize must be 1..={MAX_SLOT_SIZE}, got {}", self.slot_size)));
+        }
+        if !self.capacity.is_power_of_two() || self.capacity < 2 || self.capacity > MAX_CAPACITY {
+            return Err(LayoutError(format!(
+                "capacity must be a power of two in 2..={MAX_CAPACITY}, got {}",
+                self.capacity
+            )));
+        }
+        if self.max_subscribers == 0 || self.max_subscribers > MAX_SUBSCRIBERS {
+            return Err(LayoutError(format!(
+                "maxSubscribers must be 1..={MAX_SUBSCRIBERS}, got {}",
+                self.max_subscribers
+            )));
+        }
+        if self.segment_len() > MAX_SEGMENT_LEN {
+            return Err(LayoutError(format!(
+                "slotSize × capacity needs {} bytes, more than the {MAX_SEGMENT_LEN}-byte limit",
+                self.segment_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes before slot 0: header plus subscriber table, rounded to a line.
+    pub fn header_len(&self) -> usize {
+        offsets::SUBSCRIBERS + self.max_subscribers as usize * offsets::SUB_ENTRY
+    }
+
+    /// Bytes per slot: stamp, length and payload, rounded up to 64 so that a slot starts
+    /// on a cache line and 8-byte fields in the payload are aligned.
+    pub fn slot_stride(&self) -> usize {
+        (offsets::SLOT_PAYLOAD + self.slot_size as usize).next_multiple_of(64)
+    }
+
+    /// Total bytes of the segment.
+    pub fn segment_len(&self) -> u64 {
+        self.header_len() as u64 + self.capacity as u64 * self.slot_stride() as u64
+    }
+
+    /// Byte offset of the slot that holds sequence number `seq`.
+    pub fn slot_offset(&self, seq: u64) -> usize {
+        self.header_len() + (seq & (self.capacity as u64 - 1)) as usize * self.slot_stride()
+    }
+
+    /// Byte offset of subscriber entry `index`.
+    pub fn subscriber_offset(&self, index: u32) -> usize {
+        offsets::SUBSCRIBERS + index as usize * offsets::SUB_ENTRY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn default_is_valid_and_lines_do_not_overlap() {
+        let l = Layout::default();
+        l.validate().unwrap();
+        assert_eq!(l.slot_stride(), 1088);
+        assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
+        assert_eq!(l.header_len() % LINE, 0);
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        for bad in [
+            Layout { capacity: 1000, ..Layout::default() },
+            Layout { capacity: 1, ..Layout::default() },
+            Layout { slot_size: 0, ..Layout::default() },
+            Layout { slot_size: MAX_SLOT_SIZE + 1, ..Layout::default() },
+            Layout { max_subscribers: 0, ..Layout::default() },
+            Layout { slot_size: MAX_SLOT_SIZE, capacity: MAX_CAPACITY, max_subscribers: 1 },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn slots_are_aligned_disjoint_and_inside(slot_size in 1u32..70_000, cap_log in 1u32..12, subs in 1u32..100, seq in any::<u64>()) {
+            let l = Layout { slot_size, capacity: 1 << cap_log, max_subscribers: subs };
+            prop_assert!(l.validate().is_ok());
+            let off = l.slot_offset(seq);
+            prop_assert_eq!(off % 64, 0);
+            prop_assert!(off >= l.header_len());
+            prop_assert!((off + l.slot_stride()) as u64 <= l.segment_len());
+            prop_assert!(l.slot_stride() >= offsets::SLOT_PAYLOAD + slot_size as usize);
+            prop_assert_eq!(l.slot_offset(seq), l.slot_offset(seq.wrapping_add(l.capacity as u64)));
+            prop_assert!(l.subscriber_offset(subs - 1) + offsets::SUB_ENTRY <= l.header_len());
+        }
+    }
+}

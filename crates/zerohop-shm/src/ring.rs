@@ -1,0 +1,930 @@
+//! The SPMC broadcast ring: one publisher at a time, any number of subscribers,
+//! each with its own cursor. Every subscriber sees every message unless it falls a
+//! whole ring behind.
+//!
+//! # Protocol
+//!
+//! Messages are numbered `0, 1, 2, …`; message `seq` lives in slot `seq % capacity`.
+//! The header's `tail` is the next number to publish. Each slot starts with a `stamp`:
+//!
+//! * `2·(seq+1)` (mod 2³²): message `seq` is committed in this slot;
+//! * `2·(seq+1) − 1`: message `seq` is being written.
+//!
+//! **Publishing** (`publish`, or `loan` + `commit`): take the publisher lock (a pid,
+//! stolen if that process is dead), apply the backpressure policy, store the odd
+//! stamp, write length and payload, store the even stamp, advance `tail`, release the
+//! lock, and wake parked subscribers if the header's `waiters` count is non-zero.
+//!
+//! **Receiving** is a seqlock read of slot `cursor`: load the stamp; if it is the
+//! committed stamp of `cursor`, copy the payload and load the stamp again. Equal
+//! stamps mean the copy is intact. A stamp of an *older* message means nothing new
+//! yet. A stamp of a *later* message means the publisher lapped this subscriber:
+//! it skips ahead to a quarter ring past the oldest message still in the ring and
+//! adds what it skipped to its `lapped` count, so `received + lapped` always equals
+//! the messages published since it joined.
+//!
+//! **Backpressure** is the publisher's choice ([`Backpressure`]): `DropOld` (lap slow
+//! subscribers, never wait), `DropNew` (discard the new message), `FailFast` (return
+//! [`ShmError::RingFull`]), or `Block` (wait until the slowest live subscriber has
+//! room). Subscribers publish the low 32 bits of their cursor in their table entry so
+//! that a publisher can compute how far behind they are.
+//!
+//! **Wake-ups**: a waiting subscriber spins briefly, then increments `waiters`,
+//! re-checks, and parks on the `notify` futex; a publisher that sees `waiters > 0`
+//! bumps `notify` and wakes it. A blocked publisher parks the same way on `space`.
+//!
+//! The TypeScript package implements the same protocol over the same memory (see
+//! `packages/zerohop/src/shm-ring.ts`); the two interoperate message for message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, ShmError};
+use crate::futex;
+use crate::layout::{Layout, offsets};
+use crate::segment::Segment;
+
+/// What a publisher does when the slowest subscriber is a full ring behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Overwrite: slow subscribers are lapped and count what they missed. Never waits.
+    #[default]
+    DropOld,
+    /// Discard the new message and count it as dropped.
+    DropNew,
+    /// Refuse the message with [`ShmError::RingFull`].
+    FailFast,
+    /// Wait until every live subscriber has room (up to the publish timeout).
+    Block,
+}
+
+/// How long a publisher waits for the lock or for space before giving up.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest single futex sleep: bounds how late a dead peer is noticed.
+const PARK_SLICE: Duration = Duration::from_millis(50);
+
+/// The committed stamp of message `seq`.
+#[inline]
+pub fn committed_stamp(seq: u64) -> u32 {
+    (seq.wrapping_add(1) as u32).wrapping_mul(2)
+}
+
+/// What a slot's stamp says about message `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Message `seq` is committed and readable.
+    Ready,
+    /// Message `seq` is not (completely) written yet.
+    NotYet,
+    /// The slot holds or is being overwritten by a later message: `seq` is lost.
+    Lapped,
+}
+
+/// Classifies `stamp` for a reader that wants message `seq`. Pure; the heart of the
+/// reader side, shared by every reader implementation and property-tested.
+#[inline]
+pub fn classify(stamp: u32, seq: u64) -> SlotState {
+    let want = committed_stamp(seq);
+    if stamp == want {
+        return SlotState::Ready;
+    }
+    // An odd stamp is the committed stamp of the message being written, minus one.
+    let becoming = stamp.wrapping_add(stamp & 1);
+    if (becoming.wrapping_sub(want) as i32) > 0 { SlotState::Lapped } else { SlotState::NotYet }
+}
+
+/// Where a lapped reader at `cursor` resumes, given the tail: a quarter ring past the
+/// oldest message still in the ring, so it does not get lapped again at once.
+#[inline]
+pub fn resync_cursor(cursor: u64, tail: u64, capacity: u32) -> u64 {
+    let keep = capacity as u64 - capacity as u64 / 4;
+    (cursor + 1).max(tail.saturating_sub(keep))
+}
+
+/// Views of the shared words every ring party uses.
+#[derive(Debug, Clone)]
+struct RingMemory {
+    seg: Arc<Segment>,
+    layout: Layout,
+}
+
+impl RingMemory {
+    fn new(seg: Arc<Segment>) -> Self {
+        let layout = *seg.layout();
+        Self { seg, layout }
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        self.seg.word(off)
+    }
+
+    fn tail(&self) -> u64 {
+        // The publisher stores lo then hi; re-read hi to avoid a torn read across 2^32.
+        loop {
+            let hi = self.word(offsets::TAIL_HI).load(Ordering::Acquire);
+            let lo = self.word(offsets::TAIL_LO).load(Ordering::Acquire);
+            if self.word(offsets::TAIL_HI).load(Ordering::Acquire) == hi {
+                return (hi as u64) << 32 | lo as u64;
+            }
+        }
+    }
+
+    fn set_tail(&self, tail: u64) {
+        self.word(offsets::TAIL_LO).store(tail as u32, Ordering::Release);
+        self.word(offsets::TAIL_HI).store((tail >> 32) as u32, Ordering::Release);
+    }
+
+    fn stamp(&self, seq: u64) -> &AtomicU32 {
+        self.word(self.layout.slot_offset(seq) + offsets::SLOT_STAMP)
+    }
+
+    fn payload_ptr(&self, seq: u64) -> *mut u8 {
+        // SAFETY: slot_offset + SLOT_PAYLOAD + slot_size is within the segment
+        // (Layout::segment_len bounds every slot, checked when the segment was opened).
+        unsafe { self.seg.as_ptr().add(self.layout.slot_offset(seq) + offsets::SLOT_PAYLOAD) }
+    }
+
+    fn sub_pid(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_PID)
+    }
+
+    fn sub_cursor(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_CURSOR_LO)
+    }
+}
+
+/// Whether process `pid` exists (signal 0 probes without sending anything).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 performs only the existence and permission check.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Counters of one publisher handle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    pub published: u64,
+    pub published_bytes: u64,
+    /// Messages discarded by `DropNew`.
+    pub dropped: u64,
+    /// Times `Block` had to wait for space.
+    pub blocked: u64,
+}
+
+/// What happened to a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Committed as message `seq`.
+    Sent(u64),
+    /// `DropNew` discarded it.
+    Dropped,
+}
+
+/// The publishing side of a ring.
+#[derive(Debug)]
+pub struct Publisher {
+    mem: RingMemory,
+    pid: u32,
+    policy: Backpressure,
+    timeout: Duration,
+    stats: PublisherStats,
+}
+
+impl Publisher {
+    /// A publisher on `seg` with `policy`.
+    pub fn new(seg: Arc<Segment>, policy: Backpressure) -> Self {
+        Self {
+            mem: RingMemory::new(seg),
+            pid: std::process::id(),
+            policy,
+            timeout: DEFAULT_PUBLISH_TIMEOUT,
+            stats: PublisherStats::default(),
+        }
+    }
+
+    /// Sets how long `publish` and `loan` wait for the lock or for space.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// This handle's counters.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// Largest payload in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.mem.layout.slot_size as usize
+    }
+
+    /// Copies `payload` into the ring as one message.
+    pub fn publish(&mut self, payload: &[u8]) -> Result<Published> {
+        if payload.len() > self.max_message_size() {
+            return Err(ShmError::MessageTooLarge { len: payload.len(), max: self.max_message_size() });
+        }
+        match self.loan()? {
+            None => Ok(Published::Dropped),
+            Some(mut loan) => {
+                loan.as_mut_slice()[..payload.len()].copy_from_slice(payload);
+                Ok(Published::Sent(loan.commit(payload.len())))
+            }
+        }
+    }
+
+    /// Reserves the next slot for writing in place. `None` when `DropNew` discarded it.
+    /// The publisher lock is held until the loan is committed or dropped, so keep it short.
+    pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
+        acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
+        let tail = self.mem.tail();
+        let deadline = Instant::now() + self.timeout;
+        let room = match self.policy {
+            Backpressure::DropOld => Ok(true),
+            Backpressure::DropNew => Ok(slowest_lag(&self.mem, tail) < self.mem.layout.capacity as u64),
+            Backpressure::FailFast => {
+                if slowest_lag(&self.mem, tail) < self.mem.layout.capacity as u64 {
+                    Ok(true)
+                } else {
+                    Err(ShmError::RingFull)
+                }
+            }
+            Backpressure::Block => {
+                let waited = wait_for_space(&self.mem, tail, deadline);
+                if matches!(waited, Ok(true)) {
+                    self.stats.blocked += 1;
+                }
+                waited.map(|_| true)
+            }
+        };
+        match room {
+            Ok(true) => {}
+            Ok(false) => {
+                release_publisher_lock(&self.mem);
+                self.stats.dropped += 1;
+                return Ok(None);
+            }
+            Err(e) => {
+                release_publisher_lock(&self.mem);
+                return Err(e);
+            }
+        }
+        self.mem.stamp(tail).store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        Ok(Some(Loan { publisher: self, seq: tail }))
+    }
+}
+
+/// A slot reserved for the next message; write it through [`Loan::as_mut_slice`],
+/// then [`Loan::commit`]. Dropping it without committing publishes nothing.
+#[derive(Debug)]
+pub struct Loan<'a> {
+    publisher: &'a mut Publisher,
+    seq: u64,
+}
+
+impl Loan<'_> {
+    /// The slot's payload area (`slot_size` bytes).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.publisher.max_message_size();
+        // SAFETY: the payload area is `slot_size` bytes inside the mapping. We hold
+        // the publisher lock and the slot's stamp is odd, so no other publisher writes
+        // it and readers only copy it optimistically (they discard what they read if
+        // the stamp changed), which is the seqlock contract.
+        unsafe { std::slice::from_raw_parts_mut(self.publisher.mem.payload_ptr(self.seq), len) }
+    }
+
+    /// The sequence number this message will have.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Publishes the first `len` bytes of the slot; returns the message's sequence number.
+    ///
+    /// # Panics
+    /// If `len` exceeds the slot size.
+    pub fn commit(self, len: usize) -> u64 {
+        assert!(len <= self.publisher.max_message_size(), "commit of {len} bytes exceeds the slot");
+        let mem = &self.publisher.mem;
+        let seq = self.seq;
+        mem.word(mem.layout.slot_offset(seq) + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
+        // SeqCst (not just Release): it must be ordered before the `waiters` load
+        // below, the publisher half of the Dekker handshake with parking subscribers.
+        mem.stamp(seq).store(committed_stamp(seq), Ordering::SeqCst);
+        mem.set_tail(seq + 1);
+        self.publisher.stats.published += 1;
+        self.publisher.stats.published_bytes += len as u64;
+        release_publisher_lock(mem);
+        notify_subscribers(mem);
+        std::mem::forget(self);
+        seq
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        // Abandoned: the slot keeps its odd stamp and `tail` does not move, so the
+        // next publish rewrites this same sequence number.
+        release_publisher_lock(&self.publisher.mem);
+    }
+}
+
+fn notify_subscribers(mem: &RingMemory) {
+    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
+        mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(mem.word(offsets::NOTIFY));
+    }
+}
+
+/// Takes the publisher lock for `pid`, stealing it from a dead holder.
+fn acquire_publisher_lock(mem: &RingMemory, pid: u32, timeout: Duration) -> Result<()> {
+    let lock = mem.word(offsets::PUB_LOCK);
+    let mut spins = 0u32;
+    let mut deadline = None;
+    loop {
+        match lock.compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(holder) => {
+                spins += 1;
+                if spins < 256 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                if holder != pid && !process_alive(holder) {
+                    // The holder died mid-publish; its slot was never committed.
+                    if lock.compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                if Instant::now() > d {
+                    return Err(ShmError::Timeout("the publisher lock (another publisher holds a loan?)"));
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn release_publisher_lock(mem: &RingMemory) {
+    mem.word(offsets::PUB_LOCK).store(0, Ordering::Release);
+}
+
+/// How many messages the slowest live subscriber has not read yet.
+fn slowest_lag(mem: &RingMemory, tail: u64) -> u64 {
+    (0..mem.layout.max_subscribers)
+        .filter(|&i| mem.sub_pid(i).load(Ordering::Acquire) != 0)
+        .map(|i| (tail as u32).wrapping_sub(mem.sub_cursor(i).load(Ordering::Acquire)) as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Frees table entries whose process is gone, so that they stop holding a `Block`
+/// publisher back. Returns how many were freed.
+fn reap_dead_subscribers(mem: &RingMemory) -> usize {
+    let mut freed = 0;
+    for i in 0..mem.layout.max_subscribers {
+        let pid = mem.sub_pid(i).load(Ordering::Acquire);
+        if pid != 0
+            && !process_alive(pid)
+            && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`.
+/// Ok(false) if there was room at once, Ok(true) if it had to wait.
+fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant) -> Result<bool> {
+    let cap = mem.layout.capacity as u64;
+    if slowest_lag(mem, tail) < cap {
+        return Ok(false);
+    }
+    let mut spins = 0u32;
+    let mut last_reap = Instant::now();
+    loop {
+        if slowest_lag(mem, tail) < cap {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now > deadline {
+            return Err(ShmError::Timeout("space in the ring (a subscriber is not reading)"));
+        }
+        if now.duration_since(last_reap) > Duration::from_millis(20) {
+            reap_dead_subscribers(mem);
+            last_reap = now;
+            continue;
+        }
+        spins += 1;
+        if spins < 2000 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let space = mem.word(offsets::SPACE);
+        mem.word(offsets::SPACE_WAITERS).fetch_add(1, Ordering::SeqCst);
+        let seen = space.load(Ordering::SeqCst);
+        if slowest_lag(mem, tail) >= cap {
+            futex::wait(space, seen, PARK_SLICE.min(deadline.saturating_duration_since(now)));
+        }
+        mem.word(offsets::SPACE_WAITERS).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counters of one subscriber handle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    pub received: u64,
+    pub received_bytes: u64,
+    /// Messages this subscriber missed because the publisher lapped it.
+    pub lapped: u64,
+    /// Times it skipped ahead.
+    pub lap_events: u64,
+}
+
+/// One receiving cursor over a ring, registered in the segment's subscriber table.
+#[derive(Debug)]
+pub struct Subscriber {
+    mem: RingMemory,
+    index: u32,
+    cursor: u64,
+    stats: SubscriberStats,
+}
+
+impl Subscriber {
+    /// Registers a subscriber that starts at the current tail (late joiners see only
+    /// what is published after they join).
+    pub fn new(seg: Arc<Segment>) -> Result<Self> {
+        let mem = RingMemory::new(seg);
+        let index = claim_subscriber_entry(&mem)?;
+        let cursor = mem.tail();
+        mem.sub_cursor(index).store(cursor as u32, Ordering::Release);
+        Ok(Self { mem, index, cursor, stats: SubscriberStats::default() })
+    }
+
+    /// This subscriber's table entry.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The next sequence number it will read.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// This handle's counters.
+    pub fn stats(&self) -> SubscriberStats {
+        self.stats
+    }
+
+    /// Copies the next message into `out` (replacing its contents); its sequence
+    /// number, or `None` if nothing new has been published.
+    pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Option<u64> {
+        loop {
+            let seq = self.cursor;
+            let stamp = self.mem.stamp(seq).load(Ordering::Acquire);
+            match classify(stamp, seq) {
+                SlotState::NotYet => {
+                    if self.mem.tail() > seq + self.mem.layout.capacity as u64 {
+                        // So far behind that the 32-bit stamp wrapped: lapped.
+                        self.skip_ahead();
+                        continue;
+                    }
+                    return None;
+                }
+                SlotState::Lapped => {
+                    self.skip_ahead();
+                    continue;
+                }
+                SlotState::Ready => {
+                    let len_word = self.mem.word(self.mem.layout.slot_offset(seq) + offsets::SLOT_LEN);
+                    let len = (len_word.load(Ordering::Relaxed) as usize).min(self.mem.layout.slot_size as usize);
+                    out.clear();
+                    out.reserve(len);
+                    // SAFETY: the source is `len <= slot_size` bytes of this slot's
+                    // payload inside the mapping; `out` has capacity for `len` bytes.
+                    // A concurrent overwrite can only make the bytes stale, which the
+                    // stamp re-check below detects (the copy is of plain bytes, so a
+                    // torn copy is harmless once discarded).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(self.mem.payload_ptr(seq), out.as_mut_ptr(), len);
+                        out.set_len(len);
+                    }
+                    fence(Ordering::Acquire);
+                    if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
+                        self.skip_ahead();
+                        continue;
+                    }
+                    self.advance(seq + 1);
+                    self.stats.received += 1;
+                    self.stats.received_bytes += len as u64;
+                    return Some(seq);
+                }
+            }
+        }
+    }
+
+    /// Whether `try_recv` would return something (or skip ahead) right now.
+    pub fn readable(&self) -> bool {
+        readable_at(&self.mem, self.cursor)
+    }
+
+    /// Waits until a message is readable: spins for `spin`, then parks on the futex.
+    /// Returns false on timeout or when `cancel` becomes true.
+    pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
+        wait_readable(&self.mem, self.cursor, spin, timeout, cancel)
+    }
+
+    /// A handle that can wait for this subscriber's next message from another thread.
+    pub fn waiter(&self) -> RingWaiter {
+        RingWaiter { mem: self.mem.clone() }
+    }
+
+    fn skip_ahead(&mut self) {
+        let next = resync_cursor(self.cursor, self.mem.tail(), self.mem.layout.capacity);
+        self.stats.lapped += next - self.cursor;
+        self.stats.lap_events += 1;
+        self.advance(next);
+    }
+
+    fn advance(&mut self, next: u64) {
+        self.cursor = next;
+        self.mem.sub_cursor(self.index).store(next as u32, Ordering::SeqCst);
+        if self.mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
+            self.mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(self.mem.word(offsets::SPACE));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        release_subscriber_entry(&self.mem, self.index);
+    }
+}
+
+/// Waits for readability of a cursor owned elsewhere (the Node binding's waiter thread
+/// waits on behalf of a subscriber whose cursor lives in JavaScript).
+#[derive(Debug, Clone)]
+pub struct RingWaiter {
+    mem: RingMemory,
+}
+
+impl RingWaiter {
+    /// A waiter over `seg`.
+    pub fn new(seg: Arc<Segment>) -> Self {
+        Self { mem: RingMemory::new(seg) }
+    }
+
+    /// As [`Subscriber::wait`], for the reader at `cursor`.
+    pub fn wait(&self, cursor: u64, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
+        wait_readable(&self.mem, cursor, spin, timeout, cancel)
+    }
+
+    /// Wakes everything parked on this ring's notify word (used to cancel a wait).
+    pub fn wake_all(&self) {
+        self.mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(self.mem.word(offsets::NOTIFY));
+    }
+}
+
+fn readable_at(mem: &RingMemory, cursor: u64) -> bool {
+    classify(mem.stamp(cursor).load(Ordering::Acquire), cursor) != SlotState::NotYet
+        || mem.tail() > cursor + mem.layout.capacity as u64
+}
+
+fn wait_readable(
+    mem: &RingMemory,
+    cursor: u64,
+    spin: Duration,
+    timeout: Option<Duration>,
+    cancel: &AtomicBool,
+) -> bool {
+    let start = Instant::now();
+    let deadline = timeout.map(|t| start + t);
+    // Spin: cheap while messages are flowing, and no syscall on either side.
+    let mut i = 0u32;
+    loop {
+        if readable_at(mem, cursor) {
+            return true;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        i = i.wrapping_add(1);
+        if i % 64 == 0 && start.elapsed() >= spin {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    // Park. Incrementing `waiters` before the re-check pairs with the publisher's
+    // SeqCst stamp store + `waiters` load: one of the two always sees the other.
+    let notify = mem.word(offsets::NOTIFY);
+    let waiters = mem.word(offsets::WAITERS);
+    loop {
+        let now = Instant::now();
+        let slice = match deadline {
+            Some(d) if now >= d => return false,
+            Some(d) => (d - now).min(PARK_SLICE),
+            None => PARK_SLICE,
+        };
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = notify.load(Ordering::SeqCst);
+        let ready = readable_at(mem, cursor);
+        let cancelled = cancel.load(Ordering::SeqCst);
+        if !ready && !cancelled {
+            futex::wait(notify, seen, slice);
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        if ready || readable_at(mem, cursor) {
+            return true;
+        }
+        if cancelled || cancel.load(Ordering::SeqCst) {
+            return false;
+        }
+    }
+}
+
+/// Claims a free (or dead) entry in the subscriber table.
+fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
+    let pid = std::process::id();
+    for reap in [false, true] {
+        if reap {
+            reap_dead_subscribers(mem);
+        }
+        for i in 0..mem.layout.max_subscribers {
+            // Set the cursor before the pid so a Block publisher never sees a stale one.
+            if mem.sub_pid(i).load(Ordering::Relaxed) == 0 {
+                mem.sub_cursor(i).store(mem.tail() as u32, Ordering::SeqCst);
+                if mem.sub_pid(i).compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    return Ok(i);
+                }
+            }
+        }
+    }
+    Err(ShmError::NoSubscriberSlot { max: mem.layout.max_subscribers })
+}
+
+fn release_subscriber_entry(mem: &RingMemory, index: u32) {
+    mem.sub_pid(index).store(0, Ordering::Release);
+    // A Block publisher may be waiting on this subscriber.
+    if mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
+        mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(mem.word(offsets::SPACE));
+    }
+}
+
+/// Subscriber-table operations for readers whose cursor lives outside Rust (the Node
+/// binding): claim an entry at the current tail, and release it.
+pub mod table {
+    use super::*;
+
+    /// Claims an entry; returns `(index, tail)`: the entry's cursor starts at `tail`.
+    pub fn claim(seg: &Arc<Segment>) -> Result<(u32, u64)> {
+        let mem = RingMemory::new(seg.clone());
+        let index = claim_subscriber_entry(&mem)?;
+        let tail = mem.tail();
+        mem.sub_cursor(index).store(tail as u32, Ordering::SeqCst);
+        Ok((index, tail))
+    }
+
+    /// Releases an entry claimed with [`claim`].
+    pub fn release(seg: &Arc<Segment>, index: u32) {
+        release_subscriber_entry(&RingMemory::new(seg.clone()), index);
+    }
+
+    /// The current tail (next sequence number to publish).
+    pub fn tail(seg: &Arc<Segment>) -> u64 {
+        RingMemory::new(seg.clone()).tail()
+    }
+
+    /// Wakes parked subscribers (a JavaScript publisher calls this when `waiters > 0`).
+    pub fn notify(seg: &Arc<Segment>) {
+        let mem = RingMemory::new(seg.clone());
+        mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(mem.word(offsets::NOTIFY));
+    }
+
+    /// Wakes blocked publishers (a JavaScript subscriber calls this when `space_waiters > 0`).
+    pub fn notify_space(seg: &Arc<Segment>) {
+        let mem = RingMemory::new(seg.clone());
+        mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(mem.word(offsets::SPACE));
+    }
+
+    /// The slow path of a JavaScript publisher: takes the lock for `pid` (stealing it
+    /// from a dead holder) within `timeout`.
+    pub fn lock_publisher(seg: &Arc<Segment>, pid: u32, timeout: Duration) -> Result<()> {
+        acquire_publisher_lock(&RingMemory::new(seg.clone()), pid, timeout)
+    }
+
+    /// The slow path of a JavaScript `Block` publisher holding the lock: waits until
+    /// message `tail` can be written. Ok(true) if it had to wait.
+    pub fn wait_for_space(seg: &Arc<Segment>, tail: u64, timeout: Duration) -> Result<bool> {
+        super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout)
+    }
+
+    /// How many messages the slowest live subscriber is behind `tail`.
+    pub fn slowest_lag(seg: &Arc<Segment>, tail: u64) -> u64 {
+        super::slowest_lag(&RingMemory::new(seg.clone()), tail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentOptions;
+    use proptest::prelude::*;
+
+    fn segment(name: &str, capacity: u32) -> Arc<Segment> {
+        let dir = std::env::temp_dir().join(format!("zerohop-ring-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout { slot_size: 64, capacity, max_subscribers: 4 };
+        Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: Some(dir) }).unwrap())
+    }
+
+    #[test]
+    fn classify_basics() {
+        assert_eq!(classify(0, 0), SlotState::NotYet);
+        assert_eq!(classify(committed_stamp(5), 5), SlotState::Ready);
+        assert_eq!(classify(committed_stamp(5) - 1, 5), SlotState::NotYet);
+        assert_eq!(classify(committed_stamp(1), 5), SlotState::NotYet);
+        assert_eq!(classify(committed_stamp(9), 5), SlotState::Lapped);
+        assert_eq!(classify(committed_stamp(9) - 1, 5), SlotState::Lapped);
+    }
+
+    proptest! {
+        #[test]
+        fn classify_matches_sequence_order(seq in any::<u64>(), delta in -(1i64 << 29)..(1i64 << 29), writing in any::<bool>()) {
+            let other = seq.wrapping_add(delta as u64);
+            let stamp = committed_stamp(other).wrapping_sub(writing as u32);
+            let expected = if delta > 0 { SlotState::Lapped }
+                else if delta == 0 && !writing { SlotState::Ready }
+                else { SlotState::NotYet };
+            prop_assert_eq!(classify(stamp, seq), expected);
+        }
+
+        #[test]
+        fn resync_moves_forward_and_keeps_most_of_the_ring(cursor in 0u64..1_000_000, ahead in 0u64..100_000, cap_log in 1u32..16) {
+            let cap = 1u32 << cap_log;
+            let tail = cursor + ahead;
+            let next = resync_cursor(cursor, tail, cap);
+            prop_assert!(next > cursor);
+            prop_assert!(next >= tail.saturating_sub(cap as u64));
+        }
+
+        #[test]
+        fn single_thread_roundtrip(messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..40)) {
+            let seg = segment(&format!("prop-{}", std::process::id()), 64);
+            let mut publisher = Publisher::new(seg.clone(), Backpressure::DropOld);
+            let mut sub = Subscriber::new(seg).unwrap();
+            let mut out = Vec::new();
+            for (i, m) in messages.iter().enumerate() {
+                prop_assert_eq!(publisher.publish(m).unwrap(), Published::Sent(i as u64));
+                prop_assert_eq!(sub.try_recv(&mut out), Some(i as u64));
+                prop_assert_eq!(&out, m);
+            }
+            prop_assert_eq!(sub.try_recv(&mut out), None);
+        }
+    }
+
+    #[test]
+    fn fan_out_and_late_join() {
+        let seg = segment("fanout", 8);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut a = Subscriber::new(seg.clone()).unwrap();
+        p.publish(b"one").unwrap();
+        let mut b = Subscriber::new(seg.clone()).unwrap();
+        p.publish(b"two").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(a.try_recv(&mut out), Some(0));
+        assert_eq!(out, b"one");
+        assert_eq!(a.try_recv(&mut out), Some(1));
+        assert_eq!(b.try_recv(&mut out), Some(1), "late joiner starts at the tail");
+        assert_eq!(out, b"two");
+        assert_eq!(b.try_recv(&mut out), None);
+    }
+
+    #[test]
+    fn lapped_subscriber_counts_exactly_what_it_missed() {
+        let seg = segment("lapped", 8);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut s = Subscriber::new(seg).unwrap();
+        for i in 0..100u32 {
+            p.publish(&i.to_le_bytes()).unwrap();
+        }
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        while let Some(seq) = s.try_recv(&mut out) {
+            assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()) as u64, seq);
+            got.push(seq);
+        }
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*got.last().unwrap(), 99);
+        assert_eq!(s.stats().received + s.stats().lapped, 100);
+        assert!(s.stats().lapped >= 100 - 8);
+    }
+
+    #[test]
+    fn drop_new_and_fail_fast_respect_the_slowest_subscriber() {
+        let seg = segment("policies", 4);
+        let _slow = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropNew);
+        for _ in 0..4 {
+            assert!(matches!(p.publish(b"x").unwrap(), Published::Sent(_)));
+        }
+        assert_eq!(p.publish(b"x").unwrap(), Published::Dropped);
+        assert_eq!(p.stats().dropped, 1);
+        let mut f = Publisher::new(seg, Backpressure::FailFast);
+        assert!(matches!(f.publish(b"x"), Err(ShmError::RingFull)));
+    }
+
+    #[test]
+    fn block_waits_for_the_subscriber_and_times_out() {
+        let seg = segment("block", 4);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+        p.set_timeout(Duration::from_millis(50));
+        for _ in 0..4 {
+            p.publish(b"x").unwrap();
+        }
+        assert!(matches!(p.publish(b"x"), Err(ShmError::Timeout(_))));
+        let mut out = Vec::new();
+        assert_eq!(s.try_recv(&mut out), Some(0));
+        assert_eq!(p.publish(b"y").unwrap(), Published::Sent(4));
+        // Threaded: the publisher blocks until the reader catches up.
+        p.set_timeout(Duration::from_secs(10));
+        let reader = std::thread::spawn(move || {
+            let cancel = AtomicBool::new(false);
+            let mut n = 0;
+            let mut out = Vec::new();
+            while n < 1000 {
+                if s.try_recv(&mut out).is_some() {
+                    n += 1;
+                } else {
+                    s.wait(Duration::from_micros(10), Some(Duration::from_secs(10)), &cancel);
+                }
+            }
+            s.stats()
+        });
+        for _ in 0..996 {
+            p.publish(b"z").unwrap();
+        }
+        let stats = reader.join().unwrap();
+        assert_eq!(stats.lapped, 0);
+        assert_eq!(stats.received, 1001, "1 before the thread, 1000 in it");
+    }
+
+    #[test]
+    fn oversize_and_abandoned_loans() {
+        let seg = segment("loans", 4);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut s = Subscriber::new(seg).unwrap();
+        assert!(matches!(p.publish(&[0u8; 65]), Err(ShmError::MessageTooLarge { len: 65, max: 64 })));
+        {
+            let mut loan = p.loan().unwrap().unwrap();
+            loan.as_mut_slice()[0] = 7;
+            // dropped without commit
+        }
+        let mut out = Vec::new();
+        assert_eq!(s.try_recv(&mut out), None);
+        let mut loan = p.loan().unwrap().unwrap();
+        assert_eq!(loan.seq(), 0, "the abandoned sequence number is reused");
+        loan.as_mut_slice()[..2].copy_from_slice(b"ok");
+        loan.commit(2);
+        assert_eq!(s.try_recv(&mut out), Some(0));
+        assert_eq!(out, b"ok");
+    }
+
+    #[test]
+    fn parked_subscriber_is_woken() {
+        let seg = segment("wake", 8);
+        let s = Subscriber::new(seg.clone()).unwrap();
+        let waiter = s.waiter();
+        let cursor = s.cursor();
+        let t = std::thread::spawn(move || {
+            let cancel = AtomicBool::new(false);
+            waiter.wait(cursor, Duration::ZERO, Some(Duration::from_secs(10)), &cancel)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let mut p = Publisher::new(seg, Backpressure::DropOld);
+        let start = Instant::now();
+        p.publish(b"wake").unwrap();
+        assert!(t.join().unwrap());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn dead_lock_holder_is_stolen_from() {
+        let seg = segment("steal", 4);
+        // A pid that cannot exist (above pid_max) stands for a crashed publisher.
+        seg.word(offsets::PUB_LOCK).store(i32::MAX as u32 - 1, Ordering::SeqCst);
+        let mut p = Publisher::new(seg, Backpressure::DropOld);
+        p.set_timeout(Duration::from_secs(2));
+        assert_eq!(p.publish(b"x").unwrap(), Published::Sent(0));
+    }
+}

@@ -1,0 +1,401 @@
+//! A named shared-memory segment: a `0600` file under `/dev/shm`, mapped shared.
+//!
+//! Life cycle, with `flock(2)` as the liveness record (the kernel drops a dead
+//! process's locks, so nothing depends on a process exiting cleanly):
+//!
+//! - **create**: `open(O_CREAT|O_EXCL, 0600)`, take `LOCK_EX`, size and initialise the
+//!   header, mark it ready, downgrade to `LOCK_SH`.
+//! - **open**: take `LOCK_SH` (waiting while a creator holds `LOCK_EX`). If `LOCK_EX`
+//!   can then be had, nobody else has the segment open: it is stale (its users died),
+//!   so it is unlinked and created afresh. Otherwise the header must be ready and match.
+//! - **close**: unmap; if `LOCK_EX` can be had we are the last user and unlink the name.
+//!
+//! A creator that crashes mid-initialisation leaves a file with nobody holding a lock:
+//! the next open finds it stale and replaces it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, ShmError};
+use crate::layout::{LAYOUT_VERSION, Layout, MAGIC, STATE_READY, offsets};
+
+/// Where segments live unless `ZEROHOP_SHM_DIR` says otherwise.
+pub const DEFAULT_DIR: &str = "/dev/shm";
+/// Prefix of every segment file, so `ls /dev/shm/zerohop-*` lists ours.
+pub const FILE_PREFIX: &str = "zerohop-";
+const INIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to open a segment.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentOptions {
+    /// The layout to create with. `None` adopts an existing segment's layout and
+    /// creates with [`Layout::default`]; `Some` must match an existing segment in use.
+    pub layout: Option<Layout>,
+    /// Directory of the segment files; defaults to `$ZEROHOP_SHM_DIR` or `/dev/shm`.
+    pub dir: Option<PathBuf>,
+}
+
+/// An open, mapped segment. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Segment {
+    ptr: *mut u8,
+    len: usize,
+    layout: Layout,
+    file: File,
+    path: PathBuf,
+    created: bool,
+}
+
+// SAFETY: the mapping is process-wide memory that stays valid until `Drop`; all
+// concurrent access to it goes through atomics or the ring's seqlock protocol, never
+// through Rust references to non-atomic data.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only hands out atomics and raw pointers.
+unsafe impl Sync for Segment {}
+
+/// Checks a segment name: 1–200 characters of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 200 {
+        return Err(ShmError::BadName(format!("must be 1 to 200 characters, got {}", name.len())));
+    }
+    if name.starts_with('.') {
+        return Err(ShmError::BadName(format!("'{name}' must not start with a dot")));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(ShmError::BadName(format!("'{name}' contains '{c}'; use letters, digits, '.', '_' or '-'")));
+    }
+    Ok(())
+}
+
+/// The directory segments are created in.
+pub fn segment_dir(options: &SegmentOptions) -> PathBuf {
+    options
+        .dir
+        .clone()
+        .or_else(|| std::env::var_os("ZEROHOP_SHM_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// The file that backs segment `name`.
+pub fn segment_path(name: &str, options: &SegmentOptions) -> PathBuf {
+    segment_dir(options).join(format!("{FILE_PREFIX}{name}"))
+}
+
+impl Segment {
+    /// Opens segment `name`, creating it if it does not exist or is stale.
+    pub fn open(name: &str, options: &SegmentOptions) -> Result<Segment> {
+        validate_name(name)?;
+        if let Some(layout) = &options.layout {
+            layout.validate().map_err(ShmError::BadLayout)?;
+        }
+        let path = segment_path(name, options);
+        let deadline = Instant::now() + INIT_TIMEOUT;
+        loop {
+            if Instant::now() > deadline {
+                return Err(ShmError::Timeout("the segment to be initialised by its creator"));
+            }
+            match create_exclusive(&path) {
+                Ok(file) => return Self::initialise(file, path, options.layout.unwrap_or_default()),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(ShmError::Io { op: "create segment", source }),
+            }
+            let file = match File::options().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // unlinked meanwhile
+                Err(source) => return Err(ShmError::Io { op: "open segment", source }),
+            };
+            if !lock_until(&file, libc::LOCK_SH, deadline)? {
+                continue;
+            }
+            if try_lock(&file, libc::LOCK_EX)? {
+                // Nobody else holds it: whoever made it is gone. Replace it.
+                unlink_if_same(&path, &file);
+                continue;
+            }
+            // The failed upgrade may have dropped our shared lock (conversions are not
+            // atomic); take it again, then make sure the name still points at this file.
+            if !lock_until(&file, libc::LOCK_SH, deadline)? || !is_linked(&file)? {
+                continue;
+            }
+            return Self::attach(file, path, options.layout);
+        }
+    }
+
+    fn initialise(file: File, path: PathBuf, layout: Layout) -> Result<Segment> {
+        layout.validate().map_err(ShmError::BadLayout)?;
+        if !try_lock(&file, libc::LOCK_EX)? {
+            // Only we know this file exists yet; failing here means flock is broken.
+            return Err(ShmError::Io { op: "lock new segment", source: std::io::ErrorKind::WouldBlock.into() });
+        }
+        let len = layout.segment_len() as usize;
+        if let Err(source) = file.set_len(len as u64) {
+            unlink_if_same(&path, &file);
+            return Err(ShmError::Io { op: "size segment", source });
+        }
+        let ptr = match map(&file, len) {
+            Ok(p) => p,
+            Err(e) => {
+                unlink_if_same(&path, &file);
+                return Err(e);
+            }
+        };
+        let segment = Segment { ptr, len, layout, file, path, created: true };
+        let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
+        w(offsets::MAGIC_LO, MAGIC as u32);
+        w(offsets::MAGIC_HI, (MAGIC >> 32) as u32);
+        w(offsets::LAYOUT_VERSION, LAYOUT_VERSION);
+        w(offsets::HEADER_LEN, layout.header_len() as u32);
+        w(offsets::SLOT_SIZE, layout.slot_size);
+        w(offsets::CAPACITY, layout.capacity);
+        w(offsets::SLOT_STRIDE, layout.slot_stride() as u32);
+        w(offsets::MAX_SUBSCRIBERS, layout.max_subscribers);
+        w(offsets::CREATOR_PID, std::process::id());
+        segment.word(offsets::STATE).store(STATE_READY, Ordering::Release);
+        // Downgrade: openers blocked on LOCK_SH may proceed now.
+        if !try_lock(&segment.file, libc::LOCK_SH)? {
+            return Err(ShmError::Io { op: "downgrade segment lock", source: std::io::ErrorKind::WouldBlock.into() });
+        }
+        Ok(segment)
+    }
+
+    fn attach(file: File, path: PathBuf, requested: Option<Layout>) -> Result<Segment> {
+        let size = file.metadata().map_err(|source| ShmError::Io { op: "stat segment", source })?.len() as usize;
+        if size < offsets::SUBSCRIBERS {
+            return Err(ShmError::Incompatible(format!("{size} bytes is too small for a header")));
+        }
+        let ptr = map(&file, size)?;
+        let mut segment =
+            Segment { ptr, len: size, layout: Layout { slot_size: 0, capacity: 0, max_subscribers: 0 }, file, path, created: false };
+        let r = |off: usize| segment.word(off).load(Ordering::Acquire);
+        let magic = r(offsets::MAGIC_LO) as u64 | (r(offsets::MAGIC_HI) as u64) << 32;
+        if magic != MAGIC {
+            return Err(ShmError::Incompatible(format!("magic {magic:#018x} is not a zerohop segment")));
+        }
+        if r(offsets::STATE) != STATE_READY {
+            return Err(ShmError::Incompatible("header was never finished by its creator".into()));
+        }
+        let version = r(offsets::LAYOUT_VERSION);
+        if version != LAYOUT_VERSION {
+            return Err(ShmError::Incompatible(format!(
+                "layout version {version}, this build speaks version {LAYOUT_VERSION}"
+            )));
+        }
+        let found = Layout {
+            slot_size: r(offsets::SLOT_SIZE),
+            capacity: r(offsets::CAPACITY),
+            max_subscribers: r(offsets::MAX_SUBSCRIBERS),
+        };
+        let consistent = found.validate().is_ok()
+            && r(offsets::HEADER_LEN) as usize == found.header_len()
+            && r(offsets::SLOT_STRIDE) as usize == found.slot_stride()
+            && found.segment_len() as usize <= size;
+        if !consistent {
+            return Err(ShmError::Incompatible(format!("header fields are inconsistent: {found:?} in {size} bytes")));
+        }
+        if let Some(requested) = requested {
+            if requested != found {
+                return Err(ShmError::LayoutMismatch { requested, found });
+            }
+        }
+        segment.layout = found;
+        Ok(segment)
+    }
+
+    /// The segment's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether this handle created the segment (as opposed to joining it).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The backing file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: a segment has at least a header).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `u32` at byte `offset`, as an atomic.
+    ///
+    /// # Panics
+    /// If `offset` is unaligned or out of bounds: offsets come from [`Layout`], so
+    /// that is a bug in this crate.
+    pub fn word(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len, "word offset {offset} outside segment");
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned) per the assert;
+        // the memory lives as long as `self`; AtomicU32 has the layout of u32 and all
+        // processes access these words atomically.
+        unsafe { &*(self.ptr.add(offset) as *const AtomicU32) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned; no reference into the
+        // mapping outlives `self` (callers hold an Arc<Segment> while they use it).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+        if matches!(try_lock(&self.file, libc::LOCK_EX), Ok(true)) {
+            unlink_if_same(&self.path, &self.file);
+        }
+        // Closing the file releases our lock.
+    }
+}
+
+fn create_exclusive(path: &Path) -> std::io::Result<File> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path; open returns a new fd or -1.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // open(2) applies the umask; make the mode exactly 0600 regardless.
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: fchmod on a valid fd we own.
+    unsafe { libc::fchmod(file.as_raw_fd(), 0o600) };
+    Ok(file)
+}
+
+fn map(file: &File, len: usize) -> Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the
+    // address, so no existing memory is affected.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(ShmError::last_os("mmap segment"));
+    }
+    Ok(ptr.cast())
+}
+
+/// `flock(op | LOCK_NB)`: true if taken, false if someone else holds a conflicting lock.
+fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
+    loop {
+        // SAFETY: flock on a valid fd.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(ShmError::last_os("flock segment")),
+        }
+    }
+}
+
+/// Retries `try_lock` until `deadline`; false if it could not be had in time.
+fn lock_until(file: &File, op: libc::c_int, deadline: Instant) -> Result<bool> {
+    loop {
+        if try_lock(file, op)? {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn is_linked(file: &File) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata().map_err(|source| ShmError::Io { op: "stat segment", source })?.nlink() > 0)
+}
+
+/// Unlinks `path` only if it still names `file` (not a newer segment of the same name).
+fn unlink_if_same(path: &Path, file: &File) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ours), Ok(named)) = (file.metadata(), std::fs::metadata(path)) else { return };
+    if ours.ino() == named.ino() && ours.dev() == named.dev() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path, layout: Option<Layout>) -> SegmentOptions {
+        SegmentOptions { layout, dir: Some(dir.to_path_buf()) }
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zerohop-seg-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("market-data.v1_x").is_ok());
+        for bad in ["", ".hidden", "a/b", "sp ace", "ü", &"x".repeat(201)] {
+            assert!(matches!(validate_name(bad), Err(ShmError::BadName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_join_and_unlink_on_last_close() {
+        let dir = tempdir();
+        let a = Segment::open("s1", &opts(&dir, None)).unwrap();
+        assert!(a.created());
+        let path = a.path().to_path_buf();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let b = Segment::open("s1", &opts(&dir, Some(Layout::default()))).unwrap();
+        assert!(!b.created());
+        assert_eq!(b.layout(), a.layout());
+        drop(a);
+        assert!(path.exists(), "b still holds it");
+        drop(b);
+        assert!(!path.exists(), "last close unlinks");
+    }
+
+    #[test]
+    fn layout_mismatch_is_an_error_while_in_use() {
+        let dir = tempdir();
+        let _a = Segment::open("s2", &opts(&dir, None)).unwrap();
+        let other = Layout { capacity: 64, ..Layout::default() };
+        let err = Segment::open("s2", &opts(&dir, Some(other))).unwrap_err();
+        assert!(matches!(err, ShmError::LayoutMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn stale_and_garbage_files_are_replaced() {
+        let dir = tempdir();
+        let path = dir.join(format!("{FILE_PREFIX}s3"));
+        // A file nobody holds: a crashed creator, or garbage. It is replaced.
+        std::fs::write(&path, b"definitely not a segment").unwrap();
+        let s = Segment::open("s3", &opts(&dir, None)).unwrap();
+        assert!(s.created());
+    }
+
+    #[test]
+    fn corrupt_header_in_use_is_incompatible() {
+        let dir = tempdir();
+        let a = Segment::open("s4", &opts(&dir, None)).unwrap();
+        a.word(offsets::LAYOUT_VERSION).store(99, Ordering::SeqCst);
+        let err = Segment::open("s4", &opts(&dir, None)).unwrap_err();
+        assert!(matches!(err, ShmError::Incompatible(_)), "{err}");
+    }
+}
