@@ -192,6 +192,8 @@ pub struct Publisher {
     policy: Backpressure,
     timeout: Duration,
     stats: PublisherStats,
+    /// A subscriber entry of the same hub, which a `Block` publisher does not wait for.
+    own_entry: Option<u32>,
 }
 
 impl Publisher {
@@ -203,7 +205,14 @@ impl Publisher {
             policy,
             timeout: DEFAULT_PUBLISH_TIMEOUT,
             stats: PublisherStats::default(),
+            own_entry: None,
         }
+    }
+
+    /// Tells the publisher which subscriber entry belongs to its own hub: backpressure
+    /// ignores it (a hub does not wait for itself).
+    pub fn set_own_entry(&mut self, entry: Option<u32>) {
+        self.own_entry = entry;
     }
 
     /// Sets how long `publish` and `loan` wait for the lock or for space.
@@ -243,16 +252,16 @@ impl Publisher {
         let deadline = Instant::now() + self.timeout;
         let room = match self.policy {
             Backpressure::DropOld => Ok(true),
-            Backpressure::DropNew => Ok(slowest_lag(&self.mem, tail) < self.mem.layout.capacity as u64),
+            Backpressure::DropNew => Ok(slowest_lag(&self.mem, tail, self.own_entry) < self.mem.layout.capacity as u64),
             Backpressure::FailFast => {
-                if slowest_lag(&self.mem, tail) < self.mem.layout.capacity as u64 {
+                if slowest_lag(&self.mem, tail, self.own_entry) < self.mem.layout.capacity as u64 {
                     Ok(true)
                 } else {
                     Err(ShmError::RingFull)
                 }
             }
             Backpressure::Block => {
-                let waited = wait_for_space(&self.mem, tail, deadline);
+                let waited = wait_for_space(&self.mem, tail, deadline, self.own_entry);
                 if matches!(waited, Ok(true)) {
                     self.stats.blocked += 1;
                 }
@@ -374,9 +383,9 @@ fn release_publisher_lock(mem: &RingMemory) {
 }
 
 /// How many messages the slowest live subscriber has not read yet.
-fn slowest_lag(mem: &RingMemory, tail: u64) -> u64 {
+fn slowest_lag(mem: &RingMemory, tail: u64, exclude: Option<u32>) -> u64 {
     (0..mem.layout.max_subscribers)
-        .filter(|&i| mem.sub_pid(i).load(Ordering::Acquire) != 0)
+        .filter(|&i| Some(i) != exclude && mem.sub_pid(i).load(Ordering::Acquire) != 0)
         .map(|i| (tail as u32).wrapping_sub(mem.sub_cursor(i).load(Ordering::Acquire)) as u64)
         .max()
         .unwrap_or(0)
@@ -400,15 +409,15 @@ fn reap_dead_subscribers(mem: &RingMemory) -> usize {
 
 /// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`.
 /// Ok(false) if there was room at once, Ok(true) if it had to wait.
-fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant) -> Result<bool> {
+fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Option<u32>) -> Result<bool> {
     let cap = mem.layout.capacity as u64;
-    if slowest_lag(mem, tail) < cap {
+    if slowest_lag(mem, tail, exclude) < cap {
         return Ok(false);
     }
     let mut spins = 0u32;
     let mut last_reap = Instant::now();
     loop {
-        if slowest_lag(mem, tail) < cap {
+        if slowest_lag(mem, tail, exclude) < cap {
             return Ok(true);
         }
         let now = Instant::now();
@@ -428,7 +437,7 @@ fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant) -> Result<bool
         let space = mem.word(offsets::SPACE);
         mem.word(offsets::SPACE_WAITERS).fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
-        if slowest_lag(mem, tail) >= cap {
+        if slowest_lag(mem, tail, exclude) >= cap {
             futex::wait(space, seen, PARK_SLICE.min(deadline.saturating_duration_since(now)));
         }
         mem.word(offsets::SPACE_WAITERS).fetch_sub(1, Ordering::SeqCst);
@@ -724,13 +733,13 @@ pub mod table {
 
     /// The slow path of a JavaScript `Block` publisher holding the lock: waits until
     /// message `tail` can be written. Ok(true) if it had to wait.
-    pub fn wait_for_space(seg: &Arc<Segment>, tail: u64, timeout: Duration) -> Result<bool> {
-        super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout)
+    pub fn wait_for_space(seg: &Arc<Segment>, tail: u64, timeout: Duration, exclude: Option<u32>) -> Result<bool> {
+        super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout, exclude)
     }
 
-    /// How many messages the slowest live subscriber is behind `tail`.
-    pub fn slowest_lag(seg: &Arc<Segment>, tail: u64) -> u64 {
-        super::slowest_lag(&RingMemory::new(seg.clone()), tail)
+    /// How many messages the slowest live subscriber (other than `exclude`) is behind `tail`.
+    pub fn slowest_lag(seg: &Arc<Segment>, tail: u64, exclude: Option<u32>) -> u64 {
+        super::slowest_lag(&RingMemory::new(seg.clone()), tail, exclude)
     }
 }
 

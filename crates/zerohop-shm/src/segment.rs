@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
@@ -48,6 +48,7 @@ pub struct Segment {
     file: File,
     path: PathBuf,
     created: bool,
+    released: AtomicBool,
 }
 
 // SAFETY: the mapping is process-wide memory that stays valid until `Drop`; all
@@ -143,7 +144,7 @@ impl Segment {
                 return Err(e);
             }
         };
-        let segment = Segment { ptr, len, layout, file, path, created: true };
+        let segment = Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false) };
         let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
         w(offsets::MAGIC_LO, MAGIC as u32);
         w(offsets::MAGIC_HI, (MAGIC >> 32) as u32);
@@ -168,8 +169,15 @@ impl Segment {
             return Err(ShmError::Incompatible(format!("{size} bytes is too small for a header")));
         }
         let ptr = map(&file, size)?;
-        let mut segment =
-            Segment { ptr, len: size, layout: Layout { slot_size: 0, capacity: 0, max_subscribers: 0 }, file, path, created: false };
+        let mut segment = Segment {
+            ptr,
+            len: size,
+            layout: Layout { slot_size: 0, capacity: 0, max_subscribers: 0 },
+            file,
+            path,
+            created: false,
+            released: AtomicBool::new(false),
+        };
         let r = |off: usize| segment.word(off).load(Ordering::Acquire);
         let magic = r(offsets::MAGIC_LO) as u64 | (r(offsets::MAGIC_HI) as u64) << 32;
         if magic != MAGIC {
@@ -249,17 +257,35 @@ impl Segment {
     }
 }
 
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned; no reference into the
-        // mapping outlives `self` (callers hold an Arc<Segment> while they use it).
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len);
+impl Segment {
+    /// Stops being a user of the segment: if nobody else has it open, unlinks its name.
+    /// The mapping stays valid until the last `Arc<Segment>` drops (JavaScript views
+    /// may be collected later than a hub is closed). Idempotent; `Drop` calls it too.
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
         }
         if matches!(try_lock(&self.file, libc::LOCK_EX), Ok(true)) {
             unlink_if_same(&self.path, &self.file);
         }
-        // Closing the file releases our lock.
+        // SAFETY: flock on our own valid fd; dropping our lock is always allowed.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+
+    /// Whether [`Segment::release`] was called.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.release();
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, and no reference into the
+        // mapping outlives `self` (every user holds an Arc<Segment>).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
     }
 }
 

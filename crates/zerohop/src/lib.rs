@@ -1,1 +1,23 @@
+//! zerohop: low-latency messaging with one [`Hub`] API over every transport.
+//!
+//! - [`endpoint`]: URLs (`shm://name`, `udp://host:port`, …) and smart selection.
+//! - [`transport`]: the [`Transport`] trait each transport implements.
+//! - [`Hub`]: publish and receive over the transport a URL names.
+//! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
+//! - [`metrics`]: counters every hub reports.
+//!
+//! This version ships the shared-memory transport ([`shm`]); the other schemes parse
+//! and report [`ErrorCode::UnsupportedTransport`].
 
+pub mod endpoint;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod shm;
+pub mod transport;
+
+pub use endpoint::{Endpoint, Target, TransportKind};
+pub use error::{Error, ErrorCode, Result};
+pub use hub::{Backpressure, Hub, HubOptions, Role};
+pub use metrics::Metrics;
+pub use transport::{Delivery, Transport};

@@ -1,0 +1,39 @@
+//! Counters every hub reports.
+
+use crate::endpoint::TransportKind;
+
+/// A snapshot of a hub's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// The transport in use.
+    pub transport: TransportKind,
+    /// True when smart selection chose the transport (a bare name).
+    pub selected_automatically: bool,
+    pub published: u64,
+    pub published_bytes: u64,
+    /// Messages discarded by `drop_new`.
+    pub dropped: u64,
+    /// Times a `block` publisher had to wait for space.
+    pub blocked: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+    /// Messages this hub missed because a publisher lapped it (`drop_old`).
+    pub lapped: u64,
+}
+
+impl Metrics {
+    /// Zeroed counters for `transport`.
+    pub fn new(transport: TransportKind, selected_automatically: bool) -> Self {
+        Self {
+            transport,
+            selected_automatically,
+            published: 0,
+            published_bytes: 0,
+            dropped: 0,
+            blocked: 0,
+            received: 0,
+            received_bytes: 0,
+            lapped: 0,
+        }
+    }
+}
