@@ -1,1 +1,351 @@
+//! Node.js bindings for zerohop, built by napi-rs.
+//!
+//! This crate translates between JavaScript and the Rust crates; it makes no decisions
+//! of its own. The hot path does not come through here at all: [`ShmHandle::buffer`]
+//! hands JavaScript one external `ArrayBuffer` over the shared segment, and the
+//! TypeScript package publishes and receives by reading and writing it with
+//! `Atomics`. JavaScript calls in only for the slow paths: claiming a subscriber
+//! entry, waking parked peers, blocking for space, and parking a waiter thread whose
+//! doorbell (one weak threadsafe function, at most one call queued) tells JavaScript
+//! that its cursor has become readable.
+//!
+//! Errors cross as JavaScript errors whose message starts with the stable code
+//! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
+mod waiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use zerohop::{Endpoint, ErrorCode, Target};
+use zerohop_shm::layout::{Layout, offsets};
+use zerohop_shm::ring::{process_alive, table};
+use zerohop_shm::{Segment, SegmentOptions};
+
+use crate::waiter::Waiter;
+
+fn js_error(e: impl Into<zerohop::Error>) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, e.into().to_string())
+}
+
+fn closed() -> napi::Error {
+    js_error(zerohop::Error::new(ErrorCode::Closed, "the hub is closed"))
+}
+
+/// Converts a JavaScript number holding a sequence number (exact below 2^53).
+fn seq_from_js(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 { v as u64 } else { 0 }
+}
+
+fn duration_ms(ms: f64) -> Duration {
+    if ms.is_finite() && ms > 0.0 { Duration::from_secs_f64(ms / 1000.0) } else { Duration::ZERO }
+}
+
+/// A stable error code and whether retrying can help.
+#[napi(object)]
+pub struct ErrorCodeInfo {
+    pub code: String,
+    pub retryable: bool,
+}
+
+/// Every error code the native layer can produce.
+#[napi]
+pub fn error_codes() -> Vec<ErrorCodeInfo> {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| ErrorCodeInfo { code: c.as_str().to_owned(), retryable: c.retryable() })
+        .collect()
+}
+
+/// A parsed endpoint URL.
+#[napi(object)]
+pub struct ParsedEndpoint {
+    /// `shm`, `udp`, `kcp`, `quic`, `tcp` or `uds`.
+    pub transport: String,
+    /// True when smart selection picked the transport (a bare name).
+    pub selected_automatically: bool,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub path: Option<String>,
+    pub multicast: bool,
+    /// Query parameters as `[key, value]` pairs.
+    pub params: Vec<Vec<String>>,
+}
+
+/// Parses an endpoint URL; throws `ERR_BAD_URL` with the reason.
+#[napi]
+pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
+    let e = Endpoint::parse(&url).map_err(js_error)?;
+    let (name, host, port, path) = match e.target() {
+        Target::Name(n) => (Some(n.clone()), None, None, None),
+        Target::Host { host, port } => (None, Some(host.clone()), Some(*port as u32), None),
+        Target::Path(p) => (None, None, None, Some(p.clone())),
+    };
+    Ok(ParsedEndpoint {
+        transport: e.kind().scheme().to_owned(),
+        selected_automatically: e.selected_automatically(),
+        name,
+        host,
+        port,
+        path,
+        multicast: e.is_multicast(),
+        params: e.params().iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect(),
+    })
+}
+
+/// Byte offsets of the shared-memory header, so TypeScript never hard-codes them.
+#[napi(object)]
+pub struct ShmOffsets {
+    pub tail_lo: u32,
+    pub tail_hi: u32,
+    pub pub_lock: u32,
+    pub notify: u32,
+    pub waiters: u32,
+    pub space: u32,
+    pub space_waiters: u32,
+    pub subscribers: u32,
+    pub sub_entry: u32,
+    pub sub_pid: u32,
+    pub sub_cursor_lo: u32,
+    pub slot_stamp: u32,
+    pub slot_len: u32,
+    pub slot_payload: u32,
+}
+
+/// The shared-memory layout constants.
+#[napi]
+pub fn shm_offsets() -> ShmOffsets {
+    let u = |v: usize| v as u32;
+    ShmOffsets {
+        tail_lo: u(offsets::TAIL_LO),
+        tail_hi: u(offsets::TAIL_HI),
+        pub_lock: u(offsets::PUB_LOCK),
+        notify: u(offsets::NOTIFY),
+        waiters: u(offsets::WAITERS),
+        space: u(offsets::SPACE),
+        space_waiters: u(offsets::SPACE_WAITERS),
+        subscribers: u(offsets::SUBSCRIBERS),
+        sub_entry: u(offsets::SUB_ENTRY),
+        sub_pid: u(offsets::SUB_PID),
+        sub_cursor_lo: u(offsets::SUB_CURSOR_LO),
+        slot_stamp: u(offsets::SLOT_STAMP),
+        slot_len: u(offsets::SLOT_LEN),
+        slot_payload: u(offsets::SLOT_PAYLOAD),
+    }
+}
+
+/// Whether a process exists (for dead-peer checks).
+#[napi]
+pub fn is_process_alive(pid: u32) -> bool {
+    process_alive(pid)
+}
+
+/// Options for [`ShmHandle::open`]; unset fields adopt an existing segment's layout.
+#[napi(object)]
+pub struct ShmOpenOptions {
+    pub slot_size: Option<u32>,
+    pub capacity: Option<u32>,
+    pub max_subscribers: Option<u32>,
+}
+
+/// The shape of an open segment.
+#[napi(object)]
+pub struct ShmLayoutInfo {
+    pub header_len: u32,
+    pub slot_size: u32,
+    pub capacity: u32,
+    pub slot_stride: u32,
+    pub max_subscribers: u32,
+    pub segment_len: f64,
+    /// True if this handle created the segment.
+    pub created: bool,
+    pub path: String,
+}
+
+/// One process's handle on a shared-memory segment.
+#[napi]
+pub struct ShmHandle {
+    segment: Option<Arc<Segment>>,
+    waiter: Option<Waiter>,
+    entry: Option<u32>,
+}
+
+impl ShmHandle {
+    fn seg(&self) -> Result<&Arc<Segment>> {
+        self.segment.as_ref().ok_or_else(closed)
+    }
+}
+
+#[napi]
+impl ShmHandle {
+    /// Opens or creates segment `name`.
+    #[napi(factory)]
+    pub fn open(name: String, options: ShmOpenOptions) -> Result<ShmHandle> {
+        let requested = if options.slot_size.is_none() && options.capacity.is_none() && options.max_subscribers.is_none()
+        {
+            None
+        } else {
+            let d = Layout::default();
+            Some(Layout {
+                slot_size: options.slot_size.unwrap_or(d.slot_size),
+                capacity: options.capacity.unwrap_or(d.capacity),
+                max_subscribers: options.max_subscribers.unwrap_or(d.max_subscribers),
+            })
+        };
+        let segment = Segment::open(&name, &SegmentOptions { layout: requested, dir: None }).map_err(js_error)?;
+        Ok(ShmHandle { segment: Some(Arc::new(segment)), waiter: None, entry: None })
+    }
+
+    /// The segment's layout.
+    #[napi]
+    pub fn layout(&self) -> Result<ShmLayoutInfo> {
+        let seg = self.seg()?;
+        let l = seg.layout();
+        Ok(ShmLayoutInfo {
+            header_len: l.header_len() as u32,
+            slot_size: l.slot_size,
+            capacity: l.capacity,
+            slot_stride: l.slot_stride() as u32,
+            max_subscribers: l.max_subscribers,
+            segment_len: seg.len() as f64,
+            created: seg.created(),
+            path: seg.path().to_string_lossy().into_owned(),
+        })
+    }
+
+    /// One `ArrayBuffer` over the whole segment. Call once per handle and build views
+    /// from it. Throws `ERR_UNSUPPORTED_TRANSPORT` where the runtime refuses external
+    /// buffers (Electron) and would silently copy.
+    #[napi]
+    pub fn buffer<'env>(&self, env: &'env Env) -> Result<ArrayBuffer<'env>> {
+        let seg = self.seg()?.clone();
+        let (ptr, len) = (seg.as_ptr(), seg.len());
+        // SAFETY: `ptr..ptr+len` is the segment's mapping, which stays mapped while
+        // any Arc<Segment> lives; the finalizer owns one such Arc, so the memory
+        // outlives the ArrayBuffer. Each handle maps the segment at its own address,
+        // so no other ArrayBuffer shares this backing store.
+        let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, seg, |_env, seg| drop(seg)) }?;
+        if buffer.as_ptr() != ptr as *const u8 {
+            return Err(js_error(zerohop::Error::new(
+                ErrorCode::UnsupportedTransport,
+                "this runtime copies external ArrayBuffers (Electron?), so shm:// cannot share memory here",
+            )));
+        }
+        Ok(buffer)
+    }
+
+    /// Claims a subscriber entry that starts at the current tail: `[index, tail]`.
+    #[napi]
+    pub fn claim_subscriber(&mut self) -> Result<Vec<f64>> {
+        if self.entry.is_some() {
+            return Err(js_error(zerohop::Error::new(ErrorCode::InvalidState, "subscriber already claimed")));
+        }
+        let (index, tail) = table::claim(self.seg()?).map_err(js_error)?;
+        self.entry = Some(index);
+        Ok(vec![index as f64, tail as f64])
+    }
+
+    /// The next sequence number to be published.
+    #[napi]
+    pub fn tail(&self) -> Result<f64> {
+        Ok(table::tail(self.seg()?) as f64)
+    }
+
+    /// Wakes subscribers parked on the segment.
+    #[napi]
+    pub fn notify(&self) -> Result<()> {
+        table::notify(self.seg()?);
+        Ok(())
+    }
+
+    /// Wakes publishers blocked for space.
+    #[napi]
+    pub fn notify_space(&self) -> Result<()> {
+        table::notify_space(self.seg()?);
+        Ok(())
+    }
+
+    /// Slow path of the publisher lock: waits up to `timeout_ms`, stealing the lock
+    /// from a dead holder. Throws `ERR_TIMEOUT`.
+    #[napi]
+    pub fn lock_publisher(&self, pid: u32, timeout_ms: f64) -> Result<()> {
+        table::lock_publisher(self.seg()?, pid, duration_ms(timeout_ms)).map_err(js_error)
+    }
+
+    /// How many messages the slowest live subscriber (other than `exclude`) is behind `tail`.
+    #[napi]
+    pub fn slowest_lag(&self, tail: f64, exclude: Option<u32>) -> Result<f64> {
+        Ok(table::slowest_lag(self.seg()?, seq_from_js(tail), exclude) as f64)
+    }
+
+    /// `block` backpressure: waits (blocking this thread) until message `tail` can be
+    /// written. Returns whether it had to wait; throws `ERR_TIMEOUT`.
+    #[napi]
+    pub fn wait_for_space(&self, tail: f64, timeout_ms: f64, exclude: Option<u32>) -> Result<bool> {
+        table::wait_for_space(self.seg()?, seq_from_js(tail), duration_ms(timeout_ms), exclude).map_err(js_error)
+    }
+
+    /// Installs the doorbell: `callback` runs on the JS thread when an armed cursor
+    /// becomes readable. Does not keep the event loop alive by itself.
+    #[napi]
+    pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
+        let seg = self.seg()?.clone();
+        let tsfn = callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+        self.waiter = Some(Waiter::spawn(seg, tsfn).map_err(|e| napi::Error::from_reason(e.to_string()))?);
+        Ok(())
+    }
+
+    /// Asks the waiter thread to ring the doorbell once `cursor` is readable; it spins
+    /// for `spin_us` microseconds before it parks.
+    #[napi]
+    pub fn arm(&self, cursor: f64, spin_us: f64) -> Result<()> {
+        let waiter = self.waiter.as_ref().ok_or_else(closed)?;
+        waiter.arm(seq_from_js(cursor), Duration::from_nanos((spin_us.max(0.0) * 1000.0) as u64));
+        Ok(())
+    }
+
+    /// Cancels an armed wait.
+    #[napi]
+    pub fn disarm(&self) {
+        if let Some(w) = &self.waiter {
+            w.disarm();
+        }
+    }
+
+    /// Closes the handle: stops the waiter, frees the subscriber entry, detaches
+    /// `buffer` (every view of it becomes empty), and unlinks the segment if this was
+    /// its last user. Idempotent.
+    #[napi]
+    pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
+        if let Some(w) = self.waiter.take() {
+            w.stop();
+        }
+        if let Some(seg) = self.segment.take() {
+            if let Some(index) = self.entry.take() {
+                table::release(&seg, index);
+            }
+            if let Some(b) = buffer {
+                if !b.is_detached()? {
+                    b.detach()?;
+                }
+            }
+            seg.release();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ShmHandle {
+    fn drop(&mut self) {
+        // Collected without close(): free what other processes can see.
+        if let Some(w) = self.waiter.take() {
+            w.stop();
+        }
+        if let (Some(seg), Some(index)) = (&self.segment, self.entry) {
+            table::release(seg, index);
+        }
+    }
+}
