@@ -1,0 +1,603 @@
+/**
+ * `Hub<T>`: publish and receive typed messages over the transport a URL names.
+ *
+ * ```ts
+ * await using hub = await Hub.open<Order>('shm://orders', { codec: 'msgpack' })
+ * hub.publish({ id: 1, qty: 5 })
+ * for await (const order of hub) console.log(order)
+ * ```
+ */
+import { type CodecOption, type Codec, resolveCodec, describe } from './codec.js'
+import {
+  AbortedError,
+  BadOptionError,
+  ClosedError,
+  CodecError,
+  InvalidStateError,
+  TimeoutError,
+  UnsupportedTransportError,
+  ZerohopError,
+} from './errors.js'
+import { binding, native, type ParsedEndpoint } from './native.js'
+import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
+import { StructCodec, type StructView } from './struct.js'
+
+/** Which ports a hub opens. */
+export type HubRole = 'pubsub' | 'publisher' | 'subscriber'
+
+export type { BackpressurePolicy }
+
+/** Options of {@link Hub.open}. */
+export interface HubOptions<T> {
+  /** How values become bytes: `'raw'` (default), `'json'`, `'msgpack'`, a `struct(...)` or a custom codec. */
+  codec?: CodecOption<T>
+  /**
+   * `'pubsub'` (default) publishes and receives; `'publisher'` only publishes and
+   * holds no subscriber entry (so `block` publishers never wait for it);
+   * `'subscriber'` only receives.
+   */
+  role?: HubRole
+  /**
+   * What `publish` does when the slowest subscriber is a whole ring behind:
+   * `'drop_old'` (default) overwrites, and the slow subscriber skips ahead and counts
+   * what it missed in `metrics().lapped`; `'drop_new'` discards the new message
+   * (`publish` returns false); `'fail_fast'` throws `ERR_BACKPRESSURE`; `'block'`
+   * waits, synchronously, up to `publishTimeoutMs`, for room.
+   */
+  backpressure?: BackpressurePolicy
+  /** How long `publish` may wait for room or for another publisher (default 5000). */
+  publishTimeoutMs?: number
+  /** How long a waiting receiver spins before it parks on a futex, in µs (default 20). */
+  spinUs?: number
+  /** Shared memory: largest message in bytes (default 1024). Fixed when the segment is created. */
+  slotSize?: number
+  /** Shared memory: number of slots, a power of two (default 4096). */
+  capacity?: number
+  /** Shared memory: how many subscribers may attach at once (default 64). */
+  maxSubscribers?: number
+}
+
+/** Options of {@link Hub.recv}. */
+export interface RecvOptions {
+  /** Reject with `ERR_TIMEOUT` after this many milliseconds. */
+  timeoutMs?: number
+  /** Reject with an `AbortError` (`ERR_ABORTED`) when aborted. */
+  signal?: AbortSignal
+}
+
+/** A snapshot of a hub's counters. */
+export interface HubMetrics {
+  /** The transport in use. */
+  transport: 'shm'
+  /** True when the transport was picked by smart selection (a bare name). */
+  selectedAutomatically: boolean
+  /** Why that transport. */
+  selectionReason: string
+  /** Messages and bytes this hub published. */
+  published: number
+  publishedBytes: number
+  /** Messages this hub discarded under `drop_new`. */
+  dropped: number
+  /** Times a `block` publish had to wait. */
+  blocked: number
+  /** Messages and bytes this hub received. */
+  received: number
+  receivedBytes: number
+  /** Messages this hub missed because a publisher lapped it (`drop_old`). */
+  lapped: number
+  /** Times it skipped ahead. */
+  lapEvents: number
+  /** Messages published that this hub has not read yet. */
+  lag: number
+  /** Shared memory: slots, slot size, and the backing file. */
+  capacity: number
+  slotSize: number
+  segment: string
+}
+
+/** A slot reserved for writing in place; see {@link Hub.loan}. */
+export interface Loan<T> {
+  /** The slot's payload bytes (`maxMessageSize` long), in shared memory. */
+  readonly bytes: Uint8Array
+  /** With a `struct` codec: a view whose fields write straight into the slot. */
+  readonly value: T
+  /** Sequence number the message will have. */
+  readonly seq: number
+  /** Publishes it: `len` bytes of `bytes` (default: the struct size, or the whole slot). */
+  commit(len?: number): void
+  /** Gives the slot back without publishing. */
+  abort(): void
+}
+
+/** A received message read in place; see {@link Hub.borrow}. */
+export interface Borrowed<T> {
+  /** The payload, a view over shared memory. */
+  readonly bytes: Uint8Array
+  /** The value: with a `struct` codec a live view over the slot, otherwise decoded. */
+  readonly value: T
+  /** Sequence number. */
+  readonly seq: number
+  /** False once a publisher has overwritten the slot (possible only under `drop_old`). */
+  valid(): boolean
+  /** Moves past the message; returns whether it was still intact. */
+  release(): boolean
+}
+
+const EMPTY: unique symbol = Symbol('empty')
+const noop = (): void => {}
+
+/**
+ * A hub: everyone who opens the same endpoint publishes to and receives from the
+ * same stream of messages.
+ */
+export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
+  /** The URL this hub was opened with. */
+  readonly url: string
+  /** The transport in use. */
+  readonly transport: 'shm'
+  /** Largest message in bytes. */
+  readonly maxMessageSize: number
+  private readonly endpoint: ParsedEndpoint
+  private readonly codec: Codec<T> | StructCodec<T>
+  private readonly struct: StructCodec<T> | undefined
+  private readonly ring: ShmRing
+  private readonly pub: ShmPublisher | undefined
+  private readonly sub: ShmSubscriber | undefined
+  private readonly spinUs: number
+  private closed = false
+  private armed = false
+  private wakeups: Array<(readable: boolean) => void> = []
+  private keepAlive: ReturnType<typeof setInterval> | undefined
+  private loanOpen: { lo: number; done: boolean } | undefined
+  private borrowOpen = false
+  private loanView: (T & StructView) | undefined
+  private borrowView: (T & StructView) | undefined
+
+  private constructor(url: string, endpoint: ParsedEndpoint, options: HubOptions<T>) {
+    this.url = url
+    this.endpoint = endpoint
+    this.transport = 'shm'
+    this.codec = resolveCodec(options.codec)
+    this.struct = this.codec instanceof StructCodec ? this.codec : undefined
+    const role = options.role ?? 'pubsub'
+    const policy = options.backpressure ?? 'drop_old'
+    const timeoutMs = options.publishTimeoutMs ?? 5000
+    this.spinUs = options.spinUs ?? 20
+    const handle = native(() =>
+      binding.ShmHandle.open(endpoint.name!, {
+        slotSize: options.slotSize,
+        capacity: options.capacity,
+        maxSubscribers: options.maxSubscribers,
+      }),
+    )
+    try {
+      this.ring = new ShmRing(handle)
+      if (this.struct && this.struct.size > this.ring.slotSize) {
+        throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the segment's slotSize is ${this.ring.slotSize}`)
+      }
+      this.maxMessageSize = this.ring.slotSize
+      this.sub = role === 'publisher' ? undefined : new ShmSubscriber(this.ring)
+      this.pub = role === 'subscriber' ? undefined : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
+      if (this.sub) native(() => handle.setDoorbell(() => this.onDoorbell()))
+    } catch (e) {
+      native(() => handle.close())
+      throw e
+    }
+  }
+
+  /**
+   * Opens a hub on `url`: `shm://name` or a bare `name` (shared memory). Other
+   * schemes (`udp`, `kcp`, `quic`, `tcp`, `uds`) parse but are not built yet and
+   * reject with `ERR_UNSUPPORTED_TRANSPORT`.
+   */
+  static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
+    validateOptions(options)
+    const endpoint = native(() => binding.parseEndpoint(url))
+    if (endpoint.transport !== 'shm') {
+      throw new UnsupportedTransportError(
+        `the ${endpoint.transport}:// transport is not available in this version of zerohop (shm:// is)`,
+      )
+    }
+    return new Hub<T>(url, endpoint, options)
+  }
+
+  /** Whether {@link close} was called. */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /**
+   * Publishes one message to every subscriber. Returns false if the `drop_new` policy
+   * discarded it. Throws `ERR_MESSAGE_TOO_LARGE`, `ERR_BACKPRESSURE` (`fail_fast`),
+   * `ERR_TIMEOUT` (`block`), `ERR_CODEC`, `ERR_CLOSED`.
+   */
+  publish(value: T): boolean {
+    const pub = this.publisher()
+    if (this.struct) return this.publishStruct(pub, this.struct, value)
+    return pub.publishBytes(this.codec.encode(value))
+  }
+
+  /**
+   * Publishes several messages under one lock and one wake-up. Returns how many were
+   * accepted, in order (fewer than `values.length` only under `drop_new`/`fail_fast`
+   * when the ring filled up).
+   */
+  publishBatch(values: readonly T[]): number {
+    const pub = this.publisher()
+    const ring = this.ring
+    const codec = this.codec
+    const struct = this.struct
+    let lo = pub.lock()
+    const first = lo
+    let bytes = 0
+    try {
+      for (let i = 0; i < values.length; i++) {
+        if (!pub.room(lo)) break
+        if (struct) {
+          const off = pub.begin(lo)
+          struct.write(ring.dv, off, values[i]!)
+          pub.commit(lo, struct.size)
+          bytes += struct.size
+        } else {
+          const b = codec.encode(values[i]!)
+          if (b.byteLength > ring.slotSize) throw tooLarge(b.byteLength, ring.slotSize)
+          const off = pub.begin(lo)
+          ring.u8.set(b, off)
+          pub.commit(lo, b.byteLength)
+          bytes += b.byteLength
+        }
+        lo = (lo + 1) >>> 0
+      }
+    } catch (e) {
+      if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) {
+        pub.unlock(lo, (lo - first) >>> 0, bytes)
+        throw e
+      }
+    }
+    const n = (lo - first) >>> 0
+    pub.unlock(lo, n, bytes)
+    return n
+  }
+
+  /**
+   * Reserves the next slot to write a message in place (zero-copy). Fill `loan.bytes`
+   * or, with a `struct` codec, set fields on `loan.value`; then `commit()`. The
+   * publisher lock is held until then: keep loans short.
+   */
+  loan(): Loan<T> {
+    const pub = this.publisher()
+    if (this.loanOpen && !this.loanOpen.done) throw new InvalidStateError('a loan is already open on this hub; commit or abort it first')
+    if (!this.struct && this.codec.name !== 'raw') {
+      throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
+    }
+    const lo = pub.lock()
+    try {
+      if (!pub.room(lo)) {
+        pub.unlock(lo, 0, 0)
+        throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
+      }
+    } catch (e) {
+      if (e instanceof InvalidStateError) throw e
+      pub.unlock(lo, 0, 0)
+      throw e
+    }
+    const off = pub.begin(lo)
+    const state = { lo, done: false }
+    this.loanOpen = state
+    const ring = this.ring
+    const struct = this.struct
+    let value: T | undefined
+    if (struct) {
+      if (this.loanView) struct.retarget(this.loanView, off)
+      else this.loanView = struct.view(ring.dv, off)
+      value = this.loanView
+    }
+    const finish = (publish: boolean, len: number): void => {
+      if (state.done) throw new InvalidStateError('this loan was already committed or aborted')
+      state.done = true
+      if (publish) {
+        pub.commit(lo, len)
+        pub.unlock((lo + 1) >>> 0, 1, len)
+      } else {
+        pub.unlock(lo, 0, 0)
+      }
+    }
+    const max = ring.slotSize
+    return {
+      bytes: ring.slotView(lo),
+      get value(): T {
+        if (value === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
+        return value
+      },
+      seq: (Atomics.load(ring.i32, ring.TAIL_HI) >>> 0) * 4294967296 + lo,
+      commit(len?: number): void {
+        const n = len ?? (struct ? struct.size : max)
+        if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
+        if (n > max) throw tooLarge(n, max)
+        finish(true, n)
+      },
+      abort(): void {
+        finish(false, 0)
+      },
+    }
+  }
+
+  /** The next message, or `undefined` if none is waiting. Never blocks. */
+  tryRecv(): T | undefined {
+    const v = this.next()
+    return v === EMPTY ? undefined : v
+  }
+
+  /**
+   * The next message. Waits without blocking the event loop: it spins for `spinUs`,
+   * then parks a native thread on a futex; an idle subscriber uses no CPU.
+   */
+  async recv(options: RecvOptions = {}): Promise<T> {
+    const { timeoutMs, signal } = options
+    if (signal?.aborted) throw abortError(signal)
+    const first = this.next()
+    if (first !== EMPTY) return first
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
+    for (;;) {
+      if (this.closed) throw new ClosedError('the hub was closed while waiting in recv()')
+      const remaining = deadline === undefined ? undefined : deadline - Date.now()
+      if (remaining !== undefined && remaining <= 0) throw new TimeoutError(`recv() timed out after ${timeoutMs} ms`)
+      await this.waitReadable(remaining, signal)
+      const v = this.next()
+      if (v !== EMPTY) return v
+    }
+  }
+
+  /** Iterates over messages until the hub is closed (then ends quietly). */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    this.subscriber()
+    while (!this.closed) {
+      const v = this.next()
+      if (v !== EMPTY) {
+        yield v
+        continue
+      }
+      await this.waitReadable(undefined, undefined)
+    }
+  }
+
+  /**
+   * The next message in place (zero-copy), or `undefined`. `borrowed.bytes` views the
+   * slot; with a `struct` codec `borrowed.value` reads fields straight from it. Call
+   * `release()` to move on. Under `drop_old` a publisher may overwrite the slot while
+   * you hold it: `valid()`/`release()` tell you; `block` publishers wait for you.
+   */
+  borrow(): Borrowed<T> | undefined {
+    const sub = this.subscriber()
+    if (this.borrowOpen) throw new InvalidStateError('a borrowed message is still held; release() it first')
+    const off = sub.peek()
+    if (off < 0) return undefined
+    const len = sub.len
+    const seq = sub.cursor
+    const ring = this.ring
+    const bytes = ring.slotView(seq >>> 0).subarray(0, len)
+    let value: T
+    if (this.struct) {
+      if (this.borrowView) this.struct.retarget(this.borrowView, off)
+      else this.borrowView = this.struct.view(ring.dv, off)
+      value = this.borrowView
+    } else {
+      value = this.codec.decode(bytes)
+    }
+    this.borrowOpen = true
+    let released = false
+    return {
+      bytes,
+      value,
+      seq,
+      valid: () => !released && sub.cursor === seq && sub.intact(),
+      release: (): boolean => {
+        if (released) return false
+        released = true
+        this.borrowOpen = false
+        if (this.closed) return false
+        if (sub.cursor !== seq) return false
+        const ok = sub.intact()
+        if (ok) sub.advance()
+        else sub.torn()
+        return ok
+      },
+    }
+  }
+
+  /** Counters and what the hub is connected to. */
+  metrics(): HubMetrics {
+    const p = this.pub?.counters
+    const s = this.sub?.counters
+    return {
+      transport: 'shm',
+      selectedAutomatically: this.endpoint.selectedAutomatically,
+      selectionReason: this.endpoint.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : 'shm:// URL',
+      published: p?.published ?? 0,
+      publishedBytes: p?.publishedBytes ?? 0,
+      dropped: p?.dropped ?? 0,
+      blocked: p?.blocked ?? 0,
+      received: s?.received ?? 0,
+      receivedBytes: s?.receivedBytes ?? 0,
+      lapped: s?.lapped ?? 0,
+      lapEvents: s?.lapEvents ?? 0,
+      lag: this.closed || !this.sub ? 0 : this.sub.lag(),
+      capacity: this.ring.capacity,
+      slotSize: this.ring.slotSize,
+      segment: this.ring.layout.path,
+    }
+  }
+
+  /**
+   * Closes the hub: pending `recv()` calls reject with `ERR_CLOSED`, iterators end,
+   * an open loan is aborted, and the segment is unlinked if this was its last user.
+   * Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.loanOpen && !this.loanOpen.done) {
+      this.loanOpen.done = true
+      this.pub!.unlock(this.loanOpen.lo, 0, 0)
+    }
+    this.ringDoorbell(false)
+    this.ring.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  // ---- internals ----------------------------------------------------------------
+
+  private publisher(): ShmPublisher {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (!this.pub) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
+    if (this.loanOpen && !this.loanOpen.done) throw new InvalidStateError('a loan is open on this hub; commit or abort it before publishing again')
+    return this.pub
+  }
+
+  private subscriber(): ShmSubscriber {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (!this.sub) throw new InvalidStateError("this hub was opened with role 'publisher' and cannot receive")
+    return this.sub
+  }
+
+  private publishStruct(pub: ShmPublisher, struct: StructCodec<T>, value: T): boolean {
+    const lo = pub.lock()
+    try {
+      if (!pub.room(lo)) {
+        pub.unlock(lo, 0, 0)
+        return false
+      }
+      const off = pub.begin(lo)
+      struct.write(this.ring.dv, off, value)
+      pub.commit(lo, struct.size)
+    } catch (e) {
+      // The slot keeps its odd stamp; the sequence number is reused by the next publish.
+      pub.unlock(lo, 0, 0)
+      throw e
+    }
+    pub.unlock((lo + 1) >>> 0, 1, struct.size)
+    return true
+  }
+
+  /** The next decoded message, or EMPTY. */
+  private next(): T | typeof EMPTY {
+    const sub = this.subscriber()
+    if (this.borrowOpen) throw new InvalidStateError('a borrowed message is still held; release() it first')
+    const ring = this.ring
+    for (;;) {
+      const off = sub.peek()
+      if (off < 0) return EMPTY
+      let value: T
+      try {
+        value = this.struct ? this.struct.read(ring.dv, off) : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(0, sub.len))
+      } catch (e) {
+        if (!sub.intact()) {
+          sub.torn()
+          continue
+        }
+        sub.advance() // skip the undecodable message so the stream goes on
+        throw e instanceof ZerohopError ? e : new CodecError(`cannot decode message: ${(e as Error).message}`, { cause: e })
+      }
+      if (sub.intact()) {
+        sub.advance()
+        return value
+      }
+      sub.torn()
+    }
+  }
+
+  /** Resolves when a message may be readable (true) or the hub closed (false). */
+  private waitReadable(timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<boolean> {
+    const sub = this.subscriber()
+    if (sub.readable()) return Promise.resolve(true)
+    return new Promise<boolean>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const onAbort = (): void => {
+        cleanup()
+        reject(abortError(signal!))
+      }
+      const wake = (readable: boolean): void => {
+        cleanup()
+        resolve(readable)
+      }
+      const cleanup = (): void => {
+        if (timer !== undefined) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        const i = this.wakeups.indexOf(wake)
+        if (i >= 0) this.wakeups.splice(i, 1)
+        if (this.wakeups.length === 0) this.idle()
+      }
+      if (timeoutMs !== undefined) timer = setTimeout(() => wake(true), Math.max(0, timeoutMs))
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.wakeups.push(wake)
+      this.keepAlive ??= setInterval(noop, 1 << 30)
+      if (!this.armed) {
+        this.armed = true
+        native(() => this.ring.handle.arm(sub.cursor, this.spinUs))
+      }
+    })
+  }
+
+  private idle(): void {
+    if (this.keepAlive !== undefined) {
+      clearInterval(this.keepAlive)
+      this.keepAlive = undefined
+    }
+    if (this.armed && !this.closed) {
+      this.armed = false
+      this.ring.handle.disarm()
+    }
+  }
+
+  private onDoorbell(): void {
+    this.armed = false
+    this.ringDoorbell(true)
+  }
+
+  private ringDoorbell(readable: boolean): void {
+    const wakeups = this.wakeups
+    this.wakeups = []
+    for (const w of wakeups) w(readable)
+    if (this.keepAlive !== undefined && this.wakeups.length === 0) {
+      clearInterval(this.keepAlive)
+      this.keepAlive = undefined
+    }
+  }
+}
+
+function abortError(signal: AbortSignal): AbortedError {
+  return new AbortedError('the operation was aborted', { cause: signal.reason })
+}
+
+function validateOptions<T>(o: HubOptions<T>): void {
+  if (typeof o !== 'object' || o === null) throw new BadOptionError(`options must be an object, got ${describe(o)}`)
+  const positiveInt = (name: keyof HubOptions<T>, max: number): void => {
+    const v = o[name]
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)) {
+      throw new BadOptionError(`${String(name)} must be an integer in 1..${max}, got ${String(v)}`)
+    }
+  }
+  positiveInt('slotSize', 16 << 20)
+  positiveInt('capacity', 1 << 24)
+  positiveInt('maxSubscribers', 1024)
+  if (o.capacity !== undefined && (o.capacity & (o.capacity - 1)) !== 0) {
+    throw new BadOptionError(`capacity must be a power of two, got ${o.capacity}`)
+  }
+  const nonNegative = (name: 'publishTimeoutMs' | 'spinUs'): void => {
+    const v = o[name]
+    if (v !== undefined && (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))) {
+      throw new BadOptionError(`${name} must be a finite number ≥ 0, got ${String(v)}`)
+    }
+  }
+  nonNegative('publishTimeoutMs')
+  nonNegative('spinUs')
+  if (o.role !== undefined && !['pubsub', 'publisher', 'subscriber'].includes(o.role)) {
+    throw new BadOptionError(`role must be 'pubsub', 'publisher' or 'subscriber', got ${String(o.role)}`)
+  }
+  if (o.backpressure !== undefined && !['drop_old', 'drop_new', 'block', 'fail_fast'].includes(o.backpressure)) {
+    throw new BadOptionError(`backpressure must be 'drop_old', 'drop_new', 'block' or 'fail_fast', got ${String(o.backpressure)}`)
+  }
+}

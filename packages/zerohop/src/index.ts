@@ -1,0 +1,42 @@
+/**
+ * zerohop: low-latency messaging for Node.js and TypeScript.
+ *
+ * One {@link Hub} API over every transport; the endpoint URL picks it. This version
+ * ships shared memory (`shm://name`): zero-copy loans and borrows, fan-out to any
+ * number of subscriber processes, futex wake-ups.
+ *
+ * ```ts
+ * import { Hub, struct } from 'zerohop'
+ *
+ * const Tick = struct({ seq: 'u64', price: 'f64', volume: 'u64' })
+ * await using pub = await Hub.open('shm://market-data', { codec: Tick })
+ * pub.publish({ seq: 1n, price: 50_000, volume: 100n })
+ * ```
+ */
+export { Hub } from './hub.js'
+export type { HubOptions, HubRole, HubMetrics, RecvOptions, Loan, Borrowed, BackpressurePolicy } from './hub.js'
+export { raw, json, msgpack } from './codec.js'
+export type { Codec, CodecOption } from './codec.js'
+export { struct, StructCodec } from './struct.js'
+export type { FieldType, StructValue, StructView } from './struct.js'
+export {
+  ERROR_CODES,
+  isRetryable,
+  ZerohopError,
+  BadUrlError,
+  BadOptionError,
+  UnsupportedTransportError,
+  MessageTooLargeError,
+  LayoutMismatchError,
+  ClosedError,
+  TimeoutError,
+  BackpressureError,
+  NoCapacityError,
+  AbortedError,
+  IoError,
+  InvalidStateError,
+  CodecError,
+} from './errors.js'
+export type { ErrorCode } from './errors.js'
+export { parseEndpoint } from './endpoint.js'
+export type { Endpoint } from './endpoint.js'

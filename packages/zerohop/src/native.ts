@@ -1,0 +1,18 @@
+/**
+ * The native binding, loaded once. Everything that calls into Rust goes through
+ * here so that native errors come out as {@link ZerohopError}s.
+ */
+import * as binding from '../native/binding.js'
+import { fromNative } from './errors.js'
+
+export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint } from '../native/binding.js'
+export { binding }
+
+/** Runs `fn`, converting a native error into its `ZerohopError` class. */
+export function native<R>(fn: () => R): R {
+  try {
+    return fn()
+  } catch (e) {
+    throw fromNative(e)
+  }
+}

@@ -1,0 +1,358 @@
+/**
+ * The shared-memory ring, driven from JavaScript without crossing into Rust.
+ *
+ * This mirrors `crates/zerohop-shm/src/ring.rs` word for word (read its module docs
+ * for the protocol): slots carry a stamp `2·(seq+1)` once message `seq` is committed
+ * and one less while it is written; readers copy optimistically and re-check the
+ * stamp. All shared words are accessed with `Atomics` on an `Int32Array` over the
+ * segment's external `ArrayBuffer`, so the JavaScript memory model orders them like
+ * the Rust side's SeqCst atomics. Rust is called only on slow paths: a contended or
+ * dead publisher lock, `block` waits, and futex wake-ups when a peer is parked.
+ *
+ * Sequence numbers are JavaScript numbers (exact up to 2^53: decades at 10 M msg/s);
+ * the 32-bit words in memory hold their low halves.
+ */
+import { type ShmHandle, type ShmLayoutInfo, type ShmOffsets, binding, native } from './native.js'
+import { BackpressureError, MessageTooLargeError, TimeoutError } from './errors.js'
+
+const TWO_32 = 4294967296
+
+/** What a publisher does when the slowest subscriber is a whole ring behind. */
+export type BackpressurePolicy = 'drop_old' | 'drop_new' | 'block' | 'fail_fast'
+
+let offsetsCache: ShmOffsets | undefined
+function offsets(): ShmOffsets {
+  return (offsetsCache ??= binding.shmOffsets())
+}
+
+/** Views over one mapping of a segment, shared by its publisher and subscriber. */
+export class ShmRing {
+  readonly handle: ShmHandle
+  readonly buffer: ArrayBuffer
+  readonly i32: Int32Array
+  readonly u8: Uint8Array
+  readonly dv: DataView
+  readonly layout: ShmLayoutInfo
+  readonly capacity: number
+  readonly mask: number
+  readonly slotSize: number
+  readonly stride: number
+  readonly headerLen: number
+  // Word indexes (byte offset / 4) of header fields.
+  readonly TAIL_LO: number
+  readonly TAIL_HI: number
+  readonly LOCK: number
+  readonly WAITERS: number
+  readonly SPACE_WAITERS: number
+  readonly SUBS: number
+  readonly SUB_STRIDE: number
+  readonly SUB_PID: number
+  readonly SUB_CURSOR: number
+  private slotViews: (Uint8Array | undefined)[]
+
+  constructor(handle: ShmHandle) {
+    this.handle = handle
+    this.layout = native(() => handle.layout())
+    this.buffer = native(() => handle.buffer())
+    this.i32 = new Int32Array(this.buffer)
+    this.u8 = new Uint8Array(this.buffer)
+    this.dv = new DataView(this.buffer)
+    this.capacity = this.layout.capacity
+    this.mask = this.capacity - 1
+    this.slotSize = this.layout.slotSize
+    this.stride = this.layout.slotStride
+    this.headerLen = this.layout.headerLen
+    const o = offsets()
+    this.TAIL_LO = o.tailLo >> 2
+    this.TAIL_HI = o.tailHi >> 2
+    this.LOCK = o.pubLock >> 2
+    this.WAITERS = o.waiters >> 2
+    this.SPACE_WAITERS = o.spaceWaiters >> 2
+    this.SUBS = o.subscribers >> 2
+    this.SUB_STRIDE = o.subEntry >> 2
+    this.SUB_PID = o.subPid >> 2
+    this.SUB_CURSOR = o.subCursorLo >> 2
+    this.slotViews = new Array(this.capacity)
+  }
+
+  /** Byte offset of the slot holding sequence number `lo` (low 32 bits suffice). */
+  slotOffset(lo: number): number {
+    return this.headerLen + (lo & this.mask) * this.stride
+  }
+
+  /** A cached `Uint8Array` over the payload area of the slot of `lo`. */
+  slotView(lo: number): Uint8Array {
+    const i = lo & this.mask
+    let v = this.slotViews[i]
+    if (v === undefined) {
+      const start = this.headerLen + i * this.stride + 8
+      v = this.slotViews[i] = this.u8.subarray(start, start + this.slotSize)
+    }
+    return v
+  }
+
+  /** The 64-bit tail as a number. */
+  tail(): number {
+    for (;;) {
+      const hi = Atomics.load(this.i32, this.TAIL_HI) >>> 0
+      const lo = Atomics.load(this.i32, this.TAIL_LO) >>> 0
+      if (Atomics.load(this.i32, this.TAIL_HI) >>> 0 === hi) return hi * TWO_32 + lo
+    }
+  }
+
+  /** Detaches the buffer and closes the handle (every view becomes empty). */
+  close(): void {
+    this.slotViews = []
+    native(() => this.handle.close(this.buffer))
+  }
+}
+
+/** Counters of a publisher. */
+export interface PublisherCounters {
+  published: number
+  publishedBytes: number
+  dropped: number
+  blocked: number
+}
+
+/** Writes messages into the ring (the JavaScript twin of `zerohop_shm::Publisher`). */
+export class ShmPublisher {
+  readonly counters: PublisherCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+  private readonly ring: ShmRing
+  private readonly i32: Int32Array
+  private readonly pid: number
+  private readonly policy: BackpressurePolicy
+  private readonly timeoutMs: number
+  /** Subscriber entry of the same hub: backpressure does not wait for it. */
+  private readonly ownEntry: number | undefined
+  /** Sequence (low 32 bits) up to which the last scan proved there is room. */
+  private roomUntil = 0
+  private roomKnown = false
+
+  constructor(ring: ShmRing, policy: BackpressurePolicy, timeoutMs: number, ownEntry: number | undefined) {
+    this.ring = ring
+    this.i32 = ring.i32
+    this.pid = process.pid
+    this.policy = policy
+    this.timeoutMs = timeoutMs
+    this.ownEntry = ownEntry
+  }
+
+  /** Takes the publisher lock and returns the tail's low 32 bits. */
+  lock(): number {
+    if (Atomics.compareExchange(this.i32, this.ring.LOCK, 0, this.pid) !== 0) {
+      native(() => this.ring.handle.lockPublisher(this.pid, this.timeoutMs))
+    }
+    return Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+  }
+
+  /** Releases the lock after publishing up to (not including) `nextLo`. */
+  unlock(nextLo: number, count: number, bytes: number): void {
+    const i32 = this.i32
+    const r = this.ring
+    if (count > 0) {
+      Atomics.store(i32, r.TAIL_LO, nextLo | 0)
+      if (nextLo >>> 0 < count) Atomics.add(i32, r.TAIL_HI, 1) // low word wrapped
+      this.counters.published += count
+      this.counters.publishedBytes += bytes
+    }
+    Atomics.store(i32, r.LOCK, 0)
+    if (count > 0 && Atomics.load(i32, r.WAITERS) !== 0) r.handle.notify()
+  }
+
+  /**
+   * Applies the backpressure policy before writing sequence `lo`: true to write,
+   * false to drop (`drop_new`); throws for `fail_fast` and a timed-out `block`.
+   * The caller holds the lock, and must release it if this throws.
+   */
+  room(lo: number): boolean {
+    if (this.policy === 'drop_old') return true
+    if (this.roomKnown && ((this.roomUntil - lo) | 0) > 0) return true
+    const cap = this.ring.capacity
+    let lag = this.slowestLag(lo)
+    if (lag >= cap) {
+      if (this.policy === 'drop_new') {
+        this.counters.dropped++
+        return false
+      }
+      if (this.policy === 'fail_fast') {
+        throw new BackpressureError(`ring is full: the slowest subscriber is ${lag} messages behind (capacity ${cap})`)
+      }
+      const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
+      native(() => this.ring.handle.waitForSpace(tail, this.timeoutMs, this.ownEntry))
+      this.counters.blocked++
+      lag = this.slowestLag(lo)
+    }
+    this.roomUntil = (lo + (cap - lag)) >>> 0
+    this.roomKnown = true
+    return true
+  }
+
+  /** Marks slot `lo` as being written; returns the byte offset of its payload. */
+  begin(lo: number): number {
+    const base = this.ring.slotOffset(lo)
+    Atomics.store(this.i32, base >> 2, (((lo + 1) * 2) | 0) - 1)
+    return base + 8
+  }
+
+  /** Commits slot `lo` with `len` payload bytes. */
+  commit(lo: number, len: number): void {
+    const si = this.ring.slotOffset(lo) >> 2
+    this.i32[si + 1] = len
+    Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
+  }
+
+  /** Publishes one message of bytes: the whole fast path. */
+  publishBytes(bytes: Uint8Array): boolean {
+    const len = bytes.byteLength
+    if (len > this.ring.slotSize) throw tooLarge(len, this.ring.slotSize)
+    const lo = this.lock()
+    try {
+      if (!this.room(lo)) {
+        this.unlock(lo, 0, 0)
+        return false
+      }
+    } catch (e) {
+      this.unlock(lo, 0, 0)
+      throw e
+    }
+    const off = this.begin(lo)
+    this.ring.u8.set(bytes, off)
+    this.commit(lo, len)
+    this.unlock((lo + 1) >>> 0, 1, len)
+    return true
+  }
+
+  /** How far behind the slowest live subscriber (other than our own) is. */
+  private slowestLag(lo: number): number {
+    const r = this.ring
+    const i32 = this.i32
+    let worst = 0
+    for (let i = 0; i < r.layout.maxSubscribers; i++) {
+      if (i === this.ownEntry) continue
+      const base = r.SUBS + i * r.SUB_STRIDE
+      if (Atomics.load(i32, base + r.SUB_PID) === 0) continue
+      const lag = (lo - Atomics.load(i32, base + r.SUB_CURSOR)) >>> 0
+      if (lag > worst) worst = lag
+    }
+    return worst
+  }
+}
+
+export function tooLarge(len: number, max: number): MessageTooLargeError {
+  return new MessageTooLargeError(`message of ${len} bytes exceeds the slot size of ${max} bytes (set slotSize when the segment is created)`)
+}
+
+/** Counters of a subscriber. */
+export interface SubscriberCounters {
+  received: number
+  receivedBytes: number
+  lapped: number
+  lapEvents: number
+}
+
+/** Reads messages from the ring (the JavaScript twin of `zerohop_shm::Subscriber`). */
+export class ShmSubscriber {
+  readonly counters: SubscriberCounters = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0 }
+  readonly entry: number
+  /** Next sequence number to read. */
+  cursor: number
+  /** Payload length of the message found by the last successful `peek`. */
+  len = 0
+  private readonly ring: ShmRing
+  private readonly i32: Int32Array
+  private readonly cursorIdx: number
+  private peekIdx = 0
+  private peekStamp = 0
+
+  constructor(ring: ShmRing) {
+    this.ring = ring
+    this.i32 = ring.i32
+    const [entry, tail] = native(() => ring.handle.claimSubscriber()) as [number, number]
+    this.entry = entry
+    this.cursor = tail
+    this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
+  }
+
+  /**
+   * Finds the message at the cursor: the byte offset of its payload (length in
+   * `len`), or -1 if nothing new is there. Skips ahead (and counts) when lapped.
+   * The caller reads the payload, then calls `intact()` and `advance()`.
+   */
+  peek(): number {
+    const r = this.ring
+    const i32 = this.i32
+    for (;;) {
+      const lo = this.cursor >>> 0
+      const base = r.slotOffset(lo)
+      const si = base >> 2
+      const stamp = Atomics.load(i32, si)
+      const want = ((lo + 1) * 2) | 0
+      if (stamp === want) {
+        let len = i32[si + 1]!
+        if (len < 0 || len > r.slotSize) len = r.slotSize
+        this.len = len
+        this.peekIdx = si
+        this.peekStamp = stamp
+        return base + 8
+      }
+      const becoming = (stamp + (stamp & 1)) | 0
+      if (((becoming - want) | 0) > 0) {
+        this.skipAhead()
+        continue
+      }
+      return -1
+    }
+  }
+
+  /** Whether the message found by `peek` was not overwritten while it was read. */
+  intact(): boolean {
+    return Atomics.load(this.i32, this.peekIdx) === this.peekStamp
+  }
+
+  /** Moves past the message found by `peek`. */
+  advance(): void {
+    this.counters.received++
+    this.counters.receivedBytes += this.len
+    this.moveTo(this.cursor + 1)
+  }
+
+  /** The message found by `peek` was torn by an overwrite: count it and skip ahead. */
+  torn(): void {
+    this.skipAhead()
+  }
+
+  /** True if `peek` would find something (or skip ahead). Also catches lags so long the stamps wrapped. */
+  readable(): boolean {
+    const lo = this.cursor >>> 0
+    const stamp = Atomics.load(this.i32, this.ring.slotOffset(lo) >> 2)
+    const want = ((lo + 1) * 2) | 0
+    if (stamp === want || ((stamp + (stamp & 1) - want) | 0) > 0) return true
+    if (this.ring.tail() > this.cursor + this.ring.capacity) {
+      this.skipAhead()
+      return true
+    }
+    return false
+  }
+
+  /** Messages published but not read yet. */
+  lag(): number {
+    return Math.max(0, this.ring.tail() - this.cursor)
+  }
+
+  private skipAhead(): void {
+    const cap = this.ring.capacity
+    const next = Math.max(this.cursor + 1, this.ring.tail() - (cap - Math.floor(cap / 4)))
+    this.counters.lapped += next - this.cursor
+    this.counters.lapEvents++
+    this.moveTo(next)
+  }
+
+  private moveTo(next: number): void {
+    this.cursor = next
+    Atomics.store(this.i32, this.cursorIdx, next >>> 0)
+    if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
+  }
+}
+
+export { TimeoutError }
