@@ -33,11 +33,13 @@ pub enum ErrorCode {
     Io,
     /// The operation does not apply to this hub (e.g. `recv` on a publisher-only hub).
     InvalidState,
+    /// A value could not be encoded, or received bytes could not be decoded.
+    Codec,
 }
 
 impl ErrorCode {
     /// Every code, for tests and generated docs.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadUrl,
         ErrorCode::BadOption,
         ErrorCode::UnsupportedTransport,
@@ -50,6 +52,7 @@ impl ErrorCode {
         ErrorCode::Aborted,
         ErrorCode::Io,
         ErrorCode::InvalidState,
+        ErrorCode::Codec,
     ];
 
     /// The stable string, e.g. `"ERR_BAD_URL"`.
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::Aborted => "ERR_ABORTED",
             ErrorCode::Io => "ERR_IO",
             ErrorCode::InvalidState => "ERR_INVALID_STATE",
+            ErrorCode::Codec => "ERR_CODEC",
         }
     }
 

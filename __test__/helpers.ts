@@ -1,0 +1,66 @@
+// Shared helpers for the ava suite: unique segment names and child processes that
+// talk to the test in JSON lines on stdout.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+
+export const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
+
+/** A segment name no other test (or test run) uses. */
+export function uniqueName(tag: string): string {
+  return `test-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`
+}
+
+export interface Child {
+  proc: ChildProcess
+  /** Resolves with the next JSON line the child prints that has `type === type`. */
+  next(type: string): Promise<Record<string, unknown>>
+  /** Writes a line to the child's stdin. */
+  send(line: string): void
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string>
+  stderr(): string
+}
+
+/** Runs `fixtures/<script>` with `args`; stdout lines must be JSON objects with a `type`. */
+export function child(script: string, args: string[], env: Record<string, string> = {}): Child {
+  const proc = spawn(process.execPath, [join(fixtures, script), ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
+  const queued: Record<string, unknown>[] = []
+  const waiting: Array<{ type: string; resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void }> = []
+  let err = ''
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    let msg: Record<string, unknown>
+    try {
+      msg = JSON.parse(line) as Record<string, unknown>
+    } catch {
+      return
+    }
+    const i = waiting.findIndex((w) => w.type === msg.type)
+    if (i >= 0) waiting.splice(i, 1)[0]!.resolve(msg)
+    else queued.push(msg)
+  })
+  void exited.then((code) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(`${script} exited (${code}) before '${w.type}': ${err}`))
+  })
+  return {
+    proc,
+    exited,
+    stderr: () => err,
+    send: (line) => proc.stdin!.write(line + '\n'),
+    next(type) {
+      const i = queued.findIndex((m) => m.type === type)
+      if (i >= 0) return Promise.resolve(queued.splice(i, 1)[0]!)
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        return Promise.reject(new Error(`${script} already exited before '${type}': ${err}`))
+      }
+      return new Promise((resolve, reject) => waiting.push({ type, resolve, reject }))
+    },
+  }
+}
