@@ -60,6 +60,9 @@ pub mod offsets {
     pub const SLOT_PAYLOAD: usize = 8;
 }
 
+// The identity fields must fit in the first line.
+const _: () = assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
+
 /// Value of the state field once the segment is initialised.
 pub const STATE_READY: u32 = 1;
 
@@ -165,7 +168,6 @@ mod tests {
         let l = Layout::default();
         l.validate().unwrap();
         assert_eq!(l.slot_stride(), 1088);
-        assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
         assert_eq!(l.header_len() % LINE, 0);
     }
 

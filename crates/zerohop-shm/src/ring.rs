@@ -625,7 +625,7 @@ fn wait_readable(
             return false;
         }
         i = i.wrapping_add(1);
-        if i % 64 == 0 && start.elapsed() >= spin {
+        if i.is_multiple_of(64) && start.elapsed() >= spin {
             break;
         }
         std::hint::spin_loop();

@@ -204,10 +204,10 @@ impl Segment {
         if !consistent {
             return Err(ShmError::Incompatible(format!("header fields are inconsistent: {found:?} in {size} bytes")));
         }
-        if let Some(requested) = requested {
-            if requested != found {
-                return Err(ShmError::LayoutMismatch { requested, found });
-            }
+        if let Some(requested) = requested
+            && requested != found
+        {
+            return Err(ShmError::LayoutMismatch { requested, found });
         }
         segment.layout = found;
         Ok(segment)
@@ -249,7 +249,7 @@ impl Segment {
     /// If `offset` is unaligned or out of bounds: offsets come from [`Layout`], so
     /// that is a bug in this crate.
     pub fn word(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "word offset {offset} outside segment");
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "word offset {offset} outside segment");
         // SAFETY: in bounds and 4-aligned (the mapping is page-aligned) per the assert;
         // the memory lives as long as `self`; AtomicU32 has the layout of u32 and all
         // processes access these words atomically.
@@ -367,7 +367,11 @@ mod tests {
     }
 
     fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("zerohop-seg-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "zerohop-seg-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
