@@ -225,7 +225,7 @@ impl ShmHandle {
         // outlives the ArrayBuffer. Each handle maps the segment at its own address,
         // so no other ArrayBuffer shares this backing store.
         let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, seg, |_env, seg| drop(seg)) }?;
-        if buffer.as_ptr() != ptr as *const u8 {
+        if !std::ptr::eq(buffer.as_ptr(), ptr) {
             return Err(js_error(zerohop::Error::new(
                 ErrorCode::UnsupportedTransport,
                 "this runtime copies external ArrayBuffers (Electron?), so shm:// cannot share memory here",
@@ -324,10 +324,10 @@ impl ShmHandle {
             if let Some(index) = self.entry.take() {
                 table::release(&seg, index);
             }
-            if let Some(b) = buffer {
-                if !b.is_detached()? {
-                    b.detach()?;
-                }
+            if let Some(b) = buffer
+                && !b.is_detached()?
+            {
+                b.detach()?;
             }
             seg.release();
         }
