@@ -1,1 +1,166 @@
-fn main() {}
+//! Rust-level ring benchmarks, across real processes: the floor under the
+//! TypeScript numbers, so the cost of the JavaScript boundary is visible.
+//!
+//! - `rtt`: ping-pong of 64-byte messages between two processes pinned to CPUs 0 and
+//!   1, both spinning on `try_recv`; p50/p99/p99.9 per run.
+//! - `spsc` / `spmc3`: one publisher streams 64-byte messages with the `block` policy
+//!   (lossless) to 1 or 3 subscriber processes; msg/s as seen by the slowest receiver.
+//!
+//! Run with `cargo bench -p zerohop-shm --bench ring`. Each result is one JSON line on
+//! stdout (`{"bench":…}`), which `npm run bench` folds into its table. The bench
+//! re-executes itself for the peer roles (`ZEROHOP_BENCH_ROLE`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use zerohop_shm::{Backpressure, Layout, Publisher, Segment, SegmentOptions, Subscriber};
+
+const RTT_ROUNDS: usize = 200_000;
+const RTT_WARMUP: usize = 20_000;
+const STREAM_MESSAGES: u64 = 20_000_000;
+const MSG: usize = 64;
+
+fn main() {
+    match std::env::var("ZEROHOP_BENCH_ROLE").as_deref() {
+        Ok("pong") => pong(&arg(1), arg(2).parse().expect("rounds")),
+        Ok("sink") => sink(&arg(1), arg(2).parse().expect("count")),
+        _ => {
+            // `cargo bench` passes `--bench`; ignore it and any filter.
+            let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+            for run in 1..=runs {
+                rtt(run);
+                stream(run, 1);
+                stream(run, 3);
+            }
+        }
+    }
+}
+
+fn arg(i: usize) -> String {
+    std::env::args().nth(i).expect("missing argument")
+}
+
+fn open(name: &str, capacity: u32) -> Arc<Segment> {
+    let layout = Layout { slot_size: MSG as u32, capacity, max_subscribers: 8 };
+    Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: None }).expect("open segment"))
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it, and
+    // sched_setaffinity only reads it. Failure (fewer CPUs) just leaves us unpinned.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn spawn_peer(role: &str, args: &[String]) -> Child {
+    Command::new(std::env::current_exe().expect("current exe"))
+        .args(args)
+        .env("ZEROHOP_BENCH_ROLE", role)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn peer")
+}
+
+fn wait_for_subscribers(seg: &Arc<Segment>, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while zerohop_shm::ring::table::subscriber_count(seg) < n {
+        assert!(Instant::now() < deadline, "peers did not attach");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn rtt(run: usize) {
+    let name = format!("bench-rtt-{}", std::process::id());
+    let ping = open(&format!("{name}-ping"), 1024);
+    let pong_seg = open(&format!("{name}-pong"), 1024);
+    let mut rx = Subscriber::new(pong_seg.clone()).expect("subscriber");
+    let mut tx = Publisher::new(ping.clone(), Backpressure::DropOld);
+    pin(0);
+    let mut peer = spawn_peer("pong", &[name.clone(), (RTT_ROUNDS + RTT_WARMUP).to_string()]);
+    wait_for_subscribers(&ping, 1);
+    let msg = [7u8; MSG];
+    let mut buf = Vec::with_capacity(MSG);
+    let mut samples = Vec::with_capacity(RTT_ROUNDS);
+    for i in 0..RTT_ROUNDS + RTT_WARMUP {
+        let t = Instant::now();
+        tx.publish(&msg).expect("publish");
+        while rx.try_recv(&mut buf).is_none() {
+            std::hint::spin_loop();
+        }
+        if i >= RTT_WARMUP {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    peer.wait().expect("pong exits");
+    samples.sort_unstable();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64 / 1000.0;
+    println!(
+        "{{\"bench\":\"rust_rtt_64\",\"run\":{run},\"p50_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3},\"samples\":{}}}",
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        samples.len()
+    );
+}
+
+fn pong(name: &str, rounds: usize) {
+    pin(1);
+    let ping = open(&format!("{name}-ping"), 1024);
+    let pong_seg = open(&format!("{name}-pong"), 1024);
+    let mut rx = Subscriber::new(ping).expect("subscriber");
+    let mut tx = Publisher::new(pong_seg, Backpressure::DropOld);
+    let mut buf = Vec::with_capacity(MSG);
+    for _ in 0..rounds {
+        while rx.try_recv(&mut buf).is_none() {
+            std::hint::spin_loop();
+        }
+        tx.publish(&buf).expect("publish");
+    }
+}
+
+fn stream(run: usize, subscribers: usize) {
+    let name = format!("bench-stream-{}-{subscribers}", std::process::id());
+    let seg = open(&name, 65536);
+    let mut tx = Publisher::new(seg.clone(), Backpressure::Block);
+    tx.set_timeout(Duration::from_secs(60));
+    pin(0);
+    let mut peers: Vec<Child> =
+        (0..subscribers).map(|_| spawn_peer("sink", &[name.clone(), STREAM_MESSAGES.to_string()])).collect();
+    wait_for_subscribers(&seg, subscribers as u32);
+    let msg = [1u8; MSG];
+    let t = Instant::now();
+    for _ in 0..STREAM_MESSAGES {
+        tx.publish(&msg).expect("publish");
+    }
+    for p in &mut peers {
+        assert!(p.wait().expect("sink exits").success());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let kind = if subscribers == 1 { "spsc" } else { "spmc3" };
+    println!(
+        "{{\"bench\":\"rust_{kind}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{STREAM_MESSAGES}}}",
+        STREAM_MESSAGES as f64 / secs
+    );
+}
+
+fn sink(name: &str, count: u64) {
+    pin(1);
+    let seg = open(name, 65536);
+    let mut rx = Subscriber::new(seg).expect("subscriber");
+    let cancel = AtomicBool::new(false);
+    let mut buf = Vec::with_capacity(MSG);
+    let mut n = 0;
+    while n < count {
+        if rx.try_recv(&mut buf).is_some() {
+            n += 1;
+        } else {
+            rx.wait(Duration::from_micros(50), Some(Duration::from_secs(30)), &cancel);
+        }
+    }
+    assert_eq!(rx.stats().lapped, 0, "block policy must not lap");
+}

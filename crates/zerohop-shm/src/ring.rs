@@ -194,6 +194,9 @@ pub struct Publisher {
     stats: PublisherStats,
     /// A subscriber entry of the same hub, which a `Block` publisher does not wait for.
     own_entry: Option<u32>,
+    /// Sequence number below which the last scan of the subscriber table proved there
+    /// is room, so that most publishes skip the scan.
+    room_until: u64,
 }
 
 impl Publisher {
@@ -206,6 +209,7 @@ impl Publisher {
             timeout: DEFAULT_PUBLISH_TIMEOUT,
             stats: PublisherStats::default(),
             own_entry: None,
+            room_until: 0,
         }
     }
 
@@ -249,25 +253,7 @@ impl Publisher {
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
         acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
         let tail = self.mem.tail();
-        let deadline = Instant::now() + self.timeout;
-        let room = match self.policy {
-            Backpressure::DropOld => Ok(true),
-            Backpressure::DropNew => Ok(slowest_lag(&self.mem, tail, self.own_entry) < self.mem.layout.capacity as u64),
-            Backpressure::FailFast => {
-                if slowest_lag(&self.mem, tail, self.own_entry) < self.mem.layout.capacity as u64 {
-                    Ok(true)
-                } else {
-                    Err(ShmError::RingFull)
-                }
-            }
-            Backpressure::Block => {
-                let waited = wait_for_space(&self.mem, tail, deadline, self.own_entry);
-                if matches!(waited, Ok(true)) {
-                    self.stats.blocked += 1;
-                }
-                waited.map(|_| true)
-            }
-        };
+        let room = if self.policy == Backpressure::DropOld || tail < self.room_until { Ok(true) } else { self.make_room(tail) };
         match room {
             Ok(true) => {}
             Ok(false) => {
@@ -283,6 +269,27 @@ impl Publisher {
         self.mem.stamp(tail).store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
         fence(Ordering::Release);
         Ok(Some(Loan { publisher: self, seq: tail }))
+    }
+
+    /// Applies the backpressure policy for message `tail`: Ok(true) to write it,
+    /// Ok(false) to drop it. Remembers how far the room it found reaches.
+    fn make_room(&mut self, tail: u64) -> Result<bool> {
+        let cap = self.mem.layout.capacity as u64;
+        let mut lag = slowest_lag(&self.mem, tail, self.own_entry);
+        if lag >= cap {
+            match self.policy {
+                Backpressure::DropOld => {}
+                Backpressure::DropNew => return Ok(false),
+                Backpressure::FailFast => return Err(ShmError::RingFull),
+                Backpressure::Block => {
+                    wait_for_space(&self.mem, tail, Instant::now() + self.timeout, self.own_entry)?;
+                    self.stats.blocked += 1;
+                    lag = slowest_lag(&self.mem, tail, self.own_entry);
+                }
+            }
+        }
+        self.room_until = tail + cap - lag.min(cap);
+        Ok(true)
     }
 }
 
@@ -735,6 +742,12 @@ pub mod table {
     /// message `tail` can be written. Ok(true) if it had to wait.
     pub fn wait_for_space(seg: &Arc<Segment>, tail: u64, timeout: Duration, exclude: Option<u32>) -> Result<bool> {
         super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout, exclude)
+    }
+
+    /// How many subscriber entries are taken.
+    pub fn subscriber_count(seg: &Arc<Segment>) -> u32 {
+        let mem = RingMemory::new(seg.clone());
+        (0..mem.layout.max_subscribers).filter(|&i| mem.sub_pid(i).load(Ordering::Acquire) != 0).count() as u32
     }
 
     /// How many messages the slowest live subscriber (other than `exclude`) is behind `tail`.

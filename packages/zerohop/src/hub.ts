@@ -148,10 +148,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private armed = false
   private wakeups: Array<(readable: boolean) => void> = []
   private keepAlive: ReturnType<typeof setInterval> | undefined
-  private loanOpen: { lo: number; done: boolean } | undefined
-  private borrowOpen = false
-  private loanView: (T & StructView) | undefined
-  private borrowView: (T & StructView) | undefined
+  /** The hub's one loan object, reused by every `loan()`. */
+  private openLoan: ShmLoan<T> | undefined
+  /** The hub's one borrow object, reused by every `borrow()`. */
+  private openBorrow: ShmBorrowed<T> | undefined
 
   private constructor(url: string, endpoint: ParsedEndpoint, options: HubOptions<T>) {
     this.url = url
@@ -266,60 +266,25 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   loan(): Loan<T> {
     const pub = this.publisher()
-    if (this.loanOpen && !this.loanOpen.done) throw new InvalidStateError('a loan is already open on this hub; commit or abort it first')
     if (!this.struct && this.codec.name !== 'raw') {
       throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
     }
     const lo = pub.lock()
+    let room: boolean
     try {
-      if (!pub.room(lo)) {
-        pub.unlock(lo, 0, 0)
-        throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
-      }
+      room = pub.room(lo)
     } catch (e) {
-      if (e instanceof InvalidStateError) throw e
       pub.unlock(lo, 0, 0)
       throw e
     }
+    if (!room) {
+      pub.unlock(lo, 0, 0)
+      throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
+    }
     const off = pub.begin(lo)
-    const state = { lo, done: false }
-    this.loanOpen = state
-    const ring = this.ring
-    const struct = this.struct
-    let value: T | undefined
-    if (struct) {
-      if (this.loanView) struct.retarget(this.loanView, off)
-      else this.loanView = struct.view(ring.dv, off)
-      value = this.loanView
-    }
-    const finish = (publish: boolean, len: number): void => {
-      if (state.done) throw new InvalidStateError('this loan was already committed or aborted')
-      state.done = true
-      if (publish) {
-        pub.commit(lo, len)
-        pub.unlock((lo + 1) >>> 0, 1, len)
-      } else {
-        pub.unlock(lo, 0, 0)
-      }
-    }
-    const max = ring.slotSize
-    return {
-      bytes: ring.slotView(lo),
-      get value(): T {
-        if (value === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
-        return value
-      },
-      seq: (Atomics.load(ring.i32, ring.TAIL_HI) >>> 0) * 4294967296 + lo,
-      commit(len?: number): void {
-        const n = len ?? (struct ? struct.size : max)
-        if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
-        if (n > max) throw tooLarge(n, max)
-        finish(true, n)
-      },
-      abort(): void {
-        finish(false, 0)
-      },
-    }
+    const loan = (this.openLoan ??= new ShmLoan<T>(pub, this.ring, this.struct))
+    loan.start(lo, off)
+    return loan
   }
 
   /** The next message, or `undefined` if none is waiting. Never blocks. */
@@ -369,40 +334,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   borrow(): Borrowed<T> | undefined {
     const sub = this.subscriber()
-    if (this.borrowOpen) throw new InvalidStateError('a borrowed message is still held; release() it first')
+    const held = this.openBorrow
+    if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     const off = sub.peek()
     if (off < 0) return undefined
-    const len = sub.len
-    const seq = sub.cursor
-    const ring = this.ring
-    const bytes = ring.slotView(seq >>> 0).subarray(0, len)
-    let value: T
-    if (this.struct) {
-      if (this.borrowView) this.struct.retarget(this.borrowView, off)
-      else this.borrowView = this.struct.view(ring.dv, off)
-      value = this.borrowView
-    } else {
-      value = this.codec.decode(bytes)
-    }
-    this.borrowOpen = true
-    let released = false
-    return {
-      bytes,
-      value,
-      seq,
-      valid: () => !released && sub.cursor === seq && sub.intact(),
-      release: (): boolean => {
-        if (released) return false
-        released = true
-        this.borrowOpen = false
-        if (this.closed) return false
-        if (sub.cursor !== seq) return false
-        const ok = sub.intact()
-        if (ok) sub.advance()
-        else sub.torn()
-        return ok
-      },
-    }
+    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct))
+    borrowed.start(off)
+    return borrowed
   }
 
   /** Counters and what the hub is connected to. */
@@ -436,10 +374,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.loanOpen && !this.loanOpen.done) {
-      this.loanOpen.done = true
-      this.pub!.unlock(this.loanOpen.lo, 0, 0)
-    }
+    if (this.openLoan?.open) this.openLoan.abort()
+    if (this.openBorrow) this.openBorrow.held = false
     this.ringDoorbell(false)
     this.ring.close()
   }
@@ -453,7 +389,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private publisher(): ShmPublisher {
     if (this.closed) throw new ClosedError('the hub is closed')
     if (!this.pub) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
-    if (this.loanOpen && !this.loanOpen.done) throw new InvalidStateError('a loan is open on this hub; commit or abort it before publishing again')
+    if (this.openLoan?.open) throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
     return this.pub
   }
 
@@ -485,7 +421,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** The next decoded message, or EMPTY. */
   private next(): T | typeof EMPTY {
     const sub = this.subscriber()
-    if (this.borrowOpen) throw new InvalidStateError('a borrowed message is still held; release() it first')
+    if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     const ring = this.ring
     for (;;) {
       const off = sub.peek()
@@ -599,5 +535,108 @@ function validateOptions<T>(o: HubOptions<T>): void {
   }
   if (o.backpressure !== undefined && !['drop_old', 'drop_new', 'block', 'fail_fast'].includes(o.backpressure)) {
     throw new BadOptionError(`backpressure must be 'drop_old', 'drop_new', 'block' or 'fail_fast', got ${String(o.backpressure)}`)
+  }
+}
+
+/** The loan object of a hub (reused: valid until `commit()` or `abort()`). */
+class ShmLoan<T> implements Loan<T> {
+  bytes: Uint8Array = new Uint8Array(0)
+  seq = 0
+  open = false
+  private lo = 0
+  private view: (T & StructView) | undefined
+  private readonly pub: ShmPublisher
+  private readonly ring: ShmRing
+  private readonly struct: StructCodec<T> | undefined
+
+  constructor(pub: ShmPublisher, ring: ShmRing, struct: StructCodec<T> | undefined) {
+    this.pub = pub
+    this.ring = ring
+    this.struct = struct
+  }
+
+  start(lo: number, off: number): void {
+    this.lo = lo
+    this.open = true
+    this.bytes = this.ring.slotView(lo)
+    this.seq = (Atomics.load(this.ring.i32, this.ring.TAIL_HI) >>> 0) * 4294967296 + lo
+    if (this.struct) {
+      if (this.view) this.struct.retarget(this.view, off)
+      else this.view = this.struct.view(this.ring.dv, off)
+    }
+  }
+
+  get value(): T {
+    if (this.view === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
+    return this.view
+  }
+
+  commit(len?: number): void {
+    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
+    const max = this.ring.slotSize
+    const n = len ?? (this.struct ? this.struct.size : max)
+    if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
+    if (n > max) throw tooLarge(n, max)
+    this.open = false
+    this.pub.commit(this.lo, n)
+    this.pub.unlock((this.lo + 1) >>> 0, 1, n)
+  }
+
+  abort(): void {
+    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
+    this.open = false
+    this.pub.unlock(this.lo, 0, 0) // the slot keeps its stamp; the next publish reuses the number
+  }
+}
+
+/** The borrow object of a hub (reused: valid until `release()`). */
+class ShmBorrowed<T> implements Borrowed<T> {
+  bytes: Uint8Array = new Uint8Array(0)
+  seq = 0
+  held = false
+  private decoded: T | undefined
+  private view: (T & StructView) | undefined
+  private readonly sub: ShmSubscriber
+  private readonly ring: ShmRing
+  private readonly codec: Codec<T> | StructCodec<T>
+  private readonly struct: StructCodec<T> | undefined
+
+  constructor(sub: ShmSubscriber, ring: ShmRing, codec: Codec<T> | StructCodec<T>, struct: StructCodec<T> | undefined) {
+    this.sub = sub
+    this.ring = ring
+    this.codec = codec
+    this.struct = struct
+  }
+
+  start(off: number): void {
+    this.seq = this.sub.cursor
+    this.bytes = this.ring.u8.subarray(off, off + this.sub.len)
+    this.decoded = undefined
+    this.held = true
+    if (this.struct) {
+      if (this.view) this.struct.retarget(this.view, off)
+      else this.view = this.struct.view(this.ring.dv, off)
+    }
+  }
+
+  get value(): T {
+    if (this.view !== undefined) return this.view
+    return (this.decoded ??= this.codec.decode(this.bytes))
+  }
+
+  valid(): boolean {
+    return this.held && this.sub.cursor === this.seq && this.sub.intact()
+  }
+
+  release(): boolean {
+    if (!this.held) return false
+    this.held = false
+    if (this.sub.cursor !== this.seq) return false
+    if (this.sub.intact()) {
+      this.sub.advance()
+      return true
+    }
+    this.sub.torn()
+    return false
   }
 }

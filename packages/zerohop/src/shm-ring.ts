@@ -128,6 +128,8 @@ export class ShmPublisher {
   /** Sequence (low 32 bits) up to which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
+  /** True while a scan proved no reader can be reading the slots about to be reused. */
+  private unmarked = false
 
   constructor(ring: ShmRing, policy: BackpressurePolicy, timeoutMs: number, ownEntry: number | undefined) {
     this.ring = ring
@@ -164,13 +166,24 @@ export class ShmPublisher {
    * Applies the backpressure policy before writing sequence `lo`: true to write,
    * false to drop (`drop_new`); throws for `fail_fast` and a timed-out `block`.
    * The caller holds the lock, and must release it if this throws.
+   *
+   * It also decides whether the slot needs the odd "being written" stamp: that stamp
+   * only protects a reader still reading the slot's previous message, and a scan
+   * that finds every subscriber less than a ring behind proves there is none (their
+   * cursors only move forward). So while subscribers keep up, `begin` skips it.
    */
   room(lo: number): boolean {
-    if (this.policy === 'drop_old') return true
     if (this.roomKnown && ((this.roomUntil - lo) | 0) > 0) return true
     const cap = this.ring.capacity
     let lag = this.slowestLag(lo)
     if (lag >= cap) {
+      if (this.policy === 'drop_old') {
+        // Lapping: mark slots while writing, and look again a quarter ring later.
+        this.unmarked = false
+        this.roomUntil = (lo + (cap >>> 2)) >>> 0
+        this.roomKnown = true
+        return true
+      }
       if (this.policy === 'drop_new') {
         this.counters.dropped++
         return false
@@ -183,15 +196,16 @@ export class ShmPublisher {
       this.counters.blocked++
       lag = this.slowestLag(lo)
     }
+    this.unmarked = lag < cap
     this.roomUntil = (lo + (cap - lag)) >>> 0
     this.roomKnown = true
     return true
   }
 
-  /** Marks slot `lo` as being written; returns the byte offset of its payload. */
+  /** Marks slot `lo` as being written (when needed); returns the byte offset of its payload. */
   begin(lo: number): number {
     const base = this.ring.slotOffset(lo)
-    Atomics.store(this.i32, base >> 2, (((lo + 1) * 2) | 0) - 1)
+    if (!this.unmarked) Atomics.store(this.i32, base >> 2, (((lo + 1) * 2) | 0) - 1)
     return base + 8
   }
 

@@ -1,0 +1,260 @@
+// `npm run bench`: zerohop's shared-memory hub against Node `net` over a Unix domain
+// socket (length-prefixed frames), side by side in one run, plus the Rust ring as the
+// floor. This process is pinned to CPU 0 and every peer to CPU 1; baseline and
+// subject runs are interleaved, and every run reports its own percentiles.
+//
+// Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo bench.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { Bench } from 'tinybench'
+import { Hub } from 'zerohop'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, '..')
+const RUNS = Number(process.env.BENCH_RUNS ?? 3)
+const RTT_SAMPLES = 20_000
+const RTT_WARMUP = 2_000
+
+interface Row {
+  bench: string
+  run: number | string
+  p50?: number
+  p99?: number
+  p999?: number
+  rate?: number
+  mbps?: number
+  vsBaseline?: string
+  target?: string
+}
+const rows: Row[] = []
+
+// ---- helpers -------------------------------------------------------------------
+
+spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' })
+
+function peer(args: string[]): { proc: ChildProcess; next: () => Promise<Record<string, unknown>> } {
+  const proc = spawn('taskset', ['-c', '1', process.execPath, '--import', '@oxc-node/core/register', join(here, 'peer.ts'), ...args], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const lines: Record<string, unknown>[] = []
+  const waiters: Array<(m: Record<string, unknown>) => void> = []
+  createInterface({ input: proc.stdout! }).on('line', (l) => {
+    const m = JSON.parse(l) as Record<string, unknown>
+    const w = waiters.shift()
+    if (w) w(m)
+    else lines.push(m)
+  })
+  return { proc, next: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))) }
+}
+
+const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())))
+
+function percentiles(ns: Float64Array): { p50: number; p99: number; p999: number } {
+  const s = ns.slice().sort()
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(s.length * q))]! / 1000
+  return { p50: at(0.5), p99: at(0.99), p999: at(0.999) }
+}
+
+const unique = (tag: string) => `bench-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+
+// ---- round-trip latency ----------------------------------------------------------
+
+async function rttUds(): Promise<Float64Array> {
+  const path = join(tmpdir(), `${unique('uds')}.sock`)
+  const p = peer(['uds-echo', path])
+  await p.next()
+  const sock = connect(path)
+  sock.setNoDelay(true)
+  await new Promise((r) => sock.once('connect', r))
+  const frame = Buffer.alloc(4 + 64)
+  frame.writeUInt32LE(64, 0)
+  const samples = new Float64Array(RTT_SAMPLES)
+  let pending = Buffer.alloc(0)
+  let resolveFrame: (() => void) | undefined
+  sock.on('data', (d: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, d]) : d
+    while (pending.length >= 68) {
+      pending = pending.subarray(68)
+      resolveFrame?.()
+    }
+  })
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    const got = new Promise<void>((r) => (resolveFrame = r))
+    sock.write(frame)
+    await got
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  sock.destroy()
+  await exited(p.proc)
+  return samples
+}
+
+/** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
+async function rttZerohop(mode: 'spin' | number): Promise<Float64Array> {
+  const name = unique('rtt')
+  const tx = await Hub.open(`shm://${name}-ping`, { role: 'publisher', slotSize: 64 })
+  const rx = await Hub.open(`shm://${name}-pong`, { role: 'subscriber', slotSize: 64, spinUs: mode === 'spin' ? 0 : mode })
+  const p = peer(['zh-echo', name, String(RTT_WARMUP + RTT_SAMPLES), String(mode)])
+  await p.next()
+  const msg = new Uint8Array(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    tx.publish(msg)
+    if (mode === 'spin') while (rx.tryRecv() === undefined);
+    else await rx.recv()
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  await exited(p.proc)
+  await tx.close()
+  await rx.close()
+  return samples
+}
+
+// ---- one-way throughput across processes ------------------------------------------
+
+async function streamZerohop(size: number, how: 'publish' | 'publishBatch' | 'loan', sinkMode: 'copy' | 'borrow', count: number) {
+  const name = unique('stream')
+  const tx = await Hub.open(`shm://${name}`, { role: 'publisher', backpressure: 'block', slotSize: size, capacity: size > 1024 ? 4096 : 65536 })
+  const p = peer(['zh-sink', name, String(count), sinkMode])
+  await p.next()
+  const msg = new Uint8Array(size).fill(1)
+  const batch = Array.from({ length: 64 }, () => msg)
+  const t = performance.now()
+  if (how === 'publish') for (let i = 0; i < count; i++) tx.publish(msg)
+  else if (how === 'publishBatch') for (let i = 0; i < count; i += 64) tx.publishBatch(batch)
+  else
+    for (let i = 0; i < count; i++) {
+      const loan = tx.loan()
+      loan.bytes[0] = 1 // produce the message in place: no copy of a prepared buffer
+      loan.commit(size)
+    }
+  const publishSecs = (performance.now() - t) / 1000
+  const result = await p.next()
+  await exited(p.proc)
+  await tx.close()
+  return { sent: count / publishSecs, received: result.msgsPerSec as number, lapped: result.lapped as number }
+}
+
+async function streamUds(size: number, count: number): Promise<number> {
+  const path = join(tmpdir(), `${unique('uds-sink')}.sock`)
+  const p = peer(['uds-sink', path, String(count)])
+  await p.next()
+  const sock = connect(path)
+  await new Promise((r) => sock.once('connect', r))
+  const frame = Buffer.alloc(4 + size, 1)
+  frame.writeUInt32LE(size, 0)
+  for (let i = 0; i < count; i++) {
+    if (!sock.write(frame)) await new Promise((r) => sock.once('drain', r))
+  }
+  const result = await p.next()
+  sock.destroy()
+  await exited(p.proc)
+  return result.msgsPerSec as number
+}
+
+// ---- in-process publish cost (tinybench) ---------------------------------------------
+
+async function publishCost(): Promise<void> {
+  const name = unique('cost')
+  const hub64 = await Hub.open(`shm://${name}-64`, { role: 'publisher', slotSize: 64, capacity: 65536 })
+  const hub4k = await Hub.open(`shm://${name}-4k`, { role: 'publisher', slotSize: 4096, capacity: 1024 })
+  const m64 = new Uint8Array(64)
+  const m4k = new Uint8Array(4096)
+  const batch = Array.from({ length: 256 }, () => m64)
+  const INNER = 10_000
+  const bench = new Bench({ time: 500, warmupTime: 100 })
+  bench
+    .add('publish 64 B', () => {
+      for (let i = 0; i < INNER; i++) hub64.publish(m64)
+    })
+    .add('publishBatch 64 B ×256', () => {
+      for (let i = 0; i < INNER; i += 256) hub64.publishBatch(batch)
+    })
+    .add('publish 4 KB (copy)', () => {
+      for (let i = 0; i < INNER; i++) hub4k.publish(m4k)
+    })
+    .add('loan 4 KB (zero-copy)', () => {
+      for (let i = 0; i < INNER; i++) {
+        const l = hub4k.loan()
+        l.bytes[0] = i
+        l.commit(4096)
+      }
+    })
+  await bench.run()
+  for (const task of bench.tasks) {
+    const r = task.result as { throughput?: { mean: number }; latency?: { p50?: number } } | undefined
+    const perSec = (r?.latency?.p50 ? 1000 / r.latency.p50 : 0) * INNER
+    const size = task.name.includes('4 KB') ? 4096 : 64
+    const target = task.name === 'publish 64 B' ? '≥ 10 M msg/s' : task.name.startsWith('publishBatch') ? '≥ 50 M msg/s' : ''
+    rows.push({ bench: `in-process ${task.name} (tinybench, p50 of iterations)`, run: '-', rate: perSec, mbps: (perSec * size) / 1e6, target })
+  }
+  await hub64.close()
+  await hub4k.close()
+}
+
+// ---- main ----------------------------------------------------------------------------
+
+if (process.env.BENCH_RUST !== '0') {
+  console.error('running cargo bench (Rust ring floor)…')
+  const r = spawnSync('cargo', ['bench', '-q', '-p', 'zerohop-shm', '--bench', 'ring'], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, ZEROHOP_BENCH_RUNS: String(RUNS) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  for (const line of r.stdout.split('\n').filter((l) => l.startsWith('{'))) {
+    const j = JSON.parse(line) as Record<string, number | string>
+    if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
+    else rows.push({ bench: `Rust ring ${j.bench === 'rust_spsc_64' ? 'SPSC' : 'SPMC ×3'} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+  }
+}
+
+console.error('in-process publish cost (tinybench)…')
+await publishCost()
+
+for (let run = 1; run <= RUNS; run++) {
+  console.error(`round ${run}/${RUNS}: RTT…`)
+  const uds = percentiles(await rttUds())
+  rows.push({ bench: 'RTT 64 B  Node net over UDS (baseline)', run, ...uds })
+  const spin = percentiles(await rttZerohop('spin'))
+  rows.push({ bench: 'RTT 64 B  zerohop shm, tryRecv spinning', run, ...spin, vsBaseline: `${(spin.p50 / uds.p50).toFixed(3)}× p50`, target: '≤ 0.1× p50' })
+  const park = percentiles(await rttZerohop(0))
+  rows.push({ bench: 'RTT 64 B  zerohop shm, await recv(), parks (spinUs 0)', run, ...park, vsBaseline: `${(park.p50 / uds.p50).toFixed(2)}× p50`, target: '≤ 1× p50' })
+  const dflt = percentiles(await rttZerohop(20))
+  rows.push({ bench: 'RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)', run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
+
+  console.error(`round ${run}/${RUNS}: throughput…`)
+  const udsRate = await streamUds(64, 1_000_000)
+  rows.push({ bench: 'one-way 64 B  Node net over UDS (baseline, receiver)', run, rate: udsRate, mbps: (udsRate * 64) / 1e6 })
+  const one = await streamZerohop(64, 'publish', 'copy', 4_000_000)
+  rows.push({ bench: 'one-way 64 B  zerohop publish → tryRecv (receiver)', run, rate: one.received, mbps: (one.received * 64) / 1e6, vsBaseline: `${(one.received / udsRate).toFixed(1)}×` })
+  const bat = await streamZerohop(64, 'publishBatch', 'copy', 4_000_000)
+  rows.push({ bench: 'one-way 64 B  zerohop publishBatch → tryRecv (receiver)', run, rate: bat.received, mbps: (bat.received * 64) / 1e6, vsBaseline: `${(bat.received / udsRate).toFixed(1)}×` })
+  const uds4k = await streamUds(4096, 200_000)
+  rows.push({ bench: 'one-way 4 KB  Node net over UDS (baseline, receiver)', run, rate: uds4k, mbps: (uds4k * 4096) / 1e6 })
+  const copy4k = await streamZerohop(4096, 'publish', 'copy', 400_000)
+  rows.push({ bench: 'one-way 4 KB  zerohop publish → tryRecv (copies)', run, rate: copy4k.received, mbps: (copy4k.received * 4096) / 1e6, vsBaseline: `${(copy4k.received / uds4k).toFixed(1)}×` })
+  const zc4k = await streamZerohop(4096, 'loan', 'borrow', 400_000)
+  rows.push({ bench: 'one-way 4 KB  zerohop loan → borrow (zero-copy)', run, rate: zc4k.received, mbps: (zc4k.received * 4096) / 1e6, vsBaseline: `${(zc4k.received / uds4k).toFixed(1)}×` })
+}
+
+// ---- the table ---------------------------------------------------------------------------
+
+const fmtUs = (v?: number) => (v === undefined ? '' : v.toFixed(2))
+const fmtRate = (v?: number) => (v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : `${(v / 1e3).toFixed(0)} K`)
+const fmtMb = (v?: number) => (v === undefined ? '' : v.toFixed(0))
+const header = ['benchmark', 'run', 'p50 µs', 'p99 µs', 'p99.9 µs', 'msg/s', 'MB/s', 'vs baseline', 'target']
+const table = rows.map((r) => [r.bench, String(r.run), fmtUs(r.p50), fmtUs(r.p99), fmtUs(r.p999), fmtRate(r.rate), fmtMb(r.mbps), r.vsBaseline ?? '', r.target ?? ''])
+const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
+const line = (cells: string[]) => '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |'
+console.log(`\nzerohop benchmark — node ${process.version}, ${RUNS} interleaved runs, this process on CPU 0, peers on CPU 1\n`)
+console.log(line(header))
+console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|')
+for (const row of table) console.log(line(row))
