@@ -118,6 +118,23 @@ test('loan and borrow with raw bytes are zero-copy views of one segment', async 
   t.deepEqual(s.tryRecv(), new Uint8Array([1]))
 })
 
+test('publishPacked: one native call publishes many messages that TypeScript readers receive one by one', async (t) => {
+  const url = shm('packed')
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 16, capacity: 8, backpressure: 'drop_new' })
+  await using s = await Hub.open(url, { role: 'subscriber' })
+  const packed = new Uint8Array(6 * 4).map((_, i) => Math.floor(i / 4))
+  t.is(p.publishPacked(packed, 4), 6)
+  t.is(p.publishPacked(packed, 4), 2, 'drop_new: only 2 more fit in an 8-slot ring')
+  t.like(p.metrics(), { published: 8, publishedBytes: 32, dropped: 4 })
+  for (let i = 0; i < 8; i++) t.deepEqual(s.tryRecv(), new Uint8Array(4).fill(i % 6))
+  t.is(s.tryRecv(), undefined)
+  // JavaScript and Rust publishers share the lock and the sequence.
+  p.publish(new Uint8Array([42]))
+  t.deepEqual(s.tryRecv(), new Uint8Array([42]))
+  await rejectsWith(t, () => p.publishPacked(packed, 5), 'ERR_BAD_OPTION')
+  await rejectsWith(t, () => p.publishPacked(new Uint8Array(34), 17), 'ERR_MESSAGE_TOO_LARGE')
+})
+
 test('under drop_old a held borrow reports that it was overwritten', async (t) => {
   const url = shm('borrow-lap')
   await using p = await Hub.open(url, { role: 'publisher', capacity: 4, slotSize: 16 })

@@ -27,7 +27,7 @@ if (role === 'zh-echo') {
 } else if (role === 'uds-echo') {
   const server = createServer((sock: Socket) => {
     sock.setNoDelay?.(true)
-    let pending = Buffer.alloc(0)
+    let pending: Buffer = Buffer.alloc(0)
     sock.on('data', (d: Buffer) => {
       pending = pending.length ? Buffer.concat([pending, d]) : d
       let off = 0
@@ -82,7 +82,7 @@ if (role === 'zh-echo') {
   let n = 0
   let start = 0
   const server = createServer((sock: Socket) => {
-    let pending = Buffer.alloc(0)
+    let pending: Buffer = Buffer.alloc(0)
     sock.on('data', (d: Buffer) => {
       if (n === 0 && start === 0) start = performance.now()
       pending = pending.length ? Buffer.concat([pending, d]) : d

@@ -22,7 +22,7 @@ use napi_derive::napi;
 use zerohop::{Endpoint, ErrorCode, Target};
 use zerohop_shm::layout::{Layout, offsets};
 use zerohop_shm::ring::{process_alive, table};
-use zerohop_shm::{Segment, SegmentOptions};
+use zerohop_shm::{Backpressure, Publisher, Segment, SegmentOptions};
 
 use crate::waiter::Waiter;
 
@@ -168,6 +168,9 @@ pub struct ShmHandle {
     segment: Option<Arc<Segment>>,
     waiter: Option<Waiter>,
     entry: Option<u32>,
+    /// The Rust publisher behind `publish_packed` (JavaScript publishes single
+    /// messages itself; both take the same lock in the segment).
+    publisher: Option<Publisher>,
 }
 
 impl ShmHandle {
@@ -193,7 +196,7 @@ impl ShmHandle {
                 })
             };
         let segment = Segment::open(&name, &SegmentOptions { layout: requested, dir: None }).map_err(js_error)?;
-        Ok(ShmHandle { segment: Some(Arc::new(segment)), waiter: None, entry: None })
+        Ok(ShmHandle { segment: Some(Arc::new(segment)), waiter: None, entry: None, publisher: None })
     }
 
     /// The segment's layout.
@@ -285,6 +288,38 @@ impl ShmHandle {
         table::wait_for_space(self.seg()?, seq_from_js(tail), duration_ms(timeout_ms), exclude).map_err(js_error)
     }
 
+    /// Sets up the Rust publisher for `publish_packed` with a backpressure policy
+    /// (`drop_old`, `drop_new`, `block`, `fail_fast`), a timeout, and the hub's own
+    /// subscriber entry (which backpressure ignores).
+    #[napi]
+    pub fn attach_publisher(&mut self, policy: String, timeout_ms: f64, own_entry: Option<u32>) -> Result<()> {
+        let policy = match policy.as_str() {
+            "drop_old" => Backpressure::DropOld,
+            "drop_new" => Backpressure::DropNew,
+            "block" => Backpressure::Block,
+            "fail_fast" => Backpressure::FailFast,
+            other => {
+                return Err(js_error(zerohop::Error::new(
+                    ErrorCode::BadOption,
+                    format!("unknown backpressure '{other}'"),
+                )));
+            }
+        };
+        let mut publisher = Publisher::new(self.seg()?.clone(), policy);
+        publisher.set_timeout(duration_ms(timeout_ms));
+        publisher.set_own_entry(own_entry);
+        self.publisher = Some(publisher);
+        Ok(())
+    }
+
+    /// Publishes `data.len() / size` messages of `size` bytes laid end to end: one call,
+    /// one lock, one wake-up. Returns how many were accepted.
+    #[napi]
+    pub fn publish_packed(&mut self, data: &[u8], size: u32) -> Result<u32> {
+        let publisher = self.publisher.as_mut().ok_or_else(closed)?;
+        publisher.publish_packed(data, size as usize).map(|n| n as u32).map_err(js_error)
+    }
+
     /// Installs the doorbell: `callback` runs on the JS thread when an armed cursor
     /// becomes readable. Does not keep the event loop alive by itself.
     #[napi]
@@ -320,6 +355,7 @@ impl ShmHandle {
         if let Some(w) = self.waiter.take() {
             w.stop();
         }
+        self.publisher = None;
         if let Some(seg) = self.segment.take() {
             if let Some(index) = self.entry.take() {
                 table::release(&seg, index);

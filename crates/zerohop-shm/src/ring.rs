@@ -248,12 +248,76 @@ impl Publisher {
         }
     }
 
+    /// Publishes `packed.len() / size` messages of `size` bytes each, laid end to end in
+    /// `packed`, under one lock and one wake-up. Returns how many were accepted: all of
+    /// them, or (`DropNew`) the ones before the ring filled up. `FailFast` stops at the
+    /// first message that does not fit and returns the count so far (`RingFull` only if
+    /// that count is zero).
+    pub fn publish_packed(&mut self, packed: &[u8], size: usize) -> Result<usize> {
+        if size == 0 || packed.len() % size != 0 {
+            return Err(ShmError::MessageTooLarge { len: packed.len(), max: size });
+        }
+        if size > self.max_message_size() {
+            return Err(ShmError::MessageTooLarge { len: size, max: self.max_message_size() });
+        }
+        acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
+        let first = self.mem.tail();
+        let mut tail = first;
+        let mut outcome = Ok(());
+        for msg in packed.chunks_exact(size) {
+            if self.policy != Backpressure::DropOld && tail >= self.room_until {
+                match self.make_room(tail) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.stats.dropped += (packed.len() / size) as u64 - (tail - first);
+                        break;
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let slot = self.mem.layout.slot_offset(tail);
+            self.mem.stamp(tail).store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
+            fence(Ordering::Release);
+            // SAFETY: the payload area of `tail`'s slot is `slot_size >= size` bytes inside
+            // the mapping; we hold the publisher lock and the slot's stamp is odd (the
+            // seqlock contract described on `Loan::as_mut_slice`).
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.payload_ptr(tail), size) };
+            self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
+            self.mem.stamp(tail).store(committed_stamp(tail), Ordering::Release);
+            tail += 1;
+        }
+        let sent = tail - first;
+        if sent > 0 {
+            self.mem.set_tail(tail);
+            self.stats.published += sent;
+            self.stats.published_bytes += sent * size as u64;
+        }
+        release_publisher_lock(&self.mem);
+        if sent > 0 {
+            // The last stamp store must be ordered before the `waiters` load (Dekker).
+            fence(Ordering::SeqCst);
+            notify_subscribers(&self.mem);
+        }
+        match outcome {
+            Err(ShmError::RingFull) if sent > 0 => Ok(sent as usize),
+            Err(e) => Err(e),
+            Ok(()) => Ok(sent as usize),
+        }
+    }
+
     /// Reserves the next slot for writing in place. `None` when `DropNew` discarded it.
     /// The publisher lock is held until the loan is committed or dropped, so keep it short.
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
         acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
         let tail = self.mem.tail();
-        let room = if self.policy == Backpressure::DropOld || tail < self.room_until { Ok(true) } else { self.make_room(tail) };
+        let room = if self.policy == Backpressure::DropOld || tail < self.room_until {
+            Ok(true)
+        } else {
+            self.make_room(tail)
+        };
         match room {
             Ok(true) => {}
             Ok(false) => {
@@ -899,6 +963,25 @@ mod tests {
         let stats = reader.join().unwrap();
         assert_eq!(stats.lapped, 0);
         assert_eq!(stats.received, 1001, "1 before the thread, 1000 in it");
+    }
+
+    #[test]
+    fn packed_batches_arrive_as_separate_messages() {
+        let seg = segment("packed", 8);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropNew);
+        let mut s = Subscriber::new(seg).unwrap();
+        let packed: Vec<u8> = (0..6u8).flat_map(|i| [i; 4]).collect();
+        assert_eq!(p.publish_packed(&packed, 4).unwrap(), 6);
+        // Only 2 more fit before the subscriber is a full ring behind.
+        assert_eq!(p.publish_packed(&packed, 4).unwrap(), 2);
+        assert_eq!(p.stats().dropped, 4);
+        let mut out = Vec::new();
+        for i in 0..8u64 {
+            assert_eq!(s.try_recv(&mut out), Some(i));
+            assert_eq!(out, [(i % 6) as u8; 4]);
+        }
+        assert!(matches!(p.publish_packed(&packed[..5], 4), Err(ShmError::MessageTooLarge { .. })));
+        assert!(matches!(p.publish_packed(&[0; 130], 65), Err(ShmError::MessageTooLarge { .. })));
     }
 
     #[test]

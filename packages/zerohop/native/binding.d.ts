@@ -42,6 +42,17 @@ export declare class ShmHandle {
    */
   waitForSpace(tail: number, timeoutMs: number, exclude?: number | undefined | null): boolean
   /**
+   * Sets up the Rust publisher for `publish_packed` with a backpressure policy
+   * (`drop_old`, `drop_new`, `block`, `fail_fast`), a timeout, and the hub's own
+   * subscriber entry (which backpressure ignores).
+   */
+  attachPublisher(policy: string, timeoutMs: number, ownEntry?: number | undefined | null): void
+  /**
+   * Publishes `data.len() / size` messages of `size` bytes laid end to end: one call,
+   * one lock, one wake-up. Returns how many were accepted.
+   */
+  publishPacked(data: Uint8Array, size: number): number
+  /**
    * Installs the doorbell: `callback` runs on the JS thread when an armed cursor
    * becomes readable. Does not keep the event loop alive by itself.
    */
