@@ -254,7 +254,7 @@ impl Publisher {
     /// first message that does not fit and returns the count so far (`RingFull` only if
     /// that count is zero).
     pub fn publish_packed(&mut self, packed: &[u8], size: usize) -> Result<usize> {
-        if size == 0 || packed.len() % size != 0 {
+        if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(ShmError::MessageTooLarge { len: packed.len(), max: size });
         }
         if size > self.max_message_size() {
