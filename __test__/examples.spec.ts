@@ -1,0 +1,20 @@
+// The README's example is a real file, and it runs.
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+test('the README quick-start example is examples/quickstart.ts, and it prints what its comments say', (t) => {
+  const code = readFileSync(join(root, 'examples', 'quickstart.ts'), 'utf8')
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  t.true(readme.includes('```ts\n' + code + '```'), 'README.md must show examples/quickstart.ts verbatim')
+  t.true(code.split('\n').length <= 26)
+  const out = execFileSync(process.execPath, ['--import', '@oxc-node/core/register', join(root, 'examples', 'quickstart.ts')], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  t.deepEqual(out.trim().split('\n'), ['{ seq: 1n, price: 50000, volume: 100n }', '50001', '3'])
+})
