@@ -12,7 +12,7 @@ test('the README quick-start example is examples/quickstart.ts, and it prints wh
   const readme = readFileSync(join(root, 'README.md'), 'utf8')
   t.true(readme.includes('```ts\n' + code + '```'), 'README.md must show examples/quickstart.ts verbatim')
   t.true(code.split('\n').length <= 26)
-  const out = execFileSync(process.execPath, ['--import', '@oxc-node/core/register', join(root, 'examples', 'quickstart.ts')], {
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples', 'quickstart.ts')], {
     cwd: root,
     encoding: 'utf8',
   })

@@ -37,7 +37,7 @@ const rows: Row[] = []
 spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' })
 
 function peer(args: string[]): { proc: ChildProcess; next: () => Promise<Record<string, unknown>> } {
-  const proc = spawn('taskset', ['-c', '1', process.execPath, '--import', '@oxc-node/core/register', join(here, 'peer.ts'), ...args], {
+  const proc = spawn('taskset', ['-c', '1', process.execPath, '--import', 'tsx', join(here, 'peer.ts'), ...args], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit'],
   })
