@@ -11,7 +11,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { Bench } from 'tinybench'
-import { Hub } from 'zerohop'
+import { Hub, struct } from 'zerohop'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')
@@ -163,17 +163,34 @@ async function streamUds(size: number, count: number): Promise<number> {
 
 // ---- in-process publish cost (tinybench) ---------------------------------------------
 
-async function publishCost(): Promise<void> {
+async function publishCost(run: number): Promise<void> {
   const name = unique('cost')
   const hub64 = await Hub.open(`shm://${name}-64`, { role: 'publisher', slotSize: 64, capacity: 65536 })
   const hub4k = await Hub.open(`shm://${name}-4k`, { role: 'publisher', slotSize: 4096, capacity: 1024 })
+  const Tick = struct({ seq: 'u64', price: 'f64', volume: 'u64' })
+  const hubTick = await Hub.open(`shm://${name}-tick`, { role: 'publisher', codec: Tick, slotSize: 64, capacity: 65536 })
+  const ticks = Array.from({ length: 256 }, (_, i) => ({ seq: BigInt(i), price: i + 0.5, volume: 100n }))
   const m64 = new Uint8Array(64)
   const m4k = new Uint8Array(4096)
   const batch = Array.from({ length: 256 }, () => m64)
   const packed = new Uint8Array(64 * 256)
   const INNER = 10_000
-  const bench = new Bench({ time: 500, warmupTime: 100 })
+  // Baseline: what sending costs a Node user, socket.write of a framed 64 B message to a
+  // Unix socket whose reader (another process) discards it.
+  const path = join(tmpdir(), `${unique('uds-cost')}.sock`)
+  const sink = peer(['uds-sink', path, String(Number.MAX_SAFE_INTEGER)])
+  await sink.next()
+  const sock = connect(path)
+  await new Promise((r) => sock.once('connect', r))
+  const frame = Buffer.alloc(68)
+  frame.writeUInt32LE(64, 0)
+  const bench = new Bench({ time: 400, warmupTime: 100 })
   bench
+    .add('Node net socket.write 64 B (baseline)', async () => {
+      for (let i = 1; i < INNER; i++) sock.write(frame)
+      // The last write's callback runs once everything before it reached the socket.
+      await new Promise((r) => sock.write(frame, r))
+    })
     .add('publish 64 B', () => {
       for (let i = 0; i < INNER; i++) hub64.publish(m64)
     })
@@ -182,6 +199,9 @@ async function publishCost(): Promise<void> {
     })
     .add('publishPacked 64 B ×256', () => {
       for (let i = 0; i < INNER; i += 256) hub64.publishPacked(packed, 64)
+    })
+    .add('publishBatch struct{u64,f64,u64} ×256', () => {
+      for (let i = 0; i < INNER; i += 256) hubTick.publishBatch(ticks)
     })
     .add('publish 4 KB (copy)', () => {
       for (let i = 0; i < INNER; i++) hub4k.publish(m4k)
@@ -194,15 +214,21 @@ async function publishCost(): Promise<void> {
       }
     })
   await bench.run()
+  sock.destroy()
+  sink.proc.kill()
+  let baseline = 0
   for (const task of bench.tasks) {
     const r = task.result as { throughput?: { mean: number }; latency?: { p50?: number } } | undefined
     const perSec = (r?.latency?.p50 ? 1000 / r.latency.p50 : 0) * INNER
     const size = task.name.includes('4 KB') ? 4096 : 64
     const target = task.name === 'publish 64 B' ? '≥ 10 M msg/s' : task.name.startsWith('publish') && task.name.includes('×') ? '≥ 50 M msg/s' : ''
-    rows.push({ bench: `in-process ${task.name} (tinybench, p50 of iterations)`, run: '-', rate: perSec, mbps: (perSec * size) / 1e6, target })
+    if (task.name.includes('baseline')) baseline = perSec
+    const vsBaseline = baseline && !task.name.includes('baseline') && size === 64 ? `${(perSec / baseline).toFixed(1)}×` : undefined
+    rows.push({ bench: `send cost ${task.name} (tinybench p50)`, run, rate: perSec, mbps: (perSec * size) / 1e6, vsBaseline, target })
   }
   await hub64.close()
   await hub4k.close()
+  await hubTick.close()
 }
 
 // ---- main ----------------------------------------------------------------------------
@@ -222,10 +248,9 @@ if (process.env.BENCH_RUST !== '0') {
   }
 }
 
-console.error('in-process publish cost (tinybench)…')
-await publishCost()
-
 for (let run = 1; run <= RUNS; run++) {
+  console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
+  await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)
   const uds = percentiles(await rttUds())
   rows.push({ bench: 'RTT 64 B  Node net over UDS (baseline)', run, ...uds })

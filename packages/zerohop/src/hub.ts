@@ -7,7 +7,7 @@
  * for await (const order of hub) console.log(order)
  * ```
  */
-import { type CodecOption, type Codec, resolveCodec, describe } from './codec.js'
+import { type CodecOption, type Codec, resolveCodec, describe, raw } from './codec.js'
 import {
   AbortedError,
   BadOptionError,
@@ -217,6 +217,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   publish(value: T): boolean {
     const pub = this.publisher()
     if (this.struct) return this.publishStruct(pub, this.struct, value)
+    if (this.codec === raw) {
+      if (!(value instanceof Uint8Array)) return pub.publishBytes(raw.encode(value as Uint8Array)) // throws ERR_CODEC
+      return pub.publishBytes(value)
+    }
     return pub.publishBytes(this.codec.encode(value))
   }
 
@@ -415,10 +419,15 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   // ---- internals ----------------------------------------------------------------
 
   private publisher(): ShmPublisher {
+    const pub = this.pub
+    if (pub === undefined || this.closed || (this.openLoan !== undefined && this.openLoan.open)) return this.publisherError()
+    return pub
+  }
+
+  private publisherError(): never {
     if (this.closed) throw new ClosedError('the hub is closed')
     if (!this.pub) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
-    if (this.openLoan?.open) throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
-    return this.pub
+    throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
   }
 
   private subscriber(): ShmSubscriber {

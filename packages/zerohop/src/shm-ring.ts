@@ -142,10 +142,16 @@ export class ShmPublisher {
 
   /** Takes the publisher lock and returns the tail's low 32 bits. */
   lock(): number {
-    if (Atomics.compareExchange(this.i32, this.ring.LOCK, 0, this.pid) !== 0) {
-      native(() => this.ring.handle.lockPublisher(this.pid, this.timeoutMs))
-    }
+    if (Atomics.compareExchange(this.i32, this.ring.LOCK, 0, this.pid) !== 0) this.lockSlow()
     return Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+  }
+
+  /**
+   * The contended lock: Rust waits for it, stealing it from a dead holder. A method of
+   * its own so that the fast paths create no closure (and no context) per call.
+   */
+  private lockSlow(): void {
+    native(() => this.ring.handle.lockPublisher(this.pid, this.timeoutMs))
   }
 
   /** Releases the lock after publishing up to (not including) `nextLo`. */
@@ -153,7 +159,7 @@ export class ShmPublisher {
     const i32 = this.i32
     const r = this.ring
     if (count > 0) {
-      Atomics.store(i32, r.TAIL_LO, nextLo | 0)
+      i32[r.TAIL_LO] = nextLo | 0 // released by the lock store below, as in publishBytes
       if (nextLo >>> 0 < count) Atomics.add(i32, r.TAIL_HI, 1) // low word wrapped
       this.counters.published += count
       this.counters.publishedBytes += bytes
@@ -216,24 +222,48 @@ export class ShmPublisher {
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
   }
 
-  /** Publishes one message of bytes: the whole fast path. */
+  /**
+   * Publishes one message of bytes: the whole fast path, written out in one function
+   * (lock, room check, copy, commit, tail, unlock, wake) because every call layer shows
+   * at 10 M messages a second.
+   */
   publishBytes(bytes: Uint8Array): boolean {
+    const r = this.ring
+    const i32 = this.i32
     const len = bytes.byteLength
-    if (len > this.ring.slotSize) throw tooLarge(len, this.ring.slotSize)
-    const lo = this.lock()
-    try {
-      if (!this.room(lo)) {
-        this.unlock(lo, 0, 0)
+    if (len > r.slotSize) throw tooLarge(len, r.slotSize)
+    if (Atomics.compareExchange(i32, r.LOCK, 0, this.pid) !== 0) this.lockSlow()
+    const lo = Atomics.load(i32, r.TAIL_LO) >>> 0
+    if (!(this.roomKnown && ((this.roomUntil - lo) | 0) > 0)) {
+      let ok: boolean
+      try {
+        ok = this.room(lo)
+      } catch (e) {
+        Atomics.store(i32, r.LOCK, 0)
+        throw e
+      }
+      if (!ok) {
+        Atomics.store(i32, r.LOCK, 0)
         return false
       }
-    } catch (e) {
-      this.unlock(lo, 0, 0)
-      throw e
     }
-    const off = this.begin(lo)
-    this.ring.u8.set(bytes, off)
-    this.commit(lo, len)
-    this.unlock((lo + 1) >>> 0, 1, len)
+    const base = r.headerLen + (lo & r.mask) * r.stride
+    const si = base >> 2
+    const stamp = ((lo + 1) * 2) | 0
+    if (!this.unmarked) Atomics.store(i32, si, stamp - 1)
+    r.u8.set(bytes, base + 8)
+    i32[si + 1] = len
+    Atomics.store(i32, si, stamp)
+    const next = (lo + 1) | 0
+    // A plain store: the releasing store of the lock below publishes it to the next
+    // lock holder, and readers outside the lock use the tail only as a lower bound.
+    i32[r.TAIL_LO] = next
+    if (next === 0) Atomics.add(i32, r.TAIL_HI, 1)
+    Atomics.store(i32, r.LOCK, 0)
+    const c = this.counters
+    c.published++
+    c.publishedBytes += len
+    if (Atomics.load(i32, r.WAITERS) !== 0) r.handle.notify()
     return true
   }
 
