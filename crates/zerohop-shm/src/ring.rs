@@ -15,6 +15,13 @@
 //! stamp, write length and payload, store the even stamp, advance `tail`, release the
 //! lock, and wake parked subscribers if the header's `waiters` count is non-zero.
 //!
+//! Two liberties a publisher may take (the TypeScript publisher takes both):
+//! - it may skip the odd stamp while a scan of the subscriber table has shown every
+//!   subscriber less than a ring behind the slots it writes: the odd stamp only warns
+//!   a reader still copying the slot's previous message, and cursors only move forward;
+//! - `tail` only has to be exact for the next lock holder (the lock's release/acquire
+//!   orders it); readers outside the lock treat it as a lower bound.
+//!
 //! **Receiving** is a seqlock read of slot `cursor`: load the stamp; if it is the
 //! committed stamp of `cursor`, copy the payload and load the stamp again. Equal
 //! stamps mean the copy is intact. A stamp of an *older* message means nothing new
