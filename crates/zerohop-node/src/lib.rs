@@ -184,17 +184,7 @@ impl ShmHandle {
     /// Opens or creates segment `name`.
     #[napi(factory)]
     pub fn open(name: String, options: ShmOpenOptions) -> Result<ShmHandle> {
-        let requested =
-            if options.slot_size.is_none() && options.capacity.is_none() && options.max_subscribers.is_none() {
-                None
-            } else {
-                let d = Layout::default();
-                Some(Layout {
-                    slot_size: options.slot_size.unwrap_or(d.slot_size),
-                    capacity: options.capacity.unwrap_or(d.capacity),
-                    max_subscribers: options.max_subscribers.unwrap_or(d.max_subscribers),
-                })
-            };
+        let requested = Layout::requested(options.slot_size, options.capacity, options.max_subscribers);
         let segment = Segment::open(&name, &SegmentOptions { layout: requested, dir: None }).map_err(js_error)?;
         Ok(ShmHandle { segment: Some(Arc::new(segment)), waiter: None, entry: None, publisher: None })
     }

@@ -23,24 +23,11 @@ pub struct ShmTransport {
     never_cancelled: AtomicBool,
 }
 
-/// The layout requested by `options`: `None` when no field was set, so that an
-/// existing segment's layout is adopted.
-pub fn requested_layout(options: &HubOptions) -> Option<Layout> {
-    if options.slot_size.is_none() && options.capacity.is_none() && options.max_subscribers.is_none() {
-        return None;
-    }
-    let d = Layout::default();
-    Some(Layout {
-        slot_size: options.slot_size.unwrap_or(d.slot_size),
-        capacity: options.capacity.unwrap_or(d.capacity),
-        max_subscribers: options.max_subscribers.unwrap_or(d.max_subscribers),
-    })
-}
-
 impl ShmTransport {
     /// Opens (or creates) segment `name` with `options`.
     pub fn open(name: &str, options: &HubOptions, selected_automatically: bool) -> Result<Self> {
-        let segment = Arc::new(Segment::open(name, &SegmentOptions { layout: requested_layout(options), dir: None })?);
+        let layout = Layout::requested(options.slot_size, options.capacity, options.max_subscribers);
+        let segment = Arc::new(Segment::open(name, &SegmentOptions { layout, dir: None })?);
         let subscriber = match options.role {
             Role::Publisher => None,
             Role::Subscriber | Role::PubSub => Some(Subscriber::new(segment.clone())?),
