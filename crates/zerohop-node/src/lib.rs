@@ -98,6 +98,7 @@ pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
 pub struct ShmOffsets {
     pub tail_lo: u32,
     pub tail_hi: u32,
+    pub tail_epoch: u32,
     pub pub_lock: u32,
     pub notify: u32,
     pub waiters: u32,
@@ -119,6 +120,7 @@ pub fn shm_offsets() -> ShmOffsets {
     ShmOffsets {
         tail_lo: u(offsets::TAIL_LO),
         tail_hi: u(offsets::TAIL_HI),
+        tail_epoch: u(offsets::TAIL_EPOCH),
         pub_lock: u(offsets::PUB_LOCK),
         notify: u(offsets::NOTIFY),
         waiters: u(offsets::WAITERS),

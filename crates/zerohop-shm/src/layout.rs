@@ -9,10 +9,11 @@
 //! ```text
 //! 0     identity line: magic, layout version, state, header_len, slot_size, capacity,
 //!                      slot_stride, max_subscribers, creator pid
-//! 128   tail line:     tail_lo, tail_hi       next sequence number to publish
+//! 128   tail line:     tail_lo, tail_hi, tail_epoch   next sequence number to publish
 //! 256   lock line:     publisher lock         pid of the publishing process, 0 when free
-//! 384   notify line:   notify, waiters        futex word subscribers park on
-//! 512   space line:    space, space_waiters   futex word blocked publishers park on
+//! 384   notify line:   notify, waiters        futex word subscribers park on, and a flag
+//!                                             raised by whoever parks there
+//! 512   space line:    space, space_waiters   the same for blocked publishers
 //! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, payload[slot_size]
 //! ```
@@ -23,7 +24,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -44,6 +45,8 @@ pub mod offsets {
     pub const CREATOR_PID: usize = 36;
     pub const TAIL_LO: usize = LINE;
     pub const TAIL_HI: usize = LINE + 4;
+    /// Odd while the high word of the tail changes (once every 2^32 messages).
+    pub const TAIL_EPOCH: usize = LINE + 8;
     pub const PUB_LOCK: usize = 2 * LINE;
     pub const NOTIFY: usize = 3 * LINE;
     pub const WAITERS: usize = 3 * LINE + 4;

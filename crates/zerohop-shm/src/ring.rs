@@ -13,7 +13,7 @@
 //! **Publishing** (`publish`, or `loan` + `commit`): take the publisher lock (a pid,
 //! stolen if that process is dead), apply the backpressure policy, store the odd
 //! stamp, write length and payload, store the even stamp, advance `tail`, release the
-//! lock, and wake parked subscribers if the header's `waiters` count is non-zero.
+//! lock, and wake parked subscribers if the header's `waiters` flag is raised.
 //!
 //! Two liberties a publisher may take (the TypeScript publisher takes both):
 //! - it may skip the odd stamp while a scan of the subscriber table has shown every
@@ -36,9 +36,12 @@
 //! room). Subscribers publish the low 32 bits of their cursor in their table entry so
 //! that a publisher can compute how far behind they are.
 //!
-//! **Wake-ups**: a waiting subscriber spins briefly, then increments `waiters`,
-//! re-checks, and parks on the `notify` futex; a publisher that sees `waiters > 0`
-//! bumps `notify` and wakes it. A blocked publisher parks the same way on `space`.
+//! **Wake-ups**: a waiting subscriber spins briefly, then raises the `waiters` flag,
+//! re-checks, and parks on the `notify` futex; a publisher that finds the flag raised
+//! clears it, bumps `notify` and wakes everyone parked (who raise it again if they park
+//! again). A blocked publisher parks the same way on `space`. Because the waker clears
+//! the flag, a process that dies while parked costs one spurious wake, not a syscall
+//! on every publish forever.
 //!
 //! The TypeScript package implements the same protocol over the same memory (see
 //! `packages/zerohop/src/shm-ring.ts`); the two interoperate message for message.
@@ -127,19 +130,37 @@ impl RingMemory {
     }
 
     fn tail(&self) -> u64 {
-        // The publisher stores lo then hi; re-read hi to avoid a torn read across 2^32.
-        loop {
-            let hi = self.word(offsets::TAIL_HI).load(Ordering::Acquire);
-            let lo = self.word(offsets::TAIL_LO).load(Ordering::Acquire);
-            if self.word(offsets::TAIL_HI).load(Ordering::Acquire) == hi {
-                return (hi as u64) << 32 | lo as u64;
+        // The high word changes once every 2^32 messages, inside an odd epoch; a read
+        // that saw the same even epoch before and after is consistent. A writer that
+        // died mid-change leaves the epoch odd: after a bounded wait, take what is there.
+        let epoch = self.word(offsets::TAIL_EPOCH);
+        for _ in 0..10_000 {
+            let e = epoch.load(Ordering::Acquire);
+            if e & 1 == 0 {
+                let hi = self.word(offsets::TAIL_HI).load(Ordering::Acquire);
+                let lo = self.word(offsets::TAIL_LO).load(Ordering::Acquire);
+                if epoch.load(Ordering::Acquire) == e {
+                    return (hi as u64) << 32 | lo as u64;
+                }
             }
+            std::hint::spin_loop();
         }
+        (self.word(offsets::TAIL_HI).load(Ordering::Acquire) as u64) << 32
+            | self.word(offsets::TAIL_LO).load(Ordering::Acquire) as u64
     }
 
+    /// Called with the publisher lock held.
     fn set_tail(&self, tail: u64) {
+        let hi = (tail >> 32) as u32;
+        if self.word(offsets::TAIL_HI).load(Ordering::Relaxed) == hi {
+            self.word(offsets::TAIL_LO).store(tail as u32, Ordering::Release);
+            return;
+        }
+        let epoch = self.word(offsets::TAIL_EPOCH);
+        epoch.fetch_add(1, Ordering::SeqCst);
         self.word(offsets::TAIL_LO).store(tail as u32, Ordering::Release);
-        self.word(offsets::TAIL_HI).store((tail >> 32) as u32, Ordering::Release);
+        self.word(offsets::TAIL_HI).store(hi, Ordering::Release);
+        epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn stamp(&self, seq: u64) -> &AtomicU32 {
@@ -257,9 +278,7 @@ impl Publisher {
 
     /// Publishes `packed.len() / size` messages of `size` bytes each, laid end to end in
     /// `packed`, under one lock and one wake-up. Returns how many were accepted: all of
-    /// them, or (`DropNew`) the ones before the ring filled up. `FailFast` stops at the
-    /// first message that does not fit and returns the count so far (`RingFull` only if
-    /// that count is zero).
+    /// them, or (`DropNew`, `FailFast`) the ones before the ring filled up.
     pub fn publish_packed(&mut self, packed: &[u8], size: usize) -> Result<usize> {
         if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(ShmError::MessageTooLarge { len: packed.len(), max: size });
@@ -309,9 +328,8 @@ impl Publisher {
             notify_subscribers(&self.mem);
         }
         match outcome {
-            Err(ShmError::RingFull) if sent > 0 => Ok(sent as usize),
+            Ok(()) | Err(ShmError::RingFull) => Ok(sent as usize),
             Err(e) => Err(e),
-            Ok(()) => Ok(sent as usize),
         }
     }
 
@@ -418,10 +436,18 @@ impl Drop for Loan<'_> {
     }
 }
 
+/// Wakes parked subscribers if any raised the `waiters` flag. Clearing the flag as we
+/// wake means a subscriber that died while parked costs one spurious wake, not one per
+/// publish forever; every woken subscriber that parks again raises it again.
 fn notify_subscribers(mem: &RingMemory) {
-    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
-        mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(mem.word(offsets::NOTIFY));
+    raise_if_flagged(mem, offsets::WAITERS, offsets::NOTIFY);
+}
+
+fn raise_if_flagged(mem: &RingMemory, flag: usize, futex_word: usize) {
+    let flag = mem.word(flag);
+    if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+        mem.word(futex_word).fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(mem.word(futex_word));
     }
 }
 
@@ -513,12 +539,11 @@ fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Optio
             continue;
         }
         let space = mem.word(offsets::SPACE);
-        mem.word(offsets::SPACE_WAITERS).fetch_add(1, Ordering::SeqCst);
+        mem.word(offsets::SPACE_WAITERS).store(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
         if slowest_lag(mem, tail, exclude) >= cap {
             futex::wait(space, seen, PARK_SLICE.min(deadline.saturating_duration_since(now)));
         }
-        mem.word(offsets::SPACE_WAITERS).fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -540,6 +565,8 @@ pub struct Subscriber {
     index: u32,
     cursor: u64,
     stats: SubscriberStats,
+    /// Messages read since the tail was last compared with the cursor (see `try_recv`).
+    since_tail_check: u32,
 }
 
 impl Subscriber {
@@ -550,7 +577,7 @@ impl Subscriber {
         let index = claim_subscriber_entry(&mem)?;
         let cursor = mem.tail();
         mem.sub_cursor(index).store(cursor as u32, Ordering::Release);
-        Ok(Self { mem, index, cursor, stats: SubscriberStats::default() })
+        Ok(Self { mem, index, cursor, stats: SubscriberStats::default(), since_tail_check: 0 })
     }
 
     /// This subscriber's table entry.
@@ -588,6 +615,17 @@ impl Subscriber {
                     continue;
                 }
                 SlotState::Ready => {
+                    // Stamps hold 31 bits of the sequence number: a reader stopped for a
+                    // multiple of 2^31 messages would see a matching stamp on a newer
+                    // message. Once a ring's worth of reads, compare with the tail.
+                    self.since_tail_check += 1;
+                    if self.since_tail_check >= self.mem.layout.capacity {
+                        self.since_tail_check = 0;
+                        if self.mem.tail() > seq + self.mem.layout.capacity as u64 {
+                            self.skip_ahead();
+                            continue;
+                        }
+                    }
                     let len_word = self.mem.word(self.mem.layout.slot_offset(seq) + offsets::SLOT_LEN);
                     let len = (len_word.load(Ordering::Relaxed) as usize).min(self.mem.layout.slot_size as usize);
                     out.clear();
@@ -641,10 +679,7 @@ impl Subscriber {
     fn advance(&mut self, next: u64) {
         self.cursor = next;
         self.mem.sub_cursor(self.index).store(next as u32, Ordering::SeqCst);
-        if self.mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
-            self.mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
-            futex::wake_all(self.mem.word(offsets::SPACE));
-        }
+        raise_if_flagged(&self.mem, offsets::SPACE_WAITERS, offsets::SPACE);
     }
 }
 
@@ -680,7 +715,8 @@ impl RingWaiter {
 }
 
 fn readable_at(mem: &RingMemory, cursor: u64) -> bool {
-    classify(mem.stamp(cursor).load(Ordering::Acquire), cursor) != SlotState::NotYet
+    // SeqCst: on the parking path this is the subscriber half of the Dekker handshake.
+    classify(mem.stamp(cursor).load(Ordering::SeqCst), cursor) != SlotState::NotYet
         || mem.tail() > cursor + mem.layout.capacity as u64
 }
 
@@ -708,8 +744,8 @@ fn wait_readable(
         }
         std::hint::spin_loop();
     }
-    // Park. Incrementing `waiters` before the re-check pairs with the publisher's
-    // SeqCst stamp store + `waiters` load: one of the two always sees the other.
+    // Park. Raising `waiters` before the re-check pairs with the publisher's SeqCst
+    // stamp store + `waiters` load: one of the two always sees the other.
     let notify = mem.word(offsets::NOTIFY);
     let waiters = mem.word(offsets::WAITERS);
     loop {
@@ -719,14 +755,13 @@ fn wait_readable(
             Some(d) => (d - now).min(PARK_SLICE),
             None => PARK_SLICE,
         };
-        waiters.fetch_add(1, Ordering::SeqCst);
+        waiters.store(1, Ordering::SeqCst);
         let seen = notify.load(Ordering::SeqCst);
         let ready = readable_at(mem, cursor);
         let cancelled = cancel.load(Ordering::SeqCst);
         if !ready && !cancelled {
             futex::wait(notify, seen, slice);
         }
-        waiters.fetch_sub(1, Ordering::SeqCst);
         if ready || readable_at(mem, cursor) {
             return true;
         }
@@ -744,12 +779,13 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
             reap_dead_subscribers(mem);
         }
         for i in 0..mem.layout.max_subscribers {
-            // Set the cursor before the pid so a Block publisher never sees a stale one.
-            if mem.sub_pid(i).load(Ordering::Relaxed) == 0 {
+            // Win the entry first, then set its cursor: until then a publisher sees the
+            // previous occupant's cursor, which can only overstate the lag (safe).
+            if mem.sub_pid(i).load(Ordering::Relaxed) == 0
+                && mem.sub_pid(i).compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
                 mem.sub_cursor(i).store(mem.tail() as u32, Ordering::SeqCst);
-                if mem.sub_pid(i).compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    return Ok(i);
-                }
+                return Ok(i);
             }
         }
     }
@@ -759,10 +795,7 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
 fn release_subscriber_entry(mem: &RingMemory, index: u32) {
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
-    if mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
-        mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(mem.word(offsets::SPACE));
-    }
+    raise_if_flagged(mem, offsets::SPACE_WAITERS, offsets::SPACE);
 }
 
 /// Subscriber-table operations for readers whose cursor lives outside Rust (the Node
@@ -789,18 +822,16 @@ pub mod table {
         RingMemory::new(seg.clone()).tail()
     }
 
-    /// Wakes parked subscribers (a JavaScript publisher calls this when `waiters > 0`).
+    /// Wakes parked subscribers if they raised the flag (a JavaScript publisher calls
+    /// this when it sees `waiters` raised).
     pub fn notify(seg: &Arc<Segment>) {
-        let mem = RingMemory::new(seg.clone());
-        mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(mem.word(offsets::NOTIFY));
+        notify_subscribers(&RingMemory::new(seg.clone()));
     }
 
-    /// Wakes blocked publishers (a JavaScript subscriber calls this when `space_waiters > 0`).
+    /// Wakes blocked publishers if they raised the flag (a JavaScript subscriber calls
+    /// this when it sees `space_waiters` raised).
     pub fn notify_space(seg: &Arc<Segment>) {
-        let mem = RingMemory::new(seg.clone());
-        mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(mem.word(offsets::SPACE));
+        raise_if_flagged(&RingMemory::new(seg.clone()), offsets::SPACE_WAITERS, offsets::SPACE);
     }
 
     /// The slow path of a JavaScript publisher: takes the lock for `pid` (stealing it
@@ -1010,6 +1041,38 @@ mod tests {
         loan.commit(2);
         assert_eq!(s.try_recv(&mut out), Some(0));
         assert_eq!(out, b"ok");
+    }
+
+    #[test]
+    fn tail_and_sequence_numbers_cross_2_pow_32() {
+        let seg = segment("wrap", 8);
+        let start = (1u64 << 32) - 3;
+        RingMemory::new(seg.clone()).set_tail(start);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        assert_eq!(s.cursor(), start);
+        let mut out = Vec::new();
+        for i in 0..6u64 {
+            assert_eq!(p.publish(&i.to_le_bytes()).unwrap(), Published::Sent(start + i));
+            assert_eq!(s.try_recv(&mut out), Some(start + i));
+            assert_eq!(out, i.to_le_bytes());
+        }
+        assert_eq!(table::tail(&seg), start + 6);
+        assert_eq!(seg.word(offsets::TAIL_EPOCH).load(Ordering::SeqCst), 2, "one high-word change, epoch even");
+        assert_eq!(s.stats().lapped, 0);
+    }
+
+    #[test]
+    fn a_dead_parked_subscriber_costs_one_wake_not_one_per_publish() {
+        let seg = segment("deadpark", 8);
+        // A subscriber that raised the flag and died.
+        seg.word(offsets::WAITERS).store(1, Ordering::SeqCst);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let notify = seg.word(offsets::NOTIFY).load(Ordering::SeqCst);
+        p.publish(b"a").unwrap();
+        p.publish(b"b").unwrap();
+        assert_eq!(seg.word(offsets::NOTIFY).load(Ordering::SeqCst), notify + 1);
+        assert_eq!(seg.word(offsets::WAITERS).load(Ordering::SeqCst), 0);
     }
 
     #[test]

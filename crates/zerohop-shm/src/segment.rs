@@ -3,15 +3,16 @@
 //! Life cycle, with `flock(2)` as the liveness record (the kernel drops a dead
 //! process's locks, so nothing depends on a process exiting cleanly):
 //!
-//! - **create**: `open(O_CREAT|O_EXCL, 0600)`, take `LOCK_EX`, size and initialise the
-//!   header, mark it ready, downgrade to `LOCK_SH`.
-//! - **open**: take `LOCK_SH` (waiting while a creator holds `LOCK_EX`). If `LOCK_EX`
-//!   can then be had, nobody else has the segment open: it is stale (its users died),
-//!   so it is unlinked and created afresh. Otherwise the header must be ready and match.
+//! - **create**: make a `0600` file under a private temporary name, take `LOCK_SH`,
+//!   size and initialise it, then `link(2)` it to the segment's name. The name only
+//!   ever points at a complete segment; if another creator linked first, join theirs.
+//! - **open**: take `LOCK_SH`. If `LOCK_EX` can then be had, nobody else has the
+//!   segment open: it is stale (its users died), so it is unlinked and created afresh.
+//!   Otherwise the header must be ready and match.
 //! - **close**: unmap; if `LOCK_EX` can be had we are the last user and unlink the name.
 //!
-//! A creator that crashes mid-initialisation leaves a file with nobody holding a lock:
-//! the next open finds it stale and replaces it.
+//! A creator that crashes mid-initialisation leaves only a `.zerohop-*.tmp` file behind,
+//! never a half-made segment under the real name.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -97,53 +98,69 @@ impl Segment {
         let deadline = Instant::now() + INIT_TIMEOUT;
         loop {
             if Instant::now() > deadline {
-                return Err(ShmError::Timeout("the segment to be initialised by its creator"));
+                return Err(ShmError::Timeout("a segment that is usable (it keeps being replaced)"));
             }
-            match create_exclusive(&path) {
-                Ok(file) => return Self::initialise(file, path, options.layout.unwrap_or_default()),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(source) => return Err(ShmError::Io { op: "create segment", source }),
-            }
-            let file = match File::options().read(true).write(true).open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // unlinked meanwhile
+            // 1. Join the segment under this name, if there is one.
+            match File::options().read(true).write(true).open(&path) {
+                Ok(file) => {
+                    if !lock_until(&file, libc::LOCK_SH, deadline)? {
+                        continue;
+                    }
+                    if try_lock(&file, libc::LOCK_EX)? {
+                        // Nobody else holds it: whoever used it is gone. Replace it.
+                        unlink_if_same(&path, &file);
+                        continue;
+                    }
+                    // The failed upgrade may have dropped our shared lock (conversions are
+                    // not atomic); take it again, then check the name still points here.
+                    if !lock_until(&file, libc::LOCK_SH, deadline)? || !is_linked(&file)? {
+                        continue;
+                    }
+                    return Self::attach(file, path, options.layout);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(ShmError::Io { op: "open segment", source }),
-            };
-            if !lock_until(&file, libc::LOCK_SH, deadline)? {
-                continue;
             }
-            if try_lock(&file, libc::LOCK_EX)? {
-                // Nobody else holds it: whoever made it is gone. Replace it.
-                unlink_if_same(&path, &file);
-                continue;
+            // 2. Create one. It is built under a private name and linked into place only
+            //    when complete, so nobody ever sees a half-made segment under `name`.
+            if let Some(segment) = Self::create(&path, options.layout.unwrap_or_default())? {
+                return Ok(segment);
             }
-            // The failed upgrade may have dropped our shared lock (conversions are not
-            // atomic); take it again, then make sure the name still points at this file.
-            if !lock_until(&file, libc::LOCK_SH, deadline)? || !is_linked(&file)? {
-                continue;
-            }
-            return Self::attach(file, path, options.layout);
+            // Someone else linked theirs first: join it.
         }
     }
 
-    fn initialise(file: File, path: PathBuf, layout: Layout) -> Result<Segment> {
+    fn create(path: &Path, layout: Layout) -> Result<Option<Segment>> {
+        static UNIQUE: AtomicU32 = AtomicU32::new(0);
         layout.validate().map_err(ShmError::BadLayout)?;
-        if !try_lock(&file, libc::LOCK_EX)? {
-            // Only we know this file exists yet; failing here means flock is broken.
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(
+            ".{file_name}.{}.{}.tmp",
+            std::process::id(),
+            UNIQUE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = create_exclusive(&tmp).map_err(|source| ShmError::Io { op: "create segment", source })?;
+        let result =
+            Self::initialise(file, tmp.clone(), layout).and_then(|mut segment| match std::fs::hard_link(&tmp, path) {
+                Ok(()) => {
+                    segment.path = path.to_path_buf();
+                    Ok(Some(segment))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                Err(source) => Err(ShmError::Io { op: "link segment into place", source }),
+            });
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
+    fn initialise(file: File, path: PathBuf, layout: Layout) -> Result<Segment> {
+        // In use from birth: once linked, openers find a holder and do not replace it.
+        if !try_lock(&file, libc::LOCK_SH)? {
             return Err(ShmError::Io { op: "lock new segment", source: std::io::ErrorKind::WouldBlock.into() });
         }
         let len = layout.segment_len() as usize;
-        if let Err(source) = file.set_len(len as u64) {
-            unlink_if_same(&path, &file);
-            return Err(ShmError::Io { op: "size segment", source });
-        }
-        let ptr = match map(&file, len) {
-            Ok(p) => p,
-            Err(e) => {
-                unlink_if_same(&path, &file);
-                return Err(e);
-            }
-        };
+        file.set_len(len as u64).map_err(|source| ShmError::Io { op: "size segment", source })?;
+        let ptr = map(&file, len)?;
         let segment = Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false) };
         let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
         w(offsets::MAGIC_LO, MAGIC as u32);
@@ -156,10 +173,6 @@ impl Segment {
         w(offsets::MAX_SUBSCRIBERS, layout.max_subscribers);
         w(offsets::CREATOR_PID, std::process::id());
         segment.word(offsets::STATE).store(STATE_READY, Ordering::Release);
-        // Downgrade: openers blocked on LOCK_SH may proceed now.
-        if !try_lock(&segment.file, libc::LOCK_SH)? {
-            return Err(ShmError::Io { op: "downgrade segment lock", source: std::io::ErrorKind::WouldBlock.into() });
-        }
         Ok(segment)
     }
 
@@ -418,6 +431,38 @@ mod tests {
         std::fs::write(&path, b"definitely not a segment").unwrap();
         let s = Segment::open("s3", &opts(&dir, None)).unwrap();
         assert!(s.created());
+    }
+
+    #[test]
+    fn concurrent_creators_all_end_up_on_one_segment() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempdir();
+        for round in 0..20 {
+            let name = format!("race{round}");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (dir, name, barrier) = (dir.clone(), name.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Segment::open(&name, &opts(&dir, None)).unwrap()
+                    })
+                })
+                .collect();
+            let segments: Vec<Segment> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let inodes: std::collections::HashSet<u64> =
+                segments.iter().map(|s| s.file.metadata().unwrap().ino()).collect();
+            assert_eq!(inodes.len(), 1, "round {round}: openers split across {} segments", inodes.len());
+            assert_eq!(segments.iter().filter(|s| s.created()).count(), 1, "exactly one creator");
+            let path = segments[0].path().to_path_buf();
+            drop(segments);
+            assert!(!path.exists(), "the last close unlinks");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
+        assert!(
+            leftovers.iter().all(|e| !e.file_name().to_string_lossy().starts_with(".zerohop-race")),
+            "temporary files left"
+        );
     }
 
     #[test]

@@ -122,6 +122,7 @@ export declare function shmOffsets(): ShmOffsets
 export interface ShmOffsets {
   tailLo: number
   tailHi: number
+  tailEpoch: number
   pubLock: number
   notify: number
   waiters: number

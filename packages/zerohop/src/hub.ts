@@ -237,11 +237,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let lo = pub.lock()
     const first = lo
     let bytes = 0
+    let writing = false
     try {
       for (let i = 0; i < values.length; i++) {
-        if (!pub.room(lo)) break
+        if (!pub.room(lo)) {
+          pub.counters.dropped += values.length - i - 1 // room() counted this one
+          break
+        }
         if (struct) {
           const off = pub.begin(lo)
+          writing = true
           struct.write(ring.dv, off, values[i]!)
           pub.commit(lo, struct.size)
           bytes += struct.size
@@ -249,13 +254,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
           const b = codec.encode(values[i]!)
           if (b.byteLength > ring.slotSize) throw tooLarge(b.byteLength, ring.slotSize)
           const off = pub.begin(lo)
+          writing = true
           ring.u8.set(b, off)
           pub.commit(lo, b.byteLength)
           bytes += b.byteLength
         }
+        writing = false
         lo = (lo + 1) >>> 0
       }
     } catch (e) {
+      if (writing) pub.abandon(lo)
       if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) {
         pub.unlock(lo, (lo - first) >>> 0, bytes)
         throw e
@@ -337,6 +345,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
       if (this.closed) throw new ClosedError('the hub was closed while waiting in recv()')
+      if (signal?.aborted) throw abortError(signal)
       const remaining = deadline === undefined ? undefined : deadline - Date.now()
       if (remaining !== undefined && remaining <= 0) throw new TimeoutError(`recv() timed out after ${timeoutMs} ms`)
       await this.waitReadable(remaining, signal)
@@ -447,7 +456,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       struct.write(this.ring.dv, off, value)
       pub.commit(lo, struct.size)
     } catch (e) {
-      // The slot keeps its odd stamp; the sequence number is reused by the next publish.
+      // Nothing published: the sequence number is reused by the next publish.
+      pub.abandon(lo)
       pub.unlock(lo, 0, 0)
       throw e
     }
@@ -486,6 +496,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private waitReadable(timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<boolean> {
     const sub = this.subscriber()
     if (sub.readable()) return Promise.resolve(true)
+    if (signal?.aborted) return Promise.reject(abortError(signal))
     return new Promise<boolean>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined
       const onAbort = (): void => {
@@ -622,7 +633,8 @@ class ShmLoan<T> implements Loan<T> {
   abort(): void {
     if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
     this.open = false
-    this.pub.unlock(this.lo, 0, 0) // the slot keeps its stamp; the next publish reuses the number
+    this.pub.abandon(this.lo) // nothing published; the next publish reuses the number
+    this.pub.unlock(this.lo, 0, 0)
   }
 }
 

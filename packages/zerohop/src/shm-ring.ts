@@ -17,6 +17,14 @@ import { BackpressureError, MessageTooLargeError, TimeoutError } from './errors.
 
 const TWO_32 = 4294967296
 
+/**
+ * On x86 (TSO) loads are not reordered with loads, nor stores with stores, so the
+ * seqlock needs nothing beyond `Atomics`. On weaker CPUs (arm64) V8's `Atomics.load` is
+ * a load-acquire, which lets earlier plain payload loads complete after it: a reader
+ * there fences with a read-modify-write before it re-checks a stamp.
+ */
+const READER_FENCE = process.arch !== 'x64' && process.arch !== 'ia32'
+
 /** What a publisher does when the slowest subscriber is a whole ring behind. */
 export type BackpressurePolicy = 'drop_old' | 'drop_new' | 'block' | 'fail_fast'
 
@@ -41,6 +49,7 @@ export class ShmRing {
   // Word indexes (byte offset / 4) of header fields.
   readonly TAIL_LO: number
   readonly TAIL_HI: number
+  readonly TAIL_EPOCH: number
   readonly LOCK: number
   readonly WAITERS: number
   readonly SPACE_WAITERS: number
@@ -65,6 +74,7 @@ export class ShmRing {
     const o = offsets()
     this.TAIL_LO = o.tailLo >> 2
     this.TAIL_HI = o.tailHi >> 2
+    this.TAIL_EPOCH = o.tailEpoch >> 2
     this.LOCK = o.pubLock >> 2
     this.WAITERS = o.waiters >> 2
     this.SPACE_WAITERS = o.spaceWaiters >> 2
@@ -91,13 +101,39 @@ export class ShmRing {
     return v
   }
 
-  /** The 64-bit tail as a number. */
+  /**
+   * The 64-bit tail as a number (a lower bound outside the publisher lock). The high
+   * word changes inside an odd epoch; a writer that died mid-change is waited out
+   * for a bounded time.
+   */
   tail(): number {
-    for (;;) {
-      const hi = Atomics.load(this.i32, this.TAIL_HI) >>> 0
-      const lo = Atomics.load(this.i32, this.TAIL_LO) >>> 0
-      if (Atomics.load(this.i32, this.TAIL_HI) >>> 0 === hi) return hi * TWO_32 + lo
+    const i32 = this.i32
+    for (let tries = 0; tries < 10_000; tries++) {
+      const e = Atomics.load(i32, this.TAIL_EPOCH)
+      if ((e & 1) !== 0) continue
+      const hi = Atomics.load(i32, this.TAIL_HI) >>> 0
+      const lo = Atomics.load(i32, this.TAIL_LO) >>> 0
+      if (Atomics.load(i32, this.TAIL_EPOCH) === e) return hi * TWO_32 + lo
     }
+    return (Atomics.load(i32, this.TAIL_HI) >>> 0) * TWO_32 + (Atomics.load(i32, this.TAIL_LO) >>> 0)
+  }
+
+  /**
+   * Stores the tail's low word `next` (an int32) under the publisher lock. A plain
+   * store: the releasing store of the lock publishes it to the next lock holder, and
+   * readers outside the lock use the tail only as a lower bound. When the low word
+   * wraps, the high word changes inside an odd epoch.
+   */
+  storeTail(next: number): void {
+    const i32 = this.i32
+    if (next !== 0) {
+      i32[this.TAIL_LO] = next
+      return
+    }
+    Atomics.add(i32, this.TAIL_EPOCH, 1)
+    Atomics.store(i32, this.TAIL_LO, 0)
+    Atomics.add(i32, this.TAIL_HI, 1)
+    Atomics.add(i32, this.TAIL_EPOCH, 1)
   }
 
   /** Detaches the buffer and closes the handle (every view becomes empty). */
@@ -125,7 +161,7 @@ export class ShmPublisher {
   private readonly timeoutMs: number
   /** Subscriber entry of the same hub: backpressure does not wait for it. */
   private readonly ownEntry: number | undefined
-  /** Sequence (low 32 bits) up to which the last scan proved there is room. */
+  /** Sequence number (64-bit, as a number) below which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
   /** True while a scan proved no reader can be reading the slots about to be reused. */
@@ -159,8 +195,11 @@ export class ShmPublisher {
     const i32 = this.i32
     const r = this.ring
     if (count > 0) {
-      i32[r.TAIL_LO] = nextLo | 0 // released by the lock store below, as in publishBytes
-      if (nextLo >>> 0 < count) Atomics.add(i32, r.TAIL_HI, 1) // low word wrapped
+      if (nextLo >>> 0 < count && nextLo >>> 0 !== 0) {
+        // The low word wrapped inside this batch: go through 0 so the epoch is taken.
+        r.storeTail(0)
+      }
+      r.storeTail(nextLo | 0)
       this.counters.published += count
       this.counters.publishedBytes += bytes
     }
@@ -179,14 +218,15 @@ export class ShmPublisher {
    * cursors only move forward). So while subscribers keep up, `begin` skips it.
    */
   room(lo: number): boolean {
-    if (this.roomKnown && ((this.roomUntil - lo) | 0) > 0) return true
+    if (this.hasRoom(lo)) return true
     const cap = this.ring.capacity
+    const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
     let lag = this.slowestLag(lo)
     if (lag >= cap) {
       if (this.policy === 'drop_old') {
         // Lapping: mark slots while writing, and look again a quarter ring later.
         this.unmarked = false
-        this.roomUntil = (lo + (cap >>> 2)) >>> 0
+        this.roomUntil = tail + (cap >>> 2)
         this.roomKnown = true
         return true
       }
@@ -197,13 +237,12 @@ export class ShmPublisher {
       if (this.policy === 'fail_fast') {
         throw new BackpressureError(`ring is full: the slowest subscriber is ${lag} messages behind (capacity ${cap})`)
       }
-      const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
       native(() => this.ring.handle.waitForSpace(tail, this.timeoutMs, this.ownEntry))
       this.counters.blocked++
       lag = this.slowestLag(lo)
     }
     this.unmarked = lag < cap
-    this.roomUntil = (lo + (cap - lag)) >>> 0
+    this.roomUntil = tail + (cap - lag)
     this.roomKnown = true
     return true
   }
@@ -211,7 +250,7 @@ export class ShmPublisher {
   /** Marks slot `lo` as being written (when needed); returns the byte offset of its payload. */
   begin(lo: number): number {
     const base = this.ring.slotOffset(lo)
-    if (!this.unmarked) Atomics.store(this.i32, base >> 2, (((lo + 1) * 2) | 0) - 1)
+    if (!this.unmarked) this.mark(base >> 2, ((lo + 1) * 2) | 0)
     return base + 8
   }
 
@@ -234,7 +273,7 @@ export class ShmPublisher {
     if (len > r.slotSize) throw tooLarge(len, r.slotSize)
     if (Atomics.compareExchange(i32, r.LOCK, 0, this.pid) !== 0) this.lockSlow()
     const lo = Atomics.load(i32, r.TAIL_LO) >>> 0
-    if (!(this.roomKnown && ((this.roomUntil - lo) | 0) > 0)) {
+    if (!this.hasRoom(lo)) {
       let ok: boolean
       try {
         ok = this.room(lo)
@@ -250,21 +289,49 @@ export class ShmPublisher {
     const base = r.headerLen + (lo & r.mask) * r.stride
     const si = base >> 2
     const stamp = ((lo + 1) * 2) | 0
-    if (!this.unmarked) Atomics.store(i32, si, stamp - 1)
-    r.u8.set(bytes, base + 8)
+    if (!this.unmarked) this.mark(si, stamp)
+    try {
+      r.u8.set(bytes, base + 8)
+    } catch (e) {
+      this.abandon(lo) // e.g. the caller's buffer was detached: never leave the lock held
+      this.unlock(lo, 0, 0)
+      throw e
+    }
     i32[si + 1] = len
     Atomics.store(i32, si, stamp)
-    const next = (lo + 1) | 0
-    // A plain store: the releasing store of the lock below publishes it to the next
-    // lock holder, and readers outside the lock use the tail only as a lower bound.
-    i32[r.TAIL_LO] = next
-    if (next === 0) Atomics.add(i32, r.TAIL_HI, 1)
+    r.storeTail((lo + 1) | 0)
     Atomics.store(i32, r.LOCK, 0)
     const c = this.counters
     c.published++
     c.publishedBytes += len
     if (Atomics.load(i32, r.WAITERS) !== 0) r.handle.notify()
     return true
+  }
+
+  /** Whether the last scan already proved room for sequence `lo` (compared in 64 bits). */
+  hasRoom(lo: number): boolean {
+    if (!this.roomKnown) return false
+    const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
+    return tail < this.roomUntil
+  }
+
+  /** Stores the odd "being written" stamp, fenced so that no payload store passes it. */
+  private mark(si: number, stamp: number): void {
+    Atomics.store(this.i32, si, stamp - 1)
+    // arm64: a store-release does not hold back later plain stores; a load-acquire does.
+    Atomics.load(this.i32, si)
+  }
+
+  /**
+   * A write into slot `lo` was given up (an exception, an aborted loan). If `begin`
+   * skipped the odd stamp, the slot still claims to hold its previous message while
+   * its bytes are partly new: mark it as being written so no reader takes it.
+   */
+  abandon(lo: number): void {
+    if (this.unmarked) {
+      const si = this.ring.slotOffset(lo) >> 2
+      Atomics.store(this.i32, si, (((lo + 1) * 2) | 0) - 1)
+    }
   }
 
   /** How far behind the slowest live subscriber (other than our own) is. */
@@ -308,6 +375,8 @@ export class ShmSubscriber {
   private readonly cursorIdx: number
   private peekIdx = 0
   private peekStamp = 0
+  /** Peeks since the cursor was last compared with the tail (see `peek`). */
+  private sinceTailCheck = 0
 
   constructor(ring: ShmRing) {
     this.ring = ring
@@ -332,6 +401,16 @@ export class ShmSubscriber {
       const si = base >> 2
       const stamp = Atomics.load(i32, si)
       const want = ((lo + 1) * 2) | 0
+      // Stamps hold 31 bits of the sequence number, so a reader stopped for a multiple
+      // of 2^31 messages could take a newer message for its own. Once a ring's worth of
+      // peeks, compare the cursor with the tail.
+      if (++this.sinceTailCheck >= r.capacity) {
+        this.sinceTailCheck = 0
+        if (r.tail() > this.cursor + r.capacity) {
+          this.skipAhead()
+          continue
+        }
+      }
       if (stamp === want) {
         let len = i32[si + 1]!
         if (len < 0 || len > r.slotSize) len = r.slotSize
@@ -351,6 +430,7 @@ export class ShmSubscriber {
 
   /** Whether the message found by `peek` was not overwritten while it was read. */
   intact(): boolean {
+    if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
     return Atomics.load(this.i32, this.peekIdx) === this.peekStamp
   }
 
