@@ -517,6 +517,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (timeoutMs !== undefined) timer = setTimeout(() => wake(true), Math.max(0, timeoutMs))
       signal?.addEventListener('abort', onAbort, { once: true })
       this.wakeups.push(wake)
+      // The doorbell does not hold the event loop open; a pending receive does.
       this.keepAlive ??= setInterval(noop, 1 << 30)
       if (!this.armed) {
         this.armed = true
@@ -541,14 +542,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.ringDoorbell(true)
   }
 
+  /** Settles every waiter; each one's cleanup lets the loop go once none is left. */
   private ringDoorbell(readable: boolean): void {
     const wakeups = this.wakeups
     this.wakeups = []
     for (const w of wakeups) w(readable)
-    if (this.keepAlive !== undefined && this.wakeups.length === 0) {
-      clearInterval(this.keepAlive)
-      this.keepAlive = undefined
-    }
+    if (wakeups.length === 0) this.idle()
   }
 }
 

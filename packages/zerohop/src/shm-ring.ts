@@ -13,7 +13,7 @@
  * the 32-bit words in memory hold their low halves.
  */
 import { type ShmHandle, type ShmLayoutInfo, type ShmOffsets, binding, native } from './native.js'
-import { BackpressureError, MessageTooLargeError, TimeoutError } from './errors.js'
+import { BackpressureError, MessageTooLargeError } from './errors.js'
 
 const TWO_32 = 4294967296
 
@@ -479,4 +479,3 @@ export class ShmSubscriber {
   }
 }
 
-export { TimeoutError }
