@@ -318,7 +318,7 @@ impl ShmHandle {
     pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
         let seg = self.seg()?.clone();
         let tsfn = callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
-        self.waiter = Some(Waiter::spawn(seg, tsfn).map_err(|e| napi::Error::from_reason(e.to_string()))?);
+        self.waiter = Some(Waiter::spawn(seg, self.entry, tsfn).map_err(|e| napi::Error::from_reason(e.to_string()))?);
         Ok(())
     }
 

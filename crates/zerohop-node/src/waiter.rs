@@ -37,14 +37,14 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    /// Starts the thread for `segment`.
-    pub fn spawn(segment: Arc<Segment>, doorbell: Doorbell) -> std::io::Result<Waiter> {
+    /// Starts the thread for the subscriber holding table `entry` of `segment`.
+    pub fn spawn(segment: Arc<Segment>, entry: Option<u32>, doorbell: Doorbell) -> std::io::Result<Waiter> {
         let shared = Arc::new(Shared {
             request: Mutex::new(Request::Idle),
             changed: Condvar::new(),
             cancel: AtomicBool::new(false),
         });
-        let ring = RingWaiter::new(segment);
+        let ring = RingWaiter::new(segment, entry);
         let (s, r) = (shared.clone(), ring.clone());
         let thread = std::thread::Builder::new().name("zerohop-waiter".into()).spawn(move || run(&s, &r, &doorbell))?;
         Ok(Waiter { shared, ring, thread: Some(thread) })

@@ -29,10 +29,18 @@ fn main() {
         _ => {
             // `cargo bench` passes `--bench`; ignore it and any filter.
             let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+            // ZEROHOP_BENCH_ONLY=rtt|spsc|spmc3 runs one case.
+            let only = std::env::var("ZEROHOP_BENCH_ONLY").unwrap_or_default();
             for run in 1..=runs {
-                rtt(run);
-                stream(run, 1);
-                stream(run, 3);
+                if only.is_empty() || only == "rtt" {
+                    rtt(run);
+                }
+                if only.is_empty() || only == "spsc" {
+                    stream(run, 1);
+                }
+                if only.is_empty() || only == "spmc3" {
+                    stream(run, 3);
+                }
             }
         }
     }

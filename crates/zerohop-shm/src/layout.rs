@@ -11,10 +11,11 @@
 //!                      slot_stride, max_subscribers, creator pid
 //! 128   tail line:     tail_lo, tail_hi, tail_epoch   next sequence number to publish
 //! 256   lock line:     publisher lock         pid of the publishing process, 0 when free
-//! 384   notify line:   notify, waiters        futex word subscribers park on, and a flag
-//!                                             raised by whoever parks there
-//! 512   space line:    space, space_waiters   the same for blocked publishers
-//! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo
+//! 384   notify line:   notify, waiters        futex word subscribers park on, and how
+//!                                             many are parked there
+//! 512   space line:    space, space_waiters   futex word blocked publishers park on, and
+//!                                             a flag they raise
+//! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, payload[slot_size]
 //! ```
 //!
@@ -56,6 +57,8 @@ pub mod offsets {
     /// Within a subscriber entry.
     pub const SUB_PID: usize = 0;
     pub const SUB_CURSOR_LO: usize = 4;
+    /// 1 while this subscriber is counted in `waiters` (parked or about to park).
+    pub const SUB_PARKED: usize = 8;
     pub const SUB_ENTRY: usize = LINE;
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;

@@ -13,7 +13,7 @@
 //! **Publishing** (`publish`, or `loan` + `commit`): take the publisher lock (a pid,
 //! stolen if that process is dead), apply the backpressure policy, store the odd
 //! stamp, write length and payload, store the even stamp, advance `tail`, release the
-//! lock, and wake parked subscribers if the header's `waiters` flag is raised.
+//! lock, and wake parked subscribers if the header's `waiters` count is non-zero.
 //!
 //! Two liberties a publisher may take (the TypeScript publisher takes both):
 //! - it may skip the odd stamp while a scan of the subscriber table has shown every
@@ -36,18 +36,19 @@
 //! room). Subscribers publish the low 32 bits of their cursor in their table entry so
 //! that a publisher can compute how far behind they are.
 //!
-//! **Wake-ups**: a waiting subscriber spins briefly, then raises the `waiters` flag,
-//! re-checks, and parks on the `notify` futex; a publisher that finds the flag raised
-//! clears it, bumps `notify` and wakes everyone parked (who raise it again if they park
-//! again). A blocked publisher parks the same way on `space`. Because the waker clears
-//! the flag, a process that dies while parked costs one spurious wake, not a syscall
-//! on every publish forever.
+//! **Wake-ups**: a waiting subscriber spins briefly, then counts itself in `waiters`
+//! (and marks `parked` in its table entry), re-checks, and parks on the `notify` futex;
+//! a publisher that sees `waiters > 0` bumps `notify` and wakes everyone parked. A
+//! subscriber that dies parked leaves its count behind; the first wake that reaches
+//! nobody takes back the counts of dead parked entries. A blocked publisher parks the
+//! same way on `space`, counted in `space_waiters`; a count left by a publisher that
+//! died blocked is reset once wakes on `space` have reached nobody for 200 ms.
 //!
 //! The TypeScript package implements the same protocol over the same memory (see
 //! `packages/zerohop/src/shm-ring.ts`); the two interoperate message for message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
@@ -179,6 +180,10 @@ impl RingMemory {
 
     fn sub_cursor(&self, index: u32) -> &AtomicU32 {
         self.word(self.layout.subscriber_offset(index) + offsets::SUB_CURSOR_LO)
+    }
+
+    fn sub_parked(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_PARKED)
     }
 }
 
@@ -436,19 +441,71 @@ impl Drop for Loan<'_> {
     }
 }
 
-/// Wakes parked subscribers if any raised the `waiters` flag. Clearing the flag as we
-/// wake means a subscriber that died while parked costs one spurious wake, not one per
-/// publish forever; every woken subscriber that parks again raises it again.
+/// Wakes parked subscribers if `waiters` counts any. If the wake reached nobody, a
+/// subscriber may have died while parked and left its count behind (which would cost
+/// every later publish a syscall): take back the counts of dead parked entries, at most
+/// every 100 ms.
 fn notify_subscribers(mem: &RingMemory) {
-    raise_if_flagged(mem, offsets::WAITERS, offsets::NOTIFY);
+    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
+    if futex::wake_all(mem.word(offsets::NOTIFY)) == 0 {
+        reap_dead_parked(mem);
+    }
 }
 
-fn raise_if_flagged(mem: &RingMemory, flag: usize, futex_word: usize) {
-    let flag = mem.word(flag);
-    if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-        mem.word(futex_word).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(mem.word(futex_word));
+fn reap_dead_parked(mem: &RingMemory) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = process_millis();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 100 || LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
     }
+    for i in 0..mem.layout.max_subscribers {
+        let pid = mem.sub_pid(i).load(Ordering::Acquire);
+        if pid != 0 && mem.sub_parked(i).load(Ordering::Acquire) != 0 && !process_alive(pid) {
+            if mem.sub_parked(i).swap(0, Ordering::AcqRel) != 0 {
+                let waiters = mem.word(offsets::WAITERS);
+                let _ = waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            }
+            let _ = mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Wakes blocked publishers if `space_waiters` counts any. Publishers have no table
+/// entry to reap, so a count left by a publisher that died blocked is recognised by its
+/// effect: wakes that reach nobody for 200 ms. Then it is reset; a live publisher caught
+/// between counting itself and parking at that instant loses one wake-up and resumes
+/// after its park slice (50 ms).
+fn notify_publishers(mem: &RingMemory) {
+    static FIRST_MISS_MS: AtomicU64 = AtomicU64::new(0);
+    let count = mem.word(offsets::SPACE_WAITERS);
+    if count.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
+    if futex::wake_all(mem.word(offsets::SPACE)) > 0 {
+        FIRST_MISS_MS.store(0, Ordering::Relaxed);
+        return;
+    }
+    let now = process_millis();
+    match FIRST_MISS_MS.load(Ordering::Relaxed) {
+        0 => FIRST_MISS_MS.store(now, Ordering::Relaxed),
+        first if now.saturating_sub(first) > 200 => {
+            count.store(0, Ordering::SeqCst);
+            FIRST_MISS_MS.store(0, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// Milliseconds since this process first asked (never 0).
+fn process_millis() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Takes the publisher lock for `pid`, stealing it from a dead holder.
@@ -539,11 +596,13 @@ fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Optio
             continue;
         }
         let space = mem.word(offsets::SPACE);
-        mem.word(offsets::SPACE_WAITERS).store(1, Ordering::SeqCst);
+        let count = mem.word(offsets::SPACE_WAITERS);
+        count.fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
         if slowest_lag(mem, tail, exclude) >= cap {
             futex::wait(space, seen, PARK_SLICE.min(deadline.saturating_duration_since(now)));
         }
+        let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 }
 
@@ -661,12 +720,12 @@ impl Subscriber {
     /// Waits until a message is readable: spins for `spin`, then parks on the futex.
     /// Returns false on timeout or when `cancel` becomes true.
     pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        wait_readable(&self.mem, self.cursor, spin, timeout, cancel)
+        wait_readable(&self.mem, Some(self.index), self.cursor, spin, timeout, cancel)
     }
 
     /// A handle that can wait for this subscriber's next message from another thread.
     pub fn waiter(&self) -> RingWaiter {
-        RingWaiter { mem: self.mem.clone() }
+        RingWaiter { mem: self.mem.clone(), entry: Some(self.index) }
     }
 
     fn skip_ahead(&mut self) {
@@ -679,7 +738,7 @@ impl Subscriber {
     fn advance(&mut self, next: u64) {
         self.cursor = next;
         self.mem.sub_cursor(self.index).store(next as u32, Ordering::SeqCst);
-        raise_if_flagged(&self.mem, offsets::SPACE_WAITERS, offsets::SPACE);
+        notify_publishers(&self.mem);
     }
 }
 
@@ -694,17 +753,18 @@ impl Drop for Subscriber {
 #[derive(Debug, Clone)]
 pub struct RingWaiter {
     mem: RingMemory,
+    entry: Option<u32>,
 }
 
 impl RingWaiter {
-    /// A waiter over `seg`.
-    pub fn new(seg: Arc<Segment>) -> Self {
-        Self { mem: RingMemory::new(seg) }
+    /// A waiter over `seg` for the subscriber holding table `entry`.
+    pub fn new(seg: Arc<Segment>, entry: Option<u32>) -> Self {
+        Self { mem: RingMemory::new(seg), entry }
     }
 
     /// As [`Subscriber::wait`], for the reader at `cursor`.
     pub fn wait(&self, cursor: u64, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        wait_readable(&self.mem, cursor, spin, timeout, cancel)
+        wait_readable(&self.mem, self.entry, cursor, spin, timeout, cancel)
     }
 
     /// Wakes everything parked on this ring's notify word (used to cancel a wait).
@@ -722,6 +782,7 @@ fn readable_at(mem: &RingMemory, cursor: u64) -> bool {
 
 fn wait_readable(
     mem: &RingMemory,
+    entry: Option<u32>,
     cursor: u64,
     spin: Duration,
     timeout: Option<Duration>,
@@ -744,8 +805,9 @@ fn wait_readable(
         }
         std::hint::spin_loop();
     }
-    // Park. Raising `waiters` before the re-check pairs with the publisher's SeqCst
-    // stamp store + `waiters` load: one of the two always sees the other.
+    // Park. Counting ourselves in `waiters` before the re-check pairs with the
+    // publisher's SeqCst stamp store + `waiters` load: one of the two sees the other.
+    // `parked` in our entry lets a waker take the count back if we die parked.
     let notify = mem.word(offsets::NOTIFY);
     let waiters = mem.word(offsets::WAITERS);
     loop {
@@ -755,12 +817,19 @@ fn wait_readable(
             Some(d) => (d - now).min(PARK_SLICE),
             None => PARK_SLICE,
         };
-        waiters.store(1, Ordering::SeqCst);
+        if let Some(e) = entry {
+            mem.sub_parked(e).store(1, Ordering::SeqCst);
+        }
+        waiters.fetch_add(1, Ordering::SeqCst);
         let seen = notify.load(Ordering::SeqCst);
         let ready = readable_at(mem, cursor);
         let cancelled = cancel.load(Ordering::SeqCst);
         if !ready && !cancelled {
             futex::wait(notify, seen, slice);
+        }
+        let _ = waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if let Some(e) = entry {
+            mem.sub_parked(e).store(0, Ordering::SeqCst);
         }
         if ready || readable_at(mem, cursor) {
             return true;
@@ -795,7 +864,7 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
 fn release_subscriber_entry(mem: &RingMemory, index: u32) {
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
-    raise_if_flagged(mem, offsets::SPACE_WAITERS, offsets::SPACE);
+    notify_publishers(mem);
 }
 
 /// Subscriber-table operations for readers whose cursor lives outside Rust (the Node
@@ -822,16 +891,16 @@ pub mod table {
         RingMemory::new(seg.clone()).tail()
     }
 
-    /// Wakes parked subscribers if they raised the flag (a JavaScript publisher calls
-    /// this when it sees `waiters` raised).
+    /// Wakes parked subscribers (a JavaScript publisher calls this when `waiters` is
+    /// non-zero).
     pub fn notify(seg: &Arc<Segment>) {
         notify_subscribers(&RingMemory::new(seg.clone()));
     }
 
-    /// Wakes blocked publishers if they raised the flag (a JavaScript subscriber calls
-    /// this when it sees `space_waiters` raised).
+    /// Wakes blocked publishers (a JavaScript subscriber calls this when
+    /// `space_waiters` is non-zero).
     pub fn notify_space(seg: &Arc<Segment>) {
-        raise_if_flagged(&RingMemory::new(seg.clone()), offsets::SPACE_WAITERS, offsets::SPACE);
+        notify_publishers(&RingMemory::new(seg.clone()));
     }
 
     /// The slow path of a JavaScript publisher: takes the lock for `pid` (stealing it
@@ -1063,16 +1132,38 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_parked_subscriber_costs_one_wake_not_one_per_publish() {
+    fn a_subscriber_that_died_parked_stops_costing_wakes() {
         let seg = segment("deadpark", 8);
-        // A subscriber that raised the flag and died.
+        let mem = RingMemory::new(seg.clone());
+        // Entry 0: a process that cannot exist, counted in `waiters` and marked parked.
+        mem.sub_pid(0).store(i32::MAX as u32 - 1, Ordering::SeqCst);
+        mem.sub_parked(0).store(1, Ordering::SeqCst);
         seg.word(offsets::WAITERS).store(1, Ordering::SeqCst);
         let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
-        let notify = seg.word(offsets::NOTIFY).load(Ordering::SeqCst);
-        p.publish(b"a").unwrap();
-        p.publish(b"b").unwrap();
-        assert_eq!(seg.word(offsets::NOTIFY).load(Ordering::SeqCst), notify + 1);
-        assert_eq!(seg.word(offsets::WAITERS).load(Ordering::SeqCst), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seg.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
+            assert!(Instant::now() < deadline, "the dead waiter's count was never taken back");
+            p.publish(b"x").unwrap(); // wakes reach nobody; a reap runs within 100 ms
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(mem.sub_pid(0).load(Ordering::SeqCst), 0, "the dead entry was freed");
+    }
+
+    #[test]
+    fn a_publisher_that_died_blocked_stops_costing_wakes() {
+        let seg = segment("deadblock", 8);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        // A blocked publisher that counted itself and died.
+        seg.word(offsets::SPACE_WAITERS).store(1, Ordering::SeqCst);
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seg.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
+            assert!(Instant::now() < deadline, "the dead publisher's count was never reset");
+            p.publish(b"x").unwrap();
+            s.try_recv(&mut out).unwrap(); // each advance wakes nobody
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
