@@ -1,5 +1,6 @@
 // The shared-memory hub across real processes: fan-out, backpressure, lapping,
-// crashes, idle CPU, and zero-copy in both directions.
+// crashes, idle CPU, and zero-copy in both directions. Serial: each test runs several
+// busy processes, and together they would oversubscribe two cores.
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { Hub, struct } from 'zerohop'
@@ -7,7 +8,7 @@ import { child, uniqueName } from './helpers.ts'
 
 const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, m.byteLength).getFloat64(0, true)
 
-test('block: 1 publisher → 3 subscribers, 1 M messages, every subscriber gets all of them in order', async (t) => {
+test.serial('block: 1 publisher → 3 subscribers, 1 M messages, every subscriber gets all of them in order', async (t) => {
   const name = uniqueName('fanout')
   const N = 1_000_000
   // The segment is created with a small ring so that the publisher really has to block.
@@ -31,7 +32,7 @@ test('block: 1 publisher → 3 subscribers, 1 M messages, every subscriber gets 
   t.truthy(keeper)
 })
 
-test('drop_old: a slow subscriber is lapped and counts exactly what it missed', async (t) => {
+test.serial('drop_old: a slow subscriber is lapped and counts exactly what it missed', async (t) => {
   const name = uniqueName('lap')
   const N = 100_000
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 1024, slotSize: 64 })
@@ -52,7 +53,7 @@ test('drop_old: a slow subscriber is lapped and counts exactly what it missed', 
   t.truthy(keeper)
 })
 
-test('a publisher killed with SIGKILL mid-stream leaves subscribers working and the segment usable', async (t) => {
+test.serial('a publisher killed with SIGKILL mid-stream leaves subscribers working and the segment usable', async (t) => {
   const name = uniqueName('kill')
   await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
   const first = child('streamer.mjs', [name, '0'])
@@ -74,7 +75,7 @@ test('a publisher killed with SIGKILL mid-stream leaves subscribers working and 
   t.is(sub.metrics().lapped, 0)
 })
 
-test('a publisher that dies holding a loan (lock taken, slot half-written) is recovered from', async (t) => {
+test.serial('a publisher that dies holding a loan (lock taken, slot half-written) is recovered from', async (t) => {
   const name = uniqueName('loan-crash')
   await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
   const crash = child('crash.mjs', [name, 'loan'])
@@ -87,7 +88,7 @@ test('a publisher that dies holding a loan (lock taken, slot half-written) is re
   t.is(sub.tryRecv(), undefined)
 })
 
-test('a creator that dies without closing leaves a segment the next open recovers', async (t) => {
+test.serial('a creator that dies without closing leaves a segment the next open recovers', async (t) => {
   const name = uniqueName('creator-crash')
   const crash = child('crash.mjs', [name, 'create'])
   await crash.next('dying')
@@ -99,7 +100,7 @@ test('a creator that dies without closing leaves a segment the next open recover
   t.is(h.maxMessageSize, 32, 'the stale segment was replaced with the requested layout')
 })
 
-test('an idle subscriber waiting in recv() uses no CPU', async (t) => {
+test.serial('an idle subscriber waiting in recv() uses no CPU', async (t) => {
   const name = uniqueName('idle')
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher' })
   const idle = child('idle.mjs', [name, '1500'])
@@ -111,7 +112,7 @@ test('an idle subscriber waiting in recv() uses no CPU', async (t) => {
   t.truthy(keeper)
 })
 
-test('zero-copy both ways across processes: loan → borrow → loan → borrow', async (t) => {
+test.serial('zero-copy both ways across processes: loan → borrow → loan → borrow', async (t) => {
   const Tick = struct({ seq: 'u64', price: 'f64', volume: 'u64' })
   const there = uniqueName('zc-there')
   const back = uniqueName('zc-back')
@@ -139,7 +140,7 @@ test('zero-copy both ways across processes: loan → borrow → loan → borrow'
   t.deepEqual(await echo.next('done'), { type: 'done', n: N })
 })
 
-test('stress: a JS publisher and a Rust (publishPacked) publisher race on a 64-slot ring; readers never see a torn message', async (t) => {
+test.serial('stress: a JS publisher and a Rust (publishPacked) publisher race on a 64-slot ring; readers never see a torn message', async (t) => {
   const name = uniqueName('stress')
   const PER = 20_000
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 64, slotSize: 256 })
