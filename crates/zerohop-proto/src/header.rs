@@ -154,17 +154,30 @@ impl FrameHeader {
 
     /// Writes the header and `payload` into `out`; returns the frame length.
     pub fn encode_frame(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, EncodeError> {
-        if self.payload_len as usize != payload.len() {
-            return Err(EncodeError::LengthMismatch { header: self.payload_len, payload: payload.len() });
-        }
-        if self.frag_count == 0 || self.frag_index >= self.frag_count {
-            return Err(EncodeError::BadFragment);
-        }
         let needed = FRAME_HEADER_LEN + payload.len();
         if out.len() < needed {
             return Err(EncodeError::BufferTooSmall { needed, available: out.len() });
         }
-        let h = &mut out[..FRAME_HEADER_LEN];
+        out[FRAME_HEADER_LEN..needed].copy_from_slice(payload);
+        self.encode_in_place(&mut out[..needed])?;
+        Ok(needed)
+    }
+
+    /// Writes the header into the first [`FRAME_HEADER_LEN`] bytes of `frame`, whose
+    /// remaining bytes are already the payload (so packers build datagrams without a
+    /// second copy). `payload_len` must equal `frame.len() - FRAME_HEADER_LEN`.
+    pub fn encode_in_place(&self, frame: &mut [u8]) -> Result<(), EncodeError> {
+        if frame.len() < FRAME_HEADER_LEN {
+            return Err(EncodeError::BufferTooSmall { needed: FRAME_HEADER_LEN, available: frame.len() });
+        }
+        let payload_len = frame.len() - FRAME_HEADER_LEN;
+        if self.payload_len as usize != payload_len {
+            return Err(EncodeError::LengthMismatch { header: self.payload_len, payload: payload_len });
+        }
+        if self.frag_count == 0 || self.frag_index >= self.frag_count {
+            return Err(EncodeError::BadFragment);
+        }
+        let h = &mut frame[..FRAME_HEADER_LEN];
         h[0..2].copy_from_slice(&MAGIC.to_be_bytes());
         h[2] = PROTOCOL_VERSION;
         h[3] = self.flags.0;
@@ -176,10 +189,10 @@ impl FrameHeader {
         h[16..24].copy_from_slice(&self.seq.to_be_bytes());
         h[24..32].copy_from_slice(&self.ack.to_be_bytes());
         h[32..36].copy_from_slice(&self.payload_len.to_be_bytes());
-        out[FRAME_HEADER_LEN..needed].copy_from_slice(payload);
-        let sum = frame_checksum(&out[..CHECKSUM_OFFSET], payload);
-        out[CHECKSUM_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&sum.to_be_bytes());
-        Ok(needed)
+        let (head, payload) = frame.split_at_mut(FRAME_HEADER_LEN);
+        let sum = frame_checksum(&head[..CHECKSUM_OFFSET], payload);
+        head[CHECKSUM_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&sum.to_be_bytes());
+        Ok(())
     }
 
     /// Parses one whole frame: the header and exactly `payload_len` bytes after it.

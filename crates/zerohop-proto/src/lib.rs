@@ -6,6 +6,8 @@
 //! This crate only turns bytes into headers and back, so it can be unit-, property-
 //! and fuzz-tested without sockets (the quinn-proto model).
 //!
+//! - [`pack`]: several small messages in one datagram.
+//!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
 //!
@@ -20,6 +22,7 @@
 
 mod crc32c;
 mod header;
+pub mod pack;
 
 pub use crc32c::crc32c;
 pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION};
