@@ -7,6 +7,7 @@
 //! and fuzz-tested without sockets (the quinn-proto model).
 //!
 //! - [`pack`]: several small messages in one datagram.
+//! - [`frag`]: messages larger than a datagram, split and reassembled with bounded memory.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -21,6 +22,7 @@
 //! ```
 
 mod crc32c;
+pub mod frag;
 mod header;
 pub mod pack;
 
