@@ -1,0 +1,37 @@
+//! UDP for zerohop: sockets tuned for latency, and batches of datagrams moved with one
+//! `sendmmsg`/`recvmmsg` call each.
+//!
+//! - [`socket`]: binding with the options the transport wants (large buffers, reporting
+//!   what the kernel granted; low-delay TOS; `SO_BUSY_POLL` when permitted;
+//!   `SO_REUSEPORT`), each applied best-effort and reported.
+//! - [`batch`]: [`RecvBatch`] receives up to N datagrams into buffers it owns and reuses,
+//!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
+//!   in one call.
+//!
+//! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; this crate
+//! only moves datagrams.
+//!
+//! ```
+//! use zerohop_udp::{bind, RecvBatch, SendBatch, SocketOptions};
+//!
+//! let (rx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+//! let (tx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+//! let to = rx.local_addr().unwrap();
+//! let mut out = SendBatch::new();
+//! out.push(b"one", Some(to));
+//! out.push(b"two", Some(to));
+//! assert_eq!(out.send(&tx).unwrap(), 2);
+//! let mut batch = RecvBatch::new(8, 1500);
+//! let mut got = Vec::new();
+//! while got.len() < 2 {
+//!     batch.recv(&rx).unwrap();
+//!     got.extend(batch.iter().map(|d| d.bytes.to_vec()));
+//! }
+//! assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+//! ```
+
+pub mod batch;
+pub mod socket;
+
+pub use batch::{Datagram, RecvBatch, SendBatch};
+pub use socket::{Granted, SocketOptions, bind};

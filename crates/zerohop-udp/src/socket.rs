@@ -1,0 +1,116 @@
+//! Binding a UDP socket with the options a low-latency transport wants.
+//!
+//! Every option is applied best-effort: the kernel may cap buffers at `rmem_max`, refuse
+//! `SO_BUSY_POLL` without `CAP_NET_ADMIN`, and so on. [`Granted`] reports what actually
+//! took effect, so metrics can show it instead of the request.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// What to ask of the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `SO_RCVBUF` request in bytes (the kernel doubles it, capped at `rmem_max`).
+    pub recv_buffer: usize,
+    /// `SO_SNDBUF` request in bytes.
+    pub send_buffer: usize,
+    /// Mark packets low-delay (`IP_TOS` / `IPV6_TCLASS` 0x10).
+    pub low_delay: bool,
+    /// `SO_BUSY_POLL` in microseconds (0 = leave alone); needs privileges to raise.
+    pub busy_poll_us: u32,
+    /// `SO_REUSEPORT`, so that several sockets (one per receive thread) share a port.
+    pub reuse_port: bool,
+    /// Non-blocking (the batch calls use `MSG_DONTWAIT` either way).
+    pub nonblocking: bool,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            recv_buffer: 4 << 20,
+            send_buffer: 4 << 20,
+            low_delay: true,
+            busy_poll_us: 0,
+            reuse_port: false,
+            nonblocking: true,
+        }
+    }
+}
+
+/// What the kernel granted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+    pub low_delay: bool,
+    pub busy_poll_us: u32,
+    pub reuse_port: bool,
+}
+
+/// Binds a UDP socket to `addr` with `options`; returns it with what was granted.
+/// Fails only if the socket cannot be created or bound.
+pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<(UdpSocket, Granted)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let mut granted = Granted::default();
+    if options.reuse_port {
+        granted.reuse_port = socket.set_reuse_port(true).is_ok();
+    }
+    // Buffers: ask, then read back what the kernel made of it.
+    let _ = socket.set_recv_buffer_size(options.recv_buffer);
+    let _ = socket.set_send_buffer_size(options.send_buffer);
+    granted.recv_buffer = socket.recv_buffer_size().unwrap_or(0);
+    granted.send_buffer = socket.send_buffer_size().unwrap_or(0);
+    if options.low_delay {
+        const IPTOS_LOWDELAY: u32 = 0x10;
+        granted.low_delay = match addr {
+            SocketAddr::V4(_) => socket.set_tos_v4(IPTOS_LOWDELAY).is_ok(),
+            SocketAddr::V6(_) => socket.set_tclass_v6(IPTOS_LOWDELAY).is_ok(),
+        };
+    }
+    if options.busy_poll_us > 0 && socket.set_busy_poll(options.busy_poll_us).is_ok() {
+        granted.busy_poll_us = socket.busy_poll().unwrap_or(0);
+    }
+    socket.set_nonblocking(options.nonblocking)?;
+    socket.bind(&addr.into())?;
+    Ok((socket.into(), granted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_and_reports_what_was_granted() {
+        let (s, g) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        assert_ne!(s.local_addr().unwrap().port(), 0);
+        // Linux doubles the request and caps it at rmem_max; either way it is not tiny.
+        assert!(g.recv_buffer >= 64 << 10, "{g:?}");
+        assert!(g.send_buffer >= 64 << 10, "{g:?}");
+        assert!(g.low_delay);
+    }
+
+    #[test]
+    fn reuse_port_lets_two_sockets_share_a_port() {
+        let opts = SocketOptions { reuse_port: true, ..SocketOptions::default() };
+        let (a, ga) = bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        assert!(ga.reuse_port);
+        let (b, _) = bind(a.local_addr().unwrap(), &opts).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        // Without it, the same port is refused.
+        let plain = SocketOptions::default();
+        assert!(bind(a.local_addr().unwrap(), &plain).is_err());
+    }
+
+    #[test]
+    fn ipv6_loopback_when_available() {
+        match bind("[::1]:0".parse().unwrap(), &SocketOptions::default()) {
+            Ok((s, g)) => {
+                assert!(s.local_addr().unwrap().is_ipv6());
+                assert!(g.low_delay);
+            }
+            Err(e) => eprintln!("no IPv6 loopback here ({e}); skipped"),
+        }
+    }
+}
