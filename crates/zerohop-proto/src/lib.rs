@@ -8,6 +8,8 @@
 //!
 //! - [`pack`]: several small messages in one datagram.
 //! - [`frag`]: messages larger than a datagram, split and reassembled with bounded memory.
+//! - [`datagram`]: the sender's [`datagram::Outbox`] and the receiver's [`datagram::Inbox`],
+//!   which count what was lost, late or duplicated.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -22,6 +24,7 @@
 //! ```
 
 mod crc32c;
+pub mod datagram;
 pub mod frag;
 mod header;
 pub mod pack;

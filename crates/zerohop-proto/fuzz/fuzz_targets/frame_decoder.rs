@@ -6,6 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use zerohop_proto::datagram::Inbox;
 use zerohop_proto::frag::{MessageKey, Reassembler, ReassemblyLimits};
 use zerohop_proto::pack::unpack;
 use zerohop_proto::{FrameFlags, FrameHeader};
@@ -19,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         timeout_ms: 100,
     };
     let mut reassembler = Reassembler::new(limits);
+    let mut inbox = Inbox::with_limits(limits);
     // The input may hold several datagrams: split on a 2-byte length prefix.
     let mut rest = data;
     let mut now = 0;
@@ -27,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let (datagram, tail) = rest[2..].split_at(len);
         rest = tail;
         now += 7;
+        inbox.receive(datagram, now, |_, message| assert!(message.len() <= limits.max_message));
         let mut feed = |key: MessageKey, index: u16, count: u16, payload: &[u8]| {
             if let Ok(Some(message)) = reassembler.insert(key, index, count, payload, now) {
                 assert!(message.len() <= limits.max_message);
