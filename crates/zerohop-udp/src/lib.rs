@@ -7,6 +7,8 @@
 //! - [`batch`]: [`RecvBatch`] receives up to N datagrams into buffers it owns and reuses,
 //!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
 //!   in one call.
+//! - [`endpoint`]: [`UdpEndpoint`], a socket joined to `zerohop-proto`'s datagram
+//!   pipeline (packing, fragments, loss accounting per peer), with metrics.
 //!
 //! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; this crate
 //! only moves datagrams.
@@ -31,7 +33,9 @@
 //! ```
 
 pub mod batch;
+pub mod endpoint;
 pub mod socket;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
+pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics};
 pub use socket::{Granted, SocketOptions, bind};

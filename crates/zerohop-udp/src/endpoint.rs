@@ -1,0 +1,389 @@
+//! A UDP endpoint: one socket, the datagram pipeline of `zerohop-proto`, and batches.
+//!
+//! Outgoing messages go through one [`Outbox`] (numbered, packed or fragmented) and
+//! each finished datagram is sent to every peer with `sendmmsg`. Incoming datagrams
+//! arrive `batch` at a time with `recvmmsg` and go to the [`Inbox`] of the address they
+//! came from, which counts what was malformed, lost, late or duplicated. Nothing here
+//! blocks: the owner calls [`UdpEndpoint::poll_recv`] when the socket is readable and
+//! [`UdpEndpoint::poll_flush`] when [`UdpEndpoint::flush_deadline`] passes.
+//!
+//! UDP stays unreliable: what the network drops is counted (by sequence gaps), never
+//! retransmitted.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+use zerohop_proto::FRAME_HEADER_LEN;
+use zerohop_proto::datagram::{Inbox, Outbox};
+use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
+
+use crate::batch::{RecvBatch, SendBatch};
+use crate::socket::{Granted, SocketOptions, bind};
+
+/// How to set up an endpoint.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Local address to bind (`port 0` picks one).
+    pub bind: SocketAddr,
+    /// Where published messages go. With exactly one peer the socket is connected.
+    pub peers: Vec<SocketAddr>,
+    pub socket: SocketOptions,
+    /// Largest datagram sent, header included (1472 fits a 1500-byte Ethernet MTU
+    /// under IPv4; loopback takes up to 65507).
+    pub max_datagram: usize,
+    /// Datagrams per `recvmmsg`.
+    pub batch: usize,
+    /// A queued message waits at most this long for more to pack with it.
+    pub flush_interval_ms: u64,
+    /// Largest message reassembled from fragments.
+    pub max_message: usize,
+}
+
+impl EndpointConfig {
+    /// Defaults for `bind`, sending to `peers`.
+    pub fn new(bind: SocketAddr, peers: Vec<SocketAddr>) -> Self {
+        Self {
+            bind,
+            peers,
+            socket: SocketOptions::default(),
+            max_datagram: 1472,
+            batch: 32,
+            flush_interval_ms: 1,
+            max_message: 16 << 20,
+        }
+    }
+}
+
+/// Counters of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpMetrics {
+    pub messages_sent: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub send_batches: u64,
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub send_dropped: u64,
+    pub messages_received: u64,
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    pub recv_batches: u64,
+    /// Datagrams that were not ours, corrupt, truncated, or held invalid records.
+    pub malformed: u64,
+    /// Messages missing by sequence gaps.
+    pub lost: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    /// Fragmented messages given up (timed out, evicted, too large).
+    pub reassembly_failures: u64,
+    /// What the kernel granted when the socket was set up.
+    pub granted: Granted,
+}
+
+/// One UDP socket with its send pipeline and a receive pipeline per peer.
+#[derive(Debug)]
+pub struct UdpEndpoint {
+    socket: UdpSocket,
+    config: EndpointConfig,
+    connected: bool,
+    outbox: Outbox,
+    send: SendBatch,
+    recv: RecvBatch,
+    inboxes: HashMap<SocketAddr, Inbox>,
+    metrics: UdpMetrics,
+    epoch: Instant,
+}
+
+/// A session id that differs between endpoints and runs (pid and time, mixed).
+fn new_session() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut x = (t as u64) ^ ((std::process::id() as u64) << 32);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x as u32
+}
+
+impl UdpEndpoint {
+    /// Binds the socket (connecting it when there is exactly one peer).
+    pub fn bind(config: EndpointConfig) -> io::Result<Self> {
+        if config.max_datagram <= FRAME_HEADER_LEN + 4 || config.max_datagram > 65_507 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_datagram must be 45..=65507 bytes"));
+        }
+        let (socket, granted) = bind(config.bind, &config.socket)?;
+        let connected = config.peers.len() == 1;
+        if connected {
+            socket.connect(config.peers[0])?;
+        }
+        Ok(Self {
+            socket,
+            connected,
+            outbox: Outbox::new(config.max_datagram, new_session(), 0),
+            send: SendBatch::new(),
+            recv: RecvBatch::new(config.batch.max(1), config.max_datagram),
+            inboxes: HashMap::new(),
+            metrics: UdpMetrics { granted, ..UdpMetrics::default() },
+            epoch: Instant::now(),
+            config,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The socket, for readiness polling.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> UdpMetrics {
+        let mut m = self.metrics.clone();
+        for inbox in self.inboxes.values() {
+            let s = inbox.stats();
+            let r = inbox.reassembly_stats();
+            m.malformed += s.malformed;
+            m.lost += s.lost;
+            m.late += s.late;
+            m.duplicates += s.duplicates;
+            m.reassembly_failures += r.timed_out + r.evicted + r.too_large;
+        }
+        m
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Queues a message for every peer; full datagrams go out at once, a partly filled
+    /// one at the next flush.
+    pub fn publish(&mut self, message: &[u8]) -> Result<(), PublishError> {
+        let now = self.now_ms();
+        self.outbox.push(message, now).map_err(PublishError::TooLarge)?;
+        self.metrics.messages_sent += 1;
+        if self.outbox.ready() > 0 {
+            self.send_ready().map_err(PublishError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything queued now.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.outbox.flush();
+        self.send_ready()
+    }
+
+    /// Flushes if the oldest queued message has waited `flush_interval_ms`.
+    pub fn poll_flush(&mut self) -> io::Result<bool> {
+        let now = self.now_ms();
+        if self.outbox.poll_flush(now, self.config.flush_interval_ms) {
+            self.send_ready()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Milliseconds from now until `poll_flush` has work, if anything is queued.
+    pub fn flush_deadline(&self) -> Option<u64> {
+        self.outbox.flush_deadline(self.config.flush_interval_ms).map(|d| d.saturating_sub(self.now_ms()))
+    }
+
+    fn send_ready(&mut self) -> io::Result<()> {
+        for datagram in self.outbox.datagrams() {
+            if self.connected {
+                self.send.push(datagram, None);
+            } else {
+                for &peer in &self.config.peers {
+                    self.send.push(datagram, Some(peer));
+                }
+            }
+        }
+        let ready = self.outbox.ready();
+        self.outbox.consume(ready);
+        while !self.send.is_empty() {
+            let sent = self.send.send(&self.socket)?;
+            if sent == 0 {
+                // The socket buffer is full: UDP drops rather than blocks. Count what is
+                // dropped here; receivers see it as a gap.
+                self.metrics.send_dropped += self.send.len() as u64;
+                self.send.clear();
+                break;
+            }
+            self.metrics.send_batches += 1;
+            self.metrics.datagrams_sent += sent as u64;
+        }
+        Ok(())
+    }
+
+    /// Receives what is waiting (one `recvmmsg`) and hands each complete message to
+    /// `deliver(from, seq, message)`. Returns how many datagrams arrived.
+    pub fn poll_recv(&mut self, mut deliver: impl FnMut(SocketAddr, u64, &[u8])) -> io::Result<usize> {
+        let n = self.recv.recv(&self.socket)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        self.metrics.recv_batches += 1;
+        for d in self.recv.iter() {
+            self.metrics.datagrams_received += 1;
+            self.metrics.bytes_received += d.bytes.len() as u64;
+            let Some(from) = d.from else {
+                self.metrics.malformed += 1;
+                continue;
+            };
+            if d.truncated {
+                self.metrics.malformed += 1;
+                continue;
+            }
+            let limits = ReassemblyLimits {
+                max_message: self.config.max_message,
+                ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
+            };
+            let inbox = self.inboxes.entry(from).or_insert_with(|| Inbox::with_limits(limits));
+            let received = &mut self.metrics.messages_received;
+            inbox.receive(d.bytes, now, |seq, message| {
+                *received += 1;
+                deliver(from, seq, message);
+            });
+        }
+        for inbox in self.inboxes.values_mut() {
+            inbox.expire(now);
+        }
+        Ok(n)
+    }
+}
+
+/// Why `publish` failed.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Needs more than 65535 fragments.
+    TooLarge(FragmentError),
+    /// The socket refused the send.
+    Io(io::Error),
+}
+
+impl core::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooLarge(e) => e.fmt(f),
+            Self::Io(e) => write!(f, "send failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn endpoint(peers: Vec<SocketAddr>) -> UdpEndpoint {
+        UdpEndpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers)).unwrap()
+    }
+
+    fn collect(rx: &mut UdpEndpoint, want: usize) -> Vec<(SocketAddr, u64, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < want {
+            assert!(Instant::now() < deadline, "{} of {want} messages arrived; {:?}", got.len(), rx.metrics());
+            if rx.poll_recv(|from, seq, m| got.push((from, seq, m.to_vec()))).unwrap() == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn messages_from_1_byte_to_1_mb_arrive_whole_and_in_order() {
+        let mut rx = endpoint(vec![]);
+        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+        let sizes = [1usize, 10, 100, 1400, 1432, 1433, 5_000, 64 << 10, 1 << 20];
+        let messages: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect()).collect();
+        let mut got = Vec::new();
+        for m in &messages {
+            tx.publish(m).unwrap();
+            tx.flush().unwrap();
+            // Drain as we go so a 1 MB message does not overrun the receive buffer.
+            got.extend(collect(&mut rx, 1));
+        }
+        assert_eq!(got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(), messages);
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), (0..sizes.len() as u64).collect::<Vec<_>>());
+        let m = rx.metrics();
+        assert_eq!((m.lost, m.malformed, m.duplicates), (0, 0, 0));
+        assert!(m.recv_batches <= m.datagrams_received);
+    }
+
+    #[test]
+    fn small_messages_are_packed_and_a_lone_one_waits_only_the_flush_interval() {
+        let mut rx = endpoint(vec![]);
+        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+        for i in 0..100u32 {
+            tx.publish(&i.to_le_bytes()).unwrap();
+        }
+        tx.flush().unwrap();
+        let got = collect(&mut rx, 100);
+        assert_eq!(got.len(), 100);
+        assert!(tx.metrics().datagrams_sent < 10, "100 tiny messages packed into a few datagrams");
+        tx.publish(b"lone").unwrap();
+        assert!(tx.flush_deadline().is_some());
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(tx.poll_flush().unwrap());
+        assert_eq!(collect(&mut rx, 1)[0].2, b"lone");
+    }
+
+    #[test]
+    fn fan_in_from_two_senders_keeps_their_sequences_apart() {
+        let mut rx = endpoint(vec![]);
+        let mut a = endpoint(vec![rx.local_addr().unwrap()]);
+        let mut b = endpoint(vec![rx.local_addr().unwrap()]);
+        for i in 0..50u8 {
+            a.publish(&[b'a', i]).unwrap();
+            b.publish(&[b'b', i]).unwrap();
+        }
+        a.flush().unwrap();
+        b.flush().unwrap();
+        let got = collect(&mut rx, 100);
+        for (who, addr) in [(b'a', a.local_addr().unwrap()), (b'b', b.local_addr().unwrap())] {
+            let mine: Vec<_> = got.iter().filter(|g| g.0 == addr).collect();
+            assert_eq!(mine.len(), 50);
+            assert!(mine.iter().enumerate().all(|(i, g)| g.1 == i as u64 && g.2 == [who, i as u8]));
+        }
+        assert_eq!(rx.metrics().lost, 0);
+    }
+
+    #[test]
+    fn garbage_datagrams_are_counted_and_dropped() {
+        let mut rx = endpoint(vec![]);
+        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for n in [0usize, 1, 39, 40, 41, 500, 1472] {
+            junk.send_to(&vec![0xAB; n], rx.local_addr().unwrap()).unwrap();
+        }
+        let oversize = vec![0u8; 3000]; // longer than max_datagram: truncated
+        junk.send_to(&oversize, rx.local_addr().unwrap()).unwrap();
+        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+        tx.publish(b"real").unwrap();
+        tx.flush().unwrap();
+        let got = collect(&mut rx, 1);
+        assert_eq!(got[0].2, b"real");
+        assert_eq!(rx.metrics().malformed, 8);
+    }
+
+    #[test]
+    fn several_peers_each_get_every_message() {
+        let mut r1 = endpoint(vec![]);
+        let mut r2 = endpoint(vec![]);
+        let mut tx = endpoint(vec![r1.local_addr().unwrap(), r2.local_addr().unwrap()]);
+        tx.publish(&[1u8; 3000]).unwrap();
+        tx.publish(b"x").unwrap();
+        tx.flush().unwrap();
+        for r in [&mut r1, &mut r2] {
+            let got = collect(r, 2);
+            assert_eq!(got[0].2, vec![1u8; 3000]);
+            assert_eq!(got[1].2, b"x");
+        }
+    }
+}
