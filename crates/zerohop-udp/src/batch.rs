@@ -314,6 +314,18 @@ fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
+/// The address in raw sockaddr bytes (as io_uring's recvmsg output carries it).
+pub(crate) fn from_storage_bytes(bytes: &[u8], len: u32) -> Option<SocketAddr> {
+    // SAFETY: all-zero sockaddr_storage is valid; we copy at most its size into it.
+    let mut storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+    let n = bytes.len().min(std::mem::size_of::<libc::sockaddr_storage>()).min(len as usize);
+    // SAFETY: `n` bytes fit in both the source slice and the storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(), n)
+    };
+    from_storage(&storage, n as libc::socklen_t)
+}
+
 fn from_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
     match storage.ss_family as libc::c_int {

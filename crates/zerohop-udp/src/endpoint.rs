@@ -21,6 +21,24 @@ use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
 
 use crate::batch::{RecvBatch, SendBatch};
 use crate::socket::{Granted, SocketOptions, bind};
+use crate::uring::UringReceiver;
+
+/// Which receive path to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UringMode {
+    /// io_uring when the kernel allows it, `recvmmsg` otherwise.
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    Force,
+    /// `recvmmsg` only.
+    Off,
+}
+
+enum Receiver {
+    Uring(Box<UringReceiver>),
+    Mmsg(RecvBatch),
+}
 
 /// How to set up an endpoint.
 #[derive(Clone, Debug)]
@@ -39,6 +57,8 @@ pub struct EndpointConfig {
     pub flush_interval_ms: u64,
     /// Largest message reassembled from fragments.
     pub max_message: usize,
+    /// The receive path.
+    pub io_uring: UringMode,
 }
 
 impl EndpointConfig {
@@ -52,6 +72,7 @@ impl EndpointConfig {
             batch: 32,
             flush_interval_ms: 1,
             max_message: 16 << 20,
+            io_uring: UringMode::Auto,
         }
     }
 }
@@ -79,17 +100,20 @@ pub struct UdpMetrics {
     pub reassembly_failures: u64,
     /// What the kernel granted when the socket was set up.
     pub granted: Granted,
+    /// `"io_uring"` or `"recvmmsg"`.
+    pub backend: &'static str,
+    /// Why io_uring is not in use, when it was wanted.
+    pub io_uring_unavailable: Option<String>,
 }
 
 /// One UDP socket with its send pipeline and a receive pipeline per peer.
-#[derive(Debug)]
 pub struct UdpEndpoint {
     socket: UdpSocket,
     config: EndpointConfig,
     connected: bool,
     outbox: Outbox,
     send: SendBatch,
-    recv: RecvBatch,
+    receiver: Receiver,
     inboxes: HashMap<SocketAddr, Inbox>,
     metrics: UdpMetrics,
     epoch: Instant,
@@ -116,14 +140,32 @@ impl UdpEndpoint {
         if connected {
             socket.connect(config.peers[0])?;
         }
+        let mut metrics = UdpMetrics { granted, ..UdpMetrics::default() };
+        let entries = (config.batch.max(1) * 4).next_power_of_two().min(32768) as u16;
+        let receiver = match config.io_uring {
+            UringMode::Off => Receiver::Mmsg(RecvBatch::new(config.batch.max(1), config.max_datagram)),
+            mode => match UringReceiver::new(&socket, entries, config.max_datagram) {
+                Ok(u) => Receiver::Uring(Box::new(u)),
+                Err(e) if mode == UringMode::Force => return Err(e),
+                Err(e) => {
+                    // EPERM (disabled, seccomp), ENOSYS (old kernel), ENOMEM (memlock)…
+                    metrics.io_uring_unavailable = Some(e.to_string());
+                    Receiver::Mmsg(RecvBatch::new(config.batch.max(1), config.max_datagram))
+                }
+            },
+        };
+        metrics.backend = match receiver {
+            Receiver::Uring(_) => "io_uring",
+            Receiver::Mmsg(_) => "recvmmsg",
+        };
         Ok(Self {
             socket,
             connected,
             outbox: Outbox::new(config.max_datagram, new_session(), 0),
             send: SendBatch::new(),
-            recv: RecvBatch::new(config.batch.max(1), config.max_datagram),
+            receiver,
             inboxes: HashMap::new(),
-            metrics: UdpMetrics { granted, ..UdpMetrics::default() },
+            metrics,
             epoch: Instant::now(),
             config,
         })
@@ -218,41 +260,54 @@ impl UdpEndpoint {
         Ok(())
     }
 
-    /// Receives what is waiting (one `recvmmsg`) and hands each complete message to
-    /// `deliver(from, seq, message)`. Returns how many datagrams arrived.
+    /// Receives what is waiting (one `recvmmsg`, or the io_uring completions) and hands
+    /// each complete message to `deliver(from, seq, message)`. Returns how many
+    /// datagrams arrived.
     pub fn poll_recv(&mut self, mut deliver: impl FnMut(SocketAddr, u64, &[u8])) -> io::Result<usize> {
-        let n = self.recv.recv(&self.socket)?;
-        if n == 0 {
-            return Ok(0);
-        }
         let now = self.now_ms();
-        self.metrics.recv_batches += 1;
-        for d in self.recv.iter() {
-            self.metrics.datagrams_received += 1;
-            self.metrics.bytes_received += d.bytes.len() as u64;
-            let Some(from) = d.from else {
-                self.metrics.malformed += 1;
-                continue;
+        let limits = ReassemblyLimits {
+            max_message: self.config.max_message,
+            ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
+        };
+        let inboxes = &mut self.inboxes;
+        let metrics = &mut self.metrics;
+        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool| {
+            metrics.datagrams_received += 1;
+            metrics.bytes_received += bytes.len() as u64;
+            let Some(from) = from.filter(|_| !truncated) else {
+                metrics.malformed += 1;
+                return;
             };
-            if d.truncated {
-                self.metrics.malformed += 1;
-                continue;
-            }
-            let limits = ReassemblyLimits {
-                max_message: self.config.max_message,
-                ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
-            };
-            let inbox = self.inboxes.entry(from).or_insert_with(|| Inbox::with_limits(limits));
-            let received = &mut self.metrics.messages_received;
-            inbox.receive(d.bytes, now, |seq, message| {
+            let inbox = inboxes.entry(from).or_insert_with(|| Inbox::with_limits(limits));
+            let received = &mut metrics.messages_received;
+            inbox.receive(bytes, now, |seq, message| {
                 *received += 1;
                 deliver(from, seq, message);
             });
+        };
+        let n = match &mut self.receiver {
+            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated))?,
+            Receiver::Mmsg(batch) => {
+                let n = batch.recv(&self.socket)?;
+                for d in batch.iter() {
+                    handle(d.bytes, d.from, d.truncated);
+                }
+                n
+            }
+        };
+        if n > 0 {
+            self.metrics.recv_batches += 1;
         }
         for inbox in self.inboxes.values_mut() {
             inbox.expire(now);
         }
         Ok(n)
+    }
+}
+
+impl core::fmt::Debug for UdpEndpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UdpEndpoint").field("socket", &self.socket).field("backend", &self.metrics.backend).finish()
     }
 }
 
@@ -281,8 +336,33 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Every test runs once per receive path (io_uring only where the kernel has it).
+    fn backends() -> Vec<UringMode> {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        match UringReceiver::new(&probe, 4, 64) {
+            Ok(_) => vec![UringMode::Off, UringMode::Force],
+            Err(e) => {
+                eprintln!("io_uring unavailable ({e}): testing recvmmsg only");
+                vec![UringMode::Off]
+            }
+        }
+    }
+
+    thread_local!(static MODE: std::cell::Cell<UringMode> = const { std::cell::Cell::new(UringMode::Off) });
+
     fn endpoint(peers: Vec<SocketAddr>) -> UdpEndpoint {
-        UdpEndpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers)).unwrap()
+        let config =
+            EndpointConfig { io_uring: MODE.get(), ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers) };
+        let e = UdpEndpoint::bind(config).unwrap();
+        assert_eq!(e.metrics().backend, if MODE.get() == UringMode::Force { "io_uring" } else { "recvmmsg" });
+        e
+    }
+
+    fn each_backend(test: impl Fn()) {
+        for mode in backends() {
+            MODE.set(mode);
+            test();
+        }
     }
 
     fn collect(rx: &mut UdpEndpoint, want: usize) -> Vec<(SocketAddr, u64, Vec<u8>)> {
@@ -299,91 +379,101 @@ mod tests {
 
     #[test]
     fn messages_from_1_byte_to_1_mb_arrive_whole_and_in_order() {
-        let mut rx = endpoint(vec![]);
-        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
-        let sizes = [1usize, 10, 100, 1400, 1432, 1433, 5_000, 64 << 10, 1 << 20];
-        let messages: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect()).collect();
-        let mut got = Vec::new();
-        for m in &messages {
-            tx.publish(m).unwrap();
-            tx.flush().unwrap();
-            // Drain as we go so a 1 MB message does not overrun the receive buffer.
-            got.extend(collect(&mut rx, 1));
-        }
-        assert_eq!(got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(), messages);
-        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), (0..sizes.len() as u64).collect::<Vec<_>>());
-        let m = rx.metrics();
-        assert_eq!((m.lost, m.malformed, m.duplicates), (0, 0, 0));
-        assert!(m.recv_batches <= m.datagrams_received);
+        each_backend(|| {
+            let mut rx = endpoint(vec![]);
+            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            let sizes = [1usize, 10, 100, 1400, 1432, 1433, 5_000, 64 << 10, 1 << 20];
+            let messages: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect()).collect();
+            let mut got = Vec::new();
+            for m in &messages {
+                tx.publish(m).unwrap();
+                tx.flush().unwrap();
+                // Drain as we go so a 1 MB message does not overrun the receive buffer.
+                got.extend(collect(&mut rx, 1));
+            }
+            assert_eq!(got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(), messages);
+            assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), (0..sizes.len() as u64).collect::<Vec<_>>());
+            let m = rx.metrics();
+            assert_eq!((m.lost, m.malformed, m.duplicates), (0, 0, 0));
+            assert!(m.recv_batches <= m.datagrams_received);
+        });
     }
 
     #[test]
     fn small_messages_are_packed_and_a_lone_one_waits_only_the_flush_interval() {
-        let mut rx = endpoint(vec![]);
-        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
-        for i in 0..100u32 {
-            tx.publish(&i.to_le_bytes()).unwrap();
-        }
-        tx.flush().unwrap();
-        let got = collect(&mut rx, 100);
-        assert_eq!(got.len(), 100);
-        assert!(tx.metrics().datagrams_sent < 10, "100 tiny messages packed into a few datagrams");
-        tx.publish(b"lone").unwrap();
-        assert!(tx.flush_deadline().is_some());
-        std::thread::sleep(Duration::from_millis(3));
-        assert!(tx.poll_flush().unwrap());
-        assert_eq!(collect(&mut rx, 1)[0].2, b"lone");
+        each_backend(|| {
+            let mut rx = endpoint(vec![]);
+            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            for i in 0..100u32 {
+                tx.publish(&i.to_le_bytes()).unwrap();
+            }
+            tx.flush().unwrap();
+            let got = collect(&mut rx, 100);
+            assert_eq!(got.len(), 100);
+            assert!(tx.metrics().datagrams_sent < 10, "100 tiny messages packed into a few datagrams");
+            tx.publish(b"lone").unwrap();
+            assert!(tx.flush_deadline().is_some());
+            std::thread::sleep(Duration::from_millis(3));
+            assert!(tx.poll_flush().unwrap());
+            assert_eq!(collect(&mut rx, 1)[0].2, b"lone");
+        });
     }
 
     #[test]
     fn fan_in_from_two_senders_keeps_their_sequences_apart() {
-        let mut rx = endpoint(vec![]);
-        let mut a = endpoint(vec![rx.local_addr().unwrap()]);
-        let mut b = endpoint(vec![rx.local_addr().unwrap()]);
-        for i in 0..50u8 {
-            a.publish(&[b'a', i]).unwrap();
-            b.publish(&[b'b', i]).unwrap();
-        }
-        a.flush().unwrap();
-        b.flush().unwrap();
-        let got = collect(&mut rx, 100);
-        for (who, addr) in [(b'a', a.local_addr().unwrap()), (b'b', b.local_addr().unwrap())] {
-            let mine: Vec<_> = got.iter().filter(|g| g.0 == addr).collect();
-            assert_eq!(mine.len(), 50);
-            assert!(mine.iter().enumerate().all(|(i, g)| g.1 == i as u64 && g.2 == [who, i as u8]));
-        }
-        assert_eq!(rx.metrics().lost, 0);
+        each_backend(|| {
+            let mut rx = endpoint(vec![]);
+            let mut a = endpoint(vec![rx.local_addr().unwrap()]);
+            let mut b = endpoint(vec![rx.local_addr().unwrap()]);
+            for i in 0..50u8 {
+                a.publish(&[b'a', i]).unwrap();
+                b.publish(&[b'b', i]).unwrap();
+            }
+            a.flush().unwrap();
+            b.flush().unwrap();
+            let got = collect(&mut rx, 100);
+            for (who, addr) in [(b'a', a.local_addr().unwrap()), (b'b', b.local_addr().unwrap())] {
+                let mine: Vec<_> = got.iter().filter(|g| g.0 == addr).collect();
+                assert_eq!(mine.len(), 50);
+                assert!(mine.iter().enumerate().all(|(i, g)| g.1 == i as u64 && g.2 == [who, i as u8]));
+            }
+            assert_eq!(rx.metrics().lost, 0);
+        });
     }
 
     #[test]
     fn garbage_datagrams_are_counted_and_dropped() {
-        let mut rx = endpoint(vec![]);
-        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for n in [0usize, 1, 39, 40, 41, 500, 1472] {
-            junk.send_to(&vec![0xAB; n], rx.local_addr().unwrap()).unwrap();
-        }
-        let oversize = vec![0u8; 3000]; // longer than max_datagram: truncated
-        junk.send_to(&oversize, rx.local_addr().unwrap()).unwrap();
-        let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
-        tx.publish(b"real").unwrap();
-        tx.flush().unwrap();
-        let got = collect(&mut rx, 1);
-        assert_eq!(got[0].2, b"real");
-        assert_eq!(rx.metrics().malformed, 8);
+        each_backend(|| {
+            let mut rx = endpoint(vec![]);
+            let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for n in [0usize, 1, 39, 40, 41, 500, 1472] {
+                junk.send_to(&vec![0xAB; n], rx.local_addr().unwrap()).unwrap();
+            }
+            let oversize = vec![0u8; 3000]; // longer than max_datagram: truncated
+            junk.send_to(&oversize, rx.local_addr().unwrap()).unwrap();
+            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            tx.publish(b"real").unwrap();
+            tx.flush().unwrap();
+            let got = collect(&mut rx, 1);
+            assert_eq!(got[0].2, b"real");
+            assert_eq!(rx.metrics().malformed, 8);
+        });
     }
 
     #[test]
     fn several_peers_each_get_every_message() {
-        let mut r1 = endpoint(vec![]);
-        let mut r2 = endpoint(vec![]);
-        let mut tx = endpoint(vec![r1.local_addr().unwrap(), r2.local_addr().unwrap()]);
-        tx.publish(&[1u8; 3000]).unwrap();
-        tx.publish(b"x").unwrap();
-        tx.flush().unwrap();
-        for r in [&mut r1, &mut r2] {
-            let got = collect(r, 2);
-            assert_eq!(got[0].2, vec![1u8; 3000]);
-            assert_eq!(got[1].2, b"x");
-        }
+        each_backend(|| {
+            let mut r1 = endpoint(vec![]);
+            let mut r2 = endpoint(vec![]);
+            let mut tx = endpoint(vec![r1.local_addr().unwrap(), r2.local_addr().unwrap()]);
+            tx.publish(&[1u8; 3000]).unwrap();
+            tx.publish(b"x").unwrap();
+            tx.flush().unwrap();
+            for r in [&mut r1, &mut r2] {
+                let got = collect(r, 2);
+                assert_eq!(got[0].2, vec![1u8; 3000]);
+                assert_eq!(got[1].2, b"x");
+            }
+        });
     }
 }

@@ -7,8 +7,11 @@
 //! - [`batch`]: [`RecvBatch`] receives up to N datagrams into buffers it owns and reuses,
 //!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
 //!   in one call.
+//! - [`uring`]: [`UringReceiver`], multishot `recvmsg` into a provided-buffer ring.
 //! - [`endpoint`]: [`UdpEndpoint`], a socket joined to `zerohop-proto`'s datagram
-//!   pipeline (packing, fragments, loss accounting per peer), with metrics.
+//!   pipeline (packing, fragments, loss accounting per peer), receiving through
+//!   io_uring when the kernel allows it and `recvmmsg` otherwise ([`UringMode`]), with
+//!   metrics that say which.
 //!
 //! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; this crate
 //! only moves datagrams.
@@ -35,7 +38,9 @@
 pub mod batch;
 pub mod endpoint;
 pub mod socket;
+pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
-pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics};
+pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
 pub use socket::{Granted, SocketOptions, bind};
+pub use uring::UringReceiver;
