@@ -460,6 +460,82 @@ mod tests {
         });
     }
 
+    /// Multicast needs a multicast-capable interface. The test runs itself again in a
+    /// fresh network namespace (`unshare -n`) and enables multicast on that namespace's
+    /// loopback, so the host's network is never touched. Where namespaces cannot be
+    /// created it says so and passes without checking anything.
+    #[test]
+    fn multicast_reaches_every_member() {
+        if std::env::var_os("ZEROHOP_NETNS_CHILD").is_some() {
+            multicast_in_namespace();
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new("unshare")
+            .arg("-n")
+            .arg("--")
+            .arg(exe)
+            .args(["--exact", "endpoint::tests::multicast_reaches_every_member", "--nocapture", "--test-threads", "1"])
+            .env("ZEROHOP_NETNS_CHILD", "1")
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) if s.code() == Some(101) => panic!("the multicast test failed inside its namespace"),
+            Ok(s) => eprintln!("SKIPPED: cannot create a network namespace here (unshare exited with {s})"),
+            Err(e) => eprintln!("SKIPPED: unshare is not available ({e})"),
+        }
+    }
+
+    fn multicast_in_namespace() {
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "set", "lo", "multicast", "on"],
+            &["route", "add", "224.0.0.0/4", "dev", "lo"],
+        ] {
+            let ok = std::process::Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok, "ip {args:?} failed inside the namespace");
+        }
+        let group: std::net::Ipv4Addr = "239.1.2.3".parse().unwrap();
+        let member = |port: u16| {
+            let socket = SocketOptions {
+                multicast: Some(crate::socket::Multicast {
+                    interface_v4: std::net::Ipv4Addr::LOCALHOST,
+                    ..crate::socket::Multicast::group(group.into())
+                }),
+                ..SocketOptions::default()
+            };
+            let config =
+                EndpointConfig { socket, ..EndpointConfig::new(format!("0.0.0.0:{port}").parse().unwrap(), vec![]) };
+            UdpEndpoint::bind(config).unwrap()
+        };
+        let first = member(0);
+        let port = first.local_addr().unwrap().port();
+        let mut members = vec![member(port), member(port)];
+        assert_eq!(first.metrics().granted.multicast_group, Some(group.into()));
+        let sender_socket = SocketOptions {
+            multicast: Some(crate::socket::Multicast {
+                interface_v4: std::net::Ipv4Addr::LOCALHOST,
+                ..crate::socket::Multicast::group(group.into())
+            }),
+            ..SocketOptions::default()
+        };
+        let mut tx = UdpEndpoint::bind(EndpointConfig {
+            socket: sender_socket,
+            ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![SocketAddr::new(group.into(), port)])
+        })
+        .unwrap();
+        let messages: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![7u8; 5000], b"c".to_vec()];
+        for m in &messages {
+            tx.publish(m).unwrap();
+        }
+        tx.flush().unwrap();
+        members.push(first);
+        for (i, m) in members.iter_mut().enumerate() {
+            let got = collect(m, 3);
+            assert_eq!(got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(), messages, "member {i}");
+        }
+    }
+
     #[test]
     fn several_peers_each_get_every_message() {
         each_backend(|| {

@@ -42,5 +42,5 @@ pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
 pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
-pub use socket::{Granted, SocketOptions, bind};
+pub use socket::{Granted, Multicast, SocketOptions, bind};
 pub use uring::UringReceiver;

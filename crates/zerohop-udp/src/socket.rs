@@ -5,7 +5,7 @@
 //! took effect, so metrics can show it instead of the request.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -24,6 +24,30 @@ pub struct SocketOptions {
     pub reuse_port: bool,
     /// Non-blocking (the batch calls use `MSG_DONTWAIT` either way).
     pub nonblocking: bool,
+    /// Join a multicast group (the bind address's port receives it).
+    pub multicast: Option<Multicast>,
+}
+
+/// Multicast membership and sending options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Multicast {
+    /// The group (224.0.0.0/4 or ff00::/8).
+    pub group: IpAddr,
+    /// IPv4: the interface address to join and send on (`0.0.0.0` lets the kernel pick).
+    pub interface_v4: Ipv4Addr,
+    /// IPv6: the interface index (0 lets the kernel pick).
+    pub interface_v6: u32,
+    /// Hops a sent datagram may travel (1 = this link).
+    pub ttl: u32,
+    /// Whether this host's own members receive what it sends.
+    pub loopback: bool,
+}
+
+impl Multicast {
+    /// Membership of `group` on the default interface, TTL 1, loopback on.
+    pub fn group(group: IpAddr) -> Self {
+        Self { group, interface_v4: Ipv4Addr::UNSPECIFIED, interface_v6: 0, ttl: 1, loopback: true }
+    }
 }
 
 impl Default for SocketOptions {
@@ -35,6 +59,7 @@ impl Default for SocketOptions {
             busy_poll_us: 0,
             reuse_port: false,
             nonblocking: true,
+            multicast: None,
         }
     }
 }
@@ -47,6 +72,8 @@ pub struct Granted {
     pub low_delay: bool,
     pub busy_poll_us: u32,
     pub reuse_port: bool,
+    /// The multicast group joined.
+    pub multicast_group: Option<IpAddr>,
 }
 
 /// Binds a UDP socket to `addr` with `options`; returns it with what was granted.
@@ -72,8 +99,37 @@ pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<(UdpSocket,
     if options.busy_poll_us > 0 && socket.set_busy_poll(options.busy_poll_us).is_ok() {
         granted.busy_poll_us = socket.busy_poll().unwrap_or(0);
     }
+    if let Some(m) = &options.multicast {
+        if !m.group.is_multicast() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a multicast group", m.group)));
+        }
+        // Several members on one host share the group's port.
+        socket.set_reuse_address(true)?;
+        granted.reuse_port = socket.set_reuse_port(true).is_ok();
+    }
     socket.set_nonblocking(options.nonblocking)?;
     socket.bind(&addr.into())?;
+    if let Some(m) = &options.multicast {
+        match m.group {
+            IpAddr::V4(group) => {
+                socket.join_multicast_v4(&group, &m.interface_v4)?;
+                socket.set_multicast_ttl_v4(m.ttl)?;
+                socket.set_multicast_loop_v4(m.loopback)?;
+                if !m.interface_v4.is_unspecified() {
+                    socket.set_multicast_if_v4(&m.interface_v4)?;
+                }
+            }
+            IpAddr::V6(group) => {
+                socket.join_multicast_v6(&group, m.interface_v6)?;
+                socket.set_multicast_hops_v6(m.ttl)?;
+                socket.set_multicast_loop_v6(m.loopback)?;
+                if m.interface_v6 != 0 {
+                    socket.set_multicast_if_v6(m.interface_v6)?;
+                }
+            }
+        }
+        granted.multicast_group = Some(m.group);
+    }
     Ok((socket.into(), granted))
 }
 
