@@ -20,6 +20,36 @@ pub struct Datagram<'a> {
     pub from: Option<SocketAddr>,
     /// It was longer than `max_datagram` and was cut (count it as malformed).
     pub truncated: bool,
+    /// When the kernel received it (realtime clock, ns), if timestamps are enabled.
+    pub timestamp_ns: Option<u64>,
+}
+
+/// Control-message room per datagram: enough for a `SCM_TIMESTAMPNS` and spare.
+pub(crate) const CONTROL_LEN: usize = 64;
+
+/// Finds the `SCM_TIMESTAMPNS` timestamp in raw control-message bytes (as the kernel
+/// lays them out: `cmsghdr` then data, each record aligned to 8 bytes on 64-bit Linux).
+pub(crate) fn timestamp_from_control(control: &[u8]) -> Option<u64> {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    let mut off = 0;
+    while off + HDR <= control.len() {
+        // SAFETY: HDR bytes at `off` are inside `control`; read_unaligned copes with any
+        // alignment of the caller's buffer.
+        let h: libc::cmsghdr = unsafe { control.as_ptr().add(off).cast::<libc::cmsghdr>().read_unaligned() };
+        #[allow(clippy::unnecessary_cast)] // usize on glibc, u32 on musl
+        let len = h.cmsg_len as usize;
+        if len < HDR || off + len > control.len() {
+            return None;
+        }
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
+            let at = off + HDR;
+            let sec = i64::from_ne_bytes(control[at..at + 8].try_into().ok()?);
+            let nsec = i64::from_ne_bytes(control[at + 8..at + 16].try_into().ok()?);
+            return u64::try_from(sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?);
+        }
+        off += len.next_multiple_of(std::mem::size_of::<usize>());
+    }
+    None
 }
 
 /// Receives up to `batch` datagrams per call into buffers it owns and reuses.
@@ -27,6 +57,7 @@ pub struct RecvBatch {
     bufs: Vec<u8>,
     max_datagram: usize,
     addrs: Vec<libc::sockaddr_storage>,
+    controls: Vec<u8>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     received: usize,
@@ -63,6 +94,7 @@ impl RecvBatch {
             bufs: vec![0; batch * max_datagram],
             max_datagram,
             addrs: vec![addr; batch],
+            controls: vec![0; batch * CONTROL_LEN],
             iovs: vec![iov; batch],
             hdrs: vec![hdr; batch],
             received: 0,
@@ -85,8 +117,9 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            // SAFETY: `i * CONTROL_LEN` is within `controls` (batch * CONTROL_LEN bytes).
+            h.msg_control = unsafe { self.controls.as_mut_ptr().add(i * CONTROL_LEN) }.cast();
+            h.msg_controllen = CONTROL_LEN as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -133,10 +166,13 @@ impl RecvBatch {
         let h = &self.hdrs[i];
         let len = (h.msg_len as usize).min(self.max_datagram);
         let start = i * self.max_datagram;
+        #[allow(clippy::unnecessary_cast)] // usize on glibc, u32 on musl
+        let control_len = (h.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
         Datagram {
             bytes: &self.bufs[start..start + len],
             from: from_storage(&self.addrs[i], h.msg_hdr.msg_namelen),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            timestamp_ns: timestamp_from_control(&self.controls[i * CONTROL_LEN..i * CONTROL_LEN + control_len]),
         }
     }
 
@@ -432,6 +468,60 @@ mod tests {
         assert_eq!(batch.recv(&rx).unwrap(), 0);
         assert!(batch.is_empty());
         assert_eq!(SendBatch::new().send(&rx).unwrap(), 0);
+    }
+
+    fn realtime_ns() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
+
+    #[test]
+    fn kernel_receive_timestamps_when_asked() {
+        let opts = SocketOptions { timestamps: true, ..SocketOptions::default() };
+        let (rx, granted) = bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        assert!(granted.timestamps);
+        let (tx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        let before = realtime_ns();
+        tx.send_to(b"t", rx.local_addr().unwrap()).unwrap();
+        let mut batch = RecvBatch::new(2, 64);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while batch.recv(&rx).unwrap() == 0 {
+            assert!(Instant::now() < deadline);
+        }
+        let after = realtime_ns();
+        let ts = batch.get(0).timestamp_ns.expect("a timestamp");
+        assert!(before <= ts && ts <= after, "{before} <= {ts} <= {after}");
+        // Without the option there is none.
+        let (plain, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        tx.send_to(b"t", plain.local_addr().unwrap()).unwrap();
+        while batch.recv(&plain).unwrap() == 0 {
+            assert!(Instant::now() < deadline);
+        }
+        assert_eq!(batch.get(0).timestamp_ns, None);
+    }
+
+    #[test]
+    fn control_parser_reads_a_timestamp_and_survives_garbage() {
+        const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+        let mut c = vec![0u8; HDR + 16];
+        c[..8].copy_from_slice(&((HDR + 16) as u64).to_ne_bytes());
+        c[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c[12..16].copy_from_slice(&libc::SCM_TIMESTAMPNS.to_ne_bytes());
+        c[HDR..HDR + 8].copy_from_slice(&3i64.to_ne_bytes());
+        c[HDR + 8..HDR + 16].copy_from_slice(&5i64.to_ne_bytes());
+        assert_eq!(timestamp_from_control(&c), Some(3_000_000_005));
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = timestamp_from_control(&bytes);
+        }
+        assert_eq!(timestamp_from_control(&[]), None);
     }
 
     #[test]

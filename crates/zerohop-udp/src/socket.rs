@@ -26,6 +26,8 @@ pub struct SocketOptions {
     pub nonblocking: bool,
     /// Join a multicast group (the bind address's port receives it).
     pub multicast: Option<Multicast>,
+    /// Ask the kernel for a receive timestamp on every datagram (`SO_TIMESTAMPNS`).
+    pub timestamps: bool,
 }
 
 /// Multicast membership and sending options.
@@ -60,6 +62,7 @@ impl Default for SocketOptions {
             reuse_port: false,
             nonblocking: true,
             multicast: None,
+            timestamps: false,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct Granted {
     pub reuse_port: bool,
     /// The multicast group joined.
     pub multicast_group: Option<IpAddr>,
+    /// Receive timestamps are on.
+    pub timestamps: bool,
 }
 
 /// Binds a UDP socket to `addr` with `options`; returns it with what was granted.
@@ -95,6 +100,20 @@ pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<(UdpSocket,
             SocketAddr::V4(_) => socket.set_tos_v4(IPTOS_LOWDELAY).is_ok(),
             SocketAddr::V6(_) => socket.set_tclass_v6(IPTOS_LOWDELAY).is_ok(),
         };
+    }
+    if options.timestamps {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, valid here.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        granted.timestamps = r == 0;
     }
     if options.busy_poll_us > 0 && socket.set_busy_poll(options.busy_poll_us).is_ok() {
         granted.busy_poll_us = socket.busy_poll().unwrap_or(0);

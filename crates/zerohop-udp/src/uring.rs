@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::{BufRingEntry, RecvMsgOut};
 use io_uring::{IoUring, cqueue, opcode, types};
 
-use crate::batch::from_storage_bytes;
+use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control};
 
 const BUFFER_GROUP: u16 = 0x5a48;
 const USER_DATA_RECV: u64 = 1;
@@ -71,6 +71,8 @@ pub struct UringDatagram<'a> {
     pub bytes: &'a [u8],
     pub from: Option<SocketAddr>,
     pub truncated: bool,
+    /// Kernel receive time (realtime clock, ns), if timestamps are enabled.
+    pub timestamp_ns: Option<u64>,
 }
 
 impl UringReceiver {
@@ -82,7 +84,7 @@ impl UringReceiver {
         }
         let ring = IoUring::builder().setup_cqsize(u32::from(entries) * 2).build(8)?;
         let name_len = std::mem::size_of::<libc::sockaddr_storage>();
-        let buf_size = (RECVMSG_OUT_LEN + name_len + max_datagram).next_multiple_of(64);
+        let buf_size = (RECVMSG_OUT_LEN + name_len + CONTROL_LEN + max_datagram).next_multiple_of(64);
         let ring_bytes = (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
         // SAFETY: a fresh anonymous private mapping; the kernel picks the address.
         let mem = unsafe {
@@ -101,6 +103,7 @@ impl UringReceiver {
         // SAFETY: all-zero msghdr is valid; we set the two lengths the kernel reads.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
         msghdr.msg_namelen = name_len as libc::socklen_t;
+        msghdr.msg_controllen = CONTROL_LEN as _;
         let mut receiver = Self {
             ring,
             descriptors: mem.cast(),
@@ -215,6 +218,7 @@ impl UringReceiver {
                     bytes: &payload[..kept],
                     from: from_storage_bytes(out.name_data(), out.incoming_name_len()),
                     truncated: out.is_payload_truncated() || kept < payload.len(),
+                    timestamp_ns: timestamp_from_control(out.control_data()),
                 });
                 n += 1;
             }
@@ -273,6 +277,22 @@ mod tests {
         assert_eq!(got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), messages);
         assert!(got.iter().all(|g| g.1 == Some(tx.local_addr().unwrap())));
         assert!(receiver.rearms() > 0, "the ring ran dry and the receive was re-armed");
+    }
+
+    #[test]
+    fn receive_timestamps_through_io_uring() {
+        let opts = SocketOptions { timestamps: true, ..SocketOptions::default() };
+        let (rx, _) = bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let (tx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        let Ok(mut receiver) = UringReceiver::new(&rx, 4, 64) else { return };
+        tx.send_to(b"t", rx.local_addr().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut ts = None;
+        while ts.is_none() {
+            assert!(Instant::now() < deadline);
+            receiver.recv(|d| ts = Some(d.timestamp_ns)).unwrap();
+        }
+        assert!(ts.unwrap().is_some_and(|t| t > 1_600_000_000_000_000_000), "{ts:?}");
     }
 
     #[test]
