@@ -536,6 +536,101 @@ mod tests {
         }
     }
 
+    /// Deletes the test's network namespaces however the test ends.
+    struct Namespaces(Vec<String>);
+
+    impl Drop for Namespaces {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Two hosts: network namespaces joined by a veth pair, 10.201.0.1/30 and .2/30,
+    /// with a receiver process in one and a sender process in the other. Skipped with a
+    /// message where namespaces cannot be created.
+    #[test]
+    fn two_hosts_over_a_veth_pair() {
+        if let Ok(role) = std::env::var("ZEROHOP_VETH_ROLE") {
+            veth_role(&role);
+            return;
+        }
+        let pid = std::process::id();
+        let (a, b) = (format!("zh{pid}a"), format!("zh{pid}b"));
+        if !ip(&["netns", "add", &a]) {
+            eprintln!("SKIPPED: cannot create network namespaces here");
+            return;
+        }
+        let _cleanup = Namespaces(vec![a.clone(), b.clone()]);
+        let (va, vb) = (format!("zva{pid}"), format!("zvb{pid}"));
+        for args in [
+            vec!["netns", "add", &b],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
+            vec!["link", "set", &va, "netns", &a],
+            vec!["link", "set", &vb, "netns", &b],
+            vec!["-n", &a, "addr", "add", "10.201.0.1/30", "dev", &va],
+            vec!["-n", &b, "addr", "add", "10.201.0.2/30", "dev", &vb],
+            vec!["-n", &a, "link", "set", &va, "up"],
+            vec!["-n", &b, "link", "set", &vb, "up"],
+            vec!["-n", &a, "link", "set", "lo", "up"],
+            vec!["-n", &b, "link", "set", "lo", "up"],
+        ] {
+            assert!(ip(&args), "ip {args:?} failed");
+        }
+        let exe = std::env::current_exe().unwrap();
+        let spawn = |ns: &str, role: &str| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(&exe)
+                .args(["--exact", "endpoint::tests::two_hosts_over_a_veth_pair", "--nocapture", "--test-threads", "1"])
+                .env("ZEROHOP_VETH_ROLE", role)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut receiver = spawn(&a, "receiver");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(receiver.stdout.take().unwrap()));
+        assert!(lines.any(|l| l.unwrap().contains("VETH READY")), "the receiver never got ready");
+        let sender = spawn(&b, "sender").wait_with_output().unwrap();
+        assert!(sender.status.success(), "sender failed");
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(receiver.wait().unwrap().success(), "receiver failed: {rest:?}");
+        assert!(rest.iter().any(|l| l.contains("VETH OK")), "{rest:?}");
+    }
+
+    fn veth_messages() -> Vec<Vec<u8>> {
+        (0..200u32).map(|i| if i % 50 == 49 { vec![i as u8; 100_000] } else { i.to_le_bytes().to_vec() }).collect()
+    }
+
+    fn veth_role(role: &str) {
+        let server: SocketAddr = "10.201.0.1:47000".parse().unwrap();
+        if role == "receiver" {
+            let mut rx = UdpEndpoint::bind(EndpointConfig::new(server, vec![])).unwrap();
+            println!("VETH READY");
+            let got = collect(&mut rx, 200);
+            assert_eq!(got.into_iter().map(|g| g.2).collect::<Vec<_>>(), veth_messages());
+            assert!(got_from_other_host(&rx));
+            println!("VETH OK");
+        } else {
+            let mut tx = UdpEndpoint::bind(EndpointConfig::new("10.201.0.2:0".parse().unwrap(), vec![server])).unwrap();
+            for m in veth_messages() {
+                tx.publish(&m).unwrap();
+                tx.flush().unwrap();
+                // Pace the 100 KB messages so the veth queue never drops (UDP would).
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn got_from_other_host(rx: &UdpEndpoint) -> bool {
+        rx.inboxes.keys().all(|a| a.ip() == "10.201.0.2".parse::<std::net::IpAddr>().unwrap())
+    }
+
     #[test]
     fn several_peers_each_get_every_message() {
         each_backend(|| {
