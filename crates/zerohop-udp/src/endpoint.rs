@@ -632,6 +632,58 @@ mod tests {
     }
 
     #[test]
+    fn a_garbage_flood_is_counted_and_real_traffic_still_gets_through() {
+        each_backend(|| {
+            let mut rx = endpoint(vec![]);
+            let to = rx.local_addr().unwrap();
+            use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let flooded = std::sync::Arc::new(AtomicU64::new(0));
+            let flood = {
+                let (stop, flooded) = (stop.clone(), flooded.clone());
+                std::thread::spawn(move || {
+                    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let mut x = 0x2545_F491_4F6C_DD1Du64;
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) && sent < 200_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let len = (x % 1500) as usize;
+                        let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
+                        if junk.send_to(&bytes, to).is_ok() {
+                            sent += 1;
+                            flooded.store(sent, Ordering::Relaxed);
+                        }
+                    }
+                })
+            };
+            // Real traffic starts once the flood is under way.
+            while flooded.load(Ordering::Relaxed) < 2_000 {
+                std::thread::yield_now();
+            }
+            let mut tx = endpoint(vec![to]);
+            let mut real = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            // Keep sending numbered messages until 100 distinct ones made it through.
+            let mut next = 0u32;
+            while real.len() < 100 {
+                assert!(Instant::now() < deadline, "real traffic starved: {:?}", rx.metrics());
+                tx.publish(&next.to_le_bytes()).unwrap();
+                tx.flush().unwrap();
+                next += 1;
+                rx.poll_recv(|_, _, m| real.push(u32::from_le_bytes(m.try_into().unwrap()))).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            flood.join().unwrap();
+            assert!(real.windows(2).all(|w| w[0] < w[1]), "real messages arrive intact and in order");
+            let m = rx.metrics();
+            assert!(m.malformed > 0, "the flood was counted: {m:?}");
+            assert_eq!(m.messages_received as usize, real.len());
+        });
+    }
+
+    #[test]
     fn several_peers_each_get_every_message() {
         each_backend(|| {
             let mut r1 = endpoint(vec![]);
