@@ -323,7 +323,7 @@ impl SendBatch {
     }
 }
 
-fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero sockaddr_storage is valid; we then write a sockaddr_in or
     // sockaddr_in6 into its first bytes, which it is large and aligned enough to hold.
     unsafe {

@@ -21,7 +21,7 @@ use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
 
 use crate::batch::{RecvBatch, SendBatch};
 use crate::socket::{Granted, SocketOptions, bind};
-use crate::uring::UringReceiver;
+use crate::uring::{UringReceiver, UringSender};
 
 /// Which receive path to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +59,9 @@ pub struct EndpointConfig {
     pub max_message: usize,
     /// The receive path.
     pub io_uring: UringMode,
+    /// Datagrams of at least this many bytes go out with io_uring's zero-copy send
+    /// (when io_uring is in use); smaller ones with `sendmmsg`.
+    pub zerocopy_min: usize,
 }
 
 impl EndpointConfig {
@@ -73,6 +76,7 @@ impl EndpointConfig {
             flush_interval_ms: 1,
             max_message: 16 << 20,
             io_uring: UringMode::Auto,
+            zerocopy_min: 16 << 10,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct UdpMetrics {
     pub granted: Granted,
     /// `"io_uring"` or `"recvmmsg"`.
     pub backend: &'static str,
+    /// Datagrams sent with io_uring's zero-copy send.
+    pub zerocopy_datagrams: u64,
     /// Why io_uring is not in use, when it was wanted.
     pub io_uring_unavailable: Option<String>,
 }
@@ -113,6 +119,7 @@ pub struct UdpEndpoint {
     connected: bool,
     outbox: Outbox,
     send: SendBatch,
+    zerocopy: Option<UringSender>,
     receiver: Receiver,
     inboxes: HashMap<SocketAddr, Inbox>,
     metrics: UdpMetrics,
@@ -158,11 +165,17 @@ impl UdpEndpoint {
             Receiver::Uring(_) => "io_uring",
             Receiver::Mmsg(_) => "recvmmsg",
         };
+        // Zero-copy only pays for large datagrams, so only when they can occur.
+        let zerocopy = match receiver {
+            Receiver::Uring(_) if config.max_datagram >= config.zerocopy_min => UringSender::new(&socket).ok(),
+            _ => None,
+        };
         Ok(Self {
             socket,
             connected,
             outbox: Outbox::new(config.max_datagram, new_session(), 0),
             send: SendBatch::new(),
+            zerocopy,
             receiver,
             inboxes: HashMap::new(),
             metrics,
@@ -234,6 +247,23 @@ impl UdpEndpoint {
     }
 
     fn send_ready(&mut self) -> io::Result<()> {
+        if let Some(zc) = &mut self.zerocopy
+            && self.outbox.datagrams().any(|d| d.len() >= self.config.zerocopy_min)
+        {
+            // In order, every datagram of this flush through the zero-copy path.
+            let peers: Vec<Option<SocketAddr>> =
+                if self.connected { vec![None] } else { self.config.peers.iter().copied().map(Some).collect() };
+            let list: Vec<(&[u8], Option<SocketAddr>)> =
+                self.outbox.datagrams().flat_map(|d| peers.iter().map(move |&p| (d, p))).collect();
+            let sent = zc.send_all(&list)?;
+            self.metrics.send_dropped += (list.len() - sent) as u64;
+            self.metrics.datagrams_sent += sent as u64;
+            self.metrics.zerocopy_datagrams += sent as u64;
+            self.metrics.send_batches += 1;
+            let ready = self.outbox.ready();
+            self.outbox.consume(ready);
+            return Ok(());
+        }
         for datagram in self.outbox.datagrams() {
             if self.connected {
                 self.send.push(datagram, None);
@@ -680,6 +710,35 @@ mod tests {
             let m = rx.metrics();
             assert!(m.malformed > 0, "the flood was counted: {m:?}");
             assert_eq!(m.messages_received as usize, real.len());
+        });
+    }
+
+    #[test]
+    fn large_datagrams_use_zero_copy_send_when_io_uring_is_in_use() {
+        each_backend(|| {
+            let big = |peers| {
+                let config = EndpointConfig {
+                    io_uring: MODE.get(),
+                    max_datagram: 65_507,
+                    ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers)
+                };
+                UdpEndpoint::bind(config).unwrap()
+            };
+            let mut rx = big(vec![]);
+            let mut tx = big(vec![rx.local_addr().unwrap()]);
+            let message: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            tx.publish(&message).unwrap();
+            tx.publish(b"small").unwrap();
+            tx.flush().unwrap();
+            let got = collect(&mut rx, 2);
+            assert_eq!(got[0].2, message);
+            assert_eq!(got[1].2, b"small");
+            let m = tx.metrics();
+            if MODE.get() == UringMode::Force {
+                assert!(m.zerocopy_datagrams >= 4, "{m:?}");
+            } else {
+                assert_eq!(m.zerocopy_datagrams, 0);
+            }
         });
     }
 

@@ -43,4 +43,4 @@ pub mod uring;
 pub use batch::{Datagram, RecvBatch, SendBatch};
 pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
-pub use uring::UringReceiver;
+pub use uring::{UringReceiver, UringSender};

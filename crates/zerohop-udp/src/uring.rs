@@ -20,9 +20,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::{BufRingEntry, RecvMsgOut};
-use io_uring::{IoUring, cqueue, opcode, types};
+use io_uring::{IoUring, Probe, cqueue, opcode, types};
 
-use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control};
+use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control, to_storage};
 
 const BUFFER_GROUP: u16 = 0x5a48;
 const USER_DATA_RECV: u64 = 1;
@@ -240,6 +240,88 @@ impl Drop for UringReceiver {
     }
 }
 
+/// Sends datagrams with io_uring's zero-copy send (`IORING_OP_SEND_ZC`): the kernel
+/// transmits from our buffers instead of copying them, and posts a second completion (a
+/// notification) when it no longer needs them. [`UringSender::send_all`] returns only
+/// after every notification, so callers may reuse their buffers at once. It pays off
+/// for large datagrams (≳ 10 KB); on loopback the kernel copies anyway.
+pub struct UringSender {
+    ring: IoUring,
+    fd: i32,
+    addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+}
+
+impl core::fmt::Debug for UringSender {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UringSender").field("fd", &self.fd).finish()
+    }
+}
+
+impl UringSender {
+    /// A sender on `socket`; fails where io_uring or `SEND_ZC` (kernel ≥ 6.0) is missing.
+    pub fn new(socket: &UdpSocket) -> io::Result<Self> {
+        let ring = IoUring::builder().setup_cqsize(256).build(64)?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if !probe.is_supported(opcode::SendZc::CODE) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "this kernel has no IORING_OP_SEND_ZC"));
+        }
+        Ok(Self { ring, fd: socket.as_raw_fd(), addrs: Vec::new() })
+    }
+
+    /// Sends each datagram (to its address, or the connected peer) and waits until the
+    /// kernel is done with every buffer. Returns how many were sent; a datagram the
+    /// socket refused (e.g. `EAGAIN`) is not counted, and if none went out the first
+    /// error is returned.
+    pub fn send_all(&mut self, datagrams: &[(&[u8], Option<SocketAddr>)]) -> io::Result<usize> {
+        self.addrs.clear();
+        for (_, to) in datagrams {
+            // SAFETY: all-zero sockaddr_storage is valid (unused when the length is 0).
+            self.addrs.push(to.map(to_storage).unwrap_or((unsafe { MaybeUninit::zeroed().assume_init() }, 0)));
+        }
+        let (mut submitted, mut outstanding, mut sent) = (0usize, 0usize, 0usize);
+        let mut first_error = None;
+        while submitted < datagrams.len() || outstanding > 0 {
+            {
+                let mut sq = self.ring.submission();
+                while submitted < datagrams.len() && !sq.is_full() {
+                    let (bytes, _) = datagrams[submitted];
+                    let (addr, addr_len) = &self.addrs[submitted];
+                    let mut sqe = opcode::SendZc::new(types::Fd(self.fd), bytes.as_ptr(), bytes.len() as u32);
+                    if *addr_len > 0 {
+                        sqe = sqe.dest_addr((addr as *const libc::sockaddr_storage).cast()).dest_addr_len(*addr_len);
+                    }
+                    // SAFETY: the SQE points at `bytes` and `addrs[submitted]`; both stay
+                    // alive and unmoved until this function returns, which is after the
+                    // kernel's last completion for every submitted SQE (loop condition).
+                    unsafe { sq.push(&sqe.build().user_data(submitted as u64)) }.expect("checked not full");
+                    submitted += 1;
+                    outstanding += 1;
+                }
+            }
+            self.ring.submit_and_wait(1)?;
+            for cqe in self.ring.completion() {
+                if cqueue::notif(cqe.flags()) {
+                    outstanding -= 1; // the kernel released this buffer
+                    continue;
+                }
+                if cqe.result() >= 0 {
+                    sent += 1;
+                } else if first_error.is_none() {
+                    first_error = Some(io::Error::from_raw_os_error(-cqe.result()));
+                }
+                if !cqueue::more(cqe.flags()) {
+                    outstanding -= 1; // no notification follows
+                }
+            }
+        }
+        match first_error {
+            Some(e) if sent == 0 && !datagrams.is_empty() => Err(e),
+            _ => Ok(sent),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +375,35 @@ mod tests {
             receiver.recv(|d| ts = Some(d.timestamp_ns)).unwrap();
         }
         assert!(ts.unwrap().is_some_and(|t| t > 1_600_000_000_000_000_000), "{ts:?}");
+    }
+
+    #[test]
+    fn zero_copy_sends_of_large_datagrams_arrive_intact() {
+        let (rx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        let (tx, _) = bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        let mut sender = match UringSender::new(&tx) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("zero-copy send unavailable here ({e}); skipped");
+                return;
+            }
+        };
+        let payloads: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 60_000]).collect();
+        let to = Some(rx.local_addr().unwrap());
+        let datagrams: Vec<(&[u8], Option<SocketAddr>)> = payloads.iter().map(|p| (&p[..], to)).collect();
+        assert_eq!(sender.send_all(&datagrams).unwrap(), 8);
+        let mut batch = crate::RecvBatch::new(8, 65_507);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 8 {
+            assert!(Instant::now() < deadline);
+            batch.recv(&rx).unwrap();
+            got.extend(batch.iter().map(|d| d.bytes.to_vec()));
+        }
+        assert_eq!(got, payloads);
+        // A connected socket needs no address.
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        assert_eq!(sender.send_all(&[(&payloads[0][..], None)]).unwrap(), 1);
     }
 
     #[test]
