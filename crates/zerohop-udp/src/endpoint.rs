@@ -241,6 +241,24 @@ impl UdpEndpoint {
         Ok(false)
     }
 
+    /// Blocks until datagrams may be waiting (or `timeout_ms` passes); true if so.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
+        // io_uring: the ring polls readable when completions wait (the receive is always
+        // armed when `poll_recv` returns); recvmmsg: the socket itself.
+        let fd = match &self.receiver {
+            Receiver::Uring(u) => u.ring_fd(),
+            Receiver::Mmsg(_) => std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+        };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        }
+        Ok(r > 0)
+    }
+
     /// Milliseconds from now until `poll_flush` has work, if anything is queued.
     pub fn flush_deadline(&self) -> Option<u64> {
         self.outbox.flush_deadline(self.config.flush_interval_ms).map(|d| d.saturating_sub(self.now_ms()))

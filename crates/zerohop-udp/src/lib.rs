@@ -12,6 +12,8 @@
 //!   pipeline (packing, fragments, loss accounting per peer), receiving through
 //!   io_uring when the kernel allows it and `recvmmsg` otherwise ([`UringMode`]), with
 //!   metrics that say which.
+//! - [`group`]: [`ReceiverGroup`], several receive threads on one port (`SO_REUSEPORT`),
+//!   one per core and pinned when asked.
 //!
 //! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; this crate
 //! only moves datagrams.
@@ -37,10 +39,12 @@
 
 pub mod batch;
 pub mod endpoint;
+pub mod group;
 pub mod socket;
 pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
 pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
+pub use group::{Deliver, ReceiverGroup};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
 pub use uring::{UringReceiver, UringSender};

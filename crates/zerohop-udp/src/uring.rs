@@ -46,7 +46,7 @@ pub struct UringReceiver {
     /// Our copy of the buffer ring's tail.
     tail: u16,
     armed: bool,
-    /// Buffers handed to the caller in the last `recv`, returned at the next one.
+    /// Buffers used during one `recv`, returned to the kernel before it ends.
     to_return: Vec<u16>,
     fd: i32,
     /// Times the multishot request had stopped and was submitted again.
@@ -170,6 +170,11 @@ impl UringReceiver {
         Ok(())
     }
 
+    /// The ring's file descriptor: it polls readable when completions are waiting.
+    pub fn ring_fd(&self) -> i32 {
+        self.ring.as_raw_fd()
+    }
+
     /// Times the multishot receive ran out of buffers (or otherwise stopped) and was
     /// submitted again.
     pub fn rearms(&self) -> u64 {
@@ -177,17 +182,8 @@ impl UringReceiver {
     }
 
     /// Hands every datagram that has arrived to `deliver`, without blocking, and returns
-    /// how many. Buffers from the previous call go back to the kernel first.
+    /// how many. The buffers go back to the kernel before it returns.
     pub fn recv(&mut self, mut deliver: impl FnMut(UringDatagram<'_>)) -> io::Result<usize> {
-        if !self.to_return.is_empty() {
-            let returning = std::mem::take(&mut self.to_return);
-            for &bid in &returning {
-                self.give_back(bid);
-            }
-            self.to_return = returning;
-            self.to_return.clear();
-            self.publish_tail();
-        }
         if !self.armed {
             self.rearms += 1;
             self.arm()?;
@@ -196,14 +192,14 @@ impl UringReceiver {
         let mut completions = std::mem::take(&mut self.completions);
         completions.clear();
         completions.extend(self.ring.completion().map(|cqe| (cqe.result(), cqe.flags())));
+        let mut failure = None;
         for &(result, flags) in &completions {
             if !cqueue::more(flags) {
                 self.armed = false;
             }
             let Some(bid) = cqueue::buffer_select(flags) else {
-                if result < 0 && result != -libc::ENOBUFS {
-                    self.completions = completions;
-                    return Err(io::Error::from_raw_os_error(-result));
+                if result < 0 && result != -libc::ENOBUFS && failure.is_none() {
+                    failure = Some(io::Error::from_raw_os_error(-result));
                 }
                 continue;
             };
@@ -225,7 +221,22 @@ impl UringReceiver {
             self.to_return.push(bid);
         }
         self.completions = completions;
-        Ok(n)
+        // `deliver` has finished with every buffer: give them back now, and re-arm if
+        // the request stopped, so that a caller waiting on `ring_fd` never stalls.
+        if !self.to_return.is_empty() {
+            let returning = std::mem::take(&mut self.to_return);
+            for &bid in &returning {
+                self.give_back(bid);
+            }
+            self.to_return = returning;
+            self.to_return.clear();
+            self.publish_tail();
+        }
+        if !self.armed {
+            self.rearms += 1;
+            self.arm()?;
+        }
+        failure.map_or(Ok(n), Err)
     }
 }
 

@@ -1,0 +1,149 @@
+//! Several receive threads on one port: `SO_REUSEPORT` sockets, one per thread (one
+//! per core by default, each pinned to its core when asked). The kernel spreads flows
+//! over the sockets by source address, so every peer's datagrams reach one thread,
+//! whose per-peer [`Inbox`](zerohop_proto::datagram::Inbox) sees them in order.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::endpoint::{EndpointConfig, UdpEndpoint, UdpMetrics};
+
+/// A message handler: `(thread, from, seq, message)`, called on the receiving thread.
+pub type Deliver = Arc<dyn Fn(usize, SocketAddr, u64, &[u8]) + Send + Sync>;
+
+/// Receive threads sharing one port.
+#[derive(Debug)]
+pub struct ReceiverGroup {
+    local: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<io::Result<UdpMetrics>>>,
+}
+
+/// How many cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it, and
+    // sched_setaffinity only reads it. Failing to pin is harmless (it only schedules).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+impl ReceiverGroup {
+    /// Binds `threads` sockets (0 = one per core) to `config.bind` with `SO_REUSEPORT`
+    /// and starts a thread on each, pinned to core `i` when `pin`. Binding happens here,
+    /// so errors surface to the caller.
+    pub fn start(mut config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
+        let threads = if threads == 0 { available_cores() } else { threads };
+        config.socket.reuse_port = true;
+        config.peers.clear();
+        let first = UdpEndpoint::bind(config.clone())?;
+        let local = first.local_addr()?;
+        config.bind = local;
+        let mut endpoints = vec![first];
+        for _ in 1..threads {
+            endpoints.push(UdpEndpoint::bind(config.clone())?);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = available_cores();
+        let handles = endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut endpoint)| {
+                let (stop, deliver) = (stop.clone(), deliver.clone());
+                std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
+                    if pin {
+                        pin_to(i % cores);
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        if endpoint.wait(50)? {
+                            endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
+                        }
+                    }
+                    // Whatever arrived before the stop.
+                    while endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))? > 0 {}
+                    Ok(endpoint.metrics())
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self { local, stop, threads: handles })
+    }
+
+    /// The shared address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops the threads; returns each one's metrics.
+    pub fn stop(self) -> io::Result<Vec<UdpMetrics>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().map_err(|_| io::Error::other("receive thread panicked"))?).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn flows_spread_over_threads_and_each_arrives_whole_and_in_order() {
+        for mode in [crate::UringMode::Off, crate::UringMode::Auto] {
+            run(mode);
+        }
+    }
+
+    /// (thread, from, seq, message)
+    type Received = (usize, SocketAddr, u64, Vec<u8>);
+
+    fn run(mode: crate::UringMode) {
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let sink = got.clone();
+        let deliver: Deliver = Arc::new(move |t, from, seq, m| sink.lock().unwrap().push((t, from, seq, m.to_vec())));
+        let config = EndpointConfig { io_uring: mode, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+        let group = ReceiverGroup::start(config, 2, true, deliver).unwrap();
+        let mut senders: Vec<UdpEndpoint> = (0..6)
+            .map(|_| {
+                UdpEndpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![group.local_addr()]))
+                    .unwrap()
+            })
+            .collect();
+        for round in 0..50u8 {
+            for (i, s) in senders.iter_mut().enumerate() {
+                s.publish(&[i as u8, round]).unwrap();
+                s.flush().unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().len() < 300 {
+            assert!(Instant::now() < deadline, "{} of 300 arrived", got.lock().unwrap().len());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let metrics = group.stop().unwrap();
+        assert_eq!(metrics.len(), 2);
+        assert!(metrics.iter().all(|m| m.granted.reuse_port));
+        assert_eq!(metrics.iter().map(|m| m.messages_received).sum::<u64>(), 300);
+        let got = got.lock().unwrap();
+        let mut by_sender: HashMap<SocketAddr, Vec<(usize, u64, Vec<u8>)>> = HashMap::new();
+        for (t, from, seq, m) in got.iter() {
+            by_sender.entry(*from).or_default().push((*t, *seq, m.clone()));
+        }
+        assert_eq!(by_sender.len(), 6);
+        for (i, s) in senders.iter().enumerate() {
+            let mine = &by_sender[&s.local_addr().unwrap()];
+            assert!(mine.iter().all(|m| m.0 == mine[0].0), "one flow, one thread");
+            let expected: Vec<(u64, Vec<u8>)> = (0..50u8).map(|r| (r as u64, vec![i as u8, r])).collect();
+            assert_eq!(mine.iter().map(|m| (m.1, m.2.clone())).collect::<Vec<_>>(), expected);
+        }
+    }
+}
