@@ -25,8 +25,8 @@ export interface Child {
 }
 
 /** Runs `fixtures/<script>` with `args`; stdout lines must be JSON objects with a `type`. */
-export function child(script: string, args: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(process.execPath, [join(fixtures, script), ...args], {
+export function child(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Child {
+  const proc = spawn(process.execPath, [...nodeArgs, join(fixtures, script), ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   })

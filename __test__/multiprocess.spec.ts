@@ -100,6 +100,14 @@ test.serial('a creator that dies without closing leaves a segment the next open 
   t.is(h.maxMessageSize, 32, 'the stale segment was replaced with the requested layout')
 })
 
+test.serial('a hub collected with a loan open does not keep the publisher lock', async (t) => {
+  const name = uniqueName('gc-loan')
+  await using keeper = await Hub.open(`shm://${name}`, { role: 'subscriber' })
+  const c = child('gc-loan.mjs', [name], {}, ['--expose-gc'])
+  t.deepEqual(await c.next('done'), { type: 'done', outcome: 'published' })
+  t.deepEqual(await keeper.recv({ timeoutMs: 1000 }), new Uint8Array([2]))
+})
+
 test.serial('an idle subscriber waiting in recv() uses no CPU', async (t) => {
   const name = uniqueName('idle')
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher' })

@@ -127,6 +127,15 @@ const EMPTY: unique symbol = Symbol('empty')
 const noop = (): void => {}
 
 /**
+ * A hub collected with a loan still open would keep the publisher lock, and every other
+ * publisher of the segment would time out. The registry's held value is the loan (which
+ * does not reference the hub), so the loan can be aborted after the hub is gone.
+ */
+const abandonedLoans = new FinalizationRegistry<{ loan: ShmLoan<unknown> | undefined }>((held) => {
+  if (held.loan?.open) held.loan.abort()
+})
+
+/**
  * A hub: everyone who opens the same endpoint publishes to and receives from the
  * same stream of messages.
  */
@@ -153,6 +162,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private keepAlive: ReturnType<typeof setInterval> | undefined
   /** The hub's one loan object, reused by every `loan()`. */
   private openLoan: ShmLoan<T> | undefined
+  /** What the finalization registry sees of this hub: only its loan. */
+  private readonly gcState: { loan: ShmLoan<unknown> | undefined } = { loan: undefined }
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
 
@@ -320,7 +331,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
     }
     const off = pub.begin(lo)
-    const loan = (this.openLoan ??= new ShmLoan<T>(pub, this.ring, this.struct))
+    if (this.openLoan === undefined) {
+      this.openLoan = new ShmLoan<T>(pub, this.ring, this.struct)
+      this.gcState.loan = this.openLoan as ShmLoan<unknown>
+      abandonedLoans.register(this, this.gcState)
+    }
+    const loan = this.openLoan
     loan.start(lo, off)
     return loan
   }
