@@ -184,6 +184,17 @@ impl UdpEndpoint {
         })
     }
 
+    /// Replaces the peers published messages go to (connecting the socket when there is
+    /// exactly one). A connected socket only receives from that peer.
+    pub fn set_peers(&mut self, peers: Vec<SocketAddr>) -> io::Result<()> {
+        if peers.len() == 1 {
+            self.socket.connect(peers[0])?;
+        }
+        self.connected = peers.len() == 1;
+        self.config.peers = peers;
+        Ok(())
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
