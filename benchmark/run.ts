@@ -233,18 +233,37 @@ async function publishCost(run: number): Promise<void> {
 
 // ---- main ----------------------------------------------------------------------------
 
-if (process.env.BENCH_RUST !== '0') {
-  console.error('running cargo bench (Rust ring floor)…')
-  const r = spawnSync('cargo', ['bench', '-q', '-p', 'zerohop-shm', '--bench', 'ring'], {
+function cargoBench(pkg: string, bench: string): Array<Record<string, number | string>> {
+  const r = spawnSync('cargo', ['bench', '-q', '-p', pkg, '--bench', bench], {
     cwd: root,
     encoding: 'utf8',
     env: { ...process.env, ZEROHOP_BENCH_RUNS: String(RUNS) },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  for (const line of r.stdout.split('\n').filter((l) => l.startsWith('{'))) {
-    const j = JSON.parse(line) as Record<string, number | string>
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, number | string>)
+}
+
+if (process.env.BENCH_RUST !== '0') {
+  console.error('running cargo bench (Rust ring floor)…')
+  for (const j of cargoBench('zerohop-shm', 'ring')) {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
     else rows.push({ bench: `Rust ring ${j.bench === 'rust_spsc_64' ? 'SPSC' : 'SPMC ×3'} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+  }
+  console.error('running cargo bench (Rust UDP, not yet behind Hub)…')
+  const udpNames: Record<string, string> = {
+    udp_rtt_std: 'Rust UDP RTT 64 B, blocking std sockets (floor)',
+    udp_rtt_recvmmsg: 'Rust UDP RTT 64 B, UdpEndpoint recvmmsg, spinning',
+    udp_rtt_io_uring: 'Rust UDP RTT 64 B, UdpEndpoint io_uring, spinning',
+    udp_stream_recvmmsg: 'Rust UDP one-way 64 B, UdpEndpoint recvmmsg (received)',
+    udp_stream_io_uring: 'Rust UDP one-way 64 B, UdpEndpoint io_uring (received)',
+  }
+  for (const j of cargoBench('zerohop-udp', 'udp')) {
+    const bench = udpNames[j.bench as string] ?? String(j.bench)
+    if (j.p50_us !== undefined) rows.push({ bench, run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
+    else rows.push({ bench: `${bench}, lost ${j.lost}`, run: j.run!, rate: j.msgs_per_sec as number, mbps: ((j.msgs_per_sec as number) * 64) / 1e6 })
   }
 }
 
