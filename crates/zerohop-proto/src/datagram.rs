@@ -185,22 +185,61 @@ pub struct InboxStats {
     pub duplicates: u64,
 }
 
-/// How far back (in sequence numbers) late arrivals are recognised.
-const WINDOW: u64 = 64;
+/// How far back (in sequence numbers) late arrivals are recognised: several packed
+/// datagrams' worth (one 1472-byte datagram can carry over 300 tiny messages).
+const WINDOW: u64 = 4096;
+const WINDOW_WORDS: usize = (WINDOW / 64) as usize;
+/// A jump (either way) larger than this is not counted as loss: the sender restarted
+/// its numbering or the frame is hostile, so the window restarts at it.
+const MAX_GAP: u64 = 1 << 20;
+
+/// Which of the `WINDOW` sequence numbers before `expected` were seen (bit i of the
+/// window = `expected - 1 - i`).
+#[derive(Clone, Debug)]
+struct SeenWindow([u64; WINDOW_WORDS]);
+
+impl SeenWindow {
+    fn empty() -> Self {
+        Self([0; WINDOW_WORDS])
+    }
+
+    /// Moves the window `by` positions (the numbers it covered grow older by `by`).
+    fn shift(&mut self, by: u64) {
+        if by >= WINDOW {
+            self.0 = [0; WINDOW_WORDS];
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, (by % 64) as u32);
+        for i in (0..WINDOW_WORDS).rev() {
+            let lo = if i >= words { self.0[i - words] } else { 0 };
+            let carry = if bits > 0 && i > words { self.0[i - words - 1] >> (64 - bits) } else { 0 };
+            self.0[i] = if bits > 0 { (lo << bits) | carry } else { lo };
+        }
+    }
+
+    fn get(&self, back: u64) -> bool {
+        self.0[(back / 64) as usize] & (1 << (back % 64)) != 0
+    }
+
+    fn set(&mut self, back: u64) {
+        self.0[(back / 64) as usize] |= 1 << (back % 64);
+    }
+}
 
 /// Receives the datagrams of one peer.
 #[derive(Debug)]
 pub struct Inbox {
     reassembler: Reassembler,
     session: Option<(u32, u16)>,
+    /// The session this one replaced: its stragglers are dropped, not mistaken for new.
+    retired: Option<(u32, u16)>,
     /// No message of this session accepted yet.
     fresh: bool,
     /// Lowest sequence number accepted in this session: gaps are counted above it.
     start: u64,
-    /// Next sequence number expected, and which of the `WINDOW` before it were seen
-    /// (bit i = `expected - 1 - i`).
+    /// Next sequence number expected, and which of the `WINDOW` before it were seen.
     expected: u64,
-    seen: u64,
+    seen: SeenWindow,
     stats: InboxStats,
 }
 
@@ -215,10 +254,11 @@ impl Inbox {
         Self {
             reassembler: Reassembler::new(limits),
             session: None,
+            retired: None,
             fresh: true,
             start: 0,
             expected: 0,
-            seen: 0,
+            seen: SeenWindow::empty(),
             stats: InboxStats::default(),
         }
     }
@@ -241,9 +281,16 @@ impl Inbox {
             self.stats.malformed += 1;
             return;
         };
-        if self.session != Some((header.session, header.channel)) {
+        let session = Some((header.session, header.channel));
+        if session == self.retired {
+            // A straggler of the session the sender replaced.
+            self.stats.late += 1;
+            return;
+        }
+        if self.session != session {
             // A new sender session (or the first one): sequence numbers start afresh.
-            self.session = Some((header.session, header.channel));
+            self.retired = self.session;
+            self.session = session;
             self.fresh = true;
         }
         if header.flags.contains(FrameFlags::PACKED) {
@@ -255,7 +302,11 @@ impl Inbox {
                             self.stats.delivered += 1;
                             deliver(seq, m);
                         }
-                        seq += 1;
+                        let Some(next) = seq.checked_add(1) else {
+                            self.stats.malformed += 1; // numbering past u64::MAX: hostile
+                            break;
+                        };
+                        seq = next;
                     }
                     Err(_) => {
                         self.stats.malformed += 1;
@@ -285,20 +336,27 @@ impl Inbox {
 
     /// Sequence bookkeeping: whether to deliver message `seq`.
     fn accept(&mut self, seq: u64) -> bool {
-        if self.fresh {
+        if seq == u64::MAX {
+            self.stats.malformed += 1; // no successor: nobody numbers this far
+            return false;
+        }
+        let far = if seq >= self.expected { seq - self.expected > MAX_GAP } else { self.expected - seq > MAX_GAP };
+        if self.fresh || far {
+            // The first message of a session, or a jump (either way) that no loss or
+            // reordering explains: a restarted sender or a hostile frame. Restart here,
+            // so one bad frame cannot stall the stream.
             self.fresh = false;
             self.start = seq;
             self.expected = seq + 1;
-            self.seen = 1; // bit 0 = expected - 1 = seq
+            self.seen = SeenWindow::empty();
+            self.seen.set(0);
             return true;
         }
         if seq >= self.expected {
             let gap = seq - self.expected;
             self.stats.lost += gap;
-            // Shift the window past the gap, then mark `seq` (the new expected - 1).
-            let shift = gap + 1;
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
-            self.seen |= 1;
+            self.seen.shift(gap + 1);
+            self.seen.set(0);
             self.expected = seq + 1;
             return true;
         }
@@ -308,12 +366,11 @@ impl Inbox {
             self.stats.duplicates += 1;
             return false;
         }
-        let bit = 1u64 << back;
-        if self.seen & bit != 0 {
+        if self.seen.get(back) {
             self.stats.duplicates += 1;
             return false;
         }
-        self.seen |= bit;
+        self.seen.set(back);
         self.stats.late += 1;
         if seq >= self.start {
             // It was counted in a gap: no longer lost.
@@ -403,6 +460,60 @@ mod tests {
                 prop_assert_eq!(s.lost, missing_inside);
             }
         }
+    }
+
+    #[test]
+    fn the_window_covers_several_packed_datagrams_arriving_out_of_order() {
+        let mut out = Outbox::new(1472, 1, 0);
+        for i in 0..600u32 {
+            out.push(&i.to_le_bytes(), 0).unwrap(); // ~180 per datagram
+        }
+        out.flush();
+        assert!(out.ready() >= 3);
+        let mut inbox = Inbox::new(out.fragment_size());
+        let order: Vec<usize> = (0..out.ready()).rev().collect();
+        let got = run(&out, &order, &mut inbox);
+        assert_eq!(got.len(), 600, "every message delivered once");
+        let s = inbox.stats();
+        assert_eq!((s.lost, s.duplicates), (0, 0), "{s:?}");
+    }
+
+    #[test]
+    fn hostile_sequence_numbers_neither_panic_nor_kill_the_stream() {
+        let mut inbox = Inbox::new(1000);
+        let frame = |seq: u64, body: &[u8]| {
+            let mut p = crate::pack::Packer::new(200);
+            p.push(body).unwrap();
+            p.push(body).unwrap();
+            p.finish(FrameHeader { seq, session: 5, ..FrameHeader::new(0) }).to_vec()
+        };
+        let mut got = Vec::new();
+        inbox.receive(&frame(10, b"a"), 0, |seq, _| got.push(seq));
+        inbox.receive(&frame(u64::MAX, b"x"), 0, |seq, _| got.push(seq)); // would overflow
+        inbox.receive(&frame(u64::MAX - 1, b"y"), 0, |seq, _| got.push(seq));
+        inbox.receive(&frame(12, b"b"), 0, |seq, _| got.push(seq)); // after a huge jump: restart
+        assert!(got.contains(&10) && got.contains(&12));
+        assert!(inbox.stats().lost < 10, "a hostile jump is not counted as loss: {:?}", inbox.stats());
+    }
+
+    #[test]
+    fn stragglers_of_a_replaced_session_are_not_delivered() {
+        let mut old = Outbox::new(200, 1, 0);
+        let mut new = Outbox::new(200, 2, 0);
+        for i in 0..3u8 {
+            old.push(&[i], 0).unwrap();
+            old.flush();
+            new.push(&[100 + i], 0).unwrap();
+            new.flush();
+        }
+        let (o, n): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            (old.datagrams().map(<[u8]>::to_vec).collect(), new.datagrams().map(<[u8]>::to_vec).collect());
+        let mut inbox = Inbox::new(160);
+        let mut got = Vec::new();
+        for d in [&o[0], &n[0], &o[1], &n[1], &n[0], &n[2]] {
+            inbox.receive(d, 0, |_, m| got.push(m[0]));
+        }
+        assert_eq!(got, [0, 100, 101, 102], "old-session stragglers and new-session duplicates dropped");
     }
 
     #[test]

@@ -256,10 +256,16 @@ impl Reassembler {
                 self.stats.too_large += 1;
                 return Err(ReassemblyError::TooLarge { count });
             }
-            while self.pending_bytes + capacity > self.limits.max_pending_bytes
-                || self.pending.len() >= self.limits.max_pending_messages
+            while (self.pending_bytes + capacity > self.limits.max_pending_bytes
+                || self.pending.len() >= self.limits.max_pending_messages)
+                && !self.pending.is_empty()
             {
                 self.evict_oldest();
+            }
+            if self.pending.len() >= self.limits.max_pending_messages {
+                // Limits that allow no pending message at all.
+                self.stats.too_large += 1;
+                return Err(ReassemblyError::TooLarge { count });
             }
             self.pending.insert(
                 key,
