@@ -38,13 +38,16 @@ pub(crate) fn timestamp_from_control(control: &[u8]) -> Option<u64> {
         let h: libc::cmsghdr = unsafe { control.as_ptr().add(off).cast::<libc::cmsghdr>().read_unaligned() };
         #[allow(clippy::unnecessary_cast)] // usize on glibc, u32 on musl
         let len = h.cmsg_len as usize;
-        if len < HDR || off + len > control.len() {
+        if len < HDR || len > control.len() - off {
             return None;
         }
-        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
-            let at = off + HDR;
-            let sec = i64::from_ne_bytes(control[at..at + 8].try_into().ok()?);
-            let nsec = i64::from_ne_bytes(control[at + 8..at + 16].try_into().ok()?);
+        const TS: usize = std::mem::size_of::<libc::timespec>();
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS && len >= HDR + TS {
+            // SAFETY: `HDR + TS <= len` bytes at `off` lie inside `control`.
+            let ts: libc::timespec =
+                unsafe { control.as_ptr().add(off + HDR).cast::<libc::timespec>().read_unaligned() };
+            #[allow(clippy::unnecessary_cast)] // i64 on 64-bit targets, i32 on some 32-bit ones
+            let (sec, nsec) = (ts.tv_sec as i64, ts.tv_nsec as i64);
             return u64::try_from(sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?);
         }
         off += len.next_multiple_of(std::mem::size_of::<usize>());
@@ -307,7 +310,8 @@ impl SendBatch {
         Ok(sent)
     }
 
-    fn drain_front(&mut self, sent: usize) {
+    /// Forgets the first `sent` queued datagrams.
+    pub(crate) fn drain_front(&mut self, sent: usize) {
         if sent == self.spans.len() {
             self.clear();
             return;

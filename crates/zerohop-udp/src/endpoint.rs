@@ -15,9 +15,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
-use zerohop_proto::FRAME_HEADER_LEN;
 use zerohop_proto::datagram::{Inbox, Outbox};
 use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
+use zerohop_proto::{FRAME_HEADER_LEN, FrameHeader};
 
 use crate::batch::{RecvBatch, SendBatch};
 use crate::socket::{Granted, SocketOptions, bind};
@@ -49,7 +49,8 @@ pub struct EndpointConfig {
     pub peers: Vec<SocketAddr>,
     pub socket: SocketOptions,
     /// Largest datagram sent, header included (1472 fits a 1500-byte Ethernet MTU
-    /// under IPv4; loopback takes up to 65507).
+    /// under IPv4; loopback takes up to 65507). Fragments are this size, so sender and
+    /// receiver must agree on it (a mismatch makes fragmented messages malformed).
     pub max_datagram: usize,
     /// Datagrams per `recvmmsg`.
     pub batch: usize,
@@ -62,6 +63,9 @@ pub struct EndpointConfig {
     /// Datagrams of at least this many bytes go out with io_uring's zero-copy send
     /// (when io_uring is in use); smaller ones with `sendmmsg`.
     pub zerocopy_min: usize,
+    /// Most senders tracked at once (each has a sequence window and reassembly state);
+    /// the least recently heard is forgotten beyond it.
+    pub max_peers: usize,
 }
 
 impl EndpointConfig {
@@ -77,6 +81,7 @@ impl EndpointConfig {
             max_message: 16 << 20,
             io_uring: UringMode::Auto,
             zerocopy_min: 16 << 10,
+            max_peers: 1024,
         }
     }
 }
@@ -121,7 +126,9 @@ pub struct UdpEndpoint {
     send: SendBatch,
     zerocopy: Option<UringSender>,
     receiver: Receiver,
-    inboxes: HashMap<SocketAddr, Inbox>,
+    /// Per sender: its pipeline and when it was last heard (ms).
+    inboxes: HashMap<SocketAddr, (Inbox, u64)>,
+    last_expire_ms: u64,
     metrics: UdpMetrics,
     epoch: Instant,
 }
@@ -178,6 +185,7 @@ impl UdpEndpoint {
             zerocopy,
             receiver,
             inboxes: HashMap::new(),
+            last_expire_ms: 0,
             metrics,
             epoch: Instant::now(),
             config,
@@ -189,6 +197,28 @@ impl UdpEndpoint {
     pub fn set_peers(&mut self, peers: Vec<SocketAddr>) -> io::Result<()> {
         if peers.len() == 1 {
             self.socket.connect(peers[0])?;
+        } else if self.connected {
+            let before = self.socket.local_addr()?;
+            // Dissolve the association so that datagrams from anyone arrive again.
+            // SAFETY: all-zero sockaddr is valid; AF_UNSPEC in it asks connect(2) to
+            // disconnect, and the kernel reads only `size_of::<sockaddr>()` bytes.
+            let r = unsafe {
+                let mut unspec: libc::sockaddr = std::mem::zeroed();
+                unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+                libc::connect(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Linux also releases a port that bind() picked (port 0 was asked for): take
+            // the same address again so that peers still reach us.
+            if self.socket.local_addr().map(|a| a.port()).unwrap_or(0) != before.port() {
+                socket2::SockRef::from(&self.socket).bind(&before.into())?;
+            }
         }
         self.connected = peers.len() == 1;
         self.config.peers = peers;
@@ -208,7 +238,7 @@ impl UdpEndpoint {
     /// Counters.
     pub fn metrics(&self) -> UdpMetrics {
         let mut m = self.metrics.clone();
-        for inbox in self.inboxes.values() {
+        for (inbox, _) in self.inboxes.values() {
             let s = inbox.stats();
             let r = inbox.reassembly_stats();
             m.malformed += s.malformed;
@@ -284,7 +314,8 @@ impl UdpEndpoint {
                 if self.connected { vec![None] } else { self.config.peers.iter().copied().map(Some).collect() };
             let list: Vec<(&[u8], Option<SocketAddr>)> =
                 self.outbox.datagrams().flat_map(|d| peers.iter().map(move |&p| (d, p))).collect();
-            let sent = zc.send_all(&list)?;
+            // Like the sendmmsg path, UDP drops rather than fails: count what did not go.
+            let sent = zc.send_all(&list).unwrap_or(0);
             self.metrics.send_dropped += (list.len() - sent) as u64;
             self.metrics.datagrams_sent += sent as u64;
             self.metrics.zerocopy_datagrams += sent as u64;
@@ -305,16 +336,24 @@ impl UdpEndpoint {
         let ready = self.outbox.ready();
         self.outbox.consume(ready);
         while !self.send.is_empty() {
-            let sent = self.send.send(&self.socket)?;
-            if sent == 0 {
-                // The socket buffer is full: UDP drops rather than blocks. Count what is
-                // dropped here; receivers see it as a gap.
-                self.metrics.send_dropped += self.send.len() as u64;
-                self.send.clear();
-                break;
+            match self.send.send(&self.socket) {
+                Ok(0) => {
+                    // The socket buffer is full: UDP drops rather than blocks. Count what
+                    // is dropped here; receivers see it as a gap.
+                    self.metrics.send_dropped += self.send.len() as u64;
+                    self.send.clear();
+                }
+                Ok(sent) => {
+                    self.metrics.send_batches += 1;
+                    self.metrics.datagrams_sent += sent as u64;
+                }
+                Err(_) => {
+                    // The first queued datagram cannot go (an unreachable peer, …): drop
+                    // it and carry on, so one bad peer cannot starve the others.
+                    self.send.drain_front(1);
+                    self.metrics.send_dropped += 1;
+                }
             }
-            self.metrics.send_batches += 1;
-            self.metrics.datagrams_sent += sent as u64;
         }
         Ok(())
     }
@@ -330,6 +369,7 @@ impl UdpEndpoint {
         };
         let inboxes = &mut self.inboxes;
         let metrics = &mut self.metrics;
+        let max_peers = self.config.max_peers.max(1);
         let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool| {
             metrics.datagrams_received += 1;
             metrics.bytes_received += bytes.len() as u64;
@@ -337,28 +377,57 @@ impl UdpEndpoint {
                 metrics.malformed += 1;
                 return;
             };
-            let inbox = inboxes.entry(from).or_insert_with(|| Inbox::with_limits(limits));
+            if !inboxes.contains_key(&from) {
+                // Per-sender state only for senders of valid frames, and only so many.
+                if FrameHeader::decode_frame(bytes).is_err() {
+                    metrics.malformed += 1;
+                    return;
+                }
+                if inboxes.len() >= max_peers
+                    && let Some(oldest) = inboxes.iter().min_by_key(|(_, (_, seen))| *seen).map(|(a, _)| *a)
+                {
+                    inboxes.remove(&oldest);
+                }
+            }
+            let (inbox, seen) = inboxes.entry(from).or_insert_with(|| (Inbox::with_limits(limits), now));
+            *seen = now;
             let received = &mut metrics.messages_received;
             inbox.receive(bytes, now, |seq, message| {
                 *received += 1;
                 deliver(from, seq, message);
             });
         };
-        let n = match &mut self.receiver {
-            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated))?,
-            Receiver::Mmsg(batch) => {
-                let n = batch.recv(&self.socket)?;
+        let result = match &mut self.receiver {
+            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated)),
+            Receiver::Mmsg(batch) => batch.recv(&self.socket).inspect(|_| {
                 for d in batch.iter() {
                     handle(d.bytes, d.from, d.truncated);
                 }
-                n
+            }),
+        };
+        let n = match result {
+            Ok(n) => n,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    && self.config.io_uring == UringMode::Auto
+                    && matches!(self.receiver, Receiver::Uring(_)) =>
+            {
+                // The ring was set up but the kernel refuses multishot recvmsg (< 6.0).
+                self.receiver = Receiver::Mmsg(RecvBatch::new(self.config.batch.max(1), self.config.max_datagram));
+                self.metrics.backend = "recvmmsg";
+                self.metrics.io_uring_unavailable = Some(format!("multishot recvmsg refused: {e}"));
+                0
             }
+            Err(e) => return Err(e),
         };
         if n > 0 {
             self.metrics.recv_batches += 1;
         }
-        for inbox in self.inboxes.values_mut() {
-            inbox.expire(now);
+        if now.saturating_sub(self.last_expire_ms) >= 100 {
+            self.last_expire_ms = now;
+            for (inbox, _) in self.inboxes.values_mut() {
+                inbox.expire(now);
+            }
         }
         Ok(n)
     }
@@ -769,6 +838,32 @@ mod tests {
                 assert_eq!(m.zerocopy_datagrams, 0);
             }
         });
+    }
+
+    #[test]
+    fn per_sender_state_is_bounded_and_set_peers_can_disconnect() {
+        let config = EndpointConfig { max_peers: 3, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+        let mut rx = UdpEndpoint::bind(config).unwrap();
+        let to = rx.local_addr().unwrap();
+        // Junk from many ports creates no state.
+        for _ in 0..20 {
+            UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"junk", to).unwrap();
+        }
+        let mut senders: Vec<UdpEndpoint> = (0..6).map(|_| endpoint(vec![to])).collect();
+        for s in &mut senders {
+            s.publish(b"hi").unwrap();
+            s.flush().unwrap();
+        }
+        collect(&mut rx, 6);
+        assert!(rx.inboxes.len() <= 3, "{}", rx.inboxes.len());
+        assert!(rx.metrics().malformed >= 20);
+        // Connected to one peer, then to two: the socket must hear from anyone again.
+        let mut a = endpoint(vec![senders[0].local_addr().unwrap()]);
+        a.set_peers(vec![senders[0].local_addr().unwrap(), senders[1].local_addr().unwrap()]).unwrap();
+        let mut c = endpoint(vec![a.local_addr().unwrap()]);
+        c.publish(b"from c").unwrap();
+        c.flush().unwrap();
+        assert_eq!(collect(&mut a, 1)[0].2, b"from c");
     }
 
     #[test]

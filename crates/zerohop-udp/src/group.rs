@@ -39,41 +39,62 @@ fn pin_to(cpu: usize) {
 
 impl ReceiverGroup {
     /// Binds `threads` sockets (0 = one per core) to `config.bind` with `SO_REUSEPORT`
-    /// and starts a thread on each, pinned to core `i` when `pin`. Binding happens here,
-    /// so errors surface to the caller.
+    /// and starts a thread on each, pinned to core `i` when `pin`. Each thread creates its
+    /// own endpoint (io_uring runs a request's work on the thread that issued it) and
+    /// reports the bind result before this returns, so errors reach the caller.
     pub fn start(mut config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
         let threads = if threads == 0 { available_cores() } else { threads };
         config.socket.reuse_port = true;
         config.peers.clear();
-        let first = UdpEndpoint::bind(config.clone())?;
-        let local = first.local_addr()?;
-        config.bind = local;
-        let mut endpoints = vec![first];
-        for _ in 1..threads {
-            endpoints.push(UdpEndpoint::bind(config.clone())?);
-        }
         let stop = Arc::new(AtomicBool::new(false));
         let cores = available_cores();
-        let handles = endpoints
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut endpoint)| {
-                let (stop, deliver) = (stop.clone(), deliver.clone());
-                std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
-                    if pin {
-                        pin_to(i % cores);
+        let mut handles = Vec::with_capacity(threads);
+        let mut local: Option<SocketAddr> = None;
+        for i in 0..threads {
+            let mut config = config.clone();
+            if let Some(addr) = local {
+                config.bind = addr; // the port the first socket got
+            }
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
+            let (stop_flag, deliver) = (stop.clone(), deliver.clone());
+            let handle = std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
+                if pin {
+                    pin_to(i % cores);
+                }
+                let mut endpoint = match UdpEndpoint::bind(config) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
                     }
-                    while !stop.load(Ordering::Relaxed) {
-                        if endpoint.wait(50)? {
-                            endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
-                        }
+                };
+                let _ = ready_tx.send(endpoint.local_addr());
+                while !stop_flag.load(Ordering::Relaxed) {
+                    if endpoint.wait(50)? {
+                        endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
                     }
-                    // Whatever arrived before the stop.
-                    while endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))? > 0 {}
-                    Ok(endpoint.metrics())
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+                }
+                // Whatever arrived before the stop.
+                while endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))? > 0 {}
+                Ok(endpoint.metrics())
+            })?;
+            let ready = ready_rx.recv().unwrap_or_else(|_| Err(io::Error::other("receive thread died while binding")));
+            match ready {
+                Ok(addr) => {
+                    local.get_or_insert(addr);
+                    handles.push(handle);
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = handle.join();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let local = local.expect("at least one thread");
         Ok(Self { local, stop, threads: handles })
     }
 

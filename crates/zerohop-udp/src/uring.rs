@@ -40,8 +40,8 @@ pub struct UringReceiver {
     buf_size: usize,
     max_datagram: usize,
     bufs: Vec<u8>,
-    /// The msghdr the multishot request was armed with; the kernel reads its name and
-    /// control lengths at each completion, so it lives in a stable heap allocation.
+    /// The msghdr the multishot request was armed with (the kernel copies it when the
+    /// request is issued); `RecvMsgOut::parse` needs the same name and control lengths.
     msghdr: Box<libc::msghdr>,
     /// Our copy of the buffer ring's tail.
     tail: u16,
@@ -297,6 +297,8 @@ impl UringSender {
     /// socket refused (e.g. `EAGAIN`) is not counted, and if none went out the first
     /// error is returned.
     pub fn send_all(&mut self, datagrams: &[(&[u8], Option<SocketAddr>)]) -> io::Result<usize> {
+        /// At most half the completion queue in flight: each send posts up to two entries.
+        const MAX_IN_FLIGHT: usize = 128;
         self.addrs.clear();
         for (_, to) in datagrams {
             // SAFETY: all-zero sockaddr_storage is valid (unused when the length is 0).
@@ -307,7 +309,7 @@ impl UringSender {
         while submitted < datagrams.len() || outstanding > 0 {
             {
                 let mut sq = self.ring.submission();
-                while submitted < datagrams.len() && !sq.is_full() {
+                while submitted < datagrams.len() && outstanding < MAX_IN_FLIGHT && !sq.is_full() {
                     let (bytes, _) = datagrams[submitted];
                     let (addr, addr_len) = &self.addrs[submitted];
                     let mut sqe = opcode::SendZc::new(types::Fd(self.fd), bytes.as_ptr(), bytes.len() as u32);
@@ -315,14 +317,26 @@ impl UringSender {
                         sqe = sqe.dest_addr((addr as *const libc::sockaddr_storage).cast()).dest_addr_len(*addr_len);
                     }
                     // SAFETY: the SQE points at `bytes` and `addrs[submitted]`; both stay
-                    // alive and unmoved until this function returns, which is after the
-                    // kernel's last completion for every submitted SQE (loop condition).
+                    // alive and unmoved until this function returns, and it returns only
+                    // when `outstanding` is 0, i.e. after the kernel's last completion
+                    // (result and notification) for every submitted SQE.
                     unsafe { sq.push(&sqe.build().user_data(submitted as u64)) }.expect("checked not full");
                     submitted += 1;
                     outstanding += 1;
                 }
             }
-            self.ring.submit_and_wait(1)?;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // Interrupted, or the completion queue needs draining first: carry on.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    // Buffers may still be in the kernel's hands: we cannot return yet.
+                    // Stop submitting, and wait for what is in flight to complete.
+                    first_error.get_or_insert(e);
+                    submitted = datagrams.len();
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            }
             for cqe in self.ring.completion() {
                 if cqueue::notif(cqe.flags()) {
                     outstanding -= 1; // the kernel released this buffer
