@@ -13,6 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use zerohop_udp::group::pin_to as pin;
 use zerohop_udp::{EndpointConfig, UdpEndpoint, UringMode};
 
 const ROUNDS: usize = 50_000;
@@ -46,16 +47,6 @@ fn arg(i: usize) -> String {
 
 fn mode(name: &str) -> UringMode {
     if name == "io_uring" { UringMode::Force } else { UringMode::Off }
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it, and
-    // sched_setaffinity only reads it. Failure leaves us unpinned.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;

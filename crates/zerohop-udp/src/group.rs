@@ -27,7 +27,8 @@ pub fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn pin_to(cpu: usize) {
+/// Pins the calling thread to core `cpu` (best effort: failure leaves it unpinned).
+pub fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it, and
     // sched_setaffinity only reads it. Failing to pin is harmless (it only schedules).
     unsafe {
