@@ -9,9 +9,14 @@
 //! doorbell (one weak threadsafe function, at most one call queued) tells JavaScript
 //! that its cursor has become readable.
 //!
+//! `udp://` hubs come through [`udp::UdpHandle`]: publishing calls in once per message
+//! or per packed buffer, and received messages arrive in a ring with the
+//! shared-memory layout, read by the same TypeScript code.
+//!
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
+mod udp;
 mod waiter;
 
 use std::sync::Arc;
@@ -176,6 +181,11 @@ pub struct ShmHandle {
 }
 
 impl ShmHandle {
+    /// A handle on a segment opened elsewhere (a network transport's receive ring).
+    pub(crate) fn from_segment(segment: Arc<Segment>) -> ShmHandle {
+        ShmHandle { segment: Some(segment), waiter: None, entry: None, publisher: None }
+    }
+
     fn seg(&self) -> Result<&Arc<Segment>> {
         self.segment.as_ref().ok_or_else(closed)
     }

@@ -130,6 +130,22 @@ impl Segment {
         }
     }
 
+    /// A segment only this process can see: anonymous memory (`memfd_create`), no name,
+    /// nothing to clean up if the process dies. Transports that receive from the
+    /// network use one as the ring between their I/O thread and the application, so
+    /// that receiving works exactly as it does over shared memory.
+    pub fn private(layout: Layout) -> Result<Segment> {
+        layout.validate().map_err(ShmError::BadLayout)?;
+        // SAFETY: a valid NUL-terminated name; memfd_create returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(c"zerohop-private".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(ShmError::last_os("memfd_create"));
+        }
+        // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Self::initialise(file, PathBuf::new(), layout)
+    }
+
     fn create(path: &Path, layout: Layout) -> Result<Option<Segment>> {
         static UNIQUE: AtomicU32 = AtomicU32::new(0);
         layout.validate().map_err(ShmError::BadLayout)?;
@@ -236,7 +252,7 @@ impl Segment {
         self.created
     }
 
-    /// The backing file's path.
+    /// The backing file's path (empty for a [`Segment::private`] one).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -278,7 +294,7 @@ impl Segment {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
-        if matches!(try_lock(&self.file, libc::LOCK_EX), Ok(true)) {
+        if !self.path.as_os_str().is_empty() && matches!(try_lock(&self.file, libc::LOCK_EX), Ok(true)) {
             unlink_if_same(&self.path, &self.file);
         }
         // SAFETY: flock on our own valid fd; dropping our lock is always allowed.

@@ -194,6 +194,8 @@ pub struct SendBatch {
     has_addr: Vec<bool>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Payload bytes the kernel has accepted, over the batch's life.
+    sent_bytes: u64,
 }
 
 // SAFETY: as for RecvBatch, the pointers in `iovs`/`hdrs` are rebuilt before each call
@@ -306,8 +308,14 @@ impl SendBatch {
             }
             sent += r as usize;
         }
+        self.sent_bytes += self.spans[..sent].iter().map(|&(_, len)| len as u64).sum::<u64>();
         self.drain_front(sent);
         Ok(sent)
+    }
+
+    /// Payload bytes the kernel has accepted from this batch, over its life.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
     }
 
     /// Forgets the first `sent` queued datagrams.

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zerohop_proto::datagram::{Inbox, Outbox};
 use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
@@ -54,8 +54,9 @@ pub struct EndpointConfig {
     pub max_datagram: usize,
     /// Datagrams per `recvmmsg`.
     pub batch: usize,
-    /// A queued message waits at most this long for more to pack with it.
-    pub flush_interval_ms: u64,
+    /// A queued message waits at most this long for more to pack with it (zero: every
+    /// message goes out at once, unpacked).
+    pub flush_interval: Duration,
     /// Largest message reassembled from fragments.
     pub max_message: usize,
     /// The receive path.
@@ -77,7 +78,7 @@ impl EndpointConfig {
             socket: SocketOptions::default(),
             max_datagram: 1472,
             batch: 32,
-            flush_interval_ms: 1,
+            flush_interval: Duration::from_millis(1),
             max_message: 16 << 20,
             io_uring: UringMode::Auto,
             zerocopy_min: 16 << 10,
@@ -115,6 +116,27 @@ pub struct UdpMetrics {
     pub zerocopy_datagrams: u64,
     /// Why io_uring is not in use, when it was wanted.
     pub io_uring_unavailable: Option<String>,
+}
+
+impl UdpMetrics {
+    /// Adds the traffic counters of another socket (of the same hub) to these.
+    pub fn absorb(&mut self, o: &UdpMetrics) {
+        self.messages_sent += o.messages_sent;
+        self.datagrams_sent += o.datagrams_sent;
+        self.bytes_sent += o.bytes_sent;
+        self.send_batches += o.send_batches;
+        self.send_dropped += o.send_dropped;
+        self.messages_received += o.messages_received;
+        self.datagrams_received += o.datagrams_received;
+        self.bytes_received += o.bytes_received;
+        self.recv_batches += o.recv_batches;
+        self.malformed += o.malformed;
+        self.lost += o.lost;
+        self.late += o.late;
+        self.duplicates += o.duplicates;
+        self.reassembly_failures += o.reassembly_failures;
+        self.zerocopy_datagrams += o.zerocopy_datagrams;
+    }
 }
 
 /// One UDP socket with its send pipeline and a receive pipeline per peer.
@@ -238,6 +260,7 @@ impl UdpEndpoint {
     /// Counters.
     pub fn metrics(&self) -> UdpMetrics {
         let mut m = self.metrics.clone();
+        m.bytes_sent += self.send.sent_bytes();
         for (inbox, _) in self.inboxes.values() {
             let s = inbox.stats();
             let r = inbox.reassembly_stats();
@@ -254,12 +277,24 @@ impl UdpEndpoint {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// The outbox's clock: microseconds, so flush intervals below a millisecond work.
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn interval_us(&self) -> u64 {
+        self.config.flush_interval.as_micros() as u64
+    }
+
     /// Queues a message for every peer; full datagrams go out at once, a partly filled
     /// one at the next flush.
     pub fn publish(&mut self, message: &[u8]) -> Result<(), PublishError> {
-        let now = self.now_ms();
+        let now = self.now_us();
         self.outbox.push(message, now).map_err(PublishError::TooLarge)?;
         self.metrics.messages_sent += 1;
+        if self.config.flush_interval.is_zero() {
+            self.outbox.flush();
+        }
         if self.outbox.ready() > 0 {
             self.send_ready().map_err(PublishError::Io)?;
         }
@@ -272,25 +307,28 @@ impl UdpEndpoint {
         self.send_ready()
     }
 
-    /// Flushes if the oldest queued message has waited `flush_interval_ms`.
+    /// Flushes if the oldest queued message has waited `flush_interval`.
     pub fn poll_flush(&mut self) -> io::Result<bool> {
-        let now = self.now_ms();
-        if self.outbox.poll_flush(now, self.config.flush_interval_ms) {
+        let now = self.now_us();
+        if self.outbox.poll_flush(now, self.interval_us()) {
             self.send_ready()?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Blocks until datagrams may be waiting (or `timeout_ms` passes); true if so.
-    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
-        // io_uring: the ring polls readable when completions wait (the receive is always
-        // armed when `poll_recv` returns); recvmmsg: the socket itself.
-        let fd = match &self.receiver {
+    /// The descriptor that polls readable when `poll_recv` has work: with io_uring the
+    /// ring (the receive is always armed when `poll_recv` returns), otherwise the socket.
+    pub fn readiness_fd(&self) -> std::os::fd::RawFd {
+        match &self.receiver {
             Receiver::Uring(u) => u.ring_fd(),
             Receiver::Mmsg(_) => std::os::fd::AsRawFd::as_raw_fd(&self.socket),
-        };
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        }
+    }
+
+    /// Blocks until datagrams may be waiting (or `timeout_ms` passes); true if so.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
+        let mut pfd = libc::pollfd { fd: self.readiness_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if r < 0 {
@@ -300,9 +338,9 @@ impl UdpEndpoint {
         Ok(r > 0)
     }
 
-    /// Milliseconds from now until `poll_flush` has work, if anything is queued.
-    pub fn flush_deadline(&self) -> Option<u64> {
-        self.outbox.flush_deadline(self.config.flush_interval_ms).map(|d| d.saturating_sub(self.now_ms()))
+    /// How long from now until `poll_flush` has work, if anything is queued.
+    pub fn flush_deadline(&self) -> Option<Duration> {
+        self.outbox.flush_deadline(self.interval_us()).map(|d| Duration::from_micros(d.saturating_sub(self.now_us())))
     }
 
     fn send_ready(&mut self) -> io::Result<()> {
@@ -319,6 +357,7 @@ impl UdpEndpoint {
             self.metrics.send_dropped += (list.len() - sent) as u64;
             self.metrics.datagrams_sent += sent as u64;
             self.metrics.zerocopy_datagrams += sent as u64;
+            self.metrics.bytes_sent += list[..sent].iter().map(|(d, _)| d.len() as u64).sum::<u64>();
             self.metrics.send_batches += 1;
             let ready = self.outbox.ready();
             self.outbox.consume(ready);
@@ -539,6 +578,8 @@ mod tests {
             let got = collect(&mut rx, 100);
             assert_eq!(got.len(), 100);
             assert!(tx.metrics().datagrams_sent < 10, "100 tiny messages packed into a few datagrams");
+            let sent = tx.metrics();
+            assert!(sent.bytes_sent >= 400 && sent.bytes_sent == rx.metrics().bytes_received, "{sent:?}");
             tx.publish(b"lone").unwrap();
             assert!(tx.flush_deadline().is_some());
             std::thread::sleep(Duration::from_millis(3));

@@ -5,7 +5,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often receive threads publish their counters.
+pub const METRICS_EVERY: Duration = Duration::from_millis(100);
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
@@ -19,6 +23,8 @@ pub type Deliver = Arc<dyn Fn(usize, SocketAddr, u64, &[u8]) + Send + Sync>;
 pub struct ReceiverGroup {
     local: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Each thread's counters, refreshed every [`METRICS_EVERY`].
+    snapshots: Arc<Vec<Mutex<UdpMetrics>>>,
     threads: Vec<JoinHandle<io::Result<UdpMetrics>>>,
 }
 
@@ -43,12 +49,26 @@ impl ReceiverGroup {
     /// and starts a thread on each, pinned to core `i` when `pin`. Each thread creates its
     /// own endpoint (io_uring runs a request's work on the thread that issued it) and
     /// reports the bind result before this returns, so errors reach the caller.
-    pub fn start(mut config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
+    pub fn start(config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
+        Self::start_from(config, threads, pin, 0, deliver)
+    }
+
+    /// [`ReceiverGroup::start`], with thread `i` pinned to core `first_core + i` (so that
+    /// a group can join a socket whose thread already has core 0).
+    pub fn start_from(
+        mut config: EndpointConfig,
+        threads: usize,
+        pin: bool,
+        first_core: usize,
+        deliver: Deliver,
+    ) -> io::Result<Self> {
         let threads = if threads == 0 { available_cores() } else { threads };
         config.socket.reuse_port = true;
         config.peers.clear();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = available_cores();
+        let snapshots: Arc<Vec<Mutex<UdpMetrics>>> =
+            Arc::new((0..threads).map(|_| Mutex::new(UdpMetrics::default())).collect());
         let mut handles = Vec::with_capacity(threads);
         let mut local: Option<SocketAddr> = None;
         for i in 0..threads {
@@ -57,10 +77,10 @@ impl ReceiverGroup {
                 config.bind = addr; // the port the first socket got
             }
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
-            let (stop_flag, deliver) = (stop.clone(), deliver.clone());
+            let (stop_flag, deliver, snapshots) = (stop.clone(), deliver.clone(), snapshots.clone());
             let handle = std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
                 if pin {
-                    pin_to(i % cores);
+                    pin_to((first_core + i) % cores);
                 }
                 let mut endpoint = match UdpEndpoint::bind(config) {
                     Ok(e) => e,
@@ -70,9 +90,18 @@ impl ReceiverGroup {
                     }
                 };
                 let _ = ready_tx.send(endpoint.local_addr());
+                let mut published = Instant::now();
+                let snapshot = |endpoint: &UdpEndpoint| {
+                    *snapshots[i].lock().unwrap_or_else(|p| p.into_inner()) = endpoint.metrics();
+                };
+                snapshot(&endpoint);
                 while !stop_flag.load(Ordering::Relaxed) {
                     if endpoint.wait(50)? {
                         endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
+                    }
+                    if published.elapsed() >= METRICS_EVERY {
+                        published = Instant::now();
+                        snapshot(&endpoint);
                     }
                 }
                 // Whatever arrived before the stop.
@@ -96,12 +125,27 @@ impl ReceiverGroup {
             }
         }
         let local = local.expect("at least one thread");
-        Ok(Self { local, stop, threads: handles })
+        Ok(Self { local, stop, snapshots, threads: handles })
     }
 
     /// The shared address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Each thread's counters as of at most [`METRICS_EVERY`] ago.
+    pub fn metrics(&self) -> Vec<UdpMetrics> {
+        self.snapshots.iter().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+    }
+
+    /// How many sockets (threads) receive.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Whether the group has no threads (never: `start` makes at least one).
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
     }
 
     /// Stops the threads; returns each one's metrics.

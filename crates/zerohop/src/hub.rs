@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::shm::ShmTransport;
 use crate::transport::{Delivery, Transport};
+use crate::udp::{UdpOptions, UdpTransport};
 
 /// Which ports a hub opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct HubOptions {
     pub capacity: Option<u32>,
     /// Shared memory: concurrent subscribers (default 64).
     pub max_subscribers: Option<u32>,
+    /// UDP: peers, batching, sockets and threads.
+    pub udp: UdpOptions,
 }
 
 impl Default for HubOptions {
@@ -50,6 +53,7 @@ impl Default for HubOptions {
             slot_size: None,
             capacity: None,
             max_subscribers: None,
+            udp: UdpOptions::default(),
         }
     }
 }
@@ -86,6 +90,7 @@ impl Hub {
             (TransportKind::Shm, Target::Name(name)) => {
                 Box::new(ShmTransport::open(name, &options, endpoint.selected_automatically())?)
             }
+            (TransportKind::Udp, _) => Box::new(UdpTransport::open(&endpoint, &options)?),
             (kind, _) => return Err(unsupported(kind)),
         };
         Ok(Hub { endpoint, transport })
@@ -133,13 +138,18 @@ impl Hub {
     pub fn metrics(&self) -> Metrics {
         self.transport.metrics()
     }
+
+    /// The UDP transport's own controls (peers, flush, local address), for `udp://` hubs.
+    pub fn udp(&self) -> Option<&UdpTransport> {
+        self.transport.udp()
+    }
 }
 
 /// The error for a transport that parses but is not built yet.
 pub fn unsupported(kind: TransportKind) -> Error {
     Error::new(
         ErrorCode::UnsupportedTransport,
-        format!("the {}:// transport is not available in this version of zerohop (shm:// is)", kind.scheme()),
+        format!("the {}:// transport is not available in this version of zerohop (shm:// and udp:// are)", kind.scheme()),
     )
 }
 
@@ -153,7 +163,7 @@ mod tests {
 
     #[test]
     fn unsupported_transports_say_so() {
-        for url in ["udp://127.0.0.1:9", "kcp://h:1", "quic://h:1", "tcp://h:1", "uds:///tmp/x"] {
+        for url in ["kcp://h:1", "quic://h:1", "tcp://h:1", "uds:///tmp/x"] {
             let err = Hub::open(url, HubOptions::default()).unwrap_err();
             assert_eq!(err.code(), ErrorCode::UnsupportedTransport, "{url}");
         }

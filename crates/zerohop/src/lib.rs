@@ -6,8 +6,8 @@
 //! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
 //! - [`metrics`]: counters every hub reports.
 //!
-//! This version ships the shared-memory transport ([`shm`]); the other schemes parse
-//! and report [`ErrorCode::UnsupportedTransport`].
+//! This version ships shared memory ([`shm`]) and UDP ([`udp`]); the other schemes
+//! parse and report [`ErrorCode::UnsupportedTransport`].
 
 pub mod endpoint;
 pub mod error;
@@ -15,9 +15,12 @@ pub mod hub;
 pub mod metrics;
 pub mod shm;
 pub mod transport;
+pub mod udp;
 
 pub use endpoint::{Endpoint, Target, TransportKind};
 pub use error::{Error, ErrorCode, Result};
 pub use hub::{Backpressure, Hub, HubOptions, Role};
 pub use metrics::Metrics;
 pub use transport::{Delivery, Transport};
+pub use udp::{UdpOptions, UdpTransport};
+pub use zerohop_udp::UringMode;

@@ -38,4 +38,9 @@ pub trait Transport: Send {
 
     /// Counters and the state of the transport.
     fn metrics(&self) -> Metrics;
+
+    /// The UDP transport's own controls (peers, flush), if this is it.
+    fn udp(&self) -> Option<&crate::udp::UdpTransport> {
+        None
+    }
 }

@@ -72,6 +72,42 @@ export declare class ShmHandle {
   close(buffer?: ArrayBuffer | undefined | null): void
 }
 
+/** A UDP hub's socket(s) and I/O thread. */
+export declare class UdpHandle {
+  /** Binds `url` (`udp://host:port`, or a multicast group). */
+  static open(url: string, options?: UdpOpenOptions | undefined | null): UdpHandle
+  /** The receive ring, for reading in place. */
+  ring(): ShmHandle
+  /** The bound address as `host:port` (`[v6]:port`). */
+  localAddress(): string
+  /** Queues one message; full datagrams go out now. */
+  publish(data: Uint8Array): void
+  /** Queues `data.len() / size` messages of `size` bytes laid end to end. */
+  publishPacked(data: Uint8Array, size: number): number
+  /** Sends what is queued now. */
+  flush(): void
+  /** Replaces where published messages go. */
+  setPeers(peers: Array<string>): void
+  /** Receives what waits on the socket into the ring on this thread; returns datagrams read. */
+  pump(): number
+  /**
+   * Installs the doorbell: `callback` runs on the JS thread after messages arrive
+   * while armed. Does not keep the event loop alive by itself.
+   */
+  setDoorbell(callback: (arg: number) => void): void
+  /**
+   * Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the I/O thread rings.
+   */
+  arm(cursor: number, spinUs: number): void
+  /** Cancels an `arm`. */
+  disarm(): void
+  /** The socket's counters. */
+  metrics(): UdpMetricsInfo
+  /** Sends what is queued, stops the I/O threads and closes the sockets. Idempotent. */
+  close(): void
+}
+
 /** A stable error code and whether retrying can help. */
 export interface ErrorCodeInfo {
   code: string
@@ -142,4 +178,56 @@ export interface ShmOpenOptions {
   slotSize?: number
   capacity?: number
   maxSubscribers?: number
+}
+
+/** Socket counters of a UDP hub (see `zerohop_udp::UdpMetrics`). */
+export interface UdpMetricsInfo {
+  backend: string
+  ioUringUnavailable?: string
+  messagesSent: number
+  datagramsSent: number
+  bytesSent: number
+  sendBatches: number
+  sendDropped: number
+  zerocopyDatagrams: number
+  messagesReceived: number
+  datagramsReceived: number
+  bytesReceived: number
+  recvBatches: number
+  malformed: number
+  lost: number
+  late: number
+  duplicates: number
+  reassemblyFailures: number
+  recvBuffer: number
+  sendBuffer: number
+  lowDelay: boolean
+  busyPollUs: number
+  reusePort: boolean
+  multicastGroup?: string
+  receiveSockets: number
+}
+
+/** Options of [`UdpHandle::open`] (the TypeScript `HubOptions` that apply to UDP). */
+export interface UdpOpenOptions {
+  /** `pubsub`, `publisher` or `subscriber`. */
+  role?: string
+  /** Largest message (the receive ring's slot size). */
+  slotSize?: number
+  /** Receive ring slots. */
+  capacity?: number
+  peers?: Array<string>
+  flushIntervalMs?: number
+  batch?: number
+  maxDatagram?: number
+  /** `auto`, `force` or `off`. */
+  ioUring?: string
+  receiveThreads?: number
+  pinThreads?: boolean
+  recvBuffer?: number
+  sendBuffer?: number
+  busyPollUs?: number
+  multicastInterface?: string
+  multicastTtl?: number
+  multicastLoopback?: boolean
 }

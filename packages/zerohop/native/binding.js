@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.ShmHandle = nativeBinding.ShmHandle
+module.exports.UdpHandle = nativeBinding.UdpHandle
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isProcessAlive = nativeBinding.isProcessAlive
 module.exports.parseEndpoint = nativeBinding.parseEndpoint

@@ -6,6 +6,10 @@
  * hub.publish({ id: 1, qty: 5 })
  * for await (const order of hub) console.log(order)
  * ```
+ *
+ * Over `udp://`, received messages land in a private ring with the shared-memory
+ * layout (written by the transport's I/O thread), so every receive method below reads
+ * it exactly as it reads a `shm://` segment; only publishing differs.
  */
 import { type CodecOption, type Codec, resolveCodec, describe, raw } from './codec.js'
 import {
@@ -18,9 +22,12 @@ import {
   UnsupportedTransportError,
   ZerohopError,
 } from './errors.js'
-import { binding, native, type ParsedEndpoint } from './native.js'
+import { binding, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpMetricsInfo } from './native.js'
 import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
+
+/** The transports this version can open. */
+export type TransportName = 'shm' | 'udp'
 
 /** Which ports a hub opens. */
 export type HubRole = 'pubsub' | 'publisher' | 'subscriber'
@@ -55,7 +62,43 @@ export interface HubOptions<T> {
   capacity?: number
   /** Shared memory: how many subscribers may attach at once (default 64). */
   maxSubscribers?: number
+  /**
+   * UDP: where published messages go, as `host:port` (`[v6]:port`). With exactly one
+   * peer the socket is connected (and receives only from it). A multicast URL sends
+   * to its group. Change later with {@link Hub.setPeers}.
+   */
+  peers?: string[]
+  /**
+   * UDP: small messages are packed several to a datagram; a partly filled datagram
+   * goes out at the end of the current tick, on {@link Hub.flush}, or after waiting
+   * this long, whichever is first (default 1). 0 sends every message at once.
+   */
+  flushIntervalMs?: number
+  /** UDP: datagrams per receive batch (default 32). */
+  batch?: number
+  /** UDP: largest datagram, header included (default 1472; loopback takes 65507). Senders and receivers must agree. */
+  maxDatagram?: number
+  /** UDP: receive with io_uring (`'auto'`, the default, falls back to recvmmsg), `'force'` it, or `'off'`. */
+  ioUring?: 'auto' | 'force' | 'off'
+  /** UDP: sockets receiving on the port with SO_REUSEPORT, each with its own thread (default 1). */
+  receiveThreads?: number
+  /** UDP: pin receive thread `i` to core `i` (default false). */
+  pinThreads?: boolean
+  /** UDP: kernel receive and send buffers asked for (default 4 MiB; `metrics().udp` shows what was granted). */
+  recvBuffer?: number
+  sendBuffer?: number
+  /** UDP: SO_BUSY_POLL in µs (default 0, off; needs CAP_NET_ADMIN to raise). */
+  busyPollUs?: number
+  /** UDP multicast: the interface address to join and send on (default: the kernel's choice). */
+  multicastInterface?: string
+  /** UDP multicast: hops a datagram may travel (default 1). */
+  multicastTtl?: number
+  /** UDP multicast: whether members on this host hear what it sends (default true). */
+  multicastLoopback?: boolean
 }
+
+/** The socket side of a UDP hub's metrics. */
+export type UdpSocketMetrics = UdpMetricsInfo
 
 /** Options of {@link Hub.recv}. */
 export interface RecvOptions {
@@ -68,7 +111,7 @@ export interface RecvOptions {
 /** A snapshot of a hub's counters. */
 export interface HubMetrics {
   /** The transport in use. */
-  transport: 'shm'
+  transport: TransportName
   /** True when the transport was picked by smart selection (a bare name). */
   selectedAutomatically: boolean
   /** Why that transport. */
@@ -89,10 +132,16 @@ export interface HubMetrics {
   lapEvents: number
   /** Messages published that this hub has not read yet. */
   lag: number
-  /** Shared memory: slots, slot size, and the backing file. */
+  /** Slots and slot size of the ring messages are read from, and its backing file ('' for UDP's private ring). */
   capacity: number
   slotSize: number
   segment: string
+  /**
+   * UDP: the receive backend (`io_uring` or `recvmmsg`, and why io_uring is not in use),
+   * packets, bytes, batches, send drops, malformed datagrams, sequence gaps (`lost`),
+   * late and duplicate datagrams, reassembly failures, and what the kernel granted.
+   */
+  udp?: UdpSocketMetrics
 }
 
 /** A slot reserved for writing in place; see {@link Hub.loan}. */
@@ -143,13 +192,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** The URL this hub was opened with. */
   readonly url: string
   /** The transport in use. */
-  readonly transport: 'shm'
+  readonly transport: TransportName
   /** Largest message in bytes. */
   readonly maxMessageSize: number
   private readonly endpoint: ParsedEndpoint
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
   private readonly ring: ShmRing
+  /** UDP: the socket side (publishing, flushing, the I/O thread). */
+  private readonly udp: UdpHandle | undefined
+  /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp). */
+  private readonly waker: ShmHandle | UdpHandle
+  private flushQueued = false
+  private readonly flushEachTick: boolean
+  /** UDP with a struct codec: where `publish` writes the value before sending it. */
+  private scratch: DataView | undefined
   private readonly pub: ShmPublisher | undefined
   private readonly sub: ShmSubscriber | undefined
   private readonly spinUs: number
@@ -170,20 +227,29 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private constructor(url: string, endpoint: ParsedEndpoint, options: HubOptions<T>) {
     this.url = url
     this.endpoint = endpoint
-    this.transport = 'shm'
+    this.transport = endpoint.transport as TransportName
     this.codec = resolveCodec(options.codec)
     this.struct = this.codec instanceof StructCodec ? this.codec : undefined
     const role = options.role ?? 'pubsub'
     const policy = (this.policy = options.backpressure ?? 'drop_old')
     const timeoutMs = (this.publishTimeoutMs = options.publishTimeoutMs ?? 5000)
     this.spinUs = options.spinUs ?? 20
-    const handle = native(() =>
-      binding.ShmHandle.open(endpoint.name!, {
-        slotSize: options.slotSize,
-        capacity: options.capacity,
-        maxSubscribers: options.maxSubscribers,
-      }),
-    )
+    this.flushEachTick = options.flushIntervalMs !== 0
+    let handle: ShmHandle
+    if (this.transport === 'udp') {
+      const udp = (this.udp = native(() => binding.UdpHandle.open(url, udpOptions(options))))
+      handle = native(() => udp.ring())
+      this.waker = udp
+    } else {
+      handle = native(() =>
+        binding.ShmHandle.open(endpoint.name!, {
+          slotSize: options.slotSize,
+          capacity: options.capacity,
+          maxSubscribers: options.maxSubscribers,
+        }),
+      )
+      this.waker = handle
+    }
     try {
       this.ring = new ShmRing(handle)
       if (this.struct && this.struct.size > this.ring.slotSize) {
@@ -191,28 +257,67 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       }
       this.maxMessageSize = this.ring.slotSize
       this.sub = role === 'publisher' ? undefined : new ShmSubscriber(this.ring)
-      this.pub = role === 'subscriber' ? undefined : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
-      if (this.sub) native(() => handle.setDoorbell(() => this.onDoorbell()))
+      this.pub =
+        role === 'subscriber' || this.udp ? undefined : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
+      this.canPublish = role !== 'subscriber'
+      if (this.sub) native(() => this.waker.setDoorbell(() => this.onDoorbell()))
     } catch (e) {
       native(() => handle.close())
+      this.udp?.close()
       throw e
     }
   }
 
+  private readonly canPublish: boolean
+
   /**
-   * Opens a hub on `url`: `shm://name` or a bare `name` (shared memory). Other
-   * schemes (`udp`, `kcp`, `quic`, `tcp`, `uds`) parse but are not built yet and
-   * reject with `ERR_UNSUPPORTED_TRANSPORT`.
+   * Opens a hub on `url`:
+   * - `shm://name` or a bare `name`: shared memory;
+   * - `udp://host:port`: binds that local address (port 0 picks one, see
+   *   {@link localAddress}), sends to `options.peers`, receives from anyone;
+   * - `udp://239.x.y.z:port` (or `[ff..]`): joins the multicast group and sends to it.
+   *
+   * Other schemes (`kcp`, `quic`, `tcp`, `uds`) parse but are not built yet and reject
+   * with `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses is
+   * counted (`metrics().udp.lost`), never resent.
    */
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
     validateOptions(options)
     const endpoint = native(() => binding.parseEndpoint(url))
-    if (endpoint.transport !== 'shm') {
+    if (endpoint.transport !== 'shm' && endpoint.transport !== 'udp') {
       throw new UnsupportedTransportError(
-        `the ${endpoint.transport}:// transport is not available in this version of zerohop (shm:// is)`,
+        `the ${endpoint.transport}:// transport is not available in this version of zerohop (shm:// and udp:// are)`,
       )
     }
     return new Hub<T>(url, endpoint, options)
+  }
+
+  /** UDP: the bound address as `host:port` (`[v6]:port`); undefined for shared memory. */
+  get localAddress(): string | undefined {
+    return this.udp && !this.closed ? native(() => this.udp!.localAddress()) : undefined
+  }
+
+  /** UDP: replaces where published messages go (`host:port` each). */
+  setPeers(peers: string[]): void {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (!this.udp) throw new InvalidStateError('setPeers() is for udp:// hubs; shared memory reaches every subscriber')
+    if (!Array.isArray(peers) || !peers.every((p) => typeof p === 'string')) {
+      throw new BadOptionError(`peers must be an array of 'host:port' strings, got ${describe(peers)}`)
+    }
+    native(() => this.udp!.setPeers(peers))
+  }
+
+  /**
+   * Sends what is queued now. Over UDP, messages are packed into datagrams and a
+   * partly filled one waits for the end of the tick (or `flushIntervalMs`); call this
+   * when you know no more are coming. Shared memory publishes at once: a no-op there.
+   */
+  flush(): void {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (this.udp) {
+      this.flushQueued = false
+      native(() => this.udp!.flush())
+    }
   }
 
   /** Whether {@link close} was called. */
@@ -226,6 +331,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `ERR_TIMEOUT` (`block`), `ERR_CODEC`, `ERR_CLOSED`.
    */
   publish(value: T): boolean {
+    if (this.udp) return this.publishUdp(value)
     const pub = this.publisher()
     if (this.struct) return this.publishStruct(pub, this.struct, value)
     // The raw codec inline: one call less on the hottest path (encode only validates).
@@ -239,6 +345,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * when the ring filled up).
    */
   publishBatch(values: readonly T[]): number {
+    if (this.udp) {
+      if (!Array.isArray(values)) throw new CodecError(`publishBatch takes an array, got ${describe(values)}`)
+      for (let i = 0; i < values.length; i++) this.publishUdp(values[i]!)
+      return values.length
+    }
     const pub = this.publisher()
     const ring = this.ring
     const codec = this.codec
@@ -291,12 +402,22 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `drop_new`/`fail_fast` when the ring filled up).
    */
   publishPacked(packed: Uint8Array, messageSize: number): number {
-    const pub = this.publisher()
+    const udp = this.udp
+    const pub = udp ? undefined : this.publisher()
     if (!(packed instanceof Uint8Array)) throw new CodecError(`publishPacked takes a Uint8Array, got ${describe(packed)}`)
     if (!Number.isInteger(messageSize) || messageSize < 1 || packed.byteLength % messageSize !== 0) {
       throw new BadOptionError(`messageSize must be a positive integer dividing ${packed.byteLength}, got ${messageSize}`)
     }
     if (messageSize > this.ring.slotSize) throw tooLarge(messageSize, this.ring.slotSize)
+    if (udp) {
+      this.udpPublisher()
+      const n = native(() => udp.publishPacked(packed, messageSize))
+      this.published += n
+      this.publishedBytes += n * messageSize
+      this.queueFlush()
+      return n
+    }
+    if (pub === undefined) return this.publisherError()
     if (!this.nativePublisher) {
       native(() => this.ring.handle.attachPublisher(this.policy, this.publishTimeoutMs, this.sub?.entry))
       this.nativePublisher = true
@@ -314,6 +435,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * publisher lock is held until then: keep loans short.
    */
   loan(): Loan<T> {
+    if (this.udp) {
+      throw new InvalidStateError('loan() writes in place into shared memory; over udp:// use publish() (it copies once, into the datagram)')
+    }
     const pub = this.publisher()
     if (!this.struct && this.codec.name !== 'raw') {
       throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
@@ -391,7 +515,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const sub = this.subscriber()
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
-    const off = sub.peek()
+    let off = sub.peek()
+    while (off < 0 && this.udp !== undefined && this.udp.pump() > 0) off = sub.peek()
     if (off < 0) return undefined
     const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct))
     borrowed.start(off)
@@ -403,11 +528,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const p = this.pub?.counters
     const s = this.sub?.counters
     return {
-      transport: 'shm',
+      transport: this.transport,
       selectedAutomatically: this.endpoint.selectedAutomatically,
-      selectionReason: this.endpoint.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : 'shm:// URL',
-      published: p?.published ?? 0,
-      publishedBytes: p?.publishedBytes ?? 0,
+      selectionReason: this.endpoint.selectedAutomatically
+        ? 'a bare name is a local endpoint: shared memory'
+        : `${this.transport}:// URL`,
+      published: p?.published ?? this.published,
+      publishedBytes: p?.publishedBytes ?? this.publishedBytes,
       dropped: p?.dropped ?? 0,
       blocked: p?.blocked ?? 0,
       received: s?.received ?? 0,
@@ -418,6 +545,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       capacity: this.ring.capacity,
       slotSize: this.ring.slotSize,
       segment: this.ring.layout.path,
+      ...(this.udp && !this.closed ? { udp: native(() => this.udp!.metrics()) } : {}),
     }
   }
 
@@ -432,6 +560,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.openLoan?.open) this.openLoan.abort()
     if (this.openBorrow) this.openBorrow.held = false
     this.ringDoorbell(false)
+    this.udp?.close() // sends what is queued first
     this.ring.close()
   }
 
@@ -451,6 +580,48 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.closed) throw new ClosedError('the hub is closed')
     if (!this.pub) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
     throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
+  }
+
+  // ---- UDP publishing ------------------------------------------------------------
+
+  private published = 0
+  private publishedBytes = 0
+
+  private udpPublisher(): UdpHandle {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (!this.canPublish) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
+    return this.udp!
+  }
+
+  private publishUdp(value: T): boolean {
+    const udp = this.udpPublisher()
+    let bytes: Uint8Array
+    const struct = this.struct
+    if (struct) {
+      const dv = (this.scratch ??= new DataView(new ArrayBuffer(struct.size)))
+      struct.write(dv, 0, value)
+      bytes = new Uint8Array(dv.buffer)
+    } else {
+      bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
+      if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
+      if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+    }
+    native(() => udp.publish(bytes))
+    this.published++
+    this.publishedBytes += bytes.byteLength
+    this.queueFlush()
+    return true
+  }
+
+  /** A partly filled datagram goes out at the end of this tick. */
+  private queueFlush(): void {
+    if (this.flushQueued || !this.flushEachTick) return
+    this.flushQueued = true
+    process.nextTick(() => {
+      if (!this.flushQueued || this.closed) return
+      this.flushQueued = false
+      native(() => this.udp!.flush())
+    })
   }
 
   private subscriber(): ShmSubscriber {
@@ -486,7 +657,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const ring = this.ring
     for (;;) {
       const off = sub.peek()
-      if (off < 0) return EMPTY
+      if (off < 0) {
+        // UDP: read the socket on this thread rather than wait for the I/O thread.
+        if (this.udp !== undefined && this.udp.pump() > 0) continue
+        return EMPTY
+      }
       let value: T
       try {
         value = this.struct ? this.struct.read(ring.dv, off) : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(0, sub.len))
@@ -535,7 +710,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       this.keepAlive ??= setInterval(noop, 1 << 30)
       if (!this.armed) {
         this.armed = true
-        native(() => this.ring.handle.arm(sub.cursor, this.spinUs))
+        native(() => this.waker.arm(sub.cursor, this.spinUs))
       }
     })
   }
@@ -547,7 +722,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     if (this.armed && !this.closed) {
       this.armed = false
-      this.ring.handle.disarm()
+      this.waker.disarm()
     }
   }
 
@@ -569,6 +744,27 @@ function abortError(signal: AbortSignal): AbortedError {
   return new AbortedError('the operation was aborted', { cause: signal.reason })
 }
 
+function udpOptions<T>(o: HubOptions<T>): Parameters<typeof binding.UdpHandle.open>[1] {
+  return {
+    role: o.role,
+    slotSize: o.slotSize,
+    capacity: o.capacity,
+    peers: o.peers,
+    flushIntervalMs: o.flushIntervalMs,
+    batch: o.batch,
+    maxDatagram: o.maxDatagram,
+    ioUring: o.ioUring,
+    receiveThreads: o.receiveThreads,
+    pinThreads: o.pinThreads,
+    recvBuffer: o.recvBuffer,
+    sendBuffer: o.sendBuffer,
+    busyPollUs: o.busyPollUs,
+    multicastInterface: o.multicastInterface,
+    multicastTtl: o.multicastTtl,
+    multicastLoopback: o.multicastLoopback,
+  }
+}
+
 function validateOptions<T>(o: HubOptions<T>): void {
   if (typeof o !== 'object' || o === null) throw new BadOptionError(`options must be an object, got ${describe(o)}`)
   const positiveInt = (name: keyof HubOptions<T>, max: number): void => {
@@ -580,10 +776,25 @@ function validateOptions<T>(o: HubOptions<T>): void {
   positiveInt('slotSize', 16 << 20)
   positiveInt('capacity', 1 << 24)
   positiveInt('maxSubscribers', 1024)
+  positiveInt('batch', 1024)
+  positiveInt('maxDatagram', 65507)
+  positiveInt('receiveThreads', 64)
+  positiveInt('recvBuffer', 1 << 30)
+  positiveInt('sendBuffer', 1 << 30)
+  positiveInt('multicastTtl', 255)
+  if (o.busyPollUs !== undefined && (!Number.isInteger(o.busyPollUs) || o.busyPollUs < 0)) {
+    throw new BadOptionError(`busyPollUs must be a non-negative integer, got ${String(o.busyPollUs)}`)
+  }
+  if (o.ioUring !== undefined && !['auto', 'force', 'off'].includes(o.ioUring)) {
+    throw new BadOptionError(`ioUring must be 'auto', 'force' or 'off', got ${String(o.ioUring)}`)
+  }
+  if (o.peers !== undefined && (!Array.isArray(o.peers) || !o.peers.every((p) => typeof p === 'string'))) {
+    throw new BadOptionError(`peers must be an array of 'host:port' strings, got ${describe(o.peers)}`)
+  }
   if (o.capacity !== undefined && (o.capacity & (o.capacity - 1)) !== 0) {
     throw new BadOptionError(`capacity must be a power of two, got ${o.capacity}`)
   }
-  const nonNegative = (name: 'publishTimeoutMs' | 'spinUs'): void => {
+  const nonNegative = (name: 'publishTimeoutMs' | 'spinUs' | 'flushIntervalMs'): void => {
     const v = o[name]
     if (v !== undefined && (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))) {
       throw new BadOptionError(`${name} must be a finite number ≥ 0, got ${String(v)}`)
@@ -591,6 +802,7 @@ function validateOptions<T>(o: HubOptions<T>): void {
   }
   nonNegative('publishTimeoutMs')
   nonNegative('spinUs')
+  nonNegative('flushIntervalMs')
   if (o.role !== undefined && !['pubsub', 'publisher', 'subscriber'].includes(o.role)) {
     throw new BadOptionError(`role must be 'pubsub', 'publisher' or 'subscriber', got ${String(o.role)}`)
   }

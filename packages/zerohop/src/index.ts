@@ -14,7 +14,17 @@
  * ```
  */
 export { Hub } from './hub.js'
-export type { HubOptions, HubRole, HubMetrics, RecvOptions, Loan, Borrowed, BackpressurePolicy } from './hub.js'
+export type {
+  HubOptions,
+  HubRole,
+  HubMetrics,
+  RecvOptions,
+  Loan,
+  Borrowed,
+  BackpressurePolicy,
+  TransportName,
+  UdpSocketMetrics,
+} from './hub.js'
 export { raw, json, msgpack } from './codec.js'
 export type { Codec, CodecOption } from './codec.js'
 export { struct, StructCodec } from './struct.js'

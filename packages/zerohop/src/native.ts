@@ -5,7 +5,7 @@
 import * as binding from '../native/binding.js'
 import { fromNative } from './errors.js'
 
-export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint } from '../native/binding.js'
+export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, UdpHandle, UdpMetricsInfo } from '../native/binding.js'
 export { binding }
 
 /** Runs `fn`, converting a native error into its `ZerohopError` class. */

@@ -1,0 +1,672 @@
+//! The UDP transport: a [`zerohop_udp::UdpEndpoint`] behind the [`Transport`] trait.
+//!
+//! ```text
+//!   publish ──► Outbox (packs, fragments) ──► sendmmsg / io_uring ──► peers
+//!
+//!   socket ──► I/O thread: recvmmsg / io_uring ──► Inbox (per sender) ──► receive ring ──► recv
+//!                 └── also sends what waited `flush_interval`
+//! ```
+//!
+//! Received messages land in a private shared-memory ring (a
+//! [`Segment::private`], anonymous memory) with exactly the layout of the `shm://`
+//! transport, so receiving over UDP works the way it does over shared memory:
+//! `try_recv`, parking waits, zero-copy reads in the Node binding, and a receiver
+//! that falls a whole ring behind skips ahead and counts what it missed (`lapped`).
+//!
+//! Publishing runs on the caller's thread: the message is packed into the current
+//! datagram, and full datagrams go out at once. A partly filled datagram goes out
+//! when the caller calls [`UdpTransport::flush`], or when it has waited
+//! `flush_interval` (the I/O thread's timer); a zero interval sends every message at
+//! once. Receiving runs on the I/O thread, and also on the caller's thread when it
+//! polls an empty ring ([`UdpTransport::pump`]), so that a spinning receiver does not
+//! wait for a thread hop.
+//!
+//! With `receive_threads > 1`, more sockets join the port with `SO_REUSEPORT`, each with
+//! its own thread (see [`zerohop_udp::ReceiverGroup`]); the kernel spreads senders over
+//! them, and all of them deliver into the same ring.
+//!
+//! UDP stays unreliable: what the network drops is counted (sequence gaps, `lost`),
+//! never retransmitted.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zerohop_shm::{Backpressure, Layout, Publisher, Segment, Subscriber};
+use zerohop_udp::{EndpointConfig, Multicast, PublishError, ReceiverGroup, UdpEndpoint, UdpMetrics, UringMode};
+
+use crate::endpoint::{Endpoint, Target, TransportKind};
+use crate::error::{Error, ErrorCode, Result};
+use crate::hub::{HubOptions, Role};
+use crate::metrics::Metrics;
+use crate::transport::{Delivery, Transport};
+
+/// Largest receive ring, in bytes of address space: capacity shrinks for large slots.
+/// Memory is only committed where messages are written, so a ring of 1 MiB slots
+/// holding small messages costs about one page per slot.
+const MAX_RING_BYTES: u64 = 1 << 30;
+
+/// UDP settings of [`HubOptions`].
+#[derive(Clone, Debug)]
+pub struct UdpOptions {
+    /// Where published messages go (`host:port`). Empty for a multicast URL means the
+    /// group itself; empty otherwise means the hub only receives until
+    /// [`UdpTransport::set_peers`].
+    pub peers: Vec<String>,
+    /// A partly filled datagram waits at most this long for more messages (zero: every
+    /// message is sent at once).
+    pub flush_interval: Duration,
+    /// Datagrams per receive batch.
+    pub batch: usize,
+    /// Largest datagram sent, header included; sender and receivers must agree.
+    pub max_datagram: usize,
+    /// The receive backend.
+    pub io_uring: UringMode,
+    /// Sockets (and threads) receiving on the port with `SO_REUSEPORT`.
+    pub receive_threads: usize,
+    /// Pin receive thread `i` to core `i`.
+    pub pin_threads: bool,
+    /// Kernel socket buffers asked for (what was granted shows in the metrics).
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+    /// `SO_BUSY_POLL` in µs (0: off).
+    pub busy_poll_us: u32,
+    /// Multicast: the interface address to join and send on (default: the kernel's pick).
+    pub multicast_interface: Option<IpAddr>,
+    /// Multicast: hops a datagram may travel (default 1, this link).
+    pub multicast_ttl: u32,
+    /// Multicast: whether members on this host receive what it sends (default true).
+    pub multicast_loopback: bool,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        let d = EndpointConfig::new(SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
+        Self {
+            peers: Vec::new(),
+            flush_interval: d.flush_interval,
+            batch: d.batch,
+            max_datagram: d.max_datagram,
+            io_uring: d.io_uring,
+            receive_threads: 1,
+            pin_threads: false,
+            recv_buffer: d.socket.recv_buffer,
+            send_buffer: d.socket.send_buffer,
+            busy_poll_us: 0,
+            multicast_interface: None,
+            multicast_ttl: 1,
+            multicast_loopback: true,
+        }
+    }
+}
+
+/// Default largest message over UDP (the receive ring's slot size).
+pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
+
+/// Resolves `host:port` (an IP literal or a name) to one address, preferring the family
+/// of `like` when given.
+pub fn resolve(host: &str, port: u16, like: Option<&SocketAddr>) -> Result<SocketAddr> {
+    let bad = |why: String| Error::new(ErrorCode::BadUrl, why);
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (host, port).to_socket_addrs().map_err(|e| bad(format!("cannot resolve {host}: {e}")))?.collect(),
+    };
+    let pick = like.and_then(|l| addrs.iter().find(|a| a.is_ipv4() == l.is_ipv4())).or(addrs.first());
+    pick.copied().ok_or_else(|| bad(format!("{host} resolves to no address")))
+}
+
+/// Parses a peer written `host:port` or `[v6]:port`.
+pub fn parse_peer(peer: &str, like: Option<&SocketAddr>) -> Result<SocketAddr> {
+    let bad = || Error::new(ErrorCode::BadOption, format!("peer '{peer}' is not host:port"));
+    let (host, port) = peer.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    resolve(host, port, like).map_err(|e| Error::new(ErrorCode::BadOption, e.message().to_owned()))
+}
+
+/// Called (on an I/O thread) when messages were delivered into the receive ring.
+pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
+
+/// What the I/O threads and the caller's thread share.
+struct Shared {
+    io: Mutex<Io>,
+    /// Wakes the I/O thread (an eventfd) to re-read its flush deadline or to stop.
+    wake: OwnedFd,
+    /// When the I/O thread will next look at the outbox, in µs since `epoch`
+    /// (`u64::MAX`: not until something else wakes it).
+    io_deadline_us: AtomicU64,
+    epoch: Instant,
+    stop: AtomicBool,
+    /// Set by [`UdpTransport::arm`], taken by whoever delivers next.
+    armed: AtomicBool,
+    on_receive: Mutex<Option<OnReceive>>,
+}
+
+/// The socket's pipeline and the receive ring's publisher, used under one lock.
+struct Io {
+    endpoint: UdpEndpoint,
+    ring: Publisher,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Io> {
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn wake_io(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; failure (the counter is
+        // saturated) means a wake-up is pending anyway.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Tells an armed receiver that messages arrived.
+    fn delivered(&self) {
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            let cb = self.on_receive.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(cb) = cb {
+                cb();
+            }
+        }
+    }
+
+    /// Receives what waits on the socket into the ring; returns datagrams read.
+    fn receive(io: &mut Io) -> io::Result<usize> {
+        let Io { endpoint, ring } = io;
+        let mut total = 0;
+        // A few batches per turn, so that the flush timer is not starved by a flood.
+        for _ in 0..8 {
+            let n = endpoint.poll_recv(|_, _, message| {
+                // The ring's slot is the largest message reassembled, so this fits;
+                // drop_old never refuses.
+                let _ = ring.publish(message);
+            })?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// A hub's UDP socket(s), I/O thread and receive ring.
+pub struct UdpTransport {
+    shared: Arc<Shared>,
+    io_thread: Option<JoinHandle<()>>,
+    group: Option<ReceiverGroup>,
+    segment: Arc<Segment>,
+    subscriber: Option<Subscriber>,
+    local: SocketAddr,
+    max_message: usize,
+    can_publish: bool,
+    spin: Duration,
+    published: u64,
+    published_bytes: u64,
+    never_cancelled: AtomicBool,
+}
+
+impl core::fmt::Debug for UdpTransport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UdpTransport").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+fn io_error(what: &str, e: io::Error) -> Error {
+    let code = match e.kind() {
+        io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable | io::ErrorKind::PermissionDenied => {
+            ErrorCode::BadUrl
+        }
+        io::ErrorKind::InvalidInput => ErrorCode::BadOption,
+        _ => ErrorCode::Io,
+    };
+    Error::new(code, format!("{what}: {e}"))
+}
+
+impl UdpTransport {
+    /// Binds `udp://host:port` (a multicast group joins it) with `options`.
+    pub fn open(endpoint: &Endpoint, options: &HubOptions) -> Result<Self> {
+        let Target::Host { host, port } = endpoint.target() else {
+            return Err(Error::new(ErrorCode::BadUrl, "udp:// needs host:port"));
+        };
+        let udp = &options.udp;
+        let addr = resolve(host, *port, None)?;
+        let mut config = EndpointConfig::new(addr, Vec::new());
+        if addr.ip().is_multicast() {
+            if *port == 0 {
+                return Err(Error::new(ErrorCode::BadUrl, "a multicast group needs a port"));
+            }
+            let mut m = Multicast::group(addr.ip());
+            m.ttl = udp.multicast_ttl;
+            m.loopback = udp.multicast_loopback;
+            match udp.multicast_interface {
+                Some(IpAddr::V4(i)) => m.interface_v4 = i,
+                Some(IpAddr::V6(_)) => {
+                    return Err(Error::new(ErrorCode::BadOption, "multicastInterface: give IPv6 interfaces by index"));
+                }
+                None => {}
+            }
+            config.socket.multicast = Some(m);
+            // Members bind the group's port on every address; the group filters.
+            config.bind = match addr.ip() {
+                IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port),
+                IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *port),
+            };
+            config.peers = vec![addr];
+        }
+        for p in &udp.peers {
+            let peer = parse_peer(p, Some(&addr))?;
+            if !config.peers.contains(&peer) {
+                config.peers.push(peer);
+            }
+        }
+        if !(1..=64).contains(&udp.receive_threads) {
+            return Err(Error::new(ErrorCode::BadOption, "receiveThreads must be 1..=64"));
+        }
+        let max_message = options.slot_size.unwrap_or(DEFAULT_MAX_MESSAGE);
+        config.flush_interval = udp.flush_interval;
+        config.batch = udp.batch.max(1);
+        config.max_datagram = udp.max_datagram;
+        config.max_message = max_message as usize;
+        config.io_uring = udp.io_uring;
+        config.socket.recv_buffer = udp.recv_buffer;
+        config.socket.send_buffer = udp.send_buffer;
+        config.socket.busy_poll_us = udp.busy_poll_us;
+        config.socket.reuse_port = udp.receive_threads > 1 || config.socket.reuse_port;
+
+        let capacity = match options.capacity {
+            Some(c) => c,
+            None => {
+                let fit = MAX_RING_BYTES / (max_message as u64 + 64);
+                (4096u64.min(fit.max(16)) as u32).next_power_of_two().min(4096)
+            }
+        };
+        let layout = Layout { slot_size: max_message, capacity, max_subscribers: 2 };
+        let segment = Arc::new(Segment::private(layout)?);
+        let subscriber = match options.role {
+            Role::Publisher => None,
+            _ => Some(Subscriber::new(segment.clone())?),
+        };
+
+        let io_endpoint = UdpEndpoint::bind(config.clone()).map_err(|e| io_error(&format!("bind {addr}"), e))?;
+        let local = io_endpoint.local_addr().map_err(|e| io_error("local address", e))?;
+        // SAFETY: eventfd returns a new descriptor or -1; nothing else owns it.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(io_error("eventfd", io::Error::last_os_error()));
+        }
+        let shared = Arc::new(Shared {
+            io: Mutex::new(Io { endpoint: io_endpoint, ring: Publisher::new(segment.clone(), Backpressure::DropOld) }),
+            // SAFETY: `wake` is a fresh descriptor owned by nobody else.
+            wake: unsafe { OwnedFd::from_raw_fd(wake) },
+            io_deadline_us: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            on_receive: Mutex::new(None),
+        });
+        let group = if udp.receive_threads > 1 {
+            let mut group_config = config.clone();
+            group_config.bind = local;
+            let publishers: Vec<Mutex<Publisher>> = (1..udp.receive_threads)
+                .map(|_| Mutex::new(Publisher::new(segment.clone(), Backpressure::DropOld)))
+                .collect();
+            let s = shared.clone();
+            let deliver: zerohop_udp::Deliver = Arc::new(move |i, _, _, message| {
+                let _ = publishers[i].lock().unwrap_or_else(|p| p.into_inner()).publish(message);
+                s.delivered();
+            });
+            let first_core = usize::from(udp.pin_threads);
+            Some(
+                ReceiverGroup::start_from(group_config, udp.receive_threads - 1, udp.pin_threads, first_core, deliver)
+                    .map_err(|e| io_error("receive threads", e))?,
+            )
+        } else {
+            None
+        };
+        let s = shared.clone();
+        let pin = udp.pin_threads;
+        let io_thread = std::thread::Builder::new()
+            .name("zerohop-udp-io".into())
+            .spawn(move || {
+                if pin {
+                    zerohop_udp::pin_to(0);
+                }
+                io_loop(&s)
+            })
+            .map_err(|e| io_error("spawn the I/O thread", e))?;
+        Ok(Self {
+            shared,
+            io_thread: Some(io_thread),
+            group,
+            segment,
+            subscriber,
+            local,
+            max_message: max_message as usize,
+            can_publish: options.role != Role::Subscriber,
+            spin: options.spin,
+            published: 0,
+            published_bytes: 0,
+            never_cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// The bound address (the port the kernel picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The receive ring (the Node binding reads it in place).
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// Replaces where published messages go.
+    pub fn set_peers(&self, peers: &[String]) -> Result<()> {
+        let parsed = peers.iter().map(|p| parse_peer(p, Some(&self.local))).collect::<Result<Vec<_>>>()?;
+        self.shared.lock().endpoint.set_peers(parsed).map_err(|e| io_error("set peers", e))
+    }
+
+    /// Sends everything queued now.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.lock().endpoint.flush().map_err(|e| io_error("flush", e))
+    }
+
+    /// Queues `messages` (an iterator, so callers need not collect) under one lock.
+    /// Returns how many were queued; stops at the first error.
+    pub fn publish_all<'a>(&mut self, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+        if !self.can_publish {
+            return Err(Error::new(ErrorCode::InvalidState, "this hub was opened with role 'subscriber'"));
+        }
+        let mut io = self.shared.lock();
+        let before = io.endpoint.flush_deadline().is_some();
+        let mut n = 0;
+        let mut bytes = 0;
+        let mut result = Ok(());
+        for m in messages {
+            if m.len() > self.max_message {
+                result = Err(Error::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("message of {} bytes exceeds maxMessageSize {}", m.len(), self.max_message),
+                ));
+                break;
+            }
+            match io.endpoint.publish(m) {
+                Ok(()) => {
+                    n += 1;
+                    bytes += m.len();
+                }
+                Err(PublishError::TooLarge(e)) => {
+                    result = Err(Error::new(ErrorCode::MessageTooLarge, e.to_string()));
+                    break;
+                }
+                Err(PublishError::Io(e)) => {
+                    result = Err(io_error("send", e));
+                    break;
+                }
+            }
+        }
+        // A datagram that started waiting: make sure the I/O thread's timer covers it.
+        let deadline = io.endpoint.flush_deadline();
+        drop(io);
+        if let Some(d) = deadline
+            && !before
+        {
+            let due = self.shared.now_us() + d.as_micros() as u64;
+            if due < self.shared.io_deadline_us.load(Ordering::Acquire) {
+                self.shared.wake_io();
+            }
+        }
+        self.published += n as u64;
+        self.published_bytes += bytes as u64;
+        result.map(|()| n)
+    }
+
+    /// Receives on the caller's thread what waits on the socket (if no other thread is
+    /// at it); returns datagrams read.
+    pub fn pump(&self) -> Result<usize> {
+        let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
+        let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
+        drop(io);
+        if n > 0 {
+            self.shared.delivered();
+        }
+        Ok(n)
+    }
+
+    /// Sets what runs (on an I/O thread) after messages arrive while armed.
+    pub fn set_on_receive(&self, callback: Option<OnReceive>) {
+        *self.shared.on_receive.lock().unwrap_or_else(|p| p.into_inner()) = callback;
+    }
+
+    /// Asks for one `on_receive` call once messages arrive; `readable` says whether the
+    /// caller's cursor is already behind the ring's tail, in which case it fires now.
+    pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
+        self.shared.armed.store(true, Ordering::SeqCst);
+        if readable_now() {
+            self.shared.delivered();
+        }
+    }
+
+    /// Cancels an `arm`.
+    pub fn disarm(&self) {
+        self.shared.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// The socket's counters, with the traffic of the other receive sockets added
+    /// (theirs are at most [`zerohop_udp::group::METRICS_EVERY`] old).
+    pub fn udp_metrics(&self) -> UdpMetrics {
+        let mut m = self.shared.lock().endpoint.metrics();
+        for other in self.group.iter().flat_map(ReceiverGroup::metrics) {
+            m.absorb(&other);
+        }
+        m
+    }
+
+    /// How many sockets receive on the port.
+    pub fn receive_sockets(&self) -> usize {
+        1 + self.group.as_ref().map_or(0, ReceiverGroup::len)
+    }
+
+    /// Gives up the transport's own receive cursor, for a caller that reads the ring
+    /// with one of its own (the Node binding reads it from JavaScript).
+    pub fn release_subscriber(&mut self) {
+        self.subscriber = None;
+    }
+
+    /// Stops the I/O threads (sending what is queued first). Idempotent.
+    pub fn shutdown(&mut self) {
+        if let Some(t) = self.io_thread.take() {
+            let _ = self.shared.lock().endpoint.flush();
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.wake_io();
+            let _ = t.join();
+        }
+        if let Some(g) = self.group.take() {
+            let _ = g.stop();
+        }
+        self.set_on_receive(None);
+    }
+}
+
+impl Drop for UdpTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The I/O thread: waits for datagrams, its wake-up eventfd or the flush deadline.
+fn io_loop(shared: &Shared) {
+    let wake_fd = shared.wake.as_raw_fd();
+    let recv_fd = shared.lock().endpoint.readiness_fd();
+    while !shared.stop.load(Ordering::Acquire) {
+        let timeout_ms = {
+            let io = shared.lock();
+            match io.endpoint.flush_deadline() {
+                Some(d) => {
+                    shared.io_deadline_us.store(shared.now_us() + d.as_micros() as u64, Ordering::Release);
+                    // poll(2) counts whole milliseconds: round up, never spin on 0.
+                    d.as_micros().div_ceil(1000).max(if d.is_zero() { 0 } else { 1 }) as i32
+                }
+                None => {
+                    shared.io_deadline_us.store(u64::MAX, Ordering::Release);
+                    -1
+                }
+            }
+        };
+        let mut fds = [
+            libc::pollfd { fd: recv_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if r < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents != 0 {
+            let mut count = 0u64;
+            // SAFETY: reads 8 bytes into a valid u64 from our eventfd (resets it).
+            unsafe { libc::read(wake_fd, (&mut count as *mut u64).cast(), 8) };
+        }
+        let mut io = shared.lock();
+        let received = if fds[0].revents != 0 { Shared::receive(&mut io).unwrap_or(0) } else { 0 };
+        let _ = io.endpoint.poll_flush();
+        drop(io);
+        if received > 0 {
+            shared.delivered();
+        }
+    }
+}
+
+impl Transport for UdpTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Udp
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    fn publish(&mut self, payload: &[u8]) -> Result<Delivery> {
+        self.publish_all([payload]).map(|_| Delivery::Accepted)
+    }
+
+    fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        let sub = self
+            .subscriber
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
+        if sub.try_recv(out).is_some() {
+            return Ok(true);
+        }
+        self.pump()?;
+        Ok(self.subscriber.as_mut().is_some_and(|s| s.try_recv(out).is_some()))
+    }
+
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let sub = self
+            .subscriber
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
+        Ok(sub.wait(self.spin, timeout, &self.never_cancelled))
+    }
+
+    fn udp(&self) -> Option<&UdpTransport> {
+        Some(self)
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new(TransportKind::Udp, false);
+        m.published = self.published;
+        m.published_bytes = self.published_bytes;
+        if let Some(sub) = &self.subscriber {
+            let s = sub.stats();
+            m.received = s.received;
+            m.received_bytes = s.received_bytes;
+            m.lapped = s.lapped;
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Hub;
+
+    fn opts(peers: Vec<String>) -> HubOptions {
+        HubOptions { udp: UdpOptions { peers, ..UdpOptions::default() }, ..HubOptions::default() }
+    }
+
+    fn recv(hub: &mut Hub) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(hub.recv(&mut out, Some(Duration::from_secs(5))).unwrap(), "nothing arrived");
+        out
+    }
+
+    #[test]
+    fn unicast_both_ways_and_a_lone_message_is_flushed_by_the_timer() {
+        let mut a = Hub::open("udp://127.0.0.1:0", opts(vec![])).unwrap();
+        let a_addr = a.udp().unwrap().local_addr().to_string();
+        let mut b = Hub::open("udp://127.0.0.1:0", opts(vec![a_addr])).unwrap();
+        let b_addr = b.udp().unwrap().local_addr().to_string();
+        a.udp().unwrap().set_peers(&[b_addr]).unwrap();
+        // No flush: the I/O thread's timer sends it within the interval.
+        b.publish(b"ping").unwrap();
+        assert_eq!(recv(&mut a), b"ping");
+        a.publish(b"pong").unwrap();
+        assert_eq!(recv(&mut b), b"pong");
+        let m = a.metrics();
+        assert_eq!((m.transport, m.published, m.received), (TransportKind::Udp, 1, 1));
+    }
+
+    #[test]
+    fn large_messages_are_fragmented_into_the_ring_and_oversize_ones_refused() {
+        let mut rx = Hub::open("udp://127.0.0.1:0", HubOptions { slot_size: Some(1 << 20), ..opts(vec![]) }).unwrap();
+        let to = rx.udp().unwrap().local_addr().to_string();
+        let mut tx = Hub::open("udp://127.0.0.1:0", HubOptions { slot_size: Some(1 << 20), ..opts(vec![to]) }).unwrap();
+        let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7) as u8).collect();
+        tx.publish(&big).unwrap();
+        assert_eq!(recv(&mut rx), big);
+        let err = tx.publish(&vec![0; (1 << 20) + 1]).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn two_receive_sockets_share_the_port() {
+        let o = HubOptions { udp: UdpOptions { receive_threads: 2, ..UdpOptions::default() }, ..opts(vec![]) };
+        let mut rx = Hub::open("udp://127.0.0.1:0", o).unwrap();
+        let to = rx.udp().unwrap().local_addr().to_string();
+        let mut senders: Vec<Hub> =
+            (0..6).map(|_| Hub::open("udp://127.0.0.1:0", opts(vec![to.clone()])).unwrap()).collect();
+        for (i, s) in senders.iter_mut().enumerate() {
+            s.publish(&[i as u8]).unwrap();
+            s.udp().unwrap().flush().unwrap();
+        }
+        let mut got: Vec<u8> = (0..6).map(|_| recv(&mut rx)[0]).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn bad_peers_and_urls_are_typed_errors() {
+        let err = Hub::open("udp://127.0.0.1:0", opts(vec!["nope".into()])).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadOption);
+        let err = Hub::open("udp://239.1.2.3:0", opts(vec![])).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadUrl);
+        let taken = Hub::open("udp://127.0.0.1:0", opts(vec![])).unwrap();
+        let url = format!("udp://{}", taken.udp().unwrap().local_addr());
+        assert_eq!(Hub::open(&url, opts(vec![])).unwrap_err().code(), ErrorCode::BadUrl);
+    }
+}
