@@ -24,9 +24,19 @@ export interface Child {
   stderr(): string
 }
 
-/** Runs `fixtures/<script>` with `args`; stdout lines must be JSON objects with a `type`. */
-export function child(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Child {
-  const proc = spawn(process.execPath, [...nodeArgs, join(fixtures, script), ...args], {
+/**
+ * Runs `fixtures/<script>` with `args`; stdout lines must be JSON objects with a `type`.
+ * `wrapper` is a command that runs node (`['unshare', '-n']`, `['ip', 'netns', 'exec', ns]`).
+ */
+export function child(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+  nodeArgs: string[] = [],
+  wrapper: string[] = [],
+): Child {
+  const argv = [...wrapper, process.execPath, ...nodeArgs, join(fixtures, script), ...args]
+  const proc = spawn(argv[0]!, argv.slice(1), {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   })

@@ -155,6 +155,13 @@ pub struct UdpEndpoint {
     epoch: Instant,
 }
 
+/// Whether a socket sending to `peers` is connected: to a single unicast peer only (a
+/// socket connected to a multicast group would accept datagrams only from the group
+/// address, which never sends).
+fn connects(peers: &[SocketAddr]) -> bool {
+    peers.len() == 1 && !peers[0].ip().is_multicast()
+}
+
 /// A session id that differs between endpoints and runs (pid and time, mixed).
 fn new_session() -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -172,7 +179,7 @@ impl UdpEndpoint {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_datagram must be 45..=65507 bytes"));
         }
         let (socket, granted) = bind(config.bind, &config.socket)?;
-        let connected = config.peers.len() == 1;
+        let connected = connects(&config.peers);
         if connected {
             socket.connect(config.peers[0])?;
         }
@@ -217,7 +224,7 @@ impl UdpEndpoint {
     /// Replaces the peers published messages go to (connecting the socket when there is
     /// exactly one). A connected socket only receives from that peer.
     pub fn set_peers(&mut self, peers: Vec<SocketAddr>) -> io::Result<()> {
-        if peers.len() == 1 {
+        if connects(&peers) {
             self.socket.connect(peers[0])?;
         } else if self.connected {
             let before = self.socket.local_addr()?;
@@ -242,7 +249,7 @@ impl UdpEndpoint {
                 socket2::SockRef::from(&self.socket).bind(&before.into())?;
             }
         }
-        self.connected = peers.len() == 1;
+        self.connected = connects(&peers);
         self.config.peers = peers;
         Ok(())
     }

@@ -18,6 +18,11 @@ use crate::endpoint::{EndpointConfig, UdpEndpoint, UdpMetrics};
 /// A message handler: `(thread, from, seq, message)`, called on the receiving thread.
 pub type Deliver = Arc<dyn Fn(usize, SocketAddr, u64, &[u8]) + Send + Sync>;
 
+/// Flow control, asked by thread `i` before each receive: waits up to the given time
+/// until the consumer of `Deliver` has room for another batch; false if it still has
+/// none (the thread then leaves datagrams in the socket's buffer and asks again).
+pub type Gate = Arc<dyn Fn(usize, Duration) -> bool + Send + Sync>;
+
 /// Receive threads sharing one port.
 #[derive(Debug)]
 pub struct ReceiverGroup {
@@ -50,17 +55,19 @@ impl ReceiverGroup {
     /// own endpoint (io_uring runs a request's work on the thread that issued it) and
     /// reports the bind result before this returns, so errors reach the caller.
     pub fn start(config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
-        Self::start_from(config, threads, pin, 0, deliver)
+        Self::start_from(config, threads, pin, 0, deliver, None)
     }
 
     /// [`ReceiverGroup::start`], with thread `i` pinned to core `first_core + i` (so that
-    /// a group can join a socket whose thread already has core 0).
+    /// a group can join a socket whose thread already has core 0), and a `gate` asked
+    /// before each receive.
     pub fn start_from(
         mut config: EndpointConfig,
         threads: usize,
         pin: bool,
         first_core: usize,
         deliver: Deliver,
+        gate: Option<Gate>,
     ) -> io::Result<Self> {
         let threads = if threads == 0 { available_cores() } else { threads };
         config.socket.reuse_port = true;
@@ -77,7 +84,7 @@ impl ReceiverGroup {
                 config.bind = addr; // the port the first socket got
             }
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
-            let (stop_flag, deliver, snapshots) = (stop.clone(), deliver.clone(), snapshots.clone());
+            let (stop_flag, deliver, snapshots, gate) = (stop.clone(), deliver.clone(), snapshots.clone(), gate.clone());
             let handle = std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
                 if pin {
                     pin_to((first_core + i) % cores);
@@ -96,6 +103,11 @@ impl ReceiverGroup {
                 };
                 snapshot(&endpoint);
                 while !stop_flag.load(Ordering::Relaxed) {
+                    if let Some(gate) = &gate
+                        && !gate(i, Duration::from_millis(50))
+                    {
+                        continue;
+                    }
                     if endpoint.wait(50)? {
                         endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
                     }

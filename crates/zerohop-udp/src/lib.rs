@@ -45,6 +45,6 @@ pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
 pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
-pub use group::{Deliver, ReceiverGroup, available_cores, pin_to};
+pub use group::{Deliver, Gate, ReceiverGroup, available_cores, pin_to};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
 pub use uring::{UringReceiver, UringSender};

@@ -10,8 +10,10 @@
 //! Received messages land in a private shared-memory ring (a
 //! [`Segment::private`], anonymous memory) with exactly the layout of the `shm://`
 //! transport, so receiving over UDP works the way it does over shared memory:
-//! `try_recv`, parking waits, zero-copy reads in the Node binding, and a receiver
-//! that falls a whole ring behind skips ahead and counts what it missed (`lapped`).
+//! `try_recv`, parking waits, zero-copy reads in the Node binding. The ring is flow
+//! controlled: the I/O threads stop reading the socket while the reader is half a ring
+//! behind, so a burst waits in the kernel's socket buffer instead of overwriting what
+//! nobody has read yet.
 //!
 //! Publishing runs on the caller's thread: the message is packed into the current
 //! datagram, and full datagrams go out at once. A partly filled datagram goes out
@@ -36,7 +38,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use zerohop_shm::{Backpressure, Layout, Publisher, Segment, Subscriber};
+use zerohop_shm::ring::table;
+use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, Subscriber};
 use zerohop_udp::{EndpointConfig, Multicast, PublishError, ReceiverGroup, UdpEndpoint, UdpMetrics, UringMode};
 
 use crate::endpoint::{Endpoint, Target, TransportKind};
@@ -143,16 +146,82 @@ struct Shared {
     /// (`u64::MAX`: not until something else wakes it).
     io_deadline_us: AtomicU64,
     epoch: Instant,
+    /// The receive ring.
+    segment: Arc<Segment>,
     stop: AtomicBool,
     /// Set by [`UdpTransport::arm`], taken by whoever delivers next.
     armed: AtomicBool,
     on_receive: Mutex<Option<OnReceive>>,
 }
 
-/// The socket's pipeline and the receive ring's publisher, used under one lock.
+/// The socket's pipeline and the receive ring's inlet, used under one lock.
 struct Io {
     endpoint: UdpEndpoint,
+    inlet: RingInlet,
+}
+
+/// Where received messages enter the receive ring, with flow control: a message goes
+/// into the ring only while the slowest reader has room for it; otherwise it waits in
+/// a backlog (at most one receive batch), and the socket is not read again until the
+/// backlog has drained. A burst then waits in the kernel's socket buffer (4 MiB by
+/// default) instead of overwriting messages nobody has read; only when that overflows
+/// too does the kernel drop datagrams, which receivers count as `lost`.
+struct RingInlet {
     ring: Publisher,
+    segment: Arc<Segment>,
+    /// Messages that found the ring full, end to end in `data`, oldest first.
+    data: Vec<u8>,
+    spans: std::collections::VecDeque<(usize, usize)>,
+}
+
+impl RingInlet {
+    fn new(segment: Arc<Segment>) -> Self {
+        Self {
+            ring: Publisher::new(segment.clone(), Backpressure::DropNew),
+            segment,
+            data: Vec::new(),
+            spans: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Whether the socket may be read (nothing is waiting for room).
+    fn open(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn deliver(&mut self, message: &[u8]) {
+        // The ring's slot is the largest message reassembled, so only room can refuse it.
+        if self.spans.is_empty() && matches!(self.ring.publish(message), Ok(Published::Sent(_))) {
+            return;
+        }
+        self.spans.push_back((self.data.len(), message.len()));
+        self.data.extend_from_slice(message);
+    }
+
+    /// Moves what the backlog holds into the ring while there is room; whether anything moved.
+    fn drain(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(&(start, len)) = self.spans.front() {
+            if !matches!(self.ring.publish(&self.data[start..start + len]), Ok(Published::Sent(_))) {
+                break;
+            }
+            self.spans.pop_front();
+            moved = true;
+        }
+        if self.spans.is_empty() {
+            self.data.clear();
+        }
+        moved
+    }
+
+    /// Waits up to `timeout` for the reader to make room for the next message.
+    fn wait_for_room(&self, timeout: Duration) {
+        wait_for_room(&self.segment, timeout);
+    }
+}
+
+fn wait_for_room(segment: &Arc<Segment>, timeout: Duration) {
+    let _ = table::wait_for_space(segment, table::tail(segment), timeout, None);
 }
 
 impl Shared {
@@ -171,8 +240,11 @@ impl Shared {
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Tells an armed receiver that messages arrived.
+    /// Tells an armed receiver that messages arrived. Called after the ring's tail moved.
     fn delivered(&self) {
+        // Pairs with the fence in `arm`: either this sees `armed`, or `arm` sees the new
+        // tail (a store followed by a load on each side needs SeqCst between them).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
             let cb = self.on_receive.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(cb) = cb {
@@ -183,15 +255,14 @@ impl Shared {
 
     /// Receives what waits on the socket into the ring; returns datagrams read.
     fn receive(io: &mut Io) -> io::Result<usize> {
-        let Io { endpoint, ring } = io;
+        let Io { endpoint, inlet } = io;
         let mut total = 0;
         // A few batches per turn, so that the flush timer is not starved by a flood.
         for _ in 0..8 {
-            let n = endpoint.poll_recv(|_, _, message| {
-                // The ring's slot is the largest message reassembled, so this fits;
-                // drop_old never refuses.
-                let _ = ring.publish(message);
-            })?;
+            if !inlet.open() {
+                break;
+            }
+            let n = endpoint.poll_recv(|_, _, message| inlet.deliver(message))?;
             total += n;
             if n == 0 {
                 break;
@@ -307,11 +378,12 @@ impl UdpTransport {
             return Err(io_error("eventfd", io::Error::last_os_error()));
         }
         let shared = Arc::new(Shared {
-            io: Mutex::new(Io { endpoint: io_endpoint, ring: Publisher::new(segment.clone(), Backpressure::DropOld) }),
+            io: Mutex::new(Io { endpoint: io_endpoint, inlet: RingInlet::new(segment.clone()) }),
             // SAFETY: `wake` is a fresh descriptor owned by nobody else.
             wake: unsafe { OwnedFd::from_raw_fd(wake) },
             io_deadline_us: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
+            segment: segment.clone(),
             stop: AtomicBool::new(false),
             armed: AtomicBool::new(false),
             on_receive: Mutex::new(None),
@@ -319,18 +391,37 @@ impl UdpTransport {
         let group = if udp.receive_threads > 1 {
             let mut group_config = config.clone();
             group_config.bind = local;
-            let publishers: Vec<Mutex<Publisher>> = (1..udp.receive_threads)
-                .map(|_| Mutex::new(Publisher::new(segment.clone(), Backpressure::DropOld)))
-                .collect();
-            let s = shared.clone();
+            // One inlet per receive thread, so that each thread's backlog keeps its order.
+            let inlets: Arc<Vec<Mutex<RingInlet>>> =
+                Arc::new((1..udp.receive_threads).map(|_| Mutex::new(RingInlet::new(segment.clone()))).collect());
+            let (s, mine) = (shared.clone(), inlets.clone());
             let deliver: zerohop_udp::Deliver = Arc::new(move |i, _, _, message| {
-                let _ = publishers[i].lock().unwrap_or_else(|p| p.into_inner()).publish(message);
+                mine[i].lock().unwrap_or_else(|p| p.into_inner()).deliver(message);
                 s.delivered();
+            });
+            let s = shared.clone();
+            let gate: zerohop_udp::Gate = Arc::new(move |i, timeout| {
+                let mut inlet = inlets[i].lock().unwrap_or_else(|p| p.into_inner());
+                if inlet.open() {
+                    return true;
+                }
+                inlet.wait_for_room(timeout);
+                if inlet.drain() {
+                    s.delivered();
+                }
+                inlet.open()
             });
             let first_core = usize::from(udp.pin_threads);
             Some(
-                ReceiverGroup::start_from(group_config, udp.receive_threads - 1, udp.pin_threads, first_core, deliver)
-                    .map_err(|e| io_error("receive threads", e))?,
+                ReceiverGroup::start_from(
+                    group_config,
+                    udp.receive_threads - 1,
+                    udp.pin_threads,
+                    first_core,
+                    deliver,
+                    Some(gate),
+                )
+                .map_err(|e| io_error("receive threads", e))?,
             )
         } else {
             None
@@ -434,15 +525,16 @@ impl UdpTransport {
     }
 
     /// Receives on the caller's thread what waits on the socket (if no other thread is
-    /// at it); returns datagrams read.
+    /// at it); returns datagrams read, or 1 if only the backlog moved into the ring.
     pub fn pump(&self) -> Result<usize> {
         let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
+        let moved = io.inlet.drain();
         let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
         drop(io);
-        if n > 0 {
+        if moved || n > 0 {
             self.shared.delivered();
         }
-        Ok(n)
+        Ok(if moved { n.max(1) } else { n })
     }
 
     /// Sets what runs (on an I/O thread) after messages arrive while armed.
@@ -454,6 +546,7 @@ impl UdpTransport {
     /// caller's cursor is already behind the ring's tail, in which case it fires now.
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.shared.armed.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst); // see `Shared::delivered`
         if readable_now() {
             self.shared.delivered();
         }
@@ -506,11 +599,31 @@ impl Drop for UdpTransport {
     }
 }
 
+/// How often a gated I/O thread looks at its stop flag.
+const GATE_POLL: Duration = Duration::from_millis(20);
+
 /// The I/O thread: waits for datagrams, its wake-up eventfd or the flush deadline.
 fn io_loop(shared: &Shared) {
     let wake_fd = shared.wake.as_raw_fd();
     let recv_fd = shared.lock().endpoint.readiness_fd();
     while !shared.stop.load(Ordering::Acquire) {
+        let io = shared.lock();
+        if !io.inlet.open() {
+            // The ring is full: leave datagrams in the socket buffer until the reader makes
+            // room, but keep the flush timer running (and the lock free for publishers).
+            let wait = io.endpoint.flush_deadline().unwrap_or(GATE_POLL).min(GATE_POLL);
+            drop(io);
+            wait_for_room(&shared.segment, wait);
+            let mut io = shared.lock();
+            let moved = io.inlet.drain();
+            let _ = io.endpoint.poll_flush();
+            drop(io);
+            if moved {
+                shared.delivered();
+            }
+            continue;
+        }
+        drop(io);
         let timeout_ms = {
             let io = shared.lock();
             match io.endpoint.flush_deadline() {
@@ -641,6 +754,24 @@ mod tests {
         assert_eq!(recv(&mut rx), big);
         let err = tx.publish(&vec![0; (1 << 20) + 1]).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn a_slow_reader_of_a_small_ring_loses_nothing_the_socket_buffer_can_hold() {
+        let small = HubOptions { capacity: Some(16), ..opts(vec![]) };
+        let mut rx = Hub::open("udp://127.0.0.1:0", small).unwrap();
+        let to = rx.udp().unwrap().local_addr().to_string();
+        let mut tx = Hub::open("udp://127.0.0.1:0", opts(vec![to])).unwrap();
+        for i in 0..3000u32 {
+            tx.publish(&i.to_le_bytes()).unwrap();
+        }
+        tx.udp().unwrap().flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // everything has arrived; the ring is full
+        for i in 0..3000u32 {
+            assert_eq!(recv(&mut rx), i.to_le_bytes());
+        }
+        assert_eq!(rx.metrics().lapped, 0);
+        assert_eq!(rx.udp().unwrap().udp_metrics().lost, 0);
     }
 
     #[test]

@@ -1,0 +1,248 @@
+// udp:// hubs through the public API, across real processes: unicast both ways,
+// fan-in, multicast, 1 B to 1 MB messages on both receive backends, hostile
+// datagrams, and two hosts joined by a veth pair. Serial: each test runs several busy
+// processes on a two-core machine.
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { createSocket } from 'node:dgram'
+import { Hub, struct } from 'zerohop'
+import { child } from './helpers.ts'
+
+type Done = {
+  received: number
+  bytes: number
+  corrupt: number
+  outOfOrder: number
+  senders: [number, number][]
+  sizes?: number[]
+  metrics: { udp: { backend: string; malformed: number; lost: number; reassemblyFailures: number } }
+}
+
+const peer = (cfg: object, wrapper: string[] = []) => child('udp-peer.mjs', [JSON.stringify(cfg)], {}, [], wrapper)
+const bytes = (s: string) => new TextEncoder().encode(s)
+
+/** Whether io_uring can be set up here (the kernel allows it, no seccomp refusal). */
+async function uringAvailable(): Promise<string | undefined> {
+  try {
+    const h = await Hub.open('udp://127.0.0.1:0', { ioUring: 'force' })
+    await h.close()
+    return undefined
+  } catch (e) {
+    return (e as Error).message
+  }
+}
+
+test.serial('unicast both ways: 2000 messages to an echo process come back intact and in order', async (t) => {
+  await using hub = await Hub.open('udp://127.0.0.1:0')
+  const echo = peer({ mode: 'echo', url: 'udp://127.0.0.1:0', options: { peers: [hub.localAddress] }, count: 2000 })
+  const { address } = (await echo.next('ready')) as { address: string }
+  hub.setPeers([address])
+  let got = 0
+  for (let i = 0; i < 2000; i++) {
+    hub.publish(bytes(`m${i}`))
+    if (i % 50 === 49) {
+      // Keep at most 50 in flight: UDP may drop what overflows a buffer, and this test
+      // is about delivery, not flow control.
+      while (got <= i) t.is(new TextDecoder().decode(await hub.recv({ timeoutMs: 5000 })), `m${got++}`)
+    }
+  }
+  const m = hub.metrics()
+  t.is(m.transport, 'udp')
+  t.is(m.published, 2000)
+  t.is(m.received, 2000)
+  t.is(m.udp!.lost, 0)
+  t.true(m.udp!.datagramsSent < 2000, 'messages published in one tick are packed into shared datagrams')
+  t.is(await echo.exited, 0, echo.stderr())
+})
+
+for (const ioUring of ['force', 'off'] as const) {
+  test.serial(`1 B to 1 MB messages, fragmented and reassembled, receive backend ${ioUring === 'force' ? 'io_uring' : 'recvmmsg'}`, async (t) => {
+    if (ioUring === 'force') {
+      const why = await uringAvailable()
+      if (why) {
+        t.log(`SKIPPED: io_uring is not available here (${why})`)
+        t.pass()
+        return
+      }
+    }
+    const sizes = [1, 7, 8, 100, 1432, 1433, 5000, 65536, 300_000, 1 << 20]
+    const options = { slotSize: 1 << 20, ioUring }
+    const rx = peer({ mode: 'recv', url: 'udp://127.0.0.1:0', options, count: sizes.length * 3, sizes, idleMs: 5000 })
+    const { address } = (await rx.next('ready')) as { address: string }
+    const tx = peer({ mode: 'send', url: 'udp://127.0.0.1:0', options: { ...options, peers: [address] }, count: sizes.length * 3, sizes })
+    await tx.next('done')
+    const r = (await rx.next('done')) as Done
+    t.is(r.received, sizes.length * 3)
+    t.is(r.corrupt, 0)
+    t.is(r.outOfOrder, 0)
+    t.deepEqual(r.sizes, [...sizes, ...sizes, ...sizes])
+    t.is(r.metrics.udp.backend, ioUring === 'force' ? 'io_uring' : 'recvmmsg')
+    t.is(r.metrics.udp.reassemblyFailures, 0)
+    t.is(await rx.exited, 0, rx.stderr())
+    t.is(await tx.exited, 0, tx.stderr())
+  })
+}
+
+for (const receiveThreads of [1, 2]) {
+  test.serial(`fan-in: 3 sender processes → 1 receiver (${receiveThreads} SO_REUSEPORT socket${receiveThreads > 1 ? 's' : ''}), each sender's stream whole and in order`, async (t) => {
+    const N = 5000
+    await using hub = await Hub.open('udp://127.0.0.1:0', { receiveThreads })
+    const senders = [1, 2, 3].map((tag) =>
+      peer({ mode: 'send', url: 'udp://127.0.0.1:0', options: { peers: [hub.localAddress] }, count: N, tag, sizes: [16, 200] }),
+    )
+    const next = new Map<number, number>()
+    let bad = 0
+    for (let i = 0; i < 3 * N; i++) {
+      const m = await hub.recv({ timeoutMs: 10_000 })
+      const dv = new DataView(m.buffer, m.byteOffset, m.byteLength)
+      const [tag, seq] = [dv.getUint32(0, true), dv.getUint32(4, true)]
+      if (seq !== (next.get(tag) ?? 0)) bad++
+      next.set(tag, seq + 1)
+    }
+    t.is(bad, 0)
+    t.deepEqual([...next.entries()].sort(), [[1, N], [2, N], [3, N]])
+    const m = hub.metrics()
+    t.is(m.udp!.receiveSockets, receiveThreads)
+    t.is(m.udp!.lost, 0)
+    for (const s of senders) t.is(await s.exited, 0, s.stderr())
+  })
+}
+
+test.serial('a struct codec and borrow() work over udp:// as over shared memory', async (t) => {
+  const Tick = struct({ id: 'u32', px: 'f64' })
+  await using rx = await Hub.open('udp://127.0.0.1:0', { codec: Tick })
+  await using tx = await Hub.open('udp://127.0.0.1:0', { codec: Tick, peers: [rx.localAddress!], flushIntervalMs: 0 })
+  tx.publish({ id: 7, px: 1.5 })
+  tx.publishBatch([{ id: 8, px: 2.5 }, { id: 9, px: 3.5 }])
+  const first = await rx.recv({ timeoutMs: 5000 })
+  t.deepEqual({ id: first.id, px: first.px }, { id: 7, px: 1.5 })
+  await rx.recv({ timeoutMs: 5000 }) // wait until the rest is in the ring
+  let b = rx.borrow()
+  for (let i = 0; b === undefined && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 10))
+    b = rx.borrow()
+  }
+  t.truthy(b)
+  t.is(b!.value.id, 9)
+  t.true(b!.release())
+  t.throws(() => tx.loan(), { code: 'ERR_INVALID_STATE' })
+})
+
+test.serial('bad options, peers and URLs are typed errors', async (t) => {
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { peers: ['nope'] }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { ioUring: 'maybe' as never }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { receiveThreads: 0 }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://239.1.2.3:0'), { code: 'ERR_BAD_URL' })
+  await using a = await Hub.open('udp://127.0.0.1:0')
+  await t.throwsAsync(Hub.open(`udp://${a.localAddress}`), { code: 'ERR_BAD_URL' })
+  t.throws(() => a.setPeers(['127.0.0.1:x']), { code: 'ERR_BAD_OPTION' })
+  t.throws(() => a.publish(new Uint8Array(a.maxMessageSize + 1)), { code: 'ERR_MESSAGE_TOO_LARGE' })
+  await a.close()
+  t.throws(() => a.publish(bytes('x')), { code: 'ERR_CLOSED' })
+  t.throws(() => a.flush(), { code: 'ERR_CLOSED' })
+})
+
+test.serial('garbage, truncated, corrupt and flooding datagrams are counted and dropped; the hub keeps working', async (t) => {
+  await using rx = await Hub.open('udp://127.0.0.1:0')
+  const [host, port] = [rx.localAddress!.split(':')[0]!, Number(rx.localAddress!.split(':')[1])]
+  // A real frame to mutilate: what a zerohop sender puts on the wire.
+  const tap = createSocket('udp4')
+  await new Promise<void>((r) => tap.bind(0, '127.0.0.1', r))
+  const frame = new Promise<Buffer>((r) => tap.once('message', r))
+  await using tx = await Hub.open('udp://127.0.0.1:0', { peers: [`127.0.0.1:${tap.address().port}`], flushIntervalMs: 0 })
+  tx.publish(bytes('a real message'))
+  const real = await frame
+  const corrupt = Buffer.from(real)
+  corrupt[corrupt.length - 1]! ^= 0xff
+  const hostile = [
+    Buffer.alloc(0),
+    Buffer.from([1, 2, 3]),
+    real.subarray(0, 20), // truncated header
+    real.subarray(0, real.length - 3), // truncated payload
+    corrupt, // bad CRC
+    Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+  ]
+  const send = (b: Buffer) => new Promise<void>((r, j) => tap.send(b, port, host, (e) => (e ? j(e) : r())))
+  for (const b of hostile) await send(b)
+  for (let i = 0; i < 5000; i++) {
+    const junk = Buffer.alloc(1 + (i % 1400))
+    for (let j = 0; j < junk.length; j++) junk[j] = (i * 13 + j * 7) & 255
+    await send(junk)
+  }
+  // Still serving: a real sender gets through.
+  tx.setPeers([rx.localAddress!])
+  tx.publish(bytes('after the flood'))
+  t.is(new TextDecoder().decode(await rx.recv({ timeoutMs: 5000 })), 'after the flood')
+  t.is(rx.tryRecv(), undefined, 'nothing from the garbage was delivered')
+  const m = rx.metrics().udp!
+  t.true(m.malformed >= hostile.length - 1 + 5000 - 20, `malformed ${m.malformed}`)
+  t.true(m.datagramsReceived >= m.malformed)
+  tap.close()
+})
+
+test.serial('multicast: three member processes each receive everything sent to the group (in a network namespace)', async (t) => {
+  const port = 20000 + (process.pid % 20000)
+  const driver = child('udp-multicast.mjs', [String(port), '200'], {}, [], ['unshare', '-n'])
+  const code = await driver.exited
+  const lines = driver.stderr()
+  let done: Record<string, unknown> | undefined
+  try {
+    done = await driver.next('done')
+  } catch {
+    done = undefined
+  }
+  if (done === undefined) {
+    t.log(`SKIPPED: cannot create a network namespace here (unshare exited ${code}): ${lines.slice(0, 300)}`)
+    t.pass()
+    return
+  }
+  const results = done.results as Done[]
+  t.is(results.length, 3)
+  for (const r of results) {
+    t.is(r.received, 200)
+    t.is(r.corrupt, 0)
+    t.is(r.outOfOrder, 0)
+  }
+  t.is(code, 0)
+})
+
+test.serial('two hosts: network namespaces joined by a veth pair, 10.201.0.1 ↔ 10.201.0.2', async (t) => {
+  const id = process.pid % 100000
+  const [a, b, va, vb] = [`zhn${id}a`, `zhn${id}b`, `zhv${id}a`, `zhv${id}b`]
+  const ip = (...args: string[]) => spawnSync('ip', args, { stdio: 'pipe' }).status === 0
+  if (!ip('netns', 'add', a)) {
+    t.log('SKIPPED: cannot create network namespaces here (ip netns add failed)')
+    t.pass()
+    return
+  }
+  t.teardown(() => {
+    ip('netns', 'del', a)
+    ip('netns', 'del', b)
+  })
+  for (const args of [
+    ['netns', 'add', b],
+    ['link', 'add', va, 'type', 'veth', 'peer', 'name', vb],
+    ['link', 'set', va, 'netns', a],
+    ['link', 'set', vb, 'netns', b],
+    ['-n', a, 'addr', 'add', '10.201.0.1/30', 'dev', va],
+    ['-n', b, 'addr', 'add', '10.201.0.2/30', 'dev', vb],
+    ['-n', a, 'link', 'set', va, 'up'],
+    ['-n', b, 'link', 'set', vb, 'up'],
+    ['-n', a, 'link', 'set', 'lo', 'up'],
+    ['-n', b, 'link', 'set', 'lo', 'up'],
+  ]) {
+    t.true(ip(...args), `ip ${args.join(' ')}`)
+  }
+  const sizes = [1, 64, 1400, 9000, 100_000]
+  const rx = peer({ mode: 'recv', url: 'udp://10.201.0.1:0', options: { slotSize: 1 << 17 }, count: 50, sizes, idleMs: 5000 }, ['ip', 'netns', 'exec', a])
+  const { address } = (await rx.next('ready')) as { address: string }
+  t.regex(address, /^10\.201\.0\.1:\d+$/)
+  const tx = peer({ mode: 'send', url: 'udp://10.201.0.2:0', options: { slotSize: 1 << 17, peers: [address] }, count: 50, sizes }, ['ip', 'netns', 'exec', b])
+  await tx.next('done')
+  const r = (await rx.next('done')) as Done
+  t.is(r.received, 50)
+  t.is(r.corrupt, 0)
+  t.is(r.outOfOrder, 0)
+  t.is(await rx.exited, 0, rx.stderr())
+  t.is(await tx.exited, 0, tx.stderr())
+})
