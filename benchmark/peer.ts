@@ -4,6 +4,11 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
 //   uds-sink <path> <count>                 count length-prefixed frames from a socket
+//   udp-echo <ioUring> <spin|park> <peer>   zerohop udp:// hub echoing to <peer>
+//   dgram-echo                              Node dgram socket echoing to the sender
+//   udp-sink <count> <ioUring> <threads>    zerohop udp:// receiver; msg/s and loss
+//   dgram-sink <count>                      Node dgram receiver; msg/s
+import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
 import { Hub } from 'zerohop'
 
@@ -102,6 +107,67 @@ if (role === 'zh-echo') {
     })
   })
   server.listen(a, () => say({ ready: true }))
+} else if (role === 'udp-echo') {
+  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: a as 'off' | 'force', flushIntervalMs: 0, peers: [c!] })
+  say({ ready: true, address: hub.localAddress })
+  for (;;) {
+    let m: Uint8Array | undefined
+    if (b === 'spin') while ((m = hub.tryRecv()) === undefined);
+    else m = await hub.recv()
+    if (m!.byteLength === 1) break // the client's "done"
+    hub.publish(m!)
+  }
+  await hub.close()
+} else if (role === 'dgram-echo') {
+  const sock = createSocket('udp4')
+  sock.on('message', (m, from) => {
+    if (m.length === 1) sock.close()
+    else sock.send(m, from.port, from.address)
+  })
+  sock.bind(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${sock.address().port}` }))
+} else if (role === 'udp-sink' || role === 'dgram-sink') {
+  // Counts until `count` messages or 300 ms without any; the rate runs from the first
+  // message to the last.
+  const count = Number(a)
+  let n = 0
+  let start = 0
+  let last = 0
+  const finish = (extra: object) => say({ done: true, received: n, msgsPerSec: n / ((last - start) / 1000), ...extra })
+  if (role === 'udp-sink') {
+    const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: b as 'off' | 'force', receiveThreads: Number(c), role: 'subscriber' })
+    say({ ready: true, address: hub.localAddress })
+    for (;;) {
+      let m = hub.tryRecv()
+      if (m === undefined) {
+        try {
+          m = await hub.recv({ timeoutMs: n === 0 ? 30_000 : 300 })
+        } catch {
+          break
+        }
+      }
+      if (n++ === 0) start = performance.now()
+      last = performance.now()
+      if (n >= count) break
+    }
+    const u = hub.metrics().udp!
+    finish({ lost: u.lost, backend: u.backend, sockets: u.receiveSockets })
+    await hub.close()
+  } else {
+    const sock = createSocket({ type: 'udp4', recvBufferSize: 4 << 20 })
+    let idle: ReturnType<typeof setTimeout> | undefined
+    const done = () => {
+      finish({})
+      sock.close()
+    }
+    sock.on('message', () => {
+      if (n++ === 0) start = performance.now()
+      last = performance.now()
+      if (idle) clearTimeout(idle)
+      if (n >= count) done()
+      else idle = setTimeout(done, 300)
+    })
+    sock.bind(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${sock.address().port}` }))
+  }
 } else {
   throw new Error(`unknown role ${role}`)
 }

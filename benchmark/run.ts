@@ -1,10 +1,13 @@
 // `npm run bench`: zerohop's shared-memory hub against Node `net` over a Unix domain
-// socket (length-prefixed frames), side by side in one run, plus the Rust ring as the
-// floor. This process is pinned to CPU 0 and every peer to CPU 1; baseline and
+// socket (length-prefixed frames), and udp:// hubs against Node `dgram` and sockperf
+// (the kernel's floor), side by side in one run, plus the Rust ring and UDP endpoint as
+// floors. This process is pinned to CPU 0 and every peer to CPU 1; baseline and
 // subject runs are interleaved, and every run reports its own percentiles.
 //
-// Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo bench.
+// Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
+// bench; BENCH_ONLY=udp|shm runs one half.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createSocket } from 'node:dgram'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
@@ -161,6 +164,147 @@ async function streamUds(size: number, count: number): Promise<number> {
   return result.msgsPerSec as number
 }
 
+// ---- UDP: sockperf and Node dgram against udp:// hubs ------------------------------------
+
+/** The benchmark's own set-up: sockperf from Debian's packages, when it is missing. */
+function ensureSockperf(): void {
+  if (!spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error) return
+  console.error('installing sockperf (apt-get)…')
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'sockperf'], { stdio: 'ignore' }).status === 0
+  if (!install()) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
+    install()
+  }
+}
+
+/** sockperf ping-pong, 64 B, full round trips; `spinning` uses non-blocking sockets on both sides. */
+function rttSockperf(spinning: boolean): { p50: number; p99: number; p999: number } | undefined {
+  if (spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error) return undefined
+  const port = String(20000 + Math.floor(Math.random() * 20000))
+  const extra = spinning ? ['--nonblocked'] : []
+  const server = spawn('taskset', ['-c', '1', 'sockperf', 'server', '-i', '127.0.0.1', '-p', port, ...extra], { stdio: 'ignore' })
+  spawnSync('sleep', ['0.3'])
+  const r = spawnSync('taskset', ['-c', '0', 'sockperf', 'ping-pong', '-i', '127.0.0.1', '-p', port, '-m', '64', '-t', '3', '--full-rtt', ...extra], { encoding: 'utf8' })
+  server.kill()
+  const pct = (q: string) => Number(new RegExp(`percentile ${q} =\\s*([0-9.]+)`).exec(r.stdout ?? '')?.[1])
+  const out = { p50: pct('50.000'), p99: pct('99.000'), p999: pct('99.900') }
+  return Number.isFinite(out.p50) ? out : undefined
+}
+
+async function rttDgram(): Promise<Float64Array> {
+  const p = peer(['dgram-echo'])
+  const { address } = (await p.next()) as { address: string }
+  const port = Number(address.split(':')[1])
+  const sock = createSocket('udp4')
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r))
+  let resolveMsg: (() => void) | undefined
+  sock.on('message', () => resolveMsg?.())
+  const msg = Buffer.alloc(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    const got = new Promise<void>((r) => (resolveMsg = r))
+    sock.send(msg, port, '127.0.0.1')
+    await got
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  sock.send(Buffer.alloc(1), port, '127.0.0.1')
+  await exited(p.proc)
+  sock.close()
+  return samples
+}
+
+async function rttZerohopUdp(ioUring: 'force' | 'off', mode: 'spin' | 'park'): Promise<Float64Array> {
+  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring, flushIntervalMs: 0 })
+  const p = peer(['udp-echo', ioUring, mode, hub.localAddress!])
+  const { address } = (await p.next()) as { address: string }
+  hub.setPeers([address])
+  const msg = new Uint8Array(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    hub.publish(msg)
+    if (mode === 'spin') while (hub.tryRecv() === undefined);
+    else await hub.recv()
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  hub.publish(new Uint8Array(1))
+  await exited(p.proc)
+  await hub.close()
+  return samples
+}
+
+async function streamDgram(count: number): Promise<{ rate: number; lost: number }> {
+  const p = peer(['dgram-sink', String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const port = Number(address.split(':')[1])
+  const sock = createSocket({ type: 'udp4', sendBufferSize: 4 << 20 })
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r))
+  const msg = Buffer.alloc(64)
+  for (let i = 0; i < count; i += 1000) {
+    for (let k = 1; k < 1000; k++) sock.send(msg, port, '127.0.0.1')
+    await new Promise<void>((r) => sock.send(msg, port, '127.0.0.1', () => r()))
+  }
+  const result = await p.next()
+  await exited(p.proc)
+  sock.close()
+  return { rate: result.msgsPerSec as number, lost: count - (result.received as number) }
+}
+
+async function streamZerohopUdp(count: number, ioUring: 'force' | 'off', threads: number): Promise<{ rate: number; lost: number; sent: number }> {
+  const p = peer(['udp-sink', String(count), ioUring, String(threads)])
+  const { address } = (await p.next()) as { address: string }
+  // Several sending sockets, so that SO_REUSEPORT can spread them over the receive sockets.
+  const txs = await Promise.all(Array.from({ length: 4 }, () => Hub.open('udp://127.0.0.1:0', { role: 'publisher', peers: [address] })))
+  const msg = new Uint8Array(64)
+  const t = performance.now()
+  for (let i = 0; i < count; i += 256) {
+    const tx = txs[(i >> 8) & 3]!
+    for (let k = 0; k < 256; k++) tx.publish(msg)
+    tx.flush()
+  }
+  const sent = count / ((performance.now() - t) / 1000)
+  const result = await p.next()
+  await exited(p.proc)
+  for (const tx of txs) await tx.close()
+  return { rate: result.msgsPerSec as number, lost: count - (result.received as number), sent }
+}
+
+async function udpRound(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: UDP RTT…`)
+  const spf = rttSockperf(false)
+  const spfSpin = rttSockperf(true)
+  if (spf) rows.push({ bench: 'UDP RTT 64 B  sockperf ping-pong, blocking (kernel floor)', run, ...spf })
+  if (spfSpin) rows.push({ bench: 'UDP RTT 64 B  sockperf ping-pong --nonblocked, spinning (kernel floor)', run, ...spfSpin })
+  if (!spf || !spfSpin) rows.push({ bench: 'UDP RTT 64 B  sockperf: not installed (apt-get install sockperf failed)', run })
+  const dg = percentiles(await rttDgram())
+  rows.push({ bench: 'UDP RTT 64 B  Node dgram (baseline)', run, ...dg })
+  for (const ioUring of ['force', 'off'] as const) {
+    const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
+    const spin = percentiles(await rttZerohopUdp(ioUring, 'spin'))
+    const vs = `${(spin.p50 / dg.p50).toFixed(2)}× dgram${spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''}`
+    rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning`, run, ...spin, vsBaseline: vs, target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
+    const park = percentiles(await rttZerohopUdp(ioUring, 'park'))
+    const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
+    rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv()`, run, ...park, vsBaseline: vsPark, target: '≤ 0.5× dgram' })
+  }
+  console.error(`round ${run}/${RUNS}: UDP throughput…`)
+  const dgs = await streamDgram(300_000)
+  rows.push({ bench: `UDP one-way 64 B  Node dgram (baseline, received), lost ${dgs.lost}`, run, rate: dgs.rate, mbps: (dgs.rate * 64) / 1e6 })
+  for (const [ioUring, threads] of [['force', 1], ['off', 1], ['force', 2], ['off', 2]] as const) {
+    const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
+    const z = await streamZerohopUdp(2_000_000, ioUring, threads)
+    rows.push({
+      bench: `UDP one-way 64 B  zerohop ${backend}, ${threads} socket${threads > 1 ? 's' : ''} (received), lost ${z.lost}`,
+      run,
+      rate: z.rate,
+      mbps: (z.rate * 64) / 1e6,
+      vsBaseline: `${(z.rate / dgs.rate).toFixed(1)}×`,
+      target: '≥ 1 M/s, ≥ 5× dgram',
+    })
+  }
+}
+
 // ---- in-process publish cost (tinybench) ---------------------------------------------
 
 async function publishCost(run: number): Promise<void> {
@@ -252,7 +396,7 @@ if (process.env.BENCH_RUST !== '0') {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
     else rows.push({ bench: `Rust ring ${j.bench === 'rust_spsc_64' ? 'SPSC' : 'SPMC ×3'} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
   }
-  console.error('running cargo bench (Rust UDP, not yet behind Hub)…')
+  console.error('running cargo bench (Rust UDP endpoint)…')
   const udpNames: Record<string, string> = {
     udp_rtt_std: 'Rust UDP RTT 64 B, blocking std sockets (floor)',
     udp_rtt_recvmmsg: 'Rust UDP RTT 64 B, UdpEndpoint recvmmsg, spinning',
@@ -267,7 +411,11 @@ if (process.env.BENCH_RUST !== '0') {
   }
 }
 
+const only = process.env.BENCH_ONLY // 'udp' or 'shm' to run one half
+if (only !== 'shm') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
+  if (only !== 'shm') await udpRound(run)
+  if (only === 'udp') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)

@@ -151,6 +151,11 @@ struct Shared {
     stop: AtomicBool,
     /// Set by [`UdpTransport::arm`], taken by whoever delivers next.
     armed: AtomicBool,
+    /// When the reader last read the socket itself ([`UdpTransport::pump`]), in µs
+    /// since `epoch`; 0 once it parks.
+    pumped_us: AtomicU64,
+    /// Whether the I/O thread is leaving the socket to a pumping reader.
+    io_ignores_socket: AtomicBool,
     on_receive: Mutex<Option<OnReceive>>,
 }
 
@@ -386,6 +391,8 @@ impl UdpTransport {
             segment: segment.clone(),
             stop: AtomicBool::new(false),
             armed: AtomicBool::new(false),
+            pumped_us: AtomicU64::new(0),
+            io_ignores_socket: AtomicBool::new(false),
             on_receive: Mutex::new(None),
         });
         let group = if udp.receive_threads > 1 {
@@ -527,6 +534,7 @@ impl UdpTransport {
     /// Receives on the caller's thread what waits on the socket (if no other thread is
     /// at it); returns datagrams read, or 1 if only the backlog moved into the ring.
     pub fn pump(&self) -> Result<usize> {
+        self.shared.pumped_us.store(self.shared.now_us(), Ordering::Relaxed);
         let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
         let moved = io.inlet.drain();
         let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
@@ -546,6 +554,11 @@ impl UdpTransport {
     /// caller's cursor is already behind the ring's tail, in which case it fires now.
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.shared.armed.store(true, Ordering::SeqCst);
+        // The reader parks: the I/O thread must watch the socket again, now.
+        self.shared.pumped_us.store(0, Ordering::SeqCst);
+        if self.shared.io_ignores_socket.load(Ordering::SeqCst) {
+            self.shared.wake_io();
+        }
         std::sync::atomic::fence(Ordering::SeqCst); // see `Shared::delivered`
         if readable_now() {
             self.shared.delivered();
@@ -599,6 +612,9 @@ impl Drop for UdpTransport {
     }
 }
 
+/// How long after the reader's last `pump` the I/O thread leaves the socket to it.
+const READER_ACTIVE_US: u64 = 1000;
+
 /// How often a gated I/O thread looks at its stop flag.
 const GATE_POLL: Duration = Duration::from_millis(20);
 
@@ -624,22 +640,38 @@ fn io_loop(shared: &Shared) {
             continue;
         }
         drop(io);
-        let timeout_ms = {
+        let now = shared.now_us();
+        let mut timeout = {
             let io = shared.lock();
             match io.endpoint.flush_deadline() {
                 Some(d) => {
-                    shared.io_deadline_us.store(shared.now_us() + d.as_micros() as u64, Ordering::Release);
-                    // poll(2) counts whole milliseconds: round up, never spin on 0.
-                    d.as_micros().div_ceil(1000).max(if d.is_zero() { 0 } else { 1 }) as i32
+                    shared.io_deadline_us.store(now + d.as_micros() as u64, Ordering::Release);
+                    Some(d)
                 }
                 None => {
                     shared.io_deadline_us.store(u64::MAX, Ordering::Release);
-                    -1
+                    None
                 }
             }
         };
+        // A reader that polls the socket itself (`pump`) is faster without this thread
+        // waking on every datagram (on a busy core, the two would take turns): leave the
+        // socket to it until it stops or parks (`arm`).
+        // Announce first, then look (as `arm` stores, then looks): either `arm` sees the
+        // announcement and wakes this thread, or this thread sees that the reader parked.
+        shared.io_ignores_socket.store(true, Ordering::SeqCst);
+        let reader_until = shared.pumped_us.load(Ordering::SeqCst).saturating_add(READER_ACTIVE_US);
+        let reader_spinning = now < reader_until;
+        if reader_spinning {
+            let left = Duration::from_micros(reader_until - now);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        } else {
+            shared.io_ignores_socket.store(false, Ordering::SeqCst);
+        }
+        // poll(2) counts whole milliseconds: round up, never spin on 0.
+        let timeout_ms = timeout.map_or(-1, |d| d.as_micros().div_ceil(1000).max(u128::from(!d.is_zero())) as i32);
         let mut fds = [
-            libc::pollfd { fd: recv_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if reader_spinning { -1 } else { recv_fd }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: wake_fd, events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: two valid pollfds for the duration of the call.
