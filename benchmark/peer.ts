@@ -6,13 +6,13 @@
 //   uds-sink <path> <count>                 count length-prefixed frames from a socket
 //   udp-echo <ioUring> <spin|park> <peer>   zerohop udp:// hub echoing to <peer>
 //   dgram-echo                              Node dgram socket echoing to the sender
-//   udp-sink <count> <ioUring> <threads>    zerohop udp:// receiver; msg/s and loss
+//   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
 import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
 import { Hub } from 'zerohop'
 
-const [role, a, b, c] = process.argv.slice(2)
+const [role, a, b, c, d] = process.argv.slice(2)
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
 
 if (role === 'zh-echo') {
@@ -134,7 +134,7 @@ if (role === 'zh-echo') {
   let last = 0
   const finish = (extra: object) => say({ done: true, received: n, msgsPerSec: n / ((last - start) / 1000), ...extra })
   if (role === 'udp-sink') {
-    const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: b as 'off' | 'force', receiveThreads: Number(c), role: 'subscriber' })
+    const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: b as 'off' | 'force', receiveThreads: Number(c), role: 'subscriber', maxDatagram: Number(d) })
     say({ ready: true, address: hub.localAddress })
     for (;;) {
       let m = hub.tryRecv()

@@ -57,6 +57,10 @@ function peer(args: string[]): { proc: ChildProcess; next: () => Promise<Record<
 
 const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())))
 
+function fmtRate(v?: number): string {
+  return v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : `${(v / 1e3).toFixed(0)} K`
+}
+
 function percentiles(ns: Float64Array): { p50: number; p99: number; p999: number } {
   const s = ns.slice().sort()
   const at = (q: number) => s[Math.min(s.length - 1, Math.floor(s.length * q))]! / 1000
@@ -251,11 +255,11 @@ async function streamDgram(count: number): Promise<{ rate: number; lost: number 
   return { rate: result.msgsPerSec as number, lost: count - (result.received as number) }
 }
 
-async function streamZerohopUdp(count: number, ioUring: 'force' | 'off', threads: number): Promise<{ rate: number; lost: number; sent: number }> {
-  const p = peer(['udp-sink', String(count), ioUring, String(threads)])
+async function streamZerohopUdp(count: number, ioUring: 'force' | 'off', threads: number, maxDatagram: number): Promise<{ rate: number; lost: number; sent: number }> {
+  const p = peer(['udp-sink', String(count), ioUring, String(threads), String(maxDatagram)])
   const { address } = (await p.next()) as { address: string }
   // Several sending sockets, so that SO_REUSEPORT can spread them over the receive sockets.
-  const txs = await Promise.all(Array.from({ length: 4 }, () => Hub.open('udp://127.0.0.1:0', { role: 'publisher', peers: [address] })))
+  const txs = await Promise.all(Array.from({ length: 4 }, () => Hub.open('udp://127.0.0.1:0', { role: 'publisher', peers: [address], maxDatagram })))
   const msg = new Uint8Array(64)
   const t = performance.now()
   for (let i = 0; i < count; i += 256) {
@@ -291,11 +295,12 @@ async function udpRound(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: UDP throughput…`)
   const dgs = await streamDgram(300_000)
   rows.push({ bench: `UDP one-way 64 B  Node dgram (baseline, received), lost ${dgs.lost}`, run, rate: dgs.rate, mbps: (dgs.rate * 64) / 1e6 })
-  for (const [ioUring, threads] of [['force', 1], ['off', 1], ['force', 2], ['off', 2]] as const) {
+  const cases = [['force', 1, 1472], ['off', 1, 1472], ['force', 2, 1472], ['off', 2, 1472], ['off', 1, 8972]] as const
+  for (const [ioUring, threads, maxDatagram] of cases) {
     const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
-    const z = await streamZerohopUdp(2_000_000, ioUring, threads)
+    const z = await streamZerohopUdp(2_000_000, ioUring, threads, maxDatagram)
     rows.push({
-      bench: `UDP one-way 64 B  zerohop ${backend}, ${threads} socket${threads > 1 ? 's' : ''} (received), lost ${z.lost}`,
+      bench: `UDP one-way 64 B  zerohop ${backend}, ${threads} socket${threads > 1 ? 's' : ''}, ${maxDatagram} B datagrams (received; sent ${fmtRate(z.sent)}/s), lost ${z.lost}`,
       run,
       rate: z.rate,
       mbps: (z.rate * 64) / 1e6,
@@ -448,7 +453,6 @@ for (let run = 1; run <= RUNS; run++) {
 // ---- the table ---------------------------------------------------------------------------
 
 const fmtUs = (v?: number) => (v === undefined ? '' : v.toFixed(2))
-const fmtRate = (v?: number) => (v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : `${(v / 1e3).toFixed(0)} K`)
 const fmtMb = (v?: number) => (v === undefined ? '' : v.toFixed(0))
 const header = ['benchmark', 'run', 'p50 µs', 'p99 µs', 'p99.9 µs', 'msg/s', 'MB/s', 'vs baseline', 'target']
 const table = rows.map((r) => [r.bench, String(r.run), fmtUs(r.p50), fmtUs(r.p99), fmtUs(r.p999), fmtRate(r.rate), fmtMb(r.mbps), r.vsBaseline ?? '', r.target ?? ''])

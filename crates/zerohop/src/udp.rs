@@ -146,8 +146,6 @@ struct Shared {
     /// (`u64::MAX`: not until something else wakes it).
     io_deadline_us: AtomicU64,
     epoch: Instant,
-    /// The receive ring.
-    segment: Arc<Segment>,
     stop: AtomicBool,
     /// Set by [`UdpTransport::arm`], taken by whoever delivers next.
     armed: AtomicBool,
@@ -194,6 +192,14 @@ impl RingInlet {
         self.spans.is_empty()
     }
 
+    /// Whether the ring has room for another batch: the slowest reader is less than half
+    /// a ring behind. Reading only then keeps the backlog (and the waits for room that
+    /// make every read wake this side) for real overload.
+    fn has_room_for_a_batch(&self) -> bool {
+        let tail = table::tail(&self.segment);
+        self.open() && table::slowest_lag(&self.segment, tail, None) < u64::from(self.segment.layout().capacity / 2)
+    }
+
     fn deliver(&mut self, message: &[u8]) {
         // The ring's slot is the largest message reassembled, so only room can refuse it.
         if self.spans.is_empty() && matches!(self.ring.publish(message), Ok(Published::Sent(_))) {
@@ -219,15 +225,13 @@ impl RingInlet {
         moved
     }
 
-    /// Waits up to `timeout` for the reader to make room for the next message.
-    fn wait_for_room(&self, timeout: Duration) {
-        wait_for_room(&self.segment, timeout);
-    }
 }
 
-fn wait_for_room(segment: &Arc<Segment>, timeout: Duration) {
-    let _ = table::wait_for_space(segment, table::tail(segment), timeout, None);
-}
+/// How long an I/O thread sleeps before it looks for room in the ring again. It sleeps
+/// rather than park on the ring's space futex: a parked writer would make the reader
+/// wake it (a system call) after every message it reads, and the reader is at least half
+/// a ring behind, so it has work for longer than this.
+const ROOM_POLL: Duration = Duration::from_micros(100);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Io> {
@@ -264,7 +268,7 @@ impl Shared {
         let mut total = 0;
         // A few batches per turn, so that the flush timer is not starved by a flood.
         for _ in 0..8 {
-            if !inlet.open() {
+            if !inlet.has_room_for_a_batch() {
                 break;
             }
             let n = endpoint.poll_recv(|_, _, message| inlet.deliver(message))?;
@@ -388,7 +392,6 @@ impl UdpTransport {
             wake: unsafe { OwnedFd::from_raw_fd(wake) },
             io_deadline_us: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
-            segment: segment.clone(),
             stop: AtomicBool::new(false),
             armed: AtomicBool::new(false),
             pumped_us: AtomicU64::new(0),
@@ -408,15 +411,17 @@ impl UdpTransport {
             });
             let s = shared.clone();
             let gate: zerohop_udp::Gate = Arc::new(move |i, timeout| {
-                let mut inlet = inlets[i].lock().unwrap_or_else(|p| p.into_inner());
-                if inlet.open() {
+                let inlet = inlets[i].lock().unwrap_or_else(|p| p.into_inner());
+                if inlet.has_room_for_a_batch() {
                     return true;
                 }
-                inlet.wait_for_room(timeout);
+                drop(inlet);
+                std::thread::sleep(timeout.min(ROOM_POLL));
+                let mut inlet = inlets[i].lock().unwrap_or_else(|p| p.into_inner());
                 if inlet.drain() {
                     s.delivered();
                 }
-                inlet.open()
+                inlet.has_room_for_a_batch()
             });
             let first_core = usize::from(udp.pin_threads);
             Some(
@@ -615,21 +620,19 @@ impl Drop for UdpTransport {
 /// How long after the reader's last `pump` the I/O thread leaves the socket to it.
 const READER_ACTIVE_US: u64 = 1000;
 
-/// How often a gated I/O thread looks at its stop flag.
-const GATE_POLL: Duration = Duration::from_millis(20);
-
 /// The I/O thread: waits for datagrams, its wake-up eventfd or the flush deadline.
 fn io_loop(shared: &Shared) {
     let wake_fd = shared.wake.as_raw_fd();
     let recv_fd = shared.lock().endpoint.readiness_fd();
     while !shared.stop.load(Ordering::Acquire) {
         let io = shared.lock();
-        if !io.inlet.open() {
-            // The ring is full: leave datagrams in the socket buffer until the reader makes
-            // room, but keep the flush timer running (and the lock free for publishers).
-            let wait = io.endpoint.flush_deadline().unwrap_or(GATE_POLL).min(GATE_POLL);
+        let reader_pumps = shared.now_us() < shared.pumped_us.load(Ordering::SeqCst).saturating_add(READER_ACTIVE_US);
+        if !io.inlet.has_room_for_a_batch() && !reader_pumps {
+            // The ring is (half) full: leave datagrams in the socket buffer until the reader
+            // makes room, but keep the flush timer running (and the lock free for publishers).
+            let wait = io.endpoint.flush_deadline().unwrap_or(ROOM_POLL).min(ROOM_POLL);
             drop(io);
-            wait_for_room(&shared.segment, wait);
+            std::thread::sleep(wait);
             let mut io = shared.lock();
             let moved = io.inlet.drain();
             let _ = io.endpoint.poll_flush();
