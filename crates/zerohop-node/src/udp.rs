@@ -139,7 +139,8 @@ impl UdpHandle {
     #[napi(factory)]
     pub fn open(url: String, options: Option<UdpOpenOptions>) -> Result<UdpHandle> {
         let endpoint = Endpoint::parse(&url).map_err(js_error)?;
-        let mut transport = UdpTransport::open(&endpoint, &hub_options(options.unwrap_or_default())?).map_err(js_error)?;
+        let mut transport =
+            UdpTransport::open(&endpoint, &hub_options(options.unwrap_or_default())?).map_err(js_error)?;
         // JavaScript reads the ring with a cursor of its own (claimed through `ring()`).
         transport.release_subscriber();
         Ok(UdpHandle { transport: Some(transport) })
@@ -195,7 +196,8 @@ impl UdpHandle {
     /// while armed. Does not keep the event loop alive by itself.
     #[napi]
     pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
-        let tsfn: Doorbell = callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+        let tsfn: Doorbell =
+            callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
         let tsfn = Arc::new(tsfn);
         self.udp()?.set_on_receive(Some(Arc::new(move || {
             // QueueFull means a ring is already pending: that one suffices.

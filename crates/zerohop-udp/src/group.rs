@@ -84,7 +84,8 @@ impl ReceiverGroup {
                 config.bind = addr; // the port the first socket got
             }
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
-            let (stop_flag, deliver, snapshots, gate) = (stop.clone(), deliver.clone(), snapshots.clone(), gate.clone());
+            let (stop_flag, deliver, snapshots, gate) =
+                (stop.clone(), deliver.clone(), snapshots.clone(), gate.clone());
             let handle = std::thread::Builder::new().name(format!("zerohop-udp-rx-{i}")).spawn(move || {
                 if pin {
                     pin_to((first_core + i) % cores);

@@ -149,7 +149,10 @@ impl Hub {
 pub fn unsupported(kind: TransportKind) -> Error {
     Error::new(
         ErrorCode::UnsupportedTransport,
-        format!("the {}:// transport is not available in this version of zerohop (shm:// and udp:// are)", kind.scheme()),
+        format!(
+            "the {}:// transport is not available in this version of zerohop (shm:// and udp:// are)",
+            kind.scheme()
+        ),
     )
 }
 

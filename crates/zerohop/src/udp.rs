@@ -224,7 +224,6 @@ impl RingInlet {
         }
         moved
     }
-
 }
 
 /// How long an I/O thread sleeps before it looks for room in the ring again. It sleeps
