@@ -4,7 +4,7 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
 //   uds-sink <path> <count>                 count length-prefixed frames from a socket
-//   udp-echo <ioUring> <spin|park> <peer>   zerohop udp:// hub echoing to <peer>
+//   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
 //   dgram-echo                              Node dgram socket echoing to the sender
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
@@ -108,7 +108,8 @@ if (role === 'zh-echo') {
   })
   server.listen(a, () => say({ ready: true }))
 } else if (role === 'udp-echo') {
-  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: a as 'off' | 'force', flushIntervalMs: 0, peers: [c!] })
+  const spinUs = b === 'spin' ? 0 : Number(b)
+  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: a as 'off' | 'force', flushIntervalMs: 0, peers: [c!], spinUs })
   say({ ready: true, address: hub.localAddress })
   for (;;) {
     let m: Uint8Array | undefined

@@ -218,9 +218,11 @@ async function rttDgram(): Promise<Float64Array> {
   return samples
 }
 
-async function rttZerohopUdp(ioUring: 'force' | 'off', mode: 'spin' | 'park'): Promise<Float64Array> {
-  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring, flushIntervalMs: 0 })
-  const p = peer(['udp-echo', ioUring, mode, hub.localAddress!])
+/** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
+async function rttZerohopUdp(ioUring: 'force' | 'off', mode: 'spin' | number): Promise<Float64Array> {
+  const spinUs = mode === 'spin' ? 0 : mode
+  const hub = await Hub.open('udp://127.0.0.1:0', { ioUring, flushIntervalMs: 0, spinUs })
+  const p = peer(['udp-echo', ioUring, String(mode), hub.localAddress!])
   const { address } = (await p.next()) as { address: string }
   hub.setPeers([address])
   const msg = new Uint8Array(64)
@@ -255,16 +257,24 @@ async function streamDgram(count: number): Promise<{ rate: number; lost: number 
   return { rate: result.msgsPerSec as number, lost: count - (result.received as number) }
 }
 
-async function streamZerohopUdp(count: number, ioUring: 'force' | 'off', threads: number, maxDatagram: number): Promise<{ rate: number; lost: number; sent: number }> {
+async function streamZerohopUdp(
+  count: number,
+  ioUring: 'force' | 'off',
+  threads: number,
+  maxDatagram: number,
+  how: 'publish' | 'publishPacked',
+): Promise<{ rate: number; lost: number; sent: number }> {
   const p = peer(['udp-sink', String(count), ioUring, String(threads), String(maxDatagram)])
   const { address } = (await p.next()) as { address: string }
   // Several sending sockets, so that SO_REUSEPORT can spread them over the receive sockets.
   const txs = await Promise.all(Array.from({ length: 4 }, () => Hub.open('udp://127.0.0.1:0', { role: 'publisher', peers: [address], maxDatagram })))
   const msg = new Uint8Array(64)
+  const packed = new Uint8Array(64 * 256)
   const t = performance.now()
   for (let i = 0; i < count; i += 256) {
     const tx = txs[(i >> 8) & 3]!
-    for (let k = 0; k < 256; k++) tx.publish(msg)
+    if (how === 'publishPacked') tx.publishPacked(packed, 64)
+    else for (let k = 0; k < 256; k++) tx.publish(msg)
     tx.flush()
   }
   const sent = count / ((performance.now() - t) / 1000)
@@ -288,19 +298,30 @@ async function udpRound(run: number): Promise<void> {
     const spin = percentiles(await rttZerohopUdp(ioUring, 'spin'))
     const vs = `${(spin.p50 / dg.p50).toFixed(2)}× dgram${spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''}`
     rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning`, run, ...spin, vsBaseline: vs, target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
-    const park = percentiles(await rttZerohopUdp(ioUring, 'park'))
-    const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
-    rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv()`, run, ...park, vsBaseline: vsPark, target: '≤ 0.5× dgram' })
+    for (const spinUs of [0, 20]) {
+      const park = percentiles(await rttZerohopUdp(ioUring, spinUs))
+      const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
+      const how = spinUs === 0 ? 'parks (spinUs 0)' : 'spinUs 20 (default)'
+      rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv(), ${how}`, run, ...park, vsBaseline: vsPark, target: '≤ 0.5× dgram' })
+    }
   }
   console.error(`round ${run}/${RUNS}: UDP throughput…`)
   const dgs = await streamDgram(300_000)
   rows.push({ bench: `UDP one-way 64 B  Node dgram (baseline, received), lost ${dgs.lost}`, run, rate: dgs.rate, mbps: (dgs.rate * 64) / 1e6 })
-  const cases = [['force', 1, 1472], ['off', 1, 1472], ['force', 2, 1472], ['off', 2, 1472], ['off', 1, 8972]] as const
-  for (const [ioUring, threads, maxDatagram] of cases) {
+  const cases = [
+    ['force', 1, 1472, 'publish'],
+    ['off', 1, 1472, 'publish'],
+    ['force', 1, 1472, 'publishPacked'],
+    ['off', 1, 1472, 'publishPacked'],
+    ['force', 2, 1472, 'publishPacked'],
+    ['off', 2, 1472, 'publishPacked'],
+    ['off', 1, 8972, 'publishPacked'],
+  ] as const
+  for (const [ioUring, threads, maxDatagram, how] of cases) {
     const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
-    const z = await streamZerohopUdp(2_000_000, ioUring, threads, maxDatagram)
+    const z = await streamZerohopUdp(2_000_000, ioUring, threads, maxDatagram, how)
     rows.push({
-      bench: `UDP one-way 64 B  zerohop ${backend}, ${threads} socket${threads > 1 ? 's' : ''}, ${maxDatagram} B datagrams (received; sent ${fmtRate(z.sent)}/s), lost ${z.lost}`,
+      bench: `UDP one-way 64 B  zerohop ${how}, ${backend}, ${threads} socket${threads > 1 ? 's' : ''}, ${maxDatagram} B datagrams (received; sent ${fmtRate(z.sent)}/s), lost ${z.lost}`,
       run,
       rate: z.rate,
       mbps: (z.rate * 64) / 1e6,

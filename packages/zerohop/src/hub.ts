@@ -54,7 +54,12 @@ export interface HubOptions<T> {
   backpressure?: BackpressurePolicy
   /** How long `publish` may wait for room or for another publisher (default 5000). */
   publishTimeoutMs?: number
-  /** How long a waiting receiver spins before it parks on a futex, in µs (default 20). */
+  /**
+   * How long a waiting receiver spins before it parks, in µs (default 20). Shared
+   * memory spins in a native thread; UDP polls the socket on the calling thread (a reply
+   * that comes within the spin skips the wake-up of the event loop, which costs tens of
+   * µs), so the event loop is busy for at most this long each time `recv()` waits.
+   */
   spinUs?: number
   /** Shared memory: largest message in bytes (default 1024). Fixed when the segment is created. */
   slotSize?: number
@@ -478,7 +483,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   async recv(options: RecvOptions = {}): Promise<T> {
     const { timeoutMs, signal } = options
     if (signal?.aborted) throw abortError(signal)
-    const first = this.next()
+    const first = this.udp ? this.spinNext() : this.next()
     if (first !== EMPTY) return first
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
@@ -496,7 +501,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     this.subscriber()
     while (!this.closed) {
-      const v = this.next()
+      const v = this.udp ? this.spinNext() : this.next()
       if (v !== EMPTY) {
         yield v
         continue
@@ -648,6 +653,17 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     pub.unlock((lo + 1) >>> 0, 1, struct.size)
     return true
+  }
+
+  /** UDP: `next()`, polling the socket for up to `spinUs` before giving up. */
+  private spinNext(): T | typeof EMPTY {
+    const v = this.next()
+    if (v !== EMPTY || this.spinUs <= 0) return v
+    const until = performance.now() + this.spinUs / 1000
+    for (;;) {
+      const w = this.next()
+      if (w !== EMPTY || performance.now() >= until) return w
+    }
   }
 
   /** The next decoded message, or EMPTY. */
