@@ -16,7 +16,7 @@
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
-mod udp;
+pub mod udp;
 mod waiter;
 
 use std::sync::Arc;

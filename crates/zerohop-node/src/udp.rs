@@ -11,7 +11,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
-use zerohop::{Endpoint, ErrorCode, HubOptions, Role, UdpOptions, UdpTransport, UringMode};
+use zerohop::{Endpoint, ErrorCode, HubOptions, Role, UdpLink, UdpOptions, UdpTransport, UringMode};
 use zerohop_shm::ring::table;
 
 use crate::waiter::Doorbell;
@@ -117,6 +117,23 @@ pub struct UdpMetricsInfo {
     pub receive_sockets: u32,
 }
 
+/// Publishes one message through a UDP hub's link (see [`UdpHandle::link`]).
+///
+/// A free function on an `External`, not a method: napi-rs tracks borrows of class
+/// instances passed as `this` (a global map, allocations), which would cost more than
+/// the rest of a publish.
+#[napi(ts_args_type = "link: ExternalObject<'UdpLink'>, data: Uint8Array")]
+pub fn udp_publish(link: &External<UdpLink>, data: &[u8]) -> Result<()> {
+    link.publish_all([data]).map(drop).map_err(js_error)
+}
+
+/// Reads what waits on a UDP hub's socket into its ring, on this thread; returns
+/// datagrams read (see [`udp_publish`] for why a free function).
+#[napi(ts_args_type = "link: ExternalObject<'UdpLink'>")]
+pub fn udp_pump(link: &External<UdpLink>) -> Result<u32> {
+    link.pump().map(|n| n as u32).map_err(js_error)
+}
+
 /// A UDP hub's socket(s) and I/O thread.
 #[napi]
 pub struct UdpHandle {
@@ -146,6 +163,12 @@ impl UdpHandle {
         Ok(UdpHandle { transport: Some(transport) })
     }
 
+    /// The hot paths, for [`udp_publish`] and [`udp_pump`].
+    #[napi(ts_return_type = "ExternalObject<'UdpLink'>")]
+    pub fn link(&self) -> Result<External<UdpLink>> {
+        Ok(External::new(self.udp()?.link()))
+    }
+
     /// The receive ring, for reading in place.
     #[napi]
     pub fn ring(&self) -> Result<ShmHandle> {
@@ -156,12 +179,6 @@ impl UdpHandle {
     #[napi]
     pub fn local_address(&self) -> Result<String> {
         Ok(self.udp()?.local_addr().to_string())
-    }
-
-    /// Queues one message; full datagrams go out now.
-    #[napi]
-    pub fn publish(&mut self, data: &[u8]) -> Result<()> {
-        self.udp_mut()?.publish_all([data]).map(drop).map_err(js_error)
     }
 
     /// Queues `data.len() / size` messages of `size` bytes laid end to end.
@@ -184,12 +201,6 @@ impl UdpHandle {
     #[napi]
     pub fn set_peers(&self, peers: Vec<String>) -> Result<()> {
         self.udp()?.set_peers(&peers).map_err(js_error)
-    }
-
-    /// Receives what waits on the socket into the ring on this thread; returns datagrams read.
-    #[napi]
-    pub fn pump(&self) -> Result<u32> {
-        self.udp()?.pump().map(|n| n as u32).map_err(js_error)
     }
 
     /// Installs the doorbell: `callback` runs on the JS thread after messages arrive

@@ -122,6 +122,11 @@ impl Outbox {
         }
     }
 
+    /// Whether a partly filled datagram is waiting for more messages (or the interval).
+    pub fn waiting(&self) -> bool {
+        self.oldest_unflushed_ms.is_some()
+    }
+
     /// When `poll_flush` will next have something to do (for the sender's timer).
     pub fn flush_deadline(&self, interval_ms: u64) -> Option<u64> {
         self.oldest_unflushed_ms.map(|t| t + interval_ms)

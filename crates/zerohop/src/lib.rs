@@ -22,5 +22,5 @@ pub use error::{Error, ErrorCode, Result};
 pub use hub::{Backpressure, Hub, HubOptions, Role};
 pub use metrics::Metrics;
 pub use transport::{Delivery, Transport};
-pub use udp::{UdpOptions, UdpTransport};
+pub use udp::{UdpLink, UdpOptions, UdpTransport};
 pub use zerohop_udp::UringMode;

@@ -280,16 +280,89 @@ impl Shared {
     }
 }
 
+/// The hot paths of a [`UdpTransport`]: publishing and reading the socket on the
+/// caller's thread. Cheap to clone; every clone works on the same socket.
+#[derive(Clone)]
+pub struct UdpLink {
+    shared: Arc<Shared>,
+    max_message: usize,
+    can_publish: bool,
+}
+
+impl UdpLink {
+    /// Queues `messages` under one lock (full datagrams go out at once). Returns how
+    /// many were queued; stops at the first error.
+    pub fn publish_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+        if !self.can_publish {
+            return Err(Error::new(ErrorCode::InvalidState, "this hub was opened with role 'subscriber'"));
+        }
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorCode::Closed, "the hub is closed"));
+        }
+        let mut io = self.shared.lock();
+        let before = io.endpoint.flush_pending();
+        let mut n = 0;
+        let mut result = Ok(());
+        for m in messages {
+            if m.len() > self.max_message {
+                result = Err(Error::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("message of {} bytes exceeds maxMessageSize {}", m.len(), self.max_message),
+                ));
+                break;
+            }
+            match io.endpoint.publish(m) {
+                Ok(()) => n += 1,
+                Err(PublishError::TooLarge(e)) => {
+                    result = Err(Error::new(ErrorCode::MessageTooLarge, e.to_string()));
+                    break;
+                }
+                Err(PublishError::Io(e)) => {
+                    result = Err(io_error("send", e));
+                    break;
+                }
+            }
+        }
+        // A datagram that started waiting: make sure the I/O thread's timer covers it.
+        let deadline = if before { None } else { io.endpoint.flush_deadline() };
+        drop(io);
+        if let Some(d) = deadline {
+            let due = self.shared.now_us() + d.as_micros() as u64;
+            if due < self.shared.io_deadline_us.load(Ordering::Acquire) {
+                self.shared.wake_io();
+            }
+        }
+        result.map(|()| n)
+    }
+
+    /// Receives on the caller's thread what waits on the socket (if no other thread is
+    /// at it); returns datagrams read, or 1 if only the backlog moved into the ring.
+    pub fn pump(&self) -> Result<usize> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorCode::Closed, "the hub is closed"));
+        }
+        self.shared.pumped_us.store(self.shared.now_us(), Ordering::Relaxed);
+        let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
+        let moved = io.inlet.drain();
+        let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
+        drop(io);
+        if moved || n > 0 {
+            self.shared.delivered();
+        }
+        Ok(if moved { n.max(1) } else { n })
+    }
+}
+
 /// A hub's UDP socket(s), I/O thread and receive ring.
 pub struct UdpTransport {
     shared: Arc<Shared>,
+    link: UdpLink,
     io_thread: Option<JoinHandle<()>>,
     group: Option<ReceiverGroup>,
     segment: Arc<Segment>,
     subscriber: Option<Subscriber>,
     local: SocketAddr,
     max_message: usize,
-    can_publish: bool,
     spin: Duration,
     published: u64,
     published_bytes: u64,
@@ -448,15 +521,20 @@ impl UdpTransport {
                 io_loop(&s)
             })
             .map_err(|e| io_error("spawn the I/O thread", e))?;
+        let link = UdpLink {
+            shared: shared.clone(),
+            max_message: max_message as usize,
+            can_publish: options.role != Role::Subscriber,
+        };
         Ok(Self {
             shared,
+            link,
             io_thread: Some(io_thread),
             group,
             segment,
             subscriber,
             local,
             max_message: max_message as usize,
-            can_publish: options.role != Role::Subscriber,
             spin: options.spin,
             published: 0,
             published_bytes: 0,
@@ -488,65 +566,24 @@ impl UdpTransport {
     /// Queues `messages` (an iterator, so callers need not collect) under one lock.
     /// Returns how many were queued; stops at the first error.
     pub fn publish_all<'a>(&mut self, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
-        if !self.can_publish {
-            return Err(Error::new(ErrorCode::InvalidState, "this hub was opened with role 'subscriber'"));
-        }
-        let mut io = self.shared.lock();
-        let before = io.endpoint.flush_deadline().is_some();
-        let mut n = 0;
         let mut bytes = 0;
-        let mut result = Ok(());
-        for m in messages {
-            if m.len() > self.max_message {
-                result = Err(Error::new(
-                    ErrorCode::MessageTooLarge,
-                    format!("message of {} bytes exceeds maxMessageSize {}", m.len(), self.max_message),
-                ));
-                break;
-            }
-            match io.endpoint.publish(m) {
-                Ok(()) => {
-                    n += 1;
-                    bytes += m.len();
-                }
-                Err(PublishError::TooLarge(e)) => {
-                    result = Err(Error::new(ErrorCode::MessageTooLarge, e.to_string()));
-                    break;
-                }
-                Err(PublishError::Io(e)) => {
-                    result = Err(io_error("send", e));
-                    break;
-                }
-            }
-        }
-        // A datagram that started waiting: make sure the I/O thread's timer covers it.
-        let deadline = io.endpoint.flush_deadline();
-        drop(io);
-        if let Some(d) = deadline
-            && !before
-        {
-            let due = self.shared.now_us() + d.as_micros() as u64;
-            if due < self.shared.io_deadline_us.load(Ordering::Acquire) {
-                self.shared.wake_io();
-            }
-        }
+        let result = self.link.publish_all(messages.into_iter().inspect(|m| bytes += m.len()));
+        let n = *result.as_ref().unwrap_or(&0);
         self.published += n as u64;
         self.published_bytes += bytes as u64;
-        result.map(|()| n)
+        result
     }
 
     /// Receives on the caller's thread what waits on the socket (if no other thread is
     /// at it); returns datagrams read, or 1 if only the backlog moved into the ring.
     pub fn pump(&self) -> Result<usize> {
-        self.shared.pumped_us.store(self.shared.now_us(), Ordering::Relaxed);
-        let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
-        let moved = io.inlet.drain();
-        let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
-        drop(io);
-        if moved || n > 0 {
-            self.shared.delivered();
-        }
-        Ok(if moved { n.max(1) } else { n })
+        self.link.pump()
+    }
+
+    /// A handle on the publish and pump paths that can be shared (the Node binding
+    /// calls them through it, once per message).
+    pub fn link(&self) -> UdpLink {
+        self.link.clone()
     }
 
     /// Sets what runs (on an I/O thread) after messages arrive while armed.

@@ -21,8 +21,9 @@ import {
   TimeoutError,
   UnsupportedTransportError,
   ZerohopError,
+  fromNative,
 } from './errors.js'
-import { binding, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpMetricsInfo } from './native.js'
+import { binding, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpLink, type UdpMetricsInfo } from './native.js'
 import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 
@@ -206,6 +207,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly ring: ShmRing
   /** UDP: the socket side (publishing, flushing, the I/O thread). */
   private readonly udp: UdpHandle | undefined
+  /** UDP: the handle `publish` and `tryRecv` call through (see `udpPublish` in the binding). */
+  private readonly link: UdpLink | undefined
   /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp). */
   private readonly waker: ShmHandle | UdpHandle
   private flushQueued = false
@@ -243,6 +246,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let handle: ShmHandle
     if (this.transport === 'udp') {
       const udp = (this.udp = native(() => binding.UdpHandle.open(url, udpOptions(options))))
+      this.link = udp.link()
       handle = native(() => udp.ring())
       this.waker = udp
     } else {
@@ -521,7 +525,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     let off = sub.peek()
-    while (off < 0 && this.udp !== undefined && this.udp.pump() > 0) off = sub.peek()
+    while (off < 0 && this.link !== undefined && binding.udpPump(this.link) > 0) off = sub.peek()
     if (off < 0) return undefined
     const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct))
     borrowed.start(off)
@@ -611,7 +615,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
       if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
     }
-    native(() => udp.publish(bytes))
+    try {
+      binding.udpPublish(this.link!, bytes)
+    } catch (e) {
+      throw fromNative(e)
+    }
     this.published++
     this.publishedBytes += bytes.byteLength
     this.queueFlush()
@@ -675,7 +683,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       const off = sub.peek()
       if (off < 0) {
         // UDP: read the socket on this thread rather than wait for the I/O thread.
-        if (this.udp !== undefined && this.udp.pump() > 0) continue
+        if (this.link !== undefined && binding.udpPump(this.link) > 0) continue
         return EMPTY
       }
       let value: T

@@ -6,6 +6,8 @@ import * as binding from '../native/binding.js'
 import { fromNative } from './errors.js'
 
 export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, UdpHandle, UdpMetricsInfo } from '../native/binding.js'
+/** The hot-path handle of a UDP hub (an opaque native External). */
+export type UdpLink = ReturnType<binding.UdpHandle['link']>
 export { binding }
 
 /** Runs `fn`, converting a native error into its `ZerohopError` class. */
