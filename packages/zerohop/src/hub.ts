@@ -56,10 +56,12 @@ export interface HubOptions<T> {
   /** How long `publish` may wait for room or for another publisher (default 5000). */
   publishTimeoutMs?: number
   /**
-   * How long a waiting receiver spins before it parks, in µs (default 20). Shared
-   * memory spins in a native thread; UDP polls the socket on the calling thread (a reply
-   * that comes within the spin skips the wake-up of the event loop, which costs tens of
-   * µs), so the event loop is busy for at most this long each time `recv()` waits.
+   * How long a waiting receiver spins before it parks, in µs (default 20 for shared
+   * memory, 50 for UDP). Shared memory spins in a native thread. UDP polls the socket
+   * on the calling thread: a reply that comes within the spin skips the wake-up of the
+   * event loop, which costs tens of µs, and a loopback round trip takes 10–20 µs, hence
+   * the longer default. The event loop is then busy for at most this long each time
+   * `recv()` finds nothing; 0 parks at once.
    */
   spinUs?: number
   /** Shared memory: largest message in bytes (default 1024). Fixed when the segment is created. */
@@ -179,6 +181,8 @@ export interface Borrowed<T> {
 }
 
 const EMPTY: unique symbol = Symbol('empty')
+/** UDP's default `spinUs`: longer than a loopback round trip (see `HubOptions.spinUs`). */
+const UDP_SPIN_US = 50
 const noop = (): void => {}
 
 /**
@@ -241,7 +245,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const role = options.role ?? 'pubsub'
     const policy = (this.policy = options.backpressure ?? 'drop_old')
     const timeoutMs = (this.publishTimeoutMs = options.publishTimeoutMs ?? 5000)
-    this.spinUs = options.spinUs ?? 20
+    this.spinUs = options.spinUs ?? (this.transport === 'udp' ? UDP_SPIN_US : 20)
     this.flushEachTick = options.flushIntervalMs !== 0
     let handle: ShmHandle
     if (this.transport === 'udp') {
