@@ -280,10 +280,6 @@ impl UdpEndpoint {
         m
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// The outbox's clock: microseconds, so flush intervals below a millisecond work.
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
@@ -415,7 +411,11 @@ impl UdpEndpoint {
     /// each complete message to `deliver(from, seq, message)`. Returns how many
     /// datagrams arrived.
     pub fn poll_recv(&mut self, mut deliver: impl FnMut(SocketAddr, u64, &[u8])) -> io::Result<usize> {
-        let now = self.now_ms();
+        // The clock only for datagrams that arrived: a reader polling an idle socket
+        // would spend more on it than on the poll.
+        let epoch = self.epoch;
+        let mut now_cache = None;
+        let mut now = move || *now_cache.get_or_insert_with(|| epoch.elapsed().as_millis() as u64);
         let limits = ReassemblyLimits {
             max_message: self.config.max_message,
             ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
@@ -442,6 +442,7 @@ impl UdpEndpoint {
                     inboxes.remove(&oldest);
                 }
             }
+            let now = now();
             let (inbox, seen) = inboxes.entry(from).or_insert_with(|| (Inbox::with_limits(limits), now));
             *seen = now;
             let received = &mut metrics.messages_received;
@@ -476,7 +477,10 @@ impl UdpEndpoint {
         if n > 0 {
             self.metrics.recv_batches += 1;
         }
-        if now.saturating_sub(self.last_expire_ms) >= 100 {
+        if n > 0
+            && let now = now()
+            && now.saturating_sub(self.last_expire_ms) >= 100
+        {
             self.last_expire_ms = now;
             for (inbox, _) in self.inboxes.values_mut() {
                 inbox.expire(now);

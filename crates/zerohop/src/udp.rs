@@ -149,9 +149,12 @@ struct Shared {
     stop: AtomicBool,
     /// Set by [`UdpTransport::arm`], taken by whoever delivers next.
     armed: AtomicBool,
-    /// When the reader last read the socket itself ([`UdpTransport::pump`]), in µs
-    /// since `epoch`; 0 once it parks.
-    pumped_us: AtomicU64,
+    /// How many times the reader has read the socket itself ([`UdpLink::pump`]); the
+    /// I/O thread watches it change (a counter, because reading the clock on every
+    /// pump would cost more than the pump).
+    pumps: AtomicU64,
+    /// Set when the reader parks ([`UdpTransport::arm`]), cleared by its next pump.
+    reader_parked: AtomicBool,
     /// Whether the I/O thread is leaving the socket to a pumping reader.
     io_ignores_socket: AtomicBool,
     on_receive: Mutex<Option<OnReceive>>,
@@ -341,7 +344,12 @@ impl UdpLink {
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(Error::new(ErrorCode::Closed, "the hub is closed"));
         }
-        self.shared.pumped_us.store(self.shared.now_us(), Ordering::Relaxed);
+        // One JavaScript thread pumps a hub, so a plain increment suffices.
+        let pumps = &self.shared.pumps;
+        pumps.store(pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        if self.shared.reader_parked.load(Ordering::Relaxed) {
+            self.shared.reader_parked.store(false, Ordering::Relaxed);
+        }
         let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
         let moved = io.inlet.drain();
         let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
@@ -466,7 +474,8 @@ impl UdpTransport {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             armed: AtomicBool::new(false),
-            pumped_us: AtomicU64::new(0),
+            pumps: AtomicU64::new(0),
+            reader_parked: AtomicBool::new(true),
             io_ignores_socket: AtomicBool::new(false),
             on_receive: Mutex::new(None),
         });
@@ -596,7 +605,7 @@ impl UdpTransport {
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.shared.armed.store(true, Ordering::SeqCst);
         // The reader parks: the I/O thread must watch the socket again, now.
-        self.shared.pumped_us.store(0, Ordering::SeqCst);
+        self.shared.reader_parked.store(true, Ordering::SeqCst);
         if self.shared.io_ignores_socket.load(Ordering::SeqCst) {
             self.shared.wake_io();
         }
@@ -653,17 +662,23 @@ impl Drop for UdpTransport {
     }
 }
 
-/// How long after the reader's last `pump` the I/O thread leaves the socket to it.
-const READER_ACTIVE_US: u64 = 1000;
+/// How long after the reader's last `pump` the I/O thread leaves the socket to it (it
+/// notices the pumps stopping within twice this).
+const READER_ACTIVE: Duration = Duration::from_millis(1);
 
 /// The I/O thread: waits for datagrams, its wake-up eventfd or the flush deadline.
 fn io_loop(shared: &Shared) {
     let wake_fd = shared.wake.as_raw_fd();
     let recv_fd = shared.lock().endpoint.readiness_fd();
+    let (mut pumps_seen, mut pumps_changed) = (0u64, Instant::now() - READER_ACTIVE);
     while !shared.stop.load(Ordering::Acquire) {
+        let pumps = shared.pumps.load(Ordering::Relaxed);
+        if pumps != pumps_seen {
+            (pumps_seen, pumps_changed) = (pumps, Instant::now());
+        }
+        let reader_pumps = || !shared.reader_parked.load(Ordering::SeqCst) && pumps_changed.elapsed() < READER_ACTIVE;
         let io = shared.lock();
-        let reader_pumps = shared.now_us() < shared.pumped_us.load(Ordering::SeqCst).saturating_add(READER_ACTIVE_US);
-        if !io.inlet.has_room_for_a_batch() && !reader_pumps {
+        if !io.inlet.has_room_for_a_batch() && !reader_pumps() {
             // The ring is (half) full: leave datagrams in the socket buffer until the reader
             // makes room, but keep the flush timer running (and the lock free for publishers).
             let wait = io.endpoint.flush_deadline().unwrap_or(ROOM_POLL).min(ROOM_POLL);
@@ -699,11 +714,9 @@ fn io_loop(shared: &Shared) {
         // Announce first, then look (as `arm` stores, then looks): either `arm` sees the
         // announcement and wakes this thread, or this thread sees that the reader parked.
         shared.io_ignores_socket.store(true, Ordering::SeqCst);
-        let reader_until = shared.pumped_us.load(Ordering::SeqCst).saturating_add(READER_ACTIVE_US);
-        let reader_spinning = now < reader_until;
+        let reader_spinning = reader_pumps();
         if reader_spinning {
-            let left = Duration::from_micros(reader_until - now);
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            timeout = Some(timeout.map_or(READER_ACTIVE, |t| t.min(READER_ACTIVE)));
         } else {
             shared.io_ignores_socket.store(false, Ordering::SeqCst);
         }
