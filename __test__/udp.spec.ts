@@ -108,6 +108,44 @@ for (const receiveThreads of [1, 2]) {
   })
 }
 
+test.serial('64 KB datagrams go out with io_uring zero-copy send and arrive whole', async (t) => {
+  const why = await uringAvailable()
+  if (why) {
+    t.log(`SKIPPED: io_uring is not available here (${why})`)
+    t.pass()
+    return
+  }
+  const options = { slotSize: 1 << 20, maxDatagram: 65507, ioUring: 'force' as const }
+  await using rx = await Hub.open('udp://127.0.0.1:0', options)
+  await using tx = await Hub.open('udp://127.0.0.1:0', { ...options, peers: [rx.localAddress!] })
+  const big = new Uint8Array(1 << 20).map((_, i) => (i * 31) & 255)
+  tx.publish(big)
+  tx.flush()
+  t.deepEqual(await rx.recv({ timeoutMs: 5000 }), big)
+  const m = tx.metrics().udp!
+  t.true(m.zerocopyDatagrams >= 16, `zero-copy datagrams: ${m.zerocopyDatagrams}`)
+  t.is(m.sendDropped, 0)
+})
+
+test.serial('IPv6: udp://[::1] both ways', async (t) => {
+  let a: Hub
+  try {
+    a = await Hub.open('udp://[::1]:0')
+  } catch (e) {
+    t.log(`SKIPPED: no IPv6 loopback here (${(e as Error).message})`)
+    t.pass()
+    return
+  }
+  await using b = await Hub.open('udp://[::1]:0', { peers: [a.localAddress!] })
+  t.regex(b.localAddress!, /^\[::1\]:\d+$/)
+  a.setPeers([b.localAddress!])
+  b.publish(bytes('over v6'))
+  t.is(new TextDecoder().decode(await a.recv({ timeoutMs: 5000 })), 'over v6')
+  a.publish(bytes('back'))
+  t.is(new TextDecoder().decode(await b.recv({ timeoutMs: 5000 })), 'back')
+  await a.close()
+})
+
 test.serial('a struct codec and borrow() work over udp:// as over shared memory', async (t) => {
   const Tick = struct({ id: 'u32', px: 'f64' })
   await using rx = await Hub.open('udp://127.0.0.1:0', { codec: Tick })
