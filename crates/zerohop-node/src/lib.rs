@@ -16,6 +16,7 @@
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
+pub mod fast;
 pub mod udp;
 mod waiter;
 

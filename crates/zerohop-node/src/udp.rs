@@ -11,7 +11,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
-use zerohop::{Endpoint, ErrorCode, HubOptions, Role, UdpLink, UdpOptions, UdpTransport, UringMode};
+use zerohop::{Endpoint, ErrorCode, HubOptions, Role, UdpOptions, UdpTransport, UringMode};
 use zerohop_shm::ring::table;
 
 use crate::waiter::Doorbell;
@@ -117,23 +117,6 @@ pub struct UdpMetricsInfo {
     pub receive_sockets: u32,
 }
 
-/// Publishes one message through a UDP hub's link (see [`UdpHandle::link`]).
-///
-/// A free function on an `External`, not a method: napi-rs tracks borrows of class
-/// instances passed as `this` (a global map, allocations), which would cost more than
-/// the rest of a publish.
-#[napi(ts_args_type = "link: ExternalObject<'UdpLink'>, data: Uint8Array")]
-pub fn udp_publish(link: &External<UdpLink>, data: &[u8]) -> Result<()> {
-    link.publish_all([data]).map(drop).map_err(js_error)
-}
-
-/// Reads what waits on a UDP hub's socket into its ring, on this thread; returns
-/// datagrams read (see [`udp_publish`] for why a free function).
-#[napi(ts_args_type = "link: ExternalObject<'UdpLink'>")]
-pub fn udp_pump(link: &External<UdpLink>) -> Result<u32> {
-    link.pump().map(|n| n as u32).map_err(js_error)
-}
-
 /// A UDP hub's socket(s) and I/O thread.
 #[napi]
 pub struct UdpHandle {
@@ -163,10 +146,13 @@ impl UdpHandle {
         Ok(UdpHandle { transport: Some(transport) })
     }
 
-    /// The hot paths, for [`udp_publish`] and [`udp_pump`].
-    #[napi(ts_return_type = "ExternalObject<'UdpLink'>")]
-    pub fn link(&self) -> Result<External<UdpLink>> {
-        Ok(External::new(self.udp()?.link()))
+    /// The hot paths: the value `udpPublish(link, bytes)` and `udpPump(link)` take (see
+    /// [`crate::fast`]).
+    #[napi(ts_return_type = "unknown")]
+    pub fn link<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let value = crate::fast::link_external(env, self.udp()?.link())?;
+        // SAFETY: `value` was just created in this env.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
     }
 
     /// The receive ring, for reading in place.

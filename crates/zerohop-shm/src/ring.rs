@@ -262,6 +262,12 @@ impl Publisher {
         self.stats
     }
 
+    /// How many messages the slowest live subscriber (other than this hub's own) has
+    /// not read yet.
+    pub fn slowest_lag(&self) -> u64 {
+        slowest_lag(&self.mem, self.mem.tail(), self.own_entry)
+    }
+
     /// Largest payload in bytes.
     pub fn max_message_size(&self) -> usize {
         self.mem.layout.slot_size as usize

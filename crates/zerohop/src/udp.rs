@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use zerohop_shm::ring::table;
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, Subscriber};
 use zerohop_udp::{EndpointConfig, Multicast, PublishError, ReceiverGroup, UdpEndpoint, UdpMetrics, UringMode};
 
@@ -199,8 +198,7 @@ impl RingInlet {
     /// a ring behind. Reading only then keeps the backlog (and the waits for room that
     /// make every read wake this side) for real overload.
     fn has_room_for_a_batch(&self) -> bool {
-        let tail = table::tail(&self.segment);
-        self.open() && table::slowest_lag(&self.segment, tail, None) < u64::from(self.segment.layout().capacity / 2)
+        self.open() && self.ring.slowest_lag() < u64::from(self.segment.layout().capacity / 2)
     }
 
     fn deliver(&mut self, message: &[u8]) {

@@ -841,5 +841,3 @@ module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isProcessAlive = nativeBinding.isProcessAlive
 module.exports.parseEndpoint = nativeBinding.parseEndpoint
 module.exports.shmOffsets = nativeBinding.shmOffsets
-module.exports.udpPublish = nativeBinding.udpPublish
-module.exports.udpPump = nativeBinding.udpPump

@@ -23,7 +23,7 @@ import {
   ZerohopError,
   fromNative,
 } from './errors.js'
-import { binding, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpLink, type UdpMetricsInfo } from './native.js'
+import { binding, fast, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpLink, type UdpMetricsInfo } from './native.js'
 import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 
@@ -250,7 +250,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let handle: ShmHandle
     if (this.transport === 'udp') {
       const udp = (this.udp = native(() => binding.UdpHandle.open(url, udpOptions(options))))
-      this.link = udp.link()
+      this.link = udp.link() as UdpLink
       handle = native(() => udp.ring())
       this.waker = udp
     } else {
@@ -529,7 +529,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     let off = sub.peek()
-    while (off < 0 && this.link !== undefined && binding.udpPump(this.link) > 0) off = sub.peek()
+    while (off < 0 && this.link !== undefined && fast.udpPump(this.link) > 0) off = sub.peek()
     if (off < 0) return undefined
     const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct))
     borrowed.start(off)
@@ -620,7 +620,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
     }
     try {
-      binding.udpPublish(this.link!, bytes)
+      fast.udpPublish(this.link!, bytes)
     } catch (e) {
       throw fromNative(e)
     }
@@ -687,7 +687,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       const off = sub.peek()
       if (off < 0) {
         // UDP: read the socket on this thread rather than wait for the I/O thread.
-        if (this.link !== undefined && binding.udpPump(this.link) > 0) continue
+        if (this.link !== undefined && fast.udpPump(this.link) > 0) continue
         return EMPTY
       }
       let value: T

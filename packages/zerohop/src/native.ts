@@ -6,8 +6,18 @@ import * as binding from '../native/binding.js'
 import { fromNative } from './errors.js'
 
 export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, UdpHandle, UdpMetricsInfo } from '../native/binding.js'
-/** The hot-path handle of a UDP hub (an opaque native External). */
-export type UdpLink = ReturnType<binding.UdpHandle['link']>
+/** The hot-path handle of a UDP hub (an opaque native value, from `UdpHandle.link()`). */
+export type UdpLink = { readonly __brand: 'UdpLink' }
+
+/**
+ * The two per-message calls of a UDP hub, written against Node-API directly
+ * (`crates/zerohop-node/src/fast.rs`), so the generated declarations do not list them.
+ * They throw native errors: wrap them in {@link native}.
+ */
+export const fast = binding as unknown as {
+  udpPublish(link: UdpLink, bytes: Uint8Array): void
+  udpPump(link: UdpLink): number
+}
 export { binding }
 
 /** Runs `fn`, converting a native error into its `ZerohopError` class. */

@@ -1,0 +1,165 @@
+//! The per-message calls of a UDP hub as plain Node-API functions.
+//!
+//! `udpPublish(link, bytes)` and `udpPump(link)` run once per message and once per
+//! poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow tracking on
+//! every call (a thread-local scope, a global map, allocations), which costs more than
+//! the work itself. These two are written against Node-API directly: they read their
+//! arguments, call [`UdpLink`], and allocate nothing.
+//!
+//! The link travels as an external tagged with [`LINK_TAG`], so that any other value
+//! passed in is refused with a `TypeError` rather than dereferenced.
+
+use std::ffi::{CString, c_void};
+use std::ptr;
+
+use napi::bindgen_prelude::*;
+use napi::{JsValue, sys};
+use napi_derive::napi;
+use zerohop::UdpLink;
+
+/// Marks externals that hold a `UdpLink` (Node-API type tags are 128-bit values).
+const LINK_TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6470_6c69_6e6b_0001 };
+
+/// Wraps `link` in a tagged external that drops it when collected.
+pub fn link_external(env: &Env, link: UdpLink) -> Result<sys::napi_value> {
+    unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        // SAFETY: `data` is the Box<UdpLink> leaked below; Node calls this once.
+        drop(unsafe { Box::from_raw(data.cast::<UdpLink>()) });
+    }
+    let data = Box::into_raw(Box::new(link)).cast::<c_void>();
+    let mut value = ptr::null_mut();
+    // SAFETY: a valid env on the JS thread; `data` stays alive until `finalize` runs.
+    let status = unsafe { sys::napi_create_external(env.raw(), data, Some(finalize), ptr::null_mut(), &mut value) };
+    if status != sys::Status::napi_ok {
+        // SAFETY: not handed to Node, so still ours to free.
+        drop(unsafe { Box::from_raw(data.cast::<UdpLink>()) });
+        return Err(Error::new(Status::GenericFailure, "cannot create the link external"));
+    }
+    // SAFETY: `value` is the external just created.
+    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &LINK_TAG) })?;
+    Ok(value)
+}
+
+/// Throws `message` as a JavaScript error (or a `TypeError`), returning `undefined`.
+///
+/// # Safety
+/// `env` must be the env of the current call.
+unsafe fn throw(env: sys::napi_env, message: &str, type_error: bool) -> sys::napi_value {
+    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: per the contract; `text` is NUL-terminated and outlives the call.
+    unsafe {
+        if type_error {
+            sys::napi_throw_type_error(env, ptr::null(), text.as_ptr());
+        } else {
+            sys::napi_throw_error(env, ptr::null(), text.as_ptr());
+        }
+    }
+    ptr::null_mut()
+}
+
+/// Reads up to `N` arguments; the first must be a link external.
+///
+/// # Safety
+/// `env` and `info` must be those of the current call. The returned reference lives
+/// while the external does, which the caller's arguments keep alive for the call.
+unsafe fn args<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> std::result::Result<(&'a UdpLink, [sys::napi_value; N]), &'static str> {
+    let mut argv = [ptr::null_mut(); N];
+    let mut argc = N;
+    // SAFETY: per the contract; `argv` has room for `argc` values.
+    let s = unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()) };
+    if s != sys::Status::napi_ok || argc < N {
+        return Err("expected a UDP link and its arguments");
+    }
+    let mut ours = false;
+    // SAFETY: argv[0] is a value of this call.
+    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &LINK_TAG, &mut ours) };
+    if s != sys::Status::napi_ok || !ours {
+        return Err("the first argument is not a UDP link");
+    }
+    let mut data = ptr::null_mut();
+    // SAFETY: tagged by `link_external`, so it is an external holding a Box<UdpLink>.
+    if unsafe { sys::napi_get_value_external(env, argv[0], &mut data) } != sys::Status::napi_ok || data.is_null() {
+        return Err("the first argument is not a UDP link");
+    }
+    // SAFETY: the external owns the UdpLink until its finalizer runs, which cannot
+    // happen while this call holds the value as an argument.
+    Ok((unsafe { &*data.cast::<UdpLink>() }, argv))
+}
+
+/// `udpPublish(link, bytes: Uint8Array): void`
+unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (link, argv) = match unsafe { args::<2>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
+    // SAFETY: argv[1] is a value of this call; the out-pointers are valid.
+    let s = unsafe {
+        sys::napi_get_typedarray_info(env, argv[1], &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+    };
+    if s != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "udpPublish takes a Uint8Array", true) };
+    }
+    let bytes: &[u8] = if len == 0 || data.is_null() {
+        &[]
+    } else {
+        // SAFETY: Node reports `len` bytes at `data`, kept alive by the argument; the
+        // publish copies them before returning and runs no JavaScript meanwhile.
+        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
+    };
+    match link.publish_all([bytes]) {
+        Ok(_) => ptr::null_mut(),
+        // SAFETY: this call's env.
+        Err(e) => unsafe { throw(env, &e.to_string(), false) },
+    }
+}
+
+/// `udpPump(link): number` — datagrams read into the ring.
+unsafe extern "C" fn udp_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (link, _) = match unsafe { args::<1>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    match link.pump() {
+        Ok(n) => {
+            let mut out = ptr::null_mut();
+            // SAFETY: this call's env; `out` is a valid out-pointer.
+            unsafe { sys::napi_create_uint32(env, n as u32, &mut out) };
+            out
+        }
+        // SAFETY: this call's env.
+        Err(e) => unsafe { throw(env, &e.to_string(), false) },
+    }
+}
+
+/// Adds `udpPublish` and `udpPump` to the addon's exports.
+#[napi(module_exports)]
+pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 2] =
+        [(c"udpPublish", Some(udp_publish)), (c"udpPump", Some(udp_pump))];
+    for (name, callback) in functions {
+        let mut f = ptr::null_mut();
+        // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.
+        check_status!(unsafe {
+            sys::napi_create_function(
+                env.raw(),
+                name.as_ptr(),
+                name.to_bytes().len() as isize,
+                callback,
+                ptr::null_mut(),
+                &mut f,
+            )
+        })?;
+        // SAFETY: `exports` is the module's exports object, `f` the function just made.
+        check_status!(unsafe { sys::napi_set_named_property(env.raw(), exports.raw(), name.as_ptr(), f) })?;
+    }
+    Ok(())
+}
