@@ -5,6 +5,7 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { createSocket } from 'node:dgram'
+import { createRequire } from 'node:module'
 import { Hub, struct } from 'zerohop'
 import { child } from './helpers.ts'
 
@@ -166,6 +167,28 @@ test.serial('a struct codec and borrow() work over udp:// as over shared memory'
   t.throws(() => tx.loan(), { code: 'ERR_INVALID_STATE' })
 })
 
+test.serial('the raw per-message native calls refuse anything but a live link and bytes', async (t) => {
+  const require = createRequire(import.meta.url)
+  const native = require('../packages/zerohop/native/binding.js') as {
+    UdpHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
+    udpPublish(link: unknown, bytes: unknown): void
+    udpPump(link: unknown): number
+  }
+  const handle = native.UdpHandle.open('udp://127.0.0.1:0')
+  const link = handle.link()
+  for (const bad of [undefined, null, 42, {}, new Uint8Array(4), () => {}]) {
+    t.throws(() => native.udpPump(bad), { instanceOf: TypeError })
+    t.throws(() => native.udpPublish(bad, new Uint8Array(1)), { instanceOf: TypeError })
+  }
+  t.throws(() => native.udpPublish(link, 'text'), { instanceOf: TypeError })
+  t.throws(() => native.udpPublish(link, new Uint16Array(2)), { instanceOf: TypeError })
+  t.throws(() => native.udpPublish(link), { instanceOf: TypeError })
+  t.is(native.udpPump(link), 0)
+  handle.close()
+  t.throws(() => native.udpPump(link), { message: /^ERR_CLOSED/ })
+  t.throws(() => native.udpPublish(link, new Uint8Array(1)), { message: /^ERR_CLOSED/ })
+})
+
 test.serial('bad options, peers and URLs are typed errors', async (t) => {
   await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { peers: ['nope'] }), { code: 'ERR_BAD_OPTION' })
   await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { ioUring: 'maybe' as never }), { code: 'ERR_BAD_OPTION' })
@@ -175,9 +198,14 @@ test.serial('bad options, peers and URLs are typed errors', async (t) => {
   await t.throwsAsync(Hub.open(`udp://${a.localAddress}`), { code: 'ERR_BAD_URL' })
   t.throws(() => a.setPeers(['127.0.0.1:x']), { code: 'ERR_BAD_OPTION' })
   t.throws(() => a.publish(new Uint8Array(a.maxMessageSize + 1)), { code: 'ERR_MESSAGE_TOO_LARGE' })
+  const address = a.localAddress!
   await a.close()
   t.throws(() => a.publish(bytes('x')), { code: 'ERR_CLOSED' })
   t.throws(() => a.flush(), { code: 'ERR_CLOSED' })
+  // close() releases the port at once, not when the hub object is collected.
+  const again = await Hub.open(`udp://${address}`)
+  t.is(again.localAddress, address)
+  await again.close()
 })
 
 test.serial('garbage, truncated, corrupt and flooding datagrams are counted and dropped; the hub keeps working', async (t) => {

@@ -138,7 +138,9 @@ pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
 
 /// What the I/O threads and the caller's thread share.
 struct Shared {
-    io: Mutex<Io>,
+    /// `None` once the hub is shut down: the socket closes then, not when the last
+    /// handle on `Shared` (a JavaScript link, say) is collected.
+    io: Mutex<Option<Io>>,
     /// Wakes the I/O thread (an eventfd) to re-read its flush deadline or to stop.
     wake: OwnedFd,
     /// When the I/O thread will next look at the outbox, in µs since `epoch`
@@ -234,8 +236,13 @@ impl RingInlet {
 const ROOM_POLL: Duration = Duration::from_micros(100);
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Io> {
+    fn lock(&self) -> MutexGuard<'_, Option<Io>> {
         self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the socket's pipeline; `ERR_CLOSED` once the hub was shut down.
+    fn with_io<R>(&self, f: impl FnOnce(&mut Io) -> R) -> Result<R> {
+        self.lock().as_mut().map(f).ok_or_else(closed)
     }
 
     fn now_us(&self) -> u64 {
@@ -297,10 +304,8 @@ impl UdpLink {
         if !self.can_publish {
             return Err(Error::new(ErrorCode::InvalidState, "this hub was opened with role 'subscriber'"));
         }
-        if self.shared.stop.load(Ordering::Relaxed) {
-            return Err(Error::new(ErrorCode::Closed, "the hub is closed"));
-        }
-        let mut io = self.shared.lock();
+        let mut guard = self.shared.lock();
+        let io = guard.as_mut().ok_or_else(closed)?;
         let before = io.endpoint.flush_pending();
         let mut n = 0;
         let mut result = Ok(());
@@ -326,7 +331,7 @@ impl UdpLink {
         }
         // A datagram that started waiting: make sure the I/O thread's timer covers it.
         let deadline = if before { None } else { io.endpoint.flush_deadline() };
-        drop(io);
+        drop(guard);
         if let Some(d) = deadline {
             let due = self.shared.now_us() + d.as_micros() as u64;
             if due < self.shared.io_deadline_us.load(Ordering::Acquire) {
@@ -339,19 +344,17 @@ impl UdpLink {
     /// Receives on the caller's thread what waits on the socket (if no other thread is
     /// at it); returns datagrams read, or 1 if only the backlog moved into the ring.
     pub fn pump(&self) -> Result<usize> {
-        if self.shared.stop.load(Ordering::Relaxed) {
-            return Err(Error::new(ErrorCode::Closed, "the hub is closed"));
-        }
         // One JavaScript thread pumps a hub, so a plain increment suffices.
         let pumps = &self.shared.pumps;
         pumps.store(pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         if self.shared.reader_parked.load(Ordering::Relaxed) {
             self.shared.reader_parked.store(false, Ordering::Relaxed);
         }
-        let Ok(mut io) = self.shared.io.try_lock() else { return Ok(0) };
+        let Ok(mut guard) = self.shared.io.try_lock() else { return Ok(0) };
+        let io = guard.as_mut().ok_or_else(closed)?;
         let moved = io.inlet.drain();
-        let n = Shared::receive(&mut io).map_err(|e| io_error("receive", e))?;
-        drop(io);
+        let n = Shared::receive(io).map_err(|e| io_error("receive", e))?;
+        drop(guard);
         if moved || n > 0 {
             self.shared.delivered();
         }
@@ -379,6 +382,10 @@ impl core::fmt::Debug for UdpTransport {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("UdpTransport").field("local", &self.local).finish_non_exhaustive()
     }
+}
+
+fn closed() -> Error {
+    Error::new(ErrorCode::Closed, "the hub is closed")
 }
 
 fn io_error(what: &str, e: io::Error) -> Error {
@@ -465,7 +472,7 @@ impl UdpTransport {
             return Err(io_error("eventfd", io::Error::last_os_error()));
         }
         let shared = Arc::new(Shared {
-            io: Mutex::new(Io { endpoint: io_endpoint, inlet: RingInlet::new(segment.clone()) }),
+            io: Mutex::new(Some(Io { endpoint: io_endpoint, inlet: RingInlet::new(segment.clone()) })),
             // SAFETY: `wake` is a fresh descriptor owned by nobody else.
             wake: unsafe { OwnedFd::from_raw_fd(wake) },
             io_deadline_us: AtomicU64::new(u64::MAX),
@@ -562,12 +569,12 @@ impl UdpTransport {
     /// Replaces where published messages go.
     pub fn set_peers(&self, peers: &[String]) -> Result<()> {
         let parsed = peers.iter().map(|p| parse_peer(p, Some(&self.local))).collect::<Result<Vec<_>>>()?;
-        self.shared.lock().endpoint.set_peers(parsed).map_err(|e| io_error("set peers", e))
+        self.shared.with_io(|io| io.endpoint.set_peers(parsed))?.map_err(|e| io_error("set peers", e))
     }
 
     /// Sends everything queued now.
     pub fn flush(&self) -> Result<()> {
-        self.shared.lock().endpoint.flush().map_err(|e| io_error("flush", e))
+        self.shared.with_io(|io| io.endpoint.flush())?.map_err(|e| io_error("flush", e))
     }
 
     /// Queues `messages` (an iterator, so callers need not collect) under one lock.
@@ -621,7 +628,7 @@ impl UdpTransport {
     /// The socket's counters, with the traffic of the other receive sockets added
     /// (theirs are at most [`zerohop_udp::group::METRICS_EVERY`] old).
     pub fn udp_metrics(&self) -> UdpMetrics {
-        let mut m = self.shared.lock().endpoint.metrics();
+        let mut m = self.shared.with_io(|io| io.endpoint.metrics()).unwrap_or_default();
         for other in self.group.iter().flat_map(ReceiverGroup::metrics) {
             m.absorb(&other);
         }
@@ -642,11 +649,13 @@ impl UdpTransport {
     /// Stops the I/O threads (sending what is queued first). Idempotent.
     pub fn shutdown(&mut self) {
         if let Some(t) = self.io_thread.take() {
-            let _ = self.shared.lock().endpoint.flush();
+            let _ = self.shared.with_io(|io| io.endpoint.flush());
             self.shared.stop.store(true, Ordering::SeqCst);
             self.shared.wake_io();
             let _ = t.join();
         }
+        // Close the socket now; late users of `Shared` get ERR_CLOSED.
+        drop(self.shared.lock().take());
         if let Some(g) = self.group.take() {
             let _ = g.stop();
         }
@@ -667,7 +676,7 @@ const READER_ACTIVE: Duration = Duration::from_millis(1);
 /// The I/O thread: waits for datagrams, its wake-up eventfd or the flush deadline.
 fn io_loop(shared: &Shared) {
     let wake_fd = shared.wake.as_raw_fd();
-    let recv_fd = shared.lock().endpoint.readiness_fd();
+    let Ok(recv_fd) = shared.with_io(|io| io.endpoint.readiness_fd()) else { return };
     let (mut pumps_seen, mut pumps_changed) = (0u64, Instant::now() - READER_ACTIVE);
     while !shared.stop.load(Ordering::Acquire) {
         let pumps = shared.pumps.load(Ordering::Relaxed);
@@ -675,27 +684,29 @@ fn io_loop(shared: &Shared) {
             (pumps_seen, pumps_changed) = (pumps, Instant::now());
         }
         let reader_pumps = || !shared.reader_parked.load(Ordering::SeqCst) && pumps_changed.elapsed() < READER_ACTIVE;
-        let io = shared.lock();
-        if !io.inlet.has_room_for_a_batch() && !reader_pumps() {
+        // Shut down only after this thread stopped, so `Io` is always there; leave if not.
+        let Ok((room, flush_in)) = shared.with_io(|io| (io.inlet.has_room_for_a_batch(), io.endpoint.flush_deadline()))
+        else {
+            return;
+        };
+        if !room && !reader_pumps() {
             // The ring is (half) full: leave datagrams in the socket buffer until the reader
             // makes room, but keep the flush timer running (and the lock free for publishers).
-            let wait = io.endpoint.flush_deadline().unwrap_or(ROOM_POLL).min(ROOM_POLL);
-            drop(io);
-            std::thread::sleep(wait);
-            let mut io = shared.lock();
-            let moved = io.inlet.drain();
-            let _ = io.endpoint.poll_flush();
-            drop(io);
+            std::thread::sleep(flush_in.unwrap_or(ROOM_POLL).min(ROOM_POLL));
+            let moved = shared
+                .with_io(|io| {
+                    let _ = io.endpoint.poll_flush();
+                    io.inlet.drain()
+                })
+                .unwrap_or(false);
             if moved {
                 shared.delivered();
             }
             continue;
         }
-        drop(io);
         let now = shared.now_us();
         let mut timeout = {
-            let io = shared.lock();
-            match io.endpoint.flush_deadline() {
+            match flush_in {
                 Some(d) => {
                     shared.io_deadline_us.store(now + d.as_micros() as u64, Ordering::Release);
                     Some(d)
@@ -734,10 +745,14 @@ fn io_loop(shared: &Shared) {
             // SAFETY: reads 8 bytes into a valid u64 from our eventfd (resets it).
             unsafe { libc::read(wake_fd, (&mut count as *mut u64).cast(), 8) };
         }
-        let mut io = shared.lock();
-        let received = if fds[0].revents != 0 { Shared::receive(&mut io).unwrap_or(0) } else { 0 };
-        let _ = io.endpoint.poll_flush();
-        drop(io);
+        let readable = fds[0].revents != 0;
+        let received = shared
+            .with_io(|io| {
+                let n = if readable { Shared::receive(io).unwrap_or(0) } else { 0 };
+                let _ = io.endpoint.poll_flush();
+                n
+            })
+            .unwrap_or(0);
         if received > 0 {
             shared.delivered();
         }
