@@ -141,10 +141,49 @@ test.serial('IPv6: udp://[::1] both ways', async (t) => {
   t.regex(b.localAddress!, /^\[::1\]:\d+$/)
   a.setPeers([b.localAddress!])
   b.publish(bytes('over v6'))
-  t.is(new TextDecoder().decode(await a.recv({ timeoutMs: 5000 })), 'over v6')
+  const got = await a.recvMessage({ timeoutMs: 5000 })
+  t.is(new TextDecoder().decode(got.value), 'over v6')
+  t.is(got.from, b.localAddress, 'the sender, written as localAddress writes it')
   a.publish(bytes('back'))
   t.is(new TextDecoder().decode(await b.recv({ timeoutMs: 5000 })), 'back')
   await a.close()
+})
+
+test.serial('recvMessage and borrow() say who sent a message and, when asked, when it arrived', async (t) => {
+  await using rx = await Hub.open('udp://127.0.0.1:0', { receiveTimestamps: true })
+  const senders = await Promise.all([0, 1].map(() => Hub.open('udp://127.0.0.1:0', { peers: [rx.localAddress!] })))
+  const before = BigInt(Date.now() - 1000) * 1_000_000n
+  senders[0]!.publish(bytes('zero'))
+  senders[0]!.flush()
+  const first = await rx.recvMessage({ timeoutMs: 5000 })
+  t.is(new TextDecoder().decode(first.value), 'zero')
+  t.is(first.from, senders[0]!.localAddress)
+  t.true(first.timestampNs! > before && first.timestampNs! < before + 60_000_000_000n, `${first.timestampNs}`)
+  t.true(rx.metrics().udp!.timestamps)
+  senders[1]!.publish(bytes('one'))
+  senders[1]!.flush()
+  let b = rx.borrow()
+  for (let i = 0; b === undefined && i < 500; i++) {
+    await new Promise((r) => setTimeout(r, 2))
+    b = rx.borrow()
+  }
+  t.is(new TextDecoder().decode(b!.bytes), 'one')
+  t.is(b!.from, senders[1]!.localAddress)
+  t.true(b!.timestampNs! >= first.timestampNs!)
+  b!.release()
+  // Without receiveTimestamps: the sender, but no time.
+  await using plain = await Hub.open('udp://127.0.0.1:0')
+  senders[0]!.setPeers([plain.localAddress!])
+  senders[0]!.publish(bytes('x'))
+  senders[0]!.flush()
+  const m = await plain.recvMessage({ timeoutMs: 5000 })
+  t.is(m.from, senders[0]!.localAddress)
+  t.is(m.timestampNs, undefined)
+  for (const s of senders) await s.close()
+  // Shared memory has neither.
+  await using shm = await Hub.open(`shm://udp-spec-info-${process.pid}`)
+  shm.publish(bytes('local'))
+  t.deepEqual(shm.tryRecvMessage(), { value: bytes('local') })
 })
 
 test.serial('a struct codec and borrow() work over udp:// as over shared memory', async (t) => {

@@ -38,6 +38,7 @@ pub struct UdpOpenOptions {
     pub recv_buffer: Option<u32>,
     pub send_buffer: Option<u32>,
     pub busy_poll_us: Option<u32>,
+    pub receive_timestamps: Option<bool>,
     pub multicast_interface: Option<String>,
     pub multicast_ttl: Option<u32>,
     pub multicast_loopback: Option<bool>,
@@ -80,6 +81,7 @@ fn hub_options(o: UdpOpenOptions) -> Result<HubOptions> {
             recv_buffer: o.recv_buffer.map_or(d.recv_buffer, |b| b as usize),
             send_buffer: o.send_buffer.map_or(d.send_buffer, |b| b as usize),
             busy_poll_us: o.busy_poll_us.unwrap_or(d.busy_poll_us),
+            timestamps: o.receive_timestamps.unwrap_or(d.timestamps),
             multicast_interface,
             multicast_ttl: o.multicast_ttl.unwrap_or(d.multicast_ttl),
             multicast_loopback: o.multicast_loopback.unwrap_or(d.multicast_loopback),
@@ -113,8 +115,35 @@ pub struct UdpMetricsInfo {
     pub low_delay: bool,
     pub busy_poll_us: u32,
     pub reuse_port: bool,
+    /// Whether the kernel timestamps received datagrams.
+    pub timestamps: bool,
     pub multicast_group: Option<String>,
     pub receive_sockets: u32,
+}
+
+/// Byte offsets of the envelope before each message in a network transport's receive
+/// ring (see `zerohop::udp::envelope`).
+#[napi(object)]
+pub struct EnvelopeLayout {
+    pub len: u32,
+    pub timestamp: u32,
+    pub port: u32,
+    pub family: u32,
+    pub address: u32,
+}
+
+/// The envelope's layout, so TypeScript never hard-codes it.
+#[napi]
+pub fn envelope_layout() -> EnvelopeLayout {
+    use zerohop::udp::envelope;
+    let u = |v: usize| v as u32;
+    EnvelopeLayout {
+        len: u(envelope::LEN),
+        timestamp: u(envelope::TIMESTAMP),
+        port: u(envelope::PORT),
+        family: u(envelope::FAMILY),
+        address: u(envelope::ADDRESS),
+    }
 }
 
 /// A UDP hub's socket(s) and I/O thread.
@@ -250,6 +279,7 @@ impl UdpHandle {
             low_delay: m.granted.low_delay,
             busy_poll_us: m.granted.busy_poll_us,
             reuse_port: m.granted.reuse_port,
+            timestamps: m.granted.timestamps,
             multicast_group: m.granted.multicast_group.map(|g| g.to_string()),
             receive_sockets: udp.receive_sockets() as u32,
         })

@@ -127,7 +127,7 @@ fn rtt(run: usize, mode_name: &str) {
         ep.flush().unwrap();
         let mut got = 0;
         while got == 0 {
-            ep.poll_recv(|_, _, _| got += 1).unwrap();
+            ep.poll_recv(|_| got += 1).unwrap();
         }
         if i >= WARMUP {
             samples.push(t.elapsed().as_nanos() as u64);
@@ -145,7 +145,7 @@ fn pong(mode: UringMode, ping: SocketAddr) {
     println!("{}", ep.local_addr().unwrap());
     let mut replies: Vec<Vec<u8>> = Vec::new();
     loop {
-        ep.poll_recv(|_, _, m| replies.push(m.to_vec())).unwrap();
+        ep.poll_recv(|r| replies.push(r.message.to_vec())).unwrap();
         for m in replies.drain(..) {
             if m == b"stop" {
                 return;
@@ -181,7 +181,7 @@ fn sink(mode: UringMode) {
     let mut last = Instant::now();
     // Until the stream stops for 200 ms.
     loop {
-        let n = ep.poll_recv(|_, _, _| received += 1).unwrap();
+        let n = ep.poll_recv(|_| received += 1).unwrap();
         if n > 0 {
             start.get_or_insert_with(Instant::now);
             last = Instant::now();

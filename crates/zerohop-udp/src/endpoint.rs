@@ -408,9 +408,8 @@ impl UdpEndpoint {
     }
 
     /// Receives what is waiting (one `recvmmsg`, or the io_uring completions) and hands
-    /// each complete message to `deliver(from, seq, message)`. Returns how many
-    /// datagrams arrived.
-    pub fn poll_recv(&mut self, mut deliver: impl FnMut(SocketAddr, u64, &[u8])) -> io::Result<usize> {
+    /// each complete message to `deliver`. Returns how many datagrams arrived.
+    pub fn poll_recv(&mut self, mut deliver: impl FnMut(Received<'_>)) -> io::Result<usize> {
         // The clock only for datagrams that arrived: a reader polling an idle socket
         // would spend more on it than on the poll.
         let epoch = self.epoch;
@@ -423,7 +422,7 @@ impl UdpEndpoint {
         let inboxes = &mut self.inboxes;
         let metrics = &mut self.metrics;
         let max_peers = self.config.max_peers.max(1);
-        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool| {
+        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
             metrics.datagrams_received += 1;
             metrics.bytes_received += bytes.len() as u64;
             let Some(from) = from.filter(|_| !truncated) else {
@@ -448,14 +447,14 @@ impl UdpEndpoint {
             let received = &mut metrics.messages_received;
             inbox.receive(bytes, now, |seq, message| {
                 *received += 1;
-                deliver(from, seq, message);
+                deliver(Received { from, seq, timestamp_ns, message });
             });
         };
         let result = match &mut self.receiver {
-            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated)),
+            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated, d.timestamp_ns)),
             Receiver::Mmsg(batch) => batch.recv(&self.socket).inspect(|_| {
                 for d in batch.iter() {
-                    handle(d.bytes, d.from, d.truncated);
+                    handle(d.bytes, d.from, d.truncated, d.timestamp_ns);
                 }
             }),
         };
@@ -494,6 +493,19 @@ impl core::fmt::Debug for UdpEndpoint {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("UdpEndpoint").field("socket", &self.socket).field("backend", &self.metrics.backend).finish()
     }
+}
+
+/// A message [`UdpEndpoint::poll_recv`] delivers.
+#[derive(Clone, Copy, Debug)]
+pub struct Received<'a> {
+    /// The sender.
+    pub from: SocketAddr,
+    /// Its sequence number in the sender's stream.
+    pub seq: u64,
+    /// When the kernel received the datagram (the last one, for a fragmented message),
+    /// in ns since the Unix epoch, if the socket asked for timestamps.
+    pub timestamp_ns: Option<u64>,
+    pub message: &'a [u8],
 }
 
 /// Why `publish` failed.
@@ -555,7 +567,7 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < want {
             assert!(Instant::now() < deadline, "{} of {want} messages arrived; {:?}", got.len(), rx.metrics());
-            if rx.poll_recv(|from, seq, m| got.push((from, seq, m.to_vec()))).unwrap() == 0 {
+            if rx.poll_recv(|r| got.push((r.from, r.seq, r.message.to_vec()))).unwrap() == 0 {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
@@ -859,7 +871,7 @@ mod tests {
                 tx.publish(&next.to_le_bytes()).unwrap();
                 tx.flush().unwrap();
                 next += 1;
-                rx.poll_recv(|_, _, m| real.push(u32::from_le_bytes(m.try_into().unwrap()))).unwrap();
+                rx.poll_recv(|r| real.push(u32::from_le_bytes(r.message.try_into().unwrap()))).unwrap();
             }
             stop.store(true, Ordering::Relaxed);
             flood.join().unwrap();

@@ -13,10 +13,10 @@ pub const METRICS_EVERY: Duration = Duration::from_millis(100);
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::endpoint::{EndpointConfig, UdpEndpoint, UdpMetrics};
+use crate::endpoint::{EndpointConfig, Received, UdpEndpoint, UdpMetrics};
 
-/// A message handler: `(thread, from, seq, message)`, called on the receiving thread.
-pub type Deliver = Arc<dyn Fn(usize, SocketAddr, u64, &[u8]) + Send + Sync>;
+/// A message handler: `(thread, message)`, called on the receiving thread.
+pub type Deliver = Arc<dyn Fn(usize, Received<'_>) + Send + Sync>;
 
 /// Flow control, asked by thread `i` before each receive: waits up to the given time
 /// until the consumer of `Deliver` has room for another batch; false if it still has
@@ -110,7 +110,7 @@ impl ReceiverGroup {
                         continue;
                     }
                     if endpoint.wait(50)? {
-                        endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))?;
+                        endpoint.poll_recv(|r| deliver(i, r))?;
                     }
                     if published.elapsed() >= METRICS_EVERY {
                         published = Instant::now();
@@ -118,7 +118,7 @@ impl ReceiverGroup {
                     }
                 }
                 // Whatever arrived before the stop.
-                while endpoint.poll_recv(|from, seq, m| deliver(i, from, seq, m))? > 0 {}
+                while endpoint.poll_recv(|r| deliver(i, r))? > 0 {}
                 Ok(endpoint.metrics())
             })?;
             let ready = ready_rx.recv().unwrap_or_else(|_| Err(io::Error::other("receive thread died while binding")));
@@ -188,7 +188,7 @@ mod tests {
     fn run(mode: crate::UringMode) {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let sink = got.clone();
-        let deliver: Deliver = Arc::new(move |t, from, seq, m| sink.lock().unwrap().push((t, from, seq, m.to_vec())));
+        let deliver: Deliver = Arc::new(move |t, r| sink.lock().unwrap().push((t, r.from, r.seq, r.message.to_vec())));
         let config = EndpointConfig { io_uring: mode, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
         let group = ReceiverGroup::start(config, 2, true, deliver).unwrap();
         let mut senders: Vec<UdpEndpoint> = (0..6)

@@ -44,7 +44,7 @@ pub mod socket;
 pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
-pub use endpoint::{EndpointConfig, PublishError, UdpEndpoint, UdpMetrics, UringMode};
+pub use endpoint::{EndpointConfig, PublishError, Received, UdpEndpoint, UdpMetrics, UringMode};
 pub use group::{Deliver, Gate, ReceiverGroup, available_cores, pin_to};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
 pub use uring::{UringReceiver, UringSender};

@@ -39,7 +39,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, Subscriber};
-use zerohop_udp::{EndpointConfig, Multicast, PublishError, ReceiverGroup, UdpEndpoint, UdpMetrics, UringMode};
+use zerohop_udp::{
+    EndpointConfig, Multicast, PublishError, Received, ReceiverGroup, UdpEndpoint, UdpMetrics, UringMode,
+};
 
 use crate::endpoint::{Endpoint, Target, TransportKind};
 use crate::error::{Error, ErrorCode, Result};
@@ -77,6 +79,8 @@ pub struct UdpOptions {
     pub send_buffer: usize,
     /// `SO_BUSY_POLL` in µs (0: off).
     pub busy_poll_us: u32,
+    /// Kernel receive timestamps (`SO_TIMESTAMPNS`), written into each message's envelope.
+    pub timestamps: bool,
     /// Multicast: the interface address to join and send on (default: the kernel's pick).
     pub multicast_interface: Option<IpAddr>,
     /// Multicast: hops a datagram may travel (default 1, this link).
@@ -99,10 +103,63 @@ impl Default for UdpOptions {
             recv_buffer: d.socket.recv_buffer,
             send_buffer: d.socket.send_buffer,
             busy_poll_us: 0,
+            timestamps: false,
             multicast_interface: None,
             multicast_ttl: 1,
             multicast_loopback: true,
         }
+    }
+}
+
+/// The envelope a network transport writes before each message in its receive ring:
+/// who sent it and when it arrived. Little endian; the Node binding exports these
+/// offsets so that TypeScript reads the same layout.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | receive timestamp, ns since the Unix epoch (0: none) |
+/// | 8 | 2 | sender's port |
+/// | 10 | 1 | address family: 4 or 6 |
+/// | 16 | 16 | sender's address (IPv4 in the first 4 bytes), network order |
+pub mod envelope {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    pub const LEN: usize = 32;
+    pub const TIMESTAMP: usize = 0;
+    pub const PORT: usize = 8;
+    pub const FAMILY: usize = 10;
+    pub const ADDRESS: usize = 16;
+
+    /// Writes an envelope into `out` (at least [`LEN`] bytes).
+    pub fn write(out: &mut [u8], from: SocketAddr, timestamp_ns: Option<u64>) {
+        out[..LEN].fill(0);
+        out[TIMESTAMP..TIMESTAMP + 8].copy_from_slice(&timestamp_ns.unwrap_or(0).to_le_bytes());
+        out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
+        match from.ip() {
+            IpAddr::V4(a) => {
+                out[FAMILY] = 4;
+                out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                out[FAMILY] = 6;
+                out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
+            }
+        }
+    }
+
+    /// Reads an envelope: the sender (if the family is known) and the timestamp.
+    pub fn read(bytes: &[u8]) -> (Option<SocketAddr>, Option<u64>) {
+        if bytes.len() < LEN {
+            return (None, None);
+        }
+        let ts = u64::from_le_bytes(bytes[TIMESTAMP..TIMESTAMP + 8].try_into().expect("8 bytes"));
+        let port = u16::from_le_bytes([bytes[PORT], bytes[PORT + 1]]);
+        let ip = match bytes[FAMILY] {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[ADDRESS..ADDRESS + 4]).expect("4")))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[ADDRESS..ADDRESS + 16]).expect("16")))),
+            _ => None,
+        };
+        (ip.map(|ip| SocketAddr::new(ip, port)), (ts != 0).then_some(ts))
     }
 }
 
@@ -203,13 +260,24 @@ impl RingInlet {
         self.open() && self.ring.slowest_lag() < u64::from(self.segment.layout().capacity / 2)
     }
 
-    fn deliver(&mut self, message: &[u8]) {
-        // The ring's slot is the largest message reassembled, so only room can refuse it.
-        if self.spans.is_empty() && matches!(self.ring.publish(message), Ok(Published::Sent(_))) {
+    /// Writes the envelope and the message into the next slot, or into the backlog.
+    fn deliver(&mut self, r: &Received<'_>) {
+        let len = envelope::LEN + r.message.len();
+        // The slot holds the largest message reassembled, so only room can refuse it.
+        if self.spans.is_empty()
+            && let Ok(Some(mut loan)) = self.ring.loan()
+        {
+            let slot = loan.as_mut_slice();
+            envelope::write(&mut slot[..envelope::LEN], r.from, r.timestamp_ns);
+            slot[envelope::LEN..len].copy_from_slice(r.message);
+            loan.commit(len);
             return;
         }
-        self.spans.push_back((self.data.len(), message.len()));
-        self.data.extend_from_slice(message);
+        let start = self.data.len();
+        self.data.resize(start + envelope::LEN, 0);
+        envelope::write(&mut self.data[start..], r.from, r.timestamp_ns);
+        self.data.extend_from_slice(r.message);
+        self.spans.push_back((start, len));
     }
 
     /// Moves what the backlog holds into the ring while there is room; whether anything moved.
@@ -278,7 +346,7 @@ impl Shared {
             if !inlet.has_room_for_a_batch() {
                 break;
             }
-            let n = endpoint.poll_recv(|_, _, message| inlet.deliver(message))?;
+            let n = endpoint.poll_recv(|r| inlet.deliver(&r))?;
             total += n;
             if n == 0 {
                 break;
@@ -440,6 +508,10 @@ impl UdpTransport {
             return Err(Error::new(ErrorCode::BadOption, "receiveThreads must be 1..=64"));
         }
         let max_message = options.slot_size.unwrap_or(DEFAULT_MAX_MESSAGE);
+        // Each slot of the receive ring holds an envelope and then the message.
+        let slot_size = max_message
+            .checked_add(envelope::LEN as u32)
+            .ok_or_else(|| Error::new(ErrorCode::BadOption, "slotSize is too large"))?;
         config.flush_interval = udp.flush_interval;
         config.batch = udp.batch.max(1);
         config.max_datagram = udp.max_datagram;
@@ -448,16 +520,17 @@ impl UdpTransport {
         config.socket.recv_buffer = udp.recv_buffer;
         config.socket.send_buffer = udp.send_buffer;
         config.socket.busy_poll_us = udp.busy_poll_us;
+        config.socket.timestamps = udp.timestamps;
         config.socket.reuse_port = udp.receive_threads > 1 || config.socket.reuse_port;
 
         let capacity = match options.capacity {
             Some(c) => c,
             None => {
-                let fit = MAX_RING_BYTES / (max_message as u64 + 64);
+                let fit = MAX_RING_BYTES / (u64::from(slot_size) + 64);
                 (4096u64.min(fit.max(16)) as u32).next_power_of_two().min(4096)
             }
         };
-        let layout = Layout { slot_size: max_message, capacity, max_subscribers: 2 };
+        let layout = Layout { slot_size, capacity, max_subscribers: 2 };
         let segment = Arc::new(Segment::private(layout)?);
         let subscriber = match options.role {
             Role::Publisher => None,
@@ -491,8 +564,8 @@ impl UdpTransport {
             let inlets: Arc<Vec<Mutex<RingInlet>>> =
                 Arc::new((1..udp.receive_threads).map(|_| Mutex::new(RingInlet::new(segment.clone()))).collect());
             let (s, mine) = (shared.clone(), inlets.clone());
-            let deliver: zerohop_udp::Deliver = Arc::new(move |i, _, _, message| {
-                mine[i].lock().unwrap_or_else(|p| p.into_inner()).deliver(message);
+            let deliver: zerohop_udp::Deliver = Arc::new(move |i, r| {
+                mine[i].lock().unwrap_or_else(|p| p.into_inner()).deliver(&r);
                 s.delivered();
             });
             let s = shared.clone();
@@ -777,11 +850,14 @@ impl Transport for UdpTransport {
             .subscriber
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
-        if sub.try_recv(out).is_some() {
-            return Ok(true);
+        let got = sub.try_recv(out).is_some() || {
+            self.pump()?;
+            self.subscriber.as_mut().is_some_and(|s| s.try_recv(out).is_some())
+        };
+        if got {
+            out.drain(..envelope::LEN.min(out.len())); // the payload only
         }
-        self.pump()?;
-        Ok(self.subscriber.as_mut().is_some_and(|s| s.try_recv(out).is_some()))
+        Ok(got)
     }
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
@@ -885,6 +961,17 @@ mod tests {
         let mut got: Vec<u8> = (0..6).map(|_| recv(&mut rx)[0]).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn envelopes_round_trip_both_families() {
+        let mut buf = [0xAAu8; envelope::LEN];
+        for (from, ts) in [("10.1.2.3:9", Some(42)), ("[fe80::1:2]:65535", None)] {
+            let from: SocketAddr = from.parse().unwrap();
+            envelope::write(&mut buf, from, ts);
+            assert_eq!(envelope::read(&buf), (Some(from), ts));
+        }
+        assert_eq!(envelope::read(&buf[..5]), (None, None));
     }
 
     #[test]

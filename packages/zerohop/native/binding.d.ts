@@ -109,6 +109,21 @@ export declare class UdpHandle {
   close(): void
 }
 
+/** The envelope's layout, so TypeScript never hard-codes it. */
+export declare function envelopeLayout(): EnvelopeLayout
+
+/**
+ * Byte offsets of the envelope before each message in a network transport's receive
+ * ring (see `zerohop::udp::envelope`).
+ */
+export interface EnvelopeLayout {
+  len: number
+  timestamp: number
+  port: number
+  family: number
+  address: number
+}
+
 /** A stable error code and whether retrying can help. */
 export interface ErrorCodeInfo {
   code: string
@@ -205,6 +220,8 @@ export interface UdpMetricsInfo {
   lowDelay: boolean
   busyPollUs: number
   reusePort: boolean
+  /** Whether the kernel timestamps received datagrams. */
+  timestamps: boolean
   multicastGroup?: string
   receiveSockets: number
 }
@@ -228,6 +245,7 @@ export interface UdpOpenOptions {
   recvBuffer?: number
   sendBuffer?: number
   busyPollUs?: number
+  receiveTimestamps?: boolean
   multicastInterface?: string
   multicastTtl?: number
   multicastLoopback?: boolean

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.ShmHandle = nativeBinding.ShmHandle
 module.exports.UdpHandle = nativeBinding.UdpHandle
+module.exports.envelopeLayout = nativeBinding.envelopeLayout
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isProcessAlive = nativeBinding.isProcessAlive
 module.exports.parseEndpoint = nativeBinding.parseEndpoint

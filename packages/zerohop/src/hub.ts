@@ -71,6 +71,11 @@ export interface HubOptions<T> {
   /** Shared memory: how many subscribers may attach at once (default 64). */
   maxSubscribers?: number
   /**
+   * UDP: ask the kernel for receive timestamps (`SO_TIMESTAMPNS`), reported by
+   * {@link Hub.recvMessage} and {@link Hub.borrow} (default false).
+   */
+  receiveTimestamps?: boolean
+  /**
    * UDP: where published messages go, as `host:port` (`[v6]:port`). With exactly one
    * peer the socket is connected (and receives only from it). A multicast URL sends
    * to its group. Change later with {@link Hub.setPeers}.
@@ -166,8 +171,24 @@ export interface Loan<T> {
   abort(): void
 }
 
+/** Where a received message came from; see {@link Hub.recvMessage}. */
+export interface MessageInfo {
+  /** Network transports: the sender's address, `host:port` (`[v6]:port`). */
+  from?: string
+  /**
+   * UDP with `receiveTimestamps`: when the kernel received the datagram (the last
+   * fragment's, for a fragmented message), in nanoseconds since the Unix epoch.
+   */
+  timestampNs?: bigint
+}
+
+/** A received message with where it came from; see {@link Hub.recvMessage}. */
+export interface Received<T> extends MessageInfo {
+  readonly value: T
+}
+
 /** A received message read in place; see {@link Hub.borrow}. */
-export interface Borrowed<T> {
+export interface Borrowed<T> extends MessageInfo {
   /** The payload, a view over shared memory. */
   readonly bytes: Uint8Array
   /** The value: with a `struct` codec a live view over the slot, otherwise decoded. */
@@ -216,6 +237,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp). */
   private readonly waker: ShmHandle | UdpHandle
   private flushQueued = false
+  /** Bytes before each message in the ring: the envelope (sender, timestamp) of network transports. */
+  private readonly envelope: number
   private readonly flushEachTick: boolean
   /** UDP with a struct codec: where `publish` writes the value before sending it. */
   private scratch: DataView | undefined
@@ -253,7 +276,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       this.link = udp.link() as UdpLink
       handle = native(() => udp.ring())
       this.waker = udp
+      this.envelope = ENVELOPE.len
     } else {
+      this.envelope = 0
       handle = native(() =>
         binding.ShmHandle.open(endpoint.name!, {
           slotSize: options.slotSize,
@@ -265,10 +290,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     try {
       this.ring = new ShmRing(handle)
-      if (this.struct && this.struct.size > this.ring.slotSize) {
-        throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the segment's slotSize is ${this.ring.slotSize}`)
+      this.maxMessageSize = this.ring.slotSize - this.envelope
+      if (this.struct && this.struct.size > this.maxMessageSize) {
+        throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest message is ${this.maxMessageSize}`)
       }
-      this.maxMessageSize = this.ring.slotSize
       this.sub = role === 'publisher' ? undefined : new ShmSubscriber(this.ring)
       this.pub =
         role === 'subscriber' || this.udp ? undefined : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
@@ -484,14 +509,35 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return v === EMPTY ? undefined : v
   }
 
+  /** {@link tryRecv}, with where the message came from (network transports). */
+  tryRecvMessage(): Received<T> | undefined {
+    const info: MessageInfo = {}
+    const v = this.next(info)
+    return v === EMPTY ? undefined : { value: v, ...info }
+  }
+
+  /**
+   * {@link recv}, with where the message came from: `from` (the sender's address) and,
+   * with `receiveTimestamps`, `timestampNs`. Over shared memory both are absent.
+   */
+  async recvMessage(options: RecvOptions = {}): Promise<Received<T>> {
+    const info: MessageInfo = {}
+    const value = await this.recvInto(options, info)
+    return { value, ...info }
+  }
+
   /**
    * The next message. Waits without blocking the event loop: it spins for `spinUs`,
    * then parks a native thread on a futex; an idle subscriber uses no CPU.
    */
   async recv(options: RecvOptions = {}): Promise<T> {
+    return this.recvInto(options, undefined)
+  }
+
+  private async recvInto(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
     const { timeoutMs, signal } = options
     if (signal?.aborted) throw abortError(signal)
-    const first = this.udp ? this.spinNext() : this.next()
+    const first = this.udp ? this.spinNext(info) : this.next(info)
     if (first !== EMPTY) return first
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
@@ -500,7 +546,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       const remaining = deadline === undefined ? undefined : deadline - Date.now()
       if (remaining !== undefined && remaining <= 0) throw new TimeoutError(`recv() timed out after ${timeoutMs} ms`)
       await this.waitReadable(remaining, signal)
-      const v = this.next()
+      const v = this.next(info)
       if (v !== EMPTY) return v
     }
   }
@@ -531,7 +577,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let off = sub.peek()
     while (off < 0 && this.link !== undefined && fast.udpPump(this.link) > 0) off = sub.peek()
     if (off < 0) return undefined
-    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct))
+    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.envelope))
     borrowed.start(off)
     return borrowed
   }
@@ -668,18 +714,18 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /** UDP: `next()`, polling the socket for up to `spinUs` before giving up. */
-  private spinNext(): T | typeof EMPTY {
-    const v = this.next()
+  private spinNext(info?: MessageInfo): T | typeof EMPTY {
+    const v = this.next(info)
     if (v !== EMPTY || this.spinUs <= 0) return v
     const until = performance.now() + this.spinUs / 1000
     for (;;) {
-      const w = this.next()
+      const w = this.next(info)
       if (w !== EMPTY || performance.now() >= until) return w
     }
   }
 
-  /** The next decoded message, or EMPTY. */
-  private next(): T | typeof EMPTY {
+  /** The next decoded message, or EMPTY; fills `info` from its envelope when given. */
+  private next(info?: MessageInfo): T | typeof EMPTY {
     const sub = this.subscriber()
     if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     const ring = this.ring
@@ -691,8 +737,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         return EMPTY
       }
       let value: T
+      const env = this.envelope
       try {
-        value = this.struct ? this.struct.read(ring.dv, off) : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(0, sub.len))
+        value = this.struct
+          ? this.struct.read(ring.dv, off + env)
+          : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(env, sub.len))
+        if (info !== undefined && env !== 0) readEnvelope(ring.dv, off, info)
       } catch (e) {
         if (!sub.intact()) {
           sub.torn()
@@ -768,6 +818,44 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 }
 
+/** The envelope layout, from the native side (so the two cannot disagree). */
+const ENVELOPE = binding.envelopeLayout()
+
+/** Reads the envelope at `off` (sender address and receive timestamp) into `info`. */
+function readEnvelope(dv: DataView, off: number, info: MessageInfo): MessageInfo {
+  const ts = dv.getBigUint64(off + ENVELOPE.timestamp, true)
+  if (ts !== 0n) info.timestampNs = ts
+  const port = dv.getUint16(off + ENVELOPE.port, true)
+  const family = dv.getUint8(off + ENVELOPE.family)
+  const a = off + ENVELOPE.address
+  if (family === 4) {
+    info.from = `${dv.getUint8(a)}.${dv.getUint8(a + 1)}.${dv.getUint8(a + 2)}.${dv.getUint8(a + 3)}:${port}`
+  } else if (family === 6) {
+    const groups: number[] = []
+    for (let i = 0; i < 8; i++) groups.push(dv.getUint16(a + 2 * i, false))
+    info.from = `[${formatIpv6(groups)}]:${port}`
+  }
+  return info
+}
+
+/** RFC 5952 text of an IPv6 address (the longest run of two or more zero groups becomes `::`). */
+function formatIpv6(groups: number[]): string {
+  let [best, bestLen] = [-1, 1]
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++
+      continue
+    }
+    let j = i
+    while (j < 8 && groups[j] === 0) j++
+    if (j - i > bestLen) [best, bestLen] = [i, j - i]
+    i = j
+  }
+  const hex = (g: number[]) => g.map((x) => x.toString(16)).join(':')
+  if (best < 0) return hex(groups)
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`
+}
+
 function abortError(signal: AbortSignal): AbortedError {
   return new AbortedError('the operation was aborted', { cause: signal.reason })
 }
@@ -785,6 +873,7 @@ function udpOptions<T>(o: HubOptions<T>): Parameters<typeof binding.UdpHandle.op
     receiveThreads: o.receiveThreads,
     pinThreads: o.pinThreads,
     recvBuffer: o.recvBuffer,
+    receiveTimestamps: o.receiveTimestamps,
     sendBuffer: o.sendBuffer,
     busyPollUs: o.busyPollUs,
     multicastInterface: o.multicastInterface,
@@ -902,23 +991,42 @@ class ShmBorrowed<T> implements Borrowed<T> {
   private readonly ring: ShmRing
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
+  private readonly envelope: number
+  private envelopeAt = 0
 
-  constructor(sub: ShmSubscriber, ring: ShmRing, codec: Codec<T> | StructCodec<T>, struct: StructCodec<T> | undefined) {
+  constructor(
+    sub: ShmSubscriber,
+    ring: ShmRing,
+    codec: Codec<T> | StructCodec<T>,
+    struct: StructCodec<T> | undefined,
+    envelope: number,
+  ) {
     this.sub = sub
     this.ring = ring
     this.codec = codec
     this.struct = struct
+    this.envelope = envelope
   }
 
   start(off: number): void {
     this.seq = this.sub.cursor
-    this.bytes = this.ring.u8.subarray(off, off + this.sub.len)
+    this.envelopeAt = off
+    const at = off + this.envelope
+    this.bytes = this.ring.u8.subarray(at, off + this.sub.len)
     this.decoded = undefined
     this.held = true
     if (this.struct) {
-      if (this.view) this.struct.retarget(this.view, off)
-      else this.view = this.struct.view(this.ring.dv, off)
+      if (this.view) this.struct.retarget(this.view, at)
+      else this.view = this.struct.view(this.ring.dv, at)
     }
+  }
+
+  get from(): string | undefined {
+    return this.envelope === 0 ? undefined : readEnvelope(this.ring.dv, this.envelopeAt, {}).from
+  }
+
+  get timestampNs(): bigint | undefined {
+    return this.envelope === 0 ? undefined : readEnvelope(this.ring.dv, this.envelopeAt, {}).timestampNs
   }
 
   get value(): T {

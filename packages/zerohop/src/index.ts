@@ -21,6 +21,8 @@ export type {
   RecvOptions,
   Loan,
   Borrowed,
+  Received,
+  MessageInfo,
   BackpressurePolicy,
   TransportName,
   UdpSocketMetrics,
