@@ -10,7 +10,8 @@
 //! Received messages land in a private shared-memory ring (a
 //! [`Segment::private`], anonymous memory) with exactly the layout of the `shm://`
 //! transport, so receiving over UDP works the way it does over shared memory:
-//! `try_recv`, parking waits, zero-copy reads in the Node binding. The ring is flow
+//! `try_recv`, parking waits, zero-copy reads in the Node binding. Each message in it
+//! starts with an [`envelope`]: who sent it and when the kernel received it. The ring is flow
 //! controlled: the I/O threads stop reading the socket while the reader is half a ring
 //! behind, so a burst waits in the kernel's socket buffer instead of overwriting what
 //! nobody has read yet.
@@ -57,8 +58,8 @@ const MAX_RING_BYTES: u64 = 1 << 30;
 /// UDP settings of [`HubOptions`].
 #[derive(Clone, Debug)]
 pub struct UdpOptions {
-    /// Where published messages go (`host:port`). Empty for a multicast URL means the
-    /// group itself; empty otherwise means the hub only receives until
+    /// Where published messages go (`host:port`), besides the group of a multicast URL.
+    /// Empty (and not multicast) means the hub only receives until
     /// [`UdpTransport::set_peers`].
     pub peers: Vec<String>,
     /// A partly filled datagram waits at most this long for more messages (zero: every
