@@ -210,7 +210,7 @@ test.serial('the raw per-message native calls refuse anything but a live link an
   const require = createRequire(import.meta.url)
   const native = require('../packages/zerohop/native/binding.js') as {
     UdpHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
-    udpPublish(link: unknown, bytes: unknown): void
+    udpPublish(link: unknown, bytes?: unknown): void
     udpPump(link: unknown): number
   }
   const handle = native.UdpHandle.open('udp://127.0.0.1:0')
