@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// `npm run demo`: real processes exchanging messages over shm://, then a short
-// latency and throughput summary. Everything here uses the public API only.
+// `npm run demo`: real processes exchanging messages over shm:// and udp://, then a
+// short latency and throughput summary. Everything here uses the public API only.
 //
 //   main process ──ticks──▶ 2 subscriber processes      (fan-out, struct codec)
 //   main process ◀──pong──▶ 1 echo process              (round-trip latency)
 //   main process ──batches──▶ 1 counting process        (throughput, lossless)
+//   main process ◀──udp://──▶ 1 echo process            (the same Hub over UDP)
 import { fork } from 'node:child_process'
 import { Hub, struct } from 'zerohop'
 
@@ -34,6 +35,13 @@ if (role === 'subscriber') {
   }
   await rx.close()
   await tx.close()
+  process.exit(0)
+} else if (role === 'udp-echo') {
+  // The same echo over udp://: binds a port of its own and answers whoever writes.
+  const hub = await Hub.open('udp://127.0.0.1:0', { peers: [name], flushIntervalMs: 0 })
+  process.send({ ready: true, address: hub.localAddress })
+  for (let n = 0; n < Number(arg); n++) hub.publish(await hub.recv())
+  await hub.close()
   process.exit(0)
 } else if (role === 'counter') {
   const rx = await Hub.open(`shm://${name}`, { role: 'subscriber' })
@@ -65,7 +73,7 @@ function percentile(sorted, p) {
 async function main() {
   const name = `demo-${process.pid}`
   const t0 = Date.now()
-  console.log('zerohop demo: shared-memory hub across processes\n')
+  console.log('zerohop demo: one Hub across processes, over shared memory and UDP\n')
 
   // 1. Fan-out: one publisher, two subscriber processes, a typed struct codec.
   console.log(`1. publishing 10 ticks on shm://${name} to 2 subscriber processes`)
@@ -118,9 +126,32 @@ async function main() {
   const secs = (performance.now() - s) / 1000
   await counter.done
 
+  // 4. The same round trip over udp:// on loopback: a different URL, the same API.
+  const udpRounds = 20_000
+  const udp = await Hub.open('udp://127.0.0.1:0', { flushIntervalMs: 0 })
+  console.log(`\n4. ping-pong over udp:// (${udp.localAddress}): ${udpRounds} round trips, await recv()`)
+  const udpEcho = start('udp-echo', udp.localAddress, udpRounds)
+  const { address } = await udpEcho.ready
+  udp.setPeers([address])
+  const udpRtt = new Float64Array(udpRounds)
+  for (let i = 0; i < udpRounds; i++) {
+    const s = process.hrtime.bigint()
+    udp.publish(msg)
+    await udp.recv()
+    udpRtt[i] = Number(process.hrtime.bigint() - s)
+  }
+  await udpEcho.done
+  const udpSorted = udpRtt.slice(udpRounds / 10).sort()
+  const { backend, lost } = udp.metrics().udp
+
   console.log('\nsummary')
   console.table({
-    'ping-pong RTT, 64 B': { p50: `${us(percentile(sorted, 0.5))} µs`, p99: `${us(percentile(sorted, 0.99))} µs`, 'p99.9': `${us(percentile(sorted, 0.999))} µs` },
+    'ping-pong RTT, 64 B, shm://': { p50: `${us(percentile(sorted, 0.5))} µs`, p99: `${us(percentile(sorted, 0.99))} µs`, 'p99.9': `${us(percentile(sorted, 0.999))} µs` },
+    [`ping-pong RTT, 64 B, udp:// (${backend}, lost ${lost})`]: {
+      p50: `${us(percentile(udpSorted, 0.5))} µs`,
+      p99: `${us(percentile(udpSorted, 0.99))} µs`,
+      'p99.9': `${us(percentile(udpSorted, 0.999))} µs`,
+    },
   })
   console.table({
     'publishBatch → other process, 64 B': {
@@ -130,6 +161,6 @@ async function main() {
       lost: lapped,
     },
   })
-  for (const hub of [pub, ping, pong, bulk]) await hub.close()
+  for (const hub of [pub, ping, pong, bulk, udp]) await hub.close()
   console.log(`\ndone in ${((Date.now() - t0) / 1000).toFixed(1)} s. Full side-by-side numbers: npm run bench`)
 }
