@@ -143,6 +143,11 @@ impl Hub {
     pub fn udp(&self) -> Option<&UdpTransport> {
         self.transport.udp()
     }
+
+    /// The same, mutable: [`UdpTransport::try_recv_from`] gives the sender of each message.
+    pub fn udp_mut(&mut self) -> Option<&mut UdpTransport> {
+        self.transport.udp_mut()
+    }
 }
 
 /// The error for a transport that parses but is not built yet.

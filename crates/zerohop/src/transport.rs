@@ -43,4 +43,9 @@ pub trait Transport: Send {
     fn udp(&self) -> Option<&crate::udp::UdpTransport> {
         None
     }
+
+    /// The same, mutable (to receive with the sender's address).
+    fn udp_mut(&mut self) -> Option<&mut crate::udp::UdpTransport> {
+        None
+    }
 }

@@ -714,6 +714,28 @@ impl UdpTransport {
         1 + self.group.as_ref().map_or(0, ReceiverGroup::len)
     }
 
+    /// The next message into `out` (payload only), with its sender and, with
+    /// `timestamps`, the kernel's receive time in ns since the Unix epoch; `None` if
+    /// nothing is waiting.
+    pub fn try_recv_from(&mut self, out: &mut Vec<u8>) -> Result<Option<(SocketAddr, Option<u64>)>> {
+        let sub = self
+            .subscriber
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
+        let got = sub.try_recv(out).is_some() || {
+            self.pump()?;
+            self.subscriber.as_mut().is_some_and(|s| s.try_recv(out).is_some())
+        };
+        if !got {
+            return Ok(None);
+        }
+        let (from, timestamp) = envelope::read(out);
+        out.drain(..envelope::LEN.min(out.len())); // the payload only
+        // Every message in the ring was written with a sender; a missing one is a bug.
+        let from = from.ok_or_else(|| Error::new(ErrorCode::Io, "a received message without a sender"))?;
+        Ok(Some((from, timestamp)))
+    }
+
     /// Gives up the transport's own receive cursor, for a caller that reads the ring
     /// with one of its own (the Node binding reads it from JavaScript).
     pub fn release_subscriber(&mut self) {
@@ -847,18 +869,7 @@ impl Transport for UdpTransport {
     }
 
     fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
-        let sub = self
-            .subscriber
-            .as_mut()
-            .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
-        let got = sub.try_recv(out).is_some() || {
-            self.pump()?;
-            self.subscriber.as_mut().is_some_and(|s| s.try_recv(out).is_some())
-        };
-        if got {
-            out.drain(..envelope::LEN.min(out.len())); // the payload only
-        }
-        Ok(got)
+        Ok(self.try_recv_from(out)?.is_some())
     }
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
@@ -870,6 +881,10 @@ impl Transport for UdpTransport {
     }
 
     fn udp(&self) -> Option<&UdpTransport> {
+        Some(self)
+    }
+
+    fn udp_mut(&mut self) -> Option<&mut UdpTransport> {
         Some(self)
     }
 
@@ -916,6 +931,25 @@ mod tests {
         assert_eq!(recv(&mut b), b"pong");
         let m = a.metrics();
         assert_eq!((m.transport, m.published, m.received), (TransportKind::Udp, 1, 1));
+        // Who sent it, and (asked for) when it arrived.
+        let timed = HubOptions { udp: UdpOptions { timestamps: true, ..UdpOptions::default() }, ..opts(vec![]) };
+        let mut c = Hub::open("udp://127.0.0.1:0", timed).unwrap();
+        b.udp().unwrap().set_peers(&[c.udp().unwrap().local_addr().to_string()]).unwrap();
+        b.publish(b"timed").unwrap();
+        b.udp().unwrap().flush().unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (from, ts) = loop {
+            if let Some(got) = c.udp_mut().unwrap().try_recv_from(&mut out).unwrap() {
+                break got;
+            }
+            assert!(Instant::now() < deadline, "nothing arrived");
+            std::thread::yield_now();
+        };
+        assert_eq!((out.as_slice(), from), (&b"timed"[..], b.udp().unwrap().local_addr()));
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let ts = ts.expect("a kernel timestamp");
+        assert!(ts <= now_ns && now_ns - ts < 10_000_000_000, "{ts} vs {now_ns}");
     }
 
     #[test]
