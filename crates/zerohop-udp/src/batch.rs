@@ -64,6 +64,8 @@ pub struct RecvBatch {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     received: usize,
+    /// The last call found nothing waiting.
+    idle: bool,
 }
 
 // SAFETY: the raw pointers inside `iovs`/`hdrs` are scratch, rebuilt before every call
@@ -101,6 +103,7 @@ impl RecvBatch {
             iovs: vec![iov; batch],
             hdrs: vec![hdr; batch],
             received: 0,
+            idle: true,
         }
     }
 
@@ -108,7 +111,10 @@ impl RecvBatch {
     /// many datagrams arrived (0 when none was waiting).
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         self.received = 0;
-        let n = self.hdrs.len();
+        // After a poll that found nothing, ask for one datagram: when one arrives alone
+        // (a ping-pong), recvmmsg would otherwise try the socket again for the next one,
+        // which costs as much as the first. A full batch follows once traffic flows.
+        let n = if self.idle { 1 } else { self.hdrs.len() };
         for i in 0..n {
             self.iovs[i] = libc::iovec {
                 // SAFETY: `i * max_datagram` is within `bufs` (it has n * max_datagram bytes).
@@ -141,12 +147,14 @@ impl RecvBatch {
         };
         if r < 0 {
             let e = io::Error::last_os_error();
+            self.idle = true;
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
             };
         }
         self.received = r as usize;
+        self.idle = false;
         Ok(self.received)
     }
 
