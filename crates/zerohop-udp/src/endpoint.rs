@@ -597,6 +597,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_endpoint_frees_its_port_at_once() {
+        each_backend(|| {
+            let addr = endpoint(vec![]).local_addr().unwrap();
+            for _ in 0..50 {
+                let config = EndpointConfig { io_uring: MODE.get(), ..EndpointConfig::new(addr, vec![]) };
+                drop(UdpEndpoint::bind(config).expect("the port is free again as soon as the endpoint is dropped"));
+            }
+        });
+    }
+
+    #[test]
     fn small_messages_are_packed_and_a_lone_one_waits_only_the_flush_interval() {
         each_backend(|| {
             let mut rx = endpoint(vec![]);

@@ -26,6 +26,7 @@ use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control, to_s
 
 const BUFFER_GROUP: u16 = 0x5a48;
 const USER_DATA_RECV: u64 = 1;
+const USER_DATA_CANCEL: u64 = 2;
 /// `struct io_uring_recvmsg_out`: namelen, controllen, payloadlen, flags (four u32).
 const RECVMSG_OUT_LEN: usize = 16;
 
@@ -252,8 +253,49 @@ impl UringReceiver {
     }
 }
 
+impl UringReceiver {
+    /// Cancels the multishot receive and waits for its last completion. A request in
+    /// flight holds a reference to the socket; without this the kernel releases it only
+    /// when it tears the ring down in the background, so the port stays bound for a
+    /// moment after the endpoint is dropped (and a new bind to it can fail).
+    fn cancel_receive(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let sqe = opcode::AsyncCancel::new(USER_DATA_RECV).build().user_data(USER_DATA_CANCEL);
+        // SAFETY: a cancel SQE holds no pointers.
+        if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+            return;
+        }
+        let (mut receive_ended, mut cancel_answered) = (false, false);
+        // The cancel always completes, and the receive's last completion comes with or
+        // before it; a few rounds suffice (bounded, so a surprise cannot hang a close).
+        for _ in 0..8 {
+            if receive_ended && cancel_answered {
+                break;
+            }
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            for cqe in self.ring.completion() {
+                match cqe.user_data() {
+                    USER_DATA_RECV if !cqueue::more(cqe.flags()) => receive_ended = true,
+                    USER_DATA_CANCEL => {
+                        cancel_answered = true;
+                        // Nothing to cancel: the receive had already ended.
+                        receive_ended |= cqe.result() == -libc::ENOENT;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.armed = false;
+    }
+}
+
 impl Drop for UringReceiver {
     fn drop(&mut self) {
+        self.cancel_receive();
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
         // SAFETY: the mapping was created in `new` with `ring_bytes`; the ring no longer
         // uses it after the unregister above (and closing the ring, which follows).
