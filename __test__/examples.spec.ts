@@ -18,3 +18,14 @@ test('the README quick-start example is examples/quickstart.ts, and it prints wh
   })
   t.deepEqual(out.trim().split('\n'), ['{ seq: 1n, price: 50000, volume: 100n }', '50001', '3'])
 })
+
+test('the README UDP example is examples/udp.ts, and it prints what its comments say', (t) => {
+  const code = readFileSync(join(root, 'examples', 'udp.ts'), 'utf8')
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  t.true(readme.includes('```ts\n' + code + '```'), 'README.md must show examples/udp.ts verbatim')
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples', 'udp.ts')], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  t.deepEqual(out.trim().split('\n'), ["{ sym: 'BTC', px: 50000 } true", '50001'])
+})
