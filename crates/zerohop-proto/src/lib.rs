@@ -10,6 +10,8 @@
 //! - [`frag`]: messages larger than a datagram, split and reassembled with bounded memory.
 //! - [`datagram`]: the sender's [`datagram::Outbox`] and the receiver's [`datagram::Inbox`],
 //!   which count what was lost, late or duplicated.
+//! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
+//!   length-prefixed, decoded from chunks of any size.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -28,6 +30,7 @@ pub mod datagram;
 pub mod frag;
 mod header;
 pub mod pack;
+pub mod stream;
 
 pub use crc32c::crc32c;
 pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION};

@@ -1,0 +1,233 @@
+//! Messages on a byte stream (a QUIC stream, later TCP and Unix sockets): each message
+//! is a length prefix and the payload.
+//!
+//! The prefix is a LEB128 varint (1 byte up to 127, 2 up to 16383, at most 5 for a
+//! `u32`), because streams are already ordered and checksummed by the layer below and a
+//! 64-byte message should not pay a 40-byte [`crate::FrameHeader`]. The decoder takes
+//! bytes in chunks of any size, as a socket hands them out, and refuses a length above
+//! its limit before buffering anything of that message, so a hostile peer cannot make
+//! it allocate.
+//!
+//! ```
+//! use zerohop_proto::stream::{StreamDecoder, encode_prefix};
+//!
+//! let mut wire = Vec::new();
+//! for m in [&b"hi"[..], &[7u8; 300][..]] {
+//!     encode_prefix(m.len(), &mut wire);
+//!     wire.extend_from_slice(m);
+//! }
+//! let mut decoder = StreamDecoder::new(1 << 20);
+//! let mut got = Vec::new();
+//! for chunk in wire.chunks(3) {
+//!     decoder.push(chunk, |m| got.push(m.to_vec())).unwrap();
+//! }
+//! assert_eq!(got, vec![b"hi".to_vec(), vec![7u8; 300]]);
+//! ```
+
+/// The longest prefix: a `u32` in LEB128.
+pub const MAX_PREFIX_LEN: usize = 5;
+
+/// Appends the length prefix of a `len`-byte message to `out`.
+pub fn encode_prefix(len: usize, out: &mut Vec<u8>) {
+    let mut v = len as u64;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Writes the length prefix of a `len`-byte message into `out`; returns its length.
+pub fn write_prefix(len: usize, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
+    let mut v = len as u64;
+    let mut i = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 || i == MAX_PREFIX_LEN - 1 {
+            out[i] = byte;
+            return i + 1;
+        }
+        out[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+/// Why a stream cannot be decoded further. The stream is then unusable: close it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamError {
+    /// A message announced more bytes than the limit.
+    TooLarge { len: u64, max: usize },
+    /// A prefix longer than [`MAX_PREFIX_LEN`] bytes, or one that overflows a `u32`.
+    BadPrefix,
+}
+
+impl core::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooLarge { len, max } => write!(f, "a message of {len} bytes exceeds the limit of {max}"),
+            Self::BadPrefix => f.write_str("malformed length prefix"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// Splits a byte stream back into messages.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    max_message: usize,
+    /// The prefix being read: value so far and bytes seen.
+    prefix: (u64, usize),
+    /// The message being read, when its prefix is complete.
+    want: Option<usize>,
+    buf: Vec<u8>,
+    failed: Option<StreamError>,
+}
+
+impl StreamDecoder {
+    /// A decoder that refuses messages above `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self { max_message, prefix: (0, 0), want: None, buf: Vec::new(), failed: None }
+    }
+
+    /// Whether the stream ended cleanly here (no message half-read).
+    pub fn at_boundary(&self) -> bool {
+        self.want.is_none() && self.prefix.1 == 0
+    }
+
+    /// Feeds the next bytes; calls `deliver` with each complete message, in order. A
+    /// message that arrives whole within `bytes` is delivered without being copied.
+    pub fn push(&mut self, mut bytes: &[u8], mut deliver: impl FnMut(&[u8])) -> Result<(), StreamError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        while !bytes.is_empty() {
+            let Some(want) = self.want else {
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                let (value, seen) = self.prefix;
+                let value = value | (u64::from(b & 0x7f) << (7 * seen));
+                if b & 0x80 != 0 {
+                    if seen + 1 >= MAX_PREFIX_LEN {
+                        return Err(*self.failed.insert(StreamError::BadPrefix));
+                    }
+                    self.prefix = (value, seen + 1);
+                    continue;
+                }
+                self.prefix = (0, 0);
+                if value > u64::from(u32::MAX) {
+                    return Err(*self.failed.insert(StreamError::BadPrefix));
+                }
+                if value > self.max_message as u64 {
+                    return Err(*self.failed.insert(StreamError::TooLarge { len: value, max: self.max_message }));
+                }
+                let len = value as usize;
+                if self.buf.is_empty() && bytes.len() >= len {
+                    deliver(&bytes[..len]);
+                    bytes = &bytes[len..];
+                } else {
+                    self.want = Some(len);
+                }
+                continue;
+            };
+            let take = (want - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == want {
+                deliver(&self.buf);
+                self.buf.clear();
+                self.want = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn wire(messages: &[Vec<u8>]) -> Vec<u8> {
+        let mut w = Vec::new();
+        for m in messages {
+            encode_prefix(m.len(), &mut w);
+            w.extend_from_slice(m);
+        }
+        w
+    }
+
+    #[test]
+    fn prefixes_are_leb128_and_both_writers_agree() {
+        for (len, bytes) in
+            [(0usize, vec![0u8]), (127, vec![0x7f]), (128, vec![0x80, 1]), (16_384, vec![0x80, 0x80, 1])]
+        {
+            let mut v = Vec::new();
+            encode_prefix(len, &mut v);
+            assert_eq!(v, bytes, "{len}");
+            let mut a = [0u8; MAX_PREFIX_LEN];
+            let n = write_prefix(len, &mut a);
+            assert_eq!(&a[..n], &bytes[..]);
+        }
+        let mut a = [0u8; MAX_PREFIX_LEN];
+        assert_eq!(write_prefix(u32::MAX as usize, &mut a), 5);
+    }
+
+    #[test]
+    fn oversize_and_malformed_prefixes_are_refused_before_buffering() {
+        let mut d = StreamDecoder::new(100);
+        let mut w = Vec::new();
+        encode_prefix(101, &mut w);
+        assert_eq!(d.push(&w, |_| panic!("nothing to deliver")), Err(StreamError::TooLarge { len: 101, max: 100 }));
+        // Once failed, it stays failed.
+        assert!(d.push(&[0], |_| panic!()).is_err());
+        let mut d = StreamDecoder::new(usize::MAX);
+        assert_eq!(d.push(&[0xff; 6], |_| panic!()), Err(StreamError::BadPrefix));
+        let mut d = StreamDecoder::new(usize::MAX);
+        assert_eq!(d.push(&[0xff, 0xff, 0xff, 0xff, 0x7f], |_| panic!()), Err(StreamError::BadPrefix));
+    }
+
+    #[test]
+    fn a_stream_cut_mid_message_is_not_at_a_boundary() {
+        let mut d = StreamDecoder::new(1000);
+        let w = wire(&[vec![1; 10]]);
+        d.push(&w[..5], |_| {}).unwrap();
+        assert!(!d.at_boundary());
+        d.push(&w[5..], |_| {}).unwrap();
+        assert!(d.at_boundary());
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_yields_the_messages_in_order(
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 0..20),
+            cuts in proptest::collection::vec(1usize..64, 1..50),
+        ) {
+            let w = wire(&messages);
+            let mut d = StreamDecoder::new(400);
+            let mut got = Vec::new();
+            let (mut at, mut i) = (0, 0);
+            while at < w.len() {
+                let n = cuts[i % cuts.len()].min(w.len() - at);
+                d.push(&w[at..at + n], |m| got.push(m.to_vec())).unwrap();
+                at += n;
+                i += 1;
+            }
+            prop_assert_eq!(got, messages);
+            prop_assert!(d.at_boundary());
+        }
+
+        #[test]
+        fn garbage_never_panics_nor_delivers_more_than_it_was_given(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let mut d = StreamDecoder::new(1000);
+            let mut total = 0;
+            let _ = d.push(&bytes, |m| total += m.len());
+            prop_assert!(total <= bytes.len());
+        }
+    }
+}
