@@ -1,0 +1,219 @@
+//! TLS for QUIC: who a server says it is, and whom a client believes.
+//!
+//! TLS is always on. For development, [`Identity::SelfSigned`] makes a certificate at
+//! start-up (rcgen), and a client accepts it only with the loudly named
+//! [`Trust::DangerouslyAcceptAnyServer`]. For production, [`Identity::Files`] loads a
+//! certificate chain and key (PEM), [`Trust::Ca`] verifies the server against a CA
+//! bundle, and a server can require client certificates signed by a CA (mutual TLS).
+//!
+//! Both sides speak TLS 1.3 only (QUIC requires it), advertise the ALPN protocol
+//! [`ALPN`], keep session tickets for 0-RTT, and accept early data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// The application protocol both sides must agree on.
+pub const ALPN: &[u8] = b"zerohop/1";
+
+/// What can go wrong setting TLS up (not a failed handshake: that is the connection's).
+#[derive(Debug)]
+pub enum TlsError {
+    /// A certificate, key or CA file could not be read or parsed.
+    File { path: PathBuf, why: String },
+    /// rcgen could not make the development certificate.
+    SelfSigned(String),
+    /// rustls refused the configuration (a key that does not match its certificate, …).
+    Config(String),
+}
+
+impl core::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::File { path, why } => write!(f, "{}: {why}", path.display()),
+            Self::SelfSigned(why) => write!(f, "cannot make a self-signed certificate: {why}"),
+            Self::Config(why) => write!(f, "TLS configuration refused: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// Who a server (or a client, for mutual TLS) says it is.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// A certificate made now for these names (development only: nobody can verify it).
+    SelfSigned { names: Vec<String> },
+    /// A PEM certificate chain and its PEM private key.
+    Files { cert_chain: PathBuf, key: PathBuf },
+}
+
+/// Whom a client believes.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Servers whose chain ends at one of the CAs in this PEM bundle.
+    Ca(PathBuf),
+    /// Any server certificate at all, self-signed, expired or for another name. The
+    /// handshake is still encrypted and its signature checked, but the server is not
+    /// authenticated: for development against [`Identity::SelfSigned`] only.
+    DangerouslyAcceptAnyServer,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |why: String| TlsError::File { path: path.to_path_buf(), why };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File { path: path.to_path_buf(), why: e.to_string() })
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        store.add(cert).map_err(|e| TlsError::File { path: ca.to_path_buf(), why: e.to_string() })?;
+    }
+    Ok(store)
+}
+
+/// A certificate chain and key for `identity`.
+pub fn load_identity(identity: &Identity) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    match identity {
+        Identity::SelfSigned { names } => {
+            let made =
+                rcgen::generate_simple_self_signed(names.clone()).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+            let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+            Ok((vec![made.cert.der().clone()], key))
+        }
+        Identity::Files { cert_chain, key } => Ok((read_certs(cert_chain)?, read_key(key)?)),
+    }
+}
+
+/// The server side: `identity`, and with `client_ca` mutual TLS (clients must present a
+/// certificate signed by one of those CAs).
+pub fn server_config(identity: &Identity, client_ca: Option<&Path>) -> Result<rustls::ServerConfig, TlsError> {
+    let (chain, key) = load_identity(identity)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    // QUIC allows 0 or u32::MAX; the latter turns on 0-RTT.
+    config.max_early_data_size = u32::MAX;
+    Ok(config)
+}
+
+/// The client side: whom to `trust`, and for mutual TLS our own `identity`.
+pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match trust {
+        Trust::Ca(ca) => builder.with_root_certificates(roots(ca)?),
+        Trust::DangerouslyAcceptAnyServer => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+        }
+    };
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let (chain, key) = load_identity(id)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?
+        }
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.enable_early_data = true;
+    Ok(config)
+}
+
+/// Accepts any server certificate but still checks the handshake signature with it, so
+/// the connection is encrypted to whoever holds that certificate's key.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_tls13_with_alpn_and_early_data() {
+        let server = server_config(&Identity::SelfSigned { names: vec!["localhost".into()] }, None).unwrap();
+        assert_eq!(server.alpn_protocols, vec![ALPN.to_vec()]);
+        assert_eq!(server.max_early_data_size, u32::MAX);
+        let client = client_config(&Trust::DangerouslyAcceptAnyServer, None).unwrap();
+        assert!(client.enable_early_data);
+        assert_eq!(client.alpn_protocols, vec![ALPN.to_vec()]);
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_typed_errors() {
+        let missing =
+            Identity::Files { cert_chain: "/nonexistent/cert.pem".into(), key: "/nonexistent/key.pem".into() };
+        assert!(matches!(server_config(&missing, None), Err(TlsError::File { .. })));
+        let empty = std::env::temp_dir().join(format!("zerohop-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "").unwrap();
+        assert!(matches!(client_config(&Trust::Ca(empty.clone()), None), Err(TlsError::File { .. })));
+        let _ = std::fs::remove_file(empty);
+    }
+}
