@@ -10,6 +10,8 @@
 //! - [`frag`]: messages larger than a datagram, split and reassembled with bounded memory.
 //! - [`datagram`]: the sender's [`datagram::Outbox`] and the receiver's [`datagram::Inbox`],
 //!   which count what was lost, late or duplicated.
+//! - [`chaos`]: seeded fault decisions (loss, reordering, duplication, delay) for the
+//!   chaos proxy.
 //! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
 //!   length-prefixed, decoded from chunks of any size.
 //!
@@ -25,6 +27,7 @@
 //! assert_eq!(body, payload);
 //! ```
 
+pub mod chaos;
 mod crc32c;
 pub mod datagram;
 pub mod frag;
