@@ -1,5 +1,6 @@
 //! quinn on loopback with this crate's runtime and TLS: framed messages on a stream,
-//! datagrams, and a client that does not trust the server failing with a TLS error.
+//! datagrams, a client that does not trust the server failing with a TLS error, and a
+//! stream that still delivers everything, in order, through a lossy chaos proxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,4 +91,45 @@ fn a_client_that_trusts_another_ca_fails_the_handshake() {
     // rustls names the reason (here: the certificate is not signed by the trusted CA).
     let text = err.to_string();
     assert!(text.contains("invalid peer certificate"), "{text}");
+}
+
+#[test]
+fn a_stream_delivers_everything_in_order_through_loss_reordering_and_duplication() {
+    let rt = SharedRuntime::get().unwrap();
+    let server = server(&rt);
+    let spec = zerohop_proto::chaos::ChaosSpec::parse("loss:0.05,reorder:0.05,dup:0.02,delay:1ms").unwrap();
+    let proxy =
+        zerohop_udp::chaos::ChaosProxy::start("127.0.0.1:0".parse().unwrap(), server.local_addr().unwrap(), spec, 3)
+            .unwrap();
+    let via = proxy.local_addr();
+    let client = client(&rt, &Trust::DangerouslyAcceptAnyServer);
+    let messages: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_le_bytes().repeat(1 + (i as usize % 50))).collect();
+    let expected = messages.clone();
+    let received = rt.handle().block_on(async move {
+        let accept = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let mut recv = conn.accept_uni().await.unwrap();
+            let mut decoder = StreamDecoder::new(1 << 20);
+            let mut got = Vec::new();
+            while let Some(chunk) = recv.read_chunk(64 << 10, true).await.unwrap() {
+                decoder.push(&chunk.bytes, |m| got.push(m.to_vec())).unwrap();
+            }
+            got
+        });
+        let conn = client.connect(via, "localhost").unwrap().await.unwrap();
+        let mut send = conn.open_uni().await.unwrap();
+        for m in &messages {
+            let mut wire = Vec::with_capacity(m.len() + 5);
+            encode_prefix(m.len(), &mut wire);
+            wire.extend_from_slice(m);
+            send.write_all(&wire).await.unwrap();
+        }
+        send.finish().unwrap();
+        let got = accept.await.unwrap();
+        conn.close(0u32.into(), b"done");
+        got
+    });
+    let stats = proxy.stop();
+    assert_eq!(received, expected);
+    assert!(stats.dropped > 0 && stats.duplicated > 0, "the proxy did interfere: {stats:?}");
 }
