@@ -133,3 +133,48 @@ fn a_stream_delivers_everything_in_order_through_loss_reordering_and_duplication
     assert_eq!(received, expected);
     assert!(stats.dropped > 0 && stats.duplicated > 0, "the proxy did interfere: {stats:?}");
 }
+
+#[test]
+fn a_client_that_has_seen_the_server_sends_its_first_message_in_0rtt() {
+    let rt = SharedRuntime::get().unwrap();
+    let server = server(&rt);
+    let addr = server.local_addr().unwrap();
+    let client = client(&rt, &Trust::DangerouslyAcceptAnyServer);
+    let (first_was_0rtt, second) = rt.handle().block_on(async move {
+        let serve = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let incoming = server.accept().await.unwrap();
+                // Accept 0.5-RTT so that the client's early stream is read at once.
+                let (conn, _) = incoming.accept().unwrap().into_0rtt().unwrap();
+                let mut recv = conn.accept_uni().await.unwrap();
+                got.push(recv.read_to_end(1 << 10).await.unwrap());
+                // Let the client collect its session ticket before it leaves.
+                let _ = conn.closed().await;
+            }
+            got
+        });
+        // First contact: a full handshake; the session ticket arrives after it.
+        let (first, conn) = match client.connect(addr, "localhost").unwrap().into_0rtt() {
+            Ok((conn, _)) => (true, conn),
+            Err(connecting) => (false, connecting.await.unwrap()),
+        };
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(b"full handshake").await.unwrap();
+        s.finish().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        conn.close(0u32.into(), b"bye");
+        // Again: this time the first message goes in the first flight.
+        let (conn, accepted) = client.connect(addr, "localhost").unwrap().into_0rtt().expect("a ticket to resume with");
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(b"early").await.unwrap();
+        s.finish().unwrap();
+        assert!(accepted.await, "the server took the early data");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        conn.close(0u32.into(), b"bye");
+        let got = serve.await.unwrap();
+        (first, got)
+    });
+    assert!(!first_was_0rtt, "no ticket yet on first contact");
+    assert_eq!(second, vec![b"full handshake".to_vec(), b"early".to_vec()]);
+}
