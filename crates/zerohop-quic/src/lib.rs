@@ -13,4 +13,4 @@ pub mod runtime;
 pub mod tls;
 
 pub use runtime::SharedRuntime;
-pub use tls::{ALPN, Identity, TlsError, Trust};
+pub use tls::{ALPN, HandshakeFailure, Identity, TlsError, Trust};

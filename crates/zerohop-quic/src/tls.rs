@@ -152,6 +152,59 @@ pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<rustl
     Ok(config)
 }
 
+/// Why a TLS handshake failed, read from the connection error, so that transports can
+/// report a stable error code instead of a library's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The peer's certificate does not chain to a trusted CA (or is self-signed).
+    UnknownIssuer,
+    /// The peer's certificate has expired.
+    Expired,
+    /// The peer's certificate is not valid yet.
+    NotValidYet,
+    /// The peer's certificate is for another name.
+    WrongName,
+    /// The peer's certificate is otherwise invalid (bad signature, wrong usage, …).
+    BadCertificate,
+    /// The server requires a client certificate and none (or an untrusted one) was sent.
+    ClientCertificateRequired,
+    /// The peer refused the handshake for another reason (a TLS alert from its side).
+    RefusedByPeer,
+}
+
+impl HandshakeFailure {
+    /// Reads a failure out of a connection error; `None` if it is not a TLS failure.
+    pub fn of(error: &quinn::ConnectionError) -> Option<HandshakeFailure> {
+        let (code, text) = match error {
+            quinn::ConnectionError::TransportError(e) => (u64::from(e.code), e.reason.clone()),
+            quinn::ConnectionError::ConnectionClosed(c) => {
+                (u64::from(c.error_code), String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            _ => return None,
+        };
+        // QUIC carries TLS alerts as transport error codes 0x100 + alert (RFC 9001).
+        let alert = code.checked_sub(0x100).filter(|a| *a < 0x100)?;
+        if matches!(error, quinn::ConnectionError::ConnectionClosed(_)) {
+            // The peer refused us: a server checking our client certificate, mostly.
+            return Some(match alert {
+                // certificate_required, bad_certificate, unknown_ca, certificate_unknown
+                116 | 42 | 48 | 46 => HandshakeFailure::ClientCertificateRequired,
+                _ => HandshakeFailure::RefusedByPeer,
+            });
+        }
+        // We refused the peer's certificate; the alert says why, the text refines it.
+        Some(match alert {
+            48 => HandshakeFailure::UnknownIssuer,
+            45 if text.contains("not valid yet") || text.contains("NotValidYet") => HandshakeFailure::NotValidYet,
+            45 => HandshakeFailure::Expired,
+            42 if text.contains("not valid for name") || text.contains("NotValidForName") => {
+                HandshakeFailure::WrongName
+            }
+            _ => HandshakeFailure::BadCertificate,
+        })
+    }
+}
+
 /// Accepts any server certificate but still checks the handshake signature with it, so
 /// the connection is encrypted to whoever holds that certificate's key.
 #[derive(Debug)]
