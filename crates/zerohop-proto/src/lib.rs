@@ -12,6 +12,8 @@
 //!   which count what was lost, late or duplicated.
 //! - [`chaos`]: seeded fault decisions (loss, reordering, duplication, delay) for the
 //!   chaos proxy.
+//! - [`lifecycle`]: a connection's status (connecting, connected, reconnecting,
+//!   disconnected, closed) and its retry schedule (exponential backoff with jitter).
 //! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
 //!   length-prefixed, decoded from chunks of any size.
 //!
@@ -32,6 +34,7 @@ mod crc32c;
 pub mod datagram;
 pub mod frag;
 mod header;
+pub mod lifecycle;
 pub mod pack;
 pub mod stream;
 
