@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use crate::rng::SplitMix64;
+
 /// How often each fault happens, and how long datagrams are held.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ChaosSpec {
@@ -110,33 +112,20 @@ pub enum Fate {
 #[derive(Clone, Debug)]
 pub struct Chaos {
     spec: ChaosSpec,
-    state: u64,
+    rng: SplitMix64,
 }
 
 impl Chaos {
     /// Decides with `spec`; the same `seed` gives the same fates in the same order.
     pub fn new(spec: ChaosSpec, seed: u64) -> Chaos {
-        Chaos { spec, state: seed }
-    }
-
-    /// splitmix64: small, fast, and good enough to spread faults.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        Chaos { spec, rng: SplitMix64::new(seed) }
     }
 
     /// The next datagram's fate. Every call draws the same number of random values, so
     /// one fault's probability does not shift the others' sequence.
     pub fn decide(&mut self) -> Fate {
-        let (loss, reorder, dup, jitter) = (self.unit(), self.unit(), self.unit(), self.unit());
+        let r = &mut self.rng;
+        let (loss, reorder, dup, jitter) = (r.unit(), r.unit(), r.unit(), r.unit());
         if loss < self.spec.loss {
             return Fate::Drop;
         }

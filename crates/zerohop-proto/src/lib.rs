@@ -36,6 +36,7 @@ pub mod frag;
 mod header;
 pub mod lifecycle;
 pub mod pack;
+mod rng;
 pub mod stream;
 
 pub use crc32c::crc32c;

@@ -10,6 +10,7 @@
 //!
 //! ```
 //! use std::time::Duration;
+//!
 //! use zerohop_proto::lifecycle::{Backoff, Event, Lifecycle, Status};
 //!
 //! let policy = Backoff { initial: Duration::from_millis(100), max_attempts: Some(3), ..Backoff::default() };
@@ -22,6 +23,8 @@
 //! ```
 
 use std::time::Duration;
+
+use crate::rng::SplitMix64;
 
 /// How long to wait between attempts: exponential, capped, with jitter, and optionally
 /// a bounded number of attempts.
@@ -97,27 +100,18 @@ pub struct Lifecycle {
     status: Status,
     /// Attempts made since the last success.
     attempts: u32,
-    rng: u64,
+    rng: SplitMix64,
 }
 
 impl Lifecycle {
     /// Starts `Connecting`; `seed` makes the jitter reproducible.
     pub fn new(policy: Backoff, seed: u64) -> Lifecycle {
-        Lifecycle { policy, status: Status::Connecting, attempts: 0, rng: seed }
+        Lifecycle { policy, status: Status::Connecting, attempts: 0, rng: SplitMix64::new(seed) }
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
         self.status
-    }
-
-    fn unit(&mut self) -> f64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// The wait before retry number `attempt` (from 1).
@@ -127,7 +121,7 @@ impl Lifecycle {
         let base = p.initial.as_secs_f64() * growth;
         let base = base.min(p.max.as_secs_f64());
         let jitter = p.jitter.clamp(0.0, 1.0);
-        Duration::from_secs_f64(base * (1.0 - jitter * self.unit()))
+        Duration::from_secs_f64(base * (1.0 - jitter * self.rng.unit()))
     }
 
     /// Schedules the next attempt, or gives up.

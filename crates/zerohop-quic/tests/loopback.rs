@@ -24,6 +24,31 @@ fn client(rt: &SharedRuntime, trust: &Trust) -> quinn::Endpoint {
     ep
 }
 
+/// Sends `messages` framed on one new stream, then finishes it.
+async fn write_messages(conn: &quinn::Connection, messages: &[Vec<u8>]) {
+    let mut send = conn.open_uni().await.unwrap();
+    let mut wire = Vec::new();
+    for m in messages {
+        wire.clear();
+        encode_prefix(m.len(), &mut wire);
+        wire.extend_from_slice(m);
+        send.write_all(&wire).await.unwrap();
+    }
+    send.finish().unwrap();
+}
+
+/// Reads the framed messages of the peer's next stream, to its end.
+async fn read_messages(conn: &quinn::Connection) -> Vec<Vec<u8>> {
+    let mut recv = conn.accept_uni().await.unwrap();
+    let mut decoder = StreamDecoder::new(1 << 20);
+    let mut got = Vec::new();
+    while let Some(chunk) = recv.read_chunk(64 << 10, true).await.unwrap() {
+        decoder.push(&chunk.bytes, |m| got.push(m.to_vec())).unwrap();
+    }
+    assert!(decoder.at_boundary(), "the stream ended mid-message");
+    got
+}
+
 #[test]
 fn framed_messages_on_a_stream_and_datagrams_both_ways() {
     let rt = SharedRuntime::get().unwrap();
@@ -38,26 +63,12 @@ fn framed_messages_on_a_stream_and_datagrams_both_ways() {
             // The client's datagram, echoed.
             let d = conn.read_datagram().await.unwrap();
             conn.send_datagram(d).unwrap();
-            let mut recv = conn.accept_uni().await.unwrap();
-            let mut decoder = StreamDecoder::new(1 << 20);
-            let mut got = Vec::new();
-            while let Some(chunk) = recv.read_chunk(64 << 10, true).await.unwrap() {
-                decoder.push(&chunk.bytes, |m| got.push(m.to_vec())).unwrap();
-            }
-            assert!(decoder.at_boundary());
-            got
+            read_messages(&conn).await
         });
         let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
         conn.send_datagram(bytes::Bytes::from_static(b"ping")).unwrap();
         assert_eq!(&conn.read_datagram().await.unwrap()[..], b"ping");
-        let mut send = conn.open_uni().await.unwrap();
-        let mut wire = Vec::new();
-        for m in &messages {
-            encode_prefix(m.len(), &mut wire);
-            wire.extend_from_slice(m);
-        }
-        send.write_all(&wire).await.unwrap();
-        send.finish().unwrap();
+        write_messages(&conn, &messages).await;
         let got = accept.await.unwrap();
         conn.close(0u32.into(), b"done");
         client.wait_idle().await;
@@ -108,23 +119,10 @@ fn a_stream_delivers_everything_in_order_through_loss_reordering_and_duplication
     let received = rt.handle().block_on(async move {
         let accept = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
-            let mut recv = conn.accept_uni().await.unwrap();
-            let mut decoder = StreamDecoder::new(1 << 20);
-            let mut got = Vec::new();
-            while let Some(chunk) = recv.read_chunk(64 << 10, true).await.unwrap() {
-                decoder.push(&chunk.bytes, |m| got.push(m.to_vec())).unwrap();
-            }
-            got
+            read_messages(&conn).await
         });
         let conn = client.connect(via, "localhost").unwrap().await.unwrap();
-        let mut send = conn.open_uni().await.unwrap();
-        for m in &messages {
-            let mut wire = Vec::with_capacity(m.len() + 5);
-            encode_prefix(m.len(), &mut wire);
-            wire.extend_from_slice(m);
-            send.write_all(&wire).await.unwrap();
-        }
-        send.finish().unwrap();
+        write_messages(&conn, &messages).await;
         let got = accept.await.unwrap();
         conn.close(0u32.into(), b"done");
         got
