@@ -237,6 +237,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp). */
   private readonly waker: ShmHandle | UdpHandle
   private flushQueued = false
+  /** False for role 'subscriber' (shared memory checks through `pub` instead). */
+  private readonly canPublish: boolean
+  /** UDP: what this hub published (shared memory counts in its publisher). */
+  private published = 0
+  private publishedBytes = 0
   /** Bytes before each message in the ring: the envelope (sender, timestamp) of network transports. */
   private readonly envelope: number
   private readonly flushEachTick: boolean
@@ -306,7 +311,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
   }
 
-  private readonly canPublish: boolean
 
   /**
    * Opens a hub on `url`:
@@ -642,9 +646,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   // ---- UDP publishing ------------------------------------------------------------
-
-  private published = 0
-  private publishedBytes = 0
 
   private udpPublisher(): UdpHandle {
     if (this.closed) throw new ClosedError('the hub is closed')
