@@ -22,6 +22,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Fills the receive side from a ring subscriber's counters (every transport reads
+    /// through one).
+    pub fn with_subscriber(mut self, subscriber: Option<&zerohop_shm::Subscriber>) -> Self {
+        if let Some(sub) = subscriber {
+            let s = sub.stats();
+            self.received = s.received;
+            self.received_bytes = s.received_bytes;
+            self.lapped = s.lapped;
+        }
+        self
+    }
+
     /// Zeroed counters for `transport`.
     pub fn new(transport: TransportKind, selected_automatically: bool) -> Self {
         Self {

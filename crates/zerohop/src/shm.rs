@@ -105,12 +105,6 @@ impl Transport for ShmTransport {
             m.dropped = s.dropped;
             m.blocked = s.blocked;
         }
-        if let Some(sub) = &self.subscriber {
-            let s = sub.stats();
-            m.received = s.received;
-            m.received_bytes = s.received_bytes;
-            m.lapped = s.lapped;
-        }
-        m
+        m.with_subscriber(self.subscriber.as_ref())
     }
 }

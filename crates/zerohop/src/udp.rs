@@ -233,7 +233,8 @@ struct Io {
 /// too does the kernel drop datagrams, which receivers count as `lost`.
 struct RingInlet {
     ring: Publisher,
-    segment: Arc<Segment>,
+    /// Half the ring: read the socket only while the slowest reader is less behind.
+    half: u64,
     /// Messages that found the ring full, end to end in `data`, oldest first.
     data: Vec<u8>,
     spans: std::collections::VecDeque<(usize, usize)>,
@@ -242,8 +243,8 @@ struct RingInlet {
 impl RingInlet {
     fn new(segment: Arc<Segment>) -> Self {
         Self {
-            ring: Publisher::new(segment.clone(), Backpressure::DropNew),
-            segment,
+            half: u64::from(segment.layout().capacity / 2),
+            ring: Publisher::new(segment, Backpressure::DropNew),
             data: Vec::new(),
             spans: std::collections::VecDeque::new(),
         }
@@ -258,7 +259,7 @@ impl RingInlet {
     /// a ring behind. Reading only then keeps the backlog (and the waits for room that
     /// make every read wake this side) for real overload.
     fn has_room_for_a_batch(&self) -> bool {
-        self.open() && self.ring.slowest_lag() < u64::from(self.segment.layout().capacity / 2)
+        self.open() && self.ring.slowest_lag() < self.half
     }
 
     /// Writes the envelope and the message into the next slot, or into the backlog.
@@ -433,14 +434,13 @@ impl UdpLink {
 
 /// A hub's UDP socket(s), I/O thread and receive ring.
 pub struct UdpTransport {
-    shared: Arc<Shared>,
+    /// The hot paths, and through them the state the I/O threads share.
     link: UdpLink,
     io_thread: Option<JoinHandle<()>>,
     group: Option<ReceiverGroup>,
     segment: Arc<Segment>,
     subscriber: Option<Subscriber>,
     local: SocketAddr,
-    max_message: usize,
     spin: Duration,
     published: u64,
     published_bytes: u64,
@@ -469,6 +469,10 @@ fn io_error(what: &str, e: io::Error) -> Error {
 }
 
 impl UdpTransport {
+    fn shared(&self) -> &Shared {
+        &self.link.shared
+    }
+
     /// Binds `udp://host:port` (a multicast group joins it) with `options`.
     pub fn open(endpoint: &Endpoint, options: &HubOptions) -> Result<Self> {
         let Target::Host { host, port } = endpoint.target() else {
@@ -609,20 +613,14 @@ impl UdpTransport {
                 io_loop(&s)
             })
             .map_err(|e| io_error("spawn the I/O thread", e))?;
-        let link = UdpLink {
-            shared: shared.clone(),
-            max_message: max_message as usize,
-            can_publish: options.role != Role::Subscriber,
-        };
+        let link = UdpLink { shared, max_message: max_message as usize, can_publish: options.role != Role::Subscriber };
         Ok(Self {
-            shared,
             link,
             io_thread: Some(io_thread),
             group,
             segment,
             subscriber,
             local,
-            max_message: max_message as usize,
             spin: options.spin,
             published: 0,
             published_bytes: 0,
@@ -643,12 +641,12 @@ impl UdpTransport {
     /// Replaces where published messages go.
     pub fn set_peers(&self, peers: &[String]) -> Result<()> {
         let parsed = peers.iter().map(|p| parse_peer(p, Some(&self.local))).collect::<Result<Vec<_>>>()?;
-        self.shared.with_io(|io| io.endpoint.set_peers(parsed))?.map_err(|e| io_error("set peers", e))
+        self.shared().with_io(|io| io.endpoint.set_peers(parsed))?.map_err(|e| io_error("set peers", e))
     }
 
     /// Sends everything queued now.
     pub fn flush(&self) -> Result<()> {
-        self.shared.with_io(|io| io.endpoint.flush())?.map_err(|e| io_error("flush", e))
+        self.shared().with_io(|io| io.endpoint.flush())?.map_err(|e| io_error("flush", e))
     }
 
     /// Queues `messages` (an iterator, so callers need not collect) under one lock.
@@ -676,33 +674,33 @@ impl UdpTransport {
 
     /// Sets what runs (on an I/O thread) after messages arrive while armed.
     pub fn set_on_receive(&self, callback: Option<OnReceive>) {
-        *self.shared.on_receive.lock().unwrap_or_else(|p| p.into_inner()) = callback;
+        *self.shared().on_receive.lock().unwrap_or_else(|p| p.into_inner()) = callback;
     }
 
     /// Asks for one `on_receive` call once messages arrive; `readable` says whether the
     /// caller's cursor is already behind the ring's tail, in which case it fires now.
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
-        self.shared.armed.store(true, Ordering::SeqCst);
+        self.shared().armed.store(true, Ordering::SeqCst);
         // The reader parks: the I/O thread must watch the socket again, now.
-        self.shared.reader_parked.store(true, Ordering::SeqCst);
-        if self.shared.io_ignores_socket.load(Ordering::SeqCst) {
-            self.shared.wake_io();
+        self.shared().reader_parked.store(true, Ordering::SeqCst);
+        if self.shared().io_ignores_socket.load(Ordering::SeqCst) {
+            self.shared().wake_io();
         }
         std::sync::atomic::fence(Ordering::SeqCst); // see `Shared::delivered`
         if readable_now() {
-            self.shared.delivered();
+            self.shared().delivered();
         }
     }
 
     /// Cancels an `arm`.
     pub fn disarm(&self) {
-        self.shared.armed.store(false, Ordering::SeqCst);
+        self.shared().armed.store(false, Ordering::SeqCst);
     }
 
     /// The socket's counters, with the traffic of the other receive sockets added
     /// (theirs are at most [`zerohop_udp::group::METRICS_EVERY`] old).
     pub fn udp_metrics(&self) -> UdpMetrics {
-        let mut m = self.shared.with_io(|io| io.endpoint.metrics()).unwrap_or_default();
+        let mut m = self.shared().with_io(|io| io.endpoint.metrics()).unwrap_or_default();
         for other in self.group.iter().flat_map(ReceiverGroup::metrics) {
             m.absorb(&other);
         }
@@ -745,13 +743,13 @@ impl UdpTransport {
     /// Stops the I/O threads (sending what is queued first). Idempotent.
     pub fn shutdown(&mut self) {
         if let Some(t) = self.io_thread.take() {
-            let _ = self.shared.with_io(|io| io.endpoint.flush());
-            self.shared.stop.store(true, Ordering::SeqCst);
-            self.shared.wake_io();
+            let _ = self.shared().with_io(|io| io.endpoint.flush());
+            self.shared().stop.store(true, Ordering::SeqCst);
+            self.shared().wake_io();
             let _ = t.join();
         }
         // Close the socket now; late users of `Shared` get ERR_CLOSED.
-        drop(self.shared.lock().take());
+        drop(self.shared().lock().take());
         if let Some(g) = self.group.take() {
             let _ = g.stop();
         }
@@ -861,7 +859,7 @@ impl Transport for UdpTransport {
     }
 
     fn max_message_size(&self) -> usize {
-        self.max_message
+        self.link.max_message
     }
 
     fn publish(&mut self, payload: &[u8]) -> Result<Delivery> {
@@ -892,13 +890,7 @@ impl Transport for UdpTransport {
         let mut m = Metrics::new(TransportKind::Udp, false);
         m.published = self.published;
         m.published_bytes = self.published_bytes;
-        if let Some(sub) = &self.subscriber {
-            let s = sub.stats();
-            m.received = s.received;
-            m.received_bytes = s.received_bytes;
-            m.lapped = s.lapped;
-        }
-        m
+        m.with_subscriber(self.subscriber.as_ref())
     }
 }
 
