@@ -326,6 +326,15 @@ impl Shared {
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
+    /// The reader is about to wait: the I/O thread must watch the socket again, now,
+    /// rather than leave it to a reader that has stopped polling it.
+    fn reader_parks(&self) {
+        self.reader_parked.store(true, Ordering::SeqCst);
+        if self.io_ignores_socket.load(Ordering::SeqCst) {
+            self.wake_io();
+        }
+    }
+
     /// Tells an armed receiver that messages arrived. Called after the ring's tail moved.
     fn delivered(&self) {
         // Pairs with the fence in `arm`: either this sees `armed`, or `arm` sees the new
@@ -681,11 +690,7 @@ impl UdpTransport {
     /// caller's cursor is already behind the ring's tail, in which case it fires now.
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.shared().armed.store(true, Ordering::SeqCst);
-        // The reader parks: the I/O thread must watch the socket again, now.
-        self.shared().reader_parked.store(true, Ordering::SeqCst);
-        if self.shared().io_ignores_socket.load(Ordering::SeqCst) {
-            self.shared().wake_io();
-        }
+        self.shared().reader_parks();
         std::sync::atomic::fence(Ordering::SeqCst); // see `Shared::delivered`
         if readable_now() {
             self.shared().delivered();
@@ -875,6 +880,8 @@ impl Transport for UdpTransport {
             .subscriber
             .as_ref()
             .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
+        // Parking on the ring (not through `arm`): the I/O thread must read the socket.
+        self.link.shared.reader_parks();
         Ok(sub.wait(self.spin, timeout, &self.never_cancelled))
     }
 
