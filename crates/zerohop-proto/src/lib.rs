@@ -16,6 +16,8 @@
 //!   disconnected, closed) and its retry schedule (exponential backoff with jitter).
 //! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
 //!   length-prefixed, decoded from chunks of any size.
+//! - [`session`]: reliable delivery across reconnects on those streams (sequence
+//!   numbers, acknowledgements of what the application read, replay, duplicate filter).
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -37,6 +39,7 @@ mod header;
 pub mod lifecycle;
 pub mod pack;
 mod rng;
+pub mod session;
 pub mod stream;
 
 pub use crc32c::crc32c;

@@ -9,8 +9,10 @@
 //!
 //! Messages on streams use [`zerohop_proto::stream`] framing.
 
+pub mod node;
 pub mod runtime;
 pub mod tls;
 
+pub use node::{Inbound, Inbox, NodeConfig, NodeMetrics, Overflow, QuicNode, Role, StatusEvent};
 pub use runtime::SharedRuntime;
 pub use tls::{ALPN, HandshakeFailure, Identity, TlsError, Trust};

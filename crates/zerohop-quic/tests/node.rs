@@ -1,0 +1,222 @@
+//! `QuicNode` on loopback: channels both ways, datagrams, status events, and no message
+//! lost when the listener goes away and a new one takes its port.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zerohop_proto::lifecycle::Status;
+use zerohop_quic::node::{Failure, FailureKind, PublishError, Sent};
+use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent};
+
+/// An application queue: messages land in a Vec, and `read` moves the read position.
+#[derive(Default)]
+struct TestInbox {
+    messages: Mutex<Vec<(u16, SocketAddr, Vec<u8>)>>,
+    read: Mutex<u64>,
+    /// Refuse deliveries beyond this many unread (a slow application).
+    room: Option<usize>,
+    /// An application that reads each message as soon as it lands.
+    eager: bool,
+    events: Mutex<Vec<StatusEvent>>,
+}
+
+impl Inbox for TestInbox {
+    fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
+        let mut all = self.messages.lock().unwrap();
+        if let Some(room) = self.room
+            && all.len() as u64 - *self.read.lock().unwrap() >= room as u64
+        {
+            return None;
+        }
+        all.push((m.channel, m.from, m.body.to_vec()));
+        Some(all.len() as u64 - 1)
+    }
+    fn consumed(&self) -> u64 {
+        if self.eager {
+            return self.messages.lock().unwrap().len() as u64;
+        }
+        *self.read.lock().unwrap()
+    }
+    fn status(&self, e: StatusEvent) {
+        self.events.lock().unwrap().push(e);
+    }
+}
+
+impl TestInbox {
+    fn read_all(&self) {
+        *self.read.lock().unwrap() = self.messages.lock().unwrap().len() as u64;
+    }
+    fn bodies(&self, channel: u16) -> Vec<Vec<u8>> {
+        self.messages.lock().unwrap().iter().filter(|m| m.0 == channel).map(|m| m.2.clone()).collect()
+    }
+    fn statuses(&self) -> Vec<Status> {
+        self.events.lock().unwrap().iter().map(|e| e.status).collect()
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn listen(addr: &str) -> (QuicNode, Arc<TestInbox>) {
+    listen_with(addr, |_| {})
+}
+
+fn listen_with(addr: &str, tweak: impl FnOnce(&mut NodeConfig)) -> (QuicNode, Arc<TestInbox>) {
+    let inbox = Arc::new(TestInbox::default());
+    let mut config = NodeConfig::new(Role::Listen, addr.parse().unwrap());
+    tweak(&mut config);
+    (QuicNode::start(config, inbox.clone()).unwrap(), inbox)
+}
+
+fn connect(addr: SocketAddr, tweak: impl FnOnce(&mut NodeConfig)) -> (QuicNode, Arc<TestInbox>) {
+    let inbox = Arc::new(TestInbox::default());
+    let mut config = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
+    config.backoff.initial = Duration::from_millis(20);
+    config.backoff.max = Duration::from_millis(100);
+    tweak(&mut config);
+    (QuicNode::start(config, inbox.clone()).unwrap(), inbox)
+}
+
+#[test]
+fn channels_both_ways_in_order_and_acknowledged_once_read() {
+    let (server, s_in) = listen("127.0.0.1:0");
+    let addr = server.local_addr().unwrap();
+    let (client, c_in) = connect(addr, |_| {});
+    // Published before the connection exists: queued, then sent.
+    for i in 0..500u32 {
+        client.publish((i % 3) as u16, &i.to_le_bytes()).unwrap();
+    }
+    client.publish(1, &vec![7u8; 3 << 20]).unwrap();
+    wait_until("the server to get everything", || s_in.messages.lock().unwrap().len() == 501);
+    for ch in 0..3u16 {
+        let want: Vec<Vec<u8>> =
+            (0..500u32).filter(|i| (i % 3) as u16 == ch).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut got = s_in.bodies(ch);
+        if ch == 1 {
+            assert_eq!(got.pop().unwrap().len(), 3 << 20);
+        }
+        assert_eq!(got, want, "channel {ch} in order");
+    }
+    assert!(client.metrics().unacked_bytes > 0, "nothing was read yet");
+    s_in.read_all();
+    wait_until("acks", || client.metrics().unacked_bytes == 0);
+    assert!(client.drain(Duration::from_millis(10)));
+
+    server.publish(2, b"from the server").unwrap();
+    wait_until("the client to get it", || c_in.bodies(2) == vec![b"from the server".to_vec()]);
+    assert_eq!(client.metrics().peers, 1);
+    assert!(client.metrics().rtt > Duration::ZERO);
+    assert_eq!(c_in.statuses()[..2], [Status::Connecting, Status::Connected]);
+    let s_events = s_in.events.lock().unwrap().clone();
+    assert_eq!(s_events[0].status, Status::Connected);
+    assert_eq!(s_events[1].peer.map(|p| p.port()), Some(client.local_addr().unwrap().port()));
+
+    assert_eq!(client.publish(99, b"x"), Err(PublishError::BadChannel { channel: 99, max: 16 }));
+    assert!(matches!(client.publish(0, &vec![0; (16 << 20) + 1]), Err(PublishError::TooLarge { .. })));
+    client.close();
+    assert_eq!(client.publish(0, b"x"), Err(PublishError::Closed));
+    assert_eq!(c_in.statuses().last(), Some(&Status::Closed));
+}
+
+#[test]
+fn datagrams_are_counted_and_limited_to_the_path() {
+    let (server, s_in) = listen("127.0.0.1:0");
+    let (client, _c_in) = connect(server.local_addr().unwrap(), |_| {});
+    wait_until("connected", || client.metrics().peers == 1);
+    for i in 0..100u8 {
+        assert_eq!(client.publish_datagram(4, &[i; 100]).unwrap(), Sent::Accepted);
+    }
+    wait_until("datagrams", || {
+        let m = server.metrics();
+        m.datagrams_received + m.datagrams_lost == 100
+    });
+    assert!(s_in.bodies(4).len() >= 90);
+    assert!(matches!(client.publish_datagram(0, &[0; 5000]), Err(PublishError::TooLarge { .. })));
+    assert_eq!(client.metrics().datagrams_sent, 100);
+}
+
+#[test]
+fn a_restarted_listener_gets_everything_the_old_one_had_not_handed_over() {
+    let (server, s_in) = listen("127.0.0.1:0");
+    let addr = server.local_addr().unwrap();
+    let (client, c_in) = connect(addr, |_| {});
+    for i in 0..100u32 {
+        client.publish(0, &i.to_le_bytes()).unwrap();
+    }
+    wait_until("delivery", || s_in.messages.lock().unwrap().len() == 100);
+    // The application read the first 40 only; then the server dies.
+    *s_in.read.lock().unwrap() = 40;
+    wait_until("the ack of 40", || client.metrics().unacked_bytes == 60 * 5);
+    drop(server);
+    wait_until("the client to notice", || c_in.statuses().iter().any(|s| matches!(s, Status::Reconnecting { .. })));
+    for i in 100..150u32 {
+        client.publish(0, &i.to_le_bytes()).unwrap();
+    }
+    // The old socket closes once its connections have drained (a few PTOs).
+    let t = Instant::now();
+    let (server2, s2_in) = loop {
+        let inbox = Arc::new(TestInbox::default());
+        match QuicNode::start(NodeConfig::new(Role::Listen, addr), inbox.clone()) {
+            Ok(node) => break (node, inbox),
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    eprintln!("rebound after {:?}", t.elapsed());
+    wait_until("replay", || s2_in.messages.lock().unwrap().len() == 110);
+    let got: Vec<u32> = s2_in.bodies(0).iter().map(|b| u32::from_le_bytes(b[..4].try_into().unwrap())).collect();
+    assert_eq!(got, (40..150).collect::<Vec<_>>(), "the unread 60, then the new 50, once each, in order");
+    assert_eq!(client.metrics().reconnects, 1);
+    let last = c_in.events.lock().unwrap().iter().rev().find(|e| e.error.is_some()).cloned().unwrap();
+    assert!(
+        matches!(last.error, Some(Failure { kind: FailureKind::ClosedByPeer | FailureKind::Lost, .. })),
+        "{last:?}"
+    );
+    drop(server2);
+}
+
+#[test]
+fn a_peer_that_does_not_read_is_disconnected_and_the_others_go_on() {
+    let (server, _s_in) = listen_with("127.0.0.1:0", |c| {
+        c.send_queue_bytes = 4 << 20;
+        c.overflow = zerohop_quic::Overflow::Block(Duration::from_millis(200));
+    });
+    let addr = server.local_addr().unwrap();
+    // One client reads nothing (its inbox takes 10 messages), the other reads all.
+    let slow_inbox = Arc::new(TestInbox { room: Some(10), ..TestInbox::default() });
+    let mut slow_cfg = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
+    slow_cfg.backoff.max_attempts = Some(0);
+    let slow = QuicNode::start(slow_cfg, slow_inbox.clone()).unwrap();
+    let fast_in = Arc::new(TestInbox { eager: true, ..TestInbox::default() });
+    let fast_cfg = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
+    let fast = QuicNode::start(fast_cfg, fast_in.clone()).unwrap();
+    wait_until("both connected", || server.metrics().peers == 2);
+    let big = vec![1u8; 256 << 10];
+    let mut accepted = 0;
+    for _ in 0..200 {
+        if server.publish(0, &big).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 200, "the publish never fails for the fast peer");
+    wait_until("the slow one to be dropped", || server.metrics().slow_consumers == 1);
+    wait_until("the fast one to get all", || fast_in.bodies(0).len() == 200);
+    wait_until("the slow one to hear why", || {
+        slow_inbox
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e.error, Some(Failure { kind: FailureKind::SlowConsumer { by_peer: true }, .. })))
+    });
+    drop((fast, slow));
+}
