@@ -129,20 +129,30 @@ pub struct EnvelopeLayout {
     pub timestamp: u32,
     pub port: u32,
     pub family: u32,
+    pub placement: u32,
+    pub channel: u32,
     pub address: u32,
+    pub peer: u32,
+    pub spilled_len: u32,
+    pub spill_key: u32,
 }
 
 /// The envelope's layout, so TypeScript never hard-codes it.
 #[napi]
 pub fn envelope_layout() -> EnvelopeLayout {
-    use zerohop::udp::envelope;
+    use zerohop::envelope;
     let u = |v: usize| v as u32;
     EnvelopeLayout {
         len: u(envelope::LEN),
         timestamp: u(envelope::TIMESTAMP),
         port: u(envelope::PORT),
         family: u(envelope::FAMILY),
+        placement: u(envelope::PLACEMENT),
+        channel: u(envelope::CHANNEL),
         address: u(envelope::ADDRESS),
+        peer: u(envelope::PEER),
+        spilled_len: u(envelope::SPILLED_LEN),
+        spill_key: u(envelope::SPILL_KEY),
     }
 }
 

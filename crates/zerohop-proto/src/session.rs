@@ -26,6 +26,7 @@
 //! // …the connection breaks before an ack: on the next one, both go again.
 //! assert_eq!(q.rewind(), 0);
 //! assert_eq!(q.unsent(), &wire[..]);
+//! q.mark_sent(wire.len()); // the new stream carries both again
 //!
 //! // The receiver had delivered "a" (position 10 in its application's queue) but
 //! // nothing was read: both are unacknowledged, "a" is a duplicate.

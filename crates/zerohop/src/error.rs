@@ -35,11 +35,25 @@ pub enum ErrorCode {
     InvalidState,
     /// A value could not be encoded, or received bytes could not be decoded.
     Codec,
+    /// TLS: the peer's certificate does not chain to a trusted CA (or is otherwise invalid).
+    TlsUntrusted,
+    /// TLS: the peer's certificate has expired or is not valid yet.
+    TlsExpired,
+    /// TLS: the peer's certificate is for another name.
+    TlsNameMismatch,
+    /// TLS: the peer refused us (mutual TLS without an acceptable client certificate).
+    TlsRefused,
+    /// The connection was lost; a connecting hub reconnects by itself.
+    ConnectionLost,
+    /// The peer broke the protocol (garbage on a stream), so its connection was closed.
+    Protocol,
+    /// A peer did not read what it was sent in time and was disconnected.
+    SlowConsumer,
 }
 
 impl ErrorCode {
     /// Every code, for tests and generated docs.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadUrl,
         ErrorCode::BadOption,
         ErrorCode::UnsupportedTransport,
@@ -53,6 +67,13 @@ impl ErrorCode {
         ErrorCode::Io,
         ErrorCode::InvalidState,
         ErrorCode::Codec,
+        ErrorCode::TlsUntrusted,
+        ErrorCode::TlsExpired,
+        ErrorCode::TlsNameMismatch,
+        ErrorCode::TlsRefused,
+        ErrorCode::ConnectionLost,
+        ErrorCode::Protocol,
+        ErrorCode::SlowConsumer,
     ];
 
     /// The stable string, e.g. `"ERR_BAD_URL"`.
@@ -71,12 +92,27 @@ impl ErrorCode {
             ErrorCode::Io => "ERR_IO",
             ErrorCode::InvalidState => "ERR_INVALID_STATE",
             ErrorCode::Codec => "ERR_CODEC",
+            ErrorCode::TlsUntrusted => "ERR_TLS_UNTRUSTED",
+            ErrorCode::TlsExpired => "ERR_TLS_EXPIRED",
+            ErrorCode::TlsNameMismatch => "ERR_TLS_NAME_MISMATCH",
+            ErrorCode::TlsRefused => "ERR_TLS_REFUSED",
+            ErrorCode::ConnectionLost => "ERR_CONNECTION_LOST",
+            ErrorCode::Protocol => "ERR_PROTOCOL",
+            ErrorCode::SlowConsumer => "ERR_SLOW_CONSUMER",
         }
     }
 
     /// Whether trying the same operation again later can succeed.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::Timeout | ErrorCode::Backpressure | ErrorCode::NoCapacity | ErrorCode::Io)
+        matches!(
+            self,
+            ErrorCode::Timeout
+                | ErrorCode::Backpressure
+                | ErrorCode::NoCapacity
+                | ErrorCode::Io
+                | ErrorCode::ConnectionLost
+                | ErrorCode::SlowConsumer
+        )
     }
 }
 

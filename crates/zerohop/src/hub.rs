@@ -7,6 +7,7 @@ pub use zerohop_shm::Backpressure;
 use crate::endpoint::{Endpoint, Target, TransportKind};
 use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::Metrics;
+use crate::quic::{QuicOptions, QuicTransport};
 use crate::shm::ShmTransport;
 use crate::transport::{Delivery, Transport};
 use crate::udp::{UdpOptions, UdpTransport};
@@ -41,6 +42,8 @@ pub struct HubOptions {
     pub max_subscribers: Option<u32>,
     /// UDP: peers, batching, sockets and threads.
     pub udp: UdpOptions,
+    /// QUIC: listen or connect, TLS, reconnects, channels.
+    pub quic: QuicOptions,
 }
 
 impl Default for HubOptions {
@@ -54,6 +57,7 @@ impl Default for HubOptions {
             capacity: None,
             max_subscribers: None,
             udp: UdpOptions::default(),
+            quic: QuicOptions::default(),
         }
     }
 }
@@ -91,6 +95,7 @@ impl Hub {
                 Box::new(ShmTransport::open(name, &options, endpoint.selected_automatically())?)
             }
             (TransportKind::Udp, _) => Box::new(UdpTransport::open(&endpoint, &options)?),
+            (TransportKind::Quic, _) => Box::new(QuicTransport::open(&endpoint, &options)?),
             (kind, _) => return Err(unsupported(kind)),
         };
         Ok(Hub { endpoint, transport })
@@ -148,6 +153,22 @@ impl Hub {
     pub fn udp_mut(&mut self) -> Option<&mut UdpTransport> {
         self.transport.udp_mut()
     }
+
+    /// The QUIC transport's own controls (status, channels), for `quic://` hubs.
+    pub fn quic(&self) -> Option<&QuicTransport> {
+        self.transport.quic()
+    }
+
+    /// The same, mutable: [`QuicTransport::try_recv_with`] gives each message's envelope.
+    pub fn quic_mut(&mut self) -> Option<&mut QuicTransport> {
+        self.transport.quic_mut()
+    }
+
+    /// Closes the hub after waiting up to `linger` for what it published to reach its
+    /// receivers (over QUIC: to be read by their applications); true if it did.
+    pub fn close(mut self, linger: Duration) -> bool {
+        self.transport.drain(linger)
+    }
 }
 
 /// The error for a transport that parses but is not built yet.
@@ -155,7 +176,7 @@ pub fn unsupported(kind: TransportKind) -> Error {
     Error::new(
         ErrorCode::UnsupportedTransport,
         format!(
-            "the {}:// transport is not available in this version of zerohop (shm:// and udp:// are)",
+            "the {}:// transport is not available in this version of zerohop (shm://, udp:// and quic:// are)",
             kind.scheme()
         ),
     )
@@ -171,7 +192,7 @@ mod tests {
 
     #[test]
     fn unsupported_transports_say_so() {
-        for url in ["kcp://h:1", "quic://h:1", "tcp://h:1", "uds:///tmp/x"] {
+        for url in ["kcp://h:1", "tcp://h:1", "uds:///tmp/x"] {
             let err = Hub::open(url, HubOptions::default()).unwrap_err();
             assert_eq!(err.code(), ErrorCode::UnsupportedTransport, "{url}");
         }

@@ -6,13 +6,15 @@
 //! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
 //! - [`metrics`]: counters every hub reports.
 //!
-//! This version ships shared memory ([`shm`]) and UDP ([`udp`]); the other schemes
-//! parse and report [`ErrorCode::UnsupportedTransport`].
+//! This version ships shared memory ([`shm`]), UDP ([`udp`]) and QUIC ([`quic`]); the
+//! other schemes parse and report [`ErrorCode::UnsupportedTransport`].
 
 pub mod endpoint;
+pub mod envelope;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod quic;
 pub mod shm;
 pub mod transport;
 pub mod udp;
@@ -21,6 +23,7 @@ pub use endpoint::{Endpoint, Target, TransportKind};
 pub use error::{Error, ErrorCode, Result};
 pub use hub::{Backpressure, Hub, HubOptions, Role};
 pub use metrics::Metrics;
+pub use quic::{QuicOptions, QuicTransport};
 pub use transport::{Delivery, Transport};
 pub use udp::{UdpLink, UdpOptions, UdpTransport};
 pub use zerohop_udp::UringMode;

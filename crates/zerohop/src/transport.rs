@@ -48,4 +48,20 @@ pub trait Transport: Send {
     fn udp_mut(&mut self) -> Option<&mut crate::udp::UdpTransport> {
         None
     }
+
+    /// The QUIC transport's own controls (status, channels, spilled messages), if this is it.
+    fn quic(&self) -> Option<&crate::quic::QuicTransport> {
+        None
+    }
+
+    /// The same, mutable.
+    fn quic_mut(&mut self) -> Option<&mut crate::quic::QuicTransport> {
+        None
+    }
+
+    /// Waits up to `linger` until what was published has reached its receivers; true if
+    /// it has. Transports that hand messages over at once have nothing to wait for.
+    fn drain(&mut self, _linger: Duration) -> bool {
+        true
+    }
 }

@@ -45,6 +45,7 @@ use zerohop_udp::{
 };
 
 use crate::endpoint::{Endpoint, Target, TransportKind};
+use crate::envelope;
 use crate::error::{Error, ErrorCode, Result};
 use crate::hub::{HubOptions, Role};
 use crate::metrics::Metrics;
@@ -109,58 +110,6 @@ impl Default for UdpOptions {
             multicast_ttl: 1,
             multicast_loopback: true,
         }
-    }
-}
-
-/// The envelope a network transport writes before each message in its receive ring:
-/// who sent it and when it arrived. Little endian; the Node binding exports these
-/// offsets so that TypeScript reads the same layout.
-///
-/// | offset | size | field |
-/// |---|---|---|
-/// | 0 | 8 | receive timestamp, ns since the Unix epoch (0: none) |
-/// | 8 | 2 | sender's port |
-/// | 10 | 1 | address family: 4 or 6 |
-/// | 16 | 16 | sender's address (IPv4 in the first 4 bytes), network order |
-pub mod envelope {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-    pub const LEN: usize = 32;
-    pub const TIMESTAMP: usize = 0;
-    pub const PORT: usize = 8;
-    pub const FAMILY: usize = 10;
-    pub const ADDRESS: usize = 16;
-
-    /// Writes an envelope into `out` (at least [`LEN`] bytes).
-    pub fn write(out: &mut [u8], from: SocketAddr, timestamp_ns: Option<u64>) {
-        out[..LEN].fill(0);
-        out[TIMESTAMP..TIMESTAMP + 8].copy_from_slice(&timestamp_ns.unwrap_or(0).to_le_bytes());
-        out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
-        match from.ip() {
-            IpAddr::V4(a) => {
-                out[FAMILY] = 4;
-                out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                out[FAMILY] = 6;
-                out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
-            }
-        }
-    }
-
-    /// Reads an envelope: the sender (if the family is known) and the timestamp.
-    pub fn read(bytes: &[u8]) -> (Option<SocketAddr>, Option<u64>) {
-        if bytes.len() < LEN {
-            return (None, None);
-        }
-        let ts = u64::from_le_bytes(bytes[TIMESTAMP..TIMESTAMP + 8].try_into().expect("8 bytes"));
-        let port = u16::from_le_bytes([bytes[PORT], bytes[PORT + 1]]);
-        let ip = match bytes[FAMILY] {
-            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[ADDRESS..ADDRESS + 4]).expect("4")))),
-            6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[ADDRESS..ADDRESS + 16]).expect("16")))),
-            _ => None,
-        };
-        (ip.map(|ip| SocketAddr::new(ip, port)), (ts != 0).then_some(ts))
     }
 }
 
@@ -270,14 +219,14 @@ impl RingInlet {
             && let Ok(Some(mut loan)) = self.ring.loan()
         {
             let slot = loan.as_mut_slice();
-            envelope::write(&mut slot[..envelope::LEN], r.from, r.timestamp_ns);
+            envelope::Envelope::datagram(r.from, r.timestamp_ns).write(&mut slot[..envelope::LEN]);
             slot[envelope::LEN..len].copy_from_slice(r.message);
             loan.commit(len);
             return;
         }
         let start = self.data.len();
         self.data.resize(start + envelope::LEN, 0);
-        envelope::write(&mut self.data[start..], r.from, r.timestamp_ns);
+        envelope::Envelope::datagram(r.from, r.timestamp_ns).write(&mut self.data[start..]);
         self.data.extend_from_slice(r.message);
         self.spans.push_back((start, len));
     }
@@ -732,11 +681,12 @@ impl UdpTransport {
         if !got {
             return Ok(None);
         }
-        let (from, timestamp) = envelope::read(out);
+        let env = envelope::Envelope::read(out);
         out.drain(..envelope::LEN.min(out.len())); // the payload only
         // Every message in the ring was written with a sender; a missing one is a bug.
-        let from = from.ok_or_else(|| Error::new(ErrorCode::Io, "a received message without a sender"))?;
-        Ok(Some((from, timestamp)))
+        let from =
+            env.and_then(|e| e.from).ok_or_else(|| Error::new(ErrorCode::Io, "a received message without a sender"))?;
+        Ok(Some((from, env.and_then(|e| e.timestamp_ns))))
     }
 
     /// Gives up the transport's own receive cursor, for a caller that reads the ring
@@ -995,17 +945,6 @@ mod tests {
         let mut got: Vec<u8> = (0..6).map(|_| recv(&mut rx)[0]).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn envelopes_round_trip_both_families() {
-        let mut buf = [0xAAu8; envelope::LEN];
-        for (from, ts) in [("10.1.2.3:9", Some(42)), ("[fe80::1:2]:65535", None)] {
-            let from: SocketAddr = from.parse().unwrap();
-            envelope::write(&mut buf, from, ts);
-            assert_eq!(envelope::read(&buf), (Some(from), ts));
-        }
-        assert_eq!(envelope::read(&buf[..5]), (None, None));
     }
 
     #[test]
