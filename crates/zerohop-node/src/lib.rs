@@ -13,10 +13,14 @@
 //! or per packed buffer, and received messages arrive in a ring with the
 //! shared-memory layout, read by the same TypeScript code.
 //!
+//! `quic://` hubs come through [`quic::QuicHandle`] the same way, with status events
+//! through a threadsafe function.
+//!
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
 pub mod fast;
+pub mod quic;
 pub mod udp;
 mod waiter;
 

@@ -1159,7 +1159,10 @@ impl Shared {
         if self.closing.load(Ordering::SeqCst) || peer.gone.load(Ordering::SeqCst) {
             return;
         }
-        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: addr, error: Some(Failure::of(&reason)) });
+        // A peer that closed on purpose left; anything else is a failure worth naming.
+        let failure = Failure::of(&reason);
+        let error = (failure.kind != FailureKind::ClosedByPeer).then_some(failure);
+        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: addr, error });
         // Keep what it has not acknowledged for a while, in case it comes back.
         if !self.sleep_unless_closed(self.config.peer_linger).await {
             return;

@@ -202,7 +202,7 @@ impl RingInbox {
 
 /// A `quic://` hub's transport.
 pub struct QuicTransport {
-    node: QuicNode,
+    node: Arc<QuicNode>,
     inbox: Arc<RingInbox>,
     subscriber: Option<Subscriber>,
     spin: Duration,
@@ -342,7 +342,7 @@ impl QuicTransport {
             zerohop_quic::node::StartError::Config(e) => bad_option(e),
         })?;
         Ok(Self {
-            node,
+            node: Arc::new(node),
             inbox,
             subscriber,
             spin: options.spin,
@@ -416,6 +416,11 @@ impl QuicTransport {
     /// Waits up to `linger` until peers have read everything published; true if they have.
     pub fn drain(&self, linger: Duration) -> bool {
         self.node.drain(linger)
+    }
+
+    /// The node, for callers that drain or read metrics from another thread.
+    pub fn node(&self) -> Arc<QuicNode> {
+        self.node.clone()
     }
 
     /// Closes every connection. Idempotent.

@@ -9,6 +9,33 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A QUIC hub's node. */
+export declare class QuicHandle {
+  /** Listens on or connects to `url` (`quic://host:port`). */
+  static open(url: string, options?: QuicOpenOptions | undefined | null): QuicHandle
+  /** The receive ring, for reading in place. */
+  ring(): ShmHandle
+  /** The bound address as `host:port`. */
+  localAddress(): string
+  /**
+   * Publishes on `channel`; false if `drop_new` (or a datagram with no peer) left
+   * someone out.
+   */
+  publish(data: Uint8Array, channel: number): boolean
+  /** The bytes of a message too large for its slot (the envelope gives the key). */
+  takeSpilled(key: number): Buffer
+  /** Calls `callback` with every status event from now on (and the ones so far). */
+  onStatus(callback: (arg: QuicStatusEvent) => void): void
+  /** The status now. */
+  status(): string
+  /** Counters of the node and its connections. */
+  metrics(): QuicMetricsInfo
+  /** Resolves true once every peer has read what was published, or false after `linger_ms`. */
+  drain(lingerMs: number): Promise<boolean>
+  /** Closes every connection and the socket. Idempotent. */
+  close(): void
+}
+
 /** One process's handle on a shared-memory segment. */
 export declare class ShmHandle {
   /** Opens or creates segment `name`. */
@@ -121,7 +148,12 @@ export interface EnvelopeLayout {
   timestamp: number
   port: number
   family: number
+  placement: number
+  channel: number
   address: number
+  peer: number
+  spilledLen: number
+  spillKey: number
 }
 
 /** A stable error code and whether retrying can help. */
@@ -153,6 +185,77 @@ export interface ParsedEndpoint {
 
 /** Parses an endpoint URL; throws `ERR_BAD_URL` with the reason. */
 export declare function parseEndpoint(url: string): ParsedEndpoint
+
+/** A QUIC hub's counters. */
+export interface QuicMetricsInfo {
+  status: string
+  peers: number
+  reconnects: number
+  zeroRttConnections: number
+  lastZeroRtt: boolean
+  handshakeFailures: number
+  protocolViolations: number
+  slowConsumers: number
+  dropped: number
+  datagramsSent: number
+  datagramsReceived: number
+  datagramsLost: number
+  streamsOpened: number
+  streamsAccepted: number
+  unackedBytes: number
+  bytesSent: number
+  bytesReceived: number
+  packetsLost: number
+  rttUs: number
+  cwnd: number
+}
+
+/** Options of [`QuicHandle::open`] (the TypeScript `HubOptions` that apply to QUIC). */
+export interface QuicOpenOptions {
+  role?: string
+  slotSize?: number
+  capacity?: number
+  backpressure?: string
+  publishTimeoutMs?: number
+  listen?: boolean
+  cert?: string
+  key?: string
+  ca?: string
+  serverName?: string
+  dangerouslyAcceptAnyServer?: boolean
+  /** 0 turns keep-alives off. */
+  keepAliveMs?: number
+  idleTimeoutMs?: number
+  reconnect?: ReconnectOptions
+  channels?: number
+  sendQueueBytes?: number
+  datagrams?: boolean
+  maxMessageSize?: number
+  peerLingerMs?: number
+}
+
+/** A status change, as JavaScript gets it. */
+export interface QuicStatusEvent {
+  /** `connecting`, `connected`, `reconnecting`, `disconnected` or `closed`. */
+  status: string
+  /** The peer it is about (a listening hub's peers; a connecting hub's server). */
+  peer?: string
+  /** `reconnecting`: the attempt under way or scheduled, from 1. */
+  attempt?: number
+  /** Why, as a stable error code and a message. */
+  code?: string
+  message?: string
+}
+
+/** The reconnect schedule (`HubOptions.reconnect`). */
+export interface ReconnectOptions {
+  initialMs?: number
+  maxMs?: number
+  multiplier?: number
+  jitter?: number
+  /** Attempts before giving up (`undefined`: forever). */
+  maxAttempts?: number
+}
 
 /** The shape of an open segment. */
 export interface ShmLayoutInfo {

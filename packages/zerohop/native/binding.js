@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.QuicHandle = nativeBinding.QuicHandle
 module.exports.ShmHandle = nativeBinding.ShmHandle
 module.exports.UdpHandle = nativeBinding.UdpHandle
 module.exports.envelopeLayout = nativeBinding.envelopeLayout

@@ -24,11 +24,25 @@ export const ERROR_CODES = [
   'ERR_IO',
   'ERR_INVALID_STATE',
   'ERR_CODEC',
+  'ERR_TLS_UNTRUSTED',
+  'ERR_TLS_EXPIRED',
+  'ERR_TLS_NAME_MISMATCH',
+  'ERR_TLS_REFUSED',
+  'ERR_CONNECTION_LOST',
+  'ERR_PROTOCOL',
+  'ERR_SLOW_CONSUMER',
 ] as const
 
 export type ErrorCode = (typeof ERROR_CODES)[number]
 
-const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_TIMEOUT', 'ERR_BACKPRESSURE', 'ERR_NO_CAPACITY', 'ERR_IO'])
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'ERR_TIMEOUT',
+  'ERR_BACKPRESSURE',
+  'ERR_NO_CAPACITY',
+  'ERR_IO',
+  'ERR_CONNECTION_LOST',
+  'ERR_SLOW_CONSUMER',
+])
 
 /** Whether retrying an operation that failed with `code` can succeed. */
 export function isRetryable(code: ErrorCode): boolean {
@@ -130,6 +144,49 @@ export class CodecError extends ZerohopError {
   }
 }
 
+/** TLS: the peer's certificate does not chain to a trusted CA (or is otherwise invalid). */
+export class TlsUntrustedError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TLS_UNTRUSTED', message, options)
+  }
+}
+/** TLS: the peer's certificate has expired or is not valid yet. */
+export class TlsExpiredError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TLS_EXPIRED', message, options)
+  }
+}
+/** TLS: the peer's certificate is for another name. */
+export class TlsNameMismatchError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TLS_NAME_MISMATCH', message, options)
+  }
+}
+/** TLS: the peer refused us (mutual TLS without an acceptable client certificate). */
+export class TlsRefusedError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TLS_REFUSED', message, options)
+  }
+}
+/** The connection was lost; a connecting hub reconnects by itself. */
+export class ConnectionLostError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CONNECTION_LOST', message, options)
+  }
+}
+/** The peer broke the protocol, so its connection was closed. */
+export class ProtocolError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PROTOCOL', message, options)
+  }
+}
+/** A peer did not read what it was sent in time and was disconnected. */
+export class SlowConsumerError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SLOW_CONSUMER', message, options)
+  }
+}
+
 const CLASSES: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => ZerohopError> = {
   ERR_BAD_URL: BadUrlError,
   ERR_BAD_OPTION: BadOptionError,
@@ -144,6 +201,13 @@ const CLASSES: Record<ErrorCode, new (message: string, options?: { cause?: unkno
   ERR_IO: IoError,
   ERR_INVALID_STATE: InvalidStateError,
   ERR_CODEC: CodecError,
+  ERR_TLS_UNTRUSTED: TlsUntrustedError,
+  ERR_TLS_EXPIRED: TlsExpiredError,
+  ERR_TLS_NAME_MISMATCH: TlsNameMismatchError,
+  ERR_TLS_REFUSED: TlsRefusedError,
+  ERR_CONNECTION_LOST: ConnectionLostError,
+  ERR_PROTOCOL: ProtocolError,
+  ERR_SLOW_CONSUMER: SlowConsumerError,
 }
 
 /** The error class for `code`. */

@@ -7,13 +7,15 @@
  * for await (const order of hub) console.log(order)
  * ```
  *
- * Over `udp://`, received messages land in a private ring with the shared-memory
- * layout (written by the transport's I/O thread), so every receive method below reads
- * it exactly as it reads a `shm://` segment; only publishing differs.
+ * Over `udp://` and `quic://`, received messages land in a private ring with the
+ * shared-memory layout (written by the transport's threads), so every receive method
+ * below reads it exactly as it reads a `shm://` segment; only publishing differs.
  */
 import { type CodecOption, type Codec, resolveCodec, describe, raw } from './codec.js'
 import {
   AbortedError,
+  errorFor,
+  type ErrorCode,
   BadOptionError,
   ClosedError,
   CodecError,
@@ -23,12 +25,90 @@ import {
   ZerohopError,
   fromNative,
 } from './errors.js'
-import { binding, fast, native, type ParsedEndpoint, type ShmHandle, type UdpHandle, type UdpLink, type UdpMetricsInfo } from './native.js'
+import {
+  binding,
+  fast,
+  native,
+  type ParsedEndpoint,
+  type QuicHandle,
+  type QuicMetricsInfo,
+  type QuicStatusEvent,
+  type ShmHandle,
+  type UdpHandle,
+  type UdpLink,
+  type UdpMetricsInfo,
+} from './native.js'
 import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 
 /** The transports this version can open. */
-export type TransportName = 'shm' | 'udp'
+export type TransportName = 'shm' | 'udp' | 'quic'
+
+/** A hub's (or a peer's) connection status. */
+export type HubStatus = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'
+
+/** A change of status; see {@link Hub.onStatus}. */
+export interface StatusEvent {
+  status: HubStatus
+  /**
+   * The peer it is about, `host:port`: a connecting hub's server, or one of a listening
+   * hub's peers (then the event is about that peer, not the hub).
+   */
+  peer?: string
+  /** `reconnecting`: the attempt scheduled or under way, from 1. */
+  attempt?: number
+  /** Why, when it is a loss or a failure (`ERR_TLS_UNTRUSTED`, `ERR_CONNECTION_LOST`, …). */
+  error?: ZerohopError
+}
+
+/** TLS settings of a `quic://` hub. */
+export interface TlsOptions {
+  /** Our certificate chain and private key, PEM files. A listener without them makes a self-signed certificate. */
+  cert?: string
+  key?: string
+  /**
+   * A CA bundle (PEM file). Connecting: the server must chain to it. Listening: clients
+   * must present a certificate that chains to it (mutual TLS).
+   */
+  ca?: string
+  /** The name the server's certificate must be for (default: the URL's host). */
+  serverName?: string
+  /**
+   * Development only: connect to any server whatever its certificate (self-signed,
+   * expired, another name). Still encrypted, but not authenticated.
+   */
+  dangerouslyAcceptAnyServer?: boolean
+}
+
+/** When a connecting `quic://` hub tries again after losing its connection. */
+export interface ReconnectOptions {
+  /** First wait (default 100 ms), growing by `multiplier` (default 2) up to `maxMs` (default 10 000). */
+  initialMs?: number
+  maxMs?: number
+  multiplier?: number
+  /** Share of each wait that is random, 0..1 (default 0.5), so clients of a restarted server spread out. */
+  jitter?: number
+  /** Attempts before giving up with status `disconnected` (default: never give up). */
+  maxAttempts?: number
+}
+
+/** Options of {@link Hub.publish}. */
+export interface PublishOptions {
+  /**
+   * `quic://`: the channel, 0..channels-1 (default 0). Each channel is its own stream,
+   * ordered within itself, so a slow channel does not hold up another.
+   */
+  channel?: number
+}
+
+/** Options of {@link Hub.close}. */
+export interface CloseOptions {
+  /**
+   * `quic://`: wait up to this long for peers to read what was published before
+   * closing (default 1000). 0 closes at once.
+   */
+  lingerMs?: number
+}
 
 /** Which ports a hub opens. */
 export type HubRole = 'pubsub' | 'publisher' | 'subscriber'
@@ -47,8 +127,8 @@ export interface HubOptions<T> {
   role?: HubRole
   /**
    * What `publish` does when the slowest subscriber is a whole ring behind:
-   * `'drop_old'` (default) overwrites, and the slow subscriber skips ahead and counts
-   * what it missed in `metrics().lapped`; `'drop_new'` discards the new message
+   * `'drop_old'` (default; not for `quic://`, whose default is `'block'`) overwrites,
+   * and the slow subscriber skips ahead and counts what it missed in `metrics().lapped`; `'drop_new'` discards the new message
    * (`publish` returns false); `'fail_fast'` throws `ERR_BACKPRESSURE`; `'block'`
    * waits, synchronously, up to `publishTimeoutMs`, for room.
    */
@@ -108,6 +188,33 @@ export interface HubOptions<T> {
   multicastTtl?: number
   /** UDP multicast: whether members on this host hear what it sends (default true). */
   multicastLoopback?: boolean
+  /** QUIC: accept peers on the URL's address (any number) instead of connecting to it. */
+  listen?: boolean
+  /** QUIC: certificates. TLS is always on. */
+  tls?: TlsOptions
+  /** QUIC: send a keep-alive after this long idle (default 5000; 0: never). */
+  keepAliveMs?: number
+  /** QUIC: a connection that hears nothing this long is lost (default 30 000). */
+  idleTimeoutMs?: number
+  /** QUIC: the reconnect schedule of a connecting hub. */
+  reconnect?: ReconnectOptions
+  /** QUIC: channels, each a stream of its own per peer (default 16). */
+  channels?: number
+  /**
+   * QUIC: bytes kept per peer and channel until the peer has read them (default 64 MiB).
+   * A full queue applies `backpressure`; a listener disconnects a peer that stays full
+   * past `publishTimeoutMs` (`ERR_SLOW_CONSUMER`), and the others go on.
+   */
+  sendQueueBytes?: number
+  /**
+   * QUIC: publish unreliable datagrams (unordered, not resent, one path MTU each)
+   * instead of reliable stream messages (default false).
+   */
+  datagrams?: boolean
+  /** QUIC: largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
+  maxMessageSize?: number
+  /** QUIC: how long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
+  peerLingerMs?: number
 }
 
 /** The socket side of a UDP hub's metrics. */
@@ -155,6 +262,12 @@ export interface HubMetrics {
    * late and duplicate datagrams, reassembly failures, and what the kernel granted.
    */
   udp?: UdpSocketMetrics
+  /**
+   * QUIC: status, peers, reconnects, 0-RTT connections (and whether the latest used
+   * it), RTT estimate (µs), congestion window, bytes, streams, datagrams lost,
+   * handshake failures, slow consumers, protocol violations, unacknowledged bytes.
+   */
+  quic?: QuicMetricsInfo
 }
 
 /** A slot reserved for writing in place; see {@link Hub.loan}. */
@@ -175,6 +288,8 @@ export interface Loan<T> {
 export interface MessageInfo {
   /** Network transports: the sender's address, `host:port` (`[v6]:port`). */
   from?: string
+  /** Network transports: the channel it came on (always 0 over UDP). */
+  channel?: number
   /**
    * UDP with `receiveTimestamps`: when the kernel received the datagram (the last
    * fragment's, for a fragmented message), in nanoseconds since the Unix epoch.
@@ -202,8 +317,12 @@ export interface Borrowed<T> extends MessageInfo {
 }
 
 const EMPTY: unique symbol = Symbol('empty')
-/** UDP's default `spinUs`: longer than a loopback round trip (see `HubOptions.spinUs`). */
-const UDP_SPIN_US = 50
+/** The network transports' default `spinUs`: longer than a loopback round trip (see `HubOptions.spinUs`). */
+const NET_SPIN_US = 50
+/** QUIC's default `close({ lingerMs })`. */
+const QUIC_LINGER_MS = 1000
+/** QUIC's default largest message. */
+const QUIC_MAX_MESSAGE = 16 << 20
 const noop = (): void => {}
 
 /**
@@ -234,7 +353,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly udp: UdpHandle | undefined
   /** UDP: the handle `publish` and `tryRecv` call through (see `udpPublish` in the binding). */
   private readonly link: UdpLink | undefined
-  /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp). */
+  /** QUIC: the node (publishing, status, spilled messages). */
+  private readonly quic: QuicHandle | undefined
+  private statusNow: HubStatus = 'connected'
+  private readonly statusListeners = new Set<(e: StatusEvent) => void>()
+  /** Who rings the doorbell: the ring's waiter thread (shm, quic) or the I/O thread (udp). */
   private readonly waker: ShmHandle | UdpHandle
   private flushQueued = false
   /** False for role 'subscriber' (shared memory checks through `pub` instead). */
@@ -271,12 +394,22 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.codec = resolveCodec(options.codec)
     this.struct = this.codec instanceof StructCodec ? this.codec : undefined
     const role = options.role ?? 'pubsub'
-    const policy = (this.policy = options.backpressure ?? 'drop_old')
+    const policy = (this.policy = options.backpressure ?? (this.transport === 'quic' ? 'block' : 'drop_old'))
     const timeoutMs = (this.publishTimeoutMs = options.publishTimeoutMs ?? 5000)
-    this.spinUs = options.spinUs ?? (this.transport === 'udp' ? UDP_SPIN_US : 20)
+    this.spinUs = options.spinUs ?? (this.transport === 'shm' ? 20 : NET_SPIN_US)
     this.flushEachTick = options.flushIntervalMs !== 0
     let handle: ShmHandle
-    if (this.transport === 'udp') {
+    let maxMessage: number | undefined
+    if (this.transport === 'quic') {
+      const quic = (this.quic = native(() => binding.QuicHandle.open(url, quicOptions(options, policy))))
+      handle = native(() => quic.ring())
+      this.waker = handle
+      this.envelope = ENVELOPE.len
+      this.statusNow = native(() => quic.status()) as HubStatus
+      const own = (e: QuicStatusEvent): boolean => !options.listen || e.peer == null
+      native(() => quic.onStatus((e) => this.emitStatus(statusEvent(e), own(e))))
+      maxMessage = options.maxMessageSize ?? QUIC_MAX_MESSAGE
+    } else if (this.transport === 'udp') {
       const udp = (this.udp = native(() => binding.UdpHandle.open(url, udpOptions(options))))
       this.link = udp.link() as UdpLink
       handle = native(() => udp.ring())
@@ -295,18 +428,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     try {
       this.ring = new ShmRing(handle)
-      this.maxMessageSize = this.ring.slotSize - this.envelope
+      this.maxMessageSize = maxMessage ?? this.ring.slotSize - this.envelope
       if (this.struct && this.struct.size > this.maxMessageSize) {
         throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest message is ${this.maxMessageSize}`)
       }
       this.sub = role === 'publisher' ? undefined : new ShmSubscriber(this.ring)
       this.pub =
-        role === 'subscriber' || this.udp ? undefined : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
+        role === 'subscriber' || this.transport !== 'shm'
+          ? undefined
+          : new ShmPublisher(this.ring, policy, timeoutMs, this.sub?.entry)
       this.canPublish = role !== 'subscriber'
       if (this.sub) native(() => this.waker.setDoorbell(() => this.onDoorbell()))
     } catch (e) {
       native(() => handle.close())
       this.udp?.close()
+      this.quic?.close()
       throw e
     }
   }
@@ -317,32 +453,103 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * - `shm://name` or a bare `name`: shared memory;
    * - `udp://host:port`: binds that local address (port 0 picks one, see
    *   {@link localAddress}), sends to `options.peers`, receives from anyone;
-   * - `udp://239.x.y.z:port` (or `[ff..]`): joins the multicast group and sends to it.
+   * - `udp://239.x.y.z:port` (or `[ff..]`): joins the multicast group and sends to it;
+   * - `quic://host:port`: connects to a server there (with `listen: true`, accepts any
+   *   number of peers on that address). TLS is always on: a connecting hub needs
+   *   `tls.ca`, or `tls.dangerouslyAcceptAnyServer` for a development server's
+   *   self-signed certificate. Publishing reaches every connected peer; messages wait
+   *   (and survive reconnects) until the peer's application has read them.
    *
-   * Other schemes (`kcp`, `quic`, `tcp`, `uds`) parse but are not built yet and reject
-   * with `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses is
-   * counted (`metrics().udp.lost`), never resent.
+   * Other schemes (`kcp`, `tcp`, `uds`) parse but are not built yet and reject with
+   * `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses is counted
+   * (`metrics().udp.lost`), never resent.
    */
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
     validateOptions(options)
     const endpoint = native(() => binding.parseEndpoint(url))
-    if (endpoint.transport !== 'shm' && endpoint.transport !== 'udp') {
+    if (endpoint.transport !== 'shm' && endpoint.transport !== 'udp' && endpoint.transport !== 'quic') {
       throw new UnsupportedTransportError(
-        `the ${endpoint.transport}:// transport is not available in this version of zerohop (shm:// and udp:// are)`,
+        `the ${endpoint.transport}:// transport is not available in this version of zerohop (shm://, udp:// and quic:// are)`,
       )
     }
     return new Hub<T>(url, endpoint, options)
   }
 
-  /** UDP: the bound address as `host:port` (`[v6]:port`); undefined for shared memory. */
+  /** UDP, QUIC: the bound address as `host:port` (`[v6]:port`); undefined for shared memory. */
   get localAddress(): string | undefined {
-    return this.udp && !this.closed ? native(() => this.udp!.localAddress()) : undefined
+    if (this.closed) return undefined
+    const net = this.udp ?? this.quic
+    return net ? native(() => net.localAddress()) : undefined
+  }
+
+  /**
+   * The status now: of the connection for a connecting `quic://` hub; `connected` for
+   * a listening one and for local and UDP hubs (which have no connection to lose);
+   * `closed` after {@link close}.
+   */
+  get status(): HubStatus {
+    return this.statusNow
+  }
+
+  /**
+   * Calls `listener` with every status event from now on: the hub's own and, for a
+   * listening `quic://` hub, each peer's (`event.peer` set). Returns a function that
+   * removes it.
+   */
+  onStatus(listener: (event: StatusEvent) => void): () => void {
+    if (typeof listener !== 'function') throw new BadOptionError(`onStatus takes a function, got ${describe(listener)}`)
+    this.statusListeners.add(listener)
+    return () => this.statusListeners.delete(listener)
+  }
+
+  /** The status events from now on, as an async iterator that ends after `closed`. */
+  statusEvents(): AsyncIterableIterator<StatusEvent> {
+    const queue: StatusEvent[] = []
+    let wake: (() => void) | undefined
+    let done = this.closed
+    const off = this.onStatus((e) => {
+      queue.push(e)
+      if (e.status === 'closed' && e.peer === undefined) done = true
+      wake?.()
+    })
+    const iterator: AsyncIterableIterator<StatusEvent> = {
+      [Symbol.asyncIterator]: () => iterator,
+      next: async (): Promise<IteratorResult<StatusEvent>> => {
+        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r))
+        wake = undefined
+        const e = queue.shift()
+        if (e !== undefined) return { value: e, done: false }
+        off()
+        return { value: undefined, done: true }
+      },
+      return: async (): Promise<IteratorResult<StatusEvent>> => {
+        off()
+        done = true
+        queue.length = 0
+        return { value: undefined, done: true }
+      },
+    }
+    return iterator
+  }
+
+  private emitStatus(event: StatusEvent, own: boolean): void {
+    if (own) this.statusNow = event.status
+    for (const l of [...this.statusListeners]) {
+      try {
+        l(event)
+      } catch (e) {
+        // A listener's bug must not stop the others, nor vanish.
+        queueMicrotask(() => {
+          throw e
+        })
+      }
+    }
   }
 
   /** UDP: replaces where published messages go (`host:port` each). */
   setPeers(peers: string[]): void {
     if (this.closed) throw new ClosedError('the hub is closed')
-    if (!this.udp) throw new InvalidStateError('setPeers() is for udp:// hubs; shared memory reaches every subscriber')
+    if (!this.udp) throw new InvalidStateError('setPeers() is for udp:// hubs; shm:// and quic:// reach every subscriber or peer')
     if (!Array.isArray(peers) || !peers.every((p) => typeof p === 'string')) {
       throw new BadOptionError(`peers must be an array of 'host:port' strings, got ${describe(peers)}`)
     }
@@ -372,7 +579,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * discarded it. Throws `ERR_MESSAGE_TOO_LARGE`, `ERR_BACKPRESSURE` (`fail_fast`),
    * `ERR_TIMEOUT` (`block`), `ERR_CODEC`, `ERR_CLOSED`.
    */
-  publish(value: T): boolean {
+  publish(value: T, options?: PublishOptions): boolean {
+    if (this.quic) return this.publishQuic(value, options?.channel ?? 0)
+    if (options?.channel) throw new BadOptionError(`channels are for quic:// hubs; this is ${this.transport}://`)
     if (this.udp) return this.publishUdp(value)
     const pub = this.publisher()
     if (this.struct) return this.publishStruct(pub, this.struct, value)
@@ -387,10 +596,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * when the ring filled up).
    */
   publishBatch(values: readonly T[]): number {
-    if (this.udp) {
+    if (this.udp || this.quic) {
       if (!Array.isArray(values)) throw new CodecError(`publishBatch takes an array, got ${describe(values)}`)
-      for (let i = 0; i < values.length; i++) this.publishUdp(values[i]!)
-      return values.length
+      let n = 0
+      for (let i = 0; i < values.length; i++) if (this.udp ? this.publishUdp(values[i]!) : this.publishQuic(values[i]!, 0)) n++
+      return n
     }
     const pub = this.publisher()
     const ring = this.ring
@@ -445,10 +655,18 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   publishPacked(packed: Uint8Array, messageSize: number): number {
     const udp = this.udp
-    const pub = udp ? undefined : this.publisher()
+    const pub = udp || this.quic ? undefined : this.publisher()
     if (!(packed instanceof Uint8Array)) throw new CodecError(`publishPacked takes a Uint8Array, got ${describe(packed)}`)
     if (!Number.isInteger(messageSize) || messageSize < 1 || packed.byteLength % messageSize !== 0) {
       throw new BadOptionError(`messageSize must be a positive integer dividing ${packed.byteLength}, got ${messageSize}`)
+    }
+    if (this.quic) {
+      if (messageSize > this.maxMessageSize) throw tooLarge(messageSize, this.maxMessageSize)
+      let n = 0
+      for (let at = 0; at < packed.byteLength; at += messageSize) {
+        if (this.sendQuic(packed.subarray(at, at + messageSize), 0)) n++
+      }
+      return n
     }
     if (messageSize > this.ring.slotSize) throw tooLarge(messageSize, this.ring.slotSize)
     if (udp) {
@@ -477,8 +695,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * publisher lock is held until then: keep loans short.
    */
   loan(): Loan<T> {
-    if (this.udp) {
-      throw new InvalidStateError('loan() writes in place into shared memory; over udp:// use publish() (it copies once, into the datagram)')
+    if (this.udp || this.quic) {
+      throw new InvalidStateError(
+        `loan() writes in place into shared memory; over ${this.transport}:// use publish() (it copies once, into the send queue)`,
+      )
     }
     const pub = this.publisher()
     if (!this.struct && this.codec.name !== 'raw') {
@@ -541,7 +761,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private async recvInto(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
     const { timeoutMs, signal } = options
     if (signal?.aborted) throw abortError(signal)
-    const first = this.udp ? this.spinNext(info) : this.next(info)
+    const first = this.transport === 'shm' ? this.next(info) : this.spinNext(info)
     if (first !== EMPTY) return first
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
@@ -559,7 +779,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     this.subscriber()
     while (!this.closed) {
-      const v = this.udp ? this.spinNext() : this.next()
+      const v = this.transport === 'shm' ? this.next() : this.spinNext()
       if (v !== EMPTY) {
         yield v
         continue
@@ -582,7 +802,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     while (off < 0 && this.link !== undefined && fast.udpPump(this.link) > 0) off = sub.peek()
     if (off < 0) return undefined
     const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.envelope))
-    borrowed.start(off)
+    borrowed.start(off, this.spilled(off))
     return borrowed
   }
 
@@ -609,21 +829,36 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       slotSize: this.ring.slotSize,
       segment: this.ring.layout.path,
       ...(this.udp && !this.closed ? { udp: native(() => this.udp!.metrics()) } : {}),
+      ...(this.quic && !this.closed ? { quic: native(() => this.quic!.metrics()) } : {}),
     }
   }
 
   /**
    * Closes the hub: pending `recv()` calls reject with `ERR_CLOSED`, iterators end,
    * an open loan is aborted, and the segment is unlinked if this was its last user.
-   * Idempotent.
+   * A `quic://` hub first waits up to `lingerMs` (default 1000) for its peers to read
+   * what it published. Idempotent.
    */
-  async close(): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
     if (this.closed) return
+    const lingerMs = options.lingerMs ?? QUIC_LINGER_MS
+    if (!(lingerMs >= 0) || !Number.isFinite(lingerMs)) throw new BadOptionError(`lingerMs must be a finite number ≥ 0, got ${String(lingerMs)}`)
+    if (this.quic && lingerMs > 0) {
+      this.closing = true
+      await native(() => this.quic!.drain(lingerMs))
+      if (this.closed) return
+    }
     this.closed = true
     if (this.openLoan?.open) this.openLoan.abort()
     if (this.openBorrow) this.openBorrow.held = false
     this.ringDoorbell(false)
     this.udp?.close() // sends what is queued first
+    if (this.quic) {
+      this.quic.close()
+      if (this.statusNow !== 'closed') this.emitStatus({ status: 'closed' }, true)
+    } else {
+      this.emitStatus({ status: 'closed' }, true)
+    }
     this.ring.close()
   }
 
@@ -638,6 +873,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (pub === undefined || this.closed || (this.openLoan !== undefined && this.openLoan.open)) return this.publisherError()
     return pub
   }
+
+  /** True while `close()` waits for peers: publishing is over. */
+  private closing = false
 
   private publisherError(): never {
     if (this.closed) throw new ClosedError('the hub is closed')
@@ -675,6 +913,40 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.publishedBytes += bytes.byteLength
     this.queueFlush()
     return true
+  }
+
+  // ---- QUIC publishing -----------------------------------------------------------
+
+  private publishQuic(value: T, channel: number): boolean {
+    let bytes: Uint8Array
+    const struct = this.struct
+    if (struct) {
+      const dv = (this.scratch ??= new DataView(new ArrayBuffer(struct.size)))
+      struct.write(dv, 0, value)
+      bytes = new Uint8Array(dv.buffer)
+    } else {
+      bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
+      if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
+      if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+    }
+    return this.sendQuic(bytes, channel)
+  }
+
+  private sendQuic(bytes: Uint8Array, channel: number): boolean {
+    if (this.closed || this.closing) throw new ClosedError('the hub is closed')
+    if (!this.canPublish) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
+    if (!Number.isInteger(channel) || channel < 0) throw new BadOptionError(`channel must be a non-negative integer, got ${String(channel)}`)
+    const accepted = native(() => this.quic!.publish(bytes, channel))
+    this.published++
+    this.publishedBytes += bytes.byteLength
+    return accepted
+  }
+
+  /** QUIC: the bytes of the message at `off` if they were too large for its slot. */
+  private spilled(off: number): Uint8Array | undefined {
+    if (this.quic === undefined || this.ring.u8[off + ENVELOPE.placement] !== 1) return undefined
+    const key = Number(this.ring.dv.getBigUint64(off + ENVELOPE.spillKey, true))
+    return native(() => this.quic!.takeSpilled(key))
   }
 
   /** A partly filled datagram goes out at the end of this tick. */
@@ -740,9 +1012,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       let value: T
       const env = this.envelope
       try {
-        value = this.struct
-          ? this.struct.read(ring.dv, off + env)
-          : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(env, sub.len))
+        const aside = this.spilled(off)
+        if (aside !== undefined) {
+          value = this.struct
+            ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
+            : this.codec.decode(aside)
+        } else {
+          value = this.struct
+            ? this.struct.read(ring.dv, off + env)
+            : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(env, sub.len))
+        }
         if (info !== undefined && env !== 0) readEnvelope(ring.dv, off, info)
       } catch (e) {
         if (!sub.intact()) {
@@ -826,6 +1105,7 @@ const ENVELOPE = binding.envelopeLayout()
 function readEnvelope(dv: DataView, off: number, info: MessageInfo): MessageInfo {
   const ts = dv.getBigUint64(off + ENVELOPE.timestamp, true)
   if (ts !== 0n) info.timestampNs = ts
+  info.channel = dv.getUint16(off + ENVELOPE.channel, true)
   const port = dv.getUint16(off + ENVELOPE.port, true)
   const family = dv.getUint8(off + ENVELOPE.family)
   const a = off + ENVELOPE.address
@@ -859,6 +1139,40 @@ function formatIpv6(groups: number[]): string {
 
 function abortError(signal: AbortSignal): AbortedError {
   return new AbortedError('the operation was aborted', { cause: signal.reason })
+}
+
+/** A native status event, with its error as a `ZerohopError`. */
+function statusEvent(e: QuicStatusEvent): StatusEvent {
+  const event: StatusEvent = { status: e.status as HubStatus }
+  if (e.peer != null) event.peer = e.peer
+  if (e.attempt != null) event.attempt = e.attempt
+  if (e.code != null) event.error = errorFor(e.code as ErrorCode, e.message ?? '')
+  return event
+}
+
+function quicOptions<T>(o: HubOptions<T>, backpressure: BackpressurePolicy): Parameters<typeof binding.QuicHandle.open>[1] {
+  const tls = o.tls ?? {}
+  return {
+    role: o.role,
+    slotSize: o.slotSize,
+    capacity: o.capacity,
+    backpressure,
+    publishTimeoutMs: o.publishTimeoutMs,
+    listen: o.listen,
+    cert: tls.cert,
+    key: tls.key,
+    ca: tls.ca,
+    serverName: tls.serverName,
+    dangerouslyAcceptAnyServer: tls.dangerouslyAcceptAnyServer,
+    keepAliveMs: o.keepAliveMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    reconnect: o.reconnect,
+    channels: o.channels,
+    sendQueueBytes: o.sendQueueBytes,
+    datagrams: o.datagrams,
+    maxMessageSize: o.maxMessageSize,
+    peerLingerMs: o.peerLingerMs,
+  }
 }
 
 function udpOptions<T>(o: HubOptions<T>): Parameters<typeof binding.UdpHandle.open>[1] {
@@ -900,6 +1214,36 @@ function validateOptions<T>(o: HubOptions<T>): void {
   positiveInt('recvBuffer', 1 << 30)
   positiveInt('sendBuffer', 1 << 30)
   positiveInt('multicastTtl', 255)
+  positiveInt('channels', 65535)
+  positiveInt('maxMessageSize', 1 << 30)
+  positiveInt('sendQueueBytes', 2 ** 40)
+  for (const name of ['keepAliveMs', 'idleTimeoutMs', 'peerLingerMs'] as const) {
+    const v = o[name]
+    if (v !== undefined && (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))) {
+      throw new BadOptionError(`${name} must be a finite number ≥ 0, got ${String(v)}`)
+    }
+  }
+  if (o.tls !== undefined) {
+    if (typeof o.tls !== 'object' || o.tls === null) throw new BadOptionError(`tls must be an object, got ${describe(o.tls)}`)
+    for (const k of ['cert', 'key', 'ca', 'serverName'] as const) {
+      const v = o.tls[k]
+      if (v !== undefined && typeof v !== 'string') throw new BadOptionError(`tls.${k} must be a string, got ${describe(v)}`)
+    }
+  }
+  const r = o.reconnect
+  if (r !== undefined) {
+    if (typeof r !== 'object' || r === null) throw new BadOptionError(`reconnect must be an object, got ${describe(r)}`)
+    for (const k of ['initialMs', 'maxMs', 'multiplier', 'jitter'] as const) {
+      const v = r[k]
+      if (v !== undefined && (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))) {
+        throw new BadOptionError(`reconnect.${k} must be a finite number ≥ 0, got ${String(v)}`)
+      }
+    }
+    if (r.jitter !== undefined && r.jitter > 1) throw new BadOptionError(`reconnect.jitter must be within 0..1, got ${r.jitter}`)
+    if (r.maxAttempts !== undefined && (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 0)) {
+      throw new BadOptionError(`reconnect.maxAttempts must be a non-negative integer, got ${String(r.maxAttempts)}`)
+    }
+  }
   if (o.busyPollUs !== undefined && (!Number.isInteger(o.busyPollUs) || o.busyPollUs < 0)) {
     throw new BadOptionError(`busyPollUs must be a non-negative integer, got ${String(o.busyPollUs)}`)
   }
@@ -994,6 +1338,8 @@ class ShmBorrowed<T> implements Borrowed<T> {
   private readonly struct: StructCodec<T> | undefined
   private readonly envelope: number
   private envelopeAt = 0
+  /** Whether `view` reads the ring (or a spilled message's own buffer). */
+  private viewOnRing = false
 
   constructor(
     sub: ShmSubscriber,
@@ -1009,16 +1355,24 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.envelope = envelope
   }
 
-  start(off: number): void {
+  /** Holds the message at `off`; `aside` are its bytes when they were too large for the slot. */
+  start(off: number, aside: Uint8Array | undefined): void {
     this.seq = this.sub.cursor
     this.envelopeAt = off
     const at = off + this.envelope
-    this.bytes = this.ring.u8.subarray(at, off + this.sub.len)
+    this.bytes = aside ?? this.ring.u8.subarray(at, off + this.sub.len)
     this.decoded = undefined
     this.held = true
     if (this.struct) {
-      if (this.view) this.struct.retarget(this.view, at)
-      else this.view = this.struct.view(this.ring.dv, at)
+      if (aside !== undefined) {
+        this.view = this.struct.view(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
+        this.viewOnRing = false
+      } else if (this.view && this.viewOnRing) {
+        this.struct.retarget(this.view, at)
+      } else {
+        this.view = this.struct.view(this.ring.dv, at)
+        this.viewOnRing = true
+      }
     }
   }
 
@@ -1028,6 +1382,10 @@ class ShmBorrowed<T> implements Borrowed<T> {
 
   get timestampNs(): bigint | undefined {
     return this.envelope === 0 ? undefined : readEnvelope(this.ring.dv, this.envelopeAt, {}).timestampNs
+  }
+
+  get channel(): number | undefined {
+    return this.envelope === 0 ? undefined : readEnvelope(this.ring.dv, this.envelopeAt, {}).channel
   }
 
   get value(): T {

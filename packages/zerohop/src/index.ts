@@ -48,6 +48,13 @@ export {
   IoError,
   InvalidStateError,
   CodecError,
+  TlsUntrustedError,
+  TlsExpiredError,
+  TlsNameMismatchError,
+  TlsRefusedError,
+  ConnectionLostError,
+  ProtocolError,
+  SlowConsumerError,
 } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export { parseEndpoint } from './endpoint.js'

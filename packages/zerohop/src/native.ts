@@ -5,7 +5,17 @@
 import * as binding from '../native/binding.js'
 import { fromNative } from './errors.js'
 
-export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, UdpHandle, UdpMetricsInfo } from '../native/binding.js'
+export type {
+  ShmHandle,
+  ShmLayoutInfo,
+  ShmOffsets,
+  ParsedEndpoint,
+  UdpHandle,
+  UdpMetricsInfo,
+  QuicHandle,
+  QuicMetricsInfo,
+  QuicStatusEvent,
+} from '../native/binding.js'
 /** The hot-path handle of a UDP hub (an opaque native value, from `UdpHandle.link()`). */
 export type UdpLink = { readonly __brand: 'UdpLink' }
 
