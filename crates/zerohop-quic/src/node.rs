@@ -104,8 +104,10 @@ impl NodeConfig {
             identity: None,
             trust: Trust::DangerouslyAcceptAnyServer,
             client_ca: None,
-            keep_alive: Some(Duration::from_secs(5)),
-            idle_timeout: Duration::from_secs(30),
+            // A peer that vanished (killed, unplugged) is noticed after the idle timeout:
+            // QUIC has no other sign of it. Keep-alives keep quiet connections open.
+            keep_alive: Some(Duration::from_secs(2)),
+            idle_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_message: 16 << 20,
             max_channels: 16,
@@ -524,7 +526,8 @@ impl QuicNode {
                 (quinn::Endpoint::server(server, config.addr).map_err(StartError::Io)?, None)
             }
             Role::Connect { .. } => {
-                let tls = tls::client_config(&config.trust, config.identity.as_ref()).map_err(StartError::Tls)?;
+                let mut tls = tls::client_config(&config.trust, config.identity.as_ref()).map_err(StartError::Tls)?;
+                tls.resumption = rustls::client::Resumption::store(tls::session_cache_for(config.addr));
                 let crypto = QuicClientConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
                 let mut client = quinn::ClientConfig::new(Arc::new(crypto));
                 client.transport_config(transport);
@@ -914,6 +917,9 @@ impl Shared {
             let mut st = lock(&ch.state);
             if st.owned_by(generation) {
                 st.writer_active = false;
+            } else {
+                // A newer writer owns the queue; a wake-up this one took is its.
+                ch.ready.notify_one();
             }
             drop(st);
             match result {
@@ -1075,9 +1081,12 @@ impl Shared {
                     self.detach(peer, &conn);
                     return Err(Failure::of(&reason));
                 } else {
-                    // Refused: the hello goes again (writers reopen their streams themselves).
+                    // Refused: what the first flight carried is gone. The hello goes again,
+                    // and attaching again starts new writers that send everything
+                    // unacknowledged from the start.
                     self.counters.last_zero_rtt.store(false, Ordering::Relaxed);
                     self.send_hello(&conn);
+                    self.attach(peer, &conn);
                 }
                 Ok(conn)
             }
@@ -1124,8 +1133,7 @@ impl Shared {
             s.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
         };
         let Ok(connecting) = incoming.accept() else { return failed(&self) };
-        // The server side may always read early data; `established` resolves once the
-        // handshake completed (false if it failed).
+        // The server side may always read early data.
         let (conn, established) = match connecting.into_0rtt() {
             Ok((conn, established)) => (conn, Some(established)),
             Err(connecting) => match connecting.await {
@@ -1135,9 +1143,11 @@ impl Shared {
         };
         // With mutual TLS nobody is heard before their certificate is checked; without
         // it there is nothing more to learn from the handshake, so 0-RTT data counts.
+        // (`established` resolves once the handshake is over, to whether the client's
+        // early data was taken: the outcome of the handshake is the close reason.)
         if self.config.client_ca.is_some()
             && let Some(established) = established
-            && (!established.await || conn.close_reason().is_some())
+            && (established.await, conn.close_reason()).1.is_some()
         {
             return failed(&self);
         }
@@ -1159,10 +1169,16 @@ impl Shared {
         if self.closing.load(Ordering::SeqCst) || peer.gone.load(Ordering::SeqCst) {
             return;
         }
-        // A peer that closed on purpose left; anything else is a failure worth naming.
         let failure = Failure::of(&reason);
-        let error = (failure.kind != FailureKind::ClosedByPeer).then_some(failure);
-        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: addr, error });
+        if failure.kind == FailureKind::ClosedByPeer {
+            // It left on purpose: nothing to keep for its return, and no failure to name.
+            self.inbox.status(StatusEvent { status: Status::Disconnected, peer: addr, error: None });
+            if lock(&peer.conn).0.is_none() {
+                self.forget(&peer);
+            }
+            return;
+        }
+        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: addr, error: Some(failure) });
         // Keep what it has not acknowledged for a while, in case it comes back.
         if !self.sleep_unless_closed(self.config.peer_linger).await {
             return;

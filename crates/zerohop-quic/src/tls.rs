@@ -9,13 +9,17 @@
 //! Both sides speak TLS 1.3 only (QUIC requires it), advertise the ALPN protocol
 //! [`ALPN`], keep session tickets for 0-RTT, and accept early data.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The application protocol both sides must agree on.
@@ -134,22 +138,98 @@ pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<rustl
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match trust {
-        Trust::Ca(ca) => builder.with_root_certificates(roots(ca)?),
-        Trust::DangerouslyAcceptAnyServer => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
-        }
-    };
-    let mut config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(id) => {
-            let (chain, key) = load_identity(id)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?
-        }
-    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(shared_verifier(trust)?);
+    let mut config = builder.with_client_cert_resolver(shared_client_cert(identity)?);
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.enable_early_data = true;
     Ok(config)
+}
+
+/// The TLS session tickets of the server at `server`, shared by every connection of
+/// this process, so that a hub connecting to a server another hub has seen resumes with
+/// 0-RTT. Per address and not only per name (rustls keys tickets by name): many
+/// development servers are all `localhost`.
+pub fn session_cache_for(server: SocketAddr) -> Arc<dyn rustls::client::ClientSessionStore> {
+    type ByServer = HashMap<SocketAddr, Arc<rustls::client::ClientSessionMemoryCache>>;
+    static CACHES: OnceLock<Mutex<ByServer>> = OnceLock::new();
+    let mut caches = CACHES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if caches.len() >= 1024 {
+        caches.clear(); // bounded: tickets are an optimisation
+    }
+    caches.entry(server).or_insert_with(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4))).clone()
+}
+
+/// Our client certificate for `identity` (or none), one per identity for the whole
+/// process, for the same reason as [`shared_verifier`]: rustls resumes a session only
+/// with the very client-certificate resolver it began with.
+fn shared_client_cert(identity: Option<&Identity>) -> Result<Arc<dyn ResolvesClientCert>, TlsError> {
+    type Key = Option<(Vec<u8>, Vec<u8>)>;
+    static RESOLVERS: OnceLock<Mutex<HashMap<Key, Arc<dyn ResolvesClientCert>>>> = OnceLock::new();
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::File { path: p.to_path_buf(), why: e.to_string() });
+    let key: Key = match identity {
+        None => None,
+        Some(Identity::Files { cert_chain, key }) => Some((read(cert_chain)?, read(key)?)),
+        // Made anew each time: nothing to resume with anyway.
+        Some(id @ Identity::SelfSigned { .. }) => return ClientCert::of(id),
+    };
+    let mut resolvers = RESOLVERS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = resolvers.get(&key) {
+        return Ok(r.clone());
+    }
+    let resolver = match identity {
+        None => Arc::new(ClientCert(None)) as Arc<dyn ResolvesClientCert>,
+        Some(id) => ClientCert::of(id)?,
+    };
+    resolvers.insert(key, resolver.clone());
+    Ok(resolver)
+}
+
+/// A fixed client certificate, or none.
+#[derive(Debug)]
+struct ClientCert(Option<Arc<CertifiedKey>>);
+
+impl ClientCert {
+    fn of(identity: &Identity) -> Result<Arc<dyn ResolvesClientCert>, TlsError> {
+        let (chain, key) = load_identity(identity)?;
+        let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Arc::new(ClientCert(Some(Arc::new(certified)))))
+    }
+}
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _root_hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// The verifier for `trust`, one per trust anchor for the whole process: rustls resumes
+/// a session only under the very verifier that checked it, so a hub's 0-RTT depends on
+/// meeting the same instance. Keyed by the CA bundle's contents, not its path.
+fn shared_verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    type ByCa = HashMap<Option<Vec<u8>>, Arc<dyn ServerCertVerifier>>;
+    static VERIFIERS: OnceLock<Mutex<ByCa>> = OnceLock::new();
+    let key = match trust {
+        Trust::Ca(ca) => {
+            Some(std::fs::read(ca).map_err(|e| TlsError::File { path: ca.to_path_buf(), why: e.to_string() })?)
+        }
+        Trust::DangerouslyAcceptAnyServer => None,
+    };
+    let mut verifiers = VERIFIERS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = verifiers.get(&key) {
+        return Ok(v.clone());
+    }
+    let verifier: Arc<dyn ServerCertVerifier> = match trust {
+        Trust::Ca(ca) => rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+        Trust::DangerouslyAcceptAnyServer => Arc::new(AcceptAnyServer(provider())),
+    };
+    verifiers.insert(key, verifier.clone());
+    Ok(verifier)
 }
 
 /// Why a TLS handshake failed, read from the connection error, so that transports can

@@ -220,3 +220,21 @@ fn a_peer_that_does_not_read_is_disconnected_and_the_others_go_on() {
     });
     drop((fast, slow));
 }
+
+#[test]
+fn a_second_node_of_this_process_resumes_with_0rtt() {
+    let (server, s_in) = listen("127.0.0.1:0");
+    let addr = server.local_addr().unwrap();
+    let (first, _) = connect(addr, |_| {});
+    first.publish(0, b"one").unwrap();
+    wait_until("delivery", || s_in.messages.lock().unwrap().len() == 1);
+    s_in.read_all();
+    assert!(first.drain(Duration::from_secs(5)));
+    assert!(!first.metrics().last_zero_rtt);
+    first.close();
+    let (second, _) = connect(addr, |_| {});
+    second.publish(0, b"two").unwrap();
+    wait_until("delivery", || s_in.messages.lock().unwrap().len() == 2);
+    wait_until("the handshake", || second.metrics().zero_rtt_connections == 1);
+    assert!(second.metrics().last_zero_rtt);
+}

@@ -192,9 +192,12 @@ export interface HubOptions<T> {
   listen?: boolean
   /** QUIC: certificates. TLS is always on. */
   tls?: TlsOptions
-  /** QUIC: send a keep-alive after this long idle (default 5000; 0: never). */
+  /** QUIC: send a keep-alive after this long idle (default 2000; 0: never). */
   keepAliveMs?: number
-  /** QUIC: a connection that hears nothing this long is lost (default 30 000). */
+  /**
+   * QUIC: a connection that hears nothing this long is lost (default 10 000). This is
+   * how a peer that vanished (killed, unplugged) is noticed.
+   */
   idleTimeoutMs?: number
   /** QUIC: the reconnect schedule of a connecting hub. */
   reconnect?: ReconnectOptions
