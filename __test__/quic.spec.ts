@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Hub, type HubOptions, type StatusEvent } from 'zerohop'
+import { type ErrorCode, Hub, type HubOptions, Rpc, type StatusEvent } from 'zerohop'
 import { child } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures
 import { payload } from './fixtures/payload.mjs'
@@ -144,7 +144,7 @@ test.serial('certificates: mutual TLS accepted and refused; untrusted, expired a
   good.publish(makePayload(1, 0, 100))
   t.is(((await server.next('done')) as Tally).received, 1)
 
-  const refusedWith = async (tls: HubOptions<Uint8Array>['tls'], code: string, label: string) => {
+  const refusedWith = async (tls: HubOptions<Uint8Array>['tls'], code: ErrorCode, label: string) => {
     await using hub = await Hub.open(`quic://${address}`, { tls, ...once })
     const e = await statusWhere(hub, (e) => e.status === 'disconnected')
     t.is(e.error?.code, code, label)
@@ -254,4 +254,57 @@ test.serial('a peer killed mid-stream: the server and the other clients go on', 
   t.pass('the killed peer was reported gone')
   server.send('0')
   t.is(await server.exited, 0, server.stderr())
+})
+
+test.serial('RPC: replies across processes; a throwing handler, a timeout and an abort each end cleanly on both sides', async (t) => {
+  const server = child('rpc-server.mjs', [])
+  const { address } = (await server.next('ready')) as { address: string }
+  type Req = { op: string; x?: unknown; ms?: number }
+  await using rpc = await Rpc.connect<Req, unknown>(`quic://${address}`, { ...dev, codec: 'json' })
+  t.is(rpc.status, 'connected')
+
+  const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => rpc.request({ op: 'echo', x: { i } })))
+  t.deepEqual(replies, Array.from({ length: 200 }, (_, i) => ({ i })), '200 concurrent requests, each its own reply')
+
+  await t.throwsAsync(rpc.request({ op: 'fail' }), { code: 'ERR_REMOTE', message: 'boom' })
+
+  const t0 = performance.now()
+  await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { timeoutMs: 50 }), { code: 'ERR_TIMEOUT' })
+  t.true(performance.now() - t0 < 5000, 'the timeout fired, not the handler')
+  const ac = new AbortController()
+  setTimeout(() => ac.abort(), 20)
+  await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { signal: ac.signal }), { code: 'ERR_ABORTED' })
+  await t.throwsAsync(rpc.request({ op: 'echo' }, { signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' })
+
+  // Nothing left behind: no pending request here, no running handler there.
+  t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+  let m: Record<string, number> = {}
+  for (let i = 0; i < 200; i++) {
+    server.send('metrics')
+    m = (await server.next('metrics')) as Record<string, number>
+    if (m.cancelled === 2) break
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  t.like(m, { inFlight: 0, served: 200, failed: 1, cancelled: 2, stoppedEarly: 2 })
+  t.is(await rpc.request({ op: 'echo', x: 'still fine' }), 'still fine')
+  server.send('close')
+  t.is(await server.exited, 0, server.stderr())
+})
+
+test.serial('RPC: a request in flight when the server dies fails with ERR_CONNECTION_LOST', async (t) => {
+  const server = child('rpc-server.mjs', [])
+  const { address } = (await server.next('ready')) as { address: string }
+  await using rpc = await Rpc.connect<{ op: string; ms?: number }, unknown>(`quic://${address}`, {
+    ...dev,
+    codec: 'json',
+    idleTimeoutMs: 1000,
+    keepAliveMs: 250,
+    reconnect: { maxAttempts: 0 },
+  })
+  const pending = rpc.request({ op: 'sleep', ms: 60_000 })
+  await new Promise((r) => setTimeout(r, 100))
+  server.proc.kill('SIGKILL')
+  await t.throwsAsync(pending, { code: 'ERR_CONNECTION_LOST' })
+  t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+  await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
 })

@@ -160,6 +160,8 @@ pub struct QuicMetricsInfo {
     pub streams_opened: f64,
     pub streams_accepted: f64,
     pub unacked_bytes: f64,
+    pub requests_pending: f64,
+    pub answers_pending: f64,
     pub bytes_sent: f64,
     pub bytes_received: f64,
     pub packets_lost: f64,
@@ -234,6 +236,25 @@ impl QuicHandle {
         t.publish_on(channel, data).map(|d| d == zerohop::Delivery::Accepted).map_err(js_error)
     }
 
+    /// Sends a request (connecting hubs); returns its key. The reply arrives in the ring
+    /// with envelope kind 2 (or 3: failed) and that key.
+    #[napi]
+    pub fn request(&self, data: &[u8]) -> Result<f64> {
+        self.quic()?.request(data).map(|k| k as f64).map_err(js_error)
+    }
+
+    /// Gives up on request `key`; false if it had ended.
+    #[napi]
+    pub fn cancel(&self, key: f64) -> bool {
+        self.transport.as_ref().is_some_and(|q| q.cancel(key as u64))
+    }
+
+    /// Answers request `key` (received with envelope kind 1); false if it is gone.
+    #[napi]
+    pub fn respond(&self, key: f64, ok: bool, data: &[u8]) -> bool {
+        self.transport.as_ref().is_some_and(|q| q.respond(key as u64, ok, data))
+    }
+
     /// The bytes of a message too large for its slot (the envelope gives the key).
     #[napi]
     pub fn take_spilled(&self, key: f64) -> Result<Buffer> {
@@ -296,6 +317,8 @@ impl QuicHandle {
             streams_opened: n(m.streams_opened),
             streams_accepted: n(m.streams_accepted),
             unacked_bytes: n(m.unacked_bytes),
+            requests_pending: n(m.requests_pending),
+            answers_pending: n(m.answers_pending),
             bytes_sent: n(m.bytes_sent),
             bytes_received: n(m.bytes_received),
             packets_lost: n(m.packets_lost),

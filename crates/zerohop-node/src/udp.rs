@@ -131,10 +131,12 @@ pub struct EnvelopeLayout {
     pub family: u32,
     pub placement: u32,
     pub channel: u32,
+    pub kind: u32,
     pub address: u32,
     pub peer: u32,
     pub spilled_len: u32,
     pub spill_key: u32,
+    pub request: u32,
 }
 
 /// The envelope's layout, so TypeScript never hard-codes it.
@@ -149,10 +151,12 @@ pub fn envelope_layout() -> EnvelopeLayout {
         family: u(envelope::FAMILY),
         placement: u(envelope::PLACEMENT),
         channel: u(envelope::CHANNEL),
+        kind: u(envelope::KIND),
         address: u(envelope::ADDRESS),
         peer: u(envelope::PEER),
         spilled_len: u(envelope::SPILLED_LEN),
         spill_key: u(envelope::SPILL_KEY),
+        request: u(envelope::REQUEST),
     }
 }
 

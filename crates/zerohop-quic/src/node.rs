@@ -209,6 +209,21 @@ pub struct StatusEvent {
     pub error: Option<Failure>,
 }
 
+/// What a received item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A published message.
+    Message = 0,
+    /// A request to answer with [`QuicNode::respond`] (`request` is its key).
+    Request = 1,
+    /// The reply to our request `request`.
+    Response = 2,
+    /// Our request `request` failed on the server; the body says why.
+    Failed = 3,
+    /// The peer gave up on request `request` (it timed out or was aborted there).
+    Cancelled = 4,
+}
+
 /// A received message.
 #[derive(Debug)]
 pub struct Inbound<'a> {
@@ -216,6 +231,9 @@ pub struct Inbound<'a> {
     pub peer: u32,
     pub from: SocketAddr,
     pub channel: u16,
+    pub kind: Kind,
+    /// Requests: the key that pairs a request, its reply and its cancellation.
+    pub request: u64,
     pub body: &'a [u8],
 }
 
@@ -243,6 +261,8 @@ pub enum PublishError {
     Timeout,
     /// The node is closed.
     Closed,
+    /// A request needs a connection, and there is none now.
+    NotConnected,
 }
 
 /// What became of a published message.
@@ -280,6 +300,9 @@ pub struct NodeMetrics {
     pub streams_accepted: u64,
     /// Bytes queued and not yet acknowledged, over every peer and channel.
     pub unacked_bytes: u64,
+    /// Our requests waiting for a reply, and requests we were sent and have not answered.
+    pub requests_pending: u64,
+    pub answers_pending: u64,
     /// Of the current connections (summed): UDP bytes, packets lost; the smallest RTT
     /// estimate and its congestion window.
     pub bytes_sent: u64,
@@ -336,6 +359,9 @@ impl OutState {
         self.stream_generation == generation && self.writer_active
     }
 }
+
+/// Where the application's answer to a request goes: ok or not, and the body.
+type Answer = tokio::sync::oneshot::Sender<(bool, Vec<u8>)>;
 
 /// Inbound state of one peer session and channel.
 type Windows = HashMap<u16, Arc<Mutex<ReceiveWindow>>>;
@@ -432,6 +458,11 @@ struct Shared {
     closing: AtomicBool,
     /// Blocked publishers wait here for acknowledgements to free room.
     room: (Mutex<()>, Condvar),
+    /// Our requests under way: what cancels each (client side).
+    requests: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    next_request: AtomicU64,
+    /// Requests we were sent and have not answered: where each answer goes (server side).
+    answers: Mutex<HashMap<u64, Answer>>,
     /// Turns true on close: ends the sleeps of connect loops and lingering peers.
     shutdown: tokio::sync::watch::Sender<bool>,
     counters: Counters,
@@ -548,6 +579,9 @@ impl QuicNode {
             closing: AtomicBool::new(false),
             room: (Mutex::new(()), Condvar::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
+            requests: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            answers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         });
         match shared.config.role {
@@ -674,6 +708,51 @@ impl QuicNode {
         Ok(outcome)
     }
 
+    /// Sends a request to the server on a stream of its own; the reply arrives in the
+    /// inbox as [`Kind::Response`] (or [`Kind::Failed`]) with the key returned here.
+    /// Connecting nodes only; fails with `NotConnected` while not connected.
+    pub fn request(&self, body: &[u8]) -> Result<u64, PublishError> {
+        let s = &self.shared;
+        if s.closing.load(Ordering::Relaxed) {
+            return Err(PublishError::Closed);
+        }
+        if body.len() > s.config.max_message {
+            return Err(PublishError::TooLarge { len: body.len(), max: s.config.max_message });
+        }
+        let peer = s.peers.read().unwrap_or_else(|p| p.into_inner()).first().cloned();
+        let Some((peer, conn)) = peer.and_then(|p| p.connection().map(|c| (p, c))) else {
+            return Err(PublishError::NotConnected);
+        };
+        let key = s.next_request.fetch_add(1, Ordering::Relaxed);
+        let mut wire = Vec::with_capacity(StreamHeader::MAX_LEN + 5 + body.len());
+        StreamHeader { kind: StreamKind::Request, session: s.session, channel: 0, first_seq: key }.encode(&mut wire);
+        zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
+        wire.extend_from_slice(body);
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        lock(&s.requests).insert(key, cancel);
+        let s2 = s.clone();
+        s.runtime.handle().spawn(async move { s2.run_request(peer, conn, key, wire, cancelled).await });
+        Ok(key)
+    }
+
+    /// Gives up on request `key`: its stream is reset both ways (the server sees the
+    /// cancellation) and no reply will be delivered. False if it already ended.
+    pub fn cancel(&self, key: u64) -> bool {
+        match lock(&self.shared.requests).remove(&key) {
+            Some(cancel) => cancel.send(()).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Answers request `key` (delivered as [`Kind::Request`]): `ok` with the reply, or
+    /// not ok with why. False if the request is gone (cancelled, or its peer left).
+    pub fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
+        match lock(&self.shared.answers).remove(&key) {
+            Some(answer) => answer.send((ok, body.to_vec())).is_ok(),
+            None => false,
+        }
+    }
+
     /// Counters, with the current connections' transport statistics.
     pub fn metrics(&self) -> NodeMetrics {
         let s = &self.shared;
@@ -693,6 +772,8 @@ impl QuicNode {
             streams_accepted: c.streams_accepted.load(Ordering::Relaxed),
             ..NodeMetrics::default()
         };
+        m.requests_pending = lock(&s.requests).len() as u64;
+        m.answers_pending = lock(&s.answers).len() as u64;
         for peer in s.peers.read().unwrap_or_else(|p| p.into_inner()).iter() {
             m.unacked_bytes += peer.unacked_bytes();
             if let Some(conn) = peer.connection() {
@@ -1204,6 +1285,124 @@ impl Shared {
         (peer, false)
     }
 
+    // ---- requests ----------------------------------------------------------------
+
+    /// Runs one request: writes it, reads the reply into the inbox, or resets the stream
+    /// when cancelled. Nothing of it is left when it returns.
+    async fn run_request(
+        self: Arc<Self>,
+        peer: Arc<Peer>,
+        conn: Connection,
+        key: u64,
+        wire: Vec<u8>,
+        cancelled: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        const CANCELLED: VarInt = VarInt::from_u32(1);
+        enum Outcome {
+            Reply(Vec<u8>),
+            Failed(String),
+            Cancelled,
+        }
+        let max = self.config.max_message + 6;
+        let exchange = async {
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(pair) => pair,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+            let reply = async {
+                send.write_all(&wire).await.map_err(|e| e.to_string())?;
+                let _ = send.finish();
+                recv.read_to_end(max).await.map_err(|e| e.to_string())
+            };
+            tokio::select! {
+                r = reply => r.map_or_else(Outcome::Failed, Outcome::Reply),
+                _ = cancelled => {
+                    let _ = send.reset(CANCELLED);
+                    let _ = recv.stop(CANCELLED);
+                    Outcome::Cancelled
+                }
+            }
+        };
+        let outcome = exchange.await;
+        lock(&self.requests).remove(&key);
+        let (kind, body) = match &outcome {
+            Outcome::Cancelled => return, // nobody waits for a reply
+            Outcome::Reply(bytes) => match parse_reply(bytes) {
+                Some((true, body)) => (Kind::Response, body),
+                Some((false, body)) => (Kind::Failed, body),
+                None => (Kind::Failed, &b"a malformed reply"[..]),
+            },
+            Outcome::Failed(why) => (Kind::Failed, why.as_bytes()),
+        };
+        let m = Inbound { peer: peer.id, from: conn.remote_address(), channel: 0, kind, request: key, body };
+        self.deliver_surely(&m).await;
+    }
+
+    /// Delivers `m`, waiting for room: replies and cancellations are never dropped.
+    async fn deliver_surely(&self, m: &Inbound<'_>) {
+        while self.inbox.deliver(m).is_none() {
+            if self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+    }
+
+    /// Serves one request stream: hands the request to the application and writes its
+    /// answer; if the client gives up first, tells the application so.
+    async fn serve_request(
+        self: Arc<Self>,
+        peer: Arc<Peer>,
+        conn: Connection,
+        first_bytes: Bytes,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
+        let max = self.config.max_message + 5;
+        let mut request = first_bytes.to_vec();
+        let rest = match recv.read_to_end(max.saturating_sub(request.len())).await {
+            Ok(rest) => rest,
+            Err(quinn::ReadToEndError::TooLong) => {
+                return self.violation(&conn, CloseCode::TooLarge, "request above the limit");
+            }
+            Err(_) => return, // the client gave up before sending it whole
+        };
+        request.extend_from_slice(&rest);
+        let Some((len, at)) = get_varint(&request).ok().flatten() else {
+            return self.violation(&conn, CloseCode::Protocol, "malformed request");
+        };
+        if request.len() - at != len as usize {
+            return self.violation(&conn, CloseCode::Protocol, "request length does not match");
+        }
+        let key = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        lock(&self.answers).insert(key, answer);
+        let from = conn.remote_address();
+        let m = Inbound { peer: peer.id, from, channel: 0, kind: Kind::Request, request: key, body: &request[at..] };
+        self.deliver_surely(&m).await;
+        tokio::select! {
+            reply = answered => {
+                if let Ok((ok, body)) = reply {
+                    let mut wire = Vec::with_capacity(6 + body.len());
+                    wire.push(u8::from(ok));
+                    zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
+                    wire.extend_from_slice(&body);
+                    if send.write_all(&wire).await.is_ok() {
+                        let _ = send.finish();
+                    }
+                }
+            }
+            _ = send.stopped() => {
+                // The client gave up (timeout, abort) or left: the handler may stop too.
+                if lock(&self.answers).remove(&key).is_some() {
+                    let m = Inbound { peer: peer.id, from, channel: 0, kind: Kind::Cancelled, request: key, body: &[] };
+                    self.deliver_surely(&m).await;
+                }
+            }
+        }
+    }
+
     // ---- receiving ---------------------------------------------------------------
 
     /// Reads the peer's streams and datagrams until the connection ends; returns why.
@@ -1241,7 +1440,14 @@ impl Shared {
                 self.counters.datagrams_lost.fetch_add(u64::from(gap), Ordering::Relaxed);
                 peer.datagram_next.store(seq.wrapping_add(1), Ordering::Relaxed);
             }
-            let m = Inbound { peer: peer.id, from: conn.remote_address(), channel, body: &d[at..] };
+            let m = Inbound {
+                peer: peer.id,
+                from: conn.remote_address(),
+                channel,
+                kind: Kind::Message,
+                request: 0,
+                body: &d[at..],
+            };
             if self.inbox.deliver(&m).is_none() {
                 // Unreliable: no room means lost, and counted as such.
                 self.counters.datagrams_lost.fetch_add(1, Ordering::Relaxed);
@@ -1267,6 +1473,9 @@ impl Shared {
                 self.read_channel(peer, conn, header, rest, send, recv).await
             }
             StreamKind::Channel => self.violation(&conn, CloseCode::Protocol, "channel out of range"),
+            StreamKind::Request if matches!(self.config.role, Role::Listen) => {
+                self.serve_request(peer, conn, rest, send, recv).await
+            }
             _ => self.violation(&conn, CloseCode::Protocol, "unexpected stream kind"),
         }
     }
@@ -1299,6 +1508,8 @@ impl Shared {
                     peer: peer.id,
                     from,
                     channel: header.channel,
+                    kind: Kind::Message,
+                    request: 0,
                     body: &backlog[backlog_at..backlog_at + len],
                 };
                 let Some(pos) = self.inbox.deliver(&m) else { break };
@@ -1327,7 +1538,14 @@ impl Shared {
                             return;
                         }
                         if lens.is_empty() {
-                            let m = Inbound { peer: peer.id, from, channel: header.channel, body };
+                            let m = Inbound {
+                                peer: peer.id,
+                                from,
+                                channel: header.channel,
+                                kind: Kind::Message,
+                                request: 0,
+                                body,
+                            };
                             if let Some(pos) = inbox.deliver(&m) {
                                 w.delivered(pos);
                                 return;
@@ -1371,6 +1589,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// A reply: a status byte (1 ok, 0 failed) and the framed body.
+fn parse_reply(bytes: &[u8]) -> Option<(bool, &[u8])> {
+    let (&status, rest) = bytes.split_first()?;
+    let (len, at) = get_varint(rest).ok()??;
+    (rest.len() - at == len as usize && status <= 1).then(|| (status == 1, &rest[at..]))
 }
 
 /// Reads the connecting side's hello: its session.

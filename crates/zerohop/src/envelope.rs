@@ -10,10 +10,12 @@
 //! | 10 | 1 | address family: 4 or 6 |
 //! | 11 | 1 | [`Placement`]: 0 in the slot, 1 spilled (larger than the slot) |
 //! | 12 | 2 | channel |
+//! | 14 | 1 | kind: 0 message, 1 request, 2 response, 3 failed request, 4 cancelled request |
 //! | 16 | 16 | sender's address (IPv4 in the first 4 bytes), network order |
 //! | 32 | 4 | the peer's number on this hub (connection-oriented transports) |
 //! | 36 | 4 | spilled: the message's length |
 //! | 40 | 8 | spilled: the key to take it by |
+//! | 48 | 8 | requests: the key pairing a request, its reply and its cancellation |
 //!
 //! ```
 //! use zerohop::envelope::{Envelope, LEN};
@@ -26,16 +28,18 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-pub const LEN: usize = 48;
+pub const LEN: usize = 56;
 pub const TIMESTAMP: usize = 0;
 pub const PORT: usize = 8;
 pub const FAMILY: usize = 10;
 pub const PLACEMENT: usize = 11;
 pub const CHANNEL: usize = 12;
+pub const KIND: usize = 14;
 pub const ADDRESS: usize = 16;
 pub const PEER: usize = 32;
 pub const SPILLED_LEN: usize = 36;
 pub const SPILL_KEY: usize = 40;
+pub const REQUEST: usize = 48;
 
 /// Where a message's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +58,23 @@ pub struct Envelope {
     pub channel: u16,
     pub peer: u32,
     pub placement: Placement,
+    /// What it is (see the table); 0 for a published message.
+    pub kind: u8,
+    pub request: u64,
 }
 
 impl Envelope {
     /// A datagram's: sender and receive time, channel 0, inline.
     pub fn datagram(from: SocketAddr, timestamp_ns: Option<u64>) -> Self {
-        Envelope { from: Some(from), timestamp_ns, channel: 0, peer: 0, placement: Placement::Inline }
+        Envelope {
+            from: Some(from),
+            timestamp_ns,
+            channel: 0,
+            peer: 0,
+            placement: Placement::Inline,
+            kind: 0,
+            request: 0,
+        }
     }
 
     /// Writes it into `out` (at least [`LEN`] bytes).
@@ -82,6 +97,8 @@ impl Envelope {
         }
         out[CHANNEL..CHANNEL + 2].copy_from_slice(&self.channel.to_le_bytes());
         out[PEER..PEER + 4].copy_from_slice(&self.peer.to_le_bytes());
+        out[KIND] = self.kind;
+        out[REQUEST..REQUEST + 8].copy_from_slice(&self.request.to_le_bytes());
         if let Placement::Spilled { key, len } = self.placement {
             out[PLACEMENT] = 1;
             out[SPILLED_LEN..SPILLED_LEN + 4].copy_from_slice(&len.to_le_bytes());
@@ -110,6 +127,8 @@ impl Envelope {
                 1 => Placement::Spilled { key: u64_at(SPILL_KEY), len: u32_at(SPILLED_LEN) },
                 _ => Placement::Inline,
             },
+            kind: b[KIND],
+            request: u64_at(REQUEST),
         })
     }
 }
@@ -130,6 +149,8 @@ mod tests {
             channel: 65535,
             peer: u32::MAX,
             placement: Placement::Spilled { key: u64::MAX - 1, len: 16 << 20 },
+            kind: 3,
+            request: 1 << 60,
             ..Envelope::datagram("[::1]:1".parse().unwrap(), None)
         };
         spilled.write(&mut buf);

@@ -49,11 +49,13 @@ pub enum ErrorCode {
     Protocol,
     /// A peer did not read what it was sent in time and was disconnected.
     SlowConsumer,
+    /// A request failed on the server (its handler threw); the message says why.
+    Remote,
 }
 
 impl ErrorCode {
     /// Every code, for tests and generated docs.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadUrl,
         ErrorCode::BadOption,
         ErrorCode::UnsupportedTransport,
@@ -74,6 +76,7 @@ impl ErrorCode {
         ErrorCode::ConnectionLost,
         ErrorCode::Protocol,
         ErrorCode::SlowConsumer,
+        ErrorCode::Remote,
     ];
 
     /// The stable string, e.g. `"ERR_BAD_URL"`.
@@ -99,6 +102,7 @@ impl ErrorCode {
             ErrorCode::ConnectionLost => "ERR_CONNECTION_LOST",
             ErrorCode::Protocol => "ERR_PROTOCOL",
             ErrorCode::SlowConsumer => "ERR_SLOW_CONSUMER",
+            ErrorCode::Remote => "ERR_REMOTE",
         }
     }
 

@@ -142,6 +142,8 @@ impl Inbox for RingInbox {
             channel: m.channel,
             peer: m.peer,
             placement: Placement::Inline,
+            kind: m.kind as u8,
+            request: m.request,
         };
         let fits = envelope::LEN + m.body.len() <= slot;
         if !fits {
@@ -252,6 +254,9 @@ fn publish_error(e: PublishError) -> Error {
         PublishError::Full => Error::new(ErrorCode::Backpressure, "a peer's send queue is full"),
         PublishError::Timeout => Error::new(ErrorCode::Timeout, "the server did not read in time (send queue full)"),
         PublishError::Closed => Error::new(ErrorCode::Closed, "the hub is closed"),
+        PublishError::NotConnected => {
+            Error::new(ErrorCode::ConnectionLost, "not connected to the server now (it reconnects by itself)")
+        }
     }
 }
 
@@ -386,6 +391,22 @@ impl QuicTransport {
                 Delivery::Dropped
             }
         })
+    }
+
+    /// Sends a request on a stream of its own (connecting hubs); its reply arrives like
+    /// a message, with envelope kind 2 (or 3 if it failed) and the key returned here.
+    pub fn request(&self, body: &[u8]) -> Result<u64> {
+        self.node.request(body).map_err(publish_error)
+    }
+
+    /// Gives up on request `key` (the server sees it cancelled); false if it had ended.
+    pub fn cancel(&self, key: u64) -> bool {
+        self.node.cancel(key)
+    }
+
+    /// Answers request `key` (received with envelope kind 1); false if it is gone.
+    pub fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
+        self.node.respond(key, ok, body)
     }
 
     /// The bytes of a message that did not fit its slot (its envelope gives the key).

@@ -22,6 +22,15 @@ export declare class QuicHandle {
    * someone out.
    */
   publish(data: Uint8Array, channel: number): boolean
+  /**
+   * Sends a request (connecting hubs); returns its key. The reply arrives in the ring
+   * with envelope kind 2 (or 3: failed) and that key.
+   */
+  request(data: Uint8Array): number
+  /** Gives up on request `key`; false if it had ended. */
+  cancel(key: number): boolean
+  /** Answers request `key` (received with envelope kind 1); false if it is gone. */
+  respond(key: number, ok: boolean, data: Uint8Array): boolean
   /** The bytes of a message too large for its slot (the envelope gives the key). */
   takeSpilled(key: number): Buffer
   /** Calls `callback` with every status event from now on (and the ones so far). */
@@ -150,10 +159,12 @@ export interface EnvelopeLayout {
   family: number
   placement: number
   channel: number
+  kind: number
   address: number
   peer: number
   spilledLen: number
   spillKey: number
+  request: number
 }
 
 /** A stable error code and whether retrying can help. */
@@ -203,6 +214,8 @@ export interface QuicMetricsInfo {
   streamsOpened: number
   streamsAccepted: number
   unackedBytes: number
+  requestsPending: number
+  answersPending: number
   bytesSent: number
   bytesReceived: number
   packetsLost: number

@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'ERR_CONNECTION_LOST',
   'ERR_PROTOCOL',
   'ERR_SLOW_CONSUMER',
+  'ERR_REMOTE',
 ] as const
 
 export type ErrorCode = (typeof ERROR_CODES)[number]
@@ -42,6 +43,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_IO',
   'ERR_CONNECTION_LOST',
   'ERR_SLOW_CONSUMER',
+  'ERR_REMOTE',
 ])
 
 /** Whether retrying an operation that failed with `code` can succeed. */
@@ -187,6 +189,13 @@ export class SlowConsumerError extends ZerohopError {
   }
 }
 
+/** A request failed on the server (its handler threw); the message says why. */
+export class RemoteError extends ZerohopError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_REMOTE', message, options)
+  }
+}
+
 const CLASSES: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => ZerohopError> = {
   ERR_BAD_URL: BadUrlError,
   ERR_BAD_OPTION: BadOptionError,
@@ -208,6 +217,7 @@ const CLASSES: Record<ErrorCode, new (message: string, options?: { cause?: unkno
   ERR_CONNECTION_LOST: ConnectionLostError,
   ERR_PROTOCOL: ProtocolError,
   ERR_SLOW_CONSUMER: SlowConsumerError,
+  ERR_REMOTE: RemoteError,
 }
 
 /** The error class for `code`. */

@@ -328,6 +328,9 @@ const QUIC_LINGER_MS = 1000
 const QUIC_MAX_MESSAGE = 16 << 20
 const noop = (): void => {}
 
+/** The QUIC node of a hub, for `Rpc` (package-internal: not exported from the index). */
+export let quicOf: (hub: Hub<Uint8Array>) => QuicHandle | undefined
+
 /**
  * A hub collected with a loan still open would keep the publisher lock, and every other
  * publisher of the segment would time out. The registry's held value is the loan (which
@@ -389,6 +392,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly gcState: { loan: ShmLoan<unknown> | undefined } = { loan: undefined }
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
+
+  static {
+    // `Rpc` (rpc.ts) speaks through a QUIC hub's node; nothing outside this package does.
+    quicOf = (hub) => hub.quic
+  }
 
   private constructor(url: string, endpoint: ParsedEndpoint, options: HubOptions<T>) {
     this.url = url
@@ -1104,11 +1112,26 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 /** The envelope layout, from the native side (so the two cannot disagree). */
 const ENVELOPE = binding.envelopeLayout()
 
+/** What `Rpc` reads from a received message's envelope besides {@link MessageInfo}. */
+export interface RequestInfo extends MessageInfo {
+  /** 1 request, 2 reply, 3 failed request, 4 cancelled request (absent: a message). */
+  kind?: number
+  /** The key pairing a request, its reply and its cancellation. */
+  request?: number
+}
+
+
 /** Reads the envelope at `off` (sender address and receive timestamp) into `info`. */
 function readEnvelope(dv: DataView, off: number, info: MessageInfo): MessageInfo {
   const ts = dv.getBigUint64(off + ENVELOPE.timestamp, true)
   if (ts !== 0n) info.timestampNs = ts
   info.channel = dv.getUint16(off + ENVELOPE.channel, true)
+  const kind = dv.getUint8(off + ENVELOPE.kind)
+  if (kind !== 0) {
+    const r = info as RequestInfo
+    r.kind = kind
+    r.request = Number(dv.getBigUint64(off + ENVELOPE.request, true))
+  }
   const port = dv.getUint16(off + ENVELOPE.port, true)
   const family = dv.getUint8(off + ENVELOPE.family)
   const a = off + ENVELOPE.address

@@ -2,8 +2,9 @@
  * zerohop: low-latency messaging for Node.js and TypeScript.
  *
  * One {@link Hub} API over every transport; the endpoint URL picks it. This version
- * ships shared memory (`shm://name`): zero-copy loans and borrows, fan-out to any
- * number of subscriber processes, futex wake-ups.
+ * ships shared memory (`shm://name`: zero-copy loans and borrows, fan-out to any
+ * number of subscriber processes, futex wake-ups), batched UDP (`udp://host:port`) and
+ * QUIC (`quic://host:port`: TLS, reliable channels that survive reconnects, datagrams).
  *
  * ```ts
  * import { Hub, struct } from 'zerohop'
@@ -26,7 +27,15 @@ export type {
   BackpressurePolicy,
   TransportName,
   UdpSocketMetrics,
+  HubStatus,
+  StatusEvent,
+  TlsOptions,
+  ReconnectOptions,
+  PublishOptions,
+  CloseOptions,
 } from './hub.js'
+export { Rpc, RpcServer, RpcClient } from './rpc.js'
+export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'
 export type { Codec, CodecOption } from './codec.js'
 export { struct, StructCodec } from './struct.js'
@@ -55,6 +64,7 @@ export {
   ConnectionLostError,
   ProtocolError,
   SlowConsumerError,
+  RemoteError,
 } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export { parseEndpoint } from './endpoint.js'

@@ -1,0 +1,363 @@
+/**
+ * Request/response over `quic://`: one stream per request, so a slow request holds up
+ * no other, and a timeout or an abort resets that stream (the server's handler sees its
+ * `signal` abort) and leaves nothing behind on either side.
+ *
+ * ```ts
+ * await using srv = await Rpc.serve<Req, Res>('quic://0.0.0.0:7000', async (req) => res, { codec: 'json' })
+ * await using rpc = await Rpc.connect<Req, Res>('quic://127.0.0.1:7000', { codec: 'json', tls: { ca: 'ca.pem' } })
+ * const res = await rpc.request(req, { timeoutMs: 50 })
+ * ```
+ */
+import { type Codec, type CodecOption, describe, resolveCodec } from './codec.js'
+import {
+  AbortedError,
+  BadOptionError,
+  ClosedError,
+  CodecError,
+  ConnectionLostError,
+  errorFor,
+  ERROR_CODES,
+  type ErrorCode,
+  RemoteError,
+  TimeoutError,
+  ZerohopError,
+} from './errors.js'
+import { type CloseOptions, Hub, type HubOptions, type RequestInfo, quicOf } from './hub.js'
+import { native, type QuicHandle } from './native.js'
+
+/** Options of {@link Rpc.serve} and {@link Rpc.connect}: a `quic://` hub's, and a codec for both ways. */
+export interface RpcOptions<Req, Res> extends Omit<HubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role'> {
+  /** How requests and replies become bytes: `'raw'` (default), `'json'`, `'msgpack'` or a custom codec. */
+  codec?: CodecOption<Req | Res>
+  /** Connecting: how long {@link Rpc.connect} waits for the first connection (default 10 000). */
+  connectTimeoutMs?: number
+}
+
+/** Options of {@link RpcClient.request}. */
+export interface RequestOptions {
+  /** Reject with `ERR_TIMEOUT` (and cancel the request on the server) after this long. */
+  timeoutMs?: number
+  /** Reject with `ERR_ABORTED` (and cancel the request on the server) when aborted. */
+  signal?: AbortSignal
+}
+
+/** What a handler gets besides the request. */
+export interface RequestContext {
+  /** Aborted when the client gave up (timeout, abort) or left, or the server closes. */
+  signal: AbortSignal
+  /** The client's address, `host:port`. */
+  from: string
+}
+
+/** Answers one request; a throw becomes `ERR_REMOTE` on the client (or the error's own `code`). */
+export type RpcHandler<Req, Res> = (request: Req, context: RequestContext) => Res | Promise<Res>
+
+const KIND_REQUEST = 1
+const KIND_REPLY = 2
+const KIND_FAILED = 3
+const KIND_CANCELLED = 4
+const utf8 = new TextEncoder()
+const fromUtf8 = new TextDecoder()
+
+/** Counters of an RPC server. */
+export interface RpcServerMetrics {
+  /** Requests whose handler is running now. */
+  inFlight: number
+  served: number
+  failed: number
+  /** Requests the client gave up on before the handler finished. */
+  cancelled: number
+}
+
+/** A server: answers requests with its handler. */
+export class RpcServer<Req, Res> implements AsyncDisposable {
+  private readonly inFlight = new Map<number, AbortController>()
+  private readonly counts = { served: 0, failed: 0, cancelled: 0 }
+  private readonly loop: Promise<void>
+
+  private constructor(
+    private readonly hub: Hub<Uint8Array>,
+    private readonly quic: QuicHandle,
+    private readonly codec: Codec<Req | Res>,
+    private readonly handler: RpcHandler<Req, Res>,
+  ) {
+    this.loop = this.serve()
+  }
+
+  /** @internal */
+  static async start<Req, Res>(url: string, handler: RpcHandler<Req, Res>, options: RpcOptions<Req, Res>): Promise<RpcServer<Req, Res>> {
+    if (typeof handler !== 'function') throw new BadOptionError(`Rpc.serve takes a handler function, got ${describe(handler)}`)
+    const codec = resolveCodec(options.codec) as Codec<Req | Res>
+    const hub = await openHub(url, options, true)
+    return new RpcServer<Req, Res>(hub, quicOf(hub)!, codec, handler)
+  }
+
+  /** The bound address, `host:port`. */
+  get localAddress(): string | undefined {
+    return this.hub.localAddress
+  }
+
+  metrics(): RpcServerMetrics {
+    return { inFlight: this.inFlight.size, ...this.counts }
+  }
+
+  /** Stops answering: running handlers see their signal abort; their replies are dropped. */
+  async close(options: CloseOptions = {}): Promise<void> {
+    for (const ac of this.inFlight.values()) ac.abort(new ClosedError('the server is closing'))
+    this.inFlight.clear()
+    await this.hub.close(options)
+    await this.loop
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  private async serve(): Promise<void> {
+    for (;;) {
+      let m: Awaited<ReturnType<Hub<Uint8Array>['recvMessage']>> & RequestInfo
+      try {
+        m = await this.hub.recvMessage()
+      } catch (e) {
+        if (this.hub.isClosed) return
+        throw e
+      }
+      const key = m.request!
+      if (m.kind === KIND_REQUEST) this.answer(key, m.value, m.from ?? '')
+      else if (m.kind === KIND_CANCELLED) {
+        const ac = this.inFlight.get(key)
+        if (ac === undefined) continue
+        this.inFlight.delete(key)
+        this.counts.cancelled++
+        ac.abort(new AbortedError('the client gave up on this request'))
+      }
+    }
+  }
+
+  private answer(key: number, bytes: Uint8Array, from: string): void {
+    const ac = new AbortController()
+    this.inFlight.set(key, ac)
+    new Promise<Res>((resolve) => resolve(this.handler(this.codec.decode(bytes) as Req, { signal: ac.signal, from }))).then(
+      (res) => {
+        if (!this.inFlight.delete(key)) return // cancelled meanwhile
+        let out: Uint8Array
+        try {
+          out = this.codec.encode(res)
+        } catch (e) {
+          return this.fail(key, e)
+        }
+        this.counts.served++
+        this.quic.respond(key, true, out)
+      },
+      (e) => {
+        if (this.inFlight.delete(key)) this.fail(key, e)
+      },
+    )
+  }
+
+  private fail(key: number, e: unknown): void {
+    this.counts.failed++
+    const code = e instanceof ZerohopError ? e.code : 'ERR_REMOTE'
+    const message = e instanceof Error ? e.message : String(e)
+    this.quic.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
+  }
+}
+
+/** Counters of an RPC client. */
+export interface RpcClientMetrics {
+  /** Requests waiting for their reply. */
+  pending: number
+  /** The same, as the native side counts them (both are 0 when nothing is left behind). */
+  nativePending: number
+}
+
+interface Pending<Res> {
+  resolve(v: Res): void
+  reject(e: unknown): void
+  timer: ReturnType<typeof setTimeout> | undefined
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+/** A client: sends requests to one server. */
+export class RpcClient<Req, Res> implements AsyncDisposable {
+  private readonly pending = new Map<number, Pending<Res>>()
+  /** Ends the reply pump's wait when nothing is pending, so an idle client holds no event-loop handle. */
+  private pumpStop: AbortController | undefined
+
+  private constructor(
+    private readonly hub: Hub<Uint8Array>,
+    private readonly quic: QuicHandle,
+    private readonly codec: Codec<Req | Res>,
+  ) {}
+
+  /** @internal */
+  static async start<Req, Res>(url: string, options: RpcOptions<Req, Res>): Promise<RpcClient<Req, Res>> {
+    const codec = resolveCodec(options.codec) as Codec<Req | Res>
+    const hub = await openHub(url, options, false)
+    const timeoutMs = options.connectTimeoutMs ?? 10_000
+    const failed = await connected(hub, timeoutMs)
+    if (failed !== undefined) {
+      await hub.close({ lingerMs: 0 })
+      throw failed
+    }
+    return new RpcClient<Req, Res>(hub, quicOf(hub)!, codec)
+  }
+
+  /** Counters; `pending` and `nativePending` are 0 once every request has ended. */
+  metrics(): RpcClientMetrics {
+    return { pending: this.pending.size, nativePending: this.hub.isClosed ? 0 : native(() => this.quic.metrics()).requestsPending }
+  }
+
+  /** The connection's status (see {@link Hub.status}). */
+  get status(): Hub<Uint8Array>['status'] {
+    return this.hub.status
+  }
+
+  /**
+   * Sends `request` and resolves with the reply. Rejects with `ERR_TIMEOUT` after
+   * `timeoutMs`, `ERR_ABORTED` when `signal` aborts (both cancel the request on the
+   * server), `ERR_REMOTE` (or the handler's own code) when the handler threw,
+   * `ERR_CONNECTION_LOST` when the connection broke first.
+   */
+  request(request: Req, options: RequestOptions = {}): Promise<Res> {
+    const { timeoutMs, signal } = options
+    if (timeoutMs !== undefined && !(timeoutMs >= 0 && Number.isFinite(timeoutMs))) {
+      return Promise.reject(new BadOptionError(`timeoutMs must be a finite number ≥ 0, got ${String(timeoutMs)}`))
+    }
+    if (this.hub.isClosed) return Promise.reject(new ClosedError('the client is closed'))
+    if (signal?.aborted) return Promise.reject(new AbortedError('the request was aborted', { cause: signal.reason }))
+    let key: number
+    try {
+      key = native(() => this.quic.request(this.codec.encode(request)))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return new Promise<Res>((resolve, reject) => {
+      const entry: Pending<Res> = { resolve, reject, timer: undefined, signal, onAbort: undefined }
+      if (timeoutMs !== undefined) {
+        entry.timer = setTimeout(() => this.giveUp(key, new TimeoutError(`no reply within ${timeoutMs} ms`)), timeoutMs)
+      }
+      if (signal) {
+        entry.onAbort = () => this.giveUp(key, new AbortedError('the request was aborted', { cause: signal.reason }))
+        signal.addEventListener('abort', entry.onAbort, { once: true })
+      }
+      this.pending.set(key, entry)
+      this.pump()
+    })
+  }
+
+  /** Cancels every pending request (`ERR_CLOSED`) and closes the connection. */
+  async close(options: CloseOptions = {}): Promise<void> {
+    for (const key of [...this.pending.keys()]) this.giveUp(key, new ClosedError('the client was closed'))
+    await this.hub.close(options)
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  private settle(key: number): Pending<Res> | undefined {
+    const entry = this.pending.get(key)
+    if (entry === undefined) return undefined
+    this.pending.delete(key)
+    if (entry.timer !== undefined) clearTimeout(entry.timer)
+    if (entry.onAbort) entry.signal!.removeEventListener('abort', entry.onAbort)
+    if (this.pending.size === 0) this.pumpStop?.abort()
+    return entry
+  }
+
+  private giveUp(key: number, error: ZerohopError): void {
+    const entry = this.settle(key)
+    if (entry === undefined) return
+    this.quic.cancel(key)
+    entry.reject(error)
+  }
+
+  /** Reads replies while requests are pending. */
+  private pump(): void {
+    if (this.pumpStop !== undefined) return
+    const stop = (this.pumpStop = new AbortController())
+    void (async () => {
+      while (this.pending.size > 0 && !this.hub.isClosed) {
+        let m: Awaited<ReturnType<Hub<Uint8Array>['recvMessage']>> & RequestInfo
+        try {
+          m = await this.hub.recvMessage({ signal: stop.signal })
+        } catch {
+          break // stopped (nothing pending) or closed
+        }
+        const entry = this.settle(m.request ?? -1)
+        if (entry === undefined) continue // a reply to a request given up on
+        if (m.kind === KIND_REPLY) {
+          try {
+            entry.resolve(this.codec.decode(m.value) as Res)
+          } catch (e) {
+            entry.reject(e instanceof ZerohopError ? e : new CodecError(String(e)))
+          }
+        } else if (m.kind === KIND_FAILED) entry.reject(failure(m.value))
+      }
+      this.pumpStop = undefined
+      if (this.pending.size > 0 && !this.hub.isClosed) this.pump()
+    })()
+  }
+}
+
+/** Waits for `hub` to connect: undefined once it has, or why it will not. */
+function connected(hub: Hub<Uint8Array>, timeoutMs: number): Promise<ZerohopError | undefined> {
+  if (hub.status === 'connected') return Promise.resolve(undefined)
+  return new Promise((resolve) => {
+    const done = (failure: ZerohopError | undefined): void => {
+      clearTimeout(timer)
+      off()
+      resolve(failure)
+    }
+    const timer = setTimeout(() => done(new TimeoutError(`no connection to ${hub.url} within ${timeoutMs} ms`)), timeoutMs)
+    const off = hub.onStatus((e) => {
+      if (e.peer !== undefined && e.status === 'connected') done(undefined)
+      else if (e.status === 'disconnected') done(e.error ?? new ConnectionLostError(`cannot connect to ${hub.url}`))
+    })
+    if (hub.status === 'connected') done(undefined)
+  })
+}
+
+/** Why a request failed: the server's `{ code, message }`, or the transport's own words. */
+function failure(bytes: Uint8Array): ZerohopError {
+  const text = fromUtf8.decode(bytes)
+  try {
+    const { code, message } = JSON.parse(text) as { code?: string; message?: string }
+    if (typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code)) {
+      return errorFor(code as ErrorCode, message ?? '')
+    }
+    return new RemoteError(message ?? text)
+  } catch {
+    return new ConnectionLostError(`the request did not complete: ${text}`)
+  }
+}
+
+async function openHub<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): Promise<Hub<Uint8Array>> {
+  if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
+  const { codec: _codec, connectTimeoutMs: _timeout, ...hubOptions } = options
+  const hub = await Hub.open<Uint8Array>(url, { ...hubOptions, listen })
+  if (hub.transport !== 'quic') {
+    await hub.close()
+    throw new BadOptionError(`Rpc runs over quic:// (one stream per request); ${url} is ${hub.transport}://`)
+  }
+  return hub
+}
+
+/** Request/response over `quic://`. */
+export const Rpc = {
+  /** Listens on `url` and answers each request with `handler`. */
+  serve<Req = Uint8Array, Res = Uint8Array>(
+    url: string,
+    handler: RpcHandler<Req, Res>,
+    options: RpcOptions<Req, Res> = {},
+  ): Promise<RpcServer<Req, Res>> {
+    return RpcServer.start(url, handler, options)
+  },
+  /** Connects to the server at `url`; resolves once connected. */
+  connect<Req = Uint8Array, Res = Uint8Array>(url: string, options: RpcOptions<Req, Res> = {}): Promise<RpcClient<Req, Res>> {
+    return RpcClient.start(url, options)
+  },
+}
