@@ -29,3 +29,14 @@ test('the README UDP example is examples/udp.ts, and it prints what its comments
   })
   t.deepEqual(out.trim().split('\n'), ["{ sym: 'BTC', px: 50000 } true", '50001'])
 })
+
+test('the README QUIC example is examples/quic.ts, and it prints what its comments say', (t) => {
+  const code = readFileSync(join(root, 'examples', 'quic.ts'), 'utf8')
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  t.true(readme.includes('```ts\n' + code + '```'), 'README.md must show examples/quic.ts verbatim')
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples', 'quic.ts')], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  t.deepEqual(out.trim().split('\n'), ['hello 0', 'welcome connected', '42'])
+})

@@ -8,8 +8,15 @@
 //   dgram-echo                              Node dgram socket echoing to the sender
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
+//   quic-echo <pki> <spin|spinUs> <hubs>     <hubs> quic:// listeners echoing every message
+//   tls-echo <pki> <hubs>                   <hubs> Node tls servers echoing length-prefixed frames
+//   quic-sink <pki> <count>                 quic:// listener counting messages; msg/s
+//   tls-sink <pki> <count>                  Node tls server counting length-prefixed frames; msg/s
+import { readFileSync } from 'node:fs'
 import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
+import { join } from 'node:path'
+import { createServer as createTlsServer } from 'node:tls'
 import { Hub } from 'zerohop'
 
 const [role, a, b, c, d] = process.argv.slice(2)
@@ -169,6 +176,90 @@ if (role === 'zh-echo') {
     })
     sock.bind(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${sock.address().port}` }))
   }
+} else if (role === 'quic-echo') {
+  const tls = { cert: join(a!, 'server.pem'), key: join(a!, 'server.key') }
+  const spin = b === 'spin'
+  const hubs = await Promise.all(
+    Array.from({ length: Number(c) }, () => Hub.open('quic://127.0.0.1:0', { listen: true, tls, spinUs: spin ? 0 : Number(b) })),
+  )
+  say({ ready: true, addresses: hubs.map((h) => h.localAddress) })
+  // Echo on every hub until one gets a 1-byte "done"; spinning polls them all.
+  await Promise.all(
+    hubs.map(async (hub) => {
+      for (;;) {
+        let m: Uint8Array | undefined
+        if (spin) {
+          while ((m = hub.tryRecv()) === undefined) if (hubs.length > 1) await new Promise((r) => setImmediate(r))
+        } else m = await hub.recv()
+        if (m.byteLength === 1) process.exit(0) // the client's "done"
+
+        hub.publish(m)
+      }
+    }),
+  )
+} else if (role === 'tls-echo') {
+  const options = { cert: readFileSync(join(a!, 'server.pem')), key: readFileSync(join(a!, 'server.key')) }
+  const servers = Array.from({ length: Number(b) }, () =>
+    createTlsServer(options, (sock) => {
+      sock.setNoDelay(true)
+      let pending: Buffer = Buffer.alloc(0)
+      sock.on('data', (d: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, d]) : d
+        let off = 0
+        while (pending.length - off >= 4) {
+          const len = pending.readUInt32LE(off)
+          if (pending.length - off < 4 + len) break
+          if (len === 1) process.exit(0) // the client's "done"
+          sock.write(pending.subarray(off, off + 4 + len))
+          off += 4 + len
+        }
+        pending = pending.subarray(off)
+      })
+      sock.on('error', () => {})
+    }),
+  )
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))))
+  say({ ready: true, addresses: servers.map((s) => `127.0.0.1:${(s.address() as { port: number }).port}`) })
+} else if (role === 'quic-sink') {
+  const count = Number(b)
+  const hub = await Hub.open('quic://127.0.0.1:0', { listen: true, role: 'subscriber', tls: { cert: join(a!, 'server.pem'), key: join(a!, 'server.key') } })
+  say({ ready: true, address: hub.localAddress })
+  let n = 0
+  let bytes = 0
+  let start = 0
+  while (n < count) {
+    const m = hub.tryRecv() ?? (await hub.recv())
+    if (n++ === 0) start = performance.now()
+    bytes += m.byteLength
+  }
+  say({ done: true, received: n, bytes, msgsPerSec: n / ((performance.now() - start) / 1000) })
+  await hub.close({ lingerMs: 0 })
+  process.exit(0)
+} else if (role === 'tls-sink') {
+  const count = Number(b)
+  let n = 0
+  let start = 0
+  const options = { cert: readFileSync(join(a!, 'server.pem')), key: readFileSync(join(a!, 'server.key')) }
+  const server = createTlsServer(options, (sock) => {
+    let pending: Buffer = Buffer.alloc(0)
+    sock.on('data', (d: Buffer) => {
+      if (n === 0 && start === 0) start = performance.now()
+      pending = pending.length ? Buffer.concat([pending, d]) : d
+      let off = 0
+      while (pending.length - off >= 4) {
+        const len = pending.readUInt32LE(off)
+        if (pending.length - off < 4 + len) break
+        off += 4 + len
+        n++
+      }
+      pending = pending.subarray(off)
+      if (n >= count) {
+        say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
+        process.exit(0)
+      }
+    })
+  })
+  server.listen(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${(server.address() as { port: number }).port}` }))
 } else {
   throw new Error(`unknown role ${role}`)
 }

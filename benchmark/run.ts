@@ -4,11 +4,16 @@
 // floors. This process is pinned to CPU 0 and every peer to CPU 1; baseline and
 // subject runs are interleaved, and every run reports its own percentiles.
 //
+// quic:// hubs run against Node `tls` over TCP (the secure stream a Node user has), with
+// certificates from crates/zerohop-quic/examples/test_pki.rs.
+//
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm runs one half.
+// bench; BENCH_ONLY=udp|shm|quic runs one part.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -416,7 +421,7 @@ function cargoBench(pkg: string, bench: string): Array<Record<string, number | s
     .map((l) => JSON.parse(l) as Record<string, number | string>)
 }
 
-if (process.env.BENCH_RUST !== '0') {
+if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
   console.error('running cargo bench (Rust ring floor)…')
   for (const j of cargoBench('zerohop-shm', 'ring')) {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
@@ -437,11 +442,214 @@ if (process.env.BENCH_RUST !== '0') {
   }
 }
 
-const only = process.env.BENCH_ONLY // 'udp' or 'shm' to run one half
-if (only !== 'shm') ensureSockperf()
+// ---- QUIC: quic:// hubs against Node tls over TCP -------------------------------------
+
+let pkiDir: string | undefined
+/** Certificates for both: a CA and a server certificate for localhost. */
+function pki(): string {
+  if (pkiDir) return pkiDir
+  const dir = mkdtempSync(join(tmpdir(), 'zerohop-bench-pki-'))
+  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', dir], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  if (r.status !== 0) throw new Error('cannot make the benchmark certificates')
+  return (pkiDir = dir)
+}
+const quicClient = () => ({ tls: { ca: join(pki(), 'ca.pem'), serverName: 'localhost' } })
+const frame = (len: number) => {
+  const b = Buffer.alloc(4 + len)
+  b.writeUInt32LE(len, 0)
+  return b
+}
+
+/** Reads length-prefixed frames from `sock`, resolving `onFrame` per frame. */
+function frames(sock: TLSSocket, onFrame: () => void): void {
+  let pending: Buffer = Buffer.alloc(0)
+  sock.on('data', (d: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, d]) : d
+    let off = 0
+    while (pending.length - off >= 4) {
+      const len = pending.readUInt32LE(off)
+      if (pending.length - off < 4 + len) break
+      off += 4 + len
+      onFrame()
+    }
+    pending = pending.subarray(off)
+  })
+}
+
+function tlsOpen(address: string, session?: Buffer): Promise<TLSSocket> {
+  const [host, port] = address.split(':')
+  return new Promise((resolve, reject) => {
+    const sock = tlsConnect({ host, port: Number(port), ca: readFileSync(join(pki(), 'ca.pem')), servername: 'localhost', session }, () => resolve(sock))
+    sock.setNoDelay(true)
+    sock.once('error', reject)
+  })
+}
+
+async function rttTls(): Promise<Float64Array> {
+  const p = peer(['tls-echo', pki(), '1'])
+  const { addresses } = (await p.next()) as { addresses: string[] }
+  const sock = await tlsOpen(addresses[0]!)
+  let resolveMsg: (() => void) | undefined
+  frames(sock, () => resolveMsg?.())
+  const msg = frame(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    const got = new Promise<void>((r) => (resolveMsg = r))
+    sock.write(msg)
+    await got
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  sock.write(frame(1))
+  await exited(p.proc)
+  sock.destroy()
+  return samples
+}
+
+/** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
+async function rttQuic(mode: 'spin' | number, datagrams: boolean): Promise<Float64Array> {
+  const p = peer(['quic-echo', pki(), String(mode), '1'])
+  const { addresses } = (await p.next()) as { addresses: string[] }
+  const hub = await Hub.open(`quic://${addresses[0]}`, { ...quicClient(), spinUs: mode === 'spin' ? 0 : mode, datagrams })
+  const msg = new Uint8Array(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  let lost = 0
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    hub.publish(msg)
+    if (mode === 'spin') {
+      const until = performance.now() + 100
+      while (hub.tryRecv() === undefined && performance.now() < until);
+    } else {
+      try {
+        await hub.recv({ timeoutMs: 100 })
+      } catch {
+        lost++ // a lost datagram (or its echo): publish the next one
+      }
+    }
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  if (lost > 0) console.error(`  (${lost} datagram round trips lost)`)
+  await hub.close({ lingerMs: 0 })
+  const done = await Hub.open(`quic://${addresses[0]}`, quicClient())
+  done.publish(new Uint8Array(1))
+  await done.close({ lingerMs: 2000 })
+  await exited(p.proc)
+  return samples
+}
+
+/** Time from opening a connection to the first echo: first contact with each of `n`
+ * servers, then again (QUIC resumes with 0-RTT, Node tls with its session). */
+async function firstMessage(n: number): Promise<{ quicFresh: Float64Array; quic0rtt: Float64Array; tlsFresh: Float64Array; tlsResumed: Float64Array }> {
+  const out = { quicFresh: new Float64Array(n), quic0rtt: new Float64Array(n), tlsFresh: new Float64Array(n), tlsResumed: new Float64Array(n) }
+  const q = peer(['quic-echo', pki(), '50', String(n)])
+  const { addresses: qa } = (await q.next()) as { addresses: string[] }
+  const msg = new Uint8Array(64)
+  for (const [i, address] of qa.entries()) {
+    for (const into of [out.quicFresh, out.quic0rtt]) {
+      const t = process.hrtime.bigint()
+      const hub = await Hub.open(`quic://${address}`, quicClient())
+      hub.publish(msg)
+      await hub.recv({ timeoutMs: 10_000 })
+      into[i] = Number(process.hrtime.bigint() - t)
+      await hub.close({ lingerMs: 1000 })
+    }
+  }
+  const done = await Hub.open(`quic://${qa[0]}`, quicClient())
+  done.publish(new Uint8Array(1))
+  await done.close({ lingerMs: 2000 })
+  await exited(q.proc)
+  const tp = peer(['tls-echo', pki(), String(n)])
+  const { addresses: ta } = (await tp.next()) as { addresses: string[] }
+  for (const [i, address] of ta.entries()) {
+    let session: Buffer | undefined
+    for (const into of [out.tlsFresh, out.tlsResumed]) {
+      const t = process.hrtime.bigint()
+      const sock = await tlsOpen(address, session)
+      sock.on('session', (s: Buffer) => (session = s))
+      const got = new Promise<void>((r) => frames(sock, r))
+      sock.write(frame(64))
+      await got
+      into[i] = Number(process.hrtime.bigint() - t)
+      sock.destroy()
+    }
+  }
+  const last = await tlsOpen(ta[0]!)
+  last.write(frame(1))
+  await exited(tp.proc)
+  last.destroy()
+  return out
+}
+
+async function streamTls(size: number, count: number): Promise<number> {
+  const p = peer(['tls-sink', pki(), String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const sock = await tlsOpen(address)
+  const msg = frame(size)
+  for (let i = 0; i < count; i++) {
+    if (!sock.write(msg)) await new Promise((r) => sock.once('drain', r))
+  }
+  const result = await p.next()
+  await exited(p.proc)
+  sock.destroy()
+  return result.msgsPerSec as number
+}
+
+async function streamQuic(size: number, count: number): Promise<number> {
+  const p = peer(['quic-sink', pki(), String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const hub = await Hub.open(`quic://${address}`, { ...quicClient(), role: 'publisher', sendQueueBytes: 16 << 20 })
+  const msg = new Uint8Array(size)
+  for (let i = 0; i < count; i++) {
+    hub.publish(msg)
+    // Yield now and then, so that timers and the status callback run.
+    if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
+  }
+  const result = await p.next()
+  await exited(p.proc)
+  await hub.close({ lingerMs: 0 })
+  return result.msgsPerSec as number
+}
+
+async function quicRound(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: QUIC RTT…`)
+  const tls = percentiles(await rttTls())
+  rows.push({ bench: 'QUIC RTT 64 B  Node tls over TCP (baseline)', run, ...tls })
+  const vs = (r: { p50: number }) => `${(r.p50 / tls.p50).toFixed(2)}× tls`
+  const spin = percentiles(await rttQuic('spin', false))
+  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// stream, tryRecv spinning', run, ...spin, vsBaseline: vs(spin), target: 'p50 ≤ 1× tls' })
+  const dflt = percentiles(await rttQuic(50, false))
+  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs 50)', run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
+  const dg = percentiles(await rttQuic(50, true))
+  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, await recv() (spinUs 50)', run, ...dg, vsBaseline: vs(dg) })
+  console.error(`round ${run}/${RUNS}: QUIC time to first message…`)
+  const f = await firstMessage(10)
+  rows.push({ bench: 'QUIC first message  Node tls, new connection (connect + round trip)', run, ...percentiles(f.tlsFresh) })
+  rows.push({ bench: 'QUIC first message  Node tls, resumed session', run, ...percentiles(f.tlsResumed) })
+  const fresh = percentiles(f.quicFresh)
+  rows.push({ bench: 'QUIC first message  zerohop quic://, first contact (full handshake)', run, ...fresh })
+  const zero = percentiles(f.quic0rtt)
+  rows.push({ bench: 'QUIC first message  zerohop quic://, reconnect (0-RTT)', run, ...zero, vsBaseline: `${(zero.p50 / fresh.p50).toFixed(2)}× first contact` })
+  console.error(`round ${run}/${RUNS}: QUIC throughput…`)
+  const tls64 = await streamTls(64, 500_000)
+  rows.push({ bench: 'QUIC one-way 64 B  Node tls over TCP (baseline, receiver)', run, rate: tls64, mbps: (tls64 * 64) / 1e6 })
+  const q64 = await streamQuic(64, 1_000_000)
+  rows.push({ bench: 'QUIC one-way 64 B  zerohop quic:// publish (receiver)', run, rate: q64, mbps: (q64 * 64) / 1e6, vsBaseline: `${(q64 / tls64).toFixed(2)}× tls`, target: '≥ 300 K/s' })
+  const tls64k = await streamTls(64 << 10, 20_000)
+  rows.push({ bench: 'QUIC one-way 64 KB  Node tls over TCP (baseline, receiver)', run, rate: tls64k, mbps: (tls64k * 65536) / 1e6 })
+  const q64k = await streamQuic(64 << 10, 20_000)
+  rows.push({ bench: 'QUIC one-way 64 KB  zerohop quic:// publish (receiver)', run, rate: q64k, mbps: (q64k * 65536) / 1e6, vsBaseline: `${(q64k / tls64k).toFixed(2)}× tls`, target: '≥ 125 MB/s (1 Gbit/s), ≥ 1× tls' })
+}
+
+const only = process.env.BENCH_ONLY // 'udp', 'shm' or 'quic' to run one part
+if (only === undefined || only === 'udp') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
-  if (only !== 'shm') await udpRound(run)
-  if (only === 'udp') continue
+  if (only === undefined || only === 'quic') await quicRound(run)
+  if (only === undefined || only === 'udp') await udpRound(run)
+  if (only === 'udp' || only === 'quic') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)

@@ -319,6 +319,10 @@ const ROOM_POLL: Duration = Duration::from_millis(1);
 const ACK_TICK: Duration = Duration::from_millis(2);
 /// The most a writer copies out of a send queue per write.
 const WRITE_CHUNK: usize = 256 << 10;
+/// The largest UDP payload path MTU discovery tries on loopback.
+const LOOPBACK_MTU: u16 = 65_000;
+/// How long `close` waits for the close frames to leave.
+const CLOSE_GRACE: Duration = Duration::from_millis(5);
 /// The most a peer may take to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -532,6 +536,13 @@ fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, Start
     t.stream_receive_window(VarInt::from_u32(8 << 20));
     t.receive_window(VarInt::from_u32(32 << 20));
     t.send_window(32 << 20);
+    if config.addr.ip().is_loopback() {
+        // Loopback carries 64 KiB datagrams: let path MTU discovery find that, so a large
+        // message takes a few packets, not dozens.
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(LOOPBACK_MTU);
+        t.mtu_discovery_config(Some(mtu));
+    }
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);
     Ok(t)
@@ -829,13 +840,12 @@ impl QuicNode {
         s.shutdown.send_replace(true);
         let (_, cv) = &s.room;
         cv.notify_all();
-        // Let the close frames go out (bounded: the runtime is shared and stays up).
+        // Let the close frames go out; not the whole draining period (bounded: the
+        // runtime is shared and stays up).
         if tokio::runtime::Handle::try_current().is_err() {
             let endpoint = s.endpoint.clone();
-            let _ = s
-                .runtime
-                .handle()
-                .block_on(async { tokio::time::timeout(Duration::from_millis(100), endpoint.wait_idle()).await });
+            let _ =
+                s.runtime.handle().block_on(async { tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await });
         }
         s.inbox.status(StatusEvent { status: Status::Closed, peer: None, error: None });
     }

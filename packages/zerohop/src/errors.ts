@@ -43,7 +43,6 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_IO',
   'ERR_CONNECTION_LOST',
   'ERR_SLOW_CONSUMER',
-  'ERR_REMOTE',
 ])
 
 /** Whether retrying an operation that failed with `code` can succeed. */

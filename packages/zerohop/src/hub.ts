@@ -499,6 +499,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `closed` after {@link close}.
    */
   get status(): HubStatus {
+    // The native side knows first; its events reach JavaScript a moment later.
+    if (this.quic && !this.closed) return native(() => this.quic!.status()) as HubStatus
     return this.statusNow
   }
 
