@@ -11,7 +11,7 @@
 //! from all of them with the sender in the [`envelope`]. As over UDP, received messages
 //! land in a private ring with the shared-memory layout, so receiving (and the Node
 //! binding's zero-copy reads) work as they do for `shm://`. A message larger than a
-//! slot is held aside (the *spill*) and the slot says where: the ring stays small while
+//! slot is held aside (the *spill*) and the slot says where: the ring stays small (4 KiB slots) while
 //! messages go up to `max_message` (16 MiB by default).
 //!
 //! Reliability: messages on channels are kept by the sender until the receiving
@@ -95,7 +95,7 @@ impl Default for QuicOptions {
 
 /// Default slot of the receive ring (envelope included): small messages stay in the
 /// ring, larger ones spill.
-const DEFAULT_SLOT: u32 = 16 << 10;
+const DEFAULT_SLOT: u32 = 4 << 10;
 
 /// Messages larger than a slot, held until the reader takes them.
 #[derive(Default)]
