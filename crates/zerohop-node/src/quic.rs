@@ -17,7 +17,10 @@ use zerohop::{Backpressure, Endpoint, ErrorCode, HubOptions, QuicOptions, QuicTr
 use zerohop_proto::lifecycle::{Backoff, Status};
 use zerohop_quic::QuicNode;
 
-use crate::{ShmHandle, closed, duration_ms, js_error};
+use zerohop_shm::ring::table;
+
+use crate::waiter::Doorbell;
+use crate::{ShmHandle, closed, duration_ms, js_error, seq_from_js};
 
 /// The reconnect schedule (`HubOptions.reconnect`).
 #[napi(object)]
@@ -167,6 +170,7 @@ pub struct QuicMetricsInfo {
     pub packets_lost: f64,
     pub rtt_us: f64,
     pub cwnd: f64,
+    pub mtu: u32,
 }
 
 type StatusCallback = ThreadsafeFunction<QuicStatusEvent, (), QuicStatusEvent, Status2, false, true>;
@@ -264,6 +268,39 @@ impl QuicHandle {
         Ok(bytes.into())
     }
 
+    /// Installs the doorbell: `callback` runs on the JS thread after messages arrive
+    /// while armed (rung by the runtime thread that delivered them). Does not keep the
+    /// event loop alive by itself.
+    #[napi]
+    pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
+        let tsfn: Doorbell =
+            callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+        let tsfn = Arc::new(tsfn);
+        self.quic()?.set_on_receive(Some(Arc::new(move || {
+            // QueueFull means a ring is already pending: that one suffices.
+            let _ = tsfn.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+        })));
+        Ok(())
+    }
+
+    /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+    /// `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the delivering thread rings.
+    #[napi]
+    pub fn arm(&self, cursor: f64, _spin_us: f64) -> Result<()> {
+        let q = self.quic()?;
+        let cursor = seq_from_js(cursor);
+        q.arm(|| table::tail(q.segment()) > cursor);
+        Ok(())
+    }
+
+    /// Cancels an `arm`.
+    #[napi]
+    pub fn disarm(&self) {
+        if let Some(q) = &self.transport {
+            q.disarm();
+        }
+    }
+
     /// Calls `callback` with every status event from now on (and the ones so far).
     #[napi]
     pub fn on_status(&self, callback: Function<QuicStatusEvent, ()>) -> Result<()> {
@@ -324,6 +361,7 @@ impl QuicHandle {
             packets_lost: n(m.packets_lost),
             rtt_us: m.rtt.as_secs_f64() * 1e6,
             cwnd: n(m.cwnd),
+            mtu: u32::from(m.mtu),
         })
     }
 
@@ -338,6 +376,7 @@ impl QuicHandle {
     pub fn close(&mut self) {
         if let Some(t) = self.transport.take() {
             t.set_status_listener(None);
+            t.set_on_receive(None);
             t.close();
         }
     }

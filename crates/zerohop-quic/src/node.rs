@@ -310,6 +310,8 @@ pub struct NodeMetrics {
     pub packets_lost: u64,
     pub rtt: Duration,
     pub cwnd: u64,
+    /// The path's largest UDP payload now (what path MTU discovery found).
+    pub mtu: u16,
 }
 
 /// How long a reader waits before it offers a message to a full inbox again.
@@ -319,8 +321,6 @@ const ROOM_POLL: Duration = Duration::from_millis(1);
 const ACK_TICK: Duration = Duration::from_millis(2);
 /// The most a writer copies out of a send queue per write.
 const WRITE_CHUNK: usize = 256 << 10;
-/// The largest UDP payload path MTU discovery tries on loopback.
-const LOOPBACK_MTU: u16 = 65_000;
 /// How long `close` waits for the close frames to leave.
 const CLOSE_GRACE: Duration = Duration::from_millis(5);
 /// The most a peer may take to say who it is.
@@ -536,13 +536,6 @@ fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, Start
     t.stream_receive_window(VarInt::from_u32(8 << 20));
     t.receive_window(VarInt::from_u32(32 << 20));
     t.send_window(32 << 20);
-    if config.addr.ip().is_loopback() {
-        // Loopback carries 64 KiB datagrams: let path MTU discovery find that, so a large
-        // message takes a few packets, not dozens.
-        let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(LOOPBACK_MTU);
-        t.mtu_discovery_config(Some(mtu));
-    }
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);
     Ok(t)
@@ -796,6 +789,7 @@ impl QuicNode {
                 if m.rtt.is_zero() || st.path.rtt < m.rtt {
                     m.rtt = st.path.rtt;
                     m.cwnd = st.path.cwnd;
+                    m.mtu = st.path.current_mtu;
                 }
             }
         }

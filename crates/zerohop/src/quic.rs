@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -116,13 +116,21 @@ struct StatusBoard {
 /// Called (on a runtime thread) with each status event.
 pub type StatusListener = Arc<dyn Fn(&StatusEvent) + Send + Sync>;
 
-/// The node's [`Inbox`]: the receive ring, the spill, the status board.
+/// Runs (on a runtime thread) after messages arrive while armed.
+pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
+
+/// The node's [`Inbox`]: the receive ring, the spill, the status board, and the
+/// receiver's doorbell (rung by the runtime thread that delivers, with no waiter thread
+/// between).
 struct RingInbox {
     segment: Arc<Segment>,
     ring: Mutex<Publisher>,
     spill: Mutex<Spill>,
     spill_limit: usize,
     status: Mutex<StatusBoard>,
+    /// Set by [`QuicTransport::arm`], taken by whoever delivers next.
+    armed: AtomicBool,
+    on_receive: Mutex<Option<OnReceive>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,19 +162,23 @@ impl Inbox for RingInbox {
         }
         let mut loan = ring.loan().ok().flatten()?;
         let out = loan.as_mut_slice();
-        if fits {
+        let position = if fits {
             env.write(out);
             out[envelope::LEN..envelope::LEN + m.body.len()].copy_from_slice(m.body);
-            return Some(loan.commit(envelope::LEN + m.body.len()));
-        }
-        let mut spill = lock(&self.spill);
-        let key = spill.next_key;
-        spill.next_key += 1;
-        spill.bytes += m.body.len();
-        spill.held.insert(key, m.body.to_vec());
-        env.placement = Placement::Spilled { key, len: m.body.len() as u32 };
-        env.write(out);
-        Some(loan.commit(envelope::LEN))
+            loan.commit(envelope::LEN + m.body.len())
+        } else {
+            let mut spill = lock(&self.spill);
+            let key = spill.next_key;
+            spill.next_key += 1;
+            spill.bytes += m.body.len();
+            spill.held.insert(key, m.body.to_vec());
+            env.placement = Placement::Spilled { key, len: m.body.len() as u32 };
+            env.write(out);
+            loan.commit(envelope::LEN)
+        };
+        drop(ring);
+        self.delivered();
+        Some(position)
     }
 
     fn consumed(&self) -> u64 {
@@ -194,6 +206,19 @@ impl Inbox for RingInbox {
 }
 
 impl RingInbox {
+    /// Tells an armed receiver that a message arrived (the ring's tail has moved).
+    fn delivered(&self) {
+        // Pairs with the fence in `arm`: either this sees `armed`, or `arm` sees the new
+        // tail (a store followed by a load on each side needs SeqCst between them).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            let cb = lock(&self.on_receive).clone();
+            if let Some(cb) = cb {
+                cb();
+            }
+        }
+    }
+
     fn take_spilled(&self, key: u64) -> Option<Vec<u8>> {
         let mut spill = lock(&self.spill);
         let bytes = spill.held.remove(&key)?;
@@ -334,6 +359,8 @@ impl QuicTransport {
             segment,
             spill: Mutex::new(Spill::default()),
             spill_limit: q.max_message.saturating_mul(2).max(64 << 20),
+            armed: AtomicBool::new(false),
+            on_receive: Mutex::new(None),
             status: Mutex::new(StatusBoard {
                 connector: !q.listen,
                 current: Status::Connecting,
@@ -427,6 +454,26 @@ impl QuicTransport {
     /// Calls `listener` with every status event from now on (on a runtime thread).
     pub fn set_status_listener(&self, listener: Option<StatusListener>) {
         lock(&self.inbox.status).listener = listener;
+    }
+
+    /// Sets what runs (on a runtime thread) after messages arrive while armed.
+    pub fn set_on_receive(&self, callback: Option<OnReceive>) {
+        *lock(&self.inbox.on_receive) = callback;
+    }
+
+    /// Asks for one `on_receive` call once a message arrives; `readable_now` says whether
+    /// the caller's cursor is already behind the ring's tail, in which case it fires now.
+    pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
+        self.inbox.armed.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst); // see `RingInbox::delivered`
+        if readable_now() {
+            self.inbox.delivered();
+        }
+    }
+
+    /// Cancels an `arm`.
+    pub fn disarm(&self) {
+        self.inbox.armed.store(false, Ordering::SeqCst);
     }
 
     /// The node's counters (RTT, congestion window, 0-RTT, reconnects, …).

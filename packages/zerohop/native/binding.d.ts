@@ -33,6 +33,19 @@ export declare class QuicHandle {
   respond(key: number, ok: boolean, data: Uint8Array): boolean
   /** The bytes of a message too large for its slot (the envelope gives the key). */
   takeSpilled(key: number): Buffer
+  /**
+   * Installs the doorbell: `callback` runs on the JS thread after messages arrive
+   * while armed (rung by the runtime thread that delivered them). Does not keep the
+   * event loop alive by itself.
+   */
+  setDoorbell(callback: (arg: number) => void): void
+  /**
+   * Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the delivering thread rings.
+   */
+  arm(cursor: number, spinUs: number): void
+  /** Cancels an `arm`. */
+  disarm(): void
   /** Calls `callback` with every status event from now on (and the ones so far). */
   onStatus(callback: (arg: QuicStatusEvent) => void): void
   /** The status now. */
@@ -221,6 +234,7 @@ export interface QuicMetricsInfo {
   packetsLost: number
   rttUs: number
   cwnd: number
+  mtu: number
 }
 
 /** Options of [`QuicHandle::open`] (the TypeScript `HubOptions` that apply to QUIC). */

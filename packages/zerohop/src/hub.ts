@@ -137,11 +137,13 @@ export interface HubOptions<T> {
   publishTimeoutMs?: number
   /**
    * How long a waiting receiver spins before it parks, in µs (default 20 for shared
-   * memory, 50 for UDP). Shared memory spins in a native thread. UDP polls the socket
-   * on the calling thread: a reply that comes within the spin skips the wake-up of the
-   * event loop, which costs tens of µs, and a loopback round trip takes 10–20 µs, hence
-   * the longer default. The event loop is then busy for at most this long each time
-   * `recv()` finds nothing; 0 parks at once.
+   * memory, 50 for UDP, 0 for QUIC). Shared memory spins in a native thread. UDP polls
+   * the socket on the calling thread: a reply that comes within the spin skips the
+   * wake-up of the event loop, which costs tens of µs, and a loopback round trip takes
+   * 10–20 µs, hence the longer default. The event loop is then busy for at most this
+   * long each time `recv()` finds nothing; 0 parks at once. QUIC messages come from the
+   * network runtime's threads, which a spinning event loop would only keep off a busy
+   * CPU, so it parks at once.
    */
   spinUs?: number
   /** Shared memory: largest message in bytes (default 1024). Fixed when the segment is created. */
@@ -363,8 +365,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly quic: QuicHandle | undefined
   private statusNow: HubStatus = 'connected'
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
-  /** Who rings the doorbell: the ring's waiter thread (shm, quic) or the I/O thread (udp). */
-  private readonly waker: ShmHandle | UdpHandle
+  /** Who rings the doorbell: the ring's waiter thread (shm), the I/O thread (udp) or the runtime thread that delivers (quic). */
+  private readonly waker: ShmHandle | UdpHandle | QuicHandle
   private flushQueued = false
   /** False for role 'subscriber' (shared memory checks through `pub` instead). */
   private readonly canPublish: boolean
@@ -407,14 +409,14 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const role = options.role ?? 'pubsub'
     const policy = (this.policy = options.backpressure ?? (this.transport === 'quic' ? 'block' : 'drop_old'))
     const timeoutMs = (this.publishTimeoutMs = options.publishTimeoutMs ?? 5000)
-    this.spinUs = options.spinUs ?? (this.transport === 'shm' ? 20 : NET_SPIN_US)
+    this.spinUs = options.spinUs ?? (this.transport === 'shm' ? 20 : this.transport === 'udp' ? NET_SPIN_US : 0)
     this.flushEachTick = options.flushIntervalMs !== 0
     let handle: ShmHandle
     let maxMessage: number | undefined
     if (this.transport === 'quic') {
       const quic = (this.quic = native(() => binding.QuicHandle.open(url, quicOptions(options, policy))))
       handle = native(() => quic.ring())
-      this.waker = handle
+      this.waker = quic
       this.envelope = ENVELOPE.len
       this.statusNow = native(() => quic.status()) as HubStatus
       const own = (e: QuicStatusEvent): boolean => !options.listen || e.peer == null
