@@ -42,10 +42,16 @@ const rows: Row[] = []
 
 // ---- helpers -------------------------------------------------------------------
 
-spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' })
+pinSelf(true)
 
-function peer(args: string[]): { proc: ChildProcess; next: () => Promise<Record<string, unknown>> } {
-  const proc = spawn('taskset', ['-c', '1', process.execPath, '--import', 'tsx', join(here, 'peer.ts'), ...args], {
+/** Pins this process (every thread) to CPU 0, or lets it run on every CPU. */
+function pinSelf(pinned: boolean): void {
+  spawnSync('taskset', ['-a', '-cp', pinned ? '0' : '0-1023', String(process.pid)], { stdio: 'ignore' })
+}
+
+function peer(args: string[], pinned = true): { proc: ChildProcess; next: () => Promise<Record<string, unknown>> } {
+  const argv = [process.execPath, '--import', 'tsx', join(here, 'peer.ts'), ...args]
+  const proc = spawn(pinned ? 'taskset' : argv[0]!, pinned ? ['-c', '1', ...argv] : argv.slice(1), {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -488,8 +494,8 @@ function tlsOpen(address: string, session?: Buffer): Promise<TLSSocket> {
   })
 }
 
-async function rttTls(): Promise<Float64Array> {
-  const p = peer(['tls-echo', pki(), '1'])
+async function rttTls(pinned = true): Promise<Float64Array> {
+  const p = peer(['tls-echo', pki(), '1'], pinned)
   const { addresses } = (await p.next()) as { addresses: string[] }
   const sock = await tlsOpen(addresses[0]!)
   let resolveMsg: (() => void) | undefined
@@ -510,8 +516,8 @@ async function rttTls(): Promise<Float64Array> {
 }
 
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
-async function rttQuic(mode: 'spin' | number, datagrams: boolean): Promise<Float64Array> {
-  const p = peer(['quic-echo', pki(), String(mode), '1'])
+async function rttQuic(mode: 'spin' | number, datagrams: boolean, pinned = true): Promise<Float64Array> {
+  const p = peer(['quic-echo', pki(), String(mode), '1'], pinned)
   const { addresses } = (await p.next()) as { addresses: string[] }
   const hub = await Hub.open(`quic://${addresses[0]}`, { ...quicClient(), spinUs: mode === 'spin' ? 0 : mode, datagrams })
   const msg = new Uint8Array(64)
