@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerohop_proto::lifecycle::Status;
+use zerohop_proto::session::{StreamHeader, StreamKind};
 use zerohop_quic::node::{Failure, FailureKind, PublishError, Sent};
 use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent};
 
@@ -277,4 +278,75 @@ fn channels_deliver_everything_in_order_through_loss_reordering_duplication_and_
     let stats = proxy.stop();
     assert!(stats.dropped > 0 && stats.duplicated > 0, "the proxy did interfere: {stats:?}");
     assert!(client.metrics().packets_lost > 0 || server.metrics().packets_lost > 0);
+}
+
+/// The first bytes of a stream from session 42.
+fn stream_header(kind: StreamKind, channel: u16) -> Vec<u8> {
+    let mut w = Vec::new();
+    StreamHeader { kind, session: 42, channel, first_seq: 0 }.encode(&mut w);
+    w
+}
+
+/// A raw QUIC client of the listener (no zerohop node), to send what a broken or
+/// hostile peer would.
+async fn raw_client(addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    use quinn::crypto::rustls::QuicClientConfig;
+    let tls = zerohop_quic::tls::client_config(&zerohop_quic::Trust::DangerouslyAcceptAnyServer, None).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap())));
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    // Say hello like a node does, so the listener takes it for a peer.
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&stream_header(StreamKind::Hello, 0)).await.unwrap();
+    s.finish().unwrap();
+    (ep, conn)
+}
+
+/// The application error code the listener closed `conn` with.
+async fn closed_with(conn: &quinn::Connection) -> u64 {
+    match conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("closed otherwise: {other}"),
+    }
+}
+
+#[test]
+fn garbage_and_oversize_messages_close_that_peer_only() {
+    let (server, s_in) = listen_with("127.0.0.1:0", |c| c.max_message = 1000);
+    let addr = server.local_addr().unwrap();
+    let (good, _) = connect(addr, |_| {});
+    let rt = zerohop_quic::SharedRuntime::get().unwrap();
+    rt.handle().block_on(async {
+        // What each raw client writes on a stream, and the code its connection ends with.
+        let too_long = {
+            let mut w = stream_header(StreamKind::Channel, 0);
+            zerohop_proto::stream::encode_prefix(1001, &mut w);
+            w
+        };
+        let cases: [(&str, Vec<u8>, u64); 3] = [
+            ("not a zerohop stream", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 1),
+            ("a message above the limit", too_long, 2),
+            ("a channel out of range", stream_header(StreamKind::Channel, 999), 1),
+        ];
+        for (what, bytes, code) in cases {
+            let (_ep, conn) = raw_client(addr).await;
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            assert_eq!(closed_with(&conn).await, code, "{what}");
+        }
+        // Streams beyond the limit wait for credit instead of piling up on the listener.
+        let (_ep, conn) = raw_client(addr).await;
+        let mut open = Vec::new();
+        for _ in 0..1000 {
+            match tokio::time::timeout(Duration::from_millis(50), conn.open_bi()).await {
+                Ok(Ok(pair)) => open.push(pair),
+                _ => break,
+            }
+        }
+        assert_eq!(open.len(), 16 + 256, "the listener grants its stream limit at once, no more");
+    });
+    assert_eq!(server.metrics().protocol_violations, 3);
+    // The listener and its well-behaved peer go on.
+    good.publish(0, b"still here").unwrap();
+    wait_until("the good peer's message", || s_in.bodies(0).contains(&b"still here".to_vec()));
 }
