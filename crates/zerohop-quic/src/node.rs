@@ -321,6 +321,8 @@ const ROOM_POLL: Duration = Duration::from_millis(1);
 const ACK_TICK: Duration = Duration::from_millis(2);
 /// The most a writer copies out of a send queue per write.
 const WRITE_CHUNK: usize = 256 << 10;
+/// Kernel socket buffers asked for.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// How long `close` waits for the close frames to leave.
 const CLOSE_GRACE: Duration = Duration::from_millis(5);
 /// The most a peer may take to say who it is.
@@ -541,6 +543,20 @@ fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, Start
     Ok(t)
 }
 
+/// A quinn endpoint on `bind`, on a socket with 4 MiB kernel buffers (the default of
+/// about 200 KiB overflows under a burst, and every loss costs QUIC a retransmission).
+fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, StartError> {
+    let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket =
+        socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(StartError::Io)?;
+    // What the kernel grants may be less (net.core.rmem_max); quinn works with that.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&bind.into()).map_err(StartError::Io)?;
+    let config = quinn::EndpointConfig::default();
+    quinn::Endpoint::new(config, server, socket.into(), Arc::new(quinn::TokioRuntime)).map_err(StartError::Io)
+}
+
 impl QuicNode {
     /// Binds, and starts listening or connecting; status events and messages go to `inbox`.
     pub fn start(config: NodeConfig, inbox: Arc<dyn Inbox>) -> Result<QuicNode, StartError> {
@@ -558,7 +574,7 @@ impl QuicNode {
                 let crypto = QuicServerConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
                 let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
                 server.transport_config(transport);
-                (quinn::Endpoint::server(server, config.addr).map_err(StartError::Io)?, None)
+                (endpoint(config.addr, Some(server))?, None)
             }
             Role::Connect { .. } => {
                 let mut tls = tls::client_config(&config.trust, config.identity.as_ref()).map_err(StartError::Tls)?;
@@ -568,7 +584,7 @@ impl QuicNode {
                 client.transport_config(transport);
                 let bind: SocketAddr =
                     if config.addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
-                (quinn::Endpoint::client(bind).map_err(StartError::Io)?, Some(client))
+                (endpoint(bind, None)?, Some(client))
             }
         };
         let shared = Arc::new(Shared {
