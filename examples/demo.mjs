@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// `npm run demo`: real processes exchanging messages over shm:// and udp://, then a
-// short latency and throughput summary. Everything here uses the public API only.
+// `npm run demo`: real processes exchanging messages over shm://, udp:// and quic://,
+// then a short latency and throughput summary. Everything here uses the public API only.
 //
 //   main process ──ticks──▶ 2 subscriber processes      (fan-out, struct codec)
 //   main process ◀──pong──▶ 1 echo process              (round-trip latency)
 //   main process ──batches──▶ 1 counting process        (throughput, lossless)
 //   main process ◀──udp://──▶ 1 echo process            (the same Hub over UDP)
+//   main process ◀──quic://─▶ 1 echo process            (the same Hub over QUIC, and Rpc)
 import { fork } from 'node:child_process'
-import { Hub, struct } from 'zerohop'
+import { Hub, Rpc, struct } from 'zerohop'
 
 const Tick = struct({ seq: 'u64', price: 'f64', volume: 'u64' })
 const [, , role, name, arg] = process.argv
@@ -42,6 +43,16 @@ if (role === 'subscriber') {
   process.send({ ready: true, address: hub.localAddress })
   for (let n = 0; n < Number(arg); n++) hub.publish(await hub.recv())
   await hub.close()
+  process.exit(0)
+} else if (role === 'quic-echo') {
+  // The same echo over quic://, listening (self-signed certificate: development), and an
+  // Rpc server on a second port.
+  const hub = await Hub.open('quic://127.0.0.1:0', { listen: true })
+  const rpc = await Rpc.serve('quic://127.0.0.1:0', (n) => n * 2, { codec: 'json' })
+  process.send({ ready: true, address: hub.localAddress, rpc: rpc.localAddress })
+  for (let n = 0; n < Number(arg); n++) hub.publish(await hub.recv())
+  await hub.close()
+  await rpc.close()
   process.exit(0)
 } else if (role === 'counter') {
   const rx = await Hub.open(`shm://${name}`, { role: 'subscriber' })
@@ -144,6 +155,28 @@ async function main() {
   const udpSorted = udpRtt.slice(udpRounds / 10).sort()
   const { backend, lost } = udp.metrics().udp
 
+  // 5. And over quic://: TLS, a reliable stream, reconnects; plus one Rpc call.
+  const quicRounds = 5_000
+  const quicEcho = start('quic-echo', 'quic', quicRounds)
+  const { address: quicAddress, rpc: rpcAddress } = await quicEcho.ready
+  const dev = { tls: { dangerouslyAcceptAnyServer: true } } // the echo's self-signed certificate
+  const quic = await Hub.open(`quic://${quicAddress}`, dev)
+  console.log(`\n5. ping-pong over quic:// (${quicAddress}, TLS 1.3): ${quicRounds} round trips, await recv()`)
+  const quicRtt = new Float64Array(quicRounds)
+  for (let i = 0; i < quicRounds; i++) {
+    const s = process.hrtime.bigint()
+    quic.publish(msg)
+    await quic.recv()
+    quicRtt[i] = Number(process.hrtime.bigint() - s)
+  }
+  const { rttUs } = quic.metrics().quic // read while the echo is still connected
+  const calc = await Rpc.connect(`quic://${rpcAddress}`, { ...dev, codec: 'json' })
+  console.log(`   Rpc over quic://: request(21) → ${await calc.request(21, { timeoutMs: 5000 })}`)
+  await calc.close()
+  const quicSorted = quicRtt.slice(quicRounds / 10).sort()
+  await quic.close()
+  await quicEcho.done
+
   console.log('\nsummary')
   console.table({
     'ping-pong RTT, 64 B, shm://': { p50: `${us(percentile(sorted, 0.5))} µs`, p99: `${us(percentile(sorted, 0.99))} µs`, 'p99.9': `${us(percentile(sorted, 0.999))} µs` },
@@ -151,6 +184,11 @@ async function main() {
       p50: `${us(percentile(udpSorted, 0.5))} µs`,
       p99: `${us(percentile(udpSorted, 0.99))} µs`,
       'p99.9': `${us(percentile(udpSorted, 0.999))} µs`,
+    },
+    [`ping-pong RTT, 64 B, quic:// (QUIC's own estimate ${rttUs.toFixed(0)} µs)`]: {
+      p50: `${us(percentile(quicSorted, 0.5))} µs`,
+      p99: `${us(percentile(quicSorted, 0.99))} µs`,
+      'p99.9': `${us(percentile(quicSorted, 0.999))} µs`,
     },
   })
   console.table({
