@@ -1,13 +1,17 @@
-//! zerohop over QUIC (quinn). **In progress** (issue 4): this crate has the pieces the
-//! transport will stand on, and nothing behind `Hub` uses it yet, so `quic://` still
-//! reports `ERR_UNSUPPORTED_TRANSPORT`.
+//! zerohop over QUIC (quinn): what a `quic://` hub stands on.
 //!
+//! - [`node`]: [`QuicNode`], one side of a hub: it listens for any number of peers or
+//!   connects to one, and carries reliable channels (a stream each, kept until the
+//!   peer's application has read them, replayed after a reconnect), datagrams, and
+//!   requests (a stream each); it reconnects with backoff and reports status events.
 //! - [`runtime`]: the one async runtime a process's network hubs share.
 //! - [`tls`]: server identities (self-signed for development, PEM files for production),
 //!   client trust (a CA bundle, or a loudly named accept-anything for development),
 //!   mutual TLS, TLS 1.3 with 0-RTT.
 //!
-//! Messages on streams use [`zerohop_proto::stream`] framing.
+//! The protocol logic without I/O (framing, sequence numbers, acknowledgements, the
+//! duplicate filter, the connection lifecycle) is in [`zerohop_proto::stream`],
+//! [`zerohop_proto::session`] and [`zerohop_proto::lifecycle`].
 
 pub mod node;
 pub mod runtime;
