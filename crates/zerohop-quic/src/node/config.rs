@@ -1,0 +1,282 @@
+//! What a node is told (its configuration) and what it tells (status events, received
+//! messages through an [`Inbox`], errors and counters).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quinn::{ConnectionError, VarInt};
+use zerohop_proto::lifecycle::{Backoff, Status};
+
+use crate::tls::{HandshakeFailure, Identity, Trust};
+
+/// Which side of the connection this node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accept any number of peers on the address.
+    Listen,
+    /// Connect to the server at the address, verifying it as `server_name`.
+    Connect { server_name: String },
+}
+
+/// What `publish` does when a peer's send queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait up to the timeout for the peer to read. A listener then disconnects the peer
+    /// as a slow consumer (the others go on); a connecting node fails the publish.
+    Block(Duration),
+    /// That peer does not get the message.
+    DropNew,
+    /// The publish fails at once, and no peer gets the message.
+    FailFast,
+}
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// The address to listen on, or the server's.
+    pub addr: SocketAddr,
+    /// Ours: required to listen (a self-signed one for development); optional to
+    /// connect (mutual TLS).
+    pub identity: Option<Identity>,
+    /// Connecting: whom to believe.
+    pub trust: Trust,
+    /// Listening: require client certificates signed by this CA bundle (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// Send a keep-alive this often when idle (`None`: never).
+    pub keep_alive: Option<Duration>,
+    /// Close a connection that heard nothing this long; also the handshake timeout.
+    pub idle_timeout: Duration,
+    /// Reconnect schedule of a connecting node.
+    pub backoff: Backoff,
+    /// Largest message, both ways; a peer sending more is disconnected.
+    pub max_message: usize,
+    /// Channels per peer (reliable streams), numbered from 0.
+    pub max_channels: u16,
+    /// Bytes kept per peer and channel until the peer has read them.
+    pub send_queue_bytes: usize,
+    pub overflow: Overflow,
+    /// How long a listener keeps a disconnected peer's unacknowledged messages for its
+    /// reconnect.
+    pub peer_linger: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for `role` at `addr`.
+    pub fn new(role: Role, addr: SocketAddr) -> Self {
+        Self {
+            role,
+            addr,
+            identity: None,
+            trust: Trust::DangerouslyAcceptAnyServer,
+            client_ca: None,
+            // A peer that vanished (killed, unplugged) is noticed after the idle timeout:
+            // QUIC has no other sign of it. Keep-alives keep quiet connections open.
+            keep_alive: Some(Duration::from_secs(2)),
+            idle_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            max_message: 16 << 20,
+            max_channels: 16,
+            send_queue_bytes: 64 << 20,
+            overflow: Overflow::Block(Duration::from_secs(5)),
+            peer_linger: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Application error codes a node closes a connection with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Closed on purpose.
+    Closed = 0,
+    /// The peer sent something that is not the zerohop protocol.
+    Protocol = 1,
+    /// The peer sent a message above the limit.
+    TooLarge = 2,
+    /// The peer did not read what it was sent in time.
+    SlowConsumer = 3,
+}
+
+impl CloseCode {
+    pub(crate) fn of(code: u64) -> Option<CloseCode> {
+        Some(match code {
+            0 => CloseCode::Closed,
+            1 => CloseCode::Protocol,
+            2 => CloseCode::TooLarge,
+            3 => CloseCode::SlowConsumer,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn varint(self) -> VarInt {
+        VarInt::from_u32(self as u32)
+    }
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The TLS handshake failed.
+    Tls(HandshakeFailure),
+    /// Nobody answered in time (no server, or the path is down).
+    TimedOut,
+    /// The connection was lost (reset, or closed by the peer without a reason).
+    Lost,
+    /// We closed it: the peer broke the protocol. Or the peer closed it because we did.
+    Protocol { by_peer: bool },
+    /// A message above the limit (ours, or the peer's if `by_peer`).
+    TooLarge { by_peer: bool },
+    /// We did not read fast enough for the peer (`by_peer`), or the peer for us.
+    SlowConsumer { by_peer: bool },
+    /// The peer closed the connection on purpose.
+    ClosedByPeer,
+}
+
+/// A failure with what the library said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn of(e: &ConnectionError) -> Failure {
+        let kind = if let Some(h) = HandshakeFailure::of(e) {
+            FailureKind::Tls(h)
+        } else {
+            match e {
+                ConnectionError::TimedOut => FailureKind::TimedOut,
+                ConnectionError::ApplicationClosed(c) => match CloseCode::of(c.error_code.into_inner()) {
+                    Some(CloseCode::Protocol) => FailureKind::Protocol { by_peer: true },
+                    Some(CloseCode::TooLarge) => FailureKind::TooLarge { by_peer: true },
+                    Some(CloseCode::SlowConsumer) => FailureKind::SlowConsumer { by_peer: true },
+                    _ => FailureKind::ClosedByPeer,
+                },
+                ConnectionError::LocallyClosed => FailureKind::Lost,
+                _ => FailureKind::Lost,
+            }
+        };
+        Failure { kind, message: e.to_string() }
+    }
+
+    /// Whether trying again cannot help (a certificate problem).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.kind, FailureKind::Tls(_))
+    }
+}
+
+/// A change of status: of the node's connection (connecting side, `peer` is the server),
+/// or of one peer (listening side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub status: Status,
+    pub peer: Option<SocketAddr>,
+    /// Why, when it is a loss or a failure.
+    pub error: Option<Failure>,
+}
+
+/// What a received item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A published message.
+    Message = 0,
+    /// A request to answer with [`QuicNode::respond`] (`request` is its key).
+    Request = 1,
+    /// The reply to our request `request`.
+    Response = 2,
+    /// Our request `request` failed on the server; the body says why.
+    Failed = 3,
+    /// The peer gave up on request `request` (it timed out or was aborted there).
+    Cancelled = 4,
+}
+
+/// A received message.
+#[derive(Debug)]
+pub struct Inbound<'a> {
+    /// The peer's number on this node (stable across its reconnects).
+    pub peer: u32,
+    pub from: SocketAddr,
+    pub channel: u16,
+    pub kind: Kind,
+    /// Requests: the key that pairs a request, its reply and its cancellation.
+    pub request: u64,
+    pub body: &'a [u8],
+}
+
+/// Where received messages and status events go.
+pub trait Inbox: Send + Sync + 'static {
+    /// Puts `message` where the application reads it and returns its position in the
+    /// application's order, or `None` when there is no room now (it is offered again).
+    fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
+    /// Positions below this have been read by the application.
+    fn consumed(&self) -> u64;
+    /// The status changed.
+    fn status(&self, event: StatusEvent);
+}
+
+/// Why a publish failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// Above `max_message` (or, for datagrams, the path's datagram size).
+    TooLarge { len: usize, max: usize },
+    /// A channel number at or above `max_channels`.
+    BadChannel { channel: u16, max: u16 },
+    /// `FailFast`: a peer's queue is full.
+    Full,
+    /// `Block`: the server did not read in time.
+    Timeout,
+    /// The node is closed.
+    Closed,
+    /// A request needs a connection, and there is none now.
+    NotConnected,
+}
+
+/// What became of a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Queued for every peer (or sent, for a datagram).
+    Accepted,
+    /// `DropNew`, or a datagram with nowhere to go: some peer did not get it.
+    Dropped,
+}
+
+/// Counters of a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NodeMetrics {
+    /// Peers connected now.
+    pub peers: u32,
+    /// Successful reconnections (connecting side) or peer reconnections (listening).
+    pub reconnects: u64,
+    /// Connections whose first flight carried data (0-RTT), and whether the latest did.
+    pub zero_rtt_connections: u64,
+    pub last_zero_rtt: bool,
+    /// Handshakes that failed (certificates, timeouts).
+    pub handshake_failures: u64,
+    /// Peers disconnected for breaking the protocol, sending too much, or reading too slowly.
+    pub protocol_violations: u64,
+    pub slow_consumers: u64,
+    /// Messages not queued for some peer (`DropNew`).
+    pub dropped: u64,
+    /// Datagrams sent, received, and found missing by their sequence numbers.
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub datagrams_lost: u64,
+    /// Streams opened by us and by peers.
+    pub streams_opened: u64,
+    pub streams_accepted: u64,
+    /// Bytes queued and not yet acknowledged, over every peer and channel.
+    pub unacked_bytes: u64,
+    /// Our requests waiting for a reply, and requests we were sent and have not answered.
+    pub requests_pending: u64,
+    pub answers_pending: u64,
+    /// Of the current connections (summed): UDP bytes, packets lost; the smallest RTT
+    /// estimate and its congestion window.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_lost: u64,
+    pub rtt: Duration,
+    pub cwnd: u64,
+    /// The path's largest UDP payload now (what path MTU discovery found).
+    pub mtu: u16,
+}
