@@ -204,6 +204,13 @@ pub struct Inbound<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> Inbound<'a> {
+    /// A published message (not part of a request).
+    pub fn message(peer: u32, from: SocketAddr, channel: u16, body: &'a [u8]) -> Self {
+        Inbound { peer, from, channel, kind: Kind::Message, request: 0, body }
+    }
+}
+
 /// Where received messages and status events go.
 pub trait Inbox: Send + Sync + 'static {
     /// Puts `message` where the application reads it and returns its position in the

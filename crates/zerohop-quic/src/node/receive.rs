@@ -39,14 +39,7 @@ impl Shared {
                 self.counters.datagrams_lost.fetch_add(u64::from(gap), Ordering::Relaxed);
                 peer.datagram_next.store(seq.wrapping_add(1), Ordering::Relaxed);
             }
-            let m = Inbound {
-                peer: peer.id,
-                from: conn.remote_address(),
-                channel,
-                kind: Kind::Message,
-                request: 0,
-                body: &d[at..],
-            };
+            let m = Inbound::message(peer.id, conn.remote_address(), channel, &d[at..]);
             if self.inbox.deliver(&m).is_none() {
                 // Unreliable: no room means lost, and counted as such.
                 self.counters.datagrams_lost.fetch_add(1, Ordering::Relaxed);
@@ -109,14 +102,7 @@ impl Shared {
         loop {
             // Offer what waits; then take new bytes only if nothing waits.
             while let Some(&len) = lens.front() {
-                let m = Inbound {
-                    peer: peer.id,
-                    from,
-                    channel: header.channel,
-                    kind: Kind::Message,
-                    request: 0,
-                    body: &backlog[backlog_at..backlog_at + len],
-                };
+                let m = Inbound::message(peer.id, from, header.channel, &backlog[backlog_at..backlog_at + len]);
                 let Some(pos) = self.inbox.deliver(&m) else { break };
                 lock(&window).delivered(pos);
                 lens.pop_front();
@@ -143,14 +129,7 @@ impl Shared {
                             return;
                         }
                         if lens.is_empty() {
-                            let m = Inbound {
-                                peer: peer.id,
-                                from,
-                                channel: header.channel,
-                                kind: Kind::Message,
-                                request: 0,
-                                body,
-                            };
+                            let m = Inbound::message(peer.id, from, header.channel, body);
                             if let Some(pos) = inbox.deliver(&m) {
                                 w.delivered(pos);
                                 return;
