@@ -23,7 +23,13 @@ type Tally = {
   statuses: { status: string; peer?: string; code?: string }[]
 }
 
-const peer = (cfg: object) => child('quic-peer.mjs', [JSON.stringify(cfg)])
+/** Every child this file starts; a failed test must not leave one waiting forever. */
+const children: ReturnType<typeof child>[] = []
+const track = (c: ReturnType<typeof child>) => (children.push(c), c)
+test.afterEach.always(() => {
+  for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
+})
+const peer = (cfg: object) => track(child('quic-peer.mjs', [JSON.stringify(cfg)]))
 const dev: HubOptions<Uint8Array> = { tls: { dangerouslyAcceptAnyServer: true }, reconnect: { initialMs: 20, maxMs: 200 } }
 const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
 
@@ -257,7 +263,7 @@ test.serial('a peer killed mid-stream: the server and the other clients go on', 
 })
 
 test.serial('RPC: replies across processes; a throwing handler, a timeout and an abort each end cleanly on both sides', async (t) => {
-  const server = child('rpc-server.mjs', [])
+  const server = track(child('rpc-server.mjs', []))
   const { address } = (await server.next('ready')) as { address: string }
   type Req = { op: string; x?: unknown; ms?: number }
   await using rpc = await Rpc.connect<Req, unknown>(`quic://${address}`, { ...dev, codec: 'json' })
@@ -292,7 +298,7 @@ test.serial('RPC: replies across processes; a throwing handler, a timeout and an
 })
 
 test.serial('RPC: a request in flight when the server dies fails with ERR_CONNECTION_LOST', async (t) => {
-  const server = child('rpc-server.mjs', [])
+  const server = track(child('rpc-server.mjs', []))
   const { address } = (await server.next('ready')) as { address: string }
   await using rpc = await Rpc.connect<{ op: string; ms?: number }, unknown>(`quic://${address}`, {
     ...dev,
