@@ -18,6 +18,7 @@ import { createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
 import { Hub } from 'zerohop'
+import { onFrames } from './frames.ts'
 
 const [role, a, b, c, d] = process.argv.slice(2)
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
@@ -39,18 +40,7 @@ if (role === 'zh-echo') {
 } else if (role === 'uds-echo') {
   const server = createServer((sock: Socket) => {
     sock.setNoDelay?.(true)
-    let pending: Buffer = Buffer.alloc(0)
-    sock.on('data', (d: Buffer) => {
-      pending = pending.length ? Buffer.concat([pending, d]) : d
-      let off = 0
-      while (pending.length - off >= 4) {
-        const len = pending.readUInt32LE(off)
-        if (pending.length - off < 4 + len) break
-        sock.write(pending.subarray(off, off + 4 + len))
-        off += 4 + len
-      }
-      pending = pending.subarray(off)
-    })
+    onFrames(sock, (frame) => sock.write(frame))
     sock.on('close', () => server.close())
   })
   server.listen(a, () => say({ ready: true }))
@@ -94,23 +84,12 @@ if (role === 'zh-echo') {
   let n = 0
   let start = 0
   const server = createServer((sock: Socket) => {
-    let pending: Buffer = Buffer.alloc(0)
-    sock.on('data', (d: Buffer) => {
-      if (n === 0 && start === 0) start = performance.now()
-      pending = pending.length ? Buffer.concat([pending, d]) : d
-      let off = 0
-      while (pending.length - off >= 4) {
-        const len = pending.readUInt32LE(off)
-        if (pending.length - off < 4 + len) break
-        off += 4 + len
-        n++
-      }
-      pending = pending.subarray(off)
-      if (n >= count) {
-        say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), lapped: 0 })
-        sock.destroy()
-        server.close()
-      }
+    sock.once('data', () => (start = performance.now()))
+    onFrames(sock, () => {
+      if (++n !== count) return
+      say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), lapped: 0 })
+      sock.destroy()
+      server.close()
     })
   })
   server.listen(a, () => say({ ready: true }))
@@ -202,18 +181,9 @@ if (role === 'zh-echo') {
   const servers = Array.from({ length: Number(b) }, () =>
     createTlsServer(options, (sock) => {
       sock.setNoDelay(true)
-      let pending: Buffer = Buffer.alloc(0)
-      sock.on('data', (d: Buffer) => {
-        pending = pending.length ? Buffer.concat([pending, d]) : d
-        let off = 0
-        while (pending.length - off >= 4) {
-          const len = pending.readUInt32LE(off)
-          if (pending.length - off < 4 + len) break
-          if (len === 1) process.exit(0) // the client's "done"
-          sock.write(pending.subarray(off, off + 4 + len))
-          off += 4 + len
-        }
-        pending = pending.subarray(off)
+      onFrames(sock, (frame, len) => {
+        if (len === 1) process.exit(0) // the client's "done"
+        sock.write(frame)
       })
       sock.on('error', () => {})
     }),
@@ -241,22 +211,11 @@ if (role === 'zh-echo') {
   let start = 0
   const options = { cert: readFileSync(join(a!, 'server.pem')), key: readFileSync(join(a!, 'server.key')) }
   const server = createTlsServer(options, (sock) => {
-    let pending: Buffer = Buffer.alloc(0)
-    sock.on('data', (d: Buffer) => {
-      if (n === 0 && start === 0) start = performance.now()
-      pending = pending.length ? Buffer.concat([pending, d]) : d
-      let off = 0
-      while (pending.length - off >= 4) {
-        const len = pending.readUInt32LE(off)
-        if (pending.length - off < 4 + len) break
-        off += 4 + len
-        n++
-      }
-      pending = pending.subarray(off)
-      if (n >= count) {
-        say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
-        process.exit(0)
-      }
+    sock.once('data', () => (start = performance.now()))
+    onFrames(sock, () => {
+      if (++n !== count) return
+      say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
+      process.exit(0)
     })
   })
   server.listen(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${(server.address() as { port: number }).port}` }))

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { Bench } from 'tinybench'
 import { Hub, struct } from 'zerohop'
+import { onFrames } from './frames.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')
@@ -469,22 +470,6 @@ const frame = (len: number) => {
   return b
 }
 
-/** Reads length-prefixed frames from `sock`, resolving `onFrame` per frame. */
-function frames(sock: TLSSocket, onFrame: () => void): void {
-  let pending: Buffer = Buffer.alloc(0)
-  sock.on('data', (d: Buffer) => {
-    pending = pending.length ? Buffer.concat([pending, d]) : d
-    let off = 0
-    while (pending.length - off >= 4) {
-      const len = pending.readUInt32LE(off)
-      if (pending.length - off < 4 + len) break
-      off += 4 + len
-      onFrame()
-    }
-    pending = pending.subarray(off)
-  })
-}
-
 function tlsOpen(address: string, session?: Buffer): Promise<TLSSocket> {
   const [host, port] = address.split(':')
   return new Promise((resolve, reject) => {
@@ -499,7 +484,7 @@ async function rttTls(pinned = true): Promise<Float64Array> {
   const { addresses } = (await p.next()) as { addresses: string[] }
   const sock = await tlsOpen(addresses[0]!)
   let resolveMsg: (() => void) | undefined
-  frames(sock, () => resolveMsg?.())
+  onFrames(sock, () => resolveMsg?.())
   const msg = frame(64)
   const samples = new Float64Array(RTT_SAMPLES)
   for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
@@ -576,7 +561,7 @@ async function firstMessage(n: number): Promise<{ quicFresh: Float64Array; quic0
       const t = process.hrtime.bigint()
       const sock = await tlsOpen(address, session)
       sock.on('session', (s: Buffer) => (session = s))
-      const got = new Promise<void>((r) => frames(sock, r))
+      const got = new Promise<void>((r) => onFrames(sock, () => r()))
       sock.write(frame(64))
       await got
       into[i] = Number(process.hrtime.bigint() - t)

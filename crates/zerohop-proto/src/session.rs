@@ -45,6 +45,7 @@
 
 use std::collections::VecDeque;
 
+pub use crate::stream::put_varint;
 use crate::stream::{MAX_PREFIX_LEN, write_prefix};
 
 /// An acknowledgement that the sender cannot make sense of: the peer is broken or hostile.
@@ -316,19 +317,6 @@ impl core::fmt::Display for HeaderError {
 impl std::error::Error for HeaderError {}
 
 const MAGIC: [u8; 3] = *b"ZH1";
-
-/// Appends `v` as a LEB128 varint.
-pub fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// Reads a LEB128 varint from the start of `bytes`: `Ok(None)` if more bytes are needed.
 pub fn get_varint(bytes: &[u8]) -> Result<Option<(u64, usize)>, HeaderError> {

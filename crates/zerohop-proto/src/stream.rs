@@ -29,7 +29,12 @@ pub const MAX_PREFIX_LEN: usize = 5;
 
 /// Appends the length prefix of a `len`-byte message to `out`.
 pub fn encode_prefix(len: usize, out: &mut Vec<u8>) {
-    let mut v = len as u64;
+    put_varint(len as u64, out);
+}
+
+/// Appends `v` as a LEB128 varint (the prefix's encoding, also used for
+/// acknowledgements and stream headers).
+pub fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;

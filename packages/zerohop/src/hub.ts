@@ -370,7 +370,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private flushQueued = false
   /** False for role 'subscriber' (shared memory checks through `pub` instead). */
   private readonly canPublish: boolean
-  /** UDP: what this hub published (shared memory counts in its publisher). */
+  /** UDP, QUIC: what this hub published (shared memory counts in its publisher). */
   private published = 0
   private publishedBytes = 0
   /** Bytes before each message in the ring: the envelope (sender, timestamp) of network transports. */
@@ -907,18 +907,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   private publishUdp(value: T): boolean {
-    const udp = this.udpPublisher()
-    let bytes: Uint8Array
-    const struct = this.struct
-    if (struct) {
-      const dv = (this.scratch ??= new DataView(new ArrayBuffer(struct.size)))
-      struct.write(dv, 0, value)
-      bytes = new Uint8Array(dv.buffer)
-    } else {
-      bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
-      if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
-      if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
-    }
+    this.udpPublisher()
+    const bytes = this.encodeToSend(value)
     try {
       fast.udpPublish(this.link!, bytes)
     } catch (e) {
@@ -933,18 +923,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   // ---- QUIC publishing -----------------------------------------------------------
 
   private publishQuic(value: T, channel: number): boolean {
-    let bytes: Uint8Array
+    return this.sendQuic(this.encodeToSend(value), channel)
+  }
+
+  /** A network transport's bytes for `value` (a struct is written into one reused scratch buffer). */
+  private encodeToSend(value: T): Uint8Array {
     const struct = this.struct
     if (struct) {
       const dv = (this.scratch ??= new DataView(new ArrayBuffer(struct.size)))
       struct.write(dv, 0, value)
-      bytes = new Uint8Array(dv.buffer)
-    } else {
-      bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
-      if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
-      if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+      return new Uint8Array(dv.buffer)
     }
-    return this.sendQuic(bytes, channel)
+    const bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
+    if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
+    if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+    return bytes
   }
 
   private sendQuic(bytes: Uint8Array, channel: number): boolean {

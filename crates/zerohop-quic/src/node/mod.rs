@@ -45,7 +45,7 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::Notify;
 use zerohop_proto::lifecycle::{Event, Lifecycle, Status};
 use zerohop_proto::session::{ReceiveWindow, SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
-use zerohop_proto::stream::{StreamDecoder, StreamError};
+use zerohop_proto::stream::{MAX_PREFIX_LEN, StreamDecoder, StreamError, write_prefix};
 
 use crate::runtime::SharedRuntime;
 
@@ -625,21 +625,12 @@ fn session_id() -> u64 {
 
 /// A datagram starts with its channel and sequence number (LEB128 each).
 fn encode_datagram_head(channel: u16, seq: u32, out: &mut [u8; 16]) -> usize {
-    let mut n = 0;
-    for mut x in [u64::from(channel), u64::from(seq)] {
-        loop {
-            let byte = (x & 0x7f) as u8;
-            x >>= 7;
-            if x == 0 {
-                out[n] = byte;
-                n += 1;
-                break;
-            }
-            out[n] = byte | 0x80;
-            n += 1;
-        }
-    }
-    n
+    let mut field = [0u8; MAX_PREFIX_LEN];
+    let a = write_prefix(usize::from(channel), &mut field);
+    out[..a].copy_from_slice(&field[..a]);
+    let b = write_prefix(seq as usize, &mut field);
+    out[a..a + b].copy_from_slice(&field[..b]);
+    a + b
 }
 
 fn decode_datagram_head(bytes: &[u8]) -> Option<(u16, u32, usize)> {
