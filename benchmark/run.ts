@@ -605,7 +605,16 @@ async function streamQuic(size: number, count: number): Promise<number> {
   return result.msgsPerSec as number
 }
 
+// BENCH_QUIC=rtt,first,throughput picks parts of the QUIC round (all by default).
+const quicParts = new Set((process.env.BENCH_QUIC ?? 'rtt,first,throughput').split(','))
+
 async function quicRound(run: number): Promise<void> {
+  if (quicParts.has('rtt')) await quicRtt(run)
+  if (quicParts.has('first')) await quicFirst(run)
+  if (quicParts.has('throughput')) await quicThroughput(run)
+}
+
+async function quicRtt(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC RTT…`)
   const tls = percentiles(await rttTls())
   rows.push({ bench: 'QUIC RTT 64 B  Node tls over TCP (baseline)', run, ...tls })
@@ -620,6 +629,9 @@ async function quicRound(run: number): Promise<void> {
   rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, tryRecv spinning', run, ...dgSpin, vsBaseline: vs(dgSpin) })
   const dg = percentiles(await rttQuic(0, true))
   rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, await recv() (spinUs 0)', run, ...dg, vsBaseline: vs(dg) })
+}
+
+async function quicFirst(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC time to first message…`)
   const f = await firstMessage(10)
   rows.push({ bench: 'QUIC first message  Node tls, new connection (connect + round trip)', run, ...percentiles(f.tlsFresh) })
@@ -628,6 +640,9 @@ async function quicRound(run: number): Promise<void> {
   rows.push({ bench: 'QUIC first message  zerohop quic://, first contact (full handshake)', run, ...fresh })
   const zero = percentiles(f.quic0rtt)
   rows.push({ bench: 'QUIC first message  zerohop quic://, reconnect (0-RTT)', run, ...zero, vsBaseline: `${(zero.p50 / fresh.p50).toFixed(2)}× first contact` })
+}
+
+async function quicThroughput(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC throughput…`)
   const tls64 = await streamTls(64, 500_000)
   rows.push({ bench: 'QUIC one-way 64 B  Node tls over TCP (baseline, receiver)', run, rate: tls64, mbps: (tls64 * 64) / 1e6 })

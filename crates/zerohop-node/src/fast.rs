@@ -1,42 +1,61 @@
-//! The per-message calls of a UDP hub as plain Node-API functions.
+//! The per-message calls of network hubs as plain Node-API functions.
 //!
-//! `udpPublish(link, bytes)` and `udpPump(link)` run once per message and once per
-//! poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow tracking on
-//! every call (a thread-local scope, a global map, allocations), which costs more than
-//! the work itself. These two are written against Node-API directly: they read their
-//! arguments, call [`UdpLink`], and allocate nothing.
+//! `udpPublish(link, bytes)`, `udpPump(link)` and `quicPump(link)` run once per message
+//! and once per poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow
+//! tracking on every call (a thread-local scope, a global map, allocations), which costs
+//! more than the work itself. These are written against Node-API directly: they read
+//! their arguments, call the link ([`UdpLink`], or the [`QuicNode`]), and allocate
+//! nothing.
 //!
-//! The link travels as an external tagged with [`LINK_TAG`], so that any other value
-//! passed in is refused with a `TypeError` rather than dereferenced.
+//! A link travels as an external tagged with its kind's [`Link::TAG`], so that any other
+//! value passed in is refused with a `TypeError` rather than dereferenced.
 
 use std::ffi::{CString, c_void};
 use std::ptr;
+use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::{JsValue, sys};
 use napi_derive::napi;
 use zerohop::UdpLink;
+use zerohop_quic::QuicNode;
 
-/// Marks externals that hold a `UdpLink` (Node-API type tags are 128-bit values).
-const LINK_TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6470_6c69_6e6b_0001 };
+/// A hot-path handle JavaScript holds as a tagged external.
+pub trait Link: Sized + 'static {
+    /// Marks externals that hold this kind (Node-API type tags are 128-bit values).
+    const TAG: sys::napi_type_tag;
+    /// What a wrong argument is told it is not.
+    const NOT_ONE: &'static str;
+}
+
+impl Link for UdpLink {
+    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6470_6c69_6e6b_0001 };
+    const NOT_ONE: &'static str = "the first argument is not a UDP link";
+}
+
+impl Link for Arc<QuicNode> {
+    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x7175_6963_6e6f_0001 };
+    const NOT_ONE: &'static str = "the first argument is not a QUIC link";
+}
 
 /// Wraps `link` in a tagged external that drops it when collected.
-pub fn link_external(env: &Env, link: UdpLink) -> Result<sys::napi_value> {
-    unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-        // SAFETY: `data` is the Box<UdpLink> leaked below; Node calls this once.
-        drop(unsafe { Box::from_raw(data.cast::<UdpLink>()) });
+pub fn link_external<L: Link>(env: &Env, link: L) -> Result<sys::napi_value> {
+    unsafe extern "C" fn finalize<L: Link>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        // SAFETY: `data` is the Box<L> leaked below; Node calls this once.
+        drop(unsafe { Box::from_raw(data.cast::<L>()) });
     }
     let data = Box::into_raw(Box::new(link)).cast::<c_void>();
     let mut value = ptr::null_mut();
     // SAFETY: a valid env on the JS thread; `data` stays alive until `finalize` runs.
-    let status = unsafe { sys::napi_create_external(env.raw(), data, Some(finalize), ptr::null_mut(), &mut value) };
+    let status =
+        unsafe { sys::napi_create_external(env.raw(), data, Some(finalize::<L>), ptr::null_mut(), &mut value) };
     if status != sys::Status::napi_ok {
         // SAFETY: not handed to Node, so still ours to free.
-        drop(unsafe { Box::from_raw(data.cast::<UdpLink>()) });
+        drop(unsafe { Box::from_raw(data.cast::<L>()) });
         return Err(Error::new(Status::GenericFailure, "cannot create the link external"));
     }
     // SAFETY: `value` is the external just created.
-    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &LINK_TAG) })?;
+    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &L::TAG) })?;
     Ok(value)
 }
 
@@ -57,42 +76,42 @@ unsafe fn throw(env: sys::napi_env, message: &str, type_error: bool) -> sys::nap
     ptr::null_mut()
 }
 
-/// Reads up to `N` arguments; the first must be a link external.
+/// Reads up to `N` arguments; the first must be a link external of kind `L`.
 ///
 /// # Safety
 /// `env` and `info` must be those of the current call. The returned reference lives
 /// while the external does, which the caller's arguments keep alive for the call.
-unsafe fn args<'a, const N: usize>(
+unsafe fn args<'a, L: Link, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> std::result::Result<(&'a UdpLink, [sys::napi_value; N]), &'static str> {
+) -> std::result::Result<(&'a L, [sys::napi_value; N]), &'static str> {
     let mut argv = [ptr::null_mut(); N];
     let mut argc = N;
     // SAFETY: per the contract; `argv` has room for `argc` values.
     let s = unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()) };
     if s != sys::Status::napi_ok || argc < N {
-        return Err("expected a UDP link and its arguments");
+        return Err("expected a link and its arguments");
     }
     let mut ours = false;
     // SAFETY: argv[0] is a value of this call.
-    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &LINK_TAG, &mut ours) };
+    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &L::TAG, &mut ours) };
     if s != sys::Status::napi_ok || !ours {
-        return Err("the first argument is not a UDP link");
+        return Err(L::NOT_ONE);
     }
     let mut data = ptr::null_mut();
-    // SAFETY: tagged by `link_external`, so it is an external holding a Box<UdpLink>.
+    // SAFETY: tagged by `link_external::<L>`, so it is an external holding a Box<L>.
     if unsafe { sys::napi_get_value_external(env, argv[0], &mut data) } != sys::Status::napi_ok || data.is_null() {
-        return Err("the first argument is not a UDP link");
+        return Err(L::NOT_ONE);
     }
-    // SAFETY: the external owns the UdpLink until its finalizer runs, which cannot
-    // happen while this call holds the value as an argument.
-    Ok((unsafe { &*data.cast::<UdpLink>() }, argv))
+    // SAFETY: the external owns the link until its finalizer runs, which cannot happen
+    // while this call holds the value as an argument.
+    Ok((unsafe { &*data.cast::<L>() }, argv))
 }
 
 /// `udpPublish(link, bytes: Uint8Array): void`
 unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, argv) = match unsafe { args::<2>(env, info) } {
+    let (link, argv) = match unsafe { args::<UdpLink, 2>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -123,28 +142,46 @@ unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_in
 /// `udpPump(link): number` — datagrams read into the ring.
 unsafe extern "C" fn udp_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, _) = match unsafe { args::<1>(env, info) } {
+    let (link, _) = match unsafe { args::<UdpLink, 1>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
     match link.pump() {
-        Ok(n) => {
-            let mut out = ptr::null_mut();
-            // SAFETY: this call's env; `out` is a valid out-pointer.
-            unsafe { sys::napi_create_uint32(env, n as u32, &mut out) };
-            out
-        }
+        // SAFETY: this call's env.
+        Ok(n) => unsafe { uint32(env, n) },
         // SAFETY: this call's env.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
     }
 }
 
-/// Adds `udpPublish` and `udpPump` to the addon's exports.
+/// `quicPump(link): number` — datagrams read (their messages went into the ring).
+unsafe extern "C" fn quic_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    match unsafe { args::<Arc<QuicNode>, 1>(env, info) } {
+        // SAFETY: this call's env.
+        Ok((node, _)) => unsafe { uint32(env, node.pump()) },
+        // SAFETY: this call's env.
+        Err(why) => unsafe { throw(env, why, true) },
+    }
+}
+
+/// `n` as a JavaScript number.
+///
+/// # Safety
+/// `env` must be the env of the current call.
+unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
+    let mut out = ptr::null_mut();
+    // SAFETY: per the contract; `out` is a valid out-pointer.
+    unsafe { sys::napi_create_uint32(env, n.min(u32::MAX as usize) as u32, &mut out) };
+    out
+}
+
+/// Adds `udpPublish`, `udpPump` and `quicPump` to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 2] =
-        [(c"udpPublish", Some(udp_publish)), (c"udpPump", Some(udp_pump))];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] =
+        [(c"udpPublish", Some(udp_publish)), (c"udpPump", Some(udp_pump)), (c"quicPump", Some(quic_pump))];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

@@ -219,6 +219,14 @@ impl QuicHandle {
         Ok(QuicHandle { transport: Some(transport) })
     }
 
+    /// The hot path: the value `quicPump(link)` takes (see [`crate::fast`]).
+    #[napi(ts_return_type = "unknown")]
+    pub fn link<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let value = crate::fast::link_external(env, self.quic()?.node())?;
+        // SAFETY: `value` was just created in this env.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+    }
+
     /// The receive ring, for reading in place.
     #[napi]
     pub fn ring(&self) -> Result<ShmHandle> {
@@ -269,8 +277,8 @@ impl QuicHandle {
     }
 
     /// Installs the doorbell: `callback` runs on the JS thread after messages arrive
-    /// while armed (rung by the runtime thread that delivered them). Does not keep the
-    /// event loop alive by itself.
+    /// while armed (rung by the I/O thread that delivered them). Does not keep the event
+    /// loop alive by itself.
     #[napi]
     pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
         let tsfn: Doorbell =
@@ -284,7 +292,7 @@ impl QuicHandle {
     }
 
     /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
-    /// `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the delivering thread rings.
+    /// `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the I/O thread rings.
     #[napi]
     pub fn arm(&self, cursor: f64, _spin_us: f64) -> Result<()> {
         let q = self.quic()?;

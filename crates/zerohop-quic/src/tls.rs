@@ -254,17 +254,17 @@ pub enum HandshakeFailure {
 
 impl HandshakeFailure {
     /// Reads a failure out of a connection error; `None` if it is not a TLS failure.
-    pub fn of(error: &quinn::ConnectionError) -> Option<HandshakeFailure> {
+    pub fn of(error: &quinn_proto::ConnectionError) -> Option<HandshakeFailure> {
         let (code, text) = match error {
-            quinn::ConnectionError::TransportError(e) => (u64::from(e.code), e.reason.clone()),
-            quinn::ConnectionError::ConnectionClosed(c) => {
+            quinn_proto::ConnectionError::TransportError(e) => (u64::from(e.code), e.reason.clone()),
+            quinn_proto::ConnectionError::ConnectionClosed(c) => {
                 (u64::from(c.error_code), String::from_utf8_lossy(&c.reason).into_owned())
             }
             _ => return None,
         };
         // QUIC carries TLS alerts as transport error codes 0x100 + alert (RFC 9001).
         let alert = code.checked_sub(0x100).filter(|a| *a < 0x100)?;
-        if matches!(error, quinn::ConnectionError::ConnectionClosed(_)) {
+        if matches!(error, quinn_proto::ConnectionError::ConnectionClosed(_)) {
             // The peer refused us: a server checking our client certificate, mostly.
             return Some(match alert {
                 // certificate_required, bad_certificate, unknown_ca, certificate_unknown

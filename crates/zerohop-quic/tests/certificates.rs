@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use zerohop_quic::{HandshakeFailure, Identity, SharedRuntime, Trust, tls};
+use zerohop_quic::{HandshakeFailure, Identity, Trust, tls};
 
 /// A directory of PEM files for one test, removed at the end.
 struct Pki(PathBuf);
@@ -64,10 +64,10 @@ fn connect(
     trust: &Trust,
     client_identity: Option<&Identity>,
 ) -> Result<(), quinn::ConnectionError> {
-    let rt = SharedRuntime::get().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let server_tls = tls::server_config(server_identity, client_ca).unwrap();
     let client_tls = tls::client_config(trust, client_identity).unwrap();
-    rt.handle().block_on(async move {
+    rt.block_on(async move {
         let server_config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls).unwrap()));
         let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();

@@ -3,7 +3,7 @@
 //! ```text
 //!   publish ──► per peer and channel: SendQueue ──► stream ──► peer (acks what its app read)
 //!
-//!   peer streams / datagrams ──► runtime tasks ──► receive ring (+ spill) ──► recv
+//!   peer streams / datagrams ──► node (I/O thread, or the reader's) ──► receive ring (+ spill) ──► recv
 //! ```
 //!
 //! A hub either listens (`listen: true`: any number of peers connect to it) or connects
@@ -113,15 +113,14 @@ struct StatusBoard {
     listener: Option<StatusListener>,
 }
 
-/// Called (on a runtime thread) with each status event.
+/// Called (on the thread that drives the node) with each status event.
 pub type StatusListener = Arc<dyn Fn(&StatusEvent) + Send + Sync>;
 
-/// Runs (on a runtime thread) after messages arrive while armed.
+/// Runs (on the node's I/O thread, mostly) after messages arrive while armed.
 pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
 
 /// The node's [`Inbox`]: the receive ring, the spill, the status board, and the
-/// receiver's doorbell (rung by the runtime thread that delivers, with no waiter thread
-/// between).
+/// receiver's doorbell (rung by the thread that delivers, with no waiter thread between).
 struct RingInbox {
     segment: Arc<Segment>,
     ring: Mutex<Publisher>,
@@ -451,12 +450,12 @@ impl QuicTransport {
         lock(&self.inbox.status).log.drain(..).collect()
     }
 
-    /// Calls `listener` with every status event from now on (on a runtime thread).
+    /// Calls `listener` with every status event from now on (on the thread that drives the node).
     pub fn set_status_listener(&self, listener: Option<StatusListener>) {
         lock(&self.inbox.status).listener = listener;
     }
 
-    /// Sets what runs (on a runtime thread) after messages arrive while armed.
+    /// Sets what runs (on the node's I/O thread, mostly) after messages arrive while armed.
     pub fn set_on_receive(&self, callback: Option<OnReceive>) {
         *lock(&self.inbox.on_receive) = callback;
     }
@@ -465,6 +464,8 @@ impl QuicTransport {
     /// the caller's cursor is already behind the ring's tail, in which case it fires now.
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.inbox.armed.store(true, Ordering::SeqCst);
+        // The reader stops polling the socket: the I/O thread takes it back.
+        self.node.reader_parks();
         std::sync::atomic::fence(Ordering::SeqCst); // see `RingInbox::delivered`
         if readable_now() {
             self.inbox.delivered();
@@ -507,7 +508,8 @@ impl QuicTransport {
             .subscriber
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
-        if sub.try_recv(out).is_none() {
+        // An empty ring: read the socket on this thread rather than wait for the I/O thread.
+        if sub.try_recv(out).is_none() && (self.node.pump() == 0 || sub.try_recv(out).is_none()) {
             return Ok(None);
         }
         let env =

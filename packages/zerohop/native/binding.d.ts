@@ -13,6 +13,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class QuicHandle {
   /** Listens on or connects to `url` (`quic://host:port`). */
   static open(url: string, options?: QuicOpenOptions | undefined | null): QuicHandle
+  /** The hot path: the value `quicPump(link)` takes (see [`crate::fast`]). */
+  link(): unknown
   /** The receive ring, for reading in place. */
   ring(): ShmHandle
   /** The bound address as `host:port`. */
@@ -35,13 +37,13 @@ export declare class QuicHandle {
   takeSpilled(key: number): Buffer
   /**
    * Installs the doorbell: `callback` runs on the JS thread after messages arrive
-   * while armed (rung by the runtime thread that delivered them). Does not keep the
-   * event loop alive by itself.
+   * while armed (rung by the I/O thread that delivered them). Does not keep the event
+   * loop alive by itself.
    */
   setDoorbell(callback: (arg: number) => void): void
   /**
    * Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
-   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the delivering thread rings.
+   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the I/O thread rings.
    */
   arm(cursor: number, spinUs: number): void
   /** Cancels an `arm`. */

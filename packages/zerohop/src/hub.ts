@@ -36,6 +36,7 @@ import {
   type ShmHandle,
   type UdpHandle,
   type UdpLink,
+  type QuicLink,
   type UdpMetricsInfo,
 } from './native.js'
 import { type BackpressurePolicy, ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from './shm-ring.js'
@@ -137,13 +138,11 @@ export interface HubOptions<T> {
   publishTimeoutMs?: number
   /**
    * How long a waiting receiver spins before it parks, in µs (default 20 for shared
-   * memory, 50 for UDP, 0 for QUIC). Shared memory spins in a native thread. UDP polls
-   * the socket on the calling thread: a reply that comes within the spin skips the
+   * memory, 50 for UDP and QUIC). Shared memory spins in a native thread. UDP and QUIC
+   * poll the socket on the calling thread: a reply that comes within the spin skips the
    * wake-up of the event loop, which costs tens of µs, and a loopback round trip takes
-   * 10–20 µs, hence the longer default. The event loop is then busy for at most this
-   * long each time `recv()` finds nothing; 0 parks at once. QUIC messages come from the
-   * network runtime's threads, which a spinning event loop would only keep off a busy
-   * CPU, so it parks at once.
+   * 10–30 µs, hence the longer default. The event loop is then busy for at most this
+   * long each time `recv()` finds nothing; 0 parks at once.
    */
   spinUs?: number
   /** Shared memory: largest message in bytes (default 1024). Fixed when the segment is created. */
@@ -363,9 +362,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly link: UdpLink | undefined
   /** QUIC: the node (publishing, status, spilled messages). */
   private readonly quic: QuicHandle | undefined
+  /** QUIC: the handle `tryRecv` reads the socket through (see `quicPump` in the binding). */
+  private readonly quicLink: QuicLink | undefined
   private statusNow: HubStatus = 'connected'
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
-  /** Who rings the doorbell: the ring's waiter thread (shm), the I/O thread (udp) or the runtime thread that delivers (quic). */
+  /** Who rings the doorbell: the ring's waiter thread (shm) or the I/O thread (udp, quic). */
   private readonly waker: ShmHandle | UdpHandle | QuicHandle
   private flushQueued = false
   /** False for role 'subscriber' (shared memory checks through `pub` instead). */
@@ -409,12 +410,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const role = options.role ?? 'pubsub'
     const policy = (this.policy = options.backpressure ?? (this.transport === 'quic' ? 'block' : 'drop_old'))
     const timeoutMs = (this.publishTimeoutMs = options.publishTimeoutMs ?? 5000)
-    this.spinUs = options.spinUs ?? (this.transport === 'shm' ? 20 : this.transport === 'udp' ? NET_SPIN_US : 0)
+    this.spinUs = options.spinUs ?? (this.transport === 'shm' ? 20 : NET_SPIN_US)
     this.flushEachTick = options.flushIntervalMs !== 0
     let handle: ShmHandle
     let maxMessage: number | undefined
     if (this.transport === 'quic') {
       const quic = (this.quic = native(() => binding.QuicHandle.open(url, quicOptions(options, policy))))
+      this.quicLink = quic.link() as QuicLink
       handle = native(() => quic.ring())
       this.waker = quic
       this.envelope = ENVELOPE.len
@@ -814,7 +816,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     let off = sub.peek()
-    while (off < 0 && this.link !== undefined && fast.udpPump(this.link) > 0) off = sub.peek()
+    while (off < 0 && this.pumpSocket() > 0) off = sub.peek()
     if (off < 0) return undefined
     const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.envelope))
     borrowed.start(off, this.spilled(off))
@@ -994,7 +996,14 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return true
   }
 
-  /** UDP: `next()`, polling the socket for up to `spinUs` before giving up. */
+  /** UDP, QUIC: reads the socket on this thread; datagrams read (0 for shared memory). */
+  private pumpSocket(): number {
+    if (this.link !== undefined) return fast.udpPump(this.link)
+    if (this.quicLink !== undefined && !this.closed) return fast.quicPump(this.quicLink)
+    return 0
+  }
+
+  /** UDP, QUIC: `next()`, polling the socket for up to `spinUs` before giving up. */
   private spinNext(info?: MessageInfo): T | typeof EMPTY {
     const v = this.next(info)
     if (v !== EMPTY || this.spinUs <= 0) return v
@@ -1013,8 +1022,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     for (;;) {
       const off = sub.peek()
       if (off < 0) {
-        // UDP: read the socket on this thread rather than wait for the I/O thread.
-        if (this.link !== undefined && fast.udpPump(this.link) > 0) continue
+        // UDP, QUIC: read the socket on this thread rather than wait for the I/O thread.
+        if (this.pumpSocket() > 0) continue
         return EMPTY
       }
       let value: T

@@ -18,15 +18,18 @@ export type {
 } from '../native/binding.js'
 /** The hot-path handle of a UDP hub (an opaque native value, from `UdpHandle.link()`). */
 export type UdpLink = { readonly __brand: 'UdpLink' }
+/** The hot-path handle of a QUIC hub (an opaque native value, from `QuicHandle.link()`). */
+export type QuicLink = { readonly __brand: 'QuicLink' }
 
 /**
- * The two per-message calls of a UDP hub, written against Node-API directly
+ * The per-message calls of network hubs, written against Node-API directly
  * (`crates/zerohop-node/src/fast.rs`), so the generated declarations do not list them.
  * They throw native errors: wrap them in {@link native}.
  */
 export const fast = binding as unknown as {
   udpPublish(link: UdpLink, bytes: Uint8Array): void
   udpPump(link: UdpLink): number
+  quicPump(link: QuicLink): number
 }
 export { binding }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quinn::{ConnectionError, VarInt};
+use quinn_proto::{ConnectionError, VarInt};
 use zerohop_proto::lifecycle::{Backoff, Status};
 
 use crate::tls::{HandshakeFailure, Identity, Trust};

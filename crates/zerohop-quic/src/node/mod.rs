@@ -1,20 +1,37 @@
 //! [`QuicNode`]: one side of a `quic://` hub, listening for any number of peers or
-//! connecting to one, on the process's [`SharedRuntime`].
+//! connecting to one.
 //!
 //! What it sends:
 //! - **Channels** (reliable): each channel is its own bidirectional stream per peer, so
 //!   a slow channel does not hold up another. Messages are framed
-//!   ([`zerohop_proto::stream`]) and kept in a [`SendQueue`] until the peer's
-//!   *application* has read them; the peer acknowledges on the same stream, and after a
-//!   reconnect the unacknowledged ones go again and the peer drops what it has already
-//!   delivered ([`zerohop_proto::session`]). So no accepted message is lost while the
-//!   sender lives, even across a restart of the receiver.
+//!   ([`zerohop_proto::stream`]) and kept in a [`SendQueue`](zerohop_proto::session::SendQueue)
+//!   until the peer's *application* has read them; the peer acknowledges on the same
+//!   stream, and after a reconnect the unacknowledged ones go again and the peer drops
+//!   what it has already delivered ([`zerohop_proto::session`]). So no accepted message
+//!   is lost while the sender lives, even across a restart of the receiver.
 //! - **Datagrams** (unreliable, opt-in): one QUIC datagram per message, numbered so the
 //!   receiver counts what was lost.
+//! - **Requests**: one stream each.
 //!
 //! What it receives goes to an [`Inbox`] (the hub's receive ring), which says where the
 //! message landed and how far the application has read; a full inbox makes the stream
 //! wait, and QUIC flow control then pushes back on the sender.
+//!
+//! ## Threads
+//!
+//! quinn-proto is a state machine without I/O; the node drives it with its own socket
+//! (`io`) in an [`engine`] behind one lock. Whoever holds the lock moves it on:
+//!
+//! ```text
+//!   publish ──► engine: queue, stream, encrypt ──► sendmsg (GSO)      caller's thread
+//!   poll    ──► engine: recvmsg, decrypt, deliver ──► inbox           caller's thread
+//!   socket readable / timer due ──► engine ──► inbox, doorbell        the node's I/O thread
+//! ```
+//!
+//! So a message leaves on the thread that publishes it, and a receiver that polls reads
+//! the socket itself: neither waits for a thread hop. The I/O thread does the rest
+//! (acknowledgements, retransmissions, keep-alives, handshakes) and delivers while
+//! nobody polls; it leaves the socket to a reader that is polling it.
 //!
 //! Connection status goes to the inbox too, as [`StatusEvent`]s: a connecting node
 //! reconnects with exponential backoff ([`zerohop_proto::lifecycle`]) and reports
@@ -26,217 +43,92 @@
 //! peers go on.
 //!
 //! - [`config`]: the configuration, status events, the [`Inbox`] trait, errors, counters.
-//! - `send`: channel writers, acknowledgements, full queues and slow consumers.
-//! - `connect`: the connecting loop (backoff, 0-RTT) and the listener's accept path.
-//! - `receive`: streams and datagrams into the inbox, acknowledging what was read.
+//! - `engine`: connections, peers, timers, connecting and accepting.
+//! - `channel`: channel streams both ways, and reading every kind of stream.
 //! - `request`: one stream per request, both sides.
-//!
-//! Here: [`QuicNode`] (the public handle), the state its tasks share, and peers.
+//! - `io`: the socket and the I/O thread's wake-up.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
-use tokio::sync::Notify;
-use zerohop_proto::lifecycle::{Event, Lifecycle, Status};
-use zerohop_proto::session::{ReceiveWindow, SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
-use zerohop_proto::stream::{MAX_PREFIX_LEN, StreamDecoder, StreamError, write_prefix};
-
-use crate::runtime::SharedRuntime;
+use bytes::{BufMut, BytesMut};
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::VarInt;
+use zerohop_proto::lifecycle::{Lifecycle, Status};
+use zerohop_proto::session::get_varint;
+use zerohop_proto::stream::{MAX_PREFIX_LEN, write_prefix};
 
 pub mod config;
-mod connect;
-mod receive;
+mod channel;
+mod engine;
+mod io;
 mod request;
-mod send;
 
 use crate::tls::{self, Identity, TlsError};
 pub use config::*;
+use engine::{Connector, Engine};
 
-/// How long a reader waits before it offers a message to a full inbox again.
-const ROOM_POLL: Duration = Duration::from_millis(1);
-/// How often a reader looks whether the application has read more (to acknowledge it)
-/// while delivered messages wait to be read.
-const ACK_TICK: Duration = Duration::from_millis(2);
-/// The most a writer copies out of a send queue per write.
-const WRITE_CHUNK: usize = 256 << 10;
-/// Kernel socket buffers asked for.
-const SOCKET_BUFFER: usize = 4 << 20;
-/// How long `close` waits for the close frames to leave.
-const CLOSE_GRACE: Duration = Duration::from_millis(5);
-/// The most a peer may take to say who it is.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reader that polls the socket itself keeps the I/O thread off it after
+/// its last poll.
+const READER_ACTIVE: Duration = Duration::from_millis(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One reliable channel to one peer.
-struct OutChannel {
-    index: u16,
-    state: Mutex<OutState>,
-    /// Wakes the channel's writer (data queued, or its stream should start).
-    ready: Notify,
-}
-
-struct OutState {
-    queue: SendQueue,
-    /// Which connection's writer owns the queue's sent position, and whether one is
-    /// running for it (a channel opened while a connection is attached could otherwise
-    /// get two).
-    stream_generation: u64,
-    writer_active: bool,
-}
-
-impl OutState {
-    /// Claims the queue for a writer of connection `generation`; false if a newer
-    /// connection, or another writer of this one, has it.
-    fn claim(&mut self, generation: u64) -> bool {
-        if generation < self.stream_generation || (generation == self.stream_generation && self.writer_active) {
-            return false;
-        }
-        self.stream_generation = generation;
-        self.writer_active = true;
-        true
-    }
-
-    fn owned_by(&self, generation: u64) -> bool {
-        self.stream_generation == generation && self.writer_active
-    }
-}
-
-/// Where the application's answer to a request goes: ok or not, and the body.
-type Answer = tokio::sync::oneshot::Sender<(bool, Vec<u8>)>;
-
-/// Inbound state of one peer session and channel.
-type Windows = HashMap<u16, Arc<Mutex<ReceiveWindow>>>;
-
-/// A peer: its connection (while connected) and what outlives a reconnect.
-struct Peer {
-    id: u32,
-    addr: Mutex<SocketAddr>,
-    /// The connection and its generation (bumped on every attach).
-    conn: Mutex<(Option<Connection>, u64)>,
-    channels: Mutex<Vec<Option<Arc<OutChannel>>>>,
-    /// The peer's session, and our receive windows for it (reset when it changes).
-    inbound: Mutex<(u64, Windows)>,
-    /// Our remote session id for a listener's map (the hello), 0 before it.
-    session: AtomicU64,
-    datagram_seq: AtomicU32,
-    /// Next expected datagram sequence number.
-    datagram_next: AtomicU32,
-    /// When it was last detached (listener: for the linger).
-    detached_at: Mutex<Option<Instant>>,
-    gone: AtomicBool,
-}
-
-impl Peer {
-    fn new(id: u32, addr: SocketAddr) -> Arc<Peer> {
-        Arc::new(Peer {
-            id,
-            addr: Mutex::new(addr),
-            conn: Mutex::new((None, 0)),
-            channels: Mutex::new(Vec::new()),
-            inbound: Mutex::new((0, HashMap::new())),
-            session: AtomicU64::new(0),
-            datagram_seq: AtomicU32::new(0),
-            datagram_next: AtomicU32::new(0),
-            detached_at: Mutex::new(None),
-            gone: AtomicBool::new(false),
-        })
-    }
-
-    fn connection(&self) -> Option<Connection> {
-        lock(&self.conn).0.clone()
-    }
-
-    fn channel(&self, node: &Arc<Shared>, index: u16) -> Arc<OutChannel> {
-        let mut channels = lock(&self.channels);
-        if let Some(Some(c)) = channels.get(usize::from(index)) {
-            return c.clone();
-        }
-        if channels.len() <= usize::from(index) {
-            channels.resize(usize::from(index) + 1, None);
-        }
-        let c = Arc::new(OutChannel {
-            index,
-            state: Mutex::new(OutState {
-                queue: SendQueue::new(node.config.send_queue_bytes),
-                stream_generation: 0,
-                writer_active: false,
-            }),
-            ready: Notify::new(),
-        });
-        channels[usize::from(index)] = Some(c.clone());
-        drop(channels);
-        // A channel opened while connected starts its stream now.
-        let conn = lock(&self.conn).clone();
-        if let (Some(conn), generation) = conn {
-            node.spawn_writer(conn, c.clone(), generation);
-        }
-        c
-    }
-
-    fn window(&self, session: u64, channel: u16) -> Arc<Mutex<ReceiveWindow>> {
-        let mut inbound = lock(&self.inbound);
-        if inbound.0 != session {
-            // A new incarnation of the peer: what we knew of the old one is void.
-            *inbound = (session, HashMap::new());
-        }
-        inbound.1.entry(channel).or_default().clone()
-    }
-
-    fn unacked_bytes(&self) -> u64 {
-        lock(&self.channels).iter().flatten().map(|c| lock(&c.state).queue.queued_bytes() as u64).sum()
-    }
-}
-
+/// What the node's handle, its I/O thread and its pollers share.
 struct Shared {
-    config: NodeConfig,
-    runtime: SharedRuntime,
-    endpoint: quinn::Endpoint,
-    client: Option<quinn::ClientConfig>,
-    session: u64,
-    inbox: Arc<dyn Inbox>,
-    peers: RwLock<Vec<Arc<Peer>>>,
-    next_peer: AtomicU32,
-    closing: AtomicBool,
-    /// Blocked publishers wait here for acknowledgements to free room.
-    room: (Mutex<()>, Condvar),
-    /// Our requests under way: what cancels each (client side).
-    requests: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
-    next_request: AtomicU64,
-    /// Requests we were sent and have not answered: where each answer goes (server side).
-    answers: Mutex<HashMap<u64, Answer>>,
-    /// Turns true on close: ends the sleeps of connect loops and lingering peers.
-    shutdown: tokio::sync::watch::Sender<bool>,
-    counters: Counters,
+    config: Arc<NodeConfig>,
+    engine: Mutex<Engine>,
+    /// Blocked publishers and `drain` wait here (on the engine's lock) for room.
+    room: Condvar,
+    wake: io::Wake,
+    /// When the I/O thread wakes by itself next, in µs since `epoch` (MAX: not).
+    io_deadline_us: AtomicU64,
+    epoch: Instant,
+    stop: AtomicBool,
+    /// How many times a reader polled ([`QuicNode::pump`]); the I/O thread watches it.
+    pumps: AtomicU64,
+    /// Set when the reader parks ([`QuicNode::reader_parks`]), cleared by its next poll.
+    reader_parked: AtomicBool,
+    /// Whether the I/O thread leaves the socket to a polling reader now.
+    io_ignores_socket: AtomicBool,
+    local: SocketAddr,
 }
 
-#[derive(Default)]
-struct Counters {
-    reconnects: AtomicU64,
-    zero_rtt: AtomicU64,
-    last_zero_rtt: AtomicBool,
-    handshake_failures: AtomicU64,
-    protocol_violations: AtomicU64,
-    slow_consumers: AtomicU64,
-    dropped: AtomicU64,
-    datagrams_sent: AtomicU64,
-    datagrams_received: AtomicU64,
-    datagrams_lost: AtomicU64,
-    streams_opened: AtomicU64,
-    streams_accepted: AtomicU64,
+impl Shared {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    /// After the caller's thread worked on the engine: wake publishers if room was
+    /// freed, and (with `wake_io`) the I/O thread if something is due before it would
+    /// wake. A polling reader does not: it runs the timers itself while it polls.
+    fn after(&self, mut e: MutexGuard<'_, Engine>, wake_io: bool) {
+        let freed = std::mem::take(&mut e.room_freed);
+        // Compared under the lock: the I/O thread stores its deadline under it too.
+        let wake = wake_io
+            && e.next_deadline().is_some_and(|due| {
+                let due_us = due.saturating_duration_since(self.epoch).as_micros() as u64;
+                due_us < self.io_deadline_us.load(Ordering::Acquire)
+            });
+        drop(e);
+        if freed {
+            self.room.notify_all();
+        }
+        if wake {
+            self.wake.wake();
+        }
+    }
 }
 
 /// A QUIC node: see the module docs.
 pub struct QuicNode {
     shared: Arc<Shared>,
+    io_thread: Mutex<Option<JoinHandle<()>>>,
     /// Scratch for datagrams: one allocation per many datagrams (`split` hands out the
     /// front, the rest is reused).
     datagram_buf: Mutex<BytesMut>,
@@ -269,9 +161,9 @@ impl core::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, StartError> {
-    let mut t = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+fn transport_config(config: &NodeConfig) -> Result<quinn_proto::TransportConfig, StartError> {
+    let mut t = quinn_proto::TransportConfig::default();
+    let idle = quinn_proto::IdleTimeout::try_from(config.idle_timeout)
         .map_err(|_| StartError::Config(format!("idle timeout {:?} is too long", config.idle_timeout)))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(config.keep_alive);
@@ -287,18 +179,14 @@ fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, Start
     Ok(t)
 }
 
-/// A quinn endpoint on `bind`, on a socket with 4 MiB kernel buffers (the default of
-/// about 200 KiB overflows under a burst, and every loss costs QUIC a retransmission).
-fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, StartError> {
-    let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let socket =
-        socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(StartError::Io)?;
-    // What the kernel grants may be less (net.core.rmem_max); quinn works with that.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.bind(&bind.into()).map_err(StartError::Io)?;
-    let config = quinn::EndpointConfig::default();
-    quinn::Endpoint::new(config, server, socket.into(), Arc::new(quinn::TokioRuntime)).map_err(StartError::Io)
+/// The endpoint's socket, bound where the role says.
+fn bind_for(config: &NodeConfig) -> Result<io::Socket, StartError> {
+    let bind: SocketAddr = match config.role {
+        Role::Listen => config.addr,
+        Role::Connect { .. } if config.addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        Role::Connect { .. } => SocketAddr::from(([0u16; 8], 0)),
+    };
+    io::Socket::bind(bind).map_err(StartError::Io)
 }
 
 impl QuicNode {
@@ -307,66 +195,81 @@ impl QuicNode {
         if config.max_channels == 0 {
             return Err(StartError::Config("max_channels must be at least 1".into()));
         }
-        let runtime = SharedRuntime::get().map_err(StartError::Io)?;
         let transport = Arc::new(transport_config(&config)?);
-        let _guard = runtime.handle().enter();
-        let (endpoint, client) = match &config.role {
+        let (server, client) = match &config.role {
             Role::Listen => {
                 let identity =
                     config.identity.clone().unwrap_or(Identity::SelfSigned { names: vec!["localhost".into()] });
                 let tls = tls::server_config(&identity, config.client_ca.as_deref()).map_err(StartError::Tls)?;
                 let crypto = QuicServerConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
-                let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+                let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
                 server.transport_config(transport);
-                (endpoint(config.addr, Some(server))?, None)
+                (Some(Arc::new(server)), None)
             }
             Role::Connect { .. } => {
                 let mut tls = tls::client_config(&config.trust, config.identity.as_ref()).map_err(StartError::Tls)?;
                 tls.resumption = rustls::client::Resumption::store(tls::session_cache_for(config.addr));
                 let crypto = QuicClientConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
-                let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+                let mut client = quinn_proto::ClientConfig::new(Arc::new(crypto));
                 client.transport_config(transport);
-                let bind: SocketAddr =
-                    if config.addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
-                (endpoint(bind, None)?, Some(client))
+                (None, Some(client))
             }
         };
-        let shared = Arc::new(Shared {
-            session: session_id(),
-            config,
-            runtime,
-            endpoint,
-            client,
-            inbox,
-            peers: RwLock::new(Vec::new()),
-            next_peer: AtomicU32::new(1),
-            closing: AtomicBool::new(false),
-            room: (Mutex::new(()), Condvar::new()),
-            shutdown: tokio::sync::watch::Sender::new(false),
-            requests: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
-            answers: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
-        });
-        match shared.config.role {
+        let socket = bind_for(&config)?;
+        let local = socket.local_addr().map_err(StartError::Io)?;
+        let socket_fd = socket.fd();
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            server,
+            !socket.may_fragment(),
+            None,
+        );
+        let config = Arc::new(config);
+        let session = session_id();
+        let mut engine = Engine::new(config.clone(), inbox, socket, endpoint, client, session);
+        let now = Instant::now();
+        match &config.role {
             Role::Listen => {
-                shared.inbox.status(StatusEvent { status: Status::Connected, peer: None, error: None });
-                let s = shared.clone();
-                shared.runtime.handle().spawn(async move { s.accept_loop().await });
+                engine.inbox.status(StatusEvent { status: Status::Connected, peer: None, error: None });
             }
-            Role::Connect { .. } => {
-                let peer = Peer::new(shared.next_peer.fetch_add(1, Ordering::Relaxed), shared.config.addr);
-                shared.peers.write().unwrap_or_else(|p| p.into_inner()).push(peer.clone());
-                let s = shared.clone();
-                shared.runtime.handle().spawn(async move { s.connect_loop(peer).await });
+            Role::Connect { server_name } => {
+                engine.peers.push(engine::Peer::new(1, config.addr));
+                engine.next_peer = 2;
+                engine.connector = Some(Connector {
+                    life: Lifecycle::new(config.backoff, session),
+                    server_name: server_name.clone(),
+                    ever_connected: false,
+                    retry_at: None,
+                });
+                engine.inbox.status(StatusEvent { status: Status::Connecting, peer: Some(config.addr), error: None });
+                engine.connect(now);
+                engine.process_dirty(now);
             }
         }
-        Ok(QuicNode { shared, datagram_buf: Mutex::new(BytesMut::new()) })
+        let shared = Arc::new(Shared {
+            config,
+            engine: Mutex::new(engine),
+            room: Condvar::new(),
+            wake: io::Wake::new().map_err(StartError::Io)?,
+            io_deadline_us: AtomicU64::new(0),
+            epoch: now,
+            stop: AtomicBool::new(false),
+            pumps: AtomicU64::new(0),
+            reader_parked: AtomicBool::new(true),
+            io_ignores_socket: AtomicBool::new(false),
+            local,
+        });
+        let s = shared.clone();
+        let io_thread = std::thread::Builder::new()
+            .name("zerohop-quic-io".into())
+            .spawn(move || io_loop(&s, socket_fd))
+            .map_err(StartError::Io)?;
+        Ok(QuicNode { shared, io_thread: Mutex::new(Some(io_thread)), datagram_buf: Mutex::new(BytesMut::new()) })
     }
 
     /// The bound address (the port the kernel picked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.shared.endpoint.local_addr()
+        Ok(self.shared.local)
     }
 
     /// The configuration it runs with.
@@ -374,101 +277,117 @@ impl QuicNode {
         &self.shared.config
     }
 
-    /// Queues `message` on `channel` for every peer (reliable, in order per channel).
+    /// Queues `message` on `channel` for every peer (reliable, in order per channel) and
+    /// sends it (in a burst, with the messages that follow it within microseconds).
     pub fn publish(&self, channel: u16, message: &[u8]) -> Result<Sent, PublishError> {
         let s = &self.shared;
-        if s.closing.load(Ordering::Relaxed) {
-            return Err(PublishError::Closed);
-        }
         if message.len() > s.config.max_message {
             return Err(PublishError::TooLarge { len: message.len(), max: s.config.max_message });
         }
         if channel >= s.config.max_channels {
             return Err(PublishError::BadChannel { channel, max: s.config.max_channels });
         }
-        // The usual case, without allocating: every peer has room.
-        {
-            let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
-            let all_room = peers.iter().all(|p| lock(&p.channel(s, channel).state).queue.has_room(message.len()));
-            if all_room {
-                for peer in peers.iter() {
-                    let ch = peer.channel(s, channel);
-                    lock(&ch.state).queue.push(message);
-                    ch.ready.notify_one();
-                }
+        let mut e = s.engine();
+        if e.closing {
+            return Err(PublishError::Closed);
+        }
+        let now = Instant::now();
+        // The usual case: every peer has room.
+        let full = match e.publish(channel, message, now) {
+            Ok(()) => {
+                s.after(e, true);
                 return Ok(Sent::Accepted);
             }
-        }
-        if s.config.overflow == Overflow::FailFast {
-            return Err(PublishError::Full);
-        }
-        // Some peer is a queue behind: apply the policy to it, without holding the peer
-        // list (a blocked wait must not stop peers from coming and going).
-        let peers = s.peers.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut outcome = Sent::Accepted;
-        for peer in &peers {
-            let ch = peer.channel(s, channel);
-            if !lock(&ch.state).queue.has_room(message.len()) {
-                match s.config.overflow {
-                    Overflow::DropNew | Overflow::FailFast => {
-                        s.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        outcome = Sent::Dropped;
-                        continue;
-                    }
-                    Overflow::Block(timeout) => {
-                        if !s.wait_for_room(&ch, message.len(), timeout) {
-                            if s.closing.load(Ordering::Relaxed) {
-                                return Err(PublishError::Closed);
-                            }
-                            if matches!(s.config.role, Role::Listen) {
-                                s.disconnect_slow(peer);
-                                continue;
-                            }
-                            return Err(PublishError::Timeout);
+            Err(full) => full,
+        };
+        // Some peer is a queue behind: apply the policy to it.
+        let mut skipped = Vec::new();
+        for peer in full {
+            let has_room = |e: &mut Engine| {
+                e.peer(peer).is_none_or(|p| {
+                    p.channels.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|c| c.queue.has_room(message.len()))
+                })
+            };
+            match s.config.overflow {
+                Overflow::FailFast => return Err(PublishError::Full),
+                Overflow::DropNew => {
+                    e.counters.dropped += 1;
+                    skipped.push(peer);
+                }
+                Overflow::Block(timeout) => {
+                    let deadline = now + timeout;
+                    while !has_room(&mut e) && !e.closing {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
                         }
+                        e = s.room.wait_timeout(e, left.min(Duration::from_millis(10))).unwrap_or_else(|p| p.into_inner()).0;
+                    }
+                    if e.closing {
+                        return Err(PublishError::Closed);
+                    }
+                    if !has_room(&mut e) {
+                        if matches!(s.config.role, Role::Listen) {
+                            e.disconnect_slow(peer, Instant::now());
+                            continue;
+                        }
+                        return Err(PublishError::Timeout);
                     }
                 }
             }
-            lock(&ch.state).queue.push(message);
-            ch.ready.notify_one();
         }
-        Ok(outcome)
+        for i in 0..e.peers.len() {
+            if !skipped.contains(&e.peers[i].id) {
+                e.queue_for(i, channel, message);
+            }
+        }
+        e.sent(message.len(), Instant::now());
+        s.after(e, true);
+        Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
     }
 
     /// Sends `message` as one QUIC datagram to every connected peer (unreliable).
     pub fn publish_datagram(&self, channel: u16, message: &[u8]) -> Result<Sent, PublishError> {
         let s = &self.shared;
-        if s.closing.load(Ordering::Relaxed) {
+        let mut buf = lock(&self.datagram_buf);
+        let mut guard = s.engine();
+        if guard.closing {
             return Err(PublishError::Closed);
         }
-        let peers = s.peers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let e = &mut *guard;
         let mut outcome = Sent::Accepted;
-        let mut buf = lock(&self.datagram_buf);
-        for peer in peers {
-            let Some(conn) = peer.connection() else {
+        let mut touched = Vec::new();
+        for p in e.peers.iter_mut() {
+            let Some(c) = p.conn.and_then(|ch| e.conns.get_mut(&ch)).filter(|c| !c.lost) else {
                 outcome = Sent::Dropped;
                 continue;
             };
-            let seq = peer.datagram_seq.fetch_add(1, Ordering::Relaxed);
-            if buf.capacity() < 16 + message.len() {
-                buf.reserve((64 << 10).max(16 + message.len()));
-            }
-            let mut tmp = [0u8; 16];
-            let n = encode_datagram_head(channel, seq, &mut tmp);
-            buf.put_slice(&tmp[..n]);
-            buf.put_slice(message);
-            let datagram: Bytes = buf.split().freeze();
-            let max = conn.max_datagram_size().unwrap_or(0);
-            if datagram.len() > max {
+            let Some(max) = c.q.datagrams().max_size() else {
+                outcome = Sent::Dropped; // not known before the handshake
+                continue;
+            };
+            let mut head = [0u8; 16];
+            let n = encode_datagram_head(channel, p.datagram_seq, &mut head);
+            if n + message.len() > max {
                 return Err(PublishError::TooLarge { len: message.len(), max: max.saturating_sub(n) });
             }
-            match conn.send_datagram(datagram) {
-                Ok(()) => {
-                    s.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
-                }
+            p.datagram_seq = p.datagram_seq.wrapping_add(1);
+            if buf.capacity() < n + message.len() {
+                buf.reserve((64 << 10).max(n + message.len()));
+            }
+            buf.put_slice(&head[..n]);
+            buf.put_slice(message);
+            match c.q.datagrams().send(buf.split().freeze(), true) {
+                Ok(()) => e.counters.datagrams_sent += 1,
                 Err(_) => outcome = Sent::Dropped,
             }
+            touched.extend(p.conn);
         }
+        for ch in touched {
+            e.mark(ch);
+        }
+        e.sent(message.len(), Instant::now());
+        s.after(guard, true);
         Ok(outcome)
     }
 
@@ -477,80 +396,102 @@ impl QuicNode {
     /// Connecting nodes only; fails with `NotConnected` while not connected.
     pub fn request(&self, body: &[u8]) -> Result<u64, PublishError> {
         let s = &self.shared;
-        if s.closing.load(Ordering::Relaxed) {
-            return Err(PublishError::Closed);
-        }
         if body.len() > s.config.max_message {
             return Err(PublishError::TooLarge { len: body.len(), max: s.config.max_message });
         }
-        let peer = s.peers.read().unwrap_or_else(|p| p.into_inner()).first().cloned();
-        let Some((peer, conn)) = peer.and_then(|p| p.connection().map(|c| (p, c))) else {
-            return Err(PublishError::NotConnected);
-        };
-        let key = s.next_request.fetch_add(1, Ordering::Relaxed);
-        let mut wire = Vec::with_capacity(StreamHeader::MAX_LEN + 5 + body.len());
-        StreamHeader { kind: StreamKind::Request, session: s.session, channel: 0, first_seq: key }.encode(&mut wire);
-        zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
-        wire.extend_from_slice(body);
-        let (cancel, cancelled) = tokio::sync::oneshot::channel();
-        lock(&s.requests).insert(key, cancel);
-        let s2 = s.clone();
-        s.runtime.handle().spawn(async move { s2.run_request(peer, conn, key, wire, cancelled).await });
-        Ok(key)
+        let mut e = s.engine();
+        if e.closing {
+            return Err(PublishError::Closed);
+        }
+        let key = e.request(body, Instant::now());
+        s.after(e, true);
+        key
     }
 
     /// Gives up on request `key`: its stream is reset both ways (the server sees the
     /// cancellation) and no reply will be delivered. False if it already ended.
     pub fn cancel(&self, key: u64) -> bool {
-        match lock(&self.shared.requests).remove(&key) {
-            Some(cancel) => cancel.send(()).is_ok(),
-            None => false,
-        }
+        let mut e = self.shared.engine();
+        let done = e.cancel(key, Instant::now());
+        self.shared.after(e, true);
+        done
     }
 
     /// Answers request `key` (delivered as [`Kind::Request`]): `ok` with the reply, or
     /// not ok with why. False if the request is gone (cancelled, or its peer left).
     pub fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
-        match lock(&self.shared.answers).remove(&key) {
-            Some(answer) => answer.send((ok, body.to_vec())).is_ok(),
-            None => false,
+        let mut e = self.shared.engine();
+        let done = e.respond(key, ok, body, Instant::now());
+        self.shared.after(e, true);
+        done
+    }
+
+    /// Reads the socket on the caller's thread (if no other thread is at it), delivering
+    /// what arrived into the inbox; returns datagrams read. A reader that polls for
+    /// messages calls this when the inbox is empty: the I/O thread then leaves the socket
+    /// to it until it stops polling or [parks](Self::reader_parks).
+    pub fn pump(&self) -> usize {
+        let s = &self.shared;
+        // One thread polls a node, so a plain increment suffices.
+        s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        if s.reader_parked.load(Ordering::Relaxed) {
+            s.reader_parked.store(false, Ordering::SeqCst);
+        }
+        let mut e = match s.engine.try_lock() {
+            Ok(e) => e,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return 0,
+        };
+        let n = e.drive(Instant::now(), true);
+        s.after(e, false);
+        n
+    }
+
+    /// The reader stops polling and waits for the inbox: the I/O thread must watch the
+    /// socket again, now.
+    pub fn reader_parks(&self) {
+        let s = &self.shared;
+        s.reader_parked.store(true, Ordering::SeqCst);
+        if s.io_ignores_socket.load(Ordering::SeqCst) {
+            s.wake.wake();
         }
     }
 
     /// Counters, with the current connections' transport statistics.
     pub fn metrics(&self) -> NodeMetrics {
-        let s = &self.shared;
-        let c = &s.counters;
+        let e = self.shared.engine();
+        let c = &e.counters;
         let mut m = NodeMetrics {
-            reconnects: c.reconnects.load(Ordering::Relaxed),
-            zero_rtt_connections: c.zero_rtt.load(Ordering::Relaxed),
-            last_zero_rtt: c.last_zero_rtt.load(Ordering::Relaxed),
-            handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
-            protocol_violations: c.protocol_violations.load(Ordering::Relaxed),
-            slow_consumers: c.slow_consumers.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
-            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
-            datagrams_lost: c.datagrams_lost.load(Ordering::Relaxed),
-            streams_opened: c.streams_opened.load(Ordering::Relaxed),
-            streams_accepted: c.streams_accepted.load(Ordering::Relaxed),
+            reconnects: c.reconnects,
+            zero_rtt_connections: c.zero_rtt,
+            last_zero_rtt: c.last_zero_rtt,
+            handshake_failures: c.handshake_failures,
+            protocol_violations: c.protocol_violations,
+            slow_consumers: c.slow_consumers,
+            dropped: c.dropped,
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
+            datagrams_lost: c.datagrams_lost,
+            streams_opened: c.streams_opened,
+            streams_accepted: c.streams_accepted,
+            requests_pending: e.requests.len() as u64,
+            answers_pending: e.answers.len() as u64,
             ..NodeMetrics::default()
         };
-        m.requests_pending = lock(&s.requests).len() as u64;
-        m.answers_pending = lock(&s.answers).len() as u64;
-        for peer in s.peers.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        for peer in &e.peers {
             m.unacked_bytes += peer.unacked_bytes();
-            if let Some(conn) = peer.connection() {
-                let st = conn.stats();
-                m.peers += 1;
-                m.bytes_sent += st.udp_tx.bytes;
-                m.bytes_received += st.udp_rx.bytes;
-                m.packets_lost += st.path.lost_packets;
-                if m.rtt.is_zero() || st.path.rtt < m.rtt {
-                    m.rtt = st.path.rtt;
-                    m.cwnd = st.path.cwnd;
-                    m.mtu = st.path.current_mtu;
-                }
+            let Some(conn) = peer.conn.and_then(|ch| e.conns.get(&ch)).filter(|c| !c.lost && c.established) else {
+                continue;
+            };
+            let st = conn.q.stats();
+            m.peers += 1;
+            m.bytes_sent += st.udp_tx.bytes;
+            m.bytes_received += st.udp_rx.bytes;
+            m.packets_lost += st.path.lost_packets;
+            if m.rtt.is_zero() || st.path.rtt < m.rtt {
+                m.rtt = st.path.rtt;
+                m.cwnd = st.path.cwnd;
+                m.mtu = st.path.current_mtu;
             }
         }
         m
@@ -560,54 +501,93 @@ impl QuicNode {
     /// nothing is left unacknowledged. Publishing may go on meanwhile.
     pub fn drain(&self, linger: Duration) -> bool {
         let deadline = Instant::now() + linger;
+        let mut e = self.shared.engine();
         loop {
-            let left: u64 =
-                self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).iter().map(|p| p.unacked_bytes()).sum();
-            if left == 0 {
+            if e.peers.iter().all(|p| p.unacked_bytes() == 0) {
                 return true;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || e.closing {
                 return false;
             }
-            let (m, cv) = &self.shared.room;
-            let g = lock(m);
-            let _ = cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(5)));
+            e = self.shared.room.wait_timeout(e, left.min(Duration::from_millis(5))).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
-    /// Closes every connection and the socket. Call [`drain`](Self::drain) first to let
-    /// queued messages reach their peers. Idempotent.
+    /// Closes every connection (the close frames go out now) and the socket. Call
+    /// [`drain`](Self::drain) first to let queued messages reach their peers. Idempotent.
     pub fn close(&self) {
         let s = &self.shared;
-        if s.closing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let peers = std::mem::take(&mut *s.peers.write().unwrap_or_else(|p| p.into_inner()));
-        for peer in &peers {
-            if let Some(conn) = lock(&peer.conn).0.take() {
-                conn.close(CloseCode::Closed.varint(), b"closed");
+        {
+            let mut e = s.engine();
+            if e.closing {
+                return;
             }
+            e.close(Instant::now());
+            e.inbox.status(StatusEvent { status: Status::Closed, peer: None, error: None });
         }
-        drop(peers);
-        s.endpoint.close(CloseCode::Closed.varint(), b"closed");
-        s.shutdown.send_replace(true);
-        let (_, cv) = &s.room;
-        cv.notify_all();
-        // Let the close frames go out; not the whole draining period (bounded: the
-        // runtime is shared and stays up).
-        if tokio::runtime::Handle::try_current().is_err() {
-            let endpoint = s.endpoint.clone();
-            let _ =
-                s.runtime.handle().block_on(async { tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await });
+        s.room.notify_all();
+        s.stop.store(true, Ordering::Release);
+        s.wake.wake();
+        if let Some(t) = lock(&self.io_thread).take() {
+            let _ = t.join();
         }
-        s.inbox.status(StatusEvent { status: Status::Closed, peer: None, error: None });
     }
 }
 
 impl Drop for QuicNode {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The I/O thread: sleeps until the socket is readable, a timer is due, or someone
+/// wakes it; then drives the engine.
+fn io_loop(s: &Shared, socket: std::os::fd::RawFd) {
+    let (mut pumps_seen, mut pumps_changed) = (0u64, Instant::now() - READER_ACTIVE);
+    while !s.stop.load(Ordering::Acquire) {
+        let pumps = s.pumps.load(Ordering::Relaxed);
+        if pumps != pumps_seen {
+            (pumps_seen, pumps_changed) = (pumps, Instant::now());
+        }
+        // A reader that polls the socket itself (`pump`) is faster without this thread
+        // waking on every datagram (on a busy core, the two would take turns): leave the
+        // socket to it until it stops or parks. Announce first, then look (as
+        // `reader_parks` stores, then looks): either it sees the announcement and wakes
+        // this thread, or this thread sees that the reader parked.
+        s.io_ignores_socket.store(true, Ordering::SeqCst);
+        let reader_polls = !s.reader_parked.load(Ordering::SeqCst) && pumps_changed.elapsed() < READER_ACTIVE;
+        if !reader_polls {
+            s.io_ignores_socket.store(false, Ordering::SeqCst);
+        }
+        let (deadline, want_write) = {
+            let mut e = s.engine();
+            let mut deadline = e.next_deadline();
+            if reader_polls {
+                let check = Instant::now() + READER_ACTIVE;
+                deadline = Some(deadline.map_or(check, |d| d.min(check)));
+            }
+            // Stored under the lock, so a caller that sets an earlier timer after this
+            // sees this deadline and wakes the thread.
+            let due_us = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(s.epoch).as_micros() as u64);
+            s.io_deadline_us.store(due_us, Ordering::Release);
+            (deadline, e.net.blocked.is_some())
+        };
+        let (readable, writable) = io::wait((!reader_polls).then_some(socket), want_write, &s.wake, deadline);
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let mut e = s.engine();
+        if writable {
+            e.on_writable();
+        }
+        e.drive(Instant::now(), readable);
+        s.io_deadline_us.store(0, Ordering::Release);
+        let freed = std::mem::take(&mut e.room_freed);
+        drop(e);
+        if freed {
+            s.room.notify_all();
+        }
     }
 }
 
@@ -639,104 +619,3 @@ fn decode_datagram_head(bytes: &[u8]) -> Option<(u16, u32, usize)> {
     Some((u16::try_from(channel).ok()?, u32::try_from(seq).ok()?, a + b))
 }
 
-impl Shared {
-    /// Sleeps for `d`; false if the node closed meanwhile (or before).
-    pub(super) async fn sleep_unless_closed(&self, d: Duration) -> bool {
-        let mut closed = self.shutdown.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !*self.shutdown.borrow(),
-            _ = closed.wait_for(|c| *c) => false,
-        }
-    }
-
-    pub(super) fn spawn_writer(self: &Arc<Self>, conn: Connection, channel: Arc<OutChannel>, generation: u64) {
-        let s = self.clone();
-        self.runtime.handle().spawn(async move { s.write_channel(conn, channel, generation).await });
-    }
-
-    pub(super) fn wait_for_room(&self, ch: &OutChannel, len: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (m, cv) = &self.room;
-        let mut g = lock(m);
-        loop {
-            if lock(&ch.state).queue.has_room(len) {
-                return true;
-            }
-            if self.closing.load(Ordering::Relaxed) {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = cv
-                .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    pub(super) fn room_freed(&self) {
-        let (m, cv) = &self.room;
-        drop(lock(m));
-        cv.notify_all();
-    }
-
-    /// A listener's peer that does not read: closed, forgotten (so its queue no longer
-    /// holds anyone up), and counted.
-    pub(super) fn disconnect_slow(&self, peer: &Arc<Peer>) {
-        self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        if let Some(conn) = peer.connection() {
-            conn.close(CloseCode::SlowConsumer.varint(), b"slow consumer: did not read in time");
-        }
-        self.forget(peer);
-        self.inbox.status(StatusEvent {
-            status: Status::Disconnected,
-            peer: Some(*lock(&peer.addr)),
-            error: Some(Failure {
-                kind: FailureKind::SlowConsumer { by_peer: false },
-                message: "the peer did not read what it was sent in time".into(),
-            }),
-        });
-    }
-
-    pub(super) fn forget(&self, peer: &Arc<Peer>) {
-        peer.gone.store(true, Ordering::SeqCst);
-        self.peers.write().unwrap_or_else(|p| p.into_inner()).retain(|p| !Arc::ptr_eq(p, peer));
-        self.room_freed();
-    }
-
-    pub(super) fn violation(&self, conn: &Connection, code: CloseCode, why: &str) {
-        self.counters.protocol_violations.fetch_add(1, Ordering::Relaxed);
-        conn.close(code.varint(), why.as_bytes());
-    }
-
-    /// Makes `conn` the peer's connection and starts a writer for each of its channels.
-    pub(super) fn attach(self: &Arc<Self>, peer: &Arc<Peer>, conn: &Connection) {
-        *lock(&peer.addr) = conn.remote_address();
-        *lock(&peer.detached_at) = None;
-        let generation = {
-            let mut c = lock(&peer.conn);
-            c.1 += 1;
-            c.0 = Some(conn.clone());
-            c.1
-        };
-        let channels: Vec<Arc<OutChannel>> = lock(&peer.channels).iter().flatten().cloned().collect();
-        for ch in channels {
-            self.spawn_writer(conn.clone(), ch, generation);
-        }
-    }
-
-    pub(super) fn detach(&self, peer: &Arc<Peer>, conn: &Connection) {
-        let mut c = lock(&peer.conn);
-        if c.0.as_ref().is_some_and(|cur| cur.stable_id() == conn.stable_id()) {
-            c.0 = None;
-            *lock(&peer.detached_at) = Some(Instant::now());
-        }
-        drop(c);
-        // Writers of the old connection stop at their next write; wake idle ones.
-        for ch in lock(&peer.channels).iter().flatten() {
-            ch.ready.notify_one();
-        }
-    }
-}

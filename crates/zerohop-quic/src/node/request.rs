@@ -1,124 +1,144 @@
-//! Requests: one stream each, the client's side (send, read the reply or reset on
-//! cancel) and the server's (hand the request over, write the answer or report the
-//! cancellation).
+//! Requests: one stream each. The client writes the request and reads the reply (or
+//! resets the stream on cancel); the server hands the request to the application and
+//! writes its answer, or reports that the client gave up.
 
+use quinn_proto::{ConnectionHandle, Dir, StreamId, VarInt};
+use zerohop_proto::session::{StreamHeader, StreamKind, get_varint};
+
+use super::channel::read_into;
+use super::engine::{Conn, Engine, Stream};
 use super::*;
 
-impl Shared {
-    /// Runs one request: writes it, reads the reply into the inbox, or resets the stream
-    /// when cancelled. Nothing of it is left when it returns.
-    pub(super) async fn run_request(
-        self: Arc<Self>,
-        peer: Arc<Peer>,
-        conn: Connection,
-        key: u64,
-        wire: Vec<u8>,
-        cancelled: tokio::sync::oneshot::Receiver<()>,
-    ) {
-        const CANCELLED: VarInt = VarInt::from_u32(1);
-        enum Outcome {
-            Reply(Vec<u8>),
-            Failed(String),
-            Cancelled,
+/// The error code of a cancelled request's stream.
+const CANCELLED: VarInt = VarInt::from_u32(1);
+
+/// Writes what is left of `wire` (from `at`) to stream `id`, and finishes the stream
+/// once all of it is written.
+pub(super) fn write_rest(q: &mut quinn_proto::Connection, id: StreamId, wire: &[u8], at: &mut usize) {
+    let mut s = q.send_stream(id);
+    while *at < wire.len() {
+        match s.write(&wire[*at..]) {
+            Ok(n) => *at += n,
+            Err(_) => return, // blocked (a Writable event continues), or gone
         }
+    }
+    let _ = s.finish();
+}
+
+impl Engine {
+    /// Sends a request on a stream of its own; its key.
+    pub fn request(&mut self, body: &[u8], now: std::time::Instant) -> Result<u64, PublishError> {
+        let peer = self.peers.first().ok_or(PublishError::NotConnected)?;
+        let (peer_id, ch) = (peer.id, peer.conn.ok_or(PublishError::NotConnected)?);
+        let c = self.conns.get_mut(&ch).filter(|c| c.established && !c.lost).ok_or(PublishError::NotConnected)?;
+        let id = c.q.streams().open(Dir::Bi).ok_or(PublishError::Full)?;
+        self.counters.streams_opened += 1;
+        let key = self.next_request;
+        self.next_request += 1;
+        let mut wire = Vec::with_capacity(StreamHeader::MAX_LEN + 5 + body.len());
+        StreamHeader { kind: StreamKind::Request, session: self.session, channel: 0, first_seq: key }.encode(&mut wire);
+        zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
+        wire.extend_from_slice(body);
+        let mut at = 0;
+        write_rest(&mut c.q, id, &wire, &mut at);
+        c.streams.insert(id, Stream::RequestOut { key, wire, at, reply: Vec::new() });
+        self.requests.insert(key, (ch, id));
+        let _ = peer_id;
+        self.mark(ch);
+        self.process_dirty(now);
+        Ok(key)
+    }
+
+    /// Gives up on request `key`: its stream is reset both ways.
+    pub fn cancel(&mut self, key: u64, now: std::time::Instant) -> bool {
+        let Some((ch, id)) = self.requests.remove(&key) else { return false };
+        if let Some(c) = self.conns.get_mut(&ch) {
+            let _ = c.q.send_stream(id).reset(CANCELLED);
+            let _ = c.q.recv_stream(id).stop(CANCELLED);
+            c.streams.remove(&id);
+            self.mark(ch);
+            self.process_dirty(now);
+        }
+        true
+    }
+
+    /// Writes the answer to request `key`; false if it is gone.
+    pub fn respond(&mut self, key: u64, ok: bool, body: &[u8], now: std::time::Instant) -> bool {
+        let Some((ch, id)) = self.answers.remove(&key) else { return false };
+        let Some(c) = self.conns.get_mut(&ch) else { return false };
+        let Some(Stream::RequestIn { answer, at, .. }) = c.streams.get_mut(&id) else { return false };
+        answer.reserve(6 + body.len());
+        answer.push(u8::from(ok));
+        zerohop_proto::stream::encode_prefix(body.len(), answer);
+        answer.extend_from_slice(body);
+        write_rest(&mut c.q, id, answer, at);
+        if *at == answer.len() {
+            c.streams.remove(&id);
+        }
+        self.mark(ch);
+        self.process_dirty(now);
+        true
+    }
+
+    /// The client side: the reply, once complete, goes to the inbox.
+    pub(super) fn read_reply(&mut self, c: &mut Conn, id: StreamId) -> Result<(), ()> {
+        let Some(Stream::RequestOut { key, reply, .. }) = c.streams.get_mut(&id) else { return Ok(()) };
+        let key = *key;
         let max = self.config.max_message + 6;
-        let exchange = async {
-            let (mut send, mut recv) = match conn.open_bi().await {
-                Ok(pair) => pair,
-                Err(e) => return Outcome::Failed(e.to_string()),
-            };
-            self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
-            let reply = async {
-                send.write_all(&wire).await.map_err(|e| e.to_string())?;
-                let _ = send.finish();
-                recv.read_to_end(max).await.map_err(|e| e.to_string())
-            };
-            tokio::select! {
-                r = reply => r.map_or_else(Outcome::Failed, Outcome::Reply),
-                _ = cancelled => {
-                    let _ = send.reset(CANCELLED);
-                    let _ = recv.stop(CANCELLED);
-                    Outcome::Cancelled
-                }
-            }
+        let mut finished = false;
+        let read = read_into(&mut c.q, id, reply, max + 1, &mut finished);
+        let outcome = match read {
+            Err(()) => Some(Err("the server reset the request".to_string())),
+            Ok(()) if reply.len() > max => Some(Err("the reply is above the limit".to_string())),
+            Ok(()) if finished => Some(Ok(std::mem::take(reply))),
+            Ok(()) => None,
         };
-        let outcome = exchange.await;
-        lock(&self.requests).remove(&key);
-        let (kind, body) = match &outcome {
-            Outcome::Cancelled => return, // nobody waits for a reply
-            Outcome::Reply(bytes) => match parse_reply(bytes) {
-                Some((true, body)) => (Kind::Response, body),
-                Some((false, body)) => (Kind::Failed, body),
-                None => (Kind::Failed, &b"a malformed reply"[..]),
+        let Some(outcome) = outcome else { return Ok(()) };
+        c.streams.remove(&id);
+        if self.requests.remove(&key).is_none() {
+            return Ok(()); // cancelled: nobody waits for it
+        }
+        let (peer, from) = (c.peer.unwrap_or(0), c.q.remote_address());
+        match &outcome {
+            Ok(bytes) => match parse_reply(bytes) {
+                Some((true, body)) => self.deliver_surely(peer, from, Kind::Response, key, body),
+                Some((false, body)) => self.deliver_surely(peer, from, Kind::Failed, key, body),
+                None => self.deliver_surely(peer, from, Kind::Failed, key, b"a malformed reply"),
             },
-            Outcome::Failed(why) => (Kind::Failed, why.as_bytes()),
-        };
-        let m = Inbound { peer: peer.id, from: conn.remote_address(), channel: 0, kind, request: key, body };
-        self.deliver_surely(&m).await;
-    }
-
-    /// Delivers `m`, waiting for room: replies and cancellations are never dropped.
-    pub(super) async fn deliver_surely(&self, m: &Inbound<'_>) {
-        while self.inbox.deliver(m).is_none() {
-            if self.closing.load(Ordering::Relaxed) {
-                return;
-            }
-            tokio::time::sleep(ROOM_POLL).await;
+            Err(why) => self.deliver_surely(peer, from, Kind::Failed, key, why.as_bytes()),
         }
+        Ok(())
     }
 
-    /// Serves one request stream: hands the request to the application and writes its
-    /// answer; if the client gives up first, tells the application so.
-    pub(super) async fn serve_request(
-        self: Arc<Self>,
-        peer: Arc<Peer>,
-        conn: Connection,
-        first_bytes: Bytes,
-        mut send: SendStream,
-        mut recv: RecvStream,
-    ) {
+    /// The server side: the request, once complete, goes to the application.
+    pub(super) fn read_request(&mut self, ch: ConnectionHandle, c: &mut Conn, id: StreamId) -> Result<(), CloseCode> {
+        let Some(Stream::RequestIn { key: None, body, .. }) = c.streams.get_mut(&id) else { return Ok(()) };
         let max = self.config.max_message + 5;
-        let mut request = first_bytes.to_vec();
-        let rest = match recv.read_to_end(max.saturating_sub(request.len())).await {
-            Ok(rest) => rest,
-            Err(quinn::ReadToEndError::TooLong) => {
-                return self.violation(&conn, CloseCode::TooLarge, "request above the limit");
-            }
-            Err(_) => return, // the client gave up before sending it whole
-        };
-        request.extend_from_slice(&rest);
-        let Some((len, at)) = get_varint(&request).ok().flatten() else {
-            return self.violation(&conn, CloseCode::Protocol, "malformed request");
-        };
-        if request.len() - at != len as usize {
-            return self.violation(&conn, CloseCode::Protocol, "request length does not match");
+        let mut finished = false;
+        if read_into(&mut c.q, id, body, max + 1, &mut finished).is_err() {
+            c.streams.remove(&id); // the client gave up before sending it whole
+            return Ok(());
         }
-        let key = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        lock(&self.answers).insert(key, answer);
-        let from = conn.remote_address();
-        let m = Inbound { peer: peer.id, from, channel: 0, kind: Kind::Request, request: key, body: &request[at..] };
-        self.deliver_surely(&m).await;
-        tokio::select! {
-            reply = answered => {
-                if let Ok((ok, body)) = reply {
-                    let mut wire = Vec::with_capacity(6 + body.len());
-                    wire.push(u8::from(ok));
-                    zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
-                    wire.extend_from_slice(&body);
-                    if send.write_all(&wire).await.is_ok() {
-                        let _ = send.finish();
-                    }
-                }
-            }
-            _ = send.stopped() => {
-                // The client gave up (timeout, abort) or left: the handler may stop too.
-                if lock(&self.answers).remove(&key).is_some() {
-                    let m = Inbound { peer: peer.id, from, channel: 0, kind: Kind::Cancelled, request: key, body: &[] };
-                    self.deliver_surely(&m).await;
-                }
-            }
+        if body.len() > max {
+            return Err(CloseCode::TooLarge);
         }
+        if !finished {
+            return Ok(());
+        }
+        let Some((len, at)) = get_varint(body).ok().flatten() else { return Err(CloseCode::Protocol) };
+        if body.len() - at != len as usize {
+            return Err(CloseCode::Protocol);
+        }
+        let key = self.next_request;
+        self.next_request += 1;
+        let request = std::mem::take(body);
+        if let Some(Stream::RequestIn { key: k, .. }) = c.streams.get_mut(&id) {
+            *k = Some(key);
+        }
+        self.answers.insert(key, (ch, id));
+        let (peer, from) = (c.peer.unwrap_or(0), c.q.remote_address());
+        self.deliver_surely(peer, from, Kind::Request, key, &request[at..]);
+        Ok(())
     }
 }
 

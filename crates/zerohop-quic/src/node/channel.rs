@@ -1,0 +1,358 @@
+//! Channels: what we send on a peer's channel (a [`SendQueue`] written to a stream, and
+//! the acknowledgements that come back on it), what we receive on one (framed messages
+//! into the inbox, through the duplicate filter, acknowledged once read), and the
+//! reading of every stream kind.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
+use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
+use zerohop_proto::stream::{StreamDecoder, StreamError};
+
+use super::engine::{Conn, Counters, Engine, Stream};
+use super::*;
+
+/// One reliable channel to one peer: the queue outlives connections; the stream is the
+/// current connection's.
+pub(super) struct OutChannel {
+    pub index: u16,
+    pub queue: SendQueue,
+    pub stream: Option<StreamId>,
+    /// Header bytes not yet written to the stream.
+    head: Vec<u8>,
+}
+
+impl OutChannel {
+    /// Channel `index` in `channels`, made if new.
+    pub fn of(channels: &mut Vec<Option<OutChannel>>, index: u16, send_queue: usize) -> &mut OutChannel {
+        let i = usize::from(index);
+        if channels.len() <= i {
+            channels.resize_with(i + 1, || None);
+        }
+        channels[i].get_or_insert_with(|| OutChannel {
+            index,
+            queue: SendQueue::new(send_queue),
+            stream: None,
+            head: Vec::new(),
+        })
+    }
+
+    /// Writes what is unsent to the stream (opened first, from the oldest unacknowledged
+    /// message, if this connection has none yet); true if anything was written.
+    pub fn write(
+        &mut self,
+        q: &mut quinn_proto::Connection,
+        streams: &mut HashMap<StreamId, Stream>,
+        peer: u32,
+        session: u64,
+        counters: &mut Counters,
+    ) -> bool {
+        let id = match self.stream {
+            Some(id) => id,
+            None => {
+                if self.queue.queued_bytes() == 0 {
+                    return false; // nothing to send: open the stream when there is
+                }
+                let Some(id) = q.streams().open(Dir::Bi) else { return false }; // at the limit
+                counters.streams_opened += 1;
+                let first_seq = self.queue.rewind();
+                self.head.clear();
+                StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq }.encode(&mut self.head);
+                streams.insert(id, Stream::ChannelOut { peer, channel: self.index, acks: Vec::new() });
+                self.stream = Some(id);
+                id
+            }
+        };
+        let mut s = q.send_stream(id);
+        let mut wrote = false;
+        while !self.head.is_empty() {
+            match s.write(&self.head) {
+                Ok(n) => {
+                    self.head.drain(..n);
+                    wrote = true;
+                }
+                Err(WriteError::Blocked) => return wrote,
+                Err(_) => {
+                    self.stream = None;
+                    return wrote;
+                }
+            }
+        }
+        loop {
+            let unsent = self.queue.unsent();
+            if unsent.is_empty() {
+                return wrote;
+            }
+            match s.write(unsent) {
+                Ok(n) => {
+                    self.queue.mark_sent(n);
+                    wrote = true;
+                }
+                Err(WriteError::Blocked) => return wrote,
+                Err(_) => {
+                    self.stream = None;
+                    return wrote;
+                }
+            }
+        }
+    }
+}
+
+/// One of the peer's channels to us, on one stream.
+pub(super) struct InChannel {
+    peer: u32,
+    from: SocketAddr,
+    header: StreamHeader,
+    decoder: StreamDecoder,
+    /// Messages the inbox had no room for, end to end, and their lengths.
+    backlog: Vec<u8>,
+    lens: VecDeque<usize>,
+    backlog_at: usize,
+    ended: bool,
+    /// The highest acknowledgement written (what the application had read).
+    pub acked: u64,
+}
+
+/// Why a stream's bytes were refused.
+enum Refusal {
+    /// Not ours to carry on (a closed stream): drop it quietly.
+    Gone,
+    Violation(CloseCode, &'static str),
+}
+
+impl Engine {
+    /// Reads what stream `id` of `c` has, by its kind.
+    pub fn read_stream(&mut self, ch: ConnectionHandle, c: &mut Conn, id: StreamId, now: Instant) {
+        let result = match c.streams.get(&id) {
+            None => return,
+            Some(Stream::Opening { .. }) => self.read_opening(ch, c, id, now),
+            Some(Stream::ChannelOut { .. }) => self.read_acks(c, id),
+            Some(Stream::ChannelIn(_)) => self.read_channel(ch, c, id, now, None),
+            Some(Stream::RequestOut { .. }) => self.read_reply(c, id).map_err(|()| Refusal::Gone),
+            Some(Stream::RequestIn { .. }) => self.read_request(ch, c, id).map_err(request_refused),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Refusal::Gone) => {
+                c.streams.remove(&id);
+            }
+            Err(Refusal::Violation(code, why)) => self.violation(ch, c, now, code, why),
+        }
+    }
+
+    /// A stream's header: what the stream is.
+    fn read_opening(&mut self, ch: ConnectionHandle, c: &mut Conn, id: StreamId, now: Instant) -> Result<(), Refusal> {
+        let Some(Stream::Opening { head, bi }) = c.streams.get_mut(&id) else { return Ok(()) };
+        let bi = *bi;
+        let mut finished = false;
+        read_into(&mut c.q, id, head, StreamHeader::MAX_LEN, &mut finished).map_err(|_| Refusal::Gone)?;
+        let (header, at) = match StreamHeader::decode(head) {
+            Ok(Some(h)) => h,
+            Ok(None) if head.len() < StreamHeader::MAX_LEN && !finished => return Ok(()),
+            _ => return Err(Refusal::Violation(CloseCode::Protocol, "not a zerohop stream")),
+        };
+        let rest = head.split_off(at);
+        match (header.kind, bi) {
+            (StreamKind::Hello, false) if self.connector.is_none() => {
+                c.streams.remove(&id);
+                self.hello(ch, c, header.session, now);
+                Ok(())
+            }
+            (StreamKind::Channel, true) if header.channel < self.config.max_channels => {
+                let peer = c.peer.expect("channels are accepted after the hello");
+                self.peer(peer).expect("a known peer").window(header.session, header.channel).start_stream(header.first_seq);
+                let inbound = InChannel {
+                    peer,
+                    from: c.q.remote_address(),
+                    header,
+                    decoder: StreamDecoder::new(self.config.max_message),
+                    backlog: Vec::new(),
+                    lens: VecDeque::new(),
+                    backlog_at: 0,
+                    ended: false,
+                    acked: 0,
+                };
+                c.streams.insert(id, Stream::ChannelIn(Box::new(inbound)));
+                self.read_channel(ch, c, id, now, Some(&rest))
+            }
+            (StreamKind::Channel, true) => Err(Refusal::Violation(CloseCode::Protocol, "channel out of range")),
+            (StreamKind::Request, true) if self.connector.is_none() => {
+                c.streams.insert(id, Stream::RequestIn { key: None, body: rest, answer: Vec::new(), at: 0 });
+                self.read_request(ch, c, id).map_err(request_refused)
+            }
+            _ => Err(Refusal::Violation(CloseCode::Protocol, "unexpected stream kind")),
+        }
+    }
+
+    /// The acknowledgements the peer writes back on one of our channels.
+    fn read_acks(&mut self, c: &mut Conn, id: StreamId) -> Result<(), Refusal> {
+        let Some(Stream::ChannelOut { peer, channel, acks }) = c.streams.get_mut(&id) else { return Ok(()) };
+        let (peer, channel) = (*peer, *channel);
+        let mut finished = false;
+        read_into(&mut c.q, id, acks, usize::MAX, &mut finished).map_err(|_| Refusal::Gone)?;
+        let Some(Some(Some(out))) =
+            self.peers.iter_mut().find(|p| p.id == peer).map(|p| p.channels.get_mut(usize::from(channel)))
+        else {
+            return Ok(());
+        };
+        let mut at = 0;
+        loop {
+            match get_varint(&acks[at..]) {
+                Ok(Some((ack, n))) => {
+                    at += n;
+                    if out.stream == Some(id) && out.queue.ack(ack).is_err() {
+                        return Err(Refusal::Violation(CloseCode::Protocol, "acknowledged a message never sent"));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Err(Refusal::Violation(CloseCode::Protocol, "malformed acknowledgement")),
+            }
+        }
+        acks.drain(..at);
+        if at > 0 {
+            self.room_freed = true;
+        }
+        Ok(())
+    }
+
+    /// Delivers one channel stream's messages (`first` are bytes read with its header),
+    /// and acknowledges what the application has read.
+    fn read_channel(
+        &mut self,
+        ch: ConnectionHandle,
+        c: &mut Conn,
+        id: StreamId,
+        now: Instant,
+        first: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        let Some(Stream::ChannelIn(inbound)) = c.streams.get_mut(&id) else { return Ok(()) };
+        let inbox = self.inbox.clone();
+        let p = self.peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
+        let window = p.window(inbound.header.session, inbound.header.channel);
+        let InChannel { peer, from, header, decoder, backlog, lens, backlog_at, ended, acked } = &mut **inbound;
+        // Offer what waits; then take new bytes only if nothing waits.
+        while let Some(&len) = lens.front() {
+            let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
+            let Some(pos) = inbox.deliver(&m) else { break };
+            window.delivered(pos);
+            lens.pop_front();
+            *backlog_at += len;
+        }
+        if lens.is_empty() {
+            backlog.clear();
+            *backlog_at = 0;
+        }
+        let lens_empty = lens.is_empty();
+        // Decodes `bytes`; whether messages now wait for room.
+        let mut decode = |bytes: &[u8]| -> Result<bool, StreamError> {
+            decoder.push(bytes, |body| {
+                if !window.accept() {
+                    return;
+                }
+                if lens.is_empty() {
+                    let m = Inbound::message(*peer, *from, header.channel, body);
+                    if let Some(pos) = inbox.deliver(&m) {
+                        window.delivered(pos);
+                        return;
+                    }
+                }
+                backlog.extend_from_slice(body);
+                lens.push_back(body.len());
+            })?;
+            Ok(!lens.is_empty())
+        };
+        let mut result = first.map_or(Ok(!lens_empty), &mut decode);
+        if result == Ok(false) && !*ended {
+            match c.q.recv_stream(id).read(true) {
+                Ok(mut chunks) => loop {
+                    match chunks.next(usize::MAX) {
+                        Ok(Some(chunk)) => {
+                            result = decode(&chunk.bytes);
+                            if result != Ok(false) {
+                                break; // no room: let QUIC's flow control hold the sender back
+                            }
+                        }
+                        Ok(None) => {
+                            *ended = true;
+                            break;
+                        }
+                        Err(ReadError::Blocked) => break,
+                        Err(ReadError::Reset(_)) => {
+                            *ended = true;
+                            break;
+                        }
+                    }
+                },
+                Err(_) => *ended = true,
+            }
+        }
+        match result {
+            Ok(_) => {}
+            Err(StreamError::TooLarge { .. }) => {
+                return Err(Refusal::Violation(CloseCode::TooLarge, "message above the limit"));
+            }
+            Err(StreamError::BadPrefix) => {
+                return Err(Refusal::Violation(CloseCode::Protocol, "malformed length prefix"));
+            }
+        }
+        if let Some(ack) = window.consumed(inbox.consumed()) {
+            let mut bytes = Vec::with_capacity(10);
+            put_varint(ack, &mut bytes);
+            // Acknowledgements are tiny next to the window a stream starts with, and a
+            // newer one covers an older one that could not be written.
+            let _ = c.q.send_stream(id).write(&bytes);
+            *acked = ack;
+        }
+        let waiting = !lens.is_empty();
+        let unread = window.has_unread();
+        if *ended && !waiting && !unread {
+            let _ = c.q.send_stream(id).finish();
+            c.streams.remove(&id);
+            return Ok(());
+        }
+        if waiting || unread {
+            self.needs_attention(ch, id, waiting, now);
+        }
+        Ok(())
+    }
+}
+
+fn request_refused(code: CloseCode) -> Refusal {
+    let why = if code == CloseCode::TooLarge { "request above the limit" } else { "malformed request" };
+    Refusal::Violation(code, why)
+}
+
+/// Appends what stream `id` has to `into`, up to `max` bytes in all; sets `finished`
+/// at its end. An error if the stream is gone or was reset.
+pub(super) fn read_into(
+    q: &mut quinn_proto::Connection,
+    id: StreamId,
+    into: &mut Vec<u8>,
+    max: usize,
+    finished: &mut bool,
+) -> Result<(), ()> {
+    let mut s = q.recv_stream(id);
+    let mut chunks = s.read(true).map_err(|_| ())?;
+    loop {
+        let room = max.saturating_sub(into.len());
+        if room == 0 {
+            break;
+        }
+        match chunks.next(room) {
+            Ok(Some(chunk)) => into.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                *finished = true;
+                break;
+            }
+            Err(ReadError::Blocked) => break,
+            Err(ReadError::Reset(_)) => {
+                let _ = chunks.finalize();
+                return Err(());
+            }
+        }
+    }
+    let _ = chunks.finalize();
+    Ok(())
+}

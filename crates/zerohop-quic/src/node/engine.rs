@@ -1,0 +1,971 @@
+//! The engine: one node's whole state (quinn-proto's endpoint and connections, our
+//! peers, channels and requests) and the single-threaded code that moves it on.
+//!
+//! Nothing here blocks or spawns. Whoever holds the engine's lock drives it: the node's
+//! I/O thread when the socket is readable or a timer is due, and the caller's thread when
+//! it publishes (the message leaves at once, with no thread hop) or polls for messages
+//! ([`Engine::drive`]). Every entry point ends by sending what the connections it
+//! touched have to send.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId};
+use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
+use zerohop_proto::session::{ReceiveWindow, StreamHeader, StreamKind};
+
+use super::channel::{InChannel, OutChannel};
+use super::io::{Datagram, Socket, ecn};
+use super::*;
+
+/// How long a message waits in a burst for more to share its packets.
+const FLUSH_DELAY: Duration = Duration::from_micros(50);
+/// Publishes closer together than this are a burst (and wait for more, up to the delay
+/// or [`FLUSH_BYTES`]); a publish after a pause leaves at once.
+const BURST_GAP: Duration = Duration::from_micros(5);
+/// A burst goes out once this much is written.
+const FLUSH_BYTES: usize = 16 << 10;
+/// How often streams whose messages wait for room in the inbox, or for the application
+/// to read them (to acknowledge), are looked at again.
+const ROOM_POLL: Duration = Duration::from_millis(1);
+const ACK_TICK: Duration = Duration::from_millis(2);
+/// The most a peer may take to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream of a connection, by what it carries.
+pub(super) enum Stream {
+    /// Accepted, its header not complete yet (`bi`: bidirectional).
+    Opening { head: Vec<u8>, bi: bool },
+    /// One of our channels to the peer: we write messages, it writes acknowledgements.
+    ChannelOut { peer: u32, channel: u16, acks: Vec<u8> },
+    /// One of the peer's channels to us.
+    ChannelIn(Box<InChannel>),
+    /// Our request `key`: the rest of it to write, and the reply so far.
+    RequestOut { key: u64, wire: Vec<u8>, at: usize, reply: Vec<u8> },
+    /// A request to us: its bytes until complete, then its key; the answer to write.
+    RequestIn { key: Option<u64>, body: Vec<u8>, answer: Vec<u8>, at: usize },
+}
+
+/// One QUIC connection and what rides on it.
+pub(super) struct Conn {
+    pub q: quinn_proto::Connection,
+    /// The peer it belongs to: known at once when connecting, after the hello when
+    /// listening.
+    pub peer: Option<u32>,
+    pub streams: HashMap<StreamId, Stream>,
+    /// The handshake is complete.
+    pub established: bool,
+    /// Connecting: data went out in the first flight (0-RTT).
+    pub early: bool,
+    /// Listening: when the hello must have come.
+    pub hello_by: Option<Instant>,
+    /// The loss was handled (reported, the peer detached).
+    pub lost: bool,
+}
+
+impl Conn {
+    fn new(q: quinn_proto::Connection, peer: Option<u32>) -> Conn {
+        Conn { q, peer, streams: HashMap::new(), established: false, early: false, hello_by: None, lost: false }
+    }
+}
+
+/// A peer: what outlives its connections.
+pub(super) struct Peer {
+    pub id: u32,
+    pub addr: SocketAddr,
+    pub conn: Option<ConnectionHandle>,
+    pub channels: Vec<Option<OutChannel>>,
+    /// Listening: the peer's session (from its hello).
+    pub session: u64,
+    /// The peer's session our receive windows are for, and the windows.
+    pub inbound_session: u64,
+    pub windows: HashMap<u16, ReceiveWindow>,
+    pub datagram_seq: u32,
+    pub datagram_next: u32,
+    /// Listening: when a disconnected peer is forgotten (unless it comes back).
+    pub linger_until: Option<Instant>,
+}
+
+impl Peer {
+    pub fn new(id: u32, addr: SocketAddr) -> Peer {
+        Peer {
+            id,
+            addr,
+            conn: None,
+            channels: Vec::new(),
+            session: 0,
+            inbound_session: 0,
+            windows: HashMap::new(),
+            datagram_seq: 0,
+            datagram_next: 0,
+            linger_until: None,
+        }
+    }
+
+    pub fn unacked_bytes(&self) -> u64 {
+        self.channels.iter().flatten().map(|c| c.queue.queued_bytes() as u64).sum()
+    }
+
+    /// The receive window of `channel` for the peer's `session` (a new session voids
+    /// what we knew of the old one).
+    pub fn window(&mut self, session: u64, channel: u16) -> &mut ReceiveWindow {
+        if self.inbound_session != session {
+            self.inbound_session = session;
+            self.windows.clear();
+        }
+        self.windows.entry(channel).or_default()
+    }
+}
+
+/// The connecting side's state between and during attempts.
+pub(super) struct Connector {
+    pub life: Lifecycle,
+    pub server_name: String,
+    pub ever_connected: bool,
+    pub retry_at: Option<Instant>,
+}
+
+/// A reply or cancellation that found the inbox full: these are never dropped.
+pub(super) struct Undelivered {
+    pub peer: u32,
+    pub from: SocketAddr,
+    pub kind: Kind,
+    pub request: u64,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub reconnects: u64,
+    pub zero_rtt: u64,
+    pub last_zero_rtt: bool,
+    pub handshake_failures: u64,
+    pub protocol_violations: u64,
+    pub slow_consumers: u64,
+    pub dropped: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub datagrams_lost: u64,
+    pub streams_opened: u64,
+    pub streams_accepted: u64,
+}
+
+/// The socket side: what sends, and what the kernel refused for now.
+pub(super) struct Net {
+    pub socket: Socket,
+    pub tx: Vec<u8>,
+    /// A transmit the kernel's buffer had no room for; nothing else goes before it.
+    pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
+    pub gso: usize,
+}
+
+impl Net {
+    /// Sends what `q` has to send; false if the socket is full (the rest waits).
+    fn transmit(&mut self, q: &mut quinn_proto::Connection, now: Instant) -> bool {
+        if !self.unblock() {
+            return false;
+        }
+        loop {
+            self.tx.clear();
+            let Some(t) = q.poll_transmit(now, self.gso, &mut self.tx) else { return true };
+            if !self.send(t) {
+                return false;
+            }
+        }
+    }
+
+    /// Sends `t` (in `tx`); false if it had to wait for room.
+    fn send(&mut self, t: quinn_proto::Transmit) -> bool {
+        match self.socket.send(&t, &self.tx) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = Some((t, std::mem::take(&mut self.tx)));
+                false
+            }
+            // Anything else (an unreachable destination, say) is a lost datagram, which
+            // QUIC recovers from.
+            _ => true,
+        }
+    }
+
+    /// Retries a refused transmit; true if nothing is waiting any more.
+    pub fn unblock(&mut self) -> bool {
+        let Some((t, buf)) = self.blocked.take() else { return true };
+        self.tx = buf;
+        self.send(t)
+    }
+}
+
+pub(super) struct Engine {
+    pub config: Arc<NodeConfig>,
+    pub inbox: Arc<dyn Inbox>,
+    pub session: u64,
+    pub net: Net,
+    pub endpoint: quinn_proto::Endpoint,
+    pub client: Option<quinn_proto::ClientConfig>,
+    pub conns: HashMap<ConnectionHandle, Conn>,
+    pub peers: Vec<Peer>,
+    pub next_peer: u32,
+    pub connector: Option<Connector>,
+    /// Our requests under way (connecting side) and requests to answer (listening).
+    pub requests: HashMap<u64, (ConnectionHandle, StreamId)>,
+    pub answers: HashMap<u64, (ConnectionHandle, StreamId)>,
+    pub next_request: u64,
+    pub undelivered: VecDeque<Undelivered>,
+    /// Inbound channel streams with messages waiting for room, or delivered and not yet
+    /// read (to acknowledge once they are).
+    pub attention: Vec<(ConnectionHandle, StreamId)>,
+    pub attention_at: Option<Instant>,
+    /// Connections with something to do.
+    pub dirty: Vec<ConnectionHandle>,
+    pub counters: Counters,
+    pub closing: bool,
+    /// Acknowledgements freed room in a send queue (blocked publishers may go on).
+    pub room_freed: bool,
+    /// A burst's deferred send.
+    pub flush_at: Option<Instant>,
+    pub unflushed: usize,
+    pub last_publish: Instant,
+    received: Vec<Datagram>,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<NodeConfig>,
+        inbox: Arc<dyn Inbox>,
+        socket: Socket,
+        endpoint: quinn_proto::Endpoint,
+        client: Option<quinn_proto::ClientConfig>,
+        session: u64,
+    ) -> Engine {
+        let gso = socket.max_gso_segments().max(1);
+        let now = Instant::now();
+        Engine {
+            config,
+            inbox,
+            session,
+            net: Net { socket, tx: Vec::new(), blocked: None, gso },
+            endpoint,
+            client,
+            conns: HashMap::new(),
+            peers: Vec::new(),
+            next_peer: 1,
+            connector: None,
+            requests: HashMap::new(),
+            answers: HashMap::new(),
+            next_request: 1,
+            undelivered: VecDeque::new(),
+            attention: Vec::new(),
+            attention_at: None,
+            dirty: Vec::new(),
+            counters: Counters::default(),
+            closing: false,
+            room_freed: false,
+            flush_at: None,
+            unflushed: 0,
+            last_publish: now,
+            received: Vec::new(),
+        }
+    }
+
+    pub fn peer(&mut self, id: u32) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.id == id)
+    }
+
+    pub fn mark(&mut self, ch: ConnectionHandle) {
+        if !self.dirty.contains(&ch) {
+            self.dirty.push(ch);
+        }
+    }
+
+    /// Reads the socket (if `readable`), runs what is due, and sends what is pending.
+    /// Returns how many datagrams were read.
+    pub fn drive(&mut self, now: Instant, readable: bool) -> usize {
+        let mut read = 0;
+        if readable {
+            // A few batches per turn, so timers are not starved by a flood.
+            for _ in 0..8 {
+                let mut received = std::mem::take(&mut self.received);
+                let n = self.net.socket.recv(|d| received.push(d)).unwrap_or(0);
+                for d in received.drain(..) {
+                    self.on_datagram(now, d);
+                }
+                self.received = received;
+                read += n;
+                if n == 0 {
+                    break;
+                }
+                self.process_dirty(now);
+            }
+        }
+        self.run_timers(now);
+        self.process_dirty(now);
+        read
+    }
+
+    fn on_datagram(&mut self, now: Instant, d: Datagram) {
+        let event = self.endpoint.handle(now, d.from, d.local_ip, ecn(d.ecn), d.data, &mut self.net.tx);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.q.handle_event(ev);
+                    self.mark(ch);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(now, incoming),
+            Some(DatagramEvent::Response(t)) => {
+                self.net.send(t);
+            }
+            None => {}
+        }
+    }
+
+    fn on_incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
+        if self.closing || self.connector.is_some() {
+            let t = self.endpoint.refuse(incoming, &mut self.net.tx);
+            self.net.send(t);
+            return;
+        }
+        match self.endpoint.accept(incoming, now, &mut self.net.tx, None) {
+            Ok((ch, q)) => {
+                let mut c = Conn::new(q, None);
+                c.hello_by = Some(now + HELLO_TIMEOUT);
+                self.conns.insert(ch, c);
+                self.mark(ch);
+            }
+            Err(e) => {
+                self.counters.handshake_failures += 1;
+                if let Some(t) = e.response {
+                    self.net.send(t);
+                }
+            }
+        }
+    }
+
+    /// Everything timed: connections' timers, reconnects, hellos, lingering peers,
+    /// streams waiting for room or reads, and a burst's deferred send.
+    fn run_timers(&mut self, now: Instant) {
+        let due: Vec<ConnectionHandle> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(ch, c)| c.q.poll_timeout().is_some_and(|t| t <= now).then_some(*ch))
+            .collect();
+        for ch in due {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.q.handle_timeout(now);
+            }
+            self.mark(ch);
+        }
+        let late_hellos: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.is_none() && !c.lost && c.hello_by.is_some_and(|t| t <= now))
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in late_hellos {
+            self.with_conn(ch, now, |e, ch, c| e.violation(ch, c, now, CloseCode::Protocol, "no hello in time"));
+        }
+        if self.connector.as_ref().and_then(|c| c.retry_at).is_some_and(|t| t <= now) {
+            self.connect(now);
+        }
+        let expired: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|p| p.conn.is_none() && p.linger_until.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in expired {
+            self.forget(id);
+        }
+        if self.attention_at.is_some_and(|t| t <= now) || self.inbox_moved() {
+            self.attention_at = None;
+            self.retry_undelivered();
+            for (ch, id) in std::mem::take(&mut self.attention) {
+                self.with_conn(ch, now, |e, ch, c| e.read_stream(ch, c, id, now));
+            }
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_at = None;
+            self.unflushed = 0;
+            let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+            for ch in all {
+                self.mark(ch);
+            }
+        }
+    }
+
+    /// Whether the application read something since the streams waiting on it were last
+    /// looked at.
+    fn inbox_moved(&self) -> bool {
+        !self.attention.is_empty() && self.attention_at.is_some() && {
+            // Cheap: one atomic load in the ring inbox.
+            let consumed = self.inbox.consumed();
+            self.attention.iter().any(|(ch, id)| {
+                matches!(self.conns.get(ch).and_then(|c| c.streams.get(id)), Some(Stream::ChannelIn(i)) if i.acked < consumed)
+            })
+        }
+    }
+
+    /// The earliest moment something is due.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let mut at = [
+            self.flush_at,
+            self.attention_at,
+            self.connector.as_ref().and_then(|c| c.retry_at),
+            (!self.undelivered.is_empty()).then(|| Instant::now() + ROOM_POLL),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut earlier = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
+        for c in self.conns.values_mut() {
+            earlier(c.q.poll_timeout());
+            if c.peer.is_none() && !c.lost {
+                earlier(c.hello_by);
+            }
+        }
+        for p in &self.peers {
+            if p.conn.is_none() {
+                earlier(p.linger_until);
+            }
+        }
+        at
+    }
+
+    /// Runs `f` on connection `ch` taken out of the map (so `f` may use the rest of the
+    /// engine), then processes it.
+    pub fn with_conn(
+        &mut self,
+        ch: ConnectionHandle,
+        now: Instant,
+        f: impl FnOnce(&mut Engine, ConnectionHandle, &mut Conn),
+    ) {
+        let Some(mut c) = self.conns.remove(&ch) else { return };
+        f(self, ch, &mut c);
+        self.conns.insert(ch, c);
+        self.mark(ch);
+        let _ = now;
+    }
+
+    /// Processes every connection marked dirty: events, stream work, sending.
+    pub fn process_dirty(&mut self, now: Instant) {
+        while let Some(ch) = self.dirty.pop() {
+            self.process(ch, now);
+        }
+    }
+
+    fn process(&mut self, ch: ConnectionHandle, now: Instant) {
+        let Some(mut c) = self.conns.remove(&ch) else { return };
+        loop {
+            while let Some(ev) = c.q.poll_endpoint_events() {
+                let drained = ev.is_drained();
+                if let Some(back) = self.endpoint.handle_event(ch, ev) {
+                    c.q.handle_event(back);
+                }
+                if drained {
+                    if !c.lost {
+                        self.on_lost(ch, &mut c, now, ConnectionError::LocallyClosed);
+                    }
+                    return; // gone for good
+                }
+            }
+            let Some(event) = c.q.poll() else { break };
+            self.on_event(ch, &mut c, now, event);
+        }
+        self.accept_streams(ch, &mut c, now);
+        self.net.transmit(&mut c.q, now);
+        let more = c.q.poll_endpoint_events();
+        self.conns.insert(ch, c);
+        if let Some(ev) = more {
+            // Rare (new connection ids after sending): hand it over and go round again.
+            if let Some(back) = self.endpoint.handle_event(ch, ev)
+                && let Some(c) = self.conns.get_mut(&ch)
+            {
+                c.q.handle_event(back);
+            }
+            self.mark(ch);
+        }
+    }
+
+    fn on_event(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant, event: Event) {
+        match event {
+            Event::HandshakeDataReady => {}
+            Event::Connected => {
+                c.established = true;
+                if self.connector.is_some() {
+                    self.connected(ch, c, now);
+                }
+            }
+            Event::ConnectionLost { reason } => {
+                if !c.lost {
+                    self.on_lost(ch, c, now, reason);
+                }
+            }
+            Event::Stream(StreamEvent::Readable { id }) => self.read_stream(ch, c, id, now),
+            Event::Stream(StreamEvent::Writable { id }) => self.write_stream(c, id),
+            Event::Stream(StreamEvent::Stopped { id, .. }) => self.stream_stopped(ch, c, id),
+            Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => self.write_channels(c, now),
+            Event::Stream(_) => {}
+            Event::DatagramReceived => self.read_datagrams(c),
+            Event::DatagramsUnblocked => {}
+        }
+    }
+
+    /// Takes the streams the peer opened, once we may hear it: after its hello for
+    /// channels and requests, and with mutual TLS only after the handshake.
+    fn accept_streams(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant) {
+        if c.lost || (self.config.client_ca.is_some() && !c.established) {
+            return;
+        }
+        while let Some(id) = c.q.streams().accept(Dir::Uni) {
+            c.streams.insert(id, Stream::Opening { head: Vec::new(), bi: false });
+            self.read_stream(ch, c, id, now);
+        }
+        if c.peer.is_none() {
+            return;
+        }
+        while let Some(id) = c.q.streams().accept(Dir::Bi) {
+            self.counters.streams_accepted += 1;
+            c.streams.insert(id, Stream::Opening { head: Vec::new(), bi: true });
+            self.read_stream(ch, c, id, now);
+        }
+    }
+
+    /// Closes `c` for breaking the protocol.
+    pub fn violation(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant, code: CloseCode, why: &str) {
+        self.counters.protocol_violations += 1;
+        self.close_conn(ch, c, now, code, why);
+    }
+
+    /// Closes `c` with `code` (the close goes out with the next send) and handles the
+    /// loss as ours.
+    pub fn close_conn(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant, code: CloseCode, why: &str) {
+        c.q.close(now, code.varint(), Bytes::copy_from_slice(why.as_bytes()));
+        if !c.lost {
+            self.on_lost(ch, c, now, ConnectionError::LocallyClosed);
+        }
+    }
+
+    /// A connection ended: its requests fail, its peer is detached, and the connecting
+    /// side plans its next attempt.
+    fn on_lost(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant, reason: ConnectionError) {
+        c.lost = true;
+        self.attention.retain(|(a, _)| *a != ch);
+        let from = c.q.remote_address();
+        let why = reason.to_string();
+        let peer = c.peer.unwrap_or(0);
+        for stream in c.streams.drain().map(|(_, s)| s) {
+            match stream {
+                Stream::RequestOut { key, .. } if self.requests.remove(&key).is_some() => {
+                    self.deliver_surely(peer, from, Kind::Failed, key, why.as_bytes());
+                }
+                Stream::RequestIn { key: Some(key), .. } if self.answers.remove(&key).is_some() => {
+                    self.deliver_surely(peer, from, Kind::Cancelled, key, &[]);
+                }
+                _ => {}
+            }
+        }
+        let Some(peer_id) = c.peer else {
+            if !c.established {
+                self.counters.handshake_failures += 1;
+            }
+            return;
+        };
+        let current = self.peer(peer_id).is_some_and(|p| p.conn == Some(ch));
+        if current && let Some(p) = self.peer(peer_id) {
+            p.conn = None;
+            for out in p.channels.iter_mut().flatten() {
+                out.stream = None;
+            }
+        }
+        if self.closing {
+            return;
+        }
+        let failure = Failure::of(&reason);
+        if self.connector.is_some() {
+            self.connect_failed(c, now, failure);
+            return;
+        }
+        if !current {
+            return; // replaced by its reconnect, or forgotten (slow consumer)
+        }
+        if failure.kind == FailureKind::ClosedByPeer {
+            // It left on purpose: nothing to keep for its return, and no failure to name.
+            self.inbox.status(StatusEvent { status: Status::Disconnected, peer: Some(from), error: None });
+            self.forget(peer_id);
+            return;
+        }
+        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: Some(from), error: Some(failure) });
+        // Keep what it has not acknowledged for a while, in case it comes back.
+        let linger = self.config.peer_linger;
+        if let Some(p) = self.peer(peer_id) {
+            p.linger_until = Some(now + linger);
+        }
+    }
+
+    /// Drops a peer and everything queued for it.
+    pub fn forget(&mut self, id: u32) {
+        self.peers.retain(|p| p.id != id);
+        self.room_freed = true;
+    }
+
+    // ---- connecting side -------------------------------------------------------------
+
+    /// One connection attempt (the connecting side).
+    pub fn connect(&mut self, now: Instant) {
+        let Some(conn) = self.connector.as_mut() else { return };
+        conn.retry_at = None;
+        let server_name = conn.server_name.clone();
+        let client = self.client.clone().expect("a connecting node has a client config");
+        let addr = self.config.addr;
+        match self.endpoint.connect(now, client, addr, &server_name) {
+            Ok((ch, q)) => {
+                let peer = self.peers.first().map(|p| p.id);
+                let mut c = Conn::new(q, peer);
+                if c.q.has_0rtt() {
+                    // Early data: the hello and every channel's backlog go in the first flight.
+                    c.early = true;
+                    self.send_hello(&mut c);
+                    self.attach(ch, &mut c, now);
+                }
+                self.conns.insert(ch, c);
+                self.mark(ch);
+            }
+            Err(e) => {
+                let failure = Failure { kind: FailureKind::Lost, message: e.to_string() };
+                self.counters.handshake_failures += 1;
+                self.schedule_retry(now, failure, LifeEvent::Failed);
+            }
+        }
+    }
+
+    fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant) {
+        if c.early && c.q.accepted_0rtt() {
+            self.counters.zero_rtt += 1;
+            self.counters.last_zero_rtt = true;
+        } else {
+            // No early data, or it was refused: what the first flight carried is gone.
+            // The hello goes (again), and the channels start over from what is
+            // unacknowledged.
+            self.counters.last_zero_rtt = false;
+            c.streams.clear();
+            self.send_hello(c);
+            self.attach(ch, c, now);
+        }
+        let Some(conn) = self.connector.as_mut() else { return };
+        if conn.ever_connected {
+            self.counters.reconnects += 1;
+        }
+        conn.ever_connected = true;
+        conn.life.on(LifeEvent::Connected);
+        let server = Some(self.config.addr);
+        self.inbox.status(StatusEvent { status: Status::Connected, peer: server, error: None });
+    }
+
+    fn connect_failed(&mut self, c: &Conn, now: Instant, failure: Failure) {
+        let event = if c.established { LifeEvent::Lost } else { LifeEvent::Failed };
+        if !c.established {
+            self.counters.handshake_failures += 1;
+        }
+        self.schedule_retry(now, failure, event);
+    }
+
+    fn schedule_retry(&mut self, now: Instant, failure: Failure, event: LifeEvent) {
+        let Some(conn) = self.connector.as_mut() else { return };
+        let next = if failure.is_permanent() {
+            conn.life.on(LifeEvent::Close); // certificates do not fix themselves
+            None
+        } else {
+            conn.life.on(event).retry_after
+        };
+        let status = match conn.life.status() {
+            Status::Closed => Status::Disconnected,
+            s => s,
+        };
+        conn.retry_at = next.map(|wait| now + wait);
+        let server = Some(self.config.addr);
+        self.inbox.status(StatusEvent { status, peer: server, error: Some(failure) });
+    }
+
+    fn send_hello(&mut self, c: &mut Conn) {
+        let Some(id) = c.q.streams().open(Dir::Uni) else { return };
+        let mut hello = Vec::new();
+        StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0 }.encode(&mut hello);
+        let mut s = c.q.send_stream(id);
+        // A fresh stream takes a few bytes whatever the flow control.
+        if s.write(&hello).is_ok_and(|n| n == hello.len()) {
+            let _ = s.finish();
+        }
+    }
+
+    /// Makes `c` its peer's connection, and starts every channel on it.
+    pub fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant) {
+        let Some(id) = c.peer else { return };
+        let addr = c.q.remote_address();
+        if let Some(p) = self.peer(id) {
+            p.addr = addr;
+            p.conn = Some(ch);
+            p.linger_until = None;
+            for out in p.channels.iter_mut().flatten() {
+                out.stream = None;
+            }
+        }
+        self.write_channels(c, now);
+    }
+
+    // ---- listening side ----------------------------------------------------------------
+
+    /// The peer kept for `session` (a reconnect), or a new one; its id.
+    pub fn peer_for(&mut self, session: u64, addr: SocketAddr, now: Instant) -> u32 {
+        if let Some(p) = self.peers.iter().find(|p| p.session == session) {
+            let (id, old) = (p.id, p.conn);
+            self.counters.reconnects += 1;
+            if let Some(old) = old {
+                // The same session on a new connection: the old one is dead (and not a
+                // loss to report: the peer is back).
+                if let Some(p) = self.peer(id) {
+                    p.conn = None;
+                }
+                self.with_conn(old, now, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect"));
+            }
+            return id;
+        }
+        let id = self.next_peer;
+        self.next_peer += 1;
+        let mut peer = Peer::new(id, addr);
+        peer.session = session;
+        self.peers.push(peer);
+        id
+    }
+
+    /// A listener's peer said hello: it is known now.
+    pub fn hello(&mut self, ch: ConnectionHandle, c: &mut Conn, session: u64, now: Instant) {
+        if c.peer.is_some() {
+            return;
+        }
+        let addr = c.q.remote_address();
+        let id = self.peer_for(session, addr, now);
+        c.peer = Some(id);
+        c.hello_by = None;
+        self.attach(ch, c, now);
+        self.inbox.status(StatusEvent { status: Status::Connected, peer: Some(addr), error: None });
+        self.read_datagrams(c);
+    }
+
+    /// A listener's peer that does not read: closed, forgotten (so its queue no longer
+    /// holds anyone up), and counted.
+    pub fn disconnect_slow(&mut self, peer: u32, now: Instant) {
+        self.counters.slow_consumers += 1;
+        let Some(p) = self.peer(peer) else { return };
+        let (addr, conn) = (p.addr, p.conn);
+        self.forget(peer);
+        if let Some(ch) = conn {
+            self.with_conn(ch, now, |e, ch, c| {
+                e.close_conn(ch, c, now, CloseCode::SlowConsumer, "slow consumer: did not read in time")
+            });
+        }
+        self.inbox.status(StatusEvent {
+            status: Status::Disconnected,
+            peer: Some(addr),
+            error: Some(Failure {
+                kind: FailureKind::SlowConsumer { by_peer: false },
+                message: "the peer did not read what it was sent in time".into(),
+            }),
+        });
+    }
+
+    // ---- delivery --------------------------------------------------------------------
+
+    /// Delivers a reply or cancellation, or keeps it until there is room.
+    pub fn deliver_surely(&mut self, peer: u32, from: SocketAddr, kind: Kind, request: u64, body: &[u8]) {
+        if self.undelivered.is_empty() {
+            let m = Inbound { peer, from, channel: 0, kind, request, body };
+            if self.inbox.deliver(&m).is_some() {
+                return;
+            }
+        }
+        self.undelivered.push_back(Undelivered { peer, from, kind, request, body: body.to_vec() });
+    }
+
+    fn retry_undelivered(&mut self) {
+        while let Some(u) = self.undelivered.front() {
+            let m = Inbound { peer: u.peer, from: u.from, channel: 0, kind: u.kind, request: u.request, body: &u.body };
+            if self.inbox.deliver(&m).is_none() {
+                break;
+            }
+            self.undelivered.pop_front();
+        }
+    }
+
+    /// Looks at `(ch, id)` again in a while.
+    pub fn needs_attention(&mut self, ch: ConnectionHandle, id: StreamId, waiting: bool, now: Instant) {
+        if !self.attention.contains(&(ch, id)) {
+            self.attention.push((ch, id));
+        }
+        let at = now + if waiting { ROOM_POLL } else { ACK_TICK };
+        self.attention_at = Some(self.attention_at.map_or(at, |a| a.min(at)));
+    }
+
+    fn read_datagrams(&mut self, c: &mut Conn) {
+        let Some(peer) = c.peer else { return }; // after the hello
+        let from = c.q.remote_address();
+        while let Some(d) = c.q.datagrams().recv() {
+            let Some((channel, seq, at)) = decode_datagram_head(&d) else {
+                self.counters.protocol_violations += 1;
+                continue;
+            };
+            self.counters.datagrams_received += 1;
+            if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer) {
+                let gap = seq.wrapping_sub(p.datagram_next);
+                if gap < u32::MAX / 2 {
+                    self.counters.datagrams_lost += u64::from(gap);
+                    p.datagram_next = seq.wrapping_add(1);
+                }
+            }
+            let m = Inbound::message(peer, from, channel, &d[at..]);
+            if self.inbox.deliver(&m).is_none() {
+                // Unreliable: no room means lost, and counted as such.
+                self.counters.datagrams_lost += 1;
+            }
+        }
+    }
+
+    // ---- publishing ------------------------------------------------------------------
+
+    /// Queues `message` on `channel` for every peer that has room; the ids of those
+    /// without room (nothing is queued for anyone then).
+    pub fn publish(&mut self, channel: u16, message: &[u8], now: Instant) -> Result<(), Vec<u32>> {
+        let has_room = |p: &Peer| {
+            p.channels.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|c| c.queue.has_room(message.len()))
+        };
+        if !self.peers.iter().all(has_room) {
+            return Err(self.peers.iter().filter(|p| !has_room(p)).map(|p| p.id).collect());
+        }
+        for i in 0..self.peers.len() {
+            self.queue_for(i, channel, message);
+        }
+        self.sent(message.len(), now);
+        Ok(())
+    }
+
+    /// Queues `message` for peer number `index` (whatever its room) and writes it to the
+    /// peer's stream.
+    pub fn queue_for(&mut self, index: usize, channel: u16, message: &[u8]) {
+        let send_queue = self.config.send_queue_bytes;
+        let p = &mut self.peers[index];
+        let out = OutChannel::of(&mut p.channels, channel, send_queue);
+        out.queue.push(message);
+        let Some(ch) = p.conn else { return };
+        let id = p.id;
+        if let Some(c) = self.conns.get_mut(&ch) {
+            let p = self.peers.iter_mut().find(|p| p.id == id).expect("just found");
+            let out = p.channels[usize::from(channel)].as_mut().expect("just made");
+            if out.write(&mut c.q, &mut c.streams, id, self.session, &mut self.counters) {
+                self.mark(ch);
+            }
+        }
+    }
+
+    /// After a publish of `len` bytes: sends now, or (in a burst) soon.
+    pub fn sent(&mut self, len: usize, now: Instant) {
+        let burst = now.saturating_duration_since(self.last_publish) < BURST_GAP;
+        self.last_publish = now;
+        self.unflushed += len;
+        if !burst || self.unflushed >= FLUSH_BYTES {
+            self.unflushed = 0;
+            self.flush_at = None;
+            self.process_dirty(now);
+        } else if self.flush_at.is_none() {
+            self.flush_at = Some(now + FLUSH_DELAY);
+        }
+    }
+
+    /// Writes what every channel of `c`'s peer has unsent.
+    pub fn write_channels(&mut self, c: &mut Conn, _now: Instant) {
+        let Some(id) = c.peer else { return };
+        let session = self.session;
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else { return };
+        for out in p.channels.iter_mut().flatten() {
+            out.write(&mut c.q, &mut c.streams, id, session, &mut self.counters);
+        }
+    }
+
+    fn write_stream(&mut self, c: &mut Conn, id: StreamId) {
+        match c.streams.get_mut(&id) {
+            Some(Stream::ChannelOut { peer, channel, .. }) => {
+                let (peer, channel) = (*peer, *channel);
+                let session = self.session;
+                if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer)
+                    && let Some(Some(out)) = p.channels.get_mut(usize::from(channel))
+                {
+                    out.write(&mut c.q, &mut c.streams, peer, session, &mut self.counters);
+                }
+            }
+            Some(Stream::RequestOut { wire, at, .. }) => {
+                super::request::write_rest(&mut c.q, id, wire, at);
+            }
+            Some(Stream::RequestIn { answer, at, .. }) if !answer.is_empty() => {
+                super::request::write_rest(&mut c.q, id, answer, at);
+            }
+            _ => {}
+        }
+    }
+
+    fn stream_stopped(&mut self, _ch: ConnectionHandle, c: &mut Conn, id: StreamId) {
+        match c.streams.get(&id) {
+            Some(Stream::RequestIn { key, .. }) => {
+                // The client gave up (timeout, abort): the handler may stop too.
+                let key = *key;
+                c.streams.remove(&id);
+                if let Some(key) = key
+                    && self.answers.remove(&key).is_some()
+                {
+                    let (peer, from) = (c.peer.unwrap_or(0), c.q.remote_address());
+                    self.deliver_surely(peer, from, Kind::Cancelled, key, &[]);
+                }
+            }
+            Some(Stream::ChannelOut { peer, channel, .. }) => {
+                let (peer, channel) = (*peer, *channel);
+                c.streams.remove(&id);
+                if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer)
+                    && let Some(Some(out)) = p.channels.get_mut(usize::from(channel))
+                    && out.stream == Some(id)
+                {
+                    out.stream = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The socket has room again: what waited goes, then what every connection has.
+    pub fn on_writable(&mut self) {
+        if self.net.unblock() {
+            let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+            for ch in all {
+                self.mark(ch);
+            }
+        }
+    }
+
+    /// Closes every connection (the close frames go out now).
+    pub fn close(&mut self, now: Instant) {
+        self.closing = true;
+        self.connector = None;
+        let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in all {
+            self.with_conn(ch, now, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "closed"));
+        }
+        self.peers.clear();
+        self.process_dirty(now);
+        self.room_freed = true;
+    }
+}

@@ -1,0 +1,173 @@
+//! The node's UDP socket and the eventfd that wakes its I/O thread.
+//!
+//! The socket goes through quinn-udp, which batches with GSO on send and GRO on receive
+//! where the kernel has them, and carries ECN marks. Everything here is non-blocking:
+//! whoever drives the node (its I/O thread, or the caller's thread) reads what is
+//! there and returns.
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use quinn_udp::{RecvMeta, UdpSocketState};
+
+/// Kernel socket buffers asked for: the default of about 200 KiB overflows under a
+/// burst, and every loss costs QUIC a retransmission.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams (or GRO batches) per receive call.
+const BATCH: usize = 16;
+/// The largest UDP payload, and so the most one receive buffer needs per segment.
+const MAX_PAYLOAD: usize = 64 << 10;
+
+/// A received datagram.
+pub(super) struct Datagram {
+    pub from: SocketAddr,
+    pub local_ip: Option<std::net::IpAddr>,
+    pub ecn: Option<quinn_udp::EcnCodepoint>,
+    pub data: BytesMut,
+}
+
+/// The node's UDP socket.
+pub(super) struct Socket {
+    io: UdpSocket,
+    state: UdpSocketState,
+    /// Receive buffers, one per batch entry, each room for a GRO batch.
+    buffers: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Socket {
+    /// Binds a non-blocking UDP socket with large kernel buffers on `addr`.
+    pub fn bind(addr: SocketAddr) -> io::Result<Socket> {
+        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        // What the kernel grants may be less (net.core.rmem_max); QUIC works with that.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.bind(&addr.into())?;
+        socket.set_nonblocking(true)?;
+        let io: UdpSocket = socket.into();
+        let state = UdpSocketState::new((&io).into())?;
+        let per_buffer = MAX_PAYLOAD * state.gro_segments().max(1);
+        Ok(Socket { buffers: vec![vec![0; per_buffer]; BATCH], meta: vec![RecvMeta::default(); BATCH], io, state })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+
+    /// Whether the kernel may fragment what we send (then path MTU discovery is off).
+    pub fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    /// How many datagrams one transmit may carry (GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Reads one batch; calls `each` per datagram (GRO batches split). Returns how many
+    /// datagrams were read (0: none waiting).
+    pub fn recv(&mut self, mut each: impl FnMut(Datagram)) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> = self.buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let n = match self.state.recv((&self.io).into(), &mut slices, &mut self.meta) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        drop(slices);
+        let mut count = 0;
+        for (meta, buf) in self.meta.iter().zip(&self.buffers).take(n) {
+            let stride = meta.stride.max(1);
+            for segment in buf[..meta.len].chunks(stride) {
+                count += 1;
+                each(Datagram { from: meta.addr, local_ip: meta.dst_ip, ecn: meta.ecn, data: BytesMut::from(segment) });
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sends one transmit (several datagrams with GSO). `WouldBlock` when the kernel
+    /// buffer is full.
+    pub fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) -> io::Result<()> {
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: t.ecn.map(|e| quinn_udp::EcnCodepoint::from_bits(e as u8).expect("a valid ECN codepoint")),
+            contents: &contents[..t.size],
+            segment_size: t.segment_size,
+            src_ip: t.src_ip,
+        };
+        self.state.send((&self.io).into(), &transmit)
+    }
+}
+
+/// The ECN mark of a received datagram, as quinn-proto names it.
+pub(super) fn ecn(e: Option<quinn_udp::EcnCodepoint>) -> Option<quinn_proto::EcnCodepoint> {
+    e.and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8))
+}
+
+/// An eventfd: a counter another thread bumps to end an I/O thread's `poll`.
+pub(super) struct Wake(OwnedFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; failure (the counter is
+        // saturated) means a wake-up is pending anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn clear(&self) {
+        let mut count = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64 from our eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// Waits until `socket` is readable (if given), `wake` is bumped, or `deadline`; returns
+/// whether the socket is readable and whether it is writable (when asked).
+pub(super) fn wait(socket: Option<RawFd>, want_write: bool, wake: &Wake, deadline: Option<Instant>) -> (bool, bool) {
+    let timeout_ms = match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            // poll(2) counts whole milliseconds: round up, never spin on a 0 that is not due.
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        }
+    };
+    let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
+    let mut fds = [
+        libc::pollfd { fd: socket.unwrap_or(-1), events, revents: 0 },
+        libc::pollfd { fd: wake.fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: two valid pollfds for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if r <= 0 {
+        return (false, false); // timeout or EINTR
+    }
+    if fds[1].revents != 0 {
+        wake.clear();
+    }
+    (fds[0].revents & libc::POLLIN != 0, fds[0].revents & libc::POLLOUT != 0)
+}
