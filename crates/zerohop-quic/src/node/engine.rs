@@ -22,6 +22,8 @@ use super::channel::{InChannel, OutChannel};
 use super::io::{Datagram, Socket, ecn};
 use super::*;
 
+/// Datagrams per GSO send at most (as quinn does).
+const MAX_GSO_SEGMENTS: usize = 10;
 /// How long a message waits in a burst for more to share its packets.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
 /// Publishes closer together than this are a burst (and wait for more, up to the delay
@@ -225,9 +227,10 @@ pub(super) struct Engine {
     pub closing: bool,
     /// Acknowledgements freed room in a send queue (blocked publishers may go on).
     pub room_freed: bool,
-    /// A burst's deferred send.
+    /// A burst's deferred send, and how much it holds.
     pub flush_at: Option<Instant>,
     pub unflushed: usize,
+    /// When the last publish returned.
     pub last_publish: Instant,
     received: Vec<Datagram>,
 }
@@ -242,7 +245,9 @@ impl Engine {
         client: Option<quinn_proto::ClientConfig>,
         session: u64,
     ) -> Engine {
-        let gso = socket.max_gso_segments().max(1);
+        // GSO batches stay well below UDP's 64 KiB limit (the kernel refuses a larger one,
+        // and quinn-udp counts that as sent), whatever the path MTU grows to.
+        let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         let now = Instant::now();
         Engine {
             config,
@@ -389,12 +394,7 @@ impl Engine {
             }
         }
         if self.flush_at.is_some_and(|t| t <= now) {
-            self.flush_at = None;
-            self.unflushed = 0;
-            let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-            for ch in all {
-                self.mark(ch);
-            }
+            self.flush(now);
         }
     }
 
@@ -856,36 +856,47 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues `message` for peer number `index` (whatever its room) and writes it to the
-    /// peer's stream.
+    /// Queues `message` for peer number `index` (whatever its room); [`flush`](Self::flush)
+    /// writes it to the peer's stream.
     pub fn queue_for(&mut self, index: usize, channel: u16, message: &[u8]) {
         let send_queue = self.config.send_queue_bytes;
-        let p = &mut self.peers[index];
-        let out = OutChannel::of(&mut p.channels, channel, send_queue);
-        out.queue.push(message);
-        let Some(ch) = p.conn else { return };
-        let id = p.id;
-        if let Some(c) = self.conns.get_mut(&ch) {
-            let p = self.peers.iter_mut().find(|p| p.id == id).expect("just found");
-            let out = p.channels[usize::from(channel)].as_mut().expect("just made");
-            if out.write(&mut c.q, &mut c.streams, id, self.session, &mut self.counters) {
-                self.mark(ch);
-            }
-        }
+        OutChannel::of(&mut self.peers[index].channels, channel, send_queue).queue.push(message);
     }
 
-    /// After a publish of `len` bytes: sends now, or (in a burst) soon.
-    pub fn sent(&mut self, len: usize, now: Instant) {
-        let burst = now.saturating_duration_since(self.last_publish) < BURST_GAP;
-        self.last_publish = now;
+    /// Writes what every channel holds unsent to its stream, and sends. Written in one
+    /// piece per channel, so that a burst of small messages costs QUIC one chunk, not
+    /// one per message.
+    pub fn flush(&mut self, now: Instant) {
+        self.flush_at = None;
+        self.unflushed = 0;
+        let Engine { peers, conns, dirty, counters, session, .. } = self;
+        for p in peers.iter_mut() {
+            let Some(c) = p.conn.and_then(|ch| conns.get_mut(&ch).map(|c| (ch, c))) else { continue };
+            let (ch, c) = c;
+            let mut wrote = false;
+            for out in p.channels.iter_mut().flatten() {
+                wrote |= out.write(&mut c.q, &mut c.streams, p.id, *session, counters);
+            }
+            if wrote && !dirty.contains(&ch) {
+                dirty.push(ch);
+            }
+        }
+        self.process_dirty(now);
+    }
+
+    /// After a publish of `len` bytes that started at `start`: sends now, or (in a
+    /// burst) soon. A publish is part of a burst when the application called it right
+    /// after the previous one returned: measured from the return, so that the time the
+    /// sending itself takes does not hide a loop of publishes.
+    pub fn sent(&mut self, len: usize, start: Instant) {
+        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
         self.unflushed += len;
         if !burst || self.unflushed >= FLUSH_BYTES {
-            self.unflushed = 0;
-            self.flush_at = None;
-            self.process_dirty(now);
+            self.flush(start);
         } else if self.flush_at.is_none() {
-            self.flush_at = Some(now + FLUSH_DELAY);
+            self.flush_at = Some(start + FLUSH_DELAY);
         }
+        self.last_publish = Instant::now();
     }
 
     /// Writes what every channel of `c`'s peer has unsent.

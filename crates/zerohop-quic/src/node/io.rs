@@ -18,7 +18,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams (or GRO batches) per receive call.
 const BATCH: usize = 16;
-/// The largest UDP payload, and so the most one receive buffer needs per segment.
+/// The largest UDP payload, and the most a GRO batch holds: one receive buffer.
 const MAX_PAYLOAD: usize = 64 << 10;
 
 /// A received datagram.
@@ -33,7 +33,7 @@ pub(super) struct Datagram {
 pub(super) struct Socket {
     io: UdpSocket,
     state: UdpSocketState,
-    /// Receive buffers, one per batch entry, each room for a GRO batch.
+    /// Receive buffers, one per batch entry, each with room for a GRO batch.
     buffers: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
 }
@@ -50,8 +50,7 @@ impl Socket {
         socket.set_nonblocking(true)?;
         let io: UdpSocket = socket.into();
         let state = UdpSocketState::new((&io).into())?;
-        let per_buffer = MAX_PAYLOAD * state.gro_segments().max(1);
-        Ok(Socket { buffers: vec![vec![0; per_buffer]; BATCH], meta: vec![RecvMeta::default(); BATCH], io, state })
+        Ok(Socket { buffers: vec![vec![0; MAX_PAYLOAD]; BATCH], meta: vec![RecvMeta::default(); BATCH], io, state })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -148,21 +147,24 @@ impl Wake {
 /// Waits until `socket` is readable (if given), `wake` is bumped, or `deadline`; returns
 /// whether the socket is readable and whether it is writable (when asked).
 pub(super) fn wait(socket: Option<RawFd>, want_write: bool, wake: &Wake, deadline: Option<Instant>) -> (bool, bool) {
-    let timeout_ms = match deadline {
-        None => -1,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            // poll(2) counts whole milliseconds: round up, never spin on a 0 that is not due.
-            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    // ppoll(2), not poll(2): QUIC's timers (pacing, acknowledgement delays) are finer
+    // than a millisecond.
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        libc::timespec {
+            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
         }
-    };
+    });
     let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
     let mut fds = [
         libc::pollfd { fd: socket.unwrap_or(-1), events, revents: 0 },
         libc::pollfd { fd: wake.fd(), events: libc::POLLIN, revents: 0 },
     ];
-    // SAFETY: two valid pollfds for the duration of the call.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid pollfds and an optional timespec, valid for the duration of the
+    // call; a null signal mask leaves the mask alone.
+    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timeout_ptr, std::ptr::null()) };
     if r <= 0 {
         return (false, false); // timeout or EINTR
     }
