@@ -22,8 +22,10 @@ use super::channel::{InChannel, OutChannel};
 use super::io::{Datagram, Socket, ecn};
 use super::*;
 
-/// Datagrams per GSO send at most (as quinn does).
+/// Datagrams per GSO send at most (as quinn does), and bytes (UDP's limit, with room
+/// for headers).
 const MAX_GSO_SEGMENTS: usize = 10;
+const GSO_BYTES: usize = 65_000;
 /// How long a message waits in a burst for more to share its packets.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
 /// Publishes closer together than this are a burst (and wait for more, up to the delay
@@ -171,9 +173,11 @@ impl Net {
         if !self.unblock() {
             return false;
         }
+        // A GSO batch is one UDP datagram to the kernel: at most 64 KiB in all.
+        let segments = (GSO_BYTES / usize::from(q.current_mtu())).clamp(1, self.gso);
         loop {
             self.tx.clear();
-            let Some(t) = q.poll_transmit(now, self.gso, &mut self.tx) else { return true };
+            let Some(t) = q.poll_transmit(now, segments, &mut self.tx) else { return true };
             if !self.send(t) {
                 return false;
             }
@@ -245,8 +249,8 @@ impl Engine {
         client: Option<quinn_proto::ClientConfig>,
         session: u64,
     ) -> Engine {
-        // GSO batches stay well below UDP's 64 KiB limit (the kernel refuses a larger one,
-        // and quinn-udp counts that as sent), whatever the path MTU grows to.
+        // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
+        // quinn-udp counts that as sent): see `Net::transmit`.
         let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         let now = Instant::now();
         Engine {
