@@ -59,7 +59,8 @@ impl OutChannel {
                 counters.streams_opened += 1;
                 let first_seq = self.queue.rewind();
                 self.head.clear();
-                StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq }.encode(&mut self.head);
+                StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq }
+                    .encode(&mut self.head);
                 streams.insert(id, Stream::ChannelOut { peer, channel: self.index, acks: Vec::new() });
                 self.stream = Some(id);
                 id
@@ -162,7 +163,10 @@ impl Engine {
             }
             (StreamKind::Channel, true) if header.channel < self.config.max_channels => {
                 let peer = c.peer.expect("channels are accepted after the hello");
-                self.peer(peer).expect("a known peer").window(header.session, header.channel).start_stream(header.first_seq);
+                self.peer(peer)
+                    .expect("a known peer")
+                    .window(header.session, header.channel)
+                    .start_stream(header.first_seq);
                 let inbound = InChannel {
                     peer,
                     from: c.q.remote_address(),

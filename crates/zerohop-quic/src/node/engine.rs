@@ -405,13 +405,15 @@ impl Engine {
     /// Whether the application read something since the streams waiting on it were last
     /// looked at.
     fn inbox_moved(&self) -> bool {
-        !self.attention.is_empty() && self.attention_at.is_some() && {
-            // Cheap: one atomic load in the ring inbox.
-            let consumed = self.inbox.consumed();
-            self.attention.iter().any(|(ch, id)| {
+        !self.attention.is_empty()
+            && self.attention_at.is_some()
+            && {
+                // Cheap: one atomic load in the ring inbox.
+                let consumed = self.inbox.consumed();
+                self.attention.iter().any(|(ch, id)| {
                 matches!(self.conns.get(ch).and_then(|c| c.streams.get(id)), Some(Stream::ChannelIn(i)) if i.acked < consumed)
             })
-        }
+            }
     }
 
     /// The earliest moment something is due.
@@ -738,7 +740,9 @@ impl Engine {
                 if let Some(p) = self.peer(id) {
                     p.conn = None;
                 }
-                self.with_conn(old, now, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect"));
+                self.with_conn(old, now, |e, ch, c| {
+                    e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect")
+                });
             }
             return id;
         }
@@ -848,7 +852,10 @@ impl Engine {
     /// without room (nothing is queued for anyone then).
     pub fn publish(&mut self, channel: u16, message: &[u8], now: Instant) -> Result<(), Vec<u32>> {
         let has_room = |p: &Peer| {
-            p.channels.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|c| c.queue.has_room(message.len()))
+            p.channels
+                .get(usize::from(channel))
+                .and_then(Option::as_ref)
+                .is_none_or(|c| c.queue.has_room(message.len()))
         };
         if !self.peers.iter().all(has_room) {
             return Err(self.peers.iter().filter(|p| !has_room(p)).map(|p| p.id).collect());

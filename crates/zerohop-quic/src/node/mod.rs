@@ -55,14 +55,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::VarInt;
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use zerohop_proto::lifecycle::{Lifecycle, Status};
 use zerohop_proto::session::get_varint;
 use zerohop_proto::stream::{MAX_PREFIX_LEN, write_prefix};
 
-pub mod config;
 mod channel;
+pub mod config;
 mod engine;
 mod io;
 mod request;
@@ -230,12 +230,7 @@ impl QuicNode {
         let mut endpoint_config = quinn_proto::EndpointConfig::default();
         // What peers may send us: as large as our own path MTU discovery may go.
         endpoint_config.max_udp_payload_size(MAX_UDP_PAYLOAD).expect("within QUIC's bounds");
-        let endpoint = quinn_proto::Endpoint::new(
-            Arc::new(endpoint_config),
-            server,
-            !socket.may_fragment(),
-            None,
-        );
+        let endpoint = quinn_proto::Endpoint::new(Arc::new(endpoint_config), server, !socket.may_fragment(), None);
         let config = Arc::new(config);
         let session = session_id();
         let mut engine = Engine::new(config.clone(), inbox, socket, endpoint, client, session);
@@ -317,7 +312,10 @@ impl QuicNode {
         for peer in full {
             let has_room = |e: &mut Engine| {
                 e.peer(peer).is_none_or(|p| {
-                    p.channels.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|c| c.queue.has_room(message.len()))
+                    p.channels
+                        .get(usize::from(channel))
+                        .and_then(Option::as_ref)
+                        .is_none_or(|c| c.queue.has_room(message.len()))
                 })
             };
             match s.config.overflow {
@@ -333,7 +331,11 @@ impl QuicNode {
                         if left.is_zero() {
                             break;
                         }
-                        e = s.room.wait_timeout(e, left.min(Duration::from_millis(10))).unwrap_or_else(|p| p.into_inner()).0;
+                        e = s
+                            .room
+                            .wait_timeout(e, left.min(Duration::from_millis(10)))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                     if e.closing {
                         return Err(PublishError::Closed);
@@ -522,7 +524,12 @@ impl QuicNode {
             if left.is_zero() || e.closing {
                 return false;
             }
-            e = self.shared.room.wait_timeout(e, left.min(Duration::from_millis(5))).unwrap_or_else(|p| p.into_inner()).0;
+            e = self
+                .shared
+                .room
+                .wait_timeout(e, left.min(Duration::from_millis(5)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -630,4 +637,3 @@ fn decode_datagram_head(bytes: &[u8]) -> Option<(u16, u32, usize)> {
     let (seq, b) = get_varint(&bytes[a..]).ok()??;
     Some((u16::try_from(channel).ok()?, u32::try_from(seq).ok()?, a + b))
 }
-
