@@ -152,6 +152,8 @@ impl Engine {
         let (header, at) = match StreamHeader::decode(head) {
             Ok(Some(h)) => h,
             Ok(None) if head.len() < StreamHeader::MAX_LEN && !finished => return Ok(()),
+            // Ended before it said what it is (a peer gave up, or closed unused streams).
+            Ok(None) if head.len() < StreamHeader::MAX_LEN => return Err(Refusal::Gone),
             _ => return Err(Refusal::Violation(CloseCode::Protocol, "not a zerohop stream")),
         };
         let rest = head.split_off(at);
