@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::session::{StreamHeader, StreamKind};
-use zerohop_quic::node::{Failure, FailureKind, PublishError, Sent};
+use zerohop_quic::node::{Failure, FailureKind, Kind, PublishError, Sent};
 use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent};
 
 /// An application queue: messages land in a Vec, and `read` moves the read position.
@@ -20,10 +20,15 @@ struct TestInbox {
     /// An application that reads each message as soon as it lands.
     eager: bool,
     events: Mutex<Vec<StatusEvent>>,
+    /// Requests, replies and cancellations: kind, key, body.
+    exchanges: Mutex<Vec<(Kind, u64, Vec<u8>)>>,
 }
 
 impl Inbox for TestInbox {
     fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
+        if m.kind != Kind::Message {
+            self.exchanges.lock().unwrap().push((m.kind, m.request, m.body.to_vec()));
+        }
         let mut all = self.messages.lock().unwrap();
         if let Some(room) = self.room
             && all.len() as u64 - *self.read.lock().unwrap() >= room as u64
@@ -123,6 +128,38 @@ fn channels_both_ways_in_order_and_acknowledged_once_read() {
     client.close();
     assert_eq!(client.publish(0, b"x"), Err(PublishError::Closed));
     assert_eq!(c_in.statuses().last(), Some(&Status::Closed));
+}
+
+#[test]
+fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
+    let (server, s_in) = listen("127.0.0.1:0");
+    let (client, c_in) = connect(server.local_addr().unwrap(), |_| {});
+    wait_until("connected", || client.metrics().peers == 1);
+    let key = client.request(b"21").unwrap();
+    wait_until("the request", || s_in.exchanges.lock().unwrap().len() == 1);
+    let (kind, server_key, body) = s_in.exchanges.lock().unwrap()[0].clone();
+    assert_eq!((kind, body.as_slice()), (Kind::Request, &b"21"[..]));
+    assert!(server.respond(server_key, true, b"42"));
+    assert!(!server.respond(server_key, true, b"again"), "answered once");
+    wait_until("the reply", || c_in.exchanges.lock().unwrap().len() == 1);
+    assert_eq!(c_in.exchanges.lock().unwrap()[0], (Kind::Response, key, b"42".to_vec()));
+    // A failed answer, and a cancelled request the server hears about.
+    let failing = client.request(b"x").unwrap();
+    wait_until("the second request", || s_in.exchanges.lock().unwrap().len() == 2);
+    let second = s_in.exchanges.lock().unwrap()[1].1;
+    assert!(server.respond(second, false, b"no"));
+    wait_until("the failure", || c_in.exchanges.lock().unwrap().len() == 2);
+    assert_eq!(c_in.exchanges.lock().unwrap()[1], (Kind::Failed, failing, b"no".to_vec()));
+    let cancelled = client.request(b"slow").unwrap();
+    wait_until("the third request", || s_in.exchanges.lock().unwrap().len() == 3);
+    assert!(client.cancel(cancelled));
+    wait_until("the cancellation", || s_in.exchanges.lock().unwrap().len() == 4);
+    let (kind, third, _) = s_in.exchanges.lock().unwrap()[3].clone();
+    assert_eq!((kind, third), (Kind::Cancelled, s_in.exchanges.lock().unwrap()[2].1));
+    assert!(!server.respond(third, true, b"late"), "a cancelled request cannot be answered");
+    let (c, s) = (client.metrics(), server.metrics());
+    assert_eq!((c.requests_pending, s.answers_pending), (0, 0), "nothing left behind");
+    assert!(matches!(server.request(b"?"), Err(PublishError::NotConnected)), "listeners do not request");
 }
 
 #[test]

@@ -132,7 +132,7 @@ impl Engine {
             Some(Stream::ChannelOut { .. }) => self.read_acks(c, id),
             Some(Stream::ChannelIn(_)) => self.read_channel(ch, c, id, now, None),
             Some(Stream::RequestOut { .. }) => self.read_reply(c, id).map_err(|()| Refusal::Gone),
-            Some(Stream::RequestIn { .. }) => self.read_request(ch, c, id).map_err(request_refused),
+            Some(Stream::RequestIn { .. }) => self.read_request(ch, c, id, false).map_err(request_refused),
         };
         match result {
             Ok(()) => {}
@@ -186,7 +186,7 @@ impl Engine {
             (StreamKind::Channel, true) => Err(Refusal::Violation(CloseCode::Protocol, "channel out of range")),
             (StreamKind::Request, true) if self.connector.is_none() => {
                 c.streams.insert(id, Stream::RequestIn { key: None, body: rest, answer: Vec::new(), at: 0 });
-                self.read_request(ch, c, id).map_err(request_refused)
+                self.read_request(ch, c, id, finished).map_err(request_refused)
             }
             _ => Err(Refusal::Violation(CloseCode::Protocol, "unexpected stream kind")),
         }

@@ -407,7 +407,8 @@ impl QuicNode {
 
     /// Sends a request to the server on a stream of its own; the reply arrives in the
     /// inbox as [`Kind::Response`] (or [`Kind::Failed`]) with the key returned here.
-    /// Connecting nodes only; fails with `NotConnected` while not connected.
+    /// Connecting nodes only: fails with `NotConnected` while not connected, and always
+    /// on a listener.
     pub fn request(&self, body: &[u8]) -> Result<u64, PublishError> {
         let s = &self.shared;
         if body.len() > s.config.max_message {

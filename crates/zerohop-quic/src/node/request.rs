@@ -28,6 +28,9 @@ pub(super) fn write_rest(q: &mut quinn_proto::Connection, id: StreamId, wire: &[
 impl Engine {
     /// Sends a request on a stream of its own; its key.
     pub fn request(&mut self, body: &[u8], now: std::time::Instant) -> Result<u64, PublishError> {
+        if self.connector.is_none() {
+            return Err(PublishError::NotConnected); // a listener has no server to ask
+        }
         let peer = self.peers.first().ok_or(PublishError::NotConnected)?;
         let (peer_id, ch) = (peer.id, peer.conn.ok_or(PublishError::NotConnected)?);
         let c = self.conns.get_mut(&ch).filter(|c| c.established && !c.lost).ok_or(PublishError::NotConnected)?;
@@ -110,12 +113,19 @@ impl Engine {
         Ok(())
     }
 
-    /// The server side: the request, once complete, goes to the application.
-    pub(super) fn read_request(&mut self, ch: ConnectionHandle, c: &mut Conn, id: StreamId) -> Result<(), CloseCode> {
+    /// The server side: the request, once complete, goes to the application. `ended`:
+    /// the stream's end was read already (with its header).
+    pub(super) fn read_request(
+        &mut self,
+        ch: ConnectionHandle,
+        c: &mut Conn,
+        id: StreamId,
+        ended: bool,
+    ) -> Result<(), CloseCode> {
         let Some(Stream::RequestIn { key: None, body, .. }) = c.streams.get_mut(&id) else { return Ok(()) };
         let max = self.config.max_message + 5;
-        let mut finished = false;
-        if read_into(&mut c.q, id, body, max + 1, &mut finished).is_err() {
+        let mut finished = ended;
+        if !ended && read_into(&mut c.q, id, body, max + 1, &mut finished).is_err() {
             c.streams.remove(&id); // the client gave up before sending it whole
             return Ok(());
         }
