@@ -1,24 +1,21 @@
 //! The per-message calls of network hubs as plain Node-API functions.
 //!
-//! `udpPublish(link, bytes)`, `udpPump(link)` and `quicPump(link)` run once per message
-//! and once per poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow
+//! `udpPublish(link, bytes)`, `quicPublish(link, bytes, channel)`, `udpPump(link)` and
+//! `quicPump(link)` run once per message and once per poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow
 //! tracking on every call (a thread-local scope, a global map, allocations), which costs
 //! more than the work itself. These are written against Node-API directly: they read
-//! their arguments, call the link ([`UdpLink`], or the [`QuicNode`]), and allocate
-//! nothing.
+//! their arguments, call the link ([`UdpLink`], [`QuicLink`]), and allocate nothing.
 //!
 //! A link travels as an external tagged with its kind's [`Link::TAG`], so that any other
 //! value passed in is refused with a `TypeError` rather than dereferenced.
 
 use std::ffi::{CString, c_void};
 use std::ptr;
-use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::{JsValue, sys};
 use napi_derive::napi;
-use zerohop::UdpLink;
-use zerohop_quic::QuicNode;
+use zerohop::{Delivery, QuicLink, UdpLink};
 
 /// A hot-path handle JavaScript holds as a tagged external.
 pub trait Link: Sized + 'static {
@@ -33,7 +30,7 @@ impl Link for UdpLink {
     const NOT_ONE: &'static str = "the first argument is not a UDP link";
 }
 
-impl Link for Arc<QuicNode> {
+impl Link for QuicLink {
     const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x7175_6963_6e6f_0001 };
     const NOT_ONE: &'static str = "the first argument is not a QUIC link";
 }
@@ -108,6 +105,28 @@ unsafe fn args<'a, L: Link, const N: usize>(
     Ok((unsafe { &*data.cast::<L>() }, argv))
 }
 
+/// The bytes of a `Uint8Array` argument.
+///
+/// # Safety
+/// `env` must be the env of the current call and `value` one of its arguments. The
+/// slice lives as long as the argument, so only for this call, during which the callers
+/// below copy it and run no JavaScript.
+unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a [u8]> {
+    let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
+    // SAFETY: per the contract; the out-pointers are valid.
+    let s = unsafe {
+        sys::napi_get_typedarray_info(env, value, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+    };
+    if s != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+        return None;
+    }
+    if len == 0 || data.is_null() {
+        return Some(&[]);
+    }
+    // SAFETY: Node reports `len` bytes at `data`, kept alive by the argument.
+    Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
+}
+
 /// `udpPublish(link, bytes: Uint8Array): void`
 unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
@@ -116,24 +135,46 @@ unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_in
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
-    let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
-    // SAFETY: argv[1] is a value of this call; the out-pointers are valid.
-    let s = unsafe {
-        sys::napi_get_typedarray_info(env, argv[1], &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
-    };
-    if s != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+    // SAFETY: this call's env and argument.
+    let Some(bytes) = (unsafe { bytes_of(env, argv[1]) }) else {
         // SAFETY: this call's env.
         return unsafe { throw(env, "udpPublish takes a Uint8Array", true) };
-    }
-    let bytes: &[u8] = if len == 0 || data.is_null() {
-        &[]
-    } else {
-        // SAFETY: Node reports `len` bytes at `data`, kept alive by the argument; the
-        // publish copies them before returning and runs no JavaScript meanwhile.
-        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
     };
     match link.publish_all([bytes]) {
         Ok(_) => ptr::null_mut(),
+        // SAFETY: this call's env.
+        Err(e) => unsafe { throw(env, &e.to_string(), false) },
+    }
+}
+
+/// `quicPublish(link, bytes: Uint8Array, channel: number): boolean` — false if some
+/// peer did not get it (`drop_new`, or a datagram with nowhere to go).
+unsafe extern "C" fn quic_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (link, argv) = match unsafe { args::<QuicLink, 3>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    // SAFETY: this call's env and argument.
+    let Some(bytes) = (unsafe { bytes_of(env, argv[1]) }) else {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "quicPublish takes a Uint8Array", true) };
+    };
+    let mut channel = 0u32;
+    // SAFETY: this call's env and argument; `channel` is a valid out-pointer.
+    let s = unsafe { sys::napi_get_value_uint32(env, argv[2], &mut channel) };
+    let Some(channel) = u16::try_from(channel).ok().filter(|_| s == sys::Status::napi_ok) else {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "quicPublish takes a channel number below 65536", true) };
+    };
+    match link.publish(channel, bytes) {
+        Ok(delivery) => {
+            let mut out = ptr::null_mut();
+            // SAFETY: this call's env; `out` is a valid out-pointer.
+            unsafe { sys::napi_get_boolean(env, delivery == Delivery::Accepted, &mut out) };
+            out
+        }
         // SAFETY: this call's env.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
     }
@@ -158,9 +199,9 @@ unsafe extern "C" fn udp_pump(env: sys::napi_env, info: sys::napi_callback_info)
 /// `quicPump(link): number` — datagrams read (their messages went into the ring).
 unsafe extern "C" fn quic_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    match unsafe { args::<Arc<QuicNode>, 1>(env, info) } {
+    match unsafe { args::<QuicLink, 1>(env, info) } {
         // SAFETY: this call's env.
-        Ok((node, _)) => unsafe { uint32(env, node.pump()) },
+        Ok((link, _)) => unsafe { uint32(env, link.pump()) },
         // SAFETY: this call's env.
         Err(why) => unsafe { throw(env, why, true) },
     }
@@ -177,11 +218,15 @@ unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
     out
 }
 
-/// Adds `udpPublish`, `udpPump` and `quicPump` to the addon's exports.
+/// Adds the fast paths to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] =
-        [(c"udpPublish", Some(udp_publish)), (c"udpPump", Some(udp_pump)), (c"quicPump", Some(quic_pump))];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 4] = [
+        (c"udpPublish", Some(udp_publish)),
+        (c"udpPump", Some(udp_pump)),
+        (c"quicPublish", Some(quic_publish)),
+        (c"quicPump", Some(quic_pump)),
+    ];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

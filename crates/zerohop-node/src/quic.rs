@@ -219,10 +219,11 @@ impl QuicHandle {
         Ok(QuicHandle { transport: Some(transport) })
     }
 
-    /// The hot path: the value `quicPump(link)` takes (see [`crate::fast`]).
+    /// The hot paths: the value `quicPublish(link, bytes, channel)` and `quicPump(link)`
+    /// take (see [`crate::fast`]).
     #[napi(ts_return_type = "unknown")]
     pub fn link<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
-        let value = crate::fast::link_external(env, self.quic()?.node())?;
+        let value = crate::fast::link_external(env, self.quic()?.link())?;
         // SAFETY: `value` was just created in this env.
         Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
     }
@@ -237,15 +238,6 @@ impl QuicHandle {
     #[napi]
     pub fn local_address(&self) -> Result<String> {
         self.quic()?.local_addr().map(|a| a.to_string()).ok_or_else(closed)
-    }
-
-    /// Publishes on `channel`; false if `drop_new` (or a datagram with no peer) left
-    /// someone out.
-    #[napi]
-    pub fn publish(&mut self, data: &[u8], channel: u32) -> Result<bool> {
-        let channel = u16::try_from(channel).map_err(|_| bad_option(format!("channel {channel} is out of range")))?;
-        let t = self.transport.as_mut().ok_or_else(closed)?;
-        t.publish_on(channel, data).map(|d| d == zerohop::Delivery::Accepted).map_err(js_error)
     }
 
     /// Sends a request (connecting hubs); returns its key. The reply arrives in the ring

@@ -23,7 +23,7 @@ pub use endpoint::{Endpoint, Target, TransportKind};
 pub use error::{Error, ErrorCode, Result};
 pub use hub::{Backpressure, Hub, HubOptions, Role};
 pub use metrics::Metrics;
-pub use quic::{QuicOptions, QuicTransport};
+pub use quic::{QuicLink, QuicOptions, QuicTransport};
 pub use transport::{Delivery, Transport};
 pub use udp::{UdpLink, UdpOptions, UdpTransport};
 pub use zerohop_udp::UringMode;

@@ -226,13 +226,43 @@ impl RingInbox {
     }
 }
 
+/// The hot paths of a [`QuicTransport`]: publishing and reading the socket on the
+/// caller's thread. Cheap to clone; every clone works on the same node.
+#[derive(Clone, Debug)]
+pub struct QuicLink {
+    node: Arc<QuicNode>,
+    datagrams: bool,
+}
+
+impl QuicLink {
+    /// Publishes on `channel` (reliable, ordered per channel) or, in datagram mode, as
+    /// one datagram tagged with it.
+    pub fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        let sent = if self.datagrams {
+            self.node.publish_datagram(channel, payload)
+        } else {
+            self.node.publish(channel, payload)
+        };
+        Ok(match sent.map_err(publish_error)? {
+            Sent::Accepted => Delivery::Accepted,
+            Sent::Dropped => Delivery::Dropped,
+        })
+    }
+
+    /// Reads the socket on the caller's thread, delivering into the receive ring;
+    /// datagrams read.
+    pub fn pump(&self) -> usize {
+        self.node.pump()
+    }
+}
+
 /// A `quic://` hub's transport.
 pub struct QuicTransport {
     node: Arc<QuicNode>,
+    link: QuicLink,
     inbox: Arc<RingInbox>,
     subscriber: Option<Subscriber>,
     spin: Duration,
-    datagrams: bool,
     can_publish: bool,
     published: u64,
     published_bytes: u64,
@@ -372,12 +402,13 @@ impl QuicTransport {
             zerohop_quic::node::StartError::Io(e) => Error::new(ErrorCode::Io, format!("quic://{host}:{port}: {e}")),
             zerohop_quic::node::StartError::Config(e) => bad_option(e),
         })?;
+        let node = Arc::new(node);
         Ok(Self {
-            node: Arc::new(node),
+            link: QuicLink { node: node.clone(), datagrams: q.datagrams },
+            node,
             inbox,
             subscriber,
             spin: options.spin,
-            datagrams: q.datagrams,
             can_publish: options.role != HubRole::Subscriber,
             published: 0,
             published_bytes: 0,
@@ -402,21 +433,19 @@ impl QuicTransport {
         if !self.can_publish {
             return Err(Error::new(ErrorCode::InvalidState, "this hub was opened with role 'subscriber'"));
         }
-        let sent = if self.datagrams {
-            self.node.publish_datagram(channel, payload)
-        } else {
-            self.node.publish(channel, payload)
-        }
-        .map_err(publish_error)?;
+        let delivery = self.link.publish(channel, payload)?;
         self.published += 1;
         self.published_bytes += payload.len() as u64;
-        Ok(match sent {
-            Sent::Accepted => Delivery::Accepted,
-            Sent::Dropped => {
-                self.dropped += 1;
-                Delivery::Dropped
-            }
-        })
+        if delivery == Delivery::Dropped {
+            self.dropped += 1;
+        }
+        Ok(delivery)
+    }
+
+    /// A handle on the publish and poll paths that can be shared (the Node binding calls
+    /// them through it, once per message).
+    pub fn link(&self) -> QuicLink {
+        self.link.clone()
     }
 
     /// Sends a request on a stream of its own (connecting hubs); its reply arrives like

@@ -13,17 +13,15 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class QuicHandle {
   /** Listens on or connects to `url` (`quic://host:port`). */
   static open(url: string, options?: QuicOpenOptions | undefined | null): QuicHandle
-  /** The hot path: the value `quicPump(link)` takes (see [`crate::fast`]). */
+  /**
+   * The hot paths: the value `quicPublish(link, bytes, channel)` and `quicPump(link)`
+   * take (see [`crate::fast`]).
+   */
   link(): unknown
   /** The receive ring, for reading in place. */
   ring(): ShmHandle
   /** The bound address as `host:port`. */
   localAddress(): string
-  /**
-   * Publishes on `channel`; false if `drop_new` (or a datagram with no peer) left
-   * someone out.
-   */
-  publish(data: Uint8Array, channel: number): boolean
   /**
    * Sends a request (connecting hubs); returns its key. The reply arrives in the ring
    * with envelope kind 2 (or 3: failed) and that key.

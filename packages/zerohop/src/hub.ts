@@ -362,7 +362,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly link: UdpLink | undefined
   /** QUIC: the node (publishing, status, spilled messages). */
   private readonly quic: QuicHandle | undefined
-  /** QUIC: the handle `tryRecv` reads the socket through (see `quicPump` in the binding). */
+  /** QUIC: the handle `publish` and `tryRecv` call through (see `quicPublish` in the binding). */
   private readonly quicLink: QuicLink | undefined
   private statusNow: HubStatus = 'connected'
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
@@ -946,7 +946,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.closed || this.closing) throw new ClosedError('the hub is closed')
     if (!this.canPublish) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
     if (!Number.isInteger(channel) || channel < 0) throw new BadOptionError(`channel must be a non-negative integer, got ${String(channel)}`)
-    const accepted = native(() => this.quic!.publish(bytes, channel))
+    let accepted: boolean
+    try {
+      accepted = fast.quicPublish(this.quicLink!, bytes, channel)
+    } catch (e) {
+      throw fromNative(e)
+    }
     this.published++
     this.publishedBytes += bytes.byteLength
     return accepted

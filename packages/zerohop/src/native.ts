@@ -29,6 +29,7 @@ export type QuicLink = { readonly __brand: 'QuicLink' }
 export const fast = binding as unknown as {
   udpPublish(link: UdpLink, bytes: Uint8Array): void
   udpPump(link: UdpLink): number
+  quicPublish(link: QuicLink, bytes: Uint8Array, channel: number): boolean
   quicPump(link: QuicLink): number
 }
 export { binding }
