@@ -46,11 +46,12 @@ if (role === 'subscriber') {
   process.exit(0)
 } else if (role === 'quic-echo') {
   // The same echo over quic://, listening (self-signed certificate: development), and an
-  // Rpc server on a second port.
+  // Rpc server on a second port, up until the main process says goodbye.
   const hub = await Hub.open('quic://127.0.0.1:0', { listen: true })
   const rpc = await Rpc.serve('quic://127.0.0.1:0', (n) => n * 2, { codec: 'json' })
   process.send({ ready: true, address: hub.localAddress, rpc: rpc.localAddress })
   for (let n = 0; n < Number(arg); n++) hub.publish(await hub.recv())
+  await hub.recv() // goodbye
   await hub.close()
   await rpc.close()
   process.exit(0)
@@ -174,6 +175,7 @@ async function main() {
   console.log(`   Rpc over quic://: request(21) → ${await calc.request(21, { timeoutMs: 5000 })}`)
   await calc.close()
   const quicSorted = quicRtt.slice(quicRounds / 10).sort()
+  quic.publish(msg) // goodbye: the echo stops serving
   await quic.close()
   await quicEcho.done
 

@@ -160,6 +160,15 @@ fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
     let (c, s) = (client.metrics(), server.metrics());
     assert_eq!((c.requests_pending, s.answers_pending), (0, 0), "nothing left behind");
     assert!(matches!(server.request(b"?"), Err(PublishError::NotConnected)), "listeners do not request");
+    // An answer given right before a close still arrives: `drain` waits for it.
+    let last = client.request(b"last").unwrap();
+    wait_until("the last request", || s_in.exchanges.lock().unwrap().len() == 5);
+    let fifth = s_in.exchanges.lock().unwrap()[4].1;
+    assert!(server.respond(fifth, true, b"bye"));
+    assert!(server.drain(Duration::from_secs(5)));
+    server.close();
+    wait_until("the last reply", || c_in.exchanges.lock().unwrap().len() == 3);
+    assert_eq!(c_in.exchanges.lock().unwrap()[2], (Kind::Response, last, b"bye".to_vec()));
 }
 
 #[test]

@@ -519,6 +519,13 @@ impl Engine {
             Event::Stream(StreamEvent::Writable { id }) => self.write_stream(c, id),
             Event::Stream(StreamEvent::Stopped { id, .. }) => self.stream_stopped(ch, c, id),
             Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => self.write_channels(c, now),
+            Event::Stream(StreamEvent::Finished { id }) => {
+                // All of an answer arrived: nothing of it is left to drain.
+                if matches!(c.streams.get(&id), Some(Stream::RequestIn { key: Some(_), .. })) {
+                    c.streams.remove(&id);
+                    self.room_freed = true;
+                }
+            }
             Event::Stream(_) => {}
             Event::DatagramReceived => self.read_datagrams(c),
             Event::DatagramsUnblocked => {}
@@ -615,6 +622,16 @@ impl Engine {
         if let Some(p) = self.peer(peer_id) {
             p.linger_until = Some(now + linger);
         }
+    }
+
+    /// Whether everything accepted has reached its peer: every channel's messages read
+    /// (acknowledged), and every answer received.
+    pub fn drained(&self) -> bool {
+        self.peers.iter().all(|p| p.unacked_bytes() == 0)
+            && self.conns.values().all(|c| {
+                c.lost
+                    || !c.streams.values().any(|s| matches!(s, Stream::RequestIn { answer, .. } if !answer.is_empty()))
+            })
     }
 
     /// Drops a peer and everything queued for it.

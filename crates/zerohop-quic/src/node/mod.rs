@@ -512,13 +512,13 @@ impl QuicNode {
         m
     }
 
-    /// Waits up to `linger` for every peer to acknowledge what was queued; true if
-    /// nothing is left unacknowledged. Publishing may go on meanwhile.
+    /// Waits up to `linger` for every peer to read what was queued for it and to receive
+    /// every answer given; true if nothing is left. Publishing may go on meanwhile.
     pub fn drain(&self, linger: Duration) -> bool {
         let deadline = Instant::now() + linger;
         let mut e = self.shared.engine();
         loop {
-            if e.peers.iter().all(|p| p.unacked_bytes() == 0) {
+            if e.drained() {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());

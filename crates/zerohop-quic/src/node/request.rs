@@ -74,10 +74,9 @@ impl Engine {
         answer.push(u8::from(ok));
         zerohop_proto::stream::encode_prefix(body.len(), answer);
         answer.extend_from_slice(body);
+        // The stream is kept until the client has acknowledged the whole answer
+        // (`StreamEvent::Finished`): `drain` waits for that.
         write_rest(&mut c.q, id, answer, at);
-        if *at == answer.len() {
-            c.streams.remove(&id);
-        }
         self.mark(ch);
         self.process_dirty(now);
         true
