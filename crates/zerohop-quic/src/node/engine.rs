@@ -197,6 +197,14 @@ impl Net {
         }
     }
 
+    /// Sends the endpoint's answer to a datagram (in `tx`), unless a connection's
+    /// transmit waits for room: such answers (a refusal, a version list) may be lost.
+    fn respond(&mut self, t: quinn_proto::Transmit) {
+        if self.blocked.is_none() {
+            self.send(t);
+        }
+    }
+
     /// Retries a refused transmit; true if nothing is waiting any more.
     pub fn unblock(&mut self) -> bool {
         let Some((t, buf)) = self.blocked.take() else { return true };
@@ -240,7 +248,6 @@ pub(super) struct Engine {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<NodeConfig>,
         inbox: Arc<dyn Inbox>,
@@ -326,9 +333,7 @@ impl Engine {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(now, incoming),
-            Some(DatagramEvent::Response(t)) => {
-                self.net.send(t);
-            }
+            Some(DatagramEvent::Response(t)) => self.net.respond(t),
             None => {}
         }
     }
@@ -336,7 +341,7 @@ impl Engine {
     fn on_incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
         if self.closing || self.connector.is_some() {
             let t = self.endpoint.refuse(incoming, &mut self.net.tx);
-            self.net.send(t);
+            self.net.respond(t);
             return;
         }
         match self.endpoint.accept(incoming, now, &mut self.net.tx, None) {
@@ -349,7 +354,7 @@ impl Engine {
             Err(e) => {
                 self.counters.handshake_failures += 1;
                 if let Some(t) = e.response {
-                    self.net.send(t);
+                    self.net.respond(t);
                 }
             }
         }
@@ -376,7 +381,7 @@ impl Engine {
             .map(|(ch, _)| *ch)
             .collect();
         for ch in late_hellos {
-            self.with_conn(ch, now, |e, ch, c| e.violation(ch, c, now, CloseCode::Protocol, "no hello in time"));
+            self.with_conn(ch, |e, ch, c| e.violation(ch, c, now, CloseCode::Protocol, "no hello in time"));
         }
         if self.connector.as_ref().and_then(|c| c.retry_at).is_some_and(|t| t <= now) {
             self.connect(now);
@@ -394,7 +399,7 @@ impl Engine {
             self.attention_at = None;
             self.retry_undelivered();
             for (ch, id) in std::mem::take(&mut self.attention) {
-                self.with_conn(ch, now, |e, ch, c| e.read_stream(ch, c, id, now));
+                self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
             }
         }
         if self.flush_at.is_some_and(|t| t <= now) {
@@ -448,17 +453,11 @@ impl Engine {
 
     /// Runs `f` on connection `ch` taken out of the map (so `f` may use the rest of the
     /// engine), then processes it.
-    pub fn with_conn(
-        &mut self,
-        ch: ConnectionHandle,
-        now: Instant,
-        f: impl FnOnce(&mut Engine, ConnectionHandle, &mut Conn),
-    ) {
+    pub fn with_conn(&mut self, ch: ConnectionHandle, f: impl FnOnce(&mut Engine, ConnectionHandle, &mut Conn)) {
         let Some(mut c) = self.conns.remove(&ch) else { return };
         f(self, ch, &mut c);
         self.conns.insert(ch, c);
         self.mark(ch);
-        let _ = now;
     }
 
     /// Processes every connection marked dirty: events, stream work, sending.
@@ -507,7 +506,7 @@ impl Engine {
             Event::Connected => {
                 c.established = true;
                 if self.connector.is_some() {
-                    self.connected(ch, c, now);
+                    self.connected(ch, c);
                 }
             }
             Event::ConnectionLost { reason } => {
@@ -517,8 +516,8 @@ impl Engine {
             }
             Event::Stream(StreamEvent::Readable { id }) => self.read_stream(ch, c, id, now),
             Event::Stream(StreamEvent::Writable { id }) => self.write_stream(c, id),
-            Event::Stream(StreamEvent::Stopped { id, .. }) => self.stream_stopped(ch, c, id),
-            Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => self.write_channels(c, now),
+            Event::Stream(StreamEvent::Stopped { id, .. }) => self.stream_stopped(c, id),
+            Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => self.write_channels(c),
             Event::Stream(StreamEvent::Finished { id }) => {
                 // All of an answer arrived: nothing of it is left to drain.
                 if matches!(c.streams.get(&id), Some(Stream::RequestIn { key: Some(_), .. })) {
@@ -657,7 +656,7 @@ impl Engine {
                     // Early data: the hello and every channel's backlog go in the first flight.
                     c.early = true;
                     self.send_hello(&mut c);
-                    self.attach(ch, &mut c, now);
+                    self.attach(ch, &mut c);
                 }
                 self.conns.insert(ch, c);
                 self.mark(ch);
@@ -670,7 +669,7 @@ impl Engine {
         }
     }
 
-    fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant) {
+    fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn) {
         if c.early && c.q.accepted_0rtt() {
             self.counters.zero_rtt += 1;
             self.counters.last_zero_rtt = true;
@@ -681,7 +680,7 @@ impl Engine {
             self.counters.last_zero_rtt = false;
             c.streams.clear();
             self.send_hello(c);
-            self.attach(ch, c, now);
+            self.attach(ch, c);
         }
         let Some(conn) = self.connector.as_mut() else { return };
         if conn.ever_connected {
@@ -730,7 +729,7 @@ impl Engine {
     }
 
     /// Makes `c` its peer's connection, and starts every channel on it.
-    pub fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn, now: Instant) {
+    pub fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn) {
         let Some(id) = c.peer else { return };
         let addr = c.q.remote_address();
         if let Some(p) = self.peer(id) {
@@ -741,7 +740,7 @@ impl Engine {
                 out.stream = None;
             }
         }
-        self.write_channels(c, now);
+        self.write_channels(c);
     }
 
     // ---- listening side ----------------------------------------------------------------
@@ -757,9 +756,7 @@ impl Engine {
                 if let Some(p) = self.peer(id) {
                     p.conn = None;
                 }
-                self.with_conn(old, now, |e, ch, c| {
-                    e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect")
-                });
+                self.with_conn(old, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect"));
             }
             return id;
         }
@@ -780,7 +777,7 @@ impl Engine {
         let id = self.peer_for(session, addr, now);
         c.peer = Some(id);
         c.hello_by = None;
-        self.attach(ch, c, now);
+        self.attach(ch, c);
         self.inbox.status(StatusEvent { status: Status::Connected, peer: Some(addr), error: None });
         self.read_datagrams(c);
     }
@@ -793,7 +790,7 @@ impl Engine {
         let (addr, conn) = (p.addr, p.conn);
         self.forget(peer);
         if let Some(ch) = conn {
-            self.with_conn(ch, now, |e, ch, c| {
+            self.with_conn(ch, |e, ch, c| {
                 e.close_conn(ch, c, now, CloseCode::SlowConsumer, "slow consumer: did not read in time")
             });
         }
@@ -928,7 +925,7 @@ impl Engine {
     }
 
     /// Writes what every channel of `c`'s peer has unsent.
-    pub fn write_channels(&mut self, c: &mut Conn, _now: Instant) {
+    pub fn write_channels(&mut self, c: &mut Conn) {
         let Some(id) = c.peer else { return };
         let session = self.session;
         let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else { return };
@@ -958,7 +955,7 @@ impl Engine {
         }
     }
 
-    fn stream_stopped(&mut self, _ch: ConnectionHandle, c: &mut Conn, id: StreamId) {
+    fn stream_stopped(&mut self, c: &mut Conn, id: StreamId) {
         match c.streams.get(&id) {
             Some(Stream::RequestIn { key, .. }) => {
                 // The client gave up (timeout, abort): the handler may stop too.
@@ -1001,7 +998,7 @@ impl Engine {
         self.connector = None;
         let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for ch in all {
-            self.with_conn(ch, now, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "closed"));
+            self.with_conn(ch, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "closed"));
         }
         self.peers.clear();
         self.process_dirty(now);
