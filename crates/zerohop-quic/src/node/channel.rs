@@ -11,7 +11,7 @@ use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
 use zerohop_proto::stream::{StreamDecoder, StreamError};
 
-use super::engine::{Conn, Counters, Engine, Stream};
+use super::engine::{Conn, Engine, Stream};
 use super::*;
 
 /// One reliable channel to one peer: the queue outlives connections; the stream is the
@@ -47,7 +47,7 @@ impl OutChannel {
         streams: &mut HashMap<StreamId, Stream>,
         peer: u32,
         session: u64,
-        counters: &mut Counters,
+        counters: &mut NodeMetrics,
     ) -> bool {
         let id = match self.stream {
             Some(id) => id,

@@ -142,22 +142,6 @@ pub(super) struct Undelivered {
     pub body: Vec<u8>,
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub reconnects: u64,
-    pub zero_rtt: u64,
-    pub last_zero_rtt: bool,
-    pub handshake_failures: u64,
-    pub protocol_violations: u64,
-    pub slow_consumers: u64,
-    pub dropped: u64,
-    pub datagrams_sent: u64,
-    pub datagrams_received: u64,
-    pub datagrams_lost: u64,
-    pub streams_opened: u64,
-    pub streams_accepted: u64,
-}
-
 /// The socket side: what sends, and what the kernel refused for now.
 pub(super) struct Net {
     pub socket: Socket,
@@ -235,7 +219,8 @@ pub(super) struct Engine {
     pub attention_at: Option<Instant>,
     /// Connections with something to do.
     pub dirty: Vec<ConnectionHandle>,
-    pub counters: Counters,
+    /// The counting fields of the metrics (the rest are read off the connections).
+    pub counters: NodeMetrics,
     pub closing: bool,
     /// Acknowledgements freed room in a send queue (blocked publishers may go on).
     pub room_freed: bool,
@@ -278,7 +263,7 @@ impl Engine {
             attention: Vec::new(),
             attention_at: None,
             dirty: Vec::new(),
-            counters: Counters::default(),
+            counters: NodeMetrics::default(),
             closing: false,
             room_freed: false,
             flush_at: None,
@@ -671,7 +656,7 @@ impl Engine {
 
     fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn) {
         if c.early && c.q.accepted_0rtt() {
-            self.counters.zero_rtt += 1;
+            self.counters.zero_rtt_connections += 1;
             self.counters.last_zero_rtt = true;
         } else {
             // No early data, or it was refused: what the first flight carried is gone.

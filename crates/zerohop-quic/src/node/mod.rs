@@ -475,23 +475,10 @@ impl QuicNode {
     /// Counters, with the current connections' transport statistics.
     pub fn metrics(&self) -> NodeMetrics {
         let e = self.shared.engine();
-        let c = &e.counters;
         let mut m = NodeMetrics {
-            reconnects: c.reconnects,
-            zero_rtt_connections: c.zero_rtt,
-            last_zero_rtt: c.last_zero_rtt,
-            handshake_failures: c.handshake_failures,
-            protocol_violations: c.protocol_violations,
-            slow_consumers: c.slow_consumers,
-            dropped: c.dropped,
-            datagrams_sent: c.datagrams_sent,
-            datagrams_received: c.datagrams_received,
-            datagrams_lost: c.datagrams_lost,
-            streams_opened: c.streams_opened,
-            streams_accepted: c.streams_accepted,
             requests_pending: e.requests.len() as u64,
             answers_pending: e.answers.len() as u64,
-            ..NodeMetrics::default()
+            ..e.counters
         };
         for peer in &e.peers {
             m.unacked_bytes += peer.unacked_bytes();
