@@ -8,7 +8,8 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm|quic runs one part.
+// bench; BENCH_ONLY=udp|shm|quic runs one part; BENCH_QUIC=rtt,first,throughput picks
+// parts of the QUIC round.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { mkdtempSync, readFileSync } from 'node:fs'
@@ -605,7 +606,6 @@ async function streamQuic(size: number, count: number): Promise<number> {
   return result.msgsPerSec as number
 }
 
-// BENCH_QUIC=rtt,first,throughput picks parts of the QUIC round (all by default).
 const quicParts = new Set((process.env.BENCH_QUIC ?? 'rtt,first,throughput').split(','))
 
 async function quicRound(run: number): Promise<void> {
@@ -623,7 +623,7 @@ async function quicRtt(run: number): Promise<void> {
   rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// stream, tryRecv spinning', run, ...spin, vsBaseline: vs(spin), target: 'p50 ≤ 1× tls' })
   for (const spinUs of [0, 50]) {
     const dflt = percentiles(await rttQuic(spinUs, false))
-    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs})`, run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
+    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs}${spinUs === 50 ? ', default' : ''})`, run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
   }
   const dgSpin = percentiles(await rttQuic('spin', true))
   rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, tryRecv spinning', run, ...dgSpin, vsBaseline: vs(dgSpin) })
