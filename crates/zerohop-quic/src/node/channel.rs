@@ -164,9 +164,11 @@ impl Engine {
                 Ok(())
             }
             (StreamKind::Channel, true) if header.channel < self.config.max_channels => {
-                let peer = c.peer.expect("channels are accepted after the hello");
+                // Channels are accepted after the hello; a peer forgotten since (a slow
+                // consumer) has nothing more to say.
+                let peer = c.peer.ok_or(Refusal::Gone)?;
                 self.peer(peer)
-                    .expect("a known peer")
+                    .ok_or(Refusal::Gone)?
                     .window(header.session, header.channel)
                     .start_stream(header.first_seq);
                 let inbound = InChannel {
