@@ -8,24 +8,20 @@
 //! touched have to send.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId};
-use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
-use zerohop_proto::session::{ReceiveWindow, StreamHeader, StreamKind};
+use zerohop_proto::lifecycle::Status;
+use zerohop_proto::session::ReceiveWindow;
 
 use super::channel::{InChannel, OutChannel};
-use super::io::{Datagram, Socket, ecn};
+use super::connect::Connector;
+use super::io::{Datagram, Net, Socket, ecn};
 use super::*;
 
-/// Datagrams per GSO send at most (as quinn does), and bytes (UDP's limit, with room
-/// for headers).
-const MAX_GSO_SEGMENTS: usize = 10;
-const GSO_BYTES: usize = 65_000;
 /// How long a message waits in a burst for more to share its packets.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
 /// Publishes closer together than this are a burst (and wait for more, up to the delay
@@ -72,7 +68,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    fn new(q: quinn_proto::Connection, peer: Option<u32>) -> Conn {
+    pub fn new(q: quinn_proto::Connection, peer: Option<u32>) -> Conn {
         Conn { q, peer, streams: HashMap::new(), established: false, early: false, hello_by: None, lost: false }
     }
 }
@@ -125,14 +121,6 @@ impl Peer {
     }
 }
 
-/// The connecting side's state between and during attempts.
-pub(super) struct Connector {
-    pub life: Lifecycle,
-    pub server_name: String,
-    pub ever_connected: bool,
-    pub retry_at: Option<Instant>,
-}
-
 /// A reply or cancellation that found the inbox full: these are never dropped.
 pub(super) struct Undelivered {
     pub peer: u32,
@@ -140,61 +128,6 @@ pub(super) struct Undelivered {
     pub kind: Kind,
     pub request: u64,
     pub body: Vec<u8>,
-}
-
-/// The socket side: what sends, and what the kernel refused for now.
-pub(super) struct Net {
-    pub socket: Socket,
-    pub tx: Vec<u8>,
-    /// A transmit the kernel's buffer had no room for; nothing else goes before it.
-    pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
-    pub gso: usize,
-}
-
-impl Net {
-    /// Sends what `q` has to send; false if the socket is full (the rest waits).
-    fn transmit(&mut self, q: &mut quinn_proto::Connection, now: Instant) -> bool {
-        if !self.unblock() {
-            return false;
-        }
-        // A GSO batch is one UDP datagram to the kernel: at most 64 KiB in all.
-        let segments = (GSO_BYTES / usize::from(q.current_mtu())).clamp(1, self.gso);
-        loop {
-            self.tx.clear();
-            let Some(t) = q.poll_transmit(now, segments, &mut self.tx) else { return true };
-            if !self.send(t) {
-                return false;
-            }
-        }
-    }
-
-    /// Sends `t` (in `tx`); false if it had to wait for room.
-    fn send(&mut self, t: quinn_proto::Transmit) -> bool {
-        match self.socket.send(&t, &self.tx) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.blocked = Some((t, std::mem::take(&mut self.tx)));
-                false
-            }
-            // Anything else (an unreachable destination, say) is a lost datagram, which
-            // QUIC recovers from.
-            _ => true,
-        }
-    }
-
-    /// Sends the endpoint's answer to a datagram (in `tx`), unless a connection's
-    /// transmit waits for room: such answers (a refusal, a version list) may be lost.
-    fn respond(&mut self, t: quinn_proto::Transmit) {
-        if self.blocked.is_none() {
-            self.send(t);
-        }
-    }
-
-    /// Retries a refused transmit; true if nothing is waiting any more.
-    pub fn unblock(&mut self) -> bool {
-        let Some((t, buf)) = self.blocked.take() else { return true };
-        self.tx = buf;
-        self.send(t)
-    }
 }
 
 pub(super) struct Engine {
@@ -241,15 +174,12 @@ impl Engine {
         client: Option<quinn_proto::ClientConfig>,
         session: u64,
     ) -> Engine {
-        // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
-        // quinn-udp counts that as sent): see `Net::transmit`.
-        let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         let now = Instant::now();
         Engine {
             config,
             inbox,
             session,
-            net: Net { socket, tx: Vec::new(), blocked: None, gso },
+            net: Net::new(socket),
             endpoint,
             client,
             conns: HashMap::new(),
@@ -624,171 +554,6 @@ impl Engine {
         self.room_freed = true;
     }
 
-    // ---- connecting side -------------------------------------------------------------
-
-    /// One connection attempt (the connecting side).
-    pub fn connect(&mut self, now: Instant) {
-        let Some(conn) = self.connector.as_mut() else { return };
-        conn.retry_at = None;
-        let server_name = conn.server_name.clone();
-        let client = self.client.clone().expect("a connecting node has a client config");
-        let addr = self.config.addr;
-        match self.endpoint.connect(now, client, addr, &server_name) {
-            Ok((ch, q)) => {
-                let peer = self.peers.first().map(|p| p.id);
-                let mut c = Conn::new(q, peer);
-                if c.q.has_0rtt() {
-                    // Early data: the hello and every channel's backlog go in the first flight.
-                    c.early = true;
-                    self.send_hello(&mut c);
-                    self.attach(ch, &mut c);
-                }
-                self.conns.insert(ch, c);
-                self.mark(ch);
-            }
-            Err(e) => {
-                let failure = Failure { kind: FailureKind::Lost, message: e.to_string() };
-                self.counters.handshake_failures += 1;
-                self.schedule_retry(now, failure, LifeEvent::Failed);
-            }
-        }
-    }
-
-    fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn) {
-        if c.early && c.q.accepted_0rtt() {
-            self.counters.zero_rtt_connections += 1;
-            self.counters.last_zero_rtt = true;
-        } else {
-            // No early data, or it was refused: what the first flight carried is gone.
-            // The hello goes (again), and the channels start over from what is
-            // unacknowledged.
-            self.counters.last_zero_rtt = false;
-            c.streams.clear();
-            self.send_hello(c);
-            self.attach(ch, c);
-        }
-        let Some(conn) = self.connector.as_mut() else { return };
-        if conn.ever_connected {
-            self.counters.reconnects += 1;
-        }
-        conn.ever_connected = true;
-        conn.life.on(LifeEvent::Connected);
-        let server = Some(self.config.addr);
-        self.inbox.status(StatusEvent { status: Status::Connected, peer: server, error: None });
-    }
-
-    fn connect_failed(&mut self, c: &Conn, now: Instant, failure: Failure) {
-        let event = if c.established { LifeEvent::Lost } else { LifeEvent::Failed };
-        if !c.established {
-            self.counters.handshake_failures += 1;
-        }
-        self.schedule_retry(now, failure, event);
-    }
-
-    fn schedule_retry(&mut self, now: Instant, failure: Failure, event: LifeEvent) {
-        let Some(conn) = self.connector.as_mut() else { return };
-        let next = if failure.is_permanent() {
-            conn.life.on(LifeEvent::Close); // certificates do not fix themselves
-            None
-        } else {
-            conn.life.on(event).retry_after
-        };
-        let status = match conn.life.status() {
-            Status::Closed => Status::Disconnected,
-            s => s,
-        };
-        conn.retry_at = next.map(|wait| now + wait);
-        let server = Some(self.config.addr);
-        self.inbox.status(StatusEvent { status, peer: server, error: Some(failure) });
-    }
-
-    fn send_hello(&mut self, c: &mut Conn) {
-        let Some(id) = c.q.streams().open(Dir::Uni) else { return };
-        let mut hello = Vec::new();
-        StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0 }.encode(&mut hello);
-        let mut s = c.q.send_stream(id);
-        // A fresh stream takes a few bytes whatever the flow control.
-        if s.write(&hello).is_ok_and(|n| n == hello.len()) {
-            let _ = s.finish();
-        }
-    }
-
-    /// Makes `c` its peer's connection, and starts every channel on it.
-    pub fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn) {
-        let Some(id) = c.peer else { return };
-        let addr = c.q.remote_address();
-        if let Some(p) = self.peer(id) {
-            p.addr = addr;
-            p.conn = Some(ch);
-            p.linger_until = None;
-            for out in p.channels.iter_mut().flatten() {
-                out.stream = None;
-            }
-        }
-        self.write_channels(c);
-    }
-
-    // ---- listening side ----------------------------------------------------------------
-
-    /// The peer kept for `session` (a reconnect), or a new one; its id.
-    pub fn peer_for(&mut self, session: u64, addr: SocketAddr, now: Instant) -> u32 {
-        if let Some(p) = self.peers.iter().find(|p| p.session == session) {
-            let (id, old) = (p.id, p.conn);
-            self.counters.reconnects += 1;
-            if let Some(old) = old {
-                // The same session on a new connection: the old one is dead (and not a
-                // loss to report: the peer is back).
-                if let Some(p) = self.peer(id) {
-                    p.conn = None;
-                }
-                self.with_conn(old, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "replaced by a reconnect"));
-            }
-            return id;
-        }
-        let id = self.next_peer;
-        self.next_peer += 1;
-        let mut peer = Peer::new(id, addr);
-        peer.session = session;
-        self.peers.push(peer);
-        id
-    }
-
-    /// A listener's peer said hello: it is known now.
-    pub fn hello(&mut self, ch: ConnectionHandle, c: &mut Conn, session: u64, now: Instant) {
-        if c.peer.is_some() {
-            return;
-        }
-        let addr = c.q.remote_address();
-        let id = self.peer_for(session, addr, now);
-        c.peer = Some(id);
-        c.hello_by = None;
-        self.attach(ch, c);
-        self.inbox.status(StatusEvent { status: Status::Connected, peer: Some(addr), error: None });
-        self.read_datagrams(c);
-    }
-
-    /// A listener's peer that does not read: closed, forgotten (so its queue no longer
-    /// holds anyone up), and counted.
-    pub fn disconnect_slow(&mut self, peer: u32, now: Instant) {
-        self.counters.slow_consumers += 1;
-        let Some(p) = self.peer(peer) else { return };
-        let (addr, conn) = (p.addr, p.conn);
-        self.forget(peer);
-        if let Some(ch) = conn {
-            self.with_conn(ch, |e, ch, c| {
-                e.close_conn(ch, c, now, CloseCode::SlowConsumer, "slow consumer: did not read in time")
-            });
-        }
-        self.inbox.status(StatusEvent {
-            status: Status::Disconnected,
-            peer: Some(addr),
-            error: Some(Failure {
-                kind: FailureKind::SlowConsumer { by_peer: false },
-                message: "the peer did not read what it was sent in time".into(),
-            }),
-        });
-    }
-
     // ---- delivery --------------------------------------------------------------------
 
     /// Delivers a reply or cancellation, or keeps it until there is room.
@@ -821,7 +586,7 @@ impl Engine {
         self.attention_at = Some(self.attention_at.map_or(at, |a| a.min(at)));
     }
 
-    fn read_datagrams(&mut self, c: &mut Conn) {
+    pub fn read_datagrams(&mut self, c: &mut Conn) {
         let Some(peer) = c.peer else { return }; // after the hello
         let from = c.q.remote_address();
         while let Some(d) = c.q.datagrams().recv() {

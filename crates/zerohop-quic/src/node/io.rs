@@ -1,9 +1,11 @@
-//! The node's UDP socket and the eventfd that wakes its I/O thread.
+//! The node's UDP socket, sending on it ([`Net`]), and the eventfd that wakes its I/O
+//! thread.
 //!
 //! The socket goes through quinn-udp, which batches with GSO on send and GRO on receive
 //! where the kernel has them, and carries ECN marks. Everything here is non-blocking:
 //! whoever drives the node (its I/O thread, or the caller's thread) reads what is
-//! there and returns.
+//! there, sends what it can (a transmit the kernel has no room for waits in [`Net`]),
+//! and returns.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -103,6 +105,73 @@ impl Socket {
             src_ip: t.src_ip,
         };
         self.state.send((&self.io).into(), &transmit)
+    }
+}
+
+/// Datagrams per GSO send at most (as quinn does), and bytes (UDP's limit, with room
+/// for headers).
+const MAX_GSO_SEGMENTS: usize = 10;
+const GSO_BYTES: usize = 65_000;
+
+/// The socket side: what sends, and what the kernel refused for now.
+pub(super) struct Net {
+    pub socket: Socket,
+    pub tx: Vec<u8>,
+    /// A transmit the kernel's buffer had no room for; nothing else goes before it.
+    pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
+    pub gso: usize,
+}
+
+impl Net {
+    pub fn new(socket: Socket) -> Net {
+        // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
+        // quinn-udp counts that as sent): see `transmit`.
+        let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
+        Net { socket, tx: Vec::new(), blocked: None, gso }
+    }
+
+    /// Sends what `q` has to send; false if the socket is full (the rest waits).
+    pub fn transmit(&mut self, q: &mut quinn_proto::Connection, now: Instant) -> bool {
+        if !self.unblock() {
+            return false;
+        }
+        // A GSO batch is one UDP datagram to the kernel: at most 64 KiB in all.
+        let segments = (GSO_BYTES / usize::from(q.current_mtu())).clamp(1, self.gso);
+        loop {
+            self.tx.clear();
+            let Some(t) = q.poll_transmit(now, segments, &mut self.tx) else { return true };
+            if !self.send(t) {
+                return false;
+            }
+        }
+    }
+
+    /// Sends `t` (in `tx`); false if it had to wait for room.
+    pub fn send(&mut self, t: quinn_proto::Transmit) -> bool {
+        match self.socket.send(&t, &self.tx) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = Some((t, std::mem::take(&mut self.tx)));
+                false
+            }
+            // Anything else (an unreachable destination, say) is a lost datagram, which
+            // QUIC recovers from.
+            _ => true,
+        }
+    }
+
+    /// Sends the endpoint's answer to a datagram (in `tx`), unless a connection's
+    /// transmit waits for room: such answers (a refusal, a version list) may be lost.
+    pub fn respond(&mut self, t: quinn_proto::Transmit) {
+        if self.blocked.is_none() {
+            self.send(t);
+        }
+    }
+
+    /// Retries a refused transmit; true if nothing is waiting any more.
+    pub fn unblock(&mut self) -> bool {
+        let Some((t, buf)) = self.blocked.take() else { return true };
+        self.tx = buf;
+        self.send(t)
     }
 }
 

@@ -43,10 +43,11 @@
 //! peers go on.
 //!
 //! - [`config`]: the configuration, status events, the [`Inbox`] trait, errors, counters.
-//! - `engine`: connections, peers, timers, connecting and accepting.
+//! - `engine`: connections, peers, timers, events, publishing.
+//! - `connect`: connecting (backoff, 0-RTT, the hello) and the listener's peers.
 //! - `channel`: channel streams both ways, and reading every kind of stream.
 //! - `request`: one stream per request, both sides.
-//! - `io`: the socket and the I/O thread's wake-up.
+//! - `io`: the socket, sending (GSO, a full kernel buffer), the I/O thread's wake-up.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,13 +64,15 @@ use zerohop_proto::stream::{MAX_PREFIX_LEN, write_prefix};
 
 mod channel;
 pub mod config;
+mod connect;
 mod engine;
 mod io;
 mod request;
 
 use crate::tls::{self, Identity, TlsError};
 pub use config::*;
-use engine::{Connector, Engine};
+use connect::Connector;
+use engine::Engine;
 
 /// The largest UDP payload path MTU discovery tries (16 KiB: on loopback, 64 KiB
 /// messages then take 4 packets instead of 45, and larger packets gained nothing).
