@@ -1,8 +1,9 @@
 // quic:// hubs through the public API, across real processes: many clients to one
 // server both ways, 1 B to 16 MB messages, datagrams, certificates (mutual TLS accepted
 // and refused, untrusted, expired, wrong name), 0-RTT on reconnect, a server restart
-// that loses no accepted message, and a peer killed mid-stream. Serial: each test runs
-// several busy processes on a two-core machine.
+// that loses no accepted message, a peer killed mid-stream, RPC, and idle hubs that
+// sleep and let their process exit. Serial: each test runs several busy processes on a
+// two-core machine.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -314,3 +315,15 @@ test.serial('RPC: a request in flight when the server dies fails with ERR_CONNEC
   t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
   await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
 })
+
+test.serial('idle hubs sleep: a client waiting in recv() uses next to no CPU, and open hubs do not keep a process alive', async (t) => {
+  const idle = track(child('quic-idle.mjs', ['1500']))
+  const r = await idle.next('done')
+  t.is(r.outcome, 'ERR_TIMEOUT')
+  t.true((r.wallMs as number) >= 1400)
+  // Two I/O threads and a parked event loop: keep-alives and timers only.
+  t.true((r.cpuMs as number) < 150, `used ${r.cpuMs} ms of CPU in ${r.wallMs} ms`)
+  const exited = await Promise.race([idle.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))])
+  t.is(exited, 0, idle.stderr())
+})
+
