@@ -172,6 +172,16 @@ fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
 }
 
 #[test]
+fn a_closed_listener_frees_its_port_at_once() {
+    let (server, _) = listen("127.0.0.1:0");
+    let addr = server.local_addr().unwrap();
+    server.close();
+    let (again, _) = listen(&addr.to_string());
+    assert_eq!(again.local_addr().unwrap(), addr);
+    drop(server);
+}
+
+#[test]
 fn datagrams_are_counted_and_limited_to_the_path() {
     let (server, s_in) = listen("127.0.0.1:0");
     let (client, _c_in) = connect(server.local_addr().unwrap(), |_| {});

@@ -221,7 +221,7 @@ impl Engine {
             // A few batches per turn, so timers are not starved by a flood.
             for _ in 0..8 {
                 let mut received = std::mem::take(&mut self.received);
-                let n = self.net.socket.recv(|d| received.push(d)).unwrap_or(0);
+                let n = self.net.recv(|d| received.push(d));
                 for d in received.drain(..) {
                     self.on_datagram(now, d);
                 }

@@ -115,7 +115,9 @@ const GSO_BYTES: usize = 65_000;
 
 /// The socket side: what sends, and what the kernel refused for now.
 pub(super) struct Net {
-    pub socket: Socket,
+    /// `None` once the node is closed: the port is free again at once, not when the last
+    /// handle on the node goes.
+    socket: Option<Socket>,
     pub tx: Vec<u8>,
     /// A transmit the kernel's buffer had no room for; nothing else goes before it.
     pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
@@ -127,7 +129,18 @@ impl Net {
         // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
         // quinn-udp counts that as sent): see `transmit`.
         let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
-        Net { socket, tx: Vec::new(), blocked: None, gso }
+        Net { socket: Some(socket), tx: Vec::new(), blocked: None, gso }
+    }
+
+    /// Reads one batch from the socket (see [`Socket::recv`]); 0 once closed.
+    pub fn recv(&mut self, each: impl FnMut(Datagram)) -> usize {
+        self.socket.as_mut().map_or(0, |s| s.recv(each).unwrap_or(0))
+    }
+
+    /// Closes the socket; what is sent afterwards goes nowhere.
+    pub fn close(&mut self) {
+        self.socket = None;
+        self.blocked = None;
     }
 
     /// Sends what `q` has to send; false if the socket is full (the rest waits).
@@ -148,7 +161,8 @@ impl Net {
 
     /// Sends `t` (in `tx`); false if it had to wait for room.
     pub fn send(&mut self, t: quinn_proto::Transmit) -> bool {
-        match self.socket.send(&t, &self.tx) {
+        let Some(socket) = &self.socket else { return true };
+        match socket.send(&t, &self.tx) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.blocked = Some((t, std::mem::take(&mut self.tx)));
                 false

@@ -542,6 +542,7 @@ impl QuicNode {
         if let Some(t) = lock(&self.io_thread).take() {
             let _ = t.join();
         }
+        s.engine().net.close();
     }
 }
 
