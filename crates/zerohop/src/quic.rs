@@ -258,7 +258,7 @@ impl QuicLink {
 
 /// A `quic://` hub's transport.
 pub struct QuicTransport {
-    node: Arc<QuicNode>,
+    /// The node, and whether it publishes datagrams.
     link: QuicLink,
     inbox: Arc<RingInbox>,
     subscriber: Option<Subscriber>,
@@ -272,7 +272,7 @@ pub struct QuicTransport {
 
 impl core::fmt::Debug for QuicTransport {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("QuicTransport").field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("QuicTransport").field("node", &self.link.node).finish_non_exhaustive()
     }
 }
 
@@ -404,8 +404,7 @@ impl QuicTransport {
         })?;
         let node = Arc::new(node);
         Ok(Self {
-            link: QuicLink { node: node.clone(), datagrams: q.datagrams },
-            node,
+            link: QuicLink { node, datagrams: q.datagrams },
             inbox,
             subscriber,
             spin: options.spin,
@@ -419,7 +418,7 @@ impl QuicTransport {
 
     /// The bound address (the port the kernel picked for port 0).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.node.local_addr().ok()
+        self.link.node.local_addr().ok()
     }
 
     /// The receive ring (the Node binding reads it in place).
@@ -451,17 +450,17 @@ impl QuicTransport {
     /// Sends a request on a stream of its own (connecting hubs); its reply arrives like
     /// a message, with envelope kind 2 (or 3 if it failed) and the key returned here.
     pub fn request(&self, body: &[u8]) -> Result<u64> {
-        self.node.request(body).map_err(publish_error)
+        self.link.node.request(body).map_err(publish_error)
     }
 
     /// Gives up on request `key` (the server sees it cancelled); false if it had ended.
     pub fn cancel(&self, key: u64) -> bool {
-        self.node.cancel(key)
+        self.link.node.cancel(key)
     }
 
     /// Answers request `key` (received with envelope kind 1); false if it is gone.
     pub fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
-        self.node.respond(key, ok, body)
+        self.link.node.respond(key, ok, body)
     }
 
     /// The bytes of a message that did not fit its slot (its envelope gives the key).
@@ -494,7 +493,7 @@ impl QuicTransport {
     pub fn arm(&self, readable_now: impl FnOnce() -> bool) {
         self.inbox.armed.store(true, Ordering::SeqCst);
         // The reader stops polling the socket: the I/O thread takes it back.
-        self.node.reader_parks();
+        self.link.node.reader_parks();
         std::sync::atomic::fence(Ordering::SeqCst); // see `RingInbox::delivered`
         if readable_now() {
             self.inbox.delivered();
@@ -508,22 +507,22 @@ impl QuicTransport {
 
     /// The node's counters (RTT, congestion window, 0-RTT, reconnects, …).
     pub fn quic_metrics(&self) -> NodeMetrics {
-        self.node.metrics()
+        self.link.node.metrics()
     }
 
     /// Waits up to `linger` until peers have read everything published; true if they have.
     pub fn drain(&self, linger: Duration) -> bool {
-        self.node.drain(linger)
+        self.link.node.drain(linger)
     }
 
     /// The node, for callers that drain or read metrics from another thread.
     pub fn node(&self) -> Arc<QuicNode> {
-        self.node.clone()
+        self.link.node.clone()
     }
 
     /// Closes every connection. Idempotent.
     pub fn close(&self) {
-        self.node.close();
+        self.link.node.close();
     }
 
     /// Gives up the transport's own receive cursor (the Node binding reads with its own).
@@ -538,7 +537,7 @@ impl QuicTransport {
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::InvalidState, "this hub was opened with role 'publisher'"))?;
         // An empty ring: read the socket on this thread rather than wait for the I/O thread.
-        if sub.try_recv(out).is_none() && (self.node.pump() == 0 || sub.try_recv(out).is_none()) {
+        if sub.try_recv(out).is_none() && (self.link.node.pump() == 0 || sub.try_recv(out).is_none()) {
             return Ok(None);
         }
         let env =
@@ -560,7 +559,7 @@ impl QuicTransport {
 
 impl Drop for QuicTransport {
     fn drop(&mut self) {
-        self.node.close();
+        self.link.node.close();
     }
 }
 
@@ -570,7 +569,7 @@ impl Transport for QuicTransport {
     }
 
     fn max_message_size(&self) -> usize {
-        self.node.config().max_message
+        self.link.node.config().max_message
     }
 
     fn publish(&mut self, payload: &[u8]) -> Result<Delivery> {

@@ -45,7 +45,6 @@ impl OutChannel {
         &mut self,
         q: &mut quinn_proto::Connection,
         streams: &mut HashMap<StreamId, Stream>,
-        peer: u32,
         session: u64,
         counters: &mut NodeMetrics,
     ) -> bool {
@@ -61,7 +60,7 @@ impl OutChannel {
                 self.head.clear();
                 StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq }
                     .encode(&mut self.head);
-                streams.insert(id, Stream::ChannelOut { peer, channel: self.index, acks: Vec::new() });
+                streams.insert(id, Stream::ChannelOut { channel: self.index, acks: Vec::new() });
                 self.stream = Some(id);
                 id
             }
@@ -196,12 +195,12 @@ impl Engine {
 
     /// The acknowledgements the peer writes back on one of our channels.
     fn read_acks(&mut self, c: &mut Conn, id: StreamId) -> Result<(), Refusal> {
-        let Some(Stream::ChannelOut { peer, channel, acks }) = c.streams.get_mut(&id) else { return Ok(()) };
-        let (peer, channel) = (*peer, *channel);
+        let Some(Stream::ChannelOut { channel, acks }) = c.streams.get_mut(&id) else { return Ok(()) };
+        let channel = *channel;
         let mut finished = false;
         read_into(&mut c.q, id, acks, usize::MAX, &mut finished).map_err(|_| Refusal::Gone)?;
-        let Some(Some(Some(out))) =
-            self.peers.iter_mut().find(|p| p.id == peer).map(|p| p.channels.get_mut(usize::from(channel)))
+        let Some(out) =
+            c.peer.and_then(|peer| self.peers.iter_mut().find(|p| p.id == peer)).and_then(|p| p.out(channel))
         else {
             return Ok(());
         };
@@ -236,8 +235,8 @@ impl Engine {
         first: Option<&[u8]>,
     ) -> Result<(), Refusal> {
         let Some(Stream::ChannelIn(inbound)) = c.streams.get_mut(&id) else { return Ok(()) };
-        let inbox = self.inbox.clone();
-        let p = self.peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
+        let Engine { inbox, peers, .. } = self;
+        let p = peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
         let window = p.window(inbound.header.session, inbound.header.channel);
         let InChannel { peer, from, header, decoder, backlog, lens, backlog_at, ended, acked } = &mut **inbound;
         // Offer what waits; then take new bytes only if nothing waits.

@@ -36,12 +36,20 @@ const ACK_TICK: Duration = Duration::from_millis(2);
 /// The most a peer may take to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Adds `ch` to the connections with something to do (once).
+pub(super) fn mark(dirty: &mut Vec<ConnectionHandle>, ch: ConnectionHandle) {
+    if !dirty.contains(&ch) {
+        dirty.push(ch);
+    }
+}
+
 /// A stream of a connection, by what it carries.
 pub(super) enum Stream {
     /// Accepted, its header not complete yet (`bi`: bidirectional).
     Opening { head: Vec<u8>, bi: bool },
-    /// One of our channels to the peer: we write messages, it writes acknowledgements.
-    ChannelOut { peer: u32, channel: u16, acks: Vec<u8> },
+    /// One of our channels to the connection's peer: we write messages, it writes
+    /// acknowledgements.
+    ChannelOut { channel: u16, acks: Vec<u8> },
     /// One of the peer's channels to us.
     ChannelIn(Box<InChannel>),
     /// Our request `key`: the rest of it to write, and the reply so far.
@@ -104,6 +112,16 @@ impl Peer {
             datagram_next: 0,
             linger_until: None,
         }
+    }
+
+    /// Our channel `index` to this peer, if anything was ever published on it.
+    pub fn out(&mut self, index: u16) -> Option<&mut OutChannel> {
+        self.channels.get_mut(usize::from(index)).and_then(Option::as_mut)
+    }
+
+    /// Whether channel `index` has room for a message of `len` bytes.
+    pub fn has_room(&self, index: u16, len: usize) -> bool {
+        self.channels.get(usize::from(index)).and_then(Option::as_ref).is_none_or(|c| c.queue.has_room(len))
     }
 
     pub fn unacked_bytes(&self) -> u64 {
@@ -208,9 +226,7 @@ impl Engine {
     }
 
     pub fn mark(&mut self, ch: ConnectionHandle) {
-        if !self.dirty.contains(&ch) {
-            self.dirty.push(ch);
-        }
+        mark(&mut self.dirty, ch);
     }
 
     /// Reads the socket (if `readable`), runs what is due, and sends what is pending.
@@ -615,14 +631,9 @@ impl Engine {
     /// Queues `message` on `channel` for every peer that has room; the ids of those
     /// without room (nothing is queued for anyone then).
     pub fn publish(&mut self, channel: u16, message: &[u8], now: Instant) -> Result<(), Vec<u32>> {
-        let has_room = |p: &Peer| {
-            p.channels
-                .get(usize::from(channel))
-                .and_then(Option::as_ref)
-                .is_none_or(|c| c.queue.has_room(message.len()))
-        };
-        if !self.peers.iter().all(has_room) {
-            return Err(self.peers.iter().filter(|p| !has_room(p)).map(|p| p.id).collect());
+        let len = message.len();
+        if !self.peers.iter().all(|p| p.has_room(channel, len)) {
+            return Err(self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect());
         }
         for i in 0..self.peers.len() {
             self.queue_for(i, channel, message);
@@ -650,10 +661,10 @@ impl Engine {
             let (ch, c) = c;
             let mut wrote = false;
             for out in p.channels.iter_mut().flatten() {
-                wrote |= out.write(&mut c.q, &mut c.streams, p.id, *session, counters);
+                wrote |= out.write(&mut c.q, &mut c.streams, *session, counters);
             }
-            if wrote && !dirty.contains(&ch) {
-                dirty.push(ch);
+            if wrote {
+                mark(dirty, ch);
             }
         }
         self.process_dirty(now);
@@ -680,19 +691,19 @@ impl Engine {
         let session = self.session;
         let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else { return };
         for out in p.channels.iter_mut().flatten() {
-            out.write(&mut c.q, &mut c.streams, id, session, &mut self.counters);
+            out.write(&mut c.q, &mut c.streams, session, &mut self.counters);
         }
     }
 
     fn write_stream(&mut self, c: &mut Conn, id: StreamId) {
         match c.streams.get_mut(&id) {
-            Some(Stream::ChannelOut { peer, channel, .. }) => {
-                let (peer, channel) = (*peer, *channel);
-                let session = self.session;
-                if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer)
-                    && let Some(Some(out)) = p.channels.get_mut(usize::from(channel))
+            Some(Stream::ChannelOut { channel, .. }) => {
+                let channel = *channel;
+                let Engine { peers, counters, session, .. } = self;
+                if let Some(out) =
+                    c.peer.and_then(|id| peers.iter_mut().find(|p| p.id == id)).and_then(|p| p.out(channel))
                 {
-                    out.write(&mut c.q, &mut c.streams, peer, session, &mut self.counters);
+                    out.write(&mut c.q, &mut c.streams, *session, counters);
                 }
             }
             Some(Stream::RequestOut { wire, at, .. }) => {
@@ -718,11 +729,10 @@ impl Engine {
                     self.deliver_surely(peer, from, Kind::Cancelled, key, &[]);
                 }
             }
-            Some(Stream::ChannelOut { peer, channel, .. }) => {
-                let (peer, channel) = (*peer, *channel);
+            Some(Stream::ChannelOut { channel, .. }) => {
+                let channel = *channel;
                 c.streams.remove(&id);
-                if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer)
-                    && let Some(Some(out)) = p.channels.get_mut(usize::from(channel))
+                if let Some(out) = c.peer.and_then(|peer| self.peer(peer)).and_then(|p| p.out(channel))
                     && out.stream == Some(id)
                 {
                     out.stream = None;

@@ -313,14 +313,8 @@ impl QuicNode {
         // Some peer is a queue behind: apply the policy to it.
         let mut skipped = Vec::new();
         for peer in full {
-            let has_room = |e: &mut Engine| {
-                e.peer(peer).is_none_or(|p| {
-                    p.channels
-                        .get(usize::from(channel))
-                        .and_then(Option::as_ref)
-                        .is_none_or(|c| c.queue.has_room(message.len()))
-                })
-            };
+            let len = message.len();
+            let has_room = |e: &mut Engine| e.peer(peer).is_none_or(|p| p.has_room(channel, len));
             match s.config.overflow {
                 Overflow::FailFast => return Err(PublishError::Full),
                 Overflow::DropNew => {
@@ -366,6 +360,7 @@ impl QuicNode {
     /// Sends `message` as one QUIC datagram to every connected peer (unreliable).
     pub fn publish_datagram(&self, channel: u16, message: &[u8]) -> Result<Sent, PublishError> {
         let s = &self.shared;
+        let start = Instant::now();
         let mut buf = lock(&self.datagram_buf);
         let mut guard = s.engine();
         if guard.closing {
@@ -373,9 +368,9 @@ impl QuicNode {
         }
         let e = &mut *guard;
         let mut outcome = Sent::Accepted;
-        let mut touched = Vec::new();
         for p in e.peers.iter_mut() {
-            let Some(c) = p.conn.and_then(|ch| e.conns.get_mut(&ch)).filter(|c| !c.lost) else {
+            let Some((ch, c)) = p.conn.and_then(|ch| e.conns.get_mut(&ch).map(|c| (ch, c))).filter(|(_, c)| !c.lost)
+            else {
                 outcome = Sent::Dropped;
                 continue;
             };
@@ -398,12 +393,9 @@ impl QuicNode {
                 Ok(()) => e.counters.datagrams_sent += 1,
                 Err(_) => outcome = Sent::Dropped,
             }
-            touched.extend(p.conn);
+            engine::mark(&mut e.dirty, ch);
         }
-        for ch in touched {
-            e.mark(ch);
-        }
-        e.sent(message.len(), Instant::now());
+        e.sent(message.len(), start);
         s.after(guard, true);
         Ok(outcome)
     }
