@@ -12,6 +12,7 @@ const steps = [
   ['clippy', 'cargo', ['clippy', '--workspace', '--all-targets', '--', '-D', 'warnings']],
   ['cargo test', 'cargo', ['test', '--workspace']],
   ['tsc --noEmit', 'npx', ['tsc', '--noEmit', '-p', '.']],
+  ['oxlint', 'npx', ['oxlint', '--deny-warnings', 'packages/zerohop/src', '__test__', 'benchmark', 'examples', 'scripts']],
   ['ava', 'npx', ['ava']],
 ]
 

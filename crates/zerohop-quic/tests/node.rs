@@ -308,7 +308,7 @@ fn channels_deliver_everything_in_order_through_loss_reordering_duplication_and_
         zerohop_proto::chaos::ChaosSpec::parse("loss:0.1,reorder:0.05,reorder_by:1ms,dup:0.02,delay:2ms").unwrap();
     let seed = 11;
     let proxy =
-        zerohop_udp::chaos::ChaosProxy::start("127.0.0.1:0".parse().unwrap(), server.local_addr().unwrap(), spec, seed)
+        zerohop_test_support::chaos::ChaosProxy::start("127.0.0.1:0".parse().unwrap(), server.local_addr().unwrap(), spec, seed)
             .unwrap();
     let (client, c_in) = connect(proxy.local_addr(), |_| {});
     let message = |i: u32| i.to_le_bytes().repeat(1 + (i as usize % 300));

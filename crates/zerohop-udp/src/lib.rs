@@ -8,8 +8,6 @@
 //!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
 //!   in one call.
 //! - [`uring`]: [`UringReceiver`], multishot `recvmsg` into a provided-buffer ring.
-//! - [`chaos`]: [`chaos::ChaosProxy`], a userspace proxy that drops, duplicates, delays
-//!   and reorders datagrams (seeded), for tests: the kernel here has no netem.
 //! - [`endpoint`]: [`UdpEndpoint`], a socket joined to `zerohop-proto`'s datagram
 //!   pipeline (packing, fragments, loss accounting per peer), receiving through
 //!   io_uring when the kernel allows it and `recvmmsg` otherwise ([`UringMode`]), with
@@ -40,7 +38,6 @@
 //! ```
 
 pub mod batch;
-pub mod chaos;
 pub mod endpoint;
 pub mod group;
 pub mod socket;

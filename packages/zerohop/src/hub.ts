@@ -551,6 +551,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   private emitStatus(event: StatusEvent, own: boolean): void {
     if (own) this.statusNow = event.status
+    // A copy: a listener added by another listener waits for the next event.
+    // oxlint-disable-next-line unicorn/no-useless-spread
     for (const l of [...this.statusListeners]) {
       try {
         l(event)

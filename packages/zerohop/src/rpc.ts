@@ -250,7 +250,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
 
   /** Cancels every pending request (`ERR_CLOSED`) and closes the connection. */
   async close(options: CloseOptions = {}): Promise<void> {
-    for (const key of [...this.pending.keys()]) this.giveUp(key, new ClosedError('the client was closed'))
+    for (const key of this.pending.keys()) this.giveUp(key, new ClosedError('the client was closed'))
     await this.hub.close(options)
   }
 

@@ -82,6 +82,8 @@ export class ShmRing {
     this.SUB_STRIDE = o.subEntry >> 2
     this.SUB_PID = o.subPid >> 2
     this.SUB_CURSOR = o.subCursorLo >> 2
+    // A holey array, filled lazily: `Array.from` would allocate every entry up front.
+    // oxlint-disable-next-line unicorn/no-new-array
     this.slotViews = new Array(this.capacity)
   }
 

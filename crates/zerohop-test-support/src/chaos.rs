@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use zerohop_proto::chaos::ChaosSpec;
-//! use zerohop_udp::chaos::ChaosProxy;
+//! use zerohop_test_support::chaos::ChaosProxy;
 //!
 //! let server: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
 //! let spec = ChaosSpec::parse("loss:0.1,reorder:0.05,dup:0.01,delay:2ms").unwrap();

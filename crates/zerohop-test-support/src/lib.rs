@@ -1,0 +1,7 @@
+//! What zerohop's tests share and the library does not ship.
+//!
+//! - [`chaos`]: [`chaos::ChaosProxy`], a userspace proxy that drops, duplicates, delays
+//!   and reorders datagrams (seeded): the kernel here has no netem. The fault decisions
+//!   themselves are pure and live in [`zerohop_proto::chaos`].
+
+pub mod chaos;
