@@ -209,23 +209,24 @@ test.serial('a struct codec and borrow() work over udp:// as over shared memory'
 test.serial('the raw per-message native calls refuse anything but a live link and bytes', async (t) => {
   const require = createRequire(import.meta.url)
   const native = require('../packages/zerohop/native/binding.js') as {
-    UdpHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
-    udpPublish(link: unknown, bytes?: unknown): void
-    udpPump(link: unknown): number
+    NetHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
+    netPublish(link: unknown, bytes?: unknown, channel?: unknown): boolean
+    netPump(link: unknown): number
   }
-  const handle = native.UdpHandle.open('udp://127.0.0.1:0')
+  const handle = native.NetHandle.open('udp://127.0.0.1:0')
   const link = handle.link()
   for (const bad of [undefined, null, 42, {}, new Uint8Array(4), () => {}]) {
-    t.throws(() => native.udpPump(bad), { instanceOf: TypeError })
-    t.throws(() => native.udpPublish(bad, new Uint8Array(1)), { instanceOf: TypeError })
+    t.throws(() => native.netPump(bad), { instanceOf: TypeError })
+    t.throws(() => native.netPublish(bad, new Uint8Array(1), 0), { instanceOf: TypeError })
   }
-  t.throws(() => native.udpPublish(link, 'text'), { instanceOf: TypeError })
-  t.throws(() => native.udpPublish(link, new Uint16Array(2)), { instanceOf: TypeError })
-  t.throws(() => native.udpPublish(link), { instanceOf: TypeError })
-  t.is(native.udpPump(link), 0)
+  t.throws(() => native.netPublish(link, 'text', 0), { instanceOf: TypeError })
+  t.throws(() => native.netPublish(link, new Uint16Array(2), 0), { instanceOf: TypeError })
+  t.throws(() => native.netPublish(link, new Uint8Array(1), 70000), { instanceOf: TypeError })
+  t.throws(() => native.netPublish(link), { instanceOf: TypeError })
+  t.is(native.netPump(link), 0)
   handle.close()
-  t.throws(() => native.udpPump(link), { message: /^ERR_CLOSED/ })
-  t.throws(() => native.udpPublish(link, new Uint8Array(1)), { message: /^ERR_CLOSED/ })
+  t.throws(() => native.netPump(link), { message: /^ERR_CLOSED/ })
+  t.throws(() => native.netPublish(link, new Uint8Array(1), 0), { message: /^ERR_CLOSED/ })
 })
 
 test.serial('bad options, peers and URLs are typed errors', async (t) => {

@@ -1,58 +1,48 @@
 //! The per-message calls of network hubs as plain Node-API functions.
 //!
-//! `udpPublish(link, bytes)`, `quicPublish(link, bytes, channel)`, `udpPump(link)` and
-//! `quicPump(link)` run once per message and once per poll of an empty ring. A `#[napi]` function pays for napi-rs's borrow
-//! tracking on every call (a thread-local scope, a global map, allocations), which costs
-//! more than the work itself. These are written against Node-API directly: they read
-//! their arguments, call the link ([`UdpLink`], [`QuicLink`]), and allocate nothing.
+//! `netPublish(link, bytes, channel)` and `netPump(link)` run once per message and once
+//! per poll of an empty ring, for every network transport. A `#[napi]` function pays
+//! for napi-rs's borrow tracking on every call (a thread-local scope, a global map,
+//! allocations), which costs more than the work itself. These are written against
+//! Node-API directly: they read their arguments, call the hub's [`Link`], and allocate
+//! nothing.
 //!
-//! A link travels as an external tagged with its kind's [`Link::TAG`], so that any other
-//! value passed in is refused with a `TypeError` rather than dereferenced.
+//! A link travels as an external tagged with [`TAG`], so that any other value passed in
+//! is refused with a `TypeError` rather than dereferenced.
 
 use std::ffi::{CString, c_void};
 use std::ptr;
+use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::{JsValue, sys};
 use napi_derive::napi;
-use zerohop::{Delivery, QuicLink, UdpLink};
+use zerohop::{Delivery, Link};
 
-/// A hot-path handle JavaScript holds as a tagged external.
-pub trait Link: Sized + 'static {
-    /// Marks externals that hold this kind (Node-API type tags are 128-bit values).
-    const TAG: sys::napi_type_tag;
-    /// What a wrong argument is told it is not.
-    const NOT_ONE: &'static str;
-}
+/// Marks externals that hold a link (Node-API type tags are 128-bit values).
+const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6e65_746c_696e_6b02 };
+const NOT_A_LINK: &str = "the first argument is not a hub's link";
 
-impl Link for UdpLink {
-    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6470_6c69_6e6b_0001 };
-    const NOT_ONE: &'static str = "the first argument is not a UDP link";
-}
-
-impl Link for QuicLink {
-    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x7175_6963_6e6f_0001 };
-    const NOT_ONE: &'static str = "the first argument is not a QUIC link";
-}
+/// What the external holds.
+type Held = Arc<dyn Link>;
 
 /// Wraps `link` in a tagged external that drops it when collected.
-pub fn link_external<L: Link>(env: &Env, link: L) -> Result<sys::napi_value> {
-    unsafe extern "C" fn finalize<L: Link>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-        // SAFETY: `data` is the Box<L> leaked below; Node calls this once.
-        drop(unsafe { Box::from_raw(data.cast::<L>()) });
+pub fn link_external(env: &Env, link: Held) -> Result<sys::napi_value> {
+    unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        // SAFETY: `data` is the Box<Held> leaked below; Node calls this once.
+        drop(unsafe { Box::from_raw(data.cast::<Held>()) });
     }
     let data = Box::into_raw(Box::new(link)).cast::<c_void>();
     let mut value = ptr::null_mut();
     // SAFETY: a valid env on the JS thread; `data` stays alive until `finalize` runs.
-    let status =
-        unsafe { sys::napi_create_external(env.raw(), data, Some(finalize::<L>), ptr::null_mut(), &mut value) };
+    let status = unsafe { sys::napi_create_external(env.raw(), data, Some(finalize), ptr::null_mut(), &mut value) };
     if status != sys::Status::napi_ok {
         // SAFETY: not handed to Node, so still ours to free.
-        drop(unsafe { Box::from_raw(data.cast::<L>()) });
+        drop(unsafe { Box::from_raw(data.cast::<Held>()) });
         return Err(Error::new(Status::GenericFailure, "cannot create the link external"));
     }
     // SAFETY: `value` is the external just created.
-    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &L::TAG) })?;
+    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &TAG) })?;
     Ok(value)
 }
 
@@ -73,15 +63,15 @@ unsafe fn throw(env: sys::napi_env, message: &str, type_error: bool) -> sys::nap
     ptr::null_mut()
 }
 
-/// Reads up to `N` arguments; the first must be a link external of kind `L`.
+/// Reads `N` arguments; the first must be a link external.
 ///
 /// # Safety
 /// `env` and `info` must be those of the current call. The returned reference lives
 /// while the external does, which the caller's arguments keep alive for the call.
-unsafe fn args<'a, L: Link, const N: usize>(
+unsafe fn args<'a, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> std::result::Result<(&'a L, [sys::napi_value; N]), &'static str> {
+) -> std::result::Result<(&'a Held, [sys::napi_value; N]), &'static str> {
     let mut argv = [ptr::null_mut(); N];
     let mut argc = N;
     // SAFETY: per the contract; `argv` has room for `argc` values.
@@ -91,18 +81,18 @@ unsafe fn args<'a, L: Link, const N: usize>(
     }
     let mut ours = false;
     // SAFETY: argv[0] is a value of this call.
-    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &L::TAG, &mut ours) };
+    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &TAG, &mut ours) };
     if s != sys::Status::napi_ok || !ours {
-        return Err(L::NOT_ONE);
+        return Err(NOT_A_LINK);
     }
     let mut data = ptr::null_mut();
-    // SAFETY: tagged by `link_external::<L>`, so it is an external holding a Box<L>.
+    // SAFETY: tagged by `link_external`, so it is an external holding a Box<Held>.
     if unsafe { sys::napi_get_value_external(env, argv[0], &mut data) } != sys::Status::napi_ok || data.is_null() {
-        return Err(L::NOT_ONE);
+        return Err(NOT_A_LINK);
     }
     // SAFETY: the external owns the link until its finalizer runs, which cannot happen
     // while this call holds the value as an argument.
-    Ok((unsafe { &*data.cast::<L>() }, argv))
+    Ok((unsafe { &*data.cast::<Held>() }, argv))
 }
 
 /// The bytes of a `Uint8Array` argument.
@@ -127,10 +117,11 @@ unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a
     Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
 }
 
-/// `udpPublish(link, bytes: Uint8Array): void`
-unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+/// `netPublish(link, bytes: Uint8Array, channel: number): boolean` — false if some
+/// receiver did not get it (`drop_new`, or a datagram with nowhere to go).
+unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, argv) = match unsafe { args::<UdpLink, 2>(env, info) } {
+    let (link, argv) = match unsafe { args::<3>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -138,35 +129,14 @@ unsafe extern "C" fn udp_publish(env: sys::napi_env, info: sys::napi_callback_in
     // SAFETY: this call's env and argument.
     let Some(bytes) = (unsafe { bytes_of(env, argv[1]) }) else {
         // SAFETY: this call's env.
-        return unsafe { throw(env, "udpPublish takes a Uint8Array", true) };
-    };
-    match link.publish_all([bytes]) {
-        Ok(_) => ptr::null_mut(),
-        // SAFETY: this call's env.
-        Err(e) => unsafe { throw(env, &e.to_string(), false) },
-    }
-}
-
-/// `quicPublish(link, bytes: Uint8Array, channel: number): boolean` — false if some
-/// peer did not get it (`drop_new`, or a datagram with nowhere to go).
-unsafe extern "C" fn quic_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: called by Node with this call's env and info.
-    let (link, argv) = match unsafe { args::<QuicLink, 3>(env, info) } {
-        Ok(v) => v,
-        // SAFETY: this call's env.
-        Err(why) => return unsafe { throw(env, why, true) },
-    };
-    // SAFETY: this call's env and argument.
-    let Some(bytes) = (unsafe { bytes_of(env, argv[1]) }) else {
-        // SAFETY: this call's env.
-        return unsafe { throw(env, "quicPublish takes a Uint8Array", true) };
+        return unsafe { throw(env, "netPublish takes a Uint8Array", true) };
     };
     let mut channel = 0u32;
     // SAFETY: this call's env and argument; `channel` is a valid out-pointer.
     let s = unsafe { sys::napi_get_value_uint32(env, argv[2], &mut channel) };
     let Some(channel) = u16::try_from(channel).ok().filter(|_| s == sys::Status::napi_ok) else {
         // SAFETY: this call's env.
-        return unsafe { throw(env, "quicPublish takes a channel number below 65536", true) };
+        return unsafe { throw(env, "netPublish takes a channel number below 65536", true) };
     };
     match link.publish(channel, bytes) {
         Ok(delivery) => {
@@ -180,10 +150,10 @@ unsafe extern "C" fn quic_publish(env: sys::napi_env, info: sys::napi_callback_i
     }
 }
 
-/// `udpPump(link): number` — datagrams read into the ring.
-unsafe extern "C" fn udp_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+/// `netPump(link): number` — datagrams read (their messages went into the ring).
+unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, _) = match unsafe { args::<UdpLink, 1>(env, info) } {
+    let (link, _) = match unsafe { args::<1>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -193,17 +163,6 @@ unsafe extern "C" fn udp_pump(env: sys::napi_env, info: sys::napi_callback_info)
         Ok(n) => unsafe { uint32(env, n) },
         // SAFETY: this call's env.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
-    }
-}
-
-/// `quicPump(link): number` — datagrams read (their messages went into the ring).
-unsafe extern "C" fn quic_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: called by Node with this call's env and info.
-    match unsafe { args::<QuicLink, 1>(env, info) } {
-        // SAFETY: this call's env.
-        Ok((link, _)) => unsafe { uint32(env, link.pump()) },
-        // SAFETY: this call's env.
-        Err(why) => unsafe { throw(env, why, true) },
     }
 }
 
@@ -221,12 +180,8 @@ unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
 /// Adds the fast paths to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 4] = [
-        (c"udpPublish", Some(udp_publish)),
-        (c"udpPump", Some(udp_pump)),
-        (c"quicPublish", Some(quic_publish)),
-        (c"quicPump", Some(quic_pump)),
-    ];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 2] =
+        [(c"netPublish", Some(net_publish)), (c"netPump", Some(net_pump))];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

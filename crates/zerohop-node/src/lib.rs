@@ -9,28 +9,30 @@
 //! doorbell (one weak threadsafe function, at most one call queued) tells JavaScript
 //! that its cursor has become readable.
 //!
-//! `udp://` hubs come through [`udp::UdpHandle`]: publishing calls in once per message
-//! or per packed buffer, and received messages arrive in a ring with the
-//! shared-memory layout, read by the same TypeScript code.
-//!
-//! `quic://` hubs come through [`quic::QuicHandle`] the same way, with status events
-//! through a threadsafe function.
+//! Every network hub (`udp://`, `quic://`) comes through one class, [`net::NetHandle`]:
+//! publishing calls in once per message (through the link, [`fast`]) or per packed
+//! buffer, received messages arrive in a ring with the shared-memory layout, read by
+//! the same TypeScript code, and each capability a transport may lack is a method that
+//! throws `ERR_UNSUPPORTED_TRANSPORT` there. Options pass as given ([`options`]): the
+//! hub and its transport take their own.
 //!
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
 pub mod fast;
-pub mod quic;
-pub mod udp;
+pub mod net;
+mod options;
 mod waiter;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use napi::JsValue;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use zerohop::{Endpoint, ErrorCode, Target};
-use zerohop_shm::layout::{Layout, offsets};
+use zerohop_shm::layout::offsets;
 use zerohop_shm::ring::{process_alive, table};
 use zerohop_shm::{Backpressure, Publisher, Segment, SegmentOptions};
 
@@ -146,18 +148,82 @@ pub fn shm_offsets() -> ShmOffsets {
     }
 }
 
+/// Byte offsets of the envelope before each message in a network transport's receive
+/// ring (see `zerohop_net::envelope`).
+#[napi(object)]
+pub struct EnvelopeLayout {
+    pub len: u32,
+    pub timestamp: u32,
+    pub expiry: u32,
+    pub seq: u32,
+    pub request: u32,
+    pub spill_key: u32,
+    pub spilled_len: u32,
+    pub peer: u32,
+    pub address: u32,
+    pub port: u32,
+    pub channel: u32,
+    pub family: u32,
+    pub placement: u32,
+    pub kind: u32,
+    pub priority: u32,
+}
+
+/// The envelope's layout, so TypeScript never hard-codes it.
+#[napi]
+pub fn envelope_layout() -> EnvelopeLayout {
+    use zerohop::envelope;
+    let u = |v: usize| v as u32;
+    EnvelopeLayout {
+        len: u(envelope::LEN),
+        timestamp: u(envelope::TIMESTAMP),
+        expiry: u(envelope::EXPIRY),
+        seq: u(envelope::SEQ),
+        request: u(envelope::REQUEST),
+        spill_key: u(envelope::SPILL_KEY),
+        spilled_len: u(envelope::SPILLED_LEN),
+        peer: u(envelope::PEER),
+        address: u(envelope::ADDRESS),
+        port: u(envelope::PORT),
+        channel: u(envelope::CHANNEL),
+        family: u(envelope::FAMILY),
+        placement: u(envelope::PLACEMENT),
+        kind: u(envelope::KIND),
+        priority: u(envelope::PRIORITY),
+    }
+}
+
 /// Whether a process exists (for dead-peer checks).
 #[napi]
 pub fn is_process_alive(pid: u32) -> bool {
     process_alive(pid)
 }
 
-/// Options for [`ShmHandle::open`]; unset fields adopt an existing segment's layout.
+/// The options every hub has, as its transport resolved them (defaults filled in).
 #[napi(object)]
-pub struct ShmOpenOptions {
-    pub slot_size: Option<u32>,
-    pub capacity: Option<u32>,
-    pub max_subscribers: Option<u32>,
+pub struct HubSettings {
+    /// `pubsub`, `publisher` or `subscriber`.
+    pub role: String,
+    /// `drop_old`, `drop_new`, `block` or `fail_fast`.
+    pub backpressure: String,
+    pub publish_timeout_ms: f64,
+    pub spin_us: f64,
+}
+
+impl From<zerohop::Settings> for HubSettings {
+    fn from(s: zerohop::Settings) -> Self {
+        HubSettings {
+            role: match s.role {
+                zerohop::Role::PubSub => "pubsub",
+                zerohop::Role::Publisher => "publisher",
+                zerohop::Role::Subscriber => "subscriber",
+            }
+            .to_owned(),
+            backpressure: zerohop::options::policy_name(s.backpressure).to_owned(),
+            publish_timeout_ms: s.publish_timeout.as_secs_f64() * 1000.0,
+            spin_us: s.spin.as_secs_f64() * 1e6,
+        }
+    }
 }
 
 /// The shape of an open segment.
@@ -178,6 +244,8 @@ pub struct ShmLayoutInfo {
 #[napi]
 pub struct ShmHandle {
     segment: Option<Arc<Segment>>,
+    /// As resolved when the hub opened it (a network hub's ring has none).
+    settings: Option<zerohop::Settings>,
     waiter: Option<Waiter>,
     entry: Option<u32>,
     /// The Rust publisher behind `publish_packed` (JavaScript publishes single
@@ -188,7 +256,7 @@ pub struct ShmHandle {
 impl ShmHandle {
     /// A handle on a segment opened elsewhere (a network transport's receive ring).
     pub(crate) fn from_segment(segment: Arc<Segment>) -> ShmHandle {
-        ShmHandle { segment: Some(segment), waiter: None, entry: None, publisher: None }
+        ShmHandle { segment: Some(segment), settings: None, waiter: None, entry: None, publisher: None }
     }
 
     fn seg(&self) -> Result<&Arc<Segment>> {
@@ -198,12 +266,30 @@ impl ShmHandle {
 
 #[napi]
 impl ShmHandle {
-    /// Opens or creates segment `name`.
-    #[napi(factory)]
-    pub fn open(name: String, options: ShmOpenOptions) -> Result<ShmHandle> {
-        let requested = Layout::requested(options.slot_size, options.capacity, options.max_subscribers);
-        let segment = Segment::open(&name, &SegmentOptions { layout: requested, dir: None }).map_err(js_error)?;
-        Ok(ShmHandle { segment: Some(Arc::new(segment)), waiter: None, entry: None, publisher: None })
+    /// Opens or creates the segment `url` (`shm://name`, or a bare name) names, with
+    /// `options` by name (the hub's and shared memory's; any other is an error).
+    #[napi(factory, ts_args_type = "url: string, options?: object")]
+    pub fn open(env: Env, url: String, options: Unknown) -> Result<ShmHandle> {
+        // SAFETY: `options` is an argument of this call, on its env.
+        let named = unsafe { options::from_js(env.raw(), options.raw()) }.map_err(js_error)?;
+        let endpoint = Endpoint::parse(&url).map_err(js_error)?;
+        let mut hub = zerohop::HubOptions::from_named(named).map_err(js_error)?;
+        hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
+        let (name, layout, settings) = zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
+        let segment = Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?;
+        Ok(ShmHandle {
+            segment: Some(Arc::new(segment)),
+            settings: Some(settings),
+            waiter: None,
+            entry: None,
+            publisher: None,
+        })
+    }
+
+    /// The hub's settings, with shared memory's defaults filled in.
+    #[napi]
+    pub fn settings(&self) -> Result<HubSettings> {
+        self.settings.map(HubSettings::from).ok_or_else(closed)
     }
 
     /// The segment's layout.

@@ -137,6 +137,26 @@ impl core::fmt::Display for DecodeError {
 impl std::error::Error for EncodeError {}
 impl std::error::Error for DecodeError {}
 
+/// The session of the frame at the start of `bytes`, if it starts with a frame's magic
+/// (not checked further: for telling our own frames apart cheaply, not for trusting them).
+///
+/// ```
+/// use zerohop_proto::{FrameHeader, peek_session};
+///
+/// let header = FrameHeader { session: 77, ..FrameHeader::new(0) };
+/// let mut frame = [0u8; zerohop_proto::FRAME_HEADER_LEN];
+/// header.encode_frame(&[], &mut frame).unwrap();
+/// assert_eq!(peek_session(&frame), Some(77));
+/// assert_eq!(peek_session(b"garbage"), None);
+/// ```
+pub fn peek_session(bytes: &[u8]) -> Option<u32> {
+    let head = bytes.get(..16)?;
+    if head[..2] != MAGIC.to_be_bytes() {
+        return None;
+    }
+    Some(u32::from_be_bytes([head[12], head[13], head[14], head[15]]))
+}
+
 impl FrameHeader {
     /// A header for an unfragmented message of `payload_len` bytes on channel 0.
     pub fn new(payload_len: u32) -> Self {

@@ -43,4 +43,4 @@ pub mod session;
 pub mod stream;
 
 pub use crc32c::crc32c;
-pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION};
+pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION, peek_session};

@@ -1,11 +1,13 @@
 //! Times how long a connection takes on loopback (development aid).
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent};
+use zerohop_net::ring::{Inbound, Sink};
+use zerohop_quic::{QuicConfig, QuicProtocol, Side};
+use zerohop_transport::StatusEvent;
 
 #[derive(Default)]
 struct Log(Mutex<Vec<(Instant, String)>>);
-impl Inbox for Log {
+impl Sink for Log {
     fn deliver(&self, _m: &Inbound<'_>) -> Option<u64> {
         self.0.lock().unwrap().push((Instant::now(), "message".into()));
         Some(0)
@@ -21,12 +23,12 @@ impl Inbox for Log {
 fn main() {
     let server_log = Arc::new(Log::default());
     let server =
-        QuicNode::start(NodeConfig::new(Role::Listen, "127.0.0.1:0".parse().unwrap()), server_log.clone()).unwrap();
+        QuicProtocol::start(QuicConfig::new(Side::Listen, "127.0.0.1:0".parse().unwrap()), server_log.clone()).unwrap();
     for _ in 0..5 {
         let log = Arc::new(Log::default());
         let t = Instant::now();
-        let c = QuicNode::start(
-            NodeConfig::new(Role::Connect { server_name: "localhost".into() }, server.local_addr().unwrap()),
+        let c = QuicProtocol::start(
+            QuicConfig::new(Side::Connect { server_name: "localhost".into() }, server.local_addr()),
             log.clone(),
         )
         .unwrap();

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent, Trust};
+use zerohop_net::ring::{Inbound, Sink};
+use zerohop_quic::{QuicConfig, QuicProtocol, Side, Trust};
+use zerohop_transport::StatusEvent;
 
 #[derive(Default)]
 struct Counting {
     messages: AtomicU64,
 }
 
-impl Inbox for Counting {
+impl Sink for Counting {
     fn deliver(&self, _m: &Inbound<'_>) -> Option<u64> {
         Some(self.messages.fetch_add(1, Ordering::Relaxed))
     }
@@ -27,10 +29,11 @@ fn main() {
     let size: usize = args.next().map_or(65536, |a| a.parse().unwrap());
     let count: u64 = args.next().map_or(5000, |a| a.parse().unwrap());
     let sink = Arc::new(Counting::default());
-    let server = QuicNode::start(NodeConfig::new(Role::Listen, "127.0.0.1:0".parse().unwrap()), sink.clone()).unwrap();
-    let mut config = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, server.local_addr().unwrap());
+    let server =
+        QuicProtocol::start(QuicConfig::new(Side::Listen, "127.0.0.1:0".parse().unwrap()), sink.clone()).unwrap();
+    let mut config = QuicConfig::new(Side::Connect { server_name: "localhost".into() }, server.local_addr());
     config.trust = Trust::DangerouslyAcceptAnyServer;
-    let client = QuicNode::start(config, Arc::new(Counting::default())).unwrap();
+    let client = QuicProtocol::start(config, Arc::new(Counting::default())).unwrap();
     let message = vec![7u8; size];
     client.publish(0, &message).unwrap();
     while sink.messages.load(Ordering::Relaxed) < 1 {

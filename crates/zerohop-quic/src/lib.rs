@@ -1,9 +1,13 @@
-//! zerohop over QUIC (quinn-proto, on our own I/O): what a `quic://` hub stands on.
+//! The `quic://` transport: quinn-proto on the network-transport core's I/O.
 //!
-//! - [`node`]: [`QuicNode`], one side of a hub: it listens for any number of peers or
-//!   connects to one, and carries reliable channels (a stream each, kept until the
-//!   peer's application has read them, replayed after a reconnect), datagrams, and
+//! - [`transport`]: [`open`] and [`QuicOptions`], the hub's side of it.
+//! - [`protocol`]: [`QuicProtocol`], one side of a hub: it listens for any number of
+//!   peers or connects to one, and carries reliable channels (a stream each, kept until
+//!   the peer's application has read them, replayed after a reconnect), datagrams, and
 //!   requests (a stream each); it reconnects with backoff and reports status events.
+//! - `engine`: the state machine behind the driver's lock (connections, peers,
+//!   channels, requests, timers, the socket).
+//! - [`config`]: what a hub is told, and what it tells (failures, counters).
 //! - [`tls`]: server identities (self-signed for development, PEM files for production),
 //!   client trust (a CA bundle, or a loudly named accept-anything for development),
 //!   mutual TLS, TLS 1.3 with 0-RTT.
@@ -12,8 +16,14 @@
 //! duplicate filter, the connection lifecycle) is in [`zerohop_proto::stream`],
 //! [`zerohop_proto::session`] and [`zerohop_proto::lifecycle`].
 
-pub mod node;
+pub mod config;
+mod datagram;
+mod engine;
+pub mod protocol;
 pub mod tls;
+pub mod transport;
 
-pub use node::{Inbound, Inbox, NodeConfig, NodeMetrics, Overflow, QuicNode, Role, StatusEvent};
+pub use config::{Failure, FailureKind, Overflow, PublishError, QuicConfig, QuicMetrics, Sent, Side};
+pub use protocol::{QuicProtocol, StartError};
 pub use tls::{ALPN, HandshakeFailure, Identity, TlsError, Trust};
+pub use transport::{QuicOptions, open, open_quic};

@@ -1,4 +1,4 @@
-//! Errors of the shared-memory layer. `zerohop` maps each to a stable error code.
+//! Errors of the shared-memory layer. `zerohop-transport` maps each to a stable error code.
 
 use crate::layout::{Layout, LayoutError};
 

@@ -200,11 +200,11 @@ fn local_towards(upstream: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{EndpointConfig, UdpEndpoint};
+    use zerohop_udp::{PipelineConfig, UdpPipeline};
 
     /// A sender that puts one message in each datagram, and a receiver.
-    fn pair(spec: &str, seed: u64) -> (UdpEndpoint, UdpEndpoint, ChaosProxy) {
-        let rx = UdpEndpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![])).unwrap();
+    fn pair(spec: &str, seed: u64) -> (UdpPipeline, UdpPipeline, ChaosProxy) {
+        let rx = UdpPipeline::bind(PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![])).unwrap();
         let proxy = ChaosProxy::start(
             "127.0.0.1:0".parse().unwrap(),
             rx.local_addr().unwrap(),
@@ -212,15 +212,15 @@ mod tests {
             seed,
         )
         .unwrap();
-        let tx = UdpEndpoint::bind(EndpointConfig {
+        let tx = UdpPipeline::bind(PipelineConfig {
             flush_interval: Duration::ZERO,
-            ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![proxy.local_addr()])
+            ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![proxy.local_addr()])
         })
         .unwrap();
         (tx, rx, proxy)
     }
 
-    fn drain(rx: &mut UdpEndpoint, quiet: Duration) -> Vec<(u64, Vec<u8>)> {
+    fn drain(rx: &mut UdpPipeline, quiet: Duration) -> Vec<(u64, Vec<u8>)> {
         let mut got = Vec::new();
         let mut last = Instant::now();
         while last.elapsed() < quiet {

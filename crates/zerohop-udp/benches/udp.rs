@@ -4,7 +4,7 @@
 //!
 //! - `udp_rtt_std`: ping-pong of 64 bytes with plain blocking `std::net::UdpSocket`s,
 //!   the floor a socket can do (what sockperf measures);
-//! - `udp_rtt_{recvmmsg,io_uring}`: the same through `UdpEndpoint` (framing, packing,
+//! - `udp_rtt_{recvmmsg,io_uring}`: the same through `UdpPipeline` (framing, packing,
 //!   sequence accounting), both sides spinning on `poll_recv`;
 //! - `udp_stream_{recvmmsg,io_uring}`: one-way 64-byte messages as fast as the sender
 //!   goes (packed, flushed every 32), as received, with what was lost.
@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zerohop_udp::group::pin_to as pin;
-use zerohop_udp::{EndpointConfig, UdpEndpoint, UringMode};
+use zerohop_udp::{PipelineConfig, UdpPipeline, UringMode};
 
 const ROUNDS: usize = 50_000;
 const WARMUP: usize = 5_000;
@@ -109,9 +109,9 @@ fn std_pong() {
     }
 }
 
-fn endpoint(mode: UringMode, peers: Vec<SocketAddr>) -> UdpEndpoint {
-    let config = EndpointConfig { io_uring: mode, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers) };
-    UdpEndpoint::bind(config).unwrap()
+fn endpoint(mode: UringMode, peers: Vec<SocketAddr>) -> UdpPipeline {
+    let config = PipelineConfig { io_uring: mode, ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), peers) };
+    UdpPipeline::bind(config).unwrap()
 }
 
 fn rtt(run: usize, mode_name: &str) {

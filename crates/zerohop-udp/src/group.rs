@@ -13,7 +13,7 @@ pub const METRICS_EVERY: Duration = Duration::from_millis(100);
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::endpoint::{EndpointConfig, Received, UdpEndpoint, UdpMetrics};
+use crate::pipeline::{PipelineConfig, Received, UdpMetrics, UdpPipeline};
 
 /// A message handler: `(thread, message)`, called on the receiving thread.
 pub type Deliver = Arc<dyn Fn(usize, Received<'_>) + Send + Sync>;
@@ -52,9 +52,9 @@ pub fn pin_to(cpu: usize) {
 impl ReceiverGroup {
     /// Binds `threads` sockets (0 = one per core) to `config.bind` with `SO_REUSEPORT`
     /// and starts a thread on each, pinned to core `i` when `pin`. Each thread creates its
-    /// own endpoint (io_uring runs a request's work on the thread that issued it) and
+    /// own pipeline (io_uring runs a request's work on the thread that issued it) and
     /// reports the bind result before this returns, so errors reach the caller.
-    pub fn start(config: EndpointConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
+    pub fn start(config: PipelineConfig, threads: usize, pin: bool, deliver: Deliver) -> io::Result<Self> {
         Self::start_from(config, threads, pin, 0, deliver, None)
     }
 
@@ -62,7 +62,7 @@ impl ReceiverGroup {
     /// a group can join a socket whose thread already has core 0), and a `gate` asked
     /// before each receive.
     pub fn start_from(
-        mut config: EndpointConfig,
+        mut config: PipelineConfig,
         threads: usize,
         pin: bool,
         first_core: usize,
@@ -90,36 +90,36 @@ impl ReceiverGroup {
                 if pin {
                     pin_to((first_core + i) % cores);
                 }
-                let mut endpoint = match UdpEndpoint::bind(config) {
+                let mut pipeline = match UdpPipeline::bind(config) {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
                         return Err(e);
                     }
                 };
-                let _ = ready_tx.send(endpoint.local_addr());
+                let _ = ready_tx.send(pipeline.local_addr());
                 let mut published = Instant::now();
-                let snapshot = |endpoint: &UdpEndpoint| {
-                    *snapshots[i].lock().unwrap_or_else(|p| p.into_inner()) = endpoint.metrics();
+                let snapshot = |pipeline: &UdpPipeline| {
+                    *snapshots[i].lock().unwrap_or_else(|p| p.into_inner()) = pipeline.metrics();
                 };
-                snapshot(&endpoint);
+                snapshot(&pipeline);
                 while !stop_flag.load(Ordering::Relaxed) {
                     if let Some(gate) = &gate
                         && !gate(i, Duration::from_millis(50))
                     {
                         continue;
                     }
-                    if endpoint.wait(50)? {
-                        endpoint.poll_recv(|r| deliver(i, r))?;
+                    if pipeline.wait(50)? {
+                        pipeline.poll_recv(|r| deliver(i, r))?;
                     }
                     if published.elapsed() >= METRICS_EVERY {
                         published = Instant::now();
-                        snapshot(&endpoint);
+                        snapshot(&pipeline);
                     }
                 }
                 // Whatever arrived before the stop.
-                while endpoint.poll_recv(|r| deliver(i, r))? > 0 {}
-                Ok(endpoint.metrics())
+                while pipeline.poll_recv(|r| deliver(i, r))? > 0 {}
+                Ok(pipeline.metrics())
             })?;
             let ready = ready_rx.recv().unwrap_or_else(|_| Err(io::Error::other("receive thread died while binding")));
             match ready {
@@ -189,11 +189,11 @@ mod tests {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let sink = got.clone();
         let deliver: Deliver = Arc::new(move |t, r| sink.lock().unwrap().push((t, r.from, r.seq, r.message.to_vec())));
-        let config = EndpointConfig { io_uring: mode, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+        let config = PipelineConfig { io_uring: mode, ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
         let group = ReceiverGroup::start(config, 2, true, deliver).unwrap();
-        let mut senders: Vec<UdpEndpoint> = (0..6)
+        let mut senders: Vec<UdpPipeline> = (0..6)
             .map(|_| {
-                UdpEndpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![group.local_addr()]))
+                UdpPipeline::bind(PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![group.local_addr()]))
                     .unwrap()
             })
             .collect();

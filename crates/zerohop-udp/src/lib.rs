@@ -8,7 +8,7 @@
 //!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
 //!   in one call.
 //! - [`uring`]: [`UringReceiver`], multishot `recvmsg` into a provided-buffer ring.
-//! - [`endpoint`]: [`UdpEndpoint`], a socket joined to `zerohop-proto`'s datagram
+//! - [`endpoint`]: [`UdpPipeline`], a socket joined to `zerohop-proto`'s datagram
 //!   pipeline (packing, fragments, loss accounting per peer), receiving through
 //!   io_uring when the kernel allows it and `recvmmsg` otherwise ([`UringMode`]), with
 //!   metrics that say which.
@@ -38,13 +38,15 @@
 //! ```
 
 pub mod batch;
-pub mod endpoint;
 pub mod group;
+pub mod pipeline;
 pub mod socket;
+pub mod transport;
 pub mod uring;
 
 pub use batch::{Datagram, RecvBatch, SendBatch};
-pub use endpoint::{EndpointConfig, PublishError, Received, UdpEndpoint, UdpMetrics, UringMode};
 pub use group::{Deliver, Gate, ReceiverGroup, available_cores, pin_to};
+pub use pipeline::{PipelineConfig, PublishError, Received, UdpMetrics, UdpPipeline, UringMode};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
+pub use transport::{UdpOptions, UdpProtocol, open};
 pub use uring::{UringReceiver, UringSender};

@@ -1,68 +1,17 @@
 //! [`Hub`]: publish and receive byte messages over the transport a URL names.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use zerohop_shm::Backpressure;
+use zerohop_transport::status::Status;
+use zerohop_transport::{
+    Connection, Delivery, Endpoint, Error, ErrorCode, HubOptions, Link, Loans, MessageInfo, Metrics, Options, Peers,
+    ReadInPlace, Requests, Result, Settings, Transport,
+};
 
-use crate::endpoint::{Endpoint, Target, TransportKind};
-use crate::error::{Error, ErrorCode, Result};
-use crate::metrics::Metrics;
-use crate::quic::{QuicOptions, QuicTransport};
-use crate::shm::ShmTransport;
-use crate::transport::{Delivery, Transport};
-use crate::udp::{UdpOptions, UdpTransport};
+use crate::transports;
 
-/// Which ports a hub opens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Role {
-    /// Publish and receive (the default).
-    #[default]
-    PubSub,
-    /// Publish only: holds no subscriber entry, so `block` publishers never wait for it.
-    Publisher,
-    /// Receive only.
-    Subscriber,
-}
-
-/// Options of [`Hub::open`].
-#[derive(Clone, Debug)]
-pub struct HubOptions {
-    pub role: Role,
-    /// What publishing does when receivers are a full ring behind.
-    pub backpressure: Backpressure,
-    /// How long `publish` may wait (`block`, or a publisher lock held by another process).
-    pub publish_timeout: Duration,
-    /// How long a waiting receiver spins before it parks.
-    pub spin: Duration,
-    /// Shared memory: largest message in bytes (default 1024).
-    pub slot_size: Option<u32>,
-    /// Shared memory: number of slots, a power of two (default 4096).
-    pub capacity: Option<u32>,
-    /// Shared memory: concurrent subscribers (default 64).
-    pub max_subscribers: Option<u32>,
-    /// UDP: peers, batching, sockets and threads.
-    pub udp: UdpOptions,
-    /// QUIC: listen or connect, TLS, reconnects, channels.
-    pub quic: QuicOptions,
-}
-
-impl Default for HubOptions {
-    fn default() -> Self {
-        Self {
-            role: Role::PubSub,
-            backpressure: Backpressure::DropOld,
-            publish_timeout: zerohop_shm::ring::DEFAULT_PUBLISH_TIMEOUT,
-            spin: Duration::from_micros(20),
-            slot_size: None,
-            capacity: None,
-            max_subscribers: None,
-            udp: UdpOptions::default(),
-            quic: QuicOptions::default(),
-        }
-    }
-}
-
-/// A hub: publish to and receive from everyone on the same endpoint.
+/// A hub: publish to and receive from everyone else on the same endpoint.
 ///
 /// ```
 /// use zerohop::{Hub, HubOptions};
@@ -72,7 +21,7 @@ impl Default for HubOptions {
 /// let mut b = Hub::open(&name, HubOptions::default()).unwrap();
 /// a.publish(b"hello").unwrap();
 /// let mut msg = Vec::new();
-/// assert!(b.recv(&mut msg, Some(std::time::Duration::from_secs(1))).unwrap());
+/// assert!(b.recv(&mut msg, Some(std::time::Duration::from_secs(1))).unwrap().is_some());
 /// assert_eq!(msg, b"hello");
 /// ```
 pub struct Hub {
@@ -87,18 +36,20 @@ impl core::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Opens a hub on `url` (see [`crate::endpoint`] for the forms).
-    pub fn open(url: &str, options: HubOptions) -> Result<Hub> {
+    /// Opens a hub on `url` (see [`zerohop_transport::endpoint`] for the forms). A URL's
+    /// query parameters are options by name (`udp://h:1?batch=64`); one the transport
+    /// does not know is `ERR_BAD_URL`.
+    pub fn open(url: &str, mut options: HubOptions) -> Result<Hub> {
         let endpoint = Endpoint::parse(url)?;
-        let transport: Box<dyn Transport> = match (endpoint.kind(), endpoint.target()) {
-            (TransportKind::Shm, Target::Name(name)) => {
-                Box::new(ShmTransport::open(name, &options, endpoint.selected_automatically())?)
-            }
-            (TransportKind::Udp, _) => Box::new(UdpTransport::open(&endpoint, &options)?),
-            (TransportKind::Quic, _) => Box::new(QuicTransport::open(&endpoint, &options)?),
-            (kind, _) => return Err(unsupported(kind)),
-        };
+        options.add_named(Options::from_query(endpoint.params()))?;
+        let open = transports::find(endpoint.kind()).ok_or_else(|| unsupported(endpoint.kind().scheme()))?;
+        let transport = open(&endpoint, options)?;
         Ok(Hub { endpoint, transport })
+    }
+
+    /// [`open`](Self::open) with every option by name (as the Node binding passes them).
+    pub fn open_named(url: &str, options: Options) -> Result<Hub> {
+        Hub::open(url, HubOptions::from_named(options)?)
     }
 
     /// The parsed endpoint.
@@ -106,32 +57,41 @@ impl Hub {
         &self.endpoint
     }
 
+    fn scheme(&self) -> &'static str {
+        self.endpoint.kind().scheme()
+    }
+
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.transport.max_message_size()
     }
 
-    /// Publishes one message.
+    /// Publishes one message on channel 0.
     pub fn publish(&mut self, payload: &[u8]) -> Result<Delivery> {
-        self.transport.publish(payload)
+        self.transport.publish_on(0, payload)
     }
 
-    /// The next message into `out`, if one is waiting.
-    pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+    /// Publishes one message on `channel` (transports with one channel refuse others).
+    pub fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        self.transport.publish_on(channel, payload)
+    }
+
+    /// The next message into `out`, if one is waiting, and where it came from.
+    pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
         self.transport.try_recv(out)
     }
 
     /// Waits up to `timeout` (forever with `None`) for the next message.
-    pub fn recv(&mut self, out: &mut Vec<u8>, timeout: Option<Duration>) -> Result<bool> {
+    pub fn recv(&mut self, out: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Option<MessageInfo>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.transport.try_recv(out)? {
-                return Ok(true);
+            if let Some(info) = self.transport.try_recv(out)? {
+                return Ok(Some(info));
             }
             let remaining = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(r) => Some(r),
-                    None => return Ok(false),
+                    None => return Ok(None),
                 },
                 None => None,
             };
@@ -144,40 +104,78 @@ impl Hub {
         self.transport.metrics()
     }
 
-    /// The UDP transport's own controls (peers, flush, local address), for `udp://` hubs.
-    pub fn udp(&self) -> Option<&UdpTransport> {
-        self.transport.udp()
+    /// The options every hub has, as the transport resolved them.
+    pub fn settings(&self) -> Settings {
+        self.transport.settings()
     }
 
-    /// The same, mutable: [`UdpTransport::try_recv_from`] gives the sender of each message.
-    pub fn udp_mut(&mut self) -> Option<&mut UdpTransport> {
-        self.transport.udp_mut()
+    /// The bound address (network transports).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.local_addr()
     }
 
-    /// The QUIC transport's own controls (status, channels), for `quic://` hubs.
-    pub fn quic(&self) -> Option<&QuicTransport> {
-        self.transport.quic()
+    /// The status now: of the connection, for transports that have one; otherwise
+    /// connected until closed.
+    pub fn status(&self) -> Status {
+        self.transport.connection().map_or(Status::Connected, Connection::status)
     }
 
-    /// The same, mutable: [`QuicTransport::try_recv_with`] gives each message's envelope.
-    pub fn quic_mut(&mut self) -> Option<&mut QuicTransport> {
-        self.transport.quic_mut()
+    /// Peers and flushing (`ERR_UNSUPPORTED_TRANSPORT` where the transport has none).
+    pub fn peers(&self) -> Result<&dyn Peers> {
+        self.transport.peers().ok_or_else(|| Error::unsupported(self.scheme(), "peers to set or batches to flush"))
     }
 
-    /// Closes the hub after waiting up to `linger` for what it published to reach its
-    /// receivers (over QUIC: to be read by their applications); true if it did.
-    pub fn close(mut self, linger: Duration) -> bool {
+    /// Connection status and its events.
+    pub fn connection(&self) -> Result<&dyn Connection> {
+        self.transport.connection().ok_or_else(|| Error::unsupported(self.scheme(), "connections"))
+    }
+
+    /// Requests with answers.
+    pub fn requests(&self) -> Result<&dyn Requests> {
+        self.transport.requests().ok_or_else(|| Error::unsupported(self.scheme(), "requests"))
+    }
+
+    /// The receive ring, for a reader with a cursor of its own.
+    pub fn read_in_place(&self) -> Result<Arc<dyn ReadInPlace>> {
+        self.transport.read_in_place().ok_or_else(|| Error::unsupported(self.scheme(), "receive ring to read"))
+    }
+
+    /// The per-message calls as a handle other threads may share.
+    pub fn link(&self) -> Result<Arc<dyn Link>> {
+        self.transport.link().ok_or_else(|| Error::unsupported(self.scheme(), "shareable link"))
+    }
+
+    /// Writing messages in place.
+    pub fn loans(&mut self) -> Result<&mut dyn Loans> {
+        let scheme = self.scheme();
+        self.transport.loans().ok_or_else(|| Error::unsupported(scheme, "loans (write in place)"))
+    }
+
+    /// Stops receiving through [`try_recv`](Self::try_recv): another reader reads the
+    /// receive ring ([`read_in_place`](Self::read_in_place)) with a cursor of its own.
+    pub fn detach_reader(&mut self) {
+        self.transport.detach_reader();
+    }
+
+    /// Waits up to `linger` for what this hub published to reach its receivers (over
+    /// QUIC: to be read by their applications); true if it did. The hub stays open.
+    pub fn drain(&mut self, linger: Duration) -> bool {
         self.transport.drain(linger)
+    }
+
+    /// Releases sockets, threads and segments now. Idempotent; dropping does it too.
+    pub fn close(&mut self) {
+        self.transport.close();
     }
 }
 
-/// The error for a transport that parses but is not built yet.
-pub fn unsupported(kind: TransportKind) -> Error {
+/// The error for a scheme that parses but is not built into this version.
+pub fn unsupported(scheme: &str) -> Error {
     Error::new(
         ErrorCode::UnsupportedTransport,
         format!(
-            "the {}:// transport is not available in this version of zerohop (shm://, udp:// and quic:// are)",
-            kind.scheme()
+            "the {scheme}:// transport is not available in this version of zerohop ({} are)",
+            transports::available()
         ),
     )
 }
@@ -185,6 +183,7 @@ pub fn unsupported(kind: TransportKind) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerohop_transport::{Role, TransportKind};
 
     fn name(tag: &str) -> String {
         format!("shm://hub-test-{tag}-{}", std::process::id())
@@ -195,6 +194,7 @@ mod tests {
         for url in ["kcp://h:1", "tcp://h:1", "uds:///tmp/x"] {
             let err = Hub::open(url, HubOptions::default()).unwrap_err();
             assert_eq!(err.code(), ErrorCode::UnsupportedTransport, "{url}");
+            assert!(err.message().contains("shm://, udp:// and quic:// are"), "{}", err.message());
         }
     }
 
@@ -207,21 +207,12 @@ mod tests {
         assert_eq!(p.try_recv(&mut out).unwrap_err().code(), ErrorCode::InvalidState);
         assert_eq!(s.publish(b"x").unwrap_err().code(), ErrorCode::InvalidState);
         p.publish(b"abc").unwrap();
-        assert!(s.recv(&mut out, Some(Duration::from_secs(1))).unwrap());
-        assert!(!s.recv(&mut out, Some(Duration::from_millis(5))).unwrap());
+        assert!(s.recv(&mut out, Some(Duration::from_secs(1))).unwrap().is_some());
+        assert!(s.recv(&mut out, Some(Duration::from_millis(5))).unwrap().is_none());
         let (pm, sm) = (p.metrics(), s.metrics());
         assert_eq!((pm.published, pm.published_bytes), (1, 3));
         assert_eq!((sm.received, sm.received_bytes, sm.lapped), (1, 3, 0));
         assert_eq!(pm.transport, TransportKind::Shm);
-    }
-
-    #[test]
-    fn block_pubsub_hub_does_not_wait_for_itself() {
-        let opts = HubOptions { backpressure: Backpressure::Block, capacity: Some(4), ..Default::default() };
-        let mut h = Hub::open(&name("self"), opts).unwrap();
-        for _ in 0..20 {
-            assert_eq!(h.publish(b"x").unwrap(), Delivery::Accepted);
-        }
     }
 
     #[test]
@@ -232,5 +223,24 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::LayoutMismatch);
         assert_eq!(a.publish(&[0; 17]).unwrap_err().code(), ErrorCode::MessageTooLarge);
         assert_eq!(a.max_message_size(), 16);
+    }
+
+    #[test]
+    fn url_parameters_are_options_and_unknown_ones_are_bad_urls() {
+        let url = format!("{}?maxSubscribers=3", name("params"));
+        let h = Hub::open(&url, HubOptions::default()).unwrap();
+        drop(h);
+        let err = Hub::open(&format!("{}?spin=1", name("params2")), HubOptions::default()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadUrl);
+        assert!(err.message().contains("spin is not an option of shm:// hubs"), "{}", err.message());
+    }
+
+    #[test]
+    fn capabilities_a_transport_lacks_are_unsupported() {
+        let mut h = Hub::open(&name("caps"), HubOptions::default()).unwrap();
+        assert_eq!(h.peers().err().unwrap().code(), ErrorCode::UnsupportedTransport);
+        assert_eq!(h.requests().err().unwrap().code(), ErrorCode::UnsupportedTransport);
+        assert_eq!(h.status(), Status::Connected);
+        assert!(h.loans().is_ok());
     }
 }

@@ -1,29 +1,22 @@
 //! zerohop: low-latency messaging with one [`Hub`] API over every transport.
 //!
-//! - [`endpoint`]: URLs (`shm://name`, `udp://host:port`, …) and smart selection.
-//! - [`transport`]: the [`Transport`] trait each transport implements.
 //! - [`Hub`]: publish and receive over the transport a URL names.
-//! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
-//! - [`metrics`]: counters every hub reports.
+//! - [`transports`]: which transport serves which scheme (shared memory, UDP, QUIC).
+//! - [`shm`]: the `shm://` transport.
 //!
-//! This version ships shared memory ([`shm`]), UDP ([`udp`]) and QUIC ([`quic`]); the
-//! other schemes parse and report [`ErrorCode::UnsupportedTransport`].
+//! The contract between the hub and its transports (the [`Transport`] trait and its
+//! capabilities, endpoints, options, errors, metrics) is [`zerohop_transport`],
+//! re-exported here; what every network transport shares is [`zerohop_net`]; the
+//! transports are [`zerohop_udp`] and [`zerohop_quic`]. The other schemes parse and
+//! report [`ErrorCode::UnsupportedTransport`].
 
-pub mod endpoint;
-pub mod envelope;
-pub mod error;
 pub mod hub;
-pub mod metrics;
-pub mod quic;
 pub mod shm;
-pub mod transport;
-pub mod udp;
+pub mod transports;
 
-pub use endpoint::{Endpoint, Target, TransportKind};
-pub use error::{Error, ErrorCode, Result};
-pub use hub::{Backpressure, Hub, HubOptions, Role};
-pub use metrics::Metrics;
-pub use quic::{QuicLink, QuicOptions, QuicTransport};
-pub use transport::{Delivery, Transport};
-pub use udp::{UdpLink, UdpOptions, UdpTransport};
-pub use zerohop_udp::UringMode;
+pub use hub::Hub;
+pub use shm::ShmOptions;
+pub use zerohop_net::envelope;
+pub use zerohop_quic::QuicOptions;
+pub use zerohop_transport::*;
+pub use zerohop_udp::{UdpOptions, UringMode};

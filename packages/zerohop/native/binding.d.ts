@@ -9,22 +9,46 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** A QUIC hub's node. */
-export declare class QuicHandle {
-  /** Listens on or connects to `url` (`quic://host:port`). */
-  static open(url: string, options?: QuicOpenOptions | undefined | null): QuicHandle
+/** A network hub. */
+export declare class NetHandle {
+  /** Opens `url` with `options` (an object of options by name; `undefined` for none). */
+  static open(url: string, options?: object): NetHandle
+  /** The hub's settings, with the transport's defaults filled in. */
+  settings(): HubSettings
+  /** The scheme (`udp`, `quic`, …). */
+  transport(): string
   /**
-   * The hot paths: the value `quicPublish(link, bytes, channel)` and `quicPump(link)`
-   * take (see [`crate::fast`]).
+   * The hot path: what `netPublish(link, bytes, channel)` and `netPump(link)` take
+   * (see [`crate::fast`]).
    */
   link(): unknown
   /** The receive ring, for reading in place. */
   ring(): ShmHandle
-  /** The bound address as `host:port`. */
-  localAddress(): string
+  /** Largest message in bytes. */
+  maxMessageSize(): number
+  /** The bound address as `host:port` (`[v6]:port`). */
+  localAddress(): string | null
+  /** Whether a batch waits for the end of the caller's turn (then call `flush`). */
+  flushesAtEndOfTurn(): boolean
   /**
-   * Sends a request (connecting hubs); returns its key. The reply arrives in the ring
-   * with envelope kind 2 (or 3: failed) and that key.
+   * Which capabilities the transport has (the methods of the others throw
+   * `ERR_UNSUPPORTED_TRANSPORT`).
+   */
+  capabilities(): Capabilities
+  /**
+   * Whether the hub connects to one server (its status events are its own), or
+   * accepts peers (events with a peer are about that peer).
+   */
+  connects(): boolean
+  /** Publishes `data.len() / size` messages of `size` bytes laid end to end. */
+  publishPacked(data: Uint8Array, size: number): number
+  /** Sends what is batched now. */
+  flush(): void
+  /** Replaces where published messages go. */
+  setPeers(peers: Array<string>): void
+  /**
+   * Sends a request; returns its key. The answer arrives in the ring with envelope
+   * kind 2 (or 3: failed) and that key.
    */
   request(data: Uint8Array): number
   /** Gives up on request `key`; false if it had ended. */
@@ -34,34 +58,38 @@ export declare class QuicHandle {
   /** The bytes of a message too large for its slot (the envelope gives the key). */
   takeSpilled(key: number): Buffer
   /**
-   * Installs the doorbell: `callback` runs on the JS thread after messages arrive
-   * while armed (rung by the I/O thread that delivered them). Does not keep the event
-   * loop alive by itself.
+   * Installs the doorbell: `callback` runs on the JS thread when an armed reader may
+   * read. Does not keep the event loop alive by itself.
    */
   setDoorbell(callback: (arg: number) => void): void
-  /**
-   * Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
-   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the I/O thread rings.
-   */
-  arm(cursor: number, spinUs: number): void
+  /** Rings the doorbell once the ring's tail passes `cursor` (at once if it has). */
+  arm(cursor: number): void
   /** Cancels an `arm`. */
   disarm(): void
   /** Calls `callback` with every status event from now on (and the ones so far). */
-  onStatus(callback: (arg: QuicStatusEvent) => void): void
+  onStatus(callback: (arg: NetStatusEvent) => void): void
   /** The status now. */
   status(): string
-  /** Counters of the node and its connections. */
-  metrics(): QuicMetricsInfo
-  /** Resolves true once every peer has read what was published, or false after `linger_ms`. */
+  /** Counters: what every hub counts, and the transport's own under `details`. */
+  metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, number | boolean | string> }
+  /**
+   * Resolves true once what was published has reached its receivers (over QUIC: been
+   * read by their applications), or false after `linger_ms`.
+   */
   drain(lingerMs: number): Promise<boolean>
-  /** Closes every connection and the socket. Idempotent. */
+  /** Sends what is queued, stops the transport's threads and closes its sockets. Idempotent. */
   close(): void
 }
 
 /** One process's handle on a shared-memory segment. */
 export declare class ShmHandle {
-  /** Opens or creates segment `name`. */
-  static open(name: string, options: ShmOpenOptions): ShmHandle
+  /**
+   * Opens or creates the segment `url` (`shm://name`, or a bare name) names, with
+   * `options` by name (the hub's and shared memory's; any other is an error).
+   */
+  static open(url: string, options?: object): ShmHandle
+  /** The hub's settings, with shared memory's defaults filled in. */
+  settings(): HubSettings
   /** The segment's layout. */
   layout(): ShmLayoutInfo
   /**
@@ -121,41 +149,14 @@ export declare class ShmHandle {
   close(buffer?: ArrayBuffer | undefined | null): void
 }
 
-/** A UDP hub's socket(s) and I/O thread. */
-export declare class UdpHandle {
-  /** Binds `url` (`udp://host:port`, or a multicast group). */
-  static open(url: string, options?: UdpOpenOptions | undefined | null): UdpHandle
-  /**
-   * The hot paths: the value `udpPublish(link, bytes)` and `udpPump(link)` take (see
-   * [`crate::fast`]).
-   */
-  link(): unknown
-  /** The receive ring, for reading in place. */
-  ring(): ShmHandle
-  /** The bound address as `host:port` (`[v6]:port`). */
-  localAddress(): string
-  /** Queues `data.len() / size` messages of `size` bytes laid end to end. */
-  publishPacked(data: Uint8Array, size: number): number
-  /** Sends what is queued now. */
-  flush(): void
-  /** Replaces where published messages go. */
-  setPeers(peers: Array<string>): void
-  /**
-   * Installs the doorbell: `callback` runs on the JS thread after messages arrive
-   * while armed. Does not keep the event loop alive by itself.
-   */
-  setDoorbell(callback: (arg: number) => void): void
-  /**
-   * Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
-   * `_spin_us` is accepted for symmetry with `ShmHandle.arm`: the I/O thread rings.
-   */
-  arm(cursor: number, spinUs: number): void
-  /** Cancels an `arm`. */
-  disarm(): void
-  /** The socket's counters. */
-  metrics(): UdpMetricsInfo
-  /** Sends what is queued, stops the I/O threads and closes the sockets. Idempotent. */
-  close(): void
+/** What a network hub's transport can do besides publishing and receiving. */
+export interface Capabilities {
+  /** `setPeers`, `flush`. */
+  peers: boolean
+  /** `status`, `onStatus`. */
+  connections: boolean
+  /** `request`, `cancel`, `respond`. */
+  requests: boolean
 }
 
 /** The envelope's layout, so TypeScript never hard-codes it. */
@@ -163,21 +164,24 @@ export declare function envelopeLayout(): EnvelopeLayout
 
 /**
  * Byte offsets of the envelope before each message in a network transport's receive
- * ring (see `zerohop::udp::envelope`).
+ * ring (see `zerohop_net::envelope`).
  */
 export interface EnvelopeLayout {
   len: number
   timestamp: number
+  expiry: number
+  seq: number
+  request: number
+  spillKey: number
+  spilledLen: number
+  peer: number
+  address: number
   port: number
+  channel: number
   family: number
   placement: number
-  channel: number
   kind: number
-  address: number
-  peer: number
-  spilledLen: number
-  spillKey: number
-  request: number
+  priority: number
 }
 
 /** A stable error code and whether retrying can help. */
@@ -189,8 +193,31 @@ export interface ErrorCodeInfo {
 /** Every error code the native layer can produce. */
 export declare function errorCodes(): Array<ErrorCodeInfo>
 
+/** The options every hub has, as its transport resolved them (defaults filled in). */
+export interface HubSettings {
+  /** `pubsub`, `publisher` or `subscriber`. */
+  role: string
+  /** `drop_old`, `drop_new`, `block` or `fail_fast`. */
+  backpressure: string
+  publishTimeoutMs: number
+  spinUs: number
+}
+
 /** Whether a process exists (for dead-peer checks). */
 export declare function isProcessAlive(pid: number): boolean
+
+/** A status change, as JavaScript gets it. */
+export interface NetStatusEvent {
+  /** `connecting`, `connected`, `reconnecting`, `disconnected` or `closed`. */
+  status: string
+  /** The peer it is about (a listening hub's peers; a connecting hub's server). */
+  peer?: string
+  /** `reconnecting`: the attempt under way or scheduled, from 1. */
+  attempt?: number
+  /** Why, as a stable error code and a message. */
+  code?: string
+  message?: string
+}
 
 /** A parsed endpoint URL. */
 export interface ParsedEndpoint {
@@ -209,80 +236,6 @@ export interface ParsedEndpoint {
 
 /** Parses an endpoint URL; throws `ERR_BAD_URL` with the reason. */
 export declare function parseEndpoint(url: string): ParsedEndpoint
-
-/** A QUIC hub's counters. */
-export interface QuicMetricsInfo {
-  status: string
-  peers: number
-  reconnects: number
-  zeroRttConnections: number
-  lastZeroRtt: boolean
-  handshakeFailures: number
-  protocolViolations: number
-  slowConsumers: number
-  dropped: number
-  datagramsSent: number
-  datagramsReceived: number
-  datagramsLost: number
-  streamsOpened: number
-  streamsAccepted: number
-  unackedBytes: number
-  requestsPending: number
-  answersPending: number
-  bytesSent: number
-  bytesReceived: number
-  packetsLost: number
-  rttUs: number
-  cwnd: number
-  mtu: number
-}
-
-/** Options of [`QuicHandle::open`] (the TypeScript `HubOptions` that apply to QUIC). */
-export interface QuicOpenOptions {
-  role?: string
-  slotSize?: number
-  capacity?: number
-  backpressure?: string
-  publishTimeoutMs?: number
-  listen?: boolean
-  cert?: string
-  key?: string
-  ca?: string
-  serverName?: string
-  dangerouslyAcceptAnyServer?: boolean
-  /** 0 turns keep-alives off. */
-  keepAliveMs?: number
-  idleTimeoutMs?: number
-  reconnect?: ReconnectOptions
-  channels?: number
-  sendQueueBytes?: number
-  datagrams?: boolean
-  maxMessageSize?: number
-  peerLingerMs?: number
-}
-
-/** A status change, as JavaScript gets it. */
-export interface QuicStatusEvent {
-  /** `connecting`, `connected`, `reconnecting`, `disconnected` or `closed`. */
-  status: string
-  /** The peer it is about (a listening hub's peers; a connecting hub's server). */
-  peer?: string
-  /** `reconnecting`: the attempt under way or scheduled, from 1. */
-  attempt?: number
-  /** Why, as a stable error code and a message. */
-  code?: string
-  message?: string
-}
-
-/** The reconnect schedule (`HubOptions.reconnect`). */
-export interface ReconnectOptions {
-  initialMs?: number
-  maxMs?: number
-  multiplier?: number
-  jitter?: number
-  /** Attempts before giving up (`undefined`: forever). */
-  maxAttempts?: number
-}
 
 /** The shape of an open segment. */
 export interface ShmLayoutInfo {
@@ -317,66 +270,4 @@ export interface ShmOffsets {
   slotStamp: number
   slotLen: number
   slotPayload: number
-}
-
-/** Options for [`ShmHandle::open`]; unset fields adopt an existing segment's layout. */
-export interface ShmOpenOptions {
-  slotSize?: number
-  capacity?: number
-  maxSubscribers?: number
-}
-
-/** Socket counters of a UDP hub (see `zerohop_udp::UdpMetrics`). */
-export interface UdpMetricsInfo {
-  backend: string
-  ioUringUnavailable?: string
-  messagesSent: number
-  datagramsSent: number
-  bytesSent: number
-  sendBatches: number
-  sendDropped: number
-  zerocopyDatagrams: number
-  messagesReceived: number
-  datagramsReceived: number
-  bytesReceived: number
-  recvBatches: number
-  malformed: number
-  lost: number
-  late: number
-  duplicates: number
-  reassemblyFailures: number
-  recvBuffer: number
-  sendBuffer: number
-  lowDelay: boolean
-  busyPollUs: number
-  reusePort: boolean
-  /** Whether the kernel timestamps received datagrams. */
-  timestamps: boolean
-  multicastGroup?: string
-  receiveSockets: number
-}
-
-/** Options of [`UdpHandle::open`] (the TypeScript `HubOptions` that apply to UDP). */
-export interface UdpOpenOptions {
-  /** `pubsub`, `publisher` or `subscriber`. */
-  role?: string
-  /** Largest message (the receive ring's slot size). */
-  slotSize?: number
-  /** Receive ring slots. */
-  capacity?: number
-  peers?: Array<string>
-  flushIntervalMs?: number
-  batch?: number
-  maxDatagram?: number
-  /** `auto`, `force` or `off`. */
-  ioUring?: string
-  receiveThreads?: number
-  pinThreads?: boolean
-  recvBuffer?: number
-  sendBuffer?: number
-  busyPollUs?: number
-  receiveTimestamps?: boolean
-  multicastInterface?: string
-  multicastTtl?: number
-  multicastLoopback?: boolean
 }

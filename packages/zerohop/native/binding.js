@@ -835,9 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.QuicHandle = nativeBinding.QuicHandle
+module.exports.NetHandle = nativeBinding.NetHandle
 module.exports.ShmHandle = nativeBinding.ShmHandle
-module.exports.UdpHandle = nativeBinding.UdpHandle
 module.exports.envelopeLayout = nativeBinding.envelopeLayout
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isProcessAlive = nativeBinding.isProcessAlive

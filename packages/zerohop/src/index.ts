@@ -17,6 +17,10 @@
 export { Hub } from './hub.js'
 export type {
   HubOptions,
+  CommonHubOptions,
+  ShmHubOptions,
+  UdpHubOptions,
+  QuicHubOptions,
   HubRole,
   HubMetrics,
   RecvOptions,
@@ -27,6 +31,7 @@ export type {
   BackpressurePolicy,
   TransportName,
   UdpSocketMetrics,
+  QuicMetrics,
   HubStatus,
   StatusEvent,
   TlsOptions,
@@ -34,6 +39,9 @@ export type {
   PublishOptions,
   CloseOptions,
 } from './hub.js'
+export type { ShmOptions } from './transports/shm.js'
+export type { UdpOptions } from './transports/udp.js'
+export type { QuicOptions } from './transports/quic.js'
 export { Rpc, RpcServer, RpcClient } from './rpc.js'
 export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'

@@ -5,21 +5,9 @@
 import * as binding from '../native/binding.js'
 import { fromNative } from './errors.js'
 
-export type {
-  ShmHandle,
-  ShmLayoutInfo,
-  ShmOffsets,
-  ParsedEndpoint,
-  UdpHandle,
-  UdpMetricsInfo,
-  QuicHandle,
-  QuicMetricsInfo,
-  QuicStatusEvent,
-} from '../native/binding.js'
-/** The hot-path handle of a UDP hub (an opaque native value, from `UdpHandle.link()`). */
-export type UdpLink = { readonly __brand: 'UdpLink' }
-/** The hot-path handle of a QUIC hub (an opaque native value, from `QuicHandle.link()`). */
-export type QuicLink = { readonly __brand: 'QuicLink' }
+export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, NetHandle, NetStatusEvent } from '../native/binding.js'
+/** The hot-path handle of a network hub (an opaque native value, from `NetHandle.link()`). */
+export type NetLink = { readonly __brand: 'NetLink' }
 
 /**
  * The per-message calls of network hubs, written against Node-API directly
@@ -27,10 +15,8 @@ export type QuicLink = { readonly __brand: 'QuicLink' }
  * They throw native errors: wrap them in {@link native}.
  */
 export const fast = binding as unknown as {
-  udpPublish(link: UdpLink, bytes: Uint8Array): void
-  udpPump(link: UdpLink): number
-  quicPublish(link: QuicLink, bytes: Uint8Array, channel: number): boolean
-  quicPump(link: QuicLink): number
+  netPublish(link: NetLink, bytes: Uint8Array, channel: number): boolean
+  netPump(link: NetLink): number
 }
 export { binding }
 

@@ -1,7 +1,9 @@
 /**
- * Request/response over `quic://`: one stream per request, so a slow request holds up
- * no other, and a timeout or an abort resets that stream (the server's handler sees its
- * `signal` abort) and leaves nothing behind on either side.
+ * Request/response over a transport with requests (`quic://` now): one stream per
+ * request, so a slow request holds up no other, and a timeout or an abort resets that
+ * stream (the server's handler sees its `signal` abort) and leaves nothing behind on
+ * either side. It runs on the transport's {@link RequestPort} and a hub over the same
+ * port for what arrives.
  *
  * ```ts
  * await using srv = await Rpc.serve<Req, Res>('quic://0.0.0.0:7000', async (req) => res, { codec: 'json' })
@@ -9,7 +11,7 @@
  * const res = await rpc.request(req, { timeoutMs: 50 })
  * ```
  */
-import { type Codec, type CodecOption, describe, resolveCodec } from './codec.js'
+import { type Codec, type CodecOption, describe, raw, resolveCodec } from './codec.js'
 import {
   AbortedError,
   BadOptionError,
@@ -21,13 +23,18 @@ import {
   type ErrorCode,
   RemoteError,
   TimeoutError,
+  UnsupportedTransportError,
   ZerohopError,
 } from './errors.js'
-import { type CloseOptions, Hub, type HubOptions, type RequestInfo, quicOf } from './hub.js'
-import { native, type QuicHandle } from './native.js'
+import type { RequestInfo } from './envelope.js'
+import { type CloseOptions, Hub } from './hub.js'
+import { binding, native } from './native.js'
+import type { QuicHubOptions } from './options.js'
+import type { RequestPort } from './port.js'
+import { available, transportFor } from './transports/index.js'
 
-/** Options of {@link Rpc.serve} and {@link Rpc.connect}: a `quic://` hub's, and a codec for both ways. */
-export interface RpcOptions<Req, Res> extends Omit<HubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role'> {
+/** Options of {@link Rpc.serve} and {@link Rpc.connect}: the hub's, and a codec for both ways. */
+export interface RpcOptions<Req, Res> extends Omit<QuicHubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role'> {
   /** How requests and replies become bytes: `'raw'` (default), `'json'`, `'msgpack'` or a custom codec. */
   codec?: CodecOption<Req | Res>
   /** Connecting: how long {@link Rpc.connect} waits for the first connection (default 10 000). */
@@ -78,7 +85,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
 
   private constructor(
     private readonly hub: Hub<Uint8Array>,
-    private readonly quic: QuicHandle,
+    private readonly requests: RequestPort,
     private readonly codec: Codec<Req | Res>,
     private readonly handler: RpcHandler<Req, Res>,
   ) {
@@ -89,8 +96,8 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
   static async start<Req, Res>(url: string, handler: RpcHandler<Req, Res>, options: RpcOptions<Req, Res>): Promise<RpcServer<Req, Res>> {
     if (typeof handler !== 'function') throw new BadOptionError(`Rpc.serve takes a handler function, got ${describe(handler)}`)
     const codec = resolveCodec(options.codec) as Codec<Req | Res>
-    const hub = await openHub(url, options, true)
-    return new RpcServer<Req, Res>(hub, quicOf(hub)!, codec, handler)
+    const { hub, requests } = openRpc(url, options, true)
+    return new RpcServer<Req, Res>(hub, requests, codec, handler)
   }
 
   /** The bound address, `host:port`. */
@@ -148,7 +155,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
           return this.fail(key, e)
         }
         this.counts.served++
-        this.quic.respond(key, true, out)
+        this.requests.respond(key, true, out)
       },
       (e) => {
         if (this.inFlight.delete(key)) this.fail(key, e)
@@ -160,7 +167,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     this.counts.failed++
     const code = e instanceof ZerohopError ? e.code : 'ERR_REMOTE'
     const message = e instanceof Error ? e.message : String(e)
-    this.quic.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
+    this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
   }
 }
 
@@ -188,26 +195,26 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
 
   private constructor(
     private readonly hub: Hub<Uint8Array>,
-    private readonly quic: QuicHandle,
+    private readonly requests: RequestPort,
     private readonly codec: Codec<Req | Res>,
   ) {}
 
   /** @internal */
   static async start<Req, Res>(url: string, options: RpcOptions<Req, Res>): Promise<RpcClient<Req, Res>> {
     const codec = resolveCodec(options.codec) as Codec<Req | Res>
-    const hub = await openHub(url, options, false)
+    const { hub, requests } = openRpc(url, options, false)
     const timeoutMs = options.connectTimeoutMs ?? 10_000
     const failed = await connected(hub, timeoutMs)
     if (failed !== undefined) {
       await hub.close({ lingerMs: 0 })
       throw failed
     }
-    return new RpcClient<Req, Res>(hub, quicOf(hub)!, codec)
+    return new RpcClient<Req, Res>(hub, requests, codec)
   }
 
   /** Counters; `pending` and `nativePending` are 0 once every request has ended. */
   metrics(): RpcClientMetrics {
-    return { pending: this.pending.size, nativePending: this.hub.isClosed ? 0 : native(() => this.quic.metrics()).requestsPending }
+    return { pending: this.pending.size, nativePending: this.hub.isClosed ? 0 : this.requests.pending() }
   }
 
   /** The connection's status (see {@link Hub.status}). */
@@ -230,7 +237,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     if (signal?.aborted) return Promise.reject(new AbortedError('the request was aborted', { cause: signal.reason }))
     let key: number
     try {
-      key = native(() => this.quic.request(this.codec.encode(request)))
+      key = this.requests.request(this.codec.encode(request))
     } catch (e) {
       return Promise.reject(e)
     }
@@ -271,7 +278,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
   private giveUp(key: number, error: ZerohopError): void {
     const entry = this.settle(key)
     if (entry === undefined) return
-    this.quic.cancel(key)
+    this.requests.cancel(key)
     entry.reject(error)
   }
 
@@ -335,18 +342,24 @@ function failure(bytes: Uint8Array): ZerohopError {
   }
 }
 
-async function openHub<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): Promise<Hub<Uint8Array>> {
+/** Opens the transport of `url` and a hub over it; its requests are what `Rpc` runs on. */
+function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): { hub: Hub<Uint8Array>; requests: RequestPort } {
   if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
   const { codec: _codec, connectTimeoutMs: _timeout, ...hubOptions } = options
-  const hub = await Hub.open<Uint8Array>(url, { ...hubOptions, listen })
-  if (hub.transport !== 'quic') {
-    await hub.close()
-    throw new BadOptionError(`Rpc runs over quic:// (one stream per request); ${url} is ${hub.transport}://`)
+  const endpoint = native(() => binding.parseEndpoint(url))
+  const open = transportFor(endpoint.transport)
+  if (open === undefined) {
+    throw new UnsupportedTransportError(`the ${endpoint.transport}:// transport is not available in this version of zerohop (${available()} are)`)
   }
-  return hub
+  const port = open<Uint8Array>(url, { ...hubOptions, listen }, raw)
+  if (port.requests === undefined) {
+    port.close()
+    throw new BadOptionError(`Rpc runs over a transport with requests (quic://, one stream per request); ${url} is ${port.transport}://`)
+  }
+  return { hub: Hub.over(url, port, raw), requests: port.requests }
 }
 
-/** Request/response over `quic://`. */
+/** Request/response (over `quic://` in this version). */
 export const Rpc = {
   /** Listens on `url` and answers each request with `handler`. */
   serve<Req = Uint8Array, Res = Uint8Array>(

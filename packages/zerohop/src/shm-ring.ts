@@ -373,6 +373,8 @@ export class ShmSubscriber {
   /** Payload length of the message found by the last successful `peek`. */
   len = 0
   private readonly ring: ShmRing
+  /** Bytes before each message that are not its own (a network ring's envelope). */
+  private readonly envelope: number
   private readonly i32: Int32Array
   private readonly cursorIdx: number
   private peekIdx = 0
@@ -380,8 +382,9 @@ export class ShmSubscriber {
   /** Peeks since the cursor was last compared with the tail (see `peek`). */
   private sinceTailCheck = 0
 
-  constructor(ring: ShmRing) {
+  constructor(ring: ShmRing, envelope = 0) {
     this.ring = ring
+    this.envelope = envelope
     this.i32 = ring.i32
     const [entry, tail] = native(() => ring.handle.claimSubscriber()) as [number, number]
     this.entry = entry
@@ -436,10 +439,10 @@ export class ShmSubscriber {
     return Atomics.load(this.i32, this.peekIdx) === this.peekStamp
   }
 
-  /** Moves past the message found by `peek`. */
-  advance(): void {
+  /** Moves past the message found by `peek`, of `bytes` bytes (default: what its slot holds). */
+  advance(bytes = this.len - this.envelope): void {
     this.counters.received++
-    this.counters.receivedBytes += this.len
+    this.counters.receivedBytes += bytes
     this.moveTo(this.cursor + 1)
   }
 

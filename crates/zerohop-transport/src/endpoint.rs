@@ -15,7 +15,7 @@
 //! is wrong with it.
 //!
 //! ```
-//! use zerohop::endpoint::{Endpoint, Target, TransportKind};
+//! use zerohop_transport::endpoint::{Endpoint, Target, TransportKind};
 //!
 //! let e = Endpoint::parse("udp://[::1]:9000?batch=32").unwrap();
 //! assert_eq!(e.kind(), TransportKind::Udp);

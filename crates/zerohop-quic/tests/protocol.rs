@@ -1,14 +1,15 @@
-//! `QuicNode` on loopback: channels both ways, datagrams, status events, and no message
+//! `QuicProtocol` on loopback: channels both ways, datagrams, status events, and no message
 //! lost when the listener goes away and a new one takes its port.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use zerohop_net::ring::{Inbound, Sink};
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::session::{StreamHeader, StreamKind};
-use zerohop_quic::node::{Failure, FailureKind, Kind, PublishError, Sent};
-use zerohop_quic::{Inbound, Inbox, NodeConfig, QuicNode, Role, StatusEvent};
+use zerohop_quic::{PublishError, QuicConfig, QuicProtocol, Sent, Side};
+use zerohop_transport::{ErrorCode, Kind, StatusEvent};
 
 /// An application queue: messages land in a Vec, and `read` moves the read position.
 #[derive(Default)]
@@ -24,7 +25,7 @@ struct TestInbox {
     exchanges: Mutex<Vec<(Kind, u64, Vec<u8>)>>,
 }
 
-impl Inbox for TestInbox {
+impl Sink for TestInbox {
     fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
         if m.kind != Kind::Message {
             self.exchanges.lock().unwrap().push((m.kind, m.request, m.body.to_vec()));
@@ -69,30 +70,30 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn listen(addr: &str) -> (QuicNode, Arc<TestInbox>) {
+fn listen(addr: &str) -> (QuicProtocol, Arc<TestInbox>) {
     listen_with(addr, |_| {})
 }
 
-fn listen_with(addr: &str, tweak: impl FnOnce(&mut NodeConfig)) -> (QuicNode, Arc<TestInbox>) {
+fn listen_with(addr: &str, tweak: impl FnOnce(&mut QuicConfig)) -> (QuicProtocol, Arc<TestInbox>) {
     let inbox = Arc::new(TestInbox::default());
-    let mut config = NodeConfig::new(Role::Listen, addr.parse().unwrap());
+    let mut config = QuicConfig::new(Side::Listen, addr.parse().unwrap());
     tweak(&mut config);
-    (QuicNode::start(config, inbox.clone()).unwrap(), inbox)
+    (QuicProtocol::start(config, inbox.clone()).unwrap(), inbox)
 }
 
-fn connect(addr: SocketAddr, tweak: impl FnOnce(&mut NodeConfig)) -> (QuicNode, Arc<TestInbox>) {
+fn connect(addr: SocketAddr, tweak: impl FnOnce(&mut QuicConfig)) -> (QuicProtocol, Arc<TestInbox>) {
     let inbox = Arc::new(TestInbox::default());
-    let mut config = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
+    let mut config = QuicConfig::new(Side::Connect { server_name: "localhost".into() }, addr);
     config.backoff.initial = Duration::from_millis(20);
     config.backoff.max = Duration::from_millis(100);
     tweak(&mut config);
-    (QuicNode::start(config, inbox.clone()).unwrap(), inbox)
+    (QuicProtocol::start(config, inbox.clone()).unwrap(), inbox)
 }
 
 #[test]
 fn channels_both_ways_in_order_and_acknowledged_once_read() {
     let (server, s_in) = listen("127.0.0.1:0");
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     let (client, c_in) = connect(addr, |_| {});
     // Published before the connection exists: queued, then sent.
     for i in 0..500u32 {
@@ -121,7 +122,7 @@ fn channels_both_ways_in_order_and_acknowledged_once_read() {
     assert_eq!(c_in.statuses()[..2], [Status::Connecting, Status::Connected]);
     let s_events = s_in.events.lock().unwrap().clone();
     assert_eq!(s_events[0].status, Status::Connected);
-    assert_eq!(s_events[1].peer.map(|p| p.port()), Some(client.local_addr().unwrap().port()));
+    assert_eq!(s_events[1].peer.map(|p| p.port()), Some(client.local_addr().port()));
 
     assert_eq!(client.publish(99, b"x"), Err(PublishError::BadChannel { channel: 99, max: 16 }));
     assert!(matches!(client.publish(0, &vec![0; (16 << 20) + 1]), Err(PublishError::TooLarge { .. })));
@@ -133,7 +134,7 @@ fn channels_both_ways_in_order_and_acknowledged_once_read() {
 #[test]
 fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
     let (server, s_in) = listen("127.0.0.1:0");
-    let (client, c_in) = connect(server.local_addr().unwrap(), |_| {});
+    let (client, c_in) = connect(server.local_addr(), |_| {});
     wait_until("connected", || client.metrics().peers == 1);
     let key = client.request(b"21").unwrap();
     wait_until("the request", || s_in.exchanges.lock().unwrap().len() == 1);
@@ -174,17 +175,17 @@ fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
 #[test]
 fn a_closed_listener_frees_its_port_at_once() {
     let (server, _) = listen("127.0.0.1:0");
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     server.close();
     let (again, _) = listen(&addr.to_string());
-    assert_eq!(again.local_addr().unwrap(), addr);
+    assert_eq!(again.local_addr(), addr);
     drop(server);
 }
 
 #[test]
 fn datagrams_are_counted_and_limited_to_the_path() {
     let (server, s_in) = listen("127.0.0.1:0");
-    let (client, _c_in) = connect(server.local_addr().unwrap(), |_| {});
+    let (client, _c_in) = connect(server.local_addr(), |_| {});
     wait_until("connected", || client.metrics().peers == 1);
     for i in 0..100u8 {
         assert_eq!(client.publish_datagram(4, &[i; 100]).unwrap(), Sent::Accepted);
@@ -202,7 +203,7 @@ fn datagrams_are_counted_and_limited_to_the_path() {
 #[test]
 fn a_restarted_listener_gets_everything_the_old_one_had_not_handed_over() {
     let (server, s_in) = listen("127.0.0.1:0");
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     let (client, c_in) = connect(addr, |_| {});
     for i in 0..100u32 {
         client.publish(0, &i.to_le_bytes()).unwrap();
@@ -220,8 +221,8 @@ fn a_restarted_listener_gets_everything_the_old_one_had_not_handed_over() {
     let t = Instant::now();
     let (server2, s2_in) = loop {
         let inbox = Arc::new(TestInbox::default());
-        match QuicNode::start(NodeConfig::new(Role::Listen, addr), inbox.clone()) {
-            Ok(node) => break (node, inbox),
+        match QuicProtocol::start(QuicConfig::new(Side::Listen, addr), inbox.clone()) {
+            Ok(quic) => break (quic, inbox),
             Err(e) if t.elapsed() < Duration::from_secs(10) => {
                 let _ = e;
                 std::thread::sleep(Duration::from_millis(20))
@@ -235,10 +236,7 @@ fn a_restarted_listener_gets_everything_the_old_one_had_not_handed_over() {
     assert_eq!(got, (40..150).collect::<Vec<_>>(), "the unread 60, then the new 50, once each, in order");
     assert_eq!(client.metrics().reconnects, 1);
     let last = c_in.events.lock().unwrap().iter().rev().find(|e| e.error.is_some()).cloned().unwrap();
-    assert!(
-        matches!(last.error, Some(Failure { kind: FailureKind::ClosedByPeer | FailureKind::Lost, .. })),
-        "{last:?}"
-    );
+    assert_eq!(last.error.as_ref().map(|e| e.code()), Some(ErrorCode::ConnectionLost), "{last:?}");
     drop(server2);
 }
 
@@ -249,15 +247,15 @@ fn a_peer_that_does_not_read_is_disconnected_and_the_others_go_on() {
         // Long enough for the fast peer to acknowledge even on a loaded machine.
         c.overflow = zerohop_quic::Overflow::Block(Duration::from_secs(2));
     });
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     // One client reads nothing (its inbox takes 10 messages), the other reads all.
     let slow_inbox = Arc::new(TestInbox { room: Some(10), ..TestInbox::default() });
-    let mut slow_cfg = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
+    let mut slow_cfg = QuicConfig::new(Side::Connect { server_name: "localhost".into() }, addr);
     slow_cfg.backoff.max_attempts = Some(0);
-    let slow = QuicNode::start(slow_cfg, slow_inbox.clone()).unwrap();
+    let slow = QuicProtocol::start(slow_cfg, slow_inbox.clone()).unwrap();
     let fast_in = Arc::new(TestInbox { eager: true, ..TestInbox::default() });
-    let fast_cfg = NodeConfig::new(Role::Connect { server_name: "localhost".into() }, addr);
-    let fast = QuicNode::start(fast_cfg, fast_in.clone()).unwrap();
+    let fast_cfg = QuicConfig::new(Side::Connect { server_name: "localhost".into() }, addr);
+    let fast = QuicProtocol::start(fast_cfg, fast_in.clone()).unwrap();
     wait_until("both connected", || server.metrics().peers == 2);
     let big = vec![1u8; 256 << 10];
     let mut accepted = 0;
@@ -275,7 +273,7 @@ fn a_peer_that_does_not_read_is_disconnected_and_the_others_go_on() {
             .lock()
             .unwrap()
             .iter()
-            .any(|e| matches!(e.error, Some(Failure { kind: FailureKind::SlowConsumer { by_peer: true }, .. })))
+            .any(|e| e.error.as_ref().is_some_and(|e| e.code() == ErrorCode::SlowConsumer))
     });
     drop((fast, slow));
 }
@@ -283,7 +281,7 @@ fn a_peer_that_does_not_read_is_disconnected_and_the_others_go_on() {
 #[test]
 fn a_second_node_of_this_process_resumes_with_0rtt() {
     let (server, s_in) = listen("127.0.0.1:0");
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     let (first, _) = connect(addr, |_| {});
     first.publish(0, b"one").unwrap();
     wait_until("delivery", || s_in.messages.lock().unwrap().len() == 1);
@@ -308,7 +306,7 @@ fn channels_deliver_everything_in_order_through_loss_reordering_duplication_and_
         zerohop_proto::chaos::ChaosSpec::parse("loss:0.1,reorder:0.05,reorder_by:1ms,dup:0.02,delay:2ms").unwrap();
     let seed = 11;
     let proxy =
-        zerohop_test_support::chaos::ChaosProxy::start("127.0.0.1:0".parse().unwrap(), server.local_addr().unwrap(), spec, seed)
+        zerohop_test_support::chaos::ChaosProxy::start("127.0.0.1:0".parse().unwrap(), server.local_addr(), spec, seed)
             .unwrap();
     let (client, c_in) = connect(proxy.local_addr(), |_| {});
     let message = |i: u32| i.to_le_bytes().repeat(1 + (i as usize % 300));
@@ -344,7 +342,7 @@ fn stream_header(kind: StreamKind, channel: u16) -> Vec<u8> {
     w
 }
 
-/// A raw QUIC client of the listener (no zerohop node), to send what a broken or
+/// A raw QUIC client of the listener (not zerohop's), to send what a broken or
 /// hostile peer would.
 async fn raw_client(addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     use quinn::crypto::rustls::QuicClientConfig;
@@ -352,7 +350,7 @@ async fn raw_client(addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap())));
     let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-    // Say hello like a node does, so the listener takes it for a peer.
+    // Say hello like a zerohop hub does, so the listener takes it for a peer.
     let mut s = conn.open_uni().await.unwrap();
     s.write_all(&stream_header(StreamKind::Hello, 0)).await.unwrap();
     s.finish().unwrap();
@@ -370,7 +368,7 @@ async fn closed_with(conn: &quinn::Connection) -> u64 {
 #[test]
 fn garbage_and_oversize_messages_close_that_peer_only() {
     let (server, s_in) = listen_with("127.0.0.1:0", |c| c.max_message = 1000);
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     let (good, _) = connect(addr, |_| {});
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -6,15 +6,15 @@ use quinn_proto::{ConnectionHandle, Dir, StreamId, VarInt};
 use zerohop_proto::session::{StreamHeader, StreamKind, get_varint};
 
 use super::channel::read_into;
-use super::engine::{Conn, Engine, Stream};
 use super::*;
+use super::{Conn, Engine, Stream};
 
 /// The error code of a cancelled request's stream.
 const CANCELLED: VarInt = VarInt::from_u32(1);
 
 /// Writes what is left of `wire` (from `at`) to stream `id`, and finishes the stream
 /// once all of it is written.
-pub(super) fn write_rest(q: &mut quinn_proto::Connection, id: StreamId, wire: &[u8], at: &mut usize) {
+pub(crate) fn write_rest(q: &mut quinn_proto::Connection, id: StreamId, wire: &[u8], at: &mut usize) {
     let mut s = q.send_stream(id);
     while *at < wire.len() {
         match s.write(&wire[*at..]) {
@@ -82,8 +82,8 @@ impl Engine {
         true
     }
 
-    /// The client side: the reply, once complete, goes to the inbox.
-    pub(super) fn read_reply(&mut self, c: &mut Conn, id: StreamId) -> Result<(), ()> {
+    /// The client side: the reply, once complete, goes to the receive ring.
+    pub(crate) fn read_reply(&mut self, c: &mut Conn, id: StreamId) -> Result<(), ()> {
         let Some(Stream::RequestOut { key, reply, .. }) = c.streams.get_mut(&id) else { return Ok(()) };
         let key = *key;
         let max = self.config.max_message + 6;
@@ -114,7 +114,7 @@ impl Engine {
 
     /// The server side: the request, once complete, goes to the application. `ended`:
     /// the stream's end was read already (with its header).
-    pub(super) fn read_request(
+    pub(crate) fn read_request(
         &mut self,
         ch: ConnectionHandle,
         c: &mut Conn,

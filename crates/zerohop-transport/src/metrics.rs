@@ -1,9 +1,10 @@
-//! Counters every hub reports.
+//! Counters every hub reports, and the ones only its transport has.
 
 use crate::endpoint::TransportKind;
+use crate::options::Value;
 
 /// A snapshot of a hub's counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
     /// The transport in use.
     pub transport: TransportKind,
@@ -11,7 +12,7 @@ pub struct Metrics {
     pub selected_automatically: bool,
     pub published: u64,
     pub published_bytes: u64,
-    /// Messages discarded by `drop_new`.
+    /// Messages discarded by `drop_new` (for some receiver).
     pub dropped: u64,
     /// Times a `block` publisher had to wait for space.
     pub blocked: u64,
@@ -19,6 +20,9 @@ pub struct Metrics {
     pub received_bytes: u64,
     /// Messages this hub missed because a publisher lapped it (`drop_old`).
     pub lapped: u64,
+    /// The transport's own counters and settings, by the names users see
+    /// (`metrics().udp.lost`, `metrics().quic.rttUs`).
+    pub details: Vec<(&'static str, Value)>,
 }
 
 impl Metrics {
@@ -46,6 +50,12 @@ impl Metrics {
             received: 0,
             received_bytes: 0,
             lapped: 0,
+            details: Vec::new(),
         }
+    }
+
+    /// The detail `name`, if the transport reports it.
+    pub fn detail(&self, name: &str) -> Option<&Value> {
+        self.details.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }

@@ -1,6 +1,6 @@
 //! Channels: what we send on a peer's channel (a [`SendQueue`] written to a stream, and
 //! the acknowledgements that come back on it), what we receive on one (framed messages
-//! into the inbox, through the duplicate filter, acknowledged once read), and the
+//! into the receive ring, through the duplicate filter, acknowledged once read), and the
 //! reading of every stream kind.
 
 use std::collections::{HashMap, VecDeque};
@@ -11,12 +11,14 @@ use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
 use zerohop_proto::stream::{StreamDecoder, StreamError};
 
-use super::engine::{Conn, Engine, Stream};
+use zerohop_net::ring::Inbound;
+
 use super::*;
+use super::{Conn, Engine, Stream};
 
 /// One reliable channel to one peer: the queue outlives connections; the stream is the
 /// current connection's.
-pub(super) struct OutChannel {
+pub(crate) struct OutChannel {
     pub index: u16,
     pub queue: SendQueue,
     pub stream: Option<StreamId>,
@@ -46,7 +48,7 @@ impl OutChannel {
         q: &mut quinn_proto::Connection,
         streams: &mut HashMap<StreamId, Stream>,
         session: u64,
-        counters: &mut NodeMetrics,
+        counters: &mut QuicMetrics,
     ) -> bool {
         let id = match self.stream {
             Some(id) => id,
@@ -101,12 +103,12 @@ impl OutChannel {
 }
 
 /// One of the peer's channels to us, on one stream.
-pub(super) struct InChannel {
+pub(crate) struct InChannel {
     peer: u32,
     from: SocketAddr,
     header: StreamHeader,
     decoder: StreamDecoder,
-    /// Messages the inbox had no room for, end to end, and their lengths.
+    /// Messages the receive ring had no room for, end to end, and their lengths.
     backlog: Vec<u8>,
     lens: VecDeque<usize>,
     backlog_at: usize,
@@ -235,14 +237,14 @@ impl Engine {
         first: Option<&[u8]>,
     ) -> Result<(), Refusal> {
         let Some(Stream::ChannelIn(inbound)) = c.streams.get_mut(&id) else { return Ok(()) };
-        let Engine { inbox, peers, .. } = self;
+        let Engine { sink, peers, .. } = self;
         let p = peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
         let window = p.window(inbound.header.session, inbound.header.channel);
         let InChannel { peer, from, header, decoder, backlog, lens, backlog_at, ended, acked } = &mut **inbound;
         // Offer what waits; then take new bytes only if nothing waits.
         while let Some(&len) = lens.front() {
             let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
-            let Some(pos) = inbox.deliver(&m) else { break };
+            let Some(pos) = sink.deliver(&m) else { break };
             window.delivered(pos);
             lens.pop_front();
             *backlog_at += len;
@@ -260,7 +262,7 @@ impl Engine {
                 }
                 if lens.is_empty() {
                     let m = Inbound::message(*peer, *from, header.channel, body);
-                    if let Some(pos) = inbox.deliver(&m) {
+                    if let Some(pos) = sink.deliver(&m) {
                         window.delivered(pos);
                         return;
                     }
@@ -304,7 +306,7 @@ impl Engine {
                 return Err(Refusal::Violation(CloseCode::Protocol, "malformed length prefix"));
             }
         }
-        if let Some(ack) = window.consumed(inbox.consumed()) {
+        if let Some(ack) = window.consumed(sink.consumed()) {
             let mut bytes = Vec::with_capacity(10);
             put_varint(ack, &mut bytes);
             // Acknowledgements are tiny next to the window a stream starts with, and a
@@ -333,7 +335,7 @@ fn request_refused(code: CloseCode) -> Refusal {
 
 /// Appends what stream `id` has to `into`, up to `max` bytes in all; sets `finished`
 /// at its end. An error if the stream is gone or was reset.
-pub(super) fn read_into(
+pub(crate) fn read_into(
     q: &mut quinn_proto::Connection,
     id: StreamId,
     into: &mut Vec<u8>,

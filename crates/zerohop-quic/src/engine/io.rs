@@ -1,5 +1,4 @@
-//! The node's UDP socket, sending on it ([`Net`]), and the eventfd that wakes its I/O
-//! thread.
+//! The engine's UDP socket, and sending on it ([`Net`]).
 //!
 //! The socket goes through quinn-udp, which batches with GSO on send and GRO on receive
 //! where the kernel has them, and carries ECN marks. Everything here is non-blocking:
@@ -9,7 +8,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -24,7 +23,7 @@ const BATCH: usize = 16;
 const MAX_PAYLOAD: usize = 64 << 10;
 
 /// A received datagram.
-pub(super) struct Datagram {
+pub(crate) struct Datagram {
     pub from: SocketAddr,
     pub local_ip: Option<std::net::IpAddr>,
     pub ecn: Option<quinn_udp::EcnCodepoint>,
@@ -32,7 +31,7 @@ pub(super) struct Datagram {
 }
 
 /// The node's UDP socket.
-pub(super) struct Socket {
+pub(crate) struct Socket {
     io: UdpSocket,
     state: UdpSocketState,
     /// Receive buffers, one per batch entry, each with room for a GRO batch.
@@ -114,10 +113,8 @@ const MAX_GSO_SEGMENTS: usize = 10;
 const GSO_BYTES: usize = 65_000;
 
 /// The socket side: what sends, and what the kernel refused for now.
-pub(super) struct Net {
-    /// `None` once the node is closed: the port is free again at once, not when the last
-    /// handle on the node goes.
-    socket: Option<Socket>,
+pub(crate) struct Net {
+    socket: Socket,
     pub tx: Vec<u8>,
     /// A transmit the kernel's buffer had no room for; nothing else goes before it.
     pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
@@ -129,18 +126,17 @@ impl Net {
         // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
         // quinn-udp counts that as sent): see `transmit`.
         let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
-        Net { socket: Some(socket), tx: Vec::new(), blocked: None, gso }
+        Net { socket, tx: Vec::new(), blocked: None, gso }
     }
 
-    /// Reads one batch from the socket (see [`Socket::recv`]); 0 once closed.
+    /// The socket's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.socket.fd()
+    }
+
+    /// Reads one batch from the socket (see [`Socket::recv`]).
     pub fn recv(&mut self, each: impl FnMut(Datagram)) -> usize {
-        self.socket.as_mut().map_or(0, |s| s.recv(each).unwrap_or(0))
-    }
-
-    /// Closes the socket; what is sent afterwards goes nowhere.
-    pub fn close(&mut self) {
-        self.socket = None;
-        self.blocked = None;
+        self.socket.recv(each).unwrap_or(0)
     }
 
     /// Sends what `q` has to send; false if the socket is full (the rest waits).
@@ -161,7 +157,7 @@ impl Net {
 
     /// Sends `t` (in `tx`); false if it had to wait for room.
     pub fn send(&mut self, t: quinn_proto::Transmit) -> bool {
-        let Some(socket) = &self.socket else { return true };
+        let socket = &self.socket;
         match socket.send(&t, &self.tx) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.blocked = Some((t, std::mem::take(&mut self.tx)));
@@ -190,69 +186,6 @@ impl Net {
 }
 
 /// The ECN mark of a received datagram, as quinn-proto names it.
-pub(super) fn ecn(e: Option<quinn_udp::EcnCodepoint>) -> Option<quinn_proto::EcnCodepoint> {
+pub(crate) fn ecn(e: Option<quinn_udp::EcnCodepoint>) -> Option<quinn_proto::EcnCodepoint> {
     e.and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8))
-}
-
-/// An eventfd: a counter another thread bumps to end an I/O thread's `poll`.
-pub(super) struct Wake(OwnedFd);
-
-impl Wake {
-    pub fn new() -> io::Result<Wake> {
-        // SAFETY: eventfd takes no pointers; a negative result is an error.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; failure (the counter is
-        // saturated) means a wake-up is pending anyway.
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Resets the counter after a wake-up.
-    pub fn clear(&self) {
-        let mut count = 0u64;
-        // SAFETY: reads 8 bytes into a valid u64 from our eventfd.
-        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
-    }
-}
-
-/// Waits until `socket` is readable (if given), `wake` is bumped, or `deadline`; returns
-/// whether the socket is readable and whether it is writable (when asked).
-pub(super) fn wait(socket: Option<RawFd>, want_write: bool, wake: &Wake, deadline: Option<Instant>) -> (bool, bool) {
-    // ppoll(2), not poll(2): QUIC's timers (pacing, acknowledgement delays) are finer
-    // than a millisecond.
-    let timeout = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        libc::timespec {
-            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
-        }
-    });
-    let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
-    let mut fds = [
-        libc::pollfd { fd: socket.unwrap_or(-1), events, revents: 0 },
-        libc::pollfd { fd: wake.fd(), events: libc::POLLIN, revents: 0 },
-    ];
-    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: two valid pollfds and an optional timespec, valid for the duration of the
-    // call; a null signal mask leaves the mask alone.
-    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timeout_ptr, std::ptr::null()) };
-    if r <= 0 {
-        return (false, false); // timeout or EINTR
-    }
-    if fds[1].revents != 0 {
-        wake.clear();
-    }
-    (fds[0].revents & libc::POLLIN != 0, fds[0].revents & libc::POLLOUT != 0)
 }

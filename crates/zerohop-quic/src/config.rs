@@ -1,18 +1,19 @@
-//! What a node is told (its configuration) and what it tells (status events, received
-//! messages through an [`Inbox`], errors and counters).
+//! What a QUIC hub is told (its configuration) and what it tells (why a connection
+//! failed, why a publish failed, its counters).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use quinn_proto::{ConnectionError, VarInt};
-use zerohop_proto::lifecycle::{Backoff, Status};
+use zerohop_proto::lifecycle::Backoff;
+use zerohop_transport::{Error, ErrorCode};
 
 use crate::tls::{HandshakeFailure, Identity, Trust};
 
-/// Which side of the connection this node is.
+/// Which side of its connections a hub is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum Side {
     /// Accept any number of peers on the address.
     Listen,
     /// Connect to the server at the address, verifying it as `server_name`.
@@ -31,10 +32,10 @@ pub enum Overflow {
     FailFast,
 }
 
-/// How a node runs.
+/// How a QUIC hub runs.
 #[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub role: Role,
+pub struct QuicConfig {
+    pub side: Side,
     /// The address to listen on, or the server's.
     pub addr: SocketAddr,
     /// Ours: required to listen (a self-signed one for development); optional to
@@ -48,7 +49,7 @@ pub struct NodeConfig {
     pub keep_alive: Option<Duration>,
     /// Close a connection that heard nothing this long; also the handshake timeout.
     pub idle_timeout: Duration,
-    /// Reconnect schedule of a connecting node.
+    /// Reconnect schedule of a connecting hub.
     pub backoff: Backoff,
     /// Largest message, both ways; a peer sending more is disconnected.
     pub max_message: usize,
@@ -60,13 +61,15 @@ pub struct NodeConfig {
     /// How long a listener keeps a disconnected peer's unacknowledged messages for its
     /// reconnect.
     pub peer_linger: Duration,
+    /// The hub publishes unreliable datagrams instead of channel messages.
+    pub datagrams: bool,
 }
 
-impl NodeConfig {
-    /// Defaults for `role` at `addr`.
-    pub fn new(role: Role, addr: SocketAddr) -> Self {
+impl QuicConfig {
+    /// Defaults for `side` at `addr`.
+    pub fn new(side: Side, addr: SocketAddr) -> Self {
         Self {
-            role,
+            side,
             addr,
             identity: None,
             trust: Trust::DangerouslyAcceptAnyServer,
@@ -81,11 +84,12 @@ impl NodeConfig {
             send_queue_bytes: 64 << 20,
             overflow: Overflow::Block(Duration::from_secs(5)),
             peer_linger: Duration::from_secs(30),
+            datagrams: false,
         }
     }
 }
 
-/// Application error codes a node closes a connection with.
+/// Application error codes a hub closes a connection with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseCode {
     /// Closed on purpose.
@@ -164,62 +168,25 @@ impl Failure {
     pub fn is_permanent(&self) -> bool {
         matches!(self.kind, FailureKind::Tls(_))
     }
-}
 
-/// A change of status: of the node's connection (connecting side, `peer` is the server),
-/// or of one peer (listening side).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusEvent {
-    pub status: Status,
-    pub peer: Option<SocketAddr>,
-    /// Why, when it is a loss or a failure.
-    pub error: Option<Failure>,
-}
-
-/// What a received item is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A published message.
-    Message = 0,
-    /// A request to answer with [`QuicNode::respond`] (`request` is its key).
-    Request = 1,
-    /// The reply to our request `request`.
-    Response = 2,
-    /// Our request `request` failed on the server; the body says why.
-    Failed = 3,
-    /// The peer gave up on request `request` (it timed out or was aborted there).
-    Cancelled = 4,
-}
-
-/// A received message.
-#[derive(Debug)]
-pub struct Inbound<'a> {
-    /// The peer's number on this node (stable across its reconnects).
-    pub peer: u32,
-    pub from: SocketAddr,
-    pub channel: u16,
-    pub kind: Kind,
-    /// Requests: the key that pairs a request, its reply and its cancellation.
-    pub request: u64,
-    pub body: &'a [u8],
-}
-
-impl<'a> Inbound<'a> {
-    /// A published message (not part of a request).
-    pub fn message(peer: u32, from: SocketAddr, channel: u16, body: &'a [u8]) -> Self {
-        Inbound { peer, from, channel, kind: Kind::Message, request: 0, body }
+    /// The stable error code users see for it.
+    pub fn code(&self) -> ErrorCode {
+        match self.kind {
+            FailureKind::Tls(HandshakeFailure::UnknownIssuer | HandshakeFailure::BadCertificate) => {
+                ErrorCode::TlsUntrusted
+            }
+            FailureKind::Tls(HandshakeFailure::Expired | HandshakeFailure::NotValidYet) => ErrorCode::TlsExpired,
+            FailureKind::Tls(HandshakeFailure::WrongName) => ErrorCode::TlsNameMismatch,
+            FailureKind::Tls(HandshakeFailure::ClientCertificateRequired | HandshakeFailure::RefusedByPeer) => {
+                ErrorCode::TlsRefused
+            }
+            FailureKind::TimedOut => ErrorCode::Timeout,
+            FailureKind::Lost | FailureKind::ClosedByPeer => ErrorCode::ConnectionLost,
+            FailureKind::Protocol { .. } => ErrorCode::Protocol,
+            FailureKind::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            FailureKind::SlowConsumer { .. } => ErrorCode::SlowConsumer,
+        }
     }
-}
-
-/// Where received messages and status events go.
-pub trait Inbox: Send + Sync + 'static {
-    /// Puts `message` where the application reads it and returns its position in the
-    /// application's order, or `None` when there is no room now (it is offered again).
-    fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
-    /// Positions below this have been read by the application.
-    fn consumed(&self) -> u64;
-    /// The status changed.
-    fn status(&self, event: StatusEvent);
 }
 
 /// Why a publish failed.
@@ -233,10 +200,32 @@ pub enum PublishError {
     Full,
     /// `Block`: the server did not read in time.
     Timeout,
-    /// The node is closed.
+    /// The hub is closed.
     Closed,
     /// A request needs a connection, and there is none now.
     NotConnected,
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Error {
+        match e {
+            PublishError::TooLarge { len, max } => Error::new(
+                ErrorCode::MessageTooLarge,
+                format!("message of {len} bytes exceeds the limit of {max} bytes"),
+            ),
+            PublishError::BadChannel { channel, max } => {
+                Error::bad_option(format!("channel {channel} is out of range: this hub has channels 0..{max}"))
+            }
+            PublishError::Full => Error::new(ErrorCode::Backpressure, "a peer's send queue is full"),
+            PublishError::Timeout => {
+                Error::new(ErrorCode::Timeout, "the server did not read in time (send queue full)")
+            }
+            PublishError::Closed => Error::closed(),
+            PublishError::NotConnected => {
+                Error::new(ErrorCode::ConnectionLost, "not connected to the server now (it reconnects by itself)")
+            }
+        }
+    }
 }
 
 /// What became of a published message.
@@ -248,9 +237,9 @@ pub enum Sent {
     Dropped,
 }
 
-/// Counters of a node.
+/// Counters of a QUIC hub.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct NodeMetrics {
+pub struct QuicMetrics {
     /// Peers connected now.
     pub peers: u32,
     /// Successful reconnections (connecting side) or peer reconnections (listening).

@@ -1,11 +1,11 @@
-//! A UDP endpoint: one socket, the datagram pipeline of `zerohop-proto`, and batches.
+//! A UDP pipeline: one socket, the datagram packing and unpacking of `zerohop-proto`, and batches.
 //!
 //! Outgoing messages go through one [`Outbox`] (numbered, packed or fragmented) and
 //! each finished datagram is sent to every peer with `sendmmsg`. Incoming datagrams
 //! arrive `batch` at a time with `recvmmsg` and go to the [`Inbox`] of the address they
 //! came from, which counts what was malformed, lost, late or duplicated. Nothing here
-//! blocks: the owner calls [`UdpEndpoint::poll_recv`] when the socket is readable and
-//! [`UdpEndpoint::poll_flush`] when [`UdpEndpoint::flush_deadline`] passes.
+//! blocks: the owner calls [`UdpPipeline::poll_recv`] when the socket is readable and
+//! [`UdpPipeline::poll_flush`] when [`UdpPipeline::flush_deadline`] passes.
 //!
 //! UDP stays unreliable: what the network drops is counted (by sequence gaps), never
 //! retransmitted.
@@ -40,9 +40,9 @@ enum Receiver {
     Mmsg(RecvBatch),
 }
 
-/// How to set up an endpoint.
+/// How to set up a pipeline.
 #[derive(Clone, Debug)]
-pub struct EndpointConfig {
+pub struct PipelineConfig {
     /// Local address to bind (`port 0` picks one).
     pub bind: SocketAddr,
     /// Where published messages go. With exactly one peer the socket is connected.
@@ -67,9 +67,13 @@ pub struct EndpointConfig {
     /// Most senders tracked at once (each has a sequence window and reassembly state);
     /// the least recently heard is forgotten beyond it.
     pub max_peers: usize,
+    /// The session our datagrams carry. Datagrams with it are our own coming back (a
+    /// multicast group with loopback): dropped, so a hub never receives what it sent.
+    /// Pipelines sharing a port share it.
+    pub session: u32,
 }
 
-impl EndpointConfig {
+impl PipelineConfig {
     /// Defaults for `bind`, sending to `peers`.
     pub fn new(bind: SocketAddr, peers: Vec<SocketAddr>) -> Self {
         Self {
@@ -83,11 +87,12 @@ impl EndpointConfig {
             io_uring: UringMode::Auto,
             zerocopy_min: 16 << 10,
             max_peers: 1024,
+            session: new_session(),
         }
     }
 }
 
-/// Counters of an endpoint.
+/// Counters of a pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UdpMetrics {
     pub messages_sent: u64,
@@ -108,6 +113,8 @@ pub struct UdpMetrics {
     pub duplicates: u64,
     /// Fragmented messages given up (timed out, evicted, too large).
     pub reassembly_failures: u64,
+    /// Our own datagrams that came back (multicast loopback), dropped.
+    pub own: u64,
     /// What the kernel granted when the socket was set up.
     pub granted: Granted,
     /// `"io_uring"` or `"recvmmsg"`.
@@ -135,14 +142,15 @@ impl UdpMetrics {
         self.late += o.late;
         self.duplicates += o.duplicates;
         self.reassembly_failures += o.reassembly_failures;
+        self.own += o.own;
         self.zerocopy_datagrams += o.zerocopy_datagrams;
     }
 }
 
 /// One UDP socket with its send pipeline and a receive pipeline per peer.
-pub struct UdpEndpoint {
+pub struct UdpPipeline {
     socket: UdpSocket,
-    config: EndpointConfig,
+    config: PipelineConfig,
     connected: bool,
     outbox: Outbox,
     send: SendBatch,
@@ -162,19 +170,21 @@ fn connects(peers: &[SocketAddr]) -> bool {
     peers.len() == 1 && !peers[0].ip().is_multicast()
 }
 
-/// A session id that differs between endpoints and runs (pid and time, mixed).
-fn new_session() -> u32 {
+/// A session id that differs between pipelines and runs (pid, time and a counter, mixed).
+pub fn new_session() -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut x = (t as u64) ^ ((std::process::id() as u64) << 32);
+    x ^= COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
     x as u32
 }
 
-impl UdpEndpoint {
+impl UdpPipeline {
     /// Binds the socket (connecting it when there is exactly one peer).
-    pub fn bind(config: EndpointConfig) -> io::Result<Self> {
+    pub fn bind(config: PipelineConfig) -> io::Result<Self> {
         if config.max_datagram <= FRAME_HEADER_LEN + 4 || config.max_datagram > 65_507 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_datagram must be 45..=65507 bytes"));
         }
@@ -209,7 +219,7 @@ impl UdpEndpoint {
         Ok(Self {
             socket,
             connected,
-            outbox: Outbox::new(config.max_datagram, new_session(), 0),
+            outbox: Outbox::new(config.max_datagram, config.session, 0),
             send: SendBatch::new(),
             zerocopy,
             receiver,
@@ -353,6 +363,11 @@ impl UdpEndpoint {
         self.outbox.flush_deadline(self.interval_us()).map(|d| Duration::from_micros(d.saturating_sub(self.now_us())))
     }
 
+    /// When `poll_flush` has work, if anything is queued (without reading the clock).
+    pub fn flush_due(&self) -> Option<Instant> {
+        self.outbox.flush_deadline(self.interval_us()).map(|d| self.epoch + Duration::from_micros(d))
+    }
+
     fn send_ready(&mut self) -> io::Result<()> {
         if let Some(zc) = &mut self.zerocopy
             && self.outbox.datagrams().any(|d| d.len() >= self.config.zerocopy_min)
@@ -422,9 +437,14 @@ impl UdpEndpoint {
         let inboxes = &mut self.inboxes;
         let metrics = &mut self.metrics;
         let max_peers = self.config.max_peers.max(1);
+        let own = self.config.session;
         let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
             metrics.datagrams_received += 1;
             metrics.bytes_received += bytes.len() as u64;
+            if zerohop_proto::peek_session(bytes) == Some(own) {
+                metrics.own += 1;
+                return;
+            }
             let Some(from) = from.filter(|_| !truncated) else {
                 metrics.malformed += 1;
                 return;
@@ -489,13 +509,13 @@ impl UdpEndpoint {
     }
 }
 
-impl core::fmt::Debug for UdpEndpoint {
+impl core::fmt::Debug for UdpPipeline {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("UdpEndpoint").field("socket", &self.socket).field("backend", &self.metrics.backend).finish()
+        f.debug_struct("UdpPipeline").field("socket", &self.socket).field("backend", &self.metrics.backend).finish()
     }
 }
 
-/// A message [`UdpEndpoint::poll_recv`] delivers.
+/// A message [`UdpPipeline::poll_recv`] delivers.
 #[derive(Clone, Copy, Debug)]
 pub struct Received<'a> {
     /// The sender.
@@ -547,10 +567,10 @@ mod tests {
 
     thread_local!(static MODE: std::cell::Cell<UringMode> = const { std::cell::Cell::new(UringMode::Off) });
 
-    fn endpoint(peers: Vec<SocketAddr>) -> UdpEndpoint {
+    fn pipeline(peers: Vec<SocketAddr>) -> UdpPipeline {
         let config =
-            EndpointConfig { io_uring: MODE.get(), ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers) };
-        let e = UdpEndpoint::bind(config).unwrap();
+            PipelineConfig { io_uring: MODE.get(), ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), peers) };
+        let e = UdpPipeline::bind(config).unwrap();
         assert_eq!(e.metrics().backend, if MODE.get() == UringMode::Force { "io_uring" } else { "recvmmsg" });
         e
     }
@@ -562,7 +582,7 @@ mod tests {
         }
     }
 
-    fn collect(rx: &mut UdpEndpoint, want: usize) -> Vec<(SocketAddr, u64, Vec<u8>)> {
+    fn collect(rx: &mut UdpPipeline, want: usize) -> Vec<(SocketAddr, u64, Vec<u8>)> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
         while got.len() < want {
@@ -577,8 +597,8 @@ mod tests {
     #[test]
     fn messages_from_1_byte_to_1_mb_arrive_whole_and_in_order() {
         each_backend(|| {
-            let mut rx = endpoint(vec![]);
-            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            let mut rx = pipeline(vec![]);
+            let mut tx = pipeline(vec![rx.local_addr().unwrap()]);
             let sizes = [1usize, 10, 100, 1400, 1432, 1433, 5_000, 64 << 10, 1 << 20];
             let messages: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect()).collect();
             let mut got = Vec::new();
@@ -597,12 +617,12 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_endpoint_frees_its_port_at_once() {
+    fn a_dropped_pipeline_frees_its_port_at_once() {
         each_backend(|| {
-            let addr = endpoint(vec![]).local_addr().unwrap();
+            let addr = pipeline(vec![]).local_addr().unwrap();
             for _ in 0..50 {
-                let config = EndpointConfig { io_uring: MODE.get(), ..EndpointConfig::new(addr, vec![]) };
-                drop(UdpEndpoint::bind(config).expect("the port is free again as soon as the endpoint is dropped"));
+                let config = PipelineConfig { io_uring: MODE.get(), ..PipelineConfig::new(addr, vec![]) };
+                drop(UdpPipeline::bind(config).expect("the port is free again as soon as the pipeline is dropped"));
             }
         });
     }
@@ -610,8 +630,8 @@ mod tests {
     #[test]
     fn small_messages_are_packed_and_a_lone_one_waits_only_the_flush_interval() {
         each_backend(|| {
-            let mut rx = endpoint(vec![]);
-            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            let mut rx = pipeline(vec![]);
+            let mut tx = pipeline(vec![rx.local_addr().unwrap()]);
             for i in 0..100u32 {
                 tx.publish(&i.to_le_bytes()).unwrap();
             }
@@ -632,9 +652,9 @@ mod tests {
     #[test]
     fn fan_in_from_two_senders_keeps_their_sequences_apart() {
         each_backend(|| {
-            let mut rx = endpoint(vec![]);
-            let mut a = endpoint(vec![rx.local_addr().unwrap()]);
-            let mut b = endpoint(vec![rx.local_addr().unwrap()]);
+            let mut rx = pipeline(vec![]);
+            let mut a = pipeline(vec![rx.local_addr().unwrap()]);
+            let mut b = pipeline(vec![rx.local_addr().unwrap()]);
             for i in 0..50u8 {
                 a.publish(&[b'a', i]).unwrap();
                 b.publish(&[b'b', i]).unwrap();
@@ -654,14 +674,14 @@ mod tests {
     #[test]
     fn garbage_datagrams_are_counted_and_dropped() {
         each_backend(|| {
-            let mut rx = endpoint(vec![]);
+            let mut rx = pipeline(vec![]);
             let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             for n in [0usize, 1, 39, 40, 41, 500, 1472] {
                 junk.send_to(&vec![0xAB; n], rx.local_addr().unwrap()).unwrap();
             }
             let oversize = vec![0u8; 3000]; // longer than max_datagram: truncated
             junk.send_to(&oversize, rx.local_addr().unwrap()).unwrap();
-            let mut tx = endpoint(vec![rx.local_addr().unwrap()]);
+            let mut tx = pipeline(vec![rx.local_addr().unwrap()]);
             tx.publish(b"real").unwrap();
             tx.flush().unwrap();
             let got = collect(&mut rx, 1);
@@ -685,7 +705,7 @@ mod tests {
             .arg("-n")
             .arg("--")
             .arg(exe)
-            .args(["--exact", "endpoint::tests::multicast_reaches_every_member", "--nocapture", "--test-threads", "1"])
+            .args(["--exact", "pipeline::tests::multicast_reaches_every_member", "--nocapture", "--test-threads", "1"])
             .env("ZEROHOP_NETNS_CHILD", "1")
             .status();
         match status {
@@ -715,8 +735,8 @@ mod tests {
                 ..SocketOptions::default()
             };
             let config =
-                EndpointConfig { socket, ..EndpointConfig::new(format!("0.0.0.0:{port}").parse().unwrap(), vec![]) };
-            UdpEndpoint::bind(config).unwrap()
+                PipelineConfig { socket, ..PipelineConfig::new(format!("0.0.0.0:{port}").parse().unwrap(), vec![]) };
+            UdpPipeline::bind(config).unwrap()
         };
         let first = member(0);
         let port = first.local_addr().unwrap().port();
@@ -729,9 +749,9 @@ mod tests {
             }),
             ..SocketOptions::default()
         };
-        let mut tx = UdpEndpoint::bind(EndpointConfig {
+        let mut tx = UdpPipeline::bind(PipelineConfig {
             socket: sender_socket,
-            ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![SocketAddr::new(group.into(), port)])
+            ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![SocketAddr::new(group.into(), port)])
         })
         .unwrap();
         let messages: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![7u8; 5000], b"c".to_vec()];
@@ -797,7 +817,7 @@ mod tests {
             std::process::Command::new("ip")
                 .args(["netns", "exec", ns])
                 .arg(&exe)
-                .args(["--exact", "endpoint::tests::two_hosts_over_a_veth_pair", "--nocapture", "--test-threads", "1"])
+                .args(["--exact", "pipeline::tests::two_hosts_over_a_veth_pair", "--nocapture", "--test-threads", "1"])
                 .env("ZEROHOP_VETH_ROLE", role)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -820,14 +840,14 @@ mod tests {
     fn veth_role(role: &str) {
         let server: SocketAddr = "10.201.0.1:47000".parse().unwrap();
         if role == "receiver" {
-            let mut rx = UdpEndpoint::bind(EndpointConfig::new(server, vec![])).unwrap();
+            let mut rx = UdpPipeline::bind(PipelineConfig::new(server, vec![])).unwrap();
             println!("VETH READY");
             let got = collect(&mut rx, 200);
             assert_eq!(got.into_iter().map(|g| g.2).collect::<Vec<_>>(), veth_messages());
             assert!(got_from_other_host(&rx));
             println!("VETH OK");
         } else {
-            let mut tx = UdpEndpoint::bind(EndpointConfig::new("10.201.0.2:0".parse().unwrap(), vec![server])).unwrap();
+            let mut tx = UdpPipeline::bind(PipelineConfig::new("10.201.0.2:0".parse().unwrap(), vec![server])).unwrap();
             for m in veth_messages() {
                 tx.publish(&m).unwrap();
                 tx.flush().unwrap();
@@ -837,14 +857,14 @@ mod tests {
         }
     }
 
-    fn got_from_other_host(rx: &UdpEndpoint) -> bool {
+    fn got_from_other_host(rx: &UdpPipeline) -> bool {
         rx.inboxes.keys().all(|a| a.ip() == "10.201.0.2".parse::<std::net::IpAddr>().unwrap())
     }
 
     #[test]
     fn a_garbage_flood_is_counted_and_real_traffic_still_gets_through() {
         each_backend(|| {
-            let mut rx = endpoint(vec![]);
+            let mut rx = pipeline(vec![]);
             let to = rx.local_addr().unwrap();
             use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
             let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -872,7 +892,7 @@ mod tests {
             while flooded.load(Ordering::Relaxed) < 2_000 {
                 std::thread::yield_now();
             }
-            let mut tx = endpoint(vec![to]);
+            let mut tx = pipeline(vec![to]);
             let mut real = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(20);
             // Keep sending numbered messages until 100 distinct ones made it through.
@@ -897,12 +917,12 @@ mod tests {
     fn large_datagrams_use_zero_copy_send_when_io_uring_is_in_use() {
         each_backend(|| {
             let big = |peers| {
-                let config = EndpointConfig {
+                let config = PipelineConfig {
                     io_uring: MODE.get(),
                     max_datagram: 65_507,
-                    ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), peers)
+                    ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), peers)
                 };
-                UdpEndpoint::bind(config).unwrap()
+                UdpPipeline::bind(config).unwrap()
             };
             let mut rx = big(vec![]);
             let mut tx = big(vec![rx.local_addr().unwrap()]);
@@ -924,14 +944,14 @@ mod tests {
 
     #[test]
     fn per_sender_state_is_bounded_and_set_peers_can_disconnect() {
-        let config = EndpointConfig { max_peers: 3, ..EndpointConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
-        let mut rx = UdpEndpoint::bind(config).unwrap();
+        let config = PipelineConfig { max_peers: 3, ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+        let mut rx = UdpPipeline::bind(config).unwrap();
         let to = rx.local_addr().unwrap();
         // Junk from many ports creates no state.
         for _ in 0..20 {
             UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"junk", to).unwrap();
         }
-        let mut senders: Vec<UdpEndpoint> = (0..6).map(|_| endpoint(vec![to])).collect();
+        let mut senders: Vec<UdpPipeline> = (0..6).map(|_| pipeline(vec![to])).collect();
         for s in &mut senders {
             s.publish(b"hi").unwrap();
             s.flush().unwrap();
@@ -940,9 +960,9 @@ mod tests {
         assert!(rx.inboxes.len() <= 3, "{}", rx.inboxes.len());
         assert!(rx.metrics().malformed >= 20);
         // Connected to one peer, then to two: the socket must hear from anyone again.
-        let mut a = endpoint(vec![senders[0].local_addr().unwrap()]);
+        let mut a = pipeline(vec![senders[0].local_addr().unwrap()]);
         a.set_peers(vec![senders[0].local_addr().unwrap(), senders[1].local_addr().unwrap()]).unwrap();
-        let mut c = endpoint(vec![a.local_addr().unwrap()]);
+        let mut c = pipeline(vec![a.local_addr().unwrap()]);
         c.publish(b"from c").unwrap();
         c.flush().unwrap();
         assert_eq!(collect(&mut a, 1)[0].2, b"from c");
@@ -951,9 +971,9 @@ mod tests {
     #[test]
     fn several_peers_each_get_every_message() {
         each_backend(|| {
-            let mut r1 = endpoint(vec![]);
-            let mut r2 = endpoint(vec![]);
-            let mut tx = endpoint(vec![r1.local_addr().unwrap(), r2.local_addr().unwrap()]);
+            let mut r1 = pipeline(vec![]);
+            let mut r2 = pipeline(vec![]);
+            let mut tx = pipeline(vec![r1.local_addr().unwrap(), r2.local_addr().unwrap()]);
             tx.publish(&[1u8; 3000]).unwrap();
             tx.publish(b"x").unwrap();
             tx.flush().unwrap();

@@ -9,11 +9,11 @@ use quinn_proto::{ConnectionHandle, Dir};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::session::{StreamHeader, StreamKind};
 
-use super::engine::{Conn, Engine, Peer};
 use super::*;
+use super::{Conn, Engine, Peer};
 
 /// The connecting side's state between and during attempts.
-pub(super) struct Connector {
+pub(crate) struct Connector {
     pub life: Lifecycle,
     pub server_name: String,
     pub ever_connected: bool,
@@ -22,7 +22,7 @@ pub(super) struct Connector {
 
 impl Engine {
     /// One connection attempt (the connecting side).
-    pub(super) fn connect(&mut self, now: Instant) {
+    pub(crate) fn connect(&mut self, now: Instant) {
         let Some(conn) = self.connector.as_mut() else { return };
         conn.retry_at = None;
         let server_name = conn.server_name.clone();
@@ -49,7 +49,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn) {
+    pub(crate) fn connected(&mut self, ch: ConnectionHandle, c: &mut Conn) {
         if c.early && c.q.accepted_0rtt() {
             self.counters.zero_rtt_connections += 1;
             self.counters.last_zero_rtt = true;
@@ -69,10 +69,10 @@ impl Engine {
         conn.ever_connected = true;
         conn.life.on(LifeEvent::Connected);
         let server = Some(self.config.addr);
-        self.inbox.status(StatusEvent { status: Status::Connected, peer: server, error: None });
+        self.report(Status::Connected, server, None);
     }
 
-    pub(super) fn connect_failed(&mut self, c: &Conn, now: Instant, failure: Failure) {
+    pub(crate) fn connect_failed(&mut self, c: &Conn, now: Instant, failure: Failure) {
         let event = if c.established { LifeEvent::Lost } else { LifeEvent::Failed };
         if !c.established {
             self.counters.handshake_failures += 1;
@@ -80,7 +80,7 @@ impl Engine {
         self.schedule_retry(now, failure, event);
     }
 
-    pub(super) fn schedule_retry(&mut self, now: Instant, failure: Failure, event: LifeEvent) {
+    pub(crate) fn schedule_retry(&mut self, now: Instant, failure: Failure, event: LifeEvent) {
         let Some(conn) = self.connector.as_mut() else { return };
         let next = if failure.is_permanent() {
             conn.life.on(LifeEvent::Close); // certificates do not fix themselves
@@ -94,10 +94,10 @@ impl Engine {
         };
         conn.retry_at = next.map(|wait| now + wait);
         let server = Some(self.config.addr);
-        self.inbox.status(StatusEvent { status, peer: server, error: Some(failure) });
+        self.report(status, server, Some(failure));
     }
 
-    pub(super) fn send_hello(&mut self, c: &mut Conn) {
+    pub(crate) fn send_hello(&mut self, c: &mut Conn) {
         let Some(id) = c.q.streams().open(Dir::Uni) else { return };
         let mut hello = Vec::new();
         StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0 }.encode(&mut hello);
@@ -109,7 +109,7 @@ impl Engine {
     }
 
     /// Makes `c` its peer's connection, and starts every channel on it.
-    pub(super) fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn) {
+    pub(crate) fn attach(&mut self, ch: ConnectionHandle, c: &mut Conn) {
         let Some(id) = c.peer else { return };
         let addr = c.q.remote_address();
         if let Some(p) = self.peer(id) {
@@ -124,7 +124,7 @@ impl Engine {
     }
 
     /// The peer kept for `session` (a reconnect), or a new one; its id.
-    pub(super) fn peer_for(&mut self, session: u64, addr: SocketAddr, now: Instant) -> u32 {
+    pub(crate) fn peer_for(&mut self, session: u64, addr: SocketAddr, now: Instant) -> u32 {
         if let Some(p) = self.peers.iter().find(|p| p.session == session) {
             let (id, old) = (p.id, p.conn);
             self.counters.reconnects += 1;
@@ -147,7 +147,7 @@ impl Engine {
     }
 
     /// A listener's peer said hello: it is known now.
-    pub(super) fn hello(&mut self, ch: ConnectionHandle, c: &mut Conn, session: u64, now: Instant) {
+    pub(crate) fn hello(&mut self, ch: ConnectionHandle, c: &mut Conn, session: u64, now: Instant) {
         if c.peer.is_some() {
             return;
         }
@@ -156,13 +156,13 @@ impl Engine {
         c.peer = Some(id);
         c.hello_by = None;
         self.attach(ch, c);
-        self.inbox.status(StatusEvent { status: Status::Connected, peer: Some(addr), error: None });
+        self.report(Status::Connected, Some(addr), None);
         self.read_datagrams(c);
     }
 
     /// A listener's peer that does not read: closed, forgotten (so its queue no longer
     /// holds anyone up), and counted.
-    pub(super) fn disconnect_slow(&mut self, peer: u32, now: Instant) {
+    pub(crate) fn disconnect_slow(&mut self, peer: u32, now: Instant) {
         self.counters.slow_consumers += 1;
         let Some(p) = self.peer(peer) else { return };
         let (addr, conn) = (p.addr, p.conn);
@@ -172,13 +172,10 @@ impl Engine {
                 e.close_conn(ch, c, now, CloseCode::SlowConsumer, "slow consumer: did not read in time")
             });
         }
-        self.inbox.status(StatusEvent {
-            status: Status::Disconnected,
-            peer: Some(addr),
-            error: Some(Failure {
-                kind: FailureKind::SlowConsumer { by_peer: false },
-                message: "the peer did not read what it was sent in time".into(),
-            }),
-        });
+        let failure = Failure {
+            kind: FailureKind::SlowConsumer { by_peer: false },
+            message: "the peer did not read what it was sent in time".into(),
+        };
+        self.report(Status::Disconnected, Some(addr), Some(failure));
     }
 }

@@ -1,4 +1,4 @@
-//! The engine: one node's whole state (quinn-proto's endpoint and connections, our
+//! The engine: one QUIC hub's whole state (quinn-proto's endpoint and connections, our
 //! peers, channels and requests) and the single-threaded code that moves it on.
 //!
 //! Nothing here blocks or spawns. Whoever holds the engine's lock drives it: the node's
@@ -17,10 +17,20 @@ use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, 
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::session::ReceiveWindow;
 
-use super::channel::{InChannel, OutChannel};
-use super::connect::Connector;
-use super::io::{Datagram, Net, Socket, ecn};
-use super::*;
+use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::ring::{Inbound, Sink};
+use zerohop_transport::{Error, Kind, StatusEvent};
+
+mod channel;
+pub(crate) mod connect;
+pub(crate) mod io;
+mod request;
+
+use crate::config::*;
+use crate::datagram::decode_datagram_head;
+use channel::{InChannel, OutChannel};
+use connect::Connector;
+use io::{Datagram, Net, Socket, ecn};
 
 /// How long a message waits in a burst for more to share its packets.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
@@ -29,7 +39,7 @@ const FLUSH_DELAY: Duration = Duration::from_micros(50);
 const BURST_GAP: Duration = Duration::from_micros(5);
 /// A burst goes out once this much is written.
 const FLUSH_BYTES: usize = 16 << 10;
-/// How often streams whose messages wait for room in the inbox, or for the application
+/// How often streams whose messages wait for room in the receive ring, or for the application
 /// to read them (to acknowledge), are looked at again.
 const ROOM_POLL: Duration = Duration::from_millis(1);
 const ACK_TICK: Duration = Duration::from_millis(2);
@@ -37,14 +47,14 @@ const ACK_TICK: Duration = Duration::from_millis(2);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Adds `ch` to the connections with something to do (once).
-pub(super) fn mark(dirty: &mut Vec<ConnectionHandle>, ch: ConnectionHandle) {
+pub(crate) fn mark(dirty: &mut Vec<ConnectionHandle>, ch: ConnectionHandle) {
     if !dirty.contains(&ch) {
         dirty.push(ch);
     }
 }
 
 /// A stream of a connection, by what it carries.
-pub(super) enum Stream {
+pub(crate) enum Stream {
     /// Accepted, its header not complete yet (`bi`: bidirectional).
     Opening { head: Vec<u8>, bi: bool },
     /// One of our channels to the connection's peer: we write messages, it writes
@@ -59,7 +69,7 @@ pub(super) enum Stream {
 }
 
 /// One QUIC connection and what rides on it.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     pub q: quinn_proto::Connection,
     /// The peer it belongs to: known at once when connecting, after the hello when
     /// listening.
@@ -82,7 +92,7 @@ impl Conn {
 }
 
 /// A peer: what outlives its connections.
-pub(super) struct Peer {
+pub(crate) struct Peer {
     pub id: u32,
     pub addr: SocketAddr,
     pub conn: Option<ConnectionHandle>,
@@ -139,8 +149,8 @@ impl Peer {
     }
 }
 
-/// A reply or cancellation that found the inbox full: these are never dropped.
-pub(super) struct Undelivered {
+/// A reply or cancellation that found the receive ring full: these are never dropped.
+pub(crate) struct Undelivered {
     pub peer: u32,
     pub from: SocketAddr,
     pub kind: Kind,
@@ -148,9 +158,9 @@ pub(super) struct Undelivered {
     pub body: Vec<u8>,
 }
 
-pub(super) struct Engine {
-    pub config: Arc<NodeConfig>,
-    pub inbox: Arc<dyn Inbox>,
+pub(crate) struct Engine {
+    pub config: Arc<QuicConfig>,
+    pub sink: Arc<dyn Sink>,
     pub session: u64,
     pub net: Net,
     pub endpoint: quinn_proto::Endpoint,
@@ -171,7 +181,7 @@ pub(super) struct Engine {
     /// Connections with something to do.
     pub dirty: Vec<ConnectionHandle>,
     /// The counting fields of the metrics (the rest are read off the connections).
-    pub counters: NodeMetrics,
+    pub counters: QuicMetrics,
     pub closing: bool,
     /// Acknowledgements freed room in a send queue (blocked publishers may go on).
     pub room_freed: bool,
@@ -185,8 +195,8 @@ pub(super) struct Engine {
 
 impl Engine {
     pub fn new(
-        config: Arc<NodeConfig>,
-        inbox: Arc<dyn Inbox>,
+        config: Arc<QuicConfig>,
+        sink: Arc<dyn Sink>,
         socket: Socket,
         endpoint: quinn_proto::Endpoint,
         client: Option<quinn_proto::ClientConfig>,
@@ -195,7 +205,7 @@ impl Engine {
         let now = Instant::now();
         Engine {
             config,
-            inbox,
+            sink,
             session,
             net: Net::new(socket),
             endpoint,
@@ -211,7 +221,7 @@ impl Engine {
             attention: Vec::new(),
             attention_at: None,
             dirty: Vec::new(),
-            counters: NodeMetrics::default(),
+            counters: QuicMetrics::default(),
             closing: false,
             room_freed: false,
             flush_at: None,
@@ -219,6 +229,12 @@ impl Engine {
             last_publish: now,
             received: Vec::new(),
         }
+    }
+
+    /// Tells the sink of a change of status, with the failure as a stable error.
+    pub fn report(&self, status: Status, peer: Option<SocketAddr>, failure: Option<Failure>) {
+        let error = failure.map(|f| Error::new(f.code(), f.message));
+        self.sink.status(StatusEvent { status, peer, error });
     }
 
     pub fn peer(&mut self, id: u32) -> Option<&mut Peer> {
@@ -231,7 +247,7 @@ impl Engine {
 
     /// Reads the socket (if `readable`), runs what is due, and sends what is pending.
     /// Returns how many datagrams were read.
-    pub fn drive(&mut self, now: Instant, readable: bool) -> usize {
+    pub fn turn(&mut self, now: Instant, readable: bool) -> usize {
         let mut read = 0;
         if readable {
             // A few batches per turn, so timers are not starved by a flood.
@@ -326,7 +342,7 @@ impl Engine {
         for id in expired {
             self.forget(id);
         }
-        if self.attention_at.is_some_and(|t| t <= now) || self.inbox_moved() {
+        if self.attention_at.is_some_and(|t| t <= now) || self.ring_moved() {
             self.attention_at = None;
             self.retry_undelivered();
             for (ch, id) in std::mem::take(&mut self.attention) {
@@ -340,12 +356,12 @@ impl Engine {
 
     /// Whether the application read something since the streams waiting on it were last
     /// looked at.
-    fn inbox_moved(&self) -> bool {
+    fn ring_moved(&self) -> bool {
         !self.attention.is_empty()
             && self.attention_at.is_some()
             && {
-                // Cheap: one atomic load in the ring inbox.
-                let consumed = self.inbox.consumed();
+                // Cheap: an atomic load and a lock in the receive ring.
+                let consumed = self.sink.consumed();
                 self.attention.iter().any(|(ch, id)| {
                 matches!(self.conns.get(ch).and_then(|c| c.streams.get(id)), Some(Stream::ChannelIn(i)) if i.acked < consumed)
             })
@@ -542,11 +558,11 @@ impl Engine {
         }
         if failure.kind == FailureKind::ClosedByPeer {
             // It left on purpose: nothing to keep for its return, and no failure to name.
-            self.inbox.status(StatusEvent { status: Status::Disconnected, peer: Some(from), error: None });
+            self.report(Status::Disconnected, Some(from), None);
             self.forget(peer_id);
             return;
         }
-        self.inbox.status(StatusEvent { status: Status::Disconnected, peer: Some(from), error: Some(failure) });
+        self.report(Status::Disconnected, Some(from), Some(failure));
         // Keep what it has not acknowledged for a while, in case it comes back.
         let linger = self.config.peer_linger;
         if let Some(p) = self.peer(peer_id) {
@@ -575,8 +591,8 @@ impl Engine {
     /// Delivers a reply or cancellation, or keeps it until there is room.
     pub fn deliver_surely(&mut self, peer: u32, from: SocketAddr, kind: Kind, request: u64, body: &[u8]) {
         if self.undelivered.is_empty() {
-            let m = Inbound { peer, from, channel: 0, kind, request, body };
-            if self.inbox.deliver(&m).is_some() {
+            let m = Inbound { kind, request, ..Inbound::message(peer, from, 0, body) };
+            if self.sink.deliver(&m).is_some() {
                 return;
             }
         }
@@ -585,8 +601,8 @@ impl Engine {
 
     fn retry_undelivered(&mut self) {
         while let Some(u) = self.undelivered.front() {
-            let m = Inbound { peer: u.peer, from: u.from, channel: 0, kind: u.kind, request: u.request, body: &u.body };
-            if self.inbox.deliver(&m).is_none() {
+            let m = Inbound { kind: u.kind, request: u.request, ..Inbound::message(u.peer, u.from, 0, &u.body) };
+            if self.sink.deliver(&m).is_none() {
                 break;
             }
             self.undelivered.pop_front();
@@ -618,8 +634,8 @@ impl Engine {
                     p.datagram_next = seq.wrapping_add(1);
                 }
             }
-            let m = Inbound::message(peer, from, channel, &d[at..]);
-            if self.inbox.deliver(&m).is_none() {
+            let m = Inbound { seq: u64::from(seq), ..Inbound::message(peer, from, channel, &d[at..]) };
+            if self.sink.deliver(&m).is_none() {
                 // Unreliable: no room means lost, and counted as such.
                 self.counters.datagrams_lost += 1;
             }
@@ -707,10 +723,10 @@ impl Engine {
                 }
             }
             Some(Stream::RequestOut { wire, at, .. }) => {
-                super::request::write_rest(&mut c.q, id, wire, at);
+                request::write_rest(&mut c.q, id, wire, at);
             }
             Some(Stream::RequestIn { answer, at, .. }) if !answer.is_empty() => {
-                super::request::write_rest(&mut c.q, id, answer, at);
+                request::write_rest(&mut c.q, id, answer, at);
             }
             _ => {}
         }
@@ -763,5 +779,30 @@ impl Engine {
         self.peers.clear();
         self.process_dirty(now);
         self.room_freed = true;
+    }
+}
+
+impl Drive for Engine {
+    fn readiness_fd(&self) -> std::os::fd::RawFd {
+        self.net.fd()
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    fn wants_write(&self) -> bool {
+        self.net.blocked.is_some()
+    }
+
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize {
+        if ready.writable {
+            self.on_writable();
+        }
+        self.turn(now, ready.readable)
+    }
+
+    fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.room_freed)
     }
 }

@@ -127,11 +127,11 @@ impl core::fmt::Display for ErrorCode {
 }
 
 /// A zerohop error: a stable code and a message that says what went wrong.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Error {
     code: ErrorCode,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -153,6 +153,40 @@ impl Error {
     /// Whether retrying can succeed.
     pub fn retryable(&self) -> bool {
         self.code.retryable()
+    }
+
+    /// `ERR_CLOSED`.
+    pub fn closed() -> Self {
+        Error::new(ErrorCode::Closed, "the hub is closed")
+    }
+
+    /// `ERR_BAD_OPTION` saying why.
+    pub fn bad_option(why: impl Into<String>) -> Self {
+        Error::new(ErrorCode::BadOption, why)
+    }
+
+    /// `ERR_UNSUPPORTED_TRANSPORT`: `scheme`:// hubs cannot do `what`.
+    pub fn unsupported(scheme: &str, what: &str) -> Self {
+        Error::new(ErrorCode::UnsupportedTransport, format!("{scheme}:// hubs have no {what}"))
+    }
+
+    /// `ERR_INVALID_STATE` for a hub opened without the role an operation needs.
+    pub fn role(needs: &str) -> Self {
+        let opened = if needs == "publish" { "subscriber" } else { "publisher" };
+        Error::new(ErrorCode::InvalidState, format!("this hub was opened with role '{opened}' and cannot {needs}"))
+    }
+
+    /// An operating-system error while doing `what`, with the code it deserves: an
+    /// address in use or not ours is the URL's fault, a refused argument an option's.
+    pub fn io(what: &str, e: std::io::Error) -> Self {
+        let code = match e.kind() {
+            std::io::ErrorKind::AddrInUse
+            | std::io::ErrorKind::AddrNotAvailable
+            | std::io::ErrorKind::PermissionDenied => ErrorCode::BadUrl,
+            std::io::ErrorKind::InvalidInput => ErrorCode::BadOption,
+            _ => ErrorCode::Io,
+        };
+        Error { code, message: format!("{what}: {e}"), source: Some(std::sync::Arc::new(e)) }
     }
 }
 
@@ -180,7 +214,7 @@ impl From<ShmError> for Error {
             ShmError::NoSubscriberSlot { .. } => ErrorCode::NoCapacity,
             ShmError::Io { .. } => ErrorCode::Io,
         };
-        Error { code, message: e.to_string(), source: Some(Box::new(e)) }
+        Error { code, message: e.to_string(), source: Some(std::sync::Arc::new(e)) }
     }
 }
 

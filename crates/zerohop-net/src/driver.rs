@@ -1,0 +1,423 @@
+//! The I/O driver: one protocol engine under one lock, moved on by whichever thread
+//! needs it, and a thread of its own for when nobody does.
+//!
+//! ```text
+//!   publish ──► engine (caller's thread): queue, frame, send
+//!   pump    ──► engine (reader's thread): read the socket into the receive ring
+//!   socket readable / deadline passed ──► engine (the I/O thread)
+//! ```
+//!
+//! A message leaves on the thread that publishes it, and a reader that polls reads the
+//! socket itself: neither waits for a thread hop. The I/O thread does the rest
+//! (timers, acknowledgements, flushing a batch that waited long enough) and reads the
+//! socket while nobody else does.
+//!
+//! ## Who reads the socket
+//!
+//! Two readers at once would wake on every datagram and take turns on a busy core, so
+//! the I/O thread leaves the socket to the hub's reader while the reader
+//! - *polls* ([`Driver::pump`] within the last [`READER_ACTIVE`]), or
+//! - is *watched*: the reader's own event loop waits for the socket
+//!   ([`Driver::set_watched`]) and pumps when it is readable, which wakes the reader
+//!   with no thread between (the Node binding does this with libuv).
+//!
+//! The handshake is a store followed by a load on each side: the I/O thread announces
+//! that it leaves the socket, then looks whether the reader still polls; a reader that
+//! parks ([`Driver::reader_parks`]) says so, then looks whether the I/O thread left the
+//! socket, and wakes it. Either the I/O thread sees the reader park, or the reader sees
+//! the announcement. A watched reader whose event loop is stuck (busy in other code)
+//! would leave the socket unread: the I/O thread checks every [`WATCHDOG`] and reads it
+//! itself when it found it readable twice with no pump between.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zerohop_transport::{Error, Result};
+
+/// How long after the reader's last pump the I/O thread leaves the socket to it (it
+/// notices the pumps stopping within twice this).
+pub const READER_ACTIVE: Duration = Duration::from_millis(1);
+/// How often the I/O thread looks whether a watched socket is being read.
+pub const WATCHDOG: Duration = Duration::from_millis(10);
+/// How often the I/O thread looks again while the engine may not read (no room).
+pub const ROOM_POLL: Duration = Duration::from_micros(100);
+
+/// What woke a turn of the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The readiness descriptor polled readable (or the caller wants it read).
+    pub readable: bool,
+    /// The socket has room again (when [`Drive::wants_write`] asked).
+    pub writable: bool,
+}
+
+impl Ready {
+    pub const NONE: Ready = Ready { readable: false, writable: false };
+    pub const READABLE: Ready = Ready { readable: true, writable: false };
+}
+
+/// A protocol engine the driver moves on.
+pub trait Drive: Send + 'static {
+    /// The descriptor that polls readable when there is something to read: the socket,
+    /// or the io_uring that receives from it.
+    fn readiness_fd(&self) -> RawFd;
+
+    /// When the engine must run next even if nothing is readable.
+    fn deadline(&mut self) -> Option<Instant>;
+
+    /// Whether a send waits for the socket to have room.
+    fn wants_write(&self) -> bool {
+        false
+    }
+
+    /// Whether the engine may read now. While it may not (the receive ring has no room),
+    /// the I/O thread does not watch the socket and runs the engine every [`ROOM_POLL`].
+    fn may_read(&self) -> bool {
+        true
+    }
+
+    /// Reads what waits (if `ready.readable`), runs what is due, sends what waits.
+    /// Returns how many datagrams were read.
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize;
+
+    /// A reader's poll, on its thread: reads what waits. The default is a full turn;
+    /// an engine with nothing timed to run on a poll overrides it to skip the clock.
+    fn pump(&mut self) -> usize {
+        self.drive(Instant::now(), Ready::READABLE)
+    }
+
+    /// Whether threads waiting on the engine ([`Driver::wait`]) should look again (room
+    /// was freed, say). Taken: the next call says false until it changes again.
+    fn take_changed(&mut self) -> bool {
+        false
+    }
+}
+
+/// An eventfd: a counter another thread bumps to end an I/O thread's `poll`.
+pub struct Wake(OwnedFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; failure (the counter is
+        // saturated) means a wake-up is pending anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn clear(&self) {
+        let mut count = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64 from our eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// Waits until `fd` is readable (if given), `wake` is bumped, or `deadline`; returns
+/// whether `fd` is readable and whether it is writable (when asked).
+fn wait(fd: Option<RawFd>, want_write: bool, wake: &Wake, deadline: Option<Instant>) -> Ready {
+    // ppoll(2), not poll(2): protocol timers (pacing, acknowledgement delays) are finer
+    // than a millisecond.
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        libc::timespec {
+            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+        }
+    });
+    let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
+    let mut fds = [
+        libc::pollfd { fd: fd.unwrap_or(-1), events, revents: 0 },
+        libc::pollfd { fd: wake.fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid pollfds and an optional timespec, valid for the duration of the
+    // call; a null signal mask leaves the mask alone.
+    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timeout_ptr, std::ptr::null()) };
+    if r <= 0 {
+        return Ready::NONE; // timeout or EINTR
+    }
+    if fds[1].revents != 0 {
+        wake.clear();
+    }
+    Ready { readable: fds[0].revents & libc::POLLIN != 0, writable: fds[0].revents & libc::POLLOUT != 0 }
+}
+
+/// Whether `fd` is readable right now.
+fn readable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call; a zero timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 }
+}
+
+/// What the I/O thread and the engine's other users share.
+struct Shared<D> {
+    /// `None` once shut down: the engine (and its socket) goes then, not when the last
+    /// handle on the driver is dropped.
+    engine: Mutex<Option<D>>,
+    /// Threads waiting for the engine to change ([`Drive::take_changed`]).
+    changed: Condvar,
+    wake: Wake,
+    /// The engine's readiness descriptor (fixed for its life).
+    fd: RawFd,
+    /// When the I/O thread wakes by itself next, in µs since `epoch` (0: it is awake and
+    /// will look; `u64::MAX`: not by itself).
+    io_deadline_us: AtomicU64,
+    epoch: Instant,
+    stop: AtomicBool,
+    /// How many times the reader pumped; the I/O thread watches it change (a counter,
+    /// because reading the clock on every pump would cost more than the pump).
+    pumps: AtomicU64,
+    /// Set when the reader parks, cleared by its next pump.
+    reader_parked: AtomicBool,
+    /// The reader's event loop watches the readiness descriptor.
+    watched: AtomicBool,
+    /// The I/O thread leaves the socket to the reader now.
+    io_ignores_socket: AtomicBool,
+}
+
+/// A protocol engine and its I/O thread; see the module docs.
+pub struct Driver<D: Drive> {
+    shared: Arc<Shared<D>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The engine, locked.
+pub type Guard<'a, D> = MutexGuard<'a, Option<D>>;
+
+impl<D: Drive> Driver<D> {
+    /// Starts the I/O thread (named `name`, running `on_start` first: pinning, say).
+    pub fn start(name: &str, engine: D, on_start: impl FnOnce() + Send + 'static) -> Result<Driver<D>> {
+        let fd = engine.readiness_fd();
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(Some(engine)),
+            changed: Condvar::new(),
+            wake: Wake::new().map_err(|e| Error::io("eventfd", e))?,
+            fd,
+            io_deadline_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            pumps: AtomicU64::new(0),
+            reader_parked: AtomicBool::new(true),
+            watched: AtomicBool::new(false),
+            io_ignores_socket: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                on_start();
+                io_loop(&s)
+            })
+            .map_err(|e| Error::io("spawn the I/O thread", e))?;
+        Ok(Driver { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    fn guard(&self) -> Guard<'_, D> {
+        self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The engine, locked (`ERR_CLOSED` after [`shutdown`](Self::shutdown)). Hand the
+    /// guard back through [`after`](Self::after) when done.
+    pub fn lock(&self) -> Result<Guard<'_, D>> {
+        let g = self.guard();
+        if g.is_none() {
+            return Err(Error::closed());
+        }
+        Ok(g)
+    }
+
+    /// Releases the engine after the caller worked on it: threads waiting for a change
+    /// are woken if it changed, and the I/O thread if something is now due before it
+    /// would wake.
+    pub fn after(&self, mut g: Guard<'_, D>) {
+        let Some(e) = g.as_mut() else { return };
+        let changed = e.take_changed();
+        // Compared under the lock: the I/O thread stores its deadline under it too.
+        let wake = e.deadline().is_some_and(|due| {
+            let due_us = due.saturating_duration_since(self.shared.epoch).as_micros() as u64;
+            due_us < self.shared.io_deadline_us.load(Ordering::Acquire)
+        });
+        drop(g);
+        if changed {
+            self.shared.changed.notify_all();
+        }
+        if wake {
+            self.shared.wake.wake();
+        }
+    }
+
+    /// Runs `f` on the engine, then [`after`](Self::after).
+    pub fn with<R>(&self, f: impl FnOnce(&mut D) -> R) -> Result<R> {
+        let mut g = self.lock()?;
+        let r = f(g.as_mut().expect("checked by lock"));
+        self.after(g);
+        Ok(r)
+    }
+
+    /// Waits (releasing the engine) until it changes or `timeout` passes.
+    pub fn wait<'a>(&self, g: Guard<'a, D>, timeout: Duration) -> Guard<'a, D> {
+        self.shared.changed.wait_timeout(g, timeout).unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Reads the socket on the caller's thread, if no other thread is at the engine;
+    /// how many datagrams were read. The I/O thread then leaves the socket to this
+    /// reader until it stops pumping, parks, or stops being watched.
+    pub fn pump(&self) -> Result<usize> {
+        let s = &self.shared;
+        // One thread pumps a hub, so a plain increment suffices.
+        s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        if s.reader_parked.load(Ordering::Relaxed) {
+            s.reader_parked.store(false, Ordering::SeqCst);
+        }
+        let mut g = match s.engine.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
+        };
+        let n = g.as_mut().ok_or_else(Error::closed)?.pump();
+        self.after(g);
+        Ok(n)
+    }
+
+    /// The reader stops polling and waits to be told (not watching): the I/O thread
+    /// must watch the socket again, now.
+    pub fn reader_parks(&self) {
+        let s = &self.shared;
+        s.reader_parked.store(true, Ordering::SeqCst);
+        if s.io_ignores_socket.load(Ordering::SeqCst) {
+            s.wake.wake();
+        }
+    }
+
+    /// Whether the reader's own event loop watches [`readiness_fd`](Self::readiness_fd)
+    /// (and pumps when it is readable).
+    pub fn set_watched(&self, watched: bool) {
+        // No wake either way: watching starts right after the reader pumped (the I/O
+        // thread already leaves the socket to it), and when it stops, the reader pumps
+        // again or nobody is waiting for what comes.
+        self.shared.watched.store(watched, Ordering::SeqCst);
+    }
+
+    /// The descriptor that polls readable when [`pump`](Self::pump) has something to read.
+    pub fn readiness_fd(&self) -> RawFd {
+        self.shared.fd
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) ran.
+    pub fn is_closed(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Runs `last` on the engine (a flush, close frames), stops the I/O thread and drops
+    /// the engine, closing its socket. Idempotent.
+    pub fn shutdown(&self, last: impl FnOnce(&mut D)) {
+        let s = &self.shared;
+        {
+            let mut g = self.guard();
+            let Some(e) = g.as_mut() else { return };
+            last(e);
+            s.stop.store(true, Ordering::Release);
+        }
+        s.changed.notify_all();
+        s.wake.wake();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+        drop(self.guard().take());
+    }
+}
+
+impl<D: Drive> Drop for Driver<D> {
+    fn drop(&mut self) {
+        self.shutdown(|_| {});
+    }
+}
+
+/// The I/O thread: sleeps until the socket is readable, a deadline passes, or someone
+/// wakes it; then runs the engine.
+fn io_loop<D: Drive>(s: &Shared<D>) {
+    let (mut pumps_seen, mut pumps_changed) = (0u64, Instant::now() - READER_ACTIVE);
+    // Watchdog: the pump count when a watched socket was last found readable.
+    let mut stuck_at: Option<u64> = None;
+    while !s.stop.load(Ordering::Acquire) {
+        let pumps = s.pumps.load(Ordering::Relaxed);
+        if pumps != pumps_seen {
+            (pumps_seen, pumps_changed) = (pumps, Instant::now());
+        }
+        // Announce first, then look (see the module docs).
+        s.io_ignores_socket.store(true, Ordering::SeqCst);
+        let polls = !s.reader_parked.load(Ordering::SeqCst) && pumps_changed.elapsed() < READER_ACTIVE;
+        let watched = s.watched.load(Ordering::SeqCst);
+        let leave = polls || watched;
+        if !leave {
+            s.io_ignores_socket.store(false, Ordering::SeqCst);
+            stuck_at = None;
+        }
+        let (deadline, want_write, may_read) = {
+            let mut g = s.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(e) = g.as_mut() else { return };
+            let mut deadline = e.deadline();
+            let may_read = e.may_read();
+            let mut sooner = |after: Duration| {
+                let t = Instant::now() + after;
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            };
+            if polls {
+                sooner(READER_ACTIVE);
+            } else if watched {
+                sooner(WATCHDOG);
+            }
+            if !may_read {
+                sooner(ROOM_POLL);
+            }
+            // Stored under the lock, so a caller that sets an earlier deadline after this
+            // sees it and wakes this thread.
+            let due_us = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(s.epoch).as_micros() as u64);
+            s.io_deadline_us.store(due_us, Ordering::Release);
+            (deadline, e.wants_write(), may_read)
+        };
+        let fd = (!leave && may_read).then_some(s.fd);
+        let mut ready = wait(fd, want_write, &s.wake, deadline);
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if watched && !polls && may_read && !ready.readable && readable_now(s.fd) {
+            // Readable while watched: fine once (the reader's loop is about to pump), a
+            // stuck reader if still so at the next look with no pump between.
+            if stuck_at == Some(s.pumps.load(Ordering::Relaxed)) {
+                ready.readable = true;
+            }
+            stuck_at = Some(s.pumps.load(Ordering::Relaxed));
+        }
+        let mut g = s.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = g.as_mut() else { return };
+        e.drive(Instant::now(), ready);
+        s.io_deadline_us.store(0, Ordering::Release);
+        let changed = e.take_changed();
+        drop(g);
+        if changed {
+            s.changed.notify_all();
+        }
+    }
+}

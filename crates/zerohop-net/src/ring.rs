@@ -1,0 +1,454 @@
+//! The receive ring: where a network hub's received messages land, and everything a
+//! reader needs around it.
+//!
+//! ```text
+//!   protocol ──deliver──▶ ReceiveRing ──▶ private segment (shm layout): envelope + message per slot
+//!                           │  ├─ spill: messages larger than a slot, held aside
+//!                           │  ├─ held: messages that found no room (unreliable sources)
+//!                           │  └─ doorbell: rung when an armed reader may read
+//!                           └─ status board: the hub's status and its events
+//! ```
+//!
+//! The ring is a private [`Segment`] with exactly the `shm://` layout, written by one
+//! `drop_new` publisher, so readers read it as they read shared memory (in Rust with a
+//! [`zerohop_shm::Subscriber`], in JavaScript in place). It is flow controlled, never
+//! lapped: a message is written only while there is room for it.
+//!
+//! - A *reliable* source (QUIC channels) [delivers](ReceiveRing::deliver) and, when
+//!   there is no room, keeps the message itself and tries again later (its stream
+//!   waits, and the protocol's flow control pushes back on the sender).
+//! - An *unreliable* source (UDP) cannot keep datagrams, so it
+//!   [delivers or holds](ReceiveRing::deliver_or_hold): without room the message waits
+//!   here, in order, and the source stops reading its socket while
+//!   [`has_room_for_a_batch`](ReceiveRing::has_room_for_a_batch) is false, so that a
+//!   burst waits in the kernel's socket buffer instead of overwriting unread messages.
+//!
+//! A message larger than a slot is *spilled*: its bytes are held here and its slot
+//! holds only the envelope, which says where (so slots stay small while messages go up
+//! to the transport's maximum).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use zerohop_shm::{Backpressure, Layout, Publisher, Segment};
+use zerohop_transport::status::{Status, StatusEvent};
+use zerohop_transport::{Doorbell, Kind, Result, StatusListener};
+
+use crate::envelope::{self, Envelope, Placement};
+
+/// A message on its way into the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Inbound<'a> {
+    /// The sender's number on this hub (connection-oriented transports; 0 otherwise).
+    pub peer: u32,
+    pub from: SocketAddr,
+    pub timestamp_ns: Option<u64>,
+    pub channel: u16,
+    pub seq: u64,
+    pub kind: Kind,
+    /// Requests: the key pairing a request, its answer and its cancellation.
+    pub request: u64,
+    pub body: &'a [u8],
+}
+
+impl<'a> Inbound<'a> {
+    /// A published message from `from` (no request, no timestamp, not numbered).
+    pub fn message(peer: u32, from: SocketAddr, channel: u16, body: &'a [u8]) -> Self {
+        Inbound { peer, from, timestamp_ns: None, channel, seq: 0, kind: Kind::Message, request: 0, body }
+    }
+
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            from: Some(self.from),
+            timestamp_ns: self.timestamp_ns,
+            seq: self.seq,
+            channel: self.channel,
+            peer: self.peer,
+            kind: self.kind,
+            request: self.request,
+            ..Envelope::default()
+        }
+    }
+}
+
+/// Where a protocol puts what it receives (the [`ReceiveRing`], or a test's own).
+pub trait Sink: Send + Sync + 'static {
+    /// Puts `message` where the application reads it and returns its position in the
+    /// application's order, or `None` when there is no room now (offer it again later).
+    fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
+    /// Positions below this have been read by the application.
+    fn consumed(&self) -> u64;
+    /// The status changed.
+    fn status(&self, event: StatusEvent);
+}
+
+/// Status events kept for callers that poll ([`ReceiveRing::take_status_events`]).
+const STATUS_LOG: usize = 256;
+
+/// The hub's status, its recent events, and who listens to them.
+struct StatusBoard {
+    /// Whose status the hub's is: a connecting hub's own events are about its server
+    /// (they carry it as the peer); a listening hub's own carry no peer, the others are
+    /// its peers coming and going.
+    connecting: bool,
+    current: Status,
+    log: VecDeque<StatusEvent>,
+    listener: Option<StatusListener>,
+}
+
+/// What the ring's writer owns, under one lock.
+struct Inlet {
+    ring: Publisher,
+    spill: Spill,
+    /// Messages that found no room (from [`ReceiveRing::deliver_or_hold`]): envelope and
+    /// bytes end to end in `data`, oldest first.
+    held: VecDeque<(usize, usize)>,
+    data: Vec<u8>,
+}
+
+/// Messages larger than a slot, until the reader takes them.
+#[derive(Default)]
+struct Spill {
+    held: HashMap<u64, Vec<u8>>,
+    bytes: usize,
+    next_key: u64,
+}
+
+/// How a ring is made.
+#[derive(Clone, Copy, Debug)]
+pub struct RingOptions {
+    /// Bytes a slot holds, envelope included.
+    pub slot_size: u32,
+    /// Slots, a power of two.
+    pub capacity: u32,
+    /// Bytes of spilled messages held at most (at least one is always accepted).
+    pub spill_limit: usize,
+}
+
+/// The receive ring; see the module docs.
+pub struct ReceiveRing {
+    segment: Arc<Segment>,
+    inlet: Mutex<Inlet>,
+    /// Half the ring: unreliable sources read their socket only while the slowest
+    /// reader is less behind.
+    half: u64,
+    spill_limit: usize,
+    /// Set by [`arm`](Self::arm), taken by whoever delivers next.
+    armed: AtomicBool,
+    doorbell: Mutex<Option<Doorbell>>,
+    status: Mutex<StatusBoard>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReceiveRing {
+    /// A ring for a hub that is `connecting` (its status starts so, and follows its
+    /// server's) or not (it is `connected` from the start).
+    pub fn new(options: RingOptions, connecting: bool) -> Result<ReceiveRing> {
+        // Two readers at most: the transport's own, and one elsewhere (JavaScript).
+        let layout = Layout { slot_size: options.slot_size, capacity: options.capacity, max_subscribers: 2 };
+        let segment = Arc::new(Segment::private(layout)?);
+        Ok(ReceiveRing {
+            inlet: Mutex::new(Inlet {
+                ring: Publisher::new(segment.clone(), Backpressure::DropNew),
+                spill: Spill::default(),
+                held: VecDeque::new(),
+                data: Vec::new(),
+            }),
+            half: u64::from(options.capacity / 2),
+            spill_limit: options.spill_limit,
+            segment,
+            armed: AtomicBool::new(false),
+            doorbell: Mutex::new(None),
+            status: Mutex::new(StatusBoard {
+                connecting,
+                current: if connecting { Status::Connecting } else { Status::Connected },
+                log: VecDeque::new(),
+                listener: None,
+            }),
+        })
+    }
+
+    /// The ring's memory.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// Writes the message with envelope `env` and bytes `body` into the next slot
+    /// (spilling it when larger); its position, or `None` without room.
+    fn write(&self, ring: &mut Publisher, spill: &mut Spill, mut env: Envelope, body: &[u8]) -> Option<u64> {
+        let fits = envelope::LEN + body.len() <= ring.max_message_size();
+        if !fits && spill.bytes + body.len() > self.spill_limit && spill.bytes > 0 {
+            return None;
+        }
+        let mut loan = ring.loan().ok().flatten()?;
+        let out = loan.as_mut_slice();
+        let position = if fits {
+            env.write(out);
+            out[envelope::LEN..envelope::LEN + body.len()].copy_from_slice(body);
+            loan.commit(envelope::LEN + body.len())
+        } else {
+            let key = spill.next_key;
+            spill.next_key += 1;
+            spill.bytes += body.len();
+            spill.held.insert(key, body.to_vec());
+            env.placement = Placement::Spilled { key, len: body.len() as u32 };
+            env.write(out);
+            loan.commit(envelope::LEN)
+        };
+        Some(position)
+    }
+
+    /// Delivers `m` if there is room now; its position in reading order.
+    pub fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
+        let mut inlet = lock(&self.inlet);
+        let Inlet { ring, spill, .. } = &mut *inlet;
+        let position = self.write(ring, spill, m.envelope(), m.body);
+        drop(inlet);
+        if position.is_some() {
+            self.delivered();
+        }
+        position
+    }
+
+    /// Delivers `m`, or holds it (in order, after what is held already) until there is
+    /// room: for sources that cannot keep what they received.
+    pub fn deliver_or_hold(&self, m: &Inbound<'_>) {
+        let mut inlet = lock(&self.inlet);
+        let Inlet { ring, spill, held, .. } = &mut *inlet;
+        if held.is_empty() && self.write(ring, spill, m.envelope(), m.body).is_some() {
+            drop(inlet);
+            self.delivered();
+            return;
+        }
+        let start = inlet.data.len();
+        inlet.data.resize(start + envelope::LEN, 0);
+        m.envelope().write(&mut inlet.data[start..]);
+        inlet.data.extend_from_slice(m.body);
+        inlet.held.push_back((start, envelope::LEN + m.body.len()));
+    }
+
+    /// Moves what is held into the ring while there is room; whether anything moved.
+    pub fn deliver_held(&self) -> bool {
+        let mut inlet = lock(&self.inlet);
+        let mut moved = false;
+        let Inlet { ring, spill, held, data } = &mut *inlet;
+        while let Some(&(start, len)) = held.front() {
+            let env = Envelope::read(&data[start..]).expect("held messages start with their envelope");
+            if self.write(ring, spill, env, &data[start + envelope::LEN..start + len]).is_none() {
+                break;
+            }
+            held.pop_front();
+            moved = true;
+        }
+        if inlet.held.is_empty() {
+            inlet.data.clear();
+        }
+        drop(inlet);
+        if moved {
+            self.delivered();
+        }
+        moved
+    }
+
+    /// Whether nothing is held and the slowest reader is less than half a ring behind:
+    /// an unreliable source may read another batch. Reading only then keeps holding for
+    /// real overload.
+    pub fn has_room_for_a_batch(&self) -> bool {
+        let inlet = lock(&self.inlet);
+        inlet.held.is_empty() && inlet.ring.slowest_lag() < self.half
+    }
+
+    /// Positions below this have been read by every reader.
+    pub fn consumed(&self) -> u64 {
+        let inlet = lock(&self.inlet);
+        zerohop_shm::ring::table::tail(&self.segment) - inlet.ring.slowest_lag()
+    }
+
+    /// The bytes of a spilled message (its envelope gives the key); once.
+    pub fn take_spilled(&self, key: u64) -> Option<Vec<u8>> {
+        let mut inlet = lock(&self.inlet);
+        let bytes = inlet.spill.held.remove(&key)?;
+        inlet.spill.bytes -= bytes.len();
+        Some(bytes)
+    }
+
+    // ---- the doorbell ------------------------------------------------------------
+
+    /// Sets what runs (on the delivering thread) when an armed reader may read.
+    pub fn set_doorbell(&self, doorbell: Option<Doorbell>) {
+        *lock(&self.doorbell) = doorbell;
+    }
+
+    /// Asks for one ring of the doorbell once the tail passes `cursor` (now, if it has).
+    pub fn arm(&self, cursor: u64) {
+        self.armed.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `delivered`: either that sees `armed`, or this sees the
+        // new tail (a store followed by a load on each side needs SeqCst between them).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if zerohop_shm::ring::table::tail(&self.segment) > cursor {
+            self.delivered();
+        }
+    }
+
+    /// Cancels an [`arm`](Self::arm); true if it was still armed.
+    pub fn disarm(&self) -> bool {
+        self.armed.swap(false, Ordering::SeqCst)
+    }
+
+    /// Rings the doorbell if armed. Called after the ring's tail moved.
+    pub fn delivered(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst); // see `arm`
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            let doorbell = lock(&self.doorbell).clone();
+            if let Some(ring) = doorbell {
+                ring();
+            }
+        }
+    }
+
+    // ---- the status board --------------------------------------------------------
+
+    /// Records a status event and tells the listener.
+    pub fn report(&self, event: StatusEvent) {
+        let mut board = lock(&self.status);
+        if board.connecting || event.peer.is_none() {
+            board.current = event.status;
+        }
+        if board.log.len() == STATUS_LOG {
+            board.log.pop_front();
+        }
+        board.log.push_back(event.clone());
+        let listener = board.listener.clone();
+        drop(board);
+        if let Some(l) = listener {
+            l(&event);
+        }
+    }
+
+    /// The hub's status now.
+    pub fn status(&self) -> Status {
+        lock(&self.status).current
+    }
+
+    /// Whether the hub connects to one server (see [`ReceiveRing::new`]).
+    pub fn connecting(&self) -> bool {
+        lock(&self.status).connecting
+    }
+
+    /// Status events since the last call (at most the last 256).
+    pub fn take_status_events(&self) -> Vec<StatusEvent> {
+        lock(&self.status).log.drain(..).collect()
+    }
+
+    /// Calls `listener` with every status event from now on.
+    pub fn set_status_listener(&self, listener: Option<StatusListener>) {
+        lock(&self.status).listener = listener;
+    }
+}
+
+impl Sink for ReceiveRing {
+    fn deliver(&self, message: &Inbound<'_>) -> Option<u64> {
+        ReceiveRing::deliver(self, message)
+    }
+
+    fn consumed(&self) -> u64 {
+        ReceiveRing::consumed(self)
+    }
+
+    fn status(&self, event: StatusEvent) {
+        self.report(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerohop_shm::Subscriber;
+
+    fn ring(capacity: u32) -> ReceiveRing {
+        ReceiveRing::new(RingOptions { slot_size: 256, capacity, spill_limit: 1 << 20 }, false).unwrap()
+    }
+
+    fn from() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    fn read(sub: &mut Subscriber, ring: &ReceiveRing) -> Option<(Envelope, Vec<u8>)> {
+        let mut out = Vec::new();
+        sub.try_recv(&mut out)?;
+        let env = Envelope::read(&out).unwrap();
+        let body = match env.placement {
+            Placement::Inline => out[envelope::LEN..].to_vec(),
+            Placement::Spilled { key, .. } => ring.take_spilled(key).unwrap(),
+        };
+        Some((env, body))
+    }
+
+    #[test]
+    fn held_messages_keep_their_order_and_wait_for_room() {
+        let r = ring(4);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        for i in 0..10u8 {
+            r.deliver_or_hold(&Inbound { seq: u64::from(i), ..Inbound::message(0, from(), 0, &[i]) });
+        }
+        assert!(!r.has_room_for_a_batch());
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            while let Some((env, body)) = read(&mut sub, &r) {
+                assert_eq!(env.seq, u64::from(body[0]));
+                got.push(body[0]);
+            }
+            r.deliver_held();
+        }
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert!(r.has_room_for_a_batch());
+    }
+
+    #[test]
+    fn large_messages_spill_and_a_full_ring_refuses() {
+        let r = ring(2);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let big = vec![7u8; 10_000];
+        assert!(r.deliver(&Inbound::message(3, from(), 1, &big)).is_some());
+        assert!(r.deliver(&Inbound::message(3, from(), 1, b"small")).is_some());
+        assert!(r.deliver(&Inbound::message(3, from(), 1, b"no room")).is_none());
+        let (env, body) = read(&mut sub, &r).unwrap();
+        assert_eq!((env.peer, env.channel, body), (3, 1, big));
+        assert_eq!(read(&mut sub, &r).unwrap().1, b"small");
+        assert_eq!(r.take_spilled(0), None, "taken once");
+    }
+
+    #[test]
+    fn the_doorbell_rings_once_per_arm() {
+        let r = ring(8);
+        let rings = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = rings.clone();
+        r.set_doorbell(Some(Arc::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        })));
+        r.deliver(&Inbound::message(0, from(), 0, b"a"));
+        assert_eq!(rings.load(Ordering::SeqCst), 0, "not armed");
+        r.arm(0); // the tail is past 0 already: rings now
+        assert_eq!(rings.load(Ordering::SeqCst), 1);
+        r.arm(1);
+        r.deliver(&Inbound::message(0, from(), 0, b"b"));
+        r.deliver(&Inbound::message(0, from(), 0, b"c"));
+        assert_eq!(rings.load(Ordering::SeqCst), 2, "one ring for a burst");
+    }
+
+    #[test]
+    fn the_status_is_the_hubs_own_not_its_peers() {
+        let r = ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, spill_limit: 0 }, false).unwrap();
+        assert_eq!(r.status(), Status::Connected);
+        r.report(StatusEvent { status: Status::Disconnected, peer: Some(from()), error: None });
+        assert_eq!(r.status(), Status::Connected, "a listener's peer left");
+        r.report(StatusEvent { status: Status::Closed, peer: None, error: None });
+        assert_eq!(r.status(), Status::Closed);
+        assert_eq!(r.take_status_events().len(), 2);
+    }
+}

@@ -1,0 +1,384 @@
+//! [`NetTransport`]: the one [`Transport`] implementation of every network transport.
+//!
+//! A network transport brings its [`Protocol`] (publishing, its counters, its extras
+//! such as peers or requests) and a [`Reader`] (its [`Driver`](crate::Driver), which
+//! reads the socket into the [`ReceiveRing`]); the core does the rest: receiving with
+//! envelopes and spilled messages, waiting, the doorbell, status, metrics, roles and
+//! counting what was published.
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use zerohop_shm::{Segment, Subscriber};
+use zerohop_transport::status::{Status, StatusEvent};
+use zerohop_transport::{
+    Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace, Requests, Result,
+    Settings, StatusListener, Transport, TransportKind, Value,
+};
+
+use crate::driver::{Drive, Driver};
+use crate::envelope::{self, Envelope, Placement};
+use crate::ring::ReceiveRing;
+
+/// How long a waiting reader polls the socket before it parks, unless told otherwise:
+/// longer than a loopback round trip, so that a quick answer skips the wake-up.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// What a network transport supplies to the core.
+pub trait Protocol: Send + Sync + 'static {
+    fn kind(&self) -> TransportKind;
+    /// Largest message in bytes.
+    fn max_message_size(&self) -> usize;
+    /// Sends `payload` on `channel` (the core checked the role and counts it).
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery>;
+    /// Sends the messages of `size` bytes laid end to end in `packed` (`size` divides
+    /// it); how many were accepted. One by one unless the transport does better.
+    fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
+        let mut n = 0;
+        for m in packed.chunks_exact(size) {
+            if self.publish(channel, m)? == Delivery::Accepted {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    /// The bound address.
+    fn local_addr(&self) -> Option<SocketAddr>;
+    /// The transport's own counters and settings, by the names users see.
+    fn details(&self) -> Vec<(&'static str, Value)>;
+    /// Waits up to `linger` for what was published to reach its receivers.
+    fn drain(&self, _linger: Duration) -> bool {
+        true
+    }
+    /// Closes sockets and stops threads. Idempotent.
+    fn close(&self);
+    fn peers(&self) -> Option<&dyn Peers> {
+        None
+    }
+    fn requests(&self) -> Option<&dyn Requests> {
+        None
+    }
+}
+
+/// The reader's side of a [`Driver`], whatever its engine.
+pub trait Reader: Send + Sync {
+    fn pump(&self) -> Result<usize>;
+    fn reader_parks(&self);
+    fn set_watched(&self, watched: bool);
+    fn readiness_fd(&self) -> RawFd;
+}
+
+impl<D: Drive> Reader for Driver<D> {
+    fn pump(&self) -> Result<usize> {
+        Driver::pump(self)
+    }
+
+    fn reader_parks(&self) {
+        Driver::reader_parks(self)
+    }
+
+    fn set_watched(&self, watched: bool) {
+        Driver::set_watched(self, watched)
+    }
+
+    fn readiness_fd(&self) -> RawFd {
+        Driver::readiness_fd(self)
+    }
+}
+
+/// What was published, counted where every publish passes (Rust's or JavaScript's).
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    published_bytes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The hot path of a [`NetTransport`], shared with other threads (and JavaScript).
+struct NetLink<P> {
+    protocol: Arc<P>,
+    reader: Arc<dyn Reader>,
+    counters: Counters,
+    can_publish: bool,
+}
+
+impl<P: Protocol> Link for NetLink<P> {
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        if !self.can_publish {
+            return Err(Error::role("publish"));
+        }
+        let delivery = self.protocol.publish(channel, payload)?;
+        // Relaxed: counters, read by `metrics` with no ordering to keep.
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.counters.published_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if delivery == Delivery::Dropped {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(delivery)
+    }
+
+    fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
+        if !self.can_publish {
+            return Err(Error::role("publish"));
+        }
+        if size == 0 || !packed.len().is_multiple_of(size) {
+            return Err(Error::bad_option(format!("messageSize {size} does not divide {} bytes", packed.len())));
+        }
+        let n = self.protocol.publish_packed(channel, packed, size)?;
+        let c = &self.counters;
+        c.published.fetch_add(n as u64, Ordering::Relaxed);
+        c.published_bytes.fetch_add((n * size) as u64, Ordering::Relaxed);
+        c.dropped.fetch_add((packed.len() / size - n) as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn pump(&self) -> Result<usize> {
+        self.reader.pump()
+    }
+
+    fn drain(&self, linger: Duration) -> bool {
+        self.protocol.drain(linger)
+    }
+}
+
+/// How a [`NetTransport`] is put together.
+pub struct Parts<P> {
+    pub protocol: Arc<P>,
+    pub reader: Arc<dyn Reader>,
+    pub ring: Arc<ReceiveRing>,
+    /// The hub's settings, resolved by the transport ([`HubOptions::settings`]).
+    ///
+    /// [`HubOptions::settings`]: zerohop_transport::HubOptions::settings
+    pub settings: Settings,
+    /// Whether the hub has connections (its status, and its peers', change with them),
+    /// or is connected until closed.
+    pub connections: bool,
+}
+
+/// Reading the receive ring in place, with a cursor of one's own.
+struct RingReader {
+    reader: Arc<dyn Reader>,
+    ring: Arc<ReceiveRing>,
+}
+
+/// A network transport: a protocol on the core.
+pub struct NetTransport<P: Protocol> {
+    link: Arc<NetLink<P>>,
+    ring: Arc<ReceiveRing>,
+    in_place: Arc<RingReader>,
+    subscriber: Option<Subscriber>,
+    settings: Settings,
+    connections: bool,
+    never_cancelled: AtomicBool,
+    closed: bool,
+    /// Bytes of the spilled messages read (their slots hold only the envelope).
+    spilled_bytes: u64,
+}
+
+impl<P: Protocol> NetTransport<P> {
+    pub fn new(parts: Parts<P>) -> Result<Self> {
+        let role = parts.settings.role;
+        let subscriber = if role.receives() { Some(Subscriber::new(parts.ring.segment().clone())?) } else { None };
+        Ok(NetTransport {
+            in_place: Arc::new(RingReader { reader: parts.reader.clone(), ring: parts.ring.clone() }),
+            link: Arc::new(NetLink {
+                protocol: parts.protocol,
+                reader: parts.reader,
+                counters: Counters::default(),
+                can_publish: role.publishes(),
+            }),
+            ring: parts.ring,
+            subscriber,
+            settings: parts.settings,
+            connections: parts.connections,
+            never_cancelled: AtomicBool::new(false),
+            closed: false,
+            spilled_bytes: 0,
+        })
+    }
+
+    /// The protocol (for a transport's own tests and tools).
+    pub fn protocol(&self) -> &Arc<P> {
+        &self.link.protocol
+    }
+
+    fn subscriber(&mut self) -> Result<&mut Subscriber> {
+        if self.closed {
+            return Err(Error::closed());
+        }
+        self.subscriber.as_mut().ok_or_else(|| Error::role("receive"))
+    }
+}
+
+impl<P: Protocol> Transport for NetTransport<P> {
+    fn kind(&self) -> TransportKind {
+        self.link.protocol.kind()
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.link.protocol.max_message_size()
+    }
+
+    fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        if self.closed {
+            return Err(Error::closed());
+        }
+        self.link.publish(channel, payload)
+    }
+
+    fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
+        let link = self.link.clone();
+        let sub = self.subscriber()?;
+        // An empty ring: read the socket on this thread rather than wait for another.
+        if sub.try_recv(out).is_none() && (link.pump()? == 0 || sub.try_recv(out).is_none()) {
+            return Ok(None);
+        }
+        let env =
+            Envelope::read(out).ok_or_else(|| Error::new(ErrorCode::Io, "a received message without its envelope"))?;
+        match env.placement {
+            Placement::Inline => {
+                out.drain(..envelope::LEN);
+            }
+            Placement::Spilled { key, .. } => {
+                *out = self
+                    .ring
+                    .take_spilled(key)
+                    .ok_or_else(|| Error::new(ErrorCode::Io, "a spilled message was taken twice"))?;
+                self.spilled_bytes += out.len() as u64;
+            }
+        }
+        Ok(Some(env.info()))
+    }
+
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.subscriber()?;
+        // Parked on the ring's futex, not watching: the I/O thread must read the socket.
+        self.link.reader.reader_parks();
+        let sub = self.subscriber.as_ref().expect("checked above");
+        Ok(sub.wait(self.settings.spin, timeout, &self.never_cancelled))
+    }
+
+    fn metrics(&self) -> Metrics {
+        let c = &self.link.counters;
+        let mut m = Metrics::new(self.kind(), false);
+        m.published = c.published.load(Ordering::Relaxed);
+        m.published_bytes = c.published_bytes.load(Ordering::Relaxed);
+        m.dropped = c.dropped.load(Ordering::Relaxed);
+        if !self.closed {
+            m.details = self.link.protocol.details();
+        }
+        let mut m = m.with_subscriber(self.subscriber.as_ref());
+        // What the slots held, less the envelopes: the messages' own bytes.
+        m.received_bytes = m.received_bytes - m.received * envelope::LEN as u64 + self.spilled_bytes;
+        m
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        if self.closed { None } else { self.link.protocol.local_addr() }
+    }
+
+    fn drain(&mut self, linger: Duration) -> bool {
+        self.link.protocol.drain(linger)
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.link.protocol.close();
+        if self.ring.status() != Status::Closed {
+            self.ring.report(StatusEvent { status: Status::Closed, peer: None, error: None });
+        }
+        self.ring.set_doorbell(None);
+        self.ring.set_status_listener(None);
+    }
+
+    fn peers(&self) -> Option<&dyn Peers> {
+        self.link.protocol.peers()
+    }
+
+    fn connection(&self) -> Option<&dyn Connection> {
+        self.connections.then_some(&*self.ring as &dyn Connection)
+    }
+
+    fn requests(&self) -> Option<&dyn Requests> {
+        self.link.protocol.requests()
+    }
+
+    fn read_in_place(&self) -> Option<Arc<dyn ReadInPlace>> {
+        Some(self.in_place.clone())
+    }
+
+    fn link(&self) -> Option<Arc<dyn Link>> {
+        Some(self.link.clone())
+    }
+
+    fn detach_reader(&mut self) {
+        self.subscriber = None;
+    }
+}
+
+impl ReadInPlace for RingReader {
+    fn segment(&self) -> &Arc<Segment> {
+        self.ring.segment()
+    }
+
+    fn take_spilled(&self, key: u64) -> Option<Vec<u8>> {
+        self.ring.take_spilled(key)
+    }
+
+    fn set_doorbell(&self, doorbell: Option<Doorbell>) {
+        self.ring.set_doorbell(doorbell);
+    }
+
+    fn arm(&self, cursor: u64, watched: bool) {
+        if watched {
+            self.reader.set_watched(true);
+        } else {
+            // The reader stops polling the socket: the I/O thread takes it back.
+            self.reader.reader_parks();
+        }
+        self.ring.arm(cursor);
+    }
+
+    fn disarm(&self) -> bool {
+        self.reader.set_watched(false);
+        self.ring.disarm()
+    }
+
+    fn readiness_fd(&self) -> RawFd {
+        self.reader.readiness_fd()
+    }
+}
+
+impl Connection for ReceiveRing {
+    fn status(&self) -> Status {
+        ReceiveRing::status(self)
+    }
+
+    fn connects(&self) -> bool {
+        self.connecting()
+    }
+
+    fn take_status_events(&self) -> Vec<StatusEvent> {
+        ReceiveRing::take_status_events(self)
+    }
+
+    fn set_status_listener(&self, listener: Option<StatusListener>) {
+        ReceiveRing::set_status_listener(self, listener);
+    }
+}
+
+impl<P: Protocol> Drop for NetTransport<P> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

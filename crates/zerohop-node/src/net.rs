@@ -1,0 +1,337 @@
+//! `NetHandle`: any network hub (`udp://`, `quic://`, and what comes next) for JavaScript.
+//!
+//! One class for every network transport: it opens a [`zerohop::Hub`] with the options
+//! object as given (the hub and its transport take their own, and refuse the rest), and
+//! offers each capability as a method that throws `ERR_UNSUPPORTED_TRANSPORT` where the
+//! transport lacks it. Publishing enters Rust once per message through the link
+//! ([`crate::fast`]). Receiving does not come through here: messages land in the
+//! transport's receive ring, which [`NetHandle::ring`] hands to JavaScript as a
+//! [`ShmHandle`], read in place like a `shm://` segment.
+//!
+//! A parked reader is woken from its own event loop ([`Watcher`]) where libuv allows,
+//! and by the transport's threads through a threadsafe function for what they deliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::JsValue;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use zerohop::status::status_name;
+use zerohop::{Hub, Link, ReadInPlace, StatusEvent, Value};
+
+use crate::waiter::Doorbell;
+use crate::watch::Watcher;
+use crate::{ShmHandle, closed, duration_ms, js_error, seq_from_js};
+
+/// A status change, as JavaScript gets it.
+#[napi(object)]
+pub struct NetStatusEvent {
+    /// `connecting`, `connected`, `reconnecting`, `disconnected` or `closed`.
+    pub status: String,
+    /// The peer it is about (a listening hub's peers; a connecting hub's server).
+    pub peer: Option<String>,
+    /// `reconnecting`: the attempt under way or scheduled, from 1.
+    pub attempt: Option<u32>,
+    /// Why, as a stable error code and a message.
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+fn js_event(e: &StatusEvent) -> NetStatusEvent {
+    let (status, attempt) = status_name(e.status);
+    NetStatusEvent {
+        status: status.to_owned(),
+        peer: e.peer.map(|p| p.to_string()),
+        attempt,
+        code: e.error.as_ref().map(|e| e.code().as_str().to_owned()),
+        message: e.error.as_ref().map(|e| e.message().to_owned()),
+    }
+}
+
+type StatusCallback = ThreadsafeFunction<NetStatusEvent, (), NetStatusEvent, Status, false, true>;
+
+/// Waits (off the JavaScript thread) for what was published to reach its receivers.
+pub struct DrainTask {
+    link: Arc<dyn Link>,
+    linger: Duration,
+}
+
+impl Task for DrainTask {
+    type Output = bool;
+    type JsValue = bool;
+
+    fn compute(&mut self) -> Result<bool> {
+        Ok(self.link.drain(self.linger))
+    }
+
+    fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
+        Ok(output)
+    }
+}
+
+/// What a network hub's transport can do besides publishing and receiving.
+#[napi(object)]
+pub struct Capabilities {
+    /// `setPeers`, `flush`.
+    pub peers: bool,
+    /// `status`, `onStatus`.
+    pub connections: bool,
+    /// `request`, `cancel`, `respond`.
+    pub requests: bool,
+}
+
+/// A network hub.
+#[napi]
+pub struct NetHandle {
+    hub: Option<Hub>,
+    link: Arc<dyn Link>,
+    ring: Arc<dyn ReadInPlace>,
+    watcher: Option<Watcher>,
+}
+
+impl NetHandle {
+    fn hub(&self) -> Result<&Hub> {
+        self.hub.as_ref().ok_or_else(closed)
+    }
+}
+
+#[napi]
+impl NetHandle {
+    /// Opens `url` with `options` (an object of options by name; `undefined` for none).
+    #[napi(factory, ts_args_type = "url: string, options?: object")]
+    pub fn open(env: Env, url: String, options: Unknown) -> Result<NetHandle> {
+        // SAFETY: `options` is an argument of this call, on its env.
+        let named = unsafe { crate::options::from_js(env.raw(), options.raw()) }.map_err(js_error)?;
+        let mut hub = Hub::open_named(&url, named).map_err(js_error)?;
+        let link = hub.link().map_err(js_error)?;
+        let ring = hub.read_in_place().map_err(js_error)?;
+        // JavaScript reads the ring with a cursor of its own (claimed through `ring()`).
+        hub.detach_reader();
+        Ok(NetHandle { hub: Some(hub), link, ring, watcher: None })
+    }
+
+    /// The hub's settings, with the transport's defaults filled in.
+    #[napi]
+    pub fn settings(&self) -> Result<crate::HubSettings> {
+        Ok(self.hub()?.settings().into())
+    }
+
+    /// The scheme (`udp`, `quic`, …).
+    #[napi]
+    pub fn transport(&self) -> Result<String> {
+        Ok(self.hub()?.endpoint().kind().scheme().to_owned())
+    }
+
+    /// The hot path: what `netPublish(link, bytes, channel)` and `netPump(link)` take
+    /// (see [`crate::fast`]).
+    #[napi(ts_return_type = "unknown")]
+    pub fn link<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let value = crate::fast::link_external(env, self.link.clone())?;
+        // SAFETY: `value` was just created in this env.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+    }
+
+    /// The receive ring, for reading in place.
+    #[napi]
+    pub fn ring(&self) -> Result<ShmHandle> {
+        self.hub()?;
+        Ok(ShmHandle::from_segment(self.ring.segment().clone()))
+    }
+
+    /// Largest message in bytes.
+    #[napi]
+    pub fn max_message_size(&self) -> Result<f64> {
+        Ok(self.hub()?.max_message_size() as f64)
+    }
+
+    /// The bound address as `host:port` (`[v6]:port`).
+    #[napi]
+    pub fn local_address(&self) -> Result<Option<String>> {
+        Ok(self.hub()?.local_addr().map(|a| a.to_string()))
+    }
+
+    /// Whether a batch waits for the end of the caller's turn (then call `flush`).
+    #[napi]
+    pub fn flushes_at_end_of_turn(&self) -> Result<bool> {
+        Ok(self.hub()?.peers().is_ok_and(|p| p.flushes_at_end_of_turn()))
+    }
+
+    /// Which capabilities the transport has (the methods of the others throw
+    /// `ERR_UNSUPPORTED_TRANSPORT`).
+    #[napi]
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        let hub = self.hub()?;
+        Ok(Capabilities {
+            peers: hub.peers().is_ok(),
+            connections: hub.connection().is_ok(),
+            requests: hub.requests().is_ok(),
+        })
+    }
+
+    /// Whether the hub connects to one server (its status events are its own), or
+    /// accepts peers (events with a peer are about that peer).
+    #[napi]
+    pub fn connects(&self) -> Result<bool> {
+        self.hub()?.connection().map(|c| c.connects()).map_err(js_error)
+    }
+
+    /// Publishes `data.len() / size` messages of `size` bytes laid end to end.
+    #[napi]
+    pub fn publish_packed(&self, data: &[u8], size: u32) -> Result<u32> {
+        self.hub()?;
+        self.link.publish_packed(0, data, size as usize).map(|n| n as u32).map_err(js_error)
+    }
+
+    /// Sends what is batched now.
+    #[napi]
+    pub fn flush(&self) -> Result<()> {
+        self.hub()?.peers().and_then(|p| p.flush()).map_err(js_error)
+    }
+
+    /// Replaces where published messages go.
+    #[napi]
+    pub fn set_peers(&self, peers: Vec<String>) -> Result<()> {
+        self.hub()?.peers().and_then(|p| p.set_peers(&peers)).map_err(js_error)
+    }
+
+    /// Sends a request; returns its key. The answer arrives in the ring with envelope
+    /// kind 2 (or 3: failed) and that key.
+    #[napi]
+    pub fn request(&self, data: &[u8]) -> Result<f64> {
+        self.hub()?.requests().and_then(|r| r.request(data)).map(|k| k as f64).map_err(js_error)
+    }
+
+    /// Gives up on request `key`; false if it had ended.
+    #[napi]
+    pub fn cancel(&self, key: f64) -> Result<bool> {
+        self.hub()?.requests().map(|r| r.cancel(key as u64)).map_err(js_error)
+    }
+
+    /// Answers request `key` (received with envelope kind 1); false if it is gone.
+    #[napi]
+    pub fn respond(&self, key: f64, ok: bool, data: &[u8]) -> Result<bool> {
+        self.hub()?.requests().map(|r| r.respond(key as u64, ok, data)).map_err(js_error)
+    }
+
+    /// The bytes of a message too large for its slot (the envelope gives the key).
+    #[napi]
+    pub fn take_spilled(&self, key: f64) -> Result<Buffer> {
+        let bytes = self.ring.take_spilled(key as u64).ok_or_else(|| {
+            js_error(zerohop::Error::new(zerohop::ErrorCode::InvalidState, "that large message was already taken"))
+        })?;
+        Ok(bytes.into())
+    }
+
+    /// Installs the doorbell: `callback` runs on the JS thread when an armed reader may
+    /// read. Does not keep the event loop alive by itself.
+    #[napi]
+    pub fn set_doorbell(&mut self, env: Env, callback: Function<u32, ()>) -> Result<()> {
+        self.hub()?;
+        // SAFETY: `callback` is a function argument of this call, on its env.
+        self.watcher = unsafe { Watcher::new(env.raw(), callback.raw(), self.link.clone(), self.ring.clone()) };
+        let tsfn: Doorbell =
+            callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+        let tsfn = Arc::new(tsfn);
+        self.ring.set_doorbell(Some(Arc::new(move || {
+            // QueueFull means a ring is already pending: that one suffices.
+            let _ = tsfn.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+        })));
+        Ok(())
+    }
+
+    /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+    #[napi]
+    pub fn arm(&self, cursor: f64) -> Result<()> {
+        self.hub()?;
+        let cursor = seq_from_js(cursor);
+        match &self.watcher {
+            Some(w) => w.arm(cursor),
+            None => self.ring.arm(cursor, false),
+        }
+        Ok(())
+    }
+
+    /// Cancels an `arm`.
+    #[napi]
+    pub fn disarm(&self) {
+        match &self.watcher {
+            Some(w) => w.disarm(),
+            None => {
+                self.ring.disarm();
+            }
+        }
+    }
+
+    /// Calls `callback` with every status event from now on (and the ones so far).
+    #[napi]
+    pub fn on_status(&self, callback: Function<NetStatusEvent, ()>) -> Result<()> {
+        let Ok(connection) = self.hub()?.connection() else { return Ok(()) };
+        let tsfn: StatusCallback = callback.build_threadsafe_function().weak::<true>().build()?;
+        let tsfn = Arc::new(tsfn);
+        let send = move |e: &StatusEvent| {
+            let _ = tsfn.call(js_event(e), ThreadsafeFunctionCallMode::NonBlocking);
+        };
+        // Events from before the listener existed first, then the live ones.
+        for e in connection.take_status_events() {
+            send(&e);
+        }
+        connection.set_status_listener(Some(Arc::new(send)));
+        Ok(())
+    }
+
+    /// The status now.
+    #[napi]
+    pub fn status(&self) -> String {
+        self.hub.as_ref().map_or("closed", |h| status_name(h.status()).0).to_owned()
+    }
+
+    /// Counters: what every hub counts, and the transport's own under `details`.
+    #[napi(
+        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, number | boolean | string> }"
+    )]
+    pub fn metrics<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let m = self.hub()?.metrics();
+        let mut out = Object::new(env)?;
+        let n = |v: u64| v as f64;
+        out.set("published", n(m.published))?;
+        out.set("publishedBytes", n(m.published_bytes))?;
+        out.set("dropped", n(m.dropped))?;
+        out.set("blocked", n(m.blocked))?;
+        out.set("received", n(m.received))?;
+        out.set("receivedBytes", n(m.received_bytes))?;
+        let mut details = Object::new(env)?;
+        for (name, value) in m.details {
+            match value {
+                Value::Number(v) => details.set(name, v)?,
+                Value::Bool(v) => details.set(name, v)?,
+                Value::Text(v) => details.set(name, v)?,
+                Value::List(_) | Value::Map(_) => {}
+            }
+        }
+        out.set("details", details)?;
+        Ok(out)
+    }
+
+    /// Resolves true once what was published has reached its receivers (over QUIC: been
+    /// read by their applications), or false after `linger_ms`.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn drain(&self, linger_ms: f64) -> Result<AsyncTask<DrainTask>> {
+        self.hub()?;
+        Ok(AsyncTask::new(DrainTask { link: self.link.clone(), linger: duration_ms(linger_ms) }))
+    }
+
+    /// Sends what is queued, stops the transport's threads and closes its sockets. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.watcher = None;
+        if let Some(mut hub) = self.hub.take() {
+            // JavaScript reports its own `closed`: no late native one after it.
+            if let Ok(c) = hub.connection() {
+                c.set_status_listener(None);
+            }
+            hub.close();
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Waking a parked JavaScript reader from its own event loop.
+//!
+//! A network hub's reader that finds nothing and parks would otherwise be woken by the
+//! transport's I/O thread: that thread wakes when the socket is readable, reads it,
+//! and rings a threadsafe function, which wakes the event loop: two wake-ups, one
+//! thread hop between. Here libuv itself polls the transport's readiness descriptor
+//! (`uv_poll_t` on the loop of the env the hub was opened in) while the reader is
+//! armed: when it is readable, the loop runs [`on_readable`] on the JavaScript thread,
+//! which pumps the socket into the receive ring and calls the doorbell directly: one
+//! wake-up, no hop. The transport leaves the socket to it meanwhile
+//! ([`ReadInPlace::arm`] with `watched`), and still rings the threadsafe doorbell for
+//! what other threads deliver.
+//!
+//! libuv's functions are exported by every Node.js binary; they are declared here and
+//! resolved when the addon loads, as Node-API's are.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::Arc;
+
+use napi::sys;
+use zerohop::{Link, ReadInPlace};
+use zerohop_shm::ring::table;
+
+unsafe extern "C" {
+    fn uv_handle_size(kind: c_int) -> usize;
+    fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
+    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
+    fn uv_poll_stop(handle: *mut c_void) -> c_int;
+    fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
+    fn uv_unref(handle: *mut c_void);
+    fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
+    fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
+}
+
+/// `UV_POLL` in libuv's `uv_handle_type`.
+const UV_POLL: c_int = 8;
+/// `UV_READABLE` in libuv's `uv_poll_event`.
+const UV_READABLE: c_int = 1;
+
+/// What the poll callback needs, owned by the handle's memory block.
+struct State {
+    env: sys::napi_env,
+    /// The doorbell: a JavaScript function, called with no arguments.
+    doorbell: sys::napi_ref,
+    context: sys::napi_async_context,
+    link: Arc<dyn Link>,
+    ring: Arc<dyn ReadInPlace>,
+    cursor: u64,
+    polling: bool,
+}
+
+/// The memory of one `uv_poll_t` (aligned for it), and the state its data points to.
+struct Block {
+    handle: Vec<u64>,
+    state: State,
+}
+
+/// A libuv poll watcher on a hub's readiness descriptor; JavaScript thread only.
+pub struct Watcher {
+    block: *mut Block,
+}
+
+impl Watcher {
+    /// Watches `ring.readiness_fd()` on `env`'s loop; `None` where libuv refuses it (the
+    /// threadsafe doorbell then does the waking).
+    ///
+    /// # Safety
+    /// `env` must be the env of the current call (on the JavaScript thread), and
+    /// `doorbell` a function value of it.
+    pub unsafe fn new(
+        env: sys::napi_env,
+        doorbell: sys::napi_value,
+        link: Arc<dyn Link>,
+        ring: Arc<dyn ReadInPlace>,
+    ) -> Option<Watcher> {
+        let mut event_loop = ptr::null_mut();
+        // SAFETY: per the contract; a valid out-pointer.
+        if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok || event_loop.is_null()
+        {
+            return None;
+        }
+        // SAFETY: asks libuv for a size; no pointers.
+        let size = unsafe { uv_handle_size(UV_POLL) };
+        if size == 0 {
+            return None;
+        }
+        let mut reference = ptr::null_mut();
+        let mut name = ptr::null_mut();
+        let mut context = ptr::null_mut();
+        // SAFETY: per the contract; valid out-pointers; the name is a valid UTF-8 literal.
+        unsafe {
+            if sys::napi_create_reference(env, doorbell, 1, &mut reference) != sys::Status::napi_ok {
+                return None;
+            }
+            sys::napi_create_string_utf8(env, c"zerohop.doorbell".as_ptr(), -1, &mut name);
+            sys::napi_async_init(env, ptr::null_mut(), name, &mut context);
+        }
+        let state = State { env, doorbell: reference, context, link, ring, cursor: 0, polling: false };
+        let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], state }));
+        // SAFETY: `block` is ours and alive; its handle memory is `size` bytes, 8-aligned,
+        // and stays where it is (the Box is not moved) until the close callback frees it.
+        unsafe {
+            let handle = (*block).handle.as_mut_ptr().cast::<c_void>();
+            let fd = (*block).state.ring.readiness_fd();
+            if uv_poll_init(event_loop, handle, fd) != 0 {
+                let b = Box::from_raw(block);
+                sys::napi_delete_reference(env, b.state.doorbell);
+                sys::napi_async_destroy(env, b.state.context);
+                return None;
+            }
+            uv_handle_set_data(handle, block.cast());
+            // An armed watcher does not keep the loop alive by itself: a pending receive
+            // does (the TypeScript side holds a timer while it waits).
+            uv_unref(handle);
+        }
+        Some(Watcher { block })
+    }
+
+    fn handle(&self) -> *mut c_void {
+        // SAFETY: `block` lives until `close` hands it to libuv's close callback.
+        unsafe { (*self.block).handle.as_mut_ptr().cast() }
+    }
+
+    /// Asks for one doorbell ring once the ring's tail passes `cursor`: the transport
+    /// arms for other threads' deliveries, and libuv watches the socket meanwhile.
+    pub fn arm(&self, cursor: u64) {
+        // SAFETY: JavaScript thread only, so nothing else touches the state now.
+        let state = unsafe { &mut (*self.block).state };
+        state.cursor = cursor;
+        state.ring.arm(cursor, true);
+        if !state.polling {
+            // SAFETY: an initialised poll handle; the callback's signature is libuv's.
+            state.polling = unsafe { uv_poll_start(self.handle(), UV_READABLE, on_readable) } == 0;
+        }
+    }
+
+    /// Cancels an `arm`.
+    pub fn disarm(&self) {
+        // SAFETY: as in `arm`.
+        let state = unsafe { &mut (*self.block).state };
+        stop(self.handle(), state);
+        state.ring.disarm();
+    }
+}
+
+impl Drop for Watcher {
+    /// Stops watching; libuv frees the handle's memory on its next turn.
+    fn drop(&mut self) {
+        self.disarm();
+        // SAFETY: on the JavaScript thread with its env (watchers live in hub handles,
+        // dropped by `close` or the handle's finalizer): the reference and the context
+        // are ours; after `uv_close` the block belongs to the close callback.
+        unsafe {
+            let state = &(*self.block).state;
+            sys::napi_delete_reference(state.env, state.doorbell);
+            sys::napi_async_destroy(state.env, state.context);
+            uv_close(self.handle(), Some(free_block));
+        }
+    }
+}
+
+fn stop(handle: *mut c_void, state: &mut State) {
+    if state.polling {
+        // SAFETY: an initialised poll handle.
+        unsafe { uv_poll_stop(handle) };
+        state.polling = false;
+    }
+}
+
+/// libuv's close callback: the handle is done with; free its block.
+unsafe extern "C" fn free_block(handle: *mut c_void) {
+    // SAFETY: the data of every handle here is its block, leaked by `Watcher::new`.
+    drop(unsafe { Box::from_raw(uv_handle_get_data(handle).cast::<Block>()) });
+}
+
+/// The socket is readable (on the JavaScript thread): read it into the ring, and ring
+/// the doorbell if the reader's cursor is readable now.
+unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
+    // SAFETY: the data of every handle here is its block; the loop runs this on the
+    // JavaScript thread, the only one that touches the state.
+    let state = unsafe { &mut (*uv_handle_get_data(handle).cast::<Block>()).state };
+    // An error is the transport closing: the reader learns of it from its own calls.
+    let _ = state.link.pump();
+    if table::tail(state.ring.segment()) <= state.cursor {
+        return; // acknowledgements, or another thread was first: keep watching
+    }
+    stop(handle, state);
+    if !state.ring.disarm() {
+        return; // another thread rang the doorbell already
+    }
+    // SAFETY: on the JavaScript thread of `env`; every value is created in the scope
+    // opened here; `napi_make_callback` runs microtasks after the call, as an I/O
+    // callback of Node's own would.
+    unsafe {
+        let env = state.env;
+        let mut scope = ptr::null_mut();
+        sys::napi_open_handle_scope(env, &mut scope);
+        let (mut function, mut recv, mut result) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        sys::napi_get_reference_value(env, state.doorbell, &mut function);
+        sys::napi_get_undefined(env, &mut recv);
+        if !function.is_null()
+            && sys::napi_make_callback(env, state.context, recv, function, 0, ptr::null(), &mut result)
+                == sys::Status::napi_pending_exception
+        {
+            let mut error = ptr::null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut error);
+            sys::napi_fatal_exception(env, error);
+        }
+        sys::napi_close_handle_scope(env, scope);
+    }
+}

@@ -1,0 +1,326 @@
+//! The `quic://` transport: a [`QuicProtocol`] on the network-transport core.
+//!
+//! A hub either listens (`listen: true`: any number of peers connect to it) or connects
+//! to one server; publishing reaches every connected peer, receiving yields messages
+//! from all of them with the sender in the envelope. Messages larger than a slot of the
+//! receive ring spill (the ring keeps 4 KiB slots while messages go up to
+//! `maxMessageSize`, 16 MiB by default).
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zerohop_net::address::resolve;
+use zerohop_net::envelope;
+use zerohop_net::ring::{ReceiveRing, RingOptions};
+use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_proto::lifecycle::Backoff;
+use zerohop_transport::{
+    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
+    Transport, TransportKind, TransportOptions, Value,
+};
+
+use crate::config::{Overflow, QuicConfig, Sent, Side};
+use crate::protocol::{QuicProtocol, StartError};
+use crate::tls::{Identity, Trust};
+
+/// The options only `quic://` hubs have.
+#[derive(Clone, Debug)]
+pub struct QuicOptions {
+    /// Accept peers on the URL's address instead of connecting to it.
+    pub listen: bool,
+    /// Our certificate chain and key (PEM). A listener without them makes a
+    /// self-signed certificate (development only).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A CA bundle (PEM): a connecting hub verifies the server against it; a listening
+    /// hub requires client certificates signed by it (mutual TLS).
+    pub ca: Option<PathBuf>,
+    /// The name to verify the server's certificate for (default: the URL's host).
+    pub server_name: Option<String>,
+    /// Connect to any server, whatever its certificate (encrypted, not authenticated).
+    pub dangerously_accept_any_server: bool,
+    pub keep_alive: Option<Duration>,
+    pub idle_timeout: Duration,
+    /// The reconnect schedule of a connecting hub.
+    pub reconnect: Backoff,
+    /// Channels (one reliable stream each per peer).
+    pub channels: u16,
+    /// Bytes kept per peer and channel until the peer's application has read them.
+    pub send_queue_bytes: usize,
+    /// Publish unreliable datagrams instead of stream messages.
+    pub datagrams: bool,
+    /// Largest message (default 16 MiB).
+    pub max_message: usize,
+    /// How long a listener keeps a disconnected peer's unacknowledged messages.
+    pub peer_linger: Duration,
+}
+
+impl Default for QuicOptions {
+    fn default() -> Self {
+        let d = QuicConfig::new(Side::Listen, ([127, 0, 0, 1], 0).into());
+        Self {
+            listen: false,
+            cert: None,
+            key: None,
+            ca: None,
+            server_name: None,
+            dangerously_accept_any_server: false,
+            keep_alive: d.keep_alive,
+            idle_timeout: d.idle_timeout,
+            reconnect: d.backoff,
+            channels: d.max_channels,
+            send_queue_bytes: d.send_queue_bytes,
+            datagrams: false,
+            max_message: d.max_message,
+            peer_linger: d.peer_linger,
+        }
+    }
+}
+
+impl TransportOptions for QuicOptions {
+    fn scheme(&self) -> &'static str {
+        "quic"
+    }
+
+    fn clone_boxed(&self) -> Box<dyn TransportOptions> {
+        Box::new(self.clone())
+    }
+}
+
+impl FromOptions for QuicOptions {
+    fn take_from(o: &mut Options) -> Result<Self> {
+        let d = QuicOptions::default();
+        let mut q = QuicOptions {
+            listen: o.take_bool("listen")?.unwrap_or(false),
+            keep_alive: match o.take_ms("keepAliveMs")? {
+                Some(ms) if ms.is_zero() => None,
+                Some(ms) => Some(ms),
+                None => d.keep_alive,
+            },
+            idle_timeout: o.take_ms("idleTimeoutMs")?.unwrap_or(d.idle_timeout),
+            channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
+            send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
+            datagrams: o.take_bool("datagrams")?.unwrap_or(false),
+            max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
+            peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
+            ..d
+        };
+        if let Some(mut tls) = o.take_group("tls")? {
+            q.cert = tls.take_text("cert")?.map(Into::into);
+            q.key = tls.take_text("key")?.map(Into::into);
+            q.ca = tls.take_text("ca")?.map(Into::into);
+            q.server_name = tls.take_text("serverName")?;
+            q.dangerously_accept_any_server = tls.take_bool("dangerouslyAcceptAnyServer")?.unwrap_or(false);
+            tls.finish("quic")?;
+        }
+        if let Some(mut r) = o.take_group("reconnect")? {
+            let b = &mut q.reconnect;
+            b.initial = r.take_ms("initialMs")?.unwrap_or(b.initial);
+            b.max = r.take_ms("maxMs")?.unwrap_or(b.max);
+            b.multiplier = r.take_in("multiplier", 0.0..=f64::MAX)?.unwrap_or(b.multiplier);
+            b.jitter = r.take_in("jitter", 0.0..=1.0)?.unwrap_or(b.jitter);
+            b.max_attempts = r.take_u32("maxAttempts", 0..=u32::MAX)?;
+            r.finish("quic")?;
+        }
+        Ok(q)
+    }
+}
+
+/// Default slot of the receive ring (envelope included): small messages stay in the
+/// ring, larger ones spill.
+const DEFAULT_SLOT: u32 = 4 << 10;
+
+/// A `quic://` hub's protocol, as the core sees it.
+impl Protocol for QuicProtocol {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Quic
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.config().max_message
+    }
+
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        let sent = if self.config().datagrams {
+            self.publish_datagram(channel, payload)
+        } else {
+            QuicProtocol::publish(self, channel, payload)
+        };
+        Ok(match sent? {
+            Sent::Accepted => Delivery::Accepted,
+            Sent::Dropped => Delivery::Dropped,
+        })
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(QuicProtocol::local_addr(self))
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        let m = self.metrics();
+        let n = |v: u64| Value::Number(v as f64);
+        vec![
+            ("peers", n(u64::from(m.peers))),
+            ("reconnects", n(m.reconnects)),
+            ("zeroRttConnections", n(m.zero_rtt_connections)),
+            ("lastZeroRtt", Value::Bool(m.last_zero_rtt)),
+            ("handshakeFailures", n(m.handshake_failures)),
+            ("protocolViolations", n(m.protocol_violations)),
+            ("slowConsumers", n(m.slow_consumers)),
+            ("dropped", n(m.dropped)),
+            ("datagramsSent", n(m.datagrams_sent)),
+            ("datagramsReceived", n(m.datagrams_received)),
+            ("datagramsLost", n(m.datagrams_lost)),
+            ("streamsOpened", n(m.streams_opened)),
+            ("streamsAccepted", n(m.streams_accepted)),
+            ("unackedBytes", n(m.unacked_bytes)),
+            ("requestsPending", n(m.requests_pending)),
+            ("answersPending", n(m.answers_pending)),
+            ("bytesSent", n(m.bytes_sent)),
+            ("bytesReceived", n(m.bytes_received)),
+            ("packetsLost", n(m.packets_lost)),
+            ("rttUs", Value::Number(m.rtt.as_secs_f64() * 1e6)),
+            ("cwnd", n(m.cwnd)),
+            ("mtu", n(u64::from(m.mtu))),
+        ]
+    }
+
+    fn drain(&self, linger: Duration) -> bool {
+        QuicProtocol::drain(self, linger)
+    }
+
+    fn close(&self) {
+        QuicProtocol::close(self);
+    }
+
+    fn requests(&self) -> Option<&dyn Requests> {
+        Some(self)
+    }
+}
+
+impl Requests for QuicProtocol {
+    fn request(&self, body: &[u8]) -> Result<u64> {
+        QuicProtocol::request(self, body).map_err(Error::from)
+    }
+
+    fn cancel(&self, key: u64) -> bool {
+        QuicProtocol::cancel(self, key)
+    }
+
+    fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
+        QuicProtocol::respond(self, key, ok, body)
+    }
+}
+
+impl Reader for QuicProtocol {
+    fn pump(&self) -> Result<usize> {
+        self.driver().pump()
+    }
+
+    fn reader_parks(&self) {
+        self.driver().reader_parks();
+    }
+
+    fn set_watched(&self, watched: bool) {
+        self.driver().set_watched(watched);
+    }
+
+    fn readiness_fd(&self) -> RawFd {
+        self.driver().readiness_fd()
+    }
+}
+
+fn start_error(e: StartError, url: &str) -> Error {
+    match e {
+        StartError::Tls(e) => Error::bad_option(format!("tls: {e}")),
+        StartError::Io(e) => Error::io(url, e),
+        StartError::Config(e) => Error::bad_option(e),
+    }
+}
+
+/// The protocol's configuration for `quic://host:port` with `options`.
+fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Result<QuicConfig> {
+    let addr = resolve(host, port, None)?;
+    let side = if q.listen {
+        Side::Listen
+    } else {
+        if port == 0 {
+            return Err(Error::new(ErrorCode::BadUrl, "cannot connect to port 0; listen: true to accept peers"));
+        }
+        Side::Connect { server_name: q.server_name.clone().unwrap_or_else(|| host.to_owned()) }
+    };
+    let mut config = QuicConfig::new(side, addr);
+    config.identity = match (&q.cert, &q.key) {
+        (Some(c), Some(k)) => Some(Identity::Files { cert_chain: c.clone(), key: k.clone() }),
+        (None, None) if q.listen => Some(Identity::SelfSigned { names: vec!["localhost".into(), host.to_owned()] }),
+        (None, None) => None,
+        _ => return Err(Error::bad_option("tls.cert and tls.key go together")),
+    };
+    if q.listen {
+        config.client_ca = q.ca.clone();
+    } else {
+        config.trust = match (&q.ca, q.dangerously_accept_any_server) {
+            (Some(ca), false) => Trust::Ca(ca.clone()),
+            (None, true) => Trust::DangerouslyAcceptAnyServer,
+            (Some(_), true) => {
+                return Err(Error::bad_option("tls.ca and tls.dangerouslyAcceptAnyServer exclude each other"));
+            }
+            (None, false) => {
+                return Err(Error::bad_option(
+                    "connecting over quic:// needs tls.ca (the CA bundle to verify the server with) or, for \
+                     development against a self-signed server, tls.dangerouslyAcceptAnyServer: true",
+                ));
+            }
+        };
+    }
+    config.keep_alive = q.keep_alive;
+    config.idle_timeout = q.idle_timeout;
+    config.backoff = q.reconnect;
+    if q.channels == 0 {
+        return Err(Error::bad_option("channels must be at least 1"));
+    }
+    config.max_channels = q.channels;
+    config.max_message = q.max_message;
+    config.send_queue_bytes = q.send_queue_bytes.max(1);
+    config.peer_linger = q.peer_linger;
+    config.datagrams = q.datagrams;
+    config.overflow = overflow;
+    Ok(config)
+}
+
+/// Opens `quic://host:port`: listens on it or connects to it.
+pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
+    Ok(Box::new(open_quic(endpoint, &mut options)?))
+}
+
+/// [`open`], typed (for tests and tools that want the protocol's own calls).
+pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<QuicProtocol>> {
+    let Target::Host { host, port } = endpoint.target() else {
+        return Err(Error::new(ErrorCode::BadUrl, "quic:// needs host:port"));
+    };
+    let q: QuicOptions = options.take_specific("quic")?;
+    let settings = options.settings(
+        "quic",
+        DEFAULT_SPIN,
+        Backpressure::Block,
+        &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
+        "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
+    )?;
+    let overflow = match settings.backpressure {
+        Backpressure::Block => Overflow::Block(options.publish_timeout),
+        Backpressure::DropNew => Overflow::DropNew,
+        _ => Overflow::FailFast,
+    };
+    let config = quic_config(host, *port, &q, overflow)?;
+    let slot_size = options.slot_size.map_or(DEFAULT_SLOT, |s| s + envelope::LEN as u32);
+    let capacity = options.capacity.unwrap_or(4096);
+    let spill_limit = q.max_message.saturating_mul(2).max(64 << 20);
+    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit }, !q.listen)?);
+    let url = format!("quic://{host}:{port}");
+    let protocol = Arc::new(QuicProtocol::start(config, ring.clone()).map_err(|e| start_error(e, &url))?);
+    let reader: Arc<dyn Reader> = protocol.clone();
+    NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
+}

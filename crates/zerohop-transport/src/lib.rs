@@ -1,0 +1,29 @@
+//! The contract between a hub and its transports: what every transport implements and
+//! every hub calls, with nothing in it that names one transport.
+//!
+//! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
+//! - [`endpoint`]: URLs (`shm://name`, `udp://host:port`, …) parsed into an [`Endpoint`].
+//! - [`metrics`]: the counters every hub reports, and each transport's own details.
+//! - [`options`]: [`HubOptions`], and a transport's own options, typed or by name.
+//! - [`status`]: connection status and its events.
+//! - [`transport`]: the [`Transport`] trait and its capabilities.
+//!
+//! Dependencies point one way: this crate ← the network-transport core
+//! (`zerohop-net`) ← the transports ← the hub (`zerohop`).
+
+pub mod endpoint;
+pub mod error;
+pub mod metrics;
+pub mod options;
+pub mod status;
+pub mod transport;
+
+pub use endpoint::{Endpoint, Target, TransportKind};
+pub use error::{Error, ErrorCode, Result};
+pub use metrics::Metrics;
+pub use options::{Backpressure, FromOptions, HubOptions, Options, Role, Settings, TransportOptions, Value};
+pub use status::{Status, StatusEvent};
+pub use transport::{
+    Connection, Delivery, Doorbell, Kind, Link, Loans, MessageInfo, Peers, ReadInPlace, Requests, StatusListener,
+    Transport,
+};

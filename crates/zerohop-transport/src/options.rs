@@ -1,0 +1,529 @@
+//! What a hub is opened with: the options every hub has ([`HubOptions`]), and the way a
+//! transport's own options reach it, typed ([`HubOptions::with`]) or by name
+//! ([`Options`]).
+//!
+//! Options by name are what the Node binding passes (the JavaScript object, turned into
+//! [`Value`]s) and what a URL's query carries (`udp://h:1?batch=64`, text only). They
+//! use the names users write (`flushIntervalMs`). The hub takes the names it knows, the
+//! transport takes its own, and a name nobody took is `ERR_BAD_OPTION` (or, from a URL,
+//! `ERR_BAD_URL`): an option that is accepted always takes effect.
+//!
+//! ```
+//! use zerohop_transport::options::{Options, Value};
+//!
+//! let mut o = Options::from_query(&[("batch".into(), "64".into()), ("loud".into(), "".into())]);
+//! assert_eq!(o.take_u32("batch", 1..=1024).unwrap(), Some(64));
+//! assert_eq!(o.take_bool("loud").unwrap(), Some(true)); // a bare flag
+//! o.finish("udp").unwrap(); // everything was taken
+//!
+//! let mut o = Options::new(vec![("listen".into(), Value::Bool(true))]);
+//! assert_eq!(o.finish("udp").unwrap_err().code(), zerohop_transport::ErrorCode::BadOption);
+//! ```
+
+use std::any::Any;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+pub use zerohop_shm::Backpressure;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// One option's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    List(Vec<Value>),
+    /// Options grouped under one name (`tls: { ca }`).
+    Map(Options),
+}
+
+impl Value {
+    fn describe(&self) -> String {
+        match self {
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Text(t) => format!("'{t}'"),
+            Value::List(_) => "a list".into(),
+            Value::Map(_) => "an object".into(),
+        }
+    }
+}
+
+/// Options by name, each taken at most once by whoever it is for; see the module docs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    entries: Vec<(String, Value)>,
+    /// The names that came from a URL's query: their values are text, and a wrong or
+    /// leftover one is a bad URL rather than a bad option.
+    from_url: Vec<String>,
+    /// Where these sit (`tls.`), for messages.
+    prefix: String,
+}
+
+impl Options {
+    /// Options given by a program.
+    pub fn new(entries: Vec<(String, Value)>) -> Options {
+        Options { entries, from_url: Vec::new(), prefix: String::new() }
+    }
+
+    /// A URL's query parameters (`key=value`; a bare `key` is `true`).
+    pub fn from_query(params: &[(String, String)]) -> Options {
+        let entries = params.iter().map(|(k, v)| (k.clone(), Value::Text(v.clone()))).collect();
+        Options { entries, from_url: params.iter().map(|(k, _)| k.clone()).collect(), prefix: String::new() }
+    }
+
+    /// Whether no option is left.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The names not taken yet.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Adds the options of `other` (a URL's query after a program's options: a name
+    /// given both ways is an error).
+    pub fn merge(&mut self, other: Options) -> Result<()> {
+        for (k, v) in other.entries {
+            if self.entries.iter().any(|(name, _)| *name == k) {
+                return Err(self.bad(&k, "is given twice (in the URL and in the options)"));
+            }
+            self.entries.push((k, v));
+        }
+        self.from_url.extend(other.from_url);
+        Ok(())
+    }
+
+    fn bad(&self, name: &str, why: impl core::fmt::Display) -> Error {
+        let code = if self.from_url.iter().any(|n| n == name) { ErrorCode::BadUrl } else { ErrorCode::BadOption };
+        Error::new(code, format!("{}{name} {why}", self.prefix))
+    }
+
+    /// Removes and returns the value of `name`.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        let i = self.entries.iter().position(|(k, _)| k == name)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    pub fn take_bool(&mut self, name: &str) -> Result<Option<bool>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(Value::Text(t)) if t.is_empty() || t == "true" || t == "1" => Ok(Some(true)),
+            Some(Value::Text(t)) if t == "false" || t == "0" => Ok(Some(false)),
+            Some(v) => Err(self.bad(name, format!("must be true or false, got {}", v.describe()))),
+        }
+    }
+
+    /// A finite number.
+    pub fn take_f64(&mut self, name: &str) -> Result<Option<f64>> {
+        let n = match self.take(name) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => n,
+            Some(Value::Text(t)) if t.parse::<f64>().is_ok() => t.parse::<f64>().expect("checked"),
+            Some(v) => return Err(self.bad(name, format!("must be a number, got {}", v.describe()))),
+        };
+        if !n.is_finite() {
+            return Err(self.bad(name, format!("must be a finite number, got {n}")));
+        }
+        Ok(Some(n))
+    }
+
+    /// A number within `range` (inclusive).
+    pub fn take_in(&mut self, name: &str, range: RangeInclusive<f64>) -> Result<Option<f64>> {
+        match self.take_f64(name)? {
+            Some(n) if !range.contains(&n) => {
+                Err(self.bad(name, format!("must be within {}..={}, got {n}", range.start(), range.end())))
+            }
+            n => Ok(n),
+        }
+    }
+
+    /// An integer within `range`.
+    pub fn take_u64(&mut self, name: &str, range: RangeInclusive<u64>) -> Result<Option<u64>> {
+        let Some(n) = self.take_f64(name)? else { return Ok(None) };
+        if n.fract() != 0.0 || n < *range.start() as f64 || n > *range.end() as f64 {
+            return Err(self.bad(name, format!("must be an integer in {}..={}, got {n}", range.start(), range.end())));
+        }
+        Ok(Some(n as u64))
+    }
+
+    pub fn take_u32(&mut self, name: &str, range: RangeInclusive<u32>) -> Result<Option<u32>> {
+        let range = u64::from(*range.start())..=u64::from(*range.end());
+        Ok(self.take_u64(name, range)?.map(|n| n as u32))
+    }
+
+    pub fn take_usize(&mut self, name: &str, range: RangeInclusive<usize>) -> Result<Option<usize>> {
+        let range = *range.start() as u64..=*range.end() as u64;
+        Ok(self.take_u64(name, range)?.map(|n| n as usize))
+    }
+
+    /// Milliseconds ≥ 0 (fractions allowed), as a duration.
+    pub fn take_ms(&mut self, name: &str) -> Result<Option<Duration>> {
+        let Some(ms) = self.take_f64(name)? else { return Ok(None) };
+        if ms < 0.0 {
+            return Err(self.bad(name, format!("must be ≥ 0, got {ms}")));
+        }
+        Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
+    }
+
+    /// Microseconds ≥ 0, as a duration.
+    pub fn take_us(&mut self, name: &str) -> Result<Option<Duration>> {
+        Ok(self.take_ms(name)?.map(|d| d / 1000))
+    }
+
+    pub fn take_text(&mut self, name: &str) -> Result<Option<String>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Text(t)) => Ok(Some(t)),
+            Some(v) => Err(self.bad(name, format!("must be a string, got {}", v.describe()))),
+        }
+    }
+
+    /// One of `choices`.
+    pub fn take_choice(&mut self, name: &str, choices: &[&'static str]) -> Result<Option<&'static str>> {
+        let Some(t) = self.take_text(name)? else { return Ok(None) };
+        match choices.iter().find(|c| **c == t) {
+            Some(c) => Ok(Some(*c)),
+            None => {
+                let list = choices.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ");
+                Err(self.bad(name, format!("must be one of {list}, got '{t}'")))
+            }
+        }
+    }
+
+    /// A list of strings (from a URL: comma-separated).
+    pub fn take_texts(&mut self, name: &str) -> Result<Option<Vec<String>>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Text(t)) if self.from_url.iter().any(|n| n == name) => {
+                Ok(Some(t.split(',').map(str::to_owned).collect()))
+            }
+            Some(Value::List(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::Text(t) => out.push(t),
+                        v => return Err(self.bad(name, format!("must hold strings, got {}", v.describe()))),
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(v) => Err(self.bad(name, format!("must be a list of strings, got {}", v.describe()))),
+        }
+    }
+
+    /// Options grouped under `name`; call [`finish`](Self::finish) on them too.
+    pub fn take_group(&mut self, name: &str) -> Result<Option<Options>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Map(mut o)) => {
+                o.prefix = format!("{}{name}.", self.prefix);
+                if self.from_url.iter().any(|n| n == name) {
+                    o.from_url = o.entries.iter().map(|(k, _)| k.clone()).collect();
+                }
+                Ok(Some(o))
+            }
+            Some(v) => Err(self.bad(name, format!("must be an object, got {}", v.describe()))),
+        }
+    }
+
+    /// Fails with the first option nobody took: it is not one of `scheme`'s.
+    pub fn finish(self, scheme: &str) -> Result<()> {
+        match self.entries.first() {
+            None => Ok(()),
+            Some((name, _)) => Err(self.bad(name, format!("is not an option of {scheme}:// hubs"))),
+        }
+    }
+}
+
+/// Which parts of a hub it opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Publish and receive (the default).
+    #[default]
+    PubSub,
+    /// Publish only: holds no receive cursor, so `block` publishers never wait for it.
+    Publisher,
+    /// Receive only.
+    Subscriber,
+}
+
+impl Role {
+    pub fn publishes(self) -> bool {
+        self != Role::Subscriber
+    }
+
+    pub fn receives(self) -> bool {
+        self != Role::Publisher
+    }
+}
+
+/// The options every hub has, as the transport resolved them (its defaults filled in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub role: Role,
+    pub backpressure: Backpressure,
+    pub publish_timeout: Duration,
+    /// How long a waiting receiver spins (or polls the socket) before it parks.
+    pub spin: Duration,
+}
+
+/// A transport's own options, given typed ([`HubOptions::with`]).
+pub trait TransportOptions: Any + Send + Sync + core::fmt::Debug {
+    /// The scheme they are for, for the error when they reach another transport.
+    fn scheme(&self) -> &'static str;
+    /// A copy (`HubOptions` is `Clone`).
+    fn clone_boxed(&self) -> Box<dyn TransportOptions>;
+}
+
+/// A transport's options that can be read by name.
+pub trait FromOptions: TransportOptions + Default + Clone + Sized {
+    /// Takes this transport's names from `options` (leaving the others).
+    fn take_from(options: &mut Options) -> Result<Self>;
+}
+
+/// Options of every hub, and the transport's own.
+#[derive(Debug)]
+pub struct HubOptions {
+    pub role: Role,
+    /// What publishing does when receivers are a whole queue behind (`None`: the
+    /// transport's default).
+    pub backpressure: Option<Backpressure>,
+    /// How long `publish` may wait (`block`, or another publisher holding the lock).
+    pub publish_timeout: Duration,
+    /// How long a waiting receiver spins before it parks (`None`: the transport's default).
+    pub spin: Option<Duration>,
+    /// The largest message a ring slot holds (shared memory: the segment's slots;
+    /// network transports: their receive ring's).
+    pub slot_size: Option<u32>,
+    /// Slots in the ring, a power of two.
+    pub capacity: Option<u32>,
+    /// The transport's own options, typed (see [`HubOptions::with`]); they take the
+    /// place of its options by name.
+    pub specific: Option<Box<dyn TransportOptions>>,
+    /// Options by name not taken yet: the transport takes its own, the rest are errors.
+    pub named: Options,
+}
+
+impl Clone for HubOptions {
+    fn clone(&self) -> Self {
+        HubOptions {
+            role: self.role,
+            backpressure: self.backpressure,
+            publish_timeout: self.publish_timeout,
+            spin: self.spin,
+            slot_size: self.slot_size,
+            capacity: self.capacity,
+            specific: self.specific.as_ref().map(|t| t.clone_boxed()),
+            named: self.named.clone(),
+        }
+    }
+}
+
+/// The default of `publish_timeout`.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            role: Role::PubSub,
+            backpressure: None,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            spin: None,
+            slot_size: None,
+            capacity: None,
+            specific: None,
+            named: Options::default(),
+        }
+    }
+}
+
+impl HubOptions {
+    /// These options with a transport's own (`UdpOptions { .. }`, …).
+    pub fn with(mut self, specific: impl TransportOptions) -> Self {
+        self.specific = Some(Box::new(specific));
+        self
+    }
+
+    /// Reads the options every hub has from `named` (the rest stay for the transport).
+    pub fn from_named(named: Options) -> Result<HubOptions> {
+        let mut options = HubOptions::default();
+        options.add_named(named)?;
+        Ok(options)
+    }
+
+    /// Adds options by name (a URL's query, say): the ones every hub has set the fields
+    /// here, the rest wait for the transport.
+    pub fn add_named(&mut self, mut named: Options) -> Result<()> {
+        match named.take_choice("role", &["pubsub", "publisher", "subscriber"])? {
+            None => {}
+            Some("pubsub") => self.role = Role::PubSub,
+            Some("publisher") => self.role = Role::Publisher,
+            _ => self.role = Role::Subscriber,
+        }
+        match named.take_choice("backpressure", &["drop_old", "drop_new", "block", "fail_fast"])? {
+            None => {}
+            Some("drop_old") => self.backpressure = Some(Backpressure::DropOld),
+            Some("drop_new") => self.backpressure = Some(Backpressure::DropNew),
+            Some("block") => self.backpressure = Some(Backpressure::Block),
+            _ => self.backpressure = Some(Backpressure::FailFast),
+        }
+        if let Some(t) = named.take_ms("publishTimeoutMs")? {
+            self.publish_timeout = t;
+        }
+        if let Some(s) = named.take_us("spinUs")? {
+            self.spin = Some(s);
+        }
+        if let Some(s) = named.take_u32("slotSize", 1..=zerohop_shm::layout::MAX_SLOT_SIZE)? {
+            self.slot_size = Some(s);
+        }
+        if let Some(c) = named.take_u32("capacity", 1..=zerohop_shm::layout::MAX_CAPACITY)? {
+            if !c.is_power_of_two() {
+                return Err(named.bad("capacity", format!("must be a power of two, got {c}")));
+            }
+            self.capacity = Some(c);
+        }
+        self.named.merge(named)
+    }
+
+    /// The transport's own options: the typed ones if given (an error if they are another
+    /// transport's), else read from the named ones; then no named option may be left.
+    pub fn take_specific<T: FromOptions>(&mut self, scheme: &str) -> Result<T> {
+        let mut named = std::mem::take(&mut self.named);
+        let out = match self.specific.as_ref() {
+            Some(t) => match (t.as_ref() as &dyn Any).downcast_ref::<T>() {
+                Some(t) => t.clone(),
+                None => {
+                    return Err(Error::new(
+                        ErrorCode::BadOption,
+                        format!("the options given are for {}:// hubs, not {scheme}://", t.scheme()),
+                    ));
+                }
+            },
+            None => T::take_from(&mut named)?,
+        };
+        named.finish(scheme)?;
+        Ok(out)
+    }
+
+    /// For transports without options of their own: none may be given.
+    pub fn no_specific(&mut self, scheme: &str) -> Result<()> {
+        if let Some(t) = &self.specific {
+            return Err(Error::new(
+                ErrorCode::BadOption,
+                format!("the options given are for {}:// hubs, not {scheme}://", t.scheme()),
+            ));
+        }
+        std::mem::take(&mut self.named).finish(scheme)
+    }
+
+    /// The settings with the transport's defaults filled in and its policies checked:
+    /// `backpressure` is `default` unless given, and must be one of `allowed` (`why`
+    /// says what the transport does instead).
+    pub fn settings(
+        &self,
+        scheme: &str,
+        spin: Duration,
+        default: Backpressure,
+        allowed: &[Backpressure],
+        why: &str,
+    ) -> Result<Settings> {
+        Ok(Settings {
+            role: self.role,
+            backpressure: self.backpressure_or(default, allowed, scheme, why)?,
+            publish_timeout: self.publish_timeout,
+            spin: self.spin.unwrap_or(spin),
+        })
+    }
+
+    /// The policy: the one given, or `default`; an error if it is not in `allowed`
+    /// (`why` says what the transport does instead).
+    pub fn backpressure_or(
+        &self,
+        default: Backpressure,
+        allowed: &[Backpressure],
+        scheme: &str,
+        why: &str,
+    ) -> Result<Backpressure> {
+        let policy = self.backpressure.unwrap_or(default);
+        if !allowed.contains(&policy) {
+            return Err(Error::new(
+                ErrorCode::BadOption,
+                format!("backpressure '{}' does not apply to {scheme}:// ({why})", policy_name(policy)),
+            ));
+        }
+        Ok(policy)
+    }
+}
+
+/// The name users write for a policy.
+pub fn policy_name(p: Backpressure) -> &'static str {
+    match p {
+        Backpressure::DropOld => "drop_old",
+        Backpressure::DropNew => "drop_new",
+        Backpressure::Block => "block",
+        Backpressure::FailFast => "fail_fast",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(entries: &[(&str, Value)]) -> Options {
+        Options::new(entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    }
+
+    #[test]
+    fn the_hub_takes_its_own_and_leaves_the_rest() {
+        let o = named(&[
+            ("role", Value::Text("subscriber".into())),
+            ("spinUs", Value::Number(5.0)),
+            ("capacity", Value::Number(64.0)),
+            ("peers", Value::List(vec![Value::Text("h:1".into())])),
+        ]);
+        let mut h = HubOptions::from_named(o).unwrap();
+        assert_eq!((h.role, h.spin, h.capacity), (Role::Subscriber, Some(Duration::from_micros(5)), Some(64)));
+        assert_eq!(h.named.names().collect::<Vec<_>>(), ["peers"]);
+        assert_eq!(h.named.take_texts("peers").unwrap(), Some(vec!["h:1".to_owned()]));
+    }
+
+    #[test]
+    fn wrong_values_say_which_option_and_why() {
+        let cases = [
+            ("role", Value::Text("boss".into()), "role must be one of"),
+            ("capacity", Value::Number(3.0), "capacity must be a power of two"),
+            ("slotSize", Value::Number(0.0), "slotSize must be an integer in 1..="),
+            ("spinUs", Value::Number(-1.0), "spinUs must be ≥ 0"),
+            ("publishTimeoutMs", Value::Text("soon".into()), "publishTimeoutMs must be a number"),
+        ];
+        for (name, value, says) in cases {
+            let err = HubOptions::from_named(named(&[(name, value)])).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BadOption);
+            assert!(err.message().contains(says), "{}", err.message());
+        }
+    }
+
+    #[test]
+    fn leftovers_are_errors_and_urls_are_text() {
+        let err = named(&[("listen", Value::Bool(true))]).finish("udp").unwrap_err();
+        assert_eq!(err.message(), "listen is not an option of udp:// hubs");
+        let mut q = Options::from_query(&[("peers".into(), "a:1,b:2".into()), ("x".into(), "1".into())]);
+        assert_eq!(q.take_texts("peers").unwrap().unwrap(), ["a:1", "b:2"]);
+        assert_eq!(q.finish("udp").unwrap_err().code(), ErrorCode::BadUrl);
+        let mut tls = named(&[("tls", Value::Map(named(&[("ca", Value::Number(1.0))])))]);
+        let mut group = tls.take_group("tls").unwrap().unwrap();
+        assert_eq!(group.take_text("ca").unwrap_err().message(), "tls.ca must be a string, got 1");
+    }
+
+    #[test]
+    fn a_name_in_the_url_and_the_options_is_an_error() {
+        let mut o = named(&[("batch", Value::Number(1.0))]);
+        let q = Options::from_query(&[("batch".into(), "2".into())]);
+        assert!(o.merge(q).unwrap_err().message().contains("batch is given twice"));
+    }
+}

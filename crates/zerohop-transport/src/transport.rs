@@ -1,0 +1,241 @@
+//! The contract every transport fulfils, so that a hub looks the same over shared
+//! memory, UDP, QUIC and whatever comes next.
+//!
+//! A transport moves opaque byte messages; codecs, typing and the async API live above
+//! it (in the TypeScript package, or in the caller's Rust code). What only some
+//! transports can do is a *capability*: a method that returns `None` where a transport
+//! lacks it, so that nothing above a transport ever asks which one it is.
+//!
+//! | capability | what it is | who has it now |
+//! |---|---|---|
+//! | [`Transport::peers`] | change where messages go, send what is batched | udp |
+//! | [`Transport::connection`] | connection status and its events | quic |
+//! | [`Transport::requests`] | requests and their answers, one stream each | quic |
+//! | [`Transport::read_in_place`] | received messages in a ring another reader maps | udp, quic |
+//! | [`Transport::link`] | the per-message calls, shareable across threads | udp, quic |
+//! | [`Transport::loans`] | write a message in place | shm |
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zerohop_shm::Segment;
+
+use crate::endpoint::TransportKind;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::options::Settings;
+use crate::status::{Status, StatusEvent};
+
+/// What became of a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted: it will reach the receivers the transport's guarantees cover.
+    Accepted,
+    /// Discarded for some receiver by the `drop_new` policy, or (datagrams) with nowhere
+    /// to go; counted.
+    Dropped,
+}
+
+/// What a received item is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A published message.
+    #[default]
+    Message = 0,
+    /// A request to answer ([`Requests::respond`]).
+    Request = 1,
+    /// The answer to one of our requests.
+    Response = 2,
+    /// One of our requests failed on the other side; the body says why.
+    Failed = 3,
+    /// The other side gave up on a request it sent us.
+    Cancelled = 4,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Kind {
+        match v {
+            1 => Kind::Request,
+            2 => Kind::Response,
+            3 => Kind::Failed,
+            4 => Kind::Cancelled,
+            _ => Kind::Message,
+        }
+    }
+}
+
+/// Where a received message came from, and what came with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The sender's address (network transports).
+    pub from: Option<SocketAddr>,
+    /// When the kernel received it, in ns since the Unix epoch (UDP, when asked).
+    pub timestamp_ns: Option<u64>,
+    pub channel: u16,
+    /// The sender's number on this hub (connection-oriented transports).
+    pub peer: u32,
+    pub kind: Kind,
+    /// The key pairing a request, its answer and its cancellation.
+    pub request: u64,
+}
+
+/// A message transport behind a hub.
+pub trait Transport: Send {
+    /// Which transport this is.
+    fn kind(&self) -> TransportKind;
+
+    /// Largest message in bytes.
+    fn max_message_size(&self) -> usize;
+
+    /// Sends one message on `channel` to every receiver. Transports with one channel
+    /// refuse any other with `ERR_BAD_OPTION`.
+    fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery>;
+
+    /// Moves the next message into `out`; `None` when none is waiting.
+    fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>>;
+
+    /// Blocks until `try_recv` may return a message, or `timeout` passes (`Ok(false)`).
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool>;
+
+    /// Counters and the state of the transport.
+    fn metrics(&self) -> Metrics;
+
+    /// The options every hub has, with this transport's defaults filled in.
+    fn settings(&self) -> Settings;
+
+    /// The bound address (network transports).
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Waits up to `linger` until what was published has reached its receivers; true if
+    /// it has. Transports that hand messages over at once have nothing to wait for.
+    fn drain(&mut self, _linger: Duration) -> bool {
+        true
+    }
+
+    /// Releases what the transport holds (sockets, threads, the segment). Idempotent;
+    /// dropping the transport does it too.
+    fn close(&mut self);
+
+    /// Changes where messages go and sends what is batched, where a transport batches
+    /// and sends to peers it is told.
+    fn peers(&self) -> Option<&dyn Peers> {
+        None
+    }
+
+    /// The status of a transport that connects (without it: connected until closed).
+    fn connection(&self) -> Option<&dyn Connection> {
+        None
+    }
+
+    /// Requests with answers.
+    fn requests(&self) -> Option<&dyn Requests> {
+        None
+    }
+
+    /// The ring received messages land in, for a reader with a cursor of its own (on
+    /// any thread: the handle is shared).
+    fn read_in_place(&self) -> Option<Arc<dyn ReadInPlace>> {
+        None
+    }
+
+    /// The per-message calls as a handle other threads may share.
+    fn link(&self) -> Option<Arc<dyn Link>> {
+        None
+    }
+
+    /// Writing messages in place.
+    fn loans(&mut self) -> Option<&mut dyn Loans> {
+        None
+    }
+
+    /// Stops reading through [`try_recv`](Self::try_recv): another reader takes the
+    /// receive ring with a cursor of its own ([`ReadInPlace`]), and this one must not
+    /// hold the ring's flow control back.
+    fn detach_reader(&mut self) {}
+}
+
+/// Peers and flushing (batching transports).
+pub trait Peers: Send + Sync {
+    /// Replaces where published messages go (`host:port` each).
+    fn set_peers(&self, peers: &[String]) -> Result<()>;
+    /// Sends everything batched now.
+    fn flush(&self) -> Result<()>;
+    /// Whether a batch waits for the end of the caller's turn (then it calls `flush`),
+    /// rather than going out by itself.
+    fn flushes_at_end_of_turn(&self) -> bool;
+}
+
+/// Connection status.
+pub trait Connection: Send + Sync {
+    /// The status now: of the connection (connecting side) or of the hub (listening).
+    fn status(&self) -> Status;
+    /// Whether the hub connects to one server (its status is that connection's), or
+    /// accepts peers (its status is its own, and events with a peer are that peer's).
+    fn connects(&self) -> bool;
+    /// Status events since the last call (the most recent ones, if many).
+    fn take_status_events(&self) -> Vec<StatusEvent>;
+    /// Calls `listener` (on the transport's thread) with every status event from now on.
+    fn set_status_listener(&self, listener: Option<StatusListener>);
+}
+
+/// Called with each status event.
+pub type StatusListener = Arc<dyn Fn(&StatusEvent) + Send + Sync>;
+
+/// Requests and answers, each on a stream of its own.
+pub trait Requests: Send + Sync {
+    /// Sends a request; its answer arrives as a message of kind `Response` (or
+    /// `Failed`) with the key returned here.
+    fn request(&self, body: &[u8]) -> Result<u64>;
+    /// Gives up on request `key` (the other side sees it cancelled); false if it had ended.
+    fn cancel(&self, key: u64) -> bool;
+    /// Answers request `key` (received with kind `Request`); false if it is gone.
+    fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool;
+}
+
+/// A hub's transport as a handle other threads (and JavaScript) share: publishing,
+/// reading the socket on the caller's thread, and waiting for what was published to arrive.
+pub trait Link: Send + Sync {
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery>;
+    /// Publishes `packed.len() / size` messages of `size` bytes laid end to end (at once
+    /// where the transport can); how many were accepted.
+    fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize>;
+    /// Reads what waits on the socket into the receive ring, on this thread (if no
+    /// other thread is at it); how much was read.
+    fn pump(&self) -> Result<usize>;
+    /// [`Transport::drain`], from any thread.
+    fn drain(&self, linger: Duration) -> bool;
+}
+
+/// Called when an armed reader may have something to read.
+pub type Doorbell = Arc<dyn Fn() + Send + Sync>;
+
+/// A receive ring with the shared-memory layout, each message after an envelope
+/// (`zerohop_net::envelope`), read by another reader with a cursor of its own.
+pub trait ReadInPlace: Send + Sync {
+    /// The ring.
+    fn segment(&self) -> &Arc<Segment>;
+    /// The bytes of a message too large for its slot (its envelope gives the key).
+    fn take_spilled(&self, key: u64) -> Option<Vec<u8>>;
+    /// What runs (on the delivering thread) when an armed reader may have something to read.
+    fn set_doorbell(&self, doorbell: Option<Doorbell>);
+    /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+    /// `watched`: the reader's own event loop watches [`readiness_fd`](Self::readiness_fd)
+    /// meanwhile and pumps ([`Link::pump`]) when it is readable, so the transport leaves
+    /// the socket to it (and rings only for what other threads deliver).
+    fn arm(&self, cursor: u64, watched: bool);
+    /// Cancels an `arm` (and the watching); true if it was still armed.
+    fn disarm(&self) -> bool;
+    /// A descriptor that polls readable when [`Link::pump`] has something to read.
+    fn readiness_fd(&self) -> RawFd;
+}
+
+/// Writing a message in place.
+pub trait Loans: Send {
+    /// Hands `fill` the next slot; it writes the message and returns its length.
+    fn publish_in_place(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<Delivery>;
+}

@@ -1,0 +1,503 @@
+//! The `udp://` transport: a [`UdpPipeline`] on the network-transport core.
+//!
+//! ```text
+//!   publish ──► Outbox (packs, fragments) ──► sendmmsg / io_uring ──► peers
+//!
+//!   socket ──► engine (I/O thread, or the polling reader): recvmmsg / io_uring
+//!              ──► Inbox (per sender) ──► receive ring ──► reader
+//!                 └── also sends what waited `flushInterval`
+//! ```
+//!
+//! Publishing runs on the caller's thread: the message is packed into the current
+//! datagram, and full datagrams go out at once. A partly filled datagram goes out on
+//! [`Peers::flush`], or when it has waited `flush_interval` (the I/O thread's deadline);
+//! a zero interval sends every message at once. Receiving lands in the core's
+//! [`ReceiveRing`], flow controlled: while the reader is half a ring behind the socket
+//! is not read, and a burst waits in the kernel's buffer.
+//!
+//! With `receive_threads > 1`, more sockets join the port with `SO_REUSEPORT`, each with
+//! its own thread ([`ReceiverGroup`]); the kernel spreads senders over them, and all of
+//! them deliver into the same ring.
+//!
+//! UDP stays unreliable: what the network drops is counted (sequence gaps, `lost`),
+//! never retransmitted; a full send buffer drops datagrams (`sendDropped`), so the one
+//! backpressure policy that applies is `drop_new`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use zerohop_net::address::{parse_peer, resolve};
+use zerohop_net::driver::{Drive, Driver, Ready};
+use zerohop_net::envelope;
+use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
+use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_transport::{
+    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Peers, Result, Target,
+    Transport, TransportKind, TransportOptions, Value,
+};
+
+use crate::group::{ReceiverGroup, pin_to};
+use crate::pipeline::{PipelineConfig, PublishError, Received, UdpMetrics, UdpPipeline, UringMode};
+
+/// Default largest message over UDP (the receive ring's slot size, envelope aside).
+pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
+
+/// Largest receive ring, in bytes of address space: capacity shrinks for large slots.
+/// Memory is only committed where messages are written, so a ring of 1 MiB slots
+/// holding small messages costs about one page per slot.
+const MAX_RING_BYTES: u64 = 1 << 30;
+
+/// The options only `udp://` hubs have.
+#[derive(Clone, Debug)]
+pub struct UdpOptions {
+    /// Where published messages go (`host:port`), besides the group of a multicast URL.
+    /// Empty (and not multicast) means the hub only receives until [`Peers::set_peers`].
+    pub peers: Vec<String>,
+    /// A partly filled datagram waits at most this long for more messages (zero: every
+    /// message is sent at once).
+    pub flush_interval: std::time::Duration,
+    /// Datagrams per receive batch.
+    pub batch: usize,
+    /// Largest datagram sent, header included; sender and receivers must agree.
+    pub max_datagram: usize,
+    /// The receive backend.
+    pub io_uring: UringMode,
+    /// Sockets (and threads) receiving on the port with `SO_REUSEPORT`.
+    pub receive_threads: usize,
+    /// Pin receive thread `i` to core `i`.
+    pub pin_threads: bool,
+    /// Kernel socket buffers asked for (what was granted shows in the metrics).
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+    /// `SO_BUSY_POLL` in µs (0: off).
+    pub busy_poll_us: u32,
+    /// Kernel receive timestamps (`SO_TIMESTAMPNS`), written into each message's envelope.
+    pub timestamps: bool,
+    /// Multicast: the interface address to join and send on (default: the kernel's pick).
+    pub multicast_interface: Option<IpAddr>,
+    /// Multicast: hops a datagram may travel (default 1, this link).
+    pub multicast_ttl: u32,
+    /// Multicast: whether members on this host receive what it sends (default true).
+    pub multicast_loopback: bool,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        let d = PipelineConfig::new(SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
+        Self {
+            peers: Vec::new(),
+            flush_interval: d.flush_interval,
+            batch: d.batch,
+            max_datagram: d.max_datagram,
+            io_uring: d.io_uring,
+            receive_threads: 1,
+            pin_threads: false,
+            recv_buffer: d.socket.recv_buffer,
+            send_buffer: d.socket.send_buffer,
+            busy_poll_us: 0,
+            timestamps: false,
+            multicast_interface: None,
+            multicast_ttl: 1,
+            multicast_loopback: true,
+        }
+    }
+}
+
+impl TransportOptions for UdpOptions {
+    fn scheme(&self) -> &'static str {
+        "udp"
+    }
+
+    fn clone_boxed(&self) -> Box<dyn TransportOptions> {
+        Box::new(self.clone())
+    }
+}
+
+impl FromOptions for UdpOptions {
+    fn take_from(o: &mut Options) -> Result<Self> {
+        let d = UdpOptions::default();
+        let io_uring = match o.take_choice("ioUring", &["auto", "force", "off"])? {
+            None | Some("auto") => UringMode::Auto,
+            Some("force") => UringMode::Force,
+            _ => UringMode::Off,
+        };
+        let multicast_interface = match o.take_text("multicastInterface")? {
+            None => None,
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|_| Error::bad_option(format!("multicastInterface must be an IP address, got '{s}'")))?,
+            ),
+        };
+        Ok(UdpOptions {
+            peers: o.take_texts("peers")?.unwrap_or_default(),
+            flush_interval: o.take_ms("flushIntervalMs")?.unwrap_or(d.flush_interval),
+            batch: o.take_usize("batch", 1..=1024)?.unwrap_or(d.batch),
+            max_datagram: o.take_usize("maxDatagram", 1..=65_507)?.unwrap_or(d.max_datagram),
+            io_uring,
+            receive_threads: o.take_usize("receiveThreads", 1..=64)?.unwrap_or(d.receive_threads),
+            pin_threads: o.take_bool("pinThreads")?.unwrap_or(d.pin_threads),
+            recv_buffer: o.take_usize("recvBuffer", 1..=1 << 30)?.unwrap_or(d.recv_buffer),
+            send_buffer: o.take_usize("sendBuffer", 1..=1 << 30)?.unwrap_or(d.send_buffer),
+            busy_poll_us: o.take_u32("busyPollUs", 0..=u32::MAX)?.unwrap_or(d.busy_poll_us),
+            timestamps: o.take_bool("receiveTimestamps")?.unwrap_or(d.timestamps),
+            multicast_interface,
+            multicast_ttl: o.take_u32("multicastTtl", 1..=255)?.unwrap_or(d.multicast_ttl),
+            multicast_loopback: o.take_bool("multicastLoopback")?.unwrap_or(d.multicast_loopback),
+        })
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> Error {
+    Error::io(what, e)
+}
+
+fn inbound<'a>(r: &Received<'a>) -> Inbound<'a> {
+    Inbound { timestamp_ns: r.timestamp_ns, seq: r.seq, ..Inbound::message(0, r.from, 0, r.message) }
+}
+
+/// The engine the driver moves on: the main socket's pipeline and the ring it fills.
+pub struct UdpEngine {
+    pipeline: UdpPipeline,
+    ring: Arc<ReceiveRing>,
+}
+
+impl UdpEngine {
+    /// Receives what waits on the socket into the ring; datagrams read.
+    fn receive(&mut self) -> usize {
+        let UdpEngine { pipeline, ring } = self;
+        let mut total = 0;
+        // A few batches per turn, so that the flush deadline is not starved by a flood.
+        for _ in 0..8 {
+            if !ring.has_room_for_a_batch() {
+                break;
+            }
+            let n = pipeline.poll_recv(|r| ring.deliver_or_hold(&inbound(&r))).unwrap_or(0);
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        if total > 0 {
+            ring.delivered();
+        }
+        total
+    }
+}
+
+impl Drive for UdpEngine {
+    fn readiness_fd(&self) -> RawFd {
+        self.pipeline.readiness_fd()
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        self.pipeline.flush_due()
+    }
+
+    fn may_read(&self) -> bool {
+        self.ring.has_room_for_a_batch()
+    }
+
+    fn drive(&mut self, _now: Instant, ready: Ready) -> usize {
+        self.ring.deliver_held();
+        let n = if ready.readable { self.receive() } else { 0 };
+        // UDP drops rather than fails: what could not go is counted.
+        let _ = self.pipeline.poll_flush();
+        n
+    }
+
+    /// Without the clock: a polling reader reads; flushing is the deadline's business.
+    fn pump(&mut self) -> usize {
+        let moved = self.ring.deliver_held();
+        let n = self.receive();
+        if moved { n.max(1) } else { n }
+    }
+}
+
+/// A `udp://` hub's sockets and threads.
+pub struct UdpProtocol {
+    driver: Arc<Driver<UdpEngine>>,
+    group: Mutex<Option<ReceiverGroup>>,
+    local: SocketAddr,
+    max_message: usize,
+    flush_at_end_of_turn: bool,
+}
+
+impl UdpProtocol {
+    /// The bound address (the port the kernel picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The socket's counters, with the traffic of the other receive sockets added
+    /// (theirs are at most [`crate::group::METRICS_EVERY`] old).
+    pub fn udp_metrics(&self) -> UdpMetrics {
+        let mut m = self.driver.with(|e| e.pipeline.metrics()).unwrap_or_default();
+        let group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        for other in group.iter().flat_map(ReceiverGroup::metrics) {
+            m.absorb(&other);
+        }
+        m
+    }
+
+    /// How many sockets receive on the port.
+    pub fn receive_sockets(&self) -> usize {
+        1 + self.group.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, ReceiverGroup::len)
+    }
+
+    fn publish_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+        let mut g = self.driver.lock()?;
+        let e = g.as_mut().expect("checked by lock");
+        let mut n = 0;
+        let mut result = Ok(());
+        for m in messages {
+            if m.len() > self.max_message {
+                result = Err(Error::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("message of {} bytes exceeds maxMessageSize {}", m.len(), self.max_message),
+                ));
+                break;
+            }
+            match e.pipeline.publish(m) {
+                Ok(()) => n += 1,
+                Err(PublishError::TooLarge(e)) => {
+                    result = Err(Error::new(ErrorCode::MessageTooLarge, e.to_string()));
+                    break;
+                }
+                Err(PublishError::Io(e)) => {
+                    result = Err(io_error("send", e));
+                    break;
+                }
+            }
+        }
+        // A datagram that started waiting: the I/O thread's deadline must cover it.
+        self.driver.after(g);
+        result.map(|()| n)
+    }
+}
+
+fn one_channel(channel: u16) -> Result<()> {
+    if channel != 0 {
+        return Err(Error::bad_option(format!("udp:// hubs have one channel, 0; got {channel}")));
+    }
+    Ok(())
+}
+
+impl Protocol for UdpProtocol {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Udp
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        one_channel(channel)?;
+        self.publish_all([payload]).map(|_| Delivery::Accepted)
+    }
+
+    fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
+        one_channel(channel)?;
+        self.publish_all(packed.chunks_exact(size))
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.local)
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        let m = self.udp_metrics();
+        let n = |v: u64| Value::Number(v as f64);
+        let mut d = vec![
+            ("backend", Value::Text(m.backend.to_owned())),
+            ("messagesSent", n(m.messages_sent)),
+            ("datagramsSent", n(m.datagrams_sent)),
+            ("bytesSent", n(m.bytes_sent)),
+            ("sendBatches", n(m.send_batches)),
+            ("sendDropped", n(m.send_dropped)),
+            ("zerocopyDatagrams", n(m.zerocopy_datagrams)),
+            ("messagesReceived", n(m.messages_received)),
+            ("datagramsReceived", n(m.datagrams_received)),
+            ("bytesReceived", n(m.bytes_received)),
+            ("recvBatches", n(m.recv_batches)),
+            ("malformed", n(m.malformed)),
+            ("lost", n(m.lost)),
+            ("late", n(m.late)),
+            ("duplicates", n(m.duplicates)),
+            ("reassemblyFailures", n(m.reassembly_failures)),
+            ("own", n(m.own)),
+            ("recvBuffer", n(m.granted.recv_buffer as u64)),
+            ("sendBuffer", n(m.granted.send_buffer as u64)),
+            ("lowDelay", Value::Bool(m.granted.low_delay)),
+            ("busyPollUs", n(u64::from(m.granted.busy_poll_us))),
+            ("reusePort", Value::Bool(m.granted.reuse_port)),
+            ("timestamps", Value::Bool(m.granted.timestamps)),
+            ("receiveSockets", n(self.receive_sockets() as u64)),
+        ];
+        if let Some(why) = m.io_uring_unavailable {
+            d.push(("ioUringUnavailable", Value::Text(why)));
+        }
+        if let Some(g) = m.granted.multicast_group {
+            d.push(("multicastGroup", Value::Text(g.to_string())));
+        }
+        d
+    }
+
+    fn close(&self) {
+        // What is queued goes first.
+        self.driver.shutdown(|e| {
+            let _ = e.pipeline.flush();
+        });
+        if let Some(g) = self.group.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = g.stop();
+        }
+    }
+
+    fn peers(&self) -> Option<&dyn Peers> {
+        Some(self)
+    }
+}
+
+impl Peers for UdpProtocol {
+    fn set_peers(&self, peers: &[String]) -> Result<()> {
+        let parsed = peers.iter().map(|p| parse_peer(p, Some(&self.local))).collect::<Result<Vec<_>>>()?;
+        self.driver.with(|e| e.pipeline.set_peers(parsed))?.map_err(|e| io_error("set peers", e))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.driver.with(|e| e.pipeline.flush())?.map_err(|e| io_error("flush", e))
+    }
+
+    fn flushes_at_end_of_turn(&self) -> bool {
+        self.flush_at_end_of_turn
+    }
+}
+
+/// The pipeline's configuration for `udp://host:port` with `options`.
+fn pipeline_config(host: &str, port: u16, udp: &UdpOptions, max_message: u32) -> Result<PipelineConfig> {
+    let addr = resolve(host, port, None)?;
+    let mut config = PipelineConfig::new(addr, Vec::new());
+    if addr.ip().is_multicast() {
+        if port == 0 {
+            return Err(Error::new(ErrorCode::BadUrl, "a multicast group needs a port"));
+        }
+        let mut m = crate::socket::Multicast::group(addr.ip());
+        m.ttl = udp.multicast_ttl;
+        m.loopback = udp.multicast_loopback;
+        match udp.multicast_interface {
+            Some(IpAddr::V4(i)) => m.interface_v4 = i,
+            Some(IpAddr::V6(_)) => {
+                return Err(Error::bad_option("multicastInterface: give IPv6 interfaces by index"));
+            }
+            None => {}
+        }
+        config.socket.multicast = Some(m);
+        // Members bind the group's port on every address; the group filters.
+        config.bind = match addr.ip() {
+            IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+            IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+        };
+        config.peers = vec![addr];
+    }
+    for p in &udp.peers {
+        let peer = parse_peer(p, Some(&addr))?;
+        if !config.peers.contains(&peer) {
+            config.peers.push(peer);
+        }
+    }
+    config.flush_interval = udp.flush_interval;
+    config.batch = udp.batch.max(1);
+    config.max_datagram = udp.max_datagram;
+    config.max_message = max_message as usize;
+    config.io_uring = udp.io_uring;
+    config.socket.recv_buffer = udp.recv_buffer;
+    config.socket.send_buffer = udp.send_buffer;
+    config.socket.busy_poll_us = udp.busy_poll_us;
+    config.socket.timestamps = udp.timestamps;
+    config.socket.reuse_port = udp.receive_threads > 1 || config.socket.reuse_port;
+    Ok(config)
+}
+
+/// Opens `udp://host:port` (a multicast group joins it).
+pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
+    Ok(Box::new(open_udp(endpoint, &mut options)?))
+}
+
+/// [`open`], typed (for tests and tools that want the protocol's own calls).
+pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<UdpProtocol>> {
+    let Target::Host { host, port } = endpoint.target() else {
+        return Err(Error::new(ErrorCode::BadUrl, "udp:// needs host:port"));
+    };
+    let udp: UdpOptions = options.take_specific("udp")?;
+    let settings = options.settings(
+        "udp",
+        DEFAULT_SPIN,
+        Backpressure::DropNew,
+        &[Backpressure::DropNew],
+        "a full socket buffer drops datagrams, counted in metrics().udp.sendDropped: 'drop_new' is what it does",
+    )?;
+    let max_message = options.slot_size.unwrap_or(DEFAULT_MAX_MESSAGE);
+    // Each slot of the receive ring holds an envelope and then the message.
+    let slot_size =
+        max_message.checked_add(envelope::LEN as u32).ok_or_else(|| Error::bad_option("slotSize is too large"))?;
+    let config = pipeline_config(host, *port, &udp, max_message)?;
+    let capacity = match options.capacity {
+        Some(c) => c,
+        None => {
+            let fit = MAX_RING_BYTES / (u64::from(slot_size) + 64);
+            (4096u64.min(fit.max(16)) as u32).next_power_of_two().min(4096)
+        }
+    };
+    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit: 0 }, false)?);
+    let pipeline = UdpPipeline::bind(config.clone()).map_err(|e| io_error(&format!("bind {}", config.bind), e))?;
+    let local = pipeline.local_addr().map_err(|e| io_error("local address", e))?;
+    let group = if udp.receive_threads > 1 {
+        let mut group_config = config.clone();
+        group_config.bind = local;
+        let r = ring.clone();
+        let deliver: crate::group::Deliver = Arc::new(move |_, m| {
+            r.deliver_or_hold(&inbound(&m));
+            r.delivered();
+        });
+        let r = ring.clone();
+        let gate: crate::group::Gate = Arc::new(move |_, timeout| {
+            if r.has_room_for_a_batch() {
+                return true;
+            }
+            std::thread::sleep(timeout.min(zerohop_net::driver::ROOM_POLL));
+            r.deliver_held();
+            r.has_room_for_a_batch()
+        });
+        let first_core = usize::from(udp.pin_threads);
+        let g = ReceiverGroup::start_from(
+            group_config,
+            udp.receive_threads - 1,
+            udp.pin_threads,
+            first_core,
+            deliver,
+            Some(gate),
+        )
+        .map_err(|e| io_error("receive threads", e))?;
+        Some(g)
+    } else {
+        None
+    };
+    let pin = udp.pin_threads;
+    let engine = UdpEngine { pipeline, ring: ring.clone() };
+    let driver = Arc::new(Driver::start("zerohop-udp-io", engine, move || {
+        if pin {
+            pin_to(0);
+        }
+    })?);
+    let protocol = Arc::new(UdpProtocol {
+        driver: driver.clone(),
+        group: Mutex::new(group),
+        local,
+        max_message: max_message as usize,
+        flush_at_end_of_turn: !udp.flush_interval.is_zero(),
+    });
+    let reader: Arc<dyn Reader> = driver;
+    NetTransport::new(Parts { protocol, reader, ring, settings, connections: false })
+}

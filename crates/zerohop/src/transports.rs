@@ -1,0 +1,28 @@
+//! Which transport serves which scheme: the one list a new transport joins.
+
+use zerohop_transport::{Endpoint, HubOptions, Result, Transport, TransportKind};
+
+/// Opens a transport for an endpoint with the options given.
+pub type Open = fn(&Endpoint, HubOptions) -> Result<Box<dyn Transport>>;
+
+/// Every transport built into this version, by the scheme it serves.
+pub const TRANSPORTS: &[(TransportKind, Open)] = &[
+    (TransportKind::Shm, crate::shm::open),
+    (TransportKind::Udp, zerohop_udp::open),
+    (TransportKind::Quic, zerohop_quic::open),
+];
+
+/// The transport for `kind`, if this version has it.
+pub fn find(kind: TransportKind) -> Option<Open> {
+    TRANSPORTS.iter().find(|(k, _)| *k == kind).map(|(_, open)| *open)
+}
+
+/// The schemes this version opens, for messages (`shm://, udp:// and quic://`).
+pub fn available() -> String {
+    let names: Vec<String> = TRANSPORTS.iter().map(|(k, _)| format!("{}://", k.scheme())).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,67 @@
+/**
+ * What a hub is opened with: the options every hub has, and each transport's own,
+ * typed by the URL's scheme so that an option of one transport on another's URL is a
+ * type error (and, at run time, `ERR_BAD_OPTION` naming it).
+ */
+import type { CodecOption } from './codec.js'
+import type { QuicOptions } from './transports/quic.js'
+import type { ShmOptions } from './transports/shm.js'
+import type { UdpOptions } from './transports/udp.js'
+
+/** What a publisher does when the slowest receiver is a whole queue behind. */
+export type BackpressurePolicy = 'drop_old' | 'drop_new' | 'block' | 'fail_fast'
+
+/** Which parts of a hub it opens. */
+export type HubRole = 'pubsub' | 'publisher' | 'subscriber'
+
+/** The options every hub has, whatever its transport. */
+export interface CommonHubOptions<T> {
+  /** How values become bytes: `'raw'` (default), `'json'`, `'msgpack'`, a `struct(...)` or a custom codec. */
+  codec?: CodecOption<T>
+  /**
+   * `'pubsub'` (default) publishes and receives; `'publisher'` only publishes and
+   * holds no receive cursor (so `block` publishers never wait for it);
+   * `'subscriber'` only receives.
+   */
+  role?: HubRole
+  /**
+   * What `publish` does when the slowest receiver is a whole queue behind:
+   * `'drop_old'` (shared memory's default) overwrites, and the slow subscriber skips
+   * ahead and counts what it missed in `metrics().lapped`; `'drop_new'` discards the
+   * new message (`publish` returns false; UDP's only policy, since a full socket buffer
+   * drops datagrams); `'fail_fast'` throws `ERR_BACKPRESSURE`; `'block'` (QUIC's
+   * default) waits, synchronously, up to `publishTimeoutMs`, for room. A policy a
+   * transport cannot apply is `ERR_BAD_OPTION`.
+   */
+  backpressure?: BackpressurePolicy
+  /** How long `publish` may wait for room or for another publisher (default 5000). */
+  publishTimeoutMs?: number
+  /**
+   * How long a waiting receiver spins before it parks, in µs (default 20 for shared
+   * memory, 50 for network transports). Shared memory spins in a native thread.
+   * Network transports poll the socket on the calling thread: a reply that comes
+   * within the spin skips the wake-up of the event loop, and a loopback round trip
+   * takes 10–30 µs, hence the longer default. The event loop is then busy for at most
+   * this long each time `recv()` finds nothing; 0 parks at once.
+   */
+  spinUs?: number
+  /**
+   * The largest message a slot of the ring holds: shared memory's segment (default
+   * 1024, fixed when it is created), UDP's receive ring (the largest message, 64 KiB by
+   * default), QUIC's (4 KiB by default; larger messages are fetched from the native
+   * side).
+   */
+  slotSize?: number
+  /** Slots in the ring, a power of two (default 4096). */
+  capacity?: number
+}
+
+/** Options of a `shm://name` hub (or a bare name). */
+export type ShmHubOptions<T> = CommonHubOptions<T> & ShmOptions
+/** Options of a `udp://host:port` hub. */
+export type UdpHubOptions<T> = CommonHubOptions<T> & UdpOptions
+/** Options of a `quic://host:port` hub. */
+export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions
+
+/** Every option of every transport, for code that types its options before it knows the URL. */
+export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions

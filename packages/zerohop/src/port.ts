@@ -1,0 +1,132 @@
+/**
+ * The one interface behind which every transport sits: what a {@link Hub} (and `Rpc`)
+ * asks of it. A hub holds a port and never asks which transport it is; what only some
+ * transports can do is an optional member (`peers`, `requests`) or a method that
+ * throws where it does not apply (`loan`).
+ *
+ * Received messages are always read from a ring with the shared-memory layout (for
+ * `shm://` the segment itself, for network transports their receive ring), so the
+ * receive side (`tryRecv`, `recv`, `borrow`, iteration) is the hub's own code for all
+ * of them.
+ */
+import type { ZerohopError } from './errors.js'
+import type { BackpressurePolicy, HubRole } from './options.js'
+import type { ShmRing, ShmSubscriber } from './shm-ring.js'
+
+/** The transports this version can open. */
+export type TransportName = 'shm' | 'udp' | 'quic'
+
+/** A hub's (or a peer's) connection status. */
+export type HubStatus = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'
+
+/** A change of status; see `Hub.onStatus`. */
+export interface StatusEvent {
+  status: HubStatus
+  /**
+   * The peer it is about, `host:port`: a connecting hub's server, or one of a listening
+   * hub's peers (then the event is about that peer, not the hub).
+   */
+  peer?: string
+  /** `reconnecting`: the attempt scheduled or under way, from 1. */
+  attempt?: number
+  /** Why, when it is a loss or a failure (`ERR_TLS_UNTRUSTED`, `ERR_CONNECTION_LOST`, …). */
+  error?: ZerohopError
+}
+
+/** A slot reserved for writing in place; see `Hub.loan`. */
+export interface Loan<T> {
+  /** The slot's payload bytes (`maxMessageSize` long), in shared memory. */
+  readonly bytes: Uint8Array
+  /** With a `struct` codec: a view whose fields write straight into the slot. */
+  readonly value: T
+  /** Sequence number the message will have. */
+  readonly seq: number
+  /** Publishes it: `len` bytes of `bytes` (default: the struct size, or the whole slot). */
+  commit(len?: number): void
+  /** Gives the slot back without publishing. */
+  abort(): void
+}
+
+/** The options every hub has, as its transport resolved them (defaults filled in). */
+export interface PortSettings {
+  role: HubRole
+  backpressure: BackpressurePolicy
+  publishTimeoutMs: number
+  spinUs: number
+}
+
+/** What a hub counts of what it published. */
+export interface PublishCounters {
+  published: number
+  publishedBytes: number
+  dropped: number
+  blocked: number
+}
+
+/** Requests with answers, each on a stream of its own (`Rpc` runs over these). */
+export interface RequestPort {
+  /** Sends a request; its answer arrives as a message of kind 2 (or 3, failed) with this key. */
+  request(bytes: Uint8Array): number
+  /** Gives up on a request (the other side sees it cancelled); false if it had ended. */
+  cancel(key: number): boolean
+  /** Answers a request received with kind 1; false if it is gone. */
+  respond(key: number, ok: boolean, bytes: Uint8Array): boolean
+  /** Requests sent and not answered yet, as the transport counts them. */
+  pending(): number
+}
+
+/** A transport, opened for one hub. */
+export interface Port<T> {
+  readonly transport: TransportName
+  readonly settings: PortSettings
+  /** Largest message in bytes. */
+  readonly maxMessageSize: number
+  /** The ring received messages are read from. */
+  readonly ring: ShmRing
+  /** This hub's cursor in it (`undefined` for role `'publisher'`). */
+  readonly subscriber: ShmSubscriber | undefined
+  /** Bytes before each message in the ring (network transports' envelope; 0 for shared memory). */
+  readonly envelope: number
+  /**
+   * Whether a waiting reader polls on the calling thread (with {@link pump}) for
+   * `spinUs` before it parks; otherwise the doorbell's native side spins.
+   */
+  readonly pollsOnCallingThread: boolean
+
+  publish(value: T, channel: number): boolean
+  publishBatch(values: readonly T[]): number
+  publishPacked(packed: Uint8Array, messageSize: number): number
+  /** Writes the next message in place (throws `ERR_INVALID_STATE` where it cannot). */
+  loan(): Loan<T>
+  /** Whether a loan is open (publishing waits for it). */
+  readonly loanOpen: boolean
+  /** Sends what is batched now (a no-op where nothing batches). */
+  flush(): void
+
+  /** Reads the socket into the ring on this thread; how much was read (0 where there is no socket). */
+  pump(): number
+  /** The bytes of the message at `off` if they were too large for its slot. */
+  spilled(off: number): Uint8Array | undefined
+  /** Installs what runs when an armed reader may read. */
+  setDoorbell(ring: () => void): void
+  /** Rings the doorbell once the ring holds messages past `cursor`. */
+  arm(cursor: number): void
+  disarm(): void
+
+  /** Replaces where published messages go (transports that send to peers they are told). */
+  readonly peers: { setPeers(peers: string[]): void } | undefined
+  readonly requests: RequestPort | undefined
+  /** The status now. */
+  status(): HubStatus
+  /** Calls `listener` with each status event (`own`: about the hub itself, not a peer). */
+  onStatus(listener: (event: StatusEvent, own: boolean) => void): void
+  /** The bound address (network transports). */
+  localAddress(): string | undefined
+  counters(): PublishCounters
+  /** The transport's own counters (`metrics().udp`, `metrics().quic`); undefined where it has none. */
+  details(): Record<string, unknown> | undefined
+  /** Waits up to `lingerMs` for what was published to reach its receivers. */
+  drain(lingerMs: number): Promise<boolean>
+  /** Closes everything the transport holds, the ring included. Idempotent. */
+  close(): void
+}

@@ -1,0 +1,217 @@
+/**
+ * Every network transport (`udp://`, `quic://`, and those to come) behind one port:
+ * the native `NetHandle` opens the hub with the options as given (the hub and its
+ * transport each take their own and refuse the rest), publishing crosses into Rust
+ * once per message through the link (`netPublish`), and received messages land in a
+ * receive ring read in place like a `shm://` segment, each after an envelope.
+ */
+import { type Codec, describe, raw } from '../codec.js'
+import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
+import { ENVELOPE, isSpilled, spillKey } from '../envelope.js'
+import { binding, fast, native, type NetHandle, type NetLink, type NetStatusEvent } from '../native.js'
+import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
+import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
+import { StructCodec } from '../struct.js'
+
+/** Opens a network hub on `url` with `options` (the codec already taken out). */
+export function openNet<T>(url: string, options: object, codec: Codec<T> | StructCodec<T>): Port<T> {
+  const handle = native(() => binding.NetHandle.open(url, options))
+  try {
+    return new NetPort<T>(handle, codec)
+  } catch (e) {
+    handle.close()
+    throw e
+  }
+}
+
+/** A native status event, with its error as a `ZerohopError`. */
+function statusEvent(e: NetStatusEvent): StatusEvent {
+  const event: StatusEvent = { status: e.status as HubStatus }
+  if (e.peer != null) event.peer = e.peer
+  if (e.attempt != null) event.attempt = e.attempt
+  if (e.code != null) event.error = errorFor(e.code as ErrorCode, e.message ?? '')
+  return event
+}
+
+class NetPort<T> implements Port<T> {
+  readonly transport
+  readonly settings: PortSettings
+  readonly maxMessageSize: number
+  readonly ring: ShmRing
+  readonly subscriber: ShmSubscriber | undefined
+  readonly envelope = ENVELOPE.len
+  readonly pollsOnCallingThread = true
+  readonly loanOpen = false
+  readonly peers: { setPeers(peers: string[]): void } | undefined
+  readonly requests: RequestPort | undefined
+  private readonly handle: NetHandle
+  /** The handle `publish` and `pump` call through (see `netPublish` in the binding). */
+  private readonly link: NetLink
+  private readonly codec: Codec<T> | StructCodec<T>
+  private readonly struct: StructCodec<T> | undefined
+  /** With a struct codec: where `publish` writes the value before sending it. */
+  private scratch: DataView | undefined
+  private readonly connections: boolean
+  /** Batches wait for the end of the turn: a flush is queued then. */
+  private readonly flushAtEndOfTurn: boolean
+  private flushQueued = false
+  private closed = false
+
+  constructor(handle: NetHandle, codec: Codec<T> | StructCodec<T>) {
+    this.handle = handle
+    this.transport = native(() => handle.transport()) as Port<T>['transport']
+    this.settings = native(() => handle.settings()) as PortSettings
+    this.maxMessageSize = native(() => handle.maxMessageSize())
+    this.link = native(() => handle.link()) as NetLink
+    this.codec = codec
+    this.struct = codec instanceof StructCodec ? codec : undefined
+    const caps = native(() => handle.capabilities())
+    this.connections = caps.connections
+    this.flushAtEndOfTurn = caps.peers && native(() => handle.flushesAtEndOfTurn())
+    this.peers = caps.peers ? { setPeers: (peers) => native(() => handle.setPeers(peers)) } : undefined
+    this.requests = caps.requests
+      ? {
+          request: (bytes) => native(() => handle.request(bytes)),
+          cancel: (key) => native(() => handle.cancel(key)),
+          respond: (key, ok, bytes) => native(() => handle.respond(key, ok, bytes)),
+          pending: () => (this.closed ? 0 : Number(native(() => handle.metrics()).details.requestsPending ?? 0)),
+        }
+      : undefined
+    this.ring = new ShmRing(native(() => handle.ring()))
+    try {
+      this.subscriber = this.settings.role === 'publisher' ? undefined : new ShmSubscriber(this.ring, ENVELOPE.len)
+    } catch (e) {
+      this.ring.close()
+      throw e
+    }
+  }
+
+  /** The bytes to send for `value` (a struct is written into one reused scratch buffer). */
+  private encode(value: T): Uint8Array {
+    const struct = this.struct
+    if (struct) {
+      const dv = (this.scratch ??= new DataView(new ArrayBuffer(struct.size)))
+      struct.write(dv, 0, value)
+      return new Uint8Array(dv.buffer)
+    }
+    const bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
+    if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
+    if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+    return bytes
+  }
+
+  publish(value: T, channel: number): boolean {
+    return this.send(this.encode(value), channel)
+  }
+
+  private send(bytes: Uint8Array, channel: number): boolean {
+    let accepted: boolean
+    try {
+      accepted = fast.netPublish(this.link, bytes, channel)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    if (this.flushAtEndOfTurn) this.queueFlush()
+    return accepted
+  }
+
+  publishBatch(values: readonly T[]): number {
+    let n = 0
+    for (let i = 0; i < values.length; i++) if (this.send(this.encode(values[i]!), 0)) n++
+    return n
+  }
+
+  publishPacked(packed: Uint8Array, messageSize: number): number {
+    if (messageSize > this.maxMessageSize) throw tooLarge(messageSize, this.maxMessageSize)
+    const n = native(() => this.handle.publishPacked(packed, messageSize))
+    if (this.flushAtEndOfTurn) this.queueFlush()
+    return n
+  }
+
+  loan(): Loan<T> {
+    throw new InvalidStateError(
+      `loan() writes in place into shared memory; over ${this.transport}:// use publish() (it copies once, into the send queue)`,
+    )
+  }
+
+  flush(): void {
+    this.flushQueued = false
+    if (this.peers) native(() => this.handle.flush())
+  }
+
+  /** A partly filled batch goes out at the end of this turn. */
+  private queueFlush(): void {
+    if (this.flushQueued) return
+    this.flushQueued = true
+    process.nextTick(() => {
+      if (!this.flushQueued || this.closed) return
+      this.flush()
+    })
+  }
+
+  pump(): number {
+    return this.closed ? 0 : fast.netPump(this.link)
+  }
+
+  spilled(off: number): Uint8Array | undefined {
+    if (!isSpilled(this.ring.u8, off)) return undefined
+    const key = spillKey(this.ring.dv, off)
+    return native(() => this.handle.takeSpilled(key))
+  }
+
+  setDoorbell(ring: () => void): void {
+    native(() => this.handle.setDoorbell(ring))
+  }
+
+  arm(cursor: number): void {
+    native(() => this.handle.arm(cursor))
+  }
+
+  disarm(): void {
+    this.handle.disarm()
+  }
+
+  status(): HubStatus {
+    return this.closed ? 'closed' : (native(() => this.handle.status()) as HubStatus)
+  }
+
+  onStatus(listener: (event: StatusEvent, own: boolean) => void): void {
+    if (!this.connections) return
+    const connects = native(() => this.handle.connects())
+    // A listening hub's own events carry no peer; the others are its peers coming and going.
+    native(() => this.handle.onStatus((e) => listener(statusEvent(e), connects || e.peer == null)))
+  }
+
+  localAddress(): string | undefined {
+    return this.closed ? undefined : (native(() => this.handle.localAddress()) ?? undefined)
+  }
+
+  counters(): PublishCounters {
+    if (this.closed) return this.last
+    const m = native(() => this.handle.metrics())
+    this.last = { published: m.published, publishedBytes: m.publishedBytes, dropped: m.dropped, blocked: m.blocked }
+    return this.last
+  }
+
+  /** What the counters were when the port closed. */
+  private last: PublishCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+
+  details(): Record<string, unknown> | undefined {
+    if (this.closed) return undefined
+    const details = native(() => this.handle.metrics()).details
+    return this.connections ? { status: this.status(), ...details } : details
+  }
+
+  drain(lingerMs: number): Promise<boolean> {
+    return native(() => this.handle.drain(lingerMs))
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.counters()
+    this.closed = true
+    this.flushQueued = false
+    this.handle.close() // sends what is queued first
+    this.ring.close()
+  }
+}

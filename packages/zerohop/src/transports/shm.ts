@@ -1,0 +1,310 @@
+/**
+ * `shm://name`: shared memory, published and read from JavaScript with `Atomics` on
+ * one external `ArrayBuffer` over the segment (see `shm-ring.ts`); Rust is called only
+ * on slow paths (a contended lock, `block` waits, wake-ups of parked peers).
+ */
+import { type Codec, raw } from '../codec.js'
+import { BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
+import { binding, native, type ShmHandle } from '../native.js'
+import type { HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
+import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
+import { StructCodec, type StructView } from '../struct.js'
+
+/** The options only `shm://` hubs have. */
+export interface ShmOptions {
+  /** How many subscribers may attach at once (default 64). Fixed when the segment is created. */
+  maxSubscribers?: number
+}
+
+/**
+ * A hub collected with a loan still open would keep the publisher lock, and every other
+ * publisher of the segment would time out. The registry's held value is the loan (which
+ * does not reference the port), so the loan can be aborted after the port is gone.
+ */
+const abandonedLoans = new FinalizationRegistry<{ loan: ShmLoan<unknown> | undefined }>((held) => {
+  if (held.loan?.open) held.loan.abort()
+})
+
+/** Opens (or creates) the segment of `url` with `options` (the codec already taken out). */
+export function openShm<T>(url: string, options: object, codec: Codec<T> | StructCodec<T>): Port<T> {
+  const handle = native(() => binding.ShmHandle.open(url, options))
+  try {
+    return new ShmPort<T>(handle, codec)
+  } catch (e) {
+    native(() => handle.close())
+    throw e
+  }
+}
+
+class ShmPort<T> implements Port<T> {
+  readonly transport = 'shm'
+  readonly settings: PortSettings
+  readonly maxMessageSize: number
+  readonly ring: ShmRing
+  readonly subscriber: ShmSubscriber | undefined
+  readonly envelope = 0
+  readonly pollsOnCallingThread = false
+  readonly peers = undefined
+  readonly requests = undefined
+  private readonly pub: ShmPublisher | undefined
+  private readonly codec: Codec<T> | StructCodec<T>
+  private readonly struct: StructCodec<T> | undefined
+  private nativePublisher = false
+  private closed = false
+  /** The port's one loan object, reused by every `loan()`. */
+  private openLoan: ShmLoan<T> | undefined
+  /** What the finalization registry sees of this port: only its loan. */
+  private readonly gcState: { loan: ShmLoan<unknown> | undefined } = { loan: undefined }
+
+  constructor(handle: ShmHandle, codec: Codec<T> | StructCodec<T>) {
+    this.settings = native(() => handle.settings()) as PortSettings
+    this.ring = new ShmRing(handle)
+    this.maxMessageSize = this.ring.slotSize
+    this.codec = codec
+    this.struct = codec instanceof StructCodec ? codec : undefined
+    const role = this.settings.role
+    this.subscriber = role === 'publisher' ? undefined : new ShmSubscriber(this.ring)
+    this.pub =
+      role === 'subscriber'
+        ? undefined
+        : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
+  }
+
+  private publisher(): ShmPublisher {
+    const pub = this.pub
+    if (pub === undefined || this.closed || (this.openLoan !== undefined && this.openLoan.open)) return this.publisherError()
+    return pub
+  }
+
+  private publisherError(): never {
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (!this.pub) throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
+    throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
+  }
+
+  get loanOpen(): boolean {
+    return this.openLoan?.open === true
+  }
+
+  publish(value: T, channel: number): boolean {
+    if (channel !== 0) throw new BadOptionError(`shm:// hubs have one channel, 0; got ${String(channel)}`)
+    const pub = this.publisher()
+    if (this.struct) return this.publishStruct(pub, this.struct, value)
+    // The raw codec inline: one call less on the hottest path (encode only validates).
+    if (this.codec === raw && value instanceof Uint8Array) return pub.publishBytes(value)
+    return pub.publishBytes(this.codec.encode(value))
+  }
+
+  private publishStruct(pub: ShmPublisher, struct: StructCodec<T>, value: T): boolean {
+    const lo = pub.lock()
+    try {
+      if (!pub.room(lo)) {
+        pub.unlock(lo, 0, 0)
+        return false
+      }
+      const off = pub.begin(lo)
+      struct.write(this.ring.dv, off, value)
+      pub.commit(lo, struct.size)
+    } catch (e) {
+      // Nothing published: the sequence number is reused by the next publish.
+      pub.abandon(lo)
+      pub.unlock(lo, 0, 0)
+      throw e
+    }
+    pub.unlock((lo + 1) >>> 0, 1, struct.size)
+    return true
+  }
+
+  publishBatch(values: readonly T[]): number {
+    const pub = this.publisher()
+    const ring = this.ring
+    const codec = this.codec
+    const struct = this.struct
+    let lo = pub.lock()
+    const first = lo
+    let bytes = 0
+    let writing = false
+    try {
+      for (let i = 0; i < values.length; i++) {
+        if (!pub.room(lo)) {
+          pub.counters.dropped += values.length - i - 1 // room() counted this one
+          break
+        }
+        if (struct) {
+          const off = pub.begin(lo)
+          writing = true
+          struct.write(ring.dv, off, values[i]!)
+          pub.commit(lo, struct.size)
+          bytes += struct.size
+        } else {
+          const b = codec.encode(values[i]!)
+          if (b.byteLength > ring.slotSize) throw tooLarge(b.byteLength, ring.slotSize)
+          const off = pub.begin(lo)
+          writing = true
+          ring.u8.set(b, off)
+          pub.commit(lo, b.byteLength)
+          bytes += b.byteLength
+        }
+        writing = false
+        lo = (lo + 1) >>> 0
+      }
+    } catch (e) {
+      if (writing) pub.abandon(lo)
+      if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) {
+        pub.unlock(lo, (lo - first) >>> 0, bytes)
+        throw e
+      }
+    }
+    const n = (lo - first) >>> 0
+    pub.unlock(lo, n, bytes)
+    return n
+  }
+
+  publishPacked(packed: Uint8Array, messageSize: number): number {
+    const pub = this.publisher()
+    if (messageSize > this.ring.slotSize) throw tooLarge(messageSize, this.ring.slotSize)
+    if (!this.nativePublisher) {
+      const s = this.settings
+      native(() => this.ring.handle.attachPublisher(s.backpressure, s.publishTimeoutMs, this.subscriber?.entry))
+      this.nativePublisher = true
+    }
+    const n = native(() => this.ring.handle.publishPacked(packed, messageSize))
+    pub.counters.published += n
+    pub.counters.publishedBytes += n * messageSize
+    if (this.settings.backpressure === 'drop_new') pub.counters.dropped += packed.byteLength / messageSize - n
+    return n
+  }
+
+  loan(): Loan<T> {
+    const pub = this.publisher()
+    if (!this.struct && this.codec.name !== 'raw') {
+      throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
+    }
+    const lo = pub.lock()
+    let room: boolean
+    try {
+      room = pub.room(lo)
+    } catch (e) {
+      pub.unlock(lo, 0, 0)
+      throw e
+    }
+    if (!room) {
+      pub.unlock(lo, 0, 0)
+      throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
+    }
+    const off = pub.begin(lo)
+    if (this.openLoan === undefined) {
+      this.openLoan = new ShmLoan<T>(pub, this.ring, this.struct)
+      this.gcState.loan = this.openLoan as ShmLoan<unknown>
+      abandonedLoans.register(this, this.gcState)
+    }
+    const loan = this.openLoan
+    loan.start(lo, off)
+    return loan
+  }
+
+  flush(): void {}
+
+  pump(): number {
+    return 0
+  }
+
+  spilled(): undefined {
+    return undefined
+  }
+
+  setDoorbell(ring: () => void): void {
+    native(() => this.ring.handle.setDoorbell(ring))
+  }
+
+  arm(cursor: number): void {
+    native(() => this.ring.handle.arm(cursor, this.settings.spinUs))
+  }
+
+  disarm(): void {
+    this.ring.handle.disarm()
+  }
+
+  status(): HubStatus {
+    return this.closed ? 'closed' : 'connected'
+  }
+
+  onStatus(_listener: (event: StatusEvent, own: boolean) => void): void {
+    // Connected until closed, which the hub reports itself.
+  }
+
+  localAddress(): undefined {
+    return undefined
+  }
+
+  counters(): PublishCounters {
+    return this.pub?.counters ?? { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+  }
+
+  details(): undefined {
+    return undefined
+  }
+
+  drain(): Promise<boolean> {
+    return Promise.resolve(true) // published into the segment: nothing is on its way
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.openLoan?.open) this.openLoan.abort()
+    this.ring.close()
+  }
+}
+
+/** The loan object of a port (reused: valid until `commit()` or `abort()`). */
+class ShmLoan<T> implements Loan<T> {
+  bytes: Uint8Array = new Uint8Array(0)
+  seq = 0
+  open = false
+  private lo = 0
+  private view: (T & StructView) | undefined
+  private readonly pub: ShmPublisher
+  private readonly ring: ShmRing
+  private readonly struct: StructCodec<T> | undefined
+
+  constructor(pub: ShmPublisher, ring: ShmRing, struct: StructCodec<T> | undefined) {
+    this.pub = pub
+    this.ring = ring
+    this.struct = struct
+  }
+
+  start(lo: number, off: number): void {
+    this.lo = lo
+    this.open = true
+    this.bytes = this.ring.slotView(lo)
+    this.seq = (Atomics.load(this.ring.i32, this.ring.TAIL_HI) >>> 0) * 4294967296 + lo
+    if (this.struct) {
+      if (this.view) this.struct.retarget(this.view, off)
+      else this.view = this.struct.view(this.ring.dv, off)
+    }
+  }
+
+  get value(): T {
+    if (this.view === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
+    return this.view
+  }
+
+  commit(len?: number): void {
+    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
+    const max = this.ring.slotSize
+    const n = len ?? (this.struct ? this.struct.size : max)
+    if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
+    if (n > max) throw tooLarge(n, max)
+    this.open = false
+    this.pub.commit(this.lo, n)
+    this.pub.unlock((this.lo + 1) >>> 0, 1, n)
+  }
+
+  abort(): void {
+    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
+    this.open = false
+    this.pub.abandon(this.lo) // nothing published: the next publish reuses the number
+    this.pub.unlock(this.lo, 0, 0)
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * `udp://host:port`: batched UDP (sendmmsg/recvmmsg or io_uring), small messages packed
+ * into datagrams, large ones fragmented, multicast. A network transport: it runs on
+ * the shared port of `net.ts`; what is its own is its options and its counters.
+ */
+
+/** The options only `udp://` hubs have. */
+export interface UdpOptions {
+  /**
+   * Ask the kernel for receive timestamps (`SO_TIMESTAMPNS`), reported by
+   * `Hub.recvMessage` and `Hub.borrow` (default false).
+   */
+  receiveTimestamps?: boolean
+  /**
+   * Where published messages go, as `host:port` (`[v6]:port`). With exactly one peer
+   * the socket is connected (and receives only from it). A multicast URL sends to its
+   * group. Change later with `Hub.setPeers`.
+   */
+  peers?: string[]
+  /**
+   * Small messages are packed several to a datagram; a partly filled datagram goes out
+   * at the end of the current tick, on `Hub.flush`, or after waiting this long,
+   * whichever is first (default 1). 0 sends every message at once.
+   */
+  flushIntervalMs?: number
+  /** Datagrams per receive batch (default 32). */
+  batch?: number
+  /** Largest datagram, header included (default 1472; loopback takes 65507). Senders and receivers must agree. */
+  maxDatagram?: number
+  /** Receive with io_uring (`'auto'`, the default, falls back to recvmmsg), `'force'` it, or `'off'`. */
+  ioUring?: 'auto' | 'force' | 'off'
+  /** Sockets receiving on the port with SO_REUSEPORT, each with its own thread (default 1). */
+  receiveThreads?: number
+  /** Pin receive thread `i` to core `i` (default false). */
+  pinThreads?: boolean
+  /** Kernel receive and send buffers asked for (default 4 MiB; `metrics().udp` shows what was granted). */
+  recvBuffer?: number
+  sendBuffer?: number
+  /** SO_BUSY_POLL in µs (default 0, off; needs CAP_NET_ADMIN to raise). */
+  busyPollUs?: number
+  /** Multicast: the interface address to join and send on (default: the kernel's choice). */
+  multicastInterface?: string
+  /** Multicast: hops a datagram may travel (default 1). */
+  multicastTtl?: number
+  /** Multicast: whether members on this host hear what it sends (default true; a hub never hears its own). */
+  multicastLoopback?: boolean
+}
+
+/** The socket side of a UDP hub's metrics (`metrics().udp`). */
+export interface UdpSocketMetrics {
+  /** `io_uring` or `recvmmsg`, and why io_uring is not in use when it was wanted. */
+  backend: string
+  ioUringUnavailable?: string
+  messagesSent: number
+  datagramsSent: number
+  bytesSent: number
+  sendBatches: number
+  /** Datagrams dropped because the socket's send buffer was full. */
+  sendDropped: number
+  zerocopyDatagrams: number
+  messagesReceived: number
+  datagramsReceived: number
+  bytesReceived: number
+  recvBatches: number
+  /** Datagrams that were not ours, corrupt, truncated, or held invalid records. */
+  malformed: number
+  /** Messages missing by sequence gaps. */
+  lost: number
+  late: number
+  duplicates: number
+  /** Fragmented messages given up (timed out, evicted, too large). */
+  reassemblyFailures: number
+  /** Our own datagrams that came back (multicast loopback), dropped. */
+  own: number
+  /** What the kernel granted. */
+  recvBuffer: number
+  sendBuffer: number
+  lowDelay: boolean
+  busyPollUs: number
+  reusePort: boolean
+  /** Whether the kernel timestamps received datagrams. */
+  timestamps: boolean
+  multicastGroup?: string
+  receiveSockets: number
+}
