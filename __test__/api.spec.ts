@@ -41,8 +41,11 @@ test('raw bytes round-trip between two hubs', async (t) => {
   t.deepEqual(b.tryRecv(), new Uint8Array([1, 2, 3]))
   t.is(Buffer.from(b.tryRecv()!).toString(), 'buffer works too')
   t.is(b.tryRecv(), undefined)
-  // The publisher is a subscriber too (role 'pubsub'): it sees its own messages.
-  t.deepEqual(a.tryRecv(), new Uint8Array([1, 2, 3]))
+  // A hub receives what the others publish, never its own (on every transport).
+  t.is(a.tryRecv(), undefined)
+  b.publish(new Uint8Array([4]))
+  t.deepEqual(a.tryRecv(), new Uint8Array([4]))
+  t.is(b.tryRecv(), undefined)
 })
 
 test('json, msgpack and custom codecs round-trip', async (t) => {
@@ -55,18 +58,22 @@ test('json, msgpack and custom codecs round-trip', async (t) => {
     t.deepEqual(b.tryRecv(), value, codec)
   }
   const rich = { when: new Date(1700000000000), big: 2n ** 70n, bytes: new Uint8Array([9, 8]) }
-  await using a = await Hub.open<typeof rich>(shm('mp-rich'), { codec: 'msgpack' })
+  const richUrl = shm('mp-rich')
+  await using a = await Hub.open<typeof rich>(richUrl, { codec: 'msgpack' })
+  await using b = await Hub.open<typeof rich>(richUrl, { codec: 'msgpack' })
   a.publish(rich)
-  t.deepEqual(a.tryRecv(), rich)
+  t.deepEqual(b.tryRecv(), rich)
 
   const upper: Codec<string> = {
     name: 'upper',
     encode: (s) => new TextEncoder().encode(s.toUpperCase()),
     decode: (b) => new TextDecoder().decode(b),
   }
-  await using c = await Hub.open(shm('custom'), { codec: upper })
+  const customUrl = shm('custom')
+  await using c = await Hub.open(customUrl, { codec: upper })
+  await using d = await Hub.open(customUrl, { codec: upper })
   c.publish('hello')
-  t.is(c.tryRecv(), 'HELLO')
+  t.is(d.tryRecv(), 'HELLO')
 })
 
 test('struct codec: every field type round-trips, loan writes in place, borrow reads in place', async (t) => {
@@ -138,7 +145,9 @@ test('publishPacked: one native call publishes many messages that TypeScript rea
 test('a write given up half-way is never delivered, even to a hub that skipped the writing stamp', async (t) => {
   const Pair = struct({ a: 'f64', b: 'u64' })
   for (const giveUp of ['exception', 'abort'] as const) {
-    await using h = await Hub.open(shm(`abandon-${giveUp}`), { codec: Pair, capacity: 4, slotSize: 16 })
+    const url = shm(`abandon-${giveUp}`)
+    await using h = await Hub.open(url, { codec: Pair, capacity: 4, slotSize: 16 })
+    await using r = await Hub.open(url, { codec: Pair, role: 'subscriber' })
     for (let i = 0; i < 4; i++) h.publish({ a: 10 + i, b: BigInt(i) })
     if (giveUp === 'exception') {
       // Field a lands in the slot of message 0 before field b fails to encode.
@@ -149,7 +158,7 @@ test('a write given up half-way is never delivered, even to a hub that skipped t
       loan.abort()
     }
     const got: number[] = []
-    for (let m = h.tryRecv(); m !== undefined; m = h.tryRecv()) got.push(m.a)
+    for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv()) got.push(m.a)
     t.true(got.length > 0, giveUp)
     t.true(got.every((a) => a >= 10), `${giveUp}: half-written messages were delivered: ${got}`)
   }
@@ -195,19 +204,21 @@ test('recv waits for a message and the async iterator ends quietly on close', as
 test('metrics count traffic and say why shm was chosen', async (t) => {
   const name = uniqueName('metrics')
   await using a = await Hub.open(name) // bare name: smart selection
+  await using b = await Hub.open(name)
   a.publish(new Uint8Array(10))
   a.publishBatch([new Uint8Array(1), new Uint8Array(2)])
-  a.tryRecv()
+  b.tryRecv()
   const m = a.metrics()
   t.is(m.transport, 'shm')
   t.true(m.selectedAutomatically)
   t.regex(m.selectionReason, /shared memory/)
   t.is(m.published, 3)
   t.is(m.publishedBytes, 13)
-  t.is(m.received, 1)
-  t.is(m.receivedBytes, 10)
-  t.is(m.lag, 2)
   t.is(m.segment, `/dev/shm/zerohop-${name}`)
+  const r = b.metrics()
+  t.is(r.received, 1)
+  t.is(r.receivedBytes, 10)
+  t.is(r.lag, 2)
 })
 
 test('segments are 0600, shared by name, and unlinked when the last hub closes', async (t) => {
@@ -226,8 +237,9 @@ test('a stale or garbage segment file is replaced on open', async (t) => {
   const name = uniqueName('stale')
   writeFileSync(`/dev/shm/zerohop-${name}`, 'not a segment at all')
   await using h = await Hub.open(`shm://${name}`)
+  await using r = await Hub.open(`shm://${name}`)
   h.publish(new Uint8Array([1]))
-  t.deepEqual(h.tryRecv(), new Uint8Array([1]))
+  t.deepEqual(r.tryRecv(), new Uint8Array([1]))
 })
 
 test('native and TypeScript agree on the error codes and which are retryable', (t) => {
@@ -377,10 +389,12 @@ test('ERR_CODEC for values a codec cannot encode and bytes it cannot decode', as
   await rejectsWith(t, () => j.tryRecv(), 'ERR_CODEC')
   t.deepEqual(j.tryRecv(), { ok: 1 }, 'the undecodable message is skipped, the stream goes on')
   const Tick = struct({ seq: 'u64' })
-  await using s = await Hub.open(shm('codec2'), { codec: Tick })
+  const tickUrl = shm('codec2')
+  await using s = await Hub.open(tickUrl, { codec: Tick })
+  await using s2 = await Hub.open(tickUrl, { codec: Tick })
   await rejectsWith(t, () => s.publish({ seq: 1 as never }), 'ERR_CODEC')
   s.publish({ seq: 5n })
-  t.deepEqual(s.tryRecv(), { seq: 5n })
+  t.deepEqual(s2.tryRecv(), { seq: 5n })
 })
 
 test('ERR_NO_CAPACITY when every subscriber entry is taken', async (t) => {

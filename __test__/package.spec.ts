@@ -76,9 +76,10 @@ test('npm-packed platform + main packages install without Rust and work from CJS
       import { Hub, struct } from 'zerohop'
       const Tick = struct({ seq: 'u64', price: 'f64' })
       await using a = await Hub.open('shm://${name}-esm', { codec: Tick })
+      const b = await Hub.open('shm://${name}-esm', { codec: Tick })
       a.publish({ seq: 3n, price: 1.5 })
-      console.log(JSON.stringify(a.tryRecv(), (k, v) => typeof v === 'bigint' ? String(v) : v))`
-    writeFileSync(join(app, 'esm.mjs'), esm.replace('await using a =', 'const a =') + '\nawait a.close()\n')
+      console.log(JSON.stringify(b.tryRecv(), (k, v) => typeof v === 'bigint' ? String(v) : v))`
+    writeFileSync(join(app, 'esm.mjs'), esm.replace('await using a =', 'const a =') + '\nawait a.close()\nawait b.close()\n')
     t.is(sh(process.execPath, ['esm.mjs'], app, env).trim(), '{"seq":"3","price":1.5}')
 
     // 5. TypeScript: the published .d.ts type-check from ESM and from CommonJS.

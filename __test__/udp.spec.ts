@@ -182,7 +182,8 @@ test.serial('recvMessage and borrow() say who sent a message and, when asked, wh
   for (const s of senders) await s.close()
   // Shared memory has neither.
   await using shm = await Hub.open(`shm://udp-spec-info-${process.pid}`)
-  shm.publish(bytes('local'))
+  await using other = await Hub.open(`shm://udp-spec-info-${process.pid}`)
+  other.publish(bytes('local'))
   t.deepEqual(shm.tryRecvMessage(), { value: bytes('local') })
 })
 

@@ -17,7 +17,11 @@ import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
-import { Hub } from 'zerohop'
+// The build under test: this checkout's, or (ZEROHOP_PACKAGE) a baseline's, so that
+// run.ts can compare the two side by side.
+const { Hub } = (process.env.ZEROHOP_PACKAGE
+  ? await import(process.env.ZEROHOP_PACKAGE)
+  : await import('zerohop')) as typeof import('zerohop')
 import { onFrames } from './frames.ts'
 
 const [role, a, b, c, d] = process.argv.slice(2)

@@ -9,7 +9,10 @@
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
 // bench; BENCH_ONLY=udp|shm|quic runs one part; BENCH_QUIC=rtt,first,throughput picks
-// parts of the QUIC round.
+// parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round. BENCH_BASELINE=<git revision> also measures that revision's
+// build (made by scripts/baseline.mjs) side by side with this one: every zerohop row
+// runs for both, interleaved (which goes first alternates by round), tagged [before]
+// and [after], and a last table gives after against before, median against median.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { mkdtempSync, readFileSync } from 'node:fs'
@@ -17,10 +20,10 @@ import { connect } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { createInterface } from 'node:readline'
 import { Bench } from 'tinybench'
-import { Hub, struct } from 'zerohop'
+import * as current from 'zerohop'
 import { onFrames } from './frames.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -42,6 +45,42 @@ interface Row {
 }
 const rows: Row[] = []
 
+// ---- what is measured: this build, and a baseline's ---------------------------------
+
+type Zerohop = typeof current
+interface Subject {
+  label: 'before' | 'after'
+  mod: Zerohop
+  /** What peers need to load the same build. */
+  env: Record<string, string>
+}
+const subjects: Subject[] = [{ label: 'after', mod: current, env: {} }]
+if (process.env.BENCH_BASELINE) {
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'baseline.mjs'), process.env.BENCH_BASELINE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  if (r.status !== 0) throw new Error(`cannot build the baseline ${process.env.BENCH_BASELINE}`)
+  const entry = join(r.stdout.trim(), 'packages', 'zerohop', 'dist', 'index.js')
+  subjects.unshift({ label: 'before', mod: (await import(pathToFileURL(entry).href)) as Zerohop, env: { ZEROHOP_PACKAGE: pathToFileURL(entry).href } })
+}
+// The build the benchmark functions use now (see `each`).
+let { Hub, struct } = current
+let peerEnv: Record<string, string> = {}
+
+/**
+ * Runs `fn` once per subject, alternating which goes first from round to round so that
+ * neither always runs on a warmer (or more tired) machine; `tag` names the subject in
+ * the rows' names when there are two.
+ */
+async function each(run: number, fn: (tag: string) => Promise<void>): Promise<void> {
+  const order = run % 2 === 1 ? subjects : [...subjects].reverse()
+  for (const s of order) {
+    ;({ Hub, struct } = s.mod)
+    peerEnv = s.env
+    await fn(subjects.length > 1 ? ` [${s.label}]` : '')
+  }
+  ;({ Hub, struct } = current)
+  peerEnv = {}
+}
+
 // ---- helpers -------------------------------------------------------------------
 
 pinSelf(true)
@@ -56,6 +95,7 @@ function peer(args: string[], pinned = true): { proc: ChildProcess; next: () => 
   const proc = spawn(pinned ? 'taskset' : argv[0]!, pinned ? ['-c', '1', ...argv] : argv.slice(1), {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...peerEnv },
   })
   const lines: Record<string, unknown>[] = []
   const waiters: Array<(m: Record<string, unknown>) => void> = []
@@ -297,7 +337,14 @@ async function streamZerohopUdp(
   return { rate: result.msgsPerSec as number, lost: count - (result.received as number), sent }
 }
 
+const udpParts = new Set((process.env.BENCH_UDP ?? 'rtt,throughput').split(','))
+
 async function udpRound(run: number): Promise<void> {
+  if (udpParts.has('rtt')) await udpRtt(run)
+  if (udpParts.has('throughput')) await udpThroughput(run)
+}
+
+async function udpRtt(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: UDP RTT…`)
   const spf = rttSockperf(false)
   const spfSpin = rttSockperf(true)
@@ -308,16 +355,21 @@ async function udpRound(run: number): Promise<void> {
   rows.push({ bench: 'UDP RTT 64 B  Node dgram (baseline)', run, ...dg })
   for (const ioUring of ['force', 'off'] as const) {
     const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
-    const spin = percentiles(await rttZerohopUdp(ioUring, 'spin'))
-    const vs = `${(spin.p50 / dg.p50).toFixed(2)}× dgram${spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''}`
-    rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning`, run, ...spin, vsBaseline: vs, target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
-    for (const spinUs of [0, 50]) {
-      const park = percentiles(await rttZerohopUdp(ioUring, spinUs))
-      const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
-      const how = spinUs === 0 ? 'parks (spinUs 0)' : 'spinUs 50 (default)'
-      rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv(), ${how}`, run, ...park, vsBaseline: vsPark, target: '≤ 0.5× dgram' })
-    }
+    await each(run, async (tag) => {
+      const spin = percentiles(await rttZerohopUdp(ioUring, 'spin'))
+      const vs = `${(spin.p50 / dg.p50).toFixed(2)}× dgram${spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''}`
+      rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs, target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
+      for (const spinUs of [0, 50]) {
+        const park = percentiles(await rttZerohopUdp(ioUring, spinUs))
+        const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
+        const how = spinUs === 0 ? 'parks (spinUs 0)' : 'spinUs 50 (default)'
+        rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv(), ${how}${tag}`, run, ...park, vsBaseline: vsPark, target: '≤ 1× dgram' })
+      }
+    })
   }
+}
+
+async function udpThroughput(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: UDP throughput…`)
   const dgs = await streamDgram(300_000)
   rows.push({ bench: `UDP one-way 64 B  Node dgram (baseline, received), lost ${dgs.lost}`, run, rate: dgs.rate, mbps: (dgs.rate * 64) / 1e6 })
@@ -332,21 +384,23 @@ async function udpRound(run: number): Promise<void> {
   ] as const
   for (const [ioUring, threads, maxDatagram, how] of cases) {
     const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
-    const z = await streamZerohopUdp(2_000_000, ioUring, threads, maxDatagram, how)
-    rows.push({
-      bench: `UDP one-way 64 B  zerohop ${how}, ${backend}, ${threads} socket${threads > 1 ? 's' : ''}, ${maxDatagram} B datagrams (received; sent ${fmtRate(z.sent)}/s), lost ${z.lost}`,
-      run,
-      rate: z.rate,
-      mbps: (z.rate * 64) / 1e6,
-      vsBaseline: `${(z.rate / dgs.rate).toFixed(1)}×`,
-      target: '≥ 1 M/s, ≥ 5× dgram',
+    await each(run, async (tag) => {
+      const z = await streamZerohopUdp(2_000_000, ioUring, threads, maxDatagram, how)
+      rows.push({
+        bench: `UDP one-way 64 B  zerohop ${how}, ${backend}, ${threads} socket${threads > 1 ? 's' : ''}, ${maxDatagram} B datagrams (received)${tag}`,
+        run,
+        rate: z.rate,
+        mbps: (z.rate * 64) / 1e6,
+        vsBaseline: `${(z.rate / dgs.rate).toFixed(1)}×, sent ${fmtRate(z.sent)}/s, lost ${z.lost}`,
+        target: '≥ 1 M/s, ≥ 5× dgram',
+      })
     })
   }
 }
 
 // ---- in-process publish cost (tinybench) ---------------------------------------------
 
-async function publishCost(run: number): Promise<void> {
+async function publishCost(run: number, tag: string): Promise<void> {
   const name = unique('cost')
   const hub64 = await Hub.open(`shm://${name}-64`, { role: 'publisher', slotSize: 64, capacity: 65536 })
   const hub4k = await Hub.open(`shm://${name}-4k`, { role: 'publisher', slotSize: 4096, capacity: 1024 })
@@ -406,8 +460,9 @@ async function publishCost(run: number): Promise<void> {
     const size = task.name.includes('4 KB') ? 4096 : 64
     const target = task.name === 'publish 64 B' ? '≥ 10 M msg/s' : task.name.startsWith('publish') && task.name.includes('×') ? '≥ 50 M msg/s' : ''
     if (task.name.includes('baseline')) baseline = perSec
+    if (task.name.includes('baseline') && tag.includes('before')) continue // once per round
     const vsBaseline = baseline && !task.name.includes('baseline') && size === 64 ? `${(perSec / baseline).toFixed(1)}×` : undefined
-    rows.push({ bench: `send cost ${task.name} (tinybench p50)`, run, rate: perSec, mbps: (perSec * size) / 1e6, vsBaseline, target })
+    rows.push({ bench: `send cost ${task.name} (tinybench p50)${task.name.includes('baseline') ? '' : tag}`, run, rate: perSec, mbps: (perSec * size) / 1e6, vsBaseline, target })
   }
   await hub64.close()
   await hub4k.close()
@@ -610,7 +665,7 @@ const quicParts = new Set((process.env.BENCH_QUIC ?? 'rtt,first,throughput').spl
 
 async function quicRound(run: number): Promise<void> {
   if (quicParts.has('rtt')) await quicRtt(run)
-  if (quicParts.has('first')) await quicFirst(run)
+  if (quicParts.has('first')) await each(run, (tag) => quicFirst(run, tag))
   if (quicParts.has('throughput')) await quicThroughput(run)
 }
 
@@ -619,39 +674,47 @@ async function quicRtt(run: number): Promise<void> {
   const tls = percentiles(await rttTls())
   rows.push({ bench: 'QUIC RTT 64 B  Node tls over TCP (baseline)', run, ...tls })
   const vs = (r: { p50: number }) => `${(r.p50 / tls.p50).toFixed(2)}× tls`
-  const spin = percentiles(await rttQuic('spin', false))
-  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// stream, tryRecv spinning', run, ...spin, vsBaseline: vs(spin), target: 'p50 ≤ 1× tls' })
-  for (const spinUs of [0, 50]) {
-    const dflt = percentiles(await rttQuic(spinUs, false))
-    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs}${spinUs === 50 ? ', default' : ''})`, run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
-  }
-  const dgSpin = percentiles(await rttQuic('spin', true))
-  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, tryRecv spinning', run, ...dgSpin, vsBaseline: vs(dgSpin) })
-  const dg = percentiles(await rttQuic(0, true))
-  rows.push({ bench: 'QUIC RTT 64 B  zerohop quic:// datagrams, await recv() (spinUs 0)', run, ...dg, vsBaseline: vs(dg) })
+  await each(run, async (tag) => {
+    const spin = percentiles(await rttQuic('spin', false))
+    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs(spin), target: 'p50 ≤ 1× tls' })
+    for (const spinUs of [0, 50]) {
+      const dflt = percentiles(await rttQuic(spinUs, false))
+      rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs}${spinUs === 50 ? ', default' : ''})${tag}`, run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
+    }
+    const dgSpin = percentiles(await rttQuic('spin', true))
+    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// datagrams, tryRecv spinning${tag}`, run, ...dgSpin, vsBaseline: vs(dgSpin) })
+    const dg = percentiles(await rttQuic(0, true))
+    rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// datagrams, await recv() (spinUs 0)${tag}`, run, ...dg, vsBaseline: vs(dg) })
+  })
 }
 
-async function quicFirst(run: number): Promise<void> {
+async function quicFirst(run: number, tag: string): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC time to first message…`)
   const f = await firstMessage(10)
-  rows.push({ bench: 'QUIC first message  Node tls, new connection (connect + round trip)', run, ...percentiles(f.tlsFresh) })
-  rows.push({ bench: 'QUIC first message  Node tls, resumed session', run, ...percentiles(f.tlsResumed) })
+  if (tag === '' || tag.includes('after')) {
+    rows.push({ bench: 'QUIC first message  Node tls, new connection (connect + round trip)', run, ...percentiles(f.tlsFresh) })
+    rows.push({ bench: 'QUIC first message  Node tls, resumed session', run, ...percentiles(f.tlsResumed) })
+  }
   const fresh = percentiles(f.quicFresh)
-  rows.push({ bench: 'QUIC first message  zerohop quic://, first contact (full handshake)', run, ...fresh })
+  rows.push({ bench: `QUIC first message  zerohop quic://, first contact (full handshake)${tag}`, run, ...fresh })
   const zero = percentiles(f.quic0rtt)
-  rows.push({ bench: 'QUIC first message  zerohop quic://, reconnect (0-RTT)', run, ...zero, vsBaseline: `${(zero.p50 / fresh.p50).toFixed(2)}× first contact` })
+  rows.push({ bench: `QUIC first message  zerohop quic://, reconnect (0-RTT)${tag}`, run, ...zero, vsBaseline: `${(zero.p50 / fresh.p50).toFixed(2)}× first contact` })
 }
 
 async function quicThroughput(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC throughput…`)
   const tls64 = await streamTls(64, 500_000)
   rows.push({ bench: 'QUIC one-way 64 B  Node tls over TCP (baseline, receiver)', run, rate: tls64, mbps: (tls64 * 64) / 1e6 })
-  const q64 = await streamQuic(64, 1_000_000)
-  rows.push({ bench: 'QUIC one-way 64 B  zerohop quic:// publish (receiver)', run, rate: q64, mbps: (q64 * 64) / 1e6, vsBaseline: `${(q64 / tls64).toFixed(2)}× tls`, target: '≥ 300 K/s' })
+  await each(run, async (tag) => {
+    const q64 = await streamQuic(64, 1_000_000)
+    rows.push({ bench: `QUIC one-way 64 B  zerohop quic:// publish (receiver)${tag}`, run, rate: q64, mbps: (q64 * 64) / 1e6, vsBaseline: `${(q64 / tls64).toFixed(2)}× tls`, target: '≥ 300 K/s' })
+  })
   const tls64k = await streamTls(64 << 10, 20_000)
   rows.push({ bench: 'QUIC one-way 64 KB  Node tls over TCP (baseline, receiver)', run, rate: tls64k, mbps: (tls64k * 65536) / 1e6 })
-  const q64k = await streamQuic(64 << 10, 20_000)
-  rows.push({ bench: 'QUIC one-way 64 KB  zerohop quic:// publish (receiver)', run, rate: q64k, mbps: (q64k * 65536) / 1e6, vsBaseline: `${(q64k / tls64k).toFixed(2)}× tls`, target: '≥ 125 MB/s (1 Gbit/s), ≥ 1× tls' })
+  await each(run, async (tag) => {
+    const q64k = await streamQuic(64 << 10, 20_000)
+    rows.push({ bench: `QUIC one-way 64 KB  zerohop quic:// publish (receiver)${tag}`, run, rate: q64k, mbps: (q64k * 65536) / 1e6, vsBaseline: `${(q64k / tls64k).toFixed(2)}× tls`, target: '≥ 125 MB/s (1 Gbit/s), ≥ 1× tls' })
+  })
 }
 
 const only = process.env.BENCH_ONLY // 'udp', 'shm' or 'quic' to run one part
@@ -661,32 +724,38 @@ for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'udp') await udpRound(run)
   if (only === 'udp' || only === 'quic') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
-  await publishCost(run)
+  await each(run, (tag) => publishCost(run, tag))
   console.error(`round ${run}/${RUNS}: RTT…`)
   const uds = percentiles(await rttUds())
   rows.push({ bench: 'RTT 64 B  Node net over UDS (baseline)', run, ...uds })
-  const spin = percentiles(await rttZerohop('spin'))
-  rows.push({ bench: 'RTT 64 B  zerohop shm, tryRecv spinning', run, ...spin, vsBaseline: `${(spin.p50 / uds.p50).toFixed(3)}× p50`, target: '≤ 0.1× p50' })
-  const park = percentiles(await rttZerohop(0))
-  rows.push({ bench: 'RTT 64 B  zerohop shm, await recv(), parks (spinUs 0)', run, ...park, vsBaseline: `${(park.p50 / uds.p50).toFixed(2)}× p50`, target: '≤ 1× p50' })
-  const dflt = percentiles(await rttZerohop(20))
-  rows.push({ bench: 'RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)', run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
+  await each(run, async (tag) => {
+    const spin = percentiles(await rttZerohop('spin'))
+    rows.push({ bench: `RTT 64 B  zerohop shm, tryRecv spinning${tag}`, run, ...spin, vsBaseline: `${(spin.p50 / uds.p50).toFixed(3)}× p50`, target: '≤ 0.1× p50' })
+    const park = percentiles(await rttZerohop(0))
+    rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), parks (spinUs 0)${tag}`, run, ...park, vsBaseline: `${(park.p50 / uds.p50).toFixed(2)}× p50`, target: '≤ 1× p50' })
+    const dflt = percentiles(await rttZerohop(20))
+    rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)${tag}`, run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
+  })
 
   console.error(`round ${run}/${RUNS}: throughput…`)
   const udsRate = await streamUds(64, 1_000_000)
   rows.push({ bench: 'one-way 64 B  Node net over UDS (baseline, receiver)', run, rate: udsRate, mbps: (udsRate * 64) / 1e6 })
-  const one = await streamZerohop(64, 'publish', 'copy', 4_000_000)
-  rows.push({ bench: 'one-way 64 B  zerohop publish → tryRecv (receiver)', run, rate: one.received, mbps: (one.received * 64) / 1e6, vsBaseline: `${(one.received / udsRate).toFixed(1)}×` })
-  const bat = await streamZerohop(64, 'publishBatch', 'copy', 4_000_000)
-  rows.push({ bench: 'one-way 64 B  zerohop publishBatch → tryRecv (receiver)', run, rate: bat.received, mbps: (bat.received * 64) / 1e6, vsBaseline: `${(bat.received / udsRate).toFixed(1)}×` })
-  const pk = await streamZerohop(64, 'publishPacked', 'copy', 4_000_000)
-  rows.push({ bench: 'one-way 64 B  zerohop publishPacked → tryRecv (receiver)', run, rate: pk.received, mbps: (pk.received * 64) / 1e6, vsBaseline: `${(pk.received / udsRate).toFixed(1)}×` })
+  await each(run, async (tag) => {
+    const one = await streamZerohop(64, 'publish', 'copy', 4_000_000)
+    rows.push({ bench: `one-way 64 B  zerohop publish → tryRecv (receiver)${tag}`, run, rate: one.received, mbps: (one.received * 64) / 1e6, vsBaseline: `${(one.received / udsRate).toFixed(1)}×` })
+    const bat = await streamZerohop(64, 'publishBatch', 'copy', 4_000_000)
+    rows.push({ bench: `one-way 64 B  zerohop publishBatch → tryRecv (receiver)${tag}`, run, rate: bat.received, mbps: (bat.received * 64) / 1e6, vsBaseline: `${(bat.received / udsRate).toFixed(1)}×` })
+    const pk = await streamZerohop(64, 'publishPacked', 'copy', 4_000_000)
+    rows.push({ bench: `one-way 64 B  zerohop publishPacked → tryRecv (receiver)${tag}`, run, rate: pk.received, mbps: (pk.received * 64) / 1e6, vsBaseline: `${(pk.received / udsRate).toFixed(1)}×` })
+  })
   const uds4k = await streamUds(4096, 200_000)
   rows.push({ bench: 'one-way 4 KB  Node net over UDS (baseline, receiver)', run, rate: uds4k, mbps: (uds4k * 4096) / 1e6 })
-  const copy4k = await streamZerohop(4096, 'publish', 'copy', 400_000)
-  rows.push({ bench: 'one-way 4 KB  zerohop publish → tryRecv (copies)', run, rate: copy4k.received, mbps: (copy4k.received * 4096) / 1e6, vsBaseline: `${(copy4k.received / uds4k).toFixed(1)}×` })
-  const zc4k = await streamZerohop(4096, 'loan', 'borrow', 400_000)
-  rows.push({ bench: 'one-way 4 KB  zerohop loan → borrow (zero-copy)', run, rate: zc4k.received, mbps: (zc4k.received * 4096) / 1e6, vsBaseline: `${(zc4k.received / uds4k).toFixed(1)}×` })
+  await each(run, async (tag) => {
+    const copy4k = await streamZerohop(4096, 'publish', 'copy', 400_000)
+    rows.push({ bench: `one-way 4 KB  zerohop publish → tryRecv (copies)${tag}`, run, rate: copy4k.received, mbps: (copy4k.received * 4096) / 1e6, vsBaseline: `${(copy4k.received / uds4k).toFixed(1)}×` })
+    const zc4k = await streamZerohop(4096, 'loan', 'borrow', 400_000)
+    rows.push({ bench: `one-way 4 KB  zerohop loan → borrow (zero-copy)${tag}`, run, rate: zc4k.received, mbps: (zc4k.received * 4096) / 1e6, vsBaseline: `${(zc4k.received / uds4k).toFixed(1)}×` })
+  })
 }
 
 // ---- the table ---------------------------------------------------------------------------
@@ -701,3 +770,33 @@ console.log(`\nzerohop benchmark — node ${process.version}, ${RUNS} interleave
 console.log(line(header))
 console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|')
 for (const row of table) console.log(line(row))
+
+// ---- after against before ----------------------------------------------------------
+
+if (subjects.length > 1) {
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b)
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+  }
+  const names = [...new Set(rows.filter((r) => r.bench.endsWith(' [after]')).map((r) => r.bench.slice(0, -' [after]'.length)))]
+  const out: string[][] = []
+  for (const name of names) {
+    const of = (label: string) => rows.filter((r) => r.bench === `${name} [${label}]`)
+    const [before, after] = [of('before'), of('after')]
+    const latency = after[0]?.p50 !== undefined
+    const value = (r: Row) => (latency ? r.p50! : r.rate!)
+    if (!before.length || !after.length) continue
+    const [b, a] = [median(before.map(value)), median(after.map(value))]
+    // How much better after is: > 1 faster (lower latency, higher rate).
+    const better = latency ? b / a : a / b
+    const fmt = (v: number) => (latency ? `${v.toFixed(2)} µs` : `${fmtRate(v)}/s`)
+    out.push([name, fmt(b), fmt(a), `${better.toFixed(2)}×`, better >= 0.9 ? 'ok' : 'BELOW 0.9×'])
+  }
+  const head = ['benchmark (median over runs; p50 for latency)', 'before', 'after', 'after vs before (> 1: better)', '≥ 0.9×']
+  const w = head.map((h, i) => Math.max(h.length, ...out.map((r) => r[i]!.length)))
+  const l = (cells: string[]) => '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ') + ' |'
+  console.log(`\nafter (this checkout) against before (${process.env.BENCH_BASELINE}), interleaved in this run\n`)
+  console.log(l(head))
+  console.log('|' + w.map((x) => '-'.repeat(x + 2)).join('|') + '|')
+  for (const r of out) console.log(l(r))
+}

@@ -31,7 +31,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -172,8 +172,10 @@ struct Shared<D> {
     /// `None` once shut down: the engine (and its socket) goes then, not when the last
     /// handle on the driver is dropped.
     engine: Mutex<Option<D>>,
-    /// Threads waiting for the engine to change ([`Drive::take_changed`]).
+    /// Threads waiting for the engine to change ([`Drive::take_changed`]), and how many
+    /// wait (a notify with nobody waiting would still cost a system call).
     changed: Condvar,
+    waiting: AtomicUsize,
     wake: Wake,
     /// The engine's readiness descriptor (fixed for its life).
     fd: RawFd,
@@ -193,6 +195,17 @@ struct Shared<D> {
     io_ignores_socket: AtomicBool,
 }
 
+impl<D> Shared<D> {
+    /// Wakes the threads waiting for the engine to change, if any.
+    fn notify_changed(&self) {
+        // A waiter counts itself under the engine's lock before it waits, and whoever
+        // changed the engine held that lock too: it sees the count.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// A protocol engine and its I/O thread; see the module docs.
 pub struct Driver<D: Drive> {
     shared: Arc<Shared<D>>,
@@ -209,6 +222,7 @@ impl<D: Drive> Driver<D> {
         let shared = Arc::new(Shared {
             engine: Mutex::new(Some(engine)),
             changed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             wake: Wake::new().map_err(|e| Error::io("eventfd", e))?,
             fd,
             io_deadline_us: AtomicU64::new(0),
@@ -257,7 +271,7 @@ impl<D: Drive> Driver<D> {
         });
         drop(g);
         if changed {
-            self.shared.changed.notify_all();
+            self.shared.notify_changed();
         }
         if wake {
             self.shared.wake.wake();
@@ -274,7 +288,11 @@ impl<D: Drive> Driver<D> {
 
     /// Waits (releasing the engine) until it changes or `timeout` passes.
     pub fn wait<'a>(&self, g: Guard<'a, D>, timeout: Duration) -> Guard<'a, D> {
-        self.shared.changed.wait_timeout(g, timeout).unwrap_or_else(|p| p.into_inner()).0
+        // Counted under the lock, so a change made after this is seen by its notifier.
+        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.shared.changed.wait_timeout(g, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     /// Reads the socket on the caller's thread, if no other thread is at the engine;
@@ -336,7 +354,7 @@ impl<D: Drive> Driver<D> {
             last(e);
             s.stop.store(true, Ordering::Release);
         }
-        s.changed.notify_all();
+        s.notify_changed();
         s.wake.wake();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread
@@ -417,7 +435,7 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         let changed = e.take_changed();
         drop(g);
         if changed {
-            s.changed.notify_all();
+            s.notify_changed();
         }
     }
 }

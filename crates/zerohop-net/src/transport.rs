@@ -350,8 +350,11 @@ impl ReadInPlace for RingReader {
     }
 
     fn disarm(&self) -> bool {
-        self.reader.set_watched(false);
         self.ring.disarm()
+    }
+
+    fn unwatch(&self) {
+        self.reader.set_watched(false);
     }
 
     fn readiness_fd(&self) -> RawFd {

@@ -1,7 +1,8 @@
 //! The per-message calls of network hubs as plain Node-API functions.
 //!
 //! `netPublish(link, bytes, channel)` and `netPump(link)` run once per message and once
-//! per poll of an empty ring, for every network transport. A `#[napi]` function pays
+//! per poll of an empty ring, for every network transport; `netArm(waker, cursor)` once
+//! per wait. A `#[napi]` function pays
 //! for napi-rs's borrow tracking on every call (a thread-local scope, a global map,
 //! allocations), which costs more than the work itself. These are written against
 //! Node-API directly: they read their arguments, call the hub's [`Link`], and allocate
@@ -12,6 +13,7 @@
 
 use std::ffi::{CString, c_void};
 use std::ptr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
@@ -19,31 +21,55 @@ use napi::{JsValue, sys};
 use napi_derive::napi;
 use zerohop::{Delivery, Link};
 
-/// Marks externals that hold a link (Node-API type tags are 128-bit values).
-const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6e65_746c_696e_6b02 };
-const NOT_A_LINK: &str = "the first argument is not a hub's link";
+use crate::net::Waker;
 
-/// What the external holds.
-type Held = Arc<dyn Link>;
+/// What an external of this module holds, and the tag that marks it (Node-API type tags
+/// are 128-bit values), so that anything else passed in is refused, not dereferenced.
+pub trait Held: 'static {
+    const TAG: sys::napi_type_tag;
+    const NOT_ONE: &'static str;
+}
 
-/// Wraps `link` in a tagged external that drops it when collected.
-pub fn link_external(env: &Env, link: Held) -> Result<sys::napi_value> {
-    unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-        // SAFETY: `data` is the Box<Held> leaked below; Node calls this once.
-        drop(unsafe { Box::from_raw(data.cast::<Held>()) });
+impl Held for Arc<dyn Link> {
+    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6e65_746c_696e_6b02 };
+    const NOT_ONE: &'static str = "the first argument is not a hub's link";
+}
+
+impl Held for Rc<Waker> {
+    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x7761_6b65_7200_0001 };
+    const NOT_ONE: &'static str = "the first argument is not a hub's waker";
+}
+
+/// Wraps `held` in a tagged external that drops it when collected.
+fn external<H: Held>(env: &Env, held: H) -> Result<sys::napi_value> {
+    unsafe extern "C" fn finalize<H: Held>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        // SAFETY: `data` is the Box<H> leaked below; Node calls this once, on the thread
+        // of the env (so a JavaScript-thread-only value is dropped there).
+        drop(unsafe { Box::from_raw(data.cast::<H>()) });
     }
-    let data = Box::into_raw(Box::new(link)).cast::<c_void>();
+    let data = Box::into_raw(Box::new(held)).cast::<c_void>();
     let mut value = ptr::null_mut();
     // SAFETY: a valid env on the JS thread; `data` stays alive until `finalize` runs.
-    let status = unsafe { sys::napi_create_external(env.raw(), data, Some(finalize), ptr::null_mut(), &mut value) };
+    let status =
+        unsafe { sys::napi_create_external(env.raw(), data, Some(finalize::<H>), ptr::null_mut(), &mut value) };
     if status != sys::Status::napi_ok {
         // SAFETY: not handed to Node, so still ours to free.
-        drop(unsafe { Box::from_raw(data.cast::<Held>()) });
-        return Err(Error::new(Status::GenericFailure, "cannot create the link external"));
+        drop(unsafe { Box::from_raw(data.cast::<H>()) });
+        return Err(Error::new(Status::GenericFailure, "cannot create the external"));
     }
     // SAFETY: `value` is the external just created.
-    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &TAG) })?;
+    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), value, &H::TAG) })?;
     Ok(value)
+}
+
+/// A hub's link as a tagged external.
+pub fn link_external(env: &Env, link: Arc<dyn Link>) -> Result<sys::napi_value> {
+    external(env, link)
+}
+
+/// A hub's waker as a tagged external.
+pub fn waker_external(env: &Env, waker: Rc<Waker>) -> Result<sys::napi_value> {
+    external(env, waker)
 }
 
 /// Throws `message` as a JavaScript error (or a `TypeError`), returning `undefined`.
@@ -63,15 +89,15 @@ unsafe fn throw(env: sys::napi_env, message: &str, type_error: bool) -> sys::nap
     ptr::null_mut()
 }
 
-/// Reads `N` arguments; the first must be a link external.
+/// Reads `N` arguments; the first must be an external holding an `H`.
 ///
 /// # Safety
 /// `env` and `info` must be those of the current call. The returned reference lives
 /// while the external does, which the caller's arguments keep alive for the call.
-unsafe fn args<'a, const N: usize>(
+unsafe fn args<'a, H: Held, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> std::result::Result<(&'a Held, [sys::napi_value; N]), &'static str> {
+) -> std::result::Result<(&'a H, [sys::napi_value; N]), &'static str> {
     let mut argv = [ptr::null_mut(); N];
     let mut argc = N;
     // SAFETY: per the contract; `argv` has room for `argc` values.
@@ -81,18 +107,18 @@ unsafe fn args<'a, const N: usize>(
     }
     let mut ours = false;
     // SAFETY: argv[0] is a value of this call.
-    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &TAG, &mut ours) };
+    let s = unsafe { sys::napi_check_object_type_tag(env, argv[0], &H::TAG, &mut ours) };
     if s != sys::Status::napi_ok || !ours {
-        return Err(NOT_A_LINK);
+        return Err(H::NOT_ONE);
     }
     let mut data = ptr::null_mut();
-    // SAFETY: tagged by `link_external`, so it is an external holding a Box<Held>.
+    // SAFETY: tagged by `external::<H>`, so it is an external holding a Box<H>.
     if unsafe { sys::napi_get_value_external(env, argv[0], &mut data) } != sys::Status::napi_ok || data.is_null() {
-        return Err(NOT_A_LINK);
+        return Err(H::NOT_ONE);
     }
-    // SAFETY: the external owns the link until its finalizer runs, which cannot happen
-    // while this call holds the value as an argument.
-    Ok((unsafe { &*data.cast::<Held>() }, argv))
+    // SAFETY: the external owns the value until its finalizer runs, which cannot happen
+    // while this call holds the external as an argument.
+    Ok((unsafe { &*data.cast::<H>() }, argv))
 }
 
 /// The bytes of a `Uint8Array` argument.
@@ -121,7 +147,7 @@ unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a
 /// receiver did not get it (`drop_new`, or a datagram with nowhere to go).
 unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, argv) = match unsafe { args::<3>(env, info) } {
+    let (link, argv) = match unsafe { args::<Arc<dyn Link>, 3>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -153,7 +179,7 @@ unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_in
 /// `netPump(link): number` — datagrams read (their messages went into the ring).
 unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, _) = match unsafe { args::<1>(env, info) } {
+    let (link, _) = match unsafe { args::<Arc<dyn Link>, 1>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -164,6 +190,28 @@ unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info)
         // SAFETY: this call's env.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
     }
+}
+
+/// `netArm(waker, cursor: number): void` — rings the hub's doorbell once its ring holds
+/// messages past `cursor`.
+unsafe extern "C" fn net_arm(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (waker, argv) = match unsafe { args::<Rc<Waker>, 2>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let mut cursor = 0.0f64;
+    // SAFETY: this call's env and argument; `cursor` is a valid out-pointer.
+    if unsafe { sys::napi_get_value_double(env, argv[1], &mut cursor) } != sys::Status::napi_ok {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "netArm takes a cursor number", true) };
+    }
+    if !waker.arm(crate::seq_from_js(cursor)) {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "ERR_CLOSED: the hub is closed", false) };
+    }
+    ptr::null_mut()
 }
 
 /// `n` as a JavaScript number.
@@ -180,8 +228,8 @@ unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
 /// Adds the fast paths to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 2] =
-        [(c"netPublish", Some(net_publish)), (c"netPump", Some(net_pump))];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] =
+        [(c"netPublish", Some(net_publish)), (c"netPump", Some(net_pump)), (c"netArm", Some(net_arm))];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

@@ -122,6 +122,7 @@ pub struct ShmOffsets {
     pub sub_cursor_lo: u32,
     pub slot_stamp: u32,
     pub slot_len: u32,
+    pub slot_origin: u32,
     pub slot_payload: u32,
 }
 
@@ -144,6 +145,7 @@ pub fn shm_offsets() -> ShmOffsets {
         sub_cursor_lo: u(offsets::SUB_CURSOR_LO),
         slot_stamp: u(offsets::SLOT_STAMP),
         slot_len: u(offsets::SLOT_LEN),
+        slot_origin: u(offsets::SLOT_ORIGIN),
         slot_payload: u(offsets::SLOT_PAYLOAD),
     }
 }

@@ -11,6 +11,8 @@
 //! A parked reader is woken from its own event loop ([`Watcher`]) where libuv allows,
 //! and by the transport's threads through a threadsafe function for what they deliver.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use zerohop::{Hub, Link, ReadInPlace, StatusEvent, Value};
 
 use crate::waiter::Doorbell;
 use crate::watch::Watcher;
-use crate::{ShmHandle, closed, duration_ms, js_error, seq_from_js};
+use crate::{ShmHandle, closed, duration_ms, js_error};
 
 /// A status change, as JavaScript gets it.
 #[napi(object)]
@@ -82,13 +84,46 @@ pub struct Capabilities {
     pub requests: bool,
 }
 
+/// How a hub's waiting reader is woken: what `netArm(waker, cursor)` ([`crate::fast`])
+/// arms. JavaScript thread only (shared with the waker external, not across threads).
+pub struct Waker {
+    ring: Arc<dyn ReadInPlace>,
+    /// libuv watching the socket, where it can (else the transport's threads ring).
+    watcher: RefCell<Option<Watcher>>,
+    closed: Cell<bool>,
+}
+
+impl Waker {
+    /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has);
+    /// false once the hub is closed.
+    pub fn arm(&self, cursor: u64) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        match &*self.watcher.borrow() {
+            Some(w) => w.arm(cursor),
+            None => self.ring.arm(cursor, false),
+        }
+        true
+    }
+
+    fn disarm(&self) {
+        match &*self.watcher.borrow() {
+            Some(w) => w.disarm(),
+            None => {
+                self.ring.disarm();
+            }
+        }
+    }
+}
+
 /// A network hub.
 #[napi]
 pub struct NetHandle {
     hub: Option<Hub>,
     link: Arc<dyn Link>,
     ring: Arc<dyn ReadInPlace>,
-    watcher: Option<Watcher>,
+    waker: Rc<Waker>,
 }
 
 impl NetHandle {
@@ -109,7 +144,8 @@ impl NetHandle {
         let ring = hub.read_in_place().map_err(js_error)?;
         // JavaScript reads the ring with a cursor of its own (claimed through `ring()`).
         hub.detach_reader();
-        Ok(NetHandle { hub: Some(hub), link, ring, watcher: None })
+        let waker = Rc::new(Waker { ring: ring.clone(), watcher: RefCell::new(None), closed: Cell::new(false) });
+        Ok(NetHandle { hub: Some(hub), link, ring, waker })
     }
 
     /// The hub's settings, with the transport's defaults filled in.
@@ -225,14 +261,16 @@ impl NetHandle {
     }
 
     /// Installs the doorbell: `callback` runs on the JS thread when an armed reader may
-    /// read. Does not keep the event loop alive by itself.
+    /// read; when it was another thread that rang (through a threadsafe function),
+    /// `threaded` runs instead, and should call [`rung_elsewhere`](Self::rung_elsewhere).
     #[napi]
-    pub fn set_doorbell(&mut self, env: Env, callback: Function<u32, ()>) -> Result<()> {
+    pub fn set_doorbell(&mut self, env: Env, callback: Function<u32, ()>, threaded: Function<u32, ()>) -> Result<()> {
         self.hub()?;
         // SAFETY: `callback` is a function argument of this call, on its env.
-        self.watcher = unsafe { Watcher::new(env.raw(), callback.raw(), self.link.clone(), self.ring.clone()) };
+        *self.waker.watcher.borrow_mut() =
+            unsafe { Watcher::new(env.raw(), callback.raw(), self.link.clone(), self.ring.clone()) };
         let tsfn: Doorbell =
-            callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+            threaded.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
         let tsfn = Arc::new(tsfn);
         self.ring.set_doorbell(Some(Arc::new(move || {
             // QueueFull means a ring is already pending: that one suffices.
@@ -241,26 +279,34 @@ impl NetHandle {
         Ok(())
     }
 
-    /// Rings the doorbell once the ring's tail passes `cursor` (at once if it has).
+    /// Whether an armed doorbell keeps the event loop alive by itself (the reader's loop
+    /// watches the socket); otherwise the caller holds it while it waits.
     #[napi]
-    pub fn arm(&self, cursor: f64) -> Result<()> {
-        self.hub()?;
-        let cursor = seq_from_js(cursor);
-        match &self.watcher {
-            Some(w) => w.arm(cursor),
-            None => self.ring.arm(cursor, false),
-        }
-        Ok(())
+    pub fn arm_keeps_loop_alive(&self) -> bool {
+        self.waker.watcher.borrow().as_ref().is_some_and(Watcher::keeps_loop_alive)
     }
 
-    /// Cancels an `arm`.
+    /// What `netArm(waker, cursor)` takes (see [`crate::fast`]): arming, once per wait,
+    /// without a `#[napi]` method's cost.
+    #[napi(ts_return_type = "unknown")]
+    pub fn waker<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let value = crate::fast::waker_external(env, self.waker.clone())?;
+        // SAFETY: `value` was just created in this env.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+    }
+
+    /// Cancels an arm.
     #[napi]
     pub fn disarm(&self) {
-        match &self.watcher {
-            Some(w) => w.disarm(),
-            None => {
-                self.ring.disarm();
-            }
+        self.waker.disarm();
+    }
+
+    /// The doorbell was rung by another thread: the wait it armed is over (the watcher
+    /// no longer holds the loop for it).
+    #[napi]
+    pub fn rung_elsewhere(&self) {
+        if let Some(w) = &*self.waker.watcher.borrow() {
+            w.rung_elsewhere();
         }
     }
 
@@ -325,7 +371,8 @@ impl NetHandle {
     /// Sends what is queued, stops the transport's threads and closes its sockets. Idempotent.
     #[napi]
     pub fn close(&mut self) {
-        self.watcher = None;
+        self.waker.closed.set(true);
+        drop(self.waker.watcher.borrow_mut().take());
         if let Some(mut hub) = self.hub.take() {
             // JavaScript reports its own `closed`: no late native one after it.
             if let Ok(c) = hub.connection() {

@@ -28,6 +28,7 @@ unsafe extern "C" {
     fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
     fn uv_poll_stop(handle: *mut c_void) -> c_int;
     fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
+    fn uv_ref(handle: *mut c_void);
     fn uv_unref(handle: *mut c_void);
     fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
     fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
@@ -47,6 +48,11 @@ struct State {
     link: Arc<dyn Link>,
     ring: Arc<dyn ReadInPlace>,
     cursor: u64,
+    /// A reader waits (armed here, not yet rung).
+    armed: bool,
+    /// libuv polls the descriptor. It goes on after a ring, until it finds the socket
+    /// readable with nobody waiting: a reader that waits again right away (a ping-pong)
+    /// then costs libuv no `epoll_ctl`.
     polling: bool,
 }
 
@@ -96,7 +102,7 @@ impl Watcher {
             sys::napi_create_string_utf8(env, c"zerohop.doorbell".as_ptr(), -1, &mut name);
             sys::napi_async_init(env, ptr::null_mut(), name, &mut context);
         }
-        let state = State { env, doorbell: reference, context, link, ring, cursor: 0, polling: false };
+        let state = State { env, doorbell: reference, context, link, ring, cursor: 0, armed: false, polling: false };
         let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], state }));
         // SAFETY: `block` is ours and alive; its handle memory is `size` bytes, 8-aligned,
         // and stays where it is (the Box is not moved) until the close callback frees it.
@@ -110,8 +116,7 @@ impl Watcher {
                 return None;
             }
             uv_handle_set_data(handle, block.cast());
-            // An armed watcher does not keep the loop alive by itself: a pending receive
-            // does (the TypeScript side holds a timer while it waits).
+            // Only an armed watcher keeps the loop alive (a pending receive does; see `arm`).
             uv_unref(handle);
         }
         Some(Watcher { block })
@@ -123,24 +128,47 @@ impl Watcher {
     }
 
     /// Asks for one doorbell ring once the ring's tail passes `cursor`: the transport
-    /// arms for other threads' deliveries, and libuv watches the socket meanwhile.
+    /// arms for other threads' deliveries, and libuv watches the socket meanwhile. While
+    /// armed, the watcher keeps the event loop alive, as a pending read of a Node socket
+    /// does.
     pub fn arm(&self, cursor: u64) {
         // SAFETY: JavaScript thread only, so nothing else touches the state now.
         let state = unsafe { &mut (*self.block).state };
         state.cursor = cursor;
+        state.armed = true;
         state.ring.arm(cursor, true);
         if !state.polling {
             // SAFETY: an initialised poll handle; the callback's signature is libuv's.
             state.polling = unsafe { uv_poll_start(self.handle(), UV_READABLE, on_readable) } == 0;
         }
+        // SAFETY: an initialised handle.
+        unsafe { uv_ref(self.handle()) };
     }
 
     /// Cancels an `arm`.
     pub fn disarm(&self) {
         // SAFETY: as in `arm`.
         let state = unsafe { &mut (*self.block).state };
+        state.armed = false;
         stop(self.handle(), state);
         state.ring.disarm();
+    }
+
+    /// Another thread rang the doorbell (through the threadsafe function): the wait is
+    /// over. Polling goes on (see [`State::polling`]) without holding the loop.
+    pub fn rung_elsewhere(&self) {
+        // SAFETY: as in `arm`.
+        let state = unsafe { &mut (*self.block).state };
+        if state.armed {
+            state.armed = false;
+            // SAFETY: an initialised handle.
+            unsafe { uv_unref(self.handle()) };
+        }
+    }
+
+    /// Whether the loop is kept alive while armed (by the watcher itself).
+    pub fn keeps_loop_alive(&self) -> bool {
+        true
     }
 }
 
@@ -160,11 +188,15 @@ impl Drop for Watcher {
     }
 }
 
+/// Stops libuv's polling, and tells the transport it reads its socket itself again.
 fn stop(handle: *mut c_void, state: &mut State) {
+    // SAFETY: an initialised handle; unref is idempotent.
+    unsafe { uv_unref(handle) };
     if state.polling {
         // SAFETY: an initialised poll handle.
         unsafe { uv_poll_stop(handle) };
         state.polling = false;
+        state.ring.unwatch();
     }
 }
 
@@ -180,15 +212,32 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
     // SAFETY: the data of every handle here is its block; the loop runs this on the
     // JavaScript thread, the only one that touches the state.
     let state = unsafe { &mut (*uv_handle_get_data(handle).cast::<Block>()).state };
+    if !state.armed {
+        // Nobody waits: stop until someone does (the transport's I/O thread reads).
+        let _ = state.link.pump();
+        stop(handle, state);
+        return;
+    }
+    // Take the arm first, so that what the pump delivers does not ring the threadsafe
+    // doorbell (a hop through the loop's async handle): this callback rings it directly.
+    let rung_elsewhere = !state.ring.disarm();
     // An error is the transport closing: the reader learns of it from its own calls.
     let _ = state.link.pump();
+    if rung_elsewhere {
+        state.armed = false; // another thread rang already: its ring is on its way
+        // SAFETY: an initialised handle.
+        unsafe { uv_unref(handle) };
+        return;
+    }
     if table::tail(state.ring.segment()) <= state.cursor {
-        return; // acknowledgements, or another thread was first: keep watching
+        // Acknowledgements only: wait on (the arm rings at once if a message came meanwhile).
+        state.ring.arm(state.cursor, true);
+        return;
     }
-    stop(handle, state);
-    if !state.ring.disarm() {
-        return; // another thread rang the doorbell already
-    }
+    state.armed = false;
+    // Polling goes on (see `State::polling`), without holding the loop.
+    // SAFETY: an initialised handle.
+    unsafe { uv_unref(handle) };
     // SAFETY: on the JavaScript thread of `env`; every value is created in the scope
     // opened here; `napi_make_callback` runs microtasks after the call, as an I/O
     // callback of Node's own would.
@@ -198,7 +247,7 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
         sys::napi_open_handle_scope(env, &mut scope);
         let (mut function, mut recv, mut result) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
         sys::napi_get_reference_value(env, state.doorbell, &mut function);
-        sys::napi_get_undefined(env, &mut recv);
+        sys::napi_get_global(env, &mut recv); // must be an object: napi_make_callback converts it
         if !function.is_null()
             && sys::napi_make_callback(env, state.context, recv, function, 0, ptr::null(), &mut result)
                 == sys::Status::napi_pending_exception

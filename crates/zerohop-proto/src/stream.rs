@@ -32,17 +32,35 @@ pub fn encode_prefix(len: usize, out: &mut Vec<u8>) {
     put_varint(len as u64, out);
 }
 
+/// The longest LEB128 varint of a `u64`.
+pub const MAX_VARINT_LEN: usize = 10;
+
 /// Appends `v` as a LEB128 varint (the prefix's encoding, also used for
 /// acknowledgements and stream headers).
-pub fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+pub fn put_varint(v: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; MAX_VARINT_LEN];
+    let n = write_varint(v, &mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// Writes `v` as a LEB128 varint into `out`; returns its length.
+///
+/// ```
+/// let mut out = [0u8; zerohop_proto::stream::MAX_VARINT_LEN];
+/// assert_eq!(zerohop_proto::stream::write_varint(300, &mut out), 2);
+/// assert_eq!(out[..2], [0xac, 0x02]);
+/// ```
+pub fn write_varint(mut v: u64, out: &mut [u8; MAX_VARINT_LEN]) -> usize {
+    let mut i = 0;
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
         if v == 0 {
-            out.push(byte);
-            return;
+            out[i] = byte;
+            return i + 1;
         }
-        out.push(byte | 0x80);
+        out[i] = byte | 0x80;
+        i += 1;
     }
 }
 

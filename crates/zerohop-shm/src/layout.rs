@@ -16,16 +16,19 @@
 //! 512   space line:    space, space_waiters   futex word blocked publishers park on, and
 //!                                             a flag they raise
 //! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked
-//! ...   slots, each slot_stride bytes: stamp u32, len u32, payload[slot_size]
+//! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
+//!       payload[slot_size]
 //! ```
 //!
 //! A slot's `stamp` says which message it holds: `2 * (seq + 1)` (mod 2^32) once
 //! message `seq` is committed, one less while it is being written. See [`crate::ring`].
+//! Its `origin` is the publishing hub's own subscriber entry plus one (0: a hub that
+//! does not receive), so that a hub skips what it published itself.
 
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -63,7 +66,9 @@ pub mod offsets {
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;
     pub const SLOT_LEN: usize = 4;
-    pub const SLOT_PAYLOAD: usize = 8;
+    /// Who published the message: the publishing hub's subscriber entry plus one, or 0.
+    pub const SLOT_ORIGIN: usize = 8;
+    pub const SLOT_PAYLOAD: usize = 16;
 }
 
 // The identity fields must fit in the first line.
@@ -157,8 +162,8 @@ impl Layout {
         offsets::SUBSCRIBERS + self.max_subscribers as usize * offsets::SUB_ENTRY
     }
 
-    /// Bytes per slot: stamp, length and payload, rounded up to 64 so that a slot starts
-    /// on a cache line and 8-byte fields in the payload are aligned.
+    /// Bytes per slot: stamp, length, origin and payload, rounded up to 64 so that a slot
+    /// starts on a cache line and 8-byte fields in the payload are aligned.
     pub fn slot_stride(&self) -> usize {
         (offsets::SLOT_PAYLOAD + self.slot_size as usize).next_multiple_of(64)
     }

@@ -227,6 +227,9 @@ pub struct Publisher {
     stats: PublisherStats,
     /// A subscriber entry of the same hub, which a `Block` publisher does not wait for.
     own_entry: Option<u32>,
+    /// What each message's origin word says: the own entry plus one (0: none), so that
+    /// the hub's own subscriber skips what it published.
+    origin: u32,
     /// Sequence number below which the last scan of the subscriber table proved there
     /// is room, so that most publishes skip the scan.
     room_until: u64,
@@ -242,14 +245,17 @@ impl Publisher {
             timeout: DEFAULT_PUBLISH_TIMEOUT,
             stats: PublisherStats::default(),
             own_entry: None,
+            origin: 0,
             room_until: 0,
         }
     }
 
     /// Tells the publisher which subscriber entry belongs to its own hub: backpressure
-    /// ignores it (a hub does not wait for itself).
+    /// ignores it (a hub does not wait for itself), and that subscriber skips what this
+    /// publisher publishes (a hub does not receive its own messages).
     pub fn set_own_entry(&mut self, entry: Option<u32>) {
         self.own_entry = entry;
+        self.origin = entry.map_or(0, |e| e + 1);
     }
 
     /// Sets how long `publish` and `loan` wait for the lock or for space.
@@ -323,6 +329,7 @@ impl Publisher {
             // seqlock contract described on `Loan::as_mut_slice`).
             unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.payload_ptr(tail), size) };
             self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
+            self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
             self.mem.stamp(tail).store(committed_stamp(tail), Ordering::Release);
             tail += 1;
         }
@@ -425,7 +432,9 @@ impl Loan<'_> {
         assert!(len <= self.publisher.max_message_size(), "commit of {len} bytes exceeds the slot");
         let mem = &self.publisher.mem;
         let seq = self.seq;
-        mem.word(mem.layout.slot_offset(seq) + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
+        let slot = mem.layout.slot_offset(seq);
+        mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
+        mem.word(slot + offsets::SLOT_ORIGIN).store(self.publisher.origin, Ordering::Relaxed);
         // SeqCst (not just Release): it must be ordered before the `waiters` load
         // below, the publisher half of the Dekker handshake with parking subscribers.
         mem.stamp(seq).store(committed_stamp(seq), Ordering::SeqCst);
@@ -691,7 +700,19 @@ impl Subscriber {
                             continue;
                         }
                     }
-                    let len_word = self.mem.word(self.mem.layout.slot_offset(seq) + offsets::SLOT_LEN);
+                    let slot = self.mem.layout.slot_offset(seq);
+                    if self.mem.word(slot + offsets::SLOT_ORIGIN).load(Ordering::Relaxed) == self.index + 1 {
+                        // Our own hub published it: not ours to receive (unless the
+                        // slot was overwritten meanwhile, then we were lapped).
+                        fence(Ordering::Acquire);
+                        if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
+                            self.skip_ahead();
+                        } else {
+                            self.advance(seq + 1);
+                        }
+                        continue;
+                    }
+                    let len_word = self.mem.word(slot + offsets::SLOT_LEN);
                     let len = (len_word.load(Ordering::Relaxed) as usize).min(self.mem.layout.slot_size as usize);
                     out.clear();
                     out.reserve(len);

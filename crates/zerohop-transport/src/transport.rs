@@ -228,8 +228,11 @@ pub trait ReadInPlace: Send + Sync {
     /// meanwhile and pumps ([`Link::pump`]) when it is readable, so the transport leaves
     /// the socket to it (and rings only for what other threads deliver).
     fn arm(&self, cursor: u64, watched: bool);
-    /// Cancels an `arm` (and the watching); true if it was still armed.
+    /// Cancels an `arm`; true if it was still armed (no ring had taken it).
     fn disarm(&self) -> bool;
+    /// The reader's event loop stopped watching (see [`arm`](Self::arm)): the transport
+    /// reads the socket itself again.
+    fn unwatch(&self);
     /// A descriptor that polls readable when [`Link::pump`] has something to read.
     fn readiness_fd(&self) -> RawFd;
 }

@@ -66,6 +66,8 @@ pub struct RecvBatch {
     received: usize,
     /// The last call found nothing waiting.
     idle: bool,
+    /// Whether the last `recv` filled every header it offered (more may be waiting).
+    full: bool,
 }
 
 // SAFETY: the raw pointers inside `iovs`/`hdrs` are scratch, rebuilt before every call
@@ -104,6 +106,7 @@ impl RecvBatch {
             hdrs: vec![hdr; batch],
             received: 0,
             idle: true,
+            full: false,
         }
     }
 
@@ -148,6 +151,7 @@ impl RecvBatch {
         if r < 0 {
             let e = io::Error::last_os_error();
             self.idle = true;
+            self.full = false;
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
@@ -155,7 +159,14 @@ impl RecvBatch {
         }
         self.received = r as usize;
         self.idle = false;
+        self.full = self.received == n;
         Ok(self.received)
+    }
+
+    /// Whether the last `recv` took fewer datagrams than it asked for: the socket had no
+    /// more then, and asking again at once would most likely find nothing.
+    pub fn drained(&self) -> bool {
+        !self.full
     }
 
     /// Datagrams from the last `recv`.

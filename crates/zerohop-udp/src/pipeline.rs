@@ -332,6 +332,16 @@ impl UdpPipeline {
         Ok(false)
     }
 
+    /// Whether the last `poll_recv` emptied the socket as far as it can tell, so that
+    /// another at once would most likely find nothing (io_uring: its completions are
+    /// read without a system call, so it never says so).
+    pub fn drained(&self) -> bool {
+        match &self.receiver {
+            Receiver::Uring(_) => false,
+            Receiver::Mmsg(batch) => batch.drained(),
+        }
+    }
+
     /// The descriptor that polls readable when `poll_recv` has work: with io_uring the
     /// ring (the receive is always armed when `poll_recv` returns), otherwise the socket.
     pub fn readiness_fd(&self) -> std::os::fd::RawFd {

@@ -175,7 +175,8 @@ impl UdpEngine {
             }
             let n = pipeline.poll_recv(|r| ring.deliver_or_hold(&inbound(&r))).unwrap_or(0);
             total += n;
-            if n == 0 {
+            // A short batch emptied the socket: another call would be a wasted one.
+            if n == 0 || pipeline.drained() {
                 break;
             }
         }

@@ -59,13 +59,27 @@ export declare class NetHandle {
   takeSpilled(key: number): Buffer
   /**
    * Installs the doorbell: `callback` runs on the JS thread when an armed reader may
-   * read. Does not keep the event loop alive by itself.
+   * read; when it was another thread that rang (through a threadsafe function),
+   * `threaded` runs instead, and should call [`rung_elsewhere`](Self::rung_elsewhere).
    */
-  setDoorbell(callback: (arg: number) => void): void
-  /** Rings the doorbell once the ring's tail passes `cursor` (at once if it has). */
-  arm(cursor: number): void
-  /** Cancels an `arm`. */
+  setDoorbell(callback: (arg: number) => void, threaded: (arg: number) => void): void
+  /**
+   * Whether an armed doorbell keeps the event loop alive by itself (the reader's loop
+   * watches the socket); otherwise the caller holds it while it waits.
+   */
+  armKeepsLoopAlive(): boolean
+  /**
+   * What `netArm(waker, cursor)` takes (see [`crate::fast`]): arming, once per wait,
+   * without a `#[napi]` method's cost.
+   */
+  waker(): unknown
+  /** Cancels an arm. */
   disarm(): void
+  /**
+   * The doorbell was rung by another thread: the wait it armed is over (the watcher
+   * no longer holds the loop for it).
+   */
+  rungElsewhere(): void
   /** Calls `callback` with every status event from now on (and the ones so far). */
   onStatus(callback: (arg: NetStatusEvent) => void): void
   /** The status now. */
@@ -269,5 +283,6 @@ export interface ShmOffsets {
   subCursorLo: number
   slotStamp: number
   slotLen: number
+  slotOrigin: number
   slotPayload: number
 }

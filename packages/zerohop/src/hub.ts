@@ -413,7 +413,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private async recvInto(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
     const { timeoutMs, signal } = options
     if (signal?.aborted) throw abortError(signal)
-    const first = this.spinNext(info)
+    // Without a spin the doorbell watches the socket: no read of it first, which would
+    // cost a system call when (as in a request and its answer) nothing is there yet.
+    const first = this.spinUs > 0 ? this.spinNext(info) : this.next(info, false)
     if (first !== EMPTY) return first
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
@@ -524,8 +526,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
   }
 
-  /** The next decoded message, or EMPTY; fills `info` from its envelope when given. */
-  private next(info?: MessageInfo): T | typeof EMPTY {
+  /**
+   * The next decoded message, or EMPTY; fills `info` from its envelope when given. With
+   * `pump`, an empty ring makes it read the socket on this thread (network transports).
+   */
+  private next(info?: MessageInfo, pump = true): T | typeof EMPTY {
     const sub = this.subscriber()
     if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     const ring = this.ring
@@ -533,7 +538,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       const off = sub.peek()
       if (off < 0) {
         // Network transports: read the socket on this thread rather than wait for another.
-        if (this.port.pump() > 0) continue
+        if (pump && this.port.pump() > 0) continue
         return EMPTY
       }
       let value: T
@@ -592,8 +597,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (timeoutMs !== undefined) timer = setTimeout(() => wake(true), Math.max(0, timeoutMs))
       signal?.addEventListener('abort', onAbort, { once: true })
       this.wakeups.push(wake)
-      // The doorbell does not hold the event loop open; a pending receive does.
-      this.keepAlive ??= setInterval(noop, 1 << 30)
+      // A pending receive holds the event loop open (the doorbell alone may not).
+      if (!this.port.armKeepsLoopAlive) this.keepAlive ??= setInterval(noop, 1 << 30)
       if (!this.armed) {
         this.armed = true
         this.port.arm(sub.cursor)

@@ -8,6 +8,8 @@ import { fromNative } from './errors.js'
 export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, NetHandle, NetStatusEvent } from '../native/binding.js'
 /** The hot-path handle of a network hub (an opaque native value, from `NetHandle.link()`). */
 export type NetLink = { readonly __brand: 'NetLink' }
+/** What arms a network hub's doorbell (an opaque native value, from `NetHandle.waker()`). */
+export type NetWaker = { readonly __brand: 'NetWaker' }
 
 /**
  * The per-message calls of network hubs, written against Node-API directly
@@ -17,6 +19,7 @@ export type NetLink = { readonly __brand: 'NetLink' }
 export const fast = binding as unknown as {
   netPublish(link: NetLink, bytes: Uint8Array, channel: number): boolean
   netPump(link: NetLink): number
+  netArm(waker: NetWaker, cursor: number): void
 }
 export { binding }
 

@@ -109,6 +109,8 @@ export interface Port<T> {
   spilled(off: number): Uint8Array | undefined
   /** Installs what runs when an armed reader may read. */
   setDoorbell(ring: () => void): void
+  /** Whether an armed doorbell keeps the event loop alive by itself (else the hub holds it while it waits). */
+  readonly armKeepsLoopAlive: boolean
   /** Rings the doorbell once the ring holds messages past `cursor`. */
   arm(cursor: number): void
   disarm(): void

@@ -57,6 +57,10 @@ export class ShmRing {
   readonly SUB_STRIDE: number
   readonly SUB_PID: number
   readonly SUB_CURSOR: number
+  /** Byte offset of the payload in a slot, and word offsets of a slot's length and origin. */
+  readonly PAYLOAD: number
+  readonly LEN: number
+  readonly ORIGIN: number
   private slotViews: (Uint8Array | undefined)[]
 
   constructor(handle: ShmHandle) {
@@ -82,6 +86,9 @@ export class ShmRing {
     this.SUB_STRIDE = o.subEntry >> 2
     this.SUB_PID = o.subPid >> 2
     this.SUB_CURSOR = o.subCursorLo >> 2
+    this.PAYLOAD = o.slotPayload
+    this.LEN = o.slotLen >> 2
+    this.ORIGIN = o.slotOrigin >> 2
     // A holey array, filled lazily: `Array.from` would allocate every entry up front.
     // oxlint-disable-next-line unicorn/no-new-array
     this.slotViews = new Array(this.capacity)
@@ -97,7 +104,7 @@ export class ShmRing {
     const i = lo & this.mask
     let v = this.slotViews[i]
     if (v === undefined) {
-      const start = this.headerLen + i * this.stride + 8
+      const start = this.headerLen + i * this.stride + this.PAYLOAD
       v = this.slotViews[i] = this.u8.subarray(start, start + this.slotSize)
     }
     return v
@@ -163,6 +170,8 @@ export class ShmPublisher {
   private readonly timeoutMs: number
   /** Subscriber entry of the same hub: backpressure does not wait for it. */
   private readonly ownEntry: number | undefined
+  /** What each message's origin word says: the own entry plus one (0: none), so the hub skips its own. */
+  private readonly origin: number
   /** Sequence number (64-bit, as a number) below which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
@@ -176,6 +185,7 @@ export class ShmPublisher {
     this.policy = policy
     this.timeoutMs = timeoutMs
     this.ownEntry = ownEntry
+    this.origin = ownEntry === undefined ? 0 : ownEntry + 1
   }
 
   /** Takes the publisher lock and returns the tail's low 32 bits. */
@@ -253,13 +263,15 @@ export class ShmPublisher {
   begin(lo: number): number {
     const base = this.ring.slotOffset(lo)
     if (!this.unmarked) this.mark(base >> 2, ((lo + 1) * 2) | 0)
-    return base + 8
+    return base + this.ring.PAYLOAD
   }
 
   /** Commits slot `lo` with `len` payload bytes. */
   commit(lo: number, len: number): void {
-    const si = this.ring.slotOffset(lo) >> 2
-    this.i32[si + 1] = len
+    const r = this.ring
+    const si = r.slotOffset(lo) >> 2
+    this.i32[si + r.LEN] = len
+    this.i32[si + r.ORIGIN] = this.origin
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
   }
 
@@ -293,13 +305,14 @@ export class ShmPublisher {
     const stamp = ((lo + 1) * 2) | 0
     if (!this.unmarked) this.mark(si, stamp)
     try {
-      r.u8.set(bytes, base + 8)
+      r.u8.set(bytes, base + r.PAYLOAD)
     } catch (e) {
       this.abandon(lo) // e.g. the caller's buffer was detached: never leave the lock held
       this.unlock(lo, 0, 0)
       throw e
     }
-    i32[si + 1] = len
+    i32[si + r.LEN] = len
+    i32[si + r.ORIGIN] = this.origin
     Atomics.store(i32, si, stamp)
     r.storeTail((lo + 1) | 0)
     Atomics.store(i32, r.LOCK, 0)
@@ -368,6 +381,8 @@ export interface SubscriberCounters {
 export class ShmSubscriber {
   readonly counters: SubscriberCounters = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0 }
   readonly entry: number
+  /** The origin word of what this subscriber's own hub published: skipped. */
+  private readonly own: number
   /** Next sequence number to read. */
   cursor: number
   /** Payload length of the message found by the last successful `peek`. */
@@ -388,6 +403,7 @@ export class ShmSubscriber {
     this.i32 = ring.i32
     const [entry, tail] = native(() => ring.handle.claimSubscriber()) as [number, number]
     this.entry = entry
+    this.own = entry + 1
     this.cursor = tail
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
   }
@@ -417,12 +433,20 @@ export class ShmSubscriber {
         }
       }
       if (stamp === want) {
-        let len = i32[si + 1]!
+        if (i32[si + r.ORIGIN] === this.own) {
+          // Our own hub published it: not ours to receive (unless it was overwritten
+          // meanwhile: then we were lapped).
+          if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+          if (Atomics.load(i32, si) !== stamp) this.skipAhead()
+          else this.moveTo(this.cursor + 1)
+          continue
+        }
+        let len = i32[si + r.LEN]!
         if (len < 0 || len > r.slotSize) len = r.slotSize
         this.len = len
         this.peekIdx = si
         this.peekStamp = stamp
-        return base + 8
+        return base + r.PAYLOAD
       }
       const becoming = (stamp + (stamp & 1)) | 0
       if (((becoming - want) | 0) > 0) {

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
-use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint, put_varint};
-use zerohop_proto::stream::{StreamDecoder, StreamError};
+use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint};
+use zerohop_proto::stream::{MAX_VARINT_LEN, StreamDecoder, StreamError, write_varint};
 
 use zerohop_net::ring::Inbound;
 
@@ -115,6 +115,26 @@ pub(crate) struct InChannel {
     ended: bool,
     /// The highest acknowledgement written (what the application had read).
     pub acked: u64,
+    /// An acknowledgement not written yet, and by when it must be. Acknowledgements wait
+    /// a little so that one covers many messages: otherwise every message would cost a
+    /// packet back (and a wake-up of the sender).
+    pending_ack: Option<u64>,
+    ack_by: Option<Instant>,
+    /// Bytes delivered since the last acknowledgement written: many go out at once.
+    unacked_bytes: usize,
+}
+
+/// How long an acknowledgement may wait for the next (the sender keeps what is
+/// unacknowledged meanwhile: a short wait, next to its send queue).
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// Bytes of messages after which an acknowledgement goes at once.
+const ACK_BYTES: usize = 256 << 10;
+
+impl InChannel {
+    /// Whether messages wait for room in the receive ring.
+    pub fn waiting(&self) -> bool {
+        !self.lens.is_empty()
+    }
 }
 
 /// Why a stream's bytes were refused.
@@ -182,6 +202,9 @@ impl Engine {
                     backlog_at: 0,
                     ended: false,
                     acked: 0,
+                    pending_ack: None,
+                    ack_by: None,
+                    unacked_bytes: 0,
                 };
                 c.streams.insert(id, Stream::ChannelIn(Box::new(inbound)));
                 self.read_channel(ch, c, id, now, Some(&rest))
@@ -240,12 +263,26 @@ impl Engine {
         let Engine { sink, peers, .. } = self;
         let p = peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
         let window = p.window(inbound.header.session, inbound.header.channel);
-        let InChannel { peer, from, header, decoder, backlog, lens, backlog_at, ended, acked } = &mut **inbound;
+        let InChannel {
+            peer,
+            from,
+            header,
+            decoder,
+            backlog,
+            lens,
+            backlog_at,
+            ended,
+            acked,
+            pending_ack,
+            ack_by,
+            unacked_bytes,
+        } = &mut **inbound;
         // Offer what waits; then take new bytes only if nothing waits.
         while let Some(&len) = lens.front() {
             let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
             let Some(pos) = sink.deliver(&m) else { break };
             window.delivered(pos);
+            *unacked_bytes += len;
             lens.pop_front();
             *backlog_at += len;
         }
@@ -264,6 +301,7 @@ impl Engine {
                     let m = Inbound::message(*peer, *from, header.channel, body);
                     if let Some(pos) = sink.deliver(&m) {
                         window.delivered(pos);
+                        *unacked_bytes += body.len();
                         return;
                     }
                 }
@@ -307,15 +345,22 @@ impl Engine {
             }
         }
         if let Some(ack) = window.consumed(sink.consumed()) {
-            let mut bytes = Vec::with_capacity(10);
-            put_varint(ack, &mut bytes);
+            *pending_ack = Some(ack);
+            ack_by.get_or_insert(now + ACK_DELAY);
+        }
+        if let Some(ack) = *pending_ack
+            && (*ended || *unacked_bytes >= ACK_BYTES || ack_by.is_some_and(|t| t <= now))
+        {
+            let mut bytes = [0u8; MAX_VARINT_LEN];
+            let n = write_varint(ack, &mut bytes);
             // Acknowledgements are tiny next to the window a stream starts with, and a
             // newer one covers an older one that could not be written.
-            let _ = c.q.send_stream(id).write(&bytes);
+            let _ = c.q.send_stream(id).write(&bytes[..n]);
             *acked = ack;
+            (*pending_ack, *ack_by, *unacked_bytes) = (None, None, 0);
         }
         let waiting = !lens.is_empty();
-        let unread = window.has_unread();
+        let unread = window.has_unread() || pending_ack.is_some();
         if *ended && !waiting && !unread {
             let _ = c.q.send_stream(id).finish();
             c.streams.remove(&id);

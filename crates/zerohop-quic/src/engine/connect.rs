@@ -31,7 +31,7 @@ impl Engine {
         match self.endpoint.connect(now, client, addr, &server_name) {
             Ok((ch, q)) => {
                 let peer = self.peers.first().map(|p| p.id);
-                let mut c = Conn::new(q, peer);
+                let mut c = Box::new(Conn::new(q, peer));
                 if c.q.has_0rtt() {
                     // Early data: the hello and every channel's backlog go in the first flight.
                     c.early = true;

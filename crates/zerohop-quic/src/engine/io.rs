@@ -37,6 +37,8 @@ pub(crate) struct Socket {
     /// Receive buffers, one per batch entry, each with room for a GRO batch.
     buffers: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
+    /// Whether the last `recv` filled every buffer (more may be waiting).
+    full: bool,
 }
 
 impl Socket {
@@ -51,7 +53,13 @@ impl Socket {
         socket.set_nonblocking(true)?;
         let io: UdpSocket = socket.into();
         let state = UdpSocketState::new((&io).into())?;
-        Ok(Socket { buffers: vec![vec![0; MAX_PAYLOAD]; BATCH], meta: vec![RecvMeta::default(); BATCH], io, state })
+        Ok(Socket {
+            buffers: vec![vec![0; MAX_PAYLOAD]; BATCH],
+            meta: vec![RecvMeta::default(); BATCH],
+            io,
+            state,
+            full: false,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -75,13 +83,17 @@ impl Socket {
     /// Reads one batch; calls `each` per datagram (GRO batches split). Returns how many
     /// datagrams were read (0: none waiting).
     pub fn recv(&mut self, mut each: impl FnMut(Datagram)) -> io::Result<usize> {
-        let mut slices: Vec<IoSliceMut<'_>> = self.buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        // On the stack: a poll allocates nothing.
+        let mut buffers = self.buffers.iter_mut();
+        let mut slices: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(buffers.next().expect("BATCH buffers")));
+        self.full = false;
         let n = match self.state.recv((&self.io).into(), &mut slices, &mut self.meta) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        drop(slices);
+        self.full = n == BATCH;
         let mut count = 0;
         for (meta, buf) in self.meta.iter().zip(&self.buffers).take(n) {
             let stride = meta.stride.max(1);
@@ -137,6 +149,12 @@ impl Net {
     /// Reads one batch from the socket (see [`Socket::recv`]).
     pub fn recv(&mut self, each: impl FnMut(Datagram)) -> usize {
         self.socket.recv(each).unwrap_or(0)
+    }
+
+    /// Whether the last `recv` took fewer datagrams than it had room for: the socket was
+    /// empty then, and reading again at once would most likely find nothing.
+    pub fn drained(&self) -> bool {
+        !self.socket.full
     }
 
     /// Sends what `q` has to send; false if the socket is full (the rest waits).

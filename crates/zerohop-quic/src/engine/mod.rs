@@ -165,7 +165,9 @@ pub(crate) struct Engine {
     pub net: Net,
     pub endpoint: quinn_proto::Endpoint,
     pub client: Option<quinn_proto::ClientConfig>,
-    pub conns: HashMap<ConnectionHandle, Conn>,
+    /// Boxed: a quinn connection is kilobytes, and each is taken out of the map and put
+    /// back whenever it is processed.
+    pub conns: HashMap<ConnectionHandle, Box<Conn>>,
     pub peers: Vec<Peer>,
     pub next_peer: u32,
     pub connector: Option<Connector>,
@@ -263,6 +265,9 @@ impl Engine {
                     break;
                 }
                 self.process_dirty(now);
+                if self.net.drained() {
+                    break; // a short batch emptied the socket
+                }
             }
         }
         self.run_timers(now);
@@ -293,7 +298,7 @@ impl Engine {
         }
         match self.endpoint.accept(incoming, now, &mut self.net.tx, None) {
             Ok((ch, q)) => {
-                let mut c = Conn::new(q, None);
+                let mut c = Box::new(Conn::new(q, None));
                 c.hello_by = Some(now + HELLO_TIMEOUT);
                 self.conns.insert(ch, c);
                 self.mark(ch);
@@ -354,18 +359,21 @@ impl Engine {
         }
     }
 
-    /// Whether the application read something since the streams waiting on it were last
-    /// looked at.
+    /// Whether the application read something since the streams whose messages wait for
+    /// room in the ring were last looked at. (Acknowledging what it read can wait for
+    /// the next tick: one acknowledgement then covers many messages, instead of a packet
+    /// each way per message.)
     fn ring_moved(&self) -> bool {
-        !self.attention.is_empty()
-            && self.attention_at.is_some()
-            && {
-                // Cheap: an atomic load and a lock in the receive ring.
-                let consumed = self.sink.consumed();
-                self.attention.iter().any(|(ch, id)| {
-                matches!(self.conns.get(ch).and_then(|c| c.streams.get(id)), Some(Stream::ChannelIn(i)) if i.acked < consumed)
+        !self.attention.is_empty() && self.attention_at.is_some() && {
+            // Cheap: an atomic load and a lock in the receive ring.
+            let consumed = self.sink.consumed();
+            self.attention.iter().any(|(ch, id)| {
+                matches!(
+                    self.conns.get(ch).and_then(|c| c.streams.get(id)),
+                    Some(Stream::ChannelIn(i)) if i.waiting() && i.acked < consumed
+                )
             })
-            }
+        }
     }
 
     /// The earliest moment something is due.

@@ -8,7 +8,7 @@
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
 import { ENVELOPE, isSpilled, spillKey } from '../envelope.js'
-import { binding, fast, native, type NetHandle, type NetLink, type NetStatusEvent } from '../native.js'
+import { binding, fast, native, type NetHandle, type NetLink, type NetStatusEvent, type NetWaker } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec } from '../struct.js'
@@ -41,12 +41,15 @@ class NetPort<T> implements Port<T> {
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = ENVELOPE.len
   readonly pollsOnCallingThread = true
+  armKeepsLoopAlive = false
   readonly loanOpen = false
   readonly peers: { setPeers(peers: string[]): void } | undefined
   readonly requests: RequestPort | undefined
   private readonly handle: NetHandle
   /** The handle `publish` and `pump` call through (see `netPublish` in the binding). */
   private readonly link: NetLink
+  /** What `arm` calls through (`netArm`). */
+  private readonly waker: NetWaker
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
   /** With a struct codec: where `publish` writes the value before sending it. */
@@ -63,6 +66,7 @@ class NetPort<T> implements Port<T> {
     this.settings = native(() => handle.settings()) as PortSettings
     this.maxMessageSize = native(() => handle.maxMessageSize())
     this.link = native(() => handle.link()) as NetLink
+    this.waker = native(() => handle.waker()) as NetWaker
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
     const caps = native(() => handle.capabilities())
@@ -160,11 +164,21 @@ class NetPort<T> implements Port<T> {
   }
 
   setDoorbell(ring: () => void): void {
-    native(() => this.handle.setDoorbell(ring))
+    const handle = this.handle
+    const threaded = (): void => {
+      handle.rungElsewhere()
+      ring()
+    }
+    native(() => handle.setDoorbell(ring, threaded))
+    this.armKeepsLoopAlive = this.handle.armKeepsLoopAlive()
   }
 
   arm(cursor: number): void {
-    native(() => this.handle.arm(cursor))
+    try {
+      fast.netArm(this.waker, cursor)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   disarm(): void {

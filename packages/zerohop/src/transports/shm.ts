@@ -44,6 +44,7 @@ class ShmPort<T> implements Port<T> {
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = 0
   readonly pollsOnCallingThread = false
+  readonly armKeepsLoopAlive = false
   readonly peers = undefined
   readonly requests = undefined
   private readonly pub: ShmPublisher | undefined

@@ -1,0 +1,220 @@
+//! The contract every transport fulfils, checked the same way for each (in the spirit
+//! of iceoryx2's generic contract tests): one set of checks, generic over how a pair of
+//! hubs that talk to each other is opened. A new transport adds its [`Pair`] to
+//! [`pairs`] and passes them all; what only it does is tested in its own crate.
+//!
+//! The TypeScript suite (`__test__/conformance.spec.ts`) checks the same contract from
+//! the public TypeScript API.
+
+use std::time::Duration;
+
+use zerohop::{
+    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, TransportKind, UdpOptions,
+    Value,
+};
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+/// How to open two hubs of one transport that reach each other.
+struct Pair {
+    kind: TransportKind,
+    /// The policies the transport applies; every other is `ERR_BAD_OPTION`.
+    policies: &'static [Backpressure],
+    open: fn(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)>,
+}
+
+fn unique(tag: &str) -> String {
+    format!("conformance-{tag}-{}-{:x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    h.finish() as u32
+}
+
+fn shm_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let url = format!("shm://{}", unique(tag));
+    Ok((Hub::open(&url, a)?, Hub::open(&url, b)?))
+}
+
+fn udp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let now = || UdpOptions { flush_interval: Duration::ZERO, ..Default::default() };
+    let a = Hub::open("udp://127.0.0.1:0", a.with(now()))?;
+    let peers = vec![a.local_addr().unwrap().to_string()];
+    let b = Hub::open("udp://127.0.0.1:0", b.with(UdpOptions { peers, ..now() }))?;
+    a.peers()?.set_peers(&[b.local_addr().unwrap().to_string()])?;
+    Ok((a, b))
+}
+
+fn quic_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let a = Hub::open("quic://127.0.0.1:0", a.with(QuicOptions { listen: true, ..Default::default() }))?;
+    let url = format!("quic://{}", a.local_addr().unwrap());
+    let b = Hub::open(&url, b.with(QuicOptions { dangerously_accept_any_server: true, ..Default::default() }))?;
+    // Publishing reaches connected peers: wait until the listener has one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.metrics().detail("peers") != Some(&Value::Number(1.0)) {
+        assert!(std::time::Instant::now() < deadline, "the client did not connect");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok((a, b))
+}
+
+fn pairs() -> [Pair; 3] {
+    use Backpressure::*;
+    [
+        Pair { kind: TransportKind::Shm, policies: &[DropOld, DropNew, Block, FailFast], open: shm_pair },
+        Pair { kind: TransportKind::Udp, policies: &[DropNew], open: udp_pair },
+        Pair { kind: TransportKind::Quic, policies: &[Block, DropNew, FailFast], open: quic_pair },
+    ]
+}
+
+fn recv(hub: &mut Hub) -> Vec<u8> {
+    let mut out = Vec::new();
+    assert!(hub.recv(&mut out, WAIT).unwrap().is_some(), "nothing arrived");
+    out
+}
+
+#[test]
+fn messages_go_both_ways_in_order_and_say_where_they_came_from() {
+    for p in pairs() {
+        let (mut a, mut b) = (p.open)("both-ways", HubOptions::default(), HubOptions::default()).unwrap();
+        for i in 0..100u32 {
+            b.publish(&i.to_le_bytes()).unwrap();
+        }
+        for i in 0..100u32 {
+            assert_eq!(recv(&mut a), i.to_le_bytes(), "{:?}", p.kind);
+        }
+        a.publish(b"back").unwrap();
+        let mut out = Vec::new();
+        let info = b.recv(&mut out, WAIT).unwrap().expect("an answer");
+        assert_eq!(out, b"back");
+        // Network transports say who sent it; shared memory has no address.
+        assert_eq!(info.from.is_some(), p.kind != TransportKind::Shm, "{:?}", p.kind);
+        assert_eq!(info.channel, 0);
+    }
+}
+
+#[test]
+fn a_hub_never_receives_what_it_published_itself() {
+    for p in pairs() {
+        let (mut a, mut b) = (p.open)("own", HubOptions::default(), HubOptions::default()).unwrap();
+        a.publish(b"mine").unwrap();
+        assert_eq!(recv(&mut b), b"mine");
+        let mut out = Vec::new();
+        assert!(a.recv(&mut out, Some(Duration::from_millis(50))).unwrap().is_none(), "{:?} echoed", p.kind);
+    }
+}
+
+#[test]
+fn waiting_times_out_empty() {
+    for p in pairs() {
+        let (mut a, _b) = (p.open)("timeout", HubOptions::default(), HubOptions::default()).unwrap();
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        assert!(a.recv(&mut out, Some(Duration::from_millis(30))).unwrap().is_none());
+        assert!(t.elapsed() >= Duration::from_millis(30), "{:?}", p.kind);
+    }
+}
+
+#[test]
+fn roles_refuse_what_they_do_not_open() {
+    for p in pairs() {
+        let publisher = HubOptions { role: Role::Publisher, ..HubOptions::default() };
+        let subscriber = HubOptions { role: Role::Subscriber, ..HubOptions::default() };
+        let (mut a, mut b) = (p.open)("roles", subscriber, publisher).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(b.try_recv(&mut out).unwrap_err().code(), ErrorCode::InvalidState, "{:?}", p.kind);
+        assert_eq!(a.publish(b"x").unwrap_err().code(), ErrorCode::InvalidState, "{:?}", p.kind);
+        b.publish(b"one way").unwrap();
+        assert_eq!(recv(&mut a), b"one way");
+    }
+}
+
+#[test]
+fn an_oversize_message_is_refused_and_the_hub_goes_on() {
+    for p in pairs() {
+        let small = || HubOptions { slot_size: Some(1024), ..HubOptions::default() };
+        let (mut a, mut b) = (p.open)("oversize", small(), small()).unwrap();
+        let max = b.max_message_size();
+        let err = b.publish(&vec![0; max + 1]).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MessageTooLarge, "{:?}", p.kind);
+        b.publish(b"after").unwrap();
+        assert_eq!(recv(&mut a), b"after");
+        // A channel the transport does not have is a bad option, not a crash.
+        assert_eq!(b.publish_on(60_000, b"x").unwrap_err().code(), ErrorCode::BadOption, "{:?}", p.kind);
+    }
+}
+
+#[test]
+fn each_backpressure_policy_applies_or_is_refused_with_why() {
+    for p in pairs() {
+        for policy in [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast] {
+            let with = || HubOptions { backpressure: Some(policy), ..HubOptions::default() };
+            match (p.open)("policy", with(), with()) {
+                Ok((_a, b)) => {
+                    assert!(p.policies.contains(&policy), "{:?} accepted {policy:?}", p.kind);
+                    assert_eq!(b.settings().backpressure, policy, "{:?}", p.kind);
+                }
+                Err(e) => {
+                    assert!(!p.policies.contains(&policy), "{:?} refused {policy:?}: {e}", p.kind);
+                    assert_eq!(e.code(), ErrorCode::BadOption);
+                    assert!(e.message().contains("does not apply to"), "{}", e.message());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn metrics_count_what_went_and_came() {
+    for p in pairs() {
+        let (mut a, mut b) = (p.open)("metrics", HubOptions::default(), HubOptions::default()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(b.publish(b"12345").unwrap(), Delivery::Accepted);
+        }
+        for _ in 0..3 {
+            recv(&mut a);
+        }
+        let (ma, mb) = (a.metrics(), b.metrics());
+        assert_eq!((mb.transport, mb.published, mb.published_bytes), (p.kind, 3, 15), "{:?}", p.kind);
+        assert_eq!((ma.received, ma.received_bytes, ma.lapped), (3, 15, 0), "{:?}", p.kind);
+    }
+}
+
+#[test]
+fn status_is_connected_until_closed_and_close_is_idempotent() {
+    for p in pairs() {
+        let (mut a, mut b) = (p.open)("close", HubOptions::default(), HubOptions::default()).unwrap();
+        assert_eq!(a.status(), zerohop::Status::Connected, "{:?}", p.kind);
+        b.publish(b"last").unwrap();
+        assert_eq!(recv(&mut a), b"last");
+        // Reliable transports hold what was published until the receiver's application
+        // read it: read now, so the drain ends.
+        assert!(b.drain(Duration::from_secs(5)), "{:?}: what was published reached its receiver", p.kind);
+        b.close();
+        b.close();
+        assert_eq!(b.publish(b"x").unwrap_err().code(), ErrorCode::Closed, "{:?}", p.kind);
+        let mut out = Vec::new();
+        assert_eq!(b.try_recv(&mut out).unwrap_err().code(), ErrorCode::Closed, "{:?}", p.kind);
+        a.close();
+    }
+}
+
+#[test]
+fn unknown_options_and_url_parameters_are_typed_errors() {
+    for p in pairs() {
+        let url = match p.kind {
+            TransportKind::Shm => format!("shm://{}", unique("opts")),
+            TransportKind::Udp => "udp://127.0.0.1:0".to_owned(),
+            _ => "quic://127.0.0.1:0".to_owned(),
+        };
+        let named = Options::new(vec![("noSuchOption".into(), Value::Bool(true))]);
+        let err = Hub::open_named(&url, named).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadOption, "{:?}", p.kind);
+        assert!(err.message().contains("noSuchOption"), "{}", err.message());
+        let err = Hub::open(&format!("{url}?noSuchParameter=1"), HubOptions::default()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadUrl, "{:?}", p.kind);
+    }
+}
