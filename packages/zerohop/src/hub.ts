@@ -338,7 +338,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   publish(value: T, options?: PublishOptions): boolean {
     this.publishable()
     const channel = options?.channel ?? 0
-    if (!Number.isInteger(channel) || channel < 0) throw new BadOptionError(`channel must be a non-negative integer, got ${String(channel)}`)
+    if (!Number.isInteger(channel) || channel < 0 || channel > 65535) {
+      throw new BadOptionError(`channel must be an integer in 0..65535, got ${String(channel)}`)
+    }
     return this.port.publish(value, channel)
   }
 

@@ -1,0 +1,263 @@
+// The contract every transport fulfils, checked from the public API the same way for
+// each: one list of checks, run for every transport in `transports` (a pair of hubs
+// that reach each other, and what the transport says of itself). A new transport adds
+// its entry and passes them all; what only it does lives in its own spec file
+// (shm.spec.ts, udp.spec.ts, quic.spec.ts). The Rust side has the same contract in
+// crates/zerohop/tests/conformance.rs.
+import test from 'ava'
+import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, ZerohopError, struct } from 'zerohop'
+import { uniqueName } from './helpers.ts'
+
+interface Transport {
+  name: string
+  /** Two hubs that reach each other: `a` receives what `b` publishes, and the other way. */
+  pair<T>(a?: HubOptions<T>, b?: HubOptions<T>): Promise<[Hub<T>, Hub<T>]>
+  /** A URL of this transport that opens alone (for option checks). */
+  url(): string
+  /** The policies it applies (the others are `ERR_BAD_OPTION`). */
+  policies: BackpressurePolicy[]
+  /** Whether received messages say where they came from. */
+  addressed: boolean
+}
+
+/** Waits until `hub` has `n` connected peers (a listener's `metrics().quic.peers`). */
+async function peers(hub: Hub<unknown>, n: number): Promise<void> {
+  for (let i = 0; i < 5000 && (hub.metrics().quic?.peers ?? 0) < n; i++) await new Promise((r) => setTimeout(r, 2))
+}
+
+const transports: Transport[] = [
+  {
+    name: 'shm',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const url = `shm://${uniqueName('conf')}`
+      return [await Hub.open<T>(url, a), await Hub.open<T>(url, b)]
+    },
+    url: () => `shm://${uniqueName('conf-opt')}`,
+    policies: ['drop_old', 'drop_new', 'block', 'fail_fast'],
+    addressed: false,
+  },
+  {
+    name: 'udp',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('udp://127.0.0.1:0', a)
+      const hb = await Hub.open<T>('udp://127.0.0.1:0', { ...b, peers: [ha.localAddress!] })
+      ha.setPeers([hb.localAddress!])
+      return [ha, hb]
+    },
+    url: () => 'udp://127.0.0.1:0',
+    policies: ['drop_new'],
+    addressed: true,
+  },
+  {
+    name: 'quic',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('quic://127.0.0.1:0', { ...a, listen: true })
+      const hb = await Hub.open<T>(`quic://${ha.localAddress}`, { ...b, tls: { dangerouslyAcceptAnyServer: true } })
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => 'quic://127.0.0.1:0',
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  },
+]
+
+const Tick = struct({ seq: 'u64', price: 'f64' })
+
+for (const tr of transports) {
+  const name = (what: string) => `${tr.name}: ${what}`
+
+  test.serial(name('every codec round-trips both ways'), async (t) => {
+    const value = { id: 7, name: 'order', tags: ['a', 'b'], nested: { ok: true, n: null } }
+    const codecs: Array<[CodecOption<unknown>, unknown]> = [
+      ['raw', new Uint8Array([1, 2, 3])],
+      ['json', value],
+      ['msgpack', { ...value, when: new Date(1700000000000), big: 2n ** 70n }],
+      [Tick, { seq: 2n ** 63n, price: 1.5 }],
+    ]
+    for (const [codec, v] of codecs) {
+      const [a, b] = await tr.pair<unknown>({ codec }, { codec })
+      b.publish(v)
+      t.deepEqual(await a.recv({ timeoutMs: 5000 }), v, String(codec))
+      a.publish(v)
+      t.deepEqual(await b.recv({ timeoutMs: 5000 }), v, String(codec))
+      await a.close()
+      await b.close()
+    }
+  })
+
+  test.serial(name('borrow() reads a struct in place and release() moves on'), async (t) => {
+    const [a, b] = await tr.pair({ codec: Tick }, { codec: Tick })
+    b.publish({ seq: 5n, price: 2.5 })
+    let m = a.borrow()
+    for (let i = 0; m === undefined && i < 2500; i++) {
+      await new Promise((r) => setTimeout(r, 2))
+      m = a.borrow()
+    }
+    t.is(m!.value.seq, 5n)
+    t.is(m!.value.price, 2.5)
+    t.true(m!.valid())
+    t.throws(() => a.tryRecv(), { code: 'ERR_INVALID_STATE' }, 'one borrow at a time')
+    t.true(m!.release())
+    t.is(a.tryRecv(), undefined)
+    await a.close()
+    await b.close()
+  })
+
+  test.serial(name('recvMessage says where a message came from'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    b.publish(new Uint8Array([9]))
+    const m = await a.recvMessage({ timeoutMs: 5000 })
+    t.deepEqual(m.value, new Uint8Array([9]))
+    if (tr.addressed) {
+      t.regex(m.from ?? '', /^127\.0\.0\.1:\d+$/)
+      t.is(m.channel, 0)
+      if (tr.name === 'udp') t.is(m.from, b.localAddress)
+    } else {
+      t.deepEqual(m, { value: new Uint8Array([9]) })
+    }
+    await a.close()
+    await b.close()
+  })
+
+  test.serial(name('recv() times out and aborts with their codes'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    await t.throwsAsync(a.recv({ timeoutMs: 20 }), { code: 'ERR_TIMEOUT' })
+    const ac = new AbortController()
+    const pending = a.recv({ signal: ac.signal })
+    setTimeout(() => ac.abort(new Error('stop')), 10)
+    const e = await t.throwsAsync(pending, { code: 'ERR_ABORTED' })
+    t.is(e?.name, 'AbortError')
+    await t.throwsAsync(a.recv({ signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' })
+    // The hub goes on after both.
+    b.publish(new Uint8Array([1]))
+    t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([1]))
+    await a.close()
+    await b.close()
+  })
+
+  test.serial(name('iteration yields in order and ends quietly on close'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    const seen: number[] = []
+    const loop = (async () => {
+      for await (const m of a) seen.push(m[0]!)
+      return 'ended'
+    })()
+    for (let i = 0; i < 5; i++) {
+      b.publish(new Uint8Array([i]))
+      await new Promise((r) => setTimeout(r, 2))
+    }
+    for (let i = 0; i < 2500 && seen.length < 5; i++) await new Promise((r) => setTimeout(r, 2))
+    await a.close()
+    t.is(await loop, 'ended')
+    t.deepEqual(seen, [0, 1, 2, 3, 4])
+    await b.close()
+  })
+
+  test.serial(name('roles refuse what they do not open; a hub never receives its own publishes'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>({ role: 'subscriber' }, { role: 'publisher' })
+    t.throws(() => a.publish(new Uint8Array(1)), { code: 'ERR_INVALID_STATE' })
+    t.throws(() => b.tryRecv(), { code: 'ERR_INVALID_STATE' })
+    await b.close()
+    await a.close()
+    const [c, d] = await tr.pair<Uint8Array>()
+    c.publish(new Uint8Array([1]))
+    t.deepEqual(await d.recv({ timeoutMs: 5000 }), new Uint8Array([1]))
+    await t.throwsAsync(c.recv({ timeoutMs: 30 }), { code: 'ERR_TIMEOUT' }, 'no echo of its own')
+    await c.close()
+    await d.close()
+  })
+
+  test.serial(name('an oversize message is ERR_MESSAGE_TOO_LARGE and the hub goes on'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>({ slotSize: 1024 }, { slotSize: 1024 })
+    t.throws(() => b.publish(new Uint8Array(b.maxMessageSize + 1)), { code: 'ERR_MESSAGE_TOO_LARGE' })
+    t.throws(() => b.publish(new Uint8Array(1), { channel: 70_000 }), { code: 'ERR_BAD_OPTION' })
+    b.publish(new Uint8Array([2]))
+    t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([2]))
+    await a.close()
+    await b.close()
+  })
+
+  test.serial(name('each backpressure policy applies, or is refused saying why'), async (t) => {
+    for (const policy of ['drop_old', 'drop_new', 'block', 'fail_fast'] as const) {
+      if (tr.policies.includes(policy)) {
+        const [a, b] = await tr.pair<Uint8Array>({ backpressure: policy }, { backpressure: policy })
+        b.publish(new Uint8Array([3]))
+        t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([3]), policy)
+        await a.close()
+        await b.close()
+      } else {
+        const e = await t.throwsAsync(Hub.open(tr.url(), { backpressure: policy }), { code: 'ERR_BAD_OPTION' })
+        t.regex(e?.message ?? '', /does not apply/, policy)
+      }
+    }
+  })
+
+  test.serial(name('metrics count what went and came, with the transport and its ring'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    for (let i = 0; i < 3; i++) b.publish(new Uint8Array(5))
+    for (let i = 0; i < 3; i++) await a.recv({ timeoutMs: 5000 })
+    const ma = a.metrics()
+    const mb = b.metrics()
+    t.like(mb, { transport: tr.name, published: 3, publishedBytes: 15, dropped: 0 })
+    t.like(ma, { transport: tr.name, received: 3, receivedBytes: 15, lapped: 0, lag: 0 })
+    t.true(ma.capacity > 0 && ma.slotSize > 0)
+    t.is(typeof ma.selectedAutomatically, 'boolean')
+    // The transport's own counters, under its name.
+    t.is(ma[tr.name as 'udp' | 'quic'] !== undefined, tr.name !== 'shm')
+    await a.close()
+    await b.close()
+  })
+
+  test.serial(name('status is connected until closed, and the events end with closed'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    t.is(a.status, 'connected')
+    const events: string[] = []
+    a.onStatus((e) => {
+      if (e.peer === undefined) events.push(e.status)
+    })
+    const iterated = (async () => {
+      const seen: string[] = []
+      for await (const e of a.statusEvents()) if (e.peer === undefined) seen.push(e.status)
+      return seen
+    })()
+    await a.close()
+    t.is(a.status, 'closed')
+    t.deepEqual(events, ['closed'])
+    t.deepEqual(await iterated, ['closed'])
+    await b.close()
+  })
+
+  test.serial(name('close is idempotent, rejects what waits, and refuses what comes after'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    const pending = a.recv()
+    await a.close()
+    await a.close()
+    await t.throwsAsync(pending, { code: 'ERR_CLOSED' })
+    t.throws(() => a.publish(new Uint8Array(1)), { code: 'ERR_CLOSED' })
+    t.throws(() => a.tryRecv(), { code: 'ERR_CLOSED' })
+    t.true(a.isClosed)
+    await b.close()
+  })
+
+  test.serial(name('close({ lingerMs }) lets what was published reach its receiver'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    b.publish(new Uint8Array([4]))
+    const closed = b.close({ lingerMs: 2000 })
+    t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([4]))
+    await closed
+    t.true(b.isClosed)
+    await t.throwsAsync(a.close({ lingerMs: -1 }), { instanceOf: ZerohopError, code: 'ERR_BAD_OPTION' })
+    await a.close()
+  })
+
+  test.serial(name('an unknown option or URL parameter is a typed error naming it'), async (t) => {
+    const e = await t.throwsAsync(Hub.open(tr.url(), { noSuchOption: 1 } as never), { code: 'ERR_BAD_OPTION' })
+    t.regex(e?.message ?? '', /noSuchOption/)
+    const u = await t.throwsAsync(Hub.open(`${tr.url()}?noSuchParameter=1`), { code: 'ERR_BAD_URL' })
+    t.regex(u?.message ?? '', /noSuchParameter/)
+    const other = tr.name === 'quic' ? { peers: [] } : { listen: true }
+    const o = await t.throwsAsync(Hub.open(tr.url(), other as never), { code: 'ERR_BAD_OPTION' })
+    t.regex(o?.message ?? '', new RegExp(`is not an option of ${tr.name}:// hubs`))
+  })
+}

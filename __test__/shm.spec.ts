@@ -1,0 +1,239 @@
+// What only shared memory does, within one process: struct layouts written and read in
+// place (loans, borrows), packed publishing, lapping, segment files and layouts, and
+// its error codes. Cross-process behaviour is in multiprocess.spec.ts.
+import test from 'ava'
+import { existsSync, statSync, writeFileSync } from 'node:fs'
+import { Hub, ZerohopError, isRetryable, struct, type ErrorCode, type StructView } from 'zerohop'
+import { uniqueName } from './helpers.ts'
+
+const shm = (tag: string) => `shm://${uniqueName(tag)}`
+
+async function rejectsWith(t: import('ava').ExecutionContext, p: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<ZerohopError> {
+  let error: unknown
+  try {
+    await (typeof p === 'function' ? p() : p)
+  } catch (e) {
+    error = e
+  }
+  t.true(error instanceof ZerohopError, `expected ${code}, got ${String(error)}`)
+  const z = error as ZerohopError
+  t.is(z.code, code, z.message)
+  t.is(z.retryable, isRetryable(code))
+  return z
+}
+
+test('struct codec: every field type round-trips, loan writes in place, borrow reads in place', async (t) => {
+  const All = struct({ a: 'u8', b: 'i8', c: 'u16', d: 'i16', e: 'u32', f: 'i32', g: 'f32', h: 'f64', i: 'u64', j: 'i64', k: 'bool' })
+  t.is(All.size, 56) // C layout: 18 bytes of small fields, f64 aligned to 24, then 8+8+8, bool, padded to 8
+  const v = { a: 255, b: -128, c: 65535, d: -32768, e: 4294967295, f: -2147483648, g: 1.5, h: Math.PI, i: 2n ** 64n - 1n, j: -(2n ** 63n), k: true }
+  const url = shm('struct')
+  await using p = await Hub.open(url, { codec: All })
+  await using s = await Hub.open(url, { codec: All, role: 'subscriber' })
+  p.publish(v)
+  t.deepEqual(s.tryRecv(), v)
+
+  const loan = p.loan()
+  Object.assign(loan.value, { ...v, h: 2.5, k: false })
+  loan.commit()
+  const b = s.borrow()!
+  t.truthy(b)
+  t.is(b.value.h, 2.5)
+  t.is(b.value.k, false)
+  t.is(b.value.i, 2n ** 64n - 1n)
+  t.deepEqual((b.value as unknown as StructView).toJSON(), { ...v, h: 2.5, k: false })
+  // The borrow is a view into the whole mapped segment, not a copy of 48 bytes.
+  t.true(b.bytes.buffer.byteLength > s.metrics().capacity * All.size)
+  t.true(b.valid())
+  t.true(b.release())
+  t.is(s.tryRecv(), undefined)
+})
+
+test('loan and borrow with raw bytes are zero-copy views of one segment', async (t) => {
+  const url = shm('zc')
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 256 })
+  await using s = await Hub.open(url, { role: 'subscriber' })
+  const loan = p.loan()
+  t.is(loan.bytes.byteLength, 256)
+  loan.bytes.set([4, 5, 6])
+  loan.commit(3)
+  const b = s.borrow()!
+  t.deepEqual([...b.bytes], [4, 5, 6])
+  // Same memory: a byte written through the borrow's view is visible in the publisher's slot view.
+  b.bytes[0] = 42
+  t.is(loan.bytes[0], 42)
+  t.true(b.release())
+  t.throws(() => loan.commit(), { instanceOf: ZerohopError })
+  const aborted = p.loan()
+  aborted.abort()
+  t.is(s.tryRecv(), undefined, 'an aborted loan publishes nothing')
+  // An aborted sequence number is reused.
+  p.publish(new Uint8Array([1]))
+  t.deepEqual(s.tryRecv(), new Uint8Array([1]))
+})
+
+test('publishPacked: one native call publishes many messages that TypeScript readers receive one by one', async (t) => {
+  const url = shm('packed')
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 16, capacity: 8, backpressure: 'drop_new' })
+  await using s = await Hub.open(url, { role: 'subscriber' })
+  const packed = new Uint8Array(6 * 4).map((_, i) => Math.floor(i / 4))
+  t.is(p.publishPacked(packed, 4), 6)
+  t.is(p.publishPacked(packed, 4), 2, 'drop_new: only 2 more fit in an 8-slot ring')
+  t.like(p.metrics(), { published: 8, publishedBytes: 32, dropped: 4 })
+  for (let i = 0; i < 8; i++) t.deepEqual(s.tryRecv(), new Uint8Array(4).fill(i % 6))
+  t.is(s.tryRecv(), undefined)
+  // JavaScript and Rust publishers share the lock and the sequence.
+  p.publish(new Uint8Array([42]))
+  t.deepEqual(s.tryRecv(), new Uint8Array([42]))
+  await rejectsWith(t, () => p.publishPacked(packed, 5), 'ERR_BAD_OPTION')
+  await rejectsWith(t, () => p.publishPacked(new Uint8Array(34), 17), 'ERR_MESSAGE_TOO_LARGE')
+})
+
+test('a write given up half-way is never delivered, even to a hub that skipped the writing stamp', async (t) => {
+  const Pair = struct({ a: 'f64', b: 'u64' })
+  for (const giveUp of ['exception', 'abort'] as const) {
+    const url = shm(`abandon-${giveUp}`)
+    await using h = await Hub.open(url, { codec: Pair, capacity: 4, slotSize: 16 })
+    await using r = await Hub.open(url, { codec: Pair, role: 'subscriber' })
+    for (let i = 0; i < 4; i++) h.publish({ a: 10 + i, b: BigInt(i) })
+    if (giveUp === 'exception') {
+      // Field a lands in the slot of message 0 before field b fails to encode.
+      await rejectsWith(t, () => h.publish({ a: 1, b: 'not a bigint' as never }), 'ERR_CODEC')
+    } else {
+      const loan = h.loan()
+      loan.value.a = 2
+      loan.abort()
+    }
+    const got: number[] = []
+    for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv()) got.push(m.a)
+    t.true(got.length > 0, giveUp)
+    t.true(got.every((a) => a >= 10), `${giveUp}: half-written messages were delivered: ${got}`)
+  }
+})
+
+test('under drop_old a held borrow reports that it was overwritten', async (t) => {
+  const url = shm('borrow-lap')
+  await using p = await Hub.open(url, { role: 'publisher', capacity: 4, slotSize: 16 })
+  await using s = await Hub.open(url, { role: 'subscriber' })
+  p.publish(new Uint8Array([1]))
+  const b = s.borrow()!
+  t.true(b.valid())
+  for (let i = 0; i < 8; i++) p.publish(new Uint8Array([2]))
+  t.false(b.valid())
+  t.false(b.release())
+  t.true(s.metrics().lapped >= 1)
+})
+
+test('segments are 0600, shared by name, and unlinked when the last hub closes', async (t) => {
+  const name = uniqueName('life')
+  const a = await Hub.open(`shm://${name}`)
+  const b = await Hub.open(name)
+  const path = a.metrics().segment
+  t.is(statSync(path).mode & 0o777, 0o600)
+  await a.close()
+  t.true(existsSync(path))
+  await b.close()
+  t.false(existsSync(path))
+})
+
+test('a stale or garbage segment file is replaced on open', async (t) => {
+  const name = uniqueName('stale')
+  writeFileSync(`/dev/shm/zerohop-${name}`, 'not a segment at all')
+  await using h = await Hub.open(`shm://${name}`)
+  await using r = await Hub.open(`shm://${name}`)
+  h.publish(new Uint8Array([1]))
+  t.deepEqual(r.tryRecv(), new Uint8Array([1]))
+})
+
+test('ERR_MESSAGE_TOO_LARGE', async (t) => {
+  await using h = await Hub.open(shm('large'), { slotSize: 8 })
+  await rejectsWith(t, () => h.publish(new Uint8Array(9)), 'ERR_MESSAGE_TOO_LARGE')
+  await rejectsWith(t, () => h.publishBatch([new Uint8Array(1), new Uint8Array(9)]), 'ERR_MESSAGE_TOO_LARGE')
+  t.is(h.metrics().published, 1, 'the batch prefix before the oversize message was published')
+  const loan = h.loan()
+  await rejectsWith(t, () => loan.commit(9), 'ERR_MESSAGE_TOO_LARGE')
+  loan.abort()
+})
+
+test('ERR_LAYOUT_MISMATCH', async (t) => {
+  const url = shm('layout')
+  await using a = await Hub.open(url, { slotSize: 64 })
+  const e = await rejectsWith(t, Hub.open(url, { slotSize: 128 }), 'ERR_LAYOUT_MISMATCH')
+  t.regex(e.message, /slotSize 64/)
+  // Without layout options, a joiner adopts the existing layout.
+  await using b = await Hub.open(url)
+  t.is(b.maxMessageSize, 64)
+  t.is(a.maxMessageSize, 64)
+})
+
+test('ERR_CLOSED', async (t) => {
+  const h = await Hub.open(shm('closed'))
+  const pending = h.recv()
+  await h.close()
+  await rejectsWith(t, pending, 'ERR_CLOSED')
+  await rejectsWith(t, () => h.publish(new Uint8Array(1)), 'ERR_CLOSED')
+  await rejectsWith(t, h.recv(), 'ERR_CLOSED')
+  await rejectsWith(t, () => h.tryRecv(), 'ERR_CLOSED')
+})
+
+test('ERR_TIMEOUT from recv and from a blocked publisher', async (t) => {
+  const url = shm('timeout')
+  await using h = await Hub.open(url, { capacity: 2, slotSize: 8 })
+  await rejectsWith(t, h.recv({ timeoutMs: 30 }), 'ERR_TIMEOUT')
+  await using sub = await Hub.open(url, { role: 'subscriber' })
+  await using pub = await Hub.open(url, { role: 'publisher', backpressure: 'block', publishTimeoutMs: 50 })
+  pub.publish(new Uint8Array(1))
+  pub.publish(new Uint8Array(1))
+  await rejectsWith(t, () => pub.publish(new Uint8Array(1)), 'ERR_TIMEOUT')
+  sub.tryRecv()
+  await rejectsWith(t, () => pub.publish(new Uint8Array(1)), 'ERR_TIMEOUT') // h has not read either
+  h.tryRecv()
+  t.true(pub.publish(new Uint8Array(1)), 'room again once every subscriber read')
+})
+
+test('ERR_BACKPRESSURE (fail_fast) and drop_new', async (t) => {
+  const url = shm('bp')
+  await using sub = await Hub.open(url, { role: 'subscriber', capacity: 2, slotSize: 8 })
+  await using ff = await Hub.open(url, { role: 'publisher', backpressure: 'fail_fast' })
+  ff.publish(new Uint8Array(1))
+  ff.publish(new Uint8Array(1))
+  await rejectsWith(t, () => ff.publish(new Uint8Array(1)), 'ERR_BACKPRESSURE')
+  t.is(ff.publishBatch([new Uint8Array(1)]), 0)
+  await using dn = await Hub.open(url, { role: 'publisher', backpressure: 'drop_new' })
+  t.false(dn.publish(new Uint8Array(1)))
+  t.is(dn.metrics().dropped, 1)
+  t.is(sub.metrics().lag, 2)
+})
+
+test('ERR_INVALID_STATE for the wrong role or an open loan', async (t) => {
+  const url = shm('state')
+  await using sub = await Hub.open(url, { role: 'subscriber' })
+  await using pub = await Hub.open(url, { role: 'publisher' })
+  await rejectsWith(t, () => sub.publish(new Uint8Array(1)), 'ERR_INVALID_STATE')
+  await rejectsWith(t, () => pub.tryRecv(), 'ERR_INVALID_STATE')
+  const loan = pub.loan()
+  await rejectsWith(t, () => pub.publish(new Uint8Array(1)), 'ERR_INVALID_STATE')
+  await rejectsWith(t, () => pub.loan(), 'ERR_INVALID_STATE')
+  loan.abort()
+  await using j = await Hub.open(url, { codec: 'json' })
+  await rejectsWith(t, () => j.loan(), 'ERR_INVALID_STATE')
+})
+
+test('ERR_NO_CAPACITY when every subscriber entry is taken', async (t) => {
+  const url = shm('cap')
+  await using a = await Hub.open(url, { maxSubscribers: 1 })
+  await rejectsWith(t, Hub.open(url), 'ERR_NO_CAPACITY')
+  await using p = await Hub.open(url, { role: 'publisher' })
+  t.truthy(a && p)
+})
+
+// Serial: it changes the environment that every open in this process reads.
+test.serial('ERR_IO when the segment directory is unusable', async (t) => {
+  const saved = process.env.ZEROHOP_SHM_DIR
+  process.env.ZEROHOP_SHM_DIR = '/nonexistent/zerohop'
+  try {
+    await rejectsWith(t, Hub.open(shm('io')), 'ERR_IO')
+  } finally {
+    if (saved === undefined) delete process.env.ZEROHOP_SHM_DIR
+    else process.env.ZEROHOP_SHM_DIR = saved
+  }
+})
