@@ -1,7 +1,7 @@
 //! [`NetTransport`]: the one [`Transport`] implementation of every network transport.
 //!
 //! A network transport brings its [`Protocol`] (publishing, its counters, its extras
-//! such as peers or requests) and a [`Reader`] (its [`Driver`](crate::Driver), which
+//! such as peers or requests) and a [`Reader`] (its [`Driver`], which
 //! reads the socket into the [`ReceiveRing`]); the core does the rest: receiving with
 //! envelopes and spilled messages, waiting, the doorbell, status, metrics, roles and
 //! counting what was published.

@@ -17,7 +17,7 @@
 //! message landed and how far the application has read; a full ring makes the stream
 //! wait, and QUIC flow control then pushes back on the sender.
 //!
-//! quinn-proto is a state machine without I/O; the [`Engine`] drives it with its own
+//! quinn-proto is a state machine without I/O; the engine (`engine`) drives it with its own
 //! socket, behind the driver's lock, so a message leaves on the thread that publishes
 //! it and a reader that polls reads the socket itself; the driver's I/O thread does the
 //! rest (acknowledgements, retransmissions, keep-alives, handshakes).

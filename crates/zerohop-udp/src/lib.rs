@@ -1,6 +1,9 @@
-//! UDP for zerohop: sockets tuned for latency, and batches of datagrams moved with one
-//! `sendmmsg`/`recvmmsg` call each.
+//! The `udp://` transport: sockets tuned for latency, batches of datagrams moved with one
+//! `sendmmsg`/`recvmmsg` call each (or io_uring), on the network-transport core.
 //!
+//! - [`transport`]: [`open`] and [`UdpOptions`]: the pipeline below as an engine the
+//!   core's driver moves on ([`transport::UdpEngine`]), and the protocol publishing
+//!   and offering peers and flushing ([`UdpProtocol`]).
 //! - [`socket`]: binding with the options the transport wants (large buffers, reporting
 //!   what the kernel granted; low-delay TOS; `SO_BUSY_POLL` when permitted;
 //!   `SO_REUSEPORT`), each applied best-effort and reported.
@@ -8,15 +11,16 @@
 //!   so the receive path allocates nothing; [`SendBatch`] queues datagrams and sends them
 //!   in one call.
 //! - [`uring`]: [`UringReceiver`], multishot `recvmsg` into a provided-buffer ring.
-//! - [`endpoint`]: [`UdpPipeline`], a socket joined to `zerohop-proto`'s datagram
-//!   pipeline (packing, fragments, loss accounting per peer), receiving through
+//! - [`pipeline`]: [`UdpPipeline`], a socket joined to `zerohop-proto`'s datagram
+//!   packing and unpacking (fragments, loss accounting per peer), receiving through
 //!   io_uring when the kernel allows it and `recvmmsg` otherwise ([`UringMode`]), with
 //!   metrics that say which.
 //! - [`group`]: [`ReceiverGroup`], several receive threads on one port (`SO_REUSEPORT`),
 //!   one per core and pinned when asked.
 //!
-//! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; this crate
-//! only moves datagrams.
+//! Framing (packing, fragments, checksums) is `zerohop-proto`'s business; the receive
+//! ring, waking readers and the I/O thread are the core's (`zerohop-net`); this crate
+//! moves datagrams.
 //!
 //! ```
 //! use zerohop_udp::{bind, RecvBatch, SendBatch, SocketOptions};
