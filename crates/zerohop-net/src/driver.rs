@@ -401,10 +401,12 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
                 let t = Instant::now() + after;
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             };
-            if polls {
-                sooner(READER_ACTIVE);
-            } else if watched {
+            // A watched reader is woken by its own event loop whether or not it polls
+            // too: only the watchdog is needed then, not a look every READER_ACTIVE.
+            if watched {
                 sooner(WATCHDOG);
+            } else if polls {
+                sooner(READER_ACTIVE);
             }
             if !may_read {
                 sooner(ROOM_POLL);
@@ -420,7 +422,7 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        if watched && !polls && may_read && !ready.readable && readable_now(s.fd) {
+        if watched && may_read && !ready.readable && readable_now(s.fd) {
             // Readable while watched: fine once (the reader's loop is about to pump), a
             // stuck reader if still so at the next look with no pump between.
             if stuck_at == Some(s.pumps.load(Ordering::Relaxed)) {
