@@ -84,11 +84,19 @@ pub trait Drive: Send + 'static {
     /// Returns how many datagrams were read.
     fn drive(&mut self, now: Instant, ready: Ready) -> usize;
 
-    /// A reader's poll, on its thread: reads what waits. The default is a full turn;
-    /// an engine with nothing timed to run on a poll overrides it to skip the clock.
+    /// A reader's poll, on its thread: reads what waits and delivers it. The default is
+    /// a full turn. An engine overrides it to do only what delivering takes, and leaves
+    /// the rest of the turn to [`settle`](Self::settle).
     fn pump(&mut self) -> usize {
         self.drive(Instant::now(), Ready::READABLE)
     }
+
+    /// The rest of a reader's turn, once the reader has taken what [`pump`](Self::pump)
+    /// delivered: what the engine sends in answer to what it read (acknowledgements),
+    /// and what is due. A reader woken for a request answers it before this runs, so
+    /// none of it delays the answer, and an acknowledgement rides in the answer's
+    /// packet instead of one of its own.
+    fn settle(&mut self) {}
 
     /// Whether threads waiting on the engine ([`Driver::wait`]) should look again (room
     /// was freed, say). Taken: the next call says false until it changes again.
@@ -157,14 +165,17 @@ fn wait(fd: Option<RawFd>, want_write: bool, wake: &Wake, deadline: Option<Insta
     if fds[1].revents != 0 {
         wake.clear();
     }
-    Ready { readable: fds[0].revents & libc::POLLIN != 0, writable: fds[0].revents & libc::POLLOUT != 0 }
+    // An error (a connected socket's ICMP "port unreachable", say) counts as readable:
+    // reading is what reports and clears it, or poll would return at once forever.
+    let readable = fds[0].revents & (libc::POLLIN | libc::POLLERR) != 0;
+    Ready { readable, writable: fds[0].revents & libc::POLLOUT != 0 }
 }
 
 /// Whether `fd` is readable right now.
 fn readable_now(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call; a zero timeout.
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 }
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLIN | libc::POLLERR) != 0 }
 }
 
 /// What the I/O thread and the engine's other users share.
@@ -299,6 +310,14 @@ impl<D: Drive> Driver<D> {
     /// how many datagrams were read. The I/O thread then leaves the socket to this
     /// reader until it stops pumping, parks, or stops being watched.
     pub fn pump(&self) -> Result<usize> {
+        self.pump_then(|| {})
+    }
+
+    /// [`pump`](Self::pump), then `reader` (which takes what was delivered, and may
+    /// publish), then the rest of the engine's turn ([`Drive::settle`]). `reader` runs
+    /// whether or not the pump could read (another thread may have delivered), without
+    /// the engine's lock.
+    pub fn pump_then(&self, reader: impl FnOnce()) -> Result<usize> {
         let s = &self.shared;
         // One thread pumps a hub, so a plain increment suffices.
         s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -308,9 +327,26 @@ impl<D: Drive> Driver<D> {
         let mut g = match s.engine.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // The other thread at the engine does a whole turn.
+                reader();
+                return Ok(0);
+            }
         };
-        let n = g.as_mut().ok_or_else(Error::closed)?.pump();
+        let n = match g.as_mut() {
+            Some(e) => e.pump(),
+            None => {
+                drop(g);
+                reader();
+                return Err(Error::closed());
+            }
+        };
+        drop(g);
+        reader();
+        let mut g = self.guard();
+        if let Some(e) = g.as_mut() {
+            e.settle();
+        }
         self.after(g);
         Ok(n)
     }

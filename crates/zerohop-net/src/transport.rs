@@ -65,15 +65,19 @@ pub trait Protocol: Send + Sync + 'static {
 
 /// The reader's side of a [`Driver`], whatever its engine.
 pub trait Reader: Send + Sync {
-    fn pump(&self) -> Result<usize>;
+    fn pump(&self) -> Result<usize> {
+        self.pump_then(&mut || {})
+    }
+    /// See [`Driver::pump_then`].
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
     fn reader_parks(&self);
     fn set_watched(&self, watched: bool);
     fn readiness_fd(&self) -> RawFd;
 }
 
 impl<D: Drive> Reader for Driver<D> {
-    fn pump(&self) -> Result<usize> {
-        Driver::pump(self)
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
+        Driver::pump_then(self, reader)
     }
 
     fn reader_parks(&self) {
@@ -137,6 +141,10 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn pump(&self) -> Result<usize> {
         self.reader.pump()
+    }
+
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
+        self.reader.pump_then(reader)
     }
 
     fn drain(&self, linger: Duration) -> bool {

@@ -137,10 +137,7 @@ impl Watcher {
         state.cursor = cursor;
         state.armed = true;
         state.ring.arm(cursor, true);
-        if !state.polling {
-            // SAFETY: an initialised poll handle; the callback's signature is libuv's.
-            state.polling = unsafe { uv_poll_start(self.handle(), UV_READABLE, on_readable) } == 0;
-        }
+        start(self.handle(), state);
         // SAFETY: an initialised handle.
         unsafe { uv_ref(self.handle()) };
     }
@@ -196,7 +193,15 @@ fn stop(handle: *mut c_void, state: &mut State) {
         // SAFETY: an initialised poll handle.
         unsafe { uv_poll_stop(handle) };
         state.polling = false;
-        state.ring.unwatch();
+    }
+    state.ring.unwatch();
+}
+
+/// Starts libuv's polling if it is not on.
+fn start(handle: *mut c_void, state: &mut State) {
+    if !state.polling {
+        // SAFETY: an initialised poll handle; the callback's signature is libuv's.
+        state.polling = unsafe { uv_poll_start(handle, UV_READABLE, on_readable) } == 0;
     }
 }
 
@@ -207,14 +212,23 @@ unsafe extern "C" fn free_block(handle: *mut c_void) {
 }
 
 /// The socket is readable (on the JavaScript thread): read it into the ring, and ring
-/// the doorbell if the reader's cursor is readable now.
-unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
+/// the doorbell if the reader's cursor is readable now. The transport finishes its turn
+/// (acknowledgements, timers) after the doorbell, so that an answer the reader
+/// publishes from it goes first.
+unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
     // SAFETY: the data of every handle here is its block; the loop runs this on the
     // JavaScript thread, the only one that touches the state.
     let state = unsafe { &mut (*uv_handle_get_data(handle).cast::<Block>()).state };
+    if status < 0 {
+        // libuv stopped the handle on an error condition (POLLERR: a connected socket's
+        // ICMP "port unreachable", say). The pump below reads the error, which clears it;
+        // polling starts again when the reader waits again.
+        state.polling = false;
+    }
+    let link = state.link.clone();
     if !state.armed {
         // Nobody waits: stop until someone does (the transport's I/O thread reads).
-        let _ = state.link.pump();
+        let _ = link.pump();
         stop(handle, state);
         return;
     }
@@ -222,34 +236,48 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
     // doorbell (a hop through the loop's async handle): this callback rings it directly.
     let rung_elsewhere = !state.ring.disarm();
     // An error is the transport closing: the reader learns of it from its own calls.
-    let _ = state.link.pump();
-    if rung_elsewhere {
-        state.armed = false; // another thread rang already: its ring is on its way
+    let _ = link.pump_then(&mut || {
+        if rung_elsewhere {
+            state.armed = false; // another thread rang already: its ring is on its way
+            // SAFETY: an initialised handle.
+            unsafe { uv_unref(handle) };
+            return;
+        }
+        if table::tail(state.ring.segment()) <= state.cursor {
+            // Acknowledgements only: wait on (the arm rings at once if a message came meanwhile).
+            state.ring.arm(state.cursor, true);
+            start(handle, state);
+            return;
+        }
+        state.armed = false;
+        // Polling goes on (see `State::polling`), without holding the loop.
         // SAFETY: an initialised handle.
         unsafe { uv_unref(handle) };
-        return;
-    }
-    if table::tail(state.ring.segment()) <= state.cursor {
-        // Acknowledgements only: wait on (the arm rings at once if a message came meanwhile).
-        state.ring.arm(state.cursor, true);
-        return;
-    }
-    state.armed = false;
-    // Polling goes on (see `State::polling`), without holding the loop.
-    // SAFETY: an initialised handle.
-    unsafe { uv_unref(handle) };
-    // SAFETY: on the JavaScript thread of `env`; every value is created in the scope
-    // opened here; `napi_make_callback` runs microtasks after the call, as an I/O
-    // callback of Node's own would.
+        let (env, doorbell, context) = (state.env, state.doorbell, state.context);
+        // SAFETY: on the JavaScript thread of `env`, inside libuv's callback. JavaScript
+        // may arm again (or close the hub) from the doorbell, reaching the state through
+        // the handle: nothing here touches `state` after the call.
+        unsafe { ring_doorbell(env, doorbell, context) };
+    });
+}
+
+/// Calls the doorbell function.
+///
+/// # Safety
+/// On the JavaScript thread of `env`, outside any other call into JavaScript;
+/// `doorbell` and `context` are the state's, created on `env`.
+unsafe fn ring_doorbell(env: sys::napi_env, doorbell: sys::napi_ref, context: sys::napi_async_context) {
+    // SAFETY: per the contract; every value is created in the scope opened here;
+    // `napi_make_callback` runs microtasks after the call, as an I/O callback of Node's
+    // own would.
     unsafe {
-        let env = state.env;
         let mut scope = ptr::null_mut();
         sys::napi_open_handle_scope(env, &mut scope);
         let (mut function, mut recv, mut result) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-        sys::napi_get_reference_value(env, state.doorbell, &mut function);
+        sys::napi_get_reference_value(env, doorbell, &mut function);
         sys::napi_get_global(env, &mut recv); // must be an object: napi_make_callback converts it
         if !function.is_null()
-            && sys::napi_make_callback(env, state.context, recv, function, 0, ptr::null(), &mut result)
+            && sys::napi_make_callback(env, context, recv, function, 0, ptr::null(), &mut result)
                 == sys::Status::napi_pending_exception
         {
             let mut error = ptr::null_mut();

@@ -150,7 +150,11 @@ impl QuicProtocol {
                 (None, Some(client))
             }
         };
-        let socket = bind_for(&config)?;
+        let mut socket = bind_for(&config)?;
+        if matches!(config.side, Side::Connect { .. }) {
+            // A client talks to its server only (reconnects included).
+            socket.connect(config.addr).map_err(StartError::Io)?;
+        }
         let local = socket.local_addr().map_err(StartError::Io)?;
         let mut endpoint_config = quinn_proto::EndpointConfig::default();
         // What peers may send us: as large as our own path MTU discovery may go.

@@ -207,6 +207,14 @@ pub trait Link: Send + Sync {
     /// Reads what waits on the socket into the receive ring, on this thread (if no
     /// other thread is at it); how much was read.
     fn pump(&self) -> Result<usize>;
+    /// [`pump`](Self::pump), then `reader` (the reader taking what was delivered, and
+    /// perhaps answering it), then what the transport had left to do: acknowledgements
+    /// and timers wait until the answer is on its way, and may ride along with it.
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
+        let n = self.pump();
+        reader();
+        n
+    }
     /// [`Transport::drain`], from any thread.
     fn drain(&self, linger: Duration) -> bool;
 }

@@ -157,7 +157,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** True while `close()` waits for receivers: publishing is over. */
   private closing = false
   private armed = false
-  private wakeups: Array<(readable: boolean) => void> = []
+  /** Receives waiting for a message, first come first served. */
+  private waiters: Waiter[] = []
   private keepAlive: ReturnType<typeof setInterval> | undefined
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
@@ -400,7 +401,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   async recvMessage(options: RecvOptions = {}): Promise<Received<T>> {
     const info: MessageInfo = {}
-    const value = await this.recvInto(options, info)
+    const value = await this.receive(options, info)
     return { value, ...info }
   }
 
@@ -408,27 +409,47 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * The next message. Waits without blocking the event loop: it spins for `spinUs`,
    * then parks until a doorbell rings; an idle receiver uses no CPU.
    */
-  async recv(options: RecvOptions = {}): Promise<T> {
-    return this.recvInto(options, undefined)
+  recv(options: RecvOptions = {}): Promise<T> {
+    return this.receive(options, undefined)
   }
 
-  private async recvInto(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
+  /**
+   * The next message; when none is there yet, a promise the doorbell settles itself
+   * with the message (one promise per wait, no async function around it).
+   */
+  private receive(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
     const { timeoutMs, signal } = options
-    if (signal?.aborted) throw abortError(signal)
-    // Without a spin the doorbell watches the socket: no read of it first, which would
-    // cost a system call when (as in a request and its answer) nothing is there yet.
-    const first = this.spinUs > 0 ? this.spinNext(info) : this.next(info, false)
-    if (first !== EMPTY) return first
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
-    for (;;) {
-      if (this.closed) throw new ClosedError('the hub was closed while waiting in recv()')
+    let first: T | typeof EMPTY
+    try {
       if (signal?.aborted) throw abortError(signal)
-      const remaining = deadline === undefined ? undefined : deadline - Date.now()
-      if (remaining !== undefined && remaining <= 0) throw new TimeoutError(`recv() timed out after ${timeoutMs} ms`)
-      await this.waitReadable(remaining, signal)
-      const v = this.next(info)
-      if (v !== EMPTY) return v
+      // Without a spin the doorbell watches the socket: no read of it first, which would
+      // cost a system call when (as in a request and its answer) nothing is there yet.
+      first = this.spinUs > 0 ? this.spinNext(info) : this.next(info, false)
+    } catch (e) {
+      return Promise.reject(e)
     }
+    if (first !== EMPTY) return Promise.resolve(first)
+    return new Promise<T>((resolve, reject) => {
+      this.park(
+        (timedOut) => {
+          let v: T | typeof EMPTY
+          try {
+            if (this.closed) throw new ClosedError('the hub was closed while waiting in recv()')
+            v = this.next(info)
+            if (v === EMPTY && timedOut) throw new TimeoutError(`recv() timed out after ${timeoutMs} ms`)
+          } catch (e) {
+            reject(e)
+            return true
+          }
+          if (v === EMPTY) return false
+          resolve(v)
+          return true
+        },
+        timeoutMs,
+        signal,
+        reject,
+      )
+    })
   }
 
   /** Iterates over messages until the hub is closed (then ends quietly). */
@@ -440,7 +461,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         yield v
         continue
       }
-      await this.waitReadable(undefined, undefined)
+      await this.waitReadable()
     }
   }
 
@@ -500,7 +521,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     this.closed = true
     if (this.openBorrow) this.openBorrow.held = false
-    this.ringDoorbell(false)
+    this.ringDoorbell()
     this.port.close()
     if (this.statusNow !== 'closed') this.emitStatus({ status: 'closed' }, true)
   }
@@ -575,37 +596,73 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /** Resolves when a message may be readable (true) or the hub closed (false). */
-  private waitReadable(timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<boolean> {
-    const sub = this.subscriber()
-    if (sub.readable()) return Promise.resolve(true)
-    if (signal?.aborted) return Promise.reject(abortError(signal))
+  private waitReadable(): Promise<boolean> {
+    this.subscriber()
     return new Promise<boolean>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined
-      const onAbort = (): void => {
-        cleanup()
-        reject(abortError(signal!))
-      }
-      const wake = (readable: boolean): void => {
-        cleanup()
-        resolve(readable)
-      }
-      const cleanup = (): void => {
-        if (timer !== undefined) clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        const i = this.wakeups.indexOf(wake)
-        if (i >= 0) this.wakeups.splice(i, 1)
-        if (this.wakeups.length === 0) this.idle()
-      }
-      if (timeoutMs !== undefined) timer = setTimeout(() => wake(true), Math.max(0, timeoutMs))
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.wakeups.push(wake)
-      // A pending receive holds the event loop open (the doorbell alone may not).
-      if (!this.port.armKeepsLoopAlive) this.keepAlive ??= setInterval(noop, 1 << 30)
-      if (!this.armed) {
-        this.armed = true
-        this.port.arm(sub.cursor)
-      }
+      this.park(
+        () => {
+          resolve(!this.closed)
+          return true
+        },
+        undefined,
+        undefined,
+        reject,
+      )
     })
+  }
+
+  /**
+   * Waits for a message: `attempt` runs whenever one may be readable (and once more with
+   * `timedOut` after `timeoutMs`), and returns true once it settled its caller; until
+   * then it stays in line. An abort rejects through `reject`.
+   */
+  private park(
+    attempt: (timedOut: boolean) => boolean,
+    timeoutMs: number | undefined,
+    signal: AbortSignal | undefined,
+    reject: (e: unknown) => void,
+  ): void {
+    const sub = this.subscriber()
+    const waiter: Waiter = { attempt, done: noop }
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const onAbort = (): void => {
+      this.leave(waiter)
+      reject(abortError(signal!))
+    }
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        if (attempt(true)) this.leave(waiter)
+      }, Math.max(0, timeoutMs))
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    waiter.done = () => {
+      if (timer !== undefined) clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    this.waiters.push(waiter)
+    // A pending receive holds the event loop open (the doorbell alone may not).
+    if (!this.port.armKeepsLoopAlive) this.keepAlive ??= setInterval(noop, 1 << 30)
+    this.arm(sub)
+  }
+
+  /** Asks for the doorbell once the ring holds more than this hub has read. */
+  private arm(sub: ShmSubscriber): void {
+    if (this.armed || this.closed) return
+    if (sub.readable()) {
+      // Already there: settle the waiters on the next microtask, as a ring would.
+      queueMicrotask(() => this.ringDoorbell())
+      return
+    }
+    this.armed = true
+    this.port.arm(sub.cursor)
+  }
+
+  /** Takes `waiter` out of line (settled, timed out or aborted). */
+  private leave(waiter: Waiter): void {
+    waiter.done()
+    const i = this.waiters.indexOf(waiter)
+    if (i >= 0) this.waiters.splice(i, 1)
+    if (this.waiters.length === 0) this.idle()
   }
 
   private idle(): void {
@@ -621,16 +678,27 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   private onDoorbell(): void {
     this.armed = false
-    this.ringDoorbell(true)
+    this.ringDoorbell()
   }
 
-  /** Settles every waiter; each one's cleanup lets the loop go once none is left. */
-  private ringDoorbell(readable: boolean): void {
-    const wakeups = this.wakeups
-    this.wakeups = []
-    for (const w of wakeups) w(readable)
-    if (wakeups.length === 0) this.idle()
+  /**
+   * Lets the waiters take what arrived, in line; those left (nothing was there for
+   * them) wait on. On close every one is settled (rejected, or told it is over).
+   */
+  private ringDoorbell(): void {
+    const waiters = this.waiters
+    let taken = 0
+    while (taken < waiters.length && waiters[taken]!.attempt(false)) waiters[taken++]!.done()
+    if (taken > 0) waiters.splice(0, taken)
+    if (waiters.length === 0) this.idle()
+    else if (this.sub && !this.closed) this.arm(this.sub)
   }
+}
+
+/** A receive waiting in line; see `Hub.park`. */
+interface Waiter {
+  attempt(timedOut: boolean): boolean
+  done(): void
 }
 
 function abortError(signal: AbortSignal): AbortedError {

@@ -39,6 +39,14 @@ pub(crate) struct Socket {
     meta: Vec<RecvMeta>,
     /// Whether the last `recv` filled every buffer (more may be waiting).
     full: bool,
+    /// The one peer the socket is connected to (see [`Socket::connect`]).
+    connected: Option<SocketAddr>,
+    /// The ECN mark the socket sets on plain sends (its IP_TOS / IPV6_TCLASS).
+    ecn_set: std::cell::Cell<u8>,
+    /// Bound to one address (not a wildcard): replies leave from it without saying so,
+    /// so received datagrams need not report where they arrived (no `IP_PKTINFO` on
+    /// each send).
+    bound_to_one: bool,
 }
 
 impl Socket {
@@ -59,7 +67,18 @@ impl Socket {
             io,
             state,
             full: false,
+            connected: None,
+            ecn_set: std::cell::Cell::new(0),
+            bound_to_one: !addr.ip().is_unspecified(),
         })
+    }
+
+    /// Connects the socket to `peer` (a connecting hub's server, its only peer): only
+    /// its datagrams are received, and single datagrams to it go out with `send(2)`.
+    pub fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
+        self.io.connect(peer)?;
+        self.connected = Some(peer);
+        Ok(())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -95,11 +114,13 @@ impl Socket {
         };
         self.full = n == BATCH;
         let mut count = 0;
+        let bound_to_one = self.bound_to_one;
         for (meta, buf) in self.meta.iter().zip(&self.buffers).take(n) {
             let stride = meta.stride.max(1);
             for segment in buf[..meta.len].chunks(stride) {
                 count += 1;
-                each(Datagram { from: meta.addr, local_ip: meta.dst_ip, ecn: meta.ecn, data: BytesMut::from(segment) });
+                let local_ip = if bound_to_one { None } else { meta.dst_ip };
+                each(Datagram { from: meta.addr, local_ip, ecn: meta.ecn, data: BytesMut::from(segment) });
             }
         }
         Ok(count)
@@ -108,6 +129,9 @@ impl Socket {
     /// Sends one transmit (several datagrams with GSO). `WouldBlock` when the kernel
     /// buffer is full.
     pub fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) -> io::Result<()> {
+        if t.segment_size.is_none() && t.src_ip.is_none() && self.connected == Some(t.destination) {
+            return self.send_connected(t.ecn.map_or(0, |e| e as u8), &contents[..t.size]);
+        }
         let transmit = quinn_udp::Transmit {
             destination: t.destination,
             ecn: t.ecn.map(|e| quinn_udp::EcnCodepoint::from_bits(e as u8).expect("a valid ECN codepoint")),
@@ -116,6 +140,28 @@ impl Socket {
             src_ip: t.src_ip,
         };
         self.state.send((&self.io).into(), &transmit)
+    }
+
+    /// One datagram to the peer the socket is connected to, with `send(2)`: the kernel
+    /// uses the route it keeps for the socket (with an address, `sendmsg` looks it up
+    /// for every datagram), and the ECN mark is the socket's own, set when it changes,
+    /// rather than a control message per datagram.
+    fn send_connected(&self, ecn: u8, contents: &[u8]) -> io::Result<()> {
+        if ecn != self.ecn_set.get() {
+            let v6 = self.connected.is_some_and(|a| a.is_ipv6());
+            let (level, name) =
+                if v6 { (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) } else { (libc::IPPROTO_IP, libc::IP_TOS) };
+            let value = libc::c_int::from(ecn);
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: an int option, passed by a pointer valid for `len` bytes, on our own socket.
+            let r = unsafe { libc::setsockopt(self.fd(), level, name, (&value as *const libc::c_int).cast(), len) };
+            if r == 0 {
+                self.ecn_set.set(ecn);
+            }
+        }
+        // SAFETY: `contents` is valid for its length; the socket is ours and non-blocking.
+        let r = unsafe { libc::send(self.fd(), contents.as_ptr().cast(), contents.len(), 0) };
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 }
 

@@ -193,6 +193,10 @@ pub(crate) struct Engine {
     /// When the last publish returned.
     pub last_publish: Instant,
     received: Vec<Datagram>,
+    /// A reader's pump is under way: connections keep what they have to send (see
+    /// `Drive::settle`), in `held`.
+    holding: bool,
+    held: Vec<ConnectionHandle>,
 }
 
 impl Engine {
@@ -230,6 +234,8 @@ impl Engine {
             unflushed: 0,
             last_publish: now,
             received: Vec::new(),
+            holding: false,
+            held: Vec::new(),
         }
     }
 
@@ -250,28 +256,33 @@ impl Engine {
     /// Reads the socket (if `readable`), runs what is due, and sends what is pending.
     /// Returns how many datagrams were read.
     pub fn turn(&mut self, now: Instant, readable: bool) -> usize {
-        let mut read = 0;
-        if readable {
-            // A few batches per turn, so timers are not starved by a flood.
-            for _ in 0..8 {
-                let mut received = std::mem::take(&mut self.received);
-                let n = self.net.recv(|d| received.push(d));
-                for d in received.drain(..) {
-                    self.on_datagram(now, d);
-                }
-                self.received = received;
-                read += n;
-                if n == 0 {
-                    break;
-                }
-                self.process_dirty(now);
-                if self.net.drained() {
-                    break; // a short batch emptied the socket
-                }
-            }
-        }
+        let read = if readable { self.receive(now) } else { 0 };
         self.run_timers(now);
         self.process_dirty(now);
+        read
+    }
+
+    /// Reads what waits on the socket, and processes it (delivering what it carried);
+    /// how many datagrams were read.
+    fn receive(&mut self, now: Instant) -> usize {
+        let mut read = 0;
+        // A few batches per turn, so timers are not starved by a flood.
+        for _ in 0..8 {
+            let mut received = std::mem::take(&mut self.received);
+            let n = self.net.recv(|d| received.push(d));
+            for d in received.drain(..) {
+                self.on_datagram(now, d);
+            }
+            self.received = received;
+            read += n;
+            if n == 0 {
+                break;
+            }
+            self.process_dirty(now);
+            if self.net.drained() {
+                break; // a short batch emptied the socket
+            }
+        }
         read
     }
 
@@ -441,7 +452,11 @@ impl Engine {
             self.on_event(ch, &mut c, now, event);
         }
         self.accept_streams(ch, &mut c, now);
-        self.net.transmit(&mut c.q, now);
+        if self.holding {
+            mark(&mut self.held, ch);
+        } else {
+            self.net.transmit(&mut c.q, now);
+        }
         let more = c.q.poll_endpoint_events();
         self.conns.insert(ch, c);
         if let Some(ev) = more {
@@ -808,6 +823,24 @@ impl Drive for Engine {
             self.on_writable();
         }
         self.turn(now, ready.readable)
+    }
+
+    /// Reads and delivers; what the connections have to send in answer (their
+    /// acknowledgements) and the timers wait for `settle`, after the reader's turn.
+    fn pump(&mut self) -> usize {
+        self.holding = true;
+        let read = self.receive(Instant::now());
+        self.holding = false;
+        for ch in std::mem::take(&mut self.held) {
+            self.mark(ch); // whoever processes the engine next sends for them
+        }
+        read
+    }
+
+    fn settle(&mut self) {
+        let now = Instant::now();
+        self.run_timers(now);
+        self.process_dirty(now);
     }
 
     fn take_changed(&mut self) -> bool {
