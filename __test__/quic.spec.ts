@@ -316,6 +316,22 @@ test.serial('RPC: a request in flight when the server dies fails with ERR_CONNEC
   await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
 })
 
+test.serial('a process waiting in recv() alone stays alive until a burst of large messages has all come', async (t) => {
+  // Large messages are also delivered by the hub's I/O thread, whose doorbell reaches
+  // the event loop through a threadsafe function that does not hold the loop by itself.
+  const count = 6000
+  const sink = track(child('recv-burst.mjs', [String(count)]))
+  const { address } = (await sink.next('ready')) as { address: string }
+  await using client = await Hub.open(`quic://${address}`, { ...dev, role: 'publisher', sendQueueBytes: 16 << 20 })
+  const msg = new Uint8Array(64 << 10)
+  for (let i = 0; i < count; i++) {
+    client.publish(msg)
+    if (i % 256 === 255) await new Promise((r) => setImmediate(r))
+  }
+  t.like(await sink.next('done'), { received: count, bytes: count * msg.byteLength })
+  t.is(await sink.exited, 0, sink.stderr())
+})
+
 test.serial('idle hubs sleep: a client waiting in recv() uses next to no CPU, and open hubs do not keep a process alive', async (t) => {
   const idle = track(child('quic-idle.mjs', ['1500']))
   const r = await idle.next('done')

@@ -50,6 +50,10 @@ struct State {
     cursor: u64,
     /// A reader waits (armed here, not yet rung).
     armed: bool,
+    /// Another thread rang for the reader, and that ring (a threadsafe function, which
+    /// does not hold the loop by itself) has not arrived yet: the watcher holds the loop
+    /// until it does, or the process could exit with a receive pending.
+    ring_on_its_way: bool,
     /// libuv polls the descriptor. It goes on after a ring, until it finds the socket
     /// readable with nobody waiting: a reader that waits again right away (a ping-pong)
     /// then costs libuv no `epoll_ctl`.
@@ -102,7 +106,17 @@ impl Watcher {
             sys::napi_create_string_utf8(env, c"zerohop.doorbell".as_ptr(), -1, &mut name);
             sys::napi_async_init(env, ptr::null_mut(), name, &mut context);
         }
-        let state = State { env, doorbell: reference, context, link, ring, cursor: 0, armed: false, polling: false };
+        let state = State {
+            env,
+            doorbell: reference,
+            context,
+            link,
+            ring,
+            cursor: 0,
+            armed: false,
+            ring_on_its_way: false,
+            polling: false,
+        };
         let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], state }));
         // SAFETY: `block` is ours and alive; its handle memory is `size` bytes, 8-aligned,
         // and stays where it is (the Box is not moved) until the close callback frees it.
@@ -147,6 +161,7 @@ impl Watcher {
         // SAFETY: as in `arm`.
         let state = unsafe { &mut (*self.block).state };
         state.armed = false;
+        state.ring_on_its_way = false; // nobody waits for it any more
         stop(self.handle(), state);
         state.ring.disarm();
     }
@@ -156,8 +171,9 @@ impl Watcher {
     pub fn rung_elsewhere(&self) {
         // SAFETY: as in `arm`.
         let state = unsafe { &mut (*self.block).state };
-        if state.armed {
+        if state.armed || state.ring_on_its_way {
             state.armed = false;
+            state.ring_on_its_way = false;
             // SAFETY: an initialised handle.
             unsafe { uv_unref(self.handle()) };
         }
@@ -227,9 +243,15 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     }
     let link = state.link.clone();
     if !state.armed {
-        // Nobody waits: stop until someone does (the transport's I/O thread reads).
         let _ = link.pump();
-        stop(handle, state);
+        if state.ring_on_its_way {
+            // Polling goes on (again, if an error stopped it): an active, referenced
+            // handle is what holds the loop until the other thread's ring arrives.
+            start(handle, state);
+        } else {
+            // Nobody waits: stop until someone does (the transport's I/O thread reads).
+            stop(handle, state);
+        }
         return;
     }
     // Take the arm first, so that what the pump delivers does not ring the threadsafe
@@ -238,9 +260,11 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     // An error is the transport closing: the reader learns of it from its own calls.
     let _ = link.pump_then(&mut || {
         if rung_elsewhere {
-            state.armed = false; // another thread rang already: its ring is on its way
-            // SAFETY: an initialised handle.
-            unsafe { uv_unref(handle) };
+            // Another thread rang already: its ring is on its way, and the loop stays
+            // held until it comes (`Watcher::rung_elsewhere`).
+            state.armed = false;
+            state.ring_on_its_way = true;
+            start(handle, state);
             return;
         }
         if table::tail(state.ring.segment()) <= state.cursor {

@@ -283,7 +283,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   private emitStatus(event: StatusEvent, own: boolean): void {
-    if (own) this.statusNow = event.status
+    if (own) {
+      // The transport replays what happened before the hub listened, which may be the
+      // status the hub already reported when it opened: that is no change.
+      if (event.status === this.statusNow && event.attempt === undefined && event.error === undefined) return
+      this.statusNow = event.status
+    }
     // A copy: a listener added by another listener waits for the next event.
     // oxlint-disable-next-line unicorn/no-useless-spread
     for (const l of [...this.statusListeners]) {
