@@ -193,6 +193,10 @@ struct Shared<D> {
     /// When the I/O thread wakes by itself next, in µs since `epoch` (0: it is awake and
     /// will look; `u64::MAX`: not by itself).
     io_deadline_us: AtomicU64,
+    /// Someone woke the I/O thread for an earlier deadline, and it has not looked at its
+    /// deadline since: waking it again would only cost another system call (a burst of
+    /// publishes would make one each).
+    deadline_wake_pending: AtomicBool,
     epoch: Instant,
     stop: AtomicBool,
     /// How many times the reader pumped; the I/O thread watches it change (a counter,
@@ -237,6 +241,7 @@ impl<D: Drive> Driver<D> {
             wake: Wake::new().map_err(|e| Error::io("eventfd", e))?,
             fd,
             io_deadline_us: AtomicU64::new(0),
+            deadline_wake_pending: AtomicBool::new(false),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             pumps: AtomicU64::new(0),
@@ -284,7 +289,7 @@ impl<D: Drive> Driver<D> {
         if changed {
             self.shared.notify_changed();
         }
-        if wake {
+        if wake && !self.shared.deadline_wake_pending.swap(true, Ordering::AcqRel) {
             self.shared.wake.wake();
         }
     }
@@ -448,9 +453,10 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
                 sooner(ROOM_POLL);
             }
             // Stored under the lock, so a caller that sets an earlier deadline after this
-            // sees it and wakes this thread.
+            // sees it and wakes this thread; one that did so before, this thread has seen.
             let due_us = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(s.epoch).as_micros() as u64);
             s.io_deadline_us.store(due_us, Ordering::Release);
+            s.deadline_wake_pending.store(false, Ordering::Release);
             (deadline, e.wants_write(), may_read)
         };
         let fd = (!leave && may_read).then_some(s.fd);

@@ -71,6 +71,13 @@ impl Outbox {
 
     /// Queues one message at `now_ms`; returns its sequence number.
     pub fn push(&mut self, message: &[u8], now_ms: u64) -> Result<u64, FragmentError> {
+        self.push_with(message, || now_ms)
+    }
+
+    /// [`push`](Self::push), reading the time from `now_ms` only if the message starts a
+    /// datagram that will wait (the first after a flush, or one that did not fit in the
+    /// datagram before): the others wait as long as the datagram they join.
+    pub fn push_with(&mut self, message: &[u8], now_ms: impl FnOnce() -> u64) -> Result<u64, FragmentError> {
         let seq = self.next_seq;
         if message.len() <= self.packer.max_message() {
             if !self.packer.fits(message.len()) {
@@ -80,7 +87,9 @@ impl Outbox {
                 self.packed_first_seq = seq;
             }
             self.packer.push(message).expect("fits: checked above");
-            self.oldest_unflushed_ms.get_or_insert(now_ms);
+            if self.oldest_unflushed_ms.is_none() {
+                self.oldest_unflushed_ms = Some(now_ms());
+            }
         } else {
             // Keep order: whatever is packed goes out before the fragments.
             self.finish_packed();
@@ -519,6 +528,20 @@ mod tests {
             inbox.receive(d, 0, |_, m| got.push(m[0]));
         }
         assert_eq!(got, [0, 100, 101, 102], "old-session stragglers and new-session duplicates dropped");
+    }
+
+    #[test]
+    fn a_message_that_starts_the_next_datagram_waits_from_its_own_time() {
+        let mut out = Outbox::new(300, 1, 0);
+        out.push_with(&[1u8; 100], || 10).unwrap();
+        // Joins the waiting datagram: the clock is not read.
+        out.push_with(&[2u8; 4], || unreachable!("joined a waiting datagram")).unwrap();
+        // Does not fit: the first datagram is finished, this one starts the next at 50.
+        out.push_with(&[3u8; 200], || 50).unwrap();
+        assert_eq!(out.ready(), 1);
+        assert_eq!(out.flush_deadline(5), Some(55));
+        assert!(!out.poll_flush(54, 5));
+        assert!(out.poll_flush(55, 5));
     }
 
     #[test]

@@ -304,8 +304,8 @@ impl UdpPipeline {
     pub fn publish(&mut self, message: &[u8]) -> Result<(), PublishError> {
         // The clock matters only to a message that starts a datagram (it sets the
         // deadline); reading it costs more than the rest of this call.
-        let now = if self.outbox.waiting() { 0 } else { self.now_us() };
-        self.outbox.push(message, now).map_err(PublishError::TooLarge)?;
+        let epoch = self.epoch;
+        self.outbox.push_with(message, || epoch.elapsed().as_micros() as u64).map_err(PublishError::TooLarge)?;
         self.metrics.messages_sent += 1;
         if self.config.flush_interval.is_zero() {
             self.outbox.flush();
