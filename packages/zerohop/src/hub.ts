@@ -645,8 +645,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       signal?.removeEventListener('abort', onAbort)
     }
     this.waiters.push(waiter)
-    // A pending receive holds the event loop open (the doorbell alone may not).
-    if (!this.port.armKeepsLoopAlive) this.keepAlive ??= setInterval(noop, 1 << 30)
     this.arm(sub)
   }
 
@@ -658,6 +656,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       queueMicrotask(() => this.ringDoorbell())
       return
     }
+    // A pending receive holds the event loop open (the doorbell alone may not).
+    if (!this.port.armKeepsLoopAlive) this.keepAlive ??= setInterval(noop, 1 << 30)
     this.armed = true
     this.port.arm(sub.cursor)
   }
