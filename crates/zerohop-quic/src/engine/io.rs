@@ -1,7 +1,10 @@
 //! The engine's UDP socket, and sending on it ([`Net`]).
 //!
 //! The socket goes through quinn-udp, which batches with GSO on send and GRO on receive
-//! where the kernel has them, and carries ECN marks. Everything here is non-blocking:
+//! where the kernel has them, and carries ECN marks. A connecting hub's socket is
+//! connected to its server, and a single datagram to it goes out with `send(2)` instead
+//! (the kernel keeps the route; the ECN mark is the socket's own). Everything here is
+//! non-blocking:
 //! whoever drives the node (its I/O thread, or the caller's thread) reads what is
 //! there, sends what it can (a transmit the kernel has no room for waits in [`Net`]),
 //! and returns.
