@@ -315,7 +315,13 @@ impl<D: Drive> Driver<D> {
     /// how many datagrams were read. The I/O thread then leaves the socket to this
     /// reader until it stops pumping, parks, or stops being watched.
     pub fn pump(&self) -> Result<usize> {
-        self.pump_then(|| {})
+        let Some(mut g) = self.reader_lock() else { return Ok(0) };
+        // Nobody to hand over to: the whole turn, under one lock.
+        let e = g.as_mut().ok_or_else(Error::closed)?;
+        let n = e.pump();
+        e.settle();
+        self.after(g);
+        Ok(n)
     }
 
     /// [`pump`](Self::pump), then `reader` (which takes what was delivered, and may
@@ -323,37 +329,37 @@ impl<D: Drive> Driver<D> {
     /// whether or not the pump could read (another thread may have delivered), without
     /// the engine's lock.
     pub fn pump_then(&self, reader: impl FnOnce()) -> Result<usize> {
-        let s = &self.shared;
-        // One thread pumps a hub, so a plain increment suffices.
-        s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        if s.reader_parked.load(Ordering::Relaxed) {
-            s.reader_parked.store(false, Ordering::SeqCst);
-        }
-        let mut g = match s.engine.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                // The other thread at the engine does a whole turn.
-                reader();
-                return Ok(0);
-            }
+        let Some(mut g) = self.reader_lock() else {
+            // The other thread at the engine does a whole turn.
+            reader();
+            return Ok(0);
         };
-        let n = match g.as_mut() {
-            Some(e) => e.pump(),
-            None => {
-                drop(g);
-                reader();
-                return Err(Error::closed());
-            }
-        };
+        let n = g.as_mut().map(|e| e.pump());
         drop(g);
         reader();
+        let n = n.ok_or_else(Error::closed)?;
         let mut g = self.guard();
         if let Some(e) = g.as_mut() {
             e.settle();
         }
         self.after(g);
         Ok(n)
+    }
+
+    /// A reader's pump begins: counted (the I/O thread leaves the socket to a reader
+    /// that pumps), and the engine taken if no other thread is at it.
+    fn reader_lock(&self) -> Option<Guard<'_, D>> {
+        let s = &self.shared;
+        // One thread pumps a hub, so a plain increment suffices.
+        s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        if s.reader_parked.load(Ordering::Relaxed) {
+            s.reader_parked.store(false, Ordering::SeqCst);
+        }
+        match s.engine.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The reader stops polling and waits to be told (not watching): the I/O thread

@@ -65,9 +65,8 @@ pub trait Protocol: Send + Sync + 'static {
 
 /// The reader's side of a [`Driver`], whatever its engine.
 pub trait Reader: Send + Sync {
-    fn pump(&self) -> Result<usize> {
-        self.pump_then(&mut || {})
-    }
+    /// See [`Driver::pump`].
+    fn pump(&self) -> Result<usize>;
     /// See [`Driver::pump_then`].
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
     fn reader_parks(&self);
@@ -76,6 +75,10 @@ pub trait Reader: Send + Sync {
 }
 
 impl<D: Drive> Reader for Driver<D> {
+    fn pump(&self) -> Result<usize> {
+        Driver::pump(self)
+    }
+
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
         Driver::pump_then(self, reader)
     }

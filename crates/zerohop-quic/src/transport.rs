@@ -216,6 +216,10 @@ impl Requests for QuicProtocol {
 }
 
 impl Reader for QuicProtocol {
+    fn pump(&self) -> Result<usize> {
+        self.driver().pump()
+    }
+
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
         self.driver().pump_then(reader)
     }

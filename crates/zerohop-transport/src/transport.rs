@@ -210,11 +210,7 @@ pub trait Link: Send + Sync {
     /// [`pump`](Self::pump), then `reader` (the reader taking what was delivered, and
     /// perhaps answering it), then what the transport had left to do: acknowledgements
     /// and timers wait until the answer is on its way, and may ride along with it.
-    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
-        let n = self.pump();
-        reader();
-        n
-    }
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
     /// [`Transport::drain`], from any thread.
     fn drain(&self, linger: Duration) -> bool;
 }

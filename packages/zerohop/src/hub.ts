@@ -602,7 +602,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   /** Resolves when a message may be readable (true) or the hub closed (false). */
   private waitReadable(): Promise<boolean> {
-    this.subscriber()
     return new Promise<boolean>((resolve, reject) => {
       this.park(
         () => {
