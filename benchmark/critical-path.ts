@@ -1,0 +1,146 @@
+// Where a parked receiver's time goes, per hop of a ping-pong: zerohop quic:// against
+// Node tls, measured with the kernel's syscall tracepoints (perf), not with timers in the
+// code under test.
+//
+//   node --import tsx benchmark/critical-path.ts [rounds]
+//
+// The echo side (benchmark/peer.ts) runs on CPU 1, the traced client on CPU 0, both
+// parked between messages (`spinUs: 0`; Node's own sockets always are). For each hop the
+// client's trace gives: the blocking `epoll_pwait` that returned with the answer, the
+// system call that sends the next message, and their distance, the *critical path*:
+// everything the receiving process does between waking up and sending (libuv, reading
+// the socket, the protocol's work, the call into JavaScript, the application, building
+// and encrypting the answer). The send's own duration includes waking the peer, and the
+// time blocked in `epoll_pwait` is mostly the VM waking a halted vCPU, so neither is the
+// transport's doing. Needs `perf` with tracepoints (root); prints why when it cannot.
+import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { connect } from 'node:tls'
+import { createInterface } from 'node:readline'
+import { onFrames } from './frames.ts'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, '..')
+const [role, kind, address, pkiArg] = process.argv.slice(2)
+
+if (role === 'client') {
+  // Ping-pong until killed: publish 64 bytes, wait parked for the echo.
+  if (kind === 'quic') {
+    const { Hub } = await import('zerohop')
+    const hub = await Hub.open(`quic://${address}`, { tls: { ca: join(pkiArg!, 'ca.pem'), serverName: 'localhost' }, spinUs: 0 })
+    const msg = new Uint8Array(64)
+    console.log('ready')
+    for (;;) {
+      hub.publish(msg)
+      await hub.recv()
+    }
+  } else {
+    const [host, port] = address!.split(':')
+    const sock = await new Promise<ReturnType<typeof connect>>((resolve) => {
+      const s = connect({ host, port: Number(port), ca: readFileSync(join(pkiArg!, 'ca.pem')), servername: 'localhost' }, () => resolve(s))
+    })
+    sock.setNoDelay(true)
+    let answered: (() => void) | undefined
+    onFrames(sock, () => answered?.())
+    const msg = Buffer.alloc(68)
+    msg.writeUInt32LE(64, 0)
+    console.log('ready')
+    for (;;) {
+      const got = new Promise<void>((r) => (answered = r))
+      sock.write(msg)
+      await got
+    }
+  }
+} else {
+  await main(Number(role ?? 3))
+}
+
+async function main(rounds: number): Promise<void> {
+  if (spawnSync('perf', ['list', 'syscalls:sys_enter_sendto'], { encoding: 'utf8' }).stdout?.includes('sys_enter_sendto') !== true) {
+    console.log('critical-path: needs perf with syscall tracepoints (linux-perf, run as root); nothing measured')
+    return
+  }
+  const pki = mkdtempSync(join(tmpdir(), 'zerohop-critical-path-pki-'))
+  const made = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', pki], { cwd: root, stdio: 'inherit' })
+  if (made.status !== 0) throw new Error('cannot make the certificates')
+  console.log('| round | transport | hops | wake → send p50 µs | p90 µs | send p50 µs | blocked p50 µs |')
+  console.log('|---|---|---|---|---|---|---|')
+  for (let r = 1; r <= rounds; r++) {
+    for (const k of r % 2 ? ['quic', 'tls'] : ['tls', 'quic']) {
+      const s = await measure(k, pki)
+      console.log(`| ${r} | ${k === 'quic' ? 'zerohop quic://' : 'Node tls'} | ${s.hops} | ${s.crit} | ${s.critP90} | ${s.send} | ${s.blocked} |`)
+    }
+  }
+}
+
+interface Summary {
+  hops: number
+  crit: string
+  critP90: string
+  send: string
+  blocked: string
+}
+
+async function measure(k: string, pki: string): Promise<Summary> {
+  const tsx = ['--import', 'tsx']
+  const peer = spawn('taskset', ['-c', '1', process.execPath, ...tsx, join(here, 'peer.ts'), k === 'quic' ? 'quic-echo' : 'tls-echo', pki, ...(k === 'quic' ? ['0', '1'] : ['1'])], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const ready = JSON.parse(await firstLine(peer.stdout)) as { addresses: string[] }
+  const client = spawn('taskset', ['-c', '0', process.execPath, ...tsx, fileURLToPath(import.meta.url), 'client', k, ready.addresses[0]!, pki], { cwd: here, stdio: ['ignore', 'pipe', 'inherit'] })
+  await firstLine(client.stdout)
+  await new Promise((r) => setTimeout(r, 1500)) // warm up
+  const send = k === 'quic' ? 'sendto' : 'write'
+  const data = join(pki, `${k}.perf`)
+  const events = ['sys_enter_epoll_pwait', 'sys_exit_epoll_pwait', `sys_enter_${send}`, `sys_exit_${send}`].map((e) => `syscalls:${e}`).join(',')
+  spawnSync('perf', ['record', '-q', '-e', events, '-p', String(client.pid), '-o', data, '--', 'sleep', '2'], { stdio: 'ignore' })
+  client.kill('SIGKILL')
+  peer.kill('SIGKILL')
+  const script = spawnSync('perf', ['script', '-i', data, '-F', 'tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 28 }).stdout
+  return summarize(script, client.pid!, send)
+}
+
+function firstLine(stream: NodeJS.ReadableStream): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: stream })
+    lines.once('line', (l) => resolve(l))
+    lines.once('close', () => reject(new Error('the process ended before it was ready')))
+  })
+}
+
+/** Per hop of the main thread: blocking epoll that returned events → the next send. */
+function summarize(script: string, pid: number, send: string): Summary {
+  const crit: number[] = []
+  const sends: number[] = []
+  const blocked: number[] = []
+  let blocking = false
+  let enteredEpoll = 0
+  let woke: number | undefined
+  let enteredSend: number | undefined
+  for (const line of script.split('\n')) {
+    const m = /^\s*(\d+)\s+([\d.]+):\s+syscalls:(\S+):\s*(.*)$/.exec(line)
+    if (!m || Number(m[1]) !== pid) continue
+    const t = Number(m[2]) * 1e6
+    const event = m[3]!
+    if (event === 'sys_enter_epoll_pwait') {
+      // Node asks once with timeout 0 (its idle-time metrics), then blocks.
+      blocking = !/timeout: 0x0+\b/.test(m[4]!)
+      enteredEpoll = t
+    } else if (event === 'sys_exit_epoll_pwait') {
+      if (blocking && !/0x0+$/.test(m[4]!)) {
+        woke = t
+        blocked.push(t - enteredEpoll)
+      }
+    } else if (event === `sys_enter_${send}`) {
+      if (woke !== undefined) crit.push(t - woke)
+      woke = undefined
+      enteredSend = t
+    } else if (event === `sys_exit_${send}` && enteredSend !== undefined) {
+      sends.push(t - enteredSend)
+      enteredSend = undefined
+    }
+  }
+  const q = (a: number[], p: number) => (a.length ? a.sort((x, y) => x - y)[Math.floor(a.length * p)]!.toFixed(0) : '–')
+  return { hops: crit.length, crit: q(crit, 0.5), critP90: q(crit, 0.9), send: q(sends, 0.5), blocked: q(blocked, 0.5) }
+}
