@@ -13,17 +13,14 @@
 // and encrypting the answer). The send's own duration includes waking the peer, and the
 // time blocked in `epoll_pwait` is mostly the VM waking a halted vCPU, so neither is the
 // transport's doing. Needs `perf` with tracepoints (root); prints why when it cannot.
-import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync, mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { connect } from 'node:tls'
-import { createInterface } from 'node:readline'
 import { onFrames } from './frames.ts'
+import { here, makePki, spawnHelper } from './procs.ts'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..')
 const [role, kind, address, pkiArg] = process.argv.slice(2)
 
 if (role === 'client') {
@@ -32,7 +29,7 @@ if (role === 'client') {
     const { Hub } = await import('zerohop')
     const hub = await Hub.open(`quic://${address}`, { tls: { ca: join(pkiArg!, 'ca.pem'), serverName: 'localhost' }, spinUs: 0 })
     const msg = new Uint8Array(64)
-    console.log('ready')
+    console.log(JSON.stringify({ ready: true }))
     for (;;) {
       hub.publish(msg)
       await hub.recv()
@@ -47,7 +44,7 @@ if (role === 'client') {
     onFrames(sock, () => answered?.())
     const msg = Buffer.alloc(68)
     msg.writeUInt32LE(64, 0)
-    console.log('ready')
+    console.log(JSON.stringify({ ready: true }))
     for (;;) {
       const got = new Promise<void>((r) => (answered = r))
       sock.write(msg)
@@ -63,9 +60,7 @@ async function main(rounds: number): Promise<void> {
     console.log('critical-path: needs perf with syscall tracepoints (linux-perf, run as root); nothing measured')
     return
   }
-  const pki = mkdtempSync(join(tmpdir(), 'zerohop-critical-path-pki-'))
-  const made = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', pki], { cwd: root, stdio: 'inherit' })
-  if (made.status !== 0) throw new Error('cannot make the certificates')
+  const pki = makePki()
   console.log('| round | transport | hops | wake → send p50 µs | p90 µs | send p50 µs | blocked p50 µs |')
   console.log('|---|---|---|---|---|---|---|')
   for (let r = 1; r <= rounds; r++) {
@@ -85,28 +80,19 @@ interface Summary {
 }
 
 async function measure(k: string, pki: string): Promise<Summary> {
-  const tsx = ['--import', 'tsx']
-  const peer = spawn('taskset', ['-c', '1', process.execPath, ...tsx, join(here, 'peer.ts'), k === 'quic' ? 'quic-echo' : 'tls-echo', pki, ...(k === 'quic' ? ['0', '1'] : ['1'])], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const ready = JSON.parse(await firstLine(peer.stdout)) as { addresses: string[] }
-  const client = spawn('taskset', ['-c', '0', process.execPath, ...tsx, fileURLToPath(import.meta.url), 'client', k, ready.addresses[0]!, pki], { cwd: here, stdio: ['ignore', 'pipe', 'inherit'] })
-  await firstLine(client.stdout)
+  const peer = spawnHelper(join(here, 'peer.ts'), k === 'quic' ? ['quic-echo', pki, '0', '1'] : ['tls-echo', pki, '1'], 1)
+  const { addresses } = (await peer.next()) as { addresses: string[] }
+  const client = spawnHelper(fileURLToPath(import.meta.url), ['client', k, addresses[0]!, pki], 0)
+  await client.next()
   await new Promise((r) => setTimeout(r, 1500)) // warm up
   const send = k === 'quic' ? 'sendto' : 'write'
   const data = join(pki, `${k}.perf`)
   const events = ['sys_enter_epoll_pwait', 'sys_exit_epoll_pwait', `sys_enter_${send}`, `sys_exit_${send}`].map((e) => `syscalls:${e}`).join(',')
-  spawnSync('perf', ['record', '-q', '-e', events, '-p', String(client.pid), '-o', data, '--', 'sleep', '2'], { stdio: 'ignore' })
-  client.kill('SIGKILL')
-  peer.kill('SIGKILL')
+  spawnSync('perf', ['record', '-q', '-e', events, '-p', String(client.proc.pid), '-o', data, '--', 'sleep', '2'], { stdio: 'ignore' })
+  client.proc.kill('SIGKILL')
+  peer.proc.kill('SIGKILL')
   const script = spawnSync('perf', ['script', '-i', data, '-F', 'tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 28 }).stdout
-  return summarize(script, client.pid!, send)
-}
-
-function firstLine(stream: NodeJS.ReadableStream): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: stream })
-    lines.once('line', (l) => resolve(l))
-    lines.once('close', () => reject(new Error('the process ended before it was ready')))
-  })
+  return summarize(script, client.proc.pid!, send)
 }
 
 /** Per hop of the main thread: blocking epoll that returned events → the next send. */

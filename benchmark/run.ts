@@ -15,19 +15,17 @@
 // and [after], and a last table gives after against before, median against median.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
-import { createInterface } from 'node:readline'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { Bench } from 'tinybench'
 import * as current from 'zerohop'
 import { onFrames } from './frames.ts'
+import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..')
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const RTT_SAMPLES = 20_000
 const RTT_WARMUP = 2_000
@@ -65,14 +63,16 @@ if (process.env.BENCH_BASELINE) {
 let { Hub } = current
 let peerEnv: Record<string, string> = {}
 
+/** The subjects, the first going first in odd rounds and last in even ones. */
+const inRoundOrder = (run: number) => (run % 2 === 1 ? subjects : [...subjects].reverse())
+
 /**
  * Runs `fn` once per subject, alternating which goes first from round to round so that
  * neither always runs on a warmer (or more tired) machine; `tag` names the subject in
  * the rows' names when there are two.
  */
 async function each(run: number, fn: (tag: string) => Promise<void>): Promise<void> {
-  const order = run % 2 === 1 ? subjects : [...subjects].reverse()
-  for (const s of order) {
+  for (const s of inRoundOrder(run)) {
     ;({ Hub } = s.mod)
     peerEnv = s.env
     await fn(subjects.length > 1 ? ` [${s.label}]` : '')
@@ -90,22 +90,9 @@ function pinSelf(pinned: boolean): void {
   spawnSync('taskset', ['-a', '-cp', pinned ? '0' : '0-1023', String(process.pid)], { stdio: 'ignore' })
 }
 
-function peer(args: string[], pinned = true): { proc: ChildProcess; next: () => Promise<Record<string, unknown>> } {
-  const argv = [process.execPath, '--import', 'tsx', join(here, 'peer.ts'), ...args]
-  const proc = spawn(pinned ? 'taskset' : argv[0]!, pinned ? ['-c', '1', ...argv] : argv.slice(1), {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...peerEnv },
-  })
-  const lines: Record<string, unknown>[] = []
-  const waiters: Array<(m: Record<string, unknown>) => void> = []
-  createInterface({ input: proc.stdout! }).on('line', (l) => {
-    const m = JSON.parse(l) as Record<string, unknown>
-    const w = waiters.shift()
-    if (w) w(m)
-    else lines.push(m)
-  })
-  return { proc, next: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))) }
+/** A benchmark/peer.ts process running `args`, on CPU 1 unless `pinned` is false. */
+function peer(args: string[], pinned = true): Helper {
+  return spawnHelper(join(here, 'peer.ts'), args, pinned ? 1 : undefined, peerEnv)
 }
 
 const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())))
@@ -427,10 +414,9 @@ async function publishCost(run: number): Promise<void> {
   const batch = Array.from({ length: 256 }, () => m64)
   const packed = new Uint8Array(64 * 256)
   const ticks = Array.from({ length: 256 }, (_, i) => ({ seq: BigInt(i), price: i + 0.5, volume: 100n }))
-  const order = run % 2 === 1 ? subjects : [...subjects].reverse()
   const opened: Array<{ close(): Promise<void> }> = []
   const tasks: Array<[string, Array<[string, () => void]>]> = []
-  for (const s of order) {
+  for (const s of inRoundOrder(run)) {
     const { Hub: H, struct: st } = s.mod
     const tag = subjects.length > 1 ? ` [${s.label}]` : ''
     const name = unique('cost')
@@ -528,16 +514,7 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
 
 let pkiDir: string | undefined
 /** Certificates for both: a CA and a server certificate for localhost. */
-function pki(): string {
-  if (pkiDir) return pkiDir
-  const dir = mkdtempSync(join(tmpdir(), 'zerohop-bench-pki-'))
-  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', dir], {
-    cwd: root,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  if (r.status !== 0) throw new Error('cannot make the benchmark certificates')
-  return (pkiDir = dir)
-}
+const pki = (): string => (pkiDir ??= makePki())
 const quicClient = () => ({ tls: { ca: join(pki(), 'ca.pem'), serverName: 'localhost' } })
 const frame = (len: number) => {
   const b = Buffer.alloc(4 + len)

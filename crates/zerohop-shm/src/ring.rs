@@ -165,13 +165,23 @@ impl RingMemory {
     }
 
     fn stamp(&self, seq: u64) -> &AtomicU32 {
-        self.word(self.layout.slot_offset(seq) + offsets::SLOT_STAMP)
+        self.stamp_at(self.layout.slot_offset(seq))
+    }
+
+    /// The stamp of the slot at byte offset `slot` (a `Layout::slot_offset`).
+    fn stamp_at(&self, slot: usize) -> &AtomicU32 {
+        self.word(slot + offsets::SLOT_STAMP)
     }
 
     fn payload_ptr(&self, seq: u64) -> *mut u8 {
+        self.payload_at(self.layout.slot_offset(seq))
+    }
+
+    /// The payload of the slot at byte offset `slot` (a `Layout::slot_offset`).
+    fn payload_at(&self, slot: usize) -> *mut u8 {
         // SAFETY: slot_offset + SLOT_PAYLOAD + slot_size is within the segment
         // (Layout::segment_len bounds every slot, checked when the segment was opened).
-        unsafe { self.seg.as_ptr().add(self.layout.slot_offset(seq) + offsets::SLOT_PAYLOAD) }
+        unsafe { self.seg.as_ptr().add(slot + offsets::SLOT_PAYLOAD) }
     }
 
     fn sub_pid(&self, index: u32) -> &AtomicU32 {
@@ -323,17 +333,13 @@ impl Publisher {
             }
             // The slot's offset once per message (this loop is the fastest way in).
             let slot = self.mem.layout.slot_offset(tail);
-            let stamp = self.mem.word(slot + offsets::SLOT_STAMP);
+            let stamp = self.mem.stamp_at(slot);
             stamp.store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
             fence(Ordering::Release);
             // SAFETY: the payload area of `tail`'s slot is `slot_size >= size` bytes inside
-            // the mapping (Layout::segment_len bounds every slot, checked when the segment
-            // was opened); we hold the publisher lock and the slot's stamp is odd (the
+            // the mapping; we hold the publisher lock and the slot's stamp is odd (the
             // seqlock contract described on `Loan::as_mut_slice`).
-            unsafe {
-                let payload = self.mem.seg.as_ptr().add(slot + offsets::SLOT_PAYLOAD);
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), payload, size);
-            }
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.payload_at(slot), size) };
             self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
             self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
             stamp.store(committed_stamp(tail), Ordering::Release);

@@ -166,6 +166,11 @@ pub struct UdpPipeline {
 /// Whether a socket sending to `peers` is connected: to a single unicast peer only (a
 /// socket connected to a multicast group would accept datagrams only from the group
 /// address, which never sends).
+/// Microseconds since `epoch`: the pipeline's clock (the outbox's deadlines are in it).
+fn micros_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
 fn connects(peers: &[SocketAddr]) -> bool {
     peers.len() == 1 && !peers[0].ip().is_multicast()
 }
@@ -292,7 +297,7 @@ impl UdpPipeline {
 
     /// The outbox's clock: microseconds, so flush intervals below a millisecond work.
     fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        micros_since(self.epoch)
     }
 
     fn interval_us(&self) -> u64 {
@@ -305,7 +310,7 @@ impl UdpPipeline {
         // The clock matters only to a message that starts a datagram (it sets the
         // deadline); reading it costs more than the rest of this call.
         let epoch = self.epoch;
-        self.outbox.push_with(message, || epoch.elapsed().as_micros() as u64).map_err(PublishError::TooLarge)?;
+        self.outbox.push_with(message, || micros_since(epoch)).map_err(PublishError::TooLarge)?;
         self.metrics.messages_sent += 1;
         if self.config.flush_interval.is_zero() {
             self.outbox.flush();
