@@ -34,7 +34,7 @@ const peer = (cfg: object) => track(child('quic-peer.mjs', [JSON.stringify(cfg)]
 const dev: HubOptions<Uint8Array> = { tls: { dangerouslyAcceptAnyServer: true }, reconnect: { initialMs: 20, maxMs: 200 } }
 const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
 
-/** Resolves with the first status event `pred` accepts (including one already past, via `hub.status`). */
+/** Resolves with the first status event `pred` accepts (a hub hands a new listener the events it has not delivered yet). */
 function statusWhere(hub: Hub<unknown>, pred: (e: StatusEvent) => boolean, timeoutMs = 10_000): Promise<StatusEvent> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

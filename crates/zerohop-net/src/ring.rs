@@ -345,9 +345,17 @@ impl ReceiveRing {
         lock(&self.status).log.drain(..).collect()
     }
 
-    /// Calls `listener` with every status event from now on.
+    /// Calls `listener` with the events not taken yet, then with every one from now on.
+    /// Both under the board's lock, so an event reported meanwhile is in one or the
+    /// other, never lost between them.
     pub fn set_status_listener(&self, listener: Option<StatusListener>) {
-        lock(&self.status).listener = listener;
+        let mut board = lock(&self.status);
+        if let Some(l) = &listener {
+            for e in board.log.drain(..) {
+                l(&e);
+            }
+        }
+        board.listener = listener;
     }
 }
 
@@ -439,6 +447,34 @@ mod tests {
         r.deliver(&Inbound::message(0, from(), 0, b"b"));
         r.deliver(&Inbound::message(0, from(), 0, b"c"));
         assert_eq!(rings.load(Ordering::SeqCst), 2, "one ring for a burst");
+    }
+
+    #[test]
+    fn a_status_listener_gets_every_event_however_late_it_comes() {
+        // Events reported while the listener is being set are in the backlog it is
+        // handed or reach it live: none is lost between the two.
+        for round in 0..200 {
+            let r =
+                Arc::new(ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, spill_limit: 0 }, false).unwrap());
+            let reporter = {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        r.report(StatusEvent { status: Status::Connecting, peer: Some(from()), error: None });
+                    }
+                })
+            };
+            for _ in 0..round % 20 {
+                std::hint::spin_loop();
+            }
+            let got = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let g = got.clone();
+            r.set_status_listener(Some(Arc::new(move |_: &StatusEvent| {
+                g.fetch_add(1, Ordering::SeqCst);
+            })));
+            reporter.join().unwrap();
+            assert_eq!(got.load(Ordering::SeqCst), 50, "round {round}");
+        }
     }
 
     #[test]

@@ -320,9 +320,6 @@ impl NetHandle {
             let _ = tsfn.call(js_event(e), ThreadsafeFunctionCallMode::NonBlocking);
         };
         // Events from before the listener existed first, then the live ones.
-        for e in connection.take_status_events() {
-            send(&e);
-        }
         connection.set_status_listener(Some(Arc::new(send)));
         Ok(())
     }

@@ -179,7 +179,9 @@ pub trait Connection: Send + Sync {
     fn connects(&self) -> bool;
     /// Status events since the last call (the most recent ones, if many).
     fn take_status_events(&self) -> Vec<StatusEvent>;
-    /// Calls `listener` (on the transport's thread) with every status event from now on.
+    /// Calls `listener` with the status events not taken yet (see
+    /// [`take_status_events`](Self::take_status_events)), then (on the transport's
+    /// thread) with every one from now on: none falls between the two.
     fn set_status_listener(&self, listener: Option<StatusListener>);
 }
 
