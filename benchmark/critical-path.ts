@@ -61,12 +61,14 @@ async function main(rounds: number): Promise<void> {
     return
   }
   const pki = makePki()
-  console.log('| round | transport | hops | wake → send p50 µs | p90 µs | send p50 µs | blocked p50 µs |')
-  console.log('|---|---|---|---|---|---|---|')
+  console.log('| round | transport | side | hops | wake → send p50 µs | p90 µs | send p50 µs | blocked p50 µs |')
+  console.log('|---|---|---|---|---|---|---|---|')
   for (let r = 1; r <= rounds; r++) {
     for (const k of r % 2 ? ['quic', 'tls'] : ['tls', 'quic']) {
-      const s = await measure(k, pki)
-      console.log(`| ${r} | ${k === 'quic' ? 'zerohop quic://' : 'Node tls'} | ${s.hops} | ${s.crit} | ${s.critP90} | ${s.send} | ${s.blocked} |`)
+      const sides = await measure(k, pki)
+      for (const [side, s] of Object.entries(sides)) {
+        console.log(`| ${r} | ${k === 'quic' ? 'zerohop quic://' : 'Node tls'} | ${side} | ${s.hops} | ${s.crit} | ${s.critP90} | ${s.send} | ${s.blocked} |`)
+      }
     }
   }
 }
@@ -79,24 +81,26 @@ interface Summary {
   blocked: string
 }
 
-async function measure(k: string, pki: string): Promise<Summary> {
+async function measure(k: string, pki: string): Promise<{ client: Summary; peer: Summary }> {
   const peer = spawnHelper(join(here, 'peer.ts'), k === 'quic' ? ['quic-echo', pki, '0', '1'] : ['tls-echo', pki, '1'], 1)
   const { addresses } = (await peer.next()) as { addresses: string[] }
   const client = spawnHelper(fileURLToPath(import.meta.url), ['client', k, addresses[0]!, pki], 0)
   await client.next()
   await new Promise((r) => setTimeout(r, 1500)) // warm up
-  const send = k === 'quic' ? 'sendto' : 'write'
+  // A connected client sends with send(2) (sendto), a listener with sendmsg(2).
+  const sendCalls = k === 'quic' ? ['sendto', 'sendmsg'] : ['write']
   const data = join(pki, `${k}.perf`)
-  const events = ['sys_enter_epoll_pwait', 'sys_exit_epoll_pwait', `sys_enter_${send}`, `sys_exit_${send}`].map((e) => `syscalls:${e}`).join(',')
-  spawnSync('perf', ['record', '-q', '-e', events, '-p', String(client.proc.pid), '-o', data, '--', 'sleep', '2'], { stdio: 'ignore' })
+  const events = ['epoll_pwait', ...sendCalls].flatMap((c) => [`syscalls:sys_enter_${c}`, `syscalls:sys_exit_${c}`]).join(',')
+  const pids = `${client.proc.pid},${peer.proc.pid}`
+  spawnSync('perf', ['record', '-q', '-e', events, '-p', pids, '-o', data, '--', 'sleep', '2'], { stdio: 'ignore' })
   client.proc.kill('SIGKILL')
   peer.proc.kill('SIGKILL')
   const script = spawnSync('perf', ['script', '-i', data, '-F', 'tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 28 }).stdout
-  return summarize(script, client.proc.pid!, send)
+  return { client: summarize(script, client.proc.pid!, sendCalls), peer: summarize(script, peer.proc.pid!, sendCalls) }
 }
 
-/** Per hop of the main thread: blocking epoll that returned events → the next send. */
-function summarize(script: string, pid: number, send: string): Summary {
+/** Per hop of a process's main thread: blocking epoll that returned events → the next send. */
+function summarize(script: string, pid: number, sendCalls: string[]): Summary {
   const crit: number[] = []
   const sends: number[] = []
   const blocked: number[] = []
@@ -118,11 +122,11 @@ function summarize(script: string, pid: number, send: string): Summary {
         woke = t
         blocked.push(t - enteredEpoll)
       }
-    } else if (event === `sys_enter_${send}`) {
+    } else if (event.startsWith('sys_enter_') && sendCalls.includes(event.slice(10))) {
       if (woke !== undefined) crit.push(t - woke)
       woke = undefined
       enteredSend = t
-    } else if (event === `sys_exit_${send}` && enteredSend !== undefined) {
+    } else if (event.startsWith('sys_exit_') && sendCalls.includes(event.slice(9)) && enteredSend !== undefined) {
       sends.push(t - enteredSend)
       enteredSend = undefined
     }

@@ -5,13 +5,14 @@
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
 //   uds-sink <path> <count>                 count length-prefixed frames from a socket
 //   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
-//   dgram-echo                              Node dgram socket echoing to the sender
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
 //   quic-echo <pki> <spin|spinUs> <hubs>     <hubs> quic:// listeners echoing every message
 //   tls-echo <pki> <hubs>                   <hubs> Node tls servers echoing length-prefixed frames
 //   quic-sink <pki> <count>                 quic:// listener counting messages; msg/s
 //   tls-sink <pki> <count>                  Node tls server counting length-prefixed frames; msg/s
+//   echoes <spec>...                        one echo per spec (tls:<pki>, quic:<pki>:<spinUs>,
+//                                           dgram, udp:<ioUring>:<spinUs>); prints their addresses
 import { readFileSync } from 'node:fs'
 import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
@@ -109,13 +110,6 @@ if (role === 'zh-echo') {
     hub.publish(m!)
   }
   await hub.close()
-} else if (role === 'dgram-echo') {
-  const sock = createSocket('udp4')
-  sock.on('message', (m, from) => {
-    if (m.length === 1) sock.close()
-    else sock.send(m, from.port, from.address)
-  })
-  sock.bind(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${sock.address().port}` }))
 } else if (role === 'udp-sink' || role === 'dgram-sink') {
   // Counts until `count` messages or 300 ms without any; the rate runs from the first
   // message to the last.
@@ -180,6 +174,50 @@ if (role === 'zh-echo') {
       }
     }),
   )
+} else if (role === 'echoes') {
+  // Several echo servers in one process, for run.ts's round trips in turns; one spec each:
+  // tls:<pki>, quic:<pki>:<spinUs>, dgram, udp:<ioUring>:<spinUs>. Any 1-byte message ends it.
+  const specs = process.argv.slice(3)
+  const addresses: string[] = []
+  const echoHub = async (hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, learnPeer: boolean) => {
+    if (learnPeer) {
+      const { value, from } = await hub.recvMessage()
+      hub.setPeers([from!])
+      hub.publish(value)
+    }
+    for (;;) {
+      const m = await hub.recv()
+      if (m.byteLength === 1) process.exit(0)
+      hub.publish(m)
+    }
+  }
+  for (const spec of specs) {
+    const [kind, x, y] = spec.split(':')
+    if (kind === 'tls') {
+      const options = { cert: readFileSync(join(x!, 'server.pem')), key: readFileSync(join(x!, 'server.key')) }
+      const server = createTlsServer(options, (sock) => {
+        sock.setNoDelay(true)
+        onFrames(sock, (frame, len) => (len === 1 ? process.exit(0) : sock.write(frame)))
+        sock.on('error', () => {})
+      })
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+      addresses.push(`127.0.0.1:${(server.address() as { port: number }).port}`)
+    } else if (kind === 'quic') {
+      const hub = await Hub.open('quic://127.0.0.1:0', { listen: true, tls: { cert: join(x!, 'server.pem'), key: join(x!, 'server.key') }, spinUs: Number(y) })
+      addresses.push(hub.localAddress!)
+      void echoHub(hub, false)
+    } else if (kind === 'dgram') {
+      const sock = createSocket('udp4')
+      sock.on('message', (m, from) => (m.length === 1 ? process.exit(0) : sock.send(m, from.port, from.address)))
+      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r))
+      addresses.push(`127.0.0.1:${sock.address().port}`)
+    } else if (kind === 'udp') {
+      const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: x as 'off' | 'force', flushIntervalMs: 0, spinUs: Number(y) })
+      addresses.push(hub.localAddress!)
+      void echoHub(hub, true)
+    } else throw new Error(`unknown echo ${spec}`)
+  }
+  say({ ready: true, addresses })
 } else if (role === 'tls-echo') {
   const options = { cert: readFileSync(join(a!, 'server.pem')), key: readFileSync(join(a!, 'server.key')) }
   const servers = Array.from({ length: Number(b) }, () =>

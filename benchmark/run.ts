@@ -2,7 +2,10 @@
 // socket (length-prefixed frames), and udp:// hubs against Node `dgram` and sockperf
 // (the kernel's floor), side by side in one run, plus the Rust ring and UDP endpoint as
 // floors. This process is pinned to CPU 0 and every peer to CPU 1; baseline and
-// subject runs are interleaved, and every run reports its own percentiles.
+// subject runs are interleaved, and every run reports its own percentiles. The awaiting
+// round trips that have a Node baseline (udp:// against dgram, quic:// against tls) take
+// turns with it within one run, 500 round trips at a time (`inTurns`): this VM's speed
+// drifts within seconds, and runs seconds apart once gave ratios from 0.9 to 1.3.
 //
 // quic:// hubs run against Node `tls` over TCP (the secure stream a Node user has), with
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
@@ -90,9 +93,9 @@ function pinSelf(pinned: boolean): void {
   spawnSync('taskset', ['-a', '-cp', pinned ? '0' : '0-1023', String(process.pid)], { stdio: 'ignore' })
 }
 
-/** A benchmark/peer.ts process running `args`, on CPU 1 unless `pinned` is false. */
-function peer(args: string[], pinned = true): Helper {
-  return spawnHelper(join(here, 'peer.ts'), args, pinned ? 1 : undefined, peerEnv)
+/** A benchmark/peer.ts process running `args`, on CPU 1. */
+function peer(args: string[]): Helper {
+  return spawnHelper(join(here, 'peer.ts'), args, 1, peerEnv)
 }
 
 const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())))
@@ -110,6 +113,68 @@ function percentiles(ns: Float64Array): { p50: number; p99: number; p999: number
 const unique = (tag: string) => `bench-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
 
 // ---- round-trip latency ----------------------------------------------------------
+
+/** One side of a ping-pong: sends 64 bytes and resolves with the echo. */
+interface Pinger {
+  ping(): Promise<void>
+  /** Tells the echo process to end (a 1-byte message). */
+  end(): void
+  close(): Promise<void> | void
+}
+
+/** Round trips per turn in `inTurns`. */
+const TURN = 500
+
+/**
+ * Round trips over every pinger, taking turns of TURN round trips (who goes first
+ * rotates), until each has RTT_SAMPLES: a baseline and the hubs measured beside it see
+ * the same moments of the machine, whose speed drifts within seconds. Each pinger warms
+ * up first. The samples, in the pingers' order.
+ */
+async function inTurns(pingers: Pinger[]): Promise<Float64Array[]> {
+  for (const p of pingers) for (let i = 0; i < RTT_WARMUP; i++) await p.ping()
+  const out = pingers.map(() => new Float64Array(RTT_SAMPLES))
+  for (let turn = 0; turn * TURN < RTT_SAMPLES; turn++) {
+    const from = turn * TURN
+    const to = Math.min(RTT_SAMPLES, from + TURN)
+    for (let k = 0; k < pingers.length; k++) {
+      const j = (turn + k) % pingers.length
+      const [p, samples] = [pingers[j]!, out[j]!]
+      for (let i = from; i < to; i++) {
+        const t = process.hrtime.bigint()
+        await p.ping()
+        samples[i] = Number(process.hrtime.bigint() - t)
+      }
+    }
+  }
+  pingers[0]!.end()
+  return out
+}
+
+/** Round trips in turns against one `echoes` peer serving every spec (see peer.ts). */
+async function echoesInTurns(specs: string[], open: (address: string, spec: string) => Promise<Pinger>): Promise<Float64Array[]> {
+  const p = peer(['echoes', ...specs])
+  const { addresses } = (await p.next()) as { addresses: string[] }
+  const pingers = await Promise.all(specs.map((spec, i) => open(addresses[i]!, spec)))
+  const samples = await inTurns(pingers)
+  await exited(p.proc)
+  for (const pinger of pingers) await pinger.close()
+  return samples
+}
+
+/** A hub publishing 64 bytes and awaiting the echo. */
+function hubPinger(hub: Awaited<ReturnType<typeof Hub.open>>): Pinger {
+  const msg = new Uint8Array(64)
+  return {
+    ping: async () => {
+      hub.publish(msg)
+      await hub.recv()
+    },
+    end: () => hub.publish(new Uint8Array(1)),
+    close: () => hub.close({ lingerMs: 0 }),
+  }
+}
+
 
 async function rttUds(): Promise<Float64Array> {
   const path = join(tmpdir(), `${unique('uds')}.sock`)
@@ -235,29 +300,6 @@ function rttSockperf(spinning: boolean): { p50: number; p99: number; p999: numbe
   return Number.isFinite(out.p50) ? out : undefined
 }
 
-async function rttDgram(): Promise<Float64Array> {
-  const p = peer(['dgram-echo'])
-  const { address } = (await p.next()) as { address: string }
-  const port = Number(address.split(':')[1])
-  const sock = createSocket('udp4')
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r))
-  let resolveMsg: (() => void) | undefined
-  sock.on('message', () => resolveMsg?.())
-  const msg = Buffer.alloc(64)
-  const samples = new Float64Array(RTT_SAMPLES)
-  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
-    const t = process.hrtime.bigint()
-    const got = new Promise<void>((r) => (resolveMsg = r))
-    sock.send(msg, port, '127.0.0.1')
-    await got
-    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
-  }
-  sock.send(Buffer.alloc(1), port, '127.0.0.1')
-  await exited(p.proc)
-  sock.close()
-  return samples
-}
-
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
 async function rttZerohopUdp(ioUring: 'force' | 'off', mode: 'spin' | number): Promise<Float64Array> {
   const spinUs = mode === 'spin' ? 0 : mode
@@ -338,22 +380,57 @@ async function udpRtt(run: number): Promise<void> {
   if (spf) rows.push({ bench: 'UDP RTT 64 B  sockperf ping-pong, blocking (kernel floor)', run, ...spf })
   if (spfSpin) rows.push({ bench: 'UDP RTT 64 B  sockperf ping-pong --nonblocked, spinning (kernel floor)', run, ...spfSpin })
   if (!spf || !spfSpin) rows.push({ bench: 'UDP RTT 64 B  sockperf: not installed (apt-get install sockperf failed)', run })
-  const dg = percentiles(await rttDgram())
-  rows.push({ bench: 'UDP RTT 64 B  Node dgram (baseline)', run, ...dg })
-  for (const ioUring of ['force', 'off'] as const) {
-    const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
-    await each(run, async (tag) => {
+  await each(run, async (tag) => {
+    // Node dgram and the awaiting hubs take turns (see inTurns).
+    const parked = [
+      ['force', 0],
+      ['force', 50],
+      ['off', 0],
+      ['off', 50],
+    ] as const
+    const [dgSamples, ...hubSamples] = await echoesInTurns(['dgram', ...parked.map(([u, s]) => `udp:${u}:${s}`)], (address, spec) =>
+      spec === 'dgram' ? dgramPinger(address) : udpPinger(address, spec),
+    )
+    const dg = percentiles(dgSamples!)
+    rows.push({ bench: `UDP RTT 64 B  Node dgram (baseline, in turns with the rows below)${tag}`, run, ...dg })
+    const vs = (r: { p50: number }, floor: { p50: number } | undefined, what: string) => `${(r.p50 / dg.p50).toFixed(2)}× dgram${floor ? `, ${(r.p50 / floor.p50).toFixed(2)}× sockperf ${what}` : ''}`
+    for (const ioUring of ['force', 'off'] as const) {
+      const backend = ioUring === 'force' ? 'io_uring' : 'recvmmsg'
       const spin = percentiles(await rttZerohopUdp(ioUring, 'spin'))
-      const vs = `${(spin.p50 / dg.p50).toFixed(2)}× dgram${spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''}`
-      rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs, target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
-      for (const spinUs of [0, 50]) {
-        const park = percentiles(await rttZerohopUdp(ioUring, spinUs))
-        const vsPark = `${(park.p50 / dg.p50).toFixed(2)}× dgram${spf ? `, ${(park.p50 / spf.p50).toFixed(2)}× sockperf block` : ''}`
+      rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs(spin, spfSpin, 'spin'), target: '≤ 0.5× dgram, ≤ 1.25× sockperf' })
+      parked.forEach(([u, spinUs], i) => {
+        if (u !== ioUring) return
+        const park = percentiles(hubSamples[i]!)
         const how = spinUs === 0 ? 'parks (spinUs 0)' : 'spinUs 50 (default)'
-        rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv(), ${how}${tag}`, run, ...park, vsBaseline: vsPark, target: '≤ 1× dgram' })
-      }
-    })
+        rows.push({ bench: `UDP RTT 64 B  zerohop udp:// ${backend}, await recv(), ${how}${tag}`, run, ...park, vsBaseline: vs(park, spf, 'block'), target: '≤ 1× dgram' })
+      })
+    }
+  })
+}
+
+/** A Node dgram socket sending 64 bytes to `address` and awaiting the echo. */
+async function dgramPinger(address: string): Promise<Pinger> {
+  const port = Number(address.split(':')[1])
+  const sock = createSocket('udp4')
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r))
+  let echoed: (() => void) | undefined
+  sock.on('message', () => echoed?.())
+  const msg = Buffer.alloc(64)
+  return {
+    ping: () =>
+      new Promise<void>((r) => {
+        echoed = r
+        sock.send(msg, port, '127.0.0.1')
+      }),
+    end: () => sock.send(Buffer.alloc(1), port, '127.0.0.1'),
+    close: () => void sock.close(),
   }
+}
+
+/** A udp:// hub (spec udp:<ioUring>:<spinUs>) talking to the echo at `address`. */
+async function udpPinger(address: string, spec: string): Promise<Pinger> {
+  const [, ioUring, spinUs] = spec.split(':')
+  return hubPinger(await Hub.open('udp://127.0.0.1:0', { ioUring: ioUring as 'force' | 'off', flushIntervalMs: 0, spinUs: Number(spinUs), peers: [address] }))
 }
 
 async function udpThroughput(run: number): Promise<void> {
@@ -531,30 +608,9 @@ function tlsOpen(address: string, session?: Buffer): Promise<TLSSocket> {
   })
 }
 
-async function rttTls(pinned = true): Promise<Float64Array> {
-  const p = peer(['tls-echo', pki(), '1'], pinned)
-  const { addresses } = (await p.next()) as { addresses: string[] }
-  const sock = await tlsOpen(addresses[0]!)
-  let resolveMsg: (() => void) | undefined
-  onFrames(sock, () => resolveMsg?.())
-  const msg = frame(64)
-  const samples = new Float64Array(RTT_SAMPLES)
-  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
-    const t = process.hrtime.bigint()
-    const got = new Promise<void>((r) => (resolveMsg = r))
-    sock.write(msg)
-    await got
-    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
-  }
-  sock.write(frame(1))
-  await exited(p.proc)
-  sock.destroy()
-  return samples
-}
-
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
-async function rttQuic(mode: 'spin' | number, datagrams: boolean, pinned = true): Promise<Float64Array> {
-  const p = peer(['quic-echo', pki(), String(mode), '1'], pinned)
+async function rttQuic(mode: 'spin' | number, datagrams: boolean): Promise<Float64Array> {
+  const p = peer(['quic-echo', pki(), String(mode), '1'])
   const { addresses } = (await p.next()) as { addresses: string[] }
   const hub = await Hub.open(`quic://${addresses[0]}`, { ...quicClient(), spinUs: mode === 'spin' ? 0 : mode, datagrams })
   const msg = new Uint8Array(64)
@@ -667,21 +723,41 @@ async function quicRound(run: number): Promise<void> {
 
 async function quicRtt(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: QUIC RTT…`)
-  const tls = percentiles(await rttTls())
-  rows.push({ bench: 'QUIC RTT 64 B  Node tls over TCP (baseline)', run, ...tls })
-  const vs = (r: { p50: number }) => `${(r.p50 / tls.p50).toFixed(2)}× tls`
   await each(run, async (tag) => {
+    // Node tls and the awaiting hubs take turns (see inTurns).
+    const [tlsSamples, parked, dflt] = await echoesInTurns([`tls:${pki()}`, `quic:${pki()}:0`, `quic:${pki()}:50`], async (address, spec) =>
+      spec.startsWith('tls:') ? tlsPinger(await tlsOpen(address)) : hubPinger(await Hub.open(`quic://${address}`, { ...quicClient(), spinUs: Number(spec.split(':').at(-1)) })),
+    )
+    const tls = percentiles(tlsSamples!)
+    rows.push({ bench: `QUIC RTT 64 B  Node tls over TCP (baseline, in turns with the rows below)${tag}`, run, ...tls })
+    const vs = (r: { p50: number }) => `${(r.p50 / tls.p50).toFixed(2)}× tls`
     const spin = percentiles(await rttQuic('spin', false))
     rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs(spin), target: 'p50 ≤ 1× tls' })
-    for (const spinUs of [0, 50]) {
-      const dflt = percentiles(await rttQuic(spinUs, false))
-      rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs}${spinUs === 50 ? ', default' : ''})${tag}`, run, ...dflt, vsBaseline: vs(dflt), target: 'p50 ≤ 1× tls' })
+    for (const [spinUs, samples] of [[0, parked!], [50, dflt!]] as const) {
+      const r = percentiles(samples)
+      rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// stream, await recv() (spinUs ${spinUs}${spinUs === 50 ? ', default' : ''})${tag}`, run, ...r, vsBaseline: vs(r), target: 'p50 ≤ 1× tls' })
     }
     const dgSpin = percentiles(await rttQuic('spin', true))
     rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// datagrams, tryRecv spinning${tag}`, run, ...dgSpin, vsBaseline: vs(dgSpin) })
     const dg = percentiles(await rttQuic(0, true))
     rows.push({ bench: `QUIC RTT 64 B  zerohop quic:// datagrams, await recv() (spinUs 0)${tag}`, run, ...dg, vsBaseline: vs(dg) })
   })
+}
+
+/** A Node tls socket sending a 64-byte frame and awaiting the echo. */
+function tlsPinger(sock: TLSSocket): Pinger {
+  let echoed: (() => void) | undefined
+  onFrames(sock, () => echoed?.())
+  const msg = frame(64)
+  return {
+    ping: () =>
+      new Promise<void>((r) => {
+        echoed = r
+        sock.write(msg)
+      }),
+    end: () => sock.write(frame(1)),
+    close: () => void sock.destroy(),
+  }
 }
 
 async function quicFirst(run: number, tag: string): Promise<void> {
