@@ -18,6 +18,8 @@
 //!   length-prefixed, decoded from chunks of any size.
 //! - [`session`]: reliable delivery across reconnects on those streams (sequence
 //!   numbers, acknowledgements of what the application read, replay, duplicate filter).
+//! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
+//!   channels' messages and control records taking turns, written with `writev`.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -38,6 +40,7 @@ pub mod frag;
 mod header;
 pub mod lifecycle;
 pub mod pack;
+pub mod records;
 mod rng;
 pub mod session;
 pub mod stream;

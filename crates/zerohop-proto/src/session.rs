@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 
 pub use crate::stream::put_varint;
-use crate::stream::{MAX_PREFIX_LEN, write_prefix};
+use crate::stream::{MAX_PREFIX_LEN, write_prefix, write_tagged_prefix};
 
 /// An acknowledgement that the sender cannot make sense of: the peer is broken or hostile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub struct SendQueue {
     acked: u64,
     ever_sent: u64,
     limit: usize,
+    /// Prefixes for a tagged stream ([`crate::stream::write_tagged_prefix`]).
+    tagged: bool,
 }
 
 impl SendQueue {
@@ -102,7 +104,14 @@ impl SendQueue {
             acked: 0,
             ever_sent: 0,
             limit,
+            tagged: false,
         }
+    }
+
+    /// [`new`](Self::new) for a tagged stream, which carries control records beside the
+    /// messages (TCP and Unix sockets: see [`crate::records`]).
+    pub fn tagged(limit: usize) -> Self {
+        Self { tagged: true, ..Self::new(limit) }
     }
 
     /// Framed bytes kept (sent or not, until acknowledged).
@@ -129,7 +138,11 @@ impl SendQueue {
     /// returns its sequence number.
     pub fn push(&mut self, payload: &[u8]) -> u64 {
         let mut prefix = [0u8; MAX_PREFIX_LEN];
-        let n = write_prefix(payload.len(), &mut prefix);
+        let n = if self.tagged {
+            write_tagged_prefix(payload.len(), false, &mut prefix)
+        } else {
+            write_prefix(payload.len(), &mut prefix)
+        };
         self.buf.extend_from_slice(&prefix[..n]);
         self.buf.extend_from_slice(payload);
         self.lens.push_back(n + payload.len());
@@ -150,6 +163,12 @@ impl SendQueue {
             self.sent_messages += 1;
         }
         self.release();
+    }
+
+    /// Whether the stream holds part of a message: the last write ended inside one, and
+    /// the next must go on with it.
+    pub fn cut(&self) -> bool {
+        self.sent != self.sent_whole
     }
 
     /// One past the last message written whole to this connection's stream.

@@ -100,14 +100,33 @@ impl core::fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// The length prefix of a record on a *tagged* stream (one that carries control records
+/// beside messages, as TCP and Unix sockets do: see [`crate::records`]): the length
+/// shifted left by one, the low bit set for a control record.
+pub fn write_tagged_prefix(len: usize, control: bool, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
+    write_prefix((len << 1) | usize::from(control), out)
+}
+
+/// What a tagged stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// An application message.
+    Message(&'a [u8]),
+    /// A control record's body (see [`crate::records::Control`]).
+    Control(&'a [u8]),
+}
+
 /// Splits a byte stream back into messages.
 #[derive(Debug)]
 pub struct StreamDecoder {
     max_message: usize,
+    /// Tagged streams (see [`write_tagged_prefix`]): the largest control record.
+    max_control: Option<usize>,
     /// The prefix being read: value so far and bytes seen.
     prefix: (u64, usize),
-    /// The message being read, when its prefix is complete.
-    want: Option<usize>,
+    /// The record being read, when its prefix is complete: its length and whether it is
+    /// a control record.
+    want: Option<(usize, bool)>,
     buf: Vec<u8>,
     failed: Option<StreamError>,
 }
@@ -115,7 +134,14 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder that refuses messages above `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
-        Self { max_message, prefix: (0, 0), want: None, buf: Vec::new(), failed: None }
+        Self { max_message, max_control: None, prefix: (0, 0), want: None, buf: Vec::new(), failed: None }
+    }
+
+    /// A decoder of a tagged stream (messages and control records: see
+    /// [`write_tagged_prefix`]), refusing messages above `max_message` bytes and control
+    /// records above `max_control`.
+    pub fn tagged(max_message: usize, max_control: usize) -> Self {
+        Self { max_control: Some(max_control), ..Self::new(max_message) }
     }
 
     /// Whether the stream ended cleanly here (no message half-read).
@@ -125,12 +151,25 @@ impl StreamDecoder {
 
     /// Feeds the next bytes; calls `deliver` with each complete message, in order. A
     /// message that arrives whole within `bytes` is delivered without being copied.
-    pub fn push(&mut self, mut bytes: &[u8], mut deliver: impl FnMut(&[u8])) -> Result<(), StreamError> {
+    pub fn push(&mut self, bytes: &[u8], mut deliver: impl FnMut(&[u8])) -> Result<(), StreamError> {
+        self.push_pieces(bytes, |piece| {
+            if let Piece::Message(m) = piece {
+                deliver(m)
+            }
+        })
+    }
+
+    /// [`push`](Self::push) for a tagged stream: calls `each` with every message and
+    /// control record, in order.
+    pub fn push_pieces(&mut self, mut bytes: &[u8], mut each: impl FnMut(Piece<'_>)) -> Result<(), StreamError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
+        fn piece(control: bool, b: &[u8]) -> Piece<'_> {
+            if control { Piece::Control(b) } else { Piece::Message(b) }
+        }
         while !bytes.is_empty() {
-            let Some(want) = self.want else {
+            let Some((want, control)) = self.want else {
                 let b = bytes[0];
                 bytes = &bytes[1..];
                 let (value, seen) = self.prefix;
@@ -143,18 +182,23 @@ impl StreamDecoder {
                     continue;
                 }
                 self.prefix = (0, 0);
-                if value > u64::from(u32::MAX) {
+                let (len, control, max) = match self.max_control {
+                    None => (value, false, self.max_message),
+                    Some(_) if value & 1 == 0 => (value >> 1, false, self.max_message),
+                    Some(max_control) => (value >> 1, true, max_control),
+                };
+                if len > u64::from(u32::MAX) {
                     return Err(*self.failed.insert(StreamError::BadPrefix));
                 }
-                if value > self.max_message as u64 {
-                    return Err(*self.failed.insert(StreamError::TooLarge { len: value, max: self.max_message }));
+                if len > max as u64 {
+                    return Err(*self.failed.insert(StreamError::TooLarge { len, max }));
                 }
-                let len = value as usize;
+                let len = len as usize;
                 if self.buf.is_empty() && bytes.len() >= len {
-                    deliver(&bytes[..len]);
+                    each(piece(control, &bytes[..len]));
                     bytes = &bytes[len..];
                 } else {
-                    self.want = Some(len);
+                    self.want = Some((len, control));
                 }
                 continue;
             };
@@ -162,7 +206,7 @@ impl StreamDecoder {
             self.buf.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.buf.len() == want {
-                deliver(&self.buf);
+                each(piece(control, &self.buf));
                 self.buf.clear();
                 self.want = None;
             }

@@ -1,0 +1,731 @@
+//! Records: everything a connection carries, on one byte stream (TCP, Unix sockets).
+//!
+//! A QUIC connection gives each channel and each request a stream of its own; a TCP
+//! connection has one byte stream each way, so channels and control traffic take turns
+//! on it as *records*. Each record is a tagged length prefix
+//! ([`write_tagged_prefix`]) and its body: either a message of the current channel, or
+//! a [`Control`] record (the hello, a channel's start on this connection, a switch of
+//! channel, an acknowledgement, a request and its answer, a heartbeat, a close).
+//!
+//! Messages are framed by their channel's [`SendQueue`] ([`SendQueue::tagged`]) and kept
+//! there until acknowledged, so they are written straight from it: [`RecordWriter`]
+//! plans each write as at most three slices (one `writev`) and accounts for what the
+//! kernel took, however little; [`RecordReader`] turns what arrives, in chunks of any
+//! size, back into [`Record`]s.
+//!
+//! ```
+//! use zerohop_proto::records::{Control, Record, RecordReader, RecordWriter};
+//! use zerohop_proto::session::SendQueue;
+//!
+//! let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
+//! queues[0].as_mut().unwrap().push(b"hello");
+//! let mut w = RecordWriter::new();
+//! w.control(&Control::Hello { session: 7 });
+//! let mut wire = Vec::new();
+//! while let Some(plan) = w.plan(&mut queues) {
+//!     let n = w.slices(&plan, &queues).iter().map(|s| { wire.extend_from_slice(s); s.len() }).sum();
+//!     w.wrote(&plan, n, &mut queues);
+//! }
+//!
+//! let mut r = RecordReader::new(1 << 20, 16);
+//! let mut got = Vec::new();
+//! r.push(&wire, |rec| got.push(format!("{rec:?}"))).unwrap();
+//! assert_eq!(got, [
+//!     "Control(Hello { session: 7 })",
+//!     "Control(Start { channel: 0, first_seq: 0 })",
+//!     "Message { channel: 0, payload: [104, 101, 108, 108, 111] }",
+//! ]);
+//! ```
+
+use crate::session::{HeaderError, SendQueue, get_varint};
+use crate::stream::{
+    MAX_PREFIX_LEN, MAX_VARINT_LEN, Piece, StreamDecoder, StreamError, write_tagged_prefix, write_varint,
+};
+
+/// The bytes a control record adds to the body it carries (a request's, say): its kind
+/// and two varints, at most.
+pub const CONTROL_OVERHEAD: usize = 1 + 2 * MAX_VARINT_LEN;
+
+/// What the hello starts with: the protocol and its version.
+const MAGIC: [u8; 4] = *b"ZH1\x01";
+/// The first bytes of every connection: the hello's prefix (a control record of 13
+/// bytes), its kind and the magic. Checked as they arrive, so that a peer speaking
+/// something else is refused at its first bytes.
+const PREAMBLE: [u8; 6] = [(13 << 1) | 1, 1, MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3]];
+
+/// A control record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control<'a> {
+    /// The first record each way: the sender's session (a new one each time its hub
+    /// opens, so that a restarted peer is told apart from one that reconnects).
+    Hello {
+        session: u64,
+    },
+    /// The messages that follow are `channel`'s, the first of them `first_seq` (the first
+    /// on this connection; after a reconnect, the oldest unacknowledged one).
+    Start {
+        channel: u16,
+        first_seq: u64,
+    },
+    /// The messages that follow are `channel`'s (started before on this connection).
+    Select {
+        channel: u16,
+    },
+    /// The receiver's application has read every message of `channel` below `ack`.
+    Ack {
+        channel: u16,
+        ack: u64,
+    },
+    /// A request and its key (the requester's).
+    Request {
+        key: u64,
+        body: &'a [u8],
+    },
+    /// The answer to request `key`.
+    Reply {
+        key: u64,
+        body: &'a [u8],
+    },
+    /// Request `key` failed (the handler threw): why.
+    Fail {
+        key: u64,
+        reason: &'a [u8],
+    },
+    /// The requester no longer waits for `key`.
+    Cancel {
+        key: u64,
+    },
+    /// A heartbeat, answered with [`Control::Pong`].
+    Ping,
+    Pong,
+    /// The sender closes the connection: why (a [`crate::lifecycle`]-style reason).
+    Close {
+        code: u8,
+        reason: &'a [u8],
+    },
+}
+
+/// Why the records on a connection cannot be read further: close it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// The framing is broken, or a record is above its limit.
+    Stream(StreamError),
+    /// A record that is not what this protocol sends: what is wrong with it.
+    Malformed(&'static str),
+}
+
+impl core::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Stream(e) => e.fmt(f),
+            Self::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl From<StreamError> for RecordError {
+    fn from(e: StreamError) -> Self {
+        Self::Stream(e)
+    }
+}
+
+impl From<HeaderError> for RecordError {
+    fn from(_: HeaderError) -> Self {
+        Self::Malformed("malformed varint in a control record")
+    }
+}
+
+impl Control<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Hello { .. } => 1,
+            Self::Start { .. } => 2,
+            Self::Select { .. } => 3,
+            Self::Ack { .. } => 4,
+            Self::Request { .. } => 5,
+            Self::Reply { .. } => 6,
+            Self::Fail { .. } => 7,
+            Self::Cancel { .. } => 8,
+            Self::Ping => 9,
+            Self::Pong => 10,
+            Self::Close { .. } => 11,
+        }
+    }
+
+    /// Appends the record (prefix and body) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        // The fixed part on the stack, then what it carries.
+        let mut head = [0u8; CONTROL_OVERHEAD + 8];
+        head[0] = self.kind();
+        let mut at = 1;
+        let varint = |v: u64, head: &mut [u8; CONTROL_OVERHEAD + 8], at: &mut usize| {
+            let mut b = [0u8; MAX_VARINT_LEN];
+            let n = write_varint(v, &mut b);
+            head[*at..*at + n].copy_from_slice(&b[..n]);
+            *at += n;
+        };
+        let tail: &[u8] = match *self {
+            Self::Hello { session } => {
+                head[1..5].copy_from_slice(&MAGIC);
+                head[5..13].copy_from_slice(&session.to_le_bytes());
+                at = 13;
+                &[]
+            }
+            Self::Start { channel, first_seq } => {
+                varint(u64::from(channel), &mut head, &mut at);
+                varint(first_seq, &mut head, &mut at);
+                &[]
+            }
+            Self::Select { channel } => {
+                varint(u64::from(channel), &mut head, &mut at);
+                &[]
+            }
+            Self::Ack { channel, ack } => {
+                varint(u64::from(channel), &mut head, &mut at);
+                varint(ack, &mut head, &mut at);
+                &[]
+            }
+            Self::Request { key, body } | Self::Reply { key, body } | Self::Fail { key, reason: body } => {
+                varint(key, &mut head, &mut at);
+                body
+            }
+            Self::Cancel { key } => {
+                varint(key, &mut head, &mut at);
+                &[]
+            }
+            Self::Ping | Self::Pong => &[],
+            Self::Close { code, reason } => {
+                head[1] = code;
+                at = 2;
+                reason
+            }
+        };
+        let mut prefix = [0u8; MAX_PREFIX_LEN];
+        let n = write_tagged_prefix(at + tail.len(), true, &mut prefix);
+        out.extend_from_slice(&prefix[..n]);
+        out.extend_from_slice(&head[..at]);
+        out.extend_from_slice(tail);
+    }
+
+    /// Reads a control record's body.
+    pub fn decode(body: &[u8]) -> Result<Control<'_>, RecordError> {
+        decode_control(body)
+    }
+}
+
+/// [`Control::decode`].
+fn decode_control(body: &[u8]) -> Result<Control<'_>, RecordError> {
+    let (&kind, rest) = body.split_first().ok_or(RecordError::Malformed("an empty control record"))?;
+    let mut at = 0;
+    let mut varint = |rest: &[u8]| -> Result<u64, RecordError> {
+        let (v, n) = get_varint(&rest[at..])?.ok_or(RecordError::Malformed("a control record cut short"))?;
+        at += n;
+        Ok(v)
+    };
+    let channel = |v: u64| u16::try_from(v).map_err(|_| RecordError::Malformed("a channel above 65535"));
+    let c = match kind {
+        1 => {
+            if rest.len() != 12 || rest[..4] != MAGIC {
+                return Err(RecordError::Malformed("not a zerohop/1 hello"));
+            }
+            return Ok(Control::Hello { session: u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes")) });
+        }
+        2 => Control::Start { channel: channel(varint(rest)?)?, first_seq: varint(rest)? },
+        3 => Control::Select { channel: channel(varint(rest)?)? },
+        4 => Control::Ack { channel: channel(varint(rest)?)?, ack: varint(rest)? },
+        5..=7 => {
+            let key = varint(rest)?;
+            let body = &rest[at..];
+            return Ok(match kind {
+                5 => Control::Request { key, body },
+                6 => Control::Reply { key, body },
+                _ => Control::Fail { key, reason: body },
+            });
+        }
+        8 => Control::Cancel { key: varint(rest)? },
+        9 => Control::Ping,
+        10 => Control::Pong,
+        11 => {
+            let (&code, reason) = rest.split_first().ok_or(RecordError::Malformed("a close without its code"))?;
+            return Ok(Control::Close { code, reason });
+        }
+        _ => return Err(RecordError::Malformed("an unknown control record")),
+    };
+    if at != rest.len() {
+        return Err(RecordError::Malformed("trailing bytes in a control record"));
+    }
+    Ok(c)
+}
+
+/// What [`RecordReader`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// A message of `channel`.
+    Message { channel: u16, payload: &'a [u8] },
+    /// A control record; [`Control::Select`] is handled by the reader and not passed on.
+    Control(Control<'a>),
+}
+
+/// Reads the records of one direction of one connection.
+#[derive(Debug)]
+pub struct RecordReader {
+    decoder: StreamDecoder,
+    max_channels: u16,
+    hello: bool,
+    /// How many bytes of [`PREAMBLE`] were checked.
+    preamble: usize,
+    /// The channel of the messages that come now.
+    channel: Option<u16>,
+    /// Which channels were started on this connection.
+    started: Vec<bool>,
+}
+
+impl RecordReader {
+    /// A reader that refuses messages above `max_message` bytes and channels from
+    /// `max_channels` on.
+    pub fn new(max_message: usize, max_channels: u16) -> Self {
+        Self {
+            decoder: StreamDecoder::tagged(max_message, max_message.saturating_add(CONTROL_OVERHEAD)),
+            max_channels,
+            hello: false,
+            preamble: 0,
+            channel: None,
+            started: Vec::new(),
+        }
+    }
+
+    /// Whether the hello came.
+    pub fn greeted(&self) -> bool {
+        self.hello
+    }
+
+    /// Whether the bytes so far end on a record's boundary.
+    pub fn at_boundary(&self) -> bool {
+        self.decoder.at_boundary()
+    }
+
+    /// Feeds the next bytes; calls `each` with every record, in order. After an error
+    /// the connection is unusable.
+    pub fn push(&mut self, bytes: &[u8], mut each: impl FnMut(Record<'_>)) -> Result<(), RecordError> {
+        let check = (PREAMBLE.len() - self.preamble).min(bytes.len());
+        if bytes[..check] != PREAMBLE[self.preamble..self.preamble + check] {
+            return Err(RecordError::Malformed("not a zerohop/1 connection"));
+        }
+        self.preamble += check;
+        let mut failed = None;
+        let Self { decoder, max_channels, hello, channel, started, .. } = self;
+        decoder.push_pieces(bytes, |piece| {
+            if failed.is_some() {
+                return;
+            }
+            let record = match piece {
+                Piece::Message(payload) => match *channel {
+                    Some(channel) if *hello => Ok(Some(Record::Message { channel, payload })),
+                    _ => Err(RecordError::Malformed("a message before its channel started")),
+                },
+                Piece::Control(body) => Control::decode(body).and_then(|c| match c {
+                    Control::Hello { .. } if *hello => Err(RecordError::Malformed("a second hello")),
+                    Control::Hello { .. } => {
+                        *hello = true;
+                        Ok(Some(Record::Control(c)))
+                    }
+                    _ if !*hello => Err(RecordError::Malformed("a record before the hello")),
+                    Control::Start { channel: ch, .. } | Control::Select { channel: ch } if ch >= *max_channels => {
+                        Err(RecordError::Malformed("a channel out of range"))
+                    }
+                    Control::Start { channel: ch, .. } => {
+                        let i = usize::from(ch);
+                        if started.len() <= i {
+                            started.resize(i + 1, false);
+                        }
+                        if std::mem::replace(&mut started[i], true) {
+                            return Err(RecordError::Malformed("a channel started twice"));
+                        }
+                        *channel = Some(ch);
+                        Ok(Some(Record::Control(c)))
+                    }
+                    Control::Select { channel: ch } => {
+                        if !started.get(usize::from(ch)).copied().unwrap_or(false) {
+                            return Err(RecordError::Malformed("a switch to a channel never started"));
+                        }
+                        *channel = Some(ch);
+                        Ok(None)
+                    }
+                    _ => Ok(Some(Record::Control(c))),
+                }),
+            };
+            match record {
+                Ok(Some(r)) => each(r),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One write a [`RecordWriter`] planned: the rest of a message the last write cut
+/// (`first`), the control records waiting, then one channel's unsent messages (`then`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    first: Option<(u16, usize)>,
+    control: usize,
+    then: Option<(u16, usize)>,
+}
+
+impl Plan {
+    /// Bytes planned.
+    pub fn len(&self) -> usize {
+        self.first.map_or(0, |f| f.1) + self.control + self.then.map_or(0, |t| t.1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Plans the writes of one direction of one connection (see the module docs).
+///
+/// The stream's state rides on the order of the bytes, so each write keeps it whole: a
+/// message the kernel took part of is finished before anything else, and a channel is
+/// started (or switched to) by a control record written just before its messages.
+#[derive(Debug, Default)]
+pub struct RecordWriter {
+    /// Control records to write; the first `control_at` bytes are written.
+    control: Vec<u8>,
+    control_at: usize,
+    /// The channel the peer will take messages for once it has read what is planned.
+    wire_channel: Option<u16>,
+    /// Which channels were started on this connection.
+    started: Vec<bool>,
+    /// A channel whose message the last write cut.
+    cut: Option<u16>,
+    /// Where the search for a channel with something to send starts (they take turns).
+    turn: usize,
+}
+
+impl RecordWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a control record (after those queued before).
+    pub fn control(&mut self, c: &Control<'_>) {
+        c.encode(&mut self.control);
+    }
+
+    /// Control bytes not yet written.
+    pub fn control_pending(&self) -> usize {
+        self.control.len() - self.control_at
+    }
+
+    /// Whether channel `channel` was started on this connection.
+    pub fn started(&self, channel: u16) -> bool {
+        self.started.get(usize::from(channel)).copied().unwrap_or(false)
+    }
+
+    /// Plans the next write over `queues` (one per channel, by index); `None` if there is
+    /// nothing to write. A channel not started on this connection is rewound first
+    /// ([`SendQueue::rewind`]): everything it holds unacknowledged goes again.
+    pub fn plan(&mut self, queues: &mut [Option<SendQueue>]) -> Option<Plan> {
+        let unsent = |q: &Option<SendQueue>| q.as_ref().map_or(0, |q| q.unsent().len());
+        let first = self.cut.map(|c| (c, unsent(&queues[usize::from(c)])));
+        let n = queues.len();
+        let mut then = None;
+        for k in 0..n {
+            let i = (self.turn + k) % n;
+            let channel = i as u16;
+            if Some(channel) == self.cut {
+                continue;
+            }
+            let Some(q) = queues[i].as_mut() else { continue };
+            if self.started(channel) {
+                if q.unsent().is_empty() {
+                    continue;
+                }
+                if self.wire_channel != Some(channel) {
+                    self.control(&Control::Select { channel });
+                }
+            } else {
+                if q.is_empty() {
+                    continue;
+                }
+                let first_seq = q.rewind();
+                if self.started.len() <= i {
+                    self.started.resize(i + 1, false);
+                }
+                self.started[i] = true;
+                self.control(&Control::Start { channel, first_seq });
+            }
+            self.wire_channel = Some(channel);
+            self.turn = i + 1;
+            then = Some((channel, q.unsent().len()));
+            break;
+        }
+        let plan = Plan { first, control: self.control_pending(), then };
+        (!plan.is_empty()).then_some(plan)
+    }
+
+    /// The bytes of `plan`, in order (some may be empty).
+    pub fn slices<'a>(&'a self, plan: &Plan, queues: &'a [Option<SendQueue>]) -> [&'a [u8]; 3] {
+        let of = |c: Option<(u16, usize)>| {
+            c.and_then(|(ch, len)| queues[usize::from(ch)].as_ref().map(|q| &q.unsent()[..len])).unwrap_or(&[])
+        };
+        [of(plan.first), &self.control[self.control_at..self.control_at + plan.control], of(plan.then)]
+    }
+
+    /// The kernel took the first `n` bytes of `plan`.
+    pub fn wrote(&mut self, plan: &Plan, mut n: usize, queues: &mut [Option<SendQueue>]) {
+        let mut take = |part: usize| {
+            let t = part.min(n);
+            n -= t;
+            t
+        };
+        if let Some((ch, len)) = plan.first {
+            let t = take(len);
+            let q = queues[usize::from(ch)].as_mut().expect("a planned channel");
+            q.mark_sent(t);
+            if !q.cut() {
+                self.cut = None;
+            }
+        }
+        let t = take(plan.control);
+        self.control_at += t;
+        if self.control_at == self.control.len() {
+            self.control.clear();
+            self.control_at = 0;
+        }
+        if let Some((ch, len)) = plan.then {
+            let t = take(len);
+            let q = queues[usize::from(ch)].as_mut().expect("a planned channel");
+            q.mark_sent(t);
+            if q.cut() {
+                self.cut = Some(ch);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(wire: &[u8]) -> Vec<String> {
+        let mut r = RecordReader::new(1 << 20, 16);
+        let mut got = Vec::new();
+        r.push(wire, |rec| got.push(format!("{rec:?}"))).unwrap();
+        got
+    }
+
+    #[test]
+    fn every_control_record_reads_back() {
+        let all = [
+            Control::Hello { session: u64::MAX },
+            Control::Start { channel: 3, first_seq: 1 << 40 },
+            Control::Select { channel: 3 },
+            Control::Ack { channel: 3, ack: 99 },
+            Control::Request { key: 1, body: b"q" },
+            Control::Reply { key: 1, body: &[] },
+            Control::Fail { key: 2, reason: b"no" },
+            Control::Cancel { key: 3 },
+            Control::Ping,
+            Control::Pong,
+            Control::Close { code: 4, reason: b"bye" },
+        ];
+        for c in all {
+            let mut wire = Vec::new();
+            c.encode(&mut wire);
+            let mut d = StreamDecoder::tagged(0, 64);
+            let mut bodies = Vec::new();
+            d.push_pieces(&wire, |p| bodies.push(format!("{p:?}"))).unwrap();
+            assert_eq!(bodies.len(), 1);
+            let mut body = None;
+            StreamDecoder::tagged(0, 64)
+                .push_pieces(&wire, |p| {
+                    if let Piece::Control(b) = p {
+                        body = Some(b.to_vec())
+                    }
+                })
+                .unwrap();
+            assert_eq!(Control::decode(&body.unwrap()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn a_reader_refuses_what_breaks_the_protocol() {
+        let cases: [(&[Control<'_>], &str); 5] = [
+            (&[Control::Ping], "not a zerohop/1 connection"),
+            (&[Control::Hello { session: 1 }, Control::Hello { session: 1 }], "a second hello"),
+            (&[Control::Hello { session: 1 }, Control::Select { channel: 0 }], "a switch to a channel never started"),
+            (&[Control::Hello { session: 1 }, Control::Start { channel: 16, first_seq: 0 }], "a channel out of range"),
+            (
+                &[
+                    Control::Hello { session: 1 },
+                    Control::Start { channel: 0, first_seq: 0 },
+                    Control::Start { channel: 0, first_seq: 0 },
+                ],
+                "a channel started twice",
+            ),
+        ];
+        for (records, why) in cases {
+            let mut wire = Vec::new();
+            for c in records {
+                c.encode(&mut wire);
+            }
+            let mut r = RecordReader::new(100, 16);
+            assert_eq!(r.push(&wire, |_| {}), Err(RecordError::Malformed(why)));
+        }
+        // A message before any channel.
+        let mut wire = Vec::new();
+        Control::Hello { session: 1 }.encode(&mut wire);
+        let mut q = SendQueue::tagged(1000);
+        q.push(b"m");
+        wire.extend_from_slice(q.unsent());
+        assert_eq!(
+            RecordReader::new(100, 16).push(&wire, |_| {}),
+            Err(RecordError::Malformed("a message before its channel started"))
+        );
+        // Garbage where a hello should be.
+        assert!(RecordReader::new(100, 16).push(b"GET / HTTP/1.1\r\n", |_| {}).is_err());
+    }
+
+    #[test]
+    fn a_cut_message_is_finished_before_anything_else() {
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1 });
+        queues[0].as_mut().unwrap().push(&[0xaa; 100]);
+        let plan = w.plan(&mut queues).unwrap();
+        let mut wire: Vec<u8> = w.slices(&plan, &queues).concat();
+        // The kernel takes the hello, the start and half the message.
+        let cut = plan.len() - 50;
+        wire.truncate(cut);
+        w.wrote(&plan, cut, &mut queues);
+        // Meanwhile: an acknowledgement to send and a message on the other channel.
+        w.control(&Control::Ack { channel: 0, ack: 5 });
+        queues[1].as_mut().unwrap().push(b"other");
+        while let Some(plan) = w.plan(&mut queues) {
+            let n = plan.len();
+            wire.extend(w.slices(&plan, &queues).concat());
+            w.wrote(&plan, n, &mut queues);
+        }
+        assert_eq!(
+            read_all(&wire),
+            [
+                "Control(Hello { session: 1 })",
+                "Control(Start { channel: 0, first_seq: 0 })",
+                &format!("Message {{ channel: 0, payload: {:?} }}", [0xaa_u8; 100]),
+                "Control(Ack { channel: 0, ack: 5 })",
+                "Control(Start { channel: 1, first_seq: 0 })",
+                "Message { channel: 1, payload: [111, 116, 104, 101, 114] }",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_connection_replays_what_is_unacknowledged() {
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
+        let q = queues[0].as_mut().unwrap();
+        q.push(b"a");
+        q.push(b"b");
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1 });
+        while let Some(plan) = w.plan(&mut queues) {
+            w.wrote(&plan, plan.len(), &mut queues);
+        }
+        queues[0].as_mut().unwrap().ack(1).unwrap();
+        // The connection breaks; the next starts from "b".
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1 });
+        let mut wire = Vec::new();
+        while let Some(plan) = w.plan(&mut queues) {
+            wire.extend(w.slices(&plan, &queues).concat());
+            w.wrote(&plan, plan.len(), &mut queues);
+        }
+        assert_eq!(
+            read_all(&wire),
+            [
+                "Control(Hello { session: 1 })",
+                "Control(Start { channel: 0, first_seq: 1 })",
+                "Message { channel: 0, payload: [98] }"
+            ]
+        );
+    }
+
+    proptest! {
+        /// Whatever the kernel takes at each write and however the reader's chunks fall,
+        /// every message arrives once, in order, on its channel, with the control records
+        /// in between.
+        #[test]
+        fn any_partial_writes_and_reads_keep_the_stream_whole(
+            ops in proptest::collection::vec((0u8..4, 0usize..300), 1..60),
+            takes in proptest::collection::vec(0usize..200, 1..40),
+            chunks in proptest::collection::vec(1usize..100, 1..40),
+        ) {
+            let mut queues: Vec<Option<SendQueue>> = (0..3).map(|_| Some(SendQueue::tagged(1 << 20))).collect();
+            let mut w = RecordWriter::new();
+            w.control(&Control::Hello { session: 9 });
+            let mut expect: Vec<String> = vec!["Control(Hello { session: 9 })".into()];
+            let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+            let mut pings = 0;
+            let mut wire = Vec::new();
+            let mut t = 0;
+            for (i, (op, len)) in ops.iter().enumerate() {
+                match op {
+                    0..=2 => {
+                        let m = vec![i as u8; *len];
+                        queues[usize::from(*op)].as_mut().unwrap().push(&m);
+                        sent[usize::from(*op)].push(m);
+                    }
+                    _ => {
+                        w.control(&Control::Ping);
+                        pings += 1;
+                    }
+                }
+                // One write, of whatever the kernel takes.
+                if let Some(plan) = w.plan(&mut queues) {
+                    let n = takes[t % takes.len()].min(plan.len());
+                    t += 1;
+                    let bytes = w.slices(&plan, &queues).concat();
+                    wire.extend_from_slice(&bytes[..n]);
+                    w.wrote(&plan, n, &mut queues);
+                }
+            }
+            while let Some(plan) = w.plan(&mut queues) {
+                let n = plan.len();
+                wire.extend(w.slices(&plan, &queues).concat());
+                w.wrote(&plan, n, &mut queues);
+            }
+            let mut r = RecordReader::new(1 << 20, 3);
+            let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+            let mut got_pings = 0;
+            let mut at = 0;
+            let mut k = 0;
+            while at < wire.len() {
+                let n = chunks[k % chunks.len()].min(wire.len() - at);
+                k += 1;
+                r.push(&wire[at..at + n], |rec| match rec {
+                    Record::Message { channel, payload } => got[usize::from(channel)].push(payload.to_vec()),
+                    Record::Control(Control::Ping) => got_pings += 1,
+                    Record::Control(c) => expect.retain(|e| *e != format!("{:?}", Record::Control(c))),
+                }).unwrap();
+                at += n;
+            }
+            prop_assert_eq!(got, sent);
+            prop_assert_eq!(got_pings, pings);
+            prop_assert!(r.at_boundary());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
+            let mut r = RecordReader::new(100, 4);
+            let _ = r.push(&bytes, |_| {});
+        }
+    }
+}
