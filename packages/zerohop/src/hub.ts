@@ -156,6 +156,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private closed = false
   /** True while `close()` waits for receivers: publishing is over. */
   private closing = false
+  /** Whether publishing may go on (the role publishes, not closing, not closed): one check on the hot path. */
+  private sendable: boolean
   private armed = false
   /** Receives waiting for a message, first come first served. */
   private waiters: Waiter[] = []
@@ -176,6 +178,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.spinUs = port.settings.spinUs
     this.maxMessageSize = port.maxMessageSize
     this.statusNow = port.status()
+    this.sendable = port.settings.role !== 'subscriber'
     if (this.struct && this.struct.size > this.maxMessageSize) {
       port.close()
       throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest message is ${this.maxMessageSize}`)
@@ -332,6 +335,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   private publishable(): void {
+    if (this.sendable) return
     if (this.closed || this.closing) throw new ClosedError('the hub is closed')
     if (this.port.settings.role === 'subscriber') throw new InvalidStateError("this hub was opened with role 'subscriber' and cannot publish")
   }
@@ -342,8 +346,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * (`fail_fast`), `ERR_TIMEOUT` (`block`), `ERR_CODEC`, `ERR_CLOSED`.
    */
   publish(value: T, options?: PublishOptions): boolean {
-    this.publishable()
-    const channel = options?.channel ?? 0
+    if (!this.sendable) this.publishable()
+    if (options === undefined) return this.port.publish(value, 0)
+    const channel = options.channel ?? 0
     if (!Number.isInteger(channel) || channel < 0 || channel > 65535) {
       throw new BadOptionError(`channel must be an integer in 0..65535, got ${String(channel)}`)
     }
@@ -519,6 +524,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.closed) return
     const lingerMs = options.lingerMs ?? LINGER_MS
     if (!(lingerMs >= 0) || !Number.isFinite(lingerMs)) throw new BadOptionError(`lingerMs must be a finite number ≥ 0, got ${String(lingerMs)}`)
+    this.sendable = false
     if (lingerMs > 0 && !this.closing) {
       this.closing = true
       await this.port.drain(lingerMs)
