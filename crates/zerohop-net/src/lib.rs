@@ -31,5 +31,20 @@ pub mod ring;
 pub mod transport;
 
 pub use driver::{Drive, Driver, Ready};
+
+/// A new session number: a hub's identity for as long as it is open, which its peers
+/// tell apart from an earlier run of the same program (a restarted peer knows nothing
+/// of what it was sent; one that reconnects does). Unique enough across restarts: the
+/// time, the process and a counter, mixed.
+pub fn session_id() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut x = (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    x ^= COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x.max(1)
+}
 pub use ring::{Inbound, ReceiveRing, RingOptions, Sink};
 pub use transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};

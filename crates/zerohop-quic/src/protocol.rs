@@ -161,7 +161,7 @@ impl QuicProtocol {
         endpoint_config.max_udp_payload_size(MAX_UDP_PAYLOAD).expect("within QUIC's bounds");
         let endpoint = quinn_proto::Endpoint::new(Arc::new(endpoint_config), server, !socket.may_fragment(), None);
         let config = Arc::new(config);
-        let session = session_id();
+        let session = zerohop_net::session_id();
         let mut engine = Engine::new(config.clone(), sink, socket, endpoint, client, session);
         let now = Instant::now();
         match &config.side {
@@ -417,16 +417,4 @@ impl Drop for QuicProtocol {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-fn session_id() -> u64 {
-    // Unique enough across restarts: time and process, mixed.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut x = (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    x ^= COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x.max(1)
 }

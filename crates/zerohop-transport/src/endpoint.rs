@@ -9,6 +9,7 @@
 //! | `quic://host:port`         | QUIC                                        |
 //! | `tcp://host:port`          | framed TCP                                  |
 //! | `uds:///absolute/path`     | framed Unix domain socket                   |
+//! | `uds://@name`              | the same, Linux abstract name (no file)     |
 //!
 //! Any URL may carry `?key=value&…` parameters (e.g. `chaos=loss:0.1&seed=7`). Parsing
 //! is pure and total: every input is either an [`Endpoint`] or an error that says what
@@ -130,8 +131,13 @@ impl Endpoint {
                 Target::Name(rest.to_owned())
             }
             TransportKind::Uds => {
-                if !rest.starts_with('/') {
-                    return Err(bad(url, "a Unix socket path must be absolute: uds:///path/to/socket"));
+                // `@name`: a Linux abstract socket (no file), same length limit.
+                let is_abstract = rest.len() > 1 && rest.starts_with('@');
+                if !rest.starts_with('/') && !is_abstract {
+                    return Err(bad(
+                        url,
+                        "a Unix socket path must be absolute (uds:///path/to/socket) or an abstract @name",
+                    ));
                 }
                 if rest.len() > 107 {
                     return Err(bad(url, format!("socket path is {} bytes; the limit is 107", rest.len())));
@@ -277,6 +283,7 @@ mod tests {
         assert!(Endpoint::parse("udp://239.1.2.3:9000").unwrap().is_multicast());
         assert!(!Endpoint::parse("udp://10.1.2.3:9000").unwrap().is_multicast());
         assert_eq!(Endpoint::parse("uds:///tmp/a").unwrap().target(), &Target::Path("/tmp/a".into()));
+        assert_eq!(Endpoint::parse("uds://@app").unwrap().target(), &Target::Path("@app".into()));
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub use hub::Hub;
 pub use shm::ShmOptions;
 pub use zerohop_net::envelope;
 pub use zerohop_quic::QuicOptions;
+pub use zerohop_stream::StreamOptions;
 pub use zerohop_transport::*;
 pub use zerohop_udp::{UdpOptions, UringMode};

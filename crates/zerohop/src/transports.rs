@@ -10,6 +10,8 @@ pub const TRANSPORTS: &[(TransportKind, Open)] = &[
     (TransportKind::Shm, crate::shm::open),
     (TransportKind::Udp, zerohop_udp::open),
     (TransportKind::Quic, zerohop_quic::open),
+    (TransportKind::Tcp, zerohop_stream::open),
+    (TransportKind::Uds, zerohop_stream::open),
 ];
 
 /// The transport for `kind`, if this version has it.
@@ -17,7 +19,7 @@ pub fn find(kind: TransportKind) -> Option<Open> {
     TRANSPORTS.iter().find(|(k, _)| *k == kind).map(|(_, open)| *open)
 }
 
-/// The schemes this version opens, for messages (`shm://, udp:// and quic://`).
+/// The schemes this version opens, for messages (`shm://, udp://, quic://, tcp:// and uds://`).
 pub fn available() -> String {
     let names: Vec<String> = TRANSPORTS.iter().map(|(k, _)| format!("{}://", k.scheme())).collect();
     match names.split_last() {

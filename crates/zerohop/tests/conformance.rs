@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use zerohop::{
-    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, TransportKind, UdpOptions,
-    Value,
+    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, StreamOptions,
+    TransportKind, UdpOptions, Value,
 };
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -52,21 +52,42 @@ fn quic_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     let a = Hub::open("quic://127.0.0.1:0", a.with(QuicOptions { listen: true, ..Default::default() }))?;
     let url = format!("quic://{}", a.local_addr().unwrap());
     let b = Hub::open(&url, b.with(QuicOptions { dangerously_accept_any_server: true, ..Default::default() }))?;
-    // Publishing reaches connected peers: wait until the listener has one.
+    wait_for_peer(&a);
+    Ok((a, b))
+}
+
+/// Waits until listener `a` has one connected peer (publishing reaches connected peers).
+fn wait_for_peer(a: &Hub) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while a.metrics().detail("peers") != Some(&Value::Number(1.0)) {
         assert!(std::time::Instant::now() < deadline, "the client did not connect");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+fn tcp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let a = Hub::open("tcp://127.0.0.1:0", a.with(StreamOptions { listen: true, ..Default::default() }))?;
+    let b = Hub::open(&format!("tcp://{}", a.local_addr().unwrap()), b)?;
+    wait_for_peer(&a);
     Ok((a, b))
 }
 
-fn pairs() -> [Pair; 3] {
+fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let url = format!("uds://@{}", unique(tag));
+    let a = Hub::open(&url, a.with(StreamOptions { listen: true, ..Default::default() }))?;
+    let b = Hub::open(&url, b)?;
+    wait_for_peer(&a);
+    Ok((a, b))
+}
+
+fn pairs() -> [Pair; 5] {
     use Backpressure::*;
     [
         Pair { kind: TransportKind::Shm, policies: &[DropOld, DropNew, Block, FailFast], open: shm_pair },
         Pair { kind: TransportKind::Udp, policies: &[DropNew], open: udp_pair },
         Pair { kind: TransportKind::Quic, policies: &[Block, DropNew, FailFast], open: quic_pair },
+        Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_pair },
+        Pair { kind: TransportKind::Uds, policies: &[Block, DropNew, FailFast], open: uds_pair },
     ]
 }
 

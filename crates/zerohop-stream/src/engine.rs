@@ -1,0 +1,1170 @@
+//! The engine of a stream hub: its sockets, its peers and their channels, moved on by
+//! the core's [`Driver`](zerohop_net::Driver) (see the crate docs).
+//!
+//! Connections live in a slab, indexed by their epoll token; peers outlive connections
+//! (a reconnecting peer finds its channels again by its session). Nothing here blocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::ring::{Inbound, Sink};
+use zerohop_proto::lifecycle::{Backoff, Event as LifeEvent, Lifecycle, Status};
+use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
+use zerohop_proto::session::{ReceiveWindow, SendQueue};
+use zerohop_transport::{Error, ErrorCode, Kind, StatusEvent};
+
+use crate::socket::{self, Address, Epoll, Interest};
+
+/// The epoll token of the listening socket (connections use their slab index).
+const LISTENER: u64 = u64::MAX;
+/// Bytes read per system call, into one reused buffer.
+const READ_BUF: usize = 64 << 10;
+/// Reads per connection per turn, so that one busy peer does not starve the others.
+const READS_PER_TURN: usize = 16;
+/// How often what the application read is acknowledged (one acknowledgement then covers
+/// many messages), and how much may be read before one goes at once.
+const ACK_TICK: Duration = Duration::from_millis(2);
+const ACK_BYTES: usize = 256 << 10;
+/// How often held messages try the receive ring again.
+const ROOM_POLL: Duration = Duration::from_millis(1);
+/// How long an accepted connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest the housekeeping tick runs (hellos, lingering peers, heartbeats).
+const TICK: Duration = Duration::from_millis(250);
+/// Publishes closer together than this are a burst and wait (up to [`FLUSH_DELAY`] or
+/// [`FLUSH_BYTES`]) to share one write.
+const BURST_GAP: Duration = Duration::from_micros(5);
+const FLUSH_DELAY: Duration = Duration::from_micros(50);
+const FLUSH_BYTES: usize = 16 << 10;
+
+/// What a full send queue does to a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait up to this long for room (then a listener disconnects the slow peer).
+    Block(Duration),
+    DropNew,
+    FailFast,
+}
+
+/// How a stream hub runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: bool,
+    pub addr: Address,
+    pub max_message: usize,
+    pub channels: u16,
+    pub send_queue_bytes: usize,
+    pub peer_linger: Duration,
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+    /// Heartbeats every this long when idle; a peer silent for three is lost.
+    pub heartbeat: Option<Duration>,
+    /// A listening Unix socket file's permissions.
+    pub socket_mode: u32,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug)]
+struct Lost {
+    code: ErrorCode,
+    why: String,
+    /// The peer said goodbye: nothing to keep for its return.
+    by_peer: bool,
+}
+
+impl Lost {
+    fn io(e: &io::Error) -> Lost {
+        Lost { code: ErrorCode::Io, why: e.to_string(), by_peer: false }
+    }
+    fn protocol(e: RecordError) -> Lost {
+        Lost { code: ErrorCode::Protocol, why: e.to_string(), by_peer: false }
+    }
+}
+
+/// A message read that the receive ring had no room for (accepted by its window).
+struct Held {
+    channel: u16,
+    body: Vec<u8>,
+}
+
+/// One connection's state besides its reader.
+struct ConnState {
+    fd: OwnedFd,
+    token: u64,
+    from: SocketAddr,
+    writer: RecordWriter,
+    peer: Option<u32>,
+    /// A non-blocking connect under way.
+    connecting: bool,
+    interest: Interest,
+    /// Messages waiting for room in the ring; the socket is not read meanwhile.
+    held: VecDeque<Held>,
+    last_heard: Instant,
+    last_sent: Instant,
+    hello_by: Option<Instant>,
+    /// The peer sent `Close`.
+    closed_by_peer: bool,
+}
+
+struct Conn {
+    reader: RecordReader,
+    s: ConnState,
+}
+
+/// A peer: what outlives its connections.
+struct Peer {
+    id: u32,
+    from: SocketAddr,
+    conn: Option<u64>,
+    queues: Vec<Option<SendQueue>>,
+    /// The peer's session (from its hello), and our windows for it.
+    session: u64,
+    windows: HashMap<u16, ReceiveWindow>,
+    /// Bytes delivered since the last acknowledgement.
+    unacked_bytes: usize,
+    linger_until: Option<Instant>,
+}
+
+impl Peer {
+    fn new(id: u32, from: SocketAddr) -> Peer {
+        Peer {
+            id,
+            from,
+            conn: None,
+            queues: Vec::new(),
+            session: 0,
+            windows: HashMap::new(),
+            unacked_bytes: 0,
+            linger_until: None,
+        }
+    }
+
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.queues.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|q| q.has_room(len))
+    }
+
+    fn unacked_bytes(&self) -> u64 {
+        self.queues.iter().flatten().map(|q| q.queued_bytes() as u64).sum()
+    }
+}
+
+/// Counters (the rest of the metrics are read off the state).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamCounters {
+    pub reconnects: u64,
+    pub protocol_violations: u64,
+    pub slow_consumers: u64,
+    pub heartbeat_timeouts: u64,
+    pub dropped: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub accept_failures: u64,
+}
+
+/// A reply or cancellation that found the ring full: never dropped.
+struct Undelivered {
+    peer: u32,
+    from: SocketAddr,
+    kind: Kind,
+    request: u64,
+    body: Vec<u8>,
+}
+
+/// The connecting side's plan.
+struct Connector {
+    life: Lifecycle,
+    retry_at: Option<Instant>,
+    /// The attempt under way must connect by then.
+    attempt_by: Option<Instant>,
+}
+
+pub struct Engine {
+    pub config: Arc<Config>,
+    sink: Arc<dyn Sink>,
+    session: u64,
+    epoll: Epoll,
+    listener: Option<OwnedFd>,
+    local: Option<SocketAddr>,
+    conns: Vec<Option<Box<Conn>>>,
+    free: Vec<u64>,
+    peers: Vec<Peer>,
+    next_peer: u32,
+    connector: Option<Connector>,
+    /// Our requests under way (connecting side).
+    requests: HashMap<u64, ()>,
+    next_request: u64,
+    /// Requests to answer (listening side): our key → (peer, its key).
+    answers: HashMap<u64, (u32, u64)>,
+    next_answer: u64,
+    undelivered: VecDeque<Undelivered>,
+    pub counters: StreamCounters,
+    pub closing: bool,
+    room_freed: bool,
+    /// Connections with something to write.
+    dirty: Vec<u64>,
+    /// A burst's deferred write, and how much it holds.
+    flush_at: Option<Instant>,
+    unflushed: usize,
+    last_publish: Instant,
+    ack_at: Option<Instant>,
+    tick_at: Option<Instant>,
+    held_at: Option<Instant>,
+    read_buf: Vec<u8>,
+    events: Vec<socket::Event>,
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+}
+
+impl Engine {
+    /// Binds (listening) or starts connecting; status events and messages go to `sink`.
+    pub fn start(config: Config, sink: Arc<dyn Sink>, session: u64) -> io::Result<Engine> {
+        let epoll = Epoll::new()?;
+        let config = Arc::new(config);
+        let now = Instant::now();
+        let mut e = Engine {
+            config: config.clone(),
+            sink,
+            session,
+            epoll,
+            listener: None,
+            local: None,
+            conns: Vec::new(),
+            free: Vec::new(),
+            peers: Vec::new(),
+            next_peer: 1,
+            connector: None,
+            requests: HashMap::new(),
+            next_request: 1,
+            answers: HashMap::new(),
+            next_answer: 1,
+            undelivered: VecDeque::new(),
+            counters: StreamCounters::default(),
+            closing: false,
+            room_freed: false,
+            dirty: Vec::new(),
+            flush_at: None,
+            unflushed: 0,
+            last_publish: now,
+            ack_at: None,
+            tick_at: None,
+            held_at: None,
+            read_buf: vec![0; READ_BUF],
+            events: Vec::with_capacity(64),
+        };
+        if config.listen {
+            let l = socket::listen(&config.addr, Some(config.socket_mode))?;
+            e.local = socket::local_addr(l.as_raw_fd())?;
+            e.epoll.add(l.as_raw_fd(), LISTENER, Interest { read: true, write: false })?;
+            e.listener = Some(l);
+            e.report(Status::Connected, None, None);
+        } else {
+            e.peers.push(Peer::new(1, tcp_of(&config.addr)));
+            e.next_peer = 2;
+            e.connector =
+                Some(Connector { life: Lifecycle::new(config.backoff, session), retry_at: None, attempt_by: None });
+            e.report(Status::Connecting, Some(tcp_of(&config.addr)), None);
+            e.connect(now);
+        }
+        Ok(e)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    fn report(&self, status: Status, peer: Option<SocketAddr>, error: Option<Error>) {
+        self.sink.status(StatusEvent { status, peer, error });
+    }
+
+    fn peer_index(&self, id: u32) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn insert(&mut self, conn: Conn) -> u64 {
+        let token = match self.free.pop() {
+            Some(t) => t,
+            None => {
+                self.conns.push(None);
+                (self.conns.len() - 1) as u64
+            }
+        };
+        let mut conn = Box::new(conn);
+        conn.s.token = token;
+        self.conns[token as usize] = Some(conn);
+        token
+    }
+
+    fn new_conn(&self, fd: OwnedFd, from: SocketAddr, connecting: bool, now: Instant) -> Conn {
+        let mut writer = RecordWriter::new();
+        writer.control(&Control::Hello { session: self.session });
+        Conn {
+            reader: RecordReader::new(self.config.max_message, self.config.channels),
+            s: ConnState {
+                fd,
+                token: 0,
+                from,
+                writer,
+                peer: None,
+                connecting,
+                interest: Interest { read: !connecting, write: connecting },
+                held: VecDeque::new(),
+                last_heard: now,
+                last_sent: now,
+                hello_by: Some(now + HELLO_TIMEOUT),
+                closed_by_peer: false,
+            },
+        }
+    }
+
+    /// Starts an attempt to connect (connecting side).
+    fn connect(&mut self, now: Instant) {
+        let timeout = self.config.connect_timeout;
+        let Some(c) = self.connector.as_mut() else { return };
+        c.retry_at = None;
+        c.attempt_by = Some(now + timeout);
+        match socket::connect(&self.config.addr) {
+            Ok(fd) => {
+                let conn = self.new_conn(fd, tcp_of(&self.config.addr), true, now);
+                let raw = conn.s.fd.as_raw_fd();
+                let interest = conn.s.interest;
+                let token = self.insert(conn);
+                if let Err(e) = self.epoll.add(raw, token, interest) {
+                    self.drop_conn(token);
+                    self.attempt_failed(now, Lost::io(&e));
+                }
+            }
+            Err(e) => self.attempt_failed(now, Lost::io(&e)),
+        }
+    }
+
+    /// An attempt failed (or the connection was lost): plan the next one.
+    fn attempt_failed(&mut self, now: Instant, lost: Lost) {
+        let addr = tcp_of(&self.config.addr);
+        let Some(c) = self.connector.as_mut() else { return };
+        c.attempt_by = None;
+        let was_connected = c.life.status() == Status::Connected;
+        let next = c.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed });
+        c.retry_at = next.retry_after.map(|d| now + d);
+        let status = c.life.status();
+        if was_connected {
+            self.counters.reconnects += 1;
+        }
+        if next.changed || was_connected {
+            self.report(status, Some(addr), Some(Error::new(lost.code, lost.why)));
+        }
+        // Our requests die with the connection.
+        for key in std::mem::take(&mut self.requests).into_keys() {
+            self.deliver_surely(1, addr, Kind::Failed, key, b"the connection was lost");
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(l) = self.listener.as_ref().map(|l| l.as_raw_fd()) else { return };
+        loop {
+            match socket::accept(l, &self.config.addr) {
+                Ok(Some((fd, from))) => {
+                    let conn = self.new_conn(fd, from.unwrap_or_else(unspecified), false, now);
+                    let raw = conn.s.fd.as_raw_fd();
+                    let interest = conn.s.interest;
+                    let token = self.insert(conn);
+                    if self.epoll.add(raw, token, interest).is_err() {
+                        self.drop_conn(token);
+                        self.counters.accept_failures += 1;
+                        continue;
+                    }
+                    self.dirty.push(token); // our hello
+                    self.schedule_tick(now);
+                }
+                Ok(None) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                    // Out of descriptors: the connection waits in the backlog; counted.
+                    self.counters.accept_failures += 1;
+                    return;
+                }
+                Err(_) => {
+                    self.counters.accept_failures += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, token: u64) {
+        if let Some(c) = self.conns.get_mut(token as usize).and_then(Option::take) {
+            self.epoll.delete(c.s.fd.as_raw_fd());
+            self.free.push(token);
+        }
+    }
+
+    /// Connection `token` ended: its peer is told, kept for a while, or forgotten.
+    fn lost(&mut self, token: u64, now: Instant, lost: Lost) {
+        let Some(c) = self.conns.get_mut(token as usize).and_then(Option::take) else { return };
+        self.epoll.delete(c.s.fd.as_raw_fd());
+        self.free.push(token);
+        let by_peer = lost.by_peer || c.s.closed_by_peer;
+        let Some(id) = c.s.peer else {
+            if self.connector.is_some() {
+                self.attempt_failed(now, lost);
+            }
+            return;
+        };
+        let Some(i) = self.peer_index(id) else { return };
+        if self.peers[i].conn != Some(token) {
+            return; // replaced by its reconnect
+        }
+        self.peers[i].conn = None;
+        if self.connector.is_some() {
+            if !self.closing {
+                self.attempt_failed(now, lost);
+            }
+            return;
+        }
+        let from = self.peers[i].from;
+        // Its requests to us end: the handler may stop.
+        let cancelled: Vec<u64> = self.answers.iter().filter(|(_, (p, _))| *p == id).map(|(k, _)| *k).collect();
+        for key in cancelled {
+            self.answers.remove(&key);
+            self.deliver_surely(id, from, Kind::Cancelled, key, &[]);
+        }
+        if self.closing {
+            return;
+        }
+        if by_peer {
+            self.report(Status::Disconnected, Some(from), None);
+            self.forget(id);
+        } else {
+            self.report(Status::Disconnected, Some(from), Some(Error::new(lost.code, lost.why)));
+            self.peers[i].linger_until = Some(now + self.config.peer_linger);
+            self.schedule_tick(now);
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        self.peers.retain(|p| p.id != id);
+        self.room_freed = true;
+    }
+
+    // ---- reading -----------------------------------------------------------------------
+
+    fn on_event(&mut self, ev: socket::Event, now: Instant) {
+        if ev.token == LISTENER {
+            self.accept(now);
+            return;
+        }
+        let token = ev.token;
+        let Some(connecting) = self.conns.get(token as usize).and_then(|c| c.as_ref()).map(|c| c.s.connecting) else {
+            return;
+        };
+        if connecting {
+            if ev.writable || ev.closed {
+                self.finish_connect(token, now);
+            }
+            return;
+        }
+        if ev.readable || ev.closed {
+            self.read(token, now);
+        }
+        if ev.writable {
+            self.dirty.push(token);
+        }
+    }
+
+    fn finish_connect(&mut self, token: u64, now: Instant) {
+        let Some(c) = self.conns.get_mut(token as usize).and_then(|c| c.as_mut()) else { return };
+        match socket::take_error(c.s.fd.as_raw_fd()) {
+            Ok(None) => {
+                c.s.connecting = false;
+                c.s.interest = Interest { read: true, write: false };
+                c.s.last_heard = now;
+                let (raw, interest) = (c.s.fd.as_raw_fd(), c.s.interest);
+                let _ = self.epoll.modify(raw, token, interest);
+                // The peer is ours at once: what waits in its channels goes with the hello.
+                c.s.peer = Some(1);
+                if let Some(p) = self.peers.first_mut() {
+                    p.conn = Some(token);
+                }
+                if let Some(k) = self.connector.as_mut() {
+                    k.attempt_by = None;
+                }
+                self.dirty.push(token);
+                self.schedule_tick(now);
+            }
+            Ok(Some(e)) | Err(e) => self.lost(token, now, Lost::io(&e)),
+        }
+    }
+
+    /// Reads what connection `token` has (unless messages wait for room).
+    fn read(&mut self, token: u64, now: Instant) -> usize {
+        let Some(mut c) = self.conns.get_mut(token as usize).and_then(Option::take) else { return 0 };
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut total = 0;
+        let mut ended = None;
+        for _ in 0..READS_PER_TURN {
+            if !c.s.held.is_empty() {
+                break;
+            }
+            match socket::read(c.s.fd.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    ended = Some(Lost {
+                        code: ErrorCode::Io,
+                        why: "the peer closed the connection".into(),
+                        by_peer: false,
+                    });
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    c.s.last_heard = now;
+                    self.counters.bytes_received += n as u64;
+                    let Conn { reader, s } = &mut *c;
+                    let mut violation = None;
+                    let pushed = reader.push(&buf[..n], |rec| {
+                        if violation.is_none()
+                            && let Err(e) = self.on_record(s, rec, now)
+                        {
+                            violation = Some(e);
+                        }
+                    });
+                    if let Some(e) = violation.or(pushed.err()) {
+                        ended = Some(Lost::protocol(e));
+                        break;
+                    }
+                    if n < buf.len() {
+                        break; // the socket is empty now
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    ended = Some(Lost::io(&e));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+        // Messages wait for room: stop reading this socket until they are taken.
+        let want_read = c.s.held.is_empty();
+        if c.s.interest.read != want_read {
+            c.s.interest.read = want_read;
+            let _ = self.epoll.modify(c.s.fd.as_raw_fd(), token, c.s.interest);
+            if !want_read {
+                self.held_at.get_or_insert(now + ROOM_POLL);
+            }
+        }
+        let dirty = c.s.writer.control_pending() > 0;
+        self.conns[token as usize] = Some(c);
+        if dirty {
+            self.dirty.push(token);
+        }
+        if let Some(mut lost) = ended {
+            if matches!(lost.code, ErrorCode::Protocol) {
+                self.counters.protocol_violations += 1;
+            }
+            if self.conns[token as usize].as_ref().is_some_and(|c| c.s.closed_by_peer) {
+                lost.by_peer = true;
+            }
+            self.lost(token, now, lost);
+        }
+        total
+    }
+
+    fn on_record(&mut self, s: &mut ConnState, rec: Record<'_>, now: Instant) -> Result<(), RecordError> {
+        let bad = |why| Err(RecordError::Malformed(why));
+        match rec {
+            Record::Control(Control::Hello { session }) => self.hello(s, session, now),
+            Record::Control(Control::Start { channel, first_seq }) => {
+                if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
+                    self.peers[p].windows.entry(channel).or_default().start_stream(first_seq);
+                }
+                Ok(())
+            }
+            Record::Message { channel, payload } => {
+                let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return bad("a message from nobody") };
+                let p = &mut self.peers[i];
+                let window = p.windows.entry(channel).or_default();
+                if !window.accept() {
+                    return Ok(()); // delivered before the reconnect
+                }
+                if s.held.is_empty() {
+                    let m = Inbound::message(p.id, p.from, channel, payload);
+                    if let Some(pos) = self.sink.deliver(&m) {
+                        window.delivered(pos);
+                        p.unacked_bytes += payload.len();
+                        self.ack_at.get_or_insert(now + ACK_TICK);
+                        return Ok(());
+                    }
+                }
+                s.held.push_back(Held { channel, body: payload.to_vec() });
+                Ok(())
+            }
+            Record::Control(Control::Ack { channel, ack }) => {
+                let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return Ok(()) };
+                let q = self.peers[i].queues.get_mut(usize::from(channel)).and_then(Option::as_mut);
+                if q.is_some_and(|q| q.ack(ack).is_ok()) {
+                    self.room_freed = true;
+                    return Ok(());
+                }
+                bad("an acknowledgement of messages never sent")
+            }
+            Record::Control(Control::Request { key, body }) => {
+                if !self.config.listen {
+                    return bad("a request to a connecting hub");
+                }
+                let Some(id) = s.peer else { return bad("a request from nobody") };
+                let local = self.next_answer;
+                self.next_answer += 1;
+                self.answers.insert(local, (id, key));
+                let m = Inbound { kind: Kind::Request, request: local, ..Inbound::message(id, s.from, 0, body) };
+                if self.undelivered.is_empty() && self.sink.deliver(&m).is_some() {
+                    return Ok(());
+                }
+                self.undelivered.push_back(Undelivered {
+                    peer: id,
+                    from: s.from,
+                    kind: Kind::Request,
+                    request: local,
+                    body: body.to_vec(),
+                });
+                self.held_at.get_or_insert(now + ROOM_POLL);
+                Ok(())
+            }
+            Record::Control(Control::Reply { key, body }) | Record::Control(Control::Fail { key, reason: body }) => {
+                if self.config.listen {
+                    return bad("a reply to a listening hub");
+                }
+                let kind =
+                    if matches!(rec, Record::Control(Control::Reply { .. })) { Kind::Response } else { Kind::Failed };
+                if self.requests.remove(&key).is_some() {
+                    self.deliver_surely(1, s.from, kind, key, body);
+                }
+                Ok(())
+            }
+            Record::Control(Control::Cancel { key }) => {
+                let Some(id) = s.peer else { return Ok(()) };
+                let local = self.answers.iter().find(|(_, (p, k))| *p == id && *k == key).map(|(l, _)| *l);
+                if let Some(local) = local {
+                    self.answers.remove(&local);
+                    self.deliver_surely(id, s.from, Kind::Cancelled, local, &[]);
+                }
+                Ok(())
+            }
+            Record::Control(Control::Ping) => {
+                s.writer.control(&Control::Pong);
+                Ok(())
+            }
+            Record::Control(Control::Pong) => Ok(()),
+            Record::Control(Control::Close { .. }) => {
+                s.closed_by_peer = true;
+                Ok(())
+            }
+            Record::Control(Control::Select { .. }) => Ok(()), // handled by the reader
+        }
+    }
+
+    /// The peer said who it is.
+    fn hello(&mut self, s: &mut ConnState, session: u64, now: Instant) -> Result<(), RecordError> {
+        s.hello_by = None;
+        if !self.config.listen {
+            // Our server: connected.
+            let addr = tcp_of(&self.config.addr);
+            if let Some(p) = self.peers.first_mut() {
+                p.session = session;
+            }
+            if let Some(k) = self.connector.as_mut()
+                && k.life.on(LifeEvent::Connected).changed
+            {
+                self.report(Status::Connected, Some(addr), None);
+            }
+            return Ok(());
+        }
+        // A returning peer (same session, within its linger) finds its channels again.
+        let i = match self.peers.iter().position(|p| p.session == session) {
+            Some(i) => {
+                if let Some(old) = self.peers[i].conn.take() {
+                    self.drop_conn(old);
+                }
+                i
+            }
+            None => {
+                let id = self.next_peer;
+                self.next_peer += 1;
+                let mut p = Peer::new(id, s.from);
+                p.session = session;
+                self.peers.push(p);
+                self.peers.len() - 1
+            }
+        };
+        let p = &mut self.peers[i];
+        p.conn = Some(s.token);
+        p.from = s.from;
+        p.linger_until = None;
+        s.peer = Some(p.id);
+        let from = p.from;
+        self.report(Status::Connected, Some(from), None);
+        self.dirty.push(s.token);
+        let _ = now;
+        Ok(())
+    }
+
+    /// Delivers a reply, failure or cancellation, or keeps it until there is room.
+    fn deliver_surely(&mut self, peer: u32, from: SocketAddr, kind: Kind, request: u64, body: &[u8]) {
+        if self.undelivered.is_empty() {
+            let m = Inbound { kind, request, ..Inbound::message(peer, from, 0, body) };
+            if self.sink.deliver(&m).is_some() {
+                return;
+            }
+        }
+        self.undelivered.push_back(Undelivered { peer, from, kind, request, body: body.to_vec() });
+        self.held_at.get_or_insert(Instant::now() + ROOM_POLL);
+    }
+
+    /// Offers what waits for room again; true if nothing waits any more.
+    fn retry_held(&mut self, now: Instant) -> bool {
+        while let Some(u) = self.undelivered.front() {
+            let m = Inbound { kind: u.kind, request: u.request, ..Inbound::message(u.peer, u.from, 0, &u.body) };
+            if self.sink.deliver(&m).is_none() {
+                return false;
+            }
+            self.undelivered.pop_front();
+        }
+        let mut all = true;
+        for t in 0..self.conns.len() {
+            let Some(c) = self.conns[t].as_mut() else { continue };
+            if c.s.held.is_empty() {
+                continue;
+            }
+            let Some(i) = c.s.peer.and_then(|id| self.peers.iter().position(|p| p.id == id)) else {
+                c.s.held.clear();
+                continue;
+            };
+            let p = &mut self.peers[i];
+            while let Some(h) = c.s.held.front() {
+                let m = Inbound::message(p.id, p.from, h.channel, &h.body);
+                let Some(pos) = self.sink.deliver(&m) else { break };
+                p.windows.entry(h.channel).or_default().delivered(pos);
+                p.unacked_bytes += h.body.len();
+                c.s.held.pop_front();
+            }
+            if c.s.held.is_empty() {
+                // Reading goes on: what the kernel holds is read at the next turn.
+                c.s.interest.read = true;
+                let _ = self.epoll.modify(c.s.fd.as_raw_fd(), t as u64, c.s.interest);
+                self.ack_at.get_or_insert(now + ACK_TICK);
+            } else {
+                all = false;
+            }
+        }
+        all
+    }
+
+    // ---- writing -----------------------------------------------------------------------
+
+    /// Writes what connection `token` has to send, as far as the kernel takes it.
+    fn write(&mut self, token: u64, now: Instant) {
+        let Some(c) = self.conns.get_mut(token as usize).and_then(|c| c.as_mut()) else { return };
+        if c.s.connecting {
+            return;
+        }
+        let mut none: [Option<SendQueue>; 0] = [];
+        // Channels go to a peer only once it is known (a listener learns it from the hello).
+        let queues = match c.s.peer.and_then(|id| self.peers.iter_mut().find(|p| p.id == id)) {
+            Some(p) if p.conn == Some(token) => &mut p.queues[..],
+            _ => &mut none[..],
+        };
+        let fd = c.s.fd.as_raw_fd();
+        let mut blocked = false;
+        let mut failed = None;
+        while let Some(plan) = c.s.writer.plan(queues) {
+            let slices = c.s.writer.slices(&plan, queues);
+            match socket::writev(fd, &slices) {
+                Ok(n) => {
+                    c.s.writer.wrote(&plan, n, queues);
+                    c.s.last_sent = now;
+                    self.counters.bytes_sent += n as u64;
+                    if n < plan.len() {
+                        blocked = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if c.s.interest.write != blocked {
+            c.s.interest.write = blocked;
+            let _ = self.epoll.modify(fd, token, c.s.interest);
+        }
+        if let Some(e) = failed {
+            self.lost(token, now, Lost::io(&e));
+        }
+    }
+
+    /// Writes every connection that has something to send.
+    fn write_dirty(&mut self, now: Instant) {
+        while let Some(t) = self.dirty.pop() {
+            self.write(t, now);
+        }
+    }
+
+    // ---- publishing and requests --------------------------------------------------------
+
+    /// Peers without room for a `len`-byte message on `channel`.
+    pub fn full_peers(&self, channel: u16, len: usize) -> Vec<u32> {
+        self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect()
+    }
+
+    pub fn has_room(&self, peer: u32, channel: u16, len: usize) -> bool {
+        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len))
+    }
+
+    /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
+    pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: Instant) {
+        let limit = self.config.send_queue_bytes;
+        for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
+            let i = usize::from(channel);
+            if p.queues.len() <= i {
+                p.queues.resize_with(i + 1, || None);
+            }
+            p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit)).push(message);
+        }
+        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
+        self.unflushed += message.len();
+        if !burst || self.unflushed >= FLUSH_BYTES {
+            self.flush(start);
+        } else if self.flush_at.is_none() {
+            self.flush_at = Some(start + FLUSH_DELAY);
+        }
+        self.last_publish = Instant::now();
+    }
+
+    /// Writes what every peer's channels hold.
+    pub fn flush(&mut self, now: Instant) {
+        self.flush_at = None;
+        self.unflushed = 0;
+        for p in &self.peers {
+            if let Some(t) = p.conn {
+                self.dirty.push(t);
+            }
+        }
+        self.write_dirty(now);
+    }
+
+    /// Counts one message dropped for a peer without room.
+    pub fn count_dropped(&mut self) {
+        self.counters.dropped += 1;
+    }
+
+    /// A listener's peer too slow to read what it is sent: disconnected.
+    pub fn disconnect_slow(&mut self, peer: u32, now: Instant) {
+        self.counters.slow_consumers += 1;
+        let Some(i) = self.peer_index(peer) else { return };
+        let from = self.peers[i].from;
+        if let Some(t) = self.peers[i].conn.take() {
+            self.drop_conn(t);
+        }
+        self.report(
+            Status::Disconnected,
+            Some(from),
+            Some(Error::new(ErrorCode::SlowConsumer, "too slow to read what it was sent: disconnected")),
+        );
+        self.forget(peer);
+        let _ = now;
+    }
+
+    /// Sends a request to the server; its key.
+    pub fn request(&mut self, body: &[u8], now: Instant) -> Result<u64, Error> {
+        if self.config.listen {
+            return Err(Error::new(
+                ErrorCode::UnsupportedTransport,
+                "a listening hub answers requests; connect to send them",
+            ));
+        }
+        let Some(t) = self.peers.first().and_then(|p| p.conn) else {
+            return Err(Error::new(
+                ErrorCode::ConnectionLost,
+                "not connected to the server now (it reconnects by itself)",
+            ));
+        };
+        let key = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(key, ());
+        if let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) {
+            c.s.writer.control(&Control::Request { key, body });
+        }
+        self.dirty.push(t);
+        self.write_dirty(now);
+        Ok(key)
+    }
+
+    pub fn cancel(&mut self, key: u64, now: Instant) -> bool {
+        if self.requests.remove(&key).is_none() {
+            return false;
+        }
+        if let Some(t) = self.peers.first().and_then(|p| p.conn)
+            && let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut())
+        {
+            c.s.writer.control(&Control::Cancel { key });
+            self.dirty.push(t);
+            self.write_dirty(now);
+        }
+        true
+    }
+
+    pub fn respond(&mut self, key: u64, ok: bool, body: &[u8], now: Instant) -> bool {
+        let Some((peer, remote)) = self.answers.remove(&key) else { return false };
+        let Some(t) = self.peers.iter().find(|p| p.id == peer).and_then(|p| p.conn) else { return false };
+        let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) else { return false };
+        if ok {
+            c.s.writer.control(&Control::Reply { key: remote, body });
+        } else {
+            c.s.writer.control(&Control::Fail { key: remote, reason: body });
+        }
+        self.dirty.push(t);
+        self.write_dirty(now);
+        true
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    fn schedule_tick(&mut self, now: Instant) {
+        let every = self.config.heartbeat.map_or(TICK, |h| (h / 2).min(TICK)).max(Duration::from_millis(1));
+        self.tick_at.get_or_insert(now + every);
+    }
+
+    /// Acknowledges what the application read since the last look.
+    fn acknowledge(&mut self, now: Instant) {
+        self.ack_at = None;
+        let consumed = self.sink.consumed();
+        let mut again = false;
+        for p in &mut self.peers {
+            let Some(t) = p.conn else { continue };
+            let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) else { continue };
+            let mut any = false;
+            for (&channel, w) in p.windows.iter_mut() {
+                if let Some(ack) = w.consumed(consumed) {
+                    c.s.writer.control(&Control::Ack { channel, ack });
+                    any = true;
+                }
+                again |= w.has_unread();
+            }
+            if any {
+                p.unacked_bytes = 0;
+                self.dirty.push(t);
+            }
+        }
+        if again {
+            self.ack_at = Some(now + ACK_TICK);
+        }
+    }
+
+    /// Hellos overdue, heartbeats, lingering peers.
+    fn housekeeping(&mut self, now: Instant) {
+        self.tick_at = None;
+        let hb = self.config.heartbeat;
+        let mut lost = Vec::new();
+        for (t, c) in self.conns.iter_mut().enumerate() {
+            let Some(c) = c else { continue };
+            if c.s.hello_by.is_some_and(|by| by <= now) {
+                lost.push((
+                    t as u64,
+                    Lost { code: ErrorCode::Protocol, why: "no hello in time".into(), by_peer: false },
+                ));
+                continue;
+            }
+            let Some(hb) = hb else { continue };
+            if c.s.connecting {
+                continue;
+            }
+            if now.saturating_duration_since(c.s.last_heard) >= hb * 3 {
+                self.counters.heartbeat_timeouts += 1;
+                lost.push((
+                    t as u64,
+                    Lost {
+                        code: ErrorCode::ConnectionLost,
+                        why: format!("no heartbeat for {} ms", (hb * 3).as_millis()),
+                        by_peer: false,
+                    },
+                ));
+            } else if now.saturating_duration_since(c.s.last_sent) >= hb {
+                c.s.writer.control(&Control::Ping);
+                self.dirty.push(t as u64);
+            }
+        }
+        for (t, why) in lost {
+            if why.code == ErrorCode::Protocol {
+                self.counters.protocol_violations += 1;
+            }
+            self.lost(t, now, why);
+        }
+        let expired: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|p| p.conn.is_none() && p.linger_until.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in expired {
+            self.forget(id);
+        }
+        let busy = self.conns.iter().any(Option::is_some) || self.peers.iter().any(|p| p.linger_until.is_some());
+        if busy {
+            self.schedule_tick(now);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        if self.held_at.is_some_and(|t| t <= now) {
+            self.held_at = None;
+            if !self.retry_held(now) {
+                self.held_at = Some(now + ROOM_POLL);
+            }
+        }
+        if let Some(k) = self.connector.as_ref() {
+            if k.retry_at.is_some_and(|t| t <= now) {
+                self.connect(now);
+            } else if k.attempt_by.is_some_and(|t| t <= now) {
+                let connecting: Vec<u64> =
+                    self.conns.iter().flatten().filter(|c| c.s.connecting).map(|c| c.s.token).collect();
+                let why = format!("no connection within {} ms", self.config.connect_timeout.as_millis());
+                if connecting.is_empty() {
+                    self.attempt_failed(now, Lost { code: ErrorCode::Timeout, why, by_peer: false });
+                } else {
+                    for t in connecting {
+                        self.lost(t, now, Lost { code: ErrorCode::Timeout, why: why.clone(), by_peer: false });
+                    }
+                }
+            }
+        }
+        if self.ack_at.is_some_and(|t| t <= now) || self.peers.iter().any(|p| p.unacked_bytes >= ACK_BYTES) {
+            self.acknowledge(now);
+        }
+        if self.tick_at.is_some_and(|t| t <= now) {
+            self.housekeeping(now);
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush(now);
+        }
+    }
+
+    /// The earliest moment something is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let k = self.connector.as_ref();
+        [
+            self.flush_at,
+            self.ack_at,
+            self.tick_at,
+            self.held_at,
+            k.and_then(|k| k.retry_at),
+            k.and_then(|k| k.attempt_by),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Reads what every ready socket has, runs what is due, writes what waits.
+    pub fn turn(&mut self, now: Instant, readable: bool) -> usize {
+        let mut read = 0;
+        if readable {
+            let mut events = std::mem::take(&mut self.events);
+            for _ in 0..4 {
+                if self.epoll.ready(&mut events).is_err() {
+                    break;
+                }
+                for ev in events.iter().copied() {
+                    if ev.token != LISTENER
+                        && ev.readable
+                        && self
+                            .conns
+                            .get(ev.token as usize)
+                            .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting))
+                    {
+                        read += 1;
+                    }
+                    self.on_event(ev, now);
+                }
+                if events.len() < 64 {
+                    break;
+                }
+            }
+            self.events = events;
+        }
+        self.run_timers(now);
+        self.write_dirty(now);
+        read
+    }
+
+    /// Whether everything accepted reached its peers' applications (acknowledged) and
+    /// every answer went out.
+    pub fn drained(&self) -> bool {
+        self.peers.iter().all(|p| p.unacked_bytes() == 0)
+            && self.conns.iter().flatten().all(|c| c.s.writer.control_pending() == 0)
+    }
+
+    /// Says goodbye on every connection (written now, as far as the kernel takes it).
+    pub fn close(&mut self, now: Instant) {
+        self.closing = true;
+        for t in 0..self.conns.len() {
+            if let Some(c) = self.conns[t].as_mut()
+                && !c.s.connecting
+            {
+                c.s.writer.control(&Control::Close { code: 0, reason: b"closed" });
+                self.dirty.push(t as u64);
+            }
+        }
+        self.write_dirty(now);
+        self.connector = None;
+    }
+
+    /// Counters and gauges for metrics.
+    pub fn snapshot(&self) -> (StreamCounters, u64, u64, u64, u64) {
+        let peers = self.peers.iter().filter(|p| p.conn.is_some()).count() as u64;
+        let unacked = self.peers.iter().map(Peer::unacked_bytes).sum();
+        (self.counters, peers, unacked, self.requests.len() as u64, self.answers.len() as u64)
+    }
+
+    pub fn take_room_freed(&mut self) -> bool {
+        std::mem::take(&mut self.room_freed)
+    }
+}
+
+/// The socket address to report for `addr` (Unix sockets have none: unspecified).
+fn tcp_of(addr: &Address) -> SocketAddr {
+    match addr {
+        Address::Tcp(a) => *a,
+        _ => unspecified(),
+    }
+}
+
+impl Drive for Engine {
+    fn readiness_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.fd()
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize {
+        self.turn(now, ready.readable)
+    }
+
+    fn take_changed(&mut self) -> bool {
+        self.take_room_freed()
+    }
+}

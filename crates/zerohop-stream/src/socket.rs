@@ -1,0 +1,271 @@
+//! Sockets of a stream transport, TCP or Unix, and the epoll set that watches them.
+//!
+//! Everything is non-blocking: the engine reads what is there, writes what the kernel
+//! takes, and learns from epoll when to come back.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// Where a stream hub listens or connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Tcp(SocketAddr),
+    /// A Unix socket file.
+    Path(PathBuf),
+    /// A Linux abstract Unix socket name (`uds://@name`): no file.
+    Abstract(Vec<u8>),
+}
+
+impl Address {
+    fn sock_addr(&self) -> io::Result<SockAddr> {
+        match self {
+            Address::Tcp(a) => Ok((*a).into()),
+            Address::Path(p) => SockAddr::unix(p),
+            Address::Abstract(name) => {
+                let mut raw = vec![0u8];
+                raw.extend_from_slice(name);
+                SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))
+            }
+        }
+    }
+
+    fn domain(&self) -> Domain {
+        match self {
+            Address::Tcp(a) if a.is_ipv4() => Domain::IPV4,
+            Address::Tcp(_) => Domain::IPV6,
+            _ => Domain::UNIX,
+        }
+    }
+
+    /// Whether this is a Unix socket (file or abstract).
+    pub fn is_unix(&self) -> bool {
+        !matches!(self, Address::Tcp(_))
+    }
+}
+
+impl core::fmt::Display for Address {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Path(p) => write!(f, "{}", p.display()),
+            Address::Abstract(n) => write!(f, "@{}", String::from_utf8_lossy(n)),
+        }
+    }
+}
+
+/// Kernel socket buffers asked for: a burst of small messages fits, and a slow reader
+/// shows up as unsent bytes here rather than as a stall.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn stream_socket(addr: &Address) -> io::Result<Socket> {
+    let s = Socket::new(addr.domain(), Type::STREAM.nonblocking().cloexec(), None)?;
+    if !addr.is_unix() {
+        s.set_tcp_nodelay(true)?;
+    }
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    Ok(s)
+}
+
+/// A listening socket on `addr` (a stale Unix socket file, one nobody listens on, is
+/// replaced; a live one is not).
+pub fn listen(addr: &Address, mode: Option<u32>) -> io::Result<OwnedFd> {
+    let s = Socket::new(addr.domain(), Type::STREAM.nonblocking().cloexec(), None)?;
+    if let Address::Tcp(_) = addr {
+        s.set_reuse_address(true)?;
+    }
+    if let Address::Path(p) = addr
+        && p.exists()
+    {
+        // Someone listening answers a connect; a stale file refuses it.
+        match std::os::unix::net::UnixStream::connect(p) {
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is in use", p.display()))),
+            Err(_) => std::fs::remove_file(p)?,
+        }
+    }
+    s.bind(&addr.sock_addr()?)?;
+    if let (Address::Path(p), Some(mode)) = (addr, mode) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    }
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Starts connecting to `addr`; the socket becomes writable when the connection is
+/// made (or failed: see [`take_error`]).
+pub fn connect(addr: &Address) -> io::Result<OwnedFd> {
+    let s = stream_socket(addr)?;
+    match s.connect(&addr.sock_addr()?) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+/// The pending error of a socket (a failed non-blocking connect), if any.
+pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    // SAFETY: borrows the descriptor for the call only; ManuallyDrop keeps it open.
+    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    s.take_error()
+}
+
+/// Accepts one connection, non-blocking; `None` when none waits.
+pub fn accept(listener: RawFd, addr: &Address) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
+    // SAFETY: borrows the descriptor for the call only; ManuallyDrop keeps it open.
+    let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(listener) });
+    match l.accept() {
+        Ok((s, from)) => {
+            s.set_nonblocking(true)?;
+            if !addr.is_unix() {
+                s.set_tcp_nodelay(true)?;
+            }
+            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+            Ok(Some((s.into(), from.as_socket())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
+    // SAFETY: borrows the descriptor for the call only; ManuallyDrop keeps it open.
+    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    Ok(s.local_addr()?.as_socket())
+}
+
+/// Reads what waits into `buf`: `Ok(0)` is the end of the stream.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; the descriptor is ours.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// Writes the slices in order with one system call; how many bytes the kernel took.
+pub fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 3];
+    let mut n = 0;
+    for p in parts.iter().filter(|p| !p.is_empty()).take(iov.len()) {
+        iov[n] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    let msg = libc::msghdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: iov.as_mut_ptr(),
+        msg_iovlen: n,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: 0,
+    };
+    // SAFETY: `iov` holds `n` slices valid for reads for the call; MSG_NOSIGNAL turns a
+    // closed peer into EPIPE instead of a signal.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
+}
+
+/// An epoll set; its descriptor polls readable when any socket in it is ready, so one
+/// descriptor wakes the driver (or the reader's event loop) for every connection.
+pub struct Epoll(OwnedFd);
+
+/// What to watch a socket for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    fn bits(self) -> u32 {
+        let mut e = (libc::EPOLLRDHUP) as u32;
+        if self.read {
+            e |= libc::EPOLLIN as u32;
+        }
+        if self.write {
+            e |= libc::EPOLLOUT as u32;
+        }
+        e
+    }
+}
+
+/// A socket's readiness, as epoll reported it.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub token: u64,
+    pub readable: bool,
+    pub writable: bool,
+    /// Hung up or failed: reading says how.
+    pub closed: bool,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; a negative result is an error.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: interest.bits(), u64: token };
+        // SAFETY: a valid event for the call; both descriptors are open.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)
+    }
+
+    pub fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
+    }
+
+    pub fn delete(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `ctl`; a descriptor already gone is fine to fail on.
+        unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+
+    /// The sockets ready now (no waiting), into `out`.
+    pub fn ready(&self, out: &mut Vec<Event>) -> io::Result<()> {
+        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        out.clear();
+        // SAFETY: `raw` has room for 64 events; a zero timeout does not block.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), raw.as_mut_ptr(), raw.len() as libc::c_int, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        for ev in &raw[..n as usize] {
+            let bits = ev.events;
+            out.push(Event {
+                token: ev.u64,
+                readable: bits & (libc::EPOLLIN as u32) != 0,
+                writable: bits & (libc::EPOLLOUT as u32) != 0,
+                closed: bits & ((libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32) != 0,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! `tcp://` and `uds://` on the network-transport core: [`StreamProtocol`] and `open`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerohop_net::address::resolve;
+use zerohop_net::driver::{Driver, Guard};
+use zerohop_net::envelope;
+use zerohop_net::ring::{ReceiveRing, RingOptions};
+use zerohop_net::session_id;
+use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_proto::lifecycle::Backoff;
+use zerohop_transport::{
+    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
+    Transport, TransportKind, TransportOptions, Value,
+};
+
+use crate::engine::{Config, Engine, Overflow};
+use crate::socket::Address;
+
+/// The options only stream hubs (`tcp://`, `uds://`) have.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Accept peers on the URL's address instead of connecting to it.
+    pub listen: bool,
+    /// Channels (ordered, reliable streams of messages within a peer).
+    pub channels: u16,
+    /// Bytes kept per peer and channel until the peer's application has read them.
+    pub send_queue_bytes: usize,
+    /// Largest message (default 16 MiB).
+    pub max_message: usize,
+    /// How long a listener keeps a disconnected peer's unacknowledged messages.
+    pub peer_linger: Duration,
+    /// The reconnect schedule of a connecting hub.
+    pub reconnect: Backoff,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Heartbeats when idle; a peer silent for three is lost (`None`: off).
+    pub heartbeat: Option<Duration>,
+    /// A listening Unix socket file's permissions.
+    pub socket_mode: u32,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            listen: false,
+            channels: 16,
+            send_queue_bytes: 64 << 20,
+            max_message: 16 << 20,
+            peer_linger: Duration::from_secs(30),
+            reconnect: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            heartbeat: Some(Duration::from_secs(1)),
+            socket_mode: 0o600,
+        }
+    }
+}
+
+impl TransportOptions for StreamOptions {
+    fn scheme(&self) -> &'static str {
+        // One type for both schemes; messages name the first.
+        "tcp"
+    }
+
+    fn clone_boxed(&self) -> Box<dyn TransportOptions> {
+        Box::new(self.clone())
+    }
+}
+
+impl FromOptions for StreamOptions {
+    fn take_from(o: &mut Options) -> Result<Self> {
+        let d = StreamOptions::default();
+        let mut s = StreamOptions {
+            listen: o.take_bool("listen")?.unwrap_or(false),
+            channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
+            send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
+            max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
+            peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
+            connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
+            heartbeat: match o.take_ms("heartbeatMs")? {
+                Some(ms) if ms.is_zero() => None,
+                Some(ms) => Some(ms),
+                None => d.heartbeat,
+            },
+            ..d
+        };
+        if let Some(mut r) = o.take_group("reconnect")? {
+            let b = &mut s.reconnect;
+            b.initial = r.take_ms("initialMs")?.unwrap_or(b.initial);
+            b.max = r.take_ms("maxMs")?.unwrap_or(b.max);
+            b.multiplier = r.take_in("multiplier", 0.0..=f64::MAX)?.unwrap_or(b.multiplier);
+            b.jitter = r.take_in("jitter", 0.0..=1.0)?.unwrap_or(b.jitter);
+            b.max_attempts = r.take_u32("maxAttempts", 0..=u32::MAX)?;
+            r.finish("stream")?;
+        }
+        Ok(s)
+    }
+}
+
+/// A stream hub's protocol, as the core sees it: publishing (with the backpressure
+/// policy), requests, and its engine behind the driver.
+pub struct StreamProtocol {
+    driver: Arc<Driver<Engine>>,
+    kind: TransportKind,
+    local: Option<SocketAddr>,
+    max_message: usize,
+    channels: u16,
+    overflow: Overflow,
+    listen: bool,
+}
+
+impl StreamProtocol {
+    fn engine(&self) -> Result<Guard<'_, Engine>> {
+        self.driver.lock()
+    }
+}
+
+impl Protocol for StreamProtocol {
+    fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
+        if message.len() > self.max_message {
+            return Err(Error::new(
+                ErrorCode::MessageTooLarge,
+                format!("message of {} bytes exceeds the limit of {} bytes", message.len(), self.max_message),
+            ));
+        }
+        if channel >= self.channels {
+            return Err(Error::bad_option(format!(
+                "channel {channel} is out of range: this hub has channels 0..{}",
+                self.channels
+            )));
+        }
+        let mut g = self.engine()?;
+        let now = Instant::now();
+        let full = {
+            let e = g.as_mut().expect("checked by lock");
+            if e.closing {
+                return Err(Error::closed());
+            }
+            e.full_peers(channel, message.len())
+        };
+        // Some peer is a queue behind: apply the policy to it.
+        let mut skipped = Vec::new();
+        for peer in full {
+            let len = message.len();
+            let has_room = |g: &Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.has_room(peer, channel, len));
+            let closing = |g: &Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.closing);
+            match self.overflow {
+                Overflow::FailFast => return Err(Error::new(ErrorCode::Backpressure, "a peer's send queue is full")),
+                Overflow::DropNew => {
+                    if let Some(e) = g.as_mut() {
+                        e.count_dropped();
+                    }
+                    skipped.push(peer);
+                }
+                Overflow::Block(timeout) => {
+                    let deadline = now + timeout;
+                    while !has_room(&g) && !closing(&g) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        g = self.driver.wait(g, left.min(Duration::from_millis(10)));
+                    }
+                    if closing(&g) {
+                        return Err(Error::closed());
+                    }
+                    if !has_room(&g) {
+                        if self.listen {
+                            g.as_mut().expect("not closing").disconnect_slow(peer, Instant::now());
+                            continue;
+                        }
+                        return Err(Error::new(
+                            ErrorCode::Timeout,
+                            "the server did not read in time (send queue full)",
+                        ));
+                    }
+                }
+            }
+        }
+        let e = g.as_mut().expect("not closing");
+        e.publish(channel, message, &skipped, Instant::now());
+        self.driver.after(g);
+        Ok(if skipped.is_empty() { Delivery::Accepted } else { Delivery::Dropped })
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        let Ok((c, peers, unacked, requests, answers)) = self.driver.with(|e| e.snapshot()) else { return Vec::new() };
+        let n = |v: u64| Value::Number(v as f64);
+        vec![
+            ("peers", n(peers)),
+            ("reconnects", n(c.reconnects)),
+            ("protocolViolations", n(c.protocol_violations)),
+            ("slowConsumers", n(c.slow_consumers)),
+            ("heartbeatTimeouts", n(c.heartbeat_timeouts)),
+            ("dropped", n(c.dropped)),
+            ("acceptFailures", n(c.accept_failures)),
+            ("unackedBytes", n(unacked)),
+            ("requestsPending", n(requests)),
+            ("answersPending", n(answers)),
+            ("bytesSent", n(c.bytes_sent)),
+            ("bytesReceived", n(c.bytes_received)),
+        ]
+    }
+
+    fn drain(&self, linger: Duration) -> bool {
+        let deadline = Instant::now() + linger;
+        let Ok(mut g) = self.driver.lock() else { return false };
+        loop {
+            let Some(e) = g.as_ref() else { return false };
+            if e.drained() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || e.closing {
+                return false;
+            }
+            g = self.driver.wait(g, left.min(Duration::from_millis(5)));
+        }
+    }
+
+    fn close(&self) {
+        self.driver.shutdown(|e| {
+            if !e.closing {
+                e.close(Instant::now());
+            }
+        });
+    }
+
+    fn requests(&self) -> Option<&dyn Requests> {
+        Some(self)
+    }
+}
+
+impl Requests for StreamProtocol {
+    fn request(&self, body: &[u8]) -> Result<u64> {
+        if body.len() > self.max_message {
+            return Err(Error::new(
+                ErrorCode::MessageTooLarge,
+                format!("request of {} bytes exceeds the limit of {} bytes", body.len(), self.max_message),
+            ));
+        }
+        let mut g = self.engine()?;
+        let e = g.as_mut().expect("checked by lock");
+        if e.closing {
+            return Err(Error::closed());
+        }
+        let key = e.request(body, Instant::now());
+        self.driver.after(g);
+        key
+    }
+
+    fn cancel(&self, key: u64) -> bool {
+        self.driver.with(|e| e.cancel(key, Instant::now())).unwrap_or(false)
+    }
+
+    fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
+        self.driver.with(|e| e.respond(key, ok, body, Instant::now())).unwrap_or(false)
+    }
+}
+
+/// Default slot of the receive ring (envelope included): small messages stay in the
+/// ring, larger ones spill.
+const DEFAULT_SLOT: u32 = 4 << 10;
+
+/// Where `endpoint` points.
+fn address_of(endpoint: &Endpoint, listen: bool) -> Result<Address> {
+    match (endpoint.kind(), endpoint.target()) {
+        (TransportKind::Tcp, Target::Host { host, port }) => {
+            if !listen && *port == 0 {
+                return Err(Error::new(ErrorCode::BadUrl, "cannot connect to port 0; listen: true to accept peers"));
+            }
+            Ok(Address::Tcp(resolve(host, *port, None)?))
+        }
+        (TransportKind::Uds, Target::Path(p)) => match p.strip_prefix('@') {
+            Some(name) if !name.is_empty() => Ok(Address::Abstract(name.as_bytes().to_vec())),
+            _ if p.starts_with('/') => Ok(Address::Path(PathBuf::from(p))),
+            _ => Err(Error::new(ErrorCode::BadUrl, "uds:// needs an absolute path (uds:///run/app.sock) or @name")),
+        },
+        (TransportKind::Tcp, _) => Err(Error::new(ErrorCode::BadUrl, "tcp:// needs host:port")),
+        _ => Err(Error::new(ErrorCode::BadUrl, "uds:// needs an absolute path (uds:///run/app.sock) or @name")),
+    }
+}
+
+/// Opens `tcp://host:port` or `uds:///path`: listens on it or connects to it.
+pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
+    Ok(Box::new(open_stream(endpoint, &mut options)?))
+}
+
+/// [`open`], typed (for tests and tools that want the protocol's own calls).
+pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<StreamProtocol>> {
+    let scheme = endpoint.kind().scheme();
+    let s: StreamOptions = options.take_specific(scheme)?;
+    let settings = options.settings(
+        scheme,
+        DEFAULT_SPIN,
+        Backpressure::Block,
+        &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
+        "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
+    )?;
+    let overflow = match settings.backpressure {
+        Backpressure::Block => Overflow::Block(options.publish_timeout),
+        Backpressure::DropNew => Overflow::DropNew,
+        _ => Overflow::FailFast,
+    };
+    let addr = address_of(endpoint, s.listen)?;
+    let config = Config {
+        listen: s.listen,
+        addr: addr.clone(),
+        max_message: s.max_message,
+        channels: s.channels,
+        send_queue_bytes: s.send_queue_bytes.max(1),
+        peer_linger: s.peer_linger,
+        backoff: s.reconnect,
+        connect_timeout: s.connect_timeout,
+        heartbeat: s.heartbeat,
+        socket_mode: s.socket_mode,
+    };
+    let slot_size = options.slot_size.map_or(DEFAULT_SLOT, |v| v + envelope::LEN as u32);
+    let capacity = options.capacity.unwrap_or(4096);
+    let spill_limit = s.max_message.saturating_mul(2).max(64 << 20);
+    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit }, !s.listen)?);
+    let engine =
+        Engine::start(config, ring.clone(), session_id()).map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
+    let local = engine.local_addr();
+    let driver = Arc::new(Driver::start(&format!("zerohop-{scheme}-io"), engine, || {})?);
+    let protocol = Arc::new(StreamProtocol {
+        driver: driver.clone(),
+        kind: endpoint.kind(),
+        local,
+        max_message: s.max_message,
+        channels: s.channels,
+        overflow,
+        listen: s.listen,
+    });
+    let reader: Arc<dyn Reader> = driver;
+    NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
+}
+
+impl Drop for StreamProtocol {
+    fn drop(&mut self) {
+        Protocol::close(self);
+    }
+}
