@@ -91,7 +91,7 @@ test('ERR_BAD_URL', async (t) => {
 })
 
 test('ERR_UNSUPPORTED_TRANSPORT for schemes not built yet', async (t) => {
-  for (const url of ['kcp://127.0.0.1:9000', 'tcp://127.0.0.1:80', 'uds:///tmp/z.sock']) {
+  for (const url of ['kcp://127.0.0.1:9000']) {
     const e = await rejectsWith(t, Hub.open(url), 'ERR_UNSUPPORTED_TRANSPORT')
     t.regex(e.message, /not available/)
   }

@@ -20,9 +20,13 @@ interface Transport {
   addressed: boolean
 }
 
-/** Waits until `hub` has `n` connected peers (a listener's `metrics().quic.peers`). */
+/** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
 async function peers(hub: Hub<unknown>, n: number): Promise<void> {
-  for (let i = 0; i < 5000 && (hub.metrics().quic?.peers ?? 0) < n; i++) await new Promise((r) => setTimeout(r, 2))
+  const count = () => {
+    const m = hub.metrics()
+    return (m.quic ?? m.tcp ?? m.uds)?.peers ?? 0
+  }
+  for (let i = 0; i < 5000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2))
 }
 
 const transports: Transport[] = [
@@ -57,6 +61,31 @@ const transports: Transport[] = [
       return [ha, hb]
     },
     url: () => 'quic://127.0.0.1:0',
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  },
+  {
+    name: 'tcp',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('tcp://127.0.0.1:0', { ...a, listen: true })
+      const hb = await Hub.open<T>(`tcp://${ha.localAddress}`, b)
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => 'tcp://127.0.0.1:0',
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  },
+  {
+    name: 'uds',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const url = `uds://@${uniqueName('conf')}` as const
+      const ha = await Hub.open<T>(url, { ...a, listen: true })
+      const hb = await Hub.open<T>(url, b)
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => `uds://@${uniqueName('conf-opt')}`,
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
   },
@@ -109,7 +138,12 @@ for (const tr of transports) {
     b.publish(new Uint8Array([9]))
     const m = await a.recvMessage({ timeoutMs: 5000 })
     t.deepEqual(m.value, new Uint8Array([9]))
-    if (tr.addressed) {
+    if (tr.name === 'uds') {
+      // No address: the sender's number on this hub, and who the process is.
+      t.regex(m.from ?? '', /^peer:\d+$/)
+      t.deepEqual(m.peer, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() })
+      t.is(m.channel, 0)
+    } else if (tr.addressed) {
       t.regex(m.from ?? '', /^127\.0\.0\.1:\d+$/)
       t.is(m.channel, 0)
       if (tr.name === 'udp') t.is(m.from, b.localAddress)
@@ -256,7 +290,8 @@ for (const tr of transports) {
     t.regex(e?.message ?? '', /noSuchOption/)
     const u = await t.throwsAsync(Hub.open(`${tr.url()}?noSuchParameter=1`), { code: 'ERR_BAD_URL' })
     t.regex(u?.message ?? '', /noSuchParameter/)
-    const other = tr.name === 'quic' ? { peers: [] } : { listen: true }
+    // Another transport's option: UDP's `peers`, or the listening transports' `listen`.
+    const other = tr.name === 'shm' || tr.name === 'udp' ? { listen: true } : { peers: [] }
     const o = await t.throwsAsync(Hub.open(tr.url(), other as never), { code: 'ERR_BAD_OPTION' })
     t.regex(o?.message ?? '', new RegExp(`is not an option of ${tr.name}:// hubs`))
   })

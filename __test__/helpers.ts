@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
+import type { Hub, StatusEvent } from 'zerohop'
 
 export const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
 
@@ -73,4 +74,20 @@ export function child(
       return new Promise((resolve, reject) => waiting.push({ type, resolve, reject }))
     },
   }
+}
+
+/** Resolves with the first status event `pred` accepts (a hub hands a new listener the events it has not delivered yet). */
+export function statusWhere(hub: Hub<unknown>, pred: (e: StatusEvent) => boolean, timeoutMs = 10_000): Promise<StatusEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off()
+      reject(new Error(`no such status event within ${timeoutMs} ms (status ${hub.status})`))
+    }, timeoutMs)
+    const off = hub.onStatus((e) => {
+      if (!pred(e)) return
+      clearTimeout(timer)
+      off()
+      resolve(e)
+    })
+  })
 }

@@ -13,10 +13,10 @@
 //! | 32 | 8 | spilled: the key to take the bytes by |
 //! | 40 | 4 | spilled: the message's length |
 //! | 44 | 4 | the peer's number on this hub (connection-oriented transports) |
-//! | 48 | 16 | sender's address (IPv4 in the first 4 bytes), network order |
+//! | 48 | 16 | sender's address (IPv4 in the first 4 bytes), network order; Unix sockets: its pid, uid and gid |
 //! | 64 | 2 | sender's port |
 //! | 66 | 2 | channel |
-//! | 68 | 1 | address family: 4 or 6 (0: no sender) |
+//! | 68 | 1 | address family: 4 or 6, 1 for Unix credentials (0: no sender) |
 //! | 69 | 1 | [`Placement`]: 0 in the slot, 1 spilled (larger than the slot) |
 //! | 70 | 1 | [`Kind`]: 0 message, 1 request, 2 response, 3 failed request, 4 cancelled request |
 //! | 71 | 1 | priority (0: normal) |
@@ -32,7 +32,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use zerohop_transport::{Kind, MessageInfo};
+use zerohop_transport::{Credentials, Kind, MessageInfo};
 
 pub const LEN: usize = 72;
 pub const TIMESTAMP: usize = 0;
@@ -64,6 +64,8 @@ pub enum Placement {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Envelope {
     pub from: Option<SocketAddr>,
+    /// Unix sockets: the sender's credentials (written instead of an address).
+    pub credentials: Option<Credentials>,
     pub timestamp_ns: Option<u64>,
     /// After this (ns since the Unix epoch) the message is stale.
     pub expiry_ns: Option<u64>,
@@ -92,7 +94,12 @@ impl Envelope {
         put64(out, EXPIRY, self.expiry_ns.unwrap_or(0));
         put64(out, SEQ, self.seq);
         put64(out, REQUEST, self.request);
-        if let Some(from) = self.from {
+        if let Some(c) = self.credentials {
+            out[FAMILY] = 1;
+            for (i, v) in [c.pid, c.uid, c.gid].into_iter().enumerate() {
+                out[ADDRESS + 4 * i..ADDRESS + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        } else if let Some(from) = self.from {
             out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
             match from.ip() {
                 IpAddr::V4(a) => {
@@ -128,8 +135,14 @@ impl Envelope {
             6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[ADDRESS..ADDRESS + 16]).expect("16")))),
             _ => None,
         };
+        let credentials = (b[FAMILY] == 1).then(|| Credentials {
+            pid: u32_at(ADDRESS),
+            uid: u32_at(ADDRESS + 4),
+            gid: u32_at(ADDRESS + 8),
+        });
         Some(Envelope {
             from: ip.map(|ip| SocketAddr::new(ip, u16_at(PORT))),
+            credentials,
             timestamp_ns: nonzero(u64_at(TIMESTAMP)),
             expiry_ns: nonzero(u64_at(EXPIRY)),
             seq: u64_at(SEQ),
@@ -149,6 +162,7 @@ impl Envelope {
     pub fn info(&self) -> MessageInfo {
         MessageInfo {
             from: self.from,
+            credentials: self.credentials,
             timestamp_ns: self.timestamp_ns,
             channel: self.channel,
             peer: self.peer,
@@ -183,6 +197,10 @@ mod tests {
         };
         spilled.write(&mut buf);
         assert_eq!(Envelope::read(&buf), Some(spilled));
+        let unix =
+            Envelope { credentials: Some(Credentials { pid: 7, uid: 1000, gid: u32::MAX }), ..Envelope::default() };
+        unix.write(&mut buf);
+        assert_eq!(Envelope::read(&buf), Some(unix));
         assert_eq!(Envelope::read(&buf[..5]), None);
     }
 

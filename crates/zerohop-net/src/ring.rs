@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use zerohop_shm::{Backpressure, Layout, Publisher, Segment};
 use zerohop_transport::status::{Status, StatusEvent};
-use zerohop_transport::{Doorbell, Kind, Result, StatusListener};
+use zerohop_transport::{Credentials, Doorbell, Kind, Result, StatusListener};
 
 use crate::envelope::{self, Envelope, Placement};
 
@@ -43,7 +43,10 @@ use crate::envelope::{self, Envelope, Placement};
 pub struct Inbound<'a> {
     /// The sender's number on this hub (connection-oriented transports; 0 otherwise).
     pub peer: u32,
+    /// The sender's address (ignored when `credentials` say who it is instead).
     pub from: SocketAddr,
+    /// Unix sockets: the sender's credentials (it has no address).
+    pub credentials: Option<Credentials>,
     pub timestamp_ns: Option<u64>,
     pub channel: u16,
     pub seq: u64,
@@ -56,12 +59,23 @@ pub struct Inbound<'a> {
 impl<'a> Inbound<'a> {
     /// A published message from `from` (no request, no timestamp, not numbered).
     pub fn message(peer: u32, from: SocketAddr, channel: u16, body: &'a [u8]) -> Self {
-        Inbound { peer, from, timestamp_ns: None, channel, seq: 0, kind: Kind::Message, request: 0, body }
+        Inbound {
+            peer,
+            from,
+            credentials: None,
+            timestamp_ns: None,
+            channel,
+            seq: 0,
+            kind: Kind::Message,
+            request: 0,
+            body,
+        }
     }
 
     fn envelope(&self) -> Envelope {
         Envelope {
-            from: Some(self.from),
+            from: if self.credentials.is_some() { None } else { Some(self.from) },
+            credentials: self.credentials,
             timestamp_ns: self.timestamp_ns,
             seq: self.seq,
             channel: self.channel,
@@ -460,7 +474,11 @@ mod tests {
                 let r = r.clone();
                 std::thread::spawn(move || {
                     for _ in 0..50 {
-                        r.report(StatusEvent { status: Status::Connecting, peer: Some(from()), error: None });
+                        r.report(StatusEvent {
+                            status: Status::Connecting,
+                            peer: Some(from().to_string()),
+                            error: None,
+                        });
                     }
                 })
             };
@@ -481,7 +499,7 @@ mod tests {
     fn the_status_is_the_hubs_own_not_its_peers() {
         let r = ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, spill_limit: 0 }, false).unwrap();
         assert_eq!(r.status(), Status::Connected);
-        r.report(StatusEvent { status: Status::Disconnected, peer: Some(from()), error: None });
+        r.report(StatusEvent { status: Status::Disconnected, peer: Some(from().to_string()), error: None });
         assert_eq!(r.status(), Status::Connected, "a listener's peer left");
         r.report(StatusEvent { status: Status::Closed, peer: None, error: None });
         assert_eq!(r.status(), Status::Closed);

@@ -45,7 +45,7 @@ fn js_event(e: &StatusEvent) -> NetStatusEvent {
     let (status, attempt) = status_name(e.status);
     NetStatusEvent {
         status: status.to_owned(),
-        peer: e.peer.map(|p| p.to_string()),
+        peer: e.peer.clone(),
         attempt,
         code: e.error.as_ref().map(|e| e.code().as_str().to_owned()),
         message: e.error.as_ref().map(|e| e.message().to_owned()),

@@ -16,7 +16,7 @@ use zerohop_net::ring::{Inbound, Sink};
 use zerohop_proto::lifecycle::{Backoff, Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{ReceiveWindow, SendQueue};
-use zerohop_transport::{Error, ErrorCode, Kind, StatusEvent};
+use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent};
 
 use crate::socket::{self, Address, Epoll, Interest};
 
@@ -86,6 +86,26 @@ impl Lost {
     }
 }
 
+/// Who a connection's peer is: its address (TCP), or its credentials (Unix sockets,
+/// which have no address worth reporting).
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    addr: SocketAddr,
+    credentials: Option<Credentials>,
+}
+
+impl Origin {
+    fn inbound<'a>(self, peer: u32, channel: u16, body: &'a [u8]) -> Inbound<'a> {
+        Inbound { credentials: self.credentials, ..Inbound::message(peer, self.addr, channel, body) }
+    }
+
+    /// How status events name peer `id`: its address, or for Unix sockets `peer:<n>`
+    /// (what `from` says of its messages too).
+    fn name(self, id: u32) -> Option<String> {
+        Some(if self.credentials.is_some() { format!("peer:{id}") } else { self.addr.to_string() })
+    }
+}
+
 /// A message read that the receive ring had no room for (accepted by its window).
 struct Held {
     channel: u16,
@@ -96,7 +116,7 @@ struct Held {
 struct ConnState {
     fd: OwnedFd,
     token: u64,
-    from: SocketAddr,
+    from: Origin,
     writer: RecordWriter,
     peer: Option<u32>,
     /// A non-blocking connect under way.
@@ -119,7 +139,7 @@ struct Conn {
 /// A peer: what outlives its connections.
 struct Peer {
     id: u32,
-    from: SocketAddr,
+    from: Origin,
     conn: Option<u64>,
     queues: Vec<Option<SendQueue>>,
     /// The peer's session (from its hello), and our windows for it.
@@ -131,7 +151,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(id: u32, from: SocketAddr) -> Peer {
+    fn new(id: u32, from: Origin) -> Peer {
         Peer {
             id,
             from,
@@ -169,7 +189,7 @@ pub struct StreamCounters {
 /// A reply or cancellation that found the ring full: never dropped.
 struct Undelivered {
     peer: u32,
-    from: SocketAddr,
+    from: Origin,
     kind: Kind,
     request: u64,
     body: Vec<u8>,
@@ -265,11 +285,11 @@ impl Engine {
             e.listener = Some(l);
             e.report(Status::Connected, None, None);
         } else {
-            e.peers.push(Peer::new(1, tcp_of(&config.addr)));
+            e.peers.push(Peer::new(1, e.server()));
             e.next_peer = 2;
             e.connector =
                 Some(Connector { life: Lifecycle::new(config.backoff, session), retry_at: None, attempt_by: None });
-            e.report(Status::Connecting, Some(tcp_of(&config.addr)), None);
+            e.report(Status::Connecting, e.server().name(1), None);
             e.connect(now);
         }
         Ok(e)
@@ -279,7 +299,14 @@ impl Engine {
         self.local
     }
 
-    fn report(&self, status: Status, peer: Option<SocketAddr>, error: Option<Error>) {
+    /// The server a connecting hub talks to (its credentials once connected).
+    fn server(&self) -> Origin {
+        // A Unix server's credentials come when connected; until then it has neither.
+        let credentials = self.config.addr.is_unix().then_some(Credentials::default());
+        Origin { addr: tcp_of(&self.config.addr), credentials }
+    }
+
+    fn report(&self, status: Status, peer: Option<String>, error: Option<Error>) {
         self.sink.status(StatusEvent { status, peer, error });
     }
 
@@ -303,7 +330,7 @@ impl Engine {
         token
     }
 
-    fn new_conn(&self, fd: OwnedFd, from: SocketAddr, connecting: bool, now: Instant) -> Conn {
+    fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> Conn {
         let mut writer = RecordWriter::new();
         writer.control(&Control::Hello { session: self.session });
         Conn {
@@ -333,7 +360,7 @@ impl Engine {
         c.attempt_by = Some(now + timeout);
         match socket::connect(&self.config.addr) {
             Ok(fd) => {
-                let conn = self.new_conn(fd, tcp_of(&self.config.addr), true, now);
+                let conn = self.new_conn(fd, self.server(), true, now);
                 let raw = conn.s.fd.as_raw_fd();
                 let interest = conn.s.interest;
                 let token = self.insert(conn);
@@ -348,7 +375,8 @@ impl Engine {
 
     /// An attempt failed (or the connection was lost): plan the next one.
     fn attempt_failed(&mut self, now: Instant, lost: Lost) {
-        let addr = tcp_of(&self.config.addr);
+        let server = self.peers.first().map_or_else(|| self.server(), |p| p.from);
+        let addr = server.name(1);
         let Some(c) = self.connector.as_mut() else { return };
         c.attempt_by = None;
         let was_connected = c.life.status() == Status::Connected;
@@ -359,11 +387,11 @@ impl Engine {
             self.counters.reconnects += 1;
         }
         if next.changed || was_connected {
-            self.report(status, Some(addr), Some(Error::new(lost.code, lost.why)));
+            self.report(status, addr, Some(Error::new(lost.code, lost.why)));
         }
         // Our requests die with the connection.
         for key in std::mem::take(&mut self.requests).into_keys() {
-            self.deliver_surely(1, addr, Kind::Failed, key, b"the connection was lost");
+            self.deliver_surely(1, server, Kind::Failed, key, b"the connection was lost");
         }
     }
 
@@ -372,7 +400,9 @@ impl Engine {
         loop {
             match socket::accept(l, &self.config.addr) {
                 Ok(Some((fd, from))) => {
-                    let conn = self.new_conn(fd, from.unwrap_or_else(unspecified), false, now);
+                    let credentials = socket::peer_credentials(fd.as_raw_fd());
+                    let from = Origin { addr: from.unwrap_or_else(unspecified), credentials };
+                    let conn = self.new_conn(fd, from, false, now);
                     let raw = conn.s.fd.as_raw_fd();
                     let interest = conn.s.interest;
                     let token = self.insert(conn);
@@ -439,10 +469,10 @@ impl Engine {
             return;
         }
         if by_peer {
-            self.report(Status::Disconnected, Some(from), None);
+            self.report(Status::Disconnected, from.name(id), None);
             self.forget(id);
         } else {
-            self.report(Status::Disconnected, Some(from), Some(Error::new(lost.code, lost.why)));
+            self.report(Status::Disconnected, from.name(id), Some(Error::new(lost.code, lost.why)));
             self.peers[i].linger_until = Some(now + self.config.peer_linger);
             self.schedule_tick(now);
         }
@@ -489,8 +519,13 @@ impl Engine {
                 let _ = self.epoll.modify(raw, token, interest);
                 // The peer is ours at once: what waits in its channels goes with the hello.
                 c.s.peer = Some(1);
+                if self.config.addr.is_unix() {
+                    c.s.from.credentials = socket::peer_credentials(c.s.fd.as_raw_fd());
+                }
+                let from = c.s.from;
                 if let Some(p) = self.peers.first_mut() {
                     p.conn = Some(token);
+                    p.from = from;
                 }
                 if let Some(k) = self.connector.as_mut() {
                     k.attempt_by = None;
@@ -595,7 +630,7 @@ impl Engine {
                     return Ok(()); // delivered before the reconnect
                 }
                 if s.held.is_empty() {
-                    let m = Inbound::message(p.id, p.from, channel, payload);
+                    let m = p.from.inbound(p.id, channel, payload);
                     if let Some(pos) = self.sink.deliver(&m) {
                         window.delivered(pos);
                         p.unacked_bytes += payload.len();
@@ -623,7 +658,7 @@ impl Engine {
                 let local = self.next_answer;
                 self.next_answer += 1;
                 self.answers.insert(local, (id, key));
-                let m = Inbound { kind: Kind::Request, request: local, ..Inbound::message(id, s.from, 0, body) };
+                let m = Inbound { kind: Kind::Request, request: local, ..s.from.inbound(id, 0, body) };
                 if self.undelivered.is_empty() && self.sink.deliver(&m).is_some() {
                     return Ok(());
                 }
@@ -675,14 +710,14 @@ impl Engine {
         s.hello_by = None;
         if !self.config.listen {
             // Our server: connected.
-            let addr = tcp_of(&self.config.addr);
+            let addr = self.peers.first().map_or_else(|| self.server(), |p| p.from).name(1);
             if let Some(p) = self.peers.first_mut() {
                 p.session = session;
             }
             if let Some(k) = self.connector.as_mut()
                 && k.life.on(LifeEvent::Connected).changed
             {
-                self.report(Status::Connected, Some(addr), None);
+                self.report(Status::Connected, addr, None);
             }
             return Ok(());
         }
@@ -708,17 +743,17 @@ impl Engine {
         p.from = s.from;
         p.linger_until = None;
         s.peer = Some(p.id);
-        let from = p.from;
-        self.report(Status::Connected, Some(from), None);
+        let name = p.from.name(p.id);
+        self.report(Status::Connected, name, None);
         self.dirty.push(s.token);
         let _ = now;
         Ok(())
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
-    fn deliver_surely(&mut self, peer: u32, from: SocketAddr, kind: Kind, request: u64, body: &[u8]) {
+    fn deliver_surely(&mut self, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
         if self.undelivered.is_empty() {
-            let m = Inbound { kind, request, ..Inbound::message(peer, from, 0, body) };
+            let m = Inbound { kind, request, ..from.inbound(peer, 0, body) };
             if self.sink.deliver(&m).is_some() {
                 return;
             }
@@ -730,7 +765,7 @@ impl Engine {
     /// Offers what waits for room again; true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
         while let Some(u) = self.undelivered.front() {
-            let m = Inbound { kind: u.kind, request: u.request, ..Inbound::message(u.peer, u.from, 0, &u.body) };
+            let m = Inbound { kind: u.kind, request: u.request, ..u.from.inbound(u.peer, 0, &u.body) };
             if self.sink.deliver(&m).is_none() {
                 return false;
             }
@@ -748,7 +783,7 @@ impl Engine {
             };
             let p = &mut self.peers[i];
             while let Some(h) = c.s.held.front() {
-                let m = Inbound::message(p.id, p.from, h.channel, &h.body);
+                let m = p.from.inbound(p.id, h.channel, &h.body);
                 let Some(pos) = self.sink.deliver(&m) else { break };
                 p.windows.entry(h.channel).or_default().delivered(pos);
                 p.unacked_bytes += h.body.len();
@@ -880,7 +915,7 @@ impl Engine {
         }
         self.report(
             Status::Disconnected,
-            Some(from),
+            from.name(peer),
             Some(Error::new(ErrorCode::SlowConsumer, "too slow to read what it was sent: disconnected")),
         );
         self.forget(peer);

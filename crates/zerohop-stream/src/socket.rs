@@ -269,3 +269,16 @@ impl Epoll {
         Ok(())
     }
 }
+
+/// A Unix socket peer's credentials (`SO_PEERCRED`: the process that connected, or
+/// that listens); `None` for other sockets.
+pub fn peer_credentials(fd: RawFd) -> Option<zerohop_transport::Credentials> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for writes of `len` bytes; the descriptor is open.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+    };
+    (r == 0 && len as usize == std::mem::size_of::<libc::ucred>() && cred.pid != 0)
+        .then_some(zerohop_transport::Credentials { pid: cred.pid as u32, uid: cred.uid, gid: cred.gid })
+}

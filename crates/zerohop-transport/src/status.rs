@@ -1,7 +1,5 @@
 //! What a hub's status is, and the events that change it.
 
-use std::net::SocketAddr;
-
 pub use zerohop_proto::lifecycle::Status;
 
 use crate::error::Error;
@@ -11,7 +9,9 @@ use crate::error::Error;
 #[derive(Clone, Debug)]
 pub struct StatusEvent {
     pub status: Status,
-    pub peer: Option<SocketAddr>,
+    /// The peer it is about: its address (`host:port`), or for Unix sockets, which have
+    /// none worth naming, `peer:<n>`, its number on the hub.
+    pub peer: Option<String>,
     /// Why, when it is a loss or a failure.
     pub error: Option<Error>,
 }

@@ -67,11 +67,21 @@ impl Kind {
     }
 }
 
+/// Who a Unix socket peer is, as the kernel says (`SO_PEERCRED`, taken when it connected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// Where a received message came from, and what came with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MessageInfo {
-    /// The sender's address (network transports).
+    /// The sender's address (network transports but Unix sockets).
     pub from: Option<SocketAddr>,
+    /// Unix sockets: the sending process's credentials.
+    pub credentials: Option<Credentials>,
     /// When the kernel received it, in ns since the Unix epoch (UDP, when asked).
     pub timestamp_ns: Option<u64>,
     pub channel: u16,

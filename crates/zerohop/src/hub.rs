@@ -191,11 +191,9 @@ mod tests {
 
     #[test]
     fn unsupported_transports_say_so() {
-        for url in ["kcp://h:1", "tcp://h:1", "uds:///tmp/x"] {
-            let err = Hub::open(url, HubOptions::default()).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::UnsupportedTransport, "{url}");
-            assert!(err.message().contains("shm://, udp:// and quic:// are"), "{}", err.message());
-        }
+        let err = Hub::open("kcp://h:1", HubOptions::default()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UnsupportedTransport);
+        assert!(err.message().contains("shm://, udp://, quic://, tcp:// and uds:// are"), "{}", err.message());
     }
 
     #[test]

@@ -10,8 +10,13 @@ export const ENVELOPE = binding.envelopeLayout()
 
 /** Where a received message came from; see `Hub.recvMessage`. */
 export interface MessageInfo {
-  /** Network transports: the sender's address, `host:port` (`[v6]:port`). */
+  /**
+   * Network transports: the sender's address, `host:port` (`[v6]:port`). Unix sockets
+   * have none: `peer:<n>`, the sender's number on this hub (see `peer` for who it is).
+   */
   from?: string
+  /** Unix sockets: the sending process, as the kernel says (`SO_PEERCRED`). */
+  peer?: { pid: number; uid: number; gid: number }
   /** Network transports: the channel it came on (0 for transports with one channel). */
   channel?: number
   /**
@@ -49,6 +54,9 @@ export function readEnvelope(dv: DataView, off: number, info: MessageInfo): Mess
     const groups: number[] = []
     for (let i = 0; i < 8; i++) groups.push(dv.getUint16(a + 2 * i, false))
     info.from = `[${formatIpv6(groups)}]:${port}`
+  } else if (family === 1) {
+    info.from = `peer:${dv.getUint32(off + ENVELOPE.peer, true)}`
+    info.peer = { pid: dv.getUint32(a, true), uid: dv.getUint32(a + 4, true), gid: dv.getUint32(a + 8, true) }
   }
   return info
 }

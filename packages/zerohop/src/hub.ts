@@ -25,18 +25,30 @@ import {
   ZerohopError,
 } from './errors.js'
 import { binding, native } from './native.js'
-import type { CommonHubOptions, HubOptions, QuicHubOptions, ShmHubOptions, UdpHubOptions } from './options.js'
+import type { CommonHubOptions, HubOptions, QuicHubOptions, ShmHubOptions, TcpHubOptions, UdpHubOptions, UdsHubOptions } from './options.js'
 import type { HubStatus, Loan, Port, StatusEvent, TransportName } from './port.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, transportFor } from './transports/index.js'
 import type { QuicMetrics } from './transports/quic.js'
+import type { StreamMetrics } from './transports/stream.js'
 import type { UdpSocketMetrics } from './transports/udp.js'
 
-export type { BackpressurePolicy, CommonHubOptions, HubOptions, HubRole, QuicHubOptions, ShmHubOptions, UdpHubOptions } from './options.js'
+export type {
+  BackpressurePolicy,
+  CommonHubOptions,
+  HubOptions,
+  HubRole,
+  QuicHubOptions,
+  ShmHubOptions,
+  TcpHubOptions,
+  UdpHubOptions,
+  UdsHubOptions,
+} from './options.js'
 export type { HubStatus, Loan, StatusEvent, TransportName } from './port.js'
 export type { MessageInfo, RequestInfo } from './envelope.js'
 export type { TlsOptions, ReconnectOptions, QuicMetrics } from './transports/quic.js'
+export type { StreamMetrics } from './transports/stream.js'
 export type { UdpSocketMetrics } from './transports/udp.js'
 
 /** Options of {@link Hub.publish}. */
@@ -105,6 +117,12 @@ export interface HubMetrics {
    * handshake failures, slow consumers, protocol violations, unacknowledged bytes.
    */
   quic?: QuicMetrics
+  /**
+   * TCP and Unix sockets: status, peers, reconnects, heartbeat timeouts, slow
+   * consumers, protocol violations, refused connections, unacknowledged bytes, bytes.
+   */
+  tcp?: StreamMetrics
+  uds?: StreamMetrics
 }
 
 /** A received message with where it came from; see {@link Hub.recvMessage}. */
@@ -198,16 +216,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   `tls.ca`, or `tls.dangerouslyAcceptAnyServer` for a development server's
    *   self-signed certificate. Publishing reaches every connected peer; messages wait
    *   (and survive reconnects) until the peer's application has read them.
+   * - `tcp://host:port`, `uds:///path` or `uds://@name` (Linux abstract): the same
+   *   reliable channels, requests and reconnects over a TCP or Unix socket (plain; a
+   *   Unix socket file is 0600). Heartbeats find a peer that froze.
    *
    * The options are typed by the URL's scheme: another transport's option is a type
    * error, and at run time `ERR_BAD_OPTION` naming it (an unknown URL parameter is
-   * `ERR_BAD_URL`). Other schemes (`kcp`, `tcp`, `uds`) parse but are not built yet and
-   * reject with `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses
+   * `ERR_BAD_URL`). `kcp://` parses but is not built yet and rejects with
+   * `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses
    * is counted (`metrics().udp.lost`), never resent.
    */
   static open<T = Uint8Array>(url: `shm://${string}`, options?: ShmHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `udp://${string}`, options?: UdpHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `quic://${string}`, options?: QuicHubOptions<T>): Promise<Hub<T>>
+  static open<T = Uint8Array>(url: `tcp://${string}`, options?: TcpHubOptions<T>): Promise<Hub<T>>
+  static open<T = Uint8Array>(url: `uds://${string}`, options?: UdsHubOptions<T>): Promise<Hub<T>>
   /** A URL only known at run time (or a bare name): the options every hub has, and shared memory's. */
   static open<T = Uint8Array>(url: string, options?: CommonHubOptions<T> & ShmHubOptions<T>): Promise<Hub<T>>
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {

@@ -3,8 +3,10 @@
  *
  * One {@link Hub} API over every transport; the endpoint URL picks it. This version
  * ships shared memory (`shm://name`: zero-copy loans and borrows, fan-out to any
- * number of subscriber processes, futex wake-ups), batched UDP (`udp://host:port`) and
- * QUIC (`quic://host:port`: TLS, reliable channels that survive reconnects, datagrams).
+ * number of subscriber processes, futex wake-ups), batched UDP (`udp://host:port`),
+ * QUIC (`quic://host:port`: TLS, reliable channels that survive reconnects, datagrams)
+ * and the same reliable channels over TCP (`tcp://host:port`) and Unix sockets
+ * (`uds:///path`).
  *
  * ```ts
  * import { Hub, struct } from 'zerohop'
@@ -21,6 +23,8 @@ export type {
   ShmHubOptions,
   UdpHubOptions,
   QuicHubOptions,
+  TcpHubOptions,
+  UdsHubOptions,
   HubRole,
   HubMetrics,
   RecvOptions,
@@ -32,6 +36,7 @@ export type {
   TransportName,
   UdpSocketMetrics,
   QuicMetrics,
+  StreamMetrics,
   HubStatus,
   StatusEvent,
   TlsOptions,
@@ -42,6 +47,7 @@ export type {
 export type { ShmOptions } from './transports/shm.js'
 export type { UdpOptions } from './transports/udp.js'
 export type { QuicOptions } from './transports/quic.js'
+export type { StreamOptions } from './transports/stream.js'
 export { Rpc, RpcServer, RpcClient } from './rpc.js'
 export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'

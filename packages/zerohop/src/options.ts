@@ -6,6 +6,7 @@
 import type { CodecOption } from './codec.js'
 import type { QuicOptions } from './transports/quic.js'
 import type { ShmOptions } from './transports/shm.js'
+import type { StreamOptions } from './transports/stream.js'
 import type { UdpOptions } from './transports/udp.js'
 
 /** What a publisher does when the slowest receiver is a whole queue behind. */
@@ -63,5 +64,10 @@ export type UdpHubOptions<T> = CommonHubOptions<T> & UdpOptions
 /** Options of a `quic://host:port` hub. */
 export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions
 
+/** Options of a `tcp://host:port` hub. */
+export type TcpHubOptions<T> = CommonHubOptions<T> & StreamOptions
+/** Options of a `uds:///path` (or `uds://@name`) hub. */
+export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions
+
 /** Every option of every transport, for code that types its options before it knows the URL. */
-export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions
+export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & StreamOptions

@@ -14,7 +14,7 @@ import type { BackpressurePolicy, HubRole } from './options.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 
 /** The transports this version can open. */
-export type TransportName = 'shm' | 'udp' | 'quic'
+export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds'
 
 /** A hub's (or a peer's) connection status. */
 export type HubStatus = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'

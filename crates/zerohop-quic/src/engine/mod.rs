@@ -242,7 +242,7 @@ impl Engine {
     /// Tells the sink of a change of status, with the failure as a stable error.
     pub fn report(&self, status: Status, peer: Option<SocketAddr>, failure: Option<Failure>) {
         let error = failure.map(|f| Error::new(f.code(), f.message));
-        self.sink.status(StatusEvent { status, peer, error });
+        self.sink.status(StatusEvent { status, peer: peer.map(|p| p.to_string()), error });
     }
 
     pub fn peer(&mut self, id: u32) -> Option<&mut Peer> {

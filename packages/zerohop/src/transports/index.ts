@@ -17,6 +17,8 @@ export const TRANSPORTS: Record<TransportName, OpenPort> = {
   shm: openShm,
   udp: openNet,
   quic: openNet,
+  tcp: openNet,
+  uds: openNet,
 }
 
 /** The transport for `scheme`, if this version has it. */
@@ -24,7 +26,7 @@ export function transportFor(scheme: string): OpenPort | undefined {
   return Object.hasOwn(TRANSPORTS, scheme) ? TRANSPORTS[scheme as TransportName] : undefined
 }
 
-/** The schemes this version opens, for messages (`shm://, udp:// and quic://`). */
+/** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp:// and uds://`). */
 export function available(): string {
   const names = Object.keys(TRANSPORTS).map((s) => `${s}://`)
   return names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)}` : (names[0] ?? '')

@@ -1,0 +1,270 @@
+// What every connecting transport (quic://, tcp://, uds://) does, through the public
+// API, across real processes, checked the same way for each: many clients to one server
+// both ways, 1 B to 16 MB messages, a server restart that loses no accepted message, a
+// peer killed mid-stream, a frozen peer noticed, and RPC. What only one of them does is
+// in its own spec file. Serial: each test runs several busy processes on two cores.
+import test from 'ava'
+import { Hub, type HubOptions, Rpc } from 'zerohop'
+import { child, statusWhere, uniqueName } from './helpers.ts'
+// @ts-expect-error: a plain ES module shared with the fixtures
+import { payload } from './fixtures/payload.mjs'
+
+type Tally = {
+  received: number
+  corrupt: number
+  outOfOrder: number
+  senders: [number, number][]
+  metrics: Record<string, { peers: number; reconnects: number }>
+  statuses: { status: string; peer?: string; code?: string }[]
+}
+
+interface Connecting {
+  name: 'quic' | 'tcp' | 'uds'
+  /** Where a server listens: a fresh URL. */
+  listenUrl(): string
+  /** Where a client connects, given the server's listen URL and `localAddress`. */
+  dialUrl(listenUrl: string, address: string | undefined): string
+  /** What every client of the tests needs (QUIC: to accept the test server's certificate). */
+  client: HubOptions<Uint8Array>
+  /** Options that notice a dead or frozen peer within about a second. */
+  liveness: Record<string, number>
+  /** What `recvMessage().from` says of the server. */
+  from(address: string | undefined): RegExp | string
+}
+
+const fast = { reconnect: { initialMs: 20, maxMs: 200 } }
+const transports: Connecting[] = [
+  {
+    name: 'quic',
+    listenUrl: () => 'quic://127.0.0.1:0',
+    dialUrl: (_, address) => `quic://${address}`,
+    client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast },
+    liveness: { idleTimeoutMs: 1000, keepAliveMs: 250 },
+    from: (address) => address!,
+  },
+  {
+    name: 'tcp',
+    listenUrl: () => 'tcp://127.0.0.1:0',
+    dialUrl: (_, address) => `tcp://${address}`,
+    client: fast,
+    liveness: { heartbeatMs: 250 },
+    from: (address) => address!,
+  },
+  {
+    name: 'uds',
+    listenUrl: () => `uds://@${uniqueName('conn')}`,
+    dialUrl: (url) => url,
+    client: fast,
+    liveness: { heartbeatMs: 250 },
+    from: () => /^peer:\d+$/,
+  },
+]
+
+/** Every child this file starts; a failed test must not leave one waiting forever. */
+const children: ReturnType<typeof child>[] = []
+const track = (c: ReturnType<typeof child>) => (children.push(c), c)
+test.afterEach.always(() => {
+  for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
+})
+const peer = (cfg: object) => track(child('hub-peer.mjs', [JSON.stringify(cfg)]))
+const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
+
+for (const tr of transports) {
+  const name = (what: string) => `${tr.name}: ${what}`
+  /** A server process on a fresh URL; its URL for clients. */
+  async function server(cfg: Record<string, unknown>): Promise<{ s: ReturnType<typeof peer>; url: string; address?: string }> {
+    const listen = tr.listenUrl()
+    const s = peer({ mode: 'server', url: listen, ...cfg, options: { listen: true, ...(cfg.options as object) } })
+    const { address } = (await s.next('ready')) as { address?: string }
+    return { s, url: tr.dialUrl(listen, address), address }
+  }
+
+  test.serial(name('four clients to one server and back: every message, in order per sender, intact'), async (t) => {
+    const sizes = [8, 100, 5000, 70_000]
+    const { s, url } = await server({ count: 4 * 300 })
+    const clients = [1, 2, 3, 4].map((tag) => peer({ mode: 'client', url, options: tr.client, count: 300, sizes, tag, expect: 100 }))
+    for (const c of clients) await c.next('sent')
+    const tally = (await s.next('done')) as Tally
+    t.is(tally.received, 1200)
+    t.is(tally.corrupt, 0)
+    t.is(tally.outOfOrder, 0)
+    t.deepEqual(
+      tally.senders.sort((a, b) => a[0] - b[0]),
+      [1, 2, 3, 4].map((tag) => [tag, 300]),
+    )
+    t.is(tally.metrics[tr.name]!.peers, 4)
+    t.is(tally.statuses.filter((e) => e.status === 'connected' && e.peer).length, 4, 'a connected event per peer')
+    s.send('100') // the server now publishes 100 messages to every peer
+    for (const c of clients) {
+      const r = (await c.next('done')) as Tally
+      t.is(r.received, 100)
+      t.is(r.corrupt + r.outOfOrder, 0)
+      t.is(await c.exited, 0, c.stderr())
+    }
+    await s.next('closed')
+    t.is(await s.exited, 0, s.stderr())
+  })
+
+  test.serial(name('1 B to 16 MB, through an echo server in another process'), async (t) => {
+    const sizes = [1, 7, 8, 1000, 16_336, 16_337, 70_000, 1 << 20, 16 << 20]
+    const { s, url, address } = await server({ count: sizes.length, echo: true })
+    await using hub = await Hub.open(url as `tcp://${string}`, tr.client)
+    // Tag 0: messages under 8 bytes carry no tag, and the server checks them as tag 0's.
+    for (const [seq, size] of sizes.entries()) hub.publish(makePayload(0, seq, size))
+    for (const [seq, size] of sizes.entries()) {
+      const m = await hub.recvMessage({ timeoutMs: 20_000 })
+      t.is(m.value.byteLength, size)
+      t.true(Buffer.from(m.value).equals(Buffer.from(makePayload(0, seq, size))), `message ${seq} (${size} B) intact`)
+      t.is(m.channel, 0)
+      const from = tr.from(address)
+      if (typeof from === 'string') t.is(m.from, from)
+      else t.regex(m.from ?? '', from)
+    }
+    const tally = (await s.next('done')) as Tally
+    t.is(tally.corrupt, 0)
+    t.throws(() => hub.publish(new Uint8Array((16 << 20) + 1)), { code: 'ERR_MESSAGE_TOO_LARGE' })
+    t.is((hub.metrics()[tr.name] as { unackedBytes: number }).unackedBytes, 0, 'the echo server read everything')
+    s.send('0')
+    t.is(await s.exited, 0, s.stderr())
+  })
+
+  test.serial(name('a server restart loses no accepted message: the new server gets what the old one had not handed over'), async (t) => {
+    const N = 3000
+    const listen = tr.listenUrl()
+    const a = peer({ mode: 'server', url: listen, options: { listen: true }, count: N, log: true })
+    const { address } = (await a.next('ready')) as { address?: string }
+    const url = tr.dialUrl(listen, address)
+    await using hub = await Hub.open(url as `tcp://${string}`, { ...tr.client, ...tr.liveness })
+    let published = 0
+    const publishing = (async () => {
+      while (published < N) {
+        for (let i = 0; i < 10 && published < N; i++) hub.publish(makePayload(1, published++, 100))
+        await new Promise((r) => setTimeout(r, 1))
+      }
+    })()
+    const seen: number[] = []
+    while (seen.length < 500) seen.push(((await a.next('got')) as { seq: number }).seq)
+    a.proc.kill('SIGKILL')
+    await a.exited
+    for (;;) {
+      try {
+        seen.push(((await a.next('got')) as { seq: number }).seq) // lines already in the pipe
+      } catch {
+        break
+      }
+    }
+    t.deepEqual(seen, [...seen.keys()], 'the first server handed over a prefix, in order')
+    await statusWhere(hub, (e) => e.status === 'reconnecting')
+    // The same address again (a port the kernel picked, or the same name).
+    const again = tr.name === 'uds' ? listen : tr.dialUrl(listen, address)
+    const b = peer({ mode: 'server', url: again, options: { listen: true }, count: N, log: true })
+    await b.next('ready')
+    const rest: number[] = []
+    while (rest.at(-1) !== N - 1) rest.push(((await b.next('got')) as { seq: number }).seq)
+    await publishing
+    // What the old server read but had not acknowledged when it died comes again: at
+    // least once across a receiver crash, never lost.
+    const first = rest[0]!
+    t.true(first <= seen.length, `the new server starts at or before ${seen.length} (at ${first})`)
+    t.deepEqual(rest, [...Array(N - first).keys()].map((i) => first + i), 'then every message once, in order')
+    t.log(`${seen.length - first} message(s) read by the killed server came again`)
+    t.is((hub.metrics()[tr.name] as { reconnects: number }).reconnects, 1)
+    b.proc.kill()
+    await b.exited
+  })
+
+  test.serial(name('a peer killed mid-stream: the server and the other clients go on'), async (t) => {
+    const { s, url } = await server({ options: tr.liveness, count: 50, countTag: 2, log: true })
+    const doomed = peer({ mode: 'client', url, options: tr.client, count: 8, sizes: [12 << 20], tag: 1 })
+    await s.next('status') // the doomed peer connected
+    await new Promise((r) => setTimeout(r, 300)) // well into its first 12 MB message
+    doomed.proc.kill('SIGKILL')
+    await doomed.exited
+    const good = peer({ mode: 'client', url, options: tr.client, count: 50, sizes: [1000], tag: 2 })
+    await good.next('done')
+    const tally = (await s.next('done')) as Tally
+    t.is(tally.corrupt, 0)
+    t.is(tally.outOfOrder, 0)
+    t.deepEqual(
+      tally.senders.find(([tag]) => tag === 2),
+      [2, 50],
+    )
+    for (;;) {
+      const e = (await s.next('status')) as { status: string; peer?: string }
+      if (e.status === 'disconnected') break
+    }
+    t.pass('the killed peer was reported gone')
+    s.send('0')
+    t.is(await s.exited, 0, s.stderr())
+  })
+
+  test.serial(name('a frozen peer (SIGSTOP) is noticed, and the connection comes back when it thaws'), async (t) => {
+    const { s, url } = await server({ options: tr.liveness, count: 1_000_000, log: true })
+    await using hub = await Hub.open(url as `tcp://${string}`, { ...tr.client, ...tr.liveness })
+    await statusWhere(hub, (e) => e.status === 'connected')
+    s.proc.kill('SIGSTOP')
+    const t0 = performance.now()
+    const e = await statusWhere(hub, (e) => e.status === 'reconnecting', 10_000)
+    const took = performance.now() - t0
+    t.truthy(e.error, 'with why')
+    t.log(`noticed after ${took.toFixed(0)} ms`)
+    s.proc.kill('SIGCONT')
+    await statusWhere(hub, (e) => e.status === 'connected', 10_000)
+    hub.publish(makePayload(1, 0, 100))
+    t.is(((await s.next('got')) as { seq: number }).seq, 0)
+  })
+
+  test.serial(name('RPC: replies across processes; a throwing handler, a timeout and an abort each end cleanly on both sides'), async (t) => {
+    const listen = tr.listenUrl()
+    const srv = track(child('rpc-server.mjs', [listen]))
+    const { address } = (await srv.next('ready')) as { address?: string }
+    type Req = { op: string; x?: unknown; ms?: number }
+    await using rpc = await Rpc.connect<Req, unknown>(tr.dialUrl(listen, address), { ...tr.client, codec: 'json' } as never)
+    t.is(rpc.status, 'connected')
+
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => rpc.request({ op: 'echo', x: { i } })))
+    t.deepEqual(replies, Array.from({ length: 200 }, (_, i) => ({ i })), '200 concurrent requests, each its own reply')
+
+    await t.throwsAsync(rpc.request({ op: 'fail' }), { code: 'ERR_REMOTE', message: 'boom' })
+
+    const t0 = performance.now()
+    await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { timeoutMs: 50 }), { code: 'ERR_TIMEOUT' })
+    t.true(performance.now() - t0 < 5000, 'the timeout fired, not the handler')
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 20)
+    await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { signal: ac.signal }), { code: 'ERR_ABORTED' })
+    await t.throwsAsync(rpc.request({ op: 'echo' }, { signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' })
+
+    // Nothing left behind: no pending request here, no running handler there.
+    t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+    let m: Record<string, number> = {}
+    for (let i = 0; i < 200; i++) {
+      srv.send('metrics')
+      m = (await srv.next('metrics')) as Record<string, number>
+      if (m.cancelled === 2) break
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    t.like(m, { inFlight: 0, served: 200, failed: 1, cancelled: 2, stoppedEarly: 2 })
+    t.is(await rpc.request({ op: 'echo', x: 'still fine' }), 'still fine')
+    srv.send('close')
+    t.is(await srv.exited, 0, srv.stderr())
+  })
+
+  test.serial(name('RPC: a request in flight when the server dies fails with ERR_CONNECTION_LOST'), async (t) => {
+    const listen = tr.listenUrl()
+    const srv = track(child('rpc-server.mjs', [listen]))
+    const { address } = (await srv.next('ready')) as { address?: string }
+    await using rpc = await Rpc.connect<{ op: string; ms?: number }, unknown>(tr.dialUrl(listen, address), {
+      ...tr.client,
+      ...tr.liveness,
+      codec: 'json',
+      reconnect: { maxAttempts: 0 },
+    } as never)
+    const pending = rpc.request({ op: 'sleep', ms: 60_000 })
+    await new Promise((r) => setTimeout(r, 100))
+    srv.proc.kill('SIGKILL')
+    await t.throwsAsync(pending, { code: 'ERR_CONNECTION_LOST' })
+    t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+    await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
+  })
+}

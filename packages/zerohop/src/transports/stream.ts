@@ -1,0 +1,52 @@
+/**
+ * `tcp://host:port` and `uds:///path` (or `uds://@name`, a Linux abstract socket):
+ * reliable channels over byte streams. Both sides say hello first; messages are kept
+ * until the peer's application has read them and go again after a reconnect, so the
+ * guarantees are `quic://`'s. A network transport: it runs on the shared port of
+ * `net.ts`; what is its own is its options and its counters.
+ */
+import type { ReconnectOptions } from './quic.js'
+
+/** The options only `tcp://` and `uds://` hubs have. */
+export interface StreamOptions {
+  /** Accept peers on the URL's address (any number) instead of connecting to it. */
+  listen?: boolean
+  /** The reconnect schedule of a connecting hub. */
+  reconnect?: ReconnectOptions
+  /** How long one connection attempt may take (default 10 000). */
+  connectTimeoutMs?: number
+  /**
+   * Send a heartbeat after this long without sending (default 1000; 0: none). A peer
+   * that sends nothing for three of them is lost: how a frozen or unplugged peer is noticed.
+   */
+  heartbeatMs?: number
+  /** Channels, ordered streams of messages within a peer (default 16). */
+  channels?: number
+  /**
+   * Bytes kept per peer and channel until the peer has read them (default 64 MiB). A
+   * full queue applies `backpressure`; a listener disconnects a peer that stays full
+   * past `publishTimeoutMs` (`ERR_SLOW_CONSUMER`), and the others go on.
+   */
+  sendQueueBytes?: number
+  /** Largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
+  maxMessageSize?: number
+  /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
+  peerLingerMs?: number
+}
+
+/** A stream hub's own metrics (`metrics().tcp`, `metrics().uds`). */
+export interface StreamMetrics {
+  status: string
+  peers: number
+  reconnects: number
+  protocolViolations: number
+  slowConsumers: number
+  heartbeatTimeouts: number
+  dropped: number
+  acceptFailures: number
+  unackedBytes: number
+  requestsPending: number
+  answersPending: number
+  bytesSent: number
+  bytesReceived: number
+}
