@@ -32,7 +32,8 @@ const ACK_TICK: Duration = Duration::from_millis(2);
 const ACK_BYTES: usize = 256 << 10;
 /// How often held messages try the receive ring again.
 const ROOM_POLL: Duration = Duration::from_millis(1);
-/// How long an accepted connection may take to say hello.
+/// How long an accepted connection may take to say hello, at most (with heartbeats, a
+/// peer silent for three of them is gone, hello or not).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest the housekeeping tick runs (hellos, lingering peers, heartbeats).
 const TICK: Duration = Duration::from_millis(250);
@@ -346,7 +347,7 @@ impl Engine {
                 held: VecDeque::new(),
                 last_heard: now,
                 last_sent: now,
-                hello_by: Some(now + HELLO_TIMEOUT),
+                hello_by: Some(now + self.config.heartbeat.map_or(HELLO_TIMEOUT, |h| (h * 3).min(HELLO_TIMEOUT))),
                 closed_by_peer: false,
             },
         }
