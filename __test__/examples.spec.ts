@@ -32,3 +32,7 @@ test('the README UDP example is examples/udp.ts, and it prints what its comments
 test('the README QUIC example is examples/quic.ts, and it prints what its comments say', (t) => {
   t.deepEqual(runExample(t, 'quic.ts').printed, ['hello 0', 'welcome connected', '42'])
 })
+
+test('the README sockets example is examples/sockets.ts, and it prints what its comments say', (t) => {
+  t.deepEqual(runExample(t, 'sockets.ts').printed, ['ready peer:1 true', '42'])
+})

@@ -237,6 +237,16 @@ pub struct Engine {
     held_at: Option<Instant>,
     read_buf: Vec<u8>,
     events: Vec<socket::Event>,
+    /// The Unix socket file this listener made: removed when it goes.
+    socket_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(path) = self.socket_file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn unspecified() -> SocketAddr {
@@ -278,12 +288,16 @@ impl Engine {
             held_at: None,
             read_buf: vec![0; READ_BUF],
             events: Vec::with_capacity(64),
+            socket_file: None,
         };
         if config.listen {
             let l = socket::listen(&config.addr, Some(config.socket_mode))?;
             e.local = socket::local_addr(l.as_raw_fd())?;
             e.epoll.add(l.as_raw_fd(), LISTENER, Interest { read: true, write: false })?;
             e.listener = Some(l);
+            if let Address::Path(p) = &config.addr {
+                e.socket_file = Some(p.clone());
+            }
             e.report(Status::Connected, None, None);
         } else {
             e.peers.push(Peer::new(1, e.server()));

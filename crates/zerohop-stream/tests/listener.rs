@@ -172,5 +172,6 @@ fn a_unix_socket_file_is_private_replaces_a_stale_one_and_never_steals_a_live_on
     assert_eq!(err.code(), zerohop_transport::ErrorCode::BadUrl, "an address in use, as for every transport");
     assert!(err.message().contains("in use"), "{}", err.message());
     live.close();
+    assert!(!path.exists(), "closing removes the socket file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
