@@ -19,6 +19,7 @@
 //! - [`transport`]: [`NetTransport`], the one [`zerohop_transport::Transport`] of every
 //!   network transport, over a [`Protocol`].
 //! - [`address`]: host names and peers to socket addresses.
+//! - [`fastmap`]: a hash map for small integer keys, for per-message lookups.
 //!
 //! A transport adds its protocol and socket code: an engine that implements [`Drive`]
 //! and delivers into the [`ReceiveRing`] (or any [`Sink`]), and a [`Protocol`] for
@@ -27,6 +28,7 @@
 pub mod address;
 pub mod driver;
 pub mod envelope;
+pub mod fastmap;
 pub mod ring;
 pub mod transport;
 

@@ -3,7 +3,7 @@
 //! into the receive ring, through the duplicate filter, acknowledged once read), and the
 //! reading of every stream kind.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -46,7 +46,7 @@ impl OutChannel {
     pub fn write(
         &mut self,
         q: &mut quinn_proto::Connection,
-        streams: &mut HashMap<StreamId, Stream>,
+        streams: &mut zerohop_net::fastmap::IntMap<StreamId, Stream>,
         session: u64,
         counters: &mut QuicMetrics,
     ) -> bool {

@@ -18,6 +18,7 @@ use zerohop_proto::lifecycle::Status;
 use zerohop_proto::session::ReceiveWindow;
 
 use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
 use zerohop_transport::{Error, Kind, StatusEvent};
 
@@ -74,7 +75,7 @@ pub(crate) struct Conn {
     /// The peer it belongs to: known at once when connecting, after the hello when
     /// listening.
     pub peer: Option<u32>,
-    pub streams: HashMap<StreamId, Stream>,
+    pub streams: IntMap<StreamId, Stream>,
     /// The handshake is complete.
     pub established: bool,
     /// Connecting: data went out in the first flight (0-RTT).
@@ -87,7 +88,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn new(q: quinn_proto::Connection, peer: Option<u32>) -> Conn {
-        Conn { q, peer, streams: HashMap::new(), established: false, early: false, hello_by: None, lost: false }
+        Conn { q, peer, streams: IntMap::default(), established: false, early: false, hello_by: None, lost: false }
     }
 }
 
@@ -101,7 +102,7 @@ pub(crate) struct Peer {
     pub session: u64,
     /// The peer's session our receive windows are for, and the windows.
     pub inbound_session: u64,
-    pub windows: HashMap<u16, ReceiveWindow>,
+    pub windows: IntMap<u16, ReceiveWindow>,
     pub datagram_seq: u32,
     pub datagram_next: u32,
     /// Listening: when a disconnected peer is forgotten (unless it comes back).
@@ -117,7 +118,7 @@ impl Peer {
             channels: Vec::new(),
             session: 0,
             inbound_session: 0,
-            windows: HashMap::new(),
+            windows: IntMap::default(),
             datagram_seq: 0,
             datagram_next: 0,
             linger_until: None,
@@ -167,7 +168,7 @@ pub(crate) struct Engine {
     pub client: Option<quinn_proto::ClientConfig>,
     /// Boxed: a quinn connection is kilobytes, and each is taken out of the map and put
     /// back whenever it is processed.
-    pub conns: HashMap<ConnectionHandle, Box<Conn>>,
+    pub conns: IntMap<ConnectionHandle, Box<Conn>>,
     pub peers: Vec<Peer>,
     pub next_peer: u32,
     pub connector: Option<Connector>,
@@ -216,7 +217,7 @@ impl Engine {
             net: Net::new(socket),
             endpoint,
             client,
-            conns: HashMap::new(),
+            conns: IntMap::default(),
             peers: Vec::new(),
             next_peer: 1,
             connector: None,
