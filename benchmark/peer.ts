@@ -176,10 +176,21 @@ if (role === 'zh-echo') {
   )
 } else if (role === 'echoes') {
   // Several echo servers in one process, for run.ts's round trips in turns; one spec each:
-  // tls:<pki>, quic:<pki>:<spinUs>, dgram, udp:<ioUring>:<spinUs>. Any 1-byte message ends it.
+  // tls:<pki>, quic:<pki>:<spinUs>, dgram, udp:<ioUring>:<spinUs>, net:<tcp|path> (Node net,
+  // length-prefixed frames, on 127.0.0.1 or a Unix socket), stream:<url>:<spinUs> (a
+  // listening tcp:// or uds:// hub). Any 1-byte message ends it.
   const specs = process.argv.slice(3)
   const addresses: string[] = []
-  const echoHub = async (hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, learnPeer: boolean) => {
+  const echoHub = async (hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, learnPeer: boolean, spin = false) => {
+    if (spin) {
+      // Alone in its process (it holds the event loop): both sides spin.
+      for (;;) {
+        let m: Uint8Array | undefined
+        while ((m = hub.tryRecv()) === undefined);
+        if (m.byteLength === 1) process.exit(0)
+        hub.publish(m)
+      }
+    }
     if (learnPeer) {
       const { value, from } = await hub.recvMessage()
       hub.setPeers([from!])
@@ -215,6 +226,27 @@ if (role === 'zh-echo') {
       const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: x as 'off' | 'force', flushIntervalMs: 0, spinUs: Number(y) })
       addresses.push(hub.localAddress!)
       void echoHub(hub, true)
+    } else if (kind === 'net') {
+      const server = createServer((sock: Socket) => {
+        sock.setNoDelay?.(true)
+        onFrames(sock, (frame, len) => (len === 1 ? process.exit(0) : sock.write(frame)))
+        sock.on('error', () => {})
+      })
+      if (x === 'tcp') {
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+        addresses.push(`127.0.0.1:${(server.address() as { port: number }).port}`)
+      } else {
+        await new Promise<void>((r) => server.listen(x, r))
+        addresses.push(x!)
+      }
+    } else if (kind === 'stream') {
+      // stream:<url>:<spinUs>, the URL itself holding colons: the last field is the spin.
+      const url = spec.slice('stream:'.length, spec.lastIndexOf(':'))
+      const spin = spec.endsWith(':spin')
+      const hub = await Hub.open(url as `tcp://${string}`, { listen: true, spinUs: spin ? 0 : Number(spec.slice(spec.lastIndexOf(':') + 1)) })
+      addresses.push(url.startsWith('tcp:') ? `tcp://${hub.localAddress}` : url)
+      // Echo once the list is printed: a spinning echo holds the event loop for good.
+      setImmediate(() => void echoHub(hub, false, spin))
     } else throw new Error(`unknown echo ${spec}`)
   }
   say({ ready: true, addresses })

@@ -11,7 +11,7 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm|quic runs one part; BENCH_QUIC=rtt,first,throughput picks
+// bench; BENCH_ONLY=udp|shm|quic|stream runs one part; BENCH_QUIC=rtt,first,throughput picks
 // parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round. BENCH_BASELINE=<git revision> also measures that revision's
 // build (made by scripts/baseline.mjs) side by side with this one: every zerohop row
 // runs for both, interleaved (which goes first alternates by round), tagged [before]
@@ -286,11 +286,11 @@ function ensureSockperf(): void {
   }
 }
 
-/** sockperf ping-pong, 64 B, full round trips; `spinning` uses non-blocking sockets on both sides. */
-function rttSockperf(spinning: boolean): { p50: number; p99: number; p999: number } | undefined {
+/** sockperf ping-pong, 64 B, full round trips (UDP, or `tcp`); `spinning` uses non-blocking sockets on both sides. */
+function rttSockperf(spinning: boolean, tcp = false): { p50: number; p99: number; p999: number } | undefined {
   if (spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error) return undefined
   const port = String(20000 + Math.floor(Math.random() * 20000))
-  const extra = spinning ? ['--nonblocked'] : []
+  const extra = [...(spinning ? ['--nonblocked'] : []), ...(tcp ? ['--tcp'] : [])]
   const server = spawn('taskset', ['-c', '1', 'sockperf', 'server', '-i', '127.0.0.1', '-p', port, ...extra], { stdio: 'ignore' })
   spawnSync('sleep', ['0.3'])
   const r = spawnSync('taskset', ['-c', '0', 'sockperf', 'ping-pong', '-i', '127.0.0.1', '-p', port, '-m', '64', '-t', '3', '--full-rtt', ...extra], { encoding: 'utf8' })
@@ -789,12 +789,76 @@ async function quicThroughput(run: number): Promise<void> {
   })
 }
 
-const only = process.env.BENCH_ONLY // 'udp', 'shm' or 'quic' to run one part
-if (only === undefined || only === 'udp') ensureSockperf()
+// ---- TCP and Unix sockets: tcp:// and uds:// hubs against Node net ------------------------
+
+/** A Node net socket (TCP `host:port`, or a Unix socket path) sending a 64-byte frame and awaiting the echo. */
+async function netPinger(address: string): Promise<Pinger> {
+  const [host, port] = address.split(':')
+  const sock = port === undefined ? connect(address) : connect(Number(port), host)
+  sock.setNoDelay(true)
+  await new Promise((r) => sock.once('connect', r))
+  let echoed: (() => void) | undefined
+  onFrames(sock, () => echoed?.())
+  const msg = frame(64)
+  return {
+    ping: () =>
+      new Promise<void>((r) => {
+        echoed = r
+        sock.write(msg)
+      }),
+    end: () => sock.write(frame(1)),
+    close: () => void sock.destroy(),
+  }
+}
+
+async function streamRtt(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: TCP and Unix socket RTT…`)
+  const spf = rttSockperf(false, true)
+  const spfSpin = rttSockperf(true, true)
+  if (spf) rows.push({ bench: 'TCP RTT 64 B  sockperf ping-pong --tcp, blocking (kernel floor)', run, ...spf })
+  if (spfSpin) rows.push({ bench: 'TCP RTT 64 B  sockperf ping-pong --tcp --nonblocked, spinning (kernel floor)', run, ...spfSpin })
+  await each(run, async (tag) => {
+    for (const kind of ['tcp', 'uds'] as const) {
+      const KIND = kind.toUpperCase()
+      const url = () => (kind === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${unique('uds')}`)
+      const net = kind === 'tcp' ? 'net:tcp' : `net:${join(tmpdir(), `${unique('net')}.sock`)}`
+      // Node net and the awaiting hubs take turns (see inTurns).
+      const [netSamples, parked, dflt] = await echoesInTurns([net, `stream:${url()}:0`, `stream:${url()}:50`], async (address, spec) =>
+        spec.startsWith('net:') ? netPinger(address) : hubPinger(await Hub.open(address as `tcp://${string}`, { spinUs: Number(spec.slice(spec.lastIndexOf(':') + 1)) })),
+      )
+      const base = percentiles(netSamples!)
+      rows.push({ bench: `${KIND} RTT 64 B  Node net over ${kind === 'tcp' ? 'TCP' : 'a Unix socket'} (baseline, in turns with the rows below)${tag}`, run, ...base })
+      const vs = (r: { p50: number }) => `${(r.p50 / base.p50).toFixed(2)}× net`
+      const [spinSamples] = await echoesInTurns([`stream:${url()}:spin`], async (address) => {
+        const hub = await Hub.open(address as `tcp://${string}`, { spinUs: 0 })
+        const msg = new Uint8Array(64)
+        return {
+          ping: async () => {
+            hub.publish(msg)
+            while (hub.tryRecv() === undefined);
+          },
+          end: () => hub.publish(new Uint8Array(1)),
+          close: () => hub.close({ lingerMs: 0 }),
+        }
+      })
+      const spin = percentiles(spinSamples!)
+      const floor = kind === 'tcp' && spfSpin ? `, ${(spin.p50 / spfSpin.p50).toFixed(2)}× sockperf spin` : ''
+      rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, tryRecv spinning${tag}`, run, ...spin, vsBaseline: vs(spin) + floor, target: kind === 'tcp' ? '≤ 1.25× sockperf spin' : '' })
+      const d = percentiles(dflt!)
+      rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, await recv() (spinUs 50, default)${tag}`, run, ...d, vsBaseline: vs(d), target: '≤ 0.6× net' })
+      const p = percentiles(parked!)
+      rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, await recv() (spinUs 0)${tag}`, run, ...p, vsBaseline: vs(p), target: '≤ 1× net' })
+    }
+  })
+}
+
+const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic' or 'stream' to run one part
+if (only === undefined || only === 'udp' || only === 'stream') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
-  if (only === 'udp' || only === 'quic') continue
+  if (only === undefined || only === 'stream') await streamRtt(run)
+  if (only === 'udp' || only === 'quic' || only === 'stream') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)

@@ -147,6 +147,12 @@ impl Protocol for StreamProtocol {
             if e.closing {
                 return Err(Error::closed());
             }
+            // The usual case, without allocating: every peer has room.
+            if e.all_have_room(channel, message.len()) {
+                e.publish(channel, message, &[], now);
+                self.driver.after(g);
+                return Ok(Delivery::Accepted);
+            }
             e.full_peers(channel, message.len())
         };
         // Some peer is a queue behind: apply the policy to it.
