@@ -3,7 +3,8 @@
 //   zh-echo <name> <rounds> <spinUs|spin>  echo pings from <name>-ping to <name>-pong
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
-//   uds-sink <path> <count>                 count length-prefixed frames from a socket
+//   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
+//   stream-sink <url> <count>               listening tcp:// or uds:// hub counting messages; msg/s
 //   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
@@ -84,7 +85,8 @@ if (role === 'zh-echo') {
   const secs = (performance.now() - start) / 1000
   say({ done: true, received: n, msgsPerSec: n / secs, lapped: rx.metrics().lapped, touched: bytes })
   await rx.close()
-} else if (role === 'uds-sink') {
+} else if (role === 'net-sink') {
+  // A Unix socket path, or 'tcp' (127.0.0.1, a port the kernel picks).
   const count = Number(b)
   let n = 0
   let start = 0
@@ -97,7 +99,23 @@ if (role === 'zh-echo') {
       server.close()
     })
   })
-  server.listen(a, () => say({ ready: true }))
+  if (a === 'tcp') server.listen(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${(server.address() as { port: number }).port}` }))
+  else server.listen(a, () => say({ ready: true, address: a }))
+} else if (role === 'stream-sink') {
+  // A listening tcp:// or uds:// hub counting `count` messages; msg/s.
+  const count = Number(b)
+  const hub = await Hub.open(a as `tcp://${string}`, { listen: true, role: 'subscriber' })
+  say({ ready: true, address: a!.startsWith('tcp:') ? `tcp://${hub.localAddress}` : a })
+  let n = 0
+  let start = 0
+  while (n < count) {
+    const m = hub.tryRecv() ?? (await hub.recv())
+    if (n++ === 0) start = performance.now()
+    void m
+  }
+  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
+  await hub.close({ lingerMs: 0 })
+  process.exit(0)
 } else if (role === 'udp-echo') {
   const spinUs = b === 'spin' ? 0 : Number(b)
   const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: a as 'off' | 'force', flushIntervalMs: 0, peers: [c!], spinUs })

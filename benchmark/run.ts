@@ -256,11 +256,12 @@ async function streamZerohop(size: number, how: 'publish' | 'publishBatch' | 'pu
   return { sent: count / publishSecs, received: result.msgsPerSec as number, lapped: result.lapped as number }
 }
 
-async function streamUds(size: number, count: number): Promise<number> {
-  const path = join(tmpdir(), `${unique('uds-sink')}.sock`)
-  const p = peer(['uds-sink', path, String(count)])
-  await p.next()
-  const sock = connect(path)
+/** Node net one way: frames to a sink over a Unix socket, or over TCP (`tcp`); the receiver's msg/s. */
+async function streamNet(size: number, count: number, tcp = false): Promise<number> {
+  const p = peer(['net-sink', tcp ? 'tcp' : join(tmpdir(), `${unique('uds-sink')}.sock`), String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const [host, port] = address.split(':')
+  const sock = tcp ? connect(Number(port), host) : connect(address)
   await new Promise((r) => sock.once('connect', r))
   const frame = Buffer.alloc(4 + size, 1)
   frame.writeUInt32LE(size, 0)
@@ -474,7 +475,7 @@ async function publishCost(run: number): Promise<void> {
   // Baseline: what sending costs a Node user, socket.write of a framed 64 B message to a
   // Unix socket whose reader (another process) discards it.
   const path = join(tmpdir(), `${unique('uds-cost')}.sock`)
-  const sink = peer(['uds-sink', path, String(Number.MAX_SAFE_INTEGER)])
+  const sink = peer(['net-sink', path, String(Number.MAX_SAFE_INTEGER)])
   await sink.next()
   const sock = connect(path)
   await new Promise((r) => sock.once('connect', r))
@@ -852,12 +853,53 @@ async function streamRtt(run: number): Promise<void> {
   })
 }
 
+/** zerohop one way: `count` messages of `size` bytes to a stream-sink over `url`; the receiver's msg/s. */
+async function streamHub(url: string, size: number, count: number): Promise<number> {
+  const p = peer(['stream-sink', url, String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const hub = await Hub.open(address as `tcp://${string}`, { role: 'publisher', sendQueueBytes: 16 << 20 })
+  const msg = new Uint8Array(size)
+  for (let i = 0; i < count; i++) {
+    hub.publish(msg)
+    // Yield now and then, so that timers and the status callback run.
+    if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
+  }
+  const result = await p.next()
+  await exited(p.proc)
+  await hub.close({ lingerMs: 0 })
+  return result.msgsPerSec as number
+}
+
+async function streamThroughput(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: TCP and Unix socket throughput…`)
+  for (const kind of ['tcp', 'uds'] as const) {
+    const KIND = kind.toUpperCase()
+    const url = () => (kind === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${unique('sink')}`)
+    for (const [size, count] of [
+      [64, 1_000_000],
+      [4096, 200_000],
+    ] as const) {
+      const label = size === 64 ? '64 B' : '4 KB'
+      const net = await streamNet(size, count, kind === 'tcp')
+      rows.push({ bench: `${KIND} one-way ${label}  Node net (baseline, receiver)`, run, rate: net, mbps: (net * size) / 1e6 })
+      await each(run, async (tag) => {
+        const z = await streamHub(url(), size, count)
+        const target = size === 64 ? '≥ 3× net' : '≥ 1.5× net (MB/s)'
+        rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net`, target })
+      })
+    }
+  }
+}
+
 const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic' or 'stream' to run one part
 if (only === undefined || only === 'udp' || only === 'stream') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
-  if (only === undefined || only === 'stream') await streamRtt(run)
+  if (only === undefined || only === 'stream') {
+    await streamRtt(run)
+    await streamThroughput(run)
+  }
   if (only === 'udp' || only === 'quic' || only === 'stream') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
@@ -874,7 +916,7 @@ for (let run = 1; run <= RUNS; run++) {
   })
 
   console.error(`round ${run}/${RUNS}: throughput…`)
-  const udsRate = await streamUds(64, 1_000_000)
+  const udsRate = await streamNet(64, 1_000_000)
   rows.push({ bench: 'one-way 64 B  Node net over UDS (baseline, receiver)', run, rate: udsRate, mbps: (udsRate * 64) / 1e6 })
   await each(run, async (tag) => {
     const one = await streamZerohop(64, 'publish', 'copy', 4_000_000)
@@ -884,7 +926,7 @@ for (let run = 1; run <= RUNS; run++) {
     const pk = await streamZerohop(64, 'publishPacked', 'copy', 4_000_000)
     rows.push({ bench: `one-way 64 B  zerohop publishPacked → tryRecv (receiver)${tag}`, run, rate: pk.received, mbps: (pk.received * 64) / 1e6, vsBaseline: `${(pk.received / udsRate).toFixed(1)}×` })
   })
-  const uds4k = await streamUds(4096, 200_000)
+  const uds4k = await streamNet(4096, 200_000)
   rows.push({ bench: 'one-way 4 KB  Node net over UDS (baseline, receiver)', run, rate: uds4k, mbps: (uds4k * 4096) / 1e6 })
   await each(run, async (tag) => {
     const copy4k = await streamZerohop(4096, 'publish', 'copy', 400_000)

@@ -722,10 +722,29 @@ mod tests {
             prop_assert!(r.at_boundary());
         }
 
+        /// Anything after a proper hello (and anything at all): no panic, no record
+        /// before the hello, channels in range, nothing above its limit.
         #[test]
-        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
+        fn garbage_never_panics_nor_breaks_the_limits(bytes in proptest::collection::vec(any::<u8>(), 0..500), greet in any::<bool>()) {
+            let mut wire = Vec::new();
+            if greet {
+                Control::Hello { session: 1 }.encode(&mut wire);
+            }
+            wire.extend_from_slice(&bytes);
             let mut r = RecordReader::new(100, 4);
-            let _ = r.push(&bytes, |_| {});
+            let mut first = true;
+            let _ = r.push(&wire, |rec| {
+                if first {
+                    assert!(matches!(rec, Record::Control(Control::Hello { .. })));
+                    first = false;
+                }
+                match rec {
+                    Record::Message { channel, payload } => assert!(channel < 4 && payload.len() <= 100),
+                    Record::Control(Control::Start { channel, .. }) => assert!(channel < 4),
+                    Record::Control(Control::Request { body, .. }) => assert!(body.len() <= 100 + CONTROL_OVERHEAD),
+                    _ => {}
+                }
+            });
         }
     }
 }

@@ -169,6 +169,12 @@ impl Protocol for StreamProtocol {
                     }
                     skipped.push(peer);
                 }
+                // A listener broadcasts: waiting for one slow peer would hold up every
+                // other, so a peer that let its whole send queue pile up is a slow
+                // consumer, disconnected now (`ERR_SLOW_CONSUMER`); the rest go on.
+                Overflow::Block(_) if self.listen => {
+                    g.as_mut().expect("not closing").disconnect_slow(peer, Instant::now());
+                }
                 Overflow::Block(timeout) => {
                     let deadline = now + timeout;
                     while !has_room(&g) && !closing(&g) {
@@ -182,10 +188,6 @@ impl Protocol for StreamProtocol {
                         return Err(Error::closed());
                     }
                     if !has_room(&g) {
-                        if self.listen {
-                            g.as_mut().expect("not closing").disconnect_slow(peer, Instant::now());
-                            continue;
-                        }
                         return Err(Error::new(
                             ErrorCode::Timeout,
                             "the server did not read in time (send queue full)",

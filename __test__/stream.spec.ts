@@ -1,0 +1,48 @@
+// What only tcp:// and uds:// do, through the public API, across real processes: a
+// listener broadcasting to a slow client and fast ones. What every connecting transport
+// does is in connections.spec.ts; raw-socket abuse (garbage, silence, a thousand
+// clients) is tested in crates/zerohop-stream/tests/listener.rs.
+import test from 'ava'
+import { Hub } from 'zerohop'
+import { statusWhere, uniqueName } from './helpers.ts'
+
+for (const scheme of ['tcp', 'uds'] as const) {
+  test.serial(`${scheme}: a slow client is disconnected as a slow consumer and the fast one gets everything`, async (t) => {
+    const url = scheme === 'tcp' ? 'tcp://127.0.0.1:0' : (`uds://@${uniqueName('slow')}` as const)
+    await using server = await Hub.open(url as `tcp://${string}`, { listen: true, role: 'publisher', sendQueueBytes: 4 << 20 })
+    const dial = (scheme === 'tcp' ? `tcp://${server.localAddress}` : url) as `tcp://${string}`
+    // The slow one never reads (its ring, then its socket, then our queue for it fill up).
+    await using slow = await Hub.open(dial, { role: 'subscriber', capacity: 16 })
+    await using fast = await Hub.open(dial, { role: 'subscriber' })
+    for (let i = 0; i < 500 && (server.metrics().tcp ?? server.metrics().uds)!.peers < 2; i++) await new Promise((r) => setTimeout(r, 5))
+    const gone = statusWhere(server as Hub<unknown>, (e) => e.status === 'disconnected' && e.error?.code === 'ERR_SLOW_CONSUMER', 20_000)
+    const N = 30_000
+    const msg = new Uint8Array(1024)
+    let got = 0
+    let inOrder = true
+    const take = (m: Uint8Array) => {
+      inOrder &&= new DataView(m.buffer, m.byteOffset).getUint32(0, true) === got
+      got++
+    }
+    const reading = (async () => {
+      while (got < N) {
+        take(await fast.recv({ timeoutMs: 20_000 }))
+        for (let m = fast.tryRecv(); m !== undefined; m = fast.tryRecv()) take(m)
+      }
+    })()
+    for (let i = 0; i < N; i++) {
+      new DataView(msg.buffer).setUint32(0, i, true)
+      server.publish(msg)
+      // Let the fast reader (in this process too) keep up.
+      if (i % 64 === 63) await new Promise((r) => setImmediate(r))
+    }
+    const e = await gone
+    t.truthy(e.peer)
+    await reading
+    t.is(got, N)
+    t.true(inOrder, 'in order, none missing')
+    const m = (server.metrics().tcp ?? server.metrics().uds)!
+    t.is(m.slowConsumers, 1)
+    t.is(m.peers, 1)
+  })
+}
