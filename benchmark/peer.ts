@@ -4,7 +4,7 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
-//   stream-sink <url> <count>               listening tcp:// or uds:// hub counting messages; msg/s
+//   stream-sink <url> <count>               listening tcp:// or uds:// hub borrowing messages; msg/s
 //   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
@@ -108,12 +108,21 @@ if (role === 'zh-echo') {
   say({ ready: true, address: a!.startsWith('tcp:') ? `tcp://${hub.localAddress}` : a })
   let n = 0
   let start = 0
+  let touched = 0
   while (n < count) {
-    const m = hub.tryRecv() ?? (await hub.recv())
+    // In place, as a receiver that wants the most of it reads (shm's zh-sink does too).
+    const m = hub.borrow()
+    if (m === undefined) {
+      const first = await hub.recv()
+      if (n++ === 0) start = performance.now()
+      touched += first[0] ?? 0
+      continue
+    }
     if (n++ === 0) start = performance.now()
-    void m
+    touched += m.bytes[0] ?? 0
+    m.release()
   }
-  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
+  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), touched })
   await hub.close({ lingerMs: 0 })
   process.exit(0)
 } else if (role === 'udp-echo') {

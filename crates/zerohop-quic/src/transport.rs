@@ -129,8 +129,8 @@ impl FromOptions for QuicOptions {
     }
 }
 
-/// Default slot of the receive ring (envelope included): small messages stay in the
-/// ring, larger ones spill.
+/// Default message slot of the receive ring (its envelope comes on top): messages up to
+/// 4 KiB stay in the ring, larger ones spill.
 const DEFAULT_SLOT: u32 = 4 << 10;
 
 /// A `quic://` hub's protocol, as the core sees it.
@@ -319,7 +319,7 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         _ => Overflow::FailFast,
     };
     let config = quic_config(host, *port, &q, overflow)?;
-    let slot_size = options.slot_size.map_or(DEFAULT_SLOT, |s| s + envelope::LEN as u32);
+    let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);
     let spill_limit = q.max_message.saturating_mul(2).max(64 << 20);
     let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit }, !q.listen)?);

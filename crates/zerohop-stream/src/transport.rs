@@ -281,8 +281,8 @@ impl Requests for StreamProtocol {
     }
 }
 
-/// Default slot of the receive ring (envelope included): small messages stay in the
-/// ring, larger ones spill.
+/// Default message slot of the receive ring (its envelope comes on top): messages up to
+/// 4 KiB stay in the ring, larger ones spill.
 const DEFAULT_SLOT: u32 = 4 << 10;
 
 /// Where `endpoint` points.
@@ -338,7 +338,7 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         heartbeat: s.heartbeat,
         socket_mode: s.socket_mode,
     };
-    let slot_size = options.slot_size.map_or(DEFAULT_SLOT, |v| v + envelope::LEN as u32);
+    let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);
     let spill_limit = s.max_message.saturating_mul(2).max(64 << 20);
     let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit }, !s.listen)?);

@@ -49,8 +49,8 @@ export interface CommonHubOptions<T> {
   /**
    * The largest message a slot of the ring holds: shared memory's segment (default
    * 1024, fixed when it is created), UDP's receive ring (the largest message, 64 KiB by
-   * default), QUIC's (4 KiB by default; larger messages are fetched from the native
-   * side).
+   * default), QUIC's, TCP's and Unix sockets' (4 KiB by default; larger messages are
+   * fetched from the native side).
    */
   slotSize?: number
   /** Slots in the ring, a power of two (default 4096). */
