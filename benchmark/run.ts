@@ -19,7 +19,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { readFileSync } from 'node:fs'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -727,7 +727,7 @@ async function quicRtt(run: number): Promise<void> {
   await each(run, async (tag) => {
     // Node tls and the awaiting hubs take turns (see inTurns).
     const [tlsSamples, parked, dflt] = await echoesInTurns([`tls:${pki()}`, `quic:${pki()}:0`, `quic:${pki()}:50`], async (address, spec) =>
-      spec.startsWith('tls:') ? tlsPinger(await tlsOpen(address)) : hubPinger(await Hub.open(`quic://${address}`, { ...quicClient(), spinUs: Number(spec.split(':').at(-1)) })),
+      spec.startsWith('tls:') ? framePinger(await tlsOpen(address)) : hubPinger(await Hub.open(`quic://${address}`, { ...quicClient(), spinUs: Number(spec.split(':').at(-1)) })),
     )
     const tls = percentiles(tlsSamples!)
     rows.push({ bench: `QUIC RTT 64 B  Node tls over TCP (baseline, in turns with the rows below)${tag}`, run, ...tls })
@@ -745,8 +745,8 @@ async function quicRtt(run: number): Promise<void> {
   })
 }
 
-/** A Node tls socket sending a 64-byte frame and awaiting the echo. */
-function tlsPinger(sock: TLSSocket): Pinger {
+/** A Node socket (net or tls) sending a 64-byte frame and awaiting the echo. */
+function framePinger(sock: Socket): Pinger {
   let echoed: (() => void) | undefined
   onFrames(sock, () => echoed?.())
   const msg = frame(64)
@@ -792,24 +792,23 @@ async function quicThroughput(run: number): Promise<void> {
 
 // ---- TCP and Unix sockets: tcp:// and uds:// hubs against Node net ------------------------
 
-/** A Node net socket (TCP `host:port`, or a Unix socket path) sending a 64-byte frame and awaiting the echo. */
+/** A Node net socket to `address` (TCP `host:port`, or a Unix socket path), pinging with frames. */
 async function netPinger(address: string): Promise<Pinger> {
   const [host, port] = address.split(':')
   const sock = port === undefined ? connect(address) : connect(Number(port), host)
   sock.setNoDelay(true)
   await new Promise((r) => sock.once('connect', r))
-  let echoed: (() => void) | undefined
-  onFrames(sock, () => echoed?.())
-  const msg = frame(64)
-  return {
-    ping: () =>
-      new Promise<void>((r) => {
-        echoed = r
-        sock.write(msg)
-      }),
-    end: () => sock.write(frame(1)),
-    close: () => void sock.destroy(),
-  }
+  return framePinger(sock)
+}
+
+/** `each`, for the subjects that have `scheme` (a baseline may predate it). */
+async function eachWith(scheme: string, run: number, fn: (tag: string) => Promise<void>): Promise<void> {
+  await each(run, async (tag) => {
+    const probe = await Hub.open(`${scheme}://127.0.0.1:0` as `tcp://${string}`, { listen: true }).catch(() => undefined)
+    if (probe === undefined) return
+    await probe.close({ lingerMs: 0 })
+    await fn(tag)
+  })
 }
 
 async function streamRtt(run: number): Promise<void> {
@@ -818,7 +817,7 @@ async function streamRtt(run: number): Promise<void> {
   const spfSpin = rttSockperf(true, true)
   if (spf) rows.push({ bench: 'TCP RTT 64 B  sockperf ping-pong --tcp, blocking (kernel floor)', run, ...spf })
   if (spfSpin) rows.push({ bench: 'TCP RTT 64 B  sockperf ping-pong --tcp --nonblocked, spinning (kernel floor)', run, ...spfSpin })
-  await each(run, async (tag) => {
+  await eachWith('tcp', run, async (tag) => {
     for (const kind of ['tcp', 'uds'] as const) {
       const KIND = kind.toUpperCase()
       const url = () => (kind === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${unique('uds')}`)
@@ -882,7 +881,7 @@ async function streamThroughput(run: number): Promise<void> {
       const label = size === 64 ? '64 B' : '4 KB'
       const net = await streamNet(size, count, kind === 'tcp')
       rows.push({ bench: `${KIND} one-way ${label}  Node net (baseline, receiver)`, run, rate: net, mbps: (net * size) / 1e6 })
-      await each(run, async (tag) => {
+      await eachWith('tcp', run, async (tag) => {
         const z = await streamHub(url(), size, count)
         const target = size === 64 ? '≥ 3× net' : '≥ 1.5× net (MB/s)'
         rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net`, target })

@@ -311,6 +311,26 @@ impl<D: Drive> Driver<D> {
         g
     }
 
+    /// Waits up to `timeout` for `done` to hold of the engine (looking again whenever it
+    /// changes), unless `give_up` holds first; whether `done` held. What `drain` (linger
+    /// on close) is made of.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&D) -> bool, give_up: impl Fn(&D) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut g) = self.lock() else { return false };
+        loop {
+            let Some(e) = g.as_ref() else { return false };
+            if done(e) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || give_up(e) {
+                return false;
+            }
+            // Changes wake it; the bound covers what changes without saying so.
+            g = self.wait(g, left.min(Duration::from_millis(5)));
+        }
+    }
+
     /// Reads the socket on the caller's thread, if no other thread is at the engine;
     /// how many datagrams were read. The I/O thread then leaves the socket to this
     /// reader until it stops pumping, parks, or stops being watched.

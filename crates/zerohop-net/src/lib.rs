@@ -20,6 +20,7 @@
 //!   network transport, over a [`Protocol`].
 //! - [`address`]: host names and peers to socket addresses.
 //! - [`fastmap`]: a hash map for small integer keys, for per-message lookups.
+//! - [`sending`]: what a full send queue does to a publish, and when a burst goes out.
 //!
 //! A transport adds its protocol and socket code: an engine that implements [`Drive`]
 //! and delivers into the [`ReceiveRing`] (or any [`Sink`]), and a [`Protocol`] for
@@ -30,6 +31,7 @@ pub mod driver;
 pub mod envelope;
 pub mod fastmap;
 pub mod ring;
+pub mod sending;
 pub mod transport;
 
 pub use driver::{Drive, Driver, Ready};

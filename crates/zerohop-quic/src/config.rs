@@ -20,17 +20,10 @@ pub enum Side {
     Connect { server_name: String },
 }
 
-/// What `publish` does when a peer's send queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Wait up to the timeout for the peer to read. A listener then disconnects the peer
-    /// as a slow consumer (the others go on); a connecting node fails the publish.
-    Block(Duration),
-    /// That peer does not get the message.
-    DropNew,
-    /// The publish fails at once, and no peer gets the message.
-    FailFast,
-}
+/// What `publish` does when a peer's send queue is full. Under `Block`, a QUIC listener
+/// disconnects a peer still full after the timeout as a slow consumer (the others go on);
+/// a connecting hub fails the publish.
+pub use zerohop_net::sending::Overflow;
 
 /// How a QUIC hub runs.
 #[derive(Clone, Debug)]

@@ -386,19 +386,7 @@ impl QuicProtocol {
     /// Waits up to `linger` for every peer to read what was queued for it and to receive
     /// every answer given; true if nothing is left. Publishing may go on meanwhile.
     pub fn drain(&self, linger: Duration) -> bool {
-        let deadline = Instant::now() + linger;
-        let Ok(mut g) = self.driver.lock() else { return false };
-        loop {
-            let Some(e) = g.as_ref() else { return false };
-            if e.drained() {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || e.closing {
-                return false;
-            }
-            g = self.driver.wait(g, left.min(Duration::from_millis(5)));
-        }
+        self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }
 
     /// Closes every connection (the close frames go out now) and the socket. Call

@@ -116,15 +116,7 @@ impl FromOptions for QuicOptions {
             q.dangerously_accept_any_server = tls.take_bool("dangerouslyAcceptAnyServer")?.unwrap_or(false);
             tls.finish("quic")?;
         }
-        if let Some(mut r) = o.take_group("reconnect")? {
-            let b = &mut q.reconnect;
-            b.initial = r.take_ms("initialMs")?.unwrap_or(b.initial);
-            b.max = r.take_ms("maxMs")?.unwrap_or(b.max);
-            b.multiplier = r.take_in("multiplier", 0.0..=f64::MAX)?.unwrap_or(b.multiplier);
-            b.jitter = r.take_in("jitter", 0.0..=1.0)?.unwrap_or(b.jitter);
-            b.max_attempts = r.take_u32("maxAttempts", 0..=u32::MAX)?;
-            r.finish("quic")?;
-        }
+        q.reconnect = o.take_reconnect("quic", q.reconnect)?;
         Ok(q)
     }
 }
@@ -313,11 +305,7 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
-    let overflow = match settings.backpressure {
-        Backpressure::Block => Overflow::Block(options.publish_timeout),
-        Backpressure::DropNew => Overflow::DropNew,
-        _ => Overflow::FailFast,
-    };
+    let overflow = Overflow::of(&settings);
     let config = quic_config(host, *port, &q, overflow)?;
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Inbound, Sink};
+use zerohop_net::sending::Burst;
 use zerohop_proto::lifecycle::{Backoff, Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{ReceiveWindow, SendQueue};
@@ -37,20 +38,6 @@ const ROOM_POLL: Duration = Duration::from_millis(1);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest the housekeeping tick runs (hellos, lingering peers, heartbeats).
 const TICK: Duration = Duration::from_millis(250);
-/// Publishes closer together than this are a burst and wait (up to [`FLUSH_DELAY`] or
-/// [`FLUSH_BYTES`]) to share one write.
-const BURST_GAP: Duration = Duration::from_micros(5);
-const FLUSH_DELAY: Duration = Duration::from_micros(50);
-const FLUSH_BYTES: usize = 16 << 10;
-
-/// What a full send queue does to a publish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Wait up to this long for room (then a listener disconnects the slow peer).
-    Block(Duration),
-    DropNew,
-    FailFast,
-}
 
 /// How a stream hub runs.
 #[derive(Clone, Debug)]
@@ -228,10 +215,8 @@ pub struct Engine {
     room_freed: bool,
     /// Connections with something to write.
     dirty: Vec<u64>,
-    /// A burst's deferred write, and how much it holds.
-    flush_at: Option<Instant>,
-    unflushed: usize,
-    last_publish: Instant,
+    /// When what was published goes out (at once, or with the rest of its burst).
+    burst: Burst,
     ack_at: Option<Instant>,
     tick_at: Option<Instant>,
     held_at: Option<Instant>,
@@ -285,9 +270,7 @@ impl Engine {
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
-            flush_at: None,
-            unflushed: 0,
-            last_publish: now,
+            burst: Burst::new(now),
             ack_at: None,
             tick_at: None,
             held_at: None,
@@ -906,20 +889,15 @@ impl Engine {
             }
             p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit)).push(message);
         }
-        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
-        self.unflushed += message.len();
-        if !burst || self.unflushed >= FLUSH_BYTES {
+        if self.burst.published(message.len(), start) {
             self.flush(start);
-        } else if self.flush_at.is_none() {
-            self.flush_at = Some(start + FLUSH_DELAY);
         }
-        self.last_publish = Instant::now();
+        self.burst.returned();
     }
 
     /// Writes what every peer's channels hold.
     pub fn flush(&mut self, now: Instant) {
-        self.flush_at = None;
-        self.unflushed = 0;
+        self.burst.flushed();
         for p in &self.peers {
             if let Some(t) = p.conn {
                 self.dirty.push(t);
@@ -1119,7 +1097,7 @@ impl Engine {
         if self.tick_at.is_some_and(|t| t <= now) {
             self.housekeeping(now);
         }
-        if self.flush_at.is_some_and(|t| t <= now) {
+        if self.burst.due().is_some_and(|t| t <= now) {
             self.flush(now);
         }
     }
@@ -1128,7 +1106,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let k = self.connector.as_ref();
         [
-            self.flush_at,
+            self.burst.due(),
             self.ack_at,
             self.tick_at,
             self.held_at,

@@ -31,6 +31,5 @@ mod engine;
 mod socket;
 mod transport;
 
-pub use engine::Overflow;
 pub use socket::Address;
 pub use transport::{StreamOptions, StreamProtocol, open, open_stream};

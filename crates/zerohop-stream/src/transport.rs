@@ -17,8 +17,9 @@ use zerohop_transport::{
     Transport, TransportKind, TransportOptions, Value,
 };
 
-use crate::engine::{Config, Engine, Overflow};
+use crate::engine::{Config, Engine};
 use crate::socket::Address;
+use zerohop_net::sending::Overflow;
 
 /// The options only stream hubs (`tcp://`, `uds://`) have.
 #[derive(Clone, Debug)]
@@ -87,15 +88,7 @@ impl FromOptions for StreamOptions {
             },
             ..d
         };
-        if let Some(mut r) = o.take_group("reconnect")? {
-            let b = &mut s.reconnect;
-            b.initial = r.take_ms("initialMs")?.unwrap_or(b.initial);
-            b.max = r.take_ms("maxMs")?.unwrap_or(b.max);
-            b.multiplier = r.take_in("multiplier", 0.0..=f64::MAX)?.unwrap_or(b.multiplier);
-            b.jitter = r.take_in("jitter", 0.0..=1.0)?.unwrap_or(b.jitter);
-            b.max_attempts = r.take_u32("maxAttempts", 0..=u32::MAX)?;
-            r.finish("stream")?;
-        }
+        s.reconnect = o.take_reconnect("tcp", s.reconnect)?;
         Ok(s)
     }
 }
@@ -226,19 +219,7 @@ impl Protocol for StreamProtocol {
     }
 
     fn drain(&self, linger: Duration) -> bool {
-        let deadline = Instant::now() + linger;
-        let Ok(mut g) = self.driver.lock() else { return false };
-        loop {
-            let Some(e) = g.as_ref() else { return false };
-            if e.drained() {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || e.closing {
-                return false;
-            }
-            g = self.driver.wait(g, left.min(Duration::from_millis(5)));
-        }
+        self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }
 
     fn close(&self) {
@@ -320,11 +301,7 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
-    let overflow = match settings.backpressure {
-        Backpressure::Block => Overflow::Block(options.publish_timeout),
-        Backpressure::DropNew => Overflow::DropNew,
-        _ => Overflow::FailFast,
-    };
+    let overflow = Overflow::of(&settings);
     let addr = address_of(endpoint, s.listen)?;
     let config = Config {
         listen: s.listen,

@@ -24,6 +24,7 @@ use std::any::Any;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use zerohop_proto::lifecycle::Backoff;
 pub use zerohop_shm::Backpressure;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -217,6 +218,20 @@ impl Options {
     }
 
     /// Options grouped under `name`; call [`finish`](Self::finish) on them too.
+    /// A connecting hub's `reconnect` group (`{ initialMs, maxMs, multiplier, jitter,
+    /// maxAttempts }`) over `default`; anything else in it is an error naming `scheme`.
+    pub fn take_reconnect(&mut self, scheme: &str, default: Backoff) -> Result<Backoff> {
+        let Some(mut r) = self.take_group("reconnect")? else { return Ok(default) };
+        let mut b = default;
+        b.initial = r.take_ms("initialMs")?.unwrap_or(b.initial);
+        b.max = r.take_ms("maxMs")?.unwrap_or(b.max);
+        b.multiplier = r.take_in("multiplier", 0.0..=f64::MAX)?.unwrap_or(b.multiplier);
+        b.jitter = r.take_in("jitter", 0.0..=1.0)?.unwrap_or(b.jitter);
+        b.max_attempts = r.take_u32("maxAttempts", 0..=u32::MAX)?.or(b.max_attempts);
+        r.finish(scheme)?;
+        Ok(b)
+    }
+
     pub fn take_group(&mut self, name: &str) -> Result<Option<Options>> {
         match self.take(name) {
             None => Ok(None),

@@ -20,6 +20,7 @@ use zerohop_proto::session::ReceiveWindow;
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
+use zerohop_net::sending::Burst;
 use zerohop_transport::{Error, Kind, StatusEvent};
 
 mod channel;
@@ -33,13 +34,6 @@ use channel::{InChannel, OutChannel};
 use connect::Connector;
 use io::{Datagram, Net, Socket, ecn};
 
-/// How long a message waits in a burst for more to share its packets.
-const FLUSH_DELAY: Duration = Duration::from_micros(50);
-/// Publishes closer together than this are a burst (and wait for more, up to the delay
-/// or [`FLUSH_BYTES`]); a publish after a pause leaves at once.
-const BURST_GAP: Duration = Duration::from_micros(5);
-/// A burst goes out once this much is written.
-const FLUSH_BYTES: usize = 16 << 10;
 /// How often streams whose messages wait for room in the receive ring, or for the application
 /// to read them (to acknowledge), are looked at again.
 const ROOM_POLL: Duration = Duration::from_millis(1);
@@ -188,11 +182,8 @@ pub(crate) struct Engine {
     pub closing: bool,
     /// Acknowledgements freed room in a send queue (blocked publishers may go on).
     pub room_freed: bool,
-    /// A burst's deferred send, and how much it holds.
-    pub flush_at: Option<Instant>,
-    pub unflushed: usize,
-    /// When the last publish returned.
-    pub last_publish: Instant,
+    /// When what was published goes out (at once, or with the rest of its burst).
+    pub burst: Burst,
     received: Vec<Datagram>,
     /// A reader's pump is under way: connections keep what they have to send (see
     /// `Drive::settle`), in `held`.
@@ -231,9 +222,7 @@ impl Engine {
             counters: QuicMetrics::default(),
             closing: false,
             room_freed: false,
-            flush_at: None,
-            unflushed: 0,
-            last_publish: now,
+            burst: Burst::new(now),
             received: Vec::new(),
             holding: false,
             held: Vec::new(),
@@ -366,7 +355,7 @@ impl Engine {
                 self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
             }
         }
-        if self.flush_at.is_some_and(|t| t <= now) {
+        if self.burst.due().is_some_and(|t| t <= now) {
             self.flush(now);
         }
     }
@@ -391,7 +380,7 @@ impl Engine {
     /// The earliest moment something is due.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         let mut at = [
-            self.flush_at,
+            self.burst.due(),
             self.attention_at,
             self.connector.as_ref().and_then(|c| c.retry_at),
             (!self.undelivered.is_empty()).then(|| Instant::now() + ROOM_POLL),
@@ -693,8 +682,7 @@ impl Engine {
     /// piece per channel, so that a burst of small messages costs QUIC one chunk, not
     /// one per message.
     pub fn flush(&mut self, now: Instant) {
-        self.flush_at = None;
-        self.unflushed = 0;
+        self.burst.flushed();
         let Engine { peers, conns, dirty, counters, session, .. } = self;
         for p in peers.iter_mut() {
             let Some(c) = p.conn.and_then(|ch| conns.get_mut(&ch).map(|c| (ch, c))) else { continue };
@@ -711,18 +699,12 @@ impl Engine {
     }
 
     /// After a publish of `len` bytes that started at `start`: sends now, or (in a
-    /// burst) soon. A publish is part of a burst when the application called it right
-    /// after the previous one returned: measured from the return, so that the time the
-    /// sending itself takes does not hide a loop of publishes.
+    /// burst) soon (see [`Burst`]).
     pub fn sent(&mut self, len: usize, start: Instant) {
-        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
-        self.unflushed += len;
-        if !burst || self.unflushed >= FLUSH_BYTES {
+        if self.burst.published(len, start) {
             self.flush(start);
-        } else if self.flush_at.is_none() {
-            self.flush_at = Some(start + FLUSH_DELAY);
         }
-        self.last_publish = Instant::now();
+        self.burst.returned();
     }
 
     /// Writes what every channel of `c`'s peer has unsent.

@@ -1,0 +1,101 @@
+//! How a reliable network transport sends: what a full send queue does to a publish
+//! ([`Overflow`]), and when the messages of a burst go out ([`Burst`]).
+
+use std::time::{Duration, Instant};
+
+use zerohop_transport::{Backpressure, Settings};
+
+/// What `publish` does when a peer's send queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait up to the timeout for the peer to read (how a listener treats a slow peer
+    /// is the transport's to say).
+    Block(Duration),
+    /// That peer does not get the message.
+    DropNew,
+    /// The publish fails at once, and no peer gets the message.
+    FailFast,
+}
+
+impl Overflow {
+    /// The policy `settings` ask for (`drop_old` cannot apply to a reliable stream, and
+    /// transports refuse it before this).
+    pub fn of(settings: &Settings) -> Overflow {
+        match settings.backpressure {
+            Backpressure::Block => Overflow::Block(settings.publish_timeout),
+            Backpressure::DropNew => Overflow::DropNew,
+            _ => Overflow::FailFast,
+        }
+    }
+}
+
+/// Publishes closer together than this are a burst, and wait to share one write.
+const BURST_GAP: Duration = Duration::from_micros(5);
+/// How long a message waits in a burst for more, at most.
+const FLUSH_DELAY: Duration = Duration::from_micros(50);
+/// A burst goes out once this much is written.
+const FLUSH_BYTES: usize = 16 << 10;
+
+/// When what was published goes out: at once after a pause, or, in a burst (publishes
+/// microseconds apart), together with what follows, after [`FLUSH_DELAY`] or
+/// [`FLUSH_BYTES`] at the most. A publish is part of a burst when the application called
+/// it right after the previous one returned: measured from the return, so that the
+/// time the sending itself takes does not hide a loop of publishes.
+#[derive(Clone, Copy, Debug)]
+pub struct Burst {
+    last_publish: Instant,
+    unflushed: usize,
+    flush_at: Option<Instant>,
+}
+
+impl Burst {
+    pub fn new(now: Instant) -> Burst {
+        Burst { last_publish: now, unflushed: 0, flush_at: None }
+    }
+
+    /// A publish of `len` bytes that started at `start`: whether to send now (else it
+    /// waits for [`due`](Self::due)). Call [`returned`](Self::returned) after sending.
+    pub fn published(&mut self, len: usize, start: Instant) -> bool {
+        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
+        self.unflushed += len;
+        if !burst || self.unflushed >= FLUSH_BYTES {
+            return true;
+        }
+        self.flush_at.get_or_insert(start + FLUSH_DELAY);
+        false
+    }
+
+    /// The publish returns (its sending done).
+    pub fn returned(&mut self) {
+        self.last_publish = Instant::now();
+    }
+
+    /// Everything waiting went out.
+    pub fn flushed(&mut self) {
+        self.flush_at = None;
+        self.unflushed = 0;
+    }
+
+    /// When what waits must go.
+    pub fn due(&self) -> Option<Instant> {
+        self.flush_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_after_a_pause_goes_at_once_and_a_burst_waits_a_little() {
+        let t0 = Instant::now();
+        let mut b = Burst::new(t0 - Duration::from_secs(1));
+        assert!(b.published(64, t0), "after a pause: now");
+        b.flushed();
+        b.returned();
+        let next = Instant::now();
+        assert!(!b.published(64, next), "right after: waits");
+        assert_eq!(b.due(), Some(next + FLUSH_DELAY));
+        assert!(b.published(FLUSH_BYTES, next), "until enough is written");
+    }
+}
