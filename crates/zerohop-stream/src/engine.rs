@@ -717,8 +717,14 @@ impl Engine {
         if !self.config.listen {
             // Our server: connected.
             let addr = self.peers.first().map_or_else(|| self.server(), |p| p.from).name(1);
-            if let Some(p) = self.peers.first_mut() {
+            if let Some(p) = self.peers.first_mut()
+                && p.session != session
+            {
+                // Another run of the server: its numbering starts over, and what we knew
+                // of the last one's (what to drop as already delivered) means nothing.
                 p.session = session;
+                p.windows.clear();
+                p.unacked_bytes = 0;
             }
             if let Some(k) = self.connector.as_mut()
                 && k.life.on(LifeEvent::Connected).changed

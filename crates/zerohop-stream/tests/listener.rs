@@ -175,3 +175,46 @@ fn a_unix_socket_file_is_private_replaces_a_stale_one_and_never_steals_a_live_on
     assert!(!path.exists(), "closing removes the socket file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_client_takes_a_restarted_servers_messages_from_its_first() {
+    let open = |url: &str, listen: bool| {
+        let options = HubOptions::default().with(StreamOptions {
+            listen,
+            reconnect: zerohop_proto::lifecycle::Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        zerohop_stream::open(&Endpoint::parse(url).unwrap(), options).unwrap()
+    };
+    let mut a = open("tcp://127.0.0.1:0", true);
+    let url = format!("tcp://{}", a.local_addr().unwrap());
+    let mut b = open(&url, false);
+    wait_until("the client connected", || detail(&*a, "peers") == 1.0);
+    let mut out = Vec::new();
+    let mut recv = |b: &mut Box<dyn Transport>, out: &mut Vec<u8>| {
+        assert!(b.wait_readable(Some(Duration::from_secs(10))).unwrap(), "a message came");
+        b.try_recv(out).unwrap().is_some()
+    };
+    for i in 0..100u32 {
+        a.publish_on(0, &i.to_le_bytes()).unwrap();
+    }
+    for i in 0..100u32 {
+        while !recv(&mut b, &mut out) {}
+        assert_eq!(out, i.to_le_bytes());
+    }
+    a.close();
+    // Another run of the server, on the same address: its numbering starts over.
+    let mut a2 = open(&url, true);
+    wait_until("the client came back", || detail(&*a2, "peers") == 1.0);
+    for i in 0..10u32 {
+        a2.publish_on(0, &(1000 + i).to_le_bytes()).unwrap();
+    }
+    for i in 0..10u32 {
+        while !recv(&mut b, &mut out) {}
+        assert_eq!(out, (1000 + i).to_le_bytes(), "not taken for what the old server sent");
+    }
+}
