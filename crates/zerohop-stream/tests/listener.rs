@@ -195,7 +195,7 @@ fn a_client_takes_a_restarted_servers_messages_from_its_first() {
     let mut b = open(&url, false);
     wait_until("the client connected", || detail(&*a, "peers") == 1.0);
     let mut out = Vec::new();
-    let mut recv = |b: &mut Box<dyn Transport>, out: &mut Vec<u8>| {
+    let recv = |b: &mut Box<dyn Transport>, out: &mut Vec<u8>| {
         assert!(b.wait_readable(Some(Duration::from_secs(10))).unwrap(), "a message came");
         b.try_recv(out).unwrap().is_some()
     };
