@@ -22,10 +22,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams (or GRO batches) per receive call.
 const BATCH: usize = 16;
-/// A socket read after a quiet spell this long asks for one datagram: after a pause
-/// (a request and its answer), the batch's second look would find nothing and cost
-/// about half a system call more. A burst that follows is read in batches again.
-const QUIET: std::time::Duration = std::time::Duration::from_micros(20);
+
 /// The largest UDP payload, and the most a GRO batch holds: one receive buffer.
 const MAX_PAYLOAD: usize = 64 << 10;
 
@@ -46,8 +43,6 @@ pub(crate) struct Socket {
     meta: Vec<RecvMeta>,
     /// Whether the last `recv` filled every buffer (more may be waiting).
     full: bool,
-    /// When the socket was last read.
-    last_recv: Instant,
     /// The one peer the socket is connected to (see [`Socket::connect`]).
     connected: Option<SocketAddr>,
     /// The ECN mark the socket sets on plain sends (its IP_TOS / IPV6_TCLASS).
@@ -76,7 +71,6 @@ impl Socket {
             io,
             state,
             full: false,
-            last_recv: Instant::now(),
             connected: None,
             ecn_set: std::cell::Cell::new(0),
             bound_to_one: !addr.ip().is_unspecified(),
@@ -117,17 +111,12 @@ impl Socket {
         let mut slices: [IoSliceMut<'_>; BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(buffers.next().expect("BATCH buffers")));
         self.full = false;
-        let now = Instant::now();
-        let want = if now.saturating_duration_since(self.last_recv) > QUIET { 1 } else { BATCH };
-        self.last_recv = now;
-        let n = match self.state.recv((&self.io).into(), &mut slices[..want], &mut self.meta[..want]) {
+        let n = match self.state.recv((&self.io).into(), &mut slices, &mut self.meta) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        // One datagram after a pause counts as the socket drained: if more came, the
-        // socket stays readable and the next turn reads them, in a batch.
-        self.full = want == BATCH && n == BATCH;
+        self.full = n == BATCH;
         let mut count = 0;
         let bound_to_one = self.bound_to_one;
         for (meta, buf) in self.meta.iter().zip(&self.buffers).take(n) {
