@@ -12,7 +12,7 @@ for (const scheme of ['tcp', 'uds'] as const) {
     await using server = await Hub.open(url as `tcp://${string}`, { listen: true, role: 'publisher', sendQueueBytes: 4 << 20 })
     const dial = (scheme === 'tcp' ? `tcp://${server.localAddress}` : url) as `tcp://${string}`
     // The slow one never reads (its ring, then its socket, then our queue for it fill up).
-    await using slow = await Hub.open(dial, { role: 'subscriber', capacity: 16 })
+    await using _slow = await Hub.open(dial, { role: 'subscriber', capacity: 16 })
     await using fast = await Hub.open(dial, { role: 'subscriber' })
     for (let i = 0; i < 500 && (server.metrics().tcp ?? server.metrics().uds)!.peers < 2; i++) await new Promise((r) => setTimeout(r, 5))
     const gone = statusWhere(server as Hub<unknown>, (e) => e.status === 'disconnected' && e.error?.code === 'ERR_SLOW_CONSUMER', 20_000)
