@@ -46,3 +46,13 @@ for (const scheme of ['tcp', 'uds'] as const) {
     t.is(m.peers, 1)
   })
 }
+
+test.serial('uds: allowUids admits our own user and refuses the option on tcp://', async (t) => {
+  const url = `uds://@${uniqueName('allow')}` as const
+  await using server = await Hub.open(url, { listen: true, allowUids: [process.getuid!()] })
+  await using client = await Hub.open(url)
+  client.publish(new Uint8Array([7]))
+  t.deepEqual(await server.recv({ timeoutMs: 5000 }), new Uint8Array([7]))
+  t.is(server.metrics().uds!.refused, 0)
+  await t.throwsAsync(Hub.open('tcp://127.0.0.1:0', { listen: true, allowUids: [0] }), { code: 'ERR_BAD_OPTION' })
+})

@@ -54,6 +54,8 @@ pub struct Config {
     pub heartbeat: Option<Duration>,
     /// A listening Unix socket file's permissions.
     pub socket_mode: u32,
+    /// Unix sockets: the only users admitted (see `StreamOptions::allow_uids`).
+    pub allow_uids: Option<Vec<u32>>,
 }
 
 /// Why a connection ended.
@@ -172,6 +174,8 @@ pub struct StreamCounters {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub accept_failures: u64,
+    /// Unix peers not among `allow_uids`, closed at once.
+    pub refused: u64,
 }
 
 /// A reply or cancellation that found the ring full: never dropped.
@@ -406,6 +410,12 @@ impl Engine {
             match socket::accept(l, &self.config.addr) {
                 Ok(Some((fd, from))) => {
                     let credentials = socket::peer_credentials(fd.as_raw_fd());
+                    if let Some(allowed) = &self.config.allow_uids
+                        && !credentials.is_some_and(|c| allowed.contains(&c.uid))
+                    {
+                        self.counters.refused += 1;
+                        continue; // dropping the descriptor closes it
+                    }
                     let from = Origin { addr: from.unwrap_or_else(unspecified), credentials };
                     let conn = self.new_conn(fd, from, false, now);
                     let raw = conn.s.fd.as_raw_fd();

@@ -62,13 +62,29 @@ impl core::fmt::Display for Address {
 /// shows up as unsent bytes here rather than as a stall.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-fn stream_socket(addr: &Address) -> io::Result<Socket> {
-    let s = Socket::new(addr.domain(), Type::STREAM.nonblocking().cloexec(), None)?;
+/// TCP keepalive: the kernel's own check of an idle connection (10 s idle, then 3
+/// probes 2 s apart), for when heartbeats are off or the peer's stack is gone.
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(10))
+        .with_interval(std::time::Duration::from_secs(2))
+        .with_retries(3)
+}
+
+/// What every connection's socket gets, dialled or accepted.
+fn tune(s: &Socket, addr: &Address) -> io::Result<()> {
     if !addr.is_unix() {
         s.set_tcp_nodelay(true)?;
+        s.set_tcp_keepalive(&keepalive())?;
     }
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    Ok(())
+}
+
+fn stream_socket(addr: &Address) -> io::Result<Socket> {
+    let s = Socket::new(addr.domain(), Type::STREAM.nonblocking().cloexec(), None)?;
+    tune(&s, addr)?;
     Ok(s)
 }
 
@@ -123,11 +139,7 @@ pub fn accept(listener: RawFd, addr: &Address) -> io::Result<Option<(OwnedFd, Op
     match l.accept() {
         Ok((s, from)) => {
             s.set_nonblocking(true)?;
-            if !addr.is_unix() {
-                s.set_tcp_nodelay(true)?;
-            }
-            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+            tune(&s, addr)?;
             Ok(Some((s.into(), from.as_socket())))
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),

@@ -42,6 +42,10 @@ pub struct StreamOptions {
     pub heartbeat: Option<Duration>,
     /// A listening Unix socket file's permissions.
     pub socket_mode: u32,
+    /// Unix sockets, listening: admit only processes of these users (`SO_PEERCRED`);
+    /// the others are closed at once and counted (`refused`). `None`: anyone who may
+    /// open the socket file.
+    pub allow_uids: Option<Vec<u32>>,
 }
 
 impl Default for StreamOptions {
@@ -56,6 +60,7 @@ impl Default for StreamOptions {
             connect_timeout: Duration::from_secs(10),
             heartbeat: Some(Duration::from_secs(1)),
             socket_mode: 0o600,
+            allow_uids: None,
         }
     }
 }
@@ -86,6 +91,7 @@ impl FromOptions for StreamOptions {
                 Some(ms) => Some(ms),
                 None => d.heartbeat,
             },
+            allow_uids: o.take_u32s("allowUids", 0..=u32::MAX)?,
             ..d
         };
         s.reconnect = o.take_reconnect("tcp", s.reconnect)?;
@@ -210,6 +216,7 @@ impl Protocol for StreamProtocol {
             ("heartbeatTimeouts", n(c.heartbeat_timeouts)),
             ("dropped", n(c.dropped)),
             ("acceptFailures", n(c.accept_failures)),
+            ("refused", n(c.refused)),
             ("unackedBytes", n(unacked)),
             ("requestsPending", n(requests)),
             ("answersPending", n(answers)),
@@ -303,6 +310,9 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
     )?;
     let overflow = Overflow::of(&settings);
     let addr = address_of(endpoint, s.listen)?;
+    if s.allow_uids.is_some() && !(s.listen && addr.is_unix()) {
+        return Err(Error::bad_option("allowUids applies to a listening uds:// hub (a Unix socket says who connects)"));
+    }
     let config = Config {
         listen: s.listen,
         addr: addr.clone(),
@@ -314,6 +324,7 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         connect_timeout: s.connect_timeout,
         heartbeat: s.heartbeat,
         socket_mode: s.socket_mode,
+        allow_uids: s.allow_uids.clone(),
     };
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);

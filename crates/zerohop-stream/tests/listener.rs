@@ -218,3 +218,44 @@ fn a_client_takes_a_restarted_servers_messages_from_its_first() {
         assert_eq!(out, (1000 + i).to_le_bytes(), "not taken for what the old server sent");
     }
 }
+
+#[test]
+fn allow_uids_admits_only_those_users() {
+    // SAFETY: getuid cannot fail and touches no memory.
+    let me = unsafe { libc::getuid() };
+    let open = |name: &str, allow: Vec<u32>| {
+        let options =
+            HubOptions::default().with(StreamOptions { listen: true, allow_uids: Some(allow), ..Default::default() });
+        zerohop_stream::open(&Endpoint::parse(&format!("uds://@{name}")).unwrap(), options)
+    };
+    let name = format!("zerohop-allow-{}", std::process::id());
+    let connect = |name: &str| {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        std::os::unix::net::UnixStream::connect_addr(&a).unwrap()
+    };
+    // Someone else's users only: we are closed at once, and counted.
+    let l = open(&format!("{name}-no"), vec![me.wrapping_add(1)]).unwrap();
+    let mut s = connect(&format!("{name}-no"));
+    s.write_all(&hello_and_message(1, b"hi")).unwrap_or(());
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    let t = Instant::now();
+    let _ = s.read_to_end(&mut sink);
+    assert!(t.elapsed() < Duration::from_secs(4));
+    assert!(sink.is_empty(), "not even a hello");
+    wait_until("refused", || detail(&*l, "refused") == 1.0);
+    // Our own user: admitted.
+    let mut l = open(&format!("{name}-yes"), vec![me]).unwrap();
+    let mut s = connect(&format!("{name}-yes"));
+    s.write_all(&hello_and_message(2, b"hi")).unwrap();
+    let mut out = Vec::new();
+    assert!(l.wait_readable(Some(Duration::from_secs(5))).unwrap());
+    assert!(l.try_recv(&mut out).unwrap().is_some());
+    assert_eq!(out, b"hi");
+    // Over TCP nobody says who connects: the option is refused, not ignored.
+    let options =
+        HubOptions::default().with(StreamOptions { listen: true, allow_uids: Some(vec![me]), ..Default::default() });
+    let err = zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).err().unwrap();
+    assert_eq!(err.code(), zerohop_transport::ErrorCode::BadOption);
+}

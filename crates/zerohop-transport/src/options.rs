@@ -217,7 +217,31 @@ impl Options {
         }
     }
 
-    /// Options grouped under `name`; call [`finish`](Self::finish) on them too.
+    /// A list of integers in `range` (from a URL: comma-separated).
+    pub fn take_u32s(&mut self, name: &str, range: RangeInclusive<u32>) -> Result<Option<Vec<u32>>> {
+        let from_url = self.from_url.iter().any(|n| n == name);
+        let items: Vec<Value> = match self.take(name) {
+            None => return Ok(None),
+            Some(Value::Text(t)) if from_url => {
+                t.split(',').map(|x| x.trim().parse::<f64>().map_or(Value::Text(x.to_owned()), Value::Number)).collect()
+            }
+            Some(Value::List(items)) => items,
+            Some(v) => return Err(self.bad(name, format!("must be a list of integers, got {}", v.describe()))),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::Number(n)
+                    if n.fract() == 0.0 && n >= f64::from(*range.start()) && n <= f64::from(*range.end()) =>
+                {
+                    out.push(n as u32)
+                }
+                v => return Err(self.bad(name, format!("must hold integers in {range:?}, got {}", v.describe()))),
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// A connecting hub's `reconnect` group (`{ initialMs, maxMs, multiplier, jitter,
     /// maxAttempts }`) over `default`; anything else in it is an error naming `scheme`.
     pub fn take_reconnect(&mut self, scheme: &str, default: Backoff) -> Result<Backoff> {
@@ -232,6 +256,7 @@ impl Options {
         Ok(b)
     }
 
+    /// Options grouped under `name`; call [`finish`](Self::finish) on them too.
     pub fn take_group(&mut self, name: &str) -> Result<Option<Options>> {
         match self.take(name) {
             None => Ok(None),

@@ -32,6 +32,12 @@ export interface StreamOptions {
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
   peerLingerMs?: number
+  /**
+   * A listening `uds://` hub admits only processes of these users (the kernel says who
+   * connects); the others are closed at once and counted in `metrics().uds.refused`.
+   * Refused on `tcp://`, where nobody says.
+   */
+  allowUids?: number[]
 }
 
 /** A stream hub's own metrics (`metrics().tcp`, `metrics().uds`). */
@@ -44,6 +50,7 @@ export interface StreamMetrics {
   heartbeatTimeouts: number
   dropped: number
   acceptFailures: number
+  refused: number
   unackedBytes: number
   requestsPending: number
   answersPending: number
