@@ -233,6 +233,9 @@ pub struct Engine {
     hot: Option<u64>,
     /// Pumps since epoll was last asked.
     pumps_since_epoll: u32,
+    /// A listener's spare descriptor, given up to close a connection it has no
+    /// descriptor for (see `accept`).
+    spare: Option<std::fs::File>,
 }
 
 impl Drop for Engine {
@@ -283,12 +286,14 @@ impl Engine {
             socket_file: None,
             hot: None,
             pumps_since_epoll: 0,
+            spare: None,
         };
         if config.listen {
             let l = socket::listen(&config.addr, Some(config.socket_mode))?;
             e.local = socket::local_addr(l.as_raw_fd())?;
             e.epoll.add(l.as_raw_fd(), LISTENER, Interest { read: true, write: false })?;
             e.listener = Some(l);
+            e.spare = std::fs::File::open("/dev/null").ok();
             if let Address::Path(p) = &config.addr {
                 e.socket_file = Some(p.clone());
             }
@@ -431,9 +436,19 @@ impl Engine {
                 }
                 Ok(None) => return,
                 Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
-                    // Out of descriptors: the connection waits in the backlog; counted.
+                    // Out of descriptors. Left in the backlog, the connection would keep
+                    // the listener readable and this thread spinning: the spare
+                    // descriptor makes room to take it and close it (the peer sees the
+                    // connection end, and retries), then is taken back. Counted.
                     self.counters.accept_failures += 1;
-                    return;
+                    let Some(spare) = self.spare.take() else { return };
+                    drop(spare);
+                    // Closed as soon as taken: its descriptor goes back before the spare's.
+                    let taken = matches!(socket::accept(l, &self.config.addr), Ok(Some(_)));
+                    self.spare = std::fs::File::open("/dev/null").ok();
+                    if !taken || self.spare.is_none() {
+                        return;
+                    }
                 }
                 Err(_) => {
                     self.counters.accept_failures += 1;
