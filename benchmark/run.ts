@@ -698,20 +698,25 @@ async function streamTls(size: number, count: number): Promise<number> {
   return result.msgsPerSec as number
 }
 
-async function streamQuic(size: number, count: number): Promise<number> {
-  const p = peer(['quic-sink', pki(), String(count)])
-  const { address } = (await p.next()) as { address: string }
-  const hub = await Hub.open(`quic://${address}`, { ...quicClient(), role: 'publisher', sendQueueBytes: 16 << 20 })
+/** Publishes `count` messages of `size` bytes to a sink process; the sink's msg/s. */
+async function publishToSink(hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, sink: Helper, size: number, count: number): Promise<number> {
   const msg = new Uint8Array(size)
   for (let i = 0; i < count; i++) {
     hub.publish(msg)
     // Yield now and then, so that timers and the status callback run.
     if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
   }
-  const result = await p.next()
-  await exited(p.proc)
+  const result = await sink.next()
+  await exited(sink.proc)
   await hub.close({ lingerMs: 0 })
   return result.msgsPerSec as number
+}
+
+async function streamQuic(size: number, count: number): Promise<number> {
+  const p = peer(['quic-sink', pki(), String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const hub = await Hub.open(`quic://${address}`, { ...quicClient(), role: 'publisher', sendQueueBytes: 16 << 20 })
+  return publishToSink(hub, p, size, count)
 }
 
 const quicParts = new Set((process.env.BENCH_QUIC ?? 'rtt,first,throughput').split(','))
@@ -857,16 +862,7 @@ async function streamHub(url: string, size: number, count: number): Promise<numb
   const p = peer(['stream-sink', url, String(count)])
   const { address } = (await p.next()) as { address: string }
   const hub = await Hub.open(address as `tcp://${string}`, { role: 'publisher', sendQueueBytes: 16 << 20 })
-  const msg = new Uint8Array(size)
-  for (let i = 0; i < count; i++) {
-    hub.publish(msg)
-    // Yield now and then, so that timers and the status callback run.
-    if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
-  }
-  const result = await p.next()
-  await exited(p.proc)
-  await hub.close({ lingerMs: 0 })
-  return result.msgsPerSec as number
+  return publishToSink(hub, p, size, count)
 }
 
 async function streamThroughput(run: number): Promise<void> {
