@@ -1,10 +1,11 @@
 // Shared helpers for the ava suite: unique segment names and child processes that
 // talk to the test in JSON lines on stdout.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
+import type { ExecutionContext } from 'ava'
 import type { Hub, StatusEvent } from 'zerohop'
 
 export const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
@@ -90,4 +91,41 @@ export function statusWhere(hub: Hub<unknown>, pred: (e: StatusEvent) => boolean
       resolve(e)
     })
   })
+}
+
+/**
+ * Two hosts: network namespaces joined by a veth pair, `<net>.1` in the first and
+ * `<net>.2` in the second (a /30); run a child in one with the wrapper
+ * `['ip', 'netns', 'exec', name]`. Removed when the test ends. Undefined (the test
+ * passes, saying why) where namespaces cannot be made.
+ */
+export function twoHosts(t: ExecutionContext, net: string): [string, string] | undefined {
+  const id = process.pid % 100000
+  const tag = net.split('.').at(-1)
+  const [a, b, va, vb] = [`zhn${id}${tag}a`, `zhn${id}${tag}b`, `zhv${id}${tag}a`, `zhv${id}${tag}b`]
+  const ip = (...args: string[]) => spawnSync('ip', args, { stdio: 'pipe' }).status === 0
+  if (!ip('netns', 'add', a)) {
+    t.log('SKIPPED: cannot create network namespaces here (ip netns add failed)')
+    t.pass()
+    return undefined
+  }
+  t.teardown(() => {
+    ip('netns', 'del', a)
+    ip('netns', 'del', b)
+  })
+  for (const args of [
+    ['netns', 'add', b],
+    ['link', 'add', va, 'type', 'veth', 'peer', 'name', vb],
+    ['link', 'set', va, 'netns', a],
+    ['link', 'set', vb, 'netns', b],
+    ['-n', a, 'addr', 'add', `${net}.1/30`, 'dev', va],
+    ['-n', b, 'addr', 'add', `${net}.2/30`, 'dev', vb],
+    ['-n', a, 'link', 'set', va, 'up'],
+    ['-n', b, 'link', 'set', vb, 'up'],
+    ['-n', a, 'link', 'set', 'lo', 'up'],
+    ['-n', b, 'link', 'set', 'lo', 'up'],
+  ]) {
+    t.true(ip(...args), `ip ${args.join(' ')}`)
+  }
+  return [a, b]
 }

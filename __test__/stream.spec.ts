@@ -1,10 +1,17 @@
 // What only tcp:// and uds:// do, through the public API, across real processes: a
-// listener broadcasting to a slow client and fast ones. What every connecting transport
+// listener broadcasting to a slow client and fast ones, allowUids, two hosts. What every connecting transport
 // does is in connections.spec.ts; raw-socket abuse (garbage, silence, a thousand
 // clients) is tested in crates/zerohop-stream/tests/listener.rs.
 import test from 'ava'
 import { Hub } from 'zerohop'
-import { statusWhere, uniqueName } from './helpers.ts'
+import { child, statusWhere, twoHosts, uniqueName } from './helpers.ts'
+
+/** Every child this file starts; a failed test must not leave one waiting forever. */
+const children: ReturnType<typeof child>[] = []
+const track = (c: ReturnType<typeof child>) => (children.push(c), c)
+test.afterEach.always(() => {
+  for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
+})
 
 for (const scheme of ['tcp', 'uds'] as const) {
   test.serial(`${scheme}: a slow client is disconnected as a slow consumer and the fast one gets everything`, async (t) => {
@@ -55,4 +62,23 @@ test.serial('uds: allowUids admits our own user and refuses the option on tcp://
   t.deepEqual(await server.recv({ timeoutMs: 5000 }), new Uint8Array([7]))
   t.is(server.metrics().uds!.refused, 0)
   await t.throwsAsync(Hub.open('tcp://127.0.0.1:0', { listen: true, allowUids: [0] }), { code: 'ERR_BAD_OPTION' })
+})
+
+test.serial('tcp: two hosts, network namespaces joined by a veth pair, 10.202.0.1 ↔ 10.202.0.2', async (t) => {
+  const hosts = twoHosts(t, '10.202.0')
+  if (hosts === undefined) return
+  const [a, b] = hosts
+  // At least 8 bytes: each message carries its sender's tag and number (see payload.mjs).
+  const sizes = [8, 64, 1400, 9000, 100_000]
+  const server = track(child('hub-peer.mjs', [JSON.stringify({ mode: 'server', url: 'tcp://10.202.0.1:0', options: { listen: true }, count: 50 })], {}, [], ['ip', 'netns', 'exec', a]))
+  const { address } = (await server.next('ready')) as { address: string }
+  t.regex(address, /^10\.202\.0\.1:\d+$/)
+  const client = track(child('hub-peer.mjs', [JSON.stringify({ mode: 'client', url: `tcp://${address}`, count: 50, sizes, tag: 3 })], {}, [], ['ip', 'netns', 'exec', b]))
+  const s = (await server.next('done')) as { received: number; corrupt: number; outOfOrder: number; statuses: { status: string; peer?: string }[] }
+  t.is(s.received, 50)
+  t.is(s.corrupt + s.outOfOrder, 0)
+  t.truthy(s.statuses.find((e) => e.status === 'connected' && e.peer?.startsWith('10.202.0.2:')), 'the peer, by its address on the other host')
+  server.send('0')
+  t.is(await client.exited, 0, client.stderr())
+  t.is(await server.exited, 0, server.stderr())
 })

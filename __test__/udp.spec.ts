@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { createRequire } from 'node:module'
 import { Hub } from 'zerohop'
-import { child } from './helpers.ts'
+import { child, twoHosts } from './helpers.ts'
 
 type Done = {
   received: number
@@ -294,32 +294,9 @@ test.serial('multicast: three member processes each receive everything sent to t
 })
 
 test.serial('two hosts: network namespaces joined by a veth pair, 10.201.0.1 ↔ 10.201.0.2', async (t) => {
-  const id = process.pid % 100000
-  const [a, b, va, vb] = [`zhn${id}a`, `zhn${id}b`, `zhv${id}a`, `zhv${id}b`]
-  const ip = (...args: string[]) => spawnSync('ip', args, { stdio: 'pipe' }).status === 0
-  if (!ip('netns', 'add', a)) {
-    t.log('SKIPPED: cannot create network namespaces here (ip netns add failed)')
-    t.pass()
-    return
-  }
-  t.teardown(() => {
-    ip('netns', 'del', a)
-    ip('netns', 'del', b)
-  })
-  for (const args of [
-    ['netns', 'add', b],
-    ['link', 'add', va, 'type', 'veth', 'peer', 'name', vb],
-    ['link', 'set', va, 'netns', a],
-    ['link', 'set', vb, 'netns', b],
-    ['-n', a, 'addr', 'add', '10.201.0.1/30', 'dev', va],
-    ['-n', b, 'addr', 'add', '10.201.0.2/30', 'dev', vb],
-    ['-n', a, 'link', 'set', va, 'up'],
-    ['-n', b, 'link', 'set', vb, 'up'],
-    ['-n', a, 'link', 'set', 'lo', 'up'],
-    ['-n', b, 'link', 'set', 'lo', 'up'],
-  ]) {
-    t.true(ip(...args), `ip ${args.join(' ')}`)
-  }
+  const hosts = twoHosts(t, '10.201.0')
+  if (hosts === undefined) return
+  const [a, b] = hosts
   const sizes = [1, 64, 1400, 9000, 100_000]
   const rx = peer({ mode: 'recv', url: 'udp://10.201.0.1:0', options: { slotSize: 1 << 17 }, count: 50, sizes, idleMs: 5000 }, ['ip', 'netns', 'exec', a])
   const { address } = (await rx.next('ready')) as { address: string }
