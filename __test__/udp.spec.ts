@@ -3,7 +3,6 @@
 // datagrams, and two hosts joined by a veth pair. Serial: each test runs several busy
 // processes on a two-core machine.
 import test from 'ava'
-import { spawnSync } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { createRequire } from 'node:module'
 import { Hub } from 'zerohop'
