@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Inbound, Sink};
 use zerohop_net::sending::Burst;
-use zerohop_proto::lifecycle::{Backoff, Event as LifeEvent, Lifecycle, Status};
+use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{ReceiveWindow, SendQueue};
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent};
 
 use crate::socket::{self, Address, Epoll, Interest};
+use crate::transport::StreamOptions;
 
 /// The epoll token of the listening socket (connections use their slab index).
 const LISTENER: u64 = u64::MAX;
@@ -42,20 +43,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// How a stream hub runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: bool,
     pub addr: Address,
-    pub max_message: usize,
-    pub channels: u16,
-    pub send_queue_bytes: usize,
-    pub peer_linger: Duration,
-    pub backoff: Backoff,
-    pub connect_timeout: Duration,
-    /// Heartbeats every this long when idle; a peer silent for three is lost.
-    pub heartbeat: Option<Duration>,
-    /// A listening Unix socket file's permissions.
-    pub socket_mode: u32,
-    /// Unix sockets: the only users admitted (see `StreamOptions::allow_uids`).
-    pub allow_uids: Option<Vec<u32>>,
+    /// What the hub was opened with (its send queue at least one byte).
+    pub options: StreamOptions,
 }
 
 /// Why a connection ended.
@@ -288,8 +278,8 @@ impl Engine {
             pumps_since_epoll: 0,
             spare: None,
         };
-        if config.listen {
-            let l = socket::listen(&config.addr, Some(config.socket_mode))?;
+        if config.options.listen {
+            let l = socket::listen(&config.addr, Some(config.options.socket_mode))?;
             e.local = socket::local_addr(l.as_raw_fd())?;
             e.epoll.add(l.as_raw_fd(), LISTENER, Interest { read: true, write: false })?;
             e.listener = Some(l);
@@ -301,8 +291,11 @@ impl Engine {
         } else {
             e.peers.push(Peer::new(1, e.server()));
             e.next_peer = 2;
-            e.connector =
-                Some(Connector { life: Lifecycle::new(config.backoff, session), retry_at: None, attempt_by: None });
+            e.connector = Some(Connector {
+                life: Lifecycle::new(config.options.reconnect, session),
+                retry_at: None,
+                attempt_by: None,
+            });
             e.report(Status::Connecting, e.server().name(1), None);
             e.connect(now);
         }
@@ -348,7 +341,7 @@ impl Engine {
         let mut writer = RecordWriter::new();
         writer.control(&Control::Hello { session: self.session });
         Conn {
-            reader: RecordReader::new(self.config.max_message, self.config.channels),
+            reader: RecordReader::new(self.config.options.max_message, self.config.options.channels),
             s: ConnState {
                 fd,
                 token: 0,
@@ -360,7 +353,9 @@ impl Engine {
                 held: VecDeque::new(),
                 last_heard: now,
                 last_sent: now,
-                hello_by: Some(now + self.config.heartbeat.map_or(HELLO_TIMEOUT, |h| (h * 3).min(HELLO_TIMEOUT))),
+                hello_by: Some(
+                    now + self.config.options.heartbeat.map_or(HELLO_TIMEOUT, |h| (h * 3).min(HELLO_TIMEOUT)),
+                ),
                 closed_by_peer: false,
             },
         }
@@ -368,7 +363,7 @@ impl Engine {
 
     /// Starts an attempt to connect (connecting side).
     fn connect(&mut self, now: Instant) {
-        let timeout = self.config.connect_timeout;
+        let timeout = self.config.options.connect_timeout;
         let Some(c) = self.connector.as_mut() else { return };
         c.retry_at = None;
         c.attempt_by = Some(now + timeout);
@@ -415,7 +410,7 @@ impl Engine {
             match socket::accept(l, &self.config.addr) {
                 Ok(Some((fd, from))) => {
                     let credentials = socket::peer_credentials(fd.as_raw_fd());
-                    if let Some(allowed) = &self.config.allow_uids
+                    if let Some(allowed) = &self.config.options.allow_uids
                         && !credentials.is_some_and(|c| allowed.contains(&c.uid))
                     {
                         self.counters.refused += 1;
@@ -503,7 +498,7 @@ impl Engine {
             self.forget(id);
         } else {
             self.report(Status::Disconnected, from.name(id), Some(Error::new(lost.code, lost.why)));
-            self.peers[i].linger_until = Some(now + self.config.peer_linger);
+            self.peers[i].linger_until = Some(now + self.config.options.peer_linger);
             self.schedule_tick(now);
         }
     }
@@ -646,7 +641,7 @@ impl Engine {
     fn on_record(&mut self, s: &mut ConnState, rec: Record<'_>, now: Instant) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
-            Record::Control(Control::Hello { session }) => self.hello(s, session, now),
+            Record::Control(Control::Hello { session }) => self.hello(s, session),
             Record::Control(Control::Start { channel, first_seq }) => {
                 if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
                     self.peers[p].windows.entry(channel).or_default().start_stream(first_seq);
@@ -682,7 +677,7 @@ impl Engine {
                 bad("an acknowledgement of messages never sent")
             }
             Record::Control(Control::Request { key, body }) => {
-                if !self.config.listen {
+                if !self.config.options.listen {
                     return bad("a request to a connecting hub");
                 }
                 let Some(id) = s.peer else { return bad("a request from nobody") };
@@ -704,7 +699,7 @@ impl Engine {
                 Ok(())
             }
             Record::Control(Control::Reply { key, body }) | Record::Control(Control::Fail { key, reason: body }) => {
-                if self.config.listen {
+                if self.config.options.listen {
                     return bad("a reply to a listening hub");
                 }
                 let kind =
@@ -737,9 +732,9 @@ impl Engine {
     }
 
     /// The peer said who it is.
-    fn hello(&mut self, s: &mut ConnState, session: u64, now: Instant) -> Result<(), RecordError> {
+    fn hello(&mut self, s: &mut ConnState, session: u64) -> Result<(), RecordError> {
         s.hello_by = None;
-        if !self.config.listen {
+        if !self.config.options.listen {
             // Our server: connected.
             let addr = self.peers.first().map_or_else(|| self.server(), |p| p.from).name(1);
             if let Some(p) = self.peers.first_mut()
@@ -783,7 +778,6 @@ impl Engine {
         let name = p.from.name(p.id);
         self.report(Status::Connected, name, None);
         self.dirty.push(s.token);
-        let _ = now;
         Ok(())
     }
 
@@ -912,7 +906,7 @@ impl Engine {
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
     pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: Instant) {
-        let limit = self.config.send_queue_bytes;
+        let limit = self.config.options.send_queue_bytes;
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let i = usize::from(channel);
             if p.queues.len() <= i {
@@ -943,7 +937,7 @@ impl Engine {
     }
 
     /// A listener's peer too slow to read what it is sent: disconnected.
-    pub fn disconnect_slow(&mut self, peer: u32, now: Instant) {
+    pub fn disconnect_slow(&mut self, peer: u32) {
         self.counters.slow_consumers += 1;
         let Some(i) = self.peer_index(peer) else { return };
         let from = self.peers[i].from;
@@ -956,12 +950,11 @@ impl Engine {
             Some(Error::new(ErrorCode::SlowConsumer, "too slow to read what it was sent: disconnected")),
         );
         self.forget(peer);
-        let _ = now;
     }
 
     /// Sends a request to the server; its key.
     pub fn request(&mut self, body: &[u8], now: Instant) -> Result<u64, Error> {
-        if self.config.listen {
+        if self.config.options.listen {
             return Err(Error::new(
                 ErrorCode::UnsupportedTransport,
                 "a listening hub answers requests; connect to send them",
@@ -1015,7 +1008,7 @@ impl Engine {
     // ---- timers --------------------------------------------------------------------------
 
     fn schedule_tick(&mut self, now: Instant) {
-        let every = self.config.heartbeat.map_or(TICK, |h| (h / 2).min(TICK)).max(Duration::from_millis(1));
+        let every = self.config.options.heartbeat.map_or(TICK, |h| (h / 2).min(TICK)).max(Duration::from_millis(1));
         self.tick_at.get_or_insert(now + every);
     }
 
@@ -1048,7 +1041,7 @@ impl Engine {
     /// Hellos overdue, heartbeats, lingering peers.
     fn housekeeping(&mut self, now: Instant) {
         self.tick_at = None;
-        let hb = self.config.heartbeat;
+        let hb = self.config.options.heartbeat;
         let mut lost = Vec::new();
         for (t, c) in self.conns.iter_mut().enumerate() {
             let Some(c) = c else { continue };
@@ -1112,7 +1105,7 @@ impl Engine {
             } else if k.attempt_by.is_some_and(|t| t <= now) {
                 let connecting: Vec<u64> =
                     self.conns.iter().flatten().filter(|c| c.s.connecting).map(|c| c.s.token).collect();
-                let why = format!("no connection within {} ms", self.config.connect_timeout.as_millis());
+                let why = format!("no connection within {} ms", self.config.options.connect_timeout.as_millis());
                 if connecting.is_empty() {
                     self.attempt_failed(now, Lost { code: ErrorCode::Timeout, why, by_peer: false });
                 } else {

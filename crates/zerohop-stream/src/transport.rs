@@ -172,7 +172,7 @@ impl Protocol for StreamProtocol {
                 // other, so a peer that let its whole send queue pile up is a slow
                 // consumer, disconnected now (`ERR_SLOW_CONSUMER`); the rest go on.
                 Overflow::Block(_) if self.listen => {
-                    g.as_mut().expect("not closing").disconnect_slow(peer, Instant::now());
+                    g.as_mut().expect("not closing").disconnect_slow(peer);
                 }
                 Overflow::Block(timeout) => {
                     let deadline = now + timeout;
@@ -314,17 +314,8 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         return Err(Error::bad_option("allowUids applies to a listening uds:// hub (a Unix socket says who connects)"));
     }
     let config = Config {
-        listen: s.listen,
         addr: addr.clone(),
-        max_message: s.max_message,
-        channels: s.channels,
-        send_queue_bytes: s.send_queue_bytes.max(1),
-        peer_linger: s.peer_linger,
-        backoff: s.reconnect,
-        connect_timeout: s.connect_timeout,
-        heartbeat: s.heartbeat,
-        socket_mode: s.socket_mode,
-        allow_uids: s.allow_uids.clone(),
+        options: StreamOptions { send_queue_bytes: s.send_queue_bytes.max(1), ..s.clone() },
     };
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);
