@@ -2,14 +2,18 @@
 // each: one list of checks, run for every transport in `transports` (a pair of hubs
 // that reach each other, and what the transport says of itself). A new transport adds
 // its entry and passes them all; what only it does lives in its own spec file
-// (shm.spec.ts, udp.spec.ts, quic.spec.ts). The Rust side has the same contract in
+// (shm.spec.ts, udp.spec.ts, quic.spec.ts, stream.spec.ts); tls.spec.ts holds what
+// quic:// and tcp:// share, their certificates. The Rust side has the same contract in
 // crates/zerohop/tests/conformance.rs.
 import test from 'ava'
 import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, ZerohopError, struct } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 interface Transport {
+  /** The transport's name (its URL scheme, and its key in `metrics()`). */
   name: string
+  /** How its tests are named, when one transport is run two ways (tcp and tcp+tls). */
+  label?: string
   /** Two hubs that reach each other: `a` receives what `b` publishes, and the other way. */
   pair<T>(a?: HubOptions<T>, b?: HubOptions<T>): Promise<[Hub<T>, Hub<T>]>
   /** A URL of this transport that opens alone (for option checks). */
@@ -77,6 +81,19 @@ const transports: Transport[] = [
     addressed: true,
   },
   {
+    name: 'tcp',
+    label: 'tcp+tls',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('tcp://127.0.0.1:0', { ...a, listen: true, tls: {} })
+      const hb = await Hub.open<T>(`tcp://${ha.localAddress}`, { ...b, tls: { dangerouslyAcceptAnyServer: true } })
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => 'tcp://127.0.0.1:0',
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  },
+  {
     name: 'uds',
     async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
       const url = `uds://@${uniqueName('conf')}` as const
@@ -94,7 +111,7 @@ const transports: Transport[] = [
 const Tick = struct({ seq: 'u64', price: 'f64' })
 
 for (const tr of transports) {
-  const name = (what: string) => `${tr.name}: ${what}`
+  const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
 
   test.serial(name('every codec round-trips both ways'), async (t) => {
     const value = { id: 7, name: 'order', tags: ['a', 'b'], nested: { ok: true, n: null } }

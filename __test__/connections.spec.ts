@@ -20,6 +20,10 @@ type Tally = {
 
 interface Connecting {
   name: 'quic' | 'tcp' | 'uds'
+  /** How its tests are named, when one transport is run two ways (tcp and tcp+tls). */
+  label?: string
+  /** What every server of the tests needs besides `listen: true`. */
+  server?: HubOptions<Uint8Array>
   /** Where a server listens: a fresh URL. */
   listenUrl(): string
   /** Where a client connects, given the server's listen URL and `localAddress`. */
@@ -51,6 +55,16 @@ const transports: Connecting[] = [
     from: (address) => address!,
   },
   {
+    name: 'tcp',
+    label: 'tcp+tls',
+    listenUrl: () => 'tcp://127.0.0.1:0',
+    dialUrl: (_, address) => `tcp://${address}`,
+    server: { tls: {} },
+    client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast },
+    liveness: { heartbeatMs: 250 },
+    from: (address) => address!,
+  },
+  {
     name: 'uds',
     listenUrl: () => `uds://@${uniqueName('conn')}`,
     dialUrl: (url) => url,
@@ -70,11 +84,11 @@ const peer = (cfg: object) => track(child('hub-peer.mjs', [JSON.stringify(cfg)])
 const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
 
 for (const tr of transports) {
-  const name = (what: string) => `${tr.name}: ${what}`
+  const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
   /** A server process on a fresh URL; its URL for clients. */
   async function server(cfg: Record<string, unknown>): Promise<{ s: ReturnType<typeof peer>; url: string; address?: string }> {
     const listen = tr.listenUrl()
-    const s = peer({ mode: 'server', url: listen, ...cfg, options: { listen: true, ...(cfg.options as object) } })
+    const s = peer({ mode: 'server', url: listen, ...cfg, options: { listen: true, ...tr.server, ...(cfg.options as object) } })
     const { address } = (await s.next('ready')) as { address?: string }
     return { s, url: tr.dialUrl(listen, address), address }
   }
@@ -131,7 +145,7 @@ for (const tr of transports) {
   test.serial(name('a server restart loses no accepted message: the new server gets what the old one had not handed over'), async (t) => {
     const N = 3000
     const listen = tr.listenUrl()
-    const a = peer({ mode: 'server', url: listen, options: { listen: true }, count: N, log: true })
+    const a = peer({ mode: 'server', url: listen, options: { listen: true, ...tr.server }, count: N, log: true })
     const { address } = (await a.next('ready')) as { address?: string }
     const url = tr.dialUrl(listen, address)
     await using hub = await Hub.open(url as `tcp://${string}`, { ...tr.client, ...tr.liveness })
@@ -157,7 +171,7 @@ for (const tr of transports) {
     await statusWhere(hub, (e) => e.status === 'reconnecting')
     // The same address again (a port the kernel picked, or the same name).
     const again = tr.name === 'uds' ? listen : tr.dialUrl(listen, address)
-    const b = peer({ mode: 'server', url: again, options: { listen: true }, count: N, log: true })
+    const b = peer({ mode: 'server', url: again, options: { listen: true, ...tr.server }, count: N, log: true })
     await b.next('ready')
     const rest: number[] = []
     while (rest.at(-1) !== N - 1) rest.push(((await b.next('got')) as { seq: number }).seq)
@@ -216,7 +230,7 @@ for (const tr of transports) {
 
   test.serial(name('RPC: replies across processes; a throwing handler, a timeout and an abort each end cleanly on both sides'), async (t) => {
     const listen = tr.listenUrl()
-    const srv = track(child('rpc-server.mjs', [listen]))
+    const srv = track(child('rpc-server.mjs', [listen, JSON.stringify(tr.server ?? {})]))
     const { address } = (await srv.next('ready')) as { address?: string }
     type Req = { op: string; x?: unknown; ms?: number }
     await using rpc = await Rpc.connect<Req, unknown>(tr.dialUrl(listen, address), { ...tr.client, codec: 'json' } as never)
@@ -252,7 +266,7 @@ for (const tr of transports) {
 
   test.serial(name('RPC: a request in flight when the server dies fails with ERR_CONNECTION_LOST'), async (t) => {
     const listen = tr.listenUrl()
-    const srv = track(child('rpc-server.mjs', [listen]))
+    const srv = track(child('rpc-server.mjs', [listen, JSON.stringify(tr.server ?? {})]))
     const { address } = (await srv.next('ready')) as { address?: string }
     await using rpc = await Rpc.connect<{ op: string; ms?: number }, unknown>(tr.dialUrl(listen, address), {
       ...tr.client,

@@ -1,15 +1,10 @@
-// What only quic:// does, through the public API, across real processes: datagrams,
-// certificates (mutual TLS accepted and refused, untrusted, expired, wrong name), 0-RTT
+// What only quic:// does, through the public API, across real processes: datagrams, 0-RTT
 // on reconnect, and idle hubs that sleep and let their process exit. What every
 // connecting transport does (many clients, 1 B to 16 MB, restarts, killed and frozen
-// peers, RPC) is in connections.spec.ts. Serial: each test runs several busy processes
+// peers, RPC) is in connections.spec.ts; certificates, which tcp:// shares, in tls.spec.ts. Serial: each test runs several busy processes
 // on a two-core machine.
 import test from 'ava'
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { type ErrorCode, Hub, type HubOptions } from 'zerohop'
+import { Hub, type HubOptions } from 'zerohop'
 import { child, statusWhere } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures
 import { payload } from './fixtures/payload.mjs'
@@ -56,54 +51,6 @@ test.serial('datagram mode: unreliable messages, counted when lost, at most one 
   t.is(got + q.datagramsLost, 300, 'every datagram arrived or was counted lost')
   t.true(got >= 270, `loopback loses few (${got} of 300 arrived)`)
   t.throws(() => client.publish(new Uint8Array(20_000)), { code: 'ERR_MESSAGE_TOO_LARGE' }, 'above the path MTU')
-})
-
-/** A CA, server and client certificates, made by crates/zerohop-quic/examples/test_pki.rs. */
-function pki(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'zerohop-pki-'))
-  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', dir], {
-    encoding: 'utf8',
-  })
-  if (r.status !== 0) throw new Error(`test_pki failed: ${r.stderr}`)
-  return dir
-}
-
-test.serial('certificates: mutual TLS accepted and refused; untrusted, expired and misnamed servers fail with their codes', async (t) => {
-  const dir = pki()
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const f = (name: string) => join(dir, name)
-  const mtls = { cert: f('server.pem'), key: f('server.key'), ca: f('ca.pem') }
-  const server = peer({ mode: 'server', url: 'quic://127.0.0.1:0', options: { listen: true, tls: mtls }, count: 1, log: true })
-  const { address } = (await server.next('ready')) as { address: string }
-  const once = { reconnect: { maxAttempts: 0 } }
-
-  // Accepted: a client certificate from the CA, and the server verified against it.
-  await using good = await Hub.open(`quic://${address}`, {
-    tls: { ca: f('ca.pem'), cert: f('client.pem'), key: f('client.key'), serverName: 'localhost' },
-  })
-  good.publish(makePayload(1, 0, 100))
-  t.is(((await server.next('done')) as Tally).received, 1)
-
-  const refusedWith = async (tls: HubOptions<Uint8Array>['tls'], code: ErrorCode, label: string) => {
-    await using hub = await Hub.open(`quic://${address}`, { tls, ...once })
-    const e = await statusWhere(hub, (e) => e.status === 'disconnected')
-    t.is(e.error?.code, code, label)
-    t.is(hub.status, 'disconnected')
-  }
-  await refusedWith({ ca: f('ca.pem'), serverName: 'localhost' }, 'ERR_TLS_REFUSED', 'no client certificate')
-  await refusedWith(
-    { ca: f('ca.pem'), cert: f('stranger.pem'), key: f('stranger.key'), serverName: 'localhost' },
-    'ERR_TLS_REFUSED',
-    'a client certificate from another CA',
-  )
-  await refusedWith({ ca: f('other-ca.pem'), serverName: 'localhost' }, 'ERR_TLS_UNTRUSTED', 'a server from an unknown CA')
-  await refusedWith({ ca: f('ca.pem'), serverName: 'elsewhere.example' }, 'ERR_TLS_NAME_MISMATCH', 'a server for another name')
-  await using expired = await Hub.open('quic://127.0.0.1:0', { listen: true, tls: { cert: f('expired.pem'), key: f('expired.key') } })
-  await using late = await Hub.open(`quic://${expired.localAddress}`, { tls: { ca: f('ca.pem'), serverName: 'localhost' }, ...once })
-  t.is((await statusWhere(late, (e) => e.status === 'disconnected')).error?.code, 'ERR_TLS_EXPIRED')
-  server.send('0')
-  await server.next('closed')
-  t.is(await server.exited, 0, server.stderr())
 })
 
 test.serial('0-RTT: a client that has seen the server sends its first messages in the first flight', async (t) => {

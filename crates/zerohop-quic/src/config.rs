@@ -9,7 +9,7 @@ use quinn_proto::{ConnectionError, VarInt};
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::{Error, ErrorCode};
 
-use crate::tls::{HandshakeFailure, Identity, Trust};
+use zerohop_tls::{HandshakeFailure, Identity, Trust};
 
 /// Which side of its connections a hub is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub struct Failure {
 
 impl Failure {
     pub(crate) fn of(e: &ConnectionError) -> Failure {
-        let kind = if let Some(h) = HandshakeFailure::of(e) {
+        let kind = if let Some(h) = handshake_failure(e) {
             FailureKind::Tls(h)
         } else {
             match e {
@@ -165,14 +165,7 @@ impl Failure {
     /// The stable error code users see for it.
     pub fn code(&self) -> ErrorCode {
         match self.kind {
-            FailureKind::Tls(HandshakeFailure::UnknownIssuer | HandshakeFailure::BadCertificate) => {
-                ErrorCode::TlsUntrusted
-            }
-            FailureKind::Tls(HandshakeFailure::Expired | HandshakeFailure::NotValidYet) => ErrorCode::TlsExpired,
-            FailureKind::Tls(HandshakeFailure::WrongName) => ErrorCode::TlsNameMismatch,
-            FailureKind::Tls(HandshakeFailure::ClientCertificateRequired | HandshakeFailure::RefusedByPeer) => {
-                ErrorCode::TlsRefused
-            }
+            FailureKind::Tls(h) => h.code(),
             FailureKind::TimedOut => ErrorCode::Timeout,
             FailureKind::Lost | FailureKind::ClosedByPeer => ErrorCode::ConnectionLost,
             FailureKind::Protocol { .. } => ErrorCode::Protocol,
@@ -180,6 +173,21 @@ impl Failure {
             FailureKind::SlowConsumer { .. } => ErrorCode::SlowConsumer,
         }
     }
+}
+
+/// Reads a TLS failure out of a connection error; `None` if it is not one. QUIC carries
+/// TLS alerts as transport error codes 0x100 + alert (RFC 9001): sent by the peer when
+/// it closed the connection, by us when we did.
+pub fn handshake_failure(error: &ConnectionError) -> Option<HandshakeFailure> {
+    let (code, text, by_peer) = match error {
+        ConnectionError::TransportError(e) => (u64::from(e.code), e.reason.clone(), false),
+        ConnectionError::ConnectionClosed(c) => {
+            (u64::from(c.error_code), String::from_utf8_lossy(&c.reason).into_owned(), true)
+        }
+        _ => return None,
+    };
+    let alert = code.checked_sub(0x100).filter(|a| *a < 0x100)?;
+    Some(HandshakeFailure::of_alert(alert as u8, by_peer, &text))
 }
 
 /// Why a publish failed.

@@ -8,9 +8,8 @@
 //! - `engine`: the state machine behind the driver's lock (connections, peers,
 //!   channels, requests, timers, the socket).
 //! - [`config`]: what a hub is told, and what it tells (failures, counters).
-//! - [`tls`]: server identities (self-signed for development, PEM files for production),
-//!   client trust (a CA bundle, or a loudly named accept-anything for development),
-//!   mutual TLS, TLS 1.3 with 0-RTT.
+//! - TLS ([`zerohop_tls`], shared with `tcp://`): server identities, client trust,
+//!   mutual TLS; QUIC adds 0-RTT.
 //!
 //! The protocol logic without I/O (framing, sequence numbers, acknowledgements, the
 //! duplicate filter, the connection lifecycle) is in [`zerohop_proto::stream`],
@@ -20,10 +19,11 @@ pub mod config;
 mod datagram;
 mod engine;
 pub mod protocol;
-pub mod tls;
 pub mod transport;
 
-pub use config::{Failure, FailureKind, Overflow, PublishError, QuicConfig, QuicMetrics, Sent, Side};
+pub use config::{
+    Failure, FailureKind, Overflow, PublishError, QuicConfig, QuicMetrics, Sent, Side, handshake_failure,
+};
 pub use protocol::{QuicProtocol, StartError};
-pub use tls::{ALPN, HandshakeFailure, Identity, TlsError, Trust};
 pub use transport::{QuicOptions, open, open_quic};
+pub use zerohop_tls::{self as tls, ALPN, HandshakeFailure, Identity, TlsError, Trust};

@@ -48,7 +48,7 @@ use crate::datagram::encode_datagram_head;
 use crate::engine::connect::Connector;
 use crate::engine::io::Socket;
 use crate::engine::{self, Engine};
-use crate::tls::{self, Identity, TlsError};
+use zerohop_tls::{self as tls, Identity, TlsError};
 
 /// The largest UDP payload path MTU discovery tries (16 KiB: on loopback, 64 KiB
 /// messages then take 4 packets instead of 45, and larger packets gained nothing).
@@ -135,7 +135,9 @@ impl QuicProtocol {
             Side::Listen => {
                 let identity =
                     config.identity.clone().unwrap_or(Identity::SelfSigned { names: vec!["localhost".into()] });
-                let tls = tls::server_config(&identity, config.client_ca.as_deref()).map_err(StartError::Tls)?;
+                let mut tls = tls::server_config(&identity, config.client_ca.as_deref()).map_err(StartError::Tls)?;
+                // QUIC allows 0 or u32::MAX; the latter turns on 0-RTT.
+                tls.max_early_data_size = u32::MAX;
                 let crypto = QuicServerConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
                 let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
                 server.transport_config(transport);
@@ -144,6 +146,7 @@ impl QuicProtocol {
             Side::Connect { .. } => {
                 let mut tls = tls::client_config(&config.trust, config.identity.as_ref()).map_err(StartError::Tls)?;
                 tls.resumption = rustls::client::Resumption::store(tls::session_cache_for(config.addr));
+                tls.enable_early_data = true;
                 let crypto = QuicClientConfig::try_from(tls).map_err(|e| StartError::Config(e.to_string()))?;
                 let mut client = quinn_proto::ClientConfig::new(Arc::new(crypto));
                 client.transport_config(transport);

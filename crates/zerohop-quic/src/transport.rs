@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,24 +23,16 @@ use zerohop_transport::{
 
 use crate::config::{Overflow, QuicConfig, Sent, Side};
 use crate::protocol::{QuicProtocol, StartError};
-use crate::tls::{Identity, Trust};
+use zerohop_tls::{TlsOptions, TlsSetup};
 
 /// The options only `quic://` hubs have.
 #[derive(Clone, Debug)]
 pub struct QuicOptions {
     /// Accept peers on the URL's address instead of connecting to it.
     pub listen: bool,
-    /// Our certificate chain and key (PEM). A listener without them makes a
-    /// self-signed certificate (development only).
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    /// A CA bundle (PEM): a connecting hub verifies the server against it; a listening
-    /// hub requires client certificates signed by it (mutual TLS).
-    pub ca: Option<PathBuf>,
-    /// The name to verify the server's certificate for (default: the URL's host).
-    pub server_name: Option<String>,
-    /// Connect to any server, whatever its certificate (encrypted, not authenticated).
-    pub dangerously_accept_any_server: bool,
+    /// TLS, always on: without a certificate a listener makes a self-signed one
+    /// (development only); a connecting hub must say whom it trusts.
+    pub tls: TlsOptions,
     pub keep_alive: Option<Duration>,
     pub idle_timeout: Duration,
     /// The reconnect schedule of a connecting hub.
@@ -63,11 +54,7 @@ impl Default for QuicOptions {
         let d = QuicConfig::new(Side::Listen, ([127, 0, 0, 1], 0).into());
         Self {
             listen: false,
-            cert: None,
-            key: None,
-            ca: None,
-            server_name: None,
-            dangerously_accept_any_server: false,
+            tls: TlsOptions::default(),
             keep_alive: d.keep_alive,
             idle_timeout: d.idle_timeout,
             reconnect: d.backoff,
@@ -108,14 +95,7 @@ impl FromOptions for QuicOptions {
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             ..d
         };
-        if let Some(mut tls) = o.take_group("tls")? {
-            q.cert = tls.take_text("cert")?.map(Into::into);
-            q.key = tls.take_text("key")?.map(Into::into);
-            q.ca = tls.take_text("ca")?.map(Into::into);
-            q.server_name = tls.take_text("serverName")?;
-            q.dangerously_accept_any_server = tls.take_bool("dangerouslyAcceptAnyServer")?.unwrap_or(false);
-            tls.finish("quic")?;
-        }
+        q.tls = TlsOptions::take(o, "quic")?.unwrap_or_default();
         q.reconnect = o.take_reconnect("quic", q.reconnect)?;
         Ok(q)
     }
@@ -240,38 +220,23 @@ fn start_error(e: StartError, url: &str) -> Error {
 /// The protocol's configuration for `quic://host:port` with `options`.
 fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Result<QuicConfig> {
     let addr = resolve(host, port, None)?;
-    let side = if q.listen {
-        Side::Listen
-    } else {
-        if port == 0 {
-            return Err(Error::new(ErrorCode::BadUrl, "cannot connect to port 0; listen: true to accept peers"));
-        }
-        Side::Connect { server_name: q.server_name.clone().unwrap_or_else(|| host.to_owned()) }
-    };
-    let mut config = QuicConfig::new(side, addr);
-    config.identity = match (&q.cert, &q.key) {
-        (Some(c), Some(k)) => Some(Identity::Files { cert_chain: c.clone(), key: k.clone() }),
-        (None, None) if q.listen => Some(Identity::SelfSigned { names: vec!["localhost".into(), host.to_owned()] }),
-        (None, None) => None,
-        _ => return Err(Error::bad_option("tls.cert and tls.key go together")),
-    };
-    if q.listen {
-        config.client_ca = q.ca.clone();
-    } else {
-        config.trust = match (&q.ca, q.dangerously_accept_any_server) {
-            (Some(ca), false) => Trust::Ca(ca.clone()),
-            (None, true) => Trust::DangerouslyAcceptAnyServer,
-            (Some(_), true) => {
-                return Err(Error::bad_option("tls.ca and tls.dangerouslyAcceptAnyServer exclude each other"));
-            }
-            (None, false) => {
-                return Err(Error::bad_option(
-                    "connecting over quic:// needs tls.ca (the CA bundle to verify the server with) or, for \
-                     development against a self-signed server, tls.dangerouslyAcceptAnyServer: true",
-                ));
-            }
-        };
+    if !q.listen && port == 0 {
+        return Err(Error::new(ErrorCode::BadUrl, "cannot connect to port 0; listen: true to accept peers"));
     }
+    let mut config = match q.tls.setup(q.listen, host, "quic")? {
+        TlsSetup::Listen { identity, client_ca } => {
+            let mut c = QuicConfig::new(Side::Listen, addr);
+            c.identity = Some(identity);
+            c.client_ca = client_ca;
+            c
+        }
+        TlsSetup::Connect { trust, identity, server_name } => {
+            let mut c = QuicConfig::new(Side::Connect { server_name }, addr);
+            c.trust = trust;
+            c.identity = identity;
+            c
+        }
+    };
     config.keep_alive = q.keep_alive;
     config.idle_timeout = q.idle_timeout;
     config.backoff = q.reconnect;

@@ -128,7 +128,7 @@ fn expired_wrong_name_and_unknown_ca_each_fail_with_their_reason() {
     ];
     for (server, trust, want) in cases {
         let err = connect(&server, None, &trust, None).unwrap_err();
-        assert_eq!(HandshakeFailure::of(&err), Some(want), "{err}");
+        assert_eq!(zerohop_quic::handshake_failure(&err), Some(want), "{err}");
     }
 }
 
@@ -142,5 +142,5 @@ fn mutual_tls_accepts_a_client_from_the_ca_and_refuses_one_without_a_certificate
     let client_ca = pki.path("test-ca.pem");
     connect(&server, Some(&client_ca), &trust, Some(&client)).unwrap();
     let err = connect(&server, Some(&client_ca), &trust, None).unwrap_err();
-    assert_eq!(HandshakeFailure::of(&err), Some(HandshakeFailure::ClientCertificateRequired), "{err}");
+    assert_eq!(zerohop_quic::handshake_failure(&err), Some(HandshakeFailure::ClientCertificateRequired), "{err}");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::NetTransport;
 use zerohop_proto::lifecycle::Status;
-use zerohop_quic::{QuicOptions, QuicProtocol, open_quic};
+use zerohop_quic::{QuicOptions, QuicProtocol, open_quic, tls::TlsOptions};
 use zerohop_transport::{Backpressure, Endpoint, ErrorCode, HubOptions, MessageInfo, Transport, TransportKind};
 
 fn open(url: &str, options: HubOptions) -> zerohop_transport::Result<NetTransport<QuicProtocol>> {
@@ -19,7 +19,10 @@ fn listen() -> HubOptions {
 }
 
 fn client() -> HubOptions {
-    HubOptions::default().with(QuicOptions { dangerously_accept_any_server: true, ..Default::default() })
+    HubOptions::default().with(QuicOptions {
+        tls: TlsOptions { dangerously_accept_any_server: true, ..Default::default() },
+        ..Default::default()
+    })
 }
 
 fn recv(t: &mut dyn Transport) -> (Vec<u8>, MessageInfo) {
@@ -71,13 +74,19 @@ fn options_that_cannot_work_are_refused() {
     let drop_old = HubOptions { backpressure: Some(Backpressure::DropOld), ..listen() };
     assert_eq!(code("quic://127.0.0.1:0", drop_old), ErrorCode::BadOption);
     assert_eq!(code("quic://127.0.0.1:0", client()), ErrorCode::BadUrl, "connect to port 0");
-    let half =
-        HubOptions::default().with(QuicOptions { listen: true, cert: Some("/x.pem".into()), ..Default::default() });
+    let half = HubOptions::default().with(QuicOptions {
+        listen: true,
+        tls: TlsOptions { cert: Some("/x.pem".into()), ..Default::default() },
+        ..Default::default()
+    });
     assert_eq!(code("quic://127.0.0.1:0", half), ErrorCode::BadOption);
     let missing = HubOptions::default().with(QuicOptions {
         listen: true,
-        cert: Some("/nonexistent.pem".into()),
-        key: Some("/nonexistent.key".into()),
+        tls: TlsOptions {
+            cert: Some("/nonexistent.pem".into()),
+            key: Some("/nonexistent.key".into()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     assert_eq!(code("quic://127.0.0.1:0", missing), ErrorCode::BadOption);
@@ -92,7 +101,8 @@ fn an_untrusted_server_fails_with_a_tls_code_and_no_retry() {
     let mut params = rcgen::CertificateParams::new(vec!["zerohop test CA".into()]).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
-    let trusting_another = HubOptions::default().with(QuicOptions { ca: Some(ca.clone()), ..Default::default() });
+    let trusting_another = HubOptions::default()
+        .with(QuicOptions { tls: TlsOptions { ca: Some(ca.clone()), ..Default::default() }, ..Default::default() });
     let client = open(&format!("quic://127.0.0.1:{port}"), trusting_another).unwrap();
     let connection = client.connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -20,6 +20,7 @@ use zerohop_proto::session::{ReceiveWindow, SendQueue};
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent};
 
 use crate::socket::{self, Address, Epoll, Interest};
+use crate::tls::{TlsContext, TlsSession};
 use crate::transport::StreamOptions;
 
 /// The epoll token of the listening socket (connections use their slab index).
@@ -46,6 +47,8 @@ pub struct Config {
     pub addr: Address,
     /// What the hub was opened with (its send queue at least one byte).
     pub options: StreamOptions,
+    /// TLS on every connection (`tcp://` with `tls` options).
+    pub tls: Option<TlsContext>,
 }
 
 /// Why a connection ended.
@@ -55,14 +58,26 @@ struct Lost {
     why: String,
     /// The peer said goodbye: nothing to keep for its return.
     by_peer: bool,
+    /// Trying again cannot help (a certificate problem): a connecting hub gives up.
+    permanent: bool,
 }
 
 impl Lost {
+    fn new(code: ErrorCode, why: impl Into<String>) -> Lost {
+        Lost { code, why: why.into(), by_peer: false, permanent: false }
+    }
     fn io(e: &io::Error) -> Lost {
-        Lost { code: ErrorCode::Io, why: e.to_string(), by_peer: false }
+        Lost::new(ErrorCode::Io, e.to_string())
     }
     fn protocol(e: RecordError) -> Lost {
-        Lost { code: ErrorCode::Protocol, why: e.to_string(), by_peer: false }
+        Lost::new(ErrorCode::Protocol, e.to_string())
+    }
+    /// TLS failed: a certificate (or a refusal), permanent, or a broken TLS stream.
+    fn tls(e: &rustls::Error) -> Lost {
+        match zerohop_tls::HandshakeFailure::of_error(e) {
+            Some(h) => Lost { permanent: true, ..Lost::new(h.code(), format!("TLS: {e}")) },
+            None => Lost::new(ErrorCode::Protocol, format!("TLS: {e}")),
+        }
     }
 }
 
@@ -113,6 +128,8 @@ struct ConnState {
 
 struct Conn {
     reader: RecordReader,
+    /// Between the socket and the records, with `tls` options.
+    tls: Option<Box<TlsSession>>,
     s: ConnState,
 }
 
@@ -166,6 +183,8 @@ pub struct StreamCounters {
     pub accept_failures: u64,
     /// Unix peers not among `allow_uids`, closed at once.
     pub refused: u64,
+    /// TLS handshakes that failed (certificates, or not TLS at all).
+    pub handshake_failures: u64,
 }
 
 /// A reply or cancellation that found the ring full: never dropped.
@@ -215,6 +234,8 @@ pub struct Engine {
     tick_at: Option<Instant>,
     held_at: Option<Instant>,
     read_buf: Vec<u8>,
+    /// What TLS decrypts into (empty without TLS).
+    plain_buf: Vec<u8>,
     events: Vec<socket::Event>,
     /// The Unix socket file this listener made: removed when it goes.
     socket_file: Option<std::path::PathBuf>,
@@ -272,6 +293,7 @@ impl Engine {
             tick_at: None,
             held_at: None,
             read_buf: vec![0; READ_BUF],
+            plain_buf: if config.tls.is_some() { vec![0; READ_BUF] } else { Vec::new() },
             events: Vec::with_capacity(64),
             socket_file: None,
             hot: None,
@@ -337,11 +359,16 @@ impl Engine {
         token
     }
 
-    fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> Conn {
+    fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> io::Result<Conn> {
         let mut writer = RecordWriter::new();
         writer.control(&Control::Hello { session: self.session });
-        Conn {
+        let tls = match &self.config.tls {
+            Some(t) => Some(Box::new(t.session().map_err(io::Error::other)?)),
+            None => None,
+        };
+        Ok(Conn {
             reader: RecordReader::new(self.config.options.max_message, self.config.options.channels),
+            tls,
             s: ConnState {
                 fd,
                 token: 0,
@@ -358,7 +385,7 @@ impl Engine {
                 ),
                 closed_by_peer: false,
             },
-        }
+        })
     }
 
     /// Starts an attempt to connect (connecting side).
@@ -367,9 +394,8 @@ impl Engine {
         let Some(c) = self.connector.as_mut() else { return };
         c.retry_at = None;
         c.attempt_by = Some(now + timeout);
-        match socket::connect(&self.config.addr) {
-            Ok(fd) => {
-                let conn = self.new_conn(fd, self.server(), true, now);
+        match socket::connect(&self.config.addr).and_then(|fd| self.new_conn(fd, self.server(), true, now)) {
+            Ok(conn) => {
                 let raw = conn.s.fd.as_raw_fd();
                 let interest = conn.s.interest;
                 let token = self.insert(conn);
@@ -389,13 +415,20 @@ impl Engine {
         let Some(c) = self.connector.as_mut() else { return };
         c.attempt_by = None;
         let was_connected = c.life.status() == Status::Connected;
-        let next = c.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed });
+        let next = if lost.permanent {
+            c.life.on(LifeEvent::Close) // certificates do not fix themselves
+        } else {
+            c.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed })
+        };
         c.retry_at = next.retry_after.map(|d| now + d);
-        let status = c.life.status();
+        let status = match c.life.status() {
+            Status::Closed => Status::Disconnected,
+            s => s,
+        };
         if was_connected {
             self.counters.reconnects += 1;
         }
-        if next.changed || was_connected {
+        if next.changed || was_connected || lost.permanent {
             self.report(status, addr, Some(Error::new(lost.code, lost.why)));
         }
         // Our requests die with the connection.
@@ -417,7 +450,10 @@ impl Engine {
                         continue; // dropping the descriptor closes it
                     }
                     let from = Origin { addr: from.unwrap_or_else(unspecified), credentials };
-                    let conn = self.new_conn(fd, from, false, now);
+                    let Ok(conn) = self.new_conn(fd, from, false, now) else {
+                        self.counters.accept_failures += 1;
+                        continue;
+                    };
                     let raw = conn.s.fd.as_raw_fd();
                     let interest = conn.s.interest;
                     let token = self.insert(conn);
@@ -566,6 +602,7 @@ impl Engine {
     fn read(&mut self, token: u64, now: Instant) -> usize {
         let Some(mut c) = self.conns.get_mut(token as usize).and_then(Option::take) else { return 0 };
         let mut buf = std::mem::take(&mut self.read_buf);
+        let mut plain = std::mem::take(&mut self.plain_buf);
         let mut total = 0;
         let mut ended = None;
         for _ in 0..READS_PER_TURN {
@@ -574,11 +611,7 @@ impl Engine {
             }
             match socket::read(c.s.fd.as_raw_fd(), &mut buf) {
                 Ok(0) => {
-                    ended = Some(Lost {
-                        code: ErrorCode::Io,
-                        why: "the peer closed the connection".into(),
-                        by_peer: false,
-                    });
+                    ended = Some(Lost::new(ErrorCode::Io, "the peer closed the connection"));
                     break;
                 }
                 Ok(n) => {
@@ -586,16 +619,35 @@ impl Engine {
                     self.hot = Some(token);
                     c.s.last_heard = now;
                     self.counters.bytes_received += n as u64;
-                    let Conn { reader, s } = &mut *c;
+                    let Conn { reader, tls, s } = &mut *c;
                     let mut violation = None;
-                    let pushed = reader.push(&buf[..n], |rec| {
-                        if violation.is_none()
-                            && let Err(e) = self.on_record(s, rec, now)
-                        {
-                            violation = Some(e);
+                    let mut records = |bytes: &[u8]| {
+                        if violation.is_some() {
+                            return;
                         }
-                    });
-                    if let Some(e) = violation.or(pushed.err()) {
+                        let pushed = reader.push(bytes, |rec| {
+                            if violation.is_none()
+                                && let Err(e) = self.on_record(s, rec, now)
+                            {
+                                violation = Some(e);
+                            }
+                        });
+                        if let Err(e) = pushed {
+                            violation.get_or_insert(e);
+                        }
+                    };
+                    let decrypted = match tls {
+                        Some(t) => t.received(&buf[..n], &mut plain, &mut records),
+                        None => {
+                            records(&buf[..n]);
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = decrypted {
+                        ended = Some(self.tls_failed(&mut c, &e));
+                        break;
+                    }
+                    if let Some(e) = violation {
                         ended = Some(Lost::protocol(e));
                         break;
                     }
@@ -612,6 +664,7 @@ impl Engine {
             }
         }
         self.read_buf = buf;
+        self.plain_buf = plain;
         // Messages wait for room: stop reading this socket until they are taken.
         let want_read = c.s.held.is_empty();
         if c.s.interest.read != want_read {
@@ -621,7 +674,8 @@ impl Engine {
                 self.held_at.get_or_insert(now + ROOM_POLL);
             }
         }
-        let dirty = c.s.writer.control_pending() > 0;
+        // TLS may have something to say (its handshake) or have let our records go.
+        let dirty = c.s.writer.control_pending() > 0 || c.tls.is_some();
         self.conns[token as usize] = Some(c);
         if dirty {
             self.dirty.push(token);
@@ -636,6 +690,18 @@ impl Engine {
             self.lost(token, now, lost);
         }
         total
+    }
+
+    /// TLS broke on connection `c`: the alert rustls made goes out, and the failure is
+    /// counted (a failed handshake) and returned.
+    fn tls_failed(&mut self, c: &mut Conn, e: &rustls::Error) -> Lost {
+        if let Some(t) = c.tls.as_mut() {
+            if t.is_handshaking() {
+                self.counters.handshake_failures += 1;
+            }
+            let _ = t.flush(c.s.fd.as_raw_fd());
+        }
+        Lost::tls(e)
     }
 
     fn on_record(&mut self, s: &mut ConnState, rec: Record<'_>, now: Instant) -> Result<(), RecordError> {
@@ -849,7 +915,38 @@ impl Engine {
         let fd = c.s.fd.as_raw_fd();
         let mut blocked = false;
         let mut failed = None;
-        while let Some(plan) = c.s.writer.plan(queues) {
+        if let Some(tls) = c.tls.as_mut() {
+            // Plaintext into TLS, TLS records out, until the kernel is full or nothing is
+            // left (or, before the handshake is done, rustls holds all it may).
+            loop {
+                match tls.flush(fd) {
+                    Ok((n, done)) => {
+                        if n > 0 {
+                            c.s.last_sent = now;
+                            self.counters.bytes_sent += n as u64;
+                        }
+                        if !done {
+                            blocked = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                let Some(plan) = c.s.writer.plan(queues) else { break };
+                let slices = c.s.writer.slices(&plan, queues);
+                let n = tls.send(&slices);
+                c.s.writer.wrote(&plan, n, queues);
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        while c.tls.is_none()
+            && let Some(plan) = c.s.writer.plan(queues)
+        {
             let slices = c.s.writer.slices(&plan, queues);
             match socket::writev(fd, &slices) {
                 Ok(n) => {
@@ -1046,10 +1143,7 @@ impl Engine {
         for (t, c) in self.conns.iter_mut().enumerate() {
             let Some(c) = c else { continue };
             if c.s.hello_by.is_some_and(|by| by <= now) {
-                lost.push((
-                    t as u64,
-                    Lost { code: ErrorCode::Protocol, why: "no hello in time".into(), by_peer: false },
-                ));
+                lost.push((t as u64, Lost::new(ErrorCode::Protocol, "no hello in time")));
                 continue;
             }
             let Some(hb) = hb else { continue };
@@ -1060,11 +1154,7 @@ impl Engine {
                 self.counters.heartbeat_timeouts += 1;
                 lost.push((
                     t as u64,
-                    Lost {
-                        code: ErrorCode::ConnectionLost,
-                        why: format!("no heartbeat for {} ms", (hb * 3).as_millis()),
-                        by_peer: false,
-                    },
+                    Lost::new(ErrorCode::ConnectionLost, format!("no heartbeat for {} ms", (hb * 3).as_millis())),
                 ));
             } else if now.saturating_duration_since(c.s.last_sent) >= hb {
                 c.s.writer.control(&Control::Ping);
@@ -1107,10 +1197,10 @@ impl Engine {
                     self.conns.iter().flatten().filter(|c| c.s.connecting).map(|c| c.s.token).collect();
                 let why = format!("no connection within {} ms", self.config.options.connect_timeout.as_millis());
                 if connecting.is_empty() {
-                    self.attempt_failed(now, Lost { code: ErrorCode::Timeout, why, by_peer: false });
+                    self.attempt_failed(now, Lost::new(ErrorCode::Timeout, why));
                 } else {
                     for t in connecting {
-                        self.lost(t, now, Lost { code: ErrorCode::Timeout, why: why.clone(), by_peer: false });
+                        self.lost(t, now, Lost::new(ErrorCode::Timeout, why.clone()));
                     }
                 }
             }

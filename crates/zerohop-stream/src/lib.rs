@@ -26,9 +26,13 @@
 //! for writability. A peer that breaks the protocol is closed alone and counted; one
 //! that stays silent for three heartbeats is lost (and a connecting hub reconnects with
 //! exponential backoff).
+//!
+//! With `tls` options, `tcp://` is TLS 1.3 (rustls, [`zerohop_tls`]: the options, the
+//! certificates and the error codes of `quic://`), between the socket and the records.
 
 mod engine;
 mod socket;
+mod tls;
 mod transport;
 
 pub use socket::Address;

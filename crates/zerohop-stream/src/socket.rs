@@ -161,28 +161,36 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-/// Writes the slices in order with one system call; how many bytes the kernel took.
+/// Writes the slices (up to three) in order with one system call; how many bytes the
+/// kernel took.
 pub fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
-    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 3];
+    let mut slices = [io::IoSlice::new(&[]); 3];
     let mut n = 0;
-    for p in parts.iter().filter(|p| !p.is_empty()).take(iov.len()) {
-        iov[n] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+    for p in parts.iter().filter(|p| !p.is_empty()).take(slices.len()) {
+        slices[n] = io::IoSlice::new(p);
         n += 1;
     }
     if n == 0 {
         return Ok(0);
     }
+    sendmsg(fd, &slices[..n])
+}
+
+/// Writes `slices` in order with one system call; how many bytes the kernel took.
+pub fn sendmsg(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
     let msg = libc::msghdr {
         msg_name: std::ptr::null_mut(),
         msg_namelen: 0,
-        msg_iov: iov.as_mut_ptr(),
-        msg_iovlen: n,
+        // IoSlice is ABI-compatible with iovec on Unix (std guarantees it).
+        msg_iov: slices.as_ptr() as *mut libc::iovec,
+        msg_iovlen: slices.len().min(1024),
         msg_control: std::ptr::null_mut(),
         msg_controllen: 0,
         msg_flags: 0,
     };
-    // SAFETY: `iov` holds `n` slices valid for reads for the call; MSG_NOSIGNAL turns a
-    // closed peer into EPIPE instead of a signal.
+    // SAFETY: `msg_iov` points at `msg_iovlen` slices valid for reads for the call, and
+    // the kernel only reads them; MSG_NOSIGNAL turns a closed peer into EPIPE instead of
+    // a signal.
     let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
 }

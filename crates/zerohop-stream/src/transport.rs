@@ -19,7 +19,9 @@ use zerohop_transport::{
 
 use crate::engine::{Config, Engine};
 use crate::socket::Address;
+use crate::tls::TlsContext;
 use zerohop_net::sending::Overflow;
+use zerohop_tls::TlsOptions;
 
 /// The options only stream hubs (`tcp://`, `uds://`) have.
 #[derive(Clone, Debug)]
@@ -46,6 +48,9 @@ pub struct StreamOptions {
     /// the others are closed at once and counted (`refused`). `None`: anyone who may
     /// open the socket file.
     pub allow_uids: Option<Vec<u32>>,
+    /// `tcp://` only: TLS 1.3 on every connection, with the same options as `quic://`
+    /// (`None`: plain TCP).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for StreamOptions {
@@ -61,6 +66,7 @@ impl Default for StreamOptions {
             heartbeat: Some(Duration::from_secs(1)),
             socket_mode: 0o600,
             allow_uids: None,
+            tls: None,
         }
     }
 }
@@ -94,6 +100,7 @@ impl FromOptions for StreamOptions {
             allow_uids: o.take_u32s("allowUids", 0..=u32::MAX)?,
             ..d
         };
+        s.tls = TlsOptions::take(o, "tcp")?;
         s.reconnect = o.take_reconnect("tcp", s.reconnect)?;
         Ok(s)
     }
@@ -217,6 +224,7 @@ impl Protocol for StreamProtocol {
             ("dropped", n(c.dropped)),
             ("acceptFailures", n(c.accept_failures)),
             ("refused", n(c.refused)),
+            ("handshakeFailures", n(c.handshake_failures)),
             ("unackedBytes", n(unacked)),
             ("requestsPending", n(requests)),
             ("answersPending", n(answers)),
@@ -313,9 +321,20 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
     if s.allow_uids.is_some() && !(s.listen && addr.is_unix()) {
         return Err(Error::bad_option("allowUids applies to a listening uds:// hub (a Unix socket says who connects)"));
     }
+    let tls = match (&s.tls, endpoint.target()) {
+        (None, _) => None,
+        (Some(t), Target::Host { host, .. }) if !addr.is_unix() => {
+            let setup = t.setup(s.listen, host, scheme)?;
+            Some(TlsContext::new(&setup).map_err(|e| Error::bad_option(format!("tls: {e}")))?)
+        }
+        (Some(_), _) => {
+            return Err(Error::bad_option("tls applies to tcp:// (a Unix socket stays on this host; see allowUids)"));
+        }
+    };
     let config = Config {
         addr: addr.clone(),
         options: StreamOptions { send_queue_bytes: s.send_queue_bytes.max(1), ..s.clone() },
+        tls,
     };
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);

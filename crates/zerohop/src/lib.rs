@@ -19,5 +19,6 @@ pub use shm::ShmOptions;
 pub use zerohop_net::envelope;
 pub use zerohop_quic::QuicOptions;
 pub use zerohop_stream::StreamOptions;
+pub use zerohop_tls::TlsOptions;
 pub use zerohop_transport::*;
 pub use zerohop_udp::{UdpOptions, UringMode};

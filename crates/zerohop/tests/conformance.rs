@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use zerohop::{
-    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, StreamOptions,
+    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, StreamOptions, TlsOptions,
     TransportKind, UdpOptions, Value,
 };
 
@@ -51,7 +51,13 @@ fn udp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
 fn quic_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     let a = Hub::open("quic://127.0.0.1:0", a.with(QuicOptions { listen: true, ..Default::default() }))?;
     let url = format!("quic://{}", a.local_addr().unwrap());
-    let b = Hub::open(&url, b.with(QuicOptions { dangerously_accept_any_server: true, ..Default::default() }))?;
+    let b = Hub::open(
+        &url,
+        b.with(QuicOptions {
+            tls: TlsOptions { dangerously_accept_any_server: true, ..Default::default() },
+            ..Default::default()
+        }),
+    )?;
     wait_for_peer(&a);
     Ok((a, b))
 }
@@ -72,6 +78,19 @@ fn tcp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     Ok((a, b))
 }
 
+/// tcp:// with TLS: a self-signed listener, and a client that accepts it.
+fn tcp_tls_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let listen = StreamOptions { listen: true, tls: Some(TlsOptions::default()), ..Default::default() };
+    let a = Hub::open("tcp://127.0.0.1:0", a.with(listen))?;
+    let dev = TlsOptions { dangerously_accept_any_server: true, ..Default::default() };
+    let b = Hub::open(
+        &format!("tcp://{}", a.local_addr().unwrap()),
+        b.with(StreamOptions { tls: Some(dev), ..Default::default() }),
+    )?;
+    wait_for_peer(&a);
+    Ok((a, b))
+}
+
 fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     let url = format!("uds://@{}", unique(tag));
     let a = Hub::open(&url, a.with(StreamOptions { listen: true, ..Default::default() }))?;
@@ -80,13 +99,14 @@ fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     Ok((a, b))
 }
 
-fn pairs() -> [Pair; 5] {
+fn pairs() -> [Pair; 6] {
     use Backpressure::*;
     [
         Pair { kind: TransportKind::Shm, policies: &[DropOld, DropNew, Block, FailFast], open: shm_pair },
         Pair { kind: TransportKind::Udp, policies: &[DropNew], open: udp_pair },
         Pair { kind: TransportKind::Quic, policies: &[Block, DropNew, FailFast], open: quic_pair },
         Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_pair },
+        Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_tls_pair },
         Pair { kind: TransportKind::Uds, policies: &[Block, DropNew, FailFast], open: uds_pair },
     ]
 }

@@ -47,7 +47,8 @@ export type {
 } from './options.js'
 export type { HubStatus, Loan, StatusEvent, TransportName } from './port.js'
 export type { MessageInfo, RequestInfo } from './envelope.js'
-export type { TlsOptions, ReconnectOptions, QuicMetrics } from './transports/quic.js'
+export type { QuicMetrics } from './transports/quic.js'
+export type { TlsOptions, ReconnectOptions } from './transports/connection.js'
 export type { StreamMetrics } from './transports/stream.js'
 export type { UdpSocketMetrics } from './transports/udp.js'
 
@@ -217,8 +218,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   self-signed certificate. Publishing reaches every connected peer; messages wait
    *   (and survive reconnects) until the peer's application has read them.
    * - `tcp://host:port`, `uds:///path` or `uds://@name` (Linux abstract): the same
-   *   reliable channels, requests and reconnects over a TCP or Unix socket (plain; a
-   *   Unix socket file is 0600). Heartbeats find a peer that froze.
+   *   reliable channels, requests and reconnects over a TCP or Unix socket (a Unix
+   *   socket file is 0600). `tcp://` is plain unless `tls` is given: then TLS 1.3,
+   *   with `quic://`'s options. Heartbeats find a peer that froze.
    *
    * The options are typed by the URL's scheme: another transport's option is a type
    * error, and at run time `ERR_BAD_OPTION` naming it (an unknown URL parameter is

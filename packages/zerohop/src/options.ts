@@ -6,7 +6,7 @@
 import type { CodecOption } from './codec.js'
 import type { QuicOptions } from './transports/quic.js'
 import type { ShmOptions } from './transports/shm.js'
-import type { StreamOptions } from './transports/stream.js'
+import type { StreamOptions, TcpOptions } from './transports/stream.js'
 import type { UdpOptions } from './transports/udp.js'
 
 /** What a publisher does when the slowest receiver is a whole queue behind. */
@@ -65,9 +65,9 @@ export type UdpHubOptions<T> = CommonHubOptions<T> & UdpOptions
 export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions
 
 /** Options of a `tcp://host:port` hub. */
-export type TcpHubOptions<T> = CommonHubOptions<T> & StreamOptions
+export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions
 /** Options of a `uds:///path` (or `uds://@name`) hub. */
 export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions
 
 /** Every option of every transport, for code that types its options before it knows the URL. */
-export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & StreamOptions
+export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions

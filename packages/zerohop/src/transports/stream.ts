@@ -5,7 +5,7 @@
  * guarantees are `quic://`'s. A network transport: it runs on the shared port of
  * `net.ts`; what is its own is its options and its counters.
  */
-import type { ReconnectOptions } from './quic.js'
+import type { ReconnectOptions, TlsOptions } from './connection.js'
 
 /** The options only `tcp://` and `uds://` hubs have. */
 export interface StreamOptions {
@@ -40,6 +40,17 @@ export interface StreamOptions {
   allowUids?: number[]
 }
 
+/** The options only `tcp://` hubs have, besides those of every stream hub. */
+export interface TcpOptions extends StreamOptions {
+  /**
+   * TLS 1.3 on every connection, with `quic://`'s options and error codes (plain TCP
+   * without). A listener without `cert` and `key` makes a self-signed certificate; a
+   * connecting hub needs `ca`, or `dangerouslyAcceptAnyServer` for development. `ca`
+   * on a listener requires client certificates (mutual TLS).
+   */
+  tls?: TlsOptions
+}
+
 /** A stream hub's own metrics (`metrics().tcp`, `metrics().uds`). */
 export interface StreamMetrics {
   status: string
@@ -51,6 +62,8 @@ export interface StreamMetrics {
   dropped: number
   acceptFailures: number
   refused: number
+  /** TLS handshakes that failed (a certificate refused, or a peer that does not speak TLS). */
+  handshakeFailures: number
   unackedBytes: number
   requestsPending: number
   answersPending: number

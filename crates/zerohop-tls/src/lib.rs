@@ -1,13 +1,17 @@
-//! TLS for QUIC: who a server says it is, and whom a client believes.
+//! TLS for zerohop's transports (`quic://` always, `tcp://` with `tls` options): who a
+//! server says it is, whom a client believes, and why a handshake failed.
 //!
-//! TLS is always on. For development, [`Identity::SelfSigned`] makes a certificate at
-//! start-up (rcgen), and a client accepts it only with the loudly named
+//! For development, [`Identity::SelfSigned`] makes a certificate at start-up (rcgen),
+//! and a client accepts it only with the loudly named
 //! [`Trust::DangerouslyAcceptAnyServer`]. For production, [`Identity::Files`] loads a
 //! certificate chain and key (PEM), [`Trust::Ca`] verifies the server against a CA
 //! bundle, and a server can require client certificates signed by a CA (mutual TLS).
 //!
-//! Both sides speak TLS 1.3 only (QUIC requires it), advertise the ALPN protocol
-//! [`ALPN`], keep session tickets for 0-RTT, and accept early data.
+//! Both sides speak TLS 1.3 only and advertise the ALPN protocol [`ALPN`]; a transport
+//! adds what is its own (QUIC turns on early data). [`TlsOptions`] is what users give
+//! (the `tls` option group), the same names and errors on every transport, and
+//! [`HandshakeFailure`] is a failed handshake, read from rustls or from a TLS alert,
+//! with the stable error code users see for it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +25,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use zerohop_transport::ErrorCode;
+
+mod options;
+pub use options::{TlsOptions, TlsSetup};
 
 /// The application protocol both sides must agree on.
 pub const ALPN: &[u8] = b"zerohop/1";
@@ -49,7 +57,7 @@ impl core::fmt::Display for TlsError {
 impl std::error::Error for TlsError {}
 
 /// Who a server (or a client, for mutual TLS) says it is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     /// A certificate made now for these names (development only: nobody can verify it).
     SelfSigned { names: Vec<String> },
@@ -58,7 +66,7 @@ pub enum Identity {
 }
 
 /// Whom a client believes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
     /// Servers whose chain ends at one of the CAs in this PEM bundle.
     Ca(PathBuf),
@@ -128,8 +136,6 @@ pub fn server_config(identity: &Identity, client_ca: Option<&Path>) -> Result<ru
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    // QUIC allows 0 or u32::MAX; the latter turns on 0-RTT.
-    config.max_early_data_size = u32::MAX;
     Ok(config)
 }
 
@@ -141,7 +147,6 @@ pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<rustl
     let builder = builder.dangerous().with_custom_certificate_verifier(shared_verifier(trust)?);
     let mut config = builder.with_client_cert_resolver(shared_client_cert(identity)?);
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.enable_early_data = true;
     Ok(config)
 }
 
@@ -253,27 +258,18 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    /// Reads a failure out of a connection error; `None` if it is not a TLS failure.
-    pub fn of(error: &quinn_proto::ConnectionError) -> Option<HandshakeFailure> {
-        let (code, text) = match error {
-            quinn_proto::ConnectionError::TransportError(e) => (u64::from(e.code), e.reason.clone()),
-            quinn_proto::ConnectionError::ConnectionClosed(c) => {
-                (u64::from(c.error_code), String::from_utf8_lossy(&c.reason).into_owned())
-            }
-            _ => return None,
-        };
-        // QUIC carries TLS alerts as transport error codes 0x100 + alert (RFC 9001).
-        let alert = code.checked_sub(0x100).filter(|a| *a < 0x100)?;
-        if matches!(error, quinn_proto::ConnectionError::ConnectionClosed(_)) {
-            // The peer refused us: a server checking our client certificate, mostly.
-            return Some(match alert {
+    /// A failure from a TLS alert: one the peer sent us (`by_peer`: it refused us, a
+    /// server checking our client certificate mostly), or one we sent it, where
+    /// `text`, what our side said, refines the reason.
+    pub fn of_alert(alert: u8, by_peer: bool, text: &str) -> HandshakeFailure {
+        if by_peer {
+            return match alert {
                 // certificate_required, bad_certificate, unknown_ca, certificate_unknown
                 116 | 42 | 48 | 46 => HandshakeFailure::ClientCertificateRequired,
                 _ => HandshakeFailure::RefusedByPeer,
-            });
+            };
         }
-        // We refused the peer's certificate; the alert says why, the text refines it.
-        Some(match alert {
+        match alert {
             48 => HandshakeFailure::UnknownIssuer,
             45 if text.contains("not valid yet") || text.contains("NotValidYet") => HandshakeFailure::NotValidYet,
             45 => HandshakeFailure::Expired,
@@ -281,7 +277,35 @@ impl HandshakeFailure {
                 HandshakeFailure::WrongName
             }
             _ => HandshakeFailure::BadCertificate,
+        }
+    }
+
+    /// A failure read from rustls's own error (a connection over a byte stream); `None`
+    /// if the error is not about certificates or a refusal (a malformed record, say).
+    pub fn of_error(error: &rustls::Error) -> Option<HandshakeFailure> {
+        use rustls::CertificateError as C;
+        Some(match error {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => HandshakeFailure::UnknownIssuer,
+                C::Expired | C::ExpiredContext { .. } => HandshakeFailure::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => HandshakeFailure::NotValidYet,
+                C::NotValidForName | C::NotValidForNameContext { .. } => HandshakeFailure::WrongName,
+                _ => HandshakeFailure::BadCertificate,
+            },
+            rustls::Error::NoCertificatesPresented => HandshakeFailure::ClientCertificateRequired,
+            rustls::Error::AlertReceived(alert) => HandshakeFailure::of_alert(u8::from(*alert), true, ""),
+            _ => return None,
         })
+    }
+
+    /// The stable error code users see for it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            HandshakeFailure::UnknownIssuer | HandshakeFailure::BadCertificate => ErrorCode::TlsUntrusted,
+            HandshakeFailure::Expired | HandshakeFailure::NotValidYet => ErrorCode::TlsExpired,
+            HandshakeFailure::WrongName => ErrorCode::TlsNameMismatch,
+            HandshakeFailure::ClientCertificateRequired | HandshakeFailure::RefusedByPeer => ErrorCode::TlsRefused,
+        }
     }
 }
 
@@ -330,13 +354,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn configs_are_tls13_with_alpn_and_early_data() {
+    fn configs_are_tls13_with_alpn() {
         let server = server_config(&Identity::SelfSigned { names: vec!["localhost".into()] }, None).unwrap();
         assert_eq!(server.alpn_protocols, vec![ALPN.to_vec()]);
-        assert_eq!(server.max_early_data_size, u32::MAX);
         let client = client_config(&Trust::DangerouslyAcceptAnyServer, None).unwrap();
-        assert!(client.enable_early_data);
         assert_eq!(client.alpn_protocols, vec![ALPN.to_vec()]);
+    }
+
+    #[test]
+    fn rustls_errors_map_to_failures_and_codes() {
+        use rustls::{AlertDescription, CertificateError};
+        let of = |e: rustls::Error| HandshakeFailure::of_error(&e);
+        assert_eq!(
+            of(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+            Some(HandshakeFailure::UnknownIssuer)
+        );
+        assert_eq!(of(rustls::Error::InvalidCertificate(CertificateError::Expired)), Some(HandshakeFailure::Expired));
+        assert_eq!(
+            of(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)),
+            Some(HandshakeFailure::WrongName)
+        );
+        assert_eq!(
+            of(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)),
+            Some(HandshakeFailure::ClientCertificateRequired)
+        );
+        assert_eq!(
+            of(rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)),
+            Some(HandshakeFailure::RefusedByPeer)
+        );
+        assert_eq!(of(rustls::Error::DecryptError), None);
+        assert_eq!(HandshakeFailure::WrongName.code(), ErrorCode::TlsNameMismatch);
+        assert_eq!(HandshakeFailure::ClientCertificateRequired.code(), ErrorCode::TlsRefused);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! by the other CA).
 //!
 //! ```text
-//! cargo run -p zerohop-quic --example test_pki -- /tmp/pki
+//! cargo run -p zerohop-tls --example test_pki -- /tmp/pki
 //! ```
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};

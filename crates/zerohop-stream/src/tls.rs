@@ -1,0 +1,123 @@
+//! TLS between a connection's socket and its records (`tcp://` with `tls` options).
+//!
+//! rustls sits in the middle with its own buffers: what is read from the socket goes
+//! in, and the plaintext it yields goes on to the record reader as on a plain
+//! connection; what the record writer plans goes in as plaintext, and the TLS records
+//! it makes go out to the socket. The handshake needs nothing of the engine: our hello
+//! waits in rustls until the handshake is done, and the peer's hello is the first
+//! plaintext that comes out.
+
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use zerohop_tls::{TlsError, TlsSetup};
+
+use crate::socket;
+
+/// Plaintext (and TLS records) rustls may hold per connection before it pushes back.
+const BUFFER_LIMIT: usize = 1 << 20;
+
+/// What every TLS connection of a hub is made from.
+#[derive(Clone, Debug)]
+pub enum TlsContext {
+    Server(Arc<rustls::ServerConfig>),
+    Client(Arc<rustls::ClientConfig>, ServerName<'static>),
+}
+
+impl TlsContext {
+    /// The rustls configuration for `setup` (certificates read, CAs loaded).
+    pub fn new(setup: &TlsSetup) -> Result<TlsContext, TlsError> {
+        Ok(match setup {
+            TlsSetup::Listen { identity, client_ca } => {
+                TlsContext::Server(Arc::new(zerohop_tls::server_config(identity, client_ca.as_deref())?))
+            }
+            TlsSetup::Connect { trust, identity, server_name } => {
+                let name = ServerName::try_from(server_name.clone())
+                    .map_err(|e| TlsError::Config(format!("server name {server_name:?}: {e}")))?;
+                TlsContext::Client(Arc::new(zerohop_tls::client_config(trust, identity.as_ref())?), name)
+            }
+        })
+    }
+
+    /// A session for one new connection.
+    pub fn session(&self) -> Result<TlsSession, rustls::Error> {
+        let mut conn: rustls::Connection = match self {
+            TlsContext::Server(c) => rustls::ServerConnection::new(c.clone())?.into(),
+            TlsContext::Client(c, name) => rustls::ClientConnection::new(c.clone(), name.clone())?.into(),
+        };
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(TlsSession(conn))
+    }
+}
+
+/// One connection's TLS.
+pub struct TlsSession(rustls::Connection);
+
+impl TlsSession {
+    /// Takes `raw` bytes read from the socket; `each` gets the plaintext they carry, a
+    /// piece at a time (through `plain`, a scratch buffer).
+    pub fn received(&mut self, raw: &[u8], plain: &mut [u8], mut each: impl FnMut(&[u8])) -> Result<(), rustls::Error> {
+        let mut raw = raw;
+        while !raw.is_empty() {
+            self.0.read_tls(&mut raw).map_err(|e| rustls::Error::General(e.to_string()))?;
+            let state = self.0.process_new_packets()?;
+            let mut left = state.plaintext_bytes_to_read();
+            while left > 0 {
+                let n = self.0.reader().read(plain).map_err(|e| rustls::Error::General(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                each(&plain[..n]);
+                left = left.saturating_sub(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers plaintext to send: how much of `parts` rustls took (it holds a bounded
+    /// amount until [`flush`](Self::flush) writes it out).
+    pub fn send(&mut self, parts: &[&[u8]]) -> usize {
+        let slices: [io::IoSlice<'_>; 3] =
+            std::array::from_fn(|i| io::IoSlice::new(parts.get(i).copied().unwrap_or(&[])));
+        self.0.writer().write_vectored(&slices[..parts.len().min(3)]).unwrap_or(0)
+    }
+
+    /// Writes the TLS records rustls holds to the socket: the bytes written, and whether
+    /// everything went (`false`: the kernel is full, wait until it is writable).
+    pub fn flush(&mut self, fd: RawFd) -> io::Result<(usize, bool)> {
+        let mut sent = 0;
+        while self.0.wants_write() {
+            match self.0.write_tls(&mut Socket(fd)) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((sent, false)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((sent, true))
+    }
+
+    /// Whether the handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.0.is_handshaking()
+    }
+}
+
+/// A connection's socket as rustls writes to it.
+struct Socket(RawFd);
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket::writev(self.0, &[buf])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        socket::sendmsg(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
