@@ -4,7 +4,11 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
-//   stream-sink <url> <count>               listening tcp:// or uds:// hub borrowing messages; msg/s
+//   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
+//                                           with the certificates in <pki>); msg/s
+//   stream-count <url> <count>              connecting tcp:// or uds:// hub counting messages (one
+//                                           of a broadcast's clients); msg/s
+//   zmq-sink <count>                        zeromq.js PULL bound on 127.0.0.1 counting messages; msg/s
 //   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
 //   dgram-sink <count>                      Node dgram receiver; msg/s
@@ -13,7 +17,8 @@
 //   quic-sink <pki> <count>                 quic:// listener counting messages; msg/s
 //   tls-sink <pki> <count>                  Node tls server counting length-prefixed frames; msg/s
 //   echoes <spec>...                        one echo per spec (tls:<pki>, quic:<pki>:<spinUs>,
-//                                           dgram, udp:<ioUring>:<spinUs>); prints their addresses
+//                                           dgram, udp:<ioUring>:<spinUs>, net:…, stream:…,
+//                                           tcptls:<pki>:<spinUs>, zmq); prints their addresses
 import { readFileSync } from 'node:fs'
 import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
@@ -25,9 +30,33 @@ const { Hub } = (process.env.ZEROHOP_PACKAGE
   ? await import(process.env.ZEROHOP_PACKAGE)
   : await import('zerohop')) as typeof import('zerohop')
 import { onFrames } from './frames.ts'
+import { Pull, Reply } from 'zeromq'
 
 const [role, a, b, c, d] = process.argv.slice(2)
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
+
+/** Receives `count` messages on `hub`, prints the msg/s, and exits. */
+async function countMessages(hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, count: number): Promise<never> {
+  let n = 0
+  let start = 0
+  let touched = 0
+  while (n < count) {
+    // In place, as a receiver that wants the most of it reads (shm's zh-sink does too).
+    const m = hub.borrow()
+    if (m === undefined) {
+      const first = await hub.recv()
+      if (n++ === 0) start = performance.now()
+      touched += first[0] ?? 0
+      continue
+    }
+    if (n++ === 0) start = performance.now()
+    touched += m.bytes[0] ?? 0
+    m.release()
+  }
+  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), touched })
+  await hub.close({ lingerMs: 0 })
+  process.exit(0)
+}
 
 if (role === 'zh-echo') {
   const rounds = Number(b)
@@ -104,26 +133,27 @@ if (role === 'zh-echo') {
 } else if (role === 'stream-sink') {
   // A listening tcp:// or uds:// hub counting `count` messages; msg/s.
   const count = Number(b)
-  const hub = await Hub.open(a as `tcp://${string}`, { listen: true, role: 'subscriber' })
+  const tls = c === undefined ? {} : { tls: { cert: join(c, 'server.pem'), key: join(c, 'server.key') } }
+  const hub = await Hub.open(a as `tcp://${string}`, { listen: true, role: 'subscriber', ...tls })
   say({ ready: true, address: a!.startsWith('tcp:') ? `tcp://${hub.localAddress}` : a })
+  await countMessages(hub, count)
+} else if (role === 'stream-count') {
+  const hub = await Hub.open(a as `tcp://${string}`, { role: 'subscriber' })
+  await new Promise<void>((r) => (hub.status === 'connected' ? r() : hub.onStatus((e) => e.status === 'connected' && r())))
+  say({ ready: true })
+  await countMessages(hub, Number(b))
+} else if (role === 'zmq-sink') {
+  const count = Number(a)
+  const pull = new Pull()
+  await pull.bind('tcp://127.0.0.1:*')
+  say({ ready: true, address: pull.lastEndpoint })
   let n = 0
   let start = 0
-  let touched = 0
-  while (n < count) {
-    // In place, as a receiver that wants the most of it reads (shm's zh-sink does too).
-    const m = hub.borrow()
-    if (m === undefined) {
-      const first = await hub.recv()
-      if (n++ === 0) start = performance.now()
-      touched += first[0] ?? 0
-      continue
-    }
+  for await (const [m] of pull) {
     if (n++ === 0) start = performance.now()
-    touched += m.bytes[0] ?? 0
-    m.release()
+    if (m!.byteLength === 0 || n === count) break
   }
-  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), touched })
-  await hub.close({ lingerMs: 0 })
+  say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000) })
   process.exit(0)
 } else if (role === 'udp-echo') {
   const spinUs = b === 'spin' ? 0 : Number(b)
@@ -266,6 +296,20 @@ if (role === 'zh-echo') {
         await new Promise<void>((r) => server.listen(x, r))
         addresses.push(x!)
       }
+    } else if (kind === 'zmq') {
+      const rep = new Reply()
+      await rep.bind('tcp://127.0.0.1:*')
+      addresses.push(rep.lastEndpoint!)
+      void (async () => {
+        for await (const [m] of rep) {
+          if (m!.byteLength === 1) process.exit(0)
+          await rep.send(m!)
+        }
+      })()
+    } else if (kind === 'tcptls') {
+      const hub = await Hub.open('tcp://127.0.0.1:0', { listen: true, tls: { cert: join(x!, 'server.pem'), key: join(x!, 'server.key') }, spinUs: Number(y) })
+      addresses.push(`tcp://${hub.localAddress}`)
+      void echoHub(hub, false)
     } else if (kind === 'stream') {
       // stream:<url>:<spinUs>, the URL itself holding colons: the last field is the spin.
       const url = spec.slice('stream:'.length, spec.lastIndexOf(':'))

@@ -40,7 +40,7 @@ export function spawnHelper(script: string, args: string[], cpu: number | undefi
 /** A fresh directory with a CA and a server certificate for localhost (PEM). */
 export function makePki(): string {
   const dir = mkdtempSync(join(tmpdir(), 'zerohop-bench-pki-'))
-  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-quic', '--example', 'test_pki', '--', dir], {
+  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-tls', '--example', 'test_pki', '--', dir], {
     cwd: root,
     stdio: ['ignore', 'ignore', 'inherit'],
   })

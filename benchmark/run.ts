@@ -12,7 +12,8 @@
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
 // bench; BENCH_ONLY=udp|shm|quic|stream runs one part; BENCH_QUIC=rtt,first,throughput picks
-// parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round. BENCH_BASELINE=<git revision> also measures that revision's
+// parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round,
+// BENCH_STREAM=rtt,throughput,broadcast,tls of the TCP and Unix socket round. BENCH_BASELINE=<git revision> also measures that revision's
 // build (made by scripts/baseline.mjs) side by side with this one: every zerohop row
 // runs for both, interleaved (which goes first alternates by round), tagged [before]
 // and [after], and a last table gives after against before, median against median.
@@ -25,6 +26,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Bench } from 'tinybench'
+import { Push, Request } from 'zeromq'
 import * as current from 'zerohop'
 import { onFrames } from './frames.ts'
 import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
@@ -806,6 +808,21 @@ async function netPinger(address: string): Promise<Pinger> {
   return framePinger(sock)
 }
 
+/** A zeromq.js REQ socket to `address` (`tcp://host:port`): 64 bytes, then the reply. */
+async function zmqPinger(address: string): Promise<Pinger> {
+  const req = new Request()
+  req.connect(address)
+  const msg = Buffer.alloc(64)
+  return {
+    ping: async () => {
+      await req.send(msg)
+      await req.receive()
+    },
+    end: () => void req.send(Buffer.alloc(1)),
+    close: () => req.close(),
+  }
+}
+
 /** `each`, for the subjects that have `scheme` (a baseline may predate it). */
 async function eachWith(scheme: string, run: number, fn: (tag: string) => Promise<void>): Promise<void> {
   await each(run, async (tag) => {
@@ -827,13 +844,20 @@ async function streamRtt(run: number): Promise<void> {
       const KIND = kind.toUpperCase()
       const url = () => (kind === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${unique('uds')}`)
       const net = kind === 'tcp' ? 'net:tcp' : `net:${join(tmpdir(), `${unique('net')}.sock`)}`
-      // Node net and the awaiting hubs take turns (see inTurns).
-      const [netSamples, parked, dflt] = await echoesInTurns([net, `stream:${url()}:0`, `stream:${url()}:50`], async (address, spec) =>
-        spec.startsWith('net:') ? netPinger(address) : hubPinger(await Hub.open(address as `tcp://${string}`, { spinUs: Number(spec.slice(spec.lastIndexOf(':') + 1)) })),
+      // Node net (and over TCP zeromq.js) and the awaiting hubs take turns (see inTurns).
+      const specs = [net, `stream:${url()}:0`, `stream:${url()}:50`, ...(kind === 'tcp' ? ['zmq'] : [])]
+      const [netSamples, parked, dflt, zmqSamples] = await echoesInTurns(specs, async (address, spec) =>
+        spec.startsWith('net:')
+          ? netPinger(address)
+          : spec === 'zmq'
+            ? zmqPinger(address)
+            : hubPinger(await Hub.open(address as `tcp://${string}`, { spinUs: Number(spec.slice(spec.lastIndexOf(':') + 1)) })),
       )
       const base = percentiles(netSamples!)
       rows.push({ bench: `${KIND} RTT 64 B  Node net over ${kind === 'tcp' ? 'TCP' : 'a Unix socket'} (baseline, in turns with the rows below)${tag}`, run, ...base })
-      const vs = (r: { p50: number }) => `${(r.p50 / base.p50).toFixed(2)}× net`
+      const zmq = zmqSamples && percentiles(zmqSamples)
+      if (zmq) rows.push({ bench: `${KIND} RTT 64 B  zeromq.js REQ/REP over TCP (in turns)${tag}`, run, ...zmq, vsBaseline: `${(zmq.p50 / base.p50).toFixed(2)}× net` })
+      const vs = (r: { p50: number }) => `${(r.p50 / base.p50).toFixed(2)}× net` + (zmq ? `, ${(r.p50 / zmq.p50).toFixed(2)}× zeromq` : '')
       const [spinSamples] = await echoesInTurns([`stream:${url()}:spin`], async (address) => {
         const hub = await Hub.open(address as `tcp://${string}`, { spinUs: 0 })
         const msg = new Uint8Array(64)
@@ -865,6 +889,23 @@ async function streamHub(url: string, size: number, count: number): Promise<numb
   return publishToSink(hub, p, size, count)
 }
 
+/** zeromq.js one way: PUSH to a PULL sink in another process, over TCP; the receiver's msg/s. */
+async function streamZmq(size: number, count: number): Promise<number> {
+  const p = peer(['zmq-sink', String(count)])
+  const { address } = (await p.next()) as { address: string }
+  const push = new Push()
+  push.connect(address)
+  const msg = Buffer.alloc(size)
+  for (let i = 0; i < count; i++) await push.send(msg)
+  const result = await p.next()
+  await exited(p.proc)
+  push.close()
+  return result.msgsPerSec as number
+}
+
+/** Node net's one-way 64 B rate over TCP in this round: what each broadcast client is held to. */
+let netTcp64 = 0
+
 async function streamThroughput(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: TCP and Unix socket throughput…`)
   for (const kind of ['tcp', 'uds'] as const) {
@@ -877,23 +918,98 @@ async function streamThroughput(run: number): Promise<void> {
       const label = size === 64 ? '64 B' : '4 KB'
       const net = await streamNet(size, count, kind === 'tcp')
       rows.push({ bench: `${KIND} one-way ${label}  Node net (baseline, receiver)`, run, rate: net, mbps: (net * size) / 1e6 })
+      if (kind === 'tcp' && size === 64) netTcp64 = net
+      const zmq = kind === 'tcp' ? await streamZmq(size, Math.min(count, 300_000)) : undefined
+      if (zmq) rows.push({ bench: `${KIND} one-way ${label}  zeromq.js PUSH/PULL (receiver)`, run, rate: zmq, mbps: (zmq * size) / 1e6, vsBaseline: `${(zmq / net).toFixed(2)}× net` })
       await eachWith('tcp', run, async (tag) => {
         const z = await streamHub(url(), size, count)
-        const target = size === 64 ? '≥ 3× net' : '≥ 1.5× net (MB/s)'
-        rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net`, target })
+        const target = size === 64 ? `≥ 3× net${zmq ? ', ≥ 3× zeromq' : ''}` : '≥ 1.5× net (MB/s)'
+        const vsZmq = zmq ? `, ${(z / zmq).toFixed(2)}× zeromq` : ''
+        rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net${vsZmq}`, target })
       })
     }
   }
 }
 
+/** Clients of the broadcast benchmark, each its own process. */
+const BROADCAST_CLIENTS = 8
+
+/** One tcp:// listener publishing 64 B messages to 8 client processes; each client's rate. */
+async function streamBroadcast(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: TCP broadcast to ${BROADCAST_CLIENTS} processes…`)
+  const count = 200_000
+  await eachWith('tcp', run, async (tag) => {
+    const hub = await Hub.open('tcp://127.0.0.1:0', { listen: true, role: 'publisher' })
+    const clients = Array.from({ length: BROADCAST_CLIENTS }, () => peer(['stream-count', `tcp://${hub.localAddress}`, String(count)]))
+    for (const c of clients) await c.next()
+    while (hub.metrics().tcp!.peers < BROADCAST_CLIENTS) await new Promise((r) => setTimeout(r, 5))
+    const msg = new Uint8Array(64)
+    for (let i = 0; i < count; i++) {
+      hub.publish(msg)
+      if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
+    }
+    const rates = (await Promise.all(clients.map(async (c) => (await c.next()).msgsPerSec as number))).sort((a, b) => a - b)
+    await Promise.all(clients.map((c) => exited(c.proc)))
+    await hub.close({ lingerMs: 0 })
+    const [slowest, fastest] = [rates[0]!, rates[rates.length - 1]!]
+    rows.push({
+      bench: `TCP broadcast 64 B to ${BROADCAST_CLIENTS} client processes  zerohop tcp://, slowest client (fastest ${fmtRate(fastest)})${tag}`,
+      run,
+      rate: slowest,
+      mbps: (slowest * 64) / 1e6,
+      vsBaseline: netTcp64 ? `${(slowest / netTcp64).toFixed(2)}× net to one` : '',
+      target: '≥ 1× Node net to one',
+    })
+  })
+}
+
+/** tcp:// with TLS against Node tls: round trips in turns, and one way. */
+async function streamTlsRound(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: TCP with TLS…`)
+  const tlsClient = { tls: { ca: join(pki(), 'ca.pem'), serverName: 'localhost' } }
+  await eachWith('tcp', run, async (tag) => {
+    const specs = [`tls:${pki()}`, `tcptls:${pki()}:0`, `tcptls:${pki()}:50`]
+    const [tlsSamples, parked, dflt] = await echoesInTurns(specs, async (address, spec) =>
+      spec.startsWith('tls:')
+        ? framePinger(await tlsOpen(address))
+        : hubPinger(await Hub.open(address as `tcp://${string}`, { ...tlsClient, spinUs: Number(spec.slice(spec.lastIndexOf(':') + 1)) })),
+    )
+    const base = percentiles(tlsSamples!)
+    rows.push({ bench: `TCP+TLS RTT 64 B  Node tls (baseline, in turns with the rows below)${tag}`, run, ...base })
+    const vs = (r: { p50: number }) => `${(r.p50 / base.p50).toFixed(2)}× tls`
+    const d = percentiles(dflt!)
+    rows.push({ bench: `TCP+TLS RTT 64 B  zerohop tcp:// with tls, await recv() (spinUs 50, default)${tag}`, run, ...d, vsBaseline: vs(d) })
+    const p = percentiles(parked!)
+    rows.push({ bench: `TCP+TLS RTT 64 B  zerohop tcp:// with tls, await recv() (spinUs 0)${tag}`, run, ...p, vsBaseline: vs(p) })
+  })
+  for (const [size, count] of [
+    [64, 500_000],
+    [4096, 100_000],
+  ] as const) {
+    const label = size === 64 ? '64 B' : '4 KB'
+    const tls = await streamTls(size, count)
+    rows.push({ bench: `TCP+TLS one-way ${label}  Node tls (baseline, receiver)`, run, rate: tls, mbps: (tls * size) / 1e6 })
+    await eachWith('tcp', run, async (tag) => {
+      const p = peer(['stream-sink', 'tcp://127.0.0.1:0', String(count), pki()])
+      const { address } = (await p.next()) as { address: string }
+      const hub = await Hub.open(address as `tcp://${string}`, { ...tlsClient, role: 'publisher', sendQueueBytes: 16 << 20 })
+      const z = await publishToSink(hub, p, size, count)
+      rows.push({ bench: `TCP+TLS one-way ${label}  zerohop tcp:// with tls publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / tls).toFixed(2)}× tls` })
+    })
+  }
+}
+
+const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
 const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic' or 'stream' to run one part
 if (only === undefined || only === 'udp' || only === 'stream') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
   if (only === undefined || only === 'stream') {
-    await streamRtt(run)
-    await streamThroughput(run)
+    if (streamParts.has('rtt')) await streamRtt(run)
+    if (streamParts.has('throughput')) await streamThroughput(run)
+    if (streamParts.has('broadcast')) await streamBroadcast(run)
+    if (streamParts.has('tls')) await streamTlsRound(run)
   }
   if (only === 'udp' || only === 'quic' || only === 'stream') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
