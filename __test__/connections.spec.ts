@@ -119,6 +119,22 @@ for (const tr of transports) {
     t.is(await s.exited, 0, s.stderr())
   })
 
+  test.serial(name('a burst published in a synchronous loop arrives while the publisher polls without yielding'), async (t) => {
+    // Bursts may wait for the end of the turn (tcp://, uds://); a caller that polls
+    // instead never ends its turn, and what it published must still go.
+    const n = 50
+    const { s, url } = await server({ count: n, echo: true })
+    await using hub = await Hub.open(url as `tcp://${string}`, tr.client)
+    if (hub.status !== 'connected') await statusWhere(hub, (e) => e.status === 'connected')
+    for (let i = 0; i < n; i++) hub.publish(makePayload(1, i, 100))
+    let got = 0
+    const until = Date.now() + 10_000
+    while (got < n && Date.now() < until) if (hub.tryRecv() !== undefined) got++
+    t.is(got, n, 'every echo came back without a turn of the event loop')
+    s.send('0')
+    t.is(await s.exited, 0, s.stderr())
+  })
+
   test.serial(name('1 B to 16 MB, through an echo server in another process'), async (t) => {
     const sizes = [1, 7, 8, 1000, 16_336, 16_337, 70_000, 1 << 20, 16 << 20]
     const { s, url, address } = await server({ count: sizes.length, echo: true })

@@ -33,24 +33,40 @@ impl Overflow {
 const BURST_GAP: Duration = Duration::from_micros(5);
 /// How long a message waits in a burst for more, at most.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
-/// A burst goes out once this much is written.
-const FLUSH_BYTES: usize = 16 << 10;
 
 /// When what was published goes out: at once after a pause, or, in a burst (publishes
 /// microseconds apart), together with what follows, after [`FLUSH_DELAY`] or
-/// [`FLUSH_BYTES`] at the most. A publish is part of a burst when the application called
+/// `flush_bytes` at the most (a byte stream writes best in large pieces; QUIC packs
+/// packets as it goes, and wants them sooner). A publish is part of a burst when the application called
 /// it right after the previous one returned: measured from the return, so that the
 /// time the sending itself takes does not hide a loop of publishes.
 #[derive(Clone, Copy, Debug)]
 pub struct Burst {
+    flush_bytes: usize,
+    /// Whether a burst waits for a deadline ([`due`](Self::due)), or for its caller's
+    /// flush ([`flush_by_caller`](Self::flush_by_caller)).
+    timed: bool,
     last_publish: Instant,
     unflushed: usize,
     flush_at: Option<Instant>,
 }
 
 impl Burst {
-    pub fn new(now: Instant) -> Burst {
-        Burst { last_publish: now, unflushed: 0, flush_at: None }
+    /// A burst that goes out once `flush_bytes` wait.
+    pub fn new(now: Instant, flush_bytes: usize) -> Burst {
+        Burst { flush_bytes, timed: true, last_publish: now, unflushed: 0, flush_at: None }
+    }
+
+    /// The caller flushes at the end of each turn it published in (an event loop):
+    /// bursts then wait for that, and have no deadline for an I/O thread to wake for.
+    pub fn flush_by_caller(&mut self) {
+        self.timed = false;
+        self.flush_at = None;
+    }
+
+    /// Whether something published waits to go out.
+    pub fn pending(&self) -> bool {
+        self.unflushed > 0
     }
 
     /// A publish of `len` bytes that started at `start`: whether to send now (else it
@@ -58,10 +74,13 @@ impl Burst {
     pub fn published(&mut self, len: usize, start: Instant) -> bool {
         let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
         self.unflushed += len;
-        if !burst || self.unflushed >= FLUSH_BYTES {
+        // Overdue: the publisher goes on, so it sends what waited itself.
+        if !burst || self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
             return true;
         }
-        self.flush_at.get_or_insert(start + FLUSH_DELAY);
+        if self.timed {
+            self.flush_at.get_or_insert(start + FLUSH_DELAY);
+        }
         false
     }
 
@@ -89,13 +108,36 @@ mod tests {
     #[test]
     fn a_publish_after_a_pause_goes_at_once_and_a_burst_waits_a_little() {
         let t0 = Instant::now();
-        let mut b = Burst::new(t0 - Duration::from_secs(1));
+        let mut b = Burst::new(t0 - Duration::from_secs(1), 16 << 10);
         assert!(b.published(64, t0), "after a pause: now");
         b.flushed();
         b.returned();
         let next = Instant::now();
         assert!(!b.published(64, next), "right after: waits");
         assert_eq!(b.due(), Some(next + FLUSH_DELAY));
-        assert!(b.published(FLUSH_BYTES, next), "until enough is written");
+        assert!(b.published(16 << 10, next), "until enough is written");
+    }
+
+    #[test]
+    fn a_publisher_that_goes_on_sends_an_overdue_burst_itself() {
+        let mut b = Burst::new(Instant::now(), usize::MAX);
+        b.returned();
+        assert!(!b.published(64, Instant::now()), "a burst waits");
+        std::thread::sleep(FLUSH_DELAY);
+        b.returned();
+        assert!(b.published(64, Instant::now()), "overdue: the next publish of the burst sends it");
+    }
+
+    #[test]
+    fn a_burst_flushed_by_its_caller_has_no_deadline() {
+        let mut b = Burst::new(Instant::now(), 1024);
+        b.flush_by_caller();
+        b.returned();
+        assert!(!b.published(64, Instant::now()));
+        assert_eq!(b.due(), None);
+        assert!(b.pending());
+        assert!(b.published(1024, Instant::now()), "its size still sends it");
+        b.flushed();
+        assert!(!b.pending());
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use zerohop_shm::{Segment, Subscriber};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{
-    Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace, Requests, Result,
-    Settings, StatusListener, Transport, TransportKind, Value,
+    Batching, Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace,
+    Requests, Result, Settings, StatusListener, Transport, TransportKind, Value,
 };
 
 use crate::driver::{Drive, Driver};
@@ -56,6 +56,9 @@ pub trait Protocol: Send + Sync + 'static {
     /// Closes sockets and stops threads. Idempotent.
     fn close(&self);
     fn peers(&self) -> Option<&dyn Peers> {
+        None
+    }
+    fn batching(&self) -> Option<&dyn Batching> {
         None
     }
     fn requests(&self) -> Option<&dyn Requests> {
@@ -314,6 +317,10 @@ impl<P: Protocol> Transport for NetTransport<P> {
 
     fn peers(&self) -> Option<&dyn Peers> {
         self.link.protocol.peers()
+    }
+
+    fn batching(&self) -> Option<&dyn Batching> {
+        self.link.protocol.batching()
     }
 
     fn connection(&self) -> Option<&dyn Connection> {

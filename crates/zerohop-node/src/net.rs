@@ -188,10 +188,17 @@ impl NetHandle {
         Ok(self.hub()?.local_addr().map(|a| a.to_string()))
     }
 
-    /// Whether a batch waits for the end of the caller's turn (then call `flush`).
+    /// The event loop flushes at the end of every turn it published in, if the
+    /// transport batches: whether it does (then call `flush` so), and from now on its
+    /// batches wait for those flushes rather than for a timer.
     #[napi]
-    pub fn flushes_at_end_of_turn(&self) -> Result<bool> {
-        Ok(self.hub()?.peers().is_ok_and(|p| p.flushes_at_end_of_turn()))
+    pub fn flush_at_end_of_turn(&self) -> Result<bool> {
+        let Ok(b) = self.hub()?.batching() else { return Ok(false) };
+        if !b.flushes_at_end_of_turn() {
+            return Ok(false);
+        }
+        b.set_caller_flushes();
+        Ok(true)
     }
 
     /// Which capabilities the transport has (the methods of the others throw
@@ -223,7 +230,7 @@ impl NetHandle {
     /// Sends what is batched now.
     #[napi]
     pub fn flush(&self) -> Result<()> {
-        self.hub()?.peers().and_then(|p| p.flush()).map_err(js_error)
+        self.hub()?.batching().and_then(|b| b.flush()).map_err(js_error)
     }
 
     /// Replaces where published messages go.

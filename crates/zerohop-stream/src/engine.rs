@@ -33,6 +33,10 @@ const READS_PER_TURN: usize = 16;
 /// many messages), and how much may be read before one goes at once.
 const ACK_TICK: Duration = Duration::from_millis(2);
 const ACK_BYTES: usize = 256 << 10;
+/// A burst of publishes goes out once this much waits: large writes are what a byte
+/// stream is fastest with (4 KB messages: 1.0 GB/s with 16 KiB, 1.6 with 64 KiB, 1.9
+/// with 256 KiB on loopback, 2026-12-04), and a burst waits at most microseconds anyway.
+const BURST_BYTES: usize = 256 << 10;
 /// How often held messages try the receive ring again.
 const ROOM_POLL: Duration = Duration::from_millis(1);
 /// How long an accepted connection may take to say hello, at most (with heartbeats, a
@@ -288,7 +292,7 @@ impl Engine {
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
-            burst: Burst::new(now),
+            burst: Burst::new(now, BURST_BYTES),
             ack_at: None,
             tick_at: None,
             held_at: None,
@@ -1028,6 +1032,18 @@ impl Engine {
         self.write_dirty(now);
     }
 
+    /// The caller flushes at the end of each turn it published in (see [`Burst`]).
+    pub fn flush_by_caller(&mut self) {
+        self.burst.flush_by_caller();
+    }
+
+    /// Writes what a burst holds, if anything.
+    pub fn flush_pending(&mut self, now: Instant) {
+        if self.burst.pending() {
+            self.flush(now);
+        }
+    }
+
     /// Counts one message dropped for a peer without room.
     pub fn count_dropped(&mut self) {
         self.counters.dropped += 1;
@@ -1335,6 +1351,8 @@ impl Drive for Engine {
                 .get(*t as usize)
                 .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting && c.s.held.is_empty()))
         });
+        // A caller that polls is not at the end of its turn: what it published goes now.
+        self.flush_pending(now);
         if let Some(t) = hot {
             let only = self.listener.is_none();
             if self.read(t, now) > 0 {

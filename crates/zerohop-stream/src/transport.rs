@@ -13,8 +13,8 @@ use zerohop_net::session_id;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::{
-    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
-    Transport, TransportKind, TransportOptions, Value,
+    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
+    Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::engine::{Config, Engine};
@@ -182,6 +182,10 @@ impl Protocol for StreamProtocol {
                     g.as_mut().expect("not closing").disconnect_slow(peer);
                 }
                 Overflow::Block(timeout) => {
+                    // What waits in a burst goes first: the server can only read what it got.
+                    if let Some(e) = g.as_mut() {
+                        e.flush_pending(now);
+                    }
                     let deadline = now + timeout;
                     while !has_room(&g) && !closing(&g) {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -234,6 +238,7 @@ impl Protocol for StreamProtocol {
     }
 
     fn drain(&self, linger: Duration) -> bool {
+        let _ = self.driver.with(|e| e.flush_pending(Instant::now()));
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }
 
@@ -247,6 +252,24 @@ impl Protocol for StreamProtocol {
 
     fn requests(&self) -> Option<&dyn Requests> {
         Some(self)
+    }
+
+    fn batching(&self) -> Option<&dyn Batching> {
+        Some(self)
+    }
+}
+
+impl Batching for StreamProtocol {
+    fn flush(&self) -> Result<()> {
+        self.driver.with(|e| e.flush_pending(Instant::now()))
+    }
+
+    fn flushes_at_end_of_turn(&self) -> bool {
+        true
+    }
+
+    fn set_caller_flushes(&self) {
+        let _ = self.driver.with(Engine::flush_by_caller);
     }
 }
 

@@ -24,6 +24,6 @@ pub use metrics::Metrics;
 pub use options::{Backpressure, FromOptions, HubOptions, Options, Role, Settings, TransportOptions, Value};
 pub use status::{Status, StatusEvent};
 pub use transport::{
-    Connection, Credentials, Delivery, Doorbell, Kind, Link, Loans, MessageInfo, Peers, ReadInPlace, Requests,
-    StatusListener, Transport,
+    Batching, Connection, Credentials, Delivery, Doorbell, Kind, Link, Loans, MessageInfo, Peers, ReadInPlace,
+    Requests, StatusListener, Transport,
 };

@@ -131,9 +131,13 @@ pub trait Transport: Send {
     /// dropping the transport does it too.
     fn close(&mut self);
 
-    /// Changes where messages go and sends what is batched, where a transport batches
-    /// and sends to peers it is told.
+    /// Changes where messages go, where a transport sends to peers it is told.
     fn peers(&self) -> Option<&dyn Peers> {
+        None
+    }
+
+    /// Sends what waits in a batch, where a transport batches publishes.
+    fn batching(&self) -> Option<&dyn Batching> {
         None
     }
 
@@ -169,15 +173,24 @@ pub trait Transport: Send {
     fn detach_reader(&mut self) {}
 }
 
-/// Peers and flushing (batching transports).
+/// Peers a transport sends to because it is told (datagrams).
 pub trait Peers: Send + Sync {
     /// Replaces where published messages go (`host:port` each).
     fn set_peers(&self, peers: &[String]) -> Result<()>;
+}
+
+/// Publishes that wait to go out together.
+pub trait Batching: Send + Sync {
     /// Sends everything batched now.
     fn flush(&self) -> Result<()>;
-    /// Whether a batch waits for the end of the caller's turn (then it calls `flush`),
-    /// rather than going out by itself.
+    /// Whether a caller with turns (an event loop) should call [`flush`](Self::flush)
+    /// at the end of each turn it published in; without that a batch goes out by
+    /// itself, after a short wait.
     fn flushes_at_end_of_turn(&self) -> bool;
+    /// The caller promises that flush at the end of each turn: batches then wait for it
+    /// (or for their size), not for a timer, which spares the transport's I/O thread a
+    /// wake-up per batch. Transports without such a timer ignore it.
+    fn set_caller_flushes(&self) {}
 }
 
 /// Connection status.

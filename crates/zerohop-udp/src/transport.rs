@@ -10,7 +10,7 @@
 //!
 //! Publishing runs on the caller's thread: the message is packed into the current
 //! datagram, and full datagrams go out at once. A partly filled datagram goes out on
-//! [`Peers::flush`], or when it has waited `flush_interval` (the I/O thread's deadline);
+//! [`Batching::flush`], or when it has waited `flush_interval` (the I/O thread's deadline);
 //! a zero interval sends every message at once. Receiving lands in the core's
 //! [`ReceiveRing`], flow controlled: while the reader is half a ring behind the socket
 //! is not read, and a burst waits in the kernel's buffer.
@@ -34,8 +34,8 @@ use zerohop_net::envelope;
 use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_transport::{
-    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Peers, Result, Target,
-    Transport, TransportKind, TransportOptions, Value,
+    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Peers, Result,
+    Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::group::{ReceiverGroup, pin_to};
@@ -359,6 +359,10 @@ impl Protocol for UdpProtocol {
     fn peers(&self) -> Option<&dyn Peers> {
         Some(self)
     }
+
+    fn batching(&self) -> Option<&dyn Batching> {
+        Some(self)
+    }
 }
 
 impl Peers for UdpProtocol {
@@ -366,7 +370,9 @@ impl Peers for UdpProtocol {
         let parsed = peers.iter().map(|p| parse_peer(p, Some(&self.local))).collect::<Result<Vec<_>>>()?;
         self.driver.with(|e| e.pipeline.set_peers(parsed))?.map_err(|e| io_error("set peers", e))
     }
+}
 
+impl Batching for UdpProtocol {
     fn flush(&self) -> Result<()> {
         self.driver.with(|e| e.pipeline.flush())?.map_err(|e| io_error("flush", e))
     }

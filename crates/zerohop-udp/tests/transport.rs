@@ -72,7 +72,7 @@ fn a_slow_reader_of_a_small_ring_loses_nothing_the_socket_buffer_can_hold() {
     for i in 0..3000u32 {
         tx.publish_on(0, &i.to_le_bytes()).unwrap();
     }
-    tx.peers().unwrap().flush().unwrap();
+    tx.batching().unwrap().flush().unwrap();
     std::thread::sleep(Duration::from_millis(50)); // everything has arrived; the ring is full
     for i in 0..3000u32 {
         assert_eq!(recv(&mut rx), i.to_le_bytes());
@@ -90,7 +90,7 @@ fn two_receive_sockets_share_the_port() {
         .collect();
     for (i, s) in senders.iter_mut().enumerate() {
         s.publish_on(0, &[i as u8]).unwrap();
-        s.peers().unwrap().flush().unwrap();
+        s.batching().unwrap().flush().unwrap();
     }
     let mut got: Vec<u8> = (0..6).map(|_| recv(&mut rx)[0]).collect();
     got.sort_unstable();

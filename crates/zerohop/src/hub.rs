@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use zerohop_transport::status::Status;
 use zerohop_transport::{
-    Connection, Delivery, Endpoint, Error, ErrorCode, HubOptions, Link, Loans, MessageInfo, Metrics, Options, Peers,
-    ReadInPlace, Requests, Result, Settings, Transport,
+    Batching, Connection, Delivery, Endpoint, Error, ErrorCode, HubOptions, Link, Loans, MessageInfo, Metrics, Options,
+    Peers, ReadInPlace, Requests, Result, Settings, Transport,
 };
 
 use crate::transports;
@@ -120,9 +120,14 @@ impl Hub {
         self.transport.connection().map_or(Status::Connected, Connection::status)
     }
 
-    /// Peers and flushing (`ERR_UNSUPPORTED_TRANSPORT` where the transport has none).
+    /// Peers to set (`ERR_UNSUPPORTED_TRANSPORT` where the transport has none).
     pub fn peers(&self) -> Result<&dyn Peers> {
-        self.transport.peers().ok_or_else(|| Error::unsupported(self.scheme(), "peers to set or batches to flush"))
+        self.transport.peers().ok_or_else(|| Error::unsupported(self.scheme(), "peers to set"))
+    }
+
+    /// Batches to flush (`ERR_UNSUPPORTED_TRANSPORT` where the transport has none).
+    pub fn batching(&self) -> Result<&dyn Batching> {
+        self.transport.batching().ok_or_else(|| Error::unsupported(self.scheme(), "batches to flush"))
     }
 
     /// Connection status and its events.

@@ -28,8 +28,12 @@ export declare class NetHandle {
   maxMessageSize(): number
   /** The bound address as `host:port` (`[v6]:port`). */
   localAddress(): string | null
-  /** Whether a batch waits for the end of the caller's turn (then call `flush`). */
-  flushesAtEndOfTurn(): boolean
+  /**
+   * The event loop flushes at the end of every turn it published in, if the
+   * transport batches: whether it does (then call `flush` so), and from now on its
+   * batches wait for those flushes rather than for a timer.
+   */
+  flushAtEndOfTurn(): boolean
   /**
    * Which capabilities the transport has (the methods of the others throw
    * `ERR_UNSUPPORTED_TRANSPORT`).

@@ -38,6 +38,8 @@ use io::{Datagram, Net, Socket, ecn};
 /// to read them (to acknowledge), are looked at again.
 const ROOM_POLL: Duration = Duration::from_millis(1);
 const ACK_TICK: Duration = Duration::from_millis(2);
+/// A burst of publishes goes out once this much waits (quinn packs it into packets).
+const BURST_BYTES: usize = 16 << 10;
 /// The most a peer may take to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -222,7 +224,7 @@ impl Engine {
             counters: QuicMetrics::default(),
             closing: false,
             room_freed: false,
-            burst: Burst::new(now),
+            burst: Burst::new(now, BURST_BYTES),
             received: Vec::new(),
             holding: false,
             held: Vec::new(),

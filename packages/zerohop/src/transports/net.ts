@@ -71,7 +71,7 @@ class NetPort<T> implements Port<T> {
     this.struct = codec instanceof StructCodec ? codec : undefined
     const caps = native(() => handle.capabilities())
     this.connections = caps.connections
-    this.flushAtEndOfTurn = caps.peers && native(() => handle.flushesAtEndOfTurn())
+    this.flushAtEndOfTurn = native(() => handle.flushAtEndOfTurn())
     this.peers = caps.peers ? { setPeers: (peers) => native(() => handle.setPeers(peers)) } : undefined
     this.requests = caps.requests
       ? {
@@ -140,7 +140,7 @@ class NetPort<T> implements Port<T> {
 
   flush(): void {
     this.flushQueued = false
-    if (this.peers) native(() => this.handle.flush())
+    if (this.flushAtEndOfTurn) native(() => this.handle.flush())
   }
 
   /** A partly filled batch goes out at the end of this turn. */
