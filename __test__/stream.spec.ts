@@ -64,6 +64,27 @@ test.serial('uds: allowUids admits our own user and refuses the option on tcp://
   await t.throwsAsync(Hub.open('tcp://127.0.0.1:0', { listen: true, allowUids: [0] }), { code: 'ERR_BAD_OPTION' })
 })
 
+test.serial("uds: metrics name each connected peer and say who it is (another process's pid, uid, gid)", async (t) => {
+  const url = `uds://@${uniqueName('creds')}` as const
+  await using server = await Hub.open(url, { listen: true })
+  // A client in another process that waits for one message from us.
+  const c = track(child('hub-peer.mjs', [JSON.stringify({ mode: 'client', url, count: 1, sizes: [8], tag: 1, expect: 1 })]))
+  const first = await server.recvMessage({ timeoutMs: 10_000 })
+  const peers = server.metrics().uds!.connectedPeers
+  t.deepEqual(peers, [{ peer: first.from!, pid: c.proc.pid!, uid: process.getuid!(), gid: process.getgid!() }])
+  t.deepEqual(first.peer, { pid: c.proc.pid!, uid: process.getuid!(), gid: process.getgid!() })
+  server.publish(new Uint8Array(8))
+  t.is(await c.exited, 0, c.stderr())
+  // And the client's side names its server the same way: this process.
+  await using client = await Hub.open(url)
+  await statusWhere(client, (e) => e.status === 'connected')
+  t.like(client.metrics().uds!.connectedPeers[0], { pid: process.pid, uid: process.getuid!() })
+  await using tcp = await Hub.open('tcp://127.0.0.1:0', { listen: true })
+  await using tcpClient = await Hub.open(`tcp://${tcp.localAddress}`)
+  await statusWhere(tcpClient, (e) => e.status === 'connected')
+  t.deepEqual(tcpClient.metrics().tcp!.connectedPeers, [{ peer: tcp.localAddress! }], 'over TCP, the address alone')
+})
+
 test.serial('tcp: two hosts, network namespaces joined by a veth pair, 10.202.0.1 ↔ 10.202.0.2', async (t) => {
   const hosts = twoHosts(t, '10.202.0')
   if (hosts === undefined) return

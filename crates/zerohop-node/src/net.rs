@@ -339,7 +339,7 @@ impl NetHandle {
 
     /// Counters: what every hub counts, and the transport's own under `details`.
     #[napi(
-        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, number | boolean | string> }"
+        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown> }"
     )]
     pub fn metrics<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let m = self.hub()?.metrics();
@@ -352,13 +352,8 @@ impl NetHandle {
         out.set("received", n(m.received))?;
         out.set("receivedBytes", n(m.received_bytes))?;
         let mut details = Object::new(env)?;
-        for (name, value) in m.details {
-            match value {
-                Value::Number(v) => details.set(name, v)?,
-                Value::Bool(v) => details.set(name, v)?,
-                Value::Text(v) => details.set(name, v)?,
-                Value::List(_) | Value::Map(_) => {}
-            }
+        for (name, value) in &m.details {
+            details.set(name, js_value(env, value)?)?;
         }
         out.set("details", details)?;
         Ok(out)
@@ -383,6 +378,30 @@ impl NetHandle {
                 c.set_status_listener(None);
             }
             hub.close();
+        }
+    }
+}
+
+/// A value of a transport's metrics as JavaScript sees it: lists become arrays, groups
+/// objects.
+fn js_value<'env>(env: &'env Env, value: &Value) -> Result<Unknown<'env>> {
+    match value {
+        Value::Number(v) => v.into_unknown(env),
+        Value::Bool(v) => v.into_unknown(env),
+        Value::Text(v) => v.as_str().into_unknown(env),
+        Value::List(items) => {
+            let mut array = env.create_array(items.len() as u32)?;
+            for (i, item) in items.iter().enumerate() {
+                array.set(i as u32, js_value(env, item)?)?;
+            }
+            array.into_unknown(env)
+        }
+        Value::Map(group) => {
+            let mut object = Object::new(env)?;
+            for (k, v) in group.entries() {
+                object.set(k, js_value(env, v)?)?;
+            }
+            object.into_unknown(env)
         }
     }
 }

@@ -1309,6 +1309,16 @@ impl Engine {
         (self.counters, peers, unacked, self.requests.len() as u64, self.answers.len() as u64)
     }
 
+    /// The peers connected now: how they are named (as in `from` and status events),
+    /// and for Unix sockets who they are.
+    pub fn connected_peers(&self) -> Vec<(String, Option<Credentials>)> {
+        self.peers
+            .iter()
+            .filter(|p| p.conn.is_some())
+            .map(|p| (p.from.name(p.id).unwrap_or_default(), p.from.credentials))
+            .collect()
+    }
+
     pub fn take_room_freed(&mut self) -> bool {
         std::mem::take(&mut self.room_freed)
     }

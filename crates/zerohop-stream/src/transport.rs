@@ -217,7 +217,23 @@ impl Protocol for StreamProtocol {
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
-        let Ok((c, peers, unacked, requests, answers)) = self.driver.with(|e| e.snapshot()) else { return Vec::new() };
+        let Ok(((c, peers, unacked, requests, answers), connected)) =
+            self.driver.with(|e| (e.snapshot(), e.connected_peers()))
+        else {
+            return Vec::new();
+        };
+        // Each connected peer: its name, and for Unix sockets its process and user.
+        let connected = connected
+            .into_iter()
+            .map(|(name, credentials)| {
+                let mut entries = vec![("peer".to_owned(), Value::Text(name))];
+                if let Some(c) = credentials {
+                    let n = |v: u32| Value::Number(f64::from(v));
+                    entries.extend([("pid".into(), n(c.pid)), ("uid".into(), n(c.uid)), ("gid".into(), n(c.gid))]);
+                }
+                Value::Map(Options::new(entries))
+            })
+            .collect();
         let n = |v: u64| Value::Number(v as f64);
         vec![
             ("peers", n(peers)),
@@ -234,6 +250,7 @@ impl Protocol for StreamProtocol {
             ("answersPending", n(answers)),
             ("bytesSent", n(c.bytes_sent)),
             ("bytesReceived", n(c.bytes_received)),
+            ("connectedPeers", Value::List(connected)),
         ]
     }
 

@@ -85,6 +85,11 @@ impl Options {
         self.entries.iter().map(|(k, _)| k.as_str())
     }
 
+    /// The options not taken yet, in order, with their values.
+    pub fn entries(&self) -> &[(String, Value)] {
+        &self.entries
+    }
+
     /// Adds the options of `other` (a URL's query after a program's options: a name
     /// given both ways is an error).
     pub fn merge(&mut self, other: Options) -> Result<()> {

@@ -47,7 +47,7 @@ export type {
 export type { ShmOptions } from './transports/shm.js'
 export type { UdpOptions } from './transports/udp.js'
 export type { QuicOptions } from './transports/quic.js'
-export type { StreamOptions, TcpOptions } from './transports/stream.js'
+export type { ConnectedPeer, StreamOptions, TcpOptions } from './transports/stream.js'
 export { Rpc, RpcServer, RpcClient } from './rpc.js'
 export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'

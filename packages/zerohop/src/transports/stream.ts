@@ -69,4 +69,17 @@ export interface StreamMetrics {
   answersPending: number
   bytesSent: number
   bytesReceived: number
+  /**
+   * The peers connected now: `peer` as `recvMessage().from` and status events name it,
+   * and over a Unix socket who it is (the kernel says: `pid`, `uid`, `gid`).
+   */
+  connectedPeers: ConnectedPeer[]
+}
+
+/** A peer connected to a stream hub (`metrics().tcp.connectedPeers`, `metrics().uds.connectedPeers`). */
+export interface ConnectedPeer {
+  peer: string
+  pid?: number
+  uid?: number
+  gid?: number
 }
