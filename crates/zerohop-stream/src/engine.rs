@@ -165,13 +165,38 @@ impl Peer {
         }
     }
 
-    fn has_room(&self, channel: u16, len: usize) -> bool {
-        self.queues.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|q| q.has_room(len))
+    /// Whether a `len`-byte message fits in its queue for `channel`: under the byte
+    /// bound and the message bound (`max_messages`). What the kernel holds for the peer
+    /// counts: it is unacknowledged too.
+    fn has_room(&self, channel: u16, len: usize, max_messages: usize) -> bool {
+        self.queues
+            .get(usize::from(channel))
+            .and_then(Option::as_ref)
+            .is_none_or(|q| q.has_room(len) && (q.is_empty() || q.len() < max_messages))
+    }
+
+    fn queued_messages(&self) -> u64 {
+        self.queues.iter().flatten().map(|q| q.len() as u64).sum()
     }
 
     fn unacked_bytes(&self) -> u64 {
         self.queues.iter().flatten().map(|q| q.queued_bytes() as u64).sum()
     }
+}
+
+/// A peer connected now, as metrics show it.
+#[derive(Clone, Debug)]
+pub struct ConnectedPeer {
+    /// As `from` and status events name it.
+    pub name: String,
+    /// Who it is (Unix sockets).
+    pub credentials: Option<Credentials>,
+    /// What we keep for it until its application has read it (the kernel's part too).
+    pub queued_bytes: u64,
+    pub queued_messages: u64,
+    /// Of that, what the kernel holds in the socket, not yet taken by the peer
+    /// (`SIOCOUTQ`).
+    pub kernel_unsent: u64,
 }
 
 /// Counters (the rest of the metrics are read off the state).
@@ -993,16 +1018,19 @@ impl Engine {
 
     /// Whether every peer has room for a `len`-byte message on `channel`.
     pub fn all_have_room(&self, channel: u16, len: usize) -> bool {
-        self.peers.iter().all(|p| p.has_room(channel, len))
+        let max = self.config.options.send_queue_messages;
+        self.peers.iter().all(|p| p.has_room(channel, len, max))
     }
 
     /// Peers without room for a `len`-byte message on `channel`.
     pub fn full_peers(&self, channel: u16, len: usize) -> Vec<u32> {
-        self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect()
+        let max = self.config.options.send_queue_messages;
+        self.peers.iter().filter(|p| !p.has_room(channel, len, max)).map(|p| p.id).collect()
     }
 
     pub fn has_room(&self, peer: u32, channel: u16, len: usize) -> bool {
-        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len))
+        let max = self.config.options.send_queue_messages;
+        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len, max))
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
@@ -1309,13 +1337,20 @@ impl Engine {
         (self.counters, peers, unacked, self.requests.len() as u64, self.answers.len() as u64)
     }
 
-    /// The peers connected now: how they are named (as in `from` and status events),
-    /// and for Unix sockets who they are.
-    pub fn connected_peers(&self) -> Vec<(String, Option<Credentials>)> {
+    /// The peers connected now.
+    pub fn connected_peers(&self) -> Vec<ConnectedPeer> {
         self.peers
             .iter()
-            .filter(|p| p.conn.is_some())
-            .map(|p| (p.from.name(p.id).unwrap_or_default(), p.from.credentials))
+            .filter_map(|p| {
+                let c = self.conns.get(p.conn? as usize)?.as_ref()?;
+                Some(ConnectedPeer {
+                    name: p.from.name(p.id).unwrap_or_default(),
+                    credentials: p.from.credentials,
+                    queued_bytes: p.unacked_bytes(),
+                    queued_messages: p.queued_messages(),
+                    kernel_unsent: socket::unsent_bytes(c.s.fd.as_raw_fd()).unwrap_or(0) as u64,
+                })
+            })
             .collect()
     }
 

@@ -290,6 +290,18 @@ impl Epoll {
     }
 }
 
+/// Bytes the kernel holds in a socket's send queue that the peer has not taken yet
+/// (`SIOCOUTQ`: for TCP, written and not yet acknowledged by the peer's stack; for a
+/// Unix socket, not yet read).
+pub fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, valid for the call.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
 /// A Unix socket peer's credentials (`SO_PEERCRED`: the process that connected, or
 /// that listens); `None` for other sockets.
 pub fn peer_credentials(fd: RawFd) -> Option<zerohop_transport::Credentials> {

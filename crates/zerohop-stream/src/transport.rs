@@ -32,6 +32,8 @@ pub struct StreamOptions {
     pub channels: u16,
     /// Bytes kept per peer and channel until the peer's application has read them.
     pub send_queue_bytes: usize,
+    /// Messages kept per peer and channel, at most (default: bounded by bytes only).
+    pub send_queue_messages: usize,
     /// Largest message (default 16 MiB).
     pub max_message: usize,
     /// How long a listener keeps a disconnected peer's unacknowledged messages.
@@ -59,6 +61,7 @@ impl Default for StreamOptions {
             listen: false,
             channels: 16,
             send_queue_bytes: 64 << 20,
+            send_queue_messages: usize::MAX,
             max_message: 16 << 20,
             peer_linger: Duration::from_secs(30),
             reconnect: Backoff::default(),
@@ -89,6 +92,7 @@ impl FromOptions for StreamOptions {
             listen: o.take_bool("listen")?.unwrap_or(false),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
+            send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
@@ -222,12 +226,20 @@ impl Protocol for StreamProtocol {
         else {
             return Vec::new();
         };
-        // Each connected peer: its name, and for Unix sockets its process and user.
+        // Each connected peer: its name, what waits for it, and for Unix sockets its
+        // process and user.
+        let kernel_unsent = connected.iter().map(|p| p.kernel_unsent).sum();
         let connected = connected
             .into_iter()
-            .map(|(name, credentials)| {
-                let mut entries = vec![("peer".to_owned(), Value::Text(name))];
-                if let Some(c) = credentials {
+            .map(|p| {
+                let n = |v: u64| Value::Number(v as f64);
+                let mut entries = vec![
+                    ("peer".to_owned(), Value::Text(p.name)),
+                    ("queuedBytes".into(), n(p.queued_bytes)),
+                    ("queuedMessages".into(), n(p.queued_messages)),
+                    ("kernelUnsentBytes".into(), n(p.kernel_unsent)),
+                ];
+                if let Some(c) = p.credentials {
                     let n = |v: u32| Value::Number(f64::from(v));
                     entries.extend([("pid".into(), n(c.pid)), ("uid".into(), n(c.uid)), ("gid".into(), n(c.gid))]);
                 }
@@ -246,6 +258,7 @@ impl Protocol for StreamProtocol {
             ("refused", n(c.refused)),
             ("handshakeFailures", n(c.handshake_failures)),
             ("unackedBytes", n(unacked)),
+            ("kernelUnsentBytes", n(kernel_unsent)),
             ("requestsPending", n(requests)),
             ("answersPending", n(answers)),
             ("bytesSent", n(c.bytes_sent)),

@@ -28,6 +28,11 @@ export interface StreamOptions {
    * past `publishTimeoutMs` (`ERR_SLOW_CONSUMER`), and the others go on.
    */
   sendQueueBytes?: number
+  /**
+   * Messages kept per peer and channel, at most (default: bounded by `sendQueueBytes`
+   * only); a full queue is treated as for `sendQueueBytes`.
+   */
+  sendQueueMessages?: number
   /** Largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
@@ -65,6 +70,8 @@ export interface StreamMetrics {
   /** TLS handshakes that failed (a certificate refused, or a peer that does not speak TLS). */
   handshakeFailures: number
   unackedBytes: number
+  /** Of those, what the kernel holds in the sockets, not yet taken by the peers (`SIOCOUTQ`). */
+  kernelUnsentBytes: number
   requestsPending: number
   answersPending: number
   bytesSent: number
@@ -79,6 +86,11 @@ export interface StreamMetrics {
 /** A peer connected to a stream hub (`metrics().tcp.connectedPeers`, `metrics().uds.connectedPeers`). */
 export interface ConnectedPeer {
   peer: string
+  /** What is kept for it until its application has read it: bytes and messages. */
+  queuedBytes: number
+  queuedMessages: number
+  /** Of that, what the kernel holds in its socket, not yet taken by the peer (`SIOCOUTQ`). */
+  kernelUnsentBytes: number
   pid?: number
   uid?: number
   gid?: number
