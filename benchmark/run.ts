@@ -911,9 +911,10 @@ async function streamThroughput(run: number): Promise<void> {
   for (const kind of ['tcp', 'uds'] as const) {
     const KIND = kind.toUpperCase()
     const url = () => (kind === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${unique('sink')}`)
+    // Long enough that zerohop's start-up (the first acknowledgements, JIT) is a small part.
     for (const [size, count] of [
-      [64, 1_000_000],
-      [4096, 200_000],
+      [64, 3_000_000],
+      [4096, 500_000],
     ] as const) {
       const label = size === 64 ? '64 B' : '4 KB'
       const net = await streamNet(size, count, kind === 'tcp')
@@ -995,9 +996,10 @@ async function streamTlsRound(run: number): Promise<void> {
     const p = percentiles(parked!)
     rows.push({ bench: `TCP+TLS RTT 64 B  zerohop tcp:// with tls, await recv() (spinUs 0)${tag}`, run, ...p, vsBaseline: vs(p) })
   })
+  // Long enough that the handshake and the start-up are a small part of the run.
   for (const [size, count] of [
-    [64, 500_000],
-    [4096, 100_000],
+    [64, 3_000_000],
+    [4096, 300_000],
   ] as const) {
     const label = size === 64 ? '64 B' : '4 KB'
     const tls = await streamTls(size, count)
