@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -942,61 +942,13 @@ impl Engine {
             _ => &mut none[..],
         };
         let fd = c.s.fd.as_raw_fd();
-        let mut blocked = false;
-        let mut failed = None;
-        if let Some(tls) = c.tls.as_mut() {
-            // Plaintext into TLS, TLS records out, until the kernel is full or nothing is
-            // left (or, before the handshake is done, rustls holds all it may).
-            loop {
-                match tls.flush(fd) {
-                    Ok((n, done)) => {
-                        if n > 0 {
-                            c.s.last_sent = now;
-                            self.counters.bytes_sent += n as u64;
-                        }
-                        if !done {
-                            blocked = true;
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                let Some(plan) = c.s.writer.plan(queues) else { break };
-                let slices = c.s.writer.slices(&plan, queues);
-                let n = tls.send(&slices);
-                c.s.writer.wrote(&plan, n, queues);
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        while c.tls.is_none()
-            && let Some(plan) = c.s.writer.plan(queues)
-        {
-            let slices = c.s.writer.slices(&plan, queues);
-            match socket::writev(fd, &slices) {
-                Ok(n) => {
-                    c.s.writer.wrote(&plan, n, queues);
-                    c.s.last_sent = now;
-                    self.counters.bytes_sent += n as u64;
-                    if n < plan.len() {
-                        blocked = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    blocked = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        let Written { bytes, blocked, failed } = match c.tls.as_mut() {
+            Some(tls) => write_tls(fd, tls, &mut c.s.writer, queues),
+            None => write_plain(fd, &mut c.s.writer, queues),
+        };
+        if bytes > 0 {
+            c.s.last_sent = now;
+            self.counters.bytes_sent += bytes as u64;
         }
         if c.s.interest.write != blocked {
             c.s.interest.write = blocked;
@@ -1357,6 +1309,74 @@ impl Engine {
     pub fn take_room_freed(&mut self) -> bool {
         std::mem::take(&mut self.room_freed)
     }
+}
+
+/// What writing a connection came to.
+struct Written {
+    /// Bytes the kernel took.
+    bytes: usize,
+    /// The kernel is full: wait until the socket is writable.
+    blocked: bool,
+    failed: Option<io::Error>,
+}
+
+/// Writes what `writer` plans (records and the channels' messages) to `fd`, one
+/// `writev` a plan, until the kernel is full or nothing is left.
+fn write_plain(fd: RawFd, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
+    let mut w = Written { bytes: 0, blocked: false, failed: None };
+    while let Some(plan) = writer.plan(queues) {
+        let slices = writer.slices(&plan, queues);
+        match socket::writev(fd, &slices) {
+            Ok(n) => {
+                writer.wrote(&plan, n, queues);
+                w.bytes += n;
+                if n < plan.len() {
+                    w.blocked = true;
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                w.blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                w.failed = Some(e);
+                break;
+            }
+        }
+    }
+    w
+}
+
+/// [`write_plain`] through TLS: the plan goes into rustls as plaintext and its records
+/// out to `fd`, until the kernel is full or nothing is left (or, before the handshake
+/// is done, rustls holds all it may).
+fn write_tls(fd: RawFd, tls: &mut TlsSession, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
+    let mut w = Written { bytes: 0, blocked: false, failed: None };
+    loop {
+        match tls.flush(fd) {
+            Ok((n, done)) => {
+                w.bytes += n;
+                if !done {
+                    w.blocked = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                w.failed = Some(e);
+                break;
+            }
+        }
+        let Some(plan) = writer.plan(queues) else { break };
+        let slices = writer.slices(&plan, queues);
+        let n = tls.send(&slices);
+        writer.wrote(&plan, n, queues);
+        if n == 0 {
+            break;
+        }
+    }
+    w
 }
 
 /// The socket address to report for `addr` (Unix sockets have none: unspecified).
