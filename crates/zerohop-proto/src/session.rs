@@ -204,10 +204,15 @@ impl SendQueue {
         if self.head == self.buf.len() {
             self.buf.clear();
             self.head = 0;
-        } else if self.head >= 64 << 10 && self.head * 2 >= self.buf.len() {
-            // Move the live half down so the buffer does not grow without bound.
-            self.buf.drain(..self.head);
-            self.head = 0;
+        } else if self.head >= 64 << 10 {
+            // Move the live part down so the buffer does not grow without bound: when it
+            // is at most a quarter of what went before it (each byte then moves a
+            // quarter of a time on average), or when the buffer reached twice the limit.
+            let live = self.buf.len() - self.head;
+            if live * 4 <= self.head || self.buf.len() >= self.limit.saturating_mul(2) {
+                self.buf.drain(..self.head);
+                self.head = 0;
+            }
         }
     }
 
