@@ -58,9 +58,12 @@ impl core::fmt::Display for Address {
     }
 }
 
-/// Kernel socket buffers asked for: a burst of small messages fits, and a slow reader
-/// shows up as unsent bytes here rather than as a stall.
-const SOCKET_BUFFER: usize = 4 << 20;
+/// Unix socket buffers asked for (the default is about 200 KiB): a burst of small
+/// messages fits, and a slow reader shows up as unsent bytes here rather than as a
+/// stall. TCP's are left to the kernel, whose autotuning grows them further than a
+/// process may ask for (`tcp_rmem` against `rmem_max`): 4 KB messages went 10-25 %
+/// faster on loopback without a fixed size (2026-12-04).
+const UNIX_SOCKET_BUFFER: usize = 4 << 20;
 
 /// TCP keepalive: the kernel's own check of an idle connection (10 s idle, then 3
 /// probes 2 s apart), for when heartbeats are off or the peer's stack is gone.
@@ -73,12 +76,13 @@ fn keepalive() -> socket2::TcpKeepalive {
 
 /// What every connection's socket gets, dialled or accepted.
 fn tune(s: &Socket, addr: &Address) -> io::Result<()> {
-    if !addr.is_unix() {
+    if addr.is_unix() {
+        let _ = s.set_send_buffer_size(UNIX_SOCKET_BUFFER);
+        let _ = s.set_recv_buffer_size(UNIX_SOCKET_BUFFER);
+    } else {
         s.set_tcp_nodelay(true)?;
         s.set_tcp_keepalive(&keepalive())?;
     }
-    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     Ok(())
 }
 
