@@ -23,9 +23,10 @@ export interface StreamOptions {
   /** Channels, ordered streams of messages within a peer (default 16). */
   channels?: number
   /**
-   * Bytes kept per peer and channel until the peer has read them (default 64 MiB). A
-   * full queue applies `backpressure`; a listener disconnects a peer that stays full
-   * past `publishTimeoutMs` (`ERR_SLOW_CONSUMER`), and the others go on.
+   * Bytes kept per peer and channel until the peer has read them (default 64 MiB; what
+   * the kernel still holds for it counts). A full queue applies `backpressure`: under
+   * `'block'` a listener disconnects that peer at once (`ERR_SLOW_CONSUMER`) and the
+   * others go on, and a connecting hub waits up to `publishTimeoutMs`.
    */
   sendQueueBytes?: number
   /**
