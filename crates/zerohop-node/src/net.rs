@@ -76,8 +76,10 @@ impl Task for DrainTask {
 /// What a network hub's transport can do besides publishing and receiving.
 #[napi(object)]
 pub struct Capabilities {
-    /// `setPeers`, `flush`.
+    /// `setPeers`.
     pub peers: bool,
+    /// `flush`, `flushAtEndOfTurn`.
+    pub batching: bool,
     /// `status`, `onStatus`.
     pub connections: bool,
     /// `request`, `cancel`, `respond`.
@@ -208,6 +210,7 @@ impl NetHandle {
         let hub = self.hub()?;
         Ok(Capabilities {
             peers: hub.peers().is_ok(),
+            batching: hub.batching().is_ok(),
             connections: hub.connection().is_ok(),
             requests: hub.requests().is_ok(),
         })

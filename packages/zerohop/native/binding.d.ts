@@ -169,8 +169,10 @@ export declare class ShmHandle {
 
 /** What a network hub's transport can do besides publishing and receiving. */
 export interface Capabilities {
-  /** `setPeers`, `flush`. */
+  /** `setPeers`. */
   peers: boolean
+  /** `flush`, `flushAtEndOfTurn`. */
+  batching: boolean
   /** `status`, `onStatus`. */
   connections: boolean
   /** `request`, `cancel`, `respond`. */

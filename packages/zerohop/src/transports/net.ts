@@ -55,6 +55,8 @@ class NetPort<T> implements Port<T> {
   /** With a struct codec: where `publish` writes the value before sending it. */
   private scratch: DataView | undefined
   private readonly connections: boolean
+  /** The transport batches publishes: `flush` sends what waits. */
+  private readonly batching: boolean
   /** Batches wait for the end of the turn: a flush is queued then. */
   private readonly flushAtEndOfTurn: boolean
   private flushQueued = false
@@ -71,7 +73,8 @@ class NetPort<T> implements Port<T> {
     this.struct = codec instanceof StructCodec ? codec : undefined
     const caps = native(() => handle.capabilities())
     this.connections = caps.connections
-    this.flushAtEndOfTurn = native(() => handle.flushAtEndOfTurn())
+    this.batching = caps.batching
+    this.flushAtEndOfTurn = caps.batching && native(() => handle.flushAtEndOfTurn())
     this.peers = caps.peers ? { setPeers: (peers) => native(() => handle.setPeers(peers)) } : undefined
     this.requests = caps.requests
       ? {
@@ -140,7 +143,7 @@ class NetPort<T> implements Port<T> {
 
   flush(): void {
     this.flushQueued = false
-    if (this.flushAtEndOfTurn) native(() => this.handle.flush())
+    if (this.batching) native(() => this.handle.flush())
   }
 
   /** A partly filled batch goes out at the end of this turn. */
