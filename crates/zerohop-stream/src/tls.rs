@@ -61,7 +61,12 @@ impl TlsSession {
     pub fn received(&mut self, raw: &[u8], plain: &mut [u8], mut each: impl FnMut(&[u8])) -> Result<(), rustls::Error> {
         let mut raw = raw;
         while !raw.is_empty() {
-            self.0.read_tls(&mut raw).map_err(|e| rustls::Error::General(e.to_string()))?;
+            let taken = self.0.read_tls(&mut raw).map_err(|e| rustls::Error::General(e.to_string()))?;
+            if taken == 0 {
+                // It takes bytes whenever it has room, and it has room once what it
+                // decrypted was read (below): never expected, but never a busy loop.
+                return Err(rustls::Error::General("TLS took no bytes".into()));
+            }
             let state = self.0.process_new_packets()?;
             let mut left = state.plaintext_bytes_to_read();
             while left > 0 {
@@ -119,5 +124,65 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use zerohop_tls::{Identity, Trust};
+
+    /// Moves what `from` holds through the socket pair into `to`; the plaintext `to` got.
+    fn carry(from: &mut TlsSession, a: &UnixStream, to: &mut TlsSession, b: &mut UnixStream) -> Vec<u8> {
+        from.flush(a.as_raw_fd()).unwrap();
+        let mut raw = vec![0u8; 1 << 20];
+        let mut plain = vec![0u8; 4096];
+        let mut got = Vec::new();
+        b.set_nonblocking(true).unwrap();
+        loop {
+            match std::io::Read::read(b, &mut raw) {
+                Ok(0) => break,
+                Ok(n) => to.received(&raw[..n], &mut plain, |p| got.extend_from_slice(p)).unwrap(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_handshake_then_plaintext_both_ways_and_garbage_is_an_error() {
+        let server =
+            TlsSetup::Listen { identity: Identity::SelfSigned { names: vec!["localhost".into()] }, client_ca: None };
+        let client = TlsSetup::Connect {
+            trust: Trust::DangerouslyAcceptAnyServer,
+            identity: None,
+            server_name: "localhost".into(),
+        };
+        let (mut s, mut c) = (
+            TlsContext::new(&server).unwrap().session().unwrap(),
+            TlsContext::new(&client).unwrap().session().unwrap(),
+        );
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        // Plaintext offered before the handshake waits in rustls until it is done.
+        assert_eq!(c.send(&[b"hello ", b"server"]), 12);
+        assert!(c.is_handshaking());
+        let mut from_client = Vec::new();
+        let mut from_server = Vec::new();
+        for _ in 0..4 {
+            from_client.extend(carry(&mut c, &a, &mut s, &mut b));
+            from_server.extend(carry(&mut s, &b, &mut c, &mut a));
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        assert_eq!(from_client, b"hello server");
+        assert_eq!(s.send(&[b"hi"]), 2);
+        from_server.extend(carry(&mut s, &b, &mut c, &mut a));
+        assert_eq!(from_server, b"hi");
+        // Bytes that are not TLS records: an error, not a panic or a hang.
+        let mut fresh = TlsContext::new(&server).unwrap().session().unwrap();
+        let mut plain = [0u8; 64];
+        assert!(fresh.received(&[0u8; 300], &mut plain, |_| {}).is_err());
     }
 }
