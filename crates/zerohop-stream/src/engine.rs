@@ -30,9 +30,18 @@ const READ_BUF: usize = 64 << 10;
 /// Reads per connection per turn, so that one busy peer does not starve the others.
 const READS_PER_TURN: usize = 16;
 /// How often what the application read is acknowledged (one acknowledgement then covers
-/// many messages), and how much may be read before one goes at once.
+/// many messages), and how much may be read before one goes at once: a quarter of what
+/// the sender keeps unacknowledged (its hello says), at most 2 MiB. Fewer
+/// acknowledgements wake the sender less: 4 KB messages went 2-18 % faster with 2 MiB
+/// than with 256 KiB on loopback (2026-12-04).
 const ACK_TICK: Duration = Duration::from_millis(2);
-const ACK_BYTES: usize = 256 << 10;
+const ACK_BYTES_MAX: usize = 2 << 20;
+
+/// How many bytes read call for an acknowledgement at once, for a sender that keeps
+/// `queue_limit` bytes unacknowledged per channel.
+fn ack_every(queue_limit: u64) -> usize {
+    usize::try_from(queue_limit / 4).unwrap_or(usize::MAX).clamp(1, ACK_BYTES_MAX)
+}
 /// A burst of publishes goes out once this much waits: large writes are what a byte
 /// stream is fastest with (4 KB messages: 1.0 GB/s with 16 KiB, 1.6 with 64 KiB, 1.9
 /// with 256 KiB on loopback, 2026-12-04), and a burst waits at most microseconds anyway.
@@ -146,8 +155,10 @@ struct Peer {
     /// The peer's session (from its hello), and our windows for it.
     session: u64,
     windows: HashMap<u16, ReceiveWindow>,
-    /// Bytes delivered since the last acknowledgement.
+    /// Bytes delivered since the last acknowledgement, and how many call for one at
+    /// once (from the peer's hello).
     unacked_bytes: usize,
+    ack_every: usize,
     linger_until: Option<Instant>,
 }
 
@@ -161,6 +172,7 @@ impl Peer {
             session: 0,
             windows: HashMap::new(),
             unacked_bytes: 0,
+            ack_every: ACK_BYTES_MAX,
             linger_until: None,
         }
     }
@@ -390,7 +402,8 @@ impl Engine {
 
     fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> io::Result<Conn> {
         let mut writer = RecordWriter::new();
-        writer.control(&Control::Hello { session: self.session });
+        let queue_limit = self.config.options.send_queue_bytes as u64;
+        writer.control(&Control::Hello { session: self.session, queue_limit });
         let tls = match &self.config.tls {
             Some(t) => Some(Box::new(t.session().map_err(io::Error::other)?)),
             None => None,
@@ -736,7 +749,7 @@ impl Engine {
     fn on_record(&mut self, s: &mut ConnState, rec: Record<'_>, now: Instant) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
-            Record::Control(Control::Hello { session }) => self.hello(s, session),
+            Record::Control(Control::Hello { session, queue_limit }) => self.hello(s, session, queue_limit),
             Record::Control(Control::Start { channel, first_seq }) => {
                 if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
                     self.peers[p].windows.entry(channel).or_default().start_stream(first_seq);
@@ -827,7 +840,7 @@ impl Engine {
     }
 
     /// The peer said who it is.
-    fn hello(&mut self, s: &mut ConnState, session: u64) -> Result<(), RecordError> {
+    fn hello(&mut self, s: &mut ConnState, session: u64, queue_limit: u64) -> Result<(), RecordError> {
         s.hello_by = None;
         if !self.config.options.listen {
             // Our server: connected.
@@ -840,6 +853,9 @@ impl Engine {
                 p.session = session;
                 p.windows.clear();
                 p.unacked_bytes = 0;
+            }
+            if let Some(p) = self.peers.first_mut() {
+                p.ack_every = ack_every(queue_limit);
             }
             if let Some(k) = self.connector.as_mut()
                 && k.life.on(LifeEvent::Connected).changed
@@ -868,6 +884,7 @@ impl Engine {
         let p = &mut self.peers[i];
         p.conn = Some(s.token);
         p.from = s.from;
+        p.ack_every = ack_every(queue_limit);
         p.linger_until = None;
         s.peer = Some(p.id);
         let name = p.from.name(p.id);
@@ -1201,7 +1218,7 @@ impl Engine {
                 }
             }
         }
-        if self.ack_at.is_some_and(|t| t <= now) || self.peers.iter().any(|p| p.unacked_bytes >= ACK_BYTES) {
+        if self.ack_at.is_some_and(|t| t <= now) || self.peers.iter().any(|p| p.unacked_bytes >= p.ack_every) {
             self.acknowledge(now);
         }
         if self.tick_at.is_some_and(|t| t <= now) {
@@ -1436,5 +1453,18 @@ impl Drive for Engine {
 
     fn take_changed(&mut self) -> bool {
         self.take_room_freed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_come_well_before_the_senders_queue_fills() {
+        assert_eq!(ack_every(64 << 20), ACK_BYTES_MAX, "a large queue: at most 2 MiB");
+        assert_eq!(ack_every(1 << 20), 256 << 10, "a quarter of a small one");
+        assert_eq!(ack_every(0), 1);
+        assert_eq!(ack_every(u64::MAX), ACK_BYTES_MAX);
     }
 }
