@@ -6,7 +6,7 @@
 // quic:// and tcp:// share, their certificates. The Rust side has the same contract in
 // crates/zerohop/tests/conformance.rs.
 import test from 'ava'
-import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, ZerohopError, struct } from 'zerohop'
+import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, type TlsOptions, ZerohopError, struct } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 interface Transport {
@@ -31,6 +31,23 @@ async function peers(hub: Hub<unknown>, n: number): Promise<void> {
     return (m.quic ?? m.tcp ?? m.uds)?.peers ?? 0
   }
   for (let i = 0; i < 5000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2))
+}
+
+/** tcp://, plain, or with TLS when the server's and the client's `tls` options are given. */
+function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Transport {
+  return {
+    name: 'tcp',
+    label,
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('tcp://127.0.0.1:0', { ...a, listen: true, ...(serverTls && { tls: serverTls }) })
+      const hb = await Hub.open<T>(`tcp://${ha.localAddress}`, { ...b, ...(clientTls && { tls: clientTls }) })
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => 'tcp://127.0.0.1:0',
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  }
 }
 
 const transports: Transport[] = [
@@ -68,31 +85,8 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
   },
-  {
-    name: 'tcp',
-    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
-      const ha = await Hub.open<T>('tcp://127.0.0.1:0', { ...a, listen: true })
-      const hb = await Hub.open<T>(`tcp://${ha.localAddress}`, b)
-      await peers(ha as Hub<unknown>, 1)
-      return [ha, hb]
-    },
-    url: () => 'tcp://127.0.0.1:0',
-    policies: ['block', 'drop_new', 'fail_fast'],
-    addressed: true,
-  },
-  {
-    name: 'tcp',
-    label: 'tcp+tls',
-    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
-      const ha = await Hub.open<T>('tcp://127.0.0.1:0', { ...a, listen: true, tls: {} })
-      const hb = await Hub.open<T>(`tcp://${ha.localAddress}`, { ...b, tls: { dangerouslyAcceptAnyServer: true } })
-      await peers(ha as Hub<unknown>, 1)
-      return [ha, hb]
-    },
-    url: () => 'tcp://127.0.0.1:0',
-    policies: ['block', 'drop_new', 'fail_fast'],
-    addressed: true,
-  },
+  tcp(),
+  tcp('tcp+tls', {}, { dangerouslyAcceptAnyServer: true }),
   {
     name: 'uds',
     async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {

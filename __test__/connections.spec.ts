@@ -37,6 +37,14 @@ interface Connecting {
 }
 
 const fast = { reconnect: { initialMs: 20, maxMs: 200 } }
+const tcp: Connecting = {
+  name: 'tcp',
+  listenUrl: () => 'tcp://127.0.0.1:0',
+  dialUrl: (_, address) => `tcp://${address}`,
+  client: fast,
+  liveness: { heartbeatMs: 250 },
+  from: (address) => address!,
+}
 const transports: Connecting[] = [
   {
     name: 'quic',
@@ -46,24 +54,8 @@ const transports: Connecting[] = [
     liveness: { idleTimeoutMs: 1000, keepAliveMs: 250 },
     from: (address) => address!,
   },
-  {
-    name: 'tcp',
-    listenUrl: () => 'tcp://127.0.0.1:0',
-    dialUrl: (_, address) => `tcp://${address}`,
-    client: fast,
-    liveness: { heartbeatMs: 250 },
-    from: (address) => address!,
-  },
-  {
-    name: 'tcp',
-    label: 'tcp+tls',
-    listenUrl: () => 'tcp://127.0.0.1:0',
-    dialUrl: (_, address) => `tcp://${address}`,
-    server: { tls: {} },
-    client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast },
-    liveness: { heartbeatMs: 250 },
-    from: (address) => address!,
-  },
+  tcp,
+  { ...tcp, label: 'tcp+tls', server: { tls: {} }, client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast } },
   {
     name: 'uds',
     listenUrl: () => `uds://@${uniqueName('conn')}`,

@@ -37,9 +37,9 @@ const FLUSH_DELAY: Duration = Duration::from_micros(50);
 /// When what was published goes out: at once after a pause, or, in a burst (publishes
 /// microseconds apart), together with what follows, after [`FLUSH_DELAY`] or
 /// `flush_bytes` at the most (a byte stream writes best in large pieces; QUIC packs
-/// packets as it goes, and wants them sooner). A publish is part of a burst when the application called
-/// it right after the previous one returned: measured from the return, so that the
-/// time the sending itself takes does not hide a loop of publishes.
+/// packets as it goes, and wants them sooner). A publish is part of a burst when the
+/// application called it right after the previous one returned: measured from the
+/// return, so that the time the sending itself takes does not hide a loop of publishes.
 #[derive(Clone, Copy, Debug)]
 pub struct Burst {
     flush_bytes: usize,

@@ -85,6 +85,8 @@ pub struct SendQueue {
     acked: u64,
     ever_sent: u64,
     limit: usize,
+    /// Messages kept, at most (one is always taken into an empty queue).
+    message_limit: usize,
     /// Prefixes for a tagged stream ([`crate::stream::write_tagged_prefix`]).
     tagged: bool,
 }
@@ -104,6 +106,7 @@ impl SendQueue {
             acked: 0,
             ever_sent: 0,
             limit,
+            message_limit: usize::MAX,
             tagged: false,
         }
     }
@@ -112,6 +115,11 @@ impl SendQueue {
     /// messages (TCP and Unix sockets: see [`crate::records`]).
     pub fn tagged(limit: usize) -> Self {
         Self { tagged: true, ..Self::new(limit) }
+    }
+
+    /// This queue, refusing to keep more than `max` messages as well.
+    pub fn with_message_limit(self, max: usize) -> Self {
+        Self { message_limit: max, ..self }
     }
 
     /// Framed bytes kept (sent or not, until acknowledged).
@@ -129,9 +137,10 @@ impl SendQueue {
         self.lens.is_empty()
     }
 
-    /// Whether a `len`-byte message fits under the limit now.
+    /// Whether a `len`-byte message fits under the limits now.
     pub fn has_room(&self, len: usize) -> bool {
-        self.is_empty() || self.queued_bytes() + len + MAX_PREFIX_LEN <= self.limit
+        self.is_empty()
+            || (self.queued_bytes() + len + MAX_PREFIX_LEN <= self.limit && self.lens.len() < self.message_limit)
     }
 
     /// Appends a message (whether it fits is the caller's policy: see [`has_room`](Self::has_room));
@@ -432,6 +441,16 @@ mod tests {
         assert_eq!(q.rewind(), 3);
         assert!(q.is_empty() && q.unsent().is_empty());
         assert_eq!(q.ack(4), Err(BadAck { ack: 4, sent_until: 3 }));
+    }
+
+    #[test]
+    fn a_message_limit_bounds_the_count_too() {
+        let mut q = SendQueue::new(1 << 20).with_message_limit(2);
+        assert!(q.has_room(8));
+        q.push(b"one");
+        assert!(q.has_room(8));
+        q.push(b"two");
+        assert!(!q.has_room(8), "two messages kept: full, whatever the bytes");
     }
 
     #[test]

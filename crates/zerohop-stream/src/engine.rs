@@ -177,14 +177,10 @@ impl Peer {
         }
     }
 
-    /// Whether a `len`-byte message fits in its queue for `channel`: under the byte
-    /// bound and the message bound (`max_messages`). What the kernel holds for the peer
-    /// counts: it is unacknowledged too.
-    fn has_room(&self, channel: u16, len: usize, max_messages: usize) -> bool {
-        self.queues
-            .get(usize::from(channel))
-            .and_then(Option::as_ref)
-            .is_none_or(|q| q.has_room(len) && (q.is_empty() || q.len() < max_messages))
+    /// Whether a `len`-byte message fits in its queue for `channel` (what the kernel
+    /// holds for the peer counts: it is unacknowledged too).
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.queues.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|q| q.has_room(len))
     }
 
     fn queued_messages(&self) -> u64 {
@@ -987,30 +983,27 @@ impl Engine {
 
     /// Whether every peer has room for a `len`-byte message on `channel`.
     pub fn all_have_room(&self, channel: u16, len: usize) -> bool {
-        let max = self.config.options.send_queue_messages;
-        self.peers.iter().all(|p| p.has_room(channel, len, max))
+        self.peers.iter().all(|p| p.has_room(channel, len))
     }
 
     /// Peers without room for a `len`-byte message on `channel`.
     pub fn full_peers(&self, channel: u16, len: usize) -> Vec<u32> {
-        let max = self.config.options.send_queue_messages;
-        self.peers.iter().filter(|p| !p.has_room(channel, len, max)).map(|p| p.id).collect()
+        self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect()
     }
 
     pub fn has_room(&self, peer: u32, channel: u16, len: usize) -> bool {
-        let max = self.config.options.send_queue_messages;
-        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len, max))
+        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len))
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
     pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: Instant) {
-        let limit = self.config.options.send_queue_bytes;
+        let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let i = usize::from(channel);
             if p.queues.len() <= i {
                 p.queues.resize_with(i + 1, || None);
             }
-            p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit)).push(message);
+            p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages)).push(message);
         }
         if self.burst.published(message.len(), start) {
             self.flush(start);

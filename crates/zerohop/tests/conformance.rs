@@ -71,24 +71,26 @@ fn wait_for_peer(a: &Hub) {
     }
 }
 
-fn tcp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
-    let a = Hub::open("tcp://127.0.0.1:0", a.with(StreamOptions { listen: true, ..Default::default() }))?;
-    let b = Hub::open(&format!("tcp://{}", a.local_addr().unwrap()), b)?;
+/// tcp://, plain or (with the server's and the client's TLS options) with TLS.
+fn tcp_pair_with(a: HubOptions, b: HubOptions, tls: Option<(TlsOptions, TlsOptions)>) -> Result<(Hub, Hub)> {
+    let (server, client) = tls.map_or((None, None), |(s, c)| (Some(s), Some(c)));
+    let a = Hub::open("tcp://127.0.0.1:0", a.with(StreamOptions { listen: true, tls: server, ..Default::default() }))?;
+    let b = Hub::open(
+        &format!("tcp://{}", a.local_addr().unwrap()),
+        b.with(StreamOptions { tls: client, ..Default::default() }),
+    )?;
     wait_for_peer(&a);
     Ok((a, b))
 }
 
+fn tcp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    tcp_pair_with(a, b, None)
+}
+
 /// tcp:// with TLS: a self-signed listener, and a client that accepts it.
 fn tcp_tls_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
-    let listen = StreamOptions { listen: true, tls: Some(TlsOptions::default()), ..Default::default() };
-    let a = Hub::open("tcp://127.0.0.1:0", a.with(listen))?;
     let dev = TlsOptions { dangerously_accept_any_server: true, ..Default::default() };
-    let b = Hub::open(
-        &format!("tcp://{}", a.local_addr().unwrap()),
-        b.with(StreamOptions { tls: Some(dev), ..Default::default() }),
-    )?;
-    wait_for_peer(&a);
-    Ok((a, b))
+    tcp_pair_with(a, b, Some((TlsOptions::default(), dev)))
 }
 
 fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
