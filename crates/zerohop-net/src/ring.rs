@@ -92,6 +92,15 @@ pub trait Sink: Send + Sync + 'static {
     /// Puts `message` where the application reads it and returns its position in the
     /// application's order, or `None` when there is no room now (offer it again later).
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
+    /// [`deliver`](Self::deliver), one of several in a row: a reader that polls may see
+    /// it at once, one that waits is woken by [`end_batch`](Self::end_batch), which the
+    /// caller must call after the last. A batch costs one wake-up instead of one per
+    /// message.
+    fn deliver_in_batch(&self, message: &Inbound<'_>) -> Option<u64> {
+        self.deliver(message)
+    }
+    /// Ends a run of [`deliver_in_batch`](Self::deliver_in_batch): waiting readers wake.
+    fn end_batch(&self) {}
     /// Positions below this have been read by the application.
     fn consumed(&self) -> u64;
     /// The status changed.
@@ -168,7 +177,7 @@ impl ReceiveRing {
         let segment = Arc::new(Segment::private(layout)?);
         Ok(ReceiveRing {
             inlet: Mutex::new(Inlet {
-                ring: Publisher::new(segment.clone(), Backpressure::DropNew),
+                ring: Publisher::sole(segment.clone(), Backpressure::DropNew),
                 spill: Spill::default(),
                 held: VecDeque::new(),
                 data: Vec::new(),
@@ -193,7 +202,8 @@ impl ReceiveRing {
     }
 
     /// Writes the message with envelope `env` and bytes `body` into the next slot
-    /// (spilling it when larger); its position, or `None` without room.
+    /// (spilling it when larger); its position, or `None` without room. Readers that
+    /// wait are not woken: [`delivered`](Self::delivered) does that.
     fn write(&self, ring: &mut Publisher, spill: &mut Spill, mut env: Envelope, body: &[u8]) -> Option<u64> {
         let fits = envelope::LEN + body.len() <= ring.max_message_size();
         if !fits && spill.bytes + body.len() > self.spill_limit && spill.bytes > 0 {
@@ -204,7 +214,7 @@ impl ReceiveRing {
         let position = if fits {
             env.write(out);
             out[envelope::LEN..envelope::LEN + body.len()].copy_from_slice(body);
-            loan.commit(envelope::LEN + body.len())
+            loan.commit_unannounced(envelope::LEN + body.len())
         } else {
             let key = spill.next_key;
             spill.next_key += 1;
@@ -212,21 +222,26 @@ impl ReceiveRing {
             spill.held.insert(key, body.to_vec());
             env.placement = Placement::Spilled { key, len: body.len() as u32 };
             env.write(out);
-            loan.commit(envelope::LEN)
+            loan.commit_unannounced(envelope::LEN)
         };
         Some(position)
     }
 
     /// Delivers `m` if there is room now; its position in reading order.
     pub fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
-        let mut inlet = lock(&self.inlet);
-        let Inlet { ring, spill, .. } = &mut *inlet;
-        let position = self.write(ring, spill, m.envelope(), m.body);
-        drop(inlet);
+        let position = self.deliver_in_batch(m);
         if position.is_some() {
             self.delivered();
         }
         position
+    }
+
+    /// [`deliver`](Self::deliver) without waking readers that wait: the caller calls
+    /// [`delivered`](Self::delivered) after a batch of these.
+    pub fn deliver_in_batch(&self, m: &Inbound<'_>) -> Option<u64> {
+        let mut inlet = lock(&self.inlet);
+        let Inlet { ring, spill, .. } = &mut *inlet;
+        self.write(ring, spill, m.envelope(), m.body)
     }
 
     /// Delivers `m`, or holds it (in order, after what is held already) until there is
@@ -314,9 +329,11 @@ impl ReceiveRing {
         self.armed.swap(false, Ordering::SeqCst)
     }
 
-    /// Rings the doorbell if armed. Called after the ring's tail moved.
+    /// Wakes the readers that wait: Rust subscribers parked on the ring, and the
+    /// doorbell if armed. Called after the ring's tail moved.
     pub fn delivered(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst); // see `arm`
+        // Its fence also orders the tail before the `armed` load below (see `arm`).
+        zerohop_shm::ring::table::announce(&self.segment);
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
             let doorbell = lock(&self.doorbell).clone();
             if let Some(ring) = doorbell {
@@ -376,6 +393,14 @@ impl ReceiveRing {
 impl Sink for ReceiveRing {
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64> {
         ReceiveRing::deliver(self, message)
+    }
+
+    fn deliver_in_batch(&self, message: &Inbound<'_>) -> Option<u64> {
+        ReceiveRing::deliver_in_batch(self, message)
+    }
+
+    fn end_batch(&self) {
+        self.delivered();
     }
 
     fn consumed(&self) -> u64 {
@@ -461,6 +486,25 @@ mod tests {
         r.deliver(&Inbound::message(0, from(), 0, b"b"));
         r.deliver(&Inbound::message(0, from(), 0, b"c"));
         assert_eq!(rings.load(Ordering::SeqCst), 2, "one ring for a burst");
+    }
+
+    #[test]
+    fn a_batch_rings_the_doorbell_once_at_its_end() {
+        let r = ring(8);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let rings = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = rings.clone();
+        r.set_doorbell(Some(Arc::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        })));
+        r.arm(0);
+        let sink: &dyn Sink = &r;
+        assert_eq!(sink.deliver_in_batch(&Inbound::message(0, from(), 0, b"a")), Some(0));
+        assert_eq!(sink.deliver_in_batch(&Inbound::message(0, from(), 0, b"b")), Some(1));
+        assert_eq!(read(&mut sub, &r).unwrap().1, b"a", "readable before the batch ends");
+        assert_eq!(rings.load(Ordering::SeqCst), 0);
+        sink.end_batch();
+        assert_eq!(rings.load(Ordering::SeqCst), 1);
     }
 
     #[test]

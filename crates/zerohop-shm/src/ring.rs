@@ -243,6 +243,9 @@ pub struct Publisher {
     /// Sequence number below which the last scan of the subscriber table proved there
     /// is room, so that most publishes skip the scan.
     room_until: u64,
+    /// No other publisher will ever write this ring (see [`Publisher::sole`]): the
+    /// publisher lock, which only orders publishers among themselves, is not taken.
+    sole: bool,
 }
 
 impl Publisher {
@@ -257,7 +260,36 @@ impl Publisher {
             own_entry: None,
             origin: 0,
             room_until: 0,
+            sole: false,
         }
+    }
+
+    /// The only publisher `seg` will ever have: a [private](Segment::private) segment
+    /// whose other users only read it (a network hub's receive ring, written by its
+    /// transport alone). Each message then skips the publisher lock. `&mut self` on every
+    /// write already keeps two writes through this handle apart.
+    ///
+    /// # Panics
+    /// If `seg` is not private (another process could open it and publish).
+    pub fn sole(seg: Arc<Segment>, policy: Backpressure) -> Self {
+        assert!(seg.is_private(), "only a private segment can have a sole publisher");
+        Self { sole: true, ..Self::new(seg, policy) }
+    }
+
+    /// Takes the publisher lock (unless this is the sole publisher).
+    fn lock(&self) -> Result<()> {
+        if self.sole { Ok(()) } else { acquire_publisher_lock(&self.mem, self.pid, self.timeout) }
+    }
+
+    fn unlock(&self) {
+        if !self.sole {
+            release_publisher_lock(&self.mem);
+        }
+    }
+
+    /// Wakes parked subscribers after [`Loan::commit_unannounced`] (once for a batch).
+    pub fn announce(&self) {
+        table::announce(&self.mem.seg);
     }
 
     /// Tells the publisher which subscriber entry belongs to its own hub: backpressure
@@ -313,7 +345,7 @@ impl Publisher {
         if size > self.max_message_size() {
             return Err(ShmError::MessageTooLarge { len: size, max: self.max_message_size() });
         }
-        acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
+        self.lock()?;
         let first = self.mem.tail();
         let mut tail = first;
         let mut outcome = Ok(());
@@ -351,11 +383,9 @@ impl Publisher {
             self.stats.published += sent;
             self.stats.published_bytes += sent * size as u64;
         }
-        release_publisher_lock(&self.mem);
+        self.unlock();
         if sent > 0 {
-            // The last stamp store must be ordered before the `waiters` load (Dekker).
-            fence(Ordering::SeqCst);
-            notify_subscribers(&self.mem);
+            self.announce();
         }
         match outcome {
             Ok(()) | Err(ShmError::RingFull) => Ok(sent as usize),
@@ -366,7 +396,7 @@ impl Publisher {
     /// Reserves the next slot for writing in place. `None` when `DropNew` discarded it.
     /// The publisher lock is held until the loan is committed or dropped, so keep it short.
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
-        acquire_publisher_lock(&self.mem, self.pid, self.timeout)?;
+        self.lock()?;
         let tail = self.mem.tail();
         let room = if self.policy == Backpressure::DropOld || tail < self.room_until {
             Ok(true)
@@ -376,12 +406,12 @@ impl Publisher {
         match room {
             Ok(true) => {}
             Ok(false) => {
-                release_publisher_lock(&self.mem);
+                self.unlock();
                 self.stats.dropped += 1;
                 return Ok(None);
             }
             Err(e) => {
-                release_publisher_lock(&self.mem);
+                self.unlock();
                 return Err(e);
             }
         }
@@ -441,20 +471,36 @@ impl Loan<'_> {
     /// # Panics
     /// If `len` exceeds the slot size.
     pub fn commit(self, len: usize) -> u64 {
+        self.finish(len, true)
+    }
+
+    /// [`commit`](Self::commit) without waking parked subscribers: a reader that polls
+    /// sees the message at once, one that is parked once [`Publisher::announce`] is
+    /// called. For a batch of messages, which then costs one wake-up check.
+    pub fn commit_unannounced(self, len: usize) -> u64 {
+        self.finish(len, false)
+    }
+
+    /// Writes the slot's length and origin, then its committed stamp; moves the tail,
+    /// lets the lock go and, to `announce`, wakes parked subscribers.
+    fn finish(self, len: usize, announce: bool) -> u64 {
         assert!(len <= self.publisher.max_message_size(), "commit of {len} bytes exceeds the slot");
         let mem = &self.publisher.mem;
         let seq = self.seq;
         let slot = mem.layout.slot_offset(seq);
         mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         mem.word(slot + offsets::SLOT_ORIGIN).store(self.publisher.origin, Ordering::Relaxed);
-        // SeqCst (not just Release): it must be ordered before the `waiters` load
-        // below, the publisher half of the Dekker handshake with parking subscribers.
-        mem.stamp(seq).store(committed_stamp(seq), Ordering::SeqCst);
+        // Announced, SeqCst (not just Release): it must be ordered before the `waiters`
+        // load below, the publisher half of the Dekker handshake with parking
+        // subscribers (`announce` has a fence for that).
+        mem.stamp(seq).store(committed_stamp(seq), if announce { Ordering::SeqCst } else { Ordering::Release });
         mem.set_tail(seq + 1);
         self.publisher.stats.published += 1;
         self.publisher.stats.published_bytes += len as u64;
-        release_publisher_lock(mem);
-        notify_subscribers(mem);
+        self.publisher.unlock();
+        if announce {
+            notify_subscribers(mem);
+        }
         std::mem::forget(self);
         seq
     }
@@ -464,7 +510,7 @@ impl Drop for Loan<'_> {
     fn drop(&mut self) {
         // Abandoned: the slot keeps its odd stamp and `tail` does not move, so the
         // next publish rewrites this same sequence number.
-        release_publisher_lock(&self.publisher.mem);
+        self.publisher.unlock();
     }
 }
 
@@ -936,6 +982,16 @@ pub mod table {
         notify_subscribers(&RingMemory::new(seg.clone()));
     }
 
+    /// Wakes parked subscribers after [`Loan::commit_unannounced`], for a writer that
+    /// holds only the segment: a fence that orders the stamps stored before it before
+    /// the `waiters` load (Dekker), then a wake-up if anyone is parked.
+    pub fn announce(seg: &Arc<Segment>) {
+        fence(Ordering::SeqCst);
+        if seg.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
+            notify_subscribers(&RingMemory::new(seg.clone()));
+        }
+    }
+
     /// Wakes blocked publishers (a JavaScript subscriber calls this when
     /// `space_waiters` is non-zero).
     pub fn notify_space(seg: &Arc<Segment>) {
@@ -1221,6 +1277,38 @@ mod tests {
         p.publish(b"wake").unwrap();
         assert!(t.join().unwrap());
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_sole_publishers_batch_is_read_at_once_and_wakes_a_parked_reader_once_announced() {
+        let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2 };
+        let seg = Arc::new(Segment::private(layout).unwrap());
+        let mut polling = Subscriber::new(seg.clone()).unwrap();
+        let parked = Subscriber::new(seg.clone()).unwrap();
+        let (waiter, cursor) = (parked.waiter(), parked.cursor());
+        let t = std::thread::spawn(move || {
+            let cancel = AtomicBool::new(false);
+            waiter.wait(cursor, Duration::ZERO, Some(Duration::from_secs(10)), &cancel)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let mut p = Publisher::sole(seg, Backpressure::DropNew);
+        for m in [b"a", b"b"] {
+            let mut loan = p.loan().unwrap().unwrap();
+            loan.as_mut_slice()[0] = m[0];
+            loan.commit_unannounced(1);
+        }
+        let mut out = Vec::new();
+        assert_eq!(polling.try_recv(&mut out), Some(0));
+        assert_eq!(out, b"a");
+        p.announce();
+        assert!(t.join().unwrap(), "the parked reader woke");
+        assert_eq!(p.mem.word(offsets::PUB_LOCK).load(Ordering::SeqCst), 0, "no lock taken");
+    }
+
+    #[test]
+    #[should_panic(expected = "private")]
+    fn only_a_private_segment_has_a_sole_publisher() {
+        let _ = Publisher::sole(segment("sole", 4), Backpressure::DropNew);
     }
 
     #[test]

@@ -252,6 +252,11 @@ impl Segment {
         self.created
     }
 
+    /// Whether this is a [`Segment::private`] one (no file another process can open).
+    pub fn is_private(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
     /// The backing file's path (empty for a [`Segment::private`] one).
     pub fn path(&self) -> &Path {
         &self.path

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
 use zerohop_net::sending::Burst;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
@@ -154,7 +155,7 @@ struct Peer {
     queues: Vec<Option<SendQueue>>,
     /// The peer's session (from its hello), and our windows for it.
     session: u64,
-    windows: HashMap<u16, ReceiveWindow>,
+    windows: IntMap<u16, ReceiveWindow>,
     /// Bytes delivered since the last acknowledgement, and how many call for one at
     /// once (from the peer's hello).
     unacked_bytes: usize,
@@ -170,7 +171,7 @@ impl Peer {
             conn: None,
             queues: Vec::new(),
             session: 0,
-            windows: HashMap::new(),
+            windows: IntMap::default(),
             unacked_bytes: 0,
             ack_every: ACK_BYTES_MAX,
             linger_until: None,
@@ -376,8 +377,10 @@ impl Engine {
         self.sink.status(StatusEvent { status, peer, error });
     }
 
+    /// Where peer `id` is in `peers` (kept in the order of their ids, which only grow:
+    /// looked up for every message, from any of a thousand peers).
     fn peer_index(&self, id: u32) -> Option<usize> {
-        self.peers.iter().position(|p| p.id == id)
+        self.peers.binary_search_by_key(&id, |p| p.id).ok()
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -703,6 +706,9 @@ impl Engine {
         }
         self.read_buf = buf;
         self.plain_buf = plain;
+        if total > 0 {
+            self.sink.end_batch(); // of `on_record`'s deliveries
+        }
         // Messages wait for room: stop reading this socket until they are taken.
         let want_read = c.s.held.is_empty();
         if c.s.interest.read != want_read {
@@ -761,7 +767,8 @@ impl Engine {
                 }
                 if s.held.is_empty() {
                     let m = p.from.inbound(p.id, channel, payload);
-                    if let Some(pos) = self.sink.deliver(&m) {
+                    // `read` ends the batch.
+                    if let Some(pos) = self.sink.deliver_in_batch(&m) {
                         window.delivered(pos);
                         p.unacked_bytes += payload.len();
                         self.ack_at.get_or_insert(now + ACK_TICK);
