@@ -612,7 +612,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         } else {
           value = this.struct
             ? this.struct.read(ring.dv, off + env)
-            : this.codec.decode(ring.slotView(sub.cursor >>> 0).subarray(env, sub.len))
+            : this.codec.decode(ring.payloadView(sub.cursor >>> 0, env, sub.len))
         }
         if (info !== undefined && env !== 0) readEnvelope(ring.dv, off, info)
       } catch (e) {
@@ -775,7 +775,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.seq = this.sub.cursor
     this.envelopeAt = off
     const at = off + this.envelope
-    this.bytes = aside ?? this.ring.u8.subarray(at, off + this.sub.len)
+    this.bytes = aside ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
     this.decoded = undefined
     this.held = true
     if (this.struct) {

@@ -62,6 +62,9 @@ export class ShmRing {
   readonly LEN: number
   readonly ORIGIN: number
   private slotViews: (Uint8Array | undefined)[]
+  /** The last `payloadView` of each slot, and the bytes of the slot it spans. */
+  private payloadViews: (Uint8Array | undefined)[]
+  private payloadSpans: Int32Array
 
   constructor(handle: ShmHandle) {
     this.handle = handle
@@ -92,6 +95,9 @@ export class ShmRing {
     // A holey array, filled lazily: `Array.from` would allocate every entry up front.
     // oxlint-disable-next-line unicorn/no-new-array
     this.slotViews = new Array(this.capacity)
+    // oxlint-disable-next-line unicorn/no-new-array
+    this.payloadViews = new Array(this.capacity)
+    this.payloadSpans = new Int32Array(this.capacity * 2)
   }
 
   /** Byte offset of the slot holding sequence number `lo` (low 32 bits suffice). */
@@ -108,6 +114,21 @@ export class ShmRing {
       v = this.slotViews[i] = this.u8.subarray(start, start + this.slotSize)
     }
     return v
+  }
+
+  /**
+   * A `Uint8Array` over bytes `from` to `to` of the payload area of the slot of `lo`:
+   * the one returned last time for this slot when the span is the same (as it is for
+   * messages of one size), since making a view costs more than reading a small message.
+   */
+  payloadView(lo: number, from: number, to: number): Uint8Array {
+    const i = lo & this.mask
+    const spans = this.payloadSpans
+    const v = this.payloadViews[i]
+    if (v !== undefined && spans[2 * i] === from && spans[2 * i + 1] === to) return v
+    spans[2 * i] = from
+    spans[2 * i + 1] = to
+    return (this.payloadViews[i] = this.slotView(lo).subarray(from, to))
   }
 
   /**
@@ -396,10 +417,17 @@ export class ShmSubscriber {
   private peekStamp = 0
   /** Peeks since the cursor was last compared with the tail (see `peek`). */
   private sinceTailCheck = 0
+  /**
+   * The ring's writer writes only where there is room and never parks for it (a
+   * network hub's receive ring): a message cannot be overwritten while it is read, and
+   * there is no writer to wake when room is made.
+   */
+  private readonly flowControlled: boolean
 
-  constructor(ring: ShmRing, envelope = 0) {
+  constructor(ring: ShmRing, envelope = 0, flowControlled = false) {
     this.ring = ring
     this.envelope = envelope
+    this.flowControlled = flowControlled
     this.i32 = ring.i32
     const [entry, tail] = native(() => ring.handle.claimSubscriber()) as [number, number]
     this.entry = entry
@@ -459,6 +487,7 @@ export class ShmSubscriber {
 
   /** Whether the message found by `peek` was not overwritten while it was read. */
   intact(): boolean {
+    if (this.flowControlled) return true
     if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
     return Atomics.load(this.i32, this.peekIdx) === this.peekStamp
   }
@@ -504,7 +533,7 @@ export class ShmSubscriber {
   private moveTo(next: number): void {
     this.cursor = next
     Atomics.store(this.i32, this.cursorIdx, next >>> 0)
-    if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
+    if (!this.flowControlled && Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
   }
 }
 

@@ -86,7 +86,7 @@ class NetPort<T> implements Port<T> {
       : undefined
     this.ring = new ShmRing(native(() => handle.ring()))
     try {
-      this.subscriber = this.settings.role === 'publisher' ? undefined : new ShmSubscriber(this.ring, ENVELOPE.len)
+      this.subscriber = this.settings.role === 'publisher' ? undefined : new ShmSubscriber(this.ring, ENVELOPE.len, true)
     } catch (e) {
       this.ring.close()
       throw e
