@@ -101,6 +101,11 @@ pub trait Sink: Send + Sync + 'static {
     }
     /// Ends a run of [`deliver_in_batch`](Self::deliver_in_batch): waiting readers wake.
     fn end_batch(&self) {}
+    /// Whether a batch of messages (a read of a socket) would find room now; a source
+    /// that can leave what it has not read yet in the kernel reads only then.
+    fn has_room_for_a_batch(&self) -> bool {
+        true
+    }
     /// Positions below this have been read by the application.
     fn consumed(&self) -> u64;
     /// The status changed.
@@ -401,6 +406,10 @@ impl Sink for ReceiveRing {
 
     fn end_batch(&self) {
         self.delivered();
+    }
+
+    fn has_room_for_a_batch(&self) -> bool {
+        ReceiveRing::has_room_for_a_batch(self)
     }
 
     fn consumed(&self) -> u64 {

@@ -193,6 +193,12 @@ impl Peer {
     }
 }
 
+/// Where peer `id` is in `peers`, which are kept in the order of their ids (they only
+/// grow): looked up for every message, from any of a thousand peers.
+fn find_peer(peers: &[Peer], id: u32) -> Option<usize> {
+    peers.binary_search_by_key(&id, |p| p.id).ok()
+}
+
 /// A peer connected now, as metrics show it.
 #[derive(Clone, Debug)]
 pub struct ConnectedPeer {
@@ -377,10 +383,8 @@ impl Engine {
         self.sink.status(StatusEvent { status, peer, error });
     }
 
-    /// Where peer `id` is in `peers` (kept in the order of their ids, which only grow:
-    /// looked up for every message, from any of a thousand peers).
     fn peer_index(&self, id: u32) -> Option<usize> {
-        self.peers.binary_search_by_key(&id, |p| p.id).ok()
+        find_peer(&self.peers, id)
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -646,8 +650,16 @@ impl Engine {
         let mut plain = std::mem::take(&mut self.plain_buf);
         let mut total = 0;
         let mut ended = None;
+        let mut room = true;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
+                break;
+            }
+            // A read into a ring short of room would only move its messages aside (a
+            // copy each) to wait; they wait in the kernel instead, until the reader
+            // makes room.
+            room = self.sink.has_room_for_a_batch();
+            if !room {
                 break;
             }
             match socket::read(c.s.fd.as_raw_fd(), &mut buf) {
@@ -710,7 +722,7 @@ impl Engine {
             self.sink.end_batch(); // of `on_record`'s deliveries
         }
         // Messages wait for room: stop reading this socket until they are taken.
-        let want_read = c.s.held.is_empty();
+        let want_read = c.s.held.is_empty() && room;
         if c.s.interest.read != want_read {
             c.s.interest.read = want_read;
             let _ = self.epoll.modify(c.s.fd.as_raw_fd(), token, c.s.interest);
@@ -908,7 +920,8 @@ impl Engine {
         self.held_at.get_or_insert(Instant::now() + ROOM_POLL);
     }
 
-    /// Offers what waits for room again; true if nothing waits any more.
+    /// Offers what waits for room again (messages, and sockets whose reading waits);
+    /// true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
         while let Some(u) = self.undelivered.front() {
             let m = Inbound { kind: u.kind, request: u.request, ..u.from.inbound(u.peer, 0, &u.body) };
@@ -920,22 +933,23 @@ impl Engine {
         let mut all = true;
         for t in 0..self.conns.len() {
             let Some(c) = self.conns[t].as_mut() else { continue };
-            if c.s.held.is_empty() {
-                continue;
+            if c.s.interest.read || c.s.connecting {
+                continue; // reading goes on
             }
-            let Some(i) = c.s.peer.and_then(|id| self.peers.iter().position(|p| p.id == id)) else {
-                c.s.held.clear();
-                continue;
-            };
-            let p = &mut self.peers[i];
-            while let Some(h) = c.s.held.front() {
-                let m = p.from.inbound(p.id, h.channel, &h.body);
-                let Some(pos) = self.sink.deliver(&m) else { break };
-                p.windows.entry(h.channel).or_default().delivered(pos);
-                p.unacked_bytes += h.body.len();
-                c.s.held.pop_front();
+            match c.s.peer.and_then(|id| find_peer(&self.peers, id)) {
+                Some(i) => {
+                    let p = &mut self.peers[i];
+                    while let Some(h) = c.s.held.front() {
+                        let m = p.from.inbound(p.id, h.channel, &h.body);
+                        let Some(pos) = self.sink.deliver(&m) else { break };
+                        p.windows.entry(h.channel).or_default().delivered(pos);
+                        p.unacked_bytes += h.body.len();
+                        c.s.held.pop_front();
+                    }
+                }
+                None => c.s.held.clear(),
             }
-            if c.s.held.is_empty() {
+            if c.s.held.is_empty() && self.sink.has_room_for_a_batch() {
                 // Reading goes on: what the kernel holds is read at the next turn.
                 c.s.interest.read = true;
                 let _ = self.epoll.modify(c.s.fd.as_raw_fd(), t as u64, c.s.interest);
@@ -957,7 +971,7 @@ impl Engine {
         }
         let mut none: [Option<SendQueue>; 0] = [];
         // Channels go to a peer only once it is known (a listener learns it from the hello).
-        let queues = match c.s.peer.and_then(|id| self.peers.iter_mut().find(|p| p.id == id)) {
+        let queues = match c.s.peer.and_then(|id| find_peer(&self.peers, id)).map(|i| &mut self.peers[i]) {
             Some(p) if p.conn == Some(token) => &mut p.queues[..],
             _ => &mut none[..],
         };
@@ -1162,6 +1176,11 @@ impl Engine {
             let Some(hb) = hb else { continue };
             if c.s.connecting {
                 continue;
+            }
+            if !c.s.interest.read {
+                // Reading waits for room: what the peer says waits in the kernel, unheard
+                // but not silence.
+                c.s.last_heard = now;
             }
             if now.saturating_duration_since(c.s.last_heard) >= hb * 3 {
                 self.counters.heartbeat_timeouts += 1;
@@ -1428,6 +1447,10 @@ impl Drive for Engine {
     /// a connect under way are never left behind.
     fn pump(&mut self) -> usize {
         let now = Instant::now();
+        // The caller reads the ring: it may have made the room that messages wait for.
+        if self.held_at.is_some() && self.retry_held(now) {
+            self.held_at = None;
+        }
         let hot = self.hot.filter(|t| {
             self.conns
                 .get(*t as usize)
