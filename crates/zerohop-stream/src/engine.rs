@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
-use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
 use zerohop_net::sending::Burst;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
@@ -155,7 +154,7 @@ struct Peer {
     queues: Vec<Option<SendQueue>>,
     /// The peer's session (from its hello), and our windows for it.
     session: u64,
-    windows: IntMap<u16, ReceiveWindow>,
+    windows: Vec<(u16, ReceiveWindow)>,
     /// Bytes delivered since the last acknowledgement, and how many call for one at
     /// once (from the peer's hello).
     unacked_bytes: usize,
@@ -171,7 +170,7 @@ impl Peer {
             conn: None,
             queues: Vec::new(),
             session: 0,
-            windows: IntMap::default(),
+            windows: Vec::new(),
             unacked_bytes: 0,
             ack_every: ACK_BYTES_MAX,
             linger_until: None,
@@ -191,6 +190,20 @@ impl Peer {
     fn unacked_bytes(&self) -> u64 {
         self.queues.iter().flatten().map(|q| q.queued_bytes() as u64).sum()
     }
+}
+
+/// Our window for a peer's `channel` among its `windows`: they are few (the channels a
+/// peer uses) and in the order of their channels, so a search costs less than a hash
+/// (this runs for every message).
+fn window(windows: &mut Vec<(u16, ReceiveWindow)>, channel: u16) -> &mut ReceiveWindow {
+    let i = match windows.binary_search_by_key(&channel, |(c, _)| *c) {
+        Ok(i) => i,
+        Err(i) => {
+            windows.insert(i, (channel, ReceiveWindow::default()));
+            i
+        }
+    };
+    &mut windows[i].1
 }
 
 /// Where peer `id` is in `peers`, which are kept in the order of their ids (they only
@@ -766,22 +779,22 @@ impl Engine {
             Record::Control(Control::Hello { session, queue_limit }) => self.hello(s, session, queue_limit),
             Record::Control(Control::Start { channel, first_seq }) => {
                 if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
-                    self.peers[p].windows.entry(channel).or_default().start_stream(first_seq);
+                    window(&mut self.peers[p].windows, channel).start_stream(first_seq);
                 }
                 Ok(())
             }
             Record::Message { channel, payload } => {
                 let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return bad("a message from nobody") };
                 let p = &mut self.peers[i];
-                let window = p.windows.entry(channel).or_default();
-                if !window.accept() {
+                let w = window(&mut p.windows, channel);
+                if !w.accept() {
                     return Ok(()); // delivered before the reconnect
                 }
                 if s.held.is_empty() {
                     let m = p.from.inbound(p.id, channel, payload);
                     // `read` ends the batch.
                     if let Some(pos) = self.sink.deliver_in_batch(&m) {
-                        window.delivered(pos);
+                        w.delivered(pos);
                         p.unacked_bytes += payload.len();
                         self.ack_at.get_or_insert(now + ACK_TICK);
                         return Ok(());
@@ -942,7 +955,7 @@ impl Engine {
                     while let Some(h) = c.s.held.front() {
                         let m = p.from.inbound(p.id, h.channel, &h.body);
                         let Some(pos) = self.sink.deliver(&m) else { break };
-                        p.windows.entry(h.channel).or_default().delivered(pos);
+                        window(&mut p.windows, h.channel).delivered(pos);
                         p.unacked_bytes += h.body.len();
                         c.s.held.pop_front();
                     }
@@ -1145,7 +1158,7 @@ impl Engine {
             let Some(t) = p.conn else { continue };
             let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) else { continue };
             let mut any = false;
-            for (&channel, w) in p.windows.iter_mut() {
+            for &mut (channel, ref mut w) in p.windows.iter_mut() {
                 if let Some(ack) = w.consumed(consumed) {
                     c.s.writer.control(&Control::Ack { channel, ack });
                     any = true;
