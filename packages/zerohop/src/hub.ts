@@ -745,6 +745,8 @@ class ShmBorrowed<T> implements Borrowed<T> {
   bytes: Uint8Array = new Uint8Array(0)
   seq = 0
   held = false
+  /** `bytes.byteLength`, kept (the getter costs more than the field). */
+  private size = 0
   private decoded: T | undefined
   private view: (T & StructView) | undefined
   private readonly sub: ShmSubscriber
@@ -776,6 +778,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.envelopeAt = off
     const at = off + this.envelope
     this.bytes = aside ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
+    this.size = aside?.byteLength ?? this.sub.len - this.envelope
     this.decoded = undefined
     this.held = true
     if (this.struct) {
@@ -821,7 +824,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.held = false
     if (this.sub.cursor !== this.seq) return false
     if (this.sub.intact()) {
-      this.sub.advance(this.bytes.byteLength)
+      this.sub.advance(this.size)
       return true
     }
     this.sub.torn()
