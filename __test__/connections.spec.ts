@@ -75,6 +75,21 @@ test.afterEach.always(() => {
 const peer = (cfg: object) => track(child('hub-peer.mjs', [JSON.stringify(cfg)]))
 const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
 
+test.serial('a process waiting for its hub to connect, with only statusEvents(), stays alive until it does', async (t) => {
+  // As a pending read of a Node socket does; a status listener alone would not. The
+  // server comes only after the client started waiting.
+  const probe = await Hub.open('tcp://127.0.0.1:0', { listen: true })
+  const address = probe.localAddress!
+  await probe.close({ lingerMs: 0 })
+  const c = track(child('await-connected.mjs', [`tcp://${address}`, JSON.stringify(fast)]))
+  t.not((await c.next('waiting')).status, 'connected')
+  await new Promise((r) => setTimeout(r, 300))
+  await using server = await Hub.open(`tcp://${address}`, { listen: true })
+  await c.next('connected')
+  t.is(await c.exited, 0, c.stderr())
+  t.is(server.status, 'connected')
+})
+
 for (const tr of transports) {
   const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
   /** A server process on a fresh URL; its URL for clients. */

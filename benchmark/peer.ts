@@ -139,7 +139,8 @@ if (role === 'zh-echo') {
   await countMessages(hub, count)
 } else if (role === 'stream-count') {
   const hub = await Hub.open(a as `tcp://${string}`, { role: 'subscriber' })
-  await new Promise<void>((r) => (hub.status === 'connected' ? r() : hub.onStatus((e) => e.status === 'connected' && r())))
+  // Its iterator (unlike a status listener) keeps this process alive while it waits.
+  if (hub.status !== 'connected') for await (const e of hub.statusEvents()) if (e.status === 'connected') break
   say({ ready: true })
   await countMessages(hub, Number(b))
 } else if (role === 'zmq-sink') {

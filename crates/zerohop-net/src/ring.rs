@@ -92,17 +92,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Puts `message` where the application reads it and returns its position in the
     /// application's order, or `None` when there is no room now (offer it again later).
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
-    /// [`deliver`](Self::deliver), one of several in a row: a reader that polls may see
-    /// it at once, one that waits is woken by [`end_batch`](Self::end_batch), which the
-    /// caller must call after the last. A batch costs one wake-up instead of one per
-    /// message.
-    fn deliver_in_batch(&self, message: &Inbound<'_>) -> Option<u64> {
-        self.deliver(message)
+    /// Opens a batch: the deliveries of one read of a socket, say. The sink stays the
+    /// batch's until it is dropped, and waiting readers wake once, then (a batch costs
+    /// one lock and one wake-up instead of one of each per message). Nothing else may
+    /// be asked of the sink while a batch is open.
+    fn batch(&self) -> Box<dyn Batch + '_> {
+        Box::new(OneByOne(self))
     }
-    /// Ends a run of [`deliver_in_batch`](Self::deliver_in_batch): waiting readers wake.
-    fn end_batch(&self) {}
-    /// Whether a batch of messages (a read of a socket) would find room now; a source
-    /// that can leave what it has not read yet in the kernel reads only then.
+    /// [`Batch::has_room_for_a_batch`], outside a batch.
     fn has_room_for_a_batch(&self) -> bool {
         true
     }
@@ -110,6 +107,28 @@ pub trait Sink: Send + Sync + 'static {
     fn consumed(&self) -> u64;
     /// The status changed.
     fn status(&self, event: StatusEvent);
+}
+
+/// Messages delivered together; see [`Sink::batch`].
+pub trait Batch {
+    /// [`Sink::deliver`], within the batch.
+    fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64>;
+    /// Whether a batch of messages (a read of a socket) would find room now; a source
+    /// that can leave what it has not read yet in the kernel reads only then.
+    fn has_room_for_a_batch(&self) -> bool;
+}
+
+/// A batch of a sink that has no batches of its own: each message on its own.
+struct OneByOne<'a, S: Sink + ?Sized>(&'a S);
+
+impl<S: Sink + ?Sized> Batch for OneByOne<'_, S> {
+    fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64> {
+        self.0.deliver(message)
+    }
+
+    fn has_room_for_a_batch(&self) -> bool {
+        true
+    }
 }
 
 /// Status events kept for callers that poll ([`ReceiveRing::take_status_events`]).
@@ -234,21 +253,20 @@ impl ReceiveRing {
 
     /// Delivers `m` if there is room now; its position in reading order.
     pub fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
-        let position = self.deliver_in_batch(m);
+        let mut inlet = lock(&self.inlet);
+        let Inlet { ring, spill, .. } = &mut *inlet;
+        let position = self.write(ring, spill, m.envelope(), m.body);
+        drop(inlet);
         if position.is_some() {
             self.delivered();
         }
         position
     }
 
-    /// [`deliver`](Self::deliver) without waking readers that wait: the caller calls
-    /// [`delivered`](Self::delivered) after a batch of these.
-    pub fn deliver_in_batch(&self, m: &Inbound<'_>) -> Option<u64> {
-        let mut inlet = lock(&self.inlet);
-        let Inlet { ring, spill, .. } = &mut *inlet;
-        self.write(ring, spill, m.envelope(), m.body)
+    /// A [`RingBatch`]: the ring's writer, held for several deliveries.
+    pub fn batch(&self) -> RingBatch<'_> {
+        RingBatch { ring: self, inlet: Some(lock(&self.inlet)), delivered: false }
     }
-
     /// Delivers `m`, or holds it (in order, after what is held already) until there is
     /// room: for sources that cannot keep what they received.
     pub fn deliver_or_hold(&self, m: &Inbound<'_>) {
@@ -293,7 +311,10 @@ impl ReceiveRing {
     /// an unreliable source may read another batch. Reading only then keeps holding for
     /// real overload.
     pub fn has_room_for_a_batch(&self) -> bool {
-        let inlet = lock(&self.inlet);
+        self.room_in(&lock(&self.inlet))
+    }
+
+    fn room_in(&self, inlet: &Inlet) -> bool {
         inlet.held.is_empty() && inlet.ring.slowest_lag() < self.half
     }
 
@@ -395,17 +416,43 @@ impl ReceiveRing {
     }
 }
 
+/// Deliveries into a [`ReceiveRing`] under one hold of its writer; readers that wait
+/// wake when it is dropped.
+pub struct RingBatch<'a> {
+    ring: &'a ReceiveRing,
+    inlet: Option<MutexGuard<'a, Inlet>>,
+    delivered: bool,
+}
+
+impl Batch for RingBatch<'_> {
+    fn deliver(&mut self, m: &Inbound<'_>) -> Option<u64> {
+        let Inlet { ring, spill, .. } = &mut **self.inlet.as_mut().expect("held until dropped");
+        let position = self.ring.write(ring, spill, m.envelope(), m.body);
+        self.delivered |= position.is_some();
+        position
+    }
+
+    fn has_room_for_a_batch(&self) -> bool {
+        self.ring.room_in(self.inlet.as_ref().expect("held until dropped"))
+    }
+}
+
+impl Drop for RingBatch<'_> {
+    fn drop(&mut self) {
+        drop(self.inlet.take());
+        if self.delivered {
+            self.ring.delivered();
+        }
+    }
+}
+
 impl Sink for ReceiveRing {
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64> {
         ReceiveRing::deliver(self, message)
     }
 
-    fn deliver_in_batch(&self, message: &Inbound<'_>) -> Option<u64> {
-        ReceiveRing::deliver_in_batch(self, message)
-    }
-
-    fn end_batch(&self) {
-        self.delivered();
+    fn batch(&self) -> Box<dyn Batch + '_> {
+        Box::new(ReceiveRing::batch(self))
     }
 
     fn has_room_for_a_batch(&self) -> bool {
@@ -508,12 +555,18 @@ mod tests {
         })));
         r.arm(0);
         let sink: &dyn Sink = &r;
-        assert_eq!(sink.deliver_in_batch(&Inbound::message(0, from(), 0, b"a")), Some(0));
-        assert_eq!(sink.deliver_in_batch(&Inbound::message(0, from(), 0, b"b")), Some(1));
+        let mut batch = sink.batch();
+        assert!(batch.has_room_for_a_batch());
+        assert_eq!(batch.deliver(&Inbound::message(0, from(), 0, b"a")), Some(0));
+        assert_eq!(batch.deliver(&Inbound::message(0, from(), 0, b"b")), Some(1));
         assert_eq!(read(&mut sub, &r).unwrap().1, b"a", "readable before the batch ends");
         assert_eq!(rings.load(Ordering::SeqCst), 0);
-        sink.end_batch();
+        drop(batch);
         assert_eq!(rings.load(Ordering::SeqCst), 1);
+        for _ in 0..3 {
+            r.deliver(&Inbound::message(0, from(), 0, b"c"));
+        }
+        assert!(!r.has_room_for_a_batch(), "half the ring unread");
     }
 
     #[test]

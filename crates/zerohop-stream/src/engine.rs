@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
-use zerohop_net::ring::{Inbound, Sink};
+use zerohop_net::ring::{Batch, Inbound, Sink};
 use zerohop_net::sending::Burst;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
@@ -490,8 +490,10 @@ impl Engine {
             self.report(status, addr, Some(Error::new(lost.code, lost.why)));
         }
         // Our requests die with the connection.
+        let sink = self.sink.clone();
+        let mut d = sink.batch();
         for key in std::mem::take(&mut self.requests).into_keys() {
-            self.deliver_surely(1, server, Kind::Failed, key, b"the connection was lost");
+            self.deliver_surely(&mut *d, 1, server, Kind::Failed, key, b"the connection was lost");
         }
     }
 
@@ -580,10 +582,13 @@ impl Engine {
         let from = self.peers[i].from;
         // Its requests to us end: the handler may stop.
         let cancelled: Vec<u64> = self.answers.iter().filter(|(_, (p, _))| *p == id).map(|(k, _)| *k).collect();
+        let sink = self.sink.clone();
+        let mut d = sink.batch();
         for key in cancelled {
             self.answers.remove(&key);
-            self.deliver_surely(id, from, Kind::Cancelled, key, &[]);
+            self.deliver_surely(&mut *d, id, from, Kind::Cancelled, key, &[]);
         }
+        drop(d);
         if self.closing {
             return;
         }
@@ -664,6 +669,9 @@ impl Engine {
         let mut total = 0;
         let mut ended = None;
         let mut room = true;
+        // What this read delivers goes in as one batch, opened once there is something.
+        let sink = self.sink.clone();
+        let mut batch: Option<Box<dyn Batch>> = None;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
                 break;
@@ -671,7 +679,7 @@ impl Engine {
             // A read into a ring short of room would only move its messages aside (a
             // copy each) to wait; they wait in the kernel instead, until the reader
             // makes room.
-            room = self.sink.has_room_for_a_batch();
+            room = batch.as_ref().map_or_else(|| sink.has_room_for_a_batch(), |d| d.has_room_for_a_batch());
             if !room {
                 break;
             }
@@ -686,6 +694,7 @@ impl Engine {
                     c.s.last_heard = now;
                     self.counters.bytes_received += n as u64;
                     let Conn { reader, tls, s } = &mut *c;
+                    let d = batch.get_or_insert_with(|| sink.batch());
                     let mut violation = None;
                     let mut records = |bytes: &[u8]| {
                         if violation.is_some() {
@@ -693,7 +702,7 @@ impl Engine {
                         }
                         let pushed = reader.push(bytes, |rec| {
                             if violation.is_none()
-                                && let Err(e) = self.on_record(s, rec, now)
+                                && let Err(e) = self.on_record(&mut **d, s, rec, now)
                             {
                                 violation = Some(e);
                             }
@@ -731,9 +740,7 @@ impl Engine {
         }
         self.read_buf = buf;
         self.plain_buf = plain;
-        if total > 0 {
-            self.sink.end_batch(); // of `on_record`'s deliveries
-        }
+        drop(batch);
         // Messages wait for room: stop reading this socket until they are taken.
         let want_read = c.s.held.is_empty() && room;
         if c.s.interest.read != want_read {
@@ -773,7 +780,13 @@ impl Engine {
         Lost::tls(e)
     }
 
-    fn on_record(&mut self, s: &mut ConnState, rec: Record<'_>, now: Instant) -> Result<(), RecordError> {
+    fn on_record(
+        &mut self,
+        d: &mut dyn Batch,
+        s: &mut ConnState,
+        rec: Record<'_>,
+        now: Instant,
+    ) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
             Record::Control(Control::Hello { session, queue_limit }) => self.hello(s, session, queue_limit),
@@ -792,8 +805,7 @@ impl Engine {
                 }
                 if s.held.is_empty() {
                     let m = p.from.inbound(p.id, channel, payload);
-                    // `read` ends the batch.
-                    if let Some(pos) = self.sink.deliver_in_batch(&m) {
+                    if let Some(pos) = d.deliver(&m) {
                         w.delivered(pos);
                         p.unacked_bytes += payload.len();
                         self.ack_at.get_or_insert(now + ACK_TICK);
@@ -821,7 +833,7 @@ impl Engine {
                 self.next_answer += 1;
                 self.answers.insert(local, (id, key));
                 let m = Inbound { kind: Kind::Request, request: local, ..s.from.inbound(id, 0, body) };
-                if self.undelivered.is_empty() && self.sink.deliver(&m).is_some() {
+                if self.undelivered.is_empty() && d.deliver(&m).is_some() {
                     return Ok(());
                 }
                 self.undelivered.push_back(Undelivered {
@@ -841,7 +853,7 @@ impl Engine {
                 let kind =
                     if matches!(rec, Record::Control(Control::Reply { .. })) { Kind::Response } else { Kind::Failed };
                 if self.requests.remove(&key).is_some() {
-                    self.deliver_surely(1, s.from, kind, key, body);
+                    self.deliver_surely(d, 1, s.from, kind, key, body);
                 }
                 Ok(())
             }
@@ -850,7 +862,7 @@ impl Engine {
                 let local = self.answers.iter().find(|(_, (p, k))| *p == id && *k == key).map(|(l, _)| *l);
                 if let Some(local) = local {
                     self.answers.remove(&local);
-                    self.deliver_surely(id, s.from, Kind::Cancelled, local, &[]);
+                    self.deliver_surely(d, id, s.from, Kind::Cancelled, local, &[]);
                 }
                 Ok(())
             }
@@ -922,10 +934,10 @@ impl Engine {
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
-    fn deliver_surely(&mut self, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
+    fn deliver_surely(&mut self, d: &mut dyn Batch, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
         if self.undelivered.is_empty() {
             let m = Inbound { kind, request, ..from.inbound(peer, 0, body) };
-            if self.sink.deliver(&m).is_some() {
+            if d.deliver(&m).is_some() {
                 return;
             }
         }
@@ -936,9 +948,11 @@ impl Engine {
     /// Offers what waits for room again (messages, and sockets whose reading waits);
     /// true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
+        let sink = self.sink.clone();
+        let mut d = sink.batch();
         while let Some(u) = self.undelivered.front() {
             let m = Inbound { kind: u.kind, request: u.request, ..u.from.inbound(u.peer, 0, &u.body) };
-            if self.sink.deliver(&m).is_none() {
+            if d.deliver(&m).is_none() {
                 return false;
             }
             self.undelivered.pop_front();
@@ -954,7 +968,7 @@ impl Engine {
                     let p = &mut self.peers[i];
                     while let Some(h) = c.s.held.front() {
                         let m = p.from.inbound(p.id, h.channel, &h.body);
-                        let Some(pos) = self.sink.deliver(&m) else { break };
+                        let Some(pos) = d.deliver(&m) else { break };
                         window(&mut p.windows, h.channel).delivered(pos);
                         p.unacked_bytes += h.body.len();
                         c.s.held.pop_front();
@@ -962,7 +976,7 @@ impl Engine {
                 }
                 None => c.s.held.clear(),
             }
-            if c.s.held.is_empty() && self.sink.has_room_for_a_batch() {
+            if c.s.held.is_empty() && d.has_room_for_a_batch() {
                 // Reading goes on: what the kernel holds is read at the next turn.
                 c.s.interest.read = true;
                 let _ = self.epoll.modify(c.s.fd.as_raw_fd(), t as u64, c.s.interest);

@@ -280,7 +280,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return () => this.statusListeners.delete(listener)
   }
 
-  /** The status events from now on, as an async iterator that ends after `closed`. */
+  /**
+   * The status events from now on, as an async iterator that ends after `closed`. While
+   * it waits for the next event it keeps the process alive (an `onStatus` listener
+   * does not).
+   */
   statusEvents(): AsyncIterableIterator<StatusEvent> {
     const queue: StatusEvent[] = []
     let wake: (() => void) | undefined
@@ -293,7 +297,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const iterator: AsyncIterableIterator<StatusEvent> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async (): Promise<IteratorResult<StatusEvent>> => {
-        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r))
+        if (queue.length === 0 && !done) {
+          // A pending wait for an event holds the process open, as a pending recv()
+          // does (a status listener alone does not).
+          const hold = setInterval(noop, 1 << 30)
+          try {
+            while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r))
+          } finally {
+            clearInterval(hold)
+          }
+        }
         wake = undefined
         const e = queue.shift()
         if (e !== undefined) return { value: e, done: false }
