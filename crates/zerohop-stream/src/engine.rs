@@ -195,6 +195,7 @@ impl Peer {
 /// Our window for a peer's `channel` among its `windows`: they are few (the channels a
 /// peer uses) and in the order of their channels, so a search costs less than a hash
 /// (this runs for every message).
+#[inline]
 fn window(windows: &mut Vec<(u16, ReceiveWindow)>, channel: u16) -> &mut ReceiveWindow {
     let i = match windows.binary_search_by_key(&channel, |(c, _)| *c) {
         Ok(i) => i,
