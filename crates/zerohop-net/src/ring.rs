@@ -92,14 +92,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Puts `message` where the application reads it and returns its position in the
     /// application's order, or `None` when there is no room now (offer it again later).
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
-    /// Opens a batch: the deliveries of one read of a socket, say. The sink stays the
-    /// batch's until it is dropped, and waiting readers wake once, then (a batch costs
+    /// Opens deliveries: the messages of one read of a socket, say. The sink stays
+    /// theirs until they are dropped, and waiting readers wake once, then (they cost
     /// one lock and one wake-up instead of one of each per message). Nothing else may
-    /// be asked of the sink while a batch is open.
-    fn batch(&self) -> Box<dyn Batch + '_> {
+    /// be asked of the sink while they are open.
+    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
         Box::new(OneByOne(self))
     }
-    /// [`Batch::has_room_for_a_batch`], outside a batch.
+    /// [`Deliveries::has_room_for_a_batch`], outside deliveries.
     fn has_room_for_a_batch(&self) -> bool {
         true
     }
@@ -109,25 +109,25 @@ pub trait Sink: Send + Sync + 'static {
     fn status(&self, event: StatusEvent);
 }
 
-/// Messages delivered together; see [`Sink::batch`].
-pub trait Batch {
-    /// [`Sink::deliver`], within the batch.
+/// Messages delivered together; see [`Sink::deliveries`].
+pub trait Deliveries {
+    /// [`Sink::deliver`], one of these deliveries.
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64>;
     /// Whether a batch of messages (a read of a socket) would find room now; a source
     /// that can leave what it has not read yet in the kernel reads only then.
     fn has_room_for_a_batch(&self) -> bool;
 }
 
-/// A batch of a sink that has no batches of its own: each message on its own.
+/// Deliveries into a sink that has none of its own: each message on its own.
 struct OneByOne<'a, S: Sink + ?Sized>(&'a S);
 
-impl<S: Sink + ?Sized> Batch for OneByOne<'_, S> {
+impl<S: Sink + ?Sized> Deliveries for OneByOne<'_, S> {
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64> {
         self.0.deliver(message)
     }
 
     fn has_room_for_a_batch(&self) -> bool {
-        true
+        self.0.has_room_for_a_batch()
     }
 }
 
@@ -263,9 +263,9 @@ impl ReceiveRing {
         position
     }
 
-    /// A [`RingBatch`]: the ring's writer, held for several deliveries.
-    pub fn batch(&self) -> RingBatch<'_> {
-        RingBatch { ring: self, inlet: Some(lock(&self.inlet)), delivered: false }
+    /// A [`RingDeliveries`]: the ring's writer, held for several deliveries.
+    pub fn deliveries(&self) -> RingDeliveries<'_> {
+        RingDeliveries { ring: self, inlet: Some(lock(&self.inlet)), delivered: false }
     }
     /// Delivers `m`, or holds it (in order, after what is held already) until there is
     /// room: for sources that cannot keep what they received.
@@ -418,13 +418,13 @@ impl ReceiveRing {
 
 /// Deliveries into a [`ReceiveRing`] under one hold of its writer; readers that wait
 /// wake when it is dropped.
-pub struct RingBatch<'a> {
+pub struct RingDeliveries<'a> {
     ring: &'a ReceiveRing,
     inlet: Option<MutexGuard<'a, Inlet>>,
     delivered: bool,
 }
 
-impl Batch for RingBatch<'_> {
+impl Deliveries for RingDeliveries<'_> {
     fn deliver(&mut self, m: &Inbound<'_>) -> Option<u64> {
         let Inlet { ring, spill, .. } = &mut **self.inlet.as_mut().expect("held until dropped");
         let position = self.ring.write(ring, spill, m.envelope(), m.body);
@@ -437,7 +437,7 @@ impl Batch for RingBatch<'_> {
     }
 }
 
-impl Drop for RingBatch<'_> {
+impl Drop for RingDeliveries<'_> {
     fn drop(&mut self) {
         drop(self.inlet.take());
         if self.delivered {
@@ -451,8 +451,8 @@ impl Sink for ReceiveRing {
         ReceiveRing::deliver(self, message)
     }
 
-    fn batch(&self) -> Box<dyn Batch + '_> {
-        Box::new(ReceiveRing::batch(self))
+    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
+        Box::new(ReceiveRing::deliveries(self))
     }
 
     fn has_room_for_a_batch(&self) -> bool {
@@ -545,7 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_rings_the_doorbell_once_at_its_end() {
+    fn deliveries_ring_the_doorbell_once_at_their_end() {
         let r = ring(8);
         let mut sub = Subscriber::new(r.segment().clone()).unwrap();
         let rings = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -555,13 +555,13 @@ mod tests {
         })));
         r.arm(0);
         let sink: &dyn Sink = &r;
-        let mut batch = sink.batch();
-        assert!(batch.has_room_for_a_batch());
-        assert_eq!(batch.deliver(&Inbound::message(0, from(), 0, b"a")), Some(0));
-        assert_eq!(batch.deliver(&Inbound::message(0, from(), 0, b"b")), Some(1));
-        assert_eq!(read(&mut sub, &r).unwrap().1, b"a", "readable before the batch ends");
+        let mut deliveries = sink.deliveries();
+        assert!(deliveries.has_room_for_a_batch());
+        assert_eq!(deliveries.deliver(&Inbound::message(0, from(), 0, b"a")), Some(0));
+        assert_eq!(deliveries.deliver(&Inbound::message(0, from(), 0, b"b")), Some(1));
+        assert_eq!(read(&mut sub, &r).unwrap().1, b"a", "readable before the deliveries end");
         assert_eq!(rings.load(Ordering::SeqCst), 0);
-        drop(batch);
+        drop(deliveries);
         assert_eq!(rings.load(Ordering::SeqCst), 1);
         for _ in 0..3 {
             r.deliver(&Inbound::message(0, from(), 0, b"c"));

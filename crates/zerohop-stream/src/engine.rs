@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
-use zerohop_net::ring::{Batch, Inbound, Sink};
+use zerohop_net::ring::{Deliveries, Inbound, Sink};
 use zerohop_net::sending::Burst;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
@@ -492,7 +492,7 @@ impl Engine {
         }
         // Our requests die with the connection.
         let sink = self.sink.clone();
-        let mut d = sink.batch();
+        let mut d = sink.deliveries();
         for key in std::mem::take(&mut self.requests).into_keys() {
             self.deliver_surely(&mut *d, 1, server, Kind::Failed, key, b"the connection was lost");
         }
@@ -584,7 +584,7 @@ impl Engine {
         // Its requests to us end: the handler may stop.
         let cancelled: Vec<u64> = self.answers.iter().filter(|(_, (p, _))| *p == id).map(|(k, _)| *k).collect();
         let sink = self.sink.clone();
-        let mut d = sink.batch();
+        let mut d = sink.deliveries();
         for key in cancelled {
             self.answers.remove(&key);
             self.deliver_surely(&mut *d, id, from, Kind::Cancelled, key, &[]);
@@ -670,9 +670,10 @@ impl Engine {
         let mut total = 0;
         let mut ended = None;
         let mut room = true;
-        // What this read delivers goes in as one batch, opened once there is something.
+        // What this read delivers goes in as one set of deliveries, opened once there is
+        // something.
         let sink = self.sink.clone();
-        let mut batch: Option<Box<dyn Batch>> = None;
+        let mut deliveries: Option<Box<dyn Deliveries>> = None;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
                 break;
@@ -680,7 +681,7 @@ impl Engine {
             // A read into a ring short of room would only move its messages aside (a
             // copy each) to wait; they wait in the kernel instead, until the reader
             // makes room.
-            room = batch.as_ref().map_or_else(|| sink.has_room_for_a_batch(), |d| d.has_room_for_a_batch());
+            room = deliveries.as_ref().map_or_else(|| sink.has_room_for_a_batch(), |d| d.has_room_for_a_batch());
             if !room {
                 break;
             }
@@ -695,7 +696,7 @@ impl Engine {
                     c.s.last_heard = now;
                     self.counters.bytes_received += n as u64;
                     let Conn { reader, tls, s } = &mut *c;
-                    let d = batch.get_or_insert_with(|| sink.batch());
+                    let d = deliveries.get_or_insert_with(|| sink.deliveries());
                     let mut violation = None;
                     let mut records = |bytes: &[u8]| {
                         if violation.is_some() {
@@ -741,7 +742,7 @@ impl Engine {
         }
         self.read_buf = buf;
         self.plain_buf = plain;
-        drop(batch);
+        drop(deliveries);
         // Messages wait for room: stop reading this socket until they are taken.
         let want_read = c.s.held.is_empty() && room;
         if c.s.interest.read != want_read {
@@ -783,7 +784,7 @@ impl Engine {
 
     fn on_record(
         &mut self,
-        d: &mut dyn Batch,
+        d: &mut dyn Deliveries,
         s: &mut ConnState,
         rec: Record<'_>,
         now: Instant,
@@ -935,7 +936,7 @@ impl Engine {
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
-    fn deliver_surely(&mut self, d: &mut dyn Batch, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
+    fn deliver_surely(&mut self, d: &mut dyn Deliveries, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
         if self.undelivered.is_empty() {
             let m = Inbound { kind, request, ..from.inbound(peer, 0, body) };
             if d.deliver(&m).is_some() {
@@ -950,7 +951,7 @@ impl Engine {
     /// true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
         let sink = self.sink.clone();
-        let mut d = sink.batch();
+        let mut d = sink.deliveries();
         while let Some(u) = self.undelivered.front() {
             let m = Inbound { kind: u.kind, request: u.request, ..u.from.inbound(u.peer, 0, &u.body) };
             if d.deliver(&m).is_none() {
