@@ -936,7 +936,15 @@ impl Engine {
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
-    fn deliver_surely(&mut self, d: &mut dyn Deliveries, peer: u32, from: Origin, kind: Kind, request: u64, body: &[u8]) {
+    fn deliver_surely(
+        &mut self,
+        d: &mut dyn Deliveries,
+        peer: u32,
+        from: Origin,
+        kind: Kind,
+        request: u64,
+        body: &[u8],
+    ) {
         if self.undelivered.is_empty() {
             let m = Inbound { kind, request, ..from.inbound(peer, 0, body) };
             if d.deliver(&m).is_some() {
