@@ -267,6 +267,7 @@ impl ReceiveRing {
     pub fn deliveries(&self) -> RingDeliveries<'_> {
         RingDeliveries { ring: self, inlet: Some(lock(&self.inlet)), delivered: false }
     }
+
     /// Delivers `m`, or holds it (in order, after what is held already) until there is
     /// room: for sources that cannot keep what they received.
     pub fn deliver_or_hold(&self, m: &Inbound<'_>) {

@@ -64,7 +64,7 @@ export class ShmRing {
   private slotViews: (Uint8Array | undefined)[]
   /** The last `payloadView` of each slot, and the bytes of the slot it spans. */
   private payloadViews: (Uint8Array | undefined)[]
-  private payloadSpans: Int32Array
+  private payloadSpans: Int32Array | undefined
 
   constructor(handle: ShmHandle) {
     this.handle = handle
@@ -97,7 +97,6 @@ export class ShmRing {
     this.slotViews = new Array(this.capacity)
     // oxlint-disable-next-line unicorn/no-new-array
     this.payloadViews = new Array(this.capacity)
-    this.payloadSpans = new Int32Array(this.capacity * 2)
   }
 
   /** Byte offset of the slot holding sequence number `lo` (low 32 bits suffice). */
@@ -123,7 +122,7 @@ export class ShmRing {
    */
   payloadView(lo: number, from: number, to: number): Uint8Array {
     const i = lo & this.mask
-    const spans = this.payloadSpans
+    const spans = (this.payloadSpans ??= new Int32Array(this.capacity * 2))
     const v = this.payloadViews[i]
     if (v !== undefined && spans[2 * i] === from && spans[2 * i + 1] === to) return v
     spans[2 * i] = from
