@@ -20,7 +20,7 @@
 //! let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
 //! queues[0].as_mut().unwrap().push(b"hello");
 //! let mut w = RecordWriter::new();
-//! w.control(&Control::Hello { session: 7, queue_limit: 1 << 20 });
+//! w.control(&Control::Hello { session: 7, queue_limit: 1 << 20, queue_messages: 4096 });
 //! let mut wire = Vec::new();
 //! while let Some(plan) = w.plan(&mut queues) {
 //!     let n = w.slices(&plan, &queues).iter().map(|s| { wire.extend_from_slice(s); s.len() }).sum();
@@ -31,7 +31,7 @@
 //! let mut got = Vec::new();
 //! r.push(&wire, |rec| got.push(format!("{rec:?}"))).unwrap();
 //! assert_eq!(got, [
-//!     "Control(Hello { session: 7, queue_limit: 1048576 })",
+//!     "Control(Hello { session: 7, queue_limit: 1048576, queue_messages: 4096 })",
 //!     "Control(Start { channel: 0, first_seq: 0 })",
 //!     "Message { channel: 0, payload: [104, 101, 108, 108, 111] }",
 //! ]);
@@ -52,19 +52,22 @@ const MAGIC: [u8; 4] = *b"ZH1\x01";
 /// [`HELLO_LEN`] bytes), its kind and the magic. Checked as they arrive, so that a peer speaking
 /// something else is refused at its first bytes.
 const PREAMBLE: [u8; 6] = [((HELLO_LEN as u8) << 1) | 1, 1, MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3]];
-/// A hello's body: its kind, the magic number, the session and the queue limit.
-const HELLO_LEN: usize = 1 + 4 + 8 + 8;
+/// A hello's body: its kind, the magic number, the session and the queue's two limits.
+const HELLO_LEN: usize = 1 + 4 + 8 + 8 + 8;
+// `Control::encode` builds a hello in its fixed part.
+const _: () = assert!(HELLO_LEN <= CONTROL_OVERHEAD + 8);
 
 /// A control record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control<'a> {
     /// The first record each way: the sender's session (a new one each time its hub
     /// opens, so that a restarted peer is told apart from one that reconnects), and the
-    /// most it keeps unacknowledged per channel (its send queue), so that the receiver
-    /// acknowledges well before that fills.
+    /// most it keeps unacknowledged per channel (its send queue), in bytes and in
+    /// messages, so that the receiver acknowledges well before either fills.
     Hello {
         session: u64,
         queue_limit: u64,
+        queue_messages: u64,
     },
     /// The messages that follow are `channel`'s, the first of them `first_seq` (the first
     /// on this connection; after a reconnect, the oldest unacknowledged one).
@@ -172,10 +175,11 @@ impl Control<'_> {
             *at += n;
         };
         let tail: &[u8] = match *self {
-            Self::Hello { session, queue_limit } => {
+            Self::Hello { session, queue_limit, queue_messages } => {
                 head[1..5].copy_from_slice(&MAGIC);
                 head[5..13].copy_from_slice(&session.to_le_bytes());
                 head[13..21].copy_from_slice(&queue_limit.to_le_bytes());
+                head[21..29].copy_from_slice(&queue_messages.to_le_bytes());
                 at = HELLO_LEN;
                 &[]
             }
@@ -237,7 +241,7 @@ fn decode_control(body: &[u8]) -> Result<Control<'_>, RecordError> {
                 return Err(RecordError::Malformed("not a zerohop/1 hello"));
             }
             let word = |at: usize| u64::from_le_bytes(rest[at..at + 8].try_into().expect("8 bytes"));
-            return Ok(Control::Hello { session: word(4), queue_limit: word(12) });
+            return Ok(Control::Hello { session: word(4), queue_limit: word(12), queue_messages: word(20) });
         }
         2 => Control::Start { channel: channel(varint(rest)?)?, first_seq: varint(rest)? },
         3 => Control::Select { channel: channel(varint(rest)?)? },
@@ -533,7 +537,7 @@ mod tests {
     #[test]
     fn every_control_record_reads_back() {
         let all = [
-            Control::Hello { session: u64::MAX, queue_limit: 1 << 20 },
+            Control::Hello { session: u64::MAX, queue_limit: 1 << 20, queue_messages: 4096 },
             Control::Start { channel: 3, first_seq: 1 << 40 },
             Control::Select { channel: 3 },
             Control::Ack { channel: 3, ack: 99 },
@@ -570,22 +574,28 @@ mod tests {
             (&[Control::Ping], "not a zerohop/1 connection"),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20 },
-                    Control::Hello { session: 1, queue_limit: 1 << 20 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
                 ],
                 "a second hello",
             ),
             (
-                &[Control::Hello { session: 1, queue_limit: 1 << 20 }, Control::Select { channel: 0 }],
+                &[
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Select { channel: 0 },
+                ],
                 "a switch to a channel never started",
             ),
             (
-                &[Control::Hello { session: 1, queue_limit: 1 << 20 }, Control::Start { channel: 16, first_seq: 0 }],
+                &[
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Start { channel: 16, first_seq: 0 },
+                ],
                 "a channel out of range",
             ),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
                     Control::Start { channel: 0, first_seq: 0 },
                     Control::Start { channel: 0, first_seq: 0 },
                 ],
@@ -602,7 +612,7 @@ mod tests {
         }
         // A message before any channel.
         let mut wire = Vec::new();
-        Control::Hello { session: 1, queue_limit: 1 << 20 }.encode(&mut wire);
+        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut wire);
         let mut q = SendQueue::tagged(1000);
         q.push(b"m");
         wire.extend_from_slice(q.unsent());
@@ -618,7 +628,7 @@ mod tests {
     fn a_cut_message_is_finished_before_anything_else() {
         let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
         queues[0].as_mut().unwrap().push(&[0xaa; 100]);
         let plan = w.plan(&mut queues).unwrap();
         let mut wire: Vec<u8> = w.slices(&plan, &queues).concat();
@@ -637,7 +647,7 @@ mod tests {
         assert_eq!(
             read_all(&wire),
             [
-                "Control(Hello { session: 1, queue_limit: 1048576 })",
+                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
                 "Control(Start { channel: 0, first_seq: 0 })",
                 &format!("Message {{ channel: 0, payload: {:?} }}", [0xaa_u8; 100]),
                 "Control(Ack { channel: 0, ack: 5 })",
@@ -654,14 +664,14 @@ mod tests {
         q.push(b"a");
         q.push(b"b");
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
         while let Some(plan) = w.plan(&mut queues) {
             w.wrote(&plan, plan.len(), &mut queues);
         }
         queues[0].as_mut().unwrap().ack(1).unwrap();
         // The connection breaks; the next starts from "b".
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
         let mut wire = Vec::new();
         while let Some(plan) = w.plan(&mut queues) {
             wire.extend(w.slices(&plan, &queues).concat());
@@ -670,7 +680,7 @@ mod tests {
         assert_eq!(
             read_all(&wire),
             [
-                "Control(Hello { session: 1, queue_limit: 1048576 })",
+                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
                 "Control(Start { channel: 0, first_seq: 1 })",
                 "Message { channel: 0, payload: [98] }"
             ]
@@ -689,7 +699,7 @@ mod tests {
         ) {
             let mut queues: Vec<Option<SendQueue>> = (0..3).map(|_| Some(SendQueue::tagged(1 << 20))).collect();
             let mut w = RecordWriter::new();
-            w.control(&Control::Hello { session: 9, queue_limit: 1 << 20 });
+            w.control(&Control::Hello { session: 9, queue_limit: 1 << 20, queue_messages: 4096 });
             let mut expect: Vec<String> = vec!["Control(Hello { session: 9 })".into()];
             let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
             let mut pings = 0;
@@ -747,7 +757,7 @@ mod tests {
         fn garbage_never_panics_nor_breaks_the_limits(bytes in proptest::collection::vec(any::<u8>(), 0..500), greet in any::<bool>()) {
             let mut wire = Vec::new();
             if greet {
-                Control::Hello { session: 1, queue_limit: 1 << 20 }.encode(&mut wire);
+                Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut wire);
             }
             wire.extend_from_slice(&bytes);
             let mut r = RecordReader::new(100, 4);

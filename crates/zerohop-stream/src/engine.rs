@@ -42,6 +42,11 @@ const ACK_BYTES_MAX: usize = 2 << 20;
 fn ack_every(queue_limit: u64) -> usize {
     usize::try_from(queue_limit / 4).unwrap_or(usize::MAX).clamp(1, ACK_BYTES_MAX)
 }
+
+/// The same in messages, for a sender that keeps `queue_messages` unacknowledged.
+fn ack_every_messages(queue_messages: u64) -> u64 {
+    (queue_messages / 4).max(1)
+}
 /// A burst of publishes goes out once this much waits: large writes are what a byte
 /// stream is fastest with (4 KB messages: 1.0 GB/s with 16 KiB, 1.6 with 64 KiB, 1.9
 /// with 256 KiB on loopback, 2026-12-04), and a burst waits at most microseconds anyway.
@@ -155,10 +160,12 @@ struct Peer {
     /// The peer's session (from its hello), and our windows for it.
     session: u64,
     windows: Vec<(u16, ReceiveWindow)>,
-    /// Bytes delivered since the last acknowledgement, and how many call for one at
-    /// once (from the peer's hello).
+    /// Bytes and messages delivered since the last acknowledgement, and how many of
+    /// either call for one at once (from the peer's hello).
     unacked_bytes: usize,
+    unacked_messages: u64,
     ack_every: usize,
+    ack_every_messages: u64,
     linger_until: Option<Instant>,
 }
 
@@ -172,7 +179,9 @@ impl Peer {
             session: 0,
             windows: Vec::new(),
             unacked_bytes: 0,
+            unacked_messages: 0,
             ack_every: ACK_BYTES_MAX,
+            ack_every_messages: u64::MAX,
             linger_until: None,
         }
     }
@@ -181,6 +190,12 @@ impl Peer {
     /// holds for the peer counts: it is unacknowledged too).
     fn has_room(&self, channel: u16, len: usize) -> bool {
         self.queues.get(usize::from(channel)).and_then(Option::as_ref).is_none_or(|q| q.has_room(len))
+    }
+
+    /// Whether what was delivered since the last acknowledgement calls for one now (a
+    /// quarter of the peer's queue, in bytes or in messages).
+    fn ack_due(&self) -> bool {
+        self.unacked_bytes >= self.ack_every || self.unacked_messages >= self.ack_every_messages
     }
 
     fn queued_messages(&self) -> u64 {
@@ -420,7 +435,8 @@ impl Engine {
     fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> io::Result<Conn> {
         let mut writer = RecordWriter::new();
         let queue_limit = self.config.options.send_queue_bytes as u64;
-        writer.control(&Control::Hello { session: self.session, queue_limit });
+        let queue_messages = u64::try_from(self.config.options.send_queue_messages).unwrap_or(u64::MAX);
+        writer.control(&Control::Hello { session: self.session, queue_limit, queue_messages });
         let tls = match &self.config.tls {
             Some(t) => Some(Box::new(t.session().map_err(io::Error::other)?)),
             None => None,
@@ -791,7 +807,9 @@ impl Engine {
     ) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
-            Record::Control(Control::Hello { session, queue_limit }) => self.hello(s, session, queue_limit),
+            Record::Control(Control::Hello { session, queue_limit, queue_messages }) => {
+                self.hello(s, session, queue_limit, queue_messages)
+            }
             Record::Control(Control::Start { channel, first_seq }) => {
                 if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
                     window(&mut self.peers[p].windows, channel).start_stream(first_seq);
@@ -810,6 +828,7 @@ impl Engine {
                     if let Some(pos) = d.deliver(&m) {
                         w.delivered(pos);
                         p.unacked_bytes += payload.len();
+                        p.unacked_messages += 1;
                         self.ack_at.get_or_insert(now + ACK_TICK);
                         return Ok(());
                     }
@@ -882,7 +901,13 @@ impl Engine {
     }
 
     /// The peer said who it is.
-    fn hello(&mut self, s: &mut ConnState, session: u64, queue_limit: u64) -> Result<(), RecordError> {
+    fn hello(
+        &mut self,
+        s: &mut ConnState,
+        session: u64,
+        queue_limit: u64,
+        queue_messages: u64,
+    ) -> Result<(), RecordError> {
         s.hello_by = None;
         if !self.config.options.listen {
             // Our server: connected.
@@ -895,9 +920,11 @@ impl Engine {
                 p.session = session;
                 p.windows.clear();
                 p.unacked_bytes = 0;
+                p.unacked_messages = 0;
             }
             if let Some(p) = self.peers.first_mut() {
                 p.ack_every = ack_every(queue_limit);
+                p.ack_every_messages = ack_every_messages(queue_messages);
             }
             if let Some(k) = self.connector.as_mut()
                 && k.life.on(LifeEvent::Connected).changed
@@ -927,6 +954,7 @@ impl Engine {
         p.conn = Some(s.token);
         p.from = s.from;
         p.ack_every = ack_every(queue_limit);
+        p.ack_every_messages = ack_every_messages(queue_messages);
         p.linger_until = None;
         s.peer = Some(p.id);
         let name = p.from.name(p.id);
@@ -981,6 +1009,7 @@ impl Engine {
                         let Some(pos) = d.deliver(&m) else { break };
                         window(&mut p.windows, h.channel).delivered(pos);
                         p.unacked_bytes += h.body.len();
+                        p.unacked_messages += 1;
                         c.s.held.pop_front();
                     }
                 }
@@ -1191,6 +1220,7 @@ impl Engine {
             }
             if any {
                 p.unacked_bytes = 0;
+                p.unacked_messages = 0;
                 self.dirty.push(t);
             }
         }
@@ -1274,7 +1304,7 @@ impl Engine {
                 }
             }
         }
-        if self.ack_at.is_some_and(|t| t <= now) || self.peers.iter().any(|p| p.unacked_bytes >= p.ack_every) {
+        if self.ack_at.is_some_and(|t| t <= now) || self.peers.iter().any(Peer::ack_due) {
             self.acknowledge(now);
         }
         if self.tick_at.is_some_and(|t| t <= now) {
@@ -1498,6 +1528,11 @@ impl Drive for Engine {
         if let Some(t) = hot {
             let only = self.listener.is_none();
             if self.read(t, now) > 0 {
+                // A caller that polls reads the ring empty before it pumps: what is due
+                // to be acknowledged is read, and need not wait for the I/O thread.
+                if self.peers.iter().any(Peer::ack_due) {
+                    self.acknowledge(now);
+                }
                 self.write_dirty(now);
                 return 1;
             }
@@ -1526,5 +1561,8 @@ mod tests {
         assert_eq!(ack_every(1 << 20), 256 << 10, "a quarter of a small one");
         assert_eq!(ack_every(0), 1);
         assert_eq!(ack_every(u64::MAX), ACK_BYTES_MAX);
+        assert_eq!(ack_every_messages(4000), 1000, "a quarter of a bound in messages");
+        assert_eq!(ack_every_messages(u64::MAX), u64::MAX / 4, "none: never by count");
+        assert_eq!(ack_every_messages(0), 1);
     }
 }
