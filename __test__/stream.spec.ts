@@ -25,6 +25,9 @@ for (const [scheme, [bound, limit]] of (['tcp', 'uds'] as const).flatMap((s) => 
     // The slow one never reads (its ring, then its socket, then our queue for it fill up).
     await using _slow = await Hub.open(dial, { role: 'subscriber', capacity: 16 })
     await using fast = await Hub.open(dial, { role: 'subscriber' })
+    const fastEvents: string[] = []
+    // What it loses, if anything (its first events say it is connecting, then connected).
+    fast.onStatus((e) => (e.status === 'disconnected' || e.status === 'reconnecting') && fastEvents.push(`${e.status} (${e.error?.code})`))
     for (let i = 0; i < 500 && (server.metrics().tcp ?? server.metrics().uds)!.peers < 2; i++) await new Promise((r) => setTimeout(r, 5))
     const gone = statusWhere(server as Hub<unknown>, (e) => e.status === 'disconnected' && e.error?.code === 'ERR_SLOW_CONSUMER', 20_000)
     const N = 30_000
@@ -49,7 +52,11 @@ for (const [scheme, [bound, limit]] of (['tcp', 'uds'] as const).flatMap((s) => 
     }
     const e = await gone
     t.truthy(e.peer)
-    await reading
+    await reading.catch((why: unknown) => {
+      const slow = (server.metrics().tcp ?? server.metrics().uds)!.slowConsumers
+      throw new Error(`the fast client stopped at ${got} of ${N} (its events: ${fastEvents.join(', ') || 'none'}; slow consumers: ${slow})`, { cause: why })
+    })
+    t.deepEqual(fastEvents, [], 'the fast client never lost its connection')
     t.is(got, N)
     t.true(inOrder, 'in order, none missing')
     const m = (server.metrics().tcp ?? server.metrics().uds)!

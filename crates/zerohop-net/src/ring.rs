@@ -99,10 +99,6 @@ pub trait Sink: Send + Sync + 'static {
     fn deliveries(&self) -> Box<dyn Deliveries + '_> {
         Box::new(OneByOne(self))
     }
-    /// [`Deliveries::has_room_for_a_batch`], outside deliveries.
-    fn has_room_for_a_batch(&self) -> bool {
-        true
-    }
     /// Positions below this have been read by the application.
     fn consumed(&self) -> u64;
     /// The status changed.
@@ -113,9 +109,6 @@ pub trait Sink: Send + Sync + 'static {
 pub trait Deliveries {
     /// [`Sink::deliver`], one of these deliveries.
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64>;
-    /// Whether a batch of messages (a read of a socket) would find room now; a source
-    /// that can leave what it has not read yet in the kernel reads only then.
-    fn has_room_for_a_batch(&self) -> bool;
 }
 
 /// Deliveries into a sink that has none of its own: each message on its own.
@@ -124,10 +117,6 @@ struct OneByOne<'a, S: Sink + ?Sized>(&'a S);
 impl<S: Sink + ?Sized> Deliveries for OneByOne<'_, S> {
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64> {
         self.0.deliver(message)
-    }
-
-    fn has_room_for_a_batch(&self) -> bool {
-        self.0.has_room_for_a_batch()
     }
 }
 
@@ -312,10 +301,7 @@ impl ReceiveRing {
     /// an unreliable source may read another batch. Reading only then keeps holding for
     /// real overload.
     pub fn has_room_for_a_batch(&self) -> bool {
-        self.room_in(&lock(&self.inlet))
-    }
-
-    fn room_in(&self, inlet: &Inlet) -> bool {
+        let inlet = lock(&self.inlet);
         inlet.held.is_empty() && inlet.ring.slowest_lag() < self.half
     }
 
@@ -432,10 +418,6 @@ impl Deliveries for RingDeliveries<'_> {
         self.delivered |= position.is_some();
         position
     }
-
-    fn has_room_for_a_batch(&self) -> bool {
-        self.ring.room_in(self.inlet.as_ref().expect("held until dropped"))
-    }
 }
 
 impl Drop for RingDeliveries<'_> {
@@ -454,10 +436,6 @@ impl Sink for ReceiveRing {
 
     fn deliveries(&self) -> Box<dyn Deliveries + '_> {
         Box::new(ReceiveRing::deliveries(self))
-    }
-
-    fn has_room_for_a_batch(&self) -> bool {
-        ReceiveRing::has_room_for_a_batch(self)
     }
 
     fn consumed(&self) -> u64 {
@@ -557,17 +535,12 @@ mod tests {
         r.arm(0);
         let sink: &dyn Sink = &r;
         let mut deliveries = sink.deliveries();
-        assert!(deliveries.has_room_for_a_batch());
         assert_eq!(deliveries.deliver(&Inbound::message(0, from(), 0, b"a")), Some(0));
         assert_eq!(deliveries.deliver(&Inbound::message(0, from(), 0, b"b")), Some(1));
         assert_eq!(read(&mut sub, &r).unwrap().1, b"a", "readable before the deliveries end");
         assert_eq!(rings.load(Ordering::SeqCst), 0);
         drop(deliveries);
         assert_eq!(rings.load(Ordering::SeqCst), 1);
-        for _ in 0..3 {
-            r.deliver(&Inbound::message(0, from(), 0, b"c"));
-        }
-        assert!(!r.has_room_for_a_batch(), "half the ring unread");
     }
 
     #[test]

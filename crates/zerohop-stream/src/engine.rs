@@ -119,10 +119,47 @@ impl Origin {
     }
 }
 
-/// A message read that the receive ring had no room for (accepted by its window).
+/// Messages read that the receive ring had no room for (accepted by their windows), in
+/// order: their bytes end to end in one buffer, so that holding one costs a copy, not
+/// an allocation. Reading stops while any are held, so this holds one read at most.
+#[derive(Default)]
 struct Held {
-    channel: u16,
-    body: Vec<u8>,
+    bytes: Vec<u8>,
+    /// Each one's channel and length, oldest first; the oldest starts at `start`.
+    messages: VecDeque<(u16, usize)>,
+    start: usize,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn push(&mut self, channel: u16, body: &[u8]) {
+        self.bytes.extend_from_slice(body);
+        self.messages.push_back((channel, body.len()));
+    }
+
+    /// The oldest: its channel and bytes.
+    fn front(&self) -> Option<(u16, &[u8])> {
+        let &(channel, len) = self.messages.front()?;
+        Some((channel, &self.bytes[self.start..self.start + len]))
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, len)) = self.messages.pop_front() {
+            self.start += len;
+        }
+        if self.messages.is_empty() {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.messages.clear();
+        self.start = 0;
+    }
 }
 
 /// One connection's state besides its reader.
@@ -136,7 +173,7 @@ struct ConnState {
     connecting: bool,
     interest: Interest,
     /// Messages waiting for room in the ring; the socket is not read meanwhile.
-    held: VecDeque<Held>,
+    held: Held,
     last_heard: Instant,
     last_sent: Instant,
     hello_by: Option<Instant>,
@@ -452,7 +489,7 @@ impl Engine {
                 peer: None,
                 connecting,
                 interest: Interest { read: !connecting, write: connecting },
-                held: VecDeque::new(),
+                held: Held::default(),
                 last_heard: now,
                 last_sent: now,
                 hello_by: Some(
@@ -685,20 +722,12 @@ impl Engine {
         let mut plain = std::mem::take(&mut self.plain_buf);
         let mut total = 0;
         let mut ended = None;
-        let mut room = true;
         // What this read delivers goes in as one set of deliveries, opened once there is
         // something.
         let sink = self.sink.clone();
         let mut deliveries: Option<Box<dyn Deliveries>> = None;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
-                break;
-            }
-            // A read into a ring short of room would only move its messages aside (a
-            // copy each) to wait; they wait in the kernel instead, until the reader
-            // makes room.
-            room = deliveries.as_ref().map_or_else(|| sink.has_room_for_a_batch(), |d| d.has_room_for_a_batch());
-            if !room {
                 break;
             }
             match socket::read(c.s.fd.as_raw_fd(), &mut buf) {
@@ -760,7 +789,7 @@ impl Engine {
         self.plain_buf = plain;
         drop(deliveries);
         // Messages wait for room: stop reading this socket until they are taken.
-        let want_read = c.s.held.is_empty() && room;
+        let want_read = c.s.held.is_empty();
         if c.s.interest.read != want_read {
             c.s.interest.read = want_read;
             let _ = self.epoll.modify(c.s.fd.as_raw_fd(), token, c.s.interest);
@@ -833,7 +862,7 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                s.held.push_back(Held { channel, body: payload.to_vec() });
+                s.held.push(channel, payload);
                 Ok(())
             }
             Record::Control(Control::Ack { channel, ack }) => {
@@ -983,8 +1012,7 @@ impl Engine {
         self.held_at.get_or_insert(Instant::now() + ROOM_POLL);
     }
 
-    /// Offers what waits for room again (messages, and sockets whose reading waits);
-    /// true if nothing waits any more.
+    /// Offers what waits for room again; true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
         let sink = self.sink.clone();
         let mut d = sink.deliveries();
@@ -998,24 +1026,24 @@ impl Engine {
         let mut all = true;
         for t in 0..self.conns.len() {
             let Some(c) = self.conns[t].as_mut() else { continue };
-            if c.s.interest.read || c.s.connecting {
-                continue; // reading goes on
+            if c.s.held.is_empty() {
+                continue;
             }
             match c.s.peer.and_then(|id| find_peer(&self.peers, id)) {
                 Some(i) => {
                     let p = &mut self.peers[i];
-                    while let Some(h) = c.s.held.front() {
-                        let m = p.from.inbound(p.id, h.channel, &h.body);
+                    while let Some((channel, body)) = c.s.held.front() {
+                        let m = p.from.inbound(p.id, channel, body);
                         let Some(pos) = d.deliver(&m) else { break };
-                        window(&mut p.windows, h.channel).delivered(pos);
-                        p.unacked_bytes += h.body.len();
+                        window(&mut p.windows, channel).delivered(pos);
+                        p.unacked_bytes += body.len();
                         p.unacked_messages += 1;
                         c.s.held.pop_front();
                     }
                 }
                 None => c.s.held.clear(),
             }
-            if c.s.held.is_empty() && d.has_room_for_a_batch() {
+            if c.s.held.is_empty() {
                 // Reading goes on: what the kernel holds is read at the next turn.
                 c.s.interest.read = true;
                 let _ = self.epoll.modify(c.s.fd.as_raw_fd(), t as u64, c.s.interest);
@@ -1554,6 +1582,22 @@ impl Drive for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_messages_keep_their_order_in_one_buffer() {
+        let mut h = Held::default();
+        h.push(1, b"ab");
+        h.push(2, b"");
+        h.push(1, b"cde");
+        assert_eq!(h.front(), Some((1, &b"ab"[..])));
+        h.pop_front();
+        assert_eq!(h.front(), Some((2, &b""[..])));
+        h.pop_front();
+        assert_eq!(h.front(), Some((1, &b"cde"[..])));
+        h.pop_front();
+        assert!(h.is_empty() && h.front().is_none());
+        assert!(h.bytes.is_empty(), "emptied, the buffer starts over");
+    }
 
     #[test]
     fn acknowledgements_come_well_before_the_senders_queue_fills() {
