@@ -242,14 +242,7 @@ impl ReceiveRing {
 
     /// Delivers `m` if there is room now; its position in reading order.
     pub fn deliver(&self, m: &Inbound<'_>) -> Option<u64> {
-        let mut inlet = lock(&self.inlet);
-        let Inlet { ring, spill, .. } = &mut *inlet;
-        let position = self.write(ring, spill, m.envelope(), m.body);
-        drop(inlet);
-        if position.is_some() {
-            self.delivered();
-        }
-        position
+        self.deliveries().deliver(m)
     }
 
     /// A [`RingDeliveries`]: the ring's writer, held for several deliveries.

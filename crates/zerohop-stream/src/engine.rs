@@ -199,8 +199,8 @@ struct Peer {
     windows: Vec<(u16, ReceiveWindow)>,
     /// Bytes and messages delivered since the last acknowledgement, and how many of
     /// either call for one at once (from the peer's hello).
-    unacked_bytes: usize,
-    unacked_messages: u64,
+    delivered_bytes: usize,
+    delivered_messages: u64,
     ack_every: usize,
     ack_every_messages: u64,
     linger_until: Option<Instant>,
@@ -215,8 +215,8 @@ impl Peer {
             queues: Vec::new(),
             session: 0,
             windows: Vec::new(),
-            unacked_bytes: 0,
-            unacked_messages: 0,
+            delivered_bytes: 0,
+            delivered_messages: 0,
             ack_every: ACK_BYTES_MAX,
             ack_every_messages: u64::MAX,
             linger_until: None,
@@ -232,7 +232,14 @@ impl Peer {
     /// Whether what was delivered since the last acknowledgement calls for one now (a
     /// quarter of the peer's queue, in bytes or in messages).
     fn ack_due(&self) -> bool {
-        self.unacked_bytes >= self.ack_every || self.unacked_messages >= self.ack_every_messages
+        self.delivered_bytes >= self.ack_every || self.delivered_messages >= self.ack_every_messages
+    }
+
+    /// What the peer's hello says it keeps unacknowledged, in bytes and in messages:
+    /// a quarter of either calls for an acknowledgement.
+    fn set_queue_bounds(&mut self, queue_limit: u64, queue_messages: u64) {
+        self.ack_every = ack_every(queue_limit);
+        self.ack_every_messages = ack_every_messages(queue_messages);
     }
 
     fn queued_messages(&self) -> u64 {
@@ -544,11 +551,12 @@ impl Engine {
             self.report(status, addr, Some(Error::new(lost.code, lost.why)));
         }
         // Our requests die with the connection.
-        let sink = self.sink.clone();
-        let mut d = sink.deliveries();
-        for key in std::mem::take(&mut self.requests).into_keys() {
-            self.deliver_surely(&mut *d, 1, server, Kind::Failed, key, b"the connection was lost");
-        }
+        let requests = std::mem::take(&mut self.requests);
+        self.delivering(|e, d| {
+            for key in requests.into_keys() {
+                e.deliver_surely(d, 1, server, Kind::Failed, key, b"the connection was lost");
+            }
+        });
     }
 
     fn accept(&mut self, now: Instant) {
@@ -636,13 +644,12 @@ impl Engine {
         let from = self.peers[i].from;
         // Its requests to us end: the handler may stop.
         let cancelled: Vec<u64> = self.answers.iter().filter(|(_, (p, _))| *p == id).map(|(k, _)| *k).collect();
-        let sink = self.sink.clone();
-        let mut d = sink.deliveries();
-        for key in cancelled {
-            self.answers.remove(&key);
-            self.deliver_surely(&mut *d, id, from, Kind::Cancelled, key, &[]);
-        }
-        drop(d);
+        self.delivering(|e, d| {
+            for key in cancelled {
+                e.answers.remove(&key);
+                e.deliver_surely(d, id, from, Kind::Cancelled, key, &[]);
+            }
+        });
         if self.closing {
             return;
         }
@@ -856,8 +863,8 @@ impl Engine {
                     let m = p.from.inbound(p.id, channel, payload);
                     if let Some(pos) = d.deliver(&m) {
                         w.delivered(pos);
-                        p.unacked_bytes += payload.len();
-                        p.unacked_messages += 1;
+                        p.delivered_bytes += payload.len();
+                        p.delivered_messages += 1;
                         self.ack_at.get_or_insert(now + ACK_TICK);
                         return Ok(());
                     }
@@ -948,12 +955,11 @@ impl Engine {
                 // of the last one's (what to drop as already delivered) means nothing.
                 p.session = session;
                 p.windows.clear();
-                p.unacked_bytes = 0;
-                p.unacked_messages = 0;
+                p.delivered_bytes = 0;
+                p.delivered_messages = 0;
             }
             if let Some(p) = self.peers.first_mut() {
-                p.ack_every = ack_every(queue_limit);
-                p.ack_every_messages = ack_every_messages(queue_messages);
+                p.set_queue_bounds(queue_limit, queue_messages);
             }
             if let Some(k) = self.connector.as_mut()
                 && k.life.on(LifeEvent::Connected).changed
@@ -982,14 +988,20 @@ impl Engine {
         let p = &mut self.peers[i];
         p.conn = Some(s.token);
         p.from = s.from;
-        p.ack_every = ack_every(queue_limit);
-        p.ack_every_messages = ack_every_messages(queue_messages);
+        p.set_queue_bounds(queue_limit, queue_messages);
         p.linger_until = None;
         s.peer = Some(p.id);
         let name = p.from.name(p.id);
         self.report(Status::Connected, name, None);
         self.dirty.push(s.token);
         Ok(())
+    }
+
+    /// Runs `f` with deliveries into the sink open (see [`Sink::deliveries`]).
+    fn delivering<R>(&mut self, f: impl FnOnce(&mut Self, &mut dyn Deliveries) -> R) -> R {
+        let sink = self.sink.clone();
+        let mut d = sink.deliveries();
+        f(self, &mut *d)
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
@@ -1014,8 +1026,10 @@ impl Engine {
 
     /// Offers what waits for room again; true if nothing waits any more.
     fn retry_held(&mut self, now: Instant) -> bool {
-        let sink = self.sink.clone();
-        let mut d = sink.deliveries();
+        self.delivering(|e, d| e.retry_held_into(d, now))
+    }
+
+    fn retry_held_into(&mut self, d: &mut dyn Deliveries, now: Instant) -> bool {
         while let Some(u) = self.undelivered.front() {
             let m = Inbound { kind: u.kind, request: u.request, ..u.from.inbound(u.peer, 0, &u.body) };
             if d.deliver(&m).is_none() {
@@ -1036,8 +1050,8 @@ impl Engine {
                         let m = p.from.inbound(p.id, channel, body);
                         let Some(pos) = d.deliver(&m) else { break };
                         window(&mut p.windows, channel).delivered(pos);
-                        p.unacked_bytes += body.len();
-                        p.unacked_messages += 1;
+                        p.delivered_bytes += body.len();
+                        p.delivered_messages += 1;
                         c.s.held.pop_front();
                     }
                 }
@@ -1247,8 +1261,8 @@ impl Engine {
                 again |= w.has_unread();
             }
             if any {
-                p.unacked_bytes = 0;
-                p.unacked_messages = 0;
+                p.delivered_bytes = 0;
+                p.delivered_messages = 0;
                 self.dirty.push(t);
             }
         }
