@@ -1,16 +1,23 @@
 //! The per-message calls of network hubs as plain Node-API functions.
 //!
-//! `netPublish(link, bytes, channel)` and `netPump(link)` run once per message and once
-//! per poll of an empty ring, for every network transport; `netArm(waker, cursor)` once
-//! per wait. A `#[napi]` function pays
+//! `netPublish(link, bytes, channel)`, `netPublishStaged(link, len, channel)` and
+//! `netPump(link)` run once per message and once per poll of an empty ring, for every
+//! network transport; `netArm(waker, cursor)` once per wait. A `#[napi]` function pays
 //! for napi-rs's borrow tracking on every call (a thread-local scope, a global map,
 //! allocations), which costs more than the work itself. These are written against
 //! Node-API directly: they read their arguments, call the hub's [`Link`], and allocate
 //! nothing.
 //!
-//! A link travels as an external tagged with [`TAG`], so that any other value passed in
-//! is refused with a `TypeError` rather than dereferenced.
+//! Reading a `Uint8Array` argument's bytes (`napi_get_typedarray_info`) costs about
+//! 230 ns on Node 20, more than sending a small message, and a small array that V8 keeps
+//! on its heap is moved off it first. So a link comes with a [`Stage`]: memory of ours
+//! that JavaScript sees as an `ArrayBuffer` (`netStage(link)`), copies a small message
+//! into, and names by its length only (`netPublishStaged`).
+//!
+//! A link travels as an external tagged with [`TAG`](Held::TAG), so that any other value
+//! passed in is refused with a `TypeError` rather than dereferenced.
 
+use std::cell::UnsafeCell;
 use std::ffi::{CString, c_void};
 use std::ptr;
 use std::rc::Rc;
@@ -30,8 +37,33 @@ pub trait Held: 'static {
     const NOT_ONE: &'static str;
 }
 
-impl Held for Arc<dyn Link> {
-    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6e65_746c_696e_6b02 };
+/// How many bytes a [`Stage`] holds: messages up to this size are staged. Copying
+/// 4 KiB in JavaScript costs less than reading a `Uint8Array` argument.
+pub const STAGE_BYTES: usize = 4096;
+
+/// Memory JavaScript copies a message into before `netPublishStaged` sends it. Shared
+/// by the link and the `ArrayBuffer` over it, so it lives while either does; both live
+/// on the JavaScript thread only (hence `Rc`).
+pub struct Stage(Box<[UnsafeCell<u8>]>);
+
+impl Stage {
+    fn new() -> Stage {
+        Stage((0..STAGE_BYTES).map(|_| UnsafeCell::new(0)).collect())
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        UnsafeCell::raw_get(self.0.as_ptr())
+    }
+}
+
+/// A hub's link and its stage: what `netPublish`, `netPublishStaged` and `netPump` take.
+pub struct Sender {
+    link: Arc<dyn Link>,
+    stage: Rc<Stage>,
+}
+
+impl Held for Sender {
+    const TAG: sys::napi_type_tag = sys::napi_type_tag { lower: 0x7a65_726f_686f_7075, upper: 0x6e65_746c_696e_6b03 };
     const NOT_ONE: &'static str = "the first argument is not a hub's link";
 }
 
@@ -62,9 +94,9 @@ fn external<H: Held>(env: &Env, held: H) -> Result<sys::napi_value> {
     Ok(value)
 }
 
-/// A hub's link as a tagged external.
+/// A hub's link (with a stage of its own) as a tagged external.
 pub fn link_external(env: &Env, link: Arc<dyn Link>) -> Result<sys::napi_value> {
-    external(env, link)
+    external(env, Sender { link, stage: Rc::new(Stage::new()) })
 }
 
 /// A hub's waker as a tagged external.
@@ -147,7 +179,7 @@ unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a
 /// receiver did not get it (`drop_new`, or a datagram with nowhere to go).
 unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, argv) = match unsafe { args::<Arc<dyn Link>, 3>(env, info) } {
+    let (sender, argv) = match unsafe { args::<Sender, 3>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -157,34 +189,107 @@ unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_in
         // SAFETY: this call's env.
         return unsafe { throw(env, "netPublish takes a Uint8Array", true) };
     };
-    let mut channel = 0u32;
-    // SAFETY: this call's env and argument; `channel` is a valid out-pointer.
-    let s = unsafe { sys::napi_get_value_uint32(env, argv[2], &mut channel) };
-    let Some(channel) = u16::try_from(channel).ok().filter(|_| s == sys::Status::napi_ok) else {
+    // SAFETY: this call's env and argument.
+    unsafe { publish(env, sender, bytes, argv[2]) }
+}
+
+/// `netPublishStaged(link, len: number, channel: number): boolean` — `netPublish` of
+/// the first `len` bytes of the link's stage (see [`netStage`](net_stage)).
+unsafe extern "C" fn net_publish_staged(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (sender, argv) = match unsafe { args::<Sender, 3>(env, info) } {
+        Ok(v) => v,
         // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let mut len = 0u32;
+    // SAFETY: this call's env and argument; `len` is a valid out-pointer.
+    let s = unsafe { sys::napi_get_value_uint32(env, argv[1], &mut len) };
+    let len = len as usize;
+    if s != sys::Status::napi_ok || len > STAGE_BYTES {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "netPublishStaged takes a length within the stage", true) };
+    }
+    // SAFETY: the stage holds STAGE_BYTES initialised bytes and lives as long as the
+    // sender. JavaScript, its only other user, writes it only while no call of ours
+    // runs, and nothing below runs JavaScript, so nobody writes it while this reads.
+    let bytes = unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), len) };
+    // SAFETY: this call's env and argument.
+    unsafe { publish(env, sender, bytes, argv[2]) }
+}
+
+/// Publishes `bytes` on the channel `channel` names; the shared end of `netPublish` and
+/// `netPublishStaged`.
+///
+/// # Safety
+/// `env` must be the env of the current call and `channel` one of its arguments.
+unsafe fn publish(env: sys::napi_env, sender: &Sender, bytes: &[u8], channel: sys::napi_value) -> sys::napi_value {
+    let mut number = 0u32;
+    // SAFETY: per the contract; `number` is a valid out-pointer.
+    let s = unsafe { sys::napi_get_value_uint32(env, channel, &mut number) };
+    let Some(channel) = u16::try_from(number).ok().filter(|_| s == sys::Status::napi_ok) else {
+        // SAFETY: per the contract.
         return unsafe { throw(env, "netPublish takes a channel number below 65536", true) };
     };
-    match link.publish(channel, bytes) {
+    match sender.link.publish(channel, bytes) {
         Ok(delivery) => {
             let mut out = ptr::null_mut();
-            // SAFETY: this call's env; `out` is a valid out-pointer.
+            // SAFETY: per the contract; `out` is a valid out-pointer.
             unsafe { sys::napi_get_boolean(env, delivery == Delivery::Accepted, &mut out) };
             out
         }
-        // SAFETY: this call's env.
+        // SAFETY: per the contract.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
     }
+}
+
+/// `netStage(link): ArrayBuffer | undefined` — the link's stage, for JavaScript to copy
+/// messages into; `undefined` where Node-API may not wrap memory of ours (a V8 sandbox),
+/// and then every message goes through `netPublish`.
+unsafe extern "C" fn net_stage(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe extern "C" fn finalize(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+        // SAFETY: `hint` is the Box<Rc<Stage>> leaked below; Node calls this once, on
+        // the JavaScript thread.
+        drop(unsafe { Box::from_raw(hint.cast::<Rc<Stage>>()) });
+    }
+    // SAFETY: called by Node with this call's env and info.
+    let (sender, _) = match unsafe { args::<Sender, 1>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let hint = Box::into_raw(Box::new(sender.stage.clone()));
+    let mut out = ptr::null_mut();
+    // SAFETY: this call's env; the memory stays valid until `finalize` drops the `Rc`
+    // it holds (or, if the call fails, the one dropped here).
+    let s = unsafe {
+        sys::napi_create_external_arraybuffer(
+            env,
+            sender.stage.ptr().cast(),
+            STAGE_BYTES,
+            Some(finalize),
+            hint.cast(),
+            &mut out,
+        )
+    };
+    if s != sys::Status::napi_ok {
+        // SAFETY: not handed to Node, so still ours to free.
+        drop(unsafe { Box::from_raw(hint) });
+        // SAFETY: this call's env; `out` is a valid out-pointer.
+        unsafe { sys::napi_get_undefined(env, &mut out) };
+    }
+    out
 }
 
 /// `netPump(link): number` — datagrams read (their messages went into the ring).
 unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
-    let (link, _) = match unsafe { args::<Arc<dyn Link>, 1>(env, info) } {
+    let (sender, _) = match unsafe { args::<Sender, 1>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
-    match link.pump() {
+    match sender.link.pump() {
         // SAFETY: this call's env.
         Ok(n) => unsafe { uint32(env, n) },
         // SAFETY: this call's env.
@@ -228,8 +333,13 @@ unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
 /// Adds the fast paths to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] =
-        [(c"netPublish", Some(net_publish)), (c"netPump", Some(net_pump)), (c"netArm", Some(net_arm))];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 5] = [
+        (c"netPublish", Some(net_publish)),
+        (c"netPublishStaged", Some(net_publish_staged)),
+        (c"netStage", Some(net_stage)),
+        (c"netPump", Some(net_pump)),
+        (c"netArm", Some(net_arm)),
+    ];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

@@ -686,7 +686,7 @@ impl Engine {
             return;
         }
         if ev.readable || ev.closed {
-            self.read(token, now);
+            self.read(token, &mut Clock::at(now));
         }
         if ev.writable {
             self.dirty.push(token);
@@ -723,7 +723,7 @@ impl Engine {
     }
 
     /// Reads what connection `token` has (unless messages wait for room).
-    fn read(&mut self, token: u64, now: Instant) -> usize {
+    fn read(&mut self, token: u64, clock: &mut Clock) -> usize {
         let Some(mut c) = self.conns.get_mut(token as usize).and_then(Option::take) else { return 0 };
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut plain = std::mem::take(&mut self.plain_buf);
@@ -743,6 +743,7 @@ impl Engine {
                     break;
                 }
                 Ok(n) => {
+                    let now = clock.now();
                     total += n;
                     self.hot = Some(token);
                     c.s.last_heard = now;
@@ -801,7 +802,7 @@ impl Engine {
             c.s.interest.read = want_read;
             let _ = self.epoll.modify(c.s.fd.as_raw_fd(), token, c.s.interest);
             if !want_read {
-                self.held_at.get_or_insert(now + ROOM_POLL);
+                self.held_at.get_or_insert(clock.now() + ROOM_POLL);
             }
         }
         // TLS may have something to say (its handshake) or have let our records go.
@@ -817,7 +818,7 @@ impl Engine {
             if self.conns[token as usize].as_ref().is_some_and(|c| c.s.closed_by_peer) {
                 lost.by_peer = true;
             }
-            self.lost(token, now, lost);
+            self.lost(token, clock.now(), lost);
         }
         total
     }
@@ -1532,6 +1533,21 @@ fn tcp_of(addr: &Address) -> SocketAddr {
     }
 }
 
+/// The time, read from the clock the first time something needs it: a poll that finds
+/// nothing (most of a spinning reader's) reads no clock.
+#[derive(Default)]
+struct Clock(Option<Instant>);
+
+impl Clock {
+    fn at(now: Instant) -> Clock {
+        Clock(Some(now))
+    }
+
+    fn now(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 /// How many polls may skip epoll while the connection that spoke last is read directly
 /// (a listener's other connections and new ones wait at most this many polls).
 const DIRECT_POLLS: u32 = 8;
@@ -1555,9 +1571,9 @@ impl Drive for Engine {
     /// then, and whenever there is no such connection, so that other peers, new ones and
     /// a connect under way are never left behind.
     fn pump(&mut self) -> usize {
-        let now = Instant::now();
+        let mut clock = Clock::default();
         // The caller reads the ring: it may have made the room that messages wait for.
-        if self.held_at.is_some() && self.retry_held(now) {
+        if self.held_at.is_some() && self.retry_held(clock.now()) {
             self.held_at = None;
         }
         let hot = self.hot.filter(|t| {
@@ -1566,10 +1582,13 @@ impl Drive for Engine {
                 .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting && c.s.held.is_empty()))
         });
         // A caller that polls is not at the end of its turn: what it published goes now.
-        self.flush_pending(now);
+        if self.burst.pending() {
+            self.flush(clock.now());
+        }
         if let Some(t) = hot {
             let only = self.listener.is_none();
-            if self.read(t, now) > 0 {
+            if self.read(t, &mut clock) > 0 {
+                let now = clock.now();
                 // A caller that polls reads the ring empty before it pumps: what is due
                 // to be acknowledged is read, and need not wait for the I/O thread.
                 if self.peers.iter().any(Peer::ack_due) {
@@ -1580,12 +1599,14 @@ impl Drive for Engine {
             }
             self.pumps_since_epoll += 1;
             if only || self.pumps_since_epoll < DIRECT_POLLS {
-                self.write_dirty(now);
+                if !self.dirty.is_empty() {
+                    self.write_dirty(clock.now());
+                }
                 return 0;
             }
         }
         self.pumps_since_epoll = 0;
-        self.turn(now, true)
+        self.turn(clock.now(), true)
     }
 
     fn take_changed(&mut self) -> bool {

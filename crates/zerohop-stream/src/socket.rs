@@ -158,10 +158,12 @@ pub fn local_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
     Ok(s.local_addr()?.as_socket())
 }
 
-/// Reads what waits into `buf`: `Ok(0)` is the end of the stream.
+/// Reads what waits into `buf`: `Ok(0)` is the end of the stream. With recv(2), not
+/// read(2): a spinning reader calls it between messages, and read(2)'s way through the
+/// file layer costs about 50 ns more each time.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length; the descriptor is ours.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 

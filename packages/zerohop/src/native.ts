@@ -18,6 +18,8 @@ export type NetWaker = { readonly __brand: 'NetWaker' }
  */
 export const fast = binding as unknown as {
   netPublish(link: NetLink, bytes: Uint8Array, channel: number): boolean
+  netPublishStaged(link: NetLink, len: number, channel: number): boolean
+  netStage(link: NetLink): ArrayBuffer | undefined
   netPump(link: NetLink): number
   netArm(waker: NetWaker, cursor: number): void
 }

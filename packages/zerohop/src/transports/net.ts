@@ -2,8 +2,10 @@
  * Every network transport (`udp://`, `quic://`, and those to come) behind one port:
  * the native `NetHandle` opens the hub with the options as given (the hub and its
  * transport each take their own and refuse the rest), publishing crosses into Rust
- * once per message through the link (`netPublish`), and received messages land in a
- * receive ring read in place like a `shm://` segment, each after an envelope.
+ * once per message through the link (a small message is copied into the link's stage
+ * and named by its length, `netPublishStaged`, which costs less than handing Rust a
+ * `Uint8Array`; a large one goes as it is, `netPublish`), and received messages land in
+ * a receive ring read in place like a `shm://` segment, each after an envelope.
  */
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
@@ -48,6 +50,11 @@ class NetPort<T> implements Port<T> {
   private readonly handle: NetHandle
   /** The handle `publish` and `pump` call through (see `netPublish` in the binding). */
   private readonly link: NetLink
+  /**
+   * Memory of the link's that a message up to its size is copied into before
+   * `netPublishStaged` (absent where Node-API cannot share memory: then `netPublish`).
+   */
+  private readonly stage: Uint8Array | undefined
   /** What `arm` calls through (`netArm`). */
   private readonly waker: NetWaker
   private readonly codec: Codec<T> | StructCodec<T>
@@ -68,6 +75,8 @@ class NetPort<T> implements Port<T> {
     this.settings = native(() => handle.settings()) as PortSettings
     this.maxMessageSize = native(() => handle.maxMessageSize())
     this.link = native(() => handle.link()) as NetLink
+    const stage = fast.netStage(this.link)
+    this.stage = stage === undefined ? undefined : new Uint8Array(stage)
     this.waker = native(() => handle.waker()) as NetWaker
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
@@ -113,8 +122,14 @@ class NetPort<T> implements Port<T> {
 
   private send(bytes: Uint8Array, channel: number): boolean {
     let accepted: boolean
+    const stage = this.stage
     try {
-      accepted = fast.netPublish(this.link, bytes, channel)
+      if (stage !== undefined && bytes.byteLength <= stage.byteLength) {
+        stage.set(bytes)
+        accepted = fast.netPublishStaged(this.link, bytes.byteLength, channel)
+      } else {
+        accepted = fast.netPublish(this.link, bytes, channel)
+      }
     } catch (e) {
       throw fromNative(e)
     }
