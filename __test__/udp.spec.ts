@@ -191,6 +191,8 @@ test.serial('the raw per-message native calls refuse anything but a live link an
   const native = require('../packages/zerohop/native/binding.js') as {
     NetHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
     netPublish(link: unknown, bytes?: unknown, channel?: unknown): boolean
+    netPublishStaged(link: unknown, len?: unknown, channel?: unknown): boolean
+    netStage(link: unknown): ArrayBuffer | undefined
     netPump(link: unknown): number
   }
   const handle = native.NetHandle.open('udp://127.0.0.1:0')
@@ -198,7 +200,16 @@ test.serial('the raw per-message native calls refuse anything but a live link an
   for (const bad of [undefined, null, 42, {}, new Uint8Array(4), () => {}]) {
     t.throws(() => native.netPump(bad), { instanceOf: TypeError })
     t.throws(() => native.netPublish(bad, new Uint8Array(1), 0), { instanceOf: TypeError })
+    t.throws(() => native.netPublishStaged(bad, 1, 0), { instanceOf: TypeError })
+    t.throws(() => native.netStage(bad), { instanceOf: TypeError })
   }
+  // The stage: a length beyond it, or not a length, is refused; one within it is sent.
+  const stage = native.netStage(link)
+  t.true(stage instanceof ArrayBuffer)
+  t.throws(() => native.netPublishStaged(link, stage!.byteLength + 1, 0), { instanceOf: TypeError })
+  t.throws(() => native.netPublishStaged(link, 'ten', 0), { instanceOf: TypeError })
+  t.throws(() => native.netPublishStaged(link, 1, 70000), { instanceOf: TypeError })
+  t.notThrows(() => native.netPublishStaged(link, stage!.byteLength, 0))
   t.throws(() => native.netPublish(link, 'text', 0), { instanceOf: TypeError })
   t.throws(() => native.netPublish(link, new Uint16Array(2), 0), { instanceOf: TypeError })
   t.throws(() => native.netPublish(link, new Uint8Array(1), 70000), { instanceOf: TypeError })
@@ -207,6 +218,9 @@ test.serial('the raw per-message native calls refuse anything but a live link an
   handle.close()
   t.throws(() => native.netPump(link), { message: /^ERR_CLOSED/ })
   t.throws(() => native.netPublish(link, new Uint8Array(1), 0), { message: /^ERR_CLOSED/ })
+  t.throws(() => native.netPublishStaged(link, 1, 0), { message: /^ERR_CLOSED/ })
+  // The stage outlives the hub while JavaScript holds it.
+  new Uint8Array(stage!).fill(7)
 })
 
 test.serial('bad options, peers and URLs are typed errors', async (t) => {

@@ -87,9 +87,19 @@ pub trait Drive: Send + 'static {
     /// A reader's poll, on its thread: reads what waits and delivers it. The default is
     /// a full turn. An engine overrides it to do only what delivering takes, and leaves
     /// the rest of the turn to [`settle`](Self::settle).
-    fn pump(&mut self) -> usize {
+    ///
+    /// `alone`: nobody waits on the [readiness descriptor](Self::readiness_fd) now (the
+    /// I/O thread leaves the socket to this reader, and no event loop watches it), so
+    /// the engine may read a socket without its readiness being tracked, until
+    /// [`readiness_needed`](Self::readiness_needed).
+    fn pump(&mut self, alone: bool) -> usize {
+        let _ = alone;
         self.drive(Instant::now(), Ready::READABLE)
     }
+
+    /// Someone is about to wait on the readiness descriptor (the I/O thread, or the
+    /// reader's event loop): every socket must be tracked by it again.
+    fn readiness_needed(&mut self) {}
 
     /// The rest of a reader's turn, once the reader has taken what [`pump`](Self::pump)
     /// delivered: what the engine sends in answer to what it read (acknowledgements),
@@ -337,8 +347,9 @@ impl<D: Drive> Driver<D> {
     pub fn pump(&self) -> Result<usize> {
         let Some(mut g) = self.reader_lock() else { return Ok(0) };
         // Nobody to hand over to: the whole turn, under one lock.
+        let alone = self.alone();
         let e = g.as_mut().ok_or_else(Error::closed)?;
-        let n = e.pump();
+        let n = e.pump(alone);
         e.settle();
         self.after(g);
         Ok(n)
@@ -354,7 +365,8 @@ impl<D: Drive> Driver<D> {
             reader();
             return Ok(0);
         };
-        let n = g.as_mut().map(|e| e.pump());
+        let alone = self.alone();
+        let n = g.as_mut().map(|e| e.pump(alone));
         drop(g);
         reader();
         let n = n.ok_or_else(Error::closed)?;
@@ -382,6 +394,15 @@ impl<D: Drive> Driver<D> {
         }
     }
 
+    /// Whether the reader that holds the engine reads alone (see [`Drive::pump`]). Read
+    /// under the engine's lock: the I/O thread announces that it leaves the socket
+    /// before it takes the lock, and takes it (to call [`Drive::readiness_needed`])
+    /// before it waits on the descriptor again; a watcher does the same.
+    fn alone(&self) -> bool {
+        let s = &self.shared;
+        s.io_ignores_socket.load(Ordering::SeqCst) && !s.watched.load(Ordering::SeqCst)
+    }
+
     /// The reader stops polling and waits to be told (not watching): the I/O thread
     /// must watch the socket again, now.
     pub fn reader_parks(&self) {
@@ -399,6 +420,11 @@ impl<D: Drive> Driver<D> {
         // thread already leaves the socket to it), and when it stops, the reader pumps
         // again or nobody is waiting for what comes.
         self.shared.watched.store(watched, Ordering::SeqCst);
+        if watched && let Some(e) = self.guard().as_mut() {
+            // The event loop is about to wait on the descriptor: it must hear of every
+            // socket (a spinning pump may have read one without it).
+            e.readiness_needed();
+        }
     }
 
     /// The descriptor that polls readable when [`pump`](Self::pump) has something to read.
@@ -462,6 +488,10 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         let (deadline, want_write, may_read) = {
             let mut g = s.engine.lock().unwrap_or_else(|p| p.into_inner());
             let Some(e) = g.as_mut() else { return };
+            if !leave {
+                // About to wait on the descriptor: see `Driver::alone`.
+                e.readiness_needed();
+            }
             let mut deadline = e.deadline();
             let may_read = e.may_read();
             let mut sooner = |after: Duration| {

@@ -209,7 +209,7 @@ impl Drive for UdpEngine {
     }
 
     /// Without the clock: a polling reader reads; flushing is the deadline's business.
-    fn pump(&mut self) -> usize {
+    fn pump(&mut self, _alone: bool) -> usize {
         let moved = self.ring.deliver_held();
         let n = self.receive();
         if moved { n.max(1) } else { n }

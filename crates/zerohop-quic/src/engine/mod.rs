@@ -812,7 +812,7 @@ impl Drive for Engine {
 
     /// Reads and delivers; what the connections have to send in answer (their
     /// acknowledgements) and the timers wait for `settle`, after the reader's turn.
-    fn pump(&mut self) -> usize {
+    fn pump(&mut self, _alone: bool) -> usize {
         self.holding = true;
         let read = self.receive(Instant::now());
         self.holding = false;
