@@ -366,6 +366,9 @@ pub struct Engine {
     /// 0.5 µs a round trip on this VM's loopback. Put back before anyone waits on
     /// epoll ([`Drive::readiness_needed`]).
     untracked: Option<u64>,
+    /// Pumps in a row by a reader alone: one that spins only a little before it parks
+    /// (`spinUs`) never reaches [`UNTRACK_AFTER`], and pays no epoll calls per message.
+    alone_pumps: u32,
     /// A listener's spare descriptor, given up to close a connection it has no
     /// descriptor for (see `accept`).
     spare: Option<std::fs::File>,
@@ -421,6 +424,7 @@ impl Engine {
             hot: None,
             pumps_since_epoll: 0,
             untracked: None,
+            alone_pumps: 0,
             spare: None,
         };
         if config.options.listen {
@@ -1598,6 +1602,10 @@ impl Clock {
     }
 }
 
+/// How many pumps in a row a reader spins alone before its connection leaves epoll
+/// (about a millisecond).
+const UNTRACK_AFTER: u32 = 1024;
+
 /// How many polls may skip epoll while the connection that spoke last is read directly
 /// (a listener's other connections and new ones wait at most this many polls).
 const DIRECT_POLLS: u32 = 8;
@@ -1637,7 +1645,8 @@ impl Drive for Engine {
         }
         if let Some(t) = hot {
             let only = self.listener.is_none();
-            if alone && (only || self.conns.len() - self.free.len() == 1) {
+            self.alone_pumps = if alone { self.alone_pumps.saturating_add(1) } else { 0 };
+            if self.alone_pumps >= UNTRACK_AFTER && (only || self.conns.len() - self.free.len() == 1) {
                 self.untrack(t);
             } else if self.untracked.is_some_and(|u| u != t) {
                 self.track_all(); // no longer read directly
@@ -1669,6 +1678,7 @@ impl Drive for Engine {
     }
 
     fn readiness_needed(&mut self) {
+        self.alone_pumps = 0;
         self.track_all();
     }
 }

@@ -42,7 +42,7 @@ fn parked_recv(t: &mut dyn Transport) -> Vec<u8> {
     }
 }
 
-/// Both ends spin through a ping-pong, then each parks in turn, the other answering from
+/// Both ends spin through a ping-pong (long enough to leave epoll), then each parks in turn, the other answering from
 /// its own thread only once the first waits (or has long stopped spinning).
 #[test]
 fn a_reader_that_stops_spinning_hears_what_comes_next() {
@@ -50,7 +50,7 @@ fn a_reader_that_stops_spinning_hears_what_comes_next() {
     let mut c = client(&*l);
     c.publish_on(0, b"hello").unwrap();
     assert_eq!(parked_recv(&mut *l), b"hello");
-    for i in 0..1000u32 {
+    for i in 0..3000u32 {
         c.publish_on(0, &i.to_le_bytes()).unwrap();
         assert_eq!(spin_recv(&mut *l), i.to_le_bytes());
         l.publish_on(0, &i.to_le_bytes()).unwrap();
@@ -83,7 +83,7 @@ fn a_reader_that_stops_spinning_hears_what_comes_next() {
 fn a_listener_spinning_on_one_client_hears_a_second_one() {
     let mut l = open("tcp://127.0.0.1:0", true);
     let mut a = client(&*l);
-    for i in 0..200u32 {
+    for i in 0..3000u32 {
         a.publish_on(0, &i.to_le_bytes()).unwrap();
         assert_eq!(spin_recv(&mut *l), i.to_le_bytes());
     }
