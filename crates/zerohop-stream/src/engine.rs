@@ -1609,6 +1609,9 @@ const UNTRACK_AFTER: u32 = 1024;
 /// How many polls may skip epoll while the connection that spoke last is read directly
 /// (a listener's other connections and new ones wait at most this many polls).
 const DIRECT_POLLS: u32 = 8;
+/// The same for a listener with one connection: only a new one waits (a turn with
+/// epoll costs a spinning reader more than its poll).
+const LONE_DIRECT_POLLS: u32 = 64;
 
 impl Drive for Engine {
     fn readiness_fd(&self) -> std::os::fd::RawFd {
@@ -1645,8 +1648,10 @@ impl Drive for Engine {
         }
         if let Some(t) = hot {
             let only = self.listener.is_none();
+            // A client, or a listener with one connection.
+            let lone = only || self.conns.len() - self.free.len() == 1;
             self.alone_pumps = if alone { self.alone_pumps.saturating_add(1) } else { 0 };
-            if self.alone_pumps >= UNTRACK_AFTER && (only || self.conns.len() - self.free.len() == 1) {
+            if self.alone_pumps >= UNTRACK_AFTER && lone {
                 self.untrack(t);
             } else if self.untracked.is_some_and(|u| u != t) {
                 self.track_all(); // no longer read directly
@@ -1662,7 +1667,8 @@ impl Drive for Engine {
                 return 1;
             }
             self.pumps_since_epoll += 1;
-            if only || self.pumps_since_epoll < DIRECT_POLLS {
+            let direct = if lone { LONE_DIRECT_POLLS } else { DIRECT_POLLS };
+            if only || self.pumps_since_epoll < direct {
                 if !self.dirty.is_empty() {
                     self.write_dirty(clock.now());
                 }
