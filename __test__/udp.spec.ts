@@ -188,39 +188,41 @@ test.serial('recvMessage and borrow() say who sent a message and, when asked, wh
 
 test.serial('the raw per-message native calls refuse anything but a live link and bytes', async (t) => {
   const require = createRequire(import.meta.url)
+  type Calls = {
+    publish(bytes?: unknown, channel?: unknown): boolean
+    publishStaged(len?: unknown, channel?: unknown): boolean
+    pump(): number
+    stage: ArrayBuffer | undefined
+  }
   const native = require('../packages/zerohop/native/binding.js') as {
     NetHandle: { open(url: string, o?: object): { link(): unknown; close(): void } }
-    netPublish(link: unknown, bytes?: unknown, channel?: unknown): boolean
-    netPublishStaged(link: unknown, len?: unknown, channel?: unknown): boolean
-    netStage(link: unknown): ArrayBuffer | undefined
-    netPump(link: unknown): number
+    netBind(link: unknown): Calls
+  }
+  for (const bad of [undefined, null, 42, {}, new Uint8Array(4), () => {}]) {
+    t.throws(() => native.netBind(bad), { instanceOf: TypeError })
   }
   const handle = native.NetHandle.open('udp://127.0.0.1:0')
-  const link = handle.link()
-  for (const bad of [undefined, null, 42, {}, new Uint8Array(4), () => {}]) {
-    t.throws(() => native.netPump(bad), { instanceOf: TypeError })
-    t.throws(() => native.netPublish(bad, new Uint8Array(1), 0), { instanceOf: TypeError })
-    t.throws(() => native.netPublishStaged(bad, 1, 0), { instanceOf: TypeError })
-    t.throws(() => native.netStage(bad), { instanceOf: TypeError })
-  }
+  const calls = native.netBind(handle.link())
+  t.throws(() => calls.publish('text', 0), { instanceOf: TypeError })
+  t.throws(() => calls.publish(new Uint16Array(2), 0), { instanceOf: TypeError })
+  t.throws(() => calls.publish(new Uint8Array(1), 70000), { instanceOf: TypeError })
+  t.throws(() => calls.publish(), { instanceOf: TypeError })
   // The stage: a length beyond it, or not a length, is refused; one within it is sent.
-  const stage = native.netStage(link)
-  t.true(stage instanceof ArrayBuffer)
-  t.throws(() => native.netPublishStaged(link, stage!.byteLength + 1, 0), { instanceOf: TypeError })
-  t.throws(() => native.netPublishStaged(link, 'ten', 0), { instanceOf: TypeError })
-  t.throws(() => native.netPublishStaged(link, 1, 70000), { instanceOf: TypeError })
-  t.notThrows(() => native.netPublishStaged(link, stage!.byteLength, 0))
-  t.throws(() => native.netPublish(link, 'text', 0), { instanceOf: TypeError })
-  t.throws(() => native.netPublish(link, new Uint16Array(2), 0), { instanceOf: TypeError })
-  t.throws(() => native.netPublish(link, new Uint8Array(1), 70000), { instanceOf: TypeError })
-  t.throws(() => native.netPublish(link), { instanceOf: TypeError })
-  t.is(native.netPump(link), 0)
+  t.true(calls.stage instanceof ArrayBuffer)
+  t.throws(() => calls.publishStaged(calls.stage!.byteLength + 1, 0), { instanceOf: TypeError })
+  t.throws(() => calls.publishStaged('ten', 0), { instanceOf: TypeError })
+  t.throws(() => calls.publishStaged(1, 70000), { instanceOf: TypeError })
+  t.notThrows(() => calls.publishStaged(calls.stage!.byteLength, 0))
+  t.is(calls.pump(), 0)
+  // Detached from their object, the calls still know their link.
+  const { pump } = calls
+  t.is(pump(), 0)
   handle.close()
-  t.throws(() => native.netPump(link), { message: /^ERR_CLOSED/ })
-  t.throws(() => native.netPublish(link, new Uint8Array(1), 0), { message: /^ERR_CLOSED/ })
-  t.throws(() => native.netPublishStaged(link, 1, 0), { message: /^ERR_CLOSED/ })
+  t.throws(() => calls.pump(), { message: /^ERR_CLOSED/ })
+  t.throws(() => calls.publish(new Uint8Array(1), 0), { message: /^ERR_CLOSED/ })
+  t.throws(() => calls.publishStaged(1, 0), { message: /^ERR_CLOSED/ })
   // The stage outlives the hub while JavaScript holds it.
-  new Uint8Array(stage!).fill(7)
+  new Uint8Array(calls.stage!).fill(7)
 })
 
 test.serial('bad options, peers and URLs are typed errors', async (t) => {

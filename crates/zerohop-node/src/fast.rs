@@ -1,21 +1,25 @@
 //! The per-message calls of network hubs as plain Node-API functions.
 //!
-//! `netPublish(link, bytes, channel)`, `netPublishStaged(link, len, channel)` and
-//! `netPump(link)` run once per message and once per poll of an empty ring, for every
-//! network transport; `netArm(waker, cursor)` once per wait. A `#[napi]` function pays
-//! for napi-rs's borrow tracking on every call (a thread-local scope, a global map,
-//! allocations), which costs more than the work itself. These are written against
-//! Node-API directly: they read their arguments, call the hub's [`Link`], and allocate
-//! nothing.
+//! `publish(bytes, channel)`, `publishStaged(len, channel)` and `pump()` run once per
+//! message and once per poll of an empty ring, for every network transport;
+//! `netArm(waker, cursor)` once per wait. A `#[napi]` function pays for napi-rs's borrow
+//! tracking on every call (a thread-local scope, a global map, allocations), which
+//! costs more than the work itself. These are written against Node-API directly: they
+//! read their arguments, call the hub's [`Link`], and allocate nothing.
 //!
-//! Reading a `Uint8Array` argument's bytes (`napi_get_typedarray_info`) costs about
-//! 230 ns on Node 20, more than sending a small message, and a small array that V8 keeps
-//! on its heap is moved off it first. So a link comes with a [`Stage`]: memory of ours
-//! that JavaScript sees as an `ArrayBuffer` (`netStage(link)`), copies a small message
-//! into, and names by its length only (`netPublishStaged`).
+//! The three per-message calls are made for each hub by `netBind(link)`, bound to its
+//! link (the function's data): a call finds its link without an argument to check.
+//! Checking an external's type tag and reading it cost about 40 ns a call, twice per
+//! message and once per poll.
 //!
-//! A link travels as an external tagged with [`TAG`](Held::TAG), so that any other value
-//! passed in is refused with a `TypeError` rather than dereferenced.
+//! Reading a `Uint8Array` argument's bytes (`napi_get_typedarray_info`) costs more than
+//! sending a small message, and a small array that V8 keeps on its heap is moved off it
+//! first. So a link comes with a [`Stage`]: memory of ours that JavaScript sees as an
+//! `ArrayBuffer` (`stage`), copies a small message into, and names by its length only
+//! (`publishStaged`).
+//!
+//! A link or a waker travels as an external tagged with [`TAG`](Held::TAG), so that any
+//! other value passed in is refused with a `TypeError` rather than dereferenced.
 
 use std::cell::UnsafeCell;
 use std::ffi::{CString, c_void};
@@ -56,7 +60,8 @@ impl Stage {
     }
 }
 
-/// A hub's link and its stage: what `netPublish`, `netPublishStaged` and `netPump` take.
+/// A hub's link and its stage: what `netBind` binds the per-message calls to.
+#[derive(Clone)]
 pub struct Sender {
     link: Arc<dyn Link>,
     stage: Rc<Stage>,
@@ -72,18 +77,20 @@ impl Held for Rc<Waker> {
     const NOT_ONE: &'static str = "the first argument is not a hub's waker";
 }
 
+/// Drops the `Box<T>` that `data` is (a finalizer: Node calls it once, on the thread
+/// of the env, so a JavaScript-thread-only value is dropped there).
+unsafe extern "C" fn drop_box<T>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: every caller hands Node a pointer from `Box::<T>::into_raw` with this.
+    drop(unsafe { Box::from_raw(data.cast::<T>()) });
+}
+
 /// Wraps `held` in a tagged external that drops it when collected.
 fn external<H: Held>(env: &Env, held: H) -> Result<sys::napi_value> {
-    unsafe extern "C" fn finalize<H: Held>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-        // SAFETY: `data` is the Box<H> leaked below; Node calls this once, on the thread
-        // of the env (so a JavaScript-thread-only value is dropped there).
-        drop(unsafe { Box::from_raw(data.cast::<H>()) });
-    }
     let data = Box::into_raw(Box::new(held)).cast::<c_void>();
     let mut value = ptr::null_mut();
     // SAFETY: a valid env on the JS thread; `data` stays alive until `finalize` runs.
     let status =
-        unsafe { sys::napi_create_external(env.raw(), data, Some(finalize::<H>), ptr::null_mut(), &mut value) };
+        unsafe { sys::napi_create_external(env.raw(), data, Some(drop_box::<H>), ptr::null_mut(), &mut value) };
     if status != sys::Status::napi_ok {
         // SAFETY: not handed to Node, so still ours to free.
         drop(unsafe { Box::from_raw(data.cast::<H>()) });
@@ -175,51 +182,73 @@ unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a
     Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
 }
 
-/// `netPublish(link, bytes: Uint8Array, channel: number): boolean` — false if some
-/// receiver did not get it (`drop_new`, or a datagram with nowhere to go).
-unsafe extern "C" fn net_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: called by Node with this call's env and info.
-    let (sender, argv) = match unsafe { args::<Sender, 3>(env, info) } {
+/// The sender a bound function was made for, and its `N` arguments.
+///
+/// # Safety
+/// `env` and `info` must be those of the current call of a function made by
+/// [`bound`]: its data is a live `Sender` until the function is collected, which cannot
+/// happen during its call.
+unsafe fn bound_args<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> std::result::Result<(&'a Sender, [sys::napi_value; N]), &'static str> {
+    let mut argv = [ptr::null_mut(); N];
+    let mut argc = N;
+    let mut data = ptr::null_mut();
+    // SAFETY: per the contract; `argv` has room for `argc` values.
+    let s = unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) };
+    if s != sys::Status::napi_ok || argc < N || data.is_null() {
+        return Err("missing arguments");
+    }
+    // SAFETY: per the contract.
+    Ok((unsafe { &*data.cast::<Sender>() }, argv))
+}
+
+/// `publish(bytes: Uint8Array, channel: number): boolean` — false if some receiver did
+/// not get it (`drop_new`, or a datagram with nowhere to go).
+unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info, for a function of `bound`.
+    let (sender, argv) = match unsafe { bound_args::<2>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
     // SAFETY: this call's env and argument.
-    let Some(bytes) = (unsafe { bytes_of(env, argv[1]) }) else {
+    let Some(bytes) = (unsafe { bytes_of(env, argv[0]) }) else {
         // SAFETY: this call's env.
-        return unsafe { throw(env, "netPublish takes a Uint8Array", true) };
+        return unsafe { throw(env, "publish takes a Uint8Array", true) };
     };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[2]) }
+    unsafe { publish(env, sender, bytes, argv[1]) }
 }
 
-/// `netPublishStaged(link, len: number, channel: number): boolean` — `netPublish` of
-/// the first `len` bytes of the link's stage (see [`netStage`](net_stage)).
-unsafe extern "C" fn net_publish_staged(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: called by Node with this call's env and info.
-    let (sender, argv) = match unsafe { args::<Sender, 3>(env, info) } {
+/// `publishStaged(len: number, channel: number): boolean` — `publish` of the first
+/// `len` bytes of the link's stage.
+unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info, for a function of `bound`.
+    let (sender, argv) = match unsafe { bound_args::<2>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
     let mut len = 0u32;
     // SAFETY: this call's env and argument; `len` is a valid out-pointer.
-    let s = unsafe { sys::napi_get_value_uint32(env, argv[1], &mut len) };
+    let s = unsafe { sys::napi_get_value_uint32(env, argv[0], &mut len) };
     let len = len as usize;
     if s != sys::Status::napi_ok || len > STAGE_BYTES {
         // SAFETY: this call's env.
-        return unsafe { throw(env, "netPublishStaged takes a length within the stage", true) };
+        return unsafe { throw(env, "publishStaged takes a length within the stage", true) };
     }
     // SAFETY: the stage holds STAGE_BYTES initialised bytes and lives as long as the
     // sender. JavaScript, its only other user, writes it only while no call of ours
     // runs, and nothing below runs JavaScript, so nobody writes it while this reads.
     let bytes = unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), len) };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[2]) }
+    unsafe { publish(env, sender, bytes, argv[1]) }
 }
 
-/// Publishes `bytes` on the channel `channel` names; the shared end of `netPublish` and
-/// `netPublishStaged`.
+/// Publishes `bytes` on the channel `channel` names; the shared end of `publish` and
+/// `publishStaged`.
 ///
 /// # Safety
 /// `env` must be the env of the current call and `channel` one of its arguments.
@@ -229,7 +258,7 @@ unsafe fn publish(env: sys::napi_env, sender: &Sender, bytes: &[u8], channel: sy
     let s = unsafe { sys::napi_get_value_uint32(env, channel, &mut number) };
     let Some(channel) = u16::try_from(number).ok().filter(|_| s == sys::Status::napi_ok) else {
         // SAFETY: per the contract.
-        return unsafe { throw(env, "netPublish takes a channel number below 65536", true) };
+        return unsafe { throw(env, "publish takes a channel number below 65536", true) };
     };
     match sender.link.publish(channel, bytes) {
         Ok(delivery) => {
@@ -243,48 +272,10 @@ unsafe fn publish(env: sys::napi_env, sender: &Sender, bytes: &[u8], channel: sy
     }
 }
 
-/// `netStage(link): ArrayBuffer | undefined` — the link's stage, for JavaScript to copy
-/// messages into; `undefined` where Node-API may not wrap memory of ours (a V8 sandbox),
-/// and then every message goes through `netPublish`.
-unsafe extern "C" fn net_stage(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    unsafe extern "C" fn finalize(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-        // SAFETY: `hint` is the Box<Rc<Stage>> leaked below; Node calls this once, on
-        // the JavaScript thread.
-        drop(unsafe { Box::from_raw(hint.cast::<Rc<Stage>>()) });
-    }
-    // SAFETY: called by Node with this call's env and info.
-    let (sender, _) = match unsafe { args::<Sender, 1>(env, info) } {
-        Ok(v) => v,
-        // SAFETY: this call's env.
-        Err(why) => return unsafe { throw(env, why, true) },
-    };
-    let hint = Box::into_raw(Box::new(sender.stage.clone()));
-    let mut out = ptr::null_mut();
-    // SAFETY: this call's env; the memory stays valid until `finalize` drops the `Rc`
-    // it holds (or, if the call fails, the one dropped here).
-    let s = unsafe {
-        sys::napi_create_external_arraybuffer(
-            env,
-            sender.stage.ptr().cast(),
-            STAGE_BYTES,
-            Some(finalize),
-            hint.cast(),
-            &mut out,
-        )
-    };
-    if s != sys::Status::napi_ok {
-        // SAFETY: not handed to Node, so still ours to free.
-        drop(unsafe { Box::from_raw(hint) });
-        // SAFETY: this call's env; `out` is a valid out-pointer.
-        unsafe { sys::napi_get_undefined(env, &mut out) };
-    }
-    out
-}
-
-/// `netPump(link): number` — datagrams read (their messages went into the ring).
-unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: called by Node with this call's env and info.
-    let (sender, _) = match unsafe { args::<Sender, 1>(env, info) } {
+/// `pump(): number` — datagrams read (their messages went into the ring).
+unsafe extern "C" fn bound_pump(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info, for a function of `bound`.
+    let (sender, []) = match unsafe { bound_args::<0>(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -295,6 +286,106 @@ unsafe extern "C" fn net_pump(env: sys::napi_env, info: sys::napi_callback_info)
         // SAFETY: this call's env.
         Err(e) => unsafe { throw(env, &e.to_string(), false) },
     }
+}
+
+/// A function named `name` that runs `callback` with its own clone of `sender` as its
+/// data (dropped when the function is collected); `None` if Node-API refused.
+///
+/// # Safety
+/// `env` must be the env of the current call.
+unsafe fn bound(
+    env: sys::napi_env,
+    name: &std::ffi::CStr,
+    callback: sys::napi_callback,
+    sender: &Sender,
+) -> Option<sys::napi_value> {
+    let data = Box::into_raw(Box::new(sender.clone())).cast::<c_void>();
+    let mut f = ptr::null_mut();
+    // SAFETY: per the contract; `name` is NUL-terminated; `data` lives until the
+    // finalizer added below drops it.
+    let s = unsafe { sys::napi_create_function(env, name.as_ptr(), name.to_bytes().len() as isize, callback, data, &mut f) };
+    if s != sys::Status::napi_ok {
+        // SAFETY: not handed to Node, so still ours to free.
+        drop(unsafe { Box::from_raw(data.cast::<Sender>()) });
+        return None;
+    }
+    // SAFETY: `f` is the function just made; the finalizer frees `data` once `f` is
+    // collected, when nothing can call it any more.
+    let s = unsafe { sys::napi_add_finalizer(env, f, data, Some(drop_box::<Sender>), ptr::null_mut(), ptr::null_mut()) };
+    // Without a finalizer the function may still be called: its data is left alive.
+    (s == sys::Status::napi_ok).then_some(f)
+}
+
+/// The stage of `sender` as an `ArrayBuffer`, or `undefined` where Node-API may not wrap
+/// memory of ours (a V8 sandbox): then every message goes through `publish`.
+///
+/// # Safety
+/// `env` must be the env of the current call.
+unsafe fn stage_buffer(env: sys::napi_env, sender: &Sender) -> sys::napi_value {
+    let hint = Box::into_raw(Box::new(sender.stage.clone()));
+    let mut out = ptr::null_mut();
+    // SAFETY: per the contract; the memory stays valid until the finalizer drops the
+    // `Rc` it is given (or, if the call fails, the one dropped here).
+    let s = unsafe {
+        sys::napi_create_external_arraybuffer(
+            env,
+            sender.stage.ptr().cast(),
+            STAGE_BYTES,
+            Some(drop_hint::<Rc<Stage>>),
+            hint.cast(),
+            &mut out,
+        )
+    };
+    if s != sys::Status::napi_ok {
+        // SAFETY: not handed to Node, so still ours to free.
+        drop(unsafe { Box::from_raw(hint) });
+        // SAFETY: per the contract; `out` is a valid out-pointer.
+        unsafe { sys::napi_get_undefined(env, &mut out) };
+    }
+    out
+}
+
+/// Drops the `Box<T>` that `hint` is (a finalizer, like [`drop_box`], for Node-API
+/// calls that pass the data elsewhere).
+unsafe extern "C" fn drop_hint<T>(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: every caller hands Node a pointer from `Box::<T>::into_raw` with this.
+    drop(unsafe { Box::from_raw(hint.cast::<T>()) });
+}
+
+/// `netBind(link): { publish, publishStaged, pump, stage }` — the link's per-message
+/// calls, bound to it, and its stage (see the module docs).
+unsafe extern "C" fn net_bind(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info.
+    let (sender, _) = match unsafe { args::<Sender, 1>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let mut calls = ptr::null_mut();
+    // SAFETY: this call's env; `calls` is a valid out-pointer.
+    if unsafe { sys::napi_create_object(env, &mut calls) } != sys::Status::napi_ok {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "cannot bind the link", false) };
+    }
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] = [
+        (c"publish", Some(bound_publish)),
+        (c"publishStaged", Some(bound_publish_staged)),
+        (c"pump", Some(bound_pump)),
+    ];
+    for (name, callback) in functions {
+        // SAFETY: this call's env.
+        let Some(f) = (unsafe { bound(env, name, callback, sender) }) else {
+            // SAFETY: this call's env.
+            return unsafe { throw(env, "cannot bind the link", false) };
+        };
+        // SAFETY: this call's env; `calls` and `f` were made in it.
+        unsafe { sys::napi_set_named_property(env, calls, name.as_ptr(), f) };
+    }
+    // SAFETY: this call's env.
+    let stage = unsafe { stage_buffer(env, sender) };
+    // SAFETY: this call's env; `calls` and `stage` were made in it.
+    unsafe { sys::napi_set_named_property(env, calls, c"stage".as_ptr(), stage) };
+    calls
 }
 
 /// `netArm(waker, cursor: number): void` — rings the hub's doorbell once its ring holds
@@ -333,13 +424,8 @@ unsafe fn uint32(env: sys::napi_env, n: usize) -> sys::napi_value {
 /// Adds the fast paths to the addon's exports.
 #[napi(module_exports)]
 pub fn register_fast_paths(exports: Object, env: Env) -> Result<()> {
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 5] = [
-        (c"netPublish", Some(net_publish)),
-        (c"netPublishStaged", Some(net_publish_staged)),
-        (c"netStage", Some(net_stage)),
-        (c"netPump", Some(net_pump)),
-        (c"netArm", Some(net_arm)),
-    ];
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 2] =
+        [(c"netBind", Some(net_bind)), (c"netArm", Some(net_arm))];
     for (name, callback) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: a valid env during module initialisation; `name` is NUL-terminated.

@@ -8,6 +8,17 @@ import { fromNative } from './errors.js'
 export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, NetHandle, NetStatusEvent } from '../native/binding.js'
 /** The hot-path handle of a network hub (an opaque native value, from `NetHandle.link()`). */
 export type NetLink = { readonly __brand: 'NetLink' }
+/**
+ * A network hub's per-message calls, bound to its link (`netBind(link)`), and its
+ * stage: memory the addon reads a message of up to its size from, so that
+ * `publishStaged` takes only a length (absent where Node-API cannot share memory).
+ */
+export type NetCalls = {
+  publish(bytes: Uint8Array, channel: number): boolean
+  publishStaged(len: number, channel: number): boolean
+  pump(): number
+  readonly stage: ArrayBuffer | undefined
+}
 /** What arms a network hub's doorbell (an opaque native value, from `NetHandle.waker()`). */
 export type NetWaker = { readonly __brand: 'NetWaker' }
 
@@ -17,10 +28,7 @@ export type NetWaker = { readonly __brand: 'NetWaker' }
  * They throw native errors: wrap them in {@link native}.
  */
 export const fast = binding as unknown as {
-  netPublish(link: NetLink, bytes: Uint8Array, channel: number): boolean
-  netPublishStaged(link: NetLink, len: number, channel: number): boolean
-  netStage(link: NetLink): ArrayBuffer | undefined
-  netPump(link: NetLink): number
+  netBind(link: NetLink): NetCalls
   netArm(waker: NetWaker, cursor: number): void
 }
 export { binding }

@@ -2,15 +2,16 @@
  * Every network transport (`udp://`, `quic://`, and those to come) behind one port:
  * the native `NetHandle` opens the hub with the options as given (the hub and its
  * transport each take their own and refuse the rest), publishing crosses into Rust
- * once per message through the link (a small message is copied into the link's stage
- * and named by its length, `netPublishStaged`, which costs less than handing Rust a
- * `Uint8Array`; a large one goes as it is, `netPublish`), and received messages land in
- * a receive ring read in place like a `shm://` segment, each after an envelope.
+ * once per message through calls bound to the hub's link (a small message is copied
+ * into the link's stage and named by its length, `publishStaged`, which costs less
+ * than handing Rust a `Uint8Array`; a large one goes as it is, `publish`), and received
+ * messages land in a receive ring read in place like a `shm://` segment, each after an
+ * envelope.
  */
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
 import { ENVELOPE, isSpilled, spillKey } from '../envelope.js'
-import { binding, fast, native, type NetHandle, type NetLink, type NetStatusEvent, type NetWaker } from '../native.js'
+import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetStatusEvent, type NetWaker } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec } from '../struct.js'
@@ -48,11 +49,11 @@ class NetPort<T> implements Port<T> {
   readonly peers: { setPeers(peers: string[]): void } | undefined
   readonly requests: RequestPort | undefined
   private readonly handle: NetHandle
-  /** The handle `publish` and `pump` call through (see `netPublish` in the binding). */
-  private readonly link: NetLink
+  /** The per-message calls, bound to the hub's link (see `fast.rs` in the binding). */
+  private readonly calls: NetCalls
   /**
-   * Memory of the link's that a message up to its size is copied into before
-   * `netPublishStaged` (absent where Node-API cannot share memory: then `netPublish`).
+   * The link's stage: a message up to its size is copied here before `publishStaged`
+   * (absent where Node-API cannot share memory: then `publish`).
    */
   private readonly stage: Uint8Array | undefined
   /** What `arm` calls through (`netArm`). */
@@ -74,9 +75,8 @@ class NetPort<T> implements Port<T> {
     this.transport = native(() => handle.transport()) as Port<T>['transport']
     this.settings = native(() => handle.settings()) as PortSettings
     this.maxMessageSize = native(() => handle.maxMessageSize())
-    this.link = native(() => handle.link()) as NetLink
-    const stage = fast.netStage(this.link)
-    this.stage = stage === undefined ? undefined : new Uint8Array(stage)
+    this.calls = fast.netBind(native(() => handle.link()) as NetLink)
+    this.stage = this.calls.stage === undefined ? undefined : new Uint8Array(this.calls.stage)
     this.waker = native(() => handle.waker()) as NetWaker
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
@@ -126,9 +126,9 @@ class NetPort<T> implements Port<T> {
     try {
       if (stage !== undefined && bytes.byteLength <= stage.byteLength) {
         stage.set(bytes)
-        accepted = fast.netPublishStaged(this.link, bytes.byteLength, channel)
+        accepted = this.calls.publishStaged(bytes.byteLength, channel)
       } else {
-        accepted = fast.netPublish(this.link, bytes, channel)
+        accepted = this.calls.publish(bytes, channel)
       }
     } catch (e) {
       throw fromNative(e)
@@ -172,7 +172,7 @@ class NetPort<T> implements Port<T> {
   }
 
   pump(): number {
-    return this.closed ? 0 : fast.netPump(this.link)
+    return this.closed ? 0 : this.calls.pump()
   }
 
   spilled(off: number): Uint8Array | undefined {
