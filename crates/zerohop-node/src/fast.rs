@@ -303,7 +303,9 @@ unsafe fn bound(
     let mut f = ptr::null_mut();
     // SAFETY: per the contract; `name` is NUL-terminated; `data` lives until the
     // finalizer added below drops it.
-    let s = unsafe { sys::napi_create_function(env, name.as_ptr(), name.to_bytes().len() as isize, callback, data, &mut f) };
+    let s = unsafe {
+        sys::napi_create_function(env, name.as_ptr(), name.to_bytes().len() as isize, callback, data, &mut f)
+    };
     if s != sys::Status::napi_ok {
         // SAFETY: not handed to Node, so still ours to free.
         drop(unsafe { Box::from_raw(data.cast::<Sender>()) });
@@ -311,7 +313,8 @@ unsafe fn bound(
     }
     // SAFETY: `f` is the function just made; the finalizer frees `data` once `f` is
     // collected, when nothing can call it any more.
-    let s = unsafe { sys::napi_add_finalizer(env, f, data, Some(drop_box::<Sender>), ptr::null_mut(), ptr::null_mut()) };
+    let s =
+        unsafe { sys::napi_add_finalizer(env, f, data, Some(drop_box::<Sender>), ptr::null_mut(), ptr::null_mut()) };
     // Without a finalizer the function may still be called: its data is left alive.
     (s == sys::Status::napi_ok).then_some(f)
 }

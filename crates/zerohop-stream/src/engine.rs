@@ -174,7 +174,10 @@ struct ConnState {
     interest: Interest,
     /// Messages waiting for room in the ring; the socket is not read meanwhile.
     held: Held,
+    /// When the peer was last heard, to the housekeeping tick: a read sets `heard`,
+    /// and the tick moves it here, so that reading reads no clock.
     last_heard: Instant,
+    heard: bool,
     last_sent: Instant,
     hello_by: Option<Instant>,
     /// The peer sent `Close`.
@@ -508,6 +511,7 @@ impl Engine {
                 interest: Interest { read: !connecting, write: connecting },
                 held: Held::default(),
                 last_heard: now,
+                heard: false,
                 last_sent: now,
                 hello_by: Some(
                     now + self.config.options.heartbeat.map_or(HELLO_TIMEOUT, |h| (h * 3).min(HELLO_TIMEOUT)),
@@ -785,10 +789,9 @@ impl Engine {
                     break;
                 }
                 Ok(n) => {
-                    let now = clock.now();
                     total += n;
                     self.hot = Some(token);
-                    c.s.last_heard = now;
+                    c.s.heard = true;
                     self.counters.bytes_received += n as u64;
                     let Conn { reader, tls, s } = &mut *c;
                     let d = deliveries.get_or_insert_with(|| sink.deliveries());
@@ -799,7 +802,7 @@ impl Engine {
                         }
                         let pushed = reader.push(bytes, |rec| {
                             if violation.is_none()
-                                && let Err(e) = self.on_record(&mut **d, s, rec, now)
+                                && let Err(e) = self.on_record(&mut **d, s, rec, clock)
                             {
                                 violation = Some(e);
                             }
@@ -882,7 +885,7 @@ impl Engine {
         d: &mut dyn Deliveries,
         s: &mut ConnState,
         rec: Record<'_>,
-        now: Instant,
+        clock: &mut Clock,
     ) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
@@ -908,7 +911,9 @@ impl Engine {
                         w.delivered(pos);
                         p.delivered_bytes += payload.len();
                         p.delivered_messages += 1;
-                        self.ack_at.get_or_insert(now + ACK_TICK);
+                        if self.ack_at.is_none() {
+                            self.ack_at = Some(clock.now() + ACK_TICK);
+                        }
                         return Ok(());
                     }
                 }
@@ -943,7 +948,9 @@ impl Engine {
                     request: local,
                     body: body.to_vec(),
                 });
-                self.held_at.get_or_insert(now + ROOM_POLL);
+                if self.held_at.is_none() {
+                    self.held_at = Some(clock.now() + ROOM_POLL);
+                }
                 Ok(())
             }
             Record::Control(Control::Reply { key, body }) | Record::Control(Control::Fail { key, reason: body }) => {
@@ -1282,8 +1289,13 @@ impl Engine {
 
     // ---- timers --------------------------------------------------------------------------
 
+    /// How often housekeeping runs.
+    fn tick_every(&self) -> Duration {
+        self.config.options.heartbeat.map_or(TICK, |h| (h / 2).min(TICK)).max(Duration::from_millis(1))
+    }
+
     fn schedule_tick(&mut self, now: Instant) {
-        let every = self.config.options.heartbeat.map_or(TICK, |h| (h / 2).min(TICK)).max(Duration::from_millis(1));
+        let every = self.tick_every();
         self.tick_at.get_or_insert(now + every);
     }
 
@@ -1318,6 +1330,7 @@ impl Engine {
     fn housekeeping(&mut self, now: Instant) {
         self.tick_at = None;
         let hb = self.config.options.heartbeat;
+        let since_last_tick = now.checked_sub(self.tick_every()).unwrap_or(now);
         let mut lost = Vec::new();
         for (t, c) in self.conns.iter_mut().enumerate() {
             let Some(c) = c else { continue };
@@ -1333,7 +1346,12 @@ impl Engine {
                 // Reading waits for room: what the peer says waits in the kernel, unheard
                 // but not silence.
                 c.s.last_heard = now;
+            } else if c.s.heard {
+                // Heard since the last tick: taken as heard when it ran, so that a peer
+                // gone silent is found as soon as before.
+                c.s.last_heard = c.s.last_heard.max(since_last_tick);
             }
+            c.s.heard = false;
             if now.saturating_duration_since(c.s.last_heard) >= hb * 3 {
                 self.counters.heartbeat_timeouts += 1;
                 lost.push((
