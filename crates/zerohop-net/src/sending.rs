@@ -49,12 +49,14 @@ pub struct Burst {
     last_publish: Instant,
     unflushed: usize,
     flush_at: Option<Instant>,
+    /// The caller polled since the last publish (and the poll sent what waited).
+    polled: bool,
 }
 
 impl Burst {
     /// A burst that goes out once `flush_bytes` wait.
     pub fn new(now: Instant, flush_bytes: usize) -> Burst {
-        Burst { flush_bytes, timed: true, last_publish: now, unflushed: 0, flush_at: None }
+        Burst { flush_bytes, timed: true, last_publish: now, unflushed: 0, flush_at: None, polled: false }
     }
 
     /// The caller flushes at the end of each turn it published in (an event loop):
@@ -69,11 +71,24 @@ impl Burst {
         self.unflushed > 0
     }
 
-    /// A publish of `len` bytes that started at `start`: whether to send now (else it
-    /// waits for [`due`](Self::due)). Call [`returned`](Self::returned) after sending.
-    pub fn published(&mut self, len: usize, start: Instant) -> bool {
-        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
+    /// The caller polled (and sent what waited): the next publish goes at once. A
+    /// caller that polls between publishes flushes at each poll anyway, so holding the
+    /// publish would only delay it; and it is not timed (a clock read saved on a
+    /// spinning reader's round trip).
+    pub fn polled(&mut self) {
+        self.polled = true;
+    }
+
+    /// A publish of `len` bytes, which `start` says when it started (read only if
+    /// needed): whether to send now (else it waits for [`due`](Self::due)). Call
+    /// [`returned`](Self::returned) after sending.
+    pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
         self.unflushed += len;
+        if std::mem::take(&mut self.polled) {
+            return true;
+        }
+        let start = start();
+        let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
         // Overdue: the publisher goes on, so it sends what waited itself.
         if !burst || self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
             return true;
@@ -106,26 +121,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_publish_after_a_poll_goes_at_once_without_the_clock() {
+        let mut b = Burst::new(Instant::now(), usize::MAX);
+        b.returned();
+        assert!(!b.published(64, Instant::now), "right after another: waits");
+        b.polled();
+        assert!(b.published(64, || unreachable!("no clock after a poll")), "after a poll: now");
+        b.flushed();
+        b.returned();
+        assert!(!b.published(64, Instant::now), "the poll counts once");
+    }
+
+    #[test]
     fn a_publish_after_a_pause_goes_at_once_and_a_burst_waits_a_little() {
         let t0 = Instant::now();
         let mut b = Burst::new(t0 - Duration::from_secs(1), 16 << 10);
-        assert!(b.published(64, t0), "after a pause: now");
+        assert!(b.published(64, || t0), "after a pause: now");
         b.flushed();
         b.returned();
         let next = Instant::now();
-        assert!(!b.published(64, next), "right after: waits");
+        assert!(!b.published(64, || next), "right after: waits");
         assert_eq!(b.due(), Some(next + FLUSH_DELAY));
-        assert!(b.published(16 << 10, next), "until enough is written");
+        assert!(b.published(16 << 10, || next), "until enough is written");
     }
 
     #[test]
     fn a_publisher_that_goes_on_sends_an_overdue_burst_itself() {
         let mut b = Burst::new(Instant::now(), usize::MAX);
         b.returned();
-        assert!(!b.published(64, Instant::now()), "a burst waits");
+        assert!(!b.published(64, Instant::now), "a burst waits");
         std::thread::sleep(FLUSH_DELAY);
         b.returned();
-        assert!(b.published(64, Instant::now()), "overdue: the next publish of the burst sends it");
+        assert!(b.published(64, Instant::now), "overdue: the next publish of the burst sends it");
     }
 
     #[test]
@@ -133,10 +160,10 @@ mod tests {
         let mut b = Burst::new(Instant::now(), 1024);
         b.flush_by_caller();
         b.returned();
-        assert!(!b.published(64, Instant::now()));
+        assert!(!b.published(64, Instant::now));
         assert_eq!(b.due(), None);
         assert!(b.pending());
-        assert!(b.published(1024, Instant::now()), "its size still sends it");
+        assert!(b.published(1024, Instant::now), "its size still sends it");
         b.flushed();
         assert!(!b.pending());
     }

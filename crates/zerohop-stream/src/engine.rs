@@ -178,7 +178,9 @@ struct ConnState {
     /// and the tick moves it here, so that reading reads no clock.
     last_heard: Instant,
     heard: bool,
+    /// When we last sent, the same way (`sent` set by a write, dated by the tick).
     last_sent: Instant,
+    sent: bool,
     hello_by: Option<Instant>,
     /// The peer sent `Close`.
     closed_by_peer: bool,
@@ -513,6 +515,7 @@ impl Engine {
                 last_heard: now,
                 heard: false,
                 last_sent: now,
+                sent: false,
                 hello_by: Some(
                     now + self.config.options.heartbeat.map_or(HELLO_TIMEOUT, |h| (h * 3).min(HELLO_TIMEOUT)),
                 ),
@@ -1122,7 +1125,7 @@ impl Engine {
     // ---- writing -----------------------------------------------------------------------
 
     /// Writes what connection `token` has to send, as far as the kernel takes it.
-    fn write(&mut self, token: u64, now: Instant) {
+    fn write(&mut self, token: u64) {
         let Some(c) = self.conns.get_mut(token as usize).and_then(|c| c.as_mut()) else { return };
         if c.s.connecting {
             return;
@@ -1139,7 +1142,7 @@ impl Engine {
             None => write_plain(fd, &mut c.s.writer, queues),
         };
         if bytes > 0 {
-            c.s.last_sent = now;
+            c.s.sent = true;
             self.counters.bytes_sent += bytes as u64;
         }
         if c.s.interest.write != blocked {
@@ -1147,14 +1150,14 @@ impl Engine {
             set_interest(&self.epoll, &mut self.untracked, fd, token, c.s.interest);
         }
         if let Some(e) = failed {
-            self.lost(token, now, Lost::io(&e));
+            self.lost(token, Instant::now(), Lost::io(&e));
         }
     }
 
     /// Writes every connection that has something to send.
-    fn write_dirty(&mut self, now: Instant) {
+    fn write_dirty(&mut self) {
         while let Some(t) = self.dirty.pop() {
-            self.write(t, now);
+            self.write(t);
         }
     }
 
@@ -1175,7 +1178,8 @@ impl Engine {
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
-    pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: Instant) {
+    /// `start` reads when the publish started (see [`Burst::published`]).
+    pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: impl FnOnce() -> Instant) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let i = usize::from(channel);
@@ -1185,20 +1189,20 @@ impl Engine {
             p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages)).push(message);
         }
         if self.burst.published(message.len(), start) {
-            self.flush(start);
+            self.flush();
         }
         self.burst.returned();
     }
 
     /// Writes what every peer's channels hold.
-    pub fn flush(&mut self, now: Instant) {
+    pub fn flush(&mut self) {
         self.burst.flushed();
         for p in &self.peers {
             if let Some(t) = p.conn {
                 self.dirty.push(t);
             }
         }
-        self.write_dirty(now);
+        self.write_dirty();
     }
 
     /// The caller flushes at the end of each turn it published in (see [`Burst`]).
@@ -1207,9 +1211,9 @@ impl Engine {
     }
 
     /// Writes what a burst holds, if anything.
-    pub fn flush_pending(&mut self, now: Instant) {
+    pub fn flush_pending(&mut self) {
         if self.burst.pending() {
-            self.flush(now);
+            self.flush();
         }
     }
 
@@ -1235,7 +1239,7 @@ impl Engine {
     }
 
     /// Sends a request to the server; its key.
-    pub fn request(&mut self, body: &[u8], now: Instant) -> Result<u64, Error> {
+    pub fn request(&mut self, body: &[u8]) -> Result<u64, Error> {
         if self.config.options.listen {
             return Err(Error::new(
                 ErrorCode::UnsupportedTransport,
@@ -1255,11 +1259,11 @@ impl Engine {
             c.s.writer.control(&Control::Request { key, body });
         }
         self.dirty.push(t);
-        self.write_dirty(now);
+        self.write_dirty();
         Ok(key)
     }
 
-    pub fn cancel(&mut self, key: u64, now: Instant) -> bool {
+    pub fn cancel(&mut self, key: u64) -> bool {
         if self.requests.remove(&key).is_none() {
             return false;
         }
@@ -1268,12 +1272,12 @@ impl Engine {
         {
             c.s.writer.control(&Control::Cancel { key });
             self.dirty.push(t);
-            self.write_dirty(now);
+            self.write_dirty();
         }
         true
     }
 
-    pub fn respond(&mut self, key: u64, ok: bool, body: &[u8], now: Instant) -> bool {
+    pub fn respond(&mut self, key: u64, ok: bool, body: &[u8]) -> bool {
         let Some((peer, remote)) = self.answers.remove(&key) else { return false };
         let Some(t) = self.peers.iter().find(|p| p.id == peer).and_then(|p| p.conn) else { return false };
         let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) else { return false };
@@ -1283,7 +1287,7 @@ impl Engine {
             c.s.writer.control(&Control::Fail { key: remote, reason: body });
         }
         self.dirty.push(t);
-        self.write_dirty(now);
+        self.write_dirty();
         true
     }
 
@@ -1351,7 +1355,11 @@ impl Engine {
                 // gone silent is found as soon as before.
                 c.s.last_heard = c.s.last_heard.max(since_last_tick);
             }
-            c.s.heard = false;
+            if c.s.sent {
+                // Likewise: a ping is sent no later than before.
+                c.s.last_sent = c.s.last_sent.max(since_last_tick);
+            }
+            (c.s.heard, c.s.sent) = (false, false);
             if now.saturating_duration_since(c.s.last_heard) >= hb * 3 {
                 self.counters.heartbeat_timeouts += 1;
                 lost.push((
@@ -1414,7 +1422,7 @@ impl Engine {
             self.housekeeping(now);
         }
         if self.burst.due().is_some_and(|t| t <= now) {
-            self.flush(now);
+            self.flush();
         }
     }
 
@@ -1462,7 +1470,7 @@ impl Engine {
             self.events = events;
         }
         self.run_timers(now);
-        self.write_dirty(now);
+        self.write_dirty();
         read
     }
 
@@ -1474,7 +1482,7 @@ impl Engine {
     }
 
     /// Says goodbye on every connection (written now, as far as the kernel takes it).
-    pub fn close(&mut self, now: Instant) {
+    pub fn close(&mut self) {
         self.closing = true;
         for t in 0..self.conns.len() {
             if let Some(c) = self.conns[t].as_mut()
@@ -1484,7 +1492,7 @@ impl Engine {
                 self.dirty.push(t as u64);
             }
         }
-        self.write_dirty(now);
+        self.write_dirty();
         self.connector = None;
     }
 
@@ -1661,9 +1669,8 @@ impl Drive for Engine {
                 .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting && c.s.held.is_empty()))
         });
         // A caller that polls is not at the end of its turn: what it published goes now.
-        if self.burst.pending() {
-            self.flush(clock.now());
-        }
+        self.burst.polled();
+        self.flush_pending();
         if let Some(t) = hot {
             let only = self.listener.is_none();
             // A client, or a listener with one connection.
@@ -1675,21 +1682,18 @@ impl Drive for Engine {
                 self.track_all(); // no longer read directly
             }
             if self.read(t, &mut clock) > 0 {
-                let now = clock.now();
                 // A caller that polls reads the ring empty before it pumps: what is due
                 // to be acknowledged is read, and need not wait for the I/O thread.
                 if self.peers.iter().any(Peer::ack_due) {
-                    self.acknowledge(now);
+                    self.acknowledge(clock.now());
                 }
-                self.write_dirty(now);
+                self.write_dirty();
                 return 1;
             }
             self.pumps_since_epoll += 1;
             let direct = if lone { LONE_DIRECT_POLLS } else { DIRECT_POLLS };
             if only || self.pumps_since_epoll < direct {
-                if !self.dirty.is_empty() {
-                    self.write_dirty(clock.now());
-                }
+                self.write_dirty();
                 return 0;
             }
         }

@@ -151,7 +151,6 @@ impl Protocol for StreamProtocol {
             )));
         }
         let mut g = self.engine()?;
-        let now = Instant::now();
         let full = {
             let e = g.as_mut().expect("checked by lock");
             if e.closing {
@@ -159,7 +158,7 @@ impl Protocol for StreamProtocol {
             }
             // The usual case, without allocating: every peer has room.
             if e.all_have_room(channel, message.len()) {
-                e.publish(channel, message, &[], now);
+                e.publish(channel, message, &[], Instant::now);
                 self.driver.after(g);
                 return Ok(Delivery::Accepted);
             }
@@ -188,9 +187,9 @@ impl Protocol for StreamProtocol {
                 Overflow::Block(timeout) => {
                     // What waits in a burst goes first: the server can only read what it got.
                     if let Some(e) = g.as_mut() {
-                        e.flush_pending(now);
+                        e.flush_pending();
                     }
-                    let deadline = now + timeout;
+                    let deadline = Instant::now() + timeout;
                     while !has_room(&g) && !closing(&g) {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
@@ -211,7 +210,7 @@ impl Protocol for StreamProtocol {
             }
         }
         let e = g.as_mut().expect("not closing");
-        e.publish(channel, message, &skipped, Instant::now());
+        e.publish(channel, message, &skipped, Instant::now);
         self.driver.after(g);
         Ok(if skipped.is_empty() { Delivery::Accepted } else { Delivery::Dropped })
     }
@@ -268,14 +267,14 @@ impl Protocol for StreamProtocol {
     }
 
     fn drain(&self, linger: Duration) -> bool {
-        let _ = self.driver.with(|e| e.flush_pending(Instant::now()));
+        let _ = self.driver.with(|e| e.flush_pending());
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }
 
     fn close(&self) {
         self.driver.shutdown(|e| {
             if !e.closing {
-                e.close(Instant::now());
+                e.close();
             }
         });
     }
@@ -291,7 +290,7 @@ impl Protocol for StreamProtocol {
 
 impl Batching for StreamProtocol {
     fn flush(&self) -> Result<()> {
-        self.driver.with(|e| e.flush_pending(Instant::now()))
+        self.driver.with(|e| e.flush_pending())
     }
 
     fn flushes_at_end_of_turn(&self) -> bool {
@@ -316,17 +315,17 @@ impl Requests for StreamProtocol {
         if e.closing {
             return Err(Error::closed());
         }
-        let key = e.request(body, Instant::now());
+        let key = e.request(body);
         self.driver.after(g);
         key
     }
 
     fn cancel(&self, key: u64) -> bool {
-        self.driver.with(|e| e.cancel(key, Instant::now())).unwrap_or(false)
+        self.driver.with(|e| e.cancel(key)).unwrap_or(false)
     }
 
     fn respond(&self, key: u64, ok: bool, body: &[u8]) -> bool {
-        self.driver.with(|e| e.respond(key, ok, body, Instant::now())).unwrap_or(false)
+        self.driver.with(|e| e.respond(key, ok, body)).unwrap_or(false)
     }
 }
 

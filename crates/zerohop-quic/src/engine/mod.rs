@@ -703,7 +703,7 @@ impl Engine {
     /// After a publish of `len` bytes that started at `start`: sends now, or (in a
     /// burst) soon (see [`Burst`]).
     pub fn sent(&mut self, len: usize, start: Instant) {
-        if self.burst.published(len, start) {
+        if self.burst.published(len, || start) {
             self.flush(start);
         }
         self.burst.returned();
