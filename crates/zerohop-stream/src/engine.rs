@@ -779,8 +779,8 @@ impl Engine {
         let mut total = 0;
         let mut ended = None;
         // What this read delivers goes in as one set of deliveries, opened once there is
-        // something.
-        let sink = self.sink.clone();
+        // something (an empty poll takes no hold of the sink).
+        let sink = std::cell::OnceCell::new();
         let mut deliveries: Option<Box<dyn Deliveries>> = None;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
@@ -797,7 +797,7 @@ impl Engine {
                     c.s.heard = true;
                     self.counters.bytes_received += n as u64;
                     let Conn { reader, tls, s } = &mut *c;
-                    let d = deliveries.get_or_insert_with(|| sink.deliveries());
+                    let d = deliveries.get_or_insert_with(|| sink.get_or_init(|| self.sink.clone()).deliveries());
                     let mut violation = None;
                     let mut records = |bytes: &[u8]| {
                         if violation.is_some() {
