@@ -45,7 +45,7 @@ pub trait Held: 'static {
 /// 4 KiB in JavaScript costs less than reading a `Uint8Array` argument.
 pub const STAGE_BYTES: usize = 4096;
 
-/// Memory JavaScript copies a message into before `netPublishStaged` sends it. Shared
+/// Memory JavaScript copies a message into before `publishStaged` sends it. Shared
 /// by the link and the `ArrayBuffer` over it, so it lives while either does; both live
 /// on the JavaScript thread only (hence `Rc`).
 pub struct Stage(Box<[UnsafeCell<u8>]>);

@@ -162,7 +162,7 @@ impl NetHandle {
         Ok(self.hub()?.endpoint().kind().scheme().to_owned())
     }
 
-    /// The hot path: what `netPublish(link, bytes, channel)` and `netPump(link)` take
+    /// The hot path: what `netBind(link)` binds `publish`, `publishStaged` and `pump` to
     /// (see [`crate::fast`]).
     #[napi(ts_return_type = "unknown")]
     pub fn link<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {

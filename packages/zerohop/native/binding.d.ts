@@ -18,7 +18,7 @@ export declare class NetHandle {
   /** The scheme (`udp`, `quic`, …). */
   transport(): string
   /**
-   * The hot path: what `netPublish(link, bytes, channel)` and `netPump(link)` take
+   * The hot path: what `netBind(link)` binds `publish`, `publishStaged` and `pump` to
    * (see [`crate::fast`]).
    */
   link(): unknown
