@@ -9,7 +9,7 @@
 //!
 //! The three per-message calls are made for each hub by `netBind(link)`, bound to its
 //! link (the function's data): a call finds its link without an argument to check.
-//! Checking an external's type tag and reading it cost about 40 ns a call, twice per
+//! Checking an external's type tag and reading it cost about 30 ns a call, twice per
 //! message and once per poll.
 //!
 //! Reading a `Uint8Array` argument's bytes (`napi_get_typedarray_info`) costs more than

@@ -645,12 +645,11 @@ impl Engine {
     }
 
     /// Takes connection `token` out of epoll while a reader spinning alone reads it
-    /// directly (see `untracked`); any other goes back first.
+    /// directly (see `untracked`); the caller has put any other back.
     fn untrack(&mut self, token: u64) {
-        if self.untracked == Some(token) {
+        if self.untracked.is_some() {
             return;
         }
-        self.track_all();
         if let Some(c) = self.conns.get(token as usize).and_then(|c| c.as_ref()) {
             self.epoll.delete(c.s.fd.as_raw_fd());
             self.untracked = Some(token);
@@ -850,7 +849,7 @@ impl Engine {
             c.s.interest.read = want_read;
             set_interest(&self.epoll, &mut self.untracked, c.s.fd.as_raw_fd(), token, c.s.interest);
             if !want_read {
-                self.held_at.get_or_insert(clock.now() + ROOM_POLL);
+                self.held_at.get_or_insert_with(|| clock.now() + ROOM_POLL);
             }
         }
         // TLS may have something to say (its handshake) or have let our records go.
@@ -914,9 +913,7 @@ impl Engine {
                         w.delivered(pos);
                         p.delivered_bytes += payload.len();
                         p.delivered_messages += 1;
-                        if self.ack_at.is_none() {
-                            self.ack_at = Some(clock.now() + ACK_TICK);
-                        }
+                        self.ack_at.get_or_insert_with(|| clock.now() + ACK_TICK);
                         return Ok(());
                     }
                 }
@@ -951,9 +948,7 @@ impl Engine {
                     request: local,
                     body: body.to_vec(),
                 });
-                if self.held_at.is_none() {
-                    self.held_at = Some(clock.now() + ROOM_POLL);
-                }
+                self.held_at.get_or_insert_with(|| clock.now() + ROOM_POLL);
                 Ok(())
             }
             Record::Control(Control::Reply { key, body }) | Record::Control(Control::Fail { key, reason: body }) => {
@@ -1676,10 +1671,11 @@ impl Drive for Engine {
             // A client, or a listener with one connection.
             let lone = only || self.conns.len() - self.free.len() == 1;
             self.alone_pumps = if alone { self.alone_pumps.saturating_add(1) } else { 0 };
+            if self.untracked.is_some_and(|u| u != t) {
+                self.track_all(); // no longer read directly
+            }
             if self.alone_pumps >= UNTRACK_AFTER && lone {
                 self.untrack(t);
-            } else if self.untracked.is_some_and(|u| u != t) {
-                self.track_all(); // no longer read directly
             }
             if self.read(t, &mut clock) > 0 {
                 // A caller that polls reads the ring empty before it pumps: what is due
