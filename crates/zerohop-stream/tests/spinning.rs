@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zerohop_stream::StreamOptions;
-use zerohop_transport::{Endpoint, HubOptions, Transport};
+use zerohop_transport::{Endpoint, HubOptions, Transport, Value};
 
 fn open(url: &str, listen: bool) -> Box<dyn Transport> {
     let options = HubOptions::default().with(StreamOptions { listen, ..Default::default() });
@@ -99,4 +99,84 @@ fn a_listener_spinning_on_one_client_hears_a_second_one() {
     // Down to one client again, and parked: still heard.
     a.publish_on(0, b"a again").unwrap();
     assert_eq!(parked_recv(&mut *l), b"a again");
+}
+
+/// A client whose writes blocked (its peer read slowly) and that then only spins on
+/// reading still sends the rest as the peer makes room: nobody else waits on its
+/// socket's readiness while it spins, so its own polls must notice the room.
+#[test]
+fn a_spinning_client_sends_what_waited_for_room() {
+    const COUNT: u32 = 4096;
+    let mut options = HubOptions::default().with(StreamOptions { listen: true, ..Default::default() });
+    (options.capacity, options.slot_size) = (Some(64), Some(4096));
+    let mut l = zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).unwrap();
+    let url = format!("tcp://{}", l.local_addr().unwrap());
+    let options = HubOptions::default().with(StreamOptions { send_queue_bytes: 64 << 20, ..Default::default() });
+    let mut c = zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options).unwrap();
+    c.publish_on(0, b"hello").unwrap();
+    assert_eq!(parked_recv(&mut *l), b"hello");
+    for i in 0..3000u32 {
+        c.publish_on(0, &i.to_le_bytes()).unwrap();
+        assert_eq!(spin_recv(&mut *l), i.to_le_bytes());
+        l.publish_on(0, &i.to_le_bytes()).unwrap();
+        assert_eq!(spin_recv(&mut *c), i.to_le_bytes());
+    }
+    // 16 MiB: more than the listener's ring and both kernels' buffers hold.
+    let mut m = vec![0u8; 4096];
+    for i in 0..COUNT {
+        m[..4].copy_from_slice(&i.to_le_bytes());
+        c.publish_on(0, &m).unwrap();
+    }
+    let server = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            let got = spin_recv(&mut *l);
+            assert_eq!(got[..4], i.to_le_bytes());
+        }
+        l.publish_on(0, b"all here").unwrap();
+        l
+    });
+    assert_eq!(spin_recv(&mut *c), b"all here");
+    let _l = server.join().unwrap();
+}
+
+/// The number `name` says in `t`'s metrics.
+fn detail(t: &dyn Transport, name: &str) -> f64 {
+    match t.metrics().details.into_iter().find(|(k, _)| *k == name) {
+        Some((_, Value::Number(n))) => n,
+        other => panic!("{name} is not a number in a stream's metrics: {other:?}"),
+    }
+}
+
+/// A client that spins keeps the timers of its hub running (its I/O thread leaves them
+/// to it, and it reads its connection without asking epoll, whose turn would run them):
+/// what it read is acknowledged, though far less than an acknowledgement's worth of
+/// bytes came, so only the acknowledgement timer sends it.
+#[test]
+fn a_spinning_client_acknowledges_on_its_own_timers() {
+    let mut l = open("tcp://127.0.0.1:0", true);
+    let mut c = client(&*l);
+    c.publish_on(0, b"hello").unwrap();
+    assert_eq!(parked_recv(&mut *l), b"hello");
+    // Long enough for the client's I/O thread to see the reader poll, and leave it be.
+    let until = Instant::now() + Duration::from_millis(100);
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        l.publish_on(0, b"warm").unwrap();
+        spin_recv(&mut *c);
+    }
+    for i in 0..100u32 {
+        l.publish_on(0, &i.to_le_bytes()).unwrap();
+    }
+    for i in 0..100u32 {
+        assert_eq!(spin_recv(&mut *c), i.to_le_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while detail(&*l, "unackedBytes") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing acknowledged while the client spun: {}",
+            detail(&*l, "unackedBytes")
+        );
+        assert!(c.try_recv(&mut out).unwrap().is_none());
+    }
 }
