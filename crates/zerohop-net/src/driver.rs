@@ -406,7 +406,9 @@ impl<D: Drive> Driver<D> {
     /// [`TIMER_CHECK_PUMPS`] pumps, while the I/O thread leaves it the timers.
     fn run_due(&self, e: &mut D) {
         let s = &self.shared;
-        if s.pumps.load(Ordering::Relaxed) % TIMER_CHECK_PUMPS != 0 || !s.reader_runs_timers.load(Ordering::Relaxed) {
+        if !s.pumps.load(Ordering::Relaxed).is_multiple_of(TIMER_CHECK_PUMPS)
+            || !s.reader_runs_timers.load(Ordering::Relaxed)
+        {
             return;
         }
         let now = Instant::now();
