@@ -312,11 +312,16 @@ impl<D: Drive> Driver<D> {
     pub fn after(&self, mut g: Guard<'_, D>) {
         let Some(e) = g.as_mut() else { return };
         let changed = e.take_changed();
-        // Compared under the lock: the I/O thread stores its deadline under it too.
-        let wake = e.deadline().is_some_and(|due| {
-            let due_us = due.saturating_duration_since(self.shared.epoch).as_micros() as u64;
-            due_us < self.shared.io_deadline_us.load(Ordering::Acquire)
-        });
+        // Compared under the lock: the I/O thread stores its deadline under it too. An
+        // I/O thread that is awake, or leaves the timers to a polling reader, says 0:
+        // then no deadline is earlier, and none is worked out (a spinning reader's
+        // round trip goes through here).
+        let io_due_us = self.shared.io_deadline_us.load(Ordering::Acquire);
+        let wake = io_due_us != 0
+            && e.deadline().is_some_and(|due| {
+                let due_us = due.saturating_duration_since(self.shared.epoch).as_micros() as u64;
+                due_us < io_due_us
+            });
         drop(g);
         if changed {
             self.shared.notify_changed();
