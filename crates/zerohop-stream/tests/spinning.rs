@@ -1,6 +1,8 @@
 //! A reader that spins on its only connection reads it without epoll (which would cost
-//! the sending CPU a callback per packet); these check that nothing is missed when the
-//! reader stops spinning, or when another connection comes while it spins.
+//! the sending CPU a callback per packet), and runs its hub's timers while its I/O
+//! thread leaves them to it; these check that nothing is missed when the reader stops
+//! spinning, when another connection comes while it spins, when its writes wait for
+//! room, or when only a timer sends something.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,20 +44,26 @@ fn parked_recv(t: &mut dyn Transport) -> Vec<u8> {
     }
 }
 
+/// A hello from `c` to `l`, then both ends spin through a ping-pong long enough for
+/// their connections to leave epoll.
+fn spin_both(l: &mut dyn Transport, c: &mut dyn Transport) {
+    c.publish_on(0, b"hello").unwrap();
+    assert_eq!(parked_recv(l), b"hello");
+    for i in 0..3000u32 {
+        c.publish_on(0, &i.to_le_bytes()).unwrap();
+        assert_eq!(spin_recv(l), i.to_le_bytes());
+        l.publish_on(0, &i.to_le_bytes()).unwrap();
+        assert_eq!(spin_recv(c), i.to_le_bytes());
+    }
+}
+
 /// Both ends spin through a ping-pong (long enough to leave epoll), then each parks in turn, the other answering from
 /// its own thread only once the first waits (or has long stopped spinning).
 #[test]
 fn a_reader_that_stops_spinning_hears_what_comes_next() {
     let mut l = open("tcp://127.0.0.1:0", true);
     let mut c = client(&*l);
-    c.publish_on(0, b"hello").unwrap();
-    assert_eq!(parked_recv(&mut *l), b"hello");
-    for i in 0..3000u32 {
-        c.publish_on(0, &i.to_le_bytes()).unwrap();
-        assert_eq!(spin_recv(&mut *l), i.to_le_bytes());
-        l.publish_on(0, &i.to_le_bytes()).unwrap();
-        assert_eq!(spin_recv(&mut *c), i.to_le_bytes());
-    }
+    spin_both(&mut *l, &mut *c);
     // The client parks right after spinning; the listener answers from another thread.
     let (go, went) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -113,14 +121,7 @@ fn a_spinning_client_sends_what_waited_for_room() {
     let url = format!("tcp://{}", l.local_addr().unwrap());
     let options = HubOptions::default().with(StreamOptions { send_queue_bytes: 64 << 20, ..Default::default() });
     let mut c = zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options).unwrap();
-    c.publish_on(0, b"hello").unwrap();
-    assert_eq!(parked_recv(&mut *l), b"hello");
-    for i in 0..3000u32 {
-        c.publish_on(0, &i.to_le_bytes()).unwrap();
-        assert_eq!(spin_recv(&mut *l), i.to_le_bytes());
-        l.publish_on(0, &i.to_le_bytes()).unwrap();
-        assert_eq!(spin_recv(&mut *c), i.to_le_bytes());
-    }
+    spin_both(&mut *l, &mut *c);
     // 16 MiB: more than the listener's ring and both kernels' buffers hold.
     let mut m = vec![0u8; 4096];
     for i in 0..COUNT {
