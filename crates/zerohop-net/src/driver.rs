@@ -33,11 +33,12 @@
 //!
 //! While the reader polls, the reader does: every [`TIMER_CHECK_PUMPS`] pumps it runs
 //! what is due, and the I/O thread neither takes the engine's lock nor is woken for an
-//! earlier deadline; it only looks every [`READER_ACTIVE`] whether the pumps go on. An
+//! earlier deadline; it only looks every [`READER_LOOK`] whether the pumps go on. An
 //! I/O thread that woke for a timer would take the CPU from the spinning reader and
 //! wait on the lock it holds (both sides of a spinning round trip lost tens of
 //! microseconds about once a millisecond that way). A reader that stops pumping
-//! without parking hands the timers back within twice [`READER_ACTIVE`].
+//! without parking hands the timers back within twice [`READER_LOOK`]; one that parks,
+//! or whose event loop starts watching the socket, at once.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -48,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use zerohop_transport::{Error, Result};
 
-/// How long after the reader's last pump the I/O thread leaves the socket to it (it
-/// notices the pumps stopping within twice this).
+/// How recent the reader's last pump must be, when the I/O thread looks, for it to
+/// leave the socket to the reader (see [`READER_LOOK`] for how often it looks then).
 pub const READER_ACTIVE: Duration = Duration::from_millis(1);
 /// How often the I/O thread looks whether a watched socket is being read.
 pub const WATCHDOG: Duration = Duration::from_millis(10);
@@ -460,10 +461,14 @@ impl<D: Drive> Driver<D> {
     /// Whether the reader's own event loop watches [`readiness_fd`](Self::readiness_fd)
     /// (and pumps when it is readable).
     pub fn set_watched(&self, watched: bool) {
-        // No wake either way: watching starts right after the reader pumped (the I/O
-        // thread already leaves the socket to it), and when it stops, the reader pumps
-        // again or nobody is waiting for what comes.
+        // Watching starts right after the reader pumped (the I/O thread already leaves
+        // the socket to it), and when it stops, the reader pumps again or nobody is
+        // waiting for what comes: the socket needs no wake. The timers do, if a polling
+        // reader ran them: the I/O thread takes them back now rather than at its next look.
         self.shared.watched.store(watched, Ordering::SeqCst);
+        if watched && self.shared.reader_runs_timers.load(Ordering::SeqCst) {
+            self.shared.wake.wake();
+        }
         if watched && let Some(e) = self.guard().as_mut() {
             // The event loop is about to wait on the descriptor: it must hear of every
             // socket (a spinning pump may have read one without it).
