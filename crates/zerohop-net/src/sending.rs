@@ -51,12 +51,25 @@ pub struct Burst {
     flush_at: Option<Instant>,
     /// The caller polled since the last publish (and the poll sent what waited).
     polled: bool,
+    /// When the publish under way started, if it read the clock.
+    started: Option<Instant>,
+    /// The publish under way wrote (see [`returned`](Self::returned)).
+    wrote: bool,
 }
 
 impl Burst {
     /// A burst that goes out once `flush_bytes` wait.
     pub fn new(now: Instant, flush_bytes: usize) -> Burst {
-        Burst { flush_bytes, timed: true, last_publish: now, unflushed: 0, flush_at: None, polled: false }
+        Burst {
+            flush_bytes,
+            timed: true,
+            last_publish: now,
+            unflushed: 0,
+            flush_at: None,
+            polled: false,
+            started: None,
+            wrote: false,
+        }
     }
 
     /// The caller flushes at the end of each turn it published in (an event loop):
@@ -84,10 +97,12 @@ impl Burst {
     /// [`returned`](Self::returned) after sending.
     pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
         self.unflushed += len;
+        self.wrote = false;
         if std::mem::take(&mut self.polled) {
             return true;
         }
         let start = start();
+        self.started = Some(start);
         let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP;
         // Overdue: the publisher goes on, so it sends what waited itself.
         if !burst || self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
@@ -99,15 +114,21 @@ impl Burst {
         false
     }
 
-    /// The publish returns (its sending done).
+    /// The publish returns (its sending done). A publish that only queued took a
+    /// fraction of [`BURST_GAP`], so its start stands for its return; one that wrote
+    /// reads the clock (the write may have taken longer than the gap).
     pub fn returned(&mut self) {
-        self.last_publish = Instant::now();
+        self.last_publish = match self.started.take() {
+            Some(start) if !self.wrote => start,
+            _ => Instant::now(),
+        };
     }
 
     /// Everything waiting went out.
     pub fn flushed(&mut self) {
         self.flush_at = None;
         self.unflushed = 0;
+        self.wrote = true;
     }
 
     /// When what waits must go.
@@ -153,6 +174,20 @@ mod tests {
         std::thread::sleep(FLUSH_DELAY);
         b.returned();
         assert!(b.published(64, Instant::now), "overdue: the next publish of the burst sends it");
+    }
+
+    #[test]
+    fn a_publish_that_only_queued_returns_when_it_started() {
+        let t0 = Instant::now() - Duration::from_secs(1);
+        let mut b = Burst::new(t0 - Duration::from_secs(1), usize::MAX);
+        assert!(b.published(64, || t0), "after a pause: now");
+        b.flushed();
+        b.returned();
+        assert!(b.last_publish > t0, "it wrote: the clock is read on return");
+        let t1 = b.last_publish + Duration::from_micros(1);
+        assert!(!b.published(64, || t1), "right after: waits");
+        b.returned();
+        assert_eq!(b.last_publish, t1, "it only queued: its start is its return");
     }
 
     #[test]
