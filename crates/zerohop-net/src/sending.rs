@@ -51,10 +51,9 @@ pub struct Burst {
     flush_at: Option<Instant>,
     /// The caller polled since the last publish (and the poll sent what waited).
     polled: bool,
-    /// When the publish under way started, if it read the clock.
+    /// When the publish under way started, if it read the clock and has not written
+    /// (see [`returned`](Self::returned)).
     started: Option<Instant>,
-    /// The publish under way wrote (see [`returned`](Self::returned)).
-    wrote: bool,
 }
 
 impl Burst {
@@ -68,7 +67,6 @@ impl Burst {
             flush_at: None,
             polled: false,
             started: None,
-            wrote: false,
         }
     }
 
@@ -97,7 +95,7 @@ impl Burst {
     /// [`returned`](Self::returned) after sending.
     pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
         self.unflushed += len;
-        self.wrote = false;
+        self.started = None;
         if std::mem::take(&mut self.polled) {
             return true;
         }
@@ -118,17 +116,14 @@ impl Burst {
     /// fraction of [`BURST_GAP`], so its start stands for its return; one that wrote
     /// reads the clock (the write may have taken longer than the gap).
     pub fn returned(&mut self) {
-        self.last_publish = match self.started.take() {
-            Some(start) if !self.wrote => start,
-            _ => Instant::now(),
-        };
+        self.last_publish = self.started.take().unwrap_or_else(Instant::now);
     }
 
     /// Everything waiting went out.
     pub fn flushed(&mut self) {
         self.flush_at = None;
         self.unflushed = 0;
-        self.wrote = true;
+        self.started = None;
     }
 
     /// When what waits must go.
