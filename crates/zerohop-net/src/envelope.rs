@@ -10,14 +10,14 @@
 //! | 8 | 8 | expiry, ns since the Unix epoch, after which it is stale (0: never) |
 //! | 16 | 8 | sequence number, per sender and channel (0: not numbered) |
 //! | 24 | 8 | requests: the key pairing a request, its answer and its cancellation |
-//! | 32 | 8 | spilled: the key to take the bytes by |
-//! | 40 | 4 | spilled: the message's length |
+//! | 32 | 8 | spilled: the key to take the bytes by; aside: the bytes' offset in the ring's memory |
+//! | 40 | 4 | spilled or aside: the message's length |
 //! | 44 | 4 | the peer's number on this hub (connection-oriented transports) |
 //! | 48 | 16 | sender's address (IPv4 in the first 4 bytes), network order; Unix sockets: its pid, uid and gid |
 //! | 64 | 2 | sender's port |
 //! | 66 | 2 | channel |
 //! | 68 | 1 | address family: 4 or 6, 1 for Unix credentials (0: no sender) |
-//! | 69 | 1 | [`Placement`]: 0 in the slot, 1 spilled (larger than the slot) |
+//! | 69 | 1 | [`Placement`]: 0 in the slot, 1 spilled, 2 aside (larger than the slot) |
 //! | 70 | 1 | [`Kind`]: 0 message, 1 request, 2 response, 3 failed request, 4 cancelled request |
 //! | 71 | 1 | priority (0: normal) |
 //!
@@ -56,8 +56,11 @@ pub enum Placement {
     /// After the envelope, in the slot.
     #[default]
     Inline,
-    /// Too large for the slot: held aside under `key`, `len` bytes long.
+    /// Too large for the slot: held by the ring under `key`, `len` bytes long.
     Spilled { key: u64, len: u32 },
+    /// Too large for the slot: `len` bytes at byte `offset` of the ring's memory, in
+    /// its aside area (where they stay until the reader has moved past the slot).
+    Aside { offset: u64, len: u32 },
 }
 
 /// One message's envelope.
@@ -116,11 +119,14 @@ impl Envelope {
         out[PEER..PEER + 4].copy_from_slice(&self.peer.to_le_bytes());
         out[KIND] = self.kind as u8;
         out[PRIORITY] = self.priority;
-        if let Placement::Spilled { key, len } = self.placement {
-            out[PLACEMENT] = 1;
-            out[SPILLED_LEN..SPILLED_LEN + 4].copy_from_slice(&len.to_le_bytes());
-            put64(out, SPILL_KEY, key);
-        }
+        let (placement, key, len) = match self.placement {
+            Placement::Inline => return,
+            Placement::Spilled { key, len } => (1, key, len),
+            Placement::Aside { offset, len } => (2, offset, len),
+        };
+        out[PLACEMENT] = placement;
+        out[SPILLED_LEN..SPILLED_LEN + 4].copy_from_slice(&len.to_le_bytes());
+        put64(out, SPILL_KEY, key);
     }
 
     /// Reads an envelope; `None` if `bytes` is too short to hold one.
@@ -151,6 +157,7 @@ impl Envelope {
             peer: u32_at(PEER),
             placement: match b[PLACEMENT] {
                 1 => Placement::Spilled { key: u64_at(SPILL_KEY), len: u32_at(SPILLED_LEN) },
+                2 => Placement::Aside { offset: u64_at(SPILL_KEY), len: u32_at(SPILLED_LEN) },
                 _ => Placement::Inline,
             },
             kind: Kind::from_u8(b[KIND]),
@@ -197,6 +204,9 @@ mod tests {
         };
         spilled.write(&mut buf);
         assert_eq!(Envelope::read(&buf), Some(spilled));
+        let aside = Envelope { placement: Placement::Aside { offset: 1 << 40, len: 4096 }, ..spilled };
+        aside.write(&mut buf);
+        assert_eq!(Envelope::read(&buf), Some(aside));
         let unix =
             Envelope { credentials: Some(Credentials { pid: 7, uid: 1000, gid: u32::MAX }), ..Envelope::default() };
         unix.write(&mut buf);

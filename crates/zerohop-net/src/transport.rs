@@ -245,9 +245,22 @@ impl<P: Protocol> Transport for NetTransport<P> {
 
     fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
         let link = self.link.clone();
+        let ring = self.ring.clone();
         let sub = self.subscriber()?;
+        // A message whose bytes are aside gets them appended to its envelope before the
+        // cursor moves on (after that the writer may reuse them).
+        let mut recv = |out: &mut Vec<u8>| {
+            sub.try_recv_then(out, |out| {
+                if let Some(Envelope { placement: Placement::Aside { offset, len }, .. }) = Envelope::read(out)
+                    && let Some(bytes) = ring.aside(offset, len)
+                {
+                    out.truncate(envelope::LEN);
+                    out.extend_from_slice(bytes);
+                }
+            })
+        };
         // An empty ring: read the socket on this thread rather than wait for another.
-        if sub.try_recv(out).is_none() && (link.pump()? == 0 || sub.try_recv(out).is_none()) {
+        if recv(out).is_none() && (link.pump()? == 0 || recv(out).is_none()) {
             return Ok(None);
         }
         let env =
@@ -255,6 +268,13 @@ impl<P: Protocol> Transport for NetTransport<P> {
         match env.placement {
             Placement::Inline => {
                 out.drain(..envelope::LEN);
+            }
+            Placement::Aside { len, .. } => {
+                if out.len() != envelope::LEN + len as usize {
+                    return Err(Error::new(ErrorCode::Io, "a message's bytes are not where its envelope says"));
+                }
+                out.drain(..envelope::LEN);
+                self.spilled_bytes += out.len() as u64;
             }
             Placement::Spilled { key, .. } => {
                 *out = self

@@ -275,7 +275,7 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);
     let spill_limit = q.max_message.saturating_mul(2).max(64 << 20);
-    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit }, !q.listen)?);
+    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, aside_bytes: 0, spill_limit }, !q.listen)?);
     let url = format!("quic://{host}:{port}");
     let protocol = Arc::new(QuicProtocol::start(config, ring.clone()).map_err(|e| start_error(e, &url))?);
     let reader: Arc<dyn Reader> = protocol.clone();

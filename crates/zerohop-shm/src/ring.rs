@@ -730,6 +730,15 @@ impl Subscriber {
     /// Copies the next message into `out` (replacing its contents); its sequence
     /// number, or `None` if nothing new has been published.
     pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Option<u64> {
+        self.try_recv_then(out, |_| {})
+    }
+
+    /// [`try_recv`](Self::try_recv), calling `then` with the copied message before the
+    /// cursor moves past it: while a sole, flow-controlled publisher waits for the
+    /// cursor, what the message refers to (bytes it keeps elsewhere in the segment)
+    /// is still there.
+    pub fn try_recv_then(&mut self, out: &mut Vec<u8>, then: impl FnOnce(&mut Vec<u8>)) -> Option<u64> {
+        let mut then = Some(then);
         loop {
             let seq = self.cursor;
             let stamp = self.mem.stamp(seq).load(Ordering::Acquire);
@@ -788,9 +797,12 @@ impl Subscriber {
                         self.skip_ahead();
                         continue;
                     }
-                    self.advance(seq + 1);
                     self.stats.received += 1;
                     self.stats.received_bytes += len as u64;
+                    if let Some(then) = then.take() {
+                        then(out);
+                    }
+                    self.advance(seq + 1);
                     return Some(seq);
                 }
             }
@@ -1282,7 +1294,7 @@ mod tests {
     #[test]
     fn a_sole_publishers_batch_is_read_at_once_and_wakes_a_parked_reader_once_announced() {
         let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2 };
-        let seg = Arc::new(Segment::private(layout).unwrap());
+        let seg = Arc::new(Segment::private(layout, 0).unwrap());
         let mut polling = Subscriber::new(seg.clone()).unwrap();
         let parked = Subscriber::new(seg.clone()).unwrap();
         let (waiter, cursor) = (parked.waiter(), parked.cursor());

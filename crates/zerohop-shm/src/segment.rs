@@ -134,7 +134,10 @@ impl Segment {
     /// nothing to clean up if the process dies. Transports that receive from the
     /// network use one as the ring between their I/O thread and the application, so
     /// that receiving works exactly as it does over shared memory.
-    pub fn private(layout: Layout) -> Result<Segment> {
+    ///
+    /// `extra` bytes follow the slots, for the owner's own use (a receive ring keeps
+    /// messages larger than a slot there); [`len`](Self::len) counts them.
+    pub fn private(layout: Layout, extra: usize) -> Result<Segment> {
         layout.validate().map_err(ShmError::BadLayout)?;
         // SAFETY: a valid NUL-terminated name; memfd_create returns a new fd or -1.
         let fd = unsafe { libc::memfd_create(c"zerohop-private".as_ptr(), libc::MFD_CLOEXEC) };
@@ -143,7 +146,7 @@ impl Segment {
         }
         // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
-        Self::initialise(file, PathBuf::new(), layout)
+        Self::initialise(file, PathBuf::new(), layout, extra)
     }
 
     fn create(path: &Path, layout: Layout) -> Result<Option<Segment>> {
@@ -157,7 +160,7 @@ impl Segment {
         ));
         let file = create_exclusive(&tmp).map_err(|source| ShmError::Io { op: "create segment", source })?;
         let result =
-            Self::initialise(file, tmp.clone(), layout).and_then(|mut segment| match std::fs::hard_link(&tmp, path) {
+            Self::initialise(file, tmp.clone(), layout, 0).and_then(|mut segment| match std::fs::hard_link(&tmp, path) {
                 Ok(()) => {
                     segment.path = path.to_path_buf();
                     Ok(Some(segment))
@@ -169,12 +172,12 @@ impl Segment {
         result
     }
 
-    fn initialise(file: File, path: PathBuf, layout: Layout) -> Result<Segment> {
+    fn initialise(file: File, path: PathBuf, layout: Layout, extra: usize) -> Result<Segment> {
         // In use from birth: once linked, openers find a holder and do not replace it.
         if !try_lock(&file, libc::LOCK_SH)? {
             return Err(ShmError::Io { op: "lock new segment", source: std::io::ErrorKind::WouldBlock.into() });
         }
-        let len = layout.segment_len() as usize;
+        let len = layout.segment_len() as usize + extra;
         file.set_len(len as u64).map_err(|source| ShmError::Io { op: "size segment", source })?;
         let ptr = map(&file, len)?;
         let segment = Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false) };

@@ -457,7 +457,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
             (4096u64.min(fit.max(16)) as u32).next_power_of_two().min(4096)
         }
     };
-    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, spill_limit: 0 }, false)?);
+    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, aside_bytes: 0, spill_limit: 0 }, false)?);
     let pipeline = UdpPipeline::bind(config.clone()).map_err(|e| io_error(&format!("bind {}", config.bind), e))?;
     let local = pipeline.local_addr().map_err(|e| io_error("local address", e))?;
     let group = if udp.receive_threads > 1 {

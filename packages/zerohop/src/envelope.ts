@@ -61,14 +61,25 @@ export function readEnvelope(dv: DataView, off: number, info: MessageInfo): Mess
   return info
 }
 
-/** Whether the message at `off` was too large for its slot (its bytes are held natively). */
-export function isSpilled(u8: Uint8Array, off: number): boolean {
-  return u8[off + ENVELOPE.placement] === 1
+/**
+ * Where a message's bytes are: in its slot after the envelope, held natively (taken by
+ * the key in the envelope), or in the ring's aside area (at the offset in the envelope).
+ */
+export const Placement = { Inline: 0, Spilled: 1, Aside: 2 } as const
+
+/** Where the bytes of the message at `off` are (a {@link Placement}). */
+export function placement(u8: Uint8Array, off: number): number {
+  return u8[off + ENVELOPE.placement]!
 }
 
-/** The key a spilled message's bytes are taken by. */
+/** The key a spilled message's bytes are taken by, or where an aside one's start in the ring. */
 export function spillKey(dv: DataView, off: number): number {
   return Number(dv.getBigUint64(off + ENVELOPE.spillKey, true))
+}
+
+/** The length of a spilled or aside message. */
+export function spilledLength(dv: DataView, off: number): number {
+  return dv.getUint32(off + ENVELOPE.spilledLen, true)
 }
 
 /** RFC 5952 text of an IPv6 address (the longest run of two or more zero groups becomes `::`). */

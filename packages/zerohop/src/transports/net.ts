@@ -10,7 +10,7 @@
  */
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
-import { ENVELOPE, isSpilled, spillKey } from '../envelope.js'
+import { ENVELOPE, Placement, placement, spillKey, spilledLength } from '../envelope.js'
 import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetStatusEvent, type NetWaker } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
@@ -176,8 +176,20 @@ class NetPort<T> implements Port<T> {
   }
 
   spilled(off: number): Uint8Array | undefined {
-    if (!isSpilled(this.ring.u8, off)) return undefined
+    // Small, so that it inlines into a reader's loop: most messages are in their slot.
+    return placement(this.ring.u8, off) === Placement.Inline ? undefined : this.outside(off)
+  }
+
+  /** The bytes of the message at `off` that are not in its slot. */
+  private outside(off: number): Uint8Array {
     const key = spillKey(this.ring.dv, off)
+    if (placement(this.ring.u8, off) === Placement.Aside) {
+      // In the ring's memory, which the writer leaves alone until the cursor moves past
+      // the message: a view, read in place like a slot.
+      const len = spilledLength(this.ring.dv, off)
+      if (key + len > this.ring.u8.byteLength) throw new CodecError('a received message lies outside its ring')
+      return this.ring.u8.subarray(key, key + len)
+    }
     return native(() => this.handle.takeSpilled(key))
   }
 
