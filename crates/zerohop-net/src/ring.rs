@@ -556,13 +556,76 @@ mod tests {
 
     fn read(sub: &mut Subscriber, ring: &ReceiveRing) -> Option<(Envelope, Vec<u8>)> {
         let mut out = Vec::new();
-        sub.try_recv(&mut out)?;
+        let mut aside = None;
+        // Aside bytes are read before the cursor moves on, as readers must.
+        sub.try_recv_then(&mut out, |out| {
+            if let Some(Envelope { placement: Placement::Aside { offset, len }, .. }) = Envelope::read(out) {
+                aside = Some(ring.aside(offset, len).expect("inside the aside area").to_vec());
+            }
+        })?;
         let env = Envelope::read(&out).unwrap();
         let body = match env.placement {
             Placement::Inline => out[envelope::LEN..].to_vec(),
             Placement::Spilled { key, .. } => ring.take_spilled(key).unwrap(),
+            Placement::Aside { .. } => aside.unwrap(),
         };
         Some((env, body))
+    }
+
+    fn ring_with_aside(capacity: u32, aside_bytes: usize) -> ReceiveRing {
+        ReceiveRing::new(RingOptions { slot_size: 128, capacity, aside_bytes, spill_limit: 1 << 20 }, false).unwrap()
+    }
+
+    #[test]
+    fn messages_larger_than_a_slot_go_aside_up_to_half_of_it_and_spill_beyond() {
+        let r = ring_with_aside(8, 4096);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        for (i, len) in [1000usize, 2048, 2049, 40].into_iter().enumerate() {
+            let body: Vec<u8> = (0..len).map(|b| (b + i) as u8).collect();
+            assert!(r.deliver(&Inbound::message(1, from(), 0, &body)).is_some());
+            let (env, got) = read(&mut sub, &r).unwrap();
+            assert_eq!(got, body, "message {i} of {len} bytes");
+            let placed = match env.placement {
+                Placement::Inline => "inline",
+                Placement::Aside { len: l, .. } if l as usize == len => "aside",
+                Placement::Spilled { .. } => "spilled",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(placed, ["aside", "aside", "spilled", "inline"][i], "message {i} of {len} bytes");
+        }
+        // Out of the area, or past its end: not the ring's bytes to give.
+        assert!(r.aside(0, 16).is_none());
+        assert!(r.aside((r.segment().len() - 8) as u64, 16).is_none());
+    }
+
+    #[test]
+    fn the_aside_area_wraps_and_waits_for_the_reader_without_overwriting_unread_bytes() {
+        // 4 KiB aside, messages of 1000 bytes (1024 placed): four fit at once.
+        let r = ring_with_aside(64, 4096);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let body = |n: u32| vec![n as u8; 1000];
+        let (mut sent, mut got) = (0u32, 0u32);
+        while got < 50 {
+            // Write until the area is full, then read some, unevenly.
+            while r.deliver(&Inbound { seq: u64::from(sent), ..Inbound::message(1, from(), 0, &body(sent)) }).is_some()
+            {
+                sent += 1;
+            }
+            assert!(sent - got <= 4, "{} messages in a 4 KiB area", sent - got);
+            for _ in 0..1 + got % 3 {
+                let Some((env, b)) = read(&mut sub, &r) else { break };
+                assert_eq!((env.seq, b), (u64::from(got), body(got)));
+                got += 1;
+            }
+        }
+        // A message that does not fit at the end of the area skips to its start.
+        let r = ring_with_aside(64, 4096);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        for n in 0..20u32 {
+            let len = 300 + 200 * (n as usize % 5);
+            assert!(r.deliver(&Inbound::message(1, from(), 0, &vec![n as u8; len])).is_some(), "message {n}");
+            assert_eq!(read(&mut sub, &r).unwrap().1, vec![n as u8; len]);
+        }
     }
 
     #[test]
@@ -642,8 +705,10 @@ mod tests {
         // Events reported while the listener is being set are in the backlog it is
         // handed or reach it live: none is lost between the two.
         for round in 0..200 {
-            let r =
-                Arc::new(ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, aside_bytes: 0, spill_limit: 0 }, false).unwrap());
+            let r = Arc::new(
+                ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, aside_bytes: 0, spill_limit: 0 }, false)
+                    .unwrap(),
+            );
             let reporter = {
                 let r = r.clone();
                 std::thread::spawn(move || {
@@ -671,7 +736,8 @@ mod tests {
 
     #[test]
     fn the_status_is_the_hubs_own_not_its_peers() {
-        let r = ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, aside_bytes: 0, spill_limit: 0 }, false).unwrap();
+        let r = ReceiveRing::new(RingOptions { slot_size: 128, capacity: 2, aside_bytes: 0, spill_limit: 0 }, false)
+            .unwrap();
         assert_eq!(r.status(), Status::Connected);
         r.report(StatusEvent { status: Status::Disconnected, peer: Some(from().to_string()), error: None });
         assert_eq!(r.status(), Status::Connected, "a listener's peer left");

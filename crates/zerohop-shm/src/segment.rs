@@ -159,15 +159,16 @@ impl Segment {
             UNIQUE.fetch_add(1, Ordering::Relaxed)
         ));
         let file = create_exclusive(&tmp).map_err(|source| ShmError::Io { op: "create segment", source })?;
-        let result =
-            Self::initialise(file, tmp.clone(), layout, 0).and_then(|mut segment| match std::fs::hard_link(&tmp, path) {
+        let result = Self::initialise(file, tmp.clone(), layout, 0).and_then(|mut segment| {
+            match std::fs::hard_link(&tmp, path) {
                 Ok(()) => {
                     segment.path = path.to_path_buf();
                     Ok(Some(segment))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
                 Err(source) => Err(ShmError::Io { op: "link segment into place", source }),
-            });
+            }
+        });
         let _ = std::fs::remove_file(&tmp);
         result
     }

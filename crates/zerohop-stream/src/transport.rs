@@ -395,7 +395,10 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
     let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
     let capacity = options.capacity.unwrap_or(4096);
     let spill_limit = s.max_message.saturating_mul(2).max(64 << 20);
-    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, aside_bytes: ASIDE_BYTES, spill_limit }, !s.listen)?);
+    let ring = Arc::new(ReceiveRing::new(
+        RingOptions { slot_size, capacity, aside_bytes: ASIDE_BYTES, spill_limit },
+        !s.listen,
+    )?);
     let engine =
         Engine::start(config, ring.clone(), session_id()).map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
     let local = engine.local_addr();
