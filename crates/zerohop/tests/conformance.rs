@@ -142,6 +142,36 @@ fn messages_go_both_ways_in_order_and_say_where_they_came_from() {
     }
 }
 
+/// Sizes around the places a receiver keeps a message (network rings: in its slot up to
+/// 184 bytes by default, then in the ring's aside area, then spilled past 4 MiB), each
+/// several times in a row so that the aside area is reused, arrive whole and in order.
+#[test]
+fn messages_of_every_size_arrive_whole_and_in_order() {
+    const SIZES: [usize; 9] = [1, 183, 184, 185, 1000, 4096, 65_000, 1 << 20, (4 << 20) + 1];
+    for p in pairs() {
+        let (mut a, mut b) = (p.open)("sizes", HubOptions::default(), HubOptions::default()).unwrap();
+        let max = b.max_message_size().min(a.max_message_size());
+        let sizes: Vec<usize> = SIZES.into_iter().filter(|&n| n <= max).collect();
+        for round in 0..4u8 {
+            for (i, &n) in sizes.iter().enumerate() {
+                let m: Vec<u8> = (0..n).map(|j| (j as u8).wrapping_add(round).wrapping_add(i as u8)).collect();
+                b.publish(&m).unwrap();
+                let got = recv(&mut a);
+                assert!(got == m, "{:?}: {n} bytes, round {round}: got {} bytes, or other ones", p.kind, got.len());
+            }
+        }
+        // A burst of the sizes a ring's slots do not hold, read after it is all sent.
+        let two: Vec<usize> = [1000, 4096].into_iter().filter(|&n| n <= max).collect();
+        let burst: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; two[i as usize % two.len()]]).collect();
+        for m in &burst {
+            b.publish(m).unwrap();
+        }
+        for m in &burst {
+            assert!(recv(&mut a) == *m, "{:?}: a burst's message of {} bytes", p.kind, m.len());
+        }
+    }
+}
+
 #[test]
 fn a_hub_never_receives_what_it_published_itself() {
     for p in pairs() {
