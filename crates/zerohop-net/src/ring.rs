@@ -231,6 +231,26 @@ pub struct RingOptions {
     pub spill_limit: usize,
 }
 
+impl RingOptions {
+    /// Slots of 256 bytes with their envelope: a message up to 184 bytes goes in its
+    /// slot, a larger one aside.
+    pub const DEFAULT_SLOT: u32 = 256 - envelope::LEN as u32;
+    pub const DEFAULT_CAPACITY: u32 = 4096;
+    /// Messages up to 4 MiB go aside, larger ones are spilled.
+    pub const DEFAULT_ASIDE: usize = 8 << 20;
+
+    /// The ring of a transport whose messages go up to `max_message` bytes, with the
+    /// hub's `slotSize` (the message bytes a slot holds) and `capacity` if given.
+    pub fn for_messages(slot_size: Option<u32>, capacity: Option<u32>, max_message: usize) -> RingOptions {
+        RingOptions {
+            slot_size: slot_size.unwrap_or(Self::DEFAULT_SLOT) + envelope::LEN as u32,
+            capacity: capacity.unwrap_or(Self::DEFAULT_CAPACITY),
+            aside_bytes: Self::DEFAULT_ASIDE,
+            spill_limit: max_message.saturating_mul(2).max(64 << 20),
+        }
+    }
+}
+
 /// The receive ring; see the module docs.
 pub struct ReceiveRing {
     segment: Arc<Segment>,

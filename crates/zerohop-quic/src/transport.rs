@@ -2,9 +2,9 @@
 //!
 //! A hub either listens (`listen: true`: any number of peers connect to it) or connects
 //! to one server; publishing reaches every connected peer, receiving yields messages
-//! from all of them with the sender in the envelope. Messages larger than a slot of the
-//! receive ring spill (the ring keeps 4 KiB slots while messages go up to
-//! `maxMessageSize`, 16 MiB by default).
+//! from all of them with the sender in the envelope. The receive ring is the core's
+//! default for message transports ([`RingOptions::for_messages`]): small slots, larger
+//! messages aside or spilled, up to `maxMessageSize` (16 MiB by default).
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zerohop_net::address::resolve;
-use zerohop_net::envelope;
 use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::lifecycle::Backoff;
@@ -100,10 +99,6 @@ impl FromOptions for QuicOptions {
         Ok(q)
     }
 }
-
-/// Default message slot of the receive ring (its envelope comes on top): messages up to
-/// 4 KiB stay in the ring, larger ones spill.
-const DEFAULT_SLOT: u32 = 4 << 10;
 
 /// A `quic://` hub's protocol, as the core sees it.
 impl Protocol for QuicProtocol {
@@ -272,10 +267,8 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     )?;
     let overflow = Overflow::of(&settings);
     let config = quic_config(host, *port, &q, overflow)?;
-    let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
-    let capacity = options.capacity.unwrap_or(4096);
-    let spill_limit = q.max_message.saturating_mul(2).max(64 << 20);
-    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, aside_bytes: 0, spill_limit }, !q.listen)?);
+    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, q.max_message);
+    let ring = Arc::new(ReceiveRing::new(ring_options, !q.listen)?);
     let url = format!("quic://{host}:{port}");
     let protocol = Arc::new(QuicProtocol::start(config, ring.clone()).map_err(|e| start_error(e, &url))?);
     let reader: Arc<dyn Reader> = protocol.clone();

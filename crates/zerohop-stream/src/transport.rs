@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::address::resolve;
 use zerohop_net::driver::{Driver, Guard};
-use zerohop_net::envelope;
 use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::session_id;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
@@ -329,14 +328,6 @@ impl Requests for StreamProtocol {
     }
 }
 
-/// Default message slot of the receive ring (its envelope comes on top, making a slot
-/// 256 bytes): messages up to 184 bytes go in their slot, larger ones in the ring's
-/// aside area (see `zerohop_net::ring`).
-const DEFAULT_SLOT: u32 = 256 - envelope::LEN as u32;
-/// Bytes of the receive ring's aside area: messages up to half of it go there, larger
-/// ones are spilled (held in memory of their own).
-const ASIDE_BYTES: usize = 8 << 20;
-
 /// Where `endpoint` points.
 fn address_of(endpoint: &Endpoint, listen: bool) -> Result<Address> {
     match (endpoint.kind(), endpoint.target()) {
@@ -392,13 +383,8 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         options: StreamOptions { send_queue_bytes: s.send_queue_bytes.max(1), ..s.clone() },
         tls,
     };
-    let slot_size = options.slot_size.unwrap_or(DEFAULT_SLOT) + envelope::LEN as u32;
-    let capacity = options.capacity.unwrap_or(4096);
-    let spill_limit = s.max_message.saturating_mul(2).max(64 << 20);
-    let ring = Arc::new(ReceiveRing::new(
-        RingOptions { slot_size, capacity, aside_bytes: ASIDE_BYTES, spill_limit },
-        !s.listen,
-    )?);
+    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, s.max_message);
+    let ring = Arc::new(ReceiveRing::new(ring_options, !s.listen)?);
     let engine =
         Engine::start(config, ring.clone(), session_id()).map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
     let local = engine.local_addr();
