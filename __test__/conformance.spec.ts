@@ -144,6 +144,36 @@ for (const tr of transports) {
     await b.close()
   })
 
+  test.serial(name('borrow() and tryRecv() give messages of every size whole and in order'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    // Network rings keep up to 184 bytes in a slot and larger messages in their aside area.
+    const sizes = [1, 184, 185, 1000, 5000, 70_000].filter((n) => n <= a.maxMessageSize)
+    const bytes = (n: number, k: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + k) & 255)
+    for (let round = 0; round < 3; round++) {
+      for (const [k, n] of sizes.entries()) b.publish(bytes(n, k + round))
+      for (const [k, n] of sizes.entries()) {
+        let m = a.borrow()
+        for (let i = 0; m === undefined && i < 2500; i++) {
+          await new Promise((r) => setTimeout(r, 2))
+          m = a.borrow()
+        }
+        t.deepEqual(m!.bytes, bytes(n, k + round), `${n} bytes borrowed, round ${round}`)
+        t.true(m!.release())
+      }
+      for (const [k, n] of sizes.entries()) b.publish(bytes(n, k + round))
+      for (const [k, n] of sizes.entries()) {
+        let v = a.tryRecv()
+        for (let i = 0; v === undefined && i < 2500; i++) {
+          await new Promise((r) => setTimeout(r, 2))
+          v = a.tryRecv()
+        }
+        t.deepEqual(v, bytes(n, k + round), `${n} bytes received, round ${round}`)
+      }
+    }
+    await a.close()
+    await b.close()
+  })
+
   test.serial(name('recvMessage says where a message came from'), async (t) => {
     const [a, b] = await tr.pair<Uint8Array>()
     b.publish(new Uint8Array([9]))
