@@ -2,7 +2,7 @@
 // error codes (each transport's own behaviour is in conformance.spec.ts and its spec).
 import test from 'ava'
 import { createRequire } from 'node:module'
-import { ERROR_CODES, Hub, ZerohopError, isRetryable, parseEndpoint, struct, type ErrorCode, type Codec } from 'zerohop'
+import { ERROR_CODES, Hub, ZerohopError, isRetryable, parseEndpoint, raw, struct, type ErrorCode, type Codec } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 const shm = (tag: string) => `shm://${uniqueName(tag)}`
@@ -20,6 +20,24 @@ async function rejectsWith(t: import('ava').ExecutionContext, p: Promise<unknown
   t.is(z.retryable, isRetryable(code))
   return z
 }
+
+test('the raw codec hands out copies that stay as they were, however many follow (pooled or not)', (t) => {
+  // One source reused for every message, as a ring's slot is; sizes on both sides of
+  // V8's on-heap limit (64 B) and of the pool's (8 KiB), enough to refill the pool.
+  const source = new Uint8Array(20_000)
+  const sizes = [1, 64, 65, 100, 1000, 4096, 8192, 8193, 20_000]
+  const copies: Uint8Array[] = []
+  for (let i = 0; i < 600; i++) {
+    const n = sizes[i % sizes.length]!
+    source.fill(i & 255)
+    copies.push(raw.decode(source.subarray(0, n)))
+  }
+  source.fill(0xee)
+  for (const [i, c] of copies.entries()) {
+    t.is(c.byteLength, sizes[i % sizes.length]!)
+    t.true(c.every((b) => b === (i & 255)), `copy ${i} (${c.byteLength} bytes) kept its bytes`)
+  }
+})
 
 test('a custom codec carries any type', async (t) => {
   const upper: Codec<string> = {
