@@ -1,10 +1,21 @@
-//! Loopback TCP bulk floor: a sender writing 256 KiB chunks, a receiver reading 64 KiB.
-//! COPY=1 adds one 4 KiB copy per message on each side into a 16 MiB buffer.
+//! The floor under one-way `tcp://` throughput: what loopback TCP carries on this
+//! machine with no messaging on top. A sender on CPU 0 writes 256 KiB at a time (as a
+//! `tcp://` burst goes out), a receiver on CPU 1 reads 64 KiB at a time (as a `tcp://`
+//! hub reads), for three seconds. With `COPY=1` each side also copies every 4 KiB
+//! message once, as `tcp://` does (into its send queue, into its receive ring).
+//!
+//! `cargo run --release -p zerohop-stream --example tcp_floor` (then `COPY=1 …`)
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+const MESSAGE: usize = 4096;
+const WRITE: usize = 256 << 10;
+
 fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; sched_setaffinity
+    // reads `size_of` bytes from it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
@@ -12,50 +23,64 @@ fn pin(cpu: usize) {
     }
 }
 
-fn main() {
-    let copy = std::env::var("COPY").is_ok();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    if unsafe { libc::fork() } == 0 {
-        pin(1);
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 64 << 10];
-        let mut ring = vec![0u8; 16 << 20];
-        let mut at = 0;
-        let mut total = 0u64;
-        let t = Instant::now();
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 { break; }
-            total += n as u64;
-            if copy {
-                for c in buf[..n].chunks(4096) {
-                    if at + c.len() > ring.len() { at = 0; }
-                    ring[at..at + c.len()].copy_from_slice(c);
-                    at += c.len();
+/// Reads until the sender closes; MB/s.
+fn receive(mut s: TcpStream, copy: bool) -> f64 {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut ring = vec![0u8; 16 << 20];
+    let (mut at, mut total) = (0, 0u64);
+    let t = Instant::now();
+    loop {
+        let n = s.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if copy {
+            for m in buf[..n].chunks(MESSAGE) {
+                if at + m.len() > ring.len() {
+                    at = 0;
                 }
+                ring[at..at + m.len()].copy_from_slice(m);
+                at += m.len();
             }
         }
-        println!("{:.0} MB/s", total as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    total as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+fn main() {
+    let copy = std::env::var_os("COPY").is_some();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    // SAFETY: no other threads exist yet; the child only receives, then exits.
+    if unsafe { libc::fork() } == 0 {
+        pin(1);
+        let (s, _) = listener.accept().expect("accept");
+        println!("loopback TCP, {}: {:.0} MB/s", if copy { "one copy a side" } else { "no copy" }, receive(s, copy));
         std::process::exit(0);
     }
     pin(0);
-    let mut s = TcpStream::connect(addr).unwrap();
-    let msg = vec![1u8; 4096];
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let message = vec![1u8; MESSAGE];
     let mut queue = vec![0u8; 16 << 20];
     let mut at = 0;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
         if copy {
-            if at + (256 << 10) > queue.len() { at = 0; }
-            for i in 0..64 { queue[at + i * 4096..at + (i + 1) * 4096].copy_from_slice(&msg); }
-            s.write_all(&queue[at..at + (256 << 10)]).unwrap();
-            at += 256 << 10;
-        } else {
-            s.write_all(&queue[..256 << 10]).unwrap();
+            if at + WRITE > queue.len() {
+                at = 0;
+            }
+            for m in queue[at..at + WRITE].chunks_mut(MESSAGE) {
+                m.copy_from_slice(&message);
+            }
+        }
+        s.write_all(&queue[at..at + WRITE]).expect("write");
+        if copy {
+            at += WRITE;
         }
     }
     drop(s);
-    let mut st = 0;
-    unsafe { libc::wait(&mut st) };
+    // SAFETY: waits for the child forked above; `status` is a valid out-pointer.
+    let mut status = 0;
+    unsafe { libc::wait(&mut status) };
 }
