@@ -80,7 +80,7 @@ fn main() {
         }
     }
     drop(s);
-    // SAFETY: waits for the child forked above; `status` is a valid out-pointer.
     let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` is a valid out-pointer.
     unsafe { libc::wait(&mut status) };
 }
