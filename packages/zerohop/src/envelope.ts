@@ -74,7 +74,10 @@ export function placement(u8: Uint8Array, off: number): number {
 
 /** The key a spilled message's bytes are taken by, or where an aside one's start in the ring. */
 export function spillKey(dv: DataView, off: number): number {
-  return Number(dv.getBigUint64(off + ENVELOPE.spillKey, true))
+  // Two halves rather than `getBigUint64`, which makes a BigInt each time (keys and
+  // offsets stay below 2^53).
+  const at = off + ENVELOPE.spillKey
+  return dv.getUint32(at, true) + dv.getUint32(at + 4, true) * 0x1_0000_0000
 }
 
 /** The length of a spilled or aside message. */
