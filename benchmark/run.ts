@@ -867,8 +867,12 @@ async function streamRtt(run: number): Promise<void> {
         const mean = (k: 'p50' | 'p99' | 'p999') => floors.reduce((a, f) => a + f[k], 0) / floors.length
         const p50s = floors.map((f) => f.p50.toFixed(1)).join(', ')
         rows.push({ bench: `TCP RTT 64 B  sockperf ping-pong --tcp --nonblocked, spinning (kernel floor, before, between and after the turns below; p50 ${p50s})${tag}`, run, p50: mean('p50'), p99: mean('p99'), p999: mean('p999') })
-        const median = ratios.slice().sort((a, b) => a - b)[ratios.length >> 1]!
-        floor = `, ${median.toFixed(2)}× sockperf spin (median of ${ratios.map((r) => r.toFixed(2)).join(', ')})`
+        const steady = ratios.filter((r) => r.steady)
+        const counted = (steady.length > 0 ? steady : ratios).map((r) => r.ratio).sort((a, b) => a - b)
+        const median = counted.length % 2 ? counted[counted.length >> 1]! : (counted[counted.length / 2 - 1]! + counted[counted.length / 2]!) / 2
+        const listed = ratios.map((r) => `${r.ratio.toFixed(2)}${r.steady ? '' : '?'}`).join(', ')
+        const of = steady.length > 0 ? `the steady turns of ${listed}; ? the floor moved` : `${listed}, no turn steady`
+        floor = `, ${median.toFixed(2)}× sockperf spin (median of ${of})`
       }
       rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, tryRecv spinning${turns > 1 ? ` (${turns} turns)` : ''}${tag}`, run, ...spin, vsBaseline: vs(spin) + floor, target: kind === 'tcp' ? '≤ 1.25× sockperf spin' : '' })
       const d = percentiles(dflt!)
@@ -880,21 +884,25 @@ async function streamRtt(run: number): Promise<void> {
 }
 
 /** Turns of spinning round trips against sockperf's spinning floor (TCP). */
-const SPIN_TURNS = 3
+const SPIN_TURNS = 5
+/** How far apart (as a ratio) the floors on either side of a turn may be for the turn to count. */
+const STEADY_FLOOR = 1.1
 
 /**
  * Round trips with both sides spinning on `tryRecv`, in `turns` turns with sockperf's
  * spinning TCP floor measured before, between and after them (A-B-A-B-A…) when there
  * are several. The VM's latency flips between states every few seconds, so a turn and
  * the floor around it can be in different ones: each turn's ratio to the mean of the
- * floors on either side is kept, and their median is what the row says.
+ * floors on either side is kept, and the median of the turns whose two floors agree
+ * (within `STEADY_FLOOR`: the machine stayed in one state) is what the row says; a turn
+ * whose floors disagree says nothing either way.
  */
 async function spinningAgainstFloor(
   url: () => string,
   turns: number,
-): Promise<{ samples: Float64Array; floors: Array<{ p50: number; p99: number; p999: number }>; ratios: number[] }> {
+): Promise<{ samples: Float64Array; floors: Array<{ p50: number; p99: number; p999: number }>; ratios: Array<{ ratio: number; steady: boolean }> }> {
   const floors: Array<{ p50: number; p99: number; p999: number }> = []
-  const ratios: number[] = []
+  const ratios: Array<{ ratio: number; steady: boolean }> = []
   const all: Float64Array[] = []
   const floor = () => {
     const f = turns > 1 ? rttSockperf(true, true, 1) : undefined
@@ -917,7 +925,10 @@ async function spinningAgainstFloor(
     })
     all.push(samples!)
     const after = floor()
-    if (before && after) ratios.push(percentiles(samples!).p50 / ((before.p50 + after.p50) / 2))
+    if (before && after) {
+      const steady = Math.max(before.p50, after.p50) / Math.min(before.p50, after.p50) <= STEADY_FLOOR
+      ratios.push({ ratio: percentiles(samples!).p50 / ((before.p50 + after.p50) / 2), steady })
+    }
     before = after
   }
   const samples = new Float64Array(all.reduce((n, a) => n + a.length, 0))
