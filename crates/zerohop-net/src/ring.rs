@@ -259,6 +259,8 @@ pub struct ReceiveRing {
     /// reader is less behind.
     half: u64,
     spill_limit: usize,
+    /// Where the aside area starts in the segment (it runs to the segment's end).
+    aside_start: usize,
     /// Set by [`arm`](Self::arm), taken by whoever delivers next.
     armed: AtomicBool,
     doorbell: Mutex<Option<Doorbell>>,
@@ -287,6 +289,7 @@ impl ReceiveRing {
             }),
             half: u64::from(options.capacity / 2),
             spill_limit: options.spill_limit,
+            aside_start: segment.len() - aside_bytes,
             segment,
             armed: AtomicBool::new(false),
             doorbell: Mutex::new(None),
@@ -350,9 +353,7 @@ impl ReceiveRing {
     /// that the caller has not moved past (so they stay put).
     pub fn aside(&self, offset: u64, len: u32) -> Option<&[u8]> {
         let (offset, len) = (usize::try_from(offset).ok()?, len as usize);
-        let inlet = lock(&self.inlet);
-        let a = &inlet.aside;
-        if offset < a.start || offset.checked_add(len)? > a.start + a.len {
+        if offset < self.aside_start || offset.checked_add(len)? > self.segment.len() {
             return None;
         }
         // SAFETY: checked to lie in the aside area of the mapping, which lives as long
