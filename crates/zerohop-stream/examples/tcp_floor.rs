@@ -1,5 +1,5 @@
 //! The floor under one-way `tcp://` throughput: what loopback TCP carries on this
-//! machine with no messaging on top. A sender on CPU 0 writes 256 KiB at a time (as a
+//! machine with no messaging on top. A sender on CPU 0 writes 1 MiB at a time (as a
 //! `tcp://` burst goes out), a receiver on CPU 1 reads 64 KiB at a time (as a `tcp://`
 //! hub reads), for three seconds. With `COPY=1` each side also copies every 4 KiB
 //! message once, as `tcp://` does (into its send queue, into its receive ring).
@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 const MESSAGE: usize = 4096;
-const WRITE: usize = 256 << 10;
+const WRITE: usize = 1 << 20;
 
 fn pin(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; sched_setaffinity
