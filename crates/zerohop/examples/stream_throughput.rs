@@ -35,7 +35,11 @@ fn main() -> zerohop::Result<()> {
             start.get_or_insert_with(Instant::now);
         }
         let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        println!("sink: {:.0} MB/s ({:.0} K msg/s)", count as f64 * SIZE as f64 / secs / 1e6, count as f64 / secs / 1e3);
+        println!(
+            "sink: {:.0} MB/s ({:.0} K msg/s)",
+            count as f64 * SIZE as f64 / secs / 1e6,
+            count as f64 / secs / 1e3
+        );
         return Ok(());
     }
     let options = vec![("sendQueueBytes".into(), Value::Number(f64::from(16 << 20)))];
