@@ -883,8 +883,9 @@ async function streamRtt(run: number): Promise<void> {
   })
 }
 
-/** Turns of spinning round trips against sockperf's spinning floor (TCP). */
-const SPIN_TURNS = 5
+/** Turns of spinning round trips against sockperf's spinning floor (TCP), and round trips in each. */
+const SPIN_TURNS = 7
+const SPIN_TURN_SAMPLES = 10_000
 /** How far apart (as a ratio) the floors on either side of a turn may be for the turn to count. */
 const STEADY_FLOOR = 1.1
 
@@ -892,10 +893,12 @@ const STEADY_FLOOR = 1.1
  * Round trips with both sides spinning on `tryRecv`, in `turns` turns with sockperf's
  * spinning TCP floor measured before, between and after them (A-B-A-B-A…) when there
  * are several. The VM's latency flips between states every few seconds, so a turn and
- * the floor around it can be in different ones: each turn's ratio to the mean of the
- * floors on either side is kept, and the median of the turns whose two floors agree
- * (within `STEADY_FLOOR`: the machine stayed in one state) is what the row says; a turn
- * whose floors disagree says nothing either way.
+ * the floor around it can be in different ones. To keep them close, one echo serves
+ * every turn and is stopped (SIGSTOP: it spins on CPU 1, where sockperf's server runs)
+ * while each floor is measured, so a floor is taken within a second of the turns on
+ * either side. Each turn's ratio to the mean of those floors is kept, and the median
+ * of the turns whose two floors agree (within `STEADY_FLOOR`: the machine stayed in
+ * one state) is what the row says; a turn whose floors disagree says nothing either way.
  */
 async function spinningAgainstFloor(
   url: () => string,
@@ -904,33 +907,43 @@ async function spinningAgainstFloor(
   const floors: Array<{ p50: number; p99: number; p999: number }> = []
   const ratios: Array<{ ratio: number; steady: boolean }> = []
   const all: Float64Array[] = []
+  const p = peer(['echoes', `stream:${url()}:spin`])
+  const { addresses } = (await p.next()) as { addresses: string[] }
+  const hub = await Hub.open(addresses[0] as `tcp://${string}`, { spinUs: 0 })
+  const msg = new Uint8Array(64)
+  const ping = () => {
+    hub.publish(msg)
+    while (hub.tryRecv() === undefined);
+  }
+  const perTurn = turns > 1 ? SPIN_TURN_SAMPLES : RTT_SAMPLES
   const floor = () => {
-    const f = turns > 1 ? rttSockperf(true, true, 1) : undefined
+    if (turns === 1) return undefined
+    p.proc.kill('SIGSTOP')
+    const f = rttSockperf(true, true, 1)
+    p.proc.kill('SIGCONT')
     if (f) floors.push(f)
     return f
   }
   let before = floor()
   for (let t = 0; t < turns; t++) {
-    const [samples] = await echoesInTurns([`stream:${url()}:spin`], async (address) => {
-      const hub = await Hub.open(address as `tcp://${string}`, { spinUs: 0 })
-      const msg = new Uint8Array(64)
-      return {
-        ping: () => {
-          hub.publish(msg)
-          while (hub.tryRecv() === undefined);
-        },
-        end: () => hub.publish(new Uint8Array(1)),
-        close: () => hub.close({ lingerMs: 0 }),
-      }
-    })
-    all.push(samples!)
+    for (let i = 0; i < RTT_WARMUP; i++) ping()
+    const samples = new Float64Array(perTurn)
+    for (let i = 0; i < perTurn; i++) {
+      const t0 = process.hrtime.bigint()
+      ping()
+      samples[i] = Number(process.hrtime.bigint() - t0)
+    }
+    all.push(samples)
     const after = floor()
     if (before && after) {
       const steady = Math.max(before.p50, after.p50) / Math.min(before.p50, after.p50) <= STEADY_FLOOR
-      ratios.push({ ratio: percentiles(samples!).p50 / ((before.p50 + after.p50) / 2), steady })
+      ratios.push({ ratio: percentiles(samples).p50 / ((before.p50 + after.p50) / 2), steady })
     }
     before = after
   }
+  hub.publish(new Uint8Array(1)) // ends the echo
+  await exited(p.proc)
+  await hub.close({ lingerMs: 0 })
   const samples = new Float64Array(all.reduce((n, a) => n + a.length, 0))
   all.reduce((at, a) => (samples.set(a, at), at + a.length), 0)
   return { samples, floors, ratios }
