@@ -27,10 +27,10 @@
 //! after the slots used as a ring of bytes, and its slot holds only the envelope, which
 //! says where. Slots stay small, so a ring of small messages spans few pages (each page
 //! a message touches costs a TLB entry, dear in a virtual machine: eight rings of 4 KiB
-//! slots on one core received 10-22 % fewer 64-byte messages than with 256-byte ones,
-//! 2026-12-05), while a 4 KiB message is still one copy into memory the reader reads in
-//! place. A message larger than half the aside area is *spilled*: its bytes are held
-//! here, in memory of their own, until the reader takes them.
+//! slots on one core received 6-10 % fewer 64-byte messages than these, 2026-12-05),
+//! while a 4 KiB message is still one copy into memory the reader reads in place. A
+//! message larger than half the aside area is *spilled*: its bytes are held here, in
+//! memory of their own, until the reader takes them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
