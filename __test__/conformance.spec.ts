@@ -33,6 +33,16 @@ async function peers(hub: Hub<unknown>, n: number): Promise<void> {
   for (let i = 0; i < 5000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2))
 }
 
+/** What `poll` gives once it gives something, looking every 2 ms for up to 5 s. */
+async function polled<T>(poll: () => T | undefined): Promise<T | undefined> {
+  let v = poll()
+  for (let i = 0; v === undefined && i < 2500; i++) {
+    await new Promise((r) => setTimeout(r, 2))
+    v = poll()
+  }
+  return v
+}
+
 /** tcp://, plain, or with TLS when the server's and the client's `tls` options are given. */
 function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Transport {
   return {
@@ -129,11 +139,7 @@ for (const tr of transports) {
   test.serial(name('borrow() reads a struct in place and release() moves on'), async (t) => {
     const [a, b] = await tr.pair({ codec: Tick }, { codec: Tick })
     b.publish({ seq: 5n, price: 2.5 })
-    let m = a.borrow()
-    for (let i = 0; m === undefined && i < 2500; i++) {
-      await new Promise((r) => setTimeout(r, 2))
-      m = a.borrow()
-    }
+    const m = await polled(() => a.borrow())
     t.is(m!.value.seq, 5n)
     t.is(m!.value.price, 2.5)
     t.true(m!.valid())
@@ -152,21 +158,13 @@ for (const tr of transports) {
     for (let round = 0; round < 3; round++) {
       for (const [k, n] of sizes.entries()) b.publish(bytes(n, k + round))
       for (const [k, n] of sizes.entries()) {
-        let m = a.borrow()
-        for (let i = 0; m === undefined && i < 2500; i++) {
-          await new Promise((r) => setTimeout(r, 2))
-          m = a.borrow()
-        }
+        const m = await polled(() => a.borrow())
         t.deepEqual(m!.bytes, bytes(n, k + round), `${n} bytes borrowed, round ${round}`)
         t.true(m!.release())
       }
       for (const [k, n] of sizes.entries()) b.publish(bytes(n, k + round))
       for (const [k, n] of sizes.entries()) {
-        let v = a.tryRecv()
-        for (let i = 0; v === undefined && i < 2500; i++) {
-          await new Promise((r) => setTimeout(r, 2))
-          v = a.tryRecv()
-        }
+        const v = await polled(() => a.tryRecv())
         t.deepEqual(v, bytes(n, k + round), `${n} bytes received, round ${round}`)
       }
     }

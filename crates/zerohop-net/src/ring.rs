@@ -279,17 +279,18 @@ impl ReceiveRing {
         let layout = Layout { slot_size: options.slot_size, capacity: options.capacity, max_subscribers: 2 };
         let aside_bytes = options.aside_bytes.next_multiple_of(ASIDE_ALIGN);
         let segment = Arc::new(Segment::private(layout, aside_bytes)?);
+        let aside_start = segment.len() - aside_bytes;
         Ok(ReceiveRing {
             inlet: Mutex::new(Inlet {
                 ring: Publisher::sole(segment.clone(), Backpressure::DropNew),
-                aside: Aside::new(segment.len() - aside_bytes, aside_bytes),
+                aside: Aside::new(aside_start, aside_bytes),
                 spill: Spill::default(),
                 held: VecDeque::new(),
                 data: Vec::new(),
             }),
             half: u64::from(options.capacity / 2),
             spill_limit: options.spill_limit,
-            aside_start: segment.len() - aside_bytes,
+            aside_start,
             segment,
             armed: AtomicBool::new(false),
             doorbell: Mutex::new(None),
