@@ -126,6 +126,23 @@ for (const tr of transports) {
     t.is(await s.exited, 0, s.stderr())
   })
 
+  test.serial(name('idle hubs sleep: waiting in recv(), or with messages left unread, each wakes a few times a second'), async (t) => {
+    const listen = tr.listenUrl()
+    await using srv = await Hub.open(listen, { listen: true, ...tr.server })
+    const count = 20
+    const p = track(child('idle-hubs.mjs', [JSON.stringify({ url: tr.dialUrl(listen, srv.localAddress), count, options: tr.client, ms: 1500 })]))
+    await p.next('ready')
+    for (let i = 0; i < 500 && srv.metrics()[tr.name]!.peers < count; i++) await new Promise((r) => setTimeout(r, 10))
+    srv.publish(new Uint8Array([1]))
+    srv.publish(new Uint8Array([2]))
+    const { wakesPerHubPerSecond } = (await p.next('done')) as { wakesPerHubPerSecond: number }
+    t.log(`${wakesPerHubPerSecond.toFixed(1)} wakes per idle hub per second`)
+    // Heartbeats and keep-alives wake a hub a few times a second; a look every 10 ms
+    // (100 a second) or every 2 ms at unread messages (500) is what this catches.
+    t.true(wakesPerHubPerSecond < 30, `${wakesPerHubPerSecond.toFixed(1)} wakes per hub per second`)
+    t.is(await p.exited, 0, p.stderr())
+  })
+
   test.serial(name('a burst published in a synchronous loop arrives while the publisher polls without yielding'), async (t) => {
     // Bursts may wait for the end of the turn (tcp://, uds://); a caller that polls
     // instead never ends its turn, and what it published must still go.

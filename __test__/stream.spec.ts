@@ -1,7 +1,9 @@
 // What only tcp:// and uds:// do, through the public API, across real processes: a
-// listener broadcasting to a slow client and fast ones, allowUids, two hosts. What every connecting transport
-// does is in connections.spec.ts; raw-socket abuse (garbage, silence, a thousand
-// clients) is tested in crates/zerohop-stream/tests/listener.rs.
+// listener broadcasting to a slow client and fast ones, a thousand clients, bad peers
+// (garbage, silence, oversize, truncated), allowUids, two hosts. What every connecting
+// transport does is in connections.spec.ts; the same abuse from raw sockets, byte by
+// byte, is in crates/zerohop-stream/tests/listener.rs.
+import { tmpdir } from 'node:os'
 import test from 'ava'
 import { Hub } from 'zerohop'
 import { child, statusWhere, twoHosts, uniqueName } from './helpers.ts'
@@ -66,6 +68,95 @@ for (const [scheme, [bound, limit]] of (['tcp', 'uds'] as const).flatMap((s) => 
     const m = (server.metrics().tcp ?? server.metrics().uds)!
     t.is(m.slowConsumers, 1)
     t.is(m.peers, 1)
+  })
+}
+
+const listenUrl = (scheme: 'tcp' | 'uds', tag: string) =>
+  (scheme === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://${tmpdir()}/${uniqueName(tag)}.sock`) as `tcp://${string}`
+const dialUrl = (hub: Hub<unknown>, url: string) => (url.startsWith('tcp:') ? `tcp://${hub.localAddress}` : url) as `tcp://${string}`
+const streamMetrics = (hub: Hub<unknown>) => (hub.metrics().tcp ?? hub.metrics().uds)!
+
+for (const scheme of ['tcp', 'uds'] as const) {
+  test.serial(`${scheme}: a thousand clients in four other processes, each heard and each sent the broadcast`, async (t) => {
+    const N = 1000
+    const PROCS = 4
+    const url = listenUrl(scheme, 'many')
+    await using server = await Hub.open(url, { listen: true })
+    const dial = dialUrl(server, url)
+    const procs = Array.from({ length: PROCS }, (_, k) => track(child('many-clients.mjs', [dial, String(N / PROCS), String((k * N) / PROCS)])))
+    for (const p of procs) await p.next('ready')
+    const numbers = new Set<number>()
+    const senders = new Set<string>()
+    while (numbers.size < N) {
+      const m = await server.recvMessage({ timeoutMs: 20_000 })
+      numbers.add(new DataView(m.value.buffer, m.value.byteOffset).getUint32(0, true))
+      senders.add(m.from!)
+    }
+    t.is(senders.size, N, 'each message from a peer of its own')
+    t.deepEqual([...numbers].sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i))
+    for (let i = 0; i < 1000 && streamMetrics(server).peers < N; i++) await new Promise((r) => setTimeout(r, 10))
+    t.is(streamMetrics(server).peers, N)
+    server.publish(new Uint8Array([42]))
+    for (const p of procs) t.is((await p.next('done')).got, N / PROCS, 'every client got the broadcast')
+    for (const p of procs) p.send('close')
+    for (const p of procs) t.is(await p.exited, 0, p.stderr())
+    for (let i = 0; i < 1000 && streamMetrics(server).peers > 0; i++) await new Promise((r) => setTimeout(r, 10))
+    t.is(streamMetrics(server).peers, 0, 'every client gone')
+  })
+
+  test.serial(`${scheme}: bad peers in other processes (garbage, silence, oversize, truncated) are closed and counted; a good one goes on`, async (t) => {
+    const url = listenUrl(scheme, 'bad')
+    const LIMIT = 64 << 10
+    await using server = await Hub.open(url, { listen: true, heartbeatMs: 100, maxMessageSize: LIMIT })
+    const dial = dialUrl(server, url)
+    const lost: string[] = []
+    server.onStatus((e) => e.status === 'disconnected' && e.error && lost.push(e.error.code))
+    await using good = await Hub.open(dial)
+    const goodEvents: string[] = []
+    good.onStatus((e) => e.status !== 'connected' && e.status !== 'connecting' && goodEvents.push(e.status))
+    good.publish(new TextEncoder().encode('first'))
+    t.is(new TextDecoder().decode(await server.recv({ timeoutMs: 10_000 })), 'first')
+
+    const garbage = track(child('bad-peer.mjs', ['garbage', dial]))
+    t.true(((await garbage.next('done')).closedAfterMs as number) < 5000, 'garbage: closed')
+    const silent = track(child('bad-peer.mjs', ['silent', dial]))
+    t.true(((await silent.next('done')).closedAfterMs as number) < 5000, 'silence: closed after three heartbeats')
+    const oversize = track(child('bad-peer.mjs', ['oversize', dial, String(LIMIT * 4)]))
+    await oversize.next('done')
+    oversize.send('close')
+    t.is(await oversize.exited, 0, oversize.stderr())
+    // 30 MB in 60 KB messages: more than the sockets and the receive ring hold, so the
+    // kernel's part ends within a message. The whole ones arrive whole, the part not.
+    const PART = 60_000
+    const truncate = track(child('bad-peer.mjs', ['truncate', dial, String(PART), '500']))
+    t.is(await truncate.exited, 'SIGKILL', truncate.stderr())
+    let [whole, intact] = [0, true]
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
+      const m = server.tryRecv()
+      if (m !== undefined) {
+        whole++
+        intact &&= m.byteLength === PART && m[0] === 7 && m[PART - 1] === 7
+      } else if (streamMetrics(server).truncatedRecords > 0) {
+        break
+      } else {
+        await new Promise((r) => setTimeout(r, 5))
+      }
+    }
+    t.true(intact, 'every message of the killed peer that arrived is whole')
+    t.true(whole < 500, `it was killed before all of them went: ${whole}`)
+
+    const m = streamMetrics(server)
+    // Garbage, no hello within three heartbeats, and the oversize message (and each
+    // replay of it after a reconnect).
+    t.true(m.protocolViolations >= 3, `protocol violations: ${m.protocolViolations}`)
+    t.is(m.truncatedRecords, 1, 'the message cut short')
+    t.true(lost.includes('ERR_PROTOCOL'), `the oversize peer's disconnect says why: ${lost.join(', ')}`)
+    // Nothing of the bad peers was delivered, and the good one was never disturbed.
+    good.publish(new TextEncoder().encode('second'))
+    t.is(new TextDecoder().decode(await server.recv({ timeoutMs: 10_000 })), 'second')
+    t.is(server.tryRecv(), undefined)
+    t.deepEqual(goodEvents, [])
+    for (const c of [garbage, silent]) c.send('exit')
   })
 }
 

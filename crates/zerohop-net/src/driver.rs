@@ -26,8 +26,10 @@
 //! parks ([`Driver::reader_parks`]) says so, then looks whether the I/O thread left the
 //! socket, and wakes it. Either the I/O thread sees the reader park, or the reader sees
 //! the announcement. A watched reader whose event loop is stuck (busy in other code)
-//! would leave the socket unread: the I/O thread checks every [`WATCHDOG`] and reads it
-//! itself when it found it readable twice with no pump between.
+//! would leave the socket unread: the I/O thread looks every [`WATCHDOG`] and reads it
+//! itself when it found it readable twice with no pump between. Once it found the
+//! socket quiet twice with no pump between, it sleeps on the socket instead of looking,
+//! so an idle hub costs no wake-ups (see `Look`).
 //!
 //! ## Who runs the timers
 //!
@@ -52,7 +54,8 @@ use zerohop_transport::{Error, Result};
 /// How recent the reader's last pump must be, when the I/O thread looks, for it to
 /// leave the socket to the reader (see [`READER_LOOK`] for how often it looks then).
 pub const READER_ACTIVE: Duration = Duration::from_millis(1);
-/// How often the I/O thread looks whether a watched socket is being read.
+/// How long a watched socket may stay readable with no pump before the I/O thread
+/// reads it itself.
 pub const WATCHDOG: Duration = Duration::from_millis(10);
 /// How often the I/O thread looks whether a polling reader still polls (it takes the
 /// socket and the timers back within twice this once the pumps stop). Each look takes
@@ -514,12 +517,27 @@ impl<D: Drive> Drop for Driver<D> {
     }
 }
 
+/// What the I/O thread's watchdog last found of a socket the reader's event loop watches,
+/// with the reader's pump count then.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Not looked yet: look after [`WATCHDOG`].
+    Unknown,
+    /// Not readable: look again after [`WATCHDOG`].
+    Quiet(u64),
+    /// Not readable twice, with no pump between: the hub is idle, and this thread sleeps
+    /// on the socket instead of looking (an idle hub costs no wake-ups; a busy one is
+    /// looked at by the clock, not woken with its reader by every message).
+    Idle,
+    /// Readable: still so at the next look with no pump between is a stuck reader.
+    Readable(u64),
+}
+
 /// The I/O thread: sleeps until the socket is readable, a deadline passes, or someone
 /// wakes it; then runs the engine.
 fn io_loop<D: Drive>(s: &Shared<D>) {
     let (mut pumps_seen, mut pumps_changed) = (0u64, Instant::now() - READER_ACTIVE);
-    // Watchdog: the pump count when a watched socket was last found readable.
-    let mut stuck_at: Option<u64> = None;
+    let mut look = Look::Unknown;
     while !s.stop.load(Ordering::Acquire) {
         let pumps = s.pumps.load(Ordering::Relaxed);
         if pumps != pumps_seen {
@@ -532,7 +550,7 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         let leave = polls || watched;
         if !leave {
             s.io_ignores_socket.store(false, Ordering::SeqCst);
-            stuck_at = None;
+            look = Look::Unknown;
         }
         if polls && !watched {
             // The reader runs the timers: look again only whether it still polls, without
@@ -559,8 +577,8 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             };
             // A watched reader is woken by its own event loop whether or not it polls
-            // too: only the watchdog is needed then.
-            if watched {
+            // too: only the watchdog is needed then (see `Look`).
+            if watched && look != Look::Idle {
                 sooner(WATCHDOG);
             }
             if !may_read {
@@ -573,18 +591,28 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
             s.deadline_wake_pending.store(false, Ordering::Release);
             (deadline, e.wants_write(), may_read)
         };
-        let fd = (!leave && may_read).then_some(s.fd);
+        let idle = watched && may_read && look == Look::Idle;
+        let fd = ((!leave && may_read) || idle).then_some(s.fd);
         let mut ready = wait(fd, want_write, &s.wake, deadline);
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        if watched && may_read && !ready.readable && readable_now(s.fd) {
-            // Readable while watched: fine once (the reader's loop is about to pump), a
-            // stuck reader if still so at the next look with no pump between.
-            if stuck_at == Some(s.pumps.load(Ordering::Relaxed)) {
-                ready.readable = true;
-            }
-            stuck_at = Some(s.pumps.load(Ordering::Relaxed));
+        if watched && may_read {
+            // The watchdog's look. Readable while watched is fine once (the reader's loop
+            // is about to pump); a stuck reader if still so at the next look with no pump
+            // between: this thread reads it then.
+            let readable = ready.readable || readable_now(s.fd);
+            ready.readable = false;
+            let pumps = s.pumps.load(Ordering::Relaxed);
+            look = match look {
+                _ if !readable && look == Look::Quiet(pumps) => Look::Idle,
+                _ if !readable => Look::Quiet(pumps),
+                Look::Readable(p) if p == pumps => {
+                    ready.readable = true;
+                    look
+                }
+                _ => Look::Readable(pumps),
+            };
         }
         let mut g = s.engine.lock().unwrap_or_else(|p| p.into_inner());
         let Some(e) = g.as_mut() else { return };

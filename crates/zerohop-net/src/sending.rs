@@ -1,5 +1,7 @@
 //! How a reliable network transport sends: what a full send queue does to a publish
-//! ([`Overflow`]), and when the messages of a burst go out ([`Burst`]).
+//! ([`Overflow`]), when the messages of a burst go out ([`Burst`]), and how often it
+//! looks whether the application read what it received, to acknowledge it
+//! ([`ReadLooks`]).
 
 use std::time::{Duration, Instant};
 
@@ -132,6 +134,43 @@ impl Burst {
     }
 }
 
+/// How often a transport looks at the receive ring's consumed position while received
+/// messages wait unread, to acknowledge what the application read (the application reads
+/// the ring in place and tells nobody): every [`FIRST`](Self::FIRST) while it reads,
+/// backing off to [`MAX`](Self::MAX) while it reads nothing. A hub whose messages wait
+/// unread (an application busy elsewhere, or a thousand hubs in one process) then wakes
+/// its I/O thread some 16 times a second, not 500.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLooks {
+    every: Duration,
+    seen: u64,
+}
+
+impl ReadLooks {
+    /// The first look after a message is delivered, and every look while the
+    /// application reads: one acknowledgement then covers many messages.
+    pub const FIRST: Duration = Duration::from_millis(2);
+    /// The longest the looks back off to.
+    pub const MAX: Duration = Duration::from_millis(64);
+
+    pub fn new() -> ReadLooks {
+        ReadLooks { every: Self::FIRST, seen: 0 }
+    }
+
+    /// A look found the ring consumed up to `consumed`: how long until the next.
+    pub fn looked(&mut self, consumed: u64) -> Duration {
+        self.every = if consumed != self.seen { Self::FIRST } else { (self.every * 2).min(Self::MAX) };
+        self.seen = consumed;
+        self.every
+    }
+}
+
+impl Default for ReadLooks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +235,14 @@ mod tests {
         assert!(b.published(1024, Instant::now), "its size still sends it");
         b.flushed();
         assert!(!b.pending());
+    }
+
+    #[test]
+    fn looks_back_off_while_nothing_is_read_and_come_back_once_something_is() {
+        let mut l = ReadLooks::new();
+        let waits: Vec<u64> = (0..8).map(|_| l.looked(0).as_millis() as u64).collect();
+        assert_eq!(waits, [4, 8, 16, 32, 64, 64, 64, 64]);
+        assert_eq!(l.looked(10), ReadLooks::FIRST, "the application read: soon again");
+        assert_eq!(l.looked(10).as_millis(), 4);
     }
 }

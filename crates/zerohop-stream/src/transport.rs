@@ -255,6 +255,7 @@ impl Protocol for StreamProtocol {
             ("acceptFailures", n(c.accept_failures)),
             ("refused", n(c.refused)),
             ("handshakeFailures", n(c.handshake_failures)),
+            ("truncatedRecords", n(c.truncated_records)),
             ("unackedBytes", n(unacked)),
             ("kernelUnsentBytes", n(kernel_unsent)),
             ("requestsPending", n(requests)),

@@ -132,6 +132,14 @@ fn garbage_and_silence_close_that_connection_alone() {
     let _ = big.read_to_end(&mut sink);
     wait_until("the oversize prefix counted", || detail(&*l, "protocolViolations") == 2.0);
 
+    // A frame's beginning only, then the connection ends (a peer killed while writing):
+    // the part is dropped (the good client's next message is what arrives) and counted.
+    let mut cut = TcpStream::connect(addr).unwrap();
+    let wire = hello_and_message(9, &[7u8; 1000]);
+    cut.write_all(&wire[..wire.len() - 10]).unwrap();
+    drop(cut);
+    wait_until("the truncated record counted", || detail(&*l, "truncatedRecords") == 1.0);
+
     // A client that connects and says nothing: gone after three heartbeats.
     let mut silent = TcpStream::connect(addr).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

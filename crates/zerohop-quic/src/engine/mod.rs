@@ -20,7 +20,7 @@ use zerohop_proto::session::ReceiveWindow;
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
-use zerohop_net::sending::Burst;
+use zerohop_net::sending::{Burst, ReadLooks};
 use zerohop_transport::{Error, Kind, StatusEvent};
 
 mod channel;
@@ -34,10 +34,10 @@ use channel::{InChannel, OutChannel};
 use connect::Connector;
 use io::{Datagram, Net, Socket, ecn};
 
-/// How often streams whose messages wait for room in the receive ring, or for the application
-/// to read them (to acknowledge), are looked at again.
+/// How often streams whose messages wait for room in the receive ring are looked at
+/// again (those whose messages wait for the application to read them, to acknowledge:
+/// see [`ReadLooks`]).
 const ROOM_POLL: Duration = Duration::from_millis(1);
-const ACK_TICK: Duration = Duration::from_millis(2);
 /// A burst of publishes goes out once this much waits (quinn packs it into packets).
 const BURST_BYTES: usize = 16 << 10;
 /// The most a peer may take to say who it is.
@@ -177,6 +177,9 @@ pub(crate) struct Engine {
     /// read (to acknowledge once they are).
     pub attention: Vec<(ConnectionHandle, StreamId)>,
     pub attention_at: Option<Instant>,
+    /// How soon streams with unread messages are looked at again.
+    read_looks: ReadLooks,
+    unread_look: Duration,
     /// Connections with something to do.
     pub dirty: Vec<ConnectionHandle>,
     /// The counting fields of the metrics (the rest are read off the connections).
@@ -220,6 +223,8 @@ impl Engine {
             undelivered: VecDeque::new(),
             attention: Vec::new(),
             attention_at: None,
+            read_looks: ReadLooks::new(),
+            unread_look: ReadLooks::FIRST,
             dirty: Vec::new(),
             counters: QuicMetrics::default(),
             closing: false,
@@ -352,6 +357,7 @@ impl Engine {
         }
         if self.attention_at.is_some_and(|t| t <= now) || self.ring_moved() {
             self.attention_at = None;
+            self.unread_look = self.read_looks.looked(self.sink.consumed());
             self.retry_undelivered();
             for (ch, id) in std::mem::take(&mut self.attention) {
                 self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
@@ -629,7 +635,7 @@ impl Engine {
         if !self.attention.contains(&(ch, id)) {
             self.attention.push((ch, id));
         }
-        let at = now + if waiting { ROOM_POLL } else { ACK_TICK };
+        let at = now + if waiting { ROOM_POLL } else { self.unread_look };
         self.attention_at = Some(self.attention_at.map_or(at, |a| a.min(at)));
     }
 

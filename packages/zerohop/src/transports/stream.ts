@@ -70,6 +70,8 @@ export interface StreamMetrics {
   refused: number
   /** TLS handshakes that failed (a certificate refused, or a peer that does not speak TLS). */
   handshakeFailures: number
+  /** Connections that ended in the middle of a record (a peer killed while it wrote one): the part is dropped. */
+  truncatedRecords: number
   unackedBytes: number
   /** Of those, what the kernel holds in the sockets, not yet taken by the peers (`SIOCOUTQ`). */
   kernelUnsentBytes: number
