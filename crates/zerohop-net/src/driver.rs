@@ -604,14 +604,16 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
             let readable = ready.readable || readable_now(s.fd);
             ready.readable = false;
             let pumps = s.pumps.load(Ordering::Relaxed);
-            look = match look {
-                _ if !readable && look == Look::Quiet(pumps) => Look::Idle,
-                _ if !readable => Look::Quiet(pumps),
-                Look::Readable(p) if p == pumps => {
+            look = match (readable, look) {
+                // Woken by a timer while asleep on a quiet socket: still idle.
+                (false, Look::Idle) => Look::Idle,
+                (false, Look::Quiet(p)) if p == pumps => Look::Idle,
+                (false, _) => Look::Quiet(pumps),
+                (true, Look::Readable(p)) if p == pumps => {
                     ready.readable = true;
                     look
                 }
-                _ => Look::Readable(pumps),
+                (true, _) => Look::Readable(pumps),
             };
         }
         let mut g = s.engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -622,6 +624,86 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         drop(g);
         if changed {
             s.notify_changed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine whose "socket" is an eventfd: readable once bumped, read by a drive
+    /// that was told it is readable. It counts the I/O thread's turns and reads.
+    struct Fake {
+        socket: Arc<Wake>,
+        turns: Arc<AtomicUsize>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Drive for Fake {
+        fn readiness_fd(&self) -> RawFd {
+            self.socket.fd()
+        }
+        fn deadline(&mut self) -> Option<Instant> {
+            None
+        }
+        fn drive(&mut self, _now: Instant, ready: Ready) -> usize {
+            self.turns.fetch_add(1, Ordering::SeqCst);
+            if ready.readable {
+                self.socket.clear();
+                self.reads.fetch_add(1, Ordering::SeqCst);
+            }
+            0
+        }
+        /// The reader's poll reads the socket without counting as the I/O thread's turn.
+        fn pump(&mut self, _alone: bool) -> usize {
+            self.socket.clear();
+            0
+        }
+    }
+
+    fn watched() -> (Driver<Fake>, Arc<Wake>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let socket = Arc::new(Wake::new().unwrap());
+        let (turns, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let fake = Fake { socket: socket.clone(), turns: turns.clone(), reads: reads.clone() };
+        let d = Driver::start("zerohop-test-io", fake, || {}).unwrap();
+        d.set_watched(true);
+        (d, socket, turns, reads)
+    }
+
+    #[test]
+    fn a_watched_socket_gone_quiet_lets_the_io_thread_sleep() {
+        let (_d, socket, turns, reads) = watched();
+        // A message wakes the thread (whoever reads it), and it looks at the socket from
+        // then on: a few looks find it quiet, then it sleeps on the socket.
+        socket.wake();
+        std::thread::sleep(WATCHDOG * 10);
+        let read = reads.load(Ordering::SeqCst);
+        let before = turns.load(Ordering::SeqCst);
+        std::thread::sleep(WATCHDOG * 30);
+        let idle = turns.load(Ordering::SeqCst) - before;
+        assert!(
+            idle <= 1,
+            "{idle} turns in {:?} of an idle watched socket (a look every {WATCHDOG:?} would be 30)",
+            WATCHDOG * 30
+        );
+        // A message after the sleep wakes it, and is read (nobody else does here).
+        socket.wake();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reads.load(Ordering::SeqCst) == read {
+            assert!(Instant::now() < deadline, "a stuck reader's socket is read by the I/O thread");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_watched_socket_nobody_reads_is_read_by_the_io_thread() {
+        let (_d, socket, _turns, reads) = watched();
+        socket.wake();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reads.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "a stuck reader's socket is read by the I/O thread");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
