@@ -96,10 +96,11 @@ export function statusWhere(hub: Hub<unknown>, pred: (e: StatusEvent) => boolean
 /**
  * Two hosts: network namespaces joined by a veth pair, `<net>.1` in the first and
  * `<net>.2` in the second (a /30); run a child in one with the wrapper
- * `['ip', 'netns', 'exec', name]`. Removed when the test ends. Undefined (the test
+ * `['ip', 'netns', 'exec', name]`; also the names of the pair's two ends (`ip -n <ns>
+ * link set <end> down` pulls the cable). Removed when the test ends. Undefined (the test
  * passes, saying why) where namespaces cannot be made.
  */
-export function twoHosts(t: ExecutionContext, net: string): [string, string] | undefined {
+export function twoHosts(t: ExecutionContext, net: string): [a: string, b: string, aLink: string, bLink: string] | undefined {
   const id = process.pid % 100000
   const tag = net.split('.').at(-1)
   const [a, b, va, vb] = [`zhn${id}${tag}a`, `zhn${id}${tag}b`, `zhv${id}${tag}a`, `zhv${id}${tag}b`]
@@ -127,5 +128,5 @@ export function twoHosts(t: ExecutionContext, net: string): [string, string] | u
   ]) {
     t.true(ip(...args), `ip ${args.join(' ')}`)
   }
-  return [a, b]
+  return [a, b, va, vb]
 }

@@ -3,6 +3,7 @@
 // (garbage, silence, oversize, truncated), allowUids, two hosts. What every connecting
 // transport does is in connections.spec.ts; the same abuse from raw sockets, byte by
 // byte, is in crates/zerohop-stream/tests/listener.rs.
+import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import test from 'ava'
 import { Hub } from 'zerohop'
@@ -210,6 +211,38 @@ test.serial('tcp: two hosts, network namespaces joined by a veth pair, 10.202.0.
   t.is(s.corrupt + s.outOfOrder, 0)
   t.truthy(s.statuses.find((e) => e.status === 'connected' && e.peer?.startsWith('10.202.0.2:')), 'the peer, by its address on the other host')
   server.send('0')
+  t.is(await client.exited, 0, client.stderr())
+  t.is(await server.exited, 0, server.stderr())
+})
+
+test.serial('tcp: a cable pulled (the veth taken down) is noticed by heartbeats on both sides, and the connection comes back with it', async (t) => {
+  const hosts = twoHosts(t, '10.203.0')
+  if (hosts === undefined) return
+  const [a, b, , vb] = hosts
+  const heartbeatMs = 250
+  const server = track(child('hub-peer.mjs', [JSON.stringify({ mode: 'server', url: 'tcp://10.203.0.1:0', options: { listen: true, heartbeatMs }, count: 1, log: true })], {}, [], ['ip', 'netns', 'exec', a]))
+  const { address } = (await server.next('ready')) as { address: string }
+  const options = { heartbeatMs, reconnect: { initialMs: 20, maxMs: 200 } }
+  const client = track(child('hub-peer.mjs', [JSON.stringify({ mode: 'client', url: `tcp://${address}`, options, count: 1, tag: 3, expect: 1, log: true })], {}, [], ['ip', 'netns', 'exec', b]))
+  await server.next('done') // it has the client's message
+  const status = async (c: typeof client, want: string) => {
+    for (;;) if (((await c.next('status')) as { status: string }).status === want) return performance.now()
+  }
+  await status(client, 'connected')
+  const ip = (...args: string[]) => t.true(spawnSync('ip', args, { stdio: 'pipe' }).status === 0, `ip ${args.join(' ')}`)
+  const pulled = performance.now()
+  ip('-n', b, 'link', 'set', vb, 'down')
+  const [serverNoticed, clientNoticed] = await Promise.all([status(server, 'disconnected'), status(client, 'reconnecting')])
+  t.log(`noticed after ${(serverNoticed - pulled).toFixed(0)} ms (listener), ${(clientNoticed - pulled).toFixed(0)} ms (client); heartbeats every ${heartbeatMs} ms`)
+  // By the heartbeats: TCP alone would retransmit for many minutes before giving up.
+  t.true(Math.max(serverNoticed, clientNoticed) - pulled < 20 * heartbeatMs)
+  ip('-n', b, 'link', 'set', vb, 'up')
+  await status(client, 'connected')
+  // The listener kept the peer's session: a message published now reaches it.
+  server.send('1')
+  const done = (await client.next('done')) as { received: number; corrupt: number }
+  t.is(done.received, 1)
+  t.is(done.corrupt, 0)
   t.is(await client.exited, 0, client.stderr())
   t.is(await server.exited, 0, server.stderr())
 })
