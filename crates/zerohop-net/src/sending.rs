@@ -157,6 +157,11 @@ impl ReadLooks {
         ReadLooks { every: Self::FIRST, seen: 0 }
     }
 
+    /// How long after the last look the next comes.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
     /// A look found the ring consumed up to `consumed`: how long until the next.
     pub fn looked(&mut self, consumed: u64) -> Duration {
         self.every = if consumed != self.seen { Self::FIRST } else { (self.every * 2).min(Self::MAX) };

@@ -179,7 +179,6 @@ pub(crate) struct Engine {
     pub attention_at: Option<Instant>,
     /// How soon streams with unread messages are looked at again.
     read_looks: ReadLooks,
-    unread_look: Duration,
     /// Connections with something to do.
     pub dirty: Vec<ConnectionHandle>,
     /// The counting fields of the metrics (the rest are read off the connections).
@@ -224,7 +223,6 @@ impl Engine {
             attention: Vec::new(),
             attention_at: None,
             read_looks: ReadLooks::new(),
-            unread_look: ReadLooks::FIRST,
             dirty: Vec::new(),
             counters: QuicMetrics::default(),
             closing: false,
@@ -357,7 +355,7 @@ impl Engine {
         }
         if self.attention_at.is_some_and(|t| t <= now) || self.ring_moved() {
             self.attention_at = None;
-            self.unread_look = self.read_looks.looked(self.sink.consumed());
+            self.read_looks.looked(self.sink.consumed());
             self.retry_undelivered();
             for (ch, id) in std::mem::take(&mut self.attention) {
                 self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
@@ -635,7 +633,7 @@ impl Engine {
         if !self.attention.contains(&(ch, id)) {
             self.attention.push((ch, id));
         }
-        let at = now + if waiting { ROOM_POLL } else { self.unread_look };
+        let at = now + if waiting { ROOM_POLL } else { self.read_looks.every() };
         self.attention_at = Some(self.attention_at.map_or(at, |a| a.min(at)));
     }
 
