@@ -97,12 +97,10 @@ pub trait Sink: Send + Sync + 'static {
     /// Puts `message` where the application reads it and returns its position in the
     /// application's order, or `None` when there is no room now (offer it again later).
     fn deliver(&self, message: &Inbound<'_>) -> Option<u64>;
-    /// Opens deliveries: the messages of one read of a socket, say. The sink stays
-    /// theirs until they are dropped, and waiting readers wake once, then (they cost
-    /// one lock and one wake-up instead of one of each per message). Nothing else may
-    /// be asked of the sink while they are open.
-    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
-        Box::new(OneByOne(self))
+    /// The receive ring this sink is, if it is one: its deliveries are batched (see
+    /// `deliveries` on `dyn Sink`).
+    fn ring(&self) -> Option<&ReceiveRing> {
+        None
     }
     /// Positions below this have been read by the application.
     fn consumed(&self) -> u64;
@@ -110,18 +108,39 @@ pub trait Sink: Send + Sync + 'static {
     fn status(&self, event: StatusEvent);
 }
 
-/// Messages delivered together; see [`Sink::deliveries`].
+impl dyn Sink {
+    /// Opens deliveries: the messages of one read of a socket, say. The sink stays
+    /// theirs until they are dropped, and waiting readers wake once, then (they cost
+    /// one lock and one wake-up instead of one of each per message). Nothing else may
+    /// be asked of the sink while they are open. Nothing is allocated: a read that
+    /// delivers one message (a round trip's) opens them every time.
+    pub fn deliveries(&self) -> SinkDeliveries<'_> {
+        match self.ring() {
+            Some(ring) => SinkDeliveries::Ring(ring.deliveries()),
+            None => SinkDeliveries::OneByOne(self),
+        }
+    }
+}
+
+/// Messages delivered together; see `deliveries` on `dyn Sink`.
 pub trait Deliveries {
     /// [`Sink::deliver`], one of these deliveries.
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64>;
 }
 
-/// Deliveries into a sink that has none of its own: each message on its own.
-struct OneByOne<'a, S: Sink + ?Sized>(&'a S);
+/// What a sink's deliveries are: a receive ring's, batched, or (a sink that has none
+/// of its own) each message on its own.
+pub enum SinkDeliveries<'a> {
+    Ring(RingDeliveries<'a>),
+    OneByOne(&'a dyn Sink),
+}
 
-impl<S: Sink + ?Sized> Deliveries for OneByOne<'_, S> {
+impl Deliveries for SinkDeliveries<'_> {
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64> {
-        self.0.deliver(message)
+        match self {
+            Self::Ring(d) => d.deliver(message),
+            Self::OneByOne(sink) => sink.deliver(message),
+        }
     }
 }
 
@@ -550,8 +569,8 @@ impl Sink for ReceiveRing {
         ReceiveRing::deliver(self, message)
     }
 
-    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
-        Box::new(ReceiveRing::deliveries(self))
+    fn ring(&self) -> Option<&ReceiveRing> {
+        Some(self)
     }
 
     fn consumed(&self) -> u64 {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerohop_net::driver::{Drive, Ready};
-use zerohop_net::ring::{Deliveries, Inbound, Sink};
+use zerohop_net::ring::{Deliveries, Inbound, Sink, SinkDeliveries};
 use zerohop_net::sending::{Burst, ReadLooks};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
@@ -793,7 +793,7 @@ impl Engine {
         // What this read delivers goes in as one set of deliveries, opened once there is
         // something (an empty poll takes no hold of the sink).
         let sink = std::cell::OnceCell::new();
-        let mut deliveries: Option<Box<dyn Deliveries>> = None;
+        let mut deliveries: Option<SinkDeliveries<'_>> = None;
         for _ in 0..READS_PER_TURN {
             if !c.s.held.is_empty() {
                 break;
@@ -817,7 +817,7 @@ impl Engine {
                         }
                         let pushed = reader.push(bytes, |rec| {
                             if violation.is_none()
-                                && let Err(e) = self.on_record(&mut **d, s, rec, clock)
+                                && let Err(e) = self.on_record(&mut *d, s, rec, clock)
                             {
                                 violation = Some(e);
                             }
@@ -1067,7 +1067,7 @@ impl Engine {
     fn delivering<R>(&mut self, f: impl FnOnce(&mut Self, &mut dyn Deliveries) -> R) -> R {
         let sink = self.sink.clone();
         let mut d = sink.deliveries();
-        f(self, &mut *d)
+        f(self, &mut d)
     }
 
     /// Delivers a reply, failure or cancellation, or keeps it until there is room.
