@@ -162,9 +162,15 @@ impl ReadLooks {
         self.every
     }
 
-    /// A look found the ring consumed up to `consumed`: how long until the next.
-    pub fn looked(&mut self, consumed: u64) -> Duration {
-        self.every = if consumed != self.seen { Self::FIRST } else { (self.every * 2).min(Self::MAX) };
+    /// A look found the ring consumed up to `consumed`: how long until the next. Only
+    /// the clock's own looks (`timed`) back off: a transport that also looks at every
+    /// read would otherwise reach the longest wait within a few reads.
+    pub fn looked(&mut self, consumed: u64, timed: bool) -> Duration {
+        if consumed != self.seen {
+            self.every = Self::FIRST;
+        } else if timed {
+            self.every = (self.every * 2).min(Self::MAX);
+        }
         self.seen = consumed;
         self.every
     }
@@ -245,9 +251,10 @@ mod tests {
     #[test]
     fn looks_back_off_while_nothing_is_read_and_come_back_once_something_is() {
         let mut l = ReadLooks::new();
-        let waits: Vec<u64> = (0..8).map(|_| l.looked(0).as_millis() as u64).collect();
+        let waits: Vec<u64> = (0..8).map(|_| l.looked(0, true).as_millis() as u64).collect();
         assert_eq!(waits, [4, 8, 16, 32, 64, 64, 64, 64]);
-        assert_eq!(l.looked(10), ReadLooks::FIRST, "the application read: soon again");
-        assert_eq!(l.looked(10).as_millis(), 4);
+        assert_eq!(l.looked(10, true), ReadLooks::FIRST, "the application read: soon again");
+        assert_eq!(l.looked(10, true).as_millis(), 4);
+        assert_eq!(l.looked(10, false).as_millis(), 4, "a look of a read's own does not back off");
     }
 }

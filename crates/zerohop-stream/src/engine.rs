@@ -1328,6 +1328,8 @@ impl Engine {
 
     /// Acknowledges what the application read since the last look.
     fn acknowledge(&mut self, now: Instant) {
+        // By the clock, or because enough was delivered (then at every read).
+        let timed = self.ack_at.is_some_and(|t| t <= now);
         self.ack_at = None;
         let consumed = self.sink.consumed();
         let mut again = false;
@@ -1348,7 +1350,7 @@ impl Engine {
                 self.dirty.push(t);
             }
         }
-        let next = self.read_looks.looked(consumed);
+        let next = self.read_looks.looked(consumed, timed);
         if again {
             self.ack_at = Some(now + next);
         }

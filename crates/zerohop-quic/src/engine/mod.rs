@@ -355,7 +355,8 @@ impl Engine {
         }
         if self.attention_at.is_some_and(|t| t <= now) || self.ring_moved() {
             self.attention_at = None;
-            self.read_looks.looked(self.sink.consumed());
+            // Due by the clock, or the ring moved (which the look sees).
+            self.read_looks.looked(self.sink.consumed(), true);
             self.retry_undelivered();
             for (ch, id) in std::mem::take(&mut self.attention) {
                 self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
