@@ -29,8 +29,11 @@
 //! a message touches costs a TLB entry, dear in a virtual machine: eight rings of 4 KiB
 //! slots on one core received 6-10 % fewer 64-byte messages than these, 2026-12-05),
 //! while a 4 KiB message is still one copy into memory the reader reads in place. A
-//! message larger than half the aside area is *spilled*: its bytes are held here, in
-//! memory of their own, until the reader takes them.
+//! byte stream (TCP, Unix sockets) saves that copy too: it reads its socket straight
+//! into free bytes of the aside area (a [`ReadWindow`]), and a large message that lies
+//! whole in them stays where it is. A message larger than half the aside area is
+//! *spilled*: its bytes are held here, in memory of their own, until the reader takes
+//! them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -126,6 +129,15 @@ impl dyn Sink {
 pub trait Deliveries {
     /// [`Sink::deliver`], one of these deliveries.
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64>;
+
+    /// A [`ReadWindow`] of `len` bytes for a byte stream to read into, after room for
+    /// a message of `lead` bytes it had begun (0: none), in place of the window opened
+    /// before; `None` where the sink has no such memory or no room now (then it reads
+    /// into its own buffer).
+    fn window(&mut self, lead: usize, len: usize) -> Option<ReadWindow> {
+        let _ = (lead, len);
+        None
+    }
 }
 
 /// What a sink's deliveries are: a receive ring's, batched, or (a sink that has none
@@ -140,6 +152,13 @@ impl Deliveries for SinkDeliveries<'_> {
         match self {
             Self::Ring(d) => d.deliver(message),
             Self::OneByOne(sink) => sink.deliver(message),
+        }
+    }
+
+    fn window(&mut self, lead: usize, len: usize) -> Option<ReadWindow> {
+        match self {
+            Self::Ring(d) => d.window(lead, len),
+            Self::OneByOne(_) => None,
         }
     }
 }
@@ -185,6 +204,46 @@ struct Aside {
     /// Past [`ASIDE_HOT`], when to look next whether the readers took everything (and
     /// the next message can go back to the start).
     look_at: u64,
+    /// Free bytes lent to a byte stream's reader, if any: see [`ReadWindow`].
+    window: Option<WindowSpan>,
+}
+
+/// Where a [`ReadWindow`] lies: `at` in the area's running count of bytes (as `taken`),
+/// `offset` in the segment.
+#[derive(Clone, Copy, Debug)]
+struct WindowSpan {
+    at: u64,
+    offset: usize,
+    len: usize,
+}
+
+/// Free bytes of the aside area that a byte stream reads its socket straight into: a
+/// message larger than a slot that then lies whole in them is delivered where it is
+/// ([`Placement::Aside`] pointing at it) instead of being copied aside. At 4 KB per
+/// message that is one copy of every byte fewer on the receiving side.
+///
+/// Opened by [`Deliveries::window`]; it lasts until the next window opens or the
+/// deliveries end. Meanwhile other messages larger than a slot go before it (the one
+/// the stream had begun, `lead`) or are spilled.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadWindow {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl ReadWindow {
+    /// The window's bytes, to read into and then parse.
+    ///
+    /// # Safety
+    /// Only until the window ends (the next one opens, or the deliveries that opened it
+    /// are dropped), and not beside another reference to these bytes.
+    pub unsafe fn bytes<'b>(self) -> &'b mut [u8] {
+        // SAFETY: the span lies in the ring's mapping (checked when it was opened), which
+        // outlives the deliveries; no reader reads it (it is free: no unread message
+        // lies there) and the writer writes no other message there while it is open.
+        // Being open as long as the caller uses it is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
 }
 
 /// How far into the aside area messages go before it looks whether it can start over.
@@ -203,7 +262,33 @@ const ASIDE_ALIGN: usize = 64;
 
 impl Aside {
     fn new(start: usize, len: usize) -> Aside {
-        Aside { start, len, taken: 0, freed: 0, placed: VecDeque::new(), look_at: 0 }
+        Aside { start, len, taken: 0, freed: 0, placed: VecDeque::new(), look_at: 0, window: None }
+    }
+
+    /// Where `n` bytes go from `from` in the running count: there, or at the area's
+    /// start when they would run past its end.
+    fn spot(&self, from: u64, n: u64) -> u64 {
+        let len = self.len as u64;
+        let at = from % len;
+        if at + n > len { from + len - at } else { from }
+    }
+
+    /// Past [`ASIDE_HOT`] (now and then): once the readers took everything, the next
+    /// bytes go to the area's start.
+    fn start_over_if_empty(&mut self, consumed: &mut Option<impl FnOnce() -> u64>) {
+        let len = self.len as u64;
+        let at = self.taken % len;
+        if at < ASIDE_HOT.min(len / 2) || self.taken < self.look_at {
+            return;
+        }
+        if let Some(consumed) = consumed.take() {
+            self.free(consumed());
+        }
+        if self.placed.is_empty() {
+            self.taken += len - at;
+            self.freed = self.taken;
+        }
+        self.look_at = self.taken + ASIDE_LOOK_EVERY;
     }
 
     /// Forgets the messages the readers are past (`consumed`).
@@ -230,29 +315,74 @@ impl Aside {
         let len = self.len as u64;
         let need = n.next_multiple_of(ASIDE_ALIGN) as u64;
         let mut consumed = Some(consumed);
-        let at = self.taken % len;
-        let mut skip = if at + need > len { len - at } else { 0 };
-        if at >= ASIDE_HOT.min(len / 2) && self.taken >= self.look_at {
-            // Start over at the front once the readers took everything.
-            self.free(consumed.take().expect("asked once")());
-            if self.placed.is_empty() {
-                skip = len - at;
-                self.freed = self.taken + skip;
-            }
-            self.look_at = self.taken + ASIDE_LOOK_EVERY;
+        if self.window.is_none() {
+            // (With a window open the next message's place was worked out with it.)
+            self.start_over_if_empty(&mut consumed);
         }
-        if self.taken + skip + need - self.freed > len {
+        let at = self.spot(self.taken, need);
+        if at + need - self.freed > len {
             if let Some(consumed) = consumed.take() {
                 self.free(consumed());
             }
-            if self.taken + skip + need - self.freed > len {
+            if at + need - self.freed > len {
                 return None;
             }
         }
-        let offset = ((self.taken + skip) % len) as usize;
-        self.taken += skip + need;
+        self.taken = at + need;
         self.placed.push_back((position, self.taken));
-        Some(self.start + offset)
+        Some(self.start + (at % len) as usize)
+    }
+
+    /// Whether a message of `n` bytes placed now would end before the open window (if
+    /// one is open); else it is spilled.
+    fn fits_before_window(&self, n: usize) -> bool {
+        let need = n.next_multiple_of(ASIDE_ALIGN) as u64;
+        self.window.is_none_or(|w| self.spot(self.taken, need) + need <= w.at)
+    }
+
+    /// Opens a window of `n` free bytes (ending the one open), after room for a message
+    /// of `lead` bytes that goes aside first (0: none); where it is in the segment, or
+    /// `None` without room.
+    fn open_window(&mut self, lead: usize, n: usize, consumed: impl FnOnce() -> u64) -> Option<usize> {
+        let len = self.len as u64;
+        self.window = None;
+        if !self.takes(n) || !self.takes(lead) {
+            return None;
+        }
+        let mut consumed = Some(consumed);
+        self.start_over_if_empty(&mut consumed);
+        let lead_need = lead.next_multiple_of(ASIDE_ALIGN) as u64;
+        let after_lead = if lead == 0 { self.taken } else { self.spot(self.taken, lead_need) + lead_need };
+        let at = self.spot(after_lead, n as u64);
+        if at + n as u64 - self.freed > len {
+            if let Some(consumed) = consumed.take() {
+                self.free(consumed());
+            }
+            if at + n as u64 - self.freed > len {
+                return None;
+            }
+        }
+        let offset = self.start + (at % len) as usize;
+        self.window = Some(WindowSpan { at, offset, len: n });
+        Some(offset)
+    }
+
+    /// Where in the open window `body` lies (an offset into it), if it lies whole in it.
+    fn in_window(&self, base: *const u8, body: &[u8]) -> Option<usize> {
+        let w = self.window?;
+        let at = (body.as_ptr() as usize).checked_sub(base as usize)?.checked_sub(w.offset)?;
+        (at + body.len() <= w.len).then_some(at)
+    }
+
+    /// The message at `position` is the `n` bytes at `at` in the open window: they are
+    /// its place, kept until the readers move past it.
+    fn claim(&mut self, at: usize, n: usize, position: u64) -> usize {
+        let w = self.window.expect("claimed in an open window");
+        let end = w.at + (at + n) as u64;
+        debug_assert!(end >= self.taken, "claims go forward");
+        self.taken = end;
+        self.placed.push_back((position, end));
+        w.offset + at
     }
 }
 
@@ -360,7 +490,9 @@ impl ReceiveRing {
     /// does that.
     fn write(&self, (ring, aside, spill): Writer<'_>, mut env: Envelope, body: &[u8]) -> Option<u64> {
         let fits = envelope::LEN + body.len() <= ring.max_message_size();
-        let spills = !fits && !aside.takes(body.len());
+        let in_window = if fits { None } else { aside.in_window(self.segment.as_ptr(), body) };
+        let spills =
+            !fits && in_window.is_none() && (!aside.takes(body.len()) || !aside.fits_before_window(body.len()));
         if spills && spill.bytes + body.len() > self.spill_limit && spill.bytes > 0 {
             return None;
         }
@@ -372,7 +504,11 @@ impl ReceiveRing {
             out[envelope::LEN..envelope::LEN + body.len()].copy_from_slice(body);
             return Some(loan.commit_unannounced(envelope::LEN + body.len()));
         }
-        if spills {
+        if let Some(at) = in_window {
+            // Read there by the stream: it stays where it is.
+            let offset = aside.claim(at, body.len(), position);
+            env.placement = Placement::Aside { offset: offset as u64, len: body.len() as u32 };
+        } else if spills {
             let key = spill.next_key;
             spill.next_key += 1;
             spill.bytes += body.len();
@@ -580,10 +716,25 @@ impl Deliveries for RingDeliveries<'_> {
         self.delivered |= position.is_some();
         position
     }
+
+    fn window(&mut self, lead: usize, len: usize) -> Option<ReadWindow> {
+        let segment = &self.ring.segment;
+        let inlet = &mut **self.inlet.as_mut().expect("held until dropped");
+        let consumed = || zerohop_shm::ring::table::tail(segment) - inlet.ring.slowest_lag();
+        let offset = inlet.aside.open_window(lead, len, consumed)?;
+        assert!(offset + len <= segment.len(), "a window lies in the aside area");
+        // SAFETY: `offset + len` is inside the mapping (asserted); the pointer is only
+        // dereferenced through `ReadWindow::bytes`, whose contract keeps it in bounds
+        // and in time.
+        Some(ReadWindow { ptr: unsafe { segment.as_ptr().add(offset) }, len })
+    }
 }
 
 impl Drop for RingDeliveries<'_> {
     fn drop(&mut self) {
+        if let Some(inlet) = self.inlet.as_mut() {
+            inlet.aside.window = None;
+        }
         drop(self.inlet.take());
         if self.delivered {
             self.ring.delivered();
@@ -731,6 +882,171 @@ mod tests {
         for n in held {
             assert_eq!(read(&mut sub, &r).unwrap().1, vec![n as u8; 4096]);
         }
+    }
+
+    #[test]
+    fn a_stream_read_into_windows_delivers_every_message_intact() {
+        // A byte stream of messages, small (inline) and large (aside), read in pieces
+        // of random sizes into windows where there are (into a buffer of its own where
+        // not), a message cut by a read finished from a copy (`lead`), while the reader
+        // reads at its own pace: every message arrives whole, in order.
+        let r = ring_with_aside(4096, 64 << 10);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let sizes: Vec<usize> =
+            (0..4000).map(|_| if next(3) == 0 { 20 + next(80) } else { 200 + next(6000) } as usize).collect();
+        let body = |i: usize| -> Vec<u8> { (0..sizes[i]).map(|k| (i * 31 + k * 7) as u8).collect() };
+        let wire: Vec<u8> = (0..sizes.len()).flat_map(body).collect();
+        let (mut at, mut i, mut partial) = (0usize, 0usize, Vec::new());
+        let (mut got, mut in_place, mut own_buffer) = (0usize, 0, 0);
+        let mut buf = vec![0u8; 16 << 10];
+        // Messages without room, waiting (the stream is not read meanwhile), as the
+        // engine holds them.
+        let mut held: VecDeque<Vec<u8>> = VecDeque::new();
+        let sink: &dyn Sink = &r;
+        while got < sizes.len() {
+            let mut d = sink.deliveries();
+            while let Some(m) = held.front() {
+                if d.deliver(&Inbound::message(1, from(), 0, m)).is_none() {
+                    break;
+                }
+                held.pop_front();
+            }
+            for _ in 0..3 {
+                if !held.is_empty() {
+                    break;
+                }
+                let lead = if partial.is_empty() { 0 } else { sizes[i] };
+                let window = d.window(lead, 16 << 10);
+                let into: &mut [u8] = match window {
+                    // SAFETY: used only until the next window opens, below in this loop.
+                    Some(w) => unsafe { w.bytes() },
+                    None => {
+                        own_buffer += 1;
+                        &mut buf
+                    }
+                };
+                let n = (1 + next(16 << 10) as usize).min(wire.len() - at);
+                into[..n].copy_from_slice(&wire[at..at + n]);
+                at += n;
+                // Parse what came: finish the message begun, then whole ones, then begin one.
+                let mut p = 0;
+                while i < sizes.len() && p < n {
+                    if !partial.is_empty() || n - p < sizes[i] {
+                        let take = (sizes[i] - partial.len()).min(n - p);
+                        partial.extend_from_slice(&into[p..p + take]);
+                        p += take;
+                        if partial.len() < sizes[i] {
+                            break;
+                        }
+                        if !held.is_empty() || d.deliver(&Inbound::message(1, from(), 0, &partial)).is_none() {
+                            held.push_back(partial.clone());
+                        }
+                        partial.clear();
+                    } else {
+                        let m = &into[p..p + sizes[i]];
+                        if !held.is_empty() || d.deliver(&Inbound::message(1, from(), 0, m)).is_none() {
+                            held.push_back(m.to_vec());
+                        } else {
+                            in_place += usize::from(window.is_some() && sizes[i] > 128);
+                        }
+                        p += sizes[i];
+                    }
+                    i += 1;
+                }
+            }
+            drop(d);
+            // The reader reads some of what is there, often nothing (all of it at the end).
+            let ready = i - held.len() - got;
+            let reads = match next(4) {
+                _ if i == sizes.len() => ready,
+                0 | 1 => 0,
+                _ => next(ready as u64 + 1) as usize,
+            };
+            for _ in 0..reads {
+                let (_, b) = read(&mut sub, &r).expect("delivered");
+                assert!(b == body(got), "message {got} of {} bytes intact", sizes[got]);
+                got += 1;
+            }
+        }
+        assert!(in_place > 500 && own_buffer > 10, "{in_place} read in place, {own_buffer} reads without a window");
+    }
+
+    #[test]
+    fn a_window_never_lies_over_unread_messages() {
+        // Windows filled with 4 KB messages delivered in place, a reader that falls
+        // behind by more than the area holds and then catches up: no window opens over
+        // a message not read yet, and every message reads as it was written.
+        let r = ring_with_aside(4096, 64 << 10);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let base = r.segment().as_ptr() as usize;
+        let sink: &dyn Sink = &r;
+        let (mut live, mut written, mut got, mut windows) = (VecDeque::new(), 0u32, 0u32, 0);
+        for round in 0..300 {
+            let mut d = sink.deliveries();
+            if let Some(w) = d.window(0, 16 << 10) {
+                windows += 1;
+                // SAFETY: used only in this block, before the deliveries end.
+                let bytes = unsafe { w.bytes() };
+                let start = bytes.as_ptr() as usize - base;
+                for &(o, l) in &live {
+                    assert!(o + l <= start || start + bytes.len() <= o, "a window over an unread message");
+                }
+                for k in 0..3 {
+                    let m = &mut bytes[k * 5000..k * 5000 + 4096];
+                    m.fill(written as u8);
+                    assert!(d.deliver(&Inbound::message(1, from(), 0, m)).is_some());
+                    live.push_back((start + k * 5000, 4096));
+                    written += 1;
+                }
+            }
+            drop(d);
+            if round % 7 == 6 {
+                while live.len() > 1 {
+                    let (env, b) = read(&mut sub, &r).unwrap();
+                    assert!(matches!(env.placement, Placement::Aside { .. }));
+                    assert_eq!(b, vec![got as u8; 4096], "message {got}");
+                    live.pop_front();
+                    got += 1;
+                }
+            }
+        }
+        assert!(got > 300 && windows < 300, "{got} read, {windows} windows in 300 rounds");
+    }
+
+    #[test]
+    fn a_message_not_in_the_window_goes_before_it_or_is_spilled() {
+        let r = ring_with_aside(64, 64 << 10);
+        let mut sub = Subscriber::new(r.segment().clone()).unwrap();
+        let base = r.segment().as_ptr() as usize;
+        let sink: &dyn Sink = &r;
+        let mut d = sink.deliveries();
+        // Room for a 3000-byte message it had begun, then the window.
+        let w = d.window(3000, 16 << 10).unwrap();
+        // SAFETY: used only here, before the deliveries end.
+        let window = unsafe { w.bytes() };
+        let start = window.as_ptr() as usize - base;
+        window[..4000].fill(9);
+        let before = vec![1u8; 3000];
+        let after = vec![2u8; 3000];
+        for m in [&before, &after] {
+            assert!(d.deliver(&Inbound::message(1, from(), 0, m)).is_some());
+        }
+        assert!(d.deliver(&Inbound::message(1, from(), 0, &window[..4000])).is_some());
+        drop(d);
+        let (e1, b1) = read(&mut sub, &r).unwrap();
+        let (e2, b2) = read(&mut sub, &r).unwrap();
+        let (e3, b3) = read(&mut sub, &r).unwrap();
+        assert!(matches!(e1.placement, Placement::Aside { offset, len: 3000 } if offset as usize + 3000 <= start));
+        assert!(matches!(e2.placement, Placement::Spilled { .. }), "no room before the window: {:?}", e2.placement);
+        assert!(matches!(e3.placement, Placement::Aside { offset, .. } if offset as usize == start));
+        assert_eq!((b1, b2, b3), (before, after, vec![9u8; 4000]));
     }
 
     #[test]

@@ -317,6 +317,11 @@ impl RecordReader {
         self.decoder.at_boundary()
     }
 
+    /// The length of the message the bytes so far began and did not finish, if any.
+    pub fn awaiting(&self) -> Option<usize> {
+        self.decoder.awaiting()
+    }
+
     /// Feeds the next bytes; calls `each` with every record, in order. After an error
     /// the connection is unusable.
     pub fn push(&mut self, bytes: &[u8], mut each: impl FnMut(Record<'_>)) -> Result<(), RecordError> {

@@ -149,6 +149,12 @@ impl StreamDecoder {
         self.want.is_none() && self.prefix.1 == 0
     }
 
+    /// The length of the message whose first bytes came and whose rest has not (a
+    /// control record's: `None`): what the next bytes will finish.
+    pub fn awaiting(&self) -> Option<usize> {
+        self.want.filter(|&(_, control)| !control).map(|(len, _)| len)
+    }
+
     /// Feeds the next bytes; calls `deliver` with each complete message, in order. A
     /// message that arrives whole within `bytes` is delivered without being copied.
     pub fn push(&mut self, bytes: &[u8], mut deliver: impl FnMut(&[u8])) -> Result<(), StreamError> {
@@ -265,8 +271,14 @@ mod tests {
         let w = wire(&[vec![1; 10]]);
         d.push(&w[..5], |_| {}).unwrap();
         assert!(!d.at_boundary());
+        assert_eq!(d.awaiting(), Some(10), "the message begun");
         d.push(&w[5..], |_| {}).unwrap();
         assert!(d.at_boundary());
+        assert_eq!(d.awaiting(), None);
+        // Cut inside the prefix: its length is not known yet.
+        let w = wire(&[vec![1; 300]]);
+        d.push(&w[..1], |_| {}).unwrap();
+        assert_eq!((d.at_boundary(), d.awaiting()), (false, None));
     }
 
     proptest! {

@@ -190,6 +190,8 @@ struct ConnState {
     /// Writing found the peer gone (`EPIPE`, `ECONNRESET`): nothing more is written, and
     /// what it sent before is read to its end before the connection is dropped.
     write_failed: bool,
+    /// The last read filled half the buffer or more: the peer streams.
+    streaming: bool,
 }
 
 struct Conn {
@@ -533,6 +535,7 @@ impl Engine {
                 ),
                 closed_by_peer: false,
                 write_failed: false,
+                streaming: false,
             },
         })
     }
@@ -798,13 +801,31 @@ impl Engine {
             if !c.s.held.is_empty() {
                 break;
             }
-            match socket::read(c.s.fd.as_raw_fd(), &mut buf) {
+            // A connection that streams reads straight into the receive ring's memory
+            // where it can (see `ReadWindow`): one copy of each large message fewer.
+            let window = if c.s.streaming && c.tls.is_none() {
+                let lead = c.reader.awaiting().unwrap_or(0);
+                deliveries
+                    .get_or_insert_with(|| sink.get_or_init(|| self.sink.clone()).deliveries())
+                    .window(lead, READ_BUF)
+            } else {
+                None
+            };
+            let into: &mut [u8] = match window {
+                // SAFETY: the window lasts until the next one opens (the next time round)
+                // or `deliveries` are dropped (after the loop), and `into` is not used
+                // past this time round; nothing else refers to its bytes meanwhile.
+                Some(w) => unsafe { w.bytes() },
+                None => &mut buf,
+            };
+            match socket::read(c.s.fd.as_raw_fd(), into) {
                 Ok(0) => {
                     ended = Some(Lost::new(ErrorCode::Io, "the peer closed the connection"));
                     break;
                 }
                 Ok(n) => {
                     total += n;
+                    c.s.streaming = n >= READ_BUF / 2;
                     self.hot = Some(token);
                     c.s.heard = true;
                     self.counters.bytes_received += n as u64;
@@ -827,9 +848,9 @@ impl Engine {
                         }
                     };
                     let decrypted = match tls {
-                        Some(t) => t.received(&buf[..n], &mut plain, &mut records),
+                        Some(t) => t.received(&into[..n], &mut plain, &mut records),
                         None => {
-                            records(&buf[..n]);
+                            records(&into[..n]);
                             Ok(())
                         }
                     };
@@ -841,7 +862,7 @@ impl Engine {
                         ended = Some(Lost::protocol(e));
                         break;
                     }
-                    if n < buf.len() {
+                    if n < into.len() {
                         break; // the socket is empty now
                     }
                 }
