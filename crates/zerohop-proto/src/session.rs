@@ -173,13 +173,15 @@ impl SendQueue {
     }
 
     /// Makes room in the ring for `n` more bytes: a larger ring, the live bytes moved to
-    /// its start, when they do not fit.
+    /// its start, when they do not fit. Its capacity is a power of two (positions wrap
+    /// with a mask, not a division).
     fn reserve(&mut self, n: usize) {
         let need = self.queued + n;
         if need <= self.buf.len() {
             return;
         }
         let capacity = need.next_power_of_two().max(MIN_RING).max(self.buf.len() * 2);
+        debug_assert!(capacity.is_power_of_two());
         let mut bigger = vec![0; capacity];
         let (a, b) = self.live();
         bigger[..a.len()].copy_from_slice(a);
@@ -197,10 +199,14 @@ impl SendQueue {
     /// Appends `bytes` to the ring (which has room: [`reserve`](Self::reserve)).
     fn put(&mut self, bytes: &[u8]) {
         let capacity = self.buf.len();
-        let tail = (self.head + self.queued) % capacity;
-        let first = bytes.len().min(capacity - tail);
-        self.buf[tail..tail + first].copy_from_slice(&bytes[..first]);
-        self.buf[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        let tail = (self.head + self.queued) & (capacity - 1);
+        if let Some(to) = self.buf.get_mut(tail..tail + bytes.len()) {
+            to.copy_from_slice(bytes);
+        } else {
+            let (first, rest) = bytes.split_at(capacity - tail);
+            self.buf[tail..].copy_from_slice(first);
+            self.buf[..rest.len()].copy_from_slice(rest);
+        }
         self.queued += bytes.len();
     }
 
@@ -210,7 +216,7 @@ impl SendQueue {
         if self.sent == self.queued {
             return &[];
         }
-        let at = (self.head + self.sent) % self.buf.len();
+        let at = (self.head + self.sent) & (self.buf.len() - 1);
         let len = (self.queued - self.sent).min(self.buf.len() - at);
         &self.buf[at..at + len]
     }
@@ -256,7 +262,7 @@ impl SendQueue {
     fn release(&mut self) {
         while self.base_seq < self.acked && self.sent_messages > 0 {
             let len = self.lens.pop_front().expect("sent messages are kept");
-            self.head = (self.head + len) % self.buf.len();
+            self.head = (self.head + len) & (self.buf.len() - 1);
             self.queued -= len;
             self.sent -= len;
             self.sent_whole -= len;
