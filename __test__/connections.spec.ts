@@ -182,6 +182,20 @@ for (const tr of transports) {
     t.is(await s.exited, 0, s.stderr())
   })
 
+  test.serial(name('what the application read is acknowledged when its code returns, with no further look at the hub'), async (t) => {
+    const listenUrl = tr.listenUrl()
+    await using server = await Hub.open(listenUrl as `tcp://${string}`, { listen: true, ...tr.server })
+    await using client = await Hub.open(tr.dialUrl(listenUrl, server.localAddress) as `tcp://${string}`, tr.client)
+    const metrics = (h: Hub<Uint8Array>) => h.metrics()[tr.name] as { unackedBytes: number; bytesReceived: number }
+    for (let i = 0; i < 10; i++) client.publish(new Uint8Array(100).fill(i))
+    // All ten are in (counted at the socket), read without looking at the hub first.
+    for (let i = 0; i < 2500 && metrics(server).bytesReceived < 1000; i++) await new Promise((r) => setTimeout(r, 2))
+    for (let i = 0; i < 10; i++) t.deepEqual(server.tryRecv(), new Uint8Array(100).fill(i))
+    // Nothing more is read: the sender still learns that all ten were.
+    for (let i = 0; i < 2500 && metrics(client).unackedBytes > 0; i++) await new Promise((r) => setTimeout(r, 2))
+    t.is(metrics(client).unackedBytes, 0)
+  })
+
   test.serial(name('a server restart loses no accepted message: the new server gets what the old one had not handed over'), async (t) => {
     const N = 3000
     const listen = tr.listenUrl()

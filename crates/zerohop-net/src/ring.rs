@@ -248,8 +248,8 @@ impl ReadWindow {
 
 /// How far into the aside area messages go before it looks whether it can start over.
 /// A reader that keeps up leaves the area empty most of the time: starting over then
-/// keeps the bytes written in the CPU's cache (an area gone through end to end, 8 MiB,
-/// is the size of this machine's last-level cache: every message missed it).
+/// writes where the CPU's cache likely still holds the lines, instead of going through
+/// the whole area (8 MiB by default, this machine's whole last-level cache).
 const ASIDE_HOT: u64 = 256 << 10;
 /// How often it looks, in bytes placed, while the readers have not taken everything.
 const ASIDE_LOOK_EVERY: u64 = 64 << 10;
