@@ -46,7 +46,18 @@ export function child(
   const waiting: Array<{ type: string; resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void }> = []
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+  // Exited once its output is read too: the exit is often seen before the last lines
+  // in the pipe (a test that kills a child reads what it printed before it died).
+  let over = false
+  const outputRead = new Promise<void>((resolve) => proc.stdout!.on('close', () => resolve()))
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1))).then(
+    async (code) => {
+      // (A grandchild holding the pipe open must not hold this up for long.)
+      await Promise.race([outputRead, new Promise((r) => setTimeout(r, 2000))])
+      over = true
+      return code
+    },
+  )
   createInterface({ input: proc.stdout! }).on('line', (line) => {
     let msg: Record<string, unknown>
     try {
@@ -69,9 +80,7 @@ export function child(
     next(type) {
       const i = queued.findIndex((m) => m.type === type)
       if (i >= 0) return Promise.resolve(queued.splice(i, 1)[0]!)
-      if (proc.exitCode !== null || proc.signalCode !== null) {
-        return Promise.reject(new Error(`${script} already exited before '${type}': ${err}`))
-      }
+      if (over) return Promise.reject(new Error(`${script} already exited before '${type}': ${err}`))
       return new Promise((resolve, reject) => waiting.push({ type, resolve, reject }))
     },
   }
