@@ -302,6 +302,17 @@ impl Aside {
         }
     }
 
+    /// Whether the area has room up to `end` in the running count, once what the
+    /// readers are past (`consumed`, asked only when room is short) is freed.
+    fn room_to(&mut self, end: u64, consumed: &mut Option<impl FnOnce() -> u64>) -> bool {
+        if end - self.freed > self.len as u64
+            && let Some(consumed) = consumed.take()
+        {
+            self.free(consumed());
+        }
+        end - self.freed <= self.len as u64
+    }
+
     /// Whether a message of `n` bytes goes here (rather than being spilled).
     fn takes(&self, n: usize) -> bool {
         n <= self.len / 2
@@ -320,13 +331,8 @@ impl Aside {
             self.start_over_if_empty(&mut consumed);
         }
         let at = self.spot(self.taken, need);
-        if at + need - self.freed > len {
-            if let Some(consumed) = consumed.take() {
-                self.free(consumed());
-            }
-            if at + need - self.freed > len {
-                return None;
-            }
+        if !self.room_to(at + need, &mut consumed) {
+            return None;
         }
         self.taken = at + need;
         self.placed.push_back((position, self.taken));
@@ -352,15 +358,10 @@ impl Aside {
         let mut consumed = Some(consumed);
         self.start_over_if_empty(&mut consumed);
         let lead_need = lead.next_multiple_of(ASIDE_ALIGN) as u64;
-        let after_lead = if lead == 0 { self.taken } else { self.spot(self.taken, lead_need) + lead_need };
+        let after_lead = self.spot(self.taken, lead_need) + lead_need;
         let at = self.spot(after_lead, n as u64);
-        if at + n as u64 - self.freed > len {
-            if let Some(consumed) = consumed.take() {
-                self.free(consumed());
-            }
-            if at + n as u64 - self.freed > len {
-                return None;
-            }
+        if !self.room_to(at + n as u64, &mut consumed) {
+            return None;
         }
         let offset = self.start + (at % len) as usize;
         self.window = Some(WindowSpan { at, offset, len: n });

@@ -551,7 +551,7 @@ export class ShmSubscriber {
     this.cursor = next
     if (!this.flowControlled) {
       // Shared memory: a publisher may wait for this very slot.
-      Atomics.store(this.i32, this.cursorIdx, next >>> 0)
+      this.storeCursor()
       if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
     } else if (next - this.shared >= this.storeEvery) {
       this.storeCursor()
