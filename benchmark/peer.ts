@@ -6,6 +6,8 @@
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
 //   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
 //                                           with the certificates in <pki>); msg/s
+//   floor-echo <addon>                      the Node floor's echo: recv(2)/send(2) through the bare
+//                                           addon (node-floor/) on 127.0.0.1; prints its port
 //   stream-count <url> <count>              connecting tcp:// or uds:// hub counting messages (one
 //                                           of a broadcast's clients); msg/s
 //   zmq-sink <count>                        zeromq.js PULL bound on 127.0.0.1 counting messages; msg/s
@@ -22,6 +24,7 @@
 import { readFileSync } from 'node:fs'
 import { createSocket } from 'node:dgram'
 import { createServer, type Socket } from 'node:net'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
 // The build under test: this checkout's, or (ZEROHOP_PACKAGE) a baseline's, so that
@@ -33,6 +36,16 @@ import { onFrames } from './frames.ts'
 import { Pull, Reply } from 'zeromq'
 
 const [role, a, b, c, d] = process.argv.slice(2)
+
+/** The benchmark's bare socket addon (node-floor/). */
+export interface NodeFloor {
+  listen(): number
+  accept(): number
+  connect(port: number): number
+  recv(fd: number, buf: Uint8Array): number
+  send(fd: number, buf: Uint8Array, len: number): number
+  shutdown(fd: number): void
+}
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
 
 /** Receives `count` messages on `hub`, prints the msg/s, and exits. */
@@ -137,6 +150,19 @@ if (role === 'zh-echo') {
   const hub = await Hub.open(a as `tcp://${string}`, { listen: true, role: 'subscriber', ...tls })
   say({ ready: true, address: a!.startsWith('tcp:') ? `tcp://${hub.localAddress}` : a })
   await countMessages(hub, count)
+} else if (role === 'floor-echo') {
+  // The Node floor's echo (see node-floor/): spins on recv(2) through the bare addon at
+  // path `a`, sends each read back; ends when the client closes.
+  const floor = createRequire(import.meta.url)(a!) as NodeFloor
+  say({ port: floor.listen() })
+  const fd = floor.accept()
+  const buf = new Uint8Array(65536)
+  for (;;) {
+    let n: number
+    while ((n = floor.recv(fd, buf)) < 0);
+    if (n === 0) process.exit(0)
+    floor.send(fd, buf, n)
+  }
 } else if (role === 'stream-count') {
   const hub = await Hub.open(a as `tcp://${string}`, { role: 'subscriber' })
   // Its iterator (unlike a status listener) keeps this process alive while it waits.

@@ -19,9 +19,10 @@
 // and [after], and a last table gives after against before, median against median.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
-import { readFileSync } from 'node:fs'
+import { copyFileSync, readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -29,6 +30,7 @@ import { Bench } from 'tinybench'
 import { Push, Request } from 'zeromq'
 import * as current from 'zerohop'
 import { onFrames } from './frames.ts'
+import type { NodeFloor } from './peer.ts'
 import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
@@ -104,6 +106,19 @@ const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== nul
 
 function fmtRate(v?: number): string {
   return v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : `${(v / 1e3).toFixed(0)} K`
+}
+
+/** The middle of `xs` (the mean of the two middle ones for an even count). */
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+}
+
+/** The samples of `parts`, end to end. */
+function concat(parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(parts.reduce((n, a) => n + a.length, 0))
+  parts.reduce((at, a) => (out.set(a, at), at + a.length), 0)
+  return out
 }
 
 function percentiles(ns: Float64Array): { p50: number; p99: number; p999: number } {
@@ -210,6 +225,28 @@ async function rttUds(): Promise<Float64Array> {
   sock.destroy()
   await exited(p.proc)
   return samples
+}
+
+/**
+ * The Node floor's addon (node-floor/: recv(2) and send(2) through Node-API, nothing
+ * else), built on first use; its path, or undefined if it does not build.
+ */
+let nodeFloorPath: string | undefined | null = null
+function nodeFloorAddon(): string | undefined {
+  if (nodeFloorPath !== null) return nodeFloorPath
+  const target = join(root, 'target', 'node-floor')
+  console.error('building the Node floor addon (benchmark/node-floor)…')
+  const built = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', join(here, 'node-floor', 'Cargo.toml')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, CARGO_TARGET_DIR: target },
+  })
+  nodeFloorPath = undefined
+  if (built.status === 0) {
+    const path = join(target, 'node_floor.node')
+    copyFileSync(join(target, 'release', 'libzerohop_bench_node_floor.so'), path)
+    nodeFloorPath = path
+  }
+  return nodeFloorPath
 }
 
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
@@ -860,21 +897,35 @@ async function streamRtt(run: number): Promise<void> {
       if (zmq) rows.push({ bench: `${KIND} RTT 64 B  zeromq.js REQ/REP over TCP (in turns)${tag}`, run, ...zmq, vsBaseline: `${(zmq.p50 / base.p50).toFixed(2)}× net` })
       const vs = (r: { p50: number }) => `${(r.p50 / base.p50).toFixed(2)}× net` + (zmq ? `, ${(r.p50 / zmq.p50).toFixed(2)}× zeromq` : '')
       const turns = kind === 'tcp' ? SPIN_TURNS : 1
-      const { samples: spinSamples, floors, ratios } = await spinningAgainstFloor(url, turns)
+      const { samples: spinSamples, floors, nodeFloors, ratios } = await spinningAgainstFloor(url, turns)
       const spin = percentiles(spinSamples)
       let floor = ''
+      let nodeFloorVs = ''
+      if (nodeFloors.length > 0 && nodeFloors.length === floors.length) {
+        // Each Node floor right after its sockperf floor: their ratio, pair by pair.
+        const nf = percentiles(concat(nodeFloors))
+        const p50s = nodeFloors.map((f) => percentiles(f).p50)
+        const pairs = p50s.map((p50, i) => p50 / floors[i]!.p50)
+        const listed = pairs.map((r) => r.toFixed(2)).join(', ')
+        rows.push({
+          bench: `TCP RTT 64 B  Node + Node-API recv(2)/send(2) only, spinning (the Node floor, right after each sockperf floor; p50 ${p50s.map((x) => x.toFixed(1)).join(', ')})${tag}`,
+          run,
+          ...nf,
+          vsBaseline: `${median(pairs).toFixed(2)}× sockperf spin (median of ${listed})`,
+        })
+        nodeFloorVs = `, ${(spin.p50 / nf.p50).toFixed(2)}× the Node floor`
+      }
       if (floors.length > turns) {
         const mean = (k: 'p50' | 'p99' | 'p999') => floors.reduce((a, f) => a + f[k], 0) / floors.length
         const p50s = floors.map((f) => f.p50.toFixed(1)).join(', ')
         rows.push({ bench: `TCP RTT 64 B  sockperf ping-pong --tcp --nonblocked, spinning (kernel floor, before, between and after the turns below; p50 ${p50s})${tag}`, run, p50: mean('p50'), p99: mean('p99'), p999: mean('p999') })
         const steady = ratios.filter((r) => r.steady)
-        const counted = (steady.length > 0 ? steady : ratios).map((r) => r.ratio).sort((a, b) => a - b)
-        const median = counted.length % 2 ? counted[counted.length >> 1]! : (counted[counted.length / 2 - 1]! + counted[counted.length / 2]!) / 2
+        const counted = (steady.length > 0 ? steady : ratios).map((r) => r.ratio)
         const listed = ratios.map((r) => `${r.ratio.toFixed(2)}${r.steady ? '' : '?'}`).join(', ')
         const of = steady.length > 0 ? `the steady turns of ${listed}; ? the floor moved` : `${listed}, no turn steady`
-        floor = `, ${median.toFixed(2)}× sockperf spin (median of ${of})`
+        floor = `, ${median(counted).toFixed(2)}× sockperf spin (median of ${of})`
       }
-      rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, tryRecv spinning${turns > 1 ? ` (${turns} turns)` : ''}${tag}`, run, ...spin, vsBaseline: vs(spin) + floor, target: kind === 'tcp' ? '≤ 1.25× sockperf spin' : '' })
+      rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, tryRecv spinning${turns > 1 ? ` (${turns} turns)` : ''}${tag}`, run, ...spin, vsBaseline: vs(spin) + floor + nodeFloorVs, target: kind === 'tcp' ? '≤ 1.25× sockperf spin' : '' })
       const d = percentiles(dflt!)
       rows.push({ bench: `${KIND} RTT 64 B  zerohop ${kind}://, await recv() (spinUs 50, default)${tag}`, run, ...d, vsBaseline: vs(d), target: '≤ 0.6× net' })
       const p = percentiles(parked!)
@@ -899,12 +950,22 @@ const STEADY_FLOOR = 1.1
  * either side. Each turn's ratio to the mean of those floors is kept, and the median
  * of the turns whose two floors agree (within `STEADY_FLOOR`: the machine stayed in
  * one state) is what the row says; a turn whose floors disagree says nothing either way.
+ *
+ * Beside each sockperf floor, the Node floor: the same round trip between two Node
+ * processes that spin on recv(2) and send(2) through a bare Node-API addon
+ * (node-floor/), with no framing, protocol or ring: what any Node library stands on.
  */
 async function spinningAgainstFloor(
   url: () => string,
   turns: number,
-): Promise<{ samples: Float64Array; floors: Array<{ p50: number; p99: number; p999: number }>; ratios: Array<{ ratio: number; steady: boolean }> }> {
+): Promise<{
+  samples: Float64Array
+  floors: Array<{ p50: number; p99: number; p999: number }>
+  nodeFloors: Float64Array[]
+  ratios: Array<{ ratio: number; steady: boolean }>
+}> {
   const floors: Array<{ p50: number; p99: number; p999: number }> = []
+  const nodeFloors: Float64Array[] = []
   const ratios: Array<{ ratio: number; steady: boolean }> = []
   const all: Float64Array[] = []
   const p = peer(['echoes', `stream:${url()}:spin`])
@@ -915,11 +976,14 @@ async function spinningAgainstFloor(
     hub.publish(msg)
     while (hub.tryRecv() === undefined);
   }
+  const addon = turns > 1 ? nodeFloorAddon() : undefined
+  const nodeFloor = addon === undefined ? undefined : await nodeFloorPinger(addon)
   const perTurn = turns > 1 ? SPIN_TURN_SAMPLES : RTT_SAMPLES
   const floor = () => {
     if (turns === 1) return undefined
     p.proc.kill('SIGSTOP')
     const f = rttSockperf(true, true, 1)
+    if (nodeFloor) nodeFloors.push(nodeFloor.turn(SPIN_TURN_SAMPLES))
     p.proc.kill('SIGCONT')
     if (f) floors.push(f)
     return f
@@ -944,9 +1008,50 @@ async function spinningAgainstFloor(
   hub.publish(new Uint8Array(1)) // ends the echo
   await exited(p.proc)
   await hub.close({ lingerMs: 0 })
-  const samples = new Float64Array(all.reduce((n, a) => n + a.length, 0))
-  all.reduce((at, a) => (samples.set(a, at), at + a.length), 0)
-  return { samples, floors, ratios }
+  await nodeFloor?.close()
+  return { samples: concat(all), floors, nodeFloors, ratios }
+}
+
+/**
+ * The Node floor's client, connected to its echo (peer.ts `floor-echo`, stopped
+ * between turns so that it does not spin on CPU 1 meanwhile): `turn(n)` times n round
+ * trips of 64 bytes (after a warm-up), in nanoseconds.
+ */
+async function nodeFloorPinger(addon: string): Promise<{ turn(n: number): Float64Array; close(): Promise<void> }> {
+  const floor = createRequire(import.meta.url)(addon) as NodeFloor
+  const echo = peer(['floor-echo', addon])
+  const { port } = (await echo.next()) as { port: number }
+  const fd = floor.connect(port)
+  const msg = new Uint8Array(64)
+  const buf = new Uint8Array(65536)
+  const ping = () => {
+    floor.send(fd, msg, 64)
+    let got = 0
+    while (got < 64) {
+      const n = floor.recv(fd, buf)
+      if (n > 0) got += n
+    }
+  }
+  echo.proc.kill('SIGSTOP')
+  return {
+    turn(n: number): Float64Array {
+      echo.proc.kill('SIGCONT')
+      for (let i = 0; i < RTT_WARMUP; i++) ping()
+      const samples = new Float64Array(n)
+      for (let i = 0; i < n; i++) {
+        const t0 = process.hrtime.bigint()
+        ping()
+        samples[i] = Number(process.hrtime.bigint() - t0)
+      }
+      echo.proc.kill('SIGSTOP')
+      return samples
+    },
+    async close(): Promise<void> {
+      echo.proc.kill('SIGCONT')
+      floor.shutdown(fd)
+      await exited(echo.proc)
+    },
+  }
 }
 
 /** zerohop one way: `count` messages of `size` bytes to a stream-sink over `url`; the receiver's msg/s. */
@@ -1156,10 +1261,6 @@ for (const row of table) console.log(line(row))
 // ---- after against before ----------------------------------------------------------
 
 if (subjects.length > 1) {
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b)
-    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-  }
   const names = [...new Set(rows.filter((r) => r.bench.endsWith(' [after]')).map((r) => r.bench.slice(0, -' [after]'.length)))]
   const out: string[][] = []
   for (const name of names) {
