@@ -172,6 +172,65 @@ for (const tr of transports) {
     await b.close()
   })
 
+  test.serial(name('tryRecvBatch, recvBatch and drain take what waits, in order and whole'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>()
+    const sizes = [1, 64, 185, 5000].filter((n) => n <= a.maxMessageSize)
+    const bytes = (i: number) => Uint8Array.from({ length: sizes[i % sizes.length]! }, (_, k) => (i * 31 + k) & 255)
+    const expect = (got: Uint8Array[], from: number, what: string) => {
+      for (const [k, v] of got.entries()) t.deepEqual(v, bytes(from + k), `${what}: message ${from + k}`)
+    }
+    t.deepEqual(a.tryRecvBatch(), [], 'nothing waits')
+    t.is(a.drain(() => t.fail('no message')), 0)
+    await t.throwsAsync(a.recvBatch(4, { timeoutMs: 20 }), { code: 'ERR_TIMEOUT' })
+    for (let i = 0; i < 40; i++) b.publish(bytes(i))
+    // Waits for the first, then takes what is there (at most 4).
+    const first = await a.recvBatch(4, { timeoutMs: 5000 })
+    t.true(first.length >= 1 && first.length <= 4, `${first.length} in the first batch`)
+    expect(first, 0, 'recvBatch')
+    let taken = first.length
+    // Then batches of at most 3, which may be one reused array: its values are read at once.
+    while (taken < 20) {
+      const batch = await polled(() => {
+        const got = a.tryRecvBatch(3)
+        return got.length > 0 ? got : undefined
+      })
+      t.truthy(batch, `messages after ${taken}`)
+      t.true(batch!.length <= 3)
+      expect(batch!, taken, 'tryRecvBatch')
+      taken += batch!.length
+    }
+    // drain: each once, in order; its values are copied as they come (they may be views).
+    const drained: Uint8Array[] = []
+    while (taken + drained.length < 40) {
+      const n = a.drain((v) => drained.push(v.slice()))
+      if (n === 0) await new Promise((r) => setTimeout(r, 2))
+    }
+    t.is(drained.length, 40 - taken, 'nothing more than was sent')
+    expect(drained, taken, 'drain')
+    // Its callback takes what it is given, no more; an error it throws ends it.
+    b.publish(bytes(40))
+    b.publish(bytes(41))
+    await polled(() => (a.metrics().lag >= 2 ? true : undefined))
+    let inner: unknown
+    const thrown = t.throws(() =>
+      a.drain(() => {
+        try {
+          a.tryRecv()
+        } catch (e) {
+          inner = e
+        }
+        throw new Error('stop')
+      }),
+    )
+    t.is(thrown?.message, 'stop')
+    t.is((inner as ZerohopError).code, 'ERR_INVALID_STATE')
+    t.deepEqual(await a.recv({ timeoutMs: 5000 }), bytes(41), 'the message its callback threw on was taken')
+    t.throws(() => a.tryRecvBatch(0), { code: 'ERR_BAD_OPTION' })
+    t.throws(() => a.drain(42 as never), { code: 'ERR_BAD_OPTION' })
+    await a.close()
+    await b.close()
+  })
+
   test.serial(name('recvMessage says where a message came from'), async (t) => {
     const [a, b] = await tr.pair<Uint8Array>()
     b.publish(new Uint8Array([9]))

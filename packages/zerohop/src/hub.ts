@@ -12,7 +12,7 @@
  * (every transport's messages are read from a ring with the shared-memory layout),
  * waiting with a doorbell, iteration, status and metrics.
  */
-import { type Codec, type CodecOption, describe, resolveCodec } from './codec.js'
+import { type Codec, type CodecOption, describe, raw, resolveCodec } from './codec.js'
 import { type MessageInfo, readEnvelope } from './envelope.js'
 import {
   AbortedError,
@@ -146,6 +146,8 @@ export interface Borrowed<T> extends MessageInfo {
 }
 
 const EMPTY: unique symbol = Symbol('empty')
+/** A message overwritten while it was read (and skipped). */
+const TORN: unique symbol = Symbol('torn')
 /** The default of `close({ lingerMs })`. */
 const LINGER_MS = 1000
 const noop = (): void => {}
@@ -181,6 +183,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** Receives waiting for a message, first come first served. */
   private waiters: Waiter[] = []
   private keepAlive: ReturnType<typeof setInterval> | undefined
+  /** What `tryRecvBatch` returns, refilled each time. */
+  private readonly batch: T[] = []
+  /** True while `drain` runs: its callback may not receive. */
+  private draining = false
+  /** Bytes outside the slot of the message `valueAt` read last (undefined: in its slot). */
+  private outside: number | undefined = undefined
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
 
@@ -443,6 +451,90 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /**
+   * The messages waiting, up to `max` (default: a ring's worth), oldest first; an empty
+   * array when none is. Never blocks. The array may be the one this hub returned last
+   * time, refilled: its `length` is the count, and it changes at the next call.
+   */
+  tryRecvBatch(max?: number): T[] {
+    const limit = this.batchLimit(max)
+    const out = this.batch
+    out.length = 0
+    this.fill(out, limit)
+    return out
+  }
+
+  /**
+   * {@link tryRecvBatch}, after waiting for at least one message as {@link recv} does
+   * (with its `timeoutMs` and `signal`). An array of its own when it had to wait.
+   */
+  async recvBatch(max?: number, options: RecvOptions = {}): Promise<T[]> {
+    const limit = this.batchLimit(max)
+    const now = this.tryRecvBatch(limit)
+    if (now.length > 0) return now
+    const out = [await this.recv(options)]
+    this.fill(out, limit)
+    return out
+  }
+
+  /**
+   * Calls `fn(value)` once for each message waiting, oldest first, and returns how many
+   * (at most a ring's worth a call, so that a sender that never pauses cannot keep the
+   * caller here). The fastest way to take many messages: with the raw codec over a
+   * network transport, `value` is a view of the message where it lies, valid only
+   * during the call (copy what you keep); other codecs decode as {@link tryRecv} does.
+   * `fn` must not receive from this hub itself (`ERR_INVALID_STATE`); an error it
+   * throws ends the drain, its message taken.
+   */
+  drain(fn: (value: T) => void): number {
+    if (typeof fn !== 'function') throw new BadOptionError(`drain takes a function, got ${describe(fn)}`)
+    const sub = this.subscriber()
+    if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
+    // In place only where nothing overwrites a message while it is read: a network
+    // hub's ring, whose writer waits for its reader.
+    const inPlace = this.codec === raw && sub.flowControlled
+    const max = this.ring.capacity
+    let n = 0
+    this.draining = true
+    try {
+      while (n < max && !this.closed) {
+        const off = sub.peek()
+        if (off < 0) {
+          if (this.port.pump() > 0) continue
+          break
+        }
+        const value = this.valueAt(sub, off, inPlace, undefined)
+        if (value === TORN) continue
+        const outside = this.outside
+        n++
+        try {
+          fn(value)
+        } finally {
+          if (!this.closed) sub.advance(outside)
+        }
+      }
+    } finally {
+      this.draining = false
+    }
+    return n
+  }
+
+  /** `max` of a batch receive, checked (default: a ring's worth). */
+  private batchLimit(max: number | undefined): number {
+    if (max === undefined) return this.ring.capacity
+    if (!Number.isInteger(max) || max < 1) throw new BadOptionError(`max must be a positive integer, got ${describe(max)}`)
+    return max
+  }
+
+  /** Appends to `out` the messages waiting, until it holds `max`. */
+  private fill(out: T[], max: number): void {
+    while (out.length < max) {
+      const v = this.next()
+      if (v === EMPTY) return
+      out.push(v)
+    }
+  }
+
+  /**
    * {@link recv}, with where the message came from: `from` (the sender's address),
    * `channel` and, with `receiveTimestamps`, `timestampNs`. Over shared memory they are
    * absent.
@@ -583,6 +675,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   private subscriber(): ShmSubscriber {
     if (this.closed) throw new ClosedError('the hub is closed')
+    if (this.draining) throw new InvalidStateError('drain() is running: its callback is given the messages, it may not receive more')
     if (!this.sub) throw new InvalidStateError("this hub was opened with role 'publisher' and cannot receive")
     return this.sub
   }
@@ -605,7 +698,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private next(info?: MessageInfo, pump = true): T | typeof EMPTY {
     const sub = this.subscriber()
     if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
-    const ring = this.ring
     for (;;) {
       const off = sub.peek()
       if (off < 0) {
@@ -613,35 +705,54 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         if (pump && this.port.pump() > 0) continue
         return EMPTY
       }
-      let value: T
-      let aside: Uint8Array | undefined
-      const env = this.envelope
-      try {
-        aside = this.port.spilled(off)
-        if (aside !== undefined) {
-          value = this.struct
-            ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
-            : this.codec.decode(aside)
-        } else {
-          value = this.struct
-            ? this.struct.read(ring.dv, off + env)
-            : this.codec.decode(ring.payloadView(sub.cursor >>> 0, env, sub.len))
-        }
-        if (info !== undefined && env !== 0) readEnvelope(ring.dv, off, info)
-      } catch (e) {
-        if (!sub.intact()) {
-          sub.torn()
-          continue
-        }
-        sub.advance() // skip the undecodable message so the stream goes on
-        throw e instanceof ZerohopError ? e : new CodecError(`cannot decode message: ${(e as Error).message}`, { cause: e })
-      }
-      if (sub.intact()) {
-        sub.advance(aside?.byteLength)
-        return value
-      }
-      sub.torn()
+      const value = this.valueAt(sub, off, false, info)
+      if (value === TORN) continue
+      sub.advance(this.outside)
+      return value
     }
+  }
+
+  /**
+   * The value of the message `sub.peek()` found at `off` (a view of it, `inPlace`, with
+   * the raw codec); `outside` says how many of its bytes lie outside the slot. Fills
+   * `info` from its envelope when given. `TORN` when it was overwritten while read (it
+   * was skipped); an undecodable message is taken and its error thrown, so that the
+   * stream goes on.
+   */
+  private valueAt(sub: ShmSubscriber, off: number, inPlace: boolean, info: MessageInfo | undefined): T | typeof TORN {
+    const ring = this.ring
+    const env = this.envelope
+    let value: T
+    let aside: Uint8Array | undefined
+    try {
+      aside = this.port.spilled(off)
+      if (aside !== undefined) {
+        value = this.struct
+          ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
+          : inPlace
+            ? (aside as T)
+            : this.codec.decode(aside)
+      } else if (this.struct) {
+        value = this.struct.read(ring.dv, off + env)
+      } else {
+        const bytes = ring.payloadView(sub.cursor >>> 0, env, sub.len)
+        value = inPlace ? (bytes as T) : this.codec.decode(bytes)
+      }
+      if (info !== undefined && env !== 0) readEnvelope(ring.dv, off, info)
+    } catch (e) {
+      if (!sub.intact()) {
+        sub.torn()
+        return TORN
+      }
+      sub.advance() // skip the undecodable message so the stream goes on
+      throw e instanceof ZerohopError ? e : new CodecError(`cannot decode message: ${(e as Error).message}`, { cause: e })
+    }
+    if (!sub.intact()) {
+      sub.torn()
+      return TORN
+    }
+    this.outside = aside?.byteLength
+    return value
   }
 
   /** Resolves when a message may be readable (true) or the hub closed (false). */

@@ -421,7 +421,7 @@ export class ShmSubscriber {
    * network hub's receive ring): a message cannot be overwritten while it is read, and
    * there is no writer to wake when room is made.
    */
-  private readonly flowControlled: boolean
+  readonly flowControlled: boolean
   /**
    * The cursor as the ring's memory last said (flow-controlled rings): it is stored
    * once a batch, not per message (`Atomics.store` is a builtin call of about 20 ns
