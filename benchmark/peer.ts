@@ -8,8 +8,8 @@
 //                                           with the certificates in <pki>); msg/s
 //   floor-echo <addon>                      the Node floor's echo: recv(2)/send(2) through the bare
 //                                           addon (node-floor/) on 127.0.0.1; prints its port
-//   stream-count <url> <count>              connecting tcp:// or uds:// hub counting messages (one
-//                                           of a broadcast's clients); msg/s
+//   stream-count <url> <count> [drain]      connecting tcp:// or uds:// hub counting messages (one
+//                                           of a broadcast's clients; with drain(), in batches); msg/s
 //   zmq-sink <count>                        zeromq.js PULL bound on 127.0.0.1 counting messages; msg/s
 //   udp-echo <ioUring> <spin|spinUs> <peer> zerohop udp:// hub echoing to <peer>
 //   udp-sink <count> <ioUring> <threads> <maxDatagram>  zerohop udp:// receiver; msg/s, loss
@@ -48,23 +48,38 @@ export interface NodeFloor {
 }
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
 
-/** Receives `count` messages on `hub`, prints the msg/s, and exits. */
-async function countMessages(hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, count: number): Promise<never> {
+/**
+ * Receives `count` messages on `hub`, prints the msg/s, and exits. `drain`: in batches
+ * with `drain()`, in place; else one at a time with `borrow()`.
+ */
+async function countMessages(hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, count: number, drain = false): Promise<never> {
   let n = 0
   let start = 0
   let touched = 0
+  const touch = (m: Uint8Array) => {
+    touched += m[0] ?? 0
+  }
   while (n < count) {
-    // In place, as a receiver that wants the most of it reads (shm's zh-sink does too).
-    const m = hub.borrow()
-    if (m === undefined) {
-      const first = await hub.recv()
-      if (n++ === 0) start = performance.now()
-      touched += first[0] ?? 0
-      continue
+    if (drain) {
+      const k = hub.drain(touch)
+      if (k > 0) {
+        if (n === 0) start = performance.now()
+        n += k
+        continue
+      }
+    } else {
+      // In place, as a receiver that wants the most of it reads (shm's zh-sink does too).
+      const m = hub.borrow()
+      if (m !== undefined) {
+        if (n++ === 0) start = performance.now()
+        touched += m.bytes[0] ?? 0
+        m.release()
+        continue
+      }
     }
+    const first = await hub.recv()
     if (n++ === 0) start = performance.now()
-    touched += m.bytes[0] ?? 0
-    m.release()
+    touched += first[0] ?? 0
   }
   say({ done: true, received: n, msgsPerSec: n / ((performance.now() - start) / 1000), touched })
   await hub.close({ lingerMs: 0 })
@@ -164,11 +179,12 @@ if (role === 'zh-echo') {
     floor.send(fd, buf, n)
   }
 } else if (role === 'stream-count') {
+  const drain = c === 'drain'
   const hub = await Hub.open(a as `tcp://${string}`, { role: 'subscriber' })
   // Its iterator (unlike a status listener) keeps this process alive while it waits.
   if (hub.status !== 'connected') for await (const e of hub.statusEvents()) if (e.status === 'connected') break
   say({ ready: true })
-  await countMessages(hub, Number(b))
+  await countMessages(hub, Number(b), drain)
 } else if (role === 'zmq-sink') {
   const count = Number(a)
   const pull = new Pull()

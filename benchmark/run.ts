@@ -1112,13 +1112,14 @@ const BROADCAST_CLIENTS = 8
 
 /**
  * One tcp:// listener publishing 64 B messages to `clients` client processes (all on
- * CPU 1, as every peer here); the slowest and the fastest client's rate. Its send
+ * CPU 1, as every peer here), each reading one message at a time with `borrow()`, or
+ * (`drain`) in batches with `drain()`; the slowest and the fastest client's rate. Its send
  * queues hold the whole run, so that the clients' share of one core, not the policy
  * for slow consumers, is what is measured.
  */
-async function broadcastTo(clients: number, count: number): Promise<number[]> {
+async function broadcastTo(clients: number, count: number, drain = false): Promise<number[]> {
   const hub = await Hub.open('tcp://127.0.0.1:0', { listen: true, role: 'publisher', sendQueueBytes: count * 80 })
-  const procs = Array.from({ length: clients }, () => peer(['stream-count', `tcp://${hub.localAddress}`, String(count)]))
+  const procs = Array.from({ length: clients }, () => peer(['stream-count', `tcp://${hub.localAddress}`, String(count), ...(drain ? ['drain'] : [])]))
   for (const c of procs) await c.next()
   while (hub.metrics().tcp!.peers < clients) await new Promise((r) => setTimeout(r, 5))
   const msg = new Uint8Array(64)
@@ -1145,6 +1146,8 @@ async function streamBroadcast(run: number): Promise<void> {
     const netBefore = await streamNet(64, 3_000_000, true)
     const [one] = await broadcastTo(1, 4_000_000)
     const rates = await broadcastTo(BROADCAST_CLIENTS, 3_000_000)
+    // (A baseline from before drain() has only the row above.)
+    const drained = 'drain' in Hub.prototype ? await broadcastTo(BROADCAST_CLIENTS, 3_000_000, true) : undefined
     const net = (netBefore + (await streamNet(64, 3_000_000, true))) / 2
     rows.push({ bench: `TCP broadcast 64 B  Node net to 1 client process (baseline, receiver; before and after the rows below)${tag}`, run, rate: net, mbps: (net * 64) / 1e6 })
     rows.push({ bench: `TCP broadcast 64 B  zerohop tcp:// to 1 client process (what one core receives)${tag}`, run, rate: one, mbps: (one! * 64) / 1e6, vsBaseline: `${(one! / net).toFixed(2)}× net to one` })
@@ -1157,6 +1160,17 @@ async function streamBroadcast(run: number): Promise<void> {
       vsBaseline: `${(slowest / net).toFixed(2)}× net to one, ${((slowest * BROADCAST_CLIENTS) / one!).toFixed(2)}× one client's core`,
       target: '≥ 1× Node net to one',
     })
+    if (drained) {
+      const [slow, fast] = [drained[0]!, drained[drained.length - 1]!]
+      rows.push({
+        bench: `TCP broadcast 64 B  zerohop tcp:// to ${BROADCAST_CLIENTS} client processes on one core, each with drain(), slowest client (fastest ${fmtRate(fast)})${tag}`,
+        run,
+        rate: slow,
+        mbps: (slow * 64) / 1e6,
+        vsBaseline: `${(slow / net).toFixed(2)}× net to one, ${((slow * BROADCAST_CLIENTS) / one!).toFixed(2)}× one client's core`,
+        target: '≥ 1× Node net to one',
+      })
+    }
   })
 }
 
