@@ -429,6 +429,8 @@ export class ShmSubscriber {
    * the code that read returns (a microtask).
    */
   private shared: number
+  /** The tail a flow-controlled ring's peek read last (low 32 bits): what is below it is whole. */
+  private readyTo: number
   private storeQueued = false
   private readonly storeLater = (): void => {
     this.storeQueued = false
@@ -448,6 +450,7 @@ export class ShmSubscriber {
     this.own = entry + 1
     this.cursor = tail
     this.shared = tail
+    this.readyTo = tail >>> 0
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
   }
 
@@ -457,6 +460,7 @@ export class ShmSubscriber {
    * The caller reads the payload, then calls `intact()` and `advance()`.
    */
   peek(): number {
+    if (this.flowControlled) return this.peekBelowTail()
     const r = this.ring
     const i32 = this.i32
     for (;;) {
@@ -500,6 +504,31 @@ export class ShmSubscriber {
       if (this.shared !== this.cursor) this.storeCursor()
       return -1
     }
+  }
+
+  /**
+   * `peek` of a flow-controlled ring. Its one writer moves the tail (a releasing store)
+   * after each message is whole and overwrites nothing unread, so every message below
+   * the tail it read last is there to read with plain loads: one `Atomics.load` (a
+   * builtin call of about 20 ns) a run of messages, not one a message.
+   */
+  private peekBelowTail(): number {
+    const lo = this.cursor >>> 0
+    if (((this.readyTo - lo) | 0) <= 0) {
+      const tail = Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+      if (((tail - lo) | 0) <= 0) {
+        // Caught up: the writer learns it now (it acknowledges, and makes room, from it).
+        if (this.shared !== this.cursor) this.storeCursor()
+        return -1
+      }
+      this.readyTo = tail
+    }
+    const base = this.ring.slotOffset(lo)
+    const si = base >> 2
+    let len = this.i32[si + this.ring.LEN]!
+    if (len < 0 || len > this.ring.slotSize) len = this.ring.slotSize
+    this.len = len
+    return base + this.ring.PAYLOAD
   }
 
   /** Whether the message found by `peek` was not overwritten while it was read. */
