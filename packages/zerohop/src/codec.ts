@@ -6,6 +6,7 @@
  * Any object with `encode`/`decode` works too.
  */
 import { Packr } from 'msgpackr'
+import { copyInto } from './bytes.js'
 import { BadOptionError, CodecError } from './errors.js'
 import { StructCodec } from './struct.js'
 
@@ -40,14 +41,14 @@ let poolUsed = 0
 
 /** A copy of `bytes` in the pool (`bytes.byteLength` is 65 to `POOLED_MAX`). */
 function pooledCopy(bytes: Uint8Array): Uint8Array {
-  const n = bytes.byteLength
-  if (poolUsed + n > pool.byteLength) {
+  const n = bytes.length
+  if (poolUsed + n > pool.length) {
     // Not zeroed: every byte handed out is written first (as `Buffer.allocUnsafe`'s pool).
     const fresh = Buffer.allocUnsafeSlow(POOL_BYTES)
     pool = new Uint8Array(fresh.buffer, fresh.byteOffset, fresh.byteLength)
     poolUsed = 0
   }
-  pool.set(bytes, poolUsed)
+  copyInto.call(pool, bytes, poolUsed)
   const copy = pool.subarray(poolUsed, poolUsed + n)
   poolUsed = (poolUsed + n + 7) & ~7 // the next copy starts 8-byte aligned
   return copy
@@ -70,7 +71,7 @@ export const raw: Codec<Uint8Array> = {
     // Up to 64 bytes V8 keeps the copy on its heap; the constructor costs less than
     // `slice()` (39 against 53 ns, Node 20), and so it does past the pool's limit
     // (it skips `slice`'s species lookup).
-    const n = bytes.byteLength
+    const n = bytes.length
     return n <= 64 || n > POOLED_MAX ? new Uint8Array(bytes) : pooledCopy(bytes)
   },
 }

@@ -751,7 +751,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       sub.torn()
       return TORN
     }
-    this.outside = aside?.byteLength
+    this.outside = aside?.length
     return value
   }
 
@@ -902,7 +902,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.envelopeAt = off
     const at = off + this.envelope
     this.bytes = aside ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
-    this.size = aside?.byteLength ?? this.sub.len - this.envelope
+    this.size = aside?.length ?? this.sub.len - this.envelope
     this.decoded = undefined
     this.held = true
     if (this.struct) {

@@ -12,6 +12,7 @@
  * Sequence numbers are JavaScript numbers (exact up to 2^53: decades at 10 M msg/s);
  * the 32-bit words in memory hold their low halves.
  */
+import { copyInto } from './bytes.js'
 import { type ShmHandle, type ShmLayoutInfo, type ShmOffsets, binding, native } from './native.js'
 import { BackpressureError, MessageTooLargeError } from './errors.js'
 
@@ -303,7 +304,7 @@ export class ShmPublisher {
   publishBytes(bytes: Uint8Array): boolean {
     const r = this.ring
     const i32 = this.i32
-    const len = bytes.byteLength
+    const len = bytes.length
     if (len > r.slotSize) throw tooLarge(len, r.slotSize)
     if (Atomics.compareExchange(i32, r.LOCK, 0, this.pid) !== 0) this.lockSlow()
     const lo = Atomics.load(i32, r.TAIL_LO) >>> 0
@@ -325,7 +326,7 @@ export class ShmPublisher {
     const stamp = ((lo + 1) * 2) | 0
     if (!this.unmarked) this.mark(si, stamp)
     try {
-      r.u8.set(bytes, base + r.PAYLOAD)
+      copyInto.call(r.u8, bytes, base + r.PAYLOAD)
     } catch (e) {
       this.abandon(lo) // e.g. the caller's buffer was detached: never leave the lock held
       this.unlock(lo, 0, 0)

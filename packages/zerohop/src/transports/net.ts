@@ -8,6 +8,7 @@
  * messages land in a receive ring read in place like a `shm://` segment, each after an
  * envelope.
  */
+import { copyInto } from '../bytes.js'
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
 import { ENVELOPE, Placement, placement, spillKey, spilledLength } from '../envelope.js'
@@ -112,7 +113,7 @@ class NetPort<T> implements Port<T> {
     }
     const bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
     if (!(bytes instanceof Uint8Array)) throw new CodecError(`the raw codec takes a Uint8Array, got ${describe(value)}`)
-    if (bytes.byteLength > this.maxMessageSize) throw tooLarge(bytes.byteLength, this.maxMessageSize)
+    if (bytes.length > this.maxMessageSize) throw tooLarge(bytes.length, this.maxMessageSize)
     return bytes
   }
 
@@ -124,9 +125,10 @@ class NetPort<T> implements Port<T> {
     let accepted: boolean
     const stage = this.stage
     try {
-      if (stage !== undefined && bytes.byteLength <= stage.byteLength) {
-        stage.set(bytes)
-        accepted = this.calls.publishStaged(bytes.byteLength, channel)
+      const len = bytes.length
+      if (stage !== undefined && len <= stage.length) {
+        copyInto.call(stage, bytes)
+        accepted = this.calls.publishStaged(len, channel)
       } else {
         accepted = this.calls.publish(bytes, channel)
       }

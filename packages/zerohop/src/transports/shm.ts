@@ -3,6 +3,7 @@
  * one external `ArrayBuffer` over the segment (see `shm-ring.ts`); Rust is called only
  * on slow paths (a contended lock, `block` waits, wake-ups of parked peers).
  */
+import { copyInto } from '../bytes.js'
 import { type Codec, raw } from '../codec.js'
 import { BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
 import { binding, native, type ShmHandle } from '../native.js'
@@ -139,12 +140,12 @@ class ShmPort<T> implements Port<T> {
           bytes += struct.size
         } else {
           const b = codec.encode(values[i]!)
-          if (b.byteLength > ring.slotSize) throw tooLarge(b.byteLength, ring.slotSize)
+          if (b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
           const off = pub.begin(lo)
           writing = true
-          ring.u8.set(b, off)
-          pub.commit(lo, b.byteLength)
-          bytes += b.byteLength
+          copyInto.call(ring.u8, b, off)
+          pub.commit(lo, b.length)
+          bytes += b.length
         }
         writing = false
         lo = (lo + 1) >>> 0
