@@ -983,9 +983,11 @@ async function spinningAgainstFloor(
     if (turns === 1) return undefined
     p.proc.kill('SIGSTOP')
     const f = rttSockperf(true, true, 1)
-    if (nodeFloor) nodeFloors.push(nodeFloor.turn(SPIN_TURN_SAMPLES))
+    // Paired with the sockperf floor just taken (none without it).
+    const nf = f && nodeFloor ? nodeFloor.turn(SPIN_TURN_SAMPLES) : undefined
     p.proc.kill('SIGCONT')
     if (f) floors.push(f)
+    if (nf) nodeFloors.push(nf)
     return f
   }
   let before = floor()
