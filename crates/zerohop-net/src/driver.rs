@@ -353,7 +353,7 @@ impl<D: Drive> Driver<D> {
     }
 
     /// Waits up to `timeout` for `done` to hold of the engine (looking again whenever it
-    /// changes), unless `give_up` holds first; whether `done` held. What `drain` (linger
+    /// changes), unless `give_up` holds first; whether `done` held. What `linger` (the
     /// on close) is made of.
     pub fn wait_until(&self, timeout: Duration, done: impl Fn(&D) -> bool, give_up: impl Fn(&D) -> bool) -> bool {
         let deadline = Instant::now() + timeout;

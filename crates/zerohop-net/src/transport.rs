@@ -50,7 +50,7 @@ pub trait Protocol: Send + Sync + 'static {
     /// The transport's own counters and settings, by the names users see.
     fn details(&self) -> Vec<(&'static str, Value)>;
     /// Waits up to `linger` for what was published to reach its receivers.
-    fn drain(&self, _linger: Duration) -> bool {
+    fn linger(&self, _linger: Duration) -> bool {
         true
     }
     /// Closes sockets and stops threads. Idempotent.
@@ -153,8 +153,8 @@ impl<P: Protocol> Link for NetLink<P> {
         self.reader.pump_then(reader)
     }
 
-    fn drain(&self, linger: Duration) -> bool {
-        self.protocol.drain(linger)
+    fn linger(&self, linger: Duration) -> bool {
+        self.protocol.linger(linger)
     }
 }
 
@@ -318,8 +318,8 @@ impl<P: Protocol> Transport for NetTransport<P> {
         if self.closed { None } else { self.link.protocol.local_addr() }
     }
 
-    fn drain(&mut self, linger: Duration) -> bool {
-        self.link.protocol.drain(linger)
+    fn linger(&mut self, linger: Duration) -> bool {
+        self.link.protocol.linger(linger)
     }
 
     fn close(&mut self) {

@@ -55,17 +55,17 @@ fn js_event(e: &StatusEvent) -> NetStatusEvent {
 type StatusCallback = ThreadsafeFunction<NetStatusEvent, (), NetStatusEvent, Status, false, true>;
 
 /// Waits (off the JavaScript thread) for what was published to reach its receivers.
-pub struct DrainTask {
+pub struct LingerTask {
     link: Arc<dyn Link>,
     linger: Duration,
 }
 
-impl Task for DrainTask {
+impl Task for LingerTask {
     type Output = bool;
     type JsValue = bool;
 
     fn compute(&mut self) -> Result<bool> {
-        Ok(self.link.drain(self.linger))
+        Ok(self.link.linger(self.linger))
     }
 
     fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
@@ -365,9 +365,9 @@ impl NetHandle {
     /// Resolves true once what was published has reached its receivers (over QUIC: been
     /// read by their applications), or false after `linger_ms`.
     #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn drain(&self, linger_ms: f64) -> Result<AsyncTask<DrainTask>> {
+    pub fn linger(&self, linger_ms: f64) -> Result<AsyncTask<LingerTask>> {
         self.hub()?;
-        Ok(AsyncTask::new(DrainTask { link: self.link.clone(), linger: duration_ms(linger_ms) }))
+        Ok(AsyncTask::new(LingerTask { link: self.link.clone(), linger: duration_ms(linger_ms) }))
     }
 
     /// Sends what is queued, stops the transport's threads and closes its sockets. Idempotent.

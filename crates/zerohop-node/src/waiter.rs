@@ -3,7 +3,7 @@
 //!
 //! One thread per subscribing handle, idle (blocked on a condvar) unless armed. The
 //! doorbell is a weak threadsafe function with a queue of one, so a burst of messages
-//! costs at most one JavaScript wake-up; JavaScript then drains the ring directly.
+//! costs at most one JavaScript wake-up; JavaScript then reads the ring directly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -388,12 +388,12 @@ impl QuicProtocol {
 
     /// Waits up to `linger` for every peer to read what was queued for it and to receive
     /// every answer given; true if nothing is left. Publishing may go on meanwhile.
-    pub fn drain(&self, linger: Duration) -> bool {
+    pub fn linger(&self, linger: Duration) -> bool {
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }
 
     /// Closes every connection (the close frames go out now) and the socket. Call
-    /// [`drain`](Self::drain) first to let queued messages reach their peers. Idempotent.
+    /// [`linger`](Self::linger) first to let queued messages reach their peers. Idempotent.
     pub fn close(&self) {
         self.driver.shutdown(|e| {
             if !e.closing {

@@ -155,8 +155,8 @@ impl Protocol for QuicProtocol {
         ]
     }
 
-    fn drain(&self, linger: Duration) -> bool {
-        QuicProtocol::drain(self, linger)
+    fn linger(&self, linger: Duration) -> bool {
+        QuicProtocol::linger(self, linger)
     }
 
     fn close(&self) {

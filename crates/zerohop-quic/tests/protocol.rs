@@ -113,7 +113,7 @@ fn channels_both_ways_in_order_and_acknowledged_once_read() {
     assert!(client.metrics().unacked_bytes > 0, "nothing was read yet");
     s_in.read_all();
     wait_until("acks", || client.metrics().unacked_bytes == 0);
-    assert!(client.drain(Duration::from_millis(10)));
+    assert!(client.linger(Duration::from_millis(10)));
 
     server.publish(2, b"from the server").unwrap();
     wait_until("the client to get it", || c_in.bodies(2) == vec![b"from the server".to_vec()]);
@@ -161,12 +161,12 @@ fn requests_are_answered_and_cancelled_on_streams_of_their_own() {
     let (c, s) = (client.metrics(), server.metrics());
     assert_eq!((c.requests_pending, s.answers_pending), (0, 0), "nothing left behind");
     assert!(matches!(server.request(b"?"), Err(PublishError::NotConnected)), "listeners do not request");
-    // An answer given right before a close still arrives: `drain` waits for it.
+    // An answer given right before a close still arrives: `linger` waits for it.
     let last = client.request(b"last").unwrap();
     wait_until("the last request", || s_in.exchanges.lock().unwrap().len() == 5);
     let fifth = s_in.exchanges.lock().unwrap()[4].1;
     assert!(server.respond(fifth, true, b"bye"));
-    assert!(server.drain(Duration::from_secs(5)));
+    assert!(server.linger(Duration::from_secs(5)));
     server.close();
     wait_until("the last reply", || c_in.exchanges.lock().unwrap().len() == 3);
     assert_eq!(c_in.exchanges.lock().unwrap()[2], (Kind::Response, last, b"bye".to_vec()));
@@ -286,7 +286,7 @@ fn a_second_node_of_this_process_resumes_with_0rtt() {
     first.publish(0, b"one").unwrap();
     wait_until("delivery", || s_in.messages.lock().unwrap().len() == 1);
     s_in.read_all();
-    assert!(first.drain(Duration::from_secs(5)));
+    assert!(first.linger(Duration::from_secs(5)));
     assert!(!first.metrics().last_zero_rtt);
     first.close();
     let (second, _) = connect(addr, |_| {});

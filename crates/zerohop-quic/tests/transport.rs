@@ -54,7 +54,7 @@ fn small_and_spilled_messages_arrive_with_their_channel_and_sender() {
     server.publish_on(0, b"welcome").unwrap();
     assert_eq!(recv(&mut client).0, b"welcome");
     assert_eq!(client.connection().unwrap().status(), Status::Connected);
-    assert!(client.drain(Duration::from_secs(5)), "the server read everything");
+    assert!(client.linger(Duration::from_secs(5)), "the server read everything");
     let m = server.metrics();
     assert_eq!(
         (m.received, m.received_bytes, m.published, m.transport),

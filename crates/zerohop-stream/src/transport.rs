@@ -266,7 +266,7 @@ impl Protocol for StreamProtocol {
         ]
     }
 
-    fn drain(&self, linger: Duration) -> bool {
+    fn linger(&self, linger: Duration) -> bool {
         let _ = self.driver.with(|e| e.flush_pending());
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
     }

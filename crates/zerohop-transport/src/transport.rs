@@ -123,7 +123,7 @@ pub trait Transport: Send {
 
     /// Waits up to `linger` until what was published has reached its receivers; true if
     /// it has. Transports that hand messages over at once have nothing to wait for.
-    fn drain(&mut self, _linger: Duration) -> bool {
+    fn linger(&mut self, _linger: Duration) -> bool {
         true
     }
 
@@ -236,8 +236,8 @@ pub trait Link: Send + Sync {
     /// perhaps answering it), then what the transport had left to do: acknowledgements
     /// and timers wait until the answer is on its way, and may ride along with it.
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
-    /// [`Transport::drain`], from any thread.
-    fn drain(&self, linger: Duration) -> bool;
+    /// [`Transport::linger`], from any thread.
+    fn linger(&self, linger: Duration) -> bool;
 }
 
 /// Called when an armed reader may have something to read.

@@ -30,7 +30,7 @@ fn main() -> zerohop::Result<()> {
         loop {
             while hub.try_recv(&mut out)?.is_none() {}
             if out.len() == 1 {
-                hub.drain(Duration::from_millis(100));
+                hub.linger(Duration::from_millis(100));
                 return Ok(());
             }
             hub.publish(&out)?;
@@ -53,7 +53,7 @@ fn main() -> zerohop::Result<()> {
         }
     }
     hub.publish(&[0])?;
-    hub.drain(Duration::from_millis(100));
+    hub.linger(Duration::from_millis(100));
     samples.sort_by(f64::total_cmp);
     let q = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     println!("p50 {:.2} µs  p99 {:.2} µs  p99.9 {:.2} µs", q(0.5), q(0.99), q(0.999));

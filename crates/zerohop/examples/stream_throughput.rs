@@ -51,6 +51,6 @@ fn main() -> zerohop::Result<()> {
     for _ in 0..count {
         hub.publish(&msg)?;
     }
-    hub.drain(Duration::from_secs(10));
+    hub.linger(Duration::from_secs(10));
     Ok(())
 }

@@ -164,8 +164,8 @@ impl Hub {
 
     /// Waits up to `linger` for what this hub published to reach its receivers (over
     /// QUIC: to be read by their applications); true if it did. The hub stays open.
-    pub fn drain(&mut self, linger: Duration) -> bool {
-        self.transport.drain(linger)
+    pub fn linger(&mut self, linger: Duration) -> bool {
+        self.transport.linger(linger)
     }
 
     /// Releases sockets, threads and segments now. Idempotent; dropping does it too.

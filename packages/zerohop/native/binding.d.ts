@@ -94,7 +94,7 @@ export declare class NetHandle {
    * Resolves true once what was published has reached its receivers (over QUIC: been
    * read by their applications), or false after `linger_ms`.
    */
-  drain(lingerMs: number): Promise<boolean>
+  linger(lingerMs: number): Promise<boolean>
   /** Sends what is queued, stops the transport's threads and closes its sockets. Idempotent. */
   close(): void
 }

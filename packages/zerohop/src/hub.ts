@@ -657,7 +657,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.sendable = false
     if (lingerMs > 0 && !this.closing) {
       this.closing = true
-      await this.port.drain(lingerMs)
+      await this.port.linger(lingerMs)
       if (this.closed) return
     }
     this.closed = true

@@ -128,7 +128,7 @@ export interface Port<T> {
   /** The transport's own counters (`metrics().udp`, `metrics().quic`); undefined where it has none. */
   details(): Record<string, unknown> | undefined
   /** Waits up to `lingerMs` for what was published to reach its receivers. */
-  drain(lingerMs: number): Promise<boolean>
+  linger(lingerMs: number): Promise<boolean>
   /** Closes everything the transport holds, the ring included. Idempotent. */
   close(): void
 }

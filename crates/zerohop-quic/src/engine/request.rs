@@ -75,7 +75,7 @@ impl Engine {
         zerohop_proto::stream::encode_prefix(body.len(), answer);
         answer.extend_from_slice(body);
         // The stream is kept until the client has acknowledged the whole answer
-        // (`StreamEvent::Finished`): `drain` waits for that.
+        // (`StreamEvent::Finished`): `linger` waits for that.
         write_rest(&mut c.q, id, answer, at);
         self.mark(ch);
         self.process_dirty(now);

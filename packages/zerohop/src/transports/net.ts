@@ -248,8 +248,8 @@ class NetPort<T> implements Port<T> {
     return this.connections ? { status: this.status(), ...details } : details
   }
 
-  drain(lingerMs: number): Promise<boolean> {
-    return native(() => this.handle.drain(lingerMs))
+  linger(lingerMs: number): Promise<boolean> {
+    return native(() => this.handle.linger(lingerMs))
   }
 
   close(): void {

@@ -247,7 +247,7 @@ class ShmPort<T> implements Port<T> {
     return undefined
   }
 
-  drain(): Promise<boolean> {
+  linger(): Promise<boolean> {
     return Promise.resolve(true) // published into the segment: nothing is on its way
   }
 
