@@ -90,43 +90,22 @@ impl Envelope {
 
     /// Writes it into `out` (at least [`LEN`] bytes).
     pub fn write(&self, out: &mut [u8]) {
-        let out = &mut out[..LEN];
-        out.fill(0);
-        let put64 = |out: &mut [u8], at: usize, v: u64| out[at..at + 8].copy_from_slice(&v.to_le_bytes());
-        put64(out, TIMESTAMP, self.timestamp_ns.unwrap_or(0));
-        put64(out, EXPIRY, self.expiry_ns.unwrap_or(0));
-        put64(out, SEQ, self.seq);
-        put64(out, REQUEST, self.request);
-        if let Some(c) = self.credentials {
-            out[FAMILY] = 1;
-            for (i, v) in [c.pid, c.uid, c.gid].into_iter().enumerate() {
-                out[ADDRESS + 4 * i..ADDRESS + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
-            }
-        } else if let Some(from) = self.from {
-            out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
-            match from.ip() {
-                IpAddr::V4(a) => {
-                    out[FAMILY] = 4;
-                    out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
-                }
-                IpAddr::V6(a) => {
-                    out[FAMILY] = 6;
-                    out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
-                }
-            }
-        }
-        out[CHANNEL..CHANNEL + 2].copy_from_slice(&self.channel.to_le_bytes());
-        out[PEER..PEER + 4].copy_from_slice(&self.peer.to_le_bytes());
-        out[KIND] = self.kind as u8;
+        let out = write_head(
+            out,
+            self.from,
+            self.credentials,
+            Head {
+                timestamp_ns: self.timestamp_ns.unwrap_or(0),
+                seq: self.seq,
+                request: self.request,
+                channel: self.channel,
+                peer: self.peer,
+                kind: self.kind,
+            },
+        );
+        out[EXPIRY..EXPIRY + 8].copy_from_slice(&self.expiry_ns.unwrap_or(0).to_le_bytes());
         out[PRIORITY] = self.priority;
-        let (placement, key, len) = match self.placement {
-            Placement::Inline => return,
-            Placement::Spilled { key, len } => (1, key, len),
-            Placement::Aside { offset, len } => (2, offset, len),
-        };
-        out[PLACEMENT] = placement;
-        out[SPILLED_LEN..SPILLED_LEN + 4].copy_from_slice(&len.to_le_bytes());
-        put64(out, SPILL_KEY, key);
+        set_placement(out, self.placement);
     }
 
     /// Reads an envelope; `None` if `bytes` is too short to hold one.
@@ -177,6 +156,72 @@ impl Envelope {
             request: self.request,
         }
     }
+}
+
+/// The numbers of an envelope's head (see [`write_head`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Head {
+    pub timestamp_ns: u64,
+    pub seq: u64,
+    pub request: u64,
+    pub channel: u16,
+    pub peer: u32,
+    pub kind: Kind,
+}
+
+/// Writes an envelope into `out` (at least [`LEN`] bytes) with no expiry, normal
+/// priority, the bytes in the slot (see [`set_placement`] otherwise); returns its
+/// [`LEN`] bytes. A receive ring writes each message's envelope this way, from fields
+/// where they are: building an [`Envelope`] first costs a copy of it per message, read
+/// back wider than it was written (a stall of the store buffer, 2026-12-05).
+#[inline]
+pub fn write_head(out: &mut [u8], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) -> &mut [u8] {
+    // Made whole here, then copied: the slot's memory is written once, in wide stores.
+    let mut env = [0u8; LEN];
+    fill_head(&mut env, from, credentials, head);
+    let out = &mut out[..LEN];
+    out.copy_from_slice(&env);
+    out
+}
+
+#[inline(always)]
+fn fill_head(out: &mut [u8; LEN], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) {
+    out[TIMESTAMP..TIMESTAMP + 8].copy_from_slice(&head.timestamp_ns.to_le_bytes());
+    out[SEQ..SEQ + 8].copy_from_slice(&head.seq.to_le_bytes());
+    out[REQUEST..REQUEST + 8].copy_from_slice(&head.request.to_le_bytes());
+    if let Some(c) = credentials {
+        out[FAMILY] = 1;
+        for (i, v) in [c.pid, c.uid, c.gid].into_iter().enumerate() {
+            out[ADDRESS + 4 * i..ADDRESS + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    } else if let Some(from) = from {
+        out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
+        match from.ip() {
+            IpAddr::V4(a) => {
+                out[FAMILY] = 4;
+                out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                out[FAMILY] = 6;
+                out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
+            }
+        }
+    }
+    out[CHANNEL..CHANNEL + 2].copy_from_slice(&head.channel.to_le_bytes());
+    out[PEER..PEER + 4].copy_from_slice(&head.peer.to_le_bytes());
+    out[KIND] = head.kind as u8;
+}
+
+/// Says in the envelope in `out` where the message's bytes are.
+pub fn set_placement(out: &mut [u8], placement: Placement) {
+    let (placement, key, len) = match placement {
+        Placement::Inline => (0, 0, 0),
+        Placement::Spilled { key, len } => (1, key, len),
+        Placement::Aside { offset, len } => (2, offset, len),
+    };
+    out[PLACEMENT] = placement;
+    out[SPILLED_LEN..SPILLED_LEN + 4].copy_from_slice(&len.to_le_bytes());
+    out[SPILL_KEY..SPILL_KEY + 8].copy_from_slice(&key.to_le_bytes());
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use zerohop_shm::{Backpressure, Layout, Publisher, Segment};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{Credentials, Doorbell, Kind, Result, StatusListener};
 
-use crate::envelope::{self, Envelope, Placement};
+use crate::envelope::{self, Placement};
 
 /// A message on its way into the ring.
 #[derive(Clone, Copy, Debug)]
@@ -80,17 +80,35 @@ impl<'a> Inbound<'a> {
         }
     }
 
-    fn envelope(&self) -> Envelope {
-        Envelope {
-            from: if self.credentials.is_some() { None } else { Some(self.from) },
-            credentials: self.credentials,
-            timestamp_ns: self.timestamp_ns,
+    /// Writes its envelope (the bytes in the slot) into `out`, from its fields where
+    /// they are.
+    fn write_envelope(&self, out: &mut [u8]) {
+        let head = envelope::Head {
+            timestamp_ns: self.timestamp_ns.unwrap_or(0),
             seq: self.seq,
+            request: self.request,
             channel: self.channel,
             peer: self.peer,
             kind: self.kind,
-            request: self.request,
-            ..Envelope::default()
+        };
+        let from = if self.credentials.is_some() { None } else { Some(self.from) };
+        envelope::write_head(out, from, self.credentials, head);
+    }
+}
+
+/// What goes before a message's bytes in its slot: its envelope, written from the
+/// message as it arrives, or copied as it was written when it was held.
+#[derive(Clone, Copy)]
+enum Head<'a> {
+    Of(&'a Inbound<'a>),
+    Written(&'a [u8]),
+}
+
+impl Head<'_> {
+    fn write(self, out: &mut [u8]) {
+        match self {
+            Head::Of(m) => m.write_envelope(out),
+            Head::Written(env) => out[..envelope::LEN].copy_from_slice(&env[..envelope::LEN]),
         }
     }
 }
@@ -485,36 +503,35 @@ impl ReceiveRing {
         &self.segment
     }
 
-    /// Writes the message with envelope `env` and bytes `body` into the next slot
+    /// Writes the message with envelope `head` and bytes `body` into the next slot
     /// (putting its bytes aside or spilling them when larger); its position, or `None`
     /// without room. Readers that wait are not woken: [`delivered`](Self::delivered)
     /// does that.
-    fn write(&self, (ring, aside, spill): Writer<'_>, mut env: Envelope, body: &[u8]) -> Option<u64> {
-        let fits = envelope::LEN + body.len() <= ring.max_message_size();
-        let in_window = if fits { None } else { aside.in_window(self.segment.as_ptr(), body) };
-        let spills =
-            !fits && in_window.is_none() && (!aside.takes(body.len()) || !aside.fits_before_window(body.len()));
+    fn write(&self, (ring, aside, spill): Writer<'_>, head: Head<'_>, body: &[u8]) -> Option<u64> {
+        let len = envelope::LEN + body.len();
+        if len <= ring.max_message_size() {
+            return ring.put(len, |out| {
+                head.write(out);
+                out[envelope::LEN..].copy_from_slice(body);
+            });
+        }
+        let in_window = aside.in_window(self.segment.as_ptr(), body);
+        let spills = in_window.is_none() && (!aside.takes(body.len()) || !aside.fits_before_window(body.len()));
         if spills && spill.bytes + body.len() > self.spill_limit && spill.bytes > 0 {
             return None;
         }
         let mut loan = ring.loan().ok().flatten()?;
         let position = loan.seq();
-        if fits {
-            let out = loan.as_mut_slice();
-            env.write(out);
-            out[envelope::LEN..envelope::LEN + body.len()].copy_from_slice(body);
-            return Some(loan.commit_unannounced(envelope::LEN + body.len()));
-        }
-        if let Some(at) = in_window {
+        let placement = if let Some(at) = in_window {
             // Read there by the stream: it stays where it is.
             let offset = aside.claim(at, body.len(), position);
-            env.placement = Placement::Aside { offset: offset as u64, len: body.len() as u32 };
+            Placement::Aside { offset: offset as u64, len: body.len() as u32 }
         } else if spills {
             let key = spill.next_key;
             spill.next_key += 1;
             spill.bytes += body.len();
             spill.held.insert(key, body.to_vec());
-            env.placement = Placement::Spilled { key, len: body.len() as u32 };
+            Placement::Spilled { key, len: body.len() as u32 }
         } else {
             // Without room aside the loan is dropped unused: the slot is written by the
             // next message instead.
@@ -527,9 +544,11 @@ impl ReceiveRing {
             unsafe {
                 std::ptr::copy_nonoverlapping(body.as_ptr(), self.segment.as_ptr().add(offset), body.len());
             }
-            env.placement = Placement::Aside { offset: offset as u64, len: body.len() as u32 };
-        }
-        env.write(loan.as_mut_slice());
+            Placement::Aside { offset: offset as u64, len: body.len() as u32 }
+        };
+        let out = loan.as_mut_slice();
+        head.write(out);
+        envelope::set_placement(out, placement);
         Some(loan.commit_unannounced(envelope::LEN))
     }
 
@@ -561,14 +580,14 @@ impl ReceiveRing {
     pub fn deliver_or_hold(&self, m: &Inbound<'_>) {
         let mut inlet = lock(&self.inlet);
         let Inlet { ring, aside, spill, held, .. } = &mut *inlet;
-        if held.is_empty() && self.write((ring, aside, spill), m.envelope(), m.body).is_some() {
+        if held.is_empty() && self.write((ring, aside, spill), Head::Of(m), m.body).is_some() {
             drop(inlet);
             self.delivered();
             return;
         }
         let start = inlet.data.len();
         inlet.data.resize(start + envelope::LEN, 0);
-        m.envelope().write(&mut inlet.data[start..]);
+        m.write_envelope(&mut inlet.data[start..]);
         inlet.data.extend_from_slice(m.body);
         inlet.held.push_back((start, envelope::LEN + m.body.len()));
     }
@@ -579,8 +598,8 @@ impl ReceiveRing {
         let mut moved = false;
         let Inlet { ring, aside, spill, held, data } = &mut *inlet;
         while let Some(&(start, len)) = held.front() {
-            let env = Envelope::read(&data[start..]).expect("held messages start with their envelope");
-            if self.write((ring, aside, spill), env, &data[start + envelope::LEN..start + len]).is_none() {
+            let (head, body) = data[start..start + len].split_at(envelope::LEN);
+            if self.write((ring, aside, spill), Head::Written(head), body).is_none() {
                 break;
             }
             held.pop_front();
@@ -713,7 +732,7 @@ pub struct RingDeliveries<'a> {
 impl Deliveries for RingDeliveries<'_> {
     fn deliver(&mut self, m: &Inbound<'_>) -> Option<u64> {
         let Inlet { ring, aside, spill, .. } = &mut **self.inlet.as_mut().expect("held until dropped");
-        let position = self.ring.write((ring, aside, spill), m.envelope(), m.body);
+        let position = self.ring.write((ring, aside, spill), Head::Of(m), m.body);
         self.delivered |= position.is_some();
         position
     }
@@ -764,7 +783,40 @@ impl Sink for ReceiveRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Envelope;
     use zerohop_shm::Subscriber;
+
+    #[test]
+    fn a_message_writes_the_envelope_its_fields_make() {
+        let body = b"x";
+        let m = Inbound {
+            timestamp_ns: Some(5),
+            seq: 9,
+            request: 1 << 40,
+            kind: Kind::Request,
+            ..Inbound::message(7, "[fe80::1]:4".parse().unwrap(), 3, body)
+        };
+        let unix = Inbound { credentials: Some(Credentials { pid: 1, uid: 2, gid: 3 }), ..m };
+        for m in [m, unix] {
+            let mut written = [0xAAu8; envelope::LEN];
+            m.write_envelope(&mut written);
+            let expected = Envelope {
+                from: if m.credentials.is_some() { None } else { Some(m.from) },
+                credentials: m.credentials,
+                timestamp_ns: m.timestamp_ns,
+                seq: m.seq,
+                channel: m.channel,
+                peer: m.peer,
+                kind: m.kind,
+                request: m.request,
+                ..Envelope::default()
+            };
+            assert_eq!(Envelope::read(&written), Some(expected));
+            let mut by_envelope = [0x55u8; envelope::LEN];
+            expected.write(&mut by_envelope);
+            assert_eq!(written, by_envelope);
+        }
+    }
 
     fn ring(capacity: u32) -> ReceiveRing {
         ReceiveRing::new(RingOptions { slot_size: 256, capacity, aside_bytes: 0, spill_limit: 1 << 20 }, false).unwrap()
