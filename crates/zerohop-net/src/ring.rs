@@ -166,6 +166,7 @@ pub enum SinkDeliveries<'a> {
 }
 
 impl Deliveries for SinkDeliveries<'_> {
+    #[inline]
     fn deliver(&mut self, message: &Inbound<'_>) -> Option<u64> {
         match self {
             Self::Ring(d) => d.deliver(message),

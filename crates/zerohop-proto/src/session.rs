@@ -319,6 +319,7 @@ impl ReceiveWindow {
 
     /// The next message of the stream arrived: whether to deliver it (false for a
     /// message delivered before the reconnect).
+    #[inline]
     pub fn accept(&mut self) -> bool {
         let seq = self.on_stream;
         self.on_stream += 1;
@@ -330,6 +331,7 @@ impl ReceiveWindow {
     }
 
     /// The message just accepted went into the application's queue at `position`.
+    #[inline]
     pub fn delivered(&mut self, position: u64) {
         let seq = self.next - 1;
         if let Some((pos, first, n)) = self.unread.back_mut()
