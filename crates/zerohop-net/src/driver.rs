@@ -33,14 +33,17 @@
 //!
 //! ## Who runs the timers
 //!
-//! While the reader polls, the reader does: every [`TIMER_CHECK_PUMPS`] pumps it runs
-//! what is due, and the I/O thread neither takes the engine's lock nor is woken for an
-//! earlier deadline; it only looks every [`READER_LOOK`] whether the pumps go on. An
-//! I/O thread that woke for a timer would take the CPU from the spinning reader and
-//! wait on the lock it holds (both sides of a spinning round trip lost tens of
-//! microseconds about once a millisecond that way). A reader that stops pumping
-//! without parking hands the timers back within twice [`READER_LOOK`]; one that parks,
-//! or whose event loop starts watching the socket, at once.
+//! While the reader pumps (within the last [`READER_ACTIVE`] when the I/O thread looks),
+//! the reader does: a polling reader every [`TIMER_CHECK_PUMPS`] pumps, a watched one at
+//! every pump, runs what is due, and the I/O thread neither takes the engine's lock nor
+//! is woken for an earlier deadline; it only looks every [`READER_LOOK`] whether the
+//! pumps go on. An I/O thread that woke for a timer would take the CPU from the reader
+//! and wait on the lock it holds (both sides of a spinning round trip lost tens of
+//! microseconds about once a millisecond that way; a `spinUs: 0` ping-pong's readers
+//! were preempted about 800 times a second by acknowledgement timers and the watchdog,
+//! 2026-12-05). A watched reader that pumps is not stuck, so the watchdog rests
+//! meanwhile too. A reader that stops pumping without parking hands the timers back
+//! within twice [`READER_LOOK`]; one that parks, at once.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -411,12 +414,14 @@ impl<D: Drive> Driver<D> {
         Ok(n)
     }
 
-    /// A polling reader's share of the I/O thread's work: what is due, every
-    /// [`TIMER_CHECK_PUMPS`] pumps, while the I/O thread leaves it the timers.
+    /// A pumping reader's share of the I/O thread's work: what is due, while the I/O
+    /// thread leaves it the timers. Looked at on every pump of a watched reader (each
+    /// one a wake-up of its event loop, beside which reading the clock costs nothing),
+    /// every [`TIMER_CHECK_PUMPS`] pumps of a polling one.
     fn run_due(&self, e: &mut D) {
         let s = &self.shared;
-        if !s.pumps.load(Ordering::Relaxed).is_multiple_of(TIMER_CHECK_PUMPS)
-            || !s.reader_runs_timers.load(Ordering::Relaxed)
+        if !s.reader_runs_timers.load(Ordering::Relaxed)
+            || !(s.watched.load(Ordering::Relaxed) || s.pumps.load(Ordering::Relaxed).is_multiple_of(TIMER_CHECK_PUMPS))
         {
             return;
         }
@@ -466,12 +471,11 @@ impl<D: Drive> Driver<D> {
     pub fn set_watched(&self, watched: bool) {
         // Watching starts right after the reader pumped (the I/O thread already leaves
         // the socket to it), and when it stops, the reader pumps again or nobody is
-        // waiting for what comes: the socket needs no wake. The timers do, if a polling
-        // reader ran them: the I/O thread takes them back now rather than at its next look.
+        // waiting for what comes: the socket needs no wake. Nor do the timers: a watched
+        // reader that pumps runs them as a polling one does, and one that stops hands
+        // them back at the I/O thread's next look (a wake here would cost every round
+        // trip of a ping-pong a thread's wake-up).
         self.shared.watched.store(watched, Ordering::SeqCst);
-        if watched && self.shared.reader_runs_timers.load(Ordering::SeqCst) {
-            self.shared.wake.wake();
-        }
         if watched && let Some(e) = self.guard().as_mut() {
             // The event loop is about to wait on the descriptor: it must hear of every
             // socket (a spinning pump may have read one without it).
@@ -552,11 +556,11 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
             s.io_ignores_socket.store(false, Ordering::SeqCst);
             look = Look::Unknown;
         }
-        if polls && !watched {
-            // The reader runs the timers: look again only whether it still polls, without
+        if polls {
+            // The reader runs the timers: look again only whether it still pumps, without
             // the engine (see the module docs). Nobody wakes this thread for a deadline
             // meanwhile (0: awake, as far as `after` is concerned), but a reader that
-            // parks does.
+            // parks does. A watched reader that pumps is not stuck: no watchdog either.
             s.reader_runs_timers.store(true, Ordering::SeqCst);
             s.io_deadline_us.store(0, Ordering::Release);
             wait(None, false, &s.wake, Some(Instant::now() + READER_LOOK));
