@@ -173,7 +173,7 @@ pub struct Head {
 /// priority, the bytes in the slot (see [`set_placement`] otherwise); returns its
 /// [`LEN`] bytes. A receive ring writes each message's envelope this way, from fields
 /// where they are: building an [`Envelope`] first costs a copy of it per message, read
-/// back wider than it was written (a stall of the store buffer, 2026-12-05).
+/// back wider than it was written (a store-forwarding stall, 2026-12-05).
 #[inline]
 pub fn write_head(out: &mut [u8], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) -> &mut [u8] {
     // Made whole here, then copied: the slot's memory is written once, in wide stores.
