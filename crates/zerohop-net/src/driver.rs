@@ -385,15 +385,15 @@ impl<D: Drive> Driver<D> {
         let e = g.as_mut().ok_or_else(Error::closed)?;
         let n = e.pump(alone);
         e.settle();
-        self.run_due(e);
+        self.run_due(e, false);
         self.after(g);
         Ok(n)
     }
 
-    /// [`pump`](Self::pump), then `reader` (which takes what was delivered, and may
-    /// publish), then the rest of the engine's turn ([`Drive::settle`]). `reader` runs
-    /// whether or not the pump could read (another thread may have delivered), without
-    /// the engine's lock.
+    /// [`pump`](Self::pump) for a reader its event loop woke, then `reader` (which takes
+    /// what was delivered, and may publish), then the rest of the engine's turn
+    /// ([`Drive::settle`]). `reader` runs whether or not the pump could read (another
+    /// thread may have delivered), without the engine's lock.
     pub fn pump_then(&self, reader: impl FnOnce()) -> Result<usize> {
         let Some(mut g) = self.reader_lock() else {
             // The other thread at the engine does a whole turn.
@@ -408,20 +408,20 @@ impl<D: Drive> Driver<D> {
         let mut g = self.guard();
         if let Some(e) = g.as_mut() {
             e.settle();
-            self.run_due(e);
+            self.run_due(e, true);
         }
         self.after(g);
         Ok(n)
     }
 
     /// A pumping reader's share of the I/O thread's work: what is due, while the I/O
-    /// thread leaves it the timers. Looked at on every pump of a watched reader (each
-    /// one a wake-up of its event loop, beside which reading the clock costs nothing),
-    /// every [`TIMER_CHECK_PUMPS`] pumps of a polling one.
-    fn run_due(&self, e: &mut D) {
+    /// thread leaves it the timers. Looked at on `every_pump` of a reader woken by its
+    /// event loop ([`pump_then`](Self::pump_then): a wake-up, beside which reading the
+    /// clock costs nothing), every [`TIMER_CHECK_PUMPS`] pumps of a polling one.
+    fn run_due(&self, e: &mut D, every_pump: bool) {
         let s = &self.shared;
         if !s.reader_runs_timers.load(Ordering::Relaxed)
-            || !(s.watched.load(Ordering::Relaxed) || s.pumps.load(Ordering::Relaxed).is_multiple_of(TIMER_CHECK_PUMPS))
+            || !(every_pump || s.pumps.load(Ordering::Relaxed).is_multiple_of(TIMER_CHECK_PUMPS))
         {
             return;
         }
