@@ -789,6 +789,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   ): void {
     const sub = this.subscriber()
     const waiter: Waiter = { attempt, done: noop }
+    if (timeoutMs === undefined && signal === undefined) {
+      // The common wait (a plain recv()): nothing to clean up after it.
+      this.waiters.push(waiter)
+      this.arm(sub)
+      return
+    }
     let timer: ReturnType<typeof setTimeout> | undefined
     const onAbort = (): void => {
       this.leave(waiter)
