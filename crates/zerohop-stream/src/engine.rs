@@ -269,10 +269,6 @@ impl Peer {
 /// (this runs for every message).
 #[inline]
 fn window(windows: &mut Vec<(u16, ReceiveWindow)>, channel: u16) -> &mut ReceiveWindow {
-    // Most peers use one channel: no search.
-    if windows.len() == 1 && windows[0].0 == channel {
-        return &mut windows[0].1;
-    }
     let i = match windows.binary_search_by_key(&channel, |(c, _)| *c) {
         Ok(i) => i,
         Err(i) => {
