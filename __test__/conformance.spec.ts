@@ -252,6 +252,28 @@ for (const tr of transports) {
     await b.close()
   })
 
+  test.serial(name('an answer published after recv() goes out at once, not at the end of the turn'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>({ spinUs: 0 }, { spinUs: 0 })
+    // Warm up: the pair may still be meeting (a handshake, a first message).
+    b.publish(new Uint8Array([0]))
+    await a.recv({ timeoutMs: 5000 })
+    a.publish(new Uint8Array([0]))
+    await b.recv({ timeoutMs: 5000 })
+    for (let i = 1; i <= 20; i++) {
+      const question = a.recv({ timeoutMs: 5000 })
+      b.publish(new Uint8Array([i]))
+      t.deepEqual(await question, new Uint8Array([i]))
+      // Still in the turn the doorbell began: the answer must be on its way already, so
+      // that a reader polling on this same thread finds it without the loop turning.
+      a.publish(new Uint8Array([i + 100]))
+      let answer: Uint8Array | undefined
+      for (let k = 0; k < 3 && answer === undefined; k++) answer = b.tryRecv()
+      t.deepEqual(answer, new Uint8Array([i + 100]), `answer ${i}`)
+    }
+    await a.close()
+    await b.close()
+  })
+
   test.serial(name('recv() times out and aborts with their codes'), async (t) => {
     const [a, b] = await tr.pair<Uint8Array>()
     await t.throwsAsync(a.recv({ timeoutMs: 20 }), { code: 'ERR_TIMEOUT' })

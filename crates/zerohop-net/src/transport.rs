@@ -153,6 +153,10 @@ impl<P: Protocol> Link for NetLink<P> {
         self.reader.pump_then(reader)
     }
 
+    fn flush(&self) -> Result<()> {
+        self.protocol.batching().map_or(Ok(()), |b| b.flush())
+    }
+
     fn linger(&self, linger: Duration) -> bool {
         self.protocol.linger(linger)
     }

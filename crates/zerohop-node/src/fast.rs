@@ -195,23 +195,41 @@ unsafe fn bound_args<'a, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> std::result::Result<(&'a Sender, [sys::napi_value; N]), &'static str> {
+    // SAFETY: per the contract.
+    let (sender, argv, argc) = unsafe { bound_args_up_to::<N>(env, info) }?;
+    if argc < N {
+        return Err("missing arguments");
+    }
+    Ok((sender, argv))
+}
+
+/// [`bound_args`] for a function whose last arguments may be left out: how many were
+/// given (those left out are `undefined`).
+///
+/// # Safety
+/// As for [`bound_args`].
+unsafe fn bound_args_up_to<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> std::result::Result<(&'a Sender, [sys::napi_value; N], usize), &'static str> {
     let mut argv = [ptr::null_mut(); N];
     let mut argc = N;
     let mut data = ptr::null_mut();
     // SAFETY: per the contract; `argv` has room for `argc` values.
     let s = unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) };
-    if s != sys::Status::napi_ok || argc < N || data.is_null() {
+    if s != sys::Status::napi_ok || data.is_null() {
         return Err("missing arguments");
     }
     // SAFETY: per the contract.
-    Ok((unsafe { &*data.cast::<Sender>() }, argv))
+    Ok((unsafe { &*data.cast::<Sender>() }, argv, argc))
 }
 
-/// `publish(bytes: Uint8Array, channel: number): boolean` — false if some receiver did
-/// not get it (`drop_new`, or a datagram with nowhere to go).
+/// `publish(bytes: Uint8Array, channel: number, now?: true): boolean` — false if some
+/// receiver did not get it (`drop_new`, or a datagram with nowhere to go). With `now`,
+/// what is batched goes out at once, this message with it (a flush).
 unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info, for a function of `bound`.
-    let (sender, argv) = match unsafe { bound_args::<2>(env, info) } {
+    let (sender, argv) = match unsafe { publish_args(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -222,14 +240,14 @@ unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_
         return unsafe { throw(env, "publish takes a Uint8Array", true) };
     };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1]) }
+    unsafe { publish(env, sender, bytes, argv[1], argv[2]) }
 }
 
-/// `publishStaged(len: number, channel: number): boolean` — `publish` of the first
-/// `len` bytes of the link's stage.
+/// `publishStaged(len: number, channel: number, now?: true): boolean` — `publish` of
+/// the first `len` bytes of the link's stage.
 unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info, for a function of `bound`.
-    let (sender, argv) = match unsafe { bound_args::<2>(env, info) } {
+    let (sender, argv) = match unsafe { publish_args(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -247,15 +265,38 @@ unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_ca
     // runs, and nothing below runs JavaScript, so nobody writes it while this reads.
     let bytes = unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), len) };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1]) }
+    unsafe { publish(env, sender, bytes, argv[1], argv[2]) }
 }
 
-/// Publishes `bytes` on the channel `channel` names; the shared end of `publish` and
-/// `publishStaged`.
+/// The arguments of `publish` and `publishStaged`: two, and `now` (Node-API gives
+/// `undefined` when it is left out).
 ///
 /// # Safety
-/// `env` must be the env of the current call and `channel` one of its arguments.
-unsafe fn publish(env: sys::napi_env, sender: &Sender, bytes: &[u8], channel: sys::napi_value) -> sys::napi_value {
+/// As for [`bound_args`].
+unsafe fn publish_args<'a>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> std::result::Result<(&'a Sender, [sys::napi_value; 3]), &'static str> {
+    // SAFETY: per the contract.
+    let (sender, argv, argc) = unsafe { bound_args_up_to::<3>(env, info) }?;
+    if argc < 2 {
+        return Err("missing arguments");
+    }
+    Ok((sender, argv))
+}
+
+/// Publishes `bytes` on the channel `channel` names, and flushes if `now` is `true`;
+/// the shared end of `publish` and `publishStaged`.
+///
+/// # Safety
+/// `env` must be the env of the current call, and `channel` and `now` its arguments.
+unsafe fn publish(
+    env: sys::napi_env,
+    sender: &Sender,
+    bytes: &[u8],
+    channel: sys::napi_value,
+    now: sys::napi_value,
+) -> sys::napi_value {
     let mut number = 0u32;
     // SAFETY: per the contract; `number` is a valid out-pointer.
     let s = unsafe { sys::napi_get_value_uint32(env, channel, &mut number) };
@@ -263,7 +304,16 @@ unsafe fn publish(env: sys::napi_env, sender: &Sender, bytes: &[u8], channel: sy
         // SAFETY: per the contract.
         return unsafe { throw(env, "publish takes a channel number below 65536", true) };
     };
-    match sender.link.publish(channel, bytes) {
+    let mut now_flag = false;
+    // SAFETY: per the contract; `now_flag` is a valid out-pointer. Anything but a
+    // boolean (`undefined`) leaves it false.
+    unsafe { sys::napi_get_value_bool(env, now, &mut now_flag) };
+    let published = sender.link.publish(channel, bytes);
+    if now_flag && published.is_ok() {
+        // Only a closing hub fails to flush, and its close sends what is queued.
+        let _ = sender.link.flush();
+    }
+    match published {
         Ok(delivery) => {
             let mut out = ptr::null_mut();
             // SAFETY: per the contract; `out` is a valid out-pointer.

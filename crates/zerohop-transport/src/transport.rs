@@ -236,6 +236,8 @@ pub trait Link: Send + Sync {
     /// perhaps answering it), then what the transport had left to do: acknowledgements
     /// and timers wait until the answer is on its way, and may ride along with it.
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
+    /// Sends what is batched now ([`Batching::flush`]; nothing where nothing batches).
+    fn flush(&self) -> Result<()>;
     /// [`Transport::linger`], from any thread.
     fn linger(&self, linger: Duration) -> bool;
 }

@@ -14,8 +14,9 @@ export type NetLink = { readonly __brand: 'NetLink' }
  * `publishStaged` takes only a length (absent where Node-API cannot share memory).
  */
 export type NetCalls = {
-  publish(bytes: Uint8Array, channel: number): boolean
-  publishStaged(len: number, channel: number): boolean
+  /** `now`: send it at once, with what is batched before it (a flush). */
+  publish(bytes: Uint8Array, channel: number, now?: boolean): boolean
+  publishStaged(len: number, channel: number, now?: boolean): boolean
   pump(): number
   readonly stage: ArrayBuffer | undefined
 }

@@ -69,6 +69,13 @@ class NetPort<T> implements Port<T> {
   /** Batches wait for the end of the turn: a flush is queued then. */
   private readonly flushAtEndOfTurn: boolean
   private flushQueued = false
+  /**
+   * Doorbell rings so far, and the ring after which a publish last went out at once:
+   * the first publish after a ring (an answer, in a request and its reply) is sent
+   * right away, later ones in that turn batch (see `send`).
+   */
+  private rings = 0
+  private sentAtRing = -1
   private closed = false
 
   constructor(handle: NetHandle, codec: Codec<T> | StructCodec<T>) {
@@ -122,20 +129,25 @@ class NetPort<T> implements Port<T> {
   }
 
   private send(bytes: Uint8Array, channel: number): boolean {
+    // The first publish after the doorbell rang goes out at once (with what waits
+    // before it): an answer to what just arrived does not wait for the end of the turn,
+    // nor costs a flush of its own. A burst's others wait for that flush.
+    const now = this.flushAtEndOfTurn && this.sentAtRing !== this.rings
     let accepted: boolean
     const stage = this.stage
     try {
       const len = bytes.length
       if (stage !== undefined && len <= stage.length) {
         copyInto.call(stage, bytes)
-        accepted = this.calls.publishStaged(len, channel)
+        accepted = this.calls.publishStaged(len, channel, now)
       } else {
-        accepted = this.calls.publish(bytes, channel)
+        accepted = this.calls.publish(bytes, channel, now)
       }
     } catch (e) {
       throw fromNative(e)
     }
-    if (this.flushAtEndOfTurn) this.queueFlush()
+    if (now) this.sentAtRing = this.rings
+    else if (this.flushAtEndOfTurn) this.queueFlush()
     return accepted
   }
 
@@ -197,11 +209,15 @@ class NetPort<T> implements Port<T> {
 
   setDoorbell(ring: () => void): void {
     const handle = this.handle
-    const threaded = (): void => {
-      handle.rungElsewhere()
+    const rung = (): void => {
+      this.rings++
       ring()
     }
-    native(() => handle.setDoorbell(ring, threaded))
+    const threaded = (): void => {
+      handle.rungElsewhere()
+      rung()
+    }
+    native(() => handle.setDoorbell(rung, threaded))
     this.armKeepsLoopAlive = this.handle.armKeepsLoopAlive()
   }
 
