@@ -56,6 +56,10 @@ pub struct Burst {
     /// When the publish under way started, if it read the clock and has not written
     /// (see [`returned`](Self::returned)).
     started: Option<Instant>,
+    /// The publish under way followed a poll: it went at once without the clock, and
+    /// its return is not timed either (the next publish's gap is measured from the last
+    /// timed one: longer, so that one goes at once too).
+    untimed: bool,
 }
 
 impl Burst {
@@ -69,6 +73,7 @@ impl Burst {
             flush_at: None,
             polled: false,
             started: None,
+            untimed: false,
         }
     }
 
@@ -98,7 +103,8 @@ impl Burst {
     pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
         self.unflushed += len;
         self.started = None;
-        if std::mem::take(&mut self.polled) {
+        self.untimed = std::mem::take(&mut self.polled);
+        if self.untimed {
             return true;
         }
         let start = start();
@@ -118,6 +124,9 @@ impl Burst {
     /// fraction of [`BURST_GAP`], so its start stands for its return; one that wrote
     /// reads the clock (the write may have taken longer than the gap).
     pub fn returned(&mut self) {
+        if std::mem::take(&mut self.untimed) {
+            return;
+        }
         self.last_publish = self.started.take().unwrap_or_else(Instant::now);
     }
 
@@ -190,12 +199,15 @@ mod tests {
     fn a_publish_after_a_poll_goes_at_once_without_the_clock() {
         let mut b = Burst::new(Instant::now(), usize::MAX);
         b.returned();
-        assert!(!b.published(64, Instant::now), "right after another: waits");
+        let soon = b.last_publish + Duration::from_micros(1);
+        assert!(!b.published(64, || soon), "right after another: waits");
+        b.returned();
         b.polled();
         assert!(b.published(64, || unreachable!("no clock after a poll")), "after a poll: now");
         b.flushed();
         b.returned();
-        assert!(!b.published(64, Instant::now), "the poll counts once");
+        assert_eq!(b.last_publish, soon, "nor a clock when it returns");
+        assert!(!b.published(64, || soon + Duration::from_micros(2)), "the poll counts once");
     }
 
     #[test]
