@@ -229,7 +229,7 @@ unsafe fn bound_args_up_to<'a, const N: usize>(
 /// what is batched goes out at once, this message with it (a flush).
 unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info, for a function of `bound`.
-    let (sender, argv) = match unsafe { publish_args(env, info) } {
+    let (sender, argv, now) = match unsafe { publish_args(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -240,14 +240,14 @@ unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_
         return unsafe { throw(env, "publish takes a Uint8Array", true) };
     };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1], argv[2]) }
+    unsafe { publish(env, sender, bytes, argv[1], now) }
 }
 
 /// `publishStaged(len: number, channel: number, now?: true): boolean` — `publish` of
 /// the first `len` bytes of the link's stage.
 unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info, for a function of `bound`.
-    let (sender, argv) = match unsafe { publish_args(env, info) } {
+    let (sender, argv, now) = match unsafe { publish_args(env, info) } {
         Ok(v) => v,
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
@@ -265,24 +265,24 @@ unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_ca
     // runs, and nothing below runs JavaScript, so nobody writes it while this reads.
     let bytes = unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), len) };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1], argv[2]) }
+    unsafe { publish(env, sender, bytes, argv[1], now) }
 }
 
-/// The arguments of `publish` and `publishStaged`: two, and `now` (Node-API gives
-/// `undefined` when it is left out).
+/// The arguments of `publish` and `publishStaged`: two, and `now` if it was given (it
+/// is only when true, so that the common call converts no third argument).
 ///
 /// # Safety
 /// As for [`bound_args`].
 unsafe fn publish_args<'a>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> std::result::Result<(&'a Sender, [sys::napi_value; 3]), &'static str> {
+) -> std::result::Result<(&'a Sender, [sys::napi_value; 2], Option<sys::napi_value>), &'static str> {
     // SAFETY: per the contract.
     let (sender, argv, argc) = unsafe { bound_args_up_to::<3>(env, info) }?;
     if argc < 2 {
         return Err("missing arguments");
     }
-    Ok((sender, argv))
+    Ok((sender, [argv[0], argv[1]], (argc > 2).then_some(argv[2])))
 }
 
 /// Publishes `bytes` on the channel `channel` names, and flushes if `now` is `true`;
@@ -295,7 +295,7 @@ unsafe fn publish(
     sender: &Sender,
     bytes: &[u8],
     channel: sys::napi_value,
-    now: sys::napi_value,
+    now: Option<sys::napi_value>,
 ) -> sys::napi_value {
     let mut number = 0u32;
     // SAFETY: per the contract; `number` is a valid out-pointer.
@@ -305,9 +305,11 @@ unsafe fn publish(
         return unsafe { throw(env, "publish takes a channel number below 65536", true) };
     };
     let mut now_flag = false;
-    // SAFETY: per the contract; `now_flag` is a valid out-pointer. Anything but a
-    // boolean (`undefined`) leaves it false.
-    unsafe { sys::napi_get_value_bool(env, now, &mut now_flag) };
+    if let Some(now) = now {
+        // SAFETY: per the contract; `now_flag` is a valid out-pointer. Anything but a
+        // boolean leaves it false.
+        unsafe { sys::napi_get_value_bool(env, now, &mut now_flag) };
+    }
     let published = sender.link.publish(channel, bytes);
     if now_flag && published.is_ok() {
         // Only a closing hub fails to flush, and its close sends what is queued.

@@ -137,11 +137,12 @@ class NetPort<T> implements Port<T> {
     const stage = this.stage
     try {
       const len = bytes.length
+      // (`now` goes only when true: a third argument costs the call a conversion.)
       if (stage !== undefined && len <= stage.length) {
         copyInto.call(stage, bytes)
-        accepted = this.calls.publishStaged(len, channel, now)
+        accepted = now ? this.calls.publishStaged(len, channel, true) : this.calls.publishStaged(len, channel)
       } else {
-        accepted = this.calls.publish(bytes, channel, now)
+        accepted = now ? this.calls.publish(bytes, channel, true) : this.calls.publish(bytes, channel)
       }
     } catch (e) {
       throw fromNative(e)
