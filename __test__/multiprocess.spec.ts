@@ -176,3 +176,53 @@ test.serial('stress: a JS publisher and a Rust (publishPacked) publisher race on
   // Validating readers are far slower than the publishers: overwrites raced with reads.
   t.true(lapped > 0, 'the readers were lapped, so reads and overwrites did race')
 })
+
+test.serial('five holders of distinct segments killed with SIGKILL leave nothing in /dev/shm after one more open', async (t) => {
+  const names = Array.from({ length: 5 }, (_, i) => uniqueName(`leak${i}`))
+  for (const name of names) {
+    const c = child('crash.mjs', [name, 'create'])
+    await c.next('dying')
+    t.is(await c.exited, 'SIGKILL')
+    t.true(existsSync(`/dev/shm/zerohop-${name}`), 'a killed holder leaves its segment behind')
+  }
+  await using other = await Hub.open(`shm://${uniqueName('after-leaks')}`)
+  for (const name of names) t.false(existsSync(`/dev/shm/zerohop-${name}`), `${name} is still there`)
+  t.truthy(other)
+})
+
+test.serial('Hub.list() names who publishes into a segment and who reads it, with lag and rates, and forgets a process killed with SIGKILL', async (t) => {
+  const name = uniqueName('list')
+  const sub = await Hub.open(`shm://${name}`, { role: 'subscriber', capacity: 1 << 16 })
+  const pub = child('streamer.mjs', [name, '0'])
+  await pub.next('started')
+  await sub.recv({ timeoutMs: 5000 })
+  const mine = (list: Awaited<ReturnType<typeof Hub.list>>) => list.find((s) => s.name === name)
+  const listed = mine(await Hub.list({ sampleMs: 50 }))
+  if (listed === undefined) return t.fail("the segment is not listed")
+  t.is(listed.url, `shm://${name}`)
+  t.is(listed.transport, 'shm')
+  t.deepEqual(listed.layout, { slotSize: 1024, capacity: 1 << 16, maxSubscribers: 64 })
+  t.is(listed.creatorPid, process.pid)
+  t.deepEqual(listed.publishers, [{ pid: pub.proc.pid! }])
+  t.deepEqual(
+    listed.subscribers.map((s) => s.pid),
+    [process.pid],
+  )
+  t.true(listed.published > 0)
+  t.true(listed.rate! > 0, 'the streamer publishes all along')
+  t.true(listed.subscribers[0]!.lag > 0, 'this reader took one message and stopped')
+  t.is(listed.subscribers[0]!.rate, 0, 'and reads nothing meanwhile')
+  pub.proc.kill('SIGKILL')
+  await pub.exited
+  const after = mine(await Hub.list({ sampleMs: 0 }))
+  t.deepEqual(after?.publishers, [], 'a killed publisher is not listed')
+  t.deepEqual(
+    after?.subscribers.map((s) => s.pid),
+    [process.pid],
+  )
+  t.is(after?.rate, undefined, 'no rates without a sample')
+  await sub.close()
+  t.is(mine(await Hub.list({ sampleMs: 0 })), undefined, 'closed by its last user: gone')
+  await t.throwsAsync(Hub.list({ sampleMs: -1 }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.list({ every: 1 } as never), { code: 'ERR_BAD_OPTION' })
+})

@@ -33,6 +33,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use zerohop::{Endpoint, ErrorCode, Target};
 use zerohop_shm::layout::offsets;
+use zerohop_shm::registry::PublisherEntry;
 use zerohop_shm::ring::{process_alive, table};
 use zerohop_shm::{Backpressure, Publisher, Segment, SegmentOptions};
 
@@ -228,6 +229,56 @@ impl From<zerohop::Settings> for HubSettings {
     }
 }
 
+/// A live shared-memory segment of this host (`Hub.list()`).
+#[napi(object)]
+pub struct ShmSegmentInfo {
+    pub name: String,
+    pub path: String,
+    pub slot_size: u32,
+    pub capacity: u32,
+    pub max_subscribers: u32,
+    pub bytes: f64,
+    pub creator_pid: u32,
+    /// Messages published so far.
+    pub tail: f64,
+    pub publishers: Vec<u32>,
+    pub subscribers: Vec<ShmSubscriberInfo>,
+}
+
+/// One reader of a [`ShmSegmentInfo`].
+#[napi(object)]
+pub struct ShmSubscriberInfo {
+    pub pid: u32,
+    pub entry: u32,
+    pub lag: f64,
+}
+
+/// Every live shared-memory segment of this host (the segments' directory), stale ones
+/// removed first.
+#[napi]
+pub fn list_segments() -> Vec<ShmSegmentInfo> {
+    let dir = zerohop_shm::segment::segment_dir(&SegmentOptions::default());
+    zerohop_shm::registry::list(&dir)
+        .into_iter()
+        .map(|c| ShmSegmentInfo {
+            name: c.name,
+            path: c.path.to_string_lossy().into_owned(),
+            slot_size: c.layout.slot_size,
+            capacity: c.layout.capacity,
+            max_subscribers: c.layout.max_subscribers,
+            bytes: c.bytes as f64,
+            creator_pid: c.creator_pid,
+            tail: c.tail as f64,
+            publishers: c.publishers,
+            subscribers: c
+                .subscribers
+                .into_iter()
+                .map(|s| ShmSubscriberInfo { pid: s.pid, entry: s.entry, lag: s.lag as f64 })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The shape of an open segment.
 #[napi(object)]
 pub struct ShmLayoutInfo {
@@ -253,12 +304,14 @@ pub struct ShmHandle {
     /// The Rust publisher behind `publish_packed` (JavaScript publishes single
     /// messages itself; both take the same lock in the segment).
     publisher: Option<Publisher>,
+    /// A publishing hub's line in the segment's publisher table (`Hub.list()`).
+    listed: Option<PublisherEntry>,
 }
 
 impl ShmHandle {
     /// A handle on a segment opened elsewhere (a network transport's receive ring).
     pub(crate) fn from_segment(segment: Arc<Segment>) -> ShmHandle {
-        ShmHandle { segment: Some(segment), settings: None, waiter: None, entry: None, publisher: None }
+        ShmHandle { segment: Some(segment), settings: None, waiter: None, entry: None, publisher: None, listed: None }
     }
 
     fn seg(&self) -> Result<&Arc<Segment>> {
@@ -278,13 +331,15 @@ impl ShmHandle {
         let mut hub = zerohop::HubOptions::from_named(named).map_err(js_error)?;
         hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
         let (name, layout, settings) = zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
-        let segment = Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?;
+        let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?);
+        let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
         Ok(ShmHandle {
-            segment: Some(Arc::new(segment)),
+            segment: Some(segment),
             settings: Some(settings),
             waiter: None,
             entry: None,
             publisher: None,
+            listed,
         })
     }
 
@@ -451,6 +506,7 @@ impl ShmHandle {
             w.stop();
         }
         self.publisher = None;
+        self.listed = None;
         if let Some(seg) = self.segment.take() {
             if let Some(index) = self.entry.take() {
                 table::release(&seg, index);

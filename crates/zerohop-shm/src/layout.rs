@@ -15,7 +15,9 @@
 //!                                             many are parked there
 //! 512   space line:    space, space_waiters   futex word blocked publishers park on, and
 //!                                             a flag they raise
-//! 640   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked
+//! 640   publisher table: MAX_LISTED_PUBLISHERS pids, 0 where free (who publishes, for
+//!                        `Hub.list()`; written only when a publisher comes or goes)
+//! 768   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
 //!       payload[slot_size]
 //! ```
@@ -28,7 +30,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -56,7 +58,9 @@ pub mod offsets {
     pub const WAITERS: usize = 3 * LINE + 4;
     pub const SPACE: usize = 4 * LINE;
     pub const SPACE_WAITERS: usize = 4 * LINE + 4;
-    pub const SUBSCRIBERS: usize = 5 * LINE;
+    /// [`super::MAX_LISTED_PUBLISHERS`] pid words.
+    pub const PUBLISHERS: usize = 5 * LINE;
+    pub const SUBSCRIBERS: usize = 6 * LINE;
     /// Within a subscriber entry.
     pub const SUB_PID: usize = 0;
     pub const SUB_CURSOR_LO: usize = 4;
@@ -71,8 +75,13 @@ pub mod offsets {
     pub const SLOT_PAYLOAD: usize = 16;
 }
 
-// The identity fields must fit in the first line.
+// The identity fields must fit in the first line, the publisher table in its own.
 const _: () = assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
+const _: () = assert!(offsets::PUBLISHERS + 4 * MAX_LISTED_PUBLISHERS as usize <= offsets::SUBSCRIBERS);
+
+/// How many publishers of a segment are listed by pid at once (more may publish; they
+/// are counted as unlisted).
+pub const MAX_LISTED_PUBLISHERS: u32 = 32;
 
 /// Value of the state field once the segment is initialised.
 pub const STATE_READY: u32 = 1;

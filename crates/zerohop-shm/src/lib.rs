@@ -6,6 +6,7 @@
 //! - [`layout`]: where the header, the subscriber table and the slots are; the
 //!   TypeScript package reads the same offsets.
 //! - [`ring`]: the publish/receive protocol (stamps, lapping, backpressure, parking).
+//! - [`registry`]: every live segment of the host, its publishers and subscribers.
 //! - [`futex`]: cross-process wait/wake with timeouts.
 //!
 //! ```
@@ -26,6 +27,7 @@
 pub mod error;
 pub mod futex;
 pub mod layout;
+pub mod registry;
 pub mod ring;
 pub mod segment;
 

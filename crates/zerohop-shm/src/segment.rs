@@ -88,12 +88,14 @@ pub fn segment_path(name: &str, options: &SegmentOptions) -> PathBuf {
 }
 
 impl Segment {
-    /// Opens segment `name`, creating it if it does not exist or is stale.
+    /// Opens segment `name`, creating it if it does not exist or is stale. Every stale
+    /// segment of the directory goes first (see [`remove_stale`]).
     pub fn open(name: &str, options: &SegmentOptions) -> Result<Segment> {
         validate_name(name)?;
         if let Some(layout) = &options.layout {
             layout.validate().map_err(ShmError::BadLayout)?;
         }
+        remove_stale(&segment_dir(options));
         let path = segment_path(name, options);
         let deadline = Instant::now() + INIT_TIMEOUT;
         loop {
@@ -327,6 +329,46 @@ impl Drop for Segment {
     }
 }
 
+/// How old a creator's temporary file must be before it counts as left by a creator
+/// that died: it is unlocked for a moment after it is made, and a creator that lives
+/// links it into place within milliseconds.
+const TEMPORARY_FILE_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the segments in `dir` that nobody uses any more (every process that had one
+/// open died without closing it: the kernel dropped their locks, the files stayed), and
+/// what creators that died half-way left. Returns the file names removed. Another
+/// user's segments are left alone: their `0600` files do not open for us.
+pub fn remove_stale(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        let temporary = name.strip_prefix('.').is_some_and(|n| n.starts_with(FILE_PREFIX)) && name.ends_with(".tmp");
+        if !name.starts_with(FILE_PREFIX) && !temporary {
+            continue;
+        }
+        let path = entry.path();
+        if temporary {
+            let young = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if young.is_none_or(|age| age < TEMPORARY_FILE_AGE) {
+                continue;
+            }
+        }
+        // Opened as a user opens it: a file we may not write is not ours to remove.
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(file) = File::options().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path) else {
+            continue;
+        };
+        // Every user holds LOCK_SH for as long as it has the segment open.
+        if matches!(try_lock(&file, libc::LOCK_EX), Ok(true)) {
+            unlink_if_same(&path, &file);
+            removed.push(name.to_owned());
+        }
+    }
+    removed
+}
+
 fn create_exclusive(path: &Path) -> std::io::Result<File> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path; open returns a new fd or -1.
@@ -412,6 +454,51 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Opens `names` in a child process that exits without closing them (as a killed
+    /// one would): the files stay, and nobody holds them.
+    fn orphan(dir: &Path, names: &[&str]) {
+        // SAFETY: the child only opens segments and exits; the parent waits for it.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let opened: Vec<_> = names.iter().map(|n| Segment::open(n, &opts(dir, None))).collect();
+            let code = i32::from(opened.iter().any(Result::is_err));
+            // SAFETY: ends the child without running anything of the parent's (nor the
+            // segments' Drop, which would close them cleanly).
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert_eq!(status, 0, "the child opened the segments");
+    }
+
+    #[test]
+    fn segments_whose_users_died_go_at_the_next_open_of_any_name() {
+        let dir = tempdir();
+        orphan(&dir, &["gone-1", "gone-2"]);
+        for name in ["gone-1", "gone-2"] {
+            assert!(segment_path(name, &opts(&dir, None)).exists());
+        }
+        let live = Segment::open("live", &opts(&dir, None)).unwrap();
+        for name in ["gone-1", "gone-2"] {
+            assert!(!segment_path(name, &opts(&dir, None)).exists(), "{name} left behind");
+        }
+        assert!(remove_stale(&dir).is_empty(), "a segment in use stays");
+        assert!(live.path().exists());
+        // A creator's temporary file: kept while it may still be at work, removed once old.
+        let young = dir.join(".zerohop-young.1.0.tmp");
+        let old = dir.join(".zerohop-old.1.0.tmp");
+        for path in [&young, &old] {
+            File::create(path).unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - TEMPORARY_FILE_AGE * 2;
+        File::options().write(true).open(&old).unwrap().set_modified(long_ago).unwrap();
+        assert_eq!(remove_stale(&dir), vec![".zerohop-old.1.0.tmp".to_owned()]);
+        assert!(young.exists());
+        drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

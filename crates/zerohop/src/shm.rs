@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use zerohop_shm::registry::PublisherEntry;
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, SegmentOptions, Subscriber};
 use zerohop_transport::{
     Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Loans, MessageInfo, Metrics, Options, Result,
@@ -41,6 +42,8 @@ impl FromOptions for ShmOptions {
 pub struct ShmTransport {
     segment: Option<Arc<Segment>>,
     publisher: Option<Publisher>,
+    /// The publisher's line in the segment's publisher table (`Hub.list()`).
+    listed: Option<PublisherEntry>,
     subscriber: Option<Subscriber>,
     settings: Settings,
     selected_automatically: bool,
@@ -72,9 +75,11 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         p.set_own_entry(subscriber.as_ref().map(Subscriber::index));
         p
     });
+    let listed = publisher.is_some().then(|| PublisherEntry::join(segment.clone()));
     Ok(Box::new(ShmTransport {
         segment: Some(segment),
         publisher,
+        listed,
         subscriber,
         settings,
         selected_automatically: endpoint.selected_automatically(),
@@ -149,6 +154,7 @@ impl Transport for ShmTransport {
 
     fn close(&mut self) {
         self.publisher = None;
+        self.listed = None;
         self.subscriber = None;
         if let Some(segment) = self.segment.take() {
             segment.release();

@@ -226,6 +226,12 @@ export interface HubSettings {
 /** Whether a process exists (for dead-peer checks). */
 export declare function isProcessAlive(pid: number): boolean
 
+/**
+ * Every live shared-memory segment of this host (the segments' directory), stale ones
+ * removed first.
+ */
+export declare function listSegments(): Array<ShmSegmentInfo>
+
 /** A status change, as JavaScript gets it. */
 export interface NetStatusEvent {
   /** `connecting`, `connected`, `reconnecting`, `disconnected` or `closed`. */
@@ -291,4 +297,26 @@ export interface ShmOffsets {
   slotLen: number
   slotOrigin: number
   slotPayload: number
+}
+
+/** A live shared-memory segment of this host (`Hub.list()`). */
+export interface ShmSegmentInfo {
+  name: string
+  path: string
+  slotSize: number
+  capacity: number
+  maxSubscribers: number
+  bytes: number
+  creatorPid: number
+  /** Messages published so far. */
+  tail: number
+  publishers: Array<number>
+  subscribers: Array<ShmSubscriberInfo>
+}
+
+/** One reader of a [`ShmSegmentInfo`]. */
+export interface ShmSubscriberInfo {
+  pid: number
+  entry: number
+  lag: number
 }

@@ -840,5 +840,6 @@ module.exports.ShmHandle = nativeBinding.ShmHandle
 module.exports.envelopeLayout = nativeBinding.envelopeLayout
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isProcessAlive = nativeBinding.isProcessAlive
+module.exports.listSegments = nativeBinding.listSegments
 module.exports.parseEndpoint = nativeBinding.parseEndpoint
 module.exports.shmOffsets = nativeBinding.shmOffsets

@@ -27,6 +27,7 @@ import {
 import { binding, native } from './native.js'
 import type { CommonHubOptions, HubOptions, QuicHubOptions, ShmHubOptions, TcpHubOptions, UdpHubOptions, UdsHubOptions } from './options.js'
 import type { HubStatus, Loan, Port, StatusEvent, TransportName } from './port.js'
+import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, transportFor } from './transports/index.js'
@@ -253,6 +254,20 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const { codec: codecOption, ...rest } = options
     const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
     return new Hub<T>(url, endpoint.selectedAutomatically, open<T>(url, rest, codec), codec)
+  }
+
+  /**
+   * Every live shared-memory segment of this host (what `shm://name` opens), with their layout, the
+   * processes that publish into them and read them, each reader's lag, and (watched for
+   * `sampleMs`, default 100) their rates. Segments whose users all died are removed on
+   * the way, not listed. What `zerohop ls` prints.
+   *
+   * ```ts
+   * for (const c of await Hub.list()) console.log(c.url, c.publishers, c.subscribers)
+   * ```
+   */
+  static list(options?: ListOptions): Promise<SegmentInfo[]> {
+    return listSegments(options)
   }
 
   /**

@@ -44,6 +44,7 @@ export type {
   PublishOptions,
   CloseOptions,
 } from './hub.js'
+export type { SegmentInfo, ListOptions } from './registry.js'
 export type { ShmOptions } from './transports/shm.js'
 export type { UdpOptions } from './transports/udp.js'
 export type { QuicOptions } from './transports/quic.js'

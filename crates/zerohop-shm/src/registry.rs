@@ -1,0 +1,216 @@
+//! What runs over shared memory on this host: every live segment of a directory, its
+//! shape, who publishes into it and who reads it, and how far behind each reader is.
+//! Read from the segments' headers; a segment's lock says whether anyone still uses it
+//! (see [`crate::segment`]), so stale ones are removed, not listed.
+//!
+//! Publishers enter themselves in their segment's publisher table
+//! ([`PublisherEntry::join`]) for as long as they publish; subscribers are in the
+//! subscriber table already. Either kind whose process died is left out.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::layout::{LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, offsets};
+use crate::ring::process_alive;
+use crate::segment::{FILE_PREFIX, Segment, remove_stale};
+
+/// A publisher's line in its segment's publisher table, given back when dropped.
+#[derive(Debug)]
+pub struct PublisherEntry {
+    seg: Arc<Segment>,
+    /// `None` when the table was full of live publishers: this one publishes unlisted.
+    index: Option<u32>,
+    pid: u32,
+}
+
+impl PublisherEntry {
+    /// Enters this process in `seg`'s publisher table (taking the place of a dead
+    /// publisher if the table is full).
+    pub fn join(seg: Arc<Segment>) -> PublisherEntry {
+        let pid = std::process::id();
+        let word = |i: u32| seg.word(offsets::PUBLISHERS + 4 * i as usize);
+        let mut index = None;
+        'claim: for reap in [false, true] {
+            for i in 0..MAX_LISTED_PUBLISHERS {
+                let w = word(i);
+                let held = w.load(Ordering::Relaxed);
+                let free = held == 0 || (reap && !process_alive(held));
+                if free && w.compare_exchange(held, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    index = Some(i);
+                    break 'claim;
+                }
+            }
+        }
+        PublisherEntry { seg, index, pid }
+    }
+
+    /// Whether this publisher is in the table (false: more than
+    /// [`MAX_LISTED_PUBLISHERS`] live ones publish).
+    pub fn listed(&self) -> bool {
+        self.index.is_some()
+    }
+}
+
+impl Drop for PublisherEntry {
+    fn drop(&mut self) {
+        if let Some(i) = self.index {
+            let w = self.seg.word(offsets::PUBLISHERS + 4 * i as usize);
+            let _ = w.compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A live segment, as [`list`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSegment {
+    /// The name an `shm://` URL gives it.
+    pub name: String,
+    pub path: PathBuf,
+    pub layout: Layout,
+    /// The segment's size in bytes.
+    pub bytes: u64,
+    pub creator_pid: u32,
+    /// The next sequence number to publish: how many messages were published.
+    pub tail: u64,
+    /// Processes that publish (listed ones: see [`MAX_LISTED_PUBLISHERS`]), by pid.
+    pub publishers: Vec<u32>,
+    pub subscribers: Vec<SubscriberInfo>,
+}
+
+/// One reader of a [`LiveSegment`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    pub pid: u32,
+    /// Its entry in the subscriber table (which tells apart two readers of one process).
+    pub entry: u32,
+    /// Messages published that it has not read (a reader that reads in batches stores
+    /// its place once a batch, so this may run a batch ahead).
+    pub lag: u64,
+}
+
+/// Every live segment in `dir`, by name, after removing the stale ones. Segments of a
+/// layout this build does not read (an older zerohop) and another user's are left out.
+pub fn list(dir: &Path) -> Vec<LiveSegment> {
+    remove_stale(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut segments: Vec<LiveSegment> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_prefix(FILE_PREFIX)?.to_owned();
+            let file = File::open(e.path()).ok()?;
+            read_channel(&file, name, e.path())
+        })
+        .collect();
+    segments.sort_by(|a, b| a.name.cmp(&b.name));
+    segments
+}
+
+/// Reads a segment's header; `None` if it is not one this build reads.
+fn read_channel(file: &File, name: String, path: PathBuf) -> Option<LiveSegment> {
+    let bytes = file.metadata().ok()?.len();
+    let mut line = [0u8; LINE];
+    file.read_exact_at(&mut line, 0).ok()?;
+    let word = |b: &[u8], off: usize| u32::from_le_bytes(b[off..off + 4].try_into().expect("four bytes"));
+    let magic = word(&line, offsets::MAGIC_LO) as u64 | (word(&line, offsets::MAGIC_HI) as u64) << 32;
+    if magic != MAGIC
+        || word(&line, offsets::LAYOUT_VERSION) != LAYOUT_VERSION
+        || word(&line, offsets::STATE) != STATE_READY
+    {
+        return None;
+    }
+    let layout = Layout {
+        slot_size: word(&line, offsets::SLOT_SIZE),
+        capacity: word(&line, offsets::CAPACITY),
+        max_subscribers: word(&line, offsets::MAX_SUBSCRIBERS),
+    };
+    if layout.validate().is_err() || word(&line, offsets::HEADER_LEN) as usize != layout.header_len() {
+        return None;
+    }
+    let mut header = vec![0u8; layout.header_len()];
+    file.read_exact_at(&mut header, 0).ok()?;
+    let w = |off: usize| word(&header, off);
+    let tail = (w(offsets::TAIL_HI) as u64) << 32 | w(offsets::TAIL_LO) as u64;
+    let publishers = (0..MAX_LISTED_PUBLISHERS)
+        .map(|i| w(offsets::PUBLISHERS + 4 * i as usize))
+        .filter(|&pid| pid != 0 && process_alive(pid))
+        .collect();
+    let subscribers = (0..layout.max_subscribers)
+        .filter_map(|entry| {
+            let at = layout.subscriber_offset(entry);
+            let pid = w(at + offsets::SUB_PID);
+            let lag = (tail as u32).wrapping_sub(w(at + offsets::SUB_CURSOR_LO)) as u64;
+            (pid != 0 && process_alive(pid)).then_some(SubscriberInfo { pid, entry, lag })
+        })
+        .collect();
+    Some(LiveSegment { name, path, layout, bytes, creator_pid: w(offsets::CREATOR_PID), tail, publishers, subscribers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentOptions;
+    use crate::{Backpressure, Publisher, Subscriber};
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zerohop-registry-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn open(dir: &Path, name: &str) -> Arc<Segment> {
+        Arc::new(Segment::open(name, &SegmentOptions { dir: Some(dir.to_path_buf()), layout: None }).unwrap())
+    }
+
+    #[test]
+    fn lists_publishers_subscribers_and_their_lag() {
+        let dir = tempdir("list");
+        let seg = open(&dir, "quotes");
+        let entry = PublisherEntry::join(seg.clone());
+        assert!(entry.listed());
+        let mut sub = Subscriber::new(seg.clone()).unwrap();
+        let mut publisher = Publisher::new(seg.clone(), Backpressure::DropOld);
+        for _ in 0..5 {
+            publisher.publish(b"x").unwrap();
+        }
+        assert!(sub.try_recv(&mut Vec::new()).is_some());
+        let me = std::process::id();
+        let listed = list(&dir);
+        assert_eq!(listed.len(), 1);
+        let c = &listed[0];
+        assert_eq!((c.name.as_str(), c.tail, c.creator_pid), ("quotes", 5, me));
+        assert_eq!(c.layout, Layout::default());
+        assert_eq!(c.publishers, vec![me]);
+        assert_eq!(c.subscribers, vec![SubscriberInfo { pid: me, entry: sub.index(), lag: 4 }]);
+        drop(entry);
+        assert!(list(&dir)[0].publishers.is_empty(), "a publisher that left is not listed");
+        drop((sub, publisher));
+        seg.release();
+        assert!(list(&dir).is_empty(), "the last user closed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_publisher_table_takes_the_place_of_a_dead_publisher() {
+        let dir = tempdir("full");
+        let seg = open(&dir, "busy");
+        // Every line taken: one by a process that is gone, the rest by live ones (this one).
+        let me = std::process::id();
+        for i in 0..MAX_LISTED_PUBLISHERS {
+            let pid = if i == 7 { i32::MAX as u32 } else { me };
+            seg.word(offsets::PUBLISHERS + 4 * i as usize).store(pid, Ordering::Relaxed);
+        }
+        let entry = PublisherEntry::join(seg.clone());
+        assert_eq!(entry.index, Some(7));
+        let unlisted = PublisherEntry::join(seg.clone());
+        assert!(!unlisted.listed(), "all live: this one publishes unlisted");
+        drop(unlisted);
+        assert_eq!(seg.word(offsets::PUBLISHERS + 4 * 7).load(Ordering::Relaxed), me, "an unlisted one frees nothing");
+        drop(entry);
+        assert_eq!(seg.word(offsets::PUBLISHERS + 4 * 7).load(Ordering::Relaxed), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
