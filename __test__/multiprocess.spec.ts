@@ -226,3 +226,40 @@ test.serial('Hub.list() names who publishes into a segment and who reads it, wit
   await t.throwsAsync(Hub.list({ sampleMs: -1 }), { code: 'ERR_BAD_OPTION' })
   await t.throwsAsync(Hub.list({ every: 1 } as never), { code: 'ERR_BAD_OPTION' })
 })
+
+test.serial('status events name the publishers and subscribers that open, close or die on a segment', async (t) => {
+  const name = uniqueName('members')
+  await using hub = await Hub.open(`shm://${name}`, { role: 'subscriber', heartbeatMs: 50 })
+  const events: Array<{ status: string; peer?: string; code?: string }> = []
+  hub.onStatus((e) => events.push({ status: e.status, peer: e.peer, ...(e.error ? { code: e.error.code } : {}) }))
+  const until = async (what: string, done: () => boolean) => {
+    for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 10))
+    t.true(done(), `${what}: ${JSON.stringify(events)}`)
+  }
+  const streamer = child('streamer.mjs', [name, '0'])
+  await streamer.next('started')
+  const publisher = `publisher:${streamer.proc.pid}:`
+  await until('the publisher joined', () => events.some((e) => e.status === 'connected' && e.peer?.startsWith(publisher)))
+  streamer.proc.kill('SIGKILL')
+  await streamer.exited
+  await until('the publisher died', () => events.some((e) => e.peer?.startsWith(publisher) && e.code === 'ERR_CONNECTION_LOST'))
+  // One that opens and closes cleanly: joined, then left without an error.
+  await using other = await Hub.open(`shm://${name}`, { role: 'subscriber' })
+  const reader = /^subscriber:\d+:\d+$/
+  await until('a subscriber joined', () => events.some((e) => e.status === 'connected' && reader.test(e.peer ?? '')))
+  await other.close()
+  await until('it left', () => events.some((e) => e.status === 'disconnected' && reader.test(e.peer ?? '') && e.code === undefined))
+  t.is(hub.status, 'connected', 'the hub itself stays connected')
+  t.is(events.filter((e) => e.status === 'connected' && reader.test(e.peer ?? '')).length, 1, 'the hub never reports its own entry')
+  t.false(
+    events.some((e) => e.peer === undefined),
+    'every event is about another member',
+  )
+  await using quiet = await Hub.open(`shm://${name}`, { role: 'subscriber', heartbeatMs: 0 })
+  const heard: unknown[] = []
+  quiet.onStatus((e) => heard.push(e))
+  await using late = await Hub.open(`shm://${name}`, { role: 'publisher' })
+  await new Promise((r) => setTimeout(r, 200))
+  t.deepEqual(heard, [], 'heartbeatMs: 0 turns them off')
+  t.truthy(late)
+})

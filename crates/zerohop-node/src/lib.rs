@@ -306,12 +306,25 @@ pub struct ShmHandle {
     publisher: Option<Publisher>,
     /// A publishing hub's line in the segment's publisher table (`Hub.list()`).
     listed: Option<PublisherEntry>,
+    /// How often to look who comes and goes (`heartbeatMs`; `None`: no status events).
+    heartbeat: Option<std::time::Duration>,
+    /// Who comes and goes, once someone listens.
+    events: Option<Arc<zerohop::shm_events::MemberEvents>>,
 }
 
 impl ShmHandle {
     /// A handle on a segment opened elsewhere (a network transport's receive ring).
     pub(crate) fn from_segment(segment: Arc<Segment>) -> ShmHandle {
-        ShmHandle { segment: Some(segment), settings: None, waiter: None, entry: None, publisher: None, listed: None }
+        ShmHandle {
+            segment: Some(segment),
+            settings: None,
+            waiter: None,
+            entry: None,
+            publisher: None,
+            listed: None,
+            heartbeat: None,
+            events: None,
+        }
     }
 
     fn seg(&self) -> Result<&Arc<Segment>> {
@@ -330,7 +343,8 @@ impl ShmHandle {
         let endpoint = Endpoint::parse(&url).map_err(js_error)?;
         let mut hub = zerohop::HubOptions::from_named(named).map_err(js_error)?;
         hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
-        let (name, layout, settings) = zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
+        let zerohop::shm::ShmSpec { name, layout, settings, heartbeat } =
+            zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
         let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?);
         let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
         Ok(ShmHandle {
@@ -340,6 +354,8 @@ impl ShmHandle {
             entry: None,
             publisher: None,
             listed,
+            heartbeat,
+            events: None,
         })
     }
 
@@ -396,6 +412,21 @@ impl ShmHandle {
         let (index, tail) = table::claim(self.seg()?).map_err(js_error)?;
         self.entry = Some(index);
         Ok(vec![index as f64, tail as f64])
+    }
+
+    /// Calls `callback` (on the JavaScript thread) with the status events of the
+    /// segment's other members, looked at every `heartbeatMs`: who opened it, closed it,
+    /// or died (see `zerohop::shm_events`). Nothing with `heartbeatMs: 0`.
+    #[napi]
+    pub fn on_status(&mut self, callback: Function<crate::net::NetStatusEvent, ()>) -> Result<()> {
+        let seg = self.seg()?.clone();
+        if self.events.is_none() {
+            self.events = zerohop::shm::member_events(&seg, self.heartbeat, self.listed.as_ref(), self.entry);
+        }
+        if let Some(events) = &self.events {
+            events.set_listener(Some(crate::net::status_listener(callback)?));
+        }
+        Ok(())
     }
 
     /// The next sequence number to be published.
@@ -504,6 +535,9 @@ impl ShmHandle {
     pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
         if let Some(w) = self.waiter.take() {
             w.stop();
+        }
+        if let Some(events) = self.events.take() {
+            events.stop();
         }
         self.publisher = None;
         self.listed = None;

@@ -54,6 +54,15 @@ fn js_event(e: &StatusEvent) -> NetStatusEvent {
 
 type StatusCallback = ThreadsafeFunction<NetStatusEvent, (), NetStatusEvent, Status, false, true>;
 
+/// A status listener that calls `callback` on the JavaScript thread (without keeping
+/// the event loop alive).
+pub(crate) fn status_listener(callback: Function<NetStatusEvent, ()>) -> Result<zerohop::StatusListener> {
+    let tsfn: StatusCallback = callback.build_threadsafe_function().weak::<true>().build()?;
+    Ok(Arc::new(move |e: &StatusEvent| {
+        let _ = tsfn.call(js_event(e), ThreadsafeFunctionCallMode::NonBlocking);
+    }))
+}
+
 /// Waits (off the JavaScript thread) for what was published to reach its receivers.
 pub struct LingerTask {
     link: Arc<dyn Link>,
@@ -324,13 +333,8 @@ impl NetHandle {
     #[napi]
     pub fn on_status(&self, callback: Function<NetStatusEvent, ()>) -> Result<()> {
         let Ok(connection) = self.hub()?.connection() else { return Ok(()) };
-        let tsfn: StatusCallback = callback.build_threadsafe_function().weak::<true>().build()?;
-        let tsfn = Arc::new(tsfn);
-        let send = move |e: &StatusEvent| {
-            let _ = tsfn.call(js_event(e), ThreadsafeFunctionCallMode::NonBlocking);
-        };
         // Events from before the listener existed first, then the live ones.
-        connection.set_status_listener(Some(Arc::new(send)));
+        connection.set_status_listener(Some(status_listener(callback)?));
         Ok(())
     }
 

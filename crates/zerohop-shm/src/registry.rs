@@ -5,8 +5,10 @@
 //!
 //! Publishers enter themselves in their segment's publisher table
 //! ([`PublisherEntry::join`]) for as long as they publish; subscribers are in the
-//! subscriber table already. Either kind whose process died is left out.
+//! subscriber table already. Either kind whose process died is left out. A hub follows
+//! who comes and goes on its own segment with a [`MemberWatch`].
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,11 @@ impl PublisherEntry {
     pub fn listed(&self) -> bool {
         self.index.is_some()
     }
+
+    /// Its line in the table, if listed.
+    pub fn index(&self) -> Option<u32> {
+        self.index
+    }
 }
 
 impl Drop for PublisherEntry {
@@ -60,6 +67,112 @@ impl Drop for PublisherEntry {
             let w = self.seg.word(offsets::PUBLISHERS + 4 * i as usize);
             let _ = w.compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
+    }
+}
+
+/// A publisher or a subscriber of a segment, as its tables say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub role: Role,
+    pub pid: u32,
+    /// Its line in its table (which tells apart two hubs of one process).
+    pub entry: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl core::fmt::Display for Member {
+    /// `publisher:<pid>:<entry>` or `subscriber:<pid>:<entry>`: the `peer` of its status events.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let role = match self.role {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        };
+        write!(f, "{role}:{}:{}", self.pid, self.entry)
+    }
+}
+
+/// Who uses `seg` now: every publisher and subscriber entry taken.
+pub fn members(seg: &Segment) -> Vec<Member> {
+    let layout = seg.layout();
+    let pid = |off: usize| seg.word(off).load(Ordering::Acquire);
+    let publishers = (0..MAX_LISTED_PUBLISHERS).map(|entry| Member {
+        role: Role::Publisher,
+        pid: pid(offsets::PUBLISHERS + 4 * entry as usize),
+        entry,
+    });
+    let subscribers = (0..layout.max_subscribers).map(|entry| Member {
+        role: Role::Subscriber,
+        pid: pid(layout.subscriber_offset(entry) + offsets::SUB_PID),
+        entry,
+    });
+    publishers.chain(subscribers).filter(|m| m.pid != 0).collect()
+}
+
+/// What changed about a segment's members between two looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Joined(Member),
+    /// It closed its hub.
+    Left(Member),
+    /// Its process is gone (killed, crashed) without closing.
+    Died(Member),
+}
+
+/// Follows the members of one segment from look to look; see [`MemberWatch::look`].
+#[derive(Debug)]
+pub struct MemberWatch {
+    /// The watching hub's own entries, never reported.
+    own: Vec<Member>,
+    /// Every member seen, and whether its death was reported already.
+    known: HashMap<Member, bool>,
+}
+
+impl MemberWatch {
+    /// A watch that leaves out `own` (the watching hub's entries). Those present at the
+    /// first look are reported as joined then.
+    pub fn new(own: Vec<Member>) -> MemberWatch {
+        MemberWatch { own, known: HashMap::new() }
+    }
+
+    /// What changed since the last look, given who is a member now and which processes
+    /// live. An entry that vanished while its process lives was closed (left); one whose
+    /// process is gone died, whether its entry is still there (nobody freed it yet) or
+    /// not (a publisher reaped it). Pure: the caller reads the tables and the processes.
+    pub fn look(&mut self, now: &[Member], alive: impl Fn(u32) -> bool) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let now: Vec<Member> = now.iter().copied().filter(|m| !self.own.contains(m)).collect();
+        for m in &now {
+            match self.known.get(m).copied() {
+                // Dead before it was ever seen alive: not a member this hub knew.
+                None if !alive(m.pid) => {
+                    self.known.insert(*m, true);
+                }
+                None => {
+                    self.known.insert(*m, false);
+                    changes.push(Change::Joined(*m));
+                }
+                Some(false) if !alive(m.pid) => {
+                    self.known.insert(*m, true);
+                    changes.push(Change::Died(*m));
+                }
+                Some(_) => {}
+            }
+        }
+        self.known.retain(|m, reported_dead| {
+            if now.contains(m) {
+                return true;
+            }
+            if !*reported_dead {
+                changes.push(if alive(m.pid) { Change::Left(*m) } else { Change::Died(*m) });
+            }
+            false
+        });
+        changes
     }
 }
 
@@ -190,6 +303,48 @@ mod tests {
         drop((sub, publisher));
         seg.release();
         assert!(list(&dir).is_empty(), "the last user closed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn member(role: Role, pid: u32, entry: u32) -> Member {
+        Member { role, pid, entry }
+    }
+
+    #[test]
+    fn a_watch_reports_joins_leaves_and_deaths_once_each() {
+        let me = member(Role::Subscriber, 1, 0);
+        let (p, s) = (member(Role::Publisher, 2, 0), member(Role::Subscriber, 3, 1));
+        let ghost = member(Role::Subscriber, 9, 2);
+        let mut w = MemberWatch::new(vec![me]);
+        let alive = |dead: &'static [u32]| move |pid: u32| !dead.contains(&pid);
+        assert_eq!(
+            w.look(&[me, p, ghost], alive(&[9])),
+            vec![Change::Joined(p)],
+            "a dead entry never seen alive is not news"
+        );
+        assert_eq!(w.look(&[me, p, s, ghost], alive(&[9])), vec![Change::Joined(s)]);
+        assert_eq!(w.look(&[me, p, s], alive(&[9])), vec![]);
+        assert_eq!(w.look(&[me, s], alive(&[9])), vec![Change::Left(p)], "its entry went, its process lives");
+        assert_eq!(w.look(&[me, s], alive(&[3, 9])), vec![Change::Died(s)], "its entry stays, its process is gone");
+        assert_eq!(w.look(&[me], alive(&[3, 9])), vec![], "reported once, even when its entry is freed later");
+        assert_eq!(w.look(&[me, p], alive(&[3, 9])), vec![Change::Joined(p)], "back again");
+        assert_eq!(w.look(&[me], alive(&[2, 3, 9])), vec![Change::Died(p)], "entry reaped and process gone: died");
+    }
+
+    #[test]
+    fn members_are_read_from_both_tables() {
+        let dir = tempdir("members");
+        let seg = open(&dir, "both");
+        let entry = PublisherEntry::join(seg.clone());
+        let sub = Subscriber::new(seg.clone()).unwrap();
+        let me = std::process::id();
+        assert_eq!(
+            members(&seg),
+            vec![member(Role::Publisher, me, entry.index().unwrap()), member(Role::Subscriber, me, sub.index())]
+        );
+        assert_eq!(member(Role::Subscriber, 7, 3).to_string(), "subscriber:7:3");
+        drop((entry, sub));
+        seg.release();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -12,6 +12,7 @@
 
 pub mod hub;
 pub mod shm;
+pub mod shm_events;
 pub mod transports;
 
 pub use hub::Hub;

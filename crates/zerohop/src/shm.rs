@@ -4,22 +4,35 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use zerohop_shm::registry::PublisherEntry;
+use crate::shm_events::{MemberEvents, ShmConnection};
+use zerohop_shm::registry::{Member, PublisherEntry, Role};
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, SegmentOptions, Subscriber};
 use zerohop_transport::{
-    Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Loans, MessageInfo, Metrics, Options, Result,
-    Settings, Target, Transport, TransportKind, TransportOptions,
+    Connection, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Loans, MessageInfo, Metrics, Options,
+    Result, Settings, Target, Transport, TransportKind, TransportOptions,
 };
 
 /// How long a waiting subscriber spins before it parks, unless told otherwise.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
 /// The options only `shm://` hubs have.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ShmOptions {
     /// Subscribers the segment has room for (default 64); fixed when it is created.
     pub max_subscribers: Option<u32>,
+    /// How often the hub looks who comes and goes on the segment, for its status
+    /// events (`heartbeatMs`, default 1000; `None`, or 0 by name, for no events).
+    pub heartbeat: Option<Duration>,
 }
+
+impl Default for ShmOptions {
+    fn default() -> Self {
+        ShmOptions { max_subscribers: None, heartbeat: Some(DEFAULT_HEARTBEAT) }
+    }
+}
+
+/// How often a hub looks at its segment's members unless told otherwise.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl TransportOptions for ShmOptions {
     fn scheme(&self) -> &'static str {
@@ -33,7 +46,14 @@ impl TransportOptions for ShmOptions {
 
 impl FromOptions for ShmOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
-        Ok(ShmOptions { max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)? })
+        Ok(ShmOptions {
+            max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
+            heartbeat: match o.take_ms("heartbeatMs")? {
+                Some(ms) if ms.is_zero() => None,
+                Some(ms) => Some(ms),
+                None => Some(DEFAULT_HEARTBEAT),
+            },
+        })
     }
 }
 
@@ -45,15 +65,28 @@ pub struct ShmTransport {
     /// The publisher's line in the segment's publisher table (`Hub.list()`).
     listed: Option<PublisherEntry>,
     subscriber: Option<Subscriber>,
+    /// Who comes and goes (`None` with `heartbeatMs: 0`).
+    events: Option<ShmConnection>,
     settings: Settings,
     selected_automatically: bool,
     never_cancelled: AtomicBool,
 }
 
-/// What an `shm://name` endpoint with `options` opens: the segment's name, the layout
-/// asked for (`None`: adopt the existing one's), and the hub's settings. Shared with
-/// the Node binding, whose JavaScript publishes into the segment itself.
-pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<(String, Option<Layout>, Settings)> {
+/// What an `shm://name` endpoint with its options opens ([`resolve`]).
+#[derive(Clone, Debug)]
+pub struct ShmSpec {
+    /// The segment's name.
+    pub name: String,
+    /// The layout asked for (`None`: adopt the existing one's).
+    pub layout: Option<Layout>,
+    pub settings: Settings,
+    /// How often to look who comes and goes (`None`: no status events).
+    pub heartbeat: Option<Duration>,
+}
+
+/// What an `shm://name` endpoint with `options` opens. Shared with the Node binding,
+/// whose JavaScript publishes into the segment itself.
+pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec> {
     let Target::Name(name) = endpoint.target() else {
         return Err(Error::new(ErrorCode::BadUrl, "shm:// needs a segment name"));
     };
@@ -61,12 +94,29 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<(String,
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers);
-    Ok((name.clone(), layout, settings))
+    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat })
+}
+
+/// The members of a segment a hub reports on: all but its own entries.
+pub fn member_events(
+    seg: &Arc<Segment>,
+    heartbeat: Option<Duration>,
+    publisher: Option<&PublisherEntry>,
+    subscriber: Option<u32>,
+) -> Option<Arc<MemberEvents>> {
+    let pid = std::process::id();
+    let own = publisher
+        .and_then(PublisherEntry::index)
+        .map(|entry| Member { role: Role::Publisher, pid, entry })
+        .into_iter()
+        .chain(subscriber.map(|entry| Member { role: Role::Subscriber, pid, entry }))
+        .collect();
+    heartbeat.map(|every| MemberEvents::new(seg.clone(), own, every))
 }
 
 /// Opens (or creates) the segment an `shm://name` endpoint names.
 pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
-    let (name, layout, settings) = resolve(endpoint, &mut options)?;
+    let ShmSpec { name, layout, settings, heartbeat } = resolve(endpoint, &mut options)?;
     let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None })?);
     let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
     let publisher = settings.role.publishes().then(|| {
@@ -76,10 +126,12 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         p
     });
     let listed = publisher.is_some().then(|| PublisherEntry::join(segment.clone()));
+    let events = member_events(&segment, heartbeat, listed.as_ref(), subscriber.as_ref().map(Subscriber::index));
     Ok(Box::new(ShmTransport {
         segment: Some(segment),
         publisher,
         listed,
+        events: events.map(ShmConnection),
         subscriber,
         settings,
         selected_automatically: endpoint.selected_automatically(),
@@ -153,6 +205,9 @@ impl Transport for ShmTransport {
     }
 
     fn close(&mut self) {
+        if let Some(events) = self.events.take() {
+            events.0.stop();
+        }
         self.publisher = None;
         self.listed = None;
         self.subscriber = None;
@@ -163,6 +218,10 @@ impl Transport for ShmTransport {
 
     fn loans(&mut self) -> Option<&mut dyn Loans> {
         Some(self)
+    }
+
+    fn connection(&self) -> Option<&dyn Connection> {
+        self.events.as_ref().map(|c| c as &dyn Connection)
     }
 }
 

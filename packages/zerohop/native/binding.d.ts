@@ -118,6 +118,12 @@ export declare class ShmHandle {
   buffer(): ArrayBuffer
   /** Claims a subscriber entry that starts at the current tail: `[index, tail]`. */
   claimSubscriber(): Array<number>
+  /**
+   * Calls `callback` (on the JavaScript thread) with the status events of the
+   * segment's other members, looked at every `heartbeatMs`: who opened it, closed it,
+   * or died (see `zerohop::shm_events`). Nothing with `heartbeatMs: 0`.
+   */
+  onStatus(callback: (arg: NetStatusEvent) => void): void
   /** The next sequence number to be published. */
   tail(): number
   /** Wakes subscribers parked on the segment. */

@@ -174,6 +174,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly envelope: number
   private readonly spinUs: number
   private statusNow: HubStatus
+  private listeningToPort = false
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
   private closed = false
   /** True while `close()` waits for receivers: publishing is over. */
@@ -211,7 +212,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       port.close()
       throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest message is ${this.maxMessageSize}`)
     }
-    port.onStatus((e, own) => this.emitStatus(e, own))
+    if (!port.statusOnDemand) this.listenToPort()
     if (this.sub) port.setDoorbell(() => this.onDoorbell())
   }
 
@@ -300,7 +301,15 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   onStatus(listener: (event: StatusEvent) => void): () => void {
     if (typeof listener !== 'function') throw new BadOptionError(`onStatus takes a function, got ${describe(listener)}`)
     this.statusListeners.add(listener)
+    if (!this.closed) this.listenToPort()
     return () => this.statusListeners.delete(listener)
+  }
+
+  /** Has the port's events come to this hub (once). */
+  private listenToPort(): void {
+    if (this.listeningToPort) return
+    this.listeningToPort = true
+    this.port.onStatus((e, own) => this.emitStatus(e, own))
   }
 
   /**

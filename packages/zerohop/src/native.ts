@@ -3,7 +3,8 @@
  * here so that native errors come out as {@link ZerohopError}s.
  */
 import * as binding from '../native/binding.js'
-import { fromNative } from './errors.js'
+import { type ErrorCode, errorFor, fromNative } from './errors.js'
+import type { HubStatus, StatusEvent } from './port.js'
 
 export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, NetHandle, NetStatusEvent } from '../native/binding.js'
 /** The hot-path handle of a network hub (an opaque native value, from `NetHandle.link()`). */
@@ -41,4 +42,13 @@ export function native<R>(fn: () => R): R {
   } catch (e) {
     throw fromNative(e)
   }
+}
+
+/** A native status event, with its error as a `ZerohopError`. */
+export function statusEvent(e: binding.NetStatusEvent): StatusEvent {
+  const event: StatusEvent = { status: e.status as HubStatus }
+  if (e.peer != null) event.peer = e.peer
+  if (e.attempt != null) event.attempt = e.attempt
+  if (e.code != null) event.error = errorFor(e.code as ErrorCode, e.message ?? '')
+  return event
 }

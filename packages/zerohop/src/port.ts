@@ -122,6 +122,11 @@ export interface Port<T> {
   status(): HubStatus
   /** Calls `listener` with each status event (`own`: about the hub itself, not a peer). */
   onStatus(listener: (event: StatusEvent, own: boolean) => void): void
+  /**
+   * Whether events cost a watcher of their own, so that the hub asks for them only once
+   * someone listens (and a hub nobody listens to can still be garbage-collected).
+   */
+  readonly statusOnDemand: boolean
   /** The bound address (network transports). */
   localAddress(): string | undefined
   counters(): PublishCounters

@@ -10,9 +10,9 @@
  */
 import { copyInto } from '../bytes.js'
 import { type Codec, describe, raw } from '../codec.js'
-import { CodecError, InvalidStateError, errorFor, type ErrorCode, fromNative } from '../errors.js'
+import { CodecError, InvalidStateError, fromNative } from '../errors.js'
 import { ENVELOPE, Placement, placement, spillKey, spilledLength } from '../envelope.js'
-import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetStatusEvent, type NetWaker } from '../native.js'
+import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetWaker, statusEvent } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec } from '../struct.js'
@@ -26,15 +26,6 @@ export function openNet<T>(url: string, options: object, codec: Codec<T> | Struc
     handle.close()
     throw e
   }
-}
-
-/** A native status event, with its error as a `ZerohopError`. */
-function statusEvent(e: NetStatusEvent): StatusEvent {
-  const event: StatusEvent = { status: e.status as HubStatus }
-  if (e.peer != null) event.peer = e.peer
-  if (e.attempt != null) event.attempt = e.attempt
-  if (e.code != null) event.error = errorFor(e.code as ErrorCode, e.message ?? '')
-  return event
 }
 
 class NetPort<T> implements Port<T> {
@@ -237,6 +228,8 @@ class NetPort<T> implements Port<T> {
   status(): HubStatus {
     return this.closed ? 'closed' : (native(() => this.handle.status()) as HubStatus)
   }
+
+  readonly statusOnDemand = false
 
   onStatus(listener: (event: StatusEvent, own: boolean) => void): void {
     if (!this.connections) return

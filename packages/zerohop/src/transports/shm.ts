@@ -6,7 +6,7 @@
 import { copyInto } from '../bytes.js'
 import { type Codec, raw } from '../codec.js'
 import { BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
-import { binding, native, type ShmHandle } from '../native.js'
+import { binding, native, type ShmHandle, statusEvent } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
 import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec, type StructView } from '../struct.js'
@@ -15,6 +15,11 @@ import { StructCodec, type StructView } from '../struct.js'
 export interface ShmOptions {
   /** How many subscribers may attach at once (default 64). Fixed when the segment is created. */
   maxSubscribers?: number
+  /**
+   * How often, in milliseconds, the hub looks who opened, closed or died on the
+   * segment, for its status events about them (default 1000; 0: no such events).
+   */
+  heartbeatMs?: number
 }
 
 /**
@@ -231,8 +236,12 @@ class ShmPort<T> implements Port<T> {
     return this.closed ? 'closed' : 'connected'
   }
 
-  onStatus(_listener: (event: StatusEvent, own: boolean) => void): void {
-    // Connected until closed, which the hub reports itself.
+  readonly statusOnDemand = true
+
+  onStatus(listener: (event: StatusEvent, own: boolean) => void): void {
+    // Connected until closed, which the hub reports itself; the events are about the
+    // segment's other members (see `zerohop::shm_events`).
+    native(() => this.ring.handle.onStatus((e) => listener(statusEvent(e), false)))
   }
 
   localAddress(): undefined {

@@ -1,0 +1,38 @@
+//! What only `shm://` does: its status events are about the other hubs on the segment,
+//! who opened it and who closed it (deaths need another process: see the TypeScript
+//! suite's `multiprocess.spec.ts`).
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use zerohop::{Hub, HubOptions, Role, ShmOptions, Status};
+
+fn name() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("shm://members-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn status_events_say_who_opened_and_closed_the_segment() {
+    let url = name();
+    let fast = ShmOptions { heartbeat: Some(Duration::from_millis(20)), ..Default::default() };
+    let watcher = Hub::open(&url, HubOptions { role: Role::Subscriber, ..Default::default() }.with(fast)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    watcher.connection().unwrap().set_status_listener(Some(std::sync::Arc::new(move |e: &zerohop::StatusEvent| {
+        let _ = tx.send((e.status, e.peer.clone(), e.error.as_ref().map(|e| e.code())));
+    })));
+    assert_eq!(watcher.status(), Status::Connected);
+    let other = Hub::open(&url, HubOptions { role: Role::Publisher, ..Default::default() }).unwrap();
+    let (status, peer, error) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let peer = peer.unwrap();
+    assert_eq!((status, error), (Status::Connected, None));
+    assert!(peer.starts_with(&format!("publisher:{}:", std::process::id())), "{peer}");
+    drop(other);
+    let left = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(left, (Status::Disconnected, Some(peer), None), "closed: left, not died");
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "never the watcher's own entry");
+
+    let quiet = ShmOptions { heartbeat: None, ..Default::default() };
+    let unwatched = Hub::open(&url, HubOptions::default().with(quiet)).unwrap();
+    assert!(unwatched.connection().is_err(), "heartbeatMs 0: no status events");
+}
