@@ -249,6 +249,28 @@ function nodeFloorAddon(): string | undefined {
   return nodeFloorPath
 }
 
+/**
+ * The floor under one-way 4 KB over TCP for a design that copies each message once on
+ * each side, as `tcp://` does (into the send queue that keeps it until it is read, into
+ * the receive ring): `tcp_floor` with `COPY=1` (crates/zerohop-stream/examples), loopback
+ * TCP with no messaging; MB/s, or undefined if it does not build.
+ */
+let tcpFloorPath: string | undefined | null = null
+function tcpFloor(): number | undefined {
+  if (tcpFloorPath === null) {
+    console.error('building the TCP floor (cargo example tcp_floor)…')
+    const built = spawnSync('cargo', ['build', '--release', '--quiet', '-p', 'zerohop-stream', '--example', 'tcp_floor'], {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    })
+    tcpFloorPath = built.status === 0 ? join(root, 'target', 'release', 'examples', 'tcp_floor') : undefined
+  }
+  if (tcpFloorPath === undefined) return undefined
+  const r = spawnSync(tcpFloorPath, [], { encoding: 'utf8', env: { ...process.env, COPY: '1' } })
+  const mbps = /: (\d+) MB\/s/.exec(r.stdout ?? '')?.[1]
+  return mbps === undefined ? undefined : Number(mbps)
+}
+
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
 async function rttZerohop(mode: 'spin' | number): Promise<Float64Array> {
   const name = unique('rtt')
@@ -1093,6 +1115,7 @@ async function streamThroughput(run: number): Promise<void> {
       // during the round falls on both sides alike; its mean is the baseline.
       const netBefore = await streamNet(size, count, kind === 'tcp')
       const zmq = kind === 'tcp' ? await streamZmq(size, Math.min(count, 300_000)) : undefined
+      const floor = kind === 'tcp' && size === 4096 ? tcpFloor() : undefined
       const hubs: Array<{ tag: string; rate: number }> = []
       await eachWith('tcp', run, async (tag) => {
         hubs.push({ tag, rate: await streamHub(url(), size, count) })
@@ -1100,10 +1123,15 @@ async function streamThroughput(run: number): Promise<void> {
       const net = (netBefore + (await streamNet(size, count, kind === 'tcp'))) / 2
       rows.push({ bench: `${KIND} one-way ${label}  Node net (baseline, receiver; before and after the rows below)`, run, rate: net, mbps: (net * size) / 1e6 })
       if (zmq) rows.push({ bench: `${KIND} one-way ${label}  zeromq.js PUSH/PULL (receiver)`, run, rate: zmq, mbps: (zmq * size) / 1e6, vsBaseline: `${(zmq / net).toFixed(2)}× net` })
+      if (floor !== undefined) {
+        const rate = (floor * 1e6) / size
+        rows.push({ bench: `${KIND} one-way ${label}  loopback TCP, a copy a side, no messaging (tcp_floor COPY=1: the floor of that design)`, run, rate, mbps: floor, vsBaseline: `${(rate / net).toFixed(2)}× net` })
+      }
       for (const { tag, rate: z } of hubs) {
         const target = size === 64 ? `≥ 3× net${zmq ? ', ≥ 3× zeromq' : ''}` : '≥ 1.5× net (MB/s)'
         const vsZmq = zmq ? `, ${(z / zmq).toFixed(2)}× zeromq` : ''
-        rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net${vsZmq}`, target })
+        const vsFloor = floor !== undefined ? `, ${Math.round((100 * z * size) / 1e6 / floor)} % of the floor` : ''
+        rows.push({ bench: `${KIND} one-way ${label}  zerohop ${kind}:// publish (receiver)${tag}`, run, rate: z, mbps: (z * size) / 1e6, vsBaseline: `${(z / net).toFixed(2)}× net${vsZmq}${vsFloor}`, target })
       }
     }
   }
