@@ -107,6 +107,8 @@ export interface HubMetrics {
   capacity: number
   slotSize: number
   segment: string
+  /** That ring's free bytes: the slots before its slowest reader is a whole ring behind, times the slot size. */
+  bytesAvailable: number
   /**
    * UDP: the receive backend (`io_uring` or `recvmmsg`, and why io_uring is not in use),
    * packets, bytes, batches, send drops, malformed datagrams, sequence gaps (`lost`),
@@ -664,6 +666,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       capacity: this.ring.capacity,
       slotSize: this.ring.slotSize,
       segment: this.ring.layout.path,
+      bytesAvailable: this.closed ? 0 : this.ring.bytesAvailable(),
       ...(details ? { [this.transport]: details } : {}),
     }
   }

@@ -134,6 +134,29 @@ export class ShmRing {
   }
 
   /**
+   * How many messages before `lo` (the tail's low 32 bits) the slowest subscriber in the
+   * table has not read, leaving out entry `exclude`.
+   */
+  slowestLag(lo: number, exclude?: number): number {
+    const i32 = this.i32
+    let worst = 0
+    for (let i = 0; i < this.layout.maxSubscribers; i++) {
+      if (i === exclude) continue
+      const base = this.SUBS + i * this.SUB_STRIDE
+      if (Atomics.load(i32, base + this.SUB_PID) === 0) continue
+      const lag = (lo - Atomics.load(i32, base + this.SUB_CURSOR)) >>> 0
+      if (lag > worst) worst = lag
+    }
+    return worst
+  }
+
+  /** The ring's free bytes: the slots before its slowest reader is a whole ring behind, times the slot size. */
+  bytesAvailable(): number {
+    const lo = Atomics.load(this.i32, this.TAIL_LO) >>> 0
+    return Math.max(0, this.capacity - this.slowestLag(lo)) * this.slotSize
+  }
+
+  /**
    * The 64-bit tail as a number (a lower bound outside the publisher lock). The high
    * word changes inside an odd epoch; a writer that died mid-change is waited out
    * for a bounded time.
@@ -374,17 +397,7 @@ export class ShmPublisher {
 
   /** How far behind the slowest live subscriber (other than our own) is. */
   private slowestLag(lo: number): number {
-    const r = this.ring
-    const i32 = this.i32
-    let worst = 0
-    for (let i = 0; i < r.layout.maxSubscribers; i++) {
-      if (i === this.ownEntry) continue
-      const base = r.SUBS + i * r.SUB_STRIDE
-      if (Atomics.load(i32, base + r.SUB_PID) === 0) continue
-      const lag = (lo - Atomics.load(i32, base + r.SUB_CURSOR)) >>> 0
-      if (lag > worst) worst = lag
-    }
-    return worst
+    return this.ring.slowestLag(lo, this.ownEntry)
   }
 }
 
