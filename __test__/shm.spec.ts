@@ -190,19 +190,27 @@ test('ERR_TIMEOUT from recv and from a blocked publisher', async (t) => {
   t.true(pub.publish(new Uint8Array(1)), 'room again once every subscriber read')
 })
 
-test('metrics().bytesAvailable is the room left before the slowest reader is a ring behind', async (t) => {
+test('fill() and metrics().bytesAvailable: how far the slowest reader is behind, and the room left', async (t) => {
   const name = uniqueName('room')
   await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 8, slotSize: 64 })
   t.is(pub.metrics().bytesAvailable, 8 * 64, 'no reader: all of it')
+  t.is(pub.fill(), 0)
   await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
   for (let i = 0; i < 3; i++) pub.publish(new Uint8Array([i]))
   t.is(pub.metrics().bytesAvailable, 5 * 64)
+  t.is(pub.fill(), 3 / 8)
   t.is(sub.metrics().bytesAvailable, 5 * 64, 'the same ring, seen by its reader')
+  t.is(sub.fill(), 3 / 8)
   sub.tryRecvBatch()
   await Promise.resolve() // (a reader stores its place once a batch)
   t.is(pub.metrics().bytesAvailable, 8 * 64)
+  t.is(pub.fill(), 0)
   for (let i = 0; i < 10; i++) pub.publish(new Uint8Array([i]))
   t.is(pub.metrics().bytesAvailable, 0, 'lapped under drop_old: none')
+  t.is(pub.fill(), 1)
+  await sub.close()
+  t.is(sub.fill(), 0, 'closed')
+  t.is(pub.fill(), 0, 'its reader gone')
 })
 
 test('ERR_BACKPRESSURE (fail_fast) and drop_new', async (t) => {

@@ -2,7 +2,8 @@
 // Roles (argv[2]):
 //   zh-echo <name> <rounds> <spinUs|spin>  echo pings from <name>-ping to <name>-pong
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
-//   zh-sink <name> <count> <copy|borrow>    count messages; print msg/s when done
+//   zh-sink <name> <count> <copy|borrow|batch|drain>  count messages (tryRecv, borrow,
+//                                           tryRecvBatch or drain); print msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
 //   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
 //                                           with the certificates in <pki>); msg/s
@@ -114,8 +115,27 @@ if (role === 'zh-echo') {
   let n = 0
   let bytes = 0
   let start = 0
+  const touch = (m: Uint8Array) => {
+    bytes += m[0]!
+  }
   while (n < count) {
-    if (c === 'borrow') {
+    if (c === 'batch') {
+      // Every message waiting, as an array (refilled each call).
+      const got = rx.tryRecvBatch()
+      if (got.length > 0) {
+        if (n === 0) start = performance.now()
+        for (let i = 0; i < got.length; i++) bytes += got[i]![0]!
+        n += got.length
+        continue
+      }
+    } else if (c === 'drain') {
+      const k = rx.drain(touch)
+      if (k > 0) {
+        if (n === 0) start = performance.now()
+        n += k
+        continue
+      }
+    } else if (c === 'borrow') {
       const m = rx.borrow()
       if (m !== undefined) {
         if (n === 0) start = performance.now()

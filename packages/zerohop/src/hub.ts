@@ -307,6 +307,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return () => this.statusListeners.delete(listener)
   }
 
+  /**
+   * How full the ring is, 0 to 1: the slowest reader's lag as a share of its slots. On
+   * shared memory that is the slowest subscriber of the segment (a publisher slowing
+   * down at, say, 0.8 keeps it from being lapped or blocked); on a network hub, its own
+   * reader's. 0 once closed.
+   */
+  fill(): number {
+    return this.closed ? 0 : this.ring.fill()
+  }
+
   /** Has the port's events come to this hub (once). */
   private listenToPort(): void {
     if (this.listeningToPort) return
@@ -485,7 +495,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const limit = this.batchLimit(max)
     const out = this.batch
     out.length = 0
-    this.fill(out, limit)
+    this.takeInto(out, limit)
     return out
   }
 
@@ -498,7 +508,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const now = this.tryRecvBatch(limit)
     if (now.length > 0) return now
     const out = [await this.recv(options)]
-    this.fill(out, limit)
+    this.takeInto(out, limit)
     return out
   }
 
@@ -552,7 +562,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /** Appends to `out` the messages waiting, until it holds `max`. */
-  private fill(out: T[], max: number): void {
+  private takeInto(out: T[], max: number): void {
     while (out.length < max) {
       const v = this.next()
       if (v === EMPTY) return

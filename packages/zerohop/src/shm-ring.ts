@@ -150,10 +150,19 @@ export class ShmRing {
     return worst
   }
 
+  /** The slowest reader's lag, at most the whole ring. */
+  private fullSlots(): number {
+    return Math.min(this.capacity, this.slowestLag(Atomics.load(this.i32, this.TAIL_LO) >>> 0))
+  }
+
   /** The ring's free bytes: the slots before its slowest reader is a whole ring behind, times the slot size. */
   bytesAvailable(): number {
-    const lo = Atomics.load(this.i32, this.TAIL_LO) >>> 0
-    return Math.max(0, this.capacity - this.slowestLag(lo)) * this.slotSize
+    return (this.capacity - this.fullSlots()) * this.slotSize
+  }
+
+  /** How full the ring is, 0 to 1: the slowest reader's lag as a share of its slots. */
+  fill(): number {
+    return this.fullSlots() / this.capacity
   }
 
   /**
