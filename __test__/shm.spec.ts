@@ -213,6 +213,18 @@ test('fill() and metrics().bytesAvailable: how far the slowest reader is behind,
   t.is(pub.fill(), 0, 'its reader gone')
 })
 
+test('tryRecvBatch() takes at most 1024 unless told (a whole ring of copies held at once costs more than it saves)', async (t) => {
+  const name = uniqueName('batch')
+  await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 4096, slotSize: 64 })
+  await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
+  for (let i = 0; i < 2000; i++) pub.publish(new Uint8Array([i & 255]))
+  t.is(sub.tryRecvBatch().length, 1024)
+  const rest = sub.tryRecvBatch(5000)
+  t.is(rest.length, 976)
+  t.deepEqual(rest.at(-1), new Uint8Array([1999 & 255]))
+  t.is(sub.tryRecvBatch().length, 0)
+})
+
 test('ERR_BACKPRESSURE (fail_fast) and drop_new', async (t) => {
   const url = shm('bp')
   await using sub = await Hub.open(url, { role: 'subscriber', capacity: 2, slotSize: 8 })
