@@ -8,12 +8,14 @@ import { child, uniqueName } from './helpers.ts'
 
 const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, m.byteLength).getFloat64(0, true)
 
-test.serial('block: 1 publisher → 3 subscribers, 1 M messages, every subscriber gets all of them in order', async (t) => {
+test.serial('block: 1 publisher → 3 subscribers (one at a time, drain, tryRecvBatch), 1 M messages, every subscriber gets all of them in order', async (t) => {
   const name = uniqueName('fanout')
   const N = 1_000_000
   // The segment is created with a small ring so that the publisher really has to block.
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 1024, slotSize: 64 })
-  const subs = [0, 1, 2].map(() => child('subscriber.mjs', [name, String(N)]))
+  // One reads one message at a time, the others in batches (which tell the ring where
+  // they are once a batch: the publisher must still be woken).
+  const subs = ['each', 'drain', 'batch'].map((mode) => child('subscriber.mjs', [name, String(N), mode]))
   await Promise.all(subs.map((s) => s.next('ready')))
   const pub = child('publisher.mjs', [name, String(N), 'block'])
   const published = await pub.next('done')

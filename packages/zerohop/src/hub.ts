@@ -498,10 +498,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const out = this.batch
     // Refilled in place, then cut to size.
     let n = 0
-    while (n < limit) {
-      const v = this.next()
-      if (v === EMPTY) break
-      out[n++] = v
+    const sub = this.subscriber()
+    sub.beginBatch()
+    try {
+      while (n < limit) {
+        const v = this.next()
+        if (v === EMPTY) break
+        out[n++] = v
+      }
+    } finally {
+      sub.endBatch()
     }
     out.length = n
     return out
@@ -539,6 +545,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const max = this.ring.capacity
     let n = 0
     this.draining = true
+    sub.beginBatch()
     try {
       while (n < max && !this.closed) {
         const off = sub.peek()
@@ -558,6 +565,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       }
     } finally {
       this.draining = false
+      sub.endBatch()
     }
     return n
   }
@@ -575,10 +583,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   /** Appends to `out` the messages waiting, until it holds `max`. */
   private takeInto(out: T[], max: number): void {
-    while (out.length < max) {
-      const v = this.next()
-      if (v === EMPTY) return
-      out.push(v)
+    const sub = this.subscriber()
+    sub.beginBatch()
+    try {
+      while (out.length < max) {
+        const v = this.next()
+        if (v === EMPTY) return
+        out.push(v)
+      }
+    } finally {
+      sub.endBatch()
     }
   }
 
