@@ -319,7 +319,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return this.closed ? 0 : this.ring.fill()
   }
 
-  /** Has the port's events come to this hub (once). */
+  /** Lets the port's status events reach this hub (once). */
   private listenToPort(): void {
     if (this.listeningToPort) return
     this.listeningToPort = true
@@ -489,27 +489,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /**
-   * The messages waiting, up to `max` (default: 1024, or the ring's slots if fewer), oldest first; an empty
-   * array when none is. Never blocks. The array may be the one this hub returned last
-   * time, refilled: its `length` is the count, and it changes at the next call.
+   * The messages waiting, up to `max` (default: 1024, or the ring's slots if fewer),
+   * oldest first; an empty array when none is. Never blocks. The array may be the one
+   * this hub returned last time, refilled: its `length` is the count, and it changes at
+   * the next call.
    */
   tryRecvBatch(max?: number): T[] {
     const limit = this.batchLimit(max)
     const out = this.batch
-    // Refilled in place, then cut to size.
-    let n = 0
-    const sub = this.subscriber()
-    sub.beginBatch()
-    try {
-      while (n < limit) {
-        const v = this.next()
-        if (v === EMPTY) break
-        out[n++] = v
-      }
-    } finally {
-      sub.endBatch()
-    }
-    out.length = n
+    out.length = 0
+    this.takeInto(out, limit)
     return out
   }
 
@@ -581,7 +570,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return max
   }
 
-  /** Appends to `out` the messages waiting, until it holds `max`. */
+  /** Appends to `out` the messages waiting, until it holds `max` (one batch: see `beginBatch`). */
   private takeInto(out: T[], max: number): void {
     const sub = this.subscriber()
     sub.beginBatch()
