@@ -81,11 +81,7 @@ impl FromOptions for QuicOptions {
         let d = QuicOptions::default();
         let mut q = QuicOptions {
             listen: o.take_bool("listen")?.unwrap_or(false),
-            keep_alive: match o.take_ms("keepAliveMs")? {
-                Some(ms) if ms.is_zero() => None,
-                Some(ms) => Some(ms),
-                None => d.keep_alive,
-            },
+            keep_alive: o.take_interval_ms("keepAliveMs", d.keep_alive)?,
             idle_timeout: o.take_ms("idleTimeoutMs")?.unwrap_or(d.idle_timeout),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),

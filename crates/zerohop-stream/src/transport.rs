@@ -95,11 +95,7 @@ impl FromOptions for StreamOptions {
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
-            heartbeat: match o.take_ms("heartbeatMs")? {
-                Some(ms) if ms.is_zero() => None,
-                Some(ms) => Some(ms),
-                None => d.heartbeat,
-            },
+            heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
             allow_uids: o.take_u32s("allowUids", 0..=u32::MAX)?,
             ..d
         };

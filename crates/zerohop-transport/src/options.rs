@@ -176,6 +176,16 @@ impl Options {
         Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
     }
 
+    /// An interval in milliseconds where 0 turns the thing off (`None`); `default` when
+    /// not given (`heartbeatMs`, `keepAliveMs`).
+    pub fn take_interval_ms(&mut self, name: &str, default: Option<Duration>) -> Result<Option<Duration>> {
+        Ok(match self.take_ms(name)? {
+            Some(ms) if ms.is_zero() => None,
+            Some(ms) => Some(ms),
+            None => default,
+        })
+    }
+
     /// Microseconds ≥ 0, as a duration.
     pub fn take_us(&mut self, name: &str) -> Result<Option<Duration>> {
         Ok(self.take_ms(name)?.map(|d| d / 1000))

@@ -48,11 +48,7 @@ impl FromOptions for ShmOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
         Ok(ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
-            heartbeat: match o.take_ms("heartbeatMs")? {
-                Some(ms) if ms.is_zero() => None,
-                Some(ms) => Some(ms),
-                None => Some(DEFAULT_HEARTBEAT),
-            },
+            heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
         })
     }
 }
