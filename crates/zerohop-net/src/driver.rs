@@ -139,6 +139,13 @@ pub trait Drive: Send + 'static {
     fn take_changed(&mut self) -> bool {
         false
     }
+
+    /// The reader read everything delivered and is about to wait: what the engine
+    /// answers to that now (acknowledgements a sender waits on, say) rather than at its
+    /// next timer. Whether it did anything.
+    fn caught_up(&mut self) -> bool {
+        false
+    }
 }
 
 /// An eventfd: a counter another thread bumps to end an I/O thread's `poll`.
@@ -454,6 +461,20 @@ impl<D: Drive> Driver<D> {
     fn alone(&self) -> bool {
         let s = &self.shared;
         s.io_ignores_socket.load(Ordering::SeqCst) && !s.watched.load(Ordering::SeqCst)
+    }
+
+    /// The reader read everything delivered and is about to wait ([`Drive::caught_up`]),
+    /// if no other thread is at the engine (that one's turn looks at it soon anyway).
+    pub fn reader_caught_up(&self) {
+        let mut g = match self.shared.engine.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        // Nothing done, nothing to tell (a ping-pong's reader goes through here).
+        if g.as_mut().is_some_and(|e| e.caught_up()) {
+            self.after(g);
+        }
     }
 
     /// The reader stops polling and waits to be told (not watching): the I/O thread

@@ -73,6 +73,8 @@ pub trait Reader: Send + Sync {
     /// See [`Driver::pump_then`].
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
     fn reader_parks(&self);
+    /// See [`Driver::reader_caught_up`].
+    fn reader_caught_up(&self);
     fn set_watched(&self, watched: bool);
     fn readiness_fd(&self) -> RawFd;
 }
@@ -88,6 +90,10 @@ impl<D: Drive> Reader for Driver<D> {
 
     fn reader_parks(&self) {
         Driver::reader_parks(self)
+    }
+
+    fn reader_caught_up(&self) {
+        Driver::reader_caught_up(self)
     }
 
     fn set_watched(&self, watched: bool) {
@@ -293,6 +299,7 @@ impl<P: Protocol> Transport for NetTransport<P> {
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
         self.subscriber()?;
+        self.link.reader.reader_caught_up();
         // Parked on the ring's futex, not watching: the I/O thread must read the socket.
         self.link.reader.reader_parks();
         let sub = self.subscriber.as_ref().expect("checked above");
@@ -382,6 +389,8 @@ impl ReadInPlace for RingReader {
     }
 
     fn arm(&self, cursor: u64, watched: bool) {
+        // The reader read up to `cursor`, all there was.
+        self.reader.reader_caught_up();
         if watched {
             self.reader.set_watched(true);
         } else {

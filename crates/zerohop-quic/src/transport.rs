@@ -191,6 +191,10 @@ impl Reader for QuicProtocol {
         self.driver().reader_parks();
     }
 
+    fn reader_caught_up(&self) {
+        self.driver().reader_caught_up();
+    }
+
     fn set_watched(&self, watched: bool) {
         self.driver().set_watched(watched);
     }

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zerohop_stream::StreamOptions;
-use zerohop_transport::{Endpoint, HubOptions, Transport, Value};
+use zerohop_transport::{Backpressure, Endpoint, HubOptions, Transport, Value};
 
 fn open(url: &str, listen: bool) -> Box<dyn Transport> {
     let options = HubOptions::default().with(StreamOptions { listen, ..Default::default() });
@@ -179,5 +179,43 @@ fn a_spinning_client_acknowledges_on_its_own_timers() {
             detail(&*l, "unackedBytes")
         );
         assert!(c.try_recv(&mut out).unwrap().is_none());
+    }
+}
+
+/// A sender whose send queue is full waits on the reader's acknowledgement: a reader
+/// that has read everything sends it then, not at its next look by the clock (which a
+/// reader that spun keeps for itself, and hands back to its I/O thread only some 20 ms
+/// after it stops). The client has room again long before that.
+#[test]
+fn a_reader_that_read_everything_acknowledges_it_at_once() {
+    let mut l = open("tcp://127.0.0.1:0", true);
+    let url = format!("tcp://{}", l.local_addr().unwrap());
+    let mut options = HubOptions::default().with(StreamOptions { send_queue_bytes: 64 << 10, ..Default::default() });
+    options.backpressure = Some(Backpressure::FailFast);
+    let mut c = zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options).unwrap();
+    spin_both(&mut *l, &mut *c);
+    let m = [7u8; 1024];
+    let mut sent = 0;
+    while c.publish_on(0, &m).is_ok() {
+        sent += 1;
+        assert!(sent < 1000, "a 64 KiB queue never filled");
+    }
+    for _ in 0..sent {
+        assert_eq!(spin_recv(&mut *l), m);
+    }
+    // The listener finds nothing more (and stops there); the client polls until its
+    // whole queue is free again (so all of it was acknowledged).
+    assert!(l.try_recv(&mut Vec::new()).unwrap().is_none());
+    let deadline = Instant::now() + Duration::from_millis(15);
+    let mut again = 0;
+    loop {
+        let _ = c.try_recv(&mut Vec::new()).unwrap(); // reads acknowledgements
+        while again < sent && c.publish_on(0, &m).is_ok() {
+            again += 1;
+        }
+        if again == sent {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no acknowledgement from a reader that read everything");
     }
 }
