@@ -248,6 +248,14 @@ impl Peer {
         self.delivered_bytes >= self.ack_every || self.delivered_messages >= self.ack_every_messages
     }
 
+    /// Whether what was delivered since the last acknowledgement is worth one when the
+    /// reader has read everything: a sixteenth of what calls for one at once (a sender
+    /// whose queue is full may be waiting on it; a ping-pong's few bytes stay on the
+    /// clock).
+    fn ack_worth_on_catch_up(&self) -> bool {
+        self.delivered_bytes >= self.ack_every / 16 || self.delivered_messages >= self.ack_every_messages / 16
+    }
+
     /// What the peer's hello says it keeps unacknowledged, in bytes and in messages:
     /// a quarter of either calls for an acknowledgement.
     fn set_queue_bounds(&mut self, queue_limit: u64, queue_messages: u64) {
@@ -364,10 +372,11 @@ pub struct Engine {
     /// When what was published goes out (at once, or with the rest of its burst).
     burst: Burst,
     ack_at: Option<Instant>,
-    /// An acknowledgement sent because much was delivered left messages unread: the
-    /// sender may be waiting for room on the rest, so the reader's catching up sends it
-    /// ([`Drive::caught_up`]) instead of the next look (a full queue of 1 MiB otherwise
-    /// moved once per look, 2 ms: 160 MB/s, 2026-12-06).
+    /// Much was delivered since the last acknowledgement that left nothing unacknowledged
+    /// (one was due by volume): the sender may be waiting for room on the rest, so the
+    /// reader's catching up ([`Drive::caught_up`]) acknowledges it, not the next look by
+    /// the clock (a full queue of 1 MiB otherwise moved once per look, 2 ms: 160 MB/s,
+    /// 2026-12-05). A ping-pong's acknowledgements stay on the clock.
     owed: bool,
     /// How long after a look that found unread messages the next one comes.
     read_looks: ReadLooks,
@@ -1357,6 +1366,7 @@ impl Engine {
     fn acknowledge(&mut self, now: Instant) {
         // By the clock, or because enough was delivered (then at every read).
         let timed = self.ack_at.is_some_and(|t| t <= now);
+        let by_volume = self.peers.iter().any(Peer::ack_due);
         self.ack_at = None;
         let consumed = self.sink.consumed();
         let mut again = false;
@@ -1378,9 +1388,7 @@ impl Engine {
             }
         }
         let next = self.read_looks.looked(consumed, timed);
-        // Owed on what is left unread, once much was delivered (not for a look by the
-        // clock alone: a ping-pong's acknowledgements stay on the clock).
-        self.owed = again && (self.owed || !timed);
+        self.owed = by_volume || (self.owed && again);
         if again {
             self.ack_at = Some(now + next);
         }
@@ -1388,11 +1396,11 @@ impl Engine {
 
     /// The reader read all that was delivered: what it read is acknowledged now if a
     /// sender may be waiting for it (see `owed`); whether anything was sent.
-    fn settle_owed(&mut self, now: Instant) -> bool {
-        if !self.owed {
+    fn settle_owed(&mut self, clock: &mut Clock) -> bool {
+        if !self.owed && !self.peers.iter().any(Peer::ack_worth_on_catch_up) {
             return false;
         }
-        self.acknowledge(now);
+        self.acknowledge(clock.now());
         self.write_dirty();
         true
     }
@@ -1759,9 +1767,7 @@ impl Drive for Engine {
                 return 1;
             }
             // Nothing more to read: the reader has read the ring empty.
-            if self.owed {
-                self.settle_owed(clock.now());
-            }
+            self.settle_owed(&mut clock);
             self.pumps_since_epoll += 1;
             let direct = if lone { LONE_DIRECT_POLLS } else { DIRECT_POLLS };
             if only || self.pumps_since_epoll < direct {
@@ -1778,7 +1784,7 @@ impl Drive for Engine {
     }
 
     fn caught_up(&mut self) -> bool {
-        self.settle_owed(Instant::now())
+        self.settle_owed(&mut Clock::default())
     }
 
     fn readiness_needed(&mut self) {

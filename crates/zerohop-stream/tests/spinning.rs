@@ -216,6 +216,6 @@ fn a_reader_that_read_everything_acknowledges_it_at_once() {
         if again == sent {
             break;
         }
-        assert!(Instant::now() < deadline, "no acknowledgement from a reader that read everything");
+        assert!(Instant::now() < deadline, "no acknowledgement from a reader that read everything: {again} of {sent}");
     }
 }
