@@ -251,9 +251,10 @@ impl Peer {
     /// Whether what was delivered since the last acknowledgement is worth one when the
     /// reader has read everything: a sixteenth of what calls for one at once (a sender
     /// whose queue is full may be waiting on it; a ping-pong's few bytes stay on the
-    /// clock).
+    /// clock), and something at all (a queue of a few bytes makes a sixteenth nothing).
     fn ack_worth_on_catch_up(&self) -> bool {
-        self.delivered_bytes >= self.ack_every / 16 || self.delivered_messages >= self.ack_every_messages / 16
+        self.delivered_messages > 0
+            && (self.delivered_bytes >= self.ack_every / 16 || self.delivered_messages >= self.ack_every_messages / 16)
     }
 
     /// What the peer's hello says it keeps unacknowledged, in bytes and in messages:
