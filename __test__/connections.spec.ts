@@ -196,6 +196,27 @@ for (const tr of transports) {
     t.is(metrics(client).unackedBytes, 0)
   })
 
+  test.serial(name('messages held while the receive ring is full are acknowledged only as they are read'), async (t) => {
+    const N = 200
+    const listenUrl = tr.listenUrl()
+    await using server = await Hub.open(listenUrl as `tcp://${string}`, { listen: true, capacity: 16, ...tr.server })
+    await using client = await Hub.open(tr.dialUrl(listenUrl, server.localAddress) as `tcp://${string}`, tr.client)
+    const unacked = () => (client.metrics()[tr.name] as { unackedBytes: number }).unackedBytes
+    for (let i = 0; i < N; i++) client.publish(new Uint8Array(100).fill(i))
+    // The ring fills; the rest waits in the server's transport (read from the socket, or not).
+    for (let i = 0; i < 2500 && server.metrics().lag < 16; i++) await new Promise((r) => setTimeout(r, 2))
+    await new Promise((r) => setTimeout(r, 20))
+    for (let read = 1; read <= N; read++) {
+      t.deepEqual(server.tryRecv() ?? (await server.recv()), new Uint8Array(100).fill(read - 1))
+      // Time for an acknowledgement (by the clock, or because the reader caught up).
+      await new Promise((r) => setTimeout(r, 3))
+      const left = unacked()
+      if (left < (N - read) * 100) return t.fail(`after ${read} read, ${left} bytes unacknowledged: less than the ${N - read} unread messages`)
+    }
+    for (let i = 0; i < 2500 && unacked() > 0; i++) await new Promise((r) => setTimeout(r, 2))
+    t.is(unacked(), 0, 'and all of them once read')
+  })
+
   test.serial(name('a server restart loses no accepted message: the new server gets what the old one had not handed over'), async (t) => {
     const N = 3000
     const listen = tr.listenUrl()

@@ -32,12 +32,12 @@
 //! // nothing was read: both are unacknowledged, "a" is a duplicate.
 //! let mut w = ReceiveWindow::default();
 //! w.start_stream(0);
-//! assert!(w.accept());
-//! w.delivered(10);
+//! assert_eq!(w.accept(), Some(0));
+//! w.delivered(10, 0);
 //! w.start_stream(0);
-//! assert!(!w.accept(), "already delivered");
-//! assert!(w.accept());
-//! w.delivered(11);
+//! assert_eq!(w.accept(), None, "already delivered");
+//! assert_eq!(w.accept(), Some(1));
+//! w.delivered(11, 1);
 //! assert_eq!(w.consumed(12), Some(2), "the application read both: ack up to 2");
 //! q.ack(2).unwrap();
 //! assert!(q.is_empty());
@@ -291,10 +291,19 @@ impl SendQueue {
 
 /// The receiver's side of one reliable channel from one peer session: which messages
 /// are duplicates, and how far to acknowledge.
+///
+/// A message is *accepted* ([`accept`](Self::accept) gives its sequence number) when it
+/// is new, and *delivered* ([`delivered`](Self::delivered)) when it is in the
+/// application's queue. A receiver whose queue is full holds accepted messages and
+/// delivers them later, each with the number `accept` gave it: acknowledgements follow
+/// what the application read of what was delivered, never what was only accepted (held
+/// messages die with their connection, so a new stream takes them again).
 #[derive(Debug, Default)]
 pub struct ReceiveWindow {
-    /// The next sequence number to deliver.
+    /// The sequence number after the last message delivered.
     next: u64,
+    /// The sequence number after the last message accepted (delivered or held).
+    accepted: u64,
     /// Sequence number of the next message on the current stream.
     on_stream: u64,
     /// Delivered but not yet read, in runs: (position in the application's queue of the
@@ -306,7 +315,9 @@ pub struct ReceiveWindow {
 }
 
 impl ReceiveWindow {
-    /// A stream starts (a new connection) with message `first_seq`.
+    /// A stream starts (a new connection) with message `first_seq`. What was accepted
+    /// but not delivered is taken again from it: whoever held those messages (the old
+    /// connection) drops them.
     pub fn start_stream(&mut self, first_seq: u64) {
         self.on_stream = first_seq;
         if first_seq > self.next {
@@ -315,25 +326,36 @@ impl ReceiveWindow {
             self.next = first_seq;
             self.acked = self.acked.max(first_seq);
         }
+        self.accepted = self.next;
     }
 
-    /// The next message of the stream arrived: whether to deliver it (false for a
-    /// message delivered before the reconnect).
+    /// The next message of the stream arrived: its sequence number if it is to be
+    /// delivered, `None` for a message delivered (or accepted) before.
     #[inline]
-    pub fn accept(&mut self) -> bool {
+    pub fn accept(&mut self) -> Option<u64> {
         let seq = self.on_stream;
         self.on_stream += 1;
-        if seq < self.next {
-            return false;
+        if seq < self.accepted {
+            return None;
         }
-        self.next = seq + 1;
-        true
+        self.accepted = seq + 1;
+        Some(seq)
     }
 
-    /// The message just accepted went into the application's queue at `position`.
+    /// Whether message `seq` (accepted, then held) was delivered meanwhile from another
+    /// stream: then it is dropped, not delivered again.
     #[inline]
-    pub fn delivered(&mut self, position: u64) {
-        let seq = self.next - 1;
+    pub fn is_stale(&self, seq: u64) -> bool {
+        seq < self.next
+    }
+
+    /// Message `seq` (as [`accept`](Self::accept) gave it) went into the application's
+    /// queue at `position`. Messages are delivered in the order they were accepted.
+    #[inline]
+    pub fn delivered(&mut self, position: u64, seq: u64) {
+        debug_assert!(seq >= self.next, "message {seq} delivered after {}", self.next);
+        self.next = seq + 1;
+        self.accepted = self.accepted.max(self.next);
         if let Some((pos, first, n)) = self.unread.back_mut()
             && *pos + *n == position
             && *first + *n == seq
@@ -568,53 +590,64 @@ mod tests {
         wire
     }
 
-    /// A reconnecting sender and a receiver whose application reads at its own pace:
-    /// whatever the cut points, the application sees every message once, in order.
-    fn replay(messages: &[Vec<u8>], cuts: &[usize], reads: &[usize]) -> Vec<Vec<u8>> {
+    /// A reconnecting sender and a receiver whose application reads at its own pace,
+    /// with a queue of `room` messages: what does not fit is held by the connection
+    /// (and dies with it) until the application makes room. Whatever the cut points,
+    /// the application sees every message once, in order, and no acknowledgement
+    /// covers a message it has not read.
+    fn replay(messages: &[Vec<u8>], cuts: &[usize], reads: &[usize], room: usize) -> Vec<Vec<u8>> {
         let mut q = SendQueue::new(usize::MAX);
         let mut w = ReceiveWindow::default();
-        let mut app: Vec<Vec<u8>> = Vec::new(); // the application's queue (position = index)
+        // The application's queue (position = index): each message's number and bytes.
+        let mut app: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut read = 0usize;
         let mut pending = messages.iter();
-        for (round, &cut) in cuts.iter().enumerate() {
-            for m in pending.by_ref().take(3) {
+        let ack = |q: &mut SendQueue, w: &mut ReceiveWindow, app: &[(u64, Vec<u8>)], read: usize| {
+            if let Some(ack) = w.consumed(read as u64) {
+                let last_read = read.checked_sub(1).map_or(0, |i| app[i].0 + 1);
+                assert!(ack <= last_read, "acknowledged up to {ack}, read up to {last_read}");
+                q.ack(ack).unwrap();
+            }
+        };
+        let rounds = cuts.iter().map(|&c| (c, room)).chain([(usize::MAX, usize::MAX)]);
+        for (round, (cut, room)) in rounds.enumerate() {
+            let last = cut == usize::MAX;
+            for m in pending.by_ref().take(if last { usize::MAX } else { 3 }) {
                 q.push(m);
             }
             // One connection: the stream carries a prefix of the unsent bytes.
             w.start_stream(q.rewind());
             let wire = send(&mut q, cut);
+            let mut held: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
             let mut d = StreamDecoder::new(1 << 20);
             d.push(&wire, |m| {
-                if w.accept() {
-                    w.delivered(app.len() as u64);
-                    app.push(m.to_vec());
+                let Some(seq) = w.accept() else { return };
+                if held.is_empty() && app.len() - read < room {
+                    w.delivered(app.len() as u64, seq);
+                    app.push((seq, m.to_vec()));
+                } else {
+                    held.push_back((seq, m.to_vec()));
                 }
             })
             .unwrap();
-            read = (read + reads[round % reads.len()]).min(app.len());
-            if let Some(ack) = w.consumed(read as u64) {
-                q.ack(ack).unwrap();
+            // The application reads a little at a time; room made goes to what is held.
+            for step in 0..if last { usize::MAX } else { 3 } {
+                read = (read + reads[(round + step) % reads.len()].max(usize::from(last))).min(app.len());
+                while app.len() - read < room
+                    && let Some((seq, m)) = held.pop_front()
+                {
+                    assert!(!w.is_stale(seq));
+                    w.delivered(app.len() as u64, seq);
+                    app.push((seq, m));
+                }
+                ack(&mut q, &mut w, &app, read);
+                if held.is_empty() && (!last || read == app.len()) {
+                    break;
+                }
             }
         }
-        // A last, clean connection delivers the rest.
-        for m in pending {
-            q.push(m);
-        }
-        w.start_stream(q.rewind());
-        let wire = send(&mut q, usize::MAX);
-        StreamDecoder::new(1 << 20)
-            .push(&wire, |m| {
-                if w.accept() {
-                    w.delivered(app.len() as u64);
-                    app.push(m.to_vec());
-                }
-            })
-            .unwrap();
-        if let Some(ack) = w.consumed(app.len() as u64) {
-            q.ack(ack).unwrap();
-        }
         assert!(q.is_empty(), "everything read was acknowledged");
-        app
+        app.into_iter().map(|(_, m)| m).collect()
     }
 
     proptest! {
@@ -623,8 +656,9 @@ mod tests {
             messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..30),
             cuts in proptest::collection::vec(0usize..200, 0..12),
             reads in proptest::collection::vec(0usize..4, 1..5),
+            room in 1usize..6,
         ) {
-            prop_assert_eq!(replay(&messages, &cuts, &reads), messages);
+            prop_assert_eq!(replay(&messages, &cuts, &reads, room), messages);
         }
 
         /// Two channels' windows sharing the application's queue (so one channel's
@@ -667,9 +701,9 @@ mod tests {
                 for _ in 0..skip / 2 {
                     windows[c].accept();
                 }
-                if windows[c].accept() {
-                    windows[c].delivered(position);
-                    model[c].push((position, windows[c].next - 1));
+                if let Some(seq) = windows[c].accept() {
+                    windows[c].delivered(position, seq);
+                    model[c].push((position, seq));
                     position += 1;
                 }
                 read = (read + reads[i % reads.len()]).min(position);

@@ -128,8 +128,9 @@ impl Origin {
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
-    /// Each one's channel and length, oldest first; the oldest starts at `start`.
-    messages: VecDeque<(u16, usize)>,
+    /// Each one's channel, sequence number (its window gave it) and length, oldest
+    /// first; the oldest starts at `start`.
+    messages: VecDeque<(u16, u64, usize)>,
     start: usize,
 }
 
@@ -138,19 +139,19 @@ impl Held {
         self.messages.is_empty()
     }
 
-    fn push(&mut self, channel: u16, body: &[u8]) {
+    fn push(&mut self, channel: u16, seq: u64, body: &[u8]) {
         self.bytes.extend_from_slice(body);
-        self.messages.push_back((channel, body.len()));
+        self.messages.push_back((channel, seq, body.len()));
     }
 
-    /// The oldest: its channel and bytes.
-    fn front(&self) -> Option<(u16, &[u8])> {
-        let &(channel, len) = self.messages.front()?;
-        Some((channel, &self.bytes[self.start..self.start + len]))
+    /// The oldest: its channel, sequence number and bytes.
+    fn front(&self) -> Option<(u16, u64, &[u8])> {
+        let &(channel, seq, len) = self.messages.front()?;
+        Some((channel, seq, &self.bytes[self.start..self.start + len]))
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, len)) = self.messages.pop_front() {
+        if let Some((_, _, len)) = self.messages.pop_front() {
             self.start += len;
         }
         if self.messages.is_empty() {
@@ -959,20 +960,20 @@ impl Engine {
                 let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return bad("a message from nobody") };
                 let p = &mut self.peers[i];
                 let w = window(&mut p.windows, channel);
-                if !w.accept() {
+                let Some(seq) = w.accept() else {
                     return Ok(()); // delivered before the reconnect
-                }
+                };
                 if s.held.is_empty() {
                     let m = p.from.inbound(p.id, channel, payload);
                     if let Some(pos) = d.deliver(&m) {
-                        w.delivered(pos);
+                        w.delivered(pos, seq);
                         p.delivered_bytes += payload.len();
                         p.delivered_messages += 1;
                         self.ack_at.get_or_insert_with(|| clock.now() + ACK_TICK);
                         return Ok(());
                     }
                 }
-                s.held.push(channel, payload);
+                s.held.push(channel, seq, payload);
                 Ok(())
             }
             Record::Control(Control::Ack { channel, ack }) => {
@@ -1149,12 +1150,17 @@ impl Engine {
             match c.s.peer.and_then(|id| find_peer(&self.peers, id)) {
                 Some(i) => {
                     let p = &mut self.peers[i];
-                    while let Some((channel, body)) = c.s.held.front() {
-                        let m = p.from.inbound(p.id, channel, body);
-                        let Some(pos) = d.deliver(&m) else { break };
-                        window(&mut p.windows, channel).delivered(pos);
-                        p.delivered_bytes += body.len();
-                        p.delivered_messages += 1;
+                    while let Some((channel, seq, body)) = c.s.held.front() {
+                        let w = window(&mut p.windows, channel);
+                        // (Unless a newer connection of the peer's delivered it meanwhile.)
+                        if !w.is_stale(seq) {
+                            let m = p.from.inbound(p.id, channel, body);
+                            let Some(pos) = d.deliver(&m) else { break };
+                            // Acknowledged by the number it came with, not the window's last.
+                            w.delivered(pos, seq);
+                            p.delivered_bytes += body.len();
+                            p.delivered_messages += 1;
+                        }
                         c.s.held.pop_front();
                     }
                 }
@@ -1801,14 +1807,14 @@ mod tests {
     #[test]
     fn held_messages_keep_their_order_in_one_buffer() {
         let mut h = Held::default();
-        h.push(1, b"ab");
-        h.push(2, b"");
-        h.push(1, b"cde");
-        assert_eq!(h.front(), Some((1, &b"ab"[..])));
+        h.push(1, 7, b"ab");
+        h.push(2, 3, b"");
+        h.push(1, 8, b"cde");
+        assert_eq!(h.front(), Some((1, 7, &b"ab"[..])));
         h.pop_front();
-        assert_eq!(h.front(), Some((2, &b""[..])));
+        assert_eq!(h.front(), Some((2, 3, &b""[..])));
         h.pop_front();
-        assert_eq!(h.front(), Some((1, &b"cde"[..])));
+        assert_eq!(h.front(), Some((1, 8, &b"cde"[..])));
         h.pop_front();
         assert!(h.is_empty() && h.front().is_none());
         assert!(h.bytes.is_empty(), "emptied, the buffer starts over");

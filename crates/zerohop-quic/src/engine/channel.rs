@@ -108,9 +108,10 @@ pub(crate) struct InChannel {
     from: SocketAddr,
     header: StreamHeader,
     decoder: StreamDecoder,
-    /// Messages the receive ring had no room for, end to end, and their lengths.
+    /// Messages the receive ring had no room for, end to end, and their sequence
+    /// numbers and lengths.
     backlog: Vec<u8>,
-    lens: VecDeque<usize>,
+    lens: VecDeque<(u64, usize)>,
     backlog_at: usize,
     ended: bool,
     /// The highest acknowledgement written (what the application had read).
@@ -278,11 +279,15 @@ impl Engine {
             unacked_bytes,
         } = &mut **inbound;
         // Offer what waits; then take new bytes only if nothing waits.
-        while let Some(&len) = lens.front() {
-            let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
-            let Some(pos) = sink.deliver(&m) else { break };
-            window.delivered(pos);
-            *unacked_bytes += len;
+        while let Some(&(seq, len)) = lens.front() {
+            // (Unless another stream of the peer's delivered it meanwhile.)
+            if !window.is_stale(seq) {
+                let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
+                let Some(pos) = sink.deliver(&m) else { break };
+                // Acknowledged by the number it came with, not the window's last.
+                window.delivered(pos, seq);
+                *unacked_bytes += len;
+            }
             lens.pop_front();
             *backlog_at += len;
         }
@@ -294,19 +299,17 @@ impl Engine {
         // Decodes `bytes`; whether messages now wait for room.
         let mut decode = |bytes: &[u8]| -> Result<bool, StreamError> {
             decoder.push(bytes, |body| {
-                if !window.accept() {
-                    return;
-                }
+                let Some(seq) = window.accept() else { return };
                 if lens.is_empty() {
                     let m = Inbound::message(*peer, *from, header.channel, body);
                     if let Some(pos) = sink.deliver(&m) {
-                        window.delivered(pos);
+                        window.delivered(pos, seq);
                         *unacked_bytes += body.len();
                         return;
                     }
                 }
                 backlog.extend_from_slice(body);
-                lens.push_back(body.len());
+                lens.push_back((seq, body.len()));
             })?;
             Ok(!lens.is_empty())
         };
