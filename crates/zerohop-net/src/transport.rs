@@ -16,7 +16,7 @@ use zerohop_shm::{Segment, Subscriber};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{
     Batching, Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace,
-    Requests, Result, Settings, StatusListener, Transport, TransportKind, Value,
+    Requests, Result, RingPlace, Settings, StatusListener, Transport, TransportKind, Value,
 };
 
 use crate::driver::{Drive, Driver};
@@ -370,8 +370,9 @@ impl<P: Protocol> Transport for NetTransport<P> {
         Some(self.link.clone())
     }
 
-    fn detach_reader(&mut self) {
-        self.subscriber = None;
+    fn detach_reader(&mut self) -> Option<RingPlace> {
+        let (entry, cursor) = self.subscriber.take()?.hand_over();
+        Some(RingPlace { entry, cursor })
     }
 }
 

@@ -301,6 +301,9 @@ pub struct ShmHandle {
     settings: Option<zerohop::Settings>,
     waiter: Option<Waiter>,
     entry: Option<u32>,
+    /// Where `entry`'s reader starts, until `claim_subscriber` hands it out (an entry a
+    /// network hub's reader held: see `from_segment`).
+    handed: Option<u64>,
     /// The Rust publisher behind `publish_packed` (JavaScript publishes single
     /// messages itself; both take the same lock in the segment).
     publisher: Option<Publisher>,
@@ -313,13 +316,15 @@ pub struct ShmHandle {
 }
 
 impl ShmHandle {
-    /// A handle on a segment opened elsewhere (a network transport's receive ring).
-    pub(crate) fn from_segment(segment: Arc<Segment>) -> ShmHandle {
+    /// A handle on a segment opened elsewhere (a network transport's receive ring),
+    /// with the place in it that the hub's own reader left (`claim_subscriber` gives it).
+    pub(crate) fn from_segment(segment: Arc<Segment>, place: Option<zerohop::RingPlace>) -> ShmHandle {
         ShmHandle {
             segment: Some(segment),
             settings: None,
             waiter: None,
-            entry: None,
+            entry: place.map(|p| p.entry),
+            handed: place.map(|p| p.cursor),
             publisher: None,
             listed: None,
             heartbeat: None,
@@ -352,6 +357,7 @@ impl ShmHandle {
             settings: Some(settings),
             waiter: None,
             entry: None,
+            handed: None,
             publisher: None,
             listed,
             heartbeat,
@@ -403,9 +409,13 @@ impl ShmHandle {
         Ok(buffer)
     }
 
-    /// Claims a subscriber entry that starts at the current tail: `[index, tail]`.
+    /// Claims a subscriber entry that starts at the current tail, or the one the
+    /// hub's reader handed over, where it was: `[index, cursor]`.
     #[napi]
     pub fn claim_subscriber(&mut self) -> Result<Vec<f64>> {
+        if let (Some(index), Some(cursor)) = (self.entry, self.handed.take()) {
+            return Ok(vec![index as f64, cursor as f64]);
+        }
         if self.entry.is_some() {
             return Err(js_error(zerohop::Error::new(ErrorCode::InvalidState, "subscriber already claimed")));
         }

@@ -134,6 +134,8 @@ pub struct NetHandle {
     hub: Option<Hub>,
     link: Arc<dyn Link>,
     ring: Arc<dyn ReadInPlace>,
+    /// The hub's place in its receive ring, until JavaScript's reader takes it (`ring()`).
+    place: Option<zerohop::RingPlace>,
     waker: Rc<Waker>,
 }
 
@@ -153,10 +155,10 @@ impl NetHandle {
         let mut hub = Hub::open_named(&url, named).map_err(js_error)?;
         let link = hub.link().map_err(js_error)?;
         let ring = hub.read_in_place().map_err(js_error)?;
-        // JavaScript reads the ring with a cursor of its own (claimed through `ring()`).
-        hub.detach_reader();
+        // JavaScript reads the ring from the hub's place in it (claimed through `ring()`).
+        let place = hub.detach_reader();
         let waker = Rc::new(Waker { ring: ring.clone(), watcher: RefCell::new(None), closed: Cell::new(false) });
-        Ok(NetHandle { hub: Some(hub), link, ring, waker })
+        Ok(NetHandle { hub: Some(hub), link, ring, place, waker })
     }
 
     /// The hub's settings, with the transport's defaults filled in.
@@ -182,9 +184,9 @@ impl NetHandle {
 
     /// The receive ring, for reading in place.
     #[napi]
-    pub fn ring(&self) -> Result<ShmHandle> {
+    pub fn ring(&mut self) -> Result<ShmHandle> {
         self.hub()?;
-        Ok(ShmHandle::from_segment(self.ring.segment().clone()))
+        Ok(ShmHandle::from_segment(self.ring.segment().clone(), self.place.take()))
     }
 
     /// Largest message in bytes.

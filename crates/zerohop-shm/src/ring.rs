@@ -743,6 +743,9 @@ pub struct Subscriber {
     stats: SubscriberStats,
     /// Messages read since the tail was last compared with the cursor (see `try_recv`).
     since_tail_check: u32,
+    /// The entry went to another reader ([`hand_over`](Self::hand_over)): dropping
+    /// this one keeps it.
+    handed_over: bool,
 }
 
 impl Subscriber {
@@ -753,7 +756,17 @@ impl Subscriber {
         let index = claim_subscriber_entry(&mem)?;
         let cursor = mem.tail();
         mem.sub_cursor(index).store(cursor as u32, Ordering::Release);
-        Ok(Self { mem, index, cursor, stats: SubscriberStats::default(), since_tail_check: 0 })
+        Ok(Self { mem, index, cursor, stats: SubscriberStats::default(), since_tail_check: 0, handed_over: false })
+    }
+
+    /// Gives this subscriber's entry, with its cursor, to a reader whose cursor lives
+    /// elsewhere (the Node binding's): `(index, cursor)`. Nothing published meanwhile
+    /// is skipped or counted read, as it would be between releasing this entry and
+    /// claiming another at the tail.
+    pub fn hand_over(mut self) -> (u32, u64) {
+        self.mem.sub_cursor(self.index).store(self.cursor as u32, Ordering::Release);
+        self.handed_over = true;
+        (self.index, self.cursor)
     }
 
     /// This subscriber's table entry.
@@ -885,6 +898,9 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         release_subscriber_entry(&self.mem, self.index);
     }
 }
@@ -1151,6 +1167,24 @@ mod tests {
         assert_eq!(b.try_recv(&mut out), Some(1), "late joiner starts at the tail");
         assert_eq!(out, b"two");
         assert_eq!(b.try_recv(&mut out), None);
+    }
+
+    /// A subscriber handed over keeps its entry: what was published meanwhile is still
+    /// unread by the ring's flow control, and the new reader starts where it was.
+    #[test]
+    fn a_subscriber_handed_over_keeps_its_place() {
+        let seg = segment("handover", 4);
+        let s = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropNew);
+        p.publish(b"one").unwrap();
+        let (entry, cursor) = s.hand_over();
+        assert_eq!((entry, cursor), (0, 0));
+        p.publish(b"two").unwrap();
+        assert_eq!(table::slowest_lag(&seg, 2, None), 2, "both unread by the entry handed over");
+        let (other, _) = table::claim(&seg).unwrap();
+        assert_ne!(other, entry, "the entry is still taken");
+        table::release(&seg, entry);
+        assert_eq!(table::slowest_lag(&seg, 2, None), 0, "released by its new reader, when done");
     }
 
     #[test]

@@ -25,5 +25,5 @@ pub use options::{Backpressure, FromOptions, HubOptions, Options, Role, Settings
 pub use status::{Status, StatusEvent};
 pub use transport::{
     Batching, Connection, Credentials, Delivery, Doorbell, Kind, Link, Loans, MessageInfo, Peers, ReadInPlace,
-    Requests, StatusListener, Transport,
+    Requests, RingPlace, StatusListener, Transport,
 };

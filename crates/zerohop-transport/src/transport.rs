@@ -168,9 +168,11 @@ pub trait Transport: Send {
     }
 
     /// Stops reading through [`try_recv`](Self::try_recv): another reader takes the
-    /// receive ring with a cursor of its own ([`ReadInPlace`]), and this one must not
-    /// hold the ring's flow control back.
-    fn detach_reader(&mut self) {}
+    /// receive ring ([`ReadInPlace`]) with this one's place in it, which it returns
+    /// (`None` when the hub does not receive, or has none).
+    fn detach_reader(&mut self) -> Option<RingPlace> {
+        None
+    }
 }
 
 /// Peers a transport sends to because it is told (datagrams).
@@ -244,6 +246,15 @@ pub trait Link: Send + Sync {
 
 /// Called when an armed reader may have something to read.
 pub type Doorbell = Arc<dyn Fn() + Send + Sync>;
+
+/// A reader's place in a receive ring ([`Transport::detach_reader`]): its entry in the
+/// segment's subscriber table, which stays claimed for the reader that takes it, and
+/// the next message it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingPlace {
+    pub entry: u32,
+    pub cursor: u64,
+}
 
 /// A receive ring with the shared-memory layout, each message after an envelope
 /// (`zerohop_net::envelope`), read by another reader with a cursor of its own.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use zerohop_transport::status::Status;
 use zerohop_transport::{
     Batching, Connection, Delivery, Endpoint, Error, ErrorCode, HubOptions, Link, Loans, MessageInfo, Metrics, Options,
-    Peers, ReadInPlace, Requests, Result, Settings, Transport,
+    Peers, ReadInPlace, Requests, Result, RingPlace, Settings, Transport,
 };
 
 use crate::transports;
@@ -157,9 +157,10 @@ impl Hub {
     }
 
     /// Stops receiving through [`try_recv`](Self::try_recv): another reader reads the
-    /// receive ring ([`read_in_place`](Self::read_in_place)) with a cursor of its own.
-    pub fn detach_reader(&mut self) {
-        self.transport.detach_reader();
+    /// receive ring ([`read_in_place`](Self::read_in_place)) from this one's place,
+    /// which it returns (see [`Transport::detach_reader`]).
+    pub fn detach_reader(&mut self) -> Option<RingPlace> {
+        self.transport.detach_reader()
     }
 
     /// Waits up to `linger` for what this hub published to reach its receivers (over

@@ -116,7 +116,10 @@ export declare class ShmHandle {
    * buffers (Electron) and would silently copy.
    */
   buffer(): ArrayBuffer
-  /** Claims a subscriber entry that starts at the current tail: `[index, tail]`. */
+  /**
+   * Claims a subscriber entry that starts at the current tail, or the one the
+   * hub's reader handed over, where it was: `[index, cursor]`.
+   */
   claimSubscriber(): Array<number>
   /**
    * Calls `callback` (on the JavaScript thread) with the status events of the

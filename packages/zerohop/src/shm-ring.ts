@@ -472,12 +472,12 @@ export class ShmSubscriber {
     this.flowControlled = flowControlled
     this.storeEvery = Math.max(1, Math.min(64, ring.capacity >> 2))
     this.i32 = ring.i32
-    const [entry, tail] = native(() => ring.handle.claimSubscriber()) as [number, number]
+    const [entry, start] = native(() => ring.handle.claimSubscriber()) as [number, number]
     this.entry = entry
     this.own = entry + 1
-    this.cursor = tail
-    this.shared = tail
-    this.readyTo = tail >>> 0
+    this.cursor = start
+    this.shared = start
+    this.readyTo = start >>> 0
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
   }
 
