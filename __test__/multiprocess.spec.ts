@@ -34,6 +34,28 @@ test.serial('block: 1 publisher → 3 subscribers (one at a time, drain, tryRecv
   t.truthy(keeper)
 })
 
+test.serial('credits: a block publisher in another process publishes only what the subscriber grants, and nothing is lost', async (t) => {
+  const name = uniqueName('credits')
+  const N = 300
+  await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber', capacity: 1024, slotSize: 64 })
+  t.is(sub.metrics().credits, undefined, 'no credits until the first grant')
+  t.is(sub.grantCredits(100), 100)
+  const pub = child('publisher.mjs', [name, String(N), 'block'])
+  const got: number[] = []
+  while (got.length < 100) got.push(seqOf(await sub.recv({ timeoutMs: 10_000 })))
+  // The publisher waits now (for a while: a publisher going on would be seen).
+  await new Promise((r) => setTimeout(r, 150))
+  t.is(sub.tryRecv(), undefined, 'nothing past the 100 granted')
+  t.is(sub.metrics().credits, 0)
+  t.is(sub.grantCredits(N - 100), N - 100)
+  while (got.length < N) got.push(seqOf(await sub.recv({ timeoutMs: 10_000 })))
+  t.deepEqual(got, [...got.keys()], 'every message once, in order')
+  const done = await pub.next('done')
+  t.is(done.published, N)
+  t.true((done.blocked as number) > 0, 'it waited for the grant')
+  t.is(await pub.exited, 0, pub.stderr())
+})
+
 test.serial('drop_old: a slow subscriber is lapped and counts exactly what it missed', async (t) => {
   const name = uniqueName('lap')
   const N = 100_000

@@ -213,6 +213,68 @@ test('fill() and metrics().bytesAvailable: how far the slowest reader is behind,
   t.is(pub.fill(), 0, 'its reader gone')
 })
 
+test('water marks: onWaterMark says high once the fill reaches highWater, then low once it fell to lowWater; batchHint follows the fill', async (t) => {
+  const name = uniqueName('water')
+  const opts = { capacity: 16, slotSize: 64, highWater: 0.5, lowWater: 0.25 }
+  await using pub = await Hub.open(`shm://${name}`, { ...opts, role: 'publisher' })
+  await using sub = await Hub.open(`shm://${name}`, { ...opts, role: 'subscriber' })
+  const events: { mark: string; fill: number }[] = []
+  const off = pub.onWaterMark((e) => events.push(e))
+  t.is(pub.batchHint(64), 1, 'an empty ring: one at a time')
+  for (let i = 0; i < 7; i++) pub.publish(new Uint8Array(8))
+  await Promise.resolve()
+  t.deepEqual(events, [], 'below half of 16 slots')
+  pub.publish(new Uint8Array(8))
+  await new Promise((r) => setTimeout(r, 0))
+  t.deepEqual(events, [{ mark: 'high', fill: 0.5 }])
+  t.is(pub.batchHint(64), 64, 'at high water: the most')
+  t.is(pub.batchHint(8), 8)
+  for (let i = 0; i < 3; i++) sub.tryRecv()
+  await new Promise((r) => setTimeout(r, 20))
+  t.is(events.length, 1, 'a fill of 5/16 is above lowWater')
+  sub.tryRecv()
+  for (let i = 0; i < 500 && events.length < 2; i++) await new Promise((r) => setTimeout(r, 2))
+  t.deepEqual(events[1], { mark: 'low', fill: 0.25 })
+  // And high again.
+  for (let i = 0; i < 4; i++) pub.publish(new Uint8Array(8))
+  await new Promise((r) => setTimeout(r, 0))
+  t.deepEqual(events[2], { mark: 'high', fill: 0.5 })
+  off()
+  t.throws(() => sub.onWaterMark(() => {}), { code: 'ERR_INVALID_STATE' })
+  await using udp = await Hub.open('udp://127.0.0.1:0')
+  t.throws(() => udp.onWaterMark(() => {}), { code: 'ERR_UNSUPPORTED_TRANSPORT' })
+  t.throws(() => udp.grantCredits(1), { code: 'ERR_UNSUPPORTED_TRANSPORT' })
+  for (const bad of [{ highWater: 1.5 }, { highWater: 0.3, lowWater: 0.3 }, { lowWater: -1 }, { highWater: 0 }]) {
+    await t.throwsAsync(Hub.open(`shm://${uniqueName('water-bad')}`, bad), { code: 'ERR_BAD_OPTION' }, JSON.stringify(bad))
+  }
+})
+
+test('credits: drop_new drops and fail_fast refuses past them, drop_old never holds back; a grant lets them go on', async (t) => {
+  const name = uniqueName('credit-policies')
+  const opts = { capacity: 64, slotSize: 64 }
+  await using sub = await Hub.open(`shm://${name}`, { ...opts, role: 'subscriber' })
+  await using dropNew = await Hub.open(`shm://${name}`, { ...opts, role: 'publisher', backpressure: 'drop_new' })
+  await using failFast = await Hub.open(`shm://${name}`, { ...opts, role: 'publisher', backpressure: 'fail_fast' })
+  await using dropOld = await Hub.open(`shm://${name}`, { ...opts, role: 'publisher' })
+  t.true(dropNew.publish(new Uint8Array([0])), 'no credits granted: no limit')
+  t.is(sub.grantCredits(2), 2)
+  t.true(dropNew.publish(new Uint8Array([1])))
+  t.true(failFast.publish(new Uint8Array([2])))
+  t.false(dropNew.publish(new Uint8Array([9])), 'none left: dropped')
+  t.is(dropNew.metrics().dropped, 1)
+  t.throws(() => failFast.publish(new Uint8Array([9])), { code: 'ERR_BACKPRESSURE', message: /credits/ })
+  t.true(dropOld.publish(new Uint8Array([3])), 'drop_old publishes anyway')
+  t.is(sub.metrics().credits, 0)
+  t.is(sub.grantCredits(1), 1)
+  t.true(failFast.publish(new Uint8Array([4])))
+  t.deepEqual(
+    sub.tryRecvBatch().map((m) => m[0]),
+    [0, 1, 2, 3, 4],
+  )
+  t.throws(() => sub.grantCredits(-1), { code: 'ERR_BAD_OPTION' })
+  t.throws(() => dropNew.grantCredits(1), { code: 'ERR_INVALID_STATE' }, 'a publisher has no subscriber to grant with')
+})
+
 test('tryRecvBatch() takes at most 1024 unless told (a whole ring of copies held at once costs more than it saves)', async (t) => {
   const name = uniqueName('batch')
   await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 4096, slotSize: 64 })

@@ -117,10 +117,13 @@ pub struct ShmOffsets {
     pub waiters: u32,
     pub space: u32,
     pub space_waiters: u32,
+    pub credit_gen: u32,
     pub subscribers: u32,
     pub sub_entry: u32,
     pub sub_pid: u32,
     pub sub_cursor_lo: u32,
+    pub sub_credited: u32,
+    pub sub_credit_limit_lo: u32,
     pub slot_stamp: u32,
     pub slot_len: u32,
     pub slot_origin: u32,
@@ -140,10 +143,13 @@ pub fn shm_offsets() -> ShmOffsets {
         waiters: u(offsets::WAITERS),
         space: u(offsets::SPACE),
         space_waiters: u(offsets::SPACE_WAITERS),
+        credit_gen: u(offsets::CREDIT_GEN),
         subscribers: u(offsets::SUBSCRIBERS),
         sub_entry: u(offsets::SUB_ENTRY),
         sub_pid: u(offsets::SUB_PID),
         sub_cursor_lo: u(offsets::SUB_CURSOR_LO),
+        sub_credited: u(offsets::SUB_CREDITED),
+        sub_credit_limit_lo: u(offsets::SUB_CREDIT_LIMIT_LO),
         slot_stamp: u(offsets::SLOT_STAMP),
         slot_len: u(offsets::SLOT_LEN),
         slot_origin: u(offsets::SLOT_ORIGIN),
@@ -311,6 +317,8 @@ pub struct ShmHandle {
     listed: Option<PublisherEntry>,
     /// How often to look who comes and goes (`heartbeatMs`; `None`: no status events).
     heartbeat: Option<std::time::Duration>,
+    /// `[highWater, lowWater]` as resolved (a network hub's ring has none).
+    water: Option<zerohop::WaterMarks>,
     /// Who comes and goes, once someone listens.
     events: Option<Arc<zerohop::shm_events::MemberEvents>>,
 }
@@ -328,6 +336,7 @@ impl ShmHandle {
             publisher: None,
             listed: None,
             heartbeat: None,
+            water: None,
             events: None,
         }
     }
@@ -348,7 +357,7 @@ impl ShmHandle {
         let endpoint = Endpoint::parse(&url).map_err(js_error)?;
         let mut hub = zerohop::HubOptions::from_named(named).map_err(js_error)?;
         hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
-        let zerohop::shm::ShmSpec { name, layout, settings, heartbeat } =
+        let zerohop::shm::ShmSpec { name, layout, settings, heartbeat, water } =
             zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
         let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?);
         let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
@@ -361,6 +370,7 @@ impl ShmHandle {
             publisher: None,
             listed,
             heartbeat,
+            water: Some(water),
             events: None,
         })
     }
@@ -407,6 +417,26 @@ impl ShmHandle {
             )));
         }
         Ok(buffer)
+    }
+
+    /// The water marks, `[high, low]` (`null` for a network hub's ring).
+    #[napi]
+    pub fn water_marks(&self) -> Option<Vec<f64>> {
+        self.water.map(|w| vec![w.high, w.low])
+    }
+
+    /// This handle's subscriber entry grants `n` more credits (see
+    /// `zerohop_shm::ring::table::grant`); what it has left.
+    #[napi]
+    pub fn grant_credits(&self, n: u32) -> Result<f64> {
+        let entry = self.entry.ok_or_else(|| js_error(zerohop::Error::role("receive")))?;
+        Ok(table::grant(self.seg()?, entry, n) as f64)
+    }
+
+    /// The credits this handle's subscriber entry has left; `null` if it never granted any.
+    #[napi]
+    pub fn credits(&self) -> Result<Option<f64>> {
+        Ok(self.entry.and_then(|e| table::credits(self.seg().ok()?, e)).map(|c| c as f64))
     }
 
     /// Claims a subscriber entry that starts at the current tail, or the one the

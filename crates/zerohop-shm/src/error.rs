@@ -17,6 +17,8 @@ pub enum ShmError {
     MessageTooLarge { len: usize, max: usize },
     /// `fail_fast`: the slowest subscriber is a full ring behind.
     RingFull,
+    /// `fail_fast`: a subscriber that holds publishers to credits has none left.
+    NoCredits,
     /// Waiting (for the publisher lock, for space, for initialisation) took too long.
     Timeout(&'static str),
     /// Every subscriber entry is taken by a live process.
@@ -52,6 +54,7 @@ impl core::fmt::Display for ShmError {
                 write!(f, "message of {len} bytes exceeds the slot size of {max} bytes")
             }
             Self::RingFull => write!(f, "ring is full: the slowest subscriber is a whole ring behind"),
+            Self::NoCredits => write!(f, "a subscriber has no credits left (it grants more with grantCredits)"),
             Self::Timeout(what) => write!(f, "timed out waiting for {what}"),
             Self::NoSubscriberSlot { max } => {
                 write!(f, "all {max} subscriber entries are taken by live processes")

@@ -30,7 +30,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -58,6 +58,9 @@ pub mod offsets {
     pub const WAITERS: usize = 3 * LINE + 4;
     pub const SPACE: usize = 4 * LINE;
     pub const SPACE_WAITERS: usize = 4 * LINE + 4;
+    /// Bumped when a subscriber starts holding publishers to credits (its first
+    /// grant): a publisher that remembered where its room ends looks again.
+    pub const CREDIT_GEN: usize = 4 * LINE + 8;
     /// [`super::MAX_LISTED_PUBLISHERS`] pid words.
     pub const PUBLISHERS: usize = 5 * LINE;
     pub const SUBSCRIBERS: usize = 6 * LINE;
@@ -66,6 +69,11 @@ pub mod offsets {
     pub const SUB_CURSOR_LO: usize = 4;
     /// 1 while this subscriber is counted in `waiters` (parked or about to park).
     pub const SUB_PARKED: usize = 8;
+    /// 1 once this subscriber granted credits: publishers that hold back for
+    /// subscribers (all but `drop_old`) publish only below its `SUB_CREDIT_LIMIT_LO`.
+    pub const SUB_CREDITED: usize = 12;
+    /// Low 32 bits of the sequence number up to which this subscriber granted credits.
+    pub const SUB_CREDIT_LIMIT_LO: usize = 16;
     pub const SUB_ENTRY: usize = LINE;
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;

@@ -36,6 +36,12 @@
 //! room). Subscribers publish the low 32 bits of their cursor in their table entry so
 //! that a publisher can compute how far behind they are.
 //!
+//! **Credits**: a subscriber may also hold publishers to what it grants
+//! ([`table::grant`]): its entry says up to which sequence number it takes messages,
+//! and every publisher but a `DropOld` one (which never holds back for anyone) treats
+//! reaching it as a full ring, by its policy. A subscriber's first grant bumps
+//! `credit_gen`, so that publishers which remembered where their room ends look again.
+//!
 //! **Wake-ups**: a waiting subscriber spins briefly, then counts itself in `waiters`
 //! (and marks `parked` in its table entry), re-checks, and parks on the `notify` futex;
 //! a publisher that sees `waiters > 0` bumps `notify` and wakes everyone parked. A
@@ -192,6 +198,18 @@ impl RingMemory {
         self.word(self.layout.subscriber_offset(index) + offsets::SUB_CURSOR_LO)
     }
 
+    fn sub_credited(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_CREDITED)
+    }
+
+    fn sub_credit_limit(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_CREDIT_LIMIT_LO)
+    }
+
+    fn credit_gen(&self) -> u32 {
+        self.word(offsets::CREDIT_GEN).load(Ordering::Acquire)
+    }
+
     fn sub_parked(&self, index: u32) -> &AtomicU32 {
         self.word(self.layout.subscriber_offset(index) + offsets::SUB_PARKED)
     }
@@ -241,8 +259,10 @@ pub struct Publisher {
     /// the hub's own subscriber skips what it published.
     origin: u32,
     /// Sequence number below which the last scan of the subscriber table proved there
-    /// is room, so that most publishes skip the scan.
+    /// is room, so that most publishes skip the scan (while `credit_gen` is the same).
     room_until: u64,
+    /// The segment's `credit_gen` when `room_until` was found.
+    credit_gen: u32,
     /// No other publisher will ever write this ring (see [`Publisher::sole`]): the
     /// publisher lock, which only orders publishers among themselves, is not taken.
     sole: bool,
@@ -260,6 +280,7 @@ impl Publisher {
             own_entry: None,
             origin: 0,
             room_until: 0,
+            credit_gen: 0,
             sole: false,
         }
     }
@@ -350,7 +371,7 @@ impl Publisher {
         let mut tail = first;
         let mut outcome = Ok(());
         for msg in packed.chunks_exact(size) {
-            if self.policy != Backpressure::DropOld && tail >= self.room_until {
+            if self.policy != Backpressure::DropOld && !self.room_known(tail) {
                 match self.make_room(tail) {
                     Ok(true) => {}
                     Ok(false) => {
@@ -398,11 +419,8 @@ impl Publisher {
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
         self.lock()?;
         let tail = self.mem.tail();
-        let room = if self.policy == Backpressure::DropOld || tail < self.room_until {
-            Ok(true)
-        } else {
-            self.make_room(tail)
-        };
+        let room =
+            if self.policy == Backpressure::DropOld || self.room_known(tail) { Ok(true) } else { self.make_room(tail) };
         match room {
             Ok(true) => {}
             Ok(false) => {
@@ -437,7 +455,7 @@ impl Publisher {
         // Only this publisher moves the tail, so its two words cannot change under us.
         let tail = (u64::from(mem.word(offsets::TAIL_HI).load(Ordering::Relaxed)) << 32)
             | u64::from(mem.word(offsets::TAIL_LO).load(Ordering::Relaxed));
-        if tail >= self.room_until && !self.make_room(tail).ok()? {
+        if !self.room_known(tail) && !self.make_room(tail).ok()? {
             self.stats.dropped += 1;
             return None;
         }
@@ -464,24 +482,39 @@ impl Publisher {
         Some(tail)
     }
 
+    /// Whether the last scan proved room for message `tail`.
+    #[inline]
+    fn room_known(&self, tail: u64) -> bool {
+        tail < self.room_until && self.credit_gen == self.mem.credit_gen()
+    }
+
     /// Applies the backpressure policy for message `tail`: Ok(true) to write it,
     /// Ok(false) to drop it. Remembers how far the room it found reaches.
     fn make_room(&mut self, tail: u64) -> Result<bool> {
-        let cap = self.mem.layout.capacity as u64;
-        let mut lag = slowest_lag(&self.mem, tail, self.own_entry);
-        if lag >= cap {
+        let credits = self.policy != Backpressure::DropOld;
+        self.credit_gen = self.mem.credit_gen();
+        let mut room = room_for(&self.mem, tail, self.own_entry, credits);
+        self.room_until = tail + room;
+        if room == 0 {
             match self.policy {
                 Backpressure::DropOld => {}
                 Backpressure::DropNew => return Ok(false),
-                Backpressure::FailFast => return Err(ShmError::RingFull),
+                Backpressure::FailFast => {
+                    return Err(if has_room(&self.mem, tail, self.own_entry, false) {
+                        ShmError::NoCredits
+                    } else {
+                        ShmError::RingFull
+                    });
+                }
                 Backpressure::Block => {
                     wait_for_space(&self.mem, tail, Instant::now() + self.timeout, self.own_entry)?;
                     self.stats.blocked += 1;
-                    lag = slowest_lag(&self.mem, tail, self.own_entry);
+                    self.credit_gen = self.mem.credit_gen();
+                    room = room_for(&self.mem, tail, self.own_entry, credits);
                 }
             }
         }
-        self.room_until = tail + cap - lag.min(cap);
+        self.room_until = tail + room;
         Ok(true)
     }
 }
@@ -669,6 +702,32 @@ fn slowest_lag(mem: &RingMemory, tail: u64, exclude: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many messages from `tail` on every live subscriber (but `exclude`) has room for:
+/// what is left of the ring before the slowest is a whole ring behind and, with
+/// `credits`, of what the subscribers holding publishers to credits granted.
+fn room_for(mem: &RingMemory, tail: u64, exclude: Option<u32>, credits: bool) -> u64 {
+    let cap = mem.layout.capacity as u64;
+    let mut room = cap;
+    for i in 0..mem.layout.max_subscribers {
+        if Some(i) == exclude || mem.sub_pid(i).load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let lag = (tail as u32).wrapping_sub(mem.sub_cursor(i).load(Ordering::Acquire)) as u64;
+        room = room.min(cap - lag.min(cap));
+        if credits && mem.sub_credited(i).load(Ordering::Acquire) != 0 {
+            // Granted up to `limit`: what is left of it (none once passed, in 32 bits).
+            let left = mem.sub_credit_limit(i).load(Ordering::Acquire).wrapping_sub(tail as u32) as i32;
+            room = room.min(left.max(0) as u64);
+        }
+    }
+    room
+}
+
+/// Whether the next message, `tail`, has room (see [`room_for`]).
+fn has_room(mem: &RingMemory, tail: u64, exclude: Option<u32>, credits: bool) -> bool {
+    room_for(mem, tail, exclude, credits) > 0
+}
+
 /// Frees table entries whose process is gone, so that they stop holding a `Block`
 /// publisher back. Returns how many were freed.
 fn reap_dead_subscribers(mem: &RingMemory) -> usize {
@@ -685,22 +744,22 @@ fn reap_dead_subscribers(mem: &RingMemory) -> usize {
     freed
 }
 
-/// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`.
+/// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`
+/// and every subscriber holding publishers to credits granted `tail` (see [`room_for`]).
 /// Ok(false) if there was room at once, Ok(true) if it had to wait.
 fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Option<u32>) -> Result<bool> {
-    let cap = mem.layout.capacity as u64;
-    if slowest_lag(mem, tail, exclude) < cap {
+    if has_room(mem, tail, exclude, true) {
         return Ok(false);
     }
     let mut spins = 0u32;
     let mut last_reap = Instant::now();
     loop {
-        if slowest_lag(mem, tail, exclude) < cap {
+        if has_room(mem, tail, exclude, true) {
             return Ok(true);
         }
         let now = Instant::now();
         if now > deadline {
-            return Err(ShmError::Timeout("space in the ring (a subscriber is not reading)"));
+            return Err(ShmError::Timeout("space in the ring (a subscriber is not reading, or not granting credits)"));
         }
         if now.duration_since(last_reap) > Duration::from_millis(20) {
             reap_dead_subscribers(mem);
@@ -716,7 +775,7 @@ fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Optio
         let count = mem.word(offsets::SPACE_WAITERS);
         count.fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
-        if slowest_lag(mem, tail, exclude) >= cap {
+        if !has_room(mem, tail, exclude, true) {
             futex::wait(space, seen, PARK_SLICE.min(deadline.saturating_duration_since(now)));
         }
         let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -777,6 +836,17 @@ impl Subscriber {
     /// The next sequence number it will read.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// Holds publishers to credits: `n` more messages (see [`table::grant`]); returns
+    /// what is left.
+    pub fn grant_credits(&self, n: u32) -> u64 {
+        table::grant(&self.mem.seg, self.index, n)
+    }
+
+    /// The credits left, `None` if this subscriber never granted any.
+    pub fn credits(&self) -> Option<u64> {
+        table::credits(&self.mem.seg, self.index)
     }
 
     /// This handle's counters.
@@ -1010,6 +1080,8 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
             if mem.sub_pid(i).load(Ordering::Relaxed) == 0
                 && mem.sub_pid(i).compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
+                // (An occupant that died holding publishers to credits left them set.)
+                mem.sub_credited(i).store(0, Ordering::SeqCst);
                 mem.sub_cursor(i).store(mem.tail() as u32, Ordering::SeqCst);
                 return Ok(i);
             }
@@ -1019,10 +1091,14 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
 }
 
 fn release_subscriber_entry(mem: &RingMemory, index: u32) {
+    mem.sub_credited(index).store(0, Ordering::Release);
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
     notify_publishers(mem);
 }
+
+/// The most credits a subscriber can have left at once.
+pub const MAX_CREDITS: u32 = 1 << 30;
 
 /// Subscriber-table operations for readers whose cursor lives outside Rust (the Node
 /// binding): claim an entry at the current tail, and release it.
@@ -1036,6 +1112,41 @@ pub mod table {
         let tail = mem.tail();
         mem.sub_cursor(index).store(tail as u32, Ordering::SeqCst);
         Ok((index, tail))
+    }
+
+    /// Entry `index` grants `n` more credits: publishers that hold back for
+    /// subscribers publish up to `n` more messages past what it granted before (the
+    /// first grant: past the tail). Returns what it has left.
+    /// What is left is at most [`MAX_CREDITS`] (limits are compared in 32 bits).
+    pub fn grant(seg: &Arc<Segment>, index: u32, n: u32) -> u64 {
+        let mem = RingMemory::new(seg.clone());
+        let limit = mem.sub_credit_limit(index);
+        let tail = mem.tail() as u32;
+        let raised = |from: u32| {
+            let left = (from.wrapping_sub(tail) as i32).max(0) as u32;
+            tail.wrapping_add(left.saturating_add(n).min(MAX_CREDITS))
+        };
+        if mem.sub_credited(index).load(Ordering::Acquire) == 0 {
+            limit.store(raised(tail), Ordering::Release);
+            mem.sub_credited(index).store(1, Ordering::Release);
+            // Publishers that remembered their room (without these credits) look again.
+            mem.word(offsets::CREDIT_GEN).fetch_add(1, Ordering::AcqRel);
+        } else {
+            // Only this entry's reader grants; publishers only read the limit.
+            limit.store(raised(limit.load(Ordering::Acquire)), Ordering::Release);
+        }
+        notify_publishers(&mem);
+        credits(seg, index).unwrap_or(0)
+    }
+
+    /// The credits entry `index` has left, `None` if it never granted any.
+    pub fn credits(seg: &Arc<Segment>, index: u32) -> Option<u64> {
+        let mem = RingMemory::new(seg.clone());
+        if mem.sub_credited(index).load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let left = mem.sub_credit_limit(index).load(Ordering::Acquire).wrapping_sub(mem.tail() as u32) as i32;
+        Some(left.max(0) as u64)
     }
 
     /// Releases an entry claimed with [`claim`].
@@ -1137,6 +1248,42 @@ mod tests {
             prop_assert!(next >= tail.saturating_sub(cap as u64));
         }
 
+        /// Grants, publishes (`DropNew`) and reads in any order: a publish goes out
+        /// exactly when the subscriber has credits left and the ring has room, and the
+        /// credits left are what was granted less what went out.
+        #[test]
+        fn credit_accounting(ops in proptest::collection::vec((0u8..3, 0u32..6), 1..200), cap_log in 2u32..5) {
+            let seg = segment(&format!("prop-credits-{}-{cap_log}", std::process::id()), 1 << cap_log);
+            let mut publisher = Publisher::new(seg.clone(), Backpressure::DropNew);
+            let mut sub = Subscriber::new(seg).unwrap();
+            let (mut left, mut unread, mut out) = (None::<u64>, 0u64, Vec::new());
+            for (op, n) in ops {
+                match op {
+                    0 => {
+                        let now = left.unwrap_or(0) + u64::from(n);
+                        left = Some(now);
+                        prop_assert_eq!(sub.grant_credits(n), now);
+                    }
+                    1 => {
+                        let room = unread < 1 << cap_log && left.is_none_or(|l| l > 0);
+                        let sent = matches!(publisher.publish(b"m").unwrap(), Published::Sent(_));
+                        prop_assert_eq!(sent, room);
+                        if sent {
+                            unread += 1;
+                            left = left.map(|l| l - 1);
+                        }
+                    }
+                    _ => {
+                        for _ in 0..n.min(unread as u32) {
+                            prop_assert!(sub.try_recv(&mut out).is_some());
+                            unread -= 1;
+                        }
+                    }
+                }
+                prop_assert_eq!(sub.credits(), left);
+            }
+        }
+
         #[test]
         fn single_thread_roundtrip(messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..40)) {
             let seg = segment(&format!("prop-{}", std::process::id()), 64);
@@ -1167,6 +1314,64 @@ mod tests {
         assert_eq!(b.try_recv(&mut out), Some(1), "late joiner starts at the tail");
         assert_eq!(out, b"two");
         assert_eq!(b.try_recv(&mut out), None);
+    }
+
+    /// Credits hold back every publisher but a `DropOld` one: `DropNew` drops past them,
+    /// `FailFast` refuses with `NoCredits`, and a grant lets each go on; a publisher that
+    /// knew its room before the first grant looks again.
+    #[test]
+    fn credits_hold_publishers_back_by_their_policy() {
+        let seg = segment("credits", 64);
+        let s = Subscriber::new(seg.clone()).unwrap();
+        let mut new = Publisher::new(seg.clone(), Backpressure::DropNew);
+        assert!(matches!(new.publish(b"before").unwrap(), Published::Sent(0)), "room remembered: 64");
+        assert_eq!(s.credits(), None);
+        assert_eq!(s.grant_credits(2), 2);
+        for _ in 0..2 {
+            assert!(matches!(new.publish(b"x").unwrap(), Published::Sent(_)));
+        }
+        assert_eq!(new.publish(b"x").unwrap(), Published::Dropped, "past the credits");
+        assert_eq!(s.credits(), Some(0));
+        let mut fail = Publisher::new(seg.clone(), Backpressure::FailFast);
+        assert!(matches!(fail.publish(b"x"), Err(ShmError::NoCredits)));
+        let mut old = Publisher::new(seg.clone(), Backpressure::DropOld);
+        assert!(matches!(old.publish(b"x").unwrap(), Published::Sent(3)), "drop_old never holds back");
+        // Past the limit (the lapping publisher) counts as none left, not as a debt.
+        assert_eq!(s.credits(), Some(0));
+        assert_eq!(s.grant_credits(2), 2);
+        assert!(matches!(new.publish(b"x").unwrap(), Published::Sent(4)));
+        assert!(matches!(fail.publish(b"x").unwrap(), Published::Sent(5)));
+        assert!(matches!(fail.publish(b"x"), Err(ShmError::NoCredits)));
+        assert_eq!(s.grant_credits(u32::MAX), u64::from(MAX_CREDITS), "at most MAX_CREDITS left");
+        drop(s);
+        let _other = Subscriber::new(seg.clone()).unwrap();
+        assert!(matches!(fail.publish(b"x").unwrap(), Published::Sent(6)), "a reclaimed entry starts without credits");
+    }
+
+    /// A `Block` publisher with no credits left waits for a grant, parked, and goes on
+    /// when it comes.
+    #[test]
+    fn a_block_publisher_waits_for_a_grant() {
+        let seg = segment("credit-block", 64);
+        let s = Subscriber::new(seg.clone()).unwrap();
+        s.grant_credits(1);
+        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+        p.set_timeout(Duration::from_secs(10));
+        p.publish(b"one").unwrap();
+        let blocked = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            p.publish(b"two").unwrap();
+            (t0.elapsed(), p.stats().blocked)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!blocked.is_finished(), "published with no credits");
+        s.grant_credits(1);
+        let (waited, times) = blocked.join().unwrap();
+        assert!(waited >= Duration::from_millis(100));
+        assert_eq!(times, 1);
+        let mut timing_out = Publisher::new(seg, Backpressure::Block);
+        timing_out.set_timeout(Duration::from_millis(30));
+        assert!(matches!(timing_out.publish(b"three"), Err(ShmError::Timeout(_))));
     }
 
     /// A subscriber handed over keeps its entry: what was published meanwhile is still

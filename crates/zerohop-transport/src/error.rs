@@ -209,7 +209,7 @@ impl From<ShmError> for Error {
             ShmError::BadLayout(_) => ErrorCode::BadOption,
             ShmError::LayoutMismatch { .. } | ShmError::Incompatible(_) => ErrorCode::LayoutMismatch,
             ShmError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            ShmError::RingFull => ErrorCode::Backpressure,
+            ShmError::RingFull | ShmError::NoCredits => ErrorCode::Backpressure,
             ShmError::Timeout(_) => ErrorCode::Timeout,
             ShmError::NoSubscriberSlot { .. } => ErrorCode::NoCapacity,
             ShmError::Io { .. } => ErrorCode::Io,

@@ -16,7 +16,7 @@ pub mod shm_events;
 pub mod transports;
 
 pub use hub::Hub;
-pub use shm::ShmOptions;
+pub use shm::{ShmOptions, WaterMarks};
 pub use zerohop_net::envelope;
 pub use zerohop_quic::QuicOptions;
 pub use zerohop_stream::StreamOptions;

@@ -23,11 +23,29 @@ pub struct ShmOptions {
     /// How often the hub looks who comes and goes on the segment, for its status
     /// events (`heartbeatMs`, default 1000; `None`, or 0 by name, for no events).
     pub heartbeat: Option<Duration>,
+    /// Where the ring counts as filling up, and as drained again (`highWater`,
+    /// `lowWater`): the TypeScript hub's water-mark events and batch hint.
+    pub water: WaterMarks,
 }
 
 impl Default for ShmOptions {
     fn default() -> Self {
-        ShmOptions { max_subscribers: None, heartbeat: Some(DEFAULT_HEARTBEAT) }
+        ShmOptions { max_subscribers: None, heartbeat: Some(DEFAULT_HEARTBEAT), water: WaterMarks::default() }
+    }
+}
+
+/// The ring's fill (the slowest subscriber's lag as a share of its slots) at which it
+/// counts as filling up (`high`), and at which it counts as drained again (`low`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WaterMarks {
+    pub high: f64,
+    pub low: f64,
+}
+
+impl Default for WaterMarks {
+    /// 0.8 and 0.25.
+    fn default() -> Self {
+        WaterMarks { high: 0.8, low: 0.25 }
     }
 }
 
@@ -49,6 +67,23 @@ impl FromOptions for ShmOptions {
         Ok(ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
+            water: {
+                let d = WaterMarks::default();
+                let high = o.take_in("highWater", 0.0..=1.0)?.unwrap_or(d.high);
+                // Without a low mark, half the high one (at most the default).
+                let low = o.take_in("lowWater", 0.0..=1.0)?.unwrap_or(d.low.min(high / 2.0));
+                let water = WaterMarks { high, low };
+                if water.low >= water.high || water.high <= 0.0 {
+                    return Err(Error::new(
+                        ErrorCode::BadOption,
+                        format!(
+                            "lowWater ({}) must be below highWater ({}), and highWater above 0",
+                            water.low, water.high
+                        ),
+                    ));
+                }
+                water
+            },
         })
     }
 }
@@ -78,6 +113,7 @@ pub struct ShmSpec {
     pub settings: Settings,
     /// How often to look who comes and goes (`None`: no status events).
     pub heartbeat: Option<Duration>,
+    pub water: WaterMarks,
 }
 
 /// What an `shm://name` endpoint with `options` opens. Shared with the Node binding,
@@ -90,7 +126,7 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers);
-    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat })
+    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat, water: shm.water })
 }
 
 /// The members of a segment a hub reports on: all but its own entries.
@@ -112,7 +148,8 @@ pub fn member_events(
 
 /// Opens (or creates) the segment an `shm://name` endpoint names.
 pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
-    let ShmSpec { name, layout, settings, heartbeat } = resolve(endpoint, &mut options)?;
+    // (The water marks are the TypeScript hub's: a Rust hub has no events for them.)
+    let ShmSpec { name, layout, settings, heartbeat, water: _ } = resolve(endpoint, &mut options)?;
     let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None })?);
     let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
     let publisher = settings.role.publishes().then(|| {

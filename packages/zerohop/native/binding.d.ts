@@ -116,6 +116,15 @@ export declare class ShmHandle {
    * buffers (Electron) and would silently copy.
    */
   buffer(): ArrayBuffer
+  /** The water marks, `[high, low]` (`null` for a network hub's ring). */
+  waterMarks(): Array<number> | null
+  /**
+   * This handle's subscriber entry grants `n` more credits (see
+   * `zerohop_shm::ring::table::grant`); what it has left.
+   */
+  grantCredits(n: number): number
+  /** The credits this handle's subscriber entry has left; `null` if it never granted any. */
+  credits(): number | null
   /**
    * Claims a subscriber entry that starts at the current tail, or the one the
    * hub's reader handed over, where it was: `[index, cursor]`.
@@ -298,10 +307,13 @@ export interface ShmOffsets {
   waiters: number
   space: number
   spaceWaiters: number
+  creditGen: number
   subscribers: number
   subEntry: number
   subPid: number
   subCursorLo: number
+  subCredited: number
+  subCreditLimitLo: number
   slotStamp: number
   slotLen: number
   slotOrigin: number

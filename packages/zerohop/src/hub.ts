@@ -54,6 +54,14 @@ export type { StreamMetrics } from './transports/stream.js'
 export type { UdpSocketMetrics } from './transports/udp.js'
 
 /** Options of {@link Hub.publish}. */
+/** The ring crossed a water mark; see `Hub.onWaterMark`. */
+export interface WaterMarkEvent {
+  /** `'high'`: the fill reached `highWater`; `'low'`: after that, it fell to `lowWater`. */
+  mark: 'high' | 'low'
+  /** The fill when it was seen (see `Hub.fill`). */
+  fill: number
+}
+
 export interface PublishOptions {
   /**
    * The channel, 0..channels-1 (default 0), where the transport has several (QUIC: each
@@ -109,6 +117,8 @@ export interface HubMetrics {
   segment: string
   /** That ring's free bytes: the slots before its slowest reader is a whole ring behind, times the slot size. */
   bytesAvailable: number
+  /** Shared memory: the credits this hub's subscriber has left, once it granted any (`grantCredits`). */
+  credits?: number
   /**
    * UDP: the receive backend (`io_uring` or `recvmmsg`, and why io_uring is not in use),
    * packets, bytes, batches, send drops, malformed datagrams, sequence gaps (`lost`),
@@ -157,6 +167,22 @@ const LINGER_MS = 1000
 const BATCH_DEFAULT = 1024
 const noop = (): void => {}
 
+/** Calls each of `listeners` with `event`. */
+function tellEach<E>(listeners: Set<(event: E) => void>, event: E): void {
+  // A copy: a listener added by another listener waits for the next event.
+  // oxlint-disable-next-line unicorn/no-useless-spread
+  for (const l of [...listeners]) {
+    try {
+      l(event)
+    } catch (e) {
+      // A listener's bug must not stop the others, nor vanish.
+      queueMicrotask(() => {
+        throw e
+      })
+    }
+  }
+}
+
 /**
  * A hub: everyone who opens the same endpoint publishes to and receives from the
  * same stream of messages. A hub receives what the others publish, never its own.
@@ -180,6 +206,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private statusNow: HubStatus
   private listeningToPort = false
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
+  private readonly waterListeners = new Set<(e: WaterMarkEvent) => void>()
+  /** While the ring is above low water after a `'high'`: the timer that looks for `'low'`. */
+  private lowWaterTimer: ReturnType<typeof setInterval> | undefined
   private closed = false
   /** True while `close()` waits for receivers: publishing is over. */
   private closing = false
@@ -319,6 +348,77 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return this.closed ? 0 : this.ring.fill()
   }
 
+  /**
+   * Calls `listener` when the ring crosses a water mark (shared memory, a publishing
+   * hub): `'high'` once a publish brings its fill to `highWater` or more, then `'low'`
+   * once it fell to `lowWater` (looked at every millisecond meanwhile), and so on.
+   * A publisher that slows down at `'high'` and speeds up at `'low'` is never lapped
+   * or blocked. Returns a function that removes it.
+   */
+  onWaterMark(listener: (event: WaterMarkEvent) => void): () => void {
+    if (typeof listener !== 'function') throw new BadOptionError(`onWaterMark takes a function, got ${describe(listener)}`)
+    const flow = this.port.flow
+    if (flow === undefined) throw new UnsupportedTransportError(`${this.transport}:// hubs have no water marks (shared memory has)`)
+    if (this.closed) throw new ClosedError('the hub is closed')
+    if (this.waterListeners.size === 0 && this.lowWaterTimer === undefined && !flow.watchHighWater(this.atHighWater)) {
+      throw new InvalidStateError("this hub was opened with role 'subscriber': water marks are found by publishing")
+    }
+    this.waterListeners.add(listener)
+    return () => {
+      this.waterListeners.delete(listener)
+      if (this.waterListeners.size === 0) this.stopLowWater()
+    }
+  }
+
+  /** The publisher found high water (inside a publish: the listeners hear it after). */
+  private readonly atHighWater = (fill: number): void => {
+    if (this.waterListeners.size === 0 || this.closed) return
+    queueMicrotask(() => this.emitWater({ mark: 'high', fill }))
+    const low = this.port.flow!.waterMarks[1]
+    this.lowWaterTimer = setInterval(() => {
+      const now = this.fill()
+      if (now > low || this.closed) return
+      this.stopLowWater()
+      this.emitWater({ mark: 'low', fill: now })
+      if (this.waterListeners.size > 0) this.port.flow!.watchHighWater(this.atHighWater)
+    }, 1)
+  }
+
+  private stopLowWater(): void {
+    clearInterval(this.lowWaterTimer)
+    this.lowWaterTimer = undefined
+  }
+
+  private emitWater(event: WaterMarkEvent): void {
+    tellEach(this.waterListeners, event)
+  }
+
+  /**
+   * How many messages to take (or send) at once for the ring's fill now: 1 while it is
+   * nearly empty (for latency), growing with the fill to `max` at `highWater` (default
+   * 0.8) and above (for throughput). E.g. `hub.tryRecvBatch(hub.batchHint())`.
+   */
+  batchHint(max = 64): number {
+    if (!Number.isInteger(max) || max < 1) throw new BadOptionError(`batchHint takes an integer max ≥ 1, got ${describe(max)}`)
+    const high = this.port.flow?.waterMarks[0] ?? 0.8
+    return Math.max(1, Math.min(max, Math.ceil((max * this.fill()) / high)))
+  }
+
+  /**
+   * Holds publishers to credits (shared memory, a receiving hub): they may publish `n`
+   * more messages past what this hub granted before (its first grant: past what was
+   * published so far). A publisher with none left does what its `backpressure` says:
+   * `block` waits for a grant, `drop_new` drops, `fail_fast` throws `ERR_BACKPRESSURE`;
+   * a `drop_old` publisher never holds back, for credits or room. Returns the credits
+   * left (at most 2^30).
+   */
+  grantCredits(n: number): number {
+    const flow = this.port.flow
+    if (flow === undefined) throw new UnsupportedTransportError(`${this.transport}:// hubs have no credits (shared memory has)`)
+    if (!Number.isInteger(n) || n < 0 || n > 2 ** 30) throw new BadOptionError(`grantCredits takes an integer from 0 to 2^30, got ${describe(n)}`)
+    return flow.grantCredits(n)
+  }
+
   /** Lets the port's status events reach this hub (once). */
   private listenToPort(): void {
     if (this.listeningToPort) return
@@ -376,18 +476,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (event.status === this.statusNow && event.attempt === undefined && event.error === undefined) return
       this.statusNow = event.status
     }
-    // A copy: a listener added by another listener waits for the next event.
-    // oxlint-disable-next-line unicorn/no-useless-spread
-    for (const l of [...this.statusListeners]) {
-      try {
-        l(event)
-      } catch (e) {
-        // A listener's bug must not stop the others, nor vanish.
-        queueMicrotask(() => {
-          throw e
-        })
-      }
-    }
+    tellEach(this.statusListeners, event)
   }
 
   /** Replaces where published messages go (`host:port` each), where the transport sends to peers it is told (UDP). */
@@ -692,6 +781,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       slotSize: this.ring.slotSize,
       segment: this.ring.layout.path,
       bytesAvailable: this.closed ? 0 : this.ring.bytesAvailable(),
+      ...(this.port.flow?.credits() !== undefined ? { credits: this.port.flow.credits() } : {}),
       ...(details ? { [this.transport]: details } : {}),
     }
   }
@@ -713,6 +803,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (this.closed) return
     }
     this.closed = true
+    this.stopLowWater()
     if (this.openBorrow) this.openBorrow.held = false
     this.ringDoorbell()
     this.port.close()

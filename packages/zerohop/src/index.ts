@@ -43,6 +43,7 @@ export type {
   ReconnectOptions,
   PublishOptions,
   CloseOptions,
+  WaterMarkEvent,
 } from './hub.js'
 export type { SegmentInfo, ListOptions } from './registry.js'
 export type { ShmOptions } from './transports/shm.js'

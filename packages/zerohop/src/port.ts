@@ -75,6 +75,21 @@ export interface RequestPort {
   pending(): number
 }
 
+/** Flow control between publishers and subscribers of one ring (shared memory). */
+export interface FlowPort {
+  /** `[highWater, lowWater]`, as the hub's options resolved them. */
+  readonly waterMarks: readonly [high: number, low: number]
+  /**
+   * Calls `onHigh` (with the fill) once a publish of this hub brings the slowest
+   * subscriber to high water; once, until called again. False if this hub does not publish.
+   */
+  watchHighWater(onHigh: (fill: number) => void): boolean
+  /** This hub's subscriber grants `n` more credits; returns what it has left. */
+  grantCredits(n: number): number
+  /** The credits it has left; `undefined` if it never granted any. */
+  credits(): number | undefined
+}
+
 /** A transport, opened for one hub. */
 export interface Port<T> {
   readonly transport: TransportName
@@ -118,6 +133,7 @@ export interface Port<T> {
   /** Replaces where published messages go (transports that send to peers they are told). */
   readonly peers: { setPeers(peers: string[]): void } | undefined
   readonly requests: RequestPort | undefined
+  readonly flow: FlowPort | undefined
   /** The status now. */
   status(): HubStatus
   /** Calls `listener` with each status event (`own`: about the hub itself, not a peer). */

@@ -56,10 +56,13 @@ export class ShmRing {
   readonly LOCK: number
   readonly WAITERS: number
   readonly SPACE_WAITERS: number
+  readonly CREDIT_GEN: number
   readonly SUBS: number
   readonly SUB_STRIDE: number
   readonly SUB_PID: number
   readonly SUB_CURSOR: number
+  readonly SUB_CREDITED: number
+  readonly SUB_CREDIT_LIMIT: number
   /** Byte offset of the payload in a slot, and word offsets of a slot's length and origin. */
   readonly PAYLOAD: number
   readonly LEN: number
@@ -88,10 +91,13 @@ export class ShmRing {
     this.LOCK = o.pubLock >> 2
     this.WAITERS = o.waiters >> 2
     this.SPACE_WAITERS = o.spaceWaiters >> 2
+    this.CREDIT_GEN = o.creditGen >> 2
     this.SUBS = o.subscribers >> 2
     this.SUB_STRIDE = o.subEntry >> 2
     this.SUB_PID = o.subPid >> 2
     this.SUB_CURSOR = o.subCursorLo >> 2
+    this.SUB_CREDITED = o.subCredited >> 2
+    this.SUB_CREDIT_LIMIT = o.subCreditLimitLo >> 2
     this.PAYLOAD = o.slotPayload
     this.LEN = o.slotLen >> 2
     this.ORIGIN = o.slotOrigin >> 2
@@ -148,6 +154,25 @@ export class ShmRing {
       if (lag > worst) worst = lag
     }
     return worst
+  }
+
+  /**
+   * How many messages from `lo` (the tail's low 32 bits) the subscribers that hold
+   * publishers to credits still granted, leaving out entry `exclude`: the fewest of
+   * them (`Infinity` if none does).
+   */
+  creditRoom(lo: number, exclude?: number): number {
+    const i32 = this.i32
+    let room = Infinity
+    for (let i = 0; i < this.layout.maxSubscribers; i++) {
+      if (i === exclude) continue
+      const base = this.SUBS + i * this.SUB_STRIDE
+      if (Atomics.load(i32, base + this.SUB_PID) === 0 || Atomics.load(i32, base + this.SUB_CREDITED) === 0) continue
+      // What is left of the grant (none once passed), compared in 32 bits.
+      const left = Math.max(0, (Atomics.load(i32, base + this.SUB_CREDIT_LIMIT) - lo) | 0)
+      if (left < room) room = left
+    }
+    return room
   }
 
   /** The slowest reader's lag, at most the whole ring. */
@@ -230,6 +255,14 @@ export class ShmPublisher {
   /** Sequence number (64-bit, as a number) below which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
+  /** The segment's credit generation when `roomUntil` was found (a first grant changes it). */
+  private creditGen = 0
+  /**
+   * Watching the water marks ({@link watchHighWater}): the slowest subscriber's lag, in
+   * slots, that counts as high water, and what is told when it is reached.
+   */
+  private highSlots = Infinity
+  private onHighWater: ((fill: number) => void) | undefined
   /** True while a scan proved no reader can be reading the slots about to be reused. */
   private unmarked = false
 
@@ -288,13 +321,19 @@ export class ShmPublisher {
     if (this.hasRoom(lo)) return true
     const cap = this.ring.capacity
     const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
+    // Credits hold back every publisher but a `drop_old` one, which never holds back.
+    const credits = this.policy !== 'drop_old'
+    this.creditGen = this.i32[this.ring.CREDIT_GEN]!
     let lag = this.slowestLag(lo)
-    if (lag >= cap) {
+    let credit = credits ? this.ring.creditRoom(lo, this.ownEntry) : Infinity
+    this.roomKnown = true
+    this.roomUntil = tail
+    if (lag >= cap || credit === 0) {
       if (this.policy === 'drop_old') {
         // Lapping: mark slots while writing, and look again a quarter ring later.
+        if (this.onHighWater) this.reachedHighWater(cap)
         this.unmarked = false
         this.roomUntil = tail + (cap >>> 2)
-        this.roomKnown = true
         return true
       }
       if (this.policy === 'drop_new') {
@@ -302,16 +341,42 @@ export class ShmPublisher {
         return false
       }
       if (this.policy === 'fail_fast') {
-        throw new BackpressureError(`ring is full: the slowest subscriber is ${lag} messages behind (capacity ${cap})`)
+        throw new BackpressureError(
+          lag >= cap
+            ? `ring is full: the slowest subscriber is ${lag} messages behind (capacity ${cap})`
+            : 'a subscriber has no credits left (it grants more with grantCredits)',
+        )
       }
       native(() => this.ring.handle.waitForSpace(tail, this.timeoutMs, this.ownEntry))
       this.counters.blocked++
+      this.creditGen = this.i32[this.ring.CREDIT_GEN]!
       lag = this.slowestLag(lo)
+      credit = this.ring.creditRoom(lo, this.ownEntry)
     }
     this.unmarked = lag < cap
-    this.roomUntil = tail + (cap - lag)
-    this.roomKnown = true
+    // This message brings the ring to high water (unless it is read meanwhile).
+    if (lag + 1 >= this.highSlots) this.reachedHighWater(lag + 1)
+    // Look again where room or credits end, or at the message that would bring the
+    // ring to high water.
+    this.roomUntil = tail + Math.min(cap - lag, credit, this.highSlots - lag - 1)
     return true
+  }
+
+  /**
+   * Tells `onHigh` (with the fill) when a publish brings the slowest subscriber to
+   * `high` of the ring or more; once, until {@link watchHighWater} is called again.
+   */
+  watchHighWater(high: number, onHigh: (fill: number) => void): void {
+    this.highSlots = Math.max(1, Math.ceil(high * this.ring.capacity))
+    this.onHighWater = onHigh
+    this.roomKnown = false
+  }
+
+  private reachedHighWater(lag: number): void {
+    const tell = this.onHighWater
+    this.highSlots = Infinity
+    this.onHighWater = undefined
+    tell?.(Math.min(1, lag / this.ring.capacity))
   }
 
   /** Marks slot `lo` as being written (when needed); returns the byte offset of its payload. */
@@ -380,7 +445,8 @@ export class ShmPublisher {
 
   /** Whether the last scan already proved room for sequence `lo` (compared in 64 bits). */
   hasRoom(lo: number): boolean {
-    if (!this.roomKnown) return false
+    // (A plain load: a stale generation only means one more scan.)
+    if (!this.roomKnown || this.i32[this.ring.CREDIT_GEN] !== this.creditGen) return false
     const tail = (Atomics.load(this.i32, this.ring.TAIL_HI) >>> 0) * TWO_32 + lo
     return tail < this.roomUntil
   }

@@ -40,6 +40,7 @@ class NetPort<T> implements Port<T> {
   readonly loanOpen = false
   readonly peers: { setPeers(peers: string[]): void } | undefined
   readonly requests: RequestPort | undefined
+  readonly flow = undefined
   private readonly handle: NetHandle
   /** The per-message calls, bound to the hub's link (see `fast.rs` in the binding). */
   private readonly calls: NetCalls

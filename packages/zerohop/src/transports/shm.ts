@@ -7,7 +7,7 @@ import { copyInto } from '../bytes.js'
 import { type Codec, raw } from '../codec.js'
 import { BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
 import { binding, native, type ShmHandle, statusEvent } from '../native.js'
-import type { HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
+import type { FlowPort, HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
 import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec, type StructView } from '../struct.js'
 
@@ -20,6 +20,13 @@ export interface ShmOptions {
    * segment, for its status events about them (default 1000; 0: no such events).
    */
   heartbeatMs?: number
+  /**
+   * The ring's fill (see `hub.fill()`) at which `onWaterMark` says `'high'` (default
+   * 0.8), and at or below which it then says `'low'` (default 0.25, or half of
+   * `highWater` when that is lower). Also what `batchHint()` scales by.
+   */
+  highWater?: number
+  lowWater?: number
 }
 
 /**
@@ -53,6 +60,7 @@ class ShmPort<T> implements Port<T> {
   readonly armKeepsLoopAlive = false
   readonly peers = undefined
   readonly requests = undefined
+  readonly flow: FlowPort
   private readonly pub: ShmPublisher | undefined
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
@@ -75,6 +83,21 @@ class ShmPort<T> implements Port<T> {
       role === 'subscriber'
         ? undefined
         : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
+    const [high, low] = native(() => handle.waterMarks()) as [number, number]
+    const pub = this.pub
+    this.flow = {
+      waterMarks: [high, low],
+      watchHighWater: (onHigh) => {
+        pub?.watchHighWater(high, onHigh)
+        return pub !== undefined
+      },
+      grantCredits: (n) => {
+        if (this.closed) throw new ClosedError('the hub is closed')
+        if (this.subscriber === undefined) throw new InvalidStateError("this hub was opened with role 'publisher' and has no credits to grant")
+        return native(() => handle.grantCredits(n))
+      },
+      credits: () => (this.closed ? undefined : (native(() => handle.credits()) ?? undefined)),
+    }
   }
 
   private publisher(): ShmPublisher {
