@@ -13,11 +13,13 @@
 //! 256   lock line:     publisher lock         pid of the publishing process, 0 when free
 //! 384   notify line:   notify, waiters        futex word subscribers park on, and how
 //!                                             many are parked there
-//! 512   space line:    space, space_waiters   futex word blocked publishers park on, and
-//!                                             a flag they raise
+//! 512   space line:    space, space_waiters,  futex word blocked publishers park on, a
+//!                      credit_gen             flag they raise, and a count bumped when a
+//!                                             subscriber first grants credits
 //! 640   publisher table: MAX_LISTED_PUBLISHERS pids, 0 where free (who publishes, for
 //!                        `Hub.list()`; written only when a publisher comes or goes)
-//! 768   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked
+//! 768   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked,
+//!       credited, credit_limit_lo
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
 //!       payload[slot_size]
 //! ```
