@@ -2,7 +2,7 @@
 // crashes, idle CPU, and zero-copy in both directions. Serial: each test runs several
 // busy processes, and together they would oversubscribe two cores.
 import test from 'ava'
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { Hub, struct } from 'zerohop'
 import { child, uniqueName } from './helpers.ts'
 
@@ -54,6 +54,35 @@ test.serial('credits: a block publisher in another process publishes only what t
   t.is(done.published, N)
   t.true((done.blocked as number) > 0, 'it waited for the grant')
   t.is(await pub.exited, 0, pub.stderr())
+})
+
+test.serial('memfd: no file in /dev/shm, the segment is handed over by whoever holds it, and only to its own user', async (t) => {
+  const name = uniqueName('memfd')
+  const first = child('streamer.mjs', [`${name}?memfd`, '0'])
+  await first.next('started')
+  await using sub = await Hub.open(`shm://${name}?memfd`, { role: 'subscriber' })
+  const a = seqOf(await sub.recv({ timeoutMs: 5000 }))
+  t.true(seqOf(await sub.recv({ timeoutMs: 5000 })) === a + 1, 'what the streamer publishes, in order')
+  t.false(existsSync(`/dev/shm/zerohop-${name}`), 'no named file')
+  t.true(existsSync(`/dev/shm/.zerohop-${name}.memfd`), 'the rendezvous socket')
+  t.is(statSync(`/dev/shm/.zerohop-${name}.memfd`).mode & 0o777, 0o600)
+  // The creator dies: this hub serves the segment from now on.
+  first.proc.kill('SIGKILL')
+  await first.exited
+  const second = child('streamer.mjs', [`${name}?memfd`, '1000000'])
+  await second.next('started')
+  let seq = -1
+  for (let i = 0; i < 1000 && seq < 1_000_000; i++) seq = seqOf(await sub.recv({ timeoutMs: 5000 }))
+  t.true(seq >= 1_000_000, 'a hub that came after the creator died publishes into the same segment')
+  second.proc.kill('SIGKILL')
+  await second.exited
+  if (process.getuid?.() === 0) {
+    // Another user: the socket refuses it (0600, and the holder checks SO_PEERCRED).
+    const foreign = child('open-error.mjs', [`shm://${name}?memfd`], {}, [], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'])
+    const r = await foreign.next('result')
+    t.is(r.code, 'ERR_IO', JSON.stringify(r))
+    t.regex(String(r.message), /permission|denied|own user/i)
+  } else t.log('SKIPPED the foreign user: not root')
 })
 
 test.serial('drop_old: a slow subscriber is lapped and counts exactly what it missed', async (t) => {

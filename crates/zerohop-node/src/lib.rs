@@ -357,9 +357,9 @@ impl ShmHandle {
         let endpoint = Endpoint::parse(&url).map_err(js_error)?;
         let mut hub = zerohop::HubOptions::from_named(named).map_err(js_error)?;
         hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
-        let zerohop::shm::ShmSpec { name, layout, settings, heartbeat, water } =
-            zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
-        let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None }).map_err(js_error)?);
+        let spec = zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
+        let segment = Arc::new(spec.open_segment().map_err(js_error)?);
+        let zerohop::shm::ShmSpec { settings, heartbeat, water, .. } = spec;
         let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
         Ok(ShmHandle {
             segment: Some(segment),

@@ -26,6 +26,7 @@
 
 pub mod error;
 pub mod futex;
+pub mod handoff;
 pub mod layout;
 pub mod registry;
 pub mod ring;

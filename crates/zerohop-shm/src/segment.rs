@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
+use crate::handoff::{self, Handoff, Rendezvous};
 use crate::layout::{LAYOUT_VERSION, Layout, MAGIC, STATE_READY, offsets};
 
 /// Where segments live unless `ZEROHOP_SHM_DIR` says otherwise.
@@ -50,6 +51,8 @@ pub struct Segment {
     path: PathBuf,
     created: bool,
     released: AtomicBool,
+    /// A memfd segment's part in handing it to joiners ([`Segment::open_memfd`]).
+    handoff: Option<std::sync::Mutex<Handoff>>,
 }
 
 // SAFETY: the mapping is process-wide memory that stays valid until `Drop`; all
@@ -132,6 +135,36 @@ impl Segment {
         }
     }
 
+    /// Opens segment `name` as a memfd (see [`crate::handoff`]): its descriptor from a
+    /// process that holds it, or a new one if nobody does. It has no file under the
+    /// segment directory, only a `0600` socket there (and two lock files) that holders
+    /// hand it over on, to processes of their own user.
+    pub fn open_memfd(name: &str, options: &SegmentOptions) -> Result<Segment> {
+        validate_name(name)?;
+        if let Some(layout) = &options.layout {
+            layout.validate().map_err(ShmError::BadLayout)?;
+        }
+        let dir = segment_dir(options);
+        remove_stale(&dir);
+        let rendezvous = Rendezvous::new(&dir, name);
+        let layout = options.layout.unwrap_or_default();
+        let (memfd, created, handoff) = handoff::join_or_create(&rendezvous, || {
+            let label = CString::new(format!("{FILE_PREFIX}{name}")).map_err(|_| ShmError::BadName(name.into()))?;
+            // SAFETY: a valid NUL-terminated name; memfd_create returns a new fd or -1.
+            let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(ShmError::last_os("memfd_create"));
+            }
+            // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+            let made = Self::initialise(unsafe { File::from_raw_fd(fd) }, PathBuf::new(), layout, 0)?;
+            made.file.try_clone().map_err(|source| ShmError::Io { op: "dup memfd", source })
+        })?;
+        let mut segment = Self::attach(memfd, PathBuf::new(), if created { None } else { options.layout })?;
+        segment.created = created;
+        segment.handoff = Some(std::sync::Mutex::new(handoff));
+        Ok(segment)
+    }
+
     /// A segment only this process can see: anonymous memory (`memfd_create`), no name,
     /// nothing to clean up if the process dies. Transports that receive from the
     /// network use one as the ring between their I/O thread and the application, so
@@ -183,7 +216,8 @@ impl Segment {
         let len = layout.segment_len() as usize + extra;
         file.set_len(len as u64).map_err(|source| ShmError::Io { op: "size segment", source })?;
         let ptr = map(&file, len)?;
-        let segment = Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false) };
+        let segment =
+            Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false), handoff: None };
         let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
         w(offsets::MAGIC_LO, MAGIC as u32);
         w(offsets::MAGIC_HI, (MAGIC >> 32) as u32);
@@ -212,6 +246,7 @@ impl Segment {
             path,
             created: false,
             released: AtomicBool::new(false),
+            handoff: None,
         };
         let r = |off: usize| segment.word(off).load(Ordering::Acquire);
         let magic = r(offsets::MAGIC_LO) as u64 | (r(offsets::MAGIC_HI) as u64) << 32;
@@ -260,7 +295,12 @@ impl Segment {
 
     /// Whether this is a [`Segment::private`] one (no file another process can open).
     pub fn is_private(&self) -> bool {
-        self.path.as_os_str().is_empty()
+        self.path.as_os_str().is_empty() && self.handoff.is_none()
+    }
+
+    /// Whether this is a [`Segment::open_memfd`] one.
+    pub fn is_memfd(&self) -> bool {
+        self.handoff.is_some()
     }
 
     /// The backing file's path (empty for a [`Segment::private`] one).
@@ -305,6 +345,9 @@ impl Segment {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
+        if let Some(h) = &self.handoff {
+            h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stop();
+        }
         if !self.path.as_os_str().is_empty() && matches!(try_lock(&self.file, libc::LOCK_EX), Ok(true)) {
             unlink_if_same(&self.path, &self.file);
         }
@@ -344,6 +387,20 @@ pub fn remove_stale(dir: &Path) -> Vec<String> {
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else { continue };
+        let hidden = name.strip_prefix('.').is_some_and(|n| n.starts_with(FILE_PREFIX));
+        if hidden && name.ends_with(".memfd.live") {
+            // A memfd segment's rendezvous: gone with its last holder.
+            let path = entry.path();
+            if let Ok(live) = File::options().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path)
+                && matches!(try_lock(&live, libc::LOCK_EX), Ok(true))
+                && matches!(is_linked(&live), Ok(true))
+                && let Some(rendezvous) = Rendezvous::of_live_file(&path)
+            {
+                rendezvous.remove();
+                removed.push(name.to_owned());
+            }
+            continue;
+        }
         let temporary = name.strip_prefix('.').is_some_and(|n| n.starts_with(FILE_PREFIX)) && name.ends_with(".tmp");
         if !name.starts_with(FILE_PREFIX) && !temporary {
             continue;
@@ -397,7 +454,7 @@ fn map(file: &File, len: usize) -> Result<*mut u8> {
 }
 
 /// `flock(op | LOCK_NB)`: true if taken, false if someone else holds a conflicting lock.
-fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
+pub(crate) fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
     loop {
         // SAFETY: flock on a valid fd.
         if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
@@ -424,7 +481,7 @@ fn lock_until(file: &File, op: libc::c_int, deadline: Instant) -> Result<bool> {
     }
 }
 
-fn is_linked(file: &File) -> Result<bool> {
+pub(crate) fn is_linked(file: &File) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     Ok(file.metadata().map_err(|source| ShmError::Io { op: "stat segment", source })?.nlink() > 0)
 }
@@ -454,6 +511,43 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// memfd segments: a second open gets the first one's memory (no file under the
+    /// directory), another layout is refused, the next holder serves when the first
+    /// closes, a new one is made once nobody holds it, and the next open of anything
+    /// removes what their rendezvous left.
+    #[test]
+    fn memfd_segments_are_handed_over_and_leave_nothing() {
+        let dir = tempdir();
+        let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2 };
+        let tail = |s: &Segment| s.word(offsets::TAIL_LO).load(Ordering::SeqCst);
+        let a = Segment::open_memfd("m", &opts(&dir, Some(layout))).unwrap();
+        assert!(a.created() && a.is_memfd() && !a.is_private());
+        let b = Segment::open_memfd("m", &opts(&dir, None)).unwrap();
+        assert!(!b.created());
+        assert_eq!(*b.layout(), layout);
+        a.word(offsets::TAIL_LO).store(42, Ordering::SeqCst);
+        assert_eq!(tail(&b), 42, "one memory");
+        assert!(!segment_path("m", &opts(&dir, None)).exists(), "no named segment file");
+        let other = Layout { capacity: 16, ..layout };
+        assert!(matches!(Segment::open_memfd("m", &opts(&dir, Some(other))), Err(ShmError::LayoutMismatch { .. })));
+        drop(a);
+        let c = Segment::open_memfd("m", &opts(&dir, None)).unwrap();
+        assert!(!c.created());
+        assert_eq!(tail(&c), 42, "handed over by the second holder");
+        drop((b, c));
+        let d = Segment::open_memfd("m", &opts(&dir, Some(layout))).unwrap();
+        assert!(d.created() && tail(&d) == 0, "nobody held it: a new one");
+        drop(d);
+        drop(Segment::open("other", &opts(&dir, Some(layout))).unwrap());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("memfd"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     /// Opens `names` in a child process that exits without closing them (as a killed

@@ -26,11 +26,20 @@ pub struct ShmOptions {
     /// Where the ring counts as filling up, and as drained again (`highWater`,
     /// `lowWater`): the TypeScript hub's water-mark events and batch hint.
     pub water: WaterMarks,
+    /// Make the segment with `memfd_create` and hand it to joiners over a Unix socket
+    /// (`memfd`, or `shm://name?memfd`): no file in `/dev/shm` (see
+    /// [`zerohop_shm::handoff`]). Every hub of the segment must say so.
+    pub memfd: bool,
 }
 
 impl Default for ShmOptions {
     fn default() -> Self {
-        ShmOptions { max_subscribers: None, heartbeat: Some(DEFAULT_HEARTBEAT), water: WaterMarks::default() }
+        ShmOptions {
+            max_subscribers: None,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
+            water: WaterMarks::default(),
+            memfd: false,
+        }
     }
 }
 
@@ -67,6 +76,7 @@ impl FromOptions for ShmOptions {
         Ok(ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
+            memfd: o.take_bool("memfd")?.unwrap_or(false),
             water: {
                 let d = WaterMarks::default();
                 let high = o.take_in("highWater", 0.0..=1.0)?.unwrap_or(d.high);
@@ -114,6 +124,16 @@ pub struct ShmSpec {
     /// How often to look who comes and goes (`None`: no status events).
     pub heartbeat: Option<Duration>,
     pub water: WaterMarks,
+    /// A memfd segment, handed over a Unix socket.
+    pub memfd: bool,
+}
+
+impl ShmSpec {
+    /// Opens (or creates) the segment.
+    pub fn open_segment(&self) -> Result<Segment> {
+        let options = SegmentOptions { layout: self.layout, dir: None };
+        Ok(if self.memfd { Segment::open_memfd(&self.name, &options)? } else { Segment::open(&self.name, &options)? })
+    }
 }
 
 /// What an `shm://name` endpoint with `options` opens. Shared with the Node binding,
@@ -126,7 +146,7 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers);
-    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat, water: shm.water })
+    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat, water: shm.water, memfd: shm.memfd })
 }
 
 /// The members of a segment a hub reports on: all but its own entries.
@@ -148,9 +168,10 @@ pub fn member_events(
 
 /// Opens (or creates) the segment an `shm://name` endpoint names.
 pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Transport>> {
+    let spec = resolve(endpoint, &mut options)?;
+    let segment = Arc::new(spec.open_segment()?);
     // (The water marks are the TypeScript hub's: a Rust hub has no events for them.)
-    let ShmSpec { name, layout, settings, heartbeat, water: _ } = resolve(endpoint, &mut options)?;
-    let segment = Arc::new(Segment::open(&name, &SegmentOptions { layout, dir: None })?);
+    let ShmSpec { settings, heartbeat, .. } = spec;
     let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
     let publisher = settings.role.publishes().then(|| {
         let mut p = Publisher::new(segment.clone(), settings.backpressure);

@@ -27,6 +27,14 @@ export interface ShmOptions {
    */
   highWater?: number
   lowWater?: number
+  /**
+   * Make the segment with `memfd_create` (also `shm://name?memfd`): it has no file in
+   * `/dev/shm`, and its memory goes with its last holder however they die. Joiners get
+   * it from a holder over a `0600` Unix socket there, after a check that they run as
+   * the same user. Every hub of the segment must ask for it; `Hub.list()` does not
+   * list such segments.
+   */
+  memfd?: boolean
 }
 
 /**
