@@ -63,6 +63,7 @@ test('metrics count traffic and say why shm was chosen', async (t) => {
   t.is(m.transport, 'shm')
   t.true(m.selectedAutomatically)
   t.regex(m.selectionReason, /shared memory/)
+  t.deepEqual(m.selection, { chosen: 'shm', reason: m.selectionReason, fallbacks: [] })
   t.is(m.published, 3)
   t.is(m.publishedBytes, 13)
   t.is(m.segment, `/dev/shm/zerohop-${name}`)

@@ -360,6 +360,7 @@ for (const tr of transports) {
     // Its reader is done; a publisher sharing the ring (shm) may not have moved past its own three.
     t.true(ma.bytesAvailable <= ma.capacity * ma.slotSize && ma.bytesAvailable >= (ma.capacity - 3) * ma.slotSize, `${ma.bytesAvailable}`)
     t.is(typeof ma.selectedAutomatically, 'boolean')
+    t.like(ma.selection, { chosen: tr.name, reason: `${tr.name}:// URL`, fallbacks: [] })
     // The transport's own counters, under its name.
     t.is(ma[tr.name as 'udp' | 'quic'] !== undefined, tr.name !== 'shm')
     await a.close()

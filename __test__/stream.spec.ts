@@ -8,6 +8,10 @@ import { tmpdir } from 'node:os'
 import test from 'ava'
 import { Hub } from 'zerohop'
 import { child, statusWhere, twoHosts, uniqueName } from './helpers.ts'
+// @ts-expect-error: a plain ES module shared with the fixtures
+import { payload } from './fixtures/payload.mjs'
+
+const makePayload = payload as (tag: number, seq: number, size: number) => Uint8Array
 
 /** Every child this file starts; a failed test must not leave one waiting forever. */
 const children: ReturnType<typeof child>[] = []
@@ -158,6 +162,27 @@ for (const scheme of ['tcp', 'uds'] as const) {
     t.is(server.tryRecv(), undefined)
     t.deepEqual(goodEvents, [])
     for (const c of [garbage, silent]) c.send('exit')
+  })
+}
+
+for (const scheme of ['tcp', 'uds'] as const) {
+  test.serial(`${scheme}: relay: true passes each client's messages to the other clients, in another process too`, async (t) => {
+    const url = scheme === 'tcp' ? 'tcp://127.0.0.1:0' : `uds://@${uniqueName('relay')}`
+    await using relay = await Hub.open(url as 'tcp://x', { listen: true, relay: true })
+    const dial = scheme === 'tcp' ? `tcp://${relay.localAddress}` : url
+    await using a = await Hub.open(dial as 'tcp://x')
+    const b = child('hub-peer.mjs', [JSON.stringify({ mode: 'client', url: dial, count: 0, expect: 20 })])
+    t.teardown(() => b.proc.kill())
+    await b.next('sent')
+    // Both clients are the relay's peers once their hellos came.
+    const peers = () => (relay.metrics()[scheme] as { peers: number } | undefined)?.peers
+    for (let i = 0; i < 500 && peers() !== 2; i++) await new Promise((r) => setTimeout(r, 10))
+    t.is(peers(), 2)
+    for (let seq = 0; seq < 20; seq++) a.publish(makePayload(1, seq, 100 + seq))
+    const tally = (await b.next('done')) as { received: number; corrupt: number; outOfOrder: number }
+    t.like(tally, { received: 20, corrupt: 0, outOfOrder: 0 }, 'the other client got every message, in order')
+    t.is(a.tryRecv(), undefined, 'nothing came back to the client that published it')
+    await t.throwsAsync(Hub.open(dial as 'tcp://x', { relay: true }), { code: 'ERR_BAD_OPTION' })
   })
 }
 

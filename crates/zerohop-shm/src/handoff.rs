@@ -181,18 +181,10 @@ fn hand_over(caller: &UnixStream, memfd: &File) -> std::io::Result<()> {
         return (&*caller).write_all(&[NO]);
     }
     let fd = memfd.as_raw_fd();
-    let byte = [YES];
-    let mut iov = libc::iovec { iov_base: byte.as_ptr() as *mut libc::c_void, iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: a zeroed msghdr is a valid empty one; we point it at `iov` and `control`,
-    // which outlive the sendmsg call below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut byte = [YES];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut control = vec![0u8; fd_space()];
+    let msg = fd_message(&mut iov, &mut control);
     // SAFETY: `msg` has a control buffer of CMSG_SPACE(one int) bytes, so the first
     // header exists and has room for one descriptor after it.
     unsafe {
@@ -209,6 +201,25 @@ fn hand_over(caller: &UnixStream, memfd: &File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes of control data that carry one descriptor.
+fn fd_space() -> usize {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize }
+}
+
+/// A message of the one byte `iov` points at, with `control` (of [`fd_space`] bytes)
+/// for one descriptor: what a holder sends and a joiner receives. The caller keeps
+/// both buffers alive while the message is used.
+fn fd_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: a zeroed msghdr is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Asks the holder serving at `socket` for the descriptor: `None` if nobody serves
 /// there now (or the server went away mid-answer: ask again).
 fn fetch(socket: &Path) -> Result<Option<File>> {
@@ -220,15 +231,8 @@ fn fetch(socket: &Path) -> Result<Option<File>> {
     stream.set_read_timeout(Some(Duration::from_secs(1))).map_err(io("set a timeout"))?;
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: a zeroed msghdr is a valid empty one; its buffers outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut control = vec![0u8; fd_space()];
+    let mut msg = fd_message(&mut iov, &mut control);
     // SAFETY: a connected socket we own and a msghdr whose buffers are ours.
     let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

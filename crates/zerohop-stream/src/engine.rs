@@ -249,6 +249,16 @@ impl Peer {
         self.delivered_bytes >= self.ack_every || self.delivered_messages >= self.ack_every_messages
     }
 
+    /// Queues `message` on `channel` (its queue made on first use, bounded by `limit`
+    /// bytes and `messages` messages).
+    fn queue(&mut self, channel: u16, message: &[u8], limit: usize, messages: usize) {
+        let i = usize::from(channel);
+        if self.queues.len() <= i {
+            self.queues.resize_with(i + 1, || None);
+        }
+        self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages)).push(message);
+    }
+
     /// Whether what was delivered since the last acknowledgement is worth one when the
     /// reader has read everything: a sixteenth of what calls for one at once (a sender
     /// whose queue is full may be waiting on it; a ping-pong's few bytes stay on the
@@ -958,11 +968,14 @@ impl Engine {
             }
             Record::Message { channel, payload } => {
                 let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return bad("a message from nobody") };
-                let p = &mut self.peers[i];
-                let w = window(&mut p.windows, channel);
-                let Some(seq) = w.accept() else {
+                let Some(seq) = window(&mut self.peers[i].windows, channel).accept() else {
                     return Ok(()); // delivered before the reconnect
                 };
+                if self.config.options.relay {
+                    self.relay(channel, payload, self.peers[i].id);
+                }
+                let p = &mut self.peers[i];
+                let w = window(&mut p.windows, channel);
                 if s.held.is_empty() {
                     let m = p.from.inbound(p.id, channel, payload);
                     if let Some(pos) = d.deliver(&m) {
@@ -1248,16 +1261,32 @@ impl Engine {
     pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: impl FnOnce() -> Instant) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            let i = usize::from(channel);
-            if p.queues.len() <= i {
-                p.queues.resize_with(i + 1, || None);
-            }
-            p.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages)).push(message);
+            p.queue(channel, message, limit, messages);
         }
         if self.burst.published(message.len(), start) {
             self.flush();
         }
         self.burst.returned();
+    }
+
+    /// A relaying listener passes `message`, which peer `from` published, on to every
+    /// other peer; one without room for it is a slow consumer, disconnected.
+    fn relay(&mut self, channel: u16, message: &[u8], from: u32) {
+        let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
+        let mut slow = None;
+        for p in self.peers.iter_mut().filter(|p| p.id != from) {
+            if !p.has_room(channel, message.len()) {
+                slow.get_or_insert_with(Vec::new).push(p.id);
+                continue;
+            }
+            p.queue(channel, message, limit, messages);
+            if let Some(t) = p.conn {
+                self.dirty.push(t);
+            }
+        }
+        for peer in slow.into_iter().flatten() {
+            self.disconnect_slow(peer);
+        }
     }
 
     /// Writes what every peer's channels hold.

@@ -27,6 +27,10 @@ use zerohop_tls::TlsOptions;
 pub struct StreamOptions {
     /// Accept peers on the URL's address instead of connecting to it.
     pub listen: bool,
+    /// A listener passes what each peer publishes on to every other peer (a broker,
+    /// as `zmq_proxy` or a NATS server is), besides receiving it itself. A peer whose
+    /// send queue is full is a slow consumer, disconnected (`ERR_SLOW_CONSUMER`).
+    pub relay: bool,
     /// Channels (ordered, reliable streams of messages within a peer).
     pub channels: u16,
     /// Bytes kept per peer and channel until the peer's application has read them.
@@ -58,6 +62,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         Self {
             listen: false,
+            relay: false,
             channels: 16,
             send_queue_bytes: 64 << 20,
             send_queue_messages: usize::MAX,
@@ -89,6 +94,7 @@ impl FromOptions for StreamOptions {
         let d = StreamOptions::default();
         let mut s = StreamOptions {
             listen: o.take_bool("listen")?.unwrap_or(false),
+            relay: o.take_bool("relay")?.unwrap_or(false),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
             send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
@@ -99,6 +105,11 @@ impl FromOptions for StreamOptions {
             allow_uids: o.take_u32s("allowUids", 0..=u32::MAX)?,
             ..d
         };
+        if s.relay && !s.listen {
+            return Err(Error::bad_option(
+                "relay: true passes messages between a listener's peers: it needs listen: true",
+            ));
+        }
         s.tls = TlsOptions::take(o, "tcp")?;
         s.reconnect = o.take_reconnect("tcp", s.reconnect)?;
         Ok(s)

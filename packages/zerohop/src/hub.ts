@@ -95,6 +95,11 @@ export interface HubMetrics {
   selectedAutomatically: boolean
   /** Why that transport. */
   selectionReason: string
+  /**
+   * How the transport was chosen: the one in use, why, and the ones tried before it
+   * that could not be used (each with why). Smart selection will grow this.
+   */
+  selection: { chosen: TransportName; reason: string; fallbacks: { transport: TransportName; reason: string }[] }
   /** Messages and bytes this hub published. */
   published: number
   publishedBytes: number
@@ -763,6 +768,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return borrowed
   }
 
+  private selectionReason(): string {
+    return this.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : `${this.transport}:// URL`
+  }
+
   /** Counters and what the hub is connected to. */
   metrics(): HubMetrics {
     const s = this.sub?.counters
@@ -770,7 +779,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return {
       transport: this.transport,
       selectedAutomatically: this.selectedAutomatically,
-      selectionReason: this.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : `${this.transport}:// URL`,
+      selectionReason: this.selectionReason(),
+      selection: { chosen: this.transport, reason: this.selectionReason(), fallbacks: [] },
       ...this.port.counters(),
       received: s?.received ?? 0,
       receivedBytes: s?.receivedBytes ?? 0,

@@ -11,6 +11,13 @@ import type { ReconnectOptions, TlsOptions } from './connection.js'
 export interface StreamOptions {
   /** Accept peers on the URL's address (any number) instead of connecting to it. */
   listen?: boolean
+  /**
+   * A listener passes what each peer publishes on to every other peer, never back to
+   * the one that published it (a broker, as `zmq_proxy` or a NATS server is), and
+   * receives it itself too. A peer without room in its send queue for what it is
+   * passed is a slow consumer, disconnected (`ERR_SLOW_CONSUMER`). Needs `listen: true`.
+   */
+  relay?: boolean
   /** The reconnect schedule of a connecting hub. */
   reconnect?: ReconnectOptions
   /** How long one connection attempt may take (default 10 000). */
