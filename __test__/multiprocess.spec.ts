@@ -2,6 +2,7 @@
 // crashes, idle CPU, and zero-copy in both directions. Serial: each test runs several
 // busy processes, and together they would oversubscribe two cores.
 import test from 'ava'
+import { spawnSync } from 'node:child_process'
 import { existsSync, statSync } from 'node:fs'
 import { Hub, struct } from 'zerohop'
 import { child, uniqueName } from './helpers.ts'
@@ -84,6 +85,30 @@ test.serial('memfd: no file in /dev/shm, the segment is handed over by whoever h
     t.regex(String(r.message), /permission|denied|own user/i)
   } else t.log('SKIPPED the foreign user: not root')
 })
+
+// Where shared memory cannot be used, shm:// carries on over a Unix socket: forced
+// three ways, with the same results as over shared memory.
+const fallbacks: [string, Record<string, string>, string[]][] = [
+  ['ZEROHOP_SHM=off', { ZEROHOP_SHM: 'off' }, []],
+  ['an unusable ZEROHOP_SHM_DIR', { ZEROHOP_SHM_DIR: '/proc/zerohop-nowhere' }, []],
+  ['a read-only /dev/shm (a mount namespace)', {}, ['unshare', '-m', 'sh', '-c', 'mount -t tmpfs -o ro tmpfs /dev/shm && exec "$@"', 'sh']],
+]
+for (const [how, env, wrapper] of fallbacks) {
+  test.serial(`fallback to a Unix socket (${how}): a publisher and a subscriber in two other processes, every message once, in order`, async (t) => {
+    if (wrapper.length > 0 && spawnSync('unshare', ['-m', 'true']).status !== 0) return t.pass('SKIPPED: no mount namespaces here')
+    const name = uniqueName('fallback')
+    const N = 20_000
+    const sub = child('subscriber.mjs', [name, String(N)], env, [], wrapper)
+    await sub.next('ready')
+    const pub = child('publisher.mjs', [name, String(N), 'block'], env, [], wrapper)
+    const published = await pub.next('done')
+    t.like(published, { published: N, transport: 'uds' })
+    const r = await sub.next('done')
+    t.like(r, { received: N, last: N - 1, inOrder: true, gaps: 0, lapped: 0, transport: 'uds' })
+    t.is(await sub.exited, 0, sub.stderr())
+    t.is(await pub.exited, 0, pub.stderr())
+  })
+}
 
 test.serial('drop_old: a slow subscriber is lapped and counts exactly what it missed', async (t) => {
   const name = uniqueName('lap')

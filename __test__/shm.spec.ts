@@ -324,11 +324,57 @@ test('ERR_NO_CAPACITY when every subscriber entry is taken', async (t) => {
 })
 
 // Serial: it changes the environment that every open in this process reads.
-test.serial('ERR_IO when the segment directory is unusable', async (t) => {
+test.serial('the Unix-socket fallback: loan() and borrow() are copies, a hub never gets its own, and when the hub that relays closes another one takes over', async (t) => {
+  const saved = process.env.ZEROHOP_SHM
+  process.env.ZEROHOP_SHM = 'off'
+  try {
+    const name = shm('fallback')
+    const a = await Hub.open(name)
+    await using b = await Hub.open(name)
+    t.is(a.metrics().transport, 'uds')
+    t.deepEqual(a.metrics().selection.fallbacks, [{ transport: 'shm', reason: 'ZEROHOP_SHM=off' }])
+    t.regex(a.metrics().selectionReason, /Unix socket/)
+    const loan = a.loan()
+    loan.bytes.set([1, 2, 3])
+    loan.commit(3)
+    const got = await b.recv({ timeoutMs: 5000 })
+    t.deepEqual(got, new Uint8Array([1, 2, 3]))
+    t.is(a.tryRecv(), undefined, 'not its own')
+    a.publish(new Uint8Array([4]))
+    for (let i = 0; i < 500 && b.metrics().lag === 0; i++) await new Promise((r) => setTimeout(r, 2))
+    const borrowed = b.borrow()!
+    t.deepEqual(borrowed.value, new Uint8Array([4]))
+    borrowed.release()
+    t.throws(() => a.onWaterMark(() => {}), { code: 'ERR_UNSUPPORTED_TRANSPORT' })
+    // a made the relay (it came first); it goes with a, and b makes the next one.
+    await a.close()
+    b.publish(new Uint8Array([5])) // kept until a relay has read it (nobody else hears it)
+    for (let i = 0; i < 100 && b.status === 'connected'; i++) await new Promise((r) => setTimeout(r, 10))
+    for (let i = 0; i < 500 && b.status !== 'connected'; i++) await new Promise((r) => setTimeout(r, 10))
+    t.is(b.status, 'connected', 'b made the next relay, and reconnected to it')
+    await using c = await Hub.open(name)
+    b.publish(new Uint8Array([7]))
+    t.deepEqual(await c.recv({ timeoutMs: 5000 }), new Uint8Array([7]))
+    c.publish(new Uint8Array([6]))
+    t.deepEqual(await b.recv({ timeoutMs: 5000 }), new Uint8Array([6]))
+  } finally {
+    if (saved === undefined) delete process.env.ZEROHOP_SHM
+    else process.env.ZEROHOP_SHM = saved
+  }
+})
+
+test.serial('an unusable segment directory: shm:// carries on over a Unix socket, and a memfd segment (asked for by name) is ERR_IO', async (t) => {
   const saved = process.env.ZEROHOP_SHM_DIR
   process.env.ZEROHOP_SHM_DIR = '/nonexistent/zerohop'
   try {
-    await rejectsWith(t, Hub.open(shm('io')), 'ERR_IO')
+    await using hub = await Hub.open(shm('io'))
+    const m = hub.metrics()
+    t.is(m.transport, 'uds')
+    t.is(m.selection.chosen, 'uds')
+    t.is(m.selection.fallbacks.length, 1)
+    t.is(m.selection.fallbacks[0]!.transport, 'shm')
+    t.regex(m.selection.fallbacks[0]!.reason, /create segment/)
+    await rejectsWith(t, Hub.open(`${shm('io')}?memfd`), 'ERR_IO')
   } finally {
     if (saved === undefined) delete process.env.ZEROHOP_SHM_DIR
     else process.env.ZEROHOP_SHM_DIR = saved

@@ -1359,16 +1359,20 @@ mod tests {
         p.set_timeout(Duration::from_secs(10));
         p.publish(b"one").unwrap();
         let blocked = std::thread::spawn(move || {
-            let t0 = Instant::now();
             p.publish(b"two").unwrap();
-            (t0.elapsed(), p.stats().blocked)
+            p.stats().blocked
         });
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(!blocked.is_finished(), "published with no credits");
+        // Parked: counted among the publishers waiting for space.
+        let waiting = RingMemory::new(seg.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while waiting.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline && !blocked.is_finished(), "published with no credits");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(table::tail(&seg), 1, "nothing past the credit");
         s.grant_credits(1);
-        let (waited, times) = blocked.join().unwrap();
-        assert!(waited >= Duration::from_millis(100));
-        assert_eq!(times, 1);
+        assert_eq!(blocked.join().unwrap(), 1, "it waited, once");
+        assert_eq!(table::tail(&seg), 2);
         let mut timing_out = Publisher::new(seg, Backpressure::Block);
         timing_out.set_timeout(Duration::from_millis(30));
         assert!(matches!(timing_out.publish(b"three"), Err(ShmError::Timeout(_))));

@@ -292,7 +292,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     const { codec: codecOption, ...rest } = options
     const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
-    return new Hub<T>(url, endpoint.selectedAutomatically, open<T>(url, rest, codec), codec)
+    const port = open<T>(url, rest, codec)
+    await port.ready?.()
+    return new Hub<T>(url, endpoint.selectedAutomatically, port, codec)
   }
 
   /**
@@ -769,6 +771,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   private selectionReason(): string {
+    if (this.port.selectionReason !== undefined) return this.port.selectionReason
     return this.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : `${this.transport}:// URL`
   }
 
@@ -780,7 +783,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       transport: this.transport,
       selectedAutomatically: this.selectedAutomatically,
       selectionReason: this.selectionReason(),
-      selection: { chosen: this.transport, reason: this.selectionReason(), fallbacks: [] },
+      selection: { chosen: this.transport, reason: this.selectionReason(), fallbacks: [...(this.port.fallbacks ?? [])] },
       ...this.port.counters(),
       received: s?.received ?? 0,
       receivedBytes: s?.receivedBytes ?? 0,

@@ -134,6 +134,15 @@ export interface Port<T> {
   readonly peers: { setPeers(peers: string[]): void } | undefined
   readonly requests: RequestPort | undefined
   readonly flow: FlowPort | undefined
+  /**
+   * The transports tried before this one that could not be used, and why (`shm://`
+   * over a Unix socket where shared memory cannot be used).
+   */
+  readonly fallbacks?: readonly { transport: TransportName; reason: string }[]
+  /** Why this transport, when it stands in for another (see `fallbacks`). */
+  readonly selectionReason?: string
+  /** Resolves once the port is ready to be handed to a hub (a fallback connects first). */
+  ready?(): Promise<void>
   /** The status now. */
   status(): HubStatus
   /** Calls `listener` with each status event (`own`: about the hub itself, not a peer). */

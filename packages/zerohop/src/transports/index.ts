@@ -7,14 +7,14 @@ import type { Codec } from '../codec.js'
 import type { Port, TransportName } from '../port.js'
 import type { StructCodec } from '../struct.js'
 import { openNet } from './net.js'
-import { openShm } from './shm.js'
+import { openShmOrFallback } from './shm-fallback.js'
 
 /** Opens a transport's port for one hub. */
 export type OpenPort = <T>(url: string, options: object, codec: Codec<T> | StructCodec<T>) => Port<T>
 
 /** Every transport this version opens, by scheme. */
 export const TRANSPORTS: Record<TransportName, OpenPort> = {
-  shm: openShm,
+  shm: openShmOrFallback,
   udp: openNet,
   quic: openNet,
   tcp: openNet,

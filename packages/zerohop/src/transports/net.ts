@@ -28,7 +28,7 @@ export function openNet<T>(url: string, options: object, codec: Codec<T> | Struc
   }
 }
 
-class NetPort<T> implements Port<T> {
+export class NetPort<T> implements Port<T> {
   readonly transport
   readonly settings: PortSettings
   readonly maxMessageSize: number
@@ -51,8 +51,8 @@ class NetPort<T> implements Port<T> {
   private readonly stage: Uint8Array | undefined
   /** What `arm` calls through (`netArm`). */
   private readonly waker: NetWaker
-  private readonly codec: Codec<T> | StructCodec<T>
-  private readonly struct: StructCodec<T> | undefined
+  protected readonly codec: Codec<T> | StructCodec<T>
+  protected readonly struct: StructCodec<T> | undefined
   /** With a struct codec: where `publish` writes the value before sending it. */
   private scratch: DataView | undefined
   private readonly connections: boolean
@@ -120,7 +120,8 @@ class NetPort<T> implements Port<T> {
     return this.send(this.encode(value), channel)
   }
 
-  private send(bytes: Uint8Array, channel: number): boolean {
+  /** Sends `bytes` as one message on `channel`; false if the policy dropped it. */
+  protected send(bytes: Uint8Array, channel: number): boolean {
     // The first publish after the doorbell rang goes out at once (with what waits
     // before it): an answer to what just arrived does not wait for the end of the turn,
     // nor costs a flush of its own. A burst's others wait for that flush.
