@@ -271,6 +271,16 @@ function tcpFloor(): number | undefined {
   return mbps === undefined ? undefined : Number(mbps)
 }
 
+/** Runs `fn` with shared memory off (`ZEROHOP_SHM=off`, which the peers it starts inherit): `shm://` over its Unix-socket fallback. */
+async function withoutShm<R>(fn: () => Promise<R>): Promise<R> {
+  process.env.ZEROHOP_SHM = 'off'
+  try {
+    return await fn()
+  } finally {
+    delete process.env.ZEROHOP_SHM
+  }
+}
+
 /** mode 'spin': both sides spin on tryRecv; otherwise both await recv() with that spinUs. */
 async function rttZerohop(mode: 'spin' | number): Promise<Float64Array> {
   const name = unique('rtt')
@@ -1266,6 +1276,9 @@ for (let run = 1; run <= RUNS; run++) {
     const dflt = percentiles(await rttZerohop(20))
     rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)${tag}`, run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
   })
+  // Where shared memory cannot be used (this checkout only: a baseline may not fall back).
+  const fallback = percentiles(await withoutShm(() => rttZerohop('spin')))
+  rows.push({ bench: 'RTT 64 B  zerohop shm:// fallback over UDS (through a relay), tryRecv spinning', run, ...fallback, vsBaseline: `${(fallback.p50 / uds.p50).toFixed(2)}× p50` })
 
   console.error(`round ${run}/${RUNS}: throughput…`)
   const udsRate = await streamNet(64, 1_000_000)
@@ -1287,6 +1300,8 @@ for (let run = 1; run <= RUNS; run++) {
       rows.push({ bench: `one-way 64 B  zerohop publishPacked → ${call} (receiver)${tag}`, run, rate: r.received, mbps: (r.received * 64) / 1e6, vsBaseline: vs, target: '≥ 3× the tryRecv loop' })
     }
   })
+  const fallbackOne = await withoutShm(() => streamZerohop(64, 'publish', 'copy', 1_000_000))
+  rows.push({ bench: 'one-way 64 B  zerohop shm:// fallback over UDS (through a relay, receiver)', run, rate: fallbackOne.received, mbps: (fallbackOne.received * 64) / 1e6, vsBaseline: `${(fallbackOne.received / udsRate).toFixed(2)}×` })
   const uds4k = await streamNet(4096, 200_000)
   rows.push({ bench: 'one-way 4 KB  Node net over UDS (baseline, receiver)', run, rate: uds4k, mbps: (uds4k * 4096) / 1e6 })
   await each(run, async (tag) => {

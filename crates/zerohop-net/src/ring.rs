@@ -530,8 +530,12 @@ impl ReceiveRing {
         } else if spills {
             let key = spill.next_key;
             spill.next_key += 1;
-            spill.bytes += body.len();
-            spill.held.insert(key, body.to_vec());
+            // A ring nobody reads (a hub that only publishes, as a relay may) keeps
+            // nothing: it would only pile up.
+            if zerohop_shm::ring::table::subscriber_count(&self.segment) > 0 {
+                spill.bytes += body.len();
+                spill.held.insert(key, body.to_vec());
+            }
             Placement::Spilled { key, len: body.len() as u32 }
         } else {
             // Without room aside the loan is dropped unused: the slot is written by the
@@ -1135,6 +1139,19 @@ mod tests {
         assert_eq!((env.peer, env.channel, body), (3, 1, big));
         assert_eq!(read(&mut sub, &r).unwrap().1, b"small");
         assert_eq!(r.take_spilled(0), None, "taken once");
+    }
+
+    /// A ring nobody reads keeps no spilled bytes, so that large messages never fill it.
+    #[test]
+    fn a_ring_without_readers_keeps_nothing_spilled() {
+        let r =
+            ReceiveRing::new(RingOptions { slot_size: 256, capacity: 4, aside_bytes: 0, spill_limit: 20_000 }, false)
+                .unwrap();
+        let big = vec![7u8; 10_000];
+        for _ in 0..100 {
+            assert!(r.deliver(&Inbound::message(3, from(), 1, &big)).is_some());
+        }
+        assert_eq!(r.take_spilled(0), None);
     }
 
     #[test]

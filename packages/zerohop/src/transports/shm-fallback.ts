@@ -69,11 +69,12 @@ function openFallback<T>(name: string, params: string[][], options: object, code
   // Lapping has no meaning on a stream: the stream's own policy (a slow reader is a slow consumer).
   if (own.backpressure === 'drop_old') delete own.backpressure
   const relay = becomeRelay(url)
-  const handle = native(() => binding.NetHandle.open(url, { ...own, reconnect: { initialMs: 10, maxMs: 200 } }))
+  let handle: NetHandle | undefined
   try {
+    handle = native(() => binding.NetHandle.open(url, { ...own, reconnect: { initialMs: 10, maxMs: 200 } }))
     return new FallbackPort<T>(handle, codec, url, relay, why)
   } catch (e) {
-    handle.close()
+    handle?.close()
     relay?.close()
     throw e
   }
