@@ -35,6 +35,10 @@ impl Overflow {
 const BURST_GAP: Duration = Duration::from_micros(5);
 /// How long a message waits in a burst for more, at most.
 const FLUSH_DELAY: Duration = Duration::from_micros(50);
+/// How long a burst waits for its caller's flush at the end of its turn, at most: a
+/// turn that does not end (a thread spinning on another hub, never yielding) would
+/// otherwise hold it until something else writes (a heartbeat: a second, 12-06).
+const CALLER_FLUSH_LATE: Duration = Duration::from_millis(1);
 
 /// When what was published goes out: at once after a pause, or, in a burst (publishes
 /// microseconds apart), together with what follows, after [`FLUSH_DELAY`] or
@@ -45,8 +49,8 @@ const FLUSH_DELAY: Duration = Duration::from_micros(50);
 #[derive(Clone, Copy, Debug)]
 pub struct Burst {
     flush_bytes: usize,
-    /// Whether a burst waits for a deadline ([`due`](Self::due)), or for its caller's
-    /// flush ([`flush_by_caller`](Self::flush_by_caller)).
+    /// Whether a burst waits [`FLUSH_DELAY`], or for its caller's flush
+    /// ([`flush_by_caller`](Self::flush_by_caller), [`CALLER_FLUSH_LATE`] at most).
     timed: bool,
     last_publish: Instant,
     unflushed: usize,
@@ -78,7 +82,8 @@ impl Burst {
     }
 
     /// The caller flushes at the end of each turn it published in (an event loop):
-    /// bursts then wait for that, and have no deadline for an I/O thread to wake for.
+    /// bursts then wait for that, with a late deadline ([`CALLER_FLUSH_LATE`]) for the
+    /// I/O thread in case the turn does not end.
     pub fn flush_by_caller(&mut self) {
         self.timed = false;
         self.flush_at = None;
@@ -114,9 +119,7 @@ impl Burst {
         if !burst || self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
             return true;
         }
-        if self.timed {
-            self.flush_at.get_or_insert(start + FLUSH_DELAY);
-        }
+        self.flush_at.get_or_insert(start + if self.timed { FLUSH_DELAY } else { CALLER_FLUSH_LATE });
         false
     }
 
@@ -248,12 +251,13 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_flushed_by_its_caller_has_no_deadline() {
+    fn a_burst_flushed_by_its_caller_has_a_late_deadline() {
         let mut b = Burst::new(Instant::now(), 1024);
         b.flush_by_caller();
         b.returned();
-        assert!(!b.published(64, Instant::now));
-        assert_eq!(b.due(), None);
+        let t = b.last_publish + Duration::from_micros(1);
+        assert!(!b.published(64, || t));
+        assert_eq!(b.due(), Some(t + CALLER_FLUSH_LATE), "the I/O thread sends it if the turn never ends");
         assert!(b.pending());
         assert!(b.published(1024, Instant::now), "its size still sends it");
         b.flushed();
