@@ -106,6 +106,10 @@ impl Drop for Handoff {
 pub fn join_or_create(rv: &Rendezvous, create: impl FnOnce() -> Result<File>) -> Result<(File, bool, Handoff)> {
     let deadline = Instant::now() + JOIN_TIMEOUT;
     let mut create = Some(create);
+    // Joined: one descriptor for the caller, the other for serving it in turn.
+    let joined = |live: File, memfd: File| {
+        Ok((memfd.try_clone().map_err(io("dup memfd"))?, false, start(rv, live, memfd, None)))
+    };
     loop {
         if Instant::now() > deadline {
             return Err(ShmError::Timeout("a holder of the memfd segment to hand it over"));
@@ -113,14 +117,14 @@ pub fn join_or_create(rv: &Rendezvous, create: impl FnOnce() -> Result<File>) ->
         let live = open_lock_file(&rv.live)?;
         if try_lock(&live, libc::LOCK_SH)? && is_linked(&live)? {
             if let Some(memfd) = fetch(&rv.socket)? {
-                return Ok((memfd.try_clone().map_err(io("dup memfd"))?, false, start(rv, live, memfd, None)));
+                return joined(live, memfd);
             }
             // Nobody serves. Nobody holds it either if this converts to LOCK_EX.
             if try_lock(&live, libc::LOCK_EX)? && is_linked(&live)? {
                 // (A holder that began serving since: join it after all.)
                 if let Some(memfd) = fetch(&rv.socket)? {
                     relock_shared(&live)?;
-                    return Ok((memfd.try_clone().map_err(io("dup memfd"))?, false, start(rv, live, memfd, None)));
+                    return joined(live, memfd);
                 }
                 let serve = open_lock_file(&rv.serve)?;
                 if try_lock(&serve, libc::LOCK_EX)? {

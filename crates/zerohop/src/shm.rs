@@ -51,6 +51,23 @@ pub struct WaterMarks {
     pub low: f64,
 }
 
+impl WaterMarks {
+    /// `highWater` and `lowWater` (without a low mark, half the high one, at most the
+    /// default's); the low below the high, the high above 0.
+    fn take(o: &mut Options) -> Result<WaterMarks> {
+        let d = WaterMarks::default();
+        let high = o.take_in("highWater", 0.0..=1.0)?.unwrap_or(d.high);
+        let low = o.take_in("lowWater", 0.0..=1.0)?.unwrap_or(d.low.min(high / 2.0));
+        if low >= high || high <= 0.0 {
+            return Err(Error::new(
+                ErrorCode::BadOption,
+                format!("lowWater ({low}) must be below highWater ({high}), and highWater above 0"),
+            ));
+        }
+        Ok(WaterMarks { high, low })
+    }
+}
+
 impl Default for WaterMarks {
     /// 0.8 and 0.25.
     fn default() -> Self {
@@ -77,23 +94,7 @@ impl FromOptions for ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
             memfd: o.take_bool("memfd")?.unwrap_or(false),
-            water: {
-                let d = WaterMarks::default();
-                let high = o.take_in("highWater", 0.0..=1.0)?.unwrap_or(d.high);
-                // Without a low mark, half the high one (at most the default).
-                let low = o.take_in("lowWater", 0.0..=1.0)?.unwrap_or(d.low.min(high / 2.0));
-                let water = WaterMarks { high, low };
-                if water.low >= water.high || water.high <= 0.0 {
-                    return Err(Error::new(
-                        ErrorCode::BadOption,
-                        format!(
-                            "lowWater ({}) must be below highWater ({}), and highWater above 0",
-                            water.low, water.high
-                        ),
-                    ));
-                }
-                water
-            },
+            water: WaterMarks::take(o)?,
         })
     }
 }

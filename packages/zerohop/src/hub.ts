@@ -53,7 +53,6 @@ export type { TlsOptions, ReconnectOptions } from './transports/connection.js'
 export type { StreamMetrics } from './transports/stream.js'
 export type { UdpSocketMetrics } from './transports/udp.js'
 
-/** Options of {@link Hub.publish}. */
 /** The ring crossed a water mark; see `Hub.onWaterMark`. */
 export interface WaterMarkEvent {
   /** `'high'`: the fill reached `highWater`; `'low'`: after that, it fell to `lowWater`. */
@@ -62,6 +61,7 @@ export interface WaterMarkEvent {
   fill: number
 }
 
+/** Options of {@link Hub.publish}. */
 export interface PublishOptions {
   /**
    * The channel, 0..channels-1 (default 0), where the transport has several (QUIC: each
@@ -779,11 +779,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   metrics(): HubMetrics {
     const s = this.sub?.counters
     const details = this.port.details()
+    const reason = this.selectionReason()
+    const credits = this.port.flow?.credits()
     return {
       transport: this.transport,
       selectedAutomatically: this.selectedAutomatically,
-      selectionReason: this.selectionReason(),
-      selection: { chosen: this.transport, reason: this.selectionReason(), fallbacks: [...(this.port.fallbacks ?? [])] },
+      selectionReason: reason,
+      selection: { chosen: this.transport, reason, fallbacks: [...(this.port.fallbacks ?? [])] },
       ...this.port.counters(),
       received: s?.received ?? 0,
       receivedBytes: s?.receivedBytes ?? 0,
@@ -794,7 +796,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       slotSize: this.ring.slotSize,
       segment: this.ring.layout.path,
       bytesAvailable: this.closed ? 0 : this.ring.bytesAvailable(),
-      ...(this.port.flow?.credits() !== undefined ? { credits: this.port.flow.credits() } : {}),
+      ...(credits !== undefined ? { credits } : {}),
       ...(details ? { [this.transport]: details } : {}),
     }
   }

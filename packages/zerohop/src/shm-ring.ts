@@ -140,44 +140,33 @@ export class ShmRing {
   }
 
   /**
-   * How many messages before `lo` (the tail's low 32 bits) the slowest subscriber in the
-   * table has not read, leaving out entry `exclude`.
+   * One look at the subscriber table, leaving out entry `exclude`: how many messages
+   * before `lo` (the tail's low 32 bits) the slowest subscriber has not read (`lag`),
+   * and, with `credits`, how many from `lo` the subscribers that hold publishers to
+   * credits still granted, the fewest of them (`credit`; `Infinity` if none does).
    */
-  slowestLag(lo: number, exclude?: number): number {
+  scan(lo: number, exclude: number | undefined, credits: boolean): { lag: number; credit: number } {
     const i32 = this.i32
-    let worst = 0
+    let lag = 0
+    let credit = Infinity
     for (let i = 0; i < this.layout.maxSubscribers; i++) {
       if (i === exclude) continue
       const base = this.SUBS + i * this.SUB_STRIDE
       if (Atomics.load(i32, base + this.SUB_PID) === 0) continue
-      const lag = (lo - Atomics.load(i32, base + this.SUB_CURSOR)) >>> 0
-      if (lag > worst) worst = lag
+      const behind = (lo - Atomics.load(i32, base + this.SUB_CURSOR)) >>> 0
+      if (behind > lag) lag = behind
+      if (credits && Atomics.load(i32, base + this.SUB_CREDITED) !== 0) {
+        // What is left of the grant (none once passed), compared in 32 bits.
+        const left = Math.max(0, (Atomics.load(i32, base + this.SUB_CREDIT_LIMIT) - lo) | 0)
+        if (left < credit) credit = left
+      }
     }
-    return worst
-  }
-
-  /**
-   * How many messages from `lo` (the tail's low 32 bits) the subscribers that hold
-   * publishers to credits still granted, leaving out entry `exclude`: the fewest of
-   * them (`Infinity` if none does).
-   */
-  creditRoom(lo: number, exclude?: number): number {
-    const i32 = this.i32
-    let room = Infinity
-    for (let i = 0; i < this.layout.maxSubscribers; i++) {
-      if (i === exclude) continue
-      const base = this.SUBS + i * this.SUB_STRIDE
-      if (Atomics.load(i32, base + this.SUB_PID) === 0 || Atomics.load(i32, base + this.SUB_CREDITED) === 0) continue
-      // What is left of the grant (none once passed), compared in 32 bits.
-      const left = Math.max(0, (Atomics.load(i32, base + this.SUB_CREDIT_LIMIT) - lo) | 0)
-      if (left < room) room = left
-    }
-    return room
+    return { lag, credit }
   }
 
   /** The slowest reader's lag, at most the whole ring. */
   private fullSlots(): number {
-    return Math.min(this.capacity, this.slowestLag(Atomics.load(this.i32, this.TAIL_LO) >>> 0))
+    return Math.min(this.capacity, this.scan(Atomics.load(this.i32, this.TAIL_LO) >>> 0, undefined, false).lag)
   }
 
   /** The ring's free bytes: the slots before its slowest reader is a whole ring behind, times the slot size. */
@@ -324,14 +313,13 @@ export class ShmPublisher {
     // Credits hold back every publisher but a `drop_old` one, which never holds back.
     const credits = this.policy !== 'drop_old'
     this.creditGen = this.i32[this.ring.CREDIT_GEN]!
-    let lag = this.slowestLag(lo)
-    let credit = credits ? this.ring.creditRoom(lo, this.ownEntry) : Infinity
+    let { lag, credit } = this.ring.scan(lo, this.ownEntry, credits)
     this.roomKnown = true
     this.roomUntil = tail
     if (lag >= cap || credit === 0) {
       if (this.policy === 'drop_old') {
         // Lapping: mark slots while writing, and look again a quarter ring later.
-        if (this.onHighWater) this.reachedHighWater(cap)
+        this.reachedHighWater(cap)
         this.unmarked = false
         this.roomUntil = tail + (cap >>> 2)
         return true
@@ -350,8 +338,7 @@ export class ShmPublisher {
       native(() => this.ring.handle.waitForSpace(tail, this.timeoutMs, this.ownEntry))
       this.counters.blocked++
       this.creditGen = this.i32[this.ring.CREDIT_GEN]!
-      lag = this.slowestLag(lo)
-      credit = this.ring.creditRoom(lo, this.ownEntry)
+      ;({ lag, credit } = this.ring.scan(lo, this.ownEntry, true))
     }
     this.unmarked = lag < cap
     // This message brings the ring to high water (unless it is read meanwhile).
@@ -468,11 +455,6 @@ export class ShmPublisher {
       const si = this.ring.slotOffset(lo) >> 2
       Atomics.store(this.i32, si, (((lo + 1) * 2) | 0) - 1)
     }
-  }
-
-  /** How far behind the slowest live subscriber (other than our own) is. */
-  private slowestLag(lo: number): number {
-    return this.ring.slowestLag(lo, this.ownEntry)
   }
 }
 
