@@ -1,11 +1,12 @@
 // What every connecting transport (quic://, tcp://, uds://) does, through the public
 // API, across real processes, checked the same way for each: many clients to one server
 // both ways, 1 B to 16 MB messages, a server restart that loses no accepted message, a
-// peer killed mid-stream, a frozen peer noticed, and RPC. What only one of them does is
-// in its own spec file. Serial: each test runs several busy processes on two cores.
+// peer killed mid-stream, a frozen peer noticed (RPC is in rpc.spec.ts). What only one
+// of them does is in its own spec file. Serial: each test runs several busy processes on two cores.
 import test from 'ava'
-import { Hub, type HubOptions, Rpc } from 'zerohop'
-import { child, statusWhere, uniqueName } from './helpers.ts'
+import { Hub, type HubOptions } from 'zerohop'
+import { connecting as transports, fast } from './connecting.ts'
+import { child, statusWhere } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures
 import { payload } from './fixtures/payload.mjs'
 
@@ -17,54 +18,6 @@ type Tally = {
   metrics: Record<string, { peers: number; reconnects: number }>
   statuses: { status: string; peer?: string; code?: string }[]
 }
-
-interface Connecting {
-  name: 'quic' | 'tcp' | 'uds'
-  /** How its tests are named, when one transport is run two ways (tcp and tcp+tls). */
-  label?: string
-  /** What every server of the tests needs besides `listen: true`. */
-  server?: HubOptions<Uint8Array>
-  /** Where a server listens: a fresh URL. */
-  listenUrl(): string
-  /** Where a client connects, given the server's listen URL and `localAddress`. */
-  dialUrl(listenUrl: string, address: string | undefined): string
-  /** What every client of the tests needs (QUIC: to accept the test server's certificate). */
-  client: HubOptions<Uint8Array>
-  /** Options that notice a dead or frozen peer within about a second. */
-  liveness: Record<string, number>
-  /** What `recvMessage().from` says of the server. */
-  from(address: string | undefined): RegExp | string
-}
-
-const fast = { reconnect: { initialMs: 20, maxMs: 200 } }
-const tcp: Connecting = {
-  name: 'tcp',
-  listenUrl: () => 'tcp://127.0.0.1:0',
-  dialUrl: (_, address) => `tcp://${address}`,
-  client: fast,
-  liveness: { heartbeatMs: 250 },
-  from: (address) => address!,
-}
-const transports: Connecting[] = [
-  {
-    name: 'quic',
-    listenUrl: () => 'quic://127.0.0.1:0',
-    dialUrl: (_, address) => `quic://${address}`,
-    client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast },
-    liveness: { idleTimeoutMs: 1000, keepAliveMs: 250 },
-    from: (address) => address!,
-  },
-  tcp,
-  { ...tcp, label: 'tcp+tls', server: { tls: {} }, client: { tls: { dangerouslyAcceptAnyServer: true }, ...fast } },
-  {
-    name: 'uds',
-    listenUrl: () => `uds://@${uniqueName('conn')}`,
-    dialUrl: (url) => url,
-    client: fast,
-    liveness: { heartbeatMs: 250 },
-    from: () => /^peer:\d+$/,
-  },
-]
 
 /** Every child this file starts; a failed test must not leave one waiting forever. */
 const children: ReturnType<typeof child>[] = []
@@ -301,59 +254,5 @@ for (const tr of transports) {
     await statusWhere(hub, (e) => e.status === 'connected', 10_000)
     hub.publish(makePayload(1, 0, 100))
     t.is(((await s.next('got')) as { seq: number }).seq, 0)
-  })
-
-  test.serial(name('RPC: replies across processes; a throwing handler, a timeout and an abort each end cleanly on both sides'), async (t) => {
-    const listen = tr.listenUrl()
-    const srv = track(child('rpc-server.mjs', [listen, JSON.stringify(tr.server ?? {})]))
-    const { address } = (await srv.next('ready')) as { address?: string }
-    type Req = { op: string; x?: unknown; ms?: number }
-    await using rpc = await Rpc.connect<Req, unknown>(tr.dialUrl(listen, address), { ...tr.client, codec: 'json' } as never)
-    t.is(rpc.status, 'connected')
-
-    const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => rpc.request({ op: 'echo', x: { i } })))
-    t.deepEqual(replies, Array.from({ length: 200 }, (_, i) => ({ i })), '200 concurrent requests, each its own reply')
-
-    await t.throwsAsync(rpc.request({ op: 'fail' }), { code: 'ERR_REMOTE', message: 'boom' })
-
-    const t0 = performance.now()
-    await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { timeoutMs: 50 }), { code: 'ERR_TIMEOUT' })
-    t.true(performance.now() - t0 < 5000, 'the timeout fired, not the handler')
-    const ac = new AbortController()
-    setTimeout(() => ac.abort(), 20)
-    await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { signal: ac.signal }), { code: 'ERR_ABORTED' })
-    await t.throwsAsync(rpc.request({ op: 'echo' }, { signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' })
-
-    // Nothing left behind: no pending request here, no running handler there.
-    t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
-    let m: Record<string, number> = {}
-    for (let i = 0; i < 200; i++) {
-      srv.send('metrics')
-      m = (await srv.next('metrics')) as Record<string, number>
-      if (m.cancelled === 2) break
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    t.like(m, { inFlight: 0, served: 200, failed: 1, cancelled: 2, stoppedEarly: 2 })
-    t.is(await rpc.request({ op: 'echo', x: 'still fine' }), 'still fine')
-    srv.send('close')
-    t.is(await srv.exited, 0, srv.stderr())
-  })
-
-  test.serial(name('RPC: a request in flight when the server dies fails with ERR_CONNECTION_LOST'), async (t) => {
-    const listen = tr.listenUrl()
-    const srv = track(child('rpc-server.mjs', [listen, JSON.stringify(tr.server ?? {})]))
-    const { address } = (await srv.next('ready')) as { address?: string }
-    await using rpc = await Rpc.connect<{ op: string; ms?: number }, unknown>(tr.dialUrl(listen, address), {
-      ...tr.client,
-      ...tr.liveness,
-      codec: 'json',
-      reconnect: { maxAttempts: 0 },
-    } as never)
-    const pending = rpc.request({ op: 'sleep', ms: 60_000 })
-    await new Promise((r) => setTimeout(r, 100))
-    srv.proc.kill('SIGKILL')
-    await t.throwsAsync(pending, { code: 'ERR_CONNECTION_LOST' })
-    t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
-    await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
   })
 }

@@ -2,6 +2,8 @@
 // Roles (argv[2]):
 //   zh-echo <name> <rounds> <spinUs|spin>  echo pings from <name>-ping to <name>-pong
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
+//   rpc-echo <name> <spinUs>                Rpc server on shm://<name> answering each request with
+//                                           itself; exits after a 1-byte request
 //   zh-sink <name> <count> <copy|borrow|batch|drain>  count messages (tryRecv, borrow,
 //                                           tryRecvBatch or drain); print msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
@@ -30,7 +32,7 @@ import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
 // The build under test: this checkout's, or (ZEROHOP_PACKAGE) a baseline's, so that
 // run.ts can compare the two side by side.
-const { Hub } = (process.env.ZEROHOP_PACKAGE
+const { Hub, Rpc } = (process.env.ZEROHOP_PACKAGE
   ? await import(process.env.ZEROHOP_PACKAGE)
   : await import('zerohop')) as typeof import('zerohop')
 import { onFrames } from './frames.ts'
@@ -101,6 +103,16 @@ if (role === 'zh-echo') {
   }
   await rx.close()
   await tx.close()
+} else if (role === 'rpc-echo') {
+  const server = await Rpc.serve(
+    `shm://${a}`,
+    (req: Uint8Array) => {
+      if (req.length === 1) setImmediate(() => void server.close().then(() => process.exit(0)))
+      return req
+    },
+    { spinUs: Number(b), slotSize: 128 },
+  )
+  say({ ready: true })
 } else if (role === 'uds-echo') {
   const server = createServer((sock: Socket) => {
     sock.setNoDelay?.(true)

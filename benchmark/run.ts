@@ -303,6 +303,28 @@ async function rttZerohop(mode: 'spin' | number): Promise<Float64Array> {
   return samples
 }
 
+/**
+ * `Rpc` over shared memory, 64 B requests answered by a handler that returns them: each
+ * side polls for `spinUs` before it parks (1 s: spinning).
+ */
+async function rttRpcShm(spinUs: number): Promise<Float64Array> {
+  const name = unique('rpc')
+  const p = peer(['rpc-echo', name, String(spinUs)])
+  await p.next()
+  const rpc = await current.Rpc.connect(`shm://${name}`, { spinUs })
+  const msg = new Uint8Array(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    await rpc.request(msg)
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  await rpc.request(new Uint8Array(1))
+  await exited(p.proc)
+  await rpc.close()
+  return samples
+}
+
 // ---- one-way throughput across processes ------------------------------------------
 
 async function streamZerohop(
@@ -1276,6 +1298,16 @@ for (let run = 1; run <= RUNS; run++) {
     const dflt = percentiles(await rttZerohop(20))
     rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)${tag}`, run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
   })
+  // Rpc over shared memory (this checkout only), between two spinning ping-pongs it is
+  // compared with.
+  const pp1 = percentiles(await rttZerohop('spin'))
+  const rpcSpin = percentiles(await rttRpcShm(1_000_000))
+  const pp2 = percentiles(await rttZerohop('spin'))
+  const pp = (pp1.p50 + pp2.p50) / 2
+  rows.push({ bench: 'RTT 64 B  zerohop shm ping-pong, tryRecv spinning (before and after the Rpc row, p50 mean)', run, p50: pp, p99: Math.max(pp1.p99, pp2.p99), p999: Math.max(pp1.p999, pp2.p999) })
+  rows.push({ bench: 'RTT 64 B  zerohop Rpc over shm://, request → reply, spinning', run, ...rpcSpin, vsBaseline: `${(rpcSpin.p50 / pp).toFixed(2)}× ping-pong p50, ${(rpcSpin.p50 / uds.p50).toFixed(3)}× UDS`, target: '≤ 2× ping-pong' })
+  const rpcDefault = percentiles(await rttRpcShm(20))
+  rows.push({ bench: 'RTT 64 B  zerohop Rpc over shm://, request → reply, spinUs 20 (default)', run, ...rpcDefault, vsBaseline: `${(rpcDefault.p50 / uds.p50).toFixed(2)}× UDS p50` })
   // Where shared memory cannot be used (this checkout only: a baseline may not fall back).
   const fallback = percentiles(await withoutShm(() => rttZerohop('spin')))
   rows.push({ bench: 'RTT 64 B  zerohop shm:// fallback over UDS (through a relay), tryRecv spinning', run, ...fallback, vsBaseline: `${(fallback.p50 / uds.p50).toFixed(2)}× p50` })

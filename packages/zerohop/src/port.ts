@@ -9,6 +9,7 @@
  * receive side (`tryRecv`, `recv`, `borrow`, iteration) is the hub's own code for all
  * of them.
  */
+import type { MessageInfo } from './envelope.js'
 import type { ZerohopError } from './errors.js'
 import type { BackpressurePolicy, HubRole } from './options.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
@@ -73,6 +74,12 @@ export interface RequestPort {
   respond(key: number, ok: boolean, bytes: Uint8Array): boolean
   /** Requests sent and not answered yet, as the transport counts them. */
   pending(): number
+  /**
+   * Where a peer can go without a word (shared memory: its process died): calls
+   * `listener` when one went, and every request for which `owned(key)` is true ends with
+   * `error`. On a server, the requests of a client; on a client, all of them.
+   */
+  onGone?(listener: (owned: (key: number) => boolean, error: ZerohopError) => void): void
 }
 
 /** Flow control between publishers and subscribers of one ring (shared memory). */
@@ -102,6 +109,8 @@ export interface Port<T> {
   readonly subscriber: ShmSubscriber | undefined
   /** Bytes before each message in the ring (network transports' envelope; 0 for shared memory). */
   readonly envelope: number
+  /** Reads what the `envelope` bytes before the message at `off` say into `info`. */
+  readInfo(dv: DataView, off: number, info: MessageInfo): void
   /**
    * Whether a waiting reader polls on the calling thread (with {@link pump}) for
    * `spinUs` before it parks; otherwise the doorbell's native side spins.

@@ -1,9 +1,11 @@
 /**
- * Request/response over a transport with requests (`quic://` now): one stream per
- * request, so a slow request holds up no other, and a timeout or an abort resets that
- * stream (the server's handler sees its `signal` abort) and leaves nothing behind on
- * either side. It runs on the transport's {@link RequestPort} and a hub over the same
- * port for what arrives.
+ * Request/response over a transport with requests: `quic://` (one stream per request,
+ * so a slow request holds up no other), `tcp://` and `uds://` (requests on the
+ * connection's reliable channel), and `shm://` (a request segment every client writes
+ * into, and a reply segment per client: see `transports/shm-rpc.ts`). A timeout or an
+ * abort cancels the request (the server's handler sees its `signal` abort) and leaves
+ * nothing behind on either side. It runs on the transport's {@link RequestPort} and a
+ * hub over the same port for what arrives.
  *
  * ```ts
  * await using srv = await Rpc.serve<Req, Res>('quic://0.0.0.0:7000', async (req) => res, { codec: 'json' })
@@ -27,14 +29,14 @@ import {
   ZerohopError,
 } from './errors.js'
 import type { RequestInfo } from './envelope.js'
-import { type CloseOptions, Hub } from './hub.js'
+import { type CloseOptions, Hub, type Received } from './hub.js'
 import { binding, native } from './native.js'
-import type { QuicHubOptions } from './options.js'
+import type { HubOptions } from './options.js'
 import type { RequestPort } from './port.js'
-import { available, transportFor } from './transports/index.js'
+import { available, requestTransportFor } from './transports/index.js'
 
 /** Options of {@link Rpc.serve} and {@link Rpc.connect}: the hub's, and a codec for both ways. */
-export interface RpcOptions<Req, Res> extends Omit<QuicHubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role'> {
+export interface RpcOptions<Req, Res> extends Omit<HubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role' | 'relay' | 'memfd'> {
   /** How requests and replies become bytes: `'raw'` (default), `'json'`, `'msgpack'` or a custom codec. */
   codec?: CodecOption<Req | Res>
   /** Connecting: how long {@link Rpc.connect} waits for the first connection (default 10 000). */
@@ -60,6 +62,8 @@ export interface RequestContext {
 /** Answers one request; a throw becomes `ERR_REMOTE` on the client (or the error's own `code`). */
 export type RpcHandler<Req, Res> = (request: Req, context: RequestContext) => Res | Promise<Res>
 
+/** Requests a server takes in a row between looks at the clock (see `RpcServer.serve`). */
+const SERVE_RUN = 64
 const KIND_REQUEST = 1
 const KIND_REPLY = 2
 const KIND_FAILED = 3
@@ -79,7 +83,7 @@ export interface RpcServerMetrics {
 
 /** A server: answers requests with its handler. */
 export class RpcServer<Req, Res> implements AsyncDisposable {
-  private readonly inFlight = new Map<number, AbortController>()
+  private readonly inFlight = new Map<number, Context>()
   private readonly counts = { served: 0, failed: 0, cancelled: 0 }
   private readonly loop: Promise<void>
 
@@ -89,6 +93,9 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     private readonly codec: Codec<Req | Res>,
     private readonly handler: RpcHandler<Req, Res>,
   ) {
+    requests.onGone?.((owned) => {
+      for (const key of [...this.inFlight.keys()]) if (owned(key)) this.cancelled(key)
+    })
     this.loop = this.serve()
   }
 
@@ -111,7 +118,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
 
   /** Stops answering: running handlers see their signal abort; their replies are dropped. */
   async close(options: CloseOptions = {}): Promise<void> {
-    for (const ac of this.inFlight.values()) ac.abort(new ClosedError('the server is closing'))
+    for (const context of this.inFlight.values()) context.abort(new ClosedError('the server is closing'))
     this.inFlight.clear()
     await this.hub.close(options)
     await this.loop
@@ -122,40 +129,64 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
   }
 
   private async serve(): Promise<void> {
+    let run = 0
+    let since = 0
     for (;;) {
-      let m: Awaited<ReturnType<Hub<Uint8Array>['recvMessage']>> & RequestInfo
+      let m: (Received<Uint8Array> & RequestInfo) | undefined
       try {
-        m = await this.hub.recvMessage()
+        // What is there (or comes within the spin) at once; then wait. After a
+        // millisecond of requests in a row, a turn of the event loop, so that handlers
+        // waiting for I/O or timers go on under a steady stream of requests (the clock
+        // is looked at every SERVE_RUN requests).
+        if (++run >= SERVE_RUN) {
+          run = 0
+          const t = performance.now()
+          if (since === 0) since = t
+          else if (t - since >= 1) {
+            await new Promise(setImmediate)
+            since = 0
+          }
+        }
+        m = this.hub.isClosed ? undefined : this.hub.pollMessage()
+        if (m === undefined) {
+          run = 0
+          since = 0
+          m = await this.hub.recvMessage()
+        }
       } catch (e) {
         if (this.hub.isClosed) return
         throw e
       }
       const key = m.request!
       if (m.kind === KIND_REQUEST) this.answer(key, m.value, m.from ?? '')
-      else if (m.kind === KIND_CANCELLED) {
-        const ac = this.inFlight.get(key)
-        if (ac === undefined) continue
-        this.inFlight.delete(key)
-        this.counts.cancelled++
-        ac.abort(new AbortedError('the client gave up on this request'))
-      }
+      else if (m.kind === KIND_CANCELLED) this.cancelled(key)
     }
   }
 
+  /** The client gave up on request `key`, or is gone: its handler's signal aborts. */
+  private cancelled(key: number): void {
+    const context = this.inFlight.get(key)
+    if (context === undefined) return
+    this.inFlight.delete(key)
+    this.counts.cancelled++
+    context.abort(new AbortedError('the client gave up on this request'))
+  }
+
   private answer(key: number, bytes: Uint8Array, from: string): void {
-    const ac = new AbortController()
-    this.inFlight.set(key, ac)
-    new Promise<Res>((resolve) => resolve(this.handler(this.codec.decode(bytes) as Req, { signal: ac.signal, from }))).then(
-      (res) => {
-        if (!this.inFlight.delete(key)) return // cancelled meanwhile
-        let out: Uint8Array
-        try {
-          out = this.codec.encode(res)
-        } catch (e) {
-          return this.fail(key, e)
-        }
-        this.counts.served++
-        this.requests.respond(key, true, out)
+    const context = new Context(from)
+    let res: Res | Promise<Res>
+    try {
+      res = this.handler(this.codec.decode(bytes) as Req, context)
+    } catch (e) {
+      return this.fail(key, e)
+    }
+    // A handler that answers at once is answered at once (nothing can cancel it
+    // meanwhile: no promise, no later turn, no entry in `inFlight`).
+    if (!isThenable(res)) return this.reply(key, res)
+    this.inFlight.set(key, context)
+    res.then(
+      (value) => {
+        if (this.inFlight.delete(key)) this.reply(key, value)
       },
       (e) => {
         if (this.inFlight.delete(key)) this.fail(key, e)
@@ -163,11 +194,53 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     )
   }
 
+  private reply(key: number, res: Res): void {
+    try {
+      this.requests.respond(key, true, this.codec.encode(res))
+    } catch (e) {
+      return this.fail(key, e) // not encodable, or too large to send
+    }
+    this.counts.served++
+  }
+
   private fail(key: number, e: unknown): void {
     this.counts.failed++
     const code = e instanceof ZerohopError ? e.code : 'ERR_REMOTE'
     const message = e instanceof Error ? e.message : String(e)
-    this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
+    try {
+      this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
+    } catch {
+      // Too long to send (a small slot): the code alone, or, failing that, nothing (the
+      // client's timeout ends the request).
+      try {
+        this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message: '' })))
+      } catch {}
+    }
+  }
+}
+
+/** A request's {@link RequestContext}; its signal is made when the handler first asks for it. */
+class Context implements RequestContext {
+  private controller: AbortController | undefined
+  private reason: unknown
+  private aborted = false
+
+  constructor(readonly from: string) {}
+
+  // (Making an `AbortSignal` costs more than a round trip over shared memory.)
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort(this.reason)
+    }
+    return this.controller.signal
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    this.controller?.abort(reason)
   }
 }
 
@@ -190,14 +263,25 @@ interface Pending<Res> {
 /** A client: sends requests to one server. */
 export class RpcClient<Req, Res> implements AsyncDisposable {
   private readonly pending = new Map<number, Pending<Res>>()
-  /** Ends the reply pump's wait when nothing is pending, so an idle client holds no event-loop handle. */
+  /**
+   * Ends the reply pump's wait when the last request ends while it waits, so that an
+   * idle client holds no event-loop handle. Kept until then (an `AbortSignal` takes
+   * microseconds to make: not one per request).
+   */
   private pumpStop: AbortController | undefined
+  private pumping = false
+  /** True while the pump handles a reply (it is not waiting then). */
+  private handling = false
 
   private constructor(
     private readonly hub: Hub<Uint8Array>,
     private readonly requests: RequestPort,
     private readonly codec: Codec<Req | Res>,
-  ) {}
+  ) {
+    requests.onGone?.((owned, error) => {
+      for (const key of [...this.pending.keys()]) if (owned(key)) this.settle(key)?.reject(error)
+    })
+  }
 
   /** @internal */
   static async start<Req, Res>(url: string, options: RpcOptions<Req, Res>): Promise<RpcClient<Req, Res>> {
@@ -241,6 +325,15 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     } catch (e) {
       return Promise.reject(e)
     }
+    // Nothing else waits: wait for this answer right here, for up to `spinUs` (the
+    // hub polls on this thread where its transport can), and settle at once.
+    if (!this.pumping && this.pending.size === 0) {
+      const m: (Received<Uint8Array> & RequestInfo) | undefined = this.hub.pollMessage()
+      if (m !== undefined) {
+        if (m.request === key) return this.answerOf(m)
+        this.handle(m) // an answer to a request given up on
+      }
+    }
     return new Promise<Res>((resolve, reject) => {
       const entry: Pending<Res> = { resolve, reject, timer: undefined, signal, onAbort: undefined }
       if (timeoutMs !== undefined) {
@@ -271,7 +364,10 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     this.pending.delete(key)
     if (entry.timer !== undefined) clearTimeout(entry.timer)
     if (entry.onAbort) entry.signal!.removeEventListener('abort', entry.onAbort)
-    if (this.pending.size === 0) this.pumpStop?.abort()
+    if (this.pending.size === 0 && !this.handling && this.pumpStop !== undefined) {
+      this.pumpStop.abort()
+      this.pumpStop = undefined
+    }
     return entry
   }
 
@@ -284,30 +380,48 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
 
   /** Reads replies while requests are pending. */
   private pump(): void {
-    if (this.pumpStop !== undefined) return
-    const stop = (this.pumpStop = new AbortController())
+    if (this.pumping) return
+    this.pumping = true
     void (async () => {
       while (this.pending.size > 0 && !this.hub.isClosed) {
+        const stop = (this.pumpStop ??= new AbortController())
         let m: Awaited<ReturnType<Hub<Uint8Array>['recvMessage']>> & RequestInfo
         try {
           m = await this.hub.recvMessage({ signal: stop.signal })
         } catch {
           break // stopped (nothing pending) or closed
         }
-        const entry = this.settle(m.request ?? -1)
-        if (entry === undefined) continue // a reply to a request given up on
-        if (m.kind === KIND_REPLY) {
-          try {
-            entry.resolve(this.codec.decode(m.value) as Res)
-          } catch (e) {
-            entry.reject(e instanceof ZerohopError ? e : new CodecError(String(e)))
-          }
-        } else if (m.kind === KIND_FAILED) entry.reject(failure(m.value))
+        this.handling = true
+        try {
+          this.handle(m)
+        } finally {
+          this.handling = false
+        }
       }
-      this.pumpStop = undefined
+      this.pumping = false
       if (this.pending.size > 0 && !this.hub.isClosed) this.pump()
     })()
   }
+
+  /** Settles the request `m` answers (if it still waits). */
+  private handle(m: RequestInfo & { value: Uint8Array }): void {
+    const entry = this.settle(m.request ?? -1)
+    if (entry !== undefined) this.answerOf(m).then(entry.resolve, entry.reject)
+  }
+
+  /** What answer `m` says: the reply, or why the request failed. */
+  private answerOf(m: RequestInfo & { value: Uint8Array }): Promise<Res> {
+    if (m.kind === KIND_FAILED) return Promise.reject(failure(m.value))
+    try {
+      return Promise.resolve(this.codec.decode(m.value) as Res)
+    } catch (e) {
+      return Promise.reject(e instanceof ZerohopError ? e : new CodecError(String(e)))
+    }
+  }
+}
+
+function isThenable<V>(v: V | PromiseLike<V>): v is PromiseLike<V> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function'
 }
 
 /** Waits for `hub` to connect: undefined once it has, or why it will not. */
@@ -345,16 +459,17 @@ function failure(bytes: Uint8Array): ZerohopError {
 /** Opens the transport of `url` and a hub over it; its requests are what `Rpc` runs on. */
 function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): { hub: Hub<Uint8Array>; requests: RequestPort } {
   if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
-  const { codec: _codec, connectTimeoutMs: _timeout, ...hubOptions } = options
+  // (`listen` is the call's: serve or connect.)
+  const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
   const endpoint = native(() => binding.parseEndpoint(url))
-  const open = transportFor(endpoint.transport)
+  const open = requestTransportFor(endpoint.transport)
   if (open === undefined) {
     throw new UnsupportedTransportError(`the ${endpoint.transport}:// transport is not available in this version of zerohop (${available()} are)`)
   }
-  const port = open<Uint8Array>(url, { ...hubOptions, listen }, raw)
+  const port = open(url, hubOptions, listen)
   if (port.requests === undefined) {
     port.close()
-    throw new BadOptionError(`Rpc runs over a transport with requests (quic://, one stream per request); ${url} is ${port.transport}://`)
+    throw new BadOptionError(`Rpc runs over a transport with requests (shm://, quic://, tcp:// or uds://); ${url} is ${port.transport}://`)
   }
   return { hub: Hub.over(url, port, raw), requests: port.requests }
 }

@@ -3,11 +3,12 @@
  * transports all open through `net.ts` (the native side picks the transport from the
  * URL); shared memory publishes from JavaScript and has a port of its own.
  */
-import type { Codec } from '../codec.js'
+import { type Codec, raw } from '../codec.js'
 import type { Port, TransportName } from '../port.js'
 import type { StructCodec } from '../struct.js'
 import { openNet } from './net.js'
 import { openShmOrFallback } from './shm-fallback.js'
+import { openShmRpc } from './shm-rpc.js'
 
 /** Opens a transport's port for one hub. */
 export type OpenPort = <T>(url: string, options: object, codec: Codec<T> | StructCodec<T>) => Port<T>
@@ -21,9 +22,29 @@ export const TRANSPORTS: Record<TransportName, OpenPort> = {
   uds: openNet,
 }
 
+/** Opens a transport's port for `Rpc`: a server (`listen`) or a client. */
+export type OpenRequestPort = (url: string, options: object, listen: boolean) => Port<Uint8Array>
+
+/** A network transport's requests are its hub's, listening or connecting. */
+const overNet: OpenRequestPort = (url, options, listen) => openNet(url, { ...options, listen }, raw)
+
+/** How each transport opens for `Rpc` (where it has no requests, the port says so). */
+export const REQUEST_TRANSPORTS: Record<TransportName, OpenRequestPort> = {
+  shm: openShmRpc,
+  udp: overNet,
+  quic: overNet,
+  tcp: overNet,
+  uds: overNet,
+}
+
 /** The transport for `scheme`, if this version has it. */
 export function transportFor(scheme: string): OpenPort | undefined {
   return Object.hasOwn(TRANSPORTS, scheme) ? TRANSPORTS[scheme as TransportName] : undefined
+}
+
+/** How `Rpc` opens `scheme`, if this version has it. */
+export function requestTransportFor(scheme: string): OpenRequestPort | undefined {
+  return Object.hasOwn(REQUEST_TRANSPORTS, scheme) ? REQUEST_TRANSPORTS[scheme as TransportName] : undefined
 }
 
 /** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp:// and uds://`). */

@@ -11,7 +11,7 @@
 import { copyInto } from '../bytes.js'
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, fromNative } from '../errors.js'
-import { ENVELOPE, Placement, placement, spillKey, spilledLength } from '../envelope.js'
+import { ENVELOPE, Placement, placement, readEnvelope, spillKey, spilledLength } from '../envelope.js'
 import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetWaker, statusEvent } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
@@ -35,6 +35,7 @@ export class NetPort<T> implements Port<T> {
   readonly ring: ShmRing
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = ENVELOPE.len
+  readonly readInfo = readEnvelope
   readonly pollsOnCallingThread = true
   armKeepsLoopAlive = false
   readonly loanOpen = false

@@ -48,12 +48,16 @@ export function openShmOrFallback<T>(url: string, options: object, codec: Codec<
 }
 
 /** Whether `e` says that shared memory cannot be used here (not that it was misused). */
-function unusable(e: unknown): boolean {
+export function unusable(e: unknown): boolean {
   if (!(e instanceof ZerohopError)) return false
   return e.code === 'ERR_IO' || (e.code === 'ERR_UNSUPPORTED_TRANSPORT' && /external ArrayBuffers/.test(e.message))
 }
 
-function openFallback<T>(name: string, params: string[][], options: object, codec: Codec<T> | StructCodec<T>, why: string): Port<T> {
+/**
+ * The `uds://` URL standing in for `shm://` where shared memory cannot be used (`why`):
+ * the socket `file` in this user's `0700` directory for them.
+ */
+export function fallbackUrl(file: string, why: string): string {
   const uid = process.getuid?.() ?? 0
   const dir = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), `zerohop-${uid}`)
   try {
@@ -62,12 +66,22 @@ function openFallback<T>(name: string, params: string[][], options: object, code
   } catch (e) {
     throw new IoError(`shared memory cannot be used (${why}), nor ${dir} for its Unix-socket fallback: ${(e as Error).message}`)
   }
-  const url = `uds://${join(dir, `${name}.sock`)}`
+  return `uds://${join(dir, file)}`
+}
+
+/** What a hub's `shm://` URL parameters and options become over its Unix-socket fallback. */
+export function streamOptions(params: string[][], options: object): Record<string, unknown> {
   const own: Record<string, unknown> = Object.fromEntries(params.map(([k, v]) => [k, v]))
   Object.assign(own, options)
   for (const k of SEGMENT_ONLY) delete own[k]
   // Lapping has no meaning on a stream: the stream's own policy (a slow reader is a slow consumer).
   if (own.backpressure === 'drop_old') delete own.backpressure
+  return own
+}
+
+function openFallback<T>(name: string, params: string[][], options: object, codec: Codec<T> | StructCodec<T>, why: string): Port<T> {
+  const url = fallbackUrl(`${name}.sock`, why)
+  const own = streamOptions(params, options)
   const relay = becomeRelay(url)
   let handle: NetHandle | undefined
   try {

@@ -65,6 +65,8 @@ class ShmPort<T> implements Port<T> {
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = 0
   readonly pollsOnCallingThread = false
+  /** Shared memory says nothing of where a message came from. */
+  readInfo(): void {}
   readonly armKeepsLoopAlive = false
   readonly peers = undefined
   readonly requests = undefined
