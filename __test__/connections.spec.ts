@@ -4,7 +4,7 @@
 // peer killed mid-stream, a frozen peer noticed (RPC is in rpc.spec.ts). What only one
 // of them does is in its own spec file. Serial: each test runs several busy processes on two cores.
 import test from 'ava'
-import { Hub, type HubOptions } from 'zerohop'
+import { Hub } from 'zerohop'
 import { connecting as transports, fast } from './connecting.ts'
 import { child, statusWhere } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures

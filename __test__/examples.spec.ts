@@ -36,3 +36,7 @@ test('the README QUIC example is examples/quic.ts, and it prints what its commen
 test('the README sockets example is examples/sockets.ts, and it prints what its comments say', (t) => {
   t.deepEqual(runExample(t, 'sockets.ts').printed, ['ready peer:1 true', '42'])
 })
+
+test('the README example of Rpc over shared memory is examples/rpc-shm.ts, and it prints what its comments say', (t) => {
+  t.deepEqual(runExample(t, 'rpc-shm.ts').printed, ['42'])
+})

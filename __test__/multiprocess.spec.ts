@@ -1,10 +1,11 @@
 // The shared-memory hub across real processes: fan-out, backpressure, lapping,
-// crashes, idle CPU, and zero-copy in both directions. Serial: each test runs several
+// crashes, idle CPU, zero-copy in both directions, and Rpc's clients dying and
+// servers coming and going. Serial: each test runs several
 // busy processes, and together they would oversubscribe two cores.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
-import { Hub, struct } from 'zerohop'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { Hub, Rpc, struct } from 'zerohop'
 import { child, uniqueName } from './helpers.ts'
 
 const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, m.byteLength).getFloat64(0, true)
@@ -340,4 +341,85 @@ test.serial('status events name the publishers and subscribers that open, close 
   await new Promise((r) => setTimeout(r, 200))
   t.deepEqual(heard, [], 'heartbeatMs: 0 turns them off')
   t.truthy(late)
+})
+
+/** Resolves once `done()` holds (looked at every 10 ms), or rejects after `ms`. */
+async function until(done: () => boolean, ms = 5000): Promise<void> {
+  for (const end = Date.now() + ms; !done(); ) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** The files of `/dev/shm` a segment name starts. */
+const segmentFiles = (prefix: string) => readdirSync('/dev/shm').filter((f) => f.startsWith(`zerohop-${prefix}`))
+
+test.serial('Rpc: a client killed with a request in flight ends it on the server (its handler sees the abort) and leaves no segment behind; the next client is answered', async (t) => {
+  const name = uniqueName('rpc-kill')
+  let aborted = 0
+  await using server = await Rpc.serve<{ op: string }, string>(
+    `shm://${name}`,
+    async (req, { signal }) => {
+      if (req.op !== 'sleep') return 'ok'
+      await new Promise((resolve) => signal.addEventListener('abort', resolve))
+      aborted++
+      return 'aborted'
+    },
+    { codec: 'json', heartbeatMs: 100 },
+  )
+  const c = child('rpc-client.mjs', [`shm://${name}`])
+  await c.next('ready')
+  c.send('sleep')
+  await c.next('sent')
+  await until(() => server.metrics().inFlight === 1)
+  t.is(segmentFiles(`${name}.rpc.${c.proc.pid}.`).length, 1, 'the client has its reply segment')
+  c.proc.kill('SIGKILL')
+  await c.exited
+  await until(() => aborted === 1)
+  t.like(server.metrics(), { inFlight: 0, cancelled: 1, served: 0 })
+  t.deepEqual(segmentFiles(`${name}.rpc.${c.proc.pid}.`), [], "its reply segment went with the server's handle on it")
+  await using rpc = await Rpc.connect<{ op: string }, string>(`shm://${name}`, { codec: 'json' })
+  t.is(await rpc.request({ op: 'echo' }), 'ok')
+})
+
+test.serial('Rpc: a client goes on with the next server when one closes or is killed; one server per name', async (t) => {
+  const name = uniqueName('rpc-restart')
+  const url = `shm://${name}`
+  const first = await Rpc.serve(url, () => 'first', { codec: 'json' })
+  await t.throwsAsync(Rpc.serve(url, () => 'second'), { code: 'ERR_INVALID_STATE' })
+  await using rpc = await Rpc.connect<unknown, unknown>(url, { codec: 'json', heartbeatMs: 50 })
+  t.is(await rpc.request(1), 'first')
+  await first.close()
+  await until(() => rpc.status === 'reconnecting')
+  await t.throwsAsync(rpc.request(2), { code: 'ERR_CONNECTION_LOST' })
+  const killed = child('rpc-server.mjs', [url])
+  await killed.next('ready')
+  await until(() => rpc.status === 'connected')
+  t.is(await rpc.request({ op: 'echo', x: 3 }), 3, "the server process's echo")
+  const pending = rpc.request({ op: 'sleep', ms: 60_000 })
+  killed.proc.kill('SIGKILL')
+  await t.throwsAsync(pending, { code: 'ERR_CONNECTION_LOST' })
+  await using last = await Rpc.serve(url, (n: number) => `last ${n}`, { codec: 'json' })
+  await until(() => rpc.status === 'connected')
+  t.is(await rpc.request(4), 'last 4')
+  t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+})
+
+test.serial('Rpc over the Unix-socket fallback (ZEROHOP_SHM=off on both sides): the same answers, no segment', async (t) => {
+  const name = uniqueName('rpc-fallback')
+  const srv = child('rpc-server.mjs', [`shm://${name}`], { ZEROHOP_SHM: 'off' })
+  await srv.next('ready')
+  process.env.ZEROHOP_SHM = 'off'
+  let rpc: Awaited<ReturnType<typeof Rpc.connect<{ op: string; x?: unknown }, unknown>>>
+  try {
+    rpc = await Rpc.connect(`shm://${name}`, { codec: 'json' })
+  } finally {
+    delete process.env.ZEROHOP_SHM
+  }
+  t.deepEqual(await rpc.request({ op: 'echo', x: [1, 'two'] }), [1, 'two'])
+  await t.throwsAsync(rpc.request({ op: 'fail' }), { code: 'ERR_REMOTE', message: 'boom' })
+  t.deepEqual(segmentFiles(name), [])
+  await rpc.close()
+  srv.send('close')
+  t.is(await srv.exited, 0, srv.stderr())
 })

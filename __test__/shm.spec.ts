@@ -3,7 +3,7 @@
 // its error codes. Cross-process behaviour is in multiprocess.spec.ts.
 import test from 'ava'
 import { existsSync, statSync, writeFileSync } from 'node:fs'
-import { Hub, ZerohopError, isRetryable, struct, type ErrorCode, type StructView } from 'zerohop'
+import { Hub, Rpc, ZerohopError, isRetryable, struct, type ErrorCode, type StructView } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 const shm = (tag: string) => `shm://${uniqueName(tag)}`
@@ -379,4 +379,34 @@ test.serial('an unusable segment directory: shm:// carries on over a Unix socket
     if (saved === undefined) delete process.env.ZEROHOP_SHM_DIR
     else process.env.ZEROHOP_SHM_DIR = saved
   }
+})
+
+test('Rpc over shm://: a request or a reply too large for the slot is ERR_MESSAGE_TOO_LARGE; options that mean nothing to Rpc are ERR_BAD_OPTION; no server is ERR_TIMEOUT', async (t) => {
+  const url = shm('rpc-size')
+  await using server = await Rpc.serve(url, (req: Uint8Array) => new Uint8Array(req[0] === 1 ? 2000 : 10), { slotSize: 1024 })
+  await using rpc = await Rpc.connect(url)
+  t.is((await rpc.request(new Uint8Array(1024 - 16))).length, 10, 'a slot holds the 16-byte header and the rest')
+  await rejectsWith(t, rpc.request(new Uint8Array(1024 - 15)), 'ERR_MESSAGE_TOO_LARGE')
+  await rejectsWith(t, rpc.request(new Uint8Array([1])), 'ERR_MESSAGE_TOO_LARGE')
+  t.like(server.metrics(), { served: 1, failed: 1, inFlight: 0 })
+  t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+  for (const bad of [{ memfd: true }, { highWater: 0.5 }, { backpressure: 'drop_old' }, { tls: {} }]) {
+    await rejectsWith(t, Rpc.connect(url, bad as never), 'ERR_BAD_OPTION')
+  }
+  await rejectsWith(t, Rpc.connect(`${url}?memfd`), 'ERR_BAD_OPTION')
+  await rejectsWith(t, Rpc.connect(shm('rpc-nobody'), { connectTimeoutMs: 50 }), 'ERR_TIMEOUT')
+})
+
+test('Rpc over shm://: a client waits for 1024 answers at most (its reply segment holds that many); more is ERR_BACKPRESSURE', async (t) => {
+  const url = shm('rpc-many')
+  const held: (() => void)[] = []
+  await using server = await Rpc.serve(url, (req: Uint8Array) => new Promise<Uint8Array>((resolve) => held.push(() => resolve(req))))
+  await using rpc = await Rpc.connect(url)
+  const answers = Array.from({ length: 1024 }, (_, i) => rpc.request(new Uint8Array([i & 255])))
+  await rejectsWith(t, rpc.request(new Uint8Array(1)), 'ERR_BACKPRESSURE')
+  while (held.length < 1024) await new Promise((r) => setTimeout(r, 5))
+  for (const release of held) release()
+  const got = await Promise.all(answers)
+  t.true(got.every((b, i) => b[0] === (i & 255)))
+  t.is(server.metrics().served, 1024)
 })

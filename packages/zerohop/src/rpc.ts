@@ -21,6 +21,7 @@ import {
   CodecError,
   ConnectionLostError,
   errorFor,
+  ProtocolError,
   ERROR_CODES,
   type ErrorCode,
   RemoteError,
@@ -94,7 +95,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     private readonly handler: RpcHandler<Req, Res>,
   ) {
     requests.onGone?.((owned) => {
-      for (const key of [...this.inFlight.keys()]) if (owned(key)) this.cancelled(key)
+      for (const key of this.inFlight.keys()) if (owned(key)) this.cancelled(key)
     })
     this.loop = this.serve()
   }
@@ -279,7 +280,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     private readonly codec: Codec<Req | Res>,
   ) {
     requests.onGone?.((owned, error) => {
-      for (const key of [...this.pending.keys()]) if (owned(key)) this.settle(key)?.reject(error)
+      for (const key of this.pending.keys()) if (owned(key)) this.settle(key)?.reject(error)
     })
   }
 
@@ -412,6 +413,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
   /** What answer `m` says: the reply, or why the request failed. */
   private answerOf(m: RequestInfo & { value: Uint8Array }): Promise<Res> {
     if (m.kind === KIND_FAILED) return Promise.reject(failure(m.value))
+    if (m.kind !== KIND_REPLY) return Promise.reject(new ProtocolError(`an answer of kind ${String(m.kind)}`))
     try {
       return Promise.resolve(this.codec.decode(m.value) as Res)
     } catch (e) {
