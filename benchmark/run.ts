@@ -655,11 +655,14 @@ async function publishCost(run: number): Promise<void> {
 
 // ---- main ----------------------------------------------------------------------------
 
-function cargoBench(pkg: string, bench: string): Array<Record<string, number | string>> {
-  const r = spawnSync('cargo', ['bench', '-q', '-p', pkg, '--bench', bench], {
+/** The JSON lines of `cargo bench` of `pkg`'s `bench` (or of the crate at `manifest`, outside the workspace). */
+function cargoBench(pkg: string, bench: string, manifest?: string): Array<Record<string, number | string>> {
+  const where = manifest === undefined ? ['-p', pkg] : ['--manifest-path', join(root, manifest)]
+  const r = spawnSync('cargo', ['bench', '-q', ...where, '--bench', bench], {
     cwd: root,
     encoding: 'utf8',
-    env: { ...process.env, ZEROHOP_BENCH_RUNS: String(RUNS) },
+    // (A crate outside the workspace builds into a target directory of its own.)
+    env: { ...process.env, ZEROHOP_BENCH_RUNS: String(RUNS), ...(manifest && { CARGO_TARGET_DIR: join(root, 'target', pkg) }) },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   return r.stdout
@@ -673,6 +676,30 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
   for (const j of cargoBench('zerohop-shm', 'ring')) {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
     else rows.push({ bench: `Rust ring ${j.bench === 'rust_spsc_64' ? 'SPSC' : 'SPMC ×3'} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+  }
+  console.error('running cargo bench (zerohop against iceoryx2)…')
+  const versus = cargoBench('iceoryx2', 'versus', 'benchmark/iceoryx2/Cargo.toml')
+  const iceoryx2 = (kind: string, run: number | string) => versus.find((j) => j.bench === `iceoryx2_${kind}_64` && j.run === run)
+  for (const j of versus) {
+    const [who, kind] = String(j.bench).split('_') as [string, string]
+    const bench = `Rust ${kind === 'rtt' ? 'RTT 64 B, spinning' : 'one-way 64 B, lossless, 4096 slots (receiver)'}: ${who === 'zerohop' ? 'zerohop ring' : 'iceoryx2 ipc publish-subscribe (baseline)'}`
+    const base = iceoryx2(kind, j.run!)
+    if (kind === 'rtt') {
+      const vs = who === 'zerohop' && base ? `${((j.p50_us as number) / (base.p50_us as number)).toFixed(2)}× p50` : undefined
+      rows.push({ bench, run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number, vsBaseline: vs, target: who === 'zerohop' ? '≤ 1× iceoryx2' : undefined })
+    } else {
+      const vs = who === 'zerohop' && base ? `${((j.msgs_per_sec as number) / (base.msgs_per_sec as number)).toFixed(2)}×` : undefined
+      rows.push({ bench, run: j.run!, rate: j.msgs_per_sec as number, mbps: ((j.msgs_per_sec as number) * 64) / 1e6, vsBaseline: vs, target: who === 'zerohop' ? '≥ 1× iceoryx2' : undefined })
+    }
+  }
+  // TypeScript against iceoryx2's Rust: the medians over the rounds (they ran minutes apart).
+  const tsSpin = rows
+    .filter((r) => r.bench.startsWith('RTT 64 B  zerohop shm, tryRecv spinning') && !r.bench.includes('[before]') && r.p50 !== undefined)
+    .map((r) => r.p50!)
+  const iceSpin = versus.filter((j) => j.bench === 'iceoryx2_rtt_64').map((j) => j.p50_us as number)
+  if (tsSpin.length > 0 && iceSpin.length > 0) {
+    const ts = median(tsSpin)
+    rows.push({ bench: 'RTT 64 B  zerohop shm from TypeScript, tryRecv spinning (median p50 of the rounds) against iceoryx2 from Rust', run: 'all', p50: ts, vsBaseline: `${(ts / median(iceSpin)).toFixed(2)}× iceoryx2 p50`, target: '≤ 2× iceoryx2' })
   }
   console.error('running cargo bench (Rust UDP endpoint)…')
   const udpNames: Record<string, string> = {
