@@ -38,5 +38,5 @@ test('the README sockets example is examples/sockets.ts, and it prints what its 
 })
 
 test('the README example of Rpc over shared memory is examples/rpc-shm.ts, and it prints what its comments say', (t) => {
-  t.deepEqual(runExample(t, 'rpc-shm.ts').printed, ['42'])
+  t.deepEqual(runExample(t, 'rpc-shm.ts').printed, ['42 1'])
 })

@@ -36,6 +36,20 @@ test.serial('block: 1 publisher → 3 subscribers (one at a time, drain, tryRecv
   t.truthy(keeper)
 })
 
+test.serial('3 publishers × 2 subscribers under block, each in a process of its own: nothing lost, each publisher in its own order', async (t) => {
+  const name = uniqueName('many')
+  const N = 200_000
+  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 1024, slotSize: 64 })
+  const subs = [0, 1].map(() => child('subscriber.mjs', [name, String(3 * N), 'tagged']))
+  await Promise.all(subs.map((s) => s.next('ready')))
+  const pubs = [1, 2, 3].map((tag) => child('publisher.mjs', [name, String(N), 'block', '', String(tag)]))
+  for (const p of pubs) t.is((await p.next('done')).published, N)
+  for (const s of subs) {
+    const r = await s.next('done')
+    t.like(r, { received: 3 * N, inOrder: true, gaps: 0, lapped: 0, lastOf: { 1: N - 1, 2: N - 1, 3: N - 1 } })
+  }
+})
+
 test.serial('credits: a block publisher in another process publishes only what the subscriber grants, and nothing is lost', async (t) => {
   const name = uniqueName('credits')
   const N = 300
@@ -399,7 +413,7 @@ test.serial('Rpc: a client goes on with the next server when one closes or is ki
   const pending = rpc.request({ op: 'sleep', ms: 60_000 })
   killed.proc.kill('SIGKILL')
   await t.throwsAsync(pending, { code: 'ERR_CONNECTION_LOST' })
-  await using last = await Rpc.serve(url, (n: number) => `last ${n}`, { codec: 'json' })
+  await using _last = await Rpc.serve(url, (n: number) => `last ${n}`, { codec: 'json' })
   await until(() => rpc.status === 'connected')
   t.is(await rpc.request(4), 'last 4')
   t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })

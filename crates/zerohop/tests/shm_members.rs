@@ -36,3 +36,49 @@ fn status_events_say_who_opened_and_closed_the_segment() {
     let unwatched = Hub::open(&url, HubOptions::default().with(quiet)).unwrap();
     assert!(unwatched.connection().is_err(), "heartbeatMs 0: no status events");
 }
+
+/// The threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == name)
+        .count()
+}
+
+#[test]
+fn one_thread_watches_every_segment_each_at_its_own_interval_and_none_once_nobody_listens() {
+    let watched: Vec<(String, Hub, mpsc::Receiver<Option<String>>)> = (0..20)
+        .map(|i| {
+            let url = format!("{}-{i}", name());
+            let every = ShmOptions { heartbeat: Some(Duration::from_millis(10 + i)), ..Default::default() };
+            let hub = Hub::open(&url, HubOptions { role: Role::Subscriber, ..Default::default() }.with(every)).unwrap();
+            let (tx, rx) = mpsc::channel();
+            hub.connection().unwrap().set_status_listener(Some(std::sync::Arc::new(
+                move |e: &zerohop::StatusEvent| {
+                    let _ = tx.send(e.peer.clone());
+                },
+            )));
+            (url, hub, rx)
+        })
+        .collect();
+    // (Other tests of this file may watch too: at most one thread for all of them.)
+    assert_eq!(threads_named("zerohop-shm-mem"), 1, "20 watched segments, one thread");
+    // Each hears of a publisher on its own segment, and only of that one.
+    let publishers: Vec<Hub> = watched
+        .iter()
+        .map(|(url, _, _)| Hub::open(url, HubOptions { role: Role::Publisher, ..Default::default() }).unwrap())
+        .collect();
+    for (_, _, rx) in &watched {
+        let peer = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert!(peer.starts_with("publisher:"), "{peer}");
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "one event each");
+    }
+    drop(publishers);
+    drop(watched);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads_named("zerohop-shm-mem") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the thread ends once nothing is watched");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
