@@ -17,12 +17,13 @@
 //! `cargo bench --manifest-path benchmark/iceoryx2/Cargo.toml`; `ZEROHOP_BENCH_RUNS`
 //! (default 3). The bench re-executes itself for the peers (`ZEROHOP_BENCH_ROLE`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
 use zerohop_shm::{Backpressure, Layout, Publisher, Segment, SegmentOptions, Subscriber};
+use zerohop_test_support::bench::{pin, role, spawn_role};
 
 const MSG: usize = 64;
 const RTT_ROUNDS: usize = 100_000;
@@ -35,10 +36,10 @@ type Message = [u8; MSG];
 
 fn main() {
     set_log_level(LogLevel::Error);
-    match std::env::var("ZEROHOP_BENCH_ROLE").as_deref() {
-        Ok("echo") => echo(&arg(1)),
-        Ok("zerohop-sink") => zerohop_sink(&arg(1)),
-        Ok("iceoryx2-sink") => iceoryx2_sink(&arg(1)),
+    match role().as_deref() {
+        Some("echo") => echo(&arg(1)),
+        Some("zerohop-sink") => zerohop_sink(&arg(1)),
+        Some("iceoryx2-sink") => iceoryx2_sink(&arg(1)),
         _ => {
             let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
             for run in 1..=runs {
@@ -57,25 +58,6 @@ fn main() {
 
 fn arg(i: usize) -> String {
     std::env::args().nth(i).expect("missing argument")
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it, and
-    // sched_setaffinity only reads it. Failure (fewer CPUs) just leaves us unpinned.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn spawn_peer(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().expect("current exe"))
-        .args(args)
-        .env("ZEROHOP_BENCH_ROLE", role)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn peer")
 }
 
 fn until(what: &str, done: impl Fn() -> bool) {
@@ -196,7 +178,7 @@ fn rtt(run: usize) {
     let mut zh = Zerohop::new(&name, "ping", "pong", Backpressure::DropOld);
     let mut ice = Iceoryx2::new(&node, &name, "ping", "pong", false);
     pin(0);
-    let mut peer = spawn_peer("echo", std::slice::from_ref(&name));
+    let mut peer = spawn_role("echo", std::slice::from_ref(&name), Stdio::null());
     until("the echo did not attach", || zh.subscribers(1) && ice.subscribers(1));
     handshake(&mut zh);
     handshake(&mut ice);
@@ -283,7 +265,7 @@ fn zerohop_stream(run: usize) {
     let name = format!("bench-versus-stream-{}", std::process::id());
     let mut zh = Zerohop::new(&name, "data", "unused", Backpressure::Block);
     pin(0);
-    let peer = spawn_sink("zerohop-sink", &name);
+    let peer = spawn_role("zerohop-sink", std::slice::from_ref(&name), Stdio::piped());
     until("the sink did not attach", || zh.subscribers(1));
     stream_to(&mut zh, peer, "zerohop_stream_64", run);
 }
@@ -293,18 +275,9 @@ fn iceoryx2_stream(run: usize) {
     let node = node();
     let mut ice = Iceoryx2::new(&node, &name, "data", "unused", true);
     pin(0);
-    let peer = spawn_sink("iceoryx2-sink", &name);
+    let peer = spawn_role("iceoryx2-sink", std::slice::from_ref(&name), Stdio::piped());
     until("the sink did not attach", || ice.subscribers(1));
     stream_to(&mut ice, peer, "iceoryx2_stream_64", run);
-}
-
-fn spawn_sink(role: &str, name: &str) -> Child {
-    Command::new(std::env::current_exe().expect("current exe"))
-        .arg(name)
-        .env("ZEROHOP_BENCH_ROLE", role)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn sink")
 }
 
 /// Streams to `peer`, a sink that counts the messages and prints its rate: first a

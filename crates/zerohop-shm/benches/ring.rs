@@ -10,12 +10,13 @@
 //! stdout (`{"bench":…}`), which `npm run bench` folds into its table. The bench
 //! re-executes itself for the peer roles (`ZEROHOP_BENCH_ROLE`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use zerohop_shm::{Backpressure, Layout, Publisher, Segment, SegmentOptions, Subscriber};
+use zerohop_test_support::bench::{pin, role, spawn_role};
 
 const RTT_ROUNDS: usize = 200_000;
 const RTT_WARMUP: usize = 20_000;
@@ -23,9 +24,9 @@ const STREAM_MESSAGES: u64 = 20_000_000;
 const MSG: usize = 64;
 
 fn main() {
-    match std::env::var("ZEROHOP_BENCH_ROLE").as_deref() {
-        Ok("pong") => pong(&arg(1), arg(2).parse().expect("rounds")),
-        Ok("sink") => sink(&arg(1), arg(2).parse().expect("count")),
+    match role().as_deref() {
+        Some("pong") => pong(&arg(1), arg(2).parse().expect("rounds")),
+        Some("sink") => sink(&arg(1), arg(2).parse().expect("count")),
         _ => {
             // `cargo bench` passes `--bench`; ignore it and any filter.
             let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -55,25 +56,6 @@ fn open(name: &str, capacity: u32) -> Arc<Segment> {
     Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: None }).expect("open segment"))
 }
 
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it, and
-    // sched_setaffinity only reads it. Failure (fewer CPUs) just leaves us unpinned.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn spawn_peer(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().expect("current exe"))
-        .args(args)
-        .env("ZEROHOP_BENCH_ROLE", role)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn peer")
-}
-
 fn wait_for_subscribers(seg: &Arc<Segment>, n: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while zerohop_shm::ring::table::subscriber_count(seg) < n {
@@ -89,7 +71,7 @@ fn rtt(run: usize) {
     let mut rx = Subscriber::new(pong_seg.clone()).expect("subscriber");
     let mut tx = Publisher::new(ping.clone(), Backpressure::DropOld);
     pin(0);
-    let mut peer = spawn_peer("pong", &[name.clone(), (RTT_ROUNDS + RTT_WARMUP).to_string()]);
+    let mut peer = spawn_role("pong", &[name.clone(), (RTT_ROUNDS + RTT_WARMUP).to_string()], Stdio::null());
     wait_for_subscribers(&ping, 1);
     let msg = [7u8; MSG];
     let mut buf = Vec::with_capacity(MSG);
@@ -137,8 +119,9 @@ fn stream(run: usize, subscribers: usize) {
     let mut tx = Publisher::new(seg.clone(), Backpressure::Block);
     tx.set_timeout(Duration::from_secs(60));
     pin(0);
-    let mut peers: Vec<Child> =
-        (0..subscribers).map(|_| spawn_peer("sink", &[name.clone(), STREAM_MESSAGES.to_string()])).collect();
+    let mut peers: Vec<Child> = (0..subscribers)
+        .map(|_| spawn_role("sink", &[name.clone(), STREAM_MESSAGES.to_string()], Stdio::null()))
+        .collect();
     wait_for_subscribers(&seg, subscribers as u32);
     let msg = [1u8; MSG];
     let t = Instant::now();

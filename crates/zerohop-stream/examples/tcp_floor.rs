@@ -15,19 +15,10 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+use zerohop_test_support::bench::pin;
 
 const MESSAGE: usize = 4096;
 const WRITE: usize = 1 << 20;
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; sched_setaffinity
-    // reads `size_of` bytes from it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// CPU time (user and system) this process has spent, in µs.
 fn cpu_us() -> f64 {

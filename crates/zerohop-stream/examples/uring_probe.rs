@@ -14,18 +14,9 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use io_uring::{IoUring, opcode, types};
+use zerohop_test_support::bench::pin;
 
 const MSG: usize = 64;
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; sched_setaffinity
-    // reads `size_of` bytes from it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// Reads exactly `buf.len()` bytes from a non-blocking socket, spinning on `read`.
 fn read_spin(s: &mut TcpStream, buf: &mut [u8]) {

@@ -584,18 +584,18 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * @internal
    */
   pollMessage(): Received<T> | undefined {
-    const m = { value: undefined } as { value: T | undefined } & MessageInfo
-    const v = this.spinNext(m)
-    if (v === EMPTY) return undefined
-    m.value = v
-    return m as Received<T>
+    return this.takeMessage(true)
   }
 
   /** {@link tryRecv}, with where the message came from (network transports). */
   tryRecvMessage(): Received<T> | undefined {
+    return this.takeMessage(false)
+  }
+
+  private takeMessage(spin: boolean): Received<T> | undefined {
     // One object, the value set into it (a spread into a second costs more than a read).
     const m = { value: undefined } as { value: T | undefined } & MessageInfo
-    const v = this.next(m)
+    const v = spin ? this.spinNext(m) : this.next(m)
     if (v === EMPTY) return undefined
     m.value = v
     return m as Received<T>

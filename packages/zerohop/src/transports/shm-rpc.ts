@@ -29,6 +29,7 @@ import { binding, native } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { FRAME_HEADER, ShmPublisher, ShmRing, ShmSubscriber } from '../shm-ring.js'
 import { openNet } from './net.js'
+import { SegmentPort } from './shm.js'
 import { fallbackUrl, streamOptions, unusable } from './shm-fallback.js'
 
 const HEADER = FRAME_HEADER
@@ -114,14 +115,12 @@ function put(pub: ShmPublisher, kind: number, pid: number, client: number, key: 
 }
 
 /** What the server and a client have in common: a port whose hub reads one ring and never publishes. */
-abstract class ShmRpcPort implements Port<Uint8Array> {
+abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
   readonly transport = 'shm'
   readonly envelope = HEADER
   /** A request's answer comes within microseconds: the hub polls for `spinUs` before it parks. */
   readonly pollsOnCallingThread = true
-  readonly armKeepsLoopAlive = false
   readonly loanOpen = false
-  readonly peers = undefined
   readonly flow = undefined
   readonly statusOnDemand = false
   readonly maxMessageSize: number
@@ -136,6 +135,7 @@ abstract class ShmRpcPort implements Port<Uint8Array> {
     readonly ring: ShmRing,
     readonly settings: PortSettings,
   ) {
+    super()
     this.maxMessageSize = ring.slotSize - HEADER
     this.subscriber = new ShmSubscriber(ring, HEADER)
   }
@@ -170,42 +170,8 @@ abstract class ShmRpcPort implements Port<Uint8Array> {
     return this.publish()
   }
 
-  flush(): void {}
-
-  pump(): number {
-    return 0
-  }
-
-  spilled(): undefined {
-    return undefined
-  }
-
-  setDoorbell(ring: () => void): void {
-    native(() => this.ring.handle.setDoorbell(ring))
-  }
-
-  arm(cursor: number): void {
-    native(() => this.ring.handle.arm(cursor, this.settings.spinUs))
-  }
-
-  disarm(): void {
-    this.ring.handle.disarm()
-  }
-
   onStatus(listener: (event: StatusEvent, own: boolean) => void): void {
     this.statusListener = listener
-  }
-
-  localAddress(): undefined {
-    return undefined
-  }
-
-  details(): undefined {
-    return undefined
-  }
-
-  linger(): Promise<boolean> {
-    return Promise.resolve(true) // in the segment already: nothing is on its way
   }
 
   close(): void {

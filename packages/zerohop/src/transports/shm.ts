@@ -57,7 +57,53 @@ export function openShm<T>(url: string, options: object, codec: Codec<T> | Struc
   }
 }
 
-class ShmPort<T> implements Port<T> {
+/**
+ * What a port over a shared-memory segment does whatever it carries (`ShmPort`'s
+ * messages, `Rpc`'s requests): a reader's doorbell rung by the segment's own wake-ups,
+ * no socket to pump or address to bind, nothing on its way once published.
+ */
+export abstract class SegmentPort {
+  abstract readonly ring: ShmRing
+  abstract readonly settings: PortSettings
+  readonly armKeepsLoopAlive = false
+  readonly peers = undefined
+
+  flush(): void {}
+
+  pump(): number {
+    return 0
+  }
+
+  spilled(): undefined {
+    return undefined
+  }
+
+  setDoorbell(ring: () => void): void {
+    native(() => this.ring.handle.setDoorbell(ring))
+  }
+
+  arm(cursor: number): void {
+    native(() => this.ring.handle.arm(cursor, this.settings.spinUs))
+  }
+
+  disarm(): void {
+    this.ring.handle.disarm()
+  }
+
+  localAddress(): undefined {
+    return undefined
+  }
+
+  details(): undefined {
+    return undefined
+  }
+
+  linger(): Promise<boolean> {
+    return Promise.resolve(true) // in the segment already: nothing is on its way
+  }
+}
+
+class ShmPort<T> extends SegmentPort implements Port<T> {
   readonly transport = 'shm'
   readonly settings: PortSettings
   readonly maxMessageSize: number
@@ -67,8 +113,6 @@ class ShmPort<T> implements Port<T> {
   readonly pollsOnCallingThread = false
   /** Shared memory says nothing of where a message came from. */
   readInfo(): void {}
-  readonly armKeepsLoopAlive = false
-  readonly peers = undefined
   readonly requests = undefined
   readonly flow: FlowPort
   private readonly pub: ShmPublisher | undefined
@@ -82,6 +126,7 @@ class ShmPort<T> implements Port<T> {
   private readonly gcState: { loan: ShmLoan<unknown> | undefined } = { loan: undefined }
 
   constructor(handle: ShmHandle, codec: Codec<T> | StructCodec<T>) {
+    super()
     this.settings = native(() => handle.settings()) as PortSettings
     this.ring = new ShmRing(handle)
     this.maxMessageSize = this.ring.slotSize
@@ -243,28 +288,6 @@ class ShmPort<T> implements Port<T> {
     return loan
   }
 
-  flush(): void {}
-
-  pump(): number {
-    return 0
-  }
-
-  spilled(): undefined {
-    return undefined
-  }
-
-  setDoorbell(ring: () => void): void {
-    native(() => this.ring.handle.setDoorbell(ring))
-  }
-
-  arm(cursor: number): void {
-    native(() => this.ring.handle.arm(cursor, this.settings.spinUs))
-  }
-
-  disarm(): void {
-    this.ring.handle.disarm()
-  }
-
   status(): HubStatus {
     return this.closed ? 'closed' : 'connected'
   }
@@ -277,20 +300,8 @@ class ShmPort<T> implements Port<T> {
     native(() => this.ring.handle.onStatus((e) => listener(statusEvent(e), false)))
   }
 
-  localAddress(): undefined {
-    return undefined
-  }
-
   counters(): PublishCounters {
     return this.pub?.counters ?? { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
-  }
-
-  details(): undefined {
-    return undefined
-  }
-
-  linger(): Promise<boolean> {
-    return Promise.resolve(true) // published into the segment: nothing is on its way
   }
 
   close(): void {
