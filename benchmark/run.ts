@@ -655,6 +655,9 @@ async function publishCost(run: number): Promise<void> {
 
 // ---- main ----------------------------------------------------------------------------
 
+const ICEORYX2 = 'iceoryx2 ipc publish-subscribe (baseline)'
+const ICEORYX2_RTT = `Rust RTT 64 B, spinning: ${ICEORYX2}`
+
 /** The JSON lines of `cargo bench` of `pkg`'s `bench` (or of the crate at `manifest`, outside the workspace). */
 function cargoBench(pkg: string, bench: string, manifest?: string): Array<Record<string, number | string>> {
   const where = manifest === undefined ? ['-p', pkg] : ['--manifest-path', join(root, manifest)]
@@ -682,7 +685,7 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
   const iceoryx2 = (kind: string, run: number | string) => versus.find((j) => j.bench === `iceoryx2_${kind}_64` && j.run === run)
   for (const j of versus) {
     const [who, kind] = String(j.bench).split('_') as [string, string]
-    const bench = `Rust ${kind === 'rtt' ? 'RTT 64 B, spinning' : 'one-way 64 B, lossless, 4096 slots (receiver)'}: ${who === 'zerohop' ? 'zerohop ring' : 'iceoryx2 ipc publish-subscribe (baseline)'}`
+    const bench = `Rust ${kind === 'rtt' ? 'RTT 64 B, spinning' : 'one-way 64 B, lossless, 4096 slots (receiver)'}: ${who === 'zerohop' ? 'zerohop ring' : ICEORYX2}`
     const base = iceoryx2(kind, j.run!)
     if (kind === 'rtt') {
       const vs = who === 'zerohop' && base ? `${((j.p50_us as number) / (base.p50_us as number)).toFixed(2)}× p50` : undefined
@@ -691,15 +694,6 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
       const vs = who === 'zerohop' && base ? `${((j.msgs_per_sec as number) / (base.msgs_per_sec as number)).toFixed(2)}×` : undefined
       rows.push({ bench, run: j.run!, rate: j.msgs_per_sec as number, mbps: ((j.msgs_per_sec as number) * 64) / 1e6, vsBaseline: vs, target: who === 'zerohop' ? '≥ 1× iceoryx2' : undefined })
     }
-  }
-  // TypeScript against iceoryx2's Rust: the medians over the rounds (they ran minutes apart).
-  const tsSpin = rows
-    .filter((r) => r.bench.startsWith('RTT 64 B  zerohop shm, tryRecv spinning') && !r.bench.includes('[before]') && r.p50 !== undefined)
-    .map((r) => r.p50!)
-  const iceSpin = versus.filter((j) => j.bench === 'iceoryx2_rtt_64').map((j) => j.p50_us as number)
-  if (tsSpin.length > 0 && iceSpin.length > 0) {
-    const ts = median(tsSpin)
-    rows.push({ bench: 'RTT 64 B  zerohop shm from TypeScript, tryRecv spinning (median p50 of the rounds) against iceoryx2 from Rust', run: 'all', p50: ts, vsBaseline: `${(ts / median(iceSpin)).toFixed(2)}× iceoryx2 p50`, target: '≤ 2× iceoryx2' })
   }
   console.error('running cargo bench (Rust UDP endpoint)…')
   const udpNames: Record<string, string> = {
@@ -1369,6 +1363,16 @@ for (let run = 1; run <= RUNS; run++) {
     const zc4k = await streamZerohop(4096, 'loan', 'borrow', 400_000)
     rows.push({ bench: `one-way 4 KB  zerohop loan → borrow (zero-copy)${tag}`, run, rate: zc4k.received, mbps: (zc4k.received * 4096) / 1e6, vsBaseline: `${(zc4k.received / uds4k).toFixed(1)}×` })
   })
+}
+
+// TypeScript against iceoryx2's Rust: the medians over the rounds (they ran minutes apart).
+const tsSpin = rows
+  .filter((r) => r.bench.startsWith('RTT 64 B  zerohop shm, tryRecv spinning') && !r.bench.includes('[before]') && r.p50 !== undefined)
+  .map((r) => r.p50!)
+const iceSpin = rows.filter((r) => r.bench === ICEORYX2_RTT && r.p50 !== undefined).map((r) => r.p50!)
+if (tsSpin.length > 0 && iceSpin.length > 0) {
+  const ts = median(tsSpin)
+  rows.push({ bench: 'RTT 64 B  zerohop shm from TypeScript, tryRecv spinning (median p50 of the rounds) against iceoryx2 from Rust', run: 'all', p50: ts, vsBaseline: `${(ts / median(iceSpin)).toFixed(2)}× iceoryx2 p50`, target: '≤ 2× iceoryx2' })
 }
 
 // ---- the table ---------------------------------------------------------------------------
