@@ -410,3 +410,25 @@ test('Rpc over shm://: a client waits for 1024 answers at most (its reply segmen
   t.true(got.every((b, i) => b[0] === (i & 255)))
   t.is(server.metrics().served, 1024)
 })
+
+test('drain() takes runs of messages, each a view while its call lasts, and never what the hub published itself', async (t) => {
+  const url = shm('drain-runs')
+  await using a = await Hub.open(url, { slotSize: 64, capacity: 1024 })
+  await using b = await Hub.open(url)
+  const N = 900 // more than a run (256), fewer than the ring
+  for (let i = 0; i < N; i++) (i % 3 === 0 ? a : b).publish(new Uint8Array([i & 255, i >> 8, 7]))
+  const got: number[] = []
+  const seen = new Set<Uint8Array>()
+  t.is(
+    a.drain((v) => {
+      got.push(v[0]! | (v[1]! << 8))
+      t.is(v.length, 3)
+      seen.add(v)
+    }),
+    (2 * N) / 3,
+  )
+  t.deepEqual(got, Array.from({ length: N }, (_, i) => i).filter((i) => i % 3 !== 0))
+  t.true(seen.size < got.length, 'views are reused from run to run')
+  t.like(a.metrics(), { received: (2 * N) / 3, lag: 0 })
+  t.is(a.drain(() => t.fail('nothing is left')), 0)
+})

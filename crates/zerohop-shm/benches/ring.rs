@@ -5,6 +5,9 @@
 //!   1, both spinning on `try_recv`; p50/p99/p99.9 per run.
 //! - `spsc` / `spmc3`: one publisher streams 64-byte messages with the `block` policy
 //!   (lossless) to 1 or 3 subscriber processes; msg/s as seen by the slowest receiver.
+//! - `packed`: as `spsc`, the publisher publishing 64 messages at a time
+//!   (`publish_packed`, what TypeScript's `publishPacked` calls): the most the ring
+//!   carries from one CPU to the other, the ceiling of any receiver in any language.
 //!
 //! Run with `cargo bench -p zerohop-shm --bench ring`. Each result is one JSON line on
 //! stdout (`{"bench":…}`), which `npm run bench` folds into its table. The bench
@@ -30,7 +33,7 @@ fn main() {
         _ => {
             // `cargo bench` passes `--bench`; ignore it and any filter.
             let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-            // ZEROHOP_BENCH_ONLY=rtt|spsc|spmc3 runs one case.
+            // ZEROHOP_BENCH_ONLY=rtt|spsc|spmc3|packed runs one case.
             let only = std::env::var("ZEROHOP_BENCH_ONLY").unwrap_or_default();
             for run in 1..=runs {
                 if only.is_empty() || only == "rtt" {
@@ -41,6 +44,9 @@ fn main() {
                 }
                 if only.is_empty() || only == "spmc3" {
                     stream(run, 3);
+                }
+                if only.is_empty() || only == "packed" {
+                    stream_packed(run);
                 }
             }
         }
@@ -136,6 +142,29 @@ fn stream(run: usize, subscribers: usize) {
     println!(
         "{{\"bench\":\"rust_{kind}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{STREAM_MESSAGES}}}",
         STREAM_MESSAGES as f64 / secs
+    );
+}
+
+fn stream_packed(run: usize) {
+    const BATCH: usize = 64;
+    let name = format!("bench-packed-{}", std::process::id());
+    let seg = open(&name, 65536);
+    let mut tx = Publisher::new(seg.clone(), Backpressure::Block);
+    tx.set_timeout(Duration::from_secs(60));
+    pin(0);
+    let mut peer = spawn_role("sink", &[name.clone(), STREAM_MESSAGES.to_string()], Stdio::null());
+    wait_for_subscribers(&seg, 1);
+    let packed = [1u8; MSG * BATCH];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < STREAM_MESSAGES {
+        sent += tx.publish_packed(&packed, MSG).expect("publish") as u64;
+    }
+    assert!(peer.wait().expect("sink exits").success());
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"rust_packed_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{sent}}}",
+        sent as f64 / secs
     );
 }
 

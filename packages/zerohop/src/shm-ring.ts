@@ -629,6 +629,58 @@ export class ShmSubscriber {
   }
 
   /** Whether the message found by `peek` was not overwritten while it was read. */
+  /**
+   * Shared memory: copies the run of whole messages at the cursor (up to `max`, and
+   * not past the ring's last slot) into `into`, laid out slot by slot as in the ring,
+   * and returns how many are there whole (checked after the copy, as `intact()` does:
+   * one overwritten meanwhile ends the run before it). 0 where a message needs more
+   * than a copy (the ring's memory is the network writer's own, a lap, the stamps'
+   * periodic look at the tail): then `peek()`. Each message's payload starts at
+   * `PAYLOAD` of its slot in `into`; `runLength(into, i)` is its length, -1 for one
+   * this hub published itself. Moves nothing: `skip(n, bytes, taken)` does.
+   */
+  takeRun(into: Uint8Array, max: number): number {
+    const r = this.ring
+    if (this.flowControlled) return 0
+    const i32 = this.i32
+    const lo = this.cursor >>> 0
+    const first = lo & r.mask
+    const n = Math.min(max, r.capacity - first, Math.floor(into.length / r.stride))
+    if (this.sinceTailCheck + n >= r.capacity) {
+      // (`peek()`'s look at the tail once a ring's worth: see there.)
+      if (r.tail() > this.cursor + r.capacity) return 0
+      this.sinceTailCheck = 0
+    }
+    const words = r.stride >> 2
+    const base = (r.headerLen >> 2) + first * words
+    let k = 0
+    while (k < n && Atomics.load(i32, base + k * words) === (((lo + k + 1) * 2) | 0)) k++
+    if (k === 0) return 0
+    const start = r.headerLen + first * r.stride
+    copyInto.call(into, r.u8.subarray(start, start + k * r.stride))
+    if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+    let whole = 0
+    while (whole < k && Atomics.load(i32, base + whole * words) === (((lo + whole + 1) * 2) | 0)) whole++
+    this.sinceTailCheck += whole
+    return whole
+  }
+
+  /** The length of message `i` of a run `takeRun` copied into `into` (-1: this hub's own). */
+  runLength(into: Int32Array, i: number): number {
+    const r = this.ring
+    const at = (i * r.stride) >> 2
+    if (into[at + r.ORIGIN] === this.own) return -1
+    const len = into[at + r.LEN]!
+    return len < 0 || len > r.slotSize ? r.slotSize : len
+  }
+
+  /** Moves past `n` messages of a run, `taken` of them received (`bytes` in all). */
+  skip(n: number, bytes: number, taken: number): void {
+    this.counters.received += taken
+    this.counters.receivedBytes += bytes
+    this.moveTo(this.cursor + n)
+  }
+
   intact(): boolean {
     if (this.flowControlled) return true
     if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
