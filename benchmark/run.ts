@@ -678,7 +678,10 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
   console.error('running cargo bench (Rust ring floor)…')
   for (const j of cargoBench('zerohop-shm', 'ring')) {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
-    else rows.push({ bench: `Rust ring ${j.bench === 'rust_spsc_64' ? 'SPSC' : 'SPMC ×3'} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+    else {
+      const kind = { rust_spsc_64: 'SPSC', rust_spmc3_64: 'SPMC ×3', rust_packed_64: 'SPSC, publish_packed 64 at a time,' }[j.bench as string] ?? String(j.bench)
+      rows.push({ bench: `Rust ring ${kind} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+    }
   }
   console.error('running cargo bench (zerohop against iceoryx2)…')
   const versus = cargoBench('iceoryx2', 'versus', 'benchmark/iceoryx2/Cargo.toml')
