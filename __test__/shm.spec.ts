@@ -432,3 +432,22 @@ test('drain() takes runs of messages, each a view while its call lasts, and neve
   t.like(a.metrics(), { received: (2 * N) / 3, lag: 0 })
   t.is(a.drain(() => t.fail('nothing is left')), 0)
 })
+
+test('tryRecvBatch() takes runs too: its values are views of a copy, whole after the ring has been overwritten, until the next batch receive', async (t) => {
+  const url = shm('batch-runs')
+  await using a = await Hub.open(url, { slotSize: 64, capacity: 256 })
+  await using b = await Hub.open(url)
+  const msg = (i: number) => new Uint8Array([i & 255, i >> 8, 9])
+  for (let i = 0; i < 200; i++) (i % 4 === 0 ? a : b).publish(msg(i))
+  const batch = a.tryRecvBatch(1000)
+  const want = Array.from({ length: 200 }, (_, i) => i).filter((i) => i % 4 !== 0)
+  t.is(batch.length, want.length)
+  // The publisher laps the whole ring (drop_old): what was taken stays as it was.
+  for (let i = 0; i < 600; i++) b.publish(new Uint8Array([0xee, 0xee, 0xee]))
+  t.deepEqual(
+    batch.map((v) => v[0]! | (v[1]! << 8)),
+    want,
+  )
+  t.true(batch.every((v) => v.length === 3 && v[2] === 9))
+  t.like(a.metrics(), { received: want.length })
+})

@@ -229,8 +229,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private draining = false
   /** Bytes outside the slot of the message `valueAt` read last (undefined: in its slot). */
   private outside: number | undefined = undefined
-  /** `drain()`'s runs over shared memory: the copy, its words, and a view per slot (with its length). */
-  private run: { bytes: Uint8Array; words: Int32Array; views: (Uint8Array | undefined)[]; lens: Int32Array } | undefined
+  /** `drain()`'s runs over shared memory (one run at a time). */
+  private run: RunCopy | undefined
+  /** A batch receive's runs over shared memory (the whole batch). */
+  private batchCopy: RunCopy | undefined
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
 
@@ -607,7 +609,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * The messages waiting, up to `max` (default: 1024, or the ring's slots if fewer),
    * oldest first; an empty array when none is. Never blocks. The array may be the one
    * this hub returned last time, refilled: its `length` is the count, and it changes at
-   * the next call.
+   * the next call. So may its values: with the raw codec over shared memory they are
+   * views of a copy of the ring's slots taken at once, valid until this hub's next
+   * batch receive (copy what you keep).
    */
   tryRecvBatch(max?: number): T[] {
     const limit = this.batchLimit(max)
@@ -619,7 +623,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   /**
    * {@link tryRecvBatch}, after waiting for at least one message as {@link recv} does
-   * (with its `timeoutMs` and `signal`). An array of its own when it had to wait.
+   * (with its `timeoutMs` and `signal`). An array of its own when it had to wait (its
+   * values, as `tryRecvBatch`'s, valid until the next batch receive).
    */
   async recvBatch(max?: number, options: RecvOptions = {}): Promise<T[]> {
     const limit = this.batchLimit(max)
@@ -705,15 +710,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       for (; i < k && !this.closed; i++) {
         const len = sub.runLength(run.words, i)
         if (len < 0) continue // this hub's own
-        let view = run.views[i]
-        if (view === undefined || run.lens[i] !== len) {
-          const at = i * ring.stride + ring.PAYLOAD
-          view = run.views[i] = run.bytes.subarray(at, at + len)
-          run.lens[i] = len
-        }
         taken++
         bytes += len
-        fn(view as T)
+        fn(this.runView(run, i, len) as T)
       }
     } finally {
       // (A throwing `fn` took its message: the run goes on from the next one, later.)
@@ -736,9 +735,18 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** Appends to `out` the messages waiting, until it holds `max` (one batch: see `beginBatch`). */
   private takeInto(out: T[], max: number): void {
     const sub = this.subscriber()
+    // Shared memory, raw bytes: runs copied at once into the hub's batch buffer, each
+    // message a view of it, valid until the next batch receive (the array's own life).
+    const runs = this.codec === raw && !sub.flowControlled
+    let slot = 0
     sub.beginBatch()
     try {
       while (out.length < max) {
+        if (runs) {
+          const k = this.batchRun(sub, out, max, slot)
+          slot += k
+          if (k > 0) continue
+        }
         const v = this.next()
         if (v === EMPTY) return
         out.push(v)
@@ -746,6 +754,47 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     } finally {
       sub.endBatch()
     }
+  }
+
+  /**
+   * One run of a batch receive over shared memory (see `ShmSubscriber.takeRun`), copied
+   * into the batch buffer from `slot` on, its messages pushed onto `out` as views;
+   * how many slots it took (0: none whole there, or the buffer is full).
+   */
+  private batchRun(sub: ShmSubscriber, out: T[], max: number, slot: number): number {
+    const ring = this.ring
+    let run = this.batchCopy
+    // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
+    const slots = Math.min(max, Math.max(RUN_SLOTS, Math.floor(BATCH_BYTES / ring.stride)))
+    if (run === undefined || run.lens.length < slots) {
+      const bytes = new Uint8Array(slots * ring.stride)
+      run = this.batchCopy = { bytes, words: new Int32Array(bytes.buffer), views: [], lens: new Int32Array(slots) }
+    }
+    const room = Math.min(max - out.length, run.lens.length - slot)
+    if (room <= 0) return 0
+    const k = sub.takeRun(run.bytes.subarray(slot * ring.stride), room)
+    let taken = 0
+    let bytes = 0
+    for (let i = slot; i < slot + k; i++) {
+      const len = sub.runLength(run.words, i)
+      if (len < 0) continue // this hub's own
+      out.push(this.runView(run, i, len) as T)
+      taken++
+      bytes += len
+    }
+    if (k > 0) sub.skip(k, bytes, taken)
+    return k
+  }
+
+  /** The view of the payload of slot `i` of a run's copy, `len` bytes (kept from call to call). */
+  private runView(run: RunCopy, i: number, len: number): Uint8Array {
+    let view = run.views[i]
+    if (view === undefined || run.lens[i] !== len) {
+      const at = i * this.ring.stride + this.ring.PAYLOAD
+      view = run.views[i] = run.bytes.subarray(at, at + len)
+      run.lens[i] = len
+    }
+    return view
   }
 
   /**
@@ -1097,9 +1146,19 @@ interface Waiter {
   done(): void
 }
 
+/** Runs of slots copied out of a shared-memory ring: the copy, its words, and a view per slot (with its length). */
+interface RunCopy {
+  bytes: Uint8Array
+  words: Int32Array
+  views: (Uint8Array | undefined)[]
+  lens: Int32Array
+}
+
 /** A `drain()` run over shared memory takes at most this many slots, and bytes of them. */
 const RUN_SLOTS = 256
 const RUN_BYTES = 1 << 18
+/** A batch receive's copy of runs over shared memory is at most this large. */
+const BATCH_BYTES = 4 << 20
 
 /**
  * The clock of a spin, looked at every 8 polls: `performance.now()` costs more than a
