@@ -40,13 +40,13 @@ fn main() {
                     rtt(run);
                 }
                 if only.is_empty() || only == "spsc" {
-                    stream(run, 1);
+                    stream(run, 1, 1);
                 }
                 if only.is_empty() || only == "spmc3" {
-                    stream(run, 3);
+                    stream(run, 3, 1);
                 }
                 if only.is_empty() || only == "packed" {
-                    stream_packed(run);
+                    stream(run, 1, 64);
                 }
             }
         }
@@ -119,8 +119,10 @@ fn pong(name: &str, rounds: usize) {
     }
 }
 
-fn stream(run: usize, subscribers: usize) {
-    let name = format!("bench-stream-{}-{subscribers}", std::process::id());
+/// Streams STREAM_MESSAGES to `subscribers` sinks, `batch` at a time (1: `publish`,
+/// more: `publish_packed`).
+fn stream(run: usize, subscribers: usize, batch: usize) {
+    let name = format!("bench-stream-{}-{subscribers}-{batch}", std::process::id());
     let seg = open(&name, 65536);
     let mut tx = Publisher::new(seg.clone(), Backpressure::Block);
     tx.set_timeout(Duration::from_secs(60));
@@ -129,41 +131,28 @@ fn stream(run: usize, subscribers: usize) {
         .map(|_| spawn_role("sink", &[name.clone(), STREAM_MESSAGES.to_string()], Stdio::null()))
         .collect();
     wait_for_subscribers(&seg, subscribers as u32);
-    let msg = [1u8; MSG];
+    let packed = vec![1u8; MSG * batch];
     let t = Instant::now();
-    for _ in 0..STREAM_MESSAGES {
-        tx.publish(&msg).expect("publish");
+    let mut sent = 0;
+    while sent < STREAM_MESSAGES {
+        sent += if batch == 1 {
+            tx.publish(&packed).expect("publish");
+            1
+        } else {
+            tx.publish_packed(&packed, MSG).expect("publish") as u64
+        };
     }
     for p in &mut peers {
         assert!(p.wait().expect("sink exits").success());
     }
     let secs = t.elapsed().as_secs_f64();
-    let kind = if subscribers == 1 { "spsc" } else { "spmc3" };
+    let kind = match (subscribers, batch) {
+        (1, 1) => "spsc",
+        (_, 1) => "spmc3",
+        _ => "packed",
+    };
     println!(
-        "{{\"bench\":\"rust_{kind}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{STREAM_MESSAGES}}}",
-        STREAM_MESSAGES as f64 / secs
-    );
-}
-
-fn stream_packed(run: usize) {
-    const BATCH: usize = 64;
-    let name = format!("bench-packed-{}", std::process::id());
-    let seg = open(&name, 65536);
-    let mut tx = Publisher::new(seg.clone(), Backpressure::Block);
-    tx.set_timeout(Duration::from_secs(60));
-    pin(0);
-    let mut peer = spawn_role("sink", &[name.clone(), STREAM_MESSAGES.to_string()], Stdio::null());
-    wait_for_subscribers(&seg, 1);
-    let packed = [1u8; MSG * BATCH];
-    let t = Instant::now();
-    let mut sent = 0;
-    while sent < STREAM_MESSAGES {
-        sent += tx.publish_packed(&packed, MSG).expect("publish") as u64;
-    }
-    assert!(peer.wait().expect("sink exits").success());
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "{{\"bench\":\"rust_packed_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{sent}}}",
+        "{{\"bench\":\"rust_{kind}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{sent}}}",
         sent as f64 / secs
     );
 }
