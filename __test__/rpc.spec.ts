@@ -90,3 +90,20 @@ for (const tr of transports) {
     await t.throwsAsync(rpc.request({ op: 'echo' }), { code: 'ERR_CONNECTION_LOST' })
   })
 }
+
+for (const tr of transports) {
+  const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
+  test.serial(name("an async handler's answer goes out at once, not after the server's poll for the next request (spinUs 2 s)"), async (t) => {
+    const listen = tr.listenUrl()
+    const srv = track(child('rpc-server.mjs', [listen, JSON.stringify({ ...tr.server, spinUs: 2_000_000 })]))
+    const { address } = (await srv.next('ready')) as { address?: string }
+    await using rpc = await Rpc.connect<{ op: string; x: number }, number>(tr.dialUrl(listen, address), { ...tr.client, codec: 'json' } as never)
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now()
+      t.is(await rpc.request({ op: 'echo', x: i }), i)
+      // (A stall, not a speed: held back, the answer came after the 2 s poll.)
+      t.true(performance.now() - t0 < 1500, `answer ${i} within the poll`)
+    }
+    srv.proc.kill('SIGKILL')
+  })
+}

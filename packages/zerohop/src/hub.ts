@@ -591,6 +591,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return this.takeMessage(true)
   }
 
+  /**
+   * {@link recvMessage} without its spin (for a caller that just polled: `Rpc`).
+   * @internal
+   */
+  async parkMessage(): Promise<Received<T>> {
+    const m = { value: undefined } as { value: T | undefined } & MessageInfo
+    m.value = await this.receive({}, m, false)
+    return m as Received<T>
+  }
+
   /** {@link tryRecv}, with where the message came from (network transports). */
   tryRecvMessage(): Received<T> | undefined {
     return this.takeMessage(false)
@@ -820,14 +830,14 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * The next message; when none is there yet, a promise the doorbell settles itself
    * with the message (one promise per wait, no async function around it).
    */
-  private receive(options: RecvOptions, info: MessageInfo | undefined): Promise<T> {
+  private receive(options: RecvOptions, info: MessageInfo | undefined, spin = this.spinUs > 0): Promise<T> {
     const { timeoutMs, signal } = options
     let first: T | typeof EMPTY
     try {
       if (signal?.aborted) throw abortError(signal)
       // Without a spin the doorbell watches the socket: no read of it first, which would
       // cost a system call when (as in a request and its answer) nothing is there yet.
-      first = this.spinUs > 0 ? this.spinNext(info) : this.next(info, false)
+      first = spin ? this.spinNext(info) : this.next(info, false)
     } catch (e) {
       return Promise.reject(e)
     }

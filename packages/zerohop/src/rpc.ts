@@ -130,6 +130,8 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
   }
 
   private async serve(): Promise<void> {
+    // (Not in the constructor's turn: the first poll may spin for `spinUs`.)
+    await new Promise(setImmediate)
     let run = 0
     let since = 0
     for (;;) {
@@ -152,15 +154,18 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
         if (m === undefined) {
           run = 0
           since = 0
-          m = await this.hub.recvMessage()
+          m = await this.hub.parkMessage()
         }
       } catch (e) {
         if (this.hub.isClosed) return
         throw e
       }
       const key = m.request!
-      if (m.kind === KIND_REQUEST) this.answer(key, m.value, m.from ?? '')
-      else if (m.kind === KIND_CANCELLED) this.cancelled(key)
+      if (m.kind === KIND_REQUEST) {
+        // A handler that returned a promise (an `async` one that finished at once, as
+        // many do) is answered in the next microtask: let it run before the next request.
+        if (this.answer(key, m.value, m.from ?? '')) await undefined
+      } else if (m.kind === KIND_CANCELLED) this.cancelled(key)
     }
   }
 
@@ -173,17 +178,22 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     context.abort(new AbortedError('the client gave up on this request'))
   }
 
-  private answer(key: number, bytes: Uint8Array, from: string): void {
+  /** Runs the handler of request `key`; true if its answer comes later (a promise). */
+  private answer(key: number, bytes: Uint8Array, from: string): boolean {
     const context = new Context(from)
     let res: Res | Promise<Res>
     try {
       res = this.handler(this.codec.decode(bytes) as Req, context)
     } catch (e) {
-      return this.fail(key, e)
+      this.fail(key, e)
+      return false
     }
     // A handler that answers at once is answered at once (nothing can cancel it
     // meanwhile: no promise, no later turn, no entry in `inFlight`).
-    if (!isThenable(res)) return this.reply(key, res)
+    if (!isThenable(res)) {
+      this.reply(key, res)
+      return false
+    }
     this.inFlight.set(key, context)
     res.then(
       (value) => {
@@ -193,6 +203,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
         if (this.inFlight.delete(key)) this.fail(key, e)
       },
     )
+    return true
   }
 
   private reply(key: number, res: Res): void {
