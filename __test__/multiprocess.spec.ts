@@ -242,11 +242,12 @@ test.serial('zero-copy both ways across processes: loan → borrow → loan → 
   t.deepEqual(await echo.next('done'), { type: 'done', n: N })
 })
 
-test.serial('stress: a JS publisher and a Rust (publishPacked) publisher race on a 64-slot ring; readers (one at a time, and drain()) never see a torn message', async (t) => {
+test.serial('stress: a JS publisher and a Rust (publishPacked) publisher race on a 64-slot ring; readers (one at a time, drain() and tryRecvBatch()) never see a torn message', async (t) => {
   const name = uniqueName('stress')
   const PER = 20_000
   await using keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 64, slotSize: 256 })
-  const subs = ['each', 'drain'].map((mode) => child('stress.mjs', ['sub', name, mode]))
+  const modes = ['each', 'drain', 'batch']
+  const subs = modes.map((mode) => child('stress.mjs', ['sub', name, mode]))
   await Promise.all(subs.map((s) => s.next('ready')))
   const pubs = [child('stress.mjs', ['pub', name, '1', String(PER), 'js']), child('stress.mjs', ['pub', name, '2', String(PER), 'packed'])]
   for (const p of pubs) await p.next('done')
@@ -262,7 +263,7 @@ test.serial('stress: a JS publisher and a Rust (publishPacked) publisher race on
   let lapped = 0
   for (const [i, s] of subs.entries()) {
     const r = await s.next('done')
-    t.log(`${i === 0 ? 'one at a time' : 'drain()'}: received ${r.received}, lapped ${r.lapped}`)
+    t.log(`${modes[i]}: received ${r.received}, lapped ${r.lapped}`)
     t.deepEqual(r.problems, [])
     t.is((r.received as number) + (r.lapped as number), 2 * PER, 'received + lapped = everything published')
     lapped += r.lapped as number
