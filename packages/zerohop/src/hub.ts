@@ -706,12 +706,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   private drainRun(sub: ShmSubscriber, fn: (value: T) => void, max: number): number {
     const ring = this.ring
-    if (this.run === undefined) {
-      const slots = Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride)))
-      const bytes = new Uint8Array(slots * ring.stride)
-      this.run = { bytes, words: new Int32Array(bytes.buffer), views: [], lens: new Int32Array(slots) }
-    }
-    const run = this.run
+    const run = (this.run ??= runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring.stride))
     const k = sub.takeRun(run.bytes, max)
     let taken = 0
     let bytes = 0
@@ -776,10 +771,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let run = this.batchCopy
     // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
     const slots = Math.min(max, Math.max(RUN_SLOTS, Math.floor(BATCH_BYTES / ring.stride)))
-    if (run === undefined || run.lens.length < slots) {
-      const bytes = new Uint8Array(slots * ring.stride)
-      run = this.batchCopy = { bytes, words: new Int32Array(bytes.buffer), views: [], lens: new Int32Array(slots) }
-    }
+    if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring.stride)
     const room = Math.min(max - out.length, run.lens.length - slot)
     if (room <= 0) return 0
     const k = sub.takeRun(run.bytes.subarray(slot * ring.stride), room)
@@ -1162,6 +1154,12 @@ interface RunCopy {
   words: Int32Array
   views: (Uint8Array | undefined)[]
   lens: Int32Array
+}
+
+/** Room for the copies of `slots` slots of `stride` bytes. */
+function runCopy(slots: number, stride: number): RunCopy {
+  const bytes = new Uint8Array(slots * stride)
+  return { bytes, words: new Int32Array(bytes.buffer), views: [], lens: new Int32Array(slots) }
 }
 
 /** A `drain()` run over shared memory takes at most this many slots, and bytes of them. */

@@ -106,14 +106,6 @@ function readerOf(ring: ShmRing, exclude: number | undefined): string | undefine
   return undefined
 }
 
-/**
- * Writes one message, its header and then `body`, into `ring`: waits for room or
- * throws (`ERR_BACKPRESSURE`) as `pub`'s policy says, or laps (`drop_old`).
- */
-function put(pub: ShmPublisher, kind: number, pid: number, client: number, key: number, body: Uint8Array = EMPTY): void {
-  pub.publishFramed(body, kind, pid, client, key | 0)
-}
-
 /** What the server and a client have in common: a port whose hub reads one ring and never publishes. */
 abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
   readonly transport = 'shm'
@@ -186,6 +178,8 @@ abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
 interface Client {
   /** Its number on this server: the high part of its requests' keys here. */
   index: number
+  /** Its key in the server's table: `pid * 2^31 + n`. */
+  tag: number
   pid: number
   n: number
   /** What `RequestContext.from` says of it. */
@@ -263,16 +257,16 @@ class ShmRpcServer extends ShmRpcPort {
     const tag = pid * 2 ** 31 + (n & 0x7fff_ffff)
     let c = this.clients.get(tag)
     if (c === undefined) {
-      c = this.join(pid, n)
+      c = this.join(pid, n, tag)
       this.clients.set(tag, c)
     }
     this.last = c
     return c
   }
 
-  private join(pid: number, n: number): Client {
+  private join(pid: number, n: number, tag: number): Client {
     const index = this.freeIndexes.pop() ?? this.byIndex.length
-    const c: Client = { index, pid, n, from: `client:${pid}:${n}`, ring: undefined, pub: undefined }
+    const c: Client = { index, tag, pid, n, from: `client:${pid}:${n}`, ring: undefined, pub: undefined }
     this.byIndex[index] = c
     let ring: ShmRing | undefined
     try {
@@ -293,7 +287,7 @@ class ShmRpcServer extends ShmRpcPort {
   private respond(key: number, ok: boolean, bytes: Uint8Array): boolean {
     const c = this.byIndex[Math.floor(key / TWO_32)]
     if (c === undefined || c.pub === undefined) return false
-    put(c.pub, ok ? REPLY : FAILED, 0, 0, key % TWO_32, bytes)
+    c.pub.publishFramed(bytes, ok ? REPLY : FAILED, 0, 0, key % TWO_32)
     return true
   }
 
@@ -311,7 +305,7 @@ class ShmRpcServer extends ShmRpcPort {
     const why = new ConnectionLostError(died ? `process ${c.pid} died with requests in flight` : `${c.from} closed with requests in flight`)
     this.gone?.((key) => Math.floor(key / TWO_32) === c.index, why)
     c.ring?.close()
-    this.clients.delete(c.pid * 2 ** 31 + (c.n & 0x7fff_ffff))
+    this.clients.delete(c.tag)
     this.byIndex[c.index] = undefined
     this.freeIndexes.push(c.index)
     if (this.last === c) this.last = undefined
@@ -424,7 +418,7 @@ class ShmRpcClient extends ShmRpcPort {
     }
     let key = (this.nextKey + 1) >>> 0
     while (this.outstanding.has(key)) key = (key + 1) >>> 0
-    put(this.pub, REQUEST, this.pid, this.n, key, bytes)
+    this.pub.publishFramed(bytes, REQUEST, this.pid, this.n, key)
     this.nextKey = key
     this.outstanding.add(key)
     return key
@@ -433,7 +427,7 @@ class ShmRpcClient extends ShmRpcPort {
   private cancel(key: number): boolean {
     if (!this.outstanding.delete(key)) return false
     try {
-      put(this.pub, CANCELLED, this.pid, this.n, key)
+      this.pub.publishFramed(EMPTY, CANCELLED, this.pid, this.n, key)
     } catch {
       // No room to say so: the handler runs to its end, and its reply is dropped here.
     }
