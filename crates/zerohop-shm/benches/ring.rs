@@ -5,6 +5,9 @@
 //!   1, both spinning on `try_recv`; p50/p99/p99.9 per run.
 //! - `spsc` / `spmc3`: one publisher streams 64-byte messages with the `block` policy
 //!   (lossless) to 1 or 3 subscriber processes; msg/s as seen by the slowest receiver.
+//! - `mpsc3`: three publisher processes stream into one ring at once (`block`), one
+//!   subscriber reads them all; msg/s of all three together as the subscriber saw
+//!   it, to set beside `spsc`'s one publisher.
 //! - `packed`: as `spsc`, the publisher publishing 64 messages at a time
 //!   (`publish_packed`, what TypeScript's `publishPacked` calls): the most the ring
 //!   carries from one CPU to the other, the ceiling of any receiver in any language.
@@ -30,10 +33,11 @@ fn main() {
     match role().as_deref() {
         Some("pong") => pong(&arg(1), arg(2).parse().expect("rounds")),
         Some("sink") => sink(&arg(1), arg(2).parse().expect("count")),
+        Some("source") => source(&arg(1), arg(2).parse().expect("count")),
         _ => {
             // `cargo bench` passes `--bench`; ignore it and any filter.
             let runs: usize = std::env::var("ZEROHOP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-            // ZEROHOP_BENCH_ONLY=rtt|spsc|spmc3|packed runs one case.
+            // ZEROHOP_BENCH_ONLY=rtt|spsc|spmc3|mpsc3|packed runs one case.
             let only = std::env::var("ZEROHOP_BENCH_ONLY").unwrap_or_default();
             for run in 1..=runs {
                 if only.is_empty() || only == "rtt" {
@@ -44,6 +48,9 @@ fn main() {
                 }
                 if only.is_empty() || only == "spmc3" {
                     stream(run, 3, 1);
+                }
+                if only.is_empty() || only == "mpsc3" {
+                    many_publishers(run, 3);
                 }
                 if only.is_empty() || only == "packed" {
                     stream(run, 1, 64);
@@ -155,6 +162,53 @@ fn stream(run: usize, subscribers: usize, batch: usize) {
         "{{\"bench\":\"rust_{kind}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{sent}}}",
         sent as f64 / secs
     );
+}
+
+/// `publishers` processes publish STREAM_MESSAGES between them into one ring, read by
+/// this process (pinned to CPU 1, the publishers sharing CPU 0).
+fn many_publishers(run: usize, publishers: u64) {
+    let name = format!("bench-mpsc-{}-{publishers}", std::process::id());
+    let seg = open(&name, 65536);
+    let mut rx = Subscriber::new(seg.clone()).expect("subscriber");
+    pin(1);
+    let each = STREAM_MESSAGES / publishers;
+    let mut peers: Vec<Child> =
+        (0..publishers).map(|_| spawn_role("source", &[name.clone(), each.to_string()], Stdio::null())).collect();
+    let cancel = AtomicBool::new(false);
+    let mut buf = Vec::with_capacity(MSG);
+    let mut n = 0;
+    let mut t = None;
+    while n < each * publishers {
+        if rx.try_recv(&mut buf).is_some() {
+            // From the first message on: the publishers start at once, this one is ready.
+            t.get_or_insert_with(Instant::now);
+            n += 1;
+        } else {
+            assert!(rx.wait(Duration::from_micros(50), Some(Duration::from_secs(60)), &cancel), "publishers stalled");
+        }
+    }
+    let secs = t.expect("received").elapsed().as_secs_f64();
+    for p in &mut peers {
+        assert!(p.wait().expect("source exits").success());
+    }
+    assert_eq!(rx.stats().lapped, 0, "block policy must not lap");
+    println!(
+        "{{\"bench\":\"rust_mpsc{publishers}_64\",\"run\":{run},\"msgs_per_sec\":{:.0},\"messages\":{n}}}",
+        n as f64 / secs
+    );
+}
+
+/// One of `many_publishers`' publishers: `count` messages, `block`.
+fn source(name: &str, count: u64) {
+    pin(0);
+    let seg = open(name, 65536);
+    wait_for_subscribers(&seg, 1);
+    let mut tx = Publisher::new(seg, Backpressure::Block);
+    tx.set_timeout(Duration::from_secs(60));
+    let msg = [3u8; MSG];
+    for _ in 0..count {
+        tx.publish(&msg).expect("publish");
+    }
 }
 
 fn sink(name: &str, count: u64) {
