@@ -168,7 +168,7 @@ test.serial('a publisher killed with SIGKILL mid-stream leaves subscribers worki
   t.is(sub.metrics().lapped, 0)
 })
 
-test.serial('a publisher that dies holding a loan (lock taken, slot half-written) is recovered from', async (t) => {
+test.serial('a publisher that dies holding a loan (its number claimed, slot half-written) leaves a hole readers pass over', async (t) => {
   const name = uniqueName('loan-crash')
   await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
   const crash = child('crash.mjs', [name, 'loan'])
@@ -176,9 +176,24 @@ test.serial('a publisher that dies holding a loan (lock taken, slot half-written
   t.is(await crash.exited, 'SIGKILL')
   t.is(sub.tryRecv(), undefined, 'the half-written message is never delivered')
   await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', publishTimeoutMs: 5000 })
-  t.true(pub.publish(new Uint8Array([1, 2, 3])), 'the dead holder’s lock is taken over')
-  t.deepEqual(await sub.recv({ timeoutMs: 5000 }), new Uint8Array([1, 2, 3]))
+  t.true(pub.publish(new Uint8Array([1, 2, 3])), 'publishing never waited for the dead one')
+  t.deepEqual(await sub.recv({ timeoutMs: 5000 }), new Uint8Array([1, 2, 3]), 'the reader repaired the hole while it waited')
   t.is(sub.tryRecv(), undefined)
+})
+
+test.serial('publishers take no lock: one process publishes on while another holds a loan open, and the reader gets both in order', async (t) => {
+  const name = uniqueName('no-lock')
+  await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber', capacity: 256 })
+  const holder = child('crash.mjs', [name, 'hold'])
+  await holder.next('holding')
+  await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', publishTimeoutMs: 200 })
+  for (let i = 0; i < 100; i++) t.true(pub.publish(new Uint8Array([i])), `publish ${i} went at once`)
+  t.is(sub.tryRecv(), undefined, 'the reader waits at the loan, first in order')
+  holder.send('commit')
+  await holder.next('committed')
+  t.deepEqual(await sub.recv({ timeoutMs: 5000 }), new Uint8Array([7, 7, 7]))
+  for (let i = 0; i < 100; i++) t.deepEqual(sub.tryRecv(), new Uint8Array([i]))
+  t.is(await holder.exited, 0, holder.stderr())
 })
 
 test.serial('a creator that dies without closing leaves a segment the next open recovers', async (t) => {
@@ -194,7 +209,7 @@ test.serial('a creator that dies without closing leaves a segment the next open 
   t.is(h.maxMessageSize, 32, 'the stale segment was replaced with the requested layout')
 })
 
-test.serial('a hub collected with a loan open does not keep the publisher lock', async (t) => {
+test.serial('a hub collected with a loan open does not keep readers waiting at its claim', async (t) => {
   const name = uniqueName('gc-loan')
   await using keeper = await Hub.open(`shm://${name}`, { role: 'subscriber' })
   const c = child('gc-loan.mjs', [name], {}, ['--expose-gc'])

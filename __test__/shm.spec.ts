@@ -81,7 +81,7 @@ test('publishPacked: one native call publishes many messages that TypeScript rea
   t.like(p.metrics(), { published: 8, publishedBytes: 32, dropped: 4 })
   for (let i = 0; i < 8; i++) t.deepEqual(s.tryRecv(), new Uint8Array(4).fill(i % 6))
   t.is(s.tryRecv(), undefined)
-  // JavaScript and Rust publishers share the lock and the sequence.
+  // JavaScript and Rust publishers share the hub's claim line and the sequence.
   p.publish(new Uint8Array([42]))
   t.deepEqual(s.tryRecv(), new Uint8Array([42]))
   await rejectsWith(t, () => p.publishPacked(packed, 5), 'ERR_BAD_OPTION')

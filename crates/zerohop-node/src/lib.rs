@@ -111,8 +111,11 @@ pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
 pub struct ShmOffsets {
     pub tail_lo: u32,
     pub tail_hi: u32,
-    pub tail_epoch: u32,
-    pub pub_lock: u32,
+    pub repair_lock: u32,
+    pub claims: u32,
+    pub claim_entry: u32,
+    pub claim_first: u32,
+    pub claim_count: u32,
     pub notify: u32,
     pub waiters: u32,
     pub space: u32,
@@ -137,8 +140,11 @@ pub fn shm_offsets() -> ShmOffsets {
     ShmOffsets {
         tail_lo: u(offsets::TAIL_LO),
         tail_hi: u(offsets::TAIL_HI),
-        tail_epoch: u(offsets::TAIL_EPOCH),
-        pub_lock: u(offsets::PUB_LOCK),
+        repair_lock: u(offsets::REPAIR_LOCK),
+        claims: u(offsets::CLAIMS),
+        claim_entry: u(offsets::CLAIM_ENTRY),
+        claim_first: u(offsets::CLAIM_FIRST),
+        claim_count: u(offsets::CLAIM_COUNT),
         notify: u(offsets::NOTIFY),
         waiters: u(offsets::WAITERS),
         space: u(offsets::SPACE),
@@ -311,7 +317,7 @@ pub struct ShmHandle {
     /// network hub's reader held: see `from_segment`).
     handed: Option<u64>,
     /// The Rust publisher behind `publish_packed` (JavaScript publishes single
-    /// messages itself; both take the same lock in the segment).
+    /// messages itself; both claim through the hub's claim line).
     publisher: Option<Publisher>,
     /// A publishing hub's line in the segment's publisher table (`Hub.list()`).
     listed: Option<PublisherEntry>,
@@ -489,11 +495,34 @@ impl ShmHandle {
         Ok(())
     }
 
-    /// Slow path of the publisher lock: waits up to `timeout_ms`, stealing the lock
-    /// from a dead holder. Throws `ERR_TIMEOUT`.
+    /// Slow path of the repair lock, which a publisher without a claim line holds from
+    /// its claim to its commit: waits up to `timeout_ms`, stealing the lock from a dead
+    /// holder. Throws `ERR_TIMEOUT`.
     #[napi]
-    pub fn lock_publisher(&self, pid: u32, timeout_ms: f64) -> Result<()> {
-        table::lock_publisher(self.seg()?, pid, duration_ms(timeout_ms)).map_err(js_error)
+    pub fn lock_repair(&self, pid: u32, timeout_ms: f64) -> Result<()> {
+        table::lock_repair(self.seg()?, pid, duration_ms(timeout_ms)).map_err(js_error)
+    }
+
+    /// This hub's claim line (its publisher table entry), `null` when it is unlisted.
+    #[napi]
+    pub fn publisher_line(&self) -> Option<u32> {
+        self.listed.as_ref().and_then(PublisherEntry::index)
+    }
+
+    /// Claims sequence number `tail` by moving the whole 64-bit tail (a JavaScript
+    /// publisher whose 32-bit claim would wrap the low word). False if the tail moved.
+    #[napi]
+    pub fn claim_wrapping(&self, tail: f64) -> Result<bool> {
+        Ok(table::claim_wrapping(self.seg()?, seq_from_js(tail)))
+    }
+
+    /// Slow path of taking claimed slot `seq` whose earlier lap is unfinished: waits up
+    /// to `timeout_ms` (repairing a dead writer). Throws `ERR_TIMEOUT`, after which the
+    /// claim is no longer announced.
+    #[napi]
+    pub fn take_slot(&self, seq: f64, timeout_ms: f64) -> Result<()> {
+        table::take_slot(self.seg()?, seq_from_js(seq), duration_ms(timeout_ms), self.publisher_line())
+            .map_err(js_error)
     }
 
     /// How many messages the slowest live subscriber (other than `exclude`) is behind `tail`.
@@ -526,7 +555,7 @@ impl ShmHandle {
                 )));
             }
         };
-        let mut publisher = Publisher::new(self.seg()?.clone(), policy);
+        let mut publisher = Publisher::with_line(self.seg()?.clone(), policy, self.publisher_line());
         publisher.set_timeout(duration_ms(timeout_ms));
         publisher.set_own_entry(own_entry);
         self.publisher = Some(publisher);

@@ -19,7 +19,7 @@ pub enum ShmError {
     RingFull,
     /// `fail_fast`: a subscriber that holds publishers to credits has none left.
     NoCredits,
-    /// Waiting (for the publisher lock, for space, for initialisation) took too long.
+    /// Waiting (for space, a slot, the repair lock, initialisation) took too long.
     Timeout(&'static str),
     /// Every subscriber entry is taken by a live process.
     NoSubscriberSlot { max: u32 },

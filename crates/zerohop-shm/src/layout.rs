@@ -9,8 +9,9 @@
 //! ```text
 //! 0     identity line: magic, layout version, state, header_len, slot_size, capacity,
 //!                      slot_stride, max_subscribers, creator pid
-//! 128   tail line:     tail_lo, tail_hi, tail_epoch   next sequence number to publish
-//! 256   lock line:     publisher lock         pid of the publishing process, 0 when free
+//! 128   tail line:     tail (u64)             next sequence number to claim
+//! 256   repair line:   repair lock            pid of whoever repairs a hole (or publishes
+//!                                             without a claim line), 0 when free
 //! 384   notify line:   notify, waiters        futex word subscribers park on, and how
 //!                                             many are parked there
 //! 512   space line:    space, space_waiters,  futex word blocked publishers park on, a
@@ -18,7 +19,9 @@
 //!                                             subscriber first grants credits
 //! 640   publisher table: MAX_LISTED_PUBLISHERS pids, 0 where free (who publishes, for
 //!                        `Hub.list()`; written only when a publisher comes or goes)
-//! 768   subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked,
+//! 768   claim lines, MAX_LISTED_PUBLISHERS × 64 bytes: claim_first, claim_count (what
+//!       the listed publisher of the same index is claiming or last claimed)
+//! 2816  subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked,
 //!       credited, credit_limit_lo
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
 //!       payload[slot_size]
@@ -27,12 +30,14 @@
 //! A slot's `stamp` says which message it holds: `2 * (seq + 1)` (mod 2^32) once
 //! message `seq` is committed, one less while it is being written. See [`crate::ring`].
 //! Its `origin` is the publishing hub's own subscriber entry plus one (0: a hub that
-//! does not receive), so that a hub skips what it published itself.
+//! does not receive), so that a hub skips what it published itself. A committed slot
+//! whose `len` is [`SKIP_LEN`] holds no message (a claim given up or repaired): readers
+//! pass over it.
 
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -51,11 +56,12 @@ pub mod offsets {
     pub const SLOT_STRIDE: usize = 28;
     pub const MAX_SUBSCRIBERS: usize = 32;
     pub const CREATOR_PID: usize = 36;
+    /// The tail, a `u64` (claimed with one compare-and-swap): its low and high words.
     pub const TAIL_LO: usize = LINE;
     pub const TAIL_HI: usize = LINE + 4;
-    /// Odd while the high word of the tail changes (once every 2^32 messages).
-    pub const TAIL_EPOCH: usize = LINE + 8;
-    pub const PUB_LOCK: usize = 2 * LINE;
+    /// Held (a pid) by whoever repairs a hole left by a dead publisher, and by a
+    /// publisher without a claim line for the whole of each publish.
+    pub const REPAIR_LOCK: usize = 2 * LINE;
     pub const NOTIFY: usize = 3 * LINE;
     pub const WAITERS: usize = 3 * LINE + 4;
     pub const SPACE: usize = 4 * LINE;
@@ -65,7 +71,15 @@ pub mod offsets {
     pub const CREDIT_GEN: usize = 4 * LINE + 8;
     /// [`super::MAX_LISTED_PUBLISHERS`] pid words.
     pub const PUBLISHERS: usize = 5 * LINE;
-    pub const SUBSCRIBERS: usize = 6 * LINE;
+    /// [`super::MAX_LISTED_PUBLISHERS`] claim lines, one per publisher table entry, each
+    /// on a cache line of its own (its publisher writes it on every claim).
+    pub const CLAIMS: usize = 6 * LINE;
+    pub const CLAIM_ENTRY: usize = 64;
+    /// Within a claim line: the odd stamp of the first sequence number claimed (0: none)...
+    pub const CLAIM_FIRST: usize = 0;
+    /// ...and how many were claimed from it.
+    pub const CLAIM_COUNT: usize = 4;
+    pub const SUBSCRIBERS: usize = CLAIMS + super::MAX_LISTED_PUBLISHERS as usize * CLAIM_ENTRY;
     /// Within a subscriber entry.
     pub const SUB_PID: usize = 0;
     pub const SUB_CURSOR_LO: usize = 4;
@@ -87,11 +101,20 @@ pub mod offsets {
 
 // The identity fields must fit in the first line, the publisher table in its own.
 const _: () = assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
-const _: () = assert!(offsets::PUBLISHERS + 4 * MAX_LISTED_PUBLISHERS as usize <= offsets::SUBSCRIBERS);
+const _: () = assert!(offsets::PUBLISHERS + 4 * MAX_LISTED_PUBLISHERS as usize <= offsets::CLAIMS);
+const _: () = assert!(offsets::SUBSCRIBERS.is_multiple_of(LINE));
 
-/// How many publishers of a segment are listed by pid at once (more may publish; they
-/// are counted as unlisted).
+/// How many publishers of a segment are listed by pid at once, each with a claim line.
+/// More may publish: they are counted as unlisted, and publish under the repair lock.
 pub const MAX_LISTED_PUBLISHERS: u32 = 32;
+
+/// Byte offset of claim line `line` (a publisher table index).
+pub const fn claim_offset(line: u32) -> usize {
+    offsets::CLAIMS + line as usize * offsets::CLAIM_ENTRY
+}
+
+/// What a slot's `len` says when it holds no message: readers pass over it.
+pub const SKIP_LEN: u32 = u32::MAX;
 
 /// Value of the state field once the segment is initialised.
 pub const STATE_READY: u32 = 1;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::layout::{LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, offsets};
+use crate::layout::{LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, claim_offset, offsets};
 use crate::ring::process_alive;
 use crate::segment::{FILE_PREFIX, Segment, remove_stale};
 
@@ -41,6 +41,8 @@ impl PublisherEntry {
                 let held = w.load(Ordering::Relaxed);
                 let free = held == 0 || (reap && !process_alive(held));
                 if free && w.compare_exchange(held, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    // A dead predecessor's last claim is no claim of ours.
+                    seg.word(claim_offset(i) + offsets::CLAIM_FIRST).store(0, Ordering::Release);
                     index = Some(i);
                     break 'claim;
                 }
@@ -64,6 +66,7 @@ impl PublisherEntry {
 impl Drop for PublisherEntry {
     fn drop(&mut self) {
         if let Some(i) = self.index {
+            self.seg.word(claim_offset(i) + offsets::CLAIM_FIRST).store(0, Ordering::Release);
             let w = self.seg.word(offsets::PUBLISHERS + 4 * i as usize);
             let _ = w.compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
@@ -282,8 +285,6 @@ mod tests {
     fn lists_publishers_subscribers_and_their_lag() {
         let dir = tempdir("list");
         let seg = open(&dir, "quotes");
-        let entry = PublisherEntry::join(seg.clone());
-        assert!(entry.listed());
         let mut sub = Subscriber::new(seg.clone()).unwrap();
         let mut publisher = Publisher::new(seg.clone(), Backpressure::DropOld);
         for _ in 0..5 {
@@ -298,9 +299,9 @@ mod tests {
         assert_eq!(c.layout, Layout::default());
         assert_eq!(c.publishers, vec![me]);
         assert_eq!(c.subscribers, vec![SubscriberInfo { pid: me, entry: sub.index(), lag: 4 }]);
-        drop(entry);
+        drop(publisher);
         assert!(list(&dir)[0].publishers.is_empty(), "a publisher that left is not listed");
-        drop((sub, publisher));
+        drop(sub);
         seg.release();
         assert!(list(&dir).is_empty(), "the last user closed it");
         std::fs::remove_dir_all(&dir).unwrap();

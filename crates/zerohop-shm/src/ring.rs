@@ -1,34 +1,44 @@
-//! The SPMC broadcast ring: one publisher at a time, any number of subscribers,
-//! each with its own cursor. Every subscriber sees every message unless it falls a
-//! whole ring behind.
+//! The broadcast ring: any number of publishers at once, without a lock, and any
+//! number of subscribers, each with its own cursor. Every subscriber sees every
+//! message unless it falls a whole ring behind.
 //!
 //! # Protocol
 //!
 //! Messages are numbered `0, 1, 2, …`; message `seq` lives in slot `seq % capacity`.
-//! The header's `tail` is the next number to publish. Each slot starts with a `stamp`:
+//! The header's 64-bit `tail` is the next number to claim. Each slot starts with a
+//! `stamp`:
 //!
 //! * `2·(seq+1)` (mod 2³²): message `seq` is committed in this slot;
 //! * `2·(seq+1) − 1`: message `seq` is being written.
 //!
-//! **Publishing** (`publish`, or `loan` + `commit`): take the publisher lock (a pid,
-//! stolen if that process is dead), apply the backpressure policy, store the odd
-//! stamp, write length and payload, store the even stamp, advance `tail`, release the
-//! lock, and wake parked subscribers if the header's `waiters` count is non-zero.
+//! **Publishing** (`publish`, `publish_packed`, or `loan` + `commit`), lock-free:
+//! 1. apply the backpressure policy for the tail (before claiming, so that a claim is
+//!    never given back for want of room);
+//! 2. announce the claim in the publisher's claim line (its publisher-table entry's),
+//!    then **claim** one or more numbers with a compare-and-swap of the tail;
+//! 3. **take** each slot: a compare-and-swap of its stamp from the previous lap's
+//!    committed stamp (0 in the first lap) to the odd one. If that lap's writer is
+//!    still writing (a whole ring of claims overtook it), wait for it;
+//! 4. write length, origin and payload, store the even stamp, and wake parked
+//!    subscribers if the header's `waiters` count is non-zero.
 //!
-//! Two liberties a publisher may take (the TypeScript publisher takes both):
-//! - it may skip the odd stamp while a scan of the subscriber table has shown every
-//!   subscriber less than a ring behind the slots it writes: the odd stamp only warns
-//!   a reader still copying the slot's previous message, and cursors only move forward;
-//! - `tail` only has to be exact for the next lock holder (the lock's release/acquire
-//!   orders it); readers outside the lock treat it as a lower bound.
+//! A loan dropped uncommitted, or an exception while writing, commits its slot with
+//! the length [`SKIP_LEN`]: readers pass over it (and count it as `passed`). A
+//! publisher that dies between claim and commit leaves a **hole**; a reader that waits
+//! at one repairs it ([`repair_hole`]) once no live claim line covers it, under the
+//! repair lock. A publisher with no claim line (more than 32 publish at once) holds the
+//! repair lock from its claim to its commit, so no repair runs while it writes.
+//!
+//! A [sole](Publisher::sole) publisher (a network hub's private receive ring) claims
+//! nothing: it writes at the tail and moves the tail once the message is whole.
 //!
 //! **Receiving** is a seqlock read of slot `cursor`: load the stamp; if it is the
 //! committed stamp of `cursor`, copy the payload and load the stamp again. Equal
 //! stamps mean the copy is intact. A stamp of an *older* message means nothing new
 //! yet. A stamp of a *later* message means the publisher lapped this subscriber:
 //! it skips ahead to a quarter ring past the oldest message still in the ring and
-//! adds what it skipped to its `lapped` count, so `received + lapped` always equals
-//! the messages published since it joined.
+//! adds what it skipped to its `lapped` count, so `received + lapped + passed` always
+//! equals the sequence numbers claimed since it joined.
 //!
 //! **Backpressure** is the publisher's choice ([`Backpressure`]): `DropOld` (lap slow
 //! subscribers, never wait), `DropNew` (discard the new message), `FailFast` (return
@@ -59,7 +69,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
 use crate::futex;
-use crate::layout::{Layout, offsets};
+use crate::layout::{Layout, MAX_LISTED_PUBLISHERS, SKIP_LEN, claim_offset, offsets};
+use crate::registry::PublisherEntry;
 use crate::segment::Segment;
 
 /// What a publisher does when the slowest subscriber is a full ring behind.
@@ -76,7 +87,8 @@ pub enum Backpressure {
     Block,
 }
 
-/// How long a publisher waits for the lock or for space before giving up.
+/// How long a publisher waits for space (or the repair lock, or a slot's previous lap)
+/// before giving up.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest single futex sleep: bounds how late a dead peer is noticed.
 const PARK_SLICE: Duration = Duration::from_millis(50);
@@ -136,38 +148,34 @@ impl RingMemory {
         self.seg.word(off)
     }
 
+    /// The tail: the next sequence number to claim (every number below it is claimed,
+    /// not necessarily committed yet).
     fn tail(&self) -> u64 {
-        // The high word changes once every 2^32 messages, inside an odd epoch; a read
-        // that saw the same even epoch before and after is consistent. A writer that
-        // died mid-change leaves the epoch odd: after a bounded wait, take what is there.
-        let epoch = self.word(offsets::TAIL_EPOCH);
-        for _ in 0..10_000 {
-            let e = epoch.load(Ordering::Acquire);
-            if e & 1 == 0 {
-                let hi = self.word(offsets::TAIL_HI).load(Ordering::Acquire);
-                let lo = self.word(offsets::TAIL_LO).load(Ordering::Acquire);
-                if epoch.load(Ordering::Acquire) == e {
-                    return (hi as u64) << 32 | lo as u64;
-                }
-            }
-            std::hint::spin_loop();
-        }
-        (self.word(offsets::TAIL_HI).load(Ordering::Acquire) as u64) << 32
-            | self.word(offsets::TAIL_LO).load(Ordering::Acquire) as u64
+        self.tail_word().load(Ordering::Acquire)
     }
 
-    /// Called with the publisher lock held.
+    fn tail_word(&self) -> &AtomicU64 {
+        self.seg.word64(offsets::TAIL_LO)
+    }
+
+    /// Called by a sole publisher only (nobody else moves the tail).
     fn set_tail(&self, tail: u64) {
-        let hi = (tail >> 32) as u32;
-        if self.word(offsets::TAIL_HI).load(Ordering::Relaxed) == hi {
-            self.word(offsets::TAIL_LO).store(tail as u32, Ordering::Release);
-            return;
-        }
-        let epoch = self.word(offsets::TAIL_EPOCH);
-        epoch.fetch_add(1, Ordering::SeqCst);
-        self.word(offsets::TAIL_LO).store(tail as u32, Ordering::Release);
-        self.word(offsets::TAIL_HI).store(hi, Ordering::Release);
-        epoch.fetch_add(1, Ordering::SeqCst);
+        self.tail_word().store(tail, Ordering::Release);
+    }
+
+    /// The stamp slot `seq` holds before message `seq` may be written into it: the
+    /// previous lap's committed stamp, or 0 in the first lap.
+    fn prior_stamp(&self, seq: u64) -> u32 {
+        let cap = self.layout.capacity as u64;
+        if seq < cap { 0 } else { committed_stamp(seq - cap) }
+    }
+
+    fn claim_first(&self, line: u32) -> &AtomicU32 {
+        self.word(claim_offset(line) + offsets::CLAIM_FIRST)
+    }
+
+    fn claim_count(&self, line: u32) -> &AtomicU32 {
+        self.word(claim_offset(line) + offsets::CLAIM_COUNT)
     }
 
     fn stamp(&self, seq: u64) -> &AtomicU32 {
@@ -263,14 +271,33 @@ pub struct Publisher {
     room_until: u64,
     /// The segment's `credit_gen` when `room_until` was found.
     credit_gen: u32,
-    /// No other publisher will ever write this ring (see [`Publisher::sole`]): the
-    /// publisher lock, which only orders publishers among themselves, is not taken.
+    /// No other publisher will ever write this ring (see [`Publisher::sole`]): it claims
+    /// nothing, and moves the tail only once a message is whole.
     sole: bool,
+    /// The claim line this publisher announces its claims in (its publisher table
+    /// index). Without one it publishes under the repair lock.
+    line: Option<u32>,
+    /// What the line's count word says (written only when it changes).
+    line_count: u32,
+    /// Its own table entry, when this publisher joined the table itself.
+    _entry: Option<PublisherEntry>,
+    /// An unlisted publisher holds the repair lock (from a claim until its commit).
+    locked: bool,
 }
 
 impl Publisher {
-    /// A publisher on `seg` with `policy`.
+    /// A publisher on `seg` with `policy`, entered in the segment's publisher table
+    /// (where `Hub.list()` finds it and where it announces its claims; past
+    /// [`MAX_LISTED_PUBLISHERS`] it publishes unlisted, under the repair lock).
     pub fn new(seg: Arc<Segment>, policy: Backpressure) -> Self {
+        let entry = PublisherEntry::join(seg.clone());
+        Self { line: entry.index(), _entry: Some(entry), ..Self::with_line(seg, policy, None) }
+    }
+
+    /// A publisher that announces its claims in claim `line`, the table entry another
+    /// handle of this process holds (a Node hub's, whose JavaScript publisher shares it:
+    /// the two never publish at once), or none (it publishes under the repair lock).
+    pub fn with_line(seg: Arc<Segment>, policy: Backpressure, line: Option<u32>) -> Self {
         Self {
             mem: RingMemory::new(seg),
             pid: std::process::id(),
@@ -282,29 +309,31 @@ impl Publisher {
             room_until: 0,
             credit_gen: 0,
             sole: false,
+            line,
+            line_count: 0,
+            _entry: None,
+            locked: false,
         }
     }
 
     /// The only publisher `seg` will ever have: a [private](Segment::private) segment
     /// whose other users only read it (a network hub's receive ring, written by its
-    /// transport alone). Each message then skips the publisher lock. `&mut self` on every
-    /// write already keeps two writes through this handle apart.
+    /// transport alone). It claims nothing: its messages take no compare-and-swap, and
+    /// the tail moves once each is whole. `&mut self` on every write already keeps two
+    /// writes through this handle apart.
     ///
     /// # Panics
     /// If `seg` is not private (another process could open it and publish).
     pub fn sole(seg: Arc<Segment>, policy: Backpressure) -> Self {
         assert!(seg.is_private(), "only a private segment can have a sole publisher");
-        Self { sole: true, ..Self::new(seg, policy) }
+        Self { sole: true, ..Self::with_line(seg, policy, None) }
     }
 
-    /// Takes the publisher lock (unless this is the sole publisher).
-    fn lock(&self) -> Result<()> {
-        if self.sole { Ok(()) } else { acquire_publisher_lock(&self.mem, self.pid, self.timeout) }
-    }
-
-    fn unlock(&self) {
-        if !self.sole {
-            release_publisher_lock(&self.mem);
+    /// Lets the repair lock go, if this (unlisted) publisher holds it.
+    fn unlock_unlisted(&mut self) {
+        if self.locked {
+            self.locked = false;
+            release_repair_lock(&self.mem);
         }
     }
 
@@ -321,7 +350,8 @@ impl Publisher {
         self.origin = entry.map_or(0, |e| e + 1);
     }
 
-    /// Sets how long `publish` and `loan` wait for the lock or for space.
+    /// Sets how long `publish` and `loan` wait for space (or the repair lock, or a
+    /// slot's previous lap).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -357,8 +387,9 @@ impl Publisher {
     }
 
     /// Publishes `packed.len() / size` messages of `size` bytes each, laid end to end in
-    /// `packed`, under one lock and one wake-up. Returns how many were accepted: all of
-    /// them, or (`DropNew`, `FailFast`) the ones before the ring filled up.
+    /// `packed`, claiming as many at once as there is room for, with one wake-up.
+    /// Returns how many were accepted: all of them, or (`DropNew`, `FailFast`) the ones
+    /// before the ring filled up.
     pub fn publish_packed(&mut self, packed: &[u8], size: usize) -> Result<usize> {
         if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(ShmError::MessageTooLarge { len: packed.len(), max: size });
@@ -366,45 +397,47 @@ impl Publisher {
         if size > self.max_message_size() {
             return Err(ShmError::MessageTooLarge { len: size, max: self.max_message_size() });
         }
-        self.lock()?;
-        let first = self.mem.tail();
-        let mut tail = first;
+        let total = (packed.len() / size) as u64;
+        let mut sent = 0u64;
         let mut outcome = Ok(());
-        for msg in packed.chunks_exact(size) {
-            if self.policy != Backpressure::DropOld && !self.room_known(tail) {
-                match self.make_room(tail) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.stats.dropped += (packed.len() / size) as u64 - (tail - first);
-                        break;
-                    }
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
+        'claims: while sent < total {
+            let (first, count) = match self.claim(total - sent) {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => {
+                    self.stats.dropped += total - sent;
+                    break;
                 }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            for seq in first..first + count {
+                if let Err(e) = self.take_slot(seq) {
+                    // The rest of the claim is left to repair (see `give_up`).
+                    self.give_up();
+                    outcome = Err(e);
+                    break 'claims;
+                }
+                let at = (sent + seq - first) as usize * size;
+                let slot = self.mem.layout.slot_offset(seq);
+                // SAFETY: the payload area of `seq`'s slot is `slot_size >= size` bytes
+                // inside the mapping, and `take_slot` made it ours: its stamp is odd
+                // and no other publisher writes it (the seqlock contract described on
+                // `Loan::as_mut_slice`).
+                unsafe { std::ptr::copy_nonoverlapping(packed[at..].as_ptr(), self.mem.payload_at(slot), size) };
+                self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
+                self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
+                self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::Release);
             }
-            // The slot's offset once per message (this loop is the fastest way in).
-            let slot = self.mem.layout.slot_offset(tail);
-            let stamp = self.mem.stamp_at(slot);
-            stamp.store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
-            fence(Ordering::Release);
-            // SAFETY: the payload area of `tail`'s slot is `slot_size >= size` bytes inside
-            // the mapping; we hold the publisher lock and the slot's stamp is odd (the
-            // seqlock contract described on `Loan::as_mut_slice`).
-            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.payload_at(slot), size) };
-            self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
-            self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
-            stamp.store(committed_stamp(tail), Ordering::Release);
-            tail += 1;
+            if self.sole {
+                self.mem.set_tail(first + count);
+            }
+            sent += count;
         }
-        let sent = tail - first;
-        if sent > 0 {
-            self.mem.set_tail(tail);
-            self.stats.published += sent;
-            self.stats.published_bytes += sent * size as u64;
-        }
-        self.unlock();
+        self.stats.published += sent;
+        self.stats.published_bytes += sent * size as u64;
+        self.unlock_unlisted();
         if sent > 0 {
             self.announce();
         }
@@ -415,27 +448,26 @@ impl Publisher {
     }
 
     /// Reserves the next slot for writing in place. `None` when `DropNew` discarded it.
-    /// The publisher lock is held until the loan is committed or dropped, so keep it short.
+    /// The message's sequence number is taken at once: later publishes go on, but
+    /// readers wait at this one until the loan is committed or dropped, so keep it short.
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>> {
-        self.lock()?;
-        let tail = self.mem.tail();
-        let room =
-            if self.policy == Backpressure::DropOld || self.room_known(tail) { Ok(true) } else { self.make_room(tail) };
-        match room {
-            Ok(true) => {}
-            Ok(false) => {
-                self.unlock();
+        let seq = match self.claim(1) {
+            Ok(Some((seq, _))) => seq,
+            Ok(None) => {
+                self.unlock_unlisted();
                 self.stats.dropped += 1;
                 return Ok(None);
             }
             Err(e) => {
-                self.unlock();
+                self.unlock_unlisted();
                 return Err(e);
             }
+        };
+        if let Err(e) = self.take_slot(seq) {
+            self.give_up();
+            return Err(e);
         }
-        self.mem.stamp(tail).store(committed_stamp(tail).wrapping_sub(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        Ok(Some(Loan { publisher: self, seq: tail }))
+        Ok(Some(Loan { publisher: self, seq }))
     }
 
     /// Writes the next message in place: `fill` writes its `len` bytes, the first of
@@ -443,18 +475,16 @@ impl Publisher {
     /// [`commit_unannounced`](Loan::commit_unannounced) do, the quick way a
     /// [sole](Self::sole) publisher of many small messages can take (a network hub's
     /// receive ring: 38 → 30 ns a 64-byte message with its envelope, 2026-12-05): no
-    /// lock to skip, the tail read without the guard against another writer, the slot's
-    /// words written without a bounds check each. `None` when the ring has no room.
+    /// claim, the slot's words written without a bounds check each. `None` when the
+    /// ring has no room.
     ///
     /// # Panics
     /// If this is not a sole `DropNew` publisher, or `len` exceeds the slot size.
     pub fn put(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Option<u64> {
         assert!(self.sole && self.policy == Backpressure::DropNew, "put is for a sole DropNew publisher");
         assert!(len <= self.max_message_size(), "a message of {len} bytes exceeds the slot");
-        let mem = &self.mem;
-        // Only this publisher moves the tail, so its two words cannot change under us.
-        let tail = (u64::from(mem.word(offsets::TAIL_HI).load(Ordering::Relaxed)) << 32)
-            | u64::from(mem.word(offsets::TAIL_LO).load(Ordering::Relaxed));
+        // Only this publisher moves the tail, so it cannot change under us.
+        let tail = self.mem.tail_word().load(Ordering::Relaxed);
         if !self.room_known(tail) && !self.make_room(tail).ok()? {
             self.stats.dropped += 1;
             return None;
@@ -480,6 +510,81 @@ impl Publisher {
         self.stats.published += 1;
         self.stats.published_bytes += len as u64;
         Some(tail)
+    }
+
+    /// Claims up to `n` sequence numbers from the tail, as many as the backpressure
+    /// policy leaves room for (at least one): `(first, count)`, or `None` when
+    /// `DropNew` drops. The room is checked before the claim, so a claim is never
+    /// given back for want of room. A listed publisher announces the claim in its
+    /// line first (see [`repair_hole`]); the compare-and-swap of the tail makes it.
+    /// An unlisted one takes the repair lock instead, once there is room: waiting for
+    /// room with it would keep readers from repairing the hole they may be stuck at.
+    fn claim(&mut self, n: u64) -> Result<Option<(u64, u64)>> {
+        loop {
+            let tail = if self.sole { self.mem.tail_word().load(Ordering::Relaxed) } else { self.mem.tail() };
+            let count = if self.policy == Backpressure::DropOld {
+                n
+            } else {
+                if !self.room_known(tail) {
+                    self.unlock_unlisted();
+                    if !self.make_room(tail)? {
+                        return Ok(None);
+                    }
+                }
+                n.min(self.room_until.saturating_sub(tail)).max(1)
+            };
+            if self.sole {
+                return Ok(Some((tail, count)));
+            }
+            if self.line.is_none() && !self.locked {
+                acquire_repair_lock(&self.mem, self.pid, self.timeout)?;
+                self.locked = true;
+                continue; // the tail, and the room, under the lock
+            }
+            if let Some(line) = self.line {
+                if self.line_count != count as u32 {
+                    self.line_count = count as u32;
+                    self.mem.claim_count(line).store(count as u32, Ordering::Relaxed);
+                }
+                // Release: a repairer that sees this first sees its count.
+                self.mem.claim_first(line).store(committed_stamp(tail).wrapping_sub(1), Ordering::Release);
+            }
+            // AcqRel: the claim line above is visible to whoever sees the new tail.
+            if self
+                .mem
+                .tail_word()
+                .compare_exchange_weak(tail, tail + count, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Some((tail, count)));
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Makes slot `seq`, claimed, ours to write: its stamp goes from the previous
+    /// lap's committed one to `seq`'s odd one, after waiting for that lap's writer if
+    /// it has not finished (see [`wait_for_slot`]).
+    fn take_slot(&self, seq: u64) -> Result<()> {
+        let stamp = self.mem.stamp(seq);
+        let odd = committed_stamp(seq).wrapping_sub(1);
+        if self.sole {
+            stamp.store(odd, Ordering::Relaxed);
+        } else if stamp.compare_exchange(self.mem.prior_stamp(seq), odd, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            wait_for_slot(&self.mem, seq, Instant::now() + self.timeout)?;
+        }
+        // No payload store may pass the odd stamp.
+        fence(Ordering::Release);
+        Ok(())
+    }
+
+    /// A claim that could not be written (its slot never freed up): the claim line
+    /// stops announcing it, so that readers repair its holes as a dead publisher's.
+    fn give_up(&mut self) {
+        if let Some(line) = self.line {
+            self.mem.claim_first(line).store(0, Ordering::Release);
+        }
+        self.unlock_unlisted();
     }
 
     /// Whether the last scan proved room for message `tail`.
@@ -520,7 +625,8 @@ impl Publisher {
 }
 
 /// A slot reserved for the next message; write it through [`Loan::as_mut_slice`],
-/// then [`Loan::commit`]. Dropping it without committing publishes nothing.
+/// then [`Loan::commit`]. Dropping it without committing publishes nothing (its
+/// sequence number becomes a slot readers pass over).
 #[derive(Debug)]
 pub struct Loan<'a> {
     publisher: &'a mut Publisher,
@@ -531,10 +637,10 @@ impl Loan<'_> {
     /// The slot's payload area (`slot_size` bytes).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.publisher.max_message_size();
-        // SAFETY: the payload area is `slot_size` bytes inside the mapping. We hold
-        // the publisher lock and the slot's stamp is odd, so no other publisher writes
-        // it and readers only copy it optimistically (they discard what they read if
-        // the stamp changed), which is the seqlock contract.
+        // SAFETY: the payload area is `slot_size` bytes inside the mapping. The slot
+        // is ours (claimed, and its stamp made odd by us: `take_slot`), so no other
+        // publisher writes it, and readers only copy it optimistically (they discard
+        // what they read if the stamp changed), which is the seqlock contract.
         unsafe { std::slice::from_raw_parts_mut(self.publisher.mem.payload_ptr(self.seq), len) }
     }
 
@@ -558,8 +664,9 @@ impl Loan<'_> {
         self.finish(len, false)
     }
 
-    /// Writes the slot's length and origin, then its committed stamp; moves the tail,
-    /// lets the lock go and, to `announce`, wakes parked subscribers.
+    /// Writes the slot's length and origin, then its committed stamp; moves the tail
+    /// (a sole publisher), lets the repair lock go (an unlisted one) and, to
+    /// `announce`, wakes parked subscribers.
     fn finish(self, len: usize, announce: bool) -> u64 {
         assert!(len <= self.publisher.max_message_size(), "commit of {len} bytes exceeds the slot");
         let mem = &self.publisher.mem;
@@ -571,13 +678,15 @@ impl Loan<'_> {
         // load below, the publisher half of the Dekker handshake with parking
         // subscribers (`announce` has a fence for that).
         mem.stamp(seq).store(committed_stamp(seq), if announce { Ordering::SeqCst } else { Ordering::Release });
-        mem.set_tail(seq + 1);
+        if self.publisher.sole {
+            mem.set_tail(seq + 1);
+        }
         self.publisher.stats.published += 1;
         self.publisher.stats.published_bytes += len as u64;
-        self.publisher.unlock();
         if announce {
-            notify_subscribers(mem);
+            notify_subscribers(&self.publisher.mem);
         }
+        self.publisher.unlock_unlisted();
         std::mem::forget(self);
         seq
     }
@@ -585,10 +694,134 @@ impl Loan<'_> {
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        // Abandoned: the slot keeps its odd stamp and `tail` does not move, so the
-        // next publish rewrites this same sequence number.
-        self.publisher.unlock();
+        let publisher = &mut self.publisher;
+        // Abandoned. A sole publisher's tail did not move: its next publish rewrites
+        // this sequence number. A claimed one is gone: it becomes a slot to pass over.
+        if !publisher.sole {
+            skip_slot(&publisher.mem, self.seq);
+            notify_subscribers(&publisher.mem);
+        }
+        publisher.unlock_unlisted();
     }
+}
+
+/// Commits slot `seq`, whose stamp is `seq`'s odd one and which the caller may write,
+/// as holding no message: readers pass over it.
+fn skip_slot(mem: &RingMemory, seq: u64) {
+    let slot = mem.layout.slot_offset(seq);
+    mem.word(slot + offsets::SLOT_LEN).store(SKIP_LEN, Ordering::Relaxed);
+    mem.word(slot + offsets::SLOT_ORIGIN).store(0, Ordering::Relaxed);
+    mem.stamp_at(slot).store(committed_stamp(seq), Ordering::SeqCst);
+}
+
+/// Waits until slot `seq` (claimed by the caller) is free to write, and takes it: its
+/// previous lap's writer, which a whole ring of publishes overtook, commits; or it
+/// died, and is repaired here. Gives up at `deadline`.
+fn wait_for_slot(mem: &RingMemory, seq: u64, deadline: Instant) -> Result<()> {
+    let stamp = mem.stamp(seq);
+    let prior = mem.prior_stamp(seq);
+    let odd = committed_stamp(seq).wrapping_sub(1);
+    let cap = mem.layout.capacity as u64;
+    let mut spins = 0u32;
+    let mut last_repair = Instant::now();
+    loop {
+        match stamp.compare_exchange(prior, odd, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            // Only a repair writes a claimed slot, and only once its claimer is dead.
+            Err(seen) if seen == odd || classify(seen, seq) != SlotState::NotYet => {
+                return Err(ShmError::Timeout("a claimed slot (it was repaired as a dead publisher's)"));
+            }
+            Err(_) => {}
+        }
+        spins += 1;
+        if spins < 1000 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let now = Instant::now();
+        if now > deadline {
+            return Err(ShmError::Timeout(
+                "a slot whose previous message is still being written (a loan held a whole lap?)",
+            ));
+        }
+        if now.duration_since(last_repair) > REPAIR_EVERY && seq >= cap {
+            repair_hole(mem, seq - cap);
+            last_repair = now;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// How often a party stuck behind an unwritten slot looks whether its writer died.
+const REPAIR_EVERY: Duration = Duration::from_millis(10);
+
+/// Repairs the hole at `seq` if whoever claimed it died before committing it: commits
+/// it as a slot to pass over ([`skip_slot`]). Returns true when `seq` is readable
+/// (committed, or repaired now).
+///
+/// A hole is claimed (below the tail) but not committed. Its claimer is alive if a
+/// live listed publisher's claim line covers it (lines are written before the tail's
+/// compare-and-swap, so whoever sees the tail past `seq` sees the line), or if it is an
+/// unlisted publisher, which holds the repair lock for its whole publish. So under the
+/// repair lock, with no live line covering `seq`, nobody will write it: it is taken
+/// (its stamp made odd, unless the dead claimer got that far) and skipped. The next
+/// lap's writer of the slot waits for a committed stamp, so the repair writes alone.
+/// A hole whose slot still holds an unfinished older lap is that lap's writer's: that
+/// one (a few laps back at most) is looked at instead.
+fn repair_hole(mem: &RingMemory, seq: u64) -> bool {
+    let cap = mem.layout.capacity as u64;
+    let mut at = seq;
+    for _ in 0..4 {
+        if mem.tail() <= at {
+            return false;
+        }
+        let stamp = mem.stamp(at).load(Ordering::Acquire);
+        if classify(stamp, at) != SlotState::NotYet {
+            return at == seq;
+        }
+        let odd = committed_stamp(at).wrapping_sub(1);
+        if stamp == odd || stamp == mem.prior_stamp(at) {
+            break;
+        }
+        if at < cap {
+            return false;
+        }
+        at -= cap;
+    }
+    if !try_repair_lock(mem) {
+        return false;
+    }
+    let repaired = !live_claimer(mem, at) && {
+        let stamp = mem.stamp(at);
+        let odd = committed_stamp(at).wrapping_sub(1);
+        let seen = stamp.load(Ordering::Acquire);
+        (seen == odd
+            || (seen == mem.prior_stamp(at)
+                && stamp.compare_exchange(seen, odd, Ordering::AcqRel, Ordering::Acquire).is_ok()))
+            && {
+                fence(Ordering::Release);
+                skip_slot(mem, at);
+                true
+            }
+    };
+    release_repair_lock(mem);
+    if repaired {
+        notify_subscribers(mem);
+    }
+    at == seq && classify(mem.stamp(seq).load(Ordering::Acquire), seq) != SlotState::NotYet
+}
+
+/// Whether a live listed publisher's claim line covers `seq`.
+fn live_claimer(mem: &RingMemory, seq: u64) -> bool {
+    let odd = committed_stamp(seq).wrapping_sub(1);
+    (0..MAX_LISTED_PUBLISHERS).any(|line| {
+        let pid = mem.word(offsets::PUBLISHERS + 4 * line as usize).load(Ordering::Acquire);
+        let first = mem.claim_first(line).load(Ordering::Acquire);
+        pid != 0
+            && first != 0
+            && odd.wrapping_sub(first) / 2 < mem.claim_count(line).load(Ordering::Acquire)
+            && process_alive(pid)
+    })
 }
 
 /// Wakes parked subscribers if `waiters` counts any. If the wake reached nobody, a
@@ -658,46 +891,61 @@ fn process_millis() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Takes the publisher lock for `pid`, stealing it from a dead holder.
-fn acquire_publisher_lock(mem: &RingMemory, pid: u32, timeout: Duration) -> Result<()> {
-    let lock = mem.word(offsets::PUB_LOCK);
+/// Takes the repair lock for `pid`, stealing it from a dead holder (whose repair, or
+/// unlisted publish, was cut short: what it left is a hole like any other).
+fn acquire_repair_lock(mem: &RingMemory, pid: u32, timeout: Duration) -> Result<()> {
     let mut spins = 0u32;
     let mut deadline = None;
     loop {
-        match lock.compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(holder) => {
-                spins += 1;
-                if spins < 256 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                if holder != pid && !process_alive(holder) {
-                    // The holder died mid-publish; its slot was never committed.
-                    if lock.compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                if Instant::now() > d {
-                    return Err(ShmError::Timeout("the publisher lock (another publisher holds a loan?)"));
-                }
-                std::thread::yield_now();
-            }
+        if try_repair_lock_as(mem, pid, spins >= 256) {
+            return Ok(());
+        }
+        spins += 1;
+        if spins < 256 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+        if Instant::now() > d {
+            return Err(ShmError::Timeout("the repair lock (held by another process's unlisted publisher)"));
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Takes the repair lock if it is free or its holder is dead.
+fn try_repair_lock(mem: &RingMemory) -> bool {
+    try_repair_lock_as(mem, std::process::id(), true)
+}
+
+fn try_repair_lock_as(mem: &RingMemory, pid: u32, steal: bool) -> bool {
+    let lock = mem.word(offsets::REPAIR_LOCK);
+    match lock.compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed) {
+        Ok(_) => true,
+        Err(holder) => {
+            steal
+                && holder != pid
+                && !process_alive(holder)
+                && lock.compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed).is_ok()
         }
     }
 }
 
-fn release_publisher_lock(mem: &RingMemory) {
-    mem.word(offsets::PUB_LOCK).store(0, Ordering::Release);
+fn release_repair_lock(mem: &RingMemory) {
+    mem.word(offsets::REPAIR_LOCK).store(0, Ordering::Release);
+}
+
+/// How far a subscriber at `cursor` (its low 32 bits) is behind `tail`: none if it is
+/// past it, as it is when other publishers moved the tail on since `tail` was read.
+fn lag_behind(tail: u64, cursor: u32) -> u64 {
+    ((tail as u32).wrapping_sub(cursor) as i32).max(0) as u64
 }
 
 /// How many messages the slowest live subscriber has not read yet.
 fn slowest_lag(mem: &RingMemory, tail: u64, exclude: Option<u32>) -> u64 {
     (0..mem.layout.max_subscribers)
         .filter(|&i| Some(i) != exclude && mem.sub_pid(i).load(Ordering::Acquire) != 0)
-        .map(|i| (tail as u32).wrapping_sub(mem.sub_cursor(i).load(Ordering::Acquire)) as u64)
+        .map(|i| lag_behind(tail, mem.sub_cursor(i).load(Ordering::Acquire)))
         .max()
         .unwrap_or(0)
 }
@@ -712,7 +960,7 @@ fn room_for(mem: &RingMemory, tail: u64, exclude: Option<u32>, credits: bool) ->
         if Some(i) == exclude || mem.sub_pid(i).load(Ordering::Acquire) == 0 {
             continue;
         }
-        let lag = (tail as u32).wrapping_sub(mem.sub_cursor(i).load(Ordering::Acquire)) as u64;
+        let lag = lag_behind(tail, mem.sub_cursor(i).load(Ordering::Acquire));
         room = room.min(cap - lag.min(cap));
         if credits && mem.sub_credited(i).load(Ordering::Acquire) != 0 {
             // Granted up to `limit`: what is left of it (none once passed, in 32 bits).
@@ -791,6 +1039,9 @@ pub struct SubscriberStats {
     pub lapped: u64,
     /// Times it skipped ahead.
     pub lap_events: u64,
+    /// Slots it passed over: sequence numbers that carry no message (a loan dropped,
+    /// or a hole a dead publisher left, repaired).
+    pub passed: u64,
 }
 
 /// One receiving cursor over a ring, registered in the segment's subscriber table.
@@ -906,8 +1157,19 @@ impl Subscriber {
                         }
                         continue;
                     }
-                    let len_word = self.mem.word(slot + offsets::SLOT_LEN);
-                    let len = (len_word.load(Ordering::Relaxed) as usize).min(self.mem.layout.slot_size as usize);
+                    let len_word = self.mem.word(slot + offsets::SLOT_LEN).load(Ordering::Relaxed);
+                    if len_word == SKIP_LEN {
+                        // No message (a claim given up or repaired): pass over it.
+                        fence(Ordering::Acquire);
+                        if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
+                            self.skip_ahead();
+                        } else {
+                            self.stats.passed += 1;
+                            self.advance(seq + 1);
+                        }
+                        continue;
+                    }
+                    let len = (len_word as usize).min(self.mem.layout.slot_size as usize);
                     out.clear();
                     out.reserve(len);
                     // SAFETY: the source is `len <= slot_size` bytes of this slot's
@@ -1064,6 +1326,10 @@ fn wait_readable(
         if cancelled || cancel.load(Ordering::SeqCst) {
             return false;
         }
+        // Published past the cursor but not at it: its claimer may have died.
+        if mem.tail() > cursor && repair_hole(mem, cursor) {
+            return true;
+        }
     }
 }
 
@@ -1181,13 +1447,43 @@ pub mod table {
         notify_publishers(&RingMemory::new(seg.clone()));
     }
 
-    /// The slow path of a JavaScript publisher: takes the lock for `pid` (stealing it
-    /// from a dead holder) within `timeout`.
-    pub fn lock_publisher(seg: &Arc<Segment>, pid: u32, timeout: Duration) -> Result<()> {
-        acquire_publisher_lock(&RingMemory::new(seg.clone()), pid, timeout)
+    /// A JavaScript publisher without a claim line takes the repair lock for `pid`
+    /// (stealing it from a dead holder) within `timeout`, for the whole of a publish.
+    pub fn lock_repair(seg: &Arc<Segment>, pid: u32, timeout: Duration) -> Result<()> {
+        acquire_repair_lock(&RingMemory::new(seg.clone()), pid, timeout)
     }
 
-    /// The slow path of a JavaScript `Block` publisher holding the lock: waits until
+    /// Claims sequence number `tail` with a compare-and-swap of the whole 64-bit tail:
+    /// what a JavaScript publisher, which claims with a 32-bit compare-and-swap of the
+    /// tail's low word, does when that word would wrap. False if the tail moved.
+    pub fn claim_wrapping(seg: &Arc<Segment>, tail: u64) -> bool {
+        RingMemory::new(seg.clone())
+            .tail_word()
+            .compare_exchange(tail, tail + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The slow path of a JavaScript publisher whose slot `seq` (claimed) still holds an
+    /// unfinished earlier lap: waits for it (see `wait_for_slot`) within `timeout`, and
+    /// takes the slot. On failure its claim `line`, if any, stops announcing the claim.
+    pub fn take_slot(seg: &Arc<Segment>, seq: u64, timeout: Duration, line: Option<u32>) -> Result<()> {
+        let mem = RingMemory::new(seg.clone());
+        let taken = wait_for_slot(&mem, seq, Instant::now() + timeout);
+        if taken.is_err()
+            && let Some(line) = line
+        {
+            mem.claim_first(line).store(0, Ordering::Release);
+        }
+        taken
+    }
+
+    /// Repairs the hole at `seq` if its claimer died (see `repair_hole`): true when
+    /// `seq` is readable.
+    pub fn repair(seg: &Arc<Segment>, seq: u64) -> bool {
+        repair_hole(&RingMemory::new(seg.clone()), seq)
+    }
+
+    /// The slow path of a JavaScript `Block` publisher: waits until
     /// message `tail` can be written. Ok(true) if it had to wait.
     pub fn wait_for_space(seg: &Arc<Segment>, tail: u64, timeout: Duration, exclude: Option<u32>) -> Result<bool> {
         super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout, exclude)
@@ -1497,20 +1793,33 @@ mod tests {
             // dropped without commit
         }
         let mut out = Vec::new();
-        assert_eq!(s.try_recv(&mut out), None);
+        assert_eq!(s.try_recv(&mut out), None, "an abandoned loan is passed over");
+        assert_eq!(s.cursor(), 1);
         let mut loan = p.loan().unwrap().unwrap();
-        assert_eq!(loan.seq(), 0, "the abandoned sequence number is reused");
+        assert_eq!(loan.seq(), 1, "the abandoned sequence number stays taken");
         loan.as_mut_slice()[..2].copy_from_slice(b"ok");
         loan.commit(2);
-        assert_eq!(s.try_recv(&mut out), Some(0));
+        assert_eq!(s.try_recv(&mut out), Some(1));
         assert_eq!(out, b"ok");
+        assert_eq!(s.stats().received, 1);
+        assert_eq!(s.stats().lapped, 0, "a slot passed over is not a lost message");
+    }
+
+    /// Moves a fresh ring's tail to `start`, its slots committed as the lap before it.
+    fn fast_forward(seg: &Arc<Segment>, start: u64) {
+        let mem = RingMemory::new(seg.clone());
+        for seq in start - mem.layout.capacity as u64..start {
+            mem.stamp(seq).store(committed_stamp(seq).wrapping_sub(1), Ordering::SeqCst);
+            skip_slot(&mem, seq);
+        }
+        mem.set_tail(start);
     }
 
     #[test]
     fn tail_and_sequence_numbers_cross_2_pow_32() {
         let seg = segment("wrap", 8);
         let start = (1u64 << 32) - 3;
-        RingMemory::new(seg.clone()).set_tail(start);
+        fast_forward(&seg, start);
         let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
         let mut s = Subscriber::new(seg.clone()).unwrap();
         assert_eq!(s.cursor(), start);
@@ -1521,8 +1830,81 @@ mod tests {
             assert_eq!(out, i.to_le_bytes());
         }
         assert_eq!(table::tail(&seg), start + 6);
-        assert_eq!(seg.word(offsets::TAIL_EPOCH).load(Ordering::SeqCst), 2, "one high-word change, epoch even");
+        assert!(table::claim_wrapping(&seg, start + 6), "the whole tail moves in one step");
+        assert_eq!(table::tail(&seg), start + 7);
         assert_eq!(s.stats().lapped, 0);
+    }
+
+    /// A listed publisher, as the tables say, whose process is `pid`, claiming `first`.
+    fn pretend_claim(seg: &Arc<Segment>, line: u32, pid: u32, first: u64, count: u32) {
+        let mem = RingMemory::new(seg.clone());
+        mem.word(offsets::PUBLISHERS + 4 * line as usize).store(pid, Ordering::SeqCst);
+        mem.claim_count(line).store(count, Ordering::SeqCst);
+        mem.claim_first(line).store(committed_stamp(first).wrapping_sub(1), Ordering::SeqCst);
+        mem.tail_word().fetch_add(count as u64, Ordering::SeqCst);
+    }
+
+    /// A pid that cannot exist (above pid_max): a crashed process.
+    const DEAD: u32 = i32::MAX as u32 - 1;
+
+    #[test]
+    fn a_dead_claimers_holes_are_passed_over_and_a_live_ones_are_waited_for() {
+        let seg = segment("holes", 8);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        let mut out = Vec::new();
+        let cancel = AtomicBool::new(false);
+        let short = Some(Duration::from_millis(150));
+        // A claim of 0 and 1 by a live process that has not written them yet.
+        pretend_claim(&seg, 30, std::process::id(), 0, 2);
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
+        assert_eq!(p.publish(b"two").unwrap(), Published::Sent(2));
+        assert!(!s.wait(Duration::ZERO, short, &cancel), "a live claimer's slot is waited for");
+        assert_eq!(s.try_recv(&mut out), None);
+        // The claimer dies: one slot untouched, the other half written (odd stamp).
+        RingMemory::new(seg.clone()).stamp(1).store(committed_stamp(1) - 1, Ordering::SeqCst);
+        pretend_claim(&seg, 30, DEAD, 0, 0);
+        seg.word(claim_offset(30) + offsets::CLAIM_COUNT).store(2, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            if let Some(seq) = s.try_recv(&mut out) {
+                break seq;
+            }
+            assert!(Instant::now() < deadline, "the holes were never repaired");
+            s.wait(Duration::ZERO, Some(Duration::from_secs(1)), &cancel);
+        };
+        assert_eq!(got, 2);
+        assert_eq!(out, b"two");
+        assert_eq!((s.stats().received, s.stats().lapped), (1, 0));
+        // The next lap's writers find the repaired slots free.
+        for i in 3..20u64 {
+            assert_eq!(p.publish(b"x").unwrap(), Published::Sent(i));
+        }
+    }
+
+    #[test]
+    fn a_writer_waits_for_the_slot_an_unfinished_lap_holds_and_gives_up_in_time() {
+        let seg = segment("lapwait", 4);
+        let mut a = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut b = Publisher::new(seg.clone(), Backpressure::DropOld);
+        b.set_timeout(Duration::from_millis(100));
+        let mut loan = a.loan().unwrap().unwrap();
+        for i in 1..4u64 {
+            assert_eq!(b.publish(b"b").unwrap(), Published::Sent(i));
+        }
+        // Sequence 4 needs slot 0, which the loan of 0 still holds.
+        assert!(matches!(b.publish(b"b"), Err(ShmError::Timeout(_))));
+        loan.as_mut_slice()[0] = b'a';
+        loan.commit(1);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        assert_eq!(s.cursor(), 5);
+        // Sequence 4, given up, is a hole nobody announces: the next lap repairs it.
+        for i in 5..9u64 {
+            assert_eq!(b.publish(b"b").unwrap(), Published::Sent(i));
+        }
+        let mut out = Vec::new();
+        for i in 5..9u64 {
+            assert_eq!(s.try_recv(&mut out), Some(i));
+        }
     }
 
     #[test]
@@ -1601,7 +1983,7 @@ mod tests {
         assert_eq!(out, b"a");
         p.announce();
         assert!(t.join().unwrap(), "the parked reader woke");
-        assert_eq!(p.mem.word(offsets::PUB_LOCK).load(Ordering::SeqCst), 0, "no lock taken");
+        assert_eq!(p.mem.word(offsets::REPAIR_LOCK).load(Ordering::SeqCst), 0, "no lock taken");
     }
 
     #[test]
@@ -1642,12 +2024,12 @@ mod tests {
     }
 
     #[test]
-    fn dead_lock_holder_is_stolen_from() {
+    fn an_unlisted_publisher_steals_the_repair_lock_from_a_dead_holder() {
         let seg = segment("steal", 4);
-        // A pid that cannot exist (above pid_max) stands for a crashed publisher.
-        seg.word(offsets::PUB_LOCK).store(i32::MAX as u32 - 1, Ordering::SeqCst);
-        let mut p = Publisher::new(seg, Backpressure::DropOld);
+        seg.word(offsets::REPAIR_LOCK).store(DEAD, Ordering::SeqCst);
+        let mut p = Publisher::with_line(seg.clone(), Backpressure::DropOld, None);
         p.set_timeout(Duration::from_secs(2));
         assert_eq!(p.publish(b"x").unwrap(), Published::Sent(0));
+        assert_eq!(seg.word(offsets::REPAIR_LOCK).load(Ordering::SeqCst), 0, "let go after the publish");
     }
 }

@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
@@ -334,6 +334,21 @@ impl Segment {
         // the memory lives as long as `self`; AtomicU32 has the layout of u32 and all
         // processes access these words atomically.
         unsafe { &*(self.ptr.add(offset) as *const AtomicU32) }
+    }
+
+    /// The `u64` at byte `offset` (8-aligned), as an atomic: the ring's tail, which
+    /// publishers claim with one compare-and-swap of both its words.
+    ///
+    /// # Panics
+    /// As [`word`](Self::word).
+    pub fn word64(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "u64 offset {offset} outside segment");
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned) per the assert;
+        // the memory lives as long as `self`; AtomicU64 has the layout of u64 and all
+        // processes access it atomically (JavaScript through its two u32 halves, loads
+        // only, and compare-and-swaps of the low half that x86 and arm64 order with
+        // this one: both are atomic read-modify-writes of the same cache line).
+        unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
     }
 }
 

@@ -5,16 +5,22 @@
 //! Loom models threads with its own atomic types and cannot stand in for memory another
 //! process writes, so the protocol is checked here instead, under real contention:
 //!
-//! - 2 publisher processes share one ring (they contend for the publisher lock on every
-//!   message) and publish messages of random length whose every byte is derived from
-//!   (publisher, sequence), plus a checksum;
+//! - 3 publisher processes share one ring (they race to claim sequence numbers on every
+//!   message, and to take slots a lap behind each other) and publish messages of random
+//!   length whose every byte is derived from (publisher, sequence), plus a checksum:
+//!   one with `publish`, one with `publish_packed` batches of random size, one with
+//!   loans of which it abandons some (slots readers must pass over);
 //! - 3 subscriber processes validate every message they receive: the checksum and the
 //!   pattern must be intact (no torn read is ever delivered), each publisher's sequence
 //!   must strictly increase, and `received + lapped` must equal everything published
 //!   since they joined;
 //! - `drop_old` runs on a 64-slot ring so that subscribers are lapped constantly
 //!   (overwrites race with reads); `block` runs on the same ring and must deliver
-//!   every message of every publisher, in order, with nothing lapped.
+//!   every message of every publisher, in order, with nothing lapped;
+//! - `sigkill`: as `block`, while publisher processes (listed ones, and unlisted ones
+//!   that publish under the repair lock) are SIGKILLed one after another, each halfway
+//!   through writing a loan: the survivors' messages all arrive, in order, nothing
+//!   torn, and the holes the dead left are repaired (nothing wedges).
 //!
 //! The parent re-executes this test binary for each role (`ZEROHOP_STRESS_ROLE`).
 
@@ -26,9 +32,12 @@ use std::time::{Duration, Instant};
 use zerohop_shm::ring::table;
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, SegmentOptions, Subscriber};
 
-const PUBLISHERS: u32 = 2;
+const PUBLISHERS: u32 = 3;
+/// Publishers SIGKILLed in turn by `stress_sigkill`; their ids start here.
+const VICTIMS: u32 = 6;
+const VICTIM_BASE: u32 = 100;
 const SUBSCRIBERS: u32 = 3;
-const PER_PUBLISHER: u64 = 200_000;
+const PER_PUBLISHER: u64 = 120_000;
 const SLOT: usize = 256;
 const HEADER: usize = 4 + 8 + 4 + 4; // publisher, seq, len, checksum
 /// The last message of a run: publisher id u32::MAX.
@@ -80,24 +89,72 @@ fn validate(msg: &[u8]) -> (u32, u64) {
 
 fn policy(name: &str) -> Backpressure {
     match name {
-        "block" => Backpressure::Block,
+        "block" | "sigkill" => Backpressure::Block,
         _ => Backpressure::DropOld,
     }
 }
 
-fn publisher_role(seg_name: &str, id: u32, policy_name: &str) {
+/// A xorshift step.
+fn next(rng: &mut u64) -> u64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    *rng
+}
+
+/// Publishes `count` messages (forever if `None`) as publisher `id`, in the style its id
+/// picks (see the module docs); victims alternate between listed and unlisted.
+fn publisher_role(seg_name: &str, id: u32, policy_name: &str, count: Option<u64>) {
     let seg = open(seg_name);
-    let mut p = Publisher::new(seg, policy(policy_name));
+    let mut p = if id >= VICTIM_BASE && id % 2 == 1 {
+        Publisher::with_line(seg, policy(policy_name), None)
+    } else {
+        Publisher::new(seg, policy(policy_name))
+    };
     p.set_timeout(Duration::from_secs(60));
     let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ id as u64;
     let mut buf = Vec::with_capacity(SLOT);
-    for seq in 0..PER_PUBLISHER {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let len = HEADER + (rng % (SLOT - HEADER + 1) as u64) as usize;
-        encode(id, seq, len, &mut buf);
-        assert!(matches!(p.publish(&buf).unwrap(), Published::Sent(_)));
+    let mut packed = Vec::new();
+    let mut seq = 0;
+    while count.is_none_or(|c| seq < c) {
+        let len = HEADER + (next(&mut rng) % (SLOT - HEADER + 1) as u64) as usize;
+        match id % 3 {
+            0 => {
+                encode(id, seq, len, &mut buf);
+                assert!(matches!(p.publish(&buf).unwrap(), Published::Sent(_)));
+                seq += 1;
+            }
+            1 => {
+                let n = (1 + next(&mut rng) % 8).min(count.map_or(u64::MAX, |c| c - seq));
+                packed.clear();
+                for i in 0..n {
+                    encode(id, seq + i, SLOT, &mut buf);
+                    packed.extend_from_slice(&buf);
+                }
+                assert_eq!(p.publish_packed(&packed, SLOT).unwrap() as u64, n);
+                seq += n;
+            }
+            _ => {
+                let mut loan = p.loan().unwrap().unwrap();
+                if next(&mut rng).is_multiple_of(5) {
+                    loan.as_mut_slice()[..4].copy_from_slice(&[0xEE; 4]);
+                    continue; // abandoned: readers pass over its slot
+                }
+                encode(id, seq, len, &mut buf);
+                loan.as_mut_slice()[..len / 2].copy_from_slice(&buf[..len / 2]);
+                if count.is_none() && seq >= 50 + 100 * (id % 7) as u64 {
+                    // A victim: half a message written, it tells the parent, which kills it.
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "HOLDING").unwrap();
+                    out.flush().unwrap();
+                    std::thread::sleep(Duration::from_secs(600));
+                }
+                loan.as_mut_slice()[len / 2..len].copy_from_slice(&buf[len / 2..]);
+                loan.commit(len);
+                seq += 1;
+            }
+        }
     }
 }
 
@@ -106,34 +163,43 @@ fn subscriber_role(seg_name: &str, policy_name: &str) {
     let mut s = Subscriber::new(seg).unwrap();
     println!("READY");
     let cancel = AtomicBool::new(false);
-    let mut next_seq = [0u64; PUBLISHERS as usize];
+    let mut next_seq = std::collections::HashMap::<u32, u64>::new();
     let mut seen = [0u64; PUBLISHERS as usize];
     let mut buf = Vec::new();
-    loop {
+    let sentinel_seq = loop {
         if s.try_recv(&mut buf).is_none() {
             assert!(s.wait(Duration::from_micros(20), Some(Duration::from_secs(60)), &cancel), "stalled");
             continue;
         }
         let (publisher, seq) = validate(&buf);
         if publisher == SENTINEL {
-            break;
+            break s.cursor() - 1;
         }
-        let p = publisher as usize;
-        assert!(seq >= next_seq[p], "publisher {p} went backwards: {seq} after {}", next_seq[p]);
-        if policy_name == "block" {
-            assert_eq!(seq, next_seq[p], "block must not lose publisher {p}'s messages");
+        let expected = next_seq.entry(publisher).or_default();
+        assert!(seq >= *expected, "publisher {publisher} went backwards: {seq} after {expected}");
+        if policy_name != "drop_old" {
+            // A victim's messages end where it was killed; until then none is lost.
+            assert_eq!(seq, *expected, "block must not lose publisher {publisher}'s messages");
         }
-        next_seq[p] = seq + 1;
-        seen[p] += 1;
-    }
+        *expected = seq + 1;
+        if publisher < PUBLISHERS {
+            seen[publisher as usize] += 1;
+        }
+    };
     let st = s.stats();
-    let published = PUBLISHERS as u64 * PER_PUBLISHER + 1; // + the sentinel
-    assert_eq!(st.received + st.lapped, published, "received {} + lapped {} != {published}", st.received, st.lapped);
-    if policy_name == "block" {
+    // Every sequence number claimed since it joined (at 0), up to the sentinel's, was
+    // received, lapped, or passed over (abandoned, or left by a killed publisher).
+    let (received, lapped, passed) = (st.received, st.lapped, st.passed);
+    assert_eq!(received + lapped + passed, sentinel_seq + 1, "received {received} + lapped {lapped} + passed {passed}");
+    if policy_name != "sigkill" {
+        // (+ 1: the sentinel.)
+        assert!(received + lapped > PUBLISHERS as u64 * PER_PUBLISHER, "every message published is counted");
+    }
+    if policy_name != "drop_old" {
         assert_eq!(st.lapped, 0);
         assert_eq!(seen, [PER_PUBLISHER; PUBLISHERS as usize]);
     }
-    println!("RESULT received={} lapped={} lap_events={}", st.received, st.lapped, st.lap_events);
+    println!("RESULT received={received} lapped={lapped} passed={passed} lap_events={}", st.lap_events);
 }
 
 fn run(policy_name: &str) -> Vec<String> {
@@ -158,6 +224,21 @@ fn run(policy_name: &str) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     let pubs: Vec<_> = (0..PUBLISHERS).map(|i| spawn("publisher", i)).collect();
+    if policy_name == "sigkill" {
+        // One victim at a time, killed while it holds a loan (and, if unlisted, the
+        // repair lock): its slot's stamp odd, half a message written. A kill before the
+        // odd stamp is `ring::tests::a_dead_claimers_holes_are_passed_over…`.
+        use std::io::BufRead;
+        for v in 0..VICTIMS {
+            let id = VICTIM_BASE + 3 * v + 1;
+            assert_eq!(id % 3, 2, "a victim writes through loans");
+            let mut victim = spawn("victim", id);
+            let mut lines = std::io::BufReader::new(victim.stdout.take().unwrap()).lines();
+            assert!(lines.any(|l| l.unwrap().contains("HOLDING")), "victim {v} never held a loan");
+            victim.kill().unwrap();
+            victim.wait().unwrap();
+        }
+    }
     for p in pubs {
         let out = p.wait_with_output().unwrap();
         assert!(out.status.success(), "publisher failed: {}", String::from_utf8_lossy(&out.stdout));
@@ -181,7 +262,11 @@ fn child_role() -> bool {
     let seg = std::env::var("ZEROHOP_STRESS_SEGMENT").unwrap();
     let policy_name = std::env::var("ZEROHOP_STRESS_POLICY").unwrap();
     match role.as_str() {
-        "publisher" => publisher_role(&seg, std::env::var("ZEROHOP_STRESS_ID").unwrap().parse().unwrap(), &policy_name),
+        "publisher" | "victim" => {
+            let id = std::env::var("ZEROHOP_STRESS_ID").unwrap().parse().unwrap();
+            let count = (role == "publisher").then_some(PER_PUBLISHER);
+            publisher_role(&seg, id, &policy_name, count)
+        }
         "subscriber" => subscriber_role(&seg, &policy_name),
         other => panic!("unknown role {other}"),
     }
@@ -194,7 +279,7 @@ fn stress_drop_old() {
         return;
     }
     let results = run("drop_old");
-    // With a 64-slot ring and two publishers racing, every subscriber gets lapped.
+    // With a 64-slot ring and three publishers racing, every subscriber gets lapped.
     for r in &results {
         assert!(!r.contains("lapped=0 "), "expected lapping under drop_old: {r}");
     }
@@ -208,6 +293,15 @@ fn stress_block() {
     }
     let results = run("block");
     eprintln!("block: {results:?}");
+}
+
+#[test]
+fn stress_sigkill() {
+    if child_role() {
+        return;
+    }
+    let results = run("sigkill");
+    eprintln!("sigkill: {results:?}");
 }
 
 #[test]

@@ -348,7 +348,7 @@ pub struct HubOptions {
     /// What publishing does when receivers are a whole queue behind (`None`: the
     /// transport's default).
     pub backpressure: Option<Backpressure>,
-    /// How long `publish` may wait (`block`, or another publisher holding the lock).
+    /// How long `publish` may wait (`block`, or a slot another publisher is still writing).
     pub publish_timeout: Duration,
     /// How long a waiting receiver spins before it parks (`None`: the transport's default).
     pub spin: Option<Duration>,

@@ -174,13 +174,13 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
     // (The water marks are the TypeScript hub's: a Rust hub has no events for them.)
     let ShmSpec { settings, heartbeat, .. } = spec;
     let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
-    let publisher = settings.role.publishes().then(|| {
-        let mut p = Publisher::new(segment.clone(), settings.backpressure);
+    let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
+    let publisher = listed.as_ref().map(|entry| {
+        let mut p = Publisher::with_line(segment.clone(), settings.backpressure, entry.index());
         p.set_timeout(settings.publish_timeout);
         p.set_own_entry(subscriber.as_ref().map(Subscriber::index));
         p
     });
-    let listed = publisher.is_some().then(|| PublisherEntry::join(segment.clone()));
     let events = member_events(&segment, heartbeat, listed.as_ref(), subscriber.as_ref().map(Subscriber::index));
     Ok(Box::new(ShmTransport {
         segment: Some(segment),

@@ -143,10 +143,24 @@ export declare class ShmHandle {
   /** Wakes publishers blocked for space. */
   notifySpace(): void
   /**
-   * Slow path of the publisher lock: waits up to `timeout_ms`, stealing the lock
-   * from a dead holder. Throws `ERR_TIMEOUT`.
+   * Slow path of the repair lock, which a publisher without a claim line holds from
+   * its claim to its commit: waits up to `timeout_ms`, stealing the lock from a dead
+   * holder. Throws `ERR_TIMEOUT`.
    */
-  lockPublisher(pid: number, timeoutMs: number): void
+  lockRepair(pid: number, timeoutMs: number): void
+  /** This hub's claim line (its publisher table entry), `null` when it is unlisted. */
+  publisherLine(): number | null
+  /**
+   * Claims sequence number `tail` by moving the whole 64-bit tail (a JavaScript
+   * publisher whose 32-bit claim would wrap the low word). False if the tail moved.
+   */
+  claimWrapping(tail: number): boolean
+  /**
+   * Slow path of taking claimed slot `seq` whose earlier lap is unfinished: waits up
+   * to `timeout_ms` (repairing a dead writer). Throws `ERR_TIMEOUT`, after which the
+   * claim is no longer announced.
+   */
+  takeSlot(seq: number, timeoutMs: number): void
   /** How many messages the slowest live subscriber (other than `exclude`) is behind `tail`. */
   slowestLag(tail: number, exclude?: number | undefined | null): number
   /**
@@ -301,8 +315,11 @@ export declare function shmOffsets(): ShmOffsets
 export interface ShmOffsets {
   tailLo: number
   tailHi: number
-  tailEpoch: number
-  pubLock: number
+  repairLock: number
+  claims: number
+  claimEntry: number
+  claimFirst: number
+  claimCount: number
   notify: number
   waiters: number
   space: number

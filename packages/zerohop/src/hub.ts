@@ -540,7 +540,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /**
-   * Publishes several messages (shared memory: under one lock and one wake-up).
+   * Publishes several messages (shared memory: with one wake-up).
    * Returns how many were accepted, in order (fewer than `values.length` only under
    * `drop_new`/`fail_fast` when the receivers are a queue behind).
    */
@@ -568,7 +568,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /**
    * Reserves the next slot to write a message in place (zero-copy, shared memory). Fill
    * `loan.bytes` or, with a `struct` codec, set fields on `loan.value`; then `commit()`.
-   * The publisher lock is held until then: keep loans short.
+   * Readers wait at the loan's message until then (other publishers go on): keep loans short.
    */
   loan(): Loan<T> {
     this.publishable()

@@ -6,8 +6,9 @@
  * and one less while it is written; readers copy optimistically and re-check the
  * stamp. All shared words are accessed with `Atomics` on an `Int32Array` over the
  * segment's external `ArrayBuffer`, so the JavaScript memory model orders them like
- * the Rust side's SeqCst atomics. Rust is called only on slow paths: a contended or
- * dead publisher lock, `block` waits, and futex wake-ups when a peer is parked.
+ * the Rust side's SeqCst atomics. Rust is called only on slow paths: a slot whose
+ * earlier lap is unfinished, the repair lock of an unlisted publisher, `block` waits,
+ * and futex wake-ups when a peer is parked.
  *
  * Sequence numbers are JavaScript numbers (exact up to 2^53: decades at 10 M msg/s);
  * the 32-bit words in memory hold their low halves.
@@ -17,6 +18,8 @@ import { type ShmHandle, type ShmLayoutInfo, type ShmOffsets, binding, native } 
 import { BackpressureError, MessageTooLargeError } from './errors.js'
 
 const TWO_32 = 4294967296
+/** A committed slot's length word when it holds no message (`SKIP_LEN`, as an int32). */
+const SKIP_LEN = -1
 /** Settled already: what a reader's deferred cursor store is chained to. */
 const RESOLVED = Promise.resolve()
 
@@ -52,8 +55,10 @@ export class ShmRing {
   // Word indexes (byte offset / 4) of header fields.
   readonly TAIL_LO: number
   readonly TAIL_HI: number
-  readonly TAIL_EPOCH: number
-  readonly LOCK: number
+  readonly REPAIR_LOCK: number
+  /** Word index of claim line 0, and words from one line to the next. */
+  readonly CLAIMS: number
+  readonly CLAIM_STRIDE: number
   readonly WAITERS: number
   readonly SPACE_WAITERS: number
   readonly CREDIT_GEN: number
@@ -87,8 +92,9 @@ export class ShmRing {
     const o = offsets()
     this.TAIL_LO = o.tailLo >> 2
     this.TAIL_HI = o.tailHi >> 2
-    this.TAIL_EPOCH = o.tailEpoch >> 2
-    this.LOCK = o.pubLock >> 2
+    this.REPAIR_LOCK = o.repairLock >> 2
+    this.CLAIMS = o.claims >> 2
+    this.CLAIM_STRIDE = o.claimEntry >> 2
     this.WAITERS = o.waiters >> 2
     this.SPACE_WAITERS = o.spaceWaiters >> 2
     this.CREDIT_GEN = o.creditGen >> 2
@@ -153,7 +159,8 @@ export class ShmRing {
       if (i === exclude) continue
       const base = this.SUBS + i * this.SUB_STRIDE
       if (Atomics.load(i32, base + this.SUB_PID) === 0) continue
-      const behind = (lo - Atomics.load(i32, base + this.SUB_CURSOR)) >>> 0
+      // (None if it is past `lo`, as when other publishers moved the tail on since.)
+      const behind = Math.max(0, (lo - Atomics.load(i32, base + this.SUB_CURSOR)) | 0)
       if (behind > lag) lag = behind
       if (credits && Atomics.load(i32, base + this.SUB_CREDITED) !== 0) {
         // What is left of the grant (none once passed), compared in 32 bits.
@@ -180,38 +187,18 @@ export class ShmRing {
   }
 
   /**
-   * The 64-bit tail as a number (a lower bound outside the publisher lock). The high
-   * word changes inside an odd epoch; a writer that died mid-change is waited out
-   * for a bounded time.
+   * The 64-bit tail as a number: every sequence number below it is claimed (not
+   * necessarily committed yet). Publishers move both its words in one step (Rust's
+   * 64-bit compare-and-swap), so a high word that did not change around the low
+   * word's load goes with it.
    */
   tail(): number {
     const i32 = this.i32
-    for (let tries = 0; tries < 10_000; tries++) {
-      const e = Atomics.load(i32, this.TAIL_EPOCH)
-      if ((e & 1) !== 0) continue
-      const hi = Atomics.load(i32, this.TAIL_HI) >>> 0
-      const lo = Atomics.load(i32, this.TAIL_LO) >>> 0
-      if (Atomics.load(i32, this.TAIL_EPOCH) === e) return hi * TWO_32 + lo
+    for (;;) {
+      const hi = Atomics.load(i32, this.TAIL_HI)
+      const lo = Atomics.load(i32, this.TAIL_LO)
+      if (Atomics.load(i32, this.TAIL_HI) === hi) return (hi >>> 0) * TWO_32 + (lo >>> 0)
     }
-    return (Atomics.load(i32, this.TAIL_HI) >>> 0) * TWO_32 + (Atomics.load(i32, this.TAIL_LO) >>> 0)
-  }
-
-  /**
-   * Stores the tail's low word `next` (an int32) under the publisher lock. A plain
-   * store: the releasing store of the lock publishes it to the next lock holder, and
-   * readers outside the lock use the tail only as a lower bound. When the low word
-   * wraps, the high word changes inside an odd epoch.
-   */
-  storeTail(next: number): void {
-    const i32 = this.i32
-    if (next !== 0) {
-      i32[this.TAIL_LO] = next
-      return
-    }
-    Atomics.add(i32, this.TAIL_EPOCH, 1)
-    Atomics.store(i32, this.TAIL_LO, 0)
-    Atomics.add(i32, this.TAIL_HI, 1)
-    Atomics.add(i32, this.TAIL_EPOCH, 1)
   }
 
   /** Detaches the buffer and closes the handle (every view becomes empty). */
@@ -229,9 +216,18 @@ export interface PublisherCounters {
   blocked: number
 }
 
-/** Writes messages into the ring (the JavaScript twin of `zerohop_shm::Publisher`). */
+/**
+ * Writes messages into the ring (the JavaScript twin of `zerohop_shm::Publisher`): each
+ * message claims its sequence number with a compare-and-swap of the tail, announced
+ * first in the hub's claim line (so that readers can tell a live claim from a dead
+ * publisher's hole), then takes its slot with a compare-and-swap of the stamp, writes,
+ * and commits. No lock: publishers in other processes go on meanwhile. A hub without a
+ * claim line (more than 32 publish) holds the repair lock from claim to commit instead.
+ */
 export class ShmPublisher {
   readonly counters: PublisherCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+  /** The 64-bit sequence number of the last claim. */
+  lastSeq = 0
   private readonly ring: ShmRing
   private readonly i32: Int32Array
   private readonly pid: number
@@ -241,6 +237,13 @@ export class ShmPublisher {
   private readonly ownEntry: number | undefined
   /** What each message's origin word says: the own entry plus one (0: none), so the hub skips its own. */
   private readonly origin: number
+  /** Word indexes of this hub's claim line (first, count), -1 when it has none. */
+  private readonly claimFirst: number
+  private readonly claimCount: number
+  /** An unlisted publisher holds the repair lock (from a claim to its commit). */
+  private locked = false
+  /** The tail has passed the first lap: a slot's earlier stamp is its previous lap's. */
+  private pastFirstLap = false
   /** Sequence number (64-bit, as a number) below which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
@@ -252,8 +255,6 @@ export class ShmPublisher {
    */
   private highSlots = Infinity
   private onHighWater: ((fill: number) => void) | undefined
-  /** True while a scan proved no reader can be reading the slots about to be reused. */
-  private unmarked = false
 
   constructor(ring: ShmRing, policy: BackpressurePolicy, timeoutMs: number, ownEntry: number | undefined) {
     this.ring = ring
@@ -263,48 +264,102 @@ export class ShmPublisher {
     this.timeoutMs = timeoutMs
     this.ownEntry = ownEntry
     this.origin = ownEntry === undefined ? 0 : ownEntry + 1
-  }
-
-  /** Takes the publisher lock and returns the tail's low 32 bits. */
-  lock(): number {
-    if (Atomics.compareExchange(this.i32, this.ring.LOCK, 0, this.pid) !== 0) this.lockSlow()
-    return Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+    const line = native(() => ring.handle.publisherLine())
+    this.claimFirst = line === null ? -1 : ring.CLAIMS + line * ring.CLAIM_STRIDE + (offsets().claimFirst >> 2)
+    this.claimCount = line === null ? -1 : ring.CLAIMS + line * ring.CLAIM_STRIDE + (offsets().claimCount >> 2)
   }
 
   /**
-   * The contended lock: Rust waits for it, stealing it from a dead holder. A method of
-   * its own so that the fast paths create no closure (and no context) per call.
+   * Claims the next sequence number and takes its slot; returns its low 32 bits, or -1
+   * when `drop_new` dropped the message (counted). Throws for `fail_fast` and a
+   * timed-out wait. The room is checked before the claim, so no claim is given back
+   * for want of room; after it, the caller commits or abandons the slot, then calls
+   * {@link done}.
    */
-  private lockSlow(): void {
-    native(() => this.ring.handle.lockPublisher(this.pid, this.timeoutMs))
+  claim(): number {
+    const r = this.ring
+    const i32 = this.i32
+    for (;;) {
+      const lo = Atomics.load(i32, r.TAIL_LO) >>> 0
+      if (!this.hasRoom(lo)) {
+        // Never wait for room holding the repair lock: readers may need it to go on.
+        if (this.locked) this.unlockRepair()
+        if (!this.room(lo)) return -1
+      }
+      if (this.claimFirst < 0) {
+        if (!this.locked) {
+          this.lockRepair()
+          continue // the tail, and the room, under the lock
+        }
+      } else {
+        // Plain stores: the compare-and-swap below publishes them to whoever sees its tail.
+        i32[this.claimCount] = 1
+        i32[this.claimFirst] = (((lo + 1) * 2) | 0) - 1
+      }
+      // (The high word read before the claim: had it changed, so would the low word.)
+      const seq = (Atomics.load(i32, r.TAIL_HI) >>> 0) * TWO_32 + lo
+      if (lo === 0xffffffff) {
+        // The low word would wrap: the whole 64-bit tail moves, in Rust.
+        if (!native(() => r.handle.claimWrapping(seq))) continue
+      } else if (Atomics.compareExchange(i32, r.TAIL_LO, lo | 0, (lo + 1) | 0) !== (lo | 0)) {
+        continue
+      }
+      this.lastSeq = seq
+      this.take(lo)
+      return lo
+    }
   }
 
-  /** Releases the lock after publishing up to (not including) `nextLo`. */
-  unlock(nextLo: number, count: number, bytes: number): void {
-    const i32 = this.i32
+  /**
+   * Takes claimed slot `lo`: its stamp goes from the previous lap's committed one (0 in
+   * the first lap) to `lo`'s odd one. If that lap is unfinished, Rust waits for it.
+   */
+  private take(lo: number): void {
     const r = this.ring
+    const si = r.slotOffset(lo) >> 2
+    let prior = 0
+    if (this.pastFirstLap || this.lastSeq >= r.capacity) {
+      this.pastFirstLap = true
+      prior = ((lo - r.capacity + 1) * 2) | 0
+    }
+    if (Atomics.compareExchange(this.i32, si, prior, (((lo + 1) * 2) | 0) - 1) !== prior) this.takeSlow()
+  }
+
+  private takeSlow(): void {
+    try {
+      native(() => this.ring.handle.takeSlot(this.lastSeq, this.timeoutMs))
+    } catch (e) {
+      this.unlockRepair()
+      throw e
+    }
+  }
+
+  private lockRepair(): void {
+    if (Atomics.compareExchange(this.i32, this.ring.REPAIR_LOCK, 0, this.pid) !== 0) {
+      native(() => this.ring.handle.lockRepair(this.pid, this.timeoutMs))
+    }
+    this.locked = true
+  }
+
+  private unlockRepair(): void {
+    if (!this.locked) return
+    this.locked = false
+    Atomics.store(this.i32, this.ring.REPAIR_LOCK, 0)
+  }
+
+  /** After the last commit (or abandon) of a publish: `count` messages of `bytes` in all. */
+  done(count: number, bytes: number): void {
+    this.unlockRepair()
     if (count > 0) {
-      if (nextLo >>> 0 < count && nextLo >>> 0 !== 0) {
-        // The low word wrapped inside this batch: go through 0 so the epoch is taken.
-        r.storeTail(0)
-      }
-      r.storeTail(nextLo | 0)
       this.counters.published += count
       this.counters.publishedBytes += bytes
+      if (Atomics.load(this.i32, this.ring.WAITERS) !== 0) this.ring.handle.notify()
     }
-    Atomics.store(i32, r.LOCK, 0)
-    if (count > 0 && Atomics.load(i32, r.WAITERS) !== 0) r.handle.notify()
   }
 
   /**
-   * Applies the backpressure policy before writing sequence `lo`: true to write,
+   * Applies the backpressure policy before claiming sequence `lo`: true to claim,
    * false to drop (`drop_new`); throws for `fail_fast` and a timed-out `block`.
-   * The caller holds the lock, and must release it if this throws.
-   *
-   * It also decides whether the slot needs the odd "being written" stamp: that stamp
-   * only protects a reader still reading the slot's previous message, and a scan
-   * that finds every subscriber less than a ring behind proves there is none (their
-   * cursors only move forward). So while subscribers keep up, `begin` skips it.
    */
   room(lo: number): boolean {
     if (this.hasRoom(lo)) return true
@@ -318,9 +373,8 @@ export class ShmPublisher {
     this.roomUntil = tail
     if (lag >= cap || credit === 0) {
       if (this.policy === 'drop_old') {
-        // Lapping: mark slots while writing, and look again a quarter ring later.
+        // Lapping: look again a quarter ring later.
         this.reachedHighWater(cap)
-        this.unmarked = false
         this.roomUntil = tail + (cap >>> 2)
         return true
       }
@@ -340,12 +394,11 @@ export class ShmPublisher {
       this.creditGen = this.i32[this.ring.CREDIT_GEN]!
       ;({ lag, credit } = this.ring.scan(lo, this.ownEntry, true))
     }
-    this.unmarked = lag < cap
     // This message brings the ring to high water (unless it is read meanwhile).
     if (lag + 1 >= this.highSlots) this.reachedHighWater(lag + 1)
     // Look again where room or credits end, or at the message that would bring the
     // ring to high water.
-    this.roomUntil = tail + Math.min(cap - lag, credit, this.highSlots - lag - 1)
+    this.roomUntil = tail + Math.max(1, Math.min(cap - lag, credit, this.highSlots - lag - 1))
     return true
   }
 
@@ -366,13 +419,6 @@ export class ShmPublisher {
     tell?.(Math.min(1, lag / this.ring.capacity))
   }
 
-  /** Marks slot `lo` as being written (when needed); returns the byte offset of its payload. */
-  begin(lo: number): number {
-    const base = this.ring.slotOffset(lo)
-    if (!this.unmarked) this.mark(base >> 2, ((lo + 1) * 2) | 0)
-    return base + this.ring.PAYLOAD
-  }
-
   /** Commits slot `lo` with `len` payload bytes. */
   commit(lo: number, len: number): void {
     const r = this.ring
@@ -384,8 +430,8 @@ export class ShmPublisher {
 
   /**
    * Publishes one message of bytes: the whole fast path, written out in one function
-   * (lock, room check, copy, commit, tail, unlock, wake) because every call layer shows
-   * at 10 M messages a second.
+   * (claim, copy, commit, wake) because every call layer shows at 10 M messages a
+   * second.
    */
   publishBytes(bytes: Uint8Array): boolean {
     return this.publishFramed(bytes, -1, 0, 0, 0)
@@ -401,25 +447,10 @@ export class ShmPublisher {
     const framed = w0 !== -1
     const len = framed ? FRAME_HEADER + bytes.length : bytes.length
     if (len > r.slotSize) throw framed ? tooLarge(bytes.length, r.slotSize - FRAME_HEADER) : tooLarge(len, r.slotSize)
-    if (Atomics.compareExchange(i32, r.LOCK, 0, this.pid) !== 0) this.lockSlow()
-    const lo = Atomics.load(i32, r.TAIL_LO) >>> 0
-    if (!this.hasRoom(lo)) {
-      let ok: boolean
-      try {
-        ok = this.room(lo)
-      } catch (e) {
-        Atomics.store(i32, r.LOCK, 0)
-        throw e
-      }
-      if (!ok) {
-        Atomics.store(i32, r.LOCK, 0)
-        return false
-      }
-    }
+    const lo = this.claim()
+    if (lo < 0) return false
     const base = r.headerLen + (lo & r.mask) * r.stride
     const si = base >> 2
-    const stamp = ((lo + 1) * 2) | 0
-    if (!this.unmarked) this.mark(si, stamp)
     try {
       let at = base + r.PAYLOAD
       if (framed) {
@@ -433,15 +464,14 @@ export class ShmPublisher {
       }
       copyInto.call(r.u8, bytes, at)
     } catch (e) {
-      this.abandon(lo) // e.g. the caller's buffer was detached: never leave the lock held
-      this.unlock(lo, 0, 0)
+      this.abandon(lo) // e.g. the caller's buffer was detached
+      this.done(0, 0)
       throw e
     }
     i32[si + r.LEN] = len
     i32[si + r.ORIGIN] = this.origin
-    Atomics.store(i32, si, stamp)
-    r.storeTail((lo + 1) | 0)
-    Atomics.store(i32, r.LOCK, 0)
+    Atomics.store(i32, si, ((lo + 1) * 2) | 0)
+    if (this.locked) this.unlockRepair()
     const c = this.counters
     c.published++
     c.publishedBytes += len
@@ -457,23 +487,17 @@ export class ShmPublisher {
     return tail < this.roomUntil
   }
 
-  /** Stores the odd "being written" stamp, fenced so that no payload store passes it. */
-  private mark(si: number, stamp: number): void {
-    Atomics.store(this.i32, si, stamp - 1)
-    // arm64: a store-release does not hold back later plain stores; a load-acquire does.
-    Atomics.load(this.i32, si)
-  }
-
   /**
-   * A write into slot `lo` was given up (an exception, an aborted loan). If `begin`
-   * skipped the odd stamp, the slot still claims to hold its previous message while
-   * its bytes are partly new: mark it as being written so no reader takes it.
+   * A write into claimed slot `lo` was given up (an exception, an aborted loan): the
+   * slot is committed as holding no message, which readers pass over.
    */
   abandon(lo: number): void {
-    if (this.unmarked) {
-      const si = this.ring.slotOffset(lo) >> 2
-      Atomics.store(this.i32, si, (((lo + 1) * 2) | 0) - 1)
-    }
+    const r = this.ring
+    const si = r.slotOffset(lo) >> 2
+    this.i32[si + r.LEN] = SKIP_LEN
+    this.i32[si + r.ORIGIN] = 0
+    Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
+    if (Atomics.load(this.i32, r.WAITERS) !== 0) r.handle.notify()
   }
 }
 
@@ -577,8 +601,9 @@ export class ShmSubscriber {
         }
       }
       if (stamp === want) {
-        if (i32[si + r.ORIGIN] === this.own) {
-          // Our own hub published it: not ours to receive (unless it was overwritten
+        if (i32[si + r.ORIGIN] === this.own || i32[si + r.LEN] === SKIP_LEN) {
+          // Our own hub published it, or it holds no message (a loan given up, a dead
+          // publisher's hole repaired): not ours to receive (unless it was overwritten
           // meanwhile: then we were lapped).
           if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
           if (Atomics.load(i32, si) !== stamp) this.skipAhead()
@@ -669,11 +694,11 @@ export class ShmSubscriber {
     return whole
   }
 
-  /** The length of message `i` of a run `takeRun` copied into `into` (-1: this hub's own). */
+  /** The length of message `i` of a run `takeRun` copied into `into` (-1: this hub's own, or no message). */
   runLength(into: Int32Array, i: number): number {
     const r = this.ring
     const at = (i * r.stride) >> 2
-    if (into[at + r.ORIGIN] === this.own) return -1
+    if (into[at + r.ORIGIN] === this.own || into[at + r.LEN] === SKIP_LEN) return -1
     const len = into[at + r.LEN]!
     return len < 0 || len > r.slotSize ? r.slotSize : len
   }

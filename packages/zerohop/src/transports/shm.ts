@@ -38,8 +38,8 @@ export interface ShmOptions {
 }
 
 /**
- * A hub collected with a loan still open would keep the publisher lock, and every other
- * publisher of the segment would time out. The registry's held value is the loan (which
+ * A hub collected with a loan still open would keep its sequence number claimed, and
+ * every reader of the segment would wait at it. The registry's held value is the loan (which
  * does not reference the port), so the loan can be aborted after the port is gone.
  */
 const abandonedLoans = new FinalizationRegistry<{ loan: ShmLoan<unknown> | undefined }>((held) => {
@@ -181,22 +181,18 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   }
 
   private publishStruct(pub: ShmPublisher, struct: StructCodec<T>, value: T): boolean {
-    const lo = pub.lock()
+    const lo = pub.claim()
+    if (lo < 0) return false
     try {
-      if (!pub.room(lo)) {
-        pub.unlock(lo, 0, 0)
-        return false
-      }
-      const off = pub.begin(lo)
-      struct.write(this.ring.dv, off, value)
-      pub.commit(lo, struct.size)
+      struct.write(this.ring.dv, this.ring.slotOffset(lo) + this.ring.PAYLOAD, value)
     } catch (e) {
-      // Nothing published: the sequence number is reused by the next publish.
+      // Nothing published: the slot is passed over.
       pub.abandon(lo)
-      pub.unlock(lo, 0, 0)
+      pub.done(0, 0)
       throw e
     }
-    pub.unlock((lo + 1) >>> 0, 1, struct.size)
+    pub.commit(lo, struct.size)
+    pub.done(1, struct.size)
     return true
   }
 
@@ -205,43 +201,41 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     const ring = this.ring
     const codec = this.codec
     const struct = this.struct
-    let lo = pub.lock()
-    const first = lo
+    let n = 0
     let bytes = 0
-    let writing = false
     try {
-      for (let i = 0; i < values.length; i++) {
-        if (!pub.room(lo)) {
-          pub.counters.dropped += values.length - i - 1 // room() counted this one
+      for (; n < values.length; n++) {
+        // (Encoded before the claim: a codec error leaves nothing to pass over.)
+        const b = struct ? undefined : codec.encode(values[n]!)
+        if (b !== undefined && b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
+        const lo = pub.claim()
+        if (lo < 0) {
+          pub.counters.dropped += values.length - n - 1 // claim() counted this one
           break
         }
-        if (struct) {
-          const off = pub.begin(lo)
-          writing = true
-          struct.write(ring.dv, off, values[i]!)
-          pub.commit(lo, struct.size)
-          bytes += struct.size
-        } else {
-          const b = codec.encode(values[i]!)
-          if (b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
-          const off = pub.begin(lo)
-          writing = true
-          copyInto.call(ring.u8, b, off)
-          pub.commit(lo, b.length)
-          bytes += b.length
+        const off = ring.slotOffset(lo) + ring.PAYLOAD
+        let len: number
+        try {
+          if (struct) {
+            struct.write(ring.dv, off, values[n]!)
+            len = struct.size
+          } else {
+            copyInto.call(ring.u8, b!, off)
+            len = b!.length
+          }
+        } catch (e) {
+          pub.abandon(lo)
+          throw e
         }
-        writing = false
-        lo = (lo + 1) >>> 0
+        pub.commit(lo, len)
+        bytes += len
       }
     } catch (e) {
-      if (writing) pub.abandon(lo)
-      if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) {
-        pub.unlock(lo, (lo - first) >>> 0, bytes)
-        throw e
-      }
+      pub.done(n, bytes)
+      if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) throw e
+      return n
     }
-    const n = (lo - first) >>> 0
-    pub.unlock(lo, n, bytes)
+    pub.done(n, bytes)
     return n
   }
 
@@ -265,19 +259,9 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     if (!this.struct && this.codec.name !== 'raw') {
       throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
     }
-    const lo = pub.lock()
-    let room: boolean
-    try {
-      room = pub.room(lo)
-    } catch (e) {
-      pub.unlock(lo, 0, 0)
-      throw e
-    }
-    if (!room) {
-      pub.unlock(lo, 0, 0)
-      throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
-    }
-    const off = pub.begin(lo)
+    const lo = pub.claim()
+    if (lo < 0) throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
+    const off = this.ring.slotOffset(lo) + this.ring.PAYLOAD
     if (this.openLoan === undefined) {
       this.openLoan = new ShmLoan<T>(pub, this.ring, this.struct)
       this.gcState.loan = this.openLoan as ShmLoan<unknown>
@@ -333,7 +317,7 @@ class ShmLoan<T> implements Loan<T> {
     this.lo = lo
     this.open = true
     this.bytes = this.ring.slotView(lo)
-    this.seq = (Atomics.load(this.ring.i32, this.ring.TAIL_HI) >>> 0) * 4294967296 + lo
+    this.seq = this.pub.lastSeq
     if (this.struct) {
       if (this.view) this.struct.retarget(this.view, off)
       else this.view = this.struct.view(this.ring.dv, off)
@@ -353,13 +337,13 @@ class ShmLoan<T> implements Loan<T> {
     if (n > max) throw tooLarge(n, max)
     this.open = false
     this.pub.commit(this.lo, n)
-    this.pub.unlock((this.lo + 1) >>> 0, 1, n)
+    this.pub.done(1, n)
   }
 
   abort(): void {
     if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
     this.open = false
-    this.pub.abandon(this.lo) // nothing published: the next publish reuses the number
-    this.pub.unlock(this.lo, 0, 0)
+    this.pub.abandon(this.lo) // nothing published: readers pass over its slot
+    this.pub.done(0, 0)
   }
 }
