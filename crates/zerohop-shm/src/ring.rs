@@ -283,6 +283,13 @@ pub struct Publisher {
     _entry: Option<PublisherEntry>,
     /// An unlisted publisher holds the repair lock (from a claim until its commit).
     locked: bool,
+    /// The run of sequence numbers this publisher claimed last, one after another with
+    /// nobody else's between them: `run_start..run_end`. A slot whose previous lap lies
+    /// in the run was written by this publisher, and committed (it claims again only
+    /// once it committed, or passed over, what it claimed before), so nobody else can
+    /// be writing it: taking it needs no compare-and-swap (the one-publisher path).
+    run_start: u64,
+    run_end: u64,
 }
 
 impl Publisher {
@@ -313,6 +320,8 @@ impl Publisher {
             line_count: 0,
             _entry: None,
             locked: false,
+            run_start: 0,
+            run_end: 0,
         }
     }
 
@@ -556,6 +565,10 @@ impl Publisher {
                 .compare_exchange_weak(tail, tail + count, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                if tail != self.run_end {
+                    self.run_start = tail;
+                }
+                self.run_end = tail + count;
                 return Ok(Some((tail, count)));
             }
             std::hint::spin_loop();
@@ -568,7 +581,10 @@ impl Publisher {
     fn take_slot(&self, seq: u64) -> Result<()> {
         let stamp = self.mem.stamp(seq);
         let odd = committed_stamp(seq).wrapping_sub(1);
-        if self.sole {
+        // A ring that never had another publisher (its run starts at 0), or a previous
+        // lap in this publisher's own run: see `run_start`.
+        let own_lap = self.run_start == 0 || seq >= self.run_start + self.mem.layout.capacity as u64;
+        if self.sole || own_lap {
             stamp.store(odd, Ordering::Relaxed);
         } else if stamp.compare_exchange(self.mem.prior_stamp(seq), odd, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             wait_for_slot(&self.mem, seq, Instant::now() + self.timeout)?;
@@ -581,6 +597,8 @@ impl Publisher {
     /// A claim that could not be written (its slot never freed up): the claim line
     /// stops announcing it, so that readers repair its holes as a dead publisher's.
     fn give_up(&mut self) {
+        // What it leaves is not committed: no later lap of it is known free.
+        self.run_start = self.run_end;
         if let Some(line) = self.line {
             self.mem.claim_first(line).store(0, Ordering::Release);
         }
@@ -1122,7 +1140,13 @@ impl Subscriber {
             let stamp = self.mem.stamp(seq).load(Ordering::Acquire);
             match classify(stamp, seq) {
                 SlotState::NotYet => {
-                    if self.mem.tail() > seq + self.mem.layout.capacity as u64 {
+                    // (The tail once a ring's worth of polls too, not on each: its line
+                    // is the publishers' to claim from, and a load here would make
+                    // every claim fetch it back.)
+                    self.since_tail_check += 1;
+                    if self.since_tail_check >= self.mem.layout.capacity
+                        && self.mem.tail() > seq + self.mem.layout.capacity as u64
+                    {
                         // So far behind that the 32-bit stamp wrapped: lapped.
                         self.skip_ahead();
                         continue;

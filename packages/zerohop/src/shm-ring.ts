@@ -244,6 +244,16 @@ export class ShmPublisher {
   private locked = false
   /** The tail has passed the first lap: a slot's earlier stamp is its previous lap's. */
   private pastFirstLap = false
+  /**
+   * The run of sequence numbers this publisher claimed last, one after another with
+   * nobody else's between them: a slot whose previous lap lies in it was written, and
+   * committed, by this publisher, so taking it needs no compare-and-swap (the
+   * one-publisher path; see `run_start` in ring.rs).
+   */
+  private runStart = 0
+  private runEnd = 0
+  /** A scan proved every subscriber less than a ring behind the slots about to be taken. */
+  private unmarked = false
   /** Sequence number (64-bit, as a number) below which the last scan proved there is room. */
   private roomUntil = 0
   private roomKnown = false
@@ -305,6 +315,8 @@ export class ShmPublisher {
         continue
       }
       this.lastSeq = seq
+      if (seq !== this.runEnd) this.runStart = seq
+      this.runEnd = seq + 1
       this.take(lo)
       return lo
     }
@@ -317,6 +329,17 @@ export class ShmPublisher {
   private take(lo: number): void {
     const r = this.ring
     const si = r.slotOffset(lo) >> 2
+    if (this.runStart === 0 || this.lastSeq >= this.runStart + r.capacity) {
+      // Its previous lap is this publisher's own, committed: nobody else writes it.
+      // The odd stamp only warns readers still reading that lap, and a scan that found
+      // every subscriber less than a ring behind proves there is none.
+      if (!this.unmarked) {
+        Atomics.store(this.i32, si, (((lo + 1) * 2) | 0) - 1)
+        // arm64: a store-release does not hold back later plain stores; a load-acquire does.
+        if (READER_FENCE) Atomics.load(this.i32, si)
+      }
+      return
+    }
     let prior = 0
     if (this.pastFirstLap || this.lastSeq >= r.capacity) {
       this.pastFirstLap = true
@@ -329,6 +352,8 @@ export class ShmPublisher {
     try {
       native(() => this.ring.handle.takeSlot(this.lastSeq, this.timeoutMs))
     } catch (e) {
+      // What it leaves is not committed: no later lap of it is known free.
+      this.runStart = this.runEnd
       this.unlockRepair()
       throw e
     }
@@ -373,8 +398,9 @@ export class ShmPublisher {
     this.roomUntil = tail
     if (lag >= cap || credit === 0) {
       if (this.policy === 'drop_old') {
-        // Lapping: look again a quarter ring later.
+        // Lapping: mark slots while writing, and look again a quarter ring later.
         this.reachedHighWater(cap)
+        this.unmarked = false
         this.roomUntil = tail + (cap >>> 2)
         return true
       }
@@ -394,6 +420,7 @@ export class ShmPublisher {
       this.creditGen = this.i32[this.ring.CREDIT_GEN]!
       ;({ lag, credit } = this.ring.scan(lo, this.ownEntry, true))
     }
+    this.unmarked = lag < cap
     // This message brings the ring to high water (unless it is read meanwhile).
     if (lag + 1 >= this.highSlots) this.reachedHighWater(lag + 1)
     // Look again where room or credits end, or at the message that would bring the
