@@ -676,11 +676,17 @@ function cargoBench(pkg: string, bench: string, manifest?: string): Array<Record
 
 if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
   console.error('running cargo bench (Rust ring floor)…')
-  for (const j of cargoBench('zerohop-shm', 'ring')) {
+  const ring = cargoBench('zerohop-shm', 'ring')
+  for (const j of ring) {
     if (j.bench === 'rust_rtt_64') rows.push({ bench: 'Rust ring RTT 64 B, spinning', run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
     else {
-      const kind = { rust_spsc_64: 'SPSC', rust_spmc3_64: 'SPMC ×3', rust_packed_64: 'SPSC, publish_packed 64 at a time,' }[j.bench as string] ?? String(j.bench)
-      rows.push({ bench: `Rust ring ${kind} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number })
+      const kind =
+        { rust_spsc_64: 'SPSC', rust_spmc3_64: 'SPMC ×3', rust_mpsc3_64: 'MPSC, 3 publisher processes sharing CPU 0,', rust_packed_64: 'SPSC, publish_packed 64 at a time,' }[j.bench as string] ??
+        String(j.bench)
+      // Three publishers at once, against one alone in the same run.
+      const spsc = j.bench === 'rust_mpsc3_64' ? ring.find((k) => k.bench === 'rust_spsc_64' && k.run === j.run) : undefined
+      const vs = spsc ? `${((j.msgs_per_sec as number) / (spsc.msgs_per_sec as number)).toFixed(2)}× SPSC` : undefined
+      rows.push({ bench: `Rust ring ${kind} 64 B, block (slowest receiver)`, run: j.run!, rate: j.msgs_per_sec as number, vsBaseline: vs })
     }
   }
   console.error('running cargo bench (zerohop against iceoryx2)…')
