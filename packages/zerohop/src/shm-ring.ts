@@ -280,13 +280,14 @@ export class ShmPublisher {
   }
 
   /**
-   * Claims the next sequence number and takes its slot; returns its low 32 bits, or -1
-   * when `drop_new` dropped the message (counted). Throws for `fail_fast` and a
-   * timed-out wait. The room is checked before the claim, so no claim is given back
-   * for want of room; after it, the caller commits or abandons the slot, then calls
-   * {@link done}.
+   * Claims the next sequence numbers, up to `max` (as many as the room found allows, at
+   * least one), and takes their slots; returns the first one's low 32 bits (the count
+   * is in {@link claimed}), or -1 when `drop_new` dropped the message (counted).
+   * Throws for `fail_fast` and a timed-out wait. The room is checked before the claim,
+   * so no claim is given back for want of room; after it, the caller commits or
+   * abandons each slot, then calls {@link done}.
    */
-  claim(): number {
+  claim(max = 1): number {
     const r = this.ring
     const i32 = this.i32
     for (;;) {
@@ -296,40 +297,48 @@ export class ShmPublisher {
         if (this.locked) this.unlockRepair()
         if (!this.room(lo)) return -1
       }
-      if (this.claimFirst < 0) {
-        if (!this.locked) {
-          this.lockRepair()
-          continue // the tail, and the room, under the lock
-        }
-      } else {
-        // Plain stores: the compare-and-swap below publishes them to whoever sees its tail.
-        i32[this.claimCount] = 1
-        i32[this.claimFirst] = (((lo + 1) * 2) | 0) - 1
+      if (this.claimFirst < 0 && !this.locked) {
+        this.lockRepair()
+        continue // the tail, and the room, under the lock
       }
       // (The high word read before the claim: had it changed, so would the low word.)
       const seq = (Atomics.load(i32, r.TAIL_HI) >>> 0) * TWO_32 + lo
-      if (lo === 0xffffffff) {
-        // The low word would wrap: the whole 64-bit tail moves, in Rust.
+      // (One at a time where the low word would wrap: the whole tail moves, in Rust.
+      // At most a ring at once: every slot of a claim is taken before any is written.)
+      const wraps = lo + max > 0xffffffff
+      const room = this.policy === 'drop_old' ? r.capacity : this.roomUntil - seq
+      const count = wraps ? 1 : Math.max(1, Math.min(max, room, r.capacity))
+      if (this.claimFirst >= 0) {
+        // Plain stores: the compare-and-swap below publishes them to whoever sees its tail.
+        i32[this.claimCount] = count
+        i32[this.claimFirst] = (((lo + 1) * 2) | 0) - 1
+      }
+      if (wraps) {
         if (!native(() => r.handle.claimWrapping(seq))) continue
-      } else if (Atomics.compareExchange(i32, r.TAIL_LO, lo | 0, (lo + 1) | 0) !== (lo | 0)) {
+      } else if (Atomics.compareExchange(i32, r.TAIL_LO, lo | 0, (lo + count) | 0) !== (lo | 0)) {
         continue
       }
       this.lastSeq = seq
+      this.claimed = count
       if (seq !== this.runEnd) this.runStart = seq
-      this.runEnd = seq + 1
-      this.take(lo)
+      this.runEnd = seq + count
+      for (let i = 0; i < count; i++) this.take((lo + i) >>> 0, seq + i)
       return lo
     }
   }
 
+  /** How many sequence numbers the last {@link claim} took. */
+  claimed = 0
+
   /**
-   * Takes claimed slot `lo`: its stamp goes from the previous lap's committed one (0 in
-   * the first lap) to `lo`'s odd one. If that lap is unfinished, Rust waits for it.
+   * Takes claimed slot `lo` (of sequence number `seq`): its stamp goes from the
+   * previous lap's committed one (0 in the first lap) to `lo`'s odd one. If that lap is
+   * unfinished, Rust waits for it.
    */
-  private take(lo: number): void {
+  private take(lo: number, seq: number): void {
     const r = this.ring
     const si = r.slotOffset(lo) >> 2
-    if (this.runStart === 0 || this.lastSeq >= this.runStart + r.capacity) {
+    if (this.runStart === 0 || seq >= this.runStart + r.capacity) {
       // Its previous lap is this publisher's own, committed: nobody else writes it.
       // The odd stamp only warns readers still reading that lap, and a scan that found
       // every subscriber less than a ring behind proves there is none.
@@ -341,18 +350,20 @@ export class ShmPublisher {
       return
     }
     let prior = 0
-    if (this.pastFirstLap || this.lastSeq >= r.capacity) {
+    if (this.pastFirstLap || seq >= r.capacity) {
       this.pastFirstLap = true
       prior = ((lo - r.capacity + 1) * 2) | 0
     }
-    if (Atomics.compareExchange(this.i32, si, prior, (((lo + 1) * 2) | 0) - 1) !== prior) this.takeSlow()
+    if (Atomics.compareExchange(this.i32, si, prior, (((lo + 1) * 2) | 0) - 1) !== prior) this.takeSlow(seq)
   }
 
-  private takeSlow(): void {
+  private takeSlow(seq: number): void {
     try {
-      native(() => this.ring.handle.takeSlot(this.lastSeq, this.timeoutMs))
+      native(() => this.ring.handle.takeSlot(seq, this.timeoutMs))
     } catch (e) {
-      // What it leaves is not committed: no later lap of it is known free.
+      // What it leaves is not committed (the slots of this claim, taken or not, are
+      // holes for readers to repair: Rust stopped announcing the claim), and no
+      // later lap of it is known free.
       this.runStart = this.runEnd
       this.unlockRepair()
       throw e

@@ -204,31 +204,36 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     let n = 0
     let bytes = 0
     try {
-      for (; n < values.length; n++) {
-        // (Encoded before the claim: a codec error leaves nothing to pass over.)
-        const b = struct ? undefined : codec.encode(values[n]!)
-        if (b !== undefined && b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
-        const lo = pub.claim()
-        if (lo < 0) {
-          pub.counters.dropped += values.length - n - 1 // claim() counted this one
+      while (n < values.length) {
+        // As many numbers at once as there is room for: one claim for the run.
+        const first = pub.claim(values.length - n)
+        if (first < 0) {
+          pub.counters.dropped += values.length - n - 1 // claim() counted one
           break
         }
-        const off = ring.slotOffset(lo) + ring.PAYLOAD
-        let len: number
-        try {
-          if (struct) {
-            struct.write(ring.dv, off, values[n]!)
-            len = struct.size
-          } else {
-            copyInto.call(ring.u8, b!, off)
-            len = b!.length
+        const count = pub.claimed
+        for (let i = 0; i < count; i++, n++) {
+          const lo = (first + i) >>> 0
+          const off = ring.slotOffset(lo) + ring.PAYLOAD
+          let len: number
+          try {
+            if (struct) {
+              struct.write(ring.dv, off, values[n]!)
+              len = struct.size
+            } else {
+              const b = codec.encode(values[n]!)
+              if (b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
+              copyInto.call(ring.u8, b, off)
+              len = b.length
+            }
+          } catch (e) {
+            // This slot and the rest of the run are passed over.
+            for (let j = i; j < count; j++) pub.abandon((first + j) >>> 0)
+            throw e
           }
-        } catch (e) {
-          pub.abandon(lo)
-          throw e
+          pub.commit(lo, len)
+          bytes += len
         }
-        pub.commit(lo, len)
-        bytes += len
       }
     } catch (e) {
       pub.done(n, bytes)
