@@ -110,6 +110,45 @@ test('a write given up half-way is never delivered, even to a hub that skipped t
   }
 })
 
+test('more than 32 publishers on one segment: the ones past the table publish too (under the repair lock), each in its own order', async (t) => {
+  const url = shm('forty')
+  await using r = await Hub.open(url, { role: 'subscriber', capacity: 1024, slotSize: 16 })
+  const pubs = await Promise.all(Array.from({ length: 40 }, () => Hub.open(url, { role: 'publisher', backpressure: 'block' })))
+  try {
+    const listed = (await Hub.list({ sampleMs: 0 })).find((c) => c.url === url)
+    t.is(listed?.publishers.length, 32, 'the table lists 32')
+    const next = pubs.map(() => 0)
+    const message = (p: number) => new Uint8Array([p, next[p]!++])
+    for (let round = 0; round < 10; round++) {
+      for (let p = 0; p < pubs.length; p++) t.true(pubs[p]!.publish(message(p)))
+      t.is(pubs[round]!.publishBatch([message(round), message(round)]), 2)
+    }
+    const last = new Map<number, number>()
+    let n = 0
+    for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv(), n++) {
+      t.true((last.get(m[0]!) ?? -1) < m[1]!, `publisher ${m[0]}'s order`)
+      last.set(m[0]!, m[1]!)
+    }
+    t.is(n, 40 * 10 + 2 * 10)
+  } finally {
+    for (const p of pubs) await p.close()
+  }
+})
+
+test('publishBatch: a value that fails to encode ends the batch there; the slots it had claimed are passed over', async (t) => {
+  const Pair = struct({ a: 'f64', b: 'u64' })
+  const url = shm('batch-abandon')
+  await using h = await Hub.open(url, { codec: Pair, role: 'publisher', capacity: 64, slotSize: 16 })
+  await using r = await Hub.open(url, { codec: Pair, role: 'subscriber' })
+  const values = [0, 1, 2, 3, 4].map((i) => ({ a: i, b: i === 3 ? ('bad' as never) : BigInt(i) }))
+  await rejectsWith(t, () => h.publishBatch(values), 'ERR_CODEC')
+  t.true(h.publish({ a: 9, b: 9n }))
+  const got: number[] = []
+  for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv()) got.push(m.a)
+  t.deepEqual(got, [0, 1, 2, 9], 'what came before the bad value, then the next publish')
+  t.is(h.metrics().published, 4)
+})
+
 test('under drop_old a held borrow reports that it was overwritten', async (t) => {
   const url = shm('borrow-lap')
   await using p = await Hub.open(url, { role: 'publisher', capacity: 4, slotSize: 16 })
