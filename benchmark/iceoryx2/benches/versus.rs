@@ -84,7 +84,7 @@ struct Zerohop {
 }
 
 fn zerohop_segment(name: &str) -> Arc<Segment> {
-    let layout = Layout { slot_size: MSG as u32, capacity: SLOTS, max_subscribers: 8 };
+    let layout = Layout { slot_size: MSG as u32, capacity: SLOTS, max_subscribers: 8, pool_size: 0 };
     Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: None }).expect("open segment"))
 }
 

@@ -472,7 +472,8 @@ impl ReceiveRing {
     /// server's) or not (it is `connected` from the start).
     pub fn new(options: RingOptions, connecting: bool) -> Result<ReceiveRing> {
         // Two readers at most: the transport's own, and one elsewhere (JavaScript).
-        let layout = Layout { slot_size: options.slot_size, capacity: options.capacity, max_subscribers: 2 };
+        let layout =
+            Layout { slot_size: options.slot_size, capacity: options.capacity, max_subscribers: 2, pool_size: 0 };
         let aside_bytes = options.aside_bytes.next_multiple_of(ASIDE_ALIGN);
         let segment = Arc::new(Segment::private(layout, aside_bytes)?);
         let aside_start = segment.len() - aside_bytes;

@@ -65,7 +65,7 @@ fn arg(i: usize) -> String {
 }
 
 fn open(name: &str, capacity: u32) -> Arc<Segment> {
-    let layout = Layout { slot_size: MSG as u32, capacity, max_subscribers: 8 };
+    let layout = Layout { slot_size: MSG as u32, capacity, max_subscribers: 8, pool_size: 0 };
     Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: None }).expect("open segment"))
 }
 

@@ -8,10 +8,12 @@
 //!
 //! ```text
 //! 0     identity line: magic, layout version, state, header_len, slot_size, capacity,
-//!                      slot_stride, max_subscribers, creator pid
+//!                      slot_stride, max_subscribers, creator pid, pool_size
 //! 128   tail line:     tail (u64)             next sequence number to claim
-//! 256   repair line:   repair lock            pid of whoever repairs a hole (or publishes
-//!                                             without a claim line), 0 when free
+//! 256   repair line:   repair lock, pool head pid of whoever repairs a hole (or publishes
+//!                                             without a claim line, or claims pool
+//!                                             space), 0 when free; the payload pool's
+//!                                             next free unit
 //! 384   notify line:   notify, waiters        futex word subscribers park on, and how
 //!                                             many are parked there
 //! 512   space line:    space, space_waiters,  futex word blocked publishers park on, a
@@ -22,10 +24,17 @@
 //! 768   claim lines, MAX_LISTED_PUBLISHERS × 64 bytes: claim_first, claim_count (what
 //!       the listed publisher of the same index is claiming or last claimed)
 //! 2816  subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked,
-//!       credited, credit_limit_lo
+//!       credited, credit_limit_lo, pool_cursor
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
 //!       payload[slot_size]
+//! ...   payload pool, pool_size bytes (none by default): messages longer than a slot
 //! ```
+//!
+//! A message longer than `slot_size` lies in the **payload pool**: its slot's `len` is
+//! its length (more than a slot: that says so) and its payload starts with the pool
+//! unit (64 bytes each, a `u32` that wraps) where it begins. The pool is a ring of
+//! units, handed out in sequence-number order under the repair lock (see
+//! [`crate::ring`]); a message never wraps around the pool's end.
 //!
 //! A slot's `stamp` says which message it holds: `2 * (seq + 1)` (mod 2^32) once
 //! message `seq` is committed, one less while it is being written. See [`crate::ring`].
@@ -37,7 +46,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -56,12 +65,17 @@ pub mod offsets {
     pub const SLOT_STRIDE: usize = 28;
     pub const MAX_SUBSCRIBERS: usize = 32;
     pub const CREATOR_PID: usize = 36;
+    /// Bytes of the payload pool (a multiple of [`super::POOL_UNIT`]; 0: none).
+    pub const POOL_SIZE: usize = 40;
     /// The tail, a `u64` (claimed with one compare-and-swap): its low and high words.
     pub const TAIL_LO: usize = LINE;
     pub const TAIL_HI: usize = LINE + 4;
     /// Held (a pid) by whoever repairs a hole left by a dead publisher, and by a
     /// publisher without a claim line for the whole of each publish.
     pub const REPAIR_LOCK: usize = 2 * LINE;
+    /// The pool unit the next pooled message may start at (wrapping `u32`; moved only
+    /// under the repair lock).
+    pub const POOL_HEAD: usize = 2 * LINE + 4;
     pub const NOTIFY: usize = 3 * LINE;
     pub const WAITERS: usize = 3 * LINE + 4;
     pub const SPACE: usize = 4 * LINE;
@@ -90,6 +104,9 @@ pub mod offsets {
     pub const SUB_CREDITED: usize = 12;
     /// Low 32 bits of the sequence number up to which this subscriber granted credits.
     pub const SUB_CREDIT_LIMIT_LO: usize = 16;
+    /// The pool unit after the last pooled message this subscriber read (at first, the
+    /// pool head when it joined): what it has yet to read lies from there on.
+    pub const SUB_POOL_CURSOR: usize = 20;
     pub const SUB_ENTRY: usize = LINE;
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;
@@ -100,7 +117,7 @@ pub mod offsets {
 }
 
 // The identity fields must fit in the first line, the publisher table in its own.
-const _: () = assert!(offsets::CREATOR_PID + 4 <= offsets::TAIL_LO);
+const _: () = assert!(offsets::POOL_SIZE + 4 <= offsets::TAIL_LO);
 const _: () = assert!(offsets::PUBLISHERS + 4 * MAX_LISTED_PUBLISHERS as usize <= offsets::CLAIMS);
 const _: () = assert!(offsets::SUBSCRIBERS.is_multiple_of(LINE));
 
@@ -121,6 +138,11 @@ pub const STATE_READY: u32 = 1;
 
 /// Largest payload a slot may hold.
 pub const MAX_SLOT_SIZE: u32 = 16 << 20;
+/// Bytes of one pool unit: where a pooled message may start, and what its length is
+/// rounded up to.
+pub const POOL_UNIT: u32 = 64;
+/// Largest payload pool.
+pub const MAX_POOL_SIZE: u32 = 1 << 30;
 /// Largest number of slots.
 pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Largest number of subscriber entries.
@@ -137,6 +159,8 @@ pub struct Layout {
     pub capacity: u32,
     /// Number of subscriber entries (concurrent subscribers).
     pub max_subscribers: u32,
+    /// Bytes of the payload pool, for messages longer than a slot (0: none).
+    pub pool_size: u32,
 }
 
 /// Why a [`Layout`] is not acceptable.
@@ -153,7 +177,7 @@ impl std::error::Error for LayoutError {}
 
 impl Default for Layout {
     fn default() -> Self {
-        Self { slot_size: 1024, capacity: 4096, max_subscribers: 64 }
+        Self { slot_size: 1024, capacity: 4096, max_subscribers: 64, pool_size: 0 }
     }
 }
 
@@ -170,6 +194,7 @@ impl Layout {
             slot_size: slot_size.unwrap_or(d.slot_size),
             capacity: capacity.unwrap_or(d.capacity),
             max_subscribers: max_subscribers.unwrap_or(d.max_subscribers),
+            pool_size: d.pool_size,
         })
     }
 
@@ -188,6 +213,12 @@ impl Layout {
             return Err(LayoutError(format!(
                 "maxSubscribers must be 1..={MAX_SUBSCRIBERS}, got {}",
                 self.max_subscribers
+            )));
+        }
+        if !self.pool_size.is_multiple_of(POOL_UNIT) || self.pool_size > MAX_POOL_SIZE {
+            return Err(LayoutError(format!(
+                "poolSize must be a multiple of {POOL_UNIT} up to {MAX_POOL_SIZE}, got {}",
+                self.pool_size
             )));
         }
         if self.segment_len() > MAX_SEGMENT_LEN {
@@ -212,7 +243,22 @@ impl Layout {
 
     /// Total bytes of the segment.
     pub fn segment_len(&self) -> u64 {
-        self.header_len() as u64 + self.capacity as u64 * self.slot_stride() as u64
+        self.pool_offset() as u64 + self.pool_size as u64
+    }
+
+    /// Byte offset of the payload pool (after the last slot).
+    pub fn pool_offset(&self) -> usize {
+        self.header_len() + self.capacity as usize * self.slot_stride()
+    }
+
+    /// Units in the pool.
+    pub fn pool_units(&self) -> u32 {
+        self.pool_size / POOL_UNIT
+    }
+
+    /// Byte offset of pool unit `unit` (which wraps around the pool).
+    pub fn pool_unit_offset(&self, unit: u32) -> usize {
+        self.pool_offset() + (unit % self.pool_units()) as usize * POOL_UNIT as usize
     }
 
     /// Byte offset of the slot that holds sequence number `seq`.
@@ -247,7 +293,9 @@ mod tests {
             Layout { slot_size: 0, ..Layout::default() },
             Layout { slot_size: MAX_SLOT_SIZE + 1, ..Layout::default() },
             Layout { max_subscribers: 0, ..Layout::default() },
-            Layout { slot_size: MAX_SLOT_SIZE, capacity: MAX_CAPACITY, max_subscribers: 1 },
+            Layout { slot_size: MAX_SLOT_SIZE, capacity: MAX_CAPACITY, max_subscribers: 1, pool_size: 0 },
+            Layout { pool_size: 100, ..Layout::default() },
+            Layout { pool_size: MAX_POOL_SIZE + POOL_UNIT, ..Layout::default() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -256,7 +304,7 @@ mod tests {
     proptest! {
         #[test]
         fn slots_are_aligned_disjoint_and_inside(slot_size in 1u32..70_000, cap_log in 1u32..12, subs in 1u32..100, seq in any::<u64>()) {
-            let l = Layout { slot_size, capacity: 1 << cap_log, max_subscribers: subs };
+            let l = Layout { slot_size, capacity: 1 << cap_log, max_subscribers: subs, pool_size: 0 };
             prop_assert!(l.validate().is_ok());
             let off = l.slot_offset(seq);
             prop_assert_eq!(off % 64, 0);

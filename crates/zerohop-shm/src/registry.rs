@@ -241,6 +241,7 @@ fn read_channel(file: &File, name: String, path: PathBuf) -> Option<LiveSegment>
         slot_size: word(&line, offsets::SLOT_SIZE),
         capacity: word(&line, offsets::CAPACITY),
         max_subscribers: word(&line, offsets::MAX_SUBSCRIBERS),
+        pool_size: word(&line, offsets::POOL_SIZE),
     };
     if layout.validate().is_err() || word(&line, offsets::HEADER_LEN) as usize != layout.header_len() {
         return None;

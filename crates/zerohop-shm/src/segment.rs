@@ -228,6 +228,7 @@ impl Segment {
         w(offsets::SLOT_STRIDE, layout.slot_stride() as u32);
         w(offsets::MAX_SUBSCRIBERS, layout.max_subscribers);
         w(offsets::CREATOR_PID, std::process::id());
+        w(offsets::POOL_SIZE, layout.pool_size);
         segment.word(offsets::STATE).store(STATE_READY, Ordering::Release);
         Ok(segment)
     }
@@ -241,7 +242,7 @@ impl Segment {
         let mut segment = Segment {
             ptr,
             len: size,
-            layout: Layout { slot_size: 0, capacity: 0, max_subscribers: 0 },
+            layout: Layout { slot_size: 0, capacity: 0, max_subscribers: 0, pool_size: 0 },
             file,
             path,
             created: false,
@@ -266,6 +267,7 @@ impl Segment {
             slot_size: r(offsets::SLOT_SIZE),
             capacity: r(offsets::CAPACITY),
             max_subscribers: r(offsets::MAX_SUBSCRIBERS),
+            pool_size: r(offsets::POOL_SIZE),
         };
         let consistent = found.validate().is_ok()
             && r(offsets::HEADER_LEN) as usize == found.header_len()
@@ -535,7 +537,7 @@ mod tests {
     #[test]
     fn memfd_segments_are_handed_over_and_leave_nothing() {
         let dir = tempdir();
-        let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2 };
+        let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2, pool_size: 0 };
         let tail = |s: &Segment| s.word(offsets::TAIL_LO).load(Ordering::SeqCst);
         let a = Segment::open_memfd("m", &opts(&dir, Some(layout))).unwrap();
         assert!(a.created() && a.is_memfd() && !a.is_private());

@@ -8,8 +8,9 @@
 //! - 3 publisher processes share one ring (they race to claim sequence numbers on every
 //!   message, and to take slots a lap behind each other) and publish messages of random
 //!   length whose every byte is derived from (publisher, sequence), plus a checksum:
-//!   one with `publish`, one with `publish_packed` batches of random size, one with
-//!   loans of which it abandons some (slots readers must pass over);
+//!   one with `publish` (every seventh message longer than a slot, through the
+//!   payload pool), one with `publish_packed` batches of random size, one with loans of
+//!   which it abandons some (slots readers must pass over);
 //! - 3 subscriber processes validate every message they receive: the checksum and the
 //!   pattern must be intact (no torn read is ever delivered), each publisher's sequence
 //!   must strictly increase, and `received + lapped` must equal everything published
@@ -39,6 +40,10 @@ const VICTIM_BASE: u32 = 100;
 const SUBSCRIBERS: u32 = 3;
 const PER_PUBLISHER: u64 = 120_000;
 const SLOT: usize = 256;
+/// The payload pool: messages up to `LONG` bytes, longer than a slot, go there. Small
+/// enough that under `drop_old` it laps before the ring does (its check is tested).
+const POOL: u32 = 4 << 10;
+const LONG: usize = 1200;
 const HEADER: usize = 4 + 8 + 4 + 4; // publisher, seq, len, checksum
 /// The last message of a run: publisher id u32::MAX.
 const SENTINEL: u32 = u32::MAX;
@@ -46,7 +51,7 @@ const SENTINEL: u32 = u32::MAX;
 fn open(name: &str) -> Arc<Segment> {
     let dir = std::env::temp_dir().join("zerohop-stress");
     std::fs::create_dir_all(&dir).unwrap();
-    let layout = Layout { slot_size: SLOT as u32, capacity: 64, max_subscribers: 8 };
+    let layout = Layout { slot_size: SLOT as u32, capacity: 64, max_subscribers: 8, pool_size: POOL };
     Arc::new(Segment::open(name, &SegmentOptions { layout: Some(layout), dir: Some(dir) }).unwrap())
 }
 
@@ -120,6 +125,8 @@ fn publisher_role(seg_name: &str, id: u32, policy_name: &str, count: Option<u64>
         let len = HEADER + (next(&mut rng) % (SLOT - HEADER + 1) as u64) as usize;
         match id % 3 {
             0 => {
+                // Every seventh longer than a slot: through the pool.
+                let len = if seq % 7 == 3 { SLOT + 1 + (next(&mut rng) % (LONG - SLOT) as u64) as usize } else { len };
                 encode(id, seq, len, &mut buf);
                 assert!(matches!(p.publish(&buf).unwrap(), Published::Sent(_)));
                 seq += 1;
