@@ -50,6 +50,19 @@ test.serial('3 publishers × 2 subscribers under block, each in a process of its
   }
 })
 
+test.serial('poolSize: 2 publishers × 2 subscribers of 3000-byte messages through a 64 KB payload pool under block, in processes of their own: nothing lost or torn', async (t) => {
+  const name = uniqueName('pool')
+  const N = 20_000
+  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize: 64 * 1024 })
+  const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * N), mode]))
+  await Promise.all(subs.map((s) => s.next('ready')))
+  const pubs = [1, 2].map((tag) => child('publisher.mjs', [name, String(N), 'block', '', String(tag), '3000']))
+  for (const p of pubs) t.is((await p.next('done')).published, N)
+  const [tagged, drained] = await Promise.all(subs.map((s) => s.next('done')))
+  t.like(tagged, { received: 2 * N, inOrder: true, torn: 0, lapped: 0, lastOf: { 1: N - 1, 2: N - 1 } })
+  t.like(drained, { received: 2 * N, torn: 0, lapped: 0 })
+})
+
 test.serial('credits: a block publisher in another process publishes only what the subscriber grants, and nothing is lost', async (t) => {
   const name = uniqueName('credits')
   const N = 300

@@ -149,6 +149,85 @@ test('publishBatch: a value that fails to encode ends the batch there; the slots
   t.is(h.metrics().published, 4)
 })
 
+test('poolSize: messages longer than a slot go through the payload pool, published, loaned and borrowed, in order with short ones', async (t) => {
+  const url = shm('pool')
+  const pattern = (n: number, len: number) => Uint8Array.from({ length: len }, (_, i) => (n + i * 7) & 255)
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 64, capacity: 64, poolSize: 64 * 1024 })
+  await using r = await Hub.open(url, { role: 'subscriber' })
+  t.is(p.maxMessageSize, 64 * 1024)
+  t.is(r.maxMessageSize, 64 * 1024, 'a joiner adopts the pool')
+  // publish: copied into the pool, between short messages.
+  t.true(p.publish(pattern(1, 10_000)))
+  t.true(p.publish(new Uint8Array([2])))
+  t.deepEqual(r.tryRecv(), pattern(1, 10_000))
+  t.deepEqual(r.tryRecv(), new Uint8Array([2]))
+  // loan(size): written in place in the pool; borrow(): read in place.
+  const loan = p.loan(20_000)
+  t.is(loan.bytes.length, 20_000)
+  loan.bytes.set(pattern(3, 20_000))
+  loan.commit()
+  const b = r.borrow()!
+  t.deepEqual(b.bytes, pattern(3, 20_000))
+  t.true(b.valid())
+  t.true(b.release())
+  // A pooled loan committed short is a short message; one aborted is passed over.
+  const short = p.loan(30_000)
+  short.bytes.set([4, 4, 4])
+  short.commit(3)
+  p.loan(5000).abort()
+  t.deepEqual(r.tryRecv(), new Uint8Array([4, 4, 4]))
+  t.is(r.tryRecv(), undefined)
+  // publishBatch mixes them, in order; drain() and tryRecvBatch() take pooled ones too.
+  t.is(p.publishBatch([new Uint8Array([5]), pattern(6, 3000), new Uint8Array([7])]), 3)
+  const drained: Uint8Array[] = []
+  t.is(r.drain((m) => drained.push(m.slice())), 3)
+  t.deepEqual(drained, [new Uint8Array([5]), pattern(6, 3000), new Uint8Array([7])])
+  p.publishBatch([pattern(8, 100), new Uint8Array([9])])
+  t.deepEqual(r.tryRecvBatch().map((m) => m.slice()), [pattern(8, 100), new Uint8Array([9])])
+  await rejectsWith(t, () => p.publish(new Uint8Array(64 * 1024 + 1)), 'ERR_MESSAGE_TOO_LARGE')
+  await rejectsWith(t, () => p.loan(64 * 1024 + 1), 'ERR_MESSAGE_TOO_LARGE')
+  t.like(p.metrics(), { published: 9 })
+  t.like(r.metrics(), { received: 9, lapped: 0 })
+  await rejectsWith(t, () => Hub.open(shm('pool-bad'), { poolSize: 100 }), 'ERR_BAD_OPTION')
+})
+
+test('poolSize: block waits for room in the pool (its slowest reader), drop_new drops, fail_fast refuses', async (t) => {
+  const url = shm('pool-room')
+  const big = new Uint8Array(30_000)
+  await using r = await Hub.open(url, { role: 'subscriber', slotSize: 64, capacity: 64, poolSize: 64 * 1024 })
+  await using block = await Hub.open(url, { role: 'publisher', backpressure: 'block', publishTimeoutMs: 100 })
+  t.true(block.publish(big))
+  t.true(block.publish(big))
+  await rejectsWith(t, () => block.publish(big), 'ERR_TIMEOUT')
+  await using dropNew = await Hub.open(url, { role: 'publisher', backpressure: 'drop_new' })
+  t.false(dropNew.publish(big))
+  await using failFast = await Hub.open(url, { role: 'publisher', backpressure: 'fail_fast' })
+  await rejectsWith(t, () => failFast.publish(big), 'ERR_BACKPRESSURE')
+  t.is(r.tryRecv()?.length, 30_000)
+  t.true(block.publish(big), 'room once the reader moved on')
+})
+
+test('poolSize under drop_old: a reader a whole pool behind is lapped, never handed torn bytes; a held borrow of a pooled message says when it was overwritten', async (t) => {
+  const url = shm('pool-lap')
+  const pattern = (n: number) => Uint8Array.from({ length: 1500 }, (_, i) => (n * 31 + i) & 255)
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 64, capacity: 64, poolSize: 4096 })
+  await using r = await Hub.open(url, { role: 'subscriber' })
+  for (let n = 0; n < 20; n++) p.publish(pattern(n))
+  const got: number[] = []
+  for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv()) {
+    const n = [...Array(20).keys()].find((k) => Buffer.from(pattern(k)).equals(m))
+    t.not(n, undefined, 'a torn pooled message')
+    got.push(n!)
+  }
+  t.true(got.length > 0 && got.length < 20 && r.metrics().lapped > 0, `got ${got.join()}, lapped ${r.metrics().lapped}`)
+  p.publish(pattern(20))
+  const b = r.borrow()!
+  t.true(b.valid())
+  for (let n = 21; n < 25; n++) p.publish(pattern(n)) // a whole 4 KB pool past it
+  t.false(b.valid(), 'overwritten')
+  t.false(b.release())
+})
+
 test('under drop_old a held borrow reports that it was overwritten', async (t) => {
   const url = shm('borrow-lap')
   await using p = await Hub.open(url, { role: 'publisher', capacity: 4, slotSize: 16 })

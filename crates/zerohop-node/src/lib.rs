@@ -35,7 +35,7 @@ use zerohop::{Endpoint, ErrorCode, Target};
 use zerohop_shm::layout::offsets;
 use zerohop_shm::registry::PublisherEntry;
 use zerohop_shm::ring::{process_alive, table};
-use zerohop_shm::{Backpressure, Publisher, Segment, SegmentOptions};
+use zerohop_shm::{Backpressure, Published, Publisher, Segment, SegmentOptions};
 
 use crate::waiter::Waiter;
 
@@ -112,6 +112,9 @@ pub struct ShmOffsets {
     pub tail_lo: u32,
     pub tail_hi: u32,
     pub repair_lock: u32,
+    pub pool_head: u32,
+    pub pool_unit: u32,
+    pub sub_pool_cursor: u32,
     pub claims: u32,
     pub claim_entry: u32,
     pub claim_first: u32,
@@ -141,6 +144,9 @@ pub fn shm_offsets() -> ShmOffsets {
         tail_lo: u(offsets::TAIL_LO),
         tail_hi: u(offsets::TAIL_HI),
         repair_lock: u(offsets::REPAIR_LOCK),
+        pool_head: u(offsets::POOL_HEAD),
+        pool_unit: zerohop_shm::layout::POOL_UNIT,
+        sub_pool_cursor: u(offsets::SUB_POOL_CURSOR),
         claims: u(offsets::CLAIMS),
         claim_entry: u(offsets::CLAIM_ENTRY),
         claim_first: u(offsets::CLAIM_FIRST),
@@ -299,6 +305,9 @@ pub struct ShmLayoutInfo {
     pub capacity: u32,
     pub slot_stride: u32,
     pub max_subscribers: u32,
+    /// Bytes of the payload pool (0: none), and where it starts.
+    pub pool_size: u32,
+    pub pool_offset: u32,
     pub segment_len: f64,
     /// True if this handle created the segment.
     pub created: bool,
@@ -316,9 +325,11 @@ pub struct ShmHandle {
     /// Where `entry`'s reader starts, until `claim_subscriber` hands it out (an entry a
     /// network hub's reader held: see `from_segment`).
     handed: Option<u64>,
-    /// The Rust publisher behind `publish_packed` (JavaScript publishes single
-    /// messages itself; both claim through the hub's claim line).
+    /// The Rust publisher behind `publish_packed` and messages longer than a slot
+    /// (JavaScript publishes the others itself; both claim through the hub's claim line).
     publisher: Option<Publisher>,
+    /// A pooled loan open: its sequence number, pool unit and length.
+    pooled_loan: Option<(u64, u32, usize)>,
     /// A publishing hub's line in the segment's publisher table (`Hub.list()`).
     listed: Option<PublisherEntry>,
     /// How often to look who comes and goes (`heartbeatMs`; `None`: no status events).
@@ -340,6 +351,7 @@ impl ShmHandle {
             entry: place.map(|p| p.entry),
             handed: place.map(|p| p.cursor),
             publisher: None,
+            pooled_loan: None,
             listed: None,
             heartbeat: None,
             water: None,
@@ -374,6 +386,7 @@ impl ShmHandle {
             entry: None,
             handed: None,
             publisher: None,
+            pooled_loan: None,
             listed,
             heartbeat,
             water: Some(water),
@@ -398,6 +411,8 @@ impl ShmHandle {
             capacity: l.capacity,
             slot_stride: l.slot_stride() as u32,
             max_subscribers: l.max_subscribers,
+            pool_size: l.pool_size,
+            pool_offset: l.pool_offset() as u32,
             segment_len: seg.len() as f64,
             created: seg.created(),
             path: seg.path().to_string_lossy().into_owned(),
@@ -568,6 +583,59 @@ impl ShmHandle {
     pub fn publish_packed(&mut self, data: &[u8], size: u32) -> Result<u32> {
         let publisher = self.publisher.as_mut().ok_or_else(closed)?;
         publisher.publish_packed(data, size as usize).map(|n| n as u32).map_err(js_error)
+    }
+
+    /// Publishes one message longer than a slot through the payload pool (the Rust
+    /// publisher copies it there). False when `drop_new` dropped it.
+    #[napi]
+    pub fn publish_pooled(&mut self, data: &[u8]) -> Result<bool> {
+        let publisher = self.publisher.as_mut().ok_or_else(closed)?;
+        match publisher.publish(data).map_err(js_error)? {
+            Published::Sent(_) => Ok(true),
+            Published::Dropped => Ok(false),
+        }
+    }
+
+    /// Opens a loan of `len` bytes in the payload pool: `[seq, byteOffset]` (the bytes to
+    /// write lie at `byteOffset` of the segment), `null` when `drop_new` dropped it.
+    /// Commit with `commit_pooled` or give it up with `abort_pooled`.
+    #[napi]
+    pub fn loan_pooled(&mut self, len: u32) -> Result<Option<Vec<f64>>> {
+        if self.pooled_loan.is_some() {
+            return Err(js_error(zerohop::Error::new(ErrorCode::InvalidState, "a loan is open on this hub")));
+        }
+        let layout = *self.seg()?.layout();
+        let publisher = self.publisher.as_mut().ok_or_else(closed)?;
+        let Some((seq, unit)) = publisher.begin_pooled(len as usize).map_err(js_error)? else {
+            return Ok(None);
+        };
+        self.pooled_loan = Some((seq, unit, len as usize));
+        Ok(Some(vec![seq as f64, layout.pool_unit_offset(unit) as f64]))
+    }
+
+    /// Commits the open pooled loan with its first `len` bytes.
+    #[napi]
+    pub fn commit_pooled(&mut self, len: u32) -> Result<()> {
+        let (seq, unit, max) = self.pooled_loan.take().ok_or_else(closed)?;
+        let publisher = self.publisher.as_mut().ok_or_else(closed)?;
+        if len as usize > max {
+            publisher.abandon_pooled(seq);
+            return Err(js_error(zerohop::Error::new(
+                ErrorCode::MessageTooLarge,
+                format!("commit of {len} bytes exceeds the loan's {max}"),
+            )));
+        }
+        publisher.commit_pooled(seq, unit, len as usize);
+        Ok(())
+    }
+
+    /// Gives the open pooled loan up: its slot is passed over.
+    #[napi]
+    pub fn abort_pooled(&mut self) -> Result<()> {
+        if let (Some((seq, _, _)), Some(publisher)) = (self.pooled_loan.take(), self.publisher.as_mut()) {
+            publisher.abandon_pooled(seq);
+        }
+        Ok(())
     }
 
     /// Installs the doorbell: `callback` runs on the JS thread when an armed cursor

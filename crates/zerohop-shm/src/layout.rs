@@ -185,8 +185,13 @@ impl Layout {
     /// The layout a caller asks for with optional fields: `None` when it set none (so
     /// that an existing segment's layout is adopted), otherwise the defaults with the
     /// given fields replaced.
-    pub fn requested(slot_size: Option<u32>, capacity: Option<u32>, max_subscribers: Option<u32>) -> Option<Layout> {
-        if slot_size.is_none() && capacity.is_none() && max_subscribers.is_none() {
+    pub fn requested(
+        slot_size: Option<u32>,
+        capacity: Option<u32>,
+        max_subscribers: Option<u32>,
+        pool_size: Option<u32>,
+    ) -> Option<Layout> {
+        if slot_size.is_none() && capacity.is_none() && max_subscribers.is_none() && pool_size.is_none() {
             return None;
         }
         let d = Layout::default();
@@ -194,7 +199,7 @@ impl Layout {
             slot_size: slot_size.unwrap_or(d.slot_size),
             capacity: capacity.unwrap_or(d.capacity),
             max_subscribers: max_subscribers.unwrap_or(d.max_subscribers),
-            pool_size: d.pool_size,
+            pool_size: pool_size.unwrap_or(d.pool_size),
         })
     }
 

@@ -411,9 +411,11 @@ impl Publisher {
     /// Copies `payload` into the ring as one message.
     pub fn publish(&mut self, payload: &[u8]) -> Result<Published> {
         if payload.len() > self.max_message_size() {
-            let pool = self.mem.layout.pool_size as usize;
-            if payload.len() > pool || self.sole {
-                return Err(ShmError::MessageTooLarge { len: payload.len(), max: self.max_message_size().max(pool) });
+            if payload.len() > self.max_pooled_size() {
+                return Err(ShmError::MessageTooLarge {
+                    len: payload.len(),
+                    max: self.max_message_size().max(self.max_pooled_size()),
+                });
             }
             return self.publish_pooled(payload);
         }
@@ -429,30 +431,86 @@ impl Publisher {
     /// Publishes a message longer than a slot into the payload pool (see
     /// [`claim_pooled`](Self::claim_pooled)); its slot says where it lies.
     fn publish_pooled(&mut self, payload: &[u8]) -> Result<Published> {
-        let units = payload.len().div_ceil(POOL_UNIT as usize) as u32;
-        let Some((seq, unit)) = self.claim_pooled(units)? else {
-            self.stats.dropped += 1;
+        let Some((seq, unit)) = self.begin_pooled(payload.len())? else {
             return Ok(Published::Dropped);
+        };
+        self.pooled_slice(unit, payload.len()).copy_from_slice(payload);
+        self.commit_pooled(seq, unit, payload.len());
+        Ok(Published::Sent(seq))
+    }
+
+    /// Largest message the payload pool takes (0: the segment has none).
+    pub fn max_pooled_size(&self) -> usize {
+        if self.sole { 0 } else { self.mem.layout.pool_size as usize }
+    }
+
+    /// Starts a message of `len` bytes (more than a slot, at most the pool) in the
+    /// payload pool: claims its number and pool units and takes its slot. Returns
+    /// `(seq, unit)`: write it through [`pooled_slice`](Self::pooled_slice), then
+    /// [`commit_pooled`](Self::commit_pooled) or [`abandon_pooled`](Self::abandon_pooled)
+    /// (nothing else may be published through this handle meanwhile). `None` when
+    /// `DropNew` dropped it.
+    pub fn begin_pooled(&mut self, len: usize) -> Result<Option<(u64, u32)>> {
+        if len > self.max_pooled_size() || len <= self.max_message_size() {
+            return Err(ShmError::MessageTooLarge { len, max: self.max_pooled_size().max(self.max_message_size()) });
+        }
+        let Some((seq, unit)) = self.claim_pooled(len.div_ceil(POOL_UNIT as usize) as u32)? else {
+            self.stats.dropped += 1;
+            return Ok(None);
         };
         if let Err(e) = self.take_slot(seq) {
             self.give_up();
             return Err(e);
         }
-        // SAFETY: units `unit..unit + units` lie whole inside the pool (a range never
-        // wraps its end) and are this message's alone: handed out under the repair lock
-        // past every reader's pool cursor (`drop_old`: readers check the head after
-        // copying, so an overwrite is a lap, never a torn message).
-        unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), self.mem.pool_ptr(unit), payload.len()) };
+        Ok(Some((seq, unit)))
+    }
+
+    /// The `len` bytes of the pool from `unit`, a range [`begin_pooled`](Self::begin_pooled)
+    /// handed out.
+    ///
+    /// # Panics
+    /// If the range is not inside the pool.
+    pub fn pooled_slice(&mut self, unit: u32, len: usize) -> &mut [u8] {
+        let layout = self.mem.layout;
+        assert!(
+            layout.pool_size > 0
+                && (unit % layout.pool_units()) as usize * POOL_UNIT as usize + len <= layout.pool_size as usize,
+            "{len} bytes from pool unit {unit} are not inside the pool"
+        );
+        // SAFETY: inside the pool (asserted), which lies inside the mapping; the range is
+        // this message's alone: handed out under the repair lock past every reader's pool
+        // cursor (`drop_old`: readers check the head after copying, so an overwrite is a
+        // lap, never a torn message), and `&mut self` keeps this handle's writes apart.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.pool_ptr(unit), len) }
+    }
+
+    /// Commits pooled message `seq` of `len` bytes from `unit` (see
+    /// [`begin_pooled`](Self::begin_pooled)) and wakes parked subscribers. A message
+    /// that turned out to fit a slot is moved into it (the pool units stay unused).
+    pub fn commit_pooled(&mut self, seq: u64, unit: u32, len: usize) {
         let slot = self.mem.layout.slot_offset(seq);
-        self.mem.word(slot + offsets::SLOT_PAYLOAD).store(unit, Ordering::Relaxed);
-        self.mem.word(slot + offsets::SLOT_LEN).store(payload.len() as u32, Ordering::Relaxed);
+        if len <= self.max_message_size() {
+            // SAFETY: both ranges lie inside the mapping (a slot's payload holds
+            // `max_message_size` bytes; the pool range was handed out for more), and
+            // both are this message's alone (its slot is taken, its units handed out).
+            unsafe { std::ptr::copy_nonoverlapping(self.mem.pool_ptr(unit), self.mem.payload_at(slot), len) };
+        } else {
+            self.mem.word(slot + offsets::SLOT_PAYLOAD).store(unit, Ordering::Relaxed);
+        }
+        self.mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
         self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::SeqCst);
         self.stats.published += 1;
-        self.stats.published_bytes += payload.len() as u64;
+        self.stats.published_bytes += len as u64;
         self.unlock_unlisted();
         notify_subscribers(&self.mem);
-        Ok(Published::Sent(seq))
+    }
+
+    /// Gives pooled message `seq` up: its slot is passed over.
+    pub fn abandon_pooled(&mut self, seq: u64) {
+        skip_slot(&self.mem, seq);
+        self.unlock_unlisted();
+        notify_subscribers(&self.mem);
     }
 
     /// Claims a sequence number and `units` pool units for it, together under the repair

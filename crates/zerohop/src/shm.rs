@@ -20,6 +20,9 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 pub struct ShmOptions {
     /// Subscribers the segment has room for (default 64); fixed when it is created.
     pub max_subscribers: Option<u32>,
+    /// Bytes of the segment's payload pool, where messages longer than a slot go
+    /// (`poolSize`, a multiple of 64; default none); fixed when it is created.
+    pub pool_size: Option<u32>,
     /// How often the hub looks who comes and goes on the segment, for its status
     /// events (`heartbeatMs`, default 1000; `None`, or 0 by name, for no events).
     pub heartbeat: Option<Duration>,
@@ -36,6 +39,7 @@ impl Default for ShmOptions {
     fn default() -> Self {
         ShmOptions {
             max_subscribers: None,
+            pool_size: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             water: WaterMarks::default(),
             memfd: false,
@@ -92,6 +96,7 @@ impl FromOptions for ShmOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
         Ok(ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
+            pool_size: o.take_u32("poolSize", 0..=zerohop_shm::layout::MAX_POOL_SIZE)?,
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
             memfd: o.take_bool("memfd")?.unwrap_or(false),
             water: WaterMarks::take(o)?,
@@ -146,7 +151,7 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     let shm: ShmOptions = options.take_specific("shm")?;
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
-    let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers);
+    let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers, shm.pool_size);
     Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat, water: shm.water, memfd: shm.memfd })
 }
 
@@ -223,7 +228,7 @@ impl Transport for ShmTransport {
     }
 
     fn max_message_size(&self) -> usize {
-        self.segment.as_ref().map_or(0, |s| s.layout().slot_size as usize)
+        self.segment.as_ref().map_or(0, |s| s.layout().slot_size.max(s.layout().pool_size) as usize)
     }
 
     fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {

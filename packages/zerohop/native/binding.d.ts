@@ -180,6 +180,21 @@ export declare class ShmHandle {
    */
   publishPacked(data: Uint8Array, size: number): number
   /**
+   * Publishes one message longer than a slot through the payload pool (the Rust
+   * publisher copies it there). False when `drop_new` dropped it.
+   */
+  publishPooled(data: Uint8Array): boolean
+  /**
+   * Opens a loan of `len` bytes in the payload pool: `[seq, byteOffset]` (the bytes to
+   * write lie at `byteOffset` of the segment), `null` when `drop_new` dropped it.
+   * Commit with `commit_pooled` or give it up with `abort_pooled`.
+   */
+  loanPooled(len: number): Array<number> | null
+  /** Commits the open pooled loan with its first `len` bytes. */
+  commitPooled(len: number): void
+  /** Gives the open pooled loan up: its slot is passed over. */
+  abortPooled(): void
+  /**
    * Installs the doorbell: `callback` runs on the JS thread when an armed cursor
    * becomes readable. Does not keep the event loop alive by itself.
    */
@@ -302,6 +317,9 @@ export interface ShmLayoutInfo {
   capacity: number
   slotStride: number
   maxSubscribers: number
+  /** Bytes of the payload pool (0: none), and where it starts. */
+  poolSize: number
+  poolOffset: number
   segmentLen: number
   /** True if this handle created the segment. */
   created: boolean
@@ -316,6 +334,9 @@ export interface ShmOffsets {
   tailLo: number
   tailHi: number
   repairLock: number
+  poolHead: number
+  poolUnit: number
+  subPoolCursor: number
   claims: number
   claimEntry: number
   claimFirst: number

@@ -568,11 +568,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /**
    * Reserves the next slot to write a message in place (zero-copy, shared memory). Fill
    * `loan.bytes` or, with a `struct` codec, set fields on `loan.value`; then `commit()`.
-   * Readers wait at the loan's message until then (other publishers go on): keep loans short.
+   * With `size` (raw bytes), `loan.bytes` is that long: past a slot, up to the segment's
+   * `poolSize`, it lies in the payload pool. Readers wait at the loan's message until it
+   * is committed (other publishers go on): keep loans short.
    */
-  loan(): Loan<T> {
+  loan(size?: number): Loan<T> {
     this.publishable()
-    return this.port.loan()
+    return this.port.loan(size)
   }
 
   /** The next message, or `undefined` if none is waiting. Never blocks. */
@@ -1017,7 +1019,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       } else if (this.struct) {
         value = this.struct.read(ring.dv, off + env)
       } else {
-        const bytes = ring.payloadView(sub.cursor >>> 0, env, sub.len)
+        const bytes = sub.pooledView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len)
         value = inPlace ? (bytes as T) : this.codec.decode(bytes)
       }
       if (info !== undefined && env !== 0) this.port.readInfo(ring.dv, off, info)
@@ -1218,7 +1220,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.seq = this.sub.cursor
     this.envelopeAt = off
     const at = off + this.envelope
-    this.bytes = aside ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
+    this.bytes = aside ?? this.sub.pooledView() ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
     this.size = aside?.length ?? this.sub.len - this.envelope
     this.decoded = undefined
     this.held = true

@@ -36,7 +36,7 @@ export interface StatusEvent {
 
 /** A slot reserved for writing in place; see `Hub.loan`. */
 export interface Loan<T> {
-  /** The slot's payload bytes (`maxMessageSize` long), in shared memory. */
+  /** The slot's payload bytes (a slot long, or the size asked for), in shared memory. */
   readonly bytes: Uint8Array
   /** With a `struct` codec: a view whose fields write straight into the slot. */
   readonly value: T
@@ -121,7 +121,7 @@ export interface Port<T> {
   publishBatch(values: readonly T[]): number
   publishPacked(packed: Uint8Array, messageSize: number): number
   /** Writes the next message in place (throws `ERR_INVALID_STATE` where it cannot). */
-  loan(): Loan<T>
+  loan(size?: number): Loan<T>
   /** Whether a loan is open (publishing waits for it). */
   readonly loanOpen: boolean
   /** Sends what is batched now (a no-op where nothing batches). */

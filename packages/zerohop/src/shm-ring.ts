@@ -56,6 +56,11 @@ export class ShmRing {
   readonly TAIL_LO: number
   readonly TAIL_HI: number
   readonly REPAIR_LOCK: number
+  /** The payload pool: its bytes (0: none), units, where it starts, and its head's word. */
+  readonly poolSize: number
+  readonly poolUnits: number
+  readonly poolOffset: number
+  readonly POOL_HEAD: number
   /** Word index of claim line 0, and words from one line to the next. */
   readonly CLAIMS: number
   readonly CLAIM_STRIDE: number
@@ -93,6 +98,10 @@ export class ShmRing {
     this.TAIL_LO = o.tailLo >> 2
     this.TAIL_HI = o.tailHi >> 2
     this.REPAIR_LOCK = o.repairLock >> 2
+    this.poolSize = this.layout.poolSize
+    this.poolUnits = this.poolSize / o.poolUnit
+    this.poolOffset = this.layout.poolOffset
+    this.POOL_HEAD = o.poolHead >> 2
     this.CLAIMS = o.claims >> 2
     this.CLAIM_STRIDE = o.claimEntry >> 2
     this.WAITERS = o.waiters >> 2
@@ -331,6 +340,12 @@ export class ShmPublisher {
   claimed = 0
 
   /**
+   * Publishes a message longer than a slot through the payload pool (the port's
+   * native publisher: one call into Rust is nothing beside a copy that size).
+   */
+  pooled: ((bytes: Uint8Array) => boolean) | undefined
+
+  /**
    * Takes claimed slot `lo` (of sequence number `seq`): its stamp goes from the
    * previous lap's committed one (0 in the first lap) to `lo`'s odd one. If that lap is
    * unfinished, Rust waits for it.
@@ -484,7 +499,11 @@ export class ShmPublisher {
     const i32 = this.i32
     const framed = w0 !== -1
     const len = framed ? FRAME_HEADER + bytes.length : bytes.length
-    if (len > r.slotSize) throw framed ? tooLarge(bytes.length, r.slotSize - FRAME_HEADER) : tooLarge(len, r.slotSize)
+    if (len > r.slotSize) {
+      // Longer than a slot: through the payload pool, in Rust (see `pooled`).
+      if (!framed && this.pooled !== undefined && len <= r.poolSize) return this.pooled(bytes)
+      throw framed ? tooLarge(bytes.length, r.slotSize - FRAME_HEADER) : tooLarge(len, Math.max(r.slotSize, r.poolSize))
+    }
     const lo = this.claim()
     if (lo < 0) return false
     const base = r.headerLen + (lo & r.mask) * r.stride
@@ -571,6 +590,11 @@ export class ShmSubscriber {
   private readonly cursorIdx: number
   private peekIdx = 0
   private peekStamp = 0
+  /** The pool unit of the message `peek` found, -1 when it lies in its slot, and its byte offset. */
+  private peekUnit = -1
+  private peekOff = 0
+  /** Word index of this reader's pool cursor in its table entry. */
+  private readonly poolCursorIdx: number
   /** Peeks since the cursor was last compared with the tail (see `peek`). */
   private sinceTailCheck = 0
   /**
@@ -611,6 +635,7 @@ export class ShmSubscriber {
     this.shared = start
     this.readyTo = start >>> 0
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
+    this.poolCursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + (offsets().subPoolCursor >> 2)
   }
 
   /**
@@ -648,11 +673,20 @@ export class ShmSubscriber {
           else this.moveTo(this.cursor + 1)
           continue
         }
-        let len = i32[si + r.LEN]!
-        if (len < 0 || len > r.slotSize) len = r.slotSize
-        this.len = len
+        const len = i32[si + r.LEN]!
         this.peekIdx = si
         this.peekStamp = stamp
+        this.peekUnit = -1
+        if (len > r.slotSize) {
+          const at = this.pooledAt(si, len)
+          if (at >= 0) return at
+          // No message a pool this size holds: passed over (unless torn: a lap).
+          if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+          if (Atomics.load(i32, si) !== stamp) this.skipAhead()
+          else this.moveTo(this.cursor + 1)
+          continue
+        }
+        this.len = len
         return base + r.PAYLOAD
       }
       const becoming = (stamp + (stamp & 1)) | 0
@@ -689,6 +723,28 @@ export class ShmSubscriber {
     if (len < 0 || len > this.ring.slotSize) len = this.ring.slotSize
     this.len = len
     return base + this.ring.PAYLOAD
+  }
+
+  /**
+   * A message of `len` bytes in the payload pool, whose slot is at word `si`: the byte
+   * offset where it lies (`len` and `peekUnit` set), or -1 if the slot names no range
+   * of a pool this size (torn, or not zerohop's).
+   */
+  private pooledAt(si: number, len: number): number {
+    const r = this.ring
+    if (r.poolSize === 0 || len > r.poolSize) return -1
+    const unit = this.i32[si + (r.PAYLOAD >> 2)]! >>> 0
+    const first = unit % r.poolUnits
+    if (first * 64 + len > r.poolSize) return -1
+    this.len = len
+    this.peekUnit = unit
+    this.peekOff = r.poolOffset + first * 64
+    return this.peekOff
+  }
+
+  /** The message `peek` found in the payload pool, a view of it there; `undefined` when it lies in its slot. */
+  pooledView(): Uint8Array | undefined {
+    return this.peekUnit < 0 ? undefined : this.ring.u8.subarray(this.peekOff, this.peekOff + this.len)
   }
 
   /** Whether the message found by `peek` was not overwritten while it was read. */
@@ -728,6 +784,16 @@ export class ShmSubscriber {
     if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
     let whole = 0
     while (whole < k && Atomics.load(i32, base + whole * words) === (((lo + whole + 1) * 2) | 0)) whole++
+    if (r.poolSize > 0) {
+      // A run ends before a message in the payload pool (`peek()` takes that one).
+      const copied = new Int32Array(into.buffer, into.byteOffset, whole * words)
+      for (let i = 0; i < whole; i++) {
+        if (copied[i * words + r.LEN]! > r.slotSize) {
+          whole = i
+          break
+        }
+      }
+    }
     this.sinceTailCheck += whole
     return whole
   }
@@ -751,11 +817,19 @@ export class ShmSubscriber {
   intact(): boolean {
     if (this.flowControlled) return true
     if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
-    return Atomics.load(this.i32, this.peekIdx) === this.peekStamp
+    if (Atomics.load(this.i32, this.peekIdx) !== this.peekStamp) return false
+    // A pooled message: also not if pool units were handed out a whole pool past its
+    // first (the head moves before anything is written there).
+    return this.peekUnit < 0 || ((Atomics.load(this.i32, this.ring.POOL_HEAD) - this.peekUnit) >>> 0) <= this.ring.poolUnits
   }
 
   /** Moves past the message found by `peek`, of `bytes` bytes (default: what its slot holds). */
   advance(bytes = this.len - this.envelope): void {
+    if (this.peekUnit >= 0) {
+      // Past a pooled message: what is left to read lies after its units.
+      Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / 64)) | 0)
+      this.peekUnit = -1
+    }
     this.counters.received++
     this.counters.receivedBytes += bytes
     this.moveTo(this.cursor + 1)

@@ -21,10 +21,10 @@ import type { Loan, Port } from '../port.js'
 import { tooLarge } from '../shm-ring.js'
 import { StructCodec, type StructView } from '../struct.js'
 import { NetPort, openNet } from './net.js'
-import { openShm } from './shm.js'
+import { loanSize, openShm } from './shm.js'
 
 /** Options of `shm://` that a Unix socket has no use for (its hubs keep no segment). */
-const SEGMENT_ONLY = ['maxSubscribers', 'highWater', 'lowWater']
+const SEGMENT_ONLY = ['maxSubscribers', 'highWater', 'lowWater', 'poolSize']
 
 /** How often a hub whose relay went away tries to become the relay. */
 const ELECTION_MS = 50
@@ -128,11 +128,15 @@ class FallbackPort<T> extends NetPort<T> {
     for (let i = 0; i < 500 && this.status() !== 'connected'; i++) await new Promise((r) => setTimeout(r, 10))
   }
 
-  /** A loan of a buffer of this port's own, sent as a copy on commit. */
-  override loan(): Loan<T> {
-    const loan = (this.copyLoan ??= new CopyLoan<T>(this.ring.slotSize, this.struct, (bytes) => this.send(bytes, 0)))
-    loan.start()
-    return loan
+  /** A loan of a buffer of this port's own (a slot's size, or `size`), sent as a copy on commit. */
+  override loan(size?: number): Loan<T> {
+    const need = loanSize(size, this.ring.slotSize, this.maxMessageSize)
+    if (this.copyLoan === undefined || this.copyLoan.capacity < need) {
+      this.copyLoan?.start(0) // (throws if the old one is open)
+      this.copyLoan = new CopyLoan<T>(need, this.struct, (bytes) => this.send(bytes, 0))
+    }
+    this.copyLoan.start(need)
+    return this.copyLoan
   }
 
   override close(): void {
@@ -145,7 +149,9 @@ class FallbackPort<T> extends NetPort<T> {
 
 /** `loan()` over the fallback: the slot is this port's buffer, published as a copy. */
 class CopyLoan<T> implements Loan<T> {
-  readonly bytes: Uint8Array
+  bytes: Uint8Array
+  readonly capacity: number
+  private readonly buffer: Uint8Array
   seq = 0
   /** Messages committed through this loan so far. */
   private sent = 0
@@ -158,15 +164,19 @@ class CopyLoan<T> implements Loan<T> {
     struct: StructCodec<T> | undefined,
     private readonly publish: (bytes: Uint8Array) => boolean,
   ) {
-    this.bytes = new Uint8Array(size)
+    this.buffer = this.bytes = new Uint8Array(size)
+    this.capacity = size
     this.struct = struct
     this.view = struct?.view(new DataView(this.bytes.buffer), 0)
   }
 
-  start(): void {
+  /** Opens it for `size` bytes (at most its capacity). */
+  start(size: number): void {
     if (this.open) throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
+    if (size === 0) return
     this.open = true
     this.seq = this.sent
+    if (this.bytes.length !== size) this.bytes = this.buffer.subarray(0, size)
   }
 
   get value(): T {

@@ -16,6 +16,12 @@ export interface ShmOptions {
   /** How many subscribers may attach at once (default 64). Fixed when the segment is created. */
   maxSubscribers?: number
   /**
+   * Bytes of the segment's payload pool (a multiple of 64; default none), where
+   * messages longer than a slot go, up to this size: `publish` copies them there,
+   * `loan(size)` and `borrow()` are views of it. Fixed when the segment is created.
+   */
+  poolSize?: number
+  /**
    * How often, in milliseconds, the hub looks who opened, closed or died on the
    * segment, for its status events about them (default 1000; 0: no such events).
    */
@@ -129,7 +135,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     super()
     this.settings = native(() => handle.settings()) as PortSettings
     this.ring = new ShmRing(handle)
-    this.maxMessageSize = this.ring.slotSize
+    // (Longer than a slot: through the payload pool, if the segment has one.)
+    this.maxMessageSize = Math.max(this.ring.slotSize, this.ring.poolSize)
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
     const role = this.settings.role
@@ -138,6 +145,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
       role === 'subscriber'
         ? undefined
         : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
+    if (this.pub !== undefined && this.ring.poolSize > 0) this.pub.pooled = (bytes) => this.publishPooled(bytes)
     const [high, low] = native(() => handle.waterMarks()) as [number, number]
     const pub = this.pub
     this.flow = {
@@ -222,7 +230,20 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
               len = struct.size
             } else {
               const b = codec.encode(values[n]!)
-              if (b.length > ring.slotSize) throw tooLarge(b.length, ring.slotSize)
+              if (b.length > ring.slotSize) {
+                if (ring.poolSize === 0 || b.length > ring.poolSize) throw tooLarge(b.length, Math.max(ring.slotSize, ring.poolSize))
+                // Longer than a slot: the rest of the run is passed over, this one goes
+                // through the pool (after them, so in order), and a new run starts.
+                for (let j = i; j < count; j++) pub.abandon((first + j) >>> 0)
+                if (!this.pooledRaw(b)) {
+                  pub.counters.dropped += values.length - n // (drop_new: this one and the rest)
+                  pub.done(n, bytes)
+                  return n
+                }
+                n++
+                bytes += b.length
+                break
+              }
               copyInto.call(ring.u8, b, off)
               len = b.length
             }
@@ -244,14 +265,37 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     return n
   }
 
+  /** The Rust publisher of this hub (`publishPacked`, the payload pool), set up once. */
+  private attachNative(): void {
+    if (this.nativePublisher) return
+    const s = this.settings
+    native(() => this.ring.handle.attachPublisher(s.backpressure, s.publishTimeoutMs, this.subscriber?.entry))
+    this.nativePublisher = true
+  }
+
+  /** One message longer than a slot, through the payload pool; counted by the caller. */
+  private pooledRaw(bytes: Uint8Array): boolean {
+    this.attachNative()
+    return native(() => this.ring.handle.publishPooled(bytes))
+  }
+
+  /** One message longer than a slot, through the payload pool. */
+  private publishPooled(bytes: Uint8Array): boolean {
+    const c = this.pub!.counters
+    const sent = this.pooledRaw(bytes)
+    if (sent) {
+      c.published++
+      c.publishedBytes += bytes.length
+    } else {
+      c.dropped++
+    }
+    return sent
+  }
+
   publishPacked(packed: Uint8Array, messageSize: number): number {
     const pub = this.publisher()
     if (messageSize > this.ring.slotSize) throw tooLarge(messageSize, this.ring.slotSize)
-    if (!this.nativePublisher) {
-      const s = this.settings
-      native(() => this.ring.handle.attachPublisher(s.backpressure, s.publishTimeoutMs, this.subscriber?.entry))
-      this.nativePublisher = true
-    }
+    this.attachNative()
     const n = native(() => this.ring.handle.publishPacked(packed, messageSize))
     pub.counters.published += n
     pub.counters.publishedBytes += n * messageSize
@@ -259,21 +303,30 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     return n
   }
 
-  loan(): Loan<T> {
+  loan(size?: number): Loan<T> {
     const pub = this.publisher()
     if (!this.struct && this.codec.name !== 'raw') {
       throw new InvalidStateError(`loan() writes bytes in place; it needs the raw codec or a struct codec, not ${this.codec.name}`)
     }
-    const lo = pub.claim()
-    if (lo < 0) throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
-    const off = this.ring.slotOffset(lo) + this.ring.PAYLOAD
+    const ring = this.ring
+    const need = loanSize(size, ring.slotSize, this.maxMessageSize)
     if (this.openLoan === undefined) {
-      this.openLoan = new ShmLoan<T>(pub, this.ring, this.struct)
+      this.openLoan = new ShmLoan<T>(pub, ring, this.struct)
       this.gcState.loan = this.openLoan as ShmLoan<unknown>
       abandonedLoans.register(this, this.gcState)
     }
     const loan = this.openLoan
-    loan.start(lo, off)
+    if (need > ring.slotSize) {
+      // In the payload pool: Rust claims it, the bytes are written here.
+      this.attachNative()
+      const got = native(() => ring.handle.loanPooled(need))
+      if (got === null) throw new InvalidStateError('drop_new: the payload pool is full, no room to loan')
+      loan.startPooled(got[0]!, got[1]!, need)
+      return loan
+    }
+    const lo = pub.claim()
+    if (lo < 0) throw new InvalidStateError('drop_new: the ring is full, no slot to loan')
+    loan.start(lo, ring.slotOffset(lo) + ring.PAYLOAD)
     return loan
   }
 
@@ -301,12 +354,25 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   }
 }
 
+/**
+ * The bytes a `loan(size)` asks for, checked: `size` (an integer from 0 up to `max`),
+ * or a slot's when not given.
+ */
+export function loanSize(size: number | undefined, slot: number, max: number): number {
+  if (size === undefined) return slot
+  if (!Number.isInteger(size) || size < 0) throw new BadOptionError(`loan size must be a non-negative integer, got ${String(size)}`)
+  if (size > max) throw tooLarge(size, max)
+  return size
+}
+
 /** The loan object of a port (reused: valid until `commit()` or `abort()`). */
 class ShmLoan<T> implements Loan<T> {
   bytes: Uint8Array = new Uint8Array(0)
   seq = 0
   open = false
   private lo = 0
+  /** In the payload pool (longer than a slot): Rust holds the claim. */
+  private pooled = false
   private view: (T & StructView) | undefined
   private readonly pub: ShmPublisher
   private readonly ring: ShmRing
@@ -320,6 +386,7 @@ class ShmLoan<T> implements Loan<T> {
 
   start(lo: number, off: number): void {
     this.lo = lo
+    this.pooled = false
     this.open = true
     this.bytes = this.ring.slotView(lo)
     this.seq = this.pub.lastSeq
@@ -329,18 +396,32 @@ class ShmLoan<T> implements Loan<T> {
     }
   }
 
+  /** A loan of `size` bytes at byte `off` of the payload pool, message `seq` (Rust holds the claim). */
+  startPooled(seq: number, off: number, size: number): void {
+    this.pooled = true
+    this.open = true
+    this.seq = seq
+    this.bytes = this.ring.u8.subarray(off, off + size)
+  }
+
   get value(): T {
-    if (this.view === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
+    if (this.view === undefined || this.pooled) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
     return this.view
   }
 
   commit(len?: number): void {
     if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
-    const max = this.ring.slotSize
-    const n = len ?? (this.struct ? this.struct.size : max)
+    const max = this.bytes.length
+    const n = len ?? (this.struct && !this.pooled ? this.struct.size : max)
     if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
     if (n > max) throw tooLarge(n, max)
     this.open = false
+    if (this.pooled) {
+      native(() => this.ring.handle.commitPooled(n))
+      this.pub.counters.published++
+      this.pub.counters.publishedBytes += n
+      return
+    }
     this.pub.commit(this.lo, n)
     this.pub.done(1, n)
   }
@@ -348,6 +429,10 @@ class ShmLoan<T> implements Loan<T> {
   abort(): void {
     if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
     this.open = false
+    if (this.pooled) {
+      native(() => this.ring.handle.abortPooled())
+      return
+    }
     this.pub.abandon(this.lo) // nothing published: readers pass over its slot
     this.pub.done(0, 0)
   }
