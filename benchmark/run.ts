@@ -332,9 +332,12 @@ async function streamZerohop(
   how: 'publish' | 'publishBatch' | 'publishPacked' | 'loan',
   sinkMode: 'copy' | 'borrow' | 'batch' | 'drain',
   count: number,
+  pooled = false,
 ) {
   const name = unique('stream')
-  const tx = await Hub.open(`shm://${name}`, { role: 'publisher', backpressure: 'block', slotSize: size, capacity: size > 1024 ? 4096 : 65536 })
+  // Pooled: 64-byte slots, the messages in a 16 MiB payload pool (256 of 64 KB).
+  const layout = pooled ? { slotSize: 64, capacity: 4096, poolSize: 16 << 20 } : { slotSize: size, capacity: size > 1024 ? 4096 : 65536 }
+  const tx = await Hub.open(`shm://${name}`, { role: 'publisher', backpressure: 'block', ...layout })
   const p = peer(['zh-sink', name, String(count), sinkMode])
   await p.next()
   const msg = new Uint8Array(size).fill(1)
@@ -346,7 +349,7 @@ async function streamZerohop(
   else if (how === 'publishPacked') for (let i = 0; i < count; i += 64) tx.publishPacked(packed, size)
   else
     for (let i = 0; i < count; i++) {
-      const loan = tx.loan()
+      const loan = pooled ? tx.loan(size) : tx.loan()
       loan.bytes[0] = 1 // produce the message in place: no copy of a prepared buffer
       loan.commit(size)
     }
@@ -1371,6 +1374,15 @@ for (let run = 1; run <= RUNS; run++) {
     rows.push({ bench: `one-way 4 KB  zerohop publish → tryRecv (copies)${tag}`, run, rate: copy4k.received, mbps: (copy4k.received * 4096) / 1e6, vsBaseline: `${(copy4k.received / uds4k).toFixed(1)}×` })
     const zc4k = await streamZerohop(4096, 'loan', 'borrow', 400_000)
     rows.push({ bench: `one-way 4 KB  zerohop loan → borrow (zero-copy)${tag}`, run, rate: zc4k.received, mbps: (zc4k.received * 4096) / 1e6, vsBaseline: `${(zc4k.received / uds4k).toFixed(1)}×` })
+  })
+  // Large messages: 64 KB through the payload pool (64-byte slots), against net.
+  const uds64k = await streamNet(65536, 40_000)
+  rows.push({ bench: 'one-way 64 KB  Node net over UDS (baseline, receiver)', run, rate: uds64k, mbps: (uds64k * 65536) / 1e6 })
+  await each(run, async (tag) => {
+    const copy = await streamZerohop(65536, 'publish', 'copy', 40_000, true)
+    rows.push({ bench: `one-way 64 KB  zerohop publish → tryRecv through the payload pool (copies)${tag}`, run, rate: copy.received, mbps: (copy.received * 65536) / 1e6, vsBaseline: `${(copy.received / uds64k).toFixed(1)}×` })
+    const zc = await streamZerohop(65536, 'loan', 'borrow', 100_000, true)
+    rows.push({ bench: `one-way 64 KB  zerohop loan(size) → borrow through the payload pool (zero-copy)${tag}`, run, rate: zc.received, mbps: (zc.received * 65536) / 1e6, vsBaseline: `${(zc.received / uds64k).toFixed(1)}×` })
   })
 }
 
