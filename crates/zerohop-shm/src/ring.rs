@@ -1397,14 +1397,8 @@ impl Subscriber {
                     }
                     let len_word = self.mem.word(slot + offsets::SLOT_LEN).load(Ordering::Relaxed);
                     if len_word == SKIP_LEN {
-                        // No message (a claim given up or repaired): pass over it.
-                        fence(Ordering::Acquire);
-                        if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
-                            self.skip_ahead();
-                        } else {
-                            self.stats.passed += 1;
-                            self.advance(seq + 1);
-                        }
+                        // No message (a claim given up or repaired).
+                        self.pass_over(seq, stamp);
                         continue;
                     }
                     if len_word > self.mem.layout.slot_size {
@@ -1460,13 +1454,7 @@ impl Subscriber {
         let unit = self.mem.word(slot + offsets::SLOT_PAYLOAD).load(Ordering::Relaxed);
         let units = len.div_ceil(POOL_UNIT);
         if layout.pool_size == 0 || len > layout.pool_size || unit % layout.pool_units() + units > layout.pool_units() {
-            fence(Ordering::Acquire);
-            if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
-                self.skip_ahead();
-            } else {
-                self.stats.passed += 1;
-                self.advance(seq + 1);
-            }
+            self.pass_over(seq, stamp);
             return false;
         }
         out.clear();
@@ -1495,6 +1483,18 @@ impl Subscriber {
         }
         self.advance(seq + 1);
         true
+    }
+
+    /// Moves past slot `seq`, which holds no message (its stamp was `stamp`), counting it
+    /// as passed over; or, if it was overwritten meanwhile, skips ahead (lapped).
+    fn pass_over(&mut self, seq: u64, stamp: u32) {
+        fence(Ordering::Acquire);
+        if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
+            self.skip_ahead();
+        } else {
+            self.stats.passed += 1;
+            self.advance(seq + 1);
+        }
     }
 
     /// Whether `try_recv` would return something (or skip ahead) right now.
