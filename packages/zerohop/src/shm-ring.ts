@@ -56,8 +56,9 @@ export class ShmRing {
   readonly TAIL_LO: number
   readonly TAIL_HI: number
   readonly REPAIR_LOCK: number
-  /** The payload pool: its bytes (0: none), units, where it starts, and its head's word. */
+  /** The payload pool: its bytes (0: none), its unit's bytes and its units, where it starts, and its head's word. */
   readonly poolSize: number
+  readonly poolUnit: number
   readonly poolUnits: number
   readonly poolOffset: number
   readonly POOL_HEAD: number
@@ -99,6 +100,7 @@ export class ShmRing {
     this.TAIL_HI = o.tailHi >> 2
     this.REPAIR_LOCK = o.repairLock >> 2
     this.poolSize = this.layout.poolSize
+    this.poolUnit = o.poolUnit
     this.poolUnits = this.poolSize / o.poolUnit
     this.poolOffset = this.layout.poolOffset
     this.POOL_HEAD = o.poolHead >> 2
@@ -735,10 +737,10 @@ export class ShmSubscriber {
     if (r.poolSize === 0 || len > r.poolSize) return -1
     const unit = this.i32[si + (r.PAYLOAD >> 2)]! >>> 0
     const first = unit % r.poolUnits
-    if (first * 64 + len > r.poolSize) return -1
+    if (first * r.poolUnit + len > r.poolSize) return -1
     this.len = len
     this.peekUnit = unit
-    this.peekOff = r.poolOffset + first * 64
+    this.peekOff = r.poolOffset + first * r.poolUnit
     return this.peekOff
   }
 
@@ -827,7 +829,7 @@ export class ShmSubscriber {
   advance(bytes = this.len - this.envelope): void {
     if (this.peekUnit >= 0) {
       // Past a pooled message: what is left to read lies after its units.
-      Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / 64)) | 0)
+      Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / this.ring.poolUnit)) | 0)
       this.peekUnit = -1
     }
     this.counters.received++
