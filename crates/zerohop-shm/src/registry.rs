@@ -333,6 +333,94 @@ mod tests {
         assert_eq!(w.look(&[me], alive(&[2, 3, 9])), vec![Change::Died(p)], "entry reaped and process gone: died");
     }
 
+    /// What a step of [`the_list_follows_a_model_of_who_came_went_and_died`] does.
+    #[derive(Clone, Debug)]
+    enum Op {
+        JoinPublisher,
+        LeavePublisher(usize),
+        KillPublisher(usize),
+        Subscribe,
+        Unsubscribe(usize),
+        KillSubscriber(usize),
+        Publish(u64),
+        Read(usize, u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Op::JoinPublisher),
+            any::<usize>().prop_map(Op::LeavePublisher),
+            any::<usize>().prop_map(Op::KillPublisher),
+            Just(Op::Subscribe),
+            any::<usize>().prop_map(Op::Unsubscribe),
+            any::<usize>().prop_map(Op::KillSubscriber),
+            (0u64..40).prop_map(Op::Publish),
+            (any::<usize>(), 0u64..40).prop_map(|(i, n)| Op::Read(i, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// `list()` after every step of a random history of publishers joining, leaving
+        /// and dying, subscribers coming, reading, going and dying: exactly the live
+        /// ones, with the lag a model of the tail and each reader's place says.
+        #[test]
+        fn the_list_follows_a_model_of_who_came_went_and_died(ops in proptest::collection::vec(op(), 1..40)) {
+            const DEAD: u32 = i32::MAX as u32 - 1;
+            let dir = tempdir("model");
+            let seg = open(&dir, "model");
+            let me = std::process::id();
+            let mut writer = Publisher::with_line(seg.clone(), Backpressure::DropOld, None);
+            let (mut publishers, mut subscribers, mut tail) = (Vec::new(), Vec::<Subscriber>::new(), 0u64);
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::JoinPublisher => publishers.push(PublisherEntry::join(seg.clone())),
+                    Op::LeavePublisher(i) if !publishers.is_empty() => drop(publishers.remove(i % publishers.len())),
+                    Op::KillPublisher(i) if !publishers.is_empty() => {
+                        let gone = publishers.remove(i % publishers.len());
+                        seg.word(offsets::PUBLISHERS + 4 * gone.index().unwrap() as usize).store(DEAD, Ordering::SeqCst);
+                        std::mem::forget(gone); // (a dead process frees nothing)
+                    }
+                    Op::Subscribe => subscribers.push(Subscriber::new(seg.clone()).unwrap()),
+                    Op::Unsubscribe(i) if !subscribers.is_empty() => drop(subscribers.remove(i % subscribers.len())),
+                    Op::KillSubscriber(i) if !subscribers.is_empty() => {
+                        let gone = subscribers.remove(i % subscribers.len());
+                        seg.word(seg.layout().subscriber_offset(gone.index()) + offsets::SUB_PID).store(DEAD, Ordering::SeqCst);
+                        std::mem::forget(gone);
+                    }
+                    Op::Publish(n) => {
+                        for _ in 0..n {
+                            writer.publish(b"m").unwrap();
+                        }
+                        tail += n;
+                    }
+                    Op::Read(i, n) if !subscribers.is_empty() => {
+                        let len = subscribers.len();
+                        for _ in 0..n {
+                            subscribers[i % len].try_recv(&mut out);
+                        }
+                    }
+                    _ => {}
+                }
+                let listed = list(&dir);
+                proptest::prop_assert_eq!(listed.len(), 1);
+                let c = &listed[0];
+                proptest::prop_assert_eq!(c.tail, tail);
+                proptest::prop_assert_eq!(&c.publishers, &vec![me; publishers.len()], "the live publishers, no dead one");
+                let mut want: Vec<_> = subscribers
+                    .iter()
+                    .map(|s| SubscriberInfo { pid: me, entry: s.index(), lag: tail - s.cursor() })
+                    .collect();
+                want.sort_by_key(|s| s.entry);
+                proptest::prop_assert_eq!(&c.subscribers, &want, "the live subscribers and their lag, no dead one");
+            }
+            drop((publishers, subscribers, writer));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     #[test]
     fn members_are_read_from_both_tables() {
         let dir = tempdir("members");
