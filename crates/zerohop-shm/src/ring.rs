@@ -563,18 +563,9 @@ impl Publisher {
                     }
                 }
             }
-            if let Some(line) = self.line {
-                self.line_count = 1;
-                self.mem.claim_count(line).store(1, Ordering::Relaxed);
-                self.mem.claim_first(line).store(committed_stamp(tail).wrapping_sub(1), Ordering::Release);
-            }
-            if self.mem.tail_word().compare_exchange(tail, tail + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            if !self.try_claim(tail, 1) {
                 continue; // a publisher of a short message claimed first
             }
-            if tail != self.run_end {
-                self.run_start = tail;
-            }
-            self.run_end = tail + 1;
             self.mem.pool_head().store(end, Ordering::Release);
             // The head moves before any byte of the range is written (the reader's check).
             fence(Ordering::Release);
@@ -742,29 +733,34 @@ impl Publisher {
                 self.locked = true;
                 continue; // the tail, and the room, under the lock
             }
-            if let Some(line) = self.line {
-                if self.line_count != count as u32 {
-                    self.line_count = count as u32;
-                    self.mem.claim_count(line).store(count as u32, Ordering::Relaxed);
-                }
-                // Release: a repairer that sees this first sees its count.
-                self.mem.claim_first(line).store(committed_stamp(tail).wrapping_sub(1), Ordering::Release);
-            }
-            // AcqRel: the claim line above is visible to whoever sees the new tail.
-            if self
-                .mem
-                .tail_word()
-                .compare_exchange_weak(tail, tail + count, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                if tail != self.run_end {
-                    self.run_start = tail;
-                }
-                self.run_end = tail + count;
+            if self.try_claim(tail, count) {
                 return Ok(Some((tail, count)));
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Claims `count` numbers from `tail` if the tail is still there: announces them in
+    /// the claim line, then moves the tail with one compare-and-swap, and keeps the run
+    /// (see `run_start`). False if another publisher claimed first.
+    fn try_claim(&mut self, tail: u64, count: u64) -> bool {
+        if let Some(line) = self.line {
+            if self.line_count != count as u32 {
+                self.line_count = count as u32;
+                self.mem.claim_count(line).store(count as u32, Ordering::Relaxed);
+            }
+            // Release: a repairer that sees this first sees its count.
+            self.mem.claim_first(line).store(committed_stamp(tail).wrapping_sub(1), Ordering::Release);
+        }
+        // AcqRel: the claim line above is visible to whoever sees the new tail.
+        if self.mem.tail_word().compare_exchange(tail, tail + count, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        if tail != self.run_end {
+            self.run_start = tail;
+        }
+        self.run_end = tail + count;
+        true
     }
 
     /// Makes slot `seq`, claimed, ours to write: its stamp goes from the previous

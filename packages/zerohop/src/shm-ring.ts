@@ -253,8 +253,6 @@ export class ShmPublisher {
   private readonly claimCount: number
   /** An unlisted publisher holds the repair lock (from a claim to its commit). */
   private locked = false
-  /** The tail has passed the first lap: a slot's earlier stamp is its previous lap's. */
-  private pastFirstLap = false
   /**
    * The run of sequence numbers this publisher claimed last, one after another with
    * nobody else's between them: a slot whose previous lap lies in it was written, and
@@ -366,11 +364,8 @@ export class ShmPublisher {
       }
       return
     }
-    let prior = 0
-    if (this.pastFirstLap || seq >= r.capacity) {
-      this.pastFirstLap = true
-      prior = ((lo - r.capacity + 1) * 2) | 0
-    }
+    // The previous lap's committed stamp; 0 in the first lap.
+    const prior = seq >= r.capacity ? ((lo - r.capacity + 1) * 2) | 0 : 0
     if (Atomics.compareExchange(this.i32, si, prior, (((lo + 1) * 2) | 0) - 1) !== prior) this.takeSlow(seq)
   }
 
