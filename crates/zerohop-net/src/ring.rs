@@ -511,7 +511,7 @@ impl ReceiveRing {
     /// does that.
     fn write(&self, (ring, aside, spill): Writer<'_>, head: Head<'_>, body: &[u8]) -> Option<u64> {
         let len = envelope::LEN + body.len();
-        if len <= ring.max_message_size() {
+        if len <= ring.slot_size() {
             return ring.put(len, |out| {
                 head.write(out);
                 out[envelope::LEN..].copy_from_slice(body);

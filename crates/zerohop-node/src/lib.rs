@@ -35,7 +35,7 @@ use zerohop::{Endpoint, ErrorCode, Target};
 use zerohop_shm::layout::offsets;
 use zerohop_shm::registry::PublisherEntry;
 use zerohop_shm::ring::{process_alive, table};
-use zerohop_shm::{Backpressure, Published, Publisher, Segment, SegmentOptions};
+use zerohop_shm::{Published, Publisher, Segment, SegmentOptions, side};
 
 use crate::waiter::Waiter;
 
@@ -318,8 +318,9 @@ pub struct ShmLayoutInfo {
 #[napi]
 pub struct ShmHandle {
     segment: Option<Arc<Segment>>,
-    /// As resolved when the hub opened it (a network hub's ring has none).
-    settings: Option<zerohop::Settings>,
+    /// What the hub's URL and options resolved to: settings, water marks, heartbeat,
+    /// the publisher's (a network hub's ring has none).
+    spec: Option<zerohop::shm::ShmSpec>,
     waiter: Option<Waiter>,
     entry: Option<u32>,
     /// Where `entry`'s reader starts, until `claim_subscriber` hands it out (an entry a
@@ -332,10 +333,6 @@ pub struct ShmHandle {
     pooled_loan: Option<(u64, u32, usize)>,
     /// A publishing hub's line in the segment's publisher table (`Hub.list()`).
     listed: Option<PublisherEntry>,
-    /// How often to look who comes and goes (`heartbeatMs`; `None`: no status events).
-    heartbeat: Option<std::time::Duration>,
-    /// `[highWater, lowWater]` as resolved (a network hub's ring has none).
-    water: Option<zerohop::WaterMarks>,
     /// Who comes and goes, once someone listens.
     events: Option<Arc<zerohop::shm_events::MemberEvents>>,
 }
@@ -346,15 +343,13 @@ impl ShmHandle {
     pub(crate) fn from_segment(segment: Arc<Segment>, place: Option<zerohop::RingPlace>) -> ShmHandle {
         ShmHandle {
             segment: Some(segment),
-            settings: None,
+            spec: None,
             waiter: None,
             entry: place.map(|p| p.entry),
             handed: place.map(|p| p.cursor),
             publisher: None,
             pooled_loan: None,
             listed: None,
-            heartbeat: None,
-            water: None,
             events: None,
         }
     }
@@ -377,19 +372,16 @@ impl ShmHandle {
         hub.add_named(zerohop::Options::from_query(endpoint.params())).map_err(js_error)?;
         let spec = zerohop::shm::resolve(&endpoint, &mut hub).map_err(js_error)?;
         let segment = Arc::new(spec.open_segment().map_err(js_error)?);
-        let zerohop::shm::ShmSpec { settings, heartbeat, water, .. } = spec;
-        let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
+        let listed = spec.settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
         Ok(ShmHandle {
             segment: Some(segment),
-            settings: Some(settings),
+            spec: Some(spec),
             waiter: None,
             entry: None,
             handed: None,
             publisher: None,
             pooled_loan: None,
             listed,
-            heartbeat,
-            water: Some(water),
             events: None,
         })
     }
@@ -397,7 +389,7 @@ impl ShmHandle {
     /// The hub's settings, with shared memory's defaults filled in.
     #[napi]
     pub fn settings(&self) -> Result<HubSettings> {
-        self.settings.map(HubSettings::from).ok_or_else(closed)
+        self.spec.as_ref().map(|s| HubSettings::from(s.settings)).ok_or_else(closed)
     }
 
     /// The segment's layout.
@@ -443,7 +435,7 @@ impl ShmHandle {
     /// The water marks, `[high, low]` (`null` for a network hub's ring).
     #[napi]
     pub fn water_marks(&self) -> Option<Vec<f64>> {
-        self.water.map(|w| vec![w.high, w.low])
+        self.spec.as_ref().map(|s| vec![s.water.high, s.water.low])
     }
 
     /// This handle's subscriber entry grants `n` more credits (see
@@ -482,7 +474,8 @@ impl ShmHandle {
     pub fn on_status(&mut self, callback: Function<crate::net::NetStatusEvent, ()>) -> Result<()> {
         let seg = self.seg()?.clone();
         if self.events.is_none() {
-            self.events = zerohop::shm::member_events(&seg, self.heartbeat, self.listed.as_ref(), self.entry);
+            let heartbeat = self.spec.as_ref().and_then(|s| s.heartbeat);
+            self.events = zerohop::shm::member_events(&seg, heartbeat, self.listed.as_ref(), self.entry);
         }
         if let Some(events) = &self.events {
             events.set_listener(Some(crate::net::status_listener(callback)?));
@@ -553,28 +546,50 @@ impl ShmHandle {
         table::wait_for_space(self.seg()?, seq_from_js(tail), duration_ms(timeout_ms), exclude).map_err(js_error)
     }
 
-    /// Sets up the Rust publisher for `publish_packed` with a backpressure policy
-    /// (`drop_old`, `drop_new`, `block`, `fail_fast`), a timeout, and the hub's own
-    /// subscriber entry (which backpressure ignores).
+    /// Sets up the Rust publisher (`publish_packed`, messages longer than a slot) with
+    /// the hub's settings and its own subscriber entry (which backpressure ignores).
     #[napi]
-    pub fn attach_publisher(&mut self, policy: String, timeout_ms: f64, own_entry: Option<u32>) -> Result<()> {
-        let policy = match policy.as_str() {
-            "drop_old" => Backpressure::DropOld,
-            "drop_new" => Backpressure::DropNew,
-            "block" => Backpressure::Block,
-            "fail_fast" => Backpressure::FailFast,
-            other => {
-                return Err(js_error(zerohop::Error::new(
-                    ErrorCode::BadOption,
-                    format!("unknown backpressure '{other}'"),
-                )));
-            }
-        };
-        let mut publisher = Publisher::with_line(self.seg()?.clone(), policy, self.publisher_line());
-        publisher.set_timeout(duration_ms(timeout_ms));
-        publisher.set_own_entry(own_entry);
-        self.publisher = Some(publisher);
+    pub fn attach_publisher(&mut self, own_entry: Option<u32>) -> Result<()> {
+        let spec = self.spec.as_ref().ok_or_else(closed)?;
+        self.publisher = Some(spec.publisher(self.seg()?, self.publisher_line(), own_entry));
         Ok(())
+    }
+
+    /// The largest message the hub publishes (longer than the pool: the side path).
+    #[napi]
+    pub fn max_message_size(&self) -> Result<f64> {
+        let spec = self.spec.as_ref().ok_or_else(closed)?;
+        Ok(spec.max_message_size(self.seg()?.layout()) as f64)
+    }
+
+    /// Waits up to `timeout_ms` (blocking this thread) until subscribers have read what
+    /// the Rust publisher sent on the side path; whether they have.
+    #[napi]
+    pub fn linger(&self, timeout_ms: f64) -> bool {
+        self.publisher.as_ref().is_none_or(|p| p.linger(duration_ms(timeout_ms)))
+    }
+
+    /// Side-path message `seq`, `len` bytes, from the publisher whose token is
+    /// `token_lo`/`token_hi` (see `zerohop_shm::side`): an `ArrayBuffer` over a private
+    /// mapping of it, `null` if its publisher no longer holds it.
+    #[napi]
+    pub fn fetch_side<'env>(
+        &self,
+        env: &'env Env,
+        seq: f64,
+        token_lo: u32,
+        token_hi: u32,
+        len: u32,
+    ) -> Result<Option<ArrayBuffer<'env>>> {
+        let Some(dir) = self.seg()?.dir() else { return Ok(None) };
+        let token = u64::from(token_lo) | u64::from(token_hi) << 32;
+        let Some(message) = side::fetch(dir, token, seq_from_js(seq), len as usize) else { return Ok(None) };
+        let mapping = message.map().map_err(js_error)?;
+        let (ptr, len) = (mapping.as_ptr(), mapping.len());
+        // SAFETY: `ptr..ptr+len` is the private mapping `mapping` owns; the finalizer
+        // owns `mapping`, so the memory outlives the ArrayBuffer, and nothing else uses it.
+        let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, mapping, |_env, m| drop(m)) }?;
+        Ok(Some(buffer))
     }
 
     /// Publishes `data.len() / size` messages of `size` bytes laid end to end: one call,
@@ -585,10 +600,10 @@ impl ShmHandle {
         publisher.publish_packed(data, size as usize).map(|n| n as u32).map_err(js_error)
     }
 
-    /// Publishes one message longer than a slot through the payload pool (the Rust
-    /// publisher copies it there). False when `drop_new` dropped it.
+    /// Publishes one message longer than a slot, through the payload pool or the side
+    /// path (the Rust publisher copies it there). False when `drop_new` dropped it.
     #[napi]
-    pub fn publish_pooled(&mut self, data: &[u8]) -> Result<bool> {
+    pub fn publish_large(&mut self, data: &[u8]) -> Result<bool> {
         let publisher = self.publisher.as_mut().ok_or_else(closed)?;
         match publisher.publish(data).map_err(js_error)? {
             Published::Sent(_) => Ok(true),

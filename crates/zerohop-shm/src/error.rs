@@ -13,12 +13,14 @@ pub enum ShmError {
     LayoutMismatch { requested: Layout, found: Layout },
     /// The segment is in use but its header is not one this build understands.
     Incompatible(String),
-    /// A message larger than the slot size.
+    /// A message larger than the publisher takes (or, where that is what counts, a slot).
     MessageTooLarge { len: usize, max: usize },
     /// `fail_fast`: the slowest subscriber is a full ring behind.
     RingFull,
     /// `fail_fast`: a subscriber that holds publishers to credits has none left.
     NoCredits,
+    /// `fail_fast`: the publisher holds as many side-path messages as it may, unread.
+    SideFull { held: usize },
     /// Waiting (for space, a slot, the repair lock, initialisation) took too long.
     Timeout(&'static str),
     /// Every subscriber entry is taken by a live process.
@@ -51,10 +53,13 @@ impl core::fmt::Display for ShmError {
             ),
             Self::Incompatible(why) => write!(f, "segment is incompatible: {why}"),
             Self::MessageTooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the slot size of {max} bytes")
+                write!(f, "message of {len} bytes exceeds the limit of {max} bytes")
             }
             Self::RingFull => write!(f, "ring is full: the slowest subscriber is a whole ring behind"),
             Self::NoCredits => write!(f, "a subscriber has no credits left (it grants more with grantCredits)"),
+            Self::SideFull { held } => {
+                write!(f, "the publisher holds {held} messages sent on the side path that a subscriber has not read")
+            }
             Self::Timeout(what) => write!(f, "timed out waiting for {what}"),
             Self::NoSubscriberSlot { max } => {
                 write!(f, "all {max} subscriber entries are taken by live processes")

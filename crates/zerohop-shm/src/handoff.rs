@@ -19,8 +19,8 @@
 //! ([`crate::segment::remove_stale`]).
 
 use std::fs::File;
-use std::io::{ErrorKind, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
+use crate::fdpass;
 use crate::segment::{FILE_PREFIX, is_linked, try_lock};
 
 /// How often a waiting holder looks whether it should serve, and a serving one for callers.
@@ -181,47 +182,10 @@ fn serve(rv: &Rendezvous, memfd: &File, stop: &AtomicBool, mut serving: Option<(
 /// Gives `caller` the descriptor, if it runs as our user.
 fn hand_over(caller: &UnixStream, memfd: &File) -> std::io::Result<()> {
     caller.set_nonblocking(false)?;
-    if peer_uid(caller)? != current_uid() {
-        return (&*caller).write_all(&[NO]);
+    if !fdpass::same_user(caller)? {
+        return fdpass::send(caller, NO, None);
     }
-    let fd = memfd.as_raw_fd();
-    let mut byte = [YES];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    let mut control = vec![0u8; fd_space()];
-    let msg = fd_message(&mut iov, &mut control);
-    // SAFETY: `msg` has a control buffer of CMSG_SPACE(one int) bytes, so the first
-    // header exists and has room for one descriptor after it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
-    }
-    // SAFETY: a connected socket we own and a fully initialised msghdr (see above).
-    if unsafe { libc::sendmsg(caller.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Bytes of control data that carry one descriptor.
-fn fd_space() -> usize {
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize }
-}
-
-/// A message of the one byte `iov` points at, with `control` (of [`fd_space`] bytes)
-/// for one descriptor: what a holder sends and a joiner receives. The caller keeps
-/// both buffers alive while the message is used.
-fn fd_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
-    // SAFETY: a zeroed msghdr is a valid empty one.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len() as _;
-    msg
+    fdpass::send(caller, YES, Some(memfd.as_raw_fd()))
 }
 
 /// Asks the holder serving at `socket` for the descriptor: `None` if nobody serves
@@ -233,32 +197,16 @@ fn fetch(socket: &Path) -> Result<Option<File>> {
         Err(source) => return Err(ShmError::Io { op: "connect to the memfd segment's holder", source }),
     };
     stream.set_read_timeout(Some(Duration::from_secs(1))).map_err(io("set a timeout"))?;
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    let mut control = vec![0u8; fd_space()];
-    let mut msg = fd_message(&mut iov, &mut control);
-    // SAFETY: a connected socket we own and a msghdr whose buffers are ours.
-    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionReset) {
-            Ok(None)
-        } else {
-            Err(ShmError::Io { op: "receive the memfd segment", source: e })
-        };
-    }
-    // SAFETY: recvmsg filled `msg`; CMSG_FIRSTHDR reads its control fields, and a
-    // SCM_RIGHTS header carries (at least) one descriptor after it, now ours.
-    let fd = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (!cmsg.is_null() && (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS)
-            .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()))
+    let (answer, file) = match fdpass::receive(&stream) {
+        Ok(got) => got,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionReset) => {
+            return Ok(None);
+        }
+        Err(source) => return Err(ShmError::Io { op: "receive the memfd segment", source }),
     };
-    // SAFETY: the descriptor came with the message and nothing else owns it.
-    let file = fd.map(|fd| unsafe { File::from_raw_fd(fd) });
-    match (n, byte[0], file) {
-        (1, YES, Some(file)) => Ok(Some(file)),
-        (1, NO, _) => Err(ShmError::Io {
+    match (answer, file) {
+        (Some(YES), Some(file)) => Ok(Some(file)),
+        (Some(NO), _) => Err(ShmError::Io {
             op: "join the memfd segment",
             source: std::io::Error::new(
                 ErrorKind::PermissionDenied,
@@ -302,31 +250,6 @@ fn relock_shared(live: &File) -> Result<()> {
     }
 }
 
-fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
-    // SAFETY: a zeroed ucred is valid; getsockopt writes at most `len` bytes into it.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a valid socket, and `cred`/`len` describe a buffer of that size.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ShmError {
     move |source| ShmError::Io { op, source }
 }
@@ -340,7 +263,7 @@ mod tests {
     /// socket (here made reachable on purpose) is told no, by `SO_PEERCRED`.
     #[test]
     fn another_user_is_refused_by_its_credentials() {
-        if current_uid() != 0 {
+        if fdpass::current_uid() != 0 {
             return; // (needs root, to be another user)
         }
         let dir = std::env::temp_dir().join(format!("zerohop-handoff-test-{}", std::process::id()));

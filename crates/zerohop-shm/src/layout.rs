@@ -36,6 +36,11 @@
 //! units, handed out in sequence-number order under the repair lock (see
 //! [`crate::ring`]); a message never wraps around the pool's end.
 //!
+//! A message longer than the pool (or than a slot, without one) takes the **side
+//! path** ([`crate::side`]): its slot's `len` is its length (more than the pool holds:
+//! that says so) and its payload starts with the publisher's side token (a `u64`, two
+//! words: every slot's payload area has room for it, whatever the slot size).
+//!
 //! A slot's `stamp` says which message it holds: `2 * (seq + 1)` (mod 2^32) once
 //! message `seq` is committed, one less while it is being written. See [`crate::ring`].
 //! Its `origin` is the publishing hub's own subscriber entry plus one (0: a hub that
@@ -46,7 +51,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;

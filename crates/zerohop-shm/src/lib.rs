@@ -7,6 +7,7 @@
 //!   TypeScript package reads the same offsets.
 //! - [`ring`]: the publish/receive protocol (stamps, lapping, backpressure, parking).
 //! - [`registry`]: every live segment of the host, its publishers and subscribers.
+//! - [`side`]: the side path, for messages too large for a slot and the payload pool.
 //! - [`futex`]: cross-process wait/wake with timeouts.
 //!
 //! ```
@@ -25,12 +26,14 @@
 //! ```
 
 pub mod error;
+mod fdpass;
 pub mod futex;
 pub mod handoff;
 pub mod layout;
 pub mod registry;
 pub mod ring;
 pub mod segment;
+pub mod side;
 
 pub use error::{Result, ShmError};
 pub use layout::Layout;

@@ -40,6 +40,12 @@
 //! a whole pool past its message's first unit (the head moves before anything is
 //! written there): else it was lapped.
 //!
+//! **The side path** ([`crate::side`]): a message longer than the pool (or than a slot,
+//! in a segment without one), up to the publisher's [largest
+//! message](Publisher::max_message_size), goes into a sealed memfd of the publisher's;
+//! its slot holds the publisher's side token and its length (more than the pool holds:
+//! that says so). A reader fetches the memfd over the publisher's Unix socket, in turn.
+//!
 //! A [sole](Publisher::sole) publisher (a network hub's private receive ring) claims
 //! nothing: it writes at the tail and moves the tail once the message is whole.
 //!
@@ -74,6 +80,7 @@
 //! The TypeScript package implements the same protocol over the same memory (see
 //! `packages/zerohop/src/shm-ring.ts`); the two interoperate message for message.
 
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -83,6 +90,7 @@ use crate::futex;
 use crate::layout::{Layout, MAX_LISTED_PUBLISHERS, POOL_UNIT, SKIP_LEN, claim_offset, offsets};
 use crate::registry::PublisherEntry;
 use crate::segment::Segment;
+use crate::side::{self, SideServer};
 
 /// What a publisher does when the slowest subscriber is a full ring behind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +109,17 @@ pub enum Backpressure {
 /// How long a publisher waits for space (or the repair lock, or a slot's previous lap)
 /// before giving up.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest message a publisher takes unless told otherwise
+/// ([`Publisher::set_max_message_size`]): 16 MiB, or a slot or the pool if larger.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+/// The most that can be set: 1 GiB.
+pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+
+/// The largest message a publisher on a segment of `layout` takes unless told
+/// otherwise: [`DEFAULT_MAX_MESSAGE`], or a slot or the pool if larger.
+pub fn default_max_message(layout: &Layout) -> usize {
+    DEFAULT_MAX_MESSAGE.max(layout.slot_size as usize).max(layout.pool_size as usize)
+}
 /// Longest single futex sleep: bounds how late a dead peer is noticed.
 const PARK_SLICE: Duration = Duration::from_millis(50);
 
@@ -317,6 +336,10 @@ pub struct Publisher {
     /// be writing it: taking it needs no compare-and-swap (the one-publisher path).
     run_start: u64,
     run_end: u64,
+    /// The largest message it takes (see [`Publisher::max_message_size`]).
+    max_message: usize,
+    /// Its side-path server, started by the first message that needs it.
+    side: Option<SideServer>,
 }
 
 impl Publisher {
@@ -349,7 +372,15 @@ impl Publisher {
             locked: false,
             run_start: 0,
             run_end: 0,
+            max_message: 0,
+            side: None,
         }
+        .with_default_max_message()
+    }
+
+    fn with_default_max_message(mut self) -> Self {
+        self.max_message = default_max_message(&self.mem.layout);
+        self
     }
 
     /// The only publisher `seg` will ever have: a [private](Segment::private) segment
@@ -362,7 +393,8 @@ impl Publisher {
     /// If `seg` is not private (another process could open it and publish).
     pub fn sole(seg: Arc<Segment>, policy: Backpressure) -> Self {
         assert!(seg.is_private(), "only a private segment can have a sole publisher");
-        Self { sole: true, ..Self::with_line(seg, policy, None) }
+        let slot = seg.layout().slot_size as usize;
+        Self { sole: true, max_message: slot, ..Self::with_line(seg, policy, None) }
     }
 
     /// Lets the repair lock go, if this (unlisted) publisher holds it.
@@ -403,21 +435,37 @@ impl Publisher {
         slowest_lag(&self.mem, self.mem.tail(), self.own_entry)
     }
 
-    /// Largest payload in bytes.
-    pub fn max_message_size(&self) -> usize {
+    /// Bytes of a slot's payload: the longest message a [`Loan`] holds.
+    pub fn slot_size(&self) -> usize {
         self.mem.layout.slot_size as usize
+    }
+
+    /// The largest message [`publish`](Self::publish) takes: longer than a slot, it goes
+    /// through the payload pool, and longer than that, the side path (a sole publisher
+    /// has neither).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    /// Sets the largest message it takes, at most [`MAX_MESSAGE_LIMIT`] (a sole
+    /// publisher's stays a slot).
+    pub fn set_max_message_size(&mut self, max: usize) {
+        if !self.sole {
+            self.max_message = max.min(MAX_MESSAGE_LIMIT);
+        }
     }
 
     /// Copies `payload` into the ring as one message.
     pub fn publish(&mut self, payload: &[u8]) -> Result<Published> {
-        if payload.len() > self.max_message_size() {
-            if payload.len() > self.max_pooled_size() {
-                return Err(ShmError::MessageTooLarge {
-                    len: payload.len(),
-                    max: self.max_message_size().max(self.max_pooled_size()),
-                });
+        let len = payload.len();
+        if len > self.slot_size() || len > self.max_message {
+            if len > self.max_message {
+                return Err(ShmError::MessageTooLarge { len, max: self.max_message });
             }
-            return self.publish_pooled(payload);
+            if len <= self.max_pooled_size() {
+                return self.publish_pooled(payload);
+            }
+            return self.publish_side(payload);
         }
         match self.loan()? {
             None => Ok(Published::Dropped),
@@ -439,6 +487,67 @@ impl Publisher {
         Ok(Published::Sent(seq))
     }
 
+    /// Publishes a message too long for the pool (and a slot) on the side path: in a
+    /// sealed memfd this publisher serves, its slot saying whose and how long.
+    fn publish_side(&mut self, payload: &[u8]) -> Result<Published> {
+        if self.side.is_none() {
+            let Some(dir) = self.mem.seg.dir() else {
+                return Err(ShmError::MessageTooLarge { len: payload.len(), max: self.slot_size() });
+            };
+            let (mem, own) = (self.mem.clone(), self.own_entry);
+            self.side = Some(SideServer::start(dir, move |seq| passed_by_all(&mem, seq, own))?);
+        }
+        if !self.side_room()? {
+            self.stats.dropped += 1;
+            return Ok(Published::Dropped);
+        }
+        let file = side::message_file(payload)?;
+        match self.loan()? {
+            None => Ok(Published::Dropped),
+            Some(loan) => Ok(Published::Sent(loan.commit_side(payload.len(), file))),
+        }
+    }
+
+    /// Applies the backpressure policy to the side path's messages held (at most
+    /// [`side::HELD`]): true to go on, false to drop the new one.
+    fn side_room(&mut self) -> Result<bool> {
+        let side = self.side.as_ref().expect("started");
+        if side.release_passed() < side::HELD {
+            return Ok(true);
+        }
+        match self.policy {
+            Backpressure::DropOld => side.let_go_oldest(),
+            Backpressure::DropNew => return Ok(false),
+            Backpressure::FailFast => return Err(ShmError::SideFull { held: side::HELD }),
+            Backpressure::Block => {
+                wait_until(
+                    &self.mem,
+                    Instant::now() + self.timeout,
+                    "subscribers to read the side path's messages",
+                    || side.release_passed() < side::HELD,
+                )?;
+                self.stats.blocked += 1;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits up to `timeout` until every subscriber has read what this publisher sent on
+    /// the side path (which goes when it does); whether they have.
+    pub fn linger(&self, timeout: Duration) -> bool {
+        let Some(side) = &self.side else { return true };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if side.release_passed() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Largest message the payload pool takes (0: the segment has none).
     pub fn max_pooled_size(&self) -> usize {
         if self.sole { 0 } else { self.mem.layout.pool_size as usize }
@@ -451,8 +560,8 @@ impl Publisher {
     /// (nothing else may be published through this handle meanwhile). `None` when
     /// `DropNew` dropped it.
     pub fn begin_pooled(&mut self, len: usize) -> Result<Option<(u64, u32)>> {
-        if len > self.max_pooled_size() || len <= self.max_message_size() {
-            return Err(ShmError::MessageTooLarge { len, max: self.max_pooled_size().max(self.max_message_size()) });
+        if len > self.max_pooled_size() || len <= self.slot_size() {
+            return Err(ShmError::MessageTooLarge { len, max: self.max_pooled_size().max(self.slot_size()) });
         }
         let Some((seq, unit)) = self.claim_pooled(len.div_ceil(POOL_UNIT as usize) as u32)? else {
             self.stats.dropped += 1;
@@ -489,9 +598,9 @@ impl Publisher {
     /// that turned out to fit a slot is moved into it (the pool units stay unused).
     pub fn commit_pooled(&mut self, seq: u64, unit: u32, len: usize) {
         let slot = self.mem.layout.slot_offset(seq);
-        if len <= self.max_message_size() {
+        if len <= self.slot_size() {
             // SAFETY: both ranges lie inside the mapping (a slot's payload holds
-            // `max_message_size` bytes; the pool range was handed out for more), and
+            // `slot_size` bytes; the pool range was handed out for more), and
             // both are this message's alone (its slot is taken, its units handed out).
             unsafe { std::ptr::copy_nonoverlapping(self.mem.pool_ptr(unit), self.mem.payload_at(slot), len) };
         } else {
@@ -586,8 +695,8 @@ impl Publisher {
         if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(ShmError::MessageTooLarge { len: packed.len(), max: size });
         }
-        if size > self.max_message_size() {
-            return Err(ShmError::MessageTooLarge { len: size, max: self.max_message_size() });
+        if size > self.slot_size() {
+            return Err(ShmError::MessageTooLarge { len: size, max: self.slot_size() });
         }
         let total = (packed.len() / size) as u64;
         let mut sent = 0u64;
@@ -674,7 +783,7 @@ impl Publisher {
     /// If this is not a sole `DropNew` publisher, or `len` exceeds the slot size.
     pub fn put(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Option<u64> {
         assert!(self.sole && self.policy == Backpressure::DropNew, "put is for a sole DropNew publisher");
-        assert!(len <= self.max_message_size(), "a message of {len} bytes exceeds the slot");
+        assert!(len <= self.slot_size(), "a message of {len} bytes exceeds the slot");
         // Only this publisher moves the tail, so it cannot change under us.
         let tail = self.mem.tail_word().load(Ordering::Relaxed);
         if !self.room_known(tail) && !self.make_room(tail).ok()? {
@@ -842,7 +951,7 @@ pub struct Loan<'a> {
 impl Loan<'_> {
     /// The slot's payload area (`slot_size` bytes).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        let len = self.publisher.max_message_size();
+        let len = self.publisher.slot_size();
         // SAFETY: the payload area is `slot_size` bytes inside the mapping. The slot
         // is ours (claimed, and its stamp made odd by us: `take_slot`), so no other
         // publisher writes it, and readers only copy it optimistically (they discard
@@ -874,7 +983,25 @@ impl Loan<'_> {
     /// (a sole publisher), lets the repair lock go (an unlisted one) and, to
     /// `announce`, wakes parked subscribers.
     fn finish(self, len: usize, announce: bool) -> u64 {
-        assert!(len <= self.publisher.max_message_size(), "commit of {len} bytes exceeds the slot");
+        assert!(len <= self.publisher.slot_size(), "commit of {len} bytes exceeds the slot");
+        self.seal(len, announce)
+    }
+
+    /// Commits a side-path message of `len` bytes (more than the pool holds) in `file`:
+    /// the publisher's side server holds it, the slot says whose it is.
+    fn commit_side(self, len: usize, file: File) -> u64 {
+        let side = self.publisher.side.as_ref().expect("started");
+        side.hold(self.seq, file);
+        let token = side.token();
+        let mem = &self.publisher.mem;
+        let slot = mem.layout.slot_offset(self.seq);
+        // (The token fits whatever the slot size: a slot's payload area is at least 48 bytes.)
+        mem.word(slot + offsets::SLOT_PAYLOAD).store(token as u32, Ordering::Relaxed);
+        mem.word(slot + offsets::SLOT_PAYLOAD + 4).store((token >> 32) as u32, Ordering::Relaxed);
+        self.seal(len, true)
+    }
+
+    fn seal(self, len: usize, announce: bool) -> u64 {
         let mem = &self.publisher.mem;
         let seq = self.seq;
         let slot = mem.layout.slot_offset(seq);
@@ -1258,6 +1385,24 @@ fn pool_room(mem: &RingMemory, end: u32, tail: u64, exclude: Option<u32>) -> boo
     })
 }
 
+/// Whether every live subscriber (but `exclude`) is past message `seq`, or the ring
+/// a whole lap past it (whoever reaches its slot now finds a later message): the side
+/// path lets go of it then. An entry whose process is gone is freed on the way.
+fn passed_by_all(mem: &RingMemory, seq: u64, exclude: Option<u32>) -> bool {
+    if mem.tail().saturating_sub(seq) > mem.layout.capacity as u64 {
+        return true;
+    }
+    let past = seq.wrapping_add(1) as u32;
+    (0..mem.layout.max_subscribers).all(|i| {
+        let pid = mem.sub_pid(i).load(Ordering::Acquire);
+        Some(i) == exclude
+            || pid == 0
+            || (mem.sub_cursor(i).load(Ordering::Acquire).wrapping_sub(past) as i32) >= 0
+            || (!process_alive(pid)
+                && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+    })
+}
+
 /// Counters of one subscriber handle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -1447,9 +1592,12 @@ impl Subscriber {
         then: &mut Option<F>,
     ) -> bool {
         let layout = self.mem.layout;
+        if len > layout.pool_size {
+            return self.take_side(seq, stamp, slot, len, out, then);
+        }
         let unit = self.mem.word(slot + offsets::SLOT_PAYLOAD).load(Ordering::Relaxed);
         let units = len.div_ceil(POOL_UNIT);
-        if layout.pool_size == 0 || len > layout.pool_size || unit % layout.pool_units() + units > layout.pool_units() {
+        if unit % layout.pool_units() + units > layout.pool_units() {
             self.pass_over(seq, stamp);
             return false;
         }
@@ -1474,6 +1622,44 @@ impl Subscriber {
         self.mem.sub_pool_cursor(self.index).store(unit.wrapping_add(units), Ordering::Release);
         self.stats.received += 1;
         self.stats.received_bytes += len as u64;
+        if let Some(then) = then.take() {
+            then(out);
+        }
+        self.advance(seq + 1);
+        true
+    }
+
+    /// Reads side-path message `seq` (`len` bytes; its slot at byte `slot`, whose stamp
+    /// was `stamp`): reads the publisher's token from the slot, checks that the slot was
+    /// not overwritten meanwhile, and fetches the message from the publisher. True when
+    /// received; false when lapped: the slot was overwritten, or the publisher no longer
+    /// holds the message (it let it go under `DropOld`, or it is gone).
+    fn take_side<F: FnOnce(&mut Vec<u8>)>(
+        &mut self,
+        seq: u64,
+        stamp: u32,
+        slot: usize,
+        len: u32,
+        out: &mut Vec<u8>,
+        then: &mut Option<F>,
+    ) -> bool {
+        let lo = self.mem.word(slot + offsets::SLOT_PAYLOAD).load(Ordering::Relaxed);
+        let hi = self.mem.word(slot + offsets::SLOT_PAYLOAD + 4).load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
+            self.skip_ahead();
+            return false;
+        }
+        let token = u64::from(lo) | u64::from(hi) << 32;
+        let message = self.mem.seg.dir().and_then(|dir| side::fetch(dir, token, seq, len as usize));
+        if message.and_then(|m| m.read_into(out).ok()).is_none() {
+            self.stats.lapped += 1;
+            self.stats.lap_events += 1;
+            self.advance(seq + 1);
+            return false;
+        }
+        self.stats.received += 1;
+        self.stats.received_bytes += u64::from(len);
         if let Some(then) = then.take() {
             then(out);
         }
@@ -1862,8 +2048,85 @@ mod tests {
             assert_eq!(s.try_recv(&mut out), Some(n as u64));
             assert_eq!(out, big(n, len), "message {n} of {len} bytes");
         }
+        p.set_max_message_size(4096);
         assert!(matches!(p.publish(&[0; 4097]), Err(ShmError::MessageTooLarge { len: 4097, max: 4096 })));
         assert_eq!(s.stats().lapped, 0);
+    }
+
+    /// Messages too long for a slot and the pool take the side path, in order with the
+    /// others, whole, up to the publisher's largest message; with several publishers.
+    #[test]
+    fn messages_longer_than_the_pool_take_the_side_path_in_order() {
+        for pool in [0, 4096] {
+            let seg = pooled_segment(&format!("side{pool}"), 16, pool);
+            let mut a = Publisher::new(seg.clone(), Backpressure::Block);
+            let mut b = Publisher::new(seg.clone(), Backpressure::Block);
+            let mut s = Subscriber::new(seg.clone()).unwrap();
+            let mut out = Vec::new();
+            for n in 0..60u8 {
+                let len = [10, 5000, 64, 100_000, 3000, 65][n as usize % 6];
+                let p = if n % 4 < 2 { &mut a } else { &mut b };
+                assert_eq!(p.publish(&big(n, len)).unwrap(), Published::Sent(n as u64));
+                assert_eq!(s.try_recv(&mut out), Some(n as u64));
+                assert_eq!(out, big(n, len), "message {n} of {len} bytes, pool {pool}");
+            }
+            assert_eq!(s.stats().lapped, 0);
+            assert_eq!(s.stats().received, 60);
+            // Once read, the publishers let go of them (their server looks every POLL).
+            assert!(a.linger(Duration::from_secs(5)) && b.linger(Duration::from_secs(5)));
+            assert_eq!(a.side.as_ref().unwrap().held(), 0);
+            a.set_max_message_size(6000);
+            assert!(matches!(a.publish(&[0; 6001]), Err(ShmError::MessageTooLarge { len: 6001, max: 6000 })));
+            // A private segment (a sole publisher's) has no side path.
+            let private = Arc::new(Segment::private(*seg.layout(), 0).unwrap());
+            let mut sole = Publisher::sole(private, Backpressure::DropNew);
+            assert!(matches!(sole.publish(&[0; 65]), Err(ShmError::MessageTooLarge { len: 65, max: 64 })));
+        }
+    }
+
+    /// A publisher holds at most `side::HELD` unread side-path messages: past that,
+    /// `block` waits for the reader, `drop_new` drops, `fail_fast` refuses, and `drop_old`
+    /// lets the oldest go, which the reader counts as lapped. So do the messages of a
+    /// publisher that is gone.
+    #[test]
+    fn the_side_path_holds_publishers_back_by_their_policy() {
+        let seg = pooled_segment("sideroom", 128, 0);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        let mut out = Vec::new();
+        let mut block = Publisher::new(seg.clone(), Backpressure::Block);
+        block.set_timeout(Duration::from_millis(100));
+        for n in 0..side::HELD as u8 {
+            assert_eq!(block.publish(&big(n, 1000)).unwrap(), Published::Sent(n as u64));
+        }
+        assert!(matches!(block.publish(&big(0, 1000)), Err(ShmError::Timeout(_))));
+        assert_eq!(block.publish(b"short").unwrap(), Published::Sent(side::HELD as u64), "the ring has room");
+        assert_eq!(s.try_recv(&mut out), Some(0));
+        assert_eq!(out, big(0, 1000));
+        block.set_timeout(Duration::from_secs(5));
+        assert!(block.publish(&big(99, 1000)).is_ok(), "room once the reader passed one");
+        let mut old = Publisher::new(seg.clone(), Backpressure::DropOld);
+        let mut drop_new = Publisher::new(seg.clone(), Backpressure::DropNew);
+        let mut fail_fast = Publisher::new(seg.clone(), Backpressure::FailFast);
+        for n in 0..side::HELD as u8 {
+            old.publish(&big(n, 2000)).unwrap();
+            drop_new.publish(&big(n, 2000)).unwrap();
+            fail_fast.publish(&big(n, 2000)).unwrap();
+        }
+        assert_eq!(drop_new.publish(&big(0, 2000)).unwrap(), Published::Dropped);
+        assert_eq!(drop_new.stats().dropped, 1);
+        assert!(matches!(fail_fast.publish(&big(0, 2000)), Err(ShmError::SideFull { .. })));
+        // drop_old lets its oldest go for its 17th and 18th.
+        old.publish(&big(200, 2000)).unwrap();
+        old.publish(&big(201, 2000)).unwrap();
+        drop(drop_new); // gone: its messages with it
+        let (mut received, mut lapped) = (0, 0);
+        while s.try_recv(&mut out).is_some() {
+            received += 1;
+        }
+        lapped += s.stats().lapped;
+        // Of 3 × 16 + 2 after the first: 2 let go by drop_old, 16 gone with drop_new.
+        assert_eq!(lapped, 2 + side::HELD as u64, "received {received}");
+        assert_eq!(s.stats().received + s.stats().lapped, s.cursor(), "every number counted once");
     }
 
     #[test]

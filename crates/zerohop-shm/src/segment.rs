@@ -53,6 +53,8 @@ pub struct Segment {
     released: AtomicBool,
     /// A memfd segment's part in handing it to joiners ([`Segment::open_memfd`]).
     handoff: Option<std::sync::Mutex<Handoff>>,
+    /// The directory the segment was opened in (`None`: a private one).
+    dir: Option<PathBuf>,
 }
 
 // SAFETY: the mapping is process-wide memory that stays valid until `Drop`; all
@@ -98,7 +100,8 @@ impl Segment {
         if let Some(layout) = &options.layout {
             layout.validate().map_err(ShmError::BadLayout)?;
         }
-        remove_stale(&segment_dir(options));
+        let dir = segment_dir(options);
+        remove_stale(&dir);
         let path = segment_path(name, options);
         let deadline = Instant::now() + INIT_TIMEOUT;
         loop {
@@ -121,7 +124,7 @@ impl Segment {
                     if !lock_until(&file, libc::LOCK_SH, deadline)? || !is_linked(&file)? {
                         continue;
                     }
-                    return Self::attach(file, path, options.layout);
+                    return Self::attach(file, path, options.layout).map(|s| s.in_dir(dir));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(ShmError::Io { op: "open segment", source }),
@@ -129,7 +132,7 @@ impl Segment {
             // 2. Create one. It is built under a private name and linked into place only
             //    when complete, so nobody ever sees a half-made segment under `name`.
             if let Some(segment) = Self::create(&path, options.layout.unwrap_or_default())? {
-                return Ok(segment);
+                return Ok(segment.in_dir(dir));
             }
             // Someone else linked theirs first: join it.
         }
@@ -162,7 +165,7 @@ impl Segment {
         let mut segment = Self::attach(memfd, PathBuf::new(), if created { None } else { options.layout })?;
         segment.created = created;
         segment.handoff = Some(std::sync::Mutex::new(handoff));
-        Ok(segment)
+        Ok(segment.in_dir(dir))
     }
 
     /// A segment only this process can see: anonymous memory (`memfd_create`), no name,
@@ -216,8 +219,17 @@ impl Segment {
         let len = layout.segment_len() as usize + extra;
         file.set_len(len as u64).map_err(|source| ShmError::Io { op: "size segment", source })?;
         let ptr = map(&file, len)?;
-        let segment =
-            Segment { ptr, len, layout, file, path, created: true, released: AtomicBool::new(false), handoff: None };
+        let segment = Segment {
+            ptr,
+            len,
+            layout,
+            file,
+            path,
+            created: true,
+            released: AtomicBool::new(false),
+            handoff: None,
+            dir: None,
+        };
         let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
         w(offsets::MAGIC_LO, MAGIC as u32);
         w(offsets::MAGIC_HI, (MAGIC >> 32) as u32);
@@ -248,6 +260,7 @@ impl Segment {
             created: false,
             released: AtomicBool::new(false),
             handoff: None,
+            dir: None,
         };
         let r = |off: usize| segment.word(off).load(Ordering::Acquire);
         let magic = r(offsets::MAGIC_LO) as u64 | (r(offsets::MAGIC_HI) as u64) << 32;
@@ -303,6 +316,17 @@ impl Segment {
     /// Whether this is a [`Segment::open_memfd`] one.
     pub fn is_memfd(&self) -> bool {
         self.handoff.is_some()
+    }
+
+    /// The directory it was opened in, where its side-path sockets live too
+    /// ([`crate::side`]); `None` for a [`Segment::private`] one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn in_dir(mut self, dir: PathBuf) -> Self {
+        self.dir = Some(dir);
+        self
     }
 
     /// The backing file's path (empty for a [`Segment::private`] one).
@@ -405,6 +429,15 @@ pub fn remove_stale(dir: &Path) -> Vec<String> {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else { continue };
         let hidden = name.strip_prefix('.').is_some_and(|n| n.starts_with(FILE_PREFIX));
+        if name.starts_with(crate::side::SOCKET_PREFIX) {
+            // A side-path server's socket: gone with its server.
+            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if crate::side::abandoned(&entry.path(), old.is_some_and(|age| age >= TEMPORARY_FILE_AGE)) {
+                let _ = std::fs::remove_file(entry.path());
+                removed.push(name.to_owned());
+            }
+            continue;
+        }
         if hidden && name.ends_with(".memfd.live") {
             // A memfd segment's rendezvous: gone with its last holder.
             let path = entry.path();

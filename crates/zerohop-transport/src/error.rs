@@ -209,7 +209,7 @@ impl From<ShmError> for Error {
             ShmError::BadLayout(_) => ErrorCode::BadOption,
             ShmError::LayoutMismatch { .. } | ShmError::Incompatible(_) => ErrorCode::LayoutMismatch,
             ShmError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            ShmError::RingFull | ShmError::NoCredits => ErrorCode::Backpressure,
+            ShmError::RingFull | ShmError::NoCredits | ShmError::SideFull { .. } => ErrorCode::Backpressure,
             ShmError::Timeout(_) => ErrorCode::Timeout,
             ShmError::NoSubscriberSlot { .. } => ErrorCode::NoCapacity,
             ShmError::Io { .. } => ErrorCode::Io,
@@ -239,7 +239,7 @@ mod tests {
         let e: Error = ShmError::MessageTooLarge { len: 10, max: 5 }.into();
         assert_eq!(e.code(), ErrorCode::MessageTooLarge);
         assert!(!e.retryable());
-        assert_eq!(e.to_string(), "ERR_MESSAGE_TOO_LARGE: message of 10 bytes exceeds the slot size of 5 bytes");
+        assert_eq!(e.to_string(), "ERR_MESSAGE_TOO_LARGE: message of 10 bytes exceeds the limit of 5 bytes");
         let e: Error = ShmError::RingFull.into();
         assert!(e.retryable());
     }

@@ -23,6 +23,10 @@ pub struct ShmOptions {
     /// Bytes of the segment's payload pool, where messages longer than a slot go
     /// (`poolSize`, a multiple of 64; default none); fixed when it is created.
     pub pool_size: Option<u32>,
+    /// The largest message this hub publishes (`maxMessageSize`, up to 1 GiB; default
+    /// 16 MiB, or a slot or the pool if larger): longer than the pool, it takes the side
+    /// path ([`zerohop_shm::side`]).
+    pub max_message_size: Option<usize>,
     /// How often the hub looks who comes and goes on the segment, for its status
     /// events (`heartbeatMs`, default 1000; `None`, or 0 by name, for no events).
     pub heartbeat: Option<Duration>,
@@ -40,6 +44,7 @@ impl Default for ShmOptions {
         ShmOptions {
             max_subscribers: None,
             pool_size: None,
+            max_message_size: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             water: WaterMarks::default(),
             memfd: false,
@@ -97,6 +102,7 @@ impl FromOptions for ShmOptions {
         Ok(ShmOptions {
             max_subscribers: o.take_u32("maxSubscribers", 1..=zerohop_shm::layout::MAX_SUBSCRIBERS)?,
             pool_size: o.take_u32("poolSize", 0..=zerohop_shm::layout::MAX_POOL_SIZE)?,
+            max_message_size: o.take_usize("maxMessageSize", 1..=zerohop_shm::ring::MAX_MESSAGE_LIMIT)?,
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
             memfd: o.take_bool("memfd")?.unwrap_or(false),
             water: WaterMarks::take(o)?,
@@ -115,6 +121,8 @@ pub struct ShmTransport {
     /// Who comes and goes (`None` with `heartbeatMs: 0`).
     events: Option<ShmConnection>,
     settings: Settings,
+    /// The largest message it publishes.
+    max_message: usize,
     selected_automatically: bool,
     never_cancelled: AtomicBool,
 }
@@ -132,9 +140,26 @@ pub struct ShmSpec {
     pub water: WaterMarks,
     /// A memfd segment, handed over a Unix socket.
     pub memfd: bool,
+    /// The largest message a publisher takes (`None`: its default).
+    pub max_message_size: Option<usize>,
 }
 
 impl ShmSpec {
+    /// A publisher on `segment` with these settings, announcing its claims in `line`
+    /// and not waiting for `own`, its hub's subscriber entry.
+    pub fn publisher(&self, segment: &Arc<Segment>, line: Option<u32>, own: Option<u32>) -> Publisher {
+        let mut p = Publisher::with_line(segment.clone(), self.settings.backpressure, line);
+        p.set_timeout(self.settings.publish_timeout);
+        p.set_own_entry(own);
+        p.set_max_message_size(self.max_message_size(segment.layout()));
+        p
+    }
+
+    /// The largest message a hub publishes on a segment of `layout`.
+    pub fn max_message_size(&self, layout: &Layout) -> usize {
+        self.max_message_size.unwrap_or_else(|| zerohop_shm::ring::default_max_message(layout))
+    }
+
     /// Opens (or creates) the segment.
     pub fn open_segment(&self) -> Result<Segment> {
         let options = SegmentOptions { layout: self.layout, dir: None };
@@ -152,7 +177,15 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers, shm.pool_size);
-    Ok(ShmSpec { name: name.clone(), layout, settings, heartbeat: shm.heartbeat, water: shm.water, memfd: shm.memfd })
+    Ok(ShmSpec {
+        name: name.clone(),
+        layout,
+        settings,
+        heartbeat: shm.heartbeat,
+        water: shm.water,
+        memfd: shm.memfd,
+        max_message_size: shm.max_message_size,
+    })
 }
 
 /// The members of a segment a hub reports on: all but its own entries.
@@ -177,15 +210,13 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
     let spec = resolve(endpoint, &mut options)?;
     let segment = Arc::new(spec.open_segment()?);
     // (The water marks are the TypeScript hub's: a Rust hub has no events for them.)
-    let ShmSpec { settings, heartbeat, .. } = spec;
+    let (settings, heartbeat) = (spec.settings, spec.heartbeat);
     let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
     let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
-    let publisher = listed.as_ref().map(|entry| {
-        let mut p = Publisher::with_line(segment.clone(), settings.backpressure, entry.index());
-        p.set_timeout(settings.publish_timeout);
-        p.set_own_entry(subscriber.as_ref().map(Subscriber::index));
-        p
-    });
+    let publisher = listed
+        .as_ref()
+        .map(|entry| spec.publisher(&segment, entry.index(), subscriber.as_ref().map(Subscriber::index)));
+    let max_message = spec.max_message_size(segment.layout());
     let events = member_events(&segment, heartbeat, listed.as_ref(), subscriber.as_ref().map(Subscriber::index));
     Ok(Box::new(ShmTransport {
         segment: Some(segment),
@@ -194,6 +225,7 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         events: events.map(ShmConnection),
         subscriber,
         settings,
+        max_message,
         selected_automatically: endpoint.selected_automatically(),
         never_cancelled: AtomicBool::new(false),
     }))
@@ -228,7 +260,12 @@ impl Transport for ShmTransport {
     }
 
     fn max_message_size(&self) -> usize {
-        self.segment.as_ref().map_or(0, |s| s.layout().slot_size.max(s.layout().pool_size) as usize)
+        if self.segment.is_some() { self.max_message } else { 0 }
+    }
+
+    fn linger(&mut self, linger: Duration) -> bool {
+        // Sent on the side path: held by this publisher until read.
+        self.publisher.as_ref().is_none_or(|p| p.linger(linger))
     }
 
     fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {

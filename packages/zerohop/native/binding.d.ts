@@ -169,21 +169,33 @@ export declare class ShmHandle {
    */
   waitForSpace(tail: number, timeoutMs: number, exclude?: number | undefined | null): boolean
   /**
-   * Sets up the Rust publisher for `publish_packed` with a backpressure policy
-   * (`drop_old`, `drop_new`, `block`, `fail_fast`), a timeout, and the hub's own
-   * subscriber entry (which backpressure ignores).
+   * Sets up the Rust publisher (`publish_packed`, messages longer than a slot) with
+   * the hub's settings and its own subscriber entry (which backpressure ignores).
    */
-  attachPublisher(policy: string, timeoutMs: number, ownEntry?: number | undefined | null): void
+  attachPublisher(ownEntry?: number | undefined | null): void
+  /** The largest message the hub publishes (longer than the pool: the side path). */
+  maxMessageSize(): number
+  /**
+   * Waits up to `timeout_ms` (blocking this thread) until subscribers have read what
+   * the Rust publisher sent on the side path; whether they have.
+   */
+  linger(timeoutMs: number): boolean
+  /**
+   * Side-path message `seq`, `len` bytes, from the publisher whose token is
+   * `token_lo`/`token_hi` (see `zerohop_shm::side`): an `ArrayBuffer` over a private
+   * mapping of it, `null` if its publisher no longer holds it.
+   */
+  fetchSide(seq: number, tokenLo: number, tokenHi: number, len: number): ArrayBuffer | null
   /**
    * Publishes `data.len() / size` messages of `size` bytes laid end to end: one call,
    * one lock, one wake-up. Returns how many were accepted.
    */
   publishPacked(data: Uint8Array, size: number): number
   /**
-   * Publishes one message longer than a slot through the payload pool (the Rust
-   * publisher copies it there). False when `drop_new` dropped it.
+   * Publishes one message longer than a slot, through the payload pool or the side
+   * path (the Rust publisher copies it there). False when `drop_new` dropped it.
    */
-  publishPooled(data: Uint8Array): boolean
+  publishLarge(data: Uint8Array): boolean
   /**
    * Opens a loan of `len` bytes in the payload pool: `[seq, byteOffset]` (the bytes to
    * write lie at `byteOffset` of the segment), `null` when `drop_new` dropped it.

@@ -1019,7 +1019,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       } else if (this.struct) {
         value = this.struct.read(ring.dv, off + env)
       } else {
-        const bytes = sub.pooledView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len)
+        const bytes = sub.largeView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len)
         value = inPlace ? (bytes as T) : this.codec.decode(bytes)
       }
       if (info !== undefined && env !== 0) this.port.readInfo(ring.dv, off, info)
@@ -1220,7 +1220,7 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.seq = this.sub.cursor
     this.envelopeAt = off
     const at = off + this.envelope
-    this.bytes = aside ?? this.sub.pooledView() ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
+    this.bytes = aside ?? this.sub.largeView() ?? this.ring.payloadView(this.seq >>> 0, this.envelope, this.sub.len)
     this.size = aside?.length ?? this.sub.len - this.envelope
     this.decoded = undefined
     this.held = true

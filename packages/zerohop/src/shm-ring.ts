@@ -8,7 +8,8 @@
  * segment's external `ArrayBuffer`, so the JavaScript memory model orders them like
  * the Rust side's SeqCst atomics. Rust is called only on slow paths: a slot whose
  * earlier lap is unfinished, the repair lock of an unlisted publisher, `block` waits,
- * and futex wake-ups when a peer is parked.
+ * futex wake-ups when a peer is parked, and messages longer than a slot (the payload
+ * pool, and past it the side path: see `crates/zerohop-shm/src/side.rs`).
  *
  * Sequence numbers are JavaScript numbers (exact up to 2^53: decades at 10 M msg/s);
  * the 32-bit words in memory hold their low halves.
@@ -20,6 +21,8 @@ import { BackpressureError, MessageTooLargeError } from './errors.js'
 const TWO_32 = 4294967296
 /** A committed slot's length word when it holds no message (`SKIP_LEN`, as an int32). */
 const SKIP_LEN = -1
+/** What a reader's look at a message outside its slot returns when it moved past it instead. */
+const LAPPED = -2
 /** Settled already: what a reader's deferred cursor store is chained to. */
 const RESOLVED = Promise.resolve()
 
@@ -286,6 +289,7 @@ export class ShmPublisher {
     const line = native(() => ring.handle.publisherLine())
     this.claimFirst = line === null ? -1 : ring.CLAIMS + line * ring.CLAIM_STRIDE + (offsets().claimFirst >> 2)
     this.claimCount = line === null ? -1 : ring.CLAIMS + line * ring.CLAIM_STRIDE + (offsets().claimCount >> 2)
+    this.inSlot = ring.slotSize
   }
 
   /**
@@ -340,10 +344,14 @@ export class ShmPublisher {
   claimed = 0
 
   /**
-   * Publishes a message longer than a slot through the payload pool (the port's
-   * native publisher: one call into Rust is nothing beside a copy that size).
+   * Publishes a message longer than {@link inSlot} through the payload pool or the side
+   * path (the port's native publisher, which checks it against the largest message: one
+   * call into Rust is nothing beside a copy that size).
    */
-  pooled: ((bytes: Uint8Array) => boolean) | undefined
+  large: ((bytes: Uint8Array) => boolean) | undefined
+
+  /** The longest message written into a slot here: the slot size, or the largest message if less. */
+  inSlot: number
 
   /**
    * Takes claimed slot `lo` (of sequence number `seq`): its stamp goes from the
@@ -496,10 +504,10 @@ export class ShmPublisher {
     const i32 = this.i32
     const framed = w0 !== -1
     const len = framed ? FRAME_HEADER + bytes.length : bytes.length
-    if (len > r.slotSize) {
-      // Longer than a slot: through the payload pool, in Rust (see `pooled`).
-      if (!framed && this.pooled !== undefined && len <= r.poolSize) return this.pooled(bytes)
-      throw framed ? tooLarge(bytes.length, r.slotSize - FRAME_HEADER) : tooLarge(len, Math.max(r.slotSize, r.poolSize))
+    if (len > this.inSlot) {
+      // Longer than a slot: through the payload pool or the side path, in Rust (see `large`).
+      if (!framed && this.large !== undefined) return this.large(bytes)
+      throw framed ? tooLarge(bytes.length, r.slotSize - FRAME_HEADER) : tooLarge(len, this.inSlot)
     }
     const lo = this.claim()
     if (lo < 0) return false
@@ -559,7 +567,7 @@ export class ShmPublisher {
 export const FRAME_HEADER = 16
 
 export function tooLarge(len: number, max: number): MessageTooLargeError {
-  return new MessageTooLargeError(`message of ${len} bytes exceeds the slot size of ${max} bytes (set slotSize when the segment is created)`)
+  return new MessageTooLargeError(`message of ${len} bytes exceeds the limit of ${max} bytes (maxMessageSize; a loan or a Rpc message: the slot size)`)
 }
 
 /** Counters of a subscriber. */
@@ -590,6 +598,8 @@ export class ShmSubscriber {
   /** The pool unit of the message `peek` found, -1 when it lies in its slot, and its byte offset. */
   private peekUnit = -1
   private peekOff = 0
+  /** The side-path message `peek` found: a view of its mapping (undefined: none). */
+  private peekSide: Uint8Array | undefined
   /** Word index of this reader's pool cursor in its table entry. */
   private readonly poolCursorIdx: number
   /** Peeks since the cursor was last compared with the tail (see `peek`). */
@@ -675,8 +685,9 @@ export class ShmSubscriber {
         this.peekStamp = stamp
         this.peekUnit = -1
         if (len > r.slotSize) {
-          const at = this.pooledAt(si, len)
+          const at = len > r.poolSize ? this.sideAt(si, len, stamp) : this.pooledAt(si, len)
           if (at >= 0) return at
+          if (at === LAPPED) continue
           // No message a pool this size holds: passed over (unless torn: a lap).
           if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
           if (Atomics.load(i32, si) !== stamp) this.skipAhead()
@@ -739,8 +750,41 @@ export class ShmSubscriber {
     return this.peekOff
   }
 
-  /** The message `peek` found in the payload pool, a view of it there; `undefined` when it lies in its slot. */
-  pooledView(): Uint8Array | undefined {
+  /**
+   * A side-path message of `len` bytes, whose slot is at word `si` with stamp `stamp`:
+   * fetches it from its publisher (see `crates/zerohop-shm/src/side.rs`) and returns
+   * the byte offset of its slot's payload (`len` and `peekSide` set). `LAPPED` when its
+   * publisher no longer has it (counted lapped, moved past) or the slot was overwritten
+   * while its token was read (skipped ahead).
+   */
+  private sideAt(si: number, len: number, stamp: number): number {
+    const r = this.ring
+    const i32 = this.i32
+    const lo = i32[si + (r.PAYLOAD >> 2)]! >>> 0
+    const hi = i32[si + (r.PAYLOAD >> 2) + 1]! >>> 0
+    if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+    if (Atomics.load(i32, si) !== stamp) {
+      this.skipAhead()
+      return LAPPED
+    }
+    const got = native(() => r.handle.fetchSide(this.cursor, lo, hi, len))
+    if (got === null) {
+      this.counters.lapped++
+      this.counters.lapEvents++
+      this.moveTo(this.cursor + 1)
+      return LAPPED
+    }
+    this.peekSide = new Uint8Array(got)
+    this.len = len
+    return (si << 2) + r.PAYLOAD
+  }
+
+  /**
+   * The message `peek` found, when it lies outside its slot (in the payload pool, or
+   * on the side path): a view of it; `undefined` when it lies in its slot.
+   */
+  largeView(): Uint8Array | undefined {
+    if (this.peekSide !== undefined) return this.peekSide
     return this.peekUnit < 0 ? undefined : this.ring.u8.subarray(this.peekOff, this.peekOff + this.len)
   }
 
@@ -812,7 +856,8 @@ export class ShmSubscriber {
   }
 
   intact(): boolean {
-    if (this.flowControlled) return true
+    // (A side-path message is this reader's own mapping of a sealed file.)
+    if (this.flowControlled || this.peekSide !== undefined) return true
     if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
     if (Atomics.load(this.i32, this.peekIdx) !== this.peekStamp) return false
     // A pooled message: also not if pool units were handed out a whole pool past its
@@ -822,6 +867,7 @@ export class ShmSubscriber {
 
   /** Moves past the message found by `peek`, of `bytes` bytes (default: what its slot holds). */
   advance(bytes = this.len - this.envelope): void {
+    this.peekSide = undefined
     if (this.peekUnit >= 0) {
       // Past a pooled message: what is left to read lies after its units.
       Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / this.ring.poolUnit)) | 0)
@@ -834,6 +880,7 @@ export class ShmSubscriber {
 
   /** The message found by `peek` was torn by an overwrite: count it and skip ahead. */
   torn(): void {
+    this.peekSide = undefined
     this.skipAhead()
   }
 

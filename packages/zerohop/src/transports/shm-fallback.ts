@@ -18,13 +18,17 @@ import { type Codec, raw } from '../codec.js'
 import { BadOptionError, InvalidStateError, IoError, UnsupportedTransportError, ZerohopError } from '../errors.js'
 import { binding, native, type NetHandle } from '../native.js'
 import type { Loan, Port } from '../port.js'
-import { tooLarge } from '../shm-ring.js'
-import { StructCodec, type StructView } from '../struct.js'
+import type { StructCodec } from '../struct.js'
+import { CopyLoan } from './copy-loan.js'
 import { NetPort, openNet } from './net.js'
 import { loanSize, openShm } from './shm.js'
 
 /** Options of `shm://` that a Unix socket has no use for (its hubs keep no segment). */
 const SEGMENT_ONLY = ['maxSubscribers', 'highWater', 'lowWater', 'poolSize']
+
+/** Shared memory's default largest message (16 MiB, or a slot or the pool if larger), and its most. */
+const DEFAULT_MAX_MESSAGE = 16 << 20
+const MAX_MESSAGE_LIMIT = 2 ** 30
 
 /** How often a hub whose relay went away tries to become the relay. */
 const ELECTION_MS = 50
@@ -73,6 +77,8 @@ export function fallbackUrl(file: string, why: string): string {
 export function streamOptions(params: string[][], options: object): Record<string, unknown> {
   const own: Record<string, unknown> = Object.fromEntries(params.map(([k, v]) => [k, v]))
   Object.assign(own, options)
+  // The largest message as over shared memory (whose pool and side path take what a slot does not).
+  own.maxMessageSize ??= Math.min(MAX_MESSAGE_LIMIT, Math.max(DEFAULT_MAX_MESSAGE, Number(own.slotSize) || 0, Number(own.poolSize) || 0))
   for (const k of SEGMENT_ONLY) delete own[k]
   // Lapping has no meaning on a stream: the stream's own policy (a slow reader is a slow consumer).
   if (own.backpressure === 'drop_old') delete own.backpressure
@@ -131,12 +137,7 @@ class FallbackPort<T> extends NetPort<T> {
   /** A loan of a buffer of this port's own (a slot's size, or `size`), sent as a copy on commit. */
   override loan(size?: number): Loan<T> {
     const need = loanSize(size, this.ring.slotSize, this.maxMessageSize)
-    if (this.copyLoan === undefined || this.copyLoan.capacity < need) {
-      this.copyLoan?.start(0) // (throws if the old one is open)
-      this.copyLoan = new CopyLoan<T>(need, this.struct, (bytes) => this.send(bytes, 0))
-    }
-    this.copyLoan.start(need)
-    return this.copyLoan
+    return (this.copyLoan = CopyLoan.start(this.copyLoan, need, this.struct, (bytes) => this.send(bytes, 0)))
   }
 
   override close(): void {
@@ -144,58 +145,5 @@ class FallbackPort<T> extends NetPort<T> {
     super.close()
     this.relay?.close()
     this.relay = undefined
-  }
-}
-
-/** `loan()` over the fallback: the slot is this port's buffer, published as a copy. */
-class CopyLoan<T> implements Loan<T> {
-  bytes: Uint8Array
-  readonly capacity: number
-  private readonly buffer: Uint8Array
-  seq = 0
-  /** Messages committed through this loan so far. */
-  private sent = 0
-  private open = false
-  private readonly view: (T & StructView) | undefined
-  private readonly struct: StructCodec<T> | undefined
-
-  constructor(
-    size: number,
-    struct: StructCodec<T> | undefined,
-    private readonly publish: (bytes: Uint8Array) => boolean,
-  ) {
-    this.buffer = this.bytes = new Uint8Array(size)
-    this.capacity = size
-    this.struct = struct
-    this.view = struct?.view(new DataView(this.bytes.buffer), 0)
-  }
-
-  /** Opens it for `size` bytes (at most its capacity). */
-  start(size: number): void {
-    if (this.open) throw new InvalidStateError('a loan is open on this hub; commit or abort it first')
-    if (size === 0) return
-    this.open = true
-    this.seq = this.sent
-    if (this.bytes.length !== size) this.bytes = this.buffer.subarray(0, size)
-  }
-
-  get value(): T {
-    if (this.view === undefined) throw new InvalidStateError('loan.value needs a struct codec; write loan.bytes instead')
-    return this.view
-  }
-
-  commit(len?: number): void {
-    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
-    const n = len ?? (this.struct ? this.struct.size : this.bytes.length)
-    if (!Number.isInteger(n) || n < 0) throw new BadOptionError(`commit length must be a non-negative integer, got ${n}`)
-    if (n > this.bytes.length) throw tooLarge(n, this.bytes.length)
-    this.open = false
-    this.sent++
-    this.publish(this.bytes.subarray(0, n))
-  }
-
-  abort(): void {
-    if (!this.open) throw new InvalidStateError('this loan was already committed or aborted')
-    this.open = false
   }
 }

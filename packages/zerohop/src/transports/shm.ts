@@ -10,6 +10,7 @@ import { binding, native, type ShmHandle, statusEvent } from '../native.js'
 import type { FlowPort, HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
 import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec, type StructView } from '../struct.js'
+import { CopyLoan } from './copy-loan.js'
 
 /** The options only `shm://` hubs have. */
 export interface ShmOptions {
@@ -21,6 +22,15 @@ export interface ShmOptions {
    * `loan(size)` and `borrow()` are views of it. Fixed when the segment is created.
    */
   poolSize?: number
+  /**
+   * The largest message this hub publishes, in bytes (default 16 MiB, or a slot or the
+   * pool if larger; at most 1 GiB). One longer than the pool (or a slot, without one)
+   * takes the side path: the publisher keeps it in a sealed memfd of its own until every
+   * subscriber has read it, in order with the rest; a reader fetches it over the
+   * publisher's `0600` Unix socket and reads it in place (`borrow()`: a view of its own
+   * mapping). `close()` lingers until such messages are read.
+   */
+  maxMessageSize?: number
   /**
    * How often, in milliseconds, the hub looks who opened, closed or died on the
    * segment, for its status events about them (default 1000; 0: no such events).
@@ -104,7 +114,7 @@ export abstract class SegmentPort {
     return undefined
   }
 
-  linger(): Promise<boolean> {
+  linger(_lingerMs: number): Promise<boolean> {
     return Promise.resolve(true) // in the segment already: nothing is on its way
   }
 }
@@ -128,6 +138,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   private closed = false
   /** The port's one loan object, reused by every `loan()`. */
   private openLoan: ShmLoan<T> | undefined
+  /** The port's loan of a message too long for the pool (see `CopyLoan`). */
+  private copyLoan: CopyLoan<T> | undefined
   /** What the finalization registry sees of this port: only its loan. */
   private readonly gcState: { loan: ShmLoan<unknown> | undefined } = { loan: undefined }
 
@@ -135,8 +147,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     super()
     this.settings = native(() => handle.settings()) as PortSettings
     this.ring = new ShmRing(handle)
-    // (Longer than a slot: through the payload pool, if the segment has one.)
-    this.maxMessageSize = Math.max(this.ring.slotSize, this.ring.poolSize)
+    // (Longer than a slot: through the payload pool, and longer than that the side path.)
+    this.maxMessageSize = native(() => handle.maxMessageSize())
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
     const role = this.settings.role
@@ -145,7 +157,10 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
       role === 'subscriber'
         ? undefined
         : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
-    if (this.pub !== undefined && this.ring.poolSize > 0) this.pub.pooled = (bytes) => this.publishPooled(bytes)
+    if (this.pub !== undefined) {
+      this.pub.large = (bytes) => this.publishLarge(bytes)
+      this.pub.inSlot = Math.min(this.ring.slotSize, this.maxMessageSize)
+    }
     const [high, low] = native(() => handle.waterMarks()) as [number, number]
     const pub = this.pub
     this.flow = {
@@ -165,7 +180,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
 
   private publisher(): ShmPublisher {
     const pub = this.pub
-    if (pub === undefined || this.closed || (this.openLoan !== undefined && this.openLoan.open)) return this.publisherError()
+    if (pub === undefined || this.closed || this.loanOpen) return this.publisherError()
     return pub
   }
 
@@ -176,7 +191,17 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   }
 
   get loanOpen(): boolean {
-    return this.openLoan?.open === true
+    return this.openLoan?.open === true || this.copyLoan?.open === true
+  }
+
+  /** Until subscribers have read what went on the side path (this publisher holds it till then). */
+  override async linger(lingerMs: number): Promise<boolean> {
+    const until = Date.now() + lingerMs
+    while (this.nativePublisher && !this.closed && !native(() => this.ring.handle.linger(0))) {
+      if (Date.now() >= until) return false
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+    return true
   }
 
   publish(value: T, channel: number): boolean {
@@ -230,12 +255,13 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
               len = struct.size
             } else {
               const b = codec.encode(values[n]!)
-              if (b.length > ring.slotSize) {
-                if (ring.poolSize === 0 || b.length > ring.poolSize) throw tooLarge(b.length, Math.max(ring.slotSize, ring.poolSize))
+              if (b.length > pub.inSlot) {
+                if (b.length > this.maxMessageSize) throw tooLarge(b.length, this.maxMessageSize)
                 // Longer than a slot: the rest of the run is passed over, this one goes
-                // through the pool (after them, so in order), and a new run starts.
+                // through the pool or the side path (after them, so in order), and a new
+                // run starts.
                 for (let j = i; j < count; j++) pub.abandon((first + j) >>> 0)
-                if (!this.pooledRaw(b)) {
+                if (!this.largeRaw(b)) {
                   pub.counters.dropped += values.length - n // (drop_new: this one and the rest)
                   pub.done(n, bytes)
                   return n
@@ -268,21 +294,20 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   /** The Rust publisher of this hub (`publishPacked`, the payload pool), set up once. */
   private attachNative(): void {
     if (this.nativePublisher) return
-    const s = this.settings
-    native(() => this.ring.handle.attachPublisher(s.backpressure, s.publishTimeoutMs, this.subscriber?.entry))
+    native(() => this.ring.handle.attachPublisher(this.subscriber?.entry))
     this.nativePublisher = true
   }
 
-  /** One message longer than a slot, through the payload pool; counted by the caller. */
-  private pooledRaw(bytes: Uint8Array): boolean {
+  /** One message longer than a slot, through the payload pool or the side path; counted by the caller. */
+  private largeRaw(bytes: Uint8Array): boolean {
     this.attachNative()
-    return native(() => this.ring.handle.publishPooled(bytes))
+    return native(() => this.ring.handle.publishLarge(bytes))
   }
 
-  /** One message longer than a slot, through the payload pool. */
-  private publishPooled(bytes: Uint8Array): boolean {
+  /** One message longer than a slot, through the payload pool or the side path. */
+  private publishLarge(bytes: Uint8Array): boolean {
     const c = this.pub!.counters
-    const sent = this.pooledRaw(bytes)
+    const sent = this.largeRaw(bytes)
     if (sent) {
       c.published++
       c.publishedBytes += bytes.length
@@ -316,6 +341,11 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
       abandonedLoans.register(this, this.gcState)
     }
     const loan = this.openLoan
+    if (need > ring.poolSize && need > ring.slotSize) {
+      // On the side path: a copy in any case, so a buffer of the port's own.
+      const copy = (this.copyLoan = CopyLoan.start(this.copyLoan, need, this.struct, (bytes) => this.publishLarge(bytes)))
+      return copy
+    }
     if (need > ring.slotSize) {
       // In the payload pool: Rust claims it, the bytes are written here.
       this.attachNative()
@@ -350,6 +380,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     if (this.closed) return
     this.closed = true
     if (this.openLoan?.open) this.openLoan.abort()
+    if (this.copyLoan?.open) this.copyLoan.abort()
     this.ring.close()
   }
 }
