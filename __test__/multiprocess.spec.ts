@@ -63,6 +63,36 @@ test.serial('poolSize: 2 publishers × 2 subscribers of 3000-byte messages throu
   t.like(drained, { received: 2 * N, torn: 0, lapped: 0 })
 })
 
+test.serial('side path: 2 publishers × 2 subscribers of messages longer than the pool (100 KB, 4 KB pool) between short and pooled ones, under block, in processes of their own: nothing lost or torn, in order', async (t) => {
+  const name = uniqueName('side')
+  const N = 3000
+  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize: 4096 })
+  const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * N), mode]))
+  await Promise.all(subs.map((s) => s.next('ready')))
+  const pubs = [1, 2].map((tag) => child('publisher.mjs', [name, String(N), 'block', '', String(tag), '16,100000,3000']))
+  for (const p of pubs) t.is((await p.next('done')).published, N)
+  const [tagged, drained] = await Promise.all(subs.map((s) => s.next('done')))
+  t.like(tagged, { received: 2 * N, inOrder: true, torn: 0, lapped: 0, lastOf: { 1: N - 1, 2: N - 1 } })
+  t.like(drained, { received: 2 * N, torn: 0, lapped: 0 })
+})
+
+test.serial('side path: a publisher killed before its side-path message was read: the reader counts it lapped and goes on, and its socket is gone after one more open', async (t) => {
+  const name = uniqueName('side-kill')
+  await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
+  const sockets = () => readdirSync('/dev/shm').filter((f) => f.startsWith('.zerohop-side-'))
+  const before = new Set(sockets())
+  const crash = child('crash.mjs', [name, 'side'])
+  await crash.next('dying')
+  t.is(await crash.exited, 'SIGKILL')
+  const left = sockets().filter((f) => !before.has(f))
+  t.is(left.length, 1, 'a killed publisher leaves its socket behind')
+  t.deepEqual(sub.tryRecv(), new Uint8Array([1]))
+  t.deepEqual(sub.tryRecv(), new Uint8Array([2]), 'the side-path message went with its publisher')
+  t.like(sub.metrics(), { received: 2, lapped: 1 })
+  await using _other = await Hub.open(`shm://${uniqueName('after-side')}`)
+  t.false(existsSync(`/dev/shm/${left[0]}`), 'removed by the next open')
+})
+
 test.serial('credits: a block publisher in another process publishes only what the subscriber grants, and nothing is lost', async (t) => {
   const name = uniqueName('credits')
   const N = 300
@@ -219,7 +249,7 @@ test.serial('a creator that dies without closing leaves a segment the next open 
   await using r = await Hub.open(`shm://${name}`)
   h.publish(new Uint8Array([5]))
   t.deepEqual(r.tryRecv(), new Uint8Array([5]))
-  t.is(h.maxMessageSize, 32, 'the stale segment was replaced with the requested layout')
+  t.is(h.metrics().slotSize, 32, 'the stale segment was replaced with the requested layout')
 })
 
 test.serial('a hub collected with a loan open does not keep readers waiting at its claim', async (t) => {

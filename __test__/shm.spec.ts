@@ -154,8 +154,8 @@ test('poolSize: messages longer than a slot go through the payload pool, publish
   const pattern = (n: number, len: number) => Uint8Array.from({ length: len }, (_, i) => (n + i * 7) & 255)
   await using p = await Hub.open(url, { role: 'publisher', slotSize: 64, capacity: 64, poolSize: 64 * 1024 })
   await using r = await Hub.open(url, { role: 'subscriber' })
-  t.is(p.maxMessageSize, 64 * 1024)
-  t.is(r.maxMessageSize, 64 * 1024, 'a joiner adopts the pool')
+  t.is(p.maxMessageSize, 16 << 20, 'past the pool: the side path')
+  t.is((await Hub.open(shm('pool-big'), { poolSize: 32 << 20 })).maxMessageSize, 32 << 20, 'a pool larger than the default largest message')
   // publish: copied into the pool, between short messages.
   t.true(p.publish(pattern(1, 10_000)))
   t.true(p.publish(new Uint8Array([2])))
@@ -184,11 +184,75 @@ test('poolSize: messages longer than a slot go through the payload pool, publish
   t.deepEqual(drained, [new Uint8Array([5]), pattern(6, 3000), new Uint8Array([7])])
   p.publishBatch([pattern(8, 100), new Uint8Array([9])])
   t.deepEqual(r.tryRecvBatch().map((m) => m.slice()), [pattern(8, 100), new Uint8Array([9])])
-  await rejectsWith(t, () => p.publish(new Uint8Array(64 * 1024 + 1)), 'ERR_MESSAGE_TOO_LARGE')
-  await rejectsWith(t, () => p.loan(64 * 1024 + 1), 'ERR_MESSAGE_TOO_LARGE')
   t.like(p.metrics(), { published: 9 })
   t.like(r.metrics(), { received: 9, lapped: 0 })
   await rejectsWith(t, () => Hub.open(shm('pool-bad'), { poolSize: 100 }), 'ERR_BAD_OPTION')
+})
+
+test('side path: messages longer than the pool are published, batched, loaned and received (borrowed in place) in order with the rest, up to maxMessageSize', async (t) => {
+  const url = shm('side')
+  const pattern = (n: number, len: number) => Uint8Array.from({ length: len }, (_, i) => (n + i * 7) & 255)
+  await using p = await Hub.open(url, { role: 'publisher', slotSize: 64, capacity: 64, poolSize: 4096, maxMessageSize: 1 << 20 })
+  await using r = await Hub.open(url, { role: 'subscriber' })
+  t.is(p.maxMessageSize, 1 << 20)
+  t.is(r.maxMessageSize, 16 << 20, "each hub's own limit")
+  t.true(p.publish(pattern(1, 300_000)))
+  t.true(p.publish(new Uint8Array([2])))
+  t.true(p.publish(pattern(3, 3000)))
+  t.deepEqual(r.tryRecv(), pattern(1, 300_000))
+  t.deepEqual(r.tryRecv(), new Uint8Array([2]))
+  t.deepEqual(r.tryRecv(), pattern(3, 3000))
+  // borrow(): a view of the reader's own mapping of it; writing into it changes nothing for others.
+  await using r2 = await Hub.open(url, { role: 'subscriber' })
+  p.publish(pattern(4, 1 << 20))
+  const b = r.borrow()!
+  t.is(b.bytes.length, 1 << 20)
+  t.deepEqual(b.bytes, pattern(4, 1 << 20))
+  b.bytes[0] = 255 - b.bytes[0]!
+  t.true(b.valid())
+  t.true(b.release())
+  t.deepEqual(r2.tryRecv(), pattern(4, 1 << 20))
+  // loan(size) past the pool: a buffer of the hub's own, published as a copy on commit.
+  const loan = p.loan(50_000)
+  t.is(loan.bytes.length, 50_000)
+  loan.bytes.set(pattern(5, 50_000))
+  t.throws(() => p.publish(new Uint8Array([0])), { code: 'ERR_INVALID_STATE' })
+  loan.commit()
+  p.loan(60_000).abort()
+  // publishBatch, drain() and tryRecvBatch() mix them in.
+  t.is(p.publishBatch([new Uint8Array([6]), pattern(7, 20_000), new Uint8Array([8])]), 3)
+  t.deepEqual(r.tryRecv(), pattern(5, 50_000))
+  const drained: Uint8Array[] = []
+  t.is(r.drain((m) => drained.push(m.slice())), 3)
+  t.deepEqual(drained, [new Uint8Array([6]), pattern(7, 20_000), new Uint8Array([8])])
+  p.publishBatch([pattern(9, 10_000), new Uint8Array([10])])
+  t.deepEqual(r.tryRecvBatch().map((m) => m.slice()), [pattern(9, 10_000), new Uint8Array([10])])
+  await rejectsWith(t, () => p.publish(new Uint8Array((1 << 20) + 1)), 'ERR_MESSAGE_TOO_LARGE')
+  await rejectsWith(t, () => p.loan((1 << 20) + 1), 'ERR_MESSAGE_TOO_LARGE')
+  t.like(p.metrics(), { published: 10 })
+  t.like(r.metrics(), { received: 10, lapped: 0 })
+  for (const bad of [0, 2 ** 30 + 1, 1.5, 'big']) await rejectsWith(t, () => Hub.open(shm('side-bad'), { maxMessageSize: bad as number }), 'ERR_BAD_OPTION')
+  await rejectsWith(t, () => Hub.open(`${shm('side-bad')}?maxMessageSize=0`), 'ERR_BAD_URL')
+})
+
+test('side path: close() waits (up to lingerMs) until subscribers have read what went on it, since it goes with the publisher', async (t) => {
+  const url = shm('side-linger')
+  const p = await Hub.open(url, { role: 'publisher' })
+  await using r = await Hub.open(url, { role: 'subscriber' })
+  p.publish(new Uint8Array(100_000).fill(3))
+  let closed = false
+  const closing = p.close({ lingerMs: 10_000 }).then(() => (closed = true))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.false(closed, 'still held for the reader')
+  t.deepEqual(await r.recv({ timeoutMs: 1000 }), new Uint8Array(100_000).fill(3))
+  await closing
+  // Closed without waiting: the message goes, and the reader counts it lapped.
+  const q = await Hub.open(url, { role: 'publisher' })
+  q.publish(new Uint8Array(100_000))
+  q.publish(new Uint8Array([1]))
+  await q.close({ lingerMs: 0 })
+  t.deepEqual(r.tryRecv(), new Uint8Array([1]))
+  t.like(r.metrics(), { received: 2, lapped: 1 })
 })
 
 test('poolSize: block waits for room in the pool (its slowest reader), drop_new drops, fail_fast refuses', async (t) => {
@@ -262,8 +326,8 @@ test('a stale or garbage segment file is replaced on open', async (t) => {
   t.deepEqual(r.tryRecv(), new Uint8Array([1]))
 })
 
-test('ERR_MESSAGE_TOO_LARGE', async (t) => {
-  await using h = await Hub.open(shm('large'), { slotSize: 8 })
+test('ERR_MESSAGE_TOO_LARGE past maxMessageSize (a loan in a slot: past the slot)', async (t) => {
+  await using h = await Hub.open(shm('large'), { slotSize: 8, maxMessageSize: 8 })
   await rejectsWith(t, () => h.publish(new Uint8Array(9)), 'ERR_MESSAGE_TOO_LARGE')
   await rejectsWith(t, () => h.publishBatch([new Uint8Array(1), new Uint8Array(9)]), 'ERR_MESSAGE_TOO_LARGE')
   t.is(h.metrics().published, 1, 'the batch prefix before the oversize message was published')
@@ -279,8 +343,8 @@ test('ERR_LAYOUT_MISMATCH', async (t) => {
   t.regex(e.message, /slotSize 64/)
   // Without layout options, a joiner adopts the existing layout.
   await using b = await Hub.open(url)
-  t.is(b.maxMessageSize, 64)
-  t.is(a.maxMessageSize, 64)
+  t.is(b.metrics().slotSize, 64)
+  t.is(a.metrics().slotSize, 64)
 })
 
 test('ERR_CLOSED', async (t) => {

@@ -340,6 +340,8 @@ pub struct Publisher {
     max_message: usize,
     /// Its side-path server, started by the first message that needs it.
     side: Option<SideServer>,
+    /// How many side-path messages, and bytes of them, it holds at most.
+    side_limits: (usize, usize),
 }
 
 impl Publisher {
@@ -374,6 +376,7 @@ impl Publisher {
             run_end: 0,
             max_message: 0,
             side: None,
+            side_limits: (side::HELD, side::HELD_BYTES),
         }
         .with_default_max_message()
     }
@@ -455,6 +458,13 @@ impl Publisher {
         }
     }
 
+    /// Sets how many side-path messages, and bytes of them, it holds at most until
+    /// subscribers have read them (default [`side::HELD`], [`side::HELD_BYTES`]; it may
+    /// always hold one): past that, the backpressure policy decides.
+    pub fn set_side_limits(&mut self, messages: usize, bytes: usize) {
+        self.side_limits = (messages.max(1), bytes);
+    }
+
     /// Copies `payload` into the ring as one message.
     pub fn publish(&mut self, payload: &[u8]) -> Result<Published> {
         let len = payload.len();
@@ -497,7 +507,7 @@ impl Publisher {
             let (mem, own) = (self.mem.clone(), self.own_entry);
             self.side = Some(SideServer::start(dir, move |seq| passed_by_all(&mem, seq, own))?);
         }
-        if !self.side_room()? {
+        if !self.side_room(payload.len())? {
             self.stats.dropped += 1;
             return Ok(Published::Dropped);
         }
@@ -508,23 +518,28 @@ impl Publisher {
         }
     }
 
-    /// Applies the backpressure policy to the side path's messages held (at most
-    /// [`side::HELD`]): true to go on, false to drop the new one.
-    fn side_room(&mut self) -> Result<bool> {
+    /// Applies the backpressure policy to the side path's messages held (see
+    /// [`side::HELD`]) before one of `len` bytes: true to go on, false to drop it.
+    fn side_room(&mut self, len: usize) -> Result<bool> {
         let side = self.side.as_ref().expect("started");
-        if side.release_passed() < side::HELD {
+        let limits = self.side_limits;
+        if side.has_room(len, limits) {
             return Ok(true);
         }
         match self.policy {
-            Backpressure::DropOld => side.let_go_oldest(),
+            Backpressure::DropOld => {
+                while !side.has_room(len, limits) {
+                    side.let_go_oldest();
+                }
+            }
             Backpressure::DropNew => return Ok(false),
-            Backpressure::FailFast => return Err(ShmError::SideFull { held: side::HELD }),
+            Backpressure::FailFast => return Err(ShmError::SideFull { held: side.held() }),
             Backpressure::Block => {
                 wait_until(
                     &self.mem,
                     Instant::now() + self.timeout,
                     "subscribers to read the side path's messages",
-                    || side.release_passed() < side::HELD,
+                    || side.has_room(len, limits),
                 )?;
                 self.stats.blocked += 1;
             }
@@ -991,7 +1006,7 @@ impl Loan<'_> {
     /// the publisher's side server holds it, the slot says whose it is.
     fn commit_side(self, len: usize, file: File) -> u64 {
         let side = self.publisher.side.as_ref().expect("started");
-        side.hold(self.seq, file);
+        side.hold(self.seq, file, len);
         let token = side.token();
         let mem = &self.publisher.mem;
         let slot = mem.layout.slot_offset(self.seq);
@@ -2084,7 +2099,7 @@ mod tests {
         }
     }
 
-    /// A publisher holds at most `side::HELD` unread side-path messages: past that,
+    /// A publisher holds at most so many unread side-path messages: past that,
     /// `block` waits for the reader, `drop_new` drops, `fail_fast` refuses, and `drop_old`
     /// lets the oldest go, which the reader counts as lapped. So do the messages of a
     /// publisher that is gone.
@@ -2093,21 +2108,27 @@ mod tests {
         let seg = pooled_segment("sideroom", 128, 0);
         let mut s = Subscriber::new(seg.clone()).unwrap();
         let mut out = Vec::new();
-        let mut block = Publisher::new(seg.clone(), Backpressure::Block);
+        let held = 16;
+        let limited = |policy| {
+            let mut p = Publisher::new(seg.clone(), policy);
+            p.set_side_limits(held, usize::MAX);
+            p
+        };
+        let mut block = limited(Backpressure::Block);
         block.set_timeout(Duration::from_millis(100));
-        for n in 0..side::HELD as u8 {
+        for n in 0..held as u8 {
             assert_eq!(block.publish(&big(n, 1000)).unwrap(), Published::Sent(n as u64));
         }
         assert!(matches!(block.publish(&big(0, 1000)), Err(ShmError::Timeout(_))));
-        assert_eq!(block.publish(b"short").unwrap(), Published::Sent(side::HELD as u64), "the ring has room");
+        assert_eq!(block.publish(b"short").unwrap(), Published::Sent(held as u64), "the ring has room");
         assert_eq!(s.try_recv(&mut out), Some(0));
         assert_eq!(out, big(0, 1000));
         block.set_timeout(Duration::from_secs(5));
         assert!(block.publish(&big(99, 1000)).is_ok(), "room once the reader passed one");
-        let mut old = Publisher::new(seg.clone(), Backpressure::DropOld);
-        let mut drop_new = Publisher::new(seg.clone(), Backpressure::DropNew);
-        let mut fail_fast = Publisher::new(seg.clone(), Backpressure::FailFast);
-        for n in 0..side::HELD as u8 {
+        let mut old = limited(Backpressure::DropOld);
+        let mut drop_new = limited(Backpressure::DropNew);
+        let mut fail_fast = limited(Backpressure::FailFast);
+        for n in 0..held as u8 {
             old.publish(&big(n, 2000)).unwrap();
             drop_new.publish(&big(n, 2000)).unwrap();
             fail_fast.publish(&big(n, 2000)).unwrap();
@@ -2125,7 +2146,7 @@ mod tests {
         }
         lapped += s.stats().lapped;
         // Of 3 × 16 + 2 after the first: 2 let go by drop_old, 16 gone with drop_new.
-        assert_eq!(lapped, 2 + side::HELD as u64, "received {received}");
+        assert_eq!(lapped, 2 + held as u64, "received {received}");
         assert_eq!(s.stats().received + s.stats().lapped, s.cursor(), "every number counted once");
     }
 
@@ -2442,6 +2463,7 @@ mod tests {
         let seg = segment("loans", 4);
         let mut p = Publisher::new(seg.clone(), Backpressure::DropOld);
         let mut s = Subscriber::new(seg).unwrap();
+        p.set_max_message_size(64);
         assert!(matches!(p.publish(&[0u8; 65]), Err(ShmError::MessageTooLarge { len: 65, max: 64 })));
         {
             let mut loan = p.loan().unwrap().unwrap();

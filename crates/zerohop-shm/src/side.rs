@@ -13,10 +13,10 @@
 //!
 //! The publisher holds a message until every subscriber's cursor is past it (or the ring
 //! has moved a whole lap past it), which its server thread looks at every [`POLL`], and
-//! holds at most [`HELD`] at once: past that its backpressure policy decides (`drop_old`
-//! lets the oldest go, `block` waits for readers, see [`crate::ring::Publisher`]). A
-//! reader that asks for a message its publisher let go, or whose publisher is gone,
-//! counts it as lapped.
+//! holds at most [`HELD`] messages and [`HELD_BYTES`] at once (always one): past that its
+//! backpressure policy decides (`drop_old` lets the oldest go, `block` waits for
+//! readers, see [`crate::ring::Publisher`]). A reader that asks for a message its
+//! publisher let go, or whose publisher is gone, counts it as lapped.
 //!
 //! A server that died leaves its socket file behind: [`crate::segment::remove_stale`]
 //! removes the ones nobody listens on ([`abandoned`]).
@@ -42,8 +42,10 @@ use crate::fdpass;
 pub const SOCKET_PREFIX: &str = ".zerohop-side-";
 /// How often a side server lets go of what every reader has passed.
 pub const POLL: Duration = Duration::from_millis(10);
-/// Most side-path messages a publisher holds at once.
-pub const HELD: usize = 16;
+/// Most side-path messages a publisher holds at once (each is a descriptor).
+pub const HELD: usize = 256;
+/// Most bytes of side-path messages a publisher holds at once (unless it holds one).
+pub const HELD_BYTES: usize = 1 << 30;
 /// How long a reader waits for a server's answer (a stopped publisher does not give one).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a server waits for a caller's question.
@@ -61,8 +63,8 @@ pub fn socket_path(dir: &Path, token: u64) -> PathBuf {
     dir.join(format!("{SOCKET_PREFIX}{token:016x}"))
 }
 
-/// The messages a publisher holds, oldest first, by sequence number.
-type Held = VecDeque<(u64, File)>;
+/// The messages a publisher holds, oldest first: sequence number, file, length.
+type Held = VecDeque<(u64, File, usize)>;
 /// Whether every reader has passed a sequence number (the ring's to say).
 type Passed = dyn Fn(u64) -> bool + Send + Sync;
 
@@ -106,14 +108,23 @@ impl SideServer {
         self.token
     }
 
-    /// Holds `file`, message `seq`, until every reader has passed it.
-    pub fn hold(&self, seq: u64, file: File) {
-        self.lock().push_back((seq, file));
+    /// Holds `file`, message `seq` of `len` bytes, until every reader has passed it.
+    pub fn hold(&self, seq: u64, file: File, len: usize) {
+        self.lock().push_back((seq, file, len));
     }
 
     /// Lets go of what every reader has passed; how many messages it still holds.
     pub fn release_passed(&self) -> usize {
         release_passed(&self.held, &*self.passed)
+    }
+
+    /// Lets go of what every reader has passed; whether it may hold one more message
+    /// of `len` bytes, holding at most `limits` (messages, bytes; always one).
+    pub fn has_room(&self, len: usize, limits: (usize, usize)) -> bool {
+        self.release_passed();
+        let held = self.lock();
+        let bytes: usize = held.iter().map(|&(_, _, len)| len).sum();
+        held.is_empty() || (held.len() < limits.0 && bytes + len <= limits.1)
     }
 
     /// How many messages it holds.
@@ -143,7 +154,7 @@ impl Drop for SideServer {
 
 fn release_passed(held: &Mutex<Held>, passed: &Passed) -> usize {
     let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
-    held.retain(|(seq, _)| !passed(*seq));
+    held.retain(|(seq, _, _)| !passed(*seq));
     held.len()
 }
 
@@ -174,8 +185,8 @@ fn answer(caller: &UnixStream, held: &Mutex<Held>) -> std::io::Result<()> {
     (&*caller).read_exact(&mut seq)?;
     let seq = u64::from_le_bytes(seq);
     let held = held.lock().unwrap_or_else(PoisonError::into_inner);
-    match held.iter().find(|(s, _)| *s == seq) {
-        Some((_, file)) => fdpass::send(caller, YES, Some(file.as_raw_fd())),
+    match held.iter().find(|(s, _, _)| *s == seq) {
+        Some((_, file, _)) => fdpass::send(caller, YES, Some(file.as_raw_fd())),
         None => fdpass::send(caller, GONE, None),
     }
 }
@@ -390,7 +401,9 @@ mod tests {
         let below = passed_below.clone();
         let server = SideServer::start(&dir, move |seq| seq < below.load(Ordering::Acquire)).unwrap();
         let message: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        server.hold(7, message_file(&message).unwrap());
+        server.hold(7, message_file(&message).unwrap(), message.len());
+        assert!(server.has_room(100, (2, 200_000)) && !server.has_room(100, (1, 200_000)));
+        assert!(!server.has_room(100_001, (2, 200_000)));
         let got = fetch(&dir, server.token(), 7, message.len()).expect("held");
         let mut out = Vec::new();
         got.read_into(&mut out).unwrap();

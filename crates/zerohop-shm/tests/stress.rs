@@ -9,7 +9,7 @@
 //!   message, and to take slots a lap behind each other) and publish messages of random
 //!   length whose every byte is derived from (publisher, sequence), plus a checksum:
 //!   one with `publish` (every seventh message longer than a slot, through the
-//!   payload pool), one with `publish_packed` batches of random size, one with loans of
+//!   payload pool, and every 500th longer than the pool, on the side path), one with `publish_packed` batches of random size, one with loans of
 //!   which it abandons some (slots readers must pass over);
 //! - 3 subscriber processes validate every message they receive: the checksum and the
 //!   pattern must be intact (no torn read is ever delivered), each publisher's sequence
@@ -125,8 +125,15 @@ fn publisher_role(seg_name: &str, id: u32, policy_name: &str, count: Option<u64>
         let len = HEADER + (next(&mut rng) % (SLOT - HEADER + 1) as u64) as usize;
         match id % 3 {
             0 => {
-                // Every seventh longer than a slot: through the pool.
-                let len = if seq % 7 == 3 { SLOT + 1 + (next(&mut rng) % (LONG - SLOT) as u64) as usize } else { len };
+                // Every seventh longer than a slot: through the pool; every 500th longer
+                // than the pool: on the side path.
+                let len = if seq % 500 == 250 {
+                    POOL as usize + 1 + (next(&mut rng) % 6000) as usize
+                } else if seq % 7 == 3 {
+                    SLOT + 1 + (next(&mut rng) % (LONG - SLOT) as u64) as usize
+                } else {
+                    len
+                };
                 encode(id, seq, len, &mut buf);
                 assert!(matches!(p.publish(&buf).unwrap(), Published::Sent(_)));
                 seq += 1;
@@ -163,6 +170,8 @@ fn publisher_role(seg_name: &str, id: u32, policy_name: &str, count: Option<u64>
             }
         }
     }
+    // What it sent on the side path goes with it: not before every subscriber read it.
+    assert!(p.linger(Duration::from_secs(60)), "subscribers did not read the side path's messages");
 }
 
 fn subscriber_role(seg_name: &str, policy_name: &str) {

@@ -225,8 +225,16 @@ mod tests {
         let mut a = Hub::open(&url, HubOptions { slot_size: Some(16), ..Default::default() }).unwrap();
         let err = Hub::open(&url, HubOptions { slot_size: Some(32), ..Default::default() }).unwrap_err();
         assert_eq!(err.code(), ErrorCode::LayoutMismatch);
-        assert_eq!(a.publish(&[0; 17]).unwrap_err().code(), ErrorCode::MessageTooLarge);
-        assert_eq!(a.max_message_size(), 16);
+        // Longer than a slot (and a pool, here none): the side path.
+        assert_eq!(a.max_message_size(), 16 << 20);
+        let mut r = Hub::open(&url, HubOptions::default()).unwrap();
+        a.publish(&[7; 17]).unwrap();
+        let mut out = Vec::new();
+        assert!(r.recv(&mut out, Some(Duration::from_secs(5))).unwrap().is_some());
+        assert_eq!(out, [7; 17]);
+        let mut c = Hub::open(&format!("{url}?maxMessageSize=16"), HubOptions::default()).unwrap();
+        assert_eq!(c.publish(&[0; 17]).unwrap_err().code(), ErrorCode::MessageTooLarge);
+        assert_eq!(c.max_message_size(), 16);
     }
 
     #[test]

@@ -250,9 +250,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     this.maxMessageSize = port.maxMessageSize
     this.statusNow = port.status()
     this.sendable = port.settings.role !== 'subscriber'
-    if (this.struct && this.struct.size > this.maxMessageSize) {
+    if (this.struct && this.struct.size > port.maxStructSize) {
       port.close()
-      throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest message is ${this.maxMessageSize}`)
+      throw new BadOptionError(`${this.struct.name} is ${this.struct.size} bytes; the largest struct message is ${port.maxStructSize}`)
     }
     if (!port.statusOnDemand) this.listenToPort()
     if (this.sub) port.setDoorbell(() => this.onDoorbell())

@@ -103,6 +103,8 @@ export interface Port<T> {
   readonly settings: PortSettings
   /** Largest message in bytes. */
   readonly maxMessageSize: number
+  /** The largest message of a `struct` codec (one written in place: at most a slot, over shared memory). */
+  readonly maxStructSize: number
   /** The ring received messages are read from. */
   readonly ring: ShmRing
   /** This hub's cursor in it (`undefined` for role `'publisher'`). */

@@ -825,14 +825,14 @@ export class ShmSubscriber {
     if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
     let whole = 0
     while (whole < k && Atomics.load(i32, base + whole * words) === (((lo + whole + 1) * 2) | 0)) whole++
-    if (r.poolSize > 0) {
-      // A run ends before a message in the payload pool (`peek()` takes that one).
-      const copied = new Int32Array(into.buffer, into.byteOffset, whole * words)
-      for (let i = 0; i < whole; i++) {
-        if (copied[i * words + r.LEN]! > r.slotSize) {
-          whole = i
-          break
-        }
+    // A run ends before a message outside its slot, in the payload pool or on the side
+    // path (`peek()` takes that one).
+    // (The length word read from the copy byte by byte: a view of it would be an
+    // allocation a run.)
+    for (let i = 0, at = r.LEN * 4; i < whole; i++, at += r.stride) {
+      if ((into[at]! | (into[at + 1]! << 8) | (into[at + 2]! << 16) | (into[at + 3]! << 24)) > r.slotSize) {
+        whole = i
+        break
       }
     }
     this.sinceTailCheck += whole

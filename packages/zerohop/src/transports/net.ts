@@ -32,6 +32,7 @@ export class NetPort<T> implements Port<T> {
   readonly transport
   readonly settings: PortSettings
   readonly maxMessageSize: number
+  readonly maxStructSize: number
   readonly ring: ShmRing
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = ENVELOPE.len
@@ -76,6 +77,7 @@ export class NetPort<T> implements Port<T> {
     this.transport = native(() => handle.transport()) as Port<T>['transport']
     this.settings = native(() => handle.settings()) as PortSettings
     this.maxMessageSize = native(() => handle.maxMessageSize())
+    this.maxStructSize = this.maxMessageSize
     this.calls = fast.netBind(native(() => handle.link()) as NetLink)
     this.stage = this.calls.stage === undefined ? undefined : new Uint8Array(this.calls.stage)
     this.waker = native(() => handle.waker()) as NetWaker

@@ -116,6 +116,9 @@ abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
   readonly flow = undefined
   readonly statusOnDemand = false
   readonly maxMessageSize: number
+  get maxStructSize(): number {
+    return this.maxMessageSize
+  }
   readonly subscriber: ShmSubscriber
   abstract readonly requests: RequestPort
   protected closed = false

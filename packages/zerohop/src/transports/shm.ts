@@ -123,6 +123,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   readonly transport = 'shm'
   readonly settings: PortSettings
   readonly maxMessageSize: number
+  readonly maxStructSize: number
   readonly ring: ShmRing
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = 0
@@ -149,6 +150,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     this.ring = new ShmRing(handle)
     // (Longer than a slot: through the payload pool, and longer than that the side path.)
     this.maxMessageSize = native(() => handle.maxMessageSize())
+    this.maxStructSize = Math.min(this.ring.slotSize, this.maxMessageSize)
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
     const role = this.settings.role
