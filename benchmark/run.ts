@@ -332,11 +332,17 @@ async function streamZerohop(
   how: 'publish' | 'publishBatch' | 'publishPacked' | 'loan',
   sinkMode: 'copy' | 'borrow' | 'batch' | 'drain',
   count: number,
-  pooled = false,
+  place: 'slot' | 'pool' | 'side' = 'slot',
 ) {
   const name = unique('stream')
-  // Pooled: 64-byte slots, the messages in a 16 MiB payload pool (256 of 64 KB).
-  const layout = pooled ? { slotSize: 64, capacity: 4096, poolSize: 16 << 20 } : { slotSize: size, capacity: size > 1024 ? 4096 : 65536 }
+  // Pool: 64-byte slots, the messages in a 16 MiB payload pool (256 of 64 KB). Side:
+  // 64-byte slots and no pool, the messages on the side path.
+  const layout = {
+    slot: { slotSize: size, capacity: size > 1024 ? 4096 : 65536 },
+    pool: { slotSize: 64, capacity: 4096, poolSize: 16 << 20 },
+    side: { slotSize: 64, capacity: 4096 },
+  }[place]
+  const pooled = place !== 'slot'
   const tx = await Hub.open(`shm://${name}`, { role: 'publisher', backpressure: 'block', ...layout })
   const p = peer(['zh-sink', name, String(count), sinkMode])
   await p.next()
@@ -1379,10 +1385,20 @@ for (let run = 1; run <= RUNS; run++) {
   const uds64k = await streamNet(65536, 40_000)
   rows.push({ bench: 'one-way 64 KB  Node net over UDS (baseline, receiver)', run, rate: uds64k, mbps: (uds64k * 65536) / 1e6 })
   await each(run, async (tag) => {
-    const copy = await streamZerohop(65536, 'publish', 'copy', 40_000, true)
+    const copy = await streamZerohop(65536, 'publish', 'copy', 40_000, 'pool')
     rows.push({ bench: `one-way 64 KB  zerohop publish → tryRecv through the payload pool (copies)${tag}`, run, rate: copy.received, mbps: (copy.received * 65536) / 1e6, vsBaseline: `${(copy.received / uds64k).toFixed(1)}×` })
-    const zc = await streamZerohop(65536, 'loan', 'borrow', 100_000, true)
+    const zc = await streamZerohop(65536, 'loan', 'borrow', 100_000, 'pool')
     rows.push({ bench: `one-way 64 KB  zerohop loan(size) → borrow through the payload pool (zero-copy)${tag}`, run, rate: zc.received, mbps: (zc.received * 65536) / 1e6, vsBaseline: `${(zc.received / uds64k).toFixed(1)}×` })
+  })
+  // Larger than the pool (here none): 4 MiB on the side path, against net.
+  const MIB4 = 4 << 20
+  const uds4m = await streamNet(MIB4, 1000)
+  rows.push({ bench: 'one-way 4 MiB  Node net over UDS (baseline, receiver)', run, rate: uds4m, mbps: (uds4m * MIB4) / 1e6 })
+  await each(run, async (tag) => {
+    const copy = await streamZerohop(MIB4, 'publish', 'copy', 1000, 'side')
+    rows.push({ bench: `one-way 4 MiB  zerohop publish → tryRecv on the side path (no pool)${tag}`, run, rate: copy.received, mbps: (copy.received * MIB4) / 1e6, vsBaseline: `${(copy.received / uds4m).toFixed(2)}×` })
+    const zc = await streamZerohop(MIB4, 'publish', 'borrow', 1000, 'side')
+    rows.push({ bench: `one-way 4 MiB  zerohop publish → borrow on the side path (no pool)${tag}`, run, rate: zc.received, mbps: (zc.received * MIB4) / 1e6, vsBaseline: `${(zc.received / uds4m).toFixed(2)}×` })
   })
 }
 

@@ -63,8 +63,20 @@ pub fn socket_path(dir: &Path, token: u64) -> PathBuf {
     dir.join(format!("{SOCKET_PREFIX}{token:016x}"))
 }
 
-/// The messages a publisher holds, oldest first: sequence number, file, length.
-type Held = VecDeque<(u64, File, usize)>;
+/// The messages a publisher holds, oldest first (in sequence-number order), and their bytes.
+#[derive(Default)]
+struct Held {
+    messages: VecDeque<(u64, File, usize)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn pop_front(&mut self) {
+        if let Some((_, _, len)) = self.messages.pop_front() {
+            self.bytes -= len;
+        }
+    }
+}
 /// Whether every reader has passed a sequence number (the ring's to say).
 type Passed = dyn Fn(u64) -> bool + Send + Sync;
 
@@ -90,7 +102,7 @@ impl SideServer {
         let token = random_token()?;
         let path = socket_path(dir, token);
         let listener = bind(&path)?;
-        let held = Arc::new(Mutex::new(Held::new()));
+        let held = Arc::new(Mutex::new(Held::default()));
         let passed: Arc<Passed> = Arc::new(passed);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -110,7 +122,9 @@ impl SideServer {
 
     /// Holds `file`, message `seq` of `len` bytes, until every reader has passed it.
     pub fn hold(&self, seq: u64, file: File, len: usize) {
-        self.lock().push_back((seq, file, len));
+        let mut held = self.lock();
+        held.messages.push_back((seq, file, len));
+        held.bytes += len;
     }
 
     /// Lets go of what every reader has passed; how many messages it still holds.
@@ -123,13 +137,12 @@ impl SideServer {
     pub fn has_room(&self, len: usize, limits: (usize, usize)) -> bool {
         self.release_passed();
         let held = self.lock();
-        let bytes: usize = held.iter().map(|&(_, _, len)| len).sum();
-        held.is_empty() || (held.len() < limits.0 && bytes + len <= limits.1)
+        held.messages.is_empty() || (held.messages.len() < limits.0 && held.bytes + len <= limits.1)
     }
 
     /// How many messages it holds.
     pub fn held(&self) -> usize {
-        self.lock().len()
+        self.lock().messages.len()
     }
 
     /// Lets go of the oldest message it holds (a reader that asks for it later counts
@@ -152,10 +165,14 @@ impl Drop for SideServer {
     }
 }
 
+/// Lets go of the oldest messages while every reader has passed them (a reader past a
+/// message is past every earlier one too); how many are left.
 fn release_passed(held: &Mutex<Held>, passed: &Passed) -> usize {
     let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
-    held.retain(|(seq, _, _)| !passed(*seq));
-    held.len()
+    while held.messages.front().is_some_and(|&(seq, _, _)| passed(seq)) {
+        held.pop_front();
+    }
+    held.messages.len()
 }
 
 /// The server thread: answers callers as they come, and lets go of what every reader
@@ -185,9 +202,9 @@ fn answer(caller: &UnixStream, held: &Mutex<Held>) -> std::io::Result<()> {
     (&*caller).read_exact(&mut seq)?;
     let seq = u64::from_le_bytes(seq);
     let held = held.lock().unwrap_or_else(PoisonError::into_inner);
-    match held.iter().find(|(s, _, _)| *s == seq) {
-        Some((_, file, _)) => fdpass::send(caller, YES, Some(file.as_raw_fd())),
-        None => fdpass::send(caller, GONE, None),
+    match held.messages.binary_search_by_key(&seq, |&(s, _, _)| s) {
+        Ok(i) => fdpass::send(caller, YES, Some(held.messages[i].1.as_raw_fd())),
+        Err(_) => fdpass::send(caller, GONE, None),
     }
 }
 
