@@ -522,6 +522,10 @@ test.serial('the Unix-socket fallback: loan() and borrow() are copies, a hub nev
     const got = await b.recv({ timeoutMs: 5000 })
     t.deepEqual(got, new Uint8Array([1, 2, 3]))
     t.is(a.tryRecv(), undefined, 'not its own')
+    // The largest message as over shared memory (where it would take the side path).
+    t.is(a.maxMessageSize, 16 << 20)
+    a.publish(new Uint8Array(100_000).fill(3))
+    t.deepEqual(await b.recv({ timeoutMs: 5000 }), new Uint8Array(100_000).fill(3))
     a.publish(new Uint8Array([4]))
     for (let i = 0; i < 500 && b.metrics().lag === 0; i++) await new Promise((r) => setTimeout(r, 2))
     const borrowed = b.borrow()!
