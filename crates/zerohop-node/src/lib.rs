@@ -588,7 +588,14 @@ impl ShmHandle {
         let (ptr, len) = (mapping.as_ptr(), mapping.len());
         // SAFETY: `ptr..ptr+len` is the private mapping `mapping` owns; the finalizer
         // owns `mapping`, so the memory outlives the ArrayBuffer, and nothing else uses it.
-        let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, mapping, |_env, m| drop(m)) }?;
+        let buffer = unsafe {
+            ArrayBuffer::from_external(env, ptr, len, mapping, |env, m| {
+                let _ = env.adjust_external_memory(-(m.len() as i64));
+                drop(m);
+            })
+        }?;
+        // (So that V8 collects unread mappings as it would buffers that size.)
+        env.adjust_external_memory(len as i64)?;
         Ok(Some(buffer))
     }
 

@@ -1558,10 +1558,16 @@ impl Subscriber {
                         continue;
                     }
                     if len_word > self.mem.layout.slot_size {
-                        if self.take_pooled(seq, stamp, slot, len_word, out, &mut then) {
-                            return Some(seq);
+                        let taken = if len_word > self.mem.layout.pool_size {
+                            self.take_side(seq, stamp, slot, len_word, out)
+                        } else {
+                            self.take_pooled(seq, stamp, slot, len_word, out)
+                        };
+                        if !taken {
+                            continue;
                         }
-                        continue;
+                        self.deliver(seq, out, &mut then);
+                        return Some(seq);
                     }
                     let len = len_word as usize;
                     out.clear();
@@ -1580,36 +1586,30 @@ impl Subscriber {
                         self.skip_ahead();
                         continue;
                     }
-                    self.stats.received += 1;
-                    self.stats.received_bytes += len as u64;
-                    if let Some(then) = then.take() {
-                        then(out);
-                    }
-                    self.advance(seq + 1);
+                    self.deliver(seq, out, &mut then);
                     return Some(seq);
                 }
             }
         }
     }
 
-    /// Reads pooled message `seq` (`len` bytes; its slot at byte `slot`, whose stamp was
-    /// `stamp`): copies it out of the pool, checks that neither its slot nor its pool
-    /// units were overwritten meanwhile (a lap), and moves its pool cursor past it. True
-    /// when received; false when lapped (skipped ahead) or when the slot names no
-    /// message a pool of this size can hold (passed over).
-    fn take_pooled<F: FnOnce(&mut Vec<u8>)>(
-        &mut self,
-        seq: u64,
-        stamp: u32,
-        slot: usize,
-        len: u32,
-        out: &mut Vec<u8>,
-        then: &mut Option<F>,
-    ) -> bool {
-        let layout = self.mem.layout;
-        if len > layout.pool_size {
-            return self.take_side(seq, stamp, slot, len, out, then);
+    /// Counts message `seq`, now in `out`, as received, hands it to `then`, and moves on.
+    fn deliver<F: FnOnce(&mut Vec<u8>)>(&mut self, seq: u64, out: &mut Vec<u8>, then: &mut Option<F>) {
+        self.stats.received += 1;
+        self.stats.received_bytes += out.len() as u64;
+        if let Some(then) = then.take() {
+            then(out);
         }
+        self.advance(seq + 1);
+    }
+
+    /// Copies pooled message `seq` (`len` bytes; its slot at byte `slot`, whose stamp was
+    /// `stamp`) into `out`, checks that neither its slot nor its pool units were
+    /// overwritten meanwhile (a lap), and moves its pool cursor past it. True when
+    /// copied (for [`deliver`](Self::deliver)); false when lapped (skipped ahead) or when
+    /// the slot names no range of the pool (passed over).
+    fn take_pooled(&mut self, seq: u64, stamp: u32, slot: usize, len: u32, out: &mut Vec<u8>) -> bool {
+        let layout = self.mem.layout;
         let unit = self.mem.word(slot + offsets::SLOT_PAYLOAD).load(Ordering::Relaxed);
         let units = len.div_ceil(POOL_UNIT);
         if unit % layout.pool_units() + units > layout.pool_units() {
@@ -1635,29 +1635,16 @@ impl Subscriber {
             return false;
         }
         self.mem.sub_pool_cursor(self.index).store(unit.wrapping_add(units), Ordering::Release);
-        self.stats.received += 1;
-        self.stats.received_bytes += len as u64;
-        if let Some(then) = then.take() {
-            then(out);
-        }
-        self.advance(seq + 1);
         true
     }
 
-    /// Reads side-path message `seq` (`len` bytes; its slot at byte `slot`, whose stamp
-    /// was `stamp`): reads the publisher's token from the slot, checks that the slot was
-    /// not overwritten meanwhile, and fetches the message from the publisher. True when
-    /// received; false when lapped: the slot was overwritten, or the publisher no longer
-    /// holds the message (it let it go under `DropOld`, or it is gone).
-    fn take_side<F: FnOnce(&mut Vec<u8>)>(
-        &mut self,
-        seq: u64,
-        stamp: u32,
-        slot: usize,
-        len: u32,
-        out: &mut Vec<u8>,
-        then: &mut Option<F>,
-    ) -> bool {
+    /// Fetches side-path message `seq` (`len` bytes; its slot at byte `slot`, whose stamp
+    /// was `stamp`) into `out`: reads the publisher's token from the slot, checks that the
+    /// slot was not overwritten meanwhile, and asks the publisher. True when copied;
+    /// false when lapped: the slot was overwritten (skipped ahead), or the publisher no
+    /// longer holds the message (it let it go under `DropOld`, or it is gone: counted
+    /// and moved past).
+    fn take_side(&mut self, seq: u64, stamp: u32, slot: usize, len: u32, out: &mut Vec<u8>) -> bool {
         let lo = self.mem.word(slot + offsets::SLOT_PAYLOAD).load(Ordering::Relaxed);
         let hi = self.mem.word(slot + offsets::SLOT_PAYLOAD + 4).load(Ordering::Relaxed);
         fence(Ordering::Acquire);
@@ -1673,12 +1660,6 @@ impl Subscriber {
             self.advance(seq + 1);
             return false;
         }
-        self.stats.received += 1;
-        self.stats.received_bytes += u64::from(len);
-        if let Some(then) = then.take() {
-            then(out);
-        }
-        self.advance(seq + 1);
         true
     }
 

@@ -246,7 +246,7 @@ pub fn message_file(payload: &[u8]) -> Result<File> {
 /// bytes: `None` if it does not hold it (any more), is gone, does not answer in time,
 /// or hands over something that is not a sealed message of that length.
 pub fn fetch(dir: &Path, token: u64, seq: u64, len: usize) -> Option<SideMessage> {
-    let stream = UnixStream::connect(socket_path(dir, token)).ok()?;
+    let stream = connect_now(&socket_path(dir, token)).ok()?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).ok()?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).ok()?;
     (&stream).write_all(&seq.to_le_bytes()).ok()?;
@@ -354,14 +354,19 @@ pub fn abandoned(path: &Path, old: bool) -> bool {
     if !name.starts_with(SOCKET_PREFIX) || (name.ends_with(".new") && !old) {
         return false;
     }
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        return false;
-    }
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && connect_now(path).is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
+}
+
+/// Connects to the Unix socket at `path` without waiting: a server whose backlog is
+/// full (a stopped process's) is `EAGAIN` at once, where `UnixStream::connect` would
+/// wait for it. The stream it returns blocks.
+fn connect_now(path: &Path) -> std::io::Result<UnixStream> {
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: a zeroed sockaddr_un is a valid empty one.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     if bytes.len() >= addr.sun_path.len() {
-        return false;
+        return Err(std::io::ErrorKind::InvalidInput.into());
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
@@ -370,19 +375,23 @@ pub fn abandoned(path: &Path, old: bool) -> bool {
     // SAFETY: socket returns a new descriptor or -1.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return false;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the descriptor was just made and is owned here alone.
-    let socket = unsafe { File::from_raw_fd(fd) };
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
     // SAFETY: `addr` is a valid sockaddr_un of the size given.
     let r = unsafe {
         libc::connect(
-            socket.as_raw_fd(),
+            stream.as_raw_fd(),
             (&addr as *const libc::sockaddr_un).cast(),
             std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         )
     };
-    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED)
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 fn random_token() -> Result<u64> {
