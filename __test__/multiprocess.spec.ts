@@ -65,7 +65,7 @@ test.serial('poolSize: 2 publishers × 2 subscribers of 3000-byte messages throu
 
 test.serial('side path: 2 publishers × 2 subscribers of messages longer than the pool (100 KB, 4 KB pool) between short and pooled ones, under block, in processes of their own: nothing lost or torn, in order', async (t) => {
   const name = uniqueName('side')
-  const N = 3000
+  const N = 1500
   await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize: 4096 })
   const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * N), mode]))
   await Promise.all(subs.map((s) => s.next('ready')))

@@ -176,7 +176,7 @@ fn publisher_role(seg_name: &str, id: u32, policy_name: &str, count: Option<u64>
 
 fn subscriber_role(seg_name: &str, policy_name: &str) {
     let seg = open(seg_name);
-    let mut s = Subscriber::new(seg).unwrap();
+    let mut s = Subscriber::new(seg.clone()).unwrap();
     println!("READY");
     let cancel = AtomicBool::new(false);
     let mut next_seq = std::collections::HashMap::<u32, u64>::new();
@@ -184,7 +184,41 @@ fn subscriber_role(seg_name: &str, policy_name: &str) {
     let mut buf = Vec::new();
     let sentinel_seq = loop {
         if s.try_recv(&mut buf).is_none() {
-            assert!(s.wait(Duration::from_micros(20), Some(Duration::from_secs(60)), &cancel), "stalled");
+            if !s.wait(Duration::from_micros(20), Some(Duration::from_secs(60)), &cancel) {
+                // What the ring and its claim lines say, and the claimers' states: a wedge
+                // (readers waiting at a hole nobody repairs) shows here.
+                use zerohop_shm::layout::offsets as o;
+                let c = s.cursor();
+                let slot = seg.layout().slot_offset(c);
+                let w = |off: usize| seg.word(off).load(std::sync::atomic::Ordering::SeqCst);
+                let lines: Vec<_> = (0..32u32)
+                    .map(|i| {
+                        (
+                            w(o::PUBLISHERS + 4 * i as usize),
+                            w(o::CLAIMS + 64 * i as usize),
+                            w(o::CLAIMS + 64 * i as usize + 4),
+                        )
+                    })
+                    .filter(|l| l.0 != 0 || l.1 != 0)
+                    .collect();
+                eprintln!(
+                    "STALL cursor {c} tail {} stamp {} want {} len {} origin {} repair {} lines {lines:?}",
+                    table::tail(&seg),
+                    w(slot),
+                    zerohop_shm::ring::committed_stamp(c),
+                    w(slot + 4),
+                    w(slot + 8),
+                    w(o::REPAIR_LOCK)
+                );
+                for (pid, _, _) in &lines {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                    let cmd = std::fs::read_to_string(format!("/proc/{pid}/environ")).unwrap_or_default();
+                    let role: Vec<_> = cmd.split('\0').filter(|v| v.starts_with("ZEROHOP_STRESS_")).collect();
+                    eprintln!("STALL pid {pid}: {} wchan {wchan} {role:?}", stat.split(' ').nth(2).unwrap_or("gone"));
+                }
+                panic!("stalled");
+            }
             continue;
         }
         let (publisher, seq) = validate(&buf);

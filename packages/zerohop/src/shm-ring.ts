@@ -326,9 +326,11 @@ export class ShmPublisher {
         i32[this.claimCount] = count
         i32[this.claimFirst] = (((lo + 1) * 2) | 0) - 1
       }
-      if (wraps) {
-        if (!native(() => r.handle.claimWrapping(seq))) continue
-      } else if (Atomics.compareExchange(i32, r.TAIL_LO, lo | 0, (lo + count) | 0) !== (lo | 0)) {
+      const won = wraps ? native(() => r.handle.claimWrapping(seq)) : Atomics.compareExchange(i32, r.TAIL_LO, lo | 0, (lo + count) | 0) === (lo | 0)
+      if (!won) {
+        // Another publisher claimed first: the announcement goes (this one may wait for
+        // room next, and a reader at the winner's hole would wait for a live claim).
+        if (this.claimFirst >= 0) Atomics.store(i32, this.claimFirst, 0)
         continue
       }
       this.lastSeq = seq
