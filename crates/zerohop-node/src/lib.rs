@@ -584,7 +584,14 @@ impl ShmHandle {
         let Some(dir) = self.seg()?.dir() else { return Ok(None) };
         let token = u64::from(token_lo) | u64::from(token_hi) << 32;
         let Some(message) = side::fetch(dir, token, seq_from_js(seq), len as usize) else { return Ok(None) };
-        let mapping = message.map().map_err(js_error)?;
+        let Ok(mapping) = message.map() else {
+            // (A kernel that maps no such file privately: a copy.)
+            let mut copy = Vec::new();
+            message
+                .read_into(&mut copy)
+                .map_err(|e| js_error(zerohop_shm::ShmError::Io { op: "read a side-path message", source: e }))?;
+            return Ok(Some(ArrayBuffer::from_data(env, copy)?));
+        };
         let (ptr, len) = (mapping.as_ptr(), mapping.len());
         // SAFETY: `ptr..ptr+len` is the private mapping `mapping` owns; the finalizer
         // owns `mapping`, so the memory outlives the ArrayBuffer, and nothing else uses it.

@@ -55,8 +55,14 @@ const QUESTION_TIMEOUT: Duration = Duration::from_millis(100);
 const YES: u8 = b'Y';
 const GONE: u8 = b'G';
 const NO: u8 = b'N';
-/// What a side-path memfd is sealed with: its bytes and its length are final.
-const SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+/// What a side-path memfd is sealed with: its length is final (a reader's mapping never
+/// loses its pages)...
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+/// ...and so are its bytes: `F_SEAL_WRITE`, or where that is refused because the kernel
+/// still holds a reference to a page (`EBUSY`: seen with 4 MiB messages under load),
+/// `F_SEAL_FUTURE_WRITE`, which checks for none; nobody writes it after either, and
+/// the publisher never mapped it.
+const WRITE_SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE;
 
 /// Where the side server named `token` listens, in segment directory `dir`.
 pub fn socket_path(dir: &Path, token: u64) -> PathBuf {
@@ -235,8 +241,12 @@ pub fn message_file(payload: &[u8]) -> Result<File> {
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
     let mut file = unsafe { File::from_raw_fd(fd) };
     file.write_all(payload).map_err(io("write a side-path message"))?;
-    // SAFETY: fcntl on a valid fd we own.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+    let seal = |seals: libc::c_int| {
+        // SAFETY: fcntl on a valid fd we own.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals | SIZE_SEALS) };
+        r == 0
+    };
+    if !seal(libc::F_SEAL_WRITE) && !seal(libc::F_SEAL_FUTURE_WRITE) {
         return Err(ShmError::last_os("seal a side-path message"));
     }
     Ok(file)
@@ -269,7 +279,8 @@ impl SideMessage {
         // SAFETY: fcntl on a valid fd we own.
         let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
         let size = file.metadata().ok()?.len();
-        (seals >= 0 && seals & SEALS == SEALS && size >= len as u64 && len > 0).then_some(SideMessage { file, len })
+        let sealed = seals >= 0 && seals & SIZE_SEALS == SIZE_SEALS && seals & WRITE_SEALS != 0;
+        (sealed && size >= len as u64 && len > 0).then_some(SideMessage { file, len })
     }
 
     /// Its length in bytes.
@@ -290,7 +301,9 @@ impl SideMessage {
     }
 
     /// Maps it: a private copy-on-write mapping, so that writes through it (JavaScript
-    /// may write into any buffer) change nothing but the writer's own pages.
+    /// may write into any buffer) change nothing but the writer's own pages. (Kernels
+    /// before 6.7 refuse such a mapping of a file sealed with `F_SEAL_FUTURE_WRITE`: read
+    /// it into memory of your own then.)
     pub fn map(&self) -> Result<SideMapping> {
         // SAFETY: a fresh private mapping of `len` bytes of a file at least that long
         // (checked), which its seals keep from shrinking: every byte stays backed.
@@ -470,6 +483,18 @@ mod tests {
         let mut out = Vec::new();
         m.read_into(&mut out).unwrap();
         assert_eq!(out, b"side");
+        // One sealed against future writes (what a publisher falls back to) is taken.
+        // SAFETY: a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"future".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        // SAFETY: fd was just returned and is owned here alone.
+        let mut future = unsafe { File::from_raw_fd(fd) };
+        future.write_all(b"later").unwrap();
+        // SAFETY: fcntl on a valid fd we own.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_FUTURE_WRITE | SIZE_SEALS) }, 0);
+        assert!(future.write_all(b"x").is_err());
+        let m = SideMessage::check(future, 5).expect("sealed against future writes");
+        m.read_into(&mut out).unwrap();
+        assert_eq!(out, b"later");
         // An unsealed memfd is refused.
         // SAFETY: a valid NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
