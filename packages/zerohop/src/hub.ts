@@ -223,6 +223,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** Receives waiting for a message, first come first served. */
   private waiters: Waiter[] = []
   private keepAlive: ReturnType<typeof setInterval> | undefined
+  /** The slot of the batch buffer the next run of a batch receive is copied to. */
+  private batchSlot = 0
   /** What `tryRecvBatch` returns, refilled each time. */
   private readonly batch: T[] = []
   /** True while `drain` runs: its callback may not receive. */
@@ -628,8 +630,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   tryRecvBatch(max?: number): T[] {
     const limit = this.batchLimit(max)
     const out = this.batch
-    out.length = 0
-    this.takeInto(out, limit)
+    const n = this.takeInto(out, 0, limit)
+    // (Only when it changed: V8 drops an array's storage at length 0 and trims it when
+    // much shorter, which the next batch would grow back, a copy at a time.)
+    if (out.length !== n) out.length = n
     return out
   }
 
@@ -643,7 +647,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const now = this.tryRecvBatch(limit)
     if (now.length > 0) return now
     const out = [await this.recv(options)]
-    this.takeInto(out, limit)
+    this.takeInto(out, 1, limit)
     return out
   }
 
@@ -709,7 +713,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private drainRun(sub: ShmSubscriber, fn: (value: T) => void, max: number): number {
     const ring = this.ring
     const run = (this.run ??= runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring.stride))
-    const k = sub.takeRun(run.bytes, max)
+    const k = sub.takeRun(run.bytes, run.words, 0, max)
     let taken = 0
     let bytes = 0
     let i = 0
@@ -739,55 +743,63 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return max
   }
 
-  /** Appends to `out` the messages waiting, until it holds `max` (one batch: see `beginBatch`). */
-  private takeInto(out: T[], max: number): void {
+  /**
+   * Writes into `out`, from index `n` on, the messages waiting, until it holds `max`
+   * (one batch: see `beginBatch`); how many it holds then.
+   */
+  private takeInto(out: T[], n: number, max: number): number {
     const sub = this.subscriber()
     // Shared memory, raw bytes: runs copied at once into the hub's batch buffer, each
     // message a view of it, valid until the next batch receive (the array's own life).
     const runs = this.codec === raw && !sub.flowControlled
-    let slot = 0
+    this.batchSlot = 0
     sub.beginBatch()
     try {
-      while (out.length < max) {
+      while (n < max) {
         if (runs) {
-          const k = this.batchRun(sub, out, max, slot)
-          slot += k
-          if (k > 0) continue
+          const m = this.batchRun(sub, out, n, max)
+          if (m >= 0) {
+            n = m
+            continue
+          }
         }
         const v = this.next()
-        if (v === EMPTY) return
-        out.push(v)
+        if (v === EMPTY) break
+        out[n++] = v
       }
     } finally {
       sub.endBatch()
     }
+    return n
   }
 
   /**
    * One run of a batch receive over shared memory (see `ShmSubscriber.takeRun`), copied
-   * into the batch buffer from `slot` on, its messages pushed onto `out` as views;
-   * how many slots it took (0: none whole there, or the buffer is full).
+   * into the batch buffer from slot `batchSlot` on, its messages written into `out`
+   * from index `n` on as views; how many `out` holds then, or -1 when there was no run
+   * (none whole there, or the buffer is full).
    */
-  private batchRun(sub: ShmSubscriber, out: T[], max: number, slot: number): number {
+  private batchRun(sub: ShmSubscriber, out: T[], n: number, max: number): number {
     const ring = this.ring
     let run = this.batchCopy
     // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
     const slots = Math.min(max, Math.max(RUN_SLOTS, Math.floor(BATCH_BYTES / ring.stride)))
     if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring.stride)
-    const room = Math.min(max - out.length, run.lens.length - slot)
-    if (room <= 0) return 0
-    const k = sub.takeRun(run.bytes.subarray(slot * ring.stride), room)
+    const slot = this.batchSlot
+    const k = sub.takeRun(run.bytes, run.words, slot, max - n)
+    if (k === 0) return -1
     let taken = 0
     let bytes = 0
     for (let i = slot; i < slot + k; i++) {
       const len = sub.runLength(run.words, i)
       if (len < 0) continue // this hub's own
-      out.push(this.runView(run, i, len) as T)
+      out[n++] = this.runView(run, i, len) as T
       taken++
       bytes += len
     }
-    if (k > 0) sub.skip(k, bytes, taken)
-    return k
+    sub.skip(k, bytes, taken)
+    this.batchSlot = slot + k
+    return n
   }
 
   /** The view of the payload of slot `i` of a run's copy, `len` bytes (kept from call to call). */

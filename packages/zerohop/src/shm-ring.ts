@@ -790,52 +790,54 @@ export class ShmSubscriber {
     return this.peekUnit < 0 ? undefined : this.ring.u8.subarray(this.peekOff, this.peekOff + this.len)
   }
 
-  /** Whether the message found by `peek` was not overwritten while it was read. */
   /**
    * Shared memory: copies the run of whole messages at the cursor (up to `max`, and
-   * not past the ring's last slot) into `into`, laid out slot by slot as in the ring,
-   * and returns how many are there whole (checked after the copy, as `intact()` does:
-   * one overwritten meanwhile ends the run before it). 0 where a message needs more
-   * than a copy (the ring's memory is the network writer's own, a lap, the stamps'
-   * periodic look at the tail): then `peek()`. Each message's payload starts at
-   * `PAYLOAD` of its slot in `into`; `runLength(into, i)` is its length, -1 for one
-   * this hub published itself. Moves nothing: `skip(n, bytes, taken)` does.
+   * not past the ring's last slot) into `into` from its slot `from` on (`words` a view
+   * of the same bytes), laid out slot by slot as in the ring, and returns how many are
+   * there whole (checked after the copy, as `intact()` does: one overwritten meanwhile
+   * ends the run before it, as does one outside its slot, in the payload pool or on the
+   * side path). 0 where a message needs more than a copy (the ring's memory is the
+   * network writer's own, a lap, the stamps' periodic look at the tail): then `peek()`.
+   * Each message's payload starts at `PAYLOAD` of its slot in `into`; `runLength(words,
+   * i)` is its length, -1 for one this hub published itself. Moves nothing: `skip(n,
+   * bytes, taken)` does.
    */
-  takeRun(into: Uint8Array, max: number): number {
+  takeRun(into: Uint8Array, words: Int32Array, from: number, max: number): number {
     const r = this.ring
     if (this.flowControlled) return 0
     const i32 = this.i32
     const lo = this.cursor >>> 0
     const first = lo & r.mask
-    const n = Math.min(max, r.capacity - first, Math.floor(into.length / r.stride))
+    const n = Math.min(max, r.capacity - first, Math.floor(into.length / r.stride) - from)
+    if (n <= 0) return 0
     if (this.sinceTailCheck + n >= r.capacity) {
       // (`peek()`'s look at the tail once a ring's worth: see there.)
       if (r.tail() > this.cursor + r.capacity) return 0
       this.sinceTailCheck = 0
     }
-    const words = r.stride >> 2
-    const base = (r.headerLen >> 2) + first * words
+    const w = r.stride >> 2
+    const base = (r.headerLen >> 2) + first * w
     // Which are there: plain loads on x86 (where every load acquires, and `Atomics.load`,
-    // a call in Node 20, costs 22 ns against 9), `Atomics.load` elsewhere. The check
-    // after the copy stays `Atomics.load`: it must come after the copy's loads.
+    // a call in Node 20, costs 22 ns against 9), `Atomics.load` elsewhere.
     let k = 0
-    if (READER_FENCE) while (k < n && Atomics.load(i32, base + k * words) === (((lo + k + 1) * 2) | 0)) k++
-    else while (k < n && i32[base + k * words] === (((lo + k + 1) * 2) | 0)) k++
+    if (READER_FENCE) while (k < n && Atomics.load(i32, base + k * w) === (((lo + k + 1) * 2) | 0)) k++
+    else while (k < n && i32[base + k * w] === (((lo + k + 1) * 2) | 0)) k++
     if (k === 0) return 0
     const start = r.headerLen + first * r.stride
-    copyInto.call(into, r.u8.subarray(start, start + k * r.stride))
+    copyInto.call(into, r.u8.subarray(start, start + k * r.stride), from * r.stride)
     if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+    // Whole: its stamp unchanged since the copy, and in its slot (its length, in the
+    // copy). The stamps are loaded after the copy's loads: on x86 plain loads are (loads
+    // are not reordered with loads, and the compiler keeps loads after the call that
+    // copies), and `Atomics.load` behind the fence above elsewhere.
+    const len = from * w + r.LEN
     let whole = 0
-    while (whole < k && Atomics.load(i32, base + whole * words) === (((lo + whole + 1) * 2) | 0)) whole++
-    // A run ends before a message outside its slot, in the payload pool or on the side
-    // path (`peek()` takes that one).
-    // (The length word read from the copy byte by byte: a view of it would be an
-    // allocation a run.)
-    for (let i = 0, at = r.LEN * 4; i < whole; i++, at += r.stride) {
-      if ((into[at]! | (into[at + 1]! << 8) | (into[at + 2]! << 16) | (into[at + 3]! << 24)) > r.slotSize) {
-        whole = i
-        break
+    if (READER_FENCE) {
+      while (whole < k && Atomics.load(i32, base + whole * w) === (((lo + whole + 1) * 2) | 0) && words[len + whole * w]! <= r.slotSize) {
+        whole++
       }
+    } else {
+      while (whole < k && i32[base + whole * w] === (((lo + whole + 1) * 2) | 0) && words[len + whole * w]! <= r.slotSize) whole++
     }
     this.sinceTailCheck += whole
     return whole
@@ -857,6 +859,7 @@ export class ShmSubscriber {
     this.moveTo(this.cursor + n)
   }
 
+  /** Whether the message found by `peek` was not overwritten while it was read. */
   intact(): boolean {
     // (A side-path message is this reader's own mapping of a sealed file.)
     if (this.flowControlled || this.peekSide !== undefined) return true

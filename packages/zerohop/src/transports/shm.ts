@@ -161,7 +161,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
         : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
     if (this.pub !== undefined) {
       this.pub.large = (bytes) => this.publishLarge(bytes)
-      this.pub.inSlot = Math.min(this.ring.slotSize, this.maxMessageSize)
+      this.pub.inSlot = this.maxStructSize // (what a slot holds, within the limit)
     }
     const [high, low] = native(() => handle.waterMarks()) as [number, number]
     const pub = this.pub
