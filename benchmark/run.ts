@@ -105,7 +105,7 @@ function peer(args: string[]): Helper {
 const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())))
 
 function fmtRate(v?: number): string {
-  return v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : `${(v / 1e3).toFixed(0)} K`
+  return v === undefined ? '' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : v >= 1e4 ? `${(v / 1e3).toFixed(0)} K` : v.toFixed(0)
 }
 
 /** The middle of `xs` (the mean of the two middle ones for an even count). */

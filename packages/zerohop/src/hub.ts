@@ -712,7 +712,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   private drainRun(sub: ShmSubscriber, fn: (value: T) => void, max: number): number {
     const ring = this.ring
-    const run = (this.run ??= runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring.stride))
+    const run = (this.run ??= runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring))
     const k = sub.takeRun(run.bytes, run.words, 0, max)
     let taken = 0
     let bytes = 0
@@ -784,7 +784,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let run = this.batchCopy
     // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
     const slots = Math.min(max, Math.max(RUN_SLOTS, Math.floor(BATCH_BYTES / ring.stride)))
-    if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring.stride)
+    if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring)
     const slot = this.batchSlot
     const k = sub.takeRun(run.bytes, run.words, slot, max - n)
     if (k === 0) return -1
@@ -1170,10 +1170,16 @@ interface RunCopy {
   lens: Int32Array
 }
 
-/** Room for the copies of `slots` slots of `stride` bytes. */
-function runCopy(slots: number, stride: number): RunCopy {
-  const bytes = new Uint8Array(slots * stride)
-  return { bytes, words: new Int32Array(bytes.buffer), views: [], lens: new Int32Array(slots) }
+/**
+ * Room for the copies of `slots` slots of `ring`, with a view of each slot's whole
+ * payload made at once (one after another in memory: a batch's reader goes through
+ * them in order; a message of another length gets a view of its own when it comes).
+ */
+function runCopy(slots: number, ring: ShmRing): RunCopy {
+  const bytes = new Uint8Array(slots * ring.stride)
+  const views: Uint8Array[] = []
+  for (let i = 0, at = ring.PAYLOAD; i < slots; i++, at += ring.stride) views.push(bytes.subarray(at, at + ring.slotSize))
+  return { bytes, words: new Int32Array(bytes.buffer), views, lens: new Int32Array(slots).fill(ring.slotSize) }
 }
 
 /** A `drain()` run over shared memory takes at most this many slots, and bytes of them. */
