@@ -783,7 +783,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const ring = this.ring
     let run = this.batchCopy
     // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
-    const slots = Math.min(max, Math.max(RUN_SLOTS, Math.floor(BATCH_BYTES / ring.stride)))
+    const slots = Math.min(max, Math.max(1, Math.floor(BATCH_BYTES / ring.stride)))
     if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring)
     const slot = this.batchSlot
     const k = sub.takeRun(run.bytes, run.words, slot, max - n)
