@@ -183,7 +183,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     const context = new Context(from)
     let res: Res | Promise<Res>
     try {
-      res = this.handler(this.codec.decode(bytes) as Req, context)
+      res = this.handler(decodeOwned(this.codec, bytes) as Req, context)
     } catch (e) {
       this.fail(key, e)
       return false
@@ -426,11 +426,19 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     if (m.kind === KIND_FAILED) return Promise.reject(failure(m.value))
     if (m.kind !== KIND_REPLY) return Promise.reject(new ProtocolError(`an answer of kind ${String(m.kind)}`))
     try {
-      return Promise.resolve(this.codec.decode(m.value) as Res)
+      return Promise.resolve(decodeOwned(this.codec, m.value) as Res)
     } catch (e) {
       return Promise.reject(e instanceof ZerohopError ? e : new CodecError(String(e)))
     }
   }
+}
+
+/**
+ * The value of `bytes`, a message the Rpc's hub received (with the raw codec: a copy of
+ * its own already), by `codec`: the raw codec's would be a second copy, so it is skipped.
+ */
+function decodeOwned<V>(codec: Codec<V>, bytes: Uint8Array): V {
+  return codec === (raw as Codec<unknown>) ? (bytes as V) : codec.decode(bytes)
 }
 
 function isThenable<V>(v: V | PromiseLike<V>): v is PromiseLike<V> {
