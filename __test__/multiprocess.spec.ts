@@ -50,30 +50,29 @@ test.serial('3 publishers × 2 subscribers under block, each in a process of its
   }
 })
 
-test.serial('poolSize: 2 publishers × 2 subscribers of 3000-byte messages through a 64 KB payload pool under block, in processes of their own: nothing lost or torn', async (t) => {
-  const name = uniqueName('pool')
-  const N = 20_000
-  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize: 64 * 1024 })
-  const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * N), mode]))
+/**
+ * 2 publisher processes × 2 subscriber processes (one reading one at a time, one with
+ * drain()) of `n` messages each under block, in a segment with 64-byte slots and a pool
+ * of `poolSize`, the messages `sizes` long in turn: nothing lost or torn, in order.
+ */
+async function twoByTwo(t: import('ava').ExecutionContext, tag: string, n: number, poolSize: number, sizes: string): Promise<void> {
+  const name = uniqueName(tag)
+  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize })
+  const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * n), mode]))
   await Promise.all(subs.map((s) => s.next('ready')))
-  const pubs = [1, 2].map((tag) => child('publisher.mjs', [name, String(N), 'block', '', String(tag), '3000']))
-  for (const p of pubs) t.is((await p.next('done')).published, N)
+  const pubs = [1, 2].map((tag) => child('publisher.mjs', [name, String(n), 'block', '', String(tag), sizes]))
+  for (const p of pubs) t.is((await p.next('done')).published, n)
   const [tagged, drained] = await Promise.all(subs.map((s) => s.next('done')))
-  t.like(tagged, { received: 2 * N, inOrder: true, torn: 0, lapped: 0, lastOf: { 1: N - 1, 2: N - 1 } })
-  t.like(drained, { received: 2 * N, torn: 0, lapped: 0 })
+  t.like(tagged, { received: 2 * n, inOrder: true, torn: 0, lapped: 0, lastOf: { 1: n - 1, 2: n - 1 } })
+  t.like(drained, { received: 2 * n, torn: 0, lapped: 0 })
+}
+
+test.serial('poolSize: 2 publishers × 2 subscribers of 3000-byte messages through a 64 KB payload pool under block, in processes of their own: nothing lost or torn', async (t) => {
+  await twoByTwo(t, 'pool', 20_000, 64 * 1024, '3000')
 })
 
 test.serial('side path: 2 publishers × 2 subscribers of messages longer than the pool (100 KB, 4 KB pool) between short and pooled ones, under block, in processes of their own: nothing lost or torn, in order', async (t) => {
-  const name = uniqueName('side')
-  const N = 1500
-  await using _keeper = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 256, slotSize: 64, poolSize: 4096 })
-  const subs = ['tagged', 'drain'].map((mode) => child('subscriber.mjs', [name, String(2 * N), mode]))
-  await Promise.all(subs.map((s) => s.next('ready')))
-  const pubs = [1, 2].map((tag) => child('publisher.mjs', [name, String(N), 'block', '', String(tag), '16,100000,3000']))
-  for (const p of pubs) t.is((await p.next('done')).published, N)
-  const [tagged, drained] = await Promise.all(subs.map((s) => s.next('done')))
-  t.like(tagged, { received: 2 * N, inOrder: true, torn: 0, lapped: 0, lastOf: { 1: N - 1, 2: N - 1 } })
-  t.like(drained, { received: 2 * N, torn: 0, lapped: 0 })
+  await twoByTwo(t, 'side', 1500, 4096, '16,100000,3000')
 })
 
 test.serial('side path: a publisher killed before its side-path message was read: the reader counts it lapped and goes on, and its socket is gone after one more open', async (t) => {

@@ -106,7 +106,7 @@ pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
     })
 }
 
-/// Byte offsets of the shared-memory header, so TypeScript never hard-codes them.
+/// Byte offsets of the shared-memory header, and its sizes, so TypeScript never hard-codes them.
 #[napi(object)]
 pub struct ShmOffsets {
     pub tail_lo: u32,
@@ -114,6 +114,10 @@ pub struct ShmOffsets {
     pub repair_lock: u32,
     pub pool_head: u32,
     pub pool_unit: u32,
+    /// The largest message a shared-memory hub takes unless told (past a slot or the
+    /// pool if they are larger), and the most it can be told.
+    pub default_max_message: u32,
+    pub max_message_limit: u32,
     pub sub_pool_cursor: u32,
     pub claims: u32,
     pub claim_entry: u32,
@@ -146,6 +150,8 @@ pub fn shm_offsets() -> ShmOffsets {
         repair_lock: u(offsets::REPAIR_LOCK),
         pool_head: u(offsets::POOL_HEAD),
         pool_unit: zerohop_shm::layout::POOL_UNIT,
+        default_max_message: zerohop_shm::ring::DEFAULT_MAX_MESSAGE as u32,
+        max_message_limit: zerohop_shm::ring::MAX_MESSAGE_LIMIT as u32,
         sub_pool_cursor: u(offsets::SUB_POOL_CURSOR),
         claims: u(offsets::CLAIMS),
         claim_entry: u(offsets::CLAIM_ENTRY),

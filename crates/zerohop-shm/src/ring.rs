@@ -1332,17 +1332,14 @@ fn has_room(mem: &RingMemory, tail: u64, exclude: Option<u32>, credits: bool) ->
 /// Frees table entries whose process is gone, so that they stop holding a `Block`
 /// publisher back. Returns how many were freed.
 fn reap_dead_subscribers(mem: &RingMemory) -> usize {
-    let mut freed = 0;
-    for i in 0..mem.layout.max_subscribers {
-        let pid = mem.sub_pid(i).load(Ordering::Acquire);
-        if pid != 0
-            && !process_alive(pid)
-            && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-        {
-            freed += 1;
-        }
-    }
-    freed
+    (0..mem.layout.max_subscribers).filter(|&i| reap_if_dead(mem, i, mem.sub_pid(i).load(Ordering::Acquire))).count()
+}
+
+/// Frees subscriber entry `i`, held by `pid`, if that process is gone; whether it did.
+fn reap_if_dead(mem: &RingMemory, i: u32, pid: u32) -> bool {
+    pid != 0
+        && !process_alive(pid)
+        && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
 }
 
 /// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`
@@ -1418,8 +1415,7 @@ fn passed_by_all(mem: &RingMemory, seq: u64, exclude: Option<u32>) -> bool {
         Some(i) == exclude
             || pid == 0
             || (mem.sub_cursor(i).load(Ordering::Acquire).wrapping_sub(past) as i32) >= 0
-            || (!process_alive(pid)
-                && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+            || reap_if_dead(mem, i, pid)
     })
 }
 

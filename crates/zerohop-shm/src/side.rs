@@ -283,16 +283,6 @@ impl SideMessage {
         (sealed && size >= len as u64 && len > 0).then_some(SideMessage { file, len })
     }
 
-    /// Its length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it is empty (never: a side-path message is longer than a slot).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Copies it into `out` (replacing its contents).
     pub fn read_into(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.clear();

@@ -341,13 +341,19 @@ export interface ShmLayoutInfo {
 /** The shared-memory layout constants. */
 export declare function shmOffsets(): ShmOffsets
 
-/** Byte offsets of the shared-memory header, so TypeScript never hard-codes them. */
+/** Byte offsets of the shared-memory header, and its sizes, so TypeScript never hard-codes them. */
 export interface ShmOffsets {
   tailLo: number
   tailHi: number
   repairLock: number
   poolHead: number
   poolUnit: number
+  /**
+   * The largest message a shared-memory hub takes unless told (past a slot or the
+   * pool if they are larger), and the most it can be told.
+   */
+  defaultMaxMessage: number
+  maxMessageLimit: number
   subPoolCursor: number
   claims: number
   claimEntry: number

@@ -26,10 +26,6 @@ import { loanSize, openShm } from './shm.js'
 /** Options of `shm://` that a Unix socket has no use for (its hubs keep no segment). */
 const SEGMENT_ONLY = ['maxSubscribers', 'highWater', 'lowWater', 'poolSize']
 
-/** Shared memory's default largest message (16 MiB, or a slot or the pool if larger), and its most. */
-const DEFAULT_MAX_MESSAGE = 16 << 20
-const MAX_MESSAGE_LIMIT = 2 ** 30
-
 /** How often a hub whose relay went away tries to become the relay. */
 const ELECTION_MS = 50
 
@@ -78,7 +74,8 @@ export function streamOptions(params: string[][], options: object): Record<strin
   const own: Record<string, unknown> = Object.fromEntries(params.map(([k, v]) => [k, v]))
   Object.assign(own, options)
   // The largest message as over shared memory (whose pool and side path take what a slot does not).
-  own.maxMessageSize ??= Math.min(MAX_MESSAGE_LIMIT, Math.max(DEFAULT_MAX_MESSAGE, Number(own.slotSize) || 0, Number(own.poolSize) || 0))
+  const { defaultMaxMessage, maxMessageLimit } = binding.shmOffsets()
+  own.maxMessageSize ??= Math.min(maxMessageLimit, Math.max(defaultMaxMessage, Number(own.slotSize) || 0, Number(own.poolSize) || 0))
   for (const k of SEGMENT_ONLY) delete own[k]
   // Lapping has no meaning on a stream: the stream's own policy (a slow reader is a slow consumer).
   if (own.backpressure === 'drop_old') delete own.backpressure
