@@ -597,6 +597,27 @@ test('Rpc over shm://: a client waits for 1024 answers at most (its reply segmen
   t.is(server.metrics().served, 1024)
 })
 
+test('Rpc over shm://: a request that waits while thousands after it are answered gets its own answer (request keys never collide)', async (t) => {
+  const url = shm('rpc-keys')
+  let release: (() => void) | undefined
+  await using server = await Rpc.serve(url, (req: Uint8Array) =>
+    req[0] === 1 ? new Promise<Uint8Array>((resolve) => (release = () => resolve(Uint8Array.of(1, 1)))) : req,
+  )
+  await using rpc = await Rpc.connect(url)
+  const slow = rpc.request(Uint8Array.of(1))
+  // Keys go round the client's table of 1024 three times past the one still waiting.
+  for (let i = 0; i < 3000; i++) {
+    const got = await rpc.request(Uint8Array.of(2, i & 255))
+    if (got[1] !== (i & 255)) return t.fail(`request ${i} got the answer of another`)
+  }
+  t.is(rpc.metrics().nativePending, 1)
+  while (release === undefined) await new Promise((r) => setTimeout(r, 5))
+  release()
+  t.deepEqual(await slow, Uint8Array.of(1, 1))
+  t.like(rpc.metrics(), { pending: 0, nativePending: 0 })
+  t.is(server.metrics().served, 3001)
+})
+
 test('drain() takes runs of messages, each a view while its call lasts, and never what the hub published itself', async (t) => {
   const url = shm('drain-runs')
   await using a = await Hub.open(url, { slotSize: 64, capacity: 1024 })

@@ -586,34 +586,33 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /**
-   * {@link tryRecvMessage}, polling for up to `spinUs` where the transport reads on
-   * this thread (`Rpc` answers and reads answers this way, a turn of the event loop
-   * sooner than through {@link recvMessage}).
+   * {@link tryRecvMessage} into `into` (its value and what the envelope says; true if a
+   * message was there), polling for up to `spinUs` where the transport reads on this
+   * thread. For `Rpc`, which reuses one object for every message it takes at once:
+   * it answers, and reads answers, this way, a turn of the event loop sooner than
+   * through {@link recvMessage}, with no object made per message.
    * @internal
    */
-  pollMessage(): Received<T> | undefined {
-    return this.takeMessage(true)
+  pollMessage(into: { value: T | undefined } & MessageInfo): boolean {
+    const v = this.spinNext(into)
+    if (v === EMPTY) return false
+    into.value = v
+    return true
   }
 
   /**
-   * {@link recvMessage} without its spin (for a caller that just polled: `Rpc`).
+   * {@link recvMessage} into `into`, without its spin (for a caller that just polled: `Rpc`).
    * @internal
    */
-  async parkMessage(): Promise<Received<T>> {
-    const m = { value: undefined } as { value: T | undefined } & MessageInfo
-    m.value = await this.receive({}, m, false)
-    return m as Received<T>
+  async parkMessage(into: { value: T | undefined } & MessageInfo): Promise<void> {
+    into.value = await this.receive({}, into, false)
   }
 
   /** {@link tryRecv}, with where the message came from (network transports). */
   tryRecvMessage(): Received<T> | undefined {
-    return this.takeMessage(false)
-  }
-
-  private takeMessage(spin: boolean): Received<T> | undefined {
     // One object, the value set into it (a spread into a second costs more than a read).
     const m = { value: undefined } as { value: T | undefined } & MessageInfo
-    const v = spin ? this.spinNext(m) : this.next(m)
+    const v = this.next(m)
     if (v === EMPTY) return undefined
     m.value = v
     return m as Received<T>
