@@ -30,7 +30,7 @@ import {
   ZerohopError,
 } from './errors.js'
 import type { RequestInfo } from './envelope.js'
-import { type CloseOptions, Hub, type Received } from './hub.js'
+import { type CloseOptions, Hub } from './hub.js'
 import { binding, native } from './native.js'
 import type { HubOptions } from './options.js'
 import type { RequestPort } from './port.js'
