@@ -789,10 +789,12 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (k === 0) return -1
     let taken = 0
     let bytes = 0
+    const { words, views, lens } = run
     for (let i = slot; i < slot + k; i++) {
-      const len = sub.runLength(run.words, i)
+      const len = sub.runLength(words, i)
       if (len < 0) continue // this hub's own
-      out[n++] = this.runView(run, i, len) as T
+      const view = views[i]
+      out[n++] = (view !== undefined && lens[i] === len ? view : this.runView(run, i, len)) as T
       taken++
       bytes += len
     }
