@@ -4,8 +4,9 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   rpc-echo <name> <spinUs>                Rpc server on shm://<name> answering each request with
 //                                           itself; exits after a 1-byte request
-//   zh-sink <name> <count> <copy|borrow|batch|drain>  count messages (tryRecv, borrow,
-//                                           tryRecvBatch or drain); print msg/s when done
+//   zh-sink <name> <count> <copy|borrow|batch|drain|floor>  count messages (tryRecv, borrow,
+//                                           tryRecvBatch, drain, or runs of slots copied out
+//                                           with no values: batch receive's floor); msg/s
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
 //   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
 //                                           with the certificates in <pki>); msg/s
@@ -138,6 +139,15 @@ if (role === 'zh-echo') {
         if (n === 0) start = performance.now()
         for (let i = 0; i < got.length; i++) bytes += got[i]![0]!
         n += got.length
+        continue
+      }
+    } else if (c === 'floor') {
+      // A batch receive's floor: runs of slots copied out of the ring and moved past,
+      // with no value made (the hub's internals: a measurement, not an API).
+      const k = floorRun(rx, count - n)
+      if (k > 0) {
+        if (n === 0) start = performance.now()
+        n += k
         continue
       }
     } else if (c === 'drain') {
@@ -441,4 +451,31 @@ if (role === 'zh-echo') {
   server.listen(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${(server.address() as { port: number }).port}` }))
 } else {
   throw new Error(`unknown role ${role}`)
+}
+
+/** Internals of a shared-memory hub that `floorRun` reaches into. */
+interface HubInternals {
+  ring: { stride: number }
+  subscriber(): {
+    beginBatch(): void
+    endBatch(): void
+    takeRun(into: Uint8Array, words: Int32Array, from: number, max: number): number
+    skip(n: number, bytes: number, taken: number): void
+  }
+}
+let floorCopy: Uint8Array | undefined
+
+/**
+ * What a batch receive cannot go below: the copy of up to 1024 slots out of the ring,
+ * with the checks that make it whole, and nothing else; how many messages it took.
+ */
+function floorRun(hub: object, max: number): number {
+  const h = hub as unknown as HubInternals
+  floorCopy ??= new Uint8Array(1024 * h.ring.stride)
+  const sub = h.subscriber()
+  sub.beginBatch()
+  const k = sub.takeRun(floorCopy, new Int32Array(floorCopy.buffer), 0, Math.min(1024, max))
+  if (k > 0) sub.skip(k, 0, k)
+  sub.endBatch()
+  return k
 }
