@@ -40,6 +40,8 @@ import { onFrames } from './frames.ts'
 import { Pull, Reply } from 'zeromq'
 
 const [role, a, b, c, d] = process.argv.slice(2)
+/** `floorRun`'s copy of the ring's slots (declared here: the roles below run at the top level). */
+let floorCopy: Uint8Array | undefined
 
 /** The benchmark's bare socket addon (node-floor/). */
 export interface NodeFloor {
@@ -463,8 +465,6 @@ interface HubInternals {
     skip(n: number, bytes: number, taken: number): void
   }
 }
-let floorCopy: Uint8Array | undefined
-
 /**
  * What a batch receive cannot go below: the copy of up to 1024 slots out of the ring,
  * with the checks that make it whole, and nothing else; how many messages it took.
