@@ -288,9 +288,11 @@ class ShmRpcServer extends ShmRpcPort {
   }
 
   private respond(key: number, ok: boolean, bytes: Uint8Array): boolean {
-    const c = this.byIndex[Math.floor(key / TWO_32)]
+    const index = Math.floor(key / TWO_32)
+    const c = this.byIndex[index]
     if (c === undefined || c.pub === undefined) return false
-    c.pub.publishFramed(bytes, ok ? REPLY : FAILED, 0, 0, key % TWO_32)
+    // (Not `key % TWO_32`: a double's remainder is a call into C in V8.)
+    c.pub.publishFramed(bytes, ok ? REPLY : FAILED, 0, 0, key - index * TWO_32)
     return true
   }
 
