@@ -4,6 +4,10 @@
 //   uds-echo <path>                         Node net server echoing length-prefixed frames
 //   rpc-echo <name> <spinUs>                Rpc server on shm://<name> answering each request with
 //                                           itself; exits after a 1-byte request
+//   zh-echo-turns <name>                    spinning echo of <name>-ping to <name>-pong in turns
+//                                           (parks after a 1-byte ping, exits after a 2-byte one)
+//   zh-sink-turns <name> <count> <ways> <turn>  read one stream in turns of <turn> messages, by
+//                                           each of <ways> (copy,batch,drain) in turn; msg/s each
 //   zh-sink <name> <count> <copy|borrow|batch|drain|floor>  count messages (tryRecv, borrow,
 //                                           tryRecvBatch, drain, or runs of slots copied out
 //                                           with no values: batch receive's floor); msg/s
@@ -106,6 +110,24 @@ if (role === 'zh-echo') {
   }
   await rx.close()
   await tx.close()
+} else if (role === 'zh-echo-turns') {
+  // run.ts's turns of ping-pong and Rpc: spins on tryRecv while a turn lasts; a 1-byte
+  // ping ends the turn (echoed, then it parks until the next turn's first ping, so that
+  // the Rpc server has the CPU meanwhile); a 2-byte one ends it all.
+  const rx = await Hub.open(`shm://${a}-ping`, { role: 'subscriber', slotSize: 64, spinUs: 0 })
+  const tx = await Hub.open(`shm://${a}-pong`, { role: 'publisher', slotSize: 64 })
+  say({ ready: true })
+  let parked = false
+  for (;;) {
+    let m: Uint8Array | undefined
+    if (parked) m = await rx.recv()
+    else while ((m = rx.tryRecv()) === undefined);
+    tx.publish(m!)
+    if (m!.length === 2) break
+    parked = m!.length === 1
+  }
+  await rx.close()
+  await tx.close()
 } else if (role === 'rpc-echo') {
   const server = await Rpc.serve(
     `shm://${a}`,
@@ -123,6 +145,59 @@ if (role === 'zh-echo') {
     sock.on('close', () => server.close())
   })
   server.listen(a, () => say({ ready: true }))
+} else if (role === 'zh-sink-turns') {
+  // run.ts's interleaved reading: one stream read in turns of <d> messages, each turn by
+  // the next of the ways in <c> (copy: the tryRecv loop; batch; drain), never waiting
+  // (an empty ring is polled again: its time counts); each way's msg/s over its turns,
+  // the first round of turns not counted (warm-up).
+  const count = Number(b)
+  const ways = c!.split(',')
+  const turn = Number(d)
+  const rx = await Hub.open(`shm://${a}`, { role: 'subscriber', spinUs: 50 })
+  say({ ready: true })
+  let bytes = 0
+  const touch = (m: Uint8Array) => {
+    bytes += m[0]!
+  }
+  const spent = ways.map(() => 0)
+  const taken = ways.map(() => 0)
+  let n = 0
+  let empty = 0
+  // (The first message waited for, untimed: the stream has begun.)
+  bytes += (await rx.recv())[0]!
+  n++
+  for (let t = 0; n < count; t++) {
+    const k = t % ways.length
+    const way = ways[k]
+    const want = Math.min(turn, count - n)
+    let got = 0
+    const start = performance.now()
+    while (got < want) {
+      let r = 0
+      if (way === 'batch') {
+        const some = rx.tryRecvBatch(Math.min(1024, want - got))
+        for (let i = 0; i < some.length; i++) bytes += some[i]![0]!
+        r = some.length
+      } else if (way === 'drain') r = rx.drain(touch)
+      else {
+        const m = rx.tryRecv()
+        if (m !== undefined) {
+          bytes += m[0]!
+          r = 1
+        }
+      }
+      if (r === 0) empty++
+      got += r
+    }
+    if (t >= ways.length) {
+      spent[k]! += performance.now() - start
+      taken[k]! += got
+    }
+    n += got
+  }
+  const rates = ways.map((_, k) => taken[k]! / (spent[k]! / 1000))
+  say({ done: true, received: n, rates, empty, lapped: rx.metrics().lapped, touched: bytes })
+  await rx.close()
 } else if (role === 'zh-sink') {
   const count = Number(b)
   const rx = await Hub.open(`shm://${a}`, { role: 'subscriber', spinUs: 50 })
