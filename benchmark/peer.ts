@@ -7,10 +7,10 @@
 //   zh-echo-turns <name>                    spinning echo of <name>-ping to <name>-pong in turns
 //                                           (parks after a 1-byte ping, exits after a 2-byte one)
 //   zh-sink-turns <name> <count> <ways> <turn>  read one stream in turns of <turn> messages, by
-//                                           each of <ways> (copy,batch,drain) in turn; msg/s each
-//   zh-sink <name> <count> <copy|borrow|batch|drain|floor>  count messages (tryRecv, borrow,
-//                                           tryRecvBatch, drain, or runs of slots copied out
-//                                           with no values: batch receive's floor); msg/s
+//                                           each of <ways> (copy: tryRecv, batch, drain) in turn;
+//                                           msg/s each, and each one's polls of an empty ring
+//   zh-sink <name> <count> <copy|borrow|batch|drain>  count messages (tryRecv, borrow,
+//                                           tryRecvBatch or drain); msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
 //   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
 //                                           with the certificates in <pki>); msg/s
@@ -44,8 +44,6 @@ import { onFrames } from './frames.ts'
 import { Pull, Reply } from 'zeromq'
 
 const [role, a, b, c, d] = process.argv.slice(2)
-/** `floorRun`'s copy of the ring's slots (declared here: the roles below run at the top level). */
-let floorCopy: Uint8Array | undefined
 
 /** The benchmark's bare socket addon (node-floor/). */
 export interface NodeFloor {
@@ -147,9 +145,9 @@ if (role === 'zh-echo') {
   server.listen(a, () => say({ ready: true }))
 } else if (role === 'zh-sink-turns') {
   // run.ts's interleaved reading: one stream read in turns of <d> messages, each turn by
-  // the next of the ways in <c> (copy: the tryRecv loop; batch; drain), never waiting
-  // (an empty ring is polled again: its time counts); each way's msg/s over its turns,
-  // the first round of turns not counted (warm-up).
+  // the next of the ways in <c> (copy: the tryRecv loop; batch; drain), each started once
+  // that many messages wait; each way's msg/s over its turns, the first round of turns
+  // not counted (warm-up), and how often it found the ring empty all the same.
   const count = Number(b)
   const ways = c!.split(',')
   const turn = Number(d)
@@ -162,7 +160,7 @@ if (role === 'zh-echo') {
   const spent = ways.map(() => 0)
   const taken = ways.map(() => 0)
   let n = 0
-  let empty = 0
+  const empties = ways.map(() => 0)
   // (The first message waited for, untimed: the stream has begun.)
   bytes += (await rx.recv())[0]!
   n++
@@ -170,6 +168,9 @@ if (role === 'zh-echo') {
     const k = t % ways.length
     const way = ways[k]
     const want = Math.min(turn, count - n)
+    // (Untimed: the turn starts with all it will read waiting, so that it never waits for
+    // the sender, whichever way read before it.)
+    while (rx.metrics().lag < want);
     let got = 0
     const start = performance.now()
     while (got < want) {
@@ -186,7 +187,7 @@ if (role === 'zh-echo') {
           r = 1
         }
       }
-      if (r === 0) empty++
+      if (r === 0) empties[k]!++
       got += r
     }
     if (t >= ways.length) {
@@ -196,7 +197,7 @@ if (role === 'zh-echo') {
     n += got
   }
   const rates = ways.map((_, k) => taken[k]! / (spent[k]! / 1000))
-  say({ done: true, received: n, rates, empty, lapped: rx.metrics().lapped, touched: bytes })
+  say({ done: true, received: n, rates, empties, lapped: rx.metrics().lapped, touched: bytes })
   await rx.close()
 } else if (role === 'zh-sink') {
   const count = Number(b)
@@ -216,15 +217,6 @@ if (role === 'zh-echo') {
         if (n === 0) start = performance.now()
         for (let i = 0; i < got.length; i++) bytes += got[i]![0]!
         n += got.length
-        continue
-      }
-    } else if (c === 'floor') {
-      // A batch receive's floor: runs of slots copied out of the ring and moved past,
-      // with no value made (the hub's internals: a measurement, not an API).
-      const k = floorRun(rx, count - n)
-      if (k > 0) {
-        if (n === 0) start = performance.now()
-        n += k
         continue
       }
     } else if (c === 'drain') {
@@ -528,29 +520,4 @@ if (role === 'zh-echo') {
   server.listen(0, '127.0.0.1', () => say({ ready: true, address: `127.0.0.1:${(server.address() as { port: number }).port}` }))
 } else {
   throw new Error(`unknown role ${role}`)
-}
-
-/** Internals of a shared-memory hub that `floorRun` reaches into. */
-interface HubInternals {
-  ring: { stride: number }
-  subscriber(): {
-    beginBatch(): void
-    endBatch(): void
-    takeRun(into: Uint8Array, words: Int32Array, from: number, max: number): number
-    skip(n: number, bytes: number, taken: number): void
-  }
-}
-/**
- * What a batch receive cannot go below: the copy of up to 1024 slots out of the ring,
- * with the checks that make it whole, and nothing else; how many messages it took.
- */
-function floorRun(hub: object, max: number): number {
-  const h = hub as unknown as HubInternals
-  floorCopy ??= new Uint8Array(1024 * h.ring.stride)
-  const sub = h.subscriber()
-  sub.beginBatch()
-  const k = sub.takeRun(floorCopy, new Int32Array(floorCopy.buffer), 0, Math.min(1024, max))
-  if (k > 0) sub.skip(k, 0, k)
-  sub.endBatch()
-  return k
 }

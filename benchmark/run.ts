@@ -408,7 +408,7 @@ async function streamInTurns(ways: ('copy' | 'batch' | 'drain')[], count: number
 async function streamZerohop(
   size: number,
   how: 'publish' | 'publishBatch' | 'publishPacked' | 'loan',
-  sinkMode: 'copy' | 'borrow' | 'batch' | 'drain' | 'floor',
+  sinkMode: 'copy' | 'borrow' | 'batch' | 'drain',
   count: number,
   place: 'slot' | 'pool' | 'side' = 'slot',
 ) {
@@ -1466,11 +1466,6 @@ for (let run = 1; run <= RUNS; run++) {
   ] as const) {
     rows.push({ bench: `one-way 64 B  zerohop publishPacked → ${call}, ${turnsOf}`, run, rate, mbps: (rate * 64) / 1e6, vsBaseline: `${(rate / udsRate).toFixed(1)}×, ${(rate / loopRate).toFixed(2)}× the tryRecv loop`, target: '≥ 3× the tryRecv loop' })
   }
-  // Batch receive's floor (this checkout only): the copy of runs of slots out of the ring
-  // alone, against the tryRecv loop again.
-  const floorLoop = await streamZerohop(64, 'publishPacked', 'copy', 4_000_000)
-  const floor = await streamZerohop(64, 'publishPacked', 'floor', 4_000_000)
-  rows.push({ bench: "one-way 64 B  zerohop publishPacked → runs of slots copied out, no values (batch receive's floor)", run, rate: floor.received, mbps: (floor.received * 64) / 1e6, vsBaseline: `${(floor.received / floorLoop.received).toFixed(2)}× the tryRecv loop run just before it` })
   const fallbackOne = await withoutShm(() => streamZerohop(64, 'publish', 'copy', 1_000_000))
   rows.push({ bench: 'one-way 64 B  zerohop shm:// fallback over UDS (through a relay, receiver)', run, rate: fallbackOne.received, mbps: (fallbackOne.received * 64) / 1e6, vsBaseline: `${(fallbackOne.received / udsRate).toFixed(2)}×` })
   const uds4k = await streamNet(4096, 200_000)
