@@ -12,6 +12,7 @@
 //!   which count what was lost, late or duplicated.
 //! - [`chaos`]: seeded fault decisions (loss, reordering, duplication, delay) for the
 //!   chaos proxy.
+//! - [`kcp`]: KCP's reliable delivery over datagrams, wire-compatible with `ikcp.c`.
 //! - [`lifecycle`]: a connection's status (connecting, connected, reconnecting,
 //!   disconnected, closed) and its retry schedule (exponential backoff with jitter).
 //! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
@@ -38,6 +39,7 @@ mod crc32c;
 pub mod datagram;
 pub mod frag;
 mod header;
+pub mod kcp;
 pub mod lifecycle;
 pub mod pack;
 pub mod records;
