@@ -82,7 +82,7 @@ pub enum KcpError {
     NothingToReceive,
     /// `recv`: the buffer is shorter than the message waiting (its length inside).
     BufferTooSmall(usize),
-    /// An MTU too small for a header and a byte.
+    /// An MTU below 50 bytes or above 65,535.
     BadMtu(usize),
 }
 
@@ -95,7 +95,7 @@ impl std::fmt::Display for KcpError {
             Self::TooLarge { len, max } => write!(f, "message of {len} bytes exceeds KCP's {max}"),
             Self::NothingToReceive => write!(f, "no whole message waiting"),
             Self::BufferTooSmall(n) => write!(f, "the message waiting is {n} bytes"),
-            Self::BadMtu(m) => write!(f, "MTU {m} is too small"),
+            Self::BadMtu(m) => write!(f, "MTU {m} is outside 50..=65535"),
         }
     }
 }
@@ -241,9 +241,10 @@ impl Kcp {
         self.conv
     }
 
-    /// Sets the MTU (datagram size), at least 50 bytes as `ikcp_setmtu` requires.
+    /// Sets the MTU (datagram size): at least 50 bytes, as `ikcp_setmtu` requires, and
+    /// at most 65,535.
     pub fn set_mtu(&mut self, mtu: usize) -> Result<(), KcpError> {
-        if mtu < 50 {
+        if !(50..=65_535).contains(&mtu) {
             return Err(KcpError::BadMtu(mtu));
         }
         self.mtu = mtu;
@@ -467,7 +468,11 @@ impl Kcp {
                 }
                 CMD_PUSH => {
                     if diff(sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
-                        self.acks.push((sn, ts));
+                        // (Bounded: a flood between two flushes must not grow it without
+                        // end. An acknowledgement left out costs a resend, acknowledged then.)
+                        if self.acks.len() < 4 * self.rcv_wnd as usize {
+                            self.acks.push((sn, ts));
+                        }
                         if diff(sn, self.rcv_nxt) >= 0 {
                             let mut buf = self.buffer();
                             buf.extend_from_slice(&data[..len]);
@@ -488,36 +493,43 @@ impl Kcp {
             self.parse_fastack(sn, ts);
         }
         if diff(self.snd_una, prev_una) > 0 && self.cwnd < self.rmt_wnd {
-            let mss = self.mss as u32;
+            // (In 64 bits: an MTU near 64 KiB squares past 2^32.)
+            let mss = self.mss as u64;
+            let mut incr = u64::from(self.incr);
             if self.cwnd < self.ssthresh {
                 self.cwnd += 1;
-                self.incr += mss;
+                incr += mss;
             } else {
-                self.incr = self.incr.max(mss);
-                self.incr += (mss * mss) / self.incr + mss / 16;
-                if (self.cwnd + 1) * mss <= self.incr {
-                    self.cwnd = (self.incr + mss - 1) / mss.max(1);
+                incr = incr.max(mss);
+                incr += (mss * mss) / incr + mss / 16;
+                if (u64::from(self.cwnd) + 1) * mss <= incr {
+                    self.cwnd = ((incr + mss - 1) / mss.max(1)).min(u64::from(u32::MAX)) as u32;
                 }
             }
             if self.cwnd > self.rmt_wnd {
                 self.cwnd = self.rmt_wnd;
-                self.incr = self.rmt_wnd * mss;
+                incr = u64::from(self.rmt_wnd) * mss;
             }
+            self.incr = incr.min(u64::from(u32::MAX)) as u32;
         }
         outcome
     }
 
+    /// A round trip of `rtt` ms measured: the smoothed RTT, its variation and the
+    /// RTO (as the reference computes them; in 64 bits, since a peer's timestamp may
+    /// make `rtt` anything up to 2^31).
     fn update_ack(&mut self, rtt: u32) {
-        if self.rx_srtt == 0 {
-            self.rx_srtt = rtt;
-            self.rx_rttval = rtt / 2;
+        let rtt = u64::from(rtt);
+        let (srtt, rttval) = if self.rx_srtt == 0 {
+            (rtt, rtt / 2)
         } else {
-            let delta = rtt.abs_diff(self.rx_srtt);
-            self.rx_rttval = (3 * self.rx_rttval + delta) / 4;
-            self.rx_srtt = ((7 * self.rx_srtt + rtt) / 8).max(1);
-        }
-        let rto = self.rx_srtt + self.interval.max(4 * self.rx_rttval);
-        self.rx_rto = rto.clamp(self.rx_minrto, RTO_MAX);
+            let (srtt, rttval) = (u64::from(self.rx_srtt), u64::from(self.rx_rttval));
+            ((7 * srtt + rtt) / 8, (3 * rttval + rtt.abs_diff(srtt)) / 4)
+        };
+        self.rx_srtt = srtt.clamp(1, u64::from(u32::MAX)) as u32;
+        self.rx_rttval = rttval.min(u64::from(u32::MAX)) as u32;
+        let rto = u64::from(self.rx_srtt) + u64::from(self.interval).max(4 * u64::from(self.rx_rttval));
+        self.rx_rto = rto.clamp(u64::from(self.rx_minrto), u64::from(RTO_MAX)) as u32;
     }
 
     fn shrink_buf(&mut self) {
@@ -703,16 +715,16 @@ impl Kcp {
                 send = true;
                 seg.xmit += 1;
                 seg.rto = self.rx_rto;
-                seg.resend_at = current.wrapping_add(seg.rto + rtomin);
+                seg.resend_at = current.wrapping_add(seg.rto.saturating_add(rtomin));
             } else if diff(current, seg.resend_at) >= 0 {
                 send = true;
                 seg.xmit += 1;
                 self.stats.retransmits += 1;
                 if self.nodelay == 0 {
-                    seg.rto += seg.rto.max(self.rx_rto);
+                    seg.rto = seg.rto.saturating_add(seg.rto.max(self.rx_rto));
                 } else {
                     let step = if self.nodelay < 2 { seg.rto } else { self.rx_rto };
-                    seg.rto += step / 2;
+                    seg.rto = seg.rto.saturating_add(step / 2);
                 }
                 seg.resend_at = current.wrapping_add(seg.rto);
                 lost = true;
@@ -998,6 +1010,53 @@ mod tests {
         k.update(1000, &mut |_| {});
         let next = k.check(1000);
         assert!(next > 1000 && next <= 1050, "{next}");
+    }
+
+    /// A segment of conversation 5: `cmd`, sequence number `sn`, timestamp `ts`, and `payload`.
+    fn segment(cmd: u8, sn: u32, ts: u32, payload: &[u8]) -> Vec<u8> {
+        let mut d = Vec::new();
+        d.extend_from_slice(&5u32.to_le_bytes());
+        d.extend_from_slice(&[cmd, 0, 128, 0]);
+        for w in [ts, sn, 0, payload.len() as u32] {
+            d.extend_from_slice(&w.to_le_bytes());
+        }
+        d.extend_from_slice(payload);
+        d
+    }
+
+    #[test]
+    fn a_flood_between_two_flushes_grows_nothing_without_bound() {
+        let mut k = Kcp::new(5);
+        k.set_now(1000);
+        for i in 0..100_000u32 {
+            // The same segments again and again, and ones far outside the window.
+            let sn = if i % 2 == 0 { (i / 2) % 300 } else { i.wrapping_mul(7919) };
+            k.input(&segment(CMD_PUSH, sn, 1000, b"flood")).unwrap();
+        }
+        let mut acks = 0;
+        k.flush(&mut |d: &[u8]| acks += d.chunks(OVERHEAD).filter(|s| s.len() == OVERHEAD && s[4] == CMD_ACK).count());
+        assert!(acks <= 4 * 128, "{acks} acknowledgements");
+        assert!(k.stats().duplicates > 0);
+        let mut buf = [0u8; 8];
+        let mut got = 0;
+        while k.recv(&mut buf) == Ok(5) {
+            got += 1;
+        }
+        // What the queue held (a window) and the buffer behind it (the next window).
+        assert_eq!(got, 256);
+    }
+
+    #[test]
+    fn an_acknowledgement_with_any_timestamp_keeps_the_timeout_in_bounds() {
+        let mut k = Kcp::new(5);
+        k.set_nodelay(1, 10, 2, true);
+        k.send(b"x").unwrap();
+        k.update(2_000_000_000, &mut |_| {});
+        for ts in [0, 1, 2_000_000_000, 2_000_000_001, u32::MAX] {
+            k.input(&segment(CMD_ACK, 0, ts, &[])).unwrap();
+            let (srtt, rto) = k.rtt();
+            assert!(srtt >= 1 && (RTO_NODELAY_MIN..=RTO_MAX).contains(&rto), "{srtt} {rto}");
+        }
     }
 
     proptest::proptest! {
