@@ -115,6 +115,85 @@ pub struct KcpStats {
     pub datagrams_out: u64,
 }
 
+/// KCP's four presets. Each is `ikcp_nodelay`'s four parameters (nodelay, interval,
+/// resend, no congestion control), as kcptun and most KCP users name them:
+///
+/// | mode | nodelay | interval | resend | no congestion control | minimum RTO |
+/// |---|---|---|---|---|---|
+/// | `normal` | 0 | 40 ms | 0 (off) | no | 100 ms |
+/// | `fast` (default) | 0 | 30 ms | 2 | yes | 100 ms |
+/// | `turbo` | 1 | 20 ms | 2 | yes | 30 ms |
+/// | `fastest` | 1 | 10 ms | 2 | yes | 10 ms |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    Normal,
+    #[default]
+    Fast,
+    Turbo,
+    Fastest,
+}
+
+impl Mode {
+    /// Every mode, by its name.
+    pub const ALL: [(&'static str, Mode); 4] =
+        [("normal", Mode::Normal), ("fast", Mode::Fast), ("turbo", Mode::Turbo), ("fastest", Mode::Fastest)];
+
+    /// The mode called `name` (`normal`, `fast`, `turbo`, `fastest`).
+    pub fn parse(name: &str) -> Option<Mode> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|&(_, m)| m)
+    }
+
+    /// The mode's preset, with 128-segment windows, a 1400-byte MTU and message mode.
+    pub fn config(self) -> KcpConfig {
+        let (nodelay, interval_ms, resend, no_congestion_control, min_rto_ms) = match self {
+            Mode::Normal => (0, 40, 0, false, RTO_MIN),
+            Mode::Fast => (0, 30, 2, true, RTO_MIN),
+            Mode::Turbo => (1, 20, 2, true, RTO_NODELAY_MIN),
+            Mode::Fastest => (1, 10, 2, true, 10),
+        };
+        KcpConfig {
+            nodelay,
+            interval_ms,
+            resend,
+            no_congestion_control,
+            min_rto_ms,
+            send_window: WND_RCV,
+            recv_window: WND_RCV,
+            mtu: MTU_DEFAULT,
+            stream: false,
+        }
+    }
+}
+
+/// Everything a conversation is set up with: a [`Mode`]'s preset, then any parameter
+/// set by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KcpConfig {
+    /// 0: the normal resend timer (each timeout doubles the RTO); 1: no delay (it grows by
+    /// half); 2: by half of the current RTO.
+    pub nodelay: u32,
+    /// The retransmission clock's period, 10..=5000 ms.
+    pub interval_ms: u32,
+    /// Resend a segment once this many later ones were acknowledged (0: never early).
+    pub resend: u32,
+    pub no_congestion_control: bool,
+    pub min_rto_ms: u32,
+    /// Segments in flight at most.
+    pub send_window: u32,
+    /// Segments the receiver holds at most (at least 128).
+    pub recv_window: u32,
+    /// Bytes of a datagram, header included (50..=65535).
+    pub mtu: usize,
+    /// A byte stream rather than messages.
+    pub stream: bool,
+}
+
+impl Default for KcpConfig {
+    fn default() -> Self {
+        Mode::default().config()
+    }
+}
+
 /// One segment, with its sender-side bookkeeping.
 #[derive(Debug, Default)]
 struct Segment {
@@ -229,6 +308,17 @@ impl Kcp {
             pool: Vec::new(),
             stats: KcpStats::default(),
         }
+    }
+
+    /// A conversation `conv` set up by `config`.
+    pub fn with_config(conv: u32, config: &KcpConfig) -> Result<Self, KcpError> {
+        let mut k = Self::new(conv);
+        k.set_mtu(config.mtu)?;
+        k.set_nodelay(config.nodelay, config.interval_ms, config.resend, config.no_congestion_control);
+        k.set_min_rto(config.min_rto_ms);
+        k.set_window(config.send_window, config.recv_window);
+        k.set_stream(config.stream);
+        Ok(k)
     }
 
     /// Stream mode: message boundaries are not kept (a byte stream the caller frames).
@@ -916,21 +1006,10 @@ mod tests {
     #[test]
     fn loss_reordering_and_duplication_lose_nothing_in_every_mode() {
         let spec = "loss:0.2,dup:0.1,reorder:0.2,reorder_by:40ms,delay:30ms,jitter:20ms";
-        for (mode, tune) in [
-            ("normal", &(|k: &mut Kcp| k.set_nodelay(0, 40, 0, false)) as &dyn Fn(&mut Kcp)),
-            ("fast", &|k: &mut Kcp| k.set_nodelay(0, 30, 2, true)),
-            ("turbo", &|k: &mut Kcp| k.set_nodelay(1, 20, 2, true)),
-            ("fastest", &|k: &mut Kcp| {
-                k.set_nodelay(1, 10, 2, true);
-                k.set_min_rto(10);
-            }),
-        ] {
+        for (mode, preset) in Mode::ALL {
             for seed in 0..4 {
                 let sent = messages(150);
-                let mut pair = Pair::new(spec, seed, |k| {
-                    tune(k);
-                    k.set_window(128, 128);
-                });
+                let mut pair = Pair::new(spec, seed, |k| *k = Kcp::with_config(k.conv(), &preset.config()).unwrap());
                 let got = deliver(&mut pair, &sent, 200_000);
                 assert_eq!(got.len(), sent.len(), "{mode}, seed {seed}: {} of {}", got.len(), sent.len());
                 assert_eq!(got, sent, "{mode}, seed {seed}");
@@ -940,6 +1019,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_mode_is_its_documented_preset_and_a_parameter_set_by_itself_wins() {
+        assert_eq!(Mode::parse("fast"), Some(Mode::default()));
+        assert_eq!(Mode::parse("warp"), None);
+        let fastest = Mode::parse("fastest").unwrap().config();
+        assert_eq!(
+            (fastest.nodelay, fastest.interval_ms, fastest.resend, fastest.no_congestion_control, fastest.min_rto_ms),
+            (1, 10, 2, true, 10)
+        );
+        let normal = Mode::Normal.config();
+        assert_eq!(
+            (normal.nodelay, normal.interval_ms, normal.resend, normal.no_congestion_control),
+            (0, 40, 0, false)
+        );
+        let k = Kcp::with_config(9, &KcpConfig { interval_ms: 3, min_rto_ms: 50, mtu: 576, ..fastest }).unwrap();
+        assert_eq!(
+            (k.interval, k.rx_minrto, k.mtu, k.mss),
+            (10, 50, 576, 576 - OVERHEAD),
+            "the interval is clamped to 10..=5000"
+        );
+        assert_eq!(Kcp::with_config(9, &KcpConfig { mtu: 20, ..fastest }).unwrap_err(), KcpError::BadMtu(20));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_int, c_long, c_void};
 
 use kcp_io::sys;
 use zerohop_proto::chaos::{Chaos, ChaosSpec, Fate};
-use zerohop_proto::kcp::Kcp;
+use zerohop_proto::kcp::{Kcp, Mode};
 
 /// The datagrams a reference conversation emitted.
 #[derive(Default)]
@@ -128,29 +128,18 @@ impl End {
     }
 }
 
-/// The four modes, as (nodelay, interval, resend, nc, min RTO or 0 for the mode's own).
-const MODES: [(&str, i32, i32, i32, i32, u32); 4] =
-    [("normal", 0, 40, 0, 0, 0), ("fast", 0, 30, 2, 1, 0), ("turbo", 1, 20, 2, 1, 0), ("fastest", 1, 10, 2, 1, 10)];
-
-fn ours(mode: (&str, i32, i32, i32, i32, u32)) -> End {
-    let (_, nodelay, interval, resend, nc, min_rto) = mode;
-    let mut k = Kcp::new(0xC0FFEE);
-    k.set_nodelay(nodelay as u32, interval as u32, resend as u32, nc != 0);
-    if min_rto > 0 {
-        k.set_min_rto(min_rto);
-    }
-    k.set_window(128, 128);
-    End::Ours(Box::new(k))
+/// Ours, set up by `mode`'s preset.
+fn ours(mode: Mode) -> End {
+    End::Ours(Box::new(Kcp::with_config(0xC0FFEE, &mode.config()).unwrap()))
 }
 
-fn theirs(mode: (&str, i32, i32, i32, i32, u32)) -> End {
-    let (_, nodelay, interval, resend, nc, min_rto) = mode;
+/// The reference's, set up with the same parameters.
+fn theirs(mode: Mode) -> End {
+    let c = mode.config();
     let mut r = Reference::new(0xC0FFEE);
-    r.nodelay(nodelay, interval, resend, nc);
-    if min_rto > 0 {
-        r.min_rto(min_rto);
-    }
-    r.window(128, 128);
+    r.nodelay(c.nodelay as i32, c.interval_ms as i32, c.resend as i32, c.no_congestion_control as i32);
+    r.min_rto(c.min_rto_ms);
+    r.window(c.send_window as i32, c.recv_window as i32);
     End::Theirs(r)
 }
 
@@ -200,14 +189,14 @@ fn messages() -> Vec<Vec<u8>> {
 
 #[test]
 fn the_same_segments_byte_for_byte() {
-    for mode in MODES {
+    for (name, mode) in Mode::ALL {
         let (mut a, mut b) = (ours(mode), theirs(mode));
         for msg in [&b"hello"[..], &[7u8; 3000][..], &[][..]] {
             a.send(msg);
             b.send(msg);
         }
         for now in [1000, 1100, 1250] {
-            assert_eq!(a.update(now), b.update(now), "{}: what goes out at {now} ms", mode.0);
+            assert_eq!(a.update(now), b.update(now), "{name}: what goes out at {now} ms");
         }
         // An answer to each: their acknowledgements, byte for byte too.
         let (mut c, mut d) = (ours(mode), theirs(mode));
@@ -215,7 +204,7 @@ fn the_same_segments_byte_for_byte() {
             c.input(&dgram);
             d.input(&dgram);
         }
-        assert_eq!(c.update(5000), d.update(5000), "{}: acknowledgements", mode.0);
+        assert_eq!(c.update(5000), d.update(5000), "{name}: acknowledgements");
     }
 }
 
@@ -223,12 +212,12 @@ fn the_same_segments_byte_for_byte() {
 fn ours_to_theirs_and_theirs_to_ours_through_loss_reordering_and_duplication() {
     let spec = "loss:0.1,dup:0.05,reorder:0.1,reorder_by:30ms,delay:10ms,jitter:10ms";
     let sent = messages();
-    for mode in MODES {
+    for (name, mode) in Mode::ALL {
         for seed in 0..2 {
             let got = converse(ours(mode), theirs(mode), spec, seed, &sent);
-            assert!(got == sent, "{}, ours → theirs, seed {seed}: {} of {} messages", mode.0, got.len(), sent.len());
+            assert!(got == sent, "{name}, ours → theirs, seed {seed}: {} of {} messages", got.len(), sent.len());
             let got = converse(theirs(mode), ours(mode), spec, seed, &sent);
-            assert!(got == sent, "{}, theirs → ours, seed {seed}: {} of {} messages", mode.0, got.len(), sent.len());
+            assert!(got == sent, "{name}, theirs → ours, seed {seed}: {} of {} messages", got.len(), sent.len());
         }
     }
 }
