@@ -19,6 +19,7 @@
 //!   length-prefixed, decoded from chunks of any size.
 //! - [`session`]: reliable delivery across reconnects on those streams (sequence
 //!   numbers, acknowledgements of what the application read, replay, duplicate filter).
+//! - [`schedule`]: one timer for many sessions (the earliest of their deadlines).
 //! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
 //!   channels' messages and control records taking turns, written with `writev`.
 //!
@@ -44,6 +45,7 @@ pub mod lifecycle;
 pub mod pack;
 pub mod records;
 mod rng;
+pub mod schedule;
 pub mod session;
 pub mod stream;
 
