@@ -219,6 +219,32 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// A datagram's first segment, read without a conversation: what a listener needs to
+/// decide whether a datagram from an unknown address starts one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstSegment<'a> {
+    pub conv: u32,
+    /// A data segment (not an acknowledgement or a window probe).
+    pub is_data: bool,
+    pub sn: u32,
+    pub payload: &'a [u8],
+}
+
+/// The first segment of `datagram`, if it holds a whole one.
+pub fn first_segment(datagram: &[u8]) -> Option<FirstSegment<'_>> {
+    if datagram.len() < OVERHEAD {
+        return None;
+    }
+    let len = read_u32(datagram, 20) as usize;
+    let payload = datagram.get(OVERHEAD..OVERHEAD.checked_add(len)?)?;
+    Some(FirstSegment {
+        conv: read_u32(datagram, 0),
+        is_data: datagram[4] == CMD_PUSH,
+        sn: read_u32(datagram, 12),
+        payload,
+    })
+}
+
 /// A KCP conversation (see the module docs).
 #[derive(Debug)]
 pub struct Kcp {
@@ -891,6 +917,14 @@ impl Kcp {
         }
     }
 
+    /// Whether nothing is due until something is sent or arrives: nothing queued or in
+    /// flight, no acknowledgement owed, no window to ask for or tell. An idle conversation
+    /// needs no timer (`check` still answers the next interval, as the reference's does);
+    /// the caller sets the time and flushes when it sends or a datagram arrives.
+    pub fn is_idle(&self) -> bool {
+        self.snd_queue.is_empty() && self.snd_buf.is_empty() && self.acks.is_empty() && self.probe == 0
+    }
+
     /// When [`Kcp::update`] should next be called, given the time now: the next flush
     /// or the earliest resend, whichever comes first (`ikcp_check`).
     pub fn check(&self, now: u32) -> u32 {
@@ -1102,6 +1136,41 @@ mod tests {
             t += 10;
         }
         assert!(k.is_dead());
+    }
+
+    #[test]
+    fn a_conversation_is_idle_once_everything_is_acknowledged_and_not_before() {
+        let mut pair = Pair::new("", 3, |k| *k = Kcp::with_config(k.conv(), &Mode::Fastest.config()).unwrap());
+        assert!(pair.a.is_idle() && pair.b.is_idle());
+        pair.a.send(b"one").unwrap();
+        assert!(!pair.a.is_idle(), "a message queued");
+        pair.step(10); // out, in at b (an acknowledgement owed), acknowledged at the next step
+        pair.step(10);
+        pair.step(10);
+        assert_eq!(pair.b.recv(&mut [0u8; 8]), Ok(3));
+        assert!(pair.a.is_idle() && pair.b.is_idle(), "acknowledged and read");
+        // A window that reopened is told at the next flush: not idle until then.
+        let mut k = Kcp::with_config(5, &Mode::Fastest.config()).unwrap();
+        k.set_now(0);
+        for sn in 0..128 {
+            k.input(&segment(CMD_PUSH, sn, 0, b"w")).unwrap();
+        }
+        k.flush(&mut |_| {});
+        assert!(k.is_idle());
+        k.recv(&mut [0u8; 4]).unwrap();
+        assert!(!k.is_idle(), "the window reopened: tell the peer");
+    }
+
+    #[test]
+    fn first_segment_reads_a_datagram_without_a_conversation() {
+        let d = segment(CMD_PUSH, 0, 7, b"hello");
+        assert_eq!(first_segment(&d), Some(FirstSegment { conv: 5, is_data: true, sn: 0, payload: b"hello" }));
+        assert_eq!(first_segment(&segment(CMD_ACK, 3, 7, &[])).map(|f| (f.is_data, f.sn)), Some((false, 3)));
+        assert_eq!(first_segment(&d[..d.len() - 1]), None, "its payload cut short");
+        assert_eq!(first_segment(&d[..OVERHEAD - 1]), None);
+        let mut huge = d.clone();
+        huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(first_segment(&huge), None);
     }
 
     #[test]
