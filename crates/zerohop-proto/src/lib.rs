@@ -13,6 +13,8 @@
 //! - [`chaos`]: seeded fault decisions (loss, reordering, duplication, delay) for the
 //!   chaos proxy.
 //! - [`kcp`]: KCP's reliable delivery over datagrams, wire-compatible with `ikcp.c`.
+//! - [`multicast`]: reliable multicast repaired by NAKs (one sender, members that fall
+//!   behind told so, nobody held back).
 //! - [`lifecycle`]: a connection's status (connecting, connected, reconnecting,
 //!   disconnected, closed) and its retry schedule (exponential backoff with jitter).
 //! - [`stream`]: messages on an ordered byte stream (QUIC streams, TCP, Unix sockets),
@@ -42,6 +44,7 @@ pub mod frag;
 mod header;
 pub mod kcp;
 pub mod lifecycle;
+pub mod multicast;
 pub mod pack;
 pub mod records;
 mod rng;
