@@ -194,15 +194,14 @@ impl Default for KcpConfig {
     }
 }
 
-/// One segment, with its sender-side bookkeeping.
+/// A data segment: what ordering and reassembly need, and the sender's bookkeeping
+/// (the header's other fields are written as it goes out).
 #[derive(Debug, Default)]
 struct Segment {
-    cmd: u8,
     frg: u8,
-    wnd: u16,
+    /// When it was last sent (an acknowledgement echoes it).
     ts: u32,
     sn: u32,
-    una: u32,
     resend_at: u32,
     rto: u32,
     fastack: u32,
@@ -592,7 +591,7 @@ impl Kcp {
                         if diff(sn, self.rcv_nxt) >= 0 {
                             let mut buf = self.buffer();
                             buf.extend_from_slice(&data[..len]);
-                            self.parse_data(Segment { cmd, frg, wnd, ts, sn, una, data: buf, ..Segment::default() });
+                            self.parse_data(Segment { frg, ts, sn, data: buf, ..Segment::default() });
                         } else {
                             self.stats.duplicates += 1;
                         }
@@ -808,12 +807,9 @@ impl Kcp {
         }
         while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
             let Some(mut seg) = self.snd_queue.pop_front() else { break };
-            seg.cmd = CMD_PUSH;
-            seg.wnd = wnd;
             seg.ts = current;
             seg.sn = self.snd_nxt;
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
-            seg.una = rcv_nxt;
             seg.resend_at = current;
             seg.rto = self.rx_rto;
             seg.fastack = 0;
@@ -854,15 +850,13 @@ impl Kcp {
             }
             if send {
                 seg.ts = current;
-                seg.wnd = wnd;
-                seg.una = rcv_nxt;
                 if seg.xmit >= self.dead_link {
                     self.dead = true;
                 }
                 // (Taken out for the write, put back: `put` needs all of self.)
                 let data = std::mem::take(&mut seg.data);
-                let (cmd, frg, ts, sn) = (seg.cmd, seg.frg, seg.ts, seg.sn);
-                self.put(emit, cmd, frg, wnd, ts, sn, rcv_nxt, &data);
+                let (frg, ts, sn) = (seg.frg, seg.ts, seg.sn);
+                self.put(emit, CMD_PUSH, frg, wnd, ts, sn, rcv_nxt, &data);
                 self.snd_buf[i].data = data;
             }
         }
