@@ -11,7 +11,7 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm|quic|stream runs one part; BENCH_QUIC=rtt,first,throughput picks
+// bench; BENCH_ONLY=udp|shm|quic|stream|kcp runs one part; BENCH_QUIC=rtt,first,throughput picks
 // parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round,
 // BENCH_STREAM=rtt,throughput,broadcast,tls of the TCP and Unix socket round. BENCH_BASELINE=<git revision> also measures that revision's
 // build (made by scripts/baseline.mjs) side by side with this one: every zerohop row
@@ -761,7 +761,7 @@ function cargoBench(pkg: string, bench: string, manifest?: string): Array<Record
     .map((l) => JSON.parse(l) as Record<string, number | string>)
 }
 
-if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
+if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic' && process.env.BENCH_ONLY !== 'kcp') {
   console.error('running cargo bench (Rust ring floor)…')
   const ring = cargoBench('zerohop-shm', 'ring')
   for (const j of ring) {
@@ -803,6 +803,16 @@ if (process.env.BENCH_RUST !== '0' && process.env.BENCH_ONLY !== 'quic') {
     const bench = udpNames[j.bench as string] ?? String(j.bench)
     if (j.p50_us !== undefined) rows.push({ bench, run: j.run!, p50: j.p50_us as number, p99: j.p99_us as number, p999: j.p999_us as number })
     else rows.push({ bench: `${bench}, lost ${j.lost}`, run: j.run!, rate: j.msgs_per_sec as number, mbps: ((j.msgs_per_sec as number) * 64) / 1e6 })
+  }
+}
+
+if (process.env.BENCH_RUST !== '0' && (process.env.BENCH_ONLY === undefined || process.env.BENCH_ONLY === 'kcp')) {
+  console.error('running cargo bench (the KCP engine against ikcp.c)…')
+  for (const j of cargoBench('zerohop-proto', 'kcp')) {
+    const of = 'KCP engine 64 B, sent, delivered, acknowledged and received in one thread (fastest preset)'
+    const [ours, theirs] = [j.oursNs as number, j.referenceNs as number]
+    rows.push({ bench: `Rust ${of}: ikcp.c, the reference C (baseline)`, run: j.run!, rate: 1e9 / theirs })
+    rows.push({ bench: `Rust ${of}: zerohop_proto::kcp`, run: j.run!, rate: 1e9 / ours, vsBaseline: `${(theirs / ours).toFixed(2)}× ikcp.c` })
   }
 }
 
@@ -1390,7 +1400,7 @@ async function streamTlsRound(run: number): Promise<void> {
 }
 
 const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
-const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic' or 'stream' to run one part
+const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
 if (only === undefined || only === 'udp' || only === 'stream') ensureSockperf()
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
@@ -1401,7 +1411,7 @@ for (let run = 1; run <= RUNS; run++) {
     if (streamParts.has('broadcast')) await streamBroadcast(run)
     if (streamParts.has('tls')) await streamTlsRound(run)
   }
-  if (only === 'udp' || only === 'quic' || only === 'stream') continue
+  if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)
