@@ -12,6 +12,10 @@
 //! again), and with *gone* for what fell out of its window: that member has fallen
 //! behind, counts what it lost and goes on from the oldest number the sender holds.
 //!
+//! Nothing authenticates a datagram: as with any multicast, a forged one can disturb a
+//! member, within bounds (a number more than [`MAX_AHEAD`] past what it expects is
+//! ignored, and no datagram makes it hold more than `hold` messages).
+//!
 //! Why NAKs rather than a session per member: the sender keeps no state per member, so
 //! it sends each message once whatever the number of members, and a member that stops
 //! or falls far behind holds nobody back; it only loses what left the window, and says
@@ -219,11 +223,15 @@ pub struct Member {
     pub duplicates: u64,
     pub lost: u64,
     pub naks_sent: u64,
+    /// Datagrams of the group whose numbers were implausible.
+    pub ignored: u64,
 }
 
 /// A member's first NAK for a gap waits this long (ms) for a reordered datagram; later
 /// ones back off from it, doubling up to [`NAK_BACKOFF_MAX_MS`].
 pub const NAK_DELAY_MS: u64 = 2;
+/// How far ahead of what a member expects a number may be (further is ignored).
+pub const MAX_AHEAD: u64 = 1 << 32;
 pub const NAK_BACKOFF_MAX_MS: u64 = 200;
 
 impl Member {
@@ -241,6 +249,7 @@ impl Member {
             duplicates: 0,
             lost: 0,
             naks_sent: 0,
+            ignored: 0,
         }
     }
 
@@ -257,6 +266,11 @@ impl Member {
             return false;
         }
         let n = u64_at(d, 5);
+        // A number implausibly far ahead is garbage (or forged), not a gap to wait for.
+        if self.next.is_some_and(|next| n.saturating_sub(next) > MAX_AHEAD) || n == u64::MAX {
+            self.ignored += 1;
+            return false;
+        }
         match d[0] {
             DATA => {
                 let next = *self.next.get_or_insert(n);
@@ -358,7 +372,7 @@ impl Member {
                 self.out.extend_from_slice(&((held - at).min(u64::from(u32::MAX)) as u32).to_le_bytes());
                 ranges += 1;
             }
-            at = held + 1;
+            at = held.saturating_add(1);
         }
         self.naks_sent += 1;
         self.nak_at = now + self.nak_backoff;
@@ -516,6 +530,23 @@ mod tests {
         assert!(!m.receive(0, &[DATA, 1, 0], &mut |_| n += 1));
         assert!(!s.on_nak(0, &[NAK, 1, 0, 0, 0, 9], &mut |_| {}, &mut |_| {}), "a NAK's ranges are 12 bytes each");
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn numbers_implausibly_far_ahead_are_ignored() {
+        let mut s = Sender::new(3, SenderLimits::default());
+        let mut m = Member::new(3, 16);
+        let first = s.publish(b"a").to_vec();
+        assert!(m.receive(0, &first, &mut |_| {}));
+        for far in [u64::MAX, MAX_AHEAD + 2] {
+            let mut d = first.clone();
+            d[5..13].copy_from_slice(&far.to_le_bytes());
+            assert!(!m.receive(0, &d, &mut |_| {}), "{far}");
+        }
+        assert_eq!((m.ignored, m.missing()), (2, 0));
+        let mut n = 0;
+        assert!(m.receive(0, s.publish(b"b"), &mut |_| n += 1));
+        assert_eq!(n, 1, "and it goes on");
     }
 
     proptest::proptest! {
