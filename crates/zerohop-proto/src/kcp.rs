@@ -883,11 +883,7 @@ impl Kcp {
     /// Tells the conversation the time (`now`, milliseconds on any clock that wraps at
     /// 2^32) and flushes when its interval has passed.
     pub fn update(&mut self, now: u32, emit: &mut dyn FnMut(&[u8])) {
-        self.current = now;
-        if !self.updated {
-            self.updated = true;
-            self.ts_flush = now;
-        }
+        self.set_now(now);
         let mut slap = diff(now, self.ts_flush);
         if !(-10_000..10_000).contains(&slap) {
             self.ts_flush = now;

@@ -416,15 +416,19 @@ mod tests {
         /// Multicasts `d`: each running member gets it unless its link loses it.
         fn multicast(&mut self, d: &[u8]) {
             for i in 0..self.members.len() {
-                if self.stopped[i] || matches!(self.chaos.decide(), Fate::Drop) {
-                    continue;
+                if !self.stopped[i] && !matches!(self.chaos.decide(), Fate::Drop) {
+                    self.deliver(i, d);
                 }
-                let (got, behind) = (&mut self.got[i], &mut self.behind[i]);
-                self.members[i].receive(self.now, d, &mut |e| match e {
-                    MemberEvent::Message(m) => got.push(m.to_vec()),
-                    MemberEvent::FellBehind(n) => *behind += n,
-                });
             }
+        }
+
+        /// Member `i` receives `d`; what it hands over is recorded.
+        fn deliver(&mut self, i: usize, d: &[u8]) {
+            let (got, behind) = (&mut self.got[i], &mut self.behind[i]);
+            self.members[i].receive(self.now, d, &mut |e| match e {
+                MemberEvent::Message(m) => got.push(m.to_vec()),
+                MemberEvent::FellBehind(n) => *behind += n,
+            });
         }
 
         fn step(&mut self, send: &[Vec<u8>]) {
@@ -454,11 +458,7 @@ mod tests {
                     self.multicast(&d);
                 }
                 for d in replies {
-                    let (got, behind) = (&mut self.got[i], &mut self.behind[i]);
-                    self.members[i].receive(now, &d, &mut |e| match e {
-                        MemberEvent::Message(m) => got.push(m.to_vec()),
-                        MemberEvent::FellBehind(n) => *behind += n,
-                    });
+                    self.deliver(i, &d);
                 }
             }
         }

@@ -793,8 +793,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     for (let i = slot; i < slot + k; i++) {
       const len = sub.runLength(words, i)
       if (len < 0) continue // this hub's own
-      const view = views[i]
-      out[n++] = (view !== undefined && lens[i] === len ? view : this.runView(run, i, len)) as T
+      // (The slot's view, unless this message's length differs: looked up here, in the
+      // loop, which a call would cost a tenth of.)
+      out[n++] = (lens[i] === len ? views[i]! : this.newRunView(run, i, len)) as T
       taken++
       bytes += len
     }
@@ -805,13 +806,14 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   /** The view of the payload of slot `i` of a run's copy, `len` bytes (kept from call to call). */
   private runView(run: RunCopy, i: number, len: number): Uint8Array {
-    let view = run.views[i]
-    if (view === undefined || run.lens[i] !== len) {
-      const at = i * this.ring.stride + this.ring.PAYLOAD
-      view = run.views[i] = run.bytes.subarray(at, at + len)
-      run.lens[i] = len
-    }
-    return view
+    return run.lens[i] === len ? run.views[i]! : this.newRunView(run, i, len)
+  }
+
+  /** A view of `len` bytes for slot `i` of a run's copy, kept for the messages after it. */
+  private newRunView(run: RunCopy, i: number, len: number): Uint8Array {
+    const at = i * this.ring.stride + this.ring.PAYLOAD
+    run.lens[i] = len
+    return (run.views[i] = run.bytes.subarray(at, at + len))
   }
 
   /**
@@ -1167,7 +1169,7 @@ interface Waiter {
 interface RunCopy {
   bytes: Uint8Array
   words: Int32Array
-  views: (Uint8Array | undefined)[]
+  views: Uint8Array[]
   lens: Int32Array
 }
 
