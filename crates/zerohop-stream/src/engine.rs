@@ -1,13 +1,13 @@
-//! The engine of a stream hub: its sockets, its peers and their channels, moved on by
-//! the core's [`Driver`](zerohop_net::Driver) (see the crate docs).
+//! The engine of a hub that carries records: its connections, its peers and their
+//! channels, moved on by the core's [`Driver`](zerohop_net::Driver) (see the crate
+//! docs), over a [`Wire`] (sockets, or KCP conversations).
 //!
-//! Connections live in a slab, indexed by their epoll token; peers outlive connections
+//! Connections live in a slab, indexed by their wire's token; peers outlive connections
 //! (a reconnecting peer finds its channels again by its session). Nothing here blocks.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,14 +17,11 @@ use zerohop_net::sending::{Burst, ReadLooks};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{ReceiveWindow, SendQueue};
-use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent};
+use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value};
 
-use crate::socket::{self, Address, Epoll, Interest};
 use crate::tls::{TlsContext, TlsSession};
-use crate::transport::StreamOptions;
-
-/// The epoll token of the listening socket (connections use their slab index).
-const LISTENER: u64 = u64::MAX;
+use crate::transport::ReliableOptions;
+use crate::wire::{Interest, Lost, Origin, Wire, WireEvent};
 /// Bytes read per system call, into one reused buffer.
 const READ_BUF: usize = 64 << 10;
 /// Reads per connection per turn, so that one busy peer does not starve the others.
@@ -62,63 +59,27 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest the housekeeping tick runs (hellos, lingering peers, heartbeats).
 const TICK: Duration = Duration::from_millis(250);
 
-/// How a stream hub runs.
+/// How an engine runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub addr: Address,
     /// What the hub was opened with (its send queue at least one byte).
-    pub options: StreamOptions,
+    pub options: ReliableOptions,
     /// TLS on every connection (`tcp://` with `tls` options).
     pub tls: Option<TlsContext>,
-}
-
-/// Why a connection ended.
-#[derive(Clone, Debug)]
-struct Lost {
-    code: ErrorCode,
-    why: String,
-    /// The peer said goodbye: nothing to keep for its return.
-    by_peer: bool,
-    /// Trying again cannot help (a certificate problem): a connecting hub gives up.
-    permanent: bool,
-}
-
-impl Lost {
-    fn new(code: ErrorCode, why: impl Into<String>) -> Lost {
-        Lost { code, why: why.into(), by_peer: false, permanent: false }
-    }
-    fn io(e: &io::Error) -> Lost {
-        Lost::new(ErrorCode::Io, e.to_string())
-    }
-    fn protocol(e: RecordError) -> Lost {
-        Lost::new(ErrorCode::Protocol, e.to_string())
-    }
-    /// TLS failed: a certificate (or a refusal), permanent, or a broken TLS stream.
-    fn tls(e: &rustls::Error) -> Lost {
-        match zerohop_tls::HandshakeFailure::of_error(e) {
-            Some(h) => Lost { permanent: true, ..Lost::new(h.code(), format!("TLS: {e}")) },
-            None => Lost::new(ErrorCode::Protocol, format!("TLS: {e}")),
-        }
-    }
-}
-
-/// Who a connection's peer is: its address (TCP), or its credentials (Unix sockets,
-/// which have no address worth reporting).
-#[derive(Clone, Copy, Debug)]
-struct Origin {
-    addr: SocketAddr,
-    credentials: Option<Credentials>,
 }
 
 impl Origin {
     fn inbound<'a>(self, peer: u32, channel: u16, body: &'a [u8]) -> Inbound<'a> {
         Inbound { credentials: self.credentials, ..Inbound::message(peer, self.addr, channel, body) }
     }
+}
 
-    /// How status events name peer `id`: its address, or for Unix sockets `peer:<n>`
-    /// (what `from` says of its messages too).
-    fn name(self, id: u32) -> Option<String> {
-        Some(if self.credentials.is_some() { format!("peer:{id}") } else { self.addr.to_string() })
+/// A TLS failure as a connection's end: a certificate (or a refusal), permanent, or a
+/// broken TLS stream.
+fn tls_lost(e: &rustls::Error) -> Lost {
+    match zerohop_tls::HandshakeFailure::of_error(e) {
+        Some(h) => Lost { permanent: true, ..Lost::new(h.code(), format!("TLS: {e}")) },
+        None => Lost::new(ErrorCode::Protocol, format!("TLS: {e}")),
     }
 }
 
@@ -168,13 +129,13 @@ impl Held {
 
 /// One connection's state besides its reader.
 struct ConnState {
-    fd: OwnedFd,
     token: u64,
     from: Origin,
     writer: RecordWriter,
     peer: Option<u32>,
-    /// A non-blocking connect under way.
+    /// A connect under way.
     connecting: bool,
+    /// What the wire watches it for.
     interest: Interest,
     /// Messages waiting for room in the ring; the socket is not read meanwhile.
     held: Held,
@@ -197,7 +158,7 @@ struct ConnState {
 
 struct Conn {
     reader: RecordReader,
-    /// Between the socket and the records, with `tls` options.
+    /// Between the wire and the records, with `tls` options.
     tls: Option<Box<TlsSession>>,
     s: ConnState,
 }
@@ -330,9 +291,6 @@ pub struct StreamCounters {
     pub dropped: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    pub accept_failures: u64,
-    /// Unix peers not among `allow_uids`, closed at once.
-    pub refused: u64,
     /// TLS handshakes that failed (certificates, or not TLS at all).
     pub handshake_failures: u64,
     /// Connections that ended in the middle of a record (a peer killed while writing,
@@ -357,15 +315,15 @@ struct Connector {
     attempt_by: Option<Instant>,
 }
 
-pub struct Engine {
+pub struct Engine<W: Wire> {
     pub config: Arc<Config>,
     sink: Arc<dyn Sink>,
     session: u64,
-    epoll: Epoll,
-    listener: Option<OwnedFd>,
-    local: Option<SocketAddr>,
+    wire: W,
+    /// By their wire's token.
     conns: Vec<Option<Box<Conn>>>,
-    free: Vec<u64>,
+    /// How many there are.
+    live: usize,
     peers: Vec<Peer>,
     next_peer: u32,
     connector: Option<Connector>,
@@ -397,54 +355,30 @@ pub struct Engine {
     read_buf: Vec<u8>,
     /// What TLS decrypts into (empty without TLS).
     plain_buf: Vec<u8>,
-    events: Vec<socket::Event>,
-    /// The Unix socket file this listener made: removed when it goes.
-    socket_file: Option<std::path::PathBuf>,
+    events: Vec<WireEvent>,
     /// The connection that delivered last: a polling reader reads it first, without
     /// asking epoll (see `pump`).
     hot: Option<u64>,
-    /// Pumps since epoll was last asked.
-    pumps_since_epoll: u32,
-    /// A connection a reader spinning alone reads directly, taken out of epoll
-    /// meanwhile: epoll hearing of each packet costs the sending CPU a callback, about
-    /// 0.5 µs a round trip on this VM's loopback. Put back before anyone waits on
-    /// epoll ([`Drive::readiness_needed`]).
-    untracked: Option<u64>,
+    /// Pumps since the wire was last polled.
+    pumps_since_poll: u32,
     /// Pumps in a row by a reader alone: one that spins only a little before it parks
     /// (`spinUs`) never reaches [`UNTRACK_AFTER`], and pays no epoll calls per message.
     alone_pumps: u32,
-    /// A listener's spare descriptor, given up to close a connection it has no
-    /// descriptor for (see `accept`).
-    spare: Option<std::fs::File>,
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if let Some(path) = self.socket_file.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-fn unspecified() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-}
-
-impl Engine {
-    /// Binds (listening) or starts connecting; status events and messages go to `sink`.
-    pub fn start(config: Config, sink: Arc<dyn Sink>, session: u64) -> io::Result<Engine> {
-        let epoll = Epoll::new()?;
+impl<W: Wire> Engine<W> {
+    /// Starts on `wire` (bound, if listening), connecting if not; status events and
+    /// messages go to `sink`.
+    pub fn start(config: Config, wire: W, sink: Arc<dyn Sink>, session: u64) -> Engine<W> {
         let config = Arc::new(config);
         let now = Instant::now();
         let mut e = Engine {
             config: config.clone(),
             sink,
             session,
-            epoll,
-            listener: None,
-            local: None,
+            wire,
             conns: Vec::new(),
-            free: Vec::new(),
+            live: 0,
             peers: Vec::new(),
             next_peer: 1,
             connector: None,
@@ -466,46 +400,28 @@ impl Engine {
             read_buf: vec![0; READ_BUF],
             plain_buf: if config.tls.is_some() { vec![0; READ_BUF] } else { Vec::new() },
             events: Vec::with_capacity(64),
-            socket_file: None,
             hot: None,
-            pumps_since_epoll: 0,
-            untracked: None,
+            pumps_since_poll: 0,
             alone_pumps: 0,
-            spare: None,
         };
         if config.options.listen {
-            let l = socket::listen(&config.addr, Some(config.options.socket_mode))?;
-            e.local = socket::local_addr(l.as_raw_fd())?;
-            e.epoll.add(l.as_raw_fd(), LISTENER, Interest { read: true, write: false })?;
-            e.listener = Some(l);
-            e.spare = std::fs::File::open("/dev/null").ok();
-            if let Address::Path(p) = &config.addr {
-                e.socket_file = Some(p.clone());
-            }
             e.report(Status::Connected, None, None);
         } else {
-            e.peers.push(Peer::new(1, e.server()));
+            e.peers.push(Peer::new(1, e.wire.server()));
             e.next_peer = 2;
             e.connector = Some(Connector {
                 life: Lifecycle::new(config.options.reconnect, session),
                 retry_at: None,
                 attempt_by: None,
             });
-            e.report(Status::Connecting, e.server().name(1), None);
+            e.report(Status::Connecting, e.wire.server().name(1), None);
             e.connect(now);
         }
-        Ok(e)
+        e
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local
-    }
-
-    /// The server a connecting hub talks to (its credentials once connected).
-    fn server(&self) -> Origin {
-        // A Unix server's credentials come when connected; until then it has neither.
-        let credentials = self.config.addr.is_unix().then_some(Credentials::default());
-        Origin { addr: tcp_of(&self.config.addr), credentials }
+        self.wire.local_addr()
     }
 
     fn report(&self, status: Status, peer: Option<String>, error: Option<Error>) {
@@ -518,34 +434,31 @@ impl Engine {
 
     // ---- connections -------------------------------------------------------------------
 
-    fn insert(&mut self, conn: Conn) -> u64 {
-        let token = match self.free.pop() {
-            Some(t) => t,
-            None => {
-                self.conns.push(None);
-                (self.conns.len() - 1) as u64
-            }
-        };
-        let mut conn = Box::new(conn);
+    /// Keeps `conn` as connection `token` (the wire's).
+    fn insert(&mut self, token: u64, mut conn: Conn) {
+        let i = token as usize;
+        if self.conns.len() <= i {
+            self.conns.resize_with(i + 1, || None);
+        }
         conn.s.token = token;
-        self.conns[token as usize] = Some(conn);
-        token
+        self.conns[i] = Some(Box::new(conn));
+        self.live += 1;
     }
 
-    fn new_conn(&self, fd: OwnedFd, from: Origin, connecting: bool, now: Instant) -> io::Result<Conn> {
+    /// A new connection's state, from `from`: our hello waits in its writer.
+    fn new_conn(&self, from: Origin, connecting: bool, now: Instant) -> Result<Conn, rustls::Error> {
         let mut writer = RecordWriter::new();
         let queue_limit = self.config.options.send_queue_bytes as u64;
         let queue_messages = u64::try_from(self.config.options.send_queue_messages).unwrap_or(u64::MAX);
         writer.control(&Control::Hello { session: self.session, queue_limit, queue_messages });
         let tls = match &self.config.tls {
-            Some(t) => Some(Box::new(t.session().map_err(io::Error::other)?)),
+            Some(t) => Some(Box::new(t.session()?)),
             None => None,
         };
         Ok(Conn {
             reader: RecordReader::new(self.config.options.max_message, self.config.options.channels),
             tls,
             s: ConnState {
-                fd,
                 token: 0,
                 from,
                 writer,
@@ -573,23 +486,22 @@ impl Engine {
         let Some(c) = self.connector.as_mut() else { return };
         c.retry_at = None;
         c.attempt_by = Some(now + timeout);
-        match socket::connect(&self.config.addr).and_then(|fd| self.new_conn(fd, self.server(), true, now)) {
-            Ok(conn) => {
-                let raw = conn.s.fd.as_raw_fd();
-                let interest = conn.s.interest;
-                let token = self.insert(conn);
-                if let Err(e) = self.epoll.add(raw, token, interest) {
-                    self.drop_conn(token);
-                    self.attempt_failed(now, Lost::io(&e));
-                }
+        let token = match self.wire.connect(now) {
+            Ok(t) => t,
+            Err(e) => return self.attempt_failed(now, Lost::io(&e)),
+        };
+        match self.new_conn(self.wire.server(), true, now) {
+            Ok(conn) => self.insert(token, conn),
+            Err(e) => {
+                self.wire.close(token);
+                self.attempt_failed(now, tls_lost(&e));
             }
-            Err(e) => self.attempt_failed(now, Lost::io(&e)),
         }
     }
 
     /// An attempt failed (or the connection was lost): plan the next one.
     fn attempt_failed(&mut self, now: Instant, lost: Lost) {
-        let server = self.peers.first().map_or_else(|| self.server(), |p| p.from);
+        let server = self.peers.first().map_or_else(|| self.wire.server(), |p| p.from);
         let addr = server.name(1);
         let Some(c) = self.connector.as_mut() else { return };
         c.attempt_by = None;
@@ -619,101 +531,38 @@ impl Engine {
         });
     }
 
-    fn accept(&mut self, now: Instant) {
-        let Some(l) = self.listener.as_ref().map(|l| l.as_raw_fd()) else { return };
-        loop {
-            match socket::accept(l, &self.config.addr) {
-                Ok(Some((fd, from))) => {
-                    let credentials = socket::peer_credentials(fd.as_raw_fd());
-                    if let Some(allowed) = &self.config.options.allow_uids
-                        && !credentials.is_some_and(|c| allowed.contains(&c.uid))
-                    {
-                        self.counters.refused += 1;
-                        continue; // dropping the descriptor closes it
-                    }
-                    let from = Origin { addr: from.unwrap_or_else(unspecified), credentials };
-                    let Ok(conn) = self.new_conn(fd, from, false, now) else {
-                        self.counters.accept_failures += 1;
-                        continue;
-                    };
-                    let raw = conn.s.fd.as_raw_fd();
-                    let interest = conn.s.interest;
-                    let token = self.insert(conn);
-                    if self.epoll.add(raw, token, interest).is_err() {
-                        self.drop_conn(token);
-                        self.counters.accept_failures += 1;
-                        continue;
-                    }
-                    self.dirty.push(token); // our hello
-                    self.schedule_tick(now);
-                }
-                Ok(None) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
-                    // Out of descriptors. Left in the backlog, the connection would keep
-                    // the listener readable and this thread spinning: the spare
-                    // descriptor makes room to take it and close it (the peer sees the
-                    // connection end, and retries), then is taken back. Counted.
-                    self.counters.accept_failures += 1;
-                    let Some(spare) = self.spare.take() else { return };
-                    drop(spare);
-                    // Closed as soon as taken: its descriptor goes back before the spare's.
-                    let taken = matches!(socket::accept(l, &self.config.addr), Ok(Some(_)));
-                    self.spare = std::fs::File::open("/dev/null").ok();
-                    if !taken || self.spare.is_none() {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    self.counters.accept_failures += 1;
-                    return;
-                }
+    /// A listener's new connection `token`, from `from`: our hello goes at once.
+    fn accepted(&mut self, token: u64, from: Origin, now: Instant) {
+        match self.new_conn(from, false, now) {
+            Ok(conn) => {
+                self.insert(token, conn);
+                self.dirty.push(token);
+                self.schedule_tick(now);
+            }
+            Err(_) => {
+                self.counters.handshake_failures += 1;
+                self.wire.close(token);
             }
         }
     }
 
     fn drop_conn(&mut self, token: u64) {
-        if let Some(c) = self.conns.get_mut(token as usize).and_then(Option::take) {
-            self.forget_conn(token, &c);
+        if self.conns.get_mut(token as usize).and_then(Option::take).is_some() {
+            self.forget_conn(token);
         }
     }
 
-    /// Connection `token`, taken out of `conns`, goes: out of epoll, its token free.
-    fn forget_conn(&mut self, token: u64, c: &Conn) {
-        if self.untracked == Some(token) {
-            self.untracked = None;
-        } else {
-            self.epoll.delete(c.s.fd.as_raw_fd());
-        }
-        self.free.push(token);
-    }
-
-    /// Takes connection `token` out of epoll while a reader spinning alone reads it
-    /// directly (see `untracked`); the caller has put any other back.
-    fn untrack(&mut self, token: u64) {
-        if self.untracked.is_some() {
-            return;
-        }
-        if let Some(c) = self.conns.get(token as usize).and_then(|c| c.as_ref()) {
-            self.epoll.delete(c.s.fd.as_raw_fd());
-            self.untracked = Some(token);
-        }
-    }
-
-    /// Puts the untracked connection, if any, back into epoll (which reports it at once
-    /// if it is readable: nothing that came meanwhile goes unnoticed).
-    fn track_all(&mut self) {
-        if let Some(t) = self.untracked.take()
-            && let Some(c) = self.conns.get(t as usize).and_then(|c| c.as_ref())
-        {
-            let _ = self.epoll.add(c.s.fd.as_raw_fd(), t, c.s.interest);
-        }
+    /// Connection `token`, taken out of `conns`, goes: closed, its token free.
+    fn forget_conn(&mut self, token: u64) {
+        self.wire.close(token);
+        self.live -= 1;
     }
 
     /// Connection `token`, taken out of `conns`, ended: its peer is told, kept for a
     /// while, or forgotten.
     fn lost(&mut self, token: u64, now: Instant, lost: Lost) {
         let Some(c) = self.conns.get_mut(token as usize).and_then(Option::take) else { return };
-        self.forget_conn(token, &c);
+        self.forget_conn(token);
         let by_peer = lost.by_peer || c.s.closed_by_peer;
         let Some(id) = c.s.peer else {
             if self.connector.is_some() {
@@ -761,56 +610,43 @@ impl Engine {
 
     // ---- reading -----------------------------------------------------------------------
 
-    fn on_event(&mut self, ev: socket::Event, now: Instant) {
-        if ev.token == LISTENER {
-            self.accept(now);
-            return;
-        }
-        let token = ev.token;
-        let Some(connecting) = self.conns.get(token as usize).and_then(|c| c.as_ref()).map(|c| c.s.connecting) else {
-            return;
-        };
-        if connecting {
-            if ev.writable || ev.closed {
-                self.finish_connect(token, now);
+    /// Acts on what the wire reported; whether it was a connection to read.
+    fn on_event(&mut self, ev: WireEvent, now: Instant) -> bool {
+        match ev {
+            WireEvent::Accepted { token, from } => self.accepted(token, from, now),
+            WireEvent::Connected { token, from } => self.connected(token, from, now),
+            WireEvent::Readable(token) => {
+                if self.conns.get(token as usize).is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting)) {
+                    self.read(token, &mut Clock::at(now));
+                    return true;
+                }
             }
-            return;
+            WireEvent::Writable(token) => self.dirty.push(token),
+            WireEvent::Ended { token, lost } => self.lost(token, now, lost),
         }
-        if ev.readable || ev.closed {
-            self.read(token, &mut Clock::at(now));
-        }
-        if ev.writable {
-            self.dirty.push(token);
-        }
+        false
     }
 
-    fn finish_connect(&mut self, token: u64, now: Instant) {
+    /// The connect under way on `token` is done.
+    fn connected(&mut self, token: u64, from: Origin, now: Instant) {
         let Some(c) = self.conns.get_mut(token as usize).and_then(|c| c.as_mut()) else { return };
-        match socket::take_error(c.s.fd.as_raw_fd()) {
-            Ok(None) => {
-                c.s.connecting = false;
-                c.s.interest = Interest { read: true, write: false };
-                c.s.last_heard = now;
-                let (raw, interest) = (c.s.fd.as_raw_fd(), c.s.interest);
-                let _ = self.epoll.modify(raw, token, interest);
-                // The peer is ours at once: what waits in its channels goes with the hello.
-                c.s.peer = Some(1);
-                if self.config.addr.is_unix() {
-                    c.s.from.credentials = socket::peer_credentials(c.s.fd.as_raw_fd());
-                }
-                let from = c.s.from;
-                if let Some(p) = self.peers.first_mut() {
-                    p.conn = Some(token);
-                    p.from = from;
-                }
-                if let Some(k) = self.connector.as_mut() {
-                    k.attempt_by = None;
-                }
-                self.dirty.push(token);
-                self.schedule_tick(now);
-            }
-            Ok(Some(e)) | Err(e) => self.lost(token, now, Lost::io(&e)),
+        c.s.connecting = false;
+        c.s.interest = Interest { read: true, write: false };
+        c.s.last_heard = now;
+        c.s.from = from;
+        // The peer is ours at once: what waits in its channels goes with the hello.
+        c.s.peer = Some(1);
+        let interest = c.s.interest;
+        self.wire.watch(token, interest);
+        if let Some(p) = self.peers.first_mut() {
+            p.conn = Some(token);
+            p.from = from;
         }
+        if let Some(k) = self.connector.as_mut() {
+            k.attempt_by = None;
+        }
+        self.dirty.push(token);
+        self.schedule_tick(now);
     }
 
     /// Reads what connection `token` has (unless messages wait for room).
@@ -830,7 +666,7 @@ impl Engine {
             }
             // A connection that streams reads straight into the receive ring's memory
             // where it can (see `ReadWindow`): one copy of each large message fewer.
-            let window = if c.s.streaming && c.tls.is_none() {
+            let window = if c.s.streaming && c.tls.is_none() && W::READS_DIRECTLY {
                 let lead = c.reader.awaiting().unwrap_or(0);
                 deliveries
                     .get_or_insert_with(|| sink.get_or_init(|| self.sink.clone()).deliveries())
@@ -845,9 +681,9 @@ impl Engine {
                 Some(w) => unsafe { w.bytes() },
                 None => &mut buf,
             };
-            match socket::read(c.s.fd.as_raw_fd(), into) {
+            match self.wire.recv(token, into) {
                 Ok(0) => {
-                    ended = Some(Lost::new(ErrorCode::Io, "the peer closed the connection"));
+                    ended = Some(Lost::closed());
                     break;
                 }
                 Ok(n) => {
@@ -882,7 +718,7 @@ impl Engine {
                         }
                     };
                     if let Err(e) = decrypted {
-                        ended = Some(self.tls_failed(&mut c, &e));
+                        ended = Some(self.tls_failed(token, &mut c, &e));
                         break;
                     }
                     if let Some(e) = violation {
@@ -913,7 +749,7 @@ impl Engine {
         let want_read = c.s.held.is_empty();
         if c.s.interest.read != want_read {
             c.s.interest.read = want_read;
-            set_interest(&self.epoll, &mut self.untracked, c.s.fd.as_raw_fd(), token, c.s.interest);
+            self.wire.watch(token, c.s.interest);
             if !want_read {
                 self.held_at.get_or_insert_with(|| clock.now() + ROOM_POLL);
             }
@@ -936,16 +772,16 @@ impl Engine {
         total
     }
 
-    /// TLS broke on connection `c`: the alert rustls made goes out, and the failure is
-    /// counted (a failed handshake) and returned.
-    fn tls_failed(&mut self, c: &mut Conn, e: &rustls::Error) -> Lost {
+    /// TLS broke on connection `token` (`c`): the alert rustls made goes out, and the
+    /// failure is counted (a failed handshake) and returned.
+    fn tls_failed(&mut self, token: u64, c: &mut Conn, e: &rustls::Error) -> Lost {
         if let Some(t) = c.tls.as_mut() {
             if t.is_handshaking() {
                 self.counters.handshake_failures += 1;
             }
-            let _ = t.flush(c.s.fd.as_raw_fd());
+            let _ = t.flush(&mut Out { wire: &mut self.wire, token });
         }
-        Lost::tls(e)
+        tls_lost(e)
     }
 
     fn on_record(
@@ -1064,7 +900,7 @@ impl Engine {
         s.hello_by = None;
         if !self.config.options.listen {
             // Our server: connected.
-            let addr = self.peers.first().map_or_else(|| self.server(), |p| p.from).name(1);
+            let addr = self.peers.first().map_or_else(|| self.wire.server(), |p| p.from).name(1);
             if let Some(p) = self.peers.first_mut()
                 && p.session != session
             {
@@ -1182,7 +1018,7 @@ impl Engine {
             if c.s.held.is_empty() {
                 // Reading goes on: what the kernel holds is read at the next turn.
                 c.s.interest.read = true;
-                set_interest(&self.epoll, &mut self.untracked, c.s.fd.as_raw_fd(), t as u64, c.s.interest);
+                self.wire.watch(t as u64, c.s.interest);
                 self.ack_at.get_or_insert(now + ACK_TICK);
             } else {
                 all = false;
@@ -1193,7 +1029,7 @@ impl Engine {
 
     // ---- writing -----------------------------------------------------------------------
 
-    /// Writes what connection `token` has to send, as far as the kernel takes it.
+    /// Writes what connection `token` has to send, as far as the wire takes it.
     fn write(&mut self, token: u64) {
         let Some(c) = self.conns.get_mut(token as usize).and_then(|c| c.as_mut()) else { return };
         if c.s.connecting || c.s.write_failed {
@@ -1205,10 +1041,10 @@ impl Engine {
             Some(p) if p.conn == Some(token) => &mut p.queues[..],
             _ => &mut none[..],
         };
-        let fd = c.s.fd.as_raw_fd();
+        let mut out = Out { wire: &mut self.wire, token };
         let Written { bytes, blocked, failed } = match c.tls.as_mut() {
-            Some(tls) => write_tls(fd, tls, &mut c.s.writer, queues),
-            None => write_plain(fd, &mut c.s.writer, queues),
+            Some(tls) => write_tls(&mut out, tls, &mut c.s.writer, queues),
+            None => write_plain(&mut out, &mut c.s.writer, queues),
         };
         if bytes > 0 {
             c.s.sent = true;
@@ -1226,7 +1062,7 @@ impl Engine {
         let write = blocked && !gone;
         if c.s.interest.write != write {
             c.s.interest.write = write;
-            set_interest(&self.epoll, &mut self.untracked, fd, token, c.s.interest);
+            self.wire.watch(token, c.s.interest);
         }
         if let Some(e) = failed.filter(|_| !gone) {
             self.lost(token, Instant::now(), Lost::io(&e));
@@ -1541,6 +1377,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let k = self.connector.as_ref();
         [
+            self.wire.deadline(),
             self.burst.due(),
             self.ack_at,
             self.tick_at,
@@ -1553,33 +1390,21 @@ impl Engine {
         .min()
     }
 
-    /// Reads what every ready socket has, runs what is due, writes what waits.
+    /// Reads what every ready connection has, runs what is due, writes what waits; how
+    /// many connections were read.
     pub fn turn(&mut self, now: Instant, readable: bool) -> usize {
         let mut read = 0;
-        if readable {
-            let mut events = std::mem::take(&mut self.events);
-            for _ in 0..4 {
-                if self.epoll.ready(&mut events).is_err() {
-                    break;
-                }
-                for ev in events.iter().copied() {
-                    if ev.token != LISTENER
-                        && ev.readable
-                        && self
-                            .conns
-                            .get(ev.token as usize)
-                            .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting))
-                    {
-                        read += 1;
-                    }
-                    self.on_event(ev, now);
-                }
-                if events.len() < 64 {
-                    break;
-                }
+        let mut events = std::mem::take(&mut self.events);
+        for _ in 0..4 {
+            let more = self.wire.poll(now, readable, &mut events);
+            for ev in events.drain(..) {
+                read += usize::from(self.on_event(ev, now));
             }
-            self.events = events;
+            if !more {
+                break;
+            }
         }
+        self.events = events;
         self.run_timers(now);
         self.write_dirty();
         read
@@ -1614,18 +1439,23 @@ impl Engine {
         (self.counters, peers, unacked, self.requests.len() as u64, self.answers.len() as u64)
     }
 
+    /// The wire's own counters.
+    pub fn wire_details(&self) -> Vec<(&'static str, Value)> {
+        self.wire.details()
+    }
+
     /// The peers connected now.
     pub fn connected_peers(&self) -> Vec<ConnectedPeer> {
         self.peers
             .iter()
             .filter_map(|p| {
-                let c = self.conns.get(p.conn? as usize)?.as_ref()?;
+                let t = p.conn?;
                 Some(ConnectedPeer {
                     name: p.from.name(p.id).unwrap_or_default(),
                     credentials: p.from.credentials,
                     queued_bytes: p.unacked_bytes(),
                     queued_messages: p.queued_messages(),
-                    kernel_unsent: socket::unsent_bytes(c.s.fd.as_raw_fd()).unwrap_or(0) as u64,
+                    kernel_unsent: self.wire.unsent(t),
                 })
             })
             .collect()
@@ -1638,20 +1468,41 @@ impl Engine {
 
 /// What writing a connection came to.
 struct Written {
-    /// Bytes the kernel took.
+    /// Bytes the wire took.
     bytes: usize,
-    /// The kernel is full: wait until the socket is writable.
+    /// The connection is full: wait until it is writable.
     blocked: bool,
     failed: Option<io::Error>,
 }
 
-/// Writes what `writer` plans (records and the channels' messages) to `fd`, one
-/// `writev` a plan, until the kernel is full or nothing is left.
-fn write_plain(fd: RawFd, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
+/// A connection as `io::Write`: how TLS writes to it.
+struct Out<'a, W> {
+    wire: &'a mut W,
+    token: u64,
+}
+
+impl<W: Wire> io::Write for Out<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.send(self.token, &[buf])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let parts: [&[u8]; 3] = std::array::from_fn(|i| bufs.get(i).map_or(&[][..], |b| &b[..]));
+        self.wire.send(self.token, &parts)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes what `writer` plans (records and the channels' messages) to `out`, one
+/// write a plan, until the connection is full or nothing is left.
+fn write_plain<W: Wire>(out: &mut Out<'_, W>, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
     let mut w = Written { bytes: 0, blocked: false, failed: None };
     while let Some(plan) = writer.plan(queues) {
         let slices = writer.slices(&plan, queues);
-        match socket::writev(fd, &slices) {
+        match out.wire.send(out.token, &slices) {
             Ok(n) => {
                 writer.wrote(&plan, n, queues);
                 w.bytes += n;
@@ -1675,12 +1526,17 @@ fn write_plain(fd: RawFd, writer: &mut RecordWriter, queues: &mut [Option<SendQu
 }
 
 /// [`write_plain`] through TLS: the plan goes into rustls as plaintext and its records
-/// out to `fd`, until the kernel is full or nothing is left (or, before the handshake
-/// is done, rustls holds all it may).
-fn write_tls(fd: RawFd, tls: &mut TlsSession, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
+/// out, until the connection is full or nothing is left (or, before the handshake is
+/// done, rustls holds all it may).
+fn write_tls<W: Wire>(
+    out: &mut Out<'_, W>,
+    tls: &mut TlsSession,
+    writer: &mut RecordWriter,
+    queues: &mut [Option<SendQueue>],
+) -> Written {
     let mut w = Written { bytes: 0, blocked: false, failed: None };
     loop {
-        match tls.flush(fd) {
+        match tls.flush(out) {
             Ok((n, done)) => {
                 w.bytes += n;
                 if !done {
@@ -1702,26 +1558,6 @@ fn write_tls(fd: RawFd, tls: &mut TlsSession, writer: &mut RecordWriter, queues:
         }
     }
     w
-}
-
-/// Tells epoll what connection `token` waits for; an untracked one (see
-/// `Engine::untracked`) goes back into epoll, since what it waits for now (room to
-/// write, say) nobody else would notice.
-fn set_interest(epoll: &socket::Epoll, untracked: &mut Option<u64>, fd: RawFd, token: u64, interest: Interest) {
-    if *untracked == Some(token) {
-        *untracked = None;
-        let _ = epoll.add(fd, token, interest);
-    } else {
-        let _ = epoll.modify(fd, token, interest);
-    }
-}
-
-/// The socket address to report for `addr` (Unix sockets have none: unspecified).
-fn tcp_of(addr: &Address) -> SocketAddr {
-    match addr {
-        Address::Tcp(a) => *a,
-        _ => unspecified(),
-    }
 }
 
 /// The time, read from the clock the first time something needs it: a poll that finds
@@ -1750,9 +1586,9 @@ const DIRECT_POLLS: u32 = 8;
 /// epoll costs a spinning reader more than its poll).
 const LONE_DIRECT_POLLS: u32 = 64;
 
-impl Drive for Engine {
+impl<W: Wire> Drive for Engine<W> {
     fn readiness_fd(&self) -> std::os::fd::RawFd {
-        self.epoll.fd()
+        self.wire.readiness_fd()
     }
 
     fn deadline(&mut self) -> Option<Instant> {
@@ -1775,24 +1611,21 @@ impl Drive for Engine {
             self.held_at = None;
         }
         let hot = self.hot.filter(|t| {
-            self.conns
-                .get(*t as usize)
-                .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting && c.s.held.is_empty()))
+            W::READS_DIRECTLY
+                && self
+                    .conns
+                    .get(*t as usize)
+                    .is_some_and(|c| c.as_ref().is_some_and(|c| !c.s.connecting && c.s.held.is_empty()))
         });
         // A caller that polls is not at the end of its turn: what it published goes now.
         self.burst.polled();
         self.flush_pending();
         if let Some(t) = hot {
-            let only = self.listener.is_none();
+            let only = !self.config.options.listen;
             // A client, or a listener with one connection.
-            let lone = only || self.conns.len() - self.free.len() == 1;
+            let lone = only || self.live == 1;
             self.alone_pumps = if alone { self.alone_pumps.saturating_add(1) } else { 0 };
-            if self.untracked.is_some_and(|u| u != t) {
-                self.track_all(); // no longer read directly
-            }
-            if self.alone_pumps >= UNTRACK_AFTER && lone {
-                self.untrack(t);
-            }
+            self.wire.read_directly(t, self.alone_pumps >= UNTRACK_AFTER && lone);
             if self.read(t, &mut clock) > 0 {
                 // A caller that polls reads the ring empty before it pumps: what is due
                 // to be acknowledged is read, and need not wait for the I/O thread.
@@ -1804,14 +1637,14 @@ impl Drive for Engine {
             }
             // Nothing more to read: the reader has read the ring empty.
             self.settle_owed(&mut clock);
-            self.pumps_since_epoll += 1;
+            self.pumps_since_poll += 1;
             let direct = if lone { LONE_DIRECT_POLLS } else { DIRECT_POLLS };
-            if only || self.pumps_since_epoll < direct {
+            if only || self.pumps_since_poll < direct {
                 self.write_dirty();
                 return 0;
             }
         }
-        self.pumps_since_epoll = 0;
+        self.pumps_since_poll = 0;
         self.turn(clock.now(), true)
     }
 
@@ -1825,7 +1658,7 @@ impl Drive for Engine {
 
     fn readiness_needed(&mut self) {
         self.alone_pumps = 0;
-        self.track_all();
+        self.wire.watch_all();
     }
 }
 

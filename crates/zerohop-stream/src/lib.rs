@@ -32,8 +32,12 @@
 
 mod engine;
 mod socket;
+mod sockets;
 mod tls;
 mod transport;
+pub mod wire;
 
+pub use engine::Config;
 pub use socket::Address;
-pub use transport::{StreamOptions, StreamProtocol, open, open_stream};
+pub use tls::TlsContext;
+pub use transport::{ReliableOptions, StreamOptions, StreamProtocol, open, open_stream, settings, start};

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::wire::Interest;
+
 /// Where a stream hub listens or connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
@@ -230,13 +232,6 @@ pub fn sendmsg(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
 /// An epoll set; its descriptor polls readable when any socket in it is ready, so one
 /// descriptor wakes the driver (or the reader's event loop) for every connection.
 pub struct Epoll(OwnedFd);
-
-/// What to watch a socket for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interest {
-    pub read: bool,
-    pub write: bool,
-}
 
 impl Interest {
     fn bits(self) -> u32 {

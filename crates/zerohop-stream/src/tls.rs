@@ -8,13 +8,10 @@
 //! plaintext that comes out.
 
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use zerohop_tls::{TlsError, TlsSetup};
-
-use crate::socket;
 
 /// Plaintext (and TLS records) rustls may hold per connection before it pushes back.
 const BUFFER_LIMIT: usize = 1 << 20;
@@ -89,12 +86,12 @@ impl TlsSession {
         self.0.writer().write_vectored(&slices[..parts.len().min(3)]).unwrap_or(0)
     }
 
-    /// Writes the TLS records rustls holds to the socket: the bytes written, and whether
-    /// everything went (`false`: the kernel is full, wait until it is writable).
-    pub fn flush(&mut self, fd: RawFd) -> io::Result<(usize, bool)> {
+    /// Writes the TLS records rustls holds to `out` (the connection): the bytes written,
+    /// and whether everything went (`false`: it is full, wait until it is writable).
+    pub fn flush(&mut self, out: &mut dyn Write) -> io::Result<(usize, bool)> {
         let mut sent = 0;
         while self.0.wants_write() {
-            match self.0.write_tls(&mut Socket(fd)) {
+            match self.0.write_tls(out) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((sent, false)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -110,33 +107,15 @@ impl TlsSession {
     }
 }
 
-/// A connection's socket as rustls writes to it.
-struct Socket(RawFd);
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        socket::writev(self.0, &[buf])
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        socket::sendmsg(self.0, bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use zerohop_tls::{Identity, Trust};
 
     /// Moves what `from` holds through the socket pair into `to`; the plaintext `to` got.
     fn carry(from: &mut TlsSession, a: &UnixStream, to: &mut TlsSession, b: &mut UnixStream) -> Vec<u8> {
-        from.flush(a.as_raw_fd()).unwrap();
+        from.flush(&mut &*a).unwrap();
         let mut raw = vec![0u8; 1 << 20];
         let mut plain = vec![0u8; 4096];
         let mut got = Vec::new();

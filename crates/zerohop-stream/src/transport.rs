@@ -1,4 +1,6 @@
-//! `tcp://` and `uds://` on the network-transport core: [`StreamProtocol`] and `open`.
+//! Hubs that carry records on the network-transport core: [`StreamProtocol`] over any
+//! [`Wire`], [`start`] for a transport that brings its own, and `open` for `tcp://`
+//! and `uds://` (the socket wire).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,18 +15,20 @@ use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::{
     Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
-    Target, Transport, TransportKind, TransportOptions, Value,
+    Settings, Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::engine::{Config, Engine};
 use crate::socket::Address;
+use crate::sockets::{SocketConfig, SocketWire};
 use crate::tls::TlsContext;
+use crate::wire::Wire;
 use zerohop_net::sending::Overflow;
 use zerohop_tls::TlsOptions;
 
-/// The options only stream hubs (`tcp://`, `uds://`) have.
+/// The options of every hub that carries records (`tcp://`, `uds://`, `kcp://`).
 #[derive(Clone, Debug)]
-pub struct StreamOptions {
+pub struct ReliableOptions {
     /// Accept peers on the URL's address instead of connecting to it.
     pub listen: bool,
     /// A listener passes what each peer publishes on to every other peer (a broker,
@@ -47,6 +51,55 @@ pub struct StreamOptions {
     pub connect_timeout: Duration,
     /// Heartbeats when idle; a peer silent for three is lost (`None`: off).
     pub heartbeat: Option<Duration>,
+}
+
+impl Default for ReliableOptions {
+    fn default() -> Self {
+        Self {
+            listen: false,
+            relay: false,
+            channels: 16,
+            send_queue_bytes: 64 << 20,
+            send_queue_messages: usize::MAX,
+            max_message: 16 << 20,
+            peer_linger: Duration::from_secs(30),
+            reconnect: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            heartbeat: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl ReliableOptions {
+    /// Takes them from `o` (each by its user-facing name), for `scheme`.
+    pub fn take(o: &mut Options, scheme: &str) -> Result<Self> {
+        let d = ReliableOptions::default();
+        let mut s = ReliableOptions {
+            listen: o.take_bool("listen")?.unwrap_or(false),
+            relay: o.take_bool("relay")?.unwrap_or(false),
+            channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
+            send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
+            send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
+            max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
+            peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
+            connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
+            heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
+            ..d
+        };
+        if s.relay && !s.listen {
+            return Err(Error::bad_option(
+                "relay: true passes messages between a listener's peers: it needs listen: true",
+            ));
+        }
+        s.reconnect = o.take_reconnect(scheme, s.reconnect)?;
+        Ok(s)
+    }
+}
+
+/// The options only stream hubs (`tcp://`, `uds://`) have, besides the reliable ones.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub reliable: ReliableOptions,
     /// A listening Unix socket file's permissions.
     pub socket_mode: u32,
     /// Unix sockets, listening: admit only processes of these users (`SO_PEERCRED`);
@@ -60,21 +113,13 @@ pub struct StreamOptions {
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self {
-            listen: false,
-            relay: false,
-            channels: 16,
-            send_queue_bytes: 64 << 20,
-            send_queue_messages: usize::MAX,
-            max_message: 16 << 20,
-            peer_linger: Duration::from_secs(30),
-            reconnect: Backoff::default(),
-            connect_timeout: Duration::from_secs(10),
-            heartbeat: Some(Duration::from_secs(1)),
-            socket_mode: 0o600,
-            allow_uids: None,
-            tls: None,
-        }
+        Self { reliable: ReliableOptions::default(), socket_mode: 0o600, allow_uids: None, tls: None }
+    }
+}
+
+impl From<ReliableOptions> for StreamOptions {
+    fn from(reliable: ReliableOptions) -> Self {
+        Self { reliable, ..Self::default() }
     }
 }
 
@@ -91,35 +136,19 @@ impl TransportOptions for StreamOptions {
 
 impl FromOptions for StreamOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
-        let d = StreamOptions::default();
-        let mut s = StreamOptions {
-            listen: o.take_bool("listen")?.unwrap_or(false),
-            relay: o.take_bool("relay")?.unwrap_or(false),
-            channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
-            send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
-            send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
-            max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
-            peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
-            connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
-            heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
+        Ok(StreamOptions {
+            reliable: ReliableOptions::take(o, "tcp")?,
             allow_uids: o.take_u32s("allowUids", 0..=u32::MAX)?,
-            ..d
-        };
-        if s.relay && !s.listen {
-            return Err(Error::bad_option(
-                "relay: true passes messages between a listener's peers: it needs listen: true",
-            ));
-        }
-        s.tls = TlsOptions::take(o, "tcp")?;
-        s.reconnect = o.take_reconnect("tcp", s.reconnect)?;
-        Ok(s)
+            tls: TlsOptions::take(o, "tcp")?,
+            ..StreamOptions::default()
+        })
     }
 }
 
-/// A stream hub's protocol, as the core sees it: publishing (with the backpressure
-/// policy), requests, and its engine behind the driver.
-pub struct StreamProtocol {
-    driver: Arc<Driver<Engine>>,
+/// The protocol of a hub that carries records, as the core sees it: publishing (with
+/// the backpressure policy), requests, and its engine over wire `W` behind the driver.
+pub struct StreamProtocol<W: Wire = SocketWire> {
+    driver: Arc<Driver<Engine<W>>>,
     kind: TransportKind,
     local: Option<SocketAddr>,
     max_message: usize,
@@ -128,13 +157,13 @@ pub struct StreamProtocol {
     listen: bool,
 }
 
-impl StreamProtocol {
-    fn engine(&self) -> Result<Guard<'_, Engine>> {
+impl<W: Wire> StreamProtocol<W> {
+    fn engine(&self) -> Result<Guard<'_, Engine<W>>> {
         self.driver.lock()
     }
 }
 
-impl Protocol for StreamProtocol {
+impl<W: Wire> Protocol for StreamProtocol<W> {
     fn kind(&self) -> TransportKind {
         self.kind
     }
@@ -174,8 +203,8 @@ impl Protocol for StreamProtocol {
         let mut skipped = Vec::new();
         for peer in full {
             let len = message.len();
-            let has_room = |g: &Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.has_room(peer, channel, len));
-            let closing = |g: &Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.closing);
+            let has_room = |g: &Guard<'_, Engine<W>>| g.as_ref().is_none_or(|e| e.has_room(peer, channel, len));
+            let closing = |g: &Guard<'_, Engine<W>>| g.as_ref().is_none_or(|e| e.closing);
             match self.overflow {
                 Overflow::FailFast => return Err(Error::new(ErrorCode::Backpressure, "a peer's send queue is full")),
                 Overflow::DropNew => {
@@ -226,8 +255,8 @@ impl Protocol for StreamProtocol {
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
-        let Ok(((c, peers, unacked, requests, answers), connected)) =
-            self.driver.with(|e| (e.snapshot(), e.connected_peers()))
+        let Ok(((c, peers, unacked, requests, answers), connected, wire)) =
+            self.driver.with(|e| (e.snapshot(), e.connected_peers(), e.wire_details()))
         else {
             return Vec::new();
         };
@@ -252,15 +281,13 @@ impl Protocol for StreamProtocol {
             })
             .collect();
         let n = |v: u64| Value::Number(v as f64);
-        vec![
+        let mut details = vec![
             ("peers", n(peers)),
             ("reconnects", n(c.reconnects)),
             ("protocolViolations", n(c.protocol_violations)),
             ("slowConsumers", n(c.slow_consumers)),
             ("heartbeatTimeouts", n(c.heartbeat_timeouts)),
             ("dropped", n(c.dropped)),
-            ("acceptFailures", n(c.accept_failures)),
-            ("refused", n(c.refused)),
             ("handshakeFailures", n(c.handshake_failures)),
             ("truncatedRecords", n(c.truncated_records)),
             ("unackedBytes", n(unacked)),
@@ -270,12 +297,14 @@ impl Protocol for StreamProtocol {
             ("bytesSent", n(c.bytes_sent)),
             ("bytesReceived", n(c.bytes_received)),
             ("connectedPeers", Value::List(connected)),
-        ]
+        ];
+        details.extend(wire);
+        details
     }
 
     fn linger(&self, linger: Duration) -> bool {
         let _ = self.driver.with(|e| e.flush_pending());
-        self.driver.wait_until(linger, Engine::drained, |e| e.closing)
+        self.driver.wait_until(linger, Engine::<W>::drained, |e| e.closing)
     }
 
     fn close(&self) {
@@ -295,7 +324,7 @@ impl Protocol for StreamProtocol {
     }
 }
 
-impl Batching for StreamProtocol {
+impl<W: Wire> Batching for StreamProtocol<W> {
     fn flush(&self) -> Result<()> {
         self.driver.with(|e| e.flush_pending())
     }
@@ -305,11 +334,11 @@ impl Batching for StreamProtocol {
     }
 
     fn set_caller_flushes(&self) {
-        let _ = self.driver.with(Engine::flush_by_caller);
+        let _ = self.driver.with(Engine::<W>::flush_by_caller);
     }
 }
 
-impl Requests for StreamProtocol {
+impl<W: Wire> Requests for StreamProtocol<W> {
     fn request(&self, body: &[u8]) -> Result<u64> {
         if body.len() > self.max_message {
             return Err(Error::new(
@@ -364,53 +393,75 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
 pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<StreamProtocol>> {
     let scheme = endpoint.kind().scheme();
     let s: StreamOptions = options.take_specific(scheme)?;
-    let settings = options.settings(
-        scheme,
-        DEFAULT_SPIN,
-        Backpressure::Block,
-        &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
-        "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
-    )?;
-    let overflow = Overflow::of(&settings);
-    let addr = address_of(endpoint, s.listen)?;
-    if s.allow_uids.is_some() && !(s.listen && addr.is_unix()) {
+    let settings = settings(options, scheme)?;
+    let listen = s.reliable.listen;
+    let addr = address_of(endpoint, listen)?;
+    if s.allow_uids.is_some() && !(listen && addr.is_unix()) {
         return Err(Error::bad_option("allowUids applies to a listening uds:// hub (a Unix socket says who connects)"));
     }
     let tls = match (&s.tls, endpoint.target()) {
         (None, _) => None,
         (Some(t), Target::Host { host, .. }) if !addr.is_unix() => {
-            let setup = t.setup(s.listen, host, scheme)?;
+            let setup = t.setup(listen, host, scheme)?;
             Some(TlsContext::new(&setup).map_err(|e| Error::bad_option(format!("tls: {e}")))?)
         }
         (Some(_), _) => {
             return Err(Error::bad_option("tls applies to tcp:// (a Unix socket stays on this host; see allowUids)"));
         }
     };
-    let config = Config {
+    let wire = SocketWire::new(SocketConfig {
         addr: addr.clone(),
-        options: StreamOptions { send_queue_bytes: s.send_queue_bytes.max(1), ..s.clone() },
-        tls,
-    };
-    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, s.max_message);
-    let ring = Arc::new(ReceiveRing::new(ring_options, !s.listen)?);
-    let engine =
-        Engine::start(config, ring.clone(), session_id()).map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
+        listen,
+        socket_mode: s.socket_mode,
+        allow_uids: s.allow_uids.clone(),
+    })
+    .map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
+    start(endpoint.kind(), options, settings, Config { options: s.reliable, tls }, wire)
+}
+
+/// The settings of a hub that carries records, its backpressure policy checked.
+pub fn settings(options: &HubOptions, scheme: &str) -> Result<Settings> {
+    options.settings(
+        scheme,
+        DEFAULT_SPIN,
+        Backpressure::Block,
+        &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
+        "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
+    )
+}
+
+/// Starts a hub that carries records over `wire` (bound already, if it listens), with
+/// `config` and `settings` (from [`settings`]), for a transport of `kind`: its engine
+/// on a driver, its receive ring.
+pub fn start<W: Wire>(
+    kind: TransportKind,
+    options: &HubOptions,
+    settings: Settings,
+    mut config: Config,
+    wire: W,
+) -> Result<NetTransport<StreamProtocol<W>>> {
+    let overflow = Overflow::of(&settings);
+    config.options.send_queue_bytes = config.options.send_queue_bytes.max(1);
+    let o = config.options.clone();
+    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, o.max_message);
+    let ring = Arc::new(ReceiveRing::new(ring_options, !o.listen)?);
+    let engine = Engine::start(config, wire, ring.clone(), session_id());
     let local = engine.local_addr();
-    let driver = Arc::new(Driver::start(&format!("zerohop-{scheme}-io"), engine, || {})?);
+    let driver = Arc::new(Driver::start(&format!("zerohop-{}-io", kind.scheme()), engine, || {})?);
     let protocol = Arc::new(StreamProtocol {
         driver: driver.clone(),
-        kind: endpoint.kind(),
+        kind,
         local,
-        max_message: s.max_message,
-        channels: s.channels,
+        max_message: o.max_message,
+        channels: o.channels,
         overflow,
-        listen: s.listen,
+        listen: o.listen,
     });
     let reader: Arc<dyn Reader> = driver;
     NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
 }
 
-impl Drop for StreamProtocol {
+impl<W: Wire> Drop for StreamProtocol<W> {
     fn drop(&mut self) {
         Protocol::close(self);
     }

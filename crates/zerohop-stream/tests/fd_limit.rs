@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_proto::records::Control;
 use zerohop_proto::session::SendQueue;
-use zerohop_stream::StreamOptions;
+use zerohop_stream::{ReliableOptions, StreamOptions};
 use zerohop_transport::{Endpoint, HubOptions, Value};
 
 fn open_fds() -> u64 {
@@ -30,7 +30,8 @@ fn connections_beyond_the_descriptor_limit_are_closed_and_counted() {
     let mut original = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: a valid pointer to an rlimit struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut original) };
-    let options = HubOptions::default().with(StreamOptions { listen: true, ..Default::default() });
+    let options =
+        HubOptions::default().with(StreamOptions::from(ReliableOptions { listen: true, ..Default::default() }));
     let mut l = zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).unwrap();
     let addr = l.local_addr().unwrap();
     // Sockets made now, connected once the limit is down: connecting needs no descriptor.

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use zerohop_proto::records::Control;
 use zerohop_proto::session::SendQueue;
-use zerohop_stream::StreamOptions;
+use zerohop_stream::{ReliableOptions, StreamOptions};
 use zerohop_transport::{Endpoint, HubOptions, Transport, Value};
 
 fn listener(heartbeat_ms: u64) -> Box<dyn Transport> {
-    let options = HubOptions::default().with(StreamOptions {
+    let options = HubOptions::default().with(StreamOptions::from(ReliableOptions {
         listen: true,
         heartbeat: Some(Duration::from_millis(heartbeat_ms)),
         ..Default::default()
-    });
+    }));
     zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).unwrap()
 }
 
@@ -167,7 +167,8 @@ fn a_unix_socket_file_is_private_replaces_a_stale_one_and_never_steals_a_live_on
     let path = dir.join("app.sock");
     let url = format!("uds://{}", path.display());
     let open = || {
-        let options = HubOptions::default().with(StreamOptions { listen: true, ..Default::default() });
+        let options =
+            HubOptions::default().with(StreamOptions::from(ReliableOptions { listen: true, ..Default::default() }));
         zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options)
     };
     // A stale file: left by a process that died (nobody listens on it).
@@ -187,7 +188,7 @@ fn a_unix_socket_file_is_private_replaces_a_stale_one_and_never_steals_a_live_on
 #[test]
 fn a_client_takes_a_restarted_servers_messages_from_its_first() {
     let open = |url: &str, listen: bool| {
-        let options = HubOptions::default().with(StreamOptions {
+        let options = HubOptions::default().with(StreamOptions::from(ReliableOptions {
             listen,
             reconnect: zerohop_proto::lifecycle::Backoff {
                 initial: Duration::from_millis(10),
@@ -195,7 +196,7 @@ fn a_client_takes_a_restarted_servers_messages_from_its_first() {
                 ..Default::default()
             },
             ..Default::default()
-        });
+        }));
         zerohop_stream::open(&Endpoint::parse(url).unwrap(), options).unwrap()
     };
     let mut a = open("tcp://127.0.0.1:0", true);
@@ -232,8 +233,10 @@ fn allow_uids_admits_only_those_users() {
     // SAFETY: getuid cannot fail and touches no memory.
     let me = unsafe { libc::getuid() };
     let open = |name: &str, allow: Vec<u32>| {
-        let options =
-            HubOptions::default().with(StreamOptions { listen: true, allow_uids: Some(allow), ..Default::default() });
+        let options = HubOptions::default().with(StreamOptions {
+            allow_uids: Some(allow),
+            ..ReliableOptions { listen: true, ..Default::default() }.into()
+        });
         zerohop_stream::open(&Endpoint::parse(&format!("uds://@{name}")).unwrap(), options)
     };
     let name = format!("zerohop-allow-{}", std::process::id());
@@ -262,8 +265,10 @@ fn allow_uids_admits_only_those_users() {
     assert!(l.try_recv(&mut out).unwrap().is_some());
     assert_eq!(out, b"hi");
     // Over TCP nobody says who connects: the option is refused, not ignored.
-    let options =
-        HubOptions::default().with(StreamOptions { listen: true, allow_uids: Some(vec![me]), ..Default::default() });
+    let options = HubOptions::default().with(StreamOptions {
+        allow_uids: Some(vec![me]),
+        ..ReliableOptions { listen: true, ..Default::default() }.into()
+    });
     let err = zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).err().unwrap();
     assert_eq!(err.code(), zerohop_transport::ErrorCode::BadOption);
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use zerohop_stream::StreamOptions;
+use zerohop_stream::{ReliableOptions, StreamOptions};
 use zerohop_transport::{Endpoint, ErrorCode, HubOptions, Transport, Value};
 
 fn open(url: &str, options: StreamOptions) -> Box<dyn Transport> {
@@ -36,7 +36,10 @@ fn peers(t: &dyn Transport) -> f64 {
 
 #[test]
 fn a_relay_passes_each_peers_messages_to_the_others() {
-    let mut relay = open("tcp://127.0.0.1:0", StreamOptions { listen: true, relay: true, ..Default::default() });
+    let mut relay = open(
+        "tcp://127.0.0.1:0",
+        StreamOptions::from(ReliableOptions { listen: true, relay: true, ..Default::default() }),
+    );
     let url = format!("tcp://{}", relay.local_addr().unwrap());
     let mut clients: Vec<_> = (0..3).map(|_| open(&url, StreamOptions::default())).collect();
     // The relay passes a message to the peers it has: wait for all three.

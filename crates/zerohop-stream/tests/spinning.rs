@@ -7,11 +7,11 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use zerohop_stream::StreamOptions;
+use zerohop_stream::{ReliableOptions, StreamOptions};
 use zerohop_transport::{Backpressure, Endpoint, HubOptions, Transport, Value};
 
 fn open(url: &str, listen: bool) -> Box<dyn Transport> {
-    let options = HubOptions::default().with(StreamOptions { listen, ..Default::default() });
+    let options = HubOptions::default().with(StreamOptions::from(ReliableOptions { listen, ..Default::default() }));
     zerohop_stream::open(&Endpoint::parse(url).unwrap(), options).unwrap()
 }
 
@@ -115,11 +115,13 @@ fn a_listener_spinning_on_one_client_hears_a_second_one() {
 #[test]
 fn a_spinning_client_sends_what_waited_for_room() {
     const COUNT: u32 = 4096;
-    let mut options = HubOptions::default().with(StreamOptions { listen: true, ..Default::default() });
+    let mut options =
+        HubOptions::default().with(StreamOptions::from(ReliableOptions { listen: true, ..Default::default() }));
     (options.capacity, options.slot_size) = (Some(64), Some(4096));
     let mut l = zerohop_stream::open(&Endpoint::parse("tcp://127.0.0.1:0").unwrap(), options).unwrap();
     let url = format!("tcp://{}", l.local_addr().unwrap());
-    let options = HubOptions::default().with(StreamOptions { send_queue_bytes: 64 << 20, ..Default::default() });
+    let options = HubOptions::default()
+        .with(StreamOptions::from(ReliableOptions { send_queue_bytes: 64 << 20, ..Default::default() }));
     let mut c = zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options).unwrap();
     spin_both(&mut *l, &mut *c);
     // 16 MiB: more than the listener's ring and both kernels' buffers hold.
@@ -190,7 +192,8 @@ fn a_spinning_client_acknowledges_on_its_own_timers() {
 fn a_reader_that_read_everything_acknowledges_it_at_once() {
     let mut l = open("tcp://127.0.0.1:0", true);
     let url = format!("tcp://{}", l.local_addr().unwrap());
-    let mut options = HubOptions::default().with(StreamOptions { send_queue_bytes: 64 << 10, ..Default::default() });
+    let mut options = HubOptions::default()
+        .with(StreamOptions::from(ReliableOptions { send_queue_bytes: 64 << 10, ..Default::default() }));
     options.backpressure = Some(Backpressure::FailFast);
     let mut c = zerohop_stream::open(&Endpoint::parse(&url).unwrap(), options).unwrap();
     spin_both(&mut *l, &mut *c);

@@ -19,7 +19,7 @@ pub use hub::Hub;
 pub use shm::{ShmOptions, WaterMarks};
 pub use zerohop_net::envelope;
 pub use zerohop_quic::QuicOptions;
-pub use zerohop_stream::StreamOptions;
+pub use zerohop_stream::{ReliableOptions, StreamOptions};
 pub use zerohop_tls::TlsOptions;
 pub use zerohop_transport::*;
 pub use zerohop_udp::{UdpOptions, UringMode};

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use zerohop::{
-    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, Result, Role, StreamOptions, TlsOptions,
-    TransportKind, UdpOptions, Value,
+    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, ReliableOptions, Result, Role,
+    StreamOptions, TlsOptions, TransportKind, UdpOptions, Value,
 };
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -74,7 +74,10 @@ fn wait_for_peer(a: &Hub) {
 /// tcp://, plain or (with the server's and the client's TLS options) with TLS.
 fn tcp_pair_with(a: HubOptions, b: HubOptions, tls: Option<(TlsOptions, TlsOptions)>) -> Result<(Hub, Hub)> {
     let (server, client) = tls.map_or((None, None), |(s, c)| (Some(s), Some(c)));
-    let a = Hub::open("tcp://127.0.0.1:0", a.with(StreamOptions { listen: true, tls: server, ..Default::default() }))?;
+    let a = Hub::open(
+        "tcp://127.0.0.1:0",
+        a.with(StreamOptions { tls: server, ..ReliableOptions { listen: true, ..Default::default() }.into() }),
+    )?;
     let b = Hub::open(
         &format!("tcp://{}", a.local_addr().unwrap()),
         b.with(StreamOptions { tls: client, ..Default::default() }),
@@ -95,7 +98,7 @@ fn tcp_tls_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> 
 
 fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     let url = format!("uds://@{}", unique(tag));
-    let a = Hub::open(&url, a.with(StreamOptions { listen: true, ..Default::default() }))?;
+    let a = Hub::open(&url, a.with(StreamOptions::from(ReliableOptions { listen: true, ..Default::default() })))?;
     let b = Hub::open(&url, b)?;
     wait_for_peer(&a);
     Ok((a, b))
