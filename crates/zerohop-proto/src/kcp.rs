@@ -416,6 +416,11 @@ impl Kcp {
         self.snd_buf.len() + self.snd_queue.len()
     }
 
+    /// Bytes waiting to be sent or acknowledged.
+    pub fn waiting_bytes(&self) -> usize {
+        self.snd_buf.iter().chain(&self.snd_queue).map(|s| s.data.len()).sum()
+    }
+
     /// Smoothed round-trip time and retransmission timeout, in milliseconds.
     pub fn rtt(&self) -> (u32, u32) {
         (self.rx_srtt, self.rx_rto)

@@ -57,6 +57,13 @@ const HELLO_LEN: usize = 1 + 4 + 8 + 8 + 8;
 // `Control::encode` builds a hello in its fixed part.
 const _: () = assert!(HELLO_LEN <= CONTROL_OVERHEAD + 8);
 
+/// Whether `bytes` start a connection of records (a hello): how a listener that shares
+/// one socket among its peers (KCP) tells a new peer from noise before it keeps
+/// anything for it.
+pub fn starts_records(bytes: &[u8]) -> bool {
+    bytes.starts_with(&PREAMBLE)
+}
+
 /// A control record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control<'a> {
@@ -571,6 +578,22 @@ mod tests {
                 .unwrap();
             assert_eq!(Control::decode(&body.unwrap()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn a_connection_is_known_by_its_first_bytes() {
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1, queue_limit: 2, queue_messages: 3 });
+        let plan = w.plan(&mut []).unwrap();
+        let first: Vec<u8> = w.slices(&plan, &[]).concat();
+        assert!(starts_records(&first));
+        assert!(!starts_records(&first[..5]), "too short to tell");
+        let mut other = first.clone();
+        other[3] ^= 1;
+        assert!(!starts_records(&other), "another magic");
+        let mut ping = Vec::new();
+        Control::Ping.encode(&mut ping);
+        assert!(!starts_records(&ping), "not a hello");
     }
 
     #[test]

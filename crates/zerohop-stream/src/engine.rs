@@ -737,6 +737,9 @@ impl<W: Wire> Engine<W> {
                 }
             }
         }
+        if !W::REPORTS_END && c.s.closed_by_peer && ended.is_none() {
+            ended = Some(Lost::closed()); // its goodbye was its last word
+        }
         if let Some(lost) = ended.as_mut().filter(|l| l.code == ErrorCode::Io && !c.reader.at_boundary()) {
             // Closed or reset (a killed peer's socket is reset when it had unread data).
             self.counters.truncated_records += 1;
@@ -1074,6 +1077,7 @@ impl<W: Wire> Engine<W> {
         while let Some(t) = self.dirty.pop() {
             self.write(t);
         }
+        self.wire.flush();
     }
 
     // ---- publishing and requests --------------------------------------------------------
@@ -1374,10 +1378,11 @@ impl<W: Wire> Engine<W> {
     }
 
     /// The earliest moment something is due.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let wire = self.wire.deadline();
         let k = self.connector.as_ref();
         [
-            self.wire.deadline(),
+            wire,
             self.burst.due(),
             self.ack_at,
             self.tick_at,

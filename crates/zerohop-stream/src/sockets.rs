@@ -200,6 +200,7 @@ impl SocketWire {
 }
 
 impl Wire for SocketWire {
+    const REPORTS_END: bool = true;
     const READS_DIRECTLY: bool = true;
 
     fn readiness_fd(&self) -> RawFd {

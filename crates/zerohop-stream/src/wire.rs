@@ -100,6 +100,10 @@ pub enum WireEvent {
 
 /// A carrier of connections' byte streams: see the module docs.
 pub trait Wire: Send + 'static {
+    /// Whether the wire reports a peer's end (a socket's end of file); without it (KCP),
+    /// a peer's goodbye record ends its connection at once.
+    const REPORTS_END: bool;
+
     /// Whether reading one connection without [`poll`](Self::poll) finds what came (a
     /// socket of its own: yes; a conversation fed by a shared socket: no). A polling
     /// reader then reads the connection that spoke last directly.
@@ -124,7 +128,7 @@ pub trait Wire: Send + 'static {
     fn poll(&mut self, now: Instant, readable: bool, events: &mut Vec<WireEvent>) -> bool;
 
     /// When [`poll`](Self::poll) has something due by the clock.
-    fn deadline(&self) -> Option<Instant> {
+    fn deadline(&mut self) -> Option<Instant> {
         None
     }
 
@@ -135,6 +139,11 @@ pub trait Wire: Send + 'static {
     /// Writes `parts` (at most three) to connection `token`, as `writev(2)` does: how
     /// much it took, `WouldBlock` if nothing.
     fn send(&mut self, token: u64, parts: &[&[u8]]) -> io::Result<usize>;
+
+    /// Puts on the network what [`send`](Self::send) (and reading, which may open a
+    /// window) left queued: the engine calls it after each round of writes, so that a
+    /// wire that packs (KCP) packs a burst, and nothing waits for a timer.
+    fn flush(&mut self) {}
 
     /// What connection `token` is watched for, from now on.
     fn watch(&mut self, token: u64, interest: Interest);
