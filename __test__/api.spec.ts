@@ -109,13 +109,6 @@ test('ERR_BAD_URL', async (t) => {
   await rejectsWith(t, Hub.open(''), 'ERR_BAD_URL')
 })
 
-test('ERR_UNSUPPORTED_TRANSPORT for schemes not built yet', async (t) => {
-  for (const url of ['kcp://127.0.0.1:9000']) {
-    const e = await rejectsWith(t, Hub.open(url), 'ERR_UNSUPPORTED_TRANSPORT')
-    t.regex(e.message, /not available/)
-  }
-})
-
 test('ERR_BAD_OPTION', async (t) => {
   await rejectsWith(t, Hub.open(shm('opt'), { capacity: 1000 }), 'ERR_BAD_OPTION')
   await rejectsWith(t, Hub.open(shm('opt'), { slotSize: 0 }), 'ERR_BAD_OPTION')

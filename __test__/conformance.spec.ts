@@ -2,7 +2,7 @@
 // each: one list of checks, run for every transport in `transports` (a pair of hubs
 // that reach each other, and what the transport says of itself). A new transport adds
 // its entry and passes them all; what only it does lives in its own spec file
-// (shm.spec.ts, udp.spec.ts, quic.spec.ts, stream.spec.ts); tls.spec.ts holds what
+// (shm.spec.ts, udp.spec.ts, quic.spec.ts, stream.spec.ts, kcp.spec.ts); tls.spec.ts holds what
 // quic:// and tcp:// share, their certificates. The Rust side has the same contract in
 // crates/zerohop/tests/conformance.rs.
 import test from 'ava'
@@ -28,7 +28,7 @@ interface Transport {
 async function peers(hub: Hub<unknown>, n: number): Promise<void> {
   const count = () => {
     const m = hub.metrics()
-    return (m.quic ?? m.tcp ?? m.uds)?.peers ?? 0
+    return (m.quic ?? m.tcp ?? m.uds ?? m.kcp)?.peers ?? 0
   }
   for (let i = 0; i < 5000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2))
 }
@@ -107,6 +107,18 @@ const transports: Transport[] = [
       return [ha, hb]
     },
     url: () => `uds://@${uniqueName('conf-opt')}`,
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: true,
+  },
+  {
+    name: 'kcp',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const ha = await Hub.open<T>('kcp://127.0.0.1:0', { ...a, listen: true })
+      const hb = await Hub.open<T>(`kcp://${ha.localAddress}`, b)
+      await peers(ha as Hub<unknown>, 1)
+      return [ha, hb]
+    },
+    url: () => 'kcp://127.0.0.1:0',
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
   },

@@ -355,6 +355,7 @@ impl Convs {
 
 impl Wire for KcpWire {
     const REPORTS_END: bool = false;
+    const UNSENT: &'static str = "kcpUnackedBytes";
     const READS_DIRECTLY: bool = false;
 
     fn readiness_fd(&self) -> RawFd {
@@ -546,26 +547,25 @@ impl Wire for KcpWire {
         let k = cs.counters;
         let num = |v: u64| Value::Number(v as f64);
         let avg = |v: u64| Value::Number(if n == 0 { 0.0 } else { v as f64 / n as f64 });
-        let kcp = vec![
-            ("sessions".to_owned(), num(cs.live as u64)),
-            ("rttMs".into(), avg(srtt)),
-            ("rtoMs".into(), avg(rto)),
-            ("window".into(), avg(cwnd)),
+        vec![
+            ("sessions", num(cs.live as u64)),
+            ("rttMs", avg(srtt)),
+            ("rtoMs", avg(rto)),
+            ("window", avg(cwnd)),
             // Every segment sent again; of them, those sent again before their timeout
             // because later ones were acknowledged, and those whose timeout passed (KCP
             // takes them for lost: its congestion window starts over).
-            ("retransmits".into(), num(total.retransmits + total.fast_retransmits)),
-            ("fastRetransmits".into(), num(total.fast_retransmits)),
-            ("lostSegments".into(), num(total.retransmits)),
-            ("duplicateSegments".into(), num(total.duplicates)),
-            ("datagramsIn".into(), num(k.datagrams_in)),
-            ("datagramsOut".into(), num(total.datagrams_out)),
-            ("badDatagrams".into(), num(k.bad_datagrams)),
-            ("unknownConversation".into(), num(k.unknown_conversation)),
-            ("refusedPeers".into(), num(k.refused_peers)),
-            ("deadLinks".into(), num(k.dead_links)),
-            ("sendDropped".into(), num(k.send_dropped)),
-        ];
-        vec![("kcp", Value::Map(zerohop_transport::Options::new(kcp)))]
+            ("retransmits", num(total.retransmits + total.fast_retransmits)),
+            ("fastRetransmits", num(total.fast_retransmits)),
+            ("lostSegments", num(total.retransmits)),
+            ("duplicateSegments", num(total.duplicates)),
+            ("datagramsIn", num(k.datagrams_in)),
+            ("datagramsOut", num(total.datagrams_out)),
+            ("badDatagrams", num(k.bad_datagrams)),
+            ("unknownConversation", num(k.unknown_conversation)),
+            ("refusedPeers", num(k.refused_peers)),
+            ("deadLinks", num(k.dead_links)),
+            ("sendDropped", num(k.send_dropped)),
+        ]
     }
 }

@@ -276,9 +276,9 @@ pub struct ConnectedPeer {
     /// What we keep for it until its application has read it (the kernel's part too).
     pub queued_bytes: u64,
     pub queued_messages: u64,
-    /// Of that, what the kernel holds in the socket, not yet taken by the peer
-    /// (`SIOCOUTQ`).
-    pub kernel_unsent: u64,
+    /// Of that, what the wire holds, not yet taken by the peer (the kernel's socket
+    /// buffer, `SIOCOUTQ`; or KCP's segments not yet acknowledged).
+    pub unsent: u64,
 }
 
 /// Counters (the rest of the metrics are read off the state).
@@ -1460,7 +1460,7 @@ impl<W: Wire> Engine<W> {
                     credentials: p.from.credentials,
                     queued_bytes: p.unacked_bytes(),
                     queued_messages: p.queued_messages(),
-                    kernel_unsent: self.wire.unsent(t),
+                    unsent: self.wire.unsent(t),
                 })
             })
             .collect()

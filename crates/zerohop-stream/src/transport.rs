@@ -262,7 +262,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
         };
         // Each connected peer: its name, what waits for it, and for Unix sockets its
         // process and user.
-        let kernel_unsent = connected.iter().map(|p| p.kernel_unsent).sum();
+        let unsent = connected.iter().map(|p| p.unsent).sum();
         let connected = connected
             .into_iter()
             .map(|p| {
@@ -271,7 +271,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
                     ("peer".to_owned(), Value::Text(p.name)),
                     ("queuedBytes".into(), n(p.queued_bytes)),
                     ("queuedMessages".into(), n(p.queued_messages)),
-                    ("kernelUnsentBytes".into(), n(p.kernel_unsent)),
+                    (W::UNSENT.into(), n(p.unsent)),
                 ];
                 if let Some(c) = p.credentials {
                     let n = |v: u32| Value::Number(f64::from(v));
@@ -291,7 +291,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             ("handshakeFailures", n(c.handshake_failures)),
             ("truncatedRecords", n(c.truncated_records)),
             ("unackedBytes", n(unacked)),
-            ("kernelUnsentBytes", n(kernel_unsent)),
+            (W::UNSENT, n(unsent)),
             ("requestsPending", n(requests)),
             ("answersPending", n(answers)),
             ("bytesSent", n(c.bytes_sent)),

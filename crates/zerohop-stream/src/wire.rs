@@ -162,6 +162,9 @@ pub trait Wire: Send + 'static {
     /// Bytes connection `token` took and its peer has not (the kernel's, or KCP's).
     fn unsent(&self, token: u64) -> u64;
 
+    /// What metrics call [`unsent`](Self::unsent)'s bytes (`kernelUnsentBytes`).
+    const UNSENT: &'static str;
+
     /// The wire's own counters, for metrics.
     fn details(&self) -> Vec<(&'static str, Value)> {
         Vec::new()

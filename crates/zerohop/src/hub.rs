@@ -196,10 +196,11 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_transports_say_so() {
-        let err = Hub::open("kcp://h:1", HubOptions::default()).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::UnsupportedTransport);
-        assert!(err.message().contains("shm://, udp://, quic://, tcp:// and uds:// are"), "{}", err.message());
+    fn every_scheme_has_its_transport() {
+        for kind in TransportKind::ALL {
+            assert!(crate::transports::find(kind).is_some(), "{kind:?}");
+        }
+        assert_eq!(crate::transports::available(), "shm://, udp://, quic://, tcp://, uds:// and kcp://");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod transports;
 
 pub use hub::Hub;
 pub use shm::{ShmOptions, WaterMarks};
+pub use zerohop_kcp::KcpOptions;
 pub use zerohop_net::envelope;
 pub use zerohop_quic::QuicOptions;
 pub use zerohop_stream::{ReliableOptions, StreamOptions};

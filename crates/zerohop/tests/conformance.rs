@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use zerohop::{
-    Backpressure, Delivery, ErrorCode, Hub, HubOptions, Options, QuicOptions, ReliableOptions, Result, Role,
-    StreamOptions, TlsOptions, TransportKind, UdpOptions, Value,
+    Backpressure, Delivery, ErrorCode, Hub, HubOptions, KcpOptions, Options, QuicOptions, ReliableOptions, Result,
+    Role, StreamOptions, TlsOptions, TransportKind, UdpOptions, Value,
 };
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -104,7 +104,17 @@ fn uds_pair(tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
     Ok((a, b))
 }
 
-fn pairs() -> [Pair; 6] {
+fn kcp_pair(_tag: &str, a: HubOptions, b: HubOptions) -> Result<(Hub, Hub)> {
+    let a = Hub::open(
+        "kcp://127.0.0.1:0",
+        a.with(KcpOptions::from(ReliableOptions { listen: true, ..Default::default() })),
+    )?;
+    let b = Hub::open(&format!("kcp://{}", a.local_addr().unwrap()), b)?;
+    wait_for_peer(&a);
+    Ok((a, b))
+}
+
+fn pairs() -> [Pair; 7] {
     use Backpressure::*;
     [
         Pair { kind: TransportKind::Shm, policies: &[DropOld, DropNew, Block, FailFast], open: shm_pair },
@@ -113,6 +123,7 @@ fn pairs() -> [Pair; 6] {
         Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_pair },
         Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_tls_pair },
         Pair { kind: TransportKind::Uds, policies: &[Block, DropNew, FailFast], open: uds_pair },
+        Pair { kind: TransportKind::Kcp, policies: &[Block, DropNew, FailFast], open: kcp_pair },
     ]
 }
 

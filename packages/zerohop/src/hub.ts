@@ -25,12 +25,22 @@ import {
   ZerohopError,
 } from './errors.js'
 import { binding, native } from './native.js'
-import type { CommonHubOptions, HubOptions, QuicHubOptions, ShmHubOptions, TcpHubOptions, UdpHubOptions, UdsHubOptions } from './options.js'
+import type {
+  CommonHubOptions,
+  HubOptions,
+  KcpHubOptions,
+  QuicHubOptions,
+  ShmHubOptions,
+  TcpHubOptions,
+  UdpHubOptions,
+  UdsHubOptions,
+} from './options.js'
 import type { HubStatus, Loan, Port, StatusEvent, TransportName } from './port.js'
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, transportFor } from './transports/index.js'
+import type { KcpMetrics } from './transports/kcp.js'
 import type { QuicMetrics } from './transports/quic.js'
 import type { StreamMetrics } from './transports/stream.js'
 import type { UdpSocketMetrics } from './transports/udp.js'
@@ -40,6 +50,7 @@ export type {
   CommonHubOptions,
   HubOptions,
   HubRole,
+  KcpHubOptions,
   QuicHubOptions,
   ShmHubOptions,
   TcpHubOptions,
@@ -48,6 +59,7 @@ export type {
 } from './options.js'
 export type { HubStatus, Loan, StatusEvent, TransportName } from './port.js'
 export type { MessageInfo, RequestInfo } from './envelope.js'
+export type { KcpMetrics } from './transports/kcp.js'
 export type { QuicMetrics } from './transports/quic.js'
 export type { TlsOptions, ReconnectOptions } from './transports/connection.js'
 export type { StreamMetrics } from './transports/stream.js'
@@ -142,6 +154,12 @@ export interface HubMetrics {
    */
   tcp?: StreamMetrics
   uds?: StreamMetrics
+  /**
+   * KCP: the reliable counters of `tcp://`, and KCP's own: conversations, RTT and RTO
+   * estimates, retransmissions (fast, and after a timeout), window, duplicate segments,
+   * datagrams dropped as bad or foreign.
+   */
+  kcp?: KcpMetrics
 }
 
 /** A received message with where it came from; see {@link Hub.recvMessage}. */
@@ -275,11 +293,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   reliable channels, requests and reconnects over a TCP or Unix socket (a Unix
    *   socket file is 0600). `tcp://` is plain unless `tls` is given: then TLS 1.3,
    *   with `quic://`'s options. Heartbeats find a peer that froze.
+   * - `kcp://host:port`: the same reliable channels over KCP on UDP, one conversation
+   *   per peer (`listen: true` accepts any number on that address); `mode` picks KCP's
+   *   preset (`'fast'` by default), each parameter can be set by itself.
    *
    * The options are typed by the URL's scheme: another transport's option is a type
    * error, and at run time `ERR_BAD_OPTION` naming it (an unknown URL parameter is
-   * `ERR_BAD_URL`). `kcp://` parses but is not built yet and rejects with
-   * `ERR_UNSUPPORTED_TRANSPORT`. UDP is unreliable: what the network loses
+   * `ERR_BAD_URL`). UDP is unreliable: what the network loses
    * is counted (`metrics().udp.lost`), never resent.
    */
   static open<T = Uint8Array>(url: `shm://${string}`, options?: ShmHubOptions<T>): Promise<Hub<T>>
@@ -287,6 +307,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   static open<T = Uint8Array>(url: `quic://${string}`, options?: QuicHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `tcp://${string}`, options?: TcpHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `uds://${string}`, options?: UdsHubOptions<T>): Promise<Hub<T>>
+  static open<T = Uint8Array>(url: `kcp://${string}`, options?: KcpHubOptions<T>): Promise<Hub<T>>
   /** A URL only known at run time (or a bare name): the options every hub has, and shared memory's. */
   static open<T = Uint8Array>(url: string, options?: CommonHubOptions<T> & ShmHubOptions<T>): Promise<Hub<T>>
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {

@@ -5,8 +5,8 @@
  * ships shared memory (`shm://name`: zero-copy loans and borrows, fan-out to any
  * number of subscriber processes, futex wake-ups), batched UDP (`udp://host:port`),
  * QUIC (`quic://host:port`: TLS, reliable channels that survive reconnects, datagrams)
- * and the same reliable channels over TCP (`tcp://host:port`) and Unix sockets
- * (`uds:///path`).
+ * and the same reliable channels over TCP (`tcp://host:port`), Unix sockets
+ * (`uds:///path`) and KCP on UDP (`kcp://host:port`).
  *
  * ```ts
  * import { Hub, struct } from 'zerohop'
@@ -25,6 +25,7 @@ export type {
   QuicHubOptions,
   TcpHubOptions,
   UdsHubOptions,
+  KcpHubOptions,
   HubRole,
   HubMetrics,
   RecvOptions,
@@ -37,6 +38,7 @@ export type {
   UdpSocketMetrics,
   QuicMetrics,
   StreamMetrics,
+  KcpMetrics,
   HubStatus,
   StatusEvent,
   TlsOptions,
@@ -49,7 +51,8 @@ export type { SegmentInfo, ListOptions } from './registry.js'
 export type { ShmOptions } from './transports/shm.js'
 export type { UdpOptions } from './transports/udp.js'
 export type { QuicOptions } from './transports/quic.js'
-export type { ConnectedPeer, StreamOptions, TcpOptions } from './transports/stream.js'
+export type { ConnectedPeer, ReliableOptions, ReliablePeer, StreamOptions, TcpOptions } from './transports/stream.js'
+export type { KcpMode, KcpOptions, KcpPeer } from './transports/kcp.js'
 export { Rpc, RpcServer, RpcClient } from './rpc.js'
 export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'

@@ -4,6 +4,7 @@
  * type error (and, at run time, `ERR_BAD_OPTION` naming it).
  */
 import type { CodecOption } from './codec.js'
+import type { KcpOptions } from './transports/kcp.js'
 import type { QuicOptions } from './transports/quic.js'
 import type { ShmOptions } from './transports/shm.js'
 import type { StreamOptions, TcpOptions } from './transports/stream.js'
@@ -68,6 +69,8 @@ export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions
 export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions
 /** Options of a `uds:///path` (or `uds://@name`) hub. */
 export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions
+/** Options of a `kcp://host:port` hub. */
+export type KcpHubOptions<T> = CommonHubOptions<T> & KcpOptions
 
 /** Every option of every transport, for code that types its options before it knows the URL. */
-export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions
+export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions & KcpOptions

@@ -15,7 +15,7 @@ import type { BackpressurePolicy, HubRole } from './options.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 
 /** The transports this version can open. */
-export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds'
+export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds' | 'kcp'
 
 /** A hub's (or a peer's) connection status. */
 export type HubStatus = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'

@@ -20,6 +20,7 @@ export const TRANSPORTS: Record<TransportName, OpenPort> = {
   quic: openNet,
   tcp: openNet,
   uds: openNet,
+  kcp: openNet,
 }
 
 /** Opens a transport's port for `Rpc`: a server (`listen`) or a client. */
@@ -35,6 +36,7 @@ export const REQUEST_TRANSPORTS: Record<TransportName, OpenRequestPort> = {
   quic: overNet,
   tcp: overNet,
   uds: overNet,
+  kcp: overNet,
 }
 
 /** The transport for `scheme`, if this version has it. */
@@ -47,7 +49,7 @@ export function requestTransportFor(scheme: string): OpenRequestPort | undefined
   return Object.hasOwn(REQUEST_TRANSPORTS, scheme) ? REQUEST_TRANSPORTS[scheme as TransportName] : undefined
 }
 
-/** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp:// and uds://`). */
+/** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp://, uds:// and kcp://`). */
 export function available(): string {
   const names = Object.keys(TRANSPORTS).map((s) => `${s}://`)
   return names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)}` : (names[0] ?? '')

@@ -7,8 +7,8 @@
  */
 import type { ReconnectOptions, TlsOptions } from './connection.js'
 
-/** The options only `tcp://` and `uds://` hubs have. */
-export interface StreamOptions {
+/** The options of every hub with reliable channels over connections (`tcp://`, `uds://`, `kcp://`). */
+export interface ReliableOptions {
   /** Accept peers on the URL's address (any number) instead of connecting to it. */
   listen?: boolean
   /**
@@ -45,6 +45,10 @@ export interface StreamOptions {
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
   peerLingerMs?: number
+}
+
+/** The options only `tcp://` and `uds://` hubs have, besides the reliable ones. */
+export interface StreamOptions extends ReliableOptions {
   /**
    * A listening `uds://` hub admits only processes of these users (the kernel says who
    * connects); the others are closed at once and counted in `metrics().uds.refused`.
@@ -64,8 +68,8 @@ export interface TcpOptions extends StreamOptions {
   tls?: TlsOptions
 }
 
-/** A stream hub's own metrics (`metrics().tcp`, `metrics().uds`). */
-export interface StreamMetrics {
+/** What every hub with reliable channels over connections counts (`metrics().tcp`, `.uds`, `.kcp`). */
+export interface ReliableMetrics {
   status: string
   peers: number
   reconnects: number
@@ -73,19 +77,23 @@ export interface StreamMetrics {
   slowConsumers: number
   heartbeatTimeouts: number
   dropped: number
-  acceptFailures: number
-  refused: number
   /** TLS handshakes that failed (a certificate refused, or a peer that does not speak TLS). */
   handshakeFailures: number
   /** Connections that ended in the middle of a record (a peer killed while it wrote one): the part is dropped. */
   truncatedRecords: number
   unackedBytes: number
-  /** Of those, what the kernel holds in the sockets, not yet taken by the peers (`SIOCOUTQ`). */
-  kernelUnsentBytes: number
   requestsPending: number
   answersPending: number
   bytesSent: number
   bytesReceived: number
+}
+
+/** A stream hub's own metrics (`metrics().tcp`, `metrics().uds`). */
+export interface StreamMetrics extends ReliableMetrics {
+  acceptFailures: number
+  refused: number
+  /** Of `unackedBytes`, what the kernel holds in the sockets, not yet taken by the peers (`SIOCOUTQ`). */
+  kernelUnsentBytes: number
   /**
    * The peers connected now: `peer` as `recvMessage().from` and status events name it,
    * and over a Unix socket who it is (the kernel says: `pid`, `uid`, `gid`).
@@ -93,13 +101,17 @@ export interface StreamMetrics {
   connectedPeers: ConnectedPeer[]
 }
 
-/** A peer connected to a stream hub (`metrics().tcp.connectedPeers`, `metrics().uds.connectedPeers`). */
-export interface ConnectedPeer {
+/** A peer connected to a hub with reliable channels (`metrics().tcp.connectedPeers`, …). */
+export interface ReliablePeer {
   peer: string
   /** What is kept for it until its application has read it: bytes and messages. */
   queuedBytes: number
   queuedMessages: number
-  /** Of that, what the kernel holds in its socket, not yet taken by the peer (`SIOCOUTQ`). */
+}
+
+/** A peer connected to a stream hub (`metrics().tcp.connectedPeers`, `metrics().uds.connectedPeers`). */
+export interface ConnectedPeer extends ReliablePeer {
+  /** Of what is kept, what the kernel holds in its socket, not yet taken by the peer (`SIOCOUTQ`). */
   kernelUnsentBytes: number
   pid?: number
   uid?: number
