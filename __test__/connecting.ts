@@ -1,11 +1,11 @@
-// The transports that connect (quic://, tcp:// plain and with TLS, uds://), as the
+// The transports that connect (quic://, tcp:// plain and with TLS, uds://, kcp://), as the
 // tests that run on each of them open servers and clients: connections.spec.ts and
 // rpc.spec.ts.
 import type { HubOptions } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 export interface Connecting {
-  name: 'quic' | 'tcp' | 'uds'
+  name: 'quic' | 'tcp' | 'uds' | 'kcp'
   /** How its tests are named, when one transport is run two ways (tcp and tcp+tls). */
   label?: string
   /** What every server of the tests needs besides `listen: true`. */
@@ -50,5 +50,6 @@ export const connecting: Connecting[] = [
     liveness: { heartbeatMs: 250 },
     from: () => /^peer:\d+$/,
   },
+  { ...tcp, name: 'kcp', listenUrl: () => 'kcp://127.0.0.1:0', dialUrl: (_, address) => `kcp://${address}` },
 ]
 

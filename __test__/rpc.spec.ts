@@ -1,5 +1,5 @@
 // Rpc on every transport with requests (quic://, tcp:// plain and with TLS, uds://,
-// shm://), across real processes, checked the same way for each: replies, a throwing
+// kcp://, shm://), across real processes, checked the same way for each: replies, a throwing
 // handler, a timeout and an abort ending cleanly on both sides, and a server that dies
 // with a request in flight. What only one of them does is in its own spec file.
 // Serial: each test runs a busy server process beside the test's on two cores.
