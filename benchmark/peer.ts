@@ -12,7 +12,7 @@
 //   zh-sink <name> <count> <copy|borrow|batch|drain>  count messages (tryRecv, borrow,
 //                                           tryRecvBatch or drain); msg/s when done
 //   net-sink <path|tcp> <count>              count length-prefixed frames from a Unix or TCP socket
-//   stream-sink <url> <count> [pki]         listening tcp:// or uds:// hub borrowing messages (TLS
+//   stream-sink <url> <count> [pki]         listening tcp://, uds:// or kcp:// hub borrowing messages (TLS
 //                                           with the certificates in <pki>); msg/s
 //   floor-echo <addon>                      the Node floor's echo: recv(2)/send(2) through the bare
 //                                           addon (node-floor/) on 127.0.0.1; prints its port
@@ -55,6 +55,9 @@ export interface NodeFloor {
   shutdown(fd: number): void
 }
 const say = (msg: object) => process.stdout.write(JSON.stringify(msg) + '\n')
+
+/** Where a hub listening on `url` is reached: its bound address (tcp://, kcp://), or the URL (uds://). */
+const listened = (url: string, hub: { localAddress?: string }) => (url.startsWith('uds:') ? url : `${url.slice(0, url.indexOf(':'))}://${hub.localAddress}`)
 
 /**
  * Receives `count` messages on `hub`, prints the msg/s, and exits. `drain`: in batches
@@ -274,7 +277,7 @@ if (role === 'zh-echo') {
   const count = Number(b)
   const tls = c === undefined ? {} : { tls: { cert: join(c, 'server.pem'), key: join(c, 'server.key') } }
   const hub = await Hub.open(a as `tcp://${string}`, { listen: true, role: 'subscriber', ...tls })
-  say({ ready: true, address: a!.startsWith('tcp:') ? `tcp://${hub.localAddress}` : a })
+  say({ ready: true, address: listened(a!, hub) })
   await countMessages(hub, count)
 } else if (role === 'floor-echo') {
   // The Node floor's echo (see node-floor/): spins on recv(2) through the bare addon at
@@ -469,7 +472,7 @@ if (role === 'zh-echo') {
       const url = spec.slice('stream:'.length, spec.lastIndexOf(':'))
       const spin = spec.endsWith(':spin')
       const hub = await Hub.open(url as `tcp://${string}`, { listen: true, spinUs: spin ? 0 : Number(spec.slice(spec.lastIndexOf(':') + 1)) })
-      addresses.push(url.startsWith('tcp:') ? `tcp://${hub.localAddress}` : url)
+      addresses.push(listened(url, hub))
       // Echo once the list is printed: a spinning echo holds the event loop for good.
       setImmediate(() => void echoHub(hub, false, spin))
     } else throw new Error(`unknown echo ${spec}`)

@@ -816,6 +816,59 @@ if (process.env.BENCH_RUST !== '0' && (process.env.BENCH_ONLY === undefined || p
   }
 }
 
+// ---- KCP: kcp:// against sockperf UDP, Node net over TCP and tcp:// ----------------------
+
+const KCP_MODES = ['normal', 'fast', 'turbo', 'fastest'] as const
+
+/**
+ * Round trips on loopback, in turns (see inTurns): Node net over TCP, tcp:// and
+ * kcp:// in each mode, all awaiting recv() with the default spin; beside them
+ * sockperf's blocking UDP ping-pong, the floor of a UDP round trip with the default
+ * wait (the target's baseline).
+ */
+async function kcpRtt(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: KCP RTT…`)
+  const spf = rttSockperf(false)
+  if (spf) rows.push({ bench: 'KCP RTT 64 B  sockperf UDP ping-pong, blocking (kernel floor)', run, ...spf })
+  await eachWith('kcp', run, async (tag) => {
+    const specs = ['net:tcp', 'stream:tcp://127.0.0.1:0:50', ...KCP_MODES.map((m) => `stream:kcp://127.0.0.1:0?mode=${m}:50`)]
+    const [netSamples, tcpSamples, ...kcpSamples] = await echoesInTurns(specs, async (address, spec) => {
+      if (spec.startsWith('net:')) return netPinger(address)
+      const mode = /mode=(\w+)/.exec(spec)?.[1]
+      return hubPinger(await Hub.open(address as `kcp://${string}`, { spinUs: 50, ...(mode && { mode: mode as 'fast' }) }))
+    })
+    const net = percentiles(netSamples!)
+    const tcp = percentiles(tcpSamples!)
+    rows.push({ bench: `KCP RTT 64 B  Node net over TCP (baseline, in turns with the rows below)${tag}`, run, ...net })
+    rows.push({ bench: `KCP RTT 64 B  zerohop tcp://, await recv() (spinUs 50, default)${tag}`, run, ...tcp, vsBaseline: `${(tcp.p50 / net.p50).toFixed(2)}× net` })
+    KCP_MODES.forEach((mode, i) => {
+      const k = percentiles(kcpSamples[i]!)
+      const vs = `${(k.p50 / net.p50).toFixed(2)}× net, ${(k.p50 / tcp.p50).toFixed(2)}× tcp://` + (spf ? `, ${(k.p50 / spf.p50).toFixed(2)}× sockperf UDP` : '')
+      const target = mode === 'fast' ? '≤ 1.5× sockperf UDP' : ''
+      rows.push({ bench: `KCP RTT 64 B  zerohop kcp:// ${mode}${mode === 'fast' ? ' (default)' : ''}, await recv() (spinUs 50, default)${tag}`, run, ...k, vsBaseline: vs, target })
+    })
+  })
+}
+
+/** One way on loopback, 64 B: Node net over TCP before and after, tcp:// and kcp:// in each mode. */
+async function kcpThroughput(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: KCP throughput…`)
+  const count = 2_000_000
+  const netBefore = await streamNet(64, count, true)
+  const hubs: Array<{ bench: string; rate: number; target?: string }> = []
+  await eachWith('kcp', run, async (tag) => {
+    hubs.push({ bench: `zerohop tcp:// publish (receiver)${tag}`, rate: await streamHub('tcp://127.0.0.1:0', 64, count) })
+    for (const mode of KCP_MODES) {
+      const rate = await streamHub(`kcp://127.0.0.1:0?mode=${mode}`, 64, count)
+      const dflt = mode === 'fast'
+      hubs.push({ bench: `zerohop kcp:// ${mode}${dflt ? ' (default)' : ''} publish (receiver)${tag}`, rate, target: dflt ? '≥ 2× net, ≥ 300 K/s' : undefined })
+    }
+  })
+  const net = (netBefore + (await streamNet(64, count, true))) / 2
+  rows.push({ bench: 'KCP one-way 64 B  Node net over TCP (baseline, receiver; before and after the rows below)', run, rate: net, mbps: (net * 64) / 1e6 })
+  for (const h of hubs) rows.push({ bench: `KCP one-way 64 B  ${h.bench}`, run, rate: h.rate, mbps: (h.rate * 64) / 1e6, vsBaseline: `${(h.rate / net).toFixed(2)}× net`, target: h.target })
+}
+
 // ---- QUIC: quic:// hubs against Node tls over TCP -------------------------------------
 
 let pkiDir: string | undefined
@@ -1246,7 +1299,9 @@ async function nodeFloorPinger(addon: string): Promise<{ turn(n: number): Float6
 async function streamHub(url: string, size: number, count: number): Promise<number> {
   const p = peer(['stream-sink', url, String(count)])
   const { address } = (await p.next()) as { address: string }
-  const hub = await Hub.open(address as `tcp://${string}`, { role: 'publisher', sendQueueBytes: 16 << 20 })
+  // The publisher takes the listener's URL parameters too (kcp://…?mode=turbo).
+  const query = url.includes('?') ? url.slice(url.indexOf('?')) : ''
+  const hub = await Hub.open(`${address}${query}` as `tcp://${string}`, { role: 'publisher', sendQueueBytes: 16 << 20 })
   return publishToSink(hub, p, size, count)
 }
 
@@ -1401,7 +1456,8 @@ async function streamTlsRound(run: number): Promise<void> {
 
 const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
 const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
-if (only === undefined || only === 'udp' || only === 'stream') ensureSockperf()
+if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp') ensureSockperf()
+const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput').split(','))
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
@@ -1410,6 +1466,10 @@ for (let run = 1; run <= RUNS; run++) {
     if (streamParts.has('throughput')) await streamThroughput(run)
     if (streamParts.has('broadcast')) await streamBroadcast(run)
     if (streamParts.has('tls')) await streamTlsRound(run)
+  }
+  if (only === undefined || only === 'kcp') {
+    if (kcpParts.has('rtt')) await kcpRtt(run)
+    if (kcpParts.has('throughput')) await kcpThroughput(run)
   }
   if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
