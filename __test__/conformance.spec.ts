@@ -6,7 +6,7 @@
 // quic:// and tcp:// share, their certificates. The Rust side has the same contract in
 // crates/zerohop/tests/conformance.rs.
 import test from 'ava'
-import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, type TlsOptions, ZerohopError, struct } from 'zerohop'
+import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, type KcpMetrics, type TlsOptions, ZerohopError, struct } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 interface Transport {
@@ -28,7 +28,7 @@ interface Transport {
 async function peers(hub: Hub<unknown>, n: number): Promise<void> {
   const count = () => {
     const m = hub.metrics()
-    return (m.quic ?? m.tcp ?? m.uds ?? m.kcp)?.peers ?? 0
+    return (m.quic ?? m.tcp ?? m.uds ?? (m.kcp as KcpMetrics | undefined))?.peers ?? 0
   }
   for (let i = 0; i < 5000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2))
 }

@@ -85,7 +85,7 @@ for (const tr of transports) {
     const count = 20
     const p = track(child('idle-hubs.mjs', [JSON.stringify({ url: tr.dialUrl(listen, srv.localAddress), count, options: tr.client, ms: 1500 })]))
     await p.next('ready')
-    for (let i = 0; i < 500 && srv.metrics()[tr.name]!.peers < count; i++) await new Promise((r) => setTimeout(r, 10))
+    for (let i = 0; i < 500 && (srv.metrics()[tr.name] as { peers: number }).peers < count; i++) await new Promise((r) => setTimeout(r, 10))
     srv.publish(new Uint8Array([1]))
     srv.publish(new Uint8Array([2]))
     const { wakesPerHubPerSecond } = (await p.next('done')) as { wakesPerHubPerSecond: number }

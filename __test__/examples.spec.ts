@@ -37,6 +37,10 @@ test('the README sockets example is examples/sockets.ts, and it prints what its 
   t.deepEqual(runExample(t, 'sockets.ts').printed, ['ready peer:1 true', '42'])
 })
 
+test('the README KCP example is examples/kcp.ts, and it prints what its comments say', (t) => {
+  t.deepEqual(runExample(t, 'kcp.ts').printed, ['{ x: 3, y: 4 } true', '42'])
+})
+
 test('the README example of Rpc over shared memory is examples/rpc-shm.ts, and it prints what its comments say', (t) => {
   t.deepEqual(runExample(t, 'rpc-shm.ts').printed, ['42 1'])
 })

@@ -284,7 +284,8 @@ test.serial('garbage, truncated, corrupt and flooding datagrams are counted and 
 
 test.serial('multicast: three member processes each receive everything sent to the group (in a network namespace)', async (t) => {
   const port = 20000 + (process.pid % 20000)
-  const driver = child('udp-multicast.mjs', [String(port), '200'], {}, [], ['unshare', '-n'])
+  const options = { multicastInterface: '127.0.0.1', slotSize: 1 << 16 }
+  const driver = child('multicast.mjs', [`udp://239.1.2.3:${port}`, '200', JSON.stringify(options)], {}, [], ['unshare', '-n'])
   const code = await driver.exited
   const lines = driver.stderr()
   let done: Record<string, unknown> | undefined

@@ -19,7 +19,7 @@
 // and [after], and a last table gives after against before, median against median.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
-import { copyFileSync, readFileSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { createRequire } from 'node:module'
@@ -34,8 +34,9 @@ import type { NodeFloor } from './peer.ts'
 import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
-const RTT_SAMPLES = 20_000
-const RTT_WARMUP = 2_000
+// (Fewer under packet loss, where a round trip can take a retransmission timeout.)
+const RTT_SAMPLES = Number(process.env.BENCH_RTT_SAMPLES ?? 20_000)
+const RTT_WARMUP = Number(process.env.BENCH_RTT_WARMUP ?? 2_000)
 
 interface Row {
   bench: string
@@ -820,6 +821,16 @@ if (process.env.BENCH_RUST !== '0' && (process.env.BENCH_ONLY === undefined || p
 
 const KCP_MODES = ['normal', 'fast', 'turbo', 'fastest'] as const
 
+/** Node net over TCP, tcp:// and kcp:// in each mode: their round trips in turns, awaiting recv() (spinUs 50). */
+async function kcpEchoesInTurns(): Promise<Float64Array[]> {
+  const specs = ['net:tcp', 'stream:tcp://127.0.0.1:0:50', ...KCP_MODES.map((m) => `stream:kcp://127.0.0.1:0?mode=${m}:50`)]
+  return echoesInTurns(specs, async (address, spec) => {
+    if (spec.startsWith('net:')) return netPinger(address)
+    const mode = /mode=(\w+)/.exec(spec)?.[1]
+    return hubPinger(await Hub.open(address as `kcp://${string}`, { spinUs: 50, ...(mode && { mode: mode as 'fast' }) }))
+  })
+}
+
 /**
  * Round trips on loopback, in turns (see inTurns): Node net over TCP, tcp:// and
  * kcp:// in each mode, all awaiting recv() with the default spin; beside them
@@ -831,12 +842,7 @@ async function kcpRtt(run: number): Promise<void> {
   const spf = rttSockperf(false)
   if (spf) rows.push({ bench: 'KCP RTT 64 B  sockperf UDP ping-pong, blocking (kernel floor)', run, ...spf })
   await eachWith('kcp', run, async (tag) => {
-    const specs = ['net:tcp', 'stream:tcp://127.0.0.1:0:50', ...KCP_MODES.map((m) => `stream:kcp://127.0.0.1:0?mode=${m}:50`)]
-    const [netSamples, tcpSamples, ...kcpSamples] = await echoesInTurns(specs, async (address, spec) => {
-      if (spec.startsWith('net:')) return netPinger(address)
-      const mode = /mode=(\w+)/.exec(spec)?.[1]
-      return hubPinger(await Hub.open(address as `kcp://${string}`, { spinUs: 50, ...(mode && { mode: mode as 'fast' }) }))
-    })
+    const [netSamples, tcpSamples, ...kcpSamples] = await kcpEchoesInTurns()
     const net = percentiles(netSamples!)
     const tcp = percentiles(tcpSamples!)
     rows.push({ bench: `KCP RTT 64 B  Node net over TCP (baseline, in turns with the rows below)${tag}`, run, ...net })
@@ -867,6 +873,94 @@ async function kcpThroughput(run: number): Promise<void> {
   const net = (netBefore + (await streamNet(64, count, true))) / 2
   rows.push({ bench: 'KCP one-way 64 B  Node net over TCP (baseline, receiver; before and after the rows below)', run, rate: net, mbps: (net * 64) / 1e6 })
   for (const h of hubs) rows.push({ bench: `KCP one-way 64 B  ${h.bench}`, run, rate: h.rate, mbps: (h.rate * 64) / 1e6, vsBaseline: `${(h.rate / net).toFixed(2)}× net`, target: h.target })
+}
+
+/** Packet loss (%) the benchmark runs kcp:// and TCP under, and the samples it takes at each. */
+const LOSSES = [
+  { loss: 0, samples: 4000, messages: 1_000_000 },
+  { loss: 1, samples: 2000, messages: 300_000 },
+  { loss: 5, samples: 1000, messages: 200_000 },
+  { loss: 10, samples: 600, messages: 100_000 },
+]
+
+/**
+ * Debian's nftables, installed by the benchmark itself when missing. By its full path:
+ * npm puts node_modules/.bin first on the PATH, and there `nft` is another program
+ * (@vercel/nft, a file tracer).
+ */
+const NFT = '/usr/sbin/nft'
+function ensureNft(): boolean {
+  if (existsSync(NFT)) return true
+  console.error('installing nftables (apt-get)…')
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'nftables'], { stdio: 'ignore' }).status === 0
+  if (!install()) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
+    install()
+  }
+  return existsSync(NFT)
+}
+
+/**
+ * kcp:// against TCP (Node net and tcp://) under the same packet loss: a userspace proxy
+ * cannot drop TCP segments, so both ends run in a network namespace of their own whose
+ * nftables drops that share of the packets at random on the input hook (each packet on
+ * its loopback passes it once, whichever way it goes). At each loss the part below runs
+ * in the namespace (this script again, BENCH_INNER=kcp-loss) and hands its rows back.
+ */
+async function kcpLoss(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: KCP and TCP under packet loss…`)
+  const missing = process.getuid?.() !== 0 ? 'root' : spawnSync('ip', ['netns', 'list'], { stdio: 'ignore' }).status !== 0 ? 'ip netns' : !ensureNft() ? 'nftables' : undefined
+  if (missing) {
+    rows.push({ bench: `KCP under loss: not run (needs ${missing})`, run })
+    return
+  }
+  const ns = `zh-loss-${process.pid}`
+  const inNs = (args: string[], input?: string) => spawnSync('ip', ['netns', 'exec', ns, ...args], { input, encoding: 'utf8' })
+  spawnSync('ip', ['netns', 'add', ns])
+  try {
+    inNs(['ip', 'link', 'set', 'lo', 'up'])
+    for (const { loss, samples, messages } of LOSSES) {
+      const drop = loss > 0 ? `numgen random mod 100 < ${loss} drop` : ''
+      inNs([NFT, 'flush', 'ruleset'])
+      const set = inNs([NFT, '-f', '-'], `table inet zhloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ${drop}\n }\n}\n`)
+      if (set.status !== 0) throw new Error(`nft: ${set.stderr}`)
+      const env = { ...process.env, BENCH_INNER: 'kcp-loss', BENCH_LOSS: String(loss), BENCH_MESSAGES: String(messages), BENCH_RUN: String(run) }
+      Object.assign(env, { BENCH_RTT_SAMPLES: String(samples), BENCH_RTT_WARMUP: '200', BENCH_RUST: '0', BENCH_ONLY: 'kcp-inner', BENCH_BASELINE: '' })
+      const argv = [process.execPath, '--import', 'tsx', join(here, 'run.ts')]
+      const r = spawnSync('taskset', ['-c', '0', 'ip', 'netns', 'exec', ns, ...argv], { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })
+      if (r.status !== 0) throw new Error(`the run at ${loss} % loss failed (${r.status})`)
+      rows.push(...(JSON.parse(r.stdout) as Row[]))
+    }
+  } finally {
+    spawnSync('ip', ['netns', 'del', ns])
+  }
+}
+
+/** The part of `kcpLoss` that runs in the namespace, at `loss` %. */
+async function kcpLossInner(loss: number, run: number, messages: number): Promise<void> {
+  const at = `at ${loss} % loss`
+  const stats = (s: Float64Array) => ({ ...percentiles(s), mean: s.reduce((a, b) => a + b, 0) / s.length / 1000, max: Math.max(...s) / 1000 })
+  const [netSamples, tcpSamples, ...kcpSamples] = (await kcpEchoesInTurns()).map(stats)
+  const net = netSamples!
+  const tcp = tcpSamples!
+  const ms = (us: number) => `${(us / 1000).toFixed(1)} ms`
+  const shape = (r: { mean: number; max: number }) => `mean ${ms(r.mean)}, max ${ms(r.max)}`
+  rows.push({ bench: `KCP RTT 64 B ${at}  Node net over TCP (baseline, in turns with the rows below)`, run, ...net, vsBaseline: shape(net) })
+  rows.push({ bench: `KCP RTT 64 B ${at}  zerohop tcp://, await recv()`, run, ...tcp, vsBaseline: `${shape(tcp)}; ${(tcp.mean / net.mean).toFixed(2)}× net mean` })
+  KCP_MODES.forEach((mode, i) => {
+    const k = kcpSamples[i]!
+    const vs = `${shape(k)}; mean ${(k.mean / tcp.mean).toFixed(2)}× tcp://, ${(k.mean / net.mean).toFixed(2)}× net; max ${(k.max / tcp.max).toFixed(2)}× tcp://, ${(k.max / net.max).toFixed(2)}× net`
+    const target = mode === 'fast' && loss > 0 ? 'mean ≤ 0.7×, max ≤ 0.33× TCP' : ''
+    rows.push({ bench: `KCP RTT 64 B ${at}  zerohop kcp:// ${mode}${mode === 'fast' ? ' (default)' : ''}, await recv()`, run, ...k, vsBaseline: vs, target })
+  })
+  const netRate = await streamNet(64, messages, true)
+  rows.push({ bench: `KCP one-way 64 B ${at}  Node net over TCP (baseline, receiver)`, run, rate: netRate, mbps: (netRate * 64) / 1e6 })
+  const tcpRate = await streamHub('tcp://127.0.0.1:0', 64, messages)
+  rows.push({ bench: `KCP one-way 64 B ${at}  zerohop tcp:// publish (receiver)`, run, rate: tcpRate, mbps: (tcpRate * 64) / 1e6, vsBaseline: `${(tcpRate / netRate).toFixed(2)}× net` })
+  for (const mode of KCP_MODES) {
+    const rate = await streamHub(`kcp://127.0.0.1:0?mode=${mode}`, 64, messages)
+    rows.push({ bench: `KCP one-way 64 B ${at}  zerohop kcp:// ${mode} publish (receiver)`, run, rate, mbps: (rate * 64) / 1e6, vsBaseline: `${(rate / netRate).toFixed(2)}× net, ${(rate / tcpRate).toFixed(2)}× tcp://` })
+  }
 }
 
 // ---- QUIC: quic:// hubs against Node tls over TCP -------------------------------------
@@ -1454,10 +1548,16 @@ async function streamTlsRound(run: number): Promise<void> {
   }
 }
 
+if (process.env.BENCH_INNER === 'kcp-loss') {
+  await kcpLossInner(Number(process.env.BENCH_LOSS), Number(process.env.BENCH_RUN), Number(process.env.BENCH_MESSAGES))
+  process.stdout.write(JSON.stringify(rows))
+  process.exit(0)
+}
+
 const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
 const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
 if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp') ensureSockperf()
-const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput').split(','))
+const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput,loss').split(','))
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
@@ -1470,6 +1570,7 @@ for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'kcp') {
     if (kcpParts.has('rtt')) await kcpRtt(run)
     if (kcpParts.has('throughput')) await kcpThroughput(run)
+    if (kcpParts.has('loss')) await kcpLoss(run)
   }
   if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)

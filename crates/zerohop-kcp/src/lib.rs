@@ -16,11 +16,16 @@
 //! for all of them, and what KCP sends leaving in batches. KCP's interval is its
 //! retransmission clock, not a send delay: a publish and an arriving datagram are
 //! flushed at once.
+//!
+//! A multicast URL (`kcp://239.x.y.z:port`) is a group instead ([`GroupEngine`]): one
+//! sender, many members, repaired by NAKs (`zerohop_proto::multicast`).
 
+mod group;
 mod options;
 mod transport;
 mod wire;
 
+pub use group::{GroupConfig, GroupEngine};
 pub use options::KcpOptions;
-pub use transport::{open, open_kcp};
+pub use transport::{GroupProtocol, open, open_group, open_kcp};
 pub use wire::{KcpWire, KcpWireConfig};

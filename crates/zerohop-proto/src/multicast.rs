@@ -180,6 +180,12 @@ impl Sender {
 }
 
 /// The ranges of a NAK datagram of `group` (first number, count), if it is one.
+/// The group a sender's datagram (data, tail or gone) belongs to: how a member that has
+/// heard nobody yet learns which sender to follow.
+pub fn sender_group(d: &[u8]) -> Option<u32> {
+    (d.len() >= 13 && matches!(d[0], DATA | TAIL | GONE)).then(|| u32_at(d, 1))
+}
+
 fn nak_ranges(group: u32, d: &[u8]) -> Option<impl Iterator<Item = (u64, u32)> + '_> {
     if d.len() < 5 || d[0] != NAK || u32_at(d, 1) != group || !(d.len() - 5).is_multiple_of(12) {
         return None;
@@ -356,6 +362,16 @@ impl Member {
 
     /// The NAK to unicast to the sender now, if one is due: the missing ranges (the
     /// earliest first, at most [`MAX_NAK_RANGES`]). The next waits a backoff.
+    /// The group (the sender) it follows.
+    pub fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// When [`Member::poll_nak`] has a NAK to send (`None`: nothing is missing).
+    pub fn nak_due(&self) -> Option<u64> {
+        (self.next.is_some() && self.missing() > 0).then_some(self.nak_at)
+    }
+
     pub fn poll_nak(&mut self, now: u64) -> Option<&[u8]> {
         let next = self.next?;
         if self.missing() == 0 || now < self.nak_at {

@@ -40,7 +40,7 @@ import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, transportFor } from './transports/index.js'
-import type { KcpMetrics } from './transports/kcp.js'
+import type { KcpGroupMetrics, KcpMetrics } from './transports/kcp.js'
 import type { QuicMetrics } from './transports/quic.js'
 import type { StreamMetrics } from './transports/stream.js'
 import type { UdpSocketMetrics } from './transports/udp.js'
@@ -59,7 +59,7 @@ export type {
 } from './options.js'
 export type { HubStatus, Loan, StatusEvent, TransportName } from './port.js'
 export type { MessageInfo, RequestInfo } from './envelope.js'
-export type { KcpMetrics } from './transports/kcp.js'
+export type { KcpGroupMetrics, KcpMetrics } from './transports/kcp.js'
 export type { QuicMetrics } from './transports/quic.js'
 export type { TlsOptions, ReconnectOptions } from './transports/connection.js'
 export type { StreamMetrics } from './transports/stream.js'
@@ -159,7 +159,7 @@ export interface HubMetrics {
    * estimates, retransmissions (fast, and after a timeout), window, duplicate segments,
    * datagrams dropped as bad or foreign.
    */
-  kcp?: KcpMetrics
+  kcp?: KcpMetrics | KcpGroupMetrics
 }
 
 /** A received message with where it came from; see {@link Hub.recvMessage}. */

@@ -39,6 +39,7 @@ export type {
   QuicMetrics,
   StreamMetrics,
   KcpMetrics,
+  KcpGroupMetrics,
   HubStatus,
   StatusEvent,
   TlsOptions,

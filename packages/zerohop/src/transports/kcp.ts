@@ -24,7 +24,12 @@ import type { ReliableMetrics, ReliableOptions, ReliablePeer } from './stream.js
  */
 export type KcpMode = 'normal' | 'fast' | 'turbo' | 'fastest'
 
-/** The options only `kcp://` hubs have, besides the reliable ones. */
+/**
+ * The options only `kcp://` hubs have, besides the reliable ones. A multicast group
+ * (`kcp://239.x.y.z:port`, opened with `role: 'publisher'` to send or `'subscriber'` to
+ * be a member) takes `mtu`, `maxMessageSize`, and `sendQueueBytes` and
+ * `sendQueueMessages` (the sender's repair window); the rest are a conversation's.
+ */
 export interface KcpOptions extends ReliableOptions {
   /** The preset the parameters below start from (default `'fast'`). */
   mode?: KcpMode
@@ -94,4 +99,33 @@ export interface KcpMetrics extends ReliableMetrics {
 export interface KcpPeer extends ReliablePeer {
   /** Of what is kept, what KCP holds, not yet acknowledged by the peer's KCP. */
   kcpUnackedBytes: number
+}
+
+/**
+ * A multicast group hub's own metrics (`metrics().kcp` of `kcp://239.x.y.z:port`): the
+ * sender's (`role: 'sender'`) or a member's (`role: 'member'`).
+ */
+export interface KcpGroupMetrics {
+  role: 'sender' | 'member'
+  status: string
+  /** Messages published (the sender). */
+  messages: number
+  datagramsIn: number
+  datagramsOut: number
+  /** Datagrams not of the group's protocol, or of another sender: dropped. */
+  ignored: number
+  sendDropped: number
+  /** The sender: NAKs it answered, messages it multicast again, and answers that what was asked for is gone. */
+  naksReceived?: number
+  repairs?: number
+  goneAnswers?: number
+  /** A member: NAKs it sent, messages it misses now, duplicates dropped. */
+  naksSent?: number
+  missing?: number
+  duplicates?: number
+  /** A member: times the sender's window left it behind, and the messages it lost then. */
+  fellBehind?: number
+  lostMessages?: number
+  /** A member: fragments of messages whose start was lost, dropped. */
+  fragmentsDropped?: number
 }

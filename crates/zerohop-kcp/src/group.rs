@@ -1,0 +1,412 @@
+//! Reliable multicast groups, `kcp://239.x.y.z:port`: one sender (a hub opened with
+//! `role: 'publisher'`), any number of members (`role: 'subscriber'`), every member
+//! gets every message once and in order, repaired by NAKs
+//! ([`zerohop_proto::multicast`], which says why NAKs rather than a session per member).
+//!
+//! The sender multicasts each message once and keeps it in a retransmit window
+//! (`sendQueueBytes`, `sendQueueMessages`); after a burst it multicasts its next
+//! number (a tail), soon and then less and less often, so that a member learns of a
+//! loss at the end of a burst and that the sender lives. A member follows the first
+//! sender it hears (another once that one has been silent for a second: a restarted
+//! sender numbers anew), unicasts NAKs for what it misses, and delivers in order. A
+//! member the window has left behind (stopped, or far slower) is told what is gone,
+//! counts what it lost, says so in a status event (`ERR_SLOW_CONSUMER`), and goes on;
+//! nobody waits for it.
+//!
+//! A message larger than a datagram goes as fragments, each a message of the group
+//! with a flags byte in front (first, last): the member puts them together in order,
+//! and after a loss it could not repair drops fragments until the next first one.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::ring::{Inbound, ReceiveRing};
+use zerohop_proto::lifecycle::Status;
+use zerohop_proto::multicast::{self, DATA_HEADER, Member, MemberEvent, Sender, SenderLimits};
+use zerohop_transport::{Error, ErrorCode, StatusEvent, Value};
+use zerohop_udp::{Multicast, RecvBatch, SendBatch, SocketOptions};
+
+/// A group message's flags byte: the first and the last fragment of a hub's message.
+const FIRST: u8 = 1;
+const LAST: u8 = 2;
+/// The sender's tails: the first this soon after a message, then twice as late each
+/// time up to the last (which is also how members know the sender lives).
+const TAIL_FIRST_MS: u64 = 2;
+const TAIL_MAX_MS: u64 = 200;
+/// A member follows another sender once the one it follows was silent this long.
+const SENDER_SILENT_MS: u64 = 1000;
+/// Messages a member holds past a gap, waiting for the repair, at most.
+const HOLD: usize = 65_536;
+/// A sender is done lingering once nobody asked for a repair for this long.
+const QUIET_MS: u64 = 100;
+const RECV_BATCH: usize = 64;
+
+/// How a group hub runs.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// The group's address and port.
+    pub group: SocketAddr,
+    /// This hub sends (else it is a member).
+    pub sender: bool,
+    /// Bytes of a datagram (as KCP's `mtu`).
+    pub mtu: usize,
+    pub max_message: usize,
+    /// The sender's retransmit window.
+    pub window_bytes: usize,
+    pub window_messages: usize,
+}
+
+/// What a group hub counts.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    messages: u64,
+    datagrams_in: u64,
+    datagrams_out: u64,
+    /// Not of the group's protocol, or of another sender.
+    ignored: u64,
+    naks: u64,
+    /// A member: times it fell behind, and the messages it lost then.
+    fell_behind: u64,
+    /// Fragments dropped because their message's start was lost.
+    fragments_dropped: u64,
+    send_dropped: u64,
+}
+
+enum Side {
+    Sender { sender: Sender, tail_at: u64, tail_every: u64, last_nak: u64 },
+    Member(MemberSide),
+}
+
+struct MemberSide {
+    /// The sender followed, once one is heard: its group id, its address, and when it
+    /// was last heard.
+    member: Option<Member>,
+    from: SocketAddr,
+    heard: u64,
+    /// The fragments of the message being put together; `skipping` after a loss until
+    /// a first fragment.
+    assembling: Vec<u8>,
+    skipping: bool,
+}
+
+/// A group hub's engine: see the module docs.
+pub struct GroupEngine {
+    socket: UdpSocket,
+    config: GroupConfig,
+    ring: Arc<ReceiveRing>,
+    recv: RecvBatch,
+    out: SendBatch,
+    epoch: Instant,
+    side: Side,
+    counters: Counters,
+    pub closing: bool,
+}
+
+impl GroupEngine {
+    /// Joins the group (a member: binds its port, shared with other members on this
+    /// host) or gets ready to send to it.
+    pub fn new(config: GroupConfig, ring: Arc<ReceiveRing>, group_id: u32) -> std::io::Result<GroupEngine> {
+        let unspecified = match config.group.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+        };
+        let multicast = Multicast::group(config.group.ip());
+        let (bind, options) = if config.sender {
+            (
+                SocketAddr::new(unspecified, 0),
+                SocketOptions { nonblocking: true, multicast: Some(multicast), ..Default::default() },
+            )
+        } else {
+            let o =
+                SocketOptions { nonblocking: true, reuse_port: true, multicast: Some(multicast), ..Default::default() };
+            (SocketAddr::new(unspecified, config.group.port()), o)
+        };
+        let (socket, _) = zerohop_udp::bind(bind, &options)?;
+        let limits = SenderLimits {
+            window_messages: config.window_messages,
+            window_bytes: config.window_bytes,
+            ..SenderLimits::default()
+        };
+        let side = if config.sender {
+            Side::Sender {
+                sender: Sender::new(group_id, limits),
+                tail_at: u64::MAX,
+                tail_every: TAIL_FIRST_MS,
+                last_nak: 0,
+            }
+        } else {
+            Side::Member(MemberSide {
+                member: None,
+                from: config.group,
+                heard: 0,
+                assembling: Vec::new(),
+                skipping: false,
+            })
+        };
+        ring.report(StatusEvent { status: Status::Connected, peer: None, error: None });
+        Ok(GroupEngine {
+            socket,
+            recv: RecvBatch::new(RECV_BATCH, config.mtu),
+            out: SendBatch::new(),
+            epoch: Instant::now(),
+            side,
+            counters: Counters::default(),
+            closing: false,
+            config,
+            ring,
+        })
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    /// The sender: multicasts `message` (as fragments if it is longer than a datagram).
+    pub fn publish(&mut self, message: &[u8]) {
+        let now = self.ms(Instant::now());
+        let Side::Sender { sender, tail_at, tail_every, .. } = &mut self.side else { return };
+        let chunk = self.config.mtu - DATA_HEADER - 1;
+        let mut frag = [0u8; 65_536];
+        let count = message.len().div_ceil(chunk).max(1);
+        for (i, piece) in message.chunks(chunk).chain((message.is_empty()).then_some(&[][..])).enumerate() {
+            let flags = if i == 0 { FIRST } else { 0 } | if i + 1 == count { LAST } else { 0 };
+            frag[0] = flags;
+            frag[1..1 + piece.len()].copy_from_slice(piece);
+            let d = sender.publish(&frag[..1 + piece.len()]);
+            self.out.push(d, Some(self.config.group));
+        }
+        self.counters.messages += 1;
+        *tail_every = TAIL_FIRST_MS;
+        *tail_at = now + TAIL_FIRST_MS;
+        self.send_out();
+    }
+
+    fn send_out(&mut self) {
+        let before = self.out.len();
+        while !self.out.is_empty() {
+            match self.out.send(&self.socket) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.counters.datagrams_out += (before - self.out.len()) as u64;
+        if self.out.len() > 4096 {
+            // (Repairs and tails bring back what a full socket buffer lost.)
+            self.counters.send_dropped += self.out.len() as u64;
+            self.out.clear();
+        }
+    }
+
+    /// Reads what waits: a sender, NAKs (answered at once); a member, the group's messages.
+    fn receive(&mut self, now: u64) -> usize {
+        let mut read = 0;
+        loop {
+            let n = self.recv.recv(&self.socket).unwrap_or_default();
+            for d in self.recv.iter() {
+                self.counters.datagrams_in += 1;
+                let Some(from) = d.from.filter(|_| !d.truncated) else {
+                    self.counters.ignored += 1;
+                    continue;
+                };
+                match &mut self.side {
+                    Side::Sender { sender, last_nak, .. } => {
+                        let (out, group) = (&mut self.out, self.config.group);
+                        let mut multicast = |r: &[u8]| out.push(r, Some(group));
+                        let mut gone = Vec::new();
+                        if sender.on_nak(now, d.bytes, &mut multicast, &mut |g: &[u8]| gone = g.to_vec()) {
+                            self.counters.naks += 1;
+                            *last_nak = now;
+                            if !gone.is_empty() {
+                                out.push(&gone, Some(from));
+                            }
+                        } else {
+                            self.counters.ignored += 1;
+                        }
+                    }
+                    Side::Member(m) => {
+                        let taken = member_receive(m, &self.ring, &mut self.counters, now, d.bytes, from);
+                        if !taken {
+                            self.counters.ignored += 1;
+                        }
+                    }
+                }
+            }
+            read += n;
+            if n < RECV_BATCH || !self.ring.has_room_for_a_batch() {
+                return read;
+            }
+        }
+    }
+
+    /// Tails (a sender) and NAKs (a member) that are due.
+    fn timers(&mut self, now: u64) {
+        match &mut self.side {
+            Side::Sender { sender, tail_at, tail_every, .. } => {
+                if now >= *tail_at {
+                    self.out.push(sender.tail(), Some(self.config.group));
+                    *tail_every = (*tail_every * 2).min(TAIL_MAX_MS);
+                    *tail_at = now + *tail_every;
+                }
+            }
+            Side::Member(m) => {
+                if let Some(member) = m.member.as_mut()
+                    && let Some(nak) = member.poll_nak(now)
+                {
+                    self.out.push(nak, Some(m.from));
+                }
+            }
+        }
+    }
+
+    /// A sender: whether nobody asked for a repair lately and the tails have gone out
+    /// (what lingering waits for). A member has nothing to wait for.
+    pub fn quiet(&self) -> bool {
+        let now = self.ms(Instant::now());
+        match &self.side {
+            Side::Sender { last_nak, tail_every, .. } => {
+                now.saturating_sub(*last_nak) >= QUIET_MS && *tail_every >= TAIL_FIRST_MS * 8
+            }
+            Side::Member(_) => true,
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn details(&self) -> Vec<(&'static str, Value)> {
+        let c = self.counters;
+        let n = |v: u64| Value::Number(v as f64);
+        let mut d = vec![
+            ("role", Value::Text(if self.config.sender { "sender" } else { "member" }.into())),
+            ("messages", n(c.messages)),
+            ("datagramsIn", n(c.datagrams_in)),
+            ("datagramsOut", n(c.datagrams_out)),
+            ("ignored", n(c.ignored)),
+            ("sendDropped", n(c.send_dropped)),
+        ];
+        match &self.side {
+            Side::Sender { sender, .. } => d.extend([
+                ("naksReceived", n(c.naks)),
+                ("repairs", n(sender.repairs)),
+                ("goneAnswers", n(sender.gone_answers)),
+            ]),
+            Side::Member(m) => {
+                let member = m.member.as_ref();
+                d.extend([
+                    ("naksSent", n(member.map_or(0, |m| m.naks_sent))),
+                    ("missing", n(member.map_or(0, Member::missing))),
+                    ("duplicates", n(member.map_or(0, |m| m.duplicates))),
+                    ("fellBehind", n(c.fell_behind)),
+                    ("lostMessages", n(member.map_or(0, |m| m.lost))),
+                    ("fragmentsDropped", n(c.fragments_dropped)),
+                ]);
+            }
+        }
+        d
+    }
+}
+
+/// A member takes datagram `d` from `from`: follows its sender, delivers what is in
+/// order. Whether it was the group's.
+fn member_receive(
+    m: &mut MemberSide,
+    ring: &ReceiveRing,
+    counters: &mut Counters,
+    now: u64,
+    d: &[u8],
+    from: SocketAddr,
+) -> bool {
+    let Some(group) = multicast::sender_group(d) else { return false };
+    let follow = match &m.member {
+        None => true,
+        // Another sender: followed once ours has been silent a while (it restarted).
+        Some(ours) => group != ours.group() && now.saturating_sub(m.heard) >= SENDER_SILENT_MS,
+    };
+    if follow {
+        m.member = Some(Member::new(group, HOLD));
+        m.from = from;
+        m.assembling.clear();
+        m.skipping = false;
+    }
+    let Some(member) = m.member.as_mut() else { return false };
+    let (assembling, skipping) = (&mut m.assembling, &mut m.skipping);
+    let mut fell = 0;
+    let taken = member.receive(now, d, &mut |e| match e {
+        MemberEvent::Message(bytes) => {
+            let Some((&flags, piece)) = bytes.split_first() else { return };
+            if flags & FIRST != 0 {
+                if !assembling.is_empty() {
+                    counters.fragments_dropped += 1; // a message whose end was lost
+                }
+                assembling.clear();
+                *skipping = false;
+            } else if *skipping {
+                counters.fragments_dropped += 1;
+                return;
+            }
+            if flags & (FIRST | LAST) == FIRST | LAST {
+                deliver(ring, from, piece);
+                return;
+            }
+            assembling.extend_from_slice(piece);
+            if flags & LAST != 0 {
+                deliver(ring, from, assembling);
+                assembling.clear();
+            }
+        }
+        MemberEvent::FellBehind(lost) => {
+            fell += lost;
+            assembling.clear();
+            *skipping = true;
+        }
+    });
+    if taken {
+        m.heard = now;
+    }
+    if fell > 0 {
+        counters.fell_behind += 1;
+        let why = format!("fell behind the sender: {fell} messages left its window before this member had them");
+        ring.report(StatusEvent {
+            status: Status::Connected,
+            peer: Some(m.from.to_string()),
+            error: Some(Error::new(ErrorCode::SlowConsumer, why)),
+        });
+    }
+    taken
+}
+
+fn deliver(ring: &ReceiveRing, from: SocketAddr, bytes: &[u8]) {
+    ring.deliver_or_hold(&Inbound::message(1, from, 0, bytes));
+}
+
+impl Drive for GroupEngine {
+    fn readiness_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        let at = match &self.side {
+            Side::Sender { tail_at, .. } => Some(*tail_at).filter(|t| *t != u64::MAX),
+            Side::Member(m) => m.member.as_ref().and_then(Member::nak_due),
+        };
+        at.map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    fn may_read(&self) -> bool {
+        self.ring.has_room_for_a_batch()
+    }
+
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize {
+        self.ring.deliver_held();
+        let ms = self.ms(now);
+        let read = if ready.readable && self.ring.has_room_for_a_batch() { self.receive(ms) } else { 0 };
+        self.timers(ms);
+        self.send_out();
+        read
+    }
+}
