@@ -236,6 +236,25 @@ impl Peer {
         self.ack_every_messages = ack_every_messages(queue_messages);
     }
 
+    /// Acknowledges, through `writer`, what the application consumed (up to ring
+    /// position `consumed`) of the peer's channels: whether anything was, and whether
+    /// any channel still has messages unread.
+    fn acknowledge(&mut self, writer: &mut RecordWriter, consumed: u64) -> (bool, bool) {
+        let (mut any, mut unread) = (false, false);
+        for &mut (channel, ref mut w) in self.windows.iter_mut() {
+            if let Some(ack) = w.consumed(consumed) {
+                writer.control(&Control::Ack { channel, ack });
+                any = true;
+            }
+            unread |= w.has_unread();
+        }
+        if any {
+            self.delivered_bytes = 0;
+            self.delivered_messages = 0;
+        }
+        (any, unread)
+    }
+
     fn queued_messages(&self) -> u64 {
         self.queues.iter().flatten().map(|q| q.len() as u64).sum()
     }
@@ -1041,7 +1060,15 @@ impl<W: Wire> Engine<W> {
         let mut none: [Option<SendQueue>; 0] = [];
         // Channels go to a peer only once it is known (a listener learns it from the hello).
         let queues = match c.s.peer.and_then(|id| find_peer(&self.peers, id)).map(|i| &mut self.peers[i]) {
-            Some(p) if p.conn == Some(token) => &mut p.queues[..],
+            Some(p) if p.conn == Some(token) => {
+                // What the application read since the last acknowledgement rides along:
+                // an answer carries the acknowledgement of the question (one segment,
+                // not two, and nothing left for the timer).
+                if p.delivered_messages > 0 {
+                    p.acknowledge(&mut c.s.writer, self.sink.consumed());
+                }
+                &mut p.queues[..]
+            }
             _ => &mut none[..],
         };
         let mut out = Out { wire: &mut self.wire, token };
@@ -1249,17 +1276,9 @@ impl<W: Wire> Engine<W> {
         for p in &mut self.peers {
             let Some(t) = p.conn else { continue };
             let Some(c) = self.conns.get_mut(t as usize).and_then(|c| c.as_mut()) else { continue };
-            let mut any = false;
-            for &mut (channel, ref mut w) in p.windows.iter_mut() {
-                if let Some(ack) = w.consumed(consumed) {
-                    c.s.writer.control(&Control::Ack { channel, ack });
-                    any = true;
-                }
-                again |= w.has_unread();
-            }
+            let (any, unread) = p.acknowledge(&mut c.s.writer, consumed);
+            again |= unread;
             if any {
-                p.delivered_bytes = 0;
-                p.delivered_messages = 0;
                 self.dirty.push(t);
             }
         }
