@@ -86,6 +86,26 @@ export function child(
   }
 }
 
+/**
+ * Runs `fixtures/<script>` in a fresh network namespace (`unshare -n`) and returns its
+ * `done` line, or undefined (logged as skipped) where namespaces cannot be made here or
+ * the script says it cannot do its part (`{ type: 'skipped' }`). `started` gets the
+ * child, for a test's clean-up.
+ */
+export async function inNamespace(
+  t: ExecutionContext,
+  script: string,
+  args: string[],
+  started: (c: Child) => void = () => {},
+): Promise<{ code: number | string; done: Record<string, unknown> | undefined }> {
+  const driver = child(script, args, {}, [], ['unshare', '-n'])
+  started(driver)
+  const code = await driver.exited
+  const done = await driver.next('done').catch(() => undefined)
+  if (done === undefined) t.log(`SKIPPED: cannot run ${script} in a network namespace here (exited ${code}): ${driver.stderr().slice(0, 300)}`)
+  return { code, done }
+}
+
 /** Resolves with the first status event `pred` accepts (a hub hands a new listener the events it has not delivered yet). */
 export function statusWhere(hub: Hub<unknown>, pred: (e: StatusEvent) => boolean, timeoutMs = 10_000): Promise<StatusEvent> {
   return new Promise((resolve, reject) => {

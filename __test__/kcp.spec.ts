@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import test from 'ava'
 import { Hub, type KcpMetrics, type KcpMode } from 'zerohop'
-import { child } from './helpers.ts'
+import { child, inNamespace } from './helpers.ts'
 
 const root = join(import.meta.dirname, '..')
 
@@ -161,20 +161,8 @@ for (const loss of [0, 5]) {
     const count = 2000
     const sizes = [1, 64, 3000, 40000]
     const args = [`kcp://239.1.2.4:${port}`, String(count), JSON.stringify({ slotSize: 1 << 16 }), String(loss), JSON.stringify(sizes)]
-    const driver = child('multicast.mjs', args, {}, [], ['unshare', '-n'])
-    children.push(driver.proc)
-    const code = await driver.exited
-    let done: Record<string, unknown> | undefined
-    try {
-      done = await driver.next('done')
-    } catch {
-      done = undefined
-    }
-    if (done === undefined) {
-      t.log(`SKIPPED: cannot run a network namespace with ${loss} % loss here (exited ${code}): ${driver.stderr().slice(0, 300)}`)
-      t.pass()
-      return
-    }
+    const { code, done } = await inNamespace(t, 'multicast.mjs', args, (c) => children.push(c.proc))
+    if (done === undefined) return t.pass()
     const results = done.results as MemberDone[]
     t.is(results.length, 3)
     for (const r of results) {
@@ -185,3 +173,25 @@ for (const loss of [0, 5]) {
     t.is(code, 0)
   })
 }
+
+test.serial('multicast: a member that stopped while the window moved on is told it fell behind, and the others are not held back', async (t) => {
+  const port = 20000 + ((process.pid + 7) % 20000)
+  // 20,000 messages of 1000 B outrun the stopped member's socket buffer (8 MiB) and a
+  // window of 200 messages.
+  const count = 20_000
+  const options = { slotSize: 1 << 12, sendQueueMessages: 200 }
+  const args = [`kcp://239.1.2.5:${port}`, String(count), JSON.stringify(options), '0', '[1000]', '1']
+  const { code, done } = await inNamespace(t, 'multicast.mjs', args, (c) => children.push(c.proc))
+  if (done === undefined) return t.pass()
+  t.is(code, 0)
+  const [a, b, stopped] = done.results as (MemberDone & { statusErrors: string[] })[]
+  for (const r of [a!, b!]) {
+    t.like(r, { received: count, corrupt: 0, outOfOrder: 0 })
+    t.is(r.metrics.kcp.fellBehind, 0)
+  }
+  t.true(stopped!.metrics.kcp.fellBehind >= 1, 'the stopped member fell behind')
+  t.true(stopped!.metrics.kcp.lostMessages > 0)
+  t.is(stopped!.received + stopped!.metrics.kcp.lostMessages, count, 'what it did not get, it counted as lost')
+  t.is(stopped!.corrupt, 0, 'what it got is whole')
+  t.true(stopped!.statusErrors.includes('ERR_SLOW_CONSUMER'), 'and a status event said so')
+})

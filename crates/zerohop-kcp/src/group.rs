@@ -40,8 +40,10 @@ const TAIL_MAX_MS: u64 = 200;
 const SENDER_SILENT_MS: u64 = 1000;
 /// Messages a member holds past a gap, waiting for the repair, at most.
 const HOLD: usize = 65_536;
-/// A sender is done lingering once nobody asked for a repair for this long.
-const QUIET_MS: u64 = 100;
+/// A sender is done lingering once it has published nothing and nobody asked for a
+/// repair for this long (members NAK within milliseconds of a loss they see, and a
+/// member that was busy needs a moment to get to it).
+const QUIET_MS: u64 = 250;
 const RECV_BATCH: usize = 64;
 
 /// How a group hub runs.
@@ -76,7 +78,14 @@ struct Counters {
 }
 
 enum Side {
-    Sender { sender: Sender, tail_at: u64, tail_every: u64, last_nak: u64 },
+    /// The sender, when its next tail goes and how far apart they are now, and when it
+    /// last published or heard a NAK.
+    Sender {
+        sender: Sender,
+        tail_at: u64,
+        tail_every: u64,
+        last_busy: u64,
+    },
     Member(MemberSide),
 }
 
@@ -135,15 +144,17 @@ impl GroupEngine {
                 sender: Sender::new(group_id, limits),
                 tail_at: u64::MAX,
                 tail_every: TAIL_FIRST_MS,
-                last_nak: 0,
+                last_busy: 0,
             }
         } else {
+            // (Skipping until a first fragment: one that joins in the middle of a
+            // message does not take its end for a whole one.)
             Side::Member(MemberSide {
                 member: None,
                 from: config.group,
                 heard: 0,
                 assembling: Vec::new(),
-                skipping: false,
+                skipping: true,
             })
         };
         ring.report(StatusEvent { status: Status::Connected, peer: None, error: None });
@@ -171,7 +182,8 @@ impl GroupEngine {
     /// The sender: multicasts `message` (as fragments if it is longer than a datagram).
     pub fn publish(&mut self, message: &[u8]) {
         let now = self.ms(Instant::now());
-        let Side::Sender { sender, tail_at, tail_every, .. } = &mut self.side else { return };
+        let Side::Sender { sender, tail_at, tail_every, last_busy } = &mut self.side else { return };
+        *last_busy = now;
         let chunk = self.config.mtu - DATA_HEADER - 1;
         let mut frag = [0u8; 65_536];
         let count = message.len().div_ceil(chunk).max(1);
@@ -216,13 +228,13 @@ impl GroupEngine {
                     continue;
                 };
                 match &mut self.side {
-                    Side::Sender { sender, last_nak, .. } => {
+                    Side::Sender { sender, last_busy, .. } => {
                         let (out, group) = (&mut self.out, self.config.group);
                         let mut multicast = |r: &[u8]| out.push(r, Some(group));
                         let mut gone = Vec::new();
                         if sender.on_nak(now, d.bytes, &mut multicast, &mut |g: &[u8]| gone = g.to_vec()) {
                             self.counters.naks += 1;
-                            *last_nak = now;
+                            *last_busy = now;
                             if !gone.is_empty() {
                                 out.push(&gone, Some(from));
                             }
@@ -256,23 +268,25 @@ impl GroupEngine {
                 }
             }
             Side::Member(m) => {
-                if let Some(member) = m.member.as_mut()
-                    && let Some(nak) = member.poll_nak(now)
-                {
-                    self.out.push(nak, Some(m.from));
+                let MemberSide { member: Some(member), from, heard, assembling, skipping } = m else { return };
+                if member.missing() > 0 && now.saturating_sub(*heard) >= SENDER_SILENT_MS {
+                    // The sender is gone (or deaf): what it did not repair never comes.
+                    let mut d = Delivering::new(&self.ring, &mut self.counters, *from, assembling, skipping);
+                    member.give_up(&mut |e| d.on(e));
+                    d.finish();
+                } else if let Some(nak) = member.poll_nak(now) {
+                    self.out.push(nak, Some(*from));
                 }
             }
         }
     }
 
-    /// A sender: whether nobody asked for a repair lately and the tails have gone out
+    /// A sender: whether it published nothing and nobody asked for a repair lately
     /// (what lingering waits for). A member has nothing to wait for.
     pub fn quiet(&self) -> bool {
         let now = self.ms(Instant::now());
         match &self.side {
-            Side::Sender { last_nak, tail_every, .. } => {
-                now.saturating_sub(*last_nak) >= QUIET_MS && *tail_every >= TAIL_FIRST_MS * 8
-            }
+            Side::Sender { last_busy, .. } => now.saturating_sub(*last_busy) >= QUIET_MS,
             Side::Member(_) => true,
         }
     }
@@ -331,57 +345,90 @@ fn member_receive(
         m.member = Some(Member::new(group, HOLD));
         m.from = from;
         m.assembling.clear();
-        m.skipping = false;
+        m.skipping = true;
     }
-    let Some(member) = m.member.as_mut() else { return false };
-    let (assembling, skipping) = (&mut m.assembling, &mut m.skipping);
-    let mut fell = 0;
-    let taken = member.receive(now, d, &mut |e| match e {
-        MemberEvent::Message(bytes) => {
-            let Some((&flags, piece)) = bytes.split_first() else { return };
-            if flags & FIRST != 0 {
-                if !assembling.is_empty() {
-                    counters.fragments_dropped += 1; // a message whose end was lost
-                }
-                assembling.clear();
-                *skipping = false;
-            } else if *skipping {
-                counters.fragments_dropped += 1;
-                return;
-            }
-            if flags & (FIRST | LAST) == FIRST | LAST {
-                deliver(ring, from, piece);
-                return;
-            }
-            assembling.extend_from_slice(piece);
-            if flags & LAST != 0 {
-                deliver(ring, from, assembling);
-                assembling.clear();
-            }
-        }
-        MemberEvent::FellBehind(lost) => {
-            fell += lost;
-            assembling.clear();
-            *skipping = true;
-        }
-    });
+    let MemberSide { member: Some(member), from: sender, heard, assembling, skipping } = m else { return false };
+    let mut delivering = Delivering::new(ring, counters, *sender, assembling, skipping);
+    let taken = member.receive(now, d, &mut |e| delivering.on(e));
+    delivering.finish();
     if taken {
-        m.heard = now;
-    }
-    if fell > 0 {
-        counters.fell_behind += 1;
-        let why = format!("fell behind the sender: {fell} messages left its window before this member had them");
-        ring.report(StatusEvent {
-            status: Status::Connected,
-            peer: Some(m.from.to_string()),
-            error: Some(Error::new(ErrorCode::SlowConsumer, why)),
-        });
+        *heard = now;
     }
     taken
 }
 
-fn deliver(ring: &ReceiveRing, from: SocketAddr, bytes: &[u8]) {
-    ring.deliver_or_hold(&Inbound::message(1, from, 0, bytes));
+/// What a member does with what its [`Member`] hands on: puts fragments together and
+/// delivers whole messages; counts a fall behind and says so once, at the end.
+struct Delivering<'a> {
+    ring: &'a ReceiveRing,
+    counters: &'a mut Counters,
+    from: SocketAddr,
+    assembling: &'a mut Vec<u8>,
+    skipping: &'a mut bool,
+    fell: u64,
+}
+
+impl<'a> Delivering<'a> {
+    fn new(
+        ring: &'a ReceiveRing,
+        counters: &'a mut Counters,
+        from: SocketAddr,
+        assembling: &'a mut Vec<u8>,
+        skipping: &'a mut bool,
+    ) -> Self {
+        Delivering { ring, counters, from, assembling, skipping, fell: 0 }
+    }
+
+    fn on(&mut self, e: MemberEvent<'_>) {
+        match e {
+            MemberEvent::Message(bytes) => {
+                let Some((&flags, piece)) = bytes.split_first() else { return };
+                if flags & FIRST != 0 {
+                    if !self.assembling.is_empty() {
+                        self.counters.fragments_dropped += 1; // a message whose end was lost
+                    }
+                    self.assembling.clear();
+                    *self.skipping = false;
+                } else if *self.skipping {
+                    self.counters.fragments_dropped += 1;
+                    return;
+                }
+                if flags & LAST != 0 && self.assembling.is_empty() {
+                    self.deliver(piece);
+                    return;
+                }
+                self.assembling.extend_from_slice(piece);
+                if flags & LAST != 0 {
+                    let whole = std::mem::take(self.assembling);
+                    self.deliver(&whole);
+                    *self.assembling = whole;
+                    self.assembling.clear();
+                }
+            }
+            MemberEvent::FellBehind(lost) => {
+                self.fell += lost;
+                self.assembling.clear();
+                *self.skipping = true;
+            }
+        }
+    }
+
+    fn deliver(&self, bytes: &[u8]) {
+        self.ring.deliver_or_hold(&Inbound::message(1, self.from, 0, bytes));
+    }
+
+    fn finish(self) {
+        if self.fell == 0 {
+            return;
+        }
+        self.counters.fell_behind += 1;
+        let why = format!("fell behind the sender: {} messages left its window before this member had them", self.fell);
+        self.ring.report(StatusEvent {
+            status: Status::Connected,
+            peer: Some(self.from.to_string()),
+            error: Some(Error::new(ErrorCode::SlowConsumer, why)),
+        });
+    }
 }
 
 impl Drive for GroupEngine {
@@ -392,7 +439,11 @@ impl Drive for GroupEngine {
     fn deadline(&mut self) -> Option<Instant> {
         let at = match &self.side {
             Side::Sender { tail_at, .. } => Some(*tail_at).filter(|t| *t != u64::MAX),
-            Side::Member(m) => m.member.as_ref().and_then(Member::nak_due),
+            // A NAK due, or giving up on a gap once the sender has been silent a while.
+            Side::Member(m) => m.member.as_ref().and_then(|member| {
+                let give_up = (member.missing() > 0).then_some(m.heard + SENDER_SILENT_MS);
+                [member.nak_due(), give_up].into_iter().flatten().min()
+            }),
         };
         at.map(|ms| self.epoch + Duration::from_millis(ms))
     }

@@ -15,7 +15,8 @@ pub struct KcpOptions {
     pub mode: Mode,
     /// Every conversation's parameters: the mode's preset, then each one given by
     /// itself (`nodelay`, `intervalMs`, `resend`, `noCongestionControl`, `minRtoMs`,
-    /// `sendWindow`, `recvWindow`, `mtu`, `stream`).
+    /// `sendWindow`, `recvWindow`, `mtu`, `stream`), and `tailProbe` (on by default;
+    /// see [`KcpConfig::tail_probe`]).
     pub kcp: KcpConfig,
     /// A conversation that hears nothing for this long ends (`idleTimeoutMs`, 0: never;
     /// heartbeats find a silent peer sooner, when they are on).
@@ -30,7 +31,7 @@ impl Default for KcpOptions {
         Self {
             reliable: ReliableOptions::default(),
             mode: Mode::default(),
-            kcp: Mode::default().config(),
+            kcp: KcpConfig { tail_probe: true, ..Mode::default().config() },
             idle_timeout: Some(Duration::from_secs(10)),
             max_peers: 1024,
         }
@@ -86,6 +87,7 @@ impl FromOptions for KcpOptions {
         kcp.recv_window = o.take_u32("recvWindow", 128..=65_535)?.unwrap_or(kcp.recv_window);
         kcp.mtu = o.take_usize("mtu", 50..=65_507)?.unwrap_or(kcp.mtu);
         kcp.stream = o.take_bool("stream")?.unwrap_or(kcp.stream);
+        kcp.tail_probe = o.take_bool("tailProbe")?.unwrap_or(d.kcp.tail_probe);
         Ok(KcpOptions {
             reliable: ReliableOptions::take(o, "kcp")?,
             mode,
@@ -108,7 +110,8 @@ mod tests {
     #[test]
     fn a_mode_is_its_preset_and_each_parameter_overrides_it() {
         let d = parse(vec![]).unwrap();
-        assert_eq!((d.mode, d.kcp), (Mode::Fast, Mode::Fast.config()));
+        assert_eq!((d.mode, d.kcp), (Mode::Fast, KcpConfig { tail_probe: true, ..Mode::Fast.config() }));
+        assert!(!parse(vec![("tailProbe", Value::Bool(false))]).unwrap().kcp.tail_probe);
         let t = parse(vec![("mode", Value::Text("turbo".into()))]).unwrap();
         assert_eq!((t.kcp.nodelay, t.kcp.interval_ms, t.kcp.resend, t.kcp.min_rto_ms), (1, 20, 2, 30));
         let f = parse(vec![("mode", Value::Text("fastest".into())), ("intervalMs", Value::Number(15.0))]).unwrap();

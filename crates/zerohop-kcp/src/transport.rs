@@ -80,10 +80,7 @@ impl Protocol for GroupProtocol {
 
     fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
         if message.len() > self.max_message {
-            return Err(Error::new(
-                ErrorCode::MessageTooLarge,
-                format!("message of {} bytes exceeds the limit of {} bytes", message.len(), self.max_message),
-            ));
+            return Err(Error::too_large("message", message.len(), self.max_message));
         }
         if channel != 0 {
             return Err(Error::bad_option("a multicast group has one channel, 0"));
@@ -138,7 +135,7 @@ pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTr
     let r = &k.reliable;
     let dr = ReliableOptions::default();
     let kcp_only = k.mode != Mode::default()
-        || k.kcp != (KcpConfig { mtu: k.kcp.mtu, ..Mode::default().config() })
+        || k.kcp != (KcpConfig { mtu: k.kcp.mtu, ..d.kcp })
         || k.idle_timeout != d.idle_timeout
         || k.max_peers != d.max_peers
         || r.listen
@@ -184,5 +181,6 @@ pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTr
     let driver = Arc::new(Driver::start("zerohop-kcp-group", engine, || {})?);
     let protocol = Arc::new(GroupProtocol { driver: driver.clone(), local, max_message: r.max_message });
     let reader: Arc<dyn Reader> = driver;
-    NetTransport::new(Parts { protocol, reader, ring, settings, connections: false })
+    // (Status events: a member says when it fell behind.)
+    NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
 }

@@ -355,6 +355,7 @@ impl Convs {
 
 impl Wire for KcpWire {
     const REPORTS_END: bool = false;
+    const PIGGYBACK_ACKS: bool = true;
     const UNSENT: &'static str = "kcpUnackedBytes";
     const READS_DIRECTLY: bool = false;
 
@@ -523,6 +524,7 @@ impl Wire for KcpWire {
         e.fast_retransmits += s.fast_retransmits;
         e.duplicates += s.duplicates;
         e.datagrams_out += s.datagrams_out;
+        e.tail_probes += s.tail_probes;
         cs.free.push(token);
         cs.live -= 1;
     }
@@ -541,6 +543,7 @@ impl Wire for KcpWire {
             total.fast_retransmits += s.fast_retransmits;
             total.duplicates += s.duplicates;
             total.datagrams_out += s.datagrams_out;
+            total.tail_probes += s.tail_probes;
             let (r, o) = c.kcp.rtt();
             (srtt, rto, cwnd, n) = (srtt + u64::from(r), rto + u64::from(o), cwnd + u64::from(c.kcp.cwnd()), n + 1);
         }
@@ -553,12 +556,13 @@ impl Wire for KcpWire {
             ("rtoMs", avg(rto)),
             ("window", avg(cwnd)),
             // Every segment sent again; of them, those sent again before their timeout
-            // because later ones were acknowledged, and those whose timeout passed (KCP
-            // takes them for lost: its congestion window starts over).
-            ("retransmits", num(total.retransmits + total.fast_retransmits)),
+            // because later ones were acknowledged, those whose timeout passed (KCP
+            // takes them for lost: its congestion window starts over), and tail probes.
+            ("retransmits", num(total.retransmits + total.fast_retransmits + total.tail_probes)),
             ("fastRetransmits", num(total.fast_retransmits)),
             ("lostSegments", num(total.retransmits)),
             ("duplicateSegments", num(total.duplicates)),
+            ("tailProbes", num(total.tail_probes)),
             ("datagramsIn", num(k.datagrams_in)),
             ("datagramsOut", num(total.datagrams_out)),
             ("badDatagrams", num(k.bad_datagrams)),

@@ -59,6 +59,9 @@ const WND_RCV: u32 = 128;
 const MTU_DEFAULT: usize = 1400;
 const INTERVAL_DEFAULT: u32 = 100;
 const DEAD_LINK: u32 = 20;
+/// The shortest wait before a tail probe (see [`KcpConfig::tail_probe`]), in ms: above
+/// the scheduling noise of a loaded host, far below any retransmission timeout.
+pub const TAIL_PROBE_MIN_MS: u32 = 5;
 const THRESH_INIT: u32 = 2;
 const THRESH_MIN: u32 = 2;
 const PROBE_INIT: u32 = 7_000;
@@ -113,6 +116,8 @@ pub struct KcpStats {
     pub duplicates: u64,
     /// Datagrams emitted.
     pub datagrams_out: u64,
+    /// Tail probes sent (see [`KcpConfig::tail_probe`]).
+    pub tail_probes: u64,
 }
 
 /// KCP's four presets. Each is `ikcp_nodelay`'s four parameters (nodelay, interval,
@@ -161,6 +166,7 @@ impl Mode {
             recv_window: WND_RCV,
             mtu: MTU_DEFAULT,
             stream: false,
+            tail_probe: false,
         }
     }
 }
@@ -186,6 +192,13 @@ pub struct KcpConfig {
     pub mtu: usize,
     /// A byte stream rather than messages.
     pub stream: bool,
+    /// Not in the reference: the newest segment in flight, unacknowledged for two
+    /// round trips (at least [`TAIL_PROBE_MIN_MS`]) with nothing sent after it, is sent
+    /// once more, as TCP's tail loss probe does. A lost last segment (a request, the
+    /// end of a burst) then costs milliseconds rather than a retransmission timeout,
+    /// which fast resend cannot shorten (nothing after it is acknowledged). Only the
+    /// timing of a resend changes: the wire is the same.
+    pub tail_probe: bool,
 }
 
 impl Default for KcpConfig {
@@ -206,6 +219,8 @@ struct Segment {
     rto: u32,
     fastack: u32,
     xmit: u32,
+    /// Sent once more as the tail probe (at most once a segment).
+    probed: bool,
     data: Vec<u8>,
 }
 
@@ -277,6 +292,7 @@ pub struct Kcp {
     fastlimit: u32,
     nocwnd: bool,
     stream: bool,
+    tail_probe: bool,
     snd_queue: VecDeque<Segment>,
     snd_buf: VecDeque<Segment>,
     rcv_queue: VecDeque<Segment>,
@@ -324,6 +340,7 @@ impl Kcp {
             fastlimit: FASTACK_LIMIT,
             nocwnd: false,
             stream: false,
+            tail_probe: false,
             snd_queue: VecDeque::new(),
             snd_buf: VecDeque::new(),
             rcv_queue: VecDeque::new(),
@@ -343,6 +360,7 @@ impl Kcp {
         k.set_min_rto(config.min_rto_ms);
         k.set_window(config.send_window, config.recv_window);
         k.set_stream(config.stream);
+        k.tail_probe = config.tail_probe;
         Ok(k)
     }
 
@@ -865,6 +883,18 @@ impl Kcp {
                 self.snd_buf[i].data = data;
             }
         }
+        if let Some(at) = self.tail_probe_at()
+            && diff(current, at) >= 0
+        {
+            let seg = self.snd_buf.back_mut().expect("a probe has a tail");
+            seg.probed = true;
+            seg.ts = current;
+            self.stats.tail_probes += 1;
+            let data = std::mem::take(&mut seg.data);
+            let (frg, ts, sn) = (seg.frg, seg.ts, seg.sn);
+            self.put(emit, CMD_PUSH, frg, wnd, ts, sn, rcv_nxt, &data);
+            self.snd_buf.back_mut().expect("still there").data = data;
+        }
         self.emit(emit);
 
         let mss = self.mss as u32;
@@ -883,6 +913,15 @@ impl Kcp {
             self.cwnd = 1;
             self.incr = mss;
         }
+    }
+
+    /// When the tail probe is due (see [`KcpConfig::tail_probe`]): two round trips after
+    /// the newest segment in flight was sent, if it was not probed yet and its own
+    /// resend does not come first.
+    fn tail_probe_at(&self) -> Option<u32> {
+        let seg = self.snd_buf.back().filter(|s| self.tail_probe && !s.probed && s.xmit > 0)?;
+        let at = seg.ts.wrapping_add(self.rx_srtt.saturating_mul(2).max(TAIL_PROBE_MIN_MS));
+        (diff(seg.resend_at, at) > 0).then_some(at)
     }
 
     /// Tells the conversation the time (`now`, milliseconds on any clock that wraps at
@@ -934,8 +973,9 @@ impl Kcp {
             return now;
         }
         let mut soonest = diff(ts_flush, now) as u32;
-        for seg in &self.snd_buf {
-            let d = diff(seg.resend_at, now);
+        let probe = self.tail_probe_at().into_iter();
+        for resend_at in self.snd_buf.iter().map(|s| s.resend_at).chain(probe) {
+            let d = diff(resend_at, now);
             if d <= 0 {
                 return now;
             }
@@ -1071,6 +1111,38 @@ mod tests {
             "the interval is clamped to 10..=5000"
         );
         assert_eq!(Kcp::with_config(9, &KcpConfig { mtu: 20, ..fastest }).unwrap_err(), KcpError::BadMtu(20));
+    }
+
+    #[test]
+    fn a_lost_tail_is_probed_long_before_its_timeout() {
+        for probe in [false, true] {
+            let config = KcpConfig { tail_probe: probe, ..Mode::Fast.config() };
+            let (mut a, mut b) = (Kcp::with_config(1, &config).unwrap(), Kcp::with_config(1, &config).unwrap());
+            let mut wire: Vec<Vec<u8>> = Vec::new();
+            a.send(b"ping").unwrap();
+            a.update(0, &mut |d: &[u8]| wire.push(d.to_vec()));
+            assert_eq!(wire.len(), 1);
+            wire.clear(); // lost
+            // A caller that turns the conversation when `check` says (as the transport does).
+            let arrived = (1..1000).find(|&now| {
+                a.update(now, &mut |d: &[u8]| wire.push(d.to_vec()));
+                if a.check(now) == now {
+                    a.flush(&mut |d: &[u8]| wire.push(d.to_vec()));
+                }
+                for d in wire.drain(..) {
+                    b.input(&d).unwrap();
+                }
+                b.peek_size().is_some()
+            });
+            let arrived = arrived.expect("it arrives");
+            if probe {
+                assert!(arrived <= 2 * TAIL_PROBE_MIN_MS, "probed at {arrived} ms");
+                assert_eq!(a.stats().tail_probes, 1);
+            } else {
+                assert!(arrived >= 100, "only its timeout (at least 100 ms in this mode) resends it: {arrived} ms");
+                assert_eq!(a.stats().tail_probes, 0);
+            }
+        }
     }
 
     #[test]

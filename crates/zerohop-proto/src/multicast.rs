@@ -362,6 +362,14 @@ impl Member {
 
     /// The NAK to unicast to the sender now, if one is due: the missing ranges (the
     /// earliest first, at most [`MAX_NAK_RANGES`]). The next waits a backoff.
+    /// Gives up what is missing (the sender is gone, or no longer answers): what it
+    /// holds past the gaps is delivered, and the gaps are lost ([`MemberEvent::FellBehind`]).
+    pub fn give_up(&mut self, event: &mut dyn FnMut(MemberEvent<'_>)) {
+        if let Some(next) = self.next {
+            self.skip_to(self.known_end.max(next), event);
+        }
+    }
+
     /// The group (the sender) it follows.
     pub fn group(&self) -> u32 {
         self.group
@@ -529,6 +537,29 @@ mod tests {
             last = Some(i);
         }
         assert!(g.sender.gone_answers > 0);
+    }
+
+    #[test]
+    fn a_member_whose_sender_is_gone_gives_up_its_gaps_and_keeps_what_it_holds() {
+        let mut s = Sender::new(9, SenderLimits::default());
+        let sent: Vec<Vec<u8>> = (0..6u8).map(|i| s.publish(&[i]).to_vec()).collect();
+        let mut m = Member::new(9, 100);
+        let (mut got, mut lost) = (Vec::new(), 0);
+        let mut on = |e: MemberEvent<'_>| match e {
+            MemberEvent::Message(b) => got.push(b[0]),
+            MemberEvent::FellBehind(n) => lost += n,
+        };
+        // 2 and 3 never come; 4 and 5 wait for them.
+        for i in [0, 1, 4, 5] {
+            m.receive(0, &sent[i], &mut on);
+        }
+        assert_eq!((m.missing(), m.nak_due().is_some()), (2, true));
+        m.give_up(&mut on);
+        assert_eq!((got, lost), (vec![0, 1, 4, 5], 2));
+        assert_eq!((m.missing(), m.nak_due()), (0, None), "nothing left to ask for");
+        assert_eq!(m.group(), 9);
+        assert_eq!(sender_group(&sent[0]), Some(9));
+        assert_eq!(sender_group(b"nak"), None);
     }
 
     #[test]

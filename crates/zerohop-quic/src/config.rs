@@ -210,10 +210,7 @@ pub enum PublishError {
 impl From<PublishError> for Error {
     fn from(e: PublishError) -> Error {
         match e {
-            PublishError::TooLarge { len, max } => Error::new(
-                ErrorCode::MessageTooLarge,
-                format!("message of {len} bytes exceeds the limit of {max} bytes"),
-            ),
+            PublishError::TooLarge { len, max } => Error::too_large("message", len, max),
             PublishError::BadChannel { channel, max } => {
                 Error::bad_option(format!("channel {channel} is out of range: this hub has channels 0..{max}"))
             }

@@ -1063,8 +1063,8 @@ impl<W: Wire> Engine<W> {
             Some(p) if p.conn == Some(token) => {
                 // What the application read since the last acknowledgement rides along:
                 // an answer carries the acknowledgement of the question (one segment,
-                // not two, and nothing left for the timer).
-                if p.delivered_messages > 0 {
+                // not two, and nothing left for the timer), where the wire wants it.
+                if W::PIGGYBACK_ACKS && p.delivered_messages > 0 {
                     p.acknowledge(&mut c.s.writer, self.sink.consumed());
                 }
                 &mut p.queues[..]

@@ -201,6 +201,7 @@ impl SocketWire {
 
 impl Wire for SocketWire {
     const REPORTS_END: bool = true;
+    const PIGGYBACK_ACKS: bool = false;
     const UNSENT: &'static str = "kernelUnsentBytes";
     const READS_DIRECTLY: bool = true;
 

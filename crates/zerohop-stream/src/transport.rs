@@ -174,10 +174,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
 
     fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
         if message.len() > self.max_message {
-            return Err(Error::new(
-                ErrorCode::MessageTooLarge,
-                format!("message of {} bytes exceeds the limit of {} bytes", message.len(), self.max_message),
-            ));
+            return Err(Error::too_large("message", message.len(), self.max_message));
         }
         if channel >= self.channels {
             return Err(Error::bad_option(format!(
@@ -341,10 +338,7 @@ impl<W: Wire> Batching for StreamProtocol<W> {
 impl<W: Wire> Requests for StreamProtocol<W> {
     fn request(&self, body: &[u8]) -> Result<u64> {
         if body.len() > self.max_message {
-            return Err(Error::new(
-                ErrorCode::MessageTooLarge,
-                format!("request of {} bytes exceeds the limit of {} bytes", body.len(), self.max_message),
-            ));
+            return Err(Error::too_large("request", body.len(), self.max_message));
         }
         let mut g = self.engine()?;
         let e = g.as_mut().expect("checked by lock");

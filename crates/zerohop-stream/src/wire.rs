@@ -104,6 +104,13 @@ pub trait Wire: Send + 'static {
     /// a peer's goodbye record ends its connection at once.
     const REPORTS_END: bool;
 
+    /// Whether an answer carries the acknowledgement of what the application read (one
+    /// segment where there would be two). Not on TCP: there the acknowledgement that
+    /// goes on its own a moment later doubles as a probe that lets the kernel find a
+    /// lost segment without waiting for its retransmission timeout (a ping-pong at 1 %
+    /// loss: 0.9 ms mean with it, 4.7 without, 2026-12-06). KCP has no such kernel.
+    const PIGGYBACK_ACKS: bool;
+
     /// Whether reading one connection without [`poll`](Self::poll) finds what came (a
     /// socket of its own: yes; a conversation fed by a shared socket: no). A polling
     /// reader then reads the connection that spoke last directly.

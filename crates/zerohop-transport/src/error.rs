@@ -165,6 +165,11 @@ impl Error {
         Error::new(ErrorCode::BadOption, why)
     }
 
+    /// `ERR_MESSAGE_TOO_LARGE`: a `what` (message, request) of `len` bytes, over `max`.
+    pub fn too_large(what: &str, len: usize, max: usize) -> Self {
+        Error::new(ErrorCode::MessageTooLarge, format!("{what} of {len} bytes exceeds the limit of {max} bytes"))
+    }
+
     /// `ERR_UNSUPPORTED_TRANSPORT`: `scheme`:// hubs cannot do `what`.
     pub fn unsupported(scheme: &str, what: &str) -> Self {
         Error::new(ErrorCode::UnsupportedTransport, format!("{scheme}:// hubs have no {what}"))

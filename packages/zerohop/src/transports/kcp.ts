@@ -56,6 +56,13 @@ export interface KcpOptions extends ReliableOptions {
    * their boundaries: they are framed above KCP.
    */
   stream?: boolean
+  /**
+   * Not in KCP itself (on by default): the newest segment in flight, unacknowledged for
+   * two round trips (at least 5 ms) with nothing sent after it, is sent once more, as
+   * TCP's tail loss probe does, so that a lost request or end of a burst costs
+   * milliseconds, not a retransmission timeout (100 ms in `'fast'`). The wire is KCP's.
+   */
+  tailProbe?: boolean
   /** A conversation that hears nothing for this long ends (default 10 000; 0: never). Heartbeats find a silent peer sooner. */
   idleTimeoutMs?: number
   /** Conversations a listener keeps at most (default 1024): a new peer beyond them is counted (`refusedPeers`) and ignored. */
@@ -73,12 +80,14 @@ export interface KcpMetrics extends ReliableMetrics {
   rtoMs: number
   /** The congestion window, averaged over the conversations (segments). */
   window: number
-  /** Segments sent again; of them, `fastRetransmits` before their timeout, and `lostSegments` after it. */
+  /** Segments sent again; of them, `fastRetransmits` before their timeout because later ones were acknowledged, `lostSegments` after it, and `tailProbes`. */
   retransmits: number
   fastRetransmits: number
   lostSegments: number
   /** Segments that arrived twice (or outside the receive window). */
   duplicateSegments: number
+  /** Tail probes sent (see `tailProbe`). */
+  tailProbes: number
   datagramsIn: number
   datagramsOut: number
   /** Datagrams too short or garbled: dropped. */
