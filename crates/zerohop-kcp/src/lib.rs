@@ -23,6 +23,7 @@
 mod group;
 mod options;
 mod transport;
+mod waker;
 mod wire;
 
 pub use group::{GroupConfig, GroupEngine};

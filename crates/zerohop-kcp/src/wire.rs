@@ -29,6 +29,8 @@ use zerohop_stream::wire::{Interest, Lost, Origin, Wire, WireEvent};
 use zerohop_transport::{ErrorCode, Value};
 use zerohop_udp::{RecvBatch, SendBatch};
 
+use crate::waker::Waker;
+
 /// Datagrams received per system call, and calls per poll at most (so that a flood
 /// does not hold up the rest of the turn).
 const RECV_BATCH: usize = 64;
@@ -99,6 +101,8 @@ struct Counters {
 /// KCP conversations on one UDP socket: see the module docs.
 pub struct KcpWire {
     socket: UdpSocket,
+    /// What the driver and the reader's event loop wait on: the socket and the timers.
+    waker: Waker,
     config: KcpWireConfig,
     recv: RecvBatch,
     convs: Convs,
@@ -135,6 +139,7 @@ impl KcpWire {
         let max_datagram = config.kcp.mtu;
         let epoch = Instant::now();
         Ok(KcpWire {
+            waker: Waker::new(socket.as_raw_fd())?,
             socket,
             recv: RecvBatch::new(RECV_BATCH, max_datagram),
             convs: Convs {
@@ -156,6 +161,13 @@ impl KcpWire {
             },
             config,
         })
+    }
+
+    /// Makes the readiness descriptor poll readable when the next timer is due (see
+    /// [`Waker`]).
+    fn arm(&mut self, now: u64) {
+        let deadline = self.convs.deadline_ms();
+        self.waker.arm(deadline, now);
     }
 
     /// Sends what waits (what the socket has no room for waits for the next round).
@@ -360,7 +372,7 @@ impl Wire for KcpWire {
     const READS_DIRECTLY: bool = false;
 
     fn readiness_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.waker.fd()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -406,9 +418,11 @@ impl Wire for KcpWire {
                 more = call + 1 == RECV_CALLS;
             }
         }
+        self.waker.take_fired(ms);
         self.convs.run_timers(ms, events);
         self.convs.flush(now);
         self.send_out();
+        self.arm(ms);
         more
     }
 
@@ -496,7 +510,9 @@ impl Wire for KcpWire {
 
     fn flush(&mut self) {
         if !self.convs.to_flush.is_empty() {
-            self.convs.flush(Instant::now());
+            let now = Instant::now();
+            self.convs.flush(now);
+            self.arm(self.convs.ms(now));
         }
         if !self.convs.out.is_empty() {
             self.send_out();

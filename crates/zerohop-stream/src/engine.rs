@@ -137,7 +137,7 @@ struct ConnState {
     connecting: bool,
     /// What the wire watches it for.
     interest: Interest,
-    /// Messages waiting for room in the ring; the socket is not read meanwhile.
+    /// Messages waiting for room in the ring; the connection is not read meanwhile.
     held: Held,
     /// When the peer was last heard, to the housekeeping tick: a read sets `heard`,
     /// and the tick moves it here, so that reading reads no clock.
@@ -745,7 +745,7 @@ impl<W: Wire> Engine<W> {
                         break;
                     }
                     if n < into.len() {
-                        break; // the socket is empty now
+                        break; // the connection is empty now
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -767,7 +767,7 @@ impl<W: Wire> Engine<W> {
         self.read_buf = buf;
         self.plain_buf = plain;
         drop(deliveries);
-        // Messages wait for room: stop reading this socket until they are taken.
+        // Messages wait for room: stop reading this connection until they are taken.
         let want_read = c.s.held.is_empty();
         if c.s.interest.read != want_read {
             c.s.interest.read = want_read;
@@ -1599,12 +1599,13 @@ impl Clock {
     }
 }
 
-/// How many pumps in a row a reader spins alone before its connection leaves epoll
-/// (about a millisecond).
+/// How many pumps in a row a reader spins alone before the wire may stop watching its
+/// connection (a socket leaves epoll: see [`Wire::read_directly`]), about a millisecond.
 const UNTRACK_AFTER: u32 = 1024;
 
-/// How many polls may skip epoll while the connection that spoke last is read directly
-/// (a listener's other connections and new ones wait at most this many polls).
+/// How many polls may skip the wire's poll (for sockets, `epoll_wait`) while the
+/// connection that spoke last is read directly (a listener's other connections and new
+/// ones wait at most this many polls).
 const DIRECT_POLLS: u32 = 8;
 /// The same for a listener with one connection: only a new one waits (a turn with
 /// epoll costs a spinning reader more than its poll).
@@ -1623,11 +1624,12 @@ impl<W: Wire> Drive for Engine<W> {
         self.turn(now, ready.readable)
     }
 
-    /// A polling reader's look: the connection that delivered last is read directly (a
-    /// client has only one; a conversation goes on where it was), which spares the
-    /// `epoll_wait` before each read. Epoll is asked when that finds nothing now and
-    /// then, and whenever there is no such connection, so that other peers, new ones and
-    /// a connect under way are never left behind.
+    /// A polling reader's look: on a wire that [reads directly](Wire::READS_DIRECTLY),
+    /// the connection that delivered last is read directly (a client has only one; a
+    /// conversation goes on where it was), which spares the wire's poll (`epoll_wait`)
+    /// before each read. The wire is polled when that finds nothing now and then, and
+    /// whenever there is no such connection, so that other peers, new ones and a
+    /// connect under way are never left behind.
     fn pump(&mut self, alone: bool) -> usize {
         let mut clock = Clock::default();
         // The caller reads the ring: it may have made the room that messages wait for.

@@ -2,7 +2,7 @@
 //! connection, and the engine does the rest (peers and their channels, hellos,
 //! acknowledgements, requests, heartbeats, reconnects).
 //!
-//! `tcp://` and `uds://` connections are sockets in one epoll set ([`crate::sockets`]);
+//! `tcp://` and `uds://` connections are sockets in one epoll set (`SocketWire`);
 //! a `kcp://` connection is a KCP conversation on a shared UDP socket (the
 //! `zerohop-kcp` crate). A wire names its connections by a token of its choosing (small
 //! numbers, reused once closed), reports what happened to them as [`WireEvent`]s, and
