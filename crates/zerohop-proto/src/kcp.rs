@@ -62,6 +62,10 @@ const DEAD_LINK: u32 = 20;
 /// The shortest wait before a tail probe (see [`KcpConfig::tail_probe`]), in ms: above
 /// the scheduling noise of a loaded host, far below any retransmission timeout.
 pub const TAIL_PROBE_MIN_MS: u32 = 5;
+/// Tail probes of one segment at most: a second, after twice the wait, covers a lost
+/// first (at 5 % loss, one round trip in a hundred lost a segment and then its probe,
+/// and waited out the timeout).
+pub const TAIL_PROBES: u8 = 2;
 const THRESH_INIT: u32 = 2;
 const THRESH_MIN: u32 = 2;
 const PROBE_INIT: u32 = 7_000;
@@ -194,7 +198,8 @@ pub struct KcpConfig {
     pub stream: bool,
     /// Not in the reference: the newest segment in flight, unacknowledged for two
     /// round trips (at least [`TAIL_PROBE_MIN_MS`]) with nothing sent after it, is sent
-    /// once more, as TCP's tail loss probe does. A lost last segment (a request, the
+    /// once more, as TCP's tail loss probe does (and again after twice as long, at most
+    /// [`TAIL_PROBES`] times). A lost last segment (a request, the
     /// end of a burst) then costs milliseconds rather than a retransmission timeout,
     /// which fast resend cannot shorten (nothing after it is acknowledged). Only the
     /// timing of a resend changes: the wire is the same.
@@ -219,8 +224,8 @@ struct Segment {
     rto: u32,
     fastack: u32,
     xmit: u32,
-    /// Sent once more as the tail probe (at most once a segment).
-    probed: bool,
+    /// Tail probes sent of it (at most [`TAIL_PROBES`]).
+    probes: u8,
     data: Vec<u8>,
 }
 
@@ -887,7 +892,7 @@ impl Kcp {
             && diff(current, at) >= 0
         {
             let seg = self.snd_buf.back_mut().expect("a probe has a tail");
-            seg.probed = true;
+            seg.probes += 1;
             seg.ts = current;
             self.stats.tail_probes += 1;
             let data = std::mem::take(&mut seg.data);
@@ -916,11 +921,12 @@ impl Kcp {
     }
 
     /// When the tail probe is due (see [`KcpConfig::tail_probe`]): two round trips after
-    /// the newest segment in flight was sent, if it was not probed yet and its own
-    /// resend does not come first.
+    /// the newest segment in flight was last sent (twice that after a first probe), if
+    /// it was not probed [`TAIL_PROBES`] times yet and its own resend does not come first.
     fn tail_probe_at(&self) -> Option<u32> {
-        let seg = self.snd_buf.back().filter(|s| self.tail_probe && !s.probed && s.xmit > 0)?;
-        let at = seg.ts.wrapping_add(self.rx_srtt.saturating_mul(2).max(TAIL_PROBE_MIN_MS));
+        let seg = self.snd_buf.back().filter(|s| self.tail_probe && s.probes < TAIL_PROBES && s.xmit > 0)?;
+        let wait = self.rx_srtt.saturating_mul(2).max(TAIL_PROBE_MIN_MS) << seg.probes;
+        let at = seg.ts.wrapping_add(wait);
         (diff(seg.resend_at, at) > 0).then_some(at)
     }
 
@@ -1115,32 +1121,42 @@ mod tests {
 
     #[test]
     fn a_lost_tail_is_probed_long_before_its_timeout() {
-        for probe in [false, true] {
+        // (probe, datagrams lost: the segment, and then its first probe too)
+        for (probe, lost) in [(false, 1), (true, 1), (true, 2)] {
             let config = KcpConfig { tail_probe: probe, ..Mode::Fast.config() };
             let (mut a, mut b) = (Kcp::with_config(1, &config).unwrap(), Kcp::with_config(1, &config).unwrap());
             let mut wire: Vec<Vec<u8>> = Vec::new();
+            let mut dropped = 0;
             a.send(b"ping").unwrap();
-            a.update(0, &mut |d: &[u8]| wire.push(d.to_vec()));
-            assert_eq!(wire.len(), 1);
-            wire.clear(); // lost
             // A caller that turns the conversation when `check` says (as the transport does).
-            let arrived = (1..1000).find(|&now| {
+            let arrived = (0..1000).find(|&now| {
                 a.update(now, &mut |d: &[u8]| wire.push(d.to_vec()));
                 if a.check(now) == now {
                     a.flush(&mut |d: &[u8]| wire.push(d.to_vec()));
                 }
                 for d in wire.drain(..) {
+                    if dropped < lost {
+                        dropped += 1;
+                        continue;
+                    }
                     b.input(&d).unwrap();
                 }
                 b.peek_size().is_some()
             });
             let arrived = arrived.expect("it arrives");
-            if probe {
-                assert!(arrived <= 2 * TAIL_PROBE_MIN_MS, "probed at {arrived} ms");
-                assert_eq!(a.stats().tail_probes, 1);
-            } else {
-                assert!(arrived >= 100, "only its timeout (at least 100 ms in this mode) resends it: {arrived} ms");
-                assert_eq!(a.stats().tail_probes, 0);
+            match (probe, lost) {
+                (false, _) => {
+                    assert!(arrived >= 100, "only its timeout (at least 100 ms in this mode) resends it: {arrived} ms");
+                    assert_eq!(a.stats().tail_probes, 0);
+                }
+                (true, 1) => {
+                    assert!(arrived <= 2 * TAIL_PROBE_MIN_MS, "probed at {arrived} ms");
+                    assert_eq!(a.stats().tail_probes, 1);
+                }
+                _ => {
+                    assert!(arrived <= 4 * TAIL_PROBE_MIN_MS, "probed again at {arrived} ms");
+                    assert_eq!(a.stats().tail_probes, 2);
+                }
             }
         }
     }
