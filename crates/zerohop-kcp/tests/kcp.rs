@@ -167,3 +167,40 @@ fn a_peer_reconnects_to_a_restarted_listener_and_what_it_sent_arrives() {
         assert_eq!(next(&mut *l), message(i, 100), "message {i} after the restart");
     }
 }
+
+#[test]
+fn a_conversation_that_goes_silent_is_reaped_after_idle_timeout() {
+    let quiet = ReliableOptions { heartbeat: None, ..Default::default() };
+    let options = KcpOptions { idle_timeout: Some(Duration::from_millis(200)), reliable: quiet, ..Default::default() };
+    let (l, addr) = listening(options);
+    // A peer that says hello (a conversation's first segment, our records' first bytes)
+    // and then nothing more, not even an acknowledgement.
+    let mut hello = zerohop_proto::records::RecordWriter::new();
+    hello.control(&zerohop_proto::records::Control::Hello {
+        session: 7,
+        queue_limit: 1 << 20,
+        queue_messages: 1 << 10,
+    });
+    let plan = hello.plan(&mut []).unwrap();
+    let bytes: Vec<u8> = hello.slices(&plan, &[]).concat();
+    let mut k = zerohop_proto::kcp::Kcp::with_config(99, &Mode::Fastest.config()).unwrap();
+    k.send(&bytes).unwrap();
+    let mut out = Vec::new();
+    k.update(0, &mut |d: &[u8]| out.push(d.to_vec()));
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &out {
+        stranger.send_to(d, addr).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kcp_metric(&*l, "peers") < 1.0 {
+        assert!(Instant::now() < deadline, "the hello made no peer");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(kcp_metric(&*l, "sessions"), 1.0);
+    while kcp_metric(&*l, "sessions") > 0.0 {
+        assert!(Instant::now() < deadline, "the silent conversation was kept");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(kcp_metric(&*l, "deadLinks"), 1.0);
+    assert_eq!(kcp_metric(&*l, "peers"), 0.0, "its peer is disconnected");
+}

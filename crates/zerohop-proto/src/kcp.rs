@@ -1082,16 +1082,16 @@ mod tests {
     fn loss_reordering_and_duplication_lose_nothing_in_every_mode() {
         let spec = "loss:0.2,dup:0.1,reorder:0.2,reorder_by:40ms,delay:30ms,jitter:20ms";
         for (mode, preset) in Mode::ALL {
-            for seed in 0..4 {
+            for (seed, tail_probe) in (0..8).map(|s| (s, s % 2 == 1)) {
                 let sent = messages(150);
-                let mut pair = Pair::new(spec, seed, |k| *k = Kcp::with_config(k.conv(), &preset.config()).unwrap());
+                let config = KcpConfig { tail_probe, ..preset.config() };
+                let mut pair = Pair::new(spec, seed, |k| *k = Kcp::with_config(k.conv(), &config).unwrap());
                 let got = deliver(&mut pair, &sent, 200_000);
-                assert_eq!(got.len(), sent.len(), "{mode}, seed {seed}: {} of {}", got.len(), sent.len());
-                assert_eq!(got, sent, "{mode}, seed {seed}");
-                assert!(
-                    pair.a.stats().retransmits + pair.a.stats().fast_retransmits > 0,
-                    "{mode}: the link lost nothing?"
-                );
+                let of = format!("{mode}, seed {seed}, tail probe {tail_probe}");
+                assert_eq!(got.len(), sent.len(), "{of}: {} of {}", got.len(), sent.len());
+                assert_eq!(got, sent, "{of}");
+                let s = pair.a.stats();
+                assert!(s.retransmits + s.fast_retransmits + s.tail_probes > 0, "{of}: the link lost nothing?");
             }
         }
     }
