@@ -295,7 +295,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   with `quic://`'s options. Heartbeats find a peer that froze.
    * - `kcp://host:port`: the same reliable channels over KCP on UDP, one conversation
    *   per peer (`listen: true` accepts any number on that address); `mode` picks KCP's
-   *   preset (`'fast'` by default), each parameter can be set by itself.
+   *   preset (`'fast'` by default), each parameter can be set by itself. A multicast
+   *   address (`kcp://239.x.y.z:port`) is a reliable group: `role: 'publisher'` sends,
+   *   `'subscriber'` is a member; every member gets every message once, in order.
    *
    * The options are typed by the URL's scheme: another transport's option is a type
    * error, and at run time `ERR_BAD_OPTION` naming it (an unknown URL parameter is
