@@ -111,6 +111,8 @@ pub struct GroupEngine {
     epoch: Instant,
     side: Side,
     counters: Counters,
+    /// A fragment being made (its flags byte, then its piece of the message).
+    frag: Vec<u8>,
     pub closing: bool,
 }
 
@@ -165,6 +167,7 @@ impl GroupEngine {
             epoch: Instant::now(),
             side,
             counters: Counters::default(),
+            frag: Vec::new(),
             closing: false,
             config,
             ring,
@@ -185,13 +188,14 @@ impl GroupEngine {
         let Side::Sender { sender, tail_at, tail_every, last_busy } = &mut self.side else { return };
         *last_busy = now;
         let chunk = self.config.mtu - DATA_HEADER - 1;
-        let mut frag = [0u8; 65_536];
         let count = message.len().div_ceil(chunk).max(1);
+        let frag = &mut self.frag;
         for (i, piece) in message.chunks(chunk).chain((message.is_empty()).then_some(&[][..])).enumerate() {
             let flags = if i == 0 { FIRST } else { 0 } | if i + 1 == count { LAST } else { 0 };
-            frag[0] = flags;
-            frag[1..1 + piece.len()].copy_from_slice(piece);
-            let d = sender.publish(&frag[..1 + piece.len()]);
+            frag.clear();
+            frag.push(flags);
+            frag.extend_from_slice(piece);
+            let d = sender.publish(frag);
             self.out.push(d, Some(self.config.group));
         }
         self.counters.messages += 1;
