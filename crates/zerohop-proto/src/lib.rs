@@ -22,6 +22,7 @@
 //! - [`session`]: reliable delivery across reconnects on those streams (sequence
 //!   numbers, acknowledgements of what the application read, replay, duplicate filter).
 //! - [`schedule`]: one timer for many sessions (the earliest of their deadlines).
+//! - [`qos`]: a token bucket for rate limits, and priority classes none of which starves.
 //! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
 //!   channels' messages and control records taking turns, written with `writev`.
 //!
@@ -46,6 +47,7 @@ pub mod kcp;
 pub mod lifecycle;
 pub mod multicast;
 pub mod pack;
+pub mod qos;
 pub mod records;
 mod rng;
 pub mod schedule;
