@@ -103,7 +103,6 @@ pub struct KcpWire {
     socket: UdpSocket,
     /// What the driver and the reader's event loop wait on: the socket and the timers.
     waker: Waker,
-    config: KcpWireConfig,
     recv: RecvBatch,
     convs: Convs,
 }
@@ -143,7 +142,7 @@ impl KcpWire {
             socket,
             recv: RecvBatch::new(RECV_BATCH, max_datagram),
             convs: Convs {
-                config: config.clone(),
+                config,
                 slab: Vec::new(),
                 free: Vec::new(),
                 live: 0,
@@ -159,7 +158,6 @@ impl KcpWire {
                 ended_stats: KcpStats::default(),
                 gather: Vec::new(),
             },
-            config,
         })
     }
 
@@ -226,6 +224,14 @@ impl Convs {
             flagged: false,
             readable_poll: 0,
             writable_poll: 0,
+        }
+    }
+
+    /// Conversation `token` has more to read than its reader took (or reading resumed):
+    /// it is reported readable at the next poll, once, as a socket's readiness would be.
+    fn readable_again(&mut self, token: u64) {
+        if !self.pending.iter().any(|e| matches!(e, WireEvent::Readable(t) if *t == token)) {
+            self.pending.push(WireEvent::Readable(token));
         }
     }
 
@@ -380,11 +386,11 @@ impl Wire for KcpWire {
     }
 
     fn server(&self) -> Origin {
-        Origin::at(self.config.server.unwrap_or_else(zerohop_stream::wire::unspecified))
+        Origin::at(self.convs.config.server.unwrap_or_else(zerohop_stream::wire::unspecified))
     }
 
     fn connect(&mut self, now: Instant) -> io::Result<u64> {
-        let server = self.config.server.ok_or(io::ErrorKind::Unsupported)?;
+        let server = self.convs.config.server.ok_or(io::ErrorKind::Unsupported)?;
         let c = &mut self.convs;
         let ms = c.ms(now);
         // A new id for each attempt: what the last one left in flight is not taken for
@@ -468,15 +474,14 @@ impl Wire for KcpWire {
         let unread = c.has_unread();
         self.convs.flag(token);
         if unread {
-            self.convs.pending.push(WireEvent::Readable(token));
+            self.convs.readable_again(token);
         }
         Ok(n)
     }
 
     fn send(&mut self, token: u64, parts: &[&[u8]]) -> io::Result<usize> {
-        let window = self.config.kcp.send_window as usize;
-        let mss = self.config.kcp.mtu - OVERHEAD;
-        let stream = self.config.kcp.stream;
+        let config = &self.convs.config.kcp;
+        let (window, mss, stream) = (config.send_window as usize, config.mtu - OVERHEAD, config.stream);
         let cs = &mut self.convs;
         let c = cs.slab.get_mut(token as usize).and_then(Option::as_mut).ok_or(io::ErrorKind::NotConnected)?;
         let room = c.room(window) * mss;
@@ -524,7 +529,7 @@ impl Wire for KcpWire {
         let resumed = interest.read && !c.interest.read && c.has_unread();
         c.interest = interest;
         if resumed {
-            self.convs.pending.push(WireEvent::Readable(token));
+            self.convs.readable_again(token);
         }
     }
 

@@ -9,6 +9,7 @@ use zerohop_proto::chaos::ChaosSpec;
 use zerohop_proto::kcp::Mode;
 use zerohop_stream::ReliableOptions;
 use zerohop_test_support::chaos::ChaosProxy;
+use zerohop_test_support::next_within;
 use zerohop_transport::{Endpoint, HubOptions, Transport, Value};
 
 fn open(url: &str, options: KcpOptions) -> Box<dyn Transport> {
@@ -20,22 +21,6 @@ fn listening(options: KcpOptions) -> (Box<dyn Transport>, SocketAddr) {
     let l = open("kcp://127.0.0.1:0", options);
     let addr = l.local_addr().unwrap();
     (l, addr)
-}
-
-/// The next message within `within`, or `None`.
-fn next_within(t: &mut dyn Transport, within: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    loop {
-        if t.try_recv(&mut out).unwrap().is_some() {
-            return Some(out);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        t.wait_readable(Some(left.min(Duration::from_millis(50)))).unwrap();
-    }
 }
 
 fn next(t: &mut dyn Transport) -> Vec<u8> {

@@ -187,10 +187,11 @@ impl SocketWire {
         match socket::take_error(c.fd.as_raw_fd()) {
             Ok(None) => {
                 c.connecting = false;
-                let credentials = socket::peer_credentials(c.fd.as_raw_fd());
+                let fd = c.fd.as_raw_fd();
                 let mut from = self.server();
+                // (A Unix server says who it is; a TCP one has its address.)
                 if from.credentials.is_some() {
-                    from.credentials = credentials;
+                    from.credentials = socket::peer_credentials(fd);
                 }
                 events.push(WireEvent::Connected { token, from });
             }

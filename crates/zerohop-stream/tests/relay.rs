@@ -12,18 +12,7 @@ fn open(url: &str, options: StreamOptions) -> Box<dyn Transport> {
 
 /// The next message within 2 s, or `None`.
 fn next(t: &mut dyn Transport) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut out = Vec::new();
-    loop {
-        if t.try_recv(&mut out).unwrap().is_some() {
-            return Some(out);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        t.wait_readable(Some(left.min(Duration::from_millis(50)))).unwrap();
-    }
+    zerohop_test_support::next_within(t, Duration::from_secs(2))
 }
 
 /// How many peers the relay has.
