@@ -23,7 +23,6 @@
 mod group;
 mod options;
 mod transport;
-mod waker;
 mod wire;
 
 pub use group::{GroupConfig, GroupEngine};

@@ -27,9 +27,9 @@ use zerohop_proto::records::starts_records;
 use zerohop_proto::schedule::Schedule;
 use zerohop_stream::wire::{Interest, Lost, Origin, Wire, WireEvent};
 use zerohop_transport::{ErrorCode, Value};
+use zerohop_net::waker::Waker;
 use zerohop_udp::{RecvBatch, SendBatch};
 
-use crate::waker::Waker;
 
 /// Datagrams received per system call, and calls per poll at most (so that a flood
 /// does not hold up the rest of the turn).
@@ -165,7 +165,7 @@ impl KcpWire {
     /// [`Waker`]).
     fn arm(&mut self, now: u64) {
         let deadline = self.convs.deadline_ms();
-        self.waker.arm(deadline, now);
+        self.waker.arm(deadline.map(|ms| ms * 1000), now * 1000);
     }
 
     /// Sends what waits (what the socket has no room for waits for the next round).
@@ -424,7 +424,7 @@ impl Wire for KcpWire {
                 more = call + 1 == RECV_CALLS;
             }
         }
-        self.waker.take_fired(ms);
+        self.waker.take_fired(ms * 1000);
         self.convs.run_timers(ms, events);
         self.convs.flush(now);
         self.send_out();

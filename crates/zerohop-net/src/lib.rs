@@ -19,6 +19,9 @@
 //! - [`transport`]: [`NetTransport`], the one [`zerohop_transport::Transport`] of every
 //!   network transport, over a [`Protocol`].
 //! - [`address`]: host names and peers to socket addresses.
+//! - [`chaos`]: [`Faults`], the faults `?chaos=` injects into what a transport sends
+//!   and receives, on the engine's clock.
+//! - [`waker`]: a readiness descriptor that also wakes when a timer is due.
 //! - [`fastmap`]: a hash map for small integer keys, for per-message lookups.
 //! - [`sending`]: what a full send queue does to a publish, and when a burst goes out.
 //!
@@ -27,13 +30,16 @@
 //! publishing and its extras.
 
 pub mod address;
+pub mod chaos;
 pub mod driver;
 pub mod envelope;
 pub mod fastmap;
 pub mod ring;
 pub mod sending;
 pub mod transport;
+pub mod waker;
 
+pub use chaos::Faults;
 pub use driver::{Drive, Driver, Ready};
 
 /// A new session number: a hub's identity for as long as it is open, which its peers

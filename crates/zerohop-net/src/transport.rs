@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use zerohop_shm::{Segment, Subscriber};
+use zerohop_transport::chaos::ChaosReport;
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{
     Batching, Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace,
@@ -49,6 +50,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn local_addr(&self) -> Option<SocketAddr>;
     /// The transport's own counters and settings, by the names users see.
     fn details(&self) -> Vec<(&'static str, Value)>;
+    /// What `?chaos=` did, if the hub injects faults.
+    fn chaos(&self) -> Option<ChaosReport> {
+        None
+    }
     /// Waits up to `linger` for what was published to reach its receivers.
     fn linger(&self, _linger: Duration) -> bool {
         true
@@ -314,6 +319,7 @@ impl<P: Protocol> Transport for NetTransport<P> {
         m.dropped = c.dropped.load(Ordering::Relaxed);
         if !self.closed {
             m.details = self.link.protocol.details();
+            m.chaos = self.link.protocol.chaos();
         }
         let mut m = m.with_subscriber(self.subscriber.as_ref());
         // What the slots held, less the envelopes: the messages' own bytes.

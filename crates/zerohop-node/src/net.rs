@@ -348,7 +348,7 @@ impl NetHandle {
 
     /// Counters: what every hub counts, and the transport's own under `details`.
     #[napi(
-        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown> }"
+        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }"
     )]
     pub fn metrics<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let m = self.hub()?.metrics();
@@ -365,6 +365,9 @@ impl NetHandle {
             details.set(name, js_value(env, value)?)?;
         }
         out.set("details", details)?;
+        if let Some(chaos) = &m.chaos {
+            out.set("chaos", js_value(env, &chaos.to_value())?)?;
+        }
         Ok(out)
     }
 

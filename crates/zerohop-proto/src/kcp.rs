@@ -1022,7 +1022,7 @@ mod tests {
             self.a.update(now, &mut |d: &[u8]| sent.push((true, d.to_vec())));
             self.b.update(now, &mut |d: &[u8]| sent.push((false, d.to_vec())));
             for (to_b, d) in sent {
-                if let Fate::Deliver { copies, delay } = self.chaos.decide() {
+                if let Fate::Deliver { copies, delay, .. } = self.chaos.decide() {
                     for _ in 0..copies {
                         self.wire.push((now.wrapping_add(delay.as_millis() as u32), to_b, d.clone()));
                     }

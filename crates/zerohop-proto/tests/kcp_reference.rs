@@ -79,7 +79,7 @@ fn converse(mut a: End, mut b: End, spec: &str, seed: u64, messages: &[Vec<u8>])
         let mut out: Vec<(bool, Vec<u8>)> = a.update(now).into_iter().map(|d| (true, d)).collect();
         out.extend(b.update(now).into_iter().map(|d| (false, d)));
         for (to_b, d) in out {
-            if let Fate::Deliver { copies, delay } = chaos.decide() {
+            if let Fate::Deliver { copies, delay, .. } = chaos.decide() {
                 for _ in 0..copies {
                     wire.push((now + delay.as_millis() as u32, to_b, d.clone()));
                 }

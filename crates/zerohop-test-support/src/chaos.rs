@@ -134,7 +134,7 @@ fn run(
             st.received += 1;
             match fate {
                 Fate::Drop => st.dropped += 1,
-                Fate::Deliver { copies, delay } => {
+                Fate::Deliver { copies, delay, .. } => {
                     if copies > 1 {
                         st.duplicated += 1;
                     }

@@ -1,6 +1,7 @@
 //! The contract between a hub and its transports: what every transport implements and
 //! every hub calls, with nothing in it that names one transport.
 //!
+//! - [`chaos`]: fault injection asked for in a hub's options, and what it did.
 //! - [`error`]: [`Error`] with a stable [`ErrorCode`] shared with TypeScript.
 //! - [`endpoint`]: URLs (`shm://name`, `udp://host:port`, …) parsed into an [`Endpoint`].
 //! - [`metrics`]: the counters every hub reports, and each transport's own details.
@@ -11,6 +12,7 @@
 //! Dependencies point one way: this crate ← the network-transport core
 //! (`zerohop-net`) ← the transports ← the hub (`zerohop`).
 
+pub mod chaos;
 pub mod endpoint;
 pub mod error;
 pub mod metrics;

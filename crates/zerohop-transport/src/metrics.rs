@@ -1,5 +1,6 @@
 //! Counters every hub reports, and the ones only its transport has.
 
+use crate::chaos::ChaosReport;
 use crate::endpoint::TransportKind;
 use crate::options::Value;
 
@@ -23,6 +24,8 @@ pub struct Metrics {
     /// The transport's own counters and settings, by the names users see
     /// (`metrics().udp.lost`, `metrics().quic.rttUs`).
     pub details: Vec<(&'static str, Value)>,
+    /// What `?chaos=` did, when it was asked for (`metrics().chaos`).
+    pub chaos: Option<ChaosReport>,
 }
 
 impl Metrics {
@@ -51,6 +54,7 @@ impl Metrics {
             received_bytes: 0,
             lapped: 0,
             details: Vec::new(),
+            chaos: None,
         }
     }
 

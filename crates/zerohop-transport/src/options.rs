@@ -61,18 +61,26 @@ pub struct Options {
     from_url: Vec<String>,
     /// Where these sit (`tls.`), for messages.
     prefix: String,
+    /// Every name asked for, given or not: the valid names, for the nearest one to a
+    /// name nobody took.
+    asked: Vec<String>,
 }
 
 impl Options {
     /// Options given by a program.
     pub fn new(entries: Vec<(String, Value)>) -> Options {
-        Options { entries, from_url: Vec::new(), prefix: String::new() }
+        Options { entries, from_url: Vec::new(), prefix: String::new(), asked: Vec::new() }
     }
 
     /// A URL's query parameters (`key=value`; a bare `key` is `true`).
     pub fn from_query(params: &[(String, String)]) -> Options {
         let entries = params.iter().map(|(k, v)| (k.clone(), Value::Text(v.clone()))).collect();
-        Options { entries, from_url: params.iter().map(|(k, _)| k.clone()).collect(), prefix: String::new() }
+        Options {
+            entries,
+            from_url: params.iter().map(|(k, _)| k.clone()).collect(),
+            prefix: String::new(),
+            asked: Vec::new(),
+        }
     }
 
     /// Whether no option is left.
@@ -100,16 +108,33 @@ impl Options {
             self.entries.push((k, v));
         }
         self.from_url.extend(other.from_url);
+        for name in other.asked {
+            self.note_asked(&name);
+        }
         Ok(())
     }
 
-    fn bad(&self, name: &str, why: impl core::fmt::Display) -> Error {
+    fn note_asked(&mut self, name: &str) {
+        if !self.asked.iter().any(|n| n == name) {
+            self.asked.push(name.to_owned());
+        }
+    }
+
+    /// The valid name nearest to `name` (by edit distance, ignoring case), if any was
+    /// asked for.
+    pub fn nearest(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.asked.iter().min_by_key(|n| edit_distance(&n.to_ascii_lowercase(), &name)).map(String::as_str)
+    }
+
+    pub(crate) fn bad(&self, name: &str, why: impl core::fmt::Display) -> Error {
         let code = if self.from_url.iter().any(|n| n == name) { ErrorCode::BadUrl } else { ErrorCode::BadOption };
         Error::new(code, format!("{}{name} {why}", self.prefix))
     }
 
     /// Removes and returns the value of `name`.
     pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.note_asked(name);
         let i = self.entries.iter().position(|(k, _)| k == name)?;
         Some(self.entries.remove(i).1)
     }
@@ -275,24 +300,58 @@ impl Options {
     pub fn take_group(&mut self, name: &str) -> Result<Option<Options>> {
         match self.take(name) {
             None => Ok(None),
-            Some(Value::Map(mut o)) => {
-                o.prefix = format!("{}{name}.", self.prefix);
-                if self.from_url.iter().any(|n| n == name) {
-                    o.from_url = o.entries.iter().map(|(k, _)| k.clone()).collect();
-                }
-                Ok(Some(o))
-            }
+            Some(Value::Map(o)) => Ok(Some(self.group(name, o))),
             Some(v) => Err(self.bad(name, format!("must be an object, got {}", v.describe()))),
         }
     }
 
-    /// Fails with the first option nobody took: it is not one of `scheme`'s.
+    /// Like [`finish`](Self::finish), for a group that is not a transport's (`chaos`).
+    pub fn finish_group(self, group: &str) -> Result<()> {
+        match self.entries.first() {
+            None => Ok(()),
+            Some((name, _)) => {
+                let nearest = self.nearest(name).map(|n| format!(" (the nearest is '{}{n}')", self.prefix));
+                Err(self.bad(name, format!("is not an option of {group}{}", nearest.unwrap_or_default())))
+            }
+        }
+    }
+
+    /// `o`, the value of `name`, as a group of these options (for its messages).
+    pub(crate) fn group(&self, name: &str, mut o: Options) -> Options {
+        o.prefix = format!("{}{name}.", self.prefix);
+        if self.from_url.iter().any(|n| n == name) {
+            o.from_url = o.entries.iter().map(|(k, _)| k.clone()).collect();
+        }
+        o
+    }
+
+    /// Fails with the first option nobody took: it is not one of `scheme`'s (the
+    /// message names the nearest one that is).
     pub fn finish(self, scheme: &str) -> Result<()> {
         match self.entries.first() {
             None => Ok(()),
-            Some((name, _)) => Err(self.bad(name, format!("is not an option of {scheme}:// hubs"))),
+            Some((name, _)) => {
+                let nearest = self.nearest(name).map(|n| format!(" (the nearest is '{}{n}')", self.prefix));
+                Err(self.bad(name, format!("is not an option of {scheme}:// hubs{}", nearest.unwrap_or_default())))
+            }
         }
     }
+}
+
+/// Levenshtein distance: the fewest single-character edits that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Which parts of a hub it opens.
@@ -567,6 +626,19 @@ mod tests {
     fn leftovers_are_errors_and_urls_are_text() {
         let err = named(&[("listen", Value::Bool(true))]).finish("udp").unwrap_err();
         assert_eq!(err.message(), "listen is not an option of udp:// hubs");
+        // Once names were asked for, the nearest of them is named.
+        let mut o = named(&[("bach", Value::Number(1.0))]);
+        for name in ["batch", "peers", "ioUring"] {
+            assert!(o.take(name).is_none());
+        }
+        assert_eq!(o.finish("udp").unwrap_err().message(), "bach is not an option of udp:// hubs (the nearest is 'batch')");
+        let mut o = Options::from_query(&[("iouring".into(), "force".into())]);
+        let _ = o.take("ioUring");
+        let _ = o.take("mode");
+        let err = o.finish("udp").unwrap_err();
+        assert_eq!((err.code(), err.message()), (ErrorCode::BadUrl, "iouring is not an option of udp:// hubs (the nearest is 'ioUring')"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
         let mut q = Options::from_query(&[("peers".into(), "a:1,b:2".into()), ("x".into(), "1".into())]);
         assert_eq!(q.take_texts("peers").unwrap().unwrap(), ["a:1", "b:2"]);
         assert_eq!(q.finish("udp").unwrap_err().code(), ErrorCode::BadUrl);

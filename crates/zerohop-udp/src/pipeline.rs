@@ -9,6 +9,10 @@
 //!
 //! UDP stays unreliable: what the network drops is counted (by sequence gaps), never
 //! retransmitted.
+//!
+//! With faults asked for ([`PipelineConfig::chaos`]) every datagram sent and received
+//! passes through [`Faults`]; what they hold comes out at [`UdpPipeline::flush_due`]
+//! (the readiness descriptor then also wakes for it), and zero-copy sends are off.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 use zerohop_proto::datagram::{Inbox, Outbox};
 use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
 use zerohop_proto::{FRAME_HEADER_LEN, FrameHeader};
+use zerohop_net::Faults;
+use zerohop_net::waker::Waker;
+use zerohop_transport::chaos::{ChaosConfig, ChaosReport};
 
 use crate::batch::{RecvBatch, SendBatch};
 use crate::socket::{Granted, SocketOptions, bind};
@@ -71,6 +78,8 @@ pub struct PipelineConfig {
     /// multicast group with loopback): dropped, so a hub never receives what it sent.
     /// Pipelines sharing a port share it.
     pub session: u32,
+    /// Faults injected into every datagram sent and received (`?chaos=`).
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl PipelineConfig {
@@ -88,6 +97,7 @@ impl PipelineConfig {
             zerocopy_min: 16 << 10,
             max_peers: 1024,
             session: new_session(),
+            chaos: None,
         }
     }
 }
@@ -161,6 +171,29 @@ pub struct UdpPipeline {
     last_expire_ms: u64,
     metrics: UdpMetrics,
     epoch: Instant,
+    chaos: Option<Box<PipelineChaos>>,
+}
+
+/// Where a datagram goes (`None`: the connected peer) or came from, and its kernel
+/// receive time.
+type Route = (Option<SocketAddr>, Option<u64>);
+
+/// A pipeline's faults, and the descriptor that wakes when what they hold is due.
+struct PipelineChaos {
+    faults: Faults<Route>,
+    waker: Waker,
+}
+
+impl PipelineChaos {
+    fn new(config: ChaosConfig, readiness: std::os::fd::RawFd) -> io::Result<Box<PipelineChaos>> {
+        Ok(Box::new(PipelineChaos { faults: Faults::new(config), waker: Waker::new(readiness)? }))
+    }
+
+    /// Makes the waker fire when the next held datagram is due.
+    fn arm(&mut self, now: Instant) {
+        let at = self.faults.due_micros();
+        self.waker.arm(at, self.faults.micros(now));
+    }
 }
 
 /// Whether a socket sending to `peers` is connected: to a single unicast peer only (a
@@ -216,11 +249,19 @@ impl UdpPipeline {
             Receiver::Uring(_) => "io_uring",
             Receiver::Mmsg(_) => "recvmmsg",
         };
-        // Zero-copy only pays for large datagrams, so only when they can occur.
+        // Zero-copy only pays for large datagrams, so only when they can occur (and
+        // not under faults, which send each datagram on its own).
         let zerocopy = match receiver {
-            Receiver::Uring(_) if config.max_datagram >= config.zerocopy_min => UringSender::new(&socket).ok(),
+            Receiver::Uring(_) if config.max_datagram >= config.zerocopy_min && config.chaos.is_none() => {
+                UringSender::new(&socket).ok()
+            }
             _ => None,
         };
+        let readiness = match &receiver {
+            Receiver::Uring(u) => u.ring_fd(),
+            Receiver::Mmsg(_) => std::os::fd::AsRawFd::as_raw_fd(&socket),
+        };
+        let chaos = config.chaos.map(|c| PipelineChaos::new(c, readiness)).transpose()?;
         Ok(Self {
             socket,
             connected,
@@ -233,7 +274,18 @@ impl UdpPipeline {
             metrics,
             epoch: Instant::now(),
             config,
+            chaos,
         })
+    }
+
+    /// Whether faults hold a received datagram that is due by `now`.
+    pub fn received_due(&self, now: Instant) -> bool {
+        self.chaos.as_ref().is_some_and(|c| c.faults.received_due(now))
+    }
+
+    /// What the faults did, if any were asked for.
+    pub fn chaos(&self) -> Option<ChaosReport> {
+        self.chaos.as_ref().map(|c| c.faults.report())
     }
 
     /// Replaces the peers published messages go to (connecting the socket when there is
@@ -327,8 +379,17 @@ impl UdpPipeline {
         self.send_ready()
     }
 
-    /// Flushes if the oldest queued message has waited `flush_interval`.
+    /// Flushes if the oldest queued message has waited `flush_interval` (and sends
+    /// what the faults held that is due).
     pub fn poll_flush(&mut self) -> io::Result<bool> {
+        if let Some(c) = &mut self.chaos {
+            let now = Instant::now();
+            c.waker.take_fired(c.faults.micros(now));
+            let send = &mut self.send;
+            c.faults.release_sent(now, |d, (to, _)| send.push(d, to));
+            c.arm(now);
+            self.send_queued();
+        }
         let now = self.now_us();
         if self.outbox.poll_flush(now, self.interval_us()) {
             self.send_ready()?;
@@ -348,8 +409,12 @@ impl UdpPipeline {
     }
 
     /// The descriptor that polls readable when `poll_recv` has work: with io_uring the
-    /// ring (the receive is always armed when `poll_recv` returns), otherwise the socket.
+    /// ring (the receive is always armed when `poll_recv` returns), otherwise the socket;
+    /// under faults, a [`Waker`] that also wakes when a held datagram is due.
     pub fn readiness_fd(&self) -> std::os::fd::RawFd {
+        if let Some(c) = &self.chaos {
+            return c.waker.fd();
+        }
         match &self.receiver {
             Receiver::Uring(u) => u.ring_fd(),
             Receiver::Mmsg(_) => std::os::fd::AsRawFd::as_raw_fd(&self.socket),
@@ -375,12 +440,17 @@ impl UdpPipeline {
 
     /// How long from now until `poll_flush` has work, if anything is queued.
     pub fn flush_deadline(&self) -> Option<Duration> {
-        self.outbox.flush_deadline(self.interval_us()).map(|d| Duration::from_micros(d.saturating_sub(self.now_us())))
+        self.flush_due().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// When `poll_flush` has work, if anything is queued (without reading the clock).
+    /// When `poll_flush` (or, for what faults held on the way in, `poll_recv`) has work,
+    /// if anything is queued (without reading the clock).
     pub fn flush_due(&self) -> Option<Instant> {
-        self.outbox.flush_deadline(self.interval_us()).map(|d| self.epoch + Duration::from_micros(d))
+        let flush = self.outbox.flush_deadline(self.interval_us()).map(|d| self.epoch + Duration::from_micros(d));
+        match &self.chaos {
+            None => flush,
+            Some(c) => [flush, c.faults.due()].into_iter().flatten().min(),
+        }
     }
 
     fn send_ready(&mut self) -> io::Result<()> {
@@ -403,17 +473,32 @@ impl UdpPipeline {
             self.outbox.consume(ready);
             return Ok(());
         }
+        let send = &mut self.send;
+        let mut chaos = self.chaos.as_deref_mut().map(|c| (c, Instant::now()));
+        let mut push = |d: &[u8], to: Option<SocketAddr>| match &mut chaos {
+            None => send.push(d, to),
+            Some((c, now)) => c.faults.send(*now, d, (to, None), |d, (to, _)| send.push(d, to)),
+        };
         for datagram in self.outbox.datagrams() {
             if self.connected {
-                self.send.push(datagram, None);
+                push(datagram, None);
             } else {
                 for &peer in &self.config.peers {
-                    self.send.push(datagram, Some(peer));
+                    push(datagram, Some(peer));
                 }
             }
         }
+        if let Some((c, now)) = chaos {
+            c.arm(now);
+        }
         let ready = self.outbox.ready();
         self.outbox.consume(ready);
+        self.send_queued();
+        Ok(())
+    }
+
+    /// Sends what the send batch holds.
+    fn send_queued(&mut self) {
         while !self.send.is_empty() {
             match self.send.send(&self.socket) {
                 Ok(0) => {
@@ -434,7 +519,6 @@ impl UdpPipeline {
                 }
             }
         }
-        Ok(())
     }
 
     /// Receives what is waiting (one `recvmmsg`, or the io_uring completions) and hands
@@ -453,7 +537,7 @@ impl UdpPipeline {
         let metrics = &mut self.metrics;
         let max_peers = self.config.max_peers.max(1);
         let own = self.config.session;
-        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
+        let mut handle_now = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
             metrics.datagrams_received += 1;
             metrics.bytes_received += bytes.len() as u64;
             if zerohop_proto::peek_session(bytes) == Some(own) {
@@ -485,6 +569,20 @@ impl UdpPipeline {
                 deliver(Received { from, seq, timestamp_ns, message });
             });
         };
+        // Under faults, what arrived goes through them first, after what they held.
+        let mut chaos = self.chaos.as_deref_mut().map(|c| (c, Instant::now()));
+        if let Some((c, now)) = &mut chaos {
+            c.waker.take_fired(c.faults.micros(*now));
+            c.faults.release_received(*now, |d, (from, ts)| handle_now(d, from, false, ts));
+        }
+        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
+            match &mut chaos {
+                Some((c, now)) if !truncated => {
+                    c.faults.receive(*now, bytes, (from, timestamp_ns), |d, (from, ts)| handle_now(d, from, false, ts))
+                }
+                _ => handle_now(bytes, from, truncated, timestamp_ns),
+            }
+        };
         let result = match &mut self.receiver {
             Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated, d.timestamp_ns)),
             Receiver::Mmsg(batch) => batch.recv(&self.socket).inspect(|_| {
@@ -504,10 +602,16 @@ impl UdpPipeline {
                 self.receiver = Receiver::Mmsg(RecvBatch::new(self.config.batch.max(1), self.config.max_datagram));
                 self.metrics.backend = "recvmmsg";
                 self.metrics.io_uring_unavailable = Some(format!("multishot recvmsg refused: {e}"));
+                if let Some((c, _)) = &chaos {
+                    c.waker.watch(std::os::fd::AsRawFd::as_raw_fd(&self.socket))?;
+                }
                 0
             }
             Err(e) => return Err(e),
         };
+        if let Some((c, now)) = chaos {
+            c.arm(now);
+        }
         if n > 0 {
             self.metrics.recv_batches += 1;
         }
@@ -996,6 +1100,59 @@ mod tests {
                 let got = collect(r, 2);
                 assert_eq!(got[0].2, vec![1u8; 3000]);
                 assert_eq!(got[1].2, b"x");
+            }
+        });
+    }
+
+    /// Faults on either side act on exactly the seeded datagrams: losses on the way out
+    /// are the sender's seed's, on the way in the receiver's; a delay holds datagrams
+    /// until their time, and the readiness descriptor wakes for them.
+    #[test]
+    fn faults_inside_the_pipeline_are_the_seeded_ones() {
+        use zerohop_proto::chaos::{Chaos, ChaosSpec, Fate};
+        each_backend(|| {
+            for (side, spec) in [("sender", "loss:0.2"), ("receiver", "loss:0.2"), ("receiver", "delay:3ms,loss:0.1")] {
+                let parsed = ChaosSpec::parse(spec).unwrap();
+                let chaos = Some(ChaosConfig { spec: parsed, seed: 7 });
+                let mut rx_config =
+                    PipelineConfig { io_uring: MODE.get(), ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+                if side == "receiver" {
+                    rx_config.chaos = chaos;
+                }
+                let mut rx = UdpPipeline::bind(rx_config).unwrap();
+                let mut tx_config = PipelineConfig {
+                    flush_interval: Duration::ZERO,
+                    ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![rx.local_addr().unwrap()])
+                };
+                if side == "sender" {
+                    tx_config.chaos = chaos;
+                }
+                let mut tx = UdpPipeline::bind(tx_config).unwrap();
+                let n = 500u32;
+                for i in 0..n {
+                    tx.publish(&i.to_le_bytes()).unwrap();
+                }
+                // The receiver's direction is seeded apart from the sender's.
+                let seed = if side == "sender" { 7 } else { 7 ^ 0x5eed_0f_c4a0_5000 };
+                let mut fates = Chaos::new(parsed, seed);
+                let expected: Vec<u32> = (0..n).filter(|_| fates.decide() != Fate::Drop).collect();
+                let start = Instant::now();
+                let mut got = Vec::new();
+                while got.len() < expected.len() {
+                    assert!(start.elapsed() < Duration::from_secs(10), "{} of {}", got.len(), expected.len());
+                    let mut pfd = libc::pollfd { fd: rx.readiness_fd(), events: libc::POLLIN, revents: 0 };
+                    // SAFETY: one valid pollfd for the call.
+                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                    rx.poll_recv(|r| got.push(u32::from_le_bytes(r.message.try_into().unwrap()))).unwrap();
+                }
+                if spec.contains("delay") {
+                    assert!(start.elapsed() >= Duration::from_millis(3), "held for the delay");
+                }
+                assert_eq!(got, expected, "{side} {spec}");
+                let report = if side == "sender" { tx.chaos() } else { rx.chaos() }.unwrap();
+                let seen = if side == "sender" { report.sent } else { report.received };
+                assert_eq!((seen.seen, seen.dropped), (u64::from(n), u64::from(n) - expected.len() as u64));
+                assert_eq!((report.spec, report.seed), (parsed.to_url_form(), 7));
             }
         });
     }

@@ -33,6 +33,7 @@ use zerohop_net::driver::{Drive, Driver, Ready};
 use zerohop_net::envelope;
 use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::{
     Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Peers, Result,
     Target, Transport, TransportKind, TransportOptions, Value,
@@ -200,9 +201,9 @@ impl Drive for UdpEngine {
         self.ring.has_room_for_a_batch()
     }
 
-    fn drive(&mut self, _now: Instant, ready: Ready) -> usize {
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize {
         self.ring.deliver_held();
-        let n = if ready.readable { self.receive() } else { 0 };
+        let n = if ready.readable || self.pipeline.received_due(now) { self.receive() } else { 0 };
         // UDP drops rather than fails: what could not go is counted.
         let _ = self.pipeline.poll_flush();
         n
@@ -346,6 +347,10 @@ impl Protocol for UdpProtocol {
         d
     }
 
+    fn chaos(&self) -> Option<ChaosReport> {
+        self.driver.with(|e| e.pipeline.chaos()).ok().flatten()
+    }
+
     fn close(&self) {
         // What is queued goes first.
         self.driver.shutdown(|e| {
@@ -437,7 +442,15 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     let Target::Host { host, port } = endpoint.target() else {
         return Err(Error::new(ErrorCode::BadUrl, "udp:// needs host:port"));
     };
+    let chaos = options.take_chaos(
+        "udp",
+        Injects { datagrams: true, disconnects: false },
+        "it has no connections to drop",
+    )?;
     let udp: UdpOptions = options.take_specific("udp")?;
+    if chaos.is_some() && udp.receive_threads > 1 {
+        return Err(Error::bad_option("chaos takes one receiving socket: receiveThreads must be 1 with it"));
+    }
     let settings = options.settings(
         "udp",
         DEFAULT_SPIN,
@@ -449,7 +462,8 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     // Each slot of the receive ring holds an envelope and then the message.
     let slot_size =
         max_message.checked_add(envelope::LEN as u32).ok_or_else(|| Error::bad_option("slotSize is too large"))?;
-    let config = pipeline_config(host, *port, &udp, max_message)?;
+    let mut config = pipeline_config(host, *port, &udp, max_message)?;
+    config.chaos = chaos;
     let capacity = match options.capacity {
         Some(c) => c,
         None => {

@@ -1,14 +1,17 @@
 //! [`Waker`]: one descriptor that polls readable when the socket has datagrams or a
-//! conversation's timer is due.
+//! timer of the engine is due.
 //!
-//! The core's driver hands the timers to the hub's reader while it reads (see
-//! `zerohop_net::driver`): a reader whose event loop waits on the readiness descriptor
+//! The driver hands the timers to the hub's reader while it reads (see
+//! [`crate::driver`]): a reader whose event loop waits on the readiness descriptor
 //! runs them when it is woken, and the I/O thread takes them back only at its next look,
 //! up to 40 ms later. A byte stream loses nothing by that (the kernel resends), but
 //! KCP's resends are timers: a lost datagram cost 40 ms instead of the 5 of its tail
-//! probe (a ping-pong at 2 % loss, 2026-12-06). So the wire's readiness descriptor is an
-//! epoll set of the socket and a timerfd armed for the earliest deadline: whoever waits
-//! on it wakes when a timer is due.
+//! probe (a ping-pong at 2 % loss, 2026-12-06), and a datagram that chaos delays by
+//! 2 ms must come out after 2 ms. An engine with such timers makes its readiness
+//! descriptor an epoll set of the socket and a timerfd armed for the earliest
+//! deadline: whoever waits on it wakes when a timer is due.
+//!
+//! Deadlines are in microseconds on the engine's clock.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -18,7 +21,7 @@ use std::time::Duration;
 pub struct Waker {
     epoll: OwnedFd,
     timer: OwnedFd,
-    /// The deadline the timer is armed for (ms on the wire's clock), if any.
+    /// The deadline the timer is armed for (µs on the engine's clock), if any.
     armed: Option<u64>,
 }
 
@@ -49,6 +52,16 @@ impl Waker {
         Ok(Waker { epoll, timer, armed: None })
     }
 
+    /// Watches `fd` too (the socket, when a receive ring it watched is given up).
+    pub fn watch(&self, fd: RawFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+        // SAFETY: a valid event for the call; the caller keeps `fd` open while it is watched.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// The descriptor to wait on.
     pub fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
@@ -70,7 +83,7 @@ impl Waker {
         fired
     }
 
-    /// Makes sure the descriptor polls readable by `deadline` (ms on the wire's clock,
+    /// Makes sure the descriptor polls readable by `deadline` (µs on the engine's clock,
     /// `now` being the time now on it): the timer is set again only for a sooner one
     /// (one that fires early costs a look that finds nothing due, and is set again).
     pub fn arm(&mut self, deadline: Option<u64>, now: u64) {
@@ -79,7 +92,7 @@ impl Waker {
             return;
         }
         // (Zero would disarm it: a deadline already past fires in a microsecond.)
-        let after = Duration::from_millis(at.saturating_sub(now)).max(Duration::from_micros(1));
+        let after = Duration::from_micros(at.saturating_sub(now)).max(Duration::from_micros(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
