@@ -22,6 +22,12 @@ interface Transport {
   policies: BackpressurePolicy[]
   /** Whether received messages say where they came from. */
   addressed: boolean
+  /**
+   * What `chaos` does: a reliable transport delivers everything once and in order
+   * through it; an unreliable one counts what it lost; shared memory has no datagrams
+   * to inject faults into and refuses it.
+   */
+  faults: 'reliable' | 'counted' | 'refused'
 }
 
 /** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
@@ -57,6 +63,7 @@ function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Tr
     url: () => 'tcp://127.0.0.1:0',
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
+    faults: 'reliable',
   }
 }
 
@@ -70,6 +77,7 @@ const transports: Transport[] = [
     url: () => `shm://${uniqueName('conf-opt')}`,
     policies: ['drop_old', 'drop_new', 'block', 'fail_fast'],
     addressed: false,
+    faults: 'refused',
   },
   {
     name: 'udp',
@@ -82,6 +90,7 @@ const transports: Transport[] = [
     url: () => 'udp://127.0.0.1:0',
     policies: ['drop_new'],
     addressed: true,
+    faults: 'counted',
   },
   {
     name: 'quic',
@@ -94,6 +103,7 @@ const transports: Transport[] = [
     url: () => 'quic://127.0.0.1:0',
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
+    faults: 'reliable',
   },
   tcp(),
   tcp('tcp+tls', {}, { dangerouslyAcceptAnyServer: true }),
@@ -109,6 +119,7 @@ const transports: Transport[] = [
     url: () => `uds://@${uniqueName('conf-opt')}`,
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
+    faults: 'reliable',
   },
   {
     name: 'kcp',
@@ -121,6 +132,7 @@ const transports: Transport[] = [
     url: () => 'kcp://127.0.0.1:0',
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
+    faults: 'reliable',
   },
 ]
 
@@ -421,14 +433,65 @@ for (const tr of transports) {
     await a.close()
   })
 
-  test.serial(name('an unknown option or URL parameter is a typed error naming it'), async (t) => {
+  test.serial(name('an unknown option or URL parameter is a typed error naming it and the nearest valid name'), async (t) => {
     const e = await t.throwsAsync(Hub.open(tr.url(), { noSuchOption: 1 } as never), { code: 'ERR_BAD_OPTION' })
     t.regex(e?.message ?? '', /noSuchOption/)
+    const near = await t.throwsAsync(Hub.open(tr.url(), { capacty: 8 } as never), { code: 'ERR_BAD_OPTION' })
+    t.regex(near?.message ?? '', /capacty is not an option of \w+:\/\/ hubs \(the nearest is 'capacity'\)/)
+    const nearUrl = await t.throwsAsync(Hub.open(`${tr.url()}?rol=publisher`), { code: 'ERR_BAD_URL' })
+    t.regex(nearUrl?.message ?? '', /the nearest is 'role'/)
     const u = await t.throwsAsync(Hub.open(`${tr.url()}?noSuchParameter=1`), { code: 'ERR_BAD_URL' })
     t.regex(u?.message ?? '', /noSuchParameter/)
     // Another transport's option: UDP's `peers`, or the listening transports' `listen`.
     const other = tr.name === 'shm' || tr.name === 'udp' ? { listen: true } : { peers: [] }
     const o = await t.throwsAsync(Hub.open(tr.url(), other as never), { code: 'ERR_BAD_OPTION' })
     t.regex(o?.message ?? '', new RegExp(`is not an option of ${tr.name}:// hubs`))
+  })
+
+  test.serial(name('chaos injects seeded faults below the transport, counted in metrics().chaos'), async (t) => {
+    if (tr.faults === 'refused') {
+      const e = await t.throwsAsync(Hub.open(`${tr.url()}?chaos=loss:0.1`), { code: 'ERR_BAD_URL' })
+      t.regex(e?.message ?? '', /chaos is not an option of shm:\/\/ hubs/)
+      return
+    }
+    // 10 % loss. Unreliable: on the sender only, one message per datagram, so what it
+    // dropped is exactly what did not arrive. Reliable: on both sides (acknowledgements
+    // and resends meet faults too), and everything arrives once, in order.
+    const counted = tr.faults === 'counted'
+    const faults = { chaos: 'loss:0.1', seed: 2 }
+    const [a, b] = await tr.pair<Uint8Array>(counted ? {} : faults, counted ? { ...faults, flushIntervalMs: 0 } : faults)
+    const n = 300
+    const message = (i: number) => Uint8Array.from({ length: 100 }, (_, k) => (i + k) & 255)
+    const got: Uint8Array[] = []
+    // In rounds, so the reliable transports send and acknowledge many times.
+    for (let round = 0; round < 10; round++) {
+      for (let i = round * 30; i < (round + 1) * 30; i++) b.publish(message(i))
+      b.flush()
+      for (;;) {
+        const v = counted ? await a.recv({ timeoutMs: 200 }).catch(() => undefined) : await a.recv({ timeoutMs: 10_000 })
+        if (v === undefined) break
+        got.push(v)
+        if (got.length === (round + 1) * 30) break
+      }
+    }
+    const sent = b.metrics().chaos!
+    t.is(sent.spec, 'loss:0.1')
+    t.is(sent.seed, 2)
+    if (counted) {
+      t.is(sent.sent.seen, n, 'one datagram a message')
+      t.is(got.length + sent.sent.dropped, n, 'what arrived and what chaos dropped make up what was sent')
+      t.true(sent.sent.dropped > 0)
+      const expected = [...Array(n).keys()].map(message)
+      t.true(got.every((v) => expected.some((e) => Buffer.from(e).equals(v))), 'nothing but what was sent')
+    } else {
+      t.is(got.length, n, 'everything arrived')
+      t.true(got.every((v, i) => Buffer.from(v).equals(message(i))), 'once, and in order')
+      const received = a.metrics().chaos!
+      const dropped = sent.sent.dropped + sent.received.dropped + received.sent.dropped + received.received.dropped
+      t.true(dropped > 0, `chaos dropped ${dropped}`)
+      t.true(sent.sent.seen > 0 && received.received.seen > 0)
+    }
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
   })
 }

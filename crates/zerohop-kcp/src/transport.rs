@@ -10,6 +10,7 @@ use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::kcp::{KcpConfig, Mode};
 use zerohop_stream::{Config, ReliableOptions, StreamProtocol};
+use zerohop_transport::chaos::Injects;
 use zerohop_transport::{
     Backpressure, Delivery, Endpoint, Error, ErrorCode, HubOptions, Result, Role, Target, Transport, TransportKind,
     Value,
@@ -32,8 +33,14 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
     Ok(Box::new(open_kcp(endpoint, &mut options)?))
 }
 
+/// The faults `?chaos=` injects into KCP: into every datagram; a conversation has
+/// no connection of its own to drop.
+const INJECTS: Injects = Injects { datagrams: true, disconnects: false };
+const WHY: &str = "a conversation is not a connection: its datagrams are what chaos can lose";
+
 /// [`open`], typed (for tests and tools that want the protocol's own calls).
 pub fn open_kcp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<StreamProtocol<KcpWire>>> {
+    let chaos = options.take_chaos("kcp", INJECTS, WHY)?;
     let k: KcpOptions = options.take_specific("kcp")?;
     let settings = zerohop_stream::settings(options, "kcp")?;
     let Target::Host { host, port } = endpoint.target() else {
@@ -57,6 +64,7 @@ pub fn open_kcp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         server: (!listen).then_some(addr),
         idle_timeout: k.idle_timeout,
         max_peers: k.max_peers,
+        chaos,
     };
     let wire = KcpWire::new(bind, config).map_err(|e| Error::io(&format!("kcp://{addr}"), e))?;
     zerohop_stream::start(TransportKind::Kcp, options, settings, Config { options: k.reliable, tls: None }, wire)
@@ -120,6 +128,11 @@ impl Drop for GroupProtocol {
 
 /// Opens a multicast group: its sender (`role: 'publisher'`) or a member (`'subscriber'`).
 pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<GroupProtocol>> {
+    options.take_chaos(
+        "kcp",
+        Injects { datagrams: false, disconnects: false },
+        "a multicast group takes no faults: drop its datagrams with nftables in a network namespace",
+    )?;
     let k: KcpOptions = options.take_specific("kcp")?;
     let sender = match options.role {
         Role::Publisher => true,

@@ -22,14 +22,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use zerohop_net::Faults;
+use zerohop_net::waker::Waker;
 use zerohop_proto::kcp::{Kcp, KcpConfig, KcpStats, OVERHEAD};
 use zerohop_proto::records::starts_records;
 use zerohop_proto::schedule::Schedule;
 use zerohop_stream::wire::{Interest, Lost, Origin, Wire, WireEvent};
+use zerohop_transport::chaos::{ChaosConfig, ChaosReport};
 use zerohop_transport::{ErrorCode, Value};
-use zerohop_net::waker::Waker;
 use zerohop_udp::{RecvBatch, SendBatch};
-
 
 /// Datagrams received per system call, and calls per poll at most (so that a flood
 /// does not hold up the rest of the turn).
@@ -51,6 +52,8 @@ pub struct KcpWireConfig {
     pub server: Option<SocketAddr>,
     pub idle_timeout: Option<Duration>,
     pub max_peers: usize,
+    /// Faults injected into every datagram sent and received (`?chaos=`).
+    pub chaos: Option<ChaosConfig>,
 }
 
 /// One conversation.
@@ -128,6 +131,16 @@ struct Convs {
     ended_stats: KcpStats,
     /// Message mode: the pieces of one write, made one message.
     gather: Vec<u8>,
+    /// Under `?chaos=`: what every datagram sent and received passes through.
+    faults: Option<Box<Faults<SocketAddr>>>,
+}
+
+/// Queues datagram `d` to `peer`, through the faults if there are any.
+fn emit(out: &mut SendBatch, faults: &mut Option<Box<Faults<SocketAddr>>>, now: Instant, d: &[u8], peer: SocketAddr) {
+    match faults {
+        None => out.push(d, Some(peer)),
+        Some(f) => f.send(now, d, peer, |d, to| out.push(d, Some(to))),
+    }
 }
 
 impl KcpWire {
@@ -142,7 +155,6 @@ impl KcpWire {
             socket,
             recv: RecvBatch::new(RECV_BATCH, max_datagram),
             convs: Convs {
-                config,
                 slab: Vec::new(),
                 free: Vec::new(),
                 live: 0,
@@ -157,15 +169,18 @@ impl KcpWire {
                 counters: Counters::default(),
                 ended_stats: KcpStats::default(),
                 gather: Vec::new(),
+                faults: config.chaos.map(|c| Box::new(Faults::new(c))),
+                config,
             },
         })
     }
 
     /// Makes the readiness descriptor poll readable when the next timer is due (see
     /// [`Waker`]).
-    fn arm(&mut self, now: u64) {
-        let deadline = self.convs.deadline_ms();
-        self.waker.arm(deadline.map(|ms| ms * 1000), now * 1000);
+    fn arm(&mut self, now: Instant) {
+        let c = &mut self.convs;
+        let deadline = c.deadline_us();
+        self.waker.arm(deadline, c.us(now));
     }
 
     /// Sends what waits (what the socket has no room for waits for the next round).
@@ -187,6 +202,10 @@ impl KcpWire {
 impl Convs {
     fn ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     fn conv(&mut self, token: u64) -> Option<&mut Conv> {
@@ -304,8 +323,8 @@ impl Convs {
             let Some(c) = self.slab.get_mut(token as usize).and_then(Option::as_mut) else { continue };
             c.flagged = false;
             c.kcp.set_now(ms as u32);
-            let (out, peer) = (&mut self.out, c.peer);
-            c.kcp.flush(&mut |d: &[u8]| out.push(d, Some(peer)));
+            let (out, faults, peer) = (&mut self.out, &mut self.faults, c.peer);
+            c.kcp.flush(&mut |d: &[u8]| emit(out, faults, now, d, peer));
             self.schedule_turn(token, ms);
         }
         self.to_flush = to_flush;
@@ -328,9 +347,10 @@ impl Convs {
         while let Some(key) = self.schedule.pop_due(ms) {
             let token = u64::from(key);
             let Some(c) = self.slab.get_mut(token as usize).and_then(Option::as_mut) else { continue };
-            let (out, peer) = (&mut self.out, c.peer);
+            let (out, faults, peer) = (&mut self.out, &mut self.faults, c.peer);
+            let at = self.epoch + Duration::from_millis(ms);
             let now = ms as u32;
-            let mut emit = |d: &[u8]| out.push(d, Some(peer));
+            let mut emit = |d: &[u8]| emit(out, faults, at, d, peer);
             c.kcp.update(now, &mut emit);
             if c.kcp.check(now) == now {
                 // A resend due between two ticks of the interval (`update` flushes only
@@ -362,12 +382,14 @@ impl Convs {
         self.next_idle_check = (self.live > 0).then(|| ms + (idle_ms / 4).max(10));
     }
 
-    /// The earliest deadline, in ms since the epoch.
-    fn deadline_ms(&mut self) -> Option<u64> {
+    /// The earliest deadline, in µs since the epoch.
+    fn deadline_us(&mut self) -> Option<u64> {
         if !self.pending.is_empty() || !self.to_flush.is_empty() {
             return Some(0);
         }
-        [self.schedule.earliest(), self.next_idle_check].into_iter().flatten().min()
+        let faults = self.faults.as_ref().and_then(|f| f.due()).map(|at| self.us(at));
+        let timers = [self.schedule.earliest(), self.next_idle_check].into_iter().flatten().min().map(|ms| ms * 1000);
+        [timers, faults].into_iter().flatten().min()
     }
 }
 
@@ -408,15 +430,23 @@ impl Wire for KcpWire {
         events.append(&mut c.pending);
         let ms = c.ms(now);
         let mut more = false;
+        // Under faults, what arrived goes through them (taken out meanwhile, since what
+        // they let through goes to the conversations beside them).
+        let mut faults = self.convs.faults.take();
+        if let Some(f) = &mut faults {
+            f.release_received(now, |d, from| self.convs.on_datagram(d, Some(from), ms, events));
+        }
         if readable {
             for call in 0..RECV_CALLS {
                 let n = self.recv.recv(&self.socket).unwrap_or_default();
                 for d in self.recv.iter() {
-                    if d.truncated {
-                        self.convs.counters.bad_datagrams += 1;
-                        continue;
+                    match (&mut faults, d.from) {
+                        (_, _) if d.truncated => self.convs.counters.bad_datagrams += 1,
+                        (Some(f), Some(from)) => {
+                            f.receive(now, d.bytes, from, |d, from| self.convs.on_datagram(d, Some(from), ms, events))
+                        }
+                        _ => self.convs.on_datagram(d.bytes, d.from, ms, events),
                     }
-                    self.convs.on_datagram(d.bytes, d.from, ms, events);
                 }
                 if n < RECV_BATCH {
                     break;
@@ -424,17 +454,26 @@ impl Wire for KcpWire {
                 more = call + 1 == RECV_CALLS;
             }
         }
-        self.waker.take_fired(ms * 1000);
+        if let Some(f) = &mut faults {
+            let out = &mut self.convs.out;
+            f.release_sent(now, |d, to| out.push(d, Some(to)));
+        }
+        self.convs.faults = faults;
+        self.waker.take_fired(self.convs.us(now));
         self.convs.run_timers(ms, events);
         self.convs.flush(now);
         self.send_out();
-        self.arm(ms);
+        self.arm(now);
         more
     }
 
     fn deadline(&mut self) -> Option<Instant> {
         let c = &mut self.convs;
-        c.deadline_ms().map(|ms| c.epoch + Duration::from_millis(ms))
+        c.deadline_us().map(|us| c.epoch + Duration::from_micros(us))
+    }
+
+    fn chaos(&self) -> Option<ChaosReport> {
+        self.convs.faults.as_ref().map(|f| f.report())
     }
 
     fn recv(&mut self, token: u64, into: &mut [u8]) -> io::Result<usize> {
@@ -517,7 +556,7 @@ impl Wire for KcpWire {
         if !self.convs.to_flush.is_empty() {
             let now = Instant::now();
             self.convs.flush(now);
-            self.arm(self.convs.ms(now));
+            self.arm(now);
         }
         if !self.convs.out.is_empty() {
             self.send_out();

@@ -8,17 +8,18 @@
 //! same seed over the same traffic gives the same faults. What is held for a delay
 //! comes out at its time ([`Faults::release_sent`], [`Faults::release_received`])
 //! when the engine runs at [`Faults::due`]: an engine whose reader may wait on its
-//! readiness descriptor arms a [`Waker`](crate::waker::Waker) for it.
+//! readiness descriptor arms a [`Waker`] for it ([`WakingFaults`]).
 //!
 //! With no faults asked for a transport holds no `Faults` at all: chaos costs nothing
 //! when off.
 
+use std::io;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use zerohop_transport::chaos::{ChaosConfig, ChaosReport, Gate};
+use zerohop_transport::chaos::{ChaosConfig, ChaosReport, Gate, RECEIVED_SALT};
 
-/// Mixed into the seed of the received direction, so that it does not mirror the sent.
-const RECEIVED_SALT: u64 = 0x5eed_0f_c4a0_5000;
+use crate::waker::Waker;
 
 /// See the module docs. `R` says where a datagram goes or came from.
 #[derive(Debug)]
@@ -125,6 +126,43 @@ impl<R: Copy> Faults<R> {
             disconnects: self.disconnects,
             ..ChaosReport::new(&self.config)
         }
+    }
+}
+
+/// [`Faults`] with the descriptor that wakes when what they hold is due: the readiness
+/// descriptor of an engine whose own timers do not need one.
+#[derive(Debug)]
+pub struct WakingFaults<R> {
+    pub faults: Faults<R>,
+    waker: Waker,
+}
+
+impl<R: Copy> WakingFaults<R> {
+    /// Faults as `config` says, waking also when `readiness` (the socket) is readable.
+    pub fn new(config: ChaosConfig, readiness: RawFd) -> io::Result<Box<WakingFaults<R>>> {
+        Ok(Box::new(WakingFaults { faults: Faults::new(config), waker: Waker::new(readiness)? }))
+    }
+
+    /// The descriptor to wait on instead of the socket.
+    pub fn fd(&self) -> RawFd {
+        self.waker.fd()
+    }
+
+    /// Watches `fd` too (see [`Waker::watch`]).
+    pub fn watch(&self, fd: RawFd) -> io::Result<()> {
+        self.waker.watch(fd)
+    }
+
+    /// Takes the timer's expiry, so the descriptor polls readable only for what comes next.
+    pub fn take_fired(&mut self, now: Instant) {
+        let us = self.faults.micros(now);
+        self.waker.take_fired(us);
+    }
+
+    /// Makes the descriptor poll readable when the next held datagram is due.
+    pub fn arm(&mut self, now: Instant) {
+        let at = self.faults.due_micros();
+        self.waker.arm(at, self.faults.micros(now));
     }
 }
 

@@ -18,6 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// See the module docs.
+#[derive(Debug)]
 pub struct Waker {
     epoll: OwnedFd,
     timer: OwnedFd,

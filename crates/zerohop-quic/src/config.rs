@@ -56,6 +56,8 @@ pub struct QuicConfig {
     pub peer_linger: Duration,
     /// The hub publishes unreliable datagrams instead of channel messages.
     pub datagrams: bool,
+    /// Faults injected into every datagram sent and received (`?chaos=`).
+    pub chaos: Option<zerohop_transport::chaos::ChaosConfig>,
 }
 
 impl QuicConfig {
@@ -78,6 +80,7 @@ impl QuicConfig {
             overflow: Overflow::Block(Duration::from_secs(5)),
             peer_linger: Duration::from_secs(30),
             datagrams: false,
+            chaos: None,
         }
     }
 }

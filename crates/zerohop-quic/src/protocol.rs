@@ -165,7 +165,8 @@ impl QuicProtocol {
         let endpoint = quinn_proto::Endpoint::new(Arc::new(endpoint_config), server, !socket.may_fragment(), None);
         let config = Arc::new(config);
         let session = zerohop_net::session_id();
-        let mut engine = Engine::new(config.clone(), sink, socket, endpoint, client, session);
+        let mut engine =
+            Engine::new(config.clone(), sink, socket, endpoint, client, session).map_err(StartError::Io)?;
         let now = Instant::now();
         match &config.side {
             Side::Listen => engine.report(Status::Connected, None, None),
@@ -384,6 +385,11 @@ impl QuicProtocol {
                 m
             })
             .unwrap_or_default()
+    }
+
+    /// What `?chaos=` did, if faults were asked for.
+    pub fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
+        self.driver.with(|e| e.net.chaos()).ok().flatten()
     }
 
     /// Waits up to `linger` for every peer to read what was queued for it and to receive

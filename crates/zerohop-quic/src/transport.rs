@@ -15,6 +15,7 @@ use zerohop_net::address::resolve;
 use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::lifecycle::Backoff;
+use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::{
     Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
     Transport, TransportKind, TransportOptions, Value,
@@ -120,6 +121,10 @@ impl Protocol for QuicProtocol {
 
     fn local_addr(&self) -> Option<SocketAddr> {
         Some(QuicProtocol::local_addr(self))
+    }
+
+    fn chaos(&self) -> Option<ChaosReport> {
+        QuicProtocol::chaos(self)
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
@@ -257,6 +262,7 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     let Target::Host { host, port } = endpoint.target() else {
         return Err(Error::new(ErrorCode::BadUrl, "quic:// needs host:port"));
     };
+    let chaos = options.take_chaos("quic", Injects { datagrams: true, disconnects: true }, "")?;
     let q: QuicOptions = options.take_specific("quic")?;
     let settings = options.settings(
         "quic",
@@ -266,7 +272,8 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
     let overflow = Overflow::of(&settings);
-    let config = quic_config(host, *port, &q, overflow)?;
+    let mut config = quic_config(host, *port, &q, overflow)?;
+    config.chaos = chaos;
     let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, q.max_message);
     let ring = Arc::new(ReceiveRing::new(ring_options, !q.listen)?);
     let url = format!("quic://{host}:{port}");

@@ -1468,6 +1468,10 @@ impl<W: Wire> Engine<W> {
         self.wire.details()
     }
 
+    pub fn wire_chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
+        self.wire.chaos()
+    }
+
     /// The peers connected now.
     pub fn connected_peers(&self) -> Vec<ConnectedPeer> {
         self.peers

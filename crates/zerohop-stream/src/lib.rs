@@ -31,6 +31,7 @@
 //! certificates and the error codes of `quic://`), between the socket and the records.
 
 mod engine;
+mod faults;
 mod socket;
 mod sockets;
 mod tls;

@@ -1,5 +1,6 @@
 //! The wire of `tcp://` and `uds://`: a socket per connection, all in one epoll set
-//! whose descriptor is the engine's readiness descriptor.
+//! whose descriptor is the engine's readiness descriptor (under `?chaos=`, a waker
+//! around it: see [`crate::faults`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use zerohop_transport::{Credentials, Value};
 
+use crate::faults::{Held, StreamFaults};
 use crate::socket::{self, Address, Epoll};
 use crate::wire::{Interest, Lost, Origin, Wire, WireEvent, unspecified};
 
@@ -23,6 +25,8 @@ pub struct SocketConfig {
     pub socket_mode: u32,
     /// Unix sockets, listening: admit only these users.
     pub allow_uids: Option<Vec<u32>>,
+    /// Faults on every connection (`?chaos=`).
+    pub chaos: Option<zerohop_transport::chaos::ChaosConfig>,
 }
 
 /// One connection's socket.
@@ -31,6 +35,8 @@ struct Conn {
     /// A non-blocking connect under way.
     connecting: bool,
     interest: Interest,
+    /// Under faults: what waits for its time.
+    held: Held,
 }
 
 /// What only a socket wire counts.
@@ -61,6 +67,7 @@ pub struct SocketWire {
     spare: Option<std::fs::File>,
     /// The Unix socket file this listener made: removed when it goes.
     socket_file: Option<std::path::PathBuf>,
+    faults: Option<StreamFaults>,
 }
 
 impl Drop for SocketWire {
@@ -74,8 +81,11 @@ impl Drop for SocketWire {
 impl SocketWire {
     /// Binds (listening), or gets ready to connect.
     pub fn new(config: SocketConfig) -> io::Result<SocketWire> {
+        let epoll = Epoll::new()?;
+        let faults = config.chaos.map(|c| StreamFaults::new(c, epoll.fd())).transpose()?;
         let mut w = SocketWire {
-            epoll: Epoll::new()?,
+            faults,
+            epoll,
             listener: None,
             local: None,
             conns: Vec::new(),
@@ -118,7 +128,7 @@ impl SocketWire {
             self.free.push(token);
             return Err(e);
         }
-        self.conns[token as usize] = Some(Conn { fd, connecting, interest });
+        self.conns[token as usize] = Some(Conn { fd, connecting, interest, held: Held::default() });
         Ok(token)
     }
 
@@ -207,7 +217,12 @@ impl Wire for SocketWire {
     const READS_DIRECTLY: bool = true;
 
     fn readiness_fd(&self) -> RawFd {
-        self.epoll.fd()
+        self.faults.as_ref().map_or_else(|| self.epoll.fd(), StreamFaults::fd)
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        let f = self.faults.as_ref()?;
+        f.due(self.conns.iter().flatten().map(|c| &c.held))
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -229,8 +244,23 @@ impl Wire for SocketWire {
         self.insert(fd, true)
     }
 
-    fn poll(&mut self, _now: Instant, readable: bool, events: &mut Vec<WireEvent>) -> bool {
+    fn poll(&mut self, now: Instant, readable: bool, events: &mut Vec<WireEvent>) -> bool {
         events.clear();
+        if let Some(f) = &mut self.faults {
+            let disconnect = f.disconnect_due(now);
+            for (token, c) in self.conns.iter_mut().enumerate() {
+                let Some(c) = c.as_mut().filter(|c| !c.connecting) else { continue };
+                if disconnect {
+                    // SAFETY: no pointers; shuts down our own socket (as a reset would).
+                    unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+                }
+                if f.release(&mut c.held, c.fd.as_raw_fd(), now) {
+                    events.push(WireEvent::Readable(token as u64));
+                }
+            }
+            let due = f.due(self.conns.iter().flatten().map(|c| &c.held));
+            f.rearm(now, due);
+        }
         if !readable {
             return false;
         }
@@ -263,13 +293,19 @@ impl Wire for SocketWire {
     }
 
     fn recv(&mut self, token: u64, into: &mut [u8]) -> io::Result<usize> {
-        let c = self.conns.get(token as usize).and_then(Option::as_ref).ok_or(io::ErrorKind::NotConnected)?;
-        socket::read(c.fd.as_raw_fd(), into)
+        let c = self.conns.get_mut(token as usize).and_then(Option::as_mut).ok_or(io::ErrorKind::NotConnected)?;
+        match &mut self.faults {
+            None => socket::read(c.fd.as_raw_fd(), into),
+            Some(f) => f.recv(&mut c.held, c.fd.as_raw_fd(), into),
+        }
     }
 
     fn send(&mut self, token: u64, parts: &[&[u8]]) -> io::Result<usize> {
-        let c = self.conns.get(token as usize).and_then(Option::as_ref).ok_or(io::ErrorKind::NotConnected)?;
-        socket::writev(c.fd.as_raw_fd(), parts)
+        let c = self.conns.get_mut(token as usize).and_then(Option::as_mut).ok_or(io::ErrorKind::NotConnected)?;
+        match &mut self.faults {
+            None => socket::writev(c.fd.as_raw_fd(), parts),
+            Some(f) => f.send(&mut c.held, c.fd.as_raw_fd(), parts),
+        }
     }
 
     fn watch(&mut self, token: u64, interest: Interest) {
@@ -287,6 +323,9 @@ impl Wire for SocketWire {
     }
 
     fn read_directly(&mut self, token: u64, alone: bool) {
+        if self.faults.is_some() {
+            return; // (what waits for its time needs the waker's wake-ups)
+        }
         if self.untracked.is_some_and(|u| u != token) {
             self.watch_all(); // no longer read directly
         }
@@ -313,8 +352,11 @@ impl Wire for SocketWire {
         self.conns
             .get(token as usize)
             .and_then(Option::as_ref)
-            .and_then(|c| socket::unsent_bytes(c.fd.as_raw_fd()).ok())
-            .unwrap_or(0) as u64
+            .map_or(0, |c| socket::unsent_bytes(c.fd.as_raw_fd()).unwrap_or(0) as u64 + c.held.unsent())
+    }
+
+    fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
+        self.faults.as_ref().map(StreamFaults::report)
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {

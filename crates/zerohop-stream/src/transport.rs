@@ -13,6 +13,7 @@ use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::session_id;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::lifecycle::Backoff;
+use zerohop_transport::chaos::Injects;
 use zerohop_transport::{
     Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
     Settings, Target, Transport, TransportKind, TransportOptions, Value,
@@ -251,6 +252,10 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
         self.local
     }
 
+    fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
+        self.driver.with(|e| e.wire_chaos()).ok().flatten()
+    }
+
     fn details(&self) -> Vec<(&'static str, Value)> {
         let Ok(((c, peers, unacked, requests, answers), connected, wire)) =
             self.driver.with(|e| (e.snapshot(), e.connected_peers(), e.wire_details()))
@@ -386,6 +391,7 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
 /// [`open`], typed (for tests and tools that want the protocol's own calls).
 pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTransport<StreamProtocol>> {
     let scheme = endpoint.kind().scheme();
+    let chaos = options.take_chaos(scheme, Injects { datagrams: true, disconnects: true }, "")?;
     let s: StreamOptions = options.take_specific(scheme)?;
     let settings = settings(options, scheme)?;
     let listen = s.reliable.listen;
@@ -408,6 +414,7 @@ pub fn open_stream(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetT
         listen,
         socket_mode: s.socket_mode,
         allow_uids: s.allow_uids.clone(),
+        chaos,
     })
     .map_err(|e| Error::io(&format!("{scheme}://{addr}"), e))?;
     start(endpoint.kind(), options, settings, Config { options: s.reliable, tls }, wire)

@@ -176,4 +176,9 @@ pub trait Wire: Send + 'static {
     fn details(&self) -> Vec<(&'static str, Value)> {
         Vec::new()
     }
+
+    /// What `?chaos=` did, if the wire injects faults.
+    fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
+        None
+    }
 }

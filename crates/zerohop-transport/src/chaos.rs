@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-pub use zerohop_proto::chaos::{ChaosSpec, Gate, GateStats};
+pub use zerohop_proto::chaos::{ChaosSpec, Gate, GateStats, RECEIVED_SALT, StreamGate};
 
 use crate::error::Result;
 use crate::options::{HubOptions, Options, Value};
@@ -44,7 +44,9 @@ pub fn take_chaos(named: &mut Options) -> Result<Option<ChaosConfig>> {
             }
             return Ok(None);
         }
-        Some(Value::Text(t)) => (ChaosSpec::parse(&t).map_err(|e| named.bad("chaos", format!("is not valid: {e}")))?, None),
+        Some(Value::Text(t)) => {
+            (ChaosSpec::parse(&t).map_err(|e| named.bad("chaos", format!("is not valid: {e}")))?, None)
+        }
         Some(Value::Map(o)) => {
             let mut o = named.group("chaos", o);
             let ms = |o: &mut Options, name: &str| -> Result<Duration> { Ok(o.take_ms(name)?.unwrap_or_default()) };
@@ -63,7 +65,8 @@ pub fn take_chaos(named: &mut Options) -> Result<Option<ChaosConfig>> {
             let inner_seed = o.take_u64("seed", 0..=MAX_SEED)?;
             o.finish_group("chaos")?;
             // The same checks as the URL form's.
-            let spec = ChaosSpec::parse(&spec.to_url_form()).map_err(|e| named.bad("chaos", format!("is not valid: {e}")))?;
+            let spec =
+                ChaosSpec::parse(&spec.to_url_form()).map_err(|e| named.bad("chaos", format!("is not valid: {e}")))?;
             (spec, inner_seed)
         }
         Some(_) => return Err(named.bad("chaos", "must be a string like 'loss:0.1,delay:2ms' or an object")),
@@ -105,7 +108,8 @@ impl HubOptions {
 
 /// A seed nobody chose: from the clock and the process, so runs differ.
 fn draw_seed() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
     let mut z = nanos ^ (u64::from(std::process::id()) << 32);
     // One splitmix64 step spreads the bits.
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -166,9 +170,10 @@ mod tests {
 
     #[test]
     fn the_url_form_and_the_object_are_the_same_faults() {
-        let from_url = take_chaos(&mut text(&[("chaos", "loss:0.1,reorder:0.05,dup:0.01,delay:2ms,jitter:1ms"), ("seed", "7")]))
-            .unwrap()
-            .unwrap();
+        let from_url =
+            take_chaos(&mut text(&[("chaos", "loss:0.1,reorder:0.05,dup:0.01,delay:2ms,jitter:1ms"), ("seed", "7")]))
+                .unwrap()
+                .unwrap();
         let object = Options::new(vec![
             ("loss".into(), Value::Number(0.1)),
             ("reorder".into(), Value::Number(0.05)),
@@ -188,10 +193,15 @@ mod tests {
         assert!(err.message().contains("chaos is not valid: loss must be a probability"), "{}", err.message());
         let err = take_chaos(&mut text(&[("seed", "1")])).unwrap_err();
         assert!(err.message().contains("seed is given without chaos"), "{}", err.message());
-        let mut o = Options::new(vec![("chaos".into(), Value::Map(Options::new(vec![("los".into(), Value::Number(0.1))])))]);
+        let mut o =
+            Options::new(vec![("chaos".into(), Value::Map(Options::new(vec![("los".into(), Value::Number(0.1))])))]);
         let err = take_chaos(&mut o).unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadOption);
-        assert!(err.message().contains("chaos.los is not an option of chaos (the nearest is 'chaos.loss')"), "{}", err.message());
+        assert!(
+            err.message().contains("chaos.los is not an option of chaos (the nearest is 'chaos.loss')"),
+            "{}",
+            err.message()
+        );
         let a = take_chaos(&mut text(&[("chaos", "loss:0.1")])).unwrap().unwrap();
         assert!(a.seed <= MAX_SEED);
     }

@@ -631,12 +631,18 @@ mod tests {
         for name in ["batch", "peers", "ioUring"] {
             assert!(o.take(name).is_none());
         }
-        assert_eq!(o.finish("udp").unwrap_err().message(), "bach is not an option of udp:// hubs (the nearest is 'batch')");
+        assert_eq!(
+            o.finish("udp").unwrap_err().message(),
+            "bach is not an option of udp:// hubs (the nearest is 'batch')"
+        );
         let mut o = Options::from_query(&[("iouring".into(), "force".into())]);
         let _ = o.take("ioUring");
         let _ = o.take("mode");
         let err = o.finish("udp").unwrap_err();
-        assert_eq!((err.code(), err.message()), (ErrorCode::BadUrl, "iouring is not an option of udp:// hubs (the nearest is 'ioUring')"));
+        assert_eq!(
+            (err.code(), err.message()),
+            (ErrorCode::BadUrl, "iouring is not an option of udp:// hubs (the nearest is 'ioUring')")
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         let mut q = Options::from_query(&[("peers".into(), "a:1,b:2".into()), ("x".into(), "1".into())]);

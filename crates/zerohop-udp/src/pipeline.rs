@@ -19,11 +19,10 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use zerohop_net::chaos::WakingFaults;
 use zerohop_proto::datagram::{Inbox, Outbox};
 use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
 use zerohop_proto::{FRAME_HEADER_LEN, FrameHeader};
-use zerohop_net::Faults;
-use zerohop_net::waker::Waker;
 use zerohop_transport::chaos::{ChaosConfig, ChaosReport};
 
 use crate::batch::{RecvBatch, SendBatch};
@@ -171,39 +170,21 @@ pub struct UdpPipeline {
     last_expire_ms: u64,
     metrics: UdpMetrics,
     epoch: Instant,
-    chaos: Option<Box<PipelineChaos>>,
+    chaos: Option<Box<WakingFaults<Route>>>,
 }
 
 /// Where a datagram goes (`None`: the connected peer) or came from, and its kernel
 /// receive time.
 type Route = (Option<SocketAddr>, Option<u64>);
 
-/// A pipeline's faults, and the descriptor that wakes when what they hold is due.
-struct PipelineChaos {
-    faults: Faults<Route>,
-    waker: Waker,
-}
-
-impl PipelineChaos {
-    fn new(config: ChaosConfig, readiness: std::os::fd::RawFd) -> io::Result<Box<PipelineChaos>> {
-        Ok(Box::new(PipelineChaos { faults: Faults::new(config), waker: Waker::new(readiness)? }))
-    }
-
-    /// Makes the waker fire when the next held datagram is due.
-    fn arm(&mut self, now: Instant) {
-        let at = self.faults.due_micros();
-        self.waker.arm(at, self.faults.micros(now));
-    }
-}
-
-/// Whether a socket sending to `peers` is connected: to a single unicast peer only (a
-/// socket connected to a multicast group would accept datagrams only from the group
-/// address, which never sends).
 /// Microseconds since `epoch`: the pipeline's clock (the outbox's deadlines are in it).
 fn micros_since(epoch: Instant) -> u64 {
     epoch.elapsed().as_micros() as u64
 }
 
+/// Whether a socket sending to `peers` is connected: to a single unicast peer only (a
+/// socket connected to a multicast group would accept datagrams only from the group
+/// address, which never sends).
 fn connects(peers: &[SocketAddr]) -> bool {
     peers.len() == 1 && !peers[0].ip().is_multicast()
 }
@@ -261,7 +242,7 @@ impl UdpPipeline {
             Receiver::Uring(u) => u.ring_fd(),
             Receiver::Mmsg(_) => std::os::fd::AsRawFd::as_raw_fd(&socket),
         };
-        let chaos = config.chaos.map(|c| PipelineChaos::new(c, readiness)).transpose()?;
+        let chaos = config.chaos.map(|c| WakingFaults::new(c, readiness)).transpose()?;
         Ok(Self {
             socket,
             connected,
@@ -384,7 +365,7 @@ impl UdpPipeline {
     pub fn poll_flush(&mut self) -> io::Result<bool> {
         if let Some(c) = &mut self.chaos {
             let now = Instant::now();
-            c.waker.take_fired(c.faults.micros(now));
+            c.take_fired(now);
             let send = &mut self.send;
             c.faults.release_sent(now, |d, (to, _)| send.push(d, to));
             c.arm(now);
@@ -413,7 +394,7 @@ impl UdpPipeline {
     /// under faults, a [`Waker`] that also wakes when a held datagram is due.
     pub fn readiness_fd(&self) -> std::os::fd::RawFd {
         if let Some(c) = &self.chaos {
-            return c.waker.fd();
+            return c.fd();
         }
         match &self.receiver {
             Receiver::Uring(u) => u.ring_fd(),
@@ -572,17 +553,16 @@ impl UdpPipeline {
         // Under faults, what arrived goes through them first, after what they held.
         let mut chaos = self.chaos.as_deref_mut().map(|c| (c, Instant::now()));
         if let Some((c, now)) = &mut chaos {
-            c.waker.take_fired(c.faults.micros(*now));
+            c.take_fired(*now);
             c.faults.release_received(*now, |d, (from, ts)| handle_now(d, from, false, ts));
         }
-        let mut handle = |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| {
-            match &mut chaos {
+        let mut handle =
+            |bytes: &[u8], from: Option<SocketAddr>, truncated: bool, timestamp_ns: Option<u64>| match &mut chaos {
                 Some((c, now)) if !truncated => {
                     c.faults.receive(*now, bytes, (from, timestamp_ns), |d, (from, ts)| handle_now(d, from, false, ts))
                 }
                 _ => handle_now(bytes, from, truncated, timestamp_ns),
-            }
-        };
+            };
         let result = match &mut self.receiver {
             Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated, d.timestamp_ns)),
             Receiver::Mmsg(batch) => batch.recv(&self.socket).inspect(|_| {
@@ -603,7 +583,7 @@ impl UdpPipeline {
                 self.metrics.backend = "recvmmsg";
                 self.metrics.io_uring_unavailable = Some(format!("multishot recvmsg refused: {e}"));
                 if let Some((c, _)) = &chaos {
-                    c.waker.watch(std::os::fd::AsRawFd::as_raw_fd(&self.socket))?;
+                    c.watch(std::os::fd::AsRawFd::as_raw_fd(&self.socket))?;
                 }
                 0
             }
@@ -1114,8 +1094,10 @@ mod tests {
             for (side, spec) in [("sender", "loss:0.2"), ("receiver", "loss:0.2"), ("receiver", "delay:3ms,loss:0.1")] {
                 let parsed = ChaosSpec::parse(spec).unwrap();
                 let chaos = Some(ChaosConfig { spec: parsed, seed: 7 });
-                let mut rx_config =
-                    PipelineConfig { io_uring: MODE.get(), ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+                let mut rx_config = PipelineConfig {
+                    io_uring: MODE.get(),
+                    ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![])
+                };
                 if side == "receiver" {
                     rx_config.chaos = chaos;
                 }
@@ -1133,7 +1115,7 @@ mod tests {
                     tx.publish(&i.to_le_bytes()).unwrap();
                 }
                 // The receiver's direction is seeded apart from the sender's.
-                let seed = if side == "sender" { 7 } else { 7 ^ 0x5eed_0f_c4a0_5000 };
+                let seed = if side == "sender" { 7 } else { 7 ^ zerohop_proto::chaos::RECEIVED_SALT };
                 let mut fates = Chaos::new(parsed, seed);
                 let expected: Vec<u32> = (0..n).filter(|_| fates.decide() != Fate::Drop).collect();
                 let start = Instant::now();

@@ -442,11 +442,8 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     let Target::Host { host, port } = endpoint.target() else {
         return Err(Error::new(ErrorCode::BadUrl, "udp:// needs host:port"));
     };
-    let chaos = options.take_chaos(
-        "udp",
-        Injects { datagrams: true, disconnects: false },
-        "it has no connections to drop",
-    )?;
+    let chaos =
+        options.take_chaos("udp", Injects { datagrams: true, disconnects: false }, "it has no connections to drop")?;
     let udp: UdpOptions = options.take_specific("udp")?;
     if chaos.is_some() && udp.receive_threads > 1 {
         return Err(Error::bad_option("chaos takes one receiving socket: receiveThreads must be 1 with it"));

@@ -89,7 +89,7 @@ export declare class NetHandle {
   /** The status now. */
   status(): string
   /** Counters: what every hub counts, and the transport's own under `details`. */
-  metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown> }
+  metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }
   /**
    * Resolves true once what was published has reached its receivers (over QUIC: been
    * read by their applications), or false after `linger_ms`.

@@ -12,6 +12,7 @@
  * (every transport's messages are read from a ring with the shared-memory layout),
  * waiting with a doorbell, iteration, status and metrics.
  */
+import type { ChaosMetrics } from './chaos.js'
 import { type Codec, type CodecOption, describe, raw, resolveCodec } from './codec.js'
 import { type MessageInfo, Placement, placement } from './envelope.js'
 import {
@@ -160,6 +161,8 @@ export interface HubMetrics {
    * datagrams dropped as bad or foreign.
    */
   kcp?: KcpMetrics | KcpGroupMetrics
+  /** With `chaos`: the faults in effect (and the seed that replays them), and what they did each way. */
+  chaos?: ChaosMetrics
 }
 
 /** A received message with where it came from; see {@link Hub.recvMessage}. */
@@ -939,6 +942,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const details = this.port.details()
     const reason = this.selectionReason()
     const credits = this.port.flow?.credits()
+    const chaos = this.port.chaos?.()
     return {
       transport: this.transport,
       selectedAutomatically: this.selectedAutomatically,
@@ -956,6 +960,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       bytesAvailable: this.closed ? 0 : this.ring.bytesAvailable(),
       ...(credits !== undefined ? { credits } : {}),
       ...(details ? { [this.transport]: details } : {}),
+      ...(chaos ? { chaos } : {}),
     }
   }
 

@@ -3,6 +3,7 @@
  * typed by the URL's scheme so that an option of one transport on another's URL is a
  * type error (and, at run time, `ERR_BAD_OPTION` naming it).
  */
+import type { FaultOptions } from './chaos.js'
 import type { CodecOption } from './codec.js'
 import type { KcpOptions } from './transports/kcp.js'
 import type { QuicOptions } from './transports/quic.js'
@@ -61,16 +62,16 @@ export interface CommonHubOptions<T> {
 /** Options of a `shm://name` hub (or a bare name). */
 export type ShmHubOptions<T> = CommonHubOptions<T> & ShmOptions
 /** Options of a `udp://host:port` hub. */
-export type UdpHubOptions<T> = CommonHubOptions<T> & UdpOptions
+export type UdpHubOptions<T> = CommonHubOptions<T> & UdpOptions & FaultOptions
 /** Options of a `quic://host:port` hub. */
-export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions
+export type QuicHubOptions<T> = CommonHubOptions<T> & QuicOptions & FaultOptions
 
 /** Options of a `tcp://host:port` hub. */
-export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions
+export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions & FaultOptions
 /** Options of a `uds:///path` (or `uds://@name`) hub. */
-export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions
+export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions & FaultOptions
 /** Options of a `kcp://host:port` hub. */
-export type KcpHubOptions<T> = CommonHubOptions<T> & KcpOptions
+export type KcpHubOptions<T> = CommonHubOptions<T> & KcpOptions & FaultOptions
 
 /** Every option of every transport, for code that types its options before it knows the URL. */
-export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions & KcpOptions
+export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions & KcpOptions & FaultOptions

@@ -9,6 +9,7 @@
  * receive side (`tryRecv`, `recv`, `borrow`, iteration) is the hub's own code for all
  * of them.
  */
+import type { ChaosMetrics } from './chaos.js'
 import type { MessageInfo } from './envelope.js'
 import type { ZerohopError } from './errors.js'
 import type { BackpressurePolicy, HubRole } from './options.js'
@@ -168,6 +169,8 @@ export interface Port<T> {
   counters(): PublishCounters
   /** The transport's own counters (`metrics().udp`, `metrics().quic`); undefined where it has none. */
   details(): Record<string, unknown> | undefined
+  /** What `chaos` did (`metrics().chaos`); undefined without faults. */
+  chaos?(): ChaosMetrics | undefined
   /** Waits up to `lingerMs` for what was published to reach its receivers. */
   linger(lingerMs: number): Promise<boolean>
   /** Closes everything the transport holds, the ring included. Idempotent. */

@@ -8,6 +8,10 @@
 //! whoever drives the node (its I/O thread, or the caller's thread) reads what is
 //! there, sends what it can (a transmit the kernel has no room for waits in [`Net`]),
 //! and returns.
+//!
+//! Under `?chaos=` every datagram sent and received passes through [`Faults`] (GSO
+//! batches are split, so each datagram meets its own fate), and the readiness
+//! descriptor also wakes when what they held is due.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -16,6 +20,12 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use quinn_udp::{RecvMeta, UdpSocketState};
+use zerohop_net::chaos::WakingFaults;
+use zerohop_transport::chaos::{ChaosConfig, ChaosReport};
+
+/// Where a datagram goes or came from, the local address it leaves from or arrived
+/// at, and its ECN bits.
+type Route = (SocketAddr, Option<std::net::IpAddr>, Option<u8>);
 
 /// Kernel socket buffers asked for: the default of about 200 KiB overflows under a
 /// burst, and every loss costs QUIC a retransmission.
@@ -181,24 +191,71 @@ pub(crate) struct Net {
     /// A transmit the kernel's buffer had no room for; nothing else goes before it.
     pub blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
     pub gso: usize,
+    /// Under `?chaos=`.
+    chaos: Option<Box<WakingFaults<Route>>>,
 }
 
 impl Net {
-    pub fn new(socket: Socket) -> Net {
+    pub fn new(socket: Socket, chaos: Option<ChaosConfig>) -> io::Result<Net> {
         // GSO batches stay below UDP's 64 KiB limit (the kernel refuses a larger one, and
-        // quinn-udp counts that as sent): see `transmit`.
-        let gso = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
-        Net { socket, tx: Vec::new(), blocked: None, gso }
+        // quinn-udp counts that as sent): see `transmit`. Under faults, one datagram per
+        // transmit.
+        let gso = if chaos.is_some() { 1 } else { socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS) };
+        let chaos = chaos.map(|c| WakingFaults::new(c, socket.fd())).transpose()?;
+        Ok(Net { socket, tx: Vec::new(), blocked: None, gso, chaos })
     }
 
-    /// The socket's descriptor.
+    /// The descriptor to wait on: the socket's, or under faults one that also wakes
+    /// when what they hold is due.
     pub fn fd(&self) -> RawFd {
-        self.socket.fd()
+        self.chaos.as_ref().map_or_else(|| self.socket.fd(), |c| c.fd())
     }
 
-    /// Reads one batch from the socket (see [`Socket::recv`]).
-    pub fn recv(&mut self, each: impl FnMut(Datagram)) -> usize {
-        self.socket.recv(each).unwrap_or(0)
+    /// Reads one batch from the socket (see [`Socket::recv`]), after what faults held
+    /// that is due; how many datagrams were read.
+    pub fn recv(&mut self, mut each: impl FnMut(Datagram)) -> usize {
+        let Some(c) = &mut self.chaos else { return self.socket.recv(each).unwrap_or(0) };
+        let now = Instant::now();
+        c.take_fired(now);
+        let mut hand_on = |bytes: &[u8], (from, local_ip, ecn): Route| {
+            let ecn = ecn.and_then(quinn_udp::EcnCodepoint::from_bits);
+            each(Datagram { from, local_ip, ecn, data: BytesMut::from(bytes) });
+        };
+        c.faults.release_received(now, &mut hand_on);
+        let n = self
+            .socket
+            .recv(|d| c.faults.receive(now, &d.data, (d.from, d.local_ip, d.ecn.map(|e| e as u8)), &mut hand_on))
+            .unwrap_or(0);
+        c.arm(now);
+        n
+    }
+
+    /// Whether faults hold a received datagram due by `now`.
+    pub fn received_due(&self, now: Instant) -> bool {
+        self.chaos.as_ref().is_some_and(|c| c.faults.received_due(now))
+    }
+
+    /// When faults need the engine next.
+    pub fn chaos_due(&self) -> Option<Instant> {
+        self.chaos.as_ref().and_then(|c| c.faults.due())
+    }
+
+    /// Whether faults drop the connections now.
+    pub fn disconnect_due(&mut self, now: Instant) -> bool {
+        self.chaos.as_mut().is_some_and(|c| c.faults.disconnect_due(now))
+    }
+
+    /// Sends what faults held that is due.
+    pub fn release_sent(&mut self, now: Instant) {
+        let Some(c) = &mut self.chaos else { return };
+        let socket = &self.socket;
+        c.faults.release_sent(now, |bytes, route| send_datagram(socket, bytes, route));
+        c.arm(now);
+    }
+
+    /// What faults did, if any were asked for.
+    pub fn chaos(&self) -> Option<ChaosReport> {
+        self.chaos.as_ref().map(|c| c.faults.report())
     }
 
     /// Whether the last `recv` took fewer datagrams than it had room for: the socket was
@@ -226,6 +283,18 @@ impl Net {
     /// Sends `t` (in `tx`); false if it had to wait for room.
     pub fn send(&mut self, t: quinn_proto::Transmit) -> bool {
         let socket = &self.socket;
+        if let Some(c) = &mut self.chaos {
+            // Each datagram meets its fate; one the kernel has no room for is lost, as
+            // on a congested link (QUIC resends it).
+            let now = Instant::now();
+            let route = (t.destination, t.src_ip, t.ecn.map(|e| e as u8));
+            let size = t.segment_size.unwrap_or(t.size).max(1);
+            for d in self.tx[..t.size].chunks(size) {
+                c.faults.send(now, d, route, |bytes, route| send_datagram(socket, bytes, route));
+            }
+            c.arm(now);
+            return true;
+        }
         match socket.send(&t, &self.tx) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.blocked = Some((t, std::mem::take(&mut self.tx)));
@@ -251,6 +320,18 @@ impl Net {
         self.tx = buf;
         self.send(t)
     }
+}
+
+/// Sends one datagram as faults let it go (what the kernel refuses is lost).
+fn send_datagram(socket: &Socket, bytes: &[u8], (destination, src_ip, ecn): Route) {
+    let t = quinn_proto::Transmit {
+        destination,
+        ecn: ecn.and_then(quinn_proto::EcnCodepoint::from_bits),
+        size: bytes.len(),
+        segment_size: None,
+        src_ip,
+    };
+    let _ = socket.send(&t, bytes);
 }
 
 /// The ECN mark of a received datagram, as quinn-proto names it.

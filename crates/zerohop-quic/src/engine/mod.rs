@@ -203,13 +203,14 @@ impl Engine {
         endpoint: quinn_proto::Endpoint,
         client: Option<quinn_proto::ClientConfig>,
         session: u64,
-    ) -> Engine {
+    ) -> std::io::Result<Engine> {
         let now = Instant::now();
-        Engine {
+        let net = Net::new(socket, config.chaos)?;
+        Ok(Engine {
             config,
             sink,
             session,
-            net: Net::new(socket),
+            net,
             endpoint,
             client,
             conns: IntMap::default(),
@@ -231,7 +232,7 @@ impl Engine {
             received: Vec::new(),
             holding: false,
             held: Vec::new(),
-        }
+        })
     }
 
     /// Tells the sink of a change of status, with the failure as a stable error.
@@ -251,7 +252,11 @@ impl Engine {
     /// Reads the socket (if `readable`), runs what is due, and sends what is pending.
     /// Returns how many datagrams were read.
     pub fn turn(&mut self, now: Instant, readable: bool) -> usize {
-        let read = if readable { self.receive(now) } else { 0 };
+        let read = if readable || self.net.received_due(now) { self.receive(now) } else { 0 };
+        self.net.release_sent(now);
+        if self.net.disconnect_due(now) {
+            self.drop_connections(now);
+        }
         self.run_timers(now);
         self.process_dirty(now);
         read
@@ -279,6 +284,14 @@ impl Engine {
             }
         }
         read
+    }
+
+    /// Closes every connection (chaos: `disconnect`); a connecting hub reconnects.
+    fn drop_connections(&mut self, now: Instant) {
+        let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in all {
+            self.with_conn(ch, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "chaos: disconnect"));
+        }
     }
 
     fn on_datagram(&mut self, now: Instant, d: Datagram) {
@@ -387,6 +400,7 @@ impl Engine {
     /// The earliest moment something is due.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         let mut at = [
+            self.net.chaos_due(),
             self.burst.due(),
             self.attention_at,
             self.connector.as_ref().and_then(|c| c.retry_at),

@@ -9,6 +9,7 @@
  * envelope.
  */
 import { copyInto } from '../bytes.js'
+import type { ChaosMetrics } from '../chaos.js'
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, fromNative } from '../errors.js'
 import { ENVELOPE, Placement, placement, readEnvelope, spillKey, spilledLength } from '../envelope.js'
@@ -257,6 +258,14 @@ export class NetPort<T> implements Port<T> {
   /** What the counters were when the port closed. */
   private last: PublishCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
 
+  /** What the faults did (kept from the last look once the port closed). */
+  chaos(): ChaosMetrics | undefined {
+    if (!this.closed) this.lastChaos = native(() => this.handle.metrics()).chaos as ChaosMetrics | undefined
+    return this.lastChaos
+  }
+
+  private lastChaos: ChaosMetrics | undefined
+
   details(): Record<string, unknown> | undefined {
     if (this.closed) return undefined
     const details = native(() => this.handle.metrics()).details
@@ -270,6 +279,7 @@ export class NetPort<T> implements Port<T> {
   close(): void {
     if (this.closed) return
     this.counters()
+    this.chaos()
     this.closed = true
     this.flushQueued = false
     this.handle.close() // sends what is queued first
