@@ -28,6 +28,11 @@ interface Transport {
    * to inject faults into and refuses it.
    */
   faults: 'reliable' | 'counted' | 'refused'
+  /**
+   * Options of a sending hub whose room runs out while its receiver reads slowly (a small
+   * ring, a short send queue); none where there is always room (UDP drops instead).
+   */
+  tight?: HubOptions<Uint8Array>
 }
 
 /** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
@@ -64,6 +69,7 @@ function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Tr
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    tight: { sendQueueMessages: 8 },
   }
 }
 
@@ -78,6 +84,7 @@ const transports: Transport[] = [
     policies: ['drop_old', 'drop_new', 'block', 'fail_fast'],
     addressed: false,
     faults: 'refused',
+    tight: { capacity: 16, backpressure: 'block' },
   },
   {
     name: 'udp',
@@ -104,6 +111,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    tight: { sendQueueBytes: 2048 },
   },
   tcp(),
   tcp('tcp+tls', {}, { dangerouslyAcceptAnyServer: true }),
@@ -120,6 +128,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    tight: { sendQueueMessages: 8 },
   },
   {
     name: 'kcp',
@@ -133,6 +142,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    tight: { sendQueueMessages: 8 },
   },
 ]
 
@@ -491,6 +501,52 @@ for (const tr of transports) {
       t.true(dropped > 0, `chaos dropped ${dropped}`)
       t.true(sent.sent.seen > 0 && received.received.seen > 0)
     }
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
+  test.serial(name('await send() waits for room without blocking the event loop'), async (t) => {
+    const message = (i: number) => Uint8Array.from({ length: 100 }, (_, k) => (i * 3 + k) & 255)
+    if (!tr.tight) {
+      // Never out of room: send() resolves at once.
+      const [a, b] = await tr.pair<Uint8Array>({}, { flushIntervalMs: 0 } as HubOptions<Uint8Array>)
+      await b.send(message(1), { timeoutMs: 1000 })
+      t.deepEqual(await a.recv({ timeoutMs: 5000 }), message(1))
+      await a.close()
+      await b.close()
+      return
+    }
+    const [a, b] = await tr.pair<Uint8Array>(tr.tight, tr.tight)
+    // A timer that must go on firing while the sender waits (a publish that blocked
+    // would stop it, and, the receiver being on this event loop too, never return).
+    let last = performance.now()
+    let longestGap = 0
+    const timer = setInterval(() => {
+      const now = performance.now()
+      longestGap = Math.max(longestGap, now - last)
+      last = now
+    }, 2)
+    const n = 200
+    let waited = 0
+    const sending = (async () => {
+      for (let i = 0; i < n; i++) {
+        const before = performance.now()
+        await b.send(message(i), { timeoutMs: 20_000 })
+        if (performance.now() - before > 2) waited++
+      }
+    })()
+    const got: Uint8Array[] = []
+    for (let i = 0; i < n; i++) {
+      got.push(await a.recv({ timeoutMs: 20_000 }))
+      if (i % 8 === 0) await new Promise((r) => setTimeout(r, 3)) // a slow reader
+    }
+    await sending
+    clearInterval(timer)
+    t.true(got.every((v, i) => Buffer.from(v).equals(message(i))), 'everything, in order')
+    t.true(waited > 0, 'some sends waited for room')
+    t.true(longestGap < 1000, `the timer went on firing (longest gap ${longestGap.toFixed(0)} ms)`)
+    const e = await t.throwsAsync(b.send(message(0), { signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' })
+    t.truthy(e)
     await a.close({ lingerMs: 0 })
     await b.close({ lingerMs: 0 })
   })

@@ -50,6 +50,12 @@ pub trait Protocol: Send + Sync + 'static {
     fn local_addr(&self) -> Option<SocketAddr>;
     /// The transport's own counters and settings, by the names users see.
     fn details(&self) -> Vec<(&'static str, Value)>;
+    /// Whether a `len`-byte message on `channel` would find room now (see
+    /// [`Link::has_room`]); a transport that never waits nor drops for want of room
+    /// always has it.
+    fn has_room(&self, _channel: u16, _len: usize) -> bool {
+        true
+    }
     /// What `?chaos=` did, if the hub injects faults.
     fn chaos(&self) -> Option<ChaosReport> {
         None
@@ -170,6 +176,10 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn linger(&self, linger: Duration) -> bool {
         self.protocol.linger(linger)
+    }
+
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.protocol.has_room(channel, len)
     }
 }
 

@@ -371,6 +371,13 @@ impl NetHandle {
         Ok(out)
     }
 
+    /// Whether a `len`-byte message on `channel` would find room now (what `Hub.send` waits for).
+    #[napi]
+    pub fn has_room(&self, channel: u32, len: f64) -> Result<bool> {
+        self.hub()?;
+        Ok(self.link.has_room(channel as u16, len as usize))
+    }
+
     /// Resolves true once what was published has reached its receivers (over QUIC: been
     /// read by their applications), or false after `linger_ms`.
     #[napi(ts_return_type = "Promise<boolean>")]

@@ -387,6 +387,11 @@ impl QuicProtocol {
             .unwrap_or_default()
     }
 
+    /// Whether every peer has room for a `len`-byte message on `channel`.
+    pub fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.driver.with(|e| e.peers.iter().all(|p| p.has_room(channel, len))).unwrap_or(true)
+    }
+
     /// What `?chaos=` did, if faults were asked for.
     pub fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
         self.driver.with(|e| e.net.chaos()).ok().flatten()

@@ -127,6 +127,10 @@ impl Protocol for QuicProtocol {
         QuicProtocol::chaos(self)
     }
 
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.config().datagrams || QuicProtocol::has_room(self, channel, len)
+    }
+
     fn details(&self) -> Vec<(&'static str, Value)> {
         let m = self.metrics();
         let n = |v: u64| Value::Number(v as f64);

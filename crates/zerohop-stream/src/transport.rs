@@ -252,6 +252,10 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
         self.local
     }
 
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        self.driver.with(|e| e.all_have_room(channel, len)).unwrap_or(true)
+    }
+
     fn chaos(&self) -> Option<zerohop_transport::chaos::ChaosReport> {
         self.driver.with(|e| e.wire_chaos()).ok().flatten()
     }

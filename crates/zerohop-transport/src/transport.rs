@@ -242,6 +242,12 @@ pub trait Link: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// [`Transport::linger`], from any thread.
     fn linger(&self, linger: Duration) -> bool;
+    /// Whether a `len`-byte message on `channel` would find room now: publishing it
+    /// would neither wait nor be dropped or refused for want of room (what an
+    /// asynchronous send waits for).
+    fn has_room(&self, _channel: u16, _len: usize) -> bool {
+        true
+    }
 }
 
 /// Called when an armed reader may have something to read.

@@ -90,6 +90,8 @@ export declare class NetHandle {
   status(): string
   /** Counters: what every hub counts, and the transport's own under `details`. */
   metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }
+  /** Whether a `len`-byte message on `channel` would find room now (what `Hub.send` waits for). */
+  hasRoom(channel: number, len: number): boolean
   /**
    * Resolves true once what was published has reached its receivers (over QUIC: been
    * read by their applications), or false after `linger_ms`.

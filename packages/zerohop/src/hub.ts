@@ -83,6 +83,14 @@ export interface PublishOptions {
   channel?: number
 }
 
+/** Options of {@link Hub.send}. */
+export interface SendOptions extends PublishOptions {
+  /** Reject with `ERR_TIMEOUT` if there is no room after this many milliseconds (default: the hub's `publishTimeoutMs`). */
+  timeoutMs?: number
+  /** Reject with `ERR_ABORTED` when aborted while waiting for room. */
+  signal?: AbortSignal
+}
+
 /** Options of {@link Hub.close}. */
 export interface CloseOptions {
   /**
@@ -565,6 +573,38 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       throw new BadOptionError(`channel must be an integer in 0..65535, got ${String(channel)}`)
     }
     return this.port.publish(value, channel)
+  }
+
+  /**
+   * Publishes one message once there is room for it, waiting without blocking the event
+   * loop (where `publish` under `block` waits synchronously, and under `drop_new` or
+   * `fail_fast` gives up): resolves once the message is accepted. Under `drop_old`
+   * there is always room. Rejects with `ERR_TIMEOUT` when there is still no room after
+   * `timeoutMs`, `ERR_ABORTED` when `signal` aborts, and as `publish` does otherwise.
+   * While it waits it looks for room every millisecond.
+   */
+  async send(value: T, options: SendOptions = {}): Promise<void> {
+    if (!this.sendable) this.publishable()
+    const { timeoutMs = this.port.settings.publishTimeoutMs, signal } = options
+    if (!(timeoutMs >= 0)) throw new BadOptionError(`timeoutMs must be a number ≥ 0, got ${String(timeoutMs)}`)
+    const publish = options.channel === undefined ? undefined : { channel: options.channel }
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal)
+      if (!this.sendable) this.publishable()
+      if (this.port.hasRoom(value, options.channel ?? 0)) {
+        // Room now. Should another publisher (another process, on shared memory) take it
+        // first, the policy applies as to `publish`, except that `fail_fast` waits again.
+        try {
+          this.publish(value, publish)
+          return
+        } catch (e) {
+          if (!(e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE')) throw e
+        }
+      }
+      if (Date.now() >= deadline) throw new TimeoutError(`send() found no room in ${timeoutMs} ms`)
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
   }
 
   /**

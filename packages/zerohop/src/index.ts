@@ -45,6 +45,7 @@ export type {
   TlsOptions,
   ReconnectOptions,
   PublishOptions,
+  SendOptions,
   CloseOptions,
   WaterMarkEvent,
 } from './hub.js'

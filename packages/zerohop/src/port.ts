@@ -121,6 +121,11 @@ export interface Port<T> {
   readonly pollsOnCallingThread: boolean
 
   publish(value: T, channel: number): boolean
+  /**
+   * Whether publishing `value` on `channel` now would find room: it would neither wait
+   * nor be dropped or refused for want of room (what `Hub.send` waits for).
+   */
+  hasRoom(value: T, channel: number): boolean
   publishBatch(values: readonly T[]): number
   publishPacked(packed: Uint8Array, messageSize: number): number
   /** Writes the next message in place (throws `ERR_INVALID_STATE` where it cannot). */

@@ -544,6 +544,15 @@ export class ShmPublisher {
   }
 
   /** Whether the last scan already proved room for sequence `lo` (compared in 64 bits). */
+  /** Whether a publish now would find room (it would neither wait, drop nor fail), whatever the policy. */
+  roomNow(): boolean {
+    if (this.policy === 'drop_old') return true
+    const lo = Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+    if (this.hasRoom(lo)) return true
+    const { lag, credit } = this.ring.scan(lo, this.ownEntry, true)
+    return lag < this.ring.capacity && credit > 0
+  }
+
   hasRoom(lo: number): boolean {
     // (A plain load: a stale generation only means one more scan.)
     if (!this.roomKnown || this.i32[this.ring.CREDIT_GEN] !== this.creditGen) return false

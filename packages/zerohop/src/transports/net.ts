@@ -124,6 +124,10 @@ export class NetPort<T> implements Port<T> {
     return this.send(this.encode(value), channel)
   }
 
+  hasRoom(value: T, channel: number): boolean {
+    return native(() => this.handle.hasRoom(channel, this.encode(value).length))
+  }
+
   /** Sends `bytes` as one message on `channel`; false if the policy dropped it. */
   protected send(bytes: Uint8Array, channel: number): boolean {
     // The first publish after the doorbell rang goes out at once (with what waits

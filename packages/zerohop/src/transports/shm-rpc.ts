@@ -157,6 +157,10 @@ abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
     return this.publish()
   }
 
+  hasRoom(): never {
+    return this.publish()
+  }
+
   publishPacked(): never {
     return this.publish()
   }

@@ -215,6 +215,10 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     return pub.publishBytes(this.codec.encode(value))
   }
 
+  hasRoom(): boolean {
+    return this.publisher().roomNow()
+  }
+
   private publishStruct(pub: ShmPublisher, struct: StructCodec<T>, value: T): boolean {
     const lo = pub.claim()
     if (lo < 0) return false
