@@ -64,7 +64,12 @@ impl FromOptions for KcpOptions {
         let nodelay = match o.take("nodelay") {
             None => None,
             Some(Value::Bool(b)) => Some(u32::from(b)),
-            Some(v) => Options::new(vec![("nodelay".to_owned(), v)]).take_u32("nodelay", 0..=2)?,
+            // (From a URL: `nodelay`, `nodelay=true`, `=false`, or the number.)
+            Some(Value::Text(t)) if matches!(t.as_str(), "" | "true" | "false") => Some(u32::from(t != "false")),
+            Some(v) => {
+                o.put_back("nodelay", v);
+                o.take_u32("nodelay", 0..=2)?
+            }
         };
         kcp.nodelay = nodelay.unwrap_or(kcp.nodelay);
         kcp.interval_ms = o.take_u32("intervalMs", 10..=5000)?.unwrap_or(kcp.interval_ms);

@@ -120,6 +120,12 @@ impl Options {
         }
     }
 
+    /// Every name asked for so far, given or not (after a transport took its own: all
+    /// it knows).
+    pub fn asked(&self) -> impl Iterator<Item = &str> {
+        self.asked.iter().map(String::as_str)
+    }
+
     /// The valid name nearest to `name` (by edit distance, ignoring case), if any was
     /// asked for.
     pub fn nearest(&self, name: &str) -> Option<&str> {
@@ -130,6 +136,11 @@ impl Options {
     pub(crate) fn bad(&self, name: &str, why: impl core::fmt::Display) -> Error {
         let code = if self.from_url.iter().any(|n| n == name) { ErrorCode::BadUrl } else { ErrorCode::BadOption };
         Error::new(code, format!("{}{name} {why}", self.prefix))
+    }
+
+    /// Gives `name` back its value (taken to look at it), for another `take_…` to read.
+    pub fn put_back(&mut self, name: &str, value: Value) {
+        self.entries.push((name.to_owned(), value));
     }
 
     /// Removes and returns the value of `name`.
