@@ -550,4 +550,26 @@ for (const tr of transports) {
     await a.close({ lingerMs: 0 })
     await b.close({ lingerMs: 0 })
   })
+
+  test.serial(name('a rate limit paces publishing: over it, the policy applies; send() waits for tokens'), async (t) => {
+    // 20 a second, saving up half a second: a burst of 10, then one every 50 ms.
+    const limit = { rateLimit: 20, rateBurstMs: 500, backpressure: 'drop_new' as const }
+    const [a, b] = await tr.pair<Uint8Array>({}, { ...limit, ...(tr.name === 'udp' ? { flushIntervalMs: 0 } : {}) } as HubOptions<Uint8Array>)
+    const start = performance.now()
+    let accepted = 0
+    for (let i = 0; i < 40; i++) if (b.publish(new Uint8Array([i]))) accepted++
+    // The burst, and what refilled while the loop ran (no timing assumed).
+    const most = 10 + Math.ceil(((performance.now() - start) / 1000) * 20)
+    t.true(accepted >= 10 && accepted <= most, `${accepted} accepted (10..${most})`)
+    t.is(b.metrics().rateLimited, 40 - accepted)
+    for (let i = 0; i < accepted; i++) await a.recv({ timeoutMs: 5000 })
+    // send() waits for each token without blocking: 5 more take at least 4 refills.
+    const sending = performance.now()
+    for (let i = 0; i < 5; i++) await b.send(new Uint8Array([100 + i]), { timeoutMs: 5000 })
+    t.true(performance.now() - sending >= 4 * 50 * 0.9, 'paced by the refills')
+    for (let i = 0; i < 5; i++) t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([100 + i]))
+    t.is(b.metrics().rateLimited, 40 - accepted, 'send() waited rather than dropped')
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
 }

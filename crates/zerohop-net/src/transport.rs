@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use zerohop_shm::{Segment, Subscriber};
 use zerohop_transport::chaos::ChaosReport;
+use zerohop_transport::rate::Limiter;
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{
     Batching, Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace,
@@ -130,12 +131,19 @@ struct NetLink<P> {
     reader: Arc<dyn Reader>,
     counters: Counters,
     can_publish: bool,
+    /// The hub's rate limit, if it has one.
+    limiter: Option<Limiter>,
 }
 
 impl<P: Protocol> Link for NetLink<P> {
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
         if !self.can_publish {
             return Err(Error::role("publish"));
+        }
+        if let Some(l) = &self.limiter
+            && !l.admit(payload.len())?
+        {
+            return Ok(Delivery::Dropped);
         }
         let delivery = self.protocol.publish(channel, payload)?;
         // Relaxed: counters, read by `metrics` with no ordering to keep.
@@ -153,6 +161,19 @@ impl<P: Protocol> Link for NetLink<P> {
         }
         if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(Error::bad_option(format!("messageSize {size} does not divide {} bytes", packed.len())));
+        }
+        if self.limiter.is_some() {
+            // One by one: each message meets the limit.
+            let mut n = 0;
+            for m in packed.chunks_exact(size) {
+                match self.publish(channel, m) {
+                    Ok(Delivery::Accepted) => n += 1,
+                    Ok(Delivery::Dropped) => {}
+                    Err(e) if e.code() == ErrorCode::Backpressure => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(n);
         }
         let n = self.protocol.publish_packed(channel, packed, size)?;
         let c = &self.counters;
@@ -179,7 +200,7 @@ impl<P: Protocol> Link for NetLink<P> {
     }
 
     fn has_room(&self, channel: u16, len: usize) -> bool {
-        self.protocol.has_room(channel, len)
+        self.limiter.as_ref().is_none_or(|l| l.has_room(len)) && self.protocol.has_room(channel, len)
     }
 }
 
@@ -228,6 +249,10 @@ impl<P: Protocol> NetTransport<P> {
                 reader: parts.reader,
                 counters: Counters::default(),
                 can_publish: role.publishes(),
+                limiter: parts
+                    .settings
+                    .rate
+                    .map(|r| Limiter::new(r, parts.settings.backpressure, parts.settings.publish_timeout)),
             }),
             ring: parts.ring,
             subscriber,
@@ -327,6 +352,7 @@ impl<P: Protocol> Transport for NetTransport<P> {
         m.published = c.published.load(Ordering::Relaxed);
         m.published_bytes = c.published_bytes.load(Ordering::Relaxed);
         m.dropped = c.dropped.load(Ordering::Relaxed);
+        m.rate_limited = self.link.limiter.as_ref().map_or(0, Limiter::limited);
         if !self.closed {
             m.details = self.link.protocol.details();
             m.chaos = self.link.protocol.chaos();

@@ -235,6 +235,10 @@ pub struct HubSettings {
     pub backpressure: String,
     pub publish_timeout_ms: f64,
     pub spin_us: f64,
+    /// The rate limit: messages and bytes a second, and the burst (ms at the rate).
+    pub rate_limit: Option<f64>,
+    pub rate_limit_bytes: Option<f64>,
+    pub rate_burst_ms: Option<f64>,
 }
 
 impl From<zerohop::Settings> for HubSettings {
@@ -249,6 +253,9 @@ impl From<zerohop::Settings> for HubSettings {
             backpressure: zerohop::options::policy_name(s.backpressure).to_owned(),
             publish_timeout_ms: s.publish_timeout.as_secs_f64() * 1000.0,
             spin_us: s.spin.as_secs_f64() * 1e6,
+            rate_limit: s.rate.and_then(|r| r.messages),
+            rate_limit_bytes: s.rate.and_then(|r| r.bytes),
+            rate_burst_ms: s.rate.map(|r| r.burst.as_secs_f64() * 1000.0),
         }
     }
 }

@@ -348,7 +348,7 @@ impl NetHandle {
 
     /// Counters: what every hub counts, and the transport's own under `details`.
     #[napi(
-        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }"
+        ts_return_type = "{ published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; rateLimited: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }"
     )]
     pub fn metrics<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let m = self.hub()?.metrics();
@@ -360,6 +360,7 @@ impl NetHandle {
         out.set("blocked", n(m.blocked))?;
         out.set("received", n(m.received))?;
         out.set("receivedBytes", n(m.received_bytes))?;
+        out.set("rateLimited", n(m.rate_limited))?;
         let mut details = Object::new(env)?;
         for (name, value) in &m.details {
             details.set(name, js_value(env, value)?)?;

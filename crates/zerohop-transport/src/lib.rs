@@ -6,6 +6,7 @@
 //! - [`endpoint`]: URLs (`shm://name`, `udp://host:port`, …) parsed into an [`Endpoint`].
 //! - [`metrics`]: the counters every hub reports, and each transport's own details.
 //! - [`options`]: [`HubOptions`], and a transport's own options, typed or by name.
+//! - [`rate`]: rate limits, and their token buckets.
 //! - [`status`]: connection status and its events.
 //! - [`transport`]: the [`Transport`] trait and its capabilities.
 //!
@@ -17,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod metrics;
 pub mod options;
+pub mod rate;
 pub mod status;
 pub mod transport;
 

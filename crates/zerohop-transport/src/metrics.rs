@@ -21,6 +21,8 @@ pub struct Metrics {
     pub received_bytes: u64,
     /// Messages this hub missed because a publisher lapped it (`drop_old`).
     pub lapped: u64,
+    /// Publishes discarded or refused for the hub's rate limit.
+    pub rate_limited: u64,
     /// The transport's own counters and settings, by the names users see
     /// (`metrics().udp.lost`, `metrics().quic.rttUs`).
     pub details: Vec<(&'static str, Value)>,
@@ -53,6 +55,7 @@ impl Metrics {
             received: 0,
             received_bytes: 0,
             lapped: 0,
+            rate_limited: 0,
             details: Vec::new(),
             chaos: None,
         }

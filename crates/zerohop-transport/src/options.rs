@@ -28,6 +28,7 @@ use zerohop_proto::lifecycle::Backoff;
 pub use zerohop_shm::Backpressure;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::rate::RateLimit;
 
 /// One option's value.
 #[derive(Clone, Debug, PartialEq)]
@@ -388,13 +389,15 @@ impl Role {
 }
 
 /// The options every hub has, as the transport resolved them (its defaults filled in).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
     pub role: Role,
     pub backpressure: Backpressure,
     pub publish_timeout: Duration,
     /// How long a waiting receiver spins (or polls the socket) before it parks.
     pub spin: Duration,
+    /// The rate limit on publishing, if any.
+    pub rate: Option<RateLimit>,
 }
 
 /// A transport's own options, given typed ([`HubOptions::with`]).
@@ -427,6 +430,8 @@ pub struct HubOptions {
     pub slot_size: Option<u32>,
     /// Slots in the ring, a power of two.
     pub capacity: Option<u32>,
+    /// The rate limit on publishing.
+    pub rate: Option<RateLimit>,
     /// The transport's own options, typed (see [`HubOptions::with`]); they take the
     /// place of its options by name.
     pub specific: Option<Box<dyn TransportOptions>>,
@@ -443,6 +448,7 @@ impl Clone for HubOptions {
             spin: self.spin,
             slot_size: self.slot_size,
             capacity: self.capacity,
+            rate: self.rate,
             specific: self.specific.as_ref().map(|t| t.clone_boxed()),
             named: self.named.clone(),
         }
@@ -461,6 +467,7 @@ impl Default for HubOptions {
             spin: None,
             slot_size: None,
             capacity: None,
+            rate: None,
             specific: None,
             named: Options::default(),
         }
@@ -512,6 +519,9 @@ impl HubOptions {
             }
             self.capacity = Some(c);
         }
+        if let Some(rate) = RateLimit::take_from(&mut named)? {
+            self.rate = Some(rate);
+        }
         self.named.merge(named)
     }
 
@@ -562,6 +572,7 @@ impl HubOptions {
             backpressure: self.backpressure_or(default, allowed, scheme, why)?,
             publish_timeout: self.publish_timeout,
             spin: self.spin.unwrap_or(spin),
+            rate: self.rate,
         })
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::shm_events::{MemberEvents, ShmConnection};
 use zerohop_shm::registry::{Member, PublisherEntry, Role};
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, SegmentOptions, Subscriber};
+use zerohop_transport::rate::Limiter;
 use zerohop_transport::{
     Connection, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Loans, MessageInfo, Metrics, Options,
     Result, Settings, Target, Transport, TransportKind, TransportOptions,
@@ -125,6 +126,8 @@ pub struct ShmTransport {
     max_message: usize,
     selected_automatically: bool,
     never_cancelled: AtomicBool,
+    /// The rate limit on publishing, if any.
+    limiter: Option<Limiter>,
 }
 
 /// What an `shm://name` endpoint with its options opens ([`resolve`]).
@@ -228,6 +231,7 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         max_message,
         selected_automatically: endpoint.selected_automatically(),
         never_cancelled: AtomicBool::new(false),
+        limiter: settings.rate.map(|r| Limiter::new(r, settings.backpressure, settings.publish_timeout)),
     }))
 }
 
@@ -272,6 +276,11 @@ impl Transport for ShmTransport {
         if channel != 0 {
             return Err(Error::bad_option(format!("shm:// hubs have one channel, 0; got {channel}")));
         }
+        if let Some(l) = &self.limiter
+            && !l.admit(payload.len())?
+        {
+            return Ok(Delivery::Dropped);
+        }
         Ok(delivery(self.publisher()?.publish(payload)?))
     }
 
@@ -294,6 +303,7 @@ impl Transport for ShmTransport {
             m.dropped = s.dropped;
             m.blocked = s.blocked;
         }
+        m.rate_limited = self.limiter.as_ref().map_or(0, Limiter::limited);
         m.with_subscriber(self.subscriber.as_ref())
     }
 
@@ -324,6 +334,13 @@ impl Transport for ShmTransport {
 
 impl Loans for ShmTransport {
     fn publish_in_place(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<Delivery> {
+        // (The length is not known yet: the message counts, its bytes as a slot's.)
+        let slot = self.max_message;
+        if let Some(l) = &self.limiter
+            && !l.admit(slot)?
+        {
+            return Ok(Delivery::Dropped);
+        }
         let Some(mut loan) = self.publisher()?.loan()? else { return Ok(Delivery::Dropped) };
         let len = fill(loan.as_mut_slice());
         let max = loan.as_mut_slice().len();

@@ -26,6 +26,8 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "slotSize" => (n(2048.0), "2048"),
         "capacity" => (n(64.0), "64"),
         "chaos" => (t("loss:0.1,delay:2ms"), "loss:0.1,delay:2ms"),
+        "rateLimit" => (n(1000.0), "1000"),
+        "rateLimitBytes" => (n(65536.0), "65536"),
         // Shared memory.
         "maxSubscribers" => (n(8.0), "8"),
         "poolSize" => (n(65536.0), "65536"),
@@ -77,8 +79,8 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "maxPeers" => (n(16.0), "16"),
         // Objects.
         "tls" | "reconnect" => return None,
-        // Only with chaos: checked apart.
-        "seed" => return None,
+        // Only with chaos, or a rate limit: checked apart.
+        "seed" | "rateBurstMs" => return None,
         other => panic!("no sample for option '{other}': add one"),
     })
 }
@@ -118,9 +120,10 @@ fn every_option_reads_the_same_from_a_url() {
     let w = &mut Vec::new();
     all.extend(round_trip("hub", w, |o| {
         let mut h = HubOptions::default();
-        h.add_named(std::mem::take(o))
-            .map(|()| (h.role, h.backpressure, h.publish_timeout, h.spin, h.slot_size, h.capacity))
-            .ok()
+        let read = h.add_named(std::mem::take(o));
+        // What the hub left (none of its own), with every name it asked for.
+        *o = std::mem::take(&mut h.named);
+        read.map(|()| (h.role, h.backpressure, h.publish_timeout, h.spin, h.slot_size, h.capacity, h.rate)).ok()
     }));
     all.extend(round_trip("chaos", w, |o| take_chaos(o).ok().flatten().map(|c| c.spec)));
     all.extend(round_trip("shm", w, |o| ShmOptions::take_from(o).ok()));
@@ -136,4 +139,7 @@ fn every_option_reads_the_same_from_a_url() {
     assert_eq!(seeded(&mut typed), seeded(&mut url));
     assert!(w.is_empty(), "{}", w.join("\n"));
     assert!(all.len() > 40, "{all:?}");
+    for name in ["role", "capacity", "rateLimit", "chaos", "peers", "mode", "listen"] {
+        assert!(all.contains(name), "{name} was asked for");
+    }
 }

@@ -89,7 +89,7 @@ export declare class NetHandle {
   /** The status now. */
   status(): string
   /** Counters: what every hub counts, and the transport's own under `details`. */
-  metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }
+  metrics(): { published: number; publishedBytes: number; dropped: number; blocked: number; received: number; receivedBytes: number; rateLimited: number; details: Record<string, unknown>; chaos?: Record<string, unknown> }
   /** Whether a `len`-byte message on `channel` would find room now (what `Hub.send` waits for). */
   hasRoom(channel: number, len: number): boolean
   /**
@@ -282,6 +282,10 @@ export interface HubSettings {
   backpressure: string
   publishTimeoutMs: number
   spinUs: number
+  /** The rate limit: messages and bytes a second, and the burst (ms at the rate). */
+  rateLimit?: number
+  rateLimitBytes?: number
+  rateBurstMs?: number
 }
 
 /** Whether a process exists (for dead-peer checks). */

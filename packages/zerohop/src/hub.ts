@@ -128,6 +128,8 @@ export interface HubMetrics {
   dropped: number
   /** Times a `block` publish had to wait. */
   blocked: number
+  /** Publishes discarded or refused for the rate limit (`rateLimit`, `rateLimitBytes`). */
+  rateLimited: number
   /** Messages and bytes this hub received. */
   received: number
   receivedBytes: number
@@ -988,6 +990,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       selectedAutomatically: this.selectedAutomatically,
       selectionReason: reason,
       selection: { chosen: this.transport, reason, fallbacks: [...(this.port.fallbacks ?? [])] },
+      rateLimited: 0,
       ...this.port.counters(),
       received: s?.received ?? 0,
       receivedBytes: s?.receivedBytes ?? 0,

@@ -57,6 +57,17 @@ export interface CommonHubOptions<T> {
   slotSize?: number
   /** Slots in the ring, a power of two (default 4096). */
   capacity?: number
+  /**
+   * A rate limit on publishing, in messages a second (and `rateLimitBytes`, in bytes a
+   * second), with token buckets that save up `rateBurstMs` of unused rate (default 50).
+   * A publish over it meets `backpressure` as a publish with no room does: `block` waits
+   * (synchronously; `send()` waits without blocking), `drop_new` (and `drop_old`, which
+   * has nothing to overwrite here) discards it, `fail_fast` throws `ERR_BACKPRESSURE`.
+   * Counted in `metrics().rateLimited`.
+   */
+  rateLimit?: number
+  rateLimitBytes?: number
+  rateBurstMs?: number
 }
 
 /** Options of a `shm://name` hub (or a bare name). */

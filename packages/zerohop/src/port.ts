@@ -55,6 +55,10 @@ export interface PortSettings {
   backpressure: BackpressurePolicy
   publishTimeoutMs: number
   spinUs: number
+  /** The rate limit (messages and bytes a second, the burst in ms at the rate), as resolved. */
+  rateLimit?: number | null
+  rateLimitBytes?: number | null
+  rateBurstMs?: number | null
 }
 
 /** What a hub counts of what it published. */
@@ -63,6 +67,8 @@ export interface PublishCounters {
   publishedBytes: number
   dropped: number
   blocked: number
+  /** Publishes discarded or refused for the rate limit. */
+  rateLimited?: number
 }
 
 /** Requests with answers, each on a stream of its own (`Rpc` runs over these). */

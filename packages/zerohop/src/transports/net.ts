@@ -255,7 +255,7 @@ export class NetPort<T> implements Port<T> {
   counters(): PublishCounters {
     if (this.closed) return this.last
     const m = native(() => this.handle.metrics())
-    this.last = { published: m.published, publishedBytes: m.publishedBytes, dropped: m.dropped, blocked: m.blocked }
+    this.last = { published: m.published, publishedBytes: m.publishedBytes, dropped: m.dropped, blocked: m.blocked, rateLimited: m.rateLimited }
     return this.last
   }
 

@@ -5,10 +5,11 @@
  */
 import { copyInto } from '../bytes.js'
 import { type Codec, raw } from '../codec.js'
-import { BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
+import { BackpressureError, BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
 import { binding, native, type ShmHandle, statusEvent } from '../native.js'
 import type { FlowPort, HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
 import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
+import { RateLimiter } from '../rate.js'
 import { StructCodec, type StructView } from '../struct.js'
 import { CopyLoan } from './copy-loan.js'
 
@@ -133,6 +134,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   readonly requests = undefined
   readonly flow: FlowPort
   private readonly pub: ShmPublisher | undefined
+  /** The rate limit, kept here since shared memory publishes from JavaScript. */
+  private readonly limiter: RateLimiter | undefined
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
   private nativePublisher = false
@@ -159,6 +162,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
       role === 'subscriber'
         ? undefined
         : new ShmPublisher(this.ring, this.settings.backpressure, this.settings.publishTimeoutMs, this.subscriber?.entry)
+    this.limiter = RateLimiter.of(this.settings, this.settings.backpressure, this.settings.publishTimeoutMs)
     if (this.pub !== undefined) {
       this.pub.large = (bytes) => this.publishLarge(bytes)
       this.pub.inSlot = this.maxStructSize // (what a slot holds, within the limit)
@@ -209,14 +213,44 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   publish(value: T, channel: number): boolean {
     if (channel !== 0) throw new BadOptionError(`shm:// hubs have one channel, 0; got ${String(channel)}`)
     const pub = this.publisher()
+    if (this.limiter) return this.publishLimited(pub, this.limiter, value)
     if (this.struct) return this.publishStruct(pub, this.struct, value)
     // The raw codec inline: one call less on the hottest path (encode only validates).
     if (this.codec === raw && value instanceof Uint8Array) return pub.publishBytes(value)
     return pub.publishBytes(this.codec.encode(value))
   }
 
-  hasRoom(): boolean {
-    return this.publisher().roomNow()
+  /** `publish` under a rate limit: the message meets it with its size first. */
+  private publishLimited(pub: ShmPublisher, limiter: RateLimiter, value: T): boolean {
+    if (this.struct) return limiter.admit(this.struct.size) && this.publishStruct(pub, this.struct, value)
+    const bytes = this.codec === raw && value instanceof Uint8Array ? value : this.codec.encode(value)
+    return limiter.admit(bytes.length) && pub.publishBytes(bytes)
+  }
+
+  /** `value`'s size (encoding it only for a byte limit). */
+  private sizeOf(value: T): number {
+    if (this.struct) return this.struct.size
+    if (value instanceof Uint8Array) return value.length
+    return this.settings.rateLimitBytes ? this.codec.encode(value).length : 0
+  }
+
+  hasRoom(value: T): boolean {
+    const pub = this.publisher()
+    return (!this.limiter || this.limiter.hasRoom(this.sizeOf(value))) && pub.roomNow()
+  }
+
+  /** Each message of a batch meets the rate limit: how many were accepted. */
+  private eachLimited(count: number, publishOne: (i: number) => boolean): number {
+    let n = 0
+    for (let i = 0; i < count; i++) {
+      try {
+        if (publishOne(i)) n++
+      } catch (e) {
+        if (e instanceof ZerohopError && e.code === 'ERR_BACKPRESSURE') break
+        throw e
+      }
+    }
+    return n
   }
 
   private publishStruct(pub: ShmPublisher, struct: StructCodec<T>, value: T): boolean {
@@ -237,6 +271,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
 
   publishBatch(values: readonly T[]): number {
     const pub = this.publisher()
+    if (this.limiter) return this.eachLimited(values.length, (i) => this.publish(values[i]!, 0))
     const ring = this.ring
     const codec = this.codec
     const struct = this.struct
@@ -326,6 +361,11 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   publishPacked(packed: Uint8Array, messageSize: number): number {
     const pub = this.publisher()
     if (messageSize > this.ring.slotSize) throw tooLarge(messageSize, this.ring.slotSize)
+    const limiter = this.limiter
+    if (limiter) {
+      const each = (i: number) => limiter.admit(messageSize) && pub.publishBytes(packed.subarray(i * messageSize, (i + 1) * messageSize))
+      return this.eachLimited(packed.byteLength / messageSize, each)
+    }
     this.attachNative()
     const n = native(() => this.ring.handle.publishPacked(packed, messageSize))
     pub.counters.published += n
@@ -341,6 +381,9 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     }
     const ring = this.ring
     const need = loanSize(size, ring.slotSize, this.maxMessageSize)
+    // A loan meets the rate limit as the message it is for (at most `need` bytes); one
+    // it drops cannot be written: ERR_BACKPRESSURE, as a full ring under `fail_fast`.
+    if (this.limiter && !this.limiter.admit(need)) throw new BackpressureError("over the hub's rate limit: the message is dropped")
     if (this.openLoan === undefined) {
       this.openLoan = new ShmLoan<T>(pub, ring, this.struct)
       this.gcState.loan = this.openLoan as ShmLoan<unknown>
@@ -379,7 +422,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   }
 
   counters(): PublishCounters {
-    return this.pub?.counters ?? { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+    const c = this.pub?.counters ?? { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+    return this.limiter ? { ...c, rateLimited: this.limiter.limited } : c
   }
 
   close(): void {
