@@ -40,9 +40,15 @@ pub struct Outbox {
     /// Sequence number of the first message in `packer`.
     packed_first_seq: u64,
     next_seq: u64,
-    /// Finished datagrams, end to end, and where each one is.
+    /// Finished datagrams, end to end, where each one is, and the first and last
+    /// sequence numbers of the messages it carries.
     out: Vec<u8>,
     spans: Vec<(usize, usize)>,
+    seqs: Vec<(u64, u64)>,
+    /// A reliable channel's: frames are flagged so, and carry `floor` (see
+    /// [`crate::reliable`]) in their `ack` field.
+    reliable: bool,
+    floor: u64,
     /// When the oldest message not yet in a finished datagram was queued.
     oldest_unflushed_ms: Option<u64>,
 }
@@ -60,8 +66,31 @@ impl Outbox {
             next_seq: 0,
             out: Vec::with_capacity(max_datagram * 8),
             spans: Vec::new(),
+            seqs: Vec::new(),
+            reliable: false,
+            floor: 0,
             oldest_unflushed_ms: None,
         }
+    }
+
+    /// Makes this a reliable channel's outbox: its frames ask to be acknowledged.
+    pub fn set_reliable(&mut self) {
+        self.reliable = true;
+    }
+
+    /// The floor the next frames carry (a reliable channel's; see [`crate::reliable`]).
+    pub fn set_floor(&mut self, floor: u64) {
+        self.floor = floor;
+    }
+
+    /// The header of a frame this outbox makes.
+    fn header(&self, seq: u64, payload_len: u32) -> FrameHeader {
+        let mut h = FrameHeader { channel: self.channel, session: self.session, seq, ..FrameHeader::new(payload_len) };
+        if self.reliable {
+            h.flags = FrameFlags(FrameFlags::RELIABLE);
+            h.ack = self.floor;
+        }
+        h
     }
 
     /// The largest fragment payload (a datagram minus the header).
@@ -95,19 +124,13 @@ impl Outbox {
             self.finish_packed();
             let fs = self.fragment_size();
             for (index, count, bytes) in fragments(message, fs)? {
-                let header = FrameHeader {
-                    channel: self.channel,
-                    session: self.session,
-                    seq,
-                    frag_index: index,
-                    frag_count: count,
-                    ..FrameHeader::new(bytes.len() as u32)
-                };
+                let header = FrameHeader { frag_index: index, frag_count: count, ..self.header(seq, bytes.len() as u32) };
                 let start = self.out.len();
                 self.out.resize(start + FRAME_HEADER_LEN + bytes.len(), 0);
                 self.out[start + FRAME_HEADER_LEN..].copy_from_slice(bytes);
                 header.encode_in_place(&mut self.out[start..]).expect("consistent by construction");
                 self.spans.push((start, self.out.len() - start));
+                self.seqs.push((seq, seq));
             }
         }
         self.next_seq += 1;
@@ -146,6 +169,11 @@ impl Outbox {
         self.spans.iter().map(|&(s, l)| &self.out[s..s + l])
     }
 
+    /// Finished datagrams with the first and last sequence numbers of what each carries.
+    pub fn datagrams_with_seqs(&self) -> impl Iterator<Item = (&[u8], u64, u64)> {
+        self.spans.iter().zip(&self.seqs).map(|(&(s, l), &(first, last))| (&self.out[s..s + l], first, last))
+    }
+
     /// Number of finished datagrams.
     pub fn ready(&self) -> usize {
         self.spans.len()
@@ -156,11 +184,13 @@ impl Outbox {
         if n >= self.spans.len() {
             self.out.clear();
             self.spans.clear();
+            self.seqs.clear();
             return;
         }
         let cut = self.spans[n].0;
         self.out.drain(..cut);
         self.spans.drain(..n);
+        self.seqs.drain(..n);
         for s in &mut self.spans {
             s.0 -= cut;
         }
@@ -170,12 +200,8 @@ impl Outbox {
         if self.packer.is_empty() {
             return;
         }
-        let header = FrameHeader {
-            channel: self.channel,
-            session: self.session,
-            seq: self.packed_first_seq,
-            ..FrameHeader::new(0)
-        };
+        let header = self.header(self.packed_first_seq, 0);
+        self.seqs.push((self.packed_first_seq, self.next_seq - 1));
         let frame = self.packer.finish(header);
         let start = self.out.len();
         self.out.extend_from_slice(frame);
@@ -255,6 +281,10 @@ pub struct Inbox {
     expected: u64,
     seen: SeenWindow,
     stats: InboxStats,
+    /// A reliable channel's: every message below this was received or given up by
+    /// the sender, and whether an acknowledgement is owed (a reliable frame came).
+    below: u64,
+    ack_owed: bool,
 }
 
 impl Inbox {
@@ -274,7 +304,26 @@ impl Inbox {
             expected: 0,
             seen: SeenWindow::empty(),
             stats: InboxStats::default(),
+            below: 0,
+            ack_owed: false,
         }
+    }
+
+    /// What to acknowledge, if a frame of a reliable channel came since the last call:
+    /// the sender's session and channel, and the sequence number below which every
+    /// message arrived (or was given up by the sender). Owed again at each reliable
+    /// frame, duplicates included, since an acknowledgement may be lost too.
+    pub fn acknowledgement(&mut self) -> Option<(u32, u16, u64)> {
+        if !std::mem::take(&mut self.ack_owed) {
+            return None;
+        }
+        let (session, channel) = self.session?;
+        // Older than the window is unknown: the sender's floor keeps what it holds inside.
+        self.below = self.below.max(self.expected.saturating_sub(WINDOW));
+        while self.below < self.expected && self.seen.get(self.expected - 1 - self.below) {
+            self.below += 1;
+        }
+        Some((session, channel, self.below))
     }
 
     /// Counters.
@@ -306,6 +355,12 @@ impl Inbox {
             self.retired = self.session;
             self.session = session;
             self.fresh = true;
+            self.below = 0;
+        }
+        if header.flags.contains(FrameFlags::RELIABLE) {
+            // What the sender still holds starts at its floor: nothing below it will come.
+            self.below = self.below.max(header.ack);
+            self.ack_owed = true;
         }
         if header.flags.contains(FrameFlags::PACKED) {
             let mut seq = header.seq;

@@ -23,6 +23,8 @@
 //!   numbers, acknowledgements of what the application read, replay, duplicate filter).
 //! - [`schedule`]: one timer for many sessions (the earliest of their deadlines).
 //! - [`qos`]: a token bucket for rate limits, and priority classes none of which starves.
+//! - [`reliable`]: at-least-once delivery over datagrams, the sender's resend window
+//!   (the receiver's half is in [`datagram::Inbox`]).
 //! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
 //!   channels' messages and control records taking turns, written with `writev`.
 //!
@@ -49,6 +51,7 @@ pub mod multicast;
 pub mod pack;
 pub mod qos;
 pub mod records;
+pub mod reliable;
 mod rng;
 pub mod schedule;
 pub mod session;
