@@ -314,3 +314,44 @@ test.serial('two hosts: network namespaces joined by a veth pair, 10.201.0.1 ↔
   t.is(await rx.exited, 0, rx.stderr())
   t.is(await tx.exited, 0, tx.stderr())
 })
+
+test('a reliable channel delivers every message once through loss, beside a lossy one that counts what it lost', async (t) => {
+  // 10 % loss each way on both hubs (acknowledgements and resends meet it too).
+  const faults = { chaos: 'loss:0.1,dup:0.02,reorder:0.05', seed: 11 }
+  const rx = await Hub.open('udp://127.0.0.1:0', faults)
+  const tx = await Hub.open('udp://127.0.0.1:0', { ...faults, peers: [rx.localAddress!], reliableChannels: [1], maxInFlight: 64, flushIntervalMs: 0 })
+  const n = 400
+  const sending = (async () => {
+    for (let i = 0; i < n; i++) {
+      const m = new Uint8Array(4)
+      new DataView(m.buffer).setUint32(0, i, true)
+      tx.publish(m) // channel 0: lossy
+      await tx.send(m, { channel: 1, timeoutMs: 10_000 }) // waits while the flight is full
+    }
+  })()
+  const reliable: number[] = []
+  let lossy = 0
+  while (reliable.length < n) {
+    const m = await rx.recvMessage({ timeoutMs: 10_000 })
+    const i = new DataView(m.value.buffer, m.value.byteOffset).getUint32(0, true)
+    if (m.channel === 1) reliable.push(i)
+    else lossy++
+  }
+  await sending
+  t.deepEqual(
+    [...reliable].sort((a, b) => a - b),
+    [...Array(n).keys()],
+    'every message of the reliable channel, once',
+  )
+  const sent = tx.metrics().udp!
+  t.true(sent.resent > 0 && sent.acksReceived > 0, JSON.stringify(sent))
+  t.is(sent.givenUp, 0)
+  t.true(lossy < n, `the lossy channel lost some (${lossy} of ${n} arrived)`)
+  t.true(rx.metrics().udp!.lost > 0)
+  // Only the channels listed are reliable, and the policies a full flight may meet are three.
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { backpressure: 'block' }), { code: 'ERR_BAD_OPTION' })
+  const blocking = await Hub.open('udp://127.0.0.1:0', { backpressure: 'block', reliableChannels: [1] })
+  await blocking.close()
+  await tx.close({ lingerMs: 0 })
+  await rx.close({ lingerMs: 0 })
+})

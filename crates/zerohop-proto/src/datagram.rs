@@ -124,7 +124,8 @@ impl Outbox {
             self.finish_packed();
             let fs = self.fragment_size();
             for (index, count, bytes) in fragments(message, fs)? {
-                let header = FrameHeader { frag_index: index, frag_count: count, ..self.header(seq, bytes.len() as u32) };
+                let header =
+                    FrameHeader { frag_index: index, frag_count: count, ..self.header(seq, bytes.len() as u32) };
                 let start = self.out.len();
                 self.out.resize(start + FRAME_HEADER_LEN + bytes.len(), 0);
                 self.out[start + FRAME_HEADER_LEN..].copy_from_slice(bytes);

@@ -116,10 +116,8 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
     /// what is held from now on, a gone one no longer holds anything back.
     pub fn set_peers(&mut self, peers: &[P]) {
         let from = self.held.front().map_or(self.next, |h| h.first);
-        self.peers = peers
-            .iter()
-            .map(|&p| self.peers.iter().find(|(q, _)| *q == p).copied().unwrap_or((p, from)))
-            .collect();
+        self.peers =
+            peers.iter().map(|&p| self.peers.iter().find(|(q, _)| *q == p).copied().unwrap_or((p, from))).collect();
         self.retire();
     }
 

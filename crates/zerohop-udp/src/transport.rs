@@ -26,12 +26,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zerohop_net::address::{parse_peer, resolve};
 use zerohop_net::driver::{Drive, Driver, Ready};
 use zerohop_net::envelope;
 use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
+use zerohop_net::sending::Overflow;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::{
@@ -82,6 +83,10 @@ pub struct UdpOptions {
     pub multicast_ttl: u32,
     /// Multicast: whether members on this host receive what it sends (default true).
     pub multicast_loopback: bool,
+    /// Channels delivered at least once (acknowledged and resent), and how many
+    /// messages each may have in flight.
+    pub reliable_channels: Vec<u16>,
+    pub max_in_flight: u64,
 }
 
 impl Default for UdpOptions {
@@ -102,6 +107,8 @@ impl Default for UdpOptions {
             multicast_interface: None,
             multicast_ttl: 1,
             multicast_loopback: true,
+            reliable_channels: Vec::new(),
+            max_in_flight: d.resend.max_in_flight,
         }
     }
 }
@@ -146,6 +153,11 @@ impl FromOptions for UdpOptions {
             multicast_interface,
             multicast_ttl: o.take_u32("multicastTtl", 1..=255)?.unwrap_or(d.multicast_ttl),
             multicast_loopback: o.take_bool("multicastLoopback")?.unwrap_or(d.multicast_loopback),
+            reliable_channels: o
+                .take_u32s("reliableChannels", 0..=u32::from(u16::MAX))?
+                .map(|c| c.into_iter().map(|c| c as u16).collect())
+                .unwrap_or_default(),
+            max_in_flight: o.take_u64("maxInFlight", 1..=4000)?.unwrap_or(d.max_in_flight),
         })
     }
 }
@@ -155,7 +167,7 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 }
 
 fn inbound<'a>(r: &Received<'a>) -> Inbound<'a> {
-    Inbound { timestamp_ns: r.timestamp_ns, seq: r.seq, ..Inbound::message(0, r.from, 0, r.message) }
+    Inbound { timestamp_ns: r.timestamp_ns, seq: r.seq, ..Inbound::message(0, r.from, r.channel, r.message) }
 }
 
 /// The engine the driver moves on: the main socket's pipeline and the ring it fills.
@@ -201,6 +213,10 @@ impl Drive for UdpEngine {
         self.ring.has_room_for_a_batch()
     }
 
+    fn take_changed(&mut self) -> bool {
+        self.pipeline.take_room_freed()
+    }
+
     fn drive(&mut self, now: Instant, ready: Ready) -> usize {
         self.ring.deliver_held();
         let n = if ready.readable || self.pipeline.received_due(now) { self.receive() } else { 0 };
@@ -224,6 +240,8 @@ pub struct UdpProtocol {
     local: SocketAddr,
     max_message: usize,
     flush_at_end_of_turn: bool,
+    /// What a publish on a reliable channel with a full flight does.
+    overflow: Overflow,
 }
 
 impl UdpProtocol {
@@ -248,12 +266,33 @@ impl UdpProtocol {
         1 + self.group.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, ReceiverGroup::len)
     }
 
-    fn publish_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+    fn publish_all<'a>(&self, channel: u16, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
         let mut g = self.driver.lock()?;
-        let e = g.as_mut().expect("checked by lock");
         let mut n = 0;
         let mut result = Ok(());
         for m in messages {
+            if let Overflow::Block(timeout) = self.overflow
+                && !g.as_ref().is_none_or(|e| e.pipeline.has_room(channel))
+            {
+                // A reliable channel's flight is full: wait for acknowledgements.
+                let deadline = Instant::now() + timeout;
+                while g.as_ref().is_some_and(|e| !e.pipeline.has_room(channel)) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        result =
+                            Err(Error::new(ErrorCode::Timeout, "no acknowledgements came in time (in flight: full)"));
+                        break;
+                    }
+                    g = self.driver.wait(g, left.min(Duration::from_millis(10)));
+                }
+                if result.is_err() {
+                    break;
+                }
+            }
+            let Some(e) = g.as_mut() else {
+                result = Err(Error::closed());
+                break;
+            };
             if m.len() > self.max_message {
                 result = Err(Error::new(
                     ErrorCode::MessageTooLarge,
@@ -261,8 +300,16 @@ impl UdpProtocol {
                 ));
                 break;
             }
-            match e.pipeline.publish(m) {
+            match e.pipeline.publish_on(channel, m) {
                 Ok(()) => n += 1,
+                Err(PublishError::Full) if self.overflow == Overflow::FailFast => {
+                    result = Err(Error::new(
+                        ErrorCode::Backpressure,
+                        "the reliable channel has as much in flight as it may",
+                    ));
+                    break;
+                }
+                Err(PublishError::Full) => {} // dropped (drop_new), counted by the core
                 Err(PublishError::TooLarge(e)) => {
                     result = Err(Error::new(ErrorCode::MessageTooLarge, e.to_string()));
                     break;
@@ -279,13 +326,6 @@ impl UdpProtocol {
     }
 }
 
-fn one_channel(channel: u16) -> Result<()> {
-    if channel != 0 {
-        return Err(Error::bad_option(format!("udp:// hubs have one channel, 0; got {channel}")));
-    }
-    Ok(())
-}
-
 impl Protocol for UdpProtocol {
     fn kind(&self) -> TransportKind {
         TransportKind::Udp
@@ -296,13 +336,16 @@ impl Protocol for UdpProtocol {
     }
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
-        one_channel(channel)?;
-        self.publish_all([payload]).map(|_| Delivery::Accepted)
+        let n = self.publish_all(channel, [payload])?;
+        Ok(if n == 1 { Delivery::Accepted } else { Delivery::Dropped })
     }
 
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
-        one_channel(channel)?;
-        self.publish_all(packed.chunks_exact(size))
+        self.publish_all(channel, packed.chunks_exact(size))
+    }
+
+    fn has_room(&self, channel: u16, _len: usize) -> bool {
+        self.driver.with(|e| e.pipeline.has_room(channel)).unwrap_or(true)
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -337,6 +380,11 @@ impl Protocol for UdpProtocol {
             ("reusePort", Value::Bool(m.granted.reuse_port)),
             ("timestamps", Value::Bool(m.granted.timestamps)),
             ("receiveSockets", n(self.receive_sockets() as u64)),
+            ("resent", n(m.resent)),
+            ("givenUp", n(m.given_up)),
+            ("acksSent", n(m.acks_sent)),
+            ("acksReceived", n(m.acks_received)),
+            ("inFlight", n(m.in_flight)),
         ];
         if let Some(why) = m.io_uring_unavailable {
             d.push(("ioUringUnavailable", Value::Text(why)));
@@ -445,15 +493,24 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     let chaos =
         options.take_chaos("udp", Injects { datagrams: true, disconnects: false }, "it has no connections to drop")?;
     let udp: UdpOptions = options.take_specific("udp")?;
-    if chaos.is_some() && udp.receive_threads > 1 {
-        return Err(Error::bad_option("chaos takes one receiving socket: receiveThreads must be 1 with it"));
+    if (chaos.is_some() || !udp.reliable_channels.is_empty()) && udp.receive_threads > 1 {
+        return Err(Error::bad_option(
+            "chaos and reliableChannels take one receiving socket: receiveThreads must be 1 with them",
+        ));
     }
+    // A reliable channel's full flight may also wait or fail; a full socket buffer only drops.
+    let allowed: &[Backpressure] = if udp.reliable_channels.is_empty() {
+        &[Backpressure::DropNew]
+    } else {
+        &[Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast]
+    };
     let settings = options.settings(
         "udp",
         DEFAULT_SPIN,
         Backpressure::DropNew,
-        &[Backpressure::DropNew],
-        "a full socket buffer drops datagrams, counted in metrics().udp.sendDropped: 'drop_new' is what it does",
+        allowed,
+        "a full socket buffer drops datagrams, counted in metrics().udp.sendDropped: 'drop_new' is what it does \
+         ('block' and 'fail_fast' apply with reliableChannels, to a full flight)",
     )?;
     let max_message = options.slot_size.unwrap_or(DEFAULT_MAX_MESSAGE);
     // Each slot of the receive ring holds an envelope and then the message.
@@ -461,6 +518,8 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         max_message.checked_add(envelope::LEN as u32).ok_or_else(|| Error::bad_option("slotSize is too large"))?;
     let mut config = pipeline_config(host, *port, &udp, max_message)?;
     config.chaos = chaos;
+    config.reliable_channels = udp.reliable_channels.clone();
+    config.resend.max_in_flight = udp.max_in_flight;
     let capacity = match options.capacity {
         Some(c) => c,
         None => {
@@ -515,6 +574,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         local,
         max_message: max_message as usize,
         flush_at_end_of_turn: !udp.flush_interval.is_zero(),
+        overflow: Overflow::of(&settings),
     });
     let reader: Arc<dyn Reader> = driver;
     NetTransport::new(Parts { protocol, reader, ring, settings, connections: false })

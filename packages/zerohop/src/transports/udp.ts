@@ -23,6 +23,22 @@ export interface UdpOptions {
    * whichever is first (default 1). 0 sends every message at once.
    */
   flushIntervalMs?: number
+  /**
+   * Channels whose messages are delivered at least once (default none): each datagram
+   * is kept until every peer acknowledged it and resent on a timeout (doubling from
+   * twice the measured round trip, 16 tries at most; given up after that, counted in
+   * `metrics().udp.givenUp`); the receiver drops duplicates. The other channels stay
+   * lossy, so realtime and critical messages share a hub: `publish(v, { channel: 1 })`.
+   * Every channel numbers its messages apart. Only the sending hub lists them: a
+   * receiver acknowledges whatever asks to be.
+   */
+  reliableChannels?: number[]
+  /**
+   * Messages a reliable channel may have in flight (default 1024, at most 4000). A
+   * publish beyond meets `backpressure`: `drop_new` (the default) discards it, `block`
+   * waits for acknowledgements, `fail_fast` throws; `send()` waits without blocking.
+   */
+  maxInFlight?: number
   /** Datagrams per receive batch (default 32). */
   batch?: number
   /** Largest datagram, header included (default 1472; loopback takes 65507). Senders and receivers must agree. */
@@ -82,4 +98,13 @@ export interface UdpSocketMetrics {
   timestamps: boolean
   multicastGroup?: string
   receiveSockets: number
+  /**
+   * Reliable channels (`reliableChannels`): datagrams resent, messages given up after
+   * every try, acknowledgements sent and taken, and messages in flight now.
+   */
+  resent: number
+  givenUp: number
+  acksSent: number
+  acksReceived: number
+  inFlight: number
 }
