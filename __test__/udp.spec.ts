@@ -355,3 +355,24 @@ test('a reliable channel delivers every message once through loss, beside a loss
   await tx.close({ lingerMs: 0 })
   await rx.close({ lingerMs: 0 })
 })
+
+test("compression: 'lz4' shrinks what shrinks, and a peer without it reads it all the same", async (t) => {
+  const rx = await Hub.open<unknown>('udp://127.0.0.1:0', { codec: 'json' })
+  const tx = await Hub.open<unknown>('udp://127.0.0.1:0', { codec: 'json', peers: [rx.localAddress!], compression: 'lz4', flushIntervalMs: 0 })
+  const order = (i: number) => ({ id: i, sym: 'BTC-USD', side: 'buy', qty: 1.5, venue: 'primary', account: 'desk-7', tags: ['a', 'a', 'a', 'a'] })
+  for (let i = 0; i < 50; i++) {
+    tx.publish(order(i))
+    t.deepEqual(await rx.recv({ timeoutMs: 5000 }), order(i))
+  }
+  const saved = tx.metrics().udp!.bytesSaved
+  t.true(saved > 0, `saved ${saved} bytes`)
+  // Random bytes do not shrink: they go as they are, and nothing is saved on them.
+  const raw = await Hub.open('udp://127.0.0.1:0', { peers: [rx.localAddress!], compression: 'lz4', flushIntervalMs: 0 })
+  const noise = Uint8Array.from({ length: 1000 }, () => Math.floor(Math.random() * 256))
+  const sink = await Hub.open('udp://127.0.0.1:0')
+  raw.setPeers([sink.localAddress!])
+  raw.publish(noise)
+  t.deepEqual(await sink.recv({ timeoutMs: 5000 }), noise)
+  t.is(raw.metrics().udp!.bytesSaved, 0)
+  await Promise.all([rx, tx, raw, sink].map((h) => h.close({ lingerMs: 0 })))
+})

@@ -10,6 +10,7 @@
 //! - [`frag`]: messages larger than a datagram, split and reassembled with bounded memory.
 //! - [`datagram`]: the sender's [`datagram::Outbox`] and the receiver's [`datagram::Inbox`],
 //!   which count what was lost, late or duplicated.
+//! - [`compress`]: LZ4 compression of one payload, flagged so mixed peers work.
 //! - [`chaos`]: seeded fault decisions (loss, reordering, duplication, delay) for the
 //!   chaos proxy.
 //! - [`kcp`]: KCP's reliable delivery over datagrams, wire-compatible with `ikcp.c`.
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod chaos;
+pub mod compress;
 mod crc32c;
 pub mod datagram;
 pub mod frag;

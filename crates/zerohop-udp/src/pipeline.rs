@@ -89,6 +89,8 @@ pub struct PipelineConfig {
     pub reliable_channels: Vec<u16>,
     /// How reliable channels resend.
     pub resend: ResendConfig,
+    /// LZ4: each datagram whose payload shrinks goes compressed (and says so).
+    pub compression: bool,
 }
 
 impl PipelineConfig {
@@ -109,6 +111,7 @@ impl PipelineConfig {
             chaos: None,
             reliable_channels: Vec::new(),
             resend: ResendConfig::default(),
+            compression: false,
         }
     }
 }
@@ -149,6 +152,8 @@ pub struct UdpMetrics {
     pub acks_sent: u64,
     pub acks_received: u64,
     pub in_flight: u64,
+    /// Bytes LZ4 saved of what was sent (`compression: 'lz4'`).
+    pub bytes_saved: u64,
     /// Why io_uring is not in use, when it was wanted.
     pub io_uring_unavailable: Option<String>,
 }
@@ -177,6 +182,7 @@ impl UdpMetrics {
         self.acks_sent += o.acks_sent;
         self.acks_received += o.acks_received;
         self.in_flight += o.in_flight;
+        self.bytes_saved += o.bytes_saved;
     }
 }
 
@@ -213,6 +219,9 @@ struct Lane {
 impl Lane {
     fn new(config: &PipelineConfig, channel: u16) -> Lane {
         let mut outbox = Outbox::new(config.max_datagram, config.session, channel);
+        if config.compression {
+            outbox.set_compression();
+        }
         let window = config.reliable_channels.contains(&channel).then(|| {
             outbox.set_reliable();
             ResendWindow::new(config.resend, &config.peers)
@@ -387,6 +396,7 @@ impl UdpPipeline {
     pub fn metrics(&self) -> UdpMetrics {
         let mut m = self.metrics.clone();
         m.bytes_sent += self.send.sent_bytes();
+        m.bytes_saved += self.lanes.iter().map(|l| l.outbox.saved()).sum::<u64>();
         for w in self.lanes.iter().filter_map(|l| l.window.as_ref()) {
             let s: ResendStats = w.stats();
             m.resent += s.resent;

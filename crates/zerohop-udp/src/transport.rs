@@ -87,6 +87,8 @@ pub struct UdpOptions {
     /// messages each may have in flight.
     pub reliable_channels: Vec<u16>,
     pub max_in_flight: u64,
+    /// LZ4 on what is sent (`compression: 'lz4'`).
+    pub compression: bool,
 }
 
 impl Default for UdpOptions {
@@ -109,6 +111,7 @@ impl Default for UdpOptions {
             multicast_loopback: true,
             reliable_channels: Vec::new(),
             max_in_flight: d.resend.max_in_flight,
+            compression: false,
         }
     }
 }
@@ -158,6 +161,7 @@ impl FromOptions for UdpOptions {
                 .map(|c| c.into_iter().map(|c| c as u16).collect())
                 .unwrap_or_default(),
             max_in_flight: o.take_u64("maxInFlight", 1..=4000)?.unwrap_or(d.max_in_flight),
+            compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
         })
     }
 }
@@ -385,6 +389,7 @@ impl Protocol for UdpProtocol {
             ("acksSent", n(m.acks_sent)),
             ("acksReceived", n(m.acks_received)),
             ("inFlight", n(m.in_flight)),
+            ("bytesSaved", n(m.bytes_saved)),
         ];
         if let Some(why) = m.io_uring_unavailable {
             d.push(("ioUringUnavailable", Value::Text(why)));
@@ -520,6 +525,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     config.chaos = chaos;
     config.reliable_channels = udp.reliable_channels.clone();
     config.resend.max_in_flight = udp.max_in_flight;
+    config.compression = udp.compression;
     let capacity = match options.capacity {
         Some(c) => c,
         None => {

@@ -66,6 +66,9 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "allowUids" => (Value::List(vec![n(0.0), n(1000.0)]), "0,1000"),
         // KCP.
         "mode" => (t("turbo"), "turbo"),
+        "compression" => (t("lz4"), "lz4"),
+        "reliableChannels" => (Value::List(vec![n(1.0), n(3.0)]), "1,3"),
+        "maxInFlight" => (n(100.0), "100"),
         "nodelay" => (b(true), "true"),
         "intervalMs" => (n(15.0), "15"),
         "resend" => (n(3.0), "3"),

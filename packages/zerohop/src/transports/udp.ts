@@ -39,6 +39,13 @@ export interface UdpOptions {
    * waits for acknowledgements, `fail_fast` throws; `send()` waits without blocking.
    */
   maxInFlight?: number
+  /**
+   * `'lz4'` compresses each datagram whose payload LZ4 shrinks (a packed datagram of
+   * small messages, or a fragment), flagged so that a peer without it reads it all the
+   * same; one that does not shrink goes as it is. `metrics().udp.bytesSaved` counts.
+   * Default `'none'`.
+   */
+  compression?: 'lz4' | 'none'
   /** Datagrams per receive batch (default 32). */
   batch?: number
   /** Largest datagram, header included (default 1472; loopback takes 65507). Senders and receivers must agree. */
@@ -107,4 +114,6 @@ export interface UdpSocketMetrics {
   acksSent: number
   acksReceived: number
   inFlight: number
+  /** Bytes LZ4 saved of what was sent (`compression: 'lz4'`). */
+  bytesSaved: number
 }
