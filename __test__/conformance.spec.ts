@@ -33,6 +33,8 @@ interface Transport {
    * ring, a short send queue); none where there is always room (UDP drops instead).
    */
   tight?: HubOptions<Uint8Array>
+  /** Whether it has `compression: 'lz4'` (the others refuse it). */
+  compresses: boolean
 }
 
 /** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
@@ -69,6 +71,7 @@ function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Tr
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    compresses: true,
     tight: { sendQueueMessages: 8 },
   }
 }
@@ -84,6 +87,7 @@ const transports: Transport[] = [
     policies: ['drop_old', 'drop_new', 'block', 'fail_fast'],
     addressed: false,
     faults: 'refused',
+    compresses: false,
     tight: { capacity: 16, backpressure: 'block' },
   },
   {
@@ -98,6 +102,7 @@ const transports: Transport[] = [
     policies: ['drop_new'],
     addressed: true,
     faults: 'counted',
+    compresses: true,
   },
   {
     name: 'quic',
@@ -111,6 +116,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    compresses: false,
     tight: { sendQueueBytes: 2048 },
   },
   tcp(),
@@ -128,6 +134,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    compresses: true,
     tight: { sendQueueMessages: 8 },
   },
   {
@@ -142,6 +149,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
+    compresses: true,
     tight: { sendQueueMessages: 8 },
   },
 ]
@@ -569,6 +577,23 @@ for (const tr of transports) {
     t.true(performance.now() - sending >= 4 * 50 * 0.9, 'paced by the refills')
     for (let i = 0; i < 5; i++) t.deepEqual(await a.recv({ timeoutMs: 5000 }), new Uint8Array([100 + i]))
     t.is(b.metrics().rateLimited, 40 - accepted, 'send() waited rather than dropped')
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
+  test.serial(name("compression: 'lz4' sends what shrinks compressed, and a peer without it reads it"), async (t) => {
+    if (!tr.compresses) {
+      const e = await t.throwsAsync(Hub.open(tr.url(), { compression: 'lz4' } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
+      t.regex(e?.message ?? '', /compression/)
+      return
+    }
+    const [a, b] = await tr.pair<unknown>({ codec: 'json' }, { codec: 'json', compression: 'lz4' } as HubOptions<unknown>)
+    const order = (i: number) => ({ id: i, sym: 'BTC-USD', side: 'buy', venue: 'primary', account: 'desk-7', note: 'x'.repeat(200) })
+    for (let i = 0; i < 20; i++) b.publish(order(i))
+    b.flush()
+    for (let i = 0; i < 20; i++) t.deepEqual(await a.recv({ timeoutMs: 5000 }), order(i))
+    const saved = (b.metrics() as unknown as Record<string, { bytesSaved: number }>)[tr.name]!.bytesSaved
+    t.true(saved > 0, `saved ${saved} bytes`)
     await a.close({ lingerMs: 0 })
     await b.close({ lingerMs: 0 })
   })

@@ -5,7 +5,11 @@
 //! on it as *records*. Each record is a tagged length prefix
 //! ([`write_tagged_prefix`]) and its body: either a message of the current channel, or
 //! a [`Control`] record (the hello, a channel's start on this connection, a switch of
-//! channel, an acknowledgement, a request and its answer, a heartbeat, a close).
+//! channel, an acknowledgement, a request and its answer, a heartbeat, a close). A
+//! message of the current channel sent LZ4-compressed (`compression: 'lz4'`) is a
+//! control record too ([`COMPRESSED_KIND`], [`SendQueue::push_compressed`]): the
+//! reader hands it on decompressed, as a message like any other, so a peer that does not
+//! compress reads it all the same.
 //!
 //! Messages are framed by their channel's [`SendQueue`] ([`SendQueue::tagged`]) and kept
 //! there until acknowledged, so they are written straight from it: [`RecordWriter`]
@@ -41,6 +45,10 @@ use crate::session::{HeaderError, SendQueue, get_varint};
 use crate::stream::{
     MAX_PREFIX_LEN, MAX_VARINT_LEN, Piece, StreamDecoder, StreamError, write_tagged_prefix, write_varint,
 };
+
+/// The kind of the record that carries a message of the current channel compressed:
+/// the body after the kind is [`crate::compress`]'s.
+pub const COMPRESSED_KIND: u8 = 12;
 
 /// The bytes a control record adds to the body it carries (a request's, say): its kind
 /// and two varints, at most.
@@ -118,6 +126,11 @@ pub enum Control<'a> {
         code: u8,
         reason: &'a [u8],
     },
+    /// A message of the current channel, compressed (see [`COMPRESSED_KIND`]); the
+    /// reader hands it on as a [`Record::Message`], decompressed.
+    Compressed {
+        body: &'a [u8],
+    },
 }
 
 /// Why the records on a connection cannot be read further: close it.
@@ -166,6 +179,7 @@ impl Control<'_> {
             Self::Ping => 9,
             Self::Pong => 10,
             Self::Close { .. } => 11,
+            Self::Compressed { .. } => COMPRESSED_KIND,
         }
     }
 
@@ -218,6 +232,7 @@ impl Control<'_> {
                 at = 2;
                 reason
             }
+            Self::Compressed { body } => body,
         };
         let mut prefix = [0u8; MAX_PREFIX_LEN];
         let n = write_tagged_prefix(at + tail.len(), true, &mut prefix);
@@ -269,6 +284,7 @@ fn decode_control(body: &[u8]) -> Result<Control<'_>, RecordError> {
             let (&code, reason) = rest.split_first().ok_or(RecordError::Malformed("a close without its code"))?;
             return Ok(Control::Close { code, reason });
         }
+        COMPRESSED_KIND => return Ok(Control::Compressed { body: rest }),
         _ => return Err(RecordError::Malformed("an unknown control record")),
     };
     if at != rest.len() {
@@ -298,6 +314,9 @@ pub struct RecordReader {
     channel: Option<u16>,
     /// Which channels were started on this connection.
     started: Vec<bool>,
+    /// The largest message, and a compressed one decompressed.
+    max_message: usize,
+    scratch: Vec<u8>,
 }
 
 impl RecordReader {
@@ -311,6 +330,8 @@ impl RecordReader {
             preamble: 0,
             channel: None,
             started: Vec::new(),
+            max_message,
+            scratch: Vec::new(),
         }
     }
 
@@ -338,9 +359,23 @@ impl RecordReader {
         }
         self.preamble += check;
         let mut failed = None;
-        let Self { decoder, max_channels, hello, channel, started, .. } = self;
+        let Self { decoder, max_channels, hello, channel, started, max_message, scratch, .. } = self;
         decoder.push_pieces(bytes, |piece| {
             if failed.is_some() {
+                return;
+            }
+            if let Piece::Control([COMPRESSED_KIND, body @ ..]) = piece {
+                // A message, compressed: handed on as it was sent.
+                let record = match *channel {
+                    Some(channel) if *hello => crate::compress::decompress(body, *max_message, scratch)
+                        .map(|()| Record::Message { channel, payload: &scratch[..] })
+                        .map_err(|_| RecordError::Malformed("a compressed message that does not decompress")),
+                    _ => Err(RecordError::Malformed("a message before its channel started")),
+                };
+                match record {
+                    Ok(r) => each(r),
+                    Err(e) => failed = Some(e),
+                }
                 return;
             }
             let record = match piece {
@@ -650,6 +685,45 @@ mod tests {
         );
         // Garbage where a hello should be.
         assert!(RecordReader::new(100, 16).push(b"GET / HTTP/1.1\r\n", |_| {}).is_err());
+    }
+
+    #[test]
+    fn compressed_messages_arrive_as_the_messages_they_were_in_order_and_bad_ones_are_refused() {
+        let json = br#"{"sym":"BTC","px":50000,"sym2":"BTC","px2":50000}"#.repeat(10);
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        let q = queues[0].as_mut().unwrap();
+        let mut body = Vec::new();
+        assert!(crate::compress::compress(&json, &mut body));
+        assert_eq!((q.push(b"plain"), q.push_compressed(&body), q.push(b"after")), (0, 1, 2));
+        let mut wire = Vec::new();
+        while let Some(plan) = w.plan(&mut queues) {
+            let slices = w.slices(&plan, &queues);
+            let n = slices.iter().map(|s| s.len()).sum();
+            slices.iter().for_each(|s| wire.extend_from_slice(s));
+            w.wrote(&plan, n, &mut queues);
+        }
+        assert!(wire.len() < json.len(), "it went compressed");
+        let mut got = Vec::new();
+        RecordReader::new(1 << 20, 16)
+            .push(&wire, |r| {
+                if let Record::Message { payload, .. } = r {
+                    got.push(payload.to_vec());
+                }
+            })
+            .unwrap();
+        assert_eq!(got, [b"plain".to_vec(), json.clone(), b"after".to_vec()]);
+        // Larger than the reader's limit once decompressed, or not LZ4: refused.
+        assert!(RecordReader::new(100, 16).push(&wire, |_| {}).is_err());
+        let mut bad = Vec::new();
+        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut bad);
+        Control::Start { channel: 0, first_seq: 0 }.encode(&mut bad);
+        Control::Compressed { body: &[5, 0xff, 0xff] }.encode(&mut bad);
+        assert_eq!(
+            RecordReader::new(100, 16).push(&bad, |_| {}),
+            Err(RecordError::Malformed("a compressed message that does not decompress"))
+        );
     }
 
     #[test]

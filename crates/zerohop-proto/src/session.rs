@@ -172,6 +172,21 @@ impl SendQueue {
         self.base_seq + self.lens.len() as u64 - 1
     }
 
+    /// Queues a message compressed ([`crate::compress`]'s `body`), as the control
+    /// record that carries it (a tagged queue's: [`crate::records::COMPRESSED_KIND`]);
+    /// its sequence number. It counts as the message it carries.
+    pub fn push_compressed(&mut self, body: &[u8]) -> u64 {
+        debug_assert!(self.tagged, "only a tagged stream carries control records");
+        let mut prefix = [0u8; MAX_PREFIX_LEN];
+        let n = write_tagged_prefix(1 + body.len(), true, &mut prefix);
+        self.reserve(n + 1 + body.len());
+        self.put(&prefix[..n]);
+        self.put(&[crate::records::COMPRESSED_KIND]);
+        self.put(body);
+        self.lens.push_back(n + 1 + body.len());
+        self.base_seq + self.lens.len() as u64 - 1
+    }
+
     /// Makes room in the ring for `n` more bytes: a larger ring, the live bytes moved to
     /// its start, when they do not fit. Its capacity is a power of two (positions wrap
     /// with a mask, not a division).

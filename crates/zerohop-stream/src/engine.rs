@@ -26,6 +26,9 @@ use crate::wire::{Interest, Lost, Origin, Wire, WireEvent};
 const READ_BUF: usize = 64 << 10;
 /// Reads per connection per turn, so that one busy peer does not starve the others.
 const READS_PER_TURN: usize = 16;
+/// Messages shorter than this go as they are under `compression: 'lz4'`: LZ4 saves
+/// nothing on a few bytes, and trying costs every publish.
+const COMPRESS_FROM: usize = 64;
 /// How often what the application read is acknowledged (one acknowledgement then covers
 /// many messages; while it reads nothing the looks back off, see [`ReadLooks`]), and how
 /// much may be read before one goes at once: a quarter of what
@@ -211,13 +214,17 @@ impl Peer {
     }
 
     /// Queues `message` on `channel` (its queue made on first use, bounded by `limit`
-    /// bytes and `messages` messages).
-    fn queue(&mut self, channel: u16, message: &[u8], limit: usize, messages: usize) {
+    /// bytes and `messages` messages), as it is or, `compressed`, as that body.
+    fn queue(&mut self, channel: u16, message: &[u8], compressed: Option<&[u8]>, limit: usize, messages: usize) {
         let i = usize::from(channel);
         if self.queues.len() <= i {
             self.queues.resize_with(i + 1, || None);
         }
-        self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages)).push(message);
+        let q = self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages));
+        match compressed {
+            Some(body) => q.push_compressed(body),
+            None => q.push(message),
+        };
     }
 
     /// Whether what was delivered since the last acknowledgement is worth one when the
@@ -315,6 +322,8 @@ pub struct StreamCounters {
     /// Connections that ended in the middle of a record (a peer killed while writing,
     /// or one that sent a frame's beginning only): what there was of it is dropped.
     pub truncated_records: u64,
+    /// Bytes LZ4 saved of the messages published (`compression: 'lz4'`).
+    pub bytes_saved: u64,
 }
 
 /// A reply or cancellation that found the ring full: never dropped.
@@ -354,6 +363,8 @@ pub struct Engine<W: Wire> {
     next_answer: u64,
     undelivered: VecDeque<Undelivered>,
     pub counters: StreamCounters,
+    /// `compression: 'lz4'`: the message being published, compressed.
+    compressed: Vec<u8>,
     pub closing: bool,
     room_freed: bool,
     /// Connections with something to write.
@@ -407,6 +418,7 @@ impl<W: Wire> Engine<W> {
             next_answer: 1,
             undelivered: VecDeque::new(),
             counters: StreamCounters::default(),
+            compressed: Vec::new(),
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
@@ -907,7 +919,8 @@ impl<W: Wire> Engine<W> {
                 s.closed_by_peer = true;
                 Ok(())
             }
-            Record::Control(Control::Select { .. }) => Ok(()), // handled by the reader
+            // (Both handled by the reader: a switch, and a compressed message it hands on.)
+            Record::Control(Control::Select { .. } | Control::Compressed { .. }) => Ok(()),
         }
     }
 
@@ -1127,8 +1140,16 @@ impl<W: Wire> Engine<W> {
     /// `start` reads when the publish started (see [`Burst::published`]).
     pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: impl FnOnce() -> Instant) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
+        // Compressed once for every peer, when that shrinks it (a few bytes never do).
+        let compressed = self.config.options.compression
+            && message.len() >= COMPRESS_FROM
+            && zerohop_proto::compress::compress(message, &mut self.compressed);
+        if compressed {
+            self.counters.bytes_saved += (message.len() - self.compressed.len()) as u64;
+        }
+        let body = compressed.then_some(&self.compressed[..]);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            p.queue(channel, message, limit, messages);
+            p.queue(channel, message, body, limit, messages);
         }
         if self.burst.published(message.len(), start) {
             self.flush();
@@ -1146,7 +1167,7 @@ impl<W: Wire> Engine<W> {
                 slow.get_or_insert_with(Vec::new).push(p.id);
                 continue;
             }
-            p.queue(channel, message, limit, messages);
+            p.queue(channel, message, None, limit, messages);
             if let Some(t) = p.conn {
                 self.dirty.push(t);
             }

@@ -52,6 +52,8 @@ pub struct ReliableOptions {
     pub connect_timeout: Duration,
     /// Heartbeats when idle; a peer silent for three is lost (`None`: off).
     pub heartbeat: Option<Duration>,
+    /// LZ4 on each message published that it shrinks (`compression: 'lz4'`).
+    pub compression: bool,
 }
 
 impl Default for ReliableOptions {
@@ -67,6 +69,7 @@ impl Default for ReliableOptions {
             reconnect: Backoff::default(),
             connect_timeout: Duration::from_secs(10),
             heartbeat: Some(Duration::from_secs(1)),
+            compression: false,
         }
     }
 }
@@ -85,6 +88,7 @@ impl ReliableOptions {
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
             heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
+            compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             ..d
         };
         if s.relay && !s.listen {
@@ -296,6 +300,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             ("dropped", n(c.dropped)),
             ("handshakeFailures", n(c.handshake_failures)),
             ("truncatedRecords", n(c.truncated_records)),
+            ("bytesSaved", n(c.bytes_saved)),
             ("unackedBytes", n(unacked)),
             (W::UNSENT, n(unsent)),
             ("requestsPending", n(requests)),
