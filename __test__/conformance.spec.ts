@@ -116,7 +116,7 @@ const transports: Transport[] = [
     policies: ['block', 'drop_new', 'fail_fast'],
     addressed: true,
     faults: 'reliable',
-    compresses: false,
+    compresses: true,
     tight: { sendQueueBytes: 2048 },
   },
   tcp(),

@@ -17,6 +17,10 @@
 use crate::session::get_varint;
 use crate::stream::{MAX_VARINT_LEN, write_varint};
 
+/// Messages shorter than this are sent as they are: LZ4 saves nothing on a few bytes,
+/// and trying costs every publish.
+pub const WORTH_FROM: usize = 64;
+
 /// Why a compressed payload could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecompressError {

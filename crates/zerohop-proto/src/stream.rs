@@ -87,6 +87,9 @@ pub enum StreamError {
     TooLarge { len: u64, max: usize },
     /// A prefix longer than [`MAX_PREFIX_LEN`] bytes, or one that overflows a `u32`.
     BadPrefix,
+    /// A record this stream does not carry, or a compressed message that does not
+    /// decompress (see [`StreamDecoder::push_messages`]).
+    Malformed(&'static str),
 }
 
 impl core::fmt::Display for StreamError {
@@ -94,6 +97,7 @@ impl core::fmt::Display for StreamError {
         match self {
             Self::TooLarge { len, max } => write!(f, "a message of {len} bytes exceeds the limit of {max}"),
             Self::BadPrefix => f.write_str("malformed length prefix"),
+            Self::Malformed(why) => f.write_str(why),
         }
     }
 }
@@ -163,6 +167,35 @@ impl StreamDecoder {
                 deliver(m)
             }
         })
+    }
+
+    /// [`push`](Self::push) for a tagged stream that carries messages only, some of them
+    /// compressed (a control record of [`crate::records::COMPRESSED_KIND`]): each is
+    /// handed to `deliver` as it was sent, decompressed into `scratch` (at most
+    /// `max_message` bytes). Any other control record is an error.
+    pub fn push_messages(
+        &mut self,
+        bytes: &[u8],
+        scratch: &mut Vec<u8>,
+        mut deliver: impl FnMut(&[u8]),
+    ) -> Result<(), StreamError> {
+        let max = self.max_message;
+        let mut failed = None;
+        self.push_pieces(bytes, |piece| match piece {
+            _ if failed.is_some() => {}
+            Piece::Message(m) => deliver(m),
+            Piece::Control([crate::records::COMPRESSED_KIND, body @ ..]) => {
+                match crate::compress::decompress(body, max, scratch) {
+                    Ok(()) => deliver(scratch),
+                    Err(_) => failed = Some(StreamError::Malformed("a compressed message that does not decompress")),
+                }
+            }
+            Piece::Control(_) => failed = Some(StreamError::Malformed("a control record on a stream of messages")),
+        })?;
+        match failed {
+            Some(e) => Err(*self.failed.insert(e)),
+            None => Ok(()),
+        }
     }
 
     /// [`push`](Self::push) for a tagged stream: calls `each` with every message and

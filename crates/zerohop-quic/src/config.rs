@@ -58,6 +58,8 @@ pub struct QuicConfig {
     pub datagrams: bool,
     /// Faults injected into every datagram sent and received (`?chaos=`).
     pub chaos: Option<zerohop_transport::chaos::ChaosConfig>,
+    /// LZ4 on each channel message published that it shrinks.
+    pub compression: bool,
 }
 
 impl QuicConfig {
@@ -81,6 +83,7 @@ impl QuicConfig {
             peer_linger: Duration::from_secs(30),
             datagrams: false,
             chaos: None,
+            compression: false,
         }
     }
 }
@@ -276,4 +279,6 @@ pub struct QuicMetrics {
     pub cwnd: u64,
     /// The path's largest UDP payload now (what path MTU discovery found).
     pub mtu: u16,
+    /// Bytes LZ4 saved of the messages published (`compression: 'lz4'`).
+    pub bytes_saved: u64,
 }

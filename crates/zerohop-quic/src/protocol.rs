@@ -270,11 +270,7 @@ impl QuicProtocol {
             }
         }
         let e = g.as_mut().expect("not closing");
-        for i in 0..e.peers.len() {
-            if !skipped.contains(&e.peers[i].id) {
-                e.queue_for(i, channel, message);
-            }
-        }
+        e.queue_all(channel, message, &skipped);
         e.sent(message.len(), Instant::now());
         self.driver.after(g);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })

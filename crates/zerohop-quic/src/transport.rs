@@ -43,6 +43,8 @@ pub struct QuicOptions {
     pub send_queue_bytes: usize,
     /// Publish unreliable datagrams instead of stream messages.
     pub datagrams: bool,
+    /// LZ4 on each channel message published that it shrinks (`compression: 'lz4'`).
+    pub compression: bool,
     /// Largest message (default 16 MiB).
     pub max_message: usize,
     /// How long a listener keeps a disconnected peer's unacknowledged messages.
@@ -61,6 +63,7 @@ impl Default for QuicOptions {
             channels: d.max_channels,
             send_queue_bytes: d.send_queue_bytes,
             datagrams: false,
+            compression: false,
             max_message: d.max_message,
             peer_linger: d.peer_linger,
         }
@@ -87,6 +90,7 @@ impl FromOptions for QuicOptions {
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
             datagrams: o.take_bool("datagrams")?.unwrap_or(false),
+            compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             ..d
@@ -152,6 +156,7 @@ impl Protocol for QuicProtocol {
             ("requestsPending", n(m.requests_pending)),
             ("answersPending", n(m.answers_pending)),
             ("bytesSent", n(m.bytes_sent)),
+            ("bytesSaved", n(m.bytes_saved)),
             ("bytesReceived", n(m.bytes_received)),
             ("packetsLost", n(m.packets_lost)),
             ("rttUs", Value::Number(m.rtt.as_secs_f64() * 1e6)),
@@ -252,6 +257,7 @@ fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Re
     config.send_queue_bytes = q.send_queue_bytes.max(1);
     config.peer_linger = q.peer_linger;
     config.datagrams = q.datagrams;
+    config.compression = q.compression;
     config.overflow = overflow;
     Ok(config)
 }

@@ -375,7 +375,8 @@ fn garbage_and_oversize_messages_close_that_peer_only() {
         // What each raw client writes on a stream, and the code its connection ends with.
         let too_long = {
             let mut w = stream_header(StreamKind::Channel, 0);
-            zerohop_proto::stream::encode_prefix(1001, &mut w);
+            // (A channel's stream is tagged: the length shifted, the low bit clear for a message.)
+            zerohop_proto::stream::encode_prefix(1001 << 1, &mut w);
             w
         };
         let cases: [(&str, Vec<u8>, u64); 3] = [

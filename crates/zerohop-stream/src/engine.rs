@@ -26,9 +26,6 @@ use crate::wire::{Interest, Lost, Origin, Wire, WireEvent};
 const READ_BUF: usize = 64 << 10;
 /// Reads per connection per turn, so that one busy peer does not starve the others.
 const READS_PER_TURN: usize = 16;
-/// Messages shorter than this go as they are under `compression: 'lz4'`: LZ4 saves
-/// nothing on a few bytes, and trying costs every publish.
-const COMPRESS_FROM: usize = 64;
 /// How often what the application read is acknowledged (one acknowledgement then covers
 /// many messages; while it reads nothing the looks back off, see [`ReadLooks`]), and how
 /// much may be read before one goes at once: a quarter of what
@@ -1142,7 +1139,7 @@ impl<W: Wire> Engine<W> {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         // Compressed once for every peer, when that shrinks it (a few bytes never do).
         let compressed = self.config.options.compression
-            && message.len() >= COMPRESS_FROM
+            && message.len() >= zerohop_proto::compress::WORTH_FROM
             && zerohop_proto::compress::compress(message, &mut self.compressed);
         if compressed {
             self.counters.bytes_saved += (message.len() - self.compressed.len()) as u64;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
+use zerohop_proto::records::CONTROL_OVERHEAD;
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint};
 use zerohop_proto::stream::{MAX_VARINT_LEN, StreamDecoder, StreamError, write_varint};
 
@@ -35,7 +36,7 @@ impl OutChannel {
         }
         channels[i].get_or_insert_with(|| OutChannel {
             index,
-            queue: SendQueue::new(send_queue),
+            queue: SendQueue::tagged(send_queue),
             stream: None,
             head: Vec::new(),
         })
@@ -197,7 +198,7 @@ impl Engine {
                     peer,
                     from: c.q.remote_address(),
                     header,
-                    decoder: StreamDecoder::new(self.config.max_message),
+                    decoder: StreamDecoder::tagged(self.config.max_message, self.config.max_message + CONTROL_OVERHEAD),
                     backlog: Vec::new(),
                     lens: VecDeque::new(),
                     backlog_at: 0,
@@ -261,7 +262,7 @@ impl Engine {
         first: Option<&[u8]>,
     ) -> Result<(), Refusal> {
         let Some(Stream::ChannelIn(inbound)) = c.streams.get_mut(&id) else { return Ok(()) };
-        let Engine { sink, peers, .. } = self;
+        let Engine { sink, peers, decompressed, .. } = self;
         let p = peers.iter_mut().find(|p| p.id == inbound.peer).ok_or(Refusal::Gone)?;
         let window = p.window(inbound.header.session, inbound.header.channel);
         let InChannel {
@@ -298,7 +299,7 @@ impl Engine {
         let lens_empty = lens.is_empty();
         // Decodes `bytes`; whether messages now wait for room.
         let mut decode = |bytes: &[u8]| -> Result<bool, StreamError> {
-            decoder.push(bytes, |body| {
+            decoder.push_messages(bytes, decompressed, |body| {
                 let Some(seq) = window.accept() else { return };
                 if lens.is_empty() {
                     let m = Inbound::message(*peer, *from, header.channel, body);
@@ -346,6 +347,7 @@ impl Engine {
             Err(StreamError::BadPrefix) => {
                 return Err(Refusal::Violation(CloseCode::Protocol, "malformed length prefix"));
             }
+            Err(StreamError::Malformed(why)) => return Err(Refusal::Violation(CloseCode::Protocol, why)),
         }
         if let Some(ack) = window.consumed(sink.consumed()) {
             *pending_ack = Some(ack);

@@ -189,6 +189,10 @@ pub(crate) struct Engine {
     /// When what was published goes out (at once, or with the rest of its burst).
     pub burst: Burst,
     received: Vec<Datagram>,
+    /// `compression: 'lz4'`: the message being published, compressed; and a compressed
+    /// one received, decompressed.
+    compressed: Vec<u8>,
+    decompressed: Vec<u8>,
     /// A reader's pump is under way: connections keep what they have to send (see
     /// `Drive::settle`), in `held`.
     holding: bool,
@@ -230,6 +234,8 @@ impl Engine {
             room_freed: false,
             burst: Burst::new(now, BURST_BYTES),
             received: Vec::new(),
+            compressed: Vec::new(),
+            decompressed: Vec::new(),
             holding: false,
             held: Vec::new(),
         })
@@ -685,18 +691,32 @@ impl Engine {
         if !self.peers.iter().all(|p| p.has_room(channel, len)) {
             return Err(self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect());
         }
-        for i in 0..self.peers.len() {
-            self.queue_for(i, channel, message);
-        }
+        self.queue_all(channel, message, &[]);
         self.sent(message.len(), now);
         Ok(())
     }
 
-    /// Queues `message` for peer number `index` (whatever its room); [`flush`](Self::flush)
-    /// writes it to the peer's stream.
-    pub fn queue_for(&mut self, index: usize, channel: u16, message: &[u8]) {
+    /// Queues `message` on `channel` for every peer but `skip` (whatever their room),
+    /// compressed once when `compression` is on and that shrinks it; [`flush`](Self::flush)
+    /// writes it to the peers' streams.
+    pub fn queue_all(&mut self, channel: u16, message: &[u8], skip: &[u32]) {
         let send_queue = self.config.send_queue_bytes;
-        OutChannel::of(&mut self.peers[index].channels, channel, send_queue).queue.push(message);
+        let mut compressed = std::mem::take(&mut self.compressed);
+        let shrank = self.config.compression
+            && message.len() >= zerohop_proto::compress::WORTH_FROM
+            && zerohop_proto::compress::compress(message, &mut compressed);
+        if shrank {
+            self.counters.bytes_saved += (message.len() - compressed.len()) as u64;
+        }
+        for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
+            let q = &mut OutChannel::of(&mut p.channels, channel, send_queue).queue;
+            if shrank {
+                q.push_compressed(&compressed);
+            } else {
+                q.push(message);
+            }
+        }
+        self.compressed = compressed;
     }
 
     /// Writes what every channel holds unsent to its stream, and sends. Written in one

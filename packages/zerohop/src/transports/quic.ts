@@ -35,6 +35,12 @@ export interface QuicOptions {
    * reliable stream messages (default false).
    */
   datagrams?: boolean
+  /**
+   * `'lz4'` sends each channel message of 64 bytes or more that LZ4 shrinks compressed,
+   * flagged as such, so a peer without it reads it all the same (datagrams go as they
+   * are). `metrics().quic.bytesSaved` counts. Default `'none'`.
+   */
+  compression?: 'lz4' | 'none'
   /** Largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
@@ -62,6 +68,8 @@ export interface QuicMetrics {
   requestsPending: number
   answersPending: number
   bytesSent: number
+  /** Bytes LZ4 saved of what was published (`compression: 'lz4'`). */
+  bytesSaved: number
   bytesReceived: number
   packetsLost: number
   rttUs: number
