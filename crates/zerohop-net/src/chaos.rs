@@ -21,6 +21,44 @@ use zerohop_transport::chaos::{ChaosConfig, ChaosReport, Gate, RECEIVED_SALT};
 
 use crate::waker::Waker;
 
+/// When a transport's connections are dropped next (`disconnect`), and how often they
+/// were.
+#[derive(Debug)]
+pub struct Disconnects {
+    every: Duration,
+    next: Option<Instant>,
+    count: u64,
+}
+
+impl Disconnects {
+    /// Every `every` from `start` (zero: never).
+    pub fn new(every: Duration, start: Instant) -> Disconnects {
+        Disconnects { every, next: (!every.is_zero()).then(|| start + every), count: 0 }
+    }
+
+    /// Whether it is time to drop every connection (counted; the next is due `every` later).
+    pub fn due(&mut self, now: Instant) -> bool {
+        match self.next {
+            Some(at) if at <= now => {
+                self.next = Some(now + self.every);
+                self.count += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When the next is due.
+    pub fn next(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// How many there were.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// See the module docs. `R` says where a datagram goes or came from.
 #[derive(Debug)]
 pub struct Faults<R> {
@@ -28,20 +66,16 @@ pub struct Faults<R> {
     epoch: Instant,
     sent: Gate<R>,
     received: Gate<R>,
-    /// When connections are dropped next (`disconnect`).
-    next_disconnect: Option<Instant>,
-    disconnects: u64,
+    disconnects: Disconnects,
 }
 
 impl<R: Copy> Faults<R> {
     pub fn new(config: ChaosConfig) -> Faults<R> {
         let epoch = Instant::now();
-        let every = config.spec.disconnect;
         Faults {
             sent: Gate::new(config.spec, config.seed),
             received: Gate::new(config.spec, config.seed ^ RECEIVED_SALT),
-            next_disconnect: (!every.is_zero()).then(|| epoch + every),
-            disconnects: 0,
+            disconnects: Disconnects::new(config.spec.disconnect, epoch),
             config,
             epoch,
         }
@@ -91,7 +125,7 @@ impl<R: Copy> Faults<R> {
     /// When the engine must run next for the faults: a held datagram, or a disconnect.
     pub fn due(&self) -> Option<Instant> {
         let held = [self.sent.due_us(), self.received.due_us()].into_iter().flatten().min().map(|us| self.instant(us));
-        [held, self.next_disconnect].into_iter().flatten().min()
+        [held, self.disconnects.next()].into_iter().flatten().min()
     }
 
     /// [`due`](Self::due) in microseconds on the faults' clock (for a [`Waker`](crate::waker::Waker)).
@@ -102,14 +136,7 @@ impl<R: Copy> Faults<R> {
     /// Whether it is time to drop the connections (counted; the next is due a
     /// `disconnect` later).
     pub fn disconnect_due(&mut self, now: Instant) -> bool {
-        match self.next_disconnect {
-            Some(at) if at <= now => {
-                self.next_disconnect = Some(now + self.config.spec.disconnect);
-                self.disconnects += 1;
-                true
-            }
-            _ => false,
-        }
+        self.disconnects.due(now)
     }
 
     /// Forgets what is held for routes `keep` refuses (a connection that closed).
@@ -123,7 +150,7 @@ impl<R: Copy> Faults<R> {
         ChaosReport {
             sent: self.sent.stats(),
             received: self.received.stats(),
-            disconnects: self.disconnects,
+            disconnects: self.disconnects.count(),
             ..ChaosReport::new(&self.config)
         }
     }

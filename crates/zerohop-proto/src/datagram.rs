@@ -538,21 +538,30 @@ mod tests {
         got
     }
 
+    /// Messages with their sequence numbers.
+    type Numbered = Vec<(u64, Vec<u8>)>;
+
+    /// Every message through `out` (512-byte datagrams) into an inbox, in order: what
+    /// came out, numbered, and the inbox.
+    fn through(mut out: Outbox, messages: &[Vec<u8>]) -> (Numbered, Numbered, Inbox, Outbox) {
+        for m in messages {
+            out.push(m, 0).unwrap();
+        }
+        out.flush();
+        assert!(out.datagrams().all(|d| d.len() <= 512));
+        let mut inbox = Inbox::new(out.fragment_size());
+        let order: Vec<usize> = (0..out.ready()).collect();
+        let got = run(&out, &order, &mut inbox);
+        let expected = messages.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        (got, expected, inbox, out)
+    }
+
     proptest! {
         #[test]
         fn lossless_in_order_delivery_is_exact(
             messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..40),
         ) {
-            let mut out = Outbox::new(512, 3, 1);
-            for m in &messages {
-                out.push(m, 0).unwrap();
-            }
-            out.flush();
-            prop_assert!(out.datagrams().all(|d| d.len() <= 512));
-            let mut inbox = Inbox::new(out.fragment_size());
-            let order: Vec<usize> = (0..out.ready()).collect();
-            let got = run(&out, &order, &mut inbox);
-            let expected: Vec<(u64, Vec<u8>)> = messages.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
+            let (got, expected, inbox, _) = through(Outbox::new(512, 3, 1), &messages);
             prop_assert_eq!(got, expected);
             let s = inbox.stats();
             prop_assert_eq!((s.lost, s.late, s.duplicates, s.malformed), (0, 0, 0, 0));
@@ -570,15 +579,7 @@ mod tests {
                 .collect();
             let mut out = Outbox::new(512, 3, 1);
             out.set_compression();
-            for m in &messages {
-                out.push(m, 0).unwrap();
-            }
-            out.flush();
-            prop_assert!(out.datagrams().all(|d| d.len() <= 512));
-            let mut inbox = Inbox::new(out.fragment_size());
-            let order: Vec<usize> = (0..out.ready()).collect();
-            let got = run(&out, &order, &mut inbox);
-            let expected: Vec<(u64, Vec<u8>)> = messages.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
+            let (got, expected, inbox, out) = through(out, &messages);
             prop_assert_eq!(got, expected);
             prop_assert_eq!(inbox.stats().malformed, 0);
             if messages.iter().any(|m| m.len() > 100 && m.windows(2).all(|w| w[0] == w[1])) {

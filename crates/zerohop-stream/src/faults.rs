@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use zerohop_net::chaos::Disconnects;
 use zerohop_net::waker::Waker;
 use zerohop_transport::chaos::{ChaosConfig, ChaosReport, RECEIVED_SALT, StreamGate};
 
@@ -24,8 +25,7 @@ pub struct StreamFaults {
     epoch: Instant,
     sent: StreamGate,
     received: StreamGate,
-    next_disconnect: Option<Instant>,
-    disconnects: u64,
+    disconnects: Disconnects,
     waker: Waker,
 }
 
@@ -45,12 +45,10 @@ impl StreamFaults {
     /// Faults as `config` says; `readiness` is what the wire waited on so far.
     pub fn new(config: ChaosConfig, readiness: RawFd) -> io::Result<StreamFaults> {
         let epoch = Instant::now();
-        let every = config.spec.disconnect;
         Ok(StreamFaults {
             sent: StreamGate::new(config.spec, config.seed),
             received: StreamGate::new(config.spec, config.seed ^ RECEIVED_SALT),
-            next_disconnect: (!every.is_zero()).then(|| epoch + every),
-            disconnects: 0,
+            disconnects: Disconnects::new(config.spec.disconnect, epoch),
             waker: Waker::new(readiness)?,
             config,
             epoch,
@@ -152,7 +150,7 @@ impl StreamFaults {
             .flatten()
             .min()
             .map(|us| self.epoch + Duration::from_micros(us));
-        [held, self.next_disconnect].into_iter().flatten().min()
+        [held, self.disconnects.next()].into_iter().flatten().min()
     }
 
     /// Takes the waker's expiry and sets it for `due`.
@@ -164,21 +162,14 @@ impl StreamFaults {
 
     /// Whether it is time to drop every connection (counted).
     pub fn disconnect_due(&mut self, now: Instant) -> bool {
-        match self.next_disconnect {
-            Some(at) if at <= now => {
-                self.next_disconnect = Some(now + self.config.spec.disconnect);
-                self.disconnects += 1;
-                true
-            }
-            _ => false,
-        }
+        self.disconnects.due(now)
     }
 
     pub fn report(&self) -> ChaosReport {
         ChaosReport {
             sent: self.sent.stats(),
             received: self.received.stats(),
-            disconnects: self.disconnects,
+            disconnects: self.disconnects.count(),
             ..ChaosReport::new(&self.config)
         }
     }

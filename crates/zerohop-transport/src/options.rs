@@ -319,13 +319,15 @@ impl Options {
 
     /// Like [`finish`](Self::finish), for a group that is not a transport's (`chaos`).
     pub fn finish_group(self, group: &str) -> Result<()> {
-        match self.entries.first() {
-            None => Ok(()),
-            Some((name, _)) => {
-                let nearest = self.nearest(name).map(|n| format!(" (the nearest is '{}{n}')", self.prefix));
-                Err(self.bad(name, format!("is not an option of {group}{}", nearest.unwrap_or_default())))
-            }
-        }
+        self.nothing_left(group)
+    }
+
+    /// Fails with the first option nobody took: it is not one of `whose`, and the
+    /// message names the nearest one that is.
+    fn nothing_left(self, whose: &str) -> Result<()> {
+        let Some((name, _)) = self.entries.first() else { return Ok(()) };
+        let nearest = self.nearest(name).map(|n| format!(" (the nearest is '{}{n}')", self.prefix));
+        Err(self.bad(name, format!("is not an option of {whose}{}", nearest.unwrap_or_default())))
     }
 
     /// `o`, the value of `name`, as a group of these options (for its messages).
@@ -340,13 +342,7 @@ impl Options {
     /// Fails with the first option nobody took: it is not one of `scheme`'s (the
     /// message names the nearest one that is).
     pub fn finish(self, scheme: &str) -> Result<()> {
-        match self.entries.first() {
-            None => Ok(()),
-            Some((name, _)) => {
-                let nearest = self.nearest(name).map(|n| format!(" (the nearest is '{}{n}')", self.prefix));
-                Err(self.bad(name, format!("is not an option of {scheme}:// hubs{}", nearest.unwrap_or_default())))
-            }
-        }
+        self.nothing_left(&format!("{scheme}:// hubs"))
     }
 }
 
