@@ -597,4 +597,32 @@ for (const tr of transports) {
     await a.close({ lingerMs: 0 })
     await b.close({ lingerMs: 0 })
   })
+
+  test.serial(name('chaos disconnect drops connections now and then, and nothing is lost or repeated'), async (t) => {
+    // Transports with connections drop them (and reconnect); the others say they have none.
+    if (!['quic', 'tcp', 'uds'].includes(tr.name)) {
+      const e = await t.throwsAsync(Hub.open(`${tr.url()}?chaos=disconnect:1s`), { code: 'ERR_BAD_URL' })
+      t.regex(e?.message ?? '', /chaos/)
+      return
+    }
+    const faults = { chaos: 'disconnect:150ms', seed: 1, reconnect: { initialMs: 10, maxMs: 50 } } as HubOptions<Uint8Array>
+    const [a, b] = await tr.pair<Uint8Array>({}, faults)
+    const n = 300
+    const got: number[] = []
+    const sending = (async () => {
+      for (let i = 0; i < n; i++) {
+        await b.send(Uint8Array.of(i & 255, i >> 8), { timeoutMs: 10_000 })
+        if (i % 10 === 0) await new Promise((r) => setTimeout(r, 40)) // over a second in all
+      }
+    })()
+    while (got.length < n) {
+      const m = await a.recv({ timeoutMs: 10_000 })
+      got.push(m[0]! | (m[1]! << 8))
+    }
+    await sending
+    t.deepEqual(got, [...Array(n).keys()], 'everything, once, in order, across the reconnects')
+    t.true(b.metrics().chaos!.disconnects >= 2, `${b.metrics().chaos!.disconnects} disconnects`)
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
 }

@@ -99,6 +99,9 @@ pub enum CloseCode {
     TooLarge = 2,
     /// The peer did not read what it was sent in time.
     SlowConsumer = 3,
+    /// Dropped as a lost connection is (chaos: `disconnect`): the peer keeps what it
+    /// would keep for a reconnect, as after any loss.
+    Reset = 4,
 }
 
 impl CloseCode {
@@ -108,6 +111,7 @@ impl CloseCode {
             1 => CloseCode::Protocol,
             2 => CloseCode::TooLarge,
             3 => CloseCode::SlowConsumer,
+            4 => CloseCode::Reset,
             _ => return None,
         })
     }
@@ -154,6 +158,7 @@ impl Failure {
                     Some(CloseCode::Protocol) => FailureKind::Protocol { by_peer: true },
                     Some(CloseCode::TooLarge) => FailureKind::TooLarge { by_peer: true },
                     Some(CloseCode::SlowConsumer) => FailureKind::SlowConsumer { by_peer: true },
+                    Some(CloseCode::Reset) => FailureKind::Lost,
                     _ => FailureKind::ClosedByPeer,
                 },
                 ConnectionError::LocallyClosed => FailureKind::Lost,

@@ -85,6 +85,8 @@ pub struct UdpOptions {
     pub multicast_loopback: bool,
     /// Channels delivered at least once (acknowledged and resent), and how many
     /// messages each may have in flight.
+    /// Channels (each numbered apart), from 0.
+    pub channels: u16,
     pub reliable_channels: Vec<u16>,
     pub max_in_flight: u64,
     /// LZ4 on what is sent (`compression: 'lz4'`).
@@ -109,6 +111,7 @@ impl Default for UdpOptions {
             multicast_interface: None,
             multicast_ttl: 1,
             multicast_loopback: true,
+            channels: 16,
             reliable_channels: Vec::new(),
             max_in_flight: d.resend.max_in_flight,
             compression: false,
@@ -156,6 +159,7 @@ impl FromOptions for UdpOptions {
             multicast_interface,
             multicast_ttl: o.take_u32("multicastTtl", 1..=255)?.unwrap_or(d.multicast_ttl),
             multicast_loopback: o.take_bool("multicastLoopback")?.unwrap_or(d.multicast_loopback),
+            channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             reliable_channels: o
                 .take_u32s("reliableChannels", 0..=u32::from(u16::MAX))?
                 .map(|c| c.into_iter().map(|c| c as u16).collect())
@@ -246,6 +250,7 @@ pub struct UdpProtocol {
     flush_at_end_of_turn: bool,
     /// What a publish on a reliable channel with a full flight does.
     overflow: Overflow,
+    channels: u16,
 }
 
 impl UdpProtocol {
@@ -271,6 +276,13 @@ impl UdpProtocol {
     }
 
     fn publish_all<'a>(&self, channel: u16, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+        if channel >= self.channels {
+            return Err(Error::bad_option(format!(
+                "udp:// hub has {} channels (0..{}); got {channel}",
+                self.channels,
+                self.channels - 1
+            )));
+        }
         let mut g = self.driver.lock()?;
         let mut n = 0;
         let mut result = Ok(());
@@ -498,6 +510,9 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
     let chaos =
         options.take_chaos("udp", Injects { datagrams: true, disconnects: false }, "it has no connections to drop")?;
     let udp: UdpOptions = options.take_specific("udp")?;
+    if let Some(c) = udp.reliable_channels.iter().find(|&&c| c >= udp.channels) {
+        return Err(Error::bad_option(format!("reliableChannels: {c} is not a channel (there are {})", udp.channels)));
+    }
     if (chaos.is_some() || !udp.reliable_channels.is_empty()) && udp.receive_threads > 1 {
         return Err(Error::bad_option(
             "chaos and reliableChannels take one receiving socket: receiveThreads must be 1 with them",
@@ -581,6 +596,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         max_message: max_message as usize,
         flush_at_end_of_turn: !udp.flush_interval.is_zero(),
         overflow: Overflow::of(&settings),
+        channels: udp.channels,
     });
     let reader: Arc<dyn Reader> = driver;
     NetTransport::new(Parts { protocol, reader, ring, settings, connections: false })

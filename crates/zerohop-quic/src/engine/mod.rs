@@ -296,7 +296,7 @@ impl Engine {
     fn drop_connections(&mut self, now: Instant) {
         let all: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for ch in all {
-            self.with_conn(ch, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Closed, "chaos: disconnect"));
+            self.with_conn(ch, |e, ch, c| e.close_conn(ch, c, now, CloseCode::Reset, "chaos: disconnect"));
         }
     }
 

@@ -33,6 +33,8 @@ export interface UdpOptions {
    * receiver acknowledges whatever asks to be.
    */
   reliableChannels?: number[]
+  /** Channels, numbered from 0, each numbering its messages apart (default 16). */
+  channels?: number
   /**
    * Messages a reliable channel may have in flight (default 1024, at most 4000). A
    * publish beyond meets `backpressure`: `drop_new` (the default) discards it, `block`
