@@ -117,7 +117,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
-    tight: { sendQueueBytes: 2048 },
+    tight: { sendQueueMessages: 8 },
   },
   tcp(),
   tcp('tcp+tls', {}, { dangerouslyAcceptAnyServer: true }),

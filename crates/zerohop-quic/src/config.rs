@@ -50,6 +50,8 @@ pub struct QuicConfig {
     pub max_channels: u16,
     /// Bytes kept per peer and channel until the peer has read them.
     pub send_queue_bytes: usize,
+    /// Messages kept per peer and channel, at most.
+    pub send_queue_messages: usize,
     pub overflow: Overflow,
     /// How long a listener keeps a disconnected peer's unacknowledged messages for its
     /// reconnect.
@@ -79,6 +81,7 @@ impl QuicConfig {
             max_message: 16 << 20,
             max_channels: 16,
             send_queue_bytes: 64 << 20,
+            send_queue_messages: usize::MAX,
             overflow: Overflow::Block(Duration::from_secs(5)),
             peer_linger: Duration::from_secs(30),
             datagrams: false,

@@ -41,6 +41,8 @@ pub struct QuicOptions {
     pub channels: u16,
     /// Bytes kept per peer and channel until the peer's application has read them.
     pub send_queue_bytes: usize,
+    /// Messages kept per peer and channel, at most (default: bounded by bytes only).
+    pub send_queue_messages: usize,
     /// Publish unreliable datagrams instead of stream messages.
     pub datagrams: bool,
     /// LZ4 on each channel message published that it shrinks (`compression: 'lz4'`).
@@ -62,6 +64,7 @@ impl Default for QuicOptions {
             reconnect: d.backoff,
             channels: d.max_channels,
             send_queue_bytes: d.send_queue_bytes,
+            send_queue_messages: d.send_queue_messages,
             datagrams: false,
             compression: false,
             max_message: d.max_message,
@@ -89,6 +92,7 @@ impl FromOptions for QuicOptions {
             idle_timeout: o.take_ms("idleTimeoutMs")?.unwrap_or(d.idle_timeout),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
+            send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
             datagrams: o.take_bool("datagrams")?.unwrap_or(false),
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
@@ -255,6 +259,7 @@ fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Re
     config.max_channels = q.channels;
     config.max_message = q.max_message;
     config.send_queue_bytes = q.send_queue_bytes.max(1);
+    config.send_queue_messages = q.send_queue_messages;
     config.peer_linger = q.peer_linger;
     config.datagrams = q.datagrams;
     config.compression = q.compression;

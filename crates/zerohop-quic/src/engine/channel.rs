@@ -28,15 +28,21 @@ pub(crate) struct OutChannel {
 }
 
 impl OutChannel {
-    /// Channel `index` in `channels`, made if new.
-    pub fn of(channels: &mut Vec<Option<OutChannel>>, index: u16, send_queue: usize) -> &mut OutChannel {
+    /// Channel `index` in `channels`, made if new, its queue bounded by `send_queue`
+    /// bytes and `messages` messages.
+    pub fn of(
+        channels: &mut Vec<Option<OutChannel>>,
+        index: u16,
+        send_queue: usize,
+        messages: usize,
+    ) -> &mut OutChannel {
         let i = usize::from(index);
         if channels.len() <= i {
             channels.resize_with(i + 1, || None);
         }
         channels[i].get_or_insert_with(|| OutChannel {
             index,
-            queue: SendQueue::tagged(send_queue),
+            queue: SendQueue::tagged(send_queue).with_message_limit(messages),
             stream: None,
             head: Vec::new(),
         })

@@ -700,7 +700,7 @@ impl Engine {
     /// compressed once when `compression` is on and that shrinks it; [`flush`](Self::flush)
     /// writes it to the peers' streams.
     pub fn queue_all(&mut self, channel: u16, message: &[u8], skip: &[u32]) {
-        let send_queue = self.config.send_queue_bytes;
+        let (send_queue, messages) = (self.config.send_queue_bytes, self.config.send_queue_messages);
         let mut compressed = std::mem::take(&mut self.compressed);
         let shrank = self.config.compression
             && message.len() >= zerohop_proto::compress::WORTH_FROM
@@ -709,7 +709,7 @@ impl Engine {
             self.counters.bytes_saved += (message.len() - compressed.len()) as u64;
         }
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            let q = &mut OutChannel::of(&mut p.channels, channel, send_queue).queue;
+            let q = &mut OutChannel::of(&mut p.channels, channel, send_queue, messages).queue;
             if shrank {
                 q.push_compressed(&compressed);
             } else {

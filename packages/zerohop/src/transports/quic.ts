@@ -30,6 +30,8 @@ export interface QuicOptions {
    * past `publishTimeoutMs` (`ERR_SLOW_CONSUMER`), and the others go on.
    */
   sendQueueBytes?: number
+  /** Messages kept per peer and channel, at most (default: bounded by `sendQueueBytes` only); a full queue is treated as for `sendQueueBytes`. */
+  sendQueueMessages?: number
   /**
    * Publish unreliable datagrams (unordered, not resent, one path MTU each) instead of
    * reliable stream messages (default false).
