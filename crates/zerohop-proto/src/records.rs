@@ -41,6 +41,7 @@
 //! ]);
 //! ```
 
+use crate::qos::Priorities;
 use crate::session::{HeaderError, SendQueue, get_varint};
 use crate::stream::{
     MAX_PREFIX_LEN, MAX_VARINT_LEN, Piece, StreamDecoder, StreamError, write_tagged_prefix, write_varint,
@@ -465,11 +466,35 @@ pub struct RecordWriter {
     cut: Option<u16>,
     /// Where the search for a channel with something to send starts (they take turns).
     turn: usize,
+    /// Priority classes: each channel's (0 first; channels past the list are in class
+    /// 0), and the scheduler that picks the class to write next (`None`: every channel
+    /// takes its turn alike).
+    classes: Vec<u8>,
+    priorities: Option<Priorities>,
 }
+
+/// A lower priority class's share of the turns, at least, whatever the classes above it
+/// have to send: none starves.
+pub const LOWER_SHARE: f64 = 0.25;
 
 impl RecordWriter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Writes channels by priority class (`classes[channel]`, 0 first): of the channels
+    /// with something to send, the highest class goes, except that each lower class
+    /// waiting earns [`LOWER_SHARE`] of a turn each time it is passed over
+    /// ([`Priorities`]). Within a class, channels take turns.
+    pub fn with_priorities(mut self, classes: Vec<u8>) -> Self {
+        let count = usize::from(classes.iter().copied().max().unwrap_or(0)) + 1;
+        self.priorities = (count > 1).then(|| Priorities::new(count, LOWER_SHARE));
+        self.classes = classes;
+        self
+    }
+
+    fn class(&self, channel: usize) -> usize {
+        usize::from(self.classes.get(channel).copied().unwrap_or(0))
     }
 
     /// Queues a control record (after those queued before).
@@ -494,11 +519,24 @@ impl RecordWriter {
         let unsent = |q: &Option<SendQueue>| q.as_ref().map_or(0, |q| q.unsent().len());
         let first = self.cut.map(|c| (c, unsent(&queues[usize::from(c)])));
         let n = queues.len();
+        // The class to write next, when channels have classes.
+        let chosen = self.priorities.is_some().then(|| {
+            let mut waiting = vec![false; usize::from(self.classes.iter().copied().max().unwrap_or(0)) + 1];
+            for (i, q) in queues.iter().enumerate() {
+                let work = q
+                    .as_ref()
+                    .is_some_and(|q| if self.started(i as u16) { !q.unsent().is_empty() } else { !q.is_empty() });
+                if work && Some(i as u16) != self.cut {
+                    waiting[self.class(i)] = true;
+                }
+            }
+            self.priorities.as_mut().and_then(|p| p.next(&waiting))
+        });
         let mut then = None;
         for k in 0..n {
             let i = (self.turn + k) % n;
             let channel = i as u16;
-            if Some(channel) == self.cut {
+            if Some(channel) == self.cut || chosen.flatten().is_some_and(|c| self.class(i) != c) {
                 continue;
             }
             let Some(q) = queues[i].as_mut() else { continue };
@@ -724,6 +762,38 @@ mod tests {
             RecordReader::new(100, 16).push(&bad, |_| {}),
             Err(RecordError::Malformed("a compressed message that does not decompress"))
         );
+    }
+
+    #[test]
+    fn a_higher_class_goes_first_and_a_lower_one_keeps_its_share() {
+        // Channel 0 is class 1 (lower), channel 1 class 0; both have plenty to send over
+        // a connection whose kernel takes a message's worth per write.
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
+        let mut w = RecordWriter::new().with_priorities(vec![1, 0]);
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        for q in queues.iter_mut().flatten() {
+            for _ in 0..200 {
+                q.push(&[7u8; 100]);
+            }
+        }
+        let mut picks = Vec::new();
+        for _ in 0..100 {
+            let plan = w.plan(&mut queues).unwrap();
+            if let Some((channel, _)) = plan.then {
+                picks.push(channel);
+            }
+            // The kernel takes the controls and one whole message (a 2-byte prefix and 100).
+            let one = if plan.then.is_some() { 102 } else { 0 };
+            w.wrote(&plan, plan.first.map_or(0, |f| f.1) + plan.control + one, &mut queues);
+        }
+        let low = picks.iter().filter(|&&c| c == 0).count();
+        assert_eq!(picks[0], 1, "the higher class first");
+        // Passed over, the lower class earns a quarter of a turn each time: one in five.
+        assert!((15..=25).contains(&low), "{low} of {} turns for the lower class", picks.len());
+        // Without classes, the channels take turns.
+        let mut plain = RecordWriter::new().with_priorities(vec![0, 0]);
+        assert!(plain.priorities.is_none());
+        plain.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
     }
 
     #[test]

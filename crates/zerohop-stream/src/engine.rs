@@ -475,7 +475,7 @@ impl<W: Wire> Engine<W> {
 
     /// A new connection's state, from `from`: our hello waits in its writer.
     fn new_conn(&self, from: Origin, connecting: bool, now: Instant) -> Result<Conn, rustls::Error> {
-        let mut writer = RecordWriter::new();
+        let mut writer = RecordWriter::new().with_priorities(self.config.options.priorities.clone());
         let queue_limit = self.config.options.send_queue_bytes as u64;
         let queue_messages = u64::try_from(self.config.options.send_queue_messages).unwrap_or(u64::MAX);
         writer.control(&Control::Hello { session: self.session, queue_limit, queue_messages });

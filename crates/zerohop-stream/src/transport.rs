@@ -54,6 +54,9 @@ pub struct ReliableOptions {
     pub heartbeat: Option<Duration>,
     /// LZ4 on each message published that it shrinks (`compression: 'lz4'`).
     pub compression: bool,
+    /// Each channel's priority class (0 first; channels past the list: 0); empty: every
+    /// channel alike (see `zerohop_proto::records::RecordWriter::with_priorities`).
+    pub priorities: Vec<u8>,
 }
 
 impl Default for ReliableOptions {
@@ -70,6 +73,7 @@ impl Default for ReliableOptions {
             connect_timeout: Duration::from_secs(10),
             heartbeat: Some(Duration::from_secs(1)),
             compression: false,
+            priorities: Vec::new(),
         }
     }
 }
@@ -89,6 +93,10 @@ impl ReliableOptions {
             connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
             heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
+            priorities: o
+                .take_u32s("priorities", 0..=7)?
+                .map(|c| c.into_iter().map(|c| c as u8).collect())
+                .unwrap_or_default(),
             ..d
         };
         if s.relay && !s.listen {

@@ -67,6 +67,7 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         // KCP.
         "mode" => (t("turbo"), "turbo"),
         "compression" => (t("lz4"), "lz4"),
+        "priorities" => (Value::List(vec![n(0.0), n(2.0)]), "0,2"),
         "reliableChannels" => (Value::List(vec![n(1.0), n(3.0)]), "1,3"),
         "maxInFlight" => (n(100.0), "100"),
         "nodelay" => (b(true), "true"),

@@ -18,6 +18,14 @@ export interface ReliableOptions {
    */
   compression?: 'lz4' | 'none'
   /**
+   * Each channel's priority class, 0 first (0..7; channels past the list are in class
+   * 0): when several channels have messages waiting for the connection, the highest
+   * class goes, and each lower class waiting keeps at least a share of the writes (a
+   * quarter of a turn each time it is passed over), so none starves. Default: every
+   * channel alike, in turns.
+   */
+  priorities?: number[]
+  /**
    * A listener passes what each peer publishes on to every other peer, never back to
    * the one that published it (a broker, as `zmq_proxy` or a NATS server is), and
    * receives it itself too. A peer without room in its send queue for what it is
