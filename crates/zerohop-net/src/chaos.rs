@@ -139,20 +139,9 @@ impl<R: Copy> Faults<R> {
         self.disconnects.due(now)
     }
 
-    /// Forgets what is held for routes `keep` refuses (a connection that closed).
-    pub fn retain(&mut self, mut keep: impl FnMut(R) -> bool) {
-        self.sent.retain(&mut keep);
-        self.received.retain(keep);
-    }
-
     /// What the faults did so far (`metrics().chaos`).
     pub fn report(&self) -> ChaosReport {
-        ChaosReport {
-            sent: self.sent.stats(),
-            received: self.received.stats(),
-            disconnects: self.disconnects.count(),
-            ..ChaosReport::new(&self.config)
-        }
+        ChaosReport::new(&self.config, self.sent.stats(), self.received.stats(), self.disconnects.count())
     }
 }
 

@@ -332,11 +332,6 @@ impl<R: Copy> Gate<R> {
         self.held.len()
     }
 
-    /// Forgets what waits for routes `keep` refuses (a connection that closed).
-    pub fn retain(&mut self, mut keep: impl FnMut(R) -> bool) {
-        self.held.retain(|h| keep(h.route));
-    }
-
     pub fn stats(&self) -> GateStats {
         self.stats
     }

@@ -218,11 +218,6 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
     pub fn stats(&self) -> ResendStats {
         self.stats
     }
-
-    /// The smoothed round trip, once measured.
-    pub fn srtt_us(&self) -> Option<u64> {
-        self.srtt_us
-    }
 }
 
 #[cfg(test)]

@@ -166,12 +166,7 @@ impl StreamFaults {
     }
 
     pub fn report(&self) -> ChaosReport {
-        ChaosReport {
-            sent: self.sent.stats(),
-            received: self.received.stats(),
-            disconnects: self.disconnects.count(),
-            ..ChaosReport::new(&self.config)
-        }
+        ChaosReport::new(&self.config, self.sent.stats(), self.received.stats(), self.disconnects.count())
     }
 }
 

@@ -133,8 +133,10 @@ pub struct ChaosReport {
 }
 
 impl ChaosReport {
-    pub fn new(config: &ChaosConfig) -> ChaosReport {
-        ChaosReport { spec: config.spec.to_url_form(), seed: config.seed, ..ChaosReport::default() }
+    /// What faults of `config` did: to what was sent, to what was received, and the
+    /// connections they dropped.
+    pub fn new(config: &ChaosConfig, sent: GateStats, received: GateStats, disconnects: u64) -> ChaosReport {
+        ChaosReport { spec: config.spec.to_url_form(), seed: config.seed, sent, received, disconnects }
     }
 
     /// By the names users see (`{ spec, seed, sent: { seen, dropped, … }, received, disconnects }`).
