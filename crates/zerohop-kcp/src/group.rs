@@ -8,7 +8,8 @@
 //! number (a tail), soon and then less and less often, so that a member learns of a
 //! loss at the end of a burst and that the sender lives. A member follows the first
 //! sender it hears (another once that one has been silent for a second: a restarted
-//! sender numbers anew), unicasts NAKs for what it misses, and delivers in order. A
+//! sender numbers anew), asks it where to start (so that it gets every message
+//! published since it joined the group, the first ones too), unicasts NAKs for what it misses, and delivers in order. A
 //! member the window has left behind (stopped, or far slower) is told what is gone,
 //! counts what it lost, says so in a status event (`ERR_SLOW_CONSUMER`), and goes on;
 //! nobody waits for it.
@@ -69,7 +70,8 @@ struct Counters {
     datagrams_out: u64,
     /// Not of the group's protocol, or of another sender.
     ignored: u64,
-    naks: u64,
+    /// A sender: NAKs and joins received.
+    requests: u64,
     /// A member: times it fell behind, and the messages it lost then.
     fell_behind: u64,
     /// Fragments dropped because their message's start was lost.
@@ -90,6 +92,8 @@ enum Side {
 }
 
 struct MemberSide {
+    /// This member's number (in its joins).
+    id: u32,
     /// The sender followed, once one is heard: its group id, its address, and when it
     /// was last heard.
     member: Option<Member>,
@@ -118,8 +122,9 @@ pub struct GroupEngine {
 
 impl GroupEngine {
     /// Joins the group (a member: binds its port, shared with other members on this
-    /// host) or gets ready to send to it.
-    pub fn new(config: GroupConfig, ring: Arc<ReceiveRing>, group_id: u32) -> std::io::Result<GroupEngine> {
+    /// host) or gets ready to send to it. `id`, drawn at random, names a sender's group
+    /// (its messages among other senders'), or a member (in its joins).
+    pub fn new(config: GroupConfig, ring: Arc<ReceiveRing>, id: u32) -> std::io::Result<GroupEngine> {
         let unspecified = match config.group.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::from([0u16; 8]),
@@ -142,16 +147,12 @@ impl GroupEngine {
             ..SenderLimits::default()
         };
         let side = if config.sender {
-            Side::Sender {
-                sender: Sender::new(group_id, limits),
-                tail_at: u64::MAX,
-                tail_every: TAIL_FIRST_MS,
-                last_busy: 0,
-            }
+            Side::Sender { sender: Sender::new(id, limits), tail_at: u64::MAX, tail_every: TAIL_FIRST_MS, last_busy: 0 }
         } else {
             // (Skipping until a first fragment: one that joins in the middle of a
             // message does not take its end for a whole one.)
             Side::Member(MemberSide {
+                id,
                 member: None,
                 from: config.group,
                 heard: 0,
@@ -195,7 +196,7 @@ impl GroupEngine {
             frag.clear();
             frag.push(flags);
             frag.extend_from_slice(piece);
-            let d = sender.publish(frag);
+            let d = sender.publish(now, frag);
             self.out.push(d, Some(self.config.group));
         }
         self.counters.messages += 1;
@@ -235,13 +236,9 @@ impl GroupEngine {
                     Side::Sender { sender, last_busy, .. } => {
                         let (out, group) = (&mut self.out, self.config.group);
                         let mut multicast = |r: &[u8]| out.push(r, Some(group));
-                        let mut gone = Vec::new();
-                        if sender.on_nak(now, d.bytes, &mut multicast, &mut |g: &[u8]| gone = g.to_vec()) {
-                            self.counters.naks += 1;
+                        if sender.on_request(now, d.bytes, &mut multicast) {
+                            self.counters.requests += 1;
                             *last_busy = now;
-                            if !gone.is_empty() {
-                                out.push(&gone, Some(from));
-                            }
                         } else {
                             self.counters.ignored += 1;
                         }
@@ -272,8 +269,8 @@ impl GroupEngine {
                 }
             }
             Side::Member(m) => {
-                let MemberSide { member: Some(member), from, heard, assembling, skipping } = m else { return };
-                if member.missing() > 0 && now.saturating_sub(*heard) >= SENDER_SILENT_MS {
+                let MemberSide { member: Some(member), from, heard, assembling, skipping, .. } = m else { return };
+                if member.waiting() && now.saturating_sub(*heard) >= SENDER_SILENT_MS {
                     // The sender is gone (or deaf): what it did not repair never comes.
                     let mut d = Delivering::new(&self.ring, &mut self.counters, *from, assembling, skipping);
                     member.give_up(&mut |e| d.on(e));
@@ -309,7 +306,8 @@ impl GroupEngine {
         ];
         match &self.side {
             Side::Sender { sender, .. } => d.extend([
-                ("naksReceived", n(c.naks)),
+                ("naksReceived", n(c.requests - sender.joins)),
+                ("joinsAnswered", n(sender.joins)),
                 ("repairs", n(sender.repairs)),
                 ("goneAnswers", n(sender.gone_answers)),
             ]),
@@ -319,6 +317,7 @@ impl GroupEngine {
                     ("naksSent", n(member.map_or(0, |m| m.naks_sent))),
                     ("missing", n(member.map_or(0, Member::missing))),
                     ("duplicates", n(member.map_or(0, |m| m.duplicates))),
+                    ("beforeJoin", n(member.map_or(0, |m| m.before_join))),
                     ("fellBehind", n(c.fell_behind)),
                     ("lostMessages", n(member.map_or(0, |m| m.lost))),
                     ("fragmentsDropped", n(c.fragments_dropped)),
@@ -346,12 +345,13 @@ fn member_receive(
         Some(ours) => group != ours.group() && now.saturating_sub(m.heard) >= SENDER_SILENT_MS,
     };
     if follow {
-        m.member = Some(Member::new(group, HOLD));
+        // (Listening since the engine began, its clock's 0.)
+        m.member = Some(Member::new(group, HOLD, 0, m.id));
         m.from = from;
         m.assembling.clear();
         m.skipping = true;
     }
-    let MemberSide { member: Some(member), from: sender, heard, assembling, skipping } = m else { return false };
+    let MemberSide { member: Some(member), from: sender, heard, assembling, skipping, .. } = m else { return false };
     let mut delivering = Delivering::new(ring, counters, *sender, assembling, skipping);
     let taken = member.receive(now, d, &mut |e| delivering.on(e));
     delivering.finish();
@@ -445,7 +445,7 @@ impl Drive for GroupEngine {
             Side::Sender { tail_at, .. } => Some(*tail_at).filter(|t| *t != u64::MAX),
             // A NAK due, or giving up on a gap once the sender has been silent a while.
             Side::Member(m) => m.member.as_ref().and_then(|member| {
-                let give_up = (member.missing() > 0).then_some(m.heard + SENDER_SILENT_MS);
+                let give_up = member.waiting().then_some(m.heard + SENDER_SILENT_MS);
                 [member.nak_due(), give_up].into_iter().flatten().min()
             }),
         };
