@@ -11,14 +11,16 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm|quic|stream|kcp runs one part; BENCH_QUIC=rtt,first,throughput picks
+// bench; BENCH_ONLY=udp|shm|quic|stream|kcp|qos runs one part; BENCH_QUIC=rtt,first,throughput picks
 // parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round,
-// BENCH_STREAM=rtt,throughput,broadcast,tls of the TCP and Unix socket round. BENCH_BASELINE=<git revision> also measures that revision's
+// BENCH_STREAM=rtt,throughput,broadcast,tls of the TCP and Unix socket round, BENCH_QOS=cost,lz4
+// of the round of what QoS, faults and compression cost. BENCH_BASELINE=<git revision> also measures that revision's
 // build (made by scripts/baseline.mjs) side by side with this one: every zerohop row
 // runs for both, interleaved (which goes first alternates by round), tagged [before]
 // and [after], and a last table gives after against before, median against median.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
+import { randomBytes } from 'node:crypto'
 import { copyFileSync, existsSync, readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
@@ -924,7 +926,8 @@ async function kcpLoss(run: number): Promise<void> {
       inNs([NFT, 'flush', 'ruleset'])
       const set = inNs([NFT, '-f', '-'], `table inet zhloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ${drop}\n }\n}\n`)
       if (set.status !== 0) throw new Error(`nft: ${set.stderr}`)
-      const env = { ...process.env, BENCH_INNER: 'kcp-loss', BENCH_LOSS: String(loss), BENCH_MESSAGES: String(messages), BENCH_RUN: String(run) }
+      // (Certificates made here once, not by cargo inside each run.)
+      const env = { ...process.env, BENCH_PKI: pki(), BENCH_INNER: 'kcp-loss', BENCH_LOSS: String(loss), BENCH_MESSAGES: String(messages), BENCH_RUN: String(run) }
       Object.assign(env, { BENCH_RTT_SAMPLES: String(samples), BENCH_RTT_WARMUP: '200', BENCH_RUST: '0', BENCH_ONLY: 'kcp-inner', BENCH_BASELINE: '' })
       const argv = [process.execPath, '--import', 'tsx', join(here, 'run.ts')]
       const r = spawnSync('taskset', ['-c', '0', 'ip', 'netns', 'exec', ns, ...argv], { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })
@@ -962,13 +965,106 @@ async function kcpLossInner(loss: number, run: number, messages: number): Promis
     const rate = await streamHub(`kcp://127.0.0.1:0?mode=${mode}`, 64, messages)
     rows.push({ bench: `KCP one-way 64 B ${at}  zerohop kcp:// ${mode} publish (receiver)`, run, rate, mbps: (rate * 64) / 1e6, vsBaseline: `${(rate / netRate).toFixed(2)}× net, ${(rate / tcpRate).toFixed(2)}× tcp://` })
   }
+  // At-least-once UDP against plain UDP and QUIC (reliable streams), the same messages.
+  const small = new Uint8Array(64)
+  for (const [what, url] of [
+    ['udp:// (lossy)', 'udp://127.0.0.1:0'],
+    ['udp:// at-least-once (reliableChannels=0, backpressure=block)', 'udp://127.0.0.1:0?reliableChannels=0&backpressure=block'],
+  ] as const) {
+    const r = await oneWay(url, small, messages)
+    rows.push({ bench: `KCP one-way 64 B ${at}  zerohop ${what} publish (receiver)`, run, rate: r.rate, mbps: (r.rate * 64) / 1e6, vsBaseline: `${(r.rate / tcpRate).toFixed(2)}× tcp://, ${(r.got * 100).toFixed(1)} % arrived` })
+  }
+  const quic = await streamQuic(64, messages)
+  rows.push({ bench: `KCP one-way 64 B ${at}  zerohop quic:// publish (receiver)`, run, rate: quic, mbps: (quic * 64) / 1e6, vsBaseline: `${(quic / tcpRate).toFixed(2)}× tcp://` })
+}
+
+// ---- Across transports: what QoS, faults and compression cost ------------------------
+
+/**
+ * One way, `count` messages of `payload` from a hub on `url` (its parameters on both
+ * ends) to a sink in another process: the sink's msg/s, what share of the messages it
+ * got (a lossy transport ends after 500 ms without one), and the bytes compression
+ * saved at the publisher.
+ */
+async function oneWay(url: string, payload: Uint8Array, count: number): Promise<{ rate: number; got: number; saved: number }> {
+  const p = spawnHelper(join(here, 'peer.ts'), ['stream-sink', url, String(count)], 1, { ...peerEnv, BENCH_SINK_IDLE_MS: '500' })
+  const { address } = (await p.next()) as { address: string }
+  const query = url.includes('?') ? url.slice(url.indexOf('?')) : ''
+  // (A udp:// hub binds its own address and names where it sends.)
+  const [to, queue] = url.startsWith('udp:') ? ['udp://127.0.0.1:0', { peers: [address.slice('udp://'.length)] }] : [address, { sendQueueBytes: 16 << 20 }]
+  const hub = await Hub.open(`${to}${query}` as `tcp://${string}`, { role: 'publisher', ...queue })
+  for (let i = 0; i < count; i++) {
+    try {
+      hub.publish(payload)
+    } catch (e) {
+      // A reliable channel whose flight is full pushes back: wait for room.
+      if ((e as { code?: string }).code !== 'ERR_BACKPRESSURE') throw e
+      await hub.send(payload)
+    }
+    if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
+  }
+  const details = (hub.metrics() as unknown as Record<string, Record<string, unknown> | undefined>)[hub.transport]
+  const result = await p.next()
+  await exited(p.proc)
+  await hub.close({ lingerMs: 0 })
+  return { rate: result.msgsPerSec as number, got: (result.received as number) / count, saved: Number(details?.bytesSaved ?? 0) }
+}
+
+/** A JSON-like message of about `size` bytes: quotes of a market-data feed. */
+function jsonPayload(size: number): Uint8Array {
+  const quotes: object[] = []
+  let text = ''
+  for (let i = 0; text.length < size; i++) {
+    quotes.push({ symbol: `SYM${i % 50}`, bid: 100 + ((i * 37) % 1000) / 100, ask: 100.05 + ((i * 41) % 1000) / 100, size: 100 * (i % 9), venue: 'XNAS' })
+    text = JSON.stringify(quotes)
+  }
+  return new TextEncoder().encode(text.slice(0, size))
+}
+
+const qosParts = new Set((process.env.BENCH_QOS ?? 'cost,lz4').split(','))
+
+async function qosRound(run: number): Promise<void> {
+  console.error(`round ${run}/${RUNS}: the cost of QoS, faults and compression…`)
+  const small = new Uint8Array(64)
+  // Each variant against the plain hub run just before it, on the same transport.
+  const variants: Array<[scheme: 'tcp' | 'udp', what: string, query: string]> = [
+    ['tcp', 'rate limit on, never reached', 'rateLimit=1000000000'],
+    ['tcp', 'faults on, none drawn (chaos=loss:0)', 'chaos=loss:0'],
+    ['tcp', 'priority channels on (priorities=0,1)', 'priorities=0,1'],
+    ['udp', 'rate limit on, never reached', 'rateLimit=1000000000'],
+    ['udp', 'faults on, none drawn (chaos=loss:0)', 'chaos=loss:0'],
+    ['udp', 'at-least-once channel (reliableChannels=0, backpressure=block)', 'reliableChannels=0&backpressure=block'],
+  ]
+  const base = (scheme: string) => (scheme === 'tcp' ? 'tcp://127.0.0.1:0' : 'udp://127.0.0.1:0')
+  for (const [scheme, what, query] of qosParts.has('cost') ? variants : []) {
+    const count = 1_000_000
+    const plain = await oneWay(base(scheme), small, count)
+    const on = await oneWay(`${base(scheme)}?${query}`, small, count)
+    const got = (r: { got: number }) => (r.got < 1 ? `, ${(r.got * 100).toFixed(1)} % arrived` : '')
+    rows.push({ bench: `QoS one-way 64 B  zerohop ${scheme}:// plain (receiver, against the row below)`, run, rate: plain.rate, mbps: (plain.rate * 64) / 1e6, vsBaseline: got(plain).slice(2) })
+    rows.push({ bench: `QoS one-way 64 B  zerohop ${scheme}:// ${what} (receiver)`, run, rate: on.rate, mbps: (on.rate * 64) / 1e6, vsBaseline: `${(on.rate / plain.rate).toFixed(2)}× plain${got(on)}` })
+  }
+  // LZ4 on what compresses and on what does not, 1 KB messages over tcp://.
+  if (!qosParts.has('lz4')) return
+  for (const [what, payload] of [
+    ['JSON-like', jsonPayload(1024)],
+    ['random', new Uint8Array(randomBytes(1024))],
+  ] as const) {
+    const count = 300_000
+    const plain = await oneWay('tcp://127.0.0.1:0', payload, count)
+    const lz4 = await oneWay('tcp://127.0.0.1:0?compression=lz4', payload, count)
+    const size = payload.length
+    rows.push({ bench: `LZ4 one-way 1 KB ${what}  zerohop tcp:// plain (receiver)`, run, rate: plain.rate, mbps: (plain.rate * size) / 1e6 })
+    const saved = `${((lz4.saved / (size * count)) * 100).toFixed(0)} % of the bytes saved`
+    rows.push({ bench: `LZ4 one-way 1 KB ${what}  zerohop tcp:// compression=lz4 (receiver; MB/s of messages)`, run, rate: lz4.rate, mbps: (lz4.rate * size) / 1e6, vsBaseline: `${(lz4.rate / plain.rate).toFixed(2)}× plain, ${saved}` })
+  }
 }
 
 // ---- QUIC: quic:// hubs against Node tls over TCP -------------------------------------
 
 let pkiDir: string | undefined
 /** Certificates for both: a CA and a server certificate for localhost. */
-const pki = (): string => (pkiDir ??= makePki())
+const pki = (): string => (pkiDir ??= process.env.BENCH_PKI ?? makePki())
 const quicClient = () => ({ tls: { ca: join(pki(), 'ca.pem'), serverName: 'localhost' } })
 const frame = (len: number) => {
   const b = Buffer.alloc(4 + len)
@@ -1573,7 +1669,8 @@ for (let run = 1; run <= RUNS; run++) {
     if (kcpParts.has('throughput')) await kcpThroughput(run)
     if (kcpParts.has('loss')) await kcpLoss(run)
   }
-  if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp') continue
+  if (only === undefined || only === 'qos') await qosRound(run)
+  if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp' || only === 'qos') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)

@@ -26,6 +26,7 @@
 //! assert_eq!(got, [(0, 5), (1, 5000)]);
 //! ```
 
+use crate::compress::Compressor;
 use crate::frag::{FragmentError, MessageKey, Reassembler, ReassemblyLimits, fragments};
 use crate::header::{FRAME_HEADER_LEN, FrameFlags, FrameHeader};
 use crate::pack::{Packer, unpack};
@@ -50,8 +51,7 @@ pub struct Outbox {
     reliable: bool,
     floor: u64,
     /// LZ4 on: each frame whose payload shrinks goes compressed (flagged so).
-    compress: bool,
-    scratch: Vec<u8>,
+    compressor: Option<Box<Compressor>>,
     /// Payload bytes compression saved.
     saved: u64,
     /// When the oldest message not yet in a finished datagram was queued.
@@ -74,8 +74,7 @@ impl Outbox {
             seqs: Vec::new(),
             reliable: false,
             floor: 0,
-            compress: false,
-            scratch: Vec::new(),
+            compressor: None,
             saved: 0,
             oldest_unflushed_ms: None,
         }
@@ -93,7 +92,7 @@ impl Outbox {
 
     /// Compresses each frame whose payload LZ4 shrinks (see [`crate::compress`]).
     pub fn set_compression(&mut self) {
-        self.compress = true;
+        self.compressor = Some(Box::default());
     }
 
     /// Payload bytes compression saved so far.
@@ -104,19 +103,15 @@ impl Outbox {
     /// Compresses the frame that starts at `start` of `out` (the last one) if that
     /// shrinks it.
     fn seal(&mut self, start: usize) {
-        if !self.compress {
-            return;
-        }
+        let Some(compressor) = &mut self.compressor else { return };
         let payload = &self.out[start + FRAME_HEADER_LEN..];
-        if !crate::compress::compress(payload, &mut self.scratch) {
-            return;
-        }
+        let Some(small) = compressor.compress(payload) else { return };
         let (mut header, _) = FrameHeader::decode_frame(&self.out[start..]).expect("a frame of ours");
-        self.saved += (payload.len() - self.scratch.len()) as u64;
+        self.saved += (payload.len() - small.len()) as u64;
         header.flags = FrameFlags(header.flags.0 | FrameFlags::COMPRESSED);
-        header.payload_len = self.scratch.len() as u32;
+        header.payload_len = small.len() as u32;
         self.out.truncate(start + FRAME_HEADER_LEN);
-        self.out.extend_from_slice(&self.scratch);
+        self.out.extend_from_slice(small);
         header.encode_in_place(&mut self.out[start..]).expect("consistent by construction");
         self.spans.last_mut().expect("the frame's span").1 = self.out.len() - start;
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, Sink, SinkDeliveries};
 use zerohop_net::sending::{Burst, ReadLooks};
+use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{ReceiveWindow, SendQueue};
@@ -360,8 +361,8 @@ pub struct Engine<W: Wire> {
     next_answer: u64,
     undelivered: VecDeque<Undelivered>,
     pub counters: StreamCounters,
-    /// `compression: 'lz4'`: the message being published, compressed.
-    compressed: Vec<u8>,
+    /// `compression: 'lz4'`: compresses the message being published.
+    compressor: Compressor,
     pub closing: bool,
     room_freed: bool,
     /// Connections with something to write.
@@ -415,7 +416,7 @@ impl<W: Wire> Engine<W> {
             next_answer: 1,
             undelivered: VecDeque::new(),
             counters: StreamCounters::default(),
-            compressed: Vec::new(),
+            compressor: Compressor::default(),
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
@@ -1138,13 +1139,10 @@ impl<W: Wire> Engine<W> {
     pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: impl FnOnce() -> Instant) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         // Compressed once for every peer, when that shrinks it (a few bytes never do).
-        let compressed = self.config.options.compression
-            && message.len() >= zerohop_proto::compress::WORTH_FROM
-            && zerohop_proto::compress::compress(message, &mut self.compressed);
-        if compressed {
-            self.counters.bytes_saved += (message.len() - self.compressed.len()) as u64;
+        let body = if self.config.options.compression { self.compressor.compress(message) } else { None };
+        if let Some(body) = body {
+            self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
-        let body = compressed.then_some(&self.compressed[..]);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             p.queue(channel, message, body, limit, messages);
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId};
+use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::session::ReceiveWindow;
 
@@ -189,9 +190,9 @@ pub(crate) struct Engine {
     /// When what was published goes out (at once, or with the rest of its burst).
     pub burst: Burst,
     received: Vec<Datagram>,
-    /// `compression: 'lz4'`: the message being published, compressed; and a compressed
+    /// `compression: 'lz4'`: compresses the message being published; and a compressed
     /// one received, decompressed.
-    compressed: Vec<u8>,
+    compressor: Compressor,
     decompressed: Vec<u8>,
     /// A reader's pump is under way: connections keep what they have to send (see
     /// `Drive::settle`), in `held`.
@@ -234,7 +235,7 @@ impl Engine {
             room_freed: false,
             burst: Burst::new(now, BURST_BYTES),
             received: Vec::new(),
-            compressed: Vec::new(),
+            compressor: Compressor::default(),
             decompressed: Vec::new(),
             holding: false,
             held: Vec::new(),
@@ -701,22 +702,17 @@ impl Engine {
     /// writes it to the peers' streams.
     pub fn queue_all(&mut self, channel: u16, message: &[u8], skip: &[u32]) {
         let (send_queue, messages) = (self.config.send_queue_bytes, self.config.send_queue_messages);
-        let mut compressed = std::mem::take(&mut self.compressed);
-        let shrank = self.config.compression
-            && message.len() >= zerohop_proto::compress::WORTH_FROM
-            && zerohop_proto::compress::compress(message, &mut compressed);
-        if shrank {
-            self.counters.bytes_saved += (message.len() - compressed.len()) as u64;
+        let body = if self.config.compression { self.compressor.compress(message) } else { None };
+        if let Some(body) = body {
+            self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let q = &mut OutChannel::of(&mut p.channels, channel, send_queue, messages).queue;
-            if shrank {
-                q.push_compressed(&compressed);
-            } else {
-                q.push(message);
-            }
+            match body {
+                Some(body) => q.push_compressed(body),
+                None => q.push(message),
+            };
         }
-        self.compressed = compressed;
     }
 
     /// Writes what every channel holds unsent to its stream, and sends. Written in one
