@@ -35,6 +35,12 @@ interface Transport {
   tight?: HubOptions<Uint8Array>
   /** Whether it has `compression: 'lz4'` (the others refuse it). */
   compresses: boolean
+  /**
+   * Whether it has priority channels (`priorities`): those that queue what a
+   * connection cannot take yet; the others (shared memory's one ring, UDP that queues
+   * nothing) refuse the option.
+   */
+  prioritizes: boolean
 }
 
 /** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
@@ -72,6 +78,7 @@ function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Tr
     addressed: true,
     faults: 'reliable',
     compresses: true,
+    prioritizes: true,
     tight: { sendQueueMessages: 8 },
   }
 }
@@ -88,6 +95,7 @@ const transports: Transport[] = [
     addressed: false,
     faults: 'refused',
     compresses: false,
+    prioritizes: false,
     tight: { capacity: 16, backpressure: 'block' },
   },
   {
@@ -103,6 +111,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'counted',
     compresses: true,
+    prioritizes: false,
   },
   {
     name: 'quic',
@@ -117,6 +126,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
+    prioritizes: true,
     tight: { sendQueueMessages: 8 },
   },
   tcp(),
@@ -135,6 +145,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
+    prioritizes: true,
     tight: { sendQueueMessages: 8 },
   },
   {
@@ -150,6 +161,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
+    prioritizes: true,
     tight: { sendQueueMessages: 8 },
   },
 ]
@@ -594,6 +606,35 @@ for (const tr of transports) {
     for (let i = 0; i < 20; i++) t.deepEqual(await a.recv({ timeoutMs: 5000 }), order(i))
     const saved = (b.metrics() as unknown as Record<string, { bytesSaved: number }>)[tr.name]!.bytesSaved
     t.true(saved > 0, `saved ${saved} bytes`)
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
+  test.serial(name('priorities: on a congested connection the higher class goes first'), async (t) => {
+    if (!tr.prioritizes) {
+      const e = await t.throwsAsync(Hub.open(tr.url(), { priorities: [1, 0] } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
+      t.regex(e?.message ?? '', /priorities/)
+      return
+    }
+    // Channel 0 in class 1, channel 1 in class 0 (first). The reader reads nothing until
+    // all is published: 24 MB on channel 0, more than the kernel's buffers and a receive
+    // ring of 64 slots hold, then 500 messages on channel 1, all queued behind them.
+    const [a, b] = await tr.pair<Uint8Array>({ capacity: 64, slotSize: 8192 }, { priorities: [1, 0], sendQueueBytes: 64 << 20 } as HubOptions<Uint8Array>)
+    const [low, high, size] = [6000, 500, 4096]
+    const body = new Uint8Array(size)
+    for (let i = 0; i < low; i++) b.publish(body, { channel: 0 })
+    for (let i = 0; i < high; i++) b.publish(body, { channel: 1 })
+    b.flush()
+    const channels: number[] = []
+    while (channels.length < low + high) channels.push((await a.recvMessage({ timeoutMs: 20_000 })).channel!)
+    const [firstHigh, lastHigh] = [channels.indexOf(1), channels.lastIndexOf(1)]
+    t.is(channels.filter((c) => c === 1).length, high, 'every message came')
+    // In the order published, the last of channel 1 would come last of all.
+    t.true(lastHigh < 0.75 * channels.length, `the last of class 0 came ${lastHigh + 1}th of ${channels.length}`)
+    // And close together: the lower class's share of the turns, not one for one (as
+    // channels without classes take turns).
+    t.true(lastHigh - firstHigh < 1.6 * high, `class 0 came from the ${firstHigh + 1}th to the ${lastHigh + 1}th`)
+    t.is(channels.lastIndexOf(0), channels.length - 1, 'the lower class finished last')
     await a.close({ lingerMs: 0 })
     await b.close({ lingerMs: 0 })
   })

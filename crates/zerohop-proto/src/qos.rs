@@ -103,6 +103,62 @@ impl Priorities {
     }
 }
 
+/// A lower priority class's share of the turns, at least, whatever the classes above it
+/// have to send: none starves.
+pub const LOWER_SHARE: f64 = 0.25;
+/// Priority classes at most (`priorities` takes 0..=7).
+pub const CLASSES: usize = 8;
+
+/// Channels in priority classes (`priorities: [class per channel]`, 0 first, at most
+/// [`CLASSES`]; channels past the list are in class 0), and the [`Priorities`] that picks the class to send
+/// next, with [`LOWER_SHARE`] for each lower one.
+///
+/// ```
+/// use zerohop_proto::qos::ChannelClasses;
+///
+/// let mut c = ChannelClasses::new(vec![1, 0]); // channel 1 before channel 0
+/// assert_eq!(c.next([0, 1].into_iter()), Some(0)); // class 0: channel 1's
+/// assert_eq!(c.class(0), 1);
+/// assert!(ChannelClasses::new(vec![0, 0]).is_flat(), "one class: nothing to choose");
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelClasses {
+    classes: Vec<u8>,
+    priorities: Option<Priorities>,
+}
+
+impl ChannelClasses {
+    /// (A class past the last is in the last.)
+    pub fn new(mut classes: Vec<u8>) -> ChannelClasses {
+        for c in &mut classes {
+            *c = (*c).min(CLASSES as u8 - 1);
+        }
+        let count = usize::from(classes.iter().copied().max().unwrap_or(0)) + 1;
+        ChannelClasses { priorities: (count > 1).then(|| Priorities::new(count, LOWER_SHARE)), classes }
+    }
+
+    /// Whether every channel is in one class (nothing to choose).
+    pub fn is_flat(&self) -> bool {
+        self.priorities.is_none()
+    }
+
+    /// Channel `channel`'s class.
+    pub fn class(&self, channel: usize) -> usize {
+        usize::from(self.classes.get(channel).copied().unwrap_or(0))
+    }
+
+    /// The class that goes next, given the channels with something `waiting` (`None`:
+    /// none waits, or every channel is in one class).
+    pub fn next(&mut self, waiting: impl Iterator<Item = usize>) -> Option<usize> {
+        let p = self.priorities.as_mut()?;
+        let mut classes = [false; CLASSES];
+        for channel in waiting {
+            classes[usize::from(self.classes.get(channel).copied().unwrap_or(0))] = true;
+        }
+        p.next(&classes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@
 //! ]);
 //! ```
 
-use crate::qos::Priorities;
+use crate::qos::ChannelClasses;
 use crate::session::{HeaderError, SendQueue, get_varint};
 use crate::stream::{
     MAX_PREFIX_LEN, MAX_VARINT_LEN, Piece, StreamDecoder, StreamError, write_tagged_prefix, write_varint,
@@ -469,13 +469,11 @@ pub struct RecordWriter {
     /// Priority classes: each channel's (0 first; channels past the list are in class
     /// 0), and the scheduler that picks the class to write next (`None`: every channel
     /// takes its turn alike).
-    classes: Vec<u8>,
-    priorities: Option<Priorities>,
+    classes: ChannelClasses,
 }
 
-/// A lower priority class's share of the turns, at least, whatever the classes above it
-/// have to send: none starves.
-pub const LOWER_SHARE: f64 = 0.25;
+/// The most one turn writes of a channel when channels have priority classes.
+pub const TURN_BYTES: usize = 64 << 10;
 
 impl RecordWriter {
     pub fn new() -> Self {
@@ -484,17 +482,11 @@ impl RecordWriter {
 
     /// Writes channels by priority class (`classes[channel]`, 0 first): of the channels
     /// with something to send, the highest class goes, except that each lower class
-    /// waiting earns [`LOWER_SHARE`] of a turn each time it is passed over
-    /// ([`Priorities`]). Within a class, channels take turns.
+    /// waiting earns a share of a turn each time it is passed over ([`ChannelClasses`]).
+    /// Within a class, channels take turns.
     pub fn with_priorities(mut self, classes: Vec<u8>) -> Self {
-        let count = usize::from(classes.iter().copied().max().unwrap_or(0)) + 1;
-        self.priorities = (count > 1).then(|| Priorities::new(count, LOWER_SHARE));
-        self.classes = classes;
+        self.classes = ChannelClasses::new(classes);
         self
-    }
-
-    fn class(&self, channel: usize) -> usize {
-        usize::from(self.classes.get(channel).copied().unwrap_or(0))
     }
 
     /// Queues a control record (after those queued before).
@@ -516,27 +508,36 @@ impl RecordWriter {
     /// nothing to write. A channel not started on this connection is rewound first
     /// ([`SendQueue::rewind`]): everything it holds unacknowledged goes again.
     pub fn plan(&mut self, queues: &mut [Option<SendQueue>]) -> Option<Plan> {
-        let unsent = |q: &Option<SendQueue>| q.as_ref().map_or(0, |q| q.unsent().len());
-        let first = self.cut.map(|c| (c, unsent(&queues[usize::from(c)])));
         let n = queues.len();
-        // The class to write next, when channels have classes.
-        let chosen = self.priorities.is_some().then(|| {
-            let mut waiting = vec![false; usize::from(self.classes.iter().copied().max().unwrap_or(0)) + 1];
-            for (i, q) in queues.iter().enumerate() {
-                let work = q
-                    .as_ref()
-                    .is_some_and(|q| if self.started(i as u16) { !q.unsent().is_empty() } else { !q.is_empty() });
-                if work && Some(i as u16) != self.cut {
-                    waiting[self.class(i)] = true;
-                }
-            }
-            self.priorities.as_mut().and_then(|p| p.next(&waiting))
+        // The class to write next, when channels have classes (a channel whose message
+        // the last write cut waits if it has more than the rest of that message).
+        let chosen = if self.classes.is_flat() {
+            None
+        } else {
+            let (started, cut) = (&self.started, self.cut);
+            let work = |(i, q): (usize, &Option<SendQueue>)| {
+                let started = started.get(i).copied().unwrap_or(false);
+                let work = q.as_ref().is_some_and(|q| match started {
+                    true if Some(i as u16) == cut => q.unsent().len() > q.cut_rest(),
+                    true => !q.unsent().is_empty(),
+                    false => !q.is_empty(),
+                });
+                work.then_some(i)
+            };
+            self.classes.next(queues.iter().enumerate().filter_map(work))
+        };
+        // A message the last write cut goes on first: with the rest of its channel, unless
+        // another class goes next (then alone).
+        let first = self.cut.map(|c| {
+            let q = queues[usize::from(c)].as_ref().expect("a cut channel has a queue");
+            let alone = chosen.is_some_and(|class| self.classes.class(usize::from(c)) != class);
+            (c, if alone { q.cut_rest() } else { q.unsent().len() })
         });
         let mut then = None;
         for k in 0..n {
             let i = (self.turn + k) % n;
             let channel = i as u16;
-            if Some(channel) == self.cut || chosen.flatten().is_some_and(|c| self.class(i) != c) {
+            if Some(channel) == self.cut || chosen.is_some_and(|c| self.classes.class(i) != c) {
                 continue;
             }
             let Some(q) = queues[i].as_mut() else { continue };
@@ -560,7 +561,10 @@ impl RecordWriter {
             }
             self.wire_channel = Some(channel);
             self.turn = i + 1;
-            then = Some((channel, q.unsent().len()));
+            // With classes a turn is at most TURN_BYTES, so that shares of turns are
+            // shares of bytes (a turn may end inside a message: the cut goes on first).
+            let len = if self.classes.is_flat() { q.unsent().len() } else { q.unsent().len().min(TURN_BYTES) };
+            then = Some((channel, len));
             break;
         }
         let plan = Plan { first, control: self.control_pending(), then };
@@ -792,8 +796,37 @@ mod tests {
         assert!((15..=25).contains(&low), "{low} of {} turns for the lower class", picks.len());
         // Without classes, the channels take turns.
         let mut plain = RecordWriter::new().with_priorities(vec![0, 0]);
-        assert!(plain.priorities.is_none());
+        assert!(plain.classes.is_flat());
         plain.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+    }
+
+    #[test]
+    fn a_higher_class_goes_next_after_the_message_a_write_cut() {
+        // The lower class (channel 0) fills the connection first; a write cuts one of its
+        // messages; then the higher class (channel 1) has messages too.
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
+        let mut w = RecordWriter::new().with_priorities(vec![1, 0]);
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        for _ in 0..200 {
+            queues[0].as_mut().unwrap().push(&[7u8; 100]);
+        }
+        let plan = w.plan(&mut queues).unwrap();
+        w.wrote(&plan, plan.control + 102 * 5 + 40, &mut queues); // five messages and a bit
+        for _ in 0..50 {
+            queues[1].as_mut().unwrap().push(&[9u8; 100]);
+        }
+        let plan = w.plan(&mut queues).unwrap();
+        assert_eq!(plan.first, Some((0, 62)), "the rest of the cut message, alone");
+        assert_eq!(plan.then.map(|t| t.0), Some(1), "then the higher class");
+        // Only the lower class left: its rest goes with the rest of its channel.
+        let all = plan.len();
+        w.wrote(&plan, all, &mut queues);
+        let plan = w.plan(&mut queues).unwrap();
+        assert_eq!(plan.then.map(|t| t.0), Some(0));
+        w.wrote(&plan, plan.len() - 10, &mut queues);
+        let plan = w.plan(&mut queues).unwrap();
+        assert_eq!(plan.first, Some((0, 10)), "nothing else waits: its cut message");
+        assert_eq!(plan.then, None);
     }
 
     #[test]

@@ -253,6 +253,14 @@ impl SendQueue {
         self.sent != self.sent_whole
     }
 
+    /// Bytes left of the message the last write ended inside (0 if it ended between two).
+    pub fn cut_rest(&self) -> usize {
+        if !self.cut() {
+            return 0;
+        }
+        self.sent_whole + self.lens[self.sent_messages] - self.sent
+    }
+
     /// One past the last message written whole to this connection's stream.
     pub fn sent_until(&self) -> u64 {
         self.base_seq + self.sent_messages as u64
@@ -431,6 +439,9 @@ pub struct StreamHeader {
     pub channel: u16,
     /// Sequence number of the stream's first message.
     pub first_seq: u64,
+    /// The channel's priority class at its sender (0 first, up to 7; 0 for streams that
+    /// are not channels): what a receiver reads first when it cannot read everything.
+    pub class: u8,
 }
 
 /// Why a stream header was refused.
@@ -441,6 +452,8 @@ pub enum HeaderError {
     BadKind(u8),
     /// A varint longer than 10 bytes.
     BadVarint,
+    /// A priority class above 7.
+    BadClass(u8),
 }
 
 impl core::fmt::Display for HeaderError {
@@ -449,6 +462,7 @@ impl core::fmt::Display for HeaderError {
             Self::BadMagic => f.write_str("not a zerohop/1 stream"),
             Self::BadKind(k) => write!(f, "unknown stream kind {k}"),
             Self::BadVarint => f.write_str("malformed varint"),
+            Self::BadClass(c) => write!(f, "priority class {c} (at most 7)"),
         }
     }
 }
@@ -474,7 +488,7 @@ pub fn get_varint(bytes: &[u8]) -> Result<Option<(u64, usize)>, HeaderError> {
 
 impl StreamHeader {
     /// The longest encoding.
-    pub const MAX_LEN: usize = 3 + 1 + 8 + 3 + 10;
+    pub const MAX_LEN: usize = 3 + 1 + 8 + 3 + 10 + 1;
 
     /// Appends the header to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -483,6 +497,7 @@ impl StreamHeader {
         out.extend_from_slice(&self.session.to_le_bytes());
         put_varint(u64::from(self.channel), out);
         put_varint(self.first_seq, out);
+        out.push(self.class);
     }
 
     /// Reads a header from the start of `bytes`: `Ok(None)` if more bytes are needed,
@@ -505,7 +520,11 @@ impl StreamHeader {
         let Some((channel, a)) = get_varint(&bytes[12..])? else { return Ok(None) };
         let channel = u16::try_from(channel).map_err(|_| HeaderError::BadVarint)?;
         let Some((first_seq, b)) = get_varint(&bytes[12 + a..])? else { return Ok(None) };
-        Ok(Some((StreamHeader { kind, session, channel, first_seq }, 12 + a + b)))
+        let Some(&class) = bytes.get(12 + a + b) else { return Ok(None) };
+        if usize::from(class) >= crate::qos::CLASSES {
+            return Err(HeaderError::BadClass(class));
+        }
+        Ok(Some((StreamHeader { kind, session, channel, first_seq, class }, 12 + a + b + 1)))
     }
 }
 
@@ -573,7 +592,13 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_refuse_garbage() {
-        let h = StreamHeader { kind: StreamKind::Channel, session: 0xdead_beef_f00d, channel: 300, first_seq: 1 << 40 };
+        let h = StreamHeader {
+            kind: StreamKind::Channel,
+            session: 0xdead_beef_f00d,
+            channel: 300,
+            first_seq: 1 << 40,
+            class: 3,
+        };
         let mut w = Vec::new();
         h.encode(&mut w);
         assert!(w.len() <= StreamHeader::MAX_LEN);
@@ -591,6 +616,9 @@ mod tests {
         put_varint(70_000, &mut wide);
         wide.push(0);
         assert_eq!(StreamHeader::decode(&wide), Err(HeaderError::BadVarint), "channels are u16");
+        let mut w = Vec::new();
+        StreamHeader { class: 8, ..h }.encode(&mut w);
+        assert_eq!(StreamHeader::decode(&w), Err(HeaderError::BadClass(8)));
     }
 
     /// Writes up to `max` unsent bytes of `q` as a writer does (the ring's end may split

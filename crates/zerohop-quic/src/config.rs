@@ -62,6 +62,8 @@ pub struct QuicConfig {
     pub chaos: Option<zerohop_transport::chaos::ChaosConfig>,
     /// LZ4 on each channel message published that it shrinks.
     pub compression: bool,
+    /// Each channel's priority class (0 first; see `zerohop_proto::qos::ChannelClasses`).
+    pub priorities: Vec<u8>,
 }
 
 impl QuicConfig {
@@ -87,6 +89,7 @@ impl QuicConfig {
             datagrams: false,
             chaos: None,
             compression: false,
+            priorities: Vec::new(),
         }
     }
 }

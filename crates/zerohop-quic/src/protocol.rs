@@ -41,6 +41,7 @@ use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use zerohop_net::driver::Driver;
 use zerohop_net::ring::Sink;
 use zerohop_proto::lifecycle::{Lifecycle, Status};
+use zerohop_proto::qos::ChannelClasses;
 use zerohop_transport::StatusEvent;
 
 use crate::config::*;
@@ -171,7 +172,7 @@ impl QuicProtocol {
         match &config.side {
             Side::Listen => engine.report(Status::Connected, None, None),
             Side::Connect { server_name } => {
-                engine.peers.push(engine::Peer::new(1, config.addr));
+                engine.peers.push(engine::Peer::new(1, config.addr, ChannelClasses::new(config.priorities.clone())));
                 engine.next_peer = 2;
                 engine.connector = Some(Connector {
                     life: Lifecycle::new(config.backoff, session),

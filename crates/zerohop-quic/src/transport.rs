@@ -47,6 +47,8 @@ pub struct QuicOptions {
     pub datagrams: bool,
     /// LZ4 on each channel message published that it shrinks (`compression: 'lz4'`).
     pub compression: bool,
+    /// Each channel's priority class (`priorities`, 0 first; empty: every channel alike).
+    pub priorities: Vec<u8>,
     /// Largest message (default 16 MiB).
     pub max_message: usize,
     /// How long a listener keeps a disconnected peer's unacknowledged messages.
@@ -67,6 +69,7 @@ impl Default for QuicOptions {
             send_queue_messages: d.send_queue_messages,
             datagrams: false,
             compression: false,
+            priorities: Vec::new(),
             max_message: d.max_message,
             peer_linger: d.peer_linger,
         }
@@ -95,6 +98,7 @@ impl FromOptions for QuicOptions {
             send_queue_messages: o.take_usize("sendQueueMessages", 1..=1 << 40)?.unwrap_or(d.send_queue_messages),
             datagrams: o.take_bool("datagrams")?.unwrap_or(false),
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
+            priorities: o.take_priorities()?,
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             ..d
@@ -263,6 +267,7 @@ fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Re
     config.peer_linger = q.peer_linger;
     config.datagrams = q.datagrams;
     config.compression = q.compression;
+    config.priorities = q.priorities.clone();
     config.overflow = overflow;
     Ok(config)
 }

@@ -338,7 +338,7 @@ fn channels_deliver_everything_in_order_through_loss_reordering_duplication_and_
 /// The first bytes of a stream from session 42.
 fn stream_header(kind: StreamKind, channel: u16) -> Vec<u8> {
     let mut w = Vec::new();
-    StreamHeader { kind, session: 42, channel, first_seq: 0 }.encode(&mut w);
+    StreamHeader { kind, session: 42, channel, first_seq: 0, class: 0 }.encode(&mut w);
     w
 }
 

@@ -93,10 +93,7 @@ impl ReliableOptions {
             connect_timeout: o.take_ms("connectTimeoutMs")?.unwrap_or(d.connect_timeout),
             heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
-            priorities: o
-                .take_u32s("priorities", 0..=7)?
-                .map(|c| c.into_iter().map(|c| c as u8).collect())
-                .unwrap_or_default(),
+            priorities: o.take_priorities()?,
             ..d
         };
         if s.relay && !s.listen {

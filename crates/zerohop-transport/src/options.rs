@@ -269,6 +269,11 @@ impl Options {
         }
     }
 
+    /// `priorities`: each channel's priority class, 0 (first) to 7 (empty: not given).
+    pub fn take_priorities(&mut self) -> Result<Vec<u8>> {
+        Ok(self.take_u32s("priorities", 0..=7)?.map(|c| c.into_iter().map(|c| c as u8).collect()).unwrap_or_default())
+    }
+
     /// A list of integers in `range` (from a URL: comma-separated).
     pub fn take_u32s(&mut self, name: &str, range: RangeInclusive<u32>) -> Result<Option<Vec<u32>>> {
         let from_url = self.from_url.iter().any(|n| n == name);

@@ -25,14 +25,19 @@ pub(crate) struct OutChannel {
     pub stream: Option<StreamId>,
     /// Header bytes not yet written to the stream.
     head: Vec<u8>,
+    /// quinn's priority for the stream (`priorities`; 0 for all without), and the
+    /// channel's class (which the stream's header tells the receiver).
+    priority: i32,
+    pub class: u8,
 }
 
 impl OutChannel {
-    /// Channel `index` in `channels`, made if new, its queue bounded by `send_queue`
-    /// bytes and `messages` messages.
+    /// Channel `index` in `channels`, made if new (in priority class `class`), its queue
+    /// bounded by `send_queue` bytes and `messages` messages.
     pub fn of(
         channels: &mut Vec<Option<OutChannel>>,
         index: u16,
+        class: usize,
         send_queue: usize,
         messages: usize,
     ) -> &mut OutChannel {
@@ -45,7 +50,19 @@ impl OutChannel {
             queue: SendQueue::tagged(send_queue).with_message_limit(messages),
             stream: None,
             head: Vec::new(),
+            priority: 0,
+            class: class as u8,
         })
+    }
+
+    /// Sets the stream's priority in quinn (now, if it has one; else when it opens).
+    pub fn set_priority(&mut self, q: &mut quinn_proto::Connection, priority: i32) {
+        if priority != self.priority
+            && let Some(id) = self.stream
+        {
+            let _ = q.send_stream(id).set_priority(priority); // (a stream just closed: no matter)
+        }
+        self.priority = priority;
     }
 
     /// Writes what is unsent to the stream (opened first, from the oldest unacknowledged
@@ -67,10 +84,13 @@ impl OutChannel {
                 counters.streams_opened += 1;
                 let first_seq = self.queue.rewind();
                 self.head.clear();
-                StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq }
+                StreamHeader { kind: StreamKind::Channel, session, channel: self.index, first_seq, class: self.class }
                     .encode(&mut self.head);
                 streams.insert(id, Stream::ChannelOut { channel: self.index, acks: Vec::new() });
                 self.stream = Some(id);
+                if self.priority != 0 {
+                    let _ = q.send_stream(id).set_priority(self.priority); // (just opened)
+                }
                 id
             }
         };
@@ -130,6 +150,13 @@ pub(crate) struct InChannel {
     ack_by: Option<Instant>,
     /// Bytes delivered since the last acknowledgement written: many go out at once.
     unacked_bytes: usize,
+}
+
+impl InChannel {
+    /// The channel's priority class at its sender.
+    pub fn class(&self) -> usize {
+        usize::from(self.header.class)
+    }
 }
 
 /// How long an acknowledgement may wait for the next (the sender keeps what is

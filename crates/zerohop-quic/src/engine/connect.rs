@@ -100,7 +100,8 @@ impl Engine {
     pub(crate) fn send_hello(&mut self, c: &mut Conn) {
         let Some(id) = c.q.streams().open(Dir::Uni) else { return };
         let mut hello = Vec::new();
-        StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0 }.encode(&mut hello);
+        StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0, class: 0 }
+            .encode(&mut hello);
         let mut s = c.q.send_stream(id);
         // A fresh stream takes a few bytes whatever the flow control.
         if s.write(&hello).is_ok_and(|n| n == hello.len()) {
@@ -140,7 +141,7 @@ impl Engine {
         }
         let id = self.next_peer;
         self.next_peer += 1;
-        let mut peer = Peer::new(id, addr);
+        let mut peer = Peer::new(id, addr, ChannelClasses::new(self.config.priorities.clone()));
         peer.session = session;
         self.peers.push(peer);
         id

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId};
 use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::Status;
+use zerohop_proto::qos::{CLASSES, ChannelClasses, LOWER_SHARE, Priorities};
 use zerohop_proto::session::ReceiveWindow;
 
 use zerohop_net::driver::{Drive, Ready};
@@ -104,14 +105,17 @@ pub(crate) struct Peer {
     pub datagram_next: u32,
     /// Listening: when a disconnected peer is forgotten (unless it comes back).
     pub linger_until: Option<Instant>,
+    /// The channels' priority classes, and which goes first next (`priorities`).
+    pub classes: ChannelClasses,
 }
 
 impl Peer {
-    pub fn new(id: u32, addr: SocketAddr) -> Peer {
+    pub fn new(id: u32, addr: SocketAddr, classes: ChannelClasses) -> Peer {
         Peer {
             id,
             addr,
             conn: None,
+            classes,
             channels: Vec::new(),
             session: 0,
             inbound_session: 0,
@@ -119,6 +123,26 @@ impl Peer {
             datagram_seq: 0,
             datagram_next: 0,
             linger_until: None,
+        }
+    }
+
+    /// Priority channels (`priorities`): before channels are written (a flush, or room
+    /// on a stream: a turn), the class that goes first ([`ChannelClasses`]: the highest
+    /// waiting, or a lower one that earned its share) gets quinn's highest stream
+    /// priority, the others theirs by class, so quinn fills packets with it first until
+    /// the next turn. Flat classes leave every stream alike.
+    fn prioritize(&mut self, q: &mut quinn_proto::Connection) {
+        let Peer { classes, channels, .. } = self;
+        if classes.is_flat() {
+            return;
+        }
+        let waiting = channels.iter().flatten().filter(|c| !c.queue.unsent().is_empty()).map(|c| usize::from(c.index));
+        let first = classes.next(waiting);
+        for out in channels.iter_mut().flatten() {
+            let class = usize::from(out.class);
+            // (quinn sends the highest number first.)
+            let priority = if Some(class) == first { CLASSES as i32 } else { (CLASSES - 1 - class) as i32 };
+            out.set_priority(q, priority);
         }
     }
 
@@ -180,6 +204,9 @@ pub(crate) struct Engine {
     pub attention_at: Option<Instant>,
     /// How soon streams with unread messages are looked at again.
     read_looks: ReadLooks,
+    /// Which class of the streams waiting for room is read first (see
+    /// [`Engine::attention_order`]).
+    read_turns: Priorities,
     /// Connections with something to do.
     pub dirty: Vec<ConnectionHandle>,
     /// The counting fields of the metrics (the rest are read off the connections).
@@ -229,6 +256,7 @@ impl Engine {
             attention: Vec::new(),
             attention_at: None,
             read_looks: ReadLooks::new(),
+            read_turns: Priorities::new(CLASSES, LOWER_SHARE),
             dirty: Vec::new(),
             counters: QuicMetrics::default(),
             closing: false,
@@ -378,7 +406,7 @@ impl Engine {
             // Due by the clock, or the ring moved (which the look sees).
             self.read_looks.looked(self.sink.consumed(), true);
             self.retry_undelivered();
-            for (ch, id) in std::mem::take(&mut self.attention) {
+            for (ch, id) in self.attention_order() {
                 self.with_conn(ch, |e, ch, c| e.read_stream(ch, c, id, now));
             }
         }
@@ -651,6 +679,34 @@ impl Engine {
     }
 
     /// Looks at `(ch, id)` again in a while.
+    /// The streams waiting for room in the ring, in the order to read them now (the
+    /// first may fill it): their senders' priority classes ([`StreamHeader::class`]),
+    /// the class whose turn it is first (a lower one keeps its share, as a sender's
+    /// does), then the others by class; within a class in turns (the first of one round
+    /// goes last in the next), so that no channel's stream starves another's.
+    fn attention_order(&mut self) -> Vec<(ConnectionHandle, StreamId)> {
+        let mut list = std::mem::take(&mut self.attention);
+        if list.len() < 2 {
+            return list;
+        }
+        list.rotate_left(1);
+        let conns = &self.conns;
+        let class_of = |(ch, id): &(ConnectionHandle, StreamId)| match conns.get(ch).and_then(|c| c.streams.get(id)) {
+            Some(Stream::ChannelIn(i)) => i.class(),
+            _ => 0,
+        };
+        let mut waiting = [false; CLASSES];
+        for s in &list {
+            waiting[class_of(s)] = true;
+        }
+        let first = self.read_turns.next(&waiting);
+        list.sort_by_key(|s| {
+            let class = class_of(s);
+            (Some(class) != first, class)
+        });
+        list
+    }
+
     pub fn needs_attention(&mut self, ch: ConnectionHandle, id: StreamId, waiting: bool, now: Instant) {
         if !self.attention.contains(&(ch, id)) {
             self.attention.push((ch, id));
@@ -707,7 +763,8 @@ impl Engine {
             self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            let q = &mut OutChannel::of(&mut p.channels, channel, send_queue, messages).queue;
+            let class = p.classes.class(usize::from(channel));
+            let q = &mut OutChannel::of(&mut p.channels, channel, class, send_queue, messages).queue;
             match body {
                 Some(body) => q.push_compressed(body),
                 None => q.push(message),
@@ -725,6 +782,7 @@ impl Engine {
             let Some(c) = p.conn.and_then(|ch| conns.get_mut(&ch).map(|c| (ch, c))) else { continue };
             let (ch, c) = c;
             let mut wrote = false;
+            p.prioritize(&mut c.q);
             for out in p.channels.iter_mut().flatten() {
                 wrote |= out.write(&mut c.q, &mut c.streams, *session, counters);
             }
@@ -749,6 +807,7 @@ impl Engine {
         let Some(id) = c.peer else { return };
         let session = self.session;
         let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else { return };
+        p.prioritize(&mut c.q);
         for out in p.channels.iter_mut().flatten() {
             out.write(&mut c.q, &mut c.streams, session, &mut self.counters);
         }
@@ -759,10 +818,11 @@ impl Engine {
             Some(Stream::ChannelOut { channel, .. }) => {
                 let channel = *channel;
                 let Engine { peers, counters, session, .. } = self;
-                if let Some(out) =
-                    c.peer.and_then(|id| peers.iter_mut().find(|p| p.id == id)).and_then(|p| p.out(channel))
-                {
-                    out.write(&mut c.q, &mut c.streams, *session, counters);
+                if let Some(p) = c.peer.and_then(|id| peers.iter_mut().find(|p| p.id == id)) {
+                    p.prioritize(&mut c.q);
+                    if let Some(out) = p.out(channel) {
+                        out.write(&mut c.q, &mut c.streams, *session, counters);
+                    }
                 }
             }
             Some(Stream::RequestOut { wire, at, .. }) => {

@@ -39,7 +39,8 @@ impl Engine {
         let key = self.next_request;
         self.next_request += 1;
         let mut wire = Vec::with_capacity(StreamHeader::MAX_LEN + 5 + body.len());
-        StreamHeader { kind: StreamKind::Request, session: self.session, channel: 0, first_seq: key }.encode(&mut wire);
+        StreamHeader { kind: StreamKind::Request, session: self.session, channel: 0, first_seq: key, class: 0 }
+            .encode(&mut wire);
         zerohop_proto::stream::encode_prefix(body.len(), &mut wire);
         wire.extend_from_slice(body);
         let mut at = 0;

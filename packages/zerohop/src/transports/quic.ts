@@ -43,6 +43,14 @@ export interface QuicOptions {
    * are). `metrics().quic.bytesSaved` counts. Default `'none'`.
    */
   compression?: 'lz4' | 'none'
+  /**
+   * Each channel's priority class, 0 first (0..7; channels past the list are in class
+   * 0): when several channels have messages waiting for the connection, the highest
+   * class's stream goes first, and each lower class waiting keeps at least a share (a
+   * quarter of a turn each time it is passed over), so none starves. Default: every
+   * channel alike.
+   */
+  priorities?: number[]
   /** Largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
