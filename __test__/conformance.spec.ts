@@ -610,6 +610,40 @@ for (const tr of transports) {
     await b.close({ lingerMs: 0 })
   })
 
+  test.serial(name('receiveQueueBytes bounds what a slow reader holds; the sender waits, and nothing is lost'), async (t) => {
+    if (!tr.prioritizes) {
+      // (Shared memory's ring and UDP's slots hold whole messages: capacity × slotSize.)
+      await t.throwsAsync(Hub.open(tr.url(), { receiveQueueBytes: 1 << 20 } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
+      return
+    }
+    // 4 KB messages go aside (the slots hold 64 bytes): the reader holds 1 MiB of them at
+    // most, and reads no more from the connection until its application catches up
+    // (by default it would take all 24 MiB, its sender's queue holding 64).
+    const [size, count] = [4096, 6000]
+    const [a, b] = await tr.pair<Uint8Array>({ slotSize: 64, receiveQueueBytes: 1 << 20 } as HubOptions<Uint8Array>)
+    for (let i = 0; i < count; i++) {
+      const m = new Uint8Array(size)
+      new DataView(m.buffer).setUint32(0, i, true)
+      b.publish(m)
+    }
+    b.flush()
+    const read = () => Number((a.metrics() as unknown as Record<string, { bytesReceived: number }>)[tr.name]!.bytesReceived)
+    let [before, now] = [-1, read()]
+    while (now !== before) {
+      await new Promise((r) => setTimeout(r, 100))
+      ;[before, now] = [now, read()]
+    }
+    // (QUIC's flow-control windows are bounded by it too: up to twice over QUIC.)
+    t.true(now < 3 << 20, `the reader took ${(now / 2 ** 20).toFixed(2)} MiB from the connection, then waited`)
+    for (let i = 0; i < count; i++) {
+      const m = await a.recv({ timeoutMs: 10_000 })
+      if (new DataView(m.buffer, m.byteOffset).getUint32(0, true) !== i) return t.fail(`message ${i} out of order`)
+    }
+    t.pass('then everything, in order')
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
   test.serial(name('priorities: on a congested connection the higher class goes first'), async (t) => {
     if (!tr.prioritizes) {
       const e = await t.throwsAsync(Hub.open(tr.url(), { priorities: [1, 0] } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })

@@ -161,7 +161,7 @@ pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTr
     if kcp_only {
         return Err(Error::bad_option(
             "a multicast group takes mtu, maxMessageSize, sendQueueBytes and sendQueueMessages (the sender's repair \
-             window); the other kcp:// options are a conversation's",
+             window) and receiveQueueBytes; the other kcp:// options are a conversation's",
         ));
     }
     let settings = options.settings(
@@ -185,7 +185,7 @@ pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTr
         window_messages: r.send_queue_messages.max(1),
     };
     let ring = Arc::new(ReceiveRing::new(
-        RingOptions::for_messages(options.slot_size, options.capacity, r.max_message),
+        RingOptions::for_messages(options.slot_size, options.capacity, r.max_message, r.receive_queue_bytes),
         false,
     )?);
     let engine = GroupEngine::new(config, ring.clone(), zerohop_net::session_id() as u32)

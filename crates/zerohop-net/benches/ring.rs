@@ -16,7 +16,7 @@ const BATCH: usize = 800;
 const BATCHES: usize = 20_000;
 
 fn main() {
-    let ring = ReceiveRing::new(RingOptions::for_messages(None, None, 1 << 20), false).expect("a ring");
+    let ring = ReceiveRing::new(RingOptions::for_messages(None, None, 1 << 20, None), false).expect("a ring");
     let mut reader = Subscriber::new(ring.segment().clone()).expect("a reader");
     let from = "127.0.0.1:9".parse().expect("an address");
     let body = [7u8; 64];

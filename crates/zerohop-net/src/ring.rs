@@ -436,13 +436,24 @@ impl RingOptions {
     pub const DEFAULT_ASIDE: usize = 8 << 20;
 
     /// The ring of a transport whose messages go up to `max_message` bytes, with the
-    /// hub's `slotSize` (the message bytes a slot holds) and `capacity` if given.
-    pub fn for_messages(slot_size: Option<u32>, capacity: Option<u32>, max_message: usize) -> RingOptions {
+    /// hub's `slotSize` (the message bytes a slot holds) and `capacity` if given, and
+    /// `receive_bytes` (`receiveQueueBytes`): the bytes of messages larger than a slot
+    /// it holds for its reader at most, aside and spilled (one message is always taken).
+    pub fn for_messages(
+        slot_size: Option<u32>,
+        capacity: Option<u32>,
+        max_message: usize,
+        receive_bytes: Option<usize>,
+    ) -> RingOptions {
+        let (aside_bytes, spill_limit) = match receive_bytes {
+            Some(b) => (b.min(Self::DEFAULT_ASIDE), b.saturating_sub(Self::DEFAULT_ASIDE)),
+            None => (Self::DEFAULT_ASIDE, max_message.saturating_mul(2).max(64 << 20)),
+        };
         RingOptions {
             slot_size: slot_size.unwrap_or(Self::DEFAULT_SLOT) + envelope::LEN as u32,
             capacity: capacity.unwrap_or(Self::DEFAULT_CAPACITY),
-            aside_bytes: Self::DEFAULT_ASIDE,
-            spill_limit: max_message.saturating_mul(2).max(64 << 20),
+            aside_bytes,
+            spill_limit,
         }
     }
 }

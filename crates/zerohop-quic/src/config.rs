@@ -64,6 +64,8 @@ pub struct QuicConfig {
     pub compression: bool,
     /// Each channel's priority class (0 first; see `zerohop_proto::qos::ChannelClasses`).
     pub priorities: Vec<u8>,
+    /// `receiveQueueBytes`: also bounds the flow-control windows (what quinn holds).
+    pub receive_queue_bytes: Option<usize>,
 }
 
 impl QuicConfig {
@@ -90,6 +92,7 @@ impl QuicConfig {
             chaos: None,
             compression: false,
             priorities: Vec::new(),
+            receive_queue_bytes: None,
         }
     }
 }

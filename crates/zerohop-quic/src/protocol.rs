@@ -101,9 +101,11 @@ fn transport_config(config: &QuicConfig) -> Result<quinn_proto::TransportConfig,
     // Channels, plus room for requests (one stream each).
     t.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(config.max_channels) + 256));
     t.max_concurrent_uni_streams(VarInt::from_u32(4));
-    // Windows for a gigabit over a few milliseconds of RTT.
-    t.stream_receive_window(VarInt::from_u32(8 << 20));
-    t.receive_window(VarInt::from_u32(32 << 20));
+    // Windows for a gigabit over a few milliseconds of RTT; what quinn holds for a hub
+    // whose reader is slow is memory too, so `receiveQueueBytes` bounds them as well.
+    let bound = |default: usize| config.receive_queue_bytes.map_or(default, |b| b.clamp(64 << 10, default));
+    t.stream_receive_window(VarInt::from_u32(bound(8 << 20) as u32));
+    t.receive_window(VarInt::from_u32(bound(32 << 20) as u32));
     t.send_window(32 << 20);
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);

@@ -49,6 +49,9 @@ pub struct QuicOptions {
     pub compression: bool,
     /// Each channel's priority class (`priorities`, 0 first; empty: every channel alike).
     pub priorities: Vec<u8>,
+    /// Bytes of received messages larger than a slot held for the reader at most
+    /// (`receiveQueueBytes`; `None`: the ring's default).
+    pub receive_queue_bytes: Option<usize>,
     /// Largest message (default 16 MiB).
     pub max_message: usize,
     /// How long a listener keeps a disconnected peer's unacknowledged messages.
@@ -70,6 +73,7 @@ impl Default for QuicOptions {
             datagrams: false,
             compression: false,
             priorities: Vec::new(),
+            receive_queue_bytes: None,
             max_message: d.max_message,
             peer_linger: d.peer_linger,
         }
@@ -99,6 +103,7 @@ impl FromOptions for QuicOptions {
             datagrams: o.take_bool("datagrams")?.unwrap_or(false),
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             priorities: o.take_priorities()?,
+            receive_queue_bytes: o.take_usize("receiveQueueBytes", 1..=1 << 40)?,
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
             ..d
@@ -268,6 +273,7 @@ fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Re
     config.datagrams = q.datagrams;
     config.compression = q.compression;
     config.priorities = q.priorities.clone();
+    config.receive_queue_bytes = q.receive_queue_bytes;
     config.overflow = overflow;
     Ok(config)
 }
@@ -294,7 +300,8 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     let overflow = Overflow::of(&settings);
     let mut config = quic_config(host, *port, &q, overflow)?;
     config.chaos = chaos;
-    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, q.max_message);
+    let ring_options =
+        RingOptions::for_messages(options.slot_size, options.capacity, q.max_message, q.receive_queue_bytes);
     let ring = Arc::new(ReceiveRing::new(ring_options, !q.listen)?);
     let url = format!("quic://{host}:{port}");
     let protocol = Arc::new(QuicProtocol::start(config, ring.clone()).map_err(|e| start_error(e, &url))?);

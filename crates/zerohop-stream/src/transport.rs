@@ -57,6 +57,9 @@ pub struct ReliableOptions {
     /// Each channel's priority class (0 first; channels past the list: 0); empty: every
     /// channel alike (see `zerohop_proto::records::RecordWriter::with_priorities`).
     pub priorities: Vec<u8>,
+    /// Bytes of received messages larger than a slot held for the reader at most
+    /// (`receiveQueueBytes`; `None`: the ring's default, 8 MiB aside and 64 MiB spilled).
+    pub receive_queue_bytes: Option<usize>,
 }
 
 impl Default for ReliableOptions {
@@ -74,6 +77,7 @@ impl Default for ReliableOptions {
             heartbeat: Some(Duration::from_secs(1)),
             compression: false,
             priorities: Vec::new(),
+            receive_queue_bytes: None,
         }
     }
 }
@@ -94,6 +98,7 @@ impl ReliableOptions {
             heartbeat: o.take_interval_ms("heartbeatMs", d.heartbeat)?,
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             priorities: o.take_priorities()?,
+            receive_queue_bytes: o.take_usize("receiveQueueBytes", 1..=1 << 40)?,
             ..d
         };
         if s.relay && !s.listen {
@@ -458,7 +463,8 @@ pub fn start<W: Wire>(
     let overflow = Overflow::of(&settings);
     config.options.send_queue_bytes = config.options.send_queue_bytes.max(1);
     let o = config.options.clone();
-    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, o.max_message);
+    let ring_options =
+        RingOptions::for_messages(options.slot_size, options.capacity, o.max_message, o.receive_queue_bytes);
     let ring = Arc::new(ReceiveRing::new(ring_options, !o.listen)?);
     let engine = Engine::start(config, wire, ring.clone(), session_id());
     let local = engine.local_addr();

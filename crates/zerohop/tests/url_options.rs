@@ -56,6 +56,7 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "channels" => (n(4.0), "4"),
         "sendQueueBytes" => (n(65536.0), "65536"),
         "sendQueueMessages" => (n(128.0), "128"),
+        "receiveQueueBytes" => (n(1048576.0), "1048576"),
         "maxMessageSize" => (n(100_000.0), "100000"),
         "peerLingerMs" => (n(1500.0), "1500"),
         "connectTimeoutMs" => (n(3000.0), "3000"),

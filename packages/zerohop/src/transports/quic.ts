@@ -33,6 +33,15 @@ export interface QuicOptions {
   /** Messages kept per peer and channel, at most (default: bounded by `sendQueueBytes` only); a full queue is treated as for `sendQueueBytes`. */
   sendQueueMessages?: number
   /**
+   * Bytes of received messages larger than a slot (`slotSize`) the hub holds for its
+   * reader at most (default: 8 MiB in the ring's aside area and 64 MiB more). Past it
+   * the hub reads no more from the peers until the reader catches up, and they wait
+   * (their send queues fill): a bound on a slow reader's memory. One message is always
+   * taken, whatever its size. The flow-control windows (what quinn holds unread, 8 MiB
+   * a channel and 32 MiB a connection by default) are bounded by it too.
+   */
+  receiveQueueBytes?: number
+  /**
    * Publish unreliable datagrams (unordered, not resent, one path MTU each) instead of
    * reliable stream messages (default false).
    */

@@ -55,6 +55,14 @@ export interface ReliableOptions {
    * only); a full queue is treated as for `sendQueueBytes`.
    */
   sendQueueMessages?: number
+  /**
+   * Bytes of received messages larger than a slot (`slotSize`) the hub holds for its
+   * reader at most (default: 8 MiB in the ring's aside area and 64 MiB more). Past it
+   * the hub reads no more from the peers until the reader catches up, and they wait
+   * (their send queues fill): a bound on a slow reader's memory. One message is always
+   * taken, whatever its size.
+   */
+  receiveQueueBytes?: number
   /** Largest message (default 16 MiB). Messages above `slotSize` are fetched from the native side. */
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
