@@ -36,11 +36,11 @@ interface Transport {
   /** Whether it has `compression: 'lz4'` (the others refuse it). */
   compresses: boolean
   /**
-   * Whether it has priority channels (`priorities`): those that queue what a
-   * connection cannot take yet; the others (shared memory's one ring, UDP that queues
-   * nothing) refuse the option.
+   * Whether it queues what a connection cannot take yet, and so has priority channels
+   * (`priorities`), a time to live (`ttlMs`) and a receive bound (`receiveQueueBytes`);
+   * the others (shared memory's one ring, UDP that queues nothing) refuse them.
    */
-  prioritizes: boolean
+  queues: boolean
 }
 
 /** Waits until `hub` has `n` connected peers (a listener's `metrics().<transport>.peers`). */
@@ -78,7 +78,7 @@ function tcp(label?: string, serverTls?: TlsOptions, clientTls?: TlsOptions): Tr
     addressed: true,
     faults: 'reliable',
     compresses: true,
-    prioritizes: true,
+    queues: true,
     tight: { sendQueueMessages: 8 },
   }
 }
@@ -95,7 +95,7 @@ const transports: Transport[] = [
     addressed: false,
     faults: 'refused',
     compresses: false,
-    prioritizes: false,
+    queues: false,
     tight: { capacity: 16, backpressure: 'block' },
   },
   {
@@ -111,7 +111,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'counted',
     compresses: true,
-    prioritizes: false,
+    queues: false,
   },
   {
     name: 'quic',
@@ -126,7 +126,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
-    prioritizes: true,
+    queues: true,
     tight: { sendQueueMessages: 8 },
   },
   tcp(),
@@ -145,7 +145,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
-    prioritizes: true,
+    queues: true,
     tight: { sendQueueMessages: 8 },
   },
   {
@@ -161,7 +161,7 @@ const transports: Transport[] = [
     addressed: true,
     faults: 'reliable',
     compresses: true,
-    prioritizes: true,
+    queues: true,
     tight: { sendQueueMessages: 8 },
   },
 ]
@@ -610,8 +610,33 @@ for (const tr of transports) {
     await b.close({ lingerMs: 0 })
   })
 
+  test.serial(name('ttlMs: a message not read within its time to live is passed over and counted; the rest arrive'), async (t) => {
+    if (!tr.queues) {
+      await using hub = await Hub.open(tr.url())
+      t.throws(() => hub.publish(Uint8Array.of(1), { ttlMs: 50 }), { code: 'ERR_BAD_OPTION', message: /ttlMs/ })
+      return
+    }
+    const [a, b] = await tr.pair<Uint8Array>()
+    t.throws(() => b.publish(Uint8Array.of(1), { ttlMs: 0 }), { code: 'ERR_BAD_OPTION' })
+    b.publish(Uint8Array.of(1), { ttlMs: 60_000 })
+    for (let i = 0; i < 10; i++) b.publish(Uint8Array.of(2, i), { ttlMs: 50 })
+    b.publish(Uint8Array.of(3))
+    b.publish(new Uint8Array(100_000).fill(4), { ttlMs: 50 }) // (held outside the ring's slots)
+    b.publish(new Uint8Array(100_000).fill(5), { ttlMs: 60_000 })
+    b.flush()
+    await new Promise((r) => setTimeout(r, 250)) // unread while the 50 ms ones expire
+    const got: number[] = []
+    for (let i = 0; i < 3; i++) got.push((await a.recv({ timeoutMs: 5000 }))[0]!)
+    t.deepEqual(got, [1, 3, 5], 'the unexpired ones, in order')
+    t.is(a.tryRecv(), undefined)
+    t.is(a.metrics().expired, 11)
+    t.is(a.metrics().received, 3)
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
   test.serial(name('receiveQueueBytes bounds what a slow reader holds; the sender waits, and nothing is lost'), async (t) => {
-    if (!tr.prioritizes) {
+    if (!tr.queues) {
       // (Shared memory's ring and UDP's slots hold whole messages: capacity × slotSize.)
       await t.throwsAsync(Hub.open(tr.url(), { receiveQueueBytes: 1 << 20 } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
       return
@@ -645,7 +670,7 @@ for (const tr of transports) {
   })
 
   test.serial(name('priorities: on a congested connection the higher class goes first'), async (t) => {
-    if (!tr.prioritizes) {
+    if (!tr.queues) {
       const e = await t.throwsAsync(Hub.open(tr.url(), { priorities: [1, 0] } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
       t.regex(e?.message ?? '', /priorities/)
       return

@@ -96,6 +96,7 @@ impl Envelope {
             self.credentials,
             Head {
                 timestamp_ns: self.timestamp_ns.unwrap_or(0),
+                expiry_ns: self.expiry_ns.unwrap_or(0),
                 seq: self.seq,
                 request: self.request,
                 channel: self.channel,
@@ -103,7 +104,6 @@ impl Envelope {
                 kind: self.kind,
             },
         );
-        out[EXPIRY..EXPIRY + 8].copy_from_slice(&self.expiry_ns.unwrap_or(0).to_le_bytes());
         out[PRIORITY] = self.priority;
         set_placement(out, self.placement);
     }
@@ -162,6 +162,8 @@ impl Envelope {
 #[derive(Clone, Copy, Debug)]
 pub struct Head {
     pub timestamp_ns: u64,
+    /// When it stops being worth reading (ns since the Unix epoch; 0: never).
+    pub expiry_ns: u64,
     pub seq: u64,
     pub request: u64,
     pub channel: u16,
@@ -169,8 +171,12 @@ pub struct Head {
     pub kind: Kind,
 }
 
-/// Writes an envelope into `out` (at least [`LEN`] bytes) with no expiry, normal
-/// priority, the bytes in the slot (see [`set_placement`] otherwise); returns its
+/// Now, in ns since the Unix epoch: what an [`Envelope::expiry_ns`] is compared with.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Writes an envelope into `out` (at least [`LEN`] bytes) with normal priority, the bytes in the slot (see [`set_placement`] otherwise); returns its
 /// [`LEN`] bytes. A receive ring writes each message's envelope this way, from fields
 /// where they are: building an [`Envelope`] first costs a copy of it per message, read
 /// back wider than it was written (a store-forwarding stall, 2026-12-05).
@@ -187,6 +193,7 @@ pub fn write_head(out: &mut [u8], from: Option<SocketAddr>, credentials: Option<
 #[inline(always)]
 fn fill_head(out: &mut [u8; LEN], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) {
     out[TIMESTAMP..TIMESTAMP + 8].copy_from_slice(&head.timestamp_ns.to_le_bytes());
+    out[EXPIRY..EXPIRY + 8].copy_from_slice(&head.expiry_ns.to_le_bytes());
     out[SEQ..SEQ + 8].copy_from_slice(&head.seq.to_le_bytes());
     out[REQUEST..REQUEST + 8].copy_from_slice(&head.request.to_le_bytes());
     if let Some(c) = credentials {

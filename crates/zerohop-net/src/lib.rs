@@ -47,8 +47,7 @@ pub use driver::{Drive, Driver, Ready};
 /// of what it was sent; one that reconnects does). Unique enough across restarts: the
 /// time, the process and a counter, mixed.
 pub fn session_id() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut x = (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
+    let mut x = envelope::now_ns() ^ (u64::from(std::process::id()) << 32);
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     x ^= COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
     x ^= x >> 33;

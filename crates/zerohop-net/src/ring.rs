@@ -56,6 +56,9 @@ pub struct Inbound<'a> {
     /// Unix sockets: the sender's credentials (it has no address).
     pub credentials: Option<Credentials>,
     pub timestamp_ns: Option<u64>,
+    /// When it stops being worth reading, ns since the Unix epoch (`ttlMs`): a reader
+    /// passes over it after that, and counts it.
+    pub expiry_ns: Option<u64>,
     pub channel: u16,
     pub seq: u64,
     pub kind: Kind,
@@ -72,6 +75,7 @@ impl<'a> Inbound<'a> {
             from,
             credentials: None,
             timestamp_ns: None,
+            expiry_ns: None,
             channel,
             seq: 0,
             kind: Kind::Message,
@@ -85,6 +89,7 @@ impl<'a> Inbound<'a> {
     fn write_envelope(&self, out: &mut [u8]) {
         let head = envelope::Head {
             timestamp_ns: self.timestamp_ns.unwrap_or(0),
+            expiry_ns: self.expiry_ns.unwrap_or(0),
             seq: self.seq,
             request: self.request,
             channel: self.channel,

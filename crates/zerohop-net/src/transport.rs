@@ -36,6 +36,11 @@ pub trait Protocol: Send + Sync + 'static {
     fn max_message_size(&self) -> usize;
     /// Sends `payload` on `channel` (the core checked the role and counts it).
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery>;
+    /// Sends `payload` on `channel` with the time after which it is not worth reading
+    /// (`ttlMs`: ns since the Unix epoch); a transport that cannot carry one refuses it.
+    fn publish_expiring(&self, _channel: u16, _payload: &[u8], _expiry_ns: u64) -> Result<Delivery> {
+        Err(no_ttl(self.kind()))
+    }
     /// Sends the messages of `size` bytes laid end to end in `packed` (`size` divides
     /// it); how many were accepted. One by one unless the transport does better.
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
@@ -76,6 +81,11 @@ pub trait Protocol: Send + Sync + 'static {
     fn requests(&self) -> Option<&dyn Requests> {
         None
     }
+}
+
+/// The error of a transport without per-message time to live.
+pub fn no_ttl(kind: TransportKind) -> Error {
+    Error::bad_option(format!("{}:// hubs have no per-message time to live (ttlMs)", kind.scheme()))
 }
 
 /// The reader's side of a [`Driver`], whatever its engine.
@@ -135,8 +145,10 @@ struct NetLink<P> {
     limiter: Option<Limiter>,
 }
 
-impl<P: Protocol> Link for NetLink<P> {
-    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+impl<P: Protocol> NetLink<P> {
+    /// What every publish goes through: the role, the rate limit, then `send`, counted.
+    #[inline]
+    fn publish_with(&self, payload: &[u8], send: impl FnOnce() -> Result<Delivery>) -> Result<Delivery> {
         if !self.can_publish {
             return Err(Error::role("publish"));
         }
@@ -145,7 +157,7 @@ impl<P: Protocol> Link for NetLink<P> {
         {
             return Ok(Delivery::Dropped);
         }
-        let delivery = self.protocol.publish(channel, payload)?;
+        let delivery = send()?;
         // Relaxed: counters, read by `metrics` with no ordering to keep.
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.counters.published_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -153,6 +165,16 @@ impl<P: Protocol> Link for NetLink<P> {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         Ok(delivery)
+    }
+}
+
+impl<P: Protocol> Link for NetLink<P> {
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        self.publish_with(payload, || self.protocol.publish(channel, payload))
+    }
+
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        self.publish_with(payload, || self.protocol.publish_expiring(channel, payload, expiry_ns))
     }
 
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
@@ -236,64 +258,15 @@ pub struct NetTransport<P: Protocol> {
     closed: bool,
     /// Bytes of the spilled messages read (their slots hold only the envelope).
     spilled_bytes: u64,
+    /// Messages passed over because their time to live had run out, and their bytes
+    /// (the subscriber counted them received).
+    expired: u64,
+    expired_bytes: u64,
 }
 
 impl<P: Protocol> NetTransport<P> {
-    pub fn new(parts: Parts<P>) -> Result<Self> {
-        let role = parts.settings.role;
-        let subscriber = if role.receives() { Some(Subscriber::new(parts.ring.segment().clone())?) } else { None };
-        Ok(NetTransport {
-            in_place: Arc::new(RingReader { reader: parts.reader.clone(), ring: parts.ring.clone() }),
-            link: Arc::new(NetLink {
-                protocol: parts.protocol,
-                reader: parts.reader,
-                counters: Counters::default(),
-                can_publish: role.publishes(),
-                limiter: parts
-                    .settings
-                    .rate
-                    .map(|r| Limiter::new(r, parts.settings.backpressure, parts.settings.publish_timeout)),
-            }),
-            ring: parts.ring,
-            subscriber,
-            settings: parts.settings,
-            connections: parts.connections,
-            never_cancelled: AtomicBool::new(false),
-            closed: false,
-            spilled_bytes: 0,
-        })
-    }
-
-    /// The protocol (for a transport's own tests and tools).
-    pub fn protocol(&self) -> &Arc<P> {
-        &self.link.protocol
-    }
-
-    fn subscriber(&mut self) -> Result<&mut Subscriber> {
-        if self.closed {
-            return Err(Error::closed());
-        }
-        self.subscriber.as_mut().ok_or_else(|| Error::role("receive"))
-    }
-}
-
-impl<P: Protocol> Transport for NetTransport<P> {
-    fn kind(&self) -> TransportKind {
-        self.link.protocol.kind()
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.link.protocol.max_message_size()
-    }
-
-    fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {
-        if self.closed {
-            return Err(Error::closed());
-        }
-        self.link.publish(channel, payload)
-    }
-
-    fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
+    /// The next message, whatever its expiry: its bytes into `out`, and its envelope.
+    fn try_recv_any(&mut self, out: &mut Vec<u8>) -> Result<Option<Envelope>> {
         let link = self.link.clone();
         let ring = self.ring.clone();
         let sub = self.subscriber()?;
@@ -334,7 +307,77 @@ impl<P: Protocol> Transport for NetTransport<P> {
                 self.spilled_bytes += out.len() as u64;
             }
         }
-        Ok(Some(env.info()))
+        Ok(Some(env))
+    }
+
+    pub fn new(parts: Parts<P>) -> Result<Self> {
+        let role = parts.settings.role;
+        let subscriber = if role.receives() { Some(Subscriber::new(parts.ring.segment().clone())?) } else { None };
+        Ok(NetTransport {
+            in_place: Arc::new(RingReader { reader: parts.reader.clone(), ring: parts.ring.clone() }),
+            link: Arc::new(NetLink {
+                protocol: parts.protocol,
+                reader: parts.reader,
+                counters: Counters::default(),
+                can_publish: role.publishes(),
+                limiter: parts
+                    .settings
+                    .rate
+                    .map(|r| Limiter::new(r, parts.settings.backpressure, parts.settings.publish_timeout)),
+            }),
+            ring: parts.ring,
+            subscriber,
+            settings: parts.settings,
+            connections: parts.connections,
+            never_cancelled: AtomicBool::new(false),
+            closed: false,
+            spilled_bytes: 0,
+            expired: 0,
+            expired_bytes: 0,
+        })
+    }
+
+    /// The protocol (for a transport's own tests and tools).
+    pub fn protocol(&self) -> &Arc<P> {
+        &self.link.protocol
+    }
+
+    fn subscriber(&mut self) -> Result<&mut Subscriber> {
+        if self.closed {
+            return Err(Error::closed());
+        }
+        self.subscriber.as_mut().ok_or_else(|| Error::role("receive"))
+    }
+}
+
+impl<P: Protocol> Transport for NetTransport<P> {
+    fn kind(&self) -> TransportKind {
+        self.link.protocol.kind()
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.link.protocol.max_message_size()
+    }
+
+    fn publish_on(&mut self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        if self.closed {
+            return Err(Error::closed());
+        }
+        self.link.publish(channel, payload)
+    }
+
+    fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
+        // A message whose time to live ran out is passed over (and counted).
+        loop {
+            let Some(env) = self.try_recv_any(out)? else { return Ok(None) };
+            match env.expiry_ns {
+                Some(e) if e < envelope::now_ns() => {
+                    self.expired += 1;
+                    self.expired_bytes += out.len() as u64;
+                }
+                _ => return Ok(Some(env.info())),
+            }
+        }
     }
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {
@@ -360,6 +403,10 @@ impl<P: Protocol> Transport for NetTransport<P> {
         let mut m = m.with_subscriber(self.subscriber.as_ref());
         // What the slots held, less the envelopes: the messages' own bytes.
         m.received_bytes = m.received_bytes - m.received * envelope::LEN as u64 + self.spilled_bytes;
+        // What expired was not received.
+        m.received -= self.expired;
+        m.received_bytes -= self.expired_bytes;
+        m.expired = self.expired;
         m
     }
 

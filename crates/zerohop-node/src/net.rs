@@ -234,6 +234,16 @@ impl NetHandle {
         self.hub()?.connection().map(|c| c.connects()).map_err(js_error)
     }
 
+    /// Publishes `data` on `channel` with the time after which it is not worth reading
+    /// (`ttlMs`: `expires_at_ms`, ms since the Unix epoch); false if the policy dropped it.
+    #[napi]
+    pub fn publish_expiring(&self, data: &[u8], channel: u32, expires_at_ms: f64) -> Result<bool> {
+        self.hub()?;
+        let expiry_ns = (expires_at_ms.max(1.0) * 1e6) as u64;
+        let delivery = self.link.publish_expiring(channel as u16, data, expiry_ns).map_err(js_error)?;
+        Ok(delivery == zerohop::Delivery::Accepted)
+    }
+
     /// Publishes `data.len() / size` messages of `size` bytes laid end to end.
     #[napi]
     pub fn publish_packed(&self, data: &[u8], size: u32) -> Result<u32> {

@@ -9,7 +9,8 @@
 //! message of the current channel sent LZ4-compressed (`compression: 'lz4'`) is a
 //! control record too ([`COMPRESSED_KIND`], [`SendQueue::push_compressed`]): the
 //! reader hands it on decompressed, as a message like any other, so a peer that does not
-//! compress reads it all the same.
+//! compress reads it all the same. So is a message with a time to live (`ttlMs`:
+//! [`EXPIRING_KIND`], [`SendQueue::push_expiring`]), handed on with its expiry.
 //!
 //! Messages are framed by their channel's [`SendQueue`] ([`SendQueue::tagged`]) and kept
 //! there until acknowledged, so they are written straight from it: [`RecordWriter`]
@@ -37,7 +38,7 @@
 //! assert_eq!(got, [
 //!     "Control(Hello { session: 7, queue_limit: 1048576, queue_messages: 4096 })",
 //!     "Control(Start { channel: 0, first_seq: 0 })",
-//!     "Message { channel: 0, payload: [104, 101, 108, 108, 111] }",
+//!     "Message { channel: 0, payload: [104, 101, 108, 108, 111], expiry_ns: None }",
 //! ]);
 //! ```
 
@@ -50,6 +51,40 @@ use crate::stream::{
 /// The kind of the record that carries a message of the current channel compressed:
 /// the body after the kind is [`crate::compress`]'s.
 pub const COMPRESSED_KIND: u8 = 12;
+
+/// The kind of the record that carries a message of the current channel with the time
+/// after which it is not worth reading: `[EXPIRING_KIND][expiry: u64, ns since the Unix
+/// epoch][flags: u8, 1 = compressed][the message, or its compressed body]`.
+pub const EXPIRING_KIND: u8 = 13;
+/// [`EXPIRING_KIND`]'s flag: the message is compressed.
+pub const EXPIRING_COMPRESSED: u8 = 1;
+
+/// A message a control record carried: its bytes and expiry, or why it is malformed.
+pub type Carried<'a> = Result<(&'a [u8], Option<u64>), &'static str>;
+
+/// A message a control record carries (compressed, or with an expiry): its bytes
+/// (decompressed into `scratch` when they were compressed, up to `max`) and expiry;
+/// `None` if `record` (from its kind on) is another control record.
+pub fn carried_message<'a>(record: &'a [u8], max: usize, scratch: &'a mut Vec<u8>) -> Option<Carried<'a>> {
+    let bad = "a compressed message that does not decompress";
+    Some(match record {
+        [COMPRESSED_KIND, body @ ..] => {
+            crate::compress::decompress(body, max, scratch).map(|()| (&scratch[..], None)).map_err(|_| bad)
+        }
+        [EXPIRING_KIND, e0, e1, e2, e3, e4, e5, e6, e7, flags, body @ ..] => {
+            let expiry = u64::from_le_bytes([*e0, *e1, *e2, *e3, *e4, *e5, *e6, *e7]);
+            match *flags {
+                0 => Ok((body, Some(expiry))),
+                EXPIRING_COMPRESSED => crate::compress::decompress(body, max, scratch)
+                    .map(|()| (&scratch[..], Some(expiry)))
+                    .map_err(|_| bad),
+                _ => Err("an expiring message with unknown flags"),
+            }
+        }
+        [EXPIRING_KIND, ..] => Err("a truncated expiring message"),
+        _ => return None,
+    })
+}
 
 /// The bytes a control record adds to the body it carries (a request's, say): its kind
 /// and two varints, at most.
@@ -297,8 +332,9 @@ fn decode_control(body: &[u8]) -> Result<Control<'_>, RecordError> {
 /// What [`RecordReader`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// A message of `channel`.
-    Message { channel: u16, payload: &'a [u8] },
+    /// A message of `channel`, and when it stops being worth reading (ns since the
+    /// Unix epoch), if it has a time to live.
+    Message { channel: u16, payload: &'a [u8], expiry_ns: Option<u64> },
     /// A control record; [`Control::Select`] is handled by the reader and not passed on.
     Control(Control<'a>),
 }
@@ -365,12 +401,15 @@ impl RecordReader {
             if failed.is_some() {
                 return;
             }
-            if let Piece::Control([COMPRESSED_KIND, body @ ..]) = piece {
-                // A message, compressed: handed on as it was sent.
-                let record = match *channel {
-                    Some(channel) if *hello => crate::compress::decompress(body, *max_message, scratch)
-                        .map(|()| Record::Message { channel, payload: &scratch[..] })
-                        .map_err(|_| RecordError::Malformed("a compressed message that does not decompress")),
+            if let Piece::Control(body) = piece
+                && let Some(carried) = carried_message(body, *max_message, scratch)
+            {
+                // A message, compressed or with an expiry: handed on as it was sent.
+                let record = match (*channel, carried) {
+                    (Some(channel), Ok((payload, expiry_ns))) if *hello => {
+                        Ok(Record::Message { channel, payload, expiry_ns })
+                    }
+                    (_, Err(why)) => Err(RecordError::Malformed(why)),
                     _ => Err(RecordError::Malformed("a message before its channel started")),
                 };
                 match record {
@@ -381,7 +420,7 @@ impl RecordReader {
             }
             let record = match piece {
                 Piece::Message(payload) => match *channel {
-                    Some(channel) if *hello => Ok(Some(Record::Message { channel, payload })),
+                    Some(channel) if *hello => Ok(Some(Record::Message { channel, payload, expiry_ns: None })),
                     _ => Err(RecordError::Malformed("a message before its channel started")),
                 },
                 Piece::Control(body) => Control::decode(body).and_then(|c| match c {
@@ -769,6 +808,51 @@ mod tests {
     }
 
     #[test]
+    fn expiring_messages_arrive_with_their_expiry_compressed_or_not_and_bad_ones_are_refused() {
+        let json = br#"{"sym":"BTC","px":50000,"sym2":"BTC","px2":50000}"#.repeat(10);
+        let mut body = Vec::new();
+        assert!(crate::compress::compress(&json, &mut body));
+        let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
+        let mut w = RecordWriter::new();
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        let q = queues[0].as_mut().unwrap();
+        let seqs = (q.push(b"plain"), q.push_expiring(7, false, b"soon"), q.push_expiring(u64::MAX, true, &body));
+        assert_eq!(seqs, (0, 1, 2));
+        let mut wire = Vec::new();
+        while let Some(plan) = w.plan(&mut queues) {
+            let slices = w.slices(&plan, &queues);
+            let n = slices.iter().map(|s| s.len()).sum();
+            slices.iter().for_each(|s| wire.extend_from_slice(s));
+            w.wrote(&plan, n, &mut queues);
+        }
+        let mut got = Vec::new();
+        RecordReader::new(1 << 20, 16)
+            .push(&wire, |r| {
+                if let Record::Message { payload, expiry_ns, .. } = r {
+                    got.push((payload.to_vec(), expiry_ns));
+                }
+            })
+            .unwrap();
+        assert_eq!(got, [(b"plain".to_vec(), None), (b"soon".to_vec(), Some(7)), (json.clone(), Some(u64::MAX))]);
+        // The same on a stream of messages only (a QUIC channel's).
+        let mut q = SendQueue::tagged(1 << 20);
+        q.push_expiring(9, true, &body);
+        q.push(b"x");
+        let (mut d, mut scratch, mut got) =
+            (StreamDecoder::tagged(1 << 20, (1 << 20) + CONTROL_OVERHEAD), Vec::new(), Vec::new());
+        d.push_messages(q.unsent(), &mut scratch, |m, e| got.push((m.to_vec(), e))).unwrap();
+        assert_eq!(got, [(json.clone(), Some(9)), (b"x".to_vec(), None)]);
+        // Unknown flags, or cut short: refused.
+        let mut scratch = Vec::new();
+        let mut flags = vec![EXPIRING_KIND];
+        flags.extend_from_slice(&[0; 8]);
+        flags.extend_from_slice(&[2, 1, 2, 3]);
+        assert_eq!(carried_message(&flags, 100, &mut scratch), Some(Err("an expiring message with unknown flags")));
+        assert_eq!(carried_message(&flags[..5], 100, &mut scratch), Some(Err("a truncated expiring message")));
+        assert_eq!(carried_message(&[3, 1, 2], 100, &mut scratch), None, "another control record");
+    }
+
+    #[test]
     fn a_higher_class_goes_first_and_a_lower_one_keeps_its_share() {
         // Channel 0 is class 1 (lower), channel 1 class 0; both have plenty to send over
         // a connection whose kernel takes a message's worth per write.
@@ -854,10 +938,10 @@ mod tests {
             [
                 "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
                 "Control(Start { channel: 0, first_seq: 0 })",
-                &format!("Message {{ channel: 0, payload: {:?} }}", [0xaa_u8; 100]),
+                &format!("Message {{ channel: 0, payload: {:?}, expiry_ns: None }}", [0xaa_u8; 100]),
                 "Control(Ack { channel: 0, ack: 5 })",
                 "Control(Start { channel: 1, first_seq: 0 })",
-                "Message { channel: 1, payload: [111, 116, 104, 101, 114] }",
+                "Message { channel: 1, payload: [111, 116, 104, 101, 114], expiry_ns: None }",
             ]
         );
     }
@@ -887,7 +971,7 @@ mod tests {
             [
                 "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
                 "Control(Start { channel: 0, first_seq: 1 })",
-                "Message { channel: 0, payload: [98] }"
+                "Message { channel: 0, payload: [98], expiry_ns: None }"
             ]
         );
     }
@@ -945,7 +1029,7 @@ mod tests {
                 let n = chunks[k % chunks.len()].min(wire.len() - at);
                 k += 1;
                 r.push(&wire[at..at + n], |rec| match rec {
-                    Record::Message { channel, payload } => got[usize::from(channel)].push(payload.to_vec()),
+                    Record::Message { channel, payload, .. } => got[usize::from(channel)].push(payload.to_vec()),
                     Record::Control(Control::Ping) => got_pings += 1,
                     Record::Control(c) => expect.retain(|e| *e != format!("{:?}", Record::Control(c))),
                 }).unwrap();
@@ -973,7 +1057,7 @@ mod tests {
                     first = false;
                 }
                 match rec {
-                    Record::Message { channel, payload } => assert!(channel < 4 && payload.len() <= 100),
+                    Record::Message { channel, payload, .. } => assert!(channel < 4 && payload.len() <= 100),
                     Record::Control(Control::Start { channel, .. }) => assert!(channel < 4),
                     Record::Control(Control::Request { body, .. }) => assert!(body.len() <= 100 + CONTROL_OVERHEAD),
                     _ => {}

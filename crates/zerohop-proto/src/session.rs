@@ -187,6 +187,28 @@ impl SendQueue {
         self.base_seq + self.lens.len() as u64 - 1
     }
 
+    /// Queues a message with the time after which it is not worth reading (`expiry_ns`,
+    /// ns since the Unix epoch), as the control record that carries it (a tagged
+    /// queue's: [`crate::records::EXPIRING_KIND`]); `body` is the message, or
+    /// [`crate::compress`]'s body if `compressed`. Its sequence number; it counts as the
+    /// message it carries.
+    pub fn push_expiring(&mut self, expiry_ns: u64, compressed: bool, body: &[u8]) -> u64 {
+        debug_assert!(self.tagged, "only a tagged stream carries control records");
+        let flags = if compressed { crate::records::EXPIRING_COMPRESSED } else { 0 };
+        let mut head = [0u8; 10];
+        head[0] = crate::records::EXPIRING_KIND;
+        head[1..9].copy_from_slice(&expiry_ns.to_le_bytes());
+        head[9] = flags;
+        let mut prefix = [0u8; MAX_PREFIX_LEN];
+        let n = write_tagged_prefix(head.len() + body.len(), true, &mut prefix);
+        self.reserve(n + head.len() + body.len());
+        self.put(&prefix[..n]);
+        self.put(&head);
+        self.put(body);
+        self.lens.push_back(n + head.len() + body.len());
+        self.base_seq + self.lens.len() as u64 - 1
+    }
+
     /// Makes room in the ring for `n` more bytes: a larger ring, the live bytes moved to
     /// its start, when they do not fit. Its capacity is a power of two (positions wrap
     /// with a mask, not a division).

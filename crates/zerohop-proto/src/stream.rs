@@ -170,27 +170,26 @@ impl StreamDecoder {
     }
 
     /// [`push`](Self::push) for a tagged stream that carries messages only, some of them
-    /// compressed (a control record of [`crate::records::COMPRESSED_KIND`]): each is
-    /// handed to `deliver` as it was sent, decompressed into `scratch` (at most
-    /// `max_message` bytes). Any other control record is an error.
+    /// in control records (compressed, or with an expiry: see
+    /// [`crate::records::carried_message`]): each is handed to `deliver` as it was sent,
+    /// decompressed into `scratch` (at most `max_message` bytes), with its expiry. Any
+    /// other control record is an error.
     pub fn push_messages(
         &mut self,
         bytes: &[u8],
         scratch: &mut Vec<u8>,
-        mut deliver: impl FnMut(&[u8]),
+        mut deliver: impl FnMut(&[u8], Option<u64>),
     ) -> Result<(), StreamError> {
         let max = self.max_message;
         let mut failed = None;
         self.push_pieces(bytes, |piece| match piece {
             _ if failed.is_some() => {}
-            Piece::Message(m) => deliver(m),
-            Piece::Control([crate::records::COMPRESSED_KIND, body @ ..]) => {
-                match crate::compress::decompress(body, max, scratch) {
-                    Ok(()) => deliver(scratch),
-                    Err(_) => failed = Some(StreamError::Malformed("a compressed message that does not decompress")),
-                }
-            }
-            Piece::Control(_) => failed = Some(StreamError::Malformed("a control record on a stream of messages")),
+            Piece::Message(m) => deliver(m, None),
+            Piece::Control(record) => match crate::records::carried_message(record, max, scratch) {
+                Some(Ok((m, expiry))) => deliver(m, expiry),
+                Some(Err(why)) => failed = Some(StreamError::Malformed(why)),
+                None => failed = Some(StreamError::Malformed("a control record on a stream of messages")),
+            },
         })?;
         match failed {
             Some(e) => Err(*self.failed.insert(e)),

@@ -213,6 +213,12 @@ impl QuicProtocol {
     /// Queues `message` on `channel` for every peer (reliable, in order per channel) and
     /// sends it (in a burst, with the messages that follow it within microseconds).
     pub fn publish(&self, channel: u16, message: &[u8]) -> Result<Sent, PublishError> {
+        self.publish_expiring(channel, message, None)
+    }
+
+    /// [`publish`](Self::publish) with the time after which the message is not worth
+    /// reading (`ttlMs`: ns since the Unix epoch), if it has one.
+    pub fn publish_expiring(&self, channel: u16, message: &[u8], expiry_ns: Option<u64>) -> Result<Sent, PublishError> {
         let config = &self.config;
         if message.len() > config.max_message {
             return Err(PublishError::TooLarge { len: message.len(), max: config.max_message });
@@ -227,7 +233,7 @@ impl QuicProtocol {
         }
         let now = Instant::now();
         // The usual case: every peer has room.
-        let full = match e.publish(channel, message, now) {
+        let full = match e.publish(channel, message, expiry_ns, now) {
             Ok(()) => {
                 self.driver.after(g);
                 return Ok(Sent::Accepted);
@@ -273,7 +279,7 @@ impl QuicProtocol {
             }
         }
         let e = g.as_mut().expect("not closing");
-        e.queue_all(channel, message, &skipped);
+        e.queue_all(channel, message, expiry_ns, &skipped);
         e.sent(message.len(), Instant::now());
         self.driver.after(g);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })

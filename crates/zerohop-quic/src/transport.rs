@@ -136,6 +136,17 @@ impl Protocol for QuicProtocol {
         })
     }
 
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        if self.config().datagrams {
+            // (A datagram is read as it comes or lost: nothing waits long enough to expire.)
+            return Err(Error::bad_option("quic:// datagrams have no time to live (ttlMs): a channel message has"));
+        }
+        Ok(match QuicProtocol::publish_expiring(self, channel, payload, Some(expiry_ns))? {
+            Sent::Accepted => Delivery::Accepted,
+            Sent::Dropped => Delivery::Dropped,
+        })
+    }
+
     fn local_addr(&self) -> Option<SocketAddr> {
         Some(QuicProtocol::local_addr(self))
     }

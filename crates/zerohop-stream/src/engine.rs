@@ -73,6 +73,11 @@ impl Origin {
     fn inbound<'a>(self, peer: u32, channel: u16, body: &'a [u8]) -> Inbound<'a> {
         Inbound { credentials: self.credentials, ..Inbound::message(peer, self.addr, channel, body) }
     }
+
+    /// [`inbound`](Self::inbound) with the message's expiry (`ttlMs`), if it has one.
+    fn expiring<'a>(self, peer: u32, channel: u16, body: &'a [u8], expiry_ns: Option<u64>) -> Inbound<'a> {
+        Inbound { expiry_ns, ..self.inbound(peer, channel, body) }
+    }
 }
 
 /// A TLS failure as a connection's end: a certificate (or a refusal), permanent, or a
@@ -90,9 +95,9 @@ fn tls_lost(e: &rustls::Error) -> Lost {
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
-    /// Each one's channel, sequence number (its window gave it) and length, oldest
-    /// first; the oldest starts at `start`.
-    messages: VecDeque<(u16, u64, usize)>,
+    /// Each one's channel, sequence number (its window gave it), length and expiry,
+    /// oldest first; the oldest starts at `start`.
+    messages: VecDeque<(u16, u64, usize, Option<u64>)>,
     start: usize,
 }
 
@@ -101,19 +106,19 @@ impl Held {
         self.messages.is_empty()
     }
 
-    fn push(&mut self, channel: u16, seq: u64, body: &[u8]) {
+    fn push(&mut self, channel: u16, seq: u64, body: &[u8], expiry_ns: Option<u64>) {
         self.bytes.extend_from_slice(body);
-        self.messages.push_back((channel, seq, body.len()));
+        self.messages.push_back((channel, seq, body.len(), expiry_ns));
     }
 
-    /// The oldest: its channel, sequence number and bytes.
-    fn front(&self) -> Option<(u16, u64, &[u8])> {
-        let &(channel, seq, len) = self.messages.front()?;
-        Some((channel, seq, &self.bytes[self.start..self.start + len]))
+    /// The oldest: its channel, sequence number, bytes and expiry.
+    fn front(&self) -> Option<(u16, u64, &[u8], Option<u64>)> {
+        let &(channel, seq, len, expiry) = self.messages.front()?;
+        Some((channel, seq, &self.bytes[self.start..self.start + len], expiry))
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, _, len)) = self.messages.pop_front() {
+        if let Some((_, _, len, _)) = self.messages.pop_front() {
             self.start += len;
         }
         if self.messages.is_empty() {
@@ -125,6 +130,25 @@ impl Held {
         self.bytes.clear();
         self.messages.clear();
         self.start = 0;
+    }
+}
+
+/// A message to queue: as it is or compressed, with its expiry if it has one.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    message: &'a [u8],
+    compressed: Option<&'a [u8]>,
+    expiry_ns: Option<u64>,
+}
+
+impl Outgoing<'_> {
+    fn queue(self, q: &mut SendQueue) {
+        match (self.expiry_ns, self.compressed) {
+            (Some(e), Some(body)) => q.push_expiring(e, true, body),
+            (Some(e), None) => q.push_expiring(e, false, self.message),
+            (None, Some(body)) => q.push_compressed(body),
+            (None, None) => q.push(self.message),
+        };
     }
 }
 
@@ -212,17 +236,15 @@ impl Peer {
     }
 
     /// Queues `message` on `channel` (its queue made on first use, bounded by `limit`
-    /// bytes and `messages` messages), as it is or, `compressed`, as that body.
-    fn queue(&mut self, channel: u16, message: &[u8], compressed: Option<&[u8]>, limit: usize, messages: usize) {
+    /// bytes and `messages` messages), as it is or, `compressed`, as that body, with its
+    /// expiry if it has one.
+    fn queue(&mut self, channel: u16, message: Outgoing<'_>, limit: usize, messages: usize) {
         let i = usize::from(channel);
         if self.queues.len() <= i {
             self.queues.resize_with(i + 1, || None);
         }
         let q = self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages));
-        match compressed {
-            Some(body) => q.push_compressed(body),
-            None => q.push(message),
-        };
+        message.queue(q);
     }
 
     /// Whether what was delivered since the last acknowledgement is worth one when the
@@ -834,18 +856,18 @@ impl<W: Wire> Engine<W> {
                 }
                 Ok(())
             }
-            Record::Message { channel, payload } => {
+            Record::Message { channel, payload, expiry_ns } => {
                 let Some(i) = s.peer.and_then(|id| self.peer_index(id)) else { return bad("a message from nobody") };
                 let Some(seq) = window(&mut self.peers[i].windows, channel).accept() else {
                     return Ok(()); // delivered before the reconnect
                 };
                 if self.config.options.relay {
-                    self.relay(channel, payload, self.peers[i].id);
+                    self.relay(channel, payload, expiry_ns, self.peers[i].id);
                 }
                 let p = &mut self.peers[i];
                 let w = window(&mut p.windows, channel);
                 if s.held.is_empty() {
-                    let m = p.from.inbound(p.id, channel, payload);
+                    let m = p.from.expiring(p.id, channel, payload, expiry_ns);
                     if let Some(pos) = d.deliver(&m) {
                         w.delivered(pos, seq);
                         p.delivered_bytes += payload.len();
@@ -854,7 +876,7 @@ impl<W: Wire> Engine<W> {
                         return Ok(());
                     }
                 }
-                s.held.push(channel, seq, payload);
+                s.held.push(channel, seq, payload, expiry_ns);
                 Ok(())
             }
             Record::Control(Control::Ack { channel, ack }) => {
@@ -1032,11 +1054,11 @@ impl<W: Wire> Engine<W> {
             match c.s.peer.and_then(|id| find_peer(&self.peers, id)) {
                 Some(i) => {
                     let p = &mut self.peers[i];
-                    while let Some((channel, seq, body)) = c.s.held.front() {
+                    while let Some((channel, seq, body, expiry_ns)) = c.s.held.front() {
                         let w = window(&mut p.windows, channel);
                         // (Unless a newer connection of the peer's delivered it meanwhile.)
                         if !w.is_stale(seq) {
-                            let m = p.from.inbound(p.id, channel, body);
+                            let m = p.from.expiring(p.id, channel, body, expiry_ns);
                             let Some(pos) = d.deliver(&m) else { break };
                             // Acknowledged by the number it came with, not the window's last.
                             w.delivered(pos, seq);
@@ -1134,17 +1156,26 @@ impl<W: Wire> Engine<W> {
         self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len))
     }
 
-    /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon).
-    /// `start` reads when the publish started (see [`Burst::published`]).
-    pub fn publish(&mut self, channel: u16, message: &[u8], skip: &[u32], start: impl FnOnce() -> Instant) {
+    /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon);
+    /// `expiry_ns` is when it stops being worth reading (`ttlMs`), if ever. `start`
+    /// reads when the publish started (see [`Burst::published`]).
+    pub fn publish(
+        &mut self,
+        channel: u16,
+        message: &[u8],
+        expiry_ns: Option<u64>,
+        skip: &[u32],
+        start: impl FnOnce() -> Instant,
+    ) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         // Compressed once for every peer, when that shrinks it (a few bytes never do).
-        let body = if self.config.options.compression { self.compressor.compress(message) } else { None };
-        if let Some(body) = body {
+        let compressed = if self.config.options.compression { self.compressor.compress(message) } else { None };
+        if let Some(body) = compressed {
             self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
+        let out = Outgoing { message, compressed, expiry_ns };
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            p.queue(channel, message, body, limit, messages);
+            p.queue(channel, out, limit, messages);
         }
         if self.burst.published(message.len(), start) {
             self.flush();
@@ -1154,7 +1185,7 @@ impl<W: Wire> Engine<W> {
 
     /// A relaying listener passes `message`, which peer `from` published, on to every
     /// other peer; one without room for it is a slow consumer, disconnected.
-    fn relay(&mut self, channel: u16, message: &[u8], from: u32) {
+    fn relay(&mut self, channel: u16, message: &[u8], expiry_ns: Option<u64>, from: u32) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         let mut slow = None;
         for p in self.peers.iter_mut().filter(|p| p.id != from) {
@@ -1162,7 +1193,7 @@ impl<W: Wire> Engine<W> {
                 slow.get_or_insert_with(Vec::new).push(p.id);
                 continue;
             }
-            p.queue(channel, message, None, limit, messages);
+            p.queue(channel, Outgoing { message, compressed: None, expiry_ns }, limit, messages);
             if let Some(t) = p.conn {
                 self.dirty.push(t);
             }
@@ -1715,14 +1746,14 @@ mod tests {
     #[test]
     fn held_messages_keep_their_order_in_one_buffer() {
         let mut h = Held::default();
-        h.push(1, 7, b"ab");
-        h.push(2, 3, b"");
-        h.push(1, 8, b"cde");
-        assert_eq!(h.front(), Some((1, 7, &b"ab"[..])));
+        h.push(1, 7, b"ab", None);
+        h.push(2, 3, b"", Some(9));
+        h.push(1, 8, b"cde", None);
+        assert_eq!(h.front(), Some((1, 7, &b"ab"[..], None)));
         h.pop_front();
-        assert_eq!(h.front(), Some((2, 3, &b""[..])));
+        assert_eq!(h.front(), Some((2, 3, &b""[..], Some(9))), "with its expiry");
         h.pop_front();
-        assert_eq!(h.front(), Some((1, 8, &b"cde"[..])));
+        assert_eq!(h.front(), Some((1, 8, &b"cde"[..], None)));
         h.pop_front();
         assert!(h.is_empty() && h.front().is_none());
         assert!(h.bytes.is_empty(), "emptied, the buffer starts over");

@@ -173,21 +173,9 @@ pub struct StreamProtocol<W: Wire = SocketWire> {
 }
 
 impl<W: Wire> StreamProtocol<W> {
-    fn engine(&self) -> Result<Guard<'_, Engine<W>>> {
-        self.driver.lock()
-    }
-}
-
-impl<W: Wire> Protocol for StreamProtocol<W> {
-    fn kind(&self) -> TransportKind {
-        self.kind
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.max_message
-    }
-
-    fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
+    /// Publishes `message` on `channel`, with its expiry if it has one (`ttlMs`), as
+    /// the hub's `backpressure` says when a peer's queue is full.
+    fn publish_at(&self, channel: u16, message: &[u8], expiry_ns: Option<u64>) -> Result<Delivery> {
         if message.len() > self.max_message {
             return Err(Error::too_large("message", message.len(), self.max_message));
         }
@@ -205,7 +193,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             }
             // The usual case, without allocating: every peer has room.
             if e.all_have_room(channel, message.len()) {
-                e.publish(channel, message, &[], Instant::now);
+                e.publish(channel, message, expiry_ns, &[], Instant::now);
                 self.driver.after(g);
                 return Ok(Delivery::Accepted);
             }
@@ -257,9 +245,31 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             }
         }
         let e = g.as_mut().expect("not closing");
-        e.publish(channel, message, &skipped, Instant::now);
+        e.publish(channel, message, expiry_ns, &skipped, Instant::now);
         self.driver.after(g);
         Ok(if skipped.is_empty() { Delivery::Accepted } else { Delivery::Dropped })
+    }
+
+    fn engine(&self) -> Result<Guard<'_, Engine<W>>> {
+        self.driver.lock()
+    }
+}
+
+impl<W: Wire> Protocol for StreamProtocol<W> {
+    fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
+        self.publish_at(channel, message, None)
+    }
+
+    fn publish_expiring(&self, channel: u16, message: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        self.publish_at(channel, message, Some(expiry_ns))
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

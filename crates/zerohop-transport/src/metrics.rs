@@ -23,6 +23,8 @@ pub struct Metrics {
     pub lapped: u64,
     /// Publishes discarded or refused for the hub's rate limit.
     pub rate_limited: u64,
+    /// Messages passed over unread because their time to live (`ttlMs`) ran out.
+    pub expired: u64,
     /// The transport's own counters and settings, by the names users see
     /// (`metrics().udp.lost`, `metrics().quic.rttUs`).
     pub details: Vec<(&'static str, Value)>,
@@ -56,6 +58,7 @@ impl Metrics {
             received_bytes: 0,
             lapped: 0,
             rate_limited: 0,
+            expired: 0,
             details: Vec::new(),
             chaos: None,
         }

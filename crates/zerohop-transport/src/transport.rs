@@ -228,6 +228,10 @@ pub trait Requests: Send + Sync {
 /// reading the socket on the caller's thread, and waiting for what was published to arrive.
 pub trait Link: Send + Sync {
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery>;
+    /// Publishes `payload` with the time after which it is not worth reading (`ttlMs`:
+    /// ns since the Unix epoch); receivers pass over it after that, and count it
+    /// (`ERR_BAD_OPTION` where the transport cannot carry it).
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery>;
     /// Publishes `packed.len() / size` messages of `size` bytes laid end to end (at once
     /// where the transport can); how many were accepted.
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize>;

@@ -274,6 +274,30 @@ fn metrics_count_what_went_and_came() {
 }
 
 #[test]
+fn a_message_past_its_time_to_live_is_passed_over_and_counted() {
+    let now_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for p in pairs() {
+        let (mut a, b) = (p.open)("ttl", HubOptions::default(), HubOptions::default()).unwrap();
+        let Ok(link) = b.link() else {
+            assert_eq!(p.kind, TransportKind::Shm, "a network hub has a link");
+            continue;
+        };
+        let expired = link.publish_expiring(0, b"gone", now_ns() - 1);
+        if p.kind == TransportKind::Udp {
+            assert_eq!(expired.unwrap_err().code(), ErrorCode::BadOption, "udp:// queues nothing to expire");
+            continue;
+        }
+        expired.unwrap();
+        link.publish_expiring(0, b"kept", now_ns() + 60_000_000_000).unwrap();
+        link.publish(0, b"plain").unwrap();
+        link.flush().unwrap();
+        assert_eq!((recv(&mut a), recv(&mut a)), (b"kept".to_vec(), b"plain".to_vec()), "{:?}", p.kind);
+        let m = a.metrics();
+        assert_eq!((m.expired, m.received, m.received_bytes), (1, 2, 9), "{:?}", p.kind);
+    }
+}
+
+#[test]
 fn status_is_connected_until_closed_and_close_is_idempotent() {
     for p in pairs() {
         let (mut a, mut b) = (p.open)("close", HubOptions::default(), HubOptions::default()).unwrap();

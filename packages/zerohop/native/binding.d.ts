@@ -44,6 +44,11 @@ export declare class NetHandle {
    * accepts peers (events with a peer are about that peer).
    */
   connects(): boolean
+  /**
+   * Publishes `data` on `channel` with the time after which it is not worth reading
+   * (`ttlMs`: `expires_at_ms`, ms since the Unix epoch); false if the policy dropped it.
+   */
+  publishExpiring(data: Uint8Array, channel: number, expiresAtMs: number): boolean
   /** Publishes `data.len() / size` messages of `size` bytes laid end to end. */
   publishPacked(data: Uint8Array, size: number): number
   /** Sends what is batched now. */

@@ -81,6 +81,15 @@ export interface PublishOptions {
    * is its own stream, ordered within itself, so a slow channel does not hold up another).
    */
   channel?: number
+  /**
+   * Time to live, in milliseconds: a receiver that has not read the message this long
+   * after it was published passes over it and counts it (`metrics().expired`), wherever
+   * it waited (a send queue, a reconnect, the receive ring). Measured on the wall clock
+   * (the expiry travels with the message), so across hosts their clocks must agree to
+   * well within it. Transports that queue: `tcp://`, `uds://`, `kcp://`, `quic://`
+   * channel messages; the others refuse it (`ERR_BAD_OPTION`).
+   */
+  ttlMs?: number
 }
 
 /** Options of {@link Hub.send}. */
@@ -137,6 +146,8 @@ export interface HubMetrics {
   lapped: number
   /** Times it skipped ahead. */
   lapEvents: number
+  /** Messages it passed over unread because their time to live (`ttlMs`) had run out. */
+  expired: number
   /** Messages published that this hub has not read yet. */
   lag: number
   /** Slots and slot size of the ring messages are read from, and its backing file ('' for a network hub's private ring). */
@@ -574,7 +585,15 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (!Number.isInteger(channel) || channel < 0 || channel > 65535) {
       throw new BadOptionError(`channel must be an integer in 0..65535, got ${String(channel)}`)
     }
-    return this.port.publish(value, channel)
+    const ttlMs = options.ttlMs
+    if (ttlMs === undefined) return this.port.publish(value, channel)
+    if (typeof ttlMs !== 'number' || !(ttlMs > 0) || !Number.isFinite(ttlMs)) {
+      throw new BadOptionError(`ttlMs must be a number of milliseconds above 0, got ${String(ttlMs)}`)
+    }
+    if (this.port.publishExpiring === undefined) {
+      throw new BadOptionError(`${this.transport}:// hubs have no per-message time to live (ttlMs)`)
+    }
+    return this.port.publishExpiring(value, channel, Date.now() + ttlMs)
   }
 
   /**
@@ -589,7 +608,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (!this.sendable) this.publishable()
     const { timeoutMs = this.port.settings.publishTimeoutMs, signal } = options
     if (!(timeoutMs >= 0)) throw new BadOptionError(`timeoutMs must be a number ≥ 0, got ${String(timeoutMs)}`)
-    const publish = options.channel === undefined ? undefined : { channel: options.channel }
+    const publish = options.channel === undefined && options.ttlMs === undefined ? undefined : { channel: options.channel, ttlMs: options.ttlMs }
     const deadline = Date.now() + timeoutMs
     for (;;) {
       if (signal?.aborted) throw abortError(signal)
@@ -996,6 +1015,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       receivedBytes: s?.receivedBytes ?? 0,
       lapped: s?.lapped ?? 0,
       lapEvents: s?.lapEvents ?? 0,
+      expired: s?.expired ?? 0,
       lag: this.closed || !this.sub ? 0 : this.sub.lag(),
       capacity: this.ring.capacity,
       slotSize: this.ring.slotSize,

@@ -128,6 +128,12 @@ export interface Port<T> {
 
   publish(value: T, channel: number): boolean
   /**
+   * `publish` with the time after which the message is not worth reading
+   * (`expiresAtMs`, ms since the Unix epoch): receivers pass over it after that and
+   * count it (`metrics().expired`). Absent where the transport cannot carry it.
+   */
+  publishExpiring?(value: T, channel: number, expiresAtMs: number): boolean
+  /**
    * Whether publishing `value` on `channel` now would find room: it would neither wait
    * nor be dropped or refused for want of room (what `Hub.send` waits for).
    */

@@ -587,11 +587,20 @@ export interface SubscriberCounters {
   receivedBytes: number
   lapped: number
   lapEvents: number
+  /** Messages passed over unread: their time to live had run out (`ttlMs`). */
+  expired: number
 }
 
 /** Reads messages from the ring (the JavaScript twin of `zerohop_shm::Subscriber`). */
 export class ShmSubscriber {
-  readonly counters: SubscriberCounters = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0 }
+  readonly counters: SubscriberCounters = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0, expired: 0 }
+  /**
+   * A network ring's: where a message's expiry lies after its payload offset (in its
+   * envelope), or -1 (shared memory's messages do not expire).
+   */
+  private readonly expiryAt: number
+  /** Told the payload offset of each message passed over for its expiry (to free what it holds outside the ring). */
+  onExpired: ((off: number) => void) | undefined
   readonly entry: number
   /** The origin word of what this subscriber's own hub published: skipped. */
   private readonly own: number
@@ -640,9 +649,10 @@ export class ShmSubscriber {
   }
   private readonly storeEvery: number
 
-  constructor(ring: ShmRing, envelope = 0, flowControlled = false) {
+  constructor(ring: ShmRing, envelope = 0, flowControlled = false, expiryAt = -1) {
     this.ring = ring
     this.envelope = envelope
+    this.expiryAt = expiryAt
     this.flowControlled = flowControlled
     this.storeEvery = Math.max(1, Math.min(64, ring.capacity >> 2))
     this.i32 = ring.i32
@@ -726,22 +736,38 @@ export class ShmSubscriber {
    * builtin call of about 20 ns) a run of messages, not one a message.
    */
   private peekBelowTail(): number {
-    const lo = this.cursor >>> 0
-    if (((this.readyTo - lo) | 0) <= 0) {
-      const tail = Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
-      if (((tail - lo) | 0) <= 0) {
-        // Caught up: the writer learns it now (it acknowledges, and makes room, from it).
-        if (this.shared !== this.cursor) this.storeCursor()
-        return -1
+    for (;;) {
+      const lo = this.cursor >>> 0
+      if (((this.readyTo - lo) | 0) <= 0) {
+        const tail = Atomics.load(this.i32, this.ring.TAIL_LO) >>> 0
+        if (((tail - lo) | 0) <= 0) {
+          // Caught up: the writer learns it now (it acknowledges, and makes room, from it).
+          if (this.shared !== this.cursor) this.storeCursor()
+          return -1
+        }
+        this.readyTo = tail
       }
-      this.readyTo = tail
+      const base = this.ring.slotOffset(lo)
+      const si = base >> 2
+      let len = this.i32[si + this.ring.LEN]!
+      if (len < 0 || len > this.ring.slotSize) len = this.ring.slotSize
+      const at = base + this.ring.PAYLOAD
+      if (this.expiryAt >= 0) {
+        // Passed over once its time to live ran out (two loads, for the rest: most
+        // messages have none).
+        const w = (at + this.expiryAt) >> 2
+        const expiryLo = this.i32[w]!
+        const expiryHi = this.i32[w + 1]!
+        if ((expiryLo | expiryHi) !== 0 && (expiryHi >>> 0) * 4294967296 + (expiryLo >>> 0) < Date.now() * 1e6) {
+          this.counters.expired++
+          this.onExpired?.(at)
+          this.moveTo(this.cursor + 1)
+          continue
+        }
+      }
+      this.len = len
+      return at
     }
-    const base = this.ring.slotOffset(lo)
-    const si = base >> 2
-    let len = this.i32[si + this.ring.LEN]!
-    if (len < 0 || len > this.ring.slotSize) len = this.ring.slotSize
-    this.len = len
-    return base + this.ring.PAYLOAD
   }
 
   /**

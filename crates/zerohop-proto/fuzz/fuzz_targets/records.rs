@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 first = false;
             }
             match rec {
-                Record::Message { channel, payload } => {
+                Record::Message { channel, payload, .. } => {
                     assert!(channel < 4);
                     assert!(payload.len() <= 1024);
                     delivered += payload.len();

@@ -138,7 +138,7 @@ pub(crate) struct InChannel {
     /// Messages the receive ring had no room for, end to end, and their sequence
     /// numbers and lengths.
     backlog: Vec<u8>,
-    lens: VecDeque<(u64, usize)>,
+    lens: VecDeque<(u64, usize, Option<u64>)>,
     backlog_at: usize,
     ended: bool,
     /// The highest acknowledgement written (what the application had read).
@@ -313,10 +313,11 @@ impl Engine {
             unacked_bytes,
         } = &mut **inbound;
         // Offer what waits; then take new bytes only if nothing waits.
-        while let Some(&(seq, len)) = lens.front() {
+        while let Some(&(seq, len, expiry_ns)) = lens.front() {
             // (Unless another stream of the peer's delivered it meanwhile.)
             if !window.is_stale(seq) {
-                let m = Inbound::message(*peer, *from, header.channel, &backlog[*backlog_at..*backlog_at + len]);
+                let body = &backlog[*backlog_at..*backlog_at + len];
+                let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
                 let Some(pos) = sink.deliver(&m) else { break };
                 // Acknowledged by the number it came with, not the window's last.
                 window.delivered(pos, seq);
@@ -332,10 +333,10 @@ impl Engine {
         let lens_empty = lens.is_empty();
         // Decodes `bytes`; whether messages now wait for room.
         let mut decode = |bytes: &[u8]| -> Result<bool, StreamError> {
-            decoder.push_messages(bytes, decompressed, |body| {
+            decoder.push_messages(bytes, decompressed, |body, expiry_ns| {
                 let Some(seq) = window.accept() else { return };
                 if lens.is_empty() {
-                    let m = Inbound::message(*peer, *from, header.channel, body);
+                    let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
                     if let Some(pos) = sink.deliver(&m) {
                         window.delivered(pos, seq);
                         *unacked_bytes += body.len();
@@ -343,7 +344,7 @@ impl Engine {
                     }
                 }
                 backlog.extend_from_slice(body);
-                lens.push_back((seq, body.len()));
+                lens.push_back((seq, body.len(), expiry_ns));
             })?;
             Ok(!lens.is_empty())
         };

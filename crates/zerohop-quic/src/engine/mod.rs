@@ -743,20 +743,26 @@ impl Engine {
 
     /// Queues `message` on `channel` for every peer that has room; the ids of those
     /// without room (nothing is queued for anyone then).
-    pub fn publish(&mut self, channel: u16, message: &[u8], now: Instant) -> Result<(), Vec<u32>> {
+    pub fn publish(
+        &mut self,
+        channel: u16,
+        message: &[u8],
+        expiry_ns: Option<u64>,
+        now: Instant,
+    ) -> Result<(), Vec<u32>> {
         let len = message.len();
         if !self.peers.iter().all(|p| p.has_room(channel, len)) {
             return Err(self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect());
         }
-        self.queue_all(channel, message, &[]);
+        self.queue_all(channel, message, expiry_ns, &[]);
         self.sent(message.len(), now);
         Ok(())
     }
 
     /// Queues `message` on `channel` for every peer but `skip` (whatever their room),
-    /// compressed once when `compression` is on and that shrinks it; [`flush`](Self::flush)
-    /// writes it to the peers' streams.
-    pub fn queue_all(&mut self, channel: u16, message: &[u8], skip: &[u32]) {
+    /// compressed once when `compression` is on and that shrinks it, with its expiry if
+    /// it has one; [`flush`](Self::flush) writes it to the peers' streams.
+    pub fn queue_all(&mut self, channel: u16, message: &[u8], expiry_ns: Option<u64>, skip: &[u32]) {
         let (send_queue, messages) = (self.config.send_queue_bytes, self.config.send_queue_messages);
         let body = if self.config.compression { self.compressor.compress(message) } else { None };
         if let Some(body) = body {
@@ -765,9 +771,11 @@ impl Engine {
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let class = p.classes.class(usize::from(channel));
             let q = &mut OutChannel::of(&mut p.channels, channel, class, send_queue, messages).queue;
-            match body {
-                Some(body) => q.push_compressed(body),
-                None => q.push(message),
+            match (expiry_ns, body) {
+                (Some(e), Some(body)) => q.push_expiring(e, true, body),
+                (Some(e), None) => q.push_expiring(e, false, message),
+                (None, Some(body)) => q.push_compressed(body),
+                (None, None) => q.push(message),
             };
         }
     }

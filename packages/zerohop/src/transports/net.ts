@@ -99,7 +99,9 @@ export class NetPort<T> implements Port<T> {
       : undefined
     this.ring = new ShmRing(native(() => handle.ring()))
     try {
-      this.subscriber = this.settings.role === 'publisher' ? undefined : new ShmSubscriber(this.ring, ENVELOPE.len, true)
+      this.subscriber = this.settings.role === 'publisher' ? undefined : new ShmSubscriber(this.ring, ENVELOPE.len, true, ENVELOPE.expiry)
+      // A message passed over for its expiry whose bytes are held natively: freed.
+      if (this.subscriber) this.subscriber.onExpired = (off) => void (placement(this.ring.u8, off) === Placement.Spilled && this.outside(off))
     } catch (e) {
       this.ring.close()
       throw e
@@ -122,6 +124,11 @@ export class NetPort<T> implements Port<T> {
 
   publish(value: T, channel: number): boolean {
     return this.send(this.encode(value), channel)
+  }
+
+  publishExpiring(value: T, channel: number, expiresAtMs: number): boolean {
+    // (Not the per-message fast path: a message with a time to live pays a call's cost.)
+    return native(() => this.handle.publishExpiring(this.encode(value), channel, expiresAtMs))
   }
 
   hasRoom(value: T, channel: number): boolean {
