@@ -52,6 +52,10 @@ pub struct Outbox {
     floor: u64,
     /// LZ4 on: each frame whose payload shrinks goes compressed (flagged so).
     compressor: Option<Box<Compressor>>,
+    /// The frame being packed carries expiring messages (`FrameFlags::EXPIRING`), and
+    /// where one is put together with its expiry.
+    expiring: bool,
+    prefixed: Vec<u8>,
     /// Payload bytes compression saved.
     saved: u64,
     /// When the oldest message not yet in a finished datagram was queued.
@@ -75,6 +79,8 @@ impl Outbox {
             reliable: false,
             floor: 0,
             compressor: None,
+            expiring: false,
+            prefixed: Vec::new(),
             saved: 0,
             oldest_unflushed_ms: None,
         }
@@ -123,6 +129,9 @@ impl Outbox {
             h.flags = FrameFlags(FrameFlags::RELIABLE);
             h.ack = self.floor;
         }
+        if self.expiring {
+            h.flags = FrameFlags(h.flags.0 | FrameFlags::EXPIRING);
+        }
         h
     }
 
@@ -140,6 +149,38 @@ impl Outbox {
     /// datagram that will wait (the first after a flush, or one that did not fit in the
     /// datagram before): the others wait as long as the datagram they join.
     pub fn push_with(&mut self, message: &[u8], now_ms: impl FnOnce() -> u64) -> Result<u64, FragmentError> {
+        self.mode(false);
+        self.push_framed(message, now_ms)
+    }
+
+    /// [`push_with`](Self::push_with) of a message with the time after which it is not
+    /// worth reading (`expiry_ns`, ns since the Unix epoch): it goes in a frame of
+    /// expiring messages, after its expiry.
+    pub fn push_expiring(
+        &mut self,
+        message: &[u8],
+        expiry_ns: u64,
+        now_ms: impl FnOnce() -> u64,
+    ) -> Result<u64, FragmentError> {
+        self.mode(true);
+        let mut prefixed = std::mem::take(&mut self.prefixed);
+        prefixed.clear();
+        prefixed.extend_from_slice(&expiry_ns.to_le_bytes());
+        prefixed.extend_from_slice(message);
+        let seq = self.push_framed(&prefixed, now_ms);
+        self.prefixed = prefixed;
+        seq
+    }
+
+    /// Messages with and without an expiry go in frames of their own.
+    fn mode(&mut self, expiring: bool) {
+        if self.expiring != expiring {
+            self.finish_packed();
+            self.expiring = expiring;
+        }
+    }
+
+    fn push_framed(&mut self, message: &[u8], now_ms: impl FnOnce() -> u64) -> Result<u64, FragmentError> {
         let seq = self.next_seq;
         if message.len() <= self.packer.max_message() {
             if !self.packer.fits(message.len()) {
@@ -381,6 +422,12 @@ impl Inbox {
     /// Processes one datagram received at `now_ms`, calling `deliver(seq, message)` for
     /// every message it completes, in the order they become complete.
     pub fn receive(&mut self, datagram: &[u8], now_ms: u64, mut deliver: impl FnMut(u64, &[u8])) {
+        self.receive_expiring(datagram, now_ms, |seq, m, _| deliver(seq, m));
+    }
+
+    /// [`receive`](Self::receive), with each message's expiry if it has one
+    /// (`FrameFlags::EXPIRING`).
+    pub fn receive_expiring(&mut self, datagram: &[u8], now_ms: u64, mut deliver: impl FnMut(u64, &[u8], Option<u64>)) {
         self.stats.datagrams += 1;
         let Ok((header, payload)) = FrameHeader::decode_frame(datagram) else {
             self.stats.malformed += 1;
@@ -408,8 +455,17 @@ impl Inbox {
         header: FrameHeader,
         payload: &[u8],
         now_ms: u64,
-        deliver: &mut impl FnMut(u64, &[u8]),
+        deliver: &mut impl FnMut(u64, &[u8], Option<u64>),
     ) {
+        let expiring = header.flags.contains(FrameFlags::EXPIRING);
+        // A message of an expiring frame: its expiry, then its bytes (none: malformed).
+        let split = |m: &[u8]| -> Option<(Option<u64>, usize)> {
+            if !expiring {
+                return Some((None, 0));
+            }
+            let e = m.get(..8)?;
+            Some((Some(u64::from_le_bytes(e.try_into().expect("8 bytes"))), 8))
+        };
         let session = Some((header.session, header.channel));
         if session == self.retired {
             // A straggler of the session the sender replaced.
@@ -433,9 +489,13 @@ impl Inbox {
             for record in unpack(payload) {
                 match record {
                     Ok(m) => {
+                        let Some((expiry, at)) = split(m) else {
+                            self.stats.malformed += 1;
+                            break;
+                        };
                         if self.accept(seq) {
                             self.stats.delivered += 1;
-                            deliver(seq, m);
+                            deliver(seq, &m[at..], expiry);
                         }
                         let Some(next) = seq.checked_add(1) else {
                             self.stats.malformed += 1; // numbering past u64::MAX: hostile
@@ -453,12 +513,15 @@ impl Inbox {
         }
         let key = MessageKey { session: header.session, channel: header.channel, seq: header.seq };
         match self.reassembler.insert(key, header.frag_index, header.frag_count, payload, now_ms) {
-            Ok(Some(message)) => {
-                if self.accept(header.seq) {
-                    self.stats.delivered += 1;
-                    deliver(header.seq, &message);
+            Ok(Some(message)) => match split(&message) {
+                Some((expiry, at)) => {
+                    if self.accept(header.seq) {
+                        self.stats.delivered += 1;
+                        deliver(header.seq, &message[at..], expiry);
+                    }
                 }
-            }
+                None => self.stats.malformed += 1,
+            },
             Ok(None) => {}
             Err(_) => self.stats.malformed += 1,
         }
@@ -552,6 +615,35 @@ mod tests {
     }
 
     proptest! {
+        /// Messages with and without an expiry, packed or fragmented, compressed or not:
+        /// each comes back whole, in order, with its own expiry.
+        #[test]
+        fn expiring_messages_keep_their_expiry(
+            messages in proptest::collection::vec((0usize..2000, proptest::option::of(any::<u64>())), 1..40),
+            compress in any::<bool>(),
+        ) {
+            let mut out = Outbox::new(512, 3, 1);
+            if compress {
+                out.set_compression();
+            }
+            let messages: Vec<(Vec<u8>, Option<u64>)> =
+                messages.iter().enumerate().map(|(i, &(len, e))| (vec![i as u8; len], e)).collect();
+            for (m, e) in &messages {
+                match e {
+                    Some(e) => out.push_expiring(m, *e, || 0).unwrap(),
+                    None => out.push(m, 0).unwrap(),
+                };
+            }
+            out.flush();
+            let mut inbox = Inbox::new(out.fragment_size());
+            let mut got = Vec::new();
+            for d in out.datagrams() {
+                inbox.receive_expiring(d, 0, |_, m, e| got.push((m.to_vec(), e)));
+            }
+            prop_assert_eq!(got, messages);
+            prop_assert_eq!(inbox.stats().malformed, 0);
+        }
+
         #[test]
         fn lossless_in_order_delivery_is_exact(
             messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..40),
@@ -624,6 +716,25 @@ mod tests {
                 prop_assert_eq!(s.lost, missing_inside);
             }
         }
+    }
+
+    #[test]
+    fn an_expiring_frame_whose_message_has_no_room_for_its_expiry_is_malformed() {
+        let mut out = Outbox::new(512, 3, 1);
+        out.push_expiring(b"x", 5, || 0).unwrap();
+        out.flush();
+        let mut d = out.datagrams().next().unwrap().to_vec();
+        // The packed record's length (4 bytes, big endian) says 9: make it 3, and fix the
+        // frame's length and checksum as a sender would have.
+        let (mut h, _) = FrameHeader::decode_frame(&d).unwrap();
+        d[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 4].copy_from_slice(&3u32.to_be_bytes());
+        d.truncate(FRAME_HEADER_LEN + 4 + 3);
+        h.payload_len = 7;
+        h.encode_in_place(&mut d).unwrap();
+        let mut inbox = Inbox::new(out.fragment_size());
+        let mut n = 0;
+        inbox.receive_expiring(&d, 0, |_, _, _| n += 1);
+        assert_eq!((n, inbox.stats().malformed), (0, 1));
     }
 
     #[test]

@@ -43,7 +43,10 @@ impl FrameFlags {
     pub const RELIABLE: u8 = 0b0000_0100;
     /// The payload packs several length-prefixed messages.
     pub const PACKED: u8 = 0b0000_1000;
-    const KNOWN: u8 = Self::ACK | Self::COMPRESSED | Self::RELIABLE | Self::PACKED;
+    /// Each message of the frame (each packed one, or the one its fragments make)
+    /// starts with its expiry (`ttlMs`): 8 bytes, ns since the Unix epoch, little endian.
+    pub const EXPIRING: u8 = 0b0001_0000;
+    const KNOWN: u8 = Self::ACK | Self::COMPRESSED | Self::RELIABLE | Self::PACKED | Self::EXPIRING;
 
     /// Whether every bit in `bits` is set.
     pub fn contains(self, bits: u8) -> bool {

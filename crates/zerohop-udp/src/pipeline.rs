@@ -447,6 +447,17 @@ impl UdpPipeline {
     /// [`publish`](Self::publish) on `channel`. A reliable channel with as much in
     /// flight as it may have refuses it (`PublishError::Full`).
     pub fn publish_on(&mut self, channel: u16, message: &[u8]) -> Result<(), PublishError> {
+        self.publish_expiring(channel, message, None)
+    }
+
+    /// [`publish_on`](Self::publish_on), with the time after which the message is not
+    /// worth reading (`ttlMs`: ns since the Unix epoch) if it has one.
+    pub fn publish_expiring(
+        &mut self,
+        channel: u16,
+        message: &[u8],
+        expiry_ns: Option<u64>,
+    ) -> Result<(), PublishError> {
         let i = self.lane(channel);
         let lane = &mut self.lanes[i];
         if let Some(w) = &lane.window {
@@ -458,7 +469,12 @@ impl UdpPipeline {
         // The clock matters only to a message that starts a datagram (it sets the
         // deadline); reading it costs more than the rest of this call.
         let epoch = self.epoch;
-        lane.outbox.push_with(message, || micros_since(epoch)).map_err(PublishError::TooLarge)?;
+        let now = || micros_since(epoch);
+        match expiry_ns {
+            None => lane.outbox.push_with(message, now),
+            Some(e) => lane.outbox.push_expiring(message, e, now),
+        }
+        .map_err(PublishError::TooLarge)?;
         self.metrics.messages_sent += 1;
         if self.config.flush_interval.is_zero() {
             lane.outbox.flush();
@@ -703,7 +719,8 @@ impl UdpPipeline {
         let mut now_cache = None;
         let mut now = move || *now_cache.get_or_insert_with(|| epoch.elapsed().as_millis() as u64);
         let limits = ReassemblyLimits {
-            max_message: self.config.max_message,
+            // (An expiring message comes after its 8-byte expiry.)
+            max_message: self.config.max_message + 8,
             ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
         };
         let inboxes = &mut self.inboxes;
@@ -758,9 +775,9 @@ impl UdpPipeline {
             let (inbox, seen) = inboxes.entry(key).or_insert_with(|| (Inbox::with_limits(limits), now));
             *seen = now;
             let received = &mut metrics.messages_received;
-            inbox.receive(bytes, now, |seq, message| {
+            inbox.receive_expiring(bytes, now, |seq, message, expiry_ns| {
                 *received += 1;
-                deliver(Received { from, channel, seq, timestamp_ns, message });
+                deliver(Received { from, channel, seq, timestamp_ns, expiry_ns, message });
             });
             if flags & FrameFlags::RELIABLE != 0 && !owing.contains(&key) {
                 owing.push(key);
@@ -843,6 +860,8 @@ pub struct Received<'a> {
     /// When the kernel received the datagram (the last one, for a fragmented message),
     /// in ns since the Unix epoch, if the socket asked for timestamps.
     pub timestamp_ns: Option<u64>,
+    /// When it stops being worth reading (`ttlMs`), ns since the Unix epoch.
+    pub expiry_ns: Option<u64>,
     pub message: &'a [u8],
 }
 

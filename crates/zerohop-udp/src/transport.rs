@@ -175,7 +175,12 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 }
 
 fn inbound<'a>(r: &Received<'a>) -> Inbound<'a> {
-    Inbound { timestamp_ns: r.timestamp_ns, seq: r.seq, ..Inbound::message(0, r.from, r.channel, r.message) }
+    Inbound {
+        timestamp_ns: r.timestamp_ns,
+        expiry_ns: r.expiry_ns,
+        seq: r.seq,
+        ..Inbound::message(0, r.from, r.channel, r.message)
+    }
 }
 
 /// The engine the driver moves on: the main socket's pipeline and the ring it fills.
@@ -275,7 +280,12 @@ impl UdpProtocol {
         1 + self.group.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, ReceiverGroup::len)
     }
 
-    fn publish_all<'a>(&self, channel: u16, messages: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+    fn publish_all<'a>(
+        &self,
+        channel: u16,
+        expiry_ns: Option<u64>,
+        messages: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize> {
         if channel >= self.channels {
             return Err(Error::bad_option(format!(
                 "udp:// hub has {} channels (0..{}); got {channel}",
@@ -316,7 +326,7 @@ impl UdpProtocol {
                 ));
                 break;
             }
-            match e.pipeline.publish_on(channel, m) {
+            match e.pipeline.publish_expiring(channel, m, expiry_ns) {
                 Ok(()) => n += 1,
                 Err(PublishError::Full) if self.overflow == Overflow::FailFast => {
                     result = Err(Error::new(
@@ -352,12 +362,17 @@ impl Protocol for UdpProtocol {
     }
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
-        let n = self.publish_all(channel, [payload])?;
+        let n = self.publish_all(channel, None, [payload])?;
+        Ok(if n == 1 { Delivery::Accepted } else { Delivery::Dropped })
+    }
+
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        let n = self.publish_all(channel, Some(expiry_ns), [payload])?;
         Ok(if n == 1 { Delivery::Accepted } else { Delivery::Dropped })
     }
 
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
-        self.publish_all(channel, packed.chunks_exact(size))
+        self.publish_all(channel, None, packed.chunks_exact(size))
     }
 
     fn has_room(&self, channel: u16, _len: usize) -> bool {
