@@ -137,6 +137,7 @@ pub struct ShmOffsets {
     pub slot_stamp: u32,
     pub slot_len: u32,
     pub slot_origin: u32,
+    pub slot_expiry: u32,
     pub slot_payload: u32,
 }
 
@@ -171,6 +172,7 @@ pub fn shm_offsets() -> ShmOffsets {
         slot_stamp: u(offsets::SLOT_STAMP),
         slot_len: u(offsets::SLOT_LEN),
         slot_origin: u(offsets::SLOT_ORIGIN),
+        slot_expiry: u(offsets::SLOT_EXPIRY),
         slot_payload: u(offsets::SLOT_PAYLOAD),
     }
 }
@@ -628,11 +630,16 @@ impl ShmHandle {
     }
 
     /// Publishes one message longer than a slot, through the payload pool or the side
-    /// path (the Rust publisher copies it there). False when `drop_new` dropped it.
+    /// path (the Rust publisher copies it there), with `expiry` in its slot (`ttlMs`:
+    /// `zerohop_shm::ring::expiry_in`'s word; 0 or none: never). False when `drop_new`
+    /// dropped it.
     #[napi]
-    pub fn publish_large(&mut self, data: &[u8]) -> Result<bool> {
+    pub fn publish_large(&mut self, data: &[u8], expiry: Option<u32>) -> Result<bool> {
         let publisher = self.publisher.as_mut().ok_or_else(closed)?;
-        match publisher.publish(data).map_err(js_error)? {
+        publisher.set_expiry(expiry.unwrap_or(0));
+        let published = publisher.publish(data);
+        publisher.set_expiry(0);
+        match published.map_err(js_error)? {
             Published::Sent(_) => Ok(true),
             Published::Dropped => Ok(false),
         }

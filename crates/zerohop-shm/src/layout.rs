@@ -51,7 +51,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -118,6 +118,10 @@ pub mod offsets {
     pub const SLOT_LEN: usize = 4;
     /// Who published the message: the publishing hub's subscriber entry plus one, or 0.
     pub const SLOT_ORIGIN: usize = 8;
+    /// When the message stops being worth reading (`ttlMs`): the wall clock's
+    /// milliseconds since the Unix epoch, modulo 2^32 (compared with wrapping
+    /// arithmetic, so a time to live under 24 days); 0: never.
+    pub const SLOT_EXPIRY: usize = 12;
     pub const SLOT_PAYLOAD: usize = 16;
 }
 

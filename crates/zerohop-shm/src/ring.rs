@@ -312,6 +312,9 @@ pub struct Publisher {
     /// What each message's origin word says: the own entry plus one (0: none), so that
     /// the hub's own subscriber skips what it published.
     origin: u32,
+    /// What each message's expiry word says (`offsets::SLOT_EXPIRY`; 0: none): set
+    /// around a publish with a time to live ([`Publisher::set_expiry`]).
+    expiry: u32,
     /// Sequence number below which the last scan of the subscriber table proved there
     /// is room, so that most publishes skip the scan (while `credit_gen` is the same).
     room_until: u64,
@@ -344,7 +347,28 @@ pub struct Publisher {
     side_limits: (usize, usize),
 }
 
+/// The wall clock's milliseconds since the Unix epoch, modulo 2^32: what a slot's
+/// expiry word holds ([`offsets::SLOT_EXPIRY`]).
+pub fn now_ms32() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u32)
+}
+
+/// An expiry word for `ttl_ms` from now (never 0, which means none).
+pub fn expiry_in(ttl_ms: u32) -> u32 {
+    now_ms32().wrapping_add(ttl_ms).max(1)
+}
+
+/// Whether expiry word `expiry` (0: none) has passed at `now` ([`now_ms32`]).
+pub fn expired(expiry: u32, now: u32) -> bool {
+    expiry != 0 && (now.wrapping_sub(expiry) as i32) > 0
+}
+
 impl Publisher {
+    /// The expiry word of the messages published from now on ([`expiry_in`]; 0: none).
+    pub fn set_expiry(&mut self, expiry: u32) {
+        self.expiry = expiry;
+    }
+
     /// A publisher on `seg` with `policy`, entered in the segment's publisher table
     /// (where `Hub.list()` finds it and where it announces its claims; past
     /// [`MAX_LISTED_PUBLISHERS`] it publishes unlisted, under the repair lock).
@@ -365,6 +389,7 @@ impl Publisher {
             stats: PublisherStats::default(),
             own_entry: None,
             origin: 0,
+            expiry: 0,
             room_until: 0,
             credit_gen: 0,
             sole: false,
@@ -623,6 +648,7 @@ impl Publisher {
         }
         self.mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
+        self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
         self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::SeqCst);
         self.stats.published += 1;
         self.stats.published_bytes += len as u64;
@@ -744,6 +770,7 @@ impl Publisher {
                 unsafe { std::ptr::copy_nonoverlapping(packed[at..].as_ptr(), self.mem.payload_at(slot), size) };
                 self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
                 self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
+                self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
                 self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::Release);
             }
             if self.sole {
@@ -821,6 +848,7 @@ impl Publisher {
         fill(unsafe { std::slice::from_raw_parts_mut(mem.payload_at(slot), len) });
         word(offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         word(offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
+        word(offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
         stamp.store(committed_stamp(tail), Ordering::Release);
         mem.set_tail(tail + 1);
         self.stats.published += 1;
@@ -1027,6 +1055,7 @@ impl Loan<'_> {
         let slot = mem.layout.slot_offset(seq);
         mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         mem.word(slot + offsets::SLOT_ORIGIN).store(self.publisher.origin, Ordering::Relaxed);
+        mem.word(slot + offsets::SLOT_EXPIRY).store(self.publisher.expiry, Ordering::Relaxed);
         // Announced, SeqCst (not just Release): it must be ordered before the `waiters`
         // load below, the publisher half of the Dekker handshake with parking
         // subscribers (`announce` has a fence for that).
@@ -1064,6 +1093,7 @@ fn skip_slot(mem: &RingMemory, seq: u64) {
     let slot = mem.layout.slot_offset(seq);
     mem.word(slot + offsets::SLOT_LEN).store(SKIP_LEN, Ordering::Relaxed);
     mem.word(slot + offsets::SLOT_ORIGIN).store(0, Ordering::Relaxed);
+    mem.word(slot + offsets::SLOT_EXPIRY).store(0, Ordering::Relaxed);
     mem.stamp_at(slot).store(committed_stamp(seq), Ordering::SeqCst);
 }
 
@@ -1431,6 +1461,8 @@ pub struct SubscriberStats {
     /// Slots it passed over: sequence numbers that carry no message (a loan dropped,
     /// or a hole a dead publisher left, repaired).
     pub passed: u64,
+    /// Messages it passed over unread because their time to live had run out.
+    pub expired: u64,
 }
 
 /// One receiving cursor over a ring, registered in the segment's subscriber table.
@@ -1553,6 +1585,8 @@ impl Subscriber {
                         continue;
                     }
                     let len_word = self.mem.word(slot + offsets::SLOT_LEN).load(Ordering::Relaxed);
+                    // (Read before the stamp's re-check, as the payload is.)
+                    let expiry = self.mem.word(slot + offsets::SLOT_EXPIRY).load(Ordering::Relaxed);
                     if len_word == SKIP_LEN {
                         // No message (a claim given up or repaired).
                         self.pass_over(seq, stamp);
@@ -1564,10 +1598,9 @@ impl Subscriber {
                         } else {
                             self.take_pooled(seq, stamp, slot, len_word, out)
                         };
-                        if !taken {
+                        if !taken || !self.deliver(seq, expiry, out, &mut then) {
                             continue;
                         }
-                        self.deliver(seq, out, &mut then);
                         return Some(seq);
                     }
                     let len = len_word as usize;
@@ -1587,21 +1620,37 @@ impl Subscriber {
                         self.skip_ahead();
                         continue;
                     }
-                    self.deliver(seq, out, &mut then);
+                    if !self.deliver(seq, expiry, out, &mut then) {
+                        continue;
+                    }
                     return Some(seq);
                 }
             }
         }
     }
 
-    /// Counts message `seq`, now in `out`, as received, hands it to `then`, and moves on.
-    fn deliver<F: FnOnce(&mut Vec<u8>)>(&mut self, seq: u64, out: &mut Vec<u8>, then: &mut Option<F>) {
+    /// Counts message `seq`, now in `out`, as received, hands it to `then`, and moves
+    /// on; or, if its time to live ran out (`expiry`), counts it expired and moves on
+    /// (false).
+    fn deliver<F: FnOnce(&mut Vec<u8>)>(
+        &mut self,
+        seq: u64,
+        expiry: u32,
+        out: &mut Vec<u8>,
+        then: &mut Option<F>,
+    ) -> bool {
+        if expiry != 0 && expired(expiry, now_ms32()) {
+            self.stats.expired += 1;
+            self.advance(seq + 1);
+            return false;
+        }
         self.stats.received += 1;
         self.stats.received_bytes += out.len() as u64;
         if let Some(then) = then.take() {
             then(out);
         }
         self.advance(seq + 1);
+        true
     }
 
     /// Copies pooled message `seq` (`len` bytes; its slot at byte `slot`, whose stamp was
@@ -2030,6 +2079,45 @@ mod tests {
     /// A message of `len` bytes that says which it is (`n`) all through.
     fn big(n: u8, len: usize) -> Vec<u8> {
         (0..len).map(|i| n ^ (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn messages_past_their_expiry_are_passed_over_and_counted_in_a_slot_the_pool_or_aside() {
+        for pool in [0, 4096] {
+            let seg = pooled_segment(&format!("expiry{pool}"), 16, pool);
+            let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+            let mut s = Subscriber::new(seg).unwrap();
+            let past = now_ms32().wrapping_sub(1000);
+            let mut n = 0;
+            for len in [10, 1000, 5000] {
+                p.set_expiry(past);
+                p.publish(&big(n, len)).unwrap();
+                p.set_expiry(expiry_in(60_000));
+                p.publish(&big(n + 1, len)).unwrap();
+                p.set_expiry(0);
+                p.publish(&big(n + 2, len)).unwrap();
+                n += 3;
+            }
+            let mut out = Vec::new();
+            let mut got = Vec::new();
+            while s.try_recv(&mut out).is_some() {
+                got.push(out.clone());
+            }
+            let want: Vec<Vec<u8>> = [(1, 10), (2, 10), (4, 1000), (5, 1000), (7, 5000), (8, 5000)]
+                .iter()
+                .map(|&(n, len)| big(n, len))
+                .collect();
+            assert!(got == want, "pool {pool}: the unexpired ones, in order");
+            assert_eq!((s.stats().expired, s.stats().received), (3, 6));
+            // What was passed over in the pool is let go of too.
+            p.set_expiry(0);
+            for m in 0..20u8 {
+                p.publish(&big(m, 1000)).unwrap();
+                assert_eq!(s.try_recv(&mut out).map(|_| out == big(m, 1000)), Some(true));
+            }
+        }
+        assert!(expired(now_ms32().wrapping_sub(1), now_ms32()) && !expired(0, now_ms32()));
+        assert!(!expired(expiry_in(1000), now_ms32()) && expiry_in(0) != 0);
     }
 
     #[test]

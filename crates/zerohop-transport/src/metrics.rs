@@ -41,6 +41,7 @@ impl Metrics {
             self.received = s.received;
             self.received_bytes = s.received_bytes;
             self.lapped = s.lapped;
+            self.expired += s.expired;
         }
         self
     }

@@ -200,9 +200,11 @@ export declare class ShmHandle {
   publishPacked(data: Uint8Array, size: number): number
   /**
    * Publishes one message longer than a slot, through the payload pool or the side
-   * path (the Rust publisher copies it there). False when `drop_new` dropped it.
+   * path (the Rust publisher copies it there), with `expiry` in its slot (`ttlMs`:
+   * `zerohop_shm::ring::expiry_in`'s word; 0 or none: never). False when `drop_new`
+   * dropped it.
    */
-  publishLarge(data: Uint8Array): boolean
+  publishLarge(data: Uint8Array, expiry?: number | undefined | null): boolean
   /**
    * Opens a loan of `len` bytes in the payload pool: `[seq, byteOffset]` (the bytes to
    * write lie at `byteOffset` of the segment), `null` when `drop_new` dropped it.
@@ -384,6 +386,7 @@ export interface ShmOffsets {
   slotStamp: number
   slotLen: number
   slotOrigin: number
+  slotExpiry: number
   slotPayload: number
 }
 

@@ -81,6 +81,8 @@ export class ShmRing {
   readonly PAYLOAD: number
   readonly LEN: number
   readonly ORIGIN: number
+  /** Word offset of a slot's expiry (`ttlMs`: wall-clock ms modulo 2^32; 0: never). */
+  readonly EXPIRY: number
   private slotViews: (Uint8Array | undefined)[]
   /** The last `payloadView` of each slot, and the bytes of the slot it spans. */
   private payloadViews: (Uint8Array | undefined)[]
@@ -121,6 +123,7 @@ export class ShmRing {
     this.PAYLOAD = o.slotPayload
     this.LEN = o.slotLen >> 2
     this.ORIGIN = o.slotOrigin >> 2
+    this.EXPIRY = o.slotExpiry >> 2
     // A holey array, filled lazily: `Array.from` would allocate every entry up front.
     // oxlint-disable-next-line unicorn/no-new-array
     this.slotViews = new Array(this.capacity)
@@ -240,6 +243,8 @@ export interface PublisherCounters {
  */
 export class ShmPublisher {
   readonly counters: PublisherCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
+  /** The expiry word of what is published now (`ttlMs`: see {@link expiryWord}; 0: never). */
+  expiry = 0
   /** The 64-bit sequence number of the last claim. */
   lastSeq = 0
   private readonly ring: ShmRing
@@ -485,6 +490,7 @@ export class ShmPublisher {
     const si = r.slotOffset(lo) >> 2
     this.i32[si + r.LEN] = len
     this.i32[si + r.ORIGIN] = this.origin
+    this.i32[si + r.EXPIRY] = this.expiry
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
   }
 
@@ -534,6 +540,7 @@ export class ShmPublisher {
     }
     i32[si + r.LEN] = len
     i32[si + r.ORIGIN] = this.origin
+    i32[si + r.EXPIRY] = this.expiry
     Atomics.store(i32, si, ((lo + 1) * 2) | 0)
     if (this.locked) this.unlockRepair()
     const c = this.counters
@@ -569,9 +576,20 @@ export class ShmPublisher {
     const si = r.slotOffset(lo) >> 2
     this.i32[si + r.LEN] = SKIP_LEN
     this.i32[si + r.ORIGIN] = 0
+    this.i32[si + r.EXPIRY] = 0
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
     if (Atomics.load(this.i32, r.WAITERS) !== 0) r.handle.notify()
   }
+}
+
+/** A slot's expiry word for a message that expires at `expiresAtMs` (ms since the Unix epoch): its low 32 bits, never 0. */
+export function expiryWord(expiresAtMs: number): number {
+  return Math.floor(expiresAtMs) >>> 0 || 1
+}
+
+/** Whether expiry word `word` (not 0) has passed: compared modulo 2^32, as the Rust readers do. */
+export function expiredWord(word: number): boolean {
+  return (((Date.now() >>> 0) - word) | 0) > 0
 }
 
 /** Bytes of the header {@link ShmPublisher.publishFramed} writes before a message. */
@@ -705,6 +723,19 @@ export class ShmSubscriber {
         this.peekIdx = si
         this.peekStamp = stamp
         this.peekUnit = -1
+        if (i32[si + r.EXPIRY] !== 0 && expiredWord(i32[si + r.EXPIRY]!)) {
+          // Its time to live ran out: passed over, and counted (unless the slot was
+          // overwritten meanwhile: a lap).
+          if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
+          if (Atomics.load(i32, si) !== stamp) {
+            this.skipAhead()
+            continue
+          }
+          if (len > r.slotSize && len <= r.poolSize && this.pooledAt(si, len) >= 0) this.passPooled()
+          this.counters.expired++
+          this.moveTo(this.cursor + 1)
+          continue
+        }
         if (len > r.slotSize) {
           const at = len > r.poolSize ? this.sideAt(si, len, stamp) : this.pooledAt(si, len)
           if (at >= 0) return at
@@ -878,13 +909,23 @@ export class ShmSubscriber {
     return whole
   }
 
-  /** The length of message `i` of a run `takeRun` copied into `into` (-1: this hub's own, or no message). */
+  /** The length of message `i` of a run `takeRun` copied into `into` (-1: this hub's own, no message, or expired: counted). */
   runLength(into: Int32Array, i: number): number {
     const r = this.ring
     const at = (i * r.stride) >> 2
     if (into[at + r.ORIGIN] === this.own || into[at + r.LEN] === SKIP_LEN) return -1
+    if (into[at + r.EXPIRY] !== 0 && expiredWord(into[at + r.EXPIRY]!)) {
+      this.counters.expired++ // (its time to live ran out)
+      return -1
+    }
     const len = into[at + r.LEN]!
     return len < 0 || len > r.slotSize ? r.slotSize : len
+  }
+
+  /** Past the pooled message `pooledAt` found: what is left to read lies after its units. */
+  private passPooled(): void {
+    Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / this.ring.poolUnit)) | 0)
+    this.peekUnit = -1
   }
 
   /** Moves past `n` messages of a run, `taken` of them received (`bytes` in all). */
@@ -908,11 +949,7 @@ export class ShmSubscriber {
   /** Moves past the message found by `peek`, of `bytes` bytes (default: what its slot holds). */
   advance(bytes = this.len - this.envelope): void {
     this.peekSide = undefined
-    if (this.peekUnit >= 0) {
-      // Past a pooled message: what is left to read lies after its units.
-      Atomics.store(this.i32, this.poolCursorIdx, (this.peekUnit + Math.ceil(this.len / this.ring.poolUnit)) | 0)
-      this.peekUnit = -1
-    }
+    if (this.peekUnit >= 0) this.passPooled()
     this.counters.received++
     this.counters.receivedBytes += bytes
     this.moveTo(this.cursor + 1)

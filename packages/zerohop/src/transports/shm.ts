@@ -8,7 +8,7 @@ import { type Codec, raw } from '../codec.js'
 import { BackpressureError, BadOptionError, ClosedError, InvalidStateError, ZerohopError } from '../errors.js'
 import { binding, native, type ShmHandle, statusEvent } from '../native.js'
 import type { FlowPort, HubStatus, Loan, Port, PortSettings, PublishCounters, StatusEvent } from '../port.js'
-import { ShmPublisher, ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
+import { ShmPublisher, ShmRing, ShmSubscriber, expiryWord, tooLarge } from '../shm-ring.js'
 import { RateLimiter } from '../rate.js'
 import { StructCodec, type StructView } from '../struct.js'
 import { CopyLoan } from './copy-loan.js'
@@ -220,6 +220,18 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     return pub.publishBytes(this.codec.encode(value))
   }
 
+  publishExpiring(value: T, channel: number, expiresAtMs: number): boolean {
+    // (A slot's expiry word is compared modulo 2^32 ms.)
+    if (expiresAtMs - Date.now() >= 2 ** 31) throw new BadOptionError('ttlMs over shm:// is at most 2^31 - 1 ms (24 days)')
+    const pub = this.publisher()
+    pub.expiry = expiryWord(expiresAtMs)
+    try {
+      return this.publish(value, channel)
+    } finally {
+      pub.expiry = 0
+    }
+  }
+
   /** `publish` under a rate limit: the message meets it with its size first. */
   private publishLimited(pub: ShmPublisher, limiter: RateLimiter, value: T): boolean {
     if (this.struct) return limiter.admit(this.struct.size) && this.publishStruct(pub, this.struct, value)
@@ -342,7 +354,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   /** One message longer than a slot, through the payload pool or the side path; counted by the caller. */
   private largeRaw(bytes: Uint8Array): boolean {
     this.attachNative()
-    return native(() => this.ring.handle.publishLarge(bytes))
+    const expiry = this.pub?.expiry ?? 0
+    return native(() => (expiry === 0 ? this.ring.handle.publishLarge(bytes) : this.ring.handle.publishLarge(bytes, expiry)))
   }
 
   /** One message longer than a slot, through the payload pool or the side path. */
