@@ -986,7 +986,7 @@ async function kcpLossInner(loss: number, run: number, messages: number): Promis
  * got (a lossy transport ends after 500 ms without one), and the bytes compression
  * saved at the publisher.
  */
-async function oneWay(url: string, payload: Uint8Array, count: number): Promise<{ rate: number; got: number; saved: number }> {
+async function oneWay(url: string, payload: Uint8Array, count: number, options?: current.PublishOptions): Promise<{ rate: number; got: number; saved: number }> {
   const p = spawnHelper(join(here, 'peer.ts'), ['stream-sink', url, String(count)], 1, { ...peerEnv, BENCH_SINK_IDLE_MS: '500' })
   const { address } = (await p.next()) as { address: string }
   const query = url.includes('?') ? url.slice(url.indexOf('?')) : ''
@@ -995,11 +995,11 @@ async function oneWay(url: string, payload: Uint8Array, count: number): Promise<
   const hub = await Hub.open(`${to}${query}` as `tcp://${string}`, { role: 'publisher', ...queue })
   for (let i = 0; i < count; i++) {
     try {
-      hub.publish(payload)
+      hub.publish(payload, options)
     } catch (e) {
       // A reliable channel whose flight is full pushes back: wait for room.
       if ((e as { code?: string }).code !== 'ERR_BACKPRESSURE') throw e
-      await hub.send(payload)
+      await hub.send(payload, options)
     }
     if ((i & 4095) === 4095) await new Promise((r) => setImmediate(r))
   }
@@ -1027,19 +1027,22 @@ async function qosRound(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: the cost of QoS, faults and compression…`)
   const small = new Uint8Array(64)
   // Each variant against the plain hub run just before it, on the same transport.
-  const variants: Array<[scheme: 'tcp' | 'udp', what: string, query: string]> = [
+  const ttl = { ttlMs: 60_000 }
+  const variants: Array<[scheme: 'tcp' | 'udp', what: string, query: string, options?: current.PublishOptions]> = [
     ['tcp', 'rate limit on, never reached', 'rateLimit=1000000000'],
     ['tcp', 'faults on, none drawn (chaos=loss:0)', 'chaos=loss:0'],
     ['tcp', 'priority channels on (priorities=0,1)', 'priorities=0,1'],
+    ['tcp', 'every message with a time to live (ttlMs: 60000)', '', ttl],
     ['udp', 'rate limit on, never reached', 'rateLimit=1000000000'],
     ['udp', 'faults on, none drawn (chaos=loss:0)', 'chaos=loss:0'],
+    ['udp', 'every message with a time to live (ttlMs: 60000)', '', ttl],
     ['udp', 'at-least-once channel (reliableChannels=0, backpressure=block)', 'reliableChannels=0&backpressure=block'],
   ]
   const base = (scheme: string) => (scheme === 'tcp' ? 'tcp://127.0.0.1:0' : 'udp://127.0.0.1:0')
-  for (const [scheme, what, query] of qosParts.has('cost') ? variants : []) {
+  for (const [scheme, what, query, options] of qosParts.has('cost') ? variants : []) {
     const count = 1_000_000
     const plain = await oneWay(base(scheme), small, count)
-    const on = await oneWay(`${base(scheme)}?${query}`, small, count)
+    const on = await oneWay(query === '' ? base(scheme) : `${base(scheme)}?${query}`, small, count, options)
     const got = (r: { got: number }) => (r.got < 1 ? `, ${(r.got * 100).toFixed(1)} % arrived` : '')
     rows.push({ bench: `QoS one-way 64 B  zerohop ${scheme}:// plain (receiver, against the row below)`, run, rate: plain.rate, mbps: (plain.rate * 64) / 1e6, vsBaseline: got(plain).slice(2) })
     rows.push({ bench: `QoS one-way 64 B  zerohop ${scheme}:// ${what} (receiver)`, run, rate: on.rate, mbps: (on.rate * 64) / 1e6, vsBaseline: `${(on.rate / plain.rate).toFixed(2)}× plain${got(on)}` })
