@@ -240,7 +240,7 @@ unsafe extern "C" fn bound_publish(env: sys::napi_env, info: sys::napi_callback_
         return unsafe { throw(env, "publish takes a Uint8Array", true) };
     };
     // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1], now) }
+    unsafe { publish(env, sender, bytes, argv[1], now, None) }
 }
 
 /// `publishStaged(len: number, channel: number, now?: true): boolean` — `publish` of
@@ -252,20 +252,67 @@ unsafe extern "C" fn bound_publish_staged(env: sys::napi_env, info: sys::napi_ca
         // SAFETY: this call's env.
         Err(why) => return unsafe { throw(env, why, true) },
     };
-    let mut len = 0u32;
-    // SAFETY: this call's env and argument; `len` is a valid out-pointer.
-    let s = unsafe { sys::napi_get_value_uint32(env, argv[0], &mut len) };
-    let len = len as usize;
-    if s != sys::Status::napi_ok || len > STAGE_BYTES {
+    // SAFETY: this call's env and argument.
+    let bytes = match unsafe { staged(env, sender, argv[0]) } {
+        Ok(bytes) => bytes,
         // SAFETY: this call's env.
-        return unsafe { throw(env, "publishStaged takes a length within the stage", true) };
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    // SAFETY: this call's env and argument.
+    unsafe { publish(env, sender, bytes, argv[1], now, None) }
+}
+
+/// `publishStagedExpiring(len: number, channel: number, expiresAtMs: number): boolean`
+/// — `publishStaged` of a message with a time to live (`ttlMs`): it expires at
+/// `expiresAtMs`, ms since the Unix epoch.
+unsafe extern "C" fn bound_publish_staged_expiring(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by Node with this call's env and info, for a function of `bound`.
+    let (sender, argv) = match unsafe { bound_args::<3>(env, info) } {
+        Ok(v) => v,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    // SAFETY: this call's env and argument.
+    let bytes = match unsafe { staged(env, sender, argv[0]) } {
+        Ok(bytes) => bytes,
+        // SAFETY: this call's env.
+        Err(why) => return unsafe { throw(env, why, true) },
+    };
+    let mut at_ms = 0f64;
+    // SAFETY: this call's env and argument; `at_ms` is a valid out-pointer.
+    let s = unsafe { sys::napi_get_value_double(env, argv[2], &mut at_ms) };
+    if s != sys::Status::napi_ok || !(1.0..1e15).contains(&at_ms) {
+        // SAFETY: this call's env.
+        return unsafe { throw(env, "publishStagedExpiring takes a time in ms since the Unix epoch", true) };
+    }
+    // SAFETY: this call's env and argument.
+    unsafe { publish(env, sender, bytes, argv[1], None, Some((at_ms * 1e6) as u64)) }
+}
+
+/// The first `len` bytes of the link's stage, `len` being the argument `len`.
+///
+/// # Safety
+/// `env` must be the env of the current call and `len` its argument.
+unsafe fn staged(
+    env: sys::napi_env,
+    sender: &Sender,
+    len: sys::napi_value,
+) -> std::result::Result<&[u8], &'static str> {
+    let mut n = 0u32;
+    // SAFETY: per the contract; `n` is a valid out-pointer.
+    let s = unsafe { sys::napi_get_value_uint32(env, len, &mut n) };
+    let n = n as usize;
+    if s != sys::Status::napi_ok || n > STAGE_BYTES {
+        return Err("publishStaged takes a length within the stage");
     }
     // SAFETY: the stage holds STAGE_BYTES initialised bytes and lives as long as the
     // sender. JavaScript, its only other user, writes it only while no call of ours
-    // runs, and nothing below runs JavaScript, so nobody writes it while this reads.
-    let bytes = unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), len) };
-    // SAFETY: this call's env and argument.
-    unsafe { publish(env, sender, bytes, argv[1], now) }
+    // runs, and nothing after this runs JavaScript before the bytes are used, so nobody
+    // writes it while they are read.
+    Ok(unsafe { std::slice::from_raw_parts(sender.stage.ptr().cast_const(), n) })
 }
 
 /// The arguments of `publish` and `publishStaged`: two, and `now` if it was given (it
@@ -285,8 +332,8 @@ unsafe fn publish_args<'a>(
     Ok((sender, [argv[0], argv[1]], (argc > 2).then_some(argv[2])))
 }
 
-/// Publishes `bytes` on the channel `channel` names, and flushes if `now` is `true`;
-/// the shared end of `publish` and `publishStaged`.
+/// Publishes `bytes` on the channel `channel` names (with its expiry, if it has one),
+/// and flushes if `now` is `true`; the shared end of the publishing calls.
 ///
 /// # Safety
 /// `env` must be the env of the current call, and `channel` and `now` its arguments.
@@ -296,6 +343,7 @@ unsafe fn publish(
     bytes: &[u8],
     channel: sys::napi_value,
     now: Option<sys::napi_value>,
+    expiry_ns: Option<u64>,
 ) -> sys::napi_value {
     let mut number = 0u32;
     // SAFETY: per the contract; `number` is a valid out-pointer.
@@ -310,7 +358,10 @@ unsafe fn publish(
         // boolean leaves it false.
         unsafe { sys::napi_get_value_bool(env, now, &mut now_flag) };
     }
-    let published = sender.link.publish(channel, bytes);
+    let published = match expiry_ns {
+        None => sender.link.publish(channel, bytes),
+        Some(e) => sender.link.publish_expiring(channel, bytes, e),
+    };
     if now_flag && published.is_ok() {
         // Only a closing hub fails to flush, and its close sends what is queued.
         let _ = sender.link.flush();
@@ -410,7 +461,7 @@ unsafe extern "C" fn drop_hint<T>(_env: sys::napi_env, _data: *mut c_void, hint:
     drop(unsafe { Box::from_raw(hint.cast::<T>()) });
 }
 
-/// `netBind(link): { publish, publishStaged, pump, stage }` — the link's per-message
+/// `netBind(link): { publish, publishStaged, publishStagedExpiring, pump, stage }` — the link's per-message
 /// calls, bound to it, and its stage (see the module docs).
 unsafe extern "C" fn net_bind(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node with this call's env and info.
@@ -425,9 +476,10 @@ unsafe extern "C" fn net_bind(env: sys::napi_env, info: sys::napi_callback_info)
         // SAFETY: this call's env.
         return unsafe { throw(env, "cannot bind the link", false) };
     }
-    let functions: [(&std::ffi::CStr, sys::napi_callback); 3] = [
+    let functions: [(&std::ffi::CStr, sys::napi_callback); 4] = [
         (c"publish", Some(bound_publish)),
         (c"publishStaged", Some(bound_publish_staged)),
+        (c"publishStagedExpiring", Some(bound_publish_staged_expiring)),
         (c"pump", Some(bound_pump)),
     ];
     for (name, callback) in functions {

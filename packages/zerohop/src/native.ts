@@ -18,6 +18,8 @@ export type NetCalls = {
   /** `now`: send it at once, with what is batched before it (a flush). */
   publish(bytes: Uint8Array, channel: number, now?: boolean): boolean
   publishStaged(len: number, channel: number, now?: boolean): boolean
+  /** `publishStaged` of a message that expires at `expiresAtMs` (ms since the Unix epoch: `ttlMs`). */
+  publishStagedExpiring(len: number, channel: number, expiresAtMs: number): boolean
   pump(): number
   readonly stage: ArrayBuffer | undefined
 }

@@ -127,8 +127,17 @@ export class NetPort<T> implements Port<T> {
   }
 
   publishExpiring(value: T, channel: number, expiresAtMs: number): boolean {
-    // (Not the per-message fast path: a message with a time to live pays a call's cost.)
-    return native(() => this.handle.publishExpiring(this.encode(value), channel, expiresAtMs))
+    const bytes = this.encode(value)
+    const stage = this.stage
+    if (stage === undefined || bytes.length > stage.length) {
+      return native(() => this.handle.publishExpiring(bytes, channel, expiresAtMs))
+    }
+    copyInto.call(stage, bytes)
+    try {
+      return this.calls.publishStagedExpiring(bytes.length, channel, expiresAtMs)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   hasRoom(value: T, channel: number): boolean {
