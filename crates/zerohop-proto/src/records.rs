@@ -768,6 +768,18 @@ mod tests {
         assert!(RecordReader::new(100, 16).push(b"GET / HTTP/1.1\r\n", |_| {}).is_err());
     }
 
+    /// Everything `w` plans over `queues`, written whole.
+    fn write_all(w: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while let Some(plan) = w.plan(queues) {
+            let slices = w.slices(&plan, queues);
+            let n = slices.iter().map(|s| s.len()).sum();
+            slices.iter().for_each(|s| wire.extend_from_slice(s));
+            w.wrote(&plan, n, queues);
+        }
+        wire
+    }
+
     #[test]
     fn compressed_messages_arrive_as_the_messages_they_were_in_order_and_bad_ones_are_refused() {
         let json = br#"{"sym":"BTC","px":50000,"sym2":"BTC","px2":50000}"#.repeat(10);
@@ -778,13 +790,7 @@ mod tests {
         let mut body = Vec::new();
         assert!(crate::compress::compress(&json, &mut body));
         assert_eq!((q.push(b"plain"), q.push_compressed(&body), q.push(b"after")), (0, 1, 2));
-        let mut wire = Vec::new();
-        while let Some(plan) = w.plan(&mut queues) {
-            let slices = w.slices(&plan, &queues);
-            let n = slices.iter().map(|s| s.len()).sum();
-            slices.iter().for_each(|s| wire.extend_from_slice(s));
-            w.wrote(&plan, n, &mut queues);
-        }
+        let wire = write_all(&mut w, &mut queues);
         assert!(wire.len() < json.len(), "it went compressed");
         let mut got = Vec::new();
         RecordReader::new(1 << 20, 16)
@@ -818,13 +824,7 @@ mod tests {
         let q = queues[0].as_mut().unwrap();
         let seqs = (q.push(b"plain"), q.push_expiring(7, false, b"soon"), q.push_expiring(u64::MAX, true, &body));
         assert_eq!(seqs, (0, 1, 2));
-        let mut wire = Vec::new();
-        while let Some(plan) = w.plan(&mut queues) {
-            let slices = w.slices(&plan, &queues);
-            let n = slices.iter().map(|s| s.len()).sum();
-            slices.iter().for_each(|s| wire.extend_from_slice(s));
-            w.wrote(&plan, n, &mut queues);
-        }
+        let wire = write_all(&mut w, &mut queues);
         let mut got = Vec::new();
         RecordReader::new(1 << 20, 16)
             .push(&wire, |r| {

@@ -187,6 +187,17 @@ impl SendQueue {
         self.base_seq + self.lens.len() as u64 - 1
     }
 
+    /// Queues a message in the record it needs: as it is, compressed (`compressed`: its
+    /// [`crate::compress`] body), with its expiry, or both; its sequence number.
+    pub fn push_message(&mut self, message: &[u8], compressed: Option<&[u8]>, expiry_ns: Option<u64>) -> u64 {
+        match (expiry_ns, compressed) {
+            (Some(e), Some(body)) => self.push_expiring(e, true, body),
+            (Some(e), None) => self.push_expiring(e, false, message),
+            (None, Some(body)) => self.push_compressed(body),
+            (None, None) => self.push(message),
+        }
+    }
+
     /// Queues a message with the time after which it is not worth reading (`expiry_ns`,
     /// ns since the Unix epoch), as the control record that carries it (a tagged
     /// queue's: [`crate::records::EXPIRING_KIND`]); `body` is the message, or

@@ -141,17 +141,6 @@ struct Outgoing<'a> {
     expiry_ns: Option<u64>,
 }
 
-impl Outgoing<'_> {
-    fn queue(self, q: &mut SendQueue) {
-        match (self.expiry_ns, self.compressed) {
-            (Some(e), Some(body)) => q.push_expiring(e, true, body),
-            (Some(e), None) => q.push_expiring(e, false, self.message),
-            (None, Some(body)) => q.push_compressed(body),
-            (None, None) => q.push(self.message),
-        };
-    }
-}
-
 /// One connection's state besides its reader.
 struct ConnState {
     token: u64,
@@ -244,7 +233,7 @@ impl Peer {
             self.queues.resize_with(i + 1, || None);
         }
         let q = self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages));
-        message.queue(q);
+        q.push_message(message.message, message.compressed, message.expiry_ns);
     }
 
     /// Whether what was delivered since the last acknowledgement is worth one when the

@@ -771,12 +771,7 @@ impl Engine {
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let class = p.classes.class(usize::from(channel));
             let q = &mut OutChannel::of(&mut p.channels, channel, class, send_queue, messages).queue;
-            match (expiry_ns, body) {
-                (Some(e), Some(body)) => q.push_expiring(e, true, body),
-                (Some(e), None) => q.push_expiring(e, false, message),
-                (None, Some(body)) => q.push_compressed(body),
-                (None, None) => q.push(message),
-            };
+            q.push_message(message, body, expiry_ns);
         }
     }
 
