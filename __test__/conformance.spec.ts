@@ -645,6 +645,21 @@ for (const tr of transports) {
     await b.close({ lingerMs: 0 })
   })
 
+  test.serial(name('ttlMs as a hub option: every message gets it unless it has its own'), async (t) => {
+    const [a, b] = await tr.pair<Uint8Array>({}, { ttlMs: 50 } as HubOptions<Uint8Array>)
+    for (let i = 0; i < 3; i++) b.publish(Uint8Array.of(1, i))
+    b.publishBatch([Uint8Array.of(2), Uint8Array.of(3)])
+    b.publish(Uint8Array.of(4), { ttlMs: 60_000 })
+    b.flush()
+    await new Promise((r) => setTimeout(r, 250))
+    t.deepEqual(await a.recv({ timeoutMs: 5000 }), Uint8Array.of(4))
+    t.is(a.tryRecv(), undefined)
+    t.is(a.metrics().expired, 5)
+    await t.throwsAsync(Hub.open(tr.url(), { ttlMs: 0 } as HubOptions<unknown>), { code: 'ERR_BAD_OPTION' })
+    await a.close({ lingerMs: 0 })
+    await b.close({ lingerMs: 0 })
+  })
+
   test.serial(name('receiveQueueBytes bounds what a slow reader holds; the sender waits, and nothing is lost'), async (t) => {
     if (!tr.queues) {
       // (Shared memory's ring and UDP's slots hold whole messages: capacity × slotSize.)

@@ -143,6 +143,8 @@ struct NetLink<P> {
     can_publish: bool,
     /// The hub's rate limit, if it has one.
     limiter: Option<Limiter>,
+    /// The time to live of every message published without one of its own (`ttlMs`).
+    ttl: Option<Duration>,
 }
 
 impl<P: Protocol> NetLink<P> {
@@ -170,6 +172,9 @@ impl<P: Protocol> NetLink<P> {
 
 impl<P: Protocol> Link for NetLink<P> {
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        if let Some(ttl) = self.ttl {
+            return self.publish_expiring(channel, payload, envelope::now_ns() + ttl.as_nanos() as u64);
+        }
         self.publish_with(payload, || self.protocol.publish(channel, payload))
     }
 
@@ -184,8 +189,8 @@ impl<P: Protocol> Link for NetLink<P> {
         if size == 0 || !packed.len().is_multiple_of(size) {
             return Err(Error::bad_option(format!("messageSize {size} does not divide {} bytes", packed.len())));
         }
-        if self.limiter.is_some() {
-            // One by one: each message meets the limit.
+        if self.limiter.is_some() || self.ttl.is_some() {
+            // One by one: each message meets the limit, or gets its expiry.
             let mut n = 0;
             for m in packed.chunks_exact(size) {
                 match self.publish(channel, m) {
@@ -324,6 +329,7 @@ impl<P: Protocol> NetTransport<P> {
                     .settings
                     .rate
                     .map(|r| Limiter::new(r, parts.settings.backpressure, parts.settings.publish_timeout)),
+                ttl: parts.settings.ttl,
             }),
             ring: parts.ring,
             subscriber,

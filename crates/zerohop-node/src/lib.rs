@@ -241,6 +241,8 @@ pub struct HubSettings {
     pub rate_limit: Option<f64>,
     pub rate_limit_bytes: Option<f64>,
     pub rate_burst_ms: Option<f64>,
+    /// The time to live of every message published without one of its own.
+    pub ttl_ms: Option<f64>,
 }
 
 impl From<zerohop::Settings> for HubSettings {
@@ -258,6 +260,7 @@ impl From<zerohop::Settings> for HubSettings {
             rate_limit: s.rate.and_then(|r| r.messages),
             rate_limit_bytes: s.rate.and_then(|r| r.bytes),
             rate_burst_ms: s.rate.map(|r| r.burst.as_secs_f64() * 1000.0),
+            ttl_ms: s.ttl.map(|t| t.as_secs_f64() * 1000.0),
         }
     }
 }

@@ -308,6 +308,9 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
+    if q.datagrams && settings.ttl.is_some() {
+        return Err(Error::bad_option("quic:// datagrams have no time to live (ttlMs): a channel message has"));
+    }
     let overflow = Overflow::of(&settings);
     let mut config = quic_config(host, *port, &q, overflow)?;
     config.chaos = chaos;

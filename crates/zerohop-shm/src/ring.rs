@@ -313,8 +313,10 @@ pub struct Publisher {
     /// the hub's own subscriber skips what it published.
     origin: u32,
     /// What each message's expiry word says (`offsets::SLOT_EXPIRY`; 0: none): set
-    /// around a publish with a time to live ([`Publisher::set_expiry`]).
+    /// around a publish with a time to live ([`Publisher::set_expiry`]); else, with a
+    /// time to live for every message (`ttl_ms`, 0: none), from it.
     expiry: u32,
+    ttl_ms: u32,
     /// Sequence number below which the last scan of the subscriber table proved there
     /// is room, so that most publishes skip the scan (while `credit_gen` is the same).
     room_until: u64,
@@ -369,6 +371,21 @@ impl Publisher {
         self.expiry = expiry;
     }
 
+    /// A time to live for every message published without an expiry of its own
+    /// (`ttlMs`; under 2^31 ms; `None`: none).
+    pub fn set_ttl(&mut self, ttl: Option<Duration>) {
+        self.ttl_ms = ttl.map_or(0, |t| t.as_millis().clamp(1, i32::MAX as u128) as u32);
+    }
+
+    /// What the next message's expiry word says.
+    fn expiry_word(&self) -> u32 {
+        match (self.expiry, self.ttl_ms) {
+            (0, 0) => 0,
+            (0, ttl) => expiry_in(ttl),
+            (e, _) => e,
+        }
+    }
+
     /// A publisher on `seg` with `policy`, entered in the segment's publisher table
     /// (where `Hub.list()` finds it and where it announces its claims; past
     /// [`MAX_LISTED_PUBLISHERS`] it publishes unlisted, under the repair lock).
@@ -390,6 +407,7 @@ impl Publisher {
             own_entry: None,
             origin: 0,
             expiry: 0,
+            ttl_ms: 0,
             room_until: 0,
             credit_gen: 0,
             sole: false,
@@ -648,7 +666,7 @@ impl Publisher {
         }
         self.mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
-        self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
+        self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry_word(), Ordering::Relaxed);
         self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::SeqCst);
         self.stats.published += 1;
         self.stats.published_bytes += len as u64;
@@ -770,7 +788,7 @@ impl Publisher {
                 unsafe { std::ptr::copy_nonoverlapping(packed[at..].as_ptr(), self.mem.payload_at(slot), size) };
                 self.mem.word(slot + offsets::SLOT_LEN).store(size as u32, Ordering::Relaxed);
                 self.mem.word(slot + offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
-                self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
+                self.mem.word(slot + offsets::SLOT_EXPIRY).store(self.expiry_word(), Ordering::Relaxed);
                 self.mem.stamp_at(slot).store(committed_stamp(seq), Ordering::Release);
             }
             if self.sole {
@@ -848,7 +866,7 @@ impl Publisher {
         fill(unsafe { std::slice::from_raw_parts_mut(mem.payload_at(slot), len) });
         word(offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         word(offsets::SLOT_ORIGIN).store(self.origin, Ordering::Relaxed);
-        word(offsets::SLOT_EXPIRY).store(self.expiry, Ordering::Relaxed);
+        word(offsets::SLOT_EXPIRY).store(self.expiry_word(), Ordering::Relaxed);
         stamp.store(committed_stamp(tail), Ordering::Release);
         mem.set_tail(tail + 1);
         self.stats.published += 1;
@@ -1055,7 +1073,7 @@ impl Loan<'_> {
         let slot = mem.layout.slot_offset(seq);
         mem.word(slot + offsets::SLOT_LEN).store(len as u32, Ordering::Relaxed);
         mem.word(slot + offsets::SLOT_ORIGIN).store(self.publisher.origin, Ordering::Relaxed);
-        mem.word(slot + offsets::SLOT_EXPIRY).store(self.publisher.expiry, Ordering::Relaxed);
+        mem.word(slot + offsets::SLOT_EXPIRY).store(self.publisher.expiry_word(), Ordering::Relaxed);
         // Announced, SeqCst (not just Release): it must be ordered before the `waiters`
         // load below, the publisher half of the Dekker handshake with parking
         // subscribers (`announce` has a fence for that).

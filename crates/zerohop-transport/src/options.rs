@@ -399,6 +399,8 @@ pub struct Settings {
     pub spin: Duration,
     /// The rate limit on publishing, if any.
     pub rate: Option<RateLimit>,
+    /// The time to live of every message published without one of its own (`ttlMs`).
+    pub ttl: Option<Duration>,
 }
 
 /// A transport's own options, given typed ([`HubOptions::with`]).
@@ -433,6 +435,8 @@ pub struct HubOptions {
     pub capacity: Option<u32>,
     /// The rate limit on publishing.
     pub rate: Option<RateLimit>,
+    /// The time to live of every message published without one of its own (`ttlMs`).
+    pub ttl: Option<Duration>,
     /// The transport's own options, typed (see [`HubOptions::with`]); they take the
     /// place of its options by name.
     pub specific: Option<Box<dyn TransportOptions>>,
@@ -450,6 +454,7 @@ impl Clone for HubOptions {
             slot_size: self.slot_size,
             capacity: self.capacity,
             rate: self.rate,
+            ttl: self.ttl,
             specific: self.specific.as_ref().map(|t| t.clone_boxed()),
             named: self.named.clone(),
         }
@@ -469,6 +474,7 @@ impl Default for HubOptions {
             slot_size: None,
             capacity: None,
             rate: None,
+            ttl: None,
             specific: None,
             named: Options::default(),
         }
@@ -523,6 +529,12 @@ impl HubOptions {
         if let Some(rate) = RateLimit::take_from(&mut named)? {
             self.rate = Some(rate);
         }
+        if let Some(ttl) = named.take_ms("ttlMs")? {
+            if ttl.is_zero() {
+                return Err(named.bad("ttlMs", "must be above 0"));
+            }
+            self.ttl = Some(ttl);
+        }
         self.named.merge(named)
     }
 
@@ -574,6 +586,7 @@ impl HubOptions {
             publish_timeout: self.publish_timeout,
             spin: self.spin.unwrap_or(spin),
             rate: self.rate,
+            ttl: self.ttl,
         })
     }
 

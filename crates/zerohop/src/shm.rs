@@ -153,6 +153,8 @@ impl ShmSpec {
     pub fn publisher(&self, segment: &Arc<Segment>, line: Option<u32>, own: Option<u32>) -> Publisher {
         let mut p = Publisher::with_line(segment.clone(), self.settings.backpressure, line);
         p.set_timeout(self.settings.publish_timeout);
+        // (A slot's expiry word counts ms modulo 2^32: `open` refused more than 2^31.)
+        p.set_ttl(self.settings.ttl);
         p.set_own_entry(own);
         p.set_max_message_size(self.max_message_size(segment.layout()));
         p
@@ -179,6 +181,9 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     let shm: ShmOptions = options.take_specific("shm")?;
     let all = [Backpressure::DropOld, Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast];
     let settings = options.settings("shm", DEFAULT_SPIN, Backpressure::DropOld, &all, "")?;
+    if settings.ttl.is_some_and(|t| t.as_millis() >= 1 << 31) {
+        return Err(Error::bad_option("ttlMs over shm:// is at most 2^31 - 1 ms (24 days)"));
+    }
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers, shm.pool_size);
     Ok(ShmSpec {
         name: name.clone(),

@@ -28,6 +28,7 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "chaos" => (t("loss:0.1,delay:2ms"), "loss:0.1,delay:2ms"),
         "rateLimit" => (n(1000.0), "1000"),
         "rateLimitBytes" => (n(65536.0), "65536"),
+        "ttlMs" => (n(500.0), "500"),
         // Shared memory.
         "maxSubscribers" => (n(8.0), "8"),
         "poolSize" => (n(65536.0), "65536"),
@@ -128,7 +129,7 @@ fn every_option_reads_the_same_from_a_url() {
         let read = h.add_named(std::mem::take(o));
         // What the hub left (none of its own), with every name it asked for.
         *o = std::mem::take(&mut h.named);
-        read.map(|()| (h.role, h.backpressure, h.publish_timeout, h.spin, h.slot_size, h.capacity, h.rate)).ok()
+        read.map(|()| (h.role, h.backpressure, h.publish_timeout, h.spin, h.slot_size, h.capacity, h.rate, h.ttl)).ok()
     }));
     all.extend(round_trip("chaos", w, |o| take_chaos(o).ok().flatten().map(|c| c.spec)));
     all.extend(round_trip("shm", w, |o| ShmOptions::take_from(o).ok()));

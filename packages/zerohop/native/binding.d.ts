@@ -293,6 +293,8 @@ export interface HubSettings {
   rateLimit?: number
   rateLimitBytes?: number
   rateBurstMs?: number
+  /** The time to live of every message published without one of its own. */
+  ttlMs?: number
 }
 
 /** Whether a process exists (for dead-peer checks). */

@@ -68,6 +68,11 @@ export interface CommonHubOptions<T> {
   rateLimit?: number
   rateLimitBytes?: number
   rateBurstMs?: number
+  /**
+   * A time to live for every message this hub publishes without one of its own
+   * (`publish(v, { ttlMs })` overrides it): see `PublishOptions.ttlMs`.
+   */
+  ttlMs?: number
 }
 
 /** Options of a `shm://name` hub (or a bare name). */

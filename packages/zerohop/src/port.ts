@@ -59,6 +59,8 @@ export interface PortSettings {
   rateLimit?: number | null
   rateLimitBytes?: number | null
   rateBurstMs?: number | null
+  /** The time to live of every message published without one of its own (`ttlMs`). */
+  ttlMs?: number | null
 }
 
 /** What a hub counts of what it published. */

@@ -245,6 +245,8 @@ export class ShmPublisher {
   readonly counters: PublisherCounters = { published: 0, publishedBytes: 0, dropped: 0, blocked: 0 }
   /** The expiry word of what is published now (`ttlMs`: see {@link expiryWord}; 0: never). */
   expiry = 0
+  /** A time to live for every message published without an expiry of its own (ms; 0: none). */
+  ttlMs = 0
   /** The 64-bit sequence number of the last claim. */
   lastSeq = 0
   private readonly ring: ShmRing
@@ -490,8 +492,13 @@ export class ShmPublisher {
     const si = r.slotOffset(lo) >> 2
     this.i32[si + r.LEN] = len
     this.i32[si + r.ORIGIN] = this.origin
-    this.i32[si + r.EXPIRY] = this.expiry
+    this.i32[si + r.EXPIRY] = this.expiryNow()
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
+  }
+
+  /** The expiry word of the message being published (its own, the hub's `ttlMs`, or none). */
+  expiryNow(): number {
+    return this.expiry !== 0 || this.ttlMs === 0 ? this.expiry : expiryWord(Date.now() + this.ttlMs)
   }
 
   /**
@@ -540,7 +547,7 @@ export class ShmPublisher {
     }
     i32[si + r.LEN] = len
     i32[si + r.ORIGIN] = this.origin
-    i32[si + r.EXPIRY] = this.expiry
+    i32[si + r.EXPIRY] = this.expiry !== 0 || this.ttlMs === 0 ? this.expiry : expiryWord(Date.now() + this.ttlMs)
     Atomics.store(i32, si, ((lo + 1) * 2) | 0)
     if (this.locked) this.unlockRepair()
     const c = this.counters

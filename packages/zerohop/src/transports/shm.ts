@@ -165,6 +165,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     this.limiter = RateLimiter.of(this.settings, this.settings.backpressure, this.settings.publishTimeoutMs)
     if (this.pub !== undefined) {
       this.pub.large = (bytes) => this.publishLarge(bytes)
+      this.pub.ttlMs = this.settings.ttlMs ?? 0
       this.pub.inSlot = this.maxStructSize // (what a slot holds, within the limit)
     }
     const [high, low] = native(() => handle.waterMarks()) as [number, number]
@@ -354,7 +355,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   /** One message longer than a slot, through the payload pool or the side path; counted by the caller. */
   private largeRaw(bytes: Uint8Array): boolean {
     this.attachNative()
-    const expiry = this.pub?.expiry ?? 0
+    const expiry = this.pub?.expiryNow() ?? 0
     return native(() => (expiry === 0 ? this.ring.handle.publishLarge(bytes) : this.ring.handle.publishLarge(bytes, expiry)))
   }
 
