@@ -4,7 +4,9 @@
 //! every peer acknowledged all the messages it carries, resends it to the peers that did
 //! not when its timer runs out (the timeout doubling with each try, from twice the
 //! smoothed round trip), and gives it up after `max_tries` (counted, as the messages it
-//! carried). What is in flight is bounded ([`ResendWindow::has_room`]), which pushes
+//! carried). A peer that acknowledges the same point again ([`FAST_RESEND_AFTER`]) while
+//! more was sent has a hole there: the datagram it lacks goes again at once, without
+//! waiting for its timer (TCP's fast retransmit). What is in flight is bounded ([`ResendWindow::has_room`]), which pushes
 //! back on the publisher. The receiver's half is [`Inbox`](crate::datagram::Inbox):
 //! it drops duplicates, and says what to acknowledge
 //! ([`Inbox::acknowledgement`](crate::datagram::Inbox::acknowledgement)): the
@@ -38,6 +40,12 @@ pub fn stamp_floor(frame: &mut [u8], floor: u64) {
         let _ = header.encode_in_place(frame);
     }
 }
+
+/// Acknowledgements of the same point, past the first, after which the datagram there
+/// is resent at once. Receivers acknowledge once per batch they read, so one repeat
+/// already means a later batch came while the hole stayed (at 5 % loss in a namespace,
+/// one repeat: 250-400 K msg/s, two: 280-300 K, none: 190-270 K; 12-06).
+pub const FAST_RESEND_AFTER: u32 = 1;
 
 /// How a [`ResendWindow`] resends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +82,9 @@ pub struct ResendStats {
     pub given_up: u64,
     /// Acknowledgements taken.
     pub acks: u64,
+    /// Datagrams made due at once by repeated acknowledgements (counted in `resent` too
+    /// when they go).
+    pub fast_resent: u64,
 }
 
 /// A datagram kept until acknowledged.
@@ -91,8 +102,9 @@ struct Held {
 #[derive(Debug)]
 pub struct ResendWindow<P> {
     config: ResendConfig,
-    /// Each peer, and the sequence number below which it has every message.
-    peers: Vec<(P, u64)>,
+    /// Each peer: the sequence number below which it has every message, and how many
+    /// times it said so again.
+    peers: Vec<(P, u64, u32)>,
     held: VecDeque<Held>,
     /// The next sequence number expected in `sent` (datagrams come in order).
     next: u64,
@@ -104,7 +116,7 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
     pub fn new(config: ResendConfig, peers: &[P]) -> ResendWindow<P> {
         ResendWindow {
             config,
-            peers: peers.iter().map(|&p| (p, 0)).collect(),
+            peers: peers.iter().map(|&p| (p, 0, 0)).collect(),
             held: VecDeque::new(),
             next: 0,
             srtt_us: None,
@@ -117,7 +129,7 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
     pub fn set_peers(&mut self, peers: &[P]) {
         let from = self.held.front().map_or(self.next, |h| h.first);
         self.peers =
-            peers.iter().map(|&p| self.peers.iter().find(|(q, _)| *q == p).copied().unwrap_or((p, from))).collect();
+            peers.iter().map(|&p| self.peers.iter().find(|(q, ..)| *q == p).copied().unwrap_or((p, from, 0))).collect();
         self.retire();
     }
 
@@ -135,12 +147,27 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
 
     /// `peer` has every message below `ack`.
     pub fn on_ack(&mut self, peer: P, ack: u64, now_us: u64) {
-        let Some(i) = self.peers.iter().position(|(p, _)| *p == peer) else { return };
+        let Some(i) = self.peers.iter().position(|(p, ..)| *p == peer) else { return };
         self.stats.acks += 1;
+        if ack == self.peers[i].1 && ack < self.next {
+            // The same point again while more was sent: a hole, most likely.
+            self.peers[i].2 += 1;
+            if self.peers[i].2 >= FAST_RESEND_AFTER {
+                self.peers[i].2 = 0;
+                if let Some(h) = self.held.iter_mut().find(|h| h.first <= ack && ack <= h.last)
+                    && h.due_us > now_us
+                {
+                    h.due_us = now_us;
+                    self.stats.fast_resent += 1;
+                }
+            }
+            return;
+        }
         if ack <= self.peers[i].1 || ack > self.next {
             return; // old news, or more than was sent (a stranger's)
         }
         self.peers[i].1 = ack;
+        self.peers[i].2 = 0;
         // A round trip from a datagram acknowledged by this and sent once.
         if let Some(h) = self.held.iter().rev().find(|h| h.last < ack)
             && h.tries == 1
@@ -153,7 +180,7 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
 
     /// Forgets the datagrams every peer has.
     fn retire(&mut self) {
-        let all = self.peers.iter().map(|(_, a)| *a).min().unwrap_or(u64::MAX);
+        let all = self.peers.iter().map(|&(_, a, _)| a).min().unwrap_or(u64::MAX);
         while self.held.front().is_some_and(|h| h.last < all) {
             self.held.pop_front();
         }
@@ -187,7 +214,7 @@ impl<P: Copy + PartialEq> ResendWindow<P> {
             h.tries = tries;
             h.due_us = due;
             stamp_floor(&mut h.bytes, floor);
-            for &(p, acked) in &self.peers {
+            for &(p, acked, _) in &self.peers {
                 if acked <= h.last {
                     send(&h.bytes, p);
                 }
@@ -328,6 +355,24 @@ mod tests {
         assert!(s.given_up > 0, "{s:?}");
         assert_eq!(window.in_flight(), 0, "the window drained");
         assert!(got.len() as u64 + s.given_up >= 100, "{} arrived, {} given up", got.len(), s.given_up);
+    }
+
+    #[test]
+    fn a_hole_acknowledged_again_and_again_is_resent_at_once() {
+        let mut w = ResendWindow::new(ResendConfig::default(), &['a']);
+        for d in 0..4u64 {
+            w.sent(d, d, &[d as u8], 0); // one message a datagram
+        }
+        w.on_ack('a', 1, 100); // has 0; 1 was lost, 2 and 3 arrive:
+        assert!(w.due_us().unwrap() > 200, "nothing due before its timer");
+        w.on_ack('a', 1, 200);
+        assert_eq!(w.due_us(), Some(200), "acknowledged again: due now");
+        let mut resent = Vec::new();
+        w.resend(200, |d, _| resent.push(d.to_vec()));
+        assert_eq!(resent, [vec![1u8]], "just the missing one");
+        assert_eq!((w.stats().fast_resent, w.stats().resent), (1, 1));
+        w.on_ack('a', 4, 300);
+        assert_eq!(w.in_flight(), 0);
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct UdpMetrics {
     /// Reliable channels: datagrams resent, messages given up, acknowledgements sent and
     /// taken, and messages in flight now.
     pub resent: u64,
+    /// Of those, resent at once on repeated acknowledgements of a hole.
+    pub fast_resent: u64,
     pub given_up: u64,
     pub acks_sent: u64,
     pub acks_received: u64,
@@ -178,6 +180,7 @@ impl UdpMetrics {
         self.own += o.own;
         self.zerocopy_datagrams += o.zerocopy_datagrams;
         self.resent += o.resent;
+        self.fast_resent += o.fast_resent;
         self.given_up += o.given_up;
         self.acks_sent += o.acks_sent;
         self.acks_received += o.acks_received;
@@ -400,6 +403,7 @@ impl UdpPipeline {
         for w in self.lanes.iter().filter_map(|l| l.window.as_ref()) {
             let s: ResendStats = w.stats();
             m.resent += s.resent;
+            m.fast_resent += s.fast_resent;
             m.given_up += s.given_up;
             m.in_flight += w.in_flight();
         }

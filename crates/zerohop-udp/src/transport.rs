@@ -412,6 +412,7 @@ impl Protocol for UdpProtocol {
             ("timestamps", Value::Bool(m.granted.timestamps)),
             ("receiveSockets", n(self.receive_sockets() as u64)),
             ("resent", n(m.resent)),
+            ("fastResent", n(m.fast_resent)),
             ("givenUp", n(m.given_up)),
             ("acksSent", n(m.acks_sent)),
             ("acksReceived", n(m.acks_received)),

@@ -27,7 +27,8 @@ export interface UdpOptions {
    * Channels whose messages are delivered at least once (default none): each datagram
    * is kept until every peer acknowledged it and resent on a timeout (doubling from
    * twice the measured round trip, 16 tries at most; given up after that, counted in
-   * `metrics().udp.givenUp`); the receiver drops duplicates. The other channels stay
+   * `metrics().udp.givenUp`), or at once when a peer acknowledges the same hole again;
+   * the receiver drops duplicates. The other channels stay
    * lossy, so realtime and critical messages share a hub: `publish(v, { channel: 1 })`.
    * Every channel numbers its messages apart. Only the sending hub lists them: a
    * receiver acknowledges whatever asks to be.
@@ -112,6 +113,8 @@ export interface UdpSocketMetrics {
    * every try, acknowledgements sent and taken, and messages in flight now.
    */
   resent: number
+  /** Of `resent`, those resent at once because a peer acknowledged the same hole again. */
+  fastResent: number
   givenUp: number
   acksSent: number
   acksReceived: number
