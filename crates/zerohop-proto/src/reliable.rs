@@ -4,10 +4,10 @@
 //! every peer acknowledged all the messages it carries, resends it to the peers that did
 //! not when its timer runs out (the timeout doubling with each try, from twice the
 //! smoothed round trip), and gives it up after `max_tries` (counted, as the messages it
-//! carried). A peer that acknowledges the same point again ([`FAST_RESEND_AFTER`]) while
-//! more was sent has a hole there: the datagram it lacks goes again at once, without
-//! waiting for its timer (TCP's fast retransmit). What is in flight is bounded ([`ResendWindow::has_room`]), which pushes
-//! back on the publisher. The receiver's half is [`Inbox`](crate::datagram::Inbox):
+//! carried). A peer that acknowledges the same point again ([`FAST_RESEND_AFTER`])
+//! while more was sent has a hole there: the datagram it lacks goes again at once,
+//! without waiting for its timer (TCP's fast retransmit). What is in flight is bounded
+//! ([`ResendWindow::has_room`]), which pushes back on the publisher. The receiver's half is [`Inbox`](crate::datagram::Inbox):
 //! it drops duplicates, and says what to acknowledge
 //! ([`Inbox::acknowledgement`](crate::datagram::Inbox::acknowledgement)): the
 //! sequence number below which it has every message (a cumulative acknowledgement).
