@@ -547,7 +547,7 @@ export class ShmPublisher {
     }
     i32[si + r.LEN] = len
     i32[si + r.ORIGIN] = this.origin
-    i32[si + r.EXPIRY] = this.expiry !== 0 || this.ttlMs === 0 ? this.expiry : expiryWord(Date.now() + this.ttlMs)
+    i32[si + r.EXPIRY] = this.expiryNow()
     Atomics.store(i32, si, ((lo + 1) * 2) | 0)
     if (this.locked) this.unlockRepair()
     const c = this.counters

@@ -355,8 +355,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   /** One message longer than a slot, through the payload pool or the side path; counted by the caller. */
   private largeRaw(bytes: Uint8Array): boolean {
     this.attachNative()
-    const expiry = this.pub?.expiryNow() ?? 0
-    return native(() => (expiry === 0 ? this.ring.handle.publishLarge(bytes) : this.ring.handle.publishLarge(bytes, expiry)))
+    // (Its own expiry, if it has one; the Rust publisher applies the hub's `ttlMs` itself.)
+    return native(() => this.ring.handle.publishLarge(bytes, this.pub?.expiry))
   }
 
   /** One message longer than a slot, through the payload pool or the side path. */
