@@ -27,6 +27,7 @@ import {
 } from './errors.js'
 import { binding, native } from './native.js'
 import type {
+  AutoHubOptions,
   CommonHubOptions,
   HubOptions,
   KcpHubOptions,
@@ -36,17 +37,18 @@ import type {
   UdpHubOptions,
   UdsHubOptions,
 } from './options.js'
-import type { HubStatus, Loan, Port, StatusEvent, TransportName } from './port.js'
+import type { HubStatus, Loan, Port, Selection, StatusEvent, TransportName } from './port.js'
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
-import type { ShmRing, ShmSubscriber } from './shm-ring.js'
+import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
-import { available, transportFor } from './transports/index.js'
+import { available, selectorFor, transportFor } from './transports/index.js'
 import type { KcpGroupMetrics, KcpMetrics } from './transports/kcp.js'
 import type { QuicMetrics } from './transports/quic.js'
 import type { StreamMetrics } from './transports/stream.js'
 import type { UdpSocketMetrics } from './transports/udp.js'
 
 export type {
+  AutoHubOptions,
   BackpressurePolicy,
   CommonHubOptions,
   HubOptions,
@@ -126,10 +128,11 @@ export interface HubMetrics {
   /** Why that transport. */
   selectionReason: string
   /**
-   * How the transport was chosen: the one in use, why, and the ones tried before it
-   * that could not be used (each with why). Smart selection will grow this.
+   * How the transport was chosen: the one in use, why, and the ones tried (or wanted)
+   * before it that could not be used, each with why (`auto://`, and `shm://` over its
+   * Unix-socket stand-in).
    */
-  selection: { chosen: TransportName; reason: string; fallbacks: { transport: TransportName; reason: string }[] }
+  selection: Selection
   /** Messages and bytes this hub published. */
   published: number
   publishedBytes: number
@@ -245,10 +248,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private readonly port: Port<T>
   private readonly codec: Codec<T> | StructCodec<T>
   private readonly struct: StructCodec<T> | undefined
-  private readonly ring: ShmRing
-  private readonly sub: ShmSubscriber | undefined
+  /**
+   * The port messages are read from now: `port`, or one of its `parts` (a hub over
+   * several rings reads one at a time and moves on when it has nothing); the ring,
+   * cursor and envelope below are its.
+   */
+  private source: Port<T>
+  private ring: ShmRing
+  private sub: ShmSubscriber | undefined
   /** Bytes before each message in the ring: a network transport's envelope. */
-  private readonly envelope: number
+  private envelope: number
+  /** `port.parts`, and the index of `source` in them. */
+  private readonly parts: readonly Port<T>[] | undefined
+  private partAt = 0
+  /** How the transport was chosen, when the port was picked by a selector (`auto://`). */
+  private readonly selection: Selection | undefined
   private readonly spinUs: number
   private statusNow: HubStatus
   private listeningToPort = false
@@ -280,10 +294,19 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
 
-  private constructor(url: string, selectedAutomatically: boolean, port: Port<T>, codec: Codec<T> | StructCodec<T>) {
+  private constructor(
+    url: string,
+    selectedAutomatically: boolean,
+    port: Port<T>,
+    codec: Codec<T> | StructCodec<T>,
+    selection?: Selection,
+  ) {
     this.url = url
     this.selectedAutomatically = selectedAutomatically
+    this.selection = selection
     this.port = port
+    this.source = port
+    this.parts = port.parts
     this.transport = port.transport
     this.codec = codec
     this.struct = codec instanceof StructCodec ? codec : undefined
@@ -322,6 +345,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   preset (`'fast'` by default), each parameter can be set by itself. A multicast
    *   address (`kcp://239.x.y.z:port`) is a reliable group: `role: 'publisher'` sends,
    *   `'subscriber'` is a member; every member gets every message once, in order.
+   * - `auto://host:port`: picks the transport (smart selection). The hub opened with
+   *   `listen: true` serves every other one: shared memory to those on its host, and
+   *   between hosts what the guarantee asked for and the address's class give (KCP
+   *   on private, link-local and unique-local addresses, QUIC beyond them or with
+   *   `tls`, plain UDP with `reliable: false`). `metrics().selection` says why.
    *
    * The options are typed by the URL's scheme: another transport's option is a type
    * error, and at run time `ERR_BAD_OPTION` naming it (an unknown URL parameter is
@@ -334,16 +362,23 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   static open<T = Uint8Array>(url: `tcp://${string}`, options?: TcpHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `uds://${string}`, options?: UdsHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `kcp://${string}`, options?: KcpHubOptions<T>): Promise<Hub<T>>
+  static open<T = Uint8Array>(url: `auto://${string}`, options?: AutoHubOptions<T>): Promise<Hub<T>>
   /** A URL only known at run time (or a bare name): the options every hub has, and shared memory's. */
   static open<T = Uint8Array>(url: string, options?: CommonHubOptions<T> & ShmHubOptions<T>): Promise<Hub<T>>
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
     if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
+    const { codec: codecOption, ...rest } = options
+    const select = selectorFor(url)
+    if (select !== undefined) {
+      const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
+      const { port, selection } = await select<T>(url, rest, codec)
+      return new Hub<T>(url, true, port, codec, selection)
+    }
     const endpoint = native(() => binding.parseEndpoint(url))
     const open = transportFor(endpoint.transport)
     if (open === undefined) {
       throw new UnsupportedTransportError(`the ${endpoint.transport}:// transport is not available in this version of zerohop (${available()} are)`)
     }
-    const { codec: codecOption, ...rest } = options
     const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
     const port = open<T>(url, rest, codec)
     await port.ready?.()
@@ -405,7 +440,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * reader's. 0 once closed.
    */
   fill(): number {
-    return this.closed ? 0 : this.ring.fill()
+    return this.closed ? 0 : this.port.ring.fill()
   }
 
   /**
@@ -748,6 +783,17 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   drain(fn: (value: T) => void): number {
     if (typeof fn !== 'function') throw new BadOptionError(`drain takes a function, got ${describe(fn)}`)
+    const max = this.port.ring.capacity
+    let n = this.drainSource(fn, max)
+    // Over several parts: the others' messages after this one's.
+    for (let turns = 1; this.parts !== undefined && n < max && turns < this.parts.length && !this.closed && this.rotate(); turns++) {
+      n += this.drainSource(fn, max - n)
+    }
+    return n
+  }
+
+  /** {@link drain}, at most `max` messages of the part read now. */
+  private drainSource(fn: (value: T) => void, max: number): number {
     const sub = this.subscriber()
     if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     // In place only where nothing overwrites a message while it is read: a network
@@ -756,7 +802,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     // Shared memory, raw bytes: runs of messages copied at once into a buffer of the
     // hub's, each handed as a view of it (one copy of many slots, no allocation per message).
     const runs = this.codec === raw && !sub.flowControlled
-    const max = this.ring.capacity
     let n = 0
     this.draining = true
     sub.beginBatch()
@@ -771,7 +816,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         }
         const off = sub.peek()
         if (off < 0) {
-          if (this.port.pump() > 0) continue
+          if (this.source.pump() > 0) continue
           break
         }
         const value = this.valueAt(sub, off, inPlace, undefined)
@@ -798,7 +843,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    */
   private drainRun(sub: ShmSubscriber, fn: (value: T) => void, max: number): number {
     const ring = this.ring
-    const run = (this.run ??= runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring))
+    let run = this.run
+    if (run === undefined || run.stride !== ring.stride) {
+      run = this.run = runCopy(Math.max(1, Math.min(RUN_SLOTS, Math.floor(RUN_BYTES / ring.stride))), ring)
+    }
     const k = sub.takeRun(run.bytes, run.words, 0, max)
     let taken = 0
     let bytes = 0
@@ -824,7 +872,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `tryRecv` loop's rate, 12-06; 64 to 1024 at a time were as fast as the loop).
    */
   private batchLimit(max: number | undefined): number {
-    if (max === undefined) return Math.min(this.ring.capacity, BATCH_DEFAULT)
+    if (max === undefined) return Math.min(this.port.ring.capacity, BATCH_DEFAULT)
     if (!Number.isInteger(max) || max < 1) throw new BadOptionError(`max must be a positive integer, got ${describe(max)}`)
     return max
   }
@@ -834,6 +882,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * (one batch: see `beginBatch`); how many it holds then.
    */
   private takeInto(out: T[], n: number, max: number): number {
+    n = this.takeFromSource(out, n, max)
+    // Over several parts: the others' messages after this one's, each a batch of its own.
+    for (let turns = 1; this.parts !== undefined && n < max && turns < this.parts.length && this.rotate(); turns++) {
+      n = this.takeFromSource(out, n, max)
+    }
+    return n
+  }
+
+  /** {@link takeInto} from the part read now. */
+  private takeFromSource(out: T[], n: number, max: number): number {
     const sub = this.subscriber()
     // Shared memory, raw bytes: runs copied at once into the hub's batch buffer, each
     // message a view of it, valid until the next batch receive (the array's own life).
@@ -849,7 +907,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
             continue
           }
         }
-        const v = this.next()
+        const v = this.next(undefined, true, false)
         if (v === EMPTY) break
         out[n++] = v
       }
@@ -870,7 +928,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let run = this.batchCopy
     // (At most BATCH_BYTES of copies: past them, a batch takes copies one by one.)
     const slots = Math.min(max, Math.max(1, Math.floor(BATCH_BYTES / ring.stride)))
-    if (run === undefined || run.lens.length < slots) run = this.batchCopy = runCopy(slots, ring)
+    if (run === undefined || run.lens.length < slots || run.stride !== ring.stride) run = this.batchCopy = runCopy(slots, ring)
     const slot = this.batchSlot
     const k = sub.takeRun(run.bytes, run.words, slot, max - n)
     if (k === 0) return -1
@@ -985,21 +1043,42 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
     let off = sub.peek()
-    while (off < 0 && this.port.pump() > 0) off = sub.peek()
-    if (off < 0) return undefined
-    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.port))
-    borrowed.start(off, this.port.spilled(off))
+    while (off < 0 && this.source.pump() > 0) off = sub.peek()
+    if (off < 0) return this.parts !== undefined && this.rotate() ? this.borrow() : undefined
+    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.source))
+    borrowed.start(off, this.source.spilled(off))
     return borrowed
   }
 
   private selectionReason(): string {
+    if (this.selection !== undefined) return this.selection.reason
     if (this.port.selectionReason !== undefined) return this.port.selectionReason
     return this.selectedAutomatically ? 'a bare name is a local endpoint: shared memory' : `${this.transport}:// URL`
   }
 
+  /** Messages published that this hub has not read yet (in every part it reads). */
+  private lag(): number {
+    if (this.parts === undefined) return this.sub!.lag()
+    let lag = 0
+    for (const p of this.parts) lag += p.subscriber?.lag() ?? 0
+    return lag
+  }
+
+  /** The counters of what this hub received (summed over the parts it reads). */
+  private received(): SubscriberCounters | undefined {
+    if (this.parts === undefined) return this.sub?.counters
+    const sum = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0, expired: 0 }
+    for (const p of this.parts) {
+      const c = p.subscriber?.counters
+      if (c === undefined) continue
+      for (const k of Object.keys(sum) as (keyof SubscriberCounters)[]) sum[k] += c[k]
+    }
+    return sum
+  }
+
   /** Counters and what the hub is connected to. */
   metrics(): HubMetrics {
-    const s = this.sub?.counters
+    const s = this.received()
     const details = this.port.details()
     const reason = this.selectionReason()
     const credits = this.port.flow?.credits()
@@ -1008,7 +1087,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       transport: this.transport,
       selectedAutomatically: this.selectedAutomatically,
       selectionReason: reason,
-      selection: { chosen: this.transport, reason, fallbacks: [...(this.port.fallbacks ?? [])] },
+      selection: {
+        chosen: this.transport,
+        reason,
+        fallbacks: [...(this.selection?.fallbacks ?? []), ...(this.port.fallbacks ?? [])],
+      },
       rateLimited: 0,
       ...this.port.counters(),
       received: s?.received ?? 0,
@@ -1016,11 +1099,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       lapped: s?.lapped ?? 0,
       lapEvents: s?.lapEvents ?? 0,
       expired: s?.expired ?? 0,
-      lag: this.closed || !this.sub ? 0 : this.sub.lag(),
-      capacity: this.ring.capacity,
-      slotSize: this.ring.slotSize,
-      segment: this.ring.layout.path,
-      bytesAvailable: this.closed ? 0 : this.ring.bytesAvailable(),
+      lag: this.closed || !this.sub ? 0 : this.lag(),
+      capacity: this.port.ring.capacity,
+      slotSize: this.port.ring.slotSize,
+      segment: this.port.ring.layout.path,
+      bytesAvailable: this.closed ? 0 : this.port.ring.bytesAvailable(),
       ...(credits !== undefined ? { credits } : {}),
       ...(details ? { [this.transport]: details } : {}),
       ...(chaos ? { chaos } : {}),
@@ -1057,6 +1140,28 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
 
   // ---- receiving -------------------------------------------------------------------
 
+  /**
+   * Over several parts (see `Port.parts`): reads from the next one after the part read
+   * now that has a message; false (and the part stays) when none of the others has.
+   */
+  private rotate(): boolean {
+    const parts = this.parts!
+    for (let i = 1; i < parts.length; i++) {
+      const at = (this.partAt + i) % parts.length
+      const part = parts[at]!
+      if (part.subscriber === undefined || !(part.subscriber.readable() || part.pump() > 0)) continue
+      this.partAt = at
+      this.source = part
+      this.ring = part.ring
+      this.sub = part.subscriber
+      this.envelope = part.envelope
+      // (The borrow object reads one part's ring: a new one for this part.)
+      this.openBorrow = undefined
+      return true
+    }
+    return false
+  }
+
   private subscriber(): ShmSubscriber {
     if (this.closed) throw new ClosedError('the hub is closed')
     if (this.draining) throw new InvalidStateError('drain() is running: its callback is given the messages, it may not receive more')
@@ -1079,14 +1184,19 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * The next decoded message, or EMPTY; fills `info` from its envelope when given. With
    * `pump`, an empty ring makes it read the socket on this thread (network transports).
    */
-  private next(info?: MessageInfo, pump = true): T | typeof EMPTY {
-    const sub = this.subscriber()
+  private next(info?: MessageInfo, pump = true, rotate = true): T | typeof EMPTY {
+    let sub = this.subscriber()
     if (this.openBorrow?.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
-    for (;;) {
+    for (let turns = 1; ; ) {
       const off = sub.peek()
       if (off < 0) {
         // Network transports: read the socket on this thread rather than wait for another.
-        if (pump && this.port.pump() > 0) continue
+        if (pump && this.source.pump() > 0) continue
+        // Over several parts: the next one with a message (each looked at once a call).
+        if (rotate && this.parts !== undefined && turns++ < this.parts.length && this.rotate()) {
+          sub = this.sub!
+          continue
+        }
         return EMPTY
       }
       const value = this.valueAt(sub, off, false, info)
@@ -1115,7 +1225,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     let value: T
     let aside: Uint8Array | undefined
     try {
-      aside = this.port.spilled(off)
+      aside = this.source.spilled(off)
       if (aside !== undefined) {
         value = this.struct
           ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
@@ -1128,7 +1238,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         const bytes = sub.largeView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len)
         value = inPlace ? (bytes as T) : this.codec.decode(bytes)
       }
-      if (info !== undefined && env !== 0) this.port.readInfo(ring.dv, off, info)
+      if (info !== undefined && env !== 0) this.source.readInfo(ring.dv, off, info)
     } catch (e) {
       if (!sub.intact()) {
         sub.torn()
@@ -1258,6 +1368,8 @@ interface Waiter {
 
 /** Runs of slots copied out of a shared-memory ring: the copy, its words, and a view per slot (with its length). */
 interface RunCopy {
+  /** The stride of the ring it copies (a hub over several parts may read rings of several). */
+  stride: number
   bytes: Uint8Array
   words: Int32Array
   views: Uint8Array[]
@@ -1273,7 +1385,7 @@ function runCopy(slots: number, ring: ShmRing): RunCopy {
   const bytes = new Uint8Array(slots * ring.stride)
   const views: Uint8Array[] = []
   for (let i = 0, at = ring.PAYLOAD; i < slots; i++, at += ring.stride) views.push(bytes.subarray(at, at + ring.slotSize))
-  return { bytes, words: new Int32Array(bytes.buffer), views, lens: new Int32Array(slots).fill(ring.slotSize) }
+  return { stride: ring.stride, bytes, words: new Int32Array(bytes.buffer), views, lens: new Int32Array(slots).fill(ring.slotSize) }
 }
 
 /** A `drain()` run over shared memory takes at most this many slots, and bytes of them. */

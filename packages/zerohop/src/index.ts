@@ -19,6 +19,7 @@
 export { Hub } from './hub.js'
 export type {
   HubOptions,
+  AutoHubOptions,
   CommonHubOptions,
   ShmHubOptions,
   UdpHubOptions,
@@ -50,6 +51,9 @@ export type {
   WaterMarkEvent,
 } from './hub.js'
 export type { SegmentInfo, ListOptions } from './registry.js'
+export type { AutoOptions, AddressClass } from './transports/auto.js'
+export type { Selection } from './port.js'
+export { addressClass } from './transports/auto.js'
 export type { ShmOptions } from './transports/shm.js'
 export type { UdpOptions } from './transports/udp.js'
 export type { QuicOptions } from './transports/quic.js'

@@ -5,6 +5,7 @@
  */
 import type { FaultOptions } from './chaos.js'
 import type { CodecOption } from './codec.js'
+import type { AutoOptions } from './transports/auto.js'
 import type { KcpOptions } from './transports/kcp.js'
 import type { QuicOptions } from './transports/quic.js'
 import type { ShmOptions } from './transports/shm.js'
@@ -88,6 +89,12 @@ export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions & FaultOptions
 export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions & FaultOptions
 /** Options of a `kcp://host:port` hub. */
 export type KcpHubOptions<T> = CommonHubOptions<T> & KcpOptions & FaultOptions
+
+/**
+ * Options of an `auto://host:port` hub: those every hub has (handed to the transport
+ * it picks), `listen`, `reliable` and `tls`.
+ */
+export type AutoHubOptions<T> = CommonHubOptions<T> & AutoOptions
 
 /** Every option of every transport, for code that types its options before it knows the URL. */
 export type HubOptions<T> = CommonHubOptions<T> & ShmOptions & UdpOptions & QuicOptions & TcpOptions & KcpOptions & FaultOptions

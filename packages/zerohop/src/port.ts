@@ -18,6 +18,16 @@ import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 /** The transports this version can open. */
 export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds' | 'kcp'
 
+/**
+ * How a hub's transport was chosen: the one in use, why, and the ones tried (or
+ * wanted) before it that could not be used, each with why.
+ */
+export interface Selection {
+  chosen: TransportName
+  reason: string
+  fallbacks: { transport: TransportName; reason: string }[]
+}
+
 /** A hub's (or a peer's) connection status. */
 export type HubStatus = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'
 
@@ -172,6 +182,13 @@ export interface Port<T> {
   readonly fallbacks?: readonly { transport: TransportName; reason: string }[]
   /** Why this transport, when it stands in for another (see `fallbacks`). */
   readonly selectionReason?: string
+  /**
+   * Where the port is several transports at once (a listening `auto://` hub: its
+   * network transport and shared memory): each part's own port. Publishing goes to
+   * every part; the hub reads each part's ring in turn (the port's own `ring` and
+   * `subscriber` are its first part's).
+   */
+  readonly parts?: readonly Port<T>[]
   /** Resolves once the port is ready to be handed to a hub (a fallback connects first). */
   ready?(): Promise<void>
   /** The status now. */

@@ -6,6 +6,7 @@
 import { type Codec, raw } from '../codec.js'
 import type { Port, TransportName } from '../port.js'
 import type { StructCodec } from '../struct.js'
+import { type Selected, openAuto } from './auto.js'
 import { openNet } from './net.js'
 import { openShmOrFallback } from './shm-fallback.js'
 import { openShmRpc } from './shm-rpc.js'
@@ -37,6 +38,21 @@ export const REQUEST_TRANSPORTS: Record<TransportName, OpenRequestPort> = {
   tcp: overNet,
   uds: overNet,
   kcp: overNet,
+}
+
+/**
+ * Opens a URL whose scheme is not a transport but a way to choose one: the port, and
+ * how it was chosen.
+ */
+export type Select = <T>(url: string, options: object, codec: Codec<T> | StructCodec<T>) => Promise<Selected<T>>
+
+/** The schemes that choose a transport (`auto://host:port`: see `auto.ts`). */
+export const SELECTORS: Record<string, Select> = { auto: openAuto }
+
+/** How `url` chooses its transport, if its scheme is a selector's. */
+export function selectorFor(url: string): Select | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase()
+  return scheme !== undefined && Object.hasOwn(SELECTORS, scheme) ? SELECTORS[scheme] : undefined
 }
 
 /** The transport for `scheme`, if this version has it. */

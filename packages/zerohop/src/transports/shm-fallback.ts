@@ -82,7 +82,7 @@ export function streamOptions(params: string[][], options: object): Record<strin
   return own
 }
 
-function openFallback<T>(name: string, params: string[][], options: object, codec: Codec<T> | StructCodec<T>, why: string): Port<T> {
+export function openFallback<T>(name: string, params: string[][], options: object, codec: Codec<T> | StructCodec<T>, why: string): Port<T> {
   const url = fallbackUrl(`${name}.sock`, why)
   const own = streamOptions(params, options)
   const relay = becomeRelay(url)
