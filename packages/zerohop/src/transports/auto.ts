@@ -25,9 +25,9 @@ import { lookup } from 'node:dns/promises'
 import { type Server, type Socket, createConnection, createServer, isIP } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { type Codec, describe } from '../codec.js'
-import { BadOptionError, BadUrlError, IoError, TimeoutError, UnsupportedTransportError } from '../errors.js'
+import { BadOptionError, BadUrlError, IoError, ProtocolError, TimeoutError, UnsupportedTransportError } from '../errors.js'
 import { binding, native } from '../native.js'
-import type { Port, Selection, TransportName } from '../port.js'
+import type { Port, Selection } from '../port.js'
 import type { StructCodec } from '../struct.js'
 import { JoinedPort } from './joined.js'
 import { openNet } from './net.js'
@@ -61,9 +61,16 @@ export function addressClass(ip: string): AddressClass {
   throw new BadUrlError(`'${ip}' is not an IP address`)
 }
 
-/** The reliable transport for an address of class `c`: KCP within a site, QUIC beyond it. */
-function reliableFor(c: AddressClass): 'kcp' | 'quic' {
-  return c === 'public' ? 'quic' : 'kcp'
+/**
+ * What an address of class `c` takes for what was `asked`, and why: plain UDP without
+ * reliability; QUIC beyond a site, or where `tls` asks for encryption; KCP otherwise.
+ */
+function choose(ip: string, asked: Asked): { transport: 'kcp' | 'quic' | 'udp'; why: string } {
+  const c = addressClass(ip)
+  if (!asked.reliable) return { transport: 'udp', why: 'reliable: false' }
+  if (c === 'public') return { transport: 'quic', why: `${ip} is a public address` }
+  if (asked.tls !== undefined) return { transport: 'quic', why: 'tls asks for encryption' }
+  return { transport: 'kcp', why: `${ip} is ${classWords(c)}` }
 }
 
 /** The options of an `auto://` hub beyond those every hub has. */
@@ -131,7 +138,13 @@ export async function openAuto<T>(url: string, options: object, codec: Codec<T> 
 /** The host, port and parameters of `auto://host:port?…` (the network schemes' form). */
 function parseAuto(url: string): { host: string; port: number; params: [string, string][] } {
   // (Parsed by the Rust core as the network schemes are, so that every form agrees.)
-  const e = native(() => binding.parseEndpoint(`tcp${url.slice(url.indexOf('://'))}`))
+  const asTcp = `tcp${url.slice(url.indexOf('://'))}`
+  let e
+  try {
+    e = native(() => binding.parseEndpoint(asTcp))
+  } catch (err) {
+    throw err instanceof BadUrlError ? new BadUrlError(err.message.replace(asTcp, url)) : err
+  }
   return { host: e.host!, port: e.port!, params: e.params as [string, string][] }
 }
 
@@ -207,19 +220,13 @@ function withQuery(url: string, asked: Asked): string {
 
 /** Why an address of class `c` picks what it picks. */
 function classWords(c: AddressClass): string {
-  return c === 'unspecified' ? 'the unspecified address (any interface)' : c === 'unique-local' ? 'a unique-local address' : `a ${c} address`
+  return c === 'unspecified' ? 'the unspecified address (any interface)' : `a ${c} address`
 }
 
 // ---- the listener -----------------------------------------------------------------
 
 async function listen<T>(hostPort: string, ip: string, asked: Asked, codec: Codec<T> | StructCodec<T>): Promise<Selected<T>> {
-  const cls = addressClass(ip)
-  const transport = !asked.reliable ? 'udp' : asked.tls !== undefined ? 'quic' : reliableFor(cls)
-  const why = !asked.reliable
-    ? 'reliable: false'
-    : asked.tls !== undefined
-      ? 'tls asks for encryption'
-      : `${ip} is ${classWords(cls)}`
+  const { transport, why } = choose(ip, asked)
   const netOptions = { ...asked.common, ...(transport === 'udp' ? {} : { listen: true }), ...(asked.tls ? { tls: asked.tls } : {}) }
   const net = openNet<T>(withQuery(`${transport}://${hostPort}`, asked), netOptions, codec)
   const parts: Port<T>[] = [net]
@@ -256,6 +263,7 @@ async function listen<T>(hostPort: string, ip: string, asked: Asked, codec: Code
  */
 function helloService(ip: string, port: number, answer: Answer, peers: { setPeers(peers: string[]): void } | undefined): Promise<{ close(): void }> {
   const udpPeers = new Map<Socket, string>()
+  let closed = false
   const server: Server = createServer((socket) => {
     socket.unref()
     socket.setNoDelay(true)
@@ -276,7 +284,7 @@ function helloService(ip: string, port: number, answer: Answer, peers: { setPeer
     })
     socket.on('close', () => {
       lines.stop()
-      if (udpPeers.delete(socket)) peers?.setPeers([...udpPeers.values()])
+      if (udpPeers.delete(socket) && !closed) peers?.setPeers([...udpPeers.values()])
     })
   })
   return new Promise((resolve, reject) => {
@@ -287,6 +295,7 @@ function helloService(ip: string, port: number, answer: Answer, peers: { setPeer
       server.unref()
       resolve({
         close: () => {
+          closed = true
           server.close()
           for (const s of udpPeers.keys()) s.destroy()
         },
@@ -352,9 +361,7 @@ async function connect<T>(url: string, hostPort: string, ip: string, asked: Aske
         },
       }
     }
-    const cls = addressClass(ip)
-    const wanted: TransportName = !asked.reliable ? 'udp' : asked.tls !== undefined ? 'quic' : reliableFor(cls)
-    const why = !asked.reliable ? 'reliable: false' : asked.tls !== undefined ? 'tls asks for encryption' : `${ip} is ${classWords(cls)}`
+    const { transport: wanted, why } = choose(ip, asked)
     const served = answer.transport
     if (served !== wanted) {
       if (asked.reliable && served === 'udp') {
@@ -399,6 +406,7 @@ async function hello(ip: string, port: number, asked: Asked): Promise<[Socket, A
     try {
       return await helloOnce(ip, port, asked, deadline - Date.now())
     } catch (e) {
+      if (e instanceof ProtocolError) throw e
       last = (e as Error).message
       await new Promise((r) => setTimeout(r, HELLO_RETRY_MS))
     }
@@ -430,7 +438,7 @@ function helloOnce(ip: string, port: number, asked: Asked, timeoutMs: number): P
       const transports = ['kcp', 'quic', 'udp']
       if (msg === undefined || !transports.includes(msg.transport as string) || typeof msg.rendezvous !== 'string' || !Number.isInteger(msg.port)) {
         socket.destroy()
-        reject(new IoError(`what answered at ${ip}:${port} is not an auto:// listener`))
+        reject(new ProtocolError(`what answered at ${ip}:${port} is not an auto:// listener`))
         return
       }
       resolve([socket, msg as unknown as Answer])
