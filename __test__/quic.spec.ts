@@ -53,6 +53,26 @@ test.serial('datagram mode: unreliable messages, counted when lost, at most one 
   t.throws(() => client.publish(new Uint8Array(20_000)), { code: 'ERR_MESSAGE_TOO_LARGE' }, 'above the path MTU')
 })
 
+test.serial('datagram mode: a time to live goes along, and a datagram left unread past it is passed over and counted', async (t) => {
+  await using server = await Hub.open('quic://127.0.0.1:0', { listen: true })
+  await using client = await Hub.open(`quic://${server.localAddress}`, { ...dev, datagrams: true, ttlMs: 60_000 })
+  if (client.status !== 'connected') await statusWhere(client, (e) => e.status === 'connected')
+  client.publish(Uint8Array.of(1), { ttlMs: 40, channel: 2 })
+  client.publish(Uint8Array.of(2)) // the hub's 60 s
+  client.publish(Uint8Array.of(3), { ttlMs: 40 })
+  // Wait until both arrived (unread) and the short ones' time ran out.
+  const deadline = Date.now() + 5000
+  while (server.metrics().quic!.datagramsReceived + server.metrics().quic!.datagramsLost < 3 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  await new Promise((r) => setTimeout(r, 60))
+  const lost = server.metrics().quic!.datagramsLost
+  const m = await server.recvMessage({ timeoutMs: 1000 })
+  t.deepEqual([...m.value], [2])
+  t.is(server.tryRecv(), undefined)
+  t.is(server.metrics().expired + lost, 2, 'both short-lived datagrams expired unread (or were lost on the way)')
+})
+
 test.serial('0-RTT: a client that has seen the server sends its first messages in the first flight', async (t) => {
   const server = peer({ mode: 'server', url: 'quic://127.0.0.1:0', options: { listen: true }, count: 2 })
   const { address } = (await server.next('ready')) as { address: string }

@@ -45,7 +45,7 @@ use zerohop_proto::qos::ChannelClasses;
 use zerohop_transport::StatusEvent;
 
 use crate::config::*;
-use crate::datagram::encode_datagram_head;
+use crate::datagram::{MAX_HEAD, encode_datagram_head};
 use crate::engine::connect::Connector;
 use crate::engine::io::Socket;
 use crate::engine::{self, Engine};
@@ -285,8 +285,9 @@ impl QuicProtocol {
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
     }
 
-    /// Sends `message` as one QUIC datagram to every connected peer (unreliable).
-    pub fn publish_datagram(&self, channel: u16, message: &[u8]) -> Result<Sent, PublishError> {
+    /// Sends `message` as one QUIC datagram to every connected peer (unreliable), with
+    /// the time after which it is not worth reading (`ttlMs`), if it has one.
+    pub fn publish_datagram(&self, channel: u16, message: &[u8], expiry_ns: Option<u64>) -> Result<Sent, PublishError> {
         let start = Instant::now();
         let mut buf = self.datagram_buf.lock().unwrap_or_else(|p| p.into_inner());
         let mut g = self.engine()?;
@@ -305,8 +306,8 @@ impl QuicProtocol {
                 outcome = Sent::Dropped; // not known before the handshake
                 continue;
             };
-            let mut head = [0u8; 16];
-            let n = encode_datagram_head(channel, p.datagram_seq, &mut head);
+            let mut head = [0u8; MAX_HEAD];
+            let n = encode_datagram_head(channel, p.datagram_seq, expiry_ns, &mut head);
             if n + message.len() > max {
                 return Err(PublishError::TooLarge { len: message.len(), max: max.saturating_sub(n) });
             }

@@ -126,7 +126,7 @@ impl Protocol for QuicProtocol {
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
         let sent = if self.config().datagrams {
-            self.publish_datagram(channel, payload)
+            self.publish_datagram(channel, payload, None)
         } else {
             QuicProtocol::publish(self, channel, payload)
         };
@@ -137,11 +137,13 @@ impl Protocol for QuicProtocol {
     }
 
     fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
-        if self.config().datagrams {
-            // (A datagram is read as it comes or lost: nothing waits long enough to expire.)
-            return Err(Error::bad_option("quic:// datagrams have no time to live (ttlMs): a channel message has"));
-        }
-        Ok(match QuicProtocol::publish_expiring(self, channel, payload, Some(expiry_ns))? {
+        let sent = if self.config().datagrams {
+            // (Sent at once, but it may wait in the receiver's ring: the expiry goes along.)
+            self.publish_datagram(channel, payload, Some(expiry_ns))
+        } else {
+            QuicProtocol::publish_expiring(self, channel, payload, Some(expiry_ns))
+        };
+        Ok(match sent? {
             Sent::Accepted => Delivery::Accepted,
             Sent::Dropped => Delivery::Dropped,
         })
@@ -308,9 +310,6 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
-    if q.datagrams && settings.ttl.is_some() {
-        return Err(Error::bad_option("quic:// datagrams have no time to live (ttlMs): a channel message has"));
-    }
     let overflow = Overflow::of(&settings);
     let mut config = quic_config(host, *port, &q, overflow)?;
     config.chaos = chaos;

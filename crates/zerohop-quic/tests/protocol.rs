@@ -188,7 +188,7 @@ fn datagrams_are_counted_and_limited_to_the_path() {
     let (client, _c_in) = connect(server.local_addr(), |_| {});
     wait_until("connected", || client.metrics().peers == 1);
     for i in 0..100u8 {
-        assert_eq!(client.publish_datagram(4, &[i; 100]).unwrap(), Sent::Accepted);
+        assert_eq!(client.publish_datagram(4, &[i; 100], None).unwrap(), Sent::Accepted);
     }
     wait_until("datagrams", || {
         let m = server.metrics();
@@ -196,7 +196,7 @@ fn datagrams_are_counted_and_limited_to_the_path() {
     });
     assert!(s_in.bodies(4).len() >= 90);
     // Above what path MTU discovery may reach (16 KiB).
-    assert!(matches!(client.publish_datagram(0, &[0; 20_000]), Err(PublishError::TooLarge { .. })));
+    assert!(matches!(client.publish_datagram(0, &[0; 20_000], None), Err(PublishError::TooLarge { .. })));
     assert_eq!(client.metrics().datagrams_sent, 100);
 }
 

@@ -88,8 +88,7 @@ export interface PublishOptions {
    * after it was published passes over it and counts it (`metrics().expired`), wherever
    * it waited (a send queue, a reconnect, the receive ring). Measured on the wall clock
    * (the expiry travels with the message), so across hosts their clocks must agree to
-   * well within it. Every transport (over shared memory, at most 24 days); QUIC
-   * datagrams refuse it (`ERR_BAD_OPTION`).
+   * well within it. Every transport (over shared memory, at most 24 days).
    */
   ttlMs?: number
 }

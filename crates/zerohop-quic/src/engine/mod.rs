@@ -719,19 +719,23 @@ impl Engine {
         let Some(peer) = c.peer else { return }; // after the hello
         let from = c.q.remote_address();
         while let Some(d) = c.q.datagrams().recv() {
-            let Some((channel, seq, at)) = decode_datagram_head(&d) else {
+            let Some(head) = decode_datagram_head(&d) else {
                 self.counters.protocol_violations += 1;
                 continue;
             };
             self.counters.datagrams_received += 1;
             if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer) {
-                let gap = seq.wrapping_sub(p.datagram_next);
+                let gap = head.seq.wrapping_sub(p.datagram_next);
                 if gap < u32::MAX / 2 {
                     self.counters.datagrams_lost += u64::from(gap);
-                    p.datagram_next = seq.wrapping_add(1);
+                    p.datagram_next = head.seq.wrapping_add(1);
                 }
             }
-            let m = Inbound { seq: u64::from(seq), ..Inbound::message(peer, from, channel, &d[at..]) };
+            let m = Inbound {
+                seq: u64::from(head.seq),
+                expiry_ns: head.expiry_ns,
+                ..Inbound::message(peer, from, head.channel, &d[head.len..])
+            };
             if self.sink.deliver(&m).is_none() {
                 // Unreliable: no room means lost, and counted as such.
                 self.counters.datagrams_lost += 1;
