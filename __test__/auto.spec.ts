@@ -9,7 +9,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { type AddressClass, Hub, addressClass } from 'zerohop'
+import { type AddressClass, Hub, Rpc, addressClass } from 'zerohop'
 import { child, twoHosts } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures
 import { payload } from './fixtures/payload.mjs'
@@ -78,6 +78,8 @@ test('options and URL parameters: only the common ones, listen, reliable and tls
   await t.throwsAsync(Hub.open('auto://127.0.0.1:1', { reliable: 'no' } as object), { code: 'ERR_BAD_OPTION' })
   await t.throwsAsync(Hub.open('auto://127.0.0.1:1', { reliable: false, tls: {} }), { code: 'ERR_BAD_OPTION', message: /tls/ })
   await t.throwsAsync(Hub.open('auto://no-port'), { code: 'ERR_BAD_URL', message: /auto:\/\/no-port/ })
+  // Requests take a transport's URL.
+  await t.throwsAsync(async () => Rpc.serve('auto://127.0.0.1:0', (r) => r), { code: 'ERR_UNSUPPORTED_TRANSPORT', message: /hubs only/ })
   // A common option, given either way, reaches the transport picked.
   const lis = await Hub.open('auto://127.0.0.1:0?capacity=256', { listen: true, slotSize: 2048 })
   t.is(lis.metrics().capacity, 256)

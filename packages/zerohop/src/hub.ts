@@ -367,9 +367,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
     if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
     const { codec: codecOption, ...rest } = options
+    const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
     const select = selectorFor(url)
     if (select !== undefined) {
-      const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
       const { port, selection } = await select<T>(url, rest, codec)
       return new Hub<T>(url, true, port, codec, selection)
     }
@@ -378,7 +378,6 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (open === undefined) {
       throw new UnsupportedTransportError(`the ${endpoint.transport}:// transport is not available in this version of zerohop (${available()} are)`)
     }
-    const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
     const port = open<T>(url, rest, codec)
     await port.ready?.()
     return new Hub<T>(url, endpoint.selectedAutomatically, port, codec)

@@ -34,7 +34,7 @@ import { type CloseOptions, Hub } from './hub.js'
 import { binding, native } from './native.js'
 import type { HubOptions } from './options.js'
 import type { RequestPort } from './port.js'
-import { available, requestTransportFor } from './transports/index.js'
+import { available, requestTransportFor, selectorFor } from './transports/index.js'
 
 /** Options of {@link Rpc.serve} and {@link Rpc.connect}: the hub's, and a codec for both ways. */
 export interface RpcOptions<Req, Res> extends Omit<HubOptions<Uint8Array>, 'codec' | 'listen' | 'datagrams' | 'role' | 'relay' | 'memfd'> {
@@ -496,6 +496,9 @@ function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: b
   if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
   // (`listen` is the call's: serve or connect.)
   const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
+  if (selectorFor(url) !== undefined) {
+    throw new UnsupportedTransportError(`Rpc takes a transport's URL (shm://, quic://, tcp:// or uds://); ${url} chooses one for hubs only`)
+  }
   const endpoint = native(() => binding.parseEndpoint(url))
   const open = requestTransportFor(endpoint.transport)
   if (open === undefined) {

@@ -25,7 +25,7 @@ import { lookup } from 'node:dns/promises'
 import { type Server, type Socket, createConnection, createServer, isIP } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { type Codec, describe } from '../codec.js'
-import { BadOptionError, BadUrlError, IoError, ProtocolError, TimeoutError, UnsupportedTransportError } from '../errors.js'
+import { BadOptionError, BadUrlError, IoError, ProtocolError, TimeoutError, UnsupportedTransportError, ZerohopError } from '../errors.js'
 import { binding, native } from '../native.js'
 import type { Port, Selection } from '../port.js'
 import type { StructCodec } from '../struct.js'
@@ -102,6 +102,8 @@ const COMMON = [
 ]
 const OWN = ['listen', 'reliable', 'tls']
 
+/** How many ports a listener on port 0 tries before it gives up (each taken over UDP already). */
+const PORT_TRIES = 16
 /** How long a connecting hub tries to say hello before `ERR_TIMEOUT`, and how often. */
 const HELLO_TIMEOUT_MS = 10_000
 const HELLO_RETRY_MS = 100
@@ -228,46 +230,71 @@ function classWords(c: AddressClass): string {
 async function listen<T>(hostPort: string, ip: string, asked: Asked, codec: Codec<T> | StructCodec<T>): Promise<Selected<T>> {
   const { transport, why } = choose(ip, asked)
   const netOptions = { ...asked.common, ...(transport === 'udp' ? {} : { listen: true }), ...(asked.tls ? { tls: asked.tls } : {}) }
-  const net = openNet<T>(withQuery(`${transport}://${hostPort}`, asked), netOptions, codec)
-  const parts: Port<T>[] = [net]
-  const extras: { close(): void }[] = []
-  try {
-    const bound = net.localAddress() ?? hostPort
-    const port = Number(/:(\d+)$/.exec(bound)?.[1])
-    const rendezvous = `auto-${ip.replaceAll(':', '_')}-${port}-${randomBytes(6).toString('hex')}`
-    const local = openShmOrFallback<T>(withQuery(`shm://${rendezvous}`, asked), { ...asked.common }, codec)
-    parts.push(local)
-    await local.ready?.()
-    const peers = transport === 'udp' ? net.peers : undefined
-    extras.push(await helloService(ip, port, { protocol: PROTOCOL, transport, port, rendezvous }, peers))
-    const localWay = local.transport === 'shm' ? `shm://${rendezvous}` : `its Unix-socket stand-in (${local.transport}://)`
-    return {
-      port: new JoinedPort(parts, extras),
-      selection: {
-        chosen: transport,
-        reason: `auto:// listener: ${why}: ${transport}:// on ${bound}, and ${localWay} for hubs on this host`,
-        fallbacks: [...(local.fallbacks ?? [])],
-      },
+  const asked0 = Number(/:(\d+)$/.exec(hostPort)![1])
+  for (let attempt = 1; ; attempt++) {
+    // The hello's TCP port first: with port 0 the kernel picks it, and the network
+    // transport takes the same number over UDP (if another socket has it there, again).
+    const hello = await helloService(ip, asked0)
+    const at = isIP(ip) === 6 ? `[${ip}]:${hello.port}` : `${ip}:${hello.port}`
+    let net: Port<T>
+    try {
+      net = openNet<T>(withQuery(`${transport}://${at}`, asked), netOptions, codec)
+    } catch (e) {
+      hello.close()
+      if (asked0 === 0 && attempt < PORT_TRIES && inUse(e)) continue
+      throw e
     }
-  } catch (e) {
-    for (const x of extras) x.close()
-    for (const p of parts) p.close()
-    throw e
+    const parts: Port<T>[] = [net]
+    try {
+      const rendezvous = `auto-${ip.replaceAll(':', '_')}-${hello.port}-${randomBytes(6).toString('hex')}`
+      const local = openShmOrFallback<T>(withQuery(`shm://${rendezvous}`, asked), { ...asked.common }, codec)
+      parts.push(local)
+      await local.ready?.()
+      hello.serve({ protocol: PROTOCOL, transport, port: hello.port, rendezvous }, transport === 'udp' ? net.peers : undefined)
+      const localWay = local.transport === 'shm' ? `shm://${rendezvous}` : `its Unix-socket stand-in (${local.transport}://)`
+      return {
+        port: new JoinedPort(parts, [hello]),
+        selection: {
+          chosen: transport,
+          reason: `auto:// listener: ${why}: ${transport}:// on ${at}, and ${localWay} for hubs on this host`,
+          fallbacks: [...(local.fallbacks ?? [])],
+        },
+      }
+    } catch (e) {
+      hello.close()
+      for (const p of parts) p.close()
+      throw e
+    }
   }
 }
 
-/**
- * The hello service on TCP `ip:port`: answers each hello with `answer`. Over plain UDP
- * (`peers` given) a connecting hub then says where it receives, and stays a peer while
- * its hello connection is open.
- */
-function helloService(ip: string, port: number, answer: Answer, peers: { setPeers(peers: string[]): void } | undefined): Promise<{ close(): void }> {
+/** Whether `e` says that an address is in use. */
+function inUse(e: unknown): boolean {
+  return e instanceof ZerohopError && /in use/i.test(e.message)
+}
+
+/** The hello service of a listener: its TCP port, until it serves, and for good once it does. */
+interface HelloService {
+  readonly port: number
+  /**
+   * Answers each hello with `answer`. Over plain UDP (`peers` given) a connecting hub
+   * then says where it receives, and stays a peer while its hello connection is open.
+   */
+  serve(answer: Answer, peers: { setPeers(peers: string[]): void } | undefined): void
+  close(): void
+}
+
+/** Listens for hellos on TCP `ip:port` (port 0: any); hellos before `serve` are turned away. */
+function helloService(ip: string, port: number): Promise<HelloService> {
   const udpPeers = new Map<Socket, string>()
   let closed = false
+  let answer: Answer | undefined
+  let peers: { setPeers(peers: string[]): void } | undefined
   const server: Server = createServer((socket) => {
     socket.unref()
     socket.setNoDelay(true)
     socket.on('error', () => socket.destroy())
+    if (answer === undefined) return socket.destroy()
     const lines = readLines(socket, (line) => {
       const msg = parseLine(line)
       if (msg === undefined) return socket.destroy()
@@ -288,12 +315,15 @@ function helloService(ip: string, port: number, answer: Answer, peers: { setPeer
     })
   })
   return new Promise((resolve, reject) => {
-    server.once('error', (e) =>
-      reject(new IoError(`auto:// cannot listen for hellos on TCP ${ip}:${port}: ${e.message}`, { cause: e })),
-    )
+    server.once('error', (e) => reject(new IoError(`auto:// cannot listen for hellos on TCP ${ip}:${port}: ${e.message}`, { cause: e })))
     server.listen({ host: ip, port, ipv6Only: false }, () => {
       server.unref()
       resolve({
+        port: (server.address() as { port: number }).port,
+        serve: (a, p) => {
+          answer = a
+          peers = p
+        },
         close: () => {
           closed = true
           server.close()
