@@ -149,6 +149,27 @@ for (const tr of transports) {
     t.is(metrics(client).unackedBytes, 0)
   })
 
+  test.serial(name('a client back after the server forgot it (away past peerLingerMs) gets what is published from then on'), async (t) => {
+    if (tr.name === 'kcp') return t.pass() // (no `disconnect` fault: KCP has no connection to drop)
+    const listenUrl = tr.listenUrl()
+    await using server = await Hub.open(listenUrl as `tcp://${string}`, { listen: true, ...tr.server, peerLingerMs: 20 })
+    // Dropped once a second (a fault of its own); back 300 ms later, long after the server forgot it.
+    await using client = await Hub.open(tr.dialUrl(listenUrl, server.localAddress) as `tcp://${string}`, {
+      ...tr.client,
+      reconnect: { initialMs: 300, maxMs: 300 },
+      chaos: 'disconnect:1s',
+    })
+    const connected = () => statusWhere(server, (e) => e.peer !== undefined && e.status === 'connected')
+    await connected()
+    for (let i = 0; i < 5; i++) server.publish(Uint8Array.of(1, i))
+    for (let i = 0; i < 5; i++) t.deepEqual([...(await client.recv({ timeoutMs: 5000 }))], [1, i])
+    // Read, so acknowledged: the server's queue for it is empty when the connection drops.
+    await statusWhere(server, (e) => e.peer !== undefined && e.status !== 'connected')
+    await connected()
+    for (let i = 0; i < 5; i++) server.publish(Uint8Array.of(2, i))
+    for (let i = 0; i < 5; i++) t.deepEqual([...(await client.recv({ timeoutMs: 2000 }))], [2, i])
+  })
+
   test.serial(name('messages held while the receive ring is full are acknowledged only as they are read'), async (t) => {
     const N = 200
     const listenUrl = tr.listenUrl()

@@ -71,6 +71,25 @@ impl core::fmt::Display for BadAck {
 
 impl std::error::Error for BadAck {}
 
+/// Per channel, the messages a sender queued so far, each counted once whoever it went
+/// to: where a queue made now starts numbering (see [`SendQueue::starting_at`]), past
+/// every number an earlier queue of the channel used.
+#[derive(Debug, Default)]
+pub struct Numbering(Vec<u64>);
+
+impl Numbering {
+    /// The number of the next message on `channel`, which is counted.
+    #[inline]
+    pub fn next(&mut self, channel: u16) -> u64 {
+        let i = usize::from(channel);
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] += 1;
+        self.0[i] - 1
+    }
+}
+
 /// The sender's side of one reliable channel: messages framed (length prefix and
 /// payload, as [`crate::stream::StreamDecoder`] reads them), kept from the oldest
 /// unacknowledged one.
@@ -133,6 +152,15 @@ impl SendQueue {
     /// This queue, refusing to keep more than `max` messages as well.
     pub fn with_message_limit(self, max: usize) -> Self {
         Self { message_limit: max, ..self }
+    }
+
+    /// This (empty) queue, numbering its messages from `first_seq`. A sender that made a
+    /// queue for a receiver before (and forgot it) starts the new one past every number
+    /// the old one used: the receiver, which may remember the old one's, takes the new
+    /// messages for new rather than for ones it had.
+    pub fn starting_at(self, first_seq: u64) -> Self {
+        debug_assert!(self.lens.is_empty(), "numbered before its first message");
+        Self { base_seq: first_seq, acked: first_seq, ever_sent: first_seq, ..self }
     }
 
     /// Framed bytes kept (sent or not, until acknowledged).
@@ -599,6 +627,48 @@ mod tests {
         assert_eq!(q.rewind(), 3);
         assert!(q.is_empty() && q.unsent().is_empty());
         assert_eq!(q.ack(4), Err(BadAck { ack: 4, sent_until: 3 }));
+    }
+
+    /// What a receiver that kept its window for the sender's session takes from a queue
+    /// of 3 messages that starts at `first_seq`.
+    fn taken_by_a_receiver_that_had(had: u64, first_seq: u64) -> usize {
+        let mut w = ReceiveWindow::default();
+        w.start_stream(0);
+        for i in 0..had {
+            let seq = w.accept().expect("new");
+            w.delivered(i, seq);
+        }
+        w.consumed(had);
+        let mut q = SendQueue::new(1 << 16).starting_at(first_seq);
+        for m in [b"a", b"b", b"c"] {
+            q.push(m);
+        }
+        w.start_stream(q.rewind());
+        (0..3).filter(|_| w.accept().is_some()).count()
+    }
+
+    #[test]
+    fn a_queue_made_again_numbers_past_the_old_one() {
+        // The sender forgot the receiver after 5 messages (its linger ran out) and made a
+        // new queue when it came back: numbered from 0, the receiver would take its
+        // messages for those it had.
+        assert_eq!(taken_by_a_receiver_that_had(5, 0), 0);
+        let mut numbering = Numbering::default();
+        for _ in 0..5 {
+            numbering.next(0);
+        }
+        assert_eq!(numbering.next(1), 0, "each channel counts its own");
+        assert_eq!(taken_by_a_receiver_that_had(5, numbering.next(0)), 3);
+        // A receiver new to the sender takes them whatever the first number.
+        assert_eq!(taken_by_a_receiver_that_had(0, 1 << 40), 3);
+        // Acknowledgements are in the new numbering.
+        let mut q = SendQueue::new(1 << 16).starting_at(7);
+        q.push(b"x");
+        assert_eq!(q.rewind(), 7);
+        q.mark_sent(q.unsent().len());
+        assert!(q.ack(9).is_err(), "beyond what was sent");
+        q.ack(8).unwrap();
+        assert!(q.is_empty());
     }
 
     #[test]

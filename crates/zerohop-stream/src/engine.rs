@@ -17,7 +17,7 @@ use zerohop_net::sending::{Burst, ReadLooks};
 use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
-use zerohop_proto::session::{ReceiveWindow, SendQueue};
+use zerohop_proto::session::{Numbering, ReceiveWindow, SendQueue};
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value};
 
 use crate::tls::{TlsContext, TlsSession};
@@ -227,12 +227,13 @@ impl Peer {
     /// Queues `message` on `channel` (its queue made on first use, bounded by `limit`
     /// bytes and `messages` messages), as it is or, `compressed`, as that body, with its
     /// expiry if it has one.
-    fn queue(&mut self, channel: u16, message: Outgoing<'_>, limit: usize, messages: usize) {
+    fn queue(&mut self, channel: u16, message: Outgoing<'_>, (limit, messages): (usize, usize), number: u64) {
         let i = usize::from(channel);
         if self.queues.len() <= i {
             self.queues.resize_with(i + 1, || None);
         }
-        let q = self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages));
+        let q = self.queues[i]
+            .get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages).starting_at(number));
         q.push_message(message.message, message.compressed, message.expiry_ns);
     }
 
@@ -374,6 +375,10 @@ pub struct Engine<W: Wire> {
     pub counters: StreamCounters,
     /// `compression: 'lz4'`: compresses the message being published.
     compressor: Compressor,
+    /// Where a peer's new queue of a channel starts numbering (see `Numbering`): a peer
+    /// forgotten after its linger and back with the same session remembers the old
+    /// numbers, and would drop new messages numbered like those it had.
+    numbered: Numbering,
     pub closing: bool,
     room_freed: bool,
     /// Connections with something to write.
@@ -428,6 +433,7 @@ impl<W: Wire> Engine<W> {
             undelivered: VecDeque::new(),
             counters: StreamCounters::default(),
             compressor: Compressor::default(),
+            numbered: Numbering::default(),
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
@@ -1163,8 +1169,9 @@ impl<W: Wire> Engine<W> {
             self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
         let out = Outgoing { message, compressed, expiry_ns };
+        let number = self.numbered.next(channel);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
-            p.queue(channel, out, limit, messages);
+            p.queue(channel, out, (limit, messages), number);
         }
         if self.burst.published(message.len(), start) {
             self.flush();
@@ -1177,12 +1184,13 @@ impl<W: Wire> Engine<W> {
     fn relay(&mut self, channel: u16, message: &[u8], expiry_ns: Option<u64>, from: u32) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         let mut slow = None;
+        let number = self.numbered.next(channel);
         for p in self.peers.iter_mut().filter(|p| p.id != from) {
             if !p.has_room(channel, message.len()) {
                 slow.get_or_insert_with(Vec::new).push(p.id);
                 continue;
             }
-            p.queue(channel, Outgoing { message, compressed: None, expiry_ns }, limit, messages);
+            p.queue(channel, Outgoing { message, compressed: None, expiry_ns }, (limit, messages), number);
             if let Some(t) = p.conn {
                 self.dirty.push(t);
             }

@@ -33,13 +33,14 @@ pub(crate) struct OutChannel {
 
 impl OutChannel {
     /// Channel `index` in `channels`, made if new (in priority class `class`), its queue
-    /// bounded by `send_queue` bytes and `messages` messages.
+    /// bounded by `send_queue` bytes and `messages` messages and numbered from
+    /// `first_seq` (see `SendQueue::starting_at`).
     pub fn of(
         channels: &mut Vec<Option<OutChannel>>,
         index: u16,
         class: usize,
-        send_queue: usize,
-        messages: usize,
+        (send_queue, messages): (usize, usize),
+        first_seq: u64,
     ) -> &mut OutChannel {
         let i = usize::from(index);
         if channels.len() <= i {
@@ -47,7 +48,7 @@ impl OutChannel {
         }
         channels[i].get_or_insert_with(|| OutChannel {
             index,
-            queue: SendQueue::tagged(send_queue).with_message_limit(messages),
+            queue: SendQueue::tagged(send_queue).with_message_limit(messages).starting_at(first_seq),
             stream: None,
             head: Vec::new(),
             priority: 0,

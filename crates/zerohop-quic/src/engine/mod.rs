@@ -17,7 +17,7 @@ use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, 
 use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::qos::{CLASSES, ChannelClasses, LOWER_SHARE, Priorities};
-use zerohop_proto::session::ReceiveWindow;
+use zerohop_proto::session::{Numbering, ReceiveWindow};
 
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::fastmap::IntMap;
@@ -220,6 +220,10 @@ pub(crate) struct Engine {
     /// `compression: 'lz4'`: compresses the message being published; and a compressed
     /// one received, decompressed.
     compressor: Compressor,
+    /// Where a peer's new queue of a channel starts numbering (see `Numbering`): a peer
+    /// forgotten after its linger and back with the same session remembers the old
+    /// numbers, and would drop new messages numbered like those it had.
+    numbered: Numbering,
     decompressed: Vec<u8>,
     /// A reader's pump is under way: connections keep what they have to send (see
     /// `Drive::settle`), in `held`.
@@ -264,6 +268,7 @@ impl Engine {
             burst: Burst::new(now, BURST_BYTES),
             received: Vec::new(),
             compressor: Compressor::default(),
+            numbered: Numbering::default(),
             decompressed: Vec::new(),
             holding: false,
             held: Vec::new(),
@@ -772,9 +777,10 @@ impl Engine {
         if let Some(body) = body {
             self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
+        let numbered = self.numbered.next(channel);
         for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
             let class = p.classes.class(usize::from(channel));
-            let q = &mut OutChannel::of(&mut p.channels, channel, class, send_queue, messages).queue;
+            let q = &mut OutChannel::of(&mut p.channels, channel, class, (send_queue, messages), numbered).queue;
             q.push_message(message, body, expiry_ns);
         }
     }
