@@ -248,6 +248,62 @@ impl SendQueue {
         self.base_seq + self.lens.len() as u64 - 1
     }
 
+    /// Appends a message as another queue of this kind framed it (see
+    /// [`take_never_sent`](Self::take_never_sent)): one moved here from a receiver that
+    /// cannot take it any more. Its sequence number.
+    pub fn push_framed(&mut self, framed: &[u8]) -> u64 {
+        self.reserve(framed.len());
+        self.put(framed);
+        self.lens.push_back(framed.len());
+        self.base_seq + self.lens.len() as u64 - 1
+    }
+
+    /// For a receiver whose connection is gone: takes out the messages no connection
+    /// carried whole, oldest first, handing each to `each` as framed here (for
+    /// [`push_framed`](Self::push_framed) into another receiver's queue): what it never
+    /// saw (a message cut short is dropped by its reader). Their numbers are used again
+    /// by what is queued next (no receiver heard of them). How many it took.
+    pub fn take_never_sent(&mut self, each: impl FnMut(&[u8])) -> usize {
+        let carried = self.ever_sent.max(self.sent_until()).saturating_sub(self.base_seq) as usize;
+        self.take_from(self.sent_messages.max(carried), each)
+    }
+
+    /// Takes out every message not acknowledged, oldest first, as
+    /// [`take_never_sent`](Self::take_never_sent) does: what a receiver given up on may
+    /// not have read. The queue is for nobody afterwards (it holds nothing, and its
+    /// receiver is gone).
+    pub fn take_unacknowledged(&mut self, each: impl FnMut(&[u8])) -> usize {
+        // (Acknowledged messages go; what stays is unsent again.)
+        self.rewind();
+        let from = self.acked.saturating_sub(self.base_seq) as usize;
+        self.take_from(from, each)
+    }
+
+    /// Takes out the messages from the `first`-th live one on (see `take_never_sent`).
+    fn take_from(&mut self, first: usize, mut each: impl FnMut(&[u8])) -> usize {
+        let n = self.lens.len().saturating_sub(first);
+        if n == 0 {
+            return 0;
+        }
+        let mask = self.buf.len() - 1;
+        let mut at = (self.head + self.lens.iter().take(first).sum::<usize>()) & mask;
+        let mut message = Vec::new();
+        let mut taken = 0;
+        for &len in self.lens.iter().skip(first) {
+            message.clear();
+            let first_part = len.min(self.buf.len() - at);
+            message.extend_from_slice(&self.buf[at..at + first_part]);
+            message.extend_from_slice(&self.buf[..len - first_part]);
+            each(&message);
+            at = (at + len) & mask;
+            taken += len;
+        }
+        self.lens.truncate(first);
+        self.queued -= taken;
+        self.sent = self.sent.min(self.queued);
+        n
+    }
+
     /// Makes room in the ring for `n` more bytes: a larger ring, the live bytes moved to
     /// its start, when they do not fit. Its capacity is a power of two (positions wrap
     /// with a mask, not a division).
@@ -796,7 +852,69 @@ mod tests {
         app.into_iter().map(|(_, m)| m).collect()
     }
 
+    /// Framed messages moved out of a queue, decoded.
+    fn decode_moved(moved: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        decode_all(&moved.concat())
+    }
+
     proptest! {
+        /// A receiver that went away: what no connection began to carry moves to another
+        /// queue whole and in order; what was carried stays for its return.
+        #[test]
+        fn never_sent_messages_move_whole(
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..30),
+            sent in 0usize..4000,
+            acked in 0u64..30,
+            reconnected in any::<bool>(),
+        ) {
+            let mut q = SendQueue::new(1 << 20);
+            for m in &messages {
+                q.push(m);
+            }
+            // (The connection goes after `sent` bytes: a message it cut short was not carried.)
+            let carried = decode_all(&send(&mut q, sent)).len();
+            let acked = acked.min(q.sent_until());
+            q.ack(acked).unwrap();
+            if reconnected {
+                // A new connection carried nothing yet: what the old one did still counts.
+                q.rewind();
+            }
+            let mut moved = Vec::new();
+            let n = q.take_never_sent(|f| moved.push(f.to_vec()));
+            prop_assert_eq!(n, messages.len() - carried);
+            prop_assert_eq!(decode_moved(&moved), messages[carried..].to_vec());
+            // What stays goes out (again) on the next connection, the new numbers after it.
+            let mut other = SendQueue::new(1 << 20);
+            for f in &moved {
+                other.push_framed(f);
+            }
+            prop_assert_eq!(decode_all(&send(&mut other, usize::MAX)), messages[carried..].to_vec());
+            q.rewind();
+            let rest = decode_all(&send(&mut q, usize::MAX));
+            prop_assert_eq!(&rest[..], &messages[acked as usize..carried]);
+            prop_assert_eq!(q.push(b"next"), carried as u64);
+        }
+
+        /// A receiver given up on: everything it did not acknowledge moves.
+        #[test]
+        fn unacknowledged_messages_move_when_a_receiver_is_given_up(
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..30),
+            sent in 0usize..4000,
+            acked in 0u64..30,
+        ) {
+            let mut q = SendQueue::new(1 << 20).starting_at(1000);
+            for m in &messages {
+                q.push(m);
+            }
+            send(&mut q, sent);
+            let acked = acked.min(q.sent_until() - 1000);
+            q.ack(1000 + acked).unwrap();
+            let mut moved = Vec::new();
+            prop_assert_eq!(q.take_unacknowledged(|f| moved.push(f.to_vec())), messages.len() - acked as usize);
+            prop_assert_eq!(decode_moved(&moved), messages[acked as usize..].to_vec());
+            prop_assert!(q.is_empty());
+        }
+
         #[test]
         fn reconnects_deliver_every_message_once_in_order(
             messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..30),
