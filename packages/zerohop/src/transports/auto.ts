@@ -381,7 +381,7 @@ async function connect<T>(url: string, hostPort: string, ip: string, asked: Aske
         local === 'shm'
           ? openShmOrFallback<T>(withQuery(`shm://${answer.rendezvous}`, asked), { ...asked.common }, codec)
           : openFallback<T>(answer.rendezvous, [], { ...asked.common }, codec, 'the listener has shared memory off')
-      await port.ready?.()
+      await readied(port)
       return {
         port,
         selection: {
@@ -415,13 +415,23 @@ async function connect<T>(url: string, hostPort: string, ip: string, asked: Aske
     } else {
       port = openNet<T>(withQuery(`${served}://${target}`, asked), { ...asked.common, ...(asked.tls ? { tls: asked.tls } : {}) }, codec)
     }
-    await port.ready?.()
+    await readied(port)
     return {
       port,
       selection: { chosen: served, reason: `${url}: ${served === wanted ? why : `the listener serves ${served}://`}: ${served}://${target}`, fallbacks },
     }
   } finally {
     if (!keep) socket.destroy()
+  }
+}
+
+/** Waits for `port` to be ready (a fallback connects first); closes it if it never is. */
+async function readied<T>(port: Port<T>): Promise<void> {
+  try {
+    await port.ready?.()
+  } catch (e) {
+    port.close()
+    throw e
   }
 }
 
