@@ -42,14 +42,13 @@ impl Schedule {
             return; // already so: no second entry
         }
         self.heap.push(Reverse((at, key)));
-        if self.heap.len() > 2 * self.live.len() + 64 {
-            self.rebuild();
-        }
+        self.trim();
     }
 
     /// `key` needs no turn (a session that ended).
     pub fn remove(&mut self, key: u32) {
         self.live.remove(&key);
+        self.trim();
     }
 
     /// The deadline of `key`, if it has one.
@@ -73,6 +72,7 @@ impl Schedule {
         }
         self.heap.pop();
         self.live.remove(&key);
+        self.trim();
         Some(key)
     }
 
@@ -91,6 +91,15 @@ impl Schedule {
                 return;
             }
             self.heap.pop();
+        }
+    }
+
+    /// Rebuilds the heap when its stale entries outnumber the live ones (and a few):
+    /// after keys were re-armed, or went (removed, or popped) while others stayed stale.
+    /// Each rebuild follows as many changes as it costs.
+    fn trim(&mut self) {
+        if self.heap.len() > 2 * self.live.len() + 64 {
+            self.rebuild();
         }
     }
 
