@@ -3,6 +3,9 @@
 // both ways, 1 B to 16 MB messages, a server restart that loses no accepted message, a
 // peer killed mid-stream, a frozen peer noticed (RPC is in rpc.spec.ts). What only one
 // of them does is in its own spec file. Serial: each test runs several busy processes on two cores.
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
 import { Hub } from 'zerohop'
 import { connecting as transports, fast } from './connecting.ts'
@@ -277,3 +280,69 @@ for (const tr of transports) {
     t.is(((await s.next('got')) as { seq: number }).seq, 0)
   })
 }
+
+// Work groups: connecting hubs that open with the same `group` share what the listener
+// publishes, each message to one of them, and what a member that died had not read
+// goes to the others. The kill comes where what it read is what it acknowledged: it
+// stops reading (staying connected) after K messages, and its acknowledgements are let
+// through before SIGKILL; every id it handed over is on disk by then.
+for (const tr of transports.filter((t) => t.name !== 'quic')) {
+  const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
+  test.serial(name('a work group of 3 processes shares 30,000 messages, none lost or twice, while one is SIGKILLed midway'), async (t) => {
+    const listenUrl = tr.listenUrl()
+    const quick = { peerLingerMs: 200, heartbeatMs: 100 }
+    await using server = await Hub.open(listenUrl as `tcp://${string}`, { listen: true, ...tr.server, ...quick })
+    const url = tr.dialUrl(listenUrl, server.localAddress)
+    const dir = mkdtempSync(join(tmpdir(), 'zerohop-group-'))
+    const worker = (i: number, stopAfter?: number) =>
+      track(child('group-worker.mjs', [JSON.stringify({ url, options: { ...tr.client, heartbeatMs: 100, group: 'w' }, file: join(dir, `${i}`), stopAfter })]))
+    const victim = worker(0, 2000)
+    await victim.next('ready')
+    const others = [worker(1), worker(2)]
+    for (const w of others) await w.next('ready')
+    const group = () => (server.metrics()[tr.name] as { groups?: { name: string; members: number; rerouted: number; lost: number }[] }).groups?.[0]
+    for (let i = 0; i < 2500 && (group()?.members ?? 0) < 3; i++) await new Promise((r) => setTimeout(r, 2))
+    t.like(group(), { name: 'w', members: 3 })
+    const n = 30_000
+    const m = new Uint8Array(64)
+    const dv = new DataView(m.buffer)
+    let killed = false
+    void victim.next('stopped').then(async (s) => {
+      t.is(s.count, 2000)
+      await new Promise((r) => setTimeout(r, 300)) // its acknowledgements reach the server
+      victim.proc.kill('SIGKILL')
+      killed = true
+    })
+    for (let id = 0; id < n; id++) {
+      dv.setUint32(0, id, true)
+      await server.send(m, { timeoutMs: 20_000 })
+      if (id % 1000 === 999) await new Promise((r) => setTimeout(r, 20)) // paced: the kill comes midway
+    }
+    t.true(killed, 'the victim was killed before the last message was published')
+    const ids = () => [0, 1, 2].flatMap((i) => readFileSync(join(dir, `${i}`), 'utf8').split('\n').filter(Boolean).map(Number))
+    for (let i = 0; i < 1000 && ids().length < n; i++) await new Promise((r) => setTimeout(r, 20))
+    const got = ids()
+    t.is(got.length, n, 'every message handed over once')
+    t.is(new Set(got).size, n, 'none twice')
+    t.is(readFileSync(join(dir, '0'), 'utf8').split('\n').filter(Boolean).length, 2000, 'the victim had handed over what it read')
+    for (const i of [1, 2]) t.true(readFileSync(join(dir, `${i}`), 'utf8').length > 0, `worker ${i} got a share`)
+    t.true(group()!.rerouted > 0, 'what the victim held moved to the others')
+    t.is(group()!.lost, 0)
+    for (const w of others) w.send('exit')
+    for (const w of others) t.is(await w.exited, 0, w.stderr())
+  })
+}
+
+test('group: a connecting hub of tcp://, uds:// and kcp:// that receives; refused elsewhere, saying why', async (t) => {
+  for (const [url, options, message] of [
+    ['tcp://127.0.0.1:0', { listen: true, group: 'w' }, /a connecting hub's/],
+    ['tcp://127.0.0.1:1', { group: '' }, /1 to 32 bytes/],
+    ['kcp://127.0.0.1:1', { group: 'x'.repeat(33) }, /1 to 32 bytes/],
+    ['uds://@zerohop-group-refused', { group: 'w', role: 'publisher' }, /receives nothing/],
+    ['quic://127.0.0.1:1', { group: 'w' }, /not an option of quic/],
+    ['shm://group-refused', { group: 'w' }, /not an option of shm/],
+    ['kcp://239.1.2.9:5000', { group: 'w', role: 'subscriber' }, /multicast group takes/],
+  ] as const) {
+    await t.throwsAsync(Hub.open(url as string, options as object), { code: 'ERR_BAD_OPTION', message }, url)
+  }
+})

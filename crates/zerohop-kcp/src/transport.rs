@@ -157,7 +157,8 @@ pub fn open_group(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTr
         || r.peer_linger != dr.peer_linger
         || r.connect_timeout != dr.connect_timeout
         || r.heartbeat != dr.heartbeat
-        || r.reconnect != dr.reconnect;
+        || r.reconnect != dr.reconnect
+        || r.group.is_some();
     if kcp_only {
         return Err(Error::bad_option(
             "a multicast group takes mtu, maxMessageSize, sendQueueBytes and sendQueueMessages (the sender's repair \

@@ -165,6 +165,7 @@ fn a_conversation_that_goes_silent_is_reaped_after_idle_timeout() {
         session: 7,
         queue_limit: 1 << 20,
         queue_messages: 1 << 10,
+        group: b"",
     });
     let plan = hello.plan(&mut []).unwrap();
     let bytes: Vec<u8> = hello.slices(&plan, &[]).concat();

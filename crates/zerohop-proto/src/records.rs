@@ -25,7 +25,7 @@
 //! let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
 //! queues[0].as_mut().unwrap().push(b"hello");
 //! let mut w = RecordWriter::new();
-//! w.control(&Control::Hello { session: 7, queue_limit: 1 << 20, queue_messages: 4096 });
+//! w.control(&Control::Hello { session: 7, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
 //! let mut wire = Vec::new();
 //! while let Some(plan) = w.plan(&mut queues) {
 //!     let n = w.slices(&plan, &queues).iter().map(|s| { wire.extend_from_slice(s); s.len() }).sum();
@@ -36,7 +36,7 @@
 //! let mut got = Vec::new();
 //! r.push(&wire, |rec| got.push(format!("{rec:?}"))).unwrap();
 //! assert_eq!(got, [
-//!     "Control(Hello { session: 7, queue_limit: 1048576, queue_messages: 4096 })",
+//!     "Control(Hello { session: 7, queue_limit: 1048576, queue_messages: 4096, group: [] })",
 //!     "Control(Start { channel: 0, first_seq: 0 })",
 //!     "Message { channel: 0, payload: [104, 101, 108, 108, 111], expiry_ns: None }",
 //! ]);
@@ -93,19 +93,32 @@ pub const CONTROL_OVERHEAD: usize = 1 + 2 * MAX_VARINT_LEN;
 /// What the hello starts with: the protocol and its version.
 const MAGIC: [u8; 4] = *b"ZH1\x01";
 /// The first bytes of every connection: the hello's prefix (a control record of
-/// [`HELLO_LEN`] bytes), its kind and the magic. Checked as they arrive, so that a peer speaking
-/// something else is refused at its first bytes.
+/// [`HELLO_LEN`] bytes, or more with a work group: see [`hello_prefix_ok`]), its kind and
+/// the magic. Checked as they arrive, so that a peer speaking something else is refused
+/// at its first bytes.
 const PREAMBLE: [u8; 6] = [((HELLO_LEN as u8) << 1) | 1, 1, MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3]];
-/// A hello's body: its kind, the magic number, the session and the queue's two limits.
+/// A hello's body: its kind, the magic number, the session and the queue's two limits;
+/// then, from a hub in a work group, the name's length and the name.
 const HELLO_LEN: usize = 1 + 4 + 8 + 8 + 8;
-// `Control::encode` builds a hello in its fixed part.
-const _: () = assert!(HELLO_LEN <= CONTROL_OVERHEAD + 8);
+/// The longest work-group name, in bytes.
+pub const MAX_GROUP_NAME: usize = 32;
+// `Control::encode` builds a hello in its fixed part, the name's length included, and
+// the longest hello's prefix is one byte.
+const _: () = assert!(HELLO_LEN < CONTROL_OVERHEAD + 9);
+const _: () = assert!((HELLO_LEN + 1 + MAX_GROUP_NAME) << 1 < 0x7f);
+
+/// Whether `b` is the prefix of a hello: of [`HELLO_LEN`] bytes, or with a work group's
+/// name of 1 to [`MAX_GROUP_NAME`] bytes.
+fn hello_prefix_ok(b: u8) -> bool {
+    let len = usize::from(b >> 1);
+    b & 1 == 1 && (len == HELLO_LEN || (HELLO_LEN + 2..=HELLO_LEN + 1 + MAX_GROUP_NAME).contains(&len))
+}
 
 /// Whether `bytes` start a connection of records (a hello): how a listener that shares
 /// one socket among its peers (KCP) tells a new peer from noise before it keeps
 /// anything for it.
 pub fn starts_records(bytes: &[u8]) -> bool {
-    bytes.starts_with(&PREAMBLE)
+    bytes.len() >= PREAMBLE.len() && hello_prefix_ok(bytes[0]) && bytes[1..PREAMBLE.len()] == PREAMBLE[1..]
 }
 
 /// A control record.
@@ -119,6 +132,9 @@ pub enum Control<'a> {
         session: u64,
         queue_limit: u64,
         queue_messages: u64,
+        /// The work group the sender receives in (a connecting hub's `group`): the
+        /// listener sends each message to one member of the group. Empty: none.
+        group: &'a [u8],
     },
     /// The messages that follow are `channel`'s, the first of them `first_seq` (the first
     /// on this connection; after a reconnect, the oldest unacknowledged one).
@@ -222,23 +238,28 @@ impl Control<'_> {
     /// Appends the record (prefix and body) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         // The fixed part on the stack, then what it carries.
-        let mut head = [0u8; CONTROL_OVERHEAD + 8];
+        let mut head = [0u8; CONTROL_OVERHEAD + 9];
         head[0] = self.kind();
         let mut at = 1;
-        let varint = |v: u64, head: &mut [u8; CONTROL_OVERHEAD + 8], at: &mut usize| {
+        let varint = |v: u64, head: &mut [u8; CONTROL_OVERHEAD + 9], at: &mut usize| {
             let mut b = [0u8; MAX_VARINT_LEN];
             let n = write_varint(v, &mut b);
             head[*at..*at + n].copy_from_slice(&b[..n]);
             *at += n;
         };
         let tail: &[u8] = match *self {
-            Self::Hello { session, queue_limit, queue_messages } => {
+            Self::Hello { session, queue_limit, queue_messages, group } => {
+                debug_assert!(group.len() <= MAX_GROUP_NAME, "a work group's name is {MAX_GROUP_NAME} bytes at most");
                 head[1..5].copy_from_slice(&MAGIC);
                 head[5..13].copy_from_slice(&session.to_le_bytes());
                 head[13..21].copy_from_slice(&queue_limit.to_le_bytes());
                 head[21..29].copy_from_slice(&queue_messages.to_le_bytes());
                 at = HELLO_LEN;
-                &[]
+                if !group.is_empty() {
+                    head[at] = group.len() as u8;
+                    at += 1;
+                }
+                group
             }
             Self::Start { channel, first_seq } => {
                 varint(u64::from(channel), &mut head, &mut at);
@@ -295,11 +316,18 @@ fn decode_control(body: &[u8]) -> Result<Control<'_>, RecordError> {
     let channel = |v: u64| u16::try_from(v).map_err(|_| RecordError::Malformed("a channel above 65535"));
     let c = match kind {
         1 => {
-            if rest.len() != HELLO_LEN - 1 || rest[..4] != MAGIC {
+            if rest.len() < HELLO_LEN - 1 || rest[..4] != MAGIC {
                 return Err(RecordError::Malformed("not a zerohop/1 hello"));
             }
+            let group = match rest[HELLO_LEN - 1..] {
+                [] => &[][..],
+                [n, ref name @ ..] if usize::from(n) == name.len() && (1..=MAX_GROUP_NAME).contains(&name.len()) => {
+                    name
+                }
+                _ => return Err(RecordError::Malformed("a hello's work group is malformed")),
+            };
             let word = |at: usize| u64::from_le_bytes(rest[at..at + 8].try_into().expect("8 bytes"));
-            return Ok(Control::Hello { session: word(4), queue_limit: word(12), queue_messages: word(20) });
+            return Ok(Control::Hello { session: word(4), queue_limit: word(12), queue_messages: word(20), group });
         }
         2 => Control::Start { channel: channel(varint(rest)?)?, first_seq: varint(rest)? },
         3 => Control::Select { channel: channel(varint(rest)?)? },
@@ -391,7 +419,11 @@ impl RecordReader {
     /// the connection is unusable.
     pub fn push(&mut self, bytes: &[u8], mut each: impl FnMut(Record<'_>)) -> Result<(), RecordError> {
         let check = (PREAMBLE.len() - self.preamble).min(bytes.len());
-        if bytes[..check] != PREAMBLE[self.preamble..self.preamble + check] {
+        // (The first byte is the hello's length: with a work group's name, longer.)
+        let ok = (self.preamble..self.preamble + check)
+            .zip(bytes)
+            .all(|(i, &b)| if i == 0 { hello_prefix_ok(b) } else { b == PREAMBLE[i] });
+        if !ok {
             return Err(RecordError::Malformed("not a zerohop/1 connection"));
         }
         self.preamble += check;
@@ -663,9 +695,49 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_names_its_work_group_and_a_bad_name_is_refused() {
+        // A connection that opens with a group's hello is one of records (KCP's listener
+        // looks at its first bytes), and the reader hands the name on.
+        for group in [&b"workers"[..], &[b'x'; MAX_GROUP_NAME][..]] {
+            let mut wire = Vec::new();
+            Control::Hello { session: 9, queue_limit: 1, queue_messages: 1, group }.encode(&mut wire);
+            assert!(starts_records(&wire));
+            let mut reader = RecordReader::new(1 << 20, 4);
+            let mut got = Vec::new();
+            // (Byte by byte: the prefix is checked as it arrives.)
+            for b in &wire {
+                reader.push(std::slice::from_ref(b), |r| got.push(format!("{r:?}"))).unwrap();
+            }
+            assert_eq!(
+                got,
+                [format!("Control(Hello {{ session: 9, queue_limit: 1, queue_messages: 1, group: {group:?} }})")]
+            );
+        }
+        // A name's length that disagrees with the record's, an empty or too long one.
+        let mut hello = Vec::new();
+        Control::Hello { session: 9, queue_limit: 1, queue_messages: 1, group: b"abc" }.encode(&mut hello);
+        let body = |wire: &[u8]| wire[1..].to_vec();
+        let mut bad = body(&hello);
+        bad[HELLO_LEN] = 2;
+        assert!(Control::decode(&bad).is_err());
+        let mut empty = body(&hello)[..HELLO_LEN + 1].to_vec();
+        empty[HELLO_LEN] = 0;
+        assert!(Control::decode(&empty).is_err());
+        let mut long = body(&hello)[..HELLO_LEN].to_vec();
+        long.push(MAX_GROUP_NAME as u8 + 1);
+        long.extend([b'y'; MAX_GROUP_NAME + 1]);
+        assert!(Control::decode(&long).is_err());
+        // The prefix of a hello with a group too long is not one of records.
+        assert!(!starts_records(&[((HELLO_LEN + 2 + MAX_GROUP_NAME) as u8) << 1 | 1, 1, b'Z', b'H', b'1', 1]));
+        assert!(!starts_records(&[((HELLO_LEN + 1) as u8) << 1 | 1, 1, b'Z', b'H', b'1', 1]));
+    }
+
+    #[test]
     fn every_control_record_reads_back() {
         let all = [
-            Control::Hello { session: u64::MAX, queue_limit: 1 << 20, queue_messages: 4096 },
+            Control::Hello { session: u64::MAX, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
+            Control::Hello { session: 5, queue_limit: 1, queue_messages: 2, group: b"w" },
+            Control::Hello { session: 5, queue_limit: 1, queue_messages: 2, group: &[b'g'; MAX_GROUP_NAME] },
             Control::Start { channel: 3, first_seq: 1 << 40 },
             Control::Select { channel: 3 },
             Control::Ack { channel: 3, ack: 99 },
@@ -699,7 +771,7 @@ mod tests {
     #[test]
     fn a_connection_is_known_by_its_first_bytes() {
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 2, queue_messages: 3 });
+        w.control(&Control::Hello { session: 1, queue_limit: 2, queue_messages: 3, group: b"" });
         let plan = w.plan(&mut []).unwrap();
         let first: Vec<u8> = w.slices(&plan, &[]).concat();
         assert!(starts_records(&first));
@@ -718,28 +790,28 @@ mod tests {
             (&[Control::Ping], "not a zerohop/1 connection"),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
-                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
                 ],
                 "a second hello",
             ),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
                     Control::Select { channel: 0 },
                 ],
                 "a switch to a channel never started",
             ),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
                     Control::Start { channel: 16, first_seq: 0 },
                 ],
                 "a channel out of range",
             ),
             (
                 &[
-                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 },
+                    Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" },
                     Control::Start { channel: 0, first_seq: 0 },
                     Control::Start { channel: 0, first_seq: 0 },
                 ],
@@ -756,7 +828,7 @@ mod tests {
         }
         // A message before any channel.
         let mut wire = Vec::new();
-        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut wire);
+        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" }.encode(&mut wire);
         let mut q = SendQueue::tagged(1000);
         q.push(b"m");
         wire.extend_from_slice(q.unsent());
@@ -785,7 +857,7 @@ mod tests {
         let json = br#"{"sym":"BTC","px":50000,"sym2":"BTC","px2":50000}"#.repeat(10);
         let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         let q = queues[0].as_mut().unwrap();
         let mut body = Vec::new();
         assert!(crate::compress::compress(&json, &mut body));
@@ -804,7 +876,7 @@ mod tests {
         // Larger than the reader's limit once decompressed, or not LZ4: refused.
         assert!(RecordReader::new(100, 16).push(&wire, |_| {}).is_err());
         let mut bad = Vec::new();
-        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut bad);
+        Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" }.encode(&mut bad);
         Control::Start { channel: 0, first_seq: 0 }.encode(&mut bad);
         Control::Compressed { body: &[5, 0xff, 0xff] }.encode(&mut bad);
         assert_eq!(
@@ -820,7 +892,7 @@ mod tests {
         assert!(crate::compress::compress(&json, &mut body));
         let mut queues = vec![Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         let q = queues[0].as_mut().unwrap();
         let seqs = (q.push(b"plain"), q.push_expiring(7, false, b"soon"), q.push_expiring(u64::MAX, true, &body));
         assert_eq!(seqs, (0, 1, 2));
@@ -858,7 +930,7 @@ mod tests {
         // a connection whose kernel takes a message's worth per write.
         let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new().with_priorities(vec![1, 0]);
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         for q in queues.iter_mut().flatten() {
             for _ in 0..200 {
                 q.push(&[7u8; 100]);
@@ -881,7 +953,7 @@ mod tests {
         // Without classes, the channels take turns.
         let mut plain = RecordWriter::new().with_priorities(vec![0, 0]);
         assert!(plain.classes.is_flat());
-        plain.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        plain.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
     }
 
     #[test]
@@ -890,7 +962,7 @@ mod tests {
         // messages; then the higher class (channel 1) has messages too.
         let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new().with_priorities(vec![1, 0]);
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         for _ in 0..200 {
             queues[0].as_mut().unwrap().push(&[7u8; 100]);
         }
@@ -917,7 +989,7 @@ mod tests {
     fn a_cut_message_is_finished_before_anything_else() {
         let mut queues = vec![Some(SendQueue::tagged(1 << 20)), Some(SendQueue::tagged(1 << 20))];
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         queues[0].as_mut().unwrap().push(&[0xaa; 100]);
         let plan = w.plan(&mut queues).unwrap();
         let mut wire: Vec<u8> = w.slices(&plan, &queues).concat();
@@ -936,7 +1008,7 @@ mod tests {
         assert_eq!(
             read_all(&wire),
             [
-                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
+                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096, group: [] })",
                 "Control(Start { channel: 0, first_seq: 0 })",
                 &format!("Message {{ channel: 0, payload: {:?}, expiry_ns: None }}", [0xaa_u8; 100]),
                 "Control(Ack { channel: 0, ack: 5 })",
@@ -953,14 +1025,14 @@ mod tests {
         q.push(b"a");
         q.push(b"b");
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         while let Some(plan) = w.plan(&mut queues) {
             w.wrote(&plan, plan.len(), &mut queues);
         }
         queues[0].as_mut().unwrap().ack(1).unwrap();
         // The connection breaks; the next starts from "b".
         let mut w = RecordWriter::new();
-        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 });
+        w.control(&Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
         let mut wire = Vec::new();
         while let Some(plan) = w.plan(&mut queues) {
             wire.extend(w.slices(&plan, &queues).concat());
@@ -969,7 +1041,7 @@ mod tests {
         assert_eq!(
             read_all(&wire),
             [
-                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096 })",
+                "Control(Hello { session: 1, queue_limit: 1048576, queue_messages: 4096, group: [] })",
                 "Control(Start { channel: 0, first_seq: 1 })",
                 "Message { channel: 0, payload: [98], expiry_ns: None }"
             ]
@@ -988,7 +1060,7 @@ mod tests {
         ) {
             let mut queues: Vec<Option<SendQueue>> = (0..3).map(|_| Some(SendQueue::tagged(1 << 20))).collect();
             let mut w = RecordWriter::new();
-            w.control(&Control::Hello { session: 9, queue_limit: 1 << 20, queue_messages: 4096 });
+            w.control(&Control::Hello { session: 9, queue_limit: 1 << 20, queue_messages: 4096, group: b"" });
             let mut expect: Vec<String> = vec!["Control(Hello { session: 9 })".into()];
             let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
             let mut pings = 0;
@@ -1046,7 +1118,7 @@ mod tests {
         fn garbage_never_panics_nor_breaks_the_limits(bytes in proptest::collection::vec(any::<u8>(), 0..500), greet in any::<bool>()) {
             let mut wire = Vec::new();
             if greet {
-                Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096 }.encode(&mut wire);
+                Control::Hello { session: 1, queue_limit: 1 << 20, queue_messages: 4096, group: b"" }.encode(&mut wire);
             }
             wire.extend_from_slice(&bytes);
             let mut r = RecordReader::new(100, 4);

@@ -193,6 +193,8 @@ struct Peer {
     ack_every: usize,
     ack_every_messages: u64,
     linger_until: Option<Instant>,
+    /// The work group it receives in (an index into `Engine::groups`), from its hello.
+    group: Option<usize>,
 }
 
 impl Peer {
@@ -209,7 +211,13 @@ impl Peer {
             ack_every: ACK_BYTES_MAX,
             ack_every_messages: u64::MAX,
             linger_until: None,
+            group: None,
         }
+    }
+
+    /// Messages queued for it on `channel`, sent or not.
+    fn queued(&self, channel: u16) -> usize {
+        self.queues.get(usize::from(channel)).and_then(Option::as_ref).map_or(0, SendQueue::len)
     }
 
     /// Whether a `len`-byte message fits in its queue for `channel` (what the kernel
@@ -227,14 +235,18 @@ impl Peer {
     /// Queues `message` on `channel` (its queue made on first use, bounded by `limit`
     /// bytes and `messages` messages), as it is or, `compressed`, as that body, with its
     /// expiry if it has one.
-    fn queue(&mut self, channel: u16, message: Outgoing<'_>, (limit, messages): (usize, usize), number: u64) {
+    fn queue(&mut self, channel: u16, message: Outgoing<'_>, limits: (usize, usize), number: u64) {
+        self.queue_of(channel, limits, number).push_message(message.message, message.compressed, message.expiry_ns);
+    }
+
+    /// Its queue for `channel`, made if new (bounded by `limit` bytes and `messages`
+    /// messages, numbered from `number`).
+    fn queue_of(&mut self, channel: u16, (limit, messages): (usize, usize), number: u64) -> &mut SendQueue {
         let i = usize::from(channel);
         if self.queues.len() <= i {
             self.queues.resize_with(i + 1, || None);
         }
-        let q = self.queues[i]
-            .get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages).starting_at(number));
-        q.push_message(message.message, message.compressed, message.expiry_ns);
+        self.queues[i].get_or_insert_with(|| SendQueue::tagged(limit).with_message_limit(messages).starting_at(number))
     }
 
     /// Whether what was delivered since the last acknowledgement is worth one when the
@@ -315,6 +327,17 @@ pub struct ConnectedPeer {
     /// Of that, what the wire holds, not yet taken by the peer (the kernel's socket
     /// buffer, `SIOCOUTQ`; or KCP's segments not yet acknowledged).
     pub unsent: u64,
+    /// The work group it receives in, if any.
+    pub group: Option<String>,
+}
+
+/// A work group of a listener, as its metrics show it.
+pub struct GroupInfo {
+    pub name: String,
+    /// Its members, connected or kept for their return.
+    pub members: u64,
+    pub rerouted: u64,
+    pub lost: u64,
 }
 
 /// Counters (the rest of the metrics are read off the state).
@@ -343,6 +366,28 @@ struct Undelivered {
     kind: Kind,
     request: u64,
     body: Vec<u8>,
+}
+
+/// Connecting hubs that receive in one work group (`group`): a listener sends each
+/// message to one of them, and what one of them did not get moves to the others.
+struct WorkGroup {
+    name: Vec<u8>,
+    /// Where the next look for a member starts (members equal otherwise take turns).
+    turn: usize,
+    /// Messages moved from a member to another (it went away, or was given up on).
+    rerouted: u64,
+    /// Messages of a member given up on that no other member could take.
+    lost: u64,
+}
+
+/// The most work groups a listener keeps (each a name a peer said).
+const MAX_GROUPS: usize = 1024;
+
+/// Where a message goes: a peer, or one member of a work group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    Peer(u32),
+    Group(usize),
 }
 
 /// The connecting side's plan.
@@ -379,6 +424,8 @@ pub struct Engine<W: Wire> {
     /// forgotten after its linger and back with the same session remembers the old
     /// numbers, and would drop new messages numbered like those it had.
     numbered: Numbering,
+    /// The work groups its peers named (listening side), never more than `MAX_GROUPS`.
+    groups: Vec<WorkGroup>,
     pub closing: bool,
     room_freed: bool,
     /// Connections with something to write.
@@ -434,6 +481,7 @@ impl<W: Wire> Engine<W> {
             counters: StreamCounters::default(),
             compressor: Compressor::default(),
             numbered: Numbering::default(),
+            groups: Vec::new(),
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
@@ -496,7 +544,8 @@ impl<W: Wire> Engine<W> {
         let mut writer = RecordWriter::new().with_priorities(self.config.options.priorities.clone());
         let queue_limit = self.config.options.send_queue_bytes as u64;
         let queue_messages = u64::try_from(self.config.options.send_queue_messages).unwrap_or(u64::MAX);
-        writer.control(&Control::Hello { session: self.session, queue_limit, queue_messages });
+        let group = self.config.options.group.as_deref().map_or(&[][..], str::as_bytes);
+        writer.control(&Control::Hello { session: self.session, queue_limit, queue_messages, group });
         let tls = match &self.config.tls {
             Some(t) => Some(Box::new(t.session()?)),
             None => None,
@@ -645,13 +694,54 @@ impl<W: Wire> Engine<W> {
         } else {
             self.report(Status::Disconnected, from.name(id), Some(Error::new(lost.code, lost.why)));
             self.peers[i].linger_until = Some(now + self.config.options.peer_linger);
+            // A work group's member away: what it never got goes to the others now.
+            self.reroute(i, false);
             self.schedule_tick(now);
         }
     }
 
     fn forget(&mut self, id: u32) {
+        if let Some(i) = self.peer_index(id) {
+            // A work group's member given up on: what it did not acknowledge goes to the others.
+            self.reroute(i, true);
+        }
         self.peers.retain(|p| p.id != id);
         self.room_freed = true;
+    }
+
+    /// Moves what member `i` of a work group holds to the other members: what no
+    /// connection of it carried whole, or (`given_up`) everything it did not
+    /// acknowledge. While it may come back, only to a member that is connected.
+    fn reroute(&mut self, i: usize, given_up: bool) {
+        let Some(g) = self.peers[i].group else { return };
+        let id = self.peers[i].id;
+        if !given_up && !self.peers.iter().any(|p| p.group == Some(g) && p.id != id && p.conn.is_some()) {
+            return;
+        }
+        let mut moved: Vec<(u16, Vec<u8>)> = Vec::new();
+        for (channel, q) in self.peers[i].queues.iter_mut().enumerate() {
+            let Some(q) = q else { continue };
+            let mut take = |framed: &[u8]| moved.push((channel as u16, framed.to_vec()));
+            if given_up {
+                q.take_unacknowledged(&mut take);
+            } else {
+                q.take_never_sent(&mut take);
+            }
+        }
+        let limits = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
+        for (channel, framed) in moved {
+            // (Whatever its room: they were accepted, and go before anything new.)
+            let Some(j) = Self::member_for(&self.peers, &mut self.groups[g], g, channel, framed.len(), Some(id)) else {
+                self.groups[g].lost += 1;
+                continue;
+            };
+            let number = self.numbered.next(channel);
+            self.peers[j].queue_of(channel, limits, number).push_framed(&framed);
+            self.groups[g].rerouted += 1;
+            if let Some(t) = self.peers[j].conn {
+                self.dirty.push(t);
+            }
+        }
     }
 
     // ---- reading -----------------------------------------------------------------------
@@ -842,8 +932,8 @@ impl<W: Wire> Engine<W> {
     ) -> Result<(), RecordError> {
         let bad = |why| Err(RecordError::Malformed(why));
         match rec {
-            Record::Control(Control::Hello { session, queue_limit, queue_messages }) => {
-                self.hello(s, session, queue_limit, queue_messages)
+            Record::Control(Control::Hello { session, queue_limit, queue_messages, group }) => {
+                self.hello(s, session, queue_limit, queue_messages, group)
             }
             Record::Control(Control::Start { channel, first_seq }) => {
                 if let Some(p) = s.peer.and_then(|id| self.peer_index(id)) {
@@ -946,6 +1036,7 @@ impl<W: Wire> Engine<W> {
         session: u64,
         queue_limit: u64,
         queue_messages: u64,
+        group: &[u8],
     ) -> Result<(), RecordError> {
         s.hello_by = None;
         if !self.config.options.listen {
@@ -980,10 +1071,12 @@ impl<W: Wire> Engine<W> {
                 i
             }
             None => {
+                let group = self.group_named(group)?;
                 let id = self.next_peer;
                 self.next_peer += 1;
                 let mut p = Peer::new(id, s.from);
                 p.session = session;
+                p.group = group;
                 self.peers.push(p);
                 self.peers.len() - 1
             }
@@ -1137,18 +1230,70 @@ impl<W: Wire> Engine<W> {
 
     // ---- publishing and requests --------------------------------------------------------
 
-    /// Whether every peer has room for a `len`-byte message on `channel`.
+    /// Whether every peer (of a work group: one member) has room for a `len`-byte
+    /// message on `channel`.
     pub fn all_have_room(&self, channel: u16, len: usize) -> bool {
-        self.peers.iter().all(|p| p.has_room(channel, len))
+        self.peers.iter().all(|p| p.group.is_some() || p.has_room(channel, len))
+            && (0..self.groups.len()).all(|g| self.has_room(Recipient::Group(g), channel, len))
     }
 
-    /// Peers without room for a `len`-byte message on `channel`.
-    pub fn full_peers(&self, channel: u16, len: usize) -> Vec<u32> {
-        self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect()
+    /// Peers, and work groups, without room for a `len`-byte message on `channel`.
+    pub fn full_targets(&self, channel: u16, len: usize) -> Vec<Recipient> {
+        let peers =
+            self.peers.iter().filter(|p| p.group.is_none() && !p.has_room(channel, len)).map(|p| Recipient::Peer(p.id));
+        let groups = (0..self.groups.len()).map(Recipient::Group).filter(|&g| !self.has_room(g, channel, len));
+        peers.chain(groups).collect()
     }
 
-    pub fn has_room(&self, peer: u32, channel: u16, len: usize) -> bool {
-        self.peers.iter().find(|p| p.id == peer).is_none_or(|p| p.has_room(channel, len))
+    /// Whether `target` has room (a work group: one of its members; one without
+    /// members has nobody to wait for).
+    pub fn has_room(&self, target: Recipient, channel: u16, len: usize) -> bool {
+        match target {
+            Recipient::Peer(id) => self.peers.iter().find(|p| p.id == id).is_none_or(|p| p.has_room(channel, len)),
+            Recipient::Group(g) => {
+                let mut members = self.peers.iter().filter(|p| p.group == Some(g)).peekable();
+                members.peek().is_none() || members.any(|p| p.has_room(channel, len))
+            }
+        }
+    }
+
+    /// The work group named `name` (none for an empty name), made if new.
+    fn group_named(&mut self, name: &[u8]) -> Result<Option<usize>, RecordError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if let Some(g) = self.groups.iter().position(|g| g.name == name) {
+            return Ok(Some(g));
+        }
+        if self.groups.len() >= MAX_GROUPS {
+            return Err(RecordError::Malformed("too many work groups"));
+        }
+        self.groups.push(WorkGroup { name: name.to_vec(), turn: 0, rerouted: 0, lost: 0 });
+        Ok(Some(self.groups.len() - 1))
+    }
+
+    /// The index in `peers` of the member of work group `g` (but `not`) a message of
+    /// `len` bytes on `channel` goes to: one that is connected and has room before one
+    /// that is not, then the one with the fewest messages queued; those equal take
+    /// turns (`group.turn`). `None`: no member.
+    fn member_for(
+        peers: &[Peer],
+        group: &mut WorkGroup,
+        g: usize,
+        channel: u16,
+        len: usize,
+        not: Option<u32>,
+    ) -> Option<usize> {
+        let n = peers.len();
+        let best = (0..n)
+            .map(|k| (group.turn + k) % n)
+            .filter(|&i| peers[i].group == Some(g) && Some(peers[i].id) != not)
+            .min_by_key(|&i| {
+                let p = &peers[i];
+                (p.conn.is_none(), !p.has_room(channel, len), p.queued(channel))
+            })?;
+        group.turn = best + 1;
+        Some(best)
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon);
@@ -1159,7 +1304,7 @@ impl<W: Wire> Engine<W> {
         channel: u16,
         message: &[u8],
         expiry_ns: Option<u64>,
-        skip: &[u32],
+        skip: &[Recipient],
         start: impl FnOnce() -> Instant,
     ) {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
@@ -1170,8 +1315,16 @@ impl<W: Wire> Engine<W> {
         }
         let out = Outgoing { message, compressed, expiry_ns };
         let number = self.numbered.next(channel);
-        for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
+        for p in self.peers.iter_mut().filter(|p| p.group.is_none() && !skip.contains(&Recipient::Peer(p.id))) {
             p.queue(channel, out, (limit, messages), number);
+        }
+        for g in 0..self.groups.len() {
+            if skip.contains(&Recipient::Group(g)) {
+                continue;
+            }
+            if let Some(i) = Self::member_for(&self.peers, &mut self.groups[g], g, channel, message.len(), None) {
+                self.peers[i].queue(channel, out, (limit, messages), number);
+            }
         }
         if self.burst.published(message.len(), start) {
             self.flush();
@@ -1185,7 +1338,20 @@ impl<W: Wire> Engine<W> {
         let (limit, messages) = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         let mut slow = None;
         let number = self.numbered.next(channel);
-        for p in self.peers.iter_mut().filter(|p| p.id != from) {
+        for g in 0..self.groups.len() {
+            let out = Outgoing { message, compressed: None, expiry_ns };
+            match Self::member_for(&self.peers, &mut self.groups[g], g, channel, message.len(), Some(from)) {
+                Some(i) if self.peers[i].has_room(channel, message.len()) => {
+                    self.peers[i].queue(channel, out, (limit, messages), number);
+                    if let Some(t) = self.peers[i].conn {
+                        self.dirty.push(t);
+                    }
+                }
+                Some(_) => self.counters.dropped += 1, // (every member is a queue behind)
+                None => {}
+            }
+        }
+        for p in self.peers.iter_mut().filter(|p| p.id != from && p.group.is_none()) {
             if !p.has_room(channel, message.len()) {
                 slow.get_or_insert_with(Vec::new).push(p.id);
                 continue;
@@ -1528,7 +1694,20 @@ impl<W: Wire> Engine<W> {
                     queued_bytes: p.unacked_bytes(),
                     queued_messages: p.queued_messages(),
                     unsent: self.wire.unsent(t),
+                    group: p.group.map(|g| String::from_utf8_lossy(&self.groups[g].name).into_owned()),
                 })
+            })
+            .collect()
+    }
+
+    /// The work groups its peers named, with their members and what moved between them.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        (self.groups.iter().enumerate())
+            .map(|(g, w)| GroupInfo {
+                name: String::from_utf8_lossy(&w.name).into_owned(),
+                members: self.peers.iter().filter(|p| p.group == Some(g)).count() as u64,
+                rerouted: w.rerouted,
+                lost: w.lost,
             })
             .collect()
     }

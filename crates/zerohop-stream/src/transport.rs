@@ -19,12 +19,13 @@ use zerohop_transport::{
     Settings, Target, Transport, TransportKind, TransportOptions, Value,
 };
 
-use crate::engine::{Config, Engine};
+use crate::engine::{Config, Engine, Recipient};
 use crate::socket::Address;
 use crate::sockets::{SocketConfig, SocketWire};
 use crate::tls::TlsContext;
 use crate::wire::Wire;
 use zerohop_net::sending::Overflow;
+use zerohop_proto::records::MAX_GROUP_NAME;
 use zerohop_tls::TlsOptions;
 
 /// The options of every hub that carries records (`tcp://`, `uds://`, `kcp://`).
@@ -60,6 +61,9 @@ pub struct ReliableOptions {
     /// Bytes of received messages larger than a slot held for the reader at most
     /// (`receiveQueueBytes`; `None`: the ring's default, 8 MiB aside and 64 MiB spilled).
     pub receive_queue_bytes: Option<usize>,
+    /// A connecting hub's work group (`group`): the listener sends each message to one
+    /// of the hubs that name the same group, rather than to each.
+    pub group: Option<String>,
 }
 
 impl Default for ReliableOptions {
@@ -78,6 +82,7 @@ impl Default for ReliableOptions {
             compression: false,
             priorities: Vec::new(),
             receive_queue_bytes: None,
+            group: None,
         }
     }
 }
@@ -99,8 +104,19 @@ impl ReliableOptions {
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             priorities: o.take_priorities()?,
             receive_queue_bytes: o.take_usize("receiveQueueBytes", 1..=1 << 40)?,
+            group: o.take_text("group")?,
             ..d
         };
+        if let Some(g) = &s.group {
+            if s.listen {
+                return Err(Error::bad_option(
+                    "group is a connecting hub's: the listener sends each message to one hub of each group",
+                ));
+            }
+            if g.is_empty() || g.len() > MAX_GROUP_NAME {
+                return Err(Error::bad_option(format!("group must be 1 to {MAX_GROUP_NAME} bytes, got {}", g.len())));
+            }
+        }
         if s.relay && !s.listen {
             return Err(Error::bad_option(
                 "relay: true passes messages between a listener's peers: it needs listen: true",
@@ -197,13 +213,13 @@ impl<W: Wire> StreamProtocol<W> {
                 self.driver.after(g);
                 return Ok(Delivery::Accepted);
             }
-            e.full_peers(channel, message.len())
+            e.full_targets(channel, message.len())
         };
         // Some peer is a queue behind: apply the policy to it.
         let mut skipped = Vec::new();
-        for peer in full {
+        for target in full {
             let len = message.len();
-            let has_room = |g: &Guard<'_, Engine<W>>| g.as_ref().is_none_or(|e| e.has_room(peer, channel, len));
+            let has_room = |g: &Guard<'_, Engine<W>>| g.as_ref().is_none_or(|e| e.has_room(target, channel, len));
             let closing = |g: &Guard<'_, Engine<W>>| g.as_ref().is_none_or(|e| e.closing);
             match self.overflow {
                 Overflow::FailFast => return Err(Error::new(ErrorCode::Backpressure, "a peer's send queue is full")),
@@ -211,12 +227,14 @@ impl<W: Wire> StreamProtocol<W> {
                     if let Some(e) = g.as_mut() {
                         e.count_dropped();
                     }
-                    skipped.push(peer);
+                    skipped.push(target);
                 }
                 // A listener broadcasts: waiting for one slow peer would hold up every
                 // other, so a peer that let its whole send queue pile up is a slow
-                // consumer, disconnected now (`ERR_SLOW_CONSUMER`); the rest go on.
-                Overflow::Block(_) if self.listen => {
+                // consumer, disconnected now (`ERR_SLOW_CONSUMER`); the rest go on. (A
+                // work group whose every member is a queue behind is waited for.)
+                Overflow::Block(_) if self.listen && matches!(target, Recipient::Peer(_)) => {
+                    let Recipient::Peer(peer) = target else { unreachable!() };
                     g.as_mut().expect("not closing").disconnect_slow(peer);
                 }
                 Overflow::Block(timeout) => {
@@ -238,7 +256,11 @@ impl<W: Wire> StreamProtocol<W> {
                     if !has_room(&g) {
                         return Err(Error::new(
                             ErrorCode::Timeout,
-                            "the server did not read in time (send queue full)",
+                            if self.listen {
+                                "the work group's members did not read in time (send queues full)"
+                            } else {
+                                "the server did not read in time (send queue full)"
+                            },
                         ));
                     }
                 }
@@ -285,8 +307,8 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
-        let Ok(((c, peers, unacked, requests, answers), connected, wire)) =
-            self.driver.with(|e| (e.snapshot(), e.connected_peers(), e.wire_details()))
+        let Ok(((c, peers, unacked, requests, answers), connected, groups, wire)) =
+            self.driver.with(|e| (e.snapshot(), e.connected_peers(), e.groups(), e.wire_details()))
         else {
             return Vec::new();
         };
@@ -307,7 +329,22 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
                     let n = |v: u32| Value::Number(f64::from(v));
                     entries.extend([("pid".into(), n(c.pid)), ("uid".into(), n(c.uid)), ("gid".into(), n(c.gid))]);
                 }
+                if let Some(g) = p.group {
+                    entries.push(("group".into(), Value::Text(g)));
+                }
                 Value::Map(Options::new(entries))
+            })
+            .collect();
+        let groups: Vec<Value> = groups
+            .into_iter()
+            .map(|g| {
+                let n = |v: u64| Value::Number(v as f64);
+                Value::Map(Options::new(vec![
+                    ("name".to_owned(), Value::Text(g.name)),
+                    ("members".into(), n(g.members)),
+                    ("rerouted".into(), n(g.rerouted)),
+                    ("lost".into(), n(g.lost)),
+                ]))
             })
             .collect();
         let n = |v: u64| Value::Number(v as f64);
@@ -329,6 +366,9 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             ("bytesReceived", n(c.bytes_received)),
             ("connectedPeers", Value::List(connected)),
         ];
+        if !groups.is_empty() {
+            details.push(("groups", Value::List(groups)));
+        }
         details.extend(wire);
         details
     }
@@ -470,6 +510,11 @@ pub fn start<W: Wire>(
     mut config: Config,
     wire: W,
 ) -> Result<NetTransport<StreamProtocol<W>>> {
+    if config.options.group.is_some() && settings.role == zerohop_transport::options::Role::Publisher {
+        return Err(Error::bad_option(
+            "group shares what a group receives: a hub of role 'publisher' receives nothing",
+        ));
+    }
     let overflow = Overflow::of(&settings);
     config.options.send_queue_bytes = config.options.send_queue_bytes.max(1);
     let o = config.options.clone();

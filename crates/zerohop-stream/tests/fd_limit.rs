@@ -71,7 +71,7 @@ fn connections_beyond_the_descriptor_limit_are_closed_and_counted() {
     // Descriptors again: a client is served.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut wire = Vec::new();
-    Control::Hello { session: 9, queue_limit: 1 << 20, queue_messages: u64::MAX }.encode(&mut wire);
+    Control::Hello { session: 9, queue_limit: 1 << 20, queue_messages: u64::MAX, group: b"" }.encode(&mut wire);
     Control::Start { channel: 0, first_seq: 0 }.encode(&mut wire);
     let mut q = SendQueue::tagged(1 << 20);
     q.push(b"after");

@@ -29,7 +29,7 @@ fn detail(t: &dyn Transport, name: &str) -> f64 {
 /// What a client says first, and one message on channel 0.
 fn hello_and_message(session: u64, message: &[u8]) -> Vec<u8> {
     let mut wire = Vec::new();
-    Control::Hello { session, queue_limit: 1 << 20, queue_messages: u64::MAX }.encode(&mut wire);
+    Control::Hello { session, queue_limit: 1 << 20, queue_messages: u64::MAX, group: b"" }.encode(&mut wire);
     Control::Start { channel: 0, first_seq: 0 }.encode(&mut wire);
     let mut q = SendQueue::tagged(1 << 20);
     q.push(message);
@@ -124,7 +124,7 @@ fn garbage_and_silence_close_that_connection_alone() {
     // A length prefix above the limit after a proper hello.
     let mut big = TcpStream::connect(addr).unwrap();
     let mut wire = Vec::new();
-    Control::Hello { session: 8, queue_limit: 1 << 20, queue_messages: u64::MAX }.encode(&mut wire);
+    Control::Hello { session: 8, queue_limit: 1 << 20, queue_messages: u64::MAX, group: b"" }.encode(&mut wire);
     Control::Start { channel: 0, first_seq: 0 }.encode(&mut wire);
     wire.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]); // a message of ~2 GiB
     big.write_all(&wire).unwrap();

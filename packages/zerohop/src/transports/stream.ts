@@ -67,6 +67,16 @@ export interface ReliableOptions {
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
   peerLingerMs?: number
+  /**
+   * A connecting hub's work group (1 to 32 bytes): the hubs that connect to one listener
+   * with the same `group` share what it publishes, each message going to one of them
+   * (connected, with room, the fewest waiting), as ZeroMQ's PUSH/PULL and NATS queue
+   * groups do. What a member that went away never got goes to the others at once, and
+   * what it did not acknowledge (read) once the listener gives up on it
+   * (`peerLingerMs`). A listener's `metrics().<transport>.groups` counts members, what
+   * moved (`rerouted`) and what no member could take (`lost`).
+   */
+  group?: string
 }
 
 /** The options only `tcp://` and `uds://` hubs have, besides the reliable ones. */
