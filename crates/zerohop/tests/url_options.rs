@@ -66,6 +66,7 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "datagrams" => (b(true), "true"),
         "socketMode" => (n(0o640 as f64), "416"),
         "allowUids" => (Value::List(vec![n(0.0), n(1000.0)]), "0,1000"),
+        "group" => (t("workers"), "workers"),
         // KCP.
         "mode" => (t("turbo"), "turbo"),
         "compression" => (t("lz4"), "lz4"),
