@@ -28,6 +28,7 @@
 //!   (the receiver's half is in [`datagram::Inbox`]).
 //! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
 //!   channels' messages and control records taking turns, written with `writev`.
+//! - [`workgroup`]: a listener's work groups, and which member a message goes to.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -58,6 +59,7 @@ mod rng;
 pub mod schedule;
 pub mod session;
 pub mod stream;
+pub mod workgroup;
 
 pub use crc32c::crc32c;
 pub use header::{DecodeError, EncodeError, FRAME_HEADER_LEN, FrameFlags, FrameHeader, PROTOCOL_VERSION, peek_session};

@@ -18,6 +18,7 @@ use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{Numbering, ReceiveWindow, SendQueue};
+use zerohop_proto::workgroup::{Candidate, WorkGroups};
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value};
 
 use crate::tls::{TlsContext, TlsSession};
@@ -368,21 +369,6 @@ struct Undelivered {
     body: Vec<u8>,
 }
 
-/// Connecting hubs that receive in one work group (`group`): a listener sends each
-/// message to one of them, and what one of them did not get moves to the others.
-struct WorkGroup {
-    name: Vec<u8>,
-    /// Where the next look for a member starts (members equal otherwise take turns).
-    turn: usize,
-    /// Messages moved from a member to another (it went away, or was given up on).
-    rerouted: u64,
-    /// Messages of a member given up on that no other member could take.
-    lost: u64,
-}
-
-/// The most work groups a listener keeps (each a name a peer said).
-const MAX_GROUPS: usize = 1024;
-
 /// Where a message goes: a peer, or one member of a work group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recipient {
@@ -424,8 +410,8 @@ pub struct Engine<W: Wire> {
     /// forgotten after its linger and back with the same session remembers the old
     /// numbers, and would drop new messages numbered like those it had.
     numbered: Numbering,
-    /// The work groups its peers named (listening side), never more than `MAX_GROUPS`.
-    groups: Vec<WorkGroup>,
+    /// The work groups its peers named (listening side).
+    groups: WorkGroups,
     pub closing: bool,
     room_freed: bool,
     /// Connections with something to write.
@@ -481,7 +467,7 @@ impl<W: Wire> Engine<W> {
             counters: StreamCounters::default(),
             compressor: Compressor::default(),
             numbered: Numbering::default(),
-            groups: Vec::new(),
+            groups: WorkGroups::default(),
             closing: false,
             room_freed: false,
             dirty: Vec::new(),
@@ -731,13 +717,13 @@ impl<W: Wire> Engine<W> {
         let limits = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for (channel, framed) in moved {
             // (Whatever its room: they were accepted, and go before anything new.)
-            let Some(j) = Self::member_for(&self.peers, &mut self.groups[g], g, channel, framed.len(), Some(id)) else {
-                self.groups[g].lost += 1;
+            let Some(j) = Self::member_for(&self.peers, &mut self.groups, g, channel, framed.len(), Some(id)) else {
+                self.groups.get_mut(g).lost += 1;
                 continue;
             };
             let number = self.numbered.next(channel);
             self.peers[j].queue_of(channel, limits, number).push_framed(&framed);
-            self.groups[g].rerouted += 1;
+            self.groups.get_mut(g).rerouted += 1;
             if let Some(t) = self.peers[j].conn {
                 self.dirty.push(t);
             }
@@ -1071,7 +1057,7 @@ impl<W: Wire> Engine<W> {
                 i
             }
             None => {
-                let group = self.group_named(group)?;
+                let group = self.groups.named(group).map_err(|_| RecordError::Malformed("too many work groups"))?;
                 let id = self.next_peer;
                 self.next_peer += 1;
                 let mut p = Peer::new(id, s.from);
@@ -1257,43 +1243,24 @@ impl<W: Wire> Engine<W> {
         }
     }
 
-    /// The work group named `name` (none for an empty name), made if new.
-    fn group_named(&mut self, name: &[u8]) -> Result<Option<usize>, RecordError> {
-        if name.is_empty() {
-            return Ok(None);
-        }
-        if let Some(g) = self.groups.iter().position(|g| g.name == name) {
-            return Ok(Some(g));
-        }
-        if self.groups.len() >= MAX_GROUPS {
-            return Err(RecordError::Malformed("too many work groups"));
-        }
-        self.groups.push(WorkGroup { name: name.to_vec(), turn: 0, rerouted: 0, lost: 0 });
-        Ok(Some(self.groups.len() - 1))
-    }
-
     /// The index in `peers` of the member of work group `g` (but `not`) a message of
-    /// `len` bytes on `channel` goes to: one that is connected and has room before one
-    /// that is not, then the one with the fewest messages queued; those equal take
-    /// turns (`group.turn`). `None`: no member.
+    /// `len` bytes on `channel` goes to (see `WorkGroups::pick`). `None`: no member.
     fn member_for(
         peers: &[Peer],
-        group: &mut WorkGroup,
+        groups: &mut WorkGroups,
         g: usize,
         channel: u16,
         len: usize,
         not: Option<u32>,
     ) -> Option<usize> {
-        let n = peers.len();
-        let best = (0..n)
-            .map(|k| (group.turn + k) % n)
-            .filter(|&i| peers[i].group == Some(g) && Some(peers[i].id) != not)
-            .min_by_key(|&i| {
-                let p = &peers[i];
-                (p.conn.is_none(), !p.has_room(channel, len), p.queued(channel))
-            })?;
-        group.turn = best + 1;
-        Some(best)
+        groups.pick(g, peers.len(), |i| {
+            let p = &peers[i];
+            (p.group == Some(g) && Some(p.id) != not).then(|| Candidate {
+                connected: p.conn.is_some(),
+                has_room: p.has_room(channel, len),
+                queued: p.queued(channel),
+            })
+        })
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon);
@@ -1322,7 +1289,7 @@ impl<W: Wire> Engine<W> {
             if skip.contains(&Recipient::Group(g)) {
                 continue;
             }
-            if let Some(i) = Self::member_for(&self.peers, &mut self.groups[g], g, channel, message.len(), None) {
+            if let Some(i) = Self::member_for(&self.peers, &mut self.groups, g, channel, message.len(), None) {
                 self.peers[i].queue(channel, out, (limit, messages), number);
             }
         }
@@ -1340,7 +1307,7 @@ impl<W: Wire> Engine<W> {
         let number = self.numbered.next(channel);
         for g in 0..self.groups.len() {
             let out = Outgoing { message, compressed: None, expiry_ns };
-            match Self::member_for(&self.peers, &mut self.groups[g], g, channel, message.len(), Some(from)) {
+            match Self::member_for(&self.peers, &mut self.groups, g, channel, message.len(), Some(from)) {
                 Some(i) if self.peers[i].has_room(channel, message.len()) => {
                     self.peers[i].queue(channel, out, (limit, messages), number);
                     if let Some(t) = self.peers[i].conn {
@@ -1694,7 +1661,7 @@ impl<W: Wire> Engine<W> {
                     queued_bytes: p.unacked_bytes(),
                     queued_messages: p.queued_messages(),
                     unsent: self.wire.unsent(t),
-                    group: p.group.map(|g| String::from_utf8_lossy(&self.groups[g].name).into_owned()),
+                    group: p.group.map(|g| String::from_utf8_lossy(&self.groups.get(g).name).into_owned()),
                 })
             })
             .collect()
