@@ -73,6 +73,31 @@ test.serial('datagram mode: a time to live goes along, and a datagram left unrea
   t.is(server.metrics().expired + lost, 2, 'both short-lived datagrams expired unread (or were lost on the way)')
 })
 
+test.serial('datagram mode: a work group shares the datagrams, each to one member; a hub without a group gets them all', async (t) => {
+  await using server = await Hub.open('quic://127.0.0.1:0', { listen: true, datagrams: true })
+  const url = `quic://${server.localAddress}` as const
+  await using a = await Hub.open(url, { ...dev, group: 'w' })
+  await using b = await Hub.open(url, { ...dev, group: 'w' })
+  await using all = await Hub.open(url, dev)
+  for (const h of [a, b, all]) if (h.status !== 'connected') await statusWhere(h, (e) => e.status === 'connected')
+  for (let i = 0; i < 2500 && server.metrics().quic!.peers < 3; i++) await new Promise((r) => setTimeout(r, 2))
+  for (let i = 0; i < 200; i++) server.publish(Uint8Array.of(i))
+  const take = async (h: Hub<Uint8Array>) => {
+    const got: number[] = []
+    try {
+      for (;;) got.push((await h.recv({ timeoutMs: 500 }))[0]!)
+    } catch {
+      return got
+    }
+  }
+  const [ga, gb, gall] = await Promise.all([take(a), take(b), take(all)])
+  t.true(gall.length >= 180, `the hub without a group got (nearly) every one: ${gall.length}`)
+  t.is(ga.filter((i) => gb.includes(i)).length, 0, 'no datagram went to both members')
+  t.true(ga.length + gb.length >= 180, `the members got (nearly) every one between them: ${ga.length} + ${gb.length}`)
+  t.true(ga.length > 50 && gb.length > 50, `in turns: ${ga.length} and ${gb.length}`)
+  t.like(server.metrics().quic!.groups?.[0], { name: 'w', members: 2 })
+})
+
 test.serial('0-RTT: a client that has seen the server sends its first messages in the first flight', async (t) => {
   const server = peer({ mode: 'server', url: 'quic://127.0.0.1:0', options: { listen: true }, count: 2 })
   const { address } = (await server.next('ready')) as { address: string }

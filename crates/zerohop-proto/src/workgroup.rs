@@ -22,6 +22,13 @@
 /// The most work groups a listener keeps (each a name a peer said).
 pub const MAX_GROUPS: usize = 1024;
 
+/// Where a message goes: a peer (by its id), or one member of a work group (by its index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    Peer(u32),
+    Group(usize),
+}
+
 /// What a peer is to a message about to be routed: whether it is connected, whether
 /// its queue has room for the message, and how many messages wait for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +36,18 @@ pub struct Candidate {
     pub connected: bool,
     pub has_room: bool,
     pub queued: usize,
+}
+
+/// What a listener's peer is to its work groups (each engine's peer type says it).
+pub trait Member {
+    fn id(&self) -> u32;
+    /// The index of its work group, if it is in one.
+    fn group(&self) -> Option<usize>;
+    fn connected(&self) -> bool;
+    /// Whether its queue for `channel` has room for a `len`-byte message.
+    fn has_room(&self, channel: u16, len: usize) -> bool;
+    /// Messages queued for it on `channel`.
+    fn queued(&self, channel: u16) -> usize;
 }
 
 /// One work group.
@@ -89,6 +108,47 @@ impl WorkGroups {
     /// Group `g`, its counters to count.
     pub fn get_mut(&mut self, g: usize) -> &mut WorkGroup {
         &mut self.groups[g]
+    }
+
+    /// Whether `r` has room among `peers` for a `len`-byte message on `channel` (a work
+    /// group: one of its members; one without members has nobody to wait for).
+    pub fn has_room<P: Member>(peers: &[P], r: Recipient, channel: u16, len: usize) -> bool {
+        match r {
+            Recipient::Peer(id) => peers.iter().find(|p| p.id() == id).is_none_or(|p| p.has_room(channel, len)),
+            Recipient::Group(g) => {
+                let mut members = peers.iter().filter(|p| p.group() == Some(g)).peekable();
+                members.peek().is_none() || members.any(|p| p.has_room(channel, len))
+            }
+        }
+    }
+
+    /// The peers (not in a work group) and the work groups without room for a
+    /// `len`-byte message on `channel`: empty in the usual case, without allocating.
+    pub fn full<P: Member>(&self, peers: &[P], channel: u16, len: usize) -> Vec<Recipient> {
+        let alone =
+            peers.iter().filter(|p| p.group().is_none() && !p.has_room(channel, len)).map(|p| Recipient::Peer(p.id()));
+        let groups = (0..self.len()).map(Recipient::Group).filter(|&g| !Self::has_room(peers, g, channel, len));
+        alone.chain(groups).collect()
+    }
+
+    /// The index in `peers` of the member of group `g` (but `not`) a `len`-byte message
+    /// on `channel` goes to (see [`pick`](Self::pick)). `None`: no member.
+    pub fn member_for<P: Member>(
+        &mut self,
+        peers: &[P],
+        g: usize,
+        channel: u16,
+        len: usize,
+        not: Option<u32>,
+    ) -> Option<usize> {
+        self.pick(g, peers.len(), |i| {
+            let p = &peers[i];
+            (p.group() == Some(g) && Some(p.id()) != not).then(|| Candidate {
+                connected: p.connected(),
+                has_room: p.has_room(channel, len),
+                queued: p.queued(channel),
+            })
+        })
     }
 
     /// Which of `n` peers a message for group `g` goes to: `candidate(i)` says what

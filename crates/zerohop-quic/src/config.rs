@@ -66,6 +66,8 @@ pub struct QuicConfig {
     pub priorities: Vec<u8>,
     /// `receiveQueueBytes`: also bounds the flow-control windows (what quinn holds).
     pub receive_queue_bytes: Option<usize>,
+    /// Connecting: the work group this hub receives in (said in its hello).
+    pub group: Option<String>,
 }
 
 impl QuicConfig {
@@ -93,6 +95,7 @@ impl QuicConfig {
             compression: false,
             priorities: Vec::new(),
             receive_queue_bytes: None,
+            group: None,
         }
     }
 }

@@ -42,6 +42,7 @@ use zerohop_net::driver::Driver;
 use zerohop_net::ring::Sink;
 use zerohop_proto::lifecycle::{Lifecycle, Status};
 use zerohop_proto::qos::ChannelClasses;
+use zerohop_proto::workgroup::Recipient;
 use zerohop_transport::StatusEvent;
 
 use crate::config::*;
@@ -242,10 +243,10 @@ impl QuicProtocol {
         };
         // Some peer is a queue behind: apply the policy to it.
         let mut skipped = Vec::new();
-        for peer in full {
+        for recipient in full {
             let len = message.len();
             let has_room = |g: &mut zerohop_net::driver::Guard<'_, Engine>| {
-                g.as_mut().is_none_or(|e| e.peer(peer).is_none_or(|p| p.has_room(channel, len)))
+                g.as_mut().is_none_or(|e| e.has_room(recipient, channel, len))
             };
             let closing = |g: &zerohop_net::driver::Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.closing);
             match config.overflow {
@@ -254,7 +255,7 @@ impl QuicProtocol {
                     if let Some(e) = g.as_mut() {
                         e.counters.dropped += 1;
                     }
-                    skipped.push(peer);
+                    skipped.push(recipient);
                 }
                 Overflow::Block(timeout) => {
                     let deadline = now + timeout;
@@ -269,7 +270,8 @@ impl QuicProtocol {
                         return Err(PublishError::Closed);
                     }
                     if !has_room(&mut g) {
-                        if matches!(config.side, Side::Listen) {
+                        // A listener's slow peer is a slow consumer; a work group is waited for.
+                        if let (Side::Listen, Recipient::Peer(peer)) = (&config.side, recipient) {
                             g.as_mut().expect("not closing").disconnect_slow(peer, Instant::now());
                             continue;
                         }
@@ -296,7 +298,12 @@ impl QuicProtocol {
             return Err(PublishError::Closed);
         }
         let mut outcome = Sent::Accepted;
-        for p in e.peers.iter_mut() {
+        // Everyone not in a work group, and one member of each group.
+        let members = e.datagram_members(channel);
+        for (i, p) in e.peers.iter_mut().enumerate() {
+            if p.group.is_some() && !members.contains(&i) {
+                continue;
+            }
             let Some((ch, c)) = p.conn.and_then(|ch| e.conns.get_mut(&ch).map(|c| (ch, c))).filter(|(_, c)| !c.lost)
             else {
                 outcome = Sent::Dropped;

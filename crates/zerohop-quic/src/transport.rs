@@ -16,6 +16,7 @@ use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::{ChaosReport, Injects};
+use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{
     Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
     Transport, TransportKind, TransportOptions, Value,
@@ -56,6 +57,8 @@ pub struct QuicOptions {
     pub max_message: usize,
     /// How long a listener keeps a disconnected peer's unacknowledged messages.
     pub peer_linger: Duration,
+    /// A connecting hub's work group (`group`; see `zerohop_proto::workgroup`).
+    pub group: Option<String>,
 }
 
 impl Default for QuicOptions {
@@ -76,6 +79,7 @@ impl Default for QuicOptions {
             receive_queue_bytes: None,
             max_message: d.max_message,
             peer_linger: d.peer_linger,
+            group: None,
         }
     }
 }
@@ -93,8 +97,9 @@ impl TransportOptions for QuicOptions {
 impl FromOptions for QuicOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
         let d = QuicOptions::default();
+        let listen = o.take_bool("listen")?.unwrap_or(false);
         let mut q = QuicOptions {
-            listen: o.take_bool("listen")?.unwrap_or(false),
+            listen,
             keep_alive: o.take_interval_ms("keepAliveMs", d.keep_alive)?,
             idle_timeout: o.take_ms("idleTimeoutMs")?.unwrap_or(d.idle_timeout),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
@@ -106,6 +111,7 @@ impl FromOptions for QuicOptions {
             receive_queue_bytes: o.take_usize("receiveQueueBytes", 1..=1 << 40)?,
             max_message: o.take_usize("maxMessageSize", 1..=1 << 30)?.unwrap_or(d.max_message),
             peer_linger: o.take_ms("peerLingerMs")?.unwrap_or(d.peer_linger),
+            group: o.take_work_group(listen)?,
             ..d
         };
         q.tls = TlsOptions::take(o, "quic")?.unwrap_or_default();
@@ -189,6 +195,9 @@ impl Protocol for QuicProtocol {
             ("cwnd", n(m.cwnd)),
             ("mtu", n(u64::from(m.mtu))),
         ]
+        .into_iter()
+        .chain(self.driver().with(|e| GroupMetrics::details(e.groups())).ok().flatten())
+        .collect()
     }
 
     fn linger(&self, linger: Duration) -> bool {
@@ -283,6 +292,7 @@ fn quic_config(host: &str, port: u16, q: &QuicOptions, overflow: Overflow) -> Re
     config.send_queue_bytes = q.send_queue_bytes.max(1);
     config.send_queue_messages = q.send_queue_messages;
     config.peer_linger = q.peer_linger;
+    config.group = q.group.clone();
     config.datagrams = q.datagrams;
     config.compression = q.compression;
     config.priorities = q.priorities.clone();
@@ -310,6 +320,11 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         &[Backpressure::Block, Backpressure::DropNew, Backpressure::FailFast],
         "a reliable stream cannot overwrite what it sent; use 'block' (the default), 'drop_new' or 'fail_fast'",
     )?;
+    if q.group.is_some() && settings.role == zerohop_transport::options::Role::Publisher {
+        return Err(Error::bad_option(
+            "group shares what a group receives: a hub of role 'publisher' receives nothing",
+        ));
+    }
     let overflow = Overflow::of(&settings);
     let mut config = quic_config(host, *port, &q, overflow)?;
     config.chaos = chaos;

@@ -18,7 +18,8 @@ use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle, Status};
 use zerohop_proto::records::{Control, Record, RecordError, RecordReader, RecordWriter};
 use zerohop_proto::session::{Numbering, ReceiveWindow, SendQueue};
-use zerohop_proto::workgroup::{Candidate, WorkGroups};
+use zerohop_proto::workgroup::{Member, Recipient, WorkGroups};
+use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value};
 
 use crate::tls::{TlsContext, TlsSession};
@@ -198,6 +199,28 @@ struct Peer {
     group: Option<usize>,
 }
 
+impl Member for Peer {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn group(&self) -> Option<usize> {
+        self.group
+    }
+
+    fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        Peer::has_room(self, channel, len)
+    }
+
+    fn queued(&self, channel: u16) -> usize {
+        self.queues.get(usize::from(channel)).and_then(Option::as_ref).map_or(0, SendQueue::len)
+    }
+}
+
 impl Peer {
     fn new(id: u32, from: Origin) -> Peer {
         Peer {
@@ -214,11 +237,6 @@ impl Peer {
             linger_until: None,
             group: None,
         }
-    }
-
-    /// Messages queued for it on `channel`, sent or not.
-    fn queued(&self, channel: u16) -> usize {
-        self.queues.get(usize::from(channel)).and_then(Option::as_ref).map_or(0, SendQueue::len)
     }
 
     /// Whether a `len`-byte message fits in its queue for `channel` (what the kernel
@@ -332,15 +350,6 @@ pub struct ConnectedPeer {
     pub group: Option<String>,
 }
 
-/// A work group of a listener, as its metrics show it.
-pub struct GroupInfo {
-    pub name: String,
-    /// Its members, connected or kept for their return.
-    pub members: u64,
-    pub rerouted: u64,
-    pub lost: u64,
-}
-
 /// Counters (the rest of the metrics are read off the state).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamCounters {
@@ -367,13 +376,6 @@ struct Undelivered {
     kind: Kind,
     request: u64,
     body: Vec<u8>,
-}
-
-/// Where a message goes: a peer, or one member of a work group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recipient {
-    Peer(u32),
-    Group(usize),
 }
 
 /// The connecting side's plan.
@@ -717,7 +719,7 @@ impl<W: Wire> Engine<W> {
         let limits = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for (channel, framed) in moved {
             // (Whatever its room: they were accepted, and go before anything new.)
-            let Some(j) = Self::member_for(&self.peers, &mut self.groups, g, channel, framed.len(), Some(id)) else {
+            let Some(j) = self.groups.member_for(&self.peers, g, channel, framed.len(), Some(id)) else {
                 self.groups.get_mut(g).lost += 1;
                 continue;
             };
@@ -1225,42 +1227,12 @@ impl<W: Wire> Engine<W> {
 
     /// Peers, and work groups, without room for a `len`-byte message on `channel`.
     pub fn full_targets(&self, channel: u16, len: usize) -> Vec<Recipient> {
-        let peers =
-            self.peers.iter().filter(|p| p.group.is_none() && !p.has_room(channel, len)).map(|p| Recipient::Peer(p.id));
-        let groups = (0..self.groups.len()).map(Recipient::Group).filter(|&g| !self.has_room(g, channel, len));
-        peers.chain(groups).collect()
+        self.groups.full(&self.peers, channel, len)
     }
 
-    /// Whether `target` has room (a work group: one of its members; one without
-    /// members has nobody to wait for).
+    /// Whether `target` has room (see `WorkGroups::has_room`).
     pub fn has_room(&self, target: Recipient, channel: u16, len: usize) -> bool {
-        match target {
-            Recipient::Peer(id) => self.peers.iter().find(|p| p.id == id).is_none_or(|p| p.has_room(channel, len)),
-            Recipient::Group(g) => {
-                let mut members = self.peers.iter().filter(|p| p.group == Some(g)).peekable();
-                members.peek().is_none() || members.any(|p| p.has_room(channel, len))
-            }
-        }
-    }
-
-    /// The index in `peers` of the member of work group `g` (but `not`) a message of
-    /// `len` bytes on `channel` goes to (see `WorkGroups::pick`). `None`: no member.
-    fn member_for(
-        peers: &[Peer],
-        groups: &mut WorkGroups,
-        g: usize,
-        channel: u16,
-        len: usize,
-        not: Option<u32>,
-    ) -> Option<usize> {
-        groups.pick(g, peers.len(), |i| {
-            let p = &peers[i];
-            (p.group == Some(g) && Some(p.id) != not).then(|| Candidate {
-                connected: p.conn.is_some(),
-                has_room: p.has_room(channel, len),
-                queued: p.queued(channel),
-            })
-        })
+        WorkGroups::has_room(&self.peers, target, channel, len)
     }
 
     /// Queues `message` for every peer but `skip`, and sends it (in a burst, soon);
@@ -1289,7 +1261,7 @@ impl<W: Wire> Engine<W> {
             if skip.contains(&Recipient::Group(g)) {
                 continue;
             }
-            if let Some(i) = Self::member_for(&self.peers, &mut self.groups, g, channel, message.len(), None) {
+            if let Some(i) = self.groups.member_for(&self.peers, g, channel, message.len(), None) {
                 self.peers[i].queue(channel, out, (limit, messages), number);
             }
         }
@@ -1307,7 +1279,7 @@ impl<W: Wire> Engine<W> {
         let number = self.numbered.next(channel);
         for g in 0..self.groups.len() {
             let out = Outgoing { message, compressed: None, expiry_ns };
-            match Self::member_for(&self.peers, &mut self.groups, g, channel, message.len(), Some(from)) {
+            match self.groups.member_for(&self.peers, g, channel, message.len(), Some(from)) {
                 Some(i) if self.peers[i].has_room(channel, message.len()) => {
                     self.peers[i].queue(channel, out, (limit, messages), number);
                     if let Some(t) = self.peers[i].conn {
@@ -1668,15 +1640,8 @@ impl<W: Wire> Engine<W> {
     }
 
     /// The work groups its peers named, with their members and what moved between them.
-    pub fn groups(&self) -> Vec<GroupInfo> {
-        (self.groups.iter().enumerate())
-            .map(|(g, w)| GroupInfo {
-                name: String::from_utf8_lossy(&w.name).into_owned(),
-                members: self.peers.iter().filter(|p| p.group == Some(g)).count() as u64,
-                rerouted: w.rerouted,
-                lost: w.lost,
-            })
-            .collect()
+    pub fn groups(&self) -> Vec<GroupMetrics> {
+        GroupMetrics::of(&self.groups, self.peers.iter().map(|p| p.group))
     }
 
     pub fn take_room_freed(&mut self) -> bool {

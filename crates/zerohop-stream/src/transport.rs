@@ -19,14 +19,15 @@ use zerohop_transport::{
     Settings, Target, Transport, TransportKind, TransportOptions, Value,
 };
 
-use crate::engine::{Config, Engine, Recipient};
+use crate::engine::{Config, Engine};
 use crate::socket::Address;
 use crate::sockets::{SocketConfig, SocketWire};
 use crate::tls::TlsContext;
 use crate::wire::Wire;
 use zerohop_net::sending::Overflow;
-use zerohop_proto::records::MAX_GROUP_NAME;
+use zerohop_proto::workgroup::Recipient;
 use zerohop_tls::TlsOptions;
+use zerohop_transport::metrics::GroupMetrics;
 
 /// The options of every hub that carries records (`tcp://`, `uds://`, `kcp://`).
 #[derive(Clone, Debug)]
@@ -91,8 +92,9 @@ impl ReliableOptions {
     /// Takes them from `o` (each by its user-facing name), for `scheme`.
     pub fn take(o: &mut Options, scheme: &str) -> Result<Self> {
         let d = ReliableOptions::default();
+        let listen = o.take_bool("listen")?.unwrap_or(false);
         let mut s = ReliableOptions {
-            listen: o.take_bool("listen")?.unwrap_or(false),
+            listen,
             relay: o.take_bool("relay")?.unwrap_or(false),
             channels: o.take_u32("channels", 1..=65535)?.map_or(d.channels, |c| c as u16),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
@@ -104,19 +106,9 @@ impl ReliableOptions {
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
             priorities: o.take_priorities()?,
             receive_queue_bytes: o.take_usize("receiveQueueBytes", 1..=1 << 40)?,
-            group: o.take_text("group")?,
+            group: o.take_work_group(listen)?,
             ..d
         };
-        if let Some(g) = &s.group {
-            if s.listen {
-                return Err(Error::bad_option(
-                    "group is a connecting hub's: the listener sends each message to one hub of each group",
-                ));
-            }
-            if g.is_empty() || g.len() > MAX_GROUP_NAME {
-                return Err(Error::bad_option(format!("group must be 1 to {MAX_GROUP_NAME} bytes, got {}", g.len())));
-            }
-        }
         if s.relay && !s.listen {
             return Err(Error::bad_option(
                 "relay: true passes messages between a listener's peers: it needs listen: true",
@@ -335,18 +327,6 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
                 Value::Map(Options::new(entries))
             })
             .collect();
-        let groups: Vec<Value> = groups
-            .into_iter()
-            .map(|g| {
-                let n = |v: u64| Value::Number(v as f64);
-                Value::Map(Options::new(vec![
-                    ("name".to_owned(), Value::Text(g.name)),
-                    ("members".into(), n(g.members)),
-                    ("rerouted".into(), n(g.rerouted)),
-                    ("lost".into(), n(g.lost)),
-                ]))
-            })
-            .collect();
         let n = |v: u64| Value::Number(v as f64);
         let mut details = vec![
             ("peers", n(peers)),
@@ -366,9 +346,7 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
             ("bytesReceived", n(c.bytes_received)),
             ("connectedPeers", Value::List(connected)),
         ];
-        if !groups.is_empty() {
-            details.push(("groups", Value::List(groups)));
-        }
+        details.extend(GroupMetrics::details(groups));
         details.extend(wire);
         details
     }

@@ -70,3 +70,52 @@ impl Metrics {
         self.details.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }
+
+/// A listener's work group, as `metrics().<transport>.groups` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMetrics {
+    pub name: String,
+    /// Its members, connected or kept for their return.
+    pub members: u64,
+    /// Messages moved from a member that went away to another.
+    pub rerouted: u64,
+    /// Messages of a member given up on that no other member could take.
+    pub lost: u64,
+}
+
+impl GroupMetrics {
+    /// Each of `groups`, its members among the peers whose groups `group_of` gives.
+    pub fn of(
+        groups: &zerohop_proto::workgroup::WorkGroups,
+        group_of: impl Iterator<Item = Option<usize>> + Clone,
+    ) -> Vec<GroupMetrics> {
+        (groups.iter().enumerate())
+            .map(|(g, w)| GroupMetrics {
+                name: String::from_utf8_lossy(&w.name).into_owned(),
+                members: group_of.clone().filter(|&m| m == Some(g)).count() as u64,
+                rerouted: w.rerouted,
+                lost: w.lost,
+            })
+            .collect()
+    }
+
+    /// The `groups` entry of a transport's details (none without groups).
+    pub fn details(groups: Vec<GroupMetrics>) -> Option<(&'static str, Value)> {
+        if groups.is_empty() {
+            return None;
+        }
+        let n = |v: u64| Value::Number(v as f64);
+        let list = groups
+            .into_iter()
+            .map(|g| {
+                Value::Map(crate::options::Options::new(vec![
+                    ("name".to_owned(), Value::Text(g.name)),
+                    ("members".into(), n(g.members)),
+                    ("rerouted".into(), n(g.rerouted)),
+                    ("lost".into(), n(g.lost)),
+                ]))
+            })
+            .collect();
+        Some(("groups", Value::List(list)))
+    }
+}

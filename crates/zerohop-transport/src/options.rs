@@ -236,6 +236,23 @@ impl Options {
         }
     }
 
+    /// A connecting hub's work group (`group`): 1 to `MAX_GROUP_NAME` bytes; refused on
+    /// a hub that `listen`s (its listener routes to groups, it is in none).
+    pub fn take_work_group(&mut self, listen: bool) -> Result<Option<String>> {
+        use zerohop_proto::records::MAX_GROUP_NAME;
+        let group = self.take_text("group")?;
+        if let Some(g) = &group {
+            if listen {
+                return Err(self
+                    .bad("group", "is a connecting hub's: the listener sends each message to one hub of each group"));
+            }
+            if g.is_empty() || g.len() > MAX_GROUP_NAME {
+                return Err(self.bad("group", format!("must be 1 to {MAX_GROUP_NAME} bytes, got {}", g.len())));
+            }
+        }
+        Ok(group)
+    }
+
     /// One of `choices`.
     pub fn take_choice(&mut self, name: &str, choices: &[&'static str]) -> Result<Option<&'static str>> {
         let Some(t) = self.take_text(name)? else { return Ok(None) };

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, WriteError};
-use zerohop_proto::records::CONTROL_OVERHEAD;
+use zerohop_proto::records::{CONTROL_OVERHEAD, MAX_GROUP_NAME};
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint};
 use zerohop_proto::stream::{MAX_VARINT_LEN, StreamDecoder, StreamError, write_varint};
 
@@ -205,7 +205,9 @@ impl Engine {
         let Some(Stream::Opening { head, bi }) = c.streams.get_mut(&id) else { return Ok(()) };
         let bi = *bi;
         let mut finished = false;
-        read_into(&mut c.q, id, head, StreamHeader::MAX_LEN, &mut finished).map_err(|_| Refusal::Gone)?;
+        // (A hello may carry a work group's name after its header.)
+        read_into(&mut c.q, id, head, StreamHeader::MAX_LEN + 1 + MAX_GROUP_NAME, &mut finished)
+            .map_err(|_| Refusal::Gone)?;
         let (header, at) = match StreamHeader::decode(head) {
             Ok(Some(h)) => h,
             Ok(None) if head.len() < StreamHeader::MAX_LEN && !finished => return Ok(()),
@@ -213,11 +215,27 @@ impl Engine {
             Ok(None) if head.len() < StreamHeader::MAX_LEN => return Err(Refusal::Gone),
             _ => return Err(Refusal::Violation(CloseCode::Protocol, "not a zerohop stream")),
         };
+        if header.kind == StreamKind::Hello && !finished {
+            return Ok(()); // (its work group, if it has one, is read whole once it ends)
+        }
         let rest = head.split_off(at);
         match (header.kind, bi) {
             (StreamKind::Hello, false) if self.connector.is_none() => {
+                let group = match rest[..] {
+                    [] => &[][..],
+                    [n, ref name @ ..]
+                        if usize::from(n) == name.len() && (1..=MAX_GROUP_NAME).contains(&name.len()) =>
+                    {
+                        name
+                    }
+                    _ => return Err(Refusal::Violation(CloseCode::Protocol, "a hello's work group is malformed")),
+                };
+                let group = self
+                    .groups
+                    .named(group)
+                    .map_err(|_| Refusal::Violation(CloseCode::Protocol, "too many work groups"))?;
                 c.streams.remove(&id);
-                self.hello(ch, c, header.session, now);
+                self.hello(ch, c, header.session, group, now);
                 Ok(())
             }
             (StreamKind::Channel, true) if header.channel < self.config.max_channels => {

@@ -102,6 +102,11 @@ impl Engine {
         let mut hello = Vec::new();
         StreamHeader { kind: StreamKind::Hello, session: self.session, channel: 0, first_seq: 0, class: 0 }
             .encode(&mut hello);
+        // A work group's member says which (its length, then its name).
+        if let Some(group) = &self.config.group {
+            hello.push(group.len() as u8);
+            hello.extend_from_slice(group.as_bytes());
+        }
         let mut s = c.q.send_stream(id);
         // A fresh stream takes a few bytes whatever the flow control.
         if s.write(&hello).is_ok_and(|n| n == hello.len()) {
@@ -125,7 +130,7 @@ impl Engine {
     }
 
     /// The peer kept for `session` (a reconnect), or a new one; its id.
-    pub(crate) fn peer_for(&mut self, session: u64, addr: SocketAddr, now: Instant) -> u32 {
+    pub(crate) fn peer_for(&mut self, session: u64, addr: SocketAddr, group: Option<usize>, now: Instant) -> u32 {
         if let Some(p) = self.peers.iter().find(|p| p.session == session) {
             let (id, old) = (p.id, p.conn);
             self.counters.reconnects += 1;
@@ -143,17 +148,25 @@ impl Engine {
         self.next_peer += 1;
         let mut peer = Peer::new(id, addr, ChannelClasses::new(self.config.priorities.clone()));
         peer.session = session;
+        peer.group = group;
         self.peers.push(peer);
         id
     }
 
     /// A listener's peer said hello: it is known now.
-    pub(crate) fn hello(&mut self, ch: ConnectionHandle, c: &mut Conn, session: u64, now: Instant) {
+    pub(crate) fn hello(
+        &mut self,
+        ch: ConnectionHandle,
+        c: &mut Conn,
+        session: u64,
+        group: Option<usize>,
+        now: Instant,
+    ) {
         if c.peer.is_some() {
             return;
         }
         let addr = c.q.remote_address();
-        let id = self.peer_for(session, addr, now);
+        let id = self.peer_for(session, addr, group, now);
         c.peer = Some(id);
         c.hello_by = None;
         self.attach(ch, c);

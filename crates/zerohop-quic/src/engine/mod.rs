@@ -18,6 +18,8 @@ use zerohop_proto::compress::Compressor;
 use zerohop_proto::lifecycle::Status;
 use zerohop_proto::qos::{CLASSES, ChannelClasses, LOWER_SHARE, Priorities};
 use zerohop_proto::session::{Numbering, ReceiveWindow};
+use zerohop_proto::workgroup::{Member, Recipient, WorkGroups};
+use zerohop_transport::metrics::GroupMetrics;
 
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::fastmap::IntMap;
@@ -107,6 +109,30 @@ pub(crate) struct Peer {
     pub linger_until: Option<Instant>,
     /// The channels' priority classes, and which goes first next (`priorities`).
     pub classes: ChannelClasses,
+    /// Listening: the work group it receives in (an index into `Engine::groups`).
+    pub group: Option<usize>,
+}
+
+impl Member for Peer {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn group(&self) -> Option<usize> {
+        self.group
+    }
+
+    fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn has_room(&self, channel: u16, len: usize) -> bool {
+        Peer::has_room(self, channel, len)
+    }
+
+    fn queued(&self, channel: u16) -> usize {
+        self.channels.get(usize::from(channel)).and_then(Option::as_ref).map_or(0, |c| c.queue.len())
+    }
 }
 
 impl Peer {
@@ -123,6 +149,7 @@ impl Peer {
             datagram_seq: 0,
             datagram_next: 0,
             linger_until: None,
+            group: None,
         }
     }
 
@@ -224,6 +251,8 @@ pub(crate) struct Engine {
     /// forgotten after its linger and back with the same session remembers the old
     /// numbers, and would drop new messages numbered like those it had.
     numbered: Numbering,
+    /// Listening: the work groups its peers named.
+    pub groups: WorkGroups,
     decompressed: Vec<u8>,
     /// A reader's pump is under way: connections keep what they have to send (see
     /// `Drive::settle`), in `held`.
@@ -269,6 +298,7 @@ impl Engine {
             received: Vec::new(),
             compressor: Compressor::default(),
             numbered: Numbering::default(),
+            groups: WorkGroups::default(),
             decompressed: Vec::new(),
             holding: false,
             held: Vec::new(),
@@ -642,6 +672,8 @@ impl Engine {
         if let Some(p) = self.peer(peer_id) {
             p.linger_until = Some(now + linger);
         }
+        // A work group's member away: what it never got goes to the others now.
+        self.reroute(peer_id, false, now);
     }
 
     /// Whether everything accepted has reached its peer: every channel's messages read
@@ -654,10 +686,50 @@ impl Engine {
             })
     }
 
-    /// Drops a peer and everything queued for it.
+    /// Drops a peer and everything queued for it (a work group's member: what it did
+    /// not acknowledge goes to the others).
     pub fn forget(&mut self, id: u32) {
+        self.reroute(id, true, Instant::now());
         self.peers.retain(|p| p.id != id);
         self.room_freed = true;
+    }
+
+    /// Moves what work-group member `id` holds to the other members: what no connection
+    /// of it carried whole, or (`given_up`) everything it did not acknowledge. While it
+    /// may come back, only to a member that is connected.
+    fn reroute(&mut self, id: u32, given_up: bool, now: Instant) {
+        let Some(i) = self.peers.iter().position(|p| p.id == id) else { return };
+        let Some(g) = self.peers[i].group else { return };
+        if !given_up && !self.peers.iter().any(|p| p.group == Some(g) && p.id != id && p.conn.is_some()) {
+            return;
+        }
+        let mut moved: Vec<(u16, Vec<u8>)> = Vec::new();
+        for out in self.peers[i].channels.iter_mut().flatten() {
+            let channel = out.index;
+            let mut take = |framed: &[u8]| moved.push((channel, framed.to_vec()));
+            if given_up {
+                out.queue.take_unacknowledged(&mut take);
+            } else {
+                out.queue.take_never_sent(&mut take);
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let limits = (self.config.send_queue_bytes, self.config.send_queue_messages);
+        for (channel, framed) in moved {
+            // (Whatever its room: they were accepted, and go before anything new.)
+            let Some(j) = self.groups.member_for(&self.peers, g, channel, framed.len(), Some(id)) else {
+                self.groups.get_mut(g).lost += 1;
+                continue;
+            };
+            let number = self.numbered.next(channel);
+            let p = &mut self.peers[j];
+            let class = p.classes.class(usize::from(channel));
+            OutChannel::of(&mut p.channels, channel, class, limits, number).queue.push_framed(&framed);
+            self.groups.get_mut(g).rerouted += 1;
+        }
+        self.flush(now);
     }
 
     // ---- delivery --------------------------------------------------------------------
@@ -758,27 +830,55 @@ impl Engine {
         message: &[u8],
         expiry_ns: Option<u64>,
         now: Instant,
-    ) -> Result<(), Vec<u32>> {
+    ) -> Result<(), Vec<Recipient>> {
         let len = message.len();
-        if !self.peers.iter().all(|p| p.has_room(channel, len)) {
-            return Err(self.peers.iter().filter(|p| !p.has_room(channel, len)).map(|p| p.id).collect());
+        let full = self.groups.full(&self.peers, channel, len);
+        if !full.is_empty() {
+            return Err(full);
         }
         self.queue_all(channel, message, expiry_ns, &[]);
         self.sent(message.len(), now);
         Ok(())
     }
 
+    /// The work groups its peers named, with their members and what moved between them.
+    pub fn groups(&self) -> Vec<GroupMetrics> {
+        GroupMetrics::of(&self.groups, self.peers.iter().map(|p| p.group))
+    }
+
+    /// Which peer (index) of each work group a datagram on `channel` goes to now.
+    pub fn datagram_members(&mut self, channel: u16) -> Vec<usize> {
+        (0..self.groups.len()).filter_map(|g| self.groups.member_for(&self.peers, g, channel, 0, None)).collect()
+    }
+
+    /// Whether `r` has room (see `WorkGroups::has_room`).
+    pub fn has_room(&self, r: Recipient, channel: u16, len: usize) -> bool {
+        WorkGroups::has_room(&self.peers, r, channel, len)
+    }
+
     /// Queues `message` on `channel` for every peer but `skip` (whatever their room),
     /// compressed once when `compression` is on and that shrinks it, with its expiry if
     /// it has one; [`flush`](Self::flush) writes it to the peers' streams.
-    pub fn queue_all(&mut self, channel: u16, message: &[u8], expiry_ns: Option<u64>, skip: &[u32]) {
+    pub fn queue_all(&mut self, channel: u16, message: &[u8], expiry_ns: Option<u64>, skip: &[Recipient]) {
         let (send_queue, messages) = (self.config.send_queue_bytes, self.config.send_queue_messages);
         let body = if self.config.compression { self.compressor.compress(message) } else { None };
         if let Some(body) = body {
             self.counters.bytes_saved += (message.len() - body.len()) as u64;
         }
         let numbered = self.numbered.next(channel);
-        for p in self.peers.iter_mut().filter(|p| !skip.contains(&p.id)) {
+        // Everyone not in a work group, and one member of each group.
+        let mut members = Vec::new();
+        for g in 0..self.groups.len() {
+            if !skip.contains(&Recipient::Group(g))
+                && let Some(i) = self.groups.member_for(&self.peers, g, channel, message.len(), None)
+            {
+                members.push(i);
+            }
+        }
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if if p.group.is_none() { skip.contains(&Recipient::Peer(p.id)) } else { !members.contains(&i) } {
+                continue;
+            }
             let class = p.classes.class(usize::from(channel));
             let q = &mut OutChannel::of(&mut p.channels, channel, class, (send_queue, messages), numbered).queue;
             q.push_message(message, body, expiry_ns);

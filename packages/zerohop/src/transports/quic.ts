@@ -6,6 +6,7 @@
  */
 
 import type { ReconnectOptions, TlsOptions } from './connection.js'
+import type { WorkGroupMetrics } from './stream.js'
 
 /** The options only `quic://` hubs have. */
 export interface QuicOptions {
@@ -64,6 +65,12 @@ export interface QuicOptions {
   maxMessageSize?: number
   /** How long a listener keeps a disconnected peer's unread messages for its return (default 30 000). */
   peerLingerMs?: number
+  /**
+   * A connecting hub's work group (1 to 32 bytes): hubs connected to one listener with
+   * the same `group` share what it publishes, each message (or datagram) to one of
+   * them; see `tcp://`'s `group`.
+   */
+  group?: string
 }
 
 /** A QUIC hub's own metrics (`metrics().quic`). */
@@ -94,4 +101,6 @@ export interface QuicMetrics {
   rttUs: number
   cwnd: number
   mtu: number
+  /** A listener's work groups (absent without one): see the `group` option. */
+  groups?: WorkGroupMetrics[]
 }

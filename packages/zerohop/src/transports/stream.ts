@@ -133,6 +133,19 @@ export interface StreamMetrics extends ReliableMetrics {
    * and over a Unix socket who it is (the kernel says: `pid`, `uid`, `gid`).
    */
   connectedPeers: ConnectedPeer[]
+  /** A listener's work groups (absent without one): see the `group` option. */
+  groups?: WorkGroupMetrics[]
+}
+
+/** A listener's work group (`metrics().tcp.groups`, …). */
+export interface WorkGroupMetrics {
+  name: string
+  /** Its members, connected or kept for their return (`peerLingerMs`). */
+  members: number
+  /** Messages moved from a member that went away to another. */
+  rerouted: number
+  /** Messages of a member given up on that no other member could take. */
+  lost: number
 }
 
 /** A peer connected to a hub with reliable channels (`metrics().tcp.connectedPeers`, …). */
@@ -141,6 +154,8 @@ export interface ReliablePeer {
   /** What is kept for it until its application has read it: bytes and messages. */
   queuedBytes: number
   queuedMessages: number
+  /** The work group it receives in, if any. */
+  group?: string
 }
 
 /** A peer connected to a stream hub (`metrics().tcp.connectedPeers`, `metrics().uds.connectedPeers`). */
