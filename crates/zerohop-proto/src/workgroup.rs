@@ -19,6 +19,8 @@
 //! assert_eq!(groups.pick(g, peers.len(), |i| Some(peers[i])), Some(2));
 //! ```
 
+use crate::session::SendQueue;
+
 /// The most work groups a listener keeps (each a name a peer said).
 pub const MAX_GROUPS: usize = 1024;
 
@@ -105,11 +107,6 @@ impl WorkGroups {
         &self.groups[g]
     }
 
-    /// Group `g`, its counters to count.
-    pub fn get_mut(&mut self, g: usize) -> &mut WorkGroup {
-        &mut self.groups[g]
-    }
-
     /// Whether `r` has room among `peers` for a `len`-byte message on `channel` (a work
     /// group: one of its members; one without members has nobody to wait for).
     pub fn has_room<P: Member>(peers: &[P], r: Recipient, channel: u16, len: usize) -> bool {
@@ -120,6 +117,13 @@ impl WorkGroups {
                 members.peek().is_none() || members.any(|p| p.has_room(channel, len))
             }
         }
+    }
+
+    /// Whether every peer not in a work group, and one member of each group, has room
+    /// for a `len`-byte message on `channel` (the usual case of a publish).
+    pub fn all_have_room<P: Member>(&self, peers: &[P], channel: u16, len: usize) -> bool {
+        peers.iter().all(|p| p.group().is_some() || p.has_room(channel, len))
+            && (0..self.len()).all(|g| Self::has_room(peers, Recipient::Group(g), channel, len))
     }
 
     /// The peers (not in a work group) and the work groups without room for a
@@ -149,6 +153,48 @@ impl WorkGroups {
                 queued: p.queued(channel),
             })
         })
+    }
+
+    /// Whether member `id` of group `g` has another member that is connected (to take
+    /// what it never got while it may still come back).
+    pub fn others_connected<P: Member>(peers: &[P], g: usize, id: u32) -> bool {
+        peers.iter().any(|p| p.group() == Some(g) && p.id() != id && p.connected())
+    }
+
+    /// What a member's `queues` (by channel) give up to the others, framed: what no
+    /// connection carried whole, or (`given_up`) everything not acknowledged.
+    pub fn taken<'q>(queues: impl Iterator<Item = (u16, &'q mut SendQueue)>, given_up: bool) -> Vec<(u16, Vec<u8>)> {
+        let mut moved = Vec::new();
+        for (channel, q) in queues {
+            let mut take = |framed: &[u8]| moved.push((channel, framed.to_vec()));
+            if given_up {
+                q.take_unacknowledged(&mut take);
+            } else {
+                q.take_never_sent(&mut take);
+            }
+        }
+        moved
+    }
+
+    /// The member of group `g` a message moved from member `from` goes to (see
+    /// [`member_for`](Self::member_for)), counted as rerouted; `None` (counted as lost)
+    /// when there is none.
+    pub fn reroute_to<P: Member>(
+        &mut self,
+        peers: &[P],
+        g: usize,
+        channel: u16,
+        len: usize,
+        from: u32,
+    ) -> Option<usize> {
+        let to = self.member_for(peers, g, channel, len, Some(from));
+        let group = &mut self.groups[g];
+        if to.is_some() {
+            group.rerouted += 1;
+        } else {
+            group.lost += 1;
+        }
+        to
     }
 
     /// Which of `n` peers a message for group `g` goes to: `candidate(i)` says what

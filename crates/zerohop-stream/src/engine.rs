@@ -703,29 +703,17 @@ impl<W: Wire> Engine<W> {
     fn reroute(&mut self, i: usize, given_up: bool) {
         let Some(g) = self.peers[i].group else { return };
         let id = self.peers[i].id;
-        if !given_up && !self.peers.iter().any(|p| p.group == Some(g) && p.id != id && p.conn.is_some()) {
+        if !given_up && !WorkGroups::others_connected(&self.peers, g, id) {
             return;
         }
-        let mut moved: Vec<(u16, Vec<u8>)> = Vec::new();
-        for (channel, q) in self.peers[i].queues.iter_mut().enumerate() {
-            let Some(q) = q else { continue };
-            let mut take = |framed: &[u8]| moved.push((channel as u16, framed.to_vec()));
-            if given_up {
-                q.take_unacknowledged(&mut take);
-            } else {
-                q.take_never_sent(&mut take);
-            }
-        }
+        let queues = self.peers[i].queues.iter_mut().enumerate().filter_map(|(c, q)| Some((c as u16, q.as_mut()?)));
+        let moved = WorkGroups::taken(queues, given_up);
         let limits = (self.config.options.send_queue_bytes, self.config.options.send_queue_messages);
         for (channel, framed) in moved {
             // (Whatever its room: they were accepted, and go before anything new.)
-            let Some(j) = self.groups.member_for(&self.peers, g, channel, framed.len(), Some(id)) else {
-                self.groups.get_mut(g).lost += 1;
-                continue;
-            };
+            let Some(j) = self.groups.reroute_to(&self.peers, g, channel, framed.len(), id) else { continue };
             let number = self.numbered.next(channel);
             self.peers[j].queue_of(channel, limits, number).push_framed(&framed);
-            self.groups.get_mut(g).rerouted += 1;
             if let Some(t) = self.peers[j].conn {
                 self.dirty.push(t);
             }
@@ -1221,8 +1209,7 @@ impl<W: Wire> Engine<W> {
     /// Whether every peer (of a work group: one member) has room for a `len`-byte
     /// message on `channel`.
     pub fn all_have_room(&self, channel: u16, len: usize) -> bool {
-        self.peers.iter().all(|p| p.group.is_some() || p.has_room(channel, len))
-            && (0..self.groups.len()).all(|g| self.has_room(Recipient::Group(g), channel, len))
+        self.groups.all_have_room(&self.peers, channel, len)
     }
 
     /// Peers, and work groups, without room for a `len`-byte message on `channel`.

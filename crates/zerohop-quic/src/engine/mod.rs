@@ -700,34 +700,22 @@ impl Engine {
     fn reroute(&mut self, id: u32, given_up: bool, now: Instant) {
         let Some(i) = self.peers.iter().position(|p| p.id == id) else { return };
         let Some(g) = self.peers[i].group else { return };
-        if !given_up && !self.peers.iter().any(|p| p.group == Some(g) && p.id != id && p.conn.is_some()) {
+        if !given_up && !WorkGroups::others_connected(&self.peers, g, id) {
             return;
         }
-        let mut moved: Vec<(u16, Vec<u8>)> = Vec::new();
-        for out in self.peers[i].channels.iter_mut().flatten() {
-            let channel = out.index;
-            let mut take = |framed: &[u8]| moved.push((channel, framed.to_vec()));
-            if given_up {
-                out.queue.take_unacknowledged(&mut take);
-            } else {
-                out.queue.take_never_sent(&mut take);
-            }
-        }
+        let queues = self.peers[i].channels.iter_mut().flatten().map(|out| (out.index, &mut out.queue));
+        let moved = WorkGroups::taken(queues, given_up);
         if moved.is_empty() {
             return;
         }
         let limits = (self.config.send_queue_bytes, self.config.send_queue_messages);
         for (channel, framed) in moved {
             // (Whatever its room: they were accepted, and go before anything new.)
-            let Some(j) = self.groups.member_for(&self.peers, g, channel, framed.len(), Some(id)) else {
-                self.groups.get_mut(g).lost += 1;
-                continue;
-            };
+            let Some(j) = self.groups.reroute_to(&self.peers, g, channel, framed.len(), id) else { continue };
             let number = self.numbered.next(channel);
             let p = &mut self.peers[j];
             let class = p.classes.class(usize::from(channel));
             OutChannel::of(&mut p.channels, channel, class, limits, number).queue.push_framed(&framed);
-            self.groups.get_mut(g).rerouted += 1;
         }
         self.flush(now);
     }
