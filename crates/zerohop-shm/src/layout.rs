@@ -24,7 +24,7 @@
 //! 768   claim lines, MAX_LISTED_PUBLISHERS × 64 bytes: claim_first, claim_count (what
 //!       the listed publisher of the same index is claiming or last claimed)
 //! 2816  subscriber table, max_subscribers × 128 bytes: pid, cursor_lo, parked,
-//!       credited, credit_limit_lo, pool_cursor
+//!       credited, credit_limit_lo, pool_cursor, group, name_len, name[32]
 //! ...   slots, each slot_stride bytes: stamp u32, len u32, origin u32, 4 spare,
 //!       payload[slot_size]
 //! ...   payload pool, pool_size bytes (none by default): messages longer than a slot
@@ -47,11 +47,18 @@
 //! does not receive), so that a hub skips what it published itself. A committed slot
 //! whose `len` is [`SKIP_LEN`] holds no message (a claim given up or repaired): readers
 //! pass over it.
+//!
+//! A **work group** (subscribers that share the messages, each to one of them) is one
+//! subscriber entry of its own, the **group entry** (`group` = [`GROUP_ENTRY`], its name
+//! after it): its cursor is the group's, moved by its members with a compare-and-swap,
+//! and publishers hold back for it as for any subscriber. Each member has an entry too
+//! (`group` = the group entry's index plus one): for its pid and its parking, never for
+//! room. See [`crate::ring`].
 
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -112,6 +119,13 @@ pub mod offsets {
     /// The pool unit after the last pooled message this subscriber read (at first, the
     /// pool head when it joined): what it has yet to read lies from there on.
     pub const SUB_POOL_CURSOR: usize = 20;
+    /// 0: a subscriber of its own; [`super::GROUP_ENTRY`]: a work group's entry (its
+    /// cursor is the group's); otherwise a member of the work group whose entry is this
+    /// value minus one (publishers do not wait for a member: they wait for its group).
+    pub const SUB_GROUP: usize = 24;
+    /// A group entry's name: its length (1 to [`super::MAX_GROUP_NAME`]), then its bytes.
+    pub const SUB_NAME_LEN: usize = 28;
+    pub const SUB_NAME: usize = 32;
     pub const SUB_ENTRY: usize = LINE;
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;
@@ -138,6 +152,12 @@ pub const MAX_LISTED_PUBLISHERS: u32 = 32;
 pub const fn claim_offset(line: u32) -> usize {
     offsets::CLAIMS + line as usize * offsets::CLAIM_ENTRY
 }
+
+/// What a group entry's `group` word holds (see [`offsets::SUB_GROUP`]).
+pub const GROUP_ENTRY: u32 = u32::MAX;
+/// The longest work group name, in bytes.
+pub const MAX_GROUP_NAME: usize = 32;
+const _: () = assert!(offsets::SUB_NAME + MAX_GROUP_NAME <= offsets::SUB_ENTRY);
 
 /// What a slot's `len` says when it holds no message: readers pass over it.
 pub const SKIP_LEN: u32 = u32::MAX;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::layout::{LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, claim_offset, offsets};
+use crate::layout::{GROUP_ENTRY, LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, claim_offset, offsets};
 use crate::ring::process_alive;
 use crate::segment::{FILE_PREFIX, Segment, remove_stale};
 
@@ -99,16 +99,18 @@ impl core::fmt::Display for Member {
     }
 }
 
-/// Who uses `seg` now: every publisher and subscriber entry taken.
+/// Who uses `seg` now: every publisher and subscriber entry taken (but work groups'
+/// own entries: their members are there).
 pub fn members(seg: &Segment) -> Vec<Member> {
     let layout = seg.layout();
     let pid = |off: usize| seg.word(off).load(Ordering::Acquire);
+    let group_entry = |entry: u32| pid(layout.subscriber_offset(entry) + offsets::SUB_GROUP) == GROUP_ENTRY;
     let publishers = (0..MAX_LISTED_PUBLISHERS).map(|entry| Member {
         role: Role::Publisher,
         pid: pid(offsets::PUBLISHERS + 4 * entry as usize),
         entry,
     });
-    let subscribers = (0..layout.max_subscribers).map(|entry| Member {
+    let subscribers = (0..layout.max_subscribers).filter(|&e| !group_entry(e)).map(|entry| Member {
         role: Role::Subscriber,
         pid: pid(layout.subscriber_offset(entry) + offsets::SUB_PID),
         entry,
@@ -258,7 +260,15 @@ fn read_channel(file: &File, name: String, path: PathBuf) -> Option<LiveSegment>
         .filter_map(|entry| {
             let at = layout.subscriber_offset(entry);
             let pid = w(at + offsets::SUB_PID);
-            let lag = (tail as u32).wrapping_sub(w(at + offsets::SUB_CURSOR_LO)) as u64;
+            let group = w(at + offsets::SUB_GROUP);
+            // A work group's member is as far behind as its group (whose own entry is
+            // no process's).
+            let reads_at = match group {
+                GROUP_ENTRY => return None,
+                0 => at,
+                g => layout.subscriber_offset((g - 1).min(layout.max_subscribers - 1)),
+            };
+            let lag = (tail as u32).wrapping_sub(w(reads_at + offsets::SUB_CURSOR_LO)) as u64;
             (pid != 0 && process_alive(pid)).then_some(SubscriberInfo { pid, entry, lag })
         })
         .collect();

@@ -87,10 +87,12 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, ShmError};
 use crate::futex;
-use crate::layout::{Layout, MAX_LISTED_PUBLISHERS, POOL_UNIT, SKIP_LEN, claim_offset, offsets};
+use crate::layout::{GROUP_ENTRY, Layout, MAX_LISTED_PUBLISHERS, POOL_UNIT, SKIP_LEN, claim_offset, offsets};
 use crate::registry::PublisherEntry;
 use crate::segment::Segment;
 use crate::side::{self, SideServer};
+
+mod group;
 
 /// What a publisher does when the slowest subscriber is a full ring behind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1342,10 +1344,16 @@ fn lag_behind(tail: u64, cursor: u32) -> u64 {
     ((tail as u32).wrapping_sub(cursor) as i32).max(0) as u64
 }
 
+/// Whether publishers (but those of hub entry `exclude`) hold back for entry `i`: it is
+/// taken, and no work group's member (they hold back for its group's entry instead).
+fn holds_back(mem: &RingMemory, i: u32, exclude: Option<u32>) -> bool {
+    Some(i) != exclude && mem.sub_pid(i).load(Ordering::Acquire) != 0 && !mem.is_member(i)
+}
+
 /// How many messages the slowest live subscriber has not read yet.
 fn slowest_lag(mem: &RingMemory, tail: u64, exclude: Option<u32>) -> u64 {
     (0..mem.layout.max_subscribers)
-        .filter(|&i| Some(i) != exclude && mem.sub_pid(i).load(Ordering::Acquire) != 0)
+        .filter(|&i| holds_back(mem, i, exclude))
         .map(|i| lag_behind(tail, mem.sub_cursor(i).load(Ordering::Acquire)))
         .max()
         .unwrap_or(0)
@@ -1358,7 +1366,7 @@ fn room_for(mem: &RingMemory, tail: u64, exclude: Option<u32>, credits: bool) ->
     let cap = mem.layout.capacity as u64;
     let mut room = cap;
     for i in 0..mem.layout.max_subscribers {
-        if Some(i) == exclude || mem.sub_pid(i).load(Ordering::Acquire) == 0 {
+        if !holds_back(mem, i, exclude) {
             continue;
         }
         let lag = lag_behind(tail, mem.sub_cursor(i).load(Ordering::Acquire));
@@ -1384,10 +1392,15 @@ fn reap_dead_subscribers(mem: &RingMemory) -> usize {
 }
 
 /// Frees subscriber entry `i`, held by `pid`, if that process is gone; whether it did.
+/// A work group's entry goes only with its last member (see [`group::reap`]).
 fn reap_if_dead(mem: &RingMemory, i: u32, pid: u32) -> bool {
-    pid != 0
-        && !process_alive(pid)
-        && mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    if pid == 0 || process_alive(pid) {
+        return false;
+    }
+    if mem.sub_group(i).load(Ordering::Acquire) == GROUP_ENTRY {
+        return group::reap(mem, i, pid);
+    }
+    mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
 }
 
 /// `Block`: waits until the slowest live subscriber is less than a ring behind `tail`
@@ -1443,8 +1456,7 @@ fn wait_until(mem: &RingMemory, deadline: Instant, what: &'static str, ready: im
 fn pool_room(mem: &RingMemory, end: u32, tail: u64, exclude: Option<u32>) -> bool {
     let pool_units = mem.layout.pool_units();
     (0..mem.layout.max_subscribers).all(|i| {
-        Some(i) == exclude
-            || mem.sub_pid(i).load(Ordering::Acquire) == 0
+        !holds_back(mem, i, exclude)
             || mem.sub_cursor(i).load(Ordering::Acquire) == tail as u32
             || end.wrapping_sub(mem.sub_pool_cursor(i).load(Ordering::Acquire)) <= pool_units
     })
@@ -1460,8 +1472,7 @@ fn passed_by_all(mem: &RingMemory, seq: u64, exclude: Option<u32>) -> bool {
     let past = seq.wrapping_add(1) as u32;
     (0..mem.layout.max_subscribers).all(|i| {
         let pid = mem.sub_pid(i).load(Ordering::Acquire);
-        Some(i) == exclude
-            || pid == 0
+        !holds_back(mem, i, exclude)
             || (mem.sub_cursor(i).load(Ordering::Acquire).wrapping_sub(past) as i32) >= 0
             || reap_if_dead(mem, i, pid)
     })
@@ -1495,6 +1506,11 @@ pub struct Subscriber {
     /// The entry went to another reader ([`hand_over`](Self::hand_over)): dropping
     /// this one keeps it.
     handed_over: bool,
+    /// The work group's entry, for a member of one ([`join`](Self::join)): its cursor
+    /// is the one read, and moved by a compare-and-swap.
+    group: Option<u32>,
+    /// The pool cursor past the pooled message read last, stored once it is claimed.
+    pool_after: Option<u32>,
 }
 
 impl Subscriber {
@@ -1505,7 +1521,34 @@ impl Subscriber {
         let index = claim_subscriber_entry(&mem)?;
         let cursor = mem.tail();
         mem.sub_cursor(index).store(cursor as u32, Ordering::Release);
-        Ok(Self { mem, index, cursor, stats: SubscriberStats::default(), since_tail_check: 0, handed_over: false })
+        Ok(Self {
+            mem,
+            index,
+            cursor,
+            stats: SubscriberStats::default(),
+            since_tail_check: 0,
+            handed_over: false,
+            group: None,
+            pool_after: None,
+        })
+    }
+
+    /// Registers a member of the work group `name` (1 to 32 bytes; made if it is not
+    /// there yet, at the tail): the group's members share its messages, each read by
+    /// one of them (see [`group`]). What a member publishes itself on this ring is
+    /// shared too, so it may come back to it.
+    pub fn join(seg: Arc<Segment>, name: &str) -> Result<Self> {
+        group::check_name(name)?;
+        let mut sub = Self::new(seg)?;
+        let (group, cursor) = group::join(&sub.mem, sub.index, name)?;
+        sub.group = Some(group);
+        sub.cursor = cursor;
+        Ok(sub)
+    }
+
+    /// The work group's entry, for a member of one.
+    pub fn group(&self) -> Option<u32> {
+        self.group
     }
 
     /// Gives this subscriber's entry, with its cursor, to a reader whose cursor lives
@@ -1513,6 +1556,7 @@ impl Subscriber {
     /// is skipped or counted read, as it would be between releasing this entry and
     /// claiming another at the tail.
     pub fn hand_over(mut self) -> (u32, u64) {
+        debug_assert!(self.group.is_none(), "a work group's member reads at its group's cursor");
         self.mem.sub_cursor(self.index).store(self.cursor as u32, Ordering::Release);
         self.handed_over = true;
         (self.index, self.cursor)
@@ -1557,6 +1601,7 @@ impl Subscriber {
     pub fn try_recv_then(&mut self, out: &mut Vec<u8>, then: impl FnOnce(&mut Vec<u8>)) -> Option<u64> {
         let mut then = Some(then);
         loop {
+            self.look_at_group();
             let seq = self.cursor;
             let stamp = self.mem.stamp(seq).load(Ordering::Acquire);
             match classify(stamp, seq) {
@@ -1591,7 +1636,9 @@ impl Subscriber {
                         }
                     }
                     let slot = self.mem.layout.slot_offset(seq);
-                    if self.mem.word(slot + offsets::SLOT_ORIGIN).load(Ordering::Relaxed) == self.index + 1 {
+                    if self.group.is_none()
+                        && self.mem.word(slot + offsets::SLOT_ORIGIN).load(Ordering::Relaxed) == self.index + 1
+                    {
                         // Our own hub published it: not ours to receive (unless the
                         // slot was overwritten meanwhile, then we were lapped).
                         fence(Ordering::Acquire);
@@ -1658,17 +1705,30 @@ impl Subscriber {
         then: &mut Option<F>,
     ) -> bool {
         if expiry != 0 && expired(expiry, now_ms32()) {
-            self.stats.expired += 1;
-            self.advance(seq + 1);
+            if self.advance(seq + 1) {
+                self.stats.expired += 1;
+            }
             return false;
         }
+        if self.group.is_some() {
+            // Claimed before `then` (which may let the slot go), or another member has it.
+            if !self.advance(seq + 1) {
+                return false;
+            }
+            self.count_received(out, then);
+            return true;
+        }
+        self.count_received(out, then);
+        self.advance(seq + 1);
+        true
+    }
+
+    fn count_received<F: FnOnce(&mut Vec<u8>)>(&mut self, out: &mut Vec<u8>, then: &mut Option<F>) {
         self.stats.received += 1;
         self.stats.received_bytes += out.len() as u64;
         if let Some(then) = then.take() {
             then(out);
         }
-        self.advance(seq + 1);
-        true
     }
 
     /// Copies pooled message `seq` (`len` bytes; its slot at byte `slot`, whose stamp was
@@ -1702,7 +1762,7 @@ impl Subscriber {
             self.skip_ahead();
             return false;
         }
-        self.mem.sub_pool_cursor(self.index).store(unit.wrapping_add(units), Ordering::Release);
+        self.pool_after = Some(unit.wrapping_add(units));
         true
     }
 
@@ -1723,9 +1783,10 @@ impl Subscriber {
         let token = u64::from(lo) | u64::from(hi) << 32;
         let message = self.mem.seg.dir().and_then(|dir| side::fetch(dir, token, seq, len as usize));
         if message.and_then(|m| m.read_into(out).ok()).is_none() {
-            self.stats.lapped += 1;
-            self.stats.lap_events += 1;
-            self.advance(seq + 1);
+            if self.advance(seq + 1) {
+                self.stats.lapped += 1;
+                self.stats.lap_events += 1;
+            }
             return false;
         }
         true
@@ -1737,20 +1798,30 @@ impl Subscriber {
         fence(Ordering::Acquire);
         if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
             self.skip_ahead();
-        } else {
+        } else if self.advance(seq + 1) {
             self.stats.passed += 1;
-            self.advance(seq + 1);
         }
     }
 
     /// Whether `try_recv` would return something (or skip ahead) right now.
-    pub fn readable(&self) -> bool {
+    pub fn readable(&mut self) -> bool {
+        self.look_at_group();
         readable_at(&self.mem, self.cursor)
+    }
+
+    /// A member: reads where its group is now (only ever forward, by less than 2^32:
+    /// the cursor's low word is all there is).
+    fn look_at_group(&mut self) {
+        if let Some(g) = self.group {
+            let lo = self.mem.sub_cursor(g).load(Ordering::Acquire);
+            self.cursor += u64::from(lo.wrapping_sub(self.cursor as u32));
+        }
     }
 
     /// Waits until a message is readable: spins for `spin`, then parks on the futex.
     /// Returns false on timeout or when `cancel` becomes true.
-    pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
+    pub fn wait(&mut self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
+        self.look_at_group();
         wait_readable(&self.mem, Some(self.index), self.cursor, spin, timeout, cancel)
     }
 
@@ -1760,16 +1831,44 @@ impl Subscriber {
     }
 
     fn skip_ahead(&mut self) {
-        let next = resync_cursor(self.cursor, self.mem.tail(), self.mem.layout.capacity);
-        self.stats.lapped += next - self.cursor;
-        self.stats.lap_events += 1;
-        self.advance(next);
+        let (from, next) = (self.cursor, resync_cursor(self.cursor, self.mem.tail(), self.mem.layout.capacity));
+        if self.advance(next) {
+            self.stats.lapped += next - from;
+            self.stats.lap_events += 1;
+        }
     }
 
-    fn advance(&mut self, next: u64) {
+    /// Moves the cursor to `next` (and the pool cursor past the pooled message read, if
+    /// any). A member claims with a compare-and-swap of its group's cursor: false when
+    /// another member moved it first (then what was read is that one's).
+    fn advance(&mut self, next: u64) -> bool {
+        let pool_after = self.pool_after.take();
+        let entry = match self.group {
+            None => {
+                self.mem.sub_cursor(self.index).store(next as u32, Ordering::SeqCst);
+                self.index
+            }
+            Some(g) => {
+                let moved = self.mem.sub_cursor(g).compare_exchange(
+                    self.cursor as u32,
+                    next as u32,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                );
+                if moved.is_err() {
+                    return false;
+                }
+                g
+            }
+        };
         self.cursor = next;
-        self.mem.sub_cursor(self.index).store(next as u32, Ordering::SeqCst);
+        if let Some(unit) = pool_after {
+            // (Members may store theirs out of order: one behind only holds publishers
+            // back a little longer.)
+            self.mem.sub_pool_cursor(entry).store(unit, Ordering::Release);
+        }
         notify_publishers(&self.mem);
+        true
     }
 }
 
@@ -1920,8 +2019,10 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
             if mem.sub_pid(i).load(Ordering::Relaxed) == 0
                 && mem.sub_pid(i).compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
-                // (An occupant that died holding publishers to credits left them set.)
+                // (An occupant that died holding publishers to credits left them set,
+                // one that died in a work group its membership.)
                 mem.sub_credited(i).store(0, Ordering::SeqCst);
+                mem.sub_group(i).store(0, Ordering::SeqCst);
                 // The pool head before the tail: what this reader will read lies past it.
                 mem.sub_pool_cursor(i).store(mem.pool_head().load(Ordering::SeqCst), Ordering::SeqCst);
                 mem.sub_cursor(i).store(mem.tail() as u32, Ordering::SeqCst);
@@ -1933,6 +2034,10 @@ fn claim_subscriber_entry(mem: &RingMemory) -> Result<u32> {
 }
 
 fn release_subscriber_entry(mem: &RingMemory, index: u32) {
+    let group = mem.sub_group(index).load(Ordering::Acquire);
+    if group::is_member_word(group) {
+        return group::leave(mem, index, group - 1);
+    }
     mem.sub_credited(index).store(0, Ordering::Release);
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
@@ -1954,6 +2059,21 @@ pub mod table {
         let tail = mem.tail();
         mem.sub_cursor(index).store(tail as u32, Ordering::SeqCst);
         Ok((index, tail))
+    }
+
+    /// Claims an entry for a member of the work group `name` (see [`Subscriber::join`]);
+    /// returns `(index, group entry, cursor)`: it reads at the group entry's cursor,
+    /// which is at `cursor` now. [`release`] ends its membership.
+    pub fn claim_member(seg: &Arc<Segment>, name: &str) -> Result<(u32, u32, u64)> {
+        group::check_name(name)?;
+        let (index, _) = claim(seg)?;
+        match group::join(&RingMemory::new(seg.clone()), index, name) {
+            Ok((group, cursor)) => Ok((index, group, cursor)),
+            Err(e) => {
+                release(seg, index);
+                Err(e)
+            }
+        }
     }
 
     /// Entry `index` grants `n` more credits: publishers that hold back for
@@ -2065,10 +2185,15 @@ pub mod table {
         super::wait_for_space(&RingMemory::new(seg.clone()), tail, Instant::now() + timeout, exclude)
     }
 
-    /// How many subscriber entries are taken.
+    /// How many subscribers there are: entries taken, but work groups' own (their
+    /// members count).
     pub fn subscriber_count(seg: &Arc<Segment>) -> u32 {
         let mem = RingMemory::new(seg.clone());
-        (0..mem.layout.max_subscribers).filter(|&i| mem.sub_pid(i).load(Ordering::Acquire) != 0).count() as u32
+        (0..mem.layout.max_subscribers)
+            .filter(|&i| {
+                mem.sub_pid(i).load(Ordering::Acquire) != 0 && mem.sub_group(i).load(Ordering::Acquire) != GROUP_ENTRY
+            })
+            .count() as u32
     }
 
     /// How many messages the slowest live subscriber (other than `exclude`) is behind `tail`.
@@ -2375,6 +2500,85 @@ mod tests {
         assert_eq!(b.try_recv(&mut out), Some(1), "late joiner starts at the tail");
         assert_eq!(out, b"two");
         assert_eq!(b.try_recv(&mut out), None);
+    }
+
+    /// A work group's members share its messages, each read once; the group holds a
+    /// `Block` publisher back, its members do not; a member that stops reading holds
+    /// nothing back; the group's entry goes with its last member.
+    #[test]
+    fn a_work_groups_members_share_its_messages_each_read_once() {
+        let seg = pooled_segment("group-share", 16, 4096);
+        let mut a = Subscriber::join(seg.clone(), "w").unwrap();
+        let mut b = Subscriber::join(seg.clone(), "w").unwrap();
+        let stopped = Subscriber::join(seg.clone(), "w").unwrap();
+        assert_eq!(a.group(), b.group());
+        assert_eq!(table::subscriber_count(&seg), 3, "members count, their group's entry not");
+        let mut p = Publisher::new(seg.clone(), Backpressure::FailFast);
+        for i in 0..16u32 {
+            p.publish(&i.to_le_bytes()).unwrap();
+        }
+        assert!(matches!(p.publish(b"x"), Err(ShmError::RingFull)), "the group holds publishers back");
+        let (mut out, mut got) = (Vec::new(), Vec::new());
+        for turn in 0..16 {
+            let s = if turn % 3 == 0 { &mut b } else { &mut a };
+            assert!(s.try_recv(&mut out).is_some());
+            got.push(u32::from_le_bytes(out[..4].try_into().unwrap()));
+        }
+        assert_eq!(got, (0..16).collect::<Vec<_>>());
+        assert_eq!((a.stats().received, b.stats().received), (10, 6));
+        // Long messages (the pool) and one a member copied but another claimed first.
+        p.publish(&big(1, 1500)).unwrap();
+        p.publish(&big(2, 1500)).unwrap();
+        let mut a2 = Vec::new();
+        assert!(a.try_recv(&mut a2).is_some());
+        assert!(b.try_recv(&mut out).is_some());
+        assert_eq!((a2, out.clone()), (big(1, 1500), big(2, 1500)));
+        assert_eq!(a.try_recv(&mut out), None);
+        drop(stopped);
+        drop(a);
+        assert_eq!(table::subscriber_count(&seg), 1);
+        drop(b);
+        assert_eq!(table::subscriber_count(&seg), 0);
+        assert_eq!(table::slowest_lag(&seg, table::tail(&seg), None), 0, "the group's entry went with it");
+    }
+
+    /// Members on threads, a `Block` publisher: every message read once, by someone.
+    #[test]
+    fn members_on_threads_read_every_message_once() {
+        let seg = segment("group-threads", 64);
+        const N: u32 = 200_000;
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let mut s = Subscriber::join(seg.clone(), "w").unwrap();
+                std::thread::spawn(move || {
+                    let (mut out, mut got) = (Vec::new(), Vec::new());
+                    let cancel = AtomicBool::new(false);
+                    loop {
+                        if s.try_recv(&mut out).is_none() {
+                            assert!(s.wait(Duration::from_micros(50), Some(Duration::from_secs(10)), &cancel), "stalled");
+                            continue;
+                        }
+                        let v = u32::from_le_bytes(out[..4].try_into().unwrap());
+                        if v == u32::MAX {
+                            return got;
+                        }
+                        got.push(v);
+                    }
+                })
+            })
+            .collect();
+        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+        p.set_timeout(Duration::from_secs(10));
+        for i in 0..N {
+            p.publish(&i.to_le_bytes()).unwrap();
+        }
+        for _ in 0..3 {
+            p.publish(&u32::MAX.to_le_bytes()).unwrap();
+        }
+        let mut all: Vec<u32> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+        all.sort_unstable();
+        assert_eq!(all.len(), N as usize);
+        assert!(all.iter().enumerate().all(|(i, &v)| v == i as u32));
     }
 
     /// Credits hold back every publisher but a `DropOld` one: `DropNew` drops past them,

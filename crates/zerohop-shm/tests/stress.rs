@@ -23,11 +23,15 @@
 //!   through writing a loan: the survivors' messages all arrive, in order, nothing
 //!   torn, and the holes the dead left are repaired (nothing wedges).
 //!
+//! - `group`: as `block`, read by 3 members of one work group, the first of which
+//!   stops after a few thousand messages and is SIGKILLed: every message of every
+//!   publisher is read by exactly one member, whole.
+//!
 //! The parent re-executes this test binary for each role (`ZEROHOP_STRESS_ROLE`).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use zerohop_shm::ring::table;
@@ -252,6 +256,51 @@ fn subscriber_role(seg_name: &str, policy_name: &str) {
     println!("RESULT received={received} lapped={lapped} passed={passed} lap_events={}", st.lap_events);
 }
 
+/// How many messages the member that is killed reads first.
+const VICTIM_READS: usize = 5000;
+
+/// A member of work group `w`: prints what it read (`publisher seq` lines, then
+/// `DONE`) once it reads a sentinel; the victim prints its first [`VICTIM_READS`] and
+/// `PAUSED`, and waits to be killed.
+fn member_role(seg_name: &str, victim: bool) {
+    use std::io::Write;
+    let mut s = Subscriber::join(open(seg_name), "w").unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        if s.try_recv(&mut buf).is_none() {
+            assert!(s.wait(Duration::from_micros(20), Some(Duration::from_secs(60)), &cancel), "stalled");
+            continue;
+        }
+        let (publisher, seq) = validate(&buf);
+        if publisher == SENTINEL {
+            break;
+        }
+        got.push((publisher, seq));
+        if victim && got.len() == VICTIM_READS {
+            break;
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // (On a line of its own: the test harness's "test stress_group ... " has none.)
+    writeln!(out).unwrap();
+    for (p, seq) in &got {
+        writeln!(out, "{p} {seq}").unwrap();
+    }
+    writeln!(out, "{}", if victim { "PAUSED" } else { "DONE" }).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    if victim {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+}
+
+/// A line `member_role` prints for a message it read (not the test harness's own).
+fn is_read(line: &str) -> bool {
+    line.split(' ').count() == 2 && line.split(' ').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn run(policy_name: &str) -> Vec<String> {
     let name = format!("stress-{policy_name}-{}", std::process::id());
     let seg = open(&name);
@@ -318,6 +367,7 @@ fn child_role() -> bool {
             publisher_role(&seg, id, &policy_name, count)
         }
         "subscriber" => subscriber_role(&seg, &policy_name),
+        "member" => member_role(&seg, std::env::var("ZEROHOP_STRESS_ID").unwrap() == "0"),
         other => panic!("unknown role {other}"),
     }
     true
@@ -352,6 +402,89 @@ fn stress_sigkill() {
     }
     let results = run("sigkill");
     eprintln!("sigkill: {results:?}");
+}
+
+#[test]
+fn stress_group() {
+    if child_role() {
+        return;
+    }
+    use std::io::BufRead;
+    let name = format!("stress-group-{}", std::process::id());
+    let seg = open(&name);
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |role: &str, id: u32| {
+        Command::new(&exe)
+            .args(["--exact", "stress_group", "--nocapture", "--test-threads", "1"])
+            .env("ZEROHOP_STRESS_ROLE", role)
+            .env("ZEROHOP_STRESS_SEGMENT", &name)
+            .env("ZEROHOP_STRESS_ID", id.to_string())
+            .env("ZEROHOP_STRESS_POLICY", "block")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut members: Vec<_> = (0..SUBSCRIBERS).map(|i| spawn("member", i)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while table::subscriber_count(&seg) < SUBSCRIBERS {
+        assert!(Instant::now() < deadline, "members did not join");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pubs: Vec<_> = (0..PUBLISHERS).map(|i| spawn("publisher", i)).collect();
+    // The victim: what it read before it paused is its share; then it dies.
+    let mut victim = members.remove(0);
+    let mut read = Vec::new();
+    for line in std::io::BufReader::new(victim.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "PAUSED" {
+            break;
+        }
+        if is_read(&line) {
+            read.push(line);
+        }
+    }
+    assert_eq!(read.len(), VICTIM_READS, "the victim read its share");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for p in pubs {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "publisher failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // One sentinel a survivor: each stops reading at its first.
+    let mut sentinel = Publisher::new(seg.clone(), Backpressure::Block);
+    let mut buf = Vec::new();
+    encode(SENTINEL, 0, HEADER, &mut buf);
+    for _ in &members {
+        sentinel.publish(&buf).unwrap();
+    }
+    let mut shares = vec![read.len()];
+    for m in members {
+        let out = m.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && stdout.contains("DONE\n"), "member failed:\n{stdout}");
+        let lines: Vec<_> = stdout.lines().filter(|l| is_read(l)).map(str::to_owned).collect();
+        shares.push(lines.len());
+        read.extend(lines);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in &read {
+        assert!(seen.insert(line.as_str()), "read twice: {line}");
+    }
+    for p in 0..PUBLISHERS {
+        for seq in 0..PER_PUBLISHER {
+            assert!(seen.contains(format!("{p} {seq}").as_str()), "never read: publisher {p} message {seq}");
+        }
+    }
+    assert_eq!(seen.len() as u64, PUBLISHERS as u64 * PER_PUBLISHER);
+    assert!(shares[1..].iter().all(|&n| n > 0), "both survivors read a share: {shares:?}");
+    // The survivors left, and the group's entry with the last of them (the victim's
+    // entry waits for a reaper).
+    use zerohop_shm::layout::{GROUP_ENTRY, offsets as o};
+    let word = |entry: u32, at: usize| seg.word(seg.layout().subscriber_offset(entry) + at).load(Ordering::SeqCst);
+    let taken: Vec<_> = (0..seg.layout().max_subscribers).filter(|&e| word(e, o::SUB_PID) != 0).collect();
+    assert!(taken.len() <= 1, "left behind: {taken:?}");
+    assert!(taken.iter().all(|&e| word(e, o::SUB_GROUP) != GROUP_ENTRY), "the group's entry went");
+    eprintln!("group shares: {shares:?}");
 }
 
 #[test]

@@ -38,6 +38,10 @@ pub struct ShmOptions {
     /// (`memfd`, or `shm://name?memfd`): no file in `/dev/shm` (see
     /// [`zerohop_shm::handoff`]). Every hub of the segment must say so.
     pub memfd: bool,
+    /// The work group this hub reads in (`group`, 1 to 32 bytes): the hubs of a segment
+    /// that name the same group share its messages, each read by one of them (see
+    /// [`zerohop_shm::ring`]'s `group`).
+    pub group: Option<String>,
 }
 
 impl Default for ShmOptions {
@@ -49,6 +53,7 @@ impl Default for ShmOptions {
             heartbeat: Some(DEFAULT_HEARTBEAT),
             water: WaterMarks::default(),
             memfd: false,
+            group: None,
         }
     }
 }
@@ -107,6 +112,7 @@ impl FromOptions for ShmOptions {
             heartbeat: o.take_interval_ms("heartbeatMs", Some(DEFAULT_HEARTBEAT))?,
             memfd: o.take_bool("memfd")?.unwrap_or(false),
             water: WaterMarks::take(o)?,
+            group: o.take_work_group(false)?,
         })
     }
 }
@@ -145,6 +151,8 @@ pub struct ShmSpec {
     pub memfd: bool,
     /// The largest message a publisher takes (`None`: its default).
     pub max_message_size: Option<usize>,
+    /// The work group its reader is a member of.
+    pub group: Option<String>,
 }
 
 impl ShmSpec {
@@ -184,6 +192,9 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
     if settings.ttl.is_some_and(|t| t.as_millis() >= 1 << 31) {
         return Err(Error::bad_option("ttlMs over shm:// is at most 2^31 - 1 ms (24 days)"));
     }
+    if shm.group.is_some() && !settings.role.receives() {
+        return Err(Error::bad_option("group shares what a group receives: a hub of role 'publisher' receives nothing"));
+    }
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers, shm.pool_size);
     Ok(ShmSpec {
         name: name.clone(),
@@ -193,6 +204,7 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
         water: shm.water,
         memfd: shm.memfd,
         max_message_size: shm.max_message_size,
+        group: shm.group,
     })
 }
 
@@ -219,7 +231,11 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
     let segment = Arc::new(spec.open_segment()?);
     // (The water marks are the TypeScript hub's: a Rust hub has no events for them.)
     let (settings, heartbeat) = (spec.settings, spec.heartbeat);
-    let subscriber = if settings.role.receives() { Some(Subscriber::new(segment.clone())?) } else { None };
+    let subscriber = match (&spec.group, settings.role.receives()) {
+        (_, false) => None,
+        (Some(group), true) => Some(Subscriber::join(segment.clone(), group)?),
+        (None, true) => Some(Subscriber::new(segment.clone())?),
+    };
     let listed = settings.role.publishes().then(|| PublisherEntry::join(segment.clone()));
     let publisher = listed
         .as_ref()
