@@ -334,7 +334,7 @@ for (const tr of transports) {
   })
 }
 
-test('group: a connecting hub of tcp://, uds://, kcp:// and quic:// that receives; refused elsewhere, saying why', async (t) => {
+test('group: a receiving hub of shm:// or a connecting one of tcp://, uds://, kcp:// and quic://; refused elsewhere, saying why', async (t) => {
   for (const [url, options, message] of [
     ['tcp://127.0.0.1:0', { listen: true, group: 'w' }, /a connecting hub's/],
     ['quic://127.0.0.1:0', { listen: true, group: 'w' }, /a connecting hub's/],
@@ -342,7 +342,8 @@ test('group: a connecting hub of tcp://, uds://, kcp:// and quic:// that receive
     ['tcp://127.0.0.1:1', { group: '' }, /1 to 32 bytes/],
     ['kcp://127.0.0.1:1', { group: 'x'.repeat(33) }, /1 to 32 bytes/],
     ['uds://@zerohop-group-refused', { group: 'w', role: 'publisher' }, /receives nothing/],
-    ['shm://group-refused', { group: 'w' }, /not an option of shm/],
+    ['shm://group-refused', { group: 'w', role: 'publisher' }, /receives nothing/],
+    ['shm://group-refused', { group: 'x'.repeat(33) }, /1 to 32 bytes/],
     ['kcp://239.1.2.9:5000', { group: 'w', role: 'subscriber' }, /multicast group takes/],
   ] as const) {
     await t.throwsAsync(Hub.open(url as string, options as object), { code: 'ERR_BAD_OPTION', message }, url)

@@ -658,3 +658,68 @@ test('tryRecvBatch() takes runs too: its values are views of a copy, whole after
   t.true(batch.every((v) => v.length === 3 && v[2] === 9))
   t.like(a.metrics(), { received: want.length })
 })
+
+test('group: the members of a work group share its messages, each read once, by every way of reading; others read everything; publishers wait for the group, not for a member that stopped', async (t) => {
+  const name = shm('group')
+  await using pub = await Hub.open(name, { role: 'publisher', capacity: 64, backpressure: 'fail_fast' })
+  await using a = await Hub.open(name, { group: 'w', role: 'subscriber' })
+  await using b = await Hub.open(name, { group: 'w', role: 'subscriber' })
+  await using stopped = await Hub.open(name, { group: 'w', role: 'subscriber' })
+  await using all = await Hub.open(name, { role: 'subscriber' })
+  const id = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, m.byteLength).getUint32(0, true)
+  const message = (i: number) => new Uint8Array(new Uint32Array([i]).buffer)
+  const got: number[] = []
+  // Every way of reading, members taking turns.
+  for (let i = 0; i < 40; i++) pub.publish(message(i))
+  got.push(id(a.tryRecv()!), id(b.tryRecv()!), id((await a.recv({ timeoutMs: 1000 }))!))
+  for (const m of b.tryRecvBatch(5)) got.push(id(m))
+  const borrowed = b.borrow()!
+  got.push(id(borrowed.bytes))
+  t.true(borrowed.valid())
+  t.true(borrowed.release())
+  for (const m of await a.recvBatch(5, { timeoutMs: 1000 })) got.push(id(m))
+  t.is(b.drain((m) => got.push(id(m))), 40 - 14)
+  t.is(a.tryRecv(), undefined)
+  t.deepEqual(got.sort((x, y) => x - y), [...Array(40).keys()], 'each message to one member, none lost')
+  t.is(all.tryRecvBatch(100).length, 40, 'a hub outside the group reads everything')
+  // The group holds publishers back; a member that stopped (`stopped`) does not.
+  for (let i = 0; i < 64; i++) pub.publish(message(i))
+  t.throws(() => pub.publish(message(64)), { code: 'ERR_BACKPRESSURE' })
+  all.tryRecvBatch(100)
+  t.is(a.tryRecvBatch(30).length + b.tryRecvBatch(100).length, 64)
+  pub.publish(message(65))
+  t.is(id(all.tryRecv()!), 65)
+  t.is(id(a.tryRecv()!), 65)
+  t.is(stopped.metrics().received, 0)
+  t.throws(() => a.grantCredits(1), { code: 'ERR_INVALID_STATE', message: /work group/ })
+  t.is((await Hub.list()).find((s) => name.endsWith(s.name))?.subscribers.length, 4, 'its members are listed, its own entry not')
+})
+
+test.serial('group over the Unix-socket fallback: its relay shares the messages among the members too', async (t) => {
+  const saved = process.env.ZEROHOP_SHM
+  process.env.ZEROHOP_SHM = 'off'
+  try {
+    const name = shm('group-fallback')
+    await using pub = await Hub.open(name, { role: 'publisher' })
+    await using a = await Hub.open(name, { group: 'w', role: 'subscriber' })
+    await using b = await Hub.open(name, { group: 'w', role: 'subscriber' })
+    await using all = await Hub.open(name, { role: 'subscriber' })
+    t.is(a.metrics().transport, 'uds')
+    for (let i = 0; i < 200 && [a, b, all].some((h) => h.status !== 'connected'); i++) await new Promise((r) => setTimeout(r, 5))
+    await new Promise((r) => setTimeout(r, 100)) // (the relay hears their hellos)
+    for (let i = 0; i < 10; i++) pub.publish(new Uint8Array([i]))
+    const got: number[] = []
+    const seen: number[] = []
+    for (let i = 0; i < 500 && (got.length < 10 || seen.length < 10); i++) {
+      for (const h of [a, b]) for (const m of h.tryRecvBatch(100)) got.push(m[0]!)
+      for (const m of all.tryRecvBatch(100)) seen.push(m[0]!)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    t.deepEqual(got.sort((x, y) => x - y), [...Array(10).keys()])
+    t.is(seen.length, 10)
+    t.true(a.metrics().received > 0 && b.metrics().received > 0, 'both had a share')
+  } finally {
+    if (saved === undefined) delete process.env.ZEROHOP_SHM
+    else process.env.ZEROHOP_SHM = saved
+  }
+})

@@ -119,6 +119,8 @@ pub struct ShmOffsets {
     pub default_max_message: u32,
     pub max_message_limit: u32,
     pub sub_pool_cursor: u32,
+    /// A subscriber entry's work-group word (see `zerohop_shm::layout::offsets::SUB_GROUP`).
+    pub sub_group: u32,
     pub claims: u32,
     pub claim_entry: u32,
     pub claim_first: u32,
@@ -154,6 +156,7 @@ pub fn shm_offsets() -> ShmOffsets {
         default_max_message: zerohop_shm::ring::DEFAULT_MAX_MESSAGE as u32,
         max_message_limit: zerohop_shm::ring::MAX_MESSAGE_LIMIT as u32,
         sub_pool_cursor: u(offsets::SUB_POOL_CURSOR),
+        sub_group: u(offsets::SUB_GROUP),
         claims: u(offsets::CLAIMS),
         claim_entry: u(offsets::CLAIM_ENTRY),
         claim_first: u(offsets::CLAIM_FIRST),
@@ -341,6 +344,8 @@ pub struct ShmHandle {
     spec: Option<zerohop::shm::ShmSpec>,
     waiter: Option<Waiter>,
     entry: Option<u32>,
+    /// The work group's entry, for a member of one.
+    group: Option<u32>,
     /// Where `entry`'s reader starts, until `claim_subscriber` hands it out (an entry a
     /// network hub's reader held: see `from_segment`).
     handed: Option<u64>,
@@ -364,6 +369,7 @@ impl ShmHandle {
             spec: None,
             waiter: None,
             entry: place.map(|p| p.entry),
+            group: None,
             handed: place.map(|p| p.cursor),
             publisher: None,
             pooled_loan: None,
@@ -396,6 +402,7 @@ impl ShmHandle {
             spec: Some(spec),
             waiter: None,
             entry: None,
+            group: None,
             handed: None,
             publisher: None,
             pooled_loan: None,
@@ -461,6 +468,12 @@ impl ShmHandle {
     #[napi]
     pub fn grant_credits(&self, n: u32) -> Result<f64> {
         let entry = self.entry.ok_or_else(|| js_error(zerohop::Error::role("receive")))?;
+        if self.group.is_some() {
+            return Err(js_error(zerohop::Error::new(
+                ErrorCode::InvalidState,
+                "a work group's member grants no credits: its group reads at one place, for all its members",
+            )));
+        }
         Ok(table::grant(self.seg()?, entry, n) as f64)
     }
 
@@ -471,7 +484,9 @@ impl ShmHandle {
     }
 
     /// Claims a subscriber entry that starts at the current tail, or the one the
-    /// hub's reader handed over, where it was: `[index, cursor]`.
+    /// hub's reader handed over, where it was: `[index, cursor]`; for a member of a
+    /// work group (the `group` option), `[index, cursor, group entry]`, the cursor its
+    /// group's (see `zerohop_shm::ring::table::claim_member`).
     #[napi]
     pub fn claim_subscriber(&mut self) -> Result<Vec<f64>> {
         if let (Some(index), Some(cursor)) = (self.entry, self.handed.take()) {
@@ -479,6 +494,12 @@ impl ShmHandle {
         }
         if self.entry.is_some() {
             return Err(js_error(zerohop::Error::new(ErrorCode::InvalidState, "subscriber already claimed")));
+        }
+        if let Some(name) = self.spec.as_ref().and_then(|s| s.group.clone()) {
+            let (index, group, cursor) = table::claim_member(self.seg()?, &name).map_err(js_error)?;
+            self.entry = Some(index);
+            self.group = Some(group);
+            return Ok(vec![index as f64, cursor as f64, group as f64]);
         }
         let (index, tail) = table::claim(self.seg()?).map_err(js_error)?;
         self.entry = Some(index);

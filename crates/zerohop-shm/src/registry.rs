@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::layout::{GROUP_ENTRY, LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, claim_offset, offsets};
+use crate::layout::{
+    GROUP_ENTRY, LAYOUT_VERSION, LINE, Layout, MAGIC, MAX_LISTED_PUBLISHERS, STATE_READY, claim_offset, offsets,
+};
 use crate::ring::process_alive;
 use crate::segment::{FILE_PREFIX, Segment, remove_stale};
 

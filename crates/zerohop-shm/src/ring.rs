@@ -1804,25 +1804,29 @@ impl Subscriber {
     }
 
     /// Whether `try_recv` would return something (or skip ahead) right now.
-    pub fn readable(&mut self) -> bool {
-        self.look_at_group();
-        readable_at(&self.mem, self.cursor)
+    pub fn readable(&self) -> bool {
+        readable_at(&self.mem, self.reading_at())
     }
 
-    /// A member: reads where its group is now (only ever forward, by less than 2^32:
-    /// the cursor's low word is all there is).
-    fn look_at_group(&mut self) {
-        if let Some(g) = self.group {
-            let lo = self.mem.sub_cursor(g).load(Ordering::Acquire);
-            self.cursor += u64::from(lo.wrapping_sub(self.cursor as u32));
+    /// Where it reads next: its cursor, or a member's group's now (which only ever
+    /// moves forward, by less than 2^32 between looks: its low word is all there is).
+    fn reading_at(&self) -> u64 {
+        match self.group {
+            None => self.cursor,
+            Some(g) => {
+                self.cursor + u64::from(self.mem.sub_cursor(g).load(Ordering::Acquire).wrapping_sub(self.cursor as u32))
+            }
         }
+    }
+
+    fn look_at_group(&mut self) {
+        self.cursor = self.reading_at();
     }
 
     /// Waits until a message is readable: spins for `spin`, then parks on the futex.
     /// Returns false on timeout or when `cancel` becomes true.
-    pub fn wait(&mut self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        self.look_at_group();
-        wait_readable(&self.mem, Some(self.index), self.cursor, spin, timeout, cancel)
+    pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
+        wait_readable(&self.mem, Some(self.index), self.reading_at(), spin, timeout, cancel)
     }
 
     /// A handle that can wait for this subscriber's next message from another thread.
@@ -2555,7 +2559,10 @@ mod tests {
                     let cancel = AtomicBool::new(false);
                     loop {
                         if s.try_recv(&mut out).is_none() {
-                            assert!(s.wait(Duration::from_micros(50), Some(Duration::from_secs(10)), &cancel), "stalled");
+                            assert!(
+                                s.wait(Duration::from_micros(50), Some(Duration::from_secs(10)), &cancel),
+                                "stalled"
+                            );
                             continue;
                         }
                         let v = u32::from_le_bytes(out[..4].try_into().unwrap());

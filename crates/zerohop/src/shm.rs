@@ -193,7 +193,9 @@ pub fn resolve(endpoint: &Endpoint, options: &mut HubOptions) -> Result<ShmSpec>
         return Err(Error::bad_option("ttlMs over shm:// is at most 2^31 - 1 ms (24 days)"));
     }
     if shm.group.is_some() && !settings.role.receives() {
-        return Err(Error::bad_option("group shares what a group receives: a hub of role 'publisher' receives nothing"));
+        return Err(Error::bad_option(
+            "group shares what a group receives: a hub of role 'publisher' receives nothing",
+        ));
     }
     let layout = Layout::requested(options.slot_size, options.capacity, shm.max_subscribers, shm.pool_size);
     Ok(ShmSpec {

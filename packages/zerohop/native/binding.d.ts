@@ -134,7 +134,9 @@ export declare class ShmHandle {
   credits(): number | null
   /**
    * Claims a subscriber entry that starts at the current tail, or the one the
-   * hub's reader handed over, where it was: `[index, cursor]`.
+   * hub's reader handed over, where it was: `[index, cursor]`; for a member of a
+   * work group (the `group` option), `[index, cursor, group entry]`, the cursor its
+   * group's (see `zerohop_shm::ring::table::claim_member`).
    */
   claimSubscriber(): Array<number>
   /**
@@ -370,6 +372,8 @@ export interface ShmOffsets {
   defaultMaxMessage: number
   maxMessageLimit: number
   subPoolCursor: number
+  /** A subscriber entry's work-group word (see `zerohop_shm::layout::offsets::SUB_GROUP`). */
+  subGroup: number
   claims: number
   claimEntry: number
   claimFirst: number

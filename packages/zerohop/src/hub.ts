@@ -1034,18 +1034,30 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * The next message in place (zero-copy), or `undefined`. `borrowed.bytes` views the
    * slot; with a `struct` codec `borrowed.value` reads fields straight from it. Call
    * `release()` to move on. Under `drop_old` a publisher may overwrite the slot while
-   * you hold it: `valid()`/`release()` tell you; `block` publishers wait for you.
+   * you hold it: `valid()`/`release()` tell you; `block` publishers wait for you. A
+   * work group's member (`group`) gets a copy: it takes the message from its group
+   * when it borrows it, and publishers wait for the group, not for it.
    */
   borrow(): Borrowed<T> | undefined {
     const sub = this.subscriber()
     const held = this.openBorrow
     if (held !== undefined && held.held) throw new InvalidStateError('a borrowed message is still held; release() it first')
-    let off = sub.peek()
-    while (off < 0 && this.source.pump() > 0) off = sub.peek()
-    if (off < 0) return this.parts !== undefined && this.rotate() ? this.borrow() : undefined
-    const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.source))
-    borrowed.start(off, this.source.spilled(off))
-    return borrowed
+    for (;;) {
+      let off = sub.peek()
+      while (off < 0 && this.source.pump() > 0) off = sub.peek()
+      if (off < 0) return this.parts !== undefined && this.rotate() ? this.borrow() : undefined
+      const borrowed = (this.openBorrow ??= new ShmBorrowed<T>(sub, this.ring, this.codec, this.struct, this.source))
+      if (!sub.member) {
+        borrowed.start(off, this.source.spilled(off))
+        return borrowed
+      }
+      const copy = (sub.largeView() ?? this.ring.payloadView(sub.cursor >>> 0, this.envelope, sub.len)).slice()
+      if (sub.intact()) {
+        borrowed.start(off, copy, true)
+        return borrowed
+      }
+      sub.torn()
+    }
   }
 
   private selectionReason(): string {
@@ -1421,6 +1433,8 @@ class ShmBorrowed<T> implements Borrowed<T> {
   private envelopeAt = 0
   /** Whether `view` reads the ring (or a spilled message's own buffer). */
   private viewOnRing = false
+  /** The message is a copy its work group's member claimed already. */
+  private claimed = false
 
   constructor(
     sub: ShmSubscriber,
@@ -1437,8 +1451,12 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.envelope = port.envelope
   }
 
-  /** Holds the message at `off`; `aside` are its bytes when they were too large for the slot. */
-  start(off: number, aside: Uint8Array | undefined): void {
+  /**
+   * Holds the message at `off`; `aside` are its bytes when they were too large for the
+   * slot, or a copy of them `claimed` already (a work group's member).
+   */
+  start(off: number, aside: Uint8Array | undefined, claimed = false): void {
+    this.claimed = claimed
     this.seq = this.sub.cursor
     this.envelopeAt = off
     const at = off + this.envelope
@@ -1483,12 +1501,17 @@ class ShmBorrowed<T> implements Borrowed<T> {
   }
 
   valid(): boolean {
+    if (this.claimed) return this.held
     return this.held && this.sub.cursor === this.seq && this.sub.intact()
   }
 
   release(): boolean {
     if (!this.held) return false
     this.held = false
+    if (this.claimed) {
+      this.sub.advance(this.size)
+      return true
+    }
     if (this.sub.cursor !== this.seq) return false
     if (this.sub.intact()) {
       this.sub.advance(this.size)

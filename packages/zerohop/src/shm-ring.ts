@@ -77,6 +77,8 @@ export class ShmRing {
   readonly SUB_CURSOR: number
   readonly SUB_CREDITED: number
   readonly SUB_CREDIT_LIMIT: number
+  /** Word offset of an entry's work-group word: > 0 for a member (publishers wait for its group instead). */
+  readonly SUB_GROUP: number
   /** Byte offset of the payload in a slot, and word offsets of a slot's length and origin. */
   readonly PAYLOAD: number
   readonly LEN: number
@@ -120,6 +122,7 @@ export class ShmRing {
     this.SUB_CURSOR = o.subCursorLo >> 2
     this.SUB_CREDITED = o.subCredited >> 2
     this.SUB_CREDIT_LIMIT = o.subCreditLimitLo >> 2
+    this.SUB_GROUP = o.subGroup >> 2
     this.PAYLOAD = o.slotPayload
     this.LEN = o.slotLen >> 2
     this.ORIGIN = o.slotOrigin >> 2
@@ -176,6 +179,8 @@ export class ShmRing {
       if (i === exclude) continue
       const base = this.SUBS + i * this.SUB_STRIDE
       if (Atomics.load(i32, base + this.SUB_PID) === 0) continue
+      // A work group's member: its group's entry is what holds back.
+      if (Atomics.load(i32, base + this.SUB_GROUP) > 0) continue
       // (None if it is past `lo`, as when other publishers moved the tail on since.)
       const behind = Math.max(0, (lo - Atomics.load(i32, base + this.SUB_CURSOR)) | 0)
       if (behind > lag) lag = behind
@@ -616,7 +621,14 @@ export interface SubscriberCounters {
   expired: number
 }
 
-/** Reads messages from the ring (the JavaScript twin of `zerohop_shm::Subscriber`). */
+/**
+ * Reads messages from the ring (the JavaScript twin of `zerohop_shm::Subscriber`).
+ *
+ * A member of a work group (a hub opened with `group`) reads at its group's cursor
+ * and claims each message with a compare-and-swap of it once read (`intact()`): the
+ * one whose swap succeeds has it, the others look again (see
+ * `crates/zerohop-shm/src/ring/group.rs`).
+ */
 export class ShmSubscriber {
   readonly counters: SubscriberCounters = { received: 0, receivedBytes: 0, lapped: 0, lapEvents: 0, expired: 0 }
   /**
@@ -673,6 +685,12 @@ export class ShmSubscriber {
     if (this.i32.length !== 0) this.storeCursor()
   }
   private readonly storeEvery: number
+  /** A work group's member: the word index of its group's cursor; -1 for a reader on its own. */
+  private readonly groupCursorIdx: number
+  /** A member: `intact()` claimed the message `peek` found (`advance()` moves past it). */
+  private claimed = false
+  /** A member: `intact()` found the message `peek` found claimed by another member. */
+  private raced = false
 
   constructor(ring: ShmRing, envelope = 0, flowControlled = false, expiryAt = -1) {
     this.ring = ring
@@ -681,14 +699,27 @@ export class ShmSubscriber {
     this.flowControlled = flowControlled
     this.storeEvery = Math.max(1, Math.min(64, ring.capacity >> 2))
     this.i32 = ring.i32
-    const [entry, start] = native(() => ring.handle.claimSubscriber()) as [number, number]
+    const [entry, start, group] = native(() => ring.handle.claimSubscriber()) as [number, number, number?]
     this.entry = entry
-    this.own = entry + 1
+    // (A member takes what its own hub published too: someone in its group must.)
+    this.own = group === undefined ? entry + 1 : -1
     this.cursor = start
     this.shared = start
     this.readyTo = start >>> 0
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
-    this.poolCursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + (offsets().subPoolCursor >> 2)
+    const reads = group ?? entry
+    this.groupCursorIdx = group === undefined ? -1 : ring.SUBS + group * ring.SUB_STRIDE + ring.SUB_CURSOR
+    this.poolCursorIdx = ring.SUBS + reads * ring.SUB_STRIDE + (offsets().subPoolCursor >> 2)
+  }
+
+  /** Whether this reader is a work group's member (it claims what it reads). */
+  get member(): boolean {
+    return this.groupCursorIdx >= 0
+  }
+
+  /** A member: reads where its group is now (only ever forward, by less than 2^32). */
+  private lookAtGroup(): void {
+    if (this.groupCursorIdx >= 0) this.cursor += (Atomics.load(this.i32, this.groupCursorIdx) - (this.cursor >>> 0)) >>> 0
   }
 
   /**
@@ -701,6 +732,7 @@ export class ShmSubscriber {
     const r = this.ring
     const i32 = this.i32
     for (;;) {
+      if (this.groupCursorIdx >= 0) this.lookAtGroup()
       const lo = this.cursor >>> 0
       const base = r.slotOffset(lo)
       const si = base >> 2
@@ -738,9 +770,12 @@ export class ShmSubscriber {
             this.skipAhead()
             continue
           }
-          if (len > r.slotSize && len <= r.poolSize && this.pooledAt(si, len) >= 0) this.passPooled()
-          this.counters.expired++
-          this.moveTo(this.cursor + 1)
+          const pooled = len > r.slotSize && len <= r.poolSize && this.pooledAt(si, len) >= 0
+          if (this.moveTo(this.cursor + 1)) {
+            if (pooled) this.passPooled()
+            this.counters.expired++
+          }
+          this.peekUnit = -1
           continue
         }
         if (len > r.slotSize) {
@@ -844,9 +879,10 @@ export class ShmSubscriber {
     }
     const got = native(() => r.handle.fetchSide(this.cursor, lo, hi, len))
     if (got === null) {
-      this.counters.lapped++
-      this.counters.lapEvents++
-      this.moveTo(this.cursor + 1)
+      if (this.moveTo(this.cursor + 1)) {
+        this.counters.lapped++
+        this.counters.lapEvents++
+      }
       return LAPPED
     }
     this.peekSide = new Uint8Array(got)
@@ -877,7 +913,8 @@ export class ShmSubscriber {
    */
   takeRun(into: Uint8Array, words: Int32Array, from: number, max: number): number {
     const r = this.ring
-    if (this.flowControlled) return 0
+    // (A member claims message by message.)
+    if (this.flowControlled || this.groupCursorIdx >= 0) return 0
     const i32 = this.i32
     const lo = this.cursor >>> 0
     const first = lo & r.mask
@@ -942,34 +979,55 @@ export class ShmSubscriber {
     this.moveTo(this.cursor + n)
   }
 
-  /** Whether the message found by `peek` was not overwritten while it was read. */
+  /**
+   * Whether the message found by `peek` is this reader's to take: not overwritten while
+   * it was read, and, for a work group's member, claimed by it (once read: the others
+   * look again). Then `advance()`; else `torn()`.
+   */
   intact(): boolean {
+    if (this.flowControlled) return true
     // (A side-path message is this reader's own mapping of a sealed file.)
-    if (this.flowControlled || this.peekSide !== undefined) return true
-    if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
-    if (Atomics.load(this.i32, this.peekIdx) !== this.peekStamp) return false
-    // A pooled message: also not if pool units were handed out a whole pool past its
-    // first (the head moves before anything is written there).
-    return this.peekUnit < 0 || ((Atomics.load(this.i32, this.ring.POOL_HEAD) - this.peekUnit) >>> 0) <= this.ring.poolUnits
+    if (this.peekSide === undefined) {
+      if (READER_FENCE) Atomics.add(this.i32, this.cursorIdx, 0)
+      if (Atomics.load(this.i32, this.peekIdx) !== this.peekStamp) return false
+      // A pooled message: also not if pool units were handed out a whole pool past its
+      // first (the head moves before anything is written there).
+      if (this.peekUnit >= 0 && ((Atomics.load(this.i32, this.ring.POOL_HEAD) - this.peekUnit) >>> 0) > this.ring.poolUnits) return false
+    }
+    if (this.groupCursorIdx < 0 || this.claimed) return true
+    const lo = this.cursor | 0
+    if (Atomics.compareExchange(this.i32, this.groupCursorIdx, lo, (lo + 1) | 0) === lo) return (this.claimed = true)
+    this.raced = true
+    return false
   }
 
   /** Moves past the message found by `peek`, of `bytes` bytes (default: what its slot holds). */
   advance(bytes = this.len - this.envelope): void {
     this.peekSide = undefined
+    // (A member claims it here if `intact()` did not: an undecodable message.)
+    if (!this.moveTo(this.cursor + 1)) {
+      this.peekUnit = -1
+      return
+    }
     if (this.peekUnit >= 0) this.passPooled()
     this.counters.received++
     this.counters.receivedBytes += bytes
-    this.moveTo(this.cursor + 1)
   }
 
-  /** The message found by `peek` was torn by an overwrite: count it and skip ahead. */
+  /**
+   * The message found by `peek` is not this reader's: it was torn by an overwrite
+   * (counted, and skipped ahead), or another member of its work group claimed it.
+   */
   torn(): void {
     this.peekSide = undefined
-    this.skipAhead()
+    this.peekUnit = -1
+    if (this.raced) this.raced = false
+    else this.skipAhead()
   }
 
   /** True if `peek` would find something (or skip ahead). Also catches lags so long the stamps wrapped. */
   readable(): boolean {
+    this.lookAtGroup()
     const lo = this.cursor >>> 0
     const stamp = Atomics.load(this.i32, this.ring.slotOffset(lo) >> 2)
     const want = ((lo + 1) * 2) | 0
@@ -983,15 +1041,18 @@ export class ShmSubscriber {
 
   /** Messages published but not read yet. */
   lag(): number {
+    this.lookAtGroup()
     return Math.max(0, this.ring.tail() - this.cursor)
   }
 
   private skipAhead(): void {
     const cap = this.ring.capacity
-    const next = Math.max(this.cursor + 1, this.ring.tail() - (cap - Math.floor(cap / 4)))
-    this.counters.lapped += next - this.cursor
-    this.counters.lapEvents++
-    this.moveTo(next)
+    const from = this.cursor
+    const next = Math.max(from + 1, this.ring.tail() - (cap - Math.floor(cap / 4)))
+    if (this.moveTo(next)) {
+      this.counters.lapped += next - from
+      this.counters.lapEvents++
+    }
   }
 
   /**
@@ -1016,7 +1077,20 @@ export class ShmSubscriber {
     if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
   }
 
-  private moveTo(next: number): void {
+  /**
+   * Moves the cursor to `next`. A work group's member moves its group's, with a
+   * compare-and-swap unless `intact()` claimed the message already: false when another
+   * member moved it first (what was read is that one's).
+   */
+  private moveTo(next: number): boolean {
+    if (this.groupCursorIdx >= 0) {
+      const lo = this.cursor | 0
+      if (!this.claimed && Atomics.compareExchange(this.i32, this.groupCursorIdx, lo, next | 0) !== lo) return false
+      this.claimed = false
+      this.cursor = next
+      if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
+      return true
+    }
     this.cursor = next
     if (!this.flowControlled) {
       // Shared memory: a publisher may wait for this very slot (a batch tells it once).
@@ -1029,10 +1103,13 @@ export class ShmSubscriber {
       // bound function each time: about 1 µs of a round trip's wake-up on this VM).
       RESOLVED.then(this.storeLater)
     }
+    return true
   }
 
   private storeCursor(): void {
     this.shared = this.cursor
+    // (A member's own cursor is nobody's business: it reads at its group's.)
+    if (this.groupCursorIdx >= 0) return
     Atomics.store(this.i32, this.cursorIdx, this.cursor >>> 0)
   }
 }

@@ -71,7 +71,10 @@ pub(super) fn is_member_word(group: u32) -> bool {
 /// Checks a group name: 1 to [`MAX_GROUP_NAME`] bytes.
 pub(super) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME {
-        return Err(ShmError::BadName(format!("a work group's name is 1 to {MAX_GROUP_NAME} bytes, got {}", name.len())));
+        return Err(ShmError::BadName(format!(
+            "a work group's name is 1 to {MAX_GROUP_NAME} bytes, got {}",
+            name.len()
+        )));
     }
     Ok(())
 }

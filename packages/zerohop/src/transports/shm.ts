@@ -52,6 +52,16 @@ export interface ShmOptions {
    * list such segments.
    */
   memfd?: boolean
+  /**
+   * The work group this hub reads in (1 to 32 bytes): the hubs of a segment that open
+   * it with the same `group` share its messages, each read by exactly one of them (the
+   * others go on reading everything). A member takes a message from its group as it
+   * reads it, so one that stops or dies holds nothing back: the next message goes to
+   * another. Publishers wait for the group (`block`), not for each member. What a
+   * member publishes on the same name is shared too (it may come back to it);
+   * `borrow()` gives a member a copy, and it grants no credits.
+   */
+  group?: string
 }
 
 /**
