@@ -457,11 +457,10 @@ test.serial('Rpc: a client killed with a request in flight ends it on the server
   t.is(await rpc.request({ op: 'echo' }), 'ok')
 })
 
-test.serial('Rpc: a client goes on with the next server when one closes or is killed; one server per name', async (t) => {
+test.serial('Rpc: a client goes on with the next server when one closes or is killed', async (t) => {
   const name = uniqueName('rpc-restart')
   const url = `shm://${name}`
   const first = await Rpc.serve(url, () => 'first', { codec: 'json' })
-  await t.throwsAsync(Rpc.serve(url, () => 'second'), { code: 'ERR_INVALID_STATE' })
   await using rpc = await Rpc.connect<unknown, unknown>(url, { codec: 'json', heartbeatMs: 50 })
   t.is(await rpc.request(1), 'first')
   await first.close()
@@ -478,6 +477,60 @@ test.serial('Rpc: a client goes on with the next server when one closes or is ki
   await until(() => rpc.status === 'connected')
   t.is(await rpc.request(4), 'last 4')
   t.deepEqual(rpc.metrics(), { pending: 0, nativePending: 0 })
+})
+
+test.serial('Rpc: several servers of one name share its requests, each answered once; one that closes fails its own (retryable), one that dies fails what is in flight, and the others go on', async (t) => {
+  const url = `shm://${uniqueName('rpc-servers')}`
+  const servers = [child('rpc-server.mjs', [url]), child('rpc-server.mjs', [url])]
+  for (const s of servers) await s.next('ready')
+  await using here = await Rpc.serve(url, async (req: { op: string; x?: unknown }) => {
+    await new Promise((r) => setTimeout(r, 1))
+    return req.op === 'echo' ? req.x : 'here'
+  }, { codec: 'json' })
+  await using rpc = await Rpc.connect<{ op: string; x?: unknown; ms?: number }, unknown>(url, { codec: 'json', heartbeatMs: 50 })
+  // Each request answered once, by one of them (the processes' own share shows in their metrics).
+  const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => rpc.request({ op: 'echo', x: i }, { timeoutMs: 20_000 })))
+  t.deepEqual(answers, Array.from({ length: 600 }, (_, i) => i))
+  const served: number[] = []
+  for (const s of servers) {
+    s.send('metrics')
+    served.push((await s.next('metrics')).served as number)
+  }
+  served.push(here.metrics().served)
+  t.is(served.reduce((a, b) => a + b), 600)
+  t.true(served.filter((n) => n > 0).length >= 2, `shared: ${served}`)
+  // One that closes: what it was handling fails, retryable; the others answer on.
+  // (Until a server process takes it: ours answers at once.)
+  let slow: Promise<unknown> = Promise.resolve()
+  for (let i = 0; i < 50; i++) {
+    slow = rpc.request({ op: 'sleep', ms: 60_000 })
+    if ((await Promise.race([slow, new Promise((r) => setTimeout(() => r('pending'), 200))])) === 'pending') break
+  }
+  const holder = []
+  for (const s of servers) {
+    s.send('metrics')
+    holder.push((await s.next('metrics')).inFlight as number)
+  }
+  const closing = holder.indexOf(1)
+  t.not(closing, -1, 'a server process took the slow request (ours answers every request)')
+  servers[closing]!.send('close')
+  t.is(await servers[closing]!.exited, 0)
+  await t.throwsAsync(slow, { code: 'ERR_CONNECTION_LOST' })
+  t.is(rpc.status, 'connected')
+  t.is(await rpc.request({ op: 'echo', x: 'on' }), 'on')
+  // One that dies: the requests in flight fail (retryable: which it held, nobody
+  // knows), and the one left answers on.
+  await here.close()
+  const third = child('rpc-server.mjs', [url])
+  await third.next('ready')
+  const other = servers[1 - closing]!
+  const pending = Array.from({ length: 20 }, () => rpc.request({ op: 'sleep', ms: 60_000 }).catch((e: { code: string }) => e.code))
+  await new Promise((r) => setTimeout(r, 200))
+  other.proc.kill('SIGKILL')
+  t.deepEqual(new Set(await Promise.all(pending)), new Set(['ERR_CONNECTION_LOST']))
+  t.is(await rpc.request({ op: 'echo', x: 'still' }), 'still')
+  third.send('close')
+  t.is(await third.exited, 0, third.stderr())
 })
 
 test.serial('Rpc over the Unix-socket fallback (ZEROHOP_SHM=off on both sides): the same answers, no segment', async (t) => {

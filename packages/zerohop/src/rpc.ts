@@ -117,9 +117,15 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     return { inFlight: this.inFlight.size, ...this.counts }
   }
 
-  /** Stops answering: running handlers see their signal abort; their replies are dropped. */
+  /**
+   * Stops answering: running handlers see their signal abort, and their requests fail
+   * (`ERR_CONNECTION_LOST`, retryable: another server of the name may take them).
+   */
   async close(options: CloseOptions = {}): Promise<void> {
-    for (const context of this.inFlight.values()) context.abort(new ClosedError('the server is closing'))
+    for (const [key, context] of this.inFlight) {
+      context.abort(new ClosedError('the server is closing'))
+      this.fail(key, new ConnectionLostError('the server closed while it handled the request'))
+    }
     this.inFlight.clear()
     await this.hub.close(options)
     await this.loop

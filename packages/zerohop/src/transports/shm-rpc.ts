@@ -1,10 +1,11 @@
 /**
  * `Rpc` over `shm://name`: requests go into one segment, `<name>.rpc`, that every
- * client publishes into and the server alone reads; each client reads its replies
- * from a segment of its own, `<name>.rpc.<pid>.<n>`, that the server alone publishes
- * into. So a reply never waits behind another client's, and a client that stops
- * reading slows nobody: its ring laps (it can hold every reply the client waits for,
- * since a client waits for at most {@link REPLY_SLOTS} at once).
+ * client publishes into and the servers read as one work group (`group`: each request
+ * to one server, whichever takes it first); each client reads its replies from a
+ * segment of its own, `<name>.rpc.<pid>.<n>`, that the servers publish into. So a
+ * reply never waits behind another client's, and a client that stops reading slows
+ * nobody: its ring laps (it can hold every reply the client waits for, since a client
+ * waits for at most {@link REPLY_SLOTS} at once).
  *
  * Each message starts with a 16-byte header (little endian):
  *
@@ -19,8 +20,12 @@
  * `heartbeatMs` at its clients (a client whose process died, or who closed its reply
  * segment, is gone: its requests end, and its reply segment goes with the server's
  * handle on it), a client at the request segment's reader (gone: its requests fail
- * with `ERR_CONNECTION_LOST`, and it looks for the next server every 10 ms). Where
- * shared memory cannot be used, the same `Rpc` runs over a Unix socket instead.
+ * with `ERR_CONNECTION_LOST`, and it looks for the next server every 10 ms). With
+ * several servers a client cannot tell which one holds which request: when one dies,
+ * every request in flight fails (retryable); one that closes fails its own (see
+ * `RpcServer.close`), and a cancellation reaches only the server that takes it (the
+ * others' handlers run to their end, their answers dropped). Where shared memory
+ * cannot be used, the same `Rpc` runs over a Unix socket instead.
  */
 import { describe, raw } from '../codec.js'
 import { BackpressureError, BadOptionError, ClosedError, ConnectionLostError, InvalidStateError, type ZerohopError } from '../errors.js'
@@ -45,6 +50,8 @@ const CANCELLED = 4
 
 /** Slots of a client's reply segment: the most requests it waits for at once. */
 export const REPLY_SLOTS = 1024
+/** The work group of a name's servers on its request segment. */
+const SERVERS = 'rpc-servers'
 /** How often a client without a server looks for one. */
 const LOOK_MS = 10
 const TWO_32 = 2 ** 32
@@ -96,15 +103,19 @@ function openSegment(name: string, options: Record<string, unknown>, own: Record
   }
 }
 
-/** The process and entry of the live reader of `ring` but `exclude`, as `subscriber:<pid>:<entry>`. */
-function readerOf(ring: ShmRing, exclude: number | undefined): string | undefined {
+/** The live readers of `ring` (a work group's members, not its own entry), each as `subscriber:<pid>:<entry>`. */
+function readersOf(ring: ShmRing): string[] {
+  const readers: string[] = []
   for (let i = 0; i < ring.layout.maxSubscribers; i++) {
-    if (i === exclude) continue
-    const pid = Atomics.load(ring.i32, ring.SUBS + i * ring.SUB_STRIDE + ring.SUB_PID) >>> 0
-    if (pid !== 0 && binding.isProcessAlive(pid)) return `subscriber:${pid}:${i}`
+    const base = ring.SUBS + i * ring.SUB_STRIDE
+    const pid = Atomics.load(ring.i32, base + ring.SUB_PID) >>> 0
+    if (pid !== 0 && Atomics.load(ring.i32, base + ring.SUB_GROUP) !== -1 && binding.isProcessAlive(pid)) readers.push(`subscriber:${pid}:${i}`)
   }
-  return undefined
+  return readers
 }
+
+/** The process of a reader named as {@link readersOf} names it. */
+const pidOf = (reader: string): number => Number(reader.split(':')[1])
 
 /** What the server and a client have in common: a port whose hub reads one ring and never publishes. */
 abstract class ShmRpcPort extends SegmentPort implements Port<Uint8Array> {
@@ -208,12 +219,10 @@ class ShmRpcServer extends ShmRpcPort {
 
   static open(name: string, options: Record<string, unknown>): ShmRpcServer {
     const heartbeatMs = heartbeatOf(options)
-    const ring = openSegment(`${name}.rpc`, options, { role: 'subscriber' })
+    const ring = openSegment(`${name}.rpc`, options, { role: 'subscriber', group: SERVERS })
     let server: ShmRpcServer | undefined
     try {
       server = new ShmRpcServer(ring, name, heartbeatMs, options.spinUs)
-      const other = readerOf(ring, server.subscriber.entry)
-      if (other !== undefined) throw new InvalidStateError(`shm://${name} is served already (by ${other})`)
     } catch (e) {
       if (server) server.close()
       else ring.close()
@@ -302,7 +311,7 @@ class ShmRpcServer extends ShmRpcPort {
 
   protected look(): number | undefined {
     for (const c of this.clients.values()) {
-      if (c.ring !== undefined && binding.isProcessAlive(c.pid) && readerOf(c.ring, undefined) !== undefined) continue
+      if (c.ring !== undefined && binding.isProcessAlive(c.pid) && readersOf(c.ring).length > 0) continue
       this.drop(c)
     }
     return this.heartbeatMs > 0 ? this.heartbeatMs : undefined
@@ -351,8 +360,8 @@ class ShmRpcClient extends ShmRpcPort {
   private readonly outstanding = new Uint32Array(REPLY_SLOTS)
   private waiting = 0
   private nextKey = 0
-  /** The server's reader, `subscriber:<pid>:<entry>`, while connected. */
-  private server: string | undefined
+  /** The servers' readers, `subscriber:<pid>:<entry>` (the first is the one status events name). */
+  private servers: string[] = []
   private state: HubStatus = 'connecting'
 
   static open(name: string, options: Record<string, unknown>): ShmRpcClient {
@@ -412,7 +421,7 @@ class ShmRpcClient extends ShmRpcPort {
 
   override onStatus(listener: (event: StatusEvent, own: boolean) => void): void {
     super.onStatus(listener)
-    if (this.server !== undefined) listener({ status: 'connected', peer: this.server }, true)
+    if (this.servers.length > 0) listener({ status: 'connected', peer: this.servers[0] }, true)
   }
 
   readInfo(dv: DataView, off: number, info: MessageInfo): void {
@@ -461,21 +470,26 @@ class ShmRpcClient extends ShmRpcPort {
 
   protected look(): number | undefined {
     if (this.closed) return undefined
-    const server = readerOf(this.requestRing, undefined)
-    if (this.server !== undefined && server !== this.server) {
-      const lost = this.server
+    const servers = readersOf(this.requestRing)
+    const before = this.servers
+    this.servers = servers
+    // Gone: every server (what waits in the ring would wait for the next one, which
+    // starts past it), or one that died (which of the requests it held, nobody knows).
+    const died = before.find((s) => !servers.includes(s) && !binding.isProcessAlive(pidOf(s)))
+    const lost = servers.length === 0 ? before[0] : died
+    if (lost !== undefined) {
       const why = new ConnectionLostError(`the server of shm://${this.name} (${lost}) is gone`)
-      this.server = undefined
-      this.state = 'reconnecting'
       this.outstanding.fill(0)
       this.waiting = 0
       this.gone?.(() => true, why)
-      this.statusListener?.({ status: 'reconnecting', peer: lost, error: why }, true)
+      if (servers.length === 0) {
+        this.state = 'reconnecting'
+        this.statusListener?.({ status: 'reconnecting', peer: lost, error: why }, true)
+      }
     }
-    if (server !== undefined && this.server === undefined) {
-      this.server = server
+    if (servers.length > 0 && this.state !== 'connected') {
       this.state = 'connected'
-      this.statusListener?.({ status: 'connected', peer: server }, true)
+      this.statusListener?.({ status: 'connected', peer: servers[0] }, true)
     }
     if (this.state !== 'connected') return LOOK_MS
     return this.heartbeatMs > 0 ? this.heartbeatMs : undefined
