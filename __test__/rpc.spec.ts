@@ -107,3 +107,76 @@ for (const tr of transports) {
     srv.proc.kill('SIGKILL')
   })
 }
+
+// Several servers of one URL on one host: the first listens and hands requests in turn
+// to itself and to the others (members, joined over Unix sockets of the host).
+for (const tr of connecting) {
+  const name = (what: string) => `${tr.label ?? tr.name}: ${what}`
+  test.serial(name('several Rpc.serve on one URL share its requests; a cancel reaches the one that holds it; one that dies fails only what it held; a member takes over from the listener'), async (t) => {
+    type Req = { op: string; x?: unknown; ms?: number }
+    const listen = tr.listenUrl()
+    const first = track(child('rpc-server.mjs', [listen, JSON.stringify(tr.server ?? {})]))
+    const { address } = (await first.next('ready')) as { address?: string }
+    const url = tr.dialUrl(listen, address)
+    const second = track(child('rpc-server.mjs', [url, JSON.stringify(tr.server ?? {})]))
+    await second.next('ready')
+    let stoppedHere = 0
+    await using here = await Rpc.serve<Req, unknown>(url, async (req, { signal }) => {
+      if (req.op === 'echo') return req.x
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, req.ms)
+        signal.addEventListener('abort', () => {
+          clearTimeout(timer)
+          stoppedHere++
+          reject(signal.reason)
+        })
+      })
+      return 'slept'
+    }, { ...tr.server, codec: 'json' } as never)
+    t.is(here.localAddress, undefined, 'a member listens on no address of the URL')
+    await using rpc = await Rpc.connect<Req, unknown>(url, { ...tr.client, ...tr.liveness, codec: 'json' } as never)
+    const metrics = async (c: ReturnType<typeof child>) => {
+      c.send('metrics')
+      return (await c.next('metrics')) as unknown as { served: number; forwarded: number; inFlight: number; stoppedEarly: number }
+    }
+    // Each request answered once, by one of the three.
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => rpc.request({ op: 'echo', x: i })))
+    t.deepEqual(answers, Array.from({ length: 200 }, (_, i) => i))
+    const [a, b] = [await metrics(first), await metrics(second)]
+    t.is(a.served + a.forwarded, 200, 'every request came through the listener')
+    t.is(b.served + here.metrics().served, a.forwarded, 'what it handed on was answered by the members')
+    t.true(a.served > 0 && b.served > 0 && here.metrics().served > 0, 'each had a share')
+    // A request given up on is cancelled where it runs, whichever server that is.
+    for (let i = 0; i < 3; i++) await t.throwsAsync(rpc.request({ op: 'sleep', ms: 10_000 }, { timeoutMs: 100 }), { code: 'ERR_TIMEOUT' })
+    let stopped = 0
+    for (let i = 0; i < 100 && stopped < 3; i++) {
+      stopped = (await metrics(first)).stoppedEarly + (await metrics(second)).stoppedEarly + stoppedHere
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    t.is(stopped, 3, 'each handler saw its request cancelled')
+    // A member that dies: what it held fails (retryable), nothing else.
+    let held: Promise<unknown> | undefined
+    const others: Promise<unknown>[] = []
+    for (let i = 0; i < 6 && held === undefined; i++) {
+      const p = rpc.request({ op: 'sleep', ms: 60_000 }).catch((e: { code: string }) => e.code)
+      await new Promise((r) => setTimeout(r, 100))
+      if ((await metrics(second)).inFlight > 0) held = p
+      else others.push(p)
+    }
+    t.truthy(held, 'the second server took a request in turn')
+    second.proc.kill('SIGKILL')
+    t.is(await held, 'ERR_CONNECTION_LOST')
+    await new Promise((r) => setTimeout(r, 100))
+    t.deepEqual(await Promise.all(Array.from({ length: 20 }, (_, i) => rpc.request({ op: 'echo', x: i }))), [...Array(20).keys()])
+    // The listener dies: this process's server takes the URL over, and the client finds it.
+    first.proc.kill('SIGKILL')
+    let answer: unknown
+    for (let i = 0; i < 200 && answer === undefined; i++) {
+      answer = await rpc.request({ op: 'echo', x: 'over' }, { timeoutMs: 500 }).catch(() => undefined)
+      if (answer === undefined) await new Promise((r) => setTimeout(r, 25))
+    }
+    t.is(answer, 'over', 'the member left answers (it listens now)')
+    await here.close()
+    for (const p of others) void p
+  })
+}

@@ -30,6 +30,7 @@ import {
   ZerohopError,
 } from './errors.js'
 import type { RequestInfo } from './envelope.js'
+import { addressInUse, Dispatcher, MemberLink, memberUrl, type ShareHost, shareKey } from './rpc-share.js'
 import { type CloseOptions, Hub } from './hub.js'
 import { binding, native } from './native.js'
 import type { HubOptions } from './options.js'
@@ -74,47 +75,123 @@ const fromUtf8 = new TextDecoder()
 
 /** Counters of an RPC server. */
 export interface RpcServerMetrics {
-  /** Requests whose handler is running now. */
+  /** Requests whose handler is running now (here, or on the member they were handed to). */
   inFlight: number
   served: number
   failed: number
   /** Requests the client gave up on before the handler finished. */
   cancelled: number
+  /** Requests handed to another server of the URL (see `Rpc.serve`), and answered. */
+  forwarded: number
+}
+
+/**
+ * Where a server's requests come from: the URL it listens on, or (a member of the
+ * servers of a network URL: see `rpc-share.ts`) a socket of its own.
+ */
+class Source {
+  readonly inFlight = new Map<number, Context>()
+  loop: Promise<void> = Promise.resolve()
+  constructor(
+    readonly hub: Hub<Uint8Array>,
+    readonly requests: RequestPort,
+    /** The URL's own: its requests may be handed to members. */
+    readonly listens: boolean,
+  ) {}
 }
 
 /** A server: answers requests with its handler. */
 export class RpcServer<Req, Res> implements AsyncDisposable {
-  private readonly inFlight = new Map<number, Context>()
-  private readonly counts = { served: 0, failed: 0, cancelled: 0 }
-  private readonly loop: Promise<void>
+  private readonly sources: Source[] = []
+  private readonly counts = { served: 0, failed: 0, cancelled: 0, forwarded: 0 }
+  /** Listening on a network URL that other servers share: hands them requests in turn. */
+  private dispatcher: Dispatcher | undefined
+  /** A member of the servers of a network URL: its link to their dispatcher. */
+  private link: MemberLink | undefined
+  private closed = false
 
   private constructor(
-    private readonly hub: Hub<Uint8Array>,
-    private readonly requests: RequestPort,
+    private readonly url: string,
+    private readonly options: RpcOptions<Req, Res>,
     private readonly codec: Codec<Req | Res>,
     private readonly handler: RpcHandler<Req, Res>,
-  ) {
-    requests.onGone?.((owned) => {
-      for (const key of this.inFlight.keys()) if (owned(key)) this.cancelled(key)
-    })
-    this.loop = this.serve()
-  }
+  ) {}
 
-  /** @internal */
-  static async start<Req, Res>(url: string, handler: RpcHandler<Req, Res>, options: RpcOptions<Req, Res>): Promise<RpcServer<Req, Res>> {
+  /** @internal (`shared`: false for the registry of a URL's servers, which no other shares.) */
+  static async start<Req, Res>(url: string, handler: RpcHandler<Req, Res>, options: RpcOptions<Req, Res>, shared = true): Promise<RpcServer<Req, Res>> {
     if (typeof handler !== 'function') throw new BadOptionError(`Rpc.serve takes a handler function, got ${describe(handler)}`)
     const codec = resolveCodec(options.codec) as Codec<Req | Res>
-    const { hub, requests } = openRpc(url, options, true)
-    return new RpcServer<Req, Res>(hub, requests, codec, handler)
+    const server = new RpcServer<Req, Res>(url, options, codec, handler)
+    let opened: ReturnType<typeof openRpc>
+    try {
+      opened = openRpc(url, options, true)
+    } catch (e) {
+      // Served already: share it (a member, on this host).
+      if (!shared || !addressInUse(e)) throw e
+      if (!(await server.join())) throw e
+      return server
+    }
+    server.add(opened, true)
+    // (Over shared memory the servers of a name share its requests themselves.)
+    if (shared && opened.hub.transport !== 'shm') await server.dispatch()
+    return server
   }
 
-  /** The bound address, `host:port`. */
+  /** Reads requests from `opened` too. */
+  private add(opened: { hub: Hub<Uint8Array>; requests: RequestPort }, listens: boolean): Source {
+    const s = new Source(opened.hub, opened.requests, listens)
+    opened.requests.onGone?.((owned) => {
+      for (const key of s.inFlight.keys()) if (owned(key)) this.cancelled(s, key)
+    })
+    s.loop = this.serve(s)
+    this.sources.push(s)
+    return s
+  }
+
+  /** Lets later servers of the URL join this one (its registry), to be handed requests. */
+  private async dispatch(): Promise<void> {
+    try {
+      this.dispatcher = await Dispatcher.start(shareHost, shareKey(this.url, this.localAddress))
+    } catch {
+      // (Its registry taken: this server answers alone.)
+    }
+  }
+
+  /** Joins the server that listens on the URL as a member; false when there is none to join (the address is someone else's). */
+  private async join(): Promise<boolean> {
+    const key = shareKey(this.url)
+    const own = memberUrl(key)
+    this.add(openRpc(own, {}, true), false)
+    this.link = new MemberLink(shareHost, key, own, () => this.takeOver())
+    try {
+      await this.link.start()
+      return true
+    } catch {
+      await this.close()
+      return false
+    }
+  }
+
+  /** The URL's dispatcher is gone: listen in its place; whether this one does now. */
+  private takeOver(): boolean {
+    if (this.closed) return false
+    try {
+      this.add(openRpc(this.url, this.options, true), true)
+    } catch {
+      return false
+    }
+    this.link = undefined
+    void this.dispatch()
+    return true
+  }
+
+  /** The bound address, `host:port` (a member's: undefined, it listens on no address of the URL's). */
   get localAddress(): string | undefined {
-    return this.hub.localAddress
+    return this.sources.find((s) => s.listens)?.hub.localAddress
   }
 
   metrics(): RpcServerMetrics {
-    return { inFlight: this.inFlight.size, ...this.counts }
+    return { inFlight: this.sources.reduce((n, s) => n + s.inFlight.size, 0), ...this.counts }
   }
 
   /**
@@ -122,20 +199,28 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
    * (`ERR_CONNECTION_LOST`, retryable: another server of the name may take them).
    */
   async close(options: CloseOptions = {}): Promise<void> {
-    for (const [key, context] of this.inFlight) {
-      context.abort(new ClosedError('the server is closing'))
-      this.fail(key, new ConnectionLostError('the server closed while it handled the request'))
+    if (this.closed) return
+    this.closed = true
+    await this.link?.close()
+    for (const s of this.sources) {
+      for (const [key, context] of s.inFlight) {
+        context.abort(new ClosedError('the server is closing'))
+        this.fail(s, key, new ConnectionLostError('the server closed while it handled the request'))
+      }
+      s.inFlight.clear()
     }
-    this.inFlight.clear()
-    await this.hub.close(options)
-    await this.loop
+    await this.dispatcher?.close()
+    for (const s of this.sources) {
+      await s.hub.close(options)
+      await s.loop
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
 
-  private async serve(): Promise<void> {
+  private async serve(s: Source): Promise<void> {
     // (Not in the constructor's turn: the first poll may spin for `spinUs`.)
     await new Promise(setImmediate)
     let run = 0
@@ -158,84 +243,117 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
           }
         }
         m.kind = 0 // (not every envelope has one)
-        if (this.hub.isClosed || !this.hub.pollMessage(m)) {
+        if (s.hub.isClosed || !s.hub.pollMessage(m)) {
           run = 0
           since = 0
-          await this.hub.parkMessage(m)
+          await s.hub.parkMessage(m)
         }
       } catch (e) {
-        if (this.hub.isClosed) return
+        if (s.hub.isClosed) return
         throw e
       }
       const key = m.request!
       if (m.kind === KIND_REQUEST) {
+        if (s.listens && this.dispatcher !== undefined && this.forward(s, key, m.value!)) continue
         // A handler that returned a promise (an `async` one that finished at once, as
         // many do) is answered in the next microtask: let it run before the next request.
-        if (this.answer(key, m.value!, m.from ?? '')) await undefined
-      } else if (m.kind === KIND_CANCELLED) this.cancelled(key)
+        if (this.answer(s, key, m.value!, m.from ?? '')) await undefined
+      } else if (m.kind === KIND_CANCELLED) this.cancelled(s, key)
     }
   }
 
   /** The client gave up on request `key`, or is gone: its handler's signal aborts. */
-  private cancelled(key: number): void {
-    const context = this.inFlight.get(key)
+  private cancelled(s: Source, key: number): void {
+    const context = s.inFlight.get(key)
     if (context === undefined) return
-    this.inFlight.delete(key)
+    s.inFlight.delete(key)
     this.counts.cancelled++
     context.abort(new AbortedError('the client gave up on this request'))
   }
 
-  /** Runs the handler of request `key`; true if its answer comes later (a promise). */
-  private answer(key: number, bytes: Uint8Array, from: string): boolean {
-    const context = new Context(from)
-    let res: Res | Promise<Res>
-    try {
-      res = this.handler(decodeOwned(this.codec, bytes) as Req, context)
-    } catch (e) {
-      this.fail(key, e)
-      return false
-    }
-    // A handler that answers at once is answered at once (nothing can cancel it
-    // meanwhile: no promise, no later turn, no entry in `inFlight`).
-    if (!isThenable(res)) {
-      this.reply(key, res)
-      return false
-    }
-    this.inFlight.set(key, context)
-    res.then(
-      (value) => {
-        if (this.inFlight.delete(key)) this.reply(key, value)
+  /**
+   * Hands request `key` to the member whose turn it is (a request of the dispatcher's
+   * own to it, cancelled with the client's): false when it is this server's turn.
+   */
+  private forward(s: Source, key: number, bytes: Uint8Array): boolean {
+    const member = this.dispatcher!.next()
+    if (member === undefined) return false
+    const context = new Context('')
+    s.inFlight.set(key, context)
+    member.request(bytes.slice(), { signal: context.signal }).then(
+      (answer) => {
+        if (!s.inFlight.delete(key)) return
+        try {
+          s.requests.respond(key, true, answer as Uint8Array)
+          this.counts.forwarded++
+        } catch (e) {
+          this.fail(s, key, e)
+        }
       },
       (e) => {
-        if (this.inFlight.delete(key)) this.fail(key, e)
+        if (s.inFlight.delete(key)) this.fail(s, key, e)
       },
     )
     return true
   }
 
-  private reply(key: number, res: Res): void {
+  /** Runs the handler of request `key`; true if its answer comes later (a promise). */
+  private answer(s: Source, key: number, bytes: Uint8Array, from: string): boolean {
+    const context = new Context(from)
+    let res: Res | Promise<Res>
     try {
-      this.requests.respond(key, true, this.codec.encode(res))
+      res = this.handler(decodeOwned(this.codec, bytes) as Req, context)
     } catch (e) {
-      return this.fail(key, e) // not encodable, or too large to send
+      this.fail(s, key, e)
+      return false
+    }
+    // A handler that answers at once is answered at once (nothing can cancel it
+    // meanwhile: no promise, no later turn, no entry in `inFlight`).
+    if (!isThenable(res)) {
+      this.reply(s, key, res)
+      return false
+    }
+    s.inFlight.set(key, context)
+    res.then(
+      (value) => {
+        if (s.inFlight.delete(key)) this.reply(s, key, value)
+      },
+      (e) => {
+        if (s.inFlight.delete(key)) this.fail(s, key, e)
+      },
+    )
+    return true
+  }
+
+  private reply(s: Source, key: number, res: Res): void {
+    try {
+      s.requests.respond(key, true, this.codec.encode(res))
+    } catch (e) {
+      return this.fail(s, key, e) // not encodable, or too large to send
     }
     this.counts.served++
   }
 
-  private fail(key: number, e: unknown): void {
+  private fail(s: Source, key: number, e: unknown): void {
     this.counts.failed++
     const code = e instanceof ZerohopError ? e.code : 'ERR_REMOTE'
     const message = e instanceof Error ? e.message : String(e)
     try {
-      this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
+      s.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message })))
     } catch {
       // Too long to send (a small slot): the code alone, or, failing that, nothing (the
       // client's timeout ends the request).
       try {
-        this.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message: '' })))
+        s.requests.respond(key, false, utf8.encode(JSON.stringify({ code, message: '' })))
       } catch {}
     }
   }
+}
+
+/** What the servers of a network URL share through (see `rpc-share.ts`). */
+const shareHost: ShareHost = {
+  connect: (url, json) => RpcClient.start(url, { codec: json ? 'json' : 'raw', connectTimeoutMs: 2000 }),
+  serve: (url, handler) => RpcServer.start(url, handler, { codec: 'json' }, false),
 }
 
 /** A request's {@link RequestContext}; its signal is made when the handler first asks for it. */
