@@ -344,6 +344,7 @@ test('group: a receiving hub of shm:// or a connecting one of tcp://, uds://, kc
     ['uds://@zerohop-group-refused', { group: 'w', role: 'publisher' }, /receives nothing/],
     ['shm://group-refused', { group: 'w', role: 'publisher' }, /receives nothing/],
     ['shm://group-refused', { group: 'x'.repeat(33) }, /1 to 32 bytes/],
+    ['udp://127.0.0.1:0', { group: 'w' }, /receivers do not say they share/],
     ['kcp://239.1.2.9:5000', { group: 'w', role: 'subscriber' }, /multicast group takes/],
   ] as const) {
     await t.throwsAsync(Hub.open(url as string, options as object), { code: 'ERR_BAD_OPTION', message }, url)

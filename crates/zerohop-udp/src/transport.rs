@@ -132,6 +132,13 @@ impl TransportOptions for UdpOptions {
 impl FromOptions for UdpOptions {
     fn take_from(o: &mut Options) -> Result<Self> {
         let d = UdpOptions::default();
+        if o.take_text("group")?.is_some() {
+            // (Said here rather than as an unknown option: work groups are a hub's.)
+            return Err(Error::bad_option(
+                "group is not an option of udp:// hubs: their receivers do not say they share what a hub sends \
+                 (it sends to the peers it names); kcp://, quic://, tcp://, uds:// and shm:// have work groups",
+            ));
+        }
         let io_uring = match o.take_choice("ioUring", &["auto", "force", "off"])? {
             None | Some("auto") => UringMode::Auto,
             Some("force") => UringMode::Force,
