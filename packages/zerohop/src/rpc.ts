@@ -638,7 +638,11 @@ function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: b
 
 /** Request/response (over `quic://` in this version). */
 export const Rpc = {
-  /** Listens on `url` and answers each request with `handler`. */
+  /**
+   * Listens on `url` and answers each request with `handler`. Several servers of one
+   * `shm://` name, or of one network URL on one host, share its requests: each request
+   * is answered by one of them (see the README's "Work groups").
+   */
   serve<Req = Uint8Array, Res = Uint8Array>(
     url: string,
     handler: RpcHandler<Req, Res>,
