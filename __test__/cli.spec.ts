@@ -1,0 +1,120 @@
+// `zerohop <command>` (packages/zerohop/src/cli.ts) run as a subprocess, its exit code and
+// output checked: pub to sub, req to reply, ls, help and the errors scripts rely on.
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import test from 'ava'
+import { Hub } from 'zerohop'
+import { uniqueName } from './helpers.ts'
+
+const cli = join(import.meta.dirname, '..', 'packages', 'zerohop', 'dist', 'cli.js')
+
+interface Run {
+  /** Resolves with the exit code once the output is read. */
+  done: Promise<number>
+  stdout(): string
+  stderr(): string
+  /** Resolves once stderr has a line matching `re` (the match). */
+  said(re: RegExp): Promise<RegExpMatchArray>
+  stdin: NodeJS.WritableStream
+}
+
+function zerohop(...args: string[]): Run {
+  const p = spawn(process.execPath, [cli, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  const watchers: Array<[RegExp, (m: RegExpMatchArray) => void]> = []
+  p.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  p.stderr.on('data', (d: Buffer) => {
+    err += d.toString()
+    for (const [re, resolve] of watchers.splice(0)) {
+      const m = err.match(re)
+      if (m) resolve(m)
+      else watchers.push([re, resolve])
+    }
+  })
+  const closed = new Promise<number>((resolve) => p.on('close', (code) => resolve(code ?? -1)))
+  const timer = setTimeout(() => p.kill('SIGKILL'), 30_000)
+  return {
+    done: closed.finally(() => clearTimeout(timer)),
+    stdout: () => out,
+    stderr: () => err,
+    said: (re) => new Promise((resolve) => (err.match(re) ? resolve(err.match(re)!) : watchers.push([re, resolve]))),
+    stdin: p.stdin,
+  }
+}
+
+test('--help names every command; each command has its own; an unknown command or option is exit 2', async (t) => {
+  const help = zerohop('--help')
+  t.is(await help.done, 0)
+  for (const c of ['pub', 'sub', 'req', 'reply', 'ls']) {
+    t.regex(help.stdout(), new RegExp(`^  ${c} `, 'm'))
+    const own = zerohop(c, '--help')
+    t.is(await own.done, 0)
+    t.regex(own.stdout(), new RegExp(`^zerohop ${c}`))
+  }
+  const none = zerohop('nope')
+  t.is(await none.done, 2)
+  t.regex(none.stderr(), /no command 'nope'/)
+  const bad = zerohop('sub', 'shm://x', '--bogus')
+  t.is(await bad.done, 2)
+  t.regex(bad.stderr(), /--bogus/)
+  const noUrl = zerohop('pub')
+  t.is(await noUrl.done, 2)
+})
+
+test('pub to sub over shm://: text as text, bytes that are not text as hex, stdin lines, --json', async (t) => {
+  const url = `shm://${uniqueName('cli')}`
+  const sub = zerohop('sub', url, '--count', '6')
+  const json = zerohop('sub', url, '--count', '6', '--json')
+  await sub.said(/ready/)
+  await json.said(/ready/)
+  t.is(await zerohop('pub', url, 'hello', '--count', '2').done, 0)
+  t.is(await zerohop('pub', url, '--size', '3').done, 0)
+  const lines = zerohop('pub', url, '-')
+  lines.stdin.end('one\ntwo\nthree\n')
+  t.is(await lines.done, 0)
+  t.is(await sub.done, 0, sub.stderr())
+  t.deepEqual(sub.stdout().trim().split('\n'), ['hello', 'hello', '000000', 'one', 'two', 'three'])
+  t.is(await json.done, 0)
+  const first = JSON.parse(json.stdout().split('\n')[0]!) as { value: string }
+  t.is(first.value, 'hello')
+})
+
+test('req to reply over tcp:// with JSON: an echo, then --text; reply exits after --count; a request with no server is exit 1 with its code', async (t) => {
+  const echo = zerohop('reply', 'tcp://127.0.0.1:0', '--codec', 'json', '--count', '2')
+  const [, url] = (await echo.said(/serving (\S+)/)) as unknown as [string, string]
+  const a = zerohop('req', url, '{"a":[1,2]}', '--codec', 'json')
+  t.is(await a.done, 0, a.stderr())
+  t.is(a.stdout(), '{"a":[1,2]}\n')
+  const b = zerohop('req', url, '-', '--codec', 'json')
+  b.stdin.end('"x"\n')
+  t.is(await b.done, 0, b.stderr())
+  t.is(b.stdout(), '"x"\n')
+  t.is(await echo.done, 0, echo.stderr())
+  const text = zerohop('reply', `shm://${uniqueName('cli-rpc')}`, '--text', 'pong', '--count', '1')
+  const [, shmUrl] = (await text.said(/serving (\S+)/)) as unknown as [string, string]
+  const c = zerohop('req', shmUrl, 'ping')
+  t.is(await c.done, 0, c.stderr())
+  t.is(c.stdout(), 'pong\n')
+  t.is(await text.done, 0)
+  const nobody = zerohop('req', 'tcp://127.0.0.1:1', 'x', '--timeout', '300')
+  t.is(await nobody.done, 1)
+  t.regex(nobody.stderr(), /^error ERR_\w+: /)
+})
+
+test('ls lists the shared-memory channels of the host with who publishes and reads (--json as Hub.list() says)', async (t) => {
+  const name = uniqueName('cli-ls')
+  await using pub = await Hub.open(`shm://${name}`, { role: 'publisher' })
+  await using sub = await Hub.open(`shm://${name}`, { role: 'subscriber' })
+  pub.publish(new Uint8Array(1))
+  const json = zerohop('ls', '--json')
+  t.is(await json.done, 0)
+  const listed = (JSON.parse(json.stdout()) as { name: string; publishers: { pid: number }[]; subscribers: { pid: number; lag: number }[] }[]).find((s) => s.name === name)
+  t.truthy(listed, json.stdout())
+  t.deepEqual(listed!.publishers.map((p) => p.pid), [process.pid])
+  t.like(listed!.subscribers[0], { pid: process.pid, lag: 1 })
+  const text = zerohop('ls')
+  t.is(await text.done, 0)
+  t.regex(text.stdout(), new RegExp(`^${name}\\n  publishers:  ${process.pid}\\n  subscribers: ${process.pid} \\(1 behind`, 'm'))
+  t.truthy(sub)
+})

@@ -1,0 +1,362 @@
+#!/usr/bin/env node
+/**
+ * `npx zerohop <command>`: try and operate zerohop from a shell, through the public API
+ * only (as `nats pub/sub` and `iox2 service list` do for theirs).
+ *
+ * Exit codes: 0 done; 1 a zerohop error (its code and message on stderr, as
+ * `error ERR_…: …`); 2 a command line this does not understand (with the usage).
+ */
+import { createInterface } from 'node:readline'
+import { parseArgs } from 'node:util'
+import { Hub, Rpc, ZerohopError, type CodecOption } from './index.js'
+
+/** A command line this does not understand: exit 2 with the usage. */
+class UsageError extends Error {}
+
+interface Command {
+  /** One line for the overview. */
+  summary: string
+  /** `--help`: what it does, its options and examples. */
+  help: string
+  run(args: string[]): Promise<void>
+}
+
+const CODEC_HELP = '  --codec raw|json|msgpack  how messages become bytes (default raw)'
+
+const commands: Record<string, Command> = {
+  pub: {
+    summary: 'publish a message (or each line of stdin) to URL',
+    help: `zerohop pub URL [MESSAGE|-] [options]
+
+Publishes MESSAGE to URL (with -, each line of stdin; with neither, --size bytes).
+A connecting hub waits (up to 10 s) to be connected first; the hub lingers on close
+until what it published is delivered.
+
+  --count N        publish it N times (default 1)
+  --rate R         at most R messages a second
+  --size BYTES     without MESSAGE: messages of BYTES bytes (default 16)
+${CODEC_HELP} (json: MESSAGE is JSON)
+
+  zerohop pub shm://prices '{"bid":1.5}' --codec json
+  seq 1 100 | zerohop pub tcp://127.0.0.1:7000 -
+  zerohop pub udp://127.0.0.1:0?peers=127.0.0.1:9000 --size 64 --count 1000 --rate 100`,
+    run: pub,
+  },
+  sub: {
+    summary: 'print each message received on URL, one a line',
+    help: `zerohop sub URL [options]
+
+Prints each message received on URL, one a line: raw bytes as UTF-8 text when they
+are valid UTF-8 (hex otherwise), json and msgpack values as JSON. Prints "ready" on
+stderr once it receives.
+
+  --count N        exit after N messages
+  --json           each line a JSON object: { "value", "from", "channel" }
+  --hex            raw bytes always as hex
+${CODEC_HELP}
+
+  zerohop sub shm://prices --codec json
+  zerohop sub 'tcp://0.0.0.0:7000?listen=true' --count 10 --json`,
+    run: sub,
+  },
+  req: {
+    summary: 'send a request (or each line of stdin) to the Rpc server at URL and print the reply',
+    help: `zerohop req URL [REQUEST|-] [options]
+
+Sends REQUEST (with -, each line of stdin) to the Rpc server at URL, and prints each
+reply as sub prints a message. Exit 1 if a request fails (its error on stderr).
+
+  --timeout MS     give up on connecting, and on each request, after MS milliseconds
+                   (default 10000)
+${CODEC_HELP} (json: REQUEST is JSON)
+
+  zerohop req shm://calc 21 --codec json`,
+    run: req,
+  },
+  reply: {
+    summary: 'answer the requests sent to URL (Rpc): with each request, or with --text',
+    help: `zerohop reply URL [options]
+
+Serves Rpc on URL: answers each request with itself (an echo), or with --text. Prints
+"serving URL" on stderr (with the bound address) once it does.
+
+  --text TEXT      answer with TEXT (json: TEXT is JSON)
+  --count N        exit after N requests
+${CODEC_HELP}
+
+  zerohop reply tcp://127.0.0.1:7000 --codec json --text '"pong"'`,
+    run: reply,
+  },
+  ls: {
+    summary: 'list the shared-memory channels of this host, with who publishes and reads',
+    help: `zerohop ls [options]
+
+Lists the live shared-memory channels (Hub.list()): each with its publishers, and its
+subscribers with how far behind they are.
+
+  --json           one JSON document: the list as Hub.list() returns it
+
+  zerohop ls`,
+    run: ls,
+  },
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length))
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  return `zerohop <command> [options]   (zerohop <command> --help for its options and examples)\n\n${lines.join('\n')}`
+}
+
+function parse<O extends Record<string, { type: 'string' | 'boolean' }>>(args: string[], options: O, positionals: number) {
+  let parsed
+  try {
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true })
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument '${parsed.positionals[positionals]}'`)
+  return parsed as { values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string }; positionals: string[] }
+}
+
+/** `--name`'s value as a whole number ≥ `min`, or `fallback`. */
+function count(value: string | undefined, name: string, fallback: number, min = 1): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min}, got '${value}'`)
+  return n
+}
+
+function codecOf(value: string | undefined): CodecOption<unknown> {
+  if (value === undefined || value === 'raw') return 'raw'
+  if (value === 'json' || value === 'msgpack') return value
+  throw new UsageError(`--codec must be raw, json or msgpack, got '${value}'`)
+}
+
+/** The first positional: the URL. */
+function urlOf(positionals: string[]): string {
+  const url = positionals[0]
+  if (url === undefined) throw new UsageError('a URL is needed')
+  return url
+}
+
+const utf8 = new TextEncoder()
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
+/** What a command line's text is as a value of `codec`. */
+function valueOf(text: string, codec: CodecOption<unknown>): unknown {
+  if (codec === 'raw') return utf8.encode(text)
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new UsageError(`not JSON: ${text}`)
+  }
+}
+
+/** How a value is printed: raw bytes as text when valid UTF-8 (else hex), others as JSON. */
+function show(value: unknown, hex: boolean): string {
+  if (value instanceof Uint8Array) {
+    if (!hex) {
+      try {
+        const text = strictUtf8.decode(value)
+        // (Text a line can show: no line breaks nor other control characters.)
+        // oxlint-disable-next-line no-control-regex
+        if (!/[\u0000-\u0008\u000a-\u001f\u007f]/.test(text)) return text
+      } catch {
+        // Not UTF-8: hex.
+      }
+    }
+    return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')
+  }
+  return JSON.stringify(value)
+}
+
+/** Lines of stdin, one at a time. */
+async function* stdinLines(): AsyncGenerator<string> {
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) yield line
+}
+
+/** Waits (up to `ms`) until a hub that connects is connected. */
+async function connected(hub: Hub<unknown>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  while (hub.status !== 'connected') {
+    if (Date.now() > deadline) throw new ZerohopError('ERR_TIMEOUT', `not connected to ${hub.url} within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+async function pub(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { count: { type: 'string' }, rate: { type: 'string' }, size: { type: 'string' }, codec: { type: 'string' } }, 2)
+  const url = urlOf(positionals)
+  const codec = codecOf(values.codec)
+  const times = count(values.count, 'count', 1)
+  const rate = values.rate === undefined ? undefined : Number(values.rate)
+  if (rate !== undefined && !(rate > 0)) throw new UsageError(`--rate must be a number above 0, got '${values.rate}'`)
+  const message = positionals[1]
+  if (message !== undefined && values.size !== undefined) throw new UsageError('--size is for messages made up here: give a MESSAGE or --size, not both')
+  if (message === undefined && codec !== 'raw') throw new UsageError(`a ${codec} message is needed (--size makes raw bytes)`)
+  const hub = await Hub.open<unknown>(url, { codec, role: 'publisher' } as never)
+  try {
+    await connected(hub, 10_000)
+    let sent = 0
+    const start = performance.now()
+    const send = async (value: unknown): Promise<void> => {
+      for (let i = 0; i < times; i++) {
+        if (rate !== undefined) {
+          const due = start + (sent / rate) * 1000
+          const wait = due - performance.now()
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+        }
+        await hub.send(value)
+        sent++
+      }
+    }
+    if (message === '-') {
+      for await (const line of stdinLines()) await send(valueOf(line, codec))
+    } else if (message !== undefined) {
+      await send(valueOf(message, codec))
+    } else {
+      await send(new Uint8Array(count(values.size, 'size', 16, 0)))
+    }
+  } finally {
+    await hub.close()
+  }
+}
+
+async function sub(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { count: { type: 'string' }, json: { type: 'boolean' }, hex: { type: 'boolean' }, codec: { type: 'string' } }, 1)
+  const url = urlOf(positionals)
+  const codec = codecOf(values.codec)
+  const limit = count(values.count, 'count', Infinity)
+  const hub = await Hub.open<unknown>(url, { codec, role: 'subscriber' } as never)
+  const stop = (): void => void hub.close({ lingerMs: 0 })
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  process.stderr.write('ready\n')
+  try {
+    for (let n = 0; n < limit; n++) {
+      let m
+      try {
+        m = await hub.recvMessage()
+      } catch (e) {
+        if (hub.isClosed) return
+        throw e
+      }
+      const line = values.json
+        ? JSON.stringify({ value: m.value instanceof Uint8Array ? show(m.value, values.hex === true) : m.value, from: m.from, channel: m.channel })
+        : show(m.value, values.hex === true)
+      process.stdout.write(`${line}\n`)
+    }
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    await hub.close({ lingerMs: 0 })
+  }
+}
+
+async function req(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { timeout: { type: 'string' }, codec: { type: 'string' } }, 2)
+  const url = urlOf(positionals)
+  const codec = codecOf(values.codec)
+  const timeoutMs = count(values.timeout, 'timeout', 10_000)
+  const request = positionals[1]
+  if (request === undefined) throw new UsageError('a REQUEST (or -, for each line of stdin) is needed')
+  const rpc = await Rpc.connect<unknown, unknown>(url, { codec, connectTimeoutMs: timeoutMs } as never)
+  try {
+    const ask = async (text: string): Promise<void> => {
+      process.stdout.write(`${show(await rpc.request(valueOf(text, codec), { timeoutMs }), false)}\n`)
+    }
+    if (request === '-') {
+      for await (const line of stdinLines()) await ask(line)
+    } else {
+      await ask(request)
+    }
+  } finally {
+    await rpc.close()
+  }
+}
+
+async function reply(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { text: { type: 'string' }, count: { type: 'string' }, codec: { type: 'string' } }, 1)
+  const url = urlOf(positionals)
+  const codec = codecOf(values.codec)
+  const limit = count(values.count, 'count', Infinity)
+  const answer = values.text === undefined ? undefined : valueOf(values.text, codec)
+  let done: () => void = () => {}
+  const finished = new Promise<void>((resolve) => (done = resolve))
+  let answered = 0
+  const server = await Rpc.serve<unknown, unknown>(
+    url,
+    (request) => {
+      if (++answered >= limit) setImmediate(done)
+      return answer ?? request
+    },
+    { codec } as never,
+  )
+  process.once('SIGINT', done)
+  process.once('SIGTERM', done)
+  const where = server.localAddress === undefined ? url : `${url.slice(0, url.indexOf('://') + 3)}${server.localAddress}`
+  process.stderr.write(`serving ${where}\n`)
+  await finished
+  process.off('SIGINT', done)
+  process.off('SIGTERM', done)
+  await server.close()
+}
+
+async function ls(args: string[]): Promise<void> {
+  const { values } = parse(args, { json: { type: 'boolean' } }, 0)
+  const segments = await Hub.list()
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(segments, null, 2)}\n`)
+    return
+  }
+  if (segments.length === 0) {
+    process.stdout.write('no shared-memory channels\n')
+    return
+  }
+  for (const s of segments) {
+    const pubs = s.publishers.map((p) => p.pid).join(', ') || 'none'
+    const subs = s.subscribers.map((x) => `${x.pid} (${x.lag} behind${x.rate === undefined ? '' : `, ${Math.round(x.rate)}/s`})`).join(', ') || 'none'
+    process.stdout.write(`${s.name}\n  publishers:  ${pubs}\n  subscribers: ${subs}\n`)
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`)
+    return name === undefined ? 2 : 0
+  }
+  const command = Object.hasOwn(commands, name) ? commands[name] : undefined
+  if (command === undefined) {
+    process.stderr.write(`zerohop: no command '${name}'\n\n${usage()}\n`)
+    return 2
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${command.help}\n`)
+    return 0
+  }
+  try {
+    await command.run(args)
+    return 0
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`zerohop ${name}: ${e.message}\n\n${command.help}\n`)
+      return 2
+    }
+    if (e instanceof ZerohopError) {
+      process.stderr.write(`error ${e.code}: ${e.message}\n`)
+      return 1
+    }
+    throw e
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (e: unknown) => {
+    process.stderr.write(`zerohop: ${(e as Error).stack ?? String(e)}\n`)
+    process.exitCode = 1
+  },
+)
