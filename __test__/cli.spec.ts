@@ -46,7 +46,7 @@ function zerohop(...args: string[]): Run {
 test('--help names every command; each command has its own; an unknown command or option is exit 2', async (t) => {
   const help = zerohop('--help')
   t.is(await help.done, 0)
-  for (const c of ['pub', 'sub', 'req', 'reply', 'ls']) {
+  for (const c of ['pub', 'sub', 'req', 'reply', 'ping', 'pong', 'ls']) {
     t.regex(help.stdout(), new RegExp(`^  ${c} `, 'm'))
     const own = zerohop(c, '--help')
     t.is(await own.done, 0)
@@ -117,4 +117,17 @@ test('ls lists the shared-memory channels of the host with who publishes and rea
   t.is(await text.done, 0)
   t.regex(text.stdout(), new RegExp(`^${name}\\n  publishers:  ${process.pid}\\n  subscribers: ${process.pid} \\(1 behind`, 'm'))
   t.truthy(sub)
+})
+
+test('ping to pong over shm:// and tcp://: the round trips, with percentiles (--json), none lost; pong exits after --count', async (t) => {
+  for (const url of [`shm://${uniqueName('cli-rtt')}`, 'tcp://127.0.0.1:0?listen=true']) {
+    const pong = zerohop('pong', url, '--count', '300')
+    const [, where] = (await pong.said(/ready (\S+)/)) as unknown as [string, string]
+    const ping = zerohop('ping', where, '--count', '200', '--json', '--size', '16')
+    t.is(await ping.done, 0, ping.stderr())
+    const r = JSON.parse(ping.stdout()) as { count: number; p50Us: number; p99Us: number; p999Us: number; maxUs: number; lost: number }
+    t.like(r, { count: 200, lost: 0 })
+    t.true(r.p50Us > 0 && r.p50Us <= r.p99Us && r.p99Us <= r.p999Us && r.p999Us <= r.maxUs, JSON.stringify(r))
+    t.is(await pong.done, 0, pong.stderr())
+  }
 })

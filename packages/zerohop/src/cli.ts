@@ -87,6 +87,36 @@ ${CODEC_HELP}
   zerohop reply tcp://127.0.0.1:7000 --codec json --text '"pong"'`,
     run: reply,
   },
+  ping: {
+    summary: 'round trips to a pong on URL, with percentiles as they come',
+    help: `zerohop ping URL [options]
+
+Sends a message to URL and waits for it to come back from \`zerohop pong URL\`, again
+and again, printing the round trips' percentiles (µs) every second and at the end.
+Over the network one side listens (\`?listen=true\` on the pong's URL).
+
+  --count N        N round trips (default 10000), after 100 to warm up
+  --size BYTES     of each message (default 64, at least 8)
+  --interval MS    wait MS milliseconds between round trips (default 0: back to back)
+  --json           only the end, as one JSON object:
+                   { "count", "p50Us", "p99Us", "p999Us", "maxUs", "lost" }
+
+  zerohop pong shm://rtt &  zerohop ping shm://rtt --count 100000
+  zerohop pong 'tcp://127.0.0.1:7000?listen=true' &  zerohop ping tcp://127.0.0.1:7000`,
+    run: ping,
+  },
+  pong: {
+    summary: 'send back every message received on URL (for zerohop ping)',
+    help: `zerohop pong URL [options]
+
+Sends back every message it receives on URL, for \`zerohop ping\`. Prints "ready URL"
+on stderr once it receives (a listener's URL with its bound address: what ping dials).
+
+  --count N        exit after N messages
+
+  zerohop pong shm://rtt`,
+    run: pong,
+  },
   ls: {
     summary: 'list the shared-memory channels of this host, with who publishes and reads',
     help: `zerohop ls [options]
@@ -173,6 +203,11 @@ function show(value: unknown, hex: boolean): string {
 /** Lines of stdin, one at a time. */
 async function* stdinLines(): AsyncGenerator<string> {
   for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) yield line
+}
+
+/** What a client dials to reach a listener opened on `url`: its scheme and bound address (`url` itself where there is none). */
+function bound(url: string, localAddress: string | undefined): string {
+  return localAddress === undefined ? url : `${url.slice(0, url.indexOf('://') + 3)}${localAddress}`
 }
 
 /** Waits (up to `ms`) until a hub that connects is connected. */
@@ -294,12 +329,110 @@ async function reply(args: string[]): Promise<void> {
   )
   process.once('SIGINT', done)
   process.once('SIGTERM', done)
-  const where = server.localAddress === undefined ? url : `${url.slice(0, url.indexOf('://') + 3)}${server.localAddress}`
-  process.stderr.write(`serving ${where}\n`)
+  process.stderr.write(`serving ${bound(url, server.localAddress)}\n`)
   await finished
   process.off('SIGINT', done)
   process.off('SIGTERM', done)
   await server.close()
+}
+
+/**
+ * The next message of `hub`: looked for on this thread for a few tens of µs (an answer
+ * often comes within them, a wake-up later), then waited for up to `timeoutMs`
+ * (undefined: none came); without `timeoutMs`, for as long as it takes.
+ */
+async function answer(hub: Hub<Uint8Array>, timeoutMs?: number): Promise<Uint8Array | undefined> {
+  const until = performance.now() + 0.05
+  do {
+    const m = hub.tryRecv()
+    if (m !== undefined) return m
+  } while (performance.now() < until)
+  if (timeoutMs === undefined) return hub.recv()
+  return hub.recv({ timeoutMs }).catch((e: unknown) => {
+    if ((e as { code?: string }).code === 'ERR_TIMEOUT') return undefined
+    throw e
+  })
+}
+
+/** Percentiles (µs) of round trips (ns), and the most. */
+function percentiles(ns: Float64Array): { p50Us: number; p99Us: number; p999Us: number; maxUs: number } {
+  const s = ns.slice().sort()
+  const at = (q: number): number => Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))]! / 10) / 100
+  return { p50Us: at(0.5), p99Us: at(0.99), p999Us: at(0.999), maxUs: at(1) }
+}
+
+async function ping(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { count: { type: 'string' }, size: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' } }, 1)
+  const url = urlOf(positionals)
+  const n = count(values.count, 'count', 10_000)
+  const size = count(values.size, 'size', 64, 8)
+  const interval = count(values.interval, 'interval', 0, 0)
+  const hub = await Hub.open(url)
+  const message = new Uint8Array(size)
+  const tag = new DataView(message.buffer)
+  const rtts = new Float64Array(n)
+  let lost = 0
+  let last = performance.now()
+  try {
+    await connected(hub, 10_000)
+    for (let i = -100, done = 0; done < n; i++) {
+      // Each message numbered, so that a late answer is not taken for the next one's.
+      tag.setFloat64(0, i, true)
+      const t0 = process.hrtime.bigint()
+      if (!hub.publish(message)) await hub.send(message)
+      let back: Uint8Array | undefined
+      for (;;) {
+        back = await answer(hub, 1000)
+        if (back === undefined || (back.length >= 8 && new DataView(back.buffer, back.byteOffset, 8).getFloat64(0, true) === i)) break
+      }
+      if (back === undefined) {
+        lost++
+        continue
+      }
+      if (i >= 0) rtts[done++] = Number(process.hrtime.bigint() - t0)
+      if (!values.json && performance.now() - last >= 1000 && done > 0) {
+        last = performance.now()
+        const p = percentiles(rtts.subarray(0, done))
+        process.stdout.write(`${done} round trips: p50 ${p.p50Us} µs, p99 ${p.p99Us} µs, p99.9 ${p.p999Us} µs, max ${p.maxUs} µs\n`)
+      }
+      if (interval > 0) await new Promise((r) => setTimeout(r, interval))
+    }
+  } finally {
+    await hub.close({ lingerMs: 0 })
+  }
+  const p = percentiles(rtts)
+  process.stdout.write(
+    values.json
+      ? `${JSON.stringify({ count: n, ...p, lost })}\n`
+      : `${n} round trips of ${size} B over ${hub.transport}://: p50 ${p.p50Us} µs, p99 ${p.p99Us} µs, p99.9 ${p.p999Us} µs, max ${p.maxUs} µs${lost > 0 ? `, ${lost} lost` : ''}\n`,
+  )
+}
+
+async function pong(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { count: { type: 'string' } }, 1)
+  const url = urlOf(positionals)
+  const limit = count(values.count, 'count', Infinity)
+  const hub = await Hub.open(url)
+  const stop = (): void => void hub.close({ lingerMs: 0 })
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  process.stderr.write(`ready ${bound(url, hub.localAddress)}\n`)
+  try {
+    for (let n = 0; n < limit; n++) {
+      let m
+      try {
+        m = (await answer(hub))!
+      } catch (e) {
+        if (hub.isClosed) return
+        throw e
+      }
+      if (!hub.publish(m)) await hub.send(m)
+    }
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    await hub.close()
+  }
 }
 
 async function ls(args: string[]): Promise<void> {
