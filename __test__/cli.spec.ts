@@ -1,6 +1,6 @@
 // `zerohop <command>` (packages/zerohop/src/cli.ts) run as a subprocess, its exit code and
 // output checked: pub to sub, req to reply, ls, help and the errors scripts rely on.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
 import { Hub } from 'zerohop'
@@ -46,7 +46,7 @@ function zerohop(...args: string[]): Run {
 test('--help names every command; each command has its own; an unknown command or option is exit 2', async (t) => {
   const help = zerohop('--help')
   t.is(await help.done, 0)
-  for (const c of ['pub', 'sub', 'req', 'reply', 'ping', 'pong', 'ls']) {
+  for (const c of ['pub', 'sub', 'req', 'reply', 'ping', 'pong', 'doctor', 'ls']) {
     t.regex(help.stdout(), new RegExp(`^  ${c} `, 'm'))
     const own = zerohop(c, '--help')
     t.is(await own.done, 0)
@@ -130,4 +130,25 @@ test('ping to pong over shm:// and tcp://: the round trips, with percentiles (--
     t.true(r.p50Us > 0 && r.p50Us <= r.p99Us && r.p99Us <= r.p999Us && r.p999Us <= r.maxUs, JSON.stringify(r))
     t.is(await pong.done, 0, pong.stderr())
   }
+})
+
+test('doctor: each look with a verdict and, where it warns, the command that fixes it; exit 3 when one warns', async (t) => {
+  type Report = { checks: { name: string; status: string; value: string; detail: string; fix?: string }[] }
+  const run = zerohop('doctor', '--json')
+  const code = await run.done
+  const { checks } = JSON.parse(run.stdout()) as Report
+  t.deepEqual(
+    checks.map((c) => c.name),
+    ['io_uring', 'UDP receive buffer', 'UDP send buffer', 'SO_BUSY_POLL', 'memfd', '/dev/shm', 'open files', 'CPUs', 'network namespaces'],
+  )
+  for (const c of checks) {
+    t.true(c.status === 'ok' || c.status === 'warn', c.name)
+    t.true(c.value.length > 0 && c.detail.length > 0, c.name)
+    if (c.status === 'warn' && c.name !== 'CPUs' && c.name !== 'memfd') t.truthy(c.fix, `${c.name} says how to fix it`)
+  }
+  t.is(code, checks.every((c) => c.status === 'ok') ? 0 : 3)
+  // Fewer open files than a listener with many clients needs: a warning, and its fix.
+  const low = spawnSync('sh', ['-c', `ulimit -n 1000 && exec "${process.execPath}" "${cli}" doctor --json`], { encoding: 'utf8' })
+  t.is(low.status, 3, low.stderr)
+  t.like((JSON.parse(low.stdout) as Report).checks.find((c) => c.name === 'open files'), { status: 'warn', value: 'ulimit -n 1000', fix: 'ulimit -n 65536' })
 })

@@ -8,6 +8,7 @@
  */
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
+import { diagnose } from './doctor.js'
 import { Hub, Rpc, ZerohopError, type CodecOption } from './index.js'
 
 /** A command line this does not understand: exit 2 with the usage. */
@@ -116,6 +117,20 @@ on stderr once it receives (a listener's URL with its bound address: what ping d
 
   zerohop pong shm://rtt`,
     run: pong,
+  },
+  doctor: {
+    summary: "what this machine's kernel and limits allow zerohop, and how to fix what they do not",
+    help: `zerohop doctor [options]
+
+Looks at io_uring, the UDP socket buffers the kernel grants against what zerohop asks,
+SO_BUSY_POLL, memfd, /dev/shm's free space, open files, CPUs and network namespaces:
+each with a verdict (ok, or warn: zerohop works, slower or with less) and the command
+that fixes it. Exit 0 when every look is ok, 3 when one warns.
+
+  --json           one JSON object: { "checks": [ { "name", "status", "value", "detail", "fix" } ] }
+
+  zerohop doctor`,
+    run: doctor,
   },
   ls: {
     summary: 'list the shared-memory channels of this host, with who publishes and reads',
@@ -435,6 +450,21 @@ async function pong(args: string[]): Promise<void> {
   }
 }
 
+async function doctor(args: string[]): Promise<void> {
+  const { values } = parse(args, { json: { type: 'boolean' } }, 0)
+  const checks = await diagnose()
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify({ checks }, null, 2)}\n`)
+  } else {
+    const width = Math.max(...checks.map((c) => c.name.length))
+    for (const c of checks) {
+      process.stdout.write(`${c.status === 'ok' ? 'ok  ' : 'warn'}  ${c.name.padEnd(width)}  ${c.value}: ${c.detail}\n`)
+      if (c.fix !== undefined) process.stdout.write(`      ${' '.repeat(width)}  fix: ${c.fix}\n`)
+    }
+  }
+  if (checks.some((c) => c.status !== 'ok')) process.exitCode = 3
+}
+
 async function ls(args: string[]): Promise<void> {
   const { values } = parse(args, { json: { type: 'boolean' } }, 0)
   const segments = await Hub.list()
@@ -470,7 +500,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     await command.run(args)
-    return 0
+    return typeof process.exitCode === 'number' ? process.exitCode : 0
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`zerohop ${name}: ${e.message}\n\n${command.help}\n`)
