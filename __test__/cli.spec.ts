@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
-import { Hub } from 'zerohop'
+import { Hub, Rpc } from 'zerohop'
 import { uniqueName } from './helpers.ts'
 
 const cli = join(import.meta.dirname, '..', 'packages', 'zerohop', 'dist', 'cli.js')
@@ -16,6 +16,7 @@ interface Run {
   /** Resolves once stderr has a line matching `re` (the match). */
   said(re: RegExp): Promise<RegExpMatchArray>
   stdin: NodeJS.WritableStream
+  kill(): void
 }
 
 function zerohop(...args: string[]): Run {
@@ -40,6 +41,7 @@ function zerohop(...args: string[]): Run {
     stderr: () => err,
     said: (re) => new Promise((resolve) => (err.match(re) ? resolve(err.match(re)!) : watchers.push([re, resolve]))),
     stdin: p.stdin,
+    kill: () => p.kill('SIGKILL'),
   }
 }
 
@@ -151,4 +153,27 @@ test('doctor: each look with a verdict and, where it warns, the command that fix
   const low = spawnSync('sh', ['-c', `ulimit -n 1000 && exec "${process.execPath}" "${cli}" doctor --json`], { encoding: 'utf8' })
   t.is(low.status, 3, low.stderr)
   t.like((JSON.parse(low.stdout) as Report).checks.find((c) => c.name === 'open files'), { status: 'warn', value: 'ulimit -n 1000', fix: 'ulimit -n 65536' })
+})
+
+test('ls --net lists the listening hubs of this host, and forgets one that closed or was killed', async (t) => {
+  type Listed = { url: string; transport: string; pid: number }
+  const net = async (): Promise<Listed[]> => {
+    const run = zerohop('ls', '--net', '--json')
+    t.is(await run.done, 0, run.stderr())
+    return (JSON.parse(run.stdout()) as Listed[]).filter((e) => e.transport !== 'shm')
+  }
+  const pong = zerohop('pong', 'tcp://127.0.0.1:0?listen=true')
+  const [, url] = (await pong.said(/ready (\S+)/)) as unknown as [string, string]
+  const server = await Rpc.serve('uds://@' + uniqueName('cli-ls'), () => 'x')
+  const listed = await net()
+  t.truthy(listed.find((e) => e.url === url && e.transport === 'tcp'), JSON.stringify(listed))
+  t.truthy(listed.find((e) => e.transport === 'uds' && e.pid === process.pid), 'an Rpc server is listed')
+  await server.close()
+  t.falsy((await net()).find((e) => e.transport === 'uds' && e.pid === process.pid), 'gone once closed')
+  pong.kill()
+  await pong.done
+  t.falsy((await net()).find((e) => e.url === url), 'gone once its process died')
+  const text = zerohop('ls', '--net')
+  t.is(await text.done, 0)
+  t.regex(text.stdout(), /no shared-memory channels|publishers:/)
 })

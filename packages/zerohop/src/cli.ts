@@ -9,7 +9,7 @@
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { diagnose } from './doctor.js'
-import { Hub, Rpc, ZerohopError, type CodecOption } from './index.js'
+import { Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
 
 /** A command line this does not understand: exit 2 with the usage. */
 class UsageError extends Error {}
@@ -137,11 +137,14 @@ that fixes it. Exit 0 when every look is ok, 3 when one warns.
     help: `zerohop ls [options]
 
 Lists the live shared-memory channels (Hub.list()): each with its publishers, and its
-subscribers with how far behind they are.
+subscribers with how far behind they are and how fast they read.
 
-  --json           one JSON document: the list as Hub.list() returns it
+  --net            the listening hubs of this host too (network transports, Rpc servers)
+  --watch          again every second, until interrupted
+  --json           the list as Hub.list() returns it, one JSON document (a line each with --watch)
 
-  zerohop ls`,
+  zerohop ls --net
+  zerohop ls --watch`,
     run: ls,
   },
 }
@@ -466,21 +469,42 @@ async function doctor(args: string[]): Promise<void> {
 }
 
 async function ls(args: string[]): Promise<void> {
-  const { values } = parse(args, { json: { type: 'boolean' } }, 0)
-  const segments = await Hub.list()
-  if (values.json) {
-    process.stdout.write(`${JSON.stringify(segments, null, 2)}\n`)
-    return
+  const { values } = parse(args, { json: { type: 'boolean' }, net: { type: 'boolean' }, watch: { type: 'boolean' } }, 0)
+  let stopped = false
+  const stop = (): void => {
+    stopped = true
   }
-  if (segments.length === 0) {
-    process.stdout.write('no shared-memory channels\n')
-    return
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  try {
+    do {
+      // (Watched for a second: the rates are over it.)
+      const sampleMs = values.watch ? 1000 : 100
+      const found = values.net ? await Hub.list({ net: true, sampleMs }) : await Hub.list({ sampleMs })
+      if (values.json) process.stdout.write(`${JSON.stringify(found, null, values.watch ? undefined : 2)}\n`)
+      else process.stdout.write(`${values.watch ? `${new Date().toISOString()}\n` : ''}${listing(found, values.net === true)}`)
+    } while (values.watch && !stopped)
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
   }
-  for (const s of segments) {
-    const pubs = s.publishers.map((p) => p.pid).join(', ') || 'none'
-    const subs = s.subscribers.map((x) => `${x.pid} (${x.lag} behind${x.rate === undefined ? '' : `, ${Math.round(x.rate)}/s`})`).join(', ') || 'none'
-    process.stdout.write(`${s.name}\n  publishers:  ${pubs}\n  subscribers: ${subs}\n`)
+}
+
+/** `ls`'s text: each channel with who publishes and reads it, then each listener. */
+function listing(found: (SegmentInfo | ListenerInfo)[], net: boolean): string {
+  let text = ''
+  for (const s of found) {
+    if (s.transport !== 'shm') continue
+    const c = s as SegmentInfo
+    const pubs = c.publishers.map((p) => p.pid).join(', ') || 'none'
+    const subs = c.subscribers.map((x) => `${x.pid} (${x.lag} behind${x.rate === undefined ? '' : `, ${Math.round(x.rate)}/s`})`).join(', ') || 'none'
+    text += `${c.name}\n  publishers:  ${pubs}\n  subscribers: ${subs}\n`
   }
+  if (text === '') text = 'no shared-memory channels\n'
+  if (!net) return text
+  const listeners = found.filter((l): l is ListenerInfo => l.transport !== 'shm')
+  for (const l of listeners) text += `${l.url}  listening (pid ${l.pid}, since ${new Date(l.since).toISOString()})\n`
+  return listeners.length === 0 ? `${text}no listening hubs\n` : text
 }
 
 async function main(argv: string[]): Promise<number> {

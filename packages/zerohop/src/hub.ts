@@ -39,6 +39,7 @@ import type {
 } from './options.js'
 import type { HubStatus, Loan, Port, Selection, StatusEvent, TransportName } from './port.js'
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
+import { type ListenerInfo, listListeners, register } from './listeners.js'
 import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, selectorFor, transportFor } from './transports/index.js'
@@ -292,6 +293,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private batchCopy: RunCopy | undefined
   /** The hub's one borrow object, reused by every `borrow()`. */
   private openBorrow: ShmBorrowed<T> | undefined
+  /** A listening hub: takes it off the host's list of listeners (`Hub.list({ net: true })`). */
+  private unlist: (() => void) | undefined
 
   private constructor(
     url: string,
@@ -371,7 +374,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const select = selectorFor(url)
     if (select !== undefined) {
       const { port, selection } = await select<T>(url, rest, codec)
-      return new Hub<T>(url, true, port, codec, selection)
+      return new Hub<T>(url, true, port, codec, selection).listed(rest.listen === true)
     }
     const endpoint = native(() => binding.parseEndpoint(url))
     const open = transportFor(endpoint.transport)
@@ -380,7 +383,21 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     const port = open<T>(url, rest, codec)
     await port.ready?.()
-    return new Hub<T>(url, endpoint.selectedAutomatically, port, codec)
+    const listens = rest.listen === true || endpoint.params.some(([k, v]) => k === 'listen' && v !== 'false' && v !== '0')
+    return new Hub<T>(url, endpoint.selectedAutomatically, port, codec).listed(listens && endpoint.transport !== 'shm')
+  }
+
+  /**
+   * Puts a hub that `listens` on the host's list of listeners while it is open (see
+   * `listeners.ts`); itself.
+   * @internal
+   */
+  listed(listens: boolean): this {
+    if (listens && this.unlist === undefined) {
+      const address = this.localAddress
+      this.unlist = register(this.transport, this.url, address === undefined ? this.url : `${this.url.slice(0, this.url.indexOf('://') + 3)}${address}`)
+    }
+    return this
   }
 
   /**
@@ -393,8 +410,15 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * for (const c of await Hub.list()) console.log(c.url, c.publishers, c.subscribers)
    * ```
    */
-  static list(options?: ListOptions): Promise<SegmentInfo[]> {
-    return listSegments(options)
+  /** With `net: true`: the listening hubs of this host too (network transports, and `Rpc` servers), after the segments. */
+  static list(options: ListOptions & { net: true }): Promise<(SegmentInfo | ListenerInfo)[]>
+  static list(options?: ListOptions & { net?: false }): Promise<SegmentInfo[]>
+  static async list(options: ListOptions = {}): Promise<(SegmentInfo | ListenerInfo)[]> {
+    if (typeof options !== 'object' || options === null) return listSegments(options)
+    const { net, ...rest } = options
+    if (net !== undefined && typeof net !== 'boolean') throw new BadOptionError(`net must be true or false, got ${describe(net)}`)
+    const segments = await listSegments(rest)
+    return net ? [...segments, ...listListeners()] : segments
   }
 
   /**
@@ -1137,6 +1161,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       if (this.closed) return
     }
     this.closed = true
+    this.unlist?.()
     this.stopLowWater()
     if (this.openBorrow) this.openBorrow.held = false
     this.ringDoorbell()

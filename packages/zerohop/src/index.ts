@@ -51,6 +51,7 @@ export type {
   WaterMarkEvent,
 } from './hub.js'
 export type { SegmentInfo, ListOptions } from './registry.js'
+export type { ListenerInfo } from './listeners.js'
 export type { AutoOptions, AddressClass } from './transports/auto.js'
 export type { Selection } from './port.js'
 export { addressClass } from './transports/auto.js'

@@ -14,6 +14,8 @@ export interface ListOptions {
    * 0 lists at once, without rates.
    */
   sampleMs?: number
+  /** The listening hubs of this host too (`ListenerInfo`: network transports and `Rpc` servers), after the segments. */
+  net?: boolean
 }
 
 /** A live shared-memory segment of this host, as {@link Hub.list} found it. */

@@ -115,13 +115,15 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     private readonly options: RpcOptions<Req, Res>,
     private readonly codec: Codec<Req | Res>,
     private readonly handler: RpcHandler<Req, Res>,
+    /** False for the registry of a URL's servers (see `rpc-share.ts`): plumbing, not listed. */
+    private readonly shared: boolean,
   ) {}
 
   /** @internal (`shared`: false for the registry of a URL's servers, which no other shares.) */
   static async start<Req, Res>(url: string, handler: RpcHandler<Req, Res>, options: RpcOptions<Req, Res>, shared = true): Promise<RpcServer<Req, Res>> {
     if (typeof handler !== 'function') throw new BadOptionError(`Rpc.serve takes a handler function, got ${describe(handler)}`)
     const codec = resolveCodec(options.codec) as Codec<Req | Res>
-    const server = new RpcServer<Req, Res>(url, options, codec, handler)
+    const server = new RpcServer<Req, Res>(url, options, codec, handler, shared)
     let opened: ReturnType<typeof openRpc>
     try {
       opened = openRpc(url, options, true)
@@ -140,6 +142,8 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
   /** Reads requests from `opened` too. */
   private add(opened: { hub: Hub<Uint8Array>; requests: RequestPort }, listens: boolean): Source {
     const s = new Source(opened.hub, opened.requests, listens)
+    // (On the host's list of listeners, as a listening hub is; shared memory's are its segments.)
+    if (listens && this.shared && opened.hub.transport !== 'shm') opened.hub.listed(true)
     opened.requests.onGone?.((owned) => {
       for (const key of s.inFlight.keys()) if (owned(key)) this.cancelled(s, key)
     })
