@@ -40,6 +40,7 @@ import type {
 import type { HubStatus, Loan, Port, Selection, StatusEvent, TransportName } from './port.js'
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import { type ListenerInfo, listListeners, register } from './listeners.js'
+import { checkLogger, type Logged, type Logger, logHub } from './logging.js'
 import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, selectorFor, transportFor } from './transports/index.js'
@@ -295,6 +296,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private openBorrow: ShmBorrowed<T> | undefined
   /** A listening hub: takes it off the host's list of listeners (`Hub.list({ net: true })`). */
   private unlist: (() => void) | undefined
+  /** With a `logger`: ends what it is told (and tells it the hub closed). */
+  private unlog: (() => void) | undefined
 
   private constructor(
     url: string,
@@ -369,12 +372,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   static open<T = Uint8Array>(url: string, options?: CommonHubOptions<T> & ShmHubOptions<T>): Promise<Hub<T>>
   static async open<T = Uint8Array>(url: string, options: HubOptions<T> = {}): Promise<Hub<T>> {
     if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
-    const { codec: codecOption, ...rest } = options
+    const { codec: codecOption, logger, ...rest } = options
     const codec = resolveCodec(codecOption as CodecOption<T> | undefined)
+    const log = logger === undefined ? undefined : checkLogger(logger)
     const select = selectorFor(url)
     if (select !== undefined) {
       const { port, selection } = await select<T>(url, rest, codec)
-      return new Hub<T>(url, true, port, codec, selection).listed(rest.listen === true)
+      return new Hub<T>(url, true, port, codec, selection).listed(rest.listen === true).logTo(log)
     }
     const endpoint = native(() => binding.parseEndpoint(url))
     const open = transportFor(endpoint.transport)
@@ -384,7 +388,16 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     const port = open<T>(url, rest, codec)
     await port.ready?.()
     const listens = rest.listen === true || endpoint.params.some(([k, v]) => k === 'listen' && v !== 'false' && v !== '0')
-    return new Hub<T>(url, endpoint.selectedAutomatically, port, codec).listed(listens && endpoint.transport !== 'shm')
+    return new Hub<T>(url, endpoint.selectedAutomatically, port, codec).listed(listens && endpoint.transport !== 'shm').logTo(log)
+  }
+
+  /**
+   * Tells `logger` about this hub from now until it closes (the `logger` option); itself.
+   * @internal
+   */
+  logTo(logger: Logger | undefined): this {
+    if (logger !== undefined && this.unlog === undefined) this.unlog = logHub(logger, this as unknown as Logged)
+    return this
   }
 
   /**
@@ -1160,6 +1173,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       await this.port.linger(lingerMs)
       if (this.closed) return
     }
+    this.unlog?.()
+    this.unlog = undefined
     this.closed = true
     this.unlist?.()
     this.stopLowWater()

@@ -52,6 +52,7 @@ export type {
 } from './hub.js'
 export type { SegmentInfo, ListOptions } from './registry.js'
 export type { ListenerInfo } from './listeners.js'
+export type { Logger } from './logging.js'
 export type { AutoOptions, AddressClass } from './transports/auto.js'
 export type { Selection } from './port.js'
 export { addressClass } from './transports/auto.js'

@@ -3,6 +3,7 @@
  * typed by the URL's scheme so that an option of one transport on another's URL is a
  * type error (and, at run time, `ERR_BAD_OPTION` naming it).
  */
+import type { Logger } from './logging.js'
 import type { FaultOptions } from './chaos.js'
 import type { CodecOption } from './codec.js'
 import type { AutoOptions } from './transports/auto.js'
@@ -74,6 +75,13 @@ export interface CommonHubOptions<T> {
    * (`publish(v, { ttlMs })` overrides it): see `PublishOptions.ttlMs`.
    */
   ttlMs?: number
+  /**
+   * A pino-compatible logger (`info`, `warn`, `error`; a child logger is fine): told
+   * once each, with context, that the hub opened (and any fallback), that it or its
+   * peers connected or went, and the first drop, lap, expiry, rate limiting, slow
+   * consumer or protocol violation; never anything per message. See `logging.ts`.
+   */
+  logger?: Logger
 }
 
 /** Options of a `shm://name` hub (or a bare name). */

@@ -30,6 +30,7 @@ import {
   ZerohopError,
 } from './errors.js'
 import type { RequestInfo } from './envelope.js'
+import { checkLogger } from './logging.js'
 import { addressInUse, Dispatcher, MemberLink, memberUrl, type ShareHost, shareKey } from './rpc-share.js'
 import { type CloseOptions, Hub } from './hub.js'
 import { binding, native } from './native.js'
@@ -623,7 +624,8 @@ function failure(bytes: Uint8Array): ZerohopError {
 function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): { hub: Hub<Uint8Array>; requests: RequestPort } {
   if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
   // (`listen` is the call's: serve or connect.)
-  const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
+  const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, logger, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
+  const log = logger === undefined ? undefined : checkLogger(logger)
   if (selectorFor(url) !== undefined) {
     throw new UnsupportedTransportError(`Rpc takes a transport's URL (shm://, quic://, tcp:// or uds://); ${url} chooses one for hubs only`)
   }
@@ -637,7 +639,7 @@ function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: b
     port.close()
     throw new BadOptionError(`Rpc runs over a transport with requests (shm://, quic://, tcp:// or uds://); ${url} is ${port.transport}://`)
   }
-  return { hub: Hub.over(url, port, raw), requests: port.requests }
+  return { hub: Hub.over(url, port, raw).logTo(log), requests: port.requests }
 }
 
 /** Request/response (over `quic://` in this version). */
