@@ -41,6 +41,7 @@ import type { HubStatus, Loan, Port, Selection, StatusEvent, TransportName } fro
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import { type ListenerInfo, listListeners, register } from './listeners.js'
 import { checkLogger, type Logged, type Logger, logHub } from './logging.js'
+import { hubNumber, metricsText } from './prometheus.js'
 import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, selectorFor, transportFor } from './transports/index.js'
@@ -209,6 +210,9 @@ export interface Borrowed<T> extends MessageInfo {
   release(): boolean
 }
 
+/** The process's open hubs (`Hub.metricsText()`), held weakly: a hub let go unclosed goes too. */
+const openHubs = new Set<WeakRef<Hub<unknown>>>()
+
 const EMPTY: unique symbol = Symbol('empty')
 /** A message overwritten while it was read (and skipped). */
 const TORN: unique symbol = Symbol('torn')
@@ -298,6 +302,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private unlist: (() => void) | undefined
   /** With a `logger`: ends what it is told (and tells it the hub closed). */
   private unlog: (() => void) | undefined
+  /** This hub among the process's open hubs (`Hub.metricsText()`). */
+  private readonly self = new WeakRef<Hub<unknown>>(this as Hub<unknown>)
 
   private constructor(
     url: string,
@@ -328,6 +334,8 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     if (!port.statusOnDemand) this.listenToPort()
     if (this.sub) port.setDoorbell(() => this.onDoorbell())
+    openHubs.add(this.self)
+    hubNumber(this)
   }
 
   /**
@@ -432,6 +440,33 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (net !== undefined && typeof net !== 'boolean') throw new BadOptionError(`net must be true or false, got ${describe(net)}`)
     const segments = await listSegments(rest)
     return net ? [...segments, ...listListeners()] : segments
+  }
+
+  /**
+   * Every open hub's metrics in the Prometheus text format (see {@link metricsText}):
+   * what a `/metrics` endpoint serves.
+   *
+   * ```ts
+   * http.createServer((_, res) => res.end(Hub.metricsText())).listen(9464)
+   * ```
+   */
+  static metricsText(): string {
+    const hubs: Hub<unknown>[] = []
+    for (const ref of openHubs) {
+      const hub = ref.deref()
+      if (hub === undefined || hub.closed) openHubs.delete(ref)
+      else hubs.push(hub)
+    }
+    return metricsText(hubs)
+  }
+
+  /**
+   * This hub's `metrics()` in the Prometheus text format: `zerohop_` names, base units,
+   * `_total` counters, labelled by `transport`, `endpoint` (its URL) and `hub` (its
+   * number in the process); a transport's own numbers as `zerohop_<transport>_<name>`.
+   */
+  metricsText(): string {
+    return metricsText([this])
   }
 
   /**
@@ -1175,6 +1210,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     }
     this.unlog?.()
     this.unlog = undefined
+    openHubs.delete(this.self)
     this.closed = true
     this.unlist?.()
     this.stopLowWater()
