@@ -17,6 +17,8 @@ interface Run {
   said(re: RegExp): Promise<RegExpMatchArray>
   stdin: NodeJS.WritableStream
   kill(): void
+  /** Ctrl-C. */
+  interrupt(): void
 }
 
 function zerohop(...args: string[]): Run {
@@ -42,6 +44,7 @@ function zerohop(...args: string[]): Run {
     said: (re) => new Promise((resolve) => (err.match(re) ? resolve(err.match(re)!) : watchers.push([re, resolve]))),
     stdin: p.stdin,
     kill: () => p.kill('SIGKILL'),
+    interrupt: () => p.kill('SIGINT'),
   }
 }
 
@@ -176,4 +179,14 @@ test('ls --net lists the listening hubs of this host, and forgets one that close
   const text = zerohop('ls', '--net')
   t.is(await text.done, 0)
   t.regex(text.stdout(), /no shared-memory channels|publishers:/)
+})
+
+test('ls --watch looks again every second until interrupted (a JSON document a line with --json)', async (t) => {
+  const watch = zerohop('ls', '--watch', '--json')
+  for (let i = 0; i < 400 && watch.stdout().split('\n').filter(Boolean).length < 2; i++) await new Promise((r) => setTimeout(r, 10))
+  watch.interrupt()
+  t.is(await watch.done, 0, watch.stderr())
+  const looks = watch.stdout().split('\n').filter(Boolean)
+  t.true(looks.length >= 2, `${looks.length} looks`)
+  for (const l of looks) t.true(Array.isArray(JSON.parse(l)))
 })
