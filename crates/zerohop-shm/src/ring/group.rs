@@ -79,10 +79,10 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes entry `own` (claimed, at the tail) a member of the group `name`, made if no
-/// entry holds it yet: returns the group entry and the group's cursor.
+/// Makes entry `own` (claimed, at the tail) a member of the group `name` (checked by
+/// the caller, before it claimed `own`), made if no entry holds it yet: returns the
+/// group entry and the group's cursor.
 pub(super) fn join(mem: &RingMemory, own: u32, name: &str) -> Result<(u32, u64)> {
-    check_name(name)?;
     let pid = std::process::id();
     acquire_repair_lock(mem, pid, LOCK_TIMEOUT)?;
     let found = (0..mem.layout.max_subscribers).find(|&i| {
