@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import test from 'ava'
 import { Hub, type KcpMetrics, type KcpMode } from 'zerohop'
-import { child, inNamespace } from './helpers.ts'
+import { child, ensureDebian, inNamespace } from './helpers.ts'
 
 const root = join(import.meta.dirname, '..')
 
@@ -34,13 +34,7 @@ test.before(() => {
   if (r.status !== 0) throw new Error(`building chaos-proxy failed: ${r.stderr}`)
   // Loss for multicast comes from nftables in a network namespace: Debian's, installed
   // here when missing (by its path: npm's PATH has another `nft` first).
-  if (!existsSync('/usr/sbin/nft')) {
-    const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'nftables'], { stdio: 'ignore' }).status === 0
-    if (!install()) {
-      spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
-      install()
-    }
-  }
+  ensureDebian('nftables', () => existsSync('/usr/sbin/nft'))
 })
 
 interface ChaosStats {

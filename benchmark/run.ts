@@ -11,7 +11,9 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=udp|shm|quic|stream|kcp|qos runs one part; BENCH_QUIC=rtt,first,throughput picks
+// bench; BENCH_ONLY=matrix|udp|shm|quic|stream|kcp|qos runs one part (matrix: `zerohop bench`,
+// every transport against every alternative, the package's own benchmark; BENCH_HTML=FILE
+// writes its plots); BENCH_QUIC=rtt,first,throughput picks
 // parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round,
 // BENCH_STREAM=rtt,throughput,broadcast,tls of the TCP and Unix socket round, BENCH_QOS=cost,lz4
 // of the round of what QoS, faults and compression cost. BENCH_BASELINE=<git revision> also measures that revision's
@@ -21,7 +23,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, readFileSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { createRequire } from 'node:module'
@@ -31,6 +33,7 @@ import { pathToFileURL } from 'node:url'
 import { Bench } from 'tinybench'
 import { Push, Request } from 'zeromq'
 import * as current from 'zerohop'
+import { Histogram, runBench, table as benchTable, html as benchHtml } from 'zerohop/bench'
 import { onFrames } from './frames.ts'
 import type { NodeFloor } from './peer.ts'
 import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
@@ -124,10 +127,11 @@ function concat(parts: Float64Array[]): Float64Array {
   return out
 }
 
+/** Percentiles (µs) of durations (ns), from the HDR histogram `zerohop bench` uses. */
 function percentiles(ns: Float64Array): { p50: number; p99: number; p999: number } {
-  const s = ns.slice().sort()
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(s.length * q))]! / 1000
-  return { p50: at(0.5), p99: at(0.99), p999: at(0.999) }
+  const h = new Histogram()
+  for (const x of ns) h.record(x)
+  return { p50: h.percentile(0.5) / 1000, p99: h.percentile(0.99) / 1000, p999: h.percentile(0.999) / 1000 }
 }
 
 const unique = (tag: string) => `bench-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
@@ -467,16 +471,17 @@ async function streamNet(size: number, count: number, tcp = false): Promise<numb
 
 // ---- UDP: sockperf and Node dgram against udp:// hubs ------------------------------------
 
-/** The benchmark's own set-up: sockperf from Debian's packages, when it is missing. */
-function ensureSockperf(): void {
-  if (!spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error) return
-  console.error('installing sockperf (apt-get)…')
-  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'sockperf'], { stdio: 'ignore' }).status === 0
+/** The benchmark's own set-up: a Debian package (sockperf, nats-server) when `probe` finds it missing. */
+function ensureDebian(pkg: string, probe: () => boolean): void {
+  if (probe()) return
+  console.error(`installing ${pkg} (apt-get)…`)
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' }).status === 0
   if (!install()) {
     spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
     install()
   }
 }
+const ensureSockperf = () => ensureDebian('sockperf', () => !spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error)
 
 /** sockperf ping-pong, 64 B, full round trips (UDP, or `tcp`); `spinning` uses non-blocking sockets on both sides. */
 function rttSockperf(spinning: boolean, tcp = false, seconds = 3): { p50: number; p99: number; p999: number } | undefined {
@@ -892,13 +897,7 @@ const LOSSES = [
  */
 const NFT = '/usr/sbin/nft'
 function ensureNft(): boolean {
-  if (existsSync(NFT)) return true
-  console.error('installing nftables (apt-get)…')
-  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'nftables'], { stdio: 'ignore' }).status === 0
-  if (!install()) {
-    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
-    install()
-  }
+  ensureDebian('nftables', () => existsSync(NFT))
   return existsSync(NFT)
 }
 
@@ -1655,8 +1654,16 @@ if (process.env.BENCH_INNER === 'kcp-loss') {
 }
 
 const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
-const only = process.env.BENCH_ONLY // 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
-if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp') ensureSockperf()
+const only = process.env.BENCH_ONLY // 'matrix', 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
+if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp' || only === 'matrix') ensureSockperf()
+// Every transport against every alternative: the benchmark of `zerohop bench`, the same code.
+let matrix: string | undefined
+if (only === undefined || only === 'matrix') {
+  ensureDebian('nats-server', () => existsSync('/usr/sbin/nats-server') || !spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).error)
+  const report = await runBench({ rounds: RUNS, onProgress: (done, total, what) => console.error(`zerohop bench ${done}/${total}: ${what}`) })
+  matrix = benchTable(report)
+  if (process.env.BENCH_HTML) writeFileSync(process.env.BENCH_HTML, benchHtml(report))
+}
 const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput,loss').split(','))
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
@@ -1673,7 +1680,7 @@ for (let run = 1; run <= RUNS; run++) {
     if (kcpParts.has('loss')) await kcpLoss(run)
   }
   if (only === undefined || only === 'qos') await qosRound(run)
-  if (only === 'udp' || only === 'quic' || only === 'stream' || only === 'kcp' || only === 'qos') continue
+  if (only !== undefined && only !== 'shm') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
   await publishCost(run)
   console.error(`round ${run}/${RUNS}: RTT…`)
@@ -1791,6 +1798,7 @@ console.log(`\nzerohop benchmark — node ${process.version}, ${RUNS} interleave
 console.log(line(header))
 console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|')
 for (const row of table) console.log(line(row))
+if (matrix !== undefined) console.log(`\nzerohop bench: every transport against the alternatives on this machine\n\n${matrix}`)
 
 // ---- after against before ----------------------------------------------------------
 

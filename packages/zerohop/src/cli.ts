@@ -8,6 +8,8 @@
  */
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
+import { writeFileSync } from 'node:fs'
+import { html, markdown, runBench, table, WORKLOADS } from './bench/index.js'
 import { diagnose } from './doctor.js'
 import { Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
 
@@ -117,6 +119,37 @@ on stderr once it receives (a listener's URL with its bound address: what ping d
 
   zerohop pong shm://rtt`,
     run: pong,
+  },
+  bench: {
+    summary: "every transport against this machine's alternatives (Node net, dgram, zeromq, nats, sockperf), side by side",
+    help: `zerohop bench [CONTENDER…] [options]
+
+Measures zerohop's transports (shm, udp, kcp, quic, tcp, uds) against the alternatives
+this machine has: Node net over a Unix socket (net-uds) and TCP (net-tcp), dgram,
+zeromq and nats (when the packages are installed; nats also needs a nats-server on the
+PATH) and sockperf (sockperf-udp, sockperf-tcp: C, the kernel's floor). Rounds run
+every contender in turn, interleaved; this process and the peer process it starts are
+pinned to different CPUs where there are two. Percentiles come from an HDR histogram.
+Naming contenders (or peers: zerohop, net, sockperf…) runs those; naming no zerohop
+transport runs them all, naming no alternative runs every alternative.
+
+Workloads: rtt (round trips of 64 B, one at a time), oneway (a stream of 64 B
+messages as fast as the sender goes: the rate received, and the latency of delivery),
+oneway-4k (the same with 4 KiB).
+
+  --workload W,…   only these workloads
+  --rounds N       rounds (default 3)
+  --quick          a short run: fewer messages, one round
+  --json           one JSON object: { "rows": [ { "transport", "peer", "kind",
+                   "workload", "sizeBytes", "p50Us", "p90Us", "p99Us", "p999Us",
+                   "p9999Us", "maxUs", "msgsPerSec", "mbPerSec", "sent", "lost",
+                   "vsBest" } ], "skipped": [ { "id", "reason" } ], "machine": {…} }
+  --markdown       the tables in Markdown
+  --html FILE      also write FILE: a page with latency-distribution plots
+
+  zerohop bench --quick
+  zerohop bench shm udp --workload rtt --html bench.html`,
+    run: bench,
   },
   doctor: {
     summary: "what this machine's kernel and limits allow zerohop, and how to fix what they do not",
@@ -451,6 +484,37 @@ async function pong(args: string[]): Promise<void> {
     process.off('SIGTERM', stop)
     await hub.close()
   }
+}
+
+async function bench(args: string[]): Promise<void> {
+  const { values, positionals } = parse(
+    args,
+    { workload: { type: 'string' }, rounds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'boolean' }, markdown: { type: 'boolean' }, html: { type: 'string' } },
+    Infinity,
+  )
+  if (values.json && values.markdown) throw new UsageError('--json or --markdown, not both')
+  const workloads = values.workload?.split(',').filter((w) => w !== '')
+  for (const w of workloads ?? []) if (!WORKLOADS.some((x) => x.id === w)) throw new UsageError(`no workload '${w}' (there are ${WORKLOADS.map((x) => x.id).join(', ')})`)
+  const rounds = values.rounds === undefined ? undefined : count(values.rounds, 'rounds', 1)
+  let report
+  try {
+    report = await runBench({ only: positionals, workloads, rounds, quick: values.quick, onProgress: process.stderr.isTTY ? progressBar : undefined })
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message)
+    throw e
+  }
+  if (values.html !== undefined) writeFileSync(values.html, html(report))
+  if (values.json) {
+    const { rows, skipped, machine } = report
+    process.stdout.write(`${JSON.stringify({ rows, skipped, machine }, null, 2)}\n`)
+  } else process.stdout.write(values.markdown ? markdown(report) : table(report))
+}
+
+/** A progress bar on stderr (a terminal's): done of total, and what runs now. */
+function progressBar(done: number, total: number, what: string): void {
+  const width = 30
+  const full = Math.round((done / total) * width)
+  process.stderr.write(`\r\x1b[K[${'#'.repeat(full)}${'.'.repeat(width - full)}] ${done}/${total} ${done === total ? '\n' : what}`)
 }
 
 async function doctor(args: string[]): Promise<void> {

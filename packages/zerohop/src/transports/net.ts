@@ -204,7 +204,11 @@ export class NetPort<T> implements Port<T> {
   }
 
   pump(): number {
-    return this.closed ? 0 : this.calls.pump()
+    if (this.closed) return 0
+    // A reader that found nothing is about to wait: what this hub published in the turn
+    // goes out first (the answer it waits for may need it), not when the turn ends.
+    if (this.flushQueued) this.flush()
+    return this.calls.pump()
   }
 
   spilled(off: number): Uint8Array | undefined {
