@@ -41,7 +41,9 @@ import type { HubStatus, Loan, Port, Selection, StatusEvent, TransportName } fro
 import { type SegmentInfo, type ListOptions, listSegments } from './registry.js'
 import { type ListenerInfo, listListeners, register } from './listeners.js'
 import { checkLogger, type Logged, type Logger, logHub } from './logging.js'
-import { hubNumber, metricsText } from './prometheus.js'
+import { Latencies, timing } from './latency.js'
+import { registerOpenTelemetry, type OtelMeter } from './otel.js'
+import { hubNumber, metricsText, opened, type PromRegistry, registerPromClient } from './prometheus.js'
 import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, selectorFor, transportFor } from './transports/index.js'
@@ -304,6 +306,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   private unlog: (() => void) | undefined
   /** This hub among the process's open hubs (`Hub.metricsText()`). */
   private readonly self = new WeakRef<Hub<unknown>>(this as Hub<unknown>)
+  /**
+   * How long what this hub waits for took (`send()`, and an Rpc's requests): see `latency.ts`.
+   * @internal
+   */
+  readonly latencies: Latencies = new Latencies(this)
 
   private constructor(
     url: string,
@@ -336,6 +343,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.sub) port.setDoorbell(() => this.onDoorbell())
     openHubs.add(this.self)
     hubNumber(this)
+    opened()
   }
 
   /**
@@ -451,13 +459,52 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * ```
    */
   static metricsText(): string {
+    return metricsText(Hub.live())
+  }
+
+  /** The process's open hubs. */
+  private static live(): Hub<unknown>[] {
     const hubs: Hub<unknown>[] = []
     for (const ref of openHubs) {
       const hub = ref.deref()
       if (hub === undefined || hub.closed) openHubs.delete(ref)
       else hubs.push(hub)
     }
-    return metricsText(hubs)
+    return hubs
+  }
+
+  /**
+   * Every open hub's metrics in a prom-client `Registry` (its default `register`, or
+   * one of yours): the families of {@link metricsText}, read as prom-client scrapes.
+   * Returns a function that takes them out again.
+   *
+   * ```ts
+   * import client from 'prom-client'
+   * Hub.registerPromClient(client.register)
+   * ```
+   */
+  static registerPromClient(registry: PromRegistry): () => void {
+    if (typeof (registry as Partial<PromRegistry> | null)?.registerMetric !== 'function') {
+      throw new BadOptionError(`registerPromClient takes a prom-client Registry, got ${describe(registry)}`)
+    }
+    return registerPromClient(registry, () => Hub.live())
+  }
+
+  /**
+   * Every open hub's metrics as instruments of an OpenTelemetry `meter`, under the
+   * messaging semantic conventions' names (`messaging.client.sent.messages`,
+   * `messaging.client.consumed.messages`, `messaging.client.operation.duration`, …;
+   * see the README's "Metrics"). Returns a function that stops them.
+   *
+   * ```ts
+   * Hub.registerOpenTelemetry(metrics.getMeter('zerohop'))
+   * ```
+   */
+  static registerOpenTelemetry(meter: OtelMeter): () => void {
+    if (typeof (meter as Partial<OtelMeter> | null)?.createObservableCounter !== 'function') {
+      throw new BadOptionError(`registerOpenTelemetry takes an OpenTelemetry Meter, got ${describe(meter)}`)
+    }
+    return registerOpenTelemetry(meter, () => Hub.live())
   }
 
   /**
@@ -710,6 +757,13 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * While it waits it looks for room every millisecond.
    */
   async send(value: T, options: SendOptions = {}): Promise<void> {
+    if (!timing.on) return this.sendWhenRoom(value, options)
+    const start = performance.now()
+    await this.sendWhenRoom(value, options)
+    this.latencies.observe('send', (performance.now() - start) * 1000)
+  }
+
+  private async sendWhenRoom(value: T, options: SendOptions): Promise<void> {
     if (!this.sendable) this.publishable()
     const { timeoutMs = this.port.settings.publishTimeoutMs, signal } = options
     if (!(timeoutMs >= 0)) throw new BadOptionError(`timeoutMs must be a number ≥ 0, got ${String(timeoutMs)}`)

@@ -30,6 +30,7 @@ import {
   ZerohopError,
 } from './errors.js'
 import type { RequestInfo } from './envelope.js'
+import { timing } from './latency.js'
 import { checkLogger } from './logging.js'
 import { addressInUse, Dispatcher, MemberLink, memberUrl, type ShareHost, shareKey } from './rpc-share.js'
 import { type CloseOptions, Hub } from './hub.js'
@@ -305,6 +306,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
   /** Runs the handler of request `key`; true if its answer comes later (a promise). */
   private answer(s: Source, key: number, bytes: Uint8Array, from: string): boolean {
     const context = new Context(from)
+    const start = timing.on ? performance.now() : -1
     let res: Res | Promise<Res>
     try {
       res = this.handler(decodeOwned(this.codec, bytes) as Req, context)
@@ -316,12 +318,15 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
     // meanwhile: no promise, no later turn, no entry in `inFlight`).
     if (!isThenable(res)) {
       this.reply(s, key, res)
+      if (start >= 0) handled(s, start)
       return false
     }
     s.inFlight.set(key, context)
     res.then(
       (value) => {
-        if (s.inFlight.delete(key)) this.reply(s, key, value)
+        if (!s.inFlight.delete(key)) return
+        this.reply(s, key, value)
+        if (start >= 0) handled(s, start)
       },
       (e) => {
         if (s.inFlight.delete(key)) this.fail(s, key, e)
@@ -353,6 +358,11 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
       } catch {}
     }
   }
+}
+
+/** Times a request `s` received at `start` (`performance.now()`) and has just answered. */
+function handled(s: Source, start: number): void {
+  s.hub.latencies.observe('handle', (performance.now() - start) * 1000)
 }
 
 /** What the servers of a network URL share through (see `rpc-share.ts`). */
@@ -395,6 +405,8 @@ export interface RpcClientMetrics {
 }
 
 interface Pending<Res> {
+  /** When it was sent (`performance.now()`), or -1 when nothing times requests. */
+  start: number
   resolve(v: Res): void
   reject(e: unknown): void
   timer: ReturnType<typeof setTimeout> | undefined
@@ -466,6 +478,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
     if (this.hub.isClosed) return Promise.reject(new ClosedError('the client is closed'))
     if (signal?.aborted) return Promise.reject(new AbortedError('the request was aborted', { cause: signal.reason }))
     let key: number
+    const start = timing.on ? performance.now() : -1
     try {
       key = this.requests.request(this.codec.encode(request))
     } catch (e) {
@@ -477,12 +490,15 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
       const m = this.taken
       m.kind = 0 // (not every envelope has one)
       if (this.hub.pollMessage(m)) {
-        if (m.request === key) return this.answerOf(m as Answer)
+        if (m.request === key) {
+          if (start >= 0) this.hub.latencies.observe('request', (performance.now() - start) * 1000)
+          return this.answerOf(m as Answer)
+        }
         this.handle(m as Answer) // an answer to a request given up on
       }
     }
     return new Promise<Res>((resolve, reject) => {
-      const entry: Pending<Res> = { resolve, reject, timer: undefined, signal, onAbort: undefined }
+      const entry: Pending<Res> = { start, resolve, reject, timer: undefined, signal, onAbort: undefined }
       if (timeoutMs !== undefined) {
         entry.timer = setTimeout(() => this.giveUp(key, new TimeoutError(`no reply within ${timeoutMs} ms`)), timeoutMs)
       }
@@ -553,7 +569,9 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
   /** Settles the request `m` answers (if it still waits). */
   private handle(m: Answer): void {
     const entry = this.settle(m.request ?? -1)
-    if (entry !== undefined) this.answerOf(m).then(entry.resolve, entry.reject)
+    if (entry === undefined) return
+    if (entry.start >= 0) this.hub.latencies.observe('request', (performance.now() - entry.start) * 1000)
+    this.answerOf(m).then(entry.resolve, entry.reject)
   }
 
   /** What answer `m` says: the reply, or why the request failed. */
