@@ -138,7 +138,7 @@ test('ping to pong over shm:// and tcp://: the round trips, with percentiles (--
 })
 
 test('doctor: each look with a verdict and, where it warns, the command that fixes it; exit 3 when one warns', async (t) => {
-  type Report = { checks: { name: string; status: string; value: string; detail: string; fix?: string }[] }
+  type Report = { checks: { name: string; status: string; value: string; detail: string; fix?: string; operations?: { name: string; usedFor: string; supported: boolean }[] }[] }
   const run = zerohop('doctor', '--json')
   const code = await run.done
   const { checks } = JSON.parse(run.stdout()) as Report
@@ -152,6 +152,17 @@ test('doctor: each look with a verdict and, where it warns, the command that fix
     if (c.status === 'warn' && c.name !== 'CPUs' && c.name !== 'memfd') t.truthy(c.fix, `${c.name} says how to fix it`)
   }
   t.is(code, checks.every((c) => c.status === 'ok') ? 0 : 3)
+  // Which io_uring operations zerohop uses this kernel has (io_uring is enabled on the machines this runs on).
+  const uring = checks.find((c) => c.name === 'io_uring')!
+  t.deepEqual(
+    uring.operations?.map((o) => o.name),
+    ['IORING_OP_RECVMSG', 'IORING_OP_SEND_ZC', 'IORING_OP_ASYNC_CANCEL'],
+  )
+  for (const o of uring.operations!) {
+    t.true(o.usedFor.length > 0)
+    t.is(uring.value.includes(o.name.replace('IORING_OP_', '')), true, `${o.name} is named in the verdict`)
+  }
+  t.is(uring.status === 'ok', uring.operations!.every((o) => o.supported))
   // Fewer open files than a listener with many clients needs: a warning, and its fix.
   const low = spawnSync('sh', ['-c', `ulimit -n 1000 && exec "${process.execPath}" "${cli}" doctor --json`], { encoding: 'utf8' })
   t.is(low.status, 3, low.stderr)

@@ -226,6 +226,23 @@ pub fn envelope_layout() -> EnvelopeLayout {
 }
 
 /// Whether a process exists (for dead-peer checks).
+#[napi(object)]
+pub struct IoUringOperation {
+    pub name: String,
+    pub used_for: String,
+    pub supported: bool,
+}
+
+/// The io_uring operations zerohop uses and whether this kernel has each (`zerohop doctor`).
+#[napi]
+pub fn io_uring_operations() -> Result<Vec<IoUringOperation>> {
+    let ops = zerohop::probe_uring_operations().map_err(|e| Error::from_reason(format!("io_uring: {e}")))?;
+    Ok(ops
+        .into_iter()
+        .map(|o| IoUringOperation { name: o.name.to_owned(), used_for: o.used_for.to_owned(), supported: o.supported })
+        .collect())
+}
+
 #[napi]
 pub fn is_process_alive(pid: u32) -> bool {
     process_alive(pid)

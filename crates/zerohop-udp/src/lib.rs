@@ -53,4 +53,4 @@ pub use group::{Deliver, Gate, ReceiverGroup, available_cores, pin_to};
 pub use pipeline::{PipelineConfig, PublishError, Received, UdpMetrics, UdpPipeline, UringMode};
 pub use socket::{Granted, Multicast, SocketOptions, bind};
 pub use transport::{UdpOptions, UdpProtocol, open};
-pub use uring::{UringReceiver, UringSender};
+pub use uring::{UringOperation, UringReceiver, UringSender, probe_operations};

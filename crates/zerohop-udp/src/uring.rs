@@ -24,6 +24,36 @@ use io_uring::{IoUring, Probe, cqueue, opcode, types};
 
 use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control, to_storage};
 
+/// The io_uring operations zerohop uses: the kernel's name for each, and what for.
+const OPERATIONS: [(&str, u8, &str); 3] = [
+    ("IORING_OP_RECVMSG", opcode::RecvMsgMulti::CODE, "multishot receive into provided buffers (kernel ≥ 6.0)"),
+    ("IORING_OP_SEND_ZC", opcode::SendZc::CODE, "zero-copy send of large datagrams (kernel ≥ 6.0)"),
+    ("IORING_OP_ASYNC_CANCEL", opcode::AsyncCancel::CODE, "ending a multishot receive as a hub closes"),
+];
+
+/// One io_uring operation zerohop uses, and whether this kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringOperation {
+    /// The kernel's name (`IORING_OP_RECVMSG`).
+    pub name: &'static str,
+    /// What zerohop uses it for.
+    pub used_for: &'static str,
+    pub supported: bool,
+}
+
+/// Which of the io_uring operations zerohop uses this kernel has (`IORING_REGISTER_PROBE`
+/// on a ring of two entries); an error when no ring can be set up here at all (io_uring
+/// disabled, seccomp, an old kernel).
+pub fn probe_operations() -> io::Result<Vec<UringOperation>> {
+    let ring = IoUring::new(2)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    Ok(OPERATIONS
+        .iter()
+        .map(|&(name, code, used_for)| UringOperation { name, used_for, supported: probe.is_supported(code) })
+        .collect())
+}
+
 const BUFFER_GROUP: u16 = 0x5a48;
 const USER_DATA_RECV: u64 = 1;
 const USER_DATA_CANCEL: u64 = 2;
@@ -406,6 +436,36 @@ mod tests {
     use super::*;
     use crate::{SendBatch, SocketOptions, bind};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_probe_agrees_with_what_the_receiver_can_set_up() {
+        let Ok(ops) = probe_operations() else {
+            assert!(
+                UringReceiver::new(
+                    &bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap().0,
+                    16,
+                    2048
+                )
+                .is_err()
+            );
+            return;
+        };
+        assert_eq!(
+            ops.iter().map(|o| o.name).collect::<Vec<_>>(),
+            ["IORING_OP_RECVMSG", "IORING_OP_SEND_ZC", "IORING_OP_ASYNC_CANCEL"]
+        );
+        // Where the kernel lacks recvmsg, a receiver cannot be made either.
+        if !ops[0].supported {
+            assert!(
+                UringReceiver::new(
+                    &bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap().0,
+                    16,
+                    2048
+                )
+                .is_err()
+            );
+        }
+    }
 
     #[test]
     fn multishot_receive_through_a_provided_buffer_ring() {

@@ -23,4 +23,4 @@ pub use zerohop_quic::QuicOptions;
 pub use zerohop_stream::{ReliableOptions, StreamOptions};
 pub use zerohop_tls::TlsOptions;
 pub use zerohop_transport::*;
-pub use zerohop_udp::{UdpOptions, UringMode};
+pub use zerohop_udp::{UdpOptions, UringMode, UringOperation, probe_operations as probe_uring_operations};

@@ -300,6 +300,15 @@ export interface HubSettings {
 }
 
 /** Whether a process exists (for dead-peer checks). */
+export interface IoUringOperation {
+  name: string
+  usedFor: string
+  supported: boolean
+}
+
+/** The io_uring operations zerohop uses and whether this kernel has each (`zerohop doctor`). */
+export declare function ioUringOperations(): Array<IoUringOperation>
+
 export declare function isProcessAlive(pid: number): boolean
 
 /**

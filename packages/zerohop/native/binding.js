@@ -839,6 +839,7 @@ module.exports.NetHandle = nativeBinding.NetHandle
 module.exports.ShmHandle = nativeBinding.ShmHandle
 module.exports.envelopeLayout = nativeBinding.envelopeLayout
 module.exports.errorCodes = nativeBinding.errorCodes
+module.exports.ioUringOperations = nativeBinding.ioUringOperations
 module.exports.isProcessAlive = nativeBinding.isProcessAlive
 module.exports.listSegments = nativeBinding.listSegments
 module.exports.parseEndpoint = nativeBinding.parseEndpoint

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync, statfsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { Hub } from './index.js'
+import { binding } from './native.js'
 
 /** One look: `ok`, or `warn` (zerohop works, slower or with less than it could). */
 export interface Check {
@@ -19,6 +20,8 @@ export interface Check {
   detail: string
   /** The command that fixes it (absent when there is nothing to fix). */
   fix?: string
+  /** io_uring's: each operation zerohop uses, and whether this kernel has it. */
+  operations?: { name: string; usedFor: string; supported: boolean }[]
 }
 
 /** What zerohop asks of the kernel for a UDP socket's buffers by default (`recvBuffer`, `sendBuffer`: 4 MiB). */
@@ -40,17 +43,33 @@ function readText(path: string): string | undefined {
 
 async function ioUring(): Promise<Check> {
   const disabled = readText('/proc/sys/kernel/io_uring_disabled')
+  let operations: Check['operations']
+  try {
+    operations = binding.ioUringOperations()
+  } catch {
+    // No ring at all: the receive path below says why.
+  }
+  const has = operations?.filter((o) => o.supported).map((o) => o.name.replace('IORING_OP_', '')) ?? []
+  const lacks = operations?.filter((o) => !o.supported).map((o) => o.name.replace('IORING_OP_', '')) ?? []
   try {
     const hub = await Hub.open('udp://127.0.0.1:0', { ioUring: 'force' })
     await hub.close({ lingerMs: 0 })
-    return { name: 'io_uring', status: 'ok', value: 'available', detail: 'udp:// receives through io_uring (batched, one wake-up a batch)' }
+    return {
+      name: 'io_uring',
+      status: lacks.length === 0 ? 'ok' : 'warn',
+      value: `available: ${has.join(', ')}${lacks.length > 0 ? `; not ${lacks.join(', ')}` : ''}`,
+      detail: `udp:// receives through io_uring (multishot, batched, one wake-up a batch)${lacks.length > 0 ? '; what needs the missing ones falls back to plain system calls' : ''}`,
+      ...(lacks.length > 0 ? { fix: 'a kernel ≥ 6.0 has every operation zerohop uses' } : {}),
+      operations,
+    }
   } catch (e) {
     return {
       name: 'io_uring',
       status: 'warn',
       value: `unavailable${disabled !== undefined && disabled !== '0' ? ` (kernel.io_uring_disabled = ${disabled})` : ''}`,
       detail: `udp:// receives with recvmmsg instead: ${(e as Error).message}`,
-      fix: 'sudo sysctl -w kernel.io_uring_disabled=0',
+      fix: disabled !== undefined && disabled !== '0' ? 'sudo sysctl -w kernel.io_uring_disabled=0' : 'a kernel ≥ 6.0 (multishot recvmsg into provided buffers)',
+      ...(operations ? { operations } : {}),
     }
   }
 }
