@@ -602,6 +602,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// Output piped into a program that stopped reading (`zerohop doctor | head -1`): done, quietly.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e
+  process.exit(process.exitCode ?? 0)
+})
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code
