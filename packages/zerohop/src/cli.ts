@@ -10,8 +10,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { writeFileSync } from 'node:fs'
 import { html, markdown, runBench, table, WORKLOADS } from './bench/index.js'
-import { diagnose } from './doctor.js'
-import { Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
+import { diagnose, Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
 
 /** A command line this does not understand: exit 2 with the usage. */
 class UsageError extends Error {}

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process'
 import { readFileSync, statfsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { Hub } from './index.js'
+import { Hub } from './hub.js'
 import { binding } from './native.js'
 
 /** One look: `ok`, or `warn` (zerohop works, slower or with less than it could). */

@@ -53,6 +53,7 @@ export type {
 export type { SegmentInfo, ListOptions } from './registry.js'
 export type { ListenerInfo } from './listeners.js'
 export type { Logger } from './logging.js'
+export { diagnose, type Check } from './doctor.js'
 export type { PromRegistry } from './prometheus.js'
 export type { OtelMeter } from './otel.js'
 export type { AutoOptions, AddressClass } from './transports/auto.js'
