@@ -108,6 +108,19 @@ test.serial('bench --markdown names what it ran; unknown contenders and workload
   t.regex(noWorkload.stderr, /no workload 'marathon'/)
 })
 
+test.serial('bench on a terminal draws a progress bar on stderr (and none into a pipe)', async (t) => {
+  t.timeout(120_000)
+  // A terminal from util-linux's `script`: stdout and stderr both go to it.
+  const command = `"${process.execPath}" "${cli}" bench --quick uds net-uds --workload rtt --markdown`
+  const tty = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', timeout: 100_000 })
+  if (tty.error) return t.pass('no `script` here to stand in for a terminal')
+  t.is(tty.status, 0, tty.stdout)
+  t.regex(tty.stdout, /\[\.{30}\] 0\/2 uds rtt \(round 1 of 1\)/)
+  t.regex(tty.stdout, /\[#{30}\] 2\/2/)
+  const piped = await bench('--quick', 'uds', 'net-uds', '--workload', 'rtt', '--markdown')
+  t.notRegex(piped.stderr, /\[[#.]+\]/)
+})
+
 test('the HDR histogram: percentiles within 1 % from a nanosecond to an hour, and histograms add up', (t) => {
   const h = new Histogram()
   for (let v = 1; v <= 100_000; v++) h.record(v * 1000) // 1 µs … 100 ms, evenly

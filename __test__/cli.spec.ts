@@ -51,7 +51,7 @@ function zerohop(...args: string[]): Run {
 test('--help names every command; each command has its own; an unknown command or option is exit 2', async (t) => {
   const help = zerohop('--help')
   t.is(await help.done, 0)
-  for (const c of ['pub', 'sub', 'req', 'reply', 'ping', 'pong', 'doctor', 'ls']) {
+  for (const c of ['pub', 'sub', 'req', 'reply', 'ping', 'pong', 'bench', 'doctor', 'ls']) {
     t.regex(help.stdout(), new RegExp(`^  ${c} `, 'm'))
     const own = zerohop(c, '--help')
     t.is(await own.done, 0)
