@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { Histogram } from 'zerohop/bench'
+import { type BenchRow as Row, Histogram } from 'zerohop/bench'
 import { ensureDebian } from './helpers.ts'
 
 const cli = join(import.meta.dirname, '..', 'packages', 'zerohop', 'dist', 'cli.js')
@@ -34,24 +34,6 @@ test.before(() => {
   ensureDebian('nats-server', () => existsSync('/usr/sbin/nats-server') || !spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).error)
 })
 
-interface Row {
-  transport: string
-  peer: string
-  kind: string
-  workload: string
-  sizeBytes: number
-  p50Us: number
-  p90Us: number
-  p99Us: number
-  p999Us: number
-  p9999Us: number
-  maxUs: number
-  msgsPerSec: number
-  mbPerSec: number
-  sent: number
-  lost: number
-  vsBest: number | null
-}
 
 test.serial('bench --quick --json: a row for every transport and alternative under every workload, each measured', async (t) => {
   t.timeout(300_000)
