@@ -29,6 +29,8 @@
 //! - [`records`]: everything of a connection on one byte stream (TCP, Unix sockets):
 //!   channels' messages and control records taking turns, written with `writev`.
 //! - [`workgroup`]: a listener's work groups, and which member a message goes to.
+//! - [`nats`]: the NATS client protocol: server operations parsed in place, client
+//!   operations written, headers, subjects and wildcards.
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -51,6 +53,7 @@ mod header;
 pub mod kcp;
 pub mod lifecycle;
 pub mod multicast;
+pub mod nats;
 pub mod pack;
 pub mod qos;
 pub mod records;

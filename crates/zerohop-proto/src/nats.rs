@@ -1,0 +1,642 @@
+//! The NATS client protocol (core NATS, text control lines), free of I/O: what a server
+//! sends parsed in place from the bytes a connection has read, and what a client sends
+//! written into a buffer. `nats://` and the bridge drive it over their own sockets.
+//!
+//! - [`parse`] takes the bytes read so far and returns the first whole operation
+//!   ([`ServerOp`]: `INFO`, `MSG`, `HMSG`, `PING`, `PONG`, `+OK`, `-ERR`), borrowing
+//!   its subject and payload from them, with how many bytes it took; or says more are
+//!   needed. A line or a payload over the [`Limits`] is a [`NatsError`], never a wait
+//!   for bytes that must not be buffered.
+//! - [`write_pub`], [`write_hpub`], [`write_sub`], [`write_unsub`], [`write_connect`] and
+//!   the pings append a client operation.
+//! - [`Headers`] reads and writes a header block (`NATS/1.0`, an optional status, then
+//!   `Name: value` lines): zerohop's own metadata travels there, so that a message's body
+//!   is exactly the bytes its codec made and plain NATS clients read it as it is.
+//! - [`valid_subject`] and [`subject_matches`]: subjects are tokens separated by `.`; a
+//!   subscription may use `*` for one token and `>` (last) for one or more.
+//!
+//! Operation names are matched without regard to case and arguments may be separated by
+//! spaces or tabs, as the protocol allows.
+//!
+//! ```
+//! use zerohop_proto::nats::{parse, write_pub, Limits, Parsed, ServerOp};
+//!
+//! let mut out = Vec::new();
+//! write_pub(&mut out, "prices.eur", None, b"1.08").unwrap();
+//! assert_eq!(out, b"PUB prices.eur 4\r\n1.08\r\n");
+//!
+//! let read = b"MSG prices.eur 7 4\r\n1.08\r\nPING\r\n";
+//! let Parsed::Op(op, used) = parse(read, &Limits::default()).unwrap() else { panic!() };
+//! assert_eq!(op, ServerOp::Msg { subject: "prices.eur", sid: 7, reply: None, headers: None, payload: b"1.08" });
+//! assert_eq!(parse(&read[used..], &Limits::default()).unwrap(), Parsed::Op(ServerOp::Ping, 6));
+//! ```
+
+use core::fmt;
+
+/// How much the parser accepts before it calls the connection broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest control line, `\r\n` included (the server's `max_control_line`: 4096).
+    pub max_line: usize,
+    /// The largest message, headers and payload together (the server's `max_payload`, from
+    /// its `INFO`: 1 MiB by default).
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_line: 4096, max_payload: 1 << 20 }
+    }
+}
+
+/// What a server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOp<'a> {
+    /// `INFO {…}`: the server's JSON (its id, `max_payload`, whether it takes headers,
+    /// other servers of its cluster…), as it came.
+    Info(&'a [u8]),
+    /// `MSG` (or `HMSG`, with `headers`): a message for subscription `sid`.
+    Msg {
+        subject: &'a str,
+        sid: u64,
+        reply: Option<&'a str>,
+        headers: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+    Ping,
+    Pong,
+    Ok,
+    /// `-ERR 'text'`: the text without its quotes.
+    Err(&'a str),
+}
+
+/// What [`parse`] found at the start of the bytes read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A whole operation, and how many bytes it took.
+    Op(ServerOp<'a>, usize),
+    /// Not a whole operation yet: at least this many bytes in all are needed (when known).
+    Incomplete(Option<usize>),
+}
+
+/// Why bytes from a server are not the NATS protocol (the connection cannot go on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsError {
+    /// A control line longer than [`Limits::max_line`].
+    LineTooLong(usize),
+    /// A message larger than [`Limits::max_payload`].
+    PayloadTooLarge(usize),
+    /// An operation this client does not know.
+    UnknownOp(String),
+    /// A known operation with arguments that do not fit it.
+    BadArguments(&'static str),
+    /// A payload not followed by `\r\n`.
+    MissingTerminator,
+    /// A subject a client may not send (empty, with white space, an empty token, or a
+    /// wildcard where none may be).
+    BadSubject(String),
+    /// A header name or value that cannot be written (a line break, a `:` in a name).
+    BadHeader(String),
+}
+
+impl fmt::Display for NatsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LineTooLong(n) => write!(f, "a NATS control line of more than {n} bytes"),
+            Self::PayloadTooLarge(n) => write!(f, "a NATS message of {n} bytes, over the limit"),
+            Self::UnknownOp(op) => write!(f, "an unknown NATS operation '{op}'"),
+            Self::BadArguments(op) => write!(f, "bad arguments to NATS {op}"),
+            Self::MissingTerminator => f.write_str("a NATS payload not followed by CRLF"),
+            Self::BadSubject(s) => write!(f, "not a NATS subject: '{s}'"),
+            Self::BadHeader(h) => write!(f, "not a NATS header: '{h}'"),
+        }
+    }
+}
+
+impl std::error::Error for NatsError {}
+
+/// The first whole server operation in `read` (see the module's docs).
+pub fn parse<'a>(read: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, NatsError> {
+    let Some(end) = read.windows(2).position(|w| w == b"\r\n") else {
+        // No line end yet: wait, unless the line already cannot fit.
+        return if read.len() >= limits.max_line {
+            Err(NatsError::LineTooLong(limits.max_line))
+        } else {
+            Ok(Parsed::Incomplete(None))
+        };
+    };
+    if end + 2 > limits.max_line {
+        return Err(NatsError::LineTooLong(limits.max_line));
+    }
+    let line = &read[..end];
+    let after = end + 2;
+    let (op, rest) = match line.iter().position(|b| *b == b' ' || *b == b'\t') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &line[line.len()..]),
+    };
+    let is = |name: &[u8]| op.eq_ignore_ascii_case(name);
+    if is(b"MSG") || is(b"HMSG") {
+        return message(read, rest, after, is(b"HMSG"), limits);
+    }
+    let op = if is(b"PING") {
+        ServerOp::Ping
+    } else if is(b"PONG") {
+        ServerOp::Pong
+    } else if is(b"+OK") {
+        ServerOp::Ok
+    } else if is(b"-ERR") {
+        let text = core::str::from_utf8(trim(rest)).map_err(|_| NatsError::BadArguments("-ERR"))?;
+        ServerOp::Err(text.trim_matches('\''))
+    } else if is(b"INFO") {
+        ServerOp::Info(trim(rest))
+    } else {
+        return Err(NatsError::UnknownOp(String::from_utf8_lossy(op).into_owned()));
+    };
+    Ok(Parsed::Op(op, after))
+}
+
+/// `MSG <subject> <sid> [reply] <bytes>` or `HMSG <subject> <sid> [reply] <header bytes> <bytes>`.
+fn message<'a>(
+    read: &'a [u8],
+    args: &'a [u8],
+    after: usize,
+    with_headers: bool,
+    limits: &Limits,
+) -> Result<Parsed<'a>, NatsError> {
+    let name = if with_headers { "HMSG" } else { "MSG" };
+    let bad = || NatsError::BadArguments(name);
+    let mut words = args.split(|b| *b == b' ' || *b == b'\t').filter(|w| !w.is_empty());
+    let mut next = || words.next();
+    let parts: [Option<&[u8]>; 5] = [next(), next(), next(), next(), next()];
+    if next().is_some() {
+        return Err(bad());
+    }
+    let given = parts.iter().take_while(|p| p.is_some()).count();
+    let (reply, numbers): (Option<&[u8]>, &[Option<&[u8]>]) = match (with_headers, given) {
+        (false, 3) => (None, &parts[2..3]),
+        (false, 4) => (parts[2], &parts[3..4]),
+        (true, 4) => (None, &parts[2..4]),
+        (true, 5) => (parts[2], &parts[3..5]),
+        _ => return Err(bad()),
+    };
+    let subject = core::str::from_utf8(parts[0].ok_or_else(bad)?).map_err(|_| bad())?;
+    let sid = number(parts[1].ok_or_else(bad)?).ok_or_else(bad)?;
+    let reply = reply.map(core::str::from_utf8).transpose().map_err(|_| bad())?;
+    let total = number(numbers.last().copied().flatten().ok_or_else(bad)?).ok_or_else(bad)? as usize;
+    let header_len = if with_headers { number(numbers[0].ok_or_else(bad)?).ok_or_else(bad)? as usize } else { 0 };
+    if header_len > total {
+        return Err(bad());
+    }
+    if total > limits.max_payload {
+        return Err(NatsError::PayloadTooLarge(total));
+    }
+    let need = after + total + 2;
+    if read.len() < need {
+        return Ok(Parsed::Incomplete(Some(need)));
+    }
+    if &read[after + total..need] != b"\r\n" {
+        return Err(NatsError::MissingTerminator);
+    }
+    let body = &read[after..after + total];
+    let headers = with_headers.then(|| &body[..header_len]);
+    Ok(Parsed::Op(ServerOp::Msg { subject, sid, reply, headers, payload: &body[header_len..] }, need))
+}
+
+/// A decimal number of at most 18 digits (more would not fit any limit).
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Whether a client may send `subject`: tokens of printable characters (no white space),
+/// none empty, separated by `.`; with `wildcards` (a subscription) a token may be `*`, and
+/// the last may be `>`.
+pub fn valid_subject(subject: &str, wildcards: bool) -> bool {
+    if subject.is_empty() || subject.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return false;
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && match *t {
+                "*" => wildcards,
+                ">" => wildcards && i == tokens.len() - 1,
+                _ => true,
+            }
+    })
+}
+
+/// Whether a message on `subject` reaches a subscription to `pattern` (`*` matches one
+/// token, a last `>` one or more).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+fn check_subject(subject: &str, wildcards: bool) -> Result<(), NatsError> {
+    if valid_subject(subject, wildcards) { Ok(()) } else { Err(NatsError::BadSubject(subject.to_owned())) }
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `PUB <subject> [reply] <bytes>` and the payload.
+pub fn write_pub(out: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &[u8]) -> Result<(), NatsError> {
+    check_subject(subject, false)?;
+    if let Some(r) = reply {
+        check_subject(r, false)?;
+    }
+    out.extend_from_slice(b"PUB ");
+    out.extend_from_slice(subject.as_bytes());
+    if let Some(r) = reply {
+        out.push(b' ');
+        out.extend_from_slice(r.as_bytes());
+    }
+    out.push(b' ');
+    push_decimal(out, payload.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Appends `HPUB <subject> [reply] <header bytes> <bytes>`, the header block and the payload.
+pub fn write_hpub(
+    out: &mut Vec<u8>,
+    subject: &str,
+    reply: Option<&str>,
+    headers: &Headers,
+    payload: &[u8],
+) -> Result<(), NatsError> {
+    check_subject(subject, false)?;
+    if let Some(r) = reply {
+        check_subject(r, false)?;
+    }
+    let block = headers.encode();
+    out.extend_from_slice(b"HPUB ");
+    out.extend_from_slice(subject.as_bytes());
+    if let Some(r) = reply {
+        out.push(b' ');
+        out.extend_from_slice(r.as_bytes());
+    }
+    out.push(b' ');
+    push_decimal(out, block.len());
+    out.push(b' ');
+    push_decimal(out, block.len() + payload.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&block);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Appends `SUB <subject> [queue group] <sid>`.
+pub fn write_sub(out: &mut Vec<u8>, subject: &str, queue: Option<&str>, sid: u64) -> Result<(), NatsError> {
+    check_subject(subject, true)?;
+    if let Some(q) = queue
+        && (q.is_empty() || q.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
+    {
+        return Err(NatsError::BadSubject(q.to_owned()));
+    }
+    out.extend_from_slice(b"SUB ");
+    out.extend_from_slice(subject.as_bytes());
+    if let Some(q) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.push(b' ');
+    push_decimal(out, sid as usize);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Appends `UNSUB <sid> [max]` (with `max`: after that many more messages).
+pub fn write_unsub(out: &mut Vec<u8>, sid: u64, max: Option<u64>) {
+    out.extend_from_slice(b"UNSUB ");
+    push_decimal(out, sid as usize);
+    if let Some(m) = max {
+        out.push(b' ');
+        push_decimal(out, m as usize);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `CONNECT {json}` (the JSON is the caller's: options, credentials).
+pub fn write_connect(out: &mut Vec<u8>, json: &str) {
+    out.extend_from_slice(b"CONNECT ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn write_ping(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"PING\r\n");
+}
+
+pub fn write_pong(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"PONG\r\n");
+}
+
+/// A header block: an optional status (`503 No Responders`) and `Name: value` lines in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// The status code after `NATS/1.0`, if any (`503`: no responders to a request).
+    pub status: Option<u16>,
+    /// Its description, if any.
+    pub description: String,
+    pub entries: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// Adds `name: value`; names are ASCII without white space or `:`, values without line breaks.
+    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), NatsError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(NatsError::BadHeader(name.to_owned()));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(NatsError::BadHeader(value.to_owned()));
+        }
+        self.entries.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    /// The first value of `name` (names match without regard to case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The block as it goes on the wire, blank line included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = b"NATS/1.0".to_vec();
+        if let Some(code) = self.status {
+            out.push(b' ');
+            push_decimal(&mut out, usize::from(code));
+            if !self.description.is_empty() {
+                out.push(b' ');
+                out.extend_from_slice(self.description.as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        for (n, v) in &self.entries {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Reads a block (`HMSG`'s headers).
+    pub fn decode(block: &[u8]) -> Result<Self, NatsError> {
+        let bad = || NatsError::BadHeader(String::from_utf8_lossy(block).into_owned());
+        let text = core::str::from_utf8(block).map_err(|_| bad())?;
+        let mut lines = text.split("\r\n");
+        let first = lines.next().ok_or_else(bad)?;
+        let status_part = first.strip_prefix("NATS/1.0").ok_or_else(bad)?.trim();
+        let mut headers = Self::default();
+        if !status_part.is_empty() {
+            let (code, description) = status_part.split_once(' ').unwrap_or((status_part, ""));
+            headers.status = Some(code.parse().map_err(|_| bad())?);
+            headers.description = description.trim().to_owned();
+        }
+        for line in lines {
+            if line.is_empty() {
+                continue;
+            }
+            let (name, value) = line.split_once(':').ok_or_else(bad)?;
+            headers.entries.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn op(read: &[u8]) -> (ServerOp<'_>, usize) {
+        match parse(read, &Limits::default()).unwrap() {
+            Parsed::Op(op, n) => (op, n),
+            Parsed::Incomplete(_) => panic!("incomplete: {:?}", String::from_utf8_lossy(read)),
+        }
+    }
+
+    #[test]
+    fn every_server_operation() {
+        assert_eq!(
+            op(b"INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n").0,
+            ServerOp::Info(b"{\"server_id\":\"x\",\"max_payload\":1048576}")
+        );
+        assert_eq!(op(b"PING\r\n"), (ServerOp::Ping, 6));
+        assert_eq!(op(b"pong\r\n"), (ServerOp::Pong, 6), "names in any case");
+        assert_eq!(op(b"+OK\r\n"), (ServerOp::Ok, 5));
+        assert_eq!(op(b"-ERR 'Unknown Protocol Operation'\r\n").0, ServerOp::Err("Unknown Protocol Operation"));
+        assert_eq!(
+            op(b"MSG a.b 9 _INBOX.x 3\r\nabc\r\n"),
+            (ServerOp::Msg { subject: "a.b", sid: 9, reply: Some("_INBOX.x"), headers: None, payload: b"abc" }, 27)
+        );
+        assert_eq!(
+            op(b"MSG\ta.b\t9\t0\r\n\r\n").0,
+            ServerOp::Msg { subject: "a.b", sid: 9, reply: None, headers: None, payload: b"" },
+            "tabs"
+        );
+        let hmsg = b"HMSG a 1 23 26\r\nNATS/1.0\r\nK: vvvvvv\r\n\r\nabc\r\n";
+        let (m, n) = op(hmsg);
+        assert_eq!(n, hmsg.len());
+        let ServerOp::Msg { headers: Some(h), payload, reply: None, .. } = m else { panic!("{m:?}") };
+        assert_eq!(payload, b"abc");
+        assert_eq!(Headers::decode(h).unwrap().get("k"), Some("vvvvvv"));
+    }
+
+    #[test]
+    fn refuses_what_is_not_nats() {
+        let l = Limits::default();
+        assert_eq!(parse(b"HELLO\r\n", &l), Err(NatsError::UnknownOp("HELLO".into())));
+        assert_eq!(parse(b"MSG a 1\r\n", &l), Err(NatsError::BadArguments("MSG")));
+        assert_eq!(parse(b"MSG a x 1\r\nz\r\n", &l), Err(NatsError::BadArguments("MSG")));
+        assert_eq!(parse(b"MSG a 1 2 3 4\r\n", &l), Err(NatsError::BadArguments("MSG")));
+        assert_eq!(
+            parse(b"HMSG a 1 5 3\r\n", &l),
+            Err(NatsError::BadArguments("HMSG")),
+            "headers longer than the whole"
+        );
+        assert_eq!(parse(b"MSG a 1 3\r\nabcXY", &l), Err(NatsError::MissingTerminator));
+        let small = Limits { max_line: 16, max_payload: 8 };
+        assert_eq!(parse(b"MSG a 1 9\r\n", &small), Err(NatsError::PayloadTooLarge(9)));
+        assert_eq!(
+            parse(b"INFO 0123456789abcdef", &small),
+            Err(NatsError::LineTooLong(16)),
+            "no line end within the limit"
+        );
+        assert_eq!(parse(b"INFO 0123456789\r\n", &small), Err(NatsError::LineTooLong(16)));
+        assert_eq!(parse(b"MSG a 1 99999999999999999999\r\n", &l), Err(NatsError::BadArguments("MSG")));
+    }
+
+    #[test]
+    fn waits_for_the_rest() {
+        let l = Limits::default();
+        assert_eq!(parse(b"PIN", &l), Ok(Parsed::Incomplete(None)));
+        assert_eq!(parse(b"MSG a 1 3\r\nab", &l), Ok(Parsed::Incomplete(Some(16))));
+    }
+
+    #[test]
+    fn client_operations() {
+        let mut out = Vec::new();
+        write_connect(&mut out, r#"{"verbose":false,"headers":true}"#);
+        write_sub(&mut out, "prices.>", Some("workers"), 12).unwrap();
+        write_unsub(&mut out, 12, Some(5));
+        write_pub(&mut out, "a.b", Some("_INBOX.1"), b"hi").unwrap();
+        write_ping(&mut out);
+        write_pong(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB prices.> workers 12\r\nUNSUB 12 5\r\nPUB a.b _INBOX.1 2\r\nhi\r\nPING\r\nPONG\r\n"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            write_pub(&mut out, "a.*", None, b""),
+            Err(NatsError::BadSubject("a.*".into())),
+            "no wildcards in a publish"
+        );
+        assert_eq!(write_pub(&mut out, "a b", None, b""), Err(NatsError::BadSubject("a b".into())));
+        assert_eq!(write_sub(&mut out, "a.>.b", None, 1), Err(NatsError::BadSubject("a.>.b".into())));
+        assert_eq!(write_sub(&mut out, "a", Some("w x"), 1), Err(NatsError::BadSubject("w x".into())));
+        assert!(out.is_empty(), "nothing written for what was refused");
+    }
+
+    #[test]
+    fn headers_round_trip_and_statuses() {
+        let mut h = Headers::default();
+        h.insert("Zerohop-Origin", "host-a/17").unwrap();
+        h.insert("Nats-Msg-Id", "42").unwrap();
+        assert!(h.insert("Bad Name", "x").is_err());
+        assert!(h.insert("Name", "line\r\nbreak").is_err());
+        let mut out = Vec::new();
+        write_hpub(&mut out, "a", None, &h, b"body").unwrap();
+        let block = h.encode();
+        assert!(out.starts_with(format!("HPUB a {} {}\r\nNATS/1.0\r\n", block.len(), block.len() + 4).as_bytes()));
+        // What a subscriber gets: the same block and body, as HMSG.
+        let delivered = [b"HMSG a 1".as_slice(), &out[b"HPUB a".len()..]].concat();
+        let (m, n) = op(&delivered);
+        assert_eq!(n, delivered.len());
+        let ServerOp::Msg { headers: Some(block), payload, .. } = m else { panic!() };
+        assert_eq!(payload, b"body");
+        assert_eq!(Headers::decode(block).unwrap(), h);
+        let no_responders = Headers::decode(b"NATS/1.0 503\r\n\r\n").unwrap();
+        assert_eq!((no_responders.status, no_responders.entries.len()), (Some(503), 0));
+        assert_eq!(Headers::decode(b"NATS/1.0 408 Request Timeout\r\n\r\n").unwrap().description, "Request Timeout");
+        assert!(Headers::decode(b"HTTP/1.1 200\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn subjects_and_wildcards() {
+        for (pattern, subject, hit) in [
+            ("a.b", "a.b", true),
+            ("a.*", "a.b", true),
+            ("a.*", "a.b.c", false),
+            ("a.>", "a.b.c", true),
+            ("a.>", "a", false),
+            ("*.b", "a.b", true),
+            (">", "anything.at.all", true),
+            ("a.b", "a.c", false),
+            ("a.b.c", "a.b", false),
+        ] {
+            assert_eq!(subject_matches(pattern, subject), hit, "{pattern} ~ {subject}");
+        }
+        assert!(valid_subject("prices.eur.usd", false));
+        assert!(!valid_subject("prices..usd", false));
+        assert!(!valid_subject("", true));
+        assert!(!valid_subject("a.>", false));
+        assert!(valid_subject("a.*.>", true));
+    }
+
+    proptest! {
+        /// A run of operations, cut anywhere, parses to the same operations: none is
+        /// taken before it is whole, and each takes exactly its bytes.
+        #[test]
+        fn any_cut_parses_the_same(
+            msgs in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..200), any::<bool>(), 0u64..1_000_000), 1..8),
+            cut in 0usize..2000,
+        ) {
+            let mut wire = Vec::new();
+            for (payload, headers, sid) in &msgs {
+                if *headers {
+                    let mut h = Headers::default();
+                    h.insert("K", &sid.to_string()).unwrap();
+                    let block = h.encode();
+                    wire.extend_from_slice(format!("HMSG s.{sid} {sid} {} {}\r\n", block.len(), block.len() + payload.len()).as_bytes());
+                    wire.extend_from_slice(&block);
+                } else {
+                    wire.extend_from_slice(format!("MSG s.{sid} {sid} r.x {}\r\n", payload.len()).as_bytes());
+                }
+                wire.extend_from_slice(payload);
+                wire.extend_from_slice(b"\r\nPING\r\n");
+            }
+            let cut = cut.min(wire.len());
+            // Everything that parses from the first `cut` bytes, then from all of them.
+            let mut at = 0;
+            let mut seen = 0;
+            for end in [cut, wire.len()] {
+                loop {
+                    match parse(&wire[at..end], &Limits::default()).unwrap() {
+                        Parsed::Op(ServerOp::Ping, n) => at += n,
+                        Parsed::Op(ServerOp::Msg { sid, payload, headers, reply, .. }, n) => {
+                            let (p, h, s) = &msgs[seen];
+                            prop_assert_eq!(sid, *s);
+                            prop_assert_eq!(payload, &p[..]);
+                            prop_assert_eq!(headers.is_some(), *h);
+                            prop_assert_eq!(reply.is_some(), !*h);
+                            seen += 1;
+                            at += n;
+                        }
+                        Parsed::Op(other, _) => panic!("{other:?}"),
+                        Parsed::Incomplete(need) => {
+                            if let Some(need) = need { prop_assert!(at + need > end) }
+                            break;
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(seen, msgs.len());
+            prop_assert_eq!(at, wire.len());
+        }
+
+        /// Arbitrary bytes: an operation, a wait or an error, never a panic, and never
+        /// more bytes taken than there are.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Parsed::Op(_, n)) = parse(&bytes, &Limits { max_line: 128, max_payload: 64 }) {
+                prop_assert!(n <= bytes.len());
+            }
+        }
+    }
+}
