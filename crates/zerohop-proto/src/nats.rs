@@ -438,6 +438,391 @@ impl Headers {
     }
 }
 
+/// What a server's `INFO` says that a client acts on (the rest of its JSON is skipped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub server_id: String,
+    /// The largest message it takes (headers and payload).
+    pub max_payload: usize,
+    /// Whether it takes `HPUB` (and may send `HMSG`).
+    pub headers: bool,
+    /// Whether it requires TLS.
+    pub tls_required: bool,
+    /// Other servers of its cluster, `host:port`: where to reconnect.
+    pub connect_urls: Vec<String>,
+    /// What to sign, when the server wants a signature (nkeys).
+    pub nonce: Option<String>,
+}
+
+impl ServerInfo {
+    /// Reads an `INFO`'s JSON object; fields it does not know or cannot read keep their
+    /// defaults (`max_payload`: 1 MiB).
+    pub fn parse(json: &[u8]) -> Result<Self, NatsError> {
+        let bad = || NatsError::BadArguments("INFO");
+        let mut info = Self { max_payload: 1 << 20, ..Self::default() };
+        let mut j = Json { s: json, at: 0 };
+        j.expect(b'{').ok_or_else(bad)?;
+        if j.peek() == Some(b'}') {
+            return Ok(info);
+        }
+        loop {
+            let key = j.string().ok_or_else(bad)?;
+            j.expect(b':').ok_or_else(bad)?;
+            match key.as_str() {
+                "server_id" => info.server_id = j.string().ok_or_else(bad)?,
+                "max_payload" => info.max_payload = j.number().ok_or_else(bad)? as usize,
+                "headers" => info.headers = j.boolean().ok_or_else(bad)?,
+                "tls_required" => info.tls_required = j.boolean().ok_or_else(bad)?,
+                "nonce" => info.nonce = Some(j.string().ok_or_else(bad)?),
+                "connect_urls" => info.connect_urls = j.strings().ok_or_else(bad)?,
+                _ => j.skip(0).ok_or_else(bad)?,
+            }
+            match j.next() {
+                Some(b',') => {}
+                Some(b'}') => return Ok(info),
+                _ => return Err(bad()),
+            }
+        }
+    }
+}
+
+/// Just enough JSON for `INFO`: strings, numbers, booleans, arrays of strings, and
+/// skipping any value (objects and arrays nested to a bounded depth).
+struct Json<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Json<'_> {
+    fn white(&mut self) {
+        while self.s.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
+        }
+    }
+    fn peek(&mut self) -> Option<u8> {
+        self.white();
+        self.s.get(self.at).copied()
+    }
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+    fn expect(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+    fn string(&mut self) -> Option<String> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let b = *self.s.get(self.at)?;
+            self.at += 1;
+            match b {
+                b'"' => return String::from_utf8(out).ok(),
+                b'\\' => {
+                    let e = *self.s.get(self.at)?;
+                    self.at += 1;
+                    match e {
+                        b'n' => out.push(b'\n'),
+                        b't' => out.push(b'\t'),
+                        b'r' => out.push(b'\r'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'u' => {
+                            let hex = core::str::from_utf8(self.s.get(self.at..self.at + 4)?).ok()?;
+                            self.at += 4;
+                            let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?).unwrap_or('\u{fffd}');
+                            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        }
+                        other => out.push(other),
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+    }
+    fn number(&mut self) -> Option<u64> {
+        self.white();
+        let start = self.at;
+        while self.s.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        number(&self.s[start..self.at])
+    }
+    fn boolean(&mut self) -> Option<bool> {
+        self.white();
+        for (word, v) in [(&b"true"[..], true), (&b"false"[..], false)] {
+            if self.s[self.at..].starts_with(word) {
+                self.at += word.len();
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn strings(&mut self) -> Option<Vec<String>> {
+        self.expect(b'[')?;
+        let mut out = Vec::new();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Some(out);
+        }
+        loop {
+            out.push(self.string()?);
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+    /// Skips one value of any kind.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > 16 {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let close = if self.next()? == b'{' { b'}' } else { b']' };
+                if self.peek()? == close {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    if close == b'}' {
+                        self.string()?;
+                        self.expect(b':')?;
+                    }
+                    self.skip(depth + 1)?;
+                    match self.next()? {
+                        b',' => {}
+                        b if b == close => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {
+                // A number, true, false or null: up to the next delimiter.
+                let start = self.at;
+                while self.s.get(self.at).is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+                {
+                    self.at += 1;
+                }
+                (self.at > start).then_some(())
+            }
+        }
+    }
+}
+
+/// What a [`Session`] hands its driver as it reads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The server answered the first `PING` after `CONNECT`: subscribed, ready.
+    Connected,
+    /// A message for a subscription.
+    Message { sid: u64, subject: &'a str, reply: Option<&'a str>, headers: Option<&'a [u8]>, payload: &'a [u8] },
+    /// `-ERR`: the server's complaint (it closes the connection after most).
+    ServerError(&'a str),
+}
+
+/// A subscription a session keeps across reconnects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    sid: u64,
+    subject: String,
+    queue: Option<String>,
+}
+
+/// Where a session is on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the server's `INFO`.
+    Greeting,
+    /// `CONNECT`, the subscriptions and a `PING` sent: waiting for its `PONG`.
+    Confirming,
+    Connected,
+}
+
+/// A client's side of a connection to a NATS server, free of I/O (the quinn-proto model):
+/// the driver feeds it what the socket read ([`Session::read`]) and writes what it asks
+/// ([`Session::output`]); timers are the driver's, given as ticks ([`Session::tick`]).
+/// Subscriptions outlive a connection: after [`Session::reset`] the next `INFO` brings
+/// them back on the new one.
+#[derive(Debug)]
+pub struct Session {
+    connect: String,
+    phase: Phase,
+    out: Vec<u8>,
+    subs: Vec<Subscription>,
+    next_sid: u64,
+    /// `PING`s sent that no `PONG` answered yet.
+    pings_out: u32,
+    limits: Limits,
+    info: ServerInfo,
+}
+
+impl Session {
+    /// A session that will send `connect` (the `CONNECT` JSON: name, credentials,
+    /// `headers`, `no_responders`, `echo`) once the server greets it.
+    pub fn new(connect: impl Into<String>) -> Self {
+        Self {
+            connect: connect.into(),
+            phase: Phase::Greeting,
+            out: Vec::new(),
+            subs: Vec::new(),
+            next_sid: 1,
+            pings_out: 0,
+            limits: Limits::default(),
+            info: ServerInfo::default(),
+        }
+    }
+
+    /// Whether the server confirmed the connection (and the subscriptions on it).
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// The server's `INFO`, once it greeted this connection.
+    pub fn server(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Subscribes to `subject` (wildcards allowed), in `queue`'s group if given: its id.
+    /// Sent now if connected, else as the connection is made.
+    pub fn subscribe(&mut self, subject: &str, queue: Option<&str>) -> Result<u64, NatsError> {
+        let sid = self.next_sid;
+        let mut line = Vec::new();
+        write_sub(&mut line, subject, queue, sid)?;
+        self.next_sid += 1;
+        self.subs.push(Subscription { sid, subject: subject.to_owned(), queue: queue.map(str::to_owned) });
+        if self.phase != Phase::Greeting {
+            self.out.extend_from_slice(&line);
+        }
+        Ok(sid)
+    }
+
+    /// Ends subscription `sid`.
+    pub fn unsubscribe(&mut self, sid: u64) {
+        let before = self.subs.len();
+        self.subs.retain(|s| s.sid != sid);
+        if self.subs.len() < before && self.phase != Phase::Greeting {
+            write_unsub(&mut self.out, sid, None);
+        }
+    }
+
+    /// Publishes `payload` on `subject` (with `headers`, when given and not empty). Refused
+    /// when larger than the server takes, or with headers it does not take.
+    pub fn publish(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Option<&Headers>,
+        payload: &[u8],
+    ) -> Result<(), NatsError> {
+        let headers = headers.filter(|h| h.status.is_some() || !h.entries.is_empty());
+        let size = payload.len() + headers.map_or(0, |h| h.encode().len());
+        if self.phase != Phase::Greeting && size > self.info.max_payload {
+            return Err(NatsError::PayloadTooLarge(size));
+        }
+        match headers {
+            Some(h) if self.phase != Phase::Greeting && !self.info.headers => {
+                Err(NatsError::BadHeader(format!("the server takes no headers ({} given)", h.entries.len())))
+            }
+            Some(h) => write_hpub(&mut self.out, subject, reply, h, payload),
+            None => write_pub(&mut self.out, subject, reply, payload),
+        }
+    }
+
+    /// What waits to be written to the socket; call [`Session::written`] with how much was.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// `n` bytes of [`Session::output`] were written.
+    pub fn written(&mut self, n: usize) {
+        self.out.drain(..n.min(self.out.len()));
+    }
+
+    /// Handles what the socket read, `read` (from where the last call left off): each
+    /// event goes to `on`. Returns how many bytes it took (the rest is an unfinished
+    /// operation: keep it and append to it), or why the connection cannot go on.
+    pub fn read(&mut self, read: &[u8], mut on: impl FnMut(Event<'_>)) -> Result<usize, NatsError> {
+        let mut at = 0;
+        loop {
+            let (op, n) = match parse(&read[at..], &self.limits)? {
+                Parsed::Op(op, n) => (op, n),
+                Parsed::Incomplete(_) => return Ok(at),
+            };
+            at += n;
+            match op {
+                ServerOp::Info(json) => {
+                    self.info = ServerInfo::parse(json)?;
+                    self.limits.max_payload = self.info.max_payload;
+                    if self.phase == Phase::Greeting {
+                        self.greet();
+                    }
+                }
+                ServerOp::Ping => write_pong(&mut self.out),
+                ServerOp::Pong => {
+                    self.pings_out = self.pings_out.saturating_sub(1);
+                    if self.phase == Phase::Confirming {
+                        self.phase = Phase::Connected;
+                        on(Event::Connected);
+                    }
+                }
+                ServerOp::Ok => {}
+                ServerOp::Err(text) => on(Event::ServerError(text)),
+                ServerOp::Msg { subject, sid, reply, headers, payload } => {
+                    on(Event::Message { sid, subject, reply, headers, payload })
+                }
+            }
+        }
+    }
+
+    /// `CONNECT`, every subscription, and a `PING` whose `PONG` says they were taken;
+    /// before them, nothing published while there was no connection (it went out with it).
+    fn greet(&mut self) {
+        let pending = core::mem::take(&mut self.out);
+        write_connect(&mut self.out, &self.connect);
+        for s in &self.subs {
+            write_sub(&mut self.out, &s.subject, s.queue.as_deref(), s.sid).expect("checked as it was subscribed");
+        }
+        write_ping(&mut self.out);
+        self.pings_out = 1;
+        self.out.extend_from_slice(&pending);
+        self.phase = Phase::Confirming;
+    }
+
+    /// A ping interval passed: sends a `PING`. False when `max_out` were sent before it
+    /// without an answer (the connection is stale: reset it and reconnect).
+    pub fn tick(&mut self, max_out: u32) -> bool {
+        if self.phase == Phase::Greeting {
+            return true;
+        }
+        if self.pings_out >= max_out {
+            return false;
+        }
+        write_ping(&mut self.out);
+        self.pings_out += 1;
+        true
+    }
+
+    /// The connection is gone: the next one starts from its greeting. What was published
+    /// and not yet written stays, to go out on the next connection (`keep_pending`), or
+    /// is dropped; how many bytes were dropped.
+    pub fn reset(&mut self, keep_pending: bool) -> usize {
+        self.phase = Phase::Greeting;
+        self.pings_out = 0;
+        if keep_pending {
+            0
+        } else {
+            let n = self.out.len();
+            self.out.clear();
+            n
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +962,99 @@ mod tests {
         assert!(!valid_subject("", true));
         assert!(!valid_subject("a.>", false));
         assert!(valid_subject("a.*.>", true));
+    }
+
+    #[test]
+    fn server_info_reads_what_a_client_needs_and_skips_the_rest() {
+        let json = br#"{"server_id":"NDX","server_name":"a","version":"2.9.10","proto":1,"go":"go1.19","host":"0.0.0.0","port":4222,"headers":true,"max_payload":1048576,"client_id":5,"client_ip":"127.0.0.1","cluster":"c","connect_urls":["10.0.0.1:4222","10.0.0.2:4222"],"nested":{"a":[1,{"b":"\"}"}],"c":null},"tls_required":false,"nonce":"ab\u0041"}"#;
+        let info = ServerInfo::parse(json).unwrap();
+        assert_eq!(
+            info,
+            ServerInfo {
+                server_id: "NDX".into(),
+                max_payload: 1_048_576,
+                headers: true,
+                tls_required: false,
+                connect_urls: vec!["10.0.0.1:4222".into(), "10.0.0.2:4222".into()],
+                nonce: Some("abA".into()),
+            }
+        );
+        assert_eq!(ServerInfo::parse(b"{}").unwrap().max_payload, 1 << 20);
+        assert!(ServerInfo::parse(b"{\"max_payload\":\"x\"}").is_err());
+        assert!(ServerInfo::parse(b"[1]").is_err());
+        assert!(ServerInfo::parse(b"{\"a\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]}").is_err(), "nesting is bounded");
+    }
+
+    /// What a session writes, as text.
+    fn out(s: &mut Session) -> String {
+        let text = String::from_utf8(s.output().to_vec()).unwrap();
+        s.written(s.output().len());
+        text
+    }
+
+    #[test]
+    fn a_session_greets_subscribes_confirms_and_comes_back_after_a_reset() {
+        let mut s = Session::new(r#"{"headers":true}"#);
+        let prices = s.subscribe("prices.>", None).unwrap();
+        let work = s.subscribe("jobs", Some("workers")).unwrap();
+        s.publish("early", None, None, b"x").unwrap();
+        assert_eq!(out(&mut s), "PUB early 1\r\nx\r\n", "published before a connection: waits, in order");
+        s.reset(true);
+        s.publish("early", None, None, b"x").unwrap();
+        let mut events = Vec::new();
+        let read = b"INFO {\"server_id\":\"a\",\"headers\":true,\"max_payload\":64}\r\n";
+        assert_eq!(s.read(read, |e| events.push(format!("{e:?}"))).unwrap(), read.len());
+        assert_eq!(
+            out(&mut s),
+            "CONNECT {\"headers\":true}\r\nSUB prices.> 1\r\nSUB jobs workers 2\r\nPING\r\nPUB early 1\r\nx\r\n"
+        );
+        assert!(!s.is_connected());
+        let read = b"+OK\r\nPONG\r\nMSG prices.eur 1 2\r\nhi\r\nPING\r\nMSG jo";
+        let took = s.read(read, |e| events.push(format!("{e:?}"))).unwrap();
+        assert_eq!(took, read.len() - 6, "the unfinished MSG stays for the next read");
+        assert!(s.is_connected());
+        assert_eq!(
+            events,
+            [
+                "Connected",
+                format!(
+                    "{:?}",
+                    Event::Message { sid: prices, subject: "prices.eur", reply: None, headers: None, payload: b"hi" }
+                )
+                .as_str()
+            ]
+        );
+        assert_eq!(out(&mut s), "PONG\r\n", "a PING answered");
+        assert_eq!(
+            s.publish("big", None, None, &[0; 65]),
+            Err(NatsError::PayloadTooLarge(65)),
+            "the server's max_payload"
+        );
+        s.unsubscribe(work);
+        assert_eq!(out(&mut s), "UNSUB 2\r\n");
+        // Pings: two unanswered and the connection is stale.
+        assert!(s.tick(2) && s.tick(2));
+        assert!(!s.tick(2));
+        s.reset(false);
+        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert_eq!(
+            out(&mut s),
+            "CONNECT {\"headers\":true}\r\nSUB prices.> 1\r\nPING\r\n",
+            "only what is still subscribed comes back"
+        );
+        let mut h = Headers::default();
+        h.insert("A", "b").unwrap();
+        assert!(
+            matches!(s.publish("x", None, Some(&h), b""), Err(NatsError::BadHeader(_))),
+            "this server said nothing of headers"
+        );
+        assert!(
+            s.read(b"-ERR 'Authorization Violation'\r\n", |e| assert_eq!(
+                e,
+                Event::ServerError("Authorization Violation")
+            ))
+            .is_ok()
+        );
     }
 
     proptest! {
