@@ -108,6 +108,20 @@ for (const receiveThreads of [1, 2]) {
   })
 }
 
+test.serial('a reader that finds nothing first sends what its hub published in the turn (an echo that spins answers at once)', async (t) => {
+  await using b = await Hub.open('udp://127.0.0.1:0')
+  await using a = await Hub.open('udp://127.0.0.1:0', { peers: [b.localAddress!] })
+  // The first goes at once; the next two wait in a datagram for the end of the turn…
+  for (let i = 0; i < 3; i++) a.publish(new Uint8Array(8))
+  t.is(a.metrics().udp!.datagramsSent, 1)
+  // …unless this hub looks for a message and finds none: then they go first.
+  t.is(a.tryRecv(), undefined)
+  t.is(a.metrics().udp!.datagramsSent, 2)
+  let got = 0
+  while (got < 3) got += (await b.recvBatch(3, { timeoutMs: 5000 })).length
+  t.is(got, 3)
+})
+
 test.serial('64 KB datagrams go out with io_uring zero-copy send and arrive whole', async (t) => {
   const why = await uringAvailable()
   if (why) {
