@@ -160,6 +160,7 @@ test('OpenTelemetry: a MeterProvider reads the counters under the messaging sema
   const sends = points('messaging.client.operation.duration', name) as DataPoint<Histogram>[]
   t.is(sends.reduce((n, p) => n + p.value.count, 0), 5)
   t.is(sends[0]!.attributes['messaging.operation.name'], 'send')
+  t.regex(String(sends[0]!.attributes['zerohop.hub']), /^\d+$/, 'each hub a series of its own')
   for (const metric of ['rpc.client.call.duration', 'rpc.server.call.duration']) {
     const h = points(metric, url) as DataPoint<Histogram>[]
     t.is(h.reduce((n, p) => n + p.value.count, 0), 6, metric)

@@ -343,7 +343,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     if (this.sub) port.setDoorbell(() => this.onDoorbell())
     openHubs.add(this.self)
     hubNumber(this)
-    opened()
+    opened(this)
   }
 
   /**
@@ -756,11 +756,15 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `timeoutMs`, `ERR_ABORTED` when `signal` aborts, and as `publish` does otherwise.
    * While it waits it looks for room every millisecond.
    */
-  async send(value: T, options: SendOptions = {}): Promise<void> {
-    if (!timing.on) return this.sendWhenRoom(value, options)
+  send(value: T, options: SendOptions = {}): Promise<void> {
+    // (Not an async function itself: untimed, the promise is sendWhenRoom's own.)
+    return timing.on ? this.timedSend(value, options) : this.sendWhenRoom(value, options)
+  }
+
+  private async timedSend(value: T, options: SendOptions): Promise<void> {
     const start = performance.now()
     await this.sendWhenRoom(value, options)
-    this.latencies.observe('send', (performance.now() - start) * 1000)
+    this.latencies.since('send', start)
   }
 
   private async sendWhenRoom(value: T, options: SendOptions): Promise<void> {

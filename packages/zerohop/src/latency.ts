@@ -57,7 +57,7 @@ export class LatencyHistogram {
 export const timing = {
   on: false,
   /** OpenTelemetry's histograms: told each duration as it is observed. */
-  listeners: new Set<(name: LatencyName, us: number, about: { url: string; transport: string }) => void>(),
+  listeners: new Set<(name: LatencyName, us: number, hub: object) => void>(),
 }
 
 /** Turns timing on for the process (something reads the histograms now). */
@@ -69,14 +69,20 @@ export function startTiming(): void {
 export class Latencies {
   private readonly by = new Map<LatencyName, LatencyHistogram>()
 
-  constructor(private readonly about: { readonly url: string; readonly transport: string }) {}
+  /** `hub`: whose they are (what listeners are told). */
+  constructor(private readonly hub: object) {}
 
   /** Counts one duration of `us` µs under `name`. */
   observe(name: LatencyName, us: number): void {
     let h = this.by.get(name)
     if (h === undefined) this.by.set(name, (h = new LatencyHistogram()))
     h.observe(us)
-    for (const l of timing.listeners) l(name, us, this.about)
+    for (const l of timing.listeners) l(name, us, this.hub)
+  }
+
+  /** Counts under `name` the time since `start` (`performance.now()`). */
+  since(name: LatencyName, start: number): void {
+    this.observe(name, (performance.now() - start) * 1000)
   }
 
   entries(): IterableIterator<[LatencyName, LatencyHistogram]> {

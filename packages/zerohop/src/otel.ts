@@ -14,7 +14,7 @@
  * URL, `zerohop.transport`, `zerohop.hub` (its number in the process).
  */
 import { LATENCIES, LATENCY_BUCKETS_US, type LatencyName, timing, startTiming } from './latency.js'
-import { families, type Measured, reader, refreshers } from './prometheus.js'
+import { hubNumber, type Measured, watchFamilies } from './prometheus.js'
 
 type Attributes = Record<string, string>
 
@@ -51,37 +51,32 @@ function unitOf(name: string, otel: string): string | undefined {
 
 export function registerOpenTelemetry(meter: OtelMeter, read: () => Iterable<Measured>): () => void {
   startTiming()
-  const current = reader(read)
   const made: Array<[Observable, Parameters<Observable['addCallback']>[0]]> = []
   const names = new Set<string>()
-  const refresh = (reading = families(read())): void => {
-    for (const [name, f] of reading) {
-      if (f.type === 'histogram' || names.has(f.otel)) continue
-      names.add(f.otel)
-      const options = { description: f.help, unit: unitOf(name, f.otel) }
-      const instrument = f.type === 'counter' ? meter.createObservableCounter(f.otel, options) : meter.createObservableGauge(f.otel, options)
-      const callback: Parameters<Observable['addCallback']>[0] = (result) => {
-        refresh(current())
-        for (const s of current().get(name)?.samples ?? []) result.observe(s.value, attributesOf(s.labels))
-      }
-      instrument.addCallback(callback)
-      made.push([instrument, callback])
+  const watch = watchFamilies(read, (name, f) => {
+    if (f.type === 'histogram' || names.has(f.otel)) return
+    names.add(f.otel)
+    const options = { description: f.help, unit: unitOf(name, f.otel) }
+    const instrument = f.type === 'counter' ? meter.createObservableCounter(f.otel, options) : meter.createObservableGauge(f.otel, options)
+    const callback: Parameters<Observable['addCallback']>[0] = (result) => {
+      for (const s of watch.current().get(name)?.samples ?? []) result.observe(s.value, attributesOf(s.labels))
     }
-  }
+    instrument.addCallback(callback)
+    made.push([instrument, callback])
+  })
   const histograms = new Map<LatencyName, ReturnType<OtelMeter['createHistogram']>>()
   for (const [which, l] of Object.entries(LATENCIES) as [LatencyName, (typeof LATENCIES)[LatencyName]][]) {
     histograms.set(which, meter.createHistogram(l.otel, { description: l.help, unit: 's', advice: { explicitBucketBoundaries: LATENCY_BUCKETS_US.map((us) => us / 1e6) } }))
   }
-  const listener = (which: LatencyName, us: number, about: { url: string; transport: string }): void => {
-    histograms.get(which)!.record(us / 1e6, { ...attributesOf({ endpoint: about.url, transport: about.transport }), ...LATENCIES[which].attributes })
+  const listener = (which: LatencyName, us: number, hub: object): void => {
+    const { url, transport } = hub as Measured
+    const about = attributesOf({ endpoint: url, transport, hub: String(hubNumber(hub as Measured)) })
+    histograms.get(which)!.record(us / 1e6, { ...about, ...LATENCIES[which].attributes })
   }
   timing.listeners.add(listener)
-  const opened = (): void => refresh()
-  opened()
-  refreshers.add(opened)
   return () => {
     timing.listeners.delete(listener)
-    refreshers.delete(opened)
+    watch.stop()
     for (const [instrument, callback] of made) instrument.removeCallback(callback)
   }
 }

@@ -182,55 +182,62 @@ export interface PromRegistry {
  * function that takes them out again.
  */
 export function registerPromClient(registry: PromRegistry, read: () => Iterable<Measured>): () => void {
-  const current = reader(read)
-  const registered = new Set<string>()
-  const refresh = (reading = families(read())): void => {
-    for (const [name, f] of reading) {
-      if (registered.has(name) || registry.getSingleMetric(name) !== undefined) continue
-      registered.add(name)
-      const { type, help } = f
-      registry.registerMetric({
-        name,
-        help,
-        type,
-        aggregator: 'sum',
-        reset() {},
-        async get() {
-          refresh(current())
-          const values = (current().get(name)?.samples ?? []).map((s) => ({ metricName: s.name, labels: s.labels, value: s.value }))
-          return { name, help, type, aggregator: 'sum', values }
-        },
-      })
-    }
-  }
-  const opened = (): void => refresh()
-  opened()
-  refreshers.add(opened)
+  const registered: string[] = []
+  const watch = watchFamilies(read, (name, { type, help }) => {
+    if (registry.getSingleMetric(name) !== undefined) return // (someone else's of that name)
+    registered.push(name)
+    registry.registerMetric({
+      name,
+      help,
+      type,
+      aggregator: 'sum',
+      reset() {},
+      async get() {
+        const values = (watch.current().get(name)?.samples ?? []).map((s) => ({ metricName: s.name, labels: s.labels, value: s.value }))
+        return { name, help, type, aggregator: 'sum', values }
+      },
+    })
+  })
   return () => {
-    refreshers.delete(opened)
+    watch.stop()
     for (const name of registered) registry.removeSingleMetric(name)
   }
 }
 
 /**
- * The families of `read()`'s hubs, read once for everything that asks before the
- * current task ends (a scrape asks family by family, all at once).
+ * Tells `onNew` of each family of `read()`'s hubs once: those there now, those a hub
+ * brings as it opens, and any first seen in a reading. `current()` reads the hubs once
+ * for everything that asks before the current task ends (a scrape asks family by
+ * family, all at once); `stop()` ends the watch.
  */
-export function reader(read: () => Iterable<Measured>): () => Map<string, Family> {
+export function watchFamilies(read: () => Iterable<Measured>, onNew: (name: string, family: Family) => void): { current(): Map<string, Family>; stop(): void } {
+  const seen = new Set<string>()
+  const look = (reading: Map<string, Family>): void => {
+    for (const [name, f] of reading) {
+      if (seen.has(name)) continue
+      seen.add(name)
+      onNew(name, f)
+    }
+  }
   let reading: Map<string, Family> | undefined
-  return () => {
+  const current = (): Map<string, Family> => {
     if (reading === undefined) {
       reading = families(read())
       queueMicrotask(() => (reading = undefined))
+      look(reading)
     }
     return reading
   }
+  const opening = (hub: Measured): void => look(families([hub]))
+  look(families(read()))
+  watchers.add(opening)
+  return { current, stop: () => void watchers.delete(opening) }
 }
 
 /** What learns of each hub as it opens (prom-client's and OpenTelemetry's registrations). */
-export const refreshers = new Set<() => void>()
+const watchers = new Set<(hub: Measured) => void>()
 
-/** A hub opened: registrations look for families they do not have yet. */
-export function opened(): void {
-  for (const r of refreshers) r()
+/** `hub` opened: registrations look for families they do not have yet. */
+export function opened(hub: Measured): void {
+  for (const w of watchers) w(hub)
 }

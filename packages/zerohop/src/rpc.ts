@@ -362,7 +362,7 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
 
 /** Times a request `s` received at `start` (`performance.now()`) and has just answered. */
 function handled(s: Source, start: number): void {
-  s.hub.latencies.observe('handle', (performance.now() - start) * 1000)
+  s.hub.latencies.since('handle', start)
 }
 
 /** What the servers of a network URL share through (see `rpc-share.ts`). */
@@ -491,7 +491,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
       m.kind = 0 // (not every envelope has one)
       if (this.hub.pollMessage(m)) {
         if (m.request === key) {
-          if (start >= 0) this.hub.latencies.observe('request', (performance.now() - start) * 1000)
+          if (start >= 0) this.hub.latencies.since('request', start)
           return this.answerOf(m as Answer)
         }
         this.handle(m as Answer) // an answer to a request given up on
@@ -570,7 +570,7 @@ export class RpcClient<Req, Res> implements AsyncDisposable {
   private handle(m: Answer): void {
     const entry = this.settle(m.request ?? -1)
     if (entry === undefined) return
-    if (entry.start >= 0) this.hub.latencies.observe('request', (performance.now() - entry.start) * 1000)
+    if (entry.start >= 0) this.hub.latencies.since('request', entry.start)
     this.answerOf(m).then(entry.resolve, entry.reject)
   }
 

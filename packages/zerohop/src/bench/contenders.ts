@@ -248,6 +248,8 @@ function nodeNet(transport: 'uds' | 'tcp'): Contender {
       const sock = transport === 'uds' ? netConnect(address) : netConnect(Number(address.split(':')[1]), '127.0.0.1')
       sock.setNoDelay(true)
       await once(sock, 'connect')
+      // (A peer that dies resets the connection: the runner hears of it from the peer's exit.)
+      sock.on('error', () => undefined)
       let echoed: (() => void) | undefined
       sock.on('data', framer(() => echoed?.()))
       const frame = framing()
@@ -259,6 +261,7 @@ function nodeNet(transport: 'uds' | 'tcp'): Contender {
           }),
         send: (m) => (sock.write(frame(m)) ? undefined : once(sock, 'drain').then(() => undefined)),
         async close() {
+          if (sock.closed) return
           sock.end()
           await once(sock, 'close')
         },

@@ -90,7 +90,8 @@ export interface BenchReport {
 const SPECTRUM = [0, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1]
 
 const peerScript = join(__dirname, 'peer.js')
-const hasTaskset = (): boolean => spawnSync('taskset', ['-V'], { stdio: 'ignore' }).error === undefined
+/** Whether processes can be pinned to CPUs 0 and 1 (taskset is there, and the CPU set of a container allows both). */
+const canPin = (): boolean => ['0', '1'].every((cpu) => spawnSync('taskset', ['-c', cpu, 'true'], { stdio: 'ignore' }).status === 0)
 const hrNs = (): number => Number(process.hrtime.bigint())
 const nowMs = (): number => performance.timeOrigin + performance.now()
 
@@ -100,6 +101,11 @@ class Peer {
   private readonly waiting: Array<(line: Record<string, unknown>) => void> = []
   private readonly proc: ChildProcess
   private failed: Error | undefined
+  /** Rejects when the peer exits before it was told to (`end`): what a run races against. */
+  readonly died: Promise<never>
+  /** Resolves when it exited, whenever that was. */
+  private readonly closed: Promise<void>
+  private ending = false
 
   constructor(args: string[], cpu: number | undefined) {
     const argv = [process.execPath, peerScript, ...args]
@@ -114,10 +120,16 @@ class Peer {
       if (w) w(line)
       else this.lines.push(line)
     })
-    this.proc.once('exit', (code) => {
-      this.failed = new Error(`the peer of ${args.join(' ')} exited (${code})`)
-      for (const w of this.waiting.splice(0)) w({ error: this.failed.message })
-    })
+    // ('close', not 'exit': every line it printed has been read by then.)
+    this.closed = new Promise<void>((resolve) =>
+      this.proc.once('close', (code, signal) => {
+        this.failed = new Error(`the peer of ${args.join(' ')} exited (${code ?? signal})`)
+        for (const w of this.waiting.splice(0)) w({ error: this.failed.message })
+        resolve()
+      }),
+    )
+    this.died = this.closed.then(() => (this.ending ? new Promise<never>(() => undefined) : Promise.reject(this.failed)))
+    this.died.catch(() => undefined)
   }
 
   async next(): Promise<Record<string, unknown>> {
@@ -127,11 +139,12 @@ class Peer {
   }
 
   tell(line: string): void {
+    if (line === 'end') this.ending = true
     if (this.failed === undefined) this.proc.stdin!.write(`${line}\n`)
   }
 
-  async exited(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) await new Promise((r) => this.proc.once('exit', r))
+  exited(): Promise<void> {
+    return this.closed
   }
 
   kill(): void {
@@ -179,7 +192,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   }
   // (All the machine's: this process may be pinned to one of them already.)
   const cpus = cpuList().length
-  const pinned = options.pin !== false && cpus >= 2 && hasTaskset()
+  const pinned = options.pin !== false && cpus >= 2 && canPin()
   const size = {
     rttSamples: quick ? 2_000 : 10_000,
     rttWarmup: quick ? 200 : 1_000,
@@ -246,9 +259,12 @@ async function runOnce(
     return
   }
   const count = workload.kind === 'rtt' ? size.rttSamples : size.oneway(workload)
-  const peer = new Peer([contender.id, workload.id, String(count)], pinned ? 1 : undefined)
+  // How long a stream's peer waits for more before it counts the rest lost: a moment
+  // for datagrams, long enough for a retransmission's back-off on connections.
+  const idleMs = contender.transport === 'udp' ? 300 : 5000
+  const peer = new Peer([contender.id, workload.id, String(count), String(idleMs)], pinned ? 1 : undefined)
   let client: Client | undefined
-  try {
+  const run = async (): Promise<void> => {
     const { ready } = (await peer.next()) as { ready: Record<string, string> }
     client = await contender.connect!(ready, workload)
     if (client.greeting !== undefined) {
@@ -289,14 +305,23 @@ async function runOnce(
       tally.latency.add(Histogram.fromJSON(r.latency))
       tally.sent += count
       tally.received += r.received
-      tally.rates.push(r.received / ((r.lastMs - start) / 1000))
+      // (Nothing received: a rate of 0, not one over a clock that never moved.)
+      tally.rates.push(r.received === 0 ? 0 : r.received / (Math.max(r.lastMs - start, 0.001) / 1000))
     }
+  }
+  try {
+    // A peer that dies mid-run ends the run (one race a run: nothing a message).
+    await Promise.race([run(), peer.died])
   } finally {
-    await client?.close()
-    peer.tell('end')
-    const late = setTimeout(() => peer.kill(), 15_000)
-    await peer.exited()
-    clearTimeout(late)
+    try {
+      const closed = client?.close()
+      if (closed !== undefined) await Promise.race([closed, new Promise((r) => setTimeout(r, 15_000).unref())])
+    } finally {
+      peer.tell('end')
+      const late = setTimeout(() => peer.kill(), 15_000)
+      await peer.exited()
+      clearTimeout(late)
+    }
   }
 }
 
@@ -312,7 +337,8 @@ function report(tallies: Tally[], skipped: BenchReport['skipped'], machine: Benc
       // sockperf's own percentiles, the mean of each over the rounds.
       return t.external[0]!.map(([q], i) => [q, t.external.reduce((s, r) => s + (r[i]?.[1] ?? 0), 0) / t.external.length])
     }
-    return SPECTRUM.map((q) => [q, (q === 0 ? t.latency.min : t.latency.percentile(q)) / 1000])
+    // (Nothing measured, say every round trip lost: NaN, which tables print as – and plots leave out.)
+    return SPECTRUM.map((q) => [q, t.latency.count === 0 ? NaN : (q === 0 ? t.latency.min : t.latency.percentile(q)) / 1000])
   })
   const at = (spectrum: [number, number][], q: number): number => {
     const hit = spectrum.find(([x]) => x >= q - 1e-9)

@@ -9,17 +9,19 @@
  *   ← "end"                            everything is sent
  *   → { "received", "bytes", "lastMs", "latency" }   (a stream's sink: what arrived; then it exits)
  *
- * Usage: node peer.js <contender id> <workload id> <messages the stream sends>
+ * Usage: node peer.js <contender id> <workload id> <messages the stream sends> <ms a stream may be idle>
  */
 import { createInterface } from 'node:readline'
 import { CONTENDERS, WORKLOADS, type Contender, type Workload } from './contenders.js'
 import { Histogram } from './histogram.js'
 
-const [id, workloadId, expectedArg] = process.argv.slice(2)
+const [id, workloadId, expectedArg, idleArg] = process.argv.slice(2)
 const serve = CONTENDERS.find((c) => c.id === id)?.serve
 const workload = WORKLOADS.find((w) => w.id === workloadId)
 if (serve === undefined || workload === undefined) throw new Error(`peer: no contender '${id}' with workload '${workloadId}'`)
 const expected = Number(expectedArg)
+/** How long a stream waits for more before what did not come counts as lost. */
+const idleMs = Number(idleArg ?? 300)
 
 const say = (line: object): void => void process.stdout.write(`${JSON.stringify(line)}\n`)
 const nowMs = (): number => performance.timeOrigin + performance.now()
@@ -50,13 +52,13 @@ async function main(serve: NonNullable<Contender['serve']>, workload: Workload):
     say({ greeted: true })
   }
   if (workload.kind === 'oneway') {
-    // Everything, or nothing more for 300 ms (what a datagram transport lost stays lost).
+    // Everything, or nothing more for `idleMs` (what a datagram transport lost stays lost).
     await new Promise<void>((resolve) => {
       let seen = -1
       const idle = setInterval(() => {
         if (received === seen) done()
         seen = received
-      }, 300)
+      }, idleMs)
       const done = (): void => {
         clearInterval(idle)
         resolve()
