@@ -3,12 +3,12 @@
 // the other outputs, and the errors. (It measures, it does not judge: speed is for
 // `npm run bench`, not for a test.)
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { type BenchRow as Row, Histogram } from 'zerohop/bench'
-import { ensureDebian } from './helpers.ts'
+import { ensure } from '../scripts/debian.ts'
 
 const cli = join(import.meta.dirname, '..', 'packages', 'zerohop', 'dist', 'cli.js')
 
@@ -30,8 +30,8 @@ function bench(...args: string[]): Promise<{ code: number; stdout: string; stder
 
 test.before(() => {
   // The alternatives the benchmark looks for: the project installs what it can.
-  ensureDebian('sockperf', () => !spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error)
-  ensureDebian('nats-server', () => existsSync('/usr/sbin/nats-server') || !spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).error)
+  ensure.sockperf()
+  ensure.natsServer()
 })
 
 

@@ -159,17 +159,3 @@ export function twoHosts(t: ExecutionContext, net: string): [a: string, b: strin
   }
   return [a, b, va, vb]
 }
-
-/**
- * A Debian package a test needs (nftables, nats-server, sockperf), installed with
- * apt-get when `present()` says it is missing; whether it is there afterwards.
- */
-export function ensureDebian(pkg: string, present: () => boolean): boolean {
-  if (present()) return true
-  const install = () => spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' }).status === 0
-  if (!install()) {
-    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
-    install()
-  }
-  return present()
-}

@@ -5,12 +5,12 @@
 // (`chaos-proxy`); servers are hub-peer.mjs processes.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { createSocket } from 'node:dgram'
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import test from 'ava'
 import { Hub, type KcpMetrics, type KcpMode } from 'zerohop'
-import { child, ensureDebian, inNamespace } from './helpers.ts'
+import { ensure } from '../scripts/debian.ts'
+import { child, inNamespace } from './helpers.ts'
 
 const root = join(import.meta.dirname, '..')
 
@@ -34,7 +34,7 @@ test.before(() => {
   if (r.status !== 0) throw new Error(`building chaos-proxy failed: ${r.stderr}`)
   // Loss for multicast comes from nftables in a network namespace: Debian's, installed
   // here when missing (by its path: npm's PATH has another `nft` first).
-  ensureDebian('nftables', () => existsSync('/usr/sbin/nft'))
+  ensure.nftables()
 })
 
 interface ChaosStats {

@@ -23,7 +23,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { createRequire } from 'node:module'
@@ -37,6 +37,7 @@ import { Histogram, runBench, table as benchTable, html as benchHtml } from 'zer
 import { onFrames } from './frames.ts'
 import type { NodeFloor } from './peer.ts'
 import { here, makePki, root, spawnHelper, type Helper } from './procs.ts'
+import { ensure, NFT } from '../scripts/debian.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 // (Fewer under packet loss, where a round trip can take a retransmission timeout.)
@@ -471,18 +472,6 @@ async function streamNet(size: number, count: number, tcp = false): Promise<numb
 
 // ---- UDP: sockperf and Node dgram against udp:// hubs ------------------------------------
 
-/** The benchmark's own set-up: a Debian package (sockperf, nats-server) when `probe` finds it missing. */
-function ensureDebian(pkg: string, probe: () => boolean): void {
-  if (probe()) return
-  console.error(`installing ${pkg} (apt-get)…`)
-  const install = () => spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' }).status === 0
-  if (!install()) {
-    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
-    install()
-  }
-}
-const ensureSockperf = () => ensureDebian('sockperf', () => !spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error)
-
 /** sockperf ping-pong, 64 B, full round trips (UDP, or `tcp`); `spinning` uses non-blocking sockets on both sides. */
 function rttSockperf(spinning: boolean, tcp = false, seconds = 3): { p50: number; p99: number; p999: number } | undefined {
   if (spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error) return undefined
@@ -890,16 +879,6 @@ const LOSSES = [
   { loss: 10, samples: 600, messages: 100_000 },
 ]
 
-/**
- * Debian's nftables, installed by the benchmark itself when missing. By its full path:
- * npm puts node_modules/.bin first on the PATH, and there `nft` is another program
- * (@vercel/nft, a file tracer).
- */
-const NFT = '/usr/sbin/nft'
-function ensureNft(): boolean {
-  ensureDebian('nftables', () => existsSync(NFT))
-  return existsSync(NFT)
-}
 
 /**
  * kcp:// against TCP (Node net and tcp://) under the same packet loss: a userspace proxy
@@ -910,7 +889,7 @@ function ensureNft(): boolean {
  */
 async function kcpLoss(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: KCP and TCP under packet loss…`)
-  const missing = process.getuid?.() !== 0 ? 'root' : spawnSync('ip', ['netns', 'list'], { stdio: 'ignore' }).status !== 0 ? 'ip netns' : !ensureNft() ? 'nftables' : undefined
+  const missing = process.getuid?.() !== 0 ? 'root' : spawnSync('ip', ['netns', 'list'], { stdio: 'ignore' }).status !== 0 ? 'ip netns' : !ensure.nftables() ? 'nftables' : undefined
   if (missing) {
     rows.push({ bench: `KCP under loss: not run (needs ${missing})`, run })
     return
@@ -1655,11 +1634,11 @@ if (process.env.BENCH_INNER === 'kcp-loss') {
 
 const streamParts = new Set((process.env.BENCH_STREAM ?? 'rtt,throughput,broadcast,tls').split(','))
 const only = process.env.BENCH_ONLY // 'matrix', 'udp', 'shm', 'quic', 'stream' or 'kcp' to run one part
-if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp' || only === 'matrix') ensureSockperf()
+if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp' || only === 'matrix') ensure.sockperf()
 // Every transport against every alternative: the benchmark of `zerohop bench`, the same code.
 let matrix: string | undefined
 if (only === undefined || only === 'matrix') {
-  ensureDebian('nats-server', () => existsSync('/usr/sbin/nats-server') || !spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).error)
+  ensure.natsServer()
   const report = await runBench({ rounds: RUNS, onProgress: (done, total, what) => console.error(`zerohop bench ${done}/${total}: ${what}`) })
   matrix = benchTable(report)
   if (process.env.BENCH_HTML) writeFileSync(process.env.BENCH_HTML, benchHtml(report))
