@@ -124,6 +124,25 @@ test('ls lists the shared-memory channels of the host with who publishes and rea
   t.truthy(sub)
 })
 
+test('ls before and after a process dies: a subscriber of another process is listed while it lives, and gone once it was killed', async (t) => {
+  const name = uniqueName('cli-ls-dies')
+  await using pub = await Hub.open(`shm://${name}`, { role: 'publisher' })
+  const other = spawn(process.execPath, [join(import.meta.dirname, 'fixtures', 'idle.mjs'), name, '60000'], { stdio: 'ignore' })
+  const subscribers = async (): Promise<number[]> => {
+    const run = zerohop('ls', '--json')
+    t.is(await run.done, 0, run.stderr())
+    const found = (JSON.parse(run.stdout()) as { name: string; subscribers: { pid: number }[] }[]).find((c) => c.name === name)
+    return found?.subscribers.map((x) => x.pid) ?? []
+  }
+  let listed: number[] = []
+  for (let i = 0; i < 100 && !listed.includes(other.pid!); i++) listed = await subscribers()
+  t.deepEqual(listed, [other.pid!], 'listed while it lives')
+  other.kill('SIGKILL')
+  await new Promise((r) => other.once('exit', r))
+  t.deepEqual(await subscribers(), [], 'gone once killed')
+  t.truthy(pub)
+})
+
 test('ping to pong over shm:// and tcp://: the round trips, with percentiles (--json), none lost; pong exits after --count', async (t) => {
   for (const url of [`shm://${uniqueName('cli-rtt')}`, 'tcp://127.0.0.1:0?listen=true']) {
     const pong = zerohop('pong', url, '--count', '300')
