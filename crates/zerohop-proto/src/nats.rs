@@ -270,22 +270,7 @@ fn push_decimal(out: &mut Vec<u8>, n: usize) {
 
 /// Appends `PUB <subject> [reply] <bytes>` and the payload.
 pub fn write_pub(out: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &[u8]) -> Result<(), NatsError> {
-    check_subject(subject, false)?;
-    if let Some(r) = reply {
-        check_subject(r, false)?;
-    }
-    out.extend_from_slice(b"PUB ");
-    out.extend_from_slice(subject.as_bytes());
-    if let Some(r) = reply {
-        out.push(b' ');
-        out.extend_from_slice(r.as_bytes());
-    }
-    out.push(b' ');
-    push_decimal(out, payload.len());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\r\n");
-    Ok(())
+    write_message(out, subject, reply, None, payload)
 }
 
 /// Appends `HPUB <subject> [reply] <header bytes> <bytes>`, the header block and the payload.
@@ -296,23 +281,36 @@ pub fn write_hpub(
     headers: &Headers,
     payload: &[u8],
 ) -> Result<(), NatsError> {
+    write_message(out, subject, reply, Some(&headers.encode()), payload)
+}
+
+/// `PUB`, or with a header `block` (encoded), `HPUB`.
+fn write_message(
+    out: &mut Vec<u8>,
+    subject: &str,
+    reply: Option<&str>,
+    block: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<(), NatsError> {
     check_subject(subject, false)?;
     if let Some(r) = reply {
         check_subject(r, false)?;
     }
-    let block = headers.encode();
-    out.extend_from_slice(b"HPUB ");
+    out.extend_from_slice(if block.is_some() { b"HPUB " } else { b"PUB " });
     out.extend_from_slice(subject.as_bytes());
     if let Some(r) = reply {
         out.push(b' ');
         out.extend_from_slice(r.as_bytes());
     }
     out.push(b' ');
-    push_decimal(out, block.len());
-    out.push(b' ');
+    let block = block.unwrap_or_default();
+    if !block.is_empty() {
+        push_decimal(out, block.len());
+        out.push(b' ');
+    }
     push_decimal(out, block.len() + payload.len());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&block);
+    out.extend_from_slice(block);
     out.extend_from_slice(payload);
     out.extend_from_slice(b"\r\n");
     Ok(())
@@ -720,17 +718,19 @@ impl Session {
         payload: &[u8],
     ) -> Result<(), NatsError> {
         let headers = headers.filter(|h| h.status.is_some() || !h.entries.is_empty());
-        let size = payload.len() + headers.map_or(0, |h| h.encode().len());
-        if self.phase != Phase::Greeting && size > self.info.max_payload {
+        let greeted = self.phase != Phase::Greeting;
+        if let Some(h) = headers
+            && greeted
+            && !self.info.headers
+        {
+            return Err(NatsError::BadHeader(format!("the server takes no headers ({} given)", h.entries.len())));
+        }
+        let block = headers.map(Headers::encode);
+        let size = payload.len() + block.as_ref().map_or(0, Vec::len);
+        if greeted && size > self.info.max_payload {
             return Err(NatsError::PayloadTooLarge(size));
         }
-        match headers {
-            Some(h) if self.phase != Phase::Greeting && !self.info.headers => {
-                Err(NatsError::BadHeader(format!("the server takes no headers ({} given)", h.entries.len())))
-            }
-            Some(h) => write_hpub(&mut self.out, subject, reply, h, payload),
-            None => write_pub(&mut self.out, subject, reply, payload),
-        }
+        write_message(&mut self.out, subject, reply, block.as_deref(), payload)
     }
 
     /// What waits to be written to the socket; call [`Session::written`] with how much was.

@@ -13,7 +13,7 @@
  * Attributes: `messaging.system` = `zerohop`, `messaging.destination.name` = the hub's
  * URL, `zerohop.transport`, `zerohop.hub` (its number in the process).
  */
-import { LATENCIES, LATENCY_BUCKETS_US, type LatencyName, timing, startTiming } from './latency.js'
+import { LATENCIES, LATENCY_BUCKETS_US, type LatencyName, timing } from './latency.js'
 import { hubNumber, type Measured, watchFamilies } from './prometheus.js'
 
 type Attributes = Record<string, string>
@@ -50,7 +50,6 @@ function unitOf(name: string, otel: string): string | undefined {
 }
 
 export function registerOpenTelemetry(meter: OtelMeter, read: () => Iterable<Measured>): () => void {
-  startTiming()
   const made: Array<[Observable, Parameters<Observable['addCallback']>[0]]> = []
   const names = new Set<string>()
   const watch = watchFamilies(read, (name, f) => {
