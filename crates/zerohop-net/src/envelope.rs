@@ -13,10 +13,10 @@
 //! | 32 | 8 | spilled: the key to take the bytes by; aside: the bytes' offset in the ring's memory |
 //! | 40 | 4 | spilled or aside: the message's length |
 //! | 44 | 4 | the peer's number on this hub (connection-oriented transports) |
-//! | 48 | 16 | sender's address (IPv4 in the first 4 bytes), network order; Unix sockets: its pid, uid and gid |
+//! | 48 | 16 | sender's address (IPv4 in the first 4 bytes), network order; Unix sockets: its pid, uid and gid; a subject: its number (4 bytes) |
 //! | 64 | 2 | sender's port |
 //! | 66 | 2 | channel |
-//! | 68 | 1 | address family: 4 or 6, 1 for Unix credentials (0: no sender) |
+//! | 68 | 1 | address family: 4 or 6, 1 for Unix credentials, 2 for a subject (0: no sender) |
 //! | 69 | 1 | [`Placement`]: 0 in the slot, 1 spilled, 2 aside (larger than the slot) |
 //! | 70 | 1 | [`Kind`]: 0 message, 1 request, 2 response, 3 failed request, 4 cancelled request |
 //! | 71 | 1 | priority (0: normal) |
@@ -69,6 +69,9 @@ pub struct Envelope {
     pub from: Option<SocketAddr>,
     /// Unix sockets: the sender's credentials (written instead of an address).
     pub credentials: Option<Credentials>,
+    /// Transports whose receivers subscribe by pattern: the number of the subject it
+    /// was published on (written instead of an address; 0: none).
+    pub subject: u32,
     pub timestamp_ns: Option<u64>,
     /// After this (ns since the Unix epoch) the message is stale.
     pub expiry_ns: Option<u64>,
@@ -90,10 +93,10 @@ impl Envelope {
 
     /// Writes it into `out` (at least [`LEN`] bytes).
     pub fn write(&self, out: &mut [u8]) {
+        let sender = Sender::of(self.from, self.credentials, self.subject);
         let out = write_head(
             out,
-            self.from,
-            self.credentials,
+            sender,
             Head {
                 timestamp_ns: self.timestamp_ns.unwrap_or(0),
                 expiry_ns: self.expiry_ns.unwrap_or(0),
@@ -128,6 +131,7 @@ impl Envelope {
         Some(Envelope {
             from: ip.map(|ip| SocketAddr::new(ip, u16_at(PORT))),
             credentials,
+            subject: if b[FAMILY] == 2 { u32_at(ADDRESS) } else { 0 },
             timestamp_ns: nonzero(u64_at(TIMESTAMP)),
             expiry_ns: nonzero(u64_at(EXPIRY)),
             seq: u64_at(SEQ),
@@ -149,6 +153,7 @@ impl Envelope {
         MessageInfo {
             from: self.from,
             credentials: self.credentials,
+            subject: self.subject,
             timestamp_ns: self.timestamp_ns,
             channel: self.channel,
             peer: self.peer,
@@ -171,6 +176,30 @@ pub struct Head {
     pub kind: Kind,
 }
 
+/// Who sent a message, as its envelope says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    None,
+    Addr(SocketAddr),
+    /// Unix sockets: the sending process.
+    Credentials(Credentials),
+    /// Transports whose receivers subscribe by pattern: the number of the subject it was
+    /// published on, in the receiving hub's table of subjects.
+    Subject(u32),
+}
+
+impl Sender {
+    /// The sender from an envelope's fields: credentials, else a subject, else the address.
+    pub fn of(from: Option<SocketAddr>, credentials: Option<Credentials>, subject: u32) -> Sender {
+        match (credentials, subject, from) {
+            (Some(c), _, _) => Sender::Credentials(c),
+            (None, s, _) if s != 0 => Sender::Subject(s),
+            (None, _, Some(a)) => Sender::Addr(a),
+            (None, _, None) => Sender::None,
+        }
+    }
+}
+
 /// Now, in ns since the Unix epoch: what an [`Envelope::expiry_ns`] is compared with.
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -181,36 +210,44 @@ pub fn now_ns() -> u64 {
 /// where they are: building an [`Envelope`] first costs a copy of it per message, read
 /// back wider than it was written (a store-forwarding stall, 2026-12-05).
 #[inline]
-pub fn write_head(out: &mut [u8], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) -> &mut [u8] {
+pub fn write_head(out: &mut [u8], sender: Sender, head: Head) -> &mut [u8] {
     // Made whole here, then copied: the slot's memory is written once, in wide stores.
     let mut env = [0u8; LEN];
-    fill_head(&mut env, from, credentials, head);
+    fill_head(&mut env, sender, head);
     let out = &mut out[..LEN];
     out.copy_from_slice(&env);
     out
 }
 
 #[inline(always)]
-fn fill_head(out: &mut [u8; LEN], from: Option<SocketAddr>, credentials: Option<Credentials>, head: Head) {
+fn fill_head(out: &mut [u8; LEN], sender: Sender, head: Head) {
     out[TIMESTAMP..TIMESTAMP + 8].copy_from_slice(&head.timestamp_ns.to_le_bytes());
     out[EXPIRY..EXPIRY + 8].copy_from_slice(&head.expiry_ns.to_le_bytes());
     out[SEQ..SEQ + 8].copy_from_slice(&head.seq.to_le_bytes());
     out[REQUEST..REQUEST + 8].copy_from_slice(&head.request.to_le_bytes());
-    if let Some(c) = credentials {
-        out[FAMILY] = 1;
-        for (i, v) in [c.pid, c.uid, c.gid].into_iter().enumerate() {
-            out[ADDRESS + 4 * i..ADDRESS + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
-        }
-    } else if let Some(from) = from {
-        out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
-        match from.ip() {
-            IpAddr::V4(a) => {
-                out[FAMILY] = 4;
-                out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
+    match sender {
+        Sender::None => {}
+        Sender::Credentials(c) => {
+            out[FAMILY] = 1;
+            for (i, v) in [c.pid, c.uid, c.gid].into_iter().enumerate() {
+                out[ADDRESS + 4 * i..ADDRESS + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
             }
-            IpAddr::V6(a) => {
-                out[FAMILY] = 6;
-                out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
+        }
+        Sender::Subject(s) => {
+            out[FAMILY] = 2;
+            out[ADDRESS..ADDRESS + 4].copy_from_slice(&s.to_le_bytes());
+        }
+        Sender::Addr(from) => {
+            out[PORT..PORT + 2].copy_from_slice(&from.port().to_le_bytes());
+            match from.ip() {
+                IpAddr::V4(a) => {
+                    out[FAMILY] = 4;
+                    out[ADDRESS..ADDRESS + 4].copy_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    out[FAMILY] = 6;
+                    out[ADDRESS..ADDRESS + 16].copy_from_slice(&a.octets());
+                }
             }
         }
     }

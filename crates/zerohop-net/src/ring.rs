@@ -55,6 +55,9 @@ pub struct Inbound<'a> {
     pub from: SocketAddr,
     /// Unix sockets: the sender's credentials (it has no address).
     pub credentials: Option<Credentials>,
+    /// Transports whose receivers subscribe by pattern: the number of the subject it
+    /// came on (0: none; see [`envelope::Sender::Subject`]).
+    pub subject: u32,
     pub timestamp_ns: Option<u64>,
     /// When it stops being worth reading, ns since the Unix epoch (`ttlMs`): a reader
     /// passes over it after that, and counts it.
@@ -74,6 +77,7 @@ impl<'a> Inbound<'a> {
             peer,
             from,
             credentials: None,
+            subject: 0,
             timestamp_ns: None,
             expiry_ns: None,
             channel,
@@ -96,8 +100,7 @@ impl<'a> Inbound<'a> {
             peer: self.peer,
             kind: self.kind,
         };
-        let from = if self.credentials.is_some() { None } else { Some(self.from) };
-        envelope::write_head(out, from, self.credentials, head);
+        envelope::write_head(out, envelope::Sender::of(Some(self.from), self.credentials, self.subject), head);
     }
 }
 
@@ -819,12 +822,14 @@ mod tests {
             ..Inbound::message(7, "[fe80::1]:4".parse().unwrap(), 3, body)
         };
         let unix = Inbound { credentials: Some(Credentials { pid: 1, uid: 2, gid: 3 }), ..m };
-        for m in [m, unix] {
+        let subject = Inbound { subject: 77, ..m };
+        for m in [m, unix, subject] {
             let mut written = [0xAAu8; envelope::LEN];
             m.write_envelope(&mut written);
             let expected = Envelope {
-                from: if m.credentials.is_some() { None } else { Some(m.from) },
+                from: if m.credentials.is_some() || m.subject != 0 { None } else { Some(m.from) },
                 credentials: m.credentials,
+                subject: m.subject,
                 timestamp_ns: m.timestamp_ns,
                 seq: m.seq,
                 channel: m.channel,

@@ -81,6 +81,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn requests(&self) -> Option<&dyn Requests> {
         None
     }
+    /// See [`Transport::subject`].
+    fn subject(&self, _id: u32) -> Option<String> {
+        None
+    }
 }
 
 /// The error of a transport without per-message time to live.
@@ -455,6 +459,10 @@ impl<P: Protocol> Transport for NetTransport<P> {
 
     fn requests(&self) -> Option<&dyn Requests> {
         self.link.protocol.requests()
+    }
+
+    fn subject(&self, id: u32) -> Option<String> {
+        self.link.protocol.subject(id)
     }
 
     fn read_in_place(&self) -> Option<Arc<dyn ReadInPlace>> {

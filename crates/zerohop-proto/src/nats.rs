@@ -32,6 +32,7 @@
 //! ```
 
 use core::fmt;
+use std::collections::VecDeque;
 
 /// How much the parser accepts before it calls the connection broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -641,16 +642,110 @@ enum Phase {
     Connected,
 }
 
+/// What a session has to send: operations end to end, and the length of each not yet
+/// wholly written, so that a connection lost in the middle of one drops only that one
+/// (the next connection cannot finish it) and keeps the rest for the next.
+#[derive(Debug, Default)]
+struct Output {
+    bytes: Vec<u8>,
+    /// Bytes at the front already written.
+    sent: usize,
+    /// The length of each operation not wholly written, oldest first.
+    ops: VecDeque<usize>,
+    /// Bytes of the oldest of them already written.
+    front_sent: usize,
+}
+
+impl Output {
+    /// Appends one operation, written by `write` (nothing if it fails).
+    fn op<R>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<R, NatsError>) -> Result<R, NatsError> {
+        let before = self.bytes.len();
+        match write(&mut self.bytes) {
+            Ok(r) => {
+                if self.bytes.len() > before {
+                    self.ops.push_back(self.bytes.len() - before);
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                self.bytes.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    fn written(&mut self, n: usize) {
+        let n = n.min(self.bytes.len() - self.sent);
+        self.sent += n;
+        self.front_sent += n;
+        while let Some(&len) = self.ops.front()
+            && self.front_sent >= len
+        {
+            self.front_sent -= len;
+            self.ops.pop_front();
+        }
+        self.compact();
+    }
+
+    /// Moves what is unsent to the front once the sent part is most of the buffer (so a
+    /// backlog written a little at a time is not moved each time).
+    fn compact(&mut self) {
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+        } else if self.sent >= 1 << 16 && self.sent * 2 >= self.bytes.len() {
+            self.bytes.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// Drops the operation the last connection wrote part of; its bytes so dropped.
+    fn drop_partial(&mut self) -> usize {
+        if self.front_sent == 0 {
+            return 0;
+        }
+        let rest = self.ops.pop_front().expect("a partly written operation") - self.front_sent;
+        self.sent += rest;
+        self.front_sent = 0;
+        self.compact();
+        rest
+    }
+
+    /// Bytes not yet written.
+    fn len(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    /// Drops everything unsent: how many bytes.
+    fn clear(&mut self) -> usize {
+        let n = self.len();
+        *self = Output { bytes: core::mem::take(&mut self.bytes), ..Output::default() };
+        self.bytes.clear();
+        n
+    }
+
+    /// Appends `other`'s unsent operations (whole ones: it was written none of).
+    fn append(&mut self, other: &Output) {
+        debug_assert_eq!(other.front_sent, 0);
+        self.bytes.extend_from_slice(other.pending());
+        self.ops.extend(other.ops.iter().copied());
+    }
+}
+
 /// A client's side of a connection to a NATS server, free of I/O (the quinn-proto model):
 /// the driver feeds it what the socket read ([`Session::read`]) and writes what it asks
 /// ([`Session::output`]); timers are the driver's, given as ticks ([`Session::tick`]).
 /// Subscriptions outlive a connection: after [`Session::reset`] the next `INFO` brings
-/// them back on the new one.
+/// them back on the new one, and what was published meanwhile follows them.
 #[derive(Debug)]
 pub struct Session {
     connect: String,
     phase: Phase,
-    out: Vec<u8>,
+    out: Output,
     subs: Vec<Subscription>,
     next_sid: u64,
     /// `PING`s sent that no `PONG` answered yet.
@@ -666,7 +761,7 @@ impl Session {
         Self {
             connect: connect.into(),
             phase: Phase::Greeting,
-            out: Vec::new(),
+            out: Output::default(),
             subs: Vec::new(),
             next_sid: 1,
             pings_out: 0,
@@ -680,6 +775,12 @@ impl Session {
         self.phase == Phase::Connected
     }
 
+    /// Whether the server greeted this connection (and the session said `CONNECT`): only
+    /// then may [`Session::output`] be written to it.
+    pub fn greeted(&self) -> bool {
+        self.phase != Phase::Greeting
+    }
+
     /// The server's `INFO`, once it greeted this connection.
     pub fn server(&self) -> &ServerInfo {
         &self.info
@@ -689,12 +790,11 @@ impl Session {
     /// Sent now if connected, else as the connection is made.
     pub fn subscribe(&mut self, subject: &str, queue: Option<&str>) -> Result<u64, NatsError> {
         let sid = self.next_sid;
-        let mut line = Vec::new();
-        write_sub(&mut line, subject, queue, sid)?;
+        write_sub(&mut Vec::new(), subject, queue, sid)?;
         self.next_sid += 1;
         self.subs.push(Subscription { sid, subject: subject.to_owned(), queue: queue.map(str::to_owned) });
-        if self.phase != Phase::Greeting {
-            self.out.extend_from_slice(&line);
+        if self.greeted() {
+            self.out.op(|o| write_sub(o, subject, queue, sid))?;
         }
         Ok(sid)
     }
@@ -703,8 +803,11 @@ impl Session {
     pub fn unsubscribe(&mut self, sid: u64) {
         let before = self.subs.len();
         self.subs.retain(|s| s.sid != sid);
-        if self.subs.len() < before && self.phase != Phase::Greeting {
-            write_unsub(&mut self.out, sid, None);
+        if self.subs.len() < before && self.greeted() {
+            let _ = self.out.op(|o| {
+                write_unsub(o, sid, None);
+                Ok(())
+            });
         }
     }
 
@@ -718,7 +821,7 @@ impl Session {
         payload: &[u8],
     ) -> Result<(), NatsError> {
         let headers = headers.filter(|h| h.status.is_some() || !h.entries.is_empty());
-        let greeted = self.phase != Phase::Greeting;
+        let greeted = self.greeted();
         if let Some(h) = headers
             && greeted
             && !self.info.headers
@@ -730,17 +833,17 @@ impl Session {
         if greeted && size > self.info.max_payload {
             return Err(NatsError::PayloadTooLarge(size));
         }
-        write_message(&mut self.out, subject, reply, block.as_deref(), payload)
+        self.out.op(|o| write_message(o, subject, reply, block.as_deref(), payload))
     }
 
     /// What waits to be written to the socket; call [`Session::written`] with how much was.
     pub fn output(&self) -> &[u8] {
-        &self.out
+        self.out.pending()
     }
 
     /// `n` bytes of [`Session::output`] were written.
     pub fn written(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        self.out.written(n);
     }
 
     /// Handles what the socket read, `read` (from where the last call left off): each
@@ -762,7 +865,12 @@ impl Session {
                         self.greet();
                     }
                 }
-                ServerOp::Ping => write_pong(&mut self.out),
+                ServerOp::Ping => {
+                    let _ = self.out.op(|o| {
+                        write_pong(o);
+                        Ok(())
+                    });
+                }
                 ServerOp::Pong => {
                     self.pings_out = self.pings_out.saturating_sub(1);
                     if self.phase == Phase::Confirming {
@@ -780,17 +888,30 @@ impl Session {
     }
 
     /// `CONNECT`, every subscription, and a `PING` whose `PONG` says they were taken;
-    /// before them, nothing published while there was no connection (it went out with it).
+    /// after them, what was published while there was no connection.
     fn greet(&mut self) {
         let pending = core::mem::take(&mut self.out);
-        write_connect(&mut self.out, &self.connect);
+        let connect = &self.connect;
+        let _ = self.out.op(|o| {
+            write_connect(o, connect);
+            Ok(())
+        });
         for s in &self.subs {
-            write_sub(&mut self.out, &s.subject, s.queue.as_deref(), s.sid).expect("checked as it was subscribed");
+            self.out
+                .op(|o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid))
+                .expect("checked as it was subscribed");
         }
-        write_ping(&mut self.out);
-        self.pings_out = 1;
-        self.out.extend_from_slice(&pending);
+        self.ping();
+        self.out.append(&pending);
         self.phase = Phase::Confirming;
+    }
+
+    fn ping(&mut self) {
+        let _ = self.out.op(|o| {
+            write_ping(o);
+            Ok(())
+        });
+        self.pings_out += 1;
     }
 
     /// A ping interval passed: sends a `PING`. False when `max_out` were sent before it
@@ -802,24 +923,43 @@ impl Session {
         if self.pings_out >= max_out {
             return false;
         }
-        write_ping(&mut self.out);
-        self.pings_out += 1;
+        self.ping();
         true
     }
 
     /// The connection is gone: the next one starts from its greeting. What was published
     /// and not yet written stays, to go out on the next connection (`keep_pending`), or
-    /// is dropped; how many bytes were dropped.
+    /// is dropped; how many bytes were dropped (an operation the lost connection wrote
+    /// only part of is dropped either way: the next cannot finish it). Control operations
+    /// waiting (pongs, subscriptions, pings) go too: the next greeting says what it must.
     pub fn reset(&mut self, keep_pending: bool) -> usize {
+        let was_greeted = self.greeted();
         self.phase = Phase::Greeting;
         self.pings_out = 0;
-        if keep_pending {
-            0
-        } else {
-            let n = self.out.len();
-            self.out.clear();
-            n
+        let partial = self.out.drop_partial();
+        if !keep_pending {
+            return partial + self.out.clear();
         }
+        if was_greeted {
+            // Only messages go on to the next connection: the rest is this one's.
+            let mut kept = Output::default();
+            let mut at = self.out.sent;
+            for &len in &self.out.ops {
+                let op = &self.out.bytes[at..at + len];
+                if op.starts_with(b"PUB ") || op.starts_with(b"HPUB ") {
+                    kept.bytes.extend_from_slice(op);
+                    kept.ops.push_back(len);
+                }
+                at += len;
+            }
+            self.out = kept;
+        }
+        partial
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.out.len()
     }
 }
 
@@ -1055,6 +1195,32 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_connection_lost_mid_operation_drops_that_one_and_keeps_the_messages_after_it() {
+        let mut s = Session::new("{}");
+        s.subscribe("in", None).unwrap();
+        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        out(&mut s);
+        s.publish("a", None, None, b"first").unwrap();
+        s.publish("b", None, None, b"second").unwrap();
+        assert!(s.read(b"PING\r\n", |_| ()).is_ok());
+        s.publish("c", None, None, b"third").unwrap();
+        s.written(5); // "PUB a" of the first: the rest of it cannot go on another connection
+        assert_eq!(s.reset(true), "PUB a 5\r\nfirst\r\n".len() - 5);
+        assert_eq!(s.pending_bytes(), "PUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n".len(), "the PONG was that connection's");
+        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut s), "CONNECT {}\r\nSUB in 1\r\nPING\r\nPUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n");
+        // Written a byte at a time, every operation is accounted for.
+        for i in 0..3 {
+            s.publish("d", None, None, &[b'0' + i]).unwrap();
+        }
+        for _ in 0..("PUB d 1\r\n0\r\n".len() + 3) {
+            s.written(1);
+        }
+        assert_eq!(s.reset(false), 2 * "PUB d 1\r\n0\r\n".len() - 3, "the rest of the second, and the third");
+        assert_eq!(s.pending_bytes(), 0);
     }
 
     proptest! {

@@ -40,5 +40,6 @@ pub mod wire;
 
 pub use engine::Config;
 pub use socket::Address;
-pub use tls::TlsContext;
+pub use sockets::{SocketConfig, SocketWire};
+pub use tls::{TlsContext, TlsSession};
 pub use transport::{ReliableOptions, StreamOptions, StreamProtocol, open, open_stream, settings, start};

@@ -5,10 +5,12 @@
 //!   themselves are pure and live in [`zerohop_proto::chaos`].
 //! - [`bench`]: pinning to a CPU and starting the same binary in another role, for
 //!   benchmarks across processes.
+//! - [`nats`]: a real `nats-server` on a free loopback port.
 //! - [`next_within`]: a transport's next message, waited for up to a bound.
 
 pub mod bench;
 pub mod chaos;
+pub mod nats;
 
 use std::time::{Duration, Instant};
 

@@ -39,17 +39,19 @@ pub enum TransportKind {
     Quic,
     Tcp,
     Uds,
+    Nats,
 }
 
 impl TransportKind {
     /// Every transport.
-    pub const ALL: [TransportKind; 6] = [
+    pub const ALL: [TransportKind; 7] = [
         TransportKind::Shm,
         TransportKind::Udp,
         TransportKind::Kcp,
         TransportKind::Quic,
         TransportKind::Tcp,
         TransportKind::Uds,
+        TransportKind::Nats,
     ];
 
     /// The URL scheme.
@@ -61,6 +63,7 @@ impl TransportKind {
             TransportKind::Quic => "quic",
             TransportKind::Tcp => "tcp",
             TransportKind::Uds => "uds",
+            TransportKind::Nats => "nats",
         }
     }
 
@@ -78,6 +81,8 @@ pub enum Target {
     Host { host: String, port: u16 },
     /// A filesystem path (Unix sockets).
     Path(String),
+    /// A server (host and port, as [`Target::Host`]) and a subject on it (NATS).
+    Subject { host: String, port: u16, subject: String },
 }
 
 /// A parsed endpoint URL.
@@ -112,7 +117,7 @@ impl Endpoint {
         let params = parse_query(url, query)?;
         let Some((scheme, rest)) = main.split_once("://") else {
             if main.contains(':') || main.contains('/') {
-                return Err(bad(url, "expected scheme://… (shm, udp, kcp, quic, tcp, uds) or a bare shm name"));
+                return Err(bad(url, "expected scheme://… (shm, udp, kcp, quic, tcp, uds, nats) or a bare shm name"));
             }
             zerohop_shm::segment::validate_name(main).map_err(|e| bad(url, e))?;
             return Ok(Endpoint {
@@ -123,7 +128,7 @@ impl Endpoint {
             });
         };
         let kind = TransportKind::from_scheme(&scheme.to_ascii_lowercase()).ok_or_else(|| {
-            bad(url, format!("unknown scheme '{scheme}'; expected one of shm, udp, kcp, quic, tcp, uds"))
+            bad(url, format!("unknown scheme '{scheme}'; expected one of shm, udp, kcp, quic, tcp, uds, nats"))
         })?;
         let target = match kind {
             TransportKind::Shm => {
@@ -146,6 +151,20 @@ impl Endpoint {
                     return Err(bad(url, "socket path names a directory"));
                 }
                 Target::Path(rest.to_owned())
+            }
+            TransportKind::Nats => {
+                let Some((server, subject)) = rest.split_once('/') else {
+                    return Err(bad(url, "nats:// needs a subject: nats://host:4222/subject"));
+                };
+                if !zerohop_proto::nats::valid_subject(subject, true) {
+                    return Err(bad(
+                        url,
+                        format!("'{subject}' is not a NATS subject (tokens separated by '.', '*' or a last '>' as wildcards)"),
+                    ));
+                }
+                let with_port = if has_port(server) { server.to_owned() } else { format!("{server}:{NATS_PORT}") };
+                let (host, port) = parse_host_port(url, &with_port)?;
+                Target::Subject { host, port, subject: subject.to_owned() }
             }
             _ => {
                 let (host, port) = parse_host_port(url, rest)?;
@@ -186,6 +205,17 @@ impl Endpoint {
             Target::Host { host, .. } => host.parse::<IpAddr>().map(|ip| ip.is_multicast()).unwrap_or(false),
             _ => false,
         }
+    }
+}
+
+/// The port of a `nats://` URL that names none: the NATS client port.
+pub const NATS_PORT: u16 = 4222;
+
+/// Whether `server` (`host`, `host:port`, `[v6]` or `[v6]:port`) names a port.
+fn has_port(server: &str) -> bool {
+    match server.strip_prefix('[') {
+        Some(inner) => inner.split_once(']').is_some_and(|(_, after)| after.starts_with(':')),
+        None => server.contains(':'),
     }
 }
 
@@ -274,6 +304,7 @@ mod tests {
             ("tcp://[::1]:80", TransportKind::Tcp),
             ("uds:///tmp/zerohop.sock", TransportKind::Uds),
             ("QUIC://localhost:1", TransportKind::Quic),
+            ("nats://127.0.0.1/prices.>", TransportKind::Nats),
         ];
         for (url, kind) in cases {
             let e = Endpoint::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -284,6 +315,13 @@ mod tests {
         assert!(!Endpoint::parse("udp://10.1.2.3:9000").unwrap().is_multicast());
         assert_eq!(Endpoint::parse("uds:///tmp/a").unwrap().target(), &Target::Path("/tmp/a".into()));
         assert_eq!(Endpoint::parse("uds://@app").unwrap().target(), &Target::Path("@app".into()));
+        let nats = |host: &str, port, subject: &str| Target::Subject { host: host.into(), port, subject: subject.into() };
+        assert_eq!(Endpoint::parse("nats://h/a.*.c").unwrap().target(), &nats("h", NATS_PORT, "a.*.c"));
+        assert_eq!(Endpoint::parse("nats://[::1]:5000/x?group=w").unwrap().target(), &nats("::1", 5000, "x"));
+        assert_eq!(Endpoint::parse("nats://[::1]/x").unwrap().target(), &nats("::1", NATS_PORT, "x"));
+        for bad in ["nats://h", "nats://h/", "nats://h/a..b", "nats://h/a.>.b", "nats://h/a b", "nats://h:x/a"] {
+            assert_eq!(Endpoint::parse(bad).unwrap_err().code(), ErrorCode::BadUrl, "{bad}");
+        }
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct MessageInfo {
     pub from: Option<SocketAddr>,
     /// Unix sockets: the sending process's credentials.
     pub credentials: Option<Credentials>,
+    /// Transports whose receivers subscribe by pattern (`nats://`): the number of the
+    /// subject it was published on; [`Transport::subject`] names it (0: none).
+    pub subject: u32,
     /// When the kernel received it, in ns since the Unix epoch (UDP, when asked).
     pub timestamp_ns: Option<u64>,
     pub channel: u16,
@@ -148,6 +151,13 @@ pub trait Transport: Send {
 
     /// Requests with answers.
     fn requests(&self) -> Option<&dyn Requests> {
+        None
+    }
+
+    /// The subject numbered `id` in a received message's [`MessageInfo::subject`], while
+    /// the hub still knows it (transports whose receivers subscribe by pattern).
+    fn subject(&self, id: u32) -> Option<String> {
+        let _ = id;
         None
     }
 

@@ -140,6 +140,12 @@ impl Hub {
         self.transport.requests().ok_or_else(|| Error::unsupported(self.scheme(), "requests"))
     }
 
+    /// The subject numbered `id` in a received message's `MessageInfo::subject`
+    /// (`nats://`), while the hub still knows it.
+    pub fn subject(&self, id: u32) -> Option<String> {
+        self.transport.subject(id)
+    }
+
     /// The receive ring, for a reader with a cursor of its own.
     pub fn read_in_place(&self) -> Result<Arc<dyn ReadInPlace>> {
         self.transport.read_in_place().ok_or_else(|| Error::unsupported(self.scheme(), "receive ring to read"))

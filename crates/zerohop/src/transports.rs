@@ -13,6 +13,7 @@ pub const TRANSPORTS: &[(TransportKind, Open)] = &[
     (TransportKind::Tcp, zerohop_stream::open),
     (TransportKind::Uds, zerohop_stream::open),
     (TransportKind::Kcp, zerohop_kcp::open),
+    (TransportKind::Nats, zerohop_nats::open),
 ];
 
 /// The transport for `kind`, if this version has it.
@@ -20,7 +21,7 @@ pub fn find(kind: TransportKind) -> Option<Open> {
     TRANSPORTS.iter().find(|(k, _)| *k == kind).map(|(_, open)| *open)
 }
 
-/// The schemes this version opens, for messages (`shm://, udp://, quic://, tcp://, uds:// and kcp://`).
+/// The schemes this version opens, for messages (`shm://, udp://, quic://, tcp://, uds://, kcp:// and nats://`).
 pub fn available() -> String {
     let names: Vec<String> = TRANSPORTS.iter().map(|(k, _)| format!("{}://", k.scheme())).collect();
     match names.split_last() {

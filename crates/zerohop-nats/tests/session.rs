@@ -1,63 +1,15 @@
-//! The NATS protocol core against a real server: Debian's `nats-server` (installed with
-//! apt-get when missing, as the project installs what its tests need), started on a free
-//! loopback port, with two clients on plain blocking sockets driving a `Session` each.
-//! The server runs pedantic, so a `CONNECT` or an operation it would merely tolerate
-//! fails here.
+//! The NATS protocol core (`zerohop_proto::nats`) against a real server (see
+//! `zerohop_test_support::nats`), with two clients on plain blocking sockets driving a
+//! `Session` each.
+//! The clients ask for pedantic checking, so a `CONNECT` or an operation the server
+//! would merely tolerate fails here.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use zerohop_proto::nats::{Event, Headers, Session};
-
-const SERVER: &str = "/usr/sbin/nats-server";
-
-/// nats-server, installed if missing; None where it cannot be (no apt-get, no network).
-fn nats_server() -> Option<&'static str> {
-    if !Path::new(SERVER).exists() {
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "nats-server"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            install();
-        }
-    }
-    Path::new(SERVER).exists().then_some(SERVER)
-}
-
-/// A server on a free loopback port, killed when dropped.
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(binary: &str) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server(child, port)
-}
+use zerohop_test_support::nats::NatsServer;
 
 /// A client: its socket, its session and what it read but did not use yet.
 struct Client {
@@ -93,13 +45,10 @@ impl Client {
 
 #[test]
 fn sessions_talk_to_a_real_nats_server() {
-    let Some(binary) = nats_server() else {
-        panic!("nats-server is missing and apt-get could not install it");
-    };
-    let server = start(binary);
+    let server = NatsServer::start(&[]);
     let connect = r#"{"verbose":false,"pedantic":true,"headers":true,"no_responders":true,"echo":false,"lang":"zerohop","version":"0"}"#;
-    let mut publisher = Client::new(server.1, Session::new(connect));
-    let mut subscriber = Client::new(server.1, Session::new(connect));
+    let mut publisher = Client::new(server.port, Session::new(connect));
+    let mut subscriber = Client::new(server.port, Session::new(connect));
     subscriber.session.subscribe("prices.>", None).unwrap();
     subscriber.session.subscribe("jobs", Some("workers")).unwrap();
     let mut got = Vec::new();

@@ -1,0 +1,634 @@
+//! The engine of a `nats://` hub: one connection to a NATS server on a socket wire,
+//! driven by the core's [`Driver`](zerohop_net::Driver); the protocol itself is
+//! [`zerohop_proto::nats::Session`]'s.
+//!
+//! What the server sends is read into one buffer and parsed in place; each message goes
+//! straight into the receive ring with its subject's number ([`Subjects`]). A reader
+//! that fell behind a full ring loses what comes meanwhile, counted (NATS is at most
+//! once, and a client that stops reading would make the server drop it altogether): a
+//! slow consumer, as NATS calls it, reported once per episode as `ERR_SLOW_CONSUMER`.
+//!
+//! Requests go out with a reply subject in this hub's inbox (`_INBOX.<random>.<key>`,
+//! one wildcard subscription for all of them); a serving hub (`listen: true`) keeps the
+//! reply subject of each request it delivers until it is answered.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
+use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
+use zerohop_proto::nats::{Event, Headers, NatsError, Session};
+use zerohop_stream::SocketWire;
+use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent};
+use zerohop_transport::status::{Status, StatusEvent};
+use zerohop_transport::{Error, ErrorCode, Kind};
+
+use crate::options::NatsOptions;
+use crate::subjects::Subjects;
+
+/// Bytes read from the socket at a time, at least.
+const READ_CHUNK: usize = 64 << 10;
+
+/// `PING`s unanswered before the connection counts as stale.
+const MAX_PINGS_OUT: u32 = 2;
+
+/// The header a failed answer carries (as NATS services say it), with the reason.
+pub const SERVICE_ERROR: &str = "Nats-Service-Error";
+const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
+/// What the engine counts, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub reconnects: u64,
+    /// Messages that came while the receive ring was full (a slow consumer), dropped.
+    pub slow_consumer_drops: u64,
+    /// Publishes dropped for want of room to keep them (`drop_new`), or lost with a
+    /// connection that had taken only part of them.
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+    /// `-ERR` from the server.
+    pub server_errors: u64,
+    /// Bytes from the server that were not the protocol (the connection was dropped).
+    pub protocol_violations: u64,
+    /// Answers that came for no request waiting (cancelled, or late).
+    pub stray_answers: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// The receiving side: what a message read from the server becomes.
+struct Inlet {
+    ring: Arc<ReceiveRing>,
+    subjects: Subjects,
+    serve: bool,
+    /// The subscription to the URL's subject, and to this hub's inbox.
+    main_sid: Option<u64>,
+    inbox_sid: Option<u64>,
+    /// `_INBOX.<random>.`: a request's reply subject is this and its key.
+    inbox: String,
+    /// Requests waiting for their answer.
+    requests: HashMap<u64, ()>,
+    /// Requests delivered to this (serving) hub and not yet answered: their reply subject.
+    answers: HashMap<u64, String>,
+    /// Strings of answered requests, for the next ones (no allocation per request).
+    spare: Vec<String>,
+    next_key: u64,
+    server: SocketAddr,
+    /// The server's address, as status events name it.
+    server_name: String,
+    /// In a slow-consumer episode (reported once, until a message finds room again).
+    slow: bool,
+    /// The server confirmed the connection in this read.
+    confirmed: bool,
+    /// The last `-ERR` text, the reason a connection the server then closes ends with.
+    server_error: Option<String>,
+    counters: Counters,
+    delivered: usize,
+}
+
+impl Inlet {
+    fn on(&mut self, event: Event<'_>, d: &mut dyn Deliveries) {
+        match event {
+            Event::Connected => self.confirmed = true,
+            Event::ServerError(text) => {
+                self.counters.server_errors += 1;
+                self.server_error = Some(text.to_owned());
+            }
+            Event::Message { sid, subject, reply, headers, payload } => {
+                if Some(sid) == self.inbox_sid {
+                    self.answer(subject, headers, payload, d);
+                } else if Some(sid) == self.main_sid {
+                    let mut m = Inbound {
+                        subject: self.subjects.number(subject),
+                        ..Inbound::message(0, self.server, 0, payload)
+                    };
+                    let key = match reply {
+                        Some(reply) if self.serve => {
+                            let key = self.next_key;
+                            self.next_key += 1;
+                            m.kind = Kind::Request;
+                            m.request = key;
+                            Some((key, reply))
+                        }
+                        _ => None,
+                    };
+                    if self.offer(&m, d)
+                        && let Some((key, reply)) = key
+                    {
+                        let mut s = self.spare.pop().unwrap_or_default();
+                        s.clear();
+                        s.push_str(reply);
+                        self.answers.insert(key, s);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers `m`, or counts it lost to a slow consumer: whether it was delivered.
+    fn offer(&mut self, m: &Inbound<'_>, d: &mut dyn Deliveries) -> bool {
+        if d.deliver(m).is_some() {
+            self.slow = false;
+            self.delivered += 1;
+            return true;
+        }
+        self.counters.slow_consumer_drops += 1;
+        if !self.slow {
+            self.slow = true;
+            self.ring.report(StatusEvent {
+                status: Status::Connected,
+                peer: Some(self.server_name.clone()),
+                error: Some(Error::new(
+                    ErrorCode::SlowConsumer,
+                    "the reader fell behind: messages from the NATS server are dropped until it catches up",
+                )),
+            });
+        }
+        false
+    }
+
+    /// An answer on the inbox: to the request its subject names, if it still waits.
+    fn answer(&mut self, subject: &str, headers: Option<&[u8]>, payload: &[u8], d: &mut dyn Deliveries) {
+        let key = subject.strip_prefix(self.inbox.as_str()).and_then(|k| k.parse::<u64>().ok());
+        let Some(key) = key.filter(|k| self.requests.remove(k).is_some()) else {
+            self.counters.stray_answers += 1;
+            return;
+        };
+        let headers = headers.and_then(|h| Headers::decode(h).ok());
+        let failure = headers.as_ref().and_then(|h| match (h.status, h.get(SERVICE_ERROR)) {
+            (_, Some(why)) => Some(why.to_owned()),
+            (Some(503), _) => Some("no responders: nobody serves this subject".to_owned()),
+            (Some(s), _) if !(200..300).contains(&s) => Some(format!("the NATS server answered status {s}")),
+            _ => None,
+        });
+        let (kind, body) = match &failure {
+            Some(why) => (Kind::Failed, why.as_bytes()),
+            None => (Kind::Response, payload),
+        };
+        let m = Inbound { kind, request: key, ..Inbound::message(0, self.server, 0, body) };
+        // An answer is never dropped for a full ring: it is held until there is room.
+        if d.deliver(&m).is_none() {
+            self.ring.deliver_or_hold(&m);
+        }
+        self.delivered += 1;
+    }
+}
+
+/// The read buffer: bytes read but not yet parsed are `buf[start..end]`.
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    /// Room for at least [`READ_CHUNK`] more bytes (moving what waits to the front, or
+    /// growing for a message larger than the buffer).
+    fn room(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < READ_CHUNK {
+                self.buf.resize(self.end + READ_CHUNK * 2, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+}
+
+/// See the module docs.
+pub struct Engine {
+    options: NatsOptions,
+    subject: String,
+    wire: SocketWire,
+    session: Session,
+    inlet: Inlet,
+    read: ReadBuf,
+    /// The connection: its token on the wire, and whether the socket is up.
+    token: Option<u64>,
+    up: bool,
+    /// The socket took less than it was offered: wait until it is writable.
+    write_blocked: bool,
+    life: Lifecycle,
+    retry_at: Option<Instant>,
+    attempt_by: Option<Instant>,
+    ping_at: Option<Instant>,
+    events: Vec<WireEvent>,
+    /// The caller flushes at the end of each turn ([`Engine::flush_by_caller`]).
+    caller_flushes: bool,
+    /// Room was made in what is kept for the server, or the connection changed.
+    changed: bool,
+    pub closing: bool,
+}
+
+impl Engine {
+    /// Starts connecting to the server `wire` dials.
+    pub fn start(
+        options: NatsOptions,
+        subject: &str,
+        receives: bool,
+        wire: SocketWire,
+        ring: Arc<ReceiveRing>,
+        session_id: u64,
+    ) -> Result<Engine, NatsError> {
+        let server = wire.server().addr;
+        let mut session = Session::new(options.connect_json());
+        let main_sid =
+            if receives && options.subscribe { Some(session.subscribe(subject, options.group.as_deref())?) } else { None };
+        let inlet = Inlet {
+            ring,
+            subjects: Subjects::default(),
+            serve: options.listen,
+            main_sid,
+            inbox_sid: None,
+            inbox: format!("_INBOX.{session_id:016x}{:08x}.", std::process::id()),
+            requests: HashMap::new(),
+            answers: HashMap::new(),
+            spare: Vec::new(),
+            next_key: 1,
+            server,
+            server_name: server.to_string(),
+            slow: false,
+            confirmed: false,
+            server_error: None,
+            counters: Counters::default(),
+            delivered: 0,
+        };
+        let mut e = Engine {
+            life: Lifecycle::new(options.reconnect, session_id),
+            subject: subject.to_owned(),
+            wire,
+            session,
+            inlet,
+            read: ReadBuf { buf: vec![0; READ_CHUNK * 2], start: 0, end: 0 },
+            token: None,
+            up: false,
+            write_blocked: false,
+            retry_at: None,
+            attempt_by: None,
+            ping_at: None,
+            events: Vec::with_capacity(8),
+            caller_flushes: false,
+            changed: false,
+            closing: false,
+            options,
+        };
+        e.report(Status::Connecting, None);
+        e.connect(Instant::now());
+        Ok(e)
+    }
+
+    fn report(&self, status: Status, error: Option<Error>) {
+        self.inlet.ring.report(StatusEvent { status, peer: Some(self.inlet.server_name.clone()), error });
+    }
+
+    // ---- the connection ----------------------------------------------------------------
+
+    fn connect(&mut self, now: Instant) {
+        self.retry_at = None;
+        self.attempt_by = Some(now + self.options.connect_timeout);
+        match self.wire.connect(now) {
+            Ok(token) => self.token = Some(token),
+            Err(e) => self.lost(now, Lost::io(&e)),
+        }
+    }
+
+    /// The connection (or the attempt) ended: plan the next.
+    fn lost(&mut self, now: Instant, lost: Lost) {
+        if let Some(t) = self.token.take() {
+            self.wire.close(t);
+        }
+        self.up = false;
+        self.write_blocked = false;
+        self.read.start = 0;
+        self.read.end = 0;
+        self.attempt_by = None;
+        self.ping_at = None;
+        let partial = self.session.reset(true);
+        if partial > 0 {
+            self.inlet.counters.dropped += 1;
+            self.inlet.counters.dropped_bytes += partial as u64;
+        }
+        self.changed = true;
+        if self.closing {
+            return;
+        }
+        let was_connected = self.life.status() == Status::Connected;
+        let next = self.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed });
+        self.retry_at = next.retry_after.map(|d| now + d);
+        if was_connected {
+            self.inlet.counters.reconnects += 1;
+        }
+        let (code, why) = match self.inlet.server_error.take() {
+            Some(text) if text.to_ascii_lowercase().contains("authorization") => {
+                (ErrorCode::Protocol, format!("the NATS server refused the credentials: {text}"))
+            }
+            Some(text) => (lost.code, format!("{}; the server said: {text}", lost.why)),
+            None => (lost.code, lost.why),
+        };
+        if next.changed || was_connected {
+            self.report(self.life.status(), Some(Error::new(code, why)));
+        }
+    }
+
+    /// The server confirmed the connection (its `PONG` to our first `PING`).
+    fn confirmed(&mut self, now: Instant) {
+        self.attempt_by = None;
+        self.ping_at = Some(now + self.options.ping_interval);
+        if self.life.on(LifeEvent::Connected).changed {
+            self.report(Status::Connected, None);
+        }
+        self.changed = true;
+    }
+
+    /// Reads what the server sent and delivers it.
+    fn read(&mut self, now: Instant) {
+        let Some(token) = self.token else { return };
+        let ring = self.inlet.ring.clone();
+        let mut d = (&*ring as &dyn Sink).deliveries();
+        let ended = loop {
+            let room = self.read.room();
+            match self.wire.recv(token, room) {
+                Ok(0) => break Some(Lost::closed()),
+                Ok(n) => {
+                    self.read.end += n;
+                    self.inlet.counters.bytes_received += n as u64;
+                    let inlet = &mut self.inlet;
+                    let unparsed = &self.read.buf[self.read.start..self.read.end];
+                    match self.session.read(unparsed, |ev| inlet.on(ev, &mut d)) {
+                        Ok(used) => self.read.start += used,
+                        Err(e) => {
+                            self.inlet.counters.protocol_violations += 1;
+                            break Some(Lost::new(ErrorCode::Protocol, format!("from the NATS server: {e}")));
+                        }
+                    }
+                    if n < READ_CHUNK {
+                        // A short read: most likely nothing more now (saves a read that
+                        // would only say so).
+                        break None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(Lost::io(&e)),
+            }
+        };
+        drop(d);
+        if std::mem::take(&mut self.inlet.confirmed) {
+            self.confirmed(now);
+        }
+        if let Some(lost) = ended {
+            self.lost(now, lost);
+        }
+    }
+
+    /// Writes what the session has for the server, as far as the socket takes it.
+    fn write(&mut self, now: Instant) {
+        let Some(token) = self.token else { return };
+        if !self.up || self.write_blocked || !self.session.greeted() {
+            return;
+        }
+        while !self.session.output().is_empty() {
+            match self.wire.send(token, &[self.session.output()]) {
+                Ok(n) => {
+                    self.session.written(n);
+                    self.inlet.counters.bytes_sent += n as u64;
+                    self.changed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    self.wire.watch(token, Interest { read: true, write: true });
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.lost(now, Lost::io(&e)),
+            }
+        }
+    }
+
+    /// One turn: what the wire reports, what is due, what waits to be written.
+    fn turn(&mut self, now: Instant, readable: bool) -> usize {
+        self.inlet.delivered = 0;
+        let mut events = std::mem::take(&mut self.events);
+        loop {
+            let more = self.wire.poll(now, readable, &mut events);
+            for ev in events.drain(..) {
+                match ev {
+                    WireEvent::Connected { token, .. } if Some(token) == self.token => {
+                        self.up = true;
+                        self.wire.watch(token, Interest { read: true, write: false });
+                    }
+                    WireEvent::Readable(token) if Some(token) == self.token => self.read(now),
+                    WireEvent::Writable(token) if Some(token) == self.token => {
+                        self.write_blocked = false;
+                        self.wire.watch(token, Interest { read: true, write: false });
+                    }
+                    WireEvent::Ended { token, lost } if Some(token) == self.token => self.lost(now, lost),
+                    _ => {}
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        self.events = events;
+        if self.retry_at.is_some_and(|t| t <= now) && !self.closing {
+            self.connect(now);
+        }
+        if self.attempt_by.is_some_and(|t| t <= now) {
+            let lost = Lost::new(ErrorCode::Timeout, "the NATS server did not answer within connectTimeoutMs");
+            self.lost(now, lost);
+        }
+        if self.ping_at.is_some_and(|t| t <= now) {
+            if self.session.tick(MAX_PINGS_OUT) {
+                self.ping_at = Some(now + self.options.ping_interval);
+            } else {
+                self.lost(now, Lost::new(ErrorCode::Timeout, "the NATS server did not answer two pings"));
+            }
+        }
+        self.write(now);
+        self.inlet.delivered
+    }
+
+    // ---- what the hub asks ---------------------------------------------------------------
+
+    /// Whether `len` more bytes may be kept for the server now.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.session.pending_bytes() == 0 || self.session.pending_bytes() + len <= self.options.send_queue_bytes
+    }
+
+    /// Publishes `payload` on `subject` (the hub's, or a reply subject), with `reply`.
+    fn send(&mut self, subject: &str, reply: Option<&str>, headers: Option<&Headers>, payload: &[u8]) -> Result<(), Error> {
+        self.session.publish(subject, reply, headers, payload).map_err(|e| match e {
+            NatsError::PayloadTooLarge(n) => Error::too_large("message", n, self.session.server().max_payload),
+            e => Error::bad_option(e.to_string()),
+        })?;
+        if !self.caller_flushes {
+            self.write(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Publishes on the hub's subject.
+    pub fn publish(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let subject = std::mem::take(&mut self.subject);
+        let r = self.send(&subject, None, None, payload);
+        self.subject = subject;
+        r
+    }
+
+    /// Counts a publish dropped for want of room.
+    pub fn count_dropped(&mut self, len: usize) {
+        self.inlet.counters.dropped += 1;
+        self.inlet.counters.dropped_bytes += len as u64;
+    }
+
+    /// Sends a request on the hub's subject: its key.
+    pub fn request(&mut self, body: &[u8]) -> Result<u64, Error> {
+        if self.inlet.inbox_sid.is_none() {
+            let inbox = format!("{}*", self.inlet.inbox);
+            let sid = self.session.subscribe(&inbox, None).map_err(|e| Error::bad_option(e.to_string()))?;
+            self.inlet.inbox_sid = Some(sid);
+        }
+        let key = self.inlet.next_key;
+        self.inlet.next_key += 1;
+        let mut reply = std::mem::take(&mut self.inlet.inbox);
+        let base = reply.len();
+        reply.push_str(itoa(key, &mut [0; 20]));
+        let subject = std::mem::take(&mut self.subject);
+        let r = self.send(&subject, Some(&reply), None, body);
+        self.subject = subject;
+        reply.truncate(base);
+        self.inlet.inbox = reply;
+        r?;
+        self.inlet.requests.insert(key, ());
+        Ok(key)
+    }
+
+    pub fn cancel(&mut self, key: u64) -> bool {
+        self.inlet.requests.remove(&key).is_some()
+    }
+
+    /// Answers request `key` (delivered to this serving hub): on its reply subject, the
+    /// body as it is, or a failure in the header NATS services use.
+    pub fn respond(&mut self, key: u64, ok: bool, body: &[u8]) -> bool {
+        let Some(reply) = self.inlet.answers.remove(&key) else { return false };
+        let r = if ok {
+            self.send(&reply, None, None, body)
+        } else {
+            let mut h = Headers::default();
+            let why = String::from_utf8_lossy(body).replace(['\r', '\n'], " ");
+            let inserted = h.insert(SERVICE_ERROR, &why).and_then(|()| h.insert(SERVICE_ERROR_CODE, "500"));
+            inserted.map_err(|e| Error::bad_option(e.to_string())).and_then(|()| self.send(&reply, None, Some(&h), b""))
+        };
+        self.inlet.spare.push(reply);
+        r.is_ok()
+    }
+
+    /// The caller flushes at the end of each turn: publishes wait for it.
+    pub fn flush_by_caller(&mut self) {
+        self.caller_flushes = true;
+    }
+
+    /// Writes what waits.
+    pub fn flush(&mut self) {
+        self.write(Instant::now());
+    }
+
+    /// Whether everything published was written to the server.
+    pub fn drained(&self) -> bool {
+        self.session.pending_bytes() == 0
+    }
+
+    /// The subject numbered `n` in an envelope.
+    pub fn subject_name(&self, n: u32) -> Option<String> {
+        self.inlet.subjects.name(n).map(str::to_owned)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.inlet.counters
+    }
+
+    /// Gauges: bytes kept for the server, requests waiting, requests to answer, subjects known.
+    pub fn gauges(&self) -> (usize, usize, usize, usize) {
+        (self.session.pending_bytes(), self.inlet.requests.len(), self.inlet.answers.len(), self.inlet.subjects.len())
+    }
+
+    /// The server's id and largest message, once it greeted a connection.
+    pub fn server(&self) -> (String, usize) {
+        let s = self.session.server();
+        (s.server_id.clone(), s.max_payload)
+    }
+
+    pub fn close(&mut self) {
+        self.write(Instant::now());
+        self.closing = true;
+        self.retry_at = None;
+        self.attempt_by = None;
+        self.ping_at = None;
+        if let Some(t) = self.token.take() {
+            self.wire.close(t);
+        }
+        self.life.on(LifeEvent::Close);
+    }
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits")
+}
+
+impl Drive for Engine {
+    fn readiness_fd(&self) -> RawFd {
+        self.wire.readiness_fd()
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        [self.retry_at, self.attempt_by, self.ping_at, self.wire.deadline()].into_iter().flatten().min()
+    }
+
+    fn drive(&mut self, now: Instant, ready: Ready) -> usize {
+        self.turn(now, ready.readable)
+    }
+
+    fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn readiness_needed(&mut self) {
+        self.wire.watch_all();
+    }
+}
+
+/// How long a `block` publisher waits at a time before it looks again.
+pub const ROOM_POLL: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_decimal() {
+        assert_eq!(itoa(0, &mut [0; 20]), "0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
+    }
+}
