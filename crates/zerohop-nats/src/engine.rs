@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
-use zerohop_proto::nats::{Event, Headers, NatsError, Session};
+use zerohop_proto::nats::{Event, Headers, NatsError, Session, json_string_field};
 use zerohop_stream::SocketWire;
 use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{Error, ErrorCode, Kind};
 
-use crate::options::NatsOptions;
+use crate::options::{NatsOptions, push_json_string};
 use crate::subjects::Subjects;
 
 /// Bytes read from the socket at a time, at least.
@@ -160,15 +160,22 @@ impl Inlet {
             return;
         };
         let headers = headers.and_then(|h| Headers::decode(h).ok());
-        let failure = headers.as_ref().and_then(|h| match (h.status, h.get(SERVICE_ERROR)) {
-            (_, Some(why)) => Some(why.to_owned()),
-            (Some(503), _) => Some("no responders: nobody serves this subject".to_owned()),
-            (Some(s), _) if !(200..300).contains(&s) => Some(format!("the NATS server answered status {s}")),
-            _ => None,
-        });
-        let (kind, body) = match &failure {
-            Some(why) => (Kind::Failed, why.as_bytes()),
-            None => (Kind::Response, payload),
+        // A failed request's body says why: a zerohop server's own error (the JSON
+        // `{code, message}` it answered with), a NATS service error as such a JSON, or,
+        // where the request found nobody to answer it, plain text (as a lost connection's).
+        let mut why = String::new();
+        let (kind, body) = match headers.as_ref().map(|h| (h.status, h.get(SERVICE_ERROR))) {
+            None | Some((None | Some(200..=299), None)) => (Kind::Response, payload),
+            Some((Some(503), None)) => (Kind::Failed, &b"no responders: nobody serves this subject"[..]),
+            Some((_, Some(_))) if payload.starts_with(b"{") => (Kind::Failed, payload),
+            Some((status, message)) => {
+                let message =
+                    message.map_or_else(|| format!("the NATS server answered status {status:?}"), str::to_owned);
+                why.push_str(r#"{"code":"ERR_REMOTE","message":"#);
+                push_json_string(&mut why, &message);
+                why.push('}');
+                (Kind::Failed, why.as_bytes())
+            }
         };
         let m = Inbound { kind, request: key, ..Inbound::message(0, self.server, 0, body) };
         // An answer is never dropped for a full ring: it is held until there is room.
@@ -228,6 +235,8 @@ pub struct Engine {
     caller_flushes: bool,
     /// Room was made in what is kept for the server, or the connection changed.
     changed: bool,
+    /// How the first attempt to connect ended (see `Link::wait_open`).
+    pub first: Option<Result<(), Error>>,
     pub closing: bool,
 }
 
@@ -243,8 +252,11 @@ impl Engine {
     ) -> Result<Engine, NatsError> {
         let server = wire.server().addr;
         let mut session = Session::new(options.connect_json());
-        let main_sid =
-            if receives && options.subscribe { Some(session.subscribe(subject, options.group.as_deref())?) } else { None };
+        let main_sid = if receives && options.subscribe {
+            Some(session.subscribe(subject, options.group.as_deref())?)
+        } else {
+            None
+        };
         let inlet = Inlet {
             ring,
             subjects: Subjects::default(),
@@ -280,6 +292,7 @@ impl Engine {
             events: Vec::with_capacity(8),
             caller_flushes: false,
             changed: false,
+            first: None,
             closing: false,
             options,
         };
@@ -336,8 +349,12 @@ impl Engine {
             Some(text) => (lost.code, format!("{}; the server said: {text}", lost.why)),
             None => (lost.code, lost.why),
         };
+        let error = Error::new(code, why);
+        if self.first.is_none() {
+            self.first = Some(Err(error.clone()));
+        }
         if next.changed || was_connected {
-            self.report(self.life.status(), Some(Error::new(code, why)));
+            self.report(self.life.status(), Some(error));
         }
     }
 
@@ -345,6 +362,7 @@ impl Engine {
     fn confirmed(&mut self, now: Instant) {
         self.attempt_by = None;
         self.ping_at = Some(now + self.options.ping_interval);
+        self.first.get_or_insert(Ok(()));
         if self.life.on(LifeEvent::Connected).changed {
             self.report(Status::Connected, None);
         }
@@ -468,7 +486,13 @@ impl Engine {
     }
 
     /// Publishes `payload` on `subject` (the hub's, or a reply subject), with `reply`.
-    fn send(&mut self, subject: &str, reply: Option<&str>, headers: Option<&Headers>, payload: &[u8]) -> Result<(), Error> {
+    fn send(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Option<&Headers>,
+        payload: &[u8],
+    ) -> Result<(), Error> {
         self.session.publish(subject, reply, headers, payload).map_err(|e| match e {
             NatsError::PayloadTooLarge(n) => Error::too_large("message", n, self.session.server().max_payload),
             e => Error::bad_option(e.to_string()),
@@ -526,10 +550,15 @@ impl Engine {
         let r = if ok {
             self.send(&reply, None, None, body)
         } else {
+            // `body` is the JSON `{code, message}` of a zerohop server's error: it goes as
+            // the body (for zerohop clients) and its message in the header (for the rest).
             let mut h = Headers::default();
-            let why = String::from_utf8_lossy(body).replace(['\r', '\n'], " ");
+            let why = json_string_field(body, "message").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+            let why = why.replace(['\r', '\n'], " ");
             let inserted = h.insert(SERVICE_ERROR, &why).and_then(|()| h.insert(SERVICE_ERROR_CODE, "500"));
-            inserted.map_err(|e| Error::bad_option(e.to_string())).and_then(|()| self.send(&reply, None, Some(&h), b""))
+            inserted
+                .map_err(|e| Error::bad_option(e.to_string()))
+                .and_then(|()| self.send(&reply, None, Some(&h), body))
         };
         self.inlet.spare.push(reply);
         r.is_ok()
@@ -543,6 +572,10 @@ impl Engine {
     /// Writes what waits.
     pub fn flush(&mut self) {
         self.write(Instant::now());
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
     }
 
     /// Whether everything published was written to the server.

@@ -15,7 +15,9 @@ pub struct NatsOptions {
     /// as an `Rpc` client does).
     pub subscribe: bool,
     /// A queue group: each message on the subject goes to one member of the group
-    /// rather than to each (`?group=workers`).
+    /// rather than to each (`?group=workers`). A hub that answers requests is in one
+    /// unless told otherwise: [`SERVING_GROUP`], as NATS services are, so that each
+    /// request is answered once however many servers there are.
     pub group: Option<String>,
     /// Credentials: a user and password, or a token.
     pub user: Option<String>,
@@ -35,6 +37,10 @@ pub struct NatsOptions {
     /// The largest message (the server's own limit, `max_payload`, applies as well).
     pub max_message: usize,
 }
+
+/// The queue group of a hub that answers requests, unless it names one (NATS services'
+/// default too).
+pub const SERVING_GROUP: &str = "q";
 
 impl Default for NatsOptions {
     fn default() -> Self {
@@ -74,8 +80,10 @@ impl FromOptions for NatsOptions {
         {
             return Err(Error::bad_option(format!("group '{g}' is not a NATS queue group name")));
         }
+        let listen = o.take_bool("listen")?.unwrap_or(false);
+        let group = group.or_else(|| listen.then(|| SERVING_GROUP.to_owned()));
         let s = NatsOptions {
-            listen: o.take_bool("listen")?.unwrap_or(false),
+            listen,
             subscribe: o.take_bool("subscribe")?.unwrap_or(true),
             group,
             user: o.take_text("user")?,
@@ -124,7 +132,7 @@ impl NatsOptions {
 }
 
 /// `s` as a JSON string.
-fn push_json_string(out: &mut String, s: &str) {
+pub(crate) fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(t.number("prices.eur"), a);
         let b = t.number("prices.usd");
         assert_ne!(a, b);
-        assert_eq!((t.name(a), t.name(b), t.name(0), t.name(999)), (Some("prices.eur"), Some("prices.usd"), None, None));
+        assert_eq!(
+            (t.name(a), t.name(b), t.name(0), t.name(999)),
+            (Some("prices.eur"), Some("prices.usd"), None, None)
+        );
         // Many distinct subjects: old numbers go, memory does not grow past KEPT.
         for i in 0..KEPT * 2 {
             t.number(&format!("s.{i}"));

@@ -99,7 +99,9 @@ impl Protocol for NatsProtocol {
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
         if channel != 0 {
-            return Err(Error::bad_option(format!("channel {channel}: a nats:// hub has one channel (0), its subject")));
+            return Err(Error::bad_option(format!(
+                "channel {channel}: a nats:// hub has one channel (0), its subject"
+            )));
         }
         if !self.publishable {
             return Err(Error::bad_option(format!(
@@ -151,6 +153,15 @@ impl Protocol for NatsProtocol {
     fn linger(&self, linger: Duration) -> bool {
         let _ = self.driver.with(Engine::flush);
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
+    }
+
+    fn wait_open(&self) -> Result<()> {
+        let patience = self.driver.with(|e| e.connect_timeout())? + Duration::from_secs(1);
+        self.driver.wait_until(patience, |e| e.first.is_some(), |e| e.closing);
+        match self.driver.with(|e| e.first.clone())? {
+            Some(r) => r,
+            None => Err(Error::new(ErrorCode::Timeout, "the NATS server did not answer within connectTimeoutMs")),
+        }
     }
 
     fn close(&self) {

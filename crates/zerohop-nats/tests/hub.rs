@@ -133,7 +133,12 @@ fn requests_are_answered_failed_or_have_no_responders() {
         answers.push((info.request, info.kind, body));
     }
     answers.sort_by_key(|a| a.0);
-    assert_eq!(answers, [(a, Kind::Response, b"4".to_vec()), (b, Kind::Failed, b"division by zero".to_vec())]);
+    let failed = br#"{"code":"ERR_REMOTE","message":"division by zero"}"#.to_vec();
+    assert_eq!(
+        answers,
+        [(a, Kind::Response, b"4".to_vec()), (b, Kind::Failed, failed)],
+        "a failure as zerohop's Rpc says it"
+    );
 
     let mut lonely = hub(&server.url("nobody.home"), NatsOptions { subscribe: false, ..NatsOptions::default() });
     let c = lonely.requests().unwrap().request(b"anyone?").unwrap();

@@ -70,6 +70,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn linger(&self, _linger: Duration) -> bool {
         true
     }
+    /// See [`Link::wait_open`].
+    fn wait_open(&self) -> Result<()> {
+        Ok(())
+    }
     /// Closes sockets and stops threads. Idempotent.
     fn close(&self);
     fn peers(&self) -> Option<&dyn Peers> {
@@ -228,6 +232,10 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn linger(&self, linger: Duration) -> bool {
         self.protocol.linger(linger)
+    }
+
+    fn wait_open(&self) -> Result<()> {
+        self.protocol.wait_open()
     }
 
     fn has_room(&self, channel: u16, len: usize) -> bool {

@@ -72,7 +72,7 @@ pub fn error_codes() -> Vec<ErrorCodeInfo> {
 /// A parsed endpoint URL.
 #[napi(object)]
 pub struct ParsedEndpoint {
-    /// `shm`, `udp`, `kcp`, `quic`, `tcp` or `uds`.
+    /// `shm`, `udp`, `kcp`, `quic`, `tcp`, `uds` or `nats`.
     pub transport: String,
     /// True when smart selection picked the transport (a bare name).
     pub selected_automatically: bool,
@@ -80,6 +80,8 @@ pub struct ParsedEndpoint {
     pub host: Option<String>,
     pub port: Option<u32>,
     pub path: Option<String>,
+    /// `nats://`: the subject (a pattern, with wildcards, for subscribing).
+    pub subject: Option<String>,
     pub multicast: bool,
     /// Query parameters as `[key, value]` pairs.
     pub params: Vec<Vec<String>>,
@@ -89,10 +91,13 @@ pub struct ParsedEndpoint {
 #[napi]
 pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
     let e = Endpoint::parse(&url).map_err(js_error)?;
-    let (name, host, port, path) = match e.target() {
-        Target::Name(n) => (Some(n.clone()), None, None, None),
-        Target::Host { host, port } => (None, Some(host.clone()), Some(*port as u32), None),
-        Target::Path(p) => (None, None, None, Some(p.clone())),
+    let (name, host, port, path, subject) = match e.target() {
+        Target::Name(n) => (Some(n.clone()), None, None, None, None),
+        Target::Host { host, port } => (None, Some(host.clone()), Some(*port as u32), None, None),
+        Target::Path(p) => (None, None, None, Some(p.clone()), None),
+        Target::Subject { host, port, subject } => {
+            (None, Some(host.clone()), Some(*port as u32), None, Some(subject.clone()))
+        }
     };
     Ok(ParsedEndpoint {
         transport: e.kind().scheme().to_owned(),
@@ -101,6 +106,7 @@ pub fn parse_endpoint(url: String) -> Result<ParsedEndpoint> {
         host,
         port,
         path,
+        subject,
         multicast: e.is_multicast(),
         params: e.params().iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect(),
     })

@@ -82,6 +82,24 @@ impl Task for LingerTask {
     }
 }
 
+/// Waits (off the JavaScript thread) until the hub receives what others publish.
+pub struct OpenTask {
+    link: Arc<dyn Link>,
+}
+
+impl Task for OpenTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        self.link.wait_open().map_err(js_error)
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// What a network hub's transport can do besides publishing and receiving.
 #[napi(object)]
 pub struct Capabilities {
@@ -282,6 +300,13 @@ impl NetHandle {
         self.hub()?.requests().map(|r| r.respond(key as u64, ok, data)).map_err(js_error)
     }
 
+    /// The subject numbered `id` in a received message's envelope (`nats://`), while the
+    /// hub still knows it.
+    #[napi]
+    pub fn subject(&self, id: u32) -> Result<Option<String>> {
+        Ok(self.hub()?.subject(id))
+    }
+
     /// The bytes of a message too large for its slot (the envelope gives the key).
     #[napi]
     pub fn take_spilled(&self, key: f64) -> Result<Buffer> {
@@ -395,6 +420,14 @@ impl NetHandle {
     pub fn linger(&self, linger_ms: f64) -> Result<AsyncTask<LingerTask>> {
         self.hub()?;
         Ok(AsyncTask::new(LingerTask { link: self.link.clone(), linger: duration_ms(linger_ms) }))
+    }
+
+    /// Resolves once the hub receives what others publish (a `nats://` hub: once its
+    /// server confirmed its first connection); rejects with what ended that attempt.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn ready(&self) -> Result<AsyncTask<OpenTask>> {
+        self.hub()?;
+        Ok(AsyncTask::new(OpenTask { link: self.link.clone() }))
     }
 
     /// Sends what is queued, stops the transport's threads and closes its sockets. Idempotent.

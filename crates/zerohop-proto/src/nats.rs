@@ -613,6 +613,27 @@ impl Json<'_> {
     }
 }
 
+/// The string value of `key` at the top level of the JSON object `json`, if it has one.
+pub fn json_string_field(json: &[u8], key: &str) -> Option<String> {
+    let mut j = Json { s: json, at: 0 };
+    j.expect(b'{')?;
+    if j.peek() == Some(b'}') {
+        return None;
+    }
+    loop {
+        let k = j.string()?;
+        j.expect(b':')?;
+        if k == key {
+            return j.string();
+        }
+        j.skip(0)?;
+        match j.next()? {
+            b',' => {}
+            _ => return None,
+        }
+    }
+}
+
 /// What a [`Session`] hands its driver as it reads.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -897,9 +918,7 @@ impl Session {
             Ok(())
         });
         for s in &self.subs {
-            self.out
-                .op(|o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid))
-                .expect("checked as it was subscribed");
+            self.out.op(|o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid)).expect("checked as it was subscribed");
         }
         self.ping();
         self.out.append(&pending);
@@ -1198,6 +1217,15 @@ mod tests {
     }
 
     #[test]
+    fn a_string_field_of_a_json_object() {
+        let j = br#"{"code":"ERR_REMOTE","n":[1,{"x":"y"}],"message":"b \"is\" zero"}"#;
+        assert_eq!(json_string_field(j, "message").as_deref(), Some("b \"is\" zero"));
+        assert_eq!(json_string_field(j, "code").as_deref(), Some("ERR_REMOTE"));
+        assert_eq!(json_string_field(j, "x"), None, "top level only");
+        assert_eq!(json_string_field(b"not json", "x"), None);
+    }
+
+    #[test]
     fn a_connection_lost_mid_operation_drops_that_one_and_keeps_the_messages_after_it() {
         let mut s = Session::new("{}");
         s.subscribe("in", None).unwrap();
@@ -1209,7 +1237,11 @@ mod tests {
         s.publish("c", None, None, b"third").unwrap();
         s.written(5); // "PUB a" of the first: the rest of it cannot go on another connection
         assert_eq!(s.reset(true), "PUB a 5\r\nfirst\r\n".len() - 5);
-        assert_eq!(s.pending_bytes(), "PUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n".len(), "the PONG was that connection's");
+        assert_eq!(
+            s.pending_bytes(),
+            "PUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n".len(),
+            "the PONG was that connection's"
+        );
         assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
         assert_eq!(out(&mut s), "CONNECT {}\r\nSUB in 1\r\nPING\r\nPUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n");
         // Written a byte at a time, every operation is accounted for.

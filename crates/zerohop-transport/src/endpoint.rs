@@ -159,7 +159,9 @@ impl Endpoint {
                 if !zerohop_proto::nats::valid_subject(subject, true) {
                     return Err(bad(
                         url,
-                        format!("'{subject}' is not a NATS subject (tokens separated by '.', '*' or a last '>' as wildcards)"),
+                        format!(
+                            "'{subject}' is not a NATS subject (tokens separated by '.', '*' or a last '>' as wildcards)"
+                        ),
                     ));
                 }
                 let with_port = if has_port(server) { server.to_owned() } else { format!("{server}:{NATS_PORT}") };
@@ -315,7 +317,8 @@ mod tests {
         assert!(!Endpoint::parse("udp://10.1.2.3:9000").unwrap().is_multicast());
         assert_eq!(Endpoint::parse("uds:///tmp/a").unwrap().target(), &Target::Path("/tmp/a".into()));
         assert_eq!(Endpoint::parse("uds://@app").unwrap().target(), &Target::Path("@app".into()));
-        let nats = |host: &str, port, subject: &str| Target::Subject { host: host.into(), port, subject: subject.into() };
+        let nats =
+            |host: &str, port, subject: &str| Target::Subject { host: host.into(), port, subject: subject.into() };
         assert_eq!(Endpoint::parse("nats://h/a.*.c").unwrap().target(), &nats("h", NATS_PORT, "a.*.c"));
         assert_eq!(Endpoint::parse("nats://[::1]:5000/x?group=w").unwrap().target(), &nats("::1", 5000, "x"));
         assert_eq!(Endpoint::parse("nats://[::1]/x").unwrap().target(), &nats("::1", NATS_PORT, "x"));

@@ -256,6 +256,12 @@ pub trait Link: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// [`Transport::linger`], from any thread.
     fn linger(&self, linger: Duration) -> bool;
+    /// Waits until the hub receives what others publish: a hub whose server keeps
+    /// nothing for a subscriber it does not know yet (NATS) waits for its first
+    /// connection, and fails with what ended it; the others are ready when open.
+    fn wait_open(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether a `len`-byte message on `channel` would find room now: publishing it
     /// would neither wait nor be dropped or refused for want of room (what an
     /// asynchronous send waits for).

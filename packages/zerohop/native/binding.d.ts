@@ -64,6 +64,11 @@ export declare class NetHandle {
   cancel(key: number): boolean
   /** Answers request `key` (received with envelope kind 1); false if it is gone. */
   respond(key: number, ok: boolean, data: Uint8Array): boolean
+  /**
+   * The subject numbered `id` in a received message's envelope (`nats://`), while the
+   * hub still knows it.
+   */
+  subject(id: number): string | null
   /** The bytes of a message too large for its slot (the envelope gives the key). */
   takeSpilled(key: number): Buffer
   /**
@@ -102,6 +107,11 @@ export declare class NetHandle {
    * read by their applications), or false after `linger_ms`.
    */
   linger(lingerMs: number): Promise<boolean>
+  /**
+   * Resolves once the hub receives what others publish (a `nats://` hub: once its
+   * server confirmed its first connection); rejects with what ended that attempt.
+   */
+  ready(): Promise<void>
   /** Sends what is queued, stops the transport's threads and closes its sockets. Idempotent. */
   close(): void
 }
@@ -332,7 +342,7 @@ export interface NetStatusEvent {
 
 /** A parsed endpoint URL. */
 export interface ParsedEndpoint {
-  /** `shm`, `udp`, `kcp`, `quic`, `tcp` or `uds`. */
+  /** `shm`, `udp`, `kcp`, `quic`, `tcp`, `uds` or `nats`. */
   transport: string
   /** True when smart selection picked the transport (a bare name). */
   selectedAutomatically: boolean
@@ -340,6 +350,8 @@ export interface ParsedEndpoint {
   host?: string
   port?: number
   path?: string
+  /** `nats://`: the subject (a pattern, with wildcards, for subscribing). */
+  subject?: string
   multicast: boolean
   /** Query parameters as `[key, value]` pairs. */
   params: Array<Array<string>>

@@ -17,6 +17,12 @@ export interface MessageInfo {
   from?: string
   /** Unix sockets: the sending process, as the kernel says (`SO_PEERCRED`). */
   peer?: { pid: number; uid: number; gid: number }
+  /**
+   * `nats://`: the subject it was published on (one of those a wildcard subscription
+   * matches). Absent for a message read so long after it came that the hub no longer
+   * knows its subject (tens of thousands of other subjects since).
+   */
+  subject?: string
   /** Network transports: the channel it came on (0 for transports with one channel). */
   channel?: number
   /**
@@ -34,8 +40,11 @@ export interface RequestInfo extends MessageInfo {
   request?: number
 }
 
-/** Reads the envelope at `off` into `info`. */
-export function readEnvelope(dv: DataView, off: number, info: MessageInfo): MessageInfo {
+/**
+ * Reads the envelope at `off` into `info`; a message that came on a subject has its
+ * number there, which `subjects` names.
+ */
+export function readEnvelope(dv: DataView, off: number, info: MessageInfo, subjects?: (id: number) => string | undefined): MessageInfo {
   const ts = dv.getBigUint64(off + ENVELOPE.timestamp, true)
   if (ts !== 0n) info.timestampNs = ts
   info.channel = dv.getUint16(off + ENVELOPE.channel, true)
@@ -54,6 +63,9 @@ export function readEnvelope(dv: DataView, off: number, info: MessageInfo): Mess
     const groups: number[] = []
     for (let i = 0; i < 8; i++) groups.push(dv.getUint16(a + 2 * i, false))
     info.from = `[${formatIpv6(groups)}]:${port}`
+  } else if (family === 2) {
+    const name = subjects?.(dv.getUint32(a, true))
+    if (name !== undefined) info.subject = name
   } else if (family === 1) {
     info.from = `peer:${dv.getUint32(off + ENVELOPE.peer, true)}`
     info.peer = { pid: dv.getUint32(a, true), uid: dv.getUint32(a + 4, true), gid: dv.getUint32(a + 8, true) }

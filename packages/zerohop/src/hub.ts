@@ -31,6 +31,7 @@ import type {
   CommonHubOptions,
   HubOptions,
   KcpHubOptions,
+  NatsHubOptions,
   QuicHubOptions,
   ShmHubOptions,
   TcpHubOptions,
@@ -48,6 +49,7 @@ import type { ShmRing, ShmSubscriber, SubscriberCounters } from './shm-ring.js'
 import { StructCodec, type StructView } from './struct.js'
 import { available, selectorFor, transportFor } from './transports/index.js'
 import type { KcpGroupMetrics, KcpMetrics } from './transports/kcp.js'
+import type { NatsMetrics } from './transports/nats.js'
 import type { QuicMetrics } from './transports/quic.js'
 import type { StreamMetrics } from './transports/stream.js'
 import type { UdpSocketMetrics } from './transports/udp.js'
@@ -59,6 +61,7 @@ export type {
   HubOptions,
   HubRole,
   KcpHubOptions,
+  NatsHubOptions,
   QuicHubOptions,
   ShmHubOptions,
   TcpHubOptions,
@@ -68,6 +71,7 @@ export type {
 export type { HubStatus, Loan, StatusEvent, TransportName } from './port.js'
 export type { MessageInfo, RequestInfo } from './envelope.js'
 export type { KcpGroupMetrics, KcpMetrics } from './transports/kcp.js'
+export type { NatsMetrics, NatsOptions } from './transports/nats.js'
 export type { QuicMetrics } from './transports/quic.js'
 export type { TlsOptions, ReconnectOptions } from './transports/connection.js'
 export type { StreamMetrics } from './transports/stream.js'
@@ -189,6 +193,7 @@ export interface HubMetrics {
    * datagrams dropped as bad or foreign.
    */
   kcp?: KcpMetrics | KcpGroupMetrics
+  nats?: NatsMetrics
   /** With `chaos`: the faults in effect (and the seed that replays them), and what they did each way. */
   chaos?: ChaosMetrics
 }
@@ -366,6 +371,11 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    *   preset (`'fast'` by default), each parameter can be set by itself. A multicast
    *   address (`kcp://239.x.y.z:port`) is a reliable group: `role: 'publisher'` sends,
    *   `'subscriber'` is a member; every member gets every message once, in order.
+   * - `nats://host[:4222]/subject`: through a NATS server. Subscribes to the subject
+   *   (`*` and `>` wildcards; `group` joins a queue group; `recvMessage` says each
+   *   message's subject) and publishes on it; the body is the codec's bytes as they
+   *   are, so plain NATS clients interoperate. At most once, as core NATS is; the
+   *   connection comes back after it is lost, with status events.
    * - `auto://host:port`: picks the transport (smart selection). The hub opened with
    *   `listen: true` serves every other one: shared memory to those on its host, and
    *   between hosts what the guarantee asked for and the address's class give (KCP
@@ -383,6 +393,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   static open<T = Uint8Array>(url: `tcp://${string}`, options?: TcpHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `uds://${string}`, options?: UdsHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `kcp://${string}`, options?: KcpHubOptions<T>): Promise<Hub<T>>
+  static open<T = Uint8Array>(url: `nats://${string}`, options?: NatsHubOptions<T>): Promise<Hub<T>>
   static open<T = Uint8Array>(url: `auto://${string}`, options?: AutoHubOptions<T>): Promise<Hub<T>>
   /** A URL only known at run time (or a bare name): the options every hub has, and shared memory's. */
   static open<T = Uint8Array>(url: string, options?: CommonHubOptions<T> & ShmHubOptions<T>): Promise<Hub<T>>

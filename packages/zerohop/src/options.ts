@@ -8,6 +8,7 @@ import type { FaultOptions } from './chaos.js'
 import type { CodecOption } from './codec.js'
 import type { AutoOptions } from './transports/auto.js'
 import type { KcpOptions } from './transports/kcp.js'
+import type { NatsOptions } from './transports/nats.js'
 import type { QuicOptions } from './transports/quic.js'
 import type { ShmOptions } from './transports/shm.js'
 import type { StreamOptions, TcpOptions } from './transports/stream.js'
@@ -97,6 +98,8 @@ export type TcpHubOptions<T> = CommonHubOptions<T> & TcpOptions & FaultOptions
 export type UdsHubOptions<T> = CommonHubOptions<T> & StreamOptions & FaultOptions
 /** Options of a `kcp://host:port` hub. */
 export type KcpHubOptions<T> = CommonHubOptions<T> & KcpOptions & FaultOptions
+/** Options of a `nats://host[:port]/subject` hub. */
+export type NatsHubOptions<T> = CommonHubOptions<T> & NatsOptions
 
 /**
  * Options of an `auto://host:port` hub: those every hub has (handed to the transport

@@ -16,7 +16,7 @@ import type { BackpressurePolicy, HubRole } from './options.js'
 import type { ShmRing, ShmSubscriber } from './shm-ring.js'
 
 /** The transports this version can open. */
-export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds' | 'kcp'
+export type TransportName = 'shm' | 'udp' | 'quic' | 'tcp' | 'uds' | 'kcp' | 'nats'
 
 /**
  * How a hub's transport was chosen: the one in use, why, and the ones tried (or

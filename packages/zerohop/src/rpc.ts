@@ -136,8 +136,15 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
       return server
     }
     server.add(opened, true)
-    // (Over shared memory the servers of a name share its requests themselves.)
-    if (shared && opened.hub.transport !== 'shm') await server.dispatch()
+    try {
+      await opened.ready()
+    } catch (e) {
+      await server.close()
+      throw e
+    }
+    // (Over shared memory the servers of a name share its requests themselves; a hub
+    // with no address of its own, through a broker, leaves sharing to the broker.)
+    if (shared && opened.hub.transport !== 'shm' && opened.hub.localAddress !== undefined) await server.dispatch()
     return server
   }
 
@@ -639,7 +646,11 @@ function failure(bytes: Uint8Array): ZerohopError {
 }
 
 /** Opens the transport of `url` and a hub over it; its requests are what `Rpc` runs on. */
-function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: boolean): { hub: Hub<Uint8Array>; requests: RequestPort } {
+function openRpc<Req, Res>(
+  url: string,
+  options: RpcOptions<Req, Res>,
+  listen: boolean,
+): { hub: Hub<Uint8Array>; requests: RequestPort; ready: () => Promise<void> } {
   if (typeof options !== 'object' || options === null) throw new BadOptionError(`options must be an object, got ${describe(options)}`)
   // (`listen` is the call's: serve or connect.)
   const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, logger, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
@@ -657,7 +668,7 @@ function openRpc<Req, Res>(url: string, options: RpcOptions<Req, Res>, listen: b
     port.close()
     throw new BadOptionError(`Rpc runs over a transport with requests (shm://, quic://, tcp:// or uds://); ${url} is ${port.transport}://`)
   }
-  return { hub: Hub.over(url, port, raw).logTo(log), requests: port.requests }
+  return { hub: Hub.over(url, port, raw).logTo(log), requests: port.requests, ready: async () => port.ready?.() }
 }
 
 /** Request/response (over `quic://` in this version). */

@@ -22,6 +22,7 @@ export const TRANSPORTS: Record<TransportName, OpenPort> = {
   tcp: openNet,
   uds: openNet,
   kcp: openNet,
+  nats: openNet,
 }
 
 /** Opens a transport's port for `Rpc`: a server (`listen`) or a client. */
@@ -38,6 +39,8 @@ export const REQUEST_TRANSPORTS: Record<TransportName, OpenRequestPort> = {
   tcp: overNet,
   uds: overNet,
   kcp: overNet,
+  // A client subscribes to nothing but its inbox (it would get other clients' requests).
+  nats: (url, options, listen) => openNet(url, listen ? { ...options, listen } : { ...options, subscribe: false }, raw),
 }
 
 /**
@@ -65,7 +68,7 @@ export function requestTransportFor(scheme: string): OpenRequestPort | undefined
   return Object.hasOwn(REQUEST_TRANSPORTS, scheme) ? REQUEST_TRANSPORTS[scheme as TransportName] : undefined
 }
 
-/** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp://, uds:// and kcp://`). */
+/** The schemes this version opens, for messages (`shm://, udp://, quic://, tcp://, uds://, kcp:// and nats://`). */
 export function available(): string {
   const names = Object.keys(TRANSPORTS).map((s) => `${s}://`)
   return names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)}` : (names[0] ?? '')

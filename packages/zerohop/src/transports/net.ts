@@ -12,7 +12,7 @@ import { copyInto } from '../bytes.js'
 import type { ChaosMetrics } from '../chaos.js'
 import { type Codec, describe, raw } from '../codec.js'
 import { CodecError, InvalidStateError, fromNative } from '../errors.js'
-import { ENVELOPE, Placement, placement, readEnvelope, spillKey, spilledLength } from '../envelope.js'
+import { ENVELOPE, type MessageInfo, Placement, placement, readEnvelope, spillKey, spilledLength } from '../envelope.js'
 import { binding, fast, native, type NetCalls, type NetHandle, type NetLink, type NetWaker, statusEvent } from '../native.js'
 import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort, StatusEvent } from '../port.js'
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
@@ -37,7 +37,8 @@ export class NetPort<T> implements Port<T> {
   readonly ring: ShmRing
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = ENVELOPE.len
-  readonly readInfo = readEnvelope
+  /** Subjects by their number in envelopes (`nats://`), as the native side named them. */
+  private readonly subjects = new Map<number, string>()
   readonly pollsOnCallingThread = true
   armKeepsLoopAlive = false
   readonly loanOpen = false
@@ -106,6 +107,33 @@ export class NetPort<T> implements Port<T> {
       this.ring.close()
       throw e
     }
+  }
+
+  /** Resolves once the hub receives what others publish (see `ready` in the binding); closes it if it never will. */
+  async ready(): Promise<void> {
+    try {
+      await this.handle.ready()
+    } catch (e) {
+      this.close()
+      throw fromNative(e)
+    }
+  }
+
+  readInfo(dv: DataView, off: number, info: MessageInfo): void {
+    readEnvelope(dv, off, info, this.subjectName)
+  }
+
+  /** The subject numbered `id` (numbers are never reused: a name, once known, stays right). */
+  private readonly subjectName = (id: number): string | undefined => {
+    let name = this.subjects.get(id)
+    if (name === undefined && !this.closed) {
+      name = native(() => this.handle.subject(id)) ?? undefined
+      if (name !== undefined) {
+        if (this.subjects.size >= 4096) this.subjects.clear()
+        this.subjects.set(id, name)
+      }
+    }
+    return name
   }
 
   /** The bytes to send for `value` (a struct is written into one reused scratch buffer). */

@@ -127,7 +127,8 @@ class FallbackPort<T> extends NetPort<T> {
   }
 
   /** Connected to a relay (within a few seconds: else the hub goes on connecting). */
-  async ready(): Promise<void> {
+  override async ready(): Promise<void> {
+    await super.ready()
     for (let i = 0; i < 500 && this.status() !== 'connected'; i++) await new Promise((r) => setTimeout(r, 10))
   }
 
