@@ -8,6 +8,7 @@
 import test from 'ava'
 import { type BackpressurePolicy, type CodecOption, Hub, type HubOptions, type KcpMetrics, type TlsOptions, ZerohopError, struct } from 'zerohop'
 import { uniqueName } from './helpers.ts'
+import { type NatsServer, natsServer } from './nats-server.ts'
 
 interface Transport {
   /** The transport's name (its URL scheme, and its key in `metrics()`). */
@@ -22,6 +23,8 @@ interface Transport {
   policies: BackpressurePolicy[]
   /** Whether received messages say where they came from. */
   addressed: boolean
+  /** Whether received messages say the subject they came on (a broker's transport). */
+  subjects?: boolean
   /**
    * What `chaos` does: a reliable transport delivers everything once and in order
    * through it; an unreliable one counts what it lost; shared memory has no datagrams
@@ -164,7 +167,31 @@ const transports: Transport[] = [
     queues: true,
     tight: { sendQueueMessages: 8 },
   },
+  {
+    // Through a NATS server (started below): best effort, as core NATS is.
+    name: 'nats',
+    async pair<T>(a: HubOptions<T> = {}, b: HubOptions<T> = {}): Promise<[Hub<T>, Hub<T>]> {
+      const url = nats!.url(uniqueName('conf'))
+      return [await Hub.open<T>(url, a as object), await Hub.open<T>(url, b as object)]
+    },
+    url: () => nats!.url(uniqueName('conf-opt')),
+    policies: ['block', 'drop_new', 'fail_fast'],
+    addressed: false,
+    subjects: true,
+    faults: 'refused',
+    compresses: false,
+    queues: false,
+    // (No tight setting: the server takes what it is sent, whoever reads it.)
+  },
 ]
+
+let nats: NatsServer | undefined
+test.before(async () => {
+  nats = await natsServer()
+})
+test.after.always(async () => {
+  await nats?.stop()
+})
 
 const Tick = struct({ seq: 'u64', price: 'f64' })
 
@@ -299,6 +326,8 @@ for (const tr of transports) {
       t.regex(m.from ?? '', /^127\.0\.0\.1:\d+$/)
       t.is(m.channel, 0)
       if (tr.name === 'udp') t.is(m.from, b.localAddress)
+    } else if (tr.subjects) {
+      t.deepEqual(m, { value: new Uint8Array([9]), subject: a.url.slice(a.url.lastIndexOf('/') + 1), channel: 0 })
     } else {
       t.deepEqual(m, { value: new Uint8Array([9]) })
     }
@@ -481,7 +510,7 @@ for (const tr of transports) {
   test.serial(name('chaos injects seeded faults below the transport, counted in metrics().chaos'), async (t) => {
     if (tr.faults === 'refused') {
       const e = await t.throwsAsync(Hub.open(`${tr.url()}?chaos=loss:0.1`), { code: 'ERR_BAD_URL' })
-      t.regex(e?.message ?? '', /chaos is not an option of shm:\/\/ hubs/)
+      t.regex(e?.message ?? '', new RegExp(`chaos is not an option of ${tr.name}:// hubs`))
       return
     }
     // 10 % loss. Unreliable: on the sender only, one message per datagram, so what it
@@ -529,7 +558,8 @@ for (const tr of transports) {
     const message = (i: number) => Uint8Array.from({ length: 100 }, (_, k) => (i * 3 + k) & 255)
     if (!tr.tight) {
       // Never out of room: send() resolves at once.
-      const [a, b] = await tr.pair<Uint8Array>({}, { flushIntervalMs: 0 } as HubOptions<Uint8Array>)
+      // (UDP batches: flushed at once, so the one message goes now.)
+      const [a, b] = await tr.pair<Uint8Array>({}, (tr.name === 'udp' ? { flushIntervalMs: 0 } : {}) as HubOptions<Uint8Array>)
       await b.send(message(1), { timeoutMs: 1000 })
       t.deepEqual(await a.recv({ timeoutMs: 5000 }), message(1))
       await a.close()

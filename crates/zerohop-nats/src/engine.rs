@@ -37,6 +37,11 @@ const READ_CHUNK: usize = 64 << 10;
 /// `PING`s unanswered before the connection counts as stale.
 const MAX_PINGS_OUT: u32 = 2;
 
+/// The header that carries a message's time to live (`ttlMs`): when it stops being worth
+/// reading, in ns since the Unix epoch. zerohop's own metadata travels in headers, so
+/// that the body is the codec's bytes as they are.
+pub const EXPIRY: &str = "Zerohop-Expiry";
+
 /// The header a failed answer carries (as NATS services say it), with the reason.
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
@@ -107,6 +112,9 @@ impl Inlet {
                         subject: self.subjects.number(subject),
                         ..Inbound::message(0, self.server, 0, payload)
                     };
+                    if let Some(h) = headers {
+                        m.expiry_ns = Headers::decode(h).ok().and_then(|h| h.get(EXPIRY).and_then(|v| v.parse().ok()));
+                    }
                     let key = match reply {
                         Some(reply) if self.serve => {
                             let key = self.next_key;
@@ -507,6 +515,16 @@ impl Engine {
     pub fn publish(&mut self, payload: &[u8]) -> Result<(), Error> {
         let subject = std::mem::take(&mut self.subject);
         let r = self.send(&subject, None, None, payload);
+        self.subject = subject;
+        r
+    }
+
+    /// Publishes on the hub's subject, with when it stops being worth reading.
+    pub fn publish_expiring(&mut self, payload: &[u8], expiry_ns: u64) -> Result<(), Error> {
+        let mut h = Headers::default();
+        h.insert(EXPIRY, itoa(expiry_ns, &mut [0; 20])).expect("a valid header");
+        let subject = std::mem::take(&mut self.subject);
+        let r = self.send(&subject, None, Some(&h), payload);
         self.subject = subject;
         r
     }

@@ -80,6 +80,28 @@ impl NatsProtocol {
         }
     }
 
+    /// Publishes `payload` on the hub's subject, with its expiry if it has one (`ttlMs`).
+    fn publish_at(&self, channel: u16, payload: &[u8], expiry_ns: Option<u64>) -> Result<Delivery> {
+        if channel != 0 {
+            return Err(Error::bad_option(format!("channel {channel}: a nats:// hub has one channel (0), its subject")));
+        }
+        if !self.publishable {
+            return Err(Error::bad_option(format!(
+                "'{}' has wildcards: a hub publishes on one subject (open nats://…/subject to publish)",
+                self.subject
+            )));
+        }
+        self.check_size("message", payload.len())?;
+        let Some(mut g) = self.room(self.engine()?, payload.len())? else { return Ok(Delivery::Dropped) };
+        let e = g.as_mut().expect("checked by room()");
+        match expiry_ns {
+            None => e.publish(payload)?,
+            Some(at) => e.publish_expiring(payload, at)?,
+        }
+        self.driver.after(g);
+        Ok(Delivery::Accepted)
+    }
+
     fn check_size(&self, what: &str, len: usize) -> Result<()> {
         if len > self.max_message {
             return Err(Error::too_large(what, len, self.max_message));
@@ -98,22 +120,11 @@ impl Protocol for NatsProtocol {
     }
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
-        if channel != 0 {
-            return Err(Error::bad_option(format!(
-                "channel {channel}: a nats:// hub has one channel (0), its subject"
-            )));
-        }
-        if !self.publishable {
-            return Err(Error::bad_option(format!(
-                "'{}' has wildcards: a hub publishes on one subject (open nats://…/subject to publish)",
-                self.subject
-            )));
-        }
-        self.check_size("message", payload.len())?;
-        let Some(mut g) = self.room(self.engine()?, payload.len())? else { return Ok(Delivery::Dropped) };
-        g.as_mut().expect("checked by room()").publish(payload)?;
-        self.driver.after(g);
-        Ok(Delivery::Accepted)
+        self.publish_at(channel, payload, None)
+    }
+
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        self.publish_at(channel, payload, Some(expiry_ns))
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
