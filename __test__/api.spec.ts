@@ -91,11 +91,14 @@ test('every URL scheme parses; malformed URLs say what is wrong', (t) => {
     ['quic://[::1]:7000', 'quic'],
     ['tcp://localhost:80', 'tcp'],
     ['uds:///tmp/x.sock', 'uds'],
+    ['nats://127.0.0.1/prices.>', 'nats'],
     ['market-data', 'shm'],
   ] as const) {
     t.is(parseEndpoint(url).transport, transport, url)
   }
   t.true(parseEndpoint('udp://239.1.2.3:9000').multicast)
+  t.like(parseEndpoint('nats://h/a.*'), { host: 'h', port: 4222, subject: 'a.*' })
+  t.throws(() => parseEndpoint('nats://h'), { code: 'ERR_BAD_URL', message: /needs a subject/ })
   t.deepEqual(parseEndpoint('udp://127.0.0.1:9000?chaos=loss:0.1&seed=7').params, [['chaos', 'loss:0.1'], ['seed', '7']])
   const e = t.throws(() => parseEndpoint('udp://127.0.0.1:99999'), { instanceOf: ZerohopError })
   t.is(e?.code, 'ERR_BAD_URL')

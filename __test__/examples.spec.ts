@@ -4,17 +4,19 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { natsServer } from './nats-server.ts'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 /** Checks that README.md shows examples/<file> verbatim and returns its code and the lines it prints. */
-function runExample(t: ExecutionContext, file: string): { code: string; printed: string[] } {
+function runExample(t: ExecutionContext, file: string, env: Record<string, string> = {}): { code: string; printed: string[] } {
   const code = readFileSync(join(root, 'examples', file), 'utf8')
   const readme = readFileSync(join(root, 'README.md'), 'utf8')
   t.true(readme.includes('```ts\n' + code + '```'), `README.md must show examples/${file} verbatim`)
   const out = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples', file)], {
     cwd: root,
     encoding: 'utf8',
+    env: { ...process.env, ...env },
   })
   return { code, printed: out.trim().split('\n') }
 }
@@ -39,6 +41,15 @@ test('the README sockets example is examples/sockets.ts, and it prints what its 
 
 test('the README KCP example is examples/kcp.ts, and it prints what its comments say', (t) => {
   t.deepEqual(runExample(t, 'kcp.ts').printed, ['{ x: 3, y: 4 } true', '42'])
+})
+
+test('the README NATS example is examples/nats.ts, and it prints what its comments say', async (t) => {
+  const server = await natsServer()
+  try {
+    t.deepEqual(runExample(t, 'nats.ts', { NATS_SERVER: server.servers }).printed, ['prices.eur { bid: 1.08 }', '49'])
+  } finally {
+    await server.stop()
+  }
 })
 
 test('the README example of Rpc over shared memory is examples/rpc-shm.ts, and it prints what its comments say', (t) => {

@@ -83,7 +83,9 @@ impl NatsProtocol {
     /// Publishes `payload` on the hub's subject, with its expiry if it has one (`ttlMs`).
     fn publish_at(&self, channel: u16, payload: &[u8], expiry_ns: Option<u64>) -> Result<Delivery> {
         if channel != 0 {
-            return Err(Error::bad_option(format!("channel {channel}: a nats:// hub has one channel (0), its subject")));
+            return Err(Error::bad_option(format!(
+                "channel {channel}: a nats:// hub has one channel (0), its subject"
+            )));
         }
         if !self.publishable {
             return Err(Error::bad_option(format!(

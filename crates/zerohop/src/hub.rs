@@ -206,7 +206,7 @@ mod tests {
         for kind in TransportKind::ALL {
             assert!(crate::transports::find(kind).is_some(), "{kind:?}");
         }
-        assert_eq!(crate::transports::available(), "shm://, udp://, quic://, tcp://, uds:// and kcp://");
+        assert_eq!(crate::transports::available(), "shm://, udp://, quic://, tcp://, uds://, kcp:// and nats://");
     }
 
     #[test]
