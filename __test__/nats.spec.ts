@@ -1,11 +1,16 @@
 // nats:// through a real nats-server (Debian's, started by the tests on a free loopback
 // port), and plain NATS clients (nats.js) on the same server: subjects and wildcards,
 // queue groups, interoperation both ways, Rpc answering and asking plain NATS peers, a
-// server restart, a slow consumer, credentials, and a publisher in another process.
+// server restart, a slow consumer, credentials, a publisher in another process, and
+// bridges: between two hosts (network namespaces) through two clustered servers, loops
+// cut by their origin, and the CLI's.
 // What every transport does is in conformance.spec.ts.
 import test from 'ava'
-import { Hub, Rpc, type StatusEvent } from 'zerohop'
-import { child } from './helpers.ts'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { Bridge, Hub, Rpc, type StatusEvent } from 'zerohop'
+import { child, twoHosts, uniqueName } from './helpers.ts'
 import { type NatsServer, natsServer } from './nats-server.ts'
 
 // nats.js, by a name tsc does not resolve (its declarations need the DOM's types).
@@ -45,6 +50,7 @@ async function natsjs(t: { teardown(f: () => Promise<void>): void }, s: NatsServ
   return nc
 }
 
+const CLI = join(import.meta.dirname, '..', 'packages', 'zerohop', 'dist', 'cli.js')
 const te = new TextEncoder()
 const td = new TextDecoder()
 
@@ -236,4 +242,103 @@ test.serial('a publisher in another process reaches a hub and a plain NATS subsc
   for (let i = 0; i < 500 && seen.length < 50; i++) await new Promise((r) => setTimeout(r, 5))
   t.deepEqual(seen, got)
   t.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`), 'in order')
+})
+
+test.serial('a bridge between two hosts through two clustered servers: every message once, none looping', async (t) => {
+  const hosts = twoHosts(t, '10.204.0')
+  if (hosts === undefined) return
+  const [a, b] = hosts
+  // One server a host, routed to the other's: a cluster of two.
+  const servers = [
+    [a, '10.204.0.2'],
+    [b, '10.204.0.1'],
+  ].map(([ns, other]) => {
+    const args = ['-a', '0.0.0.0', '-p', '4222', '--cluster', 'nats://0.0.0.0:6222', '--routes', `nats://${other}:6222`, '--cluster_name', 'zh']
+    const s = spawn('ip', ['netns', 'exec', ns!, '/usr/sbin/nats-server', ...args], { stdio: 'ignore' })
+    t.teardown(() => void s.kill('SIGKILL'))
+    return s
+  })
+  const shm = [uniqueName('site-a'), uniqueName('site-b')]
+  const sites = [a, b].map((ns, i) => {
+    const c = child('nats-site.mjs', [JSON.stringify({ shm: shm[i], tag: 'ab'[i] })], {}, [], ['ip', 'netns', 'exec', ns])
+    t.teardown(() => void c.proc.kill('SIGKILL'))
+    return c
+  })
+  for (const s of sites) await s.next('ready')
+  type Report = { got: Record<string, number[]>; probes: string[]; bridge: { out: { forwarded: number }; in: { forwarded: number } } }
+  const report = async (i: number): Promise<Report> => {
+    sites[i]!.send('report')
+    return (await sites[i]!.next('report')) as unknown as Report
+  }
+  // Until each site hears the other's probe: the servers are routed, the bridges subscribed.
+  for (let i = 0; ; i++) {
+    t.true(i < 200, 'the sites hear each other within 20 s')
+    for (const s of sites) s.send('probe')
+    await new Promise((r) => setTimeout(r, 100))
+    const [ra, rb] = [await report(0), await report(1)]
+    if (ra.probes.includes('b') && rb.probes.includes('a')) break
+  }
+  for (const s of sites) s.send('send 300')
+  const all = [...Array(300).keys()]
+  let reports: Report[] = []
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    reports = [await report(0), await report(1)]
+    if (reports.every((r) => (r.got.a?.length ?? 0) >= 300 && (r.got.b?.length ?? 0) >= 300)) break
+  }
+  await new Promise((r) => setTimeout(r, 500)) // a loop would bring more
+  reports = [await report(0), await report(1)]
+  for (const [i, r] of reports.entries()) {
+    t.deepEqual(r.got.a, all, `site ${'ab'[i]} got a's messages once each, in order`)
+    t.deepEqual(r.got.b, all, `site ${'ab'[i]} got b's messages once each, in order`)
+    t.true(r.bridge.out.forwarded >= 300 && r.bridge.in.forwarded >= 300, JSON.stringify(r.bridge))
+  }
+  for (const s of sites) s.send('exit')
+  for (const s of sites) t.is(await s.exited, 0, s.stderr())
+  void servers
+})
+
+test.serial('Bridge: what a bridge forwards to NATS never comes back through another of the same origin', async (t) => {
+  const shm = `shm://${uniqueName('bridge')}`
+  await using b1 = await Bridge.start(shm, server.url('loop'), { direction: 'both', origin: 'site-x' })
+  await using b2 = await Bridge.start(shm, server.url('loop'), { direction: 'both', origin: 'site-x' })
+  await using local = await Hub.open<number>(shm, { codec: 'json' })
+  const nc = await natsjs(t)
+  const seen: string[] = []
+  nc.subscribe('loop', { callback: (_e, m) => seen.push(td.decode(m.data)) })
+  await nc.flush()
+  for (let i = 0; i < 10; i++) local.publish(i)
+  await new Promise((r) => setTimeout(r, 500))
+  // Each bridge forwards the local messages once (two bridges: twice on NATS); what one
+  // put on NATS reaches the other, which drops it (its own origin) instead of putting it
+  // back into shared memory, where the first would forward it again, and again.
+  t.is(seen.length, 20)
+  t.is(local.tryRecv(), undefined, 'nothing came back into shared memory')
+  t.is(b1.metrics().in.forwarded + b2.metrics().in.forwarded, 0)
+  t.is(b1.metrics().out.forwarded, 10)
+  nc.publish('loop', te.encode('42'))
+  t.is(await local.recv({ timeoutMs: 5000 }), 42, 'a plain NATS publisher reaches the local hub')
+  await new Promise((r) => setTimeout(r, 200))
+  t.is(local.tryRecv(), 42, 'through each bridge: two bridges of one hub, each forwards')
+  t.is(local.tryRecv(), undefined)
+})
+
+test.serial('zerohop bridge (the CLI) forwards until stopped and prints its counts', async (t) => {
+  const shm = `shm://${uniqueName('cli-bridge')}`
+  const cli = spawn(process.execPath, [CLI, 'bridge', shm, server.url('cli.feed'), '--in'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => void cli.kill('SIGKILL'))
+  let err = ''
+  cli.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  let out = ''
+  cli.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  for (let i = 0; i < 1000 && !err.includes('ready'); i++) await new Promise((r) => setTimeout(r, 10))
+  t.regex(err, /^ready shm:\/\/\S+ <- nats:\/\//)
+  await using local = await Hub.open<number>(shm, { codec: 'json' })
+  const nc = await natsjs(t)
+  for (let i = 0; i < 5; i++) nc.publish('cli.feed', te.encode(String(i)))
+  for (let i = 0; i < 5; i++) t.is(await local.recv({ timeoutMs: 5000 }), i)
+  cli.kill('SIGINT')
+  const [code] = (await once(cli, 'exit')) as [number]
+  t.is(code, 0, err)
+  t.like(JSON.parse(out.trim()), { in: { forwarded: 5, dropped: 0 }, out: { forwarded: 0 } })
 })

@@ -42,6 +42,17 @@ const MAX_PINGS_OUT: u32 = 2;
 /// that the body is the codec's bytes as they are.
 pub const EXPIRY: &str = "Zerohop-Expiry";
 
+/// The header that says which hub (a bridge) put a message on the server: a hub with an
+/// `origin` drops what comes with its own, so that what a bridge forwarded never comes
+/// back to it through another bridge.
+pub const ORIGIN: &str = "Zerohop-Origin";
+
+/// A hub's origin: its name, and the header block that carries it (encoded once).
+struct Origin {
+    name: String,
+    block: Vec<u8>,
+}
+
 /// The header a failed answer carries (as NATS services say it), with the reason.
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
@@ -62,6 +73,8 @@ pub struct Counters {
     pub protocol_violations: u64,
     /// Answers that came for no request waiting (cancelled, or late).
     pub stray_answers: u64,
+    /// Messages that came back with this hub's own origin (through another bridge): dropped.
+    pub own_returned: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -92,6 +105,8 @@ struct Inlet {
     confirmed: bool,
     /// The last `-ERR` text, the reason a connection the server then closes ends with.
     server_error: Option<String>,
+    /// This hub's origin, if it has one (see [`ORIGIN`]).
+    origin: Option<String>,
     counters: Counters,
     delivered: usize,
 }
@@ -112,8 +127,12 @@ impl Inlet {
                         subject: self.subjects.number(subject),
                         ..Inbound::message(0, self.server, 0, payload)
                     };
-                    if let Some(h) = headers {
-                        m.expiry_ns = Headers::decode(h).ok().and_then(|h| h.get(EXPIRY).and_then(|v| v.parse().ok()));
+                    if let Some(h) = headers.and_then(|h| Headers::decode(h).ok()) {
+                        if self.origin.is_some() && h.get(ORIGIN) == self.origin.as_deref() {
+                            self.counters.own_returned += 1;
+                            return;
+                        }
+                        m.expiry_ns = h.get(EXPIRY).and_then(|v| v.parse().ok());
                     }
                     let key = match reply {
                         Some(reply) if self.serve => {
@@ -241,6 +260,8 @@ pub struct Engine {
     events: Vec<WireEvent>,
     /// The caller flushes at the end of each turn ([`Engine::flush_by_caller`]).
     caller_flushes: bool,
+    /// The origin every publish carries, if the hub has one.
+    origin: Option<Origin>,
     /// Room was made in what is kept for the server, or the connection changed.
     changed: bool,
     /// How the first attempt to connect ended (see `Link::wait_open`).
@@ -281,6 +302,7 @@ impl Engine {
             slow: false,
             confirmed: false,
             server_error: None,
+            origin: options.origin.clone(),
             counters: Counters::default(),
             delivered: 0,
         };
@@ -299,6 +321,11 @@ impl Engine {
             ping_at: None,
             events: Vec::with_capacity(8),
             caller_flushes: false,
+            origin: options.origin.as_ref().map(|name| {
+                let mut h = Headers::default();
+                h.insert(ORIGIN, name).expect("checked with the options");
+                Origin { name: name.clone(), block: h.encode() }
+            }),
             changed: false,
             first: None,
             closing: false,
@@ -493,40 +520,30 @@ impl Engine {
         self.session.pending_bytes() == 0 || self.session.pending_bytes() + len <= self.options.send_queue_bytes
     }
 
-    /// Publishes `payload` on `subject` (the hub's, or a reply subject), with `reply`.
-    fn send(
-        &mut self,
-        subject: &str,
-        reply: Option<&str>,
-        headers: Option<&Headers>,
-        payload: &[u8],
-    ) -> Result<(), Error> {
-        self.session.publish(subject, reply, headers, payload).map_err(|e| match e {
-            NatsError::PayloadTooLarge(n) => Error::too_large("message", n, self.session.server().max_payload),
-            e => Error::bad_option(e.to_string()),
-        })?;
+    /// Writes what was just queued, unless the caller flushes at the end of its turn.
+    fn queued(&mut self) {
         if !self.caller_flushes {
             self.write(Instant::now());
         }
-        Ok(())
     }
 
-    /// Publishes on the hub's subject.
+    /// Publishes on the hub's subject (with its origin, if it has one).
     pub fn publish(&mut self, payload: &[u8]) -> Result<(), Error> {
-        let subject = std::mem::take(&mut self.subject);
-        let r = self.send(&subject, None, None, payload);
-        self.subject = subject;
-        r
+        queue(&mut self.session, &self.subject, None, self.origin.as_ref().map(|o| &o.block[..]), payload)?;
+        self.queued();
+        Ok(())
     }
 
     /// Publishes on the hub's subject, with when it stops being worth reading.
     pub fn publish_expiring(&mut self, payload: &[u8], expiry_ns: u64) -> Result<(), Error> {
         let mut h = Headers::default();
+        if let Some(o) = &self.origin {
+            h.insert(ORIGIN, &o.name).map_err(|e| Error::bad_option(e.to_string()))?;
+        }
         h.insert(EXPIRY, itoa(expiry_ns, &mut [0; 20])).expect("a valid header");
-        let subject = std::mem::take(&mut self.subject);
-        let r = self.send(&subject, None, Some(&h), payload);
-        self.subject = subject;
-        r
+        queue(&mut self.session, &self.subject, None, Some(&h.encode()), payload)?;
+        self.queued();
+        Ok(())
     }
 
     /// Counts a publish dropped for want of room.
@@ -547,12 +564,11 @@ impl Engine {
         let mut reply = std::mem::take(&mut self.inlet.inbox);
         let base = reply.len();
         reply.push_str(itoa(key, &mut [0; 20]));
-        let subject = std::mem::take(&mut self.subject);
-        let r = self.send(&subject, Some(&reply), None, body);
-        self.subject = subject;
+        let r = queue(&mut self.session, &self.subject, Some(&reply), None, body);
         reply.truncate(base);
         self.inlet.inbox = reply;
         r?;
+        self.queued();
         self.inlet.requests.insert(key, ());
         Ok(key)
     }
@@ -566,7 +582,7 @@ impl Engine {
     pub fn respond(&mut self, key: u64, ok: bool, body: &[u8]) -> bool {
         let Some(reply) = self.inlet.answers.remove(&key) else { return false };
         let r = if ok {
-            self.send(&reply, None, None, body)
+            queue(&mut self.session, &reply, None, None, body)
         } else {
             // `body` is the JSON `{code, message}` of a zerohop server's error: it goes as
             // the body (for zerohop clients) and its message in the header (for the rest).
@@ -576,9 +592,12 @@ impl Engine {
             let inserted = h.insert(SERVICE_ERROR, &why).and_then(|()| h.insert(SERVICE_ERROR_CODE, "500"));
             inserted
                 .map_err(|e| Error::bad_option(e.to_string()))
-                .and_then(|()| self.send(&reply, None, Some(&h), body))
+                .and_then(|()| queue(&mut self.session, &reply, None, Some(&h.encode()), body))
         };
         self.inlet.spare.push(reply);
+        if r.is_ok() {
+            self.queued();
+        }
         r.is_ok()
     }
 
@@ -632,6 +651,20 @@ impl Engine {
         }
         self.life.on(LifeEvent::Close);
     }
+}
+
+/// Queues a message for the server in `session`.
+fn queue(
+    session: &mut Session,
+    subject: &str,
+    reply: Option<&str>,
+    block: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<(), Error> {
+    session.publish_with_block(subject, reply, block, payload).map_err(|e| match e {
+        NatsError::PayloadTooLarge(n) => Error::too_large("message", n, session.server().max_payload),
+        e => Error::bad_option(e.to_string()),
+    })
 }
 
 /// `n` in decimal, in `buf`.

@@ -36,6 +36,9 @@ pub struct NatsOptions {
     pub send_queue_bytes: usize,
     /// The largest message (the server's own limit, `max_payload`, applies as well).
     pub max_message: usize,
+    /// This hub's origin (a bridge's): every message it publishes says so in a header,
+    /// and one that comes back with it is dropped (see `engine::ORIGIN`).
+    pub origin: Option<String>,
 }
 
 /// The queue group of a hub that answers requests, unless it names one (NATS services'
@@ -57,6 +60,7 @@ impl Default for NatsOptions {
             ping_interval: Duration::from_secs(5),
             send_queue_bytes: 8 << 20,
             max_message: 1 << 20,
+            origin: None,
         }
     }
 }
@@ -95,7 +99,13 @@ impl FromOptions for NatsOptions {
             ping_interval: o.take_interval_ms("heartbeatMs", Some(d.ping_interval))?.unwrap_or(d.ping_interval),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
             max_message: o.take_usize("maxMessageSize", 1..=64 << 20)?.unwrap_or(d.max_message),
+            origin: o.take_text("origin")?,
         };
+        if let Some(origin) = &s.origin
+            && zerohop_proto::nats::Headers::default().insert("Zerohop-Origin", origin).is_err()
+        {
+            return Err(Error::bad_option(format!("origin '{origin}' cannot be a header value (a line break)")));
+        }
         if s.listen && !s.subscribe {
             return Err(Error::bad_option("listen: true answers requests on the subject: it needs subscribe"));
         }

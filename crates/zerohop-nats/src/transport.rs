@@ -152,6 +152,7 @@ impl Protocol for NatsProtocol {
             ("serverErrors", n(c.server_errors)),
             ("protocolViolations", n(c.protocol_violations)),
             ("strayAnswers", n(c.stray_answers)),
+            ("ownReturned", n(c.own_returned)),
             ("bytesSent", n(c.bytes_sent)),
             ("bytesReceived", n(c.bytes_received)),
             ("pendingBytes", n(pending as u64)),

@@ -19,6 +19,7 @@
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
+pub mod bridge;
 pub mod fast;
 pub mod net;
 mod options;

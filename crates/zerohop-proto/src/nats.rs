@@ -224,15 +224,20 @@ pub fn valid_subject(subject: &str, wildcards: bool) -> bool {
     if subject.is_empty() || subject.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
         return false;
     }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    tokens.iter().enumerate().all(|(i, t)| {
-        !t.is_empty()
-            && match *t {
+    // (Without collecting the tokens: every publish checks its subject.)
+    let mut tokens = subject.split('.').peekable();
+    while let Some(t) = tokens.next() {
+        let ok = !t.is_empty()
+            && match t {
                 "*" => wildcards,
-                ">" => wildcards && i == tokens.len() - 1,
+                ">" => wildcards && tokens.peek().is_none(),
                 _ => true,
-            }
-    })
+            };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether a message on `subject` reaches a subscription to `pattern` (`*` matches one
@@ -841,20 +846,28 @@ impl Session {
         headers: Option<&Headers>,
         payload: &[u8],
     ) -> Result<(), NatsError> {
-        let headers = headers.filter(|h| h.status.is_some() || !h.entries.is_empty());
+        let block = headers.filter(|h| h.status.is_some() || !h.entries.is_empty()).map(Headers::encode);
+        self.publish_with_block(subject, reply, block.as_deref(), payload)
+    }
+
+    /// [`Session::publish`] with a header block encoded already ([`Headers::encode`]): for
+    /// headers that are the same on every message, encoded once.
+    pub fn publish_with_block(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        block: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), NatsError> {
         let greeted = self.greeted();
-        if let Some(h) = headers
-            && greeted
-            && !self.info.headers
-        {
-            return Err(NatsError::BadHeader(format!("the server takes no headers ({} given)", h.entries.len())));
+        if block.is_some() && greeted && !self.info.headers {
+            return Err(NatsError::BadHeader("the server takes no headers".to_owned()));
         }
-        let block = headers.map(Headers::encode);
-        let size = payload.len() + block.as_ref().map_or(0, Vec::len);
+        let size = payload.len() + block.map_or(0, <[u8]>::len);
         if greeted && size > self.info.max_payload {
             return Err(NatsError::PayloadTooLarge(size));
         }
-        self.out.op(|o| write_message(o, subject, reply, block.as_deref(), payload))
+        self.out.op(|o| write_message(o, subject, reply, block, payload))
     }
 
     /// What waits to be written to the socket; call [`Session::written`] with how much was.

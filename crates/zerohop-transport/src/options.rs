@@ -145,6 +145,16 @@ impl Options {
     }
 
     /// Removes and returns the value of `name`.
+    /// Whether option `name` was given.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k == name)
+    }
+
+    /// Gives option `name` (after those given: it must not be one of them).
+    pub fn push(&mut self, name: &str, value: Value) {
+        self.entries.push((name.to_owned(), value));
+    }
+
     pub fn take(&mut self, name: &str) -> Option<Value> {
         self.note_asked(name);
         let i = self.entries.iter().position(|(k, _)| k == name)?;

@@ -9,8 +9,8 @@ use zerohop_shm::registry::{Member, PublisherEntry, Role};
 use zerohop_shm::{Backpressure, Layout, Published, Publisher, Segment, SegmentOptions, Subscriber};
 use zerohop_transport::rate::Limiter;
 use zerohop_transport::{
-    Connection, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Loans, MessageInfo, Metrics, Options,
-    Result, Settings, Target, Transport, TransportKind, TransportOptions,
+    Connection, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Link, Loans, MessageInfo, Metrics,
+    Options, Result, Settings, Target, Transport, TransportKind, TransportOptions,
 };
 
 /// How long a waiting subscriber spins before it parks, unless told otherwise.
@@ -134,6 +134,79 @@ pub struct ShmTransport {
     never_cancelled: AtomicBool,
     /// The rate limit on publishing, if any.
     limiter: Option<Limiter>,
+    /// What it was opened with (for a link's publisher).
+    spec: ShmSpec,
+    /// The hub as a handle other threads share, once asked for ([`Transport::link`]).
+    link: std::sync::OnceLock<Arc<ShmLink>>,
+}
+
+/// A shared-memory hub's publishing as a handle other threads share: a publisher of its
+/// own (with a line of its own in the segment's table), whose messages the hub's own
+/// subscriber passes over as it does the hub's (a hub never receives its own).
+#[derive(Debug)]
+struct ShmLink {
+    publisher: std::sync::Mutex<Publisher>,
+    _listed: PublisherEntry,
+    limiter: Option<Limiter>,
+    closed: AtomicBool,
+}
+
+impl ShmLink {
+    fn publisher(&self) -> Result<std::sync::MutexGuard<'_, Publisher>> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        Ok(self.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl Link for ShmLink {
+    fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
+        if channel != 0 {
+            return Err(Error::bad_option(format!("shm:// hubs have one channel, 0; got {channel}")));
+        }
+        if let Some(l) = &self.limiter
+            && !l.admit(payload.len())?
+        {
+            return Ok(Delivery::Dropped);
+        }
+        Ok(delivery(self.publisher()?.publish(payload)?))
+    }
+
+    fn publish_expiring(&self, _channel: u16, _payload: &[u8], _expiry_ns: u64) -> Result<Delivery> {
+        Err(Error::bad_option("a shared shm:// link publishes with the hub's ttlMs, not one of each message's"))
+    }
+
+    fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
+        if size == 0 || !packed.len().is_multiple_of(size) {
+            return Err(Error::bad_option(format!("messageSize {size} does not divide {} bytes", packed.len())));
+        }
+        let mut n = 0;
+        for m in packed.chunks_exact(size) {
+            if self.publish(channel, m)? == Delivery::Accepted {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Nothing to read into a ring: readers read the segment itself.
+    fn pump(&self) -> Result<usize> {
+        Ok(0)
+    }
+
+    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
+        reader();
+        Ok(0)
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn linger(&self, linger: Duration) -> bool {
+        self.publisher().is_ok_and(|p| p.linger(linger))
+    }
 }
 
 /// What an `shm://name` endpoint with its options opens ([`resolve`]).
@@ -255,6 +328,8 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         selected_automatically: endpoint.selected_automatically(),
         never_cancelled: AtomicBool::new(false),
         limiter: settings.rate.map(|r| Limiter::new(r, settings.backpressure, settings.publish_timeout)),
+        spec,
+        link: std::sync::OnceLock::new(),
     }))
 }
 
@@ -338,12 +413,37 @@ impl Transport for ShmTransport {
         if let Some(events) = self.events.take() {
             events.0.stop();
         }
+        if let Some(link) = self.link.get() {
+            link.closed.store(true, std::sync::atomic::Ordering::Release);
+        }
         self.publisher = None;
         self.listed = None;
         self.subscriber = None;
         if let Some(segment) = self.segment.take() {
             segment.release();
         }
+    }
+
+    fn link(&self) -> Option<Arc<dyn Link>> {
+        let segment = self.segment.as_ref()?;
+        if !self.settings.role.publishes() {
+            return None;
+        }
+        let link = self.link.get_or_init(|| {
+            let listed = PublisherEntry::join(segment.clone());
+            let own = self.subscriber.as_ref().map(Subscriber::index);
+            Arc::new(ShmLink {
+                publisher: std::sync::Mutex::new(self.spec.publisher(segment, listed.index(), own)),
+                _listed: listed,
+                limiter: self
+                    .spec
+                    .settings
+                    .rate
+                    .map(|r| Limiter::new(r, self.spec.settings.backpressure, self.spec.settings.publish_timeout)),
+                closed: AtomicBool::new(false),
+            })
+        });
+        Some(link.clone())
     }
 
     fn loans(&mut self) -> Option<&mut dyn Loans> {

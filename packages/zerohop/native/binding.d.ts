@@ -9,6 +9,16 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A running bridge. */
+export declare class BridgeHandle {
+  metrics(): BridgeMetrics
+  /**
+   * Stops forwarding, giving what was forwarded up to `linger_ms` to go (off the
+   * JavaScript thread); resolves with the final counts (none if it was closed before).
+   */
+  close(lingerMs: number): Promise<BridgeMetrics | undefined>
+}
+
 /** A network hub. */
 export declare class NetHandle {
   /** Opens `url` with `options` (an object of options by name; `undefined` for none). */
@@ -247,6 +257,19 @@ export declare class ShmHandle {
   close(buffer?: ArrayBuffer | undefined | null): void
 }
 
+/** One direction's counters. */
+export interface BridgeDirectionMetrics {
+  forwarded: number
+  forwardedBytes: number
+  dropped: number
+}
+
+/** A bridge's counters, each way. */
+export interface BridgeMetrics {
+  out: BridgeDirectionMetrics
+  in: BridgeDirectionMetrics
+}
+
 /** What a network hub's transport can do besides publishing and receiving. */
 export interface Capabilities {
   /** `setPeers`. */
@@ -438,3 +461,9 @@ export interface ShmSubscriberInfo {
   entry: number
   lag: number
 }
+
+/**
+ * Opens both sides of a bridge and starts it, off the JavaScript thread (it waits for a
+ * `nats://` side's first connection); resolves with the running bridge.
+ */
+export declare function startBridge(local: string, localOptions: object | undefined, remote: string, remoteOptions: object | undefined, direction: string, origin?: string): Promise<BridgeHandle>

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.BridgeHandle = nativeBinding.BridgeHandle
 module.exports.NetHandle = nativeBinding.NetHandle
 module.exports.ShmHandle = nativeBinding.ShmHandle
 module.exports.envelopeLayout = nativeBinding.envelopeLayout
@@ -844,3 +845,4 @@ module.exports.isProcessAlive = nativeBinding.isProcessAlive
 module.exports.listSegments = nativeBinding.listSegments
 module.exports.parseEndpoint = nativeBinding.parseEndpoint
 module.exports.shmOffsets = nativeBinding.shmOffsets
+module.exports.startBridge = nativeBinding.startBridge

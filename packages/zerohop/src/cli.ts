@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { writeFileSync } from 'node:fs'
 import { html, markdown, runBench, table, WORKLOADS } from './bench/index.js'
-import { diagnose, Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
+import { Bridge, diagnose, Hub, type ListenerInfo, Rpc, type SegmentInfo, ZerohopError, type CodecOption } from './index.js'
 
 /** A command line this does not understand: exit 2 with the usage. */
 class UsageError extends Error {}
@@ -118,6 +118,23 @@ on stderr once it receives (a listener's URL with its bound address: what ping d
 
   zerohop pong shm://rtt`,
     run: pong,
+  },
+  bridge: {
+    summary: 'forward a local hub to a NATS subject (and back, with --both)',
+    help: `zerohop bridge LOCAL REMOTE [options]
+
+Forwards what LOCAL receives to REMOTE until stopped (Ctrl-C): typically a shared-memory
+hub to a NATS subject, so that local processes publish through shared memory and one
+bridge carries the stream across sites. Loops cannot form (an origin header, no echo).
+Prints "ready" on stderr once both sides are open, and on exit the counts as JSON.
+
+  --both           forward both ways
+  --in             forward REMOTE to LOCAL only
+  --origin NAME    what the NATS side says it is (default: host name and LOCAL)
+  --every SECONDS  print the counts as JSON every SECONDS
+
+  zerohop bridge shm://prices nats://127.0.0.1:4222/prices --both`,
+    run: bridge,
   },
   bench: {
     summary: "every transport against this machine's alternatives (Node net, dgram, zeromq, nats, sockperf), side by side",
@@ -483,6 +500,31 @@ async function pong(args: string[]): Promise<void> {
     process.off('SIGTERM', stop)
     await hub.close()
   }
+}
+
+async function bridge(args: string[]): Promise<void> {
+  const { values, positionals } = parse(
+    args,
+    { both: { type: 'boolean' }, in: { type: 'boolean' }, origin: { type: 'string' }, every: { type: 'string' } },
+    2,
+  )
+  if (positionals.length !== 2) throw new UsageError('give LOCAL and REMOTE')
+  if (values.both && values.in) throw new UsageError('--both or --in, not both')
+  const every = values.every === undefined ? undefined : count(values.every, 'every', 0)
+  const b = await Bridge.start(positionals[0]!, positionals[1]!, {
+    direction: values.both ? 'both' : values.in ? 'in' : 'out',
+    ...(values.origin !== undefined && { origin: values.origin }),
+  })
+  process.stderr.write(`ready ${positionals[0]} ${values.both ? '<->' : values.in ? '<-' : '->'} ${positionals[1]}\n`)
+  const print = (): void => void process.stdout.write(`${JSON.stringify(b.metrics())}\n`)
+  const timer = every === undefined ? undefined : setInterval(print, every * 1000)
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  clearInterval(timer)
+  await b.close()
+  print()
 }
 
 async function bench(args: string[]): Promise<void> {

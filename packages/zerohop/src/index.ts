@@ -69,6 +69,8 @@ export type { ConnectedPeer, ReliableOptions, ReliablePeer, StreamOptions, TcpOp
 export type { KcpMode, KcpOptions, KcpPeer } from './transports/kcp.js'
 export type { ChaosDirectionMetrics, ChaosMetrics, ChaosOptions, FaultOptions } from './chaos.js'
 export { Rpc, RpcServer, RpcClient } from './rpc.js'
+export { Bridge } from './bridge.js'
+export type { BridgeDirection, BridgeDirectionMetrics, BridgeMetrics, BridgeOptions } from './bridge.js'
 export type { RpcOptions, RequestOptions, RequestContext, RpcHandler, RpcServerMetrics, RpcClientMetrics } from './rpc.js'
 export { raw, json, msgpack } from './codec.js'
 export type { Codec, CodecOption } from './codec.js'

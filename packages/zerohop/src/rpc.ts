@@ -142,9 +142,8 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
       await server.close()
       throw e
     }
-    // (Over shared memory the servers of a name share its requests themselves; a hub
-    // with no address of its own, through a broker, leaves sharing to the broker.)
-    if (shared && opened.hub.transport !== 'shm' && opened.hub.localAddress !== undefined) await server.dispatch()
+    // (Over shared memory the servers of a name share its requests themselves.)
+    if (shared && opened.hub.transport !== 'shm') await server.dispatch()
     return server
   }
 

@@ -47,6 +47,12 @@ export interface NatsOptions {
   sendQueueBytes?: number
   /** The largest message (default 1 MiB, the server's usual `max_payload`). */
   maxMessageSize?: number
+  /**
+   * What this hub says it is (a bridge's origin): everything it publishes carries it in a
+   * `Zerohop-Origin` header, and a message that comes with it is dropped
+   * (`metrics().nats.ownReturned`). `Bridge` sets it.
+   */
+  origin?: string
 }
 
 /** `metrics().nats`: the connection to the server, and what it dropped. */
@@ -67,6 +73,8 @@ export interface NatsMetrics {
   protocolViolations: number
   /** Answers for no request waiting (cancelled, or too late). */
   strayAnswers: number
+  /** Messages that came with this hub's own `origin` (through another bridge): dropped. */
+  ownReturned: number
   bytesSent: number
   bytesReceived: number
   /** Bytes kept for the server now. */
