@@ -101,6 +101,8 @@ struct Inlet {
     server_name: String,
     /// In a slow-consumer episode (reported once, until a message finds room again).
     slow: bool,
+    /// Bytes held for the reader beyond the ring at most (`receiveQueueBytes`).
+    pending: usize,
     /// The server confirmed the connection in this read.
     confirmed: bool,
     /// The last `-ERR` text, the reason a connection the server then closes ends with.
@@ -157,9 +159,11 @@ impl Inlet {
         }
     }
 
-    /// Delivers `m`, or counts it lost to a slow consumer: whether it was delivered.
+    /// Delivers `m`; or, if the ring has no room, holds it within `pending` bytes until
+    /// it has (as NATS clients keep a subscription's pending messages); or else drops it,
+    /// counted, a slow consumer. Whether it was delivered or held.
     fn offer(&mut self, m: &Inbound<'_>, d: &mut dyn Deliveries) -> bool {
-        if d.deliver(m).is_some() {
+        if (!d.holding() && d.deliver(m).is_some()) || d.hold(m, self.pending) {
             self.slow = false;
             self.delivered += 1;
             return true;
@@ -206,8 +210,8 @@ impl Inlet {
         };
         let m = Inbound { kind, request: key, ..Inbound::message(0, self.server, 0, body) };
         // An answer is never dropped for a full ring: it is held until there is room.
-        if d.deliver(&m).is_none() {
-            self.ring.deliver_or_hold(&m);
+        if d.holding() || d.deliver(&m).is_none() {
+            d.hold(&m, usize::MAX);
         }
         self.delivered += 1;
     }
@@ -300,6 +304,7 @@ impl Engine {
             server,
             server_name: server.to_string(),
             slow: false,
+            pending: options.receive_queue_bytes,
             confirmed: false,
             server_error: None,
             origin: options.origin.clone(),
@@ -472,6 +477,8 @@ impl Engine {
     /// One turn: what the wire reports, what is due, what waits to be written.
     fn turn(&mut self, now: Instant, readable: bool) -> usize {
         self.inlet.delivered = 0;
+        // What waits for room first: it came before what is read now.
+        self.inlet.ring.deliver_held();
         let mut events = std::mem::take(&mut self.events);
         loop {
             let more = self.wire.poll(now, readable, &mut events);
@@ -687,7 +694,9 @@ impl Drive for Engine {
     }
 
     fn deadline(&mut self) -> Option<Instant> {
-        [self.retry_at, self.attempt_by, self.ping_at, self.wire.deadline()].into_iter().flatten().min()
+        // While messages are held, look for room again soon.
+        let held = (self.inlet.ring.held().0 > 0).then(|| Instant::now() + HELD_POLL);
+        [self.retry_at, self.attempt_by, self.ping_at, self.wire.deadline(), held].into_iter().flatten().min()
     }
 
     fn drive(&mut self, now: Instant, ready: Ready) -> usize {
@@ -702,6 +711,9 @@ impl Drive for Engine {
         self.wire.watch_all();
     }
 }
+
+/// How often messages held for want of room are offered to the ring again.
+const HELD_POLL: Duration = Duration::from_millis(1);
 
 /// How long a `block` publisher waits at a time before it looks again.
 pub const ROOM_POLL: Duration = Duration::from_millis(10);

@@ -36,6 +36,9 @@ pub struct NatsOptions {
     pub send_queue_bytes: usize,
     /// The largest message (the server's own limit, `max_payload`, applies as well).
     pub max_message: usize,
+    /// Bytes of received messages held for a reader whose ring is full, at most (as a
+    /// NATS client's pending limit; 64 MiB): past it, messages are dropped and counted.
+    pub receive_queue_bytes: usize,
     /// This hub's origin (a bridge's): every message it publishes says so in a header,
     /// and one that comes back with it is dropped (see `engine::ORIGIN`).
     pub origin: Option<String>,
@@ -60,6 +63,7 @@ impl Default for NatsOptions {
             ping_interval: Duration::from_secs(5),
             send_queue_bytes: 8 << 20,
             max_message: 1 << 20,
+            receive_queue_bytes: 64 << 20,
             origin: None,
         }
     }
@@ -99,6 +103,7 @@ impl FromOptions for NatsOptions {
             ping_interval: o.take_interval_ms("heartbeatMs", Some(d.ping_interval))?.unwrap_or(d.ping_interval),
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
             max_message: o.take_usize("maxMessageSize", 1..=64 << 20)?.unwrap_or(d.max_message),
+            receive_queue_bytes: o.take_usize("receiveQueueBytes", 0..=1 << 40)?.unwrap_or(d.receive_queue_bytes),
             origin: o.take_text("origin")?,
         };
         if let Some(origin) = &s.origin

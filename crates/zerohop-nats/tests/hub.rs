@@ -176,11 +176,30 @@ fn a_server_restart_is_reported_and_the_hubs_come_back_subscribed() {
 }
 
 #[test]
+fn a_reader_behind_a_full_ring_is_held_what_comes_within_its_pending_bytes() {
+    let server = NatsServer::start(&[]);
+    let mut slow = hub_with(
+        &server.url("burst"),
+        HubOptions { capacity: Some(16), ..HubOptions::default() }.with(NatsOptions::default()),
+    );
+    let mut fast = hub(&server.url("burst"), NatsOptions::default());
+    for i in 0..1000u32 {
+        fast.publish_on(0, &i.to_le_bytes()).unwrap();
+    }
+    for i in 0..1000u32 {
+        let (body, _) = next(slow.as_mut()).unwrap_or_else(|| panic!("message {i}"));
+        assert_eq!(body, i.to_le_bytes(), "in order, none lost");
+    }
+    assert_eq!(detail(slow.as_ref(), "slowConsumerDrops"), 0.0);
+}
+
+#[test]
 fn a_reader_that_falls_behind_loses_what_comes_meanwhile_counted_and_told() {
     let server = NatsServer::start(&[]);
     let mut slow = hub_with(
         &server.url("flood"),
-        HubOptions { capacity: Some(16), ..HubOptions::default() }.with(NatsOptions::default()),
+        HubOptions { capacity: Some(16), ..HubOptions::default() }
+            .with(NatsOptions { receive_queue_bytes: 0, ..NatsOptions::default() }),
     );
     let mut fast = hub(&server.url("flood"), NatsOptions::default());
     for i in 0..1000u32 {

@@ -164,6 +164,20 @@ pub trait Deliveries {
         let _ = (lead, len);
         None
     }
+
+    /// Whether messages are held for want of room (one that comes now must wait behind
+    /// them, to keep the order).
+    fn holding(&self) -> bool {
+        false
+    }
+
+    /// Holds `m` after what is held already until there is room, if what is held stays
+    /// within `limit` bytes (envelopes included); whether it did. Sinks that cannot hold
+    /// say no.
+    fn hold(&mut self, m: &Inbound<'_>, limit: usize) -> bool {
+        let _ = (m, limit);
+        false
+    }
 }
 
 /// What a sink's deliveries are: a receive ring's, batched, or (a sink that has none
@@ -186,6 +200,20 @@ impl Deliveries for SinkDeliveries<'_> {
         match self {
             Self::Ring(d) => d.window(lead, len),
             Self::OneByOne(_) => None,
+        }
+    }
+
+    fn holding(&self) -> bool {
+        match self {
+            Self::Ring(d) => d.holding(),
+            Self::OneByOne(_) => false,
+        }
+    }
+
+    fn hold(&mut self, m: &Inbound<'_>, limit: usize) -> bool {
+        match self {
+            Self::Ring(d) => d.hold(m, limit),
+            Self::OneByOne(_) => false,
         }
     }
 }
@@ -213,6 +241,17 @@ struct Inlet {
     /// bytes end to end in `data`, oldest first.
     held: VecDeque<(usize, usize)>,
     data: Vec<u8>,
+}
+
+impl Inlet {
+    /// Keeps `m` after what is held already, until the ring has room.
+    fn hold(&mut self, m: &Inbound<'_>) {
+        let start = self.data.len();
+        self.data.resize(start + envelope::LEN, 0);
+        m.write_envelope(&mut self.data[start..]);
+        self.data.extend_from_slice(m.body);
+        self.held.push_back((start, envelope::LEN + m.body.len()));
+    }
 }
 
 /// The aside area: bytes of messages larger than a slot, end to end, each kept until
@@ -610,11 +649,13 @@ impl ReceiveRing {
             self.delivered();
             return;
         }
-        let start = inlet.data.len();
-        inlet.data.resize(start + envelope::LEN, 0);
-        m.write_envelope(&mut inlet.data[start..]);
-        inlet.data.extend_from_slice(m.body);
-        inlet.held.push_back((start, envelope::LEN + m.body.len()));
+        inlet.hold(m);
+    }
+
+    /// Messages held for want of room, and their bytes (envelopes included).
+    pub fn held(&self) -> (usize, usize) {
+        let inlet = lock(&self.inlet);
+        (inlet.held.len(), inlet.data.len())
     }
 
     /// Moves what is held into the ring while there is room; whether anything moved.
@@ -760,6 +801,19 @@ impl Deliveries for RingDeliveries<'_> {
         let position = self.ring.write((ring, aside, spill), Head::Of(m), m.body);
         self.delivered |= position.is_some();
         position
+    }
+
+    fn holding(&self) -> bool {
+        !self.inlet.as_ref().expect("held until dropped").held.is_empty()
+    }
+
+    fn hold(&mut self, m: &Inbound<'_>, limit: usize) -> bool {
+        let inlet = &mut **self.inlet.as_mut().expect("held until dropped");
+        if inlet.data.len() + envelope::LEN + m.body.len() > limit {
+            return false;
+        }
+        inlet.hold(m);
+        true
     }
 
     fn window(&mut self, lead: usize, len: usize) -> Option<ReadWindow> {

@@ -118,8 +118,13 @@ impl Bridge {
                     "{url}: a bridge publishes there, and '{subject}' has wildcards (it only subscribes)"
                 )));
             }
+            let given = |options: &Options, name: &str| options.has(name) || endpoint.param(name).is_some();
+            // Into shared memory, the bridge waits for its readers rather than overwrite
+            // what they have not read (the other side holds or drops, counted).
+            if endpoint.kind() == TransportKind::Shm && !given(options, "backpressure") {
+                options.push("backpressure", Value::Text("block".into()));
+            }
             if endpoint.kind() == TransportKind::Nats {
-                let given = |options: &Options, name: &str| options.has(name) || endpoint.param(name).is_some();
                 if !given(options, "origin") {
                     options.push("origin", Value::Text(origin.clone()));
                 }

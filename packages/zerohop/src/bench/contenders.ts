@@ -11,9 +11,9 @@ import { createSocket } from 'node:dgram'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
-import { Hub } from '../index.js'
+import { Bridge, Hub } from '../index.js'
 
 /** Round trips (`rtt`: a message and its echo, one at a time) or a one-way stream. */
 export type WorkloadKind = 'rtt' | 'oneway'
@@ -67,7 +67,7 @@ export interface External {
 export interface Contender {
   /** Its name on the command line (`zerohop bench shm net-uds`). */
   id: string
-  /** The medium: shm, udp, kcp, quic, tcp, uds. */
+  /** The medium: shm, udp, kcp, quic, tcp, uds, nats (through a NATS server). */
   transport: string
   /** Who talks over it: `zerohop` or the alternative (`net`, `dgram`, `zeromq`, `nats`, `sockperf`). */
   peer: string
@@ -96,7 +96,17 @@ async function connected(hub: Hub<Uint8Array>): Promise<void> {
 // ---- zerohop ------------------------------------------------------------------------
 
 /** How each zerohop transport's two sides open: the peer's URL and options, then this side's. */
-const zerohopUrls: Record<string, { serve(w: Workload): [string, object]; dial(ready: Ready, w: Workload): [string, object]; greets?: true }> = {
+const zerohopUrls: Record<
+  string,
+  {
+    serve(w: Workload, server?: number): [string, object]
+    dial(ready: Ready, w: Workload): [string, object]
+    greets?: true
+    /** A server the peer starts first (a NATS server): its port. */
+    server?(): Promise<{ port: number; close(): Promise<void> }>
+    missing?(): Promise<string | undefined>
+  }
+> = {
   shm: {
     // Streams do not lose messages: the publisher waits for room (`block`), in slots the size of a message.
     serve: (w) => [`shm://${unique('shm')}`, w.kind === 'rtt' ? {} : { role: 'subscriber', slotSize: Math.max(64, w.size) }],
@@ -115,6 +125,8 @@ const zerohopUrls: Record<string, { serve(w: Workload): [string, object]; dial(r
   },
   tcp: { serve: () => ['tcp://127.0.0.1:0', { listen: true }], dial: (r) => [`tcp://${r.address}`, {}] },
   uds: { serve: () => [`uds://@${unique('uds')}`, { listen: true }], dial: (r) => [String(r.url), {}] },
+  // Both sides on one subject: a hub never receives its own messages.
+  nats: { server: natsServer, missing: noNatsServer, serve: (_w, port) => [`nats://127.0.0.1:${port}/bench`, {}], dial: (r) => [String(r.url), {}] },
 }
 
 function zerohop(transport: string): Contender {
@@ -125,9 +137,10 @@ function zerohop(transport: string): Contender {
     peer: 'zerohop',
     kind: 'zerohop',
     workloads: ['rtt', 'oneway'],
-    missing: async () => undefined,
+    missing: async () => urls.missing?.(),
     async serve(workload, sink) {
-      const [url, options] = urls.serve(workload)
+      const server = await urls.server?.()
+      const [url, options] = urls.serve(workload, server?.port)
       const hub = await Hub.open(url, options)
       let closed = false
       const echo = (m: Uint8Array): void => {
@@ -155,6 +168,7 @@ function zerohop(transport: string): Contender {
           closed = true
           await hub.close({ lingerMs: 0 })
           await pump.catch(() => undefined)
+          await server?.close()
         },
       }
     },
@@ -391,42 +405,62 @@ function executable(name: string): string | undefined {
   return dirs.map((d) => join(d, name)).find((p) => p.startsWith('/') && existsSync(p))
 }
 
+/** Why nats-server cannot run here, or undefined. */
+async function noNatsServer(): Promise<string | undefined> {
+  return executable('nats-server') === undefined ? 'no nats-server (apt-get install nats-server)' : undefined
+}
+
+/** A nats-server on a free loopback port, listening once this resolves. */
+async function natsServer(): Promise<{ port: number; close(): Promise<void> }> {
+  // A free port for the server: bound and let go.
+  const probe = createServer()
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
+  const port = (probe.address() as { port: number }).port
+  await new Promise((r) => probe.close(r))
+  // The server is neither side's: free to run on any CPU (the peer that starts it is pinned).
+  const args = [executable('nats-server')!, '-a', '127.0.0.1', '-p', String(port)]
+  const anyCpu = executable('taskset') === undefined ? [] : ['taskset', '-c', `0-${availableParallelism() - 1}`]
+  const server: ChildProcess = spawn([...anyCpu, ...args][0]!, [...anyCpu, ...args].slice(1), { stdio: 'ignore' })
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const sock: Socket = netConnect(port, '127.0.0.1', () => (sock.destroy(), r(true)))
+      sock.on('error', () => r(false))
+    })
+    if (up) break
+    if (i > 200) throw new Error(`nats-server did not listen on ${port}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return {
+    port,
+    async close() {
+      server.kill()
+      await once(server, 'exit')
+    },
+  }
+}
+
 const nats: Contender = {
-  id: 'nats',
-  transport: 'tcp',
+  // (`nats` is zerohop's nats:// hub; this is nats.js, on the same kind of server.)
+  id: 'nats-js',
+  transport: 'nats',
   peer: 'nats',
   kind: 'alternative',
   workloads: ['rtt', 'oneway'],
   async missing() {
     if ((await optional('nats')) === undefined) return 'the nats package is not installed (npm install nats)'
-    return executable('nats-server') === undefined ? 'no nats-server (apt-get install nats-server)' : undefined
+    return noNatsServer()
   },
   async serve({ kind }, sink) {
     const { connect } = (await optional<NatsModule>('nats'))!
-    // A free port for the server: bound and let go.
-    const probe = createServer()
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
-    const port = (probe.address() as { port: number }).port
-    await new Promise((r) => probe.close(r))
-    const server: ChildProcess = spawn(executable('nats-server')!, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' })
-    let nc: NatsConnection | undefined
-    for (let i = 0; nc === undefined; i++) {
-      try {
-        nc = await connect({ servers: `127.0.0.1:${port}` })
-      } catch (e) {
-        if (i > 100) throw e
-        await new Promise((r) => setTimeout(r, 50))
-      }
-    }
-    const conn = nc
+    const server = await natsServer()
+    const conn = await connect({ servers: `127.0.0.1:${server.port}` })
     conn.subscribe('bench.in', { callback: (_, m) => (kind === 'rtt' ? conn.publish('bench.out', m.data) : sink(m.data)) })
     await conn.flush()
     return {
-      ready: { port },
+      ready: { port: server.port },
       async close() {
         await conn.close()
-        server.kill()
-        await once(server, 'exit')
+        await server.close()
       },
     }
   },
@@ -450,6 +484,77 @@ const nats: Contender = {
       },
       flush: () => nc.flush(),
       close: () => nc.close(),
+    }
+  },
+}
+
+// ---- zerohop's bridge: shared memory → bridge → NATS → bridge → shared memory ---------
+
+/**
+ * Each side a shared-memory hub and a `Bridge` between it and one NATS subject, both
+ * ways: what the client publishes in its segment crosses its bridge, the server and the
+ * peer's bridge into the peer's segment, and the echo comes back the same way. Against
+ * nats.js on the same server: what a bridge adds to NATS's own round trip.
+ */
+const natsBridge: Contender = {
+  id: 'nats-bridge',
+  transport: 'nats',
+  peer: 'zerohop bridge',
+  kind: 'zerohop',
+  workloads: ['rtt', 'oneway'],
+  missing: noNatsServer,
+  async serve({ kind }, sink) {
+    const server = await natsServer()
+    const shm = `shm://${unique('bridge-peer')}`
+    const hub = await Hub.open(shm, kind === 'rtt' ? { backpressure: 'block' } : { role: 'subscriber' })
+    const bridge = await Bridge.start(shm, `nats://127.0.0.1:${server.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'in' })
+    let closed = false
+    const pump = (async () => {
+      while (!closed) {
+        if (kind === 'oneway' && hub.drain(sink) > 0) continue
+        let m: Uint8Array
+        try {
+          m = await hub.recv()
+        } catch (e) {
+          if (closed) return
+          throw e
+        }
+        if (kind === 'rtt') hub.publish(m)
+        else sink(m)
+      }
+    })()
+    return {
+      ready: { port: server.port },
+      async close() {
+        closed = true
+        await bridge.close({ lingerMs: 0 })
+        await hub.close({ lingerMs: 0 })
+        await pump.catch(() => undefined)
+        await server.close()
+      },
+    }
+  },
+  async connect(ready, { kind }) {
+    const shm = `shm://${unique('bridge-client')}`
+    // (A stream waits for the bridge to take each message: \`block\`.)
+    const hub = await Hub.open(shm, { backpressure: 'block' })
+    const bridge = await Bridge.start(shm, `nats://127.0.0.1:${ready.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'out' })
+    return {
+      async roundTrip(m) {
+        if (!hub.publish(m)) await hub.send(m)
+        try {
+          await hub.recv({ timeoutMs: 1000 })
+          return true
+        } catch (e) {
+          if ((e as { code?: string }).code === 'ERR_TIMEOUT') return false
+          throw e
+        }
+      },
+      send: (m) => (hub.publish(m) ? undefined : hub.send(m)),
+      async close() {
+        await bridge.close({ lingerMs: 10_000 })
+        await hub.close()
+      },
     }
   },
 }
@@ -495,7 +600,8 @@ function sockperf(transport: 'udp' | 'tcp'): Contender {
 
 /** Every contender, zerohop's transports first. */
 export const CONTENDERS: readonly Contender[] = [
-  ...['shm', 'udp', 'kcp', 'quic', 'tcp', 'uds'].map(zerohop),
+  ...['shm', 'udp', 'kcp', 'quic', 'tcp', 'uds', 'nats'].map(zerohop),
+  natsBridge,
   nodeNet('uds'),
   nodeNet('tcp'),
   dgram,

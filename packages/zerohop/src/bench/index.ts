@@ -26,7 +26,7 @@ export { html, markdown, table } from './report.js'
 export interface BenchOptions {
   /**
    * What runs: contender ids (`shm`, `udp`, `kcp`, `quic`, `tcp`, `uds`, `net-uds`,
-   * `net-tcp`, `dgram`, `zeromq`, `nats`, `sockperf-udp`, `sockperf-tcp`) or peers
+   * `net-tcp`, `dgram`, `zeromq`, `nats-js`, `nats-bridge`, `sockperf-udp`, `sockperf-tcp`) or peers
    * (`zerohop`, `net`, `sockperf`…). Naming none of zerohop's runs all of zerohop's;
    * naming no alternative runs every alternative. Default: everything.
    */

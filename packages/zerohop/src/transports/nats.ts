@@ -48,6 +48,12 @@ export interface NatsOptions {
   /** The largest message (default 1 MiB, the server's usual `max_payload`). */
   maxMessageSize?: number
   /**
+   * Bytes of received messages held for a reader whose ring is full (default 64 MiB, as
+   * a NATS client's pending limit): past it, what comes is dropped and counted
+   * (`slowConsumerDrops`, and an `ERR_SLOW_CONSUMER` status event).
+   */
+  receiveQueueBytes?: number
+  /**
    * What this hub says it is (a bridge's origin): everything it publishes carries it in a
    * `Zerohop-Origin` header, and a message that comes with it is dropped
    * (`metrics().nats.ownReturned`). `Bridge` sets it.
@@ -60,8 +66,9 @@ export interface NatsMetrics {
   /** Connections lost and made again. */
   reconnects: number
   /**
-   * Messages that came while this hub's reader was a whole ring behind: dropped (a
-   * slow consumer, reported once per episode as `ERR_SLOW_CONSUMER` in a status event).
+   * Messages that came while this hub's reader was a whole ring and `receiveQueueBytes`
+   * behind: dropped (a slow consumer, reported once per episode as `ERR_SLOW_CONSUMER`
+   * in a status event).
    */
   slowConsumerDrops: number
   /** Publishes dropped (`drop_new` with `sendQueueBytes` full, or cut off by a lost connection), and their bytes. */
