@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
-use zerohop_proto::nats::{Event, Headers, NatsError, Session, json_string_field};
+use zerohop_proto::nats::{Event, Headers, NatsError, Session, header_value, json_string_field};
 use zerohop_stream::SocketWire;
 use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent};
 use zerohop_transport::status::{Status, StatusEvent};
@@ -129,12 +129,12 @@ impl Inlet {
                         subject: self.subjects.number(subject),
                         ..Inbound::message(0, self.server, 0, payload)
                     };
-                    if let Some(h) = headers.and_then(|h| Headers::decode(h).ok()) {
-                        if self.origin.is_some() && h.get(ORIGIN) == self.origin.as_deref() {
+                    if let Some(h) = headers {
+                        if self.origin.is_some() && header_value(h, ORIGIN) == self.origin.as_deref() {
                             self.counters.own_returned += 1;
                             return;
                         }
-                        m.expiry_ns = h.get(EXPIRY).and_then(|v| v.parse().ok());
+                        m.expiry_ns = header_value(h, EXPIRY).and_then(|v| v.parse().ok());
                     }
                     let key = match reply {
                         Some(reply) if self.serve => {

@@ -442,6 +442,17 @@ impl Headers {
     }
 }
 
+/// The value of header `name` in an encoded header `block` (the first, names compared
+/// without regard to case), without decoding the rest: what a receiver checks on every
+/// message.
+pub fn header_value<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = core::str::from_utf8(block).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// What a server's `INFO` says that a client acts on (the rest of its JSON is skipped).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -1227,6 +1238,18 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn one_header_read_without_decoding_the_block() {
+        let mut h = Headers::default();
+        h.insert("Zerohop-Origin", "site-a").unwrap();
+        h.insert("X", "y: z").unwrap();
+        let block = h.encode();
+        assert_eq!(header_value(&block, "zerohop-origin"), Some("site-a"));
+        assert_eq!(header_value(&block, "X"), Some("y: z"));
+        assert_eq!(header_value(&block, "NATS/1.0"), None);
+        assert_eq!(header_value(b"NATS/1.0 503\r\n\r\n", "Status"), None);
     }
 
     #[test]

@@ -11,14 +11,14 @@
 //! side never comes back to it on that side; NATS does not echo a connection's own
 //! messages either; and a `nats://` side carries the bridge's **origin** in a header on
 //! everything it publishes and drops what comes back with it (through another bridge
-//! of the same origin). What the destination has no room for is dropped (the
-//! destination's `backpressure`, within its own bound: `sendQueueBytes` on NATS) and
-//! counted.
+//! of the same origin). A destination that is behind (its socket draining) is waited
+//! for, so the source's own backpressure applies; one that stays without room (a NATS
+//! server gone, `sendQueueBytes` full) gets what finds no room dropped, counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zerohop_transport::{
     Delivery, Endpoint, Error, ErrorCode, Kind, Link, Options, Result, Target, TransportKind, Value,
@@ -51,6 +51,13 @@ const BATCH: usize = 256;
 
 /// How long a forwarding thread waits on its source before it looks whether to stop.
 const WAIT: Duration = Duration::from_millis(50);
+
+/// How long a destination with no room may stay still before the bridge stops waiting
+/// for it and drops what finds no room.
+const STALL: Duration = Duration::from_secs(1);
+
+/// How often a bridge looks whether a destination has room again.
+const ROOM_POLL: Duration = Duration::from_micros(200);
 
 /// What one direction counted.
 #[derive(Debug, Default)]
@@ -95,8 +102,8 @@ impl core::fmt::Debug for Bridge {
 
 impl Bridge {
     /// Opens `local` and `remote` with their options (by name) and starts forwarding
-    /// `direction`. A `nats://` side gets `origin` (default: this host and the local
-    /// URL), unless its options name one.
+    /// `direction`. A `nats://` side gets `origin` (default: a hash of this host's name and the
+    /// local URL), unless its options name one.
     pub fn start(
         local: &str,
         mut local_options: Options,
@@ -105,7 +112,7 @@ impl Bridge {
         direction: Direction,
         origin: Option<String>,
     ) -> Result<Bridge> {
-        let origin = origin.unwrap_or_else(|| format!("{}/{local}", host_name()));
+        let origin = origin.unwrap_or_else(|| default_origin(local));
         for (url, options, publishes) in
             [(local, &mut local_options, direction.r#in()), (remote, &mut remote_options, direction.out())]
         {
@@ -207,6 +214,7 @@ impl Drop for Bridge {
 /// Forwards what `from` receives to `to` until `stop`.
 fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
     let mut buf = Vec::new();
+    let mut stalled = false;
     while !stop.load(Ordering::Relaxed) {
         let mut taken = 0;
         let mut wait = Some(WAIT);
@@ -223,6 +231,24 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
             taken += 1;
             if info.kind != Kind::Message {
                 continue;
+            }
+            if !to.has_room(0, buf.len()) {
+                // The destination is behind: wait while it moves (its socket drains); one
+                // that has not moved for `STALL` is cut off (its bound full: no server),
+                // and what finds no room is dropped, counted, until it has room again.
+                if !stalled {
+                    let _ = to.flush();
+                    let since = Instant::now();
+                    while !to.has_room(0, buf.len()) && !stop.load(Ordering::Relaxed) {
+                        if since.elapsed() > STALL {
+                            stalled = true;
+                            break;
+                        }
+                        std::thread::sleep(ROOM_POLL);
+                    }
+                }
+            } else {
+                stalled = false;
             }
             match to.publish(0, &buf) {
                 Ok(Delivery::Accepted) => {
@@ -245,8 +271,13 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
     }
 }
 
-/// This host's name, for a default origin.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned())
+/// The origin of a bridge of `local` on this host: short, since every message it
+/// forwards to NATS carries it (a hash of the host's name and the local URL).
+fn default_origin(local: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // FNV-1a: stable across runs and builds (what `std`'s hasher is not).
+    let hash = format!("{}/{local}", host.trim())
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
 }

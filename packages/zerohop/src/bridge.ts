@@ -22,7 +22,7 @@ export interface BridgeOptions {
   remote?: object
   /**
    * What a `nats://` side says it is, in a header on everything it forwards: what comes
-   * back with it is dropped (default: this host's name and the local URL).
+   * back with it is dropped (default: a hash of this host's name and the local URL).
    */
   origin?: string
 }

@@ -130,7 +130,7 @@ Prints "ready" on stderr once both sides are open, and on exit the counts as JSO
 
   --both           forward both ways
   --in             forward REMOTE to LOCAL only
-  --origin NAME    what the NATS side says it is (default: host name and LOCAL)
+  --origin NAME    what the NATS side says it is (default: a hash of the host name and LOCAL)
   --every SECONDS  print the counts as JSON every SECONDS
 
   zerohop bridge shm://prices nats://127.0.0.1:4222/prices --both`,

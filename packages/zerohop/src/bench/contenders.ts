@@ -503,10 +503,12 @@ const natsBridge: Contender = {
   kind: 'zerohop',
   workloads: ['rtt', 'oneway'],
   missing: noNatsServer,
-  async serve({ kind }, sink) {
+  async serve({ kind, size }, sink) {
     const server = await natsServer()
     const shm = `shm://${unique('bridge-peer')}`
-    const hub = await Hub.open(shm, kind === 'rtt' ? { backpressure: 'block' } : { role: 'subscriber' })
+    // (Segments with slots the size of a message, as for shm://'s own rows.)
+    const slotSize = Math.max(64, size)
+    const hub = await Hub.open(shm, kind === 'rtt' ? { backpressure: 'block', slotSize } : { role: 'subscriber', slotSize })
     const bridge = await Bridge.start(shm, `nats://127.0.0.1:${server.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'in' })
     let closed = false
     const pump = (async () => {
@@ -534,10 +536,10 @@ const natsBridge: Contender = {
       },
     }
   },
-  async connect(ready, { kind }) {
+  async connect(ready, { kind, size }) {
     const shm = `shm://${unique('bridge-client')}`
     // (A stream waits for the bridge to take each message: \`block\`.)
-    const hub = await Hub.open(shm, { backpressure: 'block' })
+    const hub = await Hub.open(shm, { backpressure: 'block', slotSize: Math.max(64, size) })
     const bridge = await Bridge.start(shm, `nats://127.0.0.1:${ready.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'out' })
     return {
       async roundTrip(m) {
