@@ -3,6 +3,7 @@
 //! port and killed when dropped.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,19 +47,46 @@ impl NatsServer {
 
     fn start_on(port: u16, args: Vec<String>) -> NatsServer {
         let binary = binary().expect("nats-server is missing and apt-get could not install it");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec the hook calls only prctl, which is
+        // async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                // The server dies with the thread that started it (Linux counts a thread as
+                // the parent here), so with the test that did, or with the process.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
         NatsServer { child, port, args }
+    }
+
+    /// One server for every test of a test binary that asks, started the first time.
+    pub fn shared() -> &'static NatsServer {
+        static SERVER: std::sync::OnceLock<NatsServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| {
+            // Started by a thread that lives as long as the process: the server is killed
+            // when the thread that started it ends (see `start_on`), not a test's.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                tx.send(NatsServer::start(&[])).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().unwrap()
+        })
     }
 
     /// `nats://127.0.0.1:<port>/<subject>`.

@@ -152,6 +152,23 @@ struct ShmLink {
 }
 
 impl ShmLink {
+    /// Publishes with expiry word `expiry` (0: the hub's time to live, if any).
+    fn publish_with(&self, channel: u16, payload: &[u8], expiry: u32) -> Result<Delivery> {
+        if channel != 0 {
+            return Err(Error::bad_option(format!("shm:// hubs have one channel, 0; got {channel}")));
+        }
+        if let Some(l) = &self.limiter
+            && !l.admit(payload.len())?
+        {
+            return Ok(Delivery::Dropped);
+        }
+        let mut p = self.publisher()?;
+        p.set_expiry(expiry);
+        let r = p.publish(payload);
+        p.set_expiry(0);
+        Ok(delivery(r?))
+    }
+
     fn publisher(&self) -> Result<std::sync::MutexGuard<'_, Publisher>> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::closed());
@@ -162,19 +179,18 @@ impl ShmLink {
 
 impl Link for ShmLink {
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
-        if channel != 0 {
-            return Err(Error::bad_option(format!("shm:// hubs have one channel, 0; got {channel}")));
-        }
-        if let Some(l) = &self.limiter
-            && !l.admit(payload.len())?
-        {
-            return Ok(Delivery::Dropped);
-        }
-        Ok(delivery(self.publisher()?.publish(payload)?))
+        self.publish_with(channel, payload, 0)
     }
 
-    fn publish_expiring(&self, _channel: u16, _payload: &[u8], _expiry_ns: u64) -> Result<Delivery> {
-        Err(Error::bad_option("a shared shm:// link publishes with the hub's ttlMs, not one of each message's"))
+    fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
+        // A slot's expiry word is in ms modulo 2^32: one already past is a ms ago.
+        let now_ns = zerohop_net::envelope::now_ns();
+        let word = if expiry_ns <= now_ns {
+            zerohop_shm::ring::now_ms32().wrapping_sub(1).max(1)
+        } else {
+            (expiry_ns.div_ceil(1_000_000) as u32).max(1)
+        };
+        self.publish_with(channel, payload, word)
     }
 
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {
