@@ -2,6 +2,8 @@
 // talk to the test in JSON lines on stdout.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -158,4 +160,14 @@ export function twoHosts(t: ExecutionContext, net: string): [a: string, b: strin
     t.true(ip(...args), `ip ${args.join(' ')}`)
   }
   return [a, b, va, vb]
+}
+
+/** A CA, server and client certificates in a new directory, made by crates/zerohop-tls/examples/test_pki.rs. */
+export function pki(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'zerohop-pki-'))
+  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-tls', '--example', 'test_pki', '--', dir], {
+    encoding: 'utf8',
+  })
+  if (r.status !== 0) throw new Error(`test_pki failed: ${r.stderr}`)
+  return dir
 }

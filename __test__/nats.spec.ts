@@ -8,9 +8,10 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Bridge, Hub, Rpc, type StatusEvent } from 'zerohop'
-import { child, twoHosts, uniqueName } from './helpers.ts'
+import { child, pki, twoHosts, uniqueName } from './helpers.ts'
 import { type NatsServer, natsServer } from './nats-server.ts'
 
 // nats.js, by a name tsc does not resolve (its declarations need the DOM's types).
@@ -227,6 +228,22 @@ test.serial('credentials: the right ones connect, the wrong ones fail to open, s
   await t.throwsAsync(Hub.open(guarded.url('x'), { user: 'ops', pass: 'wrong' }), { message: /Authorization/i })
   await t.throwsAsync(Hub.open(guarded.url('x'), { user: 'ops' }), { code: 'ERR_BAD_OPTION' })
   await t.throwsAsync(Hub.open(`${guarded.url('x')}?bogus=1` as `nats://${string}`), { code: 'ERR_BAD_URL' })
+})
+
+test.serial('TLS: hubs verify the server against their CA; a TLS server refuses a hub without tls options, saying why', async (t) => {
+  const dir = pki()
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const f = (name: string) => join(dir, name)
+  const secure = await natsServer(['--tls', '--tlscert', f('server.pem'), '--tlskey', f('server.key')])
+  t.teardown(() => secure.stop())
+  const tls = { ca: f('ca.pem'), serverName: 'localhost' }
+  await using a = await Hub.open<unknown>(secure.url('secret'), { codec: 'json', tls })
+  await using b = await Hub.open<unknown>(secure.url('secret'), { codec: 'json', tls })
+  b.publish({ pin: 1234 })
+  t.deepEqual(await a.recv({ timeoutMs: 5000 }), { pin: 1234 }, 'through a server that takes nothing but TLS')
+  await t.throwsAsync(Hub.open(secure.url('secret')), { code: 'ERR_BAD_OPTION', message: /requires TLS/ })
+  await t.throwsAsync(Hub.open(secure.url('secret'), { tls: { ca: f('other-ca.pem'), serverName: 'localhost' } }), { code: 'ERR_TLS_UNTRUSTED' })
+  await t.throwsAsync(Hub.open(secure.url('secret'), { tls: { ca: f('ca.pem'), serverName: 'elsewhere' } }), { code: 'ERR_TLS_NAME_MISMATCH' })
 })
 
 test.serial('a publisher in another process reaches a hub and a plain NATS subscriber', async (t) => {

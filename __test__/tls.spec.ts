@@ -4,13 +4,11 @@
 // misnamed; on tcp://, a peer that does not speak TLS is counted and closed while the
 // listener goes on. Serial: each test runs busy processes on a two-core machine.
 import test from 'ava'
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type ErrorCode, Hub, type HubOptions } from 'zerohop'
-import { child, statusWhere } from './helpers.ts'
+import { child, pki, statusWhere } from './helpers.ts'
 // @ts-expect-error: a plain ES module shared with the fixtures
 import { payload } from './fixtures/payload.mjs'
 
@@ -23,16 +21,6 @@ const peer = (cfg: object) => {
   const c = child('hub-peer.mjs', [JSON.stringify(cfg)])
   children.push(c)
   return c
-}
-
-/** A CA, server and client certificates, made by crates/zerohop-tls/examples/test_pki.rs. */
-function pki(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'zerohop-pki-'))
-  const r = spawnSync('cargo', ['run', '-q', '--release', '-p', 'zerohop-tls', '--example', 'test_pki', '--', dir], {
-    encoding: 'utf8',
-  })
-  if (r.status !== 0) throw new Error(`test_pki failed: ${r.stderr}`)
-  return dir
 }
 
 for (const scheme of ['quic', 'tcp'] as const) {

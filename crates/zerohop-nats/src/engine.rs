@@ -23,8 +23,8 @@ use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
 use zerohop_proto::nats::{Event, Headers, NatsError, Session, header_value, json_string_field};
-use zerohop_stream::SocketWire;
 use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent};
+use zerohop_stream::{SocketWire, TlsContext, TlsSession, tls_lost};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{Error, ErrorCode, Kind};
 
@@ -225,6 +225,18 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
+    /// Appends `bytes` (decrypted ones).
+    fn append(&mut self, bytes: &[u8]) {
+        while self.buf.len() - self.end < bytes.len() {
+            let _ = self.room();
+            if self.buf.len() - self.end < bytes.len() {
+                self.buf.resize(self.end + bytes.len() + READ_CHUNK, 0);
+            }
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
     /// Room for at least [`READ_CHUNK`] more bytes (moving what waits to the front, or
     /// growing for a message larger than the buffer).
     fn room(&mut self) -> &mut [u8] {
@@ -252,6 +264,14 @@ pub struct Engine {
     session: Session,
     inlet: Inlet,
     read: ReadBuf,
+    /// TLS, for the hubs that have it (`tls` options): what each connection's is made
+    /// from, and the connection's once the server's `INFO` came.
+    tls_context: Option<TlsContext>,
+    tls: Option<Tls>,
+    /// With TLS: what the socket read (encrypted), and a scratch buffer for what it
+    /// decrypts to.
+    raw: Vec<u8>,
+    plain: Vec<u8>,
     /// The connection: its token on the wire, and whether the socket is up.
     token: Option<u64>,
     up: bool,
@@ -277,6 +297,7 @@ impl Engine {
     /// Starts connecting to the server `wire` dials.
     pub fn start(
         options: NatsOptions,
+        tls: Option<TlsContext>,
         subject: &str,
         receives: bool,
         wire: SocketWire,
@@ -318,6 +339,10 @@ impl Engine {
             session,
             inlet,
             read: ReadBuf { buf: vec![0; READ_CHUNK * 2], start: 0, end: 0 },
+            raw: if tls.is_some() { vec![0; READ_CHUNK] } else { Vec::new() },
+            plain: if tls.is_some() { vec![0; READ_CHUNK] } else { Vec::new() },
+            tls_context: tls,
+            tls: None,
             token: None,
             up: false,
             write_blocked: false,
@@ -363,6 +388,7 @@ impl Engine {
         }
         self.up = false;
         self.write_blocked = false;
+        self.tls = None;
         self.read.start = 0;
         self.read.end = 0;
         self.attempt_by = None;
@@ -377,7 +403,11 @@ impl Engine {
             return;
         }
         let was_connected = self.life.status() == Status::Connected;
-        let next = self.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed });
+        let next = if lost.permanent {
+            self.life.on(LifeEvent::Close) // (certificates and options do not fix themselves)
+        } else {
+            self.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed })
+        };
         self.retry_at = next.retry_after.map(|d| now + d);
         if was_connected {
             self.inlet.counters.reconnects += 1;
@@ -393,8 +423,12 @@ impl Engine {
         if self.first.is_none() {
             self.first = Some(Err(error.clone()));
         }
+        let status = match self.life.status() {
+            Status::Closed => Status::Disconnected,
+            s => s,
+        };
         if next.changed || was_connected {
-            self.report(self.life.status(), Some(error));
+            self.report(status, Some(error));
         }
     }
 
@@ -415,11 +449,21 @@ impl Engine {
         let ring = self.inlet.ring.clone();
         let mut d = (&*ring as &dyn Sink).deliveries();
         let ended = loop {
-            let room = self.read.room();
-            match self.wire.recv(token, room) {
+            // Plain, the socket is read into the parse buffer; with TLS, into `raw`, and
+            // what it decrypts to is appended to the parse buffer.
+            let got = match &mut self.tls {
+                None => self.wire.recv(token, self.read.room()).map(|n| {
+                    self.read.end += n;
+                    n
+                }),
+                Some(t) => self.wire.recv(token, &mut self.raw).and_then(|n| {
+                    let (read, raw, plain) = (&mut self.read, &self.raw[..n], &mut self.plain);
+                    t.session.received(raw, plain, |p| read.append(p)).map(|()| n).map_err(tls_error)
+                }),
+            };
+            match got {
                 Ok(0) => break Some(Lost::closed()),
                 Ok(n) => {
-                    self.read.end += n;
                     self.inlet.counters.bytes_received += n as u64;
                     let inlet = &mut self.inlet;
                     let unparsed = &self.read.buf[self.read.start..self.read.end];
@@ -430,6 +474,9 @@ impl Engine {
                             break Some(Lost::new(ErrorCode::Protocol, format!("from the NATS server: {e}")));
                         }
                     }
+                    if let Some(lost) = self.start_tls() {
+                        break Some(lost);
+                    }
                     if n < READ_CHUNK {
                         // A short read: most likely nothing more now (saves a read that
                         // would only say so).
@@ -438,7 +485,7 @@ impl Engine {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(Lost::io(&e)),
+                Err(e) => break Some(tls_or_io(&e)),
             }
         };
         drop(d);
@@ -450,10 +497,49 @@ impl Engine {
         }
     }
 
-    /// Writes what the session has for the server, as far as the socket takes it.
+    /// Once the server's `INFO` came (in the clear), TLS starts if the hub has it; a
+    /// server that requires TLS from a hub without it is refused with why.
+    fn start_tls(&mut self) -> Option<Lost> {
+        if self.tls.is_some() || !self.session.greeted() {
+            return None;
+        }
+        match &self.tls_context {
+            Some(context) => match context.session() {
+                Ok(session) => self.tls = Some(Tls { session: Box::new(session) }),
+                Err(e) => return Some(tls_lost(&e)),
+            },
+            None if self.session.server().tls_required => {
+                return Some(Lost {
+                    permanent: true,
+                    ..Lost::new(ErrorCode::BadOption, "the NATS server requires TLS: give the hub tls options")
+                });
+            }
+            None => {}
+        }
+        None
+    }
+
+    /// Writes what the session has for the server, as far as the socket takes it (with
+    /// TLS: through it, handshake first).
     fn write(&mut self, now: Instant) {
         let Some(token) = self.token else { return };
         if !self.up || self.write_blocked || !self.session.greeted() {
+            return;
+        }
+        if let Some(t) = &mut self.tls {
+            let taken = t.session.send(&[self.session.output()]);
+            self.session.written(taken);
+            match t.session.flush(&mut WireWriter { wire: &mut self.wire, token }) {
+                Ok((n, all)) => {
+                    self.inlet.counters.bytes_sent += n as u64;
+                    self.changed |= taken > 0;
+                    if !all {
+                        self.write_blocked = true;
+                        self.wire.watch(token, Interest { read: true, write: true });
+                    }
+                }
+                Err(e) => self.lost(now, Lost::io(&e)),
+            }
             return;
         }
         while !self.session.output().is_empty() {
@@ -657,6 +743,51 @@ impl Engine {
             self.wire.close(t);
         }
         self.life.on(LifeEvent::Close);
+    }
+}
+
+/// A connection's TLS.
+struct Tls {
+    session: Box<TlsSession>,
+}
+
+/// The wire's connection as `std::io::Write`, for TLS records.
+struct WireWriter<'a> {
+    wire: &'a mut SocketWire,
+    token: u64,
+}
+
+impl io::Write for WireWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.send(self.token, &[buf])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TLS error, carried through `io::Error` out of a read.
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::other(TlsFailure(e))
+}
+
+#[derive(Debug)]
+struct TlsFailure(rustls::Error);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// Why a read failed: TLS (with its own code), or the socket.
+fn tls_or_io(e: &io::Error) -> Lost {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<TlsFailure>()) {
+        Some(TlsFailure(t)) => tls_lost(t),
+        None => Lost::io(e),
     }
 }
 

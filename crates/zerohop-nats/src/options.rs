@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use zerohop_proto::lifecycle::Backoff;
+use zerohop_tls::TlsOptions;
 use zerohop_transport::{Error, FromOptions, Options, Result, TransportOptions};
 
 /// The options of a `nats://` hub.
@@ -39,6 +40,9 @@ pub struct NatsOptions {
     /// Bytes of received messages held for a reader whose ring is full, at most (as a
     /// NATS client's pending limit; 64 MiB): past it, messages are dropped and counted.
     pub receive_queue_bytes: usize,
+    /// TLS (`tls: { ca, cert, key, serverName, dangerouslyAcceptAnyServer }`, as on
+    /// `quic://` and `tcp://`): the connection turns to TLS after the server's `INFO`.
+    pub tls: Option<TlsOptions>,
     /// This hub's origin (a bridge's): every message it publishes says so in a header,
     /// and one that comes back with it is dropped (see `engine::ORIGIN`).
     pub origin: Option<String>,
@@ -64,6 +68,7 @@ impl Default for NatsOptions {
             send_queue_bytes: 8 << 20,
             max_message: 1 << 20,
             receive_queue_bytes: 64 << 20,
+            tls: None,
             origin: None,
         }
     }
@@ -104,6 +109,7 @@ impl FromOptions for NatsOptions {
             send_queue_bytes: o.take_usize("sendQueueBytes", 1..=1 << 40)?.unwrap_or(d.send_queue_bytes),
             max_message: o.take_usize("maxMessageSize", 1..=64 << 20)?.unwrap_or(d.max_message),
             receive_queue_bytes: o.take_usize("receiveQueueBytes", 0..=1 << 40)?.unwrap_or(d.receive_queue_bytes),
+            tls: TlsOptions::take(o, "nats")?,
             origin: o.take_text("origin")?,
         };
         if let Some(origin) = &s.origin

@@ -10,7 +10,7 @@ use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::session_id;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_proto::nats::valid_subject;
-use zerohop_stream::{Address, SocketConfig, SocketWire};
+use zerohop_stream::{Address, SocketConfig, SocketWire, TlsContext};
 use zerohop_transport::options::Role;
 use zerohop_transport::{
     Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, HubOptions, Requests, Result, Target, Transport,
@@ -271,6 +271,13 @@ pub fn open_nats(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
         return Err(Error::new(ErrorCode::BadUrl, "cannot connect to port 0"));
     }
     let addr = resolve(host, *port, None)?;
+    let tls = match &n.tls {
+        Some(t) => {
+            let setup = t.setup(false, host, "nats")?;
+            Some(TlsContext::new(&setup).map_err(|e| Error::bad_option(format!("tls: {e}")))?)
+        }
+        None => None,
+    };
     let wire = SocketWire::new(SocketConfig {
         addr: Address::Tcp(addr),
         listen: false,
@@ -282,7 +289,7 @@ pub fn open_nats(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, n.max_message, None);
     let ring = Arc::new(ReceiveRing::new(ring_options, true)?);
     let max_message = n.max_message;
-    let engine = Engine::start(n, subject, settings.role.receives(), wire, ring.clone(), session_id())
+    let engine = Engine::start(n, tls, subject, settings.role.receives(), wire, ring.clone(), session_id())
         .map_err(|e| Error::new(ErrorCode::BadUrl, e.to_string()))?;
     let driver = Arc::new(Driver::start("zerohop-nats-io", engine, || {})?);
     let protocol = Arc::new(NatsProtocol {

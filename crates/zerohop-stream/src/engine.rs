@@ -22,7 +22,7 @@ use zerohop_proto::workgroup::{Member, Recipient, WorkGroups};
 use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value};
 
-use crate::tls::{TlsContext, TlsSession};
+use crate::tls::{TlsContext, TlsSession, tls_lost};
 use crate::transport::ReliableOptions;
 use crate::wire::{Interest, Lost, Origin, Wire, WireEvent};
 /// Bytes read per system call, into one reused buffer.
@@ -84,13 +84,6 @@ impl Origin {
 
 /// A TLS failure as a connection's end: a certificate (or a refusal), permanent, or a
 /// broken TLS stream.
-fn tls_lost(e: &rustls::Error) -> Lost {
-    match zerohop_tls::HandshakeFailure::of_error(e) {
-        Some(h) => Lost { permanent: true, ..Lost::new(h.code(), format!("TLS: {e}")) },
-        None => Lost::new(ErrorCode::Protocol, format!("TLS: {e}")),
-    }
-}
-
 /// Messages read that the receive ring had no room for (accepted by their windows), in
 /// order: their bytes end to end in one buffer, so that holding one costs a copy, not
 /// an allocation. Reading stops while any are held, so this holds one read at most.

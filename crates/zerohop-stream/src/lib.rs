@@ -41,5 +41,5 @@ pub mod wire;
 pub use engine::Config;
 pub use socket::Address;
 pub use sockets::{SocketConfig, SocketWire};
-pub use tls::{TlsContext, TlsSession};
+pub use tls::{TlsContext, TlsSession, tls_lost};
 pub use transport::{ReliableOptions, StreamOptions, StreamProtocol, open, open_stream, settings, start};

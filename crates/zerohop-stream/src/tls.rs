@@ -16,6 +16,15 @@ use zerohop_tls::{TlsError, TlsSetup};
 /// Plaintext (and TLS records) rustls may hold per connection before it pushes back.
 const BUFFER_LIMIT: usize = 1 << 20;
 
+/// Why a connection ends for TLS error `e`: a certificate problem (permanent: trying
+/// again cannot help) with its own code, or a protocol error.
+pub fn tls_lost(e: &rustls::Error) -> crate::wire::Lost {
+    match zerohop_tls::HandshakeFailure::of_error(e) {
+        Some(h) => crate::wire::Lost { permanent: true, ..crate::wire::Lost::new(h.code(), format!("TLS: {e}")) },
+        None => crate::wire::Lost::new(zerohop_transport::ErrorCode::Protocol, format!("TLS: {e}")),
+    }
+}
+
 /// What every TLS connection of a hub is made from.
 #[derive(Clone, Debug)]
 pub enum TlsContext {

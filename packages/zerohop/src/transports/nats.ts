@@ -8,7 +8,7 @@
  * the `nats` CLI) read what a hub publishes and a hub decodes what they publish.
  * Delivery is what core NATS gives: at most once.
  */
-import type { ReconnectOptions } from './connection.js'
+import type { ReconnectOptions, TlsOptions } from './connection.js'
 
 /** The options only `nats://` hubs have. */
 export interface NatsOptions {
@@ -27,6 +27,12 @@ export interface NatsOptions {
    * instead of to each (`nats://…/jobs?group=workers`).
    */
   group?: string
+  /**
+   * TLS, with `quic://`'s and `tcp://`'s options (`ca`, `serverName`, a client `cert` and
+   * `key`): the connection turns to TLS after the server's greeting, as NATS clients do.
+   * A server that requires TLS refuses a hub without it.
+   */
+  tls?: TlsOptions
   /** Credentials the server asks for: a user and password, or a token. */
   user?: string
   pass?: string
