@@ -452,10 +452,7 @@ impl Engine {
             // Plain, the socket is read into the parse buffer; with TLS, into `raw`, and
             // what it decrypts to is appended to the parse buffer.
             let got = match &mut self.tls {
-                None => self.wire.recv(token, self.read.room()).map(|n| {
-                    self.read.end += n;
-                    n
-                }),
+                None => self.wire.recv(token, self.read.room()).inspect(|&n| self.read.end += n),
                 Some(t) => self.wire.recv(token, &mut self.raw).and_then(|n| {
                     let (read, raw, plain) = (&mut self.read, &self.raw[..n], &mut self.plain);
                     t.session.received(raw, plain, |p| read.append(p)).map(|()| n).map_err(tls_error)
