@@ -242,6 +242,7 @@ test.serial('TLS: hubs verify the server against their CA; a TLS server refuses 
   b.publish({ pin: 1234 })
   t.deepEqual(await a.recv({ timeoutMs: 5000 }), { pin: 1234 }, 'through a server that takes nothing but TLS')
   await t.throwsAsync(Hub.open(secure.url('secret')), { code: 'ERR_BAD_OPTION', message: /requires TLS/ })
+  await t.throwsAsync(Hub.open(server.url('plain'), { tls }), { code: 'ERR_BAD_OPTION', message: /offers no TLS/ })
   await t.throwsAsync(Hub.open(secure.url('secret'), { tls: { ca: f('other-ca.pem'), serverName: 'localhost' } }), { code: 'ERR_TLS_UNTRUSTED' })
   await t.throwsAsync(Hub.open(secure.url('secret'), { tls: { ca: f('ca.pem'), serverName: 'elsewhere' } }), { code: 'ERR_TLS_NAME_MISMATCH' })
 })

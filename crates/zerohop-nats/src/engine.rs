@@ -23,7 +23,7 @@ use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
 use zerohop_proto::nats::{Event, Headers, NatsError, Session, header_value, json_string_field};
-use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent};
+use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent, WireWriter};
 use zerohop_stream::{SocketWire, TlsContext, TlsSession, tls_lost};
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{Error, ErrorCode, Kind};
@@ -105,6 +105,8 @@ struct Inlet {
     pending: usize,
     /// The server confirmed the connection in this read.
     confirmed: bool,
+    /// A slow-consumer episode began in this read: to be reported.
+    tell_slow: bool,
     /// The last `-ERR` text, the reason a connection the server then closes ends with.
     server_error: Option<String>,
     /// This hub's origin, if it has one (see [`ORIGIN`]).
@@ -125,17 +127,18 @@ impl Inlet {
                 if Some(sid) == self.inbox_sid {
                     self.answer(subject, headers, payload, d);
                 } else if Some(sid) == self.main_sid {
+                    if let Some(h) = headers
+                        && self.origin.is_some()
+                        && header_value(h, ORIGIN) == self.origin.as_deref()
+                    {
+                        self.counters.own_returned += 1;
+                        return;
+                    }
                     let mut m = Inbound {
                         subject: self.subjects.number(subject),
+                        expiry_ns: headers.and_then(|h| header_value(h, EXPIRY)).and_then(|v| v.parse().ok()),
                         ..Inbound::message(0, self.server, 0, payload)
                     };
-                    if let Some(h) = headers {
-                        if self.origin.is_some() && header_value(h, ORIGIN) == self.origin.as_deref() {
-                            self.counters.own_returned += 1;
-                            return;
-                        }
-                        m.expiry_ns = header_value(h, EXPIRY).and_then(|v| v.parse().ok());
-                    }
                     let key = match reply {
                         Some(reply) if self.serve => {
                             let key = self.next_key;
@@ -170,15 +173,9 @@ impl Inlet {
         }
         self.counters.slow_consumer_drops += 1;
         if !self.slow {
+            // Told once the deliveries are over (a listener may look at the ring).
             self.slow = true;
-            self.ring.report(StatusEvent {
-                status: Status::Connected,
-                peer: Some(self.server_name.clone()),
-                error: Some(Error::new(
-                    ErrorCode::SlowConsumer,
-                    "the reader fell behind: messages from the NATS server are dropped until it catches up",
-                )),
-            });
+            self.tell_slow = true;
         }
         false
     }
@@ -290,6 +287,8 @@ pub struct Engine {
     changed: bool,
     /// How the first attempt to connect ended (see `Link::wait_open`).
     pub first: Option<Result<(), Error>>,
+    /// No connection will be tried again (see `lost`).
+    gave_up: bool,
     pub closing: bool,
 }
 
@@ -327,6 +326,7 @@ impl Engine {
             slow: false,
             pending: options.receive_queue_bytes,
             confirmed: false,
+            tell_slow: false,
             server_error: None,
             origin: options.origin.clone(),
             counters: Counters::default(),
@@ -358,6 +358,7 @@ impl Engine {
             }),
             changed: false,
             first: None,
+            gave_up: false,
             closing: false,
             options,
         };
@@ -411,6 +412,16 @@ impl Engine {
         self.retry_at = next.retry_after.map(|d| now + d);
         if was_connected {
             self.inlet.counters.reconnects += 1;
+        }
+        if self.retry_at.is_none() {
+            // Given up (attempts used up, or a permanent failure): what waits for a
+            // connection never goes; it is dropped, counted, and publishing is refused.
+            self.gave_up = true;
+            let dropped = self.session.reset(false);
+            if dropped > 0 {
+                self.inlet.counters.dropped += 1;
+                self.inlet.counters.dropped_bytes += dropped as u64;
+            }
         }
         let (code, why) = match self.inlet.server_error.take() {
             Some(text) if text.to_ascii_lowercase().contains("authorization") => {
@@ -486,6 +497,15 @@ impl Engine {
             }
         };
         drop(d);
+        if std::mem::take(&mut self.inlet.tell_slow) {
+            self.report(
+                Status::Connected,
+                Some(Error::new(
+                    ErrorCode::SlowConsumer,
+                    "the reader fell behind: messages from the NATS server are dropped until it catches up",
+                )),
+            );
+        }
         if std::mem::take(&mut self.inlet.confirmed) {
             self.confirmed(now);
         }
@@ -500,12 +520,19 @@ impl Engine {
         if self.tls.is_some() || !self.session.greeted() {
             return None;
         }
+        let server = self.session.server();
         match &self.tls_context {
+            Some(_) if !server.tls_required && !server.tls_available => {
+                return Some(Lost {
+                    permanent: true,
+                    ..Lost::new(ErrorCode::BadOption, "the NATS server offers no TLS: open it without tls options")
+                });
+            }
             Some(context) => match context.session() {
                 Ok(session) => self.tls = Some(Tls { session: Box::new(session) }),
                 Err(e) => return Some(tls_lost(&e)),
             },
-            None if self.session.server().tls_required => {
+            None if server.tls_required => {
                 return Some(Lost {
                     permanent: true,
                     ..Lost::new(ErrorCode::BadOption, "the NATS server requires TLS: give the hub tls options")
@@ -524,20 +551,30 @@ impl Engine {
             return;
         }
         if let Some(t) = &mut self.tls {
-            let taken = t.session.send(&[self.session.output()]);
-            self.session.written(taken);
-            match t.session.flush(&mut WireWriter { wire: &mut self.wire, token }) {
-                Ok((n, all)) => {
-                    self.inlet.counters.bytes_sent += n as u64;
-                    self.changed |= taken > 0;
-                    if !all {
-                        self.write_blocked = true;
-                        self.wire.watch(token, Interest { read: true, write: true });
+            // Records out, plaintext in, until the socket is full or nothing is left (or,
+            // during the handshake, rustls holds all it may).
+            loop {
+                match t.session.flush(&mut WireWriter { wire: &mut self.wire, token }) {
+                    Ok((n, all)) => {
+                        self.inlet.counters.bytes_sent += n as u64;
+                        if !all {
+                            self.write_blocked = true;
+                            self.wire.watch(token, Interest { read: true, write: true });
+                            return;
+                        }
                     }
+                    Err(e) => return self.lost(now, Lost::io(&e)),
                 }
-                Err(e) => self.lost(now, Lost::io(&e)),
+                if self.session.output().is_empty() {
+                    return;
+                }
+                let taken = t.session.send(&[self.session.output()]);
+                if taken == 0 {
+                    return;
+                }
+                self.session.written(taken);
+                self.changed = true;
             }
-            return;
         }
         while !self.session.output().is_empty() {
             match self.wire.send(token, &[self.session.output()]) {
@@ -607,7 +644,10 @@ impl Engine {
 
     /// Whether `len` more bytes may be kept for the server now.
     pub fn has_room(&self, len: usize) -> bool {
-        self.session.pending_bytes() == 0 || self.session.pending_bytes() + len <= self.options.send_queue_bytes
+        // (A hub that gave up has room: its publishes are refused at once, not waited.)
+        self.gave_up
+            || self.session.pending_bytes() == 0
+            || self.session.pending_bytes() + len <= self.options.send_queue_bytes
     }
 
     /// Writes what was just queued, unless the caller flushes at the end of its turn.
@@ -617,8 +657,20 @@ impl Engine {
         }
     }
 
+    /// Refuses what would wait for a connection that will not come.
+    fn open(&self) -> Result<(), Error> {
+        if self.gave_up {
+            return Err(Error::new(
+                ErrorCode::ConnectionLost,
+                "the hub gave up connecting to the NATS server (see its status events)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Publishes on the hub's subject (with its origin, if it has one).
     pub fn publish(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.open()?;
         queue(&mut self.session, &self.subject, None, self.origin.as_ref().map(|o| &o.block[..]), payload)?;
         self.queued();
         Ok(())
@@ -626,6 +678,7 @@ impl Engine {
 
     /// Publishes on the hub's subject, with when it stops being worth reading.
     pub fn publish_expiring(&mut self, payload: &[u8], expiry_ns: u64) -> Result<(), Error> {
+        self.open()?;
         let mut h = Headers::default();
         if let Some(o) = &self.origin {
             h.insert(ORIGIN, &o.name).map_err(|e| Error::bad_option(e.to_string()))?;
@@ -644,6 +697,7 @@ impl Engine {
 
     /// Sends a request on the hub's subject: its key.
     pub fn request(&mut self, body: &[u8]) -> Result<u64, Error> {
+        self.open()?;
         if self.inlet.inbox_sid.is_none() {
             let inbox = format!("{}*", self.inlet.inbox);
             let sid = self.session.subscribe(&inbox, None).map_err(|e| Error::bad_option(e.to_string()))?;
@@ -671,6 +725,13 @@ impl Engine {
     /// body as it is, or a failure in the header NATS services use.
     pub fn respond(&mut self, key: u64, ok: bool, body: &[u8]) -> bool {
         let Some(reply) = self.inlet.answers.remove(&key) else { return false };
+        let too_large = ok && body.len() > self.session.server().max_payload;
+        let (ok, body) = if too_large {
+            // The requester learns why rather than waiting for its timeout.
+            (false, &br#"{"code":"ERR_MESSAGE_TOO_LARGE","message":"the answer is larger than the NATS server takes (max_payload)"}"#[..])
+        } else {
+            (ok, body)
+        };
         let r = if ok {
             queue(&mut self.session, &reply, None, None, body)
         } else {
@@ -688,7 +749,7 @@ impl Engine {
         if r.is_ok() {
             self.queued();
         }
-        r.is_ok()
+        r.is_ok() && !too_large
     }
 
     /// The caller flushes at the end of each turn: publishes wait for it.
@@ -705,9 +766,9 @@ impl Engine {
         self.options.connect_timeout
     }
 
-    /// Whether everything published was written to the server.
+    /// Whether everything published was written to the server (through TLS too).
     pub fn drained(&self) -> bool {
-        self.session.pending_bytes() == 0
+        self.session.pending_bytes() == 0 && self.tls.as_ref().is_none_or(|t| !t.session.wants_write())
     }
 
     /// The subject numbered `n` in an envelope.
@@ -746,22 +807,6 @@ impl Engine {
 /// A connection's TLS.
 struct Tls {
     session: Box<TlsSession>,
-}
-
-/// The wire's connection as `std::io::Write`, for TLS records.
-struct WireWriter<'a> {
-    wire: &'a mut SocketWire,
-    token: u64,
-}
-
-impl io::Write for WireWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wire.send(self.token, &[buf])
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A TLS error, carried through `io::Error` out of a read.

@@ -41,8 +41,9 @@ impl NatsProtocol {
     }
 
     /// Waits, as the hub's `backpressure` says, until `len` more bytes may be kept for
-    /// the server: the engine then, or `None` if the message is dropped.
-    fn room<'a>(&'a self, mut g: Guard<'a, Engine>, len: usize) -> Result<Option<Guard<'a, Engine>>> {
+    /// the server: the engine then, or `None` if the message is dropped (`counted` as
+    /// such).
+    fn room<'a>(&'a self, mut g: Guard<'a, Engine>, len: usize, counted: bool) -> Result<Option<Guard<'a, Engine>>> {
         let e = g.as_mut().expect("checked by engine()");
         if e.has_room(len) {
             return Ok(Some(g));
@@ -52,7 +53,9 @@ impl NatsProtocol {
                 Err(Error::new(ErrorCode::Backpressure, "the bytes kept for the NATS server reached sendQueueBytes"))
             }
             Backpressure::DropNew | Backpressure::DropOld => {
-                e.count_dropped(len);
+                if counted {
+                    e.count_dropped(len);
+                }
                 Ok(None)
             }
             Backpressure::Block => {
@@ -94,7 +97,7 @@ impl NatsProtocol {
             )));
         }
         self.check_size("message", payload.len())?;
-        let Some(mut g) = self.room(self.engine()?, payload.len())? else { return Ok(Delivery::Dropped) };
+        let Some(mut g) = self.room(self.engine()?, payload.len(), true)? else { return Ok(Delivery::Dropped) };
         let e = g.as_mut().expect("checked by room()");
         match expiry_ns {
             None => e.publish(payload)?,
@@ -219,7 +222,8 @@ impl Requests for NatsProtocol {
         if !self.publishable {
             return Err(Error::bad_option(format!("'{}' has wildcards: a request goes to one subject", self.subject)));
         }
-        let Some(mut g) = self.room(self.engine()?, body.len())? else {
+        // (A request refused for want of room is the caller's error, not a dropped message.)
+        let Some(mut g) = self.room(self.engine()?, body.len(), false)? else {
             return Err(Error::new(ErrorCode::Backpressure, "no room to keep the request for the NATS server"));
         };
         let key = g.as_mut().expect("checked by room()").request(body);

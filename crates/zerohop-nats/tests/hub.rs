@@ -176,6 +176,24 @@ fn a_server_restart_is_reported_and_the_hubs_come_back_subscribed() {
 }
 
 #[test]
+fn a_hub_that_gave_up_refuses_to_publish_and_to_request() {
+    let mut server = NatsServer::start(&[]);
+    let once = NatsOptions {
+        reconnect: zerohop_proto::lifecycle::Backoff {
+            max_attempts: Some(1),
+            initial: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..NatsOptions::default()
+    };
+    let mut t = hub(&server.url("x"), once);
+    drop(std::mem::replace(&mut server, NatsServer::start(&[])));
+    wait_for(|| t.connection().unwrap().status() == Status::Disconnected, "given up");
+    assert_eq!(t.publish_on(0, b"x").unwrap_err().code(), ErrorCode::ConnectionLost);
+    assert_eq!(t.requests().unwrap().request(b"x").unwrap_err().code(), ErrorCode::ConnectionLost);
+}
+
+#[test]
 fn a_reader_behind_a_full_ring_is_held_what_comes_within_its_pending_bytes() {
     let server = NatsServer::start(&[]);
     let mut slow = hub_with(

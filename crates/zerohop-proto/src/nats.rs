@@ -461,8 +461,9 @@ pub struct ServerInfo {
     pub max_payload: usize,
     /// Whether it takes `HPUB` (and may send `HMSG`).
     pub headers: bool,
-    /// Whether it requires TLS.
+    /// Whether it requires TLS, or offers it to clients that want it.
     pub tls_required: bool,
+    pub tls_available: bool,
     /// Other servers of its cluster, `host:port`: where to reconnect.
     pub connect_urls: Vec<String>,
     /// What to sign, when the server wants a signature (nkeys).
@@ -488,6 +489,7 @@ impl ServerInfo {
                 "max_payload" => info.max_payload = j.number().ok_or_else(bad)? as usize,
                 "headers" => info.headers = j.boolean().ok_or_else(bad)?,
                 "tls_required" => info.tls_required = j.boolean().ok_or_else(bad)?,
+                "tls_available" => info.tls_available = j.boolean().ok_or_else(bad)?,
                 "nonce" => info.nonce = Some(j.string().ok_or_else(bad)?),
                 "connect_urls" => info.connect_urls = j.strings().ok_or_else(bad)?,
                 _ => j.skip(0).ok_or_else(bad)?,
@@ -783,6 +785,9 @@ pub struct Session {
     connect: String,
     phase: Phase,
     out: Output,
+    /// Messages published before the server confirmed the connection: they go once it
+    /// has (a server that refuses the connection has not taken them).
+    backlog: Output,
     subs: Vec<Subscription>,
     next_sid: u64,
     /// `PING`s sent that no `PONG` answered yet.
@@ -799,6 +804,7 @@ impl Session {
             connect: connect.into(),
             phase: Phase::Greeting,
             out: Output::default(),
+            backlog: Output::default(),
             subs: Vec::new(),
             next_sid: 1,
             pings_out: 0,
@@ -878,7 +884,8 @@ impl Session {
         if greeted && size > self.info.max_payload {
             return Err(NatsError::PayloadTooLarge(size));
         }
-        self.out.op(|o| write_message(o, subject, reply, block, payload))
+        let to = if self.phase == Phase::Connected { &mut self.out } else { &mut self.backlog };
+        to.op(|o| write_message(o, subject, reply, block, payload))
     }
 
     /// What waits to be written to the socket; call [`Session::written`] with how much was.
@@ -920,6 +927,8 @@ impl Session {
                     self.pings_out = self.pings_out.saturating_sub(1);
                     if self.phase == Phase::Confirming {
                         self.phase = Phase::Connected;
+                        let backlog = core::mem::take(&mut self.backlog);
+                        self.out.append(&backlog);
                         on(Event::Connected);
                     }
                 }
@@ -933,9 +942,9 @@ impl Session {
     }
 
     /// `CONNECT`, every subscription, and a `PING` whose `PONG` says they were taken;
-    /// after them, what was published while there was no connection.
+    /// what was published while there was no connection waits for that `PONG`.
     fn greet(&mut self) {
-        let pending = core::mem::take(&mut self.out);
+        self.out = Output::default();
         let connect = &self.connect;
         let _ = self.out.op(|o| {
             write_connect(o, connect);
@@ -945,7 +954,6 @@ impl Session {
             self.out.op(|o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid)).expect("checked as it was subscribed");
         }
         self.ping();
-        self.out.append(&pending);
         self.phase = Phase::Confirming;
     }
 
@@ -976,33 +984,33 @@ impl Session {
     /// only part of is dropped either way: the next cannot finish it). Control operations
     /// waiting (pongs, subscriptions, pings) go too: the next greeting says what it must.
     pub fn reset(&mut self, keep_pending: bool) -> usize {
-        let was_greeted = self.greeted();
+        let was = self.phase;
         self.phase = Phase::Greeting;
         self.pings_out = 0;
         let partial = self.out.drop_partial();
         if !keep_pending {
-            return partial + self.out.clear();
+            return partial + self.out.clear() + self.backlog.clear();
         }
-        if was_greeted {
+        if was == Phase::Connected {
             // Only messages go on to the next connection: the rest is this one's.
-            let mut kept = Output::default();
             let mut at = self.out.sent;
             for &len in &self.out.ops {
                 let op = &self.out.bytes[at..at + len];
                 if op.starts_with(b"PUB ") || op.starts_with(b"HPUB ") {
-                    kept.bytes.extend_from_slice(op);
-                    kept.ops.push_back(len);
+                    self.backlog.bytes.extend_from_slice(op);
+                    self.backlog.ops.push_back(len);
                 }
                 at += len;
             }
-            self.out = kept;
         }
+        // (Greeting, nothing was written; confirming, what was published is the backlog.)
+        self.out = Output::default();
         partial
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written (messages held for the connection's confirmation too).
     pub fn pending_bytes(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.backlog.len()
     }
 }
 
@@ -1149,7 +1157,7 @@ mod tests {
 
     #[test]
     fn server_info_reads_what_a_client_needs_and_skips_the_rest() {
-        let json = br#"{"server_id":"NDX","server_name":"a","version":"2.9.10","proto":1,"go":"go1.19","host":"0.0.0.0","port":4222,"headers":true,"max_payload":1048576,"client_id":5,"client_ip":"127.0.0.1","cluster":"c","connect_urls":["10.0.0.1:4222","10.0.0.2:4222"],"nested":{"a":[1,{"b":"\"}"}],"c":null},"tls_required":false,"nonce":"ab\u0041"}"#;
+        let json = br#"{"server_id":"NDX","server_name":"a","version":"2.9.10","proto":1,"go":"go1.19","host":"0.0.0.0","port":4222,"headers":true,"max_payload":1048576,"client_id":5,"client_ip":"127.0.0.1","cluster":"c","connect_urls":["10.0.0.1:4222","10.0.0.2:4222"],"nested":{"a":[1,{"b":"\"}"}],"c":null},"tls_required":false,"tls_available":true,"nonce":"ab\u0041"}"#;
         let info = ServerInfo::parse(json).unwrap();
         assert_eq!(
             info,
@@ -1158,6 +1166,7 @@ mod tests {
                 max_payload: 1_048_576,
                 headers: true,
                 tls_required: false,
+                tls_available: true,
                 connect_urls: vec!["10.0.0.1:4222".into(), "10.0.0.2:4222".into()],
                 nonce: Some("abA".into()),
             }
@@ -1181,21 +1190,21 @@ mod tests {
         let prices = s.subscribe("prices.>", None).unwrap();
         let work = s.subscribe("jobs", Some("workers")).unwrap();
         s.publish("early", None, None, b"x").unwrap();
-        assert_eq!(out(&mut s), "PUB early 1\r\nx\r\n", "published before a connection: waits, in order");
+        assert_eq!(out(&mut s), "", "published before a connection: held for it");
         s.reset(true);
-        s.publish("early", None, None, b"x").unwrap();
+        assert_eq!(s.pending_bytes(), "PUB early 1\r\nx\r\n".len(), "and across a reset");
         let mut events = Vec::new();
         let read = b"INFO {\"server_id\":\"a\",\"headers\":true,\"max_payload\":64}\r\n";
         assert_eq!(s.read(read, |e| events.push(format!("{e:?}"))).unwrap(), read.len());
-        assert_eq!(
-            out(&mut s),
-            "CONNECT {\"headers\":true}\r\nSUB prices.> 1\r\nSUB jobs workers 2\r\nPING\r\nPUB early 1\r\nx\r\n"
-        );
+        assert_eq!(out(&mut s), "CONNECT {\"headers\":true}\r\nSUB prices.> 1\r\nSUB jobs workers 2\r\nPING\r\n");
+        s.publish("early2", None, None, b"y").unwrap();
+        assert_eq!(out(&mut s), "", "until the server confirms the connection");
         assert!(!s.is_connected());
         let read = b"+OK\r\nPONG\r\nMSG prices.eur 1 2\r\nhi\r\nPING\r\nMSG jo";
         let took = s.read(read, |e| events.push(format!("{e:?}"))).unwrap();
         assert_eq!(took, read.len() - 6, "the unfinished MSG stays for the next read");
         assert!(s.is_connected());
+        assert_eq!(out(&mut s), "PUB early 1\r\nx\r\nPUB early2 1\r\ny\r\nPONG\r\n", "then, in order");
         assert_eq!(
             events,
             [
@@ -1207,7 +1216,6 @@ mod tests {
                 .as_str()
             ]
         );
-        assert_eq!(out(&mut s), "PONG\r\n", "a PING answered");
         assert_eq!(
             s.publish("big", None, None, &[0; 65]),
             Err(NatsError::PayloadTooLarge(65)),
@@ -1262,10 +1270,23 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_refused_before_its_confirmation_took_none_of_the_messages() {
+        let mut s = Session::new("{}");
+        s.publish("m", None, None, b"1").unwrap();
+        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut s), "CONNECT {}\r\nPING\r\n");
+        s.publish("m", None, None, b"2").unwrap();
+        // -ERR 'Authorization Violation', and the server closes: nothing was taken.
+        assert_eq!(s.reset(true), 0);
+        assert!(s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut s), "CONNECT {}\r\nPING\r\nPUB m 1\r\n1\r\nPUB m 1\r\n2\r\n");
+    }
+
+    #[test]
     fn a_connection_lost_mid_operation_drops_that_one_and_keeps_the_messages_after_it() {
         let mut s = Session::new("{}");
         s.subscribe("in", None).unwrap();
-        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert!(s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok());
         out(&mut s);
         s.publish("a", None, None, b"first").unwrap();
         s.publish("b", None, None, b"second").unwrap();
@@ -1278,7 +1299,7 @@ mod tests {
             "PUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n".len(),
             "the PONG was that connection's"
         );
-        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert!(s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok());
         assert_eq!(out(&mut s), "CONNECT {}\r\nSUB in 1\r\nPING\r\nPUB b 6\r\nsecond\r\nPUB c 5\r\nthird\r\n");
         // Written a byte at a time, every operation is accounted for.
         for i in 0..3 {

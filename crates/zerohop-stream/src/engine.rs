@@ -24,7 +24,7 @@ use zerohop_transport::{Credentials, Error, ErrorCode, Kind, StatusEvent, Value}
 
 use crate::tls::{TlsContext, TlsSession, tls_lost};
 use crate::transport::ReliableOptions;
-use crate::wire::{Interest, Lost, Origin, Wire, WireEvent};
+use crate::wire::{Interest, Lost, Origin, Wire, WireEvent, WireWriter};
 /// Bytes read per system call, into one reused buffer.
 const READ_BUF: usize = 64 << 10;
 /// Reads per connection per turn, so that one busy peer does not starve the others.
@@ -887,7 +887,7 @@ impl<W: Wire> Engine<W> {
             if t.is_handshaking() {
                 self.counters.handshake_failures += 1;
             }
-            let _ = t.flush(&mut Out { wire: &mut self.wire, token });
+            let _ = t.flush(&mut WireWriter { wire: &mut self.wire, token });
         }
         tls_lost(e)
     }
@@ -1161,7 +1161,7 @@ impl<W: Wire> Engine<W> {
             }
             _ => &mut none[..],
         };
-        let mut out = Out { wire: &mut self.wire, token };
+        let mut out = WireWriter { wire: &mut self.wire, token };
         let Written { bytes, blocked, failed } = match c.tls.as_mut() {
             Some(tls) => write_tls(&mut out, tls, &mut c.s.writer, queues),
             None => write_plain(&mut out, &mut c.s.writer, queues),
@@ -1638,30 +1638,13 @@ struct Written {
     failed: Option<io::Error>,
 }
 
-/// A connection as `io::Write`: how TLS writes to it.
-struct Out<'a, W> {
-    wire: &'a mut W,
-    token: u64,
-}
-
-impl<W: Wire> io::Write for Out<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wire.send(self.token, &[buf])
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let parts: [&[u8]; 3] = std::array::from_fn(|i| bufs.get(i).map_or(&[][..], |b| &b[..]));
-        self.wire.send(self.token, &parts)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Writes what `writer` plans (records and the channels' messages) to `out`, one
 /// write a plan, until the connection is full or nothing is left.
-fn write_plain<W: Wire>(out: &mut Out<'_, W>, writer: &mut RecordWriter, queues: &mut [Option<SendQueue>]) -> Written {
+fn write_plain<W: Wire>(
+    out: &mut WireWriter<'_, W>,
+    writer: &mut RecordWriter,
+    queues: &mut [Option<SendQueue>],
+) -> Written {
     let mut w = Written { bytes: 0, blocked: false, failed: None };
     while let Some(plan) = writer.plan(queues) {
         let slices = writer.slices(&plan, queues);
@@ -1692,7 +1675,7 @@ fn write_plain<W: Wire>(out: &mut Out<'_, W>, writer: &mut RecordWriter, queues:
 /// out, until the connection is full or nothing is left (or, before the handshake is
 /// done, rustls holds all it may).
 fn write_tls<W: Wire>(
-    out: &mut Out<'_, W>,
+    out: &mut WireWriter<'_, W>,
     tls: &mut TlsSession,
     writer: &mut RecordWriter,
     queues: &mut [Option<SendQueue>],

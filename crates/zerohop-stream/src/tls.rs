@@ -110,6 +110,11 @@ impl TlsSession {
         Ok((sent, true))
     }
 
+    /// Whether records wait to be written ([`flush`](Self::flush)).
+    pub fn wants_write(&self) -> bool {
+        self.0.wants_write()
+    }
+
     /// Whether the handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
         self.0.is_handshaking()

@@ -182,3 +182,24 @@ pub trait Wire: Send + 'static {
         None
     }
 }
+
+/// Connection `token` of a wire as `std::io::Write` (what TLS writes its records to).
+pub struct WireWriter<'a, W> {
+    pub wire: &'a mut W,
+    pub token: u64,
+}
+
+impl<W: Wire> io::Write for WireWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.send(self.token, &[buf])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let parts: [&[u8]; 3] = std::array::from_fn(|i| bufs.get(i).map_or(&[][..], |b| &b[..]));
+        self.wire.send(self.token, &parts)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -139,22 +139,18 @@ impl Options {
         Error::new(code, format!("{}{name} {why}", self.prefix))
     }
 
-    /// Gives `name` back its value (taken to look at it), for another `take_…` to read.
+    /// Gives `name` its value (back, if it was taken to look at it), for a `take_…` to
+    /// read; `name` must not be given already.
     pub fn put_back(&mut self, name: &str, value: Value) {
         self.entries.push((name.to_owned(), value));
     }
 
-    /// Removes and returns the value of `name`.
     /// Whether option `name` was given.
     pub fn has(&self, name: &str) -> bool {
         self.entries.iter().any(|(k, _)| k == name)
     }
 
-    /// Gives option `name` (after those given: it must not be one of them).
-    pub fn push(&mut self, name: &str, value: Value) {
-        self.entries.push((name.to_owned(), value));
-    }
-
+    /// Removes and returns the value of `name`.
     pub fn take(&mut self, name: &str) -> Option<Value> {
         self.note_asked(name);
         let i = self.entries.iter().position(|(k, _)| k == name)?;

@@ -86,12 +86,14 @@ pub struct DirectionMetrics {
 /// See the module docs.
 pub struct Bridge {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Each direction's thread, which gives its source hub back when it stops.
+    threads: Vec<JoinHandle<Hub>>,
+    /// The hubs no thread holds (a side only written to; all of them once closed).
+    kept: Vec<Hub>,
     out: Arc<Counts>,
     r#in: Arc<Counts>,
-    /// The hubs' shareable handles (for what lingers at close).
-    local: Arc<dyn Link>,
-    remote: Arc<dyn Link>,
+    /// The destinations' shareable handles (what is flushed and lingered over at close).
+    links: Vec<Arc<dyn Link>>,
 }
 
 impl core::fmt::Debug for Bridge {
@@ -113,12 +115,14 @@ impl Bridge {
         origin: Option<String>,
     ) -> Result<Bridge> {
         let origin = origin.unwrap_or_else(|| default_origin(local));
-        for (url, options, publishes) in
-            [(local, &mut local_options, direction.r#in()), (remote, &mut remote_options, direction.out())]
-        {
+        // Each side: read (the source of a direction), written (its destination), or both.
+        for (url, options, reads, written) in [
+            (local, &mut local_options, direction.out(), direction.r#in()),
+            (remote, &mut remote_options, direction.r#in(), direction.out()),
+        ] {
             let endpoint = Endpoint::parse(url)?;
             if let Target::Subject { subject, .. } = endpoint.target()
-                && publishes
+                && written
                 && !zerohop_proto::nats::valid_subject(subject, false)
             {
                 return Err(Error::bad_option(format!(
@@ -126,58 +130,101 @@ impl Bridge {
                 )));
             }
             let given = |options: &Options, name: &str| options.has(name) || endpoint.param(name).is_some();
+            // A side only written to receives nothing (a NATS side subscribes to nothing,
+            // rather than be sent the subject to drop); one only read publishes nothing.
+            match (reads, written, endpoint.kind()) {
+                (false, true, TransportKind::Nats) if !given(options, "subscribe") => {
+                    options.put_back("subscribe", Value::Bool(false));
+                }
+                (false, true, _) if !given(options, "role") => {
+                    options.put_back("role", Value::Text("publisher".into()))
+                }
+                (true, false, _) if !given(options, "role") => {
+                    options.put_back("role", Value::Text("subscriber".into()))
+                }
+                _ => {}
+            }
             // Into shared memory, the bridge waits for its readers rather than overwrite
             // what they have not read (the other side holds or drops, counted).
-            if endpoint.kind() == TransportKind::Shm && !given(options, "backpressure") {
-                options.push("backpressure", Value::Text("block".into()));
+            if written && endpoint.kind() == TransportKind::Shm && !given(options, "backpressure") {
+                options.put_back("backpressure", Value::Text("block".into()));
             }
             if endpoint.kind() == TransportKind::Nats {
                 if !given(options, "origin") {
-                    options.push("origin", Value::Text(origin.clone()));
+                    options.put_back("origin", Value::Text(origin.clone()));
                 }
-                // What finds no room is dropped and counted, rather than holding up the
-                // other direction's source (which would lose it uncounted).
-                if !given(options, "backpressure") {
-                    options.push("backpressure", Value::Text("drop_new".into()));
+                // The bridge itself waits for a server that is behind (see `forward`):
+                // the hub drops what finds no room, counted, once it stays without.
+                if written && !given(options, "backpressure") {
+                    options.put_back("backpressure", Value::Text("drop_new".into()));
                 }
             }
         }
         let mut a = Hub::open_named(local, local_options)?;
-        let mut b = Hub::open_named(remote, remote_options)?;
-        for hub in [&a, &b] {
-            if let Ok(batching) = hub.batching() {
-                batching.set_caller_flushes();
+        let mut b = match Hub::open_named(remote, remote_options) {
+            Ok(b) => b,
+            Err(e) => {
+                a.close();
+                return Err(e);
             }
-        }
-        let (local, remote) = (a.link()?, b.link()?);
-        if let Err(e) = local.wait_open().and_then(|()| remote.wait_open()) {
-            a.close();
-            b.close();
-            return Err(e);
-        }
+        };
+        let opened = || -> Result<[Option<Arc<dyn Link>>; 2]> {
+            for hub in [&a, &b] {
+                if let Ok(batching) = hub.batching() {
+                    batching.set_caller_flushes();
+                }
+            }
+            // (A side only read has no link: it publishes nothing.)
+            let local = direction.r#in().then(|| a.link()).transpose()?;
+            let remote = direction.out().then(|| b.link()).transpose()?;
+            // (A network side's link waits for it, read or written: a NATS side for the
+            // server's confirmation of its subscription.)
+            for hub in [&a, &b] {
+                if let Ok(link) = hub.link() {
+                    link.wait_open()?;
+                }
+            }
+            Ok([local, remote])
+        };
+        let [local_link, remote_link] = match opened() {
+            Ok(links) => links,
+            Err(e) => {
+                a.close();
+                b.close();
+                return Err(e);
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (out, r#in) = (Arc::new(Counts::default()), Arc::new(Counts::default()));
-        let mut threads = Vec::new();
-        let spawn = |mut from: Hub, to: Arc<dyn Link>, counts: Arc<Counts>, forwards: bool, name: &str| {
+        let mut bridge = Bridge {
+            stop: stop.clone(),
+            threads: Vec::new(),
+            kept: Vec::new(),
+            out: out.clone(),
+            r#in: r#in.clone(),
+            links: [local_link.clone(), remote_link.clone()].into_iter().flatten().collect(),
+        };
+        // Each direction a thread that owns its source and gives it back when stopped;
+        // a side nothing is read from stays with the bridge.
+        for (from, to, counts, name) in
+            [(a, remote_link, out, "zerohop-bridge-out"), (b, local_link, r#in, "zerohop-bridge-in")]
+        {
+            let Some(to) = to else {
+                bridge.kept.push(from);
+                continue;
+            };
             let stop = stop.clone();
-            std::thread::Builder::new()
+            let mut from = from;
+            let thread = std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(move || {
-                    if forwards {
-                        forward(&mut from, &*to, &counts, &stop);
-                    } else {
-                        // Not forwarded this way: the hub only keeps its side open.
-                        while !stop.load(Ordering::Relaxed) {
-                            std::thread::park_timeout(WAIT);
-                        }
-                    }
-                    from.close();
+                    forward(&mut from, &*to, &counts, &stop);
+                    from
                 })
-                .map_err(|e| Error::io("spawn a bridge thread", e))
-        };
-        threads.push(spawn(a, remote.clone(), out.clone(), direction.out(), "zerohop-bridge-out")?);
-        threads.push(spawn(b, local.clone(), r#in.clone(), direction.r#in(), "zerohop-bridge-in")?);
-        Ok(Bridge { stop, threads, out, r#in, local, remote })
+                .map_err(|e| Error::io("spawn a bridge thread", e))?;
+            bridge.threads.push(thread);
+        }
+        Ok(bridge)
     }
 
     pub fn metrics(&self) -> BridgeMetrics {
@@ -190,17 +237,26 @@ impl Bridge {
     }
 
     /// Stops forwarding; what was forwarded is given up to `linger` to reach the other
-    /// side. Idempotent.
+    /// side, then both hubs close. Idempotent.
     pub fn close(&mut self, linger: Duration) {
         if self.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        let _ = (self.local.flush(), self.remote.flush());
-        self.local.linger(linger);
-        self.remote.linger(linger);
+        // The threads stop first (each at most a wait on its source away), and give their
+        // sources back: nothing they took is lost to a destination closed under them.
         for t in self.threads.drain(..) {
-            t.thread().unpark();
-            let _ = t.join();
+            if let Ok(hub) = t.join() {
+                self.kept.push(hub);
+            }
+        }
+        for link in &self.links {
+            let _ = link.flush();
+        }
+        for link in &self.links {
+            link.linger(linger);
+        }
+        for hub in &mut self.kept {
+            hub.close();
         }
     }
 }
@@ -272,9 +328,11 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
 }
 
 /// The origin of a bridge of `local` on this host: short, since every message it
-/// forwards to NATS carries it (a hash of the host's name and the local URL).
+/// forwards to NATS carries it (a hash of the machine's id, its name and the local URL:
+/// cloned machines share a name).
 fn default_origin(local: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let host = read("/etc/machine-id") + &read("/proc/sys/kernel/hostname");
     // FNV-1a: stable across runs and builds (what `std`'s hasher is not).
     let hash = format!("{}/{local}", host.trim())
         .bytes()

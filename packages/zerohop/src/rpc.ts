@@ -655,7 +655,7 @@ function openRpc<Req, Res>(
   const { codec: _codec, connectTimeoutMs: _timeout, listen: _listen, logger, ...hubOptions } = options as RpcOptions<Req, Res> & { listen?: unknown }
   const log = logger === undefined ? undefined : checkLogger(logger)
   if (selectorFor(url) !== undefined) {
-    throw new UnsupportedTransportError(`Rpc takes a transport's URL (shm://, quic://, tcp:// or uds://); ${url} chooses one for hubs only`)
+    throw new UnsupportedTransportError(`Rpc takes a transport's URL (shm://, quic://, tcp://, uds://, kcp:// or nats://); ${url} chooses one for hubs only`)
   }
   const endpoint = native(() => binding.parseEndpoint(url))
   const open = requestTransportFor(endpoint.transport)
@@ -665,7 +665,7 @@ function openRpc<Req, Res>(
   const port = open(url, hubOptions, listen)
   if (port.requests === undefined) {
     port.close()
-    throw new BadOptionError(`Rpc runs over a transport with requests (shm://, quic://, tcp:// or uds://); ${url} is ${port.transport}://`)
+    throw new BadOptionError(`Rpc runs over a transport with requests (shm://, quic://, tcp://, uds://, kcp:// or nats://); ${url} is ${port.transport}://`)
   }
   return { hub: Hub.over(url, port, raw).logTo(log), requests: port.requests, ready: async () => port.ready?.() }
 }

@@ -129,6 +129,57 @@ const zerohopUrls: Record<
   nats: { server: natsServer, missing: noNatsServer, serve: (_w, port) => [`nats://127.0.0.1:${port}/bench`, {}], dial: (r) => [String(r.url), {}] },
 }
 
+/**
+ * The peer's side over `hub`: an echo (`rtt`: each message published back) or a sink
+ * (a stream's drains what is there at once), until `stop` (which closes the hub).
+ */
+function pumpHub(hub: Hub<Uint8Array>, kind: WorkloadKind, sink: (message: Uint8Array) => void): { stop(): Promise<void> } {
+  let closed = false
+  const echo = (m: Uint8Array): void => {
+    if (!hub.publish(m)) void hub.send(m.slice())
+  }
+  const take = kind === 'rtt' ? echo : sink
+  const pump = (async () => {
+    while (!closed) {
+      if (kind === 'oneway' && hub.drain(sink) > 0) continue
+      let m: Uint8Array
+      try {
+        m = await hub.recv()
+      } catch (e) {
+        if (closed) return
+        throw e
+      }
+      take(m)
+    }
+  })()
+  return {
+    async stop() {
+      closed = true
+      await hub.close({ lingerMs: 0 })
+      await pump.catch(() => undefined)
+    },
+  }
+}
+
+/** The benchmark's side over `hub`: a round trip is a publish and the next message back. */
+function hubClient(hub: Hub<Uint8Array>, close: () => Promise<void>, greeting?: Ready): Client {
+  return {
+    greeting,
+    async roundTrip(m) {
+      if (!hub.publish(m)) await hub.send(m)
+      try {
+        await hub.recv({ timeoutMs: 1000 })
+        return true
+      } catch (e) {
+        if ((e as { code?: string }).code === 'ERR_TIMEOUT') return false
+        throw e
+      }
+    },
+    send: (m) => (hub.publish(m) ? undefined : hub.send(m)),
+    close,
+  }
+}
+
 function zerohop(transport: string): Contender {
   const urls = zerohopUrls[transport]!
   return {
@@ -141,33 +192,13 @@ function zerohop(transport: string): Contender {
     async serve(workload, sink) {
       const server = await urls.server?.()
       const [url, options] = urls.serve(workload, server?.port)
-      const hub = await Hub.open(url, options)
-      let closed = false
-      const echo = (m: Uint8Array): void => {
-        if (!hub.publish(m)) void hub.send(m.slice())
-      }
-      const take = workload.kind === 'rtt' ? echo : sink
-      // A stream's sink drains what is there at once; an echo takes one message at a time.
-      const pump = (async () => {
-        while (!closed) {
-          if (workload.kind === 'oneway' && hub.drain(sink) > 0) continue
-          let m: Uint8Array
-          try {
-            m = await hub.recv()
-          } catch (e) {
-            if (closed) return
-            throw e
-          }
-          take(m)
-        }
-      })()
+      const hub = await withServer(server, () => Hub.open(url, options))
+      const pump = pumpHub(hub, workload.kind, sink)
       return {
         ready: { url, address: hub.localAddress ?? '' },
         greeted: (g) => hub.setPeers([String(g.address)]),
         async close() {
-          closed = true
-          await hub.close({ lingerMs: 0 })
-          await pump.catch(() => undefined)
+          await pump.stop()
           await server?.close()
         },
       }
@@ -176,22 +207,8 @@ function zerohop(transport: string): Contender {
       const [url, options] = urls.dial(ready, workload)
       const hub = await Hub.open(url, options)
       await connected(hub)
-      return {
-        greeting: urls.greets ? { address: hub.localAddress! } : undefined,
-        async roundTrip(m) {
-          if (!hub.publish(m)) await hub.send(m)
-          try {
-            await hub.recv({ timeoutMs: 1000 })
-            return true
-          } catch (e) {
-            if ((e as { code?: string }).code === 'ERR_TIMEOUT') return false
-            throw e
-          }
-        },
-        send: (m) => (hub.publish(m) ? undefined : hub.send(m)),
-        // (What a stream published is delivered before its hub closes: the peer counts it all.)
-        close: () => hub.close({ lingerMs: 10_000 }),
-      }
+      // (What a stream published is delivered before its hub closes: the peer counts it all.)
+      return hubClient(hub, () => hub.close({ lingerMs: 10_000 }), urls.greets ? { address: hub.localAddress! } : undefined)
     },
   }
 }
@@ -421,21 +438,33 @@ async function natsServer(): Promise<{ port: number; close(): Promise<void> }> {
   const args = [executable('nats-server')!, '-a', '127.0.0.1', '-p', String(port)]
   const anyCpu = executable('taskset') === undefined ? [] : ['taskset', '-c', `0-${availableParallelism() - 1}`]
   const server: ChildProcess = spawn([...anyCpu, ...args][0]!, [...anyCpu, ...args].slice(1), { stdio: 'ignore' })
+  const close = async (): Promise<void> => {
+    if (server.exitCode !== null || server.signalCode !== null) return
+    server.kill()
+    await once(server, 'exit')
+  }
   for (let i = 0; ; i++) {
     const up = await new Promise<boolean>((r) => {
       const sock: Socket = netConnect(port, '127.0.0.1', () => (sock.destroy(), r(true)))
       sock.on('error', () => r(false))
     })
     if (up) break
-    if (i > 200) throw new Error(`nats-server did not listen on ${port}`)
+    if (i > 200) {
+      await close()
+      throw new Error(`nats-server did not listen on ${port}`)
+    }
     await new Promise((r) => setTimeout(r, 20))
   }
-  return {
-    port,
-    async close() {
-      server.kill()
-      await once(server, 'exit')
-    },
+  return { port, close }
+}
+
+/** What `open` makes with a server started for it; the server stopped if that fails. */
+async function withServer<T>(server: { close(): Promise<void> } | undefined, open: () => Promise<T>): Promise<T> {
+  try {
+    return await open()
+  } catch (e) {
+    await server?.close()
+    throw e
   }
 }
 
@@ -453,7 +482,7 @@ const nats: Contender = {
   async serve({ kind }, sink) {
     const { connect } = (await optional<NatsModule>('nats'))!
     const server = await natsServer()
-    const conn = await connect({ servers: `127.0.0.1:${server.port}` })
+    const conn = await withServer(server, () => connect({ servers: `127.0.0.1:${server.port}` }))
     conn.subscribe('bench.in', { callback: (_, m) => (kind === 'rtt' ? conn.publish('bench.out', m.data) : sink(m.data)) })
     await conn.flush()
     return {
@@ -508,30 +537,21 @@ const natsBridge: Contender = {
     const shm = `shm://${unique('bridge-peer')}`
     // (Segments with slots the size of a message, as for shm://'s own rows.)
     const slotSize = Math.max(64, size)
-    const hub = await Hub.open(shm, kind === 'rtt' ? { backpressure: 'block', slotSize } : { role: 'subscriber', slotSize })
-    const bridge = await Bridge.start(shm, `nats://127.0.0.1:${server.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'in' })
-    let closed = false
-    const pump = (async () => {
-      while (!closed) {
-        if (kind === 'oneway' && hub.drain(sink) > 0) continue
-        let m: Uint8Array
-        try {
-          m = await hub.recv()
-        } catch (e) {
-          if (closed) return
-          throw e
-        }
-        if (kind === 'rtt') hub.publish(m)
-        else sink(m)
+    const [hub, bridge] = await withServer(server, async () => {
+      const hub = await Hub.open(shm, kind === 'rtt' ? { backpressure: 'block', slotSize } : { role: 'subscriber', slotSize })
+      try {
+        return [hub, await Bridge.start(shm, `nats://127.0.0.1:${server.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'in' })] as const
+      } catch (e) {
+        await hub.close()
+        throw e
       }
-    })()
+    })
+    const pump = pumpHub(hub, kind, sink)
     return {
       ready: { port: server.port },
       async close() {
-        closed = true
         await bridge.close({ lingerMs: 0 })
-        await hub.close({ lingerMs: 0 })
-        await pump.catch(() => undefined)
+        await pump.stop()
         await server.close()
       },
     }
@@ -541,23 +561,10 @@ const natsBridge: Contender = {
     // (A stream waits for the bridge to take each message: \`block\`.)
     const hub = await Hub.open(shm, { backpressure: 'block', slotSize: Math.max(64, size) })
     const bridge = await Bridge.start(shm, `nats://127.0.0.1:${ready.port}/bench`, { direction: kind === 'rtt' ? 'both' : 'out' })
-    return {
-      async roundTrip(m) {
-        if (!hub.publish(m)) await hub.send(m)
-        try {
-          await hub.recv({ timeoutMs: 1000 })
-          return true
-        } catch (e) {
-          if ((e as { code?: string }).code === 'ERR_TIMEOUT') return false
-          throw e
-        }
-      },
-      send: (m) => (hub.publish(m) ? undefined : hub.send(m)),
-      async close() {
-        await bridge.close({ lingerMs: 10_000 })
-        await hub.close()
-      },
-    }
+    return hubClient(hub, async () => {
+      await bridge.close({ lingerMs: 10_000 })
+      await hub.close()
+    })
   },
 }
 
