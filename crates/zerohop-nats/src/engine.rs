@@ -12,7 +12,7 @@
 //! one wildcard subscription for all of them); a serving hub (`listen: true`) keeps the
 //! reply subject of each request it delivers until it is answered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -33,6 +33,9 @@ use crate::subjects::Subjects;
 
 /// Bytes read from the socket at a time, at least.
 const READ_CHUNK: usize = 64 << 10;
+
+/// Requests a serving hub keeps the reply subject of, waiting for their answers, at most.
+const MAX_UNANSWERED: usize = 1 << 16;
 
 /// `PING`s unanswered before the connection counts as stale.
 const MAX_PINGS_OUT: u32 = 2;
@@ -75,6 +78,8 @@ pub struct Counters {
     pub stray_answers: u64,
     /// Messages that came back with this hub's own origin (through another bridge): dropped.
     pub own_returned: u64,
+    /// Requests never answered whose reply subjects were forgotten (past a bound).
+    pub unanswered_forgotten: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -91,8 +96,9 @@ struct Inlet {
     inbox: String,
     /// Requests waiting for their answer.
     requests: HashMap<u64, ()>,
-    /// Requests delivered to this (serving) hub and not yet answered: their reply subject.
-    answers: HashMap<u64, String>,
+    /// Requests delivered to this (serving) hub and not yet answered: their reply subject
+    /// (in key order: the oldest are forgotten first, past [`MAX_UNANSWERED`]).
+    answers: BTreeMap<u64, String>,
     /// Strings of answered requests, for the next ones (no allocation per request).
     spare: Vec<String>,
     next_key: u64,
@@ -156,6 +162,14 @@ impl Inlet {
                         s.clear();
                         s.push_str(reply);
                         self.answers.insert(key, s);
+                        // Requests never answered (read by a plain reader, passed over)
+                        // are forgotten, oldest first, past a bound.
+                        if self.answers.len() > MAX_UNANSWERED
+                            && let Some(oldest) = self.answers.keys().next().copied()
+                        {
+                            self.answers.remove(&oldest);
+                            self.counters.unanswered_forgotten += 1;
+                        }
                     }
                 }
             }
@@ -285,6 +299,8 @@ pub struct Engine {
     origin: Option<Origin>,
     /// Room was made in what is kept for the server, or the connection changed.
     changed: bool,
+    /// Messages wait in the ring's inlet for room (as of the end of the last turn).
+    holding: bool,
     /// How the first attempt to connect ended (see `Link::wait_open`).
     pub first: Option<Result<(), Error>>,
     /// No connection will be tried again (see `lost`).
@@ -318,7 +334,7 @@ impl Engine {
             inbox_sid: None,
             inbox: format!("_INBOX.{session_id:016x}{:08x}.", std::process::id()),
             requests: HashMap::new(),
-            answers: HashMap::new(),
+            answers: BTreeMap::new(),
             spare: Vec::new(),
             next_key: 1,
             server,
@@ -357,6 +373,7 @@ impl Engine {
                 Origin { name: name.clone(), block: h.encode() }
             }),
             changed: false,
+            holding: false,
             first: None,
             gave_up: false,
             closing: false,
@@ -598,7 +615,9 @@ impl Engine {
     fn turn(&mut self, now: Instant, readable: bool) -> usize {
         self.inlet.delivered = 0;
         // What waits for room first: it came before what is read now.
-        self.inlet.ring.deliver_held();
+        if self.holding {
+            self.inlet.ring.deliver_held();
+        }
         let mut events = std::mem::take(&mut self.events);
         loop {
             let more = self.wire.poll(now, readable, &mut events);
@@ -637,6 +656,7 @@ impl Engine {
             }
         }
         self.write(now);
+        self.holding = self.inlet.ring.held().0 > 0;
         self.inlet.delivered
     }
 
@@ -867,8 +887,9 @@ impl Drive for Engine {
     }
 
     fn deadline(&mut self) -> Option<Instant> {
-        // While messages are held, look for room again soon.
-        let held = (self.inlet.ring.held().0 > 0).then(|| Instant::now() + HELD_POLL);
+        // While messages are held, look for room again soon. (A flag, not the ring's
+        // lock: every publish asks for the deadline.)
+        let held = self.holding.then(|| Instant::now() + HELD_POLL);
         [self.retry_at, self.attempt_by, self.ping_at, self.wire.deadline(), held].into_iter().flatten().min()
     }
 

@@ -156,6 +156,7 @@ impl Protocol for NatsProtocol {
             ("protocolViolations", n(c.protocol_violations)),
             ("strayAnswers", n(c.stray_answers)),
             ("ownReturned", n(c.own_returned)),
+            ("unansweredForgotten", n(c.unanswered_forgotten)),
             ("bytesSent", n(c.bytes_sent)),
             ("bytesReceived", n(c.bytes_received)),
             ("pendingBytes", n(pending as u64)),
@@ -170,6 +171,10 @@ impl Protocol for NatsProtocol {
     fn linger(&self, linger: Duration) -> bool {
         let _ = self.driver.with(Engine::flush);
         self.driver.wait_until(linger, Engine::drained, |e| e.closing)
+    }
+
+    fn waits_open(&self) -> bool {
+        true
     }
 
     fn wait_open(&self) -> Result<()> {

@@ -74,6 +74,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn wait_open(&self) -> Result<()> {
         Ok(())
     }
+    /// See [`Link::waits_open`].
+    fn waits_open(&self) -> bool {
+        false
+    }
     /// Closes sockets and stops threads. Idempotent.
     fn close(&self);
     fn peers(&self) -> Option<&dyn Peers> {
@@ -236,6 +240,10 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn wait_open(&self) -> Result<()> {
         self.protocol.wait_open()
+    }
+
+    fn waits_open(&self) -> bool {
+        self.protocol.waits_open()
     }
 
     fn has_room(&self, channel: u16, len: usize) -> bool {

@@ -111,6 +111,8 @@ pub struct Capabilities {
     pub connections: bool,
     /// `request`, `cancel`, `respond`.
     pub requests: bool,
+    /// `ready` waits (for the server's confirmation of the hub's first connection).
+    pub waits_open: bool,
 }
 
 /// How a hub's waiting reader is woken: what `netArm(waker, cursor)` ([`crate::fast`])
@@ -242,6 +244,7 @@ impl NetHandle {
             batching: hub.batching().is_ok(),
             connections: hub.connection().is_ok(),
             requests: hub.requests().is_ok(),
+            waits_open: self.link.waits_open(),
         })
     }
 

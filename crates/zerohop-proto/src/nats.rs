@@ -464,7 +464,8 @@ pub struct ServerInfo {
     /// Whether it requires TLS, or offers it to clients that want it.
     pub tls_required: bool,
     pub tls_available: bool,
-    /// Other servers of its cluster, `host:port`: where to reconnect.
+    /// Other servers of its cluster, `host:port` (where a client could reconnect; the
+    /// `nats://` transport reconnects to its URL's server).
     pub connect_urls: Vec<String>,
     /// What to sign, when the server wants a signature (nkeys).
     pub nonce: Option<String>,

@@ -262,6 +262,11 @@ pub trait Link: Send + Sync {
     fn wait_open(&self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`wait_open`](Self::wait_open) may wait (so that a caller need not ask
+    /// another thread to, where it would not).
+    fn waits_open(&self) -> bool {
+        false
+    }
     /// Whether a `len`-byte message on `channel` would find room now: publishing it
     /// would neither wait nor be dropped or refused for want of room (what an
     /// asynchronous send waits for).

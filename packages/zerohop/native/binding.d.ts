@@ -280,6 +280,8 @@ export interface Capabilities {
   connections: boolean
   /** `request`, `cancel`, `respond`. */
   requests: boolean
+  /** `ready` waits (for the server's confirmation of the hub's first connection). */
+  waitsOpen: boolean
 }
 
 /** The envelope's layout, so TypeScript never hard-codes it. */

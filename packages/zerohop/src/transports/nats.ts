@@ -88,6 +88,8 @@ export interface NatsMetrics {
   strayAnswers: number
   /** Messages that came with this hub's own `origin` (through another bridge): dropped. */
   ownReturned: number
+  /** Requests a serving hub never answered whose reply subjects it forgot (past 65,536). */
+  unansweredForgotten: number
   bytesSent: number
   bytesReceived: number
   /** Bytes kept for the server now. */

@@ -60,6 +60,8 @@ export class NetPort<T> implements Port<T> {
   /** With a struct codec: where `publish` writes the value before sending it. */
   private scratch: DataView | undefined
   private readonly connections: boolean
+  /** `ready()` waits for the transport (a `nats://` hub's first connection). */
+  private readonly waitsOpen: boolean
   /** The transport batches publishes: `flush` sends what waits. */
   private readonly batching: boolean
   /** Batches wait for the end of the turn: a flush is queued then. */
@@ -87,6 +89,7 @@ export class NetPort<T> implements Port<T> {
     this.struct = codec instanceof StructCodec ? codec : undefined
     const caps = native(() => handle.capabilities())
     this.connections = caps.connections
+    this.waitsOpen = caps.waitsOpen
     this.batching = caps.batching
     this.flushAtEndOfTurn = caps.batching && native(() => handle.flushAtEndOfTurn())
     this.peers = caps.peers ? { setPeers: (peers) => native(() => handle.setPeers(peers)) } : undefined
@@ -111,6 +114,7 @@ export class NetPort<T> implements Port<T> {
 
   /** Resolves once the hub receives what others publish (see `ready` in the binding); closes it if it never will. */
   async ready(): Promise<void> {
+    if (!this.waitsOpen) return
     try {
       await this.handle.ready()
     } catch (e) {
