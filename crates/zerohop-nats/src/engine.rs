@@ -26,7 +26,7 @@ use zerohop_proto::nats::{Event, Headers, NatsError, Session, header_value, json
 use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent, WireWriter};
 use zerohop_stream::{SocketWire, TlsContext, TlsSession, tls_lost};
 use zerohop_transport::status::{Status, StatusEvent};
-use zerohop_transport::{Error, ErrorCode, Kind};
+use zerohop_transport::{Error, ErrorCode, ForwardCounts, Kind, Link};
 
 use crate::options::{NatsOptions, push_json_string};
 use crate::subjects::Subjects;
@@ -117,6 +117,10 @@ struct Inlet {
     server_error: Option<String>,
     /// This hub's origin, if it has one (see [`ORIGIN`]).
     origin: Option<String>,
+    /// Where messages go instead of the ring (`Transport::forward_to`), and its counts.
+    forward: Option<(Arc<dyn Link>, Arc<ForwardCounts>)>,
+    /// Messages were forwarded in this read: the destination is flushed after it.
+    forwarded: bool,
     counters: Counters,
     delivered: usize,
 }
@@ -140,9 +144,24 @@ impl Inlet {
                         self.counters.own_returned += 1;
                         return;
                     }
+                    let expiry_ns = headers.and_then(|h| header_value(h, EXPIRY)).and_then(|v| v.parse().ok());
+                    if let Some((to, counts)) = &self.forward
+                        && (reply.is_none() || !self.serve)
+                    {
+                        // Straight on (a bridge's direction): no ring, no other thread.
+                        let published = match expiry_ns {
+                            Some(at) => to.publish_expiring(0, payload, at),
+                            None => to.publish(0, payload),
+                        };
+                        if !counts.count(published, payload.len()) {
+                            self.forward = None; // (the destination closed)
+                        }
+                        self.forwarded = true;
+                        return;
+                    }
                     let mut m = Inbound {
                         subject: self.subjects.number(subject),
-                        expiry_ns: headers.and_then(|h| header_value(h, EXPIRY)).and_then(|v| v.parse().ok()),
+                        expiry_ns,
                         ..Inbound::message(0, self.server, 0, payload)
                     };
                     let key = match reply {
@@ -345,6 +364,8 @@ impl Engine {
             tell_slow: false,
             server_error: None,
             origin: options.origin.clone(),
+            forward: None,
+            forwarded: false,
             counters: Counters::default(),
             delivered: 0,
         };
@@ -514,6 +535,11 @@ impl Engine {
             }
         };
         drop(d);
+        if std::mem::take(&mut self.inlet.forwarded)
+            && let Some((to, _)) = &self.inlet.forward
+        {
+            let _ = to.flush();
+        }
         if std::mem::take(&mut self.inlet.tell_slow) {
             self.report(
                 Status::Connected,
@@ -770,6 +796,11 @@ impl Engine {
             self.queued();
         }
         r.is_ok() && !too_large
+    }
+
+    /// Messages received go into `to` from now on (see `Transport::forward_to`).
+    pub fn forward_to(&mut self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) {
+        self.inlet.forward = Some((to, counts));
     }
 
     /// The caller flushes at the end of each turn: publishes wait for it.

@@ -13,8 +13,8 @@ use zerohop_proto::nats::valid_subject;
 use zerohop_stream::{Address, SocketConfig, SocketWire, TlsContext};
 use zerohop_transport::options::Role;
 use zerohop_transport::{
-    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, HubOptions, Requests, Result, Target, Transport,
-    TransportKind, Value,
+    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, ForwardCounts, HubOptions, Link, Requests, Result,
+    Target, Transport, TransportKind, Value,
 };
 
 use crate::engine::{Engine, ROOM_POLL};
@@ -204,6 +204,10 @@ impl Protocol for NatsProtocol {
 
     fn subject(&self, id: u32) -> Option<String> {
         self.driver.with(|e| e.subject_name(id)).ok().flatten()
+    }
+
+    fn forward_to(&self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) -> Result<()> {
+        self.driver.with(|e| e.forward_to(to, counts))
     }
 }
 

@@ -17,8 +17,8 @@ use zerohop_transport::chaos::ChaosReport;
 use zerohop_transport::rate::Limiter;
 use zerohop_transport::status::{Status, StatusEvent};
 use zerohop_transport::{
-    Batching, Connection, Delivery, Doorbell, Error, ErrorCode, Link, MessageInfo, Metrics, Peers, ReadInPlace,
-    Requests, Result, RingPlace, Settings, StatusListener, Transport, TransportKind, Value,
+    Batching, Connection, Delivery, Doorbell, Error, ErrorCode, ForwardCounts, Link, MessageInfo, Metrics, Peers,
+    ReadInPlace, Requests, Result, RingPlace, Settings, StatusListener, Transport, TransportKind, Value,
 };
 
 use crate::driver::{Drive, Driver};
@@ -92,6 +92,10 @@ pub trait Protocol: Send + Sync + 'static {
     /// See [`Transport::subject`].
     fn subject(&self, _id: u32) -> Option<String> {
         None
+    }
+    /// See [`Transport::forward_to`].
+    fn forward_to(&self, _to: Arc<dyn Link>, _counts: Arc<ForwardCounts>) -> Result<()> {
+        Err(Error::unsupported(self.kind().scheme(), "forwarding on its own thread"))
     }
 }
 
@@ -479,6 +483,10 @@ impl<P: Protocol> Transport for NetTransport<P> {
 
     fn subject(&self, id: u32) -> Option<String> {
         self.link.protocol.subject(id)
+    }
+
+    fn forward_to(&self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) -> Result<()> {
+        self.link.protocol.forward_to(to, counts)
     }
 
     fn read_in_place(&self) -> Option<Arc<dyn ReadInPlace>> {

@@ -28,6 +28,6 @@ pub use metrics::Metrics;
 pub use options::{Backpressure, FromOptions, HubOptions, Options, Role, Settings, TransportOptions, Value};
 pub use status::{Status, StatusEvent};
 pub use transport::{
-    Batching, Connection, Credentials, Delivery, Doorbell, Kind, Link, Loans, MessageInfo, Peers, ReadInPlace,
-    Requests, RingPlace, StatusListener, Transport,
+    Batching, Connection, Credentials, Delivery, Doorbell, ForwardCounts, Kind, Link, Loans, MessageInfo, Peers,
+    ReadInPlace, Requests, RingPlace, StatusListener, Transport,
 };

@@ -18,12 +18,13 @@
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use zerohop_shm::Segment;
 
 use crate::endpoint::TransportKind;
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::options::Settings;
 use crate::status::{Status, StatusEvent};
@@ -182,6 +183,44 @@ pub trait Transport: Send {
     /// (`None` when the hub does not receive, or has none).
     fn detach_reader(&mut self) -> Option<RingPlace> {
         None
+    }
+
+    /// From now on, delivers each message it receives straight into `to`, on the
+    /// transport's own thread, instead of into its ring (a bridge's direction without a
+    /// thread of its own), counting in `counts`. `ERR_UNSUPPORTED_TRANSPORT` where the
+    /// transport cannot: the caller forwards what it reads itself.
+    fn forward_to(&self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) -> Result<()> {
+        let _ = (to, counts);
+        Err(Error::unsupported(self.kind().scheme(), "forwarding on its own thread"))
+    }
+}
+
+/// What a forwarding (a bridge's direction) counted.
+#[derive(Debug, Default)]
+pub struct ForwardCounts {
+    pub forwarded: AtomicU64,
+    pub forwarded_bytes: AtomicU64,
+    /// Messages the destination had no room for, dropped.
+    pub dropped: AtomicU64,
+}
+
+impl ForwardCounts {
+    /// Counts how the publish of a `len`-byte message into the destination went:
+    /// whether the destination is still open.
+    pub fn count(&self, published: Result<Delivery>, len: usize) -> bool {
+        // Relaxed: counters, with no ordering to keep.
+        match published {
+            Ok(Delivery::Accepted) => {
+                self.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.forwarded_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.code() == ErrorCode::Closed => return false,
+            // Dropped for want of room within the destination's bound (or too large for it).
+            Ok(Delivery::Dropped) | Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
     }
 }
 

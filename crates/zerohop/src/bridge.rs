@@ -2,10 +2,11 @@
 //! to a NATS subject (`shm://prices` ⇄ `nats://server/prices`), so that several local
 //! processes publish through shared memory and one bridge carries the stream across sites.
 //!
-//! Each direction is a thread of its own, off any event loop: it waits on the source hub,
-//! takes what waits there (up to a batch), publishes each message to the destination
-//! through its [`Link`], and flushes once per batch. Only messages are forwarded (not
-//! requests or their answers).
+//! Each direction runs off any event loop: a NATS source's own I/O thread publishes each
+//! message it reads straight into the destination ([`Hub::forward_to`]); other sources
+//! get a thread of the bridge's, which waits on the source hub, takes what waits there
+//! (up to a batch), publishes each message to the destination through its [`Link`], and
+//! flushes once per batch. Only messages are forwarded (not requests or their answers).
 //!
 //! Loops cannot form. A hub never receives its own publishes, so what a bridge put on one
 //! side never comes back to it on that side; NATS does not echo a connection's own
@@ -16,13 +17,11 @@
 //! server gone, `sendQueueBytes` full) gets what finds no room dropped, counted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use zerohop_transport::{
-    Delivery, Endpoint, Error, ErrorCode, Kind, Link, Options, Result, Target, TransportKind, Value,
-};
+use zerohop_transport::{Endpoint, Error, ForwardCounts, Kind, Link, Options, Result, Target, TransportKind, Value};
 
 use crate::hub::Hub;
 
@@ -59,14 +58,6 @@ const STALL: Duration = Duration::from_secs(1);
 /// How often a bridge looks whether a destination has room again.
 const ROOM_POLL: Duration = Duration::from_micros(200);
 
-/// What one direction counted.
-#[derive(Debug, Default)]
-struct Counts {
-    forwarded: AtomicU64,
-    forwarded_bytes: AtomicU64,
-    dropped: AtomicU64,
-}
-
 /// A bridge's counters: each direction's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BridgeMetrics {
@@ -90,8 +81,8 @@ pub struct Bridge {
     threads: Vec<JoinHandle<Hub>>,
     /// The hubs no thread holds (a side only written to; all of them once closed).
     kept: Vec<Hub>,
-    out: Arc<Counts>,
-    r#in: Arc<Counts>,
+    out: Arc<ForwardCounts>,
+    r#in: Arc<ForwardCounts>,
     /// The destinations' shareable handles (what is flushed and lingered over at close).
     links: Vec<Arc<dyn Link>>,
 }
@@ -195,7 +186,7 @@ impl Bridge {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let (out, r#in) = (Arc::new(Counts::default()), Arc::new(Counts::default()));
+        let (out, r#in) = (Arc::new(ForwardCounts::default()), Arc::new(ForwardCounts::default()));
         let mut bridge = Bridge {
             stop: stop.clone(),
             threads: Vec::new(),
@@ -204,8 +195,10 @@ impl Bridge {
             r#in: r#in.clone(),
             links: [local_link.clone(), remote_link.clone()].into_iter().flatten().collect(),
         };
-        // Each direction a thread that owns its source and gives it back when stopped;
-        // a side nothing is read from stays with the bridge.
+        // Each direction forwarded by its source's own thread where the transport can
+        // (a NATS hub's I/O thread publishes each message it reads straight into the
+        // destination), else by a thread of the bridge's that owns the source and gives
+        // it back when stopped; a side nothing is read from stays with the bridge.
         for (from, to, counts, name) in
             [(a, remote_link, out, "zerohop-bridge-out"), (b, local_link, r#in, "zerohop-bridge-in")]
         {
@@ -213,6 +206,10 @@ impl Bridge {
                 bridge.kept.push(from);
                 continue;
             };
+            if from.forward_to(to.clone(), counts.clone()).is_ok() {
+                bridge.kept.push(from);
+                continue;
+            }
             let stop = stop.clone();
             let mut from = from;
             let thread = std::thread::Builder::new()
@@ -228,7 +225,7 @@ impl Bridge {
     }
 
     pub fn metrics(&self) -> BridgeMetrics {
-        let of = |c: &Counts| DirectionMetrics {
+        let of = |c: &ForwardCounts| DirectionMetrics {
             forwarded: c.forwarded.load(Ordering::Relaxed),
             forwarded_bytes: c.forwarded_bytes.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
@@ -268,7 +265,7 @@ impl Drop for Bridge {
 }
 
 /// Forwards what `from` receives to `to` until `stop`.
-fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
+fn forward(from: &mut Hub, to: &dyn Link, counts: &ForwardCounts, stop: &AtomicBool) {
     let mut buf = Vec::new();
     let mut stalled = false;
     while !stop.load(Ordering::Relaxed) {
@@ -306,19 +303,8 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &Counts, stop: &AtomicBool) {
             } else {
                 stalled = false;
             }
-            match to.publish(0, &buf) {
-                Ok(Delivery::Accepted) => {
-                    counts.forwarded.fetch_add(1, Ordering::Relaxed);
-                    counts.forwarded_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                }
-                Ok(Delivery::Dropped) => {
-                    counts.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) if e.code() == ErrorCode::Closed => return,
-                Err(_) => {
-                    // No room within the destination's bound (or too large for it).
-                    counts.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if !counts.count(to.publish(0, &buf), buf.len()) {
+                return; // the destination closed
             }
         }
         if taken > 0 {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use zerohop_transport::status::Status;
 use zerohop_transport::{
-    Batching, Connection, Delivery, Endpoint, Error, ErrorCode, HubOptions, Link, Loans, MessageInfo, Metrics, Options,
-    Peers, ReadInPlace, Requests, Result, RingPlace, Settings, Transport,
+    Batching, Connection, Delivery, Endpoint, Error, ErrorCode, ForwardCounts, HubOptions, Link, Loans, MessageInfo,
+    Metrics, Options, Peers, ReadInPlace, Requests, Result, RingPlace, Settings, Transport,
 };
 
 use crate::transports;
@@ -144,6 +144,12 @@ impl Hub {
     /// (`nats://`), while the hub still knows it.
     pub fn subject(&self, id: u32) -> Option<String> {
         self.transport.subject(id)
+    }
+
+    /// From now on, delivers what it receives straight into `to` on the transport's own
+    /// thread (see [`Transport::forward_to`]; `ERR_UNSUPPORTED_TRANSPORT` where it cannot).
+    pub fn forward_to(&self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) -> Result<()> {
+        self.transport.forward_to(to, counts)
     }
 
     /// The receive ring, for a reader with a cursor of its own.
