@@ -8,11 +8,12 @@
 //! (up to a batch), publishes each message to the destination through its [`Link`], and
 //! flushes once per batch. Only messages are forwarded (not requests or their answers).
 //!
-//! Loops cannot form. A hub never receives its own publishes, so what a bridge put on one
-//! side never comes back to it on that side; NATS does not echo a connection's own
-//! messages either; and a `nats://` side carries the bridge's **origin** in a header on
+//! No echo. A hub never receives its own publishes, so what a bridge put on one side
+//! never comes back to it on that side; NATS does not echo a connection's own messages
+//! either; and a `nats://` side carries the bridge's **origin** in a header on
 //! everything it publishes and drops what comes back with it (through another bridge
-//! of the same origin). A destination that is behind (its socket draining) is waited
+//! of the same origin). Bridges must form a tree: shared memory carries no headers, so
+//! the first origin is lost at each hop and a cycle would carry a message round it. A destination that is behind (its socket draining) is waited
 //! for, so the source's own backpressure applies; one that stays without room (a NATS
 //! server gone, `sendQueueBytes` full) gets what finds no room dropped, counted.
 

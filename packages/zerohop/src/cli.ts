@@ -125,7 +125,8 @@ on stderr once it receives (a listener's URL with its bound address: what ping d
 
 Forwards what LOCAL receives to REMOTE until stopped (Ctrl-C): typically a shared-memory
 hub to a NATS subject, so that local processes publish through shared memory and one
-bridge carries the stream across sites. Loops cannot form (an origin header, no echo).
+bridge carries the stream across sites. Nothing it forwards comes back to it (no echo,
+an origin header); bridges must form a tree (no cycles).
 Prints "ready" on stderr once both sides are open, and on exit the counts as JSON.
 
   --both           forward both ways
