@@ -133,7 +133,7 @@ pub struct ShmTransport {
     selected_automatically: bool,
     never_cancelled: AtomicBool,
     /// The rate limit on publishing, if any.
-    limiter: Option<Limiter>,
+    limiter: Option<Arc<Limiter>>,
     /// What it was opened with (for a link's publisher).
     spec: ShmSpec,
     /// The hub as a handle other threads share, once asked for ([`Transport::link`]).
@@ -147,7 +147,7 @@ pub struct ShmTransport {
 struct ShmLink {
     publisher: std::sync::Mutex<Publisher>,
     _listed: PublisherEntry,
-    limiter: Option<Limiter>,
+    limiter: Option<Arc<Limiter>>,
     closed: AtomicBool,
 }
 
@@ -343,7 +343,7 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         max_message,
         selected_automatically: endpoint.selected_automatically(),
         never_cancelled: AtomicBool::new(false),
-        limiter: settings.rate.map(|r| Limiter::new(r, settings.backpressure, settings.publish_timeout)),
+        limiter: settings.rate.map(|r| Arc::new(Limiter::new(r, settings.backpressure, settings.publish_timeout))),
         spec,
         link: std::sync::OnceLock::new(),
     }))
@@ -417,7 +417,7 @@ impl Transport for ShmTransport {
             m.dropped = s.dropped;
             m.blocked = s.blocked;
         }
-        m.rate_limited = self.limiter.as_ref().map_or(0, Limiter::limited);
+        m.rate_limited = self.limiter.as_ref().map_or(0, |l| l.limited());
         m.with_subscriber(self.subscriber.as_ref())
     }
 
@@ -451,11 +451,8 @@ impl Transport for ShmTransport {
             Arc::new(ShmLink {
                 publisher: std::sync::Mutex::new(self.spec.publisher(segment, listed.index(), own)),
                 _listed: listed,
-                limiter: self
-                    .spec
-                    .settings
-                    .rate
-                    .map(|r| Limiter::new(r, self.spec.settings.backpressure, self.spec.settings.publish_timeout)),
+                // (One rate for the hub, whichever handle publishes.)
+                limiter: self.limiter.clone(),
                 closed: AtomicBool::new(false),
             })
         });
