@@ -588,12 +588,17 @@ function sockperf(transport: 'udp' | 'tcp'): Contender {
         const extra = transport === 'tcp' ? ['--tcp'] : []
         const pinned = (cpu: number | undefined, argv: string[]): [string, string[]] => (cpu === undefined ? ['sockperf', argv] : ['taskset', ['-c', String(cpu), 'sockperf', ...argv]])
         const server = spawn(...pinned(cpus?.[1], ['server', '-i', '127.0.0.1', '-p', port, ...extra]), { stdio: 'ignore' })
-        await new Promise((r) => setTimeout(r, 300))
         const [cmd, argv] = pinned(cpus?.[0], ['ping-pong', '-i', '127.0.0.1', '-p', port, '-m', String(size), '-t', String(seconds), '--full-rtt', ...extra])
-        const client = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'ignore'] })
+        // The server may take a while to start on a busy machine: a client that found none
+        // measured nothing, and goes again.
         let out = ''
-        client.stdout.on('data', (c: Buffer) => (out += c.toString()))
-        await once(client, 'exit')
+        for (let attempt = 0; attempt < 5 && !/RunTime=/.test(out); attempt++) {
+          await new Promise((r) => setTimeout(r, 300 * (attempt + 1)))
+          const client = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'ignore'] })
+          out = ''
+          client.stdout.on('data', (c: Buffer) => (out += c.toString()))
+          await once(client, 'exit')
+        }
         server.kill()
         const percentiles: [number, number][] = []
         for (const m of out.matchAll(/percentile (\d+\.\d+) =\s*([0-9.]+)/g)) percentiles.push([Number(m[1]) / 100, Number(m[2])])
