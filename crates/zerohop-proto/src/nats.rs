@@ -446,10 +446,12 @@ impl Headers {
 /// without regard to case), without decoding the rest: what a receiver checks on every
 /// message.
 pub fn header_value<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
-    let text = core::str::from_utf8(block).ok()?;
-    text.split("\r\n").skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    // Line by line on the bytes: only the value found is checked as UTF-8.
+    block.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (n, v) = (trim(&line[..colon]), trim(&line[colon + 1..]));
+        if n.eq_ignore_ascii_case(name.as_bytes()) { core::str::from_utf8(v).ok() } else { None }
     })
 }
 
