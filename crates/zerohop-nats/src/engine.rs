@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use zerohop_net::driver::{Drive, Ready};
 use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, Sink};
 use zerohop_proto::lifecycle::{Event as LifeEvent, Lifecycle};
-use zerohop_proto::nats::{Event, Headers, NatsError, Session, header_value, json_string_field};
+use zerohop_proto::nats::{Event, Headers, NatsError, Session, decimal, header_value, json_string_field};
 use zerohop_stream::wire::{Interest, Lost, Wire, WireEvent, WireWriter};
 use zerohop_stream::{SocketWire, TlsContext, TlsSession, tls_lost};
 use zerohop_transport::status::{Status, StatusEvent};
@@ -297,7 +297,7 @@ pub struct Engine {
     /// TLS, for the hubs that have it (`tls` options): what each connection's is made
     /// from, and the connection's once the server's `INFO` came.
     tls_context: Option<TlsContext>,
-    tls: Option<Tls>,
+    tls: Option<Box<TlsSession>>,
     /// With TLS: what the socket read (encrypted), and a scratch buffer for what it
     /// decrypts to.
     raw: Vec<u8>,
@@ -500,17 +500,20 @@ impl Engine {
         let ended = loop {
             // Plain, the socket is read into the parse buffer; with TLS, into `raw`, and
             // what it decrypts to is appended to the parse buffer.
-            let got = match &mut self.tls {
+            let got = match self.tls {
                 None => self.wire.recv(token, self.read.room()).inspect(|&n| self.read.end += n),
-                Some(t) => self.wire.recv(token, &mut self.raw).and_then(|n| {
-                    let (read, raw, plain) = (&mut self.read, &self.raw[..n], &mut self.plain);
-                    t.session.received(raw, plain, |p| read.append(p)).map(|()| n).map_err(tls_error)
-                }),
+                Some(_) => self.wire.recv(token, &mut self.raw),
             };
             match got {
                 Ok(0) => break Some(Lost::closed()),
                 Ok(n) => {
                     self.inlet.counters.bytes_received += n as u64;
+                    if let Some(t) = &mut self.tls {
+                        let read = &mut self.read;
+                        if let Err(e) = t.received(&self.raw[..n], &mut self.plain, |p| read.append(p)) {
+                            break Some(tls_lost(&e));
+                        }
+                    }
                     let inlet = &mut self.inlet;
                     let unparsed = &self.read.buf[self.read.start..self.read.end];
                     match self.session.read(unparsed, |ev| inlet.on(ev, &mut d)) {
@@ -531,7 +534,7 @@ impl Engine {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(tls_or_io(&e)),
+                Err(e) => break Some(Lost::io(&e)),
             }
         };
         drop(d);
@@ -572,7 +575,7 @@ impl Engine {
                 });
             }
             Some(context) => match context.session() {
-                Ok(session) => self.tls = Some(Tls { session: Box::new(session) }),
+                Ok(session) => self.tls = Some(Box::new(session)),
                 Err(e) => return Some(tls_lost(&e)),
             },
             None if server.tls_required => {
@@ -597,7 +600,7 @@ impl Engine {
             // Records out, plaintext in, until the socket is full or nothing is left (or,
             // during the handshake, rustls holds all it may).
             loop {
-                match t.session.flush(&mut WireWriter { wire: &mut self.wire, token }) {
+                match t.flush(&mut WireWriter { wire: &mut self.wire, token }) {
                     Ok((n, all)) => {
                         self.inlet.counters.bytes_sent += n as u64;
                         if !all {
@@ -611,7 +614,7 @@ impl Engine {
                 if self.session.output().is_empty() {
                     return;
                 }
-                let taken = t.session.send(&[self.session.output()]);
+                let taken = t.send(&[self.session.output()]);
                 if taken == 0 {
                     return;
                 }
@@ -729,7 +732,7 @@ impl Engine {
         if let Some(o) = &self.origin {
             h.insert(ORIGIN, &o.name).map_err(|e| Error::bad_option(e.to_string()))?;
         }
-        h.insert(EXPIRY, itoa(expiry_ns, &mut [0; 20])).expect("a valid header");
+        h.insert(EXPIRY, decimal(expiry_ns, &mut [0; 20])).expect("a valid header");
         queue(&mut self.session, &self.subject, None, Some(&h.encode()), payload)?;
         self.queued();
         Ok(())
@@ -753,7 +756,7 @@ impl Engine {
         self.inlet.next_key += 1;
         let mut reply = std::mem::take(&mut self.inlet.inbox);
         let base = reply.len();
-        reply.push_str(itoa(key, &mut [0; 20]));
+        reply.push_str(decimal(key, &mut [0; 20]));
         let r = queue(&mut self.session, &self.subject, Some(&reply), None, body);
         reply.truncate(base);
         self.inlet.inbox = reply;
@@ -819,7 +822,7 @@ impl Engine {
 
     /// Whether everything published was written to the server (through TLS too).
     pub fn drained(&self) -> bool {
-        self.session.pending_bytes() == 0 && self.tls.as_ref().is_none_or(|t| !t.session.wants_write())
+        self.session.pending_bytes() == 0 && self.tls.as_ref().is_none_or(|t| !t.wants_write())
     }
 
     /// The subject numbered `n` in an envelope.
@@ -855,35 +858,6 @@ impl Engine {
     }
 }
 
-/// A connection's TLS.
-struct Tls {
-    session: Box<TlsSession>,
-}
-
-/// A TLS error, carried through `io::Error` out of a read.
-fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::other(TlsFailure(e))
-}
-
-#[derive(Debug)]
-struct TlsFailure(rustls::Error);
-
-impl std::fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for TlsFailure {}
-
-/// Why a read failed: TLS (with its own code), or the socket.
-fn tls_or_io(e: &io::Error) -> Lost {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<TlsFailure>()) {
-        Some(TlsFailure(t)) => tls_lost(t),
-        None => Lost::io(e),
-    }
-}
-
 /// Queues a message for the server in `session`.
 fn queue(
     session: &mut Session,
@@ -896,20 +870,6 @@ fn queue(
         NatsError::PayloadTooLarge(n) => Error::too_large("message", n, session.server().max_payload),
         e => Error::bad_option(e.to_string()),
     })
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("digits")
 }
 
 impl Drive for Engine {
@@ -942,14 +902,3 @@ const HELD_POLL: Duration = Duration::from_millis(1);
 
 /// How long a `block` publisher waits at a time before it looks again.
 pub const ROOM_POLL: Duration = Duration::from_millis(10);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_in_decimal() {
-        assert_eq!(itoa(0, &mut [0; 20]), "0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
-    }
-}

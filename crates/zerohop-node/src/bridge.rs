@@ -13,13 +13,16 @@ use crate::{closed, duration_ms, js_error};
 pub struct BridgeDirectionMetrics {
     pub forwarded: f64,
     pub forwarded_bytes: f64,
+    /// Messages the destination had no room for (its `backpressure`), dropped.
     pub dropped: f64,
 }
 
 /// A bridge's counters, each way.
 #[napi(object)]
 pub struct BridgeMetrics {
+    /// Local to remote.
     pub out: BridgeDirectionMetrics,
+    /// Remote to local.
     pub r#in: BridgeDirectionMetrics,
 }
 

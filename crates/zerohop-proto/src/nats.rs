@@ -260,18 +260,22 @@ fn check_subject(subject: &str, wildcards: bool) -> Result<(), NatsError> {
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
+    out.extend_from_slice(decimal(n as u64, &mut [0; 20]).as_bytes());
+}
+
+/// `n` in decimal, written into `buf` (no allocation: subjects and headers carry numbers
+/// on every message).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    core::str::from_utf8(&buf[i..]).expect("digits")
 }
 
 /// Appends `PUB <subject> [reply] <bytes>` and the payload.
@@ -1249,6 +1253,12 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn numbers_in_decimal() {
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
     }
 
     #[test]

@@ -261,12 +261,15 @@ export declare class ShmHandle {
 export interface BridgeDirectionMetrics {
   forwarded: number
   forwardedBytes: number
+  /** Messages the destination had no room for (its `backpressure`), dropped. */
   dropped: number
 }
 
 /** A bridge's counters, each way. */
 export interface BridgeMetrics {
+  /** Local to remote. */
   out: BridgeDirectionMetrics
+  /** Remote to local. */
   in: BridgeDirectionMetrics
 }
 

@@ -6,7 +6,7 @@
  * batched, off the event loop; see `zerohop::bridge` for how loops are prevented.
  */
 import { BadOptionError, fromNative } from './errors.js'
-import { binding, native } from './native.js'
+import { type BridgeMetrics, binding, native } from './native.js'
 
 /** Which way a bridge forwards, from its local side: `out` (to the remote; the default), `in`, or `both`. */
 export type BridgeDirection = 'out' | 'in' | 'both'
@@ -27,20 +27,8 @@ export interface BridgeOptions {
   origin?: string
 }
 
-/** One direction's counters. */
-export interface BridgeDirectionMetrics {
-  forwarded: number
-  forwardedBytes: number
-  /** Messages the destination had no room for (its `backpressure`), dropped. */
-  dropped: number
-}
-
-export interface BridgeMetrics {
-  /** Local to remote. */
-  out: BridgeDirectionMetrics
-  /** Remote to local. */
-  in: BridgeDirectionMetrics
-}
+/** A bridge's counters, each way (the native side's, as it reports them). */
+export type { BridgeDirectionMetrics, BridgeMetrics } from './native.js'
 
 const DIRECTIONS: readonly BridgeDirection[] = ['out', 'in', 'both']
 

@@ -6,7 +6,16 @@ import * as binding from '../native/binding.js'
 import { type ErrorCode, errorFor, fromNative } from './errors.js'
 import type { HubStatus, StatusEvent } from './port.js'
 
-export type { ShmHandle, ShmLayoutInfo, ShmOffsets, ParsedEndpoint, NetHandle, NetStatusEvent } from '../native/binding.js'
+export type {
+  BridgeDirectionMetrics,
+  BridgeMetrics,
+  ShmHandle,
+  ShmLayoutInfo,
+  ShmOffsets,
+  ParsedEndpoint,
+  NetHandle,
+  NetStatusEvent,
+} from '../native/binding.js'
 /** The hot-path handle of a network hub (an opaque native value, from `NetHandle.link()`). */
 export type NetLink = { readonly __brand: 'NetLink' }
 /**
