@@ -119,7 +119,8 @@ struct Inlet {
     origin: Option<String>,
     /// Where messages go instead of the ring (`Transport::forward_to`), and its counts.
     forward: Option<(Arc<dyn Link>, Arc<ForwardCounts>)>,
-    /// Messages were forwarded in this read: the destination is flushed after it.
+    /// Messages were forwarded in this turn: the destination is flushed after it, with
+    /// the engine unlocked (`Drive::take_forwarded`).
     forwarded: bool,
     counters: Counters,
     delivered: usize,
@@ -538,11 +539,6 @@ impl Engine {
             }
         };
         drop(d);
-        if std::mem::take(&mut self.inlet.forwarded)
-            && let Some((to, _)) = &self.inlet.forward
-        {
-            let _ = to.flush();
-        }
         if std::mem::take(&mut self.inlet.tell_slow) {
             self.report(
                 Status::Connected,
@@ -894,6 +890,11 @@ impl Drive for Engine {
 
     fn readiness_needed(&mut self) {
         self.wire.watch_all();
+    }
+
+    fn take_forwarded(&mut self) -> Option<Arc<dyn Link>> {
+        let forwarded = std::mem::take(&mut self.inlet.forwarded);
+        self.inlet.forward.as_ref().filter(|_| forwarded).map(|(to, _)| to.clone())
     }
 }
 

@@ -52,7 +52,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use zerohop_transport::{Error, Result};
+use zerohop_transport::{Error, Link, Result};
 
 /// How recent the reader's last pump must be, when the I/O thread looks, for it to
 /// leave the socket to the reader (see [`READER_LOOK`] for how often it looks then).
@@ -138,6 +138,13 @@ pub trait Drive: Send + 'static {
     /// was freed, say). Taken: the next call says false until it changes again.
     fn take_changed(&mut self) -> bool {
         false
+    }
+
+    /// Where the turn just run forwarded messages to (`Transport::forward_to`), taken:
+    /// the driver flushes it once the engine is unlocked, so that the readers the flush
+    /// wakes (on this CPU perhaps, preempting this thread) do not find the engine locked.
+    fn take_forwarded(&mut self) -> Option<Arc<dyn Link>> {
+        None
     }
 
     /// The reader read everything delivered and is about to wait: what the engine
@@ -326,6 +333,7 @@ impl<D: Drive> Driver<D> {
     pub fn after(&self, mut g: Guard<'_, D>) {
         let Some(e) = g.as_mut() else { return };
         let changed = e.take_changed();
+        let forwarded = e.take_forwarded();
         // Compared under the lock: the I/O thread stores its deadline under it too. An
         // I/O thread that is awake, or leaves the timers to a polling reader, says 0:
         // then no deadline is earlier, and none is worked out (a spinning reader's
@@ -337,6 +345,9 @@ impl<D: Drive> Driver<D> {
                 due_us < io_due_us
             });
         drop(g);
+        if let Some(to) = forwarded {
+            let _ = to.flush();
+        }
         if changed {
             self.shared.notify_changed();
         }
@@ -646,7 +657,11 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         e.drive(Instant::now(), ready);
         s.io_deadline_us.store(0, Ordering::Release);
         let changed = e.take_changed();
+        let forwarded = e.take_forwarded();
         drop(g);
+        if let Some(to) = forwarded {
+            let _ = to.flush();
+        }
         if changed {
             s.notify_changed();
         }

@@ -238,6 +238,12 @@ impl<P: Protocol> Link for NetLink<P> {
         self.protocol.batching().map_or(Ok(()), |b| b.flush())
     }
 
+    fn set_caller_flushes(&self) {
+        if let Some(b) = self.protocol.batching() {
+            b.set_caller_flushes();
+        }
+    }
+
     fn linger(&self, linger: Duration) -> bool {
         self.protocol.linger(linger)
     }

@@ -336,6 +336,9 @@ pub struct Publisher {
     _entry: Option<PublisherEntry>,
     /// An unlisted publisher holds the repair lock (from a claim until its commit).
     locked: bool,
+    /// Publishes leave waking parked subscribers to [`announce`](Self::announce)
+    /// ([`set_announce_later`](Self::set_announce_later)).
+    announce_later: bool,
     /// The run of sequence numbers this publisher claimed last, one after another with
     /// nobody else's between them: `run_start..run_end`. A slot whose previous lap lies
     /// in the run was written by this publisher, and committed (it claims again only
@@ -417,6 +420,7 @@ impl Publisher {
             line_count: 0,
             _entry: None,
             locked: false,
+            announce_later: false,
             run_start: 0,
             run_end: 0,
             max_message: 0,
@@ -456,6 +460,14 @@ impl Publisher {
     /// Wakes parked subscribers after [`Loan::commit_unannounced`] (once for a batch).
     pub fn announce(&self) {
         table::announce(&self.mem.seg);
+    }
+
+    /// `later`: [`publish`](Self::publish) commits without waking parked subscribers, as
+    /// [`Loan::commit_unannounced`] does, and the caller [`announce`](Self::announce)s
+    /// once a batch. (A bridge's forwarding thread: one wake-up per batch, and none while
+    /// it holds the lock of the connection it reads.)
+    pub fn set_announce_later(&mut self, later: bool) {
+        self.announce_later = later;
     }
 
     /// Tells the publisher which subscriber entry belongs to its own hub: backpressure
@@ -522,11 +534,12 @@ impl Publisher {
             }
             return self.publish_side(payload);
         }
+        let announce = !self.announce_later;
         match self.loan()? {
             None => Ok(Published::Dropped),
             Some(mut loan) => {
                 loan.as_mut_slice()[..payload.len()].copy_from_slice(payload);
-                Ok(Published::Sent(loan.commit(payload.len())))
+                Ok(Published::Sent(loan.finish(payload.len(), announce)))
             }
         }
     }
@@ -673,7 +686,9 @@ impl Publisher {
         self.stats.published += 1;
         self.stats.published_bytes += len as u64;
         self.unlock_unlisted();
-        notify_subscribers(&self.mem);
+        if !self.announce_later {
+            notify_subscribers(&self.mem);
+        }
     }
 
     /// Gives pooled message `seq` up: its slot is passed over.
@@ -1511,6 +1526,8 @@ pub struct Subscriber {
     group: Option<u32>,
     /// The pool cursor past the pooled message read last, stored once it is claimed.
     pool_after: Option<u32>,
+    /// Whether spinning has paid lately (see [`SpinHistory`]).
+    spins: SpinHistory,
 }
 
 impl Subscriber {
@@ -1530,6 +1547,7 @@ impl Subscriber {
             handed_over: false,
             group: None,
             pool_after: None,
+            spins: SpinHistory::default(),
         })
     }
 
@@ -1826,12 +1844,20 @@ impl Subscriber {
     /// Waits until a message is readable: spins for `spin`, then parks on the futex.
     /// Returns false on timeout or when `cancel` becomes true.
     pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        wait_readable(&self.mem, Some(self.index), self.reading_at(), spin, timeout, cancel)
+        wait_readable(
+            &self.mem,
+            Some(self.index),
+            self.reading_at(),
+            self.spins.budget(spin),
+            timeout,
+            cancel,
+            &self.spins,
+        )
     }
 
     /// A handle that can wait for this subscriber's next message from another thread.
     pub fn waiter(&self) -> RingWaiter {
-        RingWaiter { mem: self.mem.clone(), entry: Some(self.index) }
+        RingWaiter { mem: self.mem.clone(), entry: Some(self.index), spins: SpinHistory::default() }
     }
 
     fn skip_ahead(&mut self) {
@@ -1891,17 +1917,18 @@ impl Drop for Subscriber {
 pub struct RingWaiter {
     mem: RingMemory,
     entry: Option<u32>,
+    spins: SpinHistory,
 }
 
 impl RingWaiter {
     /// A waiter over `seg` for the subscriber holding table `entry`.
     pub fn new(seg: Arc<Segment>, entry: Option<u32>) -> Self {
-        Self { mem: RingMemory::new(seg), entry }
+        Self { mem: RingMemory::new(seg), entry, spins: SpinHistory::default() }
     }
 
     /// As [`Subscriber::wait`], for the reader at `cursor`.
     pub fn wait(&self, cursor: u64, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        wait_readable(&self.mem, self.entry, cursor, spin, timeout, cancel)
+        wait_readable(&self.mem, self.entry, cursor, self.spins.budget(spin), timeout, cancel, &self.spins)
     }
 
     /// Wakes everything parked on this ring's notify word (used to cancel a wait).
@@ -1924,6 +1951,7 @@ fn wait_readable(
     spin: Duration,
     timeout: Option<Duration>,
     cancel: &AtomicBool,
+    spins: &SpinHistory,
 ) -> bool {
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
@@ -1931,14 +1959,27 @@ fn wait_readable(
     let mut i = 0u32;
     loop {
         if readable_at(mem, cursor) {
+            if i > 0 {
+                spins.record(true);
+            }
             return true;
         }
         if cancel.load(Ordering::Relaxed) {
             return false;
         }
-        i = i.wrapping_add(1);
-        if i.is_multiple_of(64) && start.elapsed() >= spin {
+        if spin.is_zero() {
             break;
+        }
+        i = i.wrapping_add(1);
+        if i.is_multiple_of(64) {
+            if start.elapsed() >= spin {
+                spins.record(false);
+                break;
+            }
+            // The publisher may be waiting for this CPU (a thread of this process, a
+            // process pinned beside this one): a spin that kept it would only delay
+            // the message it waits for. With nothing else runnable, this returns at once.
+            std::thread::yield_now();
         }
         std::hint::spin_loop();
     }
@@ -2002,6 +2043,45 @@ fn wait_readable(
         if cancelled || cancel.load(Ordering::SeqCst) {
             return false;
         }
+    }
+}
+
+/// Whether a reader's spin has paid lately. A spin pays when the next message comes
+/// within it (a publisher on another CPU, a fast ping-pong); when it comes later (a
+/// round trip through a server, a slow stream) the spin only takes a CPU from whoever
+/// is producing that message. So a reader whose spins missed [`SPIN_MISSES`] times in
+/// a row parks at once, spinning again one wait in [`SPIN_PROBE_EVERY`] to see whether
+/// messages come sooner now. (Per reader, not shared: a clone starts afresh.)
+#[derive(Debug, Default)]
+struct SpinHistory {
+    misses: AtomicU32,
+    waits: AtomicU32,
+}
+
+const SPIN_MISSES: u32 = 4;
+const SPIN_PROBE_EVERY: u32 = 32;
+
+impl SpinHistory {
+    /// How long the next wait spins, of `spin`.
+    fn budget(&self, spin: Duration) -> Duration {
+        let wait = self.waits.fetch_add(1, Ordering::Relaxed);
+        if self.misses.load(Ordering::Relaxed) >= SPIN_MISSES && !wait.is_multiple_of(SPIN_PROBE_EVERY) {
+            Duration::ZERO
+        } else {
+            spin
+        }
+    }
+
+    /// A spin found the message (`true`), or ran out before it.
+    fn record(&self, caught: bool) {
+        let misses = if caught { 0 } else { self.misses.load(Ordering::Relaxed).saturating_add(1) };
+        self.misses.store(misses, Ordering::Relaxed);
+    }
+}
+
+impl Clone for SpinHistory {
+    fn clone(&self) -> Self {
+        Self::default()
     }
 }
 
@@ -2979,6 +3059,48 @@ mod tests {
         p.announce();
         assert!(t.join().unwrap(), "the parked reader woke");
         assert_eq!(p.mem.word(offsets::REPAIR_LOCK).load(Ordering::SeqCst), 0, "no lock taken");
+    }
+
+    #[test]
+    fn a_publisher_that_announces_later_wakes_a_parked_reader_only_when_it_announces() {
+        let layout = Layout { slot_size: 64, capacity: 8, max_subscribers: 2, pool_size: 64 * 8 };
+        let seg = Arc::new(Segment::private(layout, 0).unwrap());
+        let parked = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::DropNew);
+        p.set_announce_later(true);
+        let (waiter, cursor) = (parked.waiter(), parked.cursor());
+        let t = std::thread::spawn(move || {
+            waiter.wait(cursor, Duration::ZERO, Some(Duration::from_secs(10)), &AtomicBool::new(false))
+        });
+        // Parked for sure: counted in `waiters`.
+        while seg.word(offsets::WAITERS).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A slot's message and a pooled one: neither rings (a wake bumps `notify`).
+        let notify = seg.word(offsets::NOTIFY);
+        let before = notify.load(Ordering::SeqCst);
+        p.publish(b"a").unwrap();
+        p.publish(&[7u8; 100]).unwrap();
+        assert_eq!(notify.load(Ordering::SeqCst), before, "a publish rang");
+        p.announce();
+        assert_ne!(notify.load(Ordering::SeqCst), before, "the announcement did not ring");
+        assert!(t.join().unwrap(), "the parked reader woke");
+    }
+
+    #[test]
+    fn a_reader_stops_spinning_after_spins_that_missed_and_tries_again_now_and_then() {
+        let spins = SpinHistory::default();
+        let spin = Duration::from_micros(20);
+        for _ in 0..SPIN_MISSES {
+            assert_eq!(spins.budget(spin), spin);
+            spins.record(false);
+        }
+        let budgets: Vec<Duration> = (0..2 * SPIN_PROBE_EVERY).map(|_| spins.budget(spin)).collect();
+        let probes = budgets.iter().filter(|b| !b.is_zero()).count();
+        assert_eq!(probes, 2, "one wait in {SPIN_PROBE_EVERY} spins: {budgets:?}");
+        // A probe that caught its message: spinning pays again.
+        spins.record(true);
+        assert!((0..8).all(|_| spins.budget(spin) == spin));
     }
 
     #[test]

@@ -293,6 +293,11 @@ pub trait Link: Send + Sync {
     fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize>;
     /// Sends what is batched now ([`Batching::flush`]; nothing where nothing batches).
     fn flush(&self) -> Result<()>;
+    /// The caller calls [`flush`](Self::flush) after each batch it publishes (a bridge):
+    /// the transport may hold what it would send or ring until then
+    /// ([`Batching::set_caller_flushes`]; shared memory wakes its parked readers once a
+    /// batch, not once a message).
+    fn set_caller_flushes(&self) {}
     /// [`Transport::linger`], from any thread.
     fn linger(&self, linger: Duration) -> bool;
     /// Waits until the hub receives what others publish: a hub whose server keeps

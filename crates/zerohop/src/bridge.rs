@@ -161,14 +161,13 @@ impl Bridge {
             }
         };
         let opened = || -> Result<[Option<Arc<dyn Link>>; 2]> {
-            for hub in [&a, &b] {
-                if let Ok(batching) = hub.batching() {
-                    batching.set_caller_flushes();
-                }
-            }
-            // (A side only read has no link: it publishes nothing.)
+            // (A side only read has no link: it publishes nothing.) Each destination is
+            // flushed once a batch: what it sends or wakes waits for that.
             let local = direction.r#in().then(|| a.link()).transpose()?;
             let remote = direction.out().then(|| b.link()).transpose()?;
+            for link in [&local, &remote].into_iter().flatten() {
+                link.set_caller_flushes();
+            }
             // (A network side's link waits for it, read or written: a NATS side for the
             // server's confirmation of its subscription.)
             for hub in [&a, &b] {

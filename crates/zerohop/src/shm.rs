@@ -216,8 +216,16 @@ impl Link for ShmLink {
         Ok(0)
     }
 
+    /// Wakes the readers that parked while the batch was published.
     fn flush(&self) -> Result<()> {
+        self.publisher()?.announce();
         Ok(())
+    }
+
+    fn set_caller_flushes(&self) {
+        if let Ok(mut p) = self.publisher() {
+            p.set_announce_later(true);
+        }
     }
 
     fn linger(&self, linger: Duration) -> bool {

@@ -276,6 +276,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   /** How the transport was chosen, when the port was picked by a selector (`auto://`). */
   private readonly selection: Selection | undefined
   private readonly spinUs: number
+  /** Spins in a row that ran out before a message came, and waits that skipped one since (see `spinNext`). */
+  private spinMisses = 0
+  private spinsSkipped = 0
   private statusNow: HubStatus
   private listeningToPort = false
   private readonly statusListeners = new Set<(e: StatusEvent) => void>()
@@ -1324,14 +1327,28 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
     return this.sub
   }
 
-  /** `next()`, polling for up to `spinUs` where the transport reads on this thread. */
+  /**
+   * `next()`, polling for up to `spinUs` where the transport reads on this thread, while
+   * polling pays: after {@link SPIN_MISSES} spins in a row that ran out before a message
+   * came (it comes later: a round trip through a server), it polls once and waits, and
+   * spins again one time in {@link SPIN_PROBE_EVERY} to see whether messages come sooner
+   * now. (A spin that misses only takes the CPU from whoever produces the message.)
+   */
   private spinNext(info?: MessageInfo): T | typeof EMPTY {
     const v = this.next(info)
     if (v !== EMPTY || this.spinUs <= 0 || !this.port.pollsOnCallingThread) return v
+    if (this.spinMisses >= SPIN_MISSES && ++this.spinsSkipped % SPIN_PROBE_EVERY !== 0) return v
     const until = now() + this.spinUs / 1000
     for (let polls = 1; ; polls++) {
       const w = this.next(info)
-      if (w !== EMPTY || ((polls & 7) === 0 && now() >= until)) return w
+      if (w !== EMPTY) {
+        this.spinMisses = 0
+        return w
+      }
+      if ((polls & 7) === 0 && now() >= until) {
+        this.spinMisses++
+        return w
+      }
     }
   }
 
@@ -1542,6 +1559,10 @@ function runCopy(slots: number, ring: ShmRing): RunCopy {
   for (let i = 0, at = ring.PAYLOAD; i < slots; i++, at += ring.stride) views.push(bytes.subarray(at, at + ring.slotSize))
   return { stride: ring.stride, bytes, words: new Int32Array(bytes.buffer), views, lens: new Int32Array(slots).fill(ring.slotSize) }
 }
+
+/** Spins that ran out in a row before a receiver stops spinning; then one wait in so many spins again (as shared memory's waiter thread). */
+const SPIN_MISSES = 4
+const SPIN_PROBE_EVERY = 32
 
 /** A `drain()` run over shared memory takes at most this many slots, and bytes of them. */
 const RUN_SLOTS = 256
