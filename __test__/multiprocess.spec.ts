@@ -94,6 +94,32 @@ test.serial('side path: a publisher killed before its side-path message was read
   t.false(existsSync(`/dev/shm/${left[0]}`), 'removed by the next open')
 })
 
+test.serial('a reader killed with SIGKILL while it waits on its bell: publishing goes on, another reader gets everything, and the bell is gone after one more open', async (t) => {
+  const name = uniqueName('bell-kill')
+  await using pub = await Hub.open(`shm://${name}`, { role: 'publisher', capacity: 64, slotSize: 64 })
+  await using other = await Hub.open(`shm://${name}`, { role: 'subscriber', capacity: 64, slotSize: 64 })
+  const bells = () => readdirSync('/dev/shm').filter((f) => f.startsWith(`.zerohop-bell-${name}.`))
+  const ours = bells()
+  t.is(ours.length, 1, "a reader's bell (this process's)")
+  const victim = child('subscriber.mjs', [name, '1000'])
+  await victim.next('ready')
+  // Its `for await` waits on its bell now (the FIFO its event loop polls).
+  await new Promise((r) => setTimeout(r, 200))
+  t.is(bells().length, 2, "and the waiting reader's")
+  victim.proc.kill('SIGKILL')
+  t.is(await victim.exited, 'SIGKILL')
+  const got: number[] = []
+  for (let i = 0; i < 200; i++) {
+    const m = new Uint8Array(16)
+    new DataView(m.buffer).setFloat64(0, i, true)
+    t.true(pub.publish(m))
+    got.push(seqOf(await other.recv({ timeoutMs: 5000 })))
+  }
+  t.deepEqual(got, Array.from({ length: 200 }, (_, i) => i), 'everything, in order, through a ring whose dead reader was rung')
+  await using _again = await Hub.open(`shm://${uniqueName('after-bell')}`)
+  t.deepEqual(bells(), ours, 'removed by the next open')
+})
+
 test.serial('credits: a block publisher in another process publishes only what the subscriber grants, and nothing is lost', async (t) => {
   const name = uniqueName('credits')
   const N = 300

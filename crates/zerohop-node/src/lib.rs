@@ -19,6 +19,7 @@
 //! Errors cross as JavaScript errors whose message starts with the stable code
 //! (`"ERR_TIMEOUT: …"`); the TypeScript package turns them into `ZerohopError`s.
 
+mod bell;
 pub mod bridge;
 pub mod fast;
 pub mod net;
@@ -38,7 +39,9 @@ use zerohop_shm::registry::PublisherEntry;
 use zerohop_shm::ring::{process_alive, table};
 use zerohop_shm::{Published, Publisher, Segment, SegmentOptions, side};
 
+use crate::bell::BellWatcher;
 use crate::waiter::Waiter;
+use zerohop_shm::ring::bell::Bell;
 
 fn js_error(e: impl Into<zerohop::Error>) -> napi::Error {
     napi::Error::new(Status::GenericFailure, e.into().to_string())
@@ -134,6 +137,7 @@ pub struct ShmOffsets {
     pub claim_count: u32,
     pub notify: u32,
     pub waiters: u32,
+    pub bells: u32,
     pub space: u32,
     pub space_waiters: u32,
     pub credit_gen: u32,
@@ -170,6 +174,7 @@ pub fn shm_offsets() -> ShmOffsets {
         claim_count: u(offsets::CLAIM_COUNT),
         notify: u(offsets::NOTIFY),
         waiters: u(offsets::WAITERS),
+        bells: u(offsets::BELLS),
         space: u(offsets::SPACE),
         space_waiters: u(offsets::SPACE_WAITERS),
         credit_gen: u(offsets::CREDIT_GEN),
@@ -359,6 +364,15 @@ pub struct ShmLayoutInfo {
     pub path: String,
 }
 
+/// How a waiting reader is woken.
+enum Wakeup {
+    /// Its bell, polled by its event loop; at a hole (which no publish may ring for), a
+    /// waiter thread that rings the bell, started the first time one is met.
+    Bell { watcher: BellWatcher, at_holes: Option<Waiter>, seg: Arc<Segment>, entry: u32 },
+    /// A thread that parks on the segment's futex for it.
+    Thread(Waiter),
+}
+
 /// One process's handle on a shared-memory segment.
 #[napi]
 pub struct ShmHandle {
@@ -366,7 +380,8 @@ pub struct ShmHandle {
     /// What the hub's URL and options resolved to: settings, water marks, heartbeat,
     /// the publisher's (a network hub's ring has none).
     spec: Option<zerohop::shm::ShmSpec>,
-    waiter: Option<Waiter>,
+    /// How the reader is woken once it waits (set with the doorbell).
+    wakeup: Option<Wakeup>,
     entry: Option<u32>,
     /// The work group's entry, for a member of one.
     group: Option<u32>,
@@ -391,7 +406,7 @@ impl ShmHandle {
         ShmHandle {
             segment: Some(segment),
             spec: None,
-            waiter: None,
+            wakeup: None,
             entry: place.map(|p| p.entry),
             group: None,
             handed: place.map(|p| p.cursor),
@@ -424,7 +439,7 @@ impl ShmHandle {
         Ok(ShmHandle {
             segment: Some(segment),
             spec: Some(spec),
-            waiter: None,
+            wakeup: None,
             entry: None,
             group: None,
             handed: None,
@@ -736,29 +751,68 @@ impl ShmHandle {
     }
 
     /// Installs the doorbell: `callback` runs on the JS thread when an armed cursor
-    /// becomes readable. Does not keep the event loop alive by itself.
+    /// becomes readable. The reader's bell rings it where the segment has a directory
+    /// (its event loop polls the bell); elsewhere a waiter thread parks for the reader.
     #[napi]
-    pub fn set_doorbell(&mut self, callback: Function<u32, ()>) -> Result<()> {
+    pub fn set_doorbell(&mut self, env: Env, callback: Function<u32, ()>) -> Result<()> {
         let seg = self.seg()?.clone();
+        if let Some(entry) = self.entry
+            && let Some(bell) = Bell::new(seg.clone(), entry).map_err(|e| js_error(zerohop::Error::from(e)))?
+            // SAFETY: `callback` is a function argument of this call, on its env.
+            && let Some(watcher) = unsafe { BellWatcher::new(env.raw(), callback.raw(), bell) }
+        {
+            self.wakeup = Some(Wakeup::Bell { watcher, at_holes: None, seg, entry });
+            return Ok(());
+        }
         let tsfn = callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
-        self.waiter = Some(Waiter::spawn(seg, self.entry, tsfn).map_err(|e| napi::Error::from_reason(e.to_string()))?);
+        let waiter = Waiter::spawn(seg, self.entry, tsfn).map_err(|e| napi::Error::from_reason(e.to_string()))?;
+        self.wakeup = Some(Wakeup::Thread(waiter));
         Ok(())
     }
 
-    /// Asks the waiter thread to ring the doorbell once `cursor` is readable; it spins
-    /// for `spin_us` microseconds before it parks.
+    /// Whether the doorbell comes from the reader's bell on its own event loop: then an
+    /// armed doorbell keeps the loop alive, and a reader spins on its own thread before
+    /// it arms (nobody else spins for it).
     #[napi]
-    pub fn arm(&self, cursor: f64, spin_us: f64) -> Result<()> {
-        let waiter = self.waiter.as_ref().ok_or_else(closed)?;
-        waiter.arm(seq_from_js(cursor), Duration::from_nanos((spin_us.max(0.0) * 1000.0) as u64));
+    pub fn rings_bell(&self) -> bool {
+        matches!(self.wakeup, Some(Wakeup::Bell { .. }))
+    }
+
+    /// Asks for the doorbell once `cursor` is readable; a waiter thread spins for
+    /// `spin_us` microseconds before it parks.
+    #[napi]
+    pub fn arm(&mut self, cursor: f64, spin_us: f64) -> Result<()> {
+        let (cursor, spin) = (seq_from_js(cursor), Duration::from_nanos((spin_us.max(0.0) * 1000.0) as u64));
+        match self.wakeup.as_mut().ok_or_else(closed)? {
+            Wakeup::Bell { watcher, at_holes, seg, entry } => {
+                if !watcher.arm(cursor) {
+                    if at_holes.is_none() {
+                        let spawned =
+                            watcher.ringer().and_then(|ring| Waiter::ringing(seg.clone(), Some(*entry), ring));
+                        *at_holes = Some(spawned.map_err(|e| napi::Error::from_reason(e.to_string()))?);
+                    }
+                    if let Some(w) = at_holes {
+                        w.arm(cursor, spin);
+                    }
+                }
+            }
+            Wakeup::Thread(w) => w.arm(cursor, spin),
+        }
         Ok(())
     }
 
     /// Cancels an armed wait.
     #[napi]
-    pub fn disarm(&self) {
-        if let Some(w) = &self.waiter {
-            w.disarm();
+    pub fn disarm(&mut self) {
+        match &mut self.wakeup {
+            Some(Wakeup::Bell { watcher, at_holes, .. }) => {
+                watcher.disarm();
+                if let Some(w) = at_holes {
+                    w.disarm();
+                }
+            }
+            Some(Wakeup::Thread(w)) => w.disarm(),
+            None => {}
         }
     }
 
@@ -767,9 +821,8 @@ impl ShmHandle {
     /// its last user. Idempotent.
     #[napi]
     pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
-        if let Some(w) = self.waiter.take() {
-            w.stop();
-        }
+        // (Before the entry goes: its bell or its waiter is the entry's.)
+        self.wakeup = None;
         if let Some(events) = self.events.take() {
             events.stop();
         }
@@ -793,9 +846,7 @@ impl ShmHandle {
 impl Drop for ShmHandle {
     fn drop(&mut self) {
         // Collected without close(): free what other processes can see.
-        if let Some(w) = self.waiter.take() {
-            w.stop();
-        }
+        self.wakeup = None;
         if let (Some(seg), Some(index)) = (&self.segment, self.entry) {
             table::release(seg, index);
         }

@@ -1,5 +1,7 @@
 //! The waiter thread behind `recv()`: parks on the segment's futex on behalf of a
-//! JavaScript subscriber and rings a doorbell when its cursor becomes readable.
+//! JavaScript subscriber and rings a doorbell when its cursor becomes readable. (A
+//! reader with a bell, [`crate::bell`], needs one only for the holes its bell does not
+//! ring for; this thread rings the bell then.)
 //!
 //! One thread per subscribing handle, idle (blocked on a condvar) unless armed. The
 //! doorbell is a weak threadsafe function with a queue of one, so a burst of messages
@@ -39,15 +41,27 @@ pub struct Waiter {
 impl Waiter {
     /// Starts the thread for the subscriber holding table `entry` of `segment`.
     pub fn spawn(segment: Arc<Segment>, entry: Option<u32>, doorbell: Doorbell) -> std::io::Result<Waiter> {
+        Self::ringing(segment, entry, move || {
+            // QueueFull means a ring is already pending: that one suffices.
+            let _ = doorbell.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+        })
+    }
+
+    /// [`spawn`](Self::spawn), with what the thread does once the cursor is readable.
+    pub fn ringing(
+        segment: Arc<Segment>,
+        entry: Option<u32>,
+        ring: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Waiter> {
         let shared = Arc::new(Shared {
             request: Mutex::new(Request::Idle),
             changed: Condvar::new(),
             cancel: AtomicBool::new(false),
         });
-        let ring = RingWaiter::new(segment, entry);
-        let (s, r) = (shared.clone(), ring.clone());
-        let thread = std::thread::Builder::new().name("zerohop-waiter".into()).spawn(move || run(&s, &r, &doorbell))?;
-        Ok(Waiter { shared, ring, thread: Some(thread) })
+        let waiter = RingWaiter::new(segment, entry);
+        let (s, w) = (shared.clone(), waiter.clone());
+        let thread = std::thread::Builder::new().name("zerohop-waiter".into()).spawn(move || run(&s, &w, &ring))?;
+        Ok(Waiter { shared, ring: waiter, thread: Some(thread) })
     }
 
     /// Requests one doorbell ring once `cursor` is readable.
@@ -72,11 +86,6 @@ impl Waiter {
         self.ring.wake_all();
     }
 
-    /// Stops and joins the thread.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
     fn halt(&mut self) {
         *self.shared.request.lock().unwrap_or_else(|p| p.into_inner()) = Request::Stop;
         self.shared.cancel.store(true, Ordering::SeqCst);
@@ -94,7 +103,7 @@ impl Drop for Waiter {
     }
 }
 
-fn run(shared: &Shared, ring: &RingWaiter, doorbell: &Doorbell) {
+fn run(shared: &Shared, waiter: &RingWaiter, ring: &dyn Fn()) {
     loop {
         let (cursor, spin) = {
             let mut req = shared.request.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,9 +118,8 @@ fn run(shared: &Shared, ring: &RingWaiter, doorbell: &Doorbell) {
                 }
             }
         };
-        if ring.wait(cursor, spin, None, &shared.cancel) {
-            // QueueFull means a ring is already pending: that one suffices.
-            let _ = doorbell.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+        if waiter.wait(cursor, spin, None, &shared.cancel) {
+            ring();
         }
     }
 }

@@ -23,28 +23,28 @@ use zerohop::{Link, ReadInPlace};
 use zerohop_shm::ring::table;
 
 unsafe extern "C" {
-    fn uv_handle_size(kind: c_int) -> usize;
-    fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
-    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
-    fn uv_poll_stop(handle: *mut c_void) -> c_int;
-    fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
-    fn uv_ref(handle: *mut c_void);
-    fn uv_unref(handle: *mut c_void);
-    fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
-    fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
+    pub(crate) fn uv_handle_size(kind: c_int) -> usize;
+    pub(crate) fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
+    pub(crate) fn uv_poll_start(
+        handle: *mut c_void,
+        events: c_int,
+        cb: unsafe extern "C" fn(*mut c_void, c_int, c_int),
+    ) -> c_int;
+    pub(crate) fn uv_poll_stop(handle: *mut c_void) -> c_int;
+    pub(crate) fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
+    pub(crate) fn uv_ref(handle: *mut c_void);
+    pub(crate) fn uv_unref(handle: *mut c_void);
+    pub(crate) fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
+    pub(crate) fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
 }
 
 /// `UV_POLL` in libuv's `uv_handle_type`.
-const UV_POLL: c_int = 8;
+pub(crate) const UV_POLL: c_int = 8;
 /// `UV_READABLE` in libuv's `uv_poll_event`.
-const UV_READABLE: c_int = 1;
+pub(crate) const UV_READABLE: c_int = 1;
 
 /// What the poll callback needs, owned by the handle's memory block.
 struct State {
-    env: sys::napi_env,
-    /// The doorbell: a JavaScript function, called with no arguments.
-    doorbell: sys::napi_ref,
-    context: sys::napi_async_context,
     link: Arc<dyn Link>,
     ring: Arc<dyn ReadInPlace>,
     cursor: u64,
@@ -60,30 +60,41 @@ struct State {
     polling: bool,
 }
 
-/// The memory of one `uv_poll_t` (aligned for it), and the state its data points to.
-struct Block {
+/// The doorbell a poll callback rings: a JavaScript function (called with no
+/// arguments) and the async context it is called in.
+pub(crate) struct Js {
+    env: sys::napi_env,
+    doorbell: sys::napi_ref,
+    context: sys::napi_async_context,
+}
+
+impl Js {
+    /// Calls the doorbell.
+    ///
+    /// # Safety
+    /// On the JavaScript thread of the env, outside any other call into JavaScript.
+    pub(crate) unsafe fn ring(&self) {
+        // SAFETY: per the contract; the reference and the context were made on `env`.
+        unsafe { ring_doorbell(self.env, self.doorbell, self.context) }
+    }
+}
+
+/// The memory of one `uv_poll_t` (aligned for it), the doorbell, and the state its
+/// data points to.
+pub(crate) struct Block<S> {
     handle: Vec<u64>,
-    state: State,
+    pub(crate) js: Js,
+    pub(crate) state: S,
 }
 
-/// A libuv poll watcher on a hub's readiness descriptor; JavaScript thread only.
-pub struct Watcher {
-    block: *mut Block,
-}
-
-impl Watcher {
-    /// Watches `ring.readiness_fd()` on `env`'s loop; `None` where libuv refuses it (the
-    /// threadsafe doorbell then does the waking).
+impl<S> Block<S> {
+    /// A poll handle on `fd` of `env`'s loop (unreferenced, not polling yet) whose data
+    /// is a block with `state`; `None` where libuv refuses it.
     ///
     /// # Safety
     /// `env` must be the env of the current call (on the JavaScript thread), and
     /// `doorbell` a function value of it.
-    pub unsafe fn new(
-        env: sys::napi_env,
-        doorbell: sys::napi_value,
-        link: Arc<dyn Link>,
-        ring: Arc<dyn ReadInPlace>,
-    ) -> Option<Watcher> {
+    pub(crate) unsafe fn new(env: sys::napi_env, doorbell: sys::napi_value, fd: c_int, state: S) -> Option<*mut Self> {
         let mut event_loop = ptr::null_mut();
         // SAFETY: per the contract; a valid out-pointer.
         if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok || event_loop.is_null()
@@ -106,39 +117,95 @@ impl Watcher {
             sys::napi_create_string_utf8(env, c"zerohop.doorbell".as_ptr(), -1, &mut name);
             sys::napi_async_init(env, ptr::null_mut(), name, &mut context);
         }
-        let state = State {
-            env,
-            doorbell: reference,
-            context,
-            link,
-            ring,
-            cursor: 0,
-            armed: false,
-            ring_on_its_way: false,
-            polling: false,
-        };
-        let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], state }));
+        let js = Js { env, doorbell: reference, context };
+        let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], js, state }));
         // SAFETY: `block` is ours and alive; its handle memory is `size` bytes, 8-aligned,
         // and stays where it is (the Box is not moved) until the close callback frees it.
         unsafe {
             let handle = (*block).handle.as_mut_ptr().cast::<c_void>();
-            let fd = (*block).state.ring.readiness_fd();
             if uv_poll_init(event_loop, handle, fd) != 0 {
                 let b = Box::from_raw(block);
-                sys::napi_delete_reference(env, b.state.doorbell);
-                sys::napi_async_destroy(env, b.state.context);
+                sys::napi_delete_reference(env, b.js.doorbell);
+                sys::napi_async_destroy(env, b.js.context);
                 return None;
             }
             uv_handle_set_data(handle, block.cast());
-            // Only an armed watcher keeps the loop alive (a pending receive does; see `arm`).
+            // Only an armed watcher keeps the loop alive.
             uv_unref(handle);
         }
+        Some(block)
+    }
+
+    /// The `uv_poll_t` of `block`.
+    ///
+    /// # Safety
+    /// `block` must be alive (made by [`new`](Self::new), not yet [`close`](Self::close)d).
+    pub(crate) unsafe fn handle(block: *mut Self) -> *mut c_void {
+        // SAFETY: per the contract.
+        unsafe { (*block).handle.as_mut_ptr().cast() }
+    }
+
+    /// The block of the handle a poll callback was called with.
+    ///
+    /// # Safety
+    /// `handle` must be the handle of a live block with state `S`, on the JavaScript thread.
+    pub(crate) unsafe fn of<'a>(handle: *mut c_void) -> &'a mut Self {
+        // SAFETY: per the contract: the data of every handle here is its block.
+        unsafe { &mut *uv_handle_get_data(handle).cast::<Self>() }
+    }
+
+    /// Stops the handle and hands it to libuv to close; the block (and its state) is
+    /// freed on the loop's next turn.
+    ///
+    /// # Safety
+    /// As [`handle`](Self::handle), on the JavaScript thread of the block's env; the
+    /// block is not used again.
+    pub(crate) unsafe fn close(block: *mut Self) {
+        // SAFETY: per the contract: the reference and the context are the block's; after
+        // `uv_close` the block belongs to the close callback.
+        unsafe {
+            let js = &(*block).js;
+            sys::napi_delete_reference(js.env, js.doorbell);
+            sys::napi_async_destroy(js.env, js.context);
+            uv_close(Self::handle(block), Some(free_block::<S>));
+        }
+    }
+}
+
+/// libuv's close callback: the handle is done with; free its block.
+unsafe extern "C" fn free_block<S>(handle: *mut c_void) {
+    // SAFETY: the data of every handle here is its block, leaked by `Block::new`.
+    drop(unsafe { Box::from_raw(uv_handle_get_data(handle).cast::<Block<S>>()) });
+}
+
+/// A libuv poll watcher on a hub's readiness descriptor; JavaScript thread only.
+pub struct Watcher {
+    block: *mut Block<State>,
+}
+
+impl Watcher {
+    /// Watches `ring.readiness_fd()` on `env`'s loop; `None` where libuv refuses it (the
+    /// threadsafe doorbell then does the waking).
+    ///
+    /// # Safety
+    /// `env` must be the env of the current call (on the JavaScript thread), and
+    /// `doorbell` a function value of it.
+    pub unsafe fn new(
+        env: sys::napi_env,
+        doorbell: sys::napi_value,
+        link: Arc<dyn Link>,
+        ring: Arc<dyn ReadInPlace>,
+    ) -> Option<Watcher> {
+        let fd = ring.readiness_fd();
+        let state = State { link, ring, cursor: 0, armed: false, ring_on_its_way: false, polling: false };
+        // SAFETY: per this function's contract.
+        let block = unsafe { Block::new(env, doorbell, fd, state) }?;
         Some(Watcher { block })
     }
 
     fn handle(&self) -> *mut c_void {
-        // SAFETY: `block` lives until `close` hands it to libuv's close callback.
-        unsafe { (*self.block).handle.as_mut_ptr().cast() }
+        // SAFETY: `block` lives until `drop` hands it to libuv's close callback.
+        unsafe { Block::handle(self.block) }
     }
 
     /// Asks for one doorbell ring once the ring's tail passes `cursor`: the transport
@@ -190,14 +257,8 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.disarm();
         // SAFETY: on the JavaScript thread with its env (watchers live in hub handles,
-        // dropped by `close` or the handle's finalizer): the reference and the context
-        // are ours; after `uv_close` the block belongs to the close callback.
-        unsafe {
-            let state = &(*self.block).state;
-            sys::napi_delete_reference(state.env, state.doorbell);
-            sys::napi_async_destroy(state.env, state.context);
-            uv_close(self.handle(), Some(free_block));
-        }
+        // dropped by `close` or the handle's finalizer); the block is not used again.
+        unsafe { Block::close(self.block) };
     }
 }
 
@@ -221,12 +282,6 @@ fn start(handle: *mut c_void, state: &mut State) {
     }
 }
 
-/// libuv's close callback: the handle is done with; free its block.
-unsafe extern "C" fn free_block(handle: *mut c_void) {
-    // SAFETY: the data of every handle here is its block, leaked by `Watcher::new`.
-    drop(unsafe { Box::from_raw(uv_handle_get_data(handle).cast::<Block>()) });
-}
-
 /// The socket is readable (on the JavaScript thread): read it into the ring, and ring
 /// the doorbell if the reader's cursor is readable now. The transport finishes its turn
 /// (acknowledgements, timers) after the doorbell, so that an answer the reader
@@ -234,7 +289,8 @@ unsafe extern "C" fn free_block(handle: *mut c_void) {
 unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
     // SAFETY: the data of every handle here is its block; the loop runs this on the
     // JavaScript thread, the only one that touches the state.
-    let state = unsafe { &mut (*uv_handle_get_data(handle).cast::<Block>()).state };
+    let block = unsafe { Block::<State>::of(handle) };
+    let (js, state) = (&block.js, &mut block.state);
     if status < 0 {
         // libuv stopped the handle on an error condition (POLLERR: a connected socket's
         // ICMP "port unreachable", say). The pump below reads the error, which clears it;
@@ -277,11 +333,10 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
         // Polling goes on (see `State::polling`), without holding the loop.
         // SAFETY: an initialised handle.
         unsafe { uv_unref(handle) };
-        let (env, doorbell, context) = (state.env, state.doorbell, state.context);
-        // SAFETY: on the JavaScript thread of `env`, inside libuv's callback. JavaScript
+        // SAFETY: on the JavaScript thread of its env, inside libuv's callback. JavaScript
         // may arm again (or close the hub) from the doorbell, reaching the state through
         // the handle: nothing here touches `state` after the call.
-        unsafe { ring_doorbell(env, doorbell, context) };
+        unsafe { js.ring() };
     });
 }
 

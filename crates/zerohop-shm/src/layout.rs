@@ -14,8 +14,9 @@
 //!                                             without a claim line, or claims pool
 //!                                             space), 0 when free; the payload pool's
 //!                                             next free unit
-//! 384   notify line:   notify, waiters        futex word subscribers park on, and how
-//!                                             many are parked there
+//! 384   notify line:   notify, waiters,       futex word subscribers park on, and how
+//!                      bells                  many are parked there; how many wait
+//!                                             on their bells, not rung yet
 //! 512   space line:    space, space_waiters,  futex word blocked publishers park on, a
 //!                      credit_gen             flag they raise, and a count bumped when a
 //!                                             subscriber first grants credits
@@ -58,7 +59,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;
@@ -90,6 +91,8 @@ pub mod offsets {
     pub const POOL_HEAD: usize = 2 * LINE + 4;
     pub const NOTIFY: usize = 3 * LINE;
     pub const WAITERS: usize = 3 * LINE + 4;
+    /// Readers waiting on their bells whose bell nobody rang yet (see `ring::bell`).
+    pub const BELLS: usize = 3 * LINE + 8;
     pub const SPACE: usize = 4 * LINE;
     pub const SPACE_WAITERS: usize = 4 * LINE + 4;
     /// Bumped when a subscriber starts holding publishers to credits (its first
@@ -109,7 +112,8 @@ pub mod offsets {
     /// Within a subscriber entry.
     pub const SUB_PID: usize = 0;
     pub const SUB_CURSOR_LO: usize = 4;
-    /// 1 while this subscriber is counted in `waiters` (parked or about to park).
+    /// 1 while this subscriber is counted in `waiters` (parked or about to park); 2
+    /// while it waits on its bell, counted in `bells`; 3 once its bell was rung.
     pub const SUB_PARKED: usize = 8;
     /// 1 once this subscriber granted credits: publishers that hold back for
     /// subscribers (all but `drop_old`) publish only below its `SUB_CREDIT_LIMIT_LO`.

@@ -92,6 +92,7 @@ use crate::registry::PublisherEntry;
 use crate::segment::Segment;
 use crate::side::{self, SideServer};
 
+pub mod bell;
 mod group;
 
 /// What a publisher does when the slowest subscriber is a full ring behind.
@@ -459,7 +460,7 @@ impl Publisher {
 
     /// Wakes parked subscribers after [`Loan::commit_unannounced`] (once for a batch).
     pub fn announce(&self) {
-        table::announce(&self.mem.seg);
+        announce_but(&self.mem, self.own_entry);
     }
 
     /// `later`: [`publish`](Self::publish) commits without waking parked subscribers, as
@@ -687,7 +688,7 @@ impl Publisher {
         self.stats.published_bytes += len as u64;
         self.unlock_unlisted();
         if !self.announce_later {
-            notify_subscribers(&self.mem);
+            notify_subscribers(&self.mem, self.own_entry);
         }
     }
 
@@ -695,7 +696,7 @@ impl Publisher {
     pub fn abandon_pooled(&mut self, seq: u64) {
         skip_slot(&self.mem, seq);
         self.unlock_unlisted();
-        notify_subscribers(&self.mem);
+        notify_subscribers(&self.mem, self.own_entry);
     }
 
     /// Claims a sequence number and `units` pool units for it, together under the repair
@@ -1101,7 +1102,7 @@ impl Loan<'_> {
         self.publisher.stats.published += 1;
         self.publisher.stats.published_bytes += len as u64;
         if announce {
-            notify_subscribers(&self.publisher.mem);
+            notify_subscribers(&self.publisher.mem, self.publisher.own_entry);
         }
         self.publisher.unlock_unlisted();
         std::mem::forget(self);
@@ -1116,7 +1117,7 @@ impl Drop for Loan<'_> {
         // this sequence number. A claimed one is gone: it becomes a slot to pass over.
         if !publisher.sole {
             skip_slot(&publisher.mem, self.seq);
-            notify_subscribers(&publisher.mem);
+            notify_subscribers(&publisher.mem, publisher.own_entry);
         }
         publisher.unlock_unlisted();
     }
@@ -1224,7 +1225,7 @@ fn repair_hole(mem: &RingMemory, seq: u64) -> bool {
     };
     release_repair_lock(mem);
     if repaired {
-        notify_subscribers(mem);
+        notify_subscribers(mem, None);
     }
     at == seq && classify(mem.stamp(seq).load(Ordering::Acquire), seq) != SlotState::NotYet
 }
@@ -1246,13 +1247,28 @@ fn live_claimer(mem: &RingMemory, seq: u64) -> bool {
 /// subscriber may have died while parked and left its count behind (which would cost
 /// every later publish a syscall): take back the counts of dead parked entries, at most
 /// every 100 ms.
-fn notify_subscribers(mem: &RingMemory) {
-    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) == 0 {
-        return;
+///
+/// `own`: the publishing hub's own reader, which never reads what the hub publishes:
+/// its bell is not rung for it. (The futex wakes every reader parked on it.)
+fn notify_subscribers(mem: &RingMemory, own: Option<u32>) {
+    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
+        mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
+        if futex::wake_all(mem.word(offsets::NOTIFY)) == 0 {
+            reap_dead_parked(mem);
+        }
     }
-    mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
-    if futex::wake_all(mem.word(offsets::NOTIFY)) == 0 {
-        reap_dead_parked(mem);
+    if mem.word(offsets::BELLS).load(Ordering::SeqCst) != 0 {
+        bell::ring_waiting(mem, own);
+    }
+}
+
+/// Wakes parked subscribers after commits that did not ([`Loan::commit_unannounced`]):
+/// a fence that orders the stamps stored before it before the `waiters` load
+/// (Dekker), then a wake-up if anyone is parked (see [`notify_subscribers`] for `own`).
+fn announce_but(mem: &RingMemory, own: Option<u32>) {
+    fence(Ordering::SeqCst);
+    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 || mem.word(offsets::BELLS).load(Ordering::SeqCst) != 0 {
+        notify_subscribers(mem, own);
     }
 }
 
@@ -1267,9 +1283,14 @@ fn reap_dead_parked(mem: &RingMemory) {
     for i in 0..mem.layout.max_subscribers {
         let pid = mem.sub_pid(i).load(Ordering::Acquire);
         if pid != 0 && mem.sub_parked(i).load(Ordering::Acquire) != 0 && !process_alive(pid) {
-            if mem.sub_parked(i).swap(0, Ordering::AcqRel) != 0 {
-                let waiters = mem.word(offsets::WAITERS);
-                let _ = waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            // (A count in `bells` is taken back with the wait: see `bell`.)
+            let count = match mem.sub_parked(i).swap(0, Ordering::AcqRel) {
+                1 => Some(offsets::WAITERS),
+                bell::WAITING => Some(offsets::BELLS),
+                _ => None,
+            };
+            if let Some(count) = count {
+                let _ = mem.word(count).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
             }
             let _ = mem.sub_pid(i).compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
@@ -2208,17 +2229,14 @@ pub mod table {
     /// Wakes parked subscribers (a JavaScript publisher calls this when `waiters` is
     /// non-zero).
     pub fn notify(seg: &Arc<Segment>) {
-        notify_subscribers(&RingMemory::new(seg.clone()));
+        notify_subscribers(&RingMemory::new(seg.clone()), None);
     }
 
     /// Wakes parked subscribers after [`Loan::commit_unannounced`], for a writer that
     /// holds only the segment: a fence that orders the stamps stored before it before
     /// the `waiters` load (Dekker), then a wake-up if anyone is parked.
     pub fn announce(seg: &Arc<Segment>) {
-        fence(Ordering::SeqCst);
-        if seg.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
-            notify_subscribers(&RingMemory::new(seg.clone()));
-        }
+        announce_but(&RingMemory::new(seg.clone()), None);
     }
 
     /// Wakes blocked publishers (a JavaScript subscriber calls this when

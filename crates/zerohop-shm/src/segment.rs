@@ -55,6 +55,11 @@ pub struct Segment {
     handoff: Option<std::sync::Mutex<Handoff>>,
     /// The directory the segment was opened in (`None`: a private one).
     dir: Option<PathBuf>,
+    /// Its name (empty for a private one).
+    name: String,
+    /// The bells of other processes' readers this process rang, open for writing (see
+    /// [`crate::ring::bell`]): by subscriber entry.
+    pub(crate) rung_bells: std::sync::Mutex<Vec<(u32, File)>>,
 }
 
 // SAFETY: the mapping is process-wide memory that stays valid until `Drop`; all
@@ -124,7 +129,7 @@ impl Segment {
                     if !lock_until(&file, libc::LOCK_SH, deadline)? || !is_linked(&file)? {
                         continue;
                     }
-                    return Self::attach(file, path, options.layout).map(|s| s.in_dir(dir));
+                    return Self::attach(file, path, options.layout).map(|s| s.in_dir(dir, name));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(ShmError::Io { op: "open segment", source }),
@@ -132,7 +137,7 @@ impl Segment {
             // 2. Create one. It is built under a private name and linked into place only
             //    when complete, so nobody ever sees a half-made segment under `name`.
             if let Some(segment) = Self::create(&path, options.layout.unwrap_or_default())? {
-                return Ok(segment.in_dir(dir));
+                return Ok(segment.in_dir(dir, name));
             }
             // Someone else linked theirs first: join it.
         }
@@ -165,7 +170,7 @@ impl Segment {
         let mut segment = Self::attach(memfd, PathBuf::new(), if created { None } else { options.layout })?;
         segment.created = created;
         segment.handoff = Some(std::sync::Mutex::new(handoff));
-        Ok(segment.in_dir(dir))
+        Ok(segment.in_dir(dir, name))
     }
 
     /// A segment only this process can see: anonymous memory (`memfd_create`), no name,
@@ -229,6 +234,8 @@ impl Segment {
             released: AtomicBool::new(false),
             handoff: None,
             dir: None,
+            name: String::new(),
+            rung_bells: std::sync::Mutex::new(Vec::new()),
         };
         let w = |off: usize, v: u32| segment.word(off).store(v, Ordering::Relaxed);
         w(offsets::MAGIC_LO, MAGIC as u32);
@@ -261,6 +268,8 @@ impl Segment {
             released: AtomicBool::new(false),
             handoff: None,
             dir: None,
+            name: String::new(),
+            rung_bells: std::sync::Mutex::new(Vec::new()),
         };
         let r = |off: usize| segment.word(off).load(Ordering::Acquire);
         let magic = r(offsets::MAGIC_LO) as u64 | (r(offsets::MAGIC_HI) as u64) << 32;
@@ -324,8 +333,14 @@ impl Segment {
         self.dir.as_deref()
     }
 
-    fn in_dir(mut self, dir: PathBuf) -> Self {
+    /// Its name, as opened (empty for a [`Segment::private`] one).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn in_dir(mut self, dir: PathBuf, name: &str) -> Self {
         self.dir = Some(dir);
+        self.name = name.to_owned();
         self
     }
 
@@ -433,6 +448,17 @@ pub fn remove_stale(dir: &Path) -> Vec<String> {
             // A side-path server's socket: gone with its server.
             let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
             if crate::side::abandoned(&entry.path(), old.is_some_and(|age| age >= TEMPORARY_FILE_AGE)) {
+                let _ = std::fs::remove_file(entry.path());
+                removed.push(name.to_owned());
+            }
+            continue;
+        }
+        if name.starts_with(crate::ring::bell::FILE_PREFIX) {
+            // A reader's bell: gone with its reader (nobody holds it open). One still
+            // being made (`.new`, not opened yet) only once it is old.
+            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            let settled = !name.ends_with(".new") || old.is_some_and(|age| age >= TEMPORARY_FILE_AGE);
+            if settled && crate::ring::bell::abandoned(&entry.path()) {
                 let _ = std::fs::remove_file(entry.path());
                 removed.push(name.to_owned());
             }

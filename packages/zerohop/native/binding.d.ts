@@ -239,12 +239,19 @@ export declare class ShmHandle {
   abortPooled(): void
   /**
    * Installs the doorbell: `callback` runs on the JS thread when an armed cursor
-   * becomes readable. Does not keep the event loop alive by itself.
+   * becomes readable. The reader's bell rings it where the segment has a directory
+   * (its event loop polls the bell); elsewhere a waiter thread parks for the reader.
    */
   setDoorbell(callback: (arg: number) => void): void
   /**
-   * Asks the waiter thread to ring the doorbell once `cursor` is readable; it spins
-   * for `spin_us` microseconds before it parks.
+   * Whether the doorbell comes from the reader's bell on its own event loop: then an
+   * armed doorbell keeps the loop alive, and a reader spins on its own thread before
+   * it arms (nobody else spins for it).
+   */
+  ringsBell(): boolean
+  /**
+   * Asks for the doorbell once `cursor` is readable; a waiter thread spins for
+   * `spin_us` microseconds before it parks.
    */
   arm(cursor: number, spinUs: number): void
   /** Cancels an armed wait. */
@@ -429,6 +436,7 @@ export interface ShmOffsets {
   claimCount: number
   notify: number
   waiters: number
+  bells: number
   space: number
   spaceWaiters: number
   creditGen: number

@@ -69,6 +69,7 @@ export class ShmRing {
   readonly CLAIMS: number
   readonly CLAIM_STRIDE: number
   readonly WAITERS: number
+  readonly BELLS: number
   readonly SPACE_WAITERS: number
   readonly CREDIT_GEN: number
   readonly SUBS: number
@@ -114,6 +115,7 @@ export class ShmRing {
     this.CLAIMS = o.claims >> 2
     this.CLAIM_STRIDE = o.claimEntry >> 2
     this.WAITERS = o.waiters >> 2
+    this.BELLS = o.bells >> 2
     this.SPACE_WAITERS = o.spaceWaiters >> 2
     this.CREDIT_GEN = o.creditGen >> 2
     this.SUBS = o.subscribers >> 2
@@ -135,6 +137,15 @@ export class ShmRing {
   }
 
   /** Byte offset of the slot holding sequence number `lo` (low 32 bits suffice). */
+  /**
+   * Whether a reader waits to be woken after a commit (parked on the futex, or on its
+   * bell unrung): then the publisher calls `notify()`. A commit's stamp is stored first
+   * (`Atomics.store`, sequentially consistent): the publisher's half of the handshake.
+   */
+  someoneWaits(i32: Int32Array): boolean {
+    return Atomics.load(i32, this.WAITERS) !== 0 || Atomics.load(i32, this.BELLS) !== 0
+  }
+
   slotOffset(lo: number): number {
     return this.headerLen + (lo & this.mask) * this.stride
   }
@@ -423,7 +434,7 @@ export class ShmPublisher {
     if (count > 0) {
       this.counters.published += count
       this.counters.publishedBytes += bytes
-      if (Atomics.load(this.i32, this.ring.WAITERS) !== 0) this.ring.handle.notify()
+      if (this.ring.someoneWaits(this.i32)) this.ring.handle.notify()
     }
   }
 
@@ -558,7 +569,7 @@ export class ShmPublisher {
     const c = this.counters
     c.published++
     c.publishedBytes += len
-    if (Atomics.load(i32, r.WAITERS) !== 0) r.handle.notify()
+    if (r.someoneWaits(i32)) r.handle.notify()
     return true
   }
 
@@ -590,7 +601,7 @@ export class ShmPublisher {
     this.i32[si + r.ORIGIN] = 0
     this.i32[si + r.EXPIRY] = 0
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
-    if (Atomics.load(this.i32, r.WAITERS) !== 0) r.handle.notify()
+    if (r.someoneWaits(this.i32)) r.handle.notify()
   }
 }
 

@@ -20,8 +20,6 @@ export class JoinedPort<T> implements Port<T> {
   readonly envelope: number
   readonly maxMessageSize: number
   readonly maxStructSize: number
-  readonly pollsOnCallingThread: boolean
-  readonly armKeepsLoopAlive: boolean
   readonly statusOnDemand = false
   readonly loanOpen = false
   readonly peers = undefined
@@ -42,8 +40,15 @@ export class JoinedPort<T> implements Port<T> {
     this.envelope = first.envelope
     this.maxMessageSize = Math.min(...parts.map((p) => p.maxMessageSize))
     this.maxStructSize = Math.min(...parts.map((p) => p.maxStructSize))
-    this.pollsOnCallingThread = parts.some((p) => p.pollsOnCallingThread)
-    this.armKeepsLoopAlive = parts.every((p) => p.armKeepsLoopAlive)
+  }
+
+  /** (Asked each time: a part knows how it wakes once its doorbell is installed.) */
+  get pollsOnCallingThread(): boolean {
+    return this.parts.some((p) => p.pollsOnCallingThread)
+  }
+
+  get armKeepsLoopAlive(): boolean {
+    return this.parts.every((p) => p.armKeepsLoopAlive)
   }
 
   readInfo(dv: DataView, off: number, info: MessageInfo): void {

@@ -92,7 +92,8 @@ export function openShm<T>(url: string, options: object, codec: Codec<T> | Struc
 export abstract class SegmentPort {
   abstract readonly ring: ShmRing
   abstract readonly settings: PortSettings
-  readonly armKeepsLoopAlive = false
+  /** The reader's bell rings the doorbell on this loop (see `setDoorbell`), and holds the loop while armed. */
+  armKeepsLoopAlive = false
   readonly peers = undefined
 
   flush(): void {}
@@ -105,8 +106,15 @@ export abstract class SegmentPort {
     return undefined
   }
 
+  /**
+   * Where the segment has a directory, the reader's bell rings the doorbell from this
+   * event loop, and nothing spins for the reader: the hub polls for `spinUs` itself
+   * before it arms. Elsewhere a waiter thread spins, parks, and rings through a
+   * threadsafe function.
+   */
   setDoorbell(ring: () => void): void {
     native(() => this.ring.handle.setDoorbell(ring))
+    this.armKeepsLoopAlive = this.ring.handle.ringsBell()
   }
 
   arm(cursor: number): void {
@@ -138,7 +146,10 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
   readonly ring: ShmRing
   readonly subscriber: ShmSubscriber | undefined
   readonly envelope = 0
-  readonly pollsOnCallingThread = false
+  /** A reader with a bell polls for `spinUs` itself (see `setDoorbell`). */
+  get pollsOnCallingThread(): boolean {
+    return this.armKeepsLoopAlive
+  }
   /** Shared memory says nothing of where a message came from. */
   readInfo(): void {}
   readonly requests = undefined
