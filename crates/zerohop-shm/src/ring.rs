@@ -471,6 +471,14 @@ impl Publisher {
         self.announce_later = later;
     }
 
+    /// A `Block` publisher about to wait for readers to make room: what it committed
+    /// unannounced is announced first, or readers parked since would never make it.
+    fn announce_before_waiting(&self) {
+        if self.announce_later {
+            self.announce();
+        }
+    }
+
     /// Tells the publisher which subscriber entry belongs to its own hub: backpressure
     /// ignores it (a hub does not wait for itself), and that subscriber skips what this
     /// publisher publishes (a hub does not receive its own messages).
@@ -594,6 +602,7 @@ impl Publisher {
             Backpressure::DropNew => return Ok(false),
             Backpressure::FailFast => return Err(ShmError::SideFull { held: side.held() }),
             Backpressure::Block => {
+                self.announce_before_waiting();
                 wait_until(
                     &self.mem,
                     Instant::now() + self.timeout,
@@ -735,6 +744,7 @@ impl Publisher {
                         Backpressure::DropNew => return Ok(None),
                         Backpressure::FailFast => return Err(ShmError::RingFull),
                         _ => {
+                            self.announce_before_waiting();
                             let mem = &self.mem;
                             let own = self.own_entry;
                             wait_until(
@@ -1011,6 +1021,7 @@ impl Publisher {
                     });
                 }
                 Backpressure::Block => {
+                    self.announce_before_waiting();
                     wait_for_space(&self.mem, tail, Instant::now() + self.timeout, self.own_entry)?;
                     self.stats.blocked += 1;
                     self.credit_gen = self.mem.credit_gen();

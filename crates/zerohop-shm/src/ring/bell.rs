@@ -287,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn a_block_publisher_that_announces_later_announces_before_it_waits_for_room() {
+        let seg = segment("block-later");
+        let mut sub = Subscriber::new(seg.clone()).unwrap();
+        let bell = Bell::new(seg.clone(), sub.index).unwrap().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut got = 0;
+            while got < 20 {
+                if sub.try_recv(&mut out).is_some() {
+                    got += 1;
+                } else if bell.arm(sub.cursor()) == Armed::Waiting {
+                    // Only a ring wakes it: no time slice to look again by itself.
+                    assert!(rings(bell.fd(), 10_000), "never rung");
+                    bell.settle();
+                }
+            }
+            got
+        });
+        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+        p.set_announce_later(true);
+        p.set_timeout(Duration::from_secs(5));
+        // 20 messages into an 8-slot ring, announced only as the publisher waits for room.
+        for i in 0..20u8 {
+            p.publish(&[i]).unwrap();
+        }
+        p.announce();
+        assert_eq!(reader.join().unwrap(), 20);
+    }
+
+    #[test]
     fn a_reader_that_stops_waiting_unrung_takes_its_count_back() {
         let seg = segment("unrung");
         let sub = Subscriber::new(seg.clone()).unwrap();
