@@ -136,6 +136,9 @@ pub mod offsets {
     pub const SLOT_LEN: usize = 4;
     /// Who published the message: the publishing hub's subscriber entry plus one, or 0.
     pub const SLOT_ORIGIN: usize = 8;
+    /// In a slot's origin word: the message came into the segment through a bridge
+    /// (see `ring::Publisher::set_bridged`).
+    pub const BRIDGED: u32 = 1 << 31;
     /// When the message stops being worth reading (`ttlMs`): the wall clock's
     /// milliseconds since the Unix epoch, modulo 2^32 (compared with wrapping
     /// arithmetic, so a time to live under 24 days); 0: never.

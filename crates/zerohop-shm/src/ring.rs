@@ -484,7 +484,14 @@ impl Publisher {
     /// publisher publishes (a hub does not receive its own messages).
     pub fn set_own_entry(&mut self, entry: Option<u32>) {
         self.own_entry = entry;
-        self.origin = entry.map_or(0, |e| e + 1);
+        self.origin = entry.map_or(0, |e| e + 1) | (self.origin & offsets::BRIDGED);
+    }
+
+    /// What this publisher publishes came from elsewhere through a bridge: its origin
+    /// word says so ([`offsets::BRIDGED`]), and readers that forward
+    /// ([`Subscriber::pass_over_bridged`]) pass over it.
+    pub fn set_bridged(&mut self, bridged: bool) {
+        self.origin = (self.origin & !offsets::BRIDGED) | if bridged { offsets::BRIDGED } else { 0 };
     }
 
     /// Sets how long `publish` and `loan` wait for space (or the repair lock, or a
@@ -1560,6 +1567,8 @@ pub struct Subscriber {
     pool_after: Option<u32>,
     /// Whether spinning has paid lately (see [`SpinHistory`]).
     spins: SpinHistory,
+    /// Passes over what bridges brought ([`pass_over_bridged`](Self::pass_over_bridged)).
+    pass_over_bridged: bool,
 }
 
 impl Subscriber {
@@ -1580,6 +1589,7 @@ impl Subscriber {
             group: None,
             pool_after: None,
             spins: SpinHistory::default(),
+            pass_over_bridged: false,
         })
     }
 
@@ -1686,11 +1696,13 @@ impl Subscriber {
                         }
                     }
                     let slot = self.mem.layout.slot_offset(seq);
-                    if self.group.is_none()
-                        && self.mem.word(slot + offsets::SLOT_ORIGIN).load(Ordering::Relaxed) == self.index + 1
+                    let origin = self.mem.word(slot + offsets::SLOT_ORIGIN).load(Ordering::Relaxed);
+                    if (self.group.is_none() && origin & !offsets::BRIDGED == self.index + 1)
+                        || (self.pass_over_bridged && origin & offsets::BRIDGED != 0)
                     {
-                        // Our own hub published it: not ours to receive (unless the
-                        // slot was overwritten meanwhile, then we were lapped).
+                        // Our own hub published it, or a bridge brought it and this
+                        // reader forwards: not ours to receive (unless the slot was
+                        // overwritten meanwhile, then we were lapped).
                         fence(Ordering::Acquire);
                         if self.mem.stamp(seq).load(Ordering::Relaxed) != stamp {
                             self.skip_ahead();
@@ -1885,6 +1897,14 @@ impl Subscriber {
             cancel,
             &self.spins,
         )
+    }
+
+    /// This reader forwards what it reads (a bridge's): it passes over what a bridge
+    /// brought into the segment ([`Publisher::set_bridged`]), so that no message goes
+    /// round a cycle of bridges. (As NATS routes do not pass on what came from a route:
+    /// a message crosses at most one bridge into a segment and one out.)
+    pub fn pass_over_bridged(&mut self, pass: bool) {
+        self.pass_over_bridged = pass;
     }
 
     /// A handle that can wait for this subscriber's next message from another thread.

@@ -185,6 +185,14 @@ pub trait Transport: Send {
         None
     }
 
+    /// This hub is a side of a bridge: what it publishes came from elsewhere, and what
+    /// it receives goes elsewhere. A transport whose messages carry no origin a bridge
+    /// sets (shared memory) marks what the hub publishes as bridged, and the hub's
+    /// reader passes over what is marked so (what another bridge brought in), so that
+    /// no message goes round a cycle of bridges; others have their own way (NATS: an
+    /// origin header) or nothing to do.
+    fn set_bridge_side(&mut self) {}
+
     /// From now on, delivers each message it receives straight into `to`, on the
     /// transport's own thread, instead of into its ring (a bridge's direction without a
     /// thread of its own), counting in `counts`. `ERR_UNSUPPORTED_TRANSPORT` where the

@@ -12,10 +12,17 @@
 //! never comes back to it on that side; NATS does not echo a connection's own messages
 //! either; and a `nats://` side carries the bridge's **origin** in a header on
 //! everything it publishes and drops what comes back with it (through another bridge
-//! of the same origin). Bridges must form a tree: shared memory carries no headers, so
-//! the first origin is lost at each hop and a cycle would carry a message round it. A destination that is behind (its socket draining) is waited
-//! for, so the source's own backpressure applies; one that stays without room (a NATS
-//! server gone, `sendQueueBytes` full) gets what finds no room dropped, counted.
+//! of the same origin).
+//!
+//! No loops. Each side is a bridge's ([`Hub::set_bridge_side`]): what a bridge brings
+//! into shared memory is marked there as bridged, and a bridge's reader passes over what
+//! is marked, so a message crosses at most one bridge into a segment and one out of it
+//! (as NATS routes do not pass on what came from a route), and bridges may form any
+//! graph, cycles included.
+//!
+//! A destination that is behind (its socket draining) is waited for, so the source's
+//! own backpressure applies; one that stays without room (a NATS server gone,
+//! `sendQueueBytes` full) gets what finds no room dropped, counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,6 +167,9 @@ impl Bridge {
                 return Err(e);
             }
         };
+        for hub in [&mut a, &mut b] {
+            hub.set_bridge_side();
+        }
         let opened = || -> Result<[Option<Arc<dyn Link>>; 2]> {
             // (A side only read has no link: it publishes nothing.) Each destination is
             // flushed once a batch: what it sends or wakes waits for that.

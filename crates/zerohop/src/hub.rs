@@ -146,6 +146,12 @@ impl Hub {
         self.transport.subject(id)
     }
 
+    /// This hub is a side of a bridge (see [`Transport::set_bridge_side`]); before
+    /// [`link`](Self::link).
+    pub fn set_bridge_side(&mut self) {
+        self.transport.set_bridge_side();
+    }
+
     /// From now on, delivers what it receives straight into `to` on the transport's own
     /// thread (see [`Transport::forward_to`]; `ERR_UNSUPPORTED_TRANSPORT` where it cannot).
     pub fn forward_to(&self, to: Arc<dyn Link>, counts: Arc<ForwardCounts>) -> Result<()> {

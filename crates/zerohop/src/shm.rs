@@ -138,6 +138,8 @@ pub struct ShmTransport {
     spec: ShmSpec,
     /// The hub as a handle other threads share, once asked for ([`Transport::link`]).
     link: std::sync::OnceLock<Arc<ShmLink>>,
+    /// A side of a bridge ([`Transport::set_bridge_side`]).
+    bridge_side: bool,
 }
 
 /// A shared-memory hub's publishing as a handle other threads share: a publisher of its
@@ -354,6 +356,7 @@ pub fn open(endpoint: &Endpoint, mut options: HubOptions) -> Result<Box<dyn Tran
         limiter: settings.rate.map(|r| Arc::new(Limiter::new(r, settings.backpressure, settings.publish_timeout))),
         spec,
         link: std::sync::OnceLock::new(),
+        bridge_side: false,
     }))
 }
 
@@ -448,6 +451,17 @@ impl Transport for ShmTransport {
         }
     }
 
+    /// Marks what it publishes as bridged, and its reader passes over what is.
+    fn set_bridge_side(&mut self) {
+        self.bridge_side = true;
+        if let Some(p) = &mut self.publisher {
+            p.set_bridged(true);
+        }
+        if let Some(s) = &mut self.subscriber {
+            s.pass_over_bridged(true);
+        }
+    }
+
     fn link(&self) -> Option<Arc<dyn Link>> {
         let segment = self.segment.as_ref()?;
         if !self.settings.role.publishes() {
@@ -456,8 +470,10 @@ impl Transport for ShmTransport {
         let link = self.link.get_or_init(|| {
             let listed = PublisherEntry::join(segment.clone());
             let own = self.subscriber.as_ref().map(Subscriber::index);
+            let mut publisher = self.spec.publisher(segment, listed.index(), own);
+            publisher.set_bridged(self.bridge_side);
             Arc::new(ShmLink {
-                publisher: std::sync::Mutex::new(self.spec.publisher(segment, listed.index(), own)),
+                publisher: std::sync::Mutex::new(publisher),
                 _listed: listed,
                 // (One rate for the hub, whichever handle publishes.)
                 limiter: self.limiter.clone(),

@@ -53,3 +53,37 @@ fn a_bridge_refuses_to_publish_on_a_pattern() {
     let ok = Bridge::start(&shm, Options::default(), &server.url("a.>"), Options::default(), Direction::In, None);
     assert!(ok.is_ok(), "a pattern is fine to receive from");
 }
+
+#[test]
+fn bridges_in_a_cycle_carry_each_message_round_it_once() {
+    // Two bridges between one segment and one subject, with origins of their own: a
+    // cycle (what one brings into the segment, the other would take out again, and
+    // the first bring back...). What a bridge brought in, no bridge takes out.
+    let server = NatsServer::start(&[]);
+    let shm = format!("shm://bridge-cycle-{}", std::process::id());
+    let remote = server.url("site.cycle");
+    let start = |origin: &str| {
+        Bridge::start(&shm, Options::default(), &remote, Options::default(), Direction::Both, Some(origin.into()))
+            .unwrap()
+    };
+    let (mut one, mut two) = (start("one"), start("two"));
+    let mut local = Hub::open(&shm, HubOptions::default()).unwrap();
+    let mut far = open_waiting(&remote);
+    for i in 0..5u32 {
+        local.publish(&i.to_le_bytes()).unwrap();
+    }
+    let count = |hub: &mut Hub| {
+        let mut out = Vec::new();
+        let mut n = 0;
+        while hub.recv(&mut out, Some(Duration::from_millis(500))).unwrap().is_some() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(count(&mut far), 10, "each bridge took each message out once");
+    assert_eq!(count(&mut local), 10, "each brought the other's copy in once, and took it no further");
+    let (m1, m2) = (one.metrics(), two.metrics());
+    assert_eq!((m1.out.forwarded, m1.r#in.forwarded, m2.out.forwarded, m2.r#in.forwarded), (5, 5, 5, 5));
+    one.close(Duration::from_secs(1));
+    two.close(Duration::from_secs(1));
+}

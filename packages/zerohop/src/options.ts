@@ -44,11 +44,13 @@ export interface CommonHubOptions<T> {
   publishTimeoutMs?: number
   /**
    * How long a waiting receiver spins before it parks, in µs (default 20 for shared
-   * memory, 50 for network transports). Shared memory spins in a native thread.
-   * Network transports poll the socket on the calling thread: a reply that comes
-   * within the spin skips the wake-up of the event loop, and a loopback round trip
-   * takes 10–30 µs, hence the longer default. The event loop is then busy for at most
-   * this long each time `recv()` finds nothing; 0 parks at once.
+   * memory, 50 for network transports), on the calling thread: a message that comes
+   * within the spin skips the wake-up of the event loop. Network transports poll the
+   * socket meanwhile (a loopback round trip takes 10–30 µs, hence the longer default).
+   * The event loop is then busy for at most this long each time `recv()` finds
+   * nothing, and only while spinning pays: after four spins in a row that ran out, a
+   * receiver spins one wait in 32. 0 parks at once. (Over a segment without a
+   * directory, a native thread spins instead.)
    */
   spinUs?: number
   /**

@@ -605,6 +605,9 @@ export class ShmPublisher {
   }
 }
 
+/** The publishing hub's entry (plus one) in a slot's origin word; its top bit says a bridge brought the message (what a bridge's reader passes over). */
+const ORIGIN_ENTRY = 0x7fffffff
+
 /** A slot's expiry word for a message that expires at `expiresAtMs` (ms since the Unix epoch): its low 32 bits, never 0. */
 export function expiryWord(expiresAtMs: number): number {
   return Math.floor(expiresAtMs) >>> 0 || 1
@@ -760,7 +763,7 @@ export class ShmSubscriber {
         }
       }
       if (stamp === want) {
-        if (i32[si + r.ORIGIN] === this.own || i32[si + r.LEN] === SKIP_LEN) {
+        if ((i32[si + r.ORIGIN]! & ORIGIN_ENTRY) === this.own || i32[si + r.LEN] === SKIP_LEN) {
           // Our own hub published it, or it holds no message (a loan given up, a dead
           // publisher's hole repaired): not ours to receive (unless it was overwritten
           // meanwhile: then we were lapped).
@@ -968,7 +971,7 @@ export class ShmSubscriber {
   runLength(into: Int32Array, i: number): number {
     const r = this.ring
     const at = (i * r.stride) >> 2
-    if (into[at + r.ORIGIN] === this.own || into[at + r.LEN] === SKIP_LEN) return -1
+    if ((into[at + r.ORIGIN]! & ORIGIN_ENTRY) === this.own || into[at + r.LEN] === SKIP_LEN) return -1
     if (into[at + r.EXPIRY] !== 0 && expiredWord(into[at + r.EXPIRY]!)) {
       this.counters.expired++ // (its time to live ran out)
       return -1
