@@ -1569,6 +1569,9 @@ pub struct Subscriber {
     spins: SpinHistory,
     /// Passes over what bridges brought ([`pass_over_bridged`](Self::pass_over_bridged)).
     pass_over_bridged: bool,
+    /// What it waits on once spinning is over (made at the first wait; `None` for a
+    /// segment without a directory, where it parks on the futex).
+    bell: std::sync::OnceLock<Option<bell::Bell>>,
 }
 
 impl Subscriber {
@@ -1590,6 +1593,7 @@ impl Subscriber {
             pool_after: None,
             spins: SpinHistory::default(),
             pass_over_bridged: false,
+            bell: std::sync::OnceLock::new(),
         })
     }
 
@@ -1619,6 +1623,7 @@ impl Subscriber {
         debug_assert!(self.group.is_none(), "a work group's member reads at its group's cursor");
         self.mem.sub_cursor(self.index).store(self.cursor as u32, Ordering::Release);
         self.handed_over = true;
+        drop(self.bell.take()); // (the entry's next reader makes its own)
         (self.index, self.cursor)
     }
 
@@ -1885,18 +1890,54 @@ impl Subscriber {
         self.cursor = self.reading_at();
     }
 
-    /// Waits until a message is readable: spins for `spin`, then parks on the futex.
-    /// Returns false on timeout or when `cancel` becomes true.
+    /// Waits until a message is readable: spins for `spin` (while spinning pays, see
+    /// [`SpinHistory`]), then waits on its bell ([`bell`]: only a publish past its
+    /// cursor rings it, and not one of its own hub's), or parks on the futex where the
+    /// segment has no directory. Returns false on timeout, or once `cancel` is true
+    /// (looked at least every 50 ms).
     pub fn wait(&self, spin: Duration, timeout: Option<Duration>, cancel: &AtomicBool) -> bool {
-        wait_readable(
-            &self.mem,
-            Some(self.index),
-            self.reading_at(),
-            self.spins.budget(spin),
-            timeout,
-            cancel,
-            &self.spins,
-        )
+        let (cursor, spin) = (self.reading_at(), self.spins.budget(spin));
+        let bell = self.bell.get_or_init(|| bell::Bell::new(self.mem.seg.clone(), self.index).ok().flatten());
+        let Some(bell) = bell else {
+            return wait_readable(&self.mem, Some(self.index), cursor, spin, timeout, cancel, &self.spins);
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Some(done) = spin_until_readable(&self.mem, cursor, spin, cancel, &self.spins) {
+            return done;
+        }
+        loop {
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(d) if now >= d => return false,
+                Some(d) => (d - now).min(PARK_SLICE),
+                None => PARK_SLICE,
+            };
+            match bell.arm(cursor) {
+                bell::Armed::Readable => return true,
+                // (The futex path waits at holes, and repairs them.)
+                bell::Armed::AtHole => {
+                    let left = deadline.map(|d| d.saturating_duration_since(now));
+                    return wait_readable(
+                        &self.mem,
+                        Some(self.index),
+                        cursor,
+                        Duration::ZERO,
+                        left,
+                        cancel,
+                        &self.spins,
+                    );
+                }
+                bell::Armed::Waiting => {}
+            }
+            bell.wait(slice);
+            bell.settle();
+            if readable_at(&self.mem, cursor) {
+                return true;
+            }
+            if cancel.load(Ordering::SeqCst) {
+                return false;
+            }
+        }
     }
 
     /// This reader forwards what it reads (a bridge's): it passes over what a bridge
@@ -1959,6 +2000,7 @@ impl Drop for Subscriber {
         if self.handed_over {
             return;
         }
+        drop(self.bell.take()); // (before the entry goes to another reader: the bell is the entry's)
         release_subscriber_entry(&self.mem, self.index);
     }
 }
@@ -1996,6 +2038,46 @@ fn readable_at(mem: &RingMemory, cursor: u64) -> bool {
         || mem.tail() > cursor + mem.layout.capacity as u64
 }
 
+/// Spins for `spin` until the message at `cursor` is readable (`Some(true)`) or `cancel`
+/// (`Some(false)`); `None` once the spin ran out.
+fn spin_until_readable(
+    mem: &RingMemory,
+    cursor: u64,
+    spin: Duration,
+    cancel: &AtomicBool,
+    spins: &SpinHistory,
+) -> Option<bool> {
+    let start = Instant::now();
+    // Spin: cheap while messages are flowing, and no syscall on either side.
+    let mut i = 0u32;
+    loop {
+        if readable_at(mem, cursor) {
+            if i > 0 {
+                spins.record(true);
+            }
+            return Some(true);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Some(false);
+        }
+        if spin.is_zero() {
+            return None;
+        }
+        i = i.wrapping_add(1);
+        if i.is_multiple_of(64) {
+            if start.elapsed() >= spin {
+                spins.record(false);
+                return None;
+            }
+            // The publisher may be waiting for this CPU (a thread of this process, a
+            // process pinned beside this one): a spin that kept it would only delay
+            // the message it waits for. With nothing else runnable, this returns at once.
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 fn wait_readable(
     mem: &RingMemory,
     entry: Option<u32>,
@@ -2005,35 +2087,9 @@ fn wait_readable(
     cancel: &AtomicBool,
     spins: &SpinHistory,
 ) -> bool {
-    let start = Instant::now();
-    let deadline = timeout.map(|t| start + t);
-    // Spin: cheap while messages are flowing, and no syscall on either side.
-    let mut i = 0u32;
-    loop {
-        if readable_at(mem, cursor) {
-            if i > 0 {
-                spins.record(true);
-            }
-            return true;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return false;
-        }
-        if spin.is_zero() {
-            break;
-        }
-        i = i.wrapping_add(1);
-        if i.is_multiple_of(64) {
-            if start.elapsed() >= spin {
-                spins.record(false);
-                break;
-            }
-            // The publisher may be waiting for this CPU (a thread of this process, a
-            // process pinned beside this one): a spin that kept it would only delay
-            // the message it waits for. With nothing else runnable, this returns at once.
-            std::thread::yield_now();
-        }
-        std::hint::spin_loop();
+    let deadline = timeout.map(|t| Instant::now() + t);
+    if let Some(done) = spin_until_readable(mem, cursor, spin, cancel, spins) {
+        return done;
     }
     // Park. Counting ourselves in `waiters` before the re-check pairs with the
     // publisher's SeqCst stamp store + `waiters` load: one of the two sees the other.

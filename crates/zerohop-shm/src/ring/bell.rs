@@ -137,6 +137,18 @@ impl Bell {
         armed
     }
 
+    /// Waits up to `timeout` for the bell to ring (a reader without an event loop).
+    pub fn wait(&self, timeout: Duration) {
+        let mut p = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: one valid pollfd and a valid timespec for the duration of the call; no
+        // signal mask.
+        unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    }
+
     /// Rings this bell (a reader that found its message as it armed, and wants the ring
     /// it would have had).
     pub fn ring_itself(&self) {
