@@ -1907,11 +1907,7 @@ impl Subscriber {
         }
         loop {
             let now = Instant::now();
-            let slice = match deadline {
-                Some(d) if now >= d => return false,
-                Some(d) => (d - now).min(PARK_SLICE),
-                None => PARK_SLICE,
-            };
+            let Some(slice) = park_slice(deadline, now) else { return false };
             match bell.arm(cursor) {
                 bell::Armed::Readable => return true,
                 // (The futex path waits at holes, and repairs them.)
@@ -2038,6 +2034,16 @@ fn readable_at(mem: &RingMemory, cursor: u64) -> bool {
         || mem.tail() > cursor + mem.layout.capacity as u64
 }
 
+/// How long a wait may sleep at a time now: until `deadline`, at most [`PARK_SLICE`];
+/// `None` once the deadline passed.
+fn park_slice(deadline: Option<Instant>, now: Instant) -> Option<Duration> {
+    match deadline {
+        Some(d) if now >= d => None,
+        Some(d) => Some((d - now).min(PARK_SLICE)),
+        None => Some(PARK_SLICE),
+    }
+}
+
 /// Spins for `spin` until the message at `cursor` is readable (`Some(true)`) or `cancel`
 /// (`Some(false)`); `None` once the spin ran out.
 fn spin_until_readable(
@@ -2100,11 +2106,7 @@ fn wait_readable(
     let mut last_repair = Instant::now();
     loop {
         let now = Instant::now();
-        let slice = match deadline {
-            Some(d) if now >= d => return false,
-            Some(d) => (d - now).min(PARK_SLICE),
-            None => PARK_SLICE,
-        };
+        let Some(slice) = park_slice(deadline, now) else { return false };
         // Published past the cursor but not at it: a hole, whose publisher is writing
         // it (preempted, perhaps, or holding a loan) or died. For its first
         // HOLE_UNCOUNTED, wait without a count in `waiters`: counted, every publish of
