@@ -8,7 +8,8 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Bridge, Hub, Rpc, type StatusEvent } from 'zerohop'
 import { child, pki, twoHosts, uniqueName } from './helpers.ts'
@@ -167,6 +168,10 @@ test('zerohop Rpc on both sides: several servers share the requests (a queue gro
   t.is(calls[0]! + calls[1]!, 100, 'each once')
   t.true(calls[0]! > 0 && calls[1]! > 0, `both served: ${calls}`)
   t.is(rpc.metrics().pending, 0)
+  // No dispatcher of this host's: NATS shares the requests. (A dispatcher's registry is the
+  // abstract socket `@zerohop-rpc-<key>`, the key a hash of the transport and port.)
+  const key = createHash('sha256').update(`nats:${server.port}`).digest('hex').slice(0, 24)
+  t.false(readFileSync('/proc/net/unix', 'utf8').includes(`@zerohop-rpc-${key}`))
 })
 
 test.serial('a server restart: status events, the subscription restored, what was published meanwhile sent after', async (t) => {

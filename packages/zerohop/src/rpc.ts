@@ -142,8 +142,10 @@ export class RpcServer<Req, Res> implements AsyncDisposable {
       await server.close()
       throw e
     }
-    // (Over shared memory the servers of a name share its requests themselves.)
-    if (shared && opened.hub.transport !== 'shm') await server.dispatch()
+    // (Servers share a bound address through a dispatcher. Over shared memory the servers
+    // of a name share its requests themselves, and those of a subject in the messaging
+    // server's queue group: neither binds an address.)
+    if (shared && opened.hub.transport !== 'shm' && !namesSubject(url)) await server.dispatch()
     return server
   }
 
@@ -642,6 +644,11 @@ function failure(bytes: Uint8Array): ZerohopError {
   } catch {
     return new ConnectionLostError(`the request did not complete: ${text}`)
   }
+}
+
+/** Whether `url` names a subject of a messaging server (`nats://`), not an address or a segment. */
+function namesSubject(url: string): boolean {
+  return native(() => binding.parseEndpoint(url)).subject != null
 }
 
 /** Opens the transport of `url` and a hub over it; its requests are what `Rpc` runs on. */
