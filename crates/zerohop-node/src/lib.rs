@@ -752,12 +752,14 @@ impl ShmHandle {
 
     /// Installs the doorbell: `callback` runs on the JS thread when an armed cursor
     /// becomes readable. The reader's bell rings it where the segment has a directory
-    /// (its event loop polls the bell); elsewhere a waiter thread parks for the reader.
+    /// that takes one (its event loop polls the bell); elsewhere a waiter thread parks
+    /// for the reader.
     #[napi]
     pub fn set_doorbell(&mut self, env: Env, callback: Function<u32, ()>) -> Result<()> {
         let seg = self.seg()?.clone();
         if let Some(entry) = self.entry
-            && let Some(bell) = Bell::new(seg.clone(), entry).map_err(|e| js_error(zerohop::Error::from(e)))?
+            // (A directory that takes no FIFO: the waiter thread, as without a directory.)
+            && let Ok(Some(bell)) = Bell::new(seg.clone(), entry)
             // SAFETY: `callback` is a function argument of this call, on its env.
             && let Some(watcher) = unsafe { BellWatcher::new(env.raw(), callback.raw(), bell) }
         {

@@ -240,7 +240,8 @@ export declare class ShmHandle {
   /**
    * Installs the doorbell: `callback` runs on the JS thread when an armed cursor
    * becomes readable. The reader's bell rings it where the segment has a directory
-   * (its event loop polls the bell); elsewhere a waiter thread parks for the reader.
+   * that takes one (its event loop polls the bell); elsewhere a waiter thread parks
+   * for the reader.
    */
   setDoorbell(callback: (arg: number) => void): void
   /**

@@ -1,7 +1,10 @@
-//! Bells: a reader whose own event loop waits on descriptors (Node's libuv) is woken
-//! through one, rather than by a thread parked on the `notify` futex on its behalf,
-//! which would then have to wake the event loop: one thread hop fewer between a
-//! publisher and the reader.
+//! Bells: a waiting reader is woken through a descriptor it polls, rather than on the
+//! `notify` futex. A JavaScript reader's event loop (libuv) polls it itself, where a
+//! thread parked on the futex on its behalf would then have to wake the loop: one
+//! thread hop fewer between a publisher and the reader. And a publisher rings only the
+//! readers that wait, never its own hub's (which does not read what the hub
+//! publishes), where a futex wakes everyone parked on it: a bridge forwarding into a
+//! segment does not wake its own reader of it.
 //!
 //! A reader's bell is a FIFO in the segment's directory
 //! (`.zerohop-bell-<segment>.<entry>`, `0600`), which the reader holds open for reading
