@@ -140,6 +140,11 @@ impl Protocol for NatsProtocol {
         self.driver.with(|e| e.has_room(len)).unwrap_or(true)
     }
 
+    /// Woken as the I/O thread writes (each write is a change the driver tells of).
+    fn wait_room(&self, _channel: u16, len: usize, timeout: Duration) -> bool {
+        self.driver.wait_until(timeout, |e| e.has_room(len), |e| e.closing)
+    }
+
     fn details(&self) -> Vec<(&'static str, Value)> {
         let Ok((c, (pending, requests, answers, subjects), (server_id, max_payload))) =
             self.driver.with(|e| (e.counters(), e.gauges(), e.server()))

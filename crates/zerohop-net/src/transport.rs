@@ -62,6 +62,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn has_room(&self, _channel: u16, _len: usize) -> bool {
         true
     }
+    /// Waits up to `timeout` for [`has_room`](Self::has_room) (see [`Link::wait_room`]).
+    fn wait_room(&self, channel: u16, len: usize, timeout: Duration) -> bool {
+        zerohop_transport::transport::poll_room(|| self.has_room(channel, len), timeout)
+    }
     /// What `?chaos=` did, if the hub injects faults.
     fn chaos(&self) -> Option<ChaosReport> {
         None
@@ -258,6 +262,16 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn has_room(&self, channel: u16, len: usize) -> bool {
         self.limiter.as_ref().is_none_or(|l| l.has_room(len)) && self.protocol.has_room(channel, len)
+    }
+
+    fn wait_room(&self, channel: u16, len: usize, timeout: Duration) -> bool {
+        match &self.limiter {
+            Some(l) => {
+                zerohop_transport::transport::poll_room(|| l.has_room(len), timeout)
+                    && self.protocol.has_room(channel, len)
+            }
+            None => self.protocol.wait_room(channel, len, timeout),
+        }
     }
 }
 

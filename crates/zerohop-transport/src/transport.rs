@@ -325,6 +325,27 @@ pub trait Link: Send + Sync {
     fn has_room(&self, _channel: u16, _len: usize) -> bool {
         true
     }
+    /// Waits up to `timeout` for [`has_room`](Self::has_room); whether there is room.
+    /// (This default looks every 200 µs; a transport that knows when room is made
+    /// wakes the caller then.)
+    fn wait_room(&self, channel: u16, len: usize, timeout: Duration) -> bool {
+        poll_room(|| self.has_room(channel, len), timeout)
+    }
+}
+
+/// Looks whether `room()` every 200 µs, up to `timeout`.
+pub fn poll_room(room: impl Fn() -> bool, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if room() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_micros(200)));
+    }
 }
 
 /// Called when an armed reader may have something to read.

@@ -63,9 +63,6 @@ const WAIT: Duration = Duration::from_millis(50);
 /// for it and drops what finds no room.
 const STALL: Duration = Duration::from_secs(1);
 
-/// How often a bridge looks whether a destination has room again.
-const ROOM_POLL: Duration = Duration::from_micros(200);
-
 /// A bridge's counters: each direction's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BridgeMetrics {
@@ -302,12 +299,11 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &ForwardCounts, stop: &AtomicB
                 if !stalled {
                     let _ = to.flush();
                     let since = Instant::now();
-                    while !to.has_room(0, buf.len()) && !stop.load(Ordering::Relaxed) {
+                    while !to.wait_room(0, buf.len(), WAIT) && !stop.load(Ordering::Relaxed) {
                         if since.elapsed() > STALL {
                             stalled = true;
                             break;
                         }
-                        std::thread::sleep(ROOM_POLL);
                     }
                 }
             } else {

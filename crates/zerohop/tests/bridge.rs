@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use zerohop::{Bridge, Direction, Hub, HubOptions, Options};
+use zerohop::{Bridge, Direction, Hub, HubOptions, Options, Value};
 use zerohop_test_support::nats::NatsServer;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -86,4 +86,31 @@ fn bridges_in_a_cycle_carry_each_message_round_it_once() {
     assert_eq!((m1.out.forwarded, m1.r#in.forwarded, m2.out.forwarded, m2.r#in.forwarded), (5, 5, 5, 5));
     one.close(Duration::from_secs(1));
     two.close(Duration::from_secs(1));
+}
+
+#[test]
+fn a_bridge_whose_server_is_gone_keeps_what_fits_and_drops_the_rest_counted() {
+    let server = NatsServer::start(&[]);
+    let shm = format!("shm://bridge-gone-{}", std::process::id());
+    let remote = server.url("site.gone");
+    let bounded = Options::new(vec![("sendQueueBytes".into(), Value::Number(8192.0))]);
+    let mut bridge = Bridge::start(&shm, Options::default(), &remote, bounded, Direction::Out, None).unwrap();
+    let mut local = Hub::open(&shm, HubOptions::default()).unwrap();
+    drop(server);
+    for i in 0..1000u32 {
+        local.publish(&[i as u8; 64]).unwrap();
+    }
+    // The bridge waits for room a while (the server may be back), then gives up on what
+    // finds none: every message is kept for the server or counted, none blocks the rest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = bridge.metrics();
+        if m.out.forwarded + m.out.dropped == 1000 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(m.out.forwarded + m.out.dropped, 1000, "{m:?}");
+    assert!(m.out.dropped > 0, "kept what fits in 8 KiB, dropped the rest: {m:?}");
+    bridge.close(Duration::ZERO);
 }
