@@ -159,6 +159,7 @@ impl Envelope {
             peer: self.peer,
             kind: self.kind,
             request: self.request,
+            expiry_ns: None,
         }
     }
 }

@@ -361,6 +361,21 @@ pub fn now_ms32() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u32)
 }
 
+/// The time an expiry word stands for (ms modulo 2^32), in ns since the Unix epoch: the
+/// one of its times nearest now (a word is written at most 2^31 ms ahead).
+pub fn expiry_word_ns(word: u32) -> Option<u64> {
+    if word == 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ms = (now & !0xffff_ffff) | u64::from(word);
+    let nearest = [ms.wrapping_sub(1 << 32), ms, ms + (1 << 32)]
+        .into_iter()
+        .min_by_key(|t| t.abs_diff(now))
+        .expect("three candidates");
+    Some(nearest * 1_000_000)
+}
+
 /// An expiry word for `ttl_ms` from now (never 0, which means none).
 pub fn expiry_in(ttl_ms: u32) -> u32 {
     now_ms32().wrapping_add(ttl_ms).max(1)
@@ -1567,6 +1582,8 @@ pub struct Subscriber {
     pool_after: Option<u32>,
     /// Whether spinning has paid lately (see [`SpinHistory`]).
     spins: SpinHistory,
+    /// The expiry word of the message delivered last (0: none).
+    last_expiry: u32,
     /// Passes over what bridges brought ([`pass_over_bridged`](Self::pass_over_bridged)).
     pass_over_bridged: bool,
     /// What it waits on once spinning is over (made at the first wait; `None` for a
@@ -1592,6 +1609,7 @@ impl Subscriber {
             group: None,
             pool_after: None,
             spins: SpinHistory::default(),
+            last_expiry: 0,
             pass_over_bridged: false,
             bell: std::sync::OnceLock::new(),
         })
@@ -1777,6 +1795,7 @@ impl Subscriber {
             }
             return false;
         }
+        self.last_expiry = expiry;
         if self.group.is_some() {
             // Claimed before `then` (which may let the slot go), or another member has it.
             if !self.advance(seq + 1) {
@@ -1934,6 +1953,12 @@ impl Subscriber {
                 return false;
             }
         }
+    }
+
+    /// When the message delivered last stops being worth reading (its publisher's
+    /// `ttlMs`), in ns since the Unix epoch; `None` if it has no time to live.
+    pub fn last_expiry_ns(&self) -> Option<u64> {
+        expiry_word_ns(self.last_expiry)
     }
 
     /// This reader forwards what it reads (a bridge's): it passes over what a bridge
@@ -3192,6 +3217,18 @@ mod tests {
         p.announce();
         assert_ne!(notify.load(Ordering::SeqCst), before, "the announcement did not ring");
         assert!(t.join().unwrap(), "the parked reader woke");
+    }
+
+    #[test]
+    fn an_expiry_word_stands_for_the_time_nearest_now_that_it_can() {
+        let now_ns =
+            |_: ()| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        assert_eq!(expiry_word_ns(0), None, "no time to live");
+        for (word, ahead_ms) in [(expiry_in(1000), 1000i64), (now_ms32().wrapping_sub(1000), -1000)] {
+            let at = expiry_word_ns(word).unwrap() as i64;
+            let off_ms = (at - now_ns()) / 1_000_000 - ahead_ms;
+            assert!(off_ms.abs() < 50, "{word}: {off_ms} ms off");
+        }
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub struct MessageInfo {
     pub kind: Kind,
     /// The key pairing a request, its answer and its cancellation.
     pub request: u64,
+    /// When it stops being worth reading (`ttlMs`), in ns since the Unix epoch, where
+    /// the transport tells (shared memory): what a bridge passes on with it.
+    pub expiry_ns: Option<u64>,
 }
 
 /// A message transport behind a hub.

@@ -309,7 +309,11 @@ fn forward(from: &mut Hub, to: &dyn Link, counts: &ForwardCounts, stop: &AtomicB
             } else {
                 stalled = false;
             }
-            if !counts.count(to.publish(0, &buf), buf.len()) {
+            let published = match info.expiry_ns {
+                Some(at) => to.publish_expiring(0, &buf, at),
+                None => to.publish(0, &buf),
+            };
+            if !counts.count(published, buf.len()) {
                 return; // the destination closed
             }
         }

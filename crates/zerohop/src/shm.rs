@@ -410,7 +410,8 @@ impl Transport for ShmTransport {
     }
 
     fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<MessageInfo>> {
-        Ok(self.subscriber()?.try_recv(out).map(|_| MessageInfo::default()))
+        let sub = self.subscriber()?;
+        Ok(sub.try_recv(out).map(|_| MessageInfo { expiry_ns: sub.last_expiry_ns(), ..MessageInfo::default() }))
     }
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> Result<bool> {

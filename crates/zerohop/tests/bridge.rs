@@ -114,3 +114,30 @@ fn a_bridge_whose_server_is_gone_keeps_what_fits_and_drops_the_rest_counted() {
     assert!(m.out.dropped > 0, "kept what fits in 8 KiB, dropped the rest: {m:?}");
     bridge.close(Duration::ZERO);
 }
+
+#[test]
+fn a_bridge_passes_a_messages_time_to_live_on() {
+    let server = NatsServer::start(&[]);
+    let shm = format!("shm://bridge-ttl-{}", std::process::id());
+    let remote = server.url("site.ttl");
+    let mut bridge =
+        Bridge::start(&shm, Options::default(), &remote, Options::default(), Direction::Out, None).unwrap();
+    let mut far = open_waiting(&remote);
+    let mut stale = Hub::open_named(&shm, Options::new(vec![("ttlMs".into(), Value::Number(150.0))])).unwrap();
+    let mut fresh = Hub::open(&shm, HubOptions::default()).unwrap();
+    for i in 0..3u8 {
+        stale.publish(&[i]).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bridge.metrics().out.forwarded < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Read only once their time to live ran out, on the far side of NATS.
+    std::thread::sleep(Duration::from_millis(300));
+    fresh.publish(b"fresh").unwrap();
+    let mut out = Vec::new();
+    assert!(far.recv(&mut out, WAIT).unwrap().is_some());
+    assert_eq!(out, b"fresh", "what expired on its way was passed over");
+    assert_eq!(far.metrics().expired, 3);
+    bridge.close(Duration::from_secs(1));
+}
