@@ -3221,8 +3221,7 @@ mod tests {
 
     #[test]
     fn an_expiry_word_stands_for_the_time_nearest_now_that_it_can() {
-        let now_ns =
-            |_: ()| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let now_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
         assert_eq!(expiry_word_ns(0), None, "no time to live");
         for (word, ahead_ms) in [(expiry_in(1000), 1000i64), (now_ms32().wrapping_sub(1000), -1000)] {
             let at = expiry_word_ns(word).unwrap() as i64;
