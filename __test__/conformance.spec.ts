@@ -698,17 +698,21 @@ for (const tr of transports) {
   })
 
   test.serial(name('receiveQueueBytes bounds what a slow reader holds; the sender waits, and nothing is lost'), async (t) => {
-    if (tr.atMostOnce) {
-      // The reader holds 1 MiB beyond its ring; what comes past that is dropped, counted;
-      // what it holds comes in order.
-      const [size, count] = [4096, 2000]
-      const [a, b] = await tr.pair<Uint8Array>({ slotSize: 64, capacity: 16, receiveQueueBytes: 1 << 20 } as HubOptions<Uint8Array>)
+    /** Publishes `count` messages of `size` bytes, each numbered in its first four, then flushes. */
+    const publishNumbered = (b: Hub<Uint8Array>, size: number, count: number): void => {
       for (let i = 0; i < count; i++) {
         const m = new Uint8Array(size)
         new DataView(m.buffer).setUint32(0, i, true)
         b.publish(m)
       }
       b.flush()
+    }
+    if (tr.atMostOnce) {
+      // The reader holds 1 MiB beyond its ring; what comes past that is dropped, counted;
+      // what it holds comes in order.
+      const [size, count] = [4096, 2000]
+      const [a, b] = await tr.pair<Uint8Array>({ slotSize: 64, capacity: 16, receiveQueueBytes: 1 << 20 } as HubOptions<Uint8Array>)
+      publishNumbered(b, size, count)
       const drops = () => Number((a.metrics() as unknown as Record<string, { slowConsumerDrops: number }>)[tr.name]!.slowConsumerDrops)
       const got: number[] = []
       for (let quiet = 0; quiet < 50 && got.length + drops() < count; ) {
@@ -738,12 +742,7 @@ for (const tr of transports) {
     // (by default it would take all 24 MiB, its sender's queue holding 64).
     const [size, count] = [4096, 6000]
     const [a, b] = await tr.pair<Uint8Array>({ slotSize: 64, receiveQueueBytes: 1 << 20 } as HubOptions<Uint8Array>)
-    for (let i = 0; i < count; i++) {
-      const m = new Uint8Array(size)
-      new DataView(m.buffer).setUint32(0, i, true)
-      b.publish(m)
-    }
-    b.flush()
+    publishNumbered(b, size, count)
     const read = () => Number((a.metrics() as unknown as Record<string, { bytesReceived: number }>)[tr.name]!.bytesReceived)
     let [before, now] = [-1, read()]
     while (now !== before) {

@@ -8,7 +8,7 @@ use std::ffi::{c_int, c_void};
 use napi::sys;
 use zerohop_shm::ring::bell::{Armed, Bell};
 
-use crate::watch::{Block, UV_READABLE, uv_poll_start, uv_poll_stop, uv_ref, uv_unref};
+use crate::watch::{Block, Poll};
 
 struct State {
     /// Taken out when the watcher is dropped: the bell goes at once (before its table
@@ -16,9 +16,6 @@ struct State {
     bell: Option<Bell>,
     /// A reader waits (armed, not yet rung).
     armed: bool,
-    /// libuv polls the bell. It goes on after a ring, until the bell is found rung with
-    /// nobody waiting: a reader that waits again right away costs libuv no `epoll_ctl`.
-    polling: bool,
 }
 
 /// A reader's bell on the event loop; JavaScript thread only.
@@ -35,14 +32,14 @@ impl BellWatcher {
     pub unsafe fn new(env: sys::napi_env, doorbell: sys::napi_value, bell: Bell) -> Option<BellWatcher> {
         let fd = bell.fd();
         // SAFETY: per this function's contract.
-        let block = unsafe { Block::new(env, doorbell, fd, State { bell: Some(bell), armed: false, polling: false }) }?;
+        let block = unsafe { Block::new(env, doorbell, fd, on_rung, State { bell: Some(bell), armed: false }) }?;
         Some(BellWatcher { block })
     }
 
-    fn parts(&mut self) -> (*mut c_void, &mut State) {
-        // SAFETY: `block` lives until `drop` closes it, and only the JavaScript thread
-        // touches it: nothing else holds the state now.
-        unsafe { (Block::handle(self.block), &mut (*self.block).state) }
+    fn parts(&mut self) -> (&mut Poll, &mut State) {
+        // SAFETY: `block` lives until `drop` closes it; JavaScript thread only.
+        let (poll, _, state) = unsafe { Block::parts(self.block) };
+        (poll, state)
     }
 
     /// Asks for one doorbell ring once the ring holds messages past `cursor`: false if
@@ -51,7 +48,7 @@ impl BellWatcher {
     /// ([`ringer`](Self::ringer)) once it is readable. While armed, the watcher keeps
     /// the event loop alive, as a pending read of a socket does.
     pub fn arm(&mut self, cursor: u64) -> bool {
-        let (handle, state) = self.parts();
+        let (poll, state) = self.parts();
         let Some(bell) = &state.bell else { return true };
         let armed = bell.arm(cursor);
         if armed == Armed::Readable {
@@ -59,30 +56,28 @@ impl BellWatcher {
             bell.ring_itself();
         }
         state.armed = true;
-        start(handle, state);
-        // SAFETY: an initialised handle.
-        unsafe { uv_ref(handle) };
+        poll.start();
+        poll.hold_loop(true);
         armed != Armed::AtHole
     }
 
     /// What rings the bell from another thread.
     pub fn ringer(&self) -> std::io::Result<impl Fn() + Send + 'static> {
-        // SAFETY: as in `parts`; read only.
-        let state = unsafe { &(*self.block).state };
+        // SAFETY: as in `parts`.
+        let (_, _, state) = unsafe { Block::parts(self.block) };
         let bell = state.bell.as_ref().ok_or(std::io::ErrorKind::NotConnected)?;
         bell.ringer().map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Cancels an `arm`.
     pub fn disarm(&mut self) {
-        let (handle, state) = self.parts();
+        let (poll, state) = self.parts();
         if state.armed {
             state.armed = false;
             if let Some(bell) = &state.bell {
                 bell.settle();
             }
-            // SAFETY: an initialised handle.
-            unsafe { uv_unref(handle) };
+            poll.hold_loop(false);
         }
     }
 }
@@ -91,24 +86,12 @@ impl Drop for BellWatcher {
     /// Stops watching; libuv frees the handle (and the bell) on its next turn.
     fn drop(&mut self) {
         self.disarm();
-        let (handle, state) = self.parts();
-        if state.polling {
-            // SAFETY: an initialised poll handle (stopped before its descriptor closes).
-            unsafe { uv_poll_stop(handle) };
-            state.polling = false;
-        }
+        let (poll, state) = self.parts();
+        poll.stop(); // (before its descriptor closes)
         state.bell = None;
         // SAFETY: on the JavaScript thread with its env (watchers live in hub handles,
         // dropped by `close` or the handle's finalizer); the block is not used again.
         unsafe { Block::close(self.block) };
-    }
-}
-
-/// Starts libuv's polling if it is not on.
-fn start(handle: *mut c_void, state: &mut State) {
-    if !state.polling {
-        // SAFETY: an initialised poll handle; the callback's signature is libuv's.
-        state.polling = unsafe { uv_poll_start(handle, UV_READABLE, on_rung) } == 0;
     }
 }
 
@@ -117,23 +100,20 @@ unsafe extern "C" fn on_rung(handle: *mut c_void, status: c_int, _events: c_int)
     // SAFETY: the data of every handle here is its block; the loop runs this on the
     // JavaScript thread, the only one that touches the state.
     let block = unsafe { Block::<State>::of(handle) };
-    let (js, state) = (&block.js, &mut block.state);
+    let (poll, js, state) = (&mut block.poll, &block.js, &mut block.state);
     if let Some(bell) = &state.bell {
         bell.settle();
     }
     if status < 0 || !state.armed {
         // Nobody waits (a ring that came as the reader stopped waiting), or libuv gave
         // the handle up: stop until someone waits again.
-        // SAFETY: an initialised poll handle.
-        unsafe { uv_poll_stop(handle) };
-        state.polling = false;
+        poll.stop();
         if !state.armed {
             return;
         }
     }
     state.armed = false;
-    // SAFETY: an initialised handle.
-    unsafe { uv_unref(handle) };
+    poll.hold_loop(false);
     // SAFETY: on the JavaScript thread of its env, inside libuv's callback. JavaScript
     // may arm again (or close the hub) from the doorbell, reaching the state through the
     // handle: nothing here touches `state` after the call.

@@ -131,7 +131,7 @@ impl Waker {
         if self.closed.get() {
             return false;
         }
-        match &*self.watcher.borrow() {
+        match &mut *self.watcher.borrow_mut() {
             Some(w) => w.arm(cursor),
             None => self.ring.arm(cursor, false),
         }
@@ -139,7 +139,7 @@ impl Waker {
     }
 
     fn disarm(&self) {
-        match &*self.watcher.borrow() {
+        match &mut *self.watcher.borrow_mut() {
             Some(w) => w.disarm(),
             None => {
                 self.ring.disarm();
@@ -364,7 +364,7 @@ impl NetHandle {
     /// no longer holds the loop for it).
     #[napi]
     pub fn rung_elsewhere(&self) {
-        if let Some(w) = &*self.waker.watcher.borrow() {
+        if let Some(w) = &mut *self.waker.watcher.borrow_mut() {
             w.rung_elsewhere();
         }
     }

@@ -54,10 +54,6 @@ struct State {
     /// does not hold the loop by itself) has not arrived yet: the watcher holds the loop
     /// until it does, or the process could exit with a receive pending.
     ring_on_its_way: bool,
-    /// libuv polls the descriptor. It goes on after a ring, until it finds the socket
-    /// readable with nobody waiting: a reader that waits again right away (a ping-pong)
-    /// then costs libuv no `epoll_ctl`.
-    polling: bool,
 }
 
 /// The doorbell a poll callback rings: a JavaScript function (called with no
@@ -79,22 +75,82 @@ impl Js {
     }
 }
 
-/// The memory of one `uv_poll_t` (aligned for it), the doorbell, and the state its
-/// data points to.
-pub(crate) struct Block<S> {
+/// What libuv's poll callback is.
+pub(crate) type OnReadable = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+
+/// One `uv_poll_t` (its memory, aligned for it) on a descriptor, initialised.
+pub(crate) struct Poll {
     handle: Vec<u64>,
+    on_readable: OnReadable,
+    /// libuv polls the descriptor. Watchers leave it on after a ring, until they find
+    /// the descriptor readable with nobody waiting: a reader that waits again right away
+    /// (a ping-pong) then costs libuv no `epoll_ctl`.
+    polling: bool,
+}
+
+impl Poll {
+    fn ptr(&mut self) -> *mut c_void {
+        self.handle.as_mut_ptr().cast()
+    }
+
+    /// Polls for readability, if it does not already.
+    pub(crate) fn start(&mut self) {
+        if !self.polling {
+            // SAFETY: an initialised poll handle (see `Block::new`); the callback's
+            // signature is libuv's.
+            self.polling = unsafe { uv_poll_start(self.ptr(), UV_READABLE, self.on_readable) } == 0;
+        }
+    }
+
+    /// Stops polling, if it does.
+    pub(crate) fn stop(&mut self) {
+        if self.polling {
+            // SAFETY: an initialised poll handle.
+            unsafe { uv_poll_stop(self.ptr()) };
+            self.polling = false;
+        }
+    }
+
+    /// libuv stopped polling by itself (an error condition: a callback's status < 0).
+    pub(crate) fn stopped(&mut self) {
+        self.polling = false;
+    }
+
+    /// Whether the handle holds the event loop open while it polls.
+    pub(crate) fn hold_loop(&mut self, hold: bool) {
+        // SAFETY: an initialised handle; both are idempotent.
+        unsafe {
+            if hold {
+                uv_ref(self.ptr());
+            } else {
+                uv_unref(self.ptr());
+            }
+        }
+    }
+}
+
+/// A poll handle, the doorbell, and the state its data points to.
+pub(crate) struct Block<S> {
+    pub(crate) poll: Poll,
     pub(crate) js: Js,
     pub(crate) state: S,
 }
 
 impl<S> Block<S> {
     /// A poll handle on `fd` of `env`'s loop (unreferenced, not polling yet) whose data
-    /// is a block with `state`; `None` where libuv refuses it.
+    /// is a block with `state`, calling `on_readable` when polled; `None` where libuv
+    /// refuses it.
     ///
     /// # Safety
     /// `env` must be the env of the current call (on the JavaScript thread), and
     /// `doorbell` a function value of it.
-    pub(crate) unsafe fn new(env: sys::napi_env, doorbell: sys::napi_value, fd: c_int, state: S) -> Option<*mut Self> {
+    pub(crate) unsafe fn new(
+        env: sys::napi_env,
+        doorbell: sys::napi_value,
+        fd: c_int,
+        on_readable: OnReadable,
+        state: S,
+    ) -> Option<*mut Self> {
         let mut event_loop = ptr::null_mut();
         // SAFETY: per the contract; a valid out-pointer.
         if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok || event_loop.is_null()
@@ -118,11 +174,12 @@ impl<S> Block<S> {
             sys::napi_async_init(env, ptr::null_mut(), name, &mut context);
         }
         let js = Js { env, doorbell: reference, context };
-        let block = Box::into_raw(Box::new(Block { handle: vec![0u64; size.div_ceil(8)], js, state }));
+        let poll = Poll { handle: vec![0u64; size.div_ceil(8)], on_readable, polling: false };
+        let block = Box::into_raw(Box::new(Block { poll, js, state }));
         // SAFETY: `block` is ours and alive; its handle memory is `size` bytes, 8-aligned,
         // and stays where it is (the Box is not moved) until the close callback frees it.
         unsafe {
-            let handle = (*block).handle.as_mut_ptr().cast::<c_void>();
+            let handle = (*block).poll.ptr();
             if uv_poll_init(event_loop, handle, fd) != 0 {
                 let b = Box::from_raw(block);
                 sys::napi_delete_reference(env, b.js.doorbell);
@@ -136,13 +193,16 @@ impl<S> Block<S> {
         Some(block)
     }
 
-    /// The `uv_poll_t` of `block`.
+    /// The poll handle and the state of `block`, apart.
     ///
     /// # Safety
-    /// `block` must be alive (made by [`new`](Self::new), not yet [`close`](Self::close)d).
-    pub(crate) unsafe fn handle(block: *mut Self) -> *mut c_void {
+    /// `block` must be alive (made by [`new`](Self::new), not yet closed), on the
+    /// JavaScript thread (the only one that touches it), with no other reference to it
+    /// held.
+    pub(crate) unsafe fn parts<'a>(block: *mut Self) -> (&'a mut Poll, &'a Js, &'a mut S) {
         // SAFETY: per the contract.
-        unsafe { (*block).handle.as_mut_ptr().cast() }
+        let block = unsafe { &mut *block };
+        (&mut block.poll, &block.js, &mut block.state)
     }
 
     /// The block of the handle a poll callback was called with.
@@ -158,8 +218,8 @@ impl<S> Block<S> {
     /// freed on the loop's next turn.
     ///
     /// # Safety
-    /// As [`handle`](Self::handle), on the JavaScript thread of the block's env; the
-    /// block is not used again.
+    /// `block` must be alive (made by [`new`](Self::new), not yet closed), on the
+    /// JavaScript thread of its env; it is not used again.
     pub(crate) unsafe fn close(block: *mut Self) {
         // SAFETY: per the contract: the reference and the context are the block's; after
         // `uv_close` the block belongs to the close callback.
@@ -167,7 +227,7 @@ impl<S> Block<S> {
             let js = &(*block).js;
             sys::napi_delete_reference(js.env, js.doorbell);
             sys::napi_async_destroy(js.env, js.context);
-            uv_close(Self::handle(block), Some(free_block::<S>));
+            uv_close((*block).poll.ptr(), Some(free_block::<S>));
         }
     }
 }
@@ -197,52 +257,48 @@ impl Watcher {
         ring: Arc<dyn ReadInPlace>,
     ) -> Option<Watcher> {
         let fd = ring.readiness_fd();
-        let state = State { link, ring, cursor: 0, armed: false, ring_on_its_way: false, polling: false };
+        let state = State { link, ring, cursor: 0, armed: false, ring_on_its_way: false };
         // SAFETY: per this function's contract.
-        let block = unsafe { Block::new(env, doorbell, fd, state) }?;
+        let block = unsafe { Block::new(env, doorbell, fd, on_readable, state) }?;
         Some(Watcher { block })
     }
 
-    fn handle(&self) -> *mut c_void {
-        // SAFETY: `block` lives until `drop` hands it to libuv's close callback.
-        unsafe { Block::handle(self.block) }
+    fn parts(&mut self) -> (&mut Poll, &mut State) {
+        // SAFETY: `block` lives until `drop` closes it; JavaScript thread only.
+        let (poll, _, state) = unsafe { Block::parts(self.block) };
+        (poll, state)
     }
 
     /// Asks for one doorbell ring once the ring's tail passes `cursor`: the transport
     /// arms for other threads' deliveries, and libuv watches the socket meanwhile. While
     /// armed, the watcher keeps the event loop alive, as a pending read of a Node socket
     /// does.
-    pub fn arm(&self, cursor: u64) {
-        // SAFETY: JavaScript thread only, so nothing else touches the state now.
-        let state = unsafe { &mut (*self.block).state };
+    pub fn arm(&mut self, cursor: u64) {
+        let (poll, state) = self.parts();
         state.cursor = cursor;
         state.armed = true;
         state.ring.arm(cursor, true);
-        start(self.handle(), state);
-        // SAFETY: an initialised handle.
-        unsafe { uv_ref(self.handle()) };
+        poll.start();
+        poll.hold_loop(true);
     }
 
     /// Cancels an `arm`.
-    pub fn disarm(&self) {
-        // SAFETY: as in `arm`.
-        let state = unsafe { &mut (*self.block).state };
+    pub fn disarm(&mut self) {
+        let (poll, state) = self.parts();
         state.armed = false;
         state.ring_on_its_way = false; // nobody waits for it any more
-        stop(self.handle(), state);
+        stop(poll, state);
         state.ring.disarm();
     }
 
     /// Another thread rang the doorbell (through the threadsafe function): the wait is
-    /// over. Polling goes on (see [`State::polling`]) without holding the loop.
-    pub fn rung_elsewhere(&self) {
-        // SAFETY: as in `arm`.
-        let state = unsafe { &mut (*self.block).state };
+    /// over. Polling goes on (see [`Poll::polling`]) without holding the loop.
+    pub fn rung_elsewhere(&mut self) {
+        let (poll, state) = self.parts();
         if state.armed || state.ring_on_its_way {
             state.armed = false;
             state.ring_on_its_way = false;
-            // SAFETY: an initialised handle.
-            unsafe { uv_unref(self.handle()) };
+            poll.hold_loop(false);
         }
     }
 
@@ -263,23 +319,10 @@ impl Drop for Watcher {
 }
 
 /// Stops libuv's polling, and tells the transport it reads its socket itself again.
-fn stop(handle: *mut c_void, state: &mut State) {
-    // SAFETY: an initialised handle; unref is idempotent.
-    unsafe { uv_unref(handle) };
-    if state.polling {
-        // SAFETY: an initialised poll handle.
-        unsafe { uv_poll_stop(handle) };
-        state.polling = false;
-    }
+fn stop(poll: &mut Poll, state: &State) {
+    poll.hold_loop(false);
+    poll.stop();
     state.ring.unwatch();
-}
-
-/// Starts libuv's polling if it is not on.
-fn start(handle: *mut c_void, state: &mut State) {
-    if !state.polling {
-        // SAFETY: an initialised poll handle; the callback's signature is libuv's.
-        state.polling = unsafe { uv_poll_start(handle, UV_READABLE, on_readable) } == 0;
-    }
 }
 
 /// The socket is readable (on the JavaScript thread): read it into the ring, and ring
@@ -290,12 +333,12 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     // SAFETY: the data of every handle here is its block; the loop runs this on the
     // JavaScript thread, the only one that touches the state.
     let block = unsafe { Block::<State>::of(handle) };
-    let (js, state) = (&block.js, &mut block.state);
+    let (poll, js, state) = (&mut block.poll, &block.js, &mut block.state);
     if status < 0 {
         // libuv stopped the handle on an error condition (POLLERR: a connected socket's
         // ICMP "port unreachable", say). The pump below reads the error, which clears it;
         // polling starts again when the reader waits again.
-        state.polling = false;
+        poll.stopped();
     }
     let link = state.link.clone();
     if !state.armed {
@@ -303,10 +346,10 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
         if state.ring_on_its_way {
             // Polling goes on (again, if an error stopped it): an active, referenced
             // handle is what holds the loop until the other thread's ring arrives.
-            start(handle, state);
+            poll.start();
         } else {
             // Nobody waits: stop until someone does (the transport's I/O thread reads).
-            stop(handle, state);
+            stop(poll, state);
         }
         return;
     }
@@ -320,19 +363,18 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
             // held until it comes (`Watcher::rung_elsewhere`).
             state.armed = false;
             state.ring_on_its_way = true;
-            start(handle, state);
+            poll.start();
             return;
         }
         if table::tail(state.ring.segment()) <= state.cursor {
             // Acknowledgements only: wait on (the arm rings at once if a message came meanwhile).
             state.ring.arm(state.cursor, true);
-            start(handle, state);
+            poll.start();
             return;
         }
         state.armed = false;
-        // Polling goes on (see `State::polling`), without holding the loop.
-        // SAFETY: an initialised handle.
-        unsafe { uv_unref(handle) };
+        // Polling goes on (see `Poll::polling`), without holding the loop.
+        poll.hold_loop(false);
         // SAFETY: on the JavaScript thread of its env, inside libuv's callback. JavaScript
         // may arm again (or close the hub) from the doorbell, reaching the state through
         // the handle: nothing here touches `state` after the call.

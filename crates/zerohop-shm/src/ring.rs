@@ -361,6 +361,13 @@ pub fn now_ms32() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u32)
 }
 
+/// The expiry word for `expiry_ns` (ns since the Unix epoch): in ms modulo 2^32, one
+/// already past a ms ago (never 0, which means none). [`expiry_word_ns`] reads it back.
+pub fn expiry_word_at(expiry_ns: u64) -> u32 {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    if expiry_ns <= now_ns { now_ms32().wrapping_sub(1).max(1) } else { (expiry_ns.div_ceil(1_000_000) as u32).max(1) }
+}
+
 /// The time an expiry word stands for (ms modulo 2^32), in ns since the Unix epoch: the
 /// one of its times nearest now (a word is written at most 2^31 ms ahead).
 pub fn expiry_word_ns(word: u32) -> Option<u64> {

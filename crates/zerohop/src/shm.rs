@@ -185,14 +185,7 @@ impl Link for ShmLink {
     }
 
     fn publish_expiring(&self, channel: u16, payload: &[u8], expiry_ns: u64) -> Result<Delivery> {
-        // A slot's expiry word is in ms modulo 2^32: one already past is a ms ago.
-        let now_ns = zerohop_net::envelope::now_ns();
-        let word = if expiry_ns <= now_ns {
-            zerohop_shm::ring::now_ms32().wrapping_sub(1).max(1)
-        } else {
-            (expiry_ns.div_ceil(1_000_000) as u32).max(1)
-        };
-        self.publish_with(channel, payload, word)
+        self.publish_with(channel, payload, zerohop_shm::ring::expiry_word_at(expiry_ns))
     }
 
     fn publish_packed(&self, channel: u16, packed: &[u8], size: usize) -> Result<usize> {

@@ -9,6 +9,23 @@ use zerohop_test_support::nats::NatsServer;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
+/// A NATS server of the test's own, and the URLs of a segment and of a subject on it,
+/// both named after `tag`.
+fn site(tag: &str) -> (NatsServer, String, String) {
+    let server = NatsServer::start(&[]);
+    let shm = format!("shm://bridge-{tag}-{}", std::process::id());
+    let remote = server.url(&format!("site.{tag}"));
+    (server, shm, remote)
+}
+
+/// Waits (up to `within`) until `done`.
+fn eventually(within: Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn open_waiting(url: &str) -> Hub {
     let hub = Hub::open(url, HubOptions::default()).unwrap();
     hub.link().unwrap().wait_open().unwrap();
@@ -17,9 +34,7 @@ fn open_waiting(url: &str) -> Hub {
 
 #[test]
 fn a_bridge_carries_each_message_once_each_way_and_none_back() {
-    let server = NatsServer::start(&[]);
-    let shm = format!("shm://bridge-test-{}", std::process::id());
-    let remote = server.url("site.feed");
+    let (_server, shm, remote) = site("feed");
     let mut bridge =
         Bridge::start(&shm, Options::default(), &remote, Options::default(), Direction::Both, None).unwrap();
     let mut local = Hub::open(&shm, HubOptions::default()).unwrap();
@@ -45,8 +60,7 @@ fn a_bridge_carries_each_message_once_each_way_and_none_back() {
 
 #[test]
 fn a_bridge_refuses_to_publish_on_a_pattern() {
-    let server = NatsServer::start(&[]);
-    let shm = format!("shm://bridge-pattern-{}", std::process::id());
+    let (server, shm, _) = site("pattern");
     let e = Bridge::start(&shm, Options::default(), &server.url("a.>"), Options::default(), Direction::Out, None)
         .unwrap_err();
     assert_eq!(e.code(), zerohop::ErrorCode::BadOption);
@@ -59,9 +73,7 @@ fn bridges_in_a_cycle_carry_each_message_round_it_once() {
     // Two bridges between one segment and one subject, with origins of their own: a
     // cycle (what one brings into the segment, the other would take out again, and
     // the first bring back...). What a bridge brought in, no bridge takes out.
-    let server = NatsServer::start(&[]);
-    let shm = format!("shm://bridge-cycle-{}", std::process::id());
-    let remote = server.url("site.cycle");
+    let (_server, shm, remote) = site("cycle");
     let start = |origin: &str| {
         Bridge::start(&shm, Options::default(), &remote, Options::default(), Direction::Both, Some(origin.into()))
             .unwrap()
@@ -90,9 +102,7 @@ fn bridges_in_a_cycle_carry_each_message_round_it_once() {
 
 #[test]
 fn a_bridge_whose_server_is_gone_keeps_what_fits_and_drops_the_rest_counted() {
-    let server = NatsServer::start(&[]);
-    let shm = format!("shm://bridge-gone-{}", std::process::id());
-    let remote = server.url("site.gone");
+    let (server, shm, remote) = site("gone");
     let bounded = Options::new(vec![("sendQueueBytes".into(), Value::Number(8192.0))]);
     let mut bridge = Bridge::start(&shm, Options::default(), &remote, bounded, Direction::Out, None).unwrap();
     let mut local = Hub::open(&shm, HubOptions::default()).unwrap();
@@ -102,14 +112,11 @@ fn a_bridge_whose_server_is_gone_keeps_what_fits_and_drops_the_rest_counted() {
     }
     // The bridge waits for room a while (the server may be back), then gives up on what
     // finds none: every message is kept for the server or counted, none blocks the rest.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let m = loop {
+    eventually(Duration::from_secs(20), || {
         let m = bridge.metrics();
-        if m.out.forwarded + m.out.dropped == 1000 || std::time::Instant::now() > deadline {
-            break m;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        m.out.forwarded + m.out.dropped == 1000
+    });
+    let m = bridge.metrics();
     assert_eq!(m.out.forwarded + m.out.dropped, 1000, "{m:?}");
     assert!(m.out.dropped > 0, "kept what fits in 8 KiB, dropped the rest: {m:?}");
     bridge.close(Duration::ZERO);
@@ -117,9 +124,7 @@ fn a_bridge_whose_server_is_gone_keeps_what_fits_and_drops_the_rest_counted() {
 
 #[test]
 fn a_bridge_passes_a_messages_time_to_live_on() {
-    let server = NatsServer::start(&[]);
-    let shm = format!("shm://bridge-ttl-{}", std::process::id());
-    let remote = server.url("site.ttl");
+    let (_server, shm, remote) = site("ttl");
     let mut bridge =
         Bridge::start(&shm, Options::default(), &remote, Options::default(), Direction::Out, None).unwrap();
     let mut far = open_waiting(&remote);
@@ -128,10 +133,7 @@ fn a_bridge_passes_a_messages_time_to_live_on() {
     for i in 0..3u8 {
         stale.publish(&[i]).unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while bridge.metrics().out.forwarded < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually(Duration::from_secs(10), || bridge.metrics().out.forwarded >= 3);
     // Read only once their time to live ran out, on the far side of NATS.
     std::thread::sleep(Duration::from_millis(300));
     fresh.publish(b"fresh").unwrap();
