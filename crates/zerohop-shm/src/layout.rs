@@ -130,6 +130,9 @@ pub mod offsets {
     /// A group entry's name: its length (1 to [`super::MAX_GROUP_NAME`]), then its bytes.
     pub const SUB_NAME_LEN: usize = 28;
     pub const SUB_NAME: usize = 32;
+    /// The CPU this subscriber last parked on, plus one (0: not known): a publisher
+    /// that wakes it from that CPU yields to it (see `ring::same_cpu`).
+    pub const SUB_CPU: usize = 64;
     pub const SUB_ENTRY: usize = LINE;
     /// Within a slot.
     pub const SLOT_STAMP: usize = 0;
@@ -164,7 +167,8 @@ pub const fn claim_offset(line: u32) -> usize {
 pub const GROUP_ENTRY: u32 = u32::MAX;
 /// The longest work group name, in bytes.
 pub const MAX_GROUP_NAME: usize = 32;
-const _: () = assert!(offsets::SUB_NAME + MAX_GROUP_NAME <= offsets::SUB_ENTRY);
+const _: () = assert!(offsets::SUB_NAME + MAX_GROUP_NAME <= offsets::SUB_CPU);
+const _: () = assert!(offsets::SUB_CPU + 4 <= offsets::SUB_ENTRY);
 
 /// What a slot's `len` says when it holds no message: readers pass over it.
 pub const SKIP_LEN: u32 = u32::MAX;

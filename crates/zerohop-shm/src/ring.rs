@@ -94,6 +94,7 @@ use crate::side::{self, SideServer};
 
 pub mod bell;
 mod group;
+mod same_cpu;
 
 /// What a publisher does when the slowest subscriber is a full ring behind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,6 +270,10 @@ impl RingMemory {
 
     fn sub_parked(&self, index: u32) -> &AtomicU32 {
         self.word(self.layout.subscriber_offset(index) + offsets::SUB_PARKED)
+    }
+
+    fn sub_cpu(&self, index: u32) -> &AtomicU32 {
+        self.word(self.layout.subscriber_offset(index) + offsets::SUB_CPU)
     }
 }
 
@@ -1283,23 +1288,37 @@ fn live_claimer(mem: &RingMemory, seq: u64) -> bool {
     })
 }
 
-/// Wakes parked subscribers if `waiters` counts any. If the wake reached nobody, a
-/// subscriber may have died while parked and left its count behind (which would cost
-/// every later publish a syscall): take back the counts of dead parked entries, at most
-/// every 100 ms.
+/// Wakes parked subscribers ([`wake_parked`]), then, if one parked on this thread's CPU,
+/// yields to it ([`same_cpu`]).
+fn notify_subscribers(mem: &RingMemory, own: Option<u32>) {
+    if wake_parked(mem, own) {
+        same_cpu::woke_here();
+    }
+}
+
+/// Wakes parked subscribers if `waiters` or `bells` counts any; whether one of them
+/// parked on this thread's CPU. If a futex wake reached nobody, a subscriber may have
+/// died while parked and left its count behind (which would cost every later publish a
+/// syscall): take back the counts of dead parked entries, at most every 100 ms.
 ///
 /// `own`: the publishing hub's own reader, which never reads what the hub publishes:
 /// its bell is not rung for it. (The futex wakes every reader parked on it.)
-fn notify_subscribers(mem: &RingMemory, own: Option<u32>) {
+fn wake_parked(mem: &RingMemory, own: Option<u32>) -> bool {
+    let mut woke_here = false;
     if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
+        let cpu = same_cpu::current_cpu();
+        woke_here = (0..mem.layout.max_subscribers).any(|e| {
+            Some(e) != own && mem.sub_parked(e).load(Ordering::Relaxed) == 1 && same_cpu::parked_on(mem, e, cpu)
+        });
         mem.word(offsets::NOTIFY).fetch_add(1, Ordering::SeqCst);
         if futex::wake_all(mem.word(offsets::NOTIFY)) == 0 {
             reap_dead_parked(mem);
         }
     }
     if mem.word(offsets::BELLS).load(Ordering::SeqCst) != 0 {
-        bell::ring_waiting(mem, own);
+        woke_here |= bell::ring_waiting(mem, own);
     }
+    woke_here
 }
 
 /// Wakes parked subscribers after commits that did not ([`Loan::commit_unannounced`]):
@@ -2166,6 +2185,7 @@ fn wait_readable(
             hole_since = None;
         }
         if let Some(e) = entry {
+            same_cpu::note_parking(mem, e);
             mem.sub_parked(e).store(1, Ordering::SeqCst);
         }
         waiters.fetch_add(1, Ordering::SeqCst);

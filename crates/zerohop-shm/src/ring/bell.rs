@@ -126,6 +126,7 @@ impl Bell {
         if readable_at(&self.mem, cursor) {
             return Armed::Readable;
         }
+        same_cpu::note_parking(&self.mem, self.entry);
         self.mem.sub_parked(self.entry).store(WAITING, Ordering::SeqCst);
         self.mem.word(offsets::BELLS).fetch_add(1, Ordering::SeqCst);
         // The reader's half of the handshake (see the module docs).
@@ -192,7 +193,10 @@ fn take_count_back(mem: &RingMemory) {
 
 /// Rings the bells of the readers that wait on theirs (a publisher that saw `bells > 0`),
 /// but `own`'s (the publishing hub's own reader, which does not read what it publishes).
-pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>) {
+/// Whether it rang one that parked on the calling thread's CPU (see [`same_cpu`]).
+pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>) -> bool {
+    let cpu = same_cpu::current_cpu();
+    let mut rang_here = false;
     for entry in (0..mem.layout.max_subscribers).filter(|e| Some(*e) != own) {
         let parked = mem.sub_parked(entry);
         if parked.load(Ordering::SeqCst) != WAITING
@@ -201,7 +205,9 @@ pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>) {
             continue;
         }
         take_count_back(mem);
-        if !ring(mem, entry) {
+        if ring(mem, entry) {
+            rang_here |= same_cpu::parked_on(mem, entry, cpu);
+        } else {
             // Nobody holds the FIFO open: its reader died waiting (the entry is reaped
             // with the others; a live reader would have it open).
             let pid = mem.sub_pid(entry).load(Ordering::Acquire);
@@ -210,6 +216,7 @@ pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>) {
             }
         }
     }
+    rang_here
 }
 
 /// Writes a byte into entry `entry`'s bell; false if it has no reader.
