@@ -11,7 +11,7 @@ import { createSocket } from 'node:dgram'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net'
-import { availableParallelism, tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { Bridge, Hub } from '../index.js'
 
@@ -434,9 +434,10 @@ async function natsServer(): Promise<{ port: number; close(): Promise<void> }> {
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
   const port = (probe.address() as { port: number }).port
   await new Promise((r) => probe.close(r))
-  // The server is neither side's: free to run on any CPU (the peer that starts it is pinned).
+  // The server is neither side's: free to run on any CPU (the peer that starts it is
+  // pinned; `availableParallelism()` would count only the peer's CPU).
   const args = [executable('nats-server')!, '-a', '127.0.0.1', '-p', String(port)]
-  const anyCpu = executable('taskset') === undefined ? [] : ['taskset', '-c', `0-${availableParallelism() - 1}`]
+  const anyCpu = executable('taskset') === undefined ? [] : ['taskset', '-c', `0-${cpus().length - 1}`]
   const server: ChildProcess = spawn([...anyCpu, ...args][0]!, [...anyCpu, ...args].slice(1), { stdio: 'ignore' })
   const close = async (): Promise<void> => {
     if (server.exitCode !== null || server.signalCode !== null) return
