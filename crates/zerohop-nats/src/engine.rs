@@ -610,7 +610,9 @@ impl Engine {
                 if self.session.output().is_empty() {
                     return;
                 }
-                let taken = t.send(&[self.session.output()]);
+                let mut parts: [&[u8]; 3] = [&[]; 3];
+                let n = self.session.output_parts(&mut parts);
+                let taken = t.send(&parts[..n]);
                 if taken == 0 {
                     return;
                 }
@@ -618,8 +620,14 @@ impl Engine {
                 self.changed = true;
             }
         }
-        while !self.session.output().is_empty() {
-            match self.wire.send(token, &[self.session.output()]) {
+        loop {
+            // (Three pieces: what one vectored write of the wire takes.)
+            let mut parts: [&[u8]; 3] = [&[]; 3];
+            let n = self.session.output_parts(&mut parts);
+            if n == 0 {
+                break;
+            }
+            match self.wire.send(token, &parts[..n]) {
                 Ok(n) => {
                     self.session.written(n);
                     self.inlet.counters.bytes_sent += n as u64;

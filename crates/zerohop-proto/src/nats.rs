@@ -691,42 +691,94 @@ enum Phase {
 /// What a session has to send: operations end to end, and the length of each not yet
 /// wholly written, so that a connection lost in the middle of one drops only that one
 /// (the next connection cannot finish it) and keeps the rest for the next.
+///
+/// The bytes lie in chunks of about [`CHUNK`], each holding whole operations: a chunk
+/// written goes (to be reused), so what waits is never moved to the front of a buffer
+/// (which, with a queue of megabytes written a socket's worth at a time, copied every
+/// byte once more).
 #[derive(Debug, Default)]
 struct Output {
-    bytes: Vec<u8>,
-    /// Bytes at the front already written.
+    /// Oldest first; the last takes the next operation while it has room for it.
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes at the front of the first chunk already written.
     sent: usize,
+    /// Bytes not yet written, in all the chunks.
+    unsent: usize,
     /// The length of each operation not wholly written, oldest first.
     ops: VecDeque<usize>,
     /// Bytes of the oldest of them already written.
     front_sent: usize,
+    /// Chunks written, emptied, to take operations again.
+    spare: Vec<Vec<u8>>,
 }
 
+/// A chunk's room (an operation longer than that gets a chunk its own size).
+const CHUNK: usize = 128 << 10;
+
+/// Room for an operation's words around its subject and payload.
+const SMALL_OP: usize = 64;
+
+/// Spare chunks an output keeps (the rest of what a burst needed is given back).
+const SPARE_CHUNKS: usize = 4;
+
 impl Output {
-    /// Appends one operation, written by `write` (nothing if it fails).
-    fn op<R>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<R, NatsError>) -> Result<R, NatsError> {
-        let before = self.bytes.len();
-        match write(&mut self.bytes) {
+    /// Appends one operation of about `size` bytes (a hint: the chunk it goes into has
+    /// room for it), written by `write` (nothing if it fails).
+    fn op<R>(&mut self, size: usize, write: impl FnOnce(&mut Vec<u8>) -> Result<R, NatsError>) -> Result<R, NatsError> {
+        if self.chunks.back().is_none_or(|c| c.capacity() - c.len() < size) {
+            let mut chunk = self.spare.pop().unwrap_or_default();
+            chunk.reserve(size.max(CHUNK));
+            self.chunks.push_back(chunk);
+        }
+        let chunk = self.chunks.back_mut().expect("one was just made if there was none");
+        let before = chunk.len();
+        match write(chunk) {
             Ok(r) => {
-                if self.bytes.len() > before {
-                    self.ops.push_back(self.bytes.len() - before);
+                if chunk.len() > before {
+                    self.ops.push_back(chunk.len() - before);
+                    self.unsent += chunk.len() - before;
                 }
                 Ok(r)
             }
             Err(e) => {
-                self.bytes.truncate(before);
+                chunk.truncate(before);
                 Err(e)
             }
         }
     }
 
-    fn pending(&self) -> &[u8] {
-        &self.bytes[self.sent..]
+    /// Appends an operation made already.
+    fn push(&mut self, op: &[u8]) {
+        let _ = self.op(op.len(), |o| {
+            o.extend_from_slice(op);
+            Ok(())
+        });
+    }
+
+    /// What waits to be written, in order: up to `parts.len()` pieces into `parts`, how
+    /// many.
+    fn pending<'a>(&'a self, parts: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (i, chunk) in self.chunks.iter().enumerate().take(parts.len()) {
+            let from = if i == 0 { self.sent } else { 0 };
+            if from < chunk.len() {
+                parts[n] = &chunk[from..];
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The first piece of what waits (empty: nothing does).
+    fn first(&self) -> &[u8] {
+        let mut part: [&[u8]; 1] = [&[]];
+        self.pending(&mut part);
+        part[0]
     }
 
     fn written(&mut self, n: usize) {
-        let n = n.min(self.bytes.len() - self.sent);
-        self.sent += n;
+        let n = n.min(self.unsent);
+        self.skip(n);
         self.front_sent += n;
         while let Some(&len) = self.ops.front()
             && self.front_sent >= len
@@ -734,18 +786,30 @@ impl Output {
             self.front_sent -= len;
             self.ops.pop_front();
         }
-        self.compact();
     }
 
-    /// Moves what is unsent to the front once the sent part is most of the buffer (so a
-    /// backlog written a little at a time is not moved each time).
-    fn compact(&mut self) {
-        if self.sent == self.bytes.len() {
-            self.bytes.clear();
+    /// Passes over `n` bytes of what waits (written, or dropped), letting go of the
+    /// chunks they empty.
+    fn skip(&mut self, mut n: usize) {
+        self.unsent -= n;
+        while n > 0 {
+            let front = self.chunks.front().expect("bytes unsent lie in a chunk");
+            let left = front.len() - self.sent;
+            if n < left {
+                self.sent += n;
+                return;
+            }
+            n -= left;
             self.sent = 0;
-        } else if self.sent >= 1 << 16 && self.sent * 2 >= self.bytes.len() {
-            self.bytes.drain(..self.sent);
-            self.sent = 0;
+            let chunk = self.chunks.pop_front().expect("the front chunk");
+            self.let_go(chunk);
+        }
+    }
+
+    fn let_go(&mut self, mut chunk: Vec<u8>) {
+        if self.spare.len() < SPARE_CHUNKS && chunk.capacity() <= 2 * CHUNK {
+            chunk.clear();
+            self.spare.push(chunk);
         }
     }
 
@@ -755,30 +819,40 @@ impl Output {
             return 0;
         }
         let rest = self.ops.pop_front().expect("a partly written operation") - self.front_sent;
-        self.sent += rest;
+        self.skip(rest);
         self.front_sent = 0;
-        self.compact();
         rest
     }
 
     /// Bytes not yet written.
     fn len(&self) -> usize {
-        self.bytes.len() - self.sent
+        self.unsent
     }
 
     /// Drops everything unsent: how many bytes.
     fn clear(&mut self) -> usize {
-        let n = self.len();
-        *self = Output { bytes: core::mem::take(&mut self.bytes), ..Output::default() };
-        self.bytes.clear();
+        let n = self.unsent;
+        while let Some(chunk) = self.chunks.pop_front() {
+            self.let_go(chunk);
+        }
+        (self.sent, self.unsent, self.front_sent) = (0, 0, 0);
+        self.ops.clear();
         n
     }
 
-    /// Appends `other`'s unsent operations (whole ones: it was written none of).
-    fn append(&mut self, other: &Output) {
-        debug_assert_eq!(other.front_sent, 0);
-        self.bytes.extend_from_slice(other.pending());
-        self.ops.extend(other.ops.iter().copied());
+    /// The operations not yet written, whole (none was begun: see `drop_partial`).
+    fn unsent_ops(&self) -> impl Iterator<Item = &[u8]> {
+        debug_assert_eq!(self.front_sent, 0);
+        let (mut chunk, mut at) = (0, self.sent);
+        self.ops.iter().map(move |&len| {
+            // (Operations never straddle chunks: one that ends a chunk is followed by
+            // the next chunk's first.)
+            while at == self.chunks[chunk].len() {
+                (chunk, at) = (chunk + 1, 0);
+            }
+            at += len;
+            &self.chunks[chunk][at - len..at]
+        })
     }
 }
 
@@ -844,7 +918,7 @@ impl Session {
         self.next_sid += 1;
         self.subs.push(Subscription { sid, subject: subject.to_owned(), queue: queue.map(str::to_owned) });
         if self.greeted() {
-            self.out.op(|o| write_sub(o, subject, queue, sid))?;
+            self.out.op(SMALL_OP + subject.len(), |o| write_sub(o, subject, queue, sid))?;
         }
         Ok(sid)
     }
@@ -854,7 +928,7 @@ impl Session {
         let before = self.subs.len();
         self.subs.retain(|s| s.sid != sid);
         if self.subs.len() < before && self.greeted() {
-            let _ = self.out.op(|o| {
+            let _ = self.out.op(SMALL_OP, |o| {
                 write_unsub(o, sid, None);
                 Ok(())
             });
@@ -892,15 +966,23 @@ impl Session {
             return Err(NatsError::PayloadTooLarge(size));
         }
         let to = if self.phase == Phase::Connected { &mut self.out } else { &mut self.backlog };
-        to.op(|o| write_message(o, subject, reply, block, payload))
+        let hint = SMALL_OP + subject.len() + reply.map_or(0, str::len) + size;
+        to.op(hint, |o| write_message(o, subject, reply, block, payload))
     }
 
-    /// What waits to be written to the socket; call [`Session::written`] with how much was.
+    /// The first piece of what waits to be written to the socket (empty: nothing does);
+    /// call [`Session::written`] with how much was.
     pub fn output(&self) -> &[u8] {
-        self.out.pending()
+        self.out.first()
     }
 
-    /// `n` bytes of [`Session::output`] were written.
+    /// What waits to be written to the socket, in order: up to `parts.len()` pieces
+    /// into `parts` (for one vectored write), how many.
+    pub fn output_parts<'a>(&'a self, parts: &mut [&'a [u8]]) -> usize {
+        self.out.pending(parts)
+    }
+
+    /// `n` bytes of [`Session::output_parts`] were written.
     pub fn written(&mut self, n: usize) {
         self.out.written(n);
     }
@@ -925,7 +1007,7 @@ impl Session {
                     }
                 }
                 ServerOp::Ping => {
-                    let _ = self.out.op(|o| {
+                    let _ = self.out.op(SMALL_OP, |o| {
                         write_pong(o);
                         Ok(())
                     });
@@ -934,8 +1016,10 @@ impl Session {
                     self.pings_out = self.pings_out.saturating_sub(1);
                     if self.phase == Phase::Confirming {
                         self.phase = Phase::Connected;
-                        let backlog = core::mem::take(&mut self.backlog);
-                        self.out.append(&backlog);
+                        for op in self.backlog.unsent_ops() {
+                            self.out.push(op);
+                        }
+                        self.backlog.clear();
                         on(Event::Connected);
                     }
                 }
@@ -951,21 +1035,23 @@ impl Session {
     /// `CONNECT`, every subscription, and a `PING` whose `PONG` says they were taken;
     /// what was published while there was no connection waits for that `PONG`.
     fn greet(&mut self) {
-        self.out = Output::default();
+        self.out.clear();
         let connect = &self.connect;
-        let _ = self.out.op(|o| {
+        let _ = self.out.op(SMALL_OP + connect.len(), |o| {
             write_connect(o, connect);
             Ok(())
         });
         for s in &self.subs {
-            self.out.op(|o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid)).expect("checked as it was subscribed");
+            self.out
+                .op(SMALL_OP + s.subject.len(), |o| write_sub(o, &s.subject, s.queue.as_deref(), s.sid))
+                .expect("checked as it was subscribed");
         }
         self.ping();
         self.phase = Phase::Confirming;
     }
 
     fn ping(&mut self) {
-        let _ = self.out.op(|o| {
+        let _ = self.out.op(SMALL_OP, |o| {
             write_ping(o);
             Ok(())
         });
@@ -1000,18 +1086,12 @@ impl Session {
         }
         if was == Phase::Connected {
             // Only messages go on to the next connection: the rest is this one's.
-            let mut at = self.out.sent;
-            for &len in &self.out.ops {
-                let op = &self.out.bytes[at..at + len];
-                if op.starts_with(b"PUB ") || op.starts_with(b"HPUB ") {
-                    self.backlog.bytes.extend_from_slice(op);
-                    self.backlog.ops.push_back(len);
-                }
-                at += len;
+            for op in self.out.unsent_ops().filter(|op| op.starts_with(b"PUB ") || op.starts_with(b"HPUB ")) {
+                self.backlog.push(op);
             }
         }
         // (Greeting, nothing was written; confirming, what was published is the backlog.)
-        self.out = Output::default();
+        self.out.clear();
         partial
     }
 
@@ -1186,9 +1266,25 @@ mod tests {
 
     /// What a session writes, as text.
     fn out(s: &mut Session) -> String {
-        let text = String::from_utf8(s.output().to_vec()).unwrap();
-        s.written(s.output().len());
-        text
+        String::from_utf8(written(s, usize::MAX)).unwrap()
+    }
+
+    /// What a session writes, at most `max` bytes, as one vectored write of three pieces
+    /// would.
+    fn written(s: &mut Session, max: usize) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let mut parts: [&[u8]; 3] = [&[]; 3];
+            let n = s.output_parts(&mut parts);
+            let before = all.len();
+            for p in &parts[..n] {
+                all.extend_from_slice(&p[..p.len().min(max - all.len())]);
+            }
+            s.written(all.len() - before);
+            if n == 0 || all.len() == max {
+                return all;
+            }
+        }
     }
 
     #[test]
@@ -1326,6 +1422,55 @@ mod tests {
     }
 
     proptest! {
+        /// Messages of any size (in chunks of their own, or many to a chunk), written a
+        /// piece at a time, go out whole and in order; a connection lost after any byte
+        /// drops the message it cut, and the next one sends the rest.
+        #[test]
+        fn what_is_published_goes_out_in_order_across_chunks_and_a_lost_connection(
+            sizes in prop::collection::vec(prop_oneof![0usize..2000, 100_000usize..300_000], 1..12),
+            writes in prop::collection::vec(1usize..400_000, 1..12),
+            lost_after in 0usize..2_000_000,
+        ) {
+            let mut s = Session::new("{}");
+            let greeted = s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok();
+            prop_assert!(greeted);
+            out(&mut s);
+            let ops: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| {
+                let payload: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+                s.publish(&format!("m.{i}"), None, None, &payload).unwrap();
+                let mut op = format!("PUB m.{i} {n}\r\n").into_bytes();
+                op.extend_from_slice(&payload);
+                op.extend_from_slice(b"\r\n");
+                op
+            }).collect();
+            let total: usize = ops.iter().map(Vec::len).sum();
+            prop_assert_eq!(s.pending_bytes(), total);
+            // Written in pieces until the connection is lost.
+            let mut sent = Vec::new();
+            for w in writes {
+                let room = lost_after.min(total) - sent.len();
+                sent.extend(written(&mut s, w.min(room)));
+            }
+            prop_assert_eq!(&sent[..], &ops.concat()[..sent.len()]);
+            prop_assert_eq!(s.pending_bytes(), total - sent.len());
+            // Lost: the message cut short goes, the rest follow the next greeting.
+            let (mut whole, mut at) = (0, 0);
+            while whole < ops.len() && at + ops[whole].len() <= sent.len() {
+                at += ops[whole].len();
+                whole += 1;
+            }
+            let cut = if at < sent.len() { ops[whole].len() - (sent.len() - at) } else { 0 };
+            prop_assert_eq!(s.reset(true), cut);
+            let rest = ops[whole + usize::from(cut > 0)..].concat();
+            prop_assert_eq!(s.pending_bytes(), rest.len());
+            let greeted = s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok();
+            prop_assert!(greeted);
+            let mut again = b"CONNECT {}\r\nPING\r\n".to_vec();
+            again.extend_from_slice(&rest);
+            prop_assert_eq!(written(&mut s, usize::MAX), again);
+            prop_assert_eq!(s.pending_bytes(), 0);
+        }
+
         /// A run of operations, cut anywhere, parses to the same operations: none is
         /// taken before it is whole, and each takes exactly its bytes.
         #[test]

@@ -641,6 +641,7 @@ impl Publisher {
                     &self.mem,
                     Instant::now() + self.timeout,
                     "subscribers to read the side path's messages",
+                    None,
                     || side.has_room(len, limits),
                 )?;
                 self.stats.blocked += 1;
@@ -785,6 +786,7 @@ impl Publisher {
                                 mem,
                                 deadline,
                                 "room in the payload pool (a subscriber is not reading)",
+                                None,
                                 || pool_room(mem, end, mem.tail(), own),
                             )?;
                             self.stats.blocked += 1;
@@ -1361,10 +1363,18 @@ fn reap_dead_parked(mem: &RingMemory) {
 /// effect: wakes that reach nobody for 200 ms. Then it is reset; a live publisher caught
 /// between counting itself and parking at that instant loses one wake-up and resumes
 /// after its park slice (50 ms).
-fn notify_publishers(mem: &RingMemory) {
+///
+/// `moved_to`: a reader moved its cursor there (low 32 bits): it wakes them only once
+/// that reaches what they want (see [`space_wanted`]). `None`: whatever the cursors.
+fn notify_publishers(mem: &RingMemory, moved_to: Option<u32>) {
     static FIRST_MISS_MS: AtomicU64 = AtomicU64::new(0);
     let count = mem.word(offsets::SPACE_WAITERS);
     if count.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    if let Some(cursor) = moved_to
+        && (cursor.wrapping_sub(mem.word(offsets::SPACE_WANT).load(Ordering::SeqCst)) as i32) < 0
+    {
         return;
     }
     mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
@@ -1502,20 +1512,30 @@ fn reap_if_dead(mem: &RingMemory, i: u32, pid: u32) -> bool {
 /// and every subscriber holding publishers to credits granted `tail` (see [`room_for`]).
 /// Ok(false) if there was room at once, Ok(true) if it had to wait.
 fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Option<u32>) -> Result<bool> {
-    wait_until(mem, deadline, "space in the ring (a subscriber is not reading, or not granting credits)", || {
-        has_room(mem, tail, exclude, true)
-    })
+    let what = "space in the ring (a subscriber is not reading, or not granting credits)";
+    wait_until(mem, deadline, what, Some(space_wanted(mem, tail)), || has_room(mem, tail, exclude, true))
 }
 
 /// Waits until `ready` (room a publisher needs, which subscribers make by reading):
-/// spins, then parks on the `space` futex, which subscribers ring as they move on;
-/// dead subscribers' entries are freed on the way. Ok(false) if it was ready at once.
-fn wait_until(mem: &RingMemory, deadline: Instant, what: &'static str, ready: impl Fn() -> bool) -> Result<bool> {
+/// spins for [`SPACE_SPIN`], then parks on the `space` futex, which subscribers ring as
+/// they move on; dead subscribers' entries are freed on the way. Ok(false) if it was
+/// ready at once.
+///
+/// `want`: the cursor (low 32 bits) a reader's move must reach to be worth a wake
+/// (stored in `space_want`, see [`space_wanted`]); `None`, any move.
+fn wait_until(
+    mem: &RingMemory,
+    deadline: Instant,
+    what: &'static str,
+    want: Option<u32>,
+    ready: impl Fn() -> bool,
+) -> Result<bool> {
     if ready() {
         return Ok(false);
     }
+    let start = Instant::now();
     let mut spins = 0u32;
-    let mut last_reap = Instant::now();
+    let mut last_reap = start;
     loop {
         if ready() {
             return Ok(true);
@@ -1529,13 +1549,27 @@ fn wait_until(mem: &RingMemory, deadline: Instant, what: &'static str, ready: im
             last_reap = now;
             continue;
         }
-        spins += 1;
-        if spins < 2000 {
-            std::hint::spin_loop();
+        if now.duration_since(start) < SPACE_SPIN {
+            spins = spins.wrapping_add(1);
+            // The reader that makes the room may be waiting for this CPU (as in
+            // `spin_until_readable`).
+            if spins.is_multiple_of(16) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             continue;
         }
         let space = mem.word(offsets::SPACE);
         let count = mem.word(offsets::SPACE_WAITERS);
+        // What it wants goes first: a reader that sees the count sees it. Any move
+        // (`None`) is a move to the slowest cursor plus one or further.
+        let want = want.unwrap_or_else(|| slowest_cursor(mem));
+        let alone = count.load(Ordering::SeqCst) == 0;
+        let _ = mem.word(offsets::SPACE_WANT).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+            // The earliest of the waiters' (a stale one only wakes someone early).
+            (alone || (want.wrapping_sub(old) as i32) < 0).then_some(want)
+        });
         count.fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
         if !ready() {
@@ -1543,6 +1577,29 @@ fn wait_until(mem: &RingMemory, deadline: Instant, what: &'static str, ready: im
         }
         let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
+}
+
+/// How long a publisher spins for room before it parks: a reader on another CPU makes
+/// room within it when it is keeping up.
+const SPACE_SPIN: Duration = Duration::from_micros(20);
+
+/// Of a ring full at `tail`, how far its slowest reader moves before a publisher
+/// waiting for room is woken: room for a batch of messages, not for each in turn (a
+/// wake each, on a CPU the reader and the publisher share, would take turns a message
+/// at a time).
+fn space_wanted(mem: &RingMemory, tail: u64) -> u32 {
+    let cap = mem.layout.capacity as u64;
+    let batch = (cap / 4).clamp(1, SPACE_BATCH);
+    (tail.wrapping_sub(cap).wrapping_add(batch)) as u32
+}
+
+/// See [`space_wanted`].
+const SPACE_BATCH: u64 = 32;
+
+/// The low 32 bits of the slowest live reader's cursor (a reader's next move goes past).
+fn slowest_cursor(mem: &RingMemory) -> u32 {
+    let tail = mem.tail();
+    (tail - slowest_lag(mem, tail, None)) as u32
 }
 
 /// Whether pool units up to `end` can be handed out: every live subscriber (but
@@ -2037,7 +2094,7 @@ impl Subscriber {
             // back a little longer.)
             self.mem.sub_pool_cursor(entry).store(unit, Ordering::Release);
         }
-        notify_publishers(&self.mem);
+        notify_publishers(&self.mem, Some(next as u32));
         true
     }
 }
@@ -2287,7 +2344,7 @@ fn release_subscriber_entry(mem: &RingMemory, index: u32) {
     mem.sub_credited(index).store(0, Ordering::Release);
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
-    notify_publishers(mem);
+    notify_publishers(mem, None);
 }
 
 /// The most credits a subscriber can have left at once.
@@ -2343,7 +2400,7 @@ pub mod table {
             // Only this entry's reader grants; publishers only read the limit.
             limit.store(raised(limit.load(Ordering::Acquire)), Ordering::Release);
         }
-        notify_publishers(&mem);
+        notify_publishers(&mem, None);
         credits(seg, index).unwrap_or(0)
     }
 
@@ -2381,9 +2438,9 @@ pub mod table {
     }
 
     /// Wakes blocked publishers (a JavaScript subscriber calls this when
-    /// `space_waiters` is non-zero).
+    /// `space_waiters` is non-zero and its cursor reached `space_want`).
     pub fn notify_space(seg: &Arc<Segment>) {
-        notify_publishers(&RingMemory::new(seg.clone()));
+        notify_publishers(&RingMemory::new(seg.clone()), None);
     }
 
     /// A JavaScript publisher without a claim line takes the repair lock for `pid`
@@ -2939,6 +2996,31 @@ mod tests {
         assert_eq!(p.stats().dropped, 1);
         let mut f = Publisher::new(seg, Backpressure::FailFast);
         assert!(matches!(f.publish(b"x"), Err(ShmError::RingFull)));
+    }
+
+    #[test]
+    fn a_publisher_waiting_for_room_is_woken_once_a_batch_was_read() {
+        let seg = segment("space-batch", 8);
+        let mut s = Subscriber::new(seg.clone()).unwrap();
+        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
+        for _ in 0..8 {
+            p.publish(b"x").unwrap();
+        }
+        let mem = RingMemory::new(seg.clone());
+        assert_eq!(space_wanted(&mem, 8), 2, "a quarter of 8 slots");
+        let blocked = std::thread::spawn(move || p.publish(b"y").map(|_| ()));
+        while mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let wakes = || mem.word(offsets::SPACE).load(Ordering::SeqCst);
+        let before = wakes();
+        let mut out = Vec::new();
+        assert_eq!(s.try_recv(&mut out), Some(0));
+        assert_eq!(wakes(), before, "one slot read: the publisher sleeps on");
+        assert_eq!(s.try_recv(&mut out), Some(1));
+        assert_eq!(wakes(), before + 1, "two: it is woken");
+        blocked.join().unwrap().unwrap();
+        assert_eq!(mem.tail(), 9);
     }
 
     #[test]

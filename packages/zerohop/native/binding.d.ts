@@ -440,6 +440,7 @@ export interface ShmOffsets {
   bells: number
   space: number
   spaceWaiters: number
+  spaceWant: number
   creditGen: number
   subscribers: number
   subEntry: number
