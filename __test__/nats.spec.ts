@@ -8,8 +8,9 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { createHash } from 'node:crypto'
-import { readFileSync, rmSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Bridge, Hub, Rpc, type StatusEvent } from 'zerohop'
 import { child, pki, twoHosts, uniqueName } from './helpers.ts'
@@ -233,6 +234,65 @@ test.serial('credentials: the right ones connect, the wrong ones fail to open, s
   await t.throwsAsync(Hub.open(guarded.url('x'), { user: 'ops', pass: 'wrong' }), { message: /Authorization/i })
   await t.throwsAsync(Hub.open(guarded.url('x'), { user: 'ops' }), { code: 'ERR_BAD_OPTION' })
   await t.throwsAsync(Hub.open(`${guarded.url('x')}?bogus=1` as `nats://${string}`), { code: 'ERR_BAD_URL' })
+})
+
+test.serial('nkeys: a hub signs in with a user seed file (nkey), or a credentials file (creds) on a server in operator mode; a key the server does not know is refused', async (t) => {
+  // Keys and JWTs made by nats.js's own nkeys library, not ours.
+  const { createAccount, createOperator, createUser } = await import('nkeys.js')
+  const dir = mkdtempSync(join(tmpdir(), 'zerohop-nkeys-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = (name: string, text: string): string => (writeFileSync(join(dir, name), text, { mode: 0o600 }), join(dir, name))
+  const user = createUser()
+  const stranger = createUser()
+  const known = await natsServer(['-c', file('nkey.conf', `authorization { users = [ { nkey: ${user.getPublicKey()} } ] }\n`)])
+  t.teardown(() => known.stop())
+  const nkey = file('user.nk', `${td.decode(user.getSeed())}\n`)
+  await using a = await Hub.open<unknown>(known.url('signed'), { nkey, codec: 'json' })
+  await using b = await Hub.open<unknown>(known.url('signed'), { nkey, codec: 'json' })
+  a.publish({ by: 'nkey' })
+  t.deepEqual(await b.recv({ timeoutMs: 5000 }), { by: 'nkey' })
+  await t.throwsAsync(Hub.open(known.url('signed'), { nkey: file('stranger.nk', td.decode(stranger.getSeed())) }), { message: /Authorization/i })
+  await t.throwsAsync(Hub.open(known.url('signed'), { nkey: join(dir, 'missing.nk') }), { code: 'ERR_BAD_OPTION', message: /cannot read/ })
+  await t.throwsAsync(Hub.open(known.url('signed'), { nkey, token: 'x' }), { code: 'ERR_BAD_OPTION' })
+
+  // Operator mode: the operator signs the account, the account signs the user's JWT.
+  type Key = ReturnType<typeof createUser>
+  const b64 = (bytes: Uint8Array | string): string => Buffer.from(bytes).toString('base64url')
+  const jwt = (issuer: Key, subject: Key, nats: object): string => {
+    const head = b64(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }))
+    const claims = { jti: b64(randomBytes(16)), iat: Math.floor(Date.now() / 1000), iss: issuer.getPublicKey(), sub: subject.getPublicKey(), name: 'zerohop-test', nats: { ...nats, version: 2 } }
+    const body = b64(JSON.stringify(claims))
+    return `${head}.${body}.${b64(issuer.sign(te.encode(`${head}.${body}`)))}`
+  }
+  const [operator, account] = [createOperator(), createAccount()]
+  const unlimited = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 }
+  const conf = [
+    `operator: ${jwt(operator, operator, { type: 'operator' })}`,
+    'resolver: MEMORY',
+    `resolver_preload: { ${account.getPublicKey()}: ${jwt(operator, account, { type: 'account', limits: unlimited })} }`,
+  ]
+  const trusting = await natsServer(['-c', file('operator.conf', `${conf.join('\n')}\n`)])
+  t.teardown(() => trusting.stop())
+  const creds = (owner: Key, issuer: Key): string =>
+    [
+      '-----BEGIN NATS USER JWT-----',
+      jwt(issuer, owner, { type: 'user', pub: {}, sub: {}, subs: -1, data: -1, payload: -1 }),
+      '------END NATS USER JWT------',
+      '',
+      '-----BEGIN USER NKEY SEED-----',
+      td.decode(owner.getSeed()),
+      '------END USER NKEY SEED------',
+      '',
+    ].join('\n')
+  const credsFile = file('user.creds', creds(user, account))
+  await using c = await Hub.open<unknown>(trusting.url('accounts'), { creds: credsFile, codec: 'json' })
+  const plain = await natsjs(t, trusting, { authenticator: (await import(NATS_JS)).credsAuthenticator(te.encode(creds(stranger, account))) })
+  const seen = new Promise<unknown>((r) => plain.subscribe('accounts', { callback: (_, m) => r(JSON.parse(td.decode(m.data))) }))
+  await plain.flush()
+  c.publish({ by: 'creds' })
+  t.deepEqual(await seen, { by: 'creds' }, 'a nats.js client of the same account sees it')
+  // A user signed by an account the operator never signed.
+  await t.throwsAsync(Hub.open(trusting.url('accounts'), { creds: file('foreign.creds', creds(user, createAccount())) }), { message: /Authorization|authentication/i })
 })
 
 test.serial('TLS: hubs verify the server against their CA; a TLS server refuses a hub without tls options, saying why', async (t) => {

@@ -341,6 +341,9 @@ impl Engine {
     ) -> Result<Engine, NatsError> {
         let server = wire.server().addr;
         let mut session = Session::new(options.connect_json());
+        if let Some(nkey) = &options.nkey {
+            session.sign_nonce_with(nkey.signer());
+        }
         let main_sid = if receives && options.subscribe {
             Some(session.subscribe(subject, options.group.as_deref())?)
         } else {

@@ -31,6 +31,7 @@
 //! - [`workgroup`]: a listener's work groups, and which member a message goes to.
 //! - [`nats`]: the NATS client protocol: server operations parsed in place, client
 //!   operations written, headers, subjects and wildcards.
+//! - [`nkeys`]: NATS keys and credentials files as text (signing is the caller's).
 //!
 //! ```
 //! use zerohop_proto::{FrameHeader, FRAME_HEADER_LEN};
@@ -54,6 +55,7 @@ pub mod kcp;
 pub mod lifecycle;
 pub mod multicast;
 pub mod nats;
+pub mod nkeys;
 pub mod pack;
 pub mod qos;
 pub mod records;

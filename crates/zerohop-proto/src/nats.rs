@@ -875,6 +875,17 @@ pub struct Session {
     pings_out: u32,
     limits: Limits,
     info: ServerInfo,
+    /// Signs the server's nonce (nkeys: see [`Session::sign_nonce_with`]).
+    signer: Option<Signer>,
+}
+
+/// What signs a server's nonce: the signature, base64url ([`crate::nkeys::base64url`]).
+pub struct Signer(Box<dyn Fn(&[u8]) -> String + Send>);
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Signer")
+    }
 }
 
 impl Session {
@@ -891,7 +902,15 @@ impl Session {
             pings_out: 0,
             limits: Limits::default(),
             info: ServerInfo::default(),
+            signer: None,
         }
+    }
+
+    /// Signs the nonce of each server that sends one with `sign` (an nkey's Ed25519
+    /// key): its `CONNECT` carries the signature as `sig` (the public key or the JWT it
+    /// is checked against being in the `CONNECT` JSON already).
+    pub fn sign_nonce_with(&mut self, sign: impl Fn(&[u8]) -> String + Send + 'static) {
+        self.signer = Some(Signer(Box::new(sign)));
     }
 
     /// Whether the server confirmed the connection (and the subscriptions on it).
@@ -1036,7 +1055,16 @@ impl Session {
     /// what was published while there was no connection waits for that `PONG`.
     fn greet(&mut self) {
         self.out.clear();
-        let connect = &self.connect;
+        let signed = match (&self.signer, &self.info.nonce) {
+            (Some(Signer(sign)), Some(nonce)) => {
+                let sig = sign(nonce.as_bytes());
+                let base = self.connect.trim_end().strip_suffix('}').unwrap_or(&self.connect);
+                let comma = if base.trim_end().ends_with('{') { "" } else { "," };
+                Some(format!("{base}{comma}\"sig\":\"{sig}\"}}"))
+            }
+            _ => None,
+        };
+        let connect = signed.as_ref().unwrap_or(&self.connect);
         let _ = self.out.op(SMALL_OP + connect.len(), |o| {
             write_connect(o, connect);
             Ok(())
@@ -1376,6 +1404,21 @@ mod tests {
         assert_eq!(json_string_field(j, "code").as_deref(), Some("ERR_REMOTE"));
         assert_eq!(json_string_field(j, "x"), None, "top level only");
         assert_eq!(json_string_field(b"not json", "x"), None);
+    }
+
+    #[test]
+    fn a_server_that_sends_a_nonce_gets_it_signed_in_connect() {
+        let mut s = Session::new(r#"{"nkey":"UABC"}"#);
+        s.sign_nonce_with(|nonce| format!("signed-{}", String::from_utf8_lossy(nonce)));
+        assert!(s.read(b"INFO {\"nonce\":\"n0nce\"}\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut s), "CONNECT {\"nkey\":\"UABC\",\"sig\":\"signed-n0nce\"}\r\nPING\r\n");
+        s.reset(true);
+        assert!(s.read(b"INFO {}\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut s), "CONNECT {\"nkey\":\"UABC\"}\r\nPING\r\n", "no nonce, nothing to sign");
+        let mut empty = Session::new("{}");
+        empty.sign_nonce_with(|_| "x".to_owned());
+        assert!(empty.read(b"INFO {\"nonce\":\"a\"}\r\n", |_| ()).is_ok());
+        assert_eq!(out(&mut empty), "CONNECT {\"sig\":\"x\"}\r\nPING\r\n");
     }
 
     #[test]

@@ -33,10 +33,24 @@ export interface NatsOptions {
    * A server that requires TLS refuses a hub without it.
    */
   tls?: TlsOptions
-  /** Credentials the server asks for: a user and password, or a token. */
+  /**
+   * Credentials the server asks for: a user and password, a token, or an nkey (`nkey`
+   * or `creds`), one kind at a time.
+   */
   user?: string
   pass?: string
   token?: string
+  /**
+   * A file holding the user's nkey seed (`SU…`, as `nk -gen user` writes it): the hub
+   * signs the server's nonce with it, and the server knows the user by its public key
+   * (`authorization { users = [{ nkey: U… }] }`). Read as the hub opens; never printed.
+   */
+  nkey?: string
+  /**
+   * A credentials file (`.creds`: the user's JWT and nkey seed, as `nsc` writes it), for
+   * servers in operator mode (accounts signed by an operator: NGS, Synadia Cloud).
+   */
+  creds?: string
   /** The name the server lists for this connection (`/connz`). */
   name?: string
   /** When to try again after the connection is lost or an attempt fails. */
