@@ -880,7 +880,9 @@ pub struct Session {
 }
 
 /// What signs a server's nonce: the signature, base64url ([`crate::nkeys::base64url`]).
-pub struct Signer(Box<dyn Fn(&[u8]) -> String + Send>);
+pub struct Signer(Box<SignFn>);
+
+type SignFn = dyn Fn(&[u8]) -> String + Send;
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
