@@ -1,7 +1,8 @@
 // nats:// through a real nats-server (Debian's, started by the tests on a free loopback
 // port), and plain NATS clients (nats.js) on the same server: subjects and wildcards,
 // queue groups, interoperation both ways, Rpc answering and asking plain NATS peers, a
-// server restart, a slow consumer, credentials, a publisher in another process, and
+// server restart, failing over within a cluster, a slow consumer, credentials (user and
+// password, nkeys, credentials files), a publisher in another process, and
 // bridges: between two hosts (network namespaces) through two clustered servers, loops
 // cut by their origin, and the CLI's.
 // What every transport does is in conformance.spec.ts.
@@ -13,8 +14,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Bridge, Hub, Rpc, type StatusEvent } from 'zerohop'
-import { child, pki, twoHosts, uniqueName } from './helpers.ts'
-import { type NatsServer, natsServer } from './nats-server.ts'
+import { child, pki, statusWhere, twoHosts, uniqueName } from './helpers.ts'
+import { type NatsServer, freePort, natsServer } from './nats-server.ts'
 
 // nats.js, by a name tsc does not resolve (its declarations need the DOM's types).
 interface NatsMsg {
@@ -208,6 +209,31 @@ test.serial('a server restart: status events, the subscription restored, what wa
   if (v === 'while down') v = await sub.recv({ timeoutMs: 5000 })
   t.is(v, 'after')
   t.true(sub.metrics().nats!.reconnects >= 1)
+})
+
+test.serial("a hub fails over to another server of its server's cluster (told of in INFO) when its own goes", async (t) => {
+  const [routeA, routeB] = [await freePort(), await freePort()]
+  const a = await natsServer(['--cluster_name', 'fo', '--cluster', `nats://127.0.0.1:${routeA}`])
+  t.teardown(() => a.stop())
+  const b = await natsServer(['--cluster_name', 'fo', '--cluster', `nats://127.0.0.1:${routeB}`, '--routes', `nats://127.0.0.1:${routeA}`])
+  t.teardown(() => b.stop())
+  const onB = await natsjs(t, b)
+  const seen: unknown[] = []
+  onB.subscribe('failover', { callback: (_, m) => seen.push(JSON.parse(td.decode(m.data))) })
+  await onB.flush()
+  await using hub = await Hub.open<unknown>(a.url('failover'), { codec: 'json', reconnect: { initialMs: 20, maxMs: 200 } })
+  // Once the route is up, server a tells its clients of b.
+  for (let i = 0; i < 1000 && (hub.metrics().nats!.knownServers < 2 || seen.length === 0); i++) {
+    hub.publish('routed?')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  t.is(hub.metrics().nats!.knownServers, 2)
+  const connected = statusWhere(hub, (e) => e.status === 'connected' && e.peer === `127.0.0.1:${b.port}`)
+  await a.stop()
+  t.is((await connected).peer, `127.0.0.1:${b.port}`, 'on b now (a stays down)')
+  hub.publish({ after: 'failover' })
+  for (let i = 0; i < 500 && !seen.some((m) => typeof m === 'object'); i++) await new Promise((r) => setTimeout(r, 10))
+  t.deepEqual(seen.at(-1), { after: 'failover' })
 })
 
 test.serial('a reader a whole ring behind, with nothing held for it, loses what comes meanwhile: counted, told once as ERR_SLOW_CONSUMER', async (t) => {

@@ -34,6 +34,9 @@ use crate::subjects::Subjects;
 /// Bytes read from the socket at a time, at least.
 const READ_CHUNK: usize = 64 << 10;
 
+/// Servers of a cluster a hub keeps to fail over to, at most.
+const MAX_SERVERS: usize = 32;
+
 /// Requests a serving hub keeps the reply subject of, waiting for their answers, at most.
 const MAX_UNANSWERED: usize = 1 << 16;
 
@@ -292,6 +295,13 @@ pub struct Engine {
     options: NatsOptions,
     subject: String,
     wire: SocketWire,
+    /// The servers it may connect to: the URL's first, then the others of its cluster
+    /// that servers told of (`INFO`'s `connect_urls`), tried in turn after a loss.
+    servers: Vec<SocketAddr>,
+    /// Which of them the connection (or the attempt) is to.
+    at: usize,
+    /// The session's `INFO`s looked at for servers.
+    infos_seen: u64,
     session: Session,
     inlet: Inlet,
     read: ReadBuf,
@@ -376,6 +386,9 @@ impl Engine {
         let mut e = Engine {
             life: Lifecycle::new(options.reconnect, session_id),
             subject: subject.to_owned(),
+            servers: vec![server],
+            at: 0,
+            infos_seen: 0,
             wire,
             session,
             inlet,
@@ -417,6 +430,12 @@ impl Engine {
 
     fn connect(&mut self, now: Instant) {
         self.retry_at = None;
+        let server = self.servers[self.at];
+        if server != self.inlet.server {
+            self.wire.retarget(server);
+            self.inlet.server = server;
+            self.inlet.server_name = server.to_string();
+        }
         self.attempt_by = Some(now + self.options.connect_timeout);
         match self.wire.connect(now) {
             Ok(token) => self.token = Some(token),
@@ -446,6 +465,8 @@ impl Engine {
             return;
         }
         let was_connected = self.life.status() == Status::Connected;
+        // The next attempt goes to the next server of the cluster, if it has others.
+        self.at = (self.at + 1) % self.servers.len();
         let next = if lost.permanent {
             self.life.on(LifeEvent::Close) // (certificates and options do not fix themselves)
         } else {
@@ -482,6 +503,17 @@ impl Engine {
         };
         if next.changed || was_connected {
             self.report(status, Some(error));
+        }
+    }
+
+    /// Takes note of the servers of the cluster the server says clients may use (IP
+    /// addresses: names are not resolved on the I/O thread), at most [`MAX_SERVERS`].
+    fn learn_servers(&mut self) {
+        for url in &self.session.server().connect_urls {
+            let Ok(addr) = url.parse::<SocketAddr>() else { continue };
+            if self.servers.len() < MAX_SERVERS && !self.servers.contains(&addr) {
+                self.servers.push(addr);
+            }
         }
     }
 
@@ -553,6 +585,10 @@ impl Engine {
         }
         if std::mem::take(&mut self.inlet.confirmed) {
             self.confirmed(now);
+        }
+        if self.session.infos() != self.infos_seen {
+            self.infos_seen = self.session.infos();
+            self.learn_servers();
         }
         if let Some(lost) = ended {
             self.lost(now, lost);
@@ -846,10 +882,11 @@ impl Engine {
         (self.session.pending_bytes(), self.inlet.requests.len(), self.inlet.answers.len(), self.inlet.subjects.len())
     }
 
-    /// The server's id and largest message, once it greeted a connection.
-    pub fn server(&self) -> (String, usize) {
+    /// The server's id and largest message, once it greeted a connection, and how many
+    /// servers of its cluster the hub knows (the URL's among them).
+    pub fn server(&self) -> (String, usize, usize) {
         let s = self.session.server();
-        (s.server_id.clone(), s.max_payload)
+        (s.server_id.clone(), s.max_payload, self.servers.len())
     }
 
     pub fn close(&mut self) {

@@ -146,7 +146,7 @@ impl Protocol for NatsProtocol {
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
-        let Ok((c, (pending, requests, answers, subjects), (server_id, max_payload))) =
+        let Ok((c, (pending, requests, answers, subjects), (server_id, max_payload, servers))) =
             self.driver.with(|e| (e.counters(), e.gauges(), e.server()))
         else {
             return Vec::new();
@@ -170,6 +170,7 @@ impl Protocol for NatsProtocol {
             ("subjects", n(subjects as u64)),
             ("serverId", Value::Text(server_id)),
             ("serverMaxPayload", n(max_payload as u64)),
+            ("knownServers", n(servers as u64)),
         ]
     }
 

@@ -877,6 +877,8 @@ pub struct Session {
     info: ServerInfo,
     /// Signs the server's nonce (nkeys: see [`Session::sign_nonce_with`]).
     signer: Option<Signer>,
+    /// `INFO`s read (a server sends more when its cluster changes).
+    infos: u64,
 }
 
 /// What signs a server's nonce: the signature, base64url ([`crate::nkeys::base64url`]).
@@ -905,7 +907,13 @@ impl Session {
             limits: Limits::default(),
             info: ServerInfo::default(),
             signer: None,
+            infos: 0,
         }
+    }
+
+    /// How many `INFO`s the session read (each replaces [`Session::server`]).
+    pub fn infos(&self) -> u64 {
+        self.infos
     }
 
     /// Signs the nonce of each server that sends one with `sign` (an nkey's Ed25519
@@ -1022,6 +1030,7 @@ impl Session {
             match op {
                 ServerOp::Info(json) => {
                     self.info = ServerInfo::parse(json)?;
+                    self.infos += 1;
                     self.limits.max_payload = self.info.max_payload;
                     if self.phase == Phase::Greeting {
                         self.greet();

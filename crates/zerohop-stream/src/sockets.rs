@@ -110,6 +110,12 @@ impl SocketWire {
         Ok(w)
     }
 
+    /// Connects to `addr` from the next [`Wire::connect`] on (a client that fails over to
+    /// another server of a cluster).
+    pub fn retarget(&mut self, addr: SocketAddr) {
+        self.config.addr = Address::Tcp(addr);
+    }
+
     fn conn(&mut self, token: u64) -> Option<&mut Conn> {
         self.conns.get_mut(token as usize).and_then(Option::as_mut)
     }

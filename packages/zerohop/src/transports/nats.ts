@@ -115,4 +115,9 @@ export interface NatsMetrics {
   /** The server's id and its largest message, once connected. */
   serverId: string
   serverMaxPayload: number
+  /**
+   * Servers the hub may connect to: its URL's, and the others of the cluster its servers
+   * told of (`connect_urls`), which it fails over to in turn after a loss.
+   */
+  knownServers: number
 }
