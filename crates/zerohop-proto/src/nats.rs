@@ -712,8 +712,10 @@ struct Output {
     spare: Vec<Vec<u8>>,
 }
 
-/// A chunk's room (an operation longer than that gets a chunk its own size).
+/// A chunk's room (an operation longer than that gets a chunk its own size)...
 const CHUNK: usize = 128 << 10;
+/// ...but the first's, while nothing else waits.
+const FIRST_CHUNK: usize = 4 << 10;
 
 /// Room for an operation's words around its subject and payload.
 const SMALL_OP: usize = 64;
@@ -726,8 +728,10 @@ impl Output {
     /// room for it), written by `write` (nothing if it fails).
     fn op<R>(&mut self, size: usize, write: impl FnOnce(&mut Vec<u8>) -> Result<R, NatsError>) -> Result<R, NatsError> {
         if self.chunks.back().is_none_or(|c| c.capacity() - c.len() < size) {
+            // (A first chunk starts small: a hub that sends little keeps little.)
+            let room = if self.chunks.is_empty() { FIRST_CHUNK } else { CHUNK };
             let mut chunk = self.spare.pop().unwrap_or_default();
-            chunk.reserve(size.max(CHUNK));
+            chunk.reserve(size.max(room));
             self.chunks.push_back(chunk);
         }
         let chunk = self.chunks.back_mut().expect("one was just made if there was none");
