@@ -302,6 +302,8 @@ pub struct Engine {
     at: usize,
     /// The session's `INFO`s looked at for servers.
     infos_seen: u64,
+    /// Servers the cluster told of that failed for good: not tried again.
+    refused: Vec<SocketAddr>,
     session: Session,
     inlet: Inlet,
     read: ReadBuf,
@@ -389,6 +391,7 @@ impl Engine {
             servers: vec![server],
             at: 0,
             infos_seen: 0,
+            refused: Vec::new(),
             wire,
             session,
             inlet,
@@ -465,9 +468,19 @@ impl Engine {
             return;
         }
         let was_connected = self.life.status() == Status::Connected;
-        // The next attempt goes to the next server of the cluster, if it has others.
-        self.at = (self.at + 1) % self.servers.len();
-        let next = if lost.permanent {
+        // The next attempt goes to the next server of the cluster, if it has others. One
+        // the cluster told of that this hub cannot use for good (TLS it does not have, a
+        // certificate for another name) is forgotten, not the hub's end.
+        let permanent = if lost.permanent && self.at != 0 {
+            let refused = self.servers.remove(self.at);
+            self.refused.push(refused);
+            self.at %= self.servers.len();
+            false
+        } else {
+            self.at = (self.at + 1) % self.servers.len();
+            lost.permanent
+        };
+        let next = if permanent {
             self.life.on(LifeEvent::Close) // (certificates and options do not fix themselves)
         } else {
             self.life.on(if was_connected { LifeEvent::Lost } else { LifeEvent::Failed })
@@ -511,7 +524,7 @@ impl Engine {
     fn learn_servers(&mut self) {
         for url in &self.session.server().connect_urls {
             let Ok(addr) = url.parse::<SocketAddr>() else { continue };
-            if self.servers.len() < MAX_SERVERS && !self.servers.contains(&addr) {
+            if self.servers.len() < MAX_SERVERS && !self.servers.contains(&addr) && !self.refused.contains(&addr) {
                 self.servers.push(addr);
             }
         }

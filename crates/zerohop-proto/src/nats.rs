@@ -728,7 +728,8 @@ impl Output {
     /// room for it), written by `write` (nothing if it fails).
     fn op<R>(&mut self, size: usize, write: impl FnOnce(&mut Vec<u8>) -> Result<R, NatsError>) -> Result<R, NatsError> {
         if self.chunks.back().is_none_or(|c| c.capacity() - c.len() < size) {
-            // (A first chunk starts small: a hub that sends little keeps little.)
+            // (A first chunk starts small: a hub that never sends much keeps little; after
+            // a burst, at most `SPARE_CHUNKS` chunks stay.)
             let room = if self.chunks.is_empty() { FIRST_CHUNK } else { CHUNK };
             let mut chunk = self.spare.pop().unwrap_or_default();
             chunk.reserve(size.max(room));
@@ -746,6 +747,11 @@ impl Output {
             }
             Err(e) => {
                 chunk.truncate(before);
+                if chunk.is_empty() {
+                    // (Made for this operation: no empty chunk stays in the queue.)
+                    let chunk = self.chunks.pop_back().expect("the back chunk");
+                    self.let_go(chunk);
+                }
                 Err(e)
             }
         }
@@ -763,8 +769,11 @@ impl Output {
     /// many.
     fn pending<'a>(&'a self, parts: &mut [&'a [u8]]) -> usize {
         let mut n = 0;
-        for (i, chunk) in self.chunks.iter().enumerate().take(parts.len()) {
+        for (i, chunk) in self.chunks.iter().enumerate() {
             let from = if i == 0 { self.sent } else { 0 };
+            if n == parts.len() {
+                break;
+            }
             if from < chunk.len() {
                 parts[n] = &chunk[from..];
                 n += 1;
@@ -1419,6 +1428,18 @@ mod tests {
         assert_eq!(json_string_field(j, "code").as_deref(), Some("ERR_REMOTE"));
         assert_eq!(json_string_field(j, "x"), None, "top level only");
         assert_eq!(json_string_field(b"not json", "x"), None);
+    }
+
+    #[test]
+    fn a_publish_refused_leaves_nothing_in_the_way_of_the_next() {
+        let mut s = Session::new("{}");
+        assert!(s.read(b"INFO {}\r\nPONG\r\n", |_| ()).is_ok());
+        out(&mut s);
+        assert!(s.publish("two words", None, None, b"x").is_err());
+        assert_eq!(s.pending_bytes(), 0);
+        s.publish("big", None, None, &[b'x'; 10_000]).unwrap();
+        assert!(s.output().starts_with(b"PUB big 10000\r\n"), "the first piece is the message");
+        assert_eq!(out(&mut s).len(), "PUB big 10000\r\n\r\n".len() + 10_000);
     }
 
     #[test]

@@ -59,7 +59,7 @@
 /// "ZEROHOP1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP1");
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Size of one isolation line.
 pub const LINE: usize = 128;

@@ -1148,10 +1148,11 @@ impl Loan<'_> {
         }
         self.publisher.stats.published += 1;
         self.publisher.stats.published_bytes += len as u64;
+        // (Unlocked first: the wake may yield the CPU, see `same_cpu`.)
+        self.publisher.unlock_unlisted();
         if announce {
             notify_subscribers(&self.publisher.mem, self.publisher.own_entry);
         }
-        self.publisher.unlock_unlisted();
         std::mem::forget(self);
         seq
     }
@@ -1164,9 +1165,11 @@ impl Drop for Loan<'_> {
         // this sequence number. A claimed one is gone: it becomes a slot to pass over.
         if !publisher.sole {
             skip_slot(&publisher.mem, self.seq);
-            notify_subscribers(&publisher.mem, publisher.own_entry);
         }
         publisher.unlock_unlisted();
+        if !publisher.sole {
+            notify_subscribers(&publisher.mem, publisher.own_entry);
+        }
     }
 }
 
@@ -1564,11 +1567,15 @@ fn wait_until(
         let count = mem.word(offsets::SPACE_WAITERS);
         // What it wants goes first: a reader that sees the count sees it. Any move
         // (`None`) is a move to the slowest cursor plus one or further.
-        let want = want.unwrap_or_else(|| slowest_cursor(mem));
+        let slowest = slowest_cursor(mem);
+        let want = want.unwrap_or(slowest);
         let alone = count.load(Ordering::SeqCst) == 0;
         let _ = mem.word(offsets::SPACE_WANT).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
-            // The earliest of the waiters' (a stale one only wakes someone early).
-            (alone || (want.wrapping_sub(old) as i32) < 0).then_some(want)
+            // The earliest of the waiters' wants; one the slowest reader reached already
+            // is stale (its waiter left), as is any when nobody else waits. (A stale one
+            // left behind only wakes someone early.)
+            let stale = alone || (slowest.wrapping_sub(old) as i32) >= 0;
+            (stale || (want.wrapping_sub(old) as i32) < 0).then_some(want)
         });
         count.fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
@@ -1599,7 +1606,7 @@ const SPACE_BATCH: u64 = 32;
 /// The low 32 bits of the slowest live reader's cursor (a reader's next move goes past).
 fn slowest_cursor(mem: &RingMemory) -> u32 {
     let tail = mem.tail();
-    (tail - slowest_lag(mem, tail, None)) as u32
+    tail.wrapping_sub(slowest_lag(mem, tail, None)) as u32
 }
 
 /// Whether pool units up to `end` can be handed out: every live subscriber (but

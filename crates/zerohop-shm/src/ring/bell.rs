@@ -8,10 +8,11 @@
 //!
 //! A reader's bell is a FIFO in the segment's directory
 //! (`.zerohop-bell-<segment>.<entry>`, `0600`), which the reader holds open for reading
-//! and writing. To wait, the reader marks its table entry [`WAITING`], counts itself in
-//! `bells`, and looks at its cursor again: the publisher's side of the handshake is the
-//! `waiters` one (a committed stamp, then the count, each `SeqCst`), so either the
-//! reader sees the message or the publisher sees the count. A publisher that sees
+//! and writing. To wait, the reader counts itself in `bells`, marks its table entry
+//! [`WAITING`] (in that order: a count is never taken back before it is there), and
+//! looks at its cursor again: the publisher's side of the handshake is the `waiters` one
+//! (a committed stamp, then the count and the marks, each `SeqCst`), so either the
+//! reader sees the message or the publisher sees the mark. A publisher that sees
 //! `bells > 0` looks through the subscriber table, takes each wait it finds
 //! ([`WAITING`] → [`RUNG`], and the count back: the next publish skips the table) and
 //! writes a byte into that reader's FIFO. Whoever moves an entry out of [`WAITING`]
@@ -127,8 +128,12 @@ impl Bell {
             return Armed::Readable;
         }
         same_cpu::note_parking(&self.mem, self.entry);
-        self.mem.sub_parked(self.entry).store(WAITING, Ordering::SeqCst);
+        // Counted before it is marked: a publisher that finds the mark takes back a
+        // count that is there. (Marked first, a reader held up between the two could
+        // have its count taken back before it was added: `bells` would read 0 meanwhile,
+        // and publishers would ring nobody, missing the other readers that wait.)
         self.mem.word(offsets::BELLS).fetch_add(1, Ordering::SeqCst);
+        self.mem.sub_parked(self.entry).store(WAITING, Ordering::SeqCst);
         // The reader's half of the handshake (see the module docs).
         let armed = if readable_at(&self.mem, cursor) {
             Armed::Readable

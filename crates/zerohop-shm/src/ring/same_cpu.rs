@@ -12,7 +12,8 @@
 //! So a reader notes the CPU it parks on ([`offsets::SUB_CPU`]), and a publisher that
 //! woke one parked on its own CPU yields ([`sched_yield`](libc::sched_yield)) once the
 //! wakes are done: the reader runs at once, the publisher after it. A reader on another
-//! CPU costs the publisher nothing but a look at its own CPU number (the vDSO's).
+//! CPU costs the publisher only a look at its own CPU number (the vDSO's) and at the
+//! parked readers' (which a wake looks through anyway).
 //!
 //! Not within a burst: a publisher that woke a reader on its CPU less than [`BURST`]
 //! ago carries on. Handing over on every publish of a burst would cost two context
