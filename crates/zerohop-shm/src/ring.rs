@@ -2407,8 +2407,10 @@ pub mod table {
             // Only this entry's reader grants; publishers only read the limit.
             limit.store(raised(limit.load(Ordering::Acquire)), Ordering::Release);
         }
+        // (What is left as granted: once woken, a publisher may take it all at once.)
+        let left = credits(seg, index).unwrap_or(0);
         notify_publishers(&mem, None);
-        credits(seg, index).unwrap_or(0)
+        left
     }
 
     /// The credits entry `index` has left, `None` if it never granted any.
