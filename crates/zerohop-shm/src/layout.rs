@@ -98,9 +98,6 @@ pub mod offsets {
     /// Bumped when a subscriber starts holding publishers to credits (its first
     /// grant): a publisher that remembered where its room ends looks again.
     pub const CREDIT_GEN: usize = 4 * LINE + 8;
-    /// The cursor (low 32 bits) a reader must move to for its move to wake the
-    /// publishers counted in `space_waiters` (see `ring::space_wanted`).
-    pub const SPACE_WANT: usize = 4 * LINE + 12;
     /// [`super::MAX_LISTED_PUBLISHERS`] pid words.
     pub const PUBLISHERS: usize = 5 * LINE;
     /// [`super::MAX_LISTED_PUBLISHERS`] claim lines, one per publisher table entry, each

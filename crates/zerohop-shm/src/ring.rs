@@ -641,7 +641,6 @@ impl Publisher {
                     &self.mem,
                     Instant::now() + self.timeout,
                     "subscribers to read the side path's messages",
-                    None,
                     || side.has_room(len, limits),
                 )?;
                 self.stats.blocked += 1;
@@ -786,7 +785,6 @@ impl Publisher {
                                 mem,
                                 deadline,
                                 "room in the payload pool (a subscriber is not reading)",
-                                None,
                                 || pool_room(mem, end, mem.tail(), own),
                             )?;
                             self.stats.blocked += 1;
@@ -1366,18 +1364,10 @@ fn reap_dead_parked(mem: &RingMemory) {
 /// effect: wakes that reach nobody for 200 ms. Then it is reset; a live publisher caught
 /// between counting itself and parking at that instant loses one wake-up and resumes
 /// after its park slice (50 ms).
-///
-/// `moved_to`: a reader moved its cursor there (low 32 bits): it wakes them only once
-/// that reaches what they want (see [`space_wanted`]). `None`: whatever the cursors.
-fn notify_publishers(mem: &RingMemory, moved_to: Option<u32>) {
+fn notify_publishers(mem: &RingMemory) {
     static FIRST_MISS_MS: AtomicU64 = AtomicU64::new(0);
     let count = mem.word(offsets::SPACE_WAITERS);
     if count.load(Ordering::SeqCst) == 0 {
-        return;
-    }
-    if let Some(cursor) = moved_to
-        && (cursor.wrapping_sub(mem.word(offsets::SPACE_WANT).load(Ordering::SeqCst)) as i32) < 0
-    {
         return;
     }
     mem.word(offsets::SPACE).fetch_add(1, Ordering::SeqCst);
@@ -1515,24 +1505,16 @@ fn reap_if_dead(mem: &RingMemory, i: u32, pid: u32) -> bool {
 /// and every subscriber holding publishers to credits granted `tail` (see [`room_for`]).
 /// Ok(false) if there was room at once, Ok(true) if it had to wait.
 fn wait_for_space(mem: &RingMemory, tail: u64, deadline: Instant, exclude: Option<u32>) -> Result<bool> {
-    let what = "space in the ring (a subscriber is not reading, or not granting credits)";
-    wait_until(mem, deadline, what, Some(space_wanted(mem, tail)), || has_room(mem, tail, exclude, true))
+    wait_until(mem, deadline, "space in the ring (a subscriber is not reading, or not granting credits)", || {
+        has_room(mem, tail, exclude, true)
+    })
 }
 
 /// Waits until `ready` (room a publisher needs, which subscribers make by reading):
 /// spins for [`SPACE_SPIN`], then parks on the `space` futex, which subscribers ring as
 /// they move on; dead subscribers' entries are freed on the way. Ok(false) if it was
 /// ready at once.
-///
-/// `want`: the cursor (low 32 bits) a reader's move must reach to be worth a wake
-/// (stored in `space_want`, see [`space_wanted`]); `None`, any move.
-fn wait_until(
-    mem: &RingMemory,
-    deadline: Instant,
-    what: &'static str,
-    want: Option<u32>,
-    ready: impl Fn() -> bool,
-) -> Result<bool> {
+fn wait_until(mem: &RingMemory, deadline: Instant, what: &'static str, ready: impl Fn() -> bool) -> Result<bool> {
     if ready() {
         return Ok(false);
     }
@@ -1565,18 +1547,6 @@ fn wait_until(
         }
         let space = mem.word(offsets::SPACE);
         let count = mem.word(offsets::SPACE_WAITERS);
-        // What it wants goes first: a reader that sees the count sees it. Any move
-        // (`None`) is a move to the slowest cursor plus one or further.
-        let slowest = slowest_cursor(mem);
-        let want = want.unwrap_or(slowest);
-        let alone = count.load(Ordering::SeqCst) == 0;
-        let _ = mem.word(offsets::SPACE_WANT).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
-            // The earliest of the waiters' wants; one the slowest reader reached already
-            // is stale (its waiter left), as is any when nobody else waits. (A stale one
-            // left behind only wakes someone early.)
-            let stale = alone || (slowest.wrapping_sub(old) as i32) >= 0;
-            (stale || (want.wrapping_sub(old) as i32) < 0).then_some(want)
-        });
         count.fetch_add(1, Ordering::SeqCst);
         let seen = space.load(Ordering::SeqCst);
         if !ready() {
@@ -1587,27 +1557,10 @@ fn wait_until(
 }
 
 /// How long a publisher spins for room before it parks: a reader on another CPU makes
-/// room within it when it is keeping up.
+/// room within it when it is keeping up. (Woken on each slot read rather than once a
+/// batch was: a publisher left asleep for a batch halved the rate of a stream between
+/// two CPUs.)
 const SPACE_SPIN: Duration = Duration::from_micros(20);
-
-/// Of a ring full at `tail`, how far its slowest reader moves before a publisher
-/// waiting for room is woken: room for a batch of messages, not for each in turn (a
-/// wake each, on a CPU the reader and the publisher share, would take turns a message
-/// at a time).
-fn space_wanted(mem: &RingMemory, tail: u64) -> u32 {
-    let cap = mem.layout.capacity as u64;
-    let batch = (cap / 4).clamp(1, SPACE_BATCH);
-    (tail.wrapping_sub(cap).wrapping_add(batch)) as u32
-}
-
-/// See [`space_wanted`].
-const SPACE_BATCH: u64 = 32;
-
-/// The low 32 bits of the slowest live reader's cursor (a reader's next move goes past).
-fn slowest_cursor(mem: &RingMemory) -> u32 {
-    let tail = mem.tail();
-    tail.wrapping_sub(slowest_lag(mem, tail, None)) as u32
-}
 
 /// Whether pool units up to `end` can be handed out: every live subscriber (but
 /// `exclude`) that has not read everything below `tail` is less than a whole pool
@@ -2101,7 +2054,7 @@ impl Subscriber {
             // back a little longer.)
             self.mem.sub_pool_cursor(entry).store(unit, Ordering::Release);
         }
-        notify_publishers(&self.mem, Some(next as u32));
+        notify_publishers(&self.mem);
         true
     }
 }
@@ -2351,7 +2304,7 @@ fn release_subscriber_entry(mem: &RingMemory, index: u32) {
     mem.sub_credited(index).store(0, Ordering::Release);
     mem.sub_pid(index).store(0, Ordering::Release);
     // A Block publisher may be waiting on this subscriber.
-    notify_publishers(mem, None);
+    notify_publishers(mem);
 }
 
 /// The most credits a subscriber can have left at once.
@@ -2409,7 +2362,7 @@ pub mod table {
         }
         // (What is left as granted: once woken, a publisher may take it all at once.)
         let left = credits(seg, index).unwrap_or(0);
-        notify_publishers(&mem, None);
+        notify_publishers(&mem);
         left
     }
 
@@ -2447,9 +2400,9 @@ pub mod table {
     }
 
     /// Wakes blocked publishers (a JavaScript subscriber calls this when
-    /// `space_waiters` is non-zero and its cursor reached `space_want`).
+    /// `space_waiters` is non-zero).
     pub fn notify_space(seg: &Arc<Segment>) {
-        notify_publishers(&RingMemory::new(seg.clone()), None);
+        notify_publishers(&RingMemory::new(seg.clone()));
     }
 
     /// A JavaScript publisher without a claim line takes the repair lock for `pid`
@@ -3005,31 +2958,6 @@ mod tests {
         assert_eq!(p.stats().dropped, 1);
         let mut f = Publisher::new(seg, Backpressure::FailFast);
         assert!(matches!(f.publish(b"x"), Err(ShmError::RingFull)));
-    }
-
-    #[test]
-    fn a_publisher_waiting_for_room_is_woken_once_a_batch_was_read() {
-        let seg = segment("space-batch", 8);
-        let mut s = Subscriber::new(seg.clone()).unwrap();
-        let mut p = Publisher::new(seg.clone(), Backpressure::Block);
-        for _ in 0..8 {
-            p.publish(b"x").unwrap();
-        }
-        let mem = RingMemory::new(seg.clone());
-        assert_eq!(space_wanted(&mem, 8), 2, "a quarter of 8 slots");
-        let blocked = std::thread::spawn(move || p.publish(b"y").map(|_| ()));
-        while mem.word(offsets::SPACE_WAITERS).load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        let wakes = || mem.word(offsets::SPACE).load(Ordering::SeqCst);
-        let before = wakes();
-        let mut out = Vec::new();
-        assert_eq!(s.try_recv(&mut out), Some(0));
-        assert_eq!(wakes(), before, "one slot read: the publisher sleeps on");
-        assert_eq!(s.try_recv(&mut out), Some(1));
-        assert_eq!(wakes(), before + 1, "two: it is woken");
-        blocked.join().unwrap().unwrap();
-        assert_eq!(mem.tail(), 9);
     }
 
     #[test]

@@ -440,7 +440,6 @@ export interface ShmOffsets {
   bells: number
   space: number
   spaceWaiters: number
-  spaceWant: number
   creditGen: number
   subscribers: number
   subEntry: number

@@ -71,7 +71,6 @@ export class ShmRing {
   readonly WAITERS: number
   readonly BELLS: number
   readonly SPACE_WAITERS: number
-  readonly SPACE_WANT: number
   readonly CREDIT_GEN: number
   readonly SUBS: number
   readonly SUB_STRIDE: number
@@ -118,7 +117,6 @@ export class ShmRing {
     this.WAITERS = o.waiters >> 2
     this.BELLS = o.bells >> 2
     this.SPACE_WAITERS = o.spaceWaiters >> 2
-    this.SPACE_WANT = o.spaceWant >> 2
     this.CREDIT_GEN = o.creditGen >> 2
     this.SUBS = o.subscribers >> 2
     this.SUB_STRIDE = o.subEntry >> 2
@@ -1090,18 +1088,7 @@ export class ShmSubscriber {
   /** Stores the cursor, and wakes a publisher waiting for room (shared memory). */
   private tellPlace(): void {
     this.storeCursor()
-    this.wakePublishers()
-  }
-
-  /**
-   * Wakes publishers waiting for room once this reader's cursor reaches the one they
-   * want (room for a batch of messages: see `space_wanted` in the Rust ring).
-   */
-  private wakePublishers(): void {
-    const i32 = this.i32
-    if (Atomics.load(i32, this.ring.SPACE_WAITERS) !== 0 && ((this.cursor - Atomics.load(i32, this.ring.SPACE_WANT)) | 0) >= 0) {
-      this.ring.handle.notifySpace()
-    }
+    if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
   }
 
   /**
@@ -1115,7 +1102,7 @@ export class ShmSubscriber {
       if (!this.claimed && Atomics.compareExchange(this.i32, this.groupCursorIdx, lo, next | 0) !== lo) return false
       this.claimed = false
       this.cursor = next
-      this.wakePublishers()
+      if (Atomics.load(this.i32, this.ring.SPACE_WAITERS) !== 0) this.ring.handle.notifySpace()
       return true
     }
     this.cursor = next

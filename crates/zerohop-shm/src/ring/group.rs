@@ -116,7 +116,7 @@ pub(super) fn join(mem: &RingMemory, own: u32, name: &str) -> Result<(u32, u64)>
     // The group's cursor: a little-endian low word, at most 2^31 behind the tail.
     let tail = mem.tail();
     let behind = (tail as u32).wrapping_sub(mem.sub_cursor(group).load(Ordering::SeqCst));
-    notify_publishers(mem, None);
+    notify_publishers(mem);
     Ok((group, tail.saturating_sub(behind as u64)))
 }
 
@@ -133,7 +133,7 @@ pub(super) fn leave(mem: &RingMemory, own: u32, group: u32) {
         settle(mem, group, Some(own));
         release_repair_lock(mem);
     }
-    notify_publishers(mem, None);
+    notify_publishers(mem);
 }
 
 /// Group entry `group`, kept by `pid` (gone): hands it to a live member, or frees it if
