@@ -1307,9 +1307,14 @@ fn notify_subscribers(mem: &RingMemory, own: Option<u32>) {
 /// `own`: the publishing hub's own reader, which never reads what the hub publishes:
 /// its bell is not rung for it. (The futex wakes every reader parked on it.)
 fn wake_parked(mem: &RingMemory, own: Option<u32>) -> bool {
+    let waiters = mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0;
+    let bells = mem.word(offsets::BELLS).load(Ordering::SeqCst) != 0;
+    if !waiters && !bells {
+        return false;
+    }
+    let cpu = same_cpu::current_cpu();
     let mut woke_here = false;
-    if mem.word(offsets::WAITERS).load(Ordering::SeqCst) != 0 {
-        let cpu = same_cpu::current_cpu();
+    if waiters {
         woke_here = (0..mem.layout.max_subscribers).any(|e| {
             Some(e) != own && mem.sub_parked(e).load(Ordering::Relaxed) == 1 && same_cpu::parked_on(mem, e, cpu)
         });
@@ -1318,8 +1323,8 @@ fn wake_parked(mem: &RingMemory, own: Option<u32>) -> bool {
             reap_dead_parked(mem);
         }
     }
-    if mem.word(offsets::BELLS).load(Ordering::SeqCst) != 0 {
-        woke_here |= bell::ring_waiting(mem, own);
+    if bells {
+        woke_here |= bell::ring_waiting(mem, own, cpu);
     }
     woke_here
 }

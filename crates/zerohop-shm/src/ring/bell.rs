@@ -198,9 +198,8 @@ fn take_count_back(mem: &RingMemory) {
 
 /// Rings the bells of the readers that wait on theirs (a publisher that saw `bells > 0`),
 /// but `own`'s (the publishing hub's own reader, which does not read what it publishes).
-/// Whether it rang one that parked on the calling thread's CPU (see [`same_cpu`]).
-pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>) -> bool {
-    let cpu = same_cpu::current_cpu();
+/// Whether it rang one that parked on `cpu`, the calling thread's (see [`same_cpu`]).
+pub(super) fn ring_waiting(mem: &RingMemory, own: Option<u32>, cpu: u32) -> bool {
     let mut rang_here = false;
     for entry in (0..mem.layout.max_subscribers).filter(|e| Some(*e) != own) {
         let parked = mem.sub_parked(entry);
