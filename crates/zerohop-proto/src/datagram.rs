@@ -140,6 +140,25 @@ impl Outbox {
         self.max_datagram - FRAME_HEADER_LEN
     }
 
+    /// The largest datagram made.
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Makes datagrams of at most `max_datagram` bytes from now on (the path to the
+    /// peers changed); what was packed so far is finished first, at the old size.
+    ///
+    /// # Panics
+    /// If `max_datagram` cannot hold a header and one empty record.
+    pub fn set_max_datagram(&mut self, max_datagram: usize) {
+        if max_datagram == self.max_datagram {
+            return;
+        }
+        self.finish_packed();
+        self.packer = Packer::new(max_datagram);
+        self.max_datagram = max_datagram;
+    }
+
     /// Queues one message at `now_ms`; returns its sequence number.
     pub fn push(&mut self, message: &[u8], now_ms: u64) -> Result<u64, FragmentError> {
         self.push_with(message, || now_ms)
@@ -305,44 +324,55 @@ pub struct InboxStats {
 /// The largest payload of a frame before compression: a whole UDP datagram's.
 const MAX_FRAME_PAYLOAD: usize = 65_507;
 
-/// How far back (in sequence numbers) late arrivals are recognised: several packed
-/// datagrams' worth (one 1472-byte datagram can carry over 300 tiny messages).
-const WINDOW: u64 = 4096;
+/// How far back (in sequence numbers) late arrivals are recognised: two datagrams'
+/// worth at the most a datagram carries (65,507 bytes of empty 4-byte records).
+const WINDOW: u64 = 1 << 15;
 const WINDOW_WORDS: usize = (WINDOW / 64) as usize;
 /// A jump (either way) larger than this is not counted as loss: the sender restarted
 /// its numbering or the frame is hostile, so the window restarts at it.
 const MAX_GAP: u64 = 1 << 20;
 
-/// Which of the `WINDOW` sequence numbers before `expected` were seen (bit i of the
-/// window = `expected - 1 - i`).
+/// Which of the `WINDOW` sequence numbers before `expected` were seen: bit `seq %
+/// WINDOW`, a ring, so that moving on by one message touches one bit rather than
+/// shifting the whole window.
 #[derive(Clone, Debug)]
-struct SeenWindow([u64; WINDOW_WORDS]);
+struct SeenWindow(Box<[u64; WINDOW_WORDS]>);
 
 impl SeenWindow {
     fn empty() -> Self {
-        Self([0; WINDOW_WORDS])
+        Self(Box::new([0; WINDOW_WORDS]))
     }
 
-    /// Moves the window `by` positions (the numbers it covered grow older by `by`).
-    fn shift(&mut self, by: u64) {
-        if by >= WINDOW {
-            self.0 = [0; WINDOW_WORDS];
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+
+    /// Forgets numbers `from..to`, which enter the window: their bits held numbers a
+    /// whole window older.
+    fn forget(&mut self, from: u64, to: u64) {
+        if to.saturating_sub(from) >= WINDOW {
+            self.clear();
             return;
         }
-        let (words, bits) = ((by / 64) as usize, (by % 64) as u32);
-        for i in (0..WINDOW_WORDS).rev() {
-            let lo = if i >= words { self.0[i - words] } else { 0 };
-            let carry = if bits > 0 && i > words { self.0[i - words - 1] >> (64 - bits) } else { 0 };
-            self.0[i] = if bits > 0 { (lo << bits) | carry } else { lo };
+        let mut seq = from;
+        while seq < to {
+            let bit = seq % WINDOW;
+            let (word, at) = ((bit / 64) as usize, bit % 64);
+            let n = (64 - at).min(to - seq);
+            let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << at };
+            self.0[word] &= !mask;
+            seq += n;
         }
     }
 
-    fn get(&self, back: u64) -> bool {
-        self.0[(back / 64) as usize] & (1 << (back % 64)) != 0
+    fn get(&self, seq: u64) -> bool {
+        let bit = seq % WINDOW;
+        self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
     }
 
-    fn set(&mut self, back: u64) {
-        self.0[(back / 64) as usize] |= 1 << (back % 64);
+    fn set(&mut self, seq: u64) {
+        let bit = seq % WINDOW;
+        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
     }
 }
 
@@ -370,9 +400,10 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// An inbox whose sender fragments at `fragment_size` bytes.
-    pub fn new(fragment_size: usize) -> Self {
-        Self::with_limits(ReassemblyLimits::new(fragment_size))
+    /// An inbox that takes fragments of up to `max_fragment` bytes (a sender may use any
+    /// size up to that).
+    pub fn new(max_fragment: usize) -> Self {
+        Self::with_limits(ReassemblyLimits::new(max_fragment))
     }
 
     /// An inbox with explicit reassembly limits.
@@ -403,7 +434,7 @@ impl Inbox {
         let (session, channel) = self.session?;
         // Older than the window is unknown: the sender's floor keeps what it holds inside.
         self.below = self.below.max(self.expected.saturating_sub(WINDOW));
-        while self.below < self.expected && self.seen.get(self.expected - 1 - self.below) {
+        while self.below < self.expected && self.seen.get(self.below) {
             self.below += 1;
         }
         Some((session, channel, self.below))
@@ -546,15 +577,15 @@ impl Inbox {
             self.fresh = false;
             self.start = seq;
             self.expected = seq + 1;
-            self.seen = SeenWindow::empty();
-            self.seen.set(0);
+            self.seen.clear();
+            self.seen.set(seq);
             return true;
         }
         if seq >= self.expected {
             let gap = seq - self.expected;
             self.stats.lost += gap;
-            self.seen.shift(gap + 1);
-            self.seen.set(0);
+            self.seen.forget(self.expected, seq + 1);
+            self.seen.set(seq);
             self.expected = seq + 1;
             return true;
         }
@@ -564,11 +595,11 @@ impl Inbox {
             self.stats.duplicates += 1;
             return false;
         }
-        if self.seen.get(back) {
+        if self.seen.get(seq) {
             self.stats.duplicates += 1;
             return false;
         }
-        self.seen.set(back);
+        self.seen.set(seq);
         self.stats.late += 1;
         if seq >= self.start {
             // It was counted in a gap: no longer lost.
@@ -642,6 +673,72 @@ mod tests {
             }
             prop_assert_eq!(got, messages);
             prop_assert_eq!(inbox.stats().malformed, 0);
+        }
+
+        /// Peers with different datagram sizes (a path MTU each, or a size set by hand)
+        /// still talk: a receiver takes packed frames and fragments of any size up to
+        /// its own, and a sender may change its size between messages.
+        #[test]
+        fn senders_of_any_datagram_size_reach_a_receiver_that_takes_them(
+            messages in proptest::collection::vec((0usize..20_000, 0usize..3), 1..40),
+            sizes in proptest::collection::vec(60usize..=65_507, 3),
+            slack in 0usize..1000,
+        ) {
+            let mut out = Outbox::new(sizes[0], 3, 1);
+            let mut expected = Vec::new();
+            for (i, &(len, size)) in messages.iter().enumerate() {
+                out.set_max_datagram(sizes[size]);
+                let m: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                out.push(&m, 0).unwrap();
+                expected.push((i as u64, m));
+            }
+            out.flush();
+            prop_assert!(out.datagrams().all(|d| d.len() <= *sizes.iter().max().unwrap()));
+            let largest = sizes.iter().max().unwrap() + slack;
+            let mut inbox = Inbox::new(largest.min(65_507) - FRAME_HEADER_LEN);
+            // Each message's fragments last first (the receiver learns their size late).
+            let datagrams: Vec<&[u8]> = out.datagrams().collect();
+            let seq = |d: &[u8]| FrameHeader::decode_frame(d).unwrap().0.seq;
+            let mut order: Vec<usize> = Vec::new();
+            let mut at = 0;
+            while at < datagrams.len() {
+                let end = (at..datagrams.len()).find(|&k| seq(datagrams[k]) != seq(datagrams[at])).unwrap_or(datagrams.len());
+                order.extend((at..end).rev());
+                at = end;
+            }
+            let mut got = Vec::new();
+            for &i in &order {
+                inbox.receive(datagrams[i], 0, |seq, m| got.push((seq, m.to_vec())));
+            }
+            got.sort();
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(inbox.stats().malformed, 0);
+        }
+
+        /// A receiver that takes less than a sender sends drops what it cannot hold and
+        /// counts it, without a panic; what it delivers is whole.
+        #[test]
+        fn a_receiver_smaller_than_the_sender_counts_what_it_cannot_take(
+            messages in proptest::collection::vec(0usize..5000, 1..30),
+            sender in 60usize..3000,
+            receiver in 60usize..3000,
+        ) {
+            let mut out = Outbox::new(sender, 3, 1);
+            for (i, &len) in messages.iter().enumerate() {
+                out.push(&vec![i as u8; len], 0).unwrap();
+            }
+            out.flush();
+            let mut inbox = Inbox::new(receiver - FRAME_HEADER_LEN);
+            let mut got = Vec::new();
+            for d in out.datagrams() {
+                inbox.receive(d, 0, |seq, m| got.push((seq, m.to_vec())));
+            }
+            for (seq, m) in &got {
+                prop_assert_eq!(m, &vec![*seq as u8; messages[*seq as usize]]);
+            }
+            if receiver >= sender {
+                prop_assert_eq!(got.len(), messages.len());
+            }
         }
 
         #[test]

@@ -2,9 +2,12 @@
 //! key (session, channel, sequence) and carry `frag_index`/`frag_count`, and put back
 //! together by a [`Reassembler`] whose memory is bounded whatever arrives.
 //!
-//! Every fragment but the last carries exactly `fragment_size` bytes, so a message's
-//! buffer is allocated once, at its first fragment, and fragments land in place in any
-//! order. Time is passed in (`now_ms`): no clock, no I/O.
+//! Every fragment but the last carries exactly the sender's fragment size, so fragments
+//! land in place in any order. The receiver does not need to know that size: each
+//! message's is learned from its first fragment before the last (any size up to
+//! [`ReassemblyLimits::max_fragment`]), so peers whose datagrams differ in size still
+//! talk. The message's buffer is allocated then, once. Time is passed in (`now_ms`):
+//! no clock, no I/O.
 //!
 //! ```
 //! use zerohop_proto::frag::{fragments, MessageKey, Reassembler, ReassemblyLimits};
@@ -89,8 +92,9 @@ impl<'a> Iterator for Fragments<'a> {
 /// Bounds on what a [`Reassembler`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReassemblyLimits {
-    /// Payload bytes of every fragment but the last (the sender's setting).
-    pub fragment_size: usize,
+    /// Longest fragment payload accepted (the receive buffer less a frame header): a
+    /// sender fragments at any size up to this.
+    pub max_fragment: usize,
     /// Largest message accepted.
     pub max_message: usize,
     /// Most bytes held for incomplete messages; the oldest is evicted beyond it.
@@ -103,9 +107,9 @@ pub struct ReassemblyLimits {
 
 impl ReassemblyLimits {
     /// Defaults: 16 MiB messages, 64 MiB and 1024 messages pending, 2 s timeout.
-    pub fn new(fragment_size: usize) -> Self {
+    pub fn new(max_fragment: usize) -> Self {
         Self {
-            fragment_size,
+            max_fragment,
             max_message: 16 << 20,
             max_pending_bytes: 64 << 20,
             max_pending_messages: 1024,
@@ -154,7 +158,10 @@ pub struct ReassemblyStats {
 
 #[derive(Debug)]
 struct Partial {
+    /// Fragment `i` at `i * fragment_size`; only the last fragment while the size is unknown.
     data: Vec<u8>,
+    /// Payload bytes of each fragment before the last: 0 until one of them arrived.
+    fragment_size: usize,
     have: Vec<u64>,
     got: u16,
     count: u16,
@@ -183,9 +190,9 @@ impl Reassembler {
     /// An empty reassembler.
     ///
     /// # Panics
-    /// If `limits.fragment_size` is zero.
+    /// If `limits.max_fragment` is zero.
     pub fn new(limits: ReassemblyLimits) -> Self {
-        assert!(limits.fragment_size > 0, "fragment_size must be positive");
+        assert!(limits.max_fragment > 0, "max_fragment must be positive");
         Self {
             limits,
             pending: HashMap::new(),
@@ -227,7 +234,6 @@ impl Reassembler {
     ) -> Result<Option<Vec<u8>>, ReassemblyError> {
         self.stats.fragments += 1;
         self.expire(now_ms);
-        let fs = self.limits.fragment_size;
         if count == 0 || index >= count {
             return Err(self.malformed("index out of range"));
         }
@@ -239,47 +245,26 @@ impl Reassembler {
             self.stats.completed += 1;
             return Ok(Some(payload.to_vec()));
         }
-        let last = index == count - 1;
-        if !last && payload.len() != fs {
-            return Err(self.malformed("a fragment before the last is not fragment_size bytes"));
-        }
-        if last && (payload.is_empty() || payload.len() > fs) {
-            return Err(self.malformed("the last fragment is empty or longer than fragment_size"));
+        let len = payload.len();
+        if len == 0 || len > self.limits.max_fragment {
+            return Err(self.malformed("a fragment is empty or longer than max_fragment"));
         }
         if self.recent_set.contains(&key) {
             self.stats.duplicates += 1;
             return Ok(None);
         }
-        let capacity = count as usize * fs;
+        let last = index == count - 1;
         if !self.pending.contains_key(&key) {
-            if (count as usize - 1) * fs + 1 > self.limits.max_message || capacity > self.limits.max_pending_bytes {
+            // What this fragment tells of the message: fragments before the last are as
+            // long as it (if it is one of them) or at least as long (if it is the last).
+            let (least, hold) =
+                if last { (count as usize * len, len) } else { ((count as usize - 1) * len + 1, count as usize * len) };
+            if least > self.limits.max_message || hold > self.limits.max_pending_bytes {
                 self.stats.too_large += 1;
                 return Err(ReassemblyError::TooLarge { count });
             }
-            while (self.pending_bytes + capacity > self.limits.max_pending_bytes
-                || self.pending.len() >= self.limits.max_pending_messages)
-                && !self.pending.is_empty()
-            {
-                self.evict_oldest();
-            }
-            if self.pending.len() >= self.limits.max_pending_messages {
-                // Limits that allow no pending message at all.
-                self.stats.too_large += 1;
-                return Err(ReassemblyError::TooLarge { count });
-            }
-            self.pending.insert(
-                key,
-                Partial {
-                    data: vec![0; capacity],
-                    have: vec![0; (count as usize).div_ceil(64)],
-                    got: 0,
-                    count,
-                    last_len: 0,
-                    started_ms: now_ms,
-                },
-            );
-            self.order.push_back((key, now_ms));
-            self.pending_bytes += capacity;
+            let fragment_size = if last { 0 } else { len };
+            self.start(key, count, fragment_size, hold, now_ms)?;
         }
         let partial = self.pending.get_mut(&key).expect("inserted above");
         if partial.count != count {
@@ -291,22 +276,96 @@ impl Reassembler {
             self.stats.duplicates += 1;
             return Ok(None);
         }
+        if last {
+            if partial.fragment_size != 0 && len > partial.fragment_size {
+                return Err(self.malformed("the last fragment is longer than the ones before it"));
+            }
+        } else if partial.fragment_size == 0 {
+            // The last fragment came first: only now is the message's size known.
+            if partial.last_len > len {
+                return Err(self.malformed("the last fragment is longer than the ones before it"));
+            }
+            self.learn_size(key, len, now_ms)?;
+        } else if len != partial.fragment_size {
+            return Err(self.malformed("fragments before the last differ in length"));
+        }
+        let partial = self.pending.get_mut(&key).expect("still pending");
         partial.have[word] |= bit;
         partial.got += 1;
-        let start = index as usize * fs;
-        partial.data[start..start + payload.len()].copy_from_slice(payload);
+        let start = if last && partial.fragment_size == 0 { 0 } else { index as usize * partial.fragment_size };
+        partial.data[start..start + len].copy_from_slice(payload);
         if last {
-            partial.last_len = payload.len();
+            partial.last_len = len;
         }
         if partial.got < count {
             return Ok(None);
         }
         let mut done = self.pending.remove(&key).expect("present");
         self.pending_bytes -= done.data.len();
-        done.data.truncate((count as usize - 1) * fs + done.last_len);
+        done.data.truncate((count as usize - 1) * done.fragment_size + done.last_len);
         self.remember(key);
         self.stats.completed += 1;
         Ok(Some(done.data))
+    }
+
+    /// Starts message `key` (at `now_ms`) with `hold` bytes, evicting the oldest
+    /// incomplete messages to stay within the limits.
+    fn start(
+        &mut self,
+        key: MessageKey,
+        count: u16,
+        fragment_size: usize,
+        hold: usize,
+        now_ms: u64,
+    ) -> Result<(), ReassemblyError> {
+        while (self.pending_bytes + hold > self.limits.max_pending_bytes
+            || self.pending.len() >= self.limits.max_pending_messages)
+            && !self.pending.is_empty()
+        {
+            self.evict_oldest();
+        }
+        if self.pending.len() >= self.limits.max_pending_messages {
+            // Limits that allow no pending message at all.
+            self.stats.too_large += 1;
+            return Err(ReassemblyError::TooLarge { count });
+        }
+        let partial = Partial {
+            data: vec![0; hold],
+            fragment_size,
+            have: vec![0; (count as usize).div_ceil(64)],
+            got: 0,
+            count,
+            last_len: 0,
+            started_ms: now_ms,
+        };
+        self.pending.insert(key, partial);
+        self.order.push_back((key, now_ms));
+        self.pending_bytes += hold;
+        Ok(())
+    }
+
+    /// Gives message `key`, which so far held only its last fragment, its whole buffer
+    /// for fragments of `fragment_size` bytes. It starts again at `now_ms` (last in
+    /// line for eviction, so that the order stays oldest first).
+    fn learn_size(&mut self, key: MessageKey, fragment_size: usize, now_ms: u64) -> Result<(), ReassemblyError> {
+        let old = self.pending.remove(&key).expect("pending");
+        self.pending_bytes -= old.data.len();
+        let count = old.count;
+        let hold = count as usize * fragment_size;
+        if (count as usize - 1) * fragment_size + old.last_len > self.limits.max_message
+            || hold > self.limits.max_pending_bytes
+        {
+            self.stats.too_large += 1;
+            return Err(ReassemblyError::TooLarge { count });
+        }
+        self.start(key, count, fragment_size, hold, now_ms)?;
+        let partial = self.pending.get_mut(&key).expect("started");
+        let at = (count as usize - 1) * fragment_size;
+        partial.data[at..at + old.last_len].copy_from_slice(&old.data[..old.last_len]);
+        partial.have = old.have;
+        partial.got = old.got;
+        partial.last_len = old.last_len;
+        Ok(())
     }
 
     /// Drops incomplete messages older than the timeout; returns how many.
@@ -375,6 +434,7 @@ mod tests {
         fn reordered_and_duplicated_fragments_reassemble(
             message in proptest::collection::vec(any::<u8>(), 0..20_000),
             fs in 1usize..1500,
+            slack in 0usize..2000,
             shuffle in any::<u64>(),
             dup_every in 2usize..7,
         ) {
@@ -391,7 +451,8 @@ mod tests {
                 let dups: Vec<_> = parts.iter().step_by(dup_every).cloned().collect();
                 parts.extend(dups);
             }
-            let mut r = Reassembler::new(ReassemblyLimits::new(fs));
+            // The receiver takes fragments up to its own size, whatever the sender's.
+            let mut r = Reassembler::new(ReassemblyLimits::new(fs + slack));
             let mut out = Vec::new();
             for (i, c, b) in parts {
                 if let Some(m) = r.insert(key(5), i, c, b, 0).unwrap() {
@@ -408,7 +469,7 @@ mod tests {
             inputs in proptest::collection::vec((0u64..8, any::<u16>(), any::<u16>(), 0usize..300, 0u64..10_000), 0..300),
         ) {
             let limits = ReassemblyLimits {
-                fragment_size: 100,
+                max_fragment: 100,
                 max_message: 5_000,
                 max_pending_bytes: 20_000,
                 max_pending_messages: 16,
@@ -445,6 +506,32 @@ mod tests {
     }
 
     #[test]
+    fn the_fragment_size_is_learned_per_message() {
+        let mut r = Reassembler::new(ReassemblyLimits::new(1000));
+        // Two senders' sizes, one receiver; the last fragment first, then the others.
+        for (seq, fs) in [(1, 300), (2, 700)] {
+            let m: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
+            let mut f: Vec<_> = fragments(&m, fs).unwrap().collect();
+            f.rotate_right(1);
+            let mut done = None;
+            for (i, c, b) in f {
+                done = r.insert(key(seq), i, c, b, 0).unwrap().or(done);
+            }
+            assert_eq!(done, Some(m));
+        }
+        assert_eq!(r.pending_bytes(), 0);
+        // Fragments before the last that differ, or a last one longer than them: malformed.
+        assert_eq!(r.insert(key(3), 0, 3, &[0; 200], 0), Ok(None));
+        assert!(matches!(r.insert(key(3), 1, 3, &[0; 150], 0), Err(ReassemblyError::Malformed(_))));
+        assert!(matches!(r.insert(key(3), 2, 3, &[0; 201], 0), Err(ReassemblyError::Malformed(_))));
+        assert_eq!(r.insert(key(4), 2, 3, &[0; 300], 0), Ok(None));
+        assert!(matches!(r.insert(key(4), 0, 3, &[0; 299], 0), Err(ReassemblyError::Malformed(_))));
+        // A last fragment that came first is held at its own size until the size is known.
+        assert_eq!(r.pending_bytes(), 3 * 200 + 300);
+        assert_eq!(r.stats().malformed, 3);
+    }
+
+    #[test]
     fn a_lost_fragment_times_out_and_frees_its_memory() {
         let m = vec![3u8; 300];
         let mut r = Reassembler::new(ReassemblyLimits { timeout_ms: 50, ..ReassemblyLimits::new(100) });
@@ -461,7 +548,7 @@ mod tests {
     #[test]
     fn limits_and_malformed_fragments_are_refused_and_counted() {
         let limits = ReassemblyLimits {
-            fragment_size: 100,
+            max_fragment: 100,
             max_message: 1_000,
             max_pending_bytes: 400,
             max_pending_messages: 2,
@@ -471,7 +558,7 @@ mod tests {
         let full = [0u8; 100];
         assert!(matches!(r.insert(key(1), 0, 11, &full, 0), Err(ReassemblyError::TooLarge { .. })));
         assert!(matches!(r.insert(key(1), 3, 3, &full, 0), Err(ReassemblyError::Malformed(_))));
-        assert!(matches!(r.insert(key(1), 0, 3, &full[..50], 0), Err(ReassemblyError::Malformed(_))));
+        assert!(matches!(r.insert(key(1), 0, 3, &[0; 101], 0), Err(ReassemblyError::Malformed(_))));
         assert!(matches!(r.insert(key(1), 2, 3, &[], 0), Err(ReassemblyError::Malformed(_))));
         assert_eq!(r.insert(key(1), 0, 3, &full, 0), Ok(None));
         assert_eq!(r.insert(key(1), 1, 4, &full, 0), Err(ReassemblyError::Inconsistent { expected: 3, got: 4 }));

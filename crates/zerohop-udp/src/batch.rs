@@ -22,15 +22,28 @@ pub struct Datagram<'a> {
     pub truncated: bool,
     /// When the kernel received it (realtime clock, ns), if timestamps are enabled.
     pub timestamp_ns: Option<u64>,
+    /// How many datagrams the kernel has dropped on this socket for want of receive
+    /// buffer, said with a datagram once there were some (`SO_RXQ_OVFL`, wrapping).
+    pub dropped: Option<u32>,
 }
 
-/// Control-message room per datagram: enough for a `SCM_TIMESTAMPNS` and spare.
+/// Control-message room per datagram: a `SCM_TIMESTAMPNS` (32 bytes) and a `SO_RXQ_OVFL` (24).
 pub(crate) const CONTROL_LEN: usize = 64;
 
-/// Finds the `SCM_TIMESTAMPNS` timestamp in raw control-message bytes (as the kernel
-/// lays them out: `cmsghdr` then data, each record aligned to 8 bytes on 64-bit Linux).
-pub(crate) fn timestamp_from_control(control: &[u8]) -> Option<u64> {
+/// What the kernel said of a datagram in its control messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Control {
+    /// `SCM_TIMESTAMPNS`, in ns since the Unix epoch.
+    pub timestamp_ns: Option<u64>,
+    /// `SO_RXQ_OVFL`: datagrams dropped on the socket so far.
+    pub dropped: Option<u32>,
+}
+
+/// Reads raw control-message bytes (as the kernel lays them out: `cmsghdr` then data,
+/// each record aligned to 8 bytes on 64-bit Linux).
+pub(crate) fn read_control(control: &[u8]) -> Control {
     const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    let mut found = Control::default();
     let mut off = 0;
     while off + HDR <= control.len() {
         // SAFETY: HDR bytes at `off` are inside `control`; read_unaligned copes with any
@@ -39,7 +52,7 @@ pub(crate) fn timestamp_from_control(control: &[u8]) -> Option<u64> {
         #[allow(clippy::unnecessary_cast)] // usize on glibc, u32 on musl
         let len = h.cmsg_len as usize;
         if len < HDR || len > control.len() - off {
-            return None;
+            break;
         }
         const TS: usize = std::mem::size_of::<libc::timespec>();
         if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS && len >= HDR + TS {
@@ -48,11 +61,16 @@ pub(crate) fn timestamp_from_control(control: &[u8]) -> Option<u64> {
                 unsafe { control.as_ptr().add(off + HDR).cast::<libc::timespec>().read_unaligned() };
             #[allow(clippy::unnecessary_cast)] // i64 on 64-bit targets, i32 on some 32-bit ones
             let (sec, nsec) = (ts.tv_sec as i64, ts.tv_nsec as i64);
-            return u64::try_from(sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?);
+            found.timestamp_ns =
+                u64::try_from(sec).ok().and_then(|s| s.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?));
+        }
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SO_RXQ_OVFL && len >= HDR + 4 {
+            // SAFETY: `HDR + 4 <= len` bytes at `off` lie inside `control`.
+            found.dropped = Some(unsafe { control.as_ptr().add(off + HDR).cast::<u32>().read_unaligned() });
         }
         off += len.next_multiple_of(std::mem::size_of::<usize>());
     }
-    None
+    found
 }
 
 /// Receives up to `batch` datagrams per call into buffers it owns and reuses.
@@ -190,11 +208,13 @@ impl RecvBatch {
         let start = i * self.max_datagram;
         #[allow(clippy::unnecessary_cast)] // usize on glibc, u32 on musl
         let control_len = (h.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+        let control = read_control(&self.controls[i * CONTROL_LEN..i * CONTROL_LEN + control_len]);
         Datagram {
             bytes: &self.bufs[start..start + len],
             from: from_storage(&self.addrs[i], h.msg_hdr.msg_namelen),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            timestamp_ns: timestamp_from_control(&self.controls[i * CONTROL_LEN..i * CONTROL_LEN + control_len]),
+            timestamp_ns: control.timestamp_ns,
+            dropped: control.dropped,
         }
     }
 
@@ -570,15 +590,21 @@ mod tests {
     }
 
     #[test]
-    fn control_parser_reads_a_timestamp_and_survives_garbage() {
+    fn control_parser_reads_a_timestamp_and_a_drop_count_and_survives_garbage() {
         const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
-        let mut c = vec![0u8; HDR + 16];
+        let mut c = vec![0u8; HDR + 16 + HDR + 8];
         c[..8].copy_from_slice(&((HDR + 16) as u64).to_ne_bytes());
         c[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
         c[12..16].copy_from_slice(&libc::SCM_TIMESTAMPNS.to_ne_bytes());
         c[HDR..HDR + 8].copy_from_slice(&3i64.to_ne_bytes());
         c[HDR + 8..HDR + 16].copy_from_slice(&5i64.to_ne_bytes());
-        assert_eq!(timestamp_from_control(&c), Some(3_000_000_005));
+        let d = HDR + 16;
+        c[d..d + 8].copy_from_slice(&((HDR + 4) as u64).to_ne_bytes());
+        c[d + 8..d + 12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c[d + 12..d + 16].copy_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
+        c[d + HDR..d + HDR + 4].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(read_control(&c), Control { timestamp_ns: Some(3_000_000_005), dropped: Some(7) });
+        assert_eq!(read_control(&c[..d]).dropped, None);
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         for len in 0..200 {
             let bytes: Vec<u8> = (0..len)
@@ -589,9 +615,9 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let _ = timestamp_from_control(&bytes);
+            let _ = read_control(&bytes);
         }
-        assert_eq!(timestamp_from_control(&[]), None);
+        assert_eq!(read_control(&[]), Control::default());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use zerohop_proto::{FRAME_HEADER_LEN, FrameHeader};
 use zerohop_transport::chaos::{ChaosConfig, ChaosReport};
 
 use crate::batch::{RecvBatch, SendBatch};
-use crate::socket::{Granted, SocketOptions, bind};
+use crate::socket::{Granted, MAX_DATAGRAM, SocketOptions, bind, path_datagram};
 use crate::uring::{UringReceiver, UringSender};
 
 /// Which receive path to use.
@@ -60,10 +60,11 @@ pub struct PipelineConfig {
     /// Where published messages go. With exactly one peer the socket is connected.
     pub peers: Vec<SocketAddr>,
     pub socket: SocketOptions,
-    /// Largest datagram sent, header included (1472 fits a 1500-byte Ethernet MTU
-    /// under IPv4; loopback takes up to 65507). Fragments are this size, so sender and
-    /// receiver must agree on it (a mismatch makes fragmented messages malformed).
-    pub max_datagram: usize,
+    /// Largest datagram sent, header included; `None` follows the path to the peers
+    /// ([`path_datagram`]: 65,507 on loopback, 1472 across an Ethernet MTU). Receivers
+    /// take datagrams and fragments of any size up to [`MAX_DATAGRAM`], so peers with
+    /// different sizes still talk.
+    pub max_datagram: Option<usize>,
     /// Datagrams per `recvmmsg`.
     pub batch: usize,
     /// A queued message waits at most this long for more to pack with it (zero: every
@@ -100,7 +101,7 @@ impl PipelineConfig {
             bind,
             peers,
             socket: SocketOptions::default(),
-            max_datagram: 1472,
+            max_datagram: None,
             batch: 32,
             flush_interval: Duration::from_millis(1),
             max_message: 16 << 20,
@@ -125,6 +126,11 @@ pub struct UdpMetrics {
     pub send_batches: u64,
     /// Datagrams dropped because the socket's send buffer was full.
     pub send_dropped: u64,
+    /// Datagrams the kernel dropped on arrival because the socket's receive buffer was
+    /// full (`SO_RXQ_OVFL`; counted from the first datagram that says so).
+    pub kernel_dropped: u64,
+    /// The largest datagram sent now, header included (see [`PipelineConfig::max_datagram`]).
+    pub max_datagram: usize,
     pub messages_received: u64,
     pub datagrams_received: u64,
     pub bytes_received: u64,
@@ -168,6 +174,7 @@ impl UdpMetrics {
         self.bytes_sent += o.bytes_sent;
         self.send_batches += o.send_batches;
         self.send_dropped += o.send_dropped;
+        self.kernel_dropped += o.kernel_dropped;
         self.messages_received += o.messages_received;
         self.datagrams_received += o.datagrams_received;
         self.bytes_received += o.bytes_received;
@@ -194,6 +201,8 @@ pub struct UdpPipeline {
     socket: UdpSocket,
     config: PipelineConfig,
     connected: bool,
+    /// The largest datagram sent now (the config's, or the path's to the peers).
+    datagram: usize,
     /// One per channel published on, channel 0's first.
     lanes: Vec<Lane>,
     send: SendBatch,
@@ -220,8 +229,8 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(config: &PipelineConfig, channel: u16) -> Lane {
-        let mut outbox = Outbox::new(config.max_datagram, config.session, channel);
+    fn new(config: &PipelineConfig, channel: u16, datagram: usize) -> Lane {
+        let mut outbox = Outbox::new(datagram, config.session, channel);
         if config.compression {
             outbox.set_compression();
         }
@@ -278,25 +287,26 @@ pub fn new_session() -> u32 {
 impl UdpPipeline {
     /// Binds the socket (connecting it when there is exactly one peer).
     pub fn bind(config: PipelineConfig) -> io::Result<Self> {
-        if config.max_datagram <= FRAME_HEADER_LEN + 4 || config.max_datagram > 65_507 {
+        if config.max_datagram.is_some_and(|d| d <= FRAME_HEADER_LEN + 4 || d > MAX_DATAGRAM) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_datagram must be 45..=65507 bytes"));
         }
+        let datagram = config.max_datagram.unwrap_or_else(|| path_datagram(&config.peers));
         let (socket, granted) = bind(config.bind, &config.socket)?;
         let connected = connects(&config.peers);
         if connected {
             socket.connect(config.peers[0])?;
         }
-        let mut metrics = UdpMetrics { granted, ..UdpMetrics::default() };
+        let mut metrics = UdpMetrics { granted, max_datagram: datagram, ..UdpMetrics::default() };
         let entries = (config.batch.max(1) * 4).next_power_of_two().min(32768) as u16;
         let receiver = match config.io_uring {
-            UringMode::Off => Receiver::Mmsg(RecvBatch::new(config.batch.max(1), config.max_datagram)),
-            mode => match UringReceiver::new(&socket, entries, config.max_datagram) {
+            UringMode::Off => Receiver::Mmsg(RecvBatch::new(config.batch.max(1), MAX_DATAGRAM)),
+            mode => match UringReceiver::new(&socket, entries, MAX_DATAGRAM) {
                 Ok(u) => Receiver::Uring(Box::new(u)),
                 Err(e) if mode == UringMode::Force => return Err(e),
                 Err(e) => {
                     // EPERM (disabled, seccomp), ENOSYS (old kernel), ENOMEM (memlock)…
                     metrics.io_uring_unavailable = Some(e.to_string());
-                    Receiver::Mmsg(RecvBatch::new(config.batch.max(1), config.max_datagram))
+                    Receiver::Mmsg(RecvBatch::new(config.batch.max(1), MAX_DATAGRAM))
                 }
             },
         };
@@ -308,7 +318,7 @@ impl UdpPipeline {
         // not under faults, which send each datagram on its own).
         let zerocopy = match receiver {
             Receiver::Uring(_)
-                if config.max_datagram >= config.zerocopy_min
+                if datagram >= config.zerocopy_min
                     && config.chaos.is_none()
                     && config.reliable_channels.is_empty() =>
             {
@@ -324,7 +334,8 @@ impl UdpPipeline {
         Ok(Self {
             socket,
             connected,
-            lanes: vec![Lane::new(&config, 0)],
+            datagram,
+            lanes: vec![Lane::new(&config, 0, datagram)],
             send: SendBatch::new(),
             zerocopy,
             receiver,
@@ -382,6 +393,17 @@ impl UdpPipeline {
             w.set_peers(&peers);
         }
         self.config.peers = peers;
+        if self.config.max_datagram.is_none() {
+            // The path changed: so may the size. What was packed goes out at the old one.
+            self.datagram = path_datagram(&self.config.peers);
+            self.metrics.max_datagram = self.datagram;
+            for lane in &mut self.lanes {
+                lane.outbox.set_max_datagram(self.datagram);
+            }
+            if self.lanes.iter().any(|l| l.outbox.ready() > 0) {
+                self.send_ready()?;
+            }
+        }
         Ok(())
     }
 
@@ -442,7 +464,7 @@ impl UdpPipeline {
         match self.lanes.iter().position(|l| l.channel == channel) {
             Some(i) => i,
             None => {
-                self.lanes.push(Lane::new(&self.config, channel));
+                self.lanes.push(Lane::new(&self.config, channel, self.datagram));
                 self.lanes.len() - 1
             }
         }
@@ -725,7 +747,7 @@ impl UdpPipeline {
         let limits = ReassemblyLimits {
             // (An expiring message comes after its 8-byte expiry.)
             max_message: self.config.max_message + 8,
-            ..ReassemblyLimits::new(self.config.max_datagram - FRAME_HEADER_LEN)
+            ..ReassemblyLimits::new(MAX_DATAGRAM - FRAME_HEADER_LEN)
         };
         let inboxes = &mut self.inboxes;
         let metrics = &mut self.metrics;
@@ -800,14 +822,23 @@ impl UdpPipeline {
                 }
                 _ => handle_now(bytes, from, truncated, timestamp_ns),
             };
+        // The kernel's count of what it dropped, as the last datagram that said it.
+        let mut kernel_dropped = None;
         let result = match &mut self.receiver {
-            Receiver::Uring(u) => u.recv(|d| handle(d.bytes, d.from, d.truncated, d.timestamp_ns)),
+            Receiver::Uring(u) => u.recv(|d| {
+                kernel_dropped = d.dropped.or(kernel_dropped);
+                handle(d.bytes, d.from, d.truncated, d.timestamp_ns)
+            }),
             Receiver::Mmsg(batch) => batch.recv(&self.socket).inspect(|_| {
                 for d in batch.iter() {
+                    kernel_dropped = d.dropped.or(kernel_dropped);
                     handle(d.bytes, d.from, d.truncated, d.timestamp_ns);
                 }
             }),
         };
+        if let Some(d) = kernel_dropped {
+            self.metrics.kernel_dropped = u64::from(d);
+        }
         let n = match result {
             Ok(n) => n,
             Err(e)
@@ -816,7 +847,7 @@ impl UdpPipeline {
                     && matches!(self.receiver, Receiver::Uring(_)) =>
             {
                 // The ring was set up but the kernel refuses multishot recvmsg (< 6.0).
-                self.receiver = Receiver::Mmsg(RecvBatch::new(self.config.batch.max(1), self.config.max_datagram));
+                self.receiver = Receiver::Mmsg(RecvBatch::new(self.config.batch.max(1), MAX_DATAGRAM));
                 self.metrics.backend = "recvmmsg";
                 self.metrics.io_uring_unavailable = Some(format!("multishot recvmsg refused: {e}"));
                 if let Some((c, _)) = &chaos {
@@ -1023,7 +1054,7 @@ mod tests {
             for n in [0usize, 1, 39, 40, 41, 500, 1472] {
                 junk.send_to(&vec![0xAB; n], rx.local_addr().unwrap()).unwrap();
             }
-            let oversize = vec![0u8; 3000]; // longer than max_datagram: truncated
+            let oversize = vec![0u8; 30_000]; // large, and not a frame either
             junk.send_to(&oversize, rx.local_addr().unwrap()).unwrap();
             let mut tx = pipeline(vec![rx.local_addr().unwrap()]);
             tx.publish(b"real").unwrap();
@@ -1263,7 +1294,7 @@ mod tests {
             let big = |peers| {
                 let config = PipelineConfig {
                     io_uring: MODE.get(),
-                    max_datagram: 65_507,
+                    max_datagram: Some(65_507),
                     ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), peers)
                 };
                 UdpPipeline::bind(config).unwrap()

@@ -102,19 +102,12 @@ pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<(UdpSocket,
         };
     }
     if options.timestamps {
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, valid here.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        granted.timestamps = r == 0;
+        granted.timestamps = set_int(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
     }
+    // Each datagram after a drop says how many the kernel dropped for want of receive
+    // buffer (`SO_RXQ_OVFL`): the loss the receiver's own metrics then show. Nothing is
+    // attached while nothing was dropped.
+    set_int(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
     if options.busy_poll_us > 0 && socket.set_busy_poll(options.busy_poll_us).is_ok() {
         granted.busy_poll_us = socket.busy_poll().unwrap_or(0);
     }
@@ -152,9 +145,75 @@ pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<(UdpSocket,
     Ok((socket.into(), granted))
 }
 
+/// `setsockopt` of an `int` option; whether the kernel took it.
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, valid here.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+/// The largest UDP payload: an IPv4 packet's 65,535 bytes less its headers.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// The largest datagram that reaches every one of `peers` without IP fragmentation: the
+/// MTU of the route to each (as the kernel's routing table says: 65,536 on loopback,
+/// 9,000 with jumbo frames) less the IP and UDP headers, at most [`MAX_DATAGRAM`]. A
+/// route the kernel cannot tell (none yet) counts as an Ethernet MTU's; no peers, as
+/// loopback's (nothing is sent until there are some).
+pub fn path_datagram(peers: &[SocketAddr]) -> usize {
+    peers.iter().map(|&p| route_datagram(p)).min().unwrap_or(MAX_DATAGRAM)
+}
+
+fn route_datagram(peer: SocketAddr) -> usize {
+    let (headers, level, name) = match peer {
+        SocketAddr::V4(_) => (20 + 8, libc::IPPROTO_IP, libc::IP_MTU),
+        SocketAddr::V6(_) => (40 + 8, libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
+    let mtu = || -> io::Result<usize> {
+        // A socket connected to the peer (no packet is sent) knows its route's MTU.
+        let s = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
+        s.connect(&peer.into())?;
+        let mut mtu: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `mtu`, an int that outlives the call.
+        let r = unsafe {
+            libc::getsockopt(std::os::fd::AsRawFd::as_raw_fd(&s), level, name, (&raw mut mtu).cast(), &mut len)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(mtu.max(0) as usize)
+    };
+    match mtu() {
+        Ok(mtu) if mtu > headers + 64 => (mtu - headers).min(MAX_DATAGRAM),
+        _ => 1500 - headers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_datagram_size_follows_the_route() {
+        let lo: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(path_datagram(&[lo]), MAX_DATAGRAM, "loopback's MTU is 65536");
+        assert_eq!(path_datagram(&[]), MAX_DATAGRAM);
+        // A real interface's route (this machine's eth0 has an MTU of 1400: 1372), or
+        // none (an Ethernet MTU's 1472 is assumed): never loopback's size.
+        let far: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        let d = path_datagram(&[far]);
+        assert!((500..=9000).contains(&d), "{d}");
+        assert_eq!(path_datagram(&[lo, far]), d, "the smallest of the peers'");
+    }
 
     #[test]
     fn binds_and_reports_what_was_granted() {

@@ -62,8 +62,9 @@ pub struct UdpOptions {
     pub flush_interval: std::time::Duration,
     /// Datagrams per receive batch.
     pub batch: usize,
-    /// Largest datagram sent, header included; sender and receivers must agree.
-    pub max_datagram: usize,
+    /// Largest datagram sent, header included; `None` (`'auto'`) follows the path to
+    /// the peers. Receivers take any size, so the two sides need not agree.
+    pub max_datagram: Option<usize>,
     /// The receive backend.
     pub io_uring: UringMode,
     /// Sockets (and threads) receiving on the port with `SO_REUSEPORT`.
@@ -155,7 +156,14 @@ impl FromOptions for UdpOptions {
             peers: o.take_texts("peers")?.unwrap_or_default(),
             flush_interval: o.take_ms("flushIntervalMs")?.unwrap_or(d.flush_interval),
             batch: o.take_usize("batch", 1..=1024)?.unwrap_or(d.batch),
-            max_datagram: o.take_usize("maxDatagram", 1..=65_507)?.unwrap_or(d.max_datagram),
+            max_datagram: match o.take("maxDatagram") {
+                None => d.max_datagram,
+                Some(Value::Text(t)) if t == "auto" => None,
+                Some(v) => {
+                    o.put_back("maxDatagram", v);
+                    o.take_usize("maxDatagram", 45..=65_507)?
+                }
+            },
             io_uring,
             receive_threads: o.take_usize("receiveThreads", 1..=64)?.unwrap_or(d.receive_threads),
             pin_threads: o.take_bool("pinThreads")?.unwrap_or(d.pin_threads),
@@ -400,6 +408,8 @@ impl Protocol for UdpProtocol {
             ("bytesSent", n(m.bytes_sent)),
             ("sendBatches", n(m.send_batches)),
             ("sendDropped", n(m.send_dropped)),
+            ("kernelDropped", n(m.kernel_dropped)),
+            ("maxDatagram", n(m.max_datagram as u64)),
             ("zerocopyDatagrams", n(m.zerocopy_datagrams)),
             ("messagesReceived", n(m.messages_received)),
             ("datagramsReceived", n(m.datagrams_received)),

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::{BufRingEntry, RecvMsgOut};
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
 
-use crate::batch::{CONTROL_LEN, from_storage_bytes, timestamp_from_control, to_storage};
+use crate::batch::{CONTROL_LEN, from_storage_bytes, read_control, to_storage};
 
 /// The io_uring operations zerohop uses: the kernel's name for each, and what for.
 const OPERATIONS: [(&str, u8, &str); 3] = [
@@ -104,6 +104,8 @@ pub struct UringDatagram<'a> {
     pub truncated: bool,
     /// Kernel receive time (realtime clock, ns), if timestamps are enabled.
     pub timestamp_ns: Option<u64>,
+    /// Datagrams the kernel dropped on this socket so far, once there were some.
+    pub dropped: Option<u32>,
 }
 
 impl UringReceiver {
@@ -253,11 +255,13 @@ impl UringReceiver {
                 // Buffers are rounded up; hold to the `max_datagram` contract regardless.
                 let payload = out.payload_data();
                 let kept = payload.len().min(self.max_datagram);
+                let control = read_control(out.control_data());
                 deliver(UringDatagram {
                     bytes: &payload[..kept],
                     from: from_storage_bytes(out.name_data(), out.incoming_name_len()),
                     truncated: out.is_payload_truncated() || kept < payload.len(),
-                    timestamp_ns: timestamp_from_control(out.control_data()),
+                    timestamp_ns: control.timestamp_ns,
+                    dropped: control.dropped,
                 });
                 n += 1;
             }

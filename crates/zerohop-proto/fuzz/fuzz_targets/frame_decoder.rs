@@ -13,7 +13,7 @@ use zerohop_proto::{FrameFlags, FrameHeader};
 
 fuzz_target!(|data: &[u8]| {
     let limits = ReassemblyLimits {
-        fragment_size: 64,
+        max_fragment: 64,
         max_message: 4096,
         max_pending_bytes: 8192,
         max_pending_messages: 8,

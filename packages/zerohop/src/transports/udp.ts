@@ -51,8 +51,14 @@ export interface UdpOptions {
   compression?: 'lz4' | 'none'
   /** Datagrams per receive batch (default 32). */
   batch?: number
-  /** Largest datagram, header included (default 1472; loopback takes 65507). Senders and receivers must agree. */
-  maxDatagram?: number
+  /**
+   * Largest datagram sent, header included: `'auto'` (the default) follows the route to
+   * the peers (its MTU less the IP and UDP headers: 65507 on loopback, 1472 across a
+   * 1500-byte Ethernet MTU, 8972 with jumbo frames), or a number of bytes (45 to 65507).
+   * Receivers take datagrams of any size, so peers need not agree;
+   * `metrics().udp.maxDatagram` shows the size in use.
+   */
+  maxDatagram?: number | 'auto'
   /** Receive with io_uring (`'auto'`, the default, falls back to recvmmsg), `'force'` it, or `'off'`. */
   ioUring?: 'auto' | 'force' | 'off'
   /** Sockets receiving on the port with SO_REUSEPORT, each with its own thread (default 1). */
@@ -83,6 +89,14 @@ export interface UdpSocketMetrics {
   sendBatches: number
   /** Datagrams dropped because the socket's send buffer was full. */
   sendDropped: number
+  /**
+   * Datagrams the kernel dropped on arrival because the socket's receive buffer was full
+   * (SO_RXQ_OVFL): a receiver slower than its senders. Counted once a datagram after
+   * the first drop arrived.
+   */
+  kernelDropped: number
+  /** The largest datagram sent now, header included (see the option `maxDatagram`). */
+  maxDatagram: number
   zerocopyDatagrams: number
   messagesReceived: number
   datagramsReceived: number
