@@ -363,7 +363,7 @@ test('a reliable channel delivers every message once through loss, beside a loss
   t.true(lossy < n, `the lossy channel lost some (${lossy} of ${n} arrived)`)
   t.true(rx.metrics().udp!.lost > 0)
   // Only the channels listed are reliable, and the policies a full flight may meet are three.
-  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { backpressure: 'block' }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { backpressure: 'block', flowControl: false }), { code: 'ERR_BAD_OPTION' })
   const blocking = await Hub.open('udp://127.0.0.1:0', { backpressure: 'block', reliableChannels: [1] })
   await blocking.close()
   await tx.close({ lingerMs: 0 })
@@ -389,4 +389,74 @@ test("compression: 'lz4' shrinks what shrinks, and a peer without it reads it al
   t.deepEqual(await sink.recv({ timeoutMs: 5000 }), noise)
   t.is(raw.metrics().udp!.bytesSaved, 0)
   await Promise.all([rx, tx, raw, sink].map((h) => h.close({ lingerMs: 0 })))
+})
+
+test.serial('flow control: a sender far faster than a slow reader in another process loses nothing; without it the kernel drops, and the receiver says how many', async (t) => {
+  const N = 40_000
+  const sizes = [1000, 64, 3000]
+  const run = async (flowControl: boolean) => {
+    const rx = peer({ mode: 'recv', url: 'udp://127.0.0.1:0', options: { flowControl }, count: N, sizes, slowMs: 5, idleMs: flowControl ? 10_000 : 1000 })
+    const { address } = (await rx.next('ready')) as { address: string }
+    const blast = flowControl ? 'send' : 'publish'
+    const tx = peer({ mode: 'send', url: 'udp://127.0.0.1:0', options: { flowControl, peers: [address] }, count: N, sizes, blast })
+    const sent = (await tx.next('done')) as { published: number; metrics: { udp: { flowRefused: number; flowSilentPeers: number } } }
+    const got = (await rx.next('done')) as Done & { metrics: { udp: { kernelDropped: number } } }
+    t.is(await rx.exited, 0, rx.stderr())
+    t.is(await tx.exited, 0, tx.stderr())
+    return { sent, got }
+  }
+  const paced = await run(true)
+  t.is(paced.got.received, N, 'every message arrived')
+  t.is(paced.got.corrupt + paced.got.outOfOrder, 0)
+  t.is(paced.got.metrics.udp.lost, 0)
+  t.is(paced.got.metrics.udp.kernelDropped, 0)
+  t.true(paced.sent.metrics.udp.flowRefused > 0, 'the sender was held back')
+  t.is(paced.sent.metrics.udp.flowSilentPeers, 0)
+  const flood = await run(false)
+  t.true(flood.got.received < N, `without flow control some were lost (${flood.got.received} of ${N} arrived)`)
+  t.true(flood.got.metrics.udp.kernelDropped > 0, 'the kernel said it dropped datagrams')
+  t.true(flood.got.metrics.udp.lost > 0)
+})
+
+test.serial('flow control: a peer that never reports holds the sender back for a second, then no more', async (t) => {
+  // A plain socket that reads nothing and says nothing: not a zerohop receiver.
+  const mute = createSocket('udp4')
+  await new Promise<void>((r) => mute.bind(0, '127.0.0.1', r))
+  await using tx = await Hub.open('udp://127.0.0.1:0', { peers: [`127.0.0.1:${mute.address().port}`], flushIntervalMs: 0 })
+  const m = new Uint8Array(1000)
+  let accepted = 0
+  while (tx.publish(m)) accepted++
+  const udp = () => tx.metrics().udp!
+  t.true(accepted > 100 && accepted < 1000, `the first window went (${accepted} messages), then no more`)
+  t.is(udp().flowRefused, 1)
+  t.is(udp().flowSilentPeers, 0)
+  const waited = performance.now()
+  await tx.send(m, { timeoutMs: 5000 })
+  t.true(performance.now() - waited >= 900, 'send() waited for the silence to last a second')
+  t.is(udp().flowSilentPeers, 1)
+  t.true(tx.publish(m), 'a silent peer holds nothing back')
+  mute.close()
+})
+
+test.serial('peers with different datagram sizes talk: each sends what its setting or its route allows, and takes any size', async (t) => {
+  const messages = [1, 900, 5000, 100_000].map((n) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + n) & 255))
+  const options = { maxMessageSize: 200_000, flushIntervalMs: 0 }
+  await using small = await Hub.open('udp://127.0.0.1:0', { ...options, maxDatagram: 1200 })
+  await using auto = await Hub.open('udp://127.0.0.1:0', options)
+  small.setPeers([auto.localAddress!])
+  auto.setPeers([small.localAddress!])
+  t.is(small.metrics().udp!.maxDatagram, 1200)
+  t.is(auto.metrics().udp!.maxDatagram, 65507, "loopback's route: the largest UDP datagram")
+  for (const [from, to] of [
+    [small, auto],
+    [auto, small],
+  ] as const) {
+    for (const m of messages) from.publish(m)
+    for (const m of messages) t.deepEqual(await to.recv({ timeoutMs: 5000 }), m)
+    t.is(to.metrics().udp!.malformed, 0)
+  }
+  t.true(small.metrics().udp!.datagramsSent > auto.metrics().udp!.datagramsSent * 10, 'the small side fragments more')
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { maxDatagram: 44 }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { maxDatagram: 'huge' as never }), { code: 'ERR_BAD_OPTION' })
+  await t.throwsAsync(Hub.open('udp://127.0.0.1:0', { maxMessageSize: (16 << 20) + 1 }), { code: 'ERR_BAD_OPTION' })
 })

@@ -50,6 +50,8 @@ pub struct Outbox {
     /// [`crate::reliable`]) in their `ack` field.
     reliable: bool,
     floor: u64,
+    /// Flow controlled: frames ask the receiver for reports (see [`crate::flow`]).
+    flow: bool,
     /// LZ4 on: each frame whose payload shrinks goes compressed (flagged so).
     compressor: Option<Box<Compressor>>,
     /// The frame being packed carries expiring messages (`FrameFlags::EXPIRING`), and
@@ -78,6 +80,7 @@ impl Outbox {
             seqs: Vec::new(),
             reliable: false,
             floor: 0,
+            flow: false,
             compressor: None,
             expiring: false,
             prefixed: Vec::new(),
@@ -89,6 +92,12 @@ impl Outbox {
     /// Makes this a reliable channel's outbox: its frames ask to be acknowledged.
     pub fn set_reliable(&mut self) {
         self.reliable = true;
+    }
+
+    /// Whether the frames made from now on ask the receiver for flow reports
+    /// (`FrameFlags::FLOW`, see [`crate::flow`]).
+    pub fn set_flow(&mut self, on: bool) {
+        self.flow = on;
     }
 
     /// The floor the next frames carry (a reliable channel's; see [`crate::reliable`]).
@@ -131,6 +140,9 @@ impl Outbox {
         }
         if self.expiring {
             h.flags = FrameFlags(h.flags.0 | FrameFlags::EXPIRING);
+        }
+        if self.flow {
+            h.flags = FrameFlags(h.flags.0 | FrameFlags::FLOW);
         }
         h
     }
@@ -397,6 +409,15 @@ pub struct Inbox {
     ack_owed: bool,
     /// A compressed frame's payload, decompressed.
     scratch: Vec<u8>,
+    /// Flow control (the sender's frames are flagged `FLOW`): bytes arrived since the
+    /// last report, every how many one is owed, and whether one is.
+    unreported: u64,
+    report_every: u64,
+    report_owed: bool,
+    /// The sequence number reported: after the last message whose datagrams arrived
+    /// (a message partly reassembled counts as read, so that a large one with a lost
+    /// fragment cannot hold its sender back).
+    flow_next: u64,
 }
 
 impl Inbox {
@@ -420,6 +441,10 @@ impl Inbox {
             below: 0,
             ack_owed: false,
             scratch: Vec::new(),
+            unreported: 0,
+            report_every: u64::MAX,
+            report_owed: false,
+            flow_next: 0,
         }
     }
 
@@ -438,6 +463,28 @@ impl Inbox {
             self.below += 1;
         }
         Some((session, channel, self.below))
+    }
+
+    /// Owes a flow report (see [`crate::flow`]) each time `bytes` more arrived from a
+    /// flow-controlled sender (and at its first datagram).
+    pub fn set_report_every(&mut self, bytes: u64) {
+        self.report_every = bytes.max(1);
+    }
+
+    /// Whether a flow report is owed (see [`flow_report`](Self::flow_report)).
+    pub fn owes_report(&self) -> bool {
+        self.report_owed
+    }
+
+    /// The flow report owed, if one is: the sender's session and channel, and the next
+    /// sequence number expected (everything before it was read, or lost).
+    pub fn flow_report(&mut self) -> Option<(u32, u16, u64)> {
+        if !std::mem::take(&mut self.report_owed) {
+            return None;
+        }
+        self.unreported = 0;
+        let (session, channel) = self.session?;
+        Some((session, channel, self.flow_next))
     }
 
     /// Counters.
@@ -476,8 +523,17 @@ impl Inbox {
         } else {
             payload
         };
+        let fresh = self.session != Some((header.session, header.channel));
         self.receive_frame(header, payload, now_ms, &mut deliver);
         self.scratch = scratch;
+        if header.flags.contains(FrameFlags::FLOW) {
+            let read =
+                if header.frag_count > 1 { self.expected.max(header.seq.saturating_add(1)) } else { self.expected };
+            self.flow_next = if fresh { read } else { self.flow_next.max(read) };
+            // The first report at once, so that the sender soon learns the window.
+            self.unreported += datagram.len() as u64;
+            self.report_owed |= fresh || self.unreported >= self.report_every;
+        }
     }
 
     /// [`receive`](Self::receive) of a frame's header and (decompressed) payload.
@@ -643,6 +699,37 @@ mod tests {
         let got = run(&out, &order, &mut inbox);
         let expected = messages.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
         (got, expected, inbox, out)
+    }
+
+    #[test]
+    fn a_flow_controlled_sender_gets_a_report_at_once_then_each_quarter_window() {
+        let mut out = Outbox::new(1000, 5, 2);
+        out.set_flow(true);
+        let mut inbox = Inbox::new(1000);
+        inbox.set_report_every(3000);
+        let mut reports = Vec::new();
+        for i in 0..20u8 {
+            out.push(&[i; 900], 0).unwrap();
+            out.flush();
+            for d in out.datagrams() {
+                inbox.receive(d, 0, |_, _| {});
+            }
+            out.consume(out.ready());
+            if let Some(r) = inbox.flow_report() {
+                reports.push((i, r));
+            }
+        }
+        // At the first datagram, then each time 3000 more bytes came (four of 940).
+        let at: Vec<u8> = reports.iter().map(|r| r.0).collect();
+        assert_eq!(at, [0, 4, 8, 12, 16]);
+        assert_eq!(reports[1].1, (5, 2, 5), "session, channel, next sequence number expected");
+        // Frames not flagged: no reports.
+        let mut plain = Outbox::new(1000, 6, 0);
+        plain.push(b"x", 0).unwrap();
+        plain.flush();
+        let mut inbox = Inbox::new(1000);
+        inbox.receive(plain.datagrams().next().unwrap(), 0, |_, _| {});
+        assert_eq!(inbox.flow_report(), None);
     }
 
     proptest! {

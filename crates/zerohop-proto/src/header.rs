@@ -46,7 +46,11 @@ impl FrameFlags {
     /// Each message of the frame (each packed one, or the one its fragments make)
     /// starts with its expiry (`ttlMs`): 8 bytes, ns since the Unix epoch, little endian.
     pub const EXPIRING: u8 = 0b0001_0000;
-    const KNOWN: u8 = Self::ACK | Self::COMPRESSED | Self::RELIABLE | Self::PACKED | Self::EXPIRING;
+    /// On a frame: the sender is flow controlled, and wants to hear how far the receiver
+    /// read. With [`ACK`](Self::ACK): that report (`ack`: the next sequence number
+    /// expected, `seq`: the window allowed, in bytes). See [`crate::flow`].
+    pub const FLOW: u8 = 0b0010_0000;
+    const KNOWN: u8 = Self::ACK | Self::COMPRESSED | Self::RELIABLE | Self::PACKED | Self::EXPIRING | Self::FLOW;
 
     /// Whether every bit in `bits` is set.
     pub fn contains(self, bits: u8) -> bool {

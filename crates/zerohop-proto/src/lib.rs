@@ -49,6 +49,7 @@ pub mod chaos;
 pub mod compress;
 mod crc32c;
 pub mod datagram;
+pub mod flow;
 pub mod frag;
 mod header;
 pub mod kcp;

@@ -61,8 +61,9 @@ pub(crate) fn read_control(control: &[u8]) -> Control {
                 unsafe { control.as_ptr().add(off + HDR).cast::<libc::timespec>().read_unaligned() };
             #[allow(clippy::unnecessary_cast)] // i64 on 64-bit targets, i32 on some 32-bit ones
             let (sec, nsec) = (ts.tv_sec as i64, ts.tv_nsec as i64);
-            found.timestamp_ns =
-                u64::try_from(sec).ok().and_then(|s| s.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?));
+            found.timestamp_ns = u64::try_from(sec)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000)?.checked_add(u64::try_from(nsec).ok()?));
         }
         if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SO_RXQ_OVFL && len >= HDR + 4 {
             // SAFETY: `HDR + 4 <= len` bytes at `off` lie inside `control`.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use zerohop_net::chaos::WakingFaults;
 use zerohop_proto::FrameFlags;
 use zerohop_proto::datagram::{Inbox, Outbox};
+use zerohop_proto::flow::{FlowWindow, MAX_WINDOW, MIN_WINDOW};
 use zerohop_proto::frag::{FragmentError, ReassemblyLimits};
 use zerohop_proto::reliable::{ResendConfig, ResendStats, ResendWindow};
 use zerohop_proto::{FRAME_HEADER_LEN, FrameHeader};
@@ -92,7 +93,15 @@ pub struct PipelineConfig {
     pub resend: ResendConfig,
     /// LZ4: each datagram whose payload shrinks goes compressed (and says so).
     pub compression: bool,
+    /// Flow control of the unreliable channels ([`zerohop_proto::flow`]): at most a
+    /// window of bytes in flight to each unicast peer, as large as the peer's socket
+    /// buffer allows; a peer that says nothing for `flow_silence` stops holding back.
+    pub flow_control: bool,
+    pub flow_silence: Duration,
 }
+
+/// What a flow-controlled sender may have in flight before the peer's first report.
+const INITIAL_FLOW_WINDOW: u64 = 256 << 10;
 
 impl PipelineConfig {
     /// Defaults for `bind`, sending to `peers`.
@@ -113,6 +122,8 @@ impl PipelineConfig {
             reliable_channels: Vec::new(),
             resend: ResendConfig::default(),
             compression: false,
+            flow_control: true,
+            flow_silence: Duration::from_secs(1),
         }
     }
 }
@@ -162,6 +173,10 @@ pub struct UdpMetrics {
     pub in_flight: u64,
     /// Bytes LZ4 saved of what was sent (`compression: 'lz4'`).
     pub bytes_saved: u64,
+    /// Flow control: messages refused because a peer's window was full, and the peers
+    /// that stopped reporting (they no longer hold the sender back).
+    pub flow_refused: u64,
+    pub flow_silent_peers: u64,
     /// Why io_uring is not in use, when it was wanted.
     pub io_uring_unavailable: Option<String>,
 }
@@ -193,6 +208,8 @@ impl UdpMetrics {
         self.acks_received += o.acks_received;
         self.in_flight += o.in_flight;
         self.bytes_saved += o.bytes_saved;
+        self.flow_refused += o.flow_refused;
+        self.flow_silent_peers += o.flow_silent_peers;
     }
 }
 
@@ -221,11 +238,12 @@ pub struct UdpPipeline {
 }
 
 /// One channel's sending: its numbering and packing, and, reliable, what waits for
-/// acknowledgements.
+/// acknowledgements, or, flow controlled, what the peers allow in flight.
 struct Lane {
     channel: u16,
     outbox: Outbox,
     window: Option<ResendWindow<SocketAddr>>,
+    flow: Option<FlowWindow<SocketAddr>>,
 }
 
 impl Lane {
@@ -238,7 +256,31 @@ impl Lane {
             outbox.set_reliable();
             ResendWindow::new(config.resend, &config.peers)
         });
-        Lane { channel, outbox, window }
+        let mut lane = Lane { channel, outbox, window, flow: None };
+        lane.set_flow(config);
+        lane
+    }
+
+    /// Flow control for the config's peers, where it applies: on an unreliable channel
+    /// (a reliable one has its own window) to unicast peers (a multicast group's members
+    /// are not known one by one).
+    fn set_flow(&mut self, config: &PipelineConfig) {
+        let applies =
+            config.flow_control && self.window.is_none() && !config.peers.iter().any(|p| p.ip().is_multicast());
+        match (&mut self.flow, applies) {
+            (Some(f), true) => f.set_peers(&config.peers),
+            (None, true) => {
+                let silence = config.flow_silence.as_micros() as u64;
+                self.flow = Some(FlowWindow::new(&config.peers, INITIAL_FLOW_WINDOW, silence));
+            }
+            (_, false) => self.flow = None,
+        }
+        self.outbox.set_flow(applies);
+    }
+
+    /// Whether another message may go now.
+    fn has_room(&self) -> bool {
+        self.window.as_ref().is_none_or(|w| w.has_room(1)) && self.flow.as_ref().is_none_or(FlowWindow::has_room)
     }
 }
 
@@ -318,9 +360,7 @@ impl UdpPipeline {
         // not under faults, which send each datagram on its own).
         let zerocopy = match receiver {
             Receiver::Uring(_)
-                if datagram >= config.zerocopy_min
-                    && config.chaos.is_none()
-                    && config.reliable_channels.is_empty() =>
+                if datagram >= config.zerocopy_min && config.chaos.is_none() && config.reliable_channels.is_empty() =>
             {
                 UringSender::new(&socket).ok()
             }
@@ -393,6 +433,9 @@ impl UdpPipeline {
             w.set_peers(&peers);
         }
         self.config.peers = peers;
+        for lane in &mut self.lanes {
+            lane.set_flow(&self.config);
+        }
         if self.config.max_datagram.is_none() {
             // The path changed: so may the size. What was packed goes out at the old one.
             self.datagram = path_datagram(&self.config.peers);
@@ -422,6 +465,9 @@ impl UdpPipeline {
         let mut m = self.metrics.clone();
         m.bytes_sent += self.send.sent_bytes();
         m.bytes_saved += self.lanes.iter().map(|l| l.outbox.saved()).sum::<u64>();
+        for f in self.lanes.iter().filter_map(|l| l.flow.as_ref()) {
+            m.flow_silent_peers += f.silent() as u64;
+        }
         for w in self.lanes.iter().filter_map(|l| l.window.as_ref()) {
             let s: ResendStats = w.stats();
             m.resent += s.resent;
@@ -471,7 +517,8 @@ impl UdpPipeline {
     }
 
     /// [`publish`](Self::publish) on `channel`. A reliable channel with as much in
-    /// flight as it may have refuses it (`PublishError::Full`).
+    /// flight as it may have, or a flow-controlled one with a peer's window full,
+    /// refuses it (`PublishError::Full`).
     pub fn publish_on(&mut self, channel: u16, message: &[u8]) -> Result<(), PublishError> {
         self.publish_expiring(channel, message, None)
     }
@@ -486,10 +533,13 @@ impl UdpPipeline {
     ) -> Result<(), PublishError> {
         let i = self.lane(channel);
         let lane = &mut self.lanes[i];
-        if let Some(w) = &lane.window {
-            if !w.has_room(1) {
-                return Err(PublishError::Full);
+        if !lane.has_room() {
+            if lane.flow.is_some() {
+                self.metrics.flow_refused += 1;
             }
+            return Err(PublishError::Full);
+        }
+        if let Some(w) = &lane.window {
             lane.outbox.set_floor(w.floor());
         }
         // The clock matters only to a message that starts a datagram (it sets the
@@ -514,7 +564,7 @@ impl UdpPipeline {
     /// Whether a message on `channel` would be taken now (a reliable channel's flight
     /// has room).
     pub fn has_room(&self, channel: u16) -> bool {
-        self.lanes.iter().find(|l| l.channel == channel).and_then(|l| l.window.as_ref()).is_none_or(|w| w.has_room(1))
+        self.lanes.iter().find(|l| l.channel == channel).is_none_or(Lane::has_room)
     }
 
     /// Sends the acknowledgements the last receive owes: one per sender and reliable
@@ -524,20 +574,41 @@ impl UdpPipeline {
             return;
         }
         let now = Instant::now();
+        // (Counting the senders costs a look at each: only when a report is owed.)
+        let reporting = self.owing.iter().any(|k| self.inboxes.get(k).is_some_and(|(i, _)| i.owes_report()));
+        let window = if reporting { self.flow_window() } else { MIN_WINDOW };
         let mut frame = [0u8; FRAME_HEADER_LEN];
         for key in std::mem::take(&mut self.owing) {
             let Some((inbox, _)) = self.inboxes.get_mut(&key) else { continue };
-            let Some((session, channel, ack)) = inbox.acknowledgement() else { continue };
-            let h = FrameHeader { flags: FrameFlags(FrameFlags::ACK), session, channel, ack, ..FrameHeader::new(0) };
-            h.encode_in_place(&mut frame).expect("an empty frame");
-            let to = if self.connected && self.config.peers.first() == Some(&key.0) { None } else { Some(key.0) };
-            queue(&mut self.send, self.chaos.as_deref_mut(), now, &frame, to);
-            self.metrics.acks_sent += 1;
+            let ack =
+                inbox.acknowledgement().map(|(session, channel, ack)| (FrameFlags::ACK, session, channel, ack, 0));
+            let report = inbox
+                .flow_report()
+                .map(|(session, channel, next)| (FrameFlags::ACK | FrameFlags::FLOW, session, channel, next, window));
+            if report.is_some() {
+                inbox.set_report_every(window / 4);
+            }
+            for (flags, session, channel, ack, seq) in ack.into_iter().chain(report) {
+                let h = FrameHeader { flags: FrameFlags(flags), session, channel, ack, seq, ..FrameHeader::new(0) };
+                h.encode_in_place(&mut frame).expect("an empty frame");
+                let to = if self.connected && self.config.peers.first() == Some(&key.0) { None } else { Some(key.0) };
+                queue(&mut self.send, self.chaos.as_deref_mut(), now, &frame, to);
+                self.metrics.acks_sent += 1;
+            }
         }
         if let Some(c) = &mut self.chaos {
             c.arm(now);
         }
         self.send_queued();
+    }
+
+    /// The window this receiver allows each flow-controlled sender, in bytes: half its
+    /// socket buffer (the kernel counts each datagram's overhead against the buffer
+    /// too), shared among the senders heard in the last second.
+    fn flow_window(&self) -> u64 {
+        let now = micros_since(self.epoch) / 1000;
+        let senders = self.inboxes.values().filter(|(_, seen)| now.saturating_sub(*seen) < 1000).count().max(1);
+        (self.metrics.granted.recv_buffer as u64 / 2 / senders as u64).clamp(MIN_WINDOW, MAX_WINDOW)
     }
 
     /// Whether acknowledgements freed room on a reliable channel since the last call.
@@ -566,6 +637,10 @@ impl UdpPipeline {
         }
         let now = self.now_us();
         self.resend(now);
+        for f in self.lanes.iter_mut().filter_map(|l| l.flow.as_mut()) {
+            // A peer that holds the sender back but says nothing turns silent.
+            self.room_freed |= f.poll(now);
+        }
         let interval = self.interval_us();
         let mut flushed = false;
         for lane in &mut self.lanes {
@@ -648,10 +723,13 @@ impl UdpPipeline {
     /// if anything is queued (without reading the clock).
     pub fn flush_due(&self) -> Option<Instant> {
         let interval = self.interval_us();
-        let lanes = self
-            .lanes
-            .iter()
-            .flat_map(|l| [l.outbox.flush_deadline(interval), l.window.as_ref().and_then(ResendWindow::due_us)]);
+        let lanes = self.lanes.iter().flat_map(|l| {
+            [
+                l.outbox.flush_deadline(interval),
+                l.window.as_ref().and_then(ResendWindow::due_us),
+                l.flow.as_ref().and_then(FlowWindow::due_us),
+            ]
+        });
         let flush = lanes.flatten().min().map(|d| self.epoch + Duration::from_micros(d));
         match &self.chaos {
             None => flush,
@@ -679,7 +757,13 @@ impl UdpPipeline {
             self.metrics.zerocopy_datagrams += sent as u64;
             self.metrics.bytes_sent += list[..sent].iter().map(|(d, _)| d.len() as u64).sum::<u64>();
             self.metrics.send_batches += 1;
+            let now_us = micros_since(self.epoch);
             for lane in &mut self.lanes {
+                if let Some(f) = &mut lane.flow {
+                    for (datagram, _, last) in lane.outbox.datagrams_with_seqs() {
+                        f.sent(last, datagram.len() as u64, now_us);
+                    }
+                }
                 let ready = lane.outbox.ready();
                 lane.outbox.consume(ready);
             }
@@ -700,6 +784,9 @@ impl UdpPipeline {
                 }
                 if let Some(w) = &mut lane.window {
                     w.sent(first, last, datagram, now_us);
+                }
+                if let Some(f) = &mut lane.flow {
+                    f.sent(last, datagram.len() as u64, now_us);
                 }
             }
             let ready = lane.outbox.ready();
@@ -763,9 +850,13 @@ impl UdpPipeline {
                 match (from, FrameHeader::decode_frame(bytes)) {
                     (Some(from), Ok((h, _))) if h.session == own => {
                         metrics.acks_received += 1;
-                        if let Some(w) =
-                            lanes.iter_mut().find(|l| l.channel == h.channel).and_then(|l| l.window.as_mut())
-                        {
+                        let lane = lanes.iter_mut().find(|l| l.channel == h.channel);
+                        if flags & FrameFlags::FLOW != 0 {
+                            // A flow report: how far the peer read, and the window it allows.
+                            if let Some(f) = lane.and_then(|l| l.flow.as_mut()) {
+                                *room_freed |= f.on_report(from, h.ack, h.seq, micros_since(epoch));
+                            }
+                        } else if let Some(w) = lane.and_then(|l| l.window.as_mut()) {
                             let before = w.in_flight();
                             w.on_ack(from, h.ack, micros_since(epoch));
                             *room_freed |= w.in_flight() < before;
@@ -805,7 +896,7 @@ impl UdpPipeline {
                 *received += 1;
                 deliver(Received { from, channel, seq, timestamp_ns, expiry_ns, message });
             });
-            if flags & FrameFlags::RELIABLE != 0 && !owing.contains(&key) {
+            if flags & (FrameFlags::RELIABLE | FrameFlags::FLOW) != 0 && !owing.contains(&key) {
                 owing.push(key);
             }
         };
@@ -1222,7 +1313,12 @@ mod tests {
             assert!(got_from_other_host(&rx));
             println!("VETH OK");
         } else {
-            let mut tx = UdpPipeline::bind(PipelineConfig::new("10.201.0.2:0".parse().unwrap(), vec![server])).unwrap();
+            // (Paced by hand below, and never polled for flow reports: no flow control.)
+            let config = PipelineConfig {
+                flow_control: false,
+                ..PipelineConfig::new("10.201.0.2:0".parse().unwrap(), vec![server])
+            };
+            let mut tx = UdpPipeline::bind(config).unwrap();
             for m in veth_messages() {
                 tx.publish(&m).unwrap();
                 tx.flush().unwrap();
@@ -1292,9 +1388,11 @@ mod tests {
     fn large_datagrams_use_zero_copy_send_when_io_uring_is_in_use() {
         each_backend(|| {
             let big = |peers| {
+                // (The sender here is never polled for flow reports: no flow control.)
                 let config = PipelineConfig {
                     io_uring: MODE.get(),
                     max_datagram: Some(65_507),
+                    flow_control: false,
                     ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), peers)
                 };
                 UdpPipeline::bind(config).unwrap()

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::address::{parse_peer, resolve};
 use zerohop_net::driver::{Drive, Driver, Ready};
-use zerohop_net::envelope;
 use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
 use zerohop_net::sending::Overflow;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
@@ -43,8 +42,10 @@ use zerohop_transport::{
 use crate::group::{ReceiverGroup, pin_to};
 use crate::pipeline::{PipelineConfig, PublishError, Received, UdpMetrics, UdpPipeline, UringMode};
 
-/// Default largest message over UDP (the receive ring's slot size, envelope aside).
-pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
+/// Default largest message over UDP (or `slotSize`, if larger).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 10;
+/// The most `maxMessageSize` may be: what a reassembler holds for one message.
+const MOST_MAX_MESSAGE: usize = 16 << 20;
 
 /// Largest receive ring, in bytes of address space: capacity shrinks for large slots.
 /// Memory is only committed where messages are written, so a ring of 1 MiB slots
@@ -92,6 +93,11 @@ pub struct UdpOptions {
     pub max_in_flight: u64,
     /// LZ4 on what is sent (`compression: 'lz4'`).
     pub compression: bool,
+    /// Flow control of the unreliable channels to unicast peers (`flowControl`).
+    pub flow_control: bool,
+    /// Largest message, reassembled from fragments (`maxMessageSize`; default 64 KiB,
+    /// or the hub's `slotSize` if larger).
+    pub max_message: Option<usize>,
 }
 
 impl Default for UdpOptions {
@@ -116,6 +122,8 @@ impl Default for UdpOptions {
             reliable_channels: Vec::new(),
             max_in_flight: d.resend.max_in_flight,
             compression: false,
+            flow_control: d.flow_control,
+            max_message: None,
         }
     }
 }
@@ -181,6 +189,8 @@ impl FromOptions for UdpOptions {
                 .unwrap_or_default(),
             max_in_flight: o.take_u64("maxInFlight", 1..=4000)?.unwrap_or(d.max_in_flight),
             compression: o.take_choice("compression", &["lz4", "none"])? == Some("lz4"),
+            flow_control: o.take_bool("flowControl")?.unwrap_or(d.flow_control),
+            max_message: o.take_usize("maxMessageSize", 1..=MOST_MAX_MESSAGE)?,
         })
     }
 }
@@ -315,13 +325,15 @@ impl UdpProtocol {
             if let Overflow::Block(timeout) = self.overflow
                 && !g.as_ref().is_none_or(|e| e.pipeline.has_room(channel))
             {
-                // A reliable channel's flight is full: wait for acknowledgements.
+                // The flight is full (a reliable channel's, or a peer's window): wait for reports.
                 let deadline = Instant::now() + timeout;
                 while g.as_ref().is_some_and(|e| !e.pipeline.has_room(channel)) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        result =
-                            Err(Error::new(ErrorCode::Timeout, "no acknowledgements came in time (in flight: full)"));
+                        result = Err(Error::new(
+                            ErrorCode::Timeout,
+                            "no acknowledgements or flow reports came in time (in flight: full)",
+                        ));
                         break;
                     }
                     g = self.driver.wait(g, left.min(Duration::from_millis(10)));
@@ -346,7 +358,7 @@ impl UdpProtocol {
                 Err(PublishError::Full) if self.overflow == Overflow::FailFast => {
                     result = Err(Error::new(
                         ErrorCode::Backpressure,
-                        "the reliable channel has as much in flight as it may",
+                        "the channel has as much in flight as it may (a reliable one, or a peer's flow-control window)",
                     ));
                     break;
                 }
@@ -435,6 +447,8 @@ impl Protocol for UdpProtocol {
             ("acksReceived", n(m.acks_received)),
             ("inFlight", n(m.in_flight)),
             ("bytesSaved", n(m.bytes_saved)),
+            ("flowRefused", n(m.flow_refused)),
+            ("flowSilentPeers", n(m.flow_silent_peers)),
         ];
         if let Some(why) = m.io_uring_unavailable {
             d.push(("ioUringUnavailable", Value::Text(why)));
@@ -486,7 +500,7 @@ impl Batching for UdpProtocol {
 }
 
 /// The pipeline's configuration for `udp://host:port` with `options`.
-fn pipeline_config(host: &str, port: u16, udp: &UdpOptions, max_message: u32) -> Result<PipelineConfig> {
+fn pipeline_config(host: &str, port: u16, udp: &UdpOptions, max_message: usize) -> Result<PipelineConfig> {
     let addr = resolve(host, port, None)?;
     let mut config = PipelineConfig::new(addr, Vec::new());
     if addr.ip().is_multicast() {
@@ -520,7 +534,7 @@ fn pipeline_config(host: &str, port: u16, udp: &UdpOptions, max_message: u32) ->
     config.flush_interval = udp.flush_interval;
     config.batch = udp.batch.max(1);
     config.max_datagram = udp.max_datagram;
-    config.max_message = max_message as usize;
+    config.max_message = max_message;
     config.io_uring = udp.io_uring;
     config.socket.recv_buffer = udp.recv_buffer;
     config.socket.send_buffer = udp.send_buffer;
@@ -551,8 +565,9 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
             "chaos and reliableChannels take one receiving socket: receiveThreads must be 1 with them",
         ));
     }
-    // A reliable channel's full flight may also wait or fail; a full socket buffer only drops.
-    let allowed: &[Backpressure] = if udp.reliable_channels.is_empty() {
+    // A full flight (a reliable channel's, or a peer's flow-control window) may also wait
+    // or fail; without either, a full socket buffer only drops.
+    let allowed: &[Backpressure] = if udp.reliable_channels.is_empty() && !udp.flow_control {
         &[Backpressure::DropNew]
     } else {
         &[Backpressure::DropNew, Backpressure::Block, Backpressure::FailFast]
@@ -563,17 +578,23 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         Backpressure::DropNew,
         allowed,
         "a full socket buffer drops datagrams, counted in metrics().udp.sendDropped: 'drop_new' is what it does \
-         ('block' and 'fail_fast' apply with reliableChannels, to a full flight)",
+         ('block' and 'fail_fast' apply to a full flight: with flowControl, the default, or reliableChannels)",
     )?;
-    let max_message = options.slot_size.unwrap_or(DEFAULT_MAX_MESSAGE);
-    // Each slot of the receive ring holds an envelope and then the message.
-    let slot_size =
-        max_message.checked_add(envelope::LEN as u32).ok_or_else(|| Error::bad_option("slotSize is too large"))?;
+    let max_message =
+        udp.max_message.unwrap_or_else(|| DEFAULT_MAX_MESSAGE.max(options.slot_size.unwrap_or(0) as usize));
+    if max_message > MOST_MAX_MESSAGE {
+        return Err(Error::bad_option(format!("slotSize: udp:// messages are at most {MOST_MAX_MESSAGE} bytes")));
+    }
+    // Small slots (a message larger than one goes aside, read in place all the same),
+    // so that a ring of small messages spans few pages.
+    let ring_options = RingOptions::for_messages(options.slot_size, options.capacity, max_message, None);
+    let slot_size = ring_options.slot_size;
     let mut config = pipeline_config(host, *port, &udp, max_message)?;
     config.chaos = chaos;
     config.reliable_channels = udp.reliable_channels.clone();
     config.resend.max_in_flight = udp.max_in_flight;
     config.compression = udp.compression;
+    config.flow_control = udp.flow_control;
     let capacity = match options.capacity {
         Some(c) => c,
         None => {
@@ -581,7 +602,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
             (4096u64.min(fit.max(16)) as u32).next_power_of_two().min(4096)
         }
     };
-    let ring = Arc::new(ReceiveRing::new(RingOptions { slot_size, capacity, aside_bytes: 0, spill_limit: 0 }, false)?);
+    let ring = Arc::new(ReceiveRing::new(RingOptions { capacity, ..ring_options }, false)?);
     let pipeline = UdpPipeline::bind(config.clone()).map_err(|e| io_error(&format!("bind {}", config.bind), e))?;
     let local = pipeline.local_addr().map_err(|e| io_error("local address", e))?;
     let group = if udp.receive_threads > 1 {
@@ -626,7 +647,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         driver: driver.clone(),
         group: Mutex::new(group),
         local,
-        max_message: max_message as usize,
+        max_message,
         flush_at_end_of_turn: !udp.flush_interval.is_zero(),
         overflow: Overflow::of(&settings),
         channels: udp.channels,

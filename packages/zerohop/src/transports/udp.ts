@@ -49,6 +49,25 @@ export interface UdpOptions {
    * Default `'none'`.
    */
   compression?: 'lz4' | 'none'
+  /**
+   * Flow control (default true): the unreliable channels keep at most a window of bytes
+   * in flight to each unicast peer, as large as the peer's socket buffer allows (the peer
+   * says how far it read), so that a sender faster than its receiver does not overflow
+   * the receiver's socket buffer, where the kernel would drop what it cannot hold. A
+   * publish into a full window meets `backpressure` (`drop_new` drops it and counts it in
+   * `metrics().udp.flowRefused`, `block` waits, `fail_fast` throws; `send()` waits). A peer
+   * that says nothing for a second while bytes are in flight (gone, or stopped) no longer
+   * holds the sender back until it speaks again (`flowSilentPeers`). Multicast groups and
+   * reliable channels (which have their own window) are not flow controlled. `false`
+   * sends as fast as the sender can, as plain UDP does.
+   */
+  flowControl?: boolean
+  /**
+   * The largest message, reassembled from fragments (default 64 KiB, or `slotSize` if
+   * that is larger; at most 16 MiB). A message larger than a ring slot (`slotSize`, 184
+   * bytes by default) lies aside in the ring and is read in place all the same.
+   */
+  maxMessageSize?: number
   /** Datagrams per receive batch (default 32). */
   batch?: number
   /**
@@ -97,6 +116,10 @@ export interface UdpSocketMetrics {
   kernelDropped: number
   /** The largest datagram sent now, header included (see the option `maxDatagram`). */
   maxDatagram: number
+  /** Flow control: messages refused because a peer's window was full (under `drop_new`: dropped). */
+  flowRefused: number
+  /** Flow control: peers that stopped reporting while bytes were in flight (they no longer hold the sender back). */
+  flowSilentPeers: number
   zerocopyDatagrams: number
   messagesReceived: number
   datagramsReceived: number
