@@ -128,7 +128,7 @@ fn pairs() -> [Pair; 8] {
     use Backpressure::*;
     [
         Pair { kind: TransportKind::Shm, policies: &[DropOld, DropNew, Block, FailFast], open: shm_pair },
-        Pair { kind: TransportKind::Udp, policies: &[DropNew], open: udp_pair },
+        Pair { kind: TransportKind::Udp, policies: &[Block, DropNew, FailFast], open: udp_pair },
         Pair { kind: TransportKind::Quic, policies: &[Block, DropNew, FailFast], open: quic_pair },
         Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_pair },
         Pair { kind: TransportKind::Tcp, policies: &[Block, DropNew, FailFast], open: tcp_tls_pair },
