@@ -212,8 +212,10 @@ mod tests {
             seed,
         )
         .unwrap();
+        // (Only datagrams one way through the proxy: no flow reports back.)
         let tx = UdpPipeline::bind(PipelineConfig {
             flush_interval: Duration::ZERO,
+            flow_control: false,
             ..PipelineConfig::new("127.0.0.1:0".parse().unwrap(), vec![proxy.local_addr()])
         })
         .unwrap();

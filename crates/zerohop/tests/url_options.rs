@@ -51,6 +51,7 @@ fn sample(name: &str) -> Option<(Value, &'static str)> {
         "multicastInterface" => (t("127.0.0.1"), "127.0.0.1"),
         "multicastTtl" => (n(4.0), "4"),
         "multicastLoopback" => (b(false), "false"),
+        "flowControl" => (b(false), "false"),
         // Connections (QUIC, TCP, Unix sockets, KCP).
         "listen" => (b(true), "true"),
         "relay" => (b(true), "true"),

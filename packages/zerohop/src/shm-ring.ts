@@ -512,6 +512,29 @@ export class ShmPublisher {
     Atomics.store(this.i32, si, ((lo + 1) * 2) | 0)
   }
 
+  /**
+   * Commits claimed slot `lo`, holding `len` bytes, as one of a run of slots claimed at
+   * once (`publishBatch`), its expiry word `expiry`: everything but the stamp of the
+   * run's first slot goes with plain stores, and {@link endRun} stores that stamp last,
+   * one release store a run instead of one a message (a builtin call, a fifth of a
+   * small message's cost). A reader reaches the run's slots through its first, in
+   * order: once it sees that stamp it sees everything written before it.
+   */
+  commitInRun(lo: number, len: number, expiry: number, first: boolean): void {
+    const r = this.ring
+    const i32 = this.i32
+    const si = r.slotOffset(lo) >> 2
+    i32[si + r.LEN] = len
+    i32[si + r.ORIGIN] = this.origin
+    i32[si + r.EXPIRY] = expiry
+    if (!first) i32[si] = ((lo + 1) * 2) | 0
+  }
+
+  /** Ends a run of {@link commitInRun}: its first slot's stamp, `first` its sequence number. */
+  endRun(first: number): void {
+    Atomics.store(this.i32, this.ring.slotOffset(first) >> 2, ((first + 1) * 2) | 0)
+  }
+
   /** The expiry word of the message being published (its own, the hub's `ttlMs`, or none). */
   expiryNow(): number {
     return this.expiry !== 0 || this.ttlMs === 0 ? this.expiry : expiryWord(Date.now() + this.ttlMs)

@@ -320,6 +320,13 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
           break
         }
         const count = pub.claimed
+        const expiry = pub.expiryNow()
+        // Slots committed so far of this run (the first's stamp goes last, in `endRun`).
+        let committed = 0
+        const passOver = (from: number): void => {
+          for (let j = from; j < count; j++) pub.abandon((first + j) >>> 0)
+          if (committed > 0) pub.endRun(first)
+        }
         for (let i = 0; i < count; i++, n++) {
           const lo = (first + i) >>> 0
           const off = ring.slotOffset(lo) + ring.PAYLOAD
@@ -335,7 +342,8 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
                 // Longer than a slot: the rest of the run is passed over, this one goes
                 // through the pool or the side path (after them, so in order), and a new
                 // run starts.
-                for (let j = i; j < count; j++) pub.abandon((first + j) >>> 0)
+                passOver(i)
+                committed = -1
                 if (!this.largeRaw(b)) {
                   pub.counters.dropped += values.length - n // (drop_new: this one and the rest)
                   pub.done(n, bytes)
@@ -350,12 +358,14 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
             }
           } catch (e) {
             // This slot and the rest of the run are passed over.
-            for (let j = i; j < count; j++) pub.abandon((first + j) >>> 0)
+            passOver(i)
             throw e
           }
-          pub.commit(lo, len)
+          pub.commitInRun(lo, len, expiry, i === 0)
+          committed++
           bytes += len
         }
+        if (committed > 0) pub.endRun(first)
       }
     } catch (e) {
       pub.done(n, bytes)
