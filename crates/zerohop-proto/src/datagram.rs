@@ -853,7 +853,10 @@ mod tests {
             let (got, expected, inbox, out) = through(out, &messages);
             prop_assert_eq!(got, expected);
             prop_assert_eq!(inbox.stats().malformed, 0);
-            if messages.iter().any(|m| m.len() > 100 && m.windows(2).all(|w| w[0] == w[1])) {
+            // (The first frame is always tried; after one that did not shrink the
+            // compressor backs off for a few.)
+            let m = &messages[0];
+            if m.len() > 100 && m.windows(2).all(|w| w[0] == w[1]) {
                 prop_assert!(out.saved() > 0);
             }
         }
