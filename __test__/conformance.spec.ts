@@ -116,7 +116,8 @@ const transports: Transport[] = [
       return [ha, hb]
     },
     url: () => 'udp://127.0.0.1:0',
-    policies: ['drop_new'],
+    // (A full flow-control window waits or fails; nothing is ever overwritten.)
+    policies: ['drop_new', 'block', 'fail_fast'],
     addressed: true,
     faults: 'counted',
     compresses: true,

@@ -30,6 +30,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { Bench } from 'tinybench'
 import { Push, Request } from 'zeromq'
 import * as current from 'zerohop'
@@ -242,6 +243,36 @@ async function rttUds(): Promise<Float64Array> {
   }
   sock.destroy()
   await exited(p.proc)
+  return samples
+}
+
+/**
+ * Node's in-process alternative to shared memory: a `worker_threads` worker that echoes
+ * each message back over its `MessagePort` (a 64-byte Uint8Array, cloned each way), the
+ * worker's thread moved to CPU 1 as the peers are.
+ */
+async function rttMessagePort(): Promise<Float64Array> {
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads')
+     const tid = require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()
+     require('node:child_process').spawnSync('taskset', ['-cp', '1', tid], { stdio: 'ignore' })
+     parentPort.on('message', (m) => parentPort.postMessage(m))
+     parentPort.postMessage('ready')`,
+    { eval: true },
+  )
+  await new Promise((r) => worker.once('message', r))
+  const msg = new Uint8Array(64)
+  const samples = new Float64Array(RTT_SAMPLES)
+  let echoed: (() => void) | undefined
+  worker.on('message', () => echoed?.())
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    const got = new Promise<void>((r) => (echoed = r))
+    worker.postMessage(msg)
+    await got
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  await worker.terminate()
   return samples
 }
 
@@ -1665,11 +1696,14 @@ for (let run = 1; run <= RUNS; run++) {
   console.error(`round ${run}/${RUNS}: RTT…`)
   const uds = percentiles(await rttUds())
   rows.push({ bench: 'RTT 64 B  Node net over UDS (baseline)', run, ...uds })
+  const port = percentiles(await rttMessagePort())
+  rows.push({ bench: 'RTT 64 B  Node worker_threads MessagePort, in-process (baseline)', run, ...port })
   await each(run, async (tag) => {
     const spin = percentiles(await rttZerohop('spin'))
     rows.push({ bench: `RTT 64 B  zerohop shm, tryRecv spinning${tag}`, run, ...spin, vsBaseline: `${(spin.p50 / uds.p50).toFixed(3)}× p50`, target: '≤ 0.1× p50' })
     const park = percentiles(await rttZerohop(0))
-    rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), parks (spinUs 0)${tag}`, run, ...park, vsBaseline: `${(park.p50 / uds.p50).toFixed(2)}× p50`, target: '≤ 1× p50' })
+    const vs = `${(park.p50 / uds.p50).toFixed(2)}× UDS p50, ${(park.p50 / port.p50).toFixed(2)}× MessagePort`
+    rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), parks (spinUs 0)${tag}`, run, ...park, vsBaseline: vs, target: '≤ 1× both' })
     const dflt = percentiles(await rttZerohop(20))
     rows.push({ bench: `RTT 64 B  zerohop shm, await recv(), spinUs 20 (default)${tag}`, run, ...dflt, vsBaseline: `${(dflt.p50 / uds.p50).toFixed(2)}× p50` })
   })
