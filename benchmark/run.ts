@@ -11,7 +11,8 @@
 // certificates from crates/zerohop-quic/examples/test_pki.rs.
 //
 // Environment: BENCH_RUNS (default 3) rounds of everything; BENCH_RUST=0 skips cargo
-// bench; BENCH_ONLY=matrix|udp|shm|quic|stream|kcp|qos runs one part (matrix: `zerohop bench`,
+// bench; BENCH_SHM=cost,rtt,throughput picks parts of the shared-memory round;
+// BENCH_ONLY=matrix|udp|shm|quic|stream|kcp|qos runs one part (matrix: `zerohop bench`,
 // every transport against every alternative, the package's own benchmark; BENCH_HTML=FILE
 // writes its plots); BENCH_QUIC=rtt,first,throughput picks
 // parts of the QUIC round, BENCH_UDP=rtt,throughput of the UDP round,
@@ -1675,6 +1676,7 @@ if (only === undefined || only === 'matrix') {
   if (process.env.BENCH_HTML) writeFileSync(process.env.BENCH_HTML, benchHtml(report))
 }
 const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput,loss').split(','))
+const shmParts = new Set((process.env.BENCH_SHM ?? 'cost,rtt,throughput').split(','))
 for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'quic') await quicRound(run)
   if (only === undefined || only === 'udp') await udpRound(run)
@@ -1692,7 +1694,13 @@ for (let run = 1; run <= RUNS; run++) {
   if (only === undefined || only === 'qos') await qosRound(run)
   if (only !== undefined && only !== 'shm') continue
   console.error(`round ${run}/${RUNS}: send cost (tinybench)…`)
-  await publishCost(run)
+  if (shmParts.has('cost')) await publishCost(run)
+  if (shmParts.has('rtt')) await shmRtt(run)
+  if (shmParts.has('throughput')) await shmThroughput(run)
+}
+
+/** Shared memory's round trips, against Node's Unix socket and MessagePort. */
+async function shmRtt(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: RTT…`)
   const uds = percentiles(await rttUds())
   rows.push({ bench: 'RTT 64 B  Node net over UDS (baseline)', run, ...uds })
@@ -1726,7 +1734,10 @@ for (let run = 1; run <= RUNS; run++) {
   // Where shared memory cannot be used (this checkout only: a baseline may not fall back).
   const fallback = percentiles(await withoutShm(() => rttZerohop('spin')))
   rows.push({ bench: 'RTT 64 B  zerohop shm:// fallback over UDS (through a relay), tryRecv spinning', run, ...fallback, vsBaseline: `${(fallback.p50 / uds.p50).toFixed(2)}× p50` })
+}
 
+/** Shared memory's streams, against Node's Unix socket. */
+async function shmThroughput(run: number): Promise<void> {
   console.error(`round ${run}/${RUNS}: throughput…`)
   const udsRate = await streamNet(64, 1_000_000)
   rows.push({ bench: 'one-way 64 B  Node net over UDS (baseline, receiver)', run, rate: udsRate, mbps: (udsRate * 64) / 1e6 })

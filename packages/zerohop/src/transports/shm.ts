@@ -309,6 +309,7 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
     const ring = this.ring
     const codec = this.codec
     const struct = this.struct
+    const bytesOnly = codec === raw && !struct
     let n = 0
     let bytes = 0
     try {
@@ -327,7 +328,22 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
           for (let j = from; j < count; j++) pub.abandon((first + j) >>> 0)
           if (committed > 0) pub.endRun(first)
         }
-        for (let i = 0; i < count; i++, n++) {
+        let i = 0
+        if (bytesOnly) {
+          // Byte messages that fit a slot, in one loop; the general path below takes
+          // over at the first that does not (or at the end of the run).
+          i = pub.writeRawRun(values, n, first, count, expiry)
+          n += i
+          committed = i
+          bytes += pub.runBytes
+          if (pub.runError !== undefined) {
+            const e = pub.runError
+            pub.runError = undefined
+            passOver(i)
+            throw e
+          }
+        }
+        for (; i < count; i++, n++) {
           const lo = (first + i) >>> 0
           const off = ring.slotOffset(lo) + ring.PAYLOAD
           let len: number
