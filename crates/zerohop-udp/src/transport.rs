@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::address::{parse_peer, resolve};
 use zerohop_net::driver::{Drive, Driver, Ready};
-use zerohop_net::ring::{Inbound, ReceiveRing, RingOptions};
+use zerohop_net::ring::{Deliveries, Inbound, ReceiveRing, RingOptions};
 use zerohop_net::sending::Overflow;
 use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
 use zerohop_transport::chaos::{ChaosReport, Injects};
@@ -224,15 +224,23 @@ impl UdpEngine {
             if !ring.has_room_for_a_batch() {
                 break;
             }
-            let n = pipeline.poll_recv(|r| ring.deliver_or_hold(&inbound(&r))).unwrap_or(0);
+            // One lock of the ring and one wake-up for the batch, not one a message.
+            let mut deliveries = ring.deliveries();
+            let n = pipeline
+                .poll_recv(|r| {
+                    let m = inbound(&r);
+                    if deliveries.holding() || deliveries.deliver(&m).is_none() {
+                        // No room: held, in order, until there is (the socket is not read meanwhile).
+                        deliveries.hold(&m, usize::MAX);
+                    }
+                })
+                .unwrap_or(0);
+            drop(deliveries);
             total += n;
             // A short batch emptied the socket: another call would be a wasted one.
             if n == 0 || pipeline.drained() {
                 break;
             }
-        }
-        if total > 0 {
-            ring.delivered();
         }
         total
     }
