@@ -235,8 +235,12 @@ impl QuicProtocol {
         let now = Instant::now();
         // The usual case: every peer has room.
         let full = match e.publish(channel, message, expiry_ns, now) {
-            Ok(()) => {
-                self.driver.after(g);
+            Ok(timers_moved) => {
+                if timers_moved {
+                    self.driver.after(g);
+                } else {
+                    self.driver.after_timers_kept(g);
+                }
                 return Ok(Sent::Accepted);
             }
             Err(full) => full,

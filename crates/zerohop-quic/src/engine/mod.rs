@@ -818,15 +818,14 @@ impl Engine {
         message: &[u8],
         expiry_ns: Option<u64>,
         now: Instant,
-    ) -> Result<(), Vec<Recipient>> {
+    ) -> Result<bool, Vec<Recipient>> {
         let len = message.len();
         let full = self.groups.full(&self.peers, channel, len);
         if !full.is_empty() {
             return Err(full);
         }
         self.queue_all(channel, message, expiry_ns, &[]);
-        self.sent(message.len(), now);
-        Ok(())
+        Ok(self.sent(message.len(), now))
     }
 
     /// The work groups its peers named, with their members and what moved between them.
@@ -896,11 +895,16 @@ impl Engine {
 
     /// After a publish of `len` bytes that started at `start`: sends now, or (in a
     /// burst) soon (see [`Burst`]).
-    pub fn sent(&mut self, len: usize, start: Instant) {
-        if self.burst.published(len, || start) {
+    /// Whether that may have set a timer earlier than the engine had: it sent (the
+    /// connections' timers moved), or started a burst's deadline.
+    pub fn sent(&mut self, len: usize, start: Instant) -> bool {
+        let due = self.burst.due();
+        let flushed = self.burst.published(len, || start);
+        if flushed {
             self.flush(start);
         }
         self.burst.returned();
+        flushed || self.burst.due() != due
     }
 
     /// Writes what every channel of `c`'s peer has unsent.
