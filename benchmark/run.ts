@@ -1669,11 +1669,31 @@ const only = process.env.BENCH_ONLY // 'matrix', 'udp', 'shm', 'quic', 'stream' 
 if (only === undefined || only === 'udp' || only === 'stream' || only === 'kcp' || only === 'matrix') ensure.sockperf()
 // Every transport against every alternative: the benchmark of `zerohop bench`, the same code.
 let matrix: string | undefined
-if (only === undefined || only === 'matrix') {
+if ((only === undefined || only === 'matrix') && subjects.length === 1) {
   ensure.natsServer()
   const report = await runBench({ rounds: RUNS, onProgress: (done, total, what) => console.error(`zerohop bench ${done}/${total}: ${what}`) })
   matrix = benchTable(report)
   if (process.env.BENCH_HTML) writeFileSync(process.env.BENCH_HTML, benchHtml(report))
+} else if (only === undefined || only === 'matrix') {
+  // With a baseline: each build's own `zerohop bench`, a round at a time, taking turns
+  // (the baseline's runs its own peers); every row goes to the after-against-before table.
+  ensure.natsServer()
+  const benchOf = async (s: Subject): Promise<typeof runBench> =>
+    s.label === 'after' ? runBench : ((await import(s.env.ZEROHOP_PACKAGE!.replace(/index\.js$/, 'bench/index.js'))) as { runBench: typeof runBench }).runBench
+  const tables: string[] = []
+  for (let run = 1; run <= RUNS; run++) {
+    for (const s of inRoundOrder(run)) {
+      const tag = ` [${s.label}]`
+      const report = await (await benchOf(s))({ rounds: 1, onProgress: (done, total, what) => console.error(`zerohop bench${tag} ${done}/${total}: ${what} (round ${run} of ${RUNS})`) })
+      tables.push(`round ${run}${tag}\n${benchTable(report)}`)
+      for (const r of report.rows) {
+        const bench = `matrix ${r.workload} ${r.transport} ${r.peer}`
+        const latency = r.workload === 'rtt'
+        rows.push({ bench: `${bench}${r.kind === 'zerohop' ? tag : ` (alternative, with the ${s.label} build)`}`, run, ...(latency ? { p50: r.p50Us, p99: r.p99Us, p999: r.p999Us } : {}), rate: r.msgsPerSec, mbps: r.mbPerSec, vsBaseline: r.vsBest === null ? undefined : `${r.vsBest.toFixed(2)}× best alternative`, target: r.lost > 0 ? `lost ${r.lost}` : undefined })
+      }
+    }
+  }
+  matrix = tables.join('\n')
 }
 const kcpParts = new Set((process.env.BENCH_KCP ?? 'rtt,throughput,loss').split(','))
 const shmParts = new Set((process.env.BENCH_SHM ?? 'cost,rtt,throughput').split(','))
