@@ -12,7 +12,7 @@ use zerohop_proto::records::{CONTROL_OVERHEAD, MAX_GROUP_NAME};
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint};
 use zerohop_proto::stream::{MAX_VARINT_LEN, StreamDecoder, StreamError, write_varint};
 
-use zerohop_net::ring::{Deliveries, Inbound};
+use zerohop_net::ring::Inbound;
 
 use super::*;
 use super::{Conn, Engine, Stream};
@@ -331,17 +331,13 @@ impl Engine {
             ack_by,
             unacked_bytes,
         } = &mut **inbound;
-        // The messages of this read go into the ring as one set of deliveries: one lock
-        // and one wake-up, not one of each a message (a fifth of a 64-byte stream's
-        // receiving, 2026-12-07).
-        let mut deliveries = sink.deliveries();
         // Offer what waits; then take new bytes only if nothing waits.
         while let Some(&(seq, len, expiry_ns)) = lens.front() {
             // (Unless another stream of the peer's delivered it meanwhile.)
             if !window.is_stale(seq) {
                 let body = &backlog[*backlog_at..*backlog_at + len];
                 let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
-                let Some(pos) = deliveries.deliver(&m) else { break };
+                let Some(pos) = sink.deliver(&m) else { break };
                 // Acknowledged by the number it came with, not the window's last.
                 window.delivered(pos, seq);
                 *unacked_bytes += len;
@@ -360,7 +356,7 @@ impl Engine {
                 let Some(seq) = window.accept() else { return };
                 if lens.is_empty() {
                     let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
-                    if let Some(pos) = deliveries.deliver(&m) {
+                    if let Some(pos) = sink.deliver(&m) {
                         window.delivered(pos, seq);
                         *unacked_bytes += body.len();
                         return;
@@ -396,7 +392,6 @@ impl Engine {
                 Err(_) => *ended = true,
             }
         }
-        drop(deliveries);
         match result {
             Ok(_) => {}
             Err(StreamError::TooLarge { .. }) => {
