@@ -12,7 +12,7 @@ use zerohop_proto::records::{CONTROL_OVERHEAD, MAX_GROUP_NAME};
 use zerohop_proto::session::{SendQueue, StreamHeader, StreamKind, get_varint};
 use zerohop_proto::stream::{MAX_VARINT_LEN, StreamDecoder, StreamError, write_varint};
 
-use zerohop_net::ring::Inbound;
+use zerohop_net::ring::{Deliveries, Inbound, SinkDeliveries};
 
 use super::*;
 use super::{Conn, Engine, Stream};
@@ -331,13 +331,17 @@ impl Engine {
             ack_by,
             unacked_bytes,
         } = &mut **inbound;
+        // Messages go into the ring a few at a time: one lock and one wake-up for each
+        // few (a fifth of a 64-byte stream's receiving went to one of each a message),
+        // yet the reader never waits for a whole read to end.
+        let mut batch = Batch::new(&**sink);
         // Offer what waits; then take new bytes only if nothing waits.
         while let Some(&(seq, len, expiry_ns)) = lens.front() {
             // (Unless another stream of the peer's delivered it meanwhile.)
             if !window.is_stale(seq) {
                 let body = &backlog[*backlog_at..*backlog_at + len];
                 let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
-                let Some(pos) = sink.deliver(&m) else { break };
+                let Some(pos) = batch.deliver(&m) else { break };
                 // Acknowledged by the number it came with, not the window's last.
                 window.delivered(pos, seq);
                 *unacked_bytes += len;
@@ -356,7 +360,7 @@ impl Engine {
                 let Some(seq) = window.accept() else { return };
                 if lens.is_empty() {
                     let m = Inbound { expiry_ns, ..Inbound::message(*peer, *from, header.channel, body) };
-                    if let Some(pos) = sink.deliver(&m) {
+                    if let Some(pos) = batch.deliver(&m) {
                         window.delivered(pos, seq);
                         *unacked_bytes += body.len();
                         return;
@@ -392,6 +396,7 @@ impl Engine {
                 Err(_) => *ended = true,
             }
         }
+        drop(batch);
         match result {
             Ok(_) => {}
             Err(StreamError::TooLarge { .. }) => {
@@ -467,4 +472,29 @@ pub(crate) fn read_into(
     }
     let _ = chunks.finalize();
     Ok(())
+}
+
+/// Deliveries into a sink a few at a time (see `read_channel`).
+struct Batch<'a> {
+    sink: &'a dyn Sink,
+    open: Option<SinkDeliveries<'a>>,
+    taken: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Messages a set of deliveries takes before it is closed (the reader sees them).
+    const SIZE: usize = 32;
+
+    fn new(sink: &'a dyn Sink) -> Self {
+        Batch { sink, open: None, taken: 0 }
+    }
+
+    fn deliver(&mut self, m: &Inbound<'_>) -> Option<u64> {
+        if self.taken == Self::SIZE {
+            self.open = None;
+            self.taken = 0;
+        }
+        self.taken += 1;
+        self.open.get_or_insert_with(|| self.sink.deliveries()).deliver(m)
+    }
 }
