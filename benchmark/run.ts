@@ -216,6 +216,24 @@ function hubPinger(hub: Awaited<ReturnType<typeof Hub.open>>): Pinger {
 }
 
 
+/**
+ * Round trips over a socket-like pair: `send` sends a message, and `onEcho` is handed
+ * the function to call when its echo is back; RTT_WARMUP then RTT_SAMPLES of them (ns).
+ */
+async function echoRoundTrips(send: () => void, onEcho: (echoed: () => void) => void): Promise<Float64Array> {
+  const samples = new Float64Array(RTT_SAMPLES)
+  let echoed: (() => void) | undefined
+  onEcho(() => echoed?.())
+  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
+    const t = process.hrtime.bigint()
+    const got = new Promise<void>((r) => (echoed = r))
+    send()
+    await got
+    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
+  }
+  return samples
+}
+
 async function rttUds(): Promise<Float64Array> {
   const path = join(tmpdir(), `${unique('uds')}.sock`)
   const p = peer(['uds-echo', path])
@@ -225,23 +243,18 @@ async function rttUds(): Promise<Float64Array> {
   await new Promise((r) => sock.once('connect', r))
   const frame = Buffer.alloc(4 + 64)
   frame.writeUInt32LE(64, 0)
-  const samples = new Float64Array(RTT_SAMPLES)
   let pending: Buffer = Buffer.alloc(0)
-  let resolveFrame: (() => void) | undefined
-  sock.on('data', (d: Buffer) => {
-    pending = pending.length ? Buffer.concat([pending, d]) : d
-    while (pending.length >= 68) {
-      pending = pending.subarray(68)
-      resolveFrame?.()
-    }
-  })
-  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
-    const t = process.hrtime.bigint()
-    const got = new Promise<void>((r) => (resolveFrame = r))
-    sock.write(frame)
-    await got
-    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
-  }
+  const samples = await echoRoundTrips(
+    () => sock.write(frame),
+    (echoed) =>
+      sock.on('data', (d: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, d]) : d
+        while (pending.length >= 68) {
+          pending = pending.subarray(68)
+          echoed()
+        }
+      }),
+  )
   sock.destroy()
   await exited(p.proc)
   return samples
@@ -263,16 +276,10 @@ async function rttMessagePort(): Promise<Float64Array> {
   )
   await new Promise((r) => worker.once('message', r))
   const msg = new Uint8Array(64)
-  const samples = new Float64Array(RTT_SAMPLES)
-  let echoed: (() => void) | undefined
-  worker.on('message', () => echoed?.())
-  for (let i = 0; i < RTT_WARMUP + RTT_SAMPLES; i++) {
-    const t = process.hrtime.bigint()
-    const got = new Promise<void>((r) => (echoed = r))
-    worker.postMessage(msg)
-    await got
-    if (i >= RTT_WARMUP) samples[i - RTT_WARMUP] = Number(process.hrtime.bigint() - t)
-  }
+  const samples = await echoRoundTrips(
+    () => worker.postMessage(msg),
+    (echoed) => worker.on('message', echoed),
+  )
   await worker.terminate()
   return samples
 }

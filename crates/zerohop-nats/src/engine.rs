@@ -203,7 +203,7 @@ impl Inlet {
     /// it has (as NATS clients keep a subscription's pending messages); or else drops it,
     /// counted, a slow consumer. Whether it was delivered or held.
     fn offer(&mut self, m: &Inbound<'_>, d: &mut dyn Deliveries) -> bool {
-        if (!d.holding() && d.deliver(m).is_some()) || d.hold(m, self.pending) {
+        if d.deliver_or_hold(m, self.pending) {
             self.slow = false;
             self.delivered += 1;
             return true;
@@ -244,9 +244,7 @@ impl Inlet {
         };
         let m = Inbound { kind, request: key, ..Inbound::message(0, self.server, 0, body) };
         // An answer is never dropped for a full ring: it is held until there is room.
-        if d.holding() || d.deliver(&m).is_none() {
-            d.hold(&m, usize::MAX);
-        }
+        d.deliver_or_hold(&m, usize::MAX);
         self.delivered += 1;
     }
 }

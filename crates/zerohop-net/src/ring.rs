@@ -178,6 +178,12 @@ pub trait Deliveries {
         let _ = (m, limit);
         false
     }
+
+    /// Delivers `m`, or, with no room or messages held already (they go first), holds
+    /// it within `limit` bytes: whether it was delivered or held.
+    fn deliver_or_hold(&mut self, m: &Inbound<'_>, limit: usize) -> bool {
+        (!self.holding() && self.deliver(m).is_some()) || self.hold(m, limit)
+    }
 }
 
 /// What a sink's deliveries are: a receive ring's, batched, or (a sink that has none
@@ -1234,7 +1240,7 @@ mod tests {
             let body = [next as u8];
             let m = Inbound { seq: next, ..Inbound::message(0, from(), 0, &body) };
             let mut d = r.deliveries();
-            assert!((!d.holding() && d.deliver(&m).is_some()) || d.hold(&m, 8 * one), "within the bound");
+            assert!(d.deliver_or_hold(&m, 8 * one), "within the bound");
             next += 1;
         };
         for _ in 0..10 {

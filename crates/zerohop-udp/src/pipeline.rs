@@ -338,7 +338,7 @@ impl UdpPipeline {
         if connected {
             socket.connect(config.peers[0])?;
         }
-        let mut metrics = UdpMetrics { granted, max_datagram: datagram, ..UdpMetrics::default() };
+        let mut metrics = UdpMetrics { granted, ..UdpMetrics::default() };
         let entries = (config.batch.max(1) * 4).next_power_of_two().min(32768) as u16;
         let receiver = match config.io_uring {
             UringMode::Off => Receiver::Mmsg(RecvBatch::new(config.batch.max(1), MAX_DATAGRAM)),
@@ -439,7 +439,6 @@ impl UdpPipeline {
         if self.config.max_datagram.is_none() {
             // The path changed: so may the size. What was packed goes out at the old one.
             self.datagram = path_datagram(&self.config.peers);
-            self.metrics.max_datagram = self.datagram;
             for lane in &mut self.lanes {
                 lane.outbox.set_max_datagram(self.datagram);
             }
@@ -463,6 +462,7 @@ impl UdpPipeline {
     /// Counters.
     pub fn metrics(&self) -> UdpMetrics {
         let mut m = self.metrics.clone();
+        m.max_datagram = self.datagram;
         m.bytes_sent += self.send.sent_bytes();
         m.bytes_saved += self.lanes.iter().map(|l| l.outbox.saved()).sum::<u64>();
         for f in self.lanes.iter().filter_map(|l| l.flow.as_ref()) {
@@ -580,6 +580,7 @@ impl UdpPipeline {
         let mut frame = [0u8; FRAME_HEADER_LEN];
         for key in std::mem::take(&mut self.owing) {
             let Some((inbox, _)) = self.inboxes.get_mut(&key) else { continue };
+            let to = if self.connected && self.config.peers.first() == Some(&key.0) { None } else { Some(key.0) };
             let ack =
                 inbox.acknowledgement().map(|(session, channel, ack)| (FrameFlags::ACK, session, channel, ack, 0));
             let report = inbox
@@ -591,7 +592,6 @@ impl UdpPipeline {
             for (flags, session, channel, ack, seq) in ack.into_iter().chain(report) {
                 let h = FrameHeader { flags: FrameFlags(flags), session, channel, ack, seq, ..FrameHeader::new(0) };
                 h.encode_in_place(&mut frame).expect("an empty frame");
-                let to = if self.connected && self.config.peers.first() == Some(&key.0) { None } else { Some(key.0) };
                 queue(&mut self.send, self.chaos.as_deref_mut(), now, &frame, to);
                 self.metrics.acks_sent += 1;
             }

@@ -228,11 +228,8 @@ impl UdpEngine {
             let mut deliveries = ring.deliveries();
             let n = pipeline
                 .poll_recv(|r| {
-                    let m = inbound(&r);
-                    if deliveries.holding() || deliveries.deliver(&m).is_none() {
-                        // No room: held, in order, until there is (the socket is not read meanwhile).
-                        deliveries.hold(&m, usize::MAX);
-                    }
+                    // No room: held, in order, until there is (the socket is not read meanwhile).
+                    deliveries.deliver_or_hold(&inbound(&r), usize::MAX);
                 })
                 .unwrap_or(0);
             drop(deliveries);
