@@ -404,7 +404,8 @@ if (role === 'zh-echo') {
   // Several echo servers in one process, for run.ts's round trips in turns; one spec each:
   // tls:<pki>, quic:<pki>:<spinUs>, dgram, udp:<ioUring>:<spinUs>, net:<tcp|path> (Node net,
   // length-prefixed frames, on 127.0.0.1 or a Unix socket), stream:<url>:<spinUs> (a
-  // listening tcp:// or uds:// hub). Any 1-byte message ends it.
+  // listening tcp:// or uds:// hub), shm:<name>:<spinUs> (a shm:// pair). Any 1-byte
+  // message ends it.
   const specs = process.argv.slice(3)
   const addresses: string[] = []
   const echoHub = async (hub: Awaited<ReturnType<typeof Hub.open<Uint8Array>>>, learnPeer: boolean, spin = false) => {
@@ -479,6 +480,18 @@ if (role === 'zh-echo') {
       const hub = await Hub.open('tcp://127.0.0.1:0', { listen: true, tls: { cert: join(x!, 'server.pem'), key: join(x!, 'server.key') }, spinUs: Number(y) })
       addresses.push(`tcp://${hub.localAddress}`)
       void echoHub(hub, false)
+    } else if (kind === 'shm') {
+      // shm:<name>:<spinUs>: pings on <name>-ping, echoes on <name>-pong (rttZerohop's pair).
+      const rx = await Hub.open(`shm://${x}-ping`, { role: 'subscriber', slotSize: 64, spinUs: Number(y) })
+      const tx = await Hub.open(`shm://${x}-pong`, { role: 'publisher', slotSize: 64 })
+      addresses.push(`shm://${x}`)
+      void (async () => {
+        for (;;) {
+          const m = await rx.recv()
+          if (m.byteLength === 1) process.exit(0)
+          tx.publish(m)
+        }
+      })()
     } else if (kind === 'stream') {
       // stream:<url>:<spinUs>, the URL itself holding colons: the last field is the spin.
       const url = spec.slice('stream:'.length, spec.lastIndexOf(':'))

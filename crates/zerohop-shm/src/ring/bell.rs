@@ -180,8 +180,11 @@ impl Bell {
         if self.mem.sub_parked(self.entry).swap(0, Ordering::SeqCst) == WAITING {
             take_count_back(&self.mem);
         }
+        // A read that does not fill the sink emptied the FIFO: no second read to meet
+        // `EAGAIN` (one system call a wake-up, as a socket's reader makes). A ring that
+        // comes after it leaves the FIFO readable, as it should.
         let mut sink = [0u8; 64];
-        while matches!((&self.fifo).read(&mut sink), Ok(n) if n > 0) {}
+        while matches!((&self.fifo).read(&mut sink), Ok(n) if n == sink.len()) {}
     }
 }
 
