@@ -236,9 +236,8 @@ impl QuicProtocol {
         if e.closing {
             return Err(PublishError::Closed);
         }
-        let now = Instant::now();
         // The usual case: every peer has room.
-        let full = match e.publish(channel, message, expiry_ns, now) {
+        let full = match e.publish(channel, message, expiry_ns, Instant::now) {
             Ok(timers_moved) => {
                 if timers_moved {
                     self.driver.after(g);
@@ -266,7 +265,7 @@ impl QuicProtocol {
                     skipped.push(recipient);
                 }
                 Overflow::Block(timeout) => {
-                    let deadline = now + timeout;
+                    let deadline = Instant::now() + timeout;
                     while !has_room(&mut g) && !closing(&g) {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
@@ -290,7 +289,7 @@ impl QuicProtocol {
         }
         let e = g.as_mut().expect("not closing");
         e.queue_all(channel, message, expiry_ns, &skipped);
-        e.sent(message.len(), Instant::now());
+        e.sent(message.len(), Instant::now);
         self.driver.after(g);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
     }
@@ -338,7 +337,7 @@ impl QuicProtocol {
             }
             engine::mark(&mut e.dirty, ch);
         }
-        e.sent(message.len(), start);
+        e.sent(message.len(), || start);
         self.driver.after(g);
         Ok(outcome)
     }

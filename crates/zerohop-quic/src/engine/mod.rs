@@ -817,7 +817,7 @@ impl Engine {
         channel: u16,
         message: &[u8],
         expiry_ns: Option<u64>,
-        now: Instant,
+        start: impl FnOnce() -> Instant,
     ) -> Result<bool, Vec<Recipient>> {
         let len = message.len();
         let full = self.groups.full(&self.peers, channel, len);
@@ -825,7 +825,7 @@ impl Engine {
             return Err(full);
         }
         self.queue_all(channel, message, expiry_ns, &[]);
-        Ok(self.sent(message.len(), now))
+        Ok(self.sent(message.len(), start))
     }
 
     /// The work groups its peers named, with their members and what moved between them.
@@ -897,11 +897,12 @@ impl Engine {
     /// burst) soon (see [`Burst`]).
     /// Whether that may have set a timer earlier than the engine had: it sent (the
     /// connections' timers moved), or started a burst's deadline.
-    pub fn sent(&mut self, len: usize, start: Instant) -> bool {
+    pub fn sent(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
         let due = self.burst.due();
-        let flushed = self.burst.published(len, || start);
+        let mut started = None;
+        let flushed = self.burst.published(len, || *started.insert(start()));
         if flushed {
-            self.flush(start);
+            self.flush(started.unwrap_or_else(Instant::now));
         }
         self.burst.returned();
         flushed || self.burst.due() != due
