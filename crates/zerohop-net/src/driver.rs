@@ -155,6 +155,20 @@ pub trait Drive: Send + 'static {
     }
 }
 
+/// What a caller's work on the engine did to its timers (see [`Driver::after_timers`]):
+/// whether the I/O thread, asleep until its deadline, must be woken to sleep less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timers {
+    /// None is earlier than before.
+    Kept,
+    /// Any may be: the engine's deadline is worked out again.
+    Moved,
+    /// One was set that may be met as late as this (a burst's, see
+    /// [`Burst::late_by`](crate::sending::Burst::late_by)): the I/O thread is woken
+    /// only if it would sleep past it.
+    DueBy(Instant),
+}
+
 /// An eventfd: a counter another thread bumps to end an I/O thread's `poll`.
 pub struct Wake(OwnedFd);
 
@@ -331,19 +345,14 @@ impl<D: Drive> Driver<D> {
     /// are woken if it changed, and the I/O thread if something is now due before it
     /// would wake.
     pub fn after(&self, g: Guard<'_, D>) {
-        self.release(g, true);
+        self.after_timers(g, Timers::Moved);
     }
 
-    /// [`after`](Self::after), for a caller whose work set no timer earlier than the
-    /// engine had (it only queued behind a deadline already set, say): the engine's
-    /// deadline is not worked out again. A publish that queues into a burst goes
-    /// through here: working the deadline out (every connection's timers) cost a third
-    /// of a 64-byte QUIC stream's rate (2026-12-07).
-    pub fn after_timers_kept(&self, g: Guard<'_, D>) {
-        self.release(g, false);
-    }
-
-    fn release(&self, mut g: Guard<'_, D>, timers_moved: bool) {
+    /// [`after`](Self::after), for a caller that knows what its work did to the timers
+    /// (see [`Timers`]): a publish that queues into a burst goes through here. Working
+    /// the engine's deadline out (every connection's timers) cost a third of a 64-byte
+    /// QUIC stream's rate (2026-12-07).
+    pub fn after_timers(&self, mut g: Guard<'_, D>, timers: Timers) {
         let Some(e) = g.as_mut() else { return };
         let changed = e.take_changed();
         let forwarded = e.take_forwarded();
@@ -352,12 +361,13 @@ impl<D: Drive> Driver<D> {
         // then no deadline is earlier, and none is worked out (a spinning reader's
         // round trip goes through here).
         let io_due_us = self.shared.io_deadline_us.load(Ordering::Acquire);
-        let wake = timers_moved
-            && io_due_us != 0
-            && e.deadline().is_some_and(|due| {
-                let due_us = due.saturating_duration_since(self.shared.epoch).as_micros() as u64;
-                due_us < io_due_us
-            });
+        let us = |t: Instant| t.saturating_duration_since(self.shared.epoch).as_micros() as u64;
+        let wake = io_due_us != 0
+            && match timers {
+                Timers::Kept => false,
+                Timers::Moved => e.deadline().is_some_and(|due| us(due) < io_due_us),
+                Timers::DueBy(latest) => us(latest) < io_due_us,
+            };
         drop(g);
         if let Some(to) = forwarded {
             let _ = to.flush();

@@ -238,12 +238,8 @@ impl QuicProtocol {
         }
         // The usual case: every peer has room.
         let full = match e.publish(channel, message, expiry_ns, Instant::now) {
-            Ok(timers_moved) => {
-                if timers_moved {
-                    self.driver.after(g);
-                } else {
-                    self.driver.after_timers_kept(g);
-                }
+            Ok(timers) => {
+                self.driver.after_timers(g, timers);
                 return Ok(Sent::Accepted);
             }
             Err(full) => full,
@@ -289,8 +285,8 @@ impl QuicProtocol {
         }
         let e = g.as_mut().expect("not closing");
         e.queue_all(channel, message, expiry_ns, &skipped);
-        e.sent(message.len(), Instant::now);
-        self.driver.after(g);
+        let timers = e.sent(message.len(), Instant::now);
+        self.driver.after_timers(g, timers);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
     }
 
@@ -337,8 +333,8 @@ impl QuicProtocol {
             }
             engine::mark(&mut e.dirty, ch);
         }
-        e.sent(message.len(), || start);
-        self.driver.after(g);
+        let timers = e.sent(message.len(), || start);
+        self.driver.after_timers(g, timers);
         Ok(outcome)
     }
 

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zerohop_net::address::resolve;
 use zerohop_net::ring::{ReceiveRing, RingOptions};
@@ -18,8 +18,8 @@ use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{
-    Backpressure, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result, Target,
-    Transport, TransportKind, TransportOptions, Value,
+    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
+    Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::config::{Overflow, QuicConfig, Sent, Side};
@@ -210,6 +210,28 @@ impl Protocol for QuicProtocol {
 
     fn requests(&self) -> Option<&dyn Requests> {
         Some(self)
+    }
+
+    fn batching(&self) -> Option<&dyn Batching> {
+        Some(self)
+    }
+}
+
+/// A burst of publishes waits for the caller's flush at the end of its turn (or for its
+/// size), as a stream's does, rather than for a timer that wakes the I/O thread about
+/// every burst: 16,000 wake-ups a second of a 64-byte stream, each taking the
+/// publisher's CPU for a moment (2026-12-07).
+impl Batching for QuicProtocol {
+    fn flush(&self) -> Result<()> {
+        self.driver().with(|e| e.flush_pending(Instant::now()))
+    }
+
+    fn flushes_at_end_of_turn(&self) -> bool {
+        true
+    }
+
+    fn set_caller_flushes(&self) {
+        let _ = self.driver().with(|e| e.burst.flush_by_caller());
     }
 }
 

@@ -21,7 +21,7 @@ use zerohop_proto::session::{Numbering, ReceiveWindow};
 use zerohop_proto::workgroup::{Member, Recipient, WorkGroups};
 use zerohop_transport::metrics::GroupMetrics;
 
-use zerohop_net::driver::{Drive, Ready};
+use zerohop_net::driver::{Drive, Ready, Timers};
 use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
 use zerohop_net::sending::{Burst, ReadLooks};
@@ -818,7 +818,7 @@ impl Engine {
         message: &[u8],
         expiry_ns: Option<u64>,
         start: impl FnOnce() -> Instant,
-    ) -> Result<bool, Vec<Recipient>> {
+    ) -> Result<Timers, Vec<Recipient>> {
         let len = message.len();
         let full = self.groups.full(&self.peers, channel, len);
         if !full.is_empty() {
@@ -893,11 +893,18 @@ impl Engine {
         self.process_dirty(now);
     }
 
+    /// Sends what a burst holds, if anything (the caller's flush at the end of its turn).
+    pub fn flush_pending(&mut self, now: Instant) {
+        if self.burst.pending() {
+            self.flush(now);
+        }
+    }
+
     /// After a publish of `len` bytes that started at `start`: sends now, or (in a
-    /// burst) soon (see [`Burst`]).
-    /// Whether that may have set a timer earlier than the engine had: it sent (the
-    /// connections' timers moved), or started a burst's deadline.
-    pub fn sent(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
+    /// burst) soon (see [`Burst`]). What that did to the timers: none earlier (it
+    /// queued into a burst), any (it sent: the connections' timers moved), or a burst's
+    /// deadline, met by the time returned at the latest.
+    pub fn sent(&mut self, len: usize, start: impl FnOnce() -> Instant) -> Timers {
         let due = self.burst.due();
         let mut started = None;
         let flushed = self.burst.published(len, || *started.insert(start()));
@@ -905,7 +912,11 @@ impl Engine {
             self.flush(started.unwrap_or_else(Instant::now));
         }
         self.burst.returned();
-        flushed || self.burst.due() != due
+        match self.burst.late_by() {
+            _ if flushed => Timers::Moved,
+            Some(latest) if self.burst.due() != due => Timers::DueBy(latest),
+            _ => Timers::Kept,
+        }
     }
 
     /// Writes what every channel of `c`'s peer has unsent.
