@@ -52,7 +52,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use zerohop_transport::{Error, Link, Result};
+use zerohop_transport::{Doorbell, Error, Link, Result};
 
 /// How recent the reader's last pump must be, when the I/O thread looks, for it to
 /// leave the socket to the reader (see [`READER_LOOK`] for how often it looks then).
@@ -268,6 +268,10 @@ struct Shared<D> {
     pumps: AtomicU64,
     /// Set when the reader parks, cleared by its next pump.
     reader_parked: AtomicBool,
+    /// Rung (once per [`Driver::want_room`]) when the engine changed, as it does when
+    /// it frees room: what an asynchronous send waits on.
+    room_bell: Mutex<Option<Doorbell>>,
+    room_wanted: AtomicBool,
     /// The reader's event loop watches the readiness descriptor.
     watched: AtomicBool,
     /// The I/O thread leaves the socket to the reader now.
@@ -283,6 +287,14 @@ impl<D> Shared<D> {
         // changed the engine held that lock too: it sees the count.
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.changed.notify_all();
+        }
+        // The same ordering for an asynchronous waiter: it asks (`want_room`) before it
+        // looks at the engine.
+        if self.room_wanted.load(Ordering::SeqCst) && self.room_wanted.swap(false, Ordering::SeqCst) {
+            let bell = self.room_bell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(ring) = bell {
+                ring();
+            }
         }
     }
 }
@@ -312,6 +324,8 @@ impl<D: Drive> Driver<D> {
             stop: AtomicBool::new(false),
             pumps: AtomicU64::new(0),
             reader_parked: AtomicBool::new(true),
+            room_bell: Mutex::new(None),
+            room_wanted: AtomicBool::new(false),
             watched: AtomicBool::new(false),
             io_ignores_socket: AtomicBool::new(false),
             reader_runs_timers: AtomicBool::new(false),
@@ -386,6 +400,18 @@ impl<D: Drive> Driver<D> {
         let r = f(g.as_mut().expect("checked by lock"));
         self.after(g);
         Ok(r)
+    }
+
+    /// Sets what rings (on whichever thread changed the engine) after a
+    /// [`want_room`](Self::want_room).
+    pub fn set_room_bell(&self, bell: Option<Doorbell>) {
+        *self.shared.room_bell.lock().unwrap_or_else(|p| p.into_inner()) = bell;
+    }
+
+    /// Asks for one ring of the room bell at the engine's next change (room freed, say).
+    /// Ask first, then look whether there is room: room freed meanwhile rings.
+    pub fn want_room(&self) {
+        self.shared.room_wanted.store(true, Ordering::SeqCst);
     }
 
     /// Waits (releasing the engine) until it changes or `timeout` passes.
@@ -702,6 +728,8 @@ mod tests {
         socket: Arc<Wake>,
         turns: Arc<AtomicUsize>,
         reads: Arc<AtomicUsize>,
+        /// Set to say the engine changed (room freed, say).
+        changed: Arc<AtomicBool>,
     }
 
     impl Drive for Fake {
@@ -724,12 +752,16 @@ mod tests {
             self.socket.clear();
             0
         }
+        fn take_changed(&mut self) -> bool {
+            self.changed.swap(false, Ordering::SeqCst)
+        }
     }
 
     fn watched() -> (Driver<Fake>, Arc<Wake>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let socket = Arc::new(Wake::new().unwrap());
         let (turns, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let fake = Fake { socket: socket.clone(), turns: turns.clone(), reads: reads.clone() };
+        let changed = Arc::new(AtomicBool::new(false));
+        let fake = Fake { socket: socket.clone(), turns: turns.clone(), reads: reads.clone(), changed };
         let d = Driver::start("zerohop-test-io", fake, || {}).unwrap();
         d.set_watched(true);
         (d, socket, turns, reads)
@@ -769,5 +801,28 @@ mod tests {
             assert!(Instant::now() < deadline, "a stuck reader's socket is read by the I/O thread");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn the_room_bell_rings_once_a_want_at_the_engines_next_change() {
+        let (d, _socket, _turns, _reads) = watched();
+        let rings = Arc::new(AtomicUsize::new(0));
+        let counted = rings.clone();
+        d.set_room_bell(Some(Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })));
+        let change = |d: &Driver<Fake>| d.with(|e| e.changed.store(true, Ordering::SeqCst)).unwrap();
+        change(&d);
+        assert_eq!(rings.load(Ordering::SeqCst), 0, "nobody asked");
+        d.want_room();
+        d.with(|_| {}).unwrap();
+        assert_eq!(rings.load(Ordering::SeqCst), 0, "no change");
+        change(&d);
+        assert_eq!(rings.load(Ordering::SeqCst), 1, "asked, then changed: rung");
+        change(&d);
+        assert_eq!(rings.load(Ordering::SeqCst), 1, "once a want");
+        d.want_room();
+        change(&d);
+        assert_eq!(rings.load(Ordering::SeqCst), 2);
     }
 }

@@ -119,6 +119,10 @@ pub trait Reader: Send + Sync {
     fn reader_caught_up(&self);
     fn set_watched(&self, watched: bool);
     fn readiness_fd(&self) -> RawFd;
+    /// See [`Driver::set_room_bell`].
+    fn set_room_bell(&self, bell: Option<Doorbell>);
+    /// See [`Driver::want_room`].
+    fn want_room(&self);
 }
 
 impl<D: Drive> Reader for Driver<D> {
@@ -132,6 +136,14 @@ impl<D: Drive> Reader for Driver<D> {
 
     fn reader_parks(&self) {
         Driver::reader_parks(self)
+    }
+
+    fn set_room_bell(&self, bell: Option<Doorbell>) {
+        Driver::set_room_bell(self, bell)
+    }
+
+    fn want_room(&self) {
+        Driver::want_room(self)
     }
 
     fn reader_caught_up(&self) {
@@ -262,6 +274,16 @@ impl<P: Protocol> Link for NetLink<P> {
 
     fn has_room(&self, channel: u16, len: usize) -> bool {
         self.limiter.as_ref().is_none_or(|l| l.has_room(len)) && self.protocol.has_room(channel, len)
+    }
+
+    fn set_room_bell(&self, bell: Option<Doorbell>) -> bool {
+        self.reader.set_room_bell(bell);
+        // (A rate limit makes room by the clock: looked at by the clock too.)
+        self.limiter.is_none()
+    }
+
+    fn want_room(&self) {
+        self.reader.want_room();
     }
 
     fn wait_room(&self, channel: u16, len: usize, timeout: Duration) -> bool {

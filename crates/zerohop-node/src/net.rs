@@ -417,6 +417,26 @@ impl NetHandle {
         Ok(self.link.has_room(channel as u16, len as usize))
     }
 
+    /// Installs the room bell: `callback` runs on the JS thread (through a threadsafe
+    /// function) once after each [`want_room`](Self::want_room), when the transport may
+    /// have made room. False where the transport cannot tell: look by the clock.
+    #[napi]
+    pub fn set_room_bell(&self, callback: Function<u32, ()>) -> Result<bool> {
+        self.hub()?;
+        let tsfn: Doorbell =
+            callback.build_threadsafe_function::<u32>().weak::<true>().max_queue_size::<1>().build()?;
+        Ok(self.link.set_room_bell(Some(Arc::new(move || {
+            // QueueFull means a ring is already pending: that one suffices.
+            let _ = tsfn.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+        }))))
+    }
+
+    /// Asks for one ring of the room bell; then look at `hasRoom`.
+    #[napi]
+    pub fn want_room(&self) {
+        self.link.want_room();
+    }
+
     /// Resolves true once what was published has reached its receivers (over QUIC: been
     /// read by their applications), or false after `linger_ms`.
     #[napi(ts_return_type = "Promise<boolean>")]
@@ -438,6 +458,7 @@ impl NetHandle {
     pub fn close(&mut self) {
         self.waker.closed.set(true);
         drop(self.waker.watcher.borrow_mut().take());
+        self.link.set_room_bell(None);
         if let Some(mut hub) = self.hub.take() {
             // JavaScript reports its own `closed`: no late native one after it.
             if let Ok(c) = hub.connection() {

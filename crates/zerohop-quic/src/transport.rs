@@ -18,8 +18,8 @@ use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{
-    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
-    Target, Transport, TransportKind, TransportOptions, Value,
+    Backpressure, Batching, Delivery, Doorbell, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests,
+    Result, Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::config::{Overflow, QuicConfig, Sent, Side};
@@ -272,6 +272,14 @@ impl Reader for QuicProtocol {
 
     fn readiness_fd(&self) -> RawFd {
         self.driver().readiness_fd()
+    }
+
+    fn set_room_bell(&self, bell: Option<Doorbell>) {
+        self.driver().set_room_bell(bell);
+    }
+
+    fn want_room(&self) {
+        self.driver().want_room();
     }
 }
 

@@ -334,6 +334,16 @@ pub trait Link: Send + Sync {
     fn wait_room(&self, channel: u16, len: usize, timeout: Duration) -> bool {
         poll_room(|| self.has_room(channel, len), timeout)
     }
+    /// Sets what rings, on whichever thread may have made room, once after each
+    /// [`want_room`](Self::want_room): what a waiter that must not block (an event
+    /// loop's asynchronous send) waits on. False where the transport cannot tell when it
+    /// makes room: the waiter looks again by the clock.
+    fn set_room_bell(&self, _bell: Option<Doorbell>) -> bool {
+        false
+    }
+    /// Asks for one ring of the room bell. Ask first, then look at
+    /// [`has_room`](Self::has_room): room made in between rings.
+    fn want_room(&self) {}
 }
 
 /// Looks whether `room()` every 200 µs, up to `timeout`.

@@ -113,6 +113,14 @@ export declare class NetHandle {
   /** Whether a `len`-byte message on `channel` would find room now (what `Hub.send` waits for). */
   hasRoom(channel: number, len: number): boolean
   /**
+   * Installs the room bell: `callback` runs on the JS thread (through a threadsafe
+   * function) once after each [`want_room`](Self::want_room), when the transport may
+   * have made room. False where the transport cannot tell: look by the clock.
+   */
+  setRoomBell(callback: (arg: number) => void): boolean
+  /** Asks for one ring of the room bell; then look at `hasRoom`. */
+  wantRoom(): void
+  /**
    * Resolves true once what was published has reached its receivers (over QUIC: been
    * read by their applications), or false after `linger_ms`.
    */

@@ -768,7 +768,9 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
    * `fail_fast` gives up): resolves once the message is accepted. Under `drop_old`
    * there is always room. Rejects with `ERR_TIMEOUT` when there is still no room after
    * `timeoutMs`, `ERR_ABORTED` when `signal` aborts, and as `publish` does otherwise.
-   * While it waits it looks for room every millisecond.
+   * While it waits, a network transport tells it when it makes room (a receiver
+   * acknowledged, or its flow-control window opened); otherwise, and at the latest, it
+   * looks again every millisecond.
    */
   send(value: T, options: SendOptions = {}): Promise<void> {
     // (Not an async function itself: untimed, the promise is sendWhenRoom's own.)
@@ -801,7 +803,10 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         }
       }
       if (Date.now() >= deadline) throw new TimeoutError(`send() found no room in ${timeoutMs} ms`)
-      await new Promise((resolve) => setTimeout(resolve, 1))
+      // Asked first, then looked: room made in between rings.
+      const made = this.port.roomMade?.(1)
+      if (made === undefined) await new Promise((resolve) => setTimeout(resolve, 1))
+      else if (!this.port.hasRoom(value, options.channel ?? 0)) await made
     }
   }
 

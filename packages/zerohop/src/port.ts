@@ -150,6 +150,12 @@ export interface Port<T> {
    * nor be dropped or refused for want of room (what `Hub.send` waits for).
    */
   hasRoom(value: T, channel: number): boolean
+  /**
+   * Resolves when the transport may have made room (at the latest after `maxMs`);
+   * asked before the caller looks at `hasRoom`, so that room made in between counts.
+   * Absent where the transport cannot tell: the caller looks by the clock.
+   */
+  roomMade?(maxMs: number): Promise<void> | undefined
   publishBatch(values: readonly T[]): number
   publishPacked(packed: Uint8Array, messageSize: number): number
   /** Writes the next message in place (throws `ERR_INVALID_STATE` where it cannot). */

@@ -75,6 +75,10 @@ export class NetPort<T> implements Port<T> {
   private rings = 0
   private sentAtRing = -1
   private closed = false
+  /** Whether the transport rings when it makes room (see `roomMade`), once asked. */
+  private roomBell: boolean | undefined
+  /** Sends waiting for room, resolved by the room bell. */
+  private roomWaiters: Array<() => void> | undefined
 
   constructor(handle: NetHandle, codec: Codec<T> | StructCodec<T>) {
     this.handle = handle
@@ -174,6 +178,33 @@ export class NetPort<T> implements Port<T> {
 
   hasRoom(value: T, channel: number): boolean {
     return native(() => this.handle.hasRoom(channel, this.encode(value).length))
+  }
+
+  roomMade(maxMs: number): Promise<void> | undefined {
+    if (this.closed) return undefined
+    if (this.roomBell === undefined) {
+      const waiters = (this.roomWaiters = [] as Array<() => void>)
+      this.roomBell = native(() =>
+        this.handle.setRoomBell(() => {
+          for (const done of waiters.splice(0)) done()
+        }),
+      )
+    }
+    if (!this.roomBell) return undefined
+    const waiters = this.roomWaiters!
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        const i = waiters.indexOf(done)
+        if (i >= 0) waiters.splice(i, 1)
+        resolve()
+      }, maxMs)
+      waiters.push(done)
+      this.handle.wantRoom()
+    })
   }
 
   /** Sends `bytes` as one message on `channel`; false if the policy dropped it. */
