@@ -19,7 +19,10 @@
 //! - *polls* ([`Driver::pump`] within the last [`READER_ACTIVE`]), or
 //! - is *watched*: the reader's own event loop waits for the socket
 //!   ([`Driver::set_watched`]) and pumps when it is readable, which wakes the reader
-//!   with no thread between (the Node binding does this with libuv).
+//!   with no thread between (the Node binding does this with libuv), or
+//! - is a *publisher that flushes* at the end of each turn and reads what came back then
+//!   ([`Driver::flush_then_pump`]: acknowledgements, which would otherwise wake the I/O
+//!   thread by the thousand), until it waits for room or a reader parks.
 //!
 //! The handshake is a store followed by a load on each side: the I/O thread announces
 //! that it leaves the socket, then looks whether the reader still polls; a reader that
@@ -268,6 +271,9 @@ struct Shared<D> {
     pumps: AtomicU64,
     /// Set when the reader parks, cleared by its next pump.
     reader_parked: AtomicBool,
+    /// A publisher whose flushes pump ([`Driver::flush_then_pump`]) waits for room
+    /// instead: the I/O thread takes the socket back until its next flush.
+    publisher_waits: AtomicBool,
     /// Rung (once per [`Driver::want_room`]) when the engine changed, as it does when
     /// it frees room: what an asynchronous send waits on.
     room_bell: Mutex<Option<Doorbell>>,
@@ -323,7 +329,8 @@ impl<D: Drive> Driver<D> {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             pumps: AtomicU64::new(0),
-            reader_parked: AtomicBool::new(true),
+            reader_parked: AtomicBool::new(false),
+            publisher_waits: AtomicBool::new(false),
             room_bell: Mutex::new(None),
             room_wanted: AtomicBool::new(false),
             watched: AtomicBool::new(false),
@@ -412,10 +419,55 @@ impl<D: Drive> Driver<D> {
     /// Ask first, then look whether there is room: room freed meanwhile rings.
     pub fn want_room(&self) {
         self.shared.room_wanted.store(true, Ordering::SeqCst);
+        self.publisher_waits();
+    }
+
+    /// A publisher waits for room: what makes it (acknowledgements) must be read by the
+    /// I/O thread, not by the flushes it no longer makes (see
+    /// [`flush_then_pump`](Self::flush_then_pump)).
+    fn publisher_waits(&self) {
+        let s = &self.shared;
+        if !s.publisher_waits.load(Ordering::Relaxed) {
+            s.publisher_waits.store(true, Ordering::SeqCst);
+            if s.io_ignores_socket.load(Ordering::SeqCst) {
+                s.wake.wake();
+            }
+        }
+    }
+
+    /// A publisher's flush at the end of its turn (the caller that flushes of
+    /// `Batching`): `flush` sends what waits, then this thread reads the socket as a
+    /// polling reader's [`pump`](Self::pump) does (the acknowledgements of what it
+    /// sent) and runs what is due. While these flushes come, the I/O thread leaves the
+    /// socket and the timers to them, as to a polling reader's pumps, instead of waking
+    /// for every acknowledgement and taking the publisher's CPU each time (5,000 times a
+    /// second of a 64-byte QUIC stream; 4.5-4.9 → 6.0-6.5 M msg/s, 2026-12-07). A
+    /// publisher that stops hands them back at the I/O thread's next look
+    /// ([`READER_LOOK`]); one that waits for room ([`wait`](Self::wait),
+    /// [`want_room`](Self::want_room)), at once. A reader that waits without watching
+    /// the socket keeps it with the I/O thread: the flush is only a flush then.
+    pub fn flush_then_pump(&self, flush: impl FnOnce(&mut D)) -> Result<()> {
+        let s = &self.shared;
+        if s.reader_parked.load(Ordering::SeqCst) {
+            return self.with(flush);
+        }
+        if s.publisher_waits.load(Ordering::Relaxed) {
+            s.publisher_waits.store(false, Ordering::SeqCst);
+        }
+        let Some(mut g) = self.reader_lock() else { return self.with(flush) };
+        let alone = self.alone();
+        let e = g.as_mut().ok_or_else(Error::closed)?;
+        flush(e);
+        e.pump(alone);
+        e.settle();
+        self.run_due(e, true);
+        self.after(g);
+        Ok(())
     }
 
     /// Waits (releasing the engine) until it changes or `timeout` passes.
     pub fn wait<'a>(&self, g: Guard<'a, D>, timeout: Duration) -> Guard<'a, D> {
+        self.publisher_waits();
         // Counted under the lock, so a change made after this is seen by its notifier.
         self.shared.waiting.fetch_add(1, Ordering::SeqCst);
         let g = self.shared.changed.wait_timeout(g, timeout).unwrap_or_else(|p| p.into_inner()).0;
@@ -631,7 +683,9 @@ fn io_loop<D: Drive>(s: &Shared<D>) {
         }
         // Announce first, then look (see the module docs).
         s.io_ignores_socket.store(true, Ordering::SeqCst);
-        let polls = !s.reader_parked.load(Ordering::SeqCst) && pumps_changed.elapsed() < READER_ACTIVE;
+        let polls = !s.reader_parked.load(Ordering::SeqCst)
+            && !s.publisher_waits.load(Ordering::SeqCst)
+            && pumps_changed.elapsed() < READER_ACTIVE;
         let watched = s.watched.load(Ordering::SeqCst);
         let leave = polls || watched;
         if !leave {

@@ -222,8 +222,9 @@ impl Protocol for QuicProtocol {
 /// every burst: 16,000 wake-ups a second of a 64-byte stream, each taking the
 /// publisher's CPU for a moment (2026-12-07).
 impl Batching for QuicProtocol {
+    /// Then reads the acknowledgements of what was sent (see `Driver::flush_then_pump`).
     fn flush(&self) -> Result<()> {
-        self.driver().with(|e| e.flush_pending(Instant::now()))
+        self.driver().flush_then_pump(|e| e.flush_pending(Instant::now()))
     }
 
     fn flushes_at_end_of_turn(&self) -> bool {
