@@ -879,4 +879,37 @@ mod tests {
         change(&d);
         assert_eq!(rings.load(Ordering::SeqCst), 2);
     }
+
+    #[test]
+    fn a_publisher_that_flushes_reads_what_comes_back_until_it_waits_for_room() {
+        let socket = Arc::new(Wake::new().unwrap());
+        let (turns, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let changed = Arc::new(AtomicBool::new(false));
+        let fake = Fake { socket: socket.clone(), turns, reads: reads.clone(), changed };
+        let d = Driver::start("zerohop-test-io", fake, || {}).unwrap();
+        // Acknowledgements keep coming while the publisher flushes every 100 µs: after
+        // its first look, the I/O thread leaves them to the flushes.
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let until = Instant::now() + READER_LOOK * 3;
+        while Instant::now() < until {
+            socket.wake();
+            let f = flushes.clone();
+            d.flush_then_pump(move |_| {
+                f.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        assert!(flushes.load(Ordering::SeqCst) > 100);
+        let by_io = reads.load(Ordering::SeqCst);
+        assert!(by_io <= 3, "the I/O thread read {by_io} times while the publisher's flushes read");
+        // Waiting for room, the publisher flushes no more: the I/O thread reads at once.
+        d.want_room();
+        socket.wake();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reads.load(Ordering::SeqCst) == by_io {
+            assert!(Instant::now() < deadline, "a publisher waiting for room leaves the socket to the I/O thread");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
