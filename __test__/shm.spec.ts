@@ -149,6 +149,24 @@ test('publishBatch: a value that fails to encode ends the batch there; the slots
   t.is(h.metrics().published, 4)
 })
 
+test('publishBatch (raw): a value that is not a Uint8Array ends the batch there with ERR_CODEC, whatever it looks like', async (t) => {
+  const url = shm('batch-raw-bad')
+  await using h = await Hub.open(url, { role: 'publisher', capacity: 64, slotSize: 16 })
+  await using r = await Hub.open(url, { role: 'subscriber' })
+  // Each has a length a slot takes, or none: the fast loop must not copy any of them.
+  const bad = [undefined, null, 7, 'abcd', [1, 2, 3], { length: 3, 0: 1 }, new Int8Array(3), new DataView(new ArrayBuffer(3))]
+  let n = 0
+  for (const b of bad) {
+    const values = [new Uint8Array([++n]), b, new Uint8Array([99])] as unknown as Uint8Array[]
+    await rejectsWith(t, () => h.publishBatch(values), 'ERR_CODEC')
+  }
+  t.true(h.publish(Buffer.from([100])), 'a Buffer is a Uint8Array')
+  t.is(h.publishBatch([Buffer.from([101]), new Uint8Array([102])]), 2)
+  const got: number[] = []
+  for (let m = r.tryRecv(); m !== undefined; m = r.tryRecv()) got.push(m[0]!)
+  t.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102], 'what came before each bad value, and nothing of it')
+})
+
 test('poolSize: messages longer than a slot go through the payload pool, published, loaned and borrowed, in order with short ones', async (t) => {
   const url = shm('pool')
   const pattern = (n: number, len: number) => Uint8Array.from({ length: len }, (_, i) => (n + i * 7) & 255)

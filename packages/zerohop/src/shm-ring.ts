@@ -556,17 +556,22 @@ export class ShmPublisher {
     let i = 0
     try {
       for (; i < count; i++) {
-        const b = values[from + i]
-        if (!(b instanceof Uint8Array) || b.length > inSlot) break
+        const b = values[from + i] as Uint8Array | null | undefined
+        if (b == null) break
+        // The length first: its load checks the value's shape once, and the type test
+        // after it is then all but free (the other order cost 2-3 ns a message, an
+        // eighth of it).
+        const len = b.length
+        if (!(len <= inSlot) || !(b instanceof Uint8Array)) break
         const lo = (first + i) >>> 0
         const base = headerLen + (lo & mask) * stride
         copyInto.call(u8, b, base + PAYLOAD)
         const si = base >> 2
-        i32[si + LEN] = b.length
+        i32[si + LEN] = len
         i32[si + ORIGIN] = origin
         i32[si + EXPIRY] = expiry
         if (i !== 0) i32[si] = ((lo + 1) * 2) | 0
-        bytes += b.length
+        bytes += len
       }
     } catch (e) {
       this.runError = e
