@@ -271,8 +271,8 @@ struct Shared<D> {
     pumps: AtomicU64,
     /// Set when the reader parks, cleared by its next pump.
     reader_parked: AtomicBool,
-    /// A publisher whose flushes pump ([`Driver::flush_then_pump`]) waits for room
-    /// instead: the I/O thread takes the socket back until its next flush.
+    /// A publisher waits for room: the I/O thread takes the socket back until the next
+    /// pump (a reader's, or a publisher's flush, see [`Driver::flush_then_pump`]).
     publisher_waits: AtomicBool,
     /// Rung (once per [`Driver::want_room`]) when the engine changed, as it does when
     /// it frees room: what an asynchronous send waits on.
@@ -451,9 +451,6 @@ impl<D: Drive> Driver<D> {
         if s.reader_parked.load(Ordering::SeqCst) {
             return self.with(flush);
         }
-        if s.publisher_waits.load(Ordering::Relaxed) {
-            s.publisher_waits.store(false, Ordering::SeqCst);
-        }
         let Some(mut g) = self.reader_lock() else { return self.with(flush) };
         let alone = self.alone();
         let e = g.as_mut().ok_or_else(Error::closed)?;
@@ -559,6 +556,10 @@ impl<D: Drive> Driver<D> {
         s.pumps.store(s.pumps.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         if s.reader_parked.load(Ordering::Relaxed) {
             s.reader_parked.store(false, Ordering::SeqCst);
+        }
+        // A pump reads what a publisher that waited for room waits on, too.
+        if s.publisher_waits.load(Ordering::Relaxed) {
+            s.publisher_waits.store(false, Ordering::SeqCst);
         }
         match s.engine.try_lock() {
             Ok(g) => Some(g),
