@@ -212,12 +212,29 @@ fn inbound<'a>(r: &Received<'a>) -> Inbound<'a> {
 pub struct UdpEngine {
     pipeline: UdpPipeline,
     ring: Arc<ReceiveRing>,
+    /// When a publish without room last read the socket (see `UdpProtocol::publish_all`).
+    looked_back: Option<Instant>,
 }
 
+/// How often a publish that finds no room reads the socket for the reports that would
+/// make it, at most: a publisher that goes on dropping (`drop_new` into a window that
+/// stays full) then makes a system call for it every so often, not every message.
+const LOOK_BACK: Duration = Duration::from_micros(20);
+
 impl UdpEngine {
+    /// Whether a publish without room may read the socket now (see [`LOOK_BACK`]).
+    fn look_back_due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.looked_back.is_some_and(|t| now.saturating_duration_since(t) < LOOK_BACK) {
+            return false;
+        }
+        self.looked_back = Some(now);
+        true
+    }
+
     /// Receives what waits on the socket into the ring; datagrams read.
     fn receive(&mut self) -> usize {
-        let UdpEngine { pipeline, ring } = self;
+        let UdpEngine { pipeline, ring, .. } = self;
         let mut total = 0;
         // A few batches per turn, so that the flush deadline is not starved by a flood.
         for _ in 0..8 {
@@ -326,6 +343,7 @@ impl UdpProtocol {
         let mut g = self.driver.lock()?;
         let mut n = 0;
         let mut result = Ok(());
+        let mut looked = false;
         for m in messages {
             if let Overflow::Block(timeout) = self.overflow
                 && !g.as_ref().is_none_or(|e| e.pipeline.has_room(channel))
@@ -357,6 +375,13 @@ impl UdpProtocol {
                     format!("message of {} bytes exceeds maxMessageSize {}", m.len(), self.max_message),
                 ));
                 break;
+            }
+            if !looked && !e.pipeline.has_room(channel) && e.look_back_due() {
+                // No room: reports that reopen it may wait unread on the socket, the I/O
+                // thread being off the CPU this publisher holds. Read them, once a call
+                // (and not more often than LOOK_BACK), before the policy applies.
+                looked = true;
+                e.receive();
             }
             match e.pipeline.publish_expiring(channel, m, expiry_ns) {
                 Ok(()) => n += 1,
@@ -495,8 +520,13 @@ impl Peers for UdpProtocol {
 }
 
 impl Batching for UdpProtocol {
+    /// Then reads what came back (flow-control reports, acknowledgements) on this
+    /// thread, so that a window the receiver reopened opens at once, not when the I/O
+    /// thread gets the publisher's CPU (see `Driver::flush_then_pump`).
     fn flush(&self) -> Result<()> {
-        self.driver.with(|e| e.pipeline.flush())?.map_err(|e| io_error("flush", e))
+        let mut flushed = Ok(());
+        self.driver.flush_then_pump(|e| flushed = e.pipeline.flush())?;
+        flushed.map_err(|e| io_error("flush", e))
     }
 
     fn flushes_at_end_of_turn(&self) -> bool {
@@ -642,7 +672,7 @@ pub fn open_udp(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTran
         None
     };
     let pin = udp.pin_threads;
-    let engine = UdpEngine { pipeline, ring: ring.clone() };
+    let engine = UdpEngine { pipeline, ring: ring.clone(), looked_back: None };
     let driver = Arc::new(Driver::start("zerohop-udp-io", engine, move || {
         if pin {
             pin_to(0);
