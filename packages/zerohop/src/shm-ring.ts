@@ -18,6 +18,9 @@ import { copyInto } from './bytes.js'
 import { type ShmHandle, type ShmLayoutInfo, type ShmOffsets, binding, native } from './native.js'
 import { BackpressureError, MessageTooLargeError } from './errors.js'
 
+/** `copyInto`, a constant of this module (see `bytes.ts`). */
+const copy = copyInto
+
 const TWO_32 = 4294967296
 /** A committed slot's length word when it holds no message (`SKIP_LEN`, as an int32). */
 const SKIP_LEN = -1
@@ -565,7 +568,7 @@ export class ShmPublisher {
         if (!(len <= inSlot) || !(b instanceof Uint8Array)) break
         const lo = (first + i) >>> 0
         const base = headerLen + (lo & mask) * stride
-        copyInto.call(u8, b, base + PAYLOAD)
+        copy.call(u8, b, base + PAYLOAD)
         const si = base >> 2
         i32[si + LEN] = len
         i32[si + ORIGIN] = origin
@@ -628,7 +631,7 @@ export class ShmPublisher {
         i32[w + 3] = w3
         at += FRAME_HEADER
       }
-      copyInto.call(r.u8, bytes, at)
+      copy.call(r.u8, bytes, at)
     } catch (e) {
       this.abandon(lo) // e.g. the caller's buffer was detached
       this.done(0, 0)
@@ -1021,7 +1024,7 @@ export class ShmSubscriber {
     else while (k < n && i32[base + k * w] === (((lo + k + 1) * 2) | 0)) k++
     if (k === 0) return 0
     const start = r.headerLen + first * r.stride
-    copyInto.call(into, r.u8.subarray(start, start + k * r.stride), from * r.stride)
+    copy.call(into, r.u8.subarray(start, start + k * r.stride), from * r.stride)
     if (READER_FENCE) Atomics.add(i32, this.cursorIdx, 0)
     // Whole: its stamp unchanged since the copy, and in its slot (its length, in the
     // copy). The stamps are loaded after the copy's loads: on x86 plain loads are (loads

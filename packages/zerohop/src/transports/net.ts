@@ -18,6 +18,9 @@ import type { HubStatus, Loan, Port, PortSettings, PublishCounters, RequestPort,
 import { ShmRing, ShmSubscriber, tooLarge } from '../shm-ring.js'
 import { StructCodec } from '../struct.js'
 
+/** `copyInto`, a constant of this module (see `bytes.ts`). */
+const copy = copyInto
+
 /** Opens a network hub on `url` with `options` (the codec already taken out). */
 export function openNet<T>(url: string, options: object, codec: Codec<T> | StructCodec<T>): Port<T> {
   const handle = native(() => binding.NetHandle.open(url, options))
@@ -168,7 +171,7 @@ export class NetPort<T> implements Port<T> {
     if (stage === undefined || bytes.length > stage.length) {
       return native(() => this.handle.publishExpiring(bytes, channel, expiresAtMs))
     }
-    copyInto.call(stage, bytes)
+    copy.call(stage, bytes)
     try {
       return this.calls.publishStagedExpiring(bytes.length, channel, expiresAtMs)
     } catch (e) {
@@ -219,7 +222,7 @@ export class NetPort<T> implements Port<T> {
       const len = bytes.length
       // (`now` goes only when true: a third argument costs the call a conversion.)
       if (stage !== undefined && len <= stage.length) {
-        copyInto.call(stage, bytes)
+        copy.call(stage, bytes)
         accepted = now ? this.calls.publishStaged(len, channel, true) : this.calls.publishStaged(len, channel)
       } else {
         accepted = now ? this.calls.publish(bytes, channel, true) : this.calls.publish(bytes, channel)
