@@ -582,25 +582,24 @@ function sockperf(transport: 'udp' | 'tcp'): Contender {
     missing: async () => (spawnSync('sockperf', ['--version'], { stdio: 'ignore' }).error ? 'sockperf is not installed (apt-get install sockperf)' : undefined),
     external: {
       async rtt(size, seconds, cpus) {
-        const probe = createSocket('udp4')
-        await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r))
-        const port = String(probe.address().port)
-        await new Promise<void>((r) => probe.close(() => r()))
         const extra = transport === 'tcp' ? ['--tcp'] : []
         const pinned = (cpu: number | undefined, argv: string[]): [string, string[]] => (cpu === undefined ? ['sockperf', argv] : ['taskset', ['-c', String(cpu), 'sockperf', ...argv]])
-        const server = spawn(...pinned(cpus?.[1], ['server', '-i', '127.0.0.1', '-p', port, ...extra]), { stdio: 'ignore' })
-        const [cmd, argv] = pinned(cpus?.[0], ['ping-pong', '-i', '127.0.0.1', '-p', port, '-m', String(size), '-t', String(seconds), '--full-rtt', ...extra])
-        // The server may take a while to start on a busy machine: a client that found none
-        // measured nothing, and goes again.
+        // The server may take a while to start on a busy machine, or find its port taken
+        // meanwhile (a free port is only free when asked): a client that found no server
+        // measured nothing, and both go again, on another port.
         let out = ''
         for (let attempt = 0; attempt < 5 && !/RunTime=/.test(out); attempt++) {
+          const port = String(await freePort(transport))
+          const server = spawn(...pinned(cpus?.[1], ['server', '-i', '127.0.0.1', '-p', port, ...extra]), { stdio: 'ignore' })
           await new Promise((r) => setTimeout(r, 300 * (attempt + 1)))
-          const client = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'ignore'] })
+          const client = spawn(...pinned(cpus?.[0], ['ping-pong', '-i', '127.0.0.1', '-p', port, '-m', String(size), '-t', String(seconds), '--full-rtt', ...extra]), {
+            stdio: ['ignore', 'pipe', 'ignore'],
+          })
           out = ''
           client.stdout.on('data', (c: Buffer) => (out += c.toString()))
           await once(client, 'exit')
+          server.kill()
         }
-        server.kill()
         const percentiles: [number, number][] = []
         for (const m of out.matchAll(/percentile (\d+\.\d+) =\s*([0-9.]+)/g)) percentiles.push([Number(m[1]) / 100, Number(m[2])])
         const max = /<MAX> observation =\s*([0-9.]+)/.exec(out)
@@ -611,6 +610,22 @@ function sockperf(transport: 'udp' | 'tcp'): Contender {
       },
     },
   }
+}
+
+/** A port free on 127.0.0.1 for `transport` now (the kernel's pick for a socket bound to 0). */
+async function freePort(transport: 'udp' | 'tcp'): Promise<number> {
+  if (transport === 'tcp') {
+    const server = createServer()
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const { port } = server.address() as { port: number }
+    await new Promise<void>((r) => server.close(() => r()))
+    return port
+  }
+  const probe = createSocket('udp4')
+  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r))
+  const { port } = probe.address()
+  await new Promise<void>((r) => probe.close(() => r()))
+  return port
 }
 
 /** Every contender, zerohop's transports first. */
