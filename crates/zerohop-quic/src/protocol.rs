@@ -58,7 +58,7 @@ const MAX_UDP_PAYLOAD: u16 = 16 << 10;
 
 /// A QUIC hub's connections: see the module docs.
 pub struct QuicProtocol {
-    driver: Driver<Engine>,
+    driver: Arc<Driver<Engine>>,
     config: Arc<QuicConfig>,
     local: SocketAddr,
     /// Scratch for datagrams: one allocation per many datagrams (`split` hands out the
@@ -193,6 +193,7 @@ impl QuicProtocol {
             }
         }
         let driver = Driver::start("zerohop-quic-io", engine, || {}).map_err(|e| StartError::Config(e.to_string()))?;
+        let driver = Arc::new(driver);
         Ok(QuicProtocol { driver, config, local, datagram_buf: Mutex::new(BytesMut::new()) })
     }
 
@@ -207,7 +208,7 @@ impl QuicProtocol {
     }
 
     /// The driver (for the transport: the reader's side).
-    pub(crate) fn driver(&self) -> &Driver<Engine> {
+    pub(crate) fn driver(&self) -> &Arc<Driver<Engine>> {
         &self.driver
     }
 

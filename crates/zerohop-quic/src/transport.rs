@@ -7,7 +7,6 @@
 //! messages aside or spilled, up to `maxMessageSize` (16 MiB by default).
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,8 @@ use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::metrics::GroupMetrics;
 use zerohop_transport::{
-    Backpressure, Batching, Delivery, Doorbell, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests,
-    Result, Target, Transport, TransportKind, TransportOptions, Value,
+    Backpressure, Batching, Delivery, Endpoint, Error, ErrorCode, FromOptions, HubOptions, Options, Requests, Result,
+    Target, Transport, TransportKind, TransportOptions, Value,
 };
 
 use crate::config::{Overflow, QuicConfig, Sent, Side};
@@ -250,40 +249,6 @@ impl Requests for QuicProtocol {
     }
 }
 
-impl Reader for QuicProtocol {
-    fn pump(&self) -> Result<usize> {
-        self.driver().pump()
-    }
-
-    fn pump_then(&self, reader: &mut dyn FnMut()) -> Result<usize> {
-        self.driver().pump_then(reader)
-    }
-
-    fn reader_parks(&self) {
-        self.driver().reader_parks();
-    }
-
-    fn reader_caught_up(&self) {
-        self.driver().reader_caught_up();
-    }
-
-    fn set_watched(&self, watched: bool) {
-        self.driver().set_watched(watched);
-    }
-
-    fn readiness_fd(&self) -> RawFd {
-        self.driver().readiness_fd()
-    }
-
-    fn set_room_bell(&self, bell: Option<Doorbell>) {
-        self.driver().set_room_bell(bell);
-    }
-
-    fn want_room(&self) {
-        self.driver().want_room();
-    }
-}
-
 fn start_error(e: StartError, url: &str) -> Error {
     match e {
         StartError::Tls(e) => Error::bad_option(format!("tls: {e}")),
@@ -364,6 +329,6 @@ pub fn open_quic(endpoint: &Endpoint, options: &mut HubOptions) -> Result<NetTra
     let ring = Arc::new(ReceiveRing::new(ring_options, !q.listen)?);
     let url = format!("quic://{host}:{port}");
     let protocol = Arc::new(QuicProtocol::start(config, ring.clone()).map_err(|e| start_error(e, &url))?);
-    let reader: Arc<dyn Reader> = protocol.clone();
+    let reader: Arc<dyn Reader> = protocol.driver().clone();
     NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
 }
