@@ -324,9 +324,11 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
         const expiry = pub.expiryNow()
         // Slots committed so far of this run (the first's stamp goes last, in `endRun`).
         let committed = 0
+        // Passes the run's slots from `from` over, and ends it.
         const passOver = (from: number): void => {
           for (let j = from; j < count; j++) pub.abandon((first + j) >>> 0)
           if (committed > 0) pub.endRun(first)
+          committed = 0
         }
         let i = 0
         if (bytesOnly) {
@@ -359,7 +361,6 @@ class ShmPort<T> extends SegmentPort implements Port<T> {
                 // through the pool or the side path (after them, so in order), and a new
                 // run starts.
                 passOver(i)
-                committed = -1
                 if (!this.largeRaw(b)) {
                   pub.counters.dropped += values.length - n // (drop_new: this one and the rest)
                   pub.done(n, bytes)
