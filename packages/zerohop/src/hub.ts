@@ -966,7 +966,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
           if (this.source.pump() > 0) continue
           break
         }
-        const value = this.valueAt(sub, off, inPlace, undefined)
+        const value = inPlace ? this.viewAt(sub, off) : this.valueAt(sub, off, undefined)
         if (value === TORN) continue
         const outside = this.outside
         n++
@@ -1376,7 +1376,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         }
         return EMPTY
       }
-      const value = this.valueAt(sub, off, false, info)
+      const value = this.valueAt(sub, off, info)
       if (value === TORN) continue
       sub.advance(this.outside)
       return value
@@ -1384,36 +1384,49 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
   }
 
   /**
-   * The value of the message `sub.peek()` found at `off` (a view of it, `inPlace`, with
-   * the raw codec); `outside` says how many of its bytes lie outside the slot. Fills
-   * `info` from its envelope when given. `TORN` when it was overwritten while read (it
-   * was skipped); an undecodable message is taken and its error thrown, so that the
-   * stream goes on.
+   * A drain's value over a network ring (raw codec): a view of the message `sub.peek()`
+   * found at `off`, where it lies (its writer overwrites nothing unread: nothing to
+   * check after). Apart from {@link valueAt}, and small, so that a drain's loop compiles
+   * small and once: a branch of `valueAt` first taken after the loop was optimised
+   * threw the loop's code away, and recompiling it cost a receiver tens of
+   * milliseconds of its first hundred.
    */
-  private valueAt(sub: ShmSubscriber, off: number, inPlace: boolean, info: MessageInfo | undefined): T | typeof TORN {
+  private viewAt(sub: ShmSubscriber, off: number): T {
+    const ring = this.ring
+    if (placement(ring.u8, off) === Placement.Inline) {
+      this.outside = undefined
+      return ring.payloadView(sub.cursor >>> 0, this.envelope, sub.len) as T
+    }
+    let aside: Uint8Array
+    try {
+      aside = this.source.spilled(off)!
+    } catch (e) {
+      sub.advance() // skip it so that the stream goes on
+      throw e instanceof ZerohopError ? e : new CodecError(`cannot read message: ${(e as Error).message}`, { cause: e })
+    }
+    this.outside = aside.length
+    return aside as T
+  }
+
+  /**
+   * The value of the message `sub.peek()` found at `off`, decoded; `outside` says how
+   * many of its bytes lie outside the slot. Fills `info` from its envelope when given.
+   * `TORN` when it was overwritten while read (it was skipped); an undecodable message
+   * is taken and its error thrown, so that the stream goes on.
+   */
+  private valueAt(sub: ShmSubscriber, off: number, info: MessageInfo | undefined): T | typeof TORN {
     const ring = this.ring
     const env = this.envelope
-    // The common case of a drain, first and short: a view of a message in its slot of
-    // a network ring (whose writer overwrites nothing unread: nothing to check after).
-    if (inPlace && info === undefined && placement(ring.u8, off) === Placement.Inline) {
-      this.outside = undefined
-      return ring.payloadView(sub.cursor >>> 0, env, sub.len) as T
-    }
     let value: T
     let aside: Uint8Array | undefined
     try {
       aside = this.source.spilled(off)
       if (aside !== undefined) {
-        value = this.struct
-          ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0)
-          : inPlace
-            ? (aside as T)
-            : this.codec.decode(aside)
+        value = this.struct ? this.struct.read(new DataView(aside.buffer, aside.byteOffset, aside.byteLength), 0) : this.codec.decode(aside)
       } else if (this.struct) {
         value = this.struct.read(ring.dv, off + env)
       } else {
-        const bytes = sub.largeView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len)
-        value = inPlace ? (bytes as T) : this.codec.decode(bytes)
+        value = this.codec.decode(sub.largeView() ?? ring.payloadView(sub.cursor >>> 0, env, sub.len))
       }
       if (info !== undefined && env !== 0) this.source.readInfo(ring.dv, off, info)
     } catch (e) {

@@ -794,7 +794,11 @@ export class ShmSubscriber {
     // (A member takes what its own hub published too: someone in its group must.)
     this.own = group === undefined ? entry + 1 : -1
     this.cursor = start
-    this.shared = start
+    // (As if stored a batch ago: the first message read stores the cursor at once, so
+    // that this path of `moveTo` has run before a drain's loop is optimised. One first
+    // taken after that throws the loop's code away, 10-20 ms of recompiling for a
+    // receiver's CPU at the start of a stream.)
+    this.shared = start - this.storeEvery
     this.readyTo = start >>> 0
     this.cursorIdx = ring.SUBS + entry * ring.SUB_STRIDE + ring.SUB_CURSOR
     const reads = group ?? entry
@@ -1148,7 +1152,8 @@ export class ShmSubscriber {
   /**
    * A batch receive begins: until {@link endBatch}, shared memory's cursor is stored
    * once, at the end, instead of after every message (its `Atomics.store` was a tenth
-   * of a drain's time, 12-06).
+   * of a drain's time, 12-06); a network ring's, every `storeEvery` messages and at the
+   * end (not a microtask later).
    */
   beginBatch(): void {
     this.batching = true
@@ -1158,7 +1163,9 @@ export class ShmSubscriber {
   endBatch(): void {
     this.batching = false
     // (Unless the hub closed meanwhile: its ring's memory is gone.)
-    if (!this.flowControlled && this.shared !== this.cursor && this.i32.length !== 0) this.tellPlace()
+    if (this.shared === this.cursor || this.i32.length === 0) return
+    if (this.flowControlled) this.storeCursor()
+    else this.tellPlace()
   }
 
   /** Stores the cursor, and wakes a publisher waiting for room (shared memory). */
@@ -1187,7 +1194,10 @@ export class ShmSubscriber {
       if (!this.batching) this.tellPlace()
     } else if (next - this.shared >= this.storeEvery) {
       this.storeCursor()
-    } else if (!this.storeQueued) {
+    } else if (!this.batching && !this.storeQueued) {
+      // (A batch stores it when it ends: a drain's loop, whose next turn may be far off
+      // while messages keep coming, never takes this path, which would throw its
+      // optimised code away when first taken.)
       this.storeQueued = true
       // A promise reaction, not `queueMicrotask` (which makes an async resource and a
       // bound function each time: about 1 µs of a round trip's wake-up on this VM).

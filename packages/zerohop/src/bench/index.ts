@@ -196,7 +196,11 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const size = {
     rttSamples: quick ? 2_000 : 10_000,
     rttWarmup: quick ? 200 : 1_000,
-    oneway: (w: Workload) => (w.size <= 256 ? (quick ? 30_000 : 200_000) : quick ? 5_000 : 40_000),
+    // Every stream 200,000 messages: long enough that a rate is the stream's, not its
+    // start's. (At 40,000 messages of 4 KiB a run lasted 0.1-0.2 s, about half of it
+    // the receiver's JIT warming up: V8's compiler threads took 45 % of its CPU in the
+    // first 126 ms, and single rounds of one pair ranged 1.2-2.5×, 12-07.)
+    oneway: (w: Workload) => (quick ? (w.size <= 256 ? 30_000 : 5_000) : 200_000),
     externalSeconds: quick ? 1 : 2,
   }
   const tallies: Tally[] = []
