@@ -172,10 +172,16 @@ export class ShmRing {
   payloadView(lo: number, from: number, to: number): Uint8Array {
     const i = lo & this.mask
     const spans = (this.payloadSpans ??= new Int32Array(this.capacity * 2))
+    const at = 2 * i
+    // (Both compared every time, also in the ring's first lap, where no view is there
+    // yet: a comparison the JIT never saw run throws away the code it is inlined in, a
+    // reader's whole loop, once the second lap reaches it.)
+    const same = spans[at] === from
+    const sameTo = spans[at + 1] === to
     const v = this.payloadViews[i]
-    if (v !== undefined && spans[2 * i] === from && spans[2 * i + 1] === to) return v
-    spans[2 * i] = from
-    spans[2 * i + 1] = to
+    if (same && sameTo && v !== undefined) return v
+    spans[at] = from
+    spans[at + 1] = to
     return (this.payloadViews[i] = this.slotView(lo).subarray(from, to))
   }
 
