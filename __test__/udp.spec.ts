@@ -93,7 +93,12 @@ for (const receiveThreads of [1, 2]) {
     const next = new Map<number, number>()
     let bad = 0
     for (let i = 0; i < 3 * N; i++) {
-      const m = await hub.recv({ timeoutMs: 10_000 })
+      const m = await hub.recv({ timeoutMs: 10_000 }).catch((e: Error) => {
+        // (What went missing where: the receiver's counts, and each sender's own.)
+        const u = hub.metrics().udp!
+        const said = senders.map((s) => s.stderr()).join(' ')
+        throw new Error(`${e.message} after ${i} of ${3 * N}: lost ${u.lost}, kernelDropped ${u.kernelDropped}, next ${JSON.stringify([...next])} ${said}`)
+      })
       const dv = new DataView(m.buffer, m.byteOffset, m.byteLength)
       const [tag, seq] = [dv.getUint32(0, true), dv.getUint32(4, true)]
       if (seq !== (next.get(tag) ?? 0)) bad++
