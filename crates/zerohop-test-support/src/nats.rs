@@ -41,15 +41,36 @@ impl NatsServer {
     /// A server on a free loopback port, with `args` besides the address (`--pedantic`
     /// is the client's to ask, in its `CONNECT`; `--user`, say).
     pub fn start(args: &[&str]) -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port, args.iter().map(|a| (*a).to_owned()).collect())
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        // A port free a moment ago may be another test's server's by now (tests run in
+        // parallel): then this one cannot listen, and another free port is tried.
+        for _ in 0..4 {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if let Some(server) = Self::try_start_on(port, args.clone()) {
+                return server;
+            }
+        }
+        panic!("nats-server did not listen on any of four free ports");
     }
 
     fn start_on(port: u16, args: Vec<String>) -> NatsServer {
+        Self::try_start_on(port, args).unwrap_or_else(|| panic!("nats-server did not listen on {port}"))
+    }
+
+    /// The server on `port`, once it answers there itself (its name in the `INFO` it
+    /// greets with: a connection that only succeeds may be another server's on the
+    /// same port); `None` if it exited first or did not answer within 10 s.
+    fn try_start_on(port: u16, args: Vec<String>) -> Option<NatsServer> {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "zerohop-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let binary = binary().expect("nats-server is missing and apt-get could not install it");
         let mut command = Command::new(binary);
         command
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--server_name", &name])
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -63,13 +84,18 @@ impl NatsServer {
                 Ok(())
             });
         }
-        let child = command.spawn().unwrap();
+        let mut child = command.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+        let greeting = format!("\"server_name\":\"{name}\"");
+        while !greets_as(port, &greeting) {
+            if child.try_wait().ok().flatten().is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer { child, port, args }
+        Some(NatsServer { child, port, args })
     }
 
     /// One server for every test of a test binary that asks, started the first time.
@@ -105,6 +131,15 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the server on `port` greets with an `INFO` line holding `greeting`.
+fn greets_as(port: u16, greeting: &str) -> bool {
+    use std::io::{BufRead, BufReader};
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ") && line.contains(greeting)
 }
 
 impl Drop for NatsServer {
