@@ -1414,7 +1414,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
       aside = this.source.spilled(off)!
     } catch (e) {
       sub.advance() // skip it so that the stream goes on
-      throw e instanceof ZerohopError ? e : new CodecError(`cannot read message: ${(e as Error).message}`, { cause: e })
+      throw messageError(e, 'cannot read message')
     }
     this.outside = aside.length
     return aside as T
@@ -1447,7 +1447,7 @@ export class Hub<T = Uint8Array> implements AsyncIterable<T>, AsyncDisposable {
         return TORN
       }
       sub.advance() // skip the undecodable message so the stream goes on
-      throw e instanceof ZerohopError ? e : new CodecError(`cannot decode message: ${(e as Error).message}`, { cause: e })
+      throw messageError(e, 'cannot decode message')
     }
     if (!sub.intact()) {
       sub.torn()
@@ -1716,4 +1716,9 @@ class ShmBorrowed<T> implements Borrowed<T> {
     this.sub.torn()
     return false
   }
+}
+
+/** What reading a message threw: a zerohop error as it is, anything else a `CodecError` (`what` failed). */
+function messageError(e: unknown, what: string): ZerohopError {
+  return e instanceof ZerohopError ? e : new CodecError(`${what}: ${(e as Error).message}`, { cause: e })
 }
