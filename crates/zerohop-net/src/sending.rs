@@ -45,6 +45,28 @@ const CALLER_FLUSH_LATE: Duration = Duration::from_millis(1);
 /// 5 % of a 64-byte QUIC stream's sender (2026-12-07).
 const CLOCKED_EVERY: u32 = 8;
 
+/// What a publish does with what waits to go out (see [`Burst::published`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Go {
+    /// Nothing yet: it waits for more (the burst's size, its deadline, or the caller's
+    /// flush at the end of its turn).
+    Wait,
+    /// It goes now, alone: it came after a pause, or right after a poll.
+    Now,
+    /// It goes now with the burst it ends (the burst's size, or its deadline, reached
+    /// while the publishes go on). A publisher in such a flood also reads what came
+    /// back then (see `Driver::read_back`): the acknowledgements its sending waits on
+    /// would otherwise wait for an I/O thread that shares the publisher's CPU.
+    Burst,
+}
+
+impl Go {
+    /// Whether what waits goes now.
+    pub fn sends(self) -> bool {
+        self != Go::Wait
+    }
+}
+
 /// When what was published goes out: at once after a pause, or, in a burst (publishes
 /// microseconds apart), together with what follows, after [`FLUSH_DELAY`] or
 /// `flush_bytes` at the most (a byte stream writes best in large pieces; QUIC packs
@@ -112,21 +134,21 @@ impl Burst {
     }
 
     /// A publish of `len` bytes, which `start` says when it started (read only if
-    /// needed): whether to send now (else it waits for [`due`](Self::due)). Call
-    /// [`returned`](Self::returned) after sending.
-    pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> bool {
+    /// needed): whether to send now (else it waits for [`due`](Self::due)), and how.
+    /// Call [`returned`](Self::returned) after sending.
+    pub fn published(&mut self, len: usize, start: impl FnOnce() -> Instant) -> Go {
         self.unflushed += len;
         self.started = None;
         self.untimed = std::mem::take(&mut self.polled);
         if self.untimed {
-            return true;
+            return Go::Now;
         }
         if self.flush_at.is_some() && self.unflushed < self.flush_bytes && self.unclocked + 1 < CLOCKED_EVERY {
             // Into the open burst, which neither its size nor (within a few publishes)
             // its deadline ends: queued, without the clock.
             self.unclocked += 1;
             self.untimed = true;
-            return false;
+            return Go::Wait;
         }
         // Publishes that did not read the clock lie between this one and the last that
         // did: the burst goes on if they came BURST_GAP apart on average.
@@ -134,12 +156,15 @@ impl Burst {
         let start = start();
         self.started = Some(start);
         let burst = start.saturating_duration_since(self.last_publish) < BURST_GAP * apart;
+        if !burst {
+            return Go::Now;
+        }
         // Overdue: the publisher goes on, so it sends what waited itself.
-        if !burst || self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
-            return true;
+        if self.unflushed >= self.flush_bytes || self.flush_at.is_some_and(|t| t <= start) {
+            return Go::Burst;
         }
         self.flush_at.get_or_insert(start + if self.timed { FLUSH_DELAY } else { CALLER_FLUSH_LATE });
-        false
+        Go::Wait
     }
 
     /// The publish returns (its sending done). A publish that only queued took a
@@ -233,39 +258,39 @@ mod tests {
         let mut b = Burst::new(Instant::now(), usize::MAX);
         b.returned();
         let soon = b.last_publish + Duration::from_micros(1);
-        assert!(!b.published(64, || soon), "right after another: waits");
+        assert!(!b.published(64, || soon).sends(), "right after another: waits");
         b.returned();
         b.polled();
-        assert!(b.published(64, || unreachable!("no clock after a poll")), "after a poll: now");
+        assert!(b.published(64, || unreachable!("no clock after a poll")) == Go::Now, "after a poll: now, alone");
         b.flushed();
         b.returned();
         assert_eq!(b.last_publish, soon, "nor a clock when it returns");
-        assert!(!b.published(64, || soon + Duration::from_micros(2)), "the poll counts once");
+        assert!(!b.published(64, || soon + Duration::from_micros(2)).sends(), "the poll counts once");
     }
 
     #[test]
     fn a_publish_after_a_pause_goes_at_once_and_a_burst_waits_a_little() {
         let t0 = Instant::now();
         let mut b = Burst::new(t0 - Duration::from_secs(1), 16 << 10);
-        assert!(b.published(64, || t0), "after a pause: now");
+        assert_eq!(b.published(64, || t0), Go::Now, "after a pause: now, alone");
         b.flushed();
         b.returned();
         let next = Instant::now();
-        assert!(!b.published(64, || next), "right after: waits");
+        assert!(!b.published(64, || next).sends(), "right after: waits");
         assert_eq!(b.due(), Some(next + FLUSH_DELAY));
-        assert!(b.published(16 << 10, || next), "until enough is written");
+        assert_eq!(b.published(16 << 10, || next), Go::Burst, "until enough is written: then with the burst");
     }
 
     #[test]
     fn a_publisher_that_goes_on_sends_an_overdue_burst_itself() {
         let mut b = Burst::new(Instant::now(), usize::MAX);
         b.returned();
-        assert!(!b.published(64, Instant::now), "a burst waits");
+        assert!(!b.published(64, Instant::now).sends(), "a burst waits");
         std::thread::sleep(FLUSH_DELAY);
         b.returned();
         // (Within the few publishes of the burst that do not read the clock.)
         let sent_by = (1..=CLOCKED_EVERY).find(|_| {
-            let sent = b.published(64, Instant::now);
+            let sent = b.published(64, Instant::now).sends();
             b.returned();
             sent
         });
@@ -276,12 +301,12 @@ mod tests {
     fn a_publish_that_only_queued_returns_when_it_started() {
         let t0 = Instant::now() - Duration::from_secs(1);
         let mut b = Burst::new(t0 - Duration::from_secs(1), usize::MAX);
-        assert!(b.published(64, || t0), "after a pause: now");
+        assert!(b.published(64, || t0).sends(), "after a pause: now");
         b.flushed();
         b.returned();
         assert!(b.last_publish > t0, "it wrote: the clock is read on return");
         let t1 = b.last_publish + Duration::from_micros(1);
-        assert!(!b.published(64, || t1), "right after: waits");
+        assert!(!b.published(64, || t1).sends(), "right after: waits");
         b.returned();
         assert_eq!(b.last_publish, t1, "it only queued: its start is its return");
     }
@@ -292,10 +317,10 @@ mod tests {
         b.flush_by_caller();
         b.returned();
         let t = b.last_publish + Duration::from_micros(1);
-        assert!(!b.published(64, || t));
+        assert!(!b.published(64, || t).sends());
         assert_eq!(b.due(), Some(t + CALLER_FLUSH_LATE), "the I/O thread sends it if the turn never ends");
         assert!(b.pending());
-        assert!(b.published(1024, Instant::now), "its size still sends it");
+        assert!(b.published(1024, Instant::now).sends(), "its size still sends it");
         b.flushed();
         assert!(!b.pending());
     }
@@ -306,36 +331,36 @@ mod tests {
         b.flush_by_caller();
         b.returned();
         let t = b.last_publish + Duration::from_micros(1);
-        assert!(!b.published(64, || t), "the burst opens");
+        assert!(!b.published(64, || t).sends(), "the burst opens");
         b.returned();
         for _ in 1..CLOCKED_EVERY {
-            assert!(!b.published(64, || unreachable!("no clock inside the burst")));
+            assert!(!b.published(64, || unreachable!("no clock inside the burst")).sends());
             b.returned();
         }
         // The clocked one: the unclocked publishes between stretch the gap allowed.
         let later = t + BURST_GAP * (CLOCKED_EVERY - 1);
-        assert!(!b.published(64, || later), "still a burst: {CLOCKED_EVERY} publishes within their gaps");
+        assert!(!b.published(64, || later).sends(), "still a burst: {CLOCKED_EVERY} publishes within their gaps");
         b.returned();
         assert_eq!(b.last_publish, later);
         // Its deadline passed: the next clocked publish sends it.
         for _ in 1..CLOCKED_EVERY {
-            assert!(!b.published(64, || unreachable!()));
+            assert!(!b.published(64, || unreachable!()).sends());
             b.returned();
         }
-        assert!(b.published(64, || later + CALLER_FLUSH_LATE), "overdue: sent by the publisher");
+        assert!(b.published(64, || later + CALLER_FLUSH_LATE).sends(), "overdue: sent by the publisher");
         b.flushed();
         b.returned();
         // Its size ends a burst without the clock's say.
         let mut b = Burst::new(Instant::now(), 256);
         b.returned();
         let t = b.last_publish + Duration::from_micros(1);
-        assert!(!b.published(64, || t));
+        assert!(!b.published(64, || t).sends());
         b.returned();
-        assert!(!b.published(64, || unreachable!()));
+        assert!(!b.published(64, || unreachable!()).sends());
         b.returned();
-        assert!(!b.published(64, || unreachable!()));
+        assert!(!b.published(64, || unreachable!()).sends());
         b.returned();
-        assert!(b.published(64, || t), "256 bytes wait: sent");
+        assert!(b.published(64, || t).sends(), "256 bytes wait: sent");
     }
 
     #[test]

@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use quinn_proto::VarInt;
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use zerohop_net::driver::Driver;
+use zerohop_net::driver::{Driver, Guard, Timers};
 use zerohop_net::ring::Sink;
+use zerohop_net::sending::Go;
 use zerohop_proto::lifecycle::{Lifecycle, Status};
 use zerohop_proto::qos::ChannelClasses;
 use zerohop_proto::workgroup::Recipient;
@@ -212,7 +213,7 @@ impl QuicProtocol {
         &self.driver
     }
 
-    fn engine(&self) -> Result<zerohop_net::driver::Guard<'_, Engine>, PublishError> {
+    fn engine(&self) -> Result<Guard<'_, Engine>, PublishError> {
         self.driver.lock().map_err(|_| PublishError::Closed)
     }
 
@@ -239,8 +240,8 @@ impl QuicProtocol {
         }
         // The usual case: every peer has room.
         let full = match e.publish(channel, message, expiry_ns, Instant::now) {
-            Ok(timers) => {
-                self.driver.after_timers(g, timers);
+            Ok(sent) => {
+                self.after_publish(g, sent);
                 return Ok(Sent::Accepted);
             }
             Err(full) => full,
@@ -249,10 +250,8 @@ impl QuicProtocol {
         let mut skipped = Vec::new();
         for recipient in full {
             let len = message.len();
-            let has_room = |g: &mut zerohop_net::driver::Guard<'_, Engine>| {
-                g.as_mut().is_none_or(|e| e.has_room(recipient, channel, len))
-            };
-            let closing = |g: &zerohop_net::driver::Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.closing);
+            let has_room = |g: &mut Guard<'_, Engine>| g.as_mut().is_none_or(|e| e.has_room(recipient, channel, len));
+            let closing = |g: &Guard<'_, Engine>| g.as_ref().is_none_or(|e| e.closing);
             match config.overflow {
                 Overflow::FailFast => return Err(PublishError::Full),
                 Overflow::DropNew => {
@@ -286,9 +285,17 @@ impl QuicProtocol {
         }
         let e = g.as_mut().expect("not closing");
         e.queue_all(channel, message, expiry_ns, &skipped);
-        let timers = e.sent(message.len(), Instant::now);
-        self.driver.after_timers(g, timers);
+        let sent = e.sent(message.len(), Instant::now);
+        self.after_publish(g, sent);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
+    }
+
+    /// A publish's end: a burst it sent in the middle of a flood reads what came back.
+    fn after_publish(&self, g: Guard<'_, Engine>, (timers, go): (Timers, Go)) {
+        match go {
+            Go::Burst => self.driver.read_back(g),
+            Go::Now | Go::Wait => self.driver.after_timers(g, timers),
+        }
     }
 
     /// Sends `message` as one QUIC datagram to every connected peer (unreliable), with
@@ -334,8 +341,8 @@ impl QuicProtocol {
             }
             engine::mark(&mut e.dirty, ch);
         }
-        let timers = e.sent(message.len(), || start);
-        self.driver.after_timers(g, timers);
+        let sent = e.sent(message.len(), || start);
+        self.after_publish(g, sent);
         Ok(outcome)
     }
 

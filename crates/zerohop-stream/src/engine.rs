@@ -1245,7 +1245,7 @@ impl<W: Wire> Engine<W> {
                 self.peers[i].queue(channel, out, (limit, messages), number);
             }
         }
-        if self.burst.published(message.len(), start) {
+        if self.burst.published(message.len(), start).sends() {
             self.flush();
         }
         self.burst.returned();

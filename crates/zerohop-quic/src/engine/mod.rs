@@ -24,7 +24,7 @@ use zerohop_transport::metrics::GroupMetrics;
 use zerohop_net::driver::{Drive, Ready, Timers};
 use zerohop_net::fastmap::IntMap;
 use zerohop_net::ring::{Inbound, Sink};
-use zerohop_net::sending::{Burst, ReadLooks};
+use zerohop_net::sending::{Burst, Go, ReadLooks};
 use zerohop_transport::{Error, Kind, StatusEvent};
 
 mod channel;
@@ -818,7 +818,7 @@ impl Engine {
         message: &[u8],
         expiry_ns: Option<u64>,
         start: impl FnOnce() -> Instant,
-    ) -> Result<Timers, Vec<Recipient>> {
+    ) -> Result<(Timers, Go), Vec<Recipient>> {
         let len = message.len();
         let full = self.groups.full(&self.peers, channel, len);
         if !full.is_empty() {
@@ -903,20 +903,21 @@ impl Engine {
     /// After a publish of `len` bytes that started at `start`: sends now, or (in a
     /// burst) soon (see [`Burst`]). What that did to the timers: none earlier (it
     /// queued into a burst), any (it sent: the connections' timers moved), or a burst's
-    /// deadline, met by the time returned at the latest.
-    pub fn sent(&mut self, len: usize, start: impl FnOnce() -> Instant) -> Timers {
+    /// deadline, met by the time returned at the latest; and how it went.
+    pub fn sent(&mut self, len: usize, start: impl FnOnce() -> Instant) -> (Timers, Go) {
         let due = self.burst.due();
         let mut started = None;
-        let flushed = self.burst.published(len, || *started.insert(start()));
-        if flushed {
+        let go = self.burst.published(len, || *started.insert(start()));
+        if go.sends() {
             self.flush(started.unwrap_or_else(Instant::now));
         }
         self.burst.returned();
-        match self.burst.late_by() {
-            _ if flushed => Timers::Moved,
+        let timers = match self.burst.late_by() {
+            _ if go.sends() => Timers::Moved,
             Some(latest) if self.burst.due() != due => Timers::DueBy(latest),
             _ => Timers::Kept,
-        }
+        };
+        (timers, go)
     }
 
     /// Writes what every channel of `c`'s peer has unsent.
