@@ -7,14 +7,15 @@
 //! - `udp_rtt_{recvmmsg,io_uring}`: the same through `UdpPipeline` (framing, packing,
 //!   sequence accounting), both sides spinning on `poll_recv`;
 //! - `udp_stream_{recvmmsg,io_uring}`: one-way 64-byte messages as fast as the sender
-//!   goes (packed, flushed every 32), as received, with what was lost.
+//!   goes (packed, flushed every 32, and waiting where the receiver's window is full),
+//!   as received, with what was lost.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zerohop_udp::group::pin_to as pin;
-use zerohop_udp::{PipelineConfig, UdpPipeline, UringMode};
+use zerohop_udp::{PipelineConfig, PublishError, UdpPipeline, UringMode};
 
 const ROUNDS: usize = 50_000;
 const WARMUP: usize = 5_000;
@@ -161,7 +162,12 @@ fn stream(run: usize, mode_name: &str) {
     let mut ep = endpoint(UringMode::Off, vec![sink]);
     let msg = [1u8; 64];
     for i in 0..STREAM {
-        ep.publish(&msg).unwrap();
+        // A peer's window full (flow control): its next report, read here, opens it.
+        while let Err(e) = ep.publish(&msg) {
+            assert!(matches!(e, PublishError::Full), "{e}");
+            ep.flush().unwrap();
+            ep.poll_recv(|_| {}).unwrap();
+        }
         if i % 32 == 31 {
             ep.flush().unwrap();
         }
