@@ -848,6 +848,8 @@ function cargoBench(pkg: string, bench: string, manifest?: string): Array<Record
     env: { ...process.env, ZEROHOP_BENCH_RUNS: String(RUNS), ...(manifest && { CARGO_TARGET_DIR: join(root, 'target', pkg) }) },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
+  // A bench that fails takes its rows with it: say so, rather than print a table without them.
+  if (r.status !== 0) throw new Error(`cargo bench ${where.join(' ')} --bench ${bench} failed (${r.status ?? r.signal}): see above`)
   return r.stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
