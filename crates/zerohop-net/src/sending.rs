@@ -360,7 +360,7 @@ mod tests {
         b.returned();
         assert!(!b.published(64, || unreachable!()).sends());
         b.returned();
-        assert!(b.published(64, || t).sends(), "256 bytes wait: sent");
+        assert_eq!(b.published(64, || t), Go::Burst, "256 bytes wait: sent, ending the burst");
     }
 
     #[test]
