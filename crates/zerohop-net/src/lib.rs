@@ -56,4 +56,4 @@ pub fn session_id() -> u64 {
     x.max(1)
 }
 pub use ring::{Inbound, ReceiveRing, RingOptions, Sink};
-pub use transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+pub use transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, PublishTally, Reader};

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use quinn_proto::VarInt;
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use zerohop_net::PublishTally;
 use zerohop_net::driver::{Driver, Guard, Timers};
 use zerohop_net::ring::Sink;
 use zerohop_net::sending::Go;
@@ -65,6 +66,8 @@ pub struct QuicProtocol {
     /// Scratch for datagrams: one allocation per many datagrams (`split` hands out the
     /// front, the rest is reused).
     datagram_buf: Mutex<BytesMut>,
+    /// What was published, counted under the engine's lock (see [`PublishTally`]).
+    tally: Arc<PublishTally>,
 }
 
 impl core::fmt::Debug for QuicProtocol {
@@ -195,12 +198,17 @@ impl QuicProtocol {
         }
         let driver = Driver::start("zerohop-quic-io", engine, || {}).map_err(|e| StartError::Config(e.to_string()))?;
         let driver = Arc::new(driver);
-        Ok(QuicProtocol { driver, config, local, datagram_buf: Mutex::new(BytesMut::new()) })
+        Ok(QuicProtocol { driver, config, local, datagram_buf: Mutex::new(BytesMut::new()), tally: Arc::default() })
     }
 
     /// The bound address (the port the kernel picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// What it published (counted under the engine's lock).
+    pub fn publish_tally(&self) -> &Arc<PublishTally> {
+        &self.tally
     }
 
     /// The configuration it runs with.
@@ -241,6 +249,7 @@ impl QuicProtocol {
         // The usual case: every peer has room.
         let full = match e.publish(channel, message, expiry_ns, Instant::now) {
             Ok(sent) => {
+                self.tally.count_locked(message.len(), false);
                 self.after_publish(g, sent);
                 return Ok(Sent::Accepted);
             }
@@ -286,6 +295,7 @@ impl QuicProtocol {
         let e = g.as_mut().expect("not closing");
         e.queue_all(channel, message, expiry_ns, &skipped);
         let sent = e.sent(message.len(), Instant::now);
+        self.tally.count_locked(message.len(), !skipped.is_empty());
         self.after_publish(g, sent);
         Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
     }
@@ -342,6 +352,7 @@ impl QuicProtocol {
             engine::mark(&mut e.dirty, ch);
         }
         let sent = e.sent(message.len(), || start);
+        self.tally.count_locked(message.len(), outcome == Sent::Dropped);
         self.after_publish(g, sent);
         Ok(outcome)
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use zerohop_net::address::resolve;
 use zerohop_net::ring::{ReceiveRing, RingOptions};
-use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, PublishTally, Reader};
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::{ChaosReport, Injects};
 use zerohop_transport::metrics::GroupMetrics;
@@ -127,6 +127,10 @@ impl Protocol for QuicProtocol {
 
     fn max_message_size(&self) -> usize {
         self.config().max_message
+    }
+
+    fn publish_tally(&self) -> Option<Arc<PublishTally>> {
+        Some(QuicProtocol::publish_tally(self).clone())
     }
 
     fn publish(&self, channel: u16, payload: &[u8]) -> Result<Delivery> {
