@@ -11,7 +11,7 @@ use zerohop_net::address::resolve;
 use zerohop_net::driver::{Driver, Guard};
 use zerohop_net::ring::{ReceiveRing, RingOptions};
 use zerohop_net::session_id;
-use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, Reader};
+use zerohop_net::transport::{DEFAULT_SPIN, NetTransport, Parts, Protocol, PublishTally, Reader};
 use zerohop_proto::lifecycle::Backoff;
 use zerohop_transport::chaos::Injects;
 use zerohop_transport::{
@@ -178,6 +178,8 @@ pub struct StreamProtocol<W: Wire = SocketWire> {
     channels: u16,
     overflow: Overflow,
     listen: bool,
+    /// What was published, counted under the engine's lock (see [`PublishTally`]).
+    tally: Arc<PublishTally>,
 }
 
 impl<W: Wire> StreamProtocol<W> {
@@ -202,6 +204,7 @@ impl<W: Wire> StreamProtocol<W> {
             // The usual case, without allocating: every peer has room.
             if e.all_have_room(channel, message.len()) {
                 e.publish(channel, message, expiry_ns, &[], Instant::now);
+                self.tally.count_locked(message.len(), false);
                 self.driver.after(g);
                 return Ok(Delivery::Accepted);
             }
@@ -260,6 +263,7 @@ impl<W: Wire> StreamProtocol<W> {
         }
         let e = g.as_mut().expect("not closing");
         e.publish(channel, message, expiry_ns, &skipped, Instant::now);
+        self.tally.count_locked(message.len(), !skipped.is_empty());
         self.driver.after(g);
         Ok(if skipped.is_empty() { Delivery::Accepted } else { Delivery::Dropped })
     }
@@ -276,6 +280,10 @@ impl<W: Wire> Protocol for StreamProtocol<W> {
 
     fn max_message_size(&self) -> usize {
         self.max_message
+    }
+
+    fn publish_tally(&self) -> Option<Arc<PublishTally>> {
+        Some(self.tally.clone())
     }
 
     fn publish(&self, channel: u16, message: &[u8]) -> Result<Delivery> {
@@ -510,6 +518,7 @@ pub fn start<W: Wire>(
         channels: o.channels,
         overflow,
         listen: o.listen,
+        tally: Arc::default(),
     });
     let reader: Arc<dyn Reader> = driver;
     NetTransport::new(Parts { protocol, reader, ring, settings, connections: true })
