@@ -4,7 +4,8 @@
 //! such as peers or requests) and a [`Reader`] (its [`Driver`], which
 //! reads the socket into the [`ReceiveRing`]); the core does the rest: receiving with
 //! envelopes and spilled messages, waiting, the doorbell, status, metrics, roles and
-//! counting what was published.
+//! counting what was published (or leaving that to a protocol whose publishes take one
+//! lock anyway: [`PublishTally`]).
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
