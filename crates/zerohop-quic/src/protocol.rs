@@ -207,7 +207,7 @@ impl QuicProtocol {
     }
 
     /// What it published (counted under the engine's lock).
-    pub fn publish_tally(&self) -> &Arc<PublishTally> {
+    pub(crate) fn publish_tally(&self) -> &Arc<PublishTally> {
         &self.tally
     }
 
@@ -249,8 +249,7 @@ impl QuicProtocol {
         // The usual case: every peer has room.
         let full = match e.publish(channel, message, expiry_ns, Instant::now) {
             Ok(sent) => {
-                self.tally.count_locked(message.len(), false);
-                self.after_publish(g, sent);
+                self.after_publish(g, sent, message.len(), Sent::Accepted);
                 return Ok(Sent::Accepted);
             }
             Err(full) => full,
@@ -295,13 +294,15 @@ impl QuicProtocol {
         let e = g.as_mut().expect("not closing");
         e.queue_all(channel, message, expiry_ns, &skipped);
         let sent = e.sent(message.len(), Instant::now);
-        self.tally.count_locked(message.len(), !skipped.is_empty());
-        self.after_publish(g, sent);
-        Ok(if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped })
+        let outcome = if skipped.is_empty() { Sent::Accepted } else { Sent::Dropped };
+        self.after_publish(g, sent, message.len(), outcome);
+        Ok(outcome)
     }
 
-    /// A publish's end: a burst it sent in the middle of a flood reads what came back.
-    fn after_publish(&self, g: Guard<'_, Engine>, (timers, go): (Timers, Go)) {
+    /// A publish's end, still under the engine's lock: it is counted, and a burst it
+    /// sent in the middle of a flood reads what came back.
+    fn after_publish(&self, g: Guard<'_, Engine>, (timers, go): (Timers, Go), len: usize, outcome: Sent) {
+        self.tally.count_locked(len, outcome == Sent::Dropped);
         match go {
             Go::Burst => self.driver.read_back(g),
             Go::Now | Go::Wait => self.driver.after_timers(g, timers),
@@ -352,8 +353,7 @@ impl QuicProtocol {
             engine::mark(&mut e.dirty, ch);
         }
         let sent = e.sent(message.len(), || start);
-        self.tally.count_locked(message.len(), outcome == Sent::Dropped);
-        self.after_publish(g, sent);
+        self.after_publish(g, sent, message.len(), outcome);
         Ok(outcome)
     }
 
